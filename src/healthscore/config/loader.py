@@ -1,0 +1,500 @@
+"""Read `healthscore.yml`, validate it, and report problems with file, line and key."""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from healthscore.config.models import (
+    STANDARD_COLUMNS,
+    ChangeMetric,
+    FormulaMetric,
+    MetricConfig,
+    ProjectConfig,
+    RateMetric,
+    RatioMetric,
+    ScorecardConfig,
+    TenureMetric,
+)
+from healthscore.expressions import parse_expression
+
+PROJECT_FILE = "healthscore.yml"
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem found in a project file."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = (
+            f"{where}: {self.key}: {self.message}"
+            if self.key
+            else f"{where}: {self.message}"
+        )
+        if self.suggestion:
+            text += f" (did you mean {self.suggestion!r}?)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "key": self.key,
+            "message": self.message,
+            "suggestion": self.suggestion,
+        }
+
+
+class ConfigError(Exception):
+    """A project whose files are missing or invalid; `issues` lists every problem."""
+
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = issues
+        count = len(issues)
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in the project:\n{lines}"
+        )
+
+
+@dataclass
+class Project:
+    """A loaded project: its folder and validated settings."""
+
+    root: Path
+    config: ProjectConfig
+    file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.file = self.root / PROJECT_FILE
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path from the project file against the project folder."""
+        candidate = Path(relative).expanduser()
+        return candidate if candidate.is_absolute() else self.root / candidate
+
+    def scorecard_version(self, scorecard: ScorecardConfig) -> str:
+        """Content hash of a scorecard and the metrics it uses."""
+        used = {m.metric for c in scorecard.components.values() for m in c.measures}
+        payload = {
+            "scorecard": scorecard.model_dump(mode="json", by_alias=True),
+            "metrics": {
+                name: self.config.metrics[name].model_dump(mode="json")
+                for name in sorted(_metric_closure(self.config.metrics, used))
+            },
+            "bands": [band.model_dump(mode="json") for band in self.config.bands],
+        }
+        digest = hashlib.sha256(
+            json.dumps(payload, sort_keys=True).encode()
+        ).hexdigest()
+        return digest[:12]
+
+
+def load_project(directory: str | Path = ".") -> Project:
+    """Load and fully validate the project in `directory`.
+
+    Raises ConfigError listing every problem, each with file, line and key.
+    """
+    root = Path(directory).resolve()
+    file = root / PROJECT_FILE
+    if not file.is_file():
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file=str(file),
+                    line=None,
+                    key="",
+                    message="project file not found; run `healthscore init DIR` to "
+                    "create a project or pass --project DIR",
+                )
+            ]
+        )
+    text = file.read_text(encoding="utf-8")
+    data, lines = _parse_yaml(text, str(file))
+    try:
+        config = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_issues(exc, str(file), lines)) from None
+    project = Project(root=root, config=config)
+    issues = list(_reference_issues(project, lines))
+    if issues:
+        raise ConfigError(issues)
+    return project
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file=file, line=line, key="", message=f"invalid YAML: {problem}"
+                )
+            ]
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file=file, line=1, key="", message="expected a mapping of settings"
+                )
+            ]
+        )
+    lines: dict[tuple[str | int, ...], int] = {}
+    _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(
+    node: yaml.Node | None,
+    path: tuple[str | int, ...],
+    lines: dict[tuple[str | int, ...], int],
+) -> None:
+    if node is None:
+        return
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _index_lines(value_node, (*path, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*path, index), lines)
+
+
+def _line_of(
+    path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]
+) -> int | None:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def _pydantic_issues(
+    exc: ValidationError, file: str, lines: dict[tuple[str | int, ...], int]
+) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors():
+        # Discriminated unions add the tag (e.g. 'count') to the location.
+        path = tuple(part for part in error["loc"] if isinstance(part, str | int))
+        path = _strip_union_tags(path, error)
+        suggestion = None
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+            suggestion = _suggest_key(path)
+        issues.append(
+            ConfigIssue(
+                file=file,
+                line=_line_of(path, lines),
+                key=_format_key(path),
+                message=message,
+                suggestion=suggestion,
+            )
+        )
+    return issues
+
+
+def _strip_union_tags(path: tuple[str | int, ...], error: Any) -> tuple[str | int, ...]:
+    if len(path) >= 3 and path[0] == "metrics":
+        tag = path[2]
+        input_type = None
+        if isinstance(error.get("ctx"), dict):
+            input_type = error["ctx"].get("tag")
+        if isinstance(tag, str) and (tag in _METRIC_TYPES or tag == input_type):
+            return path[:2] + path[3:]
+    return path
+
+
+def _format_key(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _suggest_key(path: tuple[str | int, ...]) -> str | None:
+    model = _model_at(ProjectConfig, path[:-1])
+    if model is None:
+        return None
+    allowed = list(model.model_fields) + [
+        f.alias for f in model.model_fields.values() if f.alias
+    ]
+    close = difflib.get_close_matches(str(path[-1]), allowed, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+_METRIC_TYPES = {
+    "count", "distinct_count", "sum", "mean", "min", "max", "latest", "days_since",
+    "rate", "tenure", "days_to_milestone", "ratio", "change", "formula", "attribute",
+}  # fmt: skip
+
+
+def _model_at(
+    model: type[BaseModel], path: tuple[str | int, ...]
+) -> type[BaseModel] | None:
+    from healthscore.config import models
+
+    current: type[BaseModel] | None = model
+    index = 0
+    while index < len(path) and current is not None:
+        part = path[index]
+        if current is ProjectConfig and part == "metrics":
+            return None  # metric types differ; suggestions come from the type below
+        field_info = current.model_fields.get(str(part))
+        if field_info is None:
+            return None
+        annotation = field_info.annotation
+        nested = _nested_model(annotation)
+        if nested is None:
+            return None
+        container = _is_container(annotation)
+        current = nested
+        index += 2 if container else 1
+    del models
+    return current
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    args = getattr(annotation, "__args__", ())
+    for candidate in (annotation, *args):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        inner = (
+            _nested_model(candidate) if getattr(candidate, "__args__", None) else None
+        )
+        if inner:
+            return inner
+    return None
+
+
+def _is_container(annotation: Any) -> bool:
+    origin = getattr(annotation, "__origin__", None)
+    return origin in (list, dict)
+
+
+def _reference_issues(
+    project: Project, lines: dict[tuple[str | int, ...], int]
+) -> Iterator[ConfigIssue]:
+    """Cross-reference checks that a single model cannot make."""
+    config = project.config
+    file = str(project.file)
+
+    def issue(
+        path: tuple[str | int, ...], message: str, choices: Any = ()
+    ) -> ConfigIssue:
+        bad = str(path[-1]) if path else ""
+        value = _value_at(config, path)
+        target = value if isinstance(value, str) else bad
+        close = difflib.get_close_matches(target, list(choices), n=1, cutoff=0.6)
+        return ConfigIssue(
+            file=file,
+            line=_line_of(path, lines),
+            key=_format_key(path),
+            message=message,
+            suggestion=close[0] if close else None,
+        )
+
+    if len(config.sources_of_kind("accounts")) != 1:
+        yield issue(("sources",), "exactly one source of kind accounts is required")
+    yield from _source_issues(project, issue)
+    yield from _metric_issues(config, issue)
+    for index, scorecard in enumerate(config.scorecards):
+        for component, settings in scorecard.components.items():
+            for position, measure in enumerate(settings.measures):
+                if measure.metric not in config.metrics:
+                    path = ("scorecards", index, "components", component, "measures",
+                            position, "metric")  # fmt: skip
+                    yield issue(
+                        path,
+                        f"unknown metric {measure.metric!r}",
+                        config.metrics,
+                    )
+    if config.scoring.population == "active" and not config.sources_of_kind(
+        "subscriptions"
+    ):
+        yield issue(
+            ("scoring", "population"),
+            "population active needs a source of kind subscriptions",
+        )
+
+
+def _value_at(config: ProjectConfig, path: tuple[str | int, ...]) -> Any:
+    value: Any = config
+    for part in path:
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int):
+            value = value[part] if part < len(value) else None
+        else:
+            value = getattr(value, str(part), None)
+    return value
+
+
+def _source_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
+    for name, source in project.config.sources.items():
+        try:
+            source.resolved_format()
+        except ValueError as exc:
+            yield issue(("sources", name, "path"), str(exc))
+        if not glob.glob(str(project.path(source.path))):
+            yield issue(
+                ("sources", name, "path"),
+                f"no file matches {source.path!r} (relative to {project.root})",
+            )
+        for column, lookup in source.lookups.items():
+            if not project.path(lookup.path).is_file():
+                yield issue(
+                    ("sources", name, "lookups", column, "path"),
+                    f"lookup file {lookup.path!r} not found",
+                )
+
+
+def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
+    metrics = config.metrics
+    for name, metric in metrics.items():
+        source_name = getattr(metric, "source", None)
+        if source_name is not None:
+            source = config.sources.get(source_name)
+            if source is None:
+                yield issue(
+                    ("metrics", name, "source"),
+                    f"unknown source {source_name!r}",
+                    config.sources,
+                )
+                continue
+            columns = set(STANDARD_COLUMNS[source.kind]) | set(source.attributes)
+            where = getattr(metric, "where", None)
+            if where:
+                for unknown in sorted(parse_expression(where).names - columns):
+                    yield issue(
+                        ("metrics", name, "where"),
+                        f"unknown column {unknown!r} of source {source_name!r}",
+                        columns,
+                    )
+            column = getattr(metric, "column", None)
+            if column is not None and column not in columns:
+                yield issue(
+                    ("metrics", name, "column"),
+                    f"unknown column {column!r} of source {source_name!r}",
+                    columns,
+                )
+            if isinstance(metric, TenureMetric) and source.kind != "subscriptions":
+                yield issue(
+                    ("metrics", name, "source"), "tenure needs a subscriptions source"
+                )
+        for key, referenced in _metric_references(metric):
+            if referenced not in metrics:
+                yield issue(
+                    ("metrics", name, key), f"unknown metric {referenced!r}", metrics
+                )
+        if getattr(metric, "type", None) == "attribute":
+            accounts = (
+                config.sources.get(config.accounts_source())
+                if config.sources_of_kind("accounts")
+                else None
+            )
+            column = metric.column  # type: ignore[union-attr]
+            if accounts is not None and column not in (
+                set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes)
+            ):
+                yield issue(
+                    ("metrics", name, "column"),
+                    f"unknown column {column!r} of the accounts source",
+                    set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes),
+                )
+    cycle = _find_cycle(metrics)
+    if cycle:
+        yield issue(("metrics", cycle[0]), "metrics refer to each other in a cycle: "
+                    + " -> ".join(cycle))  # fmt: skip
+    for name, metric in metrics.items():
+        if isinstance(metric, RateMetric) and metric.exposure == "tenure":
+            tenures = [n for n, m in metrics.items() if isinstance(m, TenureMetric)]
+            if metric.tenure_metric is None and len(tenures) != 1:
+                yield issue(
+                    ("metrics", name, "exposure"),
+                    "exposure tenure needs exactly one tenure metric, or tenure_metric",
+                )
+
+
+def _metric_references(metric: MetricConfig) -> list[tuple[str, str]]:
+    if isinstance(metric, RatioMetric):
+        return [("numerator", metric.numerator), ("denominator", metric.denominator)]
+    if isinstance(metric, ChangeMetric):
+        return [("of", metric.of)]
+    if isinstance(metric, FormulaMetric):
+        return [
+            ("expression", name)
+            for name in sorted(parse_expression(metric.expression).names)
+        ]
+    if isinstance(metric, RateMetric) and metric.tenure_metric:
+        return [("tenure_metric", metric.tenure_metric)]
+    return []
+
+
+def metric_dependencies(metric: MetricConfig) -> list[str]:
+    """Names of the metrics that `metric` is computed from."""
+    return [name for _, name in _metric_references(metric)]
+
+
+def _find_cycle(metrics: dict[str, MetricConfig]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        stack.append(name)
+        for dependency in metric_dependencies(metrics[name]):
+            if dependency not in metrics:
+                continue
+            if state.get(dependency) == 1:
+                return [*stack[stack.index(dependency) :], dependency]
+            if dependency not in state:
+                found = visit(dependency)
+                if found:
+                    return found
+        stack.pop()
+        state[name] = 2
+        return None
+
+    for name in metrics:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def _metric_closure(metrics: dict[str, MetricConfig], names: set[str]) -> set[str]:
+    result: set[str] = set()
+    pending = [name for name in names if name in metrics]
+    while pending:
+        name = pending.pop()
+        if name in result:
+            continue
+        result.add(name)
+        pending.extend(d for d in metric_dependencies(metrics[name]) if d in metrics)
+    return result

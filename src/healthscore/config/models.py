@@ -1,0 +1,760 @@
+"""Typed settings of a healthscore project, read from `healthscore.yml`.
+
+Every field carries a description: the configuration reference in docs/ is generated
+from these models, so the description is the documentation.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from healthscore.expressions import ExpressionError, parse_expression
+
+SourceKind = Literal[
+    "accounts", "subscriptions", "events", "tickets", "invoices", "surveys", "notes"
+]
+
+#: Standard columns of each source kind; the first ones listed in REQUIRED_COLUMNS
+#: must be mapped, the others are optional.
+STANDARD_COLUMNS: dict[str, dict[str, str]] = {
+    "accounts": {
+        "account_id": "string",
+        "name": "string",
+        "segment": "string",
+        "arr": "number",
+        "mrr": "number",
+        "seats": "number",
+        "owner": "string",
+        "contract_start": "date",
+        "renewal_date": "date",
+    },
+    "subscriptions": {
+        "account_id": "string",
+        "start": "date",
+        "end": "date",
+        "mrr": "number",
+        "quantity": "number",
+        "product": "string",
+    },
+    "events": {
+        "account_id": "string",
+        "timestamp": "timestamp",
+        "user": "string",
+        "event_type": "string",
+        "value": "number",
+    },
+    "tickets": {
+        "account_id": "string",
+        "timestamp": "timestamp",
+        "priority": "string",
+        "status": "string",
+        "resolved_at": "timestamp",
+        "satisfaction": "number",
+        "text": "string",
+    },
+    "invoices": {
+        "account_id": "string",
+        "timestamp": "timestamp",
+        "paid_at": "timestamp",
+        "amount": "number",
+        "status": "string",
+    },
+    "surveys": {
+        "account_id": "string",
+        "timestamp": "timestamp",
+        "score": "number",
+        "survey_type": "string",
+        "comment": "string",
+        "respondent": "string",
+    },
+    "notes": {
+        "account_id": "string",
+        "timestamp": "timestamp",
+        "author": "string",
+        "sentiment": "number",
+        "text": "string",
+    },
+}
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "accounts": ("account_id",),
+    "subscriptions": ("account_id", "start"),
+    "events": ("account_id", "timestamp"),
+    "tickets": ("account_id", "timestamp"),
+    "invoices": ("account_id", "timestamp"),
+    "surveys": ("account_id", "timestamp", "score"),
+    "notes": ("account_id", "timestamp"),
+}
+
+ColumnType = Literal["string", "number", "date", "timestamp", "boolean"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
+_DURATION_UNITS = {"d": "days", "w": "weeks", "mo": "months"}
+
+
+class Duration(BaseModel):
+    """A length of time in whole days, weeks or calendar months."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: int
+    unit: Literal["days", "weeks", "months"]
+
+    @property
+    def days(self) -> int:
+        """Length in days; months count as 30 days where a day count is needed."""
+        per_unit = {"days": 1, "weeks": 7, "months": 30}
+        return self.amount * per_unit[self.unit]
+
+    def __str__(self) -> str:
+        suffix = {"days": "d", "weeks": "w", "months": "mo"}[self.unit]
+        return f"{self.amount}{suffix}"
+
+
+def parse_duration(value: Any) -> Duration:
+    """Parse `28d`, `4w` or `1mo` (an int means days)."""
+    if isinstance(value, Duration):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Duration(amount=value, unit="days")
+    if isinstance(value, dict):
+        return Duration.model_validate(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(
+            f"invalid duration {value!r}; write a whole number with d, w or mo, "
+            "for example 28d, 4w or 1mo"
+        )
+    return Duration(amount=int(match.group(1)), unit=_DURATION_UNITS[match.group(2)])
+
+
+def _check_expression(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_expression(value)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LookupConfig(StrictModel):
+    """A two-column file that replaces codes in a source column with names."""
+
+    path: str = Field(description="CSV file, relative to the project folder.")
+    key: str = Field(description="Column of the lookup file holding the code.")
+    value: str = Field(description="Column of the lookup file holding the name.")
+
+
+class SourceConfig(StrictModel):
+    """One input table: a file or glob of CSV (gzip too), Parquet or JSON Lines."""
+
+    kind: SourceKind = Field(
+        description="What the rows are; sets the standard columns."
+    )
+    path: str = Field(
+        description="File or glob, relative to the project folder, "
+        "for example `data/events/*.parquet`."
+    )
+    format: Literal["csv", "parquet", "jsonl"] | None = Field(
+        default=None,
+        description="File format; by default taken from the extension "
+        "(.csv, .csv.gz, .parquet, .jsonl, .ndjson).",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Standard column name to the column of the file, for example "
+        "`{account_id: customer, timestamp: event_time}`. A standard column that is "
+        "not listed is read from a file column of the same name when there is one.",
+    )
+    attributes: dict[str, ColumnType] = Field(
+        default_factory=dict,
+        description="Further file columns to keep, with their type "
+        "(string, number, date, timestamp, boolean).",
+    )
+    lookups: dict[str, LookupConfig] = Field(
+        default_factory=dict,
+        description="Per standard column, a file that maps codes to names.",
+    )
+    timestamp_format: str | None = Field(
+        default=None,
+        description="strftime format of timestamp and date columns when they are not "
+        "ISO 8601, for example `%d/%m/%Y %H:%M`.",
+    )
+    delimiter: str = Field(default=",", description="CSV field delimiter.")
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        for standard, column in value.items():
+            if not column:
+                raise ValueError(f"column for {standard!r} is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _known_standard_columns(self) -> SourceConfig:
+        known = STANDARD_COLUMNS[self.kind]
+        for standard in list(self.columns) + list(self.lookups):
+            if standard not in known:
+                raise ValueError(
+                    f"{standard!r} is not a standard column of {self.kind} sources; "
+                    f"use one of {', '.join(known)} or list it under attributes"
+                )
+        return self
+
+    def file_column(self, standard: str) -> str:
+        """Name of the file column that holds standard column `standard`."""
+        return self.columns.get(standard, standard)
+
+    def resolved_format(self) -> str:
+        if self.format:
+            return self.format
+        lowered = self.path.lower()
+        for suffix, name in (
+            (".csv.gz", "csv"),
+            (".csv", "csv"),
+            (".tsv", "csv"),
+            (".parquet", "parquet"),
+            (".jsonl", "jsonl"),
+            (".ndjson", "jsonl"),
+            (".jsonl.gz", "jsonl"),
+        ):
+            if lowered.endswith(suffix):
+                return name
+        raise ValueError(
+            f"cannot tell the format of {self.path!r} from its extension; "
+            "set format: csv, parquet or jsonl"
+        )
+
+
+class WindowConfig(StrictModel):
+    """A time window that ends at the as-of point."""
+
+    length: Duration = Field(description="Window length, for example 28d.")
+    closed: Literal["left", "right"] = Field(
+        default="left",
+        description="`left`: [point - length, point), rows at the as-of point are "
+        "out. `right`: (point - length, point], a row stamped exactly at the point is "
+        "in (it is still never after it).",
+    )
+
+    @field_validator("length", mode="before")
+    @classmethod
+    def _parse_length(cls, value: Any) -> Duration:
+        return parse_duration(value)
+
+
+def _parse_window(value: Any) -> Any:
+    if value is None or isinstance(value, dict | WindowConfig):
+        return value
+    return {"length": value}
+
+
+class MetricBase(StrictModel):
+    description: str = Field(default="", description="What the metric means.")
+
+
+class SourceMetric(MetricBase):
+    source: str = Field(description="Name of the source the metric reads.")
+    where: str | None = Field(
+        default=None,
+        description="Row filter over the source's columns, for example "
+        "`event_type == 'login'`.",
+    )
+
+    @field_validator("where")
+    @classmethod
+    def _valid_where(cls, value: str | None) -> str | None:
+        return _check_expression(value)
+
+
+class WindowedMetric(SourceMetric):
+    window: WindowConfig | None = Field(
+        default=None,
+        description="Window ending at the as-of point, as `28d` or "
+        "`{length: 84d, closed: right}`; none means all rows before the point.",
+    )
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window_shorthand(cls, value: Any) -> Any:
+        return _parse_window(value)
+
+
+class CountMetric(WindowedMetric):
+    """Number of rows in the window; 0 when there are none."""
+
+    type: Literal["count"]
+
+
+class DistinctCountMetric(WindowedMetric):
+    """Number of distinct values of a column in the window; 0 when there are none."""
+
+    type: Literal["distinct_count"]
+    column: str = Field(description="Standard column or attribute to count.")
+
+
+class AggregateMetric(WindowedMetric):
+    """Sum, mean, minimum or maximum of a numeric column in the window."""
+
+    type: Literal["sum", "mean", "min", "max"]
+    column: str = Field(description="Numeric standard column or attribute.")
+
+
+class LatestMetric(WindowedMetric):
+    """Value of a column on the newest row before the as-of point."""
+
+    type: Literal["latest"]
+    column: str = Field(description="Standard column or attribute.")
+
+
+class DaysSinceMetric(SourceMetric):
+    """Calendar days from the day of the newest matching row to the as-of date.
+
+    A row from any time of the day before the as-of date is 1 day ago. Missing when
+    no row matches.
+    """
+
+    type: Literal["days_since"]
+
+
+class RateMetric(WindowedMetric):
+    """Rows per period: count in the window scaled to `per`.
+
+    With `exposure: tenure` the divisor is the shorter of the window and the account's
+    tenure, so young accounts are not penalised for the days before they existed.
+    """
+
+    type: Literal["rate"]
+    per: Duration = Field(description="Period the rate is expressed in, e.g. 28d.")
+    exposure: Literal["window", "tenure"] = Field(
+        default="window",
+        description="Divide by the window length or by min(window, tenure).",
+    )
+    min_tenure: Duration | None = Field(
+        default=None,
+        description="With exposure tenure: accounts younger than this get no value.",
+    )
+    tenure_metric: str | None = Field(
+        default=None,
+        description="With exposure tenure: the tenure metric to use (default: the "
+        "project's only tenure metric).",
+    )
+
+    @field_validator("per", "min_tenure", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> Duration | None:
+        return None if value is None else parse_duration(value)
+
+
+class TenureMetric(SourceMetric):
+    """Days since the start of the account's current run of subscriptions.
+
+    Subscriptions separated by a gap of at most `max_gap` count as one run. Accounts
+    with no subscription active at the as-of point get no value.
+    """
+
+    type: Literal["tenure"]
+    max_gap: Duration = Field(
+        default_factory=lambda: Duration(amount=31, unit="days"),
+        description="Largest gap between subscriptions that still continues a run.",
+    )
+
+    @field_validator("max_gap", mode="before")
+    @classmethod
+    def _gap_duration(cls, value: Any) -> Duration:
+        return parse_duration(value)
+
+
+class MilestoneMetric(SourceMetric):
+    """Days from the account's start to its first row matching `where`.
+
+    The start is the first subscription start (or `start_column` of the accounts
+    source). Before the milestone is reached the value is the days elapsed so far,
+    which only grows, unless `if_not_reached: missing`.
+    """
+
+    type: Literal["days_to_milestone"]
+    start_column: str | None = Field(
+        default=None,
+        description="Date column of the accounts source that marks the start; by "
+        "default the first subscription start.",
+    )
+    if_not_reached: Literal["elapsed", "missing"] = Field(
+        default="elapsed",
+        description="Value before the milestone: days elapsed so far, or missing.",
+    )
+
+
+class RatioMetric(MetricBase):
+    """Numerator metric divided by denominator metric at the same as-of point."""
+
+    type: Literal["ratio"]
+    numerator: str = Field(description="Metric name; a missing value counts as 0.")
+    denominator: str = Field(description="Metric name; a missing value counts as 0.")
+    zero_denominator: float | None = Field(
+        default=0.0,
+        description="Value when the denominator is 0 (null for missing).",
+    )
+
+
+class ChangeMetric(MetricBase):
+    """Change of a windowed metric against the window before it."""
+
+    type: Literal["change"]
+    of: str = Field(description="A count, distinct_count, sum, mean, min, max or rate.")
+    mode: Literal["percent", "difference"] = Field(
+        default="percent",
+        description="`percent`: current / previous - 1 (missing when previous is 0); "
+        "`difference`: current - previous.",
+    )
+
+
+class FormulaMetric(MetricBase):
+    """Arithmetic over other metrics, such as `like_per_month + dislike_per_month`."""
+
+    type: Literal["formula"]
+    expression: str = Field(description="Expression over metric names.")
+    missing_as_zero: bool = Field(
+        default=True, description="Treat a missing input metric as 0."
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _valid_expression(cls, value: str) -> str:
+        _check_expression(value)
+        return value
+
+
+class AttributeMetric(MetricBase):
+    """A column of the accounts source taken as it is."""
+
+    type: Literal["attribute"]
+    column: str = Field(description="Standard column or attribute of the accounts.")
+
+
+MetricConfig = Annotated[
+    CountMetric
+    | DistinctCountMetric
+    | AggregateMetric
+    | LatestMetric
+    | DaysSinceMetric
+    | RateMetric
+    | TenureMetric
+    | MilestoneMetric
+    | RatioMetric
+    | ChangeMetric
+    | FormulaMetric
+    | AttributeMetric,
+    Field(discriminator="type"),
+]
+
+
+class Step(StrictModel):
+    """Values from `from` upward (until the next step) score `score`."""
+
+    start: float = Field(alias="from", description="Lower edge of the step.")
+    score: float = Field(ge=0, le=100, description="Score of values in the step.")
+
+
+class NormalizeConfig(StrictModel):
+    """How a metric value becomes a 0-100 measure score."""
+
+    method: Literal[
+        "bounds", "percentile", "steps", "target", "zscore", "categories"
+    ] = Field(description="Normalization method.")
+    min: float | None = Field(default=None, description="bounds: value that scores 0.")
+    max: float | None = Field(
+        default=None, description="bounds: value that scores 100."
+    )
+    within: str | None = Field(
+        default=None,
+        description="percentile and zscore: account column to group by, for example "
+        "`segment`; none compares with all scored accounts.",
+    )
+    steps: list[Step] = Field(default_factory=list, description="steps: the steps.")
+    target: float | None = Field(
+        default=None, description="target: value that reaches 100."
+    )
+    mean: float | None = Field(
+        default=None, description="zscore: fixed centre instead of the population mean."
+    )
+    std: float | None = Field(
+        default=None,
+        description="zscore: fixed spread instead of the population standard "
+        "deviation.",
+    )
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="categories: score of each category value."
+    )
+    default: float | None = Field(
+        default=None,
+        description="categories: score of an unlisted value (none: missing).",
+    )
+    log: bool = Field(
+        default=False,
+        description="Apply log(1 + value) first, for fat-tailed counts; bounds, steps "
+        "and target are given in the original units.",
+    )
+
+    @model_validator(mode="after")
+    def _method_settings(self) -> NormalizeConfig:
+        if self.method == "bounds":
+            if self.min is None or self.max is None:
+                raise ValueError("bounds needs min and max")
+            if self.max <= self.min:
+                raise ValueError(f"bounds needs max > min, got {self.min}..{self.max}")
+        if self.method == "steps":
+            if not self.steps:
+                raise ValueError("steps needs at least one step")
+            starts = [step.start for step in self.steps]
+            if starts != sorted(starts) or len(set(starts)) != len(starts):
+                raise ValueError("steps must be listed with increasing 'from' values")
+        if self.method == "target" and (self.target is None or self.target <= 0):
+            raise ValueError("target needs a target above 0")
+        if self.method == "zscore" and self.std is not None and self.std <= 0:
+            raise ValueError("zscore needs std above 0")
+        if self.method == "categories" and not self.scores:
+            raise ValueError("categories needs scores")
+        if self.log and self.method == "categories":
+            raise ValueError("log applies to numbers, not to categories")
+        return self
+
+
+class MeasureConfig(StrictModel):
+    """A metric scored 0-100 with a weight inside its component."""
+
+    metric: str = Field(description="Metric name.")
+    name: str | None = Field(
+        default=None, description="Measure name (default: metric)."
+    )
+    weight: float = Field(default=1.0, gt=0, description="Weight within the component.")
+    direction: Literal["higher", "lower"] = Field(
+        default="higher", description="Whether a higher value is better."
+    )
+    normalize: NormalizeConfig = Field(description="Normalization to 0-100.")
+
+    @property
+    def measure_name(self) -> str:
+        return self.name or self.metric
+
+
+class ComponentConfig(StrictModel):
+    """A group of measures, such as usage or support, with its weight in the score."""
+
+    weight: float = Field(gt=0, description="Weight of the component in the score.")
+    measures: list[MeasureConfig] = Field(min_length=1, description="Its measures.")
+
+
+class ScorecardConfig(StrictModel):
+    """Components and weights used for the accounts that match `when`."""
+
+    name: str = Field(description="Scorecard name.")
+    when: str | None = Field(
+        default=None,
+        description="Condition over account columns, for example "
+        "`segment == 'enterprise'`; none matches every account.",
+    )
+    version: str | None = Field(
+        default=None,
+        description="A label stored with each score; a content hash is stored too.",
+    )
+    min_coverage: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of the scorecard's weight that must have data; below it the "
+        "account is banded `insufficient_data`.",
+    )
+    components: dict[str, ComponentConfig] = Field(
+        min_length=1, description="Components by name."
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _valid_when(cls, value: str | None) -> str | None:
+        return _check_expression(value)
+
+    @model_validator(mode="after")
+    def _unique_measures(self) -> ScorecardConfig:
+        seen: set[str] = set()
+        for component in self.components.values():
+            for measure in component.measures:
+                if measure.measure_name in seen:
+                    raise ValueError(
+                        f"measure {measure.measure_name!r} appears twice; give one a "
+                        "distinct name"
+                    )
+                seen.add(measure.measure_name)
+        return self
+
+
+class BandConfig(StrictModel):
+    """A score range with a name and a display colour."""
+
+    name: str = Field(description="Band key, for example `at_risk`.")
+    label: str = Field(description="Display label, for example `At risk`.")
+    min: int = Field(ge=0, le=100, description="Lowest score of the band.")
+    max: int = Field(ge=0, le=100, description="Highest score of the band.")
+    color: str = Field(description="CSS colour.")
+
+
+def default_bands() -> list[BandConfig]:
+    # Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
+    return [
+        BandConfig(name="at_risk", label="At risk", min=0, max=40, color="#D55E00"),
+        BandConfig(name="stable", label="Stable", min=41, max=70, color="#E69F00"),
+        BandConfig(name="healthy", label="Healthy", min=71, max=100, color="#0072B2"),
+    ]
+
+
+class EngineConfig(StrictModel):
+    """Where metrics are computed."""
+
+    kind: Literal["duckdb"] = Field(default="duckdb", description="Engine.")
+    memory_limit: str | None = Field(
+        default=None, description="DuckDB memory limit, for example `4GB`."
+    )
+    threads: int | None = Field(default=None, ge=1, description="DuckDB threads.")
+    temp_directory: str | None = Field(
+        default=None, description="Folder for DuckDB to spill to."
+    )
+
+
+class StoreConfig(StrictModel):
+    """Where results and operational state are kept."""
+
+    snapshots: str = Field(
+        default=".healthscore/snapshots",
+        description="Folder of score snapshots, one Parquet partition per as-of date.",
+    )
+    state: str = Field(
+        default="sqlite:///.healthscore/state.db",
+        description="SQLAlchemy URL of the operational store (overrides and more); a "
+        "relative SQLite path is relative to the project folder.",
+    )
+
+
+class ScoringConfig(StrictModel):
+    """Which accounts are scored."""
+
+    population: Literal["active", "all"] | None = Field(
+        default=None,
+        description="`active`: accounts with a subscription active at the as-of point; "
+        "`all`: every account. Default: active when there is a subscriptions source.",
+    )
+
+
+class OutcomesConfig(StrictModel):
+    """How churn is read from the subscriptions."""
+
+    horizon: Duration = Field(
+        default_factory=lambda: Duration(amount=1, unit="months"),
+        description="Churn horizon after the as-of date, for example 1mo or 90d.",
+    )
+    observed_until: date | None = Field(
+        default=None,
+        description="Last date for which subscriptions are complete; the demo scores "
+        "the latest as-of date whose horizon ends by then.",
+    )
+
+    @field_validator("horizon", mode="before")
+    @classmethod
+    def _horizon_duration(cls, value: Any) -> Duration:
+        return parse_duration(value)
+
+
+class ReportConfig(StrictModel):
+    """Contents of the HTML report and the run summary."""
+
+    riskiest: int = Field(default=20, ge=1, description="Riskiest accounts listed.")
+    value_column: Literal["arr", "mrr"] | None = Field(
+        default=None,
+        description="Account value that ranks the riskiest accounts; by default ARR "
+        "when mapped, else MRR.",
+    )
+
+
+class ProjectConfig(StrictModel):
+    """The whole `healthscore.yml`."""
+
+    name: str = Field(description="Project name.")
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of days and as-of points; naive timestamps are "
+        "read in it, offsets are converted to it.",
+    )
+    as_of_point: Literal["start_of_day", "end_of_day"] = Field(
+        default="start_of_day",
+        description="Where the as-of point of date D falls: `start_of_day` is D 00:00, "
+        "so day D itself is not seen; `end_of_day` is D+1 00:00, so it is.",
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Storage.")
+    sources: dict[str, SourceConfig] = Field(description="Input tables by name.")
+    metrics: dict[str, MetricConfig] = Field(
+        default_factory=dict, description="Metrics by name."
+    )
+    scorecards: list[ScorecardConfig] = Field(
+        min_length=1,
+        description="Scorecards; each account is scored by the first one it matches.",
+    )
+    bands: list[BandConfig] = Field(
+        default_factory=default_bands,
+        description="Score bands, together covering 0-100 without gaps.",
+    )
+    scoring: ScoringConfig = Field(
+        default_factory=ScoringConfig, description="Scoring."
+    )
+    outcomes: OutcomesConfig = Field(
+        default_factory=OutcomesConfig, description="Churn outcomes."
+    )
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Report.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as UTC or "
+                "Europe/Berlin"
+            ) from None
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_cover_range(cls, bands: list[BandConfig]) -> list[BandConfig]:
+        ordered = sorted(bands, key=lambda band: band.min)
+        expected = 0
+        for band in ordered:
+            if band.min != expected or band.max < band.min:
+                raise ValueError(
+                    f"bands must cover 0-100 without gaps or overlaps; band "
+                    f"{band.name!r} starts at {band.min}, expected {expected}"
+                )
+            expected = band.max + 1
+        if expected != 101:
+            raise ValueError(f"bands must end at 100, the last ends at {expected - 1}")
+        return ordered
+
+    def sources_of_kind(self, kind: str) -> list[str]:
+        return [name for name, source in self.sources.items() if source.kind == kind]
+
+    def accounts_source(self) -> str:
+        return self.sources_of_kind("accounts")[0]
