@@ -1,0 +1,252 @@
+"""Sources: read and check every input table of a project.
+
+`load_sources` reads each source into the engine once. `SourceSet.rows` then gives the
+usable rows as of a point in time, and `SourceSet.report` says, per source, how many
+rows were used and why the others were excluded, with example file rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import ibis
+import pandas as pd
+from ibis.backends.duckdb import Backend as DuckDBBackend
+
+from healthscore.config import Project
+from healthscore.sources.reader import (
+    LoadedSource,
+    SourceError,
+    literal,
+    quote,
+    read_source,
+)
+
+__all__ = [
+    "REASONS",
+    "ExcludedRow",
+    "SourceError",
+    "SourceReport",
+    "SourceSet",
+    "as_of_point",
+    "load_sources",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Why a row is kept out of the score, with the wording used in reports.
+REASONS = {
+    "missing_value": "required value is missing",
+    "unparseable_value": "value cannot be read as the column's type",
+    "unknown_code": "code not found in the lookup file",
+    "end_before_start": "end date is before the start date",
+    "duplicate_account_id": "account id appears on more than one row",
+    "unknown_account": "account id not found in the accounts source",
+    "after_as_of": "timestamp is after the as-of point",
+}
+
+_EXAMPLES_PER_REASON = 5
+
+
+@dataclass(frozen=True)
+class ExcludedRow:
+    """One example of an excluded row."""
+
+    file: str
+    row: int
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.file}, row {self.row}, column {self.column}: {REASONS[self.reason]}"
+        )
+
+
+@dataclass
+class SourceReport:
+    """Rows read, used and excluded for one source at one as-of point."""
+
+    source: str
+    kind: str
+    files: list[str]
+    rows_read: int
+    rows_used: int
+    excluded: dict[str, int] = field(default_factory=dict)
+    """Excluded rows per `reason:column`."""
+    examples: list[ExcludedRow] = field(default_factory=list)
+
+    @property
+    def rows_excluded(self) -> int:
+        return self.rows_read - self.rows_used
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "files": self.files,
+            "rows_read": self.rows_read,
+            "rows_used": self.rows_used,
+            "rows_excluded": self.rows_excluded,
+            "excluded": dict(self.excluded),
+            "examples": [
+                {"file": e.file, "row": e.row, "column": e.column, "reason": e.reason}
+                for e in self.examples
+            ],
+        }
+
+
+class SourceSet:
+    """The project's sources, read into one engine connection."""
+
+    def __init__(
+        self, project: Project, con: DuckDBBackend, loaded: dict[str, LoadedSource]
+    ):
+        self.project = project
+        self.con = con
+        self.loaded = loaded
+        self.accounts_name = project.config.accounts_source()
+
+    def columns(self, name: str) -> dict[str, str]:
+        """Standard and attribute columns of a source, with their types."""
+        return dict(self.loaded[name].columns)
+
+    def rows(self, name: str, point: datetime | None = None) -> ibis.Table:
+        """Usable rows of a source, as seen at `point` (all rows when None).
+
+        Rows stamped after the point are left out, so no metric built on this table
+        can see the future. A row stamped exactly at the point is kept; windows that
+        are open at their end leave it out themselves.
+        """
+        table = self.con.table(f"valid_{name}")
+        if point is None:
+            return table
+        kind = self.loaded[name].config.kind
+        if kind == "subscriptions":
+            return table.filter(table.start <= point.date())
+        if kind == "accounts":
+            return table
+        return table.filter(table.timestamp <= point)
+
+    def accounts(self) -> pd.DataFrame:
+        """Usable accounts with their standard and attribute columns, by account id."""
+        frame = self.rows(self.accounts_name).execute()
+        return frame.set_index("account_id", drop=True).sort_index()
+
+    def report(self, point: datetime) -> list[SourceReport]:
+        """Rows used and excluded per source as of `point`, with example rows."""
+        return [self._report_one(name, point) for name in self.loaded]
+
+    def _report_one(self, name: str, point: datetime) -> SourceReport:
+        loaded = self.loaded[name]
+        raw = self.con.con
+        problem = self._problem_sql(name, point)
+        counts = raw.execute(
+            f"SELECT {problem} AS problem, count(*) FROM {quote(loaded.relation)} AS s "
+            f"{self._accounts_join(name)} GROUP BY ALL"
+        ).fetchall()
+        rows_read = sum(count for _, count in counts)
+        excluded = {str(p): int(n) for p, n in counts if p is not None}
+        relation = quote(loaded.relation)
+        examples = raw.execute(
+            f"WITH first AS (SELECT _file, min(_row) AS first_row FROM {relation} "
+            f"GROUP BY _file) "
+            f"SELECT s._file, s._row - first.first_row + 1, {problem} AS problem "
+            f"FROM {relation} AS s JOIN first USING (_file) "
+            f"{self._accounts_join(name)} WHERE problem IS NOT NULL "
+            "QUALIFY row_number() OVER "
+            "(PARTITION BY problem ORDER BY s._file, s._row) "
+            f"<= {_EXAMPLES_PER_REASON} ORDER BY problem, s._file, s._row"
+        ).fetchall()
+        return SourceReport(
+            source=name,
+            kind=loaded.config.kind,
+            files=list(loaded.files),
+            rows_read=rows_read,
+            rows_used=rows_read - sum(excluded.values()),
+            excluded=dict(sorted(excluded.items())),
+            examples=[
+                ExcludedRow(
+                    file=str(file),
+                    row=int(row),
+                    column=str(problem).split(":", 1)[1],
+                    reason=str(problem).split(":", 1)[0],
+                )
+                for file, row, problem in examples
+            ],
+        )
+
+    def _problem_sql(self, name: str, point: datetime) -> str:
+        kind = self.loaded[name].config.kind
+        cases = []
+        if kind != "accounts":
+            cases.append("WHEN a.account_id IS NULL THEN 'unknown_account:account_id'")
+        if kind == "subscriptions":
+            cases.append(f"WHEN s.start > DATE {literal(point.date().isoformat())} "
+                         "THEN 'after_as_of:start'")  # fmt: skip
+        elif kind != "accounts":
+            moment = literal(point.isoformat(" "))
+            cases.append(f"WHEN s.timestamp > TIMESTAMP {moment} "
+                         "THEN 'after_as_of:timestamp'")  # fmt: skip
+        if not cases:
+            return "s._problem"
+        return f"coalesce(s._problem, CASE {' '.join(cases)} END)"
+
+    def _accounts_join(self, name: str) -> str:
+        if self.loaded[name].config.kind == "accounts":
+            return ""
+        return (
+            "LEFT JOIN (SELECT DISTINCT account_id FROM "
+            f"valid_{self.accounts_name}) AS a "
+            "ON s.account_id = a.account_id"
+        )
+
+
+def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
+    """Read every source of `project` into `con` and check its rows.
+
+    Raises SourceError when a source cannot be read at all.
+    """
+    raw = con.con
+    loaded: dict[str, LoadedSource] = {}
+    for name, source in project.config.sources.items():
+        started = time.perf_counter()
+        loaded[name] = read_source(raw, project, name, source)
+        logger.info(
+            "read source %s (%s, %d file(s)) in %.2f s",
+            name,
+            source.kind,
+            len(loaded[name].files),
+            time.perf_counter() - started,
+        )
+    accounts = project.config.accounts_source()
+    _mark_duplicate_accounts(raw, loaded[accounts].relation)
+    for name, item in loaded.items():
+        raw.execute(
+            f"CREATE OR REPLACE TEMP VIEW {quote('valid_' + name)} AS "
+            f"SELECT * EXCLUDE (_problem, _file, _row) FROM {quote(item.relation)} "
+            "WHERE _problem IS NULL"
+        )
+    return SourceSet(project, con, loaded)
+
+
+def _mark_duplicate_accounts(raw: Any, relation: str) -> None:
+    # Every row of a duplicated id is excluded: picking one of them would be a guess.
+    raw.execute(
+        f"UPDATE {quote(relation)} SET _problem = 'duplicate_account_id:account_id' "
+        f"WHERE _problem IS NULL AND account_id IN (SELECT account_id FROM "
+        f"{quote(relation)} WHERE _problem IS NULL GROUP BY account_id "
+        "HAVING count(*) > 1)"
+    )
+
+
+def as_of_point(project: Project, as_of: date) -> datetime:
+    """The instant (wall-clock time in the project zone) that `as_of` stands for."""
+    point = datetime(as_of.year, as_of.month, as_of.day)
+    if project.config.as_of_point == "end_of_day":
+        point += pd.Timedelta(days=1).to_pytimedelta()
+    return point

@@ -1,0 +1,251 @@
+"""Read source files into DuckDB with standard column names, types and row checks.
+
+Each source becomes one relation named `source_<name>` with:
+
+- the standard columns of its kind that the file has, converted to their types;
+- its declared attributes;
+- `_file` and `_row` (a running row number; see SourceSet.report) for error reports;
+- `_problem`: NULL for a usable row, else `reason:column` for the first check it fails.
+
+CSV and JSON Lines files are copied into a temporary table once per run, because
+scanning a gzip CSV again for every metric would cost more than the copy. Parquet
+files stay as a view so that DuckDB can skip row groups outside a metric's window.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from healthscore.config import Project
+from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
+
+_SQL_TYPES = {
+    "string": "VARCHAR",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
+
+
+class SourceError(Exception):
+    """A source that cannot be read at all; nothing is computed or stored."""
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    """A source read into the engine: its relation name and the columns it has."""
+
+    name: str
+    config: SourceConfig
+    relation: str
+    files: tuple[str, ...]
+    columns: dict[str, str]
+    """Standard or attribute column name to its type (string, number, ...)."""
+
+
+def quote(identifier: str) -> str:
+    """Quote an SQL identifier for DuckDB."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    """Quote an SQL string literal for DuckDB."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def resolve_files(project: Project, name: str, source: SourceConfig) -> list[str]:
+    """Expand the source's path or glob into sorted file names."""
+    pattern = str(project.path(source.path))
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise SourceError(
+            f"source {name!r}: no file matches {source.path!r} "
+            f"(looked in {project.root}); check sources.{name}.path"
+        )
+    return files
+
+
+def read_source(
+    con: duckdb.DuckDBPyConnection, project: Project, name: str, source: SourceConfig
+) -> LoadedSource:
+    """Create the relation `source_<name>` for one source."""
+    files = resolve_files(project, name, source)
+    file_format = source.resolved_format()
+    scan = _scan_sql(file_format, files, source)
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
+    except duckdb.Error as exc:
+        raise SourceError(
+            f"source {name!r}: cannot read {_describe_files(files)} as {file_format}: "
+            f"{_first_line(exc)}"
+        ) from None
+    # filename and file_row_number are added by the scan, not columns of the file.
+    file_types = {
+        row[0]: row[1]
+        for row in described
+        if row[0] not in ("filename", "file_row_number")
+    }
+    columns = _columns_present(name, source, file_types)
+    select = _standard_select(project, name, source, columns, file_types)
+    relation = f"source_{name}"
+    materialize = (
+        file_format != "parquet" or source.lookups or source.kind == "accounts"
+    )
+    kind = "TEMP TABLE" if materialize else "TEMP VIEW"
+    # `_row` numbers rows in scan order; SourceSet.report turns it into the row within
+    # the file by subtracting the file's first number. DuckDB keeps file order when it
+    # scans with preserve_insertion_order (the default).
+    row = "file_row_number + 1" if file_format == "parquet" else "row_number() OVER ()"
+    sql = (
+        f"CREATE OR REPLACE {kind} {quote(relation)} AS "
+        f"SELECT {select}, filename AS _file, {row} AS _row "
+        f"FROM {scan} AS raw {_lookup_joins(project, source)}"
+    )
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        raise SourceError(
+            f"source {name!r}: reading {_describe_files(files)} failed: "
+            f"{_first_line(exc)}"
+        ) from None
+    return LoadedSource(name, source, relation, tuple(files), columns)
+
+
+def _scan_sql(file_format: str, files: list[str], source: SourceConfig) -> str:
+    names = "[" + ", ".join(literal(file) for file in files) + "]"
+    if file_format == "csv":
+        return (
+            f"read_csv({names}, all_varchar = true, header = true, "
+            f"delim = {literal(source.delimiter)}, filename = true)"
+        )
+    if file_format == "parquet":
+        return f"read_parquet({names}, filename = true, file_row_number = true)"
+    return f"read_json({names}, format = 'newline_delimited', filename = true)"
+
+
+def _columns_present(
+    name: str, source: SourceConfig, file_types: dict[str, str]
+) -> dict[str, str]:
+    present: dict[str, str] = {}
+    for standard, kind in STANDARD_COLUMNS[source.kind].items():
+        column = source.file_column(standard)
+        if column in file_types:
+            present[standard] = kind
+        elif standard in source.columns or standard in REQUIRED_COLUMNS[source.kind]:
+            raise SourceError(
+                f"source {name!r}: column {column!r} for {standard!r} not found in the "
+                f"file; it has {', '.join(file_types)}. Fix sources.{name}.columns."
+            )
+    for attribute, kind in source.attributes.items():
+        if attribute not in file_types:
+            raise SourceError(
+                f"source {name!r}: attribute column {attribute!r} not found in the "
+                f"file; it has {', '.join(file_types)}. Fix sources.{name}.attributes."
+            )
+        present[attribute] = kind
+    return present
+
+
+def _standard_select(
+    project: Project,
+    name: str,
+    source: SourceConfig,
+    columns: dict[str, str],
+    file_types: dict[str, str],
+) -> str:
+    typed: dict[str, str] = {}
+    checks: list[tuple[str, str]] = []
+    required = set(REQUIRED_COLUMNS[source.kind])
+    for column, kind in columns.items():
+        is_standard = column in STANDARD_COLUMNS[source.kind]
+        file_column = source.file_column(column) if is_standard else column
+        raw = f"raw.{quote(file_column)}"
+        if column in source.lookups:
+            value = f"{quote('lookup_' + column)}.value"
+            checks.append(
+                (f"{_present(raw)} AND {value} IS NULL", f"unknown_code:{column}")
+            )
+        else:
+            value = _typed(raw, kind, file_types[file_column], source.timestamp_format)
+            if kind != "string":
+                checks.append(
+                    (
+                        f"{_present(raw)} AND {value} IS NULL",
+                        f"unparseable_value:{column}",
+                    )
+                )
+        if column in required:
+            checks.insert(0, (f"NOT {_present(raw)}", f"missing_value:{column}"))
+        typed[column] = value
+    checks.extend(_range_checks(source, typed))
+    problem = "CAST(NULL AS VARCHAR)"
+    if checks:
+        cases = " ".join(
+            f"WHEN {test} THEN {literal(reason)}" for test, reason in checks
+        )
+        problem = f"CASE {cases} END"
+    selected = [f"{value} AS {quote(column)}" for column, value in typed.items()]
+    return ", ".join([*selected, f"{problem} AS _problem"])
+
+
+def _present(raw: str) -> str:
+    return f"({raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '')"
+
+
+def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) -> str:
+    if kind == "string":
+        return f"CAST({raw} AS VARCHAR)"
+    if kind in ("number", "boolean"):
+        return f"TRY_CAST({raw} AS {_SQL_TYPES[kind]})"
+    if file_type == "TIMESTAMP":
+        # A naive timestamp is already wall-clock time in the project zone.
+        local = raw
+    elif file_type == "DATE" or file_type.startswith("TIMESTAMP WITH TIME ZONE"):
+        # DuckDB converts an instant to wall-clock time in the session time zone,
+        # which connect() sets to the project's.
+        local = f"CAST({raw} AS TIMESTAMP)"
+    elif timestamp_format:
+        parsed = f"TRY_STRPTIME(CAST({raw} AS VARCHAR), {literal(timestamp_format)})"
+        local = f"CAST(CAST({parsed} AS TIMESTAMPTZ) AS TIMESTAMP)"
+    else:
+        # Text without an offset is read in the session zone; with an offset it is
+        # converted to it.
+        parsed = f"TRY_CAST(CAST({raw} AS VARCHAR) AS TIMESTAMPTZ)"
+        local = f"CAST({parsed} AS TIMESTAMP)"
+    return local if kind == "timestamp" else f"CAST({local} AS DATE)"
+
+
+def _range_checks(source: SourceConfig, typed: dict[str, str]) -> list[tuple[str, str]]:
+    if source.kind == "subscriptions" and "end" in typed:
+        return [(f"{typed['end']} < {typed['start']}", "end_before_start:end")]
+    return []
+
+
+def _lookup_joins(project: Project, source: SourceConfig) -> str:
+    joins = []
+    for column, lookup in source.lookups.items():
+        alias = quote("lookup_" + column)
+        path = literal(str(project.path(lookup.path)))
+        table = (
+            f"(SELECT CAST({quote(lookup.key)} AS VARCHAR) AS key, "
+            f"CAST({quote(lookup.value)} AS VARCHAR) AS value "
+            f"FROM read_csv({path}, all_varchar = true, header = true))"
+        )
+        raw = f"CAST(raw.{quote(source.file_column(column))} AS VARCHAR)"
+        joins.append(f"LEFT JOIN {table} AS {alias} ON {raw} = {alias}.key")
+    return " ".join(joins)
+
+
+def _describe_files(files: list[str]) -> str:
+    if len(files) == 1:
+        return files[0]
+    return f"{len(files)} files ({Path(files[0]).name}, ...)"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]

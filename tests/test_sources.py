@@ -1,0 +1,272 @@
+"""Reading sources: formats, column mapping, row checks and time zones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from healthscore.engine import connect
+from healthscore.sources import SourceError, load_sources
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+EVENTS_CSV = """account_id,event_time,kind,user
+a1,2024-03-01 10:00:00,login,u1
+a1,2024-03-02 11:00:00,login,u2
+a2,2024-03-03 09:30:00,export,u3
+"""
+
+
+def load(project):
+    return load_sources(project, connect(project))
+
+
+def test_csv_with_column_mapping(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["columns"] = {
+        "timestamp": "event_time",
+        "event_type": "kind",
+    }
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": EVENTS_CSV}
+    )
+    rows = load(project).rows("events").execute().sort_values("timestamp")
+    assert list(rows["account_id"]) == ["a1", "a1", "a2"]
+    assert list(rows["event_type"]) == ["login", "login", "export"]
+    assert list(rows["user"]) == ["u1", "u2", "u3"]
+    assert rows["timestamp"].iloc[2] == pd.Timestamp("2024-03-03 09:30:00")
+
+
+@pytest.mark.parametrize("name", ["events.csv.gz", "events.parquet", "events.jsonl"])
+def test_every_format_gives_same_rows(tmp_path, name):
+    frame = pd.DataFrame(
+        {
+            "account_id": ["a1", "a2"],
+            "timestamp": ["2024-03-01 10:00:00", "2024-03-02 12:00:00"],
+            "value": [1.5, 2.0],
+        }
+    )
+    if name.endswith(".parquet"):
+        content: object = frame.assign(timestamp=pd.to_datetime(frame["timestamp"]))
+    elif name.endswith(".jsonl"):
+        content = frame.to_dict(orient="records")
+    else:
+        content = frame.to_csv(index=False)
+    config = minimal_config()
+    config["sources"]["events"]["path"] = name
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, name: content}
+    )
+    rows = load(project).rows("events").execute().sort_values("account_id")
+    assert list(rows["value"]) == [1.5, 2.0]
+    assert list(rows["timestamp"]) == [
+        pd.Timestamp("2024-03-01 10:00:00"),
+        pd.Timestamp("2024-03-02 12:00:00"),
+    ]
+
+
+def test_glob_reads_every_file(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.csv"
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events/2024-03.csv": "account_id,timestamp\na1,2024-03-01\na2,2024-03-05\n",
+        "events/2024-04.csv": "account_id,timestamp\na3,2024-04-01\n",
+    }
+    project = write_project(tmp_path, config, files)
+    rows = load(project).rows("events").execute()
+    assert sorted(rows["account_id"]) == ["a1", "a2", "a3"]
+
+
+BAD_EVENTS = """account_id,timestamp,value
+a1,2024-03-01 10:00:00,1
+,2024-03-01 11:00:00,1
+a2,not a time,1
+a2,2024-03-02 10:00:00,abc
+zz,2024-03-02 10:00:00,1
+a3,2024-04-20 10:00:00,1
+a3,2024-03-03 10:00:00,
+"""
+
+
+def test_bad_rows_reported_by_file_row_column_reason(tmp_path):
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": BAD_EVENTS},
+    )
+    sources = load(project)
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
+
+    assert report.rows_read == 7
+    assert report.rows_used == 2
+    assert report.excluded == {
+        "after_as_of:timestamp": 1,
+        "missing_value:account_id": 1,
+        "unknown_account:account_id": 1,
+        "unparseable_value:timestamp": 1,
+        "unparseable_value:value": 1,
+    }
+    examples = {(e.row, e.column, e.reason) for e in report.examples}
+    assert examples == {
+        (2, "account_id", "missing_value"),
+        (3, "timestamp", "unparseable_value"),
+        (4, "value", "unparseable_value"),
+        (5, "account_id", "unknown_account"),
+        (6, "timestamp", "after_as_of"),
+    }
+    assert all(e.file.endswith("events.csv") for e in report.examples)
+
+
+def test_empty_optional_value_is_kept_as_missing(tmp_path):
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": BAD_EVENTS},
+    )
+    rows = load(project).rows("events", datetime(2024, 4, 1)).execute()
+    a3 = rows[rows["account_id"] == "a3"]
+    assert len(a3) == 1
+    assert pd.isna(a3["value"].iloc[0])
+
+
+def test_duplicate_account_ids_excluded(tmp_path):
+    accounts = ACCOUNTS_CSV + "a2,Globex again,smb,bob,1\n"
+    events = "account_id,timestamp\na2,2024-03-01\na1,2024-03-01\n"
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": accounts, "events.csv": events}
+    )
+    sources = load(project)
+    reports = {r.source: r for r in sources.report(datetime(2024, 4, 1))}
+    assert reports["accounts"].excluded == {"duplicate_account_id:account_id": 2}
+    assert sorted(e.row for e in reports["accounts"].examples) == [2, 4]
+    assert list(sources.accounts().index) == ["a1", "a3"]
+    assert reports["events"].excluded == {"unknown_account:account_id": 1}
+
+
+def test_row_numbers_count_per_file_in_glob(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.csv"
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events/1.csv": "account_id,timestamp\na1,2024-03-01\na1,2024-03-02\n",
+        "events/2.csv": "account_id,timestamp\na1,2024-03-01\na1,bad\n",
+    }
+    project = write_project(tmp_path, config, files)
+    report = load(project).report(datetime(2024, 4, 1))[1]
+    assert [(Path(e.file).name, e.row) for e in report.examples] == [("2.csv", 2)]
+
+
+def test_missing_mapped_column_fails_clearly(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["columns"] = {"timestamp": "event_time"}
+    project = write_project(
+        tmp_path,
+        config,
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,ts\na1,2024-01-01\n"},
+    )
+    with pytest.raises(
+        SourceError,
+        match=r"source 'events': column 'event_time' for 'timestamp' not found in the "
+        r"file; it has account_id, ts\. Fix sources\.events\.columns\.",
+    ):
+        load(project)
+
+
+def test_unreadable_file_fails_clearly(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.parquet"
+    project = write_project(
+        tmp_path,
+        config,
+        {"accounts.csv": ACCOUNTS_CSV, "events.parquet": "this is not parquet"},
+    )
+    with pytest.raises(
+        SourceError, match=r"source 'events': cannot read .*events\.parquet"
+    ):
+        load(project)
+
+
+OFFSET_EVENTS = """account_id,timestamp
+a1,2024-03-31 23:30:00
+a1,2024-03-31 23:30:00+00:00
+a1,2024-04-01T00:30:00+02:00
+"""
+
+
+def test_timestamps_follow_project_time_zone(tmp_path):
+    project = write_project(
+        tmp_path,
+        minimal_config(timezone="Europe/Berlin"),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": OFFSET_EVENTS},
+    )
+    rows = load(project).rows("events").execute()
+    # Naive: read as Berlin wall-clock time. 23:30 UTC is 01:30 in Berlin on 1 April
+    # (summer time starts 31 March 2024). 00:30+02:00 is 00:30 Berlin time.
+    assert sorted(rows["timestamp"]) == [
+        pd.Timestamp("2024-03-31 23:30:00"),
+        pd.Timestamp("2024-04-01 00:30:00"),
+        pd.Timestamp("2024-04-01 01:30:00"),
+    ]
+
+
+def test_results_do_not_depend_on_host_time_zone(tmp_path):
+    config = minimal_config(timezone="America/New_York")
+    config["metrics"]["events_1d"] = {
+        "type": "count",
+        "source": "events",
+        "window": "1d",
+    }
+    # 02:00 UTC on 1 April is 22:00 on 31 March in New York; the naive 02:00 is
+    # read as New York time and falls on 1 April, outside the window.
+    events = OFFSET_EVENTS + "a1,2024-04-01 02:00:00+00:00\na1,2024-04-01 02:00:00\n"
+    write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    script = (
+        "import json, sys\n"
+        "from datetime import date\n"
+        "from healthscore.config import load_project\n"
+        "from healthscore.engine import connect\n"
+        "from healthscore.sources import load_sources\n"
+        "from healthscore.metrics import compute_metrics\n"
+        "p = load_project(sys.argv[1])\n"
+        "s = load_sources(p, connect(p))\n"
+        "m = compute_metrics(p, s, date(2024, 4, 1))\n"
+        "rows = s.rows('events').execute()\n"
+        "print(json.dumps({'metrics': m.values.to_dict(),"
+        " 'times': sorted(str(t) for t in rows['timestamp'])}))\n"
+    )
+    outputs = []
+    for host_zone in ("Asia/Tokyo", "America/Los_Angeles"):
+        env = {**os.environ, "TZ": host_zone}
+        completed = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        outputs.append(json.loads(completed.stdout))
+    assert outputs[0] == outputs[1]
+    # In New York time, four of the five rows fall on 31 March.
+    assert outputs[0]["metrics"]["events_1d"]["a1"] == 4.0
+
+
+def test_rows_after_point_are_hidden(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["columns"] = {"timestamp": "event_time"}
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": EVENTS_CSV}
+    )
+    rows = load(project).rows("events", datetime(2024, 3, 2, 11, 0)).execute()
+    assert sorted(rows["timestamp"]) == [
+        pd.Timestamp("2024-03-01 10:00:00"),
+        pd.Timestamp("2024-03-02 11:00:00"),
+    ]
