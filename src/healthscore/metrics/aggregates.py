@@ -1,0 +1,198 @@
+"""Row-level metrics of one source, computed in one engine query per source.
+
+All windowed metrics of a source share a single scan: rows are filtered to the union of
+their windows once, and each metric is a conditional aggregate over that scan. Metrics
+without a window (latest value ever, days since, first milestone) get a second query,
+so that they do not stop the engine from skipping old row groups for the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import ibis
+import pandas as pd
+
+from healthscore.config.models import (
+    AggregateMetric,
+    ChangeMetric,
+    CountMetric,
+    DaysSinceMetric,
+    DistinctCountMetric,
+    LatestMetric,
+    MetricConfig,
+    MilestoneMetric,
+    RateMetric,
+)
+from healthscore.expressions import parse_expression
+from healthscore.metrics.windows import Span, current_span, previous_span
+from healthscore.sources import SourceSet
+
+_ROW_METRICS = (
+    CountMetric,
+    DistinctCountMetric,
+    AggregateMetric,
+    LatestMetric,
+    DaysSinceMetric,
+    RateMetric,
+    MilestoneMetric,
+)
+_WINDOWED = (CountMetric, DistinctCountMetric, AggregateMetric, RateMetric)
+
+
+def previous_column(name: str) -> str:
+    """Helper column: a change metric's base value over the previous window."""
+    return f"{name}@previous"
+
+
+def count_column(name: str) -> str:
+    """Helper column: a rate metric's row count over its window."""
+    return f"{name}@count"
+
+
+def first_column(name: str) -> str:
+    """Helper column: a milestone metric's first matching timestamp."""
+    return f"{name}@first"
+
+
+def group_by_source(metrics: dict[str, MetricConfig]) -> dict[str, list[str]]:
+    """Names of the metrics that read rows, grouped by the source they read.
+
+    A change metric is listed under the source of the metric it compares, because its
+    previous-window value comes from the same scan.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, metric in metrics.items():
+        if isinstance(metric, _ROW_METRICS):
+            groups.setdefault(metric.source, []).append(name)
+        elif isinstance(metric, ChangeMetric):
+            base = metrics[metric.of]
+            if isinstance(base, _WINDOWED) and base.window is not None:
+                groups.setdefault(base.source, []).append(name)
+    return groups
+
+
+@dataclass(frozen=True)
+class _Request:
+    column: str
+    metric: MetricConfig
+    span: Span | None
+
+
+def compute_source(
+    sources: SourceSet,
+    source_name: str,
+    names: list[str],
+    metrics: dict[str, MetricConfig],
+    point: datetime,
+    as_of: date,
+) -> pd.DataFrame:
+    """Compute the row metrics `names` of one source as of `point`."""
+    requests = [_request(name, metrics, point) for name in names]
+    table = sources.rows(source_name, point)
+    if "timestamp" not in table.columns:
+        table = table.mutate(timestamp=table.start.cast("timestamp"))
+    frames = []
+    bounded = [r for r in requests if r.span is not None]
+    unbounded = [r for r in requests if r.span is None]
+    if bounded:
+        lower = min(r.span.start for r in bounded if r.span is not None)
+        scan = table.filter(table.timestamp >= lower)
+        frames.append(_aggregate(scan, bounded, point, as_of))
+    if unbounded:
+        frames.append(_aggregate(table, unbounded, point, as_of))
+    return pd.concat(frames, axis=1) if len(frames) > 1 else frames[0]
+
+
+def _request(name: str, metrics: dict[str, MetricConfig], point: datetime) -> _Request:
+    metric = metrics[name]
+    if isinstance(metric, ChangeMetric):
+        base = metrics[metric.of]
+        assert isinstance(base, _WINDOWED) and base.window is not None
+        return _Request(previous_column(name), base, previous_span(base.window, point))
+    window = getattr(metric, "window", None)
+    span = current_span(window, point) if window is not None else None
+    if isinstance(metric, RateMetric):
+        return _Request(count_column(name), metric, span)
+    if isinstance(metric, MilestoneMetric):
+        return _Request(first_column(name), metric, None)
+    return _Request(name, metric, span)
+
+
+def _aggregate(
+    table: ibis.Table, requests: list[_Request], point: datetime, as_of: date
+) -> pd.DataFrame:
+    namespace = {column: table[column] for column in table.columns}
+    aggregations = {
+        request.column: _reduction(table, request, namespace, point)
+        for request in requests
+    }
+    frame = table.group_by("account_id").aggregate(**aggregations).execute()
+    frame = frame.set_index("account_id")
+    for request in requests:
+        if isinstance(request.metric, DaysSinceMetric):
+            frame[request.column] = _calendar_days(as_of, frame[request.column])
+    return frame.astype({r.column: "float64" for r in requests if _numeric(r)})
+
+
+def _reduction(
+    table: ibis.Table,
+    request: _Request,
+    namespace: dict[str, ibis.Value],
+    point: datetime,
+) -> ibis.Value:
+    metric = request.metric
+    condition = _condition(table, request, namespace, point)
+    if isinstance(metric, CountMetric | RateMetric):
+        return table.count(where=condition)
+    if isinstance(metric, DistinctCountMetric):
+        # COUNT(DISTINCT CASE ...) runs much faster in DuckDB than the FILTER clause
+        # that `nunique(where=...)` produces.
+        if condition is None:
+            return table[metric.column].nunique()
+        return ibis.cases((condition, table[metric.column])).nunique()
+    if isinstance(metric, AggregateMetric):
+        column = table[metric.column]
+        return getattr(column, metric.type)(where=condition)
+    if isinstance(metric, LatestMetric):
+        return table[metric.column].argmax(table.timestamp, where=condition)
+    if isinstance(metric, DaysSinceMetric):
+        return table.timestamp.max(where=condition)
+    assert isinstance(metric, MilestoneMetric)
+    return table.timestamp.min(where=condition)
+
+
+def _condition(
+    table: ibis.Table,
+    request: _Request,
+    namespace: dict[str, ibis.Value],
+    point: datetime,
+) -> ibis.BooleanValue | None:
+    conditions = []
+    where = getattr(request.metric, "where", None)
+    if where:
+        conditions.append(parse_expression(where).evaluate(namespace))
+    if request.span is not None:
+        conditions.append(request.span.contains(table.timestamp))
+    else:
+        # Without a window a metric sees what a left-closed window would: rows
+        # strictly before the as-of point.
+        conditions.append(table.timestamp < point)
+    if not conditions:
+        return None
+    combined = conditions[0]
+    for condition in conditions[1:]:
+        combined = combined & condition
+    return combined
+
+
+def _calendar_days(as_of: date, last: pd.Series) -> pd.Series:
+    # Calendar days between the row's day and the as-of date: any time yesterday is
+    # 1 day ago, whatever the hour.
+    days = pd.Timestamp(as_of) - pd.to_datetime(last).dt.normalize()
+    return (days.dt.days).astype("float64")
+
+
+def _numeric(request: _Request) -> bool:
+    return not isinstance(request.metric, LatestMetric | MilestoneMetric)

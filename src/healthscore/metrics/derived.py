@@ -1,0 +1,192 @@
+"""Metrics computed from other metrics or from subscriptions, per account."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+
+from healthscore.config import metric_dependencies
+from healthscore.config.models import (
+    AttributeMetric,
+    ChangeMetric,
+    FormulaMetric,
+    MetricConfig,
+    MilestoneMetric,
+    RateMetric,
+    RatioMetric,
+    TenureMetric,
+)
+from healthscore.expressions import parse_expression
+from healthscore.metrics.aggregates import count_column, first_column, previous_column
+from healthscore.metrics.windows import current_span
+from healthscore.sources import SourceSet
+
+# Stands for the end of an open subscription; far beyond any as-of date.
+_OPEN_END = pd.Timestamp("9999-12-31")
+
+_DERIVED = (
+    TenureMetric,
+    MilestoneMetric,
+    AttributeMetric,
+    RatioMetric,
+    FormulaMetric,
+    ChangeMetric,
+    RateMetric,
+)
+
+
+def evaluation_order(metrics: dict[str, MetricConfig]) -> list[str]:
+    """Derived metric names, each after the metrics it is computed from."""
+    ordered: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        done.add(name)
+        metric = metrics[name]
+        for dependency in metric_dependencies(metric):
+            visit(dependency)
+        if isinstance(metric, RateMetric) and metric.exposure == "tenure":
+            visit(tenure_metric_name(metric, metrics))
+        if isinstance(metric, _DERIVED):
+            ordered.append(name)
+
+    for name in metrics:
+        visit(name)
+    return ordered
+
+
+def tenure_metric_name(metric: RateMetric, metrics: dict[str, MetricConfig]) -> str:
+    if metric.tenure_metric:
+        return metric.tenure_metric
+    return next(name for name, m in metrics.items() if isinstance(m, TenureMetric))
+
+
+def _subscriptions(sources: SourceSet, name: str, as_of: date) -> pd.DataFrame:
+    table = sources.rows(name, datetime(as_of.year, as_of.month, as_of.day))
+    columns = ["account_id", "start"] + (["end"] if "end" in table.columns else [])
+    frame = table.select(*columns).execute()
+    if "end" not in frame:
+        frame["end"] = pd.NaT
+    frame["start"] = pd.to_datetime(frame["start"]).astype("datetime64[s]")
+    frame["end"] = pd.to_datetime(frame["end"]).astype("datetime64[s]")
+    return frame
+
+
+def active_accounts(sources: SourceSet, name: str, as_of: date) -> set[str]:
+    """Accounts with a subscription where start <= as_of < end (no end: open)."""
+    frame = _subscriptions(sources, name, as_of)
+    day = pd.Timestamp(as_of)
+    active = (frame["start"] <= day) & (frame["end"].isna() | (frame["end"] > day))
+    return set(frame.loc[active, "account_id"])
+
+
+def tenure(sources: SourceSet, metric: TenureMetric, as_of: date) -> pd.Series:
+    """Days since the start of the current run of subscriptions, for active accounts.
+
+    A run continues across a gap between one subscription's end and the next one's
+    start of at most `max_gap`.
+    """
+    frame = _subscriptions(sources, metric.source, as_of)
+    frame = frame.sort_values(["account_id", "start"], kind="stable")
+    day = pd.Timestamp(as_of)
+    max_gap = pd.Timedelta(days=metric.max_gap.days)
+    ends = frame["end"].fillna(_OPEN_END)
+    covered_until = ends.groupby(frame["account_id"]).cummax()
+    previous = covered_until.groupby(frame["account_id"]).shift(1)
+    new_run = previous.isna() | (frame["start"] - previous > max_gap)
+    run_id = new_run.astype(int).groupby(frame["account_id"]).cumsum()
+    frame = frame.assign(run=run_id, covered=covered_until)
+    runs = frame.groupby(["account_id", "run"]).agg(
+        run_start=("start", "min"), run_end=("covered", "max")
+    )
+    runs = runs.reset_index()
+    current = runs[(runs["run_start"] <= day) & (runs["run_end"] > day)]
+    days = (day - current["run_start"]).dt.days.astype("float64")
+    return pd.Series(days.to_numpy(), index=current["account_id"].to_numpy())
+
+
+def milestone(
+    values: pd.DataFrame,
+    sources: SourceSet,
+    metric: MilestoneMetric,
+    name: str,
+    point: datetime,
+    accounts: pd.DataFrame,
+) -> pd.Series:
+    """Days from the account's start to its first milestone row (MilestoneMetric)."""
+    if metric.start_column:
+        starts = pd.to_datetime(accounts[metric.start_column])
+    else:
+        subscriptions = sources.project.config.sources_of_kind("subscriptions")
+        frame = _subscriptions(sources, subscriptions[0], point.date())
+        starts = frame.groupby("account_id")["start"].min()
+    starts = starts.reindex(values.index)
+    first = pd.to_datetime(values[first_column(name)])
+    reached = (first - starts).dt.total_seconds() // 86400
+    elapsed = (pd.Timestamp(point) - starts).dt.total_seconds() // 86400
+    if metric.if_not_reached == "elapsed":
+        result = reached.where(first.notna(), elapsed)
+    else:
+        result = reached
+    return result.clip(lower=0).astype("float64")
+
+
+def ratio(values: pd.DataFrame, metric: RatioMetric) -> pd.Series:
+    """Numerator / denominator, missing inputs as 0, `zero_denominator` when it is 0."""
+    numerator = values[metric.numerator].astype("float64").fillna(0.0)
+    denominator = values[metric.denominator].astype("float64").fillna(0.0)
+    fallback = np.nan if metric.zero_denominator is None else metric.zero_denominator
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = numerator / denominator.where(denominator != 0)
+    return result.where(denominator != 0, fallback)
+
+
+def formula(values: pd.DataFrame, metric: FormulaMetric, name: str) -> pd.Series:
+    """Evaluate the formula over metric columns; a division by zero gives missing."""
+    expression = parse_expression(metric.expression)
+    namespace = {}
+    for column in expression.names:
+        series = values[column].astype("float64")
+        namespace[column] = series.fillna(0.0) if metric.missing_as_zero else series
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = expression.evaluate(namespace)
+    if not isinstance(result, pd.Series):
+        result = pd.Series(float(result), index=values.index)
+    return result.astype("float64").replace([np.inf, -np.inf], np.nan)
+
+
+def change(values: pd.DataFrame, metric: ChangeMetric, name: str) -> pd.Series:
+    """Current window against the previous one (see ChangeMetric)."""
+    current = values[metric.of].astype("float64")
+    previous = values[previous_column(name)].astype("float64")
+    if metric.mode == "difference":
+        return current - previous
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = current / previous - 1.0
+    return result.where(previous > 0)
+
+
+def rate(
+    values: pd.DataFrame,
+    metric: RateMetric,
+    name: str,
+    metrics: dict[str, MetricConfig],
+    point: datetime,
+) -> pd.Series:
+    """Count scaled from the window (or the tenure, if shorter) to `per`."""
+    count = values[count_column(name)].astype("float64")
+    assert metric.window is not None
+    window_days = current_span(metric.window, point).days
+    per_days = float(metric.per.days)
+    if metric.exposure == "window":
+        return count * per_days / window_days
+    tenure_days = values[tenure_metric_name(metric, metrics)].astype("float64")
+    exposure = tenure_days.clip(upper=window_days)
+    result = count * per_days / exposure.where(exposure > 0)
+    if metric.min_tenure is not None:
+        result = result.where(tenure_days >= metric.min_tenure.days)
+    return result
