@@ -6,6 +6,8 @@ import difflib
 import glob
 import hashlib
 import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,27 @@ from healthscore.config.models import (
 from healthscore.expressions import parse_expression
 
 PROJECT_FILE = "healthscore.yml"
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_variables(text: str) -> str:
+    """Replace `${NAME}` and `${NAME:-default}` with environment variables.
+
+    Raises ValueError for an unset variable without a default.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name) or default
+        if value is None:
+            raise ValueError(
+                f"environment variable {name} is not set; set it or write "
+                f"${{{name}:-default}}"
+            )
+        return value
+
+    return _VARIABLE.sub(replace, text)
 
 
 @dataclass(frozen=True)
@@ -85,8 +108,12 @@ class Project:
         self.file = self.root / PROJECT_FILE
 
     def path(self, relative: str) -> Path:
-        """Resolve a path from the project file against the project folder."""
-        candidate = Path(relative).expanduser()
+        """Resolve a path from the project file against the project folder.
+
+        `${NAME}` and `${NAME:-default}` are replaced by environment variables, so a
+        project can read data kept outside its folder through one setting.
+        """
+        candidate = Path(expand_variables(relative)).expanduser()
         return candidate if candidate.is_absolute() else self.root / candidate
 
     def scorecard_version(self, scorecard: ScorecardConfig) -> str:
@@ -360,7 +387,12 @@ def _source_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
             source.resolved_format()
         except ValueError as exc:
             yield issue(("sources", name, "path"), str(exc))
-        if not glob.glob(str(project.path(source.path))):
+        try:
+            pattern = str(project.path(source.path))
+        except ValueError as exc:
+            yield issue(("sources", name, "path"), str(exc))
+            continue
+        if not glob.glob(pattern):
             yield issue(
                 ("sources", name, "path"),
                 f"no file matches {source.path!r} (relative to {project.root})",
