@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import re
+import types
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +159,7 @@ def load_project(directory: str | Path = ".") -> Project:
     try:
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_issues(exc, str(file), lines)) from None
+        raise ConfigError(_pydantic_issues(exc, str(file), lines, data)) from None
     project = Project(root=root, config=config)
     issues = list(_reference_issues(project, lines))
     if issues:
@@ -221,7 +223,10 @@ def _line_of(
 
 
 def _pydantic_issues(
-    exc: ValidationError, file: str, lines: dict[tuple[str | int, ...], int]
+    exc: ValidationError,
+    file: str,
+    lines: dict[tuple[str | int, ...], int],
+    data: Any,
 ) -> list[ConfigIssue]:
     issues = []
     for error in exc.errors():
@@ -232,7 +237,7 @@ def _pydantic_issues(
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-            suggestion = _suggest_key(path)
+            suggestion = _suggest_key(path, data)
         issues.append(
             ConfigIssue(
                 file=file,
@@ -251,7 +256,7 @@ def _strip_union_tags(path: tuple[str | int, ...], error: Any) -> tuple[str | in
         input_type = None
         if isinstance(error.get("ctx"), dict):
             input_type = error["ctx"].get("tag")
-        if isinstance(tag, str) and (tag in _METRIC_TYPES or tag == input_type):
+        if isinstance(tag, str) and (tag in _METRIC_CLASSES or tag == input_type):
             return path[:2] + path[3:]
     return path
 
@@ -263,8 +268,8 @@ def _format_key(path: tuple[str | int, ...]) -> str:
     return text
 
 
-def _suggest_key(path: tuple[str | int, ...]) -> str | None:
-    model = _model_at(ProjectConfig, path[:-1])
+def _suggest_key(path: tuple[str | int, ...], data: Any) -> str | None:
+    model = _model_at(path[:-1], data)
     if model is None:
         return None
     allowed = list(model.model_fields) + [
@@ -274,53 +279,64 @@ def _suggest_key(path: tuple[str | int, ...]) -> str | None:
     return close[0] if close else None
 
 
-_METRIC_TYPES = {
-    "count", "distinct_count", "sum", "mean", "min", "max", "latest", "days_since",
-    "rate", "tenure", "days_to_milestone", "ratio", "change", "formula", "attribute",
-}  # fmt: skip
+_METRIC_CLASSES: dict[str, type[BaseModel]] = {
+    name: cls
+    for cls in typing.get_args(typing.get_args(MetricConfig)[0])
+    for name in typing.get_args(cls.model_fields["type"].annotation)
+}
 
 
-def _model_at(
-    model: type[BaseModel], path: tuple[str | int, ...]
-) -> type[BaseModel] | None:
-    from healthscore.config import models
-
-    current: type[BaseModel] | None = model
+def _model_at(path: tuple[str | int, ...], data: Any) -> type[BaseModel] | None:
+    """The settings model that the mapping at `path` of the YAML is read into."""
+    current: type[BaseModel] = ProjectConfig
     index = 0
-    while index < len(path) and current is not None:
-        part = path[index]
-        if current is ProjectConfig and part == "metrics":
-            return None  # metric types differ; suggestions come from the type below
-        field_info = current.model_fields.get(str(part))
-        if field_info is None:
+    while index < len(path):
+        if current is ProjectConfig and path[index] == "metrics":
+            if index + 1 >= len(path):
+                return None
+            metric = _value_in(data, ("metrics", path[index + 1]))
+            kind = metric.get("type") if isinstance(metric, dict) else None
+            found = _METRIC_CLASSES.get(str(kind))
+            if found is None:
+                return None
+            current, index = found, index + 2
+            continue
+        field = current.model_fields.get(str(path[index]))
+        if field is None:
             return None
-        annotation = field_info.annotation
-        nested = _nested_model(annotation)
-        if nested is None:
+        annotation, container = _unwrap(field.annotation)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
-        container = _is_container(annotation)
-        current = nested
+        current = annotation
         index += 2 if container else 1
-    del models
     return current
 
 
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    args = getattr(annotation, "__args__", ())
-    for candidate in (annotation, *args):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-        inner = (
-            _nested_model(candidate) if getattr(candidate, "__args__", None) else None
-        )
-        if inner:
-            return inner
-    return None
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """The model inside an optional, list or dict annotation, and if it was in one."""
+    container = False
+    while True:
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin in (list, dict):
+            annotation, container = args[-1], True
+        elif args and origin is not None and not isinstance(origin, type):
+            annotation = args[0]  # Optional[X] or X | None
+        elif origin is types.UnionType and args:
+            annotation = args[0]
+        else:
+            return annotation, container
 
 
-def _is_container(annotation: Any) -> bool:
-    origin = getattr(annotation, "__origin__", None)
-    return origin in (list, dict)
+def _value_in(data: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
 
 
 def _reference_issues(
