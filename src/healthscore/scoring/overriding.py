@@ -1,0 +1,103 @@
+"""Choice of the overrides that apply to one scoring run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+
+from healthscore.config.models import ScorecardConfig
+from healthscore.config.overrides import Override
+from healthscore.scoring.routing import NO_SCORECARD
+
+
+@dataclass(frozen=True)
+class IgnoredOverride:
+    """An active override that did not apply, with the reason."""
+
+    override: Override
+    reason: str
+
+
+@dataclass
+class OverridePlan:
+    """Overrides that apply, by position of the account in the population."""
+
+    #: (account position, measure name) to the override of that measure score.
+    measures: dict[tuple[int, str], Override] = field(default_factory=dict)
+    #: Account position to the override of the whole score.
+    scores: dict[int, Override] = field(default_factory=dict)
+    ignored: list[IgnoredOverride] = field(default_factory=list)
+
+
+def plan_overrides(
+    overrides: Iterable[Override],
+    as_of: date,
+    population: pd.Index,
+    routes: np.ndarray,
+    scorecards: Sequence[ScorecardConfig],
+) -> OverridePlan:
+    """Select the overrides that apply on `as_of` to the scored accounts.
+
+    Expired overrides are dropped silently. Of several active overrides of the same
+    score, the newest by `created_at` applies (then the highest `id`, then the last
+    given). Overrides of accounts that are not scored, or of a measure that the
+    account's scorecard lacks, are listed in `ignored` with the reason.
+    """
+    plan = OverridePlan()
+    newest: dict[tuple[str, str | None], Override] = {}
+    active = [item for item in overrides if item.is_active(as_of)]
+    for item in sorted(active, key=_age_key):
+        key = (item.account_id, item.measure)
+        if key in newest:
+            reason = f"a newer override of the same {newest[key].target} applies"
+            plan.ignored.append(IgnoredOverride(newest[key], reason))
+        newest[key] = item
+    chosen = list(newest.values())
+    positions = population.get_indexer([item.account_id for item in chosen])
+    for item, position in zip(chosen, positions, strict=True):
+        problem = _reason_to_ignore(item, int(position), routes, scorecards, as_of)
+        if problem is not None:
+            plan.ignored.append(IgnoredOverride(item, problem))
+        elif item.measure is None:
+            plan.scores[int(position)] = item
+        else:
+            plan.measures[(int(position), item.measure)] = item
+    return plan
+
+
+def _age_key(item: Override) -> tuple[datetime, int]:
+    # Naive timestamps are read as UTC so they compare with aware ones.
+    created = item.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return created, -1 if item.id is None else item.id
+
+
+def _reason_to_ignore(
+    item: Override,
+    position: int,
+    routes: np.ndarray,
+    scorecards: Sequence[ScorecardConfig],
+    as_of: date,
+) -> str | None:
+    if position < 0:
+        return f"account {item.account_id!r} is not scored as of {as_of.isoformat()}"
+    route = int(routes[position])
+    if route == NO_SCORECARD:
+        return f"account {item.account_id!r} matches no scorecard"
+    scorecard = scorecards[route]
+    measures = {
+        measure.measure_name
+        for component in scorecard.components.values()
+        for measure in component.measures
+    }
+    if item.measure is not None and item.measure not in measures:
+        return (
+            f"scorecard {scorecard.name!r} of account {item.account_id!r} has no "
+            f"measure {item.measure!r}"
+        )
+    return None

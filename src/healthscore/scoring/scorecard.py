@@ -1,0 +1,427 @@
+"""Health scores of accounts from their metric values and the project's scorecards.
+
+Each account is scored by the first scorecard whose `when` condition it matches. Its
+metric values are normalized to 0-100 measure scores, overrides replace measure
+scores, and the measures are weighed into component scores and the score (see
+`healthscore.scoring.weights` for how missing measures pass on their weight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from healthscore.config.models import (
+    BandConfig,
+    MeasureConfig,
+    ProjectConfig,
+    ScorecardConfig,
+)
+from healthscore.config.overrides import Override
+from healthscore.scoring.bands import INSUFFICIENT_DATA, UNSCORED, assign_bands
+from healthscore.scoring.normalize import NormalizationError, normalize
+from healthscore.scoring.overriding import IgnoredOverride, OverridePlan, plan_overrides
+from healthscore.scoring.routing import (
+    AccountColumns,
+    ScoringInputError,
+    route_accounts,
+)
+from healthscore.scoring.tables import (
+    COMPONENT_COLUMNS,
+    MEASURE_COLUMNS,
+    SCORE_COLUMNS,
+    Chunk,
+    Coded,
+    assemble,
+)
+from healthscore.scoring.weights import Layout, Weighted, weigh
+
+# Coverage is a sum of float shares, so a coverage meant to equal `min_coverage` may
+# land a rounding error below it: shares 0.1 + 0.1 + 0.7 sum to 0.8999999999999999.
+_COVERAGE_TOLERANCE = 1e-9
+
+
+@dataclass
+class ScoreResult:
+    """Scores of one as-of date, with the components and measures behind them.
+
+    Attributes
+    ----------
+    scores
+        One row per account of the population, with the columns of
+        `SCORE_COLUMNS`. `score` is the final score and `computed_score` the score
+        before a score override. Accounts that match no scorecard have band
+        `unscored` and NaN scores.
+    components
+        One row per scored account and component of its scorecard, with the columns
+        of `COMPONENT_COLUMNS`. `weight` is the configured share of the score and
+        `effective_weight` the share after missing components are left out.
+    measures
+        One row per scored account and measure of its scorecard, with the columns of
+        `MEASURE_COLUMNS`. `weight` is the configured share of the score,
+        `effective_weight` the share used, and `contribution` the points the measure
+        adds to the computed score.
+    ignored_overrides
+        Active overrides that did not apply, with the reason.
+    """
+
+    scores: pd.DataFrame
+    components: pd.DataFrame
+    measures: pd.DataFrame
+    ignored_overrides: list[IgnoredOverride]
+
+    @property
+    def unscored_count(self) -> int:
+        """Number of accounts that match no scorecard."""
+        return int((self.scores["band"] == UNSCORED).sum())
+
+
+def score_accounts(
+    project_config: ProjectConfig,
+    metrics: pd.DataFrame,
+    accounts: pd.DataFrame,
+    overrides: Iterable[Override],
+    as_of: date,
+    versions: Mapping[str, str],
+) -> ScoreResult:
+    """Score every account of `metrics` with its scorecard.
+
+    Parameters
+    ----------
+    project_config
+        Project settings: scorecards, bands and metric definitions.
+    metrics
+        Metric values indexed by account_id, one column per metric. Its index is
+        the population that gets scored.
+    accounts
+        Account columns indexed by account_id. `when` conditions and `within`
+        groupings read them together with the metric columns.
+    overrides
+        Overrides to apply; expired ones (see `Override.is_active`) are skipped.
+    as_of
+        The as-of date, stored with each score.
+    versions
+        Content hash of every scorecard by name, from `Project.scorecard_version`.
+
+    Returns
+    -------
+    ScoreResult
+
+    Raises
+    ------
+    ScoringInputError
+        On duplicate accounts, a missing metric column or version, a name that is
+        both a metric and an account column, or values a method cannot score.
+
+    Notes
+    -----
+    The band is chosen by the score rounded half up to a whole number (40.5 gives
+    41). An account whose present measures cover less than the scorecard's
+    `min_coverage` of its weight gets band `insufficient_data` although its score is
+    stored, and an account with no present measure has a NaN score. A score
+    override sets the score and the band regardless of coverage. Percentile and
+    zscore compare an account with the other accounts of the same scorecard. An
+    account with an overridden measure still takes part in that comparison with its
+    metric value.
+    """
+    _check_population(metrics)
+    scorecards = project_config.scorecards
+    _check_versions(scorecards, versions)
+    columns = AccountColumns(project_config, metrics, accounts)
+    routes = route_accounts(scorecards, columns)
+    # Account ids are text in every table and override, even if the index is not.
+    population = metrics.index.astype(str)
+    plan = plan_overrides(overrides, as_of, population, routes, scorecards)
+    ids = pa.array(population.to_numpy(dtype=object), type=pa.large_string())
+    scores = _ScoreColumns(len(metrics), project_config.bands)
+    components: list[dict[str, Chunk]] = []
+    measures: list[dict[str, Chunk]] = []
+    for position, scorecard in enumerate(scorecards):
+        rows = np.flatnonzero(routes == position)
+        if len(rows) == 0:
+            continue
+        card = _score_scorecard(scorecard, rows, columns, plan)
+        scores.fill(card, plan)
+        components.append(card.component_chunks(ids))
+        measures.append(card.measure_chunks(ids))
+    return ScoreResult(
+        scores=scores.frame(ids, routes, as_of, scorecards, versions),
+        components=assemble(COMPONENT_COLUMNS, components),
+        measures=assemble(MEASURE_COLUMNS, measures),
+        ignored_overrides=plan.ignored,
+    )
+
+
+def _check_population(metrics: pd.DataFrame) -> None:
+    if not metrics.index.is_unique:
+        duplicate = metrics.index[metrics.index.duplicated()][0]
+        raise ScoringInputError(
+            f"the metrics table lists account_id {duplicate!r} more than once; "
+            "each account needs one row"
+        )
+
+
+def _check_versions(
+    scorecards: Sequence[ScorecardConfig], versions: Mapping[str, str]
+) -> None:
+    missing = [card.name for card in scorecards if card.name not in versions]
+    if missing:
+        raise ScoringInputError(
+            f"no version for scorecard {missing[0]!r}; pass the content hash of every "
+            "scorecard, as given by Project.scorecard_version"
+        )
+
+
+@dataclass
+class _ScorecardScores:
+    """Results of one scorecard; matrices have one row per account of `rows`."""
+
+    scorecard: ScorecardConfig
+    layout: Layout
+    #: Population positions of the accounts, ascending.
+    rows: np.ndarray
+    #: Metric values as numbers, NaN for missing and text values.
+    values: np.ndarray
+    #: Metric values that are text, as codes into `text_labels` (0 for none).
+    text_codes: np.ndarray
+    text_labels: list[str | None]
+    normalized: np.ndarray
+    overridden: np.ndarray
+    #: Measure override of each overridden cell, by (row, column).
+    overrides: dict[tuple[int, int], Override]
+    weighted: Weighted
+
+    def component_chunks(self, ids: pa.Array) -> dict[str, Chunk]:
+        count, width = self.weighted.component_scores.shape
+        return {
+            "account_id": Coded.of(ids, np.repeat(self.rows, width)),
+            "scorecard": Coded.repeat(self.scorecard.name, count * width),
+            "component": Coded.of(
+                self.layout.component_names, np.tile(np.arange(width), count)
+            ),
+            "score": self.weighted.component_scores.ravel(),
+            "weight": np.tile(self.layout.component_shares, count),
+            "effective_weight": self.weighted.component_effective_weights.ravel(),
+        }
+
+    def measure_chunks(self, ids: pa.Array) -> dict[str, Chunk]:
+        count, width = self.normalized.shape
+        layout = self.layout
+        measure_codes = np.tile(np.arange(width), count)
+        reasons, authors = self._override_notes()
+        return {
+            "account_id": Coded.of(ids, np.repeat(self.rows, width)),
+            "scorecard": Coded.repeat(self.scorecard.name, count * width),
+            "component": Coded.of(
+                layout.component_names, layout.measure_component[measure_codes]
+            ),
+            "measure": Coded.of(layout.measure_names, measure_codes),
+            "metric": Coded.of([m.metric for m in layout.measures], measure_codes),
+            "value": self.values.ravel(),
+            "value_text": Coded.of(self.text_labels, self.text_codes.ravel()),
+            "normalized": self.normalized.ravel(),
+            "weight": np.tile(layout.measure_shares, count),
+            "effective_weight": self.weighted.effective_weights.ravel(),
+            "contribution": self.weighted.contributions.ravel(),
+            "overridden": self.overridden.ravel(),
+            "override_reason": reasons,
+            "override_author": authors,
+        }
+
+    def _override_notes(self) -> tuple[Coded, Coded]:
+        """Reason and author of each cell's measure override, missing elsewhere."""
+        width = self.normalized.shape[1]
+        codes = np.zeros(self.normalized.size, dtype=np.int64)
+        reasons: list[str | None] = [None]
+        authors: list[str | None] = [None]
+        for (row, column), override in self.overrides.items():
+            codes[row * width + column] = len(reasons)
+            reasons.append(override.reason)
+            authors.append(override.author)
+        return Coded.of(reasons, codes), Coded.of(authors, codes)
+
+
+def _score_scorecard(
+    scorecard: ScorecardConfig,
+    rows: np.ndarray,
+    columns: AccountColumns,
+    plan: OverridePlan,
+) -> _ScorecardScores:
+    """Normalize, override and weigh the measures of the accounts at `rows`."""
+    layout = Layout.of(scorecard)
+    inputs = [
+        _metric_column(scorecard, measure, columns).iloc[rows]
+        for measure in layout.measures
+    ]
+    values, text_codes, text_labels = _metric_matrix(inputs)
+    normalized = _normalized_matrix(scorecard, layout, inputs, rows, columns)
+    overridden = np.zeros(normalized.shape, dtype=bool)
+    cells = dict(_measure_override_cells(layout, rows, plan))
+    for (row, column), override in cells.items():
+        normalized[row, column] = override.score
+        overridden[row, column] = True
+    return _ScorecardScores(
+        scorecard=scorecard,
+        layout=layout,
+        rows=rows,
+        values=values,
+        text_codes=text_codes,
+        text_labels=text_labels,
+        normalized=normalized,
+        overridden=overridden,
+        overrides=cells,
+        weighted=weigh(layout, normalized),
+    )
+
+
+def _measure_override_cells(
+    layout: Layout, rows: np.ndarray, plan: OverridePlan
+) -> Iterator[tuple[tuple[int, int], Override]]:
+    """Matrix cell (row, column) of each measure override of the accounts at `rows`."""
+    columns = {name: position for position, name in enumerate(layout.measure_names)}
+    for (position, measure), override in plan.measures.items():
+        row = int(np.searchsorted(rows, position))
+        if row < len(rows) and rows[row] == position:
+            yield (row, columns[measure]), override
+
+
+def _metric_matrix(
+    inputs: Sequence[pd.Series],
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Metric values as numbers, and text values as codes into a label list."""
+    shape = (len(inputs[0]), len(inputs))
+    values = np.full(shape, np.nan)
+    text_codes = np.zeros(shape, dtype=np.int64)
+    text_labels: list[str | None] = [None]
+    for column, series in enumerate(inputs):
+        numbers = _numbers_or_none(series)
+        if numbers is not None:
+            values[:, column] = numbers
+            continue
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        text_codes[:, column] = np.where(codes >= 0, codes + len(text_labels), 0)
+        text_labels.extend(str(unique) for unique in uniques)
+    return values, text_codes, text_labels
+
+
+def _numbers_or_none(series: pd.Series) -> np.ndarray | None:
+    """Return the values as float64 when they are all numbers, else None."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return series.astype("float64").to_numpy(na_value=np.nan)
+    try:
+        numbers = pd.to_numeric(series, errors="raise")
+    except (ValueError, TypeError):
+        return None
+    return numbers.astype("float64").to_numpy(na_value=np.nan)
+
+
+def _normalized_matrix(
+    scorecard: ScorecardConfig,
+    layout: Layout,
+    inputs: Sequence[pd.Series],
+    rows: np.ndarray,
+    columns: AccountColumns,
+) -> np.ndarray:
+    normalized = np.empty((len(rows), len(layout.measures)))
+    for column, (measure, values) in enumerate(
+        zip(layout.measures, inputs, strict=True)
+    ):
+        context = f"measure {measure.measure_name!r} of scorecard {scorecard.name!r}"
+        groups = None
+        if measure.normalize.within is not None:
+            within = columns.column(measure.normalize.within, f"{context} (within)")
+            groups = within.iloc[rows]
+        try:
+            scores = normalize(values, measure.normalize, measure.direction, groups)
+        except NormalizationError as exc:
+            raise ScoringInputError(f"{context}: {exc}") from None
+        normalized[:, column] = scores.to_numpy()
+    return normalized
+
+
+def _metric_column(
+    scorecard: ScorecardConfig, measure: MeasureConfig, columns: AccountColumns
+) -> pd.Series:
+    if measure.metric not in columns.metrics.columns:
+        raise ScoringInputError(
+            f"metric {measure.metric!r} of measure {measure.measure_name!r} in "
+            f"scorecard {scorecard.name!r} is missing from the metrics table; compute "
+            "every metric that the scorecards use"
+        )
+    return columns.metrics[measure.metric]
+
+
+class _ScoreColumns:
+    """Score-level arrays over the whole population, filled scorecard by scorecard."""
+
+    def __init__(self, count: int, bands: Sequence[BandConfig]) -> None:
+        self.bands = bands
+        self.score = np.full(count, np.nan)
+        self.computed = np.full(count, np.nan)
+        self.coverage = np.full(count, np.nan)
+        self.band = np.full(count, UNSCORED, dtype=object)
+        self.override_codes = np.zeros(count, dtype=np.int64)
+        self.reasons: list[str | None] = [None]
+        self.authors: list[str | None] = [None]
+
+    def fill(self, card: _ScorecardScores, plan: OverridePlan) -> None:
+        """Store the scores and bands of one scorecard's accounts."""
+        rows = card.rows
+        computed = card.weighted.score
+        coverage = card.weighted.coverage
+        final = computed.copy()
+        overridden = np.zeros(len(rows), dtype=bool)
+        for position, override in plan.scores.items():
+            row = int(np.searchsorted(rows, position))
+            if row == len(rows) or rows[row] != position:
+                continue
+            final[row] = override.score
+            overridden[row] = True
+            self.override_codes[position] = len(self.reasons)
+            self.reasons.append(override.reason)
+            self.authors.append(override.author)
+        bands = assign_bands(final, self.bands)
+        minimum = card.scorecard.min_coverage - _COVERAGE_TOLERANCE
+        short = (coverage < minimum) | np.isnan(computed)
+        bands[short & ~overridden] = INSUFFICIENT_DATA
+        self.computed[rows] = computed
+        self.coverage[rows] = coverage
+        self.score[rows] = final
+        self.band[rows] = bands
+
+    def frame(
+        self,
+        ids: pa.Array,
+        routes: np.ndarray,
+        as_of: date,
+        scorecards: Sequence[ScorecardConfig],
+        versions: Mapping[str, str],
+    ) -> pd.DataFrame:
+        codes = routes + 1
+        count = len(routes)
+        versions_list = [versions[card.name] for card in scorecards]
+        labels = [card.version for card in scorecards]
+        chunks: dict[str, Chunk] = {
+            "account_id": Coded.of(ids, np.arange(count)),
+            "as_of": np.full(count, as_of, dtype=object),
+            "scorecard": Coded.of([None, *(c.name for c in scorecards)], codes),
+            "scorecard_version": Coded.of([None, *versions_list], codes),
+            "scorecard_label": Coded.of([None, *labels], codes),
+            "score": self.score,
+            "band": _band_chunk(self.band),
+            "coverage": self.coverage,
+            "override_reason": Coded.of(self.reasons, self.override_codes),
+            "override_author": Coded.of(self.authors, self.override_codes),
+            "computed_score": self.computed,
+        }
+        return assemble(SCORE_COLUMNS, [chunks])
+
+
+def _band_chunk(bands: np.ndarray) -> Coded:
+    codes, uniques = pd.factorize(bands)
+    return Coded.of([str(unique) for unique in uniques], codes)
