@@ -1,0 +1,148 @@
+"""The scoring run: the named steps that the CLI, the report and the service share.
+
+read sources -> compute metrics -> apply overrides -> score -> store the snapshot.
+Nothing is written until every step before the snapshot has succeeded, and the
+snapshot of a date is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from healthscore import __version__
+from healthscore.config import Project
+from healthscore.config.overrides import Override
+from healthscore.engine import Engine
+from healthscore.metrics import MetricTable, compute_metrics
+from healthscore.scoring import ScoreResult, score_accounts
+from healthscore.sources import SourceReport, as_of_point
+from healthscore.store.snapshots import SnapshotStore
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ScoringRun:
+    """Everything one scoring run computed for one as-of date."""
+
+    project: Project
+    as_of: date
+    metrics: MetricTable
+    result: ScoreResult
+    source_reports: list[SourceReport]
+    versions: dict[str, str]
+    seconds: dict[str, float] = field(default_factory=dict)
+    snapshot: Path | None = None
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables stored in the snapshot."""
+        metrics = self.metrics.long()
+        metrics["value"] = pd.to_numeric(metrics["value"], errors="coerce")
+        return {
+            "scores": self.result.scores,
+            "components": self.result.components,
+            "measures": self.result.measures,
+            "metrics": metrics,
+        }
+
+    def run_info(self) -> dict[str, Any]:
+        """Metadata stored beside the snapshot."""
+        return {
+            "healthscore_version": __version__,
+            "project": self.project.config.name,
+            "as_of_point": self.metrics.point.isoformat(),
+            "timezone": self.project.config.timezone,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scorecard_versions": self.versions,
+            "accounts": len(self.result.scores),
+            "sources": [report.to_dict() for report in self.source_reports],
+            "seconds": {step: round(value, 3) for step, value in self.seconds.items()},
+        }
+
+
+def snapshot_store(project: Project) -> SnapshotStore:
+    """The project's snapshot store."""
+    return SnapshotStore(project.path(project.config.store.snapshots))
+
+
+def scorecard_versions(project: Project) -> dict[str, str]:
+    """Content hash of each scorecard by name."""
+    return {
+        card.name: project.scorecard_version(card) for card in project.config.scorecards
+    }
+
+
+def active_overrides(project: Project, as_of: date) -> list[Override]:
+    """Overrides in the operational store that apply on `as_of`."""
+    from healthscore.store.state import StateStore
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        return state.active_overrides(as_of)
+
+
+def score(
+    project: Project,
+    as_of: date,
+    *,
+    engine: Engine | None = None,
+    store: bool = True,
+    progress: Progress | None = None,
+) -> ScoringRun:
+    """Score every account of `project` as of `as_of`, and store the snapshot.
+
+    Raises SourceError when a source cannot be read and ConfigError or
+    ScoringInputError on invalid settings or data; nothing is stored then.
+    """
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    if engine is None:
+        _step(progress, "reading sources")
+        engine = Engine.open(project)
+        seconds["sources"] = time.perf_counter() - started
+
+    _step(progress, "computing metrics")
+    mark = time.perf_counter()
+    metrics = compute_metrics(project, engine.sources, as_of, progress=progress)
+    seconds["metrics"] = time.perf_counter() - mark
+
+    _step(progress, "scoring")
+    mark = time.perf_counter()
+    versions = scorecard_versions(project)
+    overrides = active_overrides(project, as_of)
+    result = score_accounts(
+        project.config, metrics.values, metrics.accounts, overrides, as_of, versions
+    )
+    seconds["scoring"] = time.perf_counter() - mark
+
+    reports = engine.sources.report(as_of_point(project, as_of))
+    run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
+    if store:
+        _step(progress, "storing the snapshot")
+        mark = time.perf_counter()
+        run.snapshot = snapshot_store(project).write(
+            as_of, run.tables(), run.run_info()
+        )
+        seconds["store"] = time.perf_counter() - mark
+    logger.info(
+        "scored %d accounts as of %s in %.2f s",
+        len(result.scores),
+        as_of,
+        time.perf_counter() - started,
+    )
+    return run
+
+
+def _step(progress: Progress | None, message: str) -> None:
+    logger.debug("step: %s", message)
+    if progress:
+        progress(message)

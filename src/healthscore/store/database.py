@@ -1,0 +1,164 @@
+"""Connections to the operational store: URL resolution, SQLite settings, migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_FOLDER = Path(__file__).with_name("migrations")
+
+#: How long a SQLite connection waits for another process's write lock, in ms.
+BUSY_TIMEOUT_MS = 30_000
+
+#: Key of the PostgreSQL advisory lock that serialises schema upgrades ("health").
+MIGRATION_LOCK_KEY = int.from_bytes(b"health", "big")
+
+#: Execution option naming the SQLite BEGIN mode of a transaction.
+SQLITE_BEGIN_OPTION = "healthscore_sqlite_begin"
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+class StateStoreError(RuntimeError):
+    """The operational store cannot be opened or used."""
+
+
+def resolve_url(url: str, root: Path) -> URL:
+    """Parse a store URL, resolving a relative SQLite path against `root`.
+
+    A relative SQLite path's parent folder is created. A plain ``postgresql://`` URL
+    uses the psycopg 3 driver, which is the PostgreSQL driver healthscore supports.
+
+    Raises
+    ------
+    ValueError
+        When the URL cannot be parsed or names another database.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            f"invalid state store URL {url!r}; use sqlite:///path/to/state.db or "
+            "postgresql+psycopg://user@host:5432/database"
+        ) from None
+
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"unsupported state store database {backend!r} in "
+            f"{describe_url(parsed)}; use sqlite or postgresql"
+        )
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return _resolve_sqlite_path(parsed, root)
+    return parsed
+
+
+def _resolve_sqlite_path(url: URL, root: Path) -> URL:
+    database = url.database
+    if is_memory_sqlite(url) or database is None or database.startswith("file:"):
+        return url
+    path = Path(database).expanduser()
+    if not path.is_absolute():
+        path = Path(root) / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return url.set(database=str(path))
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    """Return whether `url` names a private in-memory SQLite database."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def describe_url(url: URL) -> str:
+    """Return the URL with its password masked, for messages and logs."""
+    return url.render_as_string(hide_password=True)
+
+
+def create_state_engine(url: URL) -> Engine:
+    """Create an engine for the store, with WAL and a busy timeout on SQLite.
+
+    Raises
+    ------
+    StateStoreError
+        When the database driver is not installed.
+    """
+    options: dict[str, Any] = {}
+    if is_memory_sqlite(url):
+        # One shared connection, or every checkout would see its own empty database.
+        options = {
+            "poolclass": StaticPool,
+            "connect_args": {"check_same_thread": False},
+        }
+    try:
+        engine = create_engine(url, **options)
+    except ImportError as exc:
+        raise StateStoreError(
+            f"the driver for {describe_url(url)} is not installed ({exc}); for "
+            "PostgreSQL run `pip install 'psycopg[binary]'`"
+        ) from exc
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite_connection)
+        event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def write_engine(engine: Engine) -> Engine:
+    """Return the engine with transactions that take SQLite's write lock at BEGIN.
+
+    A deferred SQLite transaction that reads and then writes fails at once with
+    "database is locked" when another process wrote in between, without waiting for
+    the busy timeout. `BEGIN IMMEDIATE` takes the write lock first, so it waits.
+    """
+    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # In its default legacy mode, Python's sqlite3 module emits BEGIN only before
+    # INSERT, UPDATE and DELETE. Turning that off lets _begin_sqlite_transaction emit
+    # BEGIN for every transaction, as SQLAlchemy 2.1's SQLite dialect docs recommend.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # WAL lets readers (a service) run while another process (the CLI) writes.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Apply the migrations shipped in `healthscore/store/migrations` up to the newest.
+
+    The upgrade runs in one transaction that holds SQLite's write lock or a
+    PostgreSQL advisory lock, so processes that open a new database at the same time
+    migrate it once.
+    """
+    config = Config()
+    # Config values go through configparser interpolation, where % is special.
+    config.set_main_option("script_location", str(MIGRATIONS_FOLDER).replace("%", "%%"))
+    with write_engine(engine).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    logger.debug("state store schema is up to date at %s", describe_url(engine.url))
