@@ -1,0 +1,40 @@
+"""The `healthscore` command line.
+
+Every command takes `--project DIR` (default: the current folder) and `-v` for log
+messages on stderr; the commands that list or report take `--json`. Known errors
+(invalid settings, unreadable sources, invalid values) print a message on stderr and
+exit with code 1; usage errors, such as a malformed date, exit with code 2.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from healthscore.cli.explain import explain
+from healthscore.cli.overrides import override_app
+from healthscore.cli.project import init, validate
+from healthscore.cli.reports import demo, report
+from healthscore.cli.scoring import metrics, score
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="healthscore",
+    help="Explainable 0-100 customer health scores from your account data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(init)
+app.command()(validate)
+app.command()(score)
+app.command()(metrics)
+app.command()(explain)
+app.add_typer(override_app, name="override")
+app.command()(report)
+app.command()(demo)
+
+
+def main() -> None:
+    """Run the command line (the `healthscore` console script)."""
+    app(prog_name="healthscore")

@@ -1,0 +1,256 @@
+"""Options, consoles, error handling, JSON output and progress shared by the commands.
+
+Results go to stdout, while notes, warnings, progress and logs go to stderr. So with
+`--json`, stdout contains nothing but the JSON document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import numpy as np
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from healthscore.config import ConfigError, Project, load_project
+from healthscore.scaffold import ProjectExistsError
+from healthscore.scoring import ScoringInputError
+from healthscore.sources import SourceError
+from healthscore.store import (
+    OverrideNotFoundError,
+    SnapshotNotFoundError,
+    StateStoreError,
+)
+
+logger = logging.getLogger("healthscore.cli")
+
+#: Errors that a command reports as a message and exit code 1, without a traceback.
+#: ValueError covers invalid values met at run time, such as those the stores reject.
+HANDLED_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    SourceError,
+    ScoringInputError,
+    StateStoreError,
+    SnapshotNotFoundError,
+    OverrideNotFoundError,
+    ProjectExistsError,
+    NotADirectoryError,
+    ValueError,
+    OSError,
+)
+
+
+# Options
+
+
+def parse_date(text: str) -> date:
+    """Parse an ISO date; raise a usage error (exit code 2) otherwise."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a date in the form YYYY-MM-DD, for example 2020-05-01"
+        ) from None
+
+
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--project",
+        help="Project folder, the one that contains healthscore.yml.",
+        show_default="current folder",
+        file_okay=False,
+    ),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print machine-readable JSON on stdout and nothing else there."
+    ),
+]
+VerboseOption = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="Log progress at INFO level to stderr; -vv logs DEBUG messages too.",
+    ),
+]
+AsOfOption = Annotated[
+    date,
+    typer.Option(
+        "--as-of",
+        parser=parse_date,
+        metavar="YYYY-MM-DD",
+        help="As-of date: scores see the data before its as-of point.",
+    ),
+]
+
+
+# Consoles and messages
+
+
+def stdout_console() -> Console:
+    """Console for results on stdout; built per use, so it follows a replaced stdout."""
+    return Console(highlight=False)
+
+
+def stderr_console() -> Console:
+    """Console for notes, warnings and progress on stderr."""
+    return Console(stderr=True, highlight=False)
+
+
+def note(text: str) -> None:
+    """Print a note for the user on stderr, as plain text."""
+    stderr_console().print(text, markup=False, soft_wrap=True)
+
+
+def say(text: str) -> None:
+    """Print a line of results on stdout, as plain text."""
+    stdout_console().print(text, markup=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Print `data` as JSON on stdout; dates, paths, NaN and dataclasses converted."""
+    typer.echo(json.dumps(to_json(data), indent=2, ensure_ascii=False))
+
+
+def to_json(value: Any) -> Any:
+    """Convert `value` to JSON types: NaN becomes null, dates ISO strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            field.name: to_json(getattr(value, field.name))
+            for field in dataclasses.fields(value)
+        }
+    if isinstance(value, BaseModel):
+        return to_json(value.model_dump(mode="json"))
+    if isinstance(value, dict):
+        return {str(key): to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(item) for item in value]
+    if isinstance(value, np.generic):
+        return to_json(value.item())
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# Running a command
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handle_errors(function: Callable[P, R]) -> Callable[P, R]:
+    """Run a command with logging set up, turning HANDLED_ERRORS into exit code 1.
+
+    The error message goes to stderr. A ConfigError lists every issue on its own
+    line as `file:line: key: message (did you mean 'x'?)`. With -vv the traceback
+    of a handled error is logged at DEBUG level.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        verbosity = kwargs.get("verbose", 0)
+        with log_to_stderr(verbosity if isinstance(verbosity, int) else 0):
+            try:
+                return function(*args, **kwargs)
+            except HANDLED_ERRORS as exc:
+                _fail(exc, str(exc))
+
+    return wrapper
+
+
+def _fail(exc: Exception, message: str) -> NoReturn:
+    logger.debug("%s failed", type(exc).__name__, exc_info=exc)
+    stderr_console().print(f"error: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+@contextmanager
+def log_to_stderr(verbosity: int) -> Iterator[None]:
+    """Send healthscore's log records to stderr while a command runs.
+
+    0 logs warnings only, 1 INFO and 2 or more DEBUG. The handler is removed at the
+    end, so repeated runs in one process (as in tests) do not pile up handlers.
+    """
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    package = logging.getLogger("healthscore")
+    handler = RichHandler(
+        console=stderr_console(), show_path=False, markup=False, rich_tracebacks=False
+    )
+    handler.setLevel(level)
+    previous_level = package.level
+    package.addHandler(handler)
+    package.setLevel(level)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous_level)
+
+
+def open_project(directory: Path) -> Project:
+    """Load the project in `directory`; raises ConfigError listing every problem."""
+    project = load_project(directory)
+    logger.info("loaded project %s from %s", project.config.name, project.root)
+    return project
+
+
+class StepProgress:
+    """A spinner per pipeline step on stderr, marked done when the next step starts.
+
+    Pass the instance as the `progress` callback of `healthscore.pipeline.score`,
+    which calls it with the name of each step.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._progress = Progress(
+            SpinnerColumn(finished_text="done"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=stderr_console(),
+            disable=not enabled,
+        )
+        self._current: TaskID | None = None
+
+    def __enter__(self) -> StepProgress:
+        self._progress.start()
+        return self
+
+    def __call__(self, message: str) -> None:
+        self._finish_current()
+        self._current = self._progress.add_task(message, total=None)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # A failed step keeps its spinner state, so the display shows where it stopped.
+        if exc_type is None:
+            self._finish_current()
+        self._progress.stop()
+
+    def _finish_current(self) -> None:
+        if self._current is not None:
+            self._progress.update(self._current, total=1, completed=1)

@@ -1,0 +1,346 @@
+"""The `explain` command: what makes up one account's score, and why it changed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich import box
+from rich.table import Table
+
+from healthscore import pipeline
+from healthscore.cli.common import (
+    AsOfOption,
+    JsonOption,
+    ProjectOption,
+    StepProgress,
+    VerboseOption,
+    handle_errors,
+    note,
+    open_project,
+    parse_date,
+    print_json,
+    say,
+    stdout_console,
+    to_json,
+)
+from healthscore.cli.display import percent
+from healthscore.config import Project
+from healthscore.engine import Engine
+from healthscore.report.summary import band_style
+from healthscore.scoring import (
+    OVERRIDE,
+    UNSCORED,
+    change_total,
+    explain_account,
+    explain_change,
+)
+
+
+class AccountNotScoredError(ValueError):
+    """An account id that has no row in the scores of a date."""
+
+
+@dataclass
+class AccountScore:
+    """One account's row of the scores table and its rows of the measures table."""
+
+    account_id: str
+    as_of: date
+    score: pd.Series
+    measures: pd.DataFrame
+    stored: bool
+
+
+class ScoreReader:
+    """Reads the scores of dates from stored snapshots, computing missing dates.
+
+    A date without a snapshot is scored with `store=False`; the sources are read
+    once, however many dates need it.
+    """
+
+    def __init__(self, project: Project, show_progress: bool) -> None:
+        self.project = project
+        self.show_progress = show_progress
+        self.store = pipeline.snapshot_store(project)
+        self._engine: Engine | None = None
+
+    def account(self, account_id: str, as_of: date) -> AccountScore:
+        """Read one account's score and measures as of `as_of`.
+
+        Raises
+        ------
+        AccountNotScoredError
+            When the account is not in the scores of that date, or matches no
+            scorecard.
+        """
+        scores, measures, stored = self._tables(as_of)
+        rows = scores[scores["account_id"] == account_id]
+        if rows.empty:
+            raise AccountNotScoredError(
+                f"account {account_id!r} was not scored as of {as_of.isoformat()}: "
+                "not in the population or not an account id"
+            )
+        row = rows.iloc[0]
+        if row["band"] == UNSCORED:
+            raise AccountNotScoredError(
+                f"account {account_id!r} matches no scorecard as of "
+                f"{as_of.isoformat()}, so it has no score; check the scorecards' when "
+                "conditions"
+            )
+        own = measures[measures["account_id"] == account_id].reset_index(drop=True)
+        return AccountScore(account_id, as_of, row, own, stored)
+
+    def _tables(self, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+        if self.store.exists(as_of):
+            scores = self.store.read(as_of, "scores")
+            return scores, self.store.read(as_of, "measures"), True
+        note(
+            f"No snapshot of {as_of.isoformat()}; computing the scores without storing "
+            f"them (run `healthscore score --as-of {as_of.isoformat()}` to store them)."
+        )
+        with StepProgress(enabled=self.show_progress) as progress:
+            if self._engine is None:
+                progress("reading sources")
+                self._engine = Engine.open(self.project)
+            run = pipeline.score(
+                self.project,
+                as_of,
+                engine=self._engine,
+                store=False,
+                progress=progress,
+            )
+        return run.result.scores, run.result.measures, False
+
+
+@handle_errors
+def explain(
+    account: Annotated[
+        str, typer.Argument(metavar="ACCOUNT", help="Account id, as in the accounts.")
+    ],
+    as_of: AsOfOption,
+    compare_to: Annotated[
+        date | None,
+        typer.Option(
+            "--compare-to",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            help="Other date to compare with: the change from its score to the score "
+            "as of --as-of is split into one part per measure.",
+        ),
+    ] = None,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Show each measure's value, normalized score, weight and contribution."""
+    project = open_project(project_dir)
+    reader = ScoreReader(project, show_progress=not json_output)
+    after = reader.account(account, as_of)
+    if compare_to is None:
+        table = explain_account(after.measures, after.score)
+        if json_output:
+            print_json(_account_json(after, table))
+        else:
+            _print_account(project, after, table)
+        return
+    before = reader.account(account, compare_to)
+    parts = explain_change(before.measures, before.score, after.measures, after.score)
+    if json_output:
+        print_json(_change_json(before, after, parts))
+    else:
+        _print_change(project, before, after, parts)
+
+
+# One date
+
+
+def _print_account(project: Project, scored: AccountScore, table: pd.DataFrame) -> None:
+    row = scored.score
+    label = band_style(project.config.bands).get(str(row["band"]), (row["band"], ""))[0]
+    say(
+        f"Account {scored.account_id} as of {scored.as_of.isoformat()}: score "
+        f"{_points(row['score'])}, band {label} (scorecard {row['scorecard']}, "
+        f"coverage {percent(_number(row['coverage']))})."
+    )
+    if _present(row.get("override_reason")):
+        computed = _points(row["computed_score"])
+        say(
+            f"The score is set by an override of {row['override_author']}: "
+            f"{row['override_reason']} (computed score {computed})."
+        )
+    stdout_console().print(_account_table(table))
+    say(
+        "Points: what the measure adds to the score (normalized score × weight). "
+        "Lost: what it would add at 100, minus Points."
+    )
+    total = math.fsum(table["contribution"].fillna(0.0).to_numpy(dtype="float64"))
+    say(
+        f"The contributions add up to {total:.2f}; the score is "
+        f"{_points(row['score'], 2)}."
+    )
+    missing = table[(table["kind"] != OVERRIDE) & table["normalized"].isna()]
+    if len(missing):
+        say(
+            f"{len(missing)} measures have no value; their weight went to the "
+            "measures of their component that have one."
+        )
+
+
+def _account_table(table: pd.DataFrame) -> Table:
+    view = Table(
+        title="Measures, largest points lost first",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    view.add_column("Measure", min_width=16, overflow="fold")
+    view.add_column("Value", max_width=16, overflow="fold", justify="right")
+    for column in ("Normalized", "Weight", "Points", "Lost"):
+        view.add_column(column, justify="right", no_wrap=True)
+    for row in table.itertuples():
+        if row.kind == OVERRIDE:
+            view.add_row(
+                "score override", "-", _points(row.normalized), "-",
+                _signed(row.contribution), _points(row.points_lost),
+            )  # fmt: skip
+            continue
+        marker = " (overridden)" if bool(row.overridden) else ""
+        view.add_row(
+            f"{row.measure}{marker}",
+            _value(row.value, row.value_text),
+            _points(row.normalized),
+            _weight(row.weight, row.effective_weight),
+            _points(row.contribution, 2),
+            _points(row.points_lost),
+        )
+    return view
+
+
+def _weight(configured: Any, effective: Any) -> str:
+    """Effective share of the score, with the configured one when they differ."""
+    used = _number(effective)
+    planned = _number(configured)
+    if used is None or planned is None or math.isclose(used, planned):
+        return percent(used)
+    return f"{percent(used)} (of {percent(planned)})"
+
+
+def _account_json(scored: AccountScore, table: pd.DataFrame) -> dict[str, Any]:
+    row = scored.score
+    return {
+        "account_id": scored.account_id,
+        "as_of": scored.as_of,
+        "stored": scored.stored,
+        "scorecard": row["scorecard"],
+        "score": row["score"],
+        "computed_score": row["computed_score"],
+        "band": row["band"],
+        "coverage": row["coverage"],
+        "override_reason": _optional(row.get("override_reason")),
+        "override_author": _optional(row.get("override_author")),
+        "measures": to_json(table.to_dict(orient="records")),
+    }
+
+
+# Change between two dates
+
+
+def _print_change(
+    project: Project, before: AccountScore, after: AccountScore, parts: pd.DataFrame
+) -> None:
+    change = float(after.score["score"]) - float(before.score["score"])
+    say(
+        f"Account {after.account_id}: score {_points(before.score['score'], 2)} as of "
+        f"{before.as_of.isoformat()}, {_points(after.score['score'], 2)} as of "
+        f"{after.as_of.isoformat()}."
+    )
+    stdout_console().print(_change_table(parts))
+    say(f"Sum of the parts: {change_total(parts):+.2f}")
+    say(f"Change of the score: {change:+.2f}")
+
+
+def _change_table(parts: pd.DataFrame) -> Table:
+    view = Table(
+        title="Change per measure, largest first",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    view.add_column("Measure", min_width=16, overflow="fold")
+    view.add_column("Value", max_width=20, overflow="fold", justify="right")
+    for column in ("Normalized", "Points", "Change"):
+        view.add_column(column, justify="right", no_wrap=True)
+    for row in parts.itertuples():
+        if row.kind == OVERRIDE:
+            view.add_row(
+                "score override", "-", "-",
+                _arrow(row.contribution_before, row.contribution_after, 2),
+                _signed(row.change),
+            )  # fmt: skip
+            continue
+        view.add_row(
+            str(row.measure),
+            f"{_value(row.value_before, row.value_text_before)} → "
+            f"{_value(row.value_after, row.value_text_after)}",
+            _arrow(row.normalized_before, row.normalized_after),
+            _arrow(row.contribution_before, row.contribution_after, 2),
+            _signed(row.change),
+        )
+    return view
+
+
+def _change_json(
+    before: AccountScore, after: AccountScore, parts: pd.DataFrame
+) -> dict[str, Any]:
+    return {
+        "account_id": after.account_id,
+        "as_of": after.as_of,
+        "compare_to": before.as_of,
+        "score": after.score["score"],
+        "compare_score": before.score["score"],
+        "change": float(after.score["score"]) - float(before.score["score"]),
+        "sum_of_parts": change_total(parts),
+        "parts": to_json(parts.to_dict(orient="records")),
+    }
+
+
+# Formatting
+
+
+def _number(value: Any) -> float | None:
+    return None if not _present(value) else float(value)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def _optional(value: Any) -> Any:
+    return value if _present(value) else None
+
+
+def _points(value: Any, digits: int = 1) -> str:
+    number = _number(value)
+    return "-" if number is None else f"{number:.{digits}f}"
+
+
+def _signed(value: Any) -> str:
+    number = _number(value)
+    return "-" if number is None else f"{number:+.2f}"
+
+
+def _arrow(before: Any, after: Any, digits: int = 1) -> str:
+    return f"{_points(before, digits)} → {_points(after, digits)}"
+
+
+def _value(number: Any, text: Any) -> str:
+    if _present(text):
+        return str(text)
+    value = _number(number)
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value.is_integer() else f"{value:,.4g}"

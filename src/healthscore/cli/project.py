@@ -1,0 +1,168 @@
+"""Commands that create and check a project: `init` and `validate`."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from healthscore.cli.common import (
+    JsonOption,
+    ProjectOption,
+    StepProgress,
+    VerboseOption,
+    handle_errors,
+    note,
+    parse_date,
+    print_json,
+    say,
+    stdout_console,
+)
+from healthscore.cli.display import print_sources
+from healthscore.config import PROJECT_FILE, ConfigError, Project, load_project
+from healthscore.engine import Engine
+from healthscore.report import project_today
+from healthscore.report.summary import SourceSummary, source_summaries
+from healthscore.scaffold import (
+    MAX_ACCOUNTS,
+    MIN_ACCOUNTS,
+    SAMPLE_AS_OF_DATE,
+    create_project,
+)
+from healthscore.sources import as_of_point
+
+
+@handle_errors
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder of the new project; created if missing.")
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Overwrite the files of an earlier scaffold in the folder."
+        ),
+    ] = False,
+    accounts: Annotated[
+        int,
+        typer.Option(
+            "--accounts",
+            help=f"Number of sample accounts, {MIN_ACCOUNTS} to {MAX_ACCOUNTS}.",
+        ),
+    ] = 120,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", help="Seed of the sample data; same seed, same files."),
+    ] = 7,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Create a project with a commented healthscore.yml and generated sample data."""
+    root = create_project(directory, seed=seed, accounts=accounts, force=force)
+    day = SAMPLE_AS_OF_DATE.isoformat()
+    project = str(root)
+    say(f"Created a healthscore project with {accounts} sample accounts in {root}.")
+    say("Next commands:")
+    for command in (
+        f"healthscore validate --data --project {project} --as-of {day}",
+        f"healthscore score --project {project} --as-of {day}",
+        f"healthscore report --project {project} --as-of {day}",
+        f"healthscore explain ACCOUNT_ID --project {project} --as-of {day}",
+    ):
+        say(f"  {command}")
+
+
+@handle_errors
+def validate(
+    project_dir: ProjectOption = Path("."),
+    data: Annotated[
+        bool,
+        typer.Option(
+            "--data", help="Also read every source and report the rows it excludes."
+        ),
+    ] = False,
+    as_of: Annotated[
+        date | None,
+        typer.Option(
+            "--as-of",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            help="As-of date of the --data check.",
+            show_default="today in the project's time zone",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Check healthscore.yml, listing every problem, and optionally the data."""
+    project = _load_for_validation(project_dir, json_output)
+    config = project.config
+    counts = {
+        "sources": len(config.sources),
+        "metrics": len(config.metrics),
+        "scorecards": len(config.scorecards),
+    }
+    summaries: list[SourceSummary] | None = None
+    day = as_of or project_today(project)
+    if data:
+        summaries = check_data(project, day, show_progress=not json_output)
+    if json_output:
+        print_json(_validation_json(project, counts, day if data else None, summaries))
+        return
+    say(
+        f"{PROJECT_FILE} is valid: {_plural(counts['sources'], 'source')}, "
+        f"{_plural(counts['metrics'], 'metric')}, "
+        f"{_plural(counts['scorecards'], 'scorecard')}"
+    )
+    if summaries is not None:
+        print_sources(stdout_console(), summaries, day.isoformat())
+        problems = sum(source.rows_with_problems for source in summaries)
+        if problems:
+            note(
+                f"{problems:,} rows fail a check and are excluded from scores; fix "
+                "them in the source files or the column settings."
+            )
+
+
+def _load_for_validation(directory: Path, json_output: bool) -> Project:
+    """Load the project; with --json also print the issues as JSON before failing."""
+    try:
+        return load_project(directory)
+    except ConfigError as exc:
+        if json_output:
+            print_json(
+                {"valid": False, "issues": [issue.to_dict() for issue in exc.issues]}
+            )
+        raise
+
+
+def check_data(project: Project, day: date, show_progress: bool) -> list[SourceSummary]:
+    """Read every source and summarise its rows as of `day`."""
+    with StepProgress(enabled=show_progress) as progress:
+        progress("reading sources")
+        engine = Engine.open(project)
+        progress("checking rows")
+        reports = engine.sources.report(as_of_point(project, day))
+    return source_summaries(report.to_dict() for report in reports)
+
+
+def _validation_json(
+    project: Project,
+    counts: dict[str, int],
+    day: date | None,
+    summaries: list[SourceSummary] | None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "valid": True,
+        "project": project.config.name,
+        "file": str(project.file),
+        **counts,
+    }
+    if summaries is not None and day is not None:
+        result["data"] = {"as_of": day, "sources": summaries}
+    return result
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

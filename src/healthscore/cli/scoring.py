@@ -1,0 +1,186 @@
+"""Commands that compute: `score` (the whole pipeline) and `metrics` (metrics only)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from healthscore import pipeline
+from healthscore.cli.common import (
+    AsOfOption,
+    JsonOption,
+    ProjectOption,
+    StepProgress,
+    VerboseOption,
+    handle_errors,
+    note,
+    open_project,
+    print_json,
+    say,
+    stdout_console,
+)
+from healthscore.cli.display import (
+    band_table,
+    counted,
+    coverage_lines,
+    print_sources,
+    riskiest_table,
+)
+from healthscore.cli.output import parse_table_path, write_table
+from healthscore.engine import Engine
+from healthscore.metrics import MetricTable, compute_metrics
+from healthscore.report import ScoredDate, ScoreSummary, from_run
+
+TableOutput = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        parser=parse_table_path,
+        metavar="FILE",
+        help="Also write the scores table to FILE: .csv, .json (a list of records) "
+        "or .parquet.",
+    ),
+]
+
+
+@handle_errors
+def score(
+    as_of: AsOfOption,
+    project_dir: ProjectOption = Path("."),
+    output: TableOutput = None,
+    no_store: Annotated[
+        bool,
+        typer.Option("--no-store", help="Compute and print, but store no snapshot."),
+    ] = False,
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Score every account as of a date, store the snapshot and print a summary."""
+    project = open_project(project_dir)
+    with StepProgress(enabled=not json_output) as progress:
+        run = pipeline.score(project, as_of, store=not no_store, progress=progress)
+    scored = from_run(run)
+    summary = scored.summary()
+    if output is not None:
+        write_table(run.result.scores, output)
+    if json_output:
+        print_json(score_json(scored, summary, output))
+        return
+    print_score_summary(scored, summary)
+    if output is not None:
+        say(f"Wrote the scores of {len(run.result.scores):,} accounts to {output}.")
+
+
+def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
+    """Print bands, riskiest accounts, coverage, storage and the source summary."""
+    console = stdout_console()
+    project = scored.project.config.name
+    accounts = counted(summary.accounts, "account")
+    say(f"Scored {accounts} of {project} as of {scored.as_of}.")
+    console.print(band_table(summary.bands, "Accounts per band"))
+    if summary.riskiest:
+        console.print(riskiest_table(summary))
+    for line in coverage_lines(summary.coverage):
+        say(line)
+    if scored.snapshot is not None:
+        say(f"Stored the snapshot in {scored.snapshot}.")
+    else:
+        say("The snapshot was not stored (--no-store).")
+    for ignored in scored.ignored_overrides:
+        note(
+            f"warning: override {ignored['id']} of account {ignored['account_id']} "
+            f"({ignored['target']}) was not applied: {ignored['reason']}"
+        )
+    print_sources(console, summary.sources, scored.as_of.isoformat())
+
+
+def score_json(
+    scored: ScoredDate, summary: ScoreSummary, output: Path | None
+) -> dict[str, Any]:
+    """Return the summary of a scoring run as a JSON-ready dict."""
+    return {
+        "project": scored.project.config.name,
+        "as_of": scored.as_of,
+        "accounts": summary.accounts,
+        "bands": summary.bands,
+        "coverage": summary.coverage,
+        "value_column": summary.value_column,
+        "riskiest": summary.riskiest,
+        "scorecard_versions": summary.versions,
+        "sources": summary.sources,
+        "ignored_overrides": scored.ignored_overrides,
+        "snapshot": scored.snapshot,
+        "output": output,
+    }
+
+
+@handle_errors
+def metrics(
+    as_of: AsOfOption,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            parser=parse_table_path,
+            metavar="FILE",
+            help="File for the values: .csv, .json (a list of records) or .parquet.",
+        ),
+    ],
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Compute every metric as of a date and write the values in long form."""
+    project = open_project(project_dir)
+    with StepProgress(enabled=not json_output) as progress:
+        progress("reading sources")
+        engine = Engine.open(project)
+        table = compute_metrics(project, engine.sources, as_of, progress=progress)
+    frame = metric_values(table)
+    write_table(frame, output)
+    accounts, count = len(table.values), len(table.values.columns)
+    if json_output:
+        print_json(_metrics_json(as_of, output, accounts, count, len(frame)))
+        return
+    say(
+        f"Wrote {len(frame):,} metric values ({accounts:,} accounts, "
+        f"{count:,} metrics) as of {as_of} to {output}."
+    )
+
+
+def metric_values(table: MetricTable) -> pd.DataFrame:
+    """Metric values in long form: account_id, metric, value (a number).
+
+    Text values, such as those of an attribute metric, have no number. When there
+    are any, a `value_text` column contains them, so that every format can store
+    the table with one type per column.
+    """
+    long = table.long()
+    numbers = pd.to_numeric(long["value"], errors="coerce")
+    text = long["value"].notna() & numbers.isna()
+    frame = pd.DataFrame(
+        {
+            "account_id": long["account_id"].astype(str),
+            "metric": long["metric"].astype(str),
+            "value": numbers.astype("float64"),
+        }
+    )
+    if text.any():
+        frame["value_text"] = long["value"].where(text).astype("string")
+    return frame
+
+
+def _metrics_json(
+    as_of: date, output: Path, accounts: int, count: int, values: int
+) -> dict[str, Any]:
+    return {
+        "as_of": as_of,
+        "output": output,
+        "accounts": accounts,
+        "metrics": count,
+        "values": values,
+    }
