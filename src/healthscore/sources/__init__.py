@@ -143,25 +143,9 @@ class SourceSet:
 
     def _report_one(self, name: str, point: datetime) -> SourceReport:
         loaded = self.loaded[name]
-        raw = self.con.con
-        problem = self._problem_sql(name, point)
-        counts = raw.execute(
-            f"SELECT {problem} AS problem, count(*) FROM {quote(loaded.relation)} AS s "
-            f"{self._accounts_join(name)} GROUP BY ALL"
-        ).fetchall()
-        rows_read = sum(count for _, count in counts)
-        excluded = {str(p): int(n) for p, n in counts if p is not None}
-        relation = quote(loaded.relation)
-        examples = raw.execute(
-            f"WITH first AS (SELECT _file, min(_row) AS first_row FROM {relation} "
-            f"GROUP BY _file) "
-            f"SELECT s._file, s._row - first.first_row + 1, {problem} AS problem "
-            f"FROM {relation} AS s JOIN first USING (_file) "
-            f"{self._accounts_join(name)} WHERE problem IS NOT NULL "
-            "QUALIFY row_number() OVER "
-            "(PARTITION BY problem ORDER BY s._file, s._row) "
-            f"<= {_EXAMPLES_PER_REASON} ORDER BY problem, s._file, s._row"
-        ).fetchall()
+        excluded = self._excluded_counts(name, point)
+        rows_read = excluded.pop("", 0) + sum(excluded.values())
+        examples = self._examples(name, point, excluded) if excluded else []
         return SourceReport(
             source=name,
             kind=loaded.config.kind,
@@ -169,41 +153,82 @@ class SourceSet:
             rows_read=rows_read,
             rows_used=rows_read - sum(excluded.values()),
             excluded=dict(sorted(excluded.items())),
-            examples=[
-                ExcludedRow(
-                    file=str(file),
-                    row=int(row),
-                    column=str(problem).split(":", 1)[1],
-                    reason=str(problem).split(":", 1)[0],
-                )
-                for file, row, problem in examples
-            ],
+            examples=examples,
         )
 
-    def _problem_sql(self, name: str, point: datetime) -> str:
+    def _excluded_counts(self, name: str, point: datetime) -> dict[str, int]:
+        """Rows per `reason:column`, with the usable rows under the key ''.
+
+        One scan groups the rows by account, check result and lateness; only that
+        small result is joined with the accounts, not every row.
+        """
         kind = self.loaded[name].config.kind
-        cases = []
-        if kind != "accounts":
-            cases.append("WHEN a.account_id IS NULL THEN 'unknown_account:account_id'")
-        if kind == "subscriptions":
-            cases.append(f"WHEN s.start > DATE {literal(point.date().isoformat())} "
-                         "THEN 'after_as_of:start'")  # fmt: skip
-        elif kind != "accounts":
-            moment = literal(point.isoformat(" "))
-            cases.append(f"WHEN s.timestamp > TIMESTAMP {moment} "
-                         "THEN 'after_as_of:timestamp'")  # fmt: skip
-        if not cases:
-            return "s._problem"
-        return f"coalesce(s._problem, CASE {' '.join(cases)} END)"
-
-    def _accounts_join(self, name: str) -> str:
-        if self.loaded[name].config.kind == "accounts":
-            return ""
-        return (
-            "LEFT JOIN (SELECT DISTINCT account_id FROM "
-            f"valid_{self.accounts_name}) AS a "
-            "ON s.account_id = a.account_id"
+        relation = quote(self.loaded[name].relation)
+        late, late_reason = self._late_sql(name, point)
+        if kind == "accounts":
+            grouped = f"SELECT _problem, count(*) FROM {relation} GROUP BY ALL"
+            return {
+                str(p or ""): int(n)
+                for p, n in self.con.con.execute(grouped).fetchall()
+            }
+        query = (
+            f"WITH grouped AS (SELECT account_id, _problem, {late} AS late, "
+            f"count(*) AS n FROM {relation} GROUP BY ALL), "
+            f"known AS (SELECT DISTINCT account_id FROM valid_{self.accounts_name}) "
+            "SELECT CASE WHEN g._problem IS NOT NULL THEN g._problem "
+            "WHEN k.account_id IS NULL THEN 'unknown_account:account_id' "
+            f"WHEN g.late THEN '{late_reason}' ELSE '' END AS problem, sum(g.n) "
+            "FROM grouped AS g LEFT JOIN known AS k ON g.account_id = k.account_id "
+            "GROUP BY ALL"
         )
+        return {str(p): int(n) for p, n in self.con.con.execute(query).fetchall()}
+
+    def _late_sql(self, name: str, point: datetime) -> tuple[str, str]:
+        if self.loaded[name].config.kind == "subscriptions":
+            day = literal(point.date().isoformat())
+            return f"coalesce(start > DATE {day}, false)", "after_as_of:start"
+        moment = literal(point.isoformat(" "))
+        return (
+            f"coalesce(timestamp > TIMESTAMP {moment}, false)",
+            "after_as_of:timestamp",
+        )
+
+    def _examples(
+        self, name: str, point: datetime, excluded: dict[str, int]
+    ) -> list[ExcludedRow]:
+        """Up to a few example rows for each reason that occurred."""
+        relation = quote(self.loaded[name].relation)
+        late, late_reason = (
+            ("false", "")
+            if self.loaded[name].config.kind == ("accounts")
+            else self._late_sql(name, point)
+        )
+        examples: list[ExcludedRow] = []
+        for problem in excluded:
+            if problem == late_reason:
+                condition = f"_problem IS NULL AND {late} AND account_id IN " + (
+                    f"(SELECT account_id FROM valid_{self.accounts_name})"
+                )
+            elif problem == "unknown_account:account_id":
+                condition = "_problem IS NULL AND account_id NOT IN " + (
+                    f"(SELECT account_id FROM valid_{self.accounts_name})"
+                )
+            else:
+                condition = f"_problem = {literal(problem)}"
+            rows = self.con.con.execute(
+                f"WITH picked AS (SELECT _file, _row FROM {relation} WHERE {condition} "
+                f"ORDER BY _file, _row LIMIT {_EXAMPLES_PER_REASON}) "
+                f"SELECT p._file, p._row - f.first_row + 1 FROM picked AS p JOIN "
+                f"(SELECT _file, min(_row) AS first_row FROM {relation} "
+                "WHERE _file IN (SELECT _file FROM picked) GROUP BY _file) AS f "
+                "USING (_file) ORDER BY p._file, p._row"
+            ).fetchall()
+            reason, column = problem.split(":", 1)
+            examples.extend(
+                ExcludedRow(file=str(file), row=int(row), column=column, reason=reason)
+                for file, row in rows
+            )
+        return examples
 
 
 def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:

@@ -22,6 +22,7 @@ import duckdb
 
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
+from healthscore.privacy.pseudonymize import pseudonymize_select
 
 _SQL_TYPES = {
     "string": "VARCHAR",
@@ -101,11 +102,13 @@ def read_source(
     # the file by subtracting the file's first number. DuckDB keeps file order when it
     # scans with preserve_insertion_order (the default).
     row = "file_row_number + 1" if file_format == "parquet" else "row_number() OVER ()"
-    sql = (
-        f"CREATE OR REPLACE {kind} {quote(relation)} AS "
+    query = (
         f"SELECT {select}, filename AS _file, {row} AS _row "
         f"FROM {scan} AS raw {_lookup_joins(project, source)}"
     )
+    # Person columns are hashed here, before any metric or stored output sees them.
+    query = pseudonymize_select(con, project, columns, query)
+    sql = f"CREATE OR REPLACE {kind} {quote(relation)} AS {query}"
     try:
         con.execute(sql)
     except duckdb.Error as exc:
@@ -165,22 +168,28 @@ def _standard_select(
         is_standard = column in STANDARD_COLUMNS[source.kind]
         file_column = source.file_column(column) if is_standard else column
         raw = f"raw.{quote(file_column)}"
+        raw_type = file_types[file_column]
         if column in source.lookups:
             value = f"{quote('lookup_' + column)}.value"
             checks.append(
-                (f"{_present(raw)} AND {value} IS NULL", f"unknown_code:{column}")
+                (
+                    f"{_present(raw, raw_type)} AND {value} IS NULL",
+                    f"unknown_code:{column}",
+                )
             )
         else:
-            value = _typed(raw, kind, file_types[file_column], source.timestamp_format)
-            if kind != "string":
+            value = _typed(raw, kind, raw_type, source.timestamp_format)
+            if kind != "string" and value != raw:
                 checks.append(
                     (
-                        f"{_present(raw)} AND {value} IS NULL",
+                        f"{_present(raw, raw_type)} AND {value} IS NULL",
                         f"unparseable_value:{column}",
                     )
                 )
         if column in required:
-            checks.insert(0, (f"NOT {_present(raw)}", f"missing_value:{column}"))
+            checks.insert(
+                0, (f"NOT {_present(raw, raw_type)}", f"missing_value:{column}")
+            )
         typed[column] = value
     checks.extend(_range_checks(source, typed))
     problem = "CAST(NULL AS VARCHAR)"
@@ -193,8 +202,10 @@ def _standard_select(
     return ", ".join([*selected, f"{problem} AS _problem"])
 
 
-def _present(raw: str) -> str:
-    return f"({raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '')"
+def _present(raw: str, file_type: str) -> str:
+    if file_type != "VARCHAR":
+        return f"({raw} IS NOT NULL)"  # only text can be blank
+    return f"({raw} IS NOT NULL AND trim({raw}) <> '')"
 
 
 def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) -> str:
