@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,9 +18,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 
+import healthscore.store.database as database
 import healthscore.store.state as state_module
 from healthscore.config.overrides import Override
 from healthscore.store import (
@@ -117,6 +120,15 @@ def test_open_enables_wal_and_busy_timeout(tmp_path):
     assert busy_timeout == 30_000
 
 
+def head_revision() -> str:
+    """The newest revision of the shipped migrations, which form one chain."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_FOLDER))
+    heads = ScriptDirectory.from_config(config).get_heads()
+    assert len(heads) == 1, f"migrations have several heads: {heads}"
+    return heads[0]
+
+
 def test_migrated_schema_matches_metadata(store):
     with store.engine.connect() as connection:
         context = MigrationContext.configure(
@@ -126,7 +138,7 @@ def test_migrated_schema_matches_metadata(store):
         revision = context.get_current_revision()
 
     assert differences == []
-    assert revision == "0001"
+    assert revision == head_revision()
 
 
 def test_reopen_keeps_data_and_revision(store_url, tmp_path):
@@ -169,13 +181,48 @@ def test_migrations_downgrade_and_upgrade_again(tmp_path):
         tables_after_upgrade = set(inspect(store.engine).get_table_names())
 
     assert tables_after_downgrade == {VERSION_TABLE}
-    assert tables_after_upgrade == {VERSION_TABLE, "overrides", "audit"}
+    assert tables_after_upgrade == {VERSION_TABLE, *metadata.tables}
+    assert {"overrides", "audit"} <= tables_after_upgrade
 
 
 def test_in_memory_sqlite_keeps_data(tmp_path):
     with StateStore.open("sqlite://", tmp_path) as store:
         override_id = add(store)
         assert [item.id for item in store.active_overrides(JUNE_1)] == [override_id]
+
+
+class BusyCursor:
+    """A cursor whose first `busy_calls` statements fail with SQLITE_BUSY."""
+
+    def __init__(self, busy_calls: int, errorcode: int = sqlite3.SQLITE_BUSY):
+        self.busy_calls = busy_calls
+        self.errorcode = errorcode
+        self.statements: list[str] = []
+
+    def execute(self, statement: str) -> None:
+        self.statements.append(statement)
+        if len(self.statements) <= self.busy_calls:
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = self.errorcode
+            raise error
+
+
+def test_wal_switch_retried_while_busy():
+    # SQLite cannot be made to return SQLITE_BUSY here on demand: it happened only
+    # when several processes opened a new file at once.
+    cursor = BusyCursor(busy_calls=2)
+
+    database._enable_wal(cursor)
+
+    assert cursor.statements == ["PRAGMA journal_mode = WAL"] * 3
+
+
+def test_wal_switch_raises_other_errors():
+    cursor = BusyCursor(busy_calls=1, errorcode=sqlite3.SQLITE_IOERR)
+
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        database._enable_wal(cursor)
+    assert len(cursor.statements) == 1
 
 
 # URLs and connection errors

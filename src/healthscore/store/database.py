@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,9 @@ MIGRATIONS_FOLDER = Path(__file__).with_name("migrations")
 
 #: How long a SQLite connection waits for another process's write lock, in ms.
 BUSY_TIMEOUT_MS = 30_000
+
+#: Pause between attempts to switch a SQLite file to WAL, in seconds.
+WAL_RETRY_SECONDS = 0.01
 
 #: Key of the PostgreSQL advisory lock that serialises schema upgrades ("health").
 MIGRATION_LOCK_KEY = int.from_bytes(b"health", "big")
@@ -133,10 +138,29 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # WAL lets readers (a service) run while another process (the CLI) writes.
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database file to WAL, retrying while another process locks it.
+
+    SQLite can return SQLITE_BUSY for this switch without calling the busy handler.
+    This was seen when several processes opened a new file at once, so the busy
+    timeout is applied here by hand.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_RETRY_SECONDS)
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:

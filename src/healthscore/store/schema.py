@@ -99,3 +99,6 @@ audit = Table(
     Column("count", Integer, nullable=False),
     Column("detail", JSONDocument, nullable=False),
 )
+
+from healthscore.store import tables_alerts as _tables_alerts  # noqa: E402,F401
+from healthscore.store import tables_tasks as _tables_tasks  # noqa: E402,F401
