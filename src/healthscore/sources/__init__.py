@@ -18,6 +18,7 @@ import pandas as pd
 from ibis.backends.duckdb import Backend as DuckDBBackend
 
 from healthscore.config import Project
+from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.sources.reader import (
     LoadedSource,
     SourceError,
@@ -47,6 +48,12 @@ REASONS = {
     "duplicate_account_id": "account id appears on more than one row",
     "unknown_account": "account id not found in the accounts source",
     "after_as_of": "timestamp is after the as-of point",
+    "unmapped_account": "no account id in the record or in a mapping of its user "
+    "or email",
+    "missing_customer": "Stripe object has no customer id",
+    "not_started": "Stripe subscription never started (its first payment did not "
+    "complete)",
+    "out_of_range": "value is outside the range of its scale",
 }
 
 _EXAMPLES_PER_REASON = 5
@@ -132,6 +139,29 @@ class SourceSet:
             return table
         return table.filter(table.timestamp <= point)
 
+    def add_frame(self, name: str, kind: str, frame: pd.DataFrame, origin: str) -> None:
+        """Register rows held by the product itself (not a file) as a source.
+
+        `frame` has standard columns of `kind`; every row counts as usable, because
+        the product checked it when it was stored. `origin` names where the rows come
+        from in reports.
+        """
+        relation = f"source_{name}"
+        table = frame.assign(_problem=None, _file=origin, _row=range(1, len(frame) + 1))
+        table = table.astype({"_problem": "string", "_file": "string"})
+        self.con.con.register("_incoming_frame", table)
+        try:
+            self.con.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {quote(relation)} AS "
+                "SELECT * FROM _incoming_frame"
+            )
+        finally:
+            self.con.con.unregister("_incoming_frame")
+        _create_valid_view(self.con.con, name, relation)
+        config = SourceConfig.model_validate({"kind": kind, "path": origin})
+        columns = {c: STANDARD_COLUMNS[kind][c] for c in frame.columns}
+        self.loaded[name] = LoadedSource(name, config, relation, (origin,), columns)
+
     def accounts(self) -> pd.DataFrame:
         """Usable accounts with their standard and attribute columns, by account id."""
         frame = self.rows(self.accounts_name).execute()
@@ -183,6 +213,9 @@ class SourceSet:
         )
         return {str(p): int(n) for p, n in self.con.con.execute(query).fetchall()}
 
+    def _running_row_numbers(self, name: str) -> bool:
+        return self.loaded[name].running_rows
+
     def _late_sql(self, name: str, point: datetime) -> tuple[str, str]:
         if self.loaded[name].config.kind == "subscriptions":
             day = literal(point.date().isoformat())
@@ -215,14 +248,19 @@ class SourceSet:
                 )
             else:
                 condition = f"_problem = {literal(problem)}"
-            rows = self.con.con.execute(
-                f"WITH picked AS (SELECT _file, _row FROM {relation} WHERE {condition} "
-                f"ORDER BY _file, _row LIMIT {_EXAMPLES_PER_REASON}) "
-                f"SELECT p._file, p._row - f.first_row + 1 FROM picked AS p JOIN "
-                f"(SELECT _file, min(_row) AS first_row FROM {relation} "
-                "WHERE _file IN (SELECT _file FROM picked) GROUP BY _file) AS f "
-                "USING (_file) ORDER BY p._file, p._row"
-            ).fetchall()
+            picked = (
+                f"SELECT _file, _row FROM {relation} WHERE {condition} "
+                f"ORDER BY _file, _row LIMIT {_EXAMPLES_PER_REASON}"
+            )
+            if self._running_row_numbers(name):
+                picked = (
+                    f"WITH picked AS ({picked}) "
+                    "SELECT p._file, p._row - f.first_row + 1 FROM picked AS p JOIN "
+                    f"(SELECT _file, min(_row) AS first_row FROM {relation} "
+                    "WHERE _file IN (SELECT _file FROM picked) GROUP BY _file) AS f "
+                    "USING (_file) ORDER BY p._file, p._row"
+                )
+            rows = self.con.con.execute(picked).fetchall()
             reason, column = problem.split(":", 1)
             examples.extend(
                 ExcludedRow(file=str(file), row=int(row), column=column, reason=reason)
@@ -251,12 +289,16 @@ def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
     accounts = project.config.accounts_source()
     _mark_duplicate_accounts(raw, loaded[accounts].relation)
     for name, item in loaded.items():
-        raw.execute(
-            f"CREATE OR REPLACE TEMP VIEW {quote('valid_' + name)} AS "
-            f"SELECT * EXCLUDE (_problem, _file, _row) FROM {quote(item.relation)} "
-            "WHERE _problem IS NULL"
-        )
+        _create_valid_view(raw, name, item.relation)
     return SourceSet(project, con, loaded)
+
+
+def _create_valid_view(raw: Any, name: str, relation: str) -> None:
+    raw.execute(
+        f"CREATE OR REPLACE TEMP VIEW {quote('valid_' + name)} AS "
+        f"SELECT * EXCLUDE (_problem, _file, _row) FROM {quote(relation)} "
+        "WHERE _problem IS NULL"
+    )
 
 
 def _mark_duplicate_accounts(raw: Any, relation: str) -> None:

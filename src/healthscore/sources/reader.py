@@ -47,6 +47,8 @@ class LoadedSource:
     files: tuple[str, ...]
     columns: dict[str, str]
     """Standard or attribute column name to its type (string, number, ...)."""
+    running_rows: bool = False
+    """Whether `_row` numbers rows across all files rather than within each file."""
 
 
 def quote(identifier: str) -> str:
@@ -75,6 +77,11 @@ def read_source(
     con: duckdb.DuckDBPyConnection, project: Project, name: str, source: SourceConfig
 ) -> LoadedSource:
     """Create the relation `source_<name>` for one source."""
+    # Imported here: the importers build on this module.
+    from healthscore.importers import is_importer, read_with_importer
+
+    if is_importer(source.format):
+        return read_with_importer(con, project, name, source)
     files = resolve_files(project, name, source)
     file_format = source.resolved_format()
     scan = _scan_sql(file_format, files, source)
@@ -116,7 +123,8 @@ def read_source(
             f"source {name!r}: reading {_describe_files(files)} failed: "
             f"{_first_line(exc)}"
         ) from None
-    return LoadedSource(name, source, relation, tuple(files), columns)
+    running_rows = file_format in ("csv", "jsonl")
+    return LoadedSource(name, source, relation, tuple(files), columns, running_rows)
 
 
 def _scan_sql(file_format: str, files: list[str], source: SourceConfig) -> str:

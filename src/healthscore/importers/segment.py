@@ -1,0 +1,237 @@
+"""Segment and RudderStack exports: JSON Lines of track, identify and group calls.
+
+Each line is one call, either bare or wrapped as `{"payload": {...}}`. Track calls
+become event rows. Identify and group calls are not events: they tell which account
+a user belongs to. Page, screen and alias calls are skipped.
+
+The account of a track call is, in this order: `context.groupId`,
+`properties.groupId`, `context.traits.company_id`, the trait named by the
+`account_trait` option (in `context.traits`, then `properties`), and last the user's
+group membership. A membership comes from a group call (`groupId`) or from an identify
+call whose traits name the account (`company_id`, `company.id` or `account_trait`).
+The membership that applies is the latest one stamped at or before the event; an
+event older than all of the user's memberships takes the earliest one, because
+products usually send the group call just after the first events of a new user.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from healthscore.importers.records import (
+    ImportContext,
+    ImporterOptions,
+    InvalidValue,
+    RecordTable,
+    dig,
+    first_present,
+    is_blank,
+    to_timestamp,
+)
+
+COLUMNS = ["account_id", "timestamp", "user", "event_type", "value"]
+
+
+class SegmentOptions(ImporterOptions):
+    """Settings of the segment and rudderstack formats."""
+
+    account_trait: str | None = None
+    """Trait or property that holds the account id, for example `account_id`."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of the export with where it was read."""
+
+    file: str
+    line: int
+    payload: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        # The email and live-chat examples of the Segment spec use `action`.
+        return str(first_present(self.payload.get("type"), self.payload.get("action")))
+
+    @property
+    def user_id(self) -> str | None:
+        return _text(
+            first_present(self.payload.get("userId"), self.payload.get("user_id"))
+        )
+
+    @property
+    def anonymous_id(self) -> str | None:
+        return _text(
+            first_present(
+                self.payload.get("anonymousId"), self.payload.get("anonymous_id")
+            )
+        )
+
+    @property
+    def time(self) -> Any:
+        # `timestamp` is when the event happened, corrected for client clock skew.
+        return first_present(
+            self.payload.get("timestamp"),
+            self.payload.get("originalTimestamp"),
+            self.payload.get("receivedAt"),
+        )
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A user's account from one identify or group call."""
+
+    time: datetime | None
+    order: int
+    account: str
+
+
+def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
+    """Read the track calls of the source's files as event rows."""
+    options = context.options(SegmentOptions)
+    calls = [call for file in context.files for call in _calls(context, file)]
+    memberships = _memberships(context, calls, options)
+    table = context.table(COLUMNS)
+    for call in calls:
+        if call.type != "track":
+            continue
+        account = _explicit_account(call.payload, options) or _member_account(
+            context, call, memberships
+        )
+        values = {
+            "account_id": account,
+            "timestamp": call.time,
+            "user": call.user_id or call.anonymous_id,
+            "event_type": call.payload.get("event"),
+            "value": first_present(
+                dig(call.payload, "properties.value"),
+                dig(call.payload, "properties.revenue"),
+            ),
+        }
+        for attribute in context.source.attributes:
+            values[attribute] = _scalar(
+                first_present(
+                    dig(call.payload, f"properties.{attribute}"),
+                    dig(call.payload, f"context.traits.{attribute}"),
+                )
+            )
+        problem = None if account else "unmapped_account:account_id"
+        table.add(call.file, call.line, values, problem)
+    return table
+
+
+def _calls(context: ImportContext, file: str) -> Iterator[Call]:
+    opener = gzip.open if file.endswith(".gz") else open
+    with opener(file, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                parsed = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise context.error(
+                    f"{file}, line {number} is not valid JSON: {exc.msg}"
+                ) from None
+            payload = _payload(parsed)
+            if payload is None:
+                raise context.error(
+                    f"{file}, line {number} is not a JSON object with a call; "
+                    "each line must hold one track, identify or group call"
+                )
+            yield Call(file, number, payload)
+
+
+def _payload(parsed: Any) -> dict[str, Any] | None:
+    if not isinstance(parsed, dict):
+        return None
+    wrapped = parsed.get("payload")
+    if isinstance(wrapped, dict) and "type" not in parsed and "event" not in parsed:
+        return wrapped
+    return parsed
+
+
+def _explicit_account(payload: dict[str, Any], options: SegmentOptions) -> str | None:
+    candidates = [
+        dig(payload, "context.groupId"),
+        dig(payload, "properties.groupId"),
+        dig(payload, "context.traits.company_id"),
+    ]
+    if options.account_trait:
+        candidates.append(dig(payload, f"context.traits.{options.account_trait}"))
+        candidates.append(dig(payload, f"properties.{options.account_trait}"))
+    return _text(first_present(*candidates))
+
+
+def _memberships(
+    context: ImportContext, calls: list[Call], options: SegmentOptions
+) -> dict[str, list[Membership]]:
+    memberships: dict[str, list[Membership]] = {}
+    for order, call in enumerate(calls):
+        account = _declared_account(call, options)
+        if account is None:
+            continue
+        entry = Membership(_time_or_none(context, call), order, account)
+        for user in {call.user_id, call.anonymous_id} - {None}:
+            memberships.setdefault(str(user), []).append(entry)
+    for entries in memberships.values():
+        entries.sort(key=_membership_key)
+    return memberships
+
+
+def _declared_account(call: Call, options: SegmentOptions) -> str | None:
+    if call.type == "group":
+        return _text(call.payload.get("groupId"))
+    if call.type != "identify":
+        return None
+    candidates = [
+        dig(call.payload, "traits.company_id"),
+        dig(call.payload, "traits.company.id"),
+    ]
+    if options.account_trait:
+        candidates.append(dig(call.payload, f"traits.{options.account_trait}"))
+    return _text(first_present(*candidates))
+
+
+def _member_account(
+    context: ImportContext, call: Call, memberships: dict[str, list[Membership]]
+) -> str | None:
+    entries = memberships.get(call.user_id or "") or memberships.get(
+        call.anonymous_id or ""
+    )
+    if not entries:
+        return None
+    moment = _time_or_none(context, call)
+    if moment is None:
+        return entries[-1].account
+    before = [entry for entry in entries if entry.time is None or entry.time <= moment]
+    return (before[-1] if before else entries[0]).account
+
+
+def _membership_key(entry: Membership) -> tuple[bool, datetime, int]:
+    # Calls without a time sort first: they cannot be placed after any other call.
+    return (entry.time is not None, entry.time or datetime.min, entry.order)
+
+
+def _time_or_none(context: ImportContext, call: Call) -> datetime | None:
+    if is_blank(call.time):
+        return None
+    try:
+        return to_timestamp(call.time, context.zone)
+    except InvalidValue:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return None if is_blank(value) else str(value)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return value

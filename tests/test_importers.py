@@ -1,0 +1,816 @@
+"""Importers of export formats: Segment, RudderStack, Stripe, Zendesk, CRMs, NPS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healthscore.config import Project, load_project
+from healthscore.engine import connect
+from healthscore.importers.stripe import minor_unit_divisor, subscription_mrr
+from healthscore.pipeline import score
+from healthscore.sources import SourceError, SourceSet, load_sources
+from project_factory import minimal_config, write_project
+
+FIXTURES = Path(__file__).parent / "fixtures" / "importers"
+
+SEGMENT_ACCOUNTS = "account_id,name\nacme,Acme\nglobex,Globex\ninitech,Initech\n"
+
+
+def make_project(
+    root: Path,
+    sources: dict[str, Any],
+    fixtures: dict[str, str],
+    files: dict[str, Any] | None = None,
+) -> Project:
+    """Write a project whose sources read copies of fixture files."""
+    for target, fixture in fixtures.items():
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIXTURES / fixture, root / target)
+    config = minimal_config(sources=sources, metrics={})
+    config["metrics"] = {"rows": {"type": "count", "source": list(sources)[-1]}}
+    config["scorecards"][0]["components"]["usage"]["measures"][0]["metric"] = "rows"
+    return write_project(root, config, dict(files or {}))
+
+
+def rows(sources: SourceSet, name: str) -> list[dict[str, Any]]:
+    """Rows of a source relation in record order, with the file's base name."""
+    relation = sources.loaded[name].relation
+    cursor = sources.con.con.execute(f'SELECT * FROM "{relation}" ORDER BY _file, _row')
+    names = [column[0] for column in cursor.description]
+    found = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for row in found:
+        row["_file"] = Path(row["_file"]).name
+    return found
+
+
+def load(project: Project) -> SourceSet:
+    return load_sources(project, connect(project))
+
+
+# Segment and RudderStack ------------------------------------------------------------
+
+
+def segment_project(
+    root: Path, file_format: str = "segment", **options: Any
+) -> Project:
+    source: dict[str, Any] = {
+        "kind": "events",
+        "format": file_format,
+        "path": "exports/*.jsonl",
+    }
+    if options:
+        source["options"] = options
+    return make_project(
+        root,
+        {
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "usage": source,
+        },
+        {"exports/calls.jsonl": "segment/calls.jsonl"},
+        {"accounts.csv": SEGMENT_ACCOUNTS},
+    )
+
+
+SEGMENT_ROWS = [
+    # line, account, timestamp (UTC), user, event, value, problem
+    (1, "acme", datetime(2024, 3, 1, 10), "u1", "Signed In", None, None),
+    (3, "globex", datetime(2024, 3, 2, 12), "u2", "Report Submitted", 42.5, None),
+    (5, "initech", datetime(2024, 3, 6, 7, 30), "u2", "Report Submitted", None, None),
+    (6, None, datetime(2024, 3, 6, 9), "a9", "Page Hit", None, "unmapped_account"),
+    (8, "acme", datetime(2024, 3, 3), "u3", "Invite Sent", 3.0, None),
+    (10, "globex", datetime(2024, 3, 4), "u4", "Feature Used", None, None),
+    (11, "initech", datetime(2024, 3, 7), "u1", "Signed Out", None, None),
+    (12, None, datetime(2024, 3, 7, 12), "u5", "Exported", None, "unmapped_account"),
+    (13, "globex", datetime(2024, 3, 1, 8), "u6", "Signed Up", None, None),
+]
+
+
+@pytest.mark.parametrize("file_format", ["segment", "rudderstack"])
+def test_segment_track_calls_become_events(tmp_path, file_format):
+    sources = load(segment_project(tmp_path, file_format))
+
+    found = [
+        (
+            row["_row"],
+            row["account_id"],
+            row["timestamp"],
+            row["user"],
+            row["event_type"],
+            row["value"],
+            row["_problem"],
+        )
+        for row in rows(sources, "usage")
+    ]
+
+    expected = [
+        (*row[:6], f"{row[6]}:account_id" if row[6] else None) for row in SEGMENT_ROWS
+    ]
+    assert found == expected
+
+
+def test_segment_account_trait_option(tmp_path):
+    sources = load(segment_project(tmp_path, account_trait="org"))
+
+    by_line = {row["_row"]: row for row in rows(sources, "usage")}
+
+    assert by_line[12]["account_id"] == "acme"
+    assert by_line[12]["_problem"] is None
+    assert by_line[6]["_problem"] == "unmapped_account:account_id"
+
+
+def test_segment_properties_as_attributes(tmp_path):
+    project = segment_project(tmp_path)
+    project.config.sources["usage"].attributes["plan"] = "string"
+
+    by_line = {row["_row"]: row for row in rows(load(project), "usage")}
+
+    assert by_line[5]["plan"] == "pro"
+    assert by_line[3]["plan"] is None
+
+
+def test_segment_unmapped_calls_in_report(tmp_path):
+    sources = load(segment_project(tmp_path))
+
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["usage"]
+
+    assert report.rows_read == 9
+    assert report.rows_used == 7
+    assert report.excluded == {"unmapped_account:account_id": 2}
+    examples = [(Path(e.file).name, e.row, e.reason) for e in report.examples]
+    assert examples == [
+        ("calls.jsonl", 6, "unmapped_account"),
+        ("calls.jsonl", 12, "unmapped_account"),
+    ]
+
+
+def test_segment_report_rows_are_line_numbers_when_file_starts_skipped(tmp_path):
+    project = segment_project(tmp_path)
+    calls = (tmp_path / "exports" / "calls.jsonl").read_text().splitlines()
+    skipped = json.dumps({"type": "identify", "userId": "nobody", "traits": {}})
+    (tmp_path / "exports" / "calls.jsonl").write_text(
+        "\n".join([skipped, skipped, *calls]) + "\n"
+    )
+
+    report = {r.source: r for r in load(project).report(datetime(2024, 4, 1))}["usage"]
+
+    # Two identify calls give no rows, so every line moves down by two.
+    assert [e.row for e in report.examples] == [8, 14]
+
+
+def test_segment_spec_examples_file(tmp_path, require_shared):
+    examples = require_shared("segment-spec-examples/segment_spec_examples.jsonl")
+    lines = examples.read_text().splitlines()
+    project = make_project(
+        tmp_path,
+        {
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "usage": {"kind": "events", "format": "segment", "path": "spec.jsonl"},
+        },
+        {},
+        {"accounts.csv": "account_id\nacct_123\n", "spec.jsonl": "\n".join(lines)},
+    )
+
+    found = rows(load(project), "usage")
+
+    tracks = [
+        number
+        for number, line in enumerate(lines, start=1)
+        if _call_type(json.loads(line)["payload"]) == "track"
+    ]
+    assert [row["_row"] for row in found] == tracks
+    by_account: dict[Any, int] = {}
+    for row in found:
+        by_account[row["account_id"]] = by_account.get(row["account_id"], 0) + 1
+    # The 10 B2B SaaS examples name acct_123 in context.groupId; the common-fields
+    # example names 12345; the others name no account and no group call maps them.
+    assert by_account == {"acct_123": 10, "12345": 1, None: len(tracks) - 11}
+    problems = {(row["account_id"], row["_problem"]) for row in found}
+    # The B2B examples carry no timestamp, so they are reported, not used.
+    assert ("acct_123", "missing_value:timestamp") in problems
+    assert ("12345", None) in problems
+    assert all(row["event_type"] for row in found)
+
+
+def _call_type(payload: dict[str, Any]) -> Any:
+    return payload.get("type") or payload.get("action")
+
+
+def test_segment_invalid_line_fails_clearly(tmp_path):
+    project = segment_project(tmp_path)
+    with open(tmp_path / "exports" / "calls.jsonl", "a") as handle:
+        handle.write("{not json\n")
+
+    with pytest.raises(SourceError, match=r"calls\.jsonl, line 15 is not valid JSON"):
+        load(project)
+
+
+# Stripe -----------------------------------------------------------------------------
+
+
+def stripe_project(root: Path, kind: str, fixture: str) -> Project:
+    customers = "abcdefghijk"
+    accounts = "account_id\n" + "".join(f"cus_{c}\n" for c in customers)
+    return make_project(
+        root,
+        {
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "billing": {"kind": kind, "format": "stripe", "path": "stripe.json"},
+        },
+        {"stripe.json": fixture},
+        {"accounts.csv": accounts},
+    )
+
+
+def test_stripe_subscriptions_normalize_mrr(tmp_path):
+    project = stripe_project(tmp_path, "subscriptions", "stripe/subscriptions.json")
+
+    found = {
+        row["_row"]: (row["account_id"], row["mrr"], row["quantity"], row["_problem"])
+        for row in rows(load(project), "billing")
+    }
+
+    assert found == {
+        1: ("cus_a", 20.0, 1.0, None),
+        2: ("cus_b", 100.0, 1.0, None),  # 1,200.00 a year
+        3: ("cus_c", pytest.approx(10 * 52 / 12), 1.0, None),  # 10.00 a week
+        4: ("cus_d", 100.0, 1.0, None),  # 300.00 every 3 months
+        5: ("cus_e", 75.0, 5.0, None),  # 5 seats at 15.00
+        6: ("cus_f", 40.0, 1.0, None),  # 50.00 less 20 %
+        7: ("cus_g", 0.0, 1.0, None),  # trialing
+        8: ("cus_h", 0.0, 1.0, None),  # free price
+        9: ("cus_i", 5000.0, 1.0, None),  # JPY has no minor unit
+        10: (None, 20.0, 1.0, "missing_customer:account_id"),
+        11: ("cus_k", 90.0, 1.0, None),  # (1,200.00 - 120.00 off) a year
+    }
+
+
+def test_stripe_subscription_dates(tmp_path):
+    project = stripe_project(tmp_path, "subscriptions", "stripe/subscriptions.json")
+
+    by_record = {row["_row"]: row for row in rows(load(project), "billing")}
+
+    assert by_record[1]["start"] == date(2024, 1, 1)
+    assert by_record[1]["end"] is None
+    assert by_record[11]["end"] == date(2024, 4, 1)
+    assert by_record[1]["product"] == "prod_main"
+
+
+def test_stripe_invoices_and_failed_charges(tmp_path):
+    project = stripe_project(tmp_path, "invoices", "stripe/invoices.json")
+
+    found = [
+        (
+            row["_row"],
+            row["account_id"],
+            row["timestamp"],
+            row["paid_at"],
+            row["amount"],
+            row["status"],
+            row["_problem"],
+        )
+        for row in rows(load(project), "billing")
+    ]
+
+    assert found == [
+        (1, "cus_a", datetime(2024, 2, 15), datetime(2024, 2, 14), 20.0, "paid", None),
+        (2, "cus_b", datetime(2024, 2, 1), None, 500000.0, "open", None),
+        (3, "cus_c", datetime(2024, 2, 15, 12, 26, 40), None, 43.33, "failed", None),
+        (
+            5,
+            None,
+            datetime(2024, 2, 15),
+            None,
+            9.9,
+            "open",
+            "missing_customer:account_id",
+        ),
+    ]
+
+
+def test_stripe_missing_customer_in_report(tmp_path):
+    project = stripe_project(tmp_path, "subscriptions", "stripe/subscriptions.json")
+
+    report = load(project).report(datetime(2024, 6, 1))[1]
+
+    assert report.excluded == {"missing_customer:account_id": 1}
+    assert [(e.row, e.reason) for e in report.examples] == [(10, "missing_customer")]
+
+
+def test_stripe_mrr_interval_count_and_decimals():
+    yearly_twice = {
+        "status": "active",
+        "currency": "kwd",
+        "items": {
+            "data": [
+                {
+                    "quantity": 2,
+                    "price": {
+                        "unit_amount": 24000,
+                        "recurring": {"interval": "year", "interval_count": 2},
+                    },
+                }
+            ]
+        },
+    }
+
+    # 2 x 24.000 KWD every 2 years: 48 / 24 months; KWD has 3 decimals.
+    assert subscription_mrr(yearly_twice) == pytest.approx(2.0)
+
+
+def test_stripe_tiered_price_has_unknown_mrr():
+    tiered = {
+        "status": "active",
+        "currency": "usd",
+        "items": {
+            "data": [
+                {
+                    "price": {
+                        "billing_scheme": "tiered",
+                        "recurring": {"interval": "month"},
+                    }
+                }
+            ]
+        },
+    }
+
+    assert subscription_mrr(tiered) is None
+
+
+def test_stripe_zero_decimal_currencies():
+    assert minor_unit_divisor("JPY") == 1
+    assert minor_unit_divisor("krw") == 1
+    assert minor_unit_divisor("vnd") == 1
+    assert minor_unit_divisor("usd") == 100
+    assert minor_unit_divisor("bhd") == 1000
+
+
+def test_stripe_openapi_fixtures_file(tmp_path, require_shared):
+    fixtures = require_shared("stripe-openapi-fixtures/fixtures3.json")
+    shutil.copy(fixtures, tmp_path / "fixtures3.json")
+    project = make_project(
+        tmp_path,
+        {
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "subscriptions": {
+                "kind": "subscriptions",
+                "format": "stripe",
+                "path": "fixtures3.json",
+            },
+            "invoices": {
+                "kind": "invoices",
+                "format": "stripe",
+                "path": "fixtures3.json",
+            },
+        },
+        {},
+        {"accounts.csv": "account_id\ncus_QXg1o8vcGmoR32\n"},
+    )
+    resources = json.loads(fixtures.read_text())["resources"]
+
+    sources = load(project)
+    subscriptions = rows(sources, "subscriptions")
+    invoices = rows(sources, "invoices")
+
+    subscription = resources["subscription"]
+    assert len(subscriptions) == 1
+    assert subscriptions[0]["account_id"] == subscription["customer"]
+    # The fixture's price uses package pricing with a placeholder divide_by of
+    # 1,592,560,163, so its single unit rounds down to 0 packages.
+    assert subscriptions[0]["mrr"] == 0.0
+    assert subscriptions[0]["end"] == date(2009, 2, 13)  # ended_at 1234567890
+    invoice = resources["invoice"]
+    # The fixture's charge succeeded, so only the invoice is a row.
+    assert [(r["account_id"], r["amount"], r["status"]) for r in invoices] == [
+        (invoice["customer"], invoice["amount_due"] / 100, invoice["status"])
+    ]
+
+
+# Zendesk ----------------------------------------------------------------------------
+
+
+def zendesk_project(
+    root: Path, files: dict[str, str] | None = None, **source: Any
+) -> Project:
+    return make_project(
+        root,
+        {
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "support": {
+                "kind": "tickets",
+                "format": "zendesk",
+                "path": "zendesk/tickets.json",
+                "options": {
+                    "ticket_metrics": "zendesk/ticket_metrics.json",
+                    "satisfaction_ratings": "zendesk/satisfaction_*.json",
+                },
+                **source,
+            },
+        },
+        {
+            f"zendesk/{name}": f"zendesk/{name}"
+            for name in (
+                "tickets.json",
+                "ticket_metrics.json",
+                "satisfaction_ratings.json",
+            )
+        },
+        {"accounts.csv": "account_id\n900\n901\n", **(files or {})},
+    )
+
+
+def test_zendesk_tickets_with_metrics_and_ratings(tmp_path):
+    project = zendesk_project(tmp_path, attributes={"reopens": "number"})
+
+    found = rows(load(project), "support")
+
+    assert [row["_row"] for row in found] == [1, 2, 3]
+    first, second, third = found
+    assert first["account_id"] == "900"
+    assert first["timestamp"] == datetime(2024, 3, 1, 9)
+    assert first["priority"] == "high"
+    assert first["status"] == "solved"
+    assert first["resolved_at"] == datetime(2024, 3, 2, 10)
+    assert first["satisfaction"] == 1.0  # the later of a bad and a good rating
+    assert first["text"] == "Export fails\n\nThe CSV export stops at 10 000 rows."
+    assert first["reopens"] == 2.0
+    assert first["_problem"] is None
+    assert second["satisfaction"] == 0.0  # rating embedded in the ticket
+    assert second["resolved_at"] is None
+    assert second["text"] == "Invoice address"
+    assert third["satisfaction"] is None  # offered, not rated
+    assert third["reopens"] is None
+    assert third["_problem"] == "missing_value:account_id"
+
+
+def test_zendesk_unknown_attribute_fails(tmp_path):
+    project = zendesk_project(tmp_path, attributes={"mood": "string"})
+
+    with pytest.raises(
+        SourceError,
+        match=r"source 'support': attribute 'mood' is not produced by format zendesk",
+    ):
+        load(project)
+
+
+def test_zendesk_missing_metrics_file_fails(tmp_path):
+    project = zendesk_project(tmp_path, options={"ticket_metrics": "nowhere.json"})
+
+    with pytest.raises(
+        SourceError,
+        match=r"no file matches 'nowhere.json' .*options\.ticket_metrics",
+    ):
+        load(project)
+
+
+def test_zendesk_unknown_option_fails(tmp_path):
+    project = zendesk_project(tmp_path, options={"metrics": "x.json"})
+
+    with pytest.raises(
+        SourceError,
+        match=r"invalid options for format zendesk: metrics: Extra inputs",
+    ):
+        load(project)
+
+
+def test_zendesk_lookup_maps_organizations(tmp_path):
+    project = zendesk_project(
+        tmp_path,
+        files={"orgs.csv": "organization_id,id\n900,acme\n"},
+        lookups={
+            "account_id": {"path": "orgs.csv", "key": "organization_id", "value": "id"}
+        },
+    )
+
+    found = rows(load(project), "support")
+
+    assert [row["account_id"] for row in found] == ["acme", None, None]
+    assert [row["_problem"] for row in found] == [
+        None,
+        "unknown_code:account_id",
+        "missing_value:account_id",
+    ]
+
+
+# CRM accounts -----------------------------------------------------------------------
+
+
+def test_hubspot_companies_as_accounts(tmp_path):
+    project = make_project(
+        tmp_path,
+        {
+            "accounts": {
+                "kind": "accounts",
+                "format": "hubspot",
+                "path": "companies.csv",
+                "options": {"segment": "Industry", "seats": "Number of Employees"},
+            },
+        },
+        {"companies.csv": "crm/hubspot_companies.csv"},
+    )
+
+    found = rows(load(project), "accounts")
+
+    assert [
+        (r["account_id"], r["name"], r["arr"], r["owner"], r["segment"], r["seats"])
+        for r in found
+    ] == [
+        ("101", "Acme", 120000.0, "Alice Smith", "COMPUTER_SOFTWARE", 250.0),
+        ("102", "Globex", None, "Bob Jones", "RETAIL", 40.0),
+        ("103", "Initech", None, "Bob Jones", "CONSULTING", 12.0),
+        (None, "Unnamed", 5000.0, None, None, 3.0),
+    ]
+    assert [r["contract_start"] for r in found] == [
+        date(2023, 1, 15),
+        date(2023, 6, 1),
+        date(2023, 7, 1),
+        date(2023, 8, 1),
+    ]
+    assert [r["_problem"] for r in found] == [
+        None,
+        None,
+        "unparseable_value:arr",
+        "missing_value:account_id",
+    ]
+
+
+def test_salesforce_accounts_in_project_zone(tmp_path):
+    project = make_project(
+        tmp_path,
+        {
+            "accounts": {
+                "kind": "accounts",
+                "format": "salesforce",
+                "path": "accounts.csv",
+                "options": {"seats": "NumberOfEmployees"},
+            },
+        },
+        {"accounts.csv": "crm/salesforce_accounts.csv"},
+    )
+    project.config.timezone = "Europe/Berlin"
+
+    found = rows(load(project), "accounts")
+
+    assert [
+        (r["account_id"], r["name"], r["arr"], r["owner"], r["segment"], r["seats"])
+        for r in found
+    ] == [
+        ("001A", "Acme", 120000.0, "005X", "Customer - Direct", 250.0),
+        ("001B", "Globex", 9000.5, "005Y", "Customer - Channel", 40.0),
+    ]
+    # 23:30 UTC on 1 June is already 2 June in Berlin.
+    assert [r["contract_start"] for r in found] == [date(2023, 1, 15), date(2023, 6, 2)]
+
+
+def test_crm_missing_chosen_column_fails(tmp_path):
+    project = make_project(
+        tmp_path,
+        {
+            "accounts": {
+                "kind": "accounts",
+                "format": "salesforce",
+                "path": "accounts.csv",
+                "options": {"segment": "Tier"},
+            },
+        },
+        {"accounts.csv": "crm/salesforce_accounts.csv"},
+    )
+
+    with pytest.raises(
+        SourceError,
+        match=r"column 'Tier' for 'segment' not found in .*accounts\.csv; it has Id, ",
+    ):
+        load(project)
+
+
+def test_importer_rejects_wrong_kind(tmp_path):
+    project = make_project(
+        tmp_path,
+        {
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "usage": {"kind": "tickets", "format": "segment", "path": "calls.jsonl"},
+        },
+        {"calls.jsonl": "segment/calls.jsonl"},
+        {"accounts.csv": SEGMENT_ACCOUNTS},
+    )
+
+    with pytest.raises(
+        SourceError,
+        match=r"source 'usage': format segment reads events sources, not tickets",
+    ):
+        load(project)
+
+
+# NPS surveys ------------------------------------------------------------------------
+
+
+def nps_project(root: Path, **options: Any) -> Project:
+    return make_project(
+        root,
+        {
+            "nps": {
+                "kind": "surveys",
+                "format": "nps_csv",
+                "path": "nps.csv",
+                "options": options,
+            },
+            "accounts": {
+                "kind": "accounts",
+                "path": "accounts.csv",
+                "attributes": {"email_domain": "string"},
+            },
+        },
+        {"nps.csv": "surveys/nps.csv", "accounts.csv": "surveys/accounts.csv"},
+    )
+
+
+def test_nps_maps_email_domains(tmp_path):
+    sources = load(nps_project(tmp_path, email_attribute="email_domain"))
+
+    found = [
+        (r["_row"], r["account_id"], r["score"], r["survey_type"], r["_problem"])
+        for r in rows(sources, "nps")
+    ]
+
+    assert found == [
+        (1, "acme", 9.0, "nps", None),
+        (2, "globex", 6.0, "nps", None),
+        (3, None, 10.0, "nps", "unmapped_account:account_id"),
+        (4, None, 7.0, "nps", "unmapped_account:account_id"),  # two accounts
+        (5, "acme", 11.0, "nps", "out_of_range:score"),
+    ]
+
+
+def test_nps_columns_and_report(tmp_path):
+    sources = load(nps_project(tmp_path, email_attribute="email_domain"))
+
+    first = rows(sources, "nps")[1]
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["nps"]
+
+    assert first["timestamp"] == datetime(2024, 3, 2)
+    assert first["comment"] == "Slow exports"
+    assert first["respondent"] == "jane@globex.example"
+    assert report.excluded == {
+        "out_of_range:score": 1,
+        "unmapped_account:account_id": 2,
+    }
+    assert [(e.row, e.reason) for e in report.examples] == [
+        (5, "out_of_range"),
+        (3, "unmapped_account"),
+        (4, "unmapped_account"),
+    ]
+
+
+def test_nps_csat_scale(tmp_path):
+    sources = load(nps_project(tmp_path, scale="csat", email_attribute="email_domain"))
+
+    found = {r["_row"]: r for r in rows(sources, "nps")}
+
+    assert found[1]["survey_type"] == "csat"
+    assert found[1]["_problem"] == "out_of_range:score"  # 9 is above 5
+    assert found[2]["_problem"] == "out_of_range:score"
+
+
+def test_nps_without_email_mapping(tmp_path):
+    sources = load(nps_project(tmp_path))
+
+    problems = [r["_problem"] for r in rows(sources, "nps")]
+
+    assert problems == [
+        None,
+        "unmapped_account:account_id",
+        "unmapped_account:account_id",
+        "unmapped_account:account_id",
+        "out_of_range:score",
+    ]
+
+
+def test_nps_unknown_email_attribute_fails(tmp_path):
+    project = nps_project(tmp_path, email_attribute="domain")
+
+    with pytest.raises(
+        SourceError,
+        match=r"email_attribute 'domain' is not a column of the accounts source",
+    ):
+        load(project)
+
+
+# End to end -------------------------------------------------------------------------
+
+E2E_CONFIG = """
+name: imported
+sources:
+  accounts:
+    kind: accounts
+    format: hubspot
+    path: exports/companies.csv
+  subscriptions:
+    kind: subscriptions
+    format: stripe
+    path: exports/subscriptions.json
+  invoices:
+    kind: invoices
+    format: stripe
+    path: exports/invoices.json
+  usage:
+    kind: events
+    format: segment
+    path: exports/calls.jsonl
+  support:
+    kind: tickets
+    format: zendesk
+    path: exports/tickets.json
+    lookups:
+      account_id: {path: exports/organizations.csv, key: organization_id, value: id}
+  nps:
+    kind: surveys
+    format: nps_csv
+    path: exports/nps.csv
+metrics:
+  mrr: {type: sum, source: subscriptions, column: mrr}
+  events_28d: {type: count, source: usage, window: 28d}
+  tickets_90d: {type: count, source: support, window: 90d}
+  nps: {type: latest, source: nps, column: score}
+scorecards:
+  - name: default
+    components:
+      usage:
+        weight: 2
+        measures:
+          - metric: events_28d
+            normalize: {method: bounds, min: 0, max: 4}
+      support:
+        weight: 1
+        measures:
+          - metric: tickets_90d
+            direction: lower
+            normalize: {method: bounds, min: 0, max: 2}
+      sentiment:
+        weight: 1
+        measures:
+          - metric: nps
+            normalize: {method: bounds, min: 0, max: 10}
+"""
+
+
+def test_project_of_imported_sources_scores(tmp_path):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "companies.csv").write_text(
+        "Record ID,Company name,Annual Revenue,Create Date\n"
+        "acme,Acme,120000,2023-01-01\nglobex,Globex,60000,2023-02-01\n"
+    )
+    subscriptions = [
+        _subscription("acme", 10000),
+        _subscription("globex", 5000),
+    ]
+    (exports / "subscriptions.json").write_text(json.dumps(subscriptions))
+    (exports / "invoices.json").write_text(json.dumps({"object": "list", "data": []}))
+    shutil.copy(FIXTURES / "segment" / "calls.jsonl", exports / "calls.jsonl")
+    shutil.copy(FIXTURES / "zendesk" / "tickets.json", exports / "tickets.json")
+    (exports / "organizations.csv").write_text(
+        "organization_id,id\n900,acme\n901,globex\n"
+    )
+    (exports / "nps.csv").write_text(
+        "date,account_id,score\n2024-03-01,acme,9\n2024-03-02,globex,3\n"
+    )
+    (tmp_path / "healthscore.yml").write_text(E2E_CONFIG)
+
+    run = score(load_project(tmp_path), date(2024, 3, 8), store=False)
+
+    scores = run.result.scores.set_index("account_id")["score"]
+    # acme: 2 events in the 28 days (lines 1 and 8) -> 50, 1 ticket -> 50, NPS 9 -> 90:
+    # (2 * 50 + 50 + 90) / 4 = 60. globex: 3 events (3, 10, 13) -> 75, 1 ticket -> 50,
+    # NPS 3 -> 30: (2 * 75 + 50 + 30) / 4 = 57.5.
+    assert scores["acme"] == pytest.approx(60.0)
+    assert scores["globex"] == pytest.approx(57.5)
+    reports = {report.source: report for report in run.source_reports}
+    assert reports["usage"].excluded["unmapped_account:account_id"] == 2
+    assert reports["support"].excluded == {"missing_value:account_id": 1}
+
+
+def _subscription(customer: str, monthly_cents: int) -> dict[str, Any]:
+    return {
+        "object": "subscription",
+        "id": f"sub_{customer}",
+        "customer": customer,
+        "status": "active",
+        "currency": "usd",
+        "start_date": 1672531200,  # 2023-01-01
+        "items": {
+            "data": [
+                {
+                    "quantity": 1,
+                    "price": {
+                        "unit_amount": monthly_cents,
+                        "recurring": {"interval": "month", "interval_count": 1},
+                    },
+                }
+            ]
+        },
+    }
