@@ -1,0 +1,197 @@
+"""The `alerts` commands: list, acknowledge, resolve and resend alerts, and deliver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from healthscore.cli.common import (
+    JsonOption,
+    ProjectOption,
+    VerboseOption,
+    handle_errors,
+    open_project,
+    print_json,
+    say,
+    stdout_console,
+)
+from healthscore.config import Project
+from healthscore.monitoring.channels import build_channels
+from healthscore.monitoring.outbox import (
+    AlertNotFoundError,
+    AlertRecord,
+    deliver_pending,
+    get_alert,
+    list_alerts,
+    resend_alert,
+    set_alert_state,
+)
+from healthscore.store import StateStore
+
+alerts_app = typer.Typer(
+    help="List, acknowledge, resolve and resend alerts, and deliver pending ones.",
+    no_args_is_help=True,
+)
+
+AlertIdArgument = Annotated[
+    int, typer.Argument(metavar="ID", help="Alert id, as `alerts list` shows it.")
+]
+
+
+def _state_store(project: Project) -> StateStore:
+    return StateStore.open(project.config.store.state, project.root)
+
+
+@contextmanager
+def _known_alert() -> Iterator[None]:
+    """Report an unknown alert id like the other invalid values (exit code 1)."""
+    try:
+        yield
+    except AlertNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+
+
+@alerts_app.command("list")
+@handle_errors
+def list_command(
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state", help="Only alerts in this state: open, acknowledged, resolved."
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Maximum number of alerts listed.")
+    ] = 50,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """List stored alerts, newest first, with the state of their deliveries."""
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        records = list_alerts(store, state, limit)
+    if json_output:
+        print_json([_record_json(record) for record in records])
+        return
+    if not records:
+        say("no alerts")
+        return
+    stdout_console().print(_table(records))
+
+
+@alerts_app.command("ack")
+@handle_errors
+def ack(
+    alert_id: AlertIdArgument,
+    project_dir: ProjectOption = Path("."),
+    verbose: VerboseOption = 0,
+) -> None:
+    """Acknowledge an open alert."""
+    _move(project_dir, alert_id, "acknowledged")
+
+
+@alerts_app.command("resolve")
+@handle_errors
+def resolve(
+    alert_id: AlertIdArgument,
+    project_dir: ProjectOption = Path("."),
+    verbose: VerboseOption = 0,
+) -> None:
+    """Resolve an open or acknowledged alert."""
+    _move(project_dir, alert_id, "resolved")
+
+
+def _move(project_dir: Path, alert_id: int, new_state: str) -> None:
+    project = open_project(project_dir)
+    with _state_store(project) as store, _known_alert():
+        set_alert_state(store, alert_id, new_state, now=datetime.now(UTC))
+    say(f"alert {alert_id} is {new_state}")
+
+
+@alerts_app.command("resend")
+@handle_errors
+def resend(
+    alert_id: AlertIdArgument,
+    project_dir: ProjectOption = Path("."),
+    verbose: VerboseOption = 0,
+) -> None:
+    """Queue an alert's sent and dead deliveries again, releasing a held alert.
+
+    The deliveries keep their idempotency keys. Run `alerts deliver` to send them.
+    """
+    project = open_project(project_dir)
+    with _state_store(project) as store, _known_alert():
+        queued = resend_alert(store, alert_id, now=datetime.now(UTC))
+        pending = sum(
+            item.state == "pending" for item in get_alert(store, alert_id).deliveries
+        )
+    say(f"alert {alert_id}: {queued} delivery(ies) queued again, {pending} pending")
+
+
+@alerts_app.command("deliver")
+@handle_errors
+def deliver(
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Send the deliveries that are due once, retrying failures later."""
+    project = open_project(project_dir)
+    settings = project.config.alerts
+    channels = build_channels(settings)
+    with _state_store(project) as store:
+        report = deliver_pending(store, channels, datetime.now(UTC), settings.delivery)
+    counts = {
+        "sent": len(report.sent),
+        "retrying": len(report.retrying),
+        "dead": len(report.dead),
+        "skipped": len(report.skipped),
+    }
+    if json_output:
+        print_json(counts)
+        return
+    say(
+        f"{counts['sent']} sent, {counts['retrying']} to retry, {counts['dead']} "
+        f"dead, {counts['skipped']} taken by another process"
+    )
+
+
+def _record_json(record: AlertRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        **{
+            name: getattr(record.alert, name)
+            for name in record.alert.__dataclass_fields__
+        },
+        "state": record.state,
+        "held": record.held,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "deliveries": record.deliveries,
+    }
+
+
+def _table(records: list[AlertRecord]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("id", "as of", "severity", "state", "title", "deliveries"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for record in records:
+        state = record.state + (" (held)" if record.held else "")
+        sent = ", ".join(f"{item.channel} {item.state}" for item in record.deliveries)
+        table.add_row(
+            str(record.id),
+            record.alert.as_of.isoformat(),
+            record.alert.severity,
+            state,
+            record.alert.title,
+            sent or "-",
+        )
+    return table

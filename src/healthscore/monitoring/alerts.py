@@ -1,0 +1,727 @@
+"""Alert rules: which accounts need attention after a scoring run.
+
+`evaluate_alerts` runs after a run's snapshot is stored. It reads the run's tables
+and the snapshots before its date, applies every rule of `alerts.rules`, checks with
+the guard whether the run looks like a data problem, and stores the alerts in the
+outbox of the operational store, from which `deliver_pending` sends them.
+
+Each alert has a dedupe key: rule, account, the identity of the condition (such as
+the band entered) and the as-of date. Storing a key twice is a no-op, so evaluating
+a date again raises nothing new. A rule's cool-down suppresses an alert whose rule,
+account and condition identity match an alert of an earlier date within the
+cool-down. History is read strictly before the run's date, so a backfill gives the
+same alerts as daily runs when the dates are evaluated in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from healthscore.config import Project
+from healthscore.config.alerts import (
+    GUARD_RULE,
+    BandChangeRule,
+    DropRule,
+    MetricRule,
+    RenewalRiskRule,
+    RuleConfig,
+    TrendRule,
+)
+from healthscore.config.models import ProjectConfig
+from healthscore.monitoring.guard import (
+    GuardDecision,
+    StaleSource,
+    check_guard,
+    check_max_age_sources,
+    find_stale_sources,
+    newest_rows,
+)
+from healthscore.scoring import INSUFFICIENT_DATA, UNSCORED, top_drivers
+from healthscore.scoring.routing import AccountColumns
+from healthscore.sources import as_of_point
+from healthscore.store.snapshots import SnapshotStore
+from healthscore.store.state import StateStore
+
+if TYPE_CHECKING:
+    from healthscore.engine import Engine
+    from healthscore.pipeline import ScoringRun
+
+logger = logging.getLogger(__name__)
+
+#: Number of top drivers listed in an alert.
+DRIVERS_PER_ALERT = 3
+
+#: Column of the accounts source that renewal_risk rules read.
+RENEWAL_COLUMN = "renewal_date"
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    """One alert about one account (or `*` for the whole run) on one as-of date.
+
+    `details` contains JSON types: `score`, `band`, `previous_score`,
+    `previous_band`, `change`, `top_drivers` (dicts with `measure`, `value`,
+    `normalized` and `points_lost`) and the rule's own numbers.
+    """
+
+    rule: str
+    kind: str
+    account_id: str
+    as_of: date
+    severity: str
+    owner: str | None
+    escalate_to: str | None
+    dedupe_key: str
+    title: str
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SuppressedAlert:
+    """An alert that was not stored, because it was stored already or cooling down."""
+
+    alert: RaisedAlert
+    reason: str
+    """`duplicate` (same dedupe key stored) or `cooldown`."""
+
+
+@dataclass
+class AlertOutcome:
+    """Result of `evaluate_alerts` for one as-of date."""
+
+    as_of: date
+    raised: list[RaisedAlert]
+    """Alerts stored by this evaluation, the guard's alert included."""
+    suppressed: list[SuppressedAlert]
+    guard: GuardDecision
+    alert_ids: list[int] = field(default_factory=list)
+    """Store ids of `raised`, in the same order."""
+
+    @property
+    def held(self) -> bool:
+        """Whether the guard held the run's alerts."""
+        return self.guard.held
+
+
+@dataclass(frozen=True)
+class Match:
+    """An account for which a rule's condition holds."""
+
+    account_id: str
+    identity: str
+    """Identity of the condition, such as `band:at_risk`; equal for repeats."""
+    title: str
+    details: dict[str, Any]
+
+
+@dataclass
+class History:
+    """Scores (`as_of`, `account_id`, `score`, `band`) of snapshots before a date."""
+
+    as_of: date
+    scores: pd.DataFrame
+
+    @classmethod
+    def load(cls, store: SnapshotStore, as_of: date, days: int, count: int) -> History:
+        """Read the snapshots of the `days` before `as_of`, and at least `count`."""
+        earlier = [day for day in store.dates() if day < as_of]
+        oldest = as_of - timedelta(days=days)
+        selected = sorted(
+            set(earlier[-count:] if count else [])
+            | {day for day in earlier if day >= oldest}
+        )
+        if not selected:
+            return cls(as_of, _empty_scores())
+        scores = store.read_many("scores", selected)
+        return cls(as_of, scores[["as_of", "account_id", "score", "band"]])
+
+    def dates(self) -> list[date]:
+        """Return the snapshot dates read, oldest first."""
+        return sorted(set(self.scores["as_of"]))
+
+    def previous_date(self) -> date | None:
+        """Return the newest date before the run's, or None."""
+        dates = self.dates()
+        return dates[-1] if dates else None
+
+    def on(self, day: date) -> pd.DataFrame:
+        """Return the scores of one date, indexed by account_id."""
+        rows = self.scores[self.scores["as_of"] == day]
+        return rows.set_index("account_id")
+
+    def peak_since(self, days: int) -> pd.DataFrame:
+        """Return each account's highest score, and its date, in the `days` before."""
+        oldest = self.as_of - timedelta(days=days)
+        rows = self.scores[
+            (self.scores["as_of"] >= oldest) & self.scores["score"].notna()
+        ]
+        if rows.empty:
+            return pd.DataFrame({"peak": [], "peak_as_of": []})
+        best = rows.sort_values(["score", "as_of"], ascending=[False, False])
+        best = best.drop_duplicates("account_id").set_index("account_id")
+        return best.rename(columns={"score": "peak", "as_of": "peak_as_of"})[
+            ["peak", "peak_as_of"]
+        ]
+
+
+def evaluate_alerts(
+    project: Project,
+    run: ScoringRun,
+    store: SnapshotStore,
+    state: StateStore,
+    *,
+    engine: Engine | None = None,
+    now: datetime | None = None,
+) -> AlertOutcome:
+    """Apply the alert rules to a scoring run and store the alerts in the outbox.
+
+    Parameters
+    ----------
+    project
+        The project; its `alerts` settings hold the rules.
+    run
+        The scoring run; its date's snapshot may or may not be stored already.
+    store
+        Snapshot store with the history; only dates before `run.as_of` are read.
+    state
+        Operational store that keeps the alerts and their deliveries.
+    engine
+        Engine with the project's sources, used to find stale sources when
+        `alerts.guard.max_age` is set. Without it the sources are read again.
+    now
+        Timezone-aware time stored as the alerts' creation time; default now.
+
+    Returns
+    -------
+    AlertOutcome
+        Stored and suppressed alerts and the guard's decision. When the guard holds
+        the run, its alerts are stored held (not delivered) and one alert of rule
+        `guard` about account `*` gives the reasons.
+
+    Raises
+    ------
+    ValueError
+        When a rule names an unknown band or reads a column that does not exist.
+    """
+    from healthscore.monitoring.outbox import NewAlert, add_alerts
+
+    config = project.config
+    settings = config.alerts
+    check_rule_settings(config)
+    history = History.load(store, run.as_of, *_history_needs(settings.rules))
+    accounts = run.metrics.accounts
+    alerts = find_alerts(
+        config, run.as_of, run.result.scores, run.result.measures,
+        run.metrics.values, accounts, history,
+    )  # fmt: skip
+    stale = _stale_sources(project, run, engine)
+    previous_as_of = history.previous_date()
+    previous = None if previous_as_of is None else history.on(previous_as_of)
+    guard = check_guard(
+        settings.guard,
+        run.as_of,
+        run.result.scores,
+        None if previous is None else previous.reset_index(),
+        previous_as_of,
+        stale,
+    )
+
+    rules = {rule.name: rule for rule in settings.rules}
+    every_channel = tuple(settings.channels)
+    new = [
+        NewAlert(
+            alert=alert,
+            channels=tuple(rules[alert.rule].channels or every_channel),
+            held=guard.held,
+            cooldown_days=rules[alert.rule].cooldown.days,
+        )
+        for alert in alerts
+    ]
+    if guard.held:
+        new.append(NewAlert(guard_alert(guard), every_channel))
+        logger.warning(
+            "holding %d alert(s) of %s: %s",
+            len(alerts),
+            run.as_of,
+            "; ".join(guard.reasons()),
+        )
+    results = add_alerts(state, new, now=now or datetime.now(UTC))
+    outcome = AlertOutcome(run.as_of, [], [], guard)
+    for result in results:
+        if result.id is None:
+            outcome.suppressed.append(SuppressedAlert(result.alert, result.outcome))
+        else:
+            outcome.raised.append(result.alert)
+            outcome.alert_ids.append(result.id)
+    logger.info(
+        "alerts for %s: %d stored, %d suppressed%s",
+        run.as_of,
+        len(outcome.raised),
+        len(outcome.suppressed),
+        " (held)" if guard.held else "",
+    )
+    return outcome
+
+
+def _history_needs(rules: Sequence[RuleConfig]) -> tuple[int, int]:
+    """Return the days of history the rules read, and the snapshots they need."""
+    days, count = 0, 1
+    for rule in rules:
+        if isinstance(rule, DropRule):
+            days = max(days, rule.within.days)
+        elif isinstance(rule, RenewalRiskRule) and rule.drop_points is not None:
+            days = max(days, rule.drop_within.days)
+        elif isinstance(rule, TrendRule):
+            count = max(count, rule.snapshots - 1)
+    return days, count
+
+
+def _stale_sources(
+    project: Project, run: ScoringRun, engine: Engine | None
+) -> list[StaleSource]:
+    max_age = project.config.alerts.guard.max_age
+    if not max_age:
+        return []
+    if engine is None:
+        from healthscore.engine import Engine
+
+        logger.info("reading the sources again to check their age")
+        engine = Engine.open(project)
+    point = as_of_point(project, run.as_of)
+    newest = newest_rows(engine.sources, list(max_age), point)
+    return find_stale_sources(max_age, newest, point)
+
+
+def check_rule_settings(config: ProjectConfig) -> None:
+    """Raise ValueError when a rule or the guard names an unknown band or source."""
+    bands = [band.name for band in config.bands] + [INSUFFICIENT_DATA, UNSCORED]
+    for rule in config.alerts.rules:
+        named = []
+        if isinstance(rule, BandChangeRule):
+            named = [rule.to, rule.from_band]
+        elif isinstance(rule, RenewalRiskRule):
+            named = [rule.band]
+        for band in named:
+            if band is not None and band not in bands:
+                raise ValueError(
+                    f"alert rule {rule.name!r} names unknown band {band!r}; bands: "
+                    f"{', '.join(bands)}"
+                )
+    kinds = {name: source.kind for name, source in config.sources.items()}
+    check_max_age_sources(config.alerts.guard.max_age, kinds)
+
+
+# Rules
+
+
+def find_alerts(
+    config: ProjectConfig,
+    as_of: date,
+    scores: pd.DataFrame,
+    measures: pd.DataFrame,
+    metrics: pd.DataFrame,
+    accounts: pd.DataFrame,
+    history: History,
+) -> list[RaisedAlert]:
+    """Apply every rule to one date's tables and return the alerts, unstored.
+
+    Parameters
+    ----------
+    config
+        Project settings with the rules.
+    as_of
+        The as-of date.
+    scores, measures
+        The date's scores and measures tables.
+    metrics
+        Metric values, one row per scored account (indexed by account_id).
+    accounts
+        Account columns, indexed by account_id.
+    history
+        Scores of the snapshots before `as_of`.
+    """
+    context = _Context(config, as_of, scores, measures, metrics, accounts, history)
+    matched = [
+        (rule, match)
+        for rule in config.alerts.rules
+        for match in _MATCHERS[type(rule)](rule, context)
+    ]
+    context.load_drivers({match.account_id for _, match in matched})
+    return [context.alert(rule, match) for rule, match in matched]
+
+
+class _Context:
+    """One date's tables, indexed for the rules."""
+
+    def __init__(
+        self,
+        config: ProjectConfig,
+        as_of: date,
+        scores: pd.DataFrame,
+        measures: pd.DataFrame,
+        metrics: pd.DataFrame,
+        accounts: pd.DataFrame,
+        history: History,
+    ) -> None:
+        self.config = config
+        self.as_of = as_of
+        self.scores = scores.set_index("account_id")
+        self.measures = measures
+        self.history = history
+        self.columns = AccountColumns(config, metrics, accounts)
+        self.accounts = self.columns.accounts
+        self.previous_as_of = history.previous_date()
+        self.previous = (
+            history.on(self.previous_as_of)
+            if self.previous_as_of is not None
+            else _empty_scores().set_index("account_id")
+        )
+        self.labels = {band.name: band.label for band in config.bands}
+        self.drivers: dict[str, list[dict[str, Any]]] = {}
+
+    def condition(self, text: str, context: str) -> pd.Series:
+        """Evaluate a condition to a bool Series indexed by account_id."""
+        mask = self.columns.evaluate_condition(text, context)
+        return pd.Series(mask, index=self.columns.metrics.index)
+
+    def fall_since(self, days: int) -> pd.DataFrame:
+        """Return each scored account's peak in the `days` before, and its fall."""
+        peaks = self.history.peak_since(days)
+        frame = peaks.join(self.scores[["score"]], how="inner")
+        frame = frame[frame["score"].notna()]
+        return frame.assign(fall=frame["peak"] - frame["score"])
+
+    def name(self, account_id: str) -> str:
+        """Return the account's display name, or its id."""
+        if "name" in self.accounts.columns:
+            value = self.accounts.at[account_id, "name"]
+            if isinstance(value, str) and value:
+                return value
+        return account_id
+
+    def label(self, band: Any) -> str:
+        """Return a band's display label."""
+        return self.labels.get(band, str(band))
+
+    def alert(self, rule: RuleConfig, match: Match) -> RaisedAlert:
+        """Build the alert of one match, with the account's score and drivers."""
+        account = match.account_id
+        details = {**self._score_details(account), **match.details}
+        message = _message(match.title, details, self)
+        return RaisedAlert(
+            rule=rule.name,
+            kind=rule.kind,
+            account_id=account,
+            as_of=self.as_of,
+            severity=rule.severity,
+            owner=self._owner(rule, account),
+            escalate_to=self._escalation(rule, account),
+            dedupe_key=dedupe_key(rule.name, account, match.identity, self.as_of),
+            title=match.title,
+            message=message,
+            details=details,
+        )
+
+    def _score_details(self, account: str) -> dict[str, Any]:
+        score = _number(self.scores.at[account, "score"])
+        band = _text(self.scores.at[account, "band"])
+        previous_score = previous_band = None
+        if account in self.previous.index:
+            previous_score = _number(self.previous.at[account, "score"])
+            previous_band = _text(self.previous.at[account, "band"])
+        change = None
+        if score is not None and previous_score is not None:
+            change = score - previous_score
+        return {
+            "score": score,
+            "band": band,
+            "previous_as_of": _iso(self.previous_as_of),
+            "previous_score": previous_score,
+            "previous_band": previous_band,
+            "change": change,
+            "top_drivers": self._drivers(account),
+        }
+
+    def load_drivers(self, accounts: set[str]) -> None:
+        """Find the top drivers of `accounts` in one pass over the measures."""
+        rows = self.measures[self.measures["account_id"].isin(accounts)]
+        self.drivers = {}
+        if rows.empty:
+            return
+        for row in top_drivers(rows, DRIVERS_PER_ALERT).itertuples():
+            self.drivers.setdefault(str(row.account_id), []).append(
+                {
+                    "measure": str(row.measure),
+                    "value": _number(row.value),
+                    "normalized": _number(row.normalized),
+                    "points_lost": _number(row.points_lost),
+                }
+            )
+
+    def _drivers(self, account: str) -> list[dict[str, Any]]:
+        return self.drivers.get(account, [])
+
+    def _owner(self, rule: RuleConfig, account: str) -> str | None:
+        if rule.owner_column not in self.accounts.columns:
+            if rule.owner_column != "owner":
+                raise ValueError(
+                    f"alert rule {rule.name!r} reads owner column "
+                    f"{rule.owner_column!r}, which the accounts source does not have; "
+                    f"columns: {', '.join(map(str, self.accounts.columns))}"
+                )
+            return None
+        return _text(self.accounts.at[account, rule.owner_column])
+
+    def _escalation(self, rule: RuleConfig, account: str) -> str | None:
+        if rule.escalation is None:
+            return None
+        context = f"the escalation condition of alert rule {rule.name!r}"
+        matches = self.condition(rule.escalation.when, context)
+        return rule.escalation.escalate_to if bool(matches.get(account)) else None
+
+
+def dedupe_key(rule: str, account_id: str, identity: str, as_of: date) -> str:
+    """Return the key that identifies one alert: rule/account/identity/date."""
+    return f"{rule}/{account_id}/{identity}/{as_of.isoformat()}"
+
+
+def _band_change(rule: BandChangeRule, context: _Context) -> list[Match]:
+    previous = context.previous[["band"]].rename(columns={"band": "band_previous"})
+    frame = context.scores[["band"]].join(previous, how="inner")
+    entered = (frame["band"] == rule.to) & (frame["band_previous"] != rule.to)
+    if rule.from_band is not None:
+        entered &= frame["band_previous"] == rule.from_band
+    frame = frame[entered & frame["band_previous"].notna()]
+    matches = []
+    for account, row in frame.iterrows():
+        title = (
+            f"{context.name(str(account))} moved into {context.label(rule.to)} "
+            f"from {context.label(row['band_previous'])}"
+        )
+        details = {"band_entered": rule.to, "band_left": row["band_previous"]}
+        matches.append(Match(str(account), f"band:{rule.to}", title, details))
+    return matches
+
+
+def _drop(rule: DropRule, context: _Context) -> list[Match]:
+    frame = context.fall_since(rule.within.days)
+    frame = frame[frame["fall"] >= rule.points]
+    matches = []
+    for account, row in frame.iterrows():
+        title = (
+            f"{context.name(str(account))} fell {_points(row['fall'])} points "
+            f"since {row['peak_as_of'].isoformat()}"
+        )
+        details = {
+            "fall": float(row["fall"]),
+            "peak_score": float(row["peak"]),
+            "peak_as_of": row["peak_as_of"].isoformat(),
+            "within_days": rule.within.days,
+        }
+        identity = f"drop:{rule.points:g}:{rule.within}"
+        matches.append(Match(str(account), identity, title, details))
+    return matches
+
+
+def _metric(rule: MetricRule, context: _Context) -> list[Match]:
+    label = f"the condition of alert rule {rule.name!r}"
+    mask = context.condition(rule.condition, label)
+    names = sorted(_condition_names(rule.condition))
+    matches = []
+    for account in mask.index[mask.to_numpy()]:
+        values = {
+            name: _json_value(context.columns.column(name, label).get(account))
+            for name in names
+        }
+        title = f"{context.name(str(account))}: {rule.condition}"
+        details = {"condition": rule.condition, "values": values}
+        matches.append(
+            Match(str(account), f"condition:{rule.condition}", title, details)
+        )
+    return matches
+
+
+def _trend(rule: TrendRule, context: _Context) -> list[Match]:
+    dates = context.history.dates()[-(rule.snapshots - 1) :]
+    if len(dates) < rule.snapshots - 1:
+        return []
+    series = [context.history.on(day)["score"] for day in dates]
+    series.append(context.scores["score"])
+    frame = pd.concat(series, axis=1, join="inner", keys=range(len(series)))
+    values = frame.to_numpy(dtype=float)
+    falling = np.all(values[:, 1:] < values[:, :-1], axis=1)
+    matches = []
+    for account, row in zip(frame.index[falling], values[falling], strict=True):
+        title = (
+            f"{context.name(str(account))} fell in each of the last "
+            f"{rule.snapshots} snapshots"
+        )
+        history = [
+            {"as_of": day.isoformat(), "score": float(score)}
+            for day, score in zip([*dates, context.as_of], row, strict=True)
+        ]
+        identity = f"trend:{rule.snapshots}"
+        matches.append(Match(str(account), identity, title, {"scores": history}))
+    return matches
+
+
+def _renewal_risk(rule: RenewalRiskRule, context: _Context) -> list[Match]:
+    renewal, days_left = _days_to_renewal(rule, context)
+    near = days_left.between(0, rule.within.days)
+    at_risk = context.scores["band"].reindex(near.index) == rule.band
+    falls = pd.Series(np.nan, index=near.index)
+    falling = pd.Series(False, index=near.index)
+    if rule.drop_points is not None:
+        falls = context.fall_since(rule.drop_within.days)["fall"].reindex(near.index)
+        falling = falls >= rule.drop_points
+
+    matches = []
+    selected = (near & (at_risk | falling)).to_numpy(dtype=bool)
+    for account in near.index[selected]:
+        renews_on = renewal[account].date()
+        days = int(days_left[account])
+        if at_risk[account]:
+            reason = f"is {context.label(rule.band)}"
+        else:
+            reason = f"fell {_points(falls[account])} points"
+        title = f"{context.name(str(account))} renews in {days} days and {reason}"
+        details = {
+            "renewal_date": renews_on.isoformat(),
+            "days_to_renewal": days,
+            "fall": _number(falls[account]),
+        }
+        identity = f"renewal:{renews_on.isoformat()}"
+        matches.append(Match(str(account), identity, title, details))
+    return matches
+
+
+def _days_to_renewal(
+    rule: RenewalRiskRule, context: _Context
+) -> tuple[pd.Series, pd.Series]:
+    """Return each account's renewal date and the days from the as-of date to it."""
+    if RENEWAL_COLUMN not in context.accounts.columns:
+        raise ValueError(
+            f"alert rule {rule.name!r} reads the account column {RENEWAL_COLUMN!r}, "
+            "which the accounts source does not have; map it under the accounts "
+            "source's columns"
+        )
+    renewal = pd.to_datetime(context.accounts[RENEWAL_COLUMN], errors="coerce")
+    return renewal, (renewal - pd.Timestamp(context.as_of)).dt.days
+
+
+_MATCHERS: dict[type, Any] = {
+    BandChangeRule: _band_change,
+    DropRule: _drop,
+    MetricRule: _metric,
+    TrendRule: _trend,
+    RenewalRiskRule: _renewal_risk,
+}
+
+
+def guard_alert(guard: GuardDecision) -> RaisedAlert:
+    """Build the operational alert that gives the reasons a run's alerts are held."""
+    reasons = guard.reasons()
+    day = guard.as_of.isoformat()
+    return RaisedAlert(
+        rule=GUARD_RULE,
+        kind=GUARD_RULE,
+        account_id="*",
+        as_of=guard.as_of,
+        severity="warning",
+        owner=None,
+        escalate_to=None,
+        dedupe_key=dedupe_key(GUARD_RULE, "*", "held", guard.as_of),
+        title=f"Alerts of {day} held: the data may be wrong",
+        message=(
+            f"The alerts of {day} were stored but not sent, because "
+            + "; ".join(reasons)
+            + ". Check the sources, then send them with `healthscore alerts resend "
+            "ID` or rescore the date."
+        ),
+        details=guard.to_dict(),
+    )
+
+
+# Formatting
+
+
+def _message(title: str, details: dict[str, Any], context: _Context) -> str:
+    parts = [f"{title}."]
+    score = details["score"]
+    if score is not None:
+        sentence = f"Score {_points(score)}, band {context.label(details['band'])}"
+        if details["change"] is not None:
+            sentence += (
+                f" ({details['change']:+.1f} since {details['previous_as_of']}, was "
+                f"{_points(details['previous_score'])} "
+                f"{context.label(details['previous_band'])})"
+            )
+        parts.append(sentence + ".")
+    drivers = details["top_drivers"]
+    if drivers:
+        listed = ", ".join(
+            f"{driver['measure']} (-{_points(driver['points_lost'])} points)"
+            for driver in drivers
+        )
+        parts.append(f"Top drivers: {listed}.")
+    return " ".join(parts)
+
+
+def _points(value: Any) -> str:
+    return f"{float(value):.1f}".removesuffix(".0")
+
+
+def _condition_names(text: str) -> frozenset[str]:
+    from healthscore.expressions import parse_expression
+
+    return parse_expression(text).names
+
+
+def _number(value: Any) -> float | None:
+    if value is None or pd.isna(value):
+        return None
+    return float(value)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _empty_scores() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "as_of": pd.Series(dtype=object),
+            "account_id": pd.Series(dtype=str),
+            "score": pd.Series(dtype=float),
+            "band": pd.Series(dtype=str),
+        }
+    )

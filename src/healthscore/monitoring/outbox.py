@@ -1,0 +1,612 @@
+"""The durable alert outbox: stored alerts, their deliveries, retries and dead letters.
+
+An alert and one delivery per channel are inserted in one transaction, so an alert is
+either stored with all its deliveries or not at all. `deliver_pending` sends the
+deliveries that are due. A failed attempt is retried with exponential backoff and
+jitter, and after `max_attempts` the delivery is dead until someone resends it.
+
+Two processes may deliver at the same time: each claims a delivery with a
+conditional UPDATE before sending it, and only the process whose UPDATE changed the
+row sends. A claim is a lease: it moves the delivery's next attempt `LEASE_SECONDS`
+ahead, so a process that dies while sending leaves the delivery to be retried later.
+Receivers see the same `Idempotency-Key` on every attempt of one delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from healthscore.config.alerts import DeliverySettings
+from healthscore.monitoring.alerts import RaisedAlert
+from healthscore.store.database import describe_url, write_engine
+from healthscore.store.state import StateStore
+from healthscore.store.tables_alerts import ALERT_STATES, alerts, deliveries
+
+logger = logging.getLogger(__name__)
+
+#: How long a claimed delivery stays reserved for the process sending it, seconds.
+#: NOTE: a send that outlasts the lease can be repeated by another process; the
+#: channels' timeouts (10 s by default) keep sends far shorter.
+LEASE_SECONDS = 300
+
+#: Namespace of the UUIDs used as idempotency keys.
+_KEY_NAMESPACE = uuid.UUID("5b7e2f0c-3a43-4c1e-9a57-0d8c2a6f1e10")
+
+#: Alert state changes an operator may make.
+_TRANSITIONS = {
+    "acknowledged": ("open",),
+    "resolved": ("open", "acknowledged"),
+}
+
+
+class AlertNotFoundError(LookupError):
+    """An alert id that is not in the outbox."""
+
+
+class DeliveryError(Exception):
+    """A failed attempt to send an alert through a channel.
+
+    Parameters
+    ----------
+    message : str
+        What failed, without secrets.
+    permanent : bool
+        True when retrying cannot help, such as an alert without a recipient; the
+        delivery is then dead at once.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt's worth of work: an alert to send through one channel."""
+
+    id: int
+    alert_id: int
+    channel: str
+    attempts: int
+    """Attempts made before this one."""
+    idempotency_key: str
+    alert: RaisedAlert
+
+
+class Channel(Protocol):
+    """Something that sends alerts: `send` returns on success, raises on failure."""
+
+    def send(self, delivery: Delivery) -> None:
+        """Send one delivery; raise DeliveryError when it fails."""
+        ...
+
+
+@dataclass(frozen=True)
+class NewAlert:
+    """An alert to store, with the channels that deliver it."""
+
+    alert: RaisedAlert
+    channels: tuple[str, ...]
+    held: bool = False
+    """Store it without delivering it, because the guard held the run."""
+    cooldown_days: int = 0
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Outcome of storing one alert with `add_alerts`."""
+
+    alert: RaisedAlert
+    id: int | None
+    """Store id when stored, else None."""
+    outcome: str
+    """`stored`, `duplicate` or `cooldown`."""
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """A stored delivery of an alert."""
+
+    id: int
+    channel: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    idempotency_key: str
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """A stored alert with its operator state and deliveries."""
+
+    id: int
+    alert: RaisedAlert
+    state: str
+    held: bool
+    created_at: datetime
+    updated_at: datetime
+    deliveries: list[DeliveryRecord] = field(default_factory=list)
+
+
+@dataclass
+class DeliveryReport:
+    """Delivery ids by what one `deliver_pending` call did with them."""
+
+    sent: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    dead: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    """Due deliveries that another process claimed first."""
+
+
+def idempotency_key(dedupe_key: str, channel: str) -> str:
+    """Return the delivery id of an alert on a channel; the same on every attempt."""
+    return str(uuid.uuid5(_KEY_NAMESPACE, f"{dedupe_key}\n{channel}"))
+
+
+# Storing
+
+
+def add_alerts(
+    state: StateStore, new_alerts: Sequence[NewAlert], *, now: datetime
+) -> list[AddResult]:
+    """Store alerts and their deliveries in one transaction, skipping known ones.
+
+    An alert whose dedupe key is stored already is skipped (`duplicate`), and so is
+    one whose rule, account and condition identity match an alert of an earlier
+    as-of date less than `cooldown_days` before (`cooldown`). The insert skips a
+    conflicting key in the database itself (ON CONFLICT DO NOTHING), so two
+    processes storing the same alert store it once.
+
+    Parameters
+    ----------
+    state
+        The operational store.
+    new_alerts
+        Alerts with their channels, in the order to store them.
+    now
+        Timezone-aware creation time; deliveries are due from then.
+    """
+    results = []
+    with write_engine(state.engine).begin() as connection:
+        for new in new_alerts:
+            results.append(_add_one(connection, new, now))
+    stored = sum(result.id is not None for result in results)
+    logger.debug("stored %d of %d alert(s)", stored, len(results))
+    return results
+
+
+def _add_one(connection: Connection, new: NewAlert, now: datetime) -> AddResult:
+    alert = new.alert
+    if new.cooldown_days > 0 and _cooling_down(connection, alert, new.cooldown_days):
+        return AddResult(alert, None, "cooldown")
+    values = {
+        "rule": alert.rule,
+        "kind": alert.kind,
+        "account_id": alert.account_id,
+        "as_of": alert.as_of,
+        "severity": alert.severity,
+        "owner": alert.owner,
+        "escalate_to": alert.escalate_to,
+        "dedupe_key": alert.dedupe_key,
+        "title": alert.title,
+        "message": alert.message,
+        "details": alert.details,
+        "state": "open",
+        "held": new.held,
+        "created_at": now,
+        "updated_at": now,
+    }
+    statement = _insert_or_skip(connection, values).returning(alerts.c.id)
+    alert_id = connection.execute(statement).scalar_one_or_none()
+    if alert_id is None:
+        return AddResult(alert, None, "duplicate")
+    for channel in new.channels:
+        connection.execute(
+            insert(deliveries).values(
+                alert_id=alert_id,
+                channel=channel,
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                idempotency_key=idempotency_key(alert.dedupe_key, channel),
+            )
+        )
+    return AddResult(alert, alert_id, "stored")
+
+
+def _insert_or_skip(connection: Connection, values: dict[str, Any]) -> Any:
+    """Build INSERT ... ON CONFLICT (dedupe_key) DO NOTHING for the connection."""
+    dialect = connection.dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    if dialect not in ("postgresql", "sqlite"):
+        raise ValueError(f"unsupported database {dialect!r}; use sqlite or postgresql")
+    statement = module.insert(alerts).values(**values)
+    return statement.on_conflict_do_nothing(index_elements=[alerts.c.dedupe_key])
+
+
+def _cooling_down(connection: Connection, alert: RaisedAlert, days: int) -> bool:
+    """Tell whether an earlier alert with the same identity is within `days`."""
+    prefix = alert.dedupe_key.removesuffix(alert.as_of.isoformat())
+    rows = connection.execute(
+        select(alerts.c.dedupe_key).where(
+            alerts.c.rule == alert.rule,
+            alerts.c.account_id == alert.account_id,
+            alerts.c.as_of < alert.as_of,
+            alerts.c.as_of > alert.as_of - timedelta(days=days),
+        )
+    ).scalars()
+    # The rest of a key after the prefix must be exactly a date: an identity that
+    # merely starts with this one's belongs to another condition.
+    return any(
+        _is_iso_date(key.removeprefix(prefix)) for key in rows if key.startswith(prefix)
+    )
+
+
+def _is_iso_date(text: str) -> bool:
+    try:
+        return len(text) == 10 and date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
+
+
+# Delivering
+
+
+def deliver_pending(
+    state: StateStore,
+    channels: Mapping[str, Channel],
+    now: datetime,
+    settings: DeliverySettings | None = None,
+    *,
+    rng: random.Random | None = None,
+) -> DeliveryReport:
+    """Send every delivery that is due at `now`, once.
+
+    Deliveries of held alerts wait until the alert is resent. A success marks the
+    delivery sent. The n-th failure schedules the next attempt at
+    `now + min(max_backoff, backoff_base * 2**(n - 1)) * (1 + jitter * U(-1, 1))`
+    seconds, and the `max_attempts`-th failure, or a permanent one, marks it dead.
+
+    Parameters
+    ----------
+    state
+        The operational store.
+    channels
+        Channel by name, as `build_channels` returns; a delivery to a name that is
+        missing fails permanently.
+    now
+        Timezone-aware current time.
+    settings
+        Retry settings; by default those of `DeliverySettings()`.
+    rng
+        Source of the jitter; a seeded one makes the schedule reproducible.
+    """
+    settings = settings or DeliverySettings()
+    rng = rng or random.Random()
+    report = DeliveryReport()
+    for row in _due(state, now):
+        if not _claim(state, row, now):
+            report.skipped.append(row.id)
+            continue
+        delivery = Delivery(
+            id=row.id,
+            alert_id=row.alert_id,
+            channel=row.channel,
+            attempts=row.attempts,
+            idempotency_key=row.idempotency_key,
+            alert=_alert_from_row(row),
+        )
+        _attempt(state, delivery, channels, now, settings, rng, report)
+    return report
+
+
+def _due(state: StateStore, now: datetime) -> list[Row[Any]]:
+    query = (
+        select(deliveries, *_alert_columns())
+        .join(alerts, alerts.c.id == deliveries.c.alert_id)
+        .where(
+            deliveries.c.state == "pending",
+            deliveries.c.next_attempt_at <= now,
+            alerts.c.held.is_(False),
+        )
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+    )
+    with state.engine.connect() as connection:
+        return list(connection.execute(query).all())
+
+
+def _alert_columns() -> list[Any]:
+    names = ["rule", "kind", "account_id", "as_of", "severity", "owner"]
+    names += ["escalate_to", "dedupe_key", "title", "message", "details"]
+    return [alerts.c[name].label(f"alert_{name}") for name in names]
+
+
+def _alert_from_row(row: Row[Any]) -> RaisedAlert:
+    values = row._mapping
+    return RaisedAlert(
+        **{name: values[f"alert_{name}"] for name in RaisedAlert.__dataclass_fields__}
+    )
+
+
+def _claim(state: StateStore, row: Row[Any], now: datetime) -> bool:
+    """Reserve a due delivery; False when another process changed it first."""
+    with write_engine(state.engine).begin() as connection:
+        claimed = connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id == row.id,
+                deliveries.c.state == "pending",
+                deliveries.c.attempts == row.attempts,
+                deliveries.c.next_attempt_at == row.next_attempt_at,
+            )
+            .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))
+        )
+        return claimed.rowcount == 1
+
+
+def _attempt(
+    state: StateStore,
+    delivery: Delivery,
+    channels: Mapping[str, Channel],
+    now: datetime,
+    settings: DeliverySettings,
+    rng: random.Random,
+    report: DeliveryReport,
+) -> None:
+    channel = channels.get(delivery.channel)
+    try:
+        if channel is None:
+            raise DeliveryError(
+                f"channel {delivery.channel!r} is not configured; add it under "
+                "alerts.channels or resend the alert after fixing the settings",
+                permanent=True,
+            )
+        channel.send(delivery)
+    except DeliveryError as exc:
+        _record_failure(state, delivery, exc, now, settings, rng, report)
+        return
+    _update(state, delivery.id, state="sent", attempts=delivery.attempts + 1,
+            next_attempt_at=None, last_error=None, sent_at=now)  # fmt: skip
+    report.sent.append(delivery.id)
+    logger.info(
+        "sent alert %d (%s, %s) to channel %s",
+        delivery.alert_id,
+        delivery.alert.rule,
+        delivery.alert.account_id,
+        delivery.channel,
+    )
+
+
+def _record_failure(
+    state: StateStore,
+    delivery: Delivery,
+    error: DeliveryError,
+    now: datetime,
+    settings: DeliverySettings,
+    rng: random.Random,
+    report: DeliveryReport,
+) -> None:
+    attempts = delivery.attempts + 1
+    message = str(error)
+    if error.permanent or attempts >= settings.max_attempts:
+        _update(state, delivery.id, state="dead", attempts=attempts,
+                next_attempt_at=None, last_error=message)  # fmt: skip
+        report.dead.append(delivery.id)
+        logger.error(
+            "gave up delivering alert %d to channel %s after %d attempt(s): %s",
+            delivery.alert_id,
+            delivery.channel,
+            attempts,
+            message,
+        )
+        return
+    wait = backoff_seconds(attempts, settings, rng)
+    retry_at = now + timedelta(seconds=wait)
+    _update(state, delivery.id, attempts=attempts, next_attempt_at=retry_at,
+            last_error=message)  # fmt: skip
+    report.retrying.append(delivery.id)
+    logger.warning(
+        "delivering alert %d to channel %s failed (attempt %d of %d), retrying at "
+        "%s: %s",
+        delivery.alert_id,
+        delivery.channel,
+        attempts,
+        settings.max_attempts,
+        retry_at.isoformat(timespec="seconds"),
+        message,
+    )
+
+
+def backoff_seconds(
+    failures: int, settings: DeliverySettings, rng: random.Random
+) -> float:
+    """Return the wait after the `failures`-th failed attempt, jitter included."""
+    base = min(settings.max_backoff, settings.backoff_base * 2 ** (failures - 1))
+    return base * (1 + settings.jitter * rng.uniform(-1, 1))
+
+
+def _update(store: StateStore, delivery_id: int, **values: Any) -> None:
+    with write_engine(store.engine).begin() as connection:
+        connection.execute(
+            update(deliveries).where(deliveries.c.id == delivery_id).values(**values)
+        )
+
+
+# Operator actions
+
+
+def list_alerts(
+    state: StateStore, alert_state: str | None = None, limit: int | None = None
+) -> list[AlertRecord]:
+    """List stored alerts, newest first, with their deliveries.
+
+    Parameters
+    ----------
+    state
+        The operational store.
+    alert_state
+        Only alerts in this state: `open`, `acknowledged` or `resolved`.
+    limit
+        At most this many alerts.
+    """
+    if alert_state is not None and alert_state not in ALERT_STATES:
+        raise ValueError(
+            f"invalid alert state {alert_state!r}; use {', '.join(ALERT_STATES)}"
+        )
+    query = select(alerts).order_by(alerts.c.id.desc())
+    if alert_state is not None:
+        query = query.where(alerts.c.state == alert_state)
+    if limit is not None:
+        query = query.limit(limit)
+    with state.engine.connect() as connection:
+        rows = connection.execute(query).all()
+        ids = [row.id for row in rows]
+        sent = connection.execute(
+            select(deliveries)
+            .where(deliveries.c.alert_id.in_(ids))
+            .order_by(deliveries.c.id)
+        ).all()
+    by_alert: dict[int, list[DeliveryRecord]] = {}
+    for delivery in sent:
+        by_alert.setdefault(delivery.alert_id, []).append(_delivery_record(delivery))
+    return [_alert_record(row, by_alert.get(row.id, [])) for row in rows]
+
+
+def get_alert(state: StateStore, alert_id: int) -> AlertRecord:
+    """Return one stored alert; raises AlertNotFoundError."""
+    with state.engine.connect() as connection:
+        row = connection.execute(select(alerts).where(alerts.c.id == alert_id)).first()
+        if row is None:
+            raise _not_found(state, alert_id)
+        rows = connection.execute(
+            select(deliveries)
+            .where(deliveries.c.alert_id == alert_id)
+            .order_by(deliveries.c.id)
+        ).all()
+    return _alert_record(row, [_delivery_record(item) for item in rows])
+
+
+def set_alert_state(
+    state: StateStore, alert_id: int, new_state: str, *, now: datetime
+) -> None:
+    """Acknowledge or resolve an alert.
+
+    Raises
+    ------
+    AlertNotFoundError
+        When no alert has that id.
+    ValueError
+        When the alert cannot move to `new_state` from its state.
+    """
+    allowed = _TRANSITIONS.get(new_state)
+    if allowed is None:
+        raise ValueError(
+            f"invalid target state {new_state!r}; use {', '.join(_TRANSITIONS)}"
+        )
+    with write_engine(state.engine).begin() as connection:
+        current = connection.execute(
+            select(alerts.c.state).where(alerts.c.id == alert_id)
+        ).scalar_one_or_none()
+        if current is None:
+            raise _not_found(state, alert_id)
+        if current not in allowed:
+            raise ValueError(
+                f"alert {alert_id} is {current} and cannot become {new_state}"
+            )
+        connection.execute(
+            update(alerts)
+            .where(alerts.c.id == alert_id)
+            .values(state=new_state, updated_at=now)
+        )
+    logger.info("alert %d is now %s", alert_id, new_state)
+
+
+def resend_alert(state: StateStore, alert_id: int, *, now: datetime) -> int:
+    """Queue an alert's sent and dead deliveries again, and release a held alert.
+
+    The deliveries keep their idempotency keys, start again from 0 attempts and are
+    due at `now`. Returns the number of deliveries queued again.
+
+    Raises
+    ------
+    AlertNotFoundError
+        When no alert has that id.
+    """
+    with write_engine(state.engine).begin() as connection:
+        found = connection.execute(
+            update(alerts)
+            .where(alerts.c.id == alert_id)
+            .values(held=False, updated_at=now)
+        )
+        if found.rowcount != 1:
+            raise _not_found(state, alert_id)
+        queued = connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.alert_id == alert_id,
+                deliveries.c.state.in_(("sent", "dead")),
+            )
+            .values(
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                last_error=None,
+                sent_at=None,
+            )
+        )
+    logger.info("queued %d delivery(ies) of alert %d again", queued.rowcount, alert_id)
+    return int(queued.rowcount)
+
+
+def count_deliveries(state: StateStore) -> dict[str, int]:
+    """Count deliveries per state."""
+    query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+    with state.engine.connect() as connection:
+        return {name: int(count) for name, count in connection.execute(query).all()}
+
+
+def _alert_record(row: Row[Any], sent: list[DeliveryRecord]) -> AlertRecord:
+    alert = RaisedAlert(
+        **{name: getattr(row, name) for name in RaisedAlert.__dataclass_fields__}
+    )
+    return AlertRecord(
+        id=row.id,
+        alert=alert,
+        state=row.state,
+        held=bool(row.held),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deliveries=sent,
+    )
+
+
+def _delivery_record(row: Row[Any]) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row.id,
+        channel=row.channel,
+        state=row.state,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        idempotency_key=row.idempotency_key,
+        sent_at=row.sent_at,
+    )
+
+
+def _not_found(state: StateStore, alert_id: int) -> AlertNotFoundError:
+    return AlertNotFoundError(
+        f"alert {alert_id} not found in {describe_url(state.engine.url)}; run "
+        "`healthscore alerts list` to see the ids"
+    )

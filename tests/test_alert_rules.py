@@ -1,0 +1,429 @@
+"""Alert rules on hand-built snapshot histories, dedupe and cool-down in the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healthscore.config import Project
+from healthscore.config.models import ProjectConfig
+from healthscore.metrics import MetricTable
+from healthscore.monitoring.alerts import (
+    History,
+    RaisedAlert,
+    dedupe_key,
+    evaluate_alerts,
+    find_alerts,
+)
+from healthscore.monitoring.outbox import list_alerts
+from healthscore.pipeline import ScoringRun
+from healthscore.scoring import ScoreResult
+from healthscore.store import StateStore
+from healthscore.store.snapshots import SnapshotStore
+
+AS_OF = date(2026, 6, 30)
+NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
+
+
+def config(rules: list[dict[str, Any]], **alerts: Any) -> ProjectConfig:
+    return ProjectConfig.model_validate(
+        {
+            "name": "test",
+            "sources": {"accounts": {"kind": "accounts", "path": "accounts.csv"}},
+            "scorecards": [
+                {
+                    "name": "default",
+                    "components": {
+                        "usage": {
+                            "weight": 1,
+                            "measures": [
+                                {
+                                    "metric": "logins",
+                                    "normalize": {
+                                        "method": "bounds",
+                                        "min": 0,
+                                        "max": 10,
+                                    },
+                                }
+                            ],
+                        }
+                    },
+                }
+            ],
+            "alerts": {"rules": rules, **alerts},
+        }
+    )
+
+
+def scores(values: dict[str, float | None], as_of: date = AS_OF) -> pd.DataFrame:
+    """Scores table with bands from the default bands (0-40, 41-70, 71-100)."""
+    rows = []
+    for account, score in values.items():
+        if score is None:
+            band = "insufficient_data"
+        elif score <= 40:
+            band = "at_risk"
+        elif score <= 70:
+            band = "stable"
+        else:
+            band = "healthy"
+        rows.append(
+            {
+                "account_id": account,
+                "as_of": as_of,
+                "score": np.nan if score is None else float(score),
+                "band": band,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def measures(accounts: list[str]) -> pd.DataFrame:
+    """One measure per account that loses 100 - 30 = 70 points."""
+    return pd.DataFrame(
+        {
+            "account_id": accounts,
+            "component": "usage",
+            "measure": "logins",
+            "metric": "logins",
+            "value": 3.0,
+            "value_text": None,
+            "normalized": 30.0,
+            "effective_weight": 1.0,
+            "contribution": 30.0,
+        }
+    )
+
+
+def accounts_frame(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "account_id"
+    return frame
+
+
+def history_store(tmp_path: Path, snapshots: dict[date, dict[str, float | None]]):
+    store = SnapshotStore(tmp_path / "snapshots")
+    for day, values in snapshots.items():
+        store.write(day, {"scores": scores(values, day)}, {})
+    return store
+
+
+def run_rules(
+    rules: list[dict[str, Any]],
+    current: dict[str, float | None],
+    snapshots: dict[date, dict[str, float | None]],
+    tmp_path: Path,
+    *,
+    metrics: pd.DataFrame | None = None,
+    accounts: pd.DataFrame | None = None,
+) -> list[RaisedAlert]:
+    store = history_store(tmp_path, snapshots)
+    ids = list(current)
+    if metrics is None:
+        metrics = pd.DataFrame(index=pd.Index(ids, name="account_id"))
+    if accounts is None:
+        accounts = accounts_frame({account: {"owner": None} for account in ids})
+    history = History.load(store, AS_OF, days=90, count=5)
+    return find_alerts(
+        config(rules), AS_OF, scores(current), measures(ids), metrics, accounts,
+        history,
+    )  # fmt: skip
+
+
+def flagged(alerts: list[RaisedAlert]) -> list[str]:
+    return sorted(alert.account_id for alert in alerts)
+
+
+# Rule kinds
+
+
+def test_band_change_into_band(tmp_path):
+    rules = [{"name": "risk", "kind": "band_change", "to": "at_risk"}]
+    previous = {"a": 60, "b": 30, "c": 80}
+    current = {"a": 35, "b": 20, "c": 39, "new": 10}
+
+    alerts = run_rules(rules, current, {AS_OF - timedelta(days=7): previous}, tmp_path)
+
+    assert flagged(alerts) == ["a", "c"]
+    first = alerts[0]
+    assert first.dedupe_key == "risk/a/band:at_risk/2026-06-30"
+    assert first.title == "a moved into At risk from Stable"
+    assert first.details["previous_score"] == 60.0
+    assert first.details["change"] == -25.0
+    assert first.details["band_left"] == "stable"
+
+
+def test_band_change_from_band(tmp_path):
+    rules = [
+        {"name": "risk", "kind": "band_change", "to": "at_risk", "from": "healthy"}
+    ]
+    previous = {"a": 60, "c": 80}
+
+    alerts = run_rules(
+        rules, {"a": 35, "c": 39}, {AS_OF - timedelta(days=7): previous}, tmp_path
+    )
+
+    assert flagged(alerts) == ["c"]
+
+
+def test_band_change_without_history(tmp_path):
+    rules = [{"name": "risk", "kind": "band_change", "to": "at_risk"}]
+
+    assert run_rules(rules, {"a": 10}, {}, tmp_path) == []
+
+
+def test_drop_within_window(tmp_path):
+    rules = [{"name": "drop", "kind": "drop", "points": 15, "within": "30d"}]
+    snapshots = {
+        AS_OF - timedelta(days=40): {"a": 95, "b": 90},
+        AS_OF - timedelta(days=20): {"a": 80, "b": 72},
+        AS_OF - timedelta(days=10): {"a": 70, "b": 70},
+    }
+    # a: peak 80 in the last 30 days, fall 20; b: peak 72, fall 14 (95 is too old).
+    alerts = run_rules(rules, {"a": 60, "b": 58}, snapshots, tmp_path)
+
+    assert flagged(alerts) == ["a"]
+    assert alerts[0].details["fall"] == 20.0
+    assert alerts[0].details["peak_as_of"] == "2026-06-10"
+    assert alerts[0].dedupe_key == "drop/a/drop:15:30d/2026-06-30"
+
+
+def test_drop_shorter_window_misses_older_peak(tmp_path):
+    rules = [{"name": "drop", "kind": "drop", "points": 15, "within": "15d"}]
+    snapshots = {
+        AS_OF - timedelta(days=20): {"a": 80},
+        AS_OF - timedelta(days=10): {"a": 70},
+    }
+
+    assert run_rules(rules, {"a": 60}, snapshots, tmp_path) == []
+
+
+def test_metric_condition(tmp_path):
+    rules = [{"name": "idle", "kind": "metric", "condition": "days_since_login >= 14"}]
+    ids = ["a", "b", "c"]
+    metrics = pd.DataFrame(
+        {"days_since_login": [20.0, 3.0, np.nan]},
+        index=pd.Index(ids, name="account_id"),
+    )
+
+    alerts = run_rules(
+        rules, {"a": 50, "b": 50, "c": 50}, {}, tmp_path, metrics=metrics
+    )
+
+    assert flagged(alerts) == ["a"]
+    assert alerts[0].details["values"] == {"days_since_login": 20.0}
+    assert alerts[0].title == "a: days_since_login >= 14"
+
+
+def test_trend_strictly_falling(tmp_path):
+    rules = [{"name": "slide", "kind": "trend", "snapshots": 3}]
+    snapshots = {
+        AS_OF - timedelta(days=21): {"a": 99, "b": 50, "c": 70},
+        AS_OF - timedelta(days=14): {"a": 70, "b": 80, "c": 70},
+        AS_OF - timedelta(days=7): {"a": 65, "b": 75, "c": 70},
+    }
+    # a: 70 > 65 > 60 falls twice; b: 80 > 75 > 74 too; c stays flat once.
+    alerts = run_rules(rules, {"a": 60, "b": 74, "c": 60}, snapshots, tmp_path)
+
+    assert flagged(alerts) == ["a", "b"]
+    assert [point["score"] for point in alerts[0].details["scores"]] == [70, 65, 60]
+
+
+def test_trend_needs_enough_snapshots(tmp_path):
+    rules = [{"name": "slide", "kind": "trend", "snapshots": 4}]
+    snapshots = {
+        AS_OF - timedelta(days=14): {"a": 80},
+        AS_OF - timedelta(days=7): {"a": 70},
+    }
+
+    assert run_rules(rules, {"a": 60}, snapshots, tmp_path) == []
+
+
+def test_renewal_risk(tmp_path):
+    rules = [
+        {
+            "name": "renewal",
+            "kind": "renewal_risk",
+            "within": "90d",
+            "drop_points": 10,
+            "drop_within": "30d",
+        }
+    ]
+    accounts = accounts_frame(
+        {
+            "risky": {"renewal_date": date(2026, 7, 30)},
+            "falling": {"renewal_date": date(2026, 9, 28)},
+            "far": {"renewal_date": date(2026, 12, 31)},
+            "past": {"renewal_date": date(2026, 6, 1)},
+            "fine": {"renewal_date": date(2026, 7, 15)},
+        }
+    )
+    current = {"risky": 30, "falling": 60, "far": 20, "past": 20, "fine": 75}
+    previous = {"risky": 35, "falling": 75, "far": 20, "past": 20, "fine": 76}
+
+    alerts = run_rules(
+        rules,
+        current,
+        {AS_OF - timedelta(days=7): previous},
+        tmp_path,
+        accounts=accounts,
+    )
+
+    assert flagged(alerts) == ["falling", "risky"]
+    by_account = {alert.account_id: alert for alert in alerts}
+    assert by_account["risky"].details["days_to_renewal"] == 30
+    assert by_account["falling"].details["days_to_renewal"] == 90
+    assert by_account["falling"].title == "falling renews in 90 days and fell 15 points"
+    assert by_account["risky"].dedupe_key == (
+        "renewal/risky/renewal:2026-07-30/2026-06-30"
+    )
+
+
+def test_renewal_risk_without_column(tmp_path):
+    rules = [{"name": "renewal", "kind": "renewal_risk", "within": "90d"}]
+
+    with pytest.raises(ValueError, match="reads the account column 'renewal_date'"):
+        run_rules(rules, {"a": 10}, {}, tmp_path)
+
+
+def test_owner_escalation_and_drivers(tmp_path):
+    rules = [
+        {
+            "name": "idle",
+            "kind": "metric",
+            "condition": "score_input < 5",
+            "severity": "critical",
+            "owner_column": "csm",
+            "escalation": {"when": "arr >= 100000", "escalate_to": "vp@example.com"},
+        }
+    ]
+    ids = ["big", "small"]
+    metrics = pd.DataFrame(
+        {"score_input": [1.0, 1.0]}, index=pd.Index(ids, name="account_id")
+    )
+    accounts = accounts_frame(
+        {
+            "big": {"csm": "ana@example.com", "arr": 250000.0, "name": "Big Co"},
+            "small": {"csm": "bo@example.com", "arr": 5000.0, "name": "Small Co"},
+        }
+    )
+
+    alerts = run_rules(
+        rules,
+        {"big": 30, "small": 30},
+        {},
+        tmp_path,
+        metrics=metrics,
+        accounts=accounts,
+    )
+
+    big, small = alerts
+    assert big.owner == "ana@example.com"
+    assert big.escalate_to == "vp@example.com"
+    assert small.escalate_to is None
+    assert big.severity == "critical"
+    assert big.title == "Big Co: score_input < 5"
+    assert big.details["top_drivers"] == [
+        {"measure": "logins", "value": 3.0, "normalized": 30.0, "points_lost": 70.0}
+    ]
+    assert big.message == (
+        "Big Co: score_input < 5. Score 30, band At risk. "
+        "Top drivers: logins (-70 points)."
+    )
+
+
+def test_unknown_band_rejected(tmp_path):
+    project = Project(root=tmp_path, config=config([
+        {"name": "risk", "kind": "band_change", "to": "doomed"}
+    ]))  # fmt: skip
+    run = make_run(project, AS_OF, {"a": 10})
+
+    with (
+        StateStore.open("sqlite:///state.db", tmp_path) as state,
+        pytest.raises(
+            ValueError, match="alert rule 'risk' names unknown band 'doomed'; bands: "
+        ),
+    ):
+        evaluate_alerts(project, run, SnapshotStore(tmp_path / "s"), state, now=NOW)
+
+
+def test_dedupe_key_format():
+    assert dedupe_key("r", "acme", "band:at_risk", AS_OF) == (
+        "r/acme/band:at_risk/2026-06-30"
+    )
+
+
+# Evaluation with the store
+
+
+def make_run(project: Project, as_of: date, values: dict[str, float | None]):
+    ids = list(values)
+    index = pd.Index(ids, name="account_id")
+    metric_values = pd.DataFrame({"logins": [1.0] * len(ids)}, index=index)
+    accounts = accounts_frame({account: {"owner": "ana"} for account in ids})
+    table = MetricTable(as_of, datetime(2026, 1, 1), metric_values, accounts)
+    result = ScoreResult(scores(values, as_of), pd.DataFrame(), measures(ids), [])
+    return ScoringRun(project, as_of, table, result, [], {})
+
+
+def evaluate(project, store, state, as_of, values):
+    run = make_run(project, as_of, values)
+    outcome = evaluate_alerts(project, run, store, state, now=NOW)
+    store.write(as_of, {"scores": run.result.scores}, {})
+    return outcome
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    rules = [
+        {"name": "idle", "kind": "metric", "condition": "logins < 5", "cooldown": "7d"}
+    ]
+    return Project(root=tmp_path, config=config(rules))
+
+
+def test_rerun_same_date_raises_nothing_new(project, tmp_path):
+    store = SnapshotStore(tmp_path / "snapshots")
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        first = evaluate(project, store, state, AS_OF, {"a": 50, "b": 60})
+        again = evaluate(project, store, state, AS_OF, {"a": 50, "b": 60})
+        stored = list_alerts(state)
+
+    assert [alert.account_id for alert in first.raised] == ["a", "b"]
+    assert again.raised == []
+    assert [item.reason for item in again.suppressed] == ["duplicate", "duplicate"]
+    assert len(stored) == 2
+
+
+def test_cooldown_suppresses_then_expires(project, tmp_path):
+    store = SnapshotStore(tmp_path / "snapshots")
+    days = [AS_OF, AS_OF + timedelta(days=3), AS_OF + timedelta(days=7)]
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        outcomes = [evaluate(project, store, state, day, {"a": 50}) for day in days]
+
+    assert len(outcomes[0].raised) == 1
+    assert outcomes[1].raised == []
+    assert [item.reason for item in outcomes[1].suppressed] == ["cooldown"]
+    # 7 days after the first alert the 7-day cool-down is over.
+    assert [alert.as_of for alert in outcomes[2].raised] == [days[2]]
+
+
+def test_backfill_in_order_matches_daily(tmp_path):
+    rules = [{"name": "risk", "kind": "band_change", "to": "at_risk", "cooldown": "0d"}]
+    # The only account changes band, which the guard would take for a data problem.
+    settings = config(rules, guard={"max_band_change_share": 1.0})
+    project = Project(root=tmp_path, config=settings)
+    store = SnapshotStore(tmp_path / "snapshots")
+    series = [{"a": 60}, {"a": 30}, {"a": 55}, {"a": 20}]
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        outcomes = [
+            evaluate(project, store, state, AS_OF + timedelta(days=day), values)
+            for day, values in enumerate(series)
+        ]
+
+    raised = [[alert.as_of for alert in outcome.raised] for outcome in outcomes]
+    assert raised == [[], [date(2026, 7, 1)], [], [date(2026, 7, 3)]]

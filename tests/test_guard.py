@@ -1,0 +1,268 @@
+"""The data-problem guard: band-change share, stale sources, distribution and PSI."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healthscore.config import Project
+from healthscore.config.alerts import GuardSettings
+from healthscore.config.models import ProjectConfig
+from healthscore.metrics import MetricTable
+from healthscore.monitoring.alerts import evaluate_alerts
+from healthscore.monitoring.guard import (
+    PSI_EPSILON,
+    bin_counts,
+    check_guard,
+    find_stale_sources,
+    population_stability_index,
+    score_distribution,
+)
+from healthscore.monitoring.outbox import Delivery, deliver_pending, list_alerts
+from healthscore.pipeline import ScoringRun, score, snapshot_store
+from healthscore.scoring import ScoreResult
+from healthscore.store import StateStore
+from healthscore.store.snapshots import SnapshotStore
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+AS_OF = date(2026, 6, 30)
+PREVIOUS = date(2026, 6, 23)
+NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
+
+
+def band_of(score: float) -> str:
+    """Return the default band of a score (0-40, 41-70, 71-100)."""
+    if score <= 40:
+        return "at_risk"
+    if score <= 70:
+        return "stable"
+    return "healthy"
+
+
+def scores(values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "account_id": list(values),
+            "score": list(values.values()),
+            "band": [band_of(score) for score in values.values()],
+        }
+    )
+
+
+# Distribution and PSI
+
+
+def test_bins_include_edges():
+    counts = bin_counts(pd.Series([0, 9.99, 10, 95, 100, np.nan]))
+
+    assert counts.tolist() == [2, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+
+
+def test_distribution_shares():
+    rows = score_distribution(pd.Series([5.0, 15.0, 15.0, 100.0]))
+
+    assert rows[0] == {
+        "bin": "0-10",
+        "lower": 0,
+        "upper": 10,
+        "count": 1,
+        "share": 0.25,
+    }
+    assert rows[1]["share"] == 0.5
+    assert rows[9]["bin"] == "90-100"
+    assert rows[9]["count"] == 1
+    assert sum(row["count"] for row in rows) == 4
+
+
+def test_psi_by_hand():
+    before = bin_counts(pd.Series([45, 48, 55, 58]))
+    after = bin_counts(pd.Series([45, 55, 58, 65]))
+
+    psi = population_stability_index(before, after)
+
+    # Shares before: 40-50 0.5, 50-60 0.5. After: 0.25, 0.5, and 60-70 0.25, where
+    # the empty bin before counts as epsilon. The other bins add (e - e) ln 1 = 0.
+    expected = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.25 - PSI_EPSILON) * math.log(
+        0.25 / PSI_EPSILON
+    )
+    assert psi == pytest.approx(expected, rel=1e-12)
+    assert psi == pytest.approx(2.1285, abs=1e-4)
+
+
+def test_psi_identical_is_zero():
+    counts = [3, 0, 5, 2, 0, 0, 0, 0, 0, 1]
+
+    assert population_stability_index(counts, counts) == 0.0
+
+
+def test_psi_empty_population():
+    assert population_stability_index([0] * 10, [1] * 10) is None
+
+
+# Checks
+
+
+def test_band_change_share_over_limit():
+    previous = scores({"a": 60, "b": 60, "c": 60, "d": 60, "e": 60})
+    current = scores({"a": 30, "b": 30, "c": 60, "d": 60, "e": 60, "new": 10})
+
+    decision = check_guard(GuardSettings(), AS_OF, current, previous, PREVIOUS)
+
+    assert decision.accounts_compared == 5
+    assert decision.accounts_changed_band == 2
+    assert decision.band_change_share == 0.4
+    assert decision.held is True
+    assert decision.reasons() == [
+        "2 of 5 accounts (40%) changed band since 2026-06-23, more than the limit "
+        "of 20%"
+    ]
+
+
+def test_band_change_share_at_limit_passes():
+    previous = scores({"a": 60, "b": 60, "c": 60, "d": 60, "e": 60})
+    current = scores({"a": 30, "b": 60, "c": 60, "d": 60, "e": 60})
+
+    decision = check_guard(GuardSettings(), AS_OF, current, previous, PREVIOUS)
+
+    assert decision.band_change_share == 0.2
+    assert decision.held is False
+
+
+def test_first_run_has_no_comparison():
+    decision = check_guard(GuardSettings(), AS_OF, scores({"a": 50}), None, None)
+
+    assert decision.band_change_share is None
+    assert decision.psi is None
+    assert decision.held is False
+    assert decision.to_dict()["distribution"][5]["count"] == 1
+
+
+def test_stale_source_found():
+    point = datetime(2026, 6, 30)
+    newest = {"events": datetime(2026, 6, 27, 12), "tickets": None}
+    ages = GuardSettings.model_validate(
+        {"max_age": {"events": "2d", "tickets": "7d"}}
+    ).max_age
+
+    stale = find_stale_sources(ages, newest, point)
+
+    assert [item.source for item in stale] == ["events", "tickets"]
+    assert stale[0].age_days == 2.5
+    assert stale[0].describe() == (
+        "source events is stale: its newest row (2026-06-27T12:00:00) is 2.5 days "
+        "old, more than 2 days"
+    )
+    assert stale[1].describe() == "source tickets has no rows before the as-of point"
+
+
+# With the outbox
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[Delivery] = []
+
+    def send(self, delivery: Delivery) -> None:
+        self.sent.append(delivery)
+
+
+def make_run(project: Project, as_of: date, values: dict[str, float]) -> ScoringRun:
+    index = pd.Index(list(values), name="account_id")
+    metric_values = pd.DataFrame({"logins": 1.0}, index=index)
+    accounts = pd.DataFrame({"owner": "ana"}, index=index)
+    table = MetricTable(as_of, datetime(2026, 1, 1), metric_values, accounts)
+    frame = scores(values).assign(as_of=as_of)
+    result = ScoreResult(frame, pd.DataFrame(), _no_measures(), [])
+    return ScoringRun(project, as_of, table, result, [], {})
+
+
+def _no_measures() -> pd.DataFrame:
+    columns = ["account_id", "component", "measure", "metric", "value"]
+    columns += ["value_text", "normalized", "effective_weight", "contribution"]
+    return pd.DataFrame({column: [] for column in columns})
+
+
+def test_guard_holds_alerts_and_reports(tmp_path):
+    config = minimal_config(
+        alerts={"rules": [{"name": "risk", "kind": "band_change", "to": "at_risk"}]}
+    )
+    project = Project(root=tmp_path, config=ProjectConfig.model_validate(config))
+    store = SnapshotStore(tmp_path / "snapshots")
+    before = {"a": 60, "b": 60, "c": 60, "d": 60, "e": 60}
+    store.write(PREVIOUS, {"scores": scores(before)}, {})
+    run = make_run(project, AS_OF, {"a": 30, "b": 30, "c": 60, "d": 60, "e": 60})
+    recorder = Recorder()
+
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        outcome = evaluate_alerts(project, run, store, state, now=NOW)
+        report = deliver_pending(state, {"console": recorder}, NOW)
+        stored = list_alerts(state)
+
+    assert outcome.held is True
+    assert [alert.rule for alert in outcome.raised] == ["risk", "risk", "guard"]
+    held = {record.alert.account_id: record.held for record in stored}
+    assert held == {"a": True, "b": True, "*": False}
+    assert [delivery.alert.rule for delivery in recorder.sent] == ["guard"]
+    assert len(report.sent) == 1
+    guard = outcome.raised[-1]
+    assert guard.account_id == "*"
+    assert guard.details["accounts_changed_band"] == 2
+    assert guard.details["psi"] == pytest.approx(
+        (0.4 - PSI_EPSILON) * math.log(0.4 / PSI_EPSILON)
+        + (0.6 - 1.0) * math.log(0.6 / 1.0)
+    )
+    assert "2 of 5 accounts (40%) changed band since 2026-06-23" in guard.message
+
+
+def test_stale_source_holds_real_run(tmp_path):
+    events = "account_id,timestamp,event_type\na1,2026-06-20 10:00:00,login\n"
+    config = minimal_config(alerts={"guard": {"max_age": {"events": "2d"}}})
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    run = score(project, AS_OF, monitor=False)
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        outcome = evaluate_alerts(project, run, snapshot_store(project), state, now=NOW)
+
+    assert outcome.held is True
+    (stale,) = outcome.guard.stale_sources
+    assert stale.newest == datetime(2026, 6, 20, 10)
+    assert stale.age_days == pytest.approx(9 + 14 / 24)
+    assert outcome.raised[0].rule == "guard"
+
+
+def test_max_age_of_undated_source_rejected(tmp_path):
+    config = minimal_config(alerts={"guard": {"max_age": {"accounts": "2d"}}})
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    project = write_project(tmp_path, config, files)
+    run = make_run(project, AS_OF, {"a1": 50})
+
+    with (
+        StateStore.open("sqlite:///s.db", tmp_path) as state,
+        pytest.raises(
+            ValueError,
+            match="names source 'accounts' of kind accounts, whose rows have",
+        ),
+    ):
+        evaluate_alerts(project, run, SnapshotStore(tmp_path / "x"), state, now=NOW)
+
+
+def test_newer_data_passes(tmp_path):
+    events = "account_id,timestamp,event_type\na1,2026-06-29 10:00:00,login\n"
+    config = minimal_config(alerts={"guard": {"max_age": {"events": "2d"}}})
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    run = score(project, AS_OF, monitor=False)
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        outcome = evaluate_alerts(project, run, snapshot_store(project), state, now=NOW)
+
+    assert outcome.held is False
+    assert outcome.raised == []
+    assert outcome.guard.stale_sources == []
