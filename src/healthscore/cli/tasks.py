@@ -1,0 +1,470 @@
+"""Commands for follow-up work: tasks, outcomes, interventions, effect and notes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich import box
+from rich.table import Table
+
+from healthscore.cli.common import (
+    JsonOption,
+    ProjectOption,
+    VerboseOption,
+    handle_errors,
+    open_project,
+    parse_date,
+    print_json,
+    say,
+    stdout_console,
+)
+from healthscore.config import Project
+from healthscore.config.models import Duration, parse_duration
+from healthscore.monitoring.effect import EffectReport, Interval, measure_effect
+from healthscore.monitoring.interventions import (
+    ImportResult,
+    import_interventions,
+    import_outcomes,
+)
+from healthscore.monitoring.notes import add_note, list_notes, stale_notes
+from healthscore.monitoring.playbooks import (
+    Task,
+    TaskNotFoundError,
+    complete_task,
+    dismiss_task,
+    list_tasks,
+)
+from healthscore.store import StateStore
+
+tasks_app = typer.Typer(
+    help="List, complete and dismiss the tasks that playbooks open.",
+    no_args_is_help=True,
+)
+outcomes_app = typer.Typer(
+    help="Import what happened to accounts: churned, renewed, expanded, contracted.",
+    no_args_is_help=True,
+)
+interventions_app = typer.Typer(
+    help="Import actions taken for accounts; completed tasks count automatically.",
+    no_args_is_help=True,
+)
+note_app = typer.Typer(
+    help="Add and list notes about accounts, with an optional 1-5 sentiment.",
+    no_args_is_help=True,
+)
+
+
+#: Default horizon of `effect` and default validity of `note stale`.
+DEFAULT_HORIZON = Duration(amount=90, unit="days")
+DEFAULT_VALIDITY = Duration(amount=90, unit="days")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `tasks`, `outcomes`, `interventions`, `effect` and `note` commands."""
+    app.add_typer(tasks_app, name="tasks")
+    app.add_typer(outcomes_app, name="outcomes")
+    app.add_typer(interventions_app, name="interventions")
+    app.command()(effect)
+    app.add_typer(note_app, name="note")
+
+
+def _state_store(project: Project) -> StateStore:
+    return StateStore.open(project.config.store.state, project.root)
+
+
+def _local_now(project: Project) -> datetime:
+    return datetime.now(ZoneInfo(project.config.timezone))
+
+
+def _parse_duration_option(text: str) -> Duration:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+# tasks
+
+
+@tasks_app.command("list")
+@handle_errors
+def list_command(
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Only the tasks of this owner.")
+    ] = None,
+    state: Annotated[
+        str,
+        typer.Option(
+            "--state", help="Only tasks in this state: open, completed, dismissed."
+        ),
+    ] = "open",
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """List tasks by due date; by default the open ones."""
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        found = list_tasks(store, owner=owner, task_state=state)
+    if json_output:
+        print_json(found)
+        return
+    if not found:
+        say(f"No {state} tasks{f' of {owner}' if owner else ''}.")
+        return
+    stdout_console().print(_task_table(found, state))
+
+
+def _task_table(found: list[Task], state: str) -> Table:
+    table = Table(title=f"Tasks ({state})", box=box.SIMPLE_HEAD, title_justify="left")
+    for column in ("Id", "Due", "Priority", "Account", "Owner", "Playbook", "Rank"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Title", overflow="fold")
+    for task in found:
+        table.add_row(
+            str(task.id),
+            task.due_on.isoformat(),
+            task.priority,
+            task.account_id,
+            task.owner or "-",
+            task.playbook,
+            str(task.rank),
+            task.title,
+        )
+    return table
+
+
+@tasks_app.command("complete")
+@handle_errors
+def complete_command(
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="Task id, from list.")],
+    by: Annotated[str, typer.Option("--by", help="Who completed the task.")],
+    note: Annotated[
+        str | None, typer.Option("--note", help="What was done, for the record.")
+    ] = None,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Mark a task completed; it then counts as an intervention dated today."""
+    project = open_project(project_dir)
+    with _state_store(project) as store, _not_found_as_error():
+        task = complete_task(store, task_id, by, note=note, now=_local_now(project))
+    if json_output:
+        print_json(task)
+        return
+    say(f"Completed task {task.id} ({task.playbook} for {task.account_id}).")
+
+
+@tasks_app.command("dismiss")
+@handle_errors
+def dismiss_command(
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="Task id, from list.")],
+    by: Annotated[str, typer.Option("--by", help="Who dismisses the task.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is not needed.")],
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Dismiss a task that is not needed, with a reason."""
+    project = open_project(project_dir)
+    with _state_store(project) as store, _not_found_as_error():
+        task = dismiss_task(store, task_id, by, reason=reason, now=_local_now(project))
+    if json_output:
+        print_json(task)
+        return
+    say(f"Dismissed task {task.id} ({task.playbook} for {task.account_id}).")
+
+
+@contextmanager
+def _not_found_as_error() -> Iterator[None]:
+    """Report TaskNotFoundError as a ValueError, which the commands print."""
+    try:
+        yield
+    except TaskNotFoundError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# outcomes and interventions
+
+FileArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="FILE.csv", help="CSV file with a header row.", dir_okay=False
+    ),
+]
+
+
+@outcomes_app.command("import")
+@handle_errors
+def import_outcomes_command(
+    file: FileArgument,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Import outcomes: account_id, kind, occurred_on [, arr_before, arr_after, source].
+
+    kind is churned, renewed, expanded or contracted. Nothing is stored when any
+    row is invalid.
+    """
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        result = import_outcomes(store, file)
+    _report_import(result, "outcomes", json_output)
+
+
+@interventions_app.command("import")
+@handle_errors
+def import_interventions_command(
+    file: FileArgument,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Import interventions: account_id, kind, occurred_on, author [, note].
+
+    kind is the playbook name or another kind of action. Nothing is stored when any
+    row is invalid.
+    """
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        result = import_interventions(store, file)
+    _report_import(result, "interventions", json_output)
+
+
+def _report_import(result: ImportResult, what: str, json_output: bool) -> None:
+    if json_output:
+        print_json(result)
+        return
+    skipped = f"; skipped {result.skipped} already stored" if result.skipped else ""
+    say(f"Stored {result.stored} {what} from {result.file}{skipped}.")
+
+
+# effect
+
+
+@handle_errors
+def effect(
+    horizon: Annotated[
+        Duration,
+        typer.Option(
+            "--horizon",
+            parser=_parse_duration_option,
+            metavar="DURATION",
+            help="Time after each intervention or alert over which churn and score "
+            "change are measured, as 90d, 12w or 3mo (a month counts as 30 days).",
+        ),
+    ] = DEFAULT_HORIZON,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Compare treated and comparable untreated accounts, and alert precision.
+
+    Per intervention kind: churn rate and mean score change over the horizon of
+    treated accounts against untreated accounts of the same band and segment, with
+    95% confidence intervals. Per alert rule: the share of alerted accounts that
+    churned within the horizon.
+    """
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        report = measure_effect(project, store, horizon)
+    if json_output:
+        print_json(report)
+        return
+    _print_effect(report)
+
+
+def _print_effect(report: EffectReport) -> None:
+    console = stdout_console()
+    say(
+        f"Horizon {report.horizon}; outcomes observed until "
+        f"{report.observed_until.isoformat()}."
+    )
+    if report.playbooks:
+        console.print(_effect_table(report))
+    else:
+        say("No interventions stored; complete tasks or import interventions.")
+    for item in report.playbooks:
+        skipped = ", ".join(f"{count} {key}" for key, count in item.skipped.items())
+        say(f"{item.kind}: left out {skipped}.")
+    if report.alert_precision:
+        console.print(_precision_table(report))
+    say(report.caveat)
+
+
+def _effect_table(report: EffectReport) -> Table:
+    table = Table(title="Effect", box=box.SIMPLE_HEAD, title_justify="left")
+    columns = ("Kind", "Treated", "Control", "Churn treated", "Churn control")
+    for column in (*columns, "Difference (95% CI)", "Score change difference"):
+        table.add_column(column, no_wrap=True)
+    for item in report.playbooks:
+        table.add_row(
+            item.kind,
+            str(item.treated.units),
+            str(item.control.units),
+            _rate(item.treated.churn_rate, item.treated.churn_interval),
+            _rate(item.control.churn_rate, item.control.churn_interval),
+            _rate(item.churn_difference, item.churn_difference_interval),
+            _points(item.score_change_difference, item.score_change_interval),
+        )
+    return table
+
+
+def _precision_table(report: EffectReport) -> Table:
+    table = Table(title="Alert precision", box=box.SIMPLE_HEAD, title_justify="left")
+    for column in ("Rule", "Alerted accounts", "Churned", "Precision (95% CI)"):
+        table.add_column(column, no_wrap=True)
+    for item in report.alert_precision:
+        table.add_row(
+            item.rule,
+            str(item.alerted),
+            str(item.churned),
+            _rate(item.precision, item.interval),
+        )
+    return table
+
+
+def _rate(value: float | None, interval: Interval) -> str:
+    if value is None:
+        return "-"
+    if interval.low is None or interval.high is None:
+        return f"{value:.1%}"
+    return f"{value:.1%} ({interval.low:.1%} to {interval.high:.1%})"
+
+
+def _points(value: float | None, interval: Interval) -> str:
+    if value is None:
+        return "-"
+    if interval.low is None or interval.high is None:
+        return f"{value:+.1f}"
+    return f"{value:+.1f} ({interval.low:+.1f} to {interval.high:+.1f})"
+
+
+# notes
+
+
+@note_app.command("add")
+@handle_errors
+def note_add(
+    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help="Account id.")],
+    author: Annotated[str, typer.Option("--author", help="Who wrote the note.")],
+    text: Annotated[str, typer.Option("--text", help="Text of the note.")],
+    sentiment: Annotated[
+        int | None,
+        typer.Option(
+            "--sentiment",
+            min=1,
+            max=5,
+            help="1 (very negative) to 5 (very positive).",
+        ),
+    ] = None,
+    noted_on: Annotated[
+        date | None,
+        typer.Option(
+            "--date",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            help="Day the note is about; by default today.",
+        ),
+    ] = None,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Add a note about an account."""
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        note = add_note(
+            store,
+            account,
+            author=author,
+            text=text,
+            sentiment=sentiment,
+            noted_on=noted_on,
+            now=_local_now(project),
+        )
+    if json_output:
+        print_json(note)
+        return
+    say(f"Added note {note.id} for account {account} on {note.noted_on.isoformat()}.")
+
+
+@note_app.command("list")
+@handle_errors
+def note_list(
+    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help="Account id.")],
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """List the notes of an account, newest first."""
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        found = list_notes(store, account)
+    if json_output:
+        print_json(found)
+        return
+    if not found:
+        say(f"No notes for account {account}.")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("Id", "Date", "Author", "Sentiment"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Text", overflow="fold")
+    for item in found:
+        sentiment = "-" if item.sentiment is None else str(item.sentiment)
+        table.add_row(
+            str(item.id), item.noted_on.isoformat(), item.author, sentiment, item.text
+        )
+    stdout_console().print(table)
+
+
+@note_app.command("stale")
+@handle_errors
+def note_stale(
+    validity: Annotated[
+        Duration,
+        typer.Option(
+            "--validity",
+            parser=_parse_duration_option,
+            metavar="DURATION",
+            help="How long a note stays valid, as 90d, 12w or 3mo.",
+        ),
+    ] = DEFAULT_VALIDITY,
+    as_of: Annotated[
+        date | None,
+        typer.Option(
+            "--as-of",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            help="Date to check; by default today.",
+        ),
+    ] = None,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """List accounts whose latest note is older than the validity."""
+    project = open_project(project_dir)
+    day = as_of or _local_now(project).date()
+    with _state_store(project) as store:
+        stale = stale_notes(store, day, validity)
+    if json_output:
+        print_json(stale.to_dict(orient="records"))
+        return
+    if stale.empty:
+        say(f"No stale notes as of {day.isoformat()} (validity {validity}).")
+        return
+    for row in stale.itertuples():
+        say(
+            f"{row.account_id}: stale, latest note {row.last_noted_on.isoformat()} "
+            f"({row.age_days} days before {day.isoformat()})"
+        )

@@ -1,0 +1,379 @@
+"""Outcomes and interventions: what happened to accounts, and what was done for them.
+
+Both are imported from CSV files. An import checks every row first and stores nothing
+when any row is invalid; otherwise all rows go in one transaction. Rows are numbered
+as in a spreadsheet, so the header is row 1 and the first data row is row 2.
+Completing a task stores an intervention too (see `healthscore.monitoring.playbooks`).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, insert, select, tuple_
+from sqlalchemy.exc import DBAPIError
+
+from healthscore.store import StateStore, StateStoreError
+from healthscore.store.database import describe_url, write_engine
+from healthscore.store.schema import audit
+from healthscore.store.tables_tasks import OUTCOME_KINDS, interventions, outcomes
+
+logger = logging.getLogger(__name__)
+
+#: Invalid rows listed in one error message; the rest are counted.
+MAX_LISTED_ERRORS = 20
+
+OUTCOME_COLUMNS = ("account_id", "kind", "occurred_on")
+OUTCOME_OPTIONAL = ("arr_before", "arr_after", "source")
+INTERVENTION_COLUMNS = ("account_id", "kind", "occurred_on", "author")
+INTERVENTION_OPTIONAL = ("note",)
+
+
+class ImportValidationError(ValueError):
+    """A CSV file with invalid rows or columns; nothing of it was stored."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """Rows stored by an import, and rows skipped because they were already stored."""
+
+    file: Path
+    stored: int
+    skipped: int
+
+
+# Imports
+
+
+def import_outcomes(
+    state: StateStore, path: Path, *, now: datetime | None = None
+) -> ImportResult:
+    """Store the outcomes of a CSV file, all of them or none.
+
+    Columns: `account_id`, `kind` (churned, renewed, expanded or contracted),
+    `occurred_on` (YYYY-MM-DD), and optionally `arr_before`, `arr_after` (numbers of
+    at least 0) and `source` (default: the file name). A row with the account, kind
+    and date of a stored outcome is skipped, so a grown file can be imported again.
+
+    Raises
+    ------
+    ImportValidationError
+        When a column is missing or unknown or a row is invalid; the message names
+        the file, row and column of each problem.
+    """
+    rows = _read_rows(path, OUTCOME_COLUMNS, OUTCOME_OPTIONAL, _outcome_row)
+    _check_unique(path, rows, ("account_id", "kind", "occurred_on"))
+    imported_at = _aware_now(now)
+    for row in rows:
+        row["source"] = row["source"] or path.name
+        row["imported_at"] = imported_at
+
+    with write_transaction(state) as connection:
+        stored = _stored_outcome_keys(connection, rows)
+        new = [row for row in rows if _outcome_key(row) not in stored]
+        if new:
+            connection.execute(insert(outcomes), new)
+        record_audit(connection, imported_at, "import", "outcome", len(new), path)
+    logger.info("imported %d outcomes from %s", len(new), path)
+    return ImportResult(path, len(new), len(rows) - len(new))
+
+
+def import_interventions(
+    state: StateStore, path: Path, *, now: datetime | None = None
+) -> ImportResult:
+    """Store the interventions of a CSV file, all of them or none.
+
+    Columns: `account_id`, `kind` (the playbook name, or another kind of action),
+    `occurred_on` (YYYY-MM-DD), `author`, and optionally `note`. A row equal in
+    account, kind, date and author to an imported intervention is skipped.
+
+    Raises
+    ------
+    ImportValidationError
+        When a column is missing or unknown or a row is invalid.
+    """
+    key = ("account_id", "kind", "occurred_on", "author")
+    rows = _read_rows(
+        path, INTERVENTION_COLUMNS, INTERVENTION_OPTIONAL, _intervention_row
+    )
+    _check_unique(path, rows, key)
+    created_at = _aware_now(now)
+    for row in rows:
+        row["created_at"] = created_at
+        row["task_id"] = None
+
+    with write_transaction(state) as connection:
+        stored = _stored_intervention_keys(connection, rows)
+        new = [row for row in rows if tuple(row[name] for name in key) not in stored]
+        if new:
+            connection.execute(insert(interventions), new)
+        record_audit(connection, created_at, "import", "intervention", len(new), path)
+    logger.info("imported %d interventions from %s", len(new), path)
+    return ImportResult(path, len(new), len(rows) - len(new))
+
+
+def _stored_outcome_keys(
+    connection: Connection, rows: list[dict[str, Any]]
+) -> set[tuple[Any, ...]]:
+    accounts = {row["account_id"] for row in rows}
+    query = select(outcomes.c.account_id, outcomes.c.kind, outcomes.c.occurred_on)
+    query = query.where(outcomes.c.account_id.in_(accounts))
+    return {tuple(found) for found in connection.execute(query)}
+
+
+def _outcome_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["account_id"], row["kind"], row["occurred_on"])
+
+
+def _stored_intervention_keys(
+    connection: Connection, rows: list[dict[str, Any]]
+) -> set[tuple[Any, ...]]:
+    columns = interventions.c
+    keys = {(row["account_id"], row["kind"]) for row in rows}
+    query = select(
+        columns.account_id, columns.kind, columns.occurred_on, columns.author
+    )
+    query = query.where(
+        columns.task_id.is_(None),
+        tuple_(columns.account_id, columns.kind).in_(list(keys)),
+    )
+    return {tuple(found) for found in connection.execute(query)}
+
+
+# Reading and checking CSV rows
+
+RowParser = Callable[[dict[str, str], list[tuple[str, str]]], dict[str, Any]]
+
+
+def _read_rows(
+    path: Path,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    parse: RowParser,
+) -> list[dict[str, Any]]:
+    """Parse every row, collecting each problem as (column, message) per row."""
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        _check_header(path, reader.fieldnames, required, optional)
+        for number, raw in enumerate(reader, start=2):
+            errors: list[tuple[str, str]] = []
+            if None in raw:
+                errors.append(("", "has more cells than the header has columns"))
+            row = parse(raw, errors)
+            problems.extend(
+                f"row {number}{f', column {column}' if column else ''}: {message}"
+                for column, message in errors
+            )
+            rows.append(row)
+    if problems:
+        raise ImportValidationError(_problem_message(path, problems))
+    if not rows:
+        raise ImportValidationError(f"{path} has a header but no rows; nothing stored")
+    return rows
+
+
+def _check_header(
+    path: Path,
+    header: Sequence[str] | None,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+) -> None:
+    if not header:
+        raise ImportValidationError(
+            f"{path} is empty; the first row must name the columns "
+            f"{', '.join(required)}"
+        )
+    missing = [name for name in required if name not in header]
+    unknown = [name for name in header if name not in required + optional]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing column {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown column {', '.join(unknown)}")
+        raise ImportValidationError(
+            f"{path}, row 1: {'; '.join(parts)}; the columns are "
+            f"{', '.join(required)} and optionally {', '.join(optional)}"
+        )
+
+
+def _problem_message(path: Path, problems: list[str]) -> str:
+    listed = problems[:MAX_LISTED_ERRORS]
+    lines = [f"{path} has {len(problems)} invalid values; nothing was stored:"]
+    lines += [f"  {problem}" for problem in listed]
+    if len(problems) > len(listed):
+        lines.append(f"  and {len(problems) - len(listed)} more")
+    return "\n".join(lines)
+
+
+def _check_unique(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:
+    first_row: dict[tuple[Any, ...], int] = {}
+    for number, row in enumerate(rows, start=2):
+        values = tuple(row[name] for name in key)
+        if values in first_row:
+            raise ImportValidationError(
+                f"{path}, row {number}: repeats row {first_row[values]} (same "
+                f"{', '.join(key)}); nothing was stored, remove one of the two rows"
+            )
+        first_row[values] = number
+
+
+def _outcome_row(raw: dict[str, str], errors: list[tuple[str, str]]) -> dict[str, Any]:
+    kind = _text(raw, "kind", errors)
+    if kind is not None and kind not in OUTCOME_KINDS:
+        errors.append(("kind", f"{kind!r} is not one of {', '.join(OUTCOME_KINDS)}"))
+    return {
+        "account_id": _text(raw, "account_id", errors),
+        "kind": kind,
+        "occurred_on": _date(raw, "occurred_on", errors),
+        "arr_before": _amount(raw, "arr_before", errors),
+        "arr_after": _amount(raw, "arr_after", errors),
+        "source": (raw.get("source") or "").strip() or None,
+    }
+
+
+def _intervention_row(
+    raw: dict[str, str], errors: list[tuple[str, str]]
+) -> dict[str, Any]:
+    return {
+        "account_id": _text(raw, "account_id", errors),
+        "kind": _text(raw, "kind", errors),
+        "occurred_on": _date(raw, "occurred_on", errors),
+        "author": _text(raw, "author", errors),
+        "note": (raw.get("note") or "").strip() or None,
+    }
+
+
+def _text(raw: dict[str, str], column: str, errors: list[tuple[str, str]]) -> Any:
+    value = (raw.get(column) or "").strip()
+    if not value:
+        errors.append((column, "is empty; every row needs a value"))
+        return None
+    return value
+
+
+def _date(raw: dict[str, str], column: str, errors: list[tuple[str, str]]) -> Any:
+    value = (raw.get(column) or "").strip()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors.append((column, f"{value!r} is not a date in the form YYYY-MM-DD"))
+        return None
+
+
+def _amount(raw: dict[str, str], column: str, errors: list[tuple[str, str]]) -> Any:
+    value = (raw.get(column) or "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        errors.append((column, f"{value!r} is not a number of at least 0"))
+        return None
+    return number
+
+
+# Reading stored rows
+
+
+def outcomes_frame(state: StateStore) -> pd.DataFrame:
+    """Return the stored outcomes: account_id, kind, occurred_on, ARR and source."""
+    columns = ["id", "account_id", "kind", "occurred_on", "arr_before", "arr_after"]
+    query = select(*(outcomes.c[name] for name in [*columns, "source"]))
+    return _frame(state, query.order_by(outcomes.c.occurred_on, outcomes.c.id))
+
+
+def interventions_frame(state: StateStore) -> pd.DataFrame:
+    """Return every intervention, imported ones and completed tasks, oldest first."""
+    columns = ["id", "account_id", "kind", "occurred_on", "task_id", "author", "note"]
+    query = select(*(interventions.c[name] for name in columns))
+    order = (interventions.c.occurred_on, interventions.c.id)
+    return _frame(state, query.order_by(*order))
+
+
+def churn_dates(outcome_rows: pd.DataFrame) -> pd.DataFrame:
+    """Select the churn outcomes as account_id and occurred_on."""
+    churned = outcome_rows[outcome_rows["kind"] == "churned"]
+    return churned[["account_id", "occurred_on"]].reset_index(drop=True)
+
+
+def _frame(state: StateStore, query: Any) -> pd.DataFrame:
+    with state.engine.connect() as connection:
+        result = connection.execute(query)
+        rows = result.all()
+        names = list(result.keys())
+    return pd.DataFrame([tuple(row) for row in rows], columns=names)
+
+
+# Shared with the other monitoring stores
+
+
+def record_audit(
+    connection: Connection,
+    at: datetime,
+    action: str,
+    subject_kind: str,
+    count: int,
+    detail: Any,
+    actor: str = "import",
+) -> None:
+    """Add an audit entry; a Path as detail is stored as `{"file": ...}`."""
+    if isinstance(detail, Path):
+        detail = {"file": str(detail)}
+    connection.execute(
+        insert(audit).values(
+            at=at,
+            actor=actor,
+            action=action,
+            subject_kind=subject_kind,
+            count=count,
+            detail=detail,
+        )
+    )
+
+
+@contextmanager
+def write_transaction(state: StateStore) -> Iterator[Connection]:
+    """Run a write transaction that takes SQLite's write lock at BEGIN.
+
+    Raises
+    ------
+    StateStoreError
+        When the database fails; the transaction is rolled back.
+    """
+    try:
+        with write_engine(state.engine).begin() as connection:
+            yield connection
+    except DBAPIError as exc:
+        raise _store_error(state, exc) from exc
+
+
+def _store_error(state: StateStore, error: DBAPIError) -> StateStoreError:
+    first_line = str(error.orig).strip().splitlines()[0] if error.orig else "error"
+    return StateStoreError(
+        f"writing to the state store at {describe_url(state.engine.url)} failed: "
+        f"{first_line}; check that the database is reachable and writable"
+    )
+
+
+def _aware_now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError(
+            f"now must be timezone-aware, got {now!r}; for example datetime.now(UTC)"
+        )
+    return now

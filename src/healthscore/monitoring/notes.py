@@ -1,0 +1,195 @@
+"""Notes by customer success managers, with an optional 1-5 sentiment.
+
+A note counts as a measure through `notes_frame`, which returns the notes in the
+standard columns of a `notes` source. Registered as a source named `csm_notes`, a
+metric `{type: latest, source: csm_notes, column: sentiment, window: 90d}` gives
+each account's latest sentiment and is missing once the latest note is more than
+90 days old. `stale_notes` lists those accounts with the same rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, insert, select
+
+from healthscore.config.models import Duration
+from healthscore.metrics.windows import shift
+from healthscore.monitoring.interventions import record_audit, write_transaction
+from healthscore.store import StateStore
+from healthscore.store.tables_tasks import notes
+
+logger = logging.getLogger(__name__)
+
+NOTE_COLUMNS = ["account_id", "timestamp", "author", "sentiment", "text"]
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note about an account."""
+
+    id: int
+    account_id: str
+    author: str
+    noted_on: date
+    sentiment: int | None
+    text: str
+    created_at: datetime
+
+
+def add_note(
+    state: StateStore,
+    account_id: str,
+    *,
+    author: str,
+    text: str,
+    sentiment: int | None = None,
+    noted_on: date | None = None,
+    now: datetime | None = None,
+) -> Note:
+    """Store a note and return it.
+
+    Parameters
+    ----------
+    account_id, author, text : str
+        The account, who wrote the note, and what it says; none may be empty.
+    sentiment : int, optional
+        1 (very negative) to 5 (very positive).
+    noted_on : date, optional
+        Day the note is about; by default the date of `now`. Not after that date.
+    now : datetime, optional
+        Timezone-aware creation time, by default the current time; its date in its
+        own time zone is "today".
+
+    Raises
+    ------
+    ValueError
+        When a text is empty, the sentiment is out of range or the date is later
+        than today.
+    """
+    created_at = now if now is not None else datetime.now(UTC)
+    if created_at.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware, got {now!r}")
+    day = noted_on if noted_on is not None else created_at.date()
+    _check_note(account_id, author, text, sentiment, day, created_at.date())
+    values: dict[str, Any] = {
+        "account_id": account_id,
+        "author": author,
+        "noted_on": day,
+        "sentiment": sentiment,
+        "text": text,
+        "created_at": created_at,
+    }
+    with write_transaction(state) as connection:
+        note_id = connection.execute(
+            insert(notes).values(**values).returning(notes.c.id)
+        ).scalar_one()
+        detail = {"note_id": note_id, "account_id": account_id}
+        record_audit(connection, created_at, "add", "note", 1, detail, author)
+    logger.info("added note %d for account %s", note_id, account_id)
+    return Note(id=note_id, **values)
+
+
+def _check_note(
+    account_id: str,
+    author: str,
+    text: str,
+    sentiment: int | None,
+    day: date,
+    today: date,
+) -> None:
+    for name, value in (("account_id", account_id), ("author", author)):
+        if not value or not value.strip():
+            raise ValueError(f"{name} must not be empty; give the {name}")
+    if not text or not text.strip():
+        raise ValueError("text must not be empty; write what the note says")
+    valid = isinstance(sentiment, int) and not isinstance(sentiment, bool)
+    if sentiment is not None and not (valid and 1 <= sentiment <= 5):
+        raise ValueError(
+            f"sentiment must be a whole number from 1 (very negative) to 5 (very "
+            f"positive), got {sentiment!r}"
+        )
+    if day > today:
+        raise ValueError(
+            f"note date {day.isoformat()} is after today ({today.isoformat()}); "
+            "date the note on or before today"
+        )
+
+
+def list_notes(state: StateStore, account_id: str | None = None) -> list[Note]:
+    """List notes, newest first, optionally of one account."""
+    query = select(notes)
+    if account_id is not None:
+        query = query.where(notes.c.account_id == account_id)
+    query = query.order_by(notes.c.noted_on.desc(), notes.c.id.desc())
+    with state.engine.connect() as connection:
+        return [Note(**row._asdict()) for row in connection.execute(query)]
+
+
+def notes_frame(state: StateStore) -> pd.DataFrame:
+    """Return every note in the standard columns of a `notes` source.
+
+    The columns are account_id, timestamp, author, sentiment and text. `timestamp`
+    is midnight at the start of the note's day, without a time zone, so the scoring
+    reads it in the project's time zone like other naive timestamps. With the
+    default `start_of_day` as-of point, a note is therefore seen from the next
+    day's scores on. `sentiment` is a float with NaN where none was given.
+    """
+    query = select(
+        notes.c.account_id,
+        notes.c.noted_on,
+        notes.c.author,
+        notes.c.sentiment,
+        notes.c.text,
+    ).order_by(notes.c.noted_on, notes.c.id)
+    with state.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    frame = pd.DataFrame(
+        [tuple(row) for row in rows],
+        columns=["account_id", "noted_on", "author", "sentiment", "text"],
+    )
+    timestamps = pd.to_datetime(frame["noted_on"]).astype("datetime64[us]")
+    frame.insert(1, "timestamp", timestamps)
+    frame["sentiment"] = pd.to_numeric(frame["sentiment"]).astype("float64")
+    return frame[NOTE_COLUMNS]
+
+
+def stale_notes(state: StateStore, as_of: date, validity: Duration) -> pd.DataFrame:
+    """List the accounts whose latest note before `as_of` is older than `validity`.
+
+    A note of day N counts as of date D when N < D, and is valid while
+    N >= D - validity (calendar months for `mo`), the same range as a metric window
+    of that length that ends at the start of day D. Accounts with no note before D
+    are not listed, because no note about them was ever stored.
+
+    Returns
+    -------
+    DataFrame
+        account_id, last_noted_on and age_days (days from that note to `as_of`),
+        the oldest note first.
+    """
+    oldest_valid = shift(datetime(as_of.year, as_of.month, as_of.day), validity).date()
+    latest = (
+        select(notes.c.account_id, func.max(notes.c.noted_on).label("last_noted_on"))
+        .where(notes.c.noted_on < as_of)
+        .group_by(notes.c.account_id)
+        .subquery()
+    )
+    query = (
+        select(latest.c.account_id, latest.c.last_noted_on)
+        .where(latest.c.last_noted_on < oldest_valid)
+        .order_by(latest.c.last_noted_on, latest.c.account_id)
+    )
+    with state.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    frame = pd.DataFrame(
+        [tuple(row) for row in rows], columns=["account_id", "last_noted_on"]
+    )
+    frame["age_days"] = [
+        (as_of - day) // timedelta(days=1) for day in frame["last_noted_on"]
+    ]
+    return frame.astype({"age_days": "int64"})

@@ -1,0 +1,520 @@
+"""Playbooks open tasks for accounts; tasks are completed or dismissed by people.
+
+After a scoring run and its alerts, `apply_playbooks` finds the playbooks whose
+trigger holds for each account and opens one task per playbook and account. A task
+is never opened twice for the same cause (playbook, account and trigger) while one
+is open. The insert checks for an open task in the same transaction, and a partial
+unique index on open tasks rejects a second one that a concurrent run inserts.
+
+Among the playbooks that fit one account, rank 1 goes to the one whose addressed
+measures lose the most points, so the task most likely to lift the score comes
+first. Points lost are `effective_weight * (100 - normalized)`, as in
+`healthscore.scoring.top_drivers`, and a component addresses all its measures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from healthscore.config import Project
+from healthscore.config.playbooks import PRIORITIES, PlaybookConfig
+from healthscore.metrics.windows import shift
+from healthscore.monitoring.interventions import record_audit, write_transaction
+from healthscore.pipeline import ScoringRun
+from healthscore.scoring.routing import AccountColumns
+from healthscore.store import StateStore
+from healthscore.store.tables_tasks import TASK_STATES, interventions, tasks
+
+logger = logging.getLogger(__name__)
+
+#: Text that a template shows for a missing value, whatever the format spec.
+MISSING_TEXT = "n/a"
+
+
+class TaskNotFoundError(LookupError):
+    """A task id that is not in the store."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A piece of work a playbook opened for one account."""
+
+    id: int
+    playbook: str
+    account_id: str
+    cause_key: str
+    title: str
+    description: str
+    owner: str | None
+    due_on: date
+    priority: str
+    state: str
+    rank: int
+    created_at: datetime
+    closed_at: datetime | None
+    closed_by: str | None
+    note: str | None
+
+
+# Opening tasks
+
+
+def apply_playbooks(
+    project: Project,
+    run: ScoringRun,
+    raised_alerts: Sequence[Any],
+    state: StateStore,
+    *,
+    now: datetime | None = None,
+) -> list[Task]:
+    """Open the tasks of every playbook whose trigger holds, and return the new ones.
+
+    Parameters
+    ----------
+    project : Project
+        Project whose `playbooks` apply.
+    run : ScoringRun
+        The scoring run; its accounts, metrics, scores and measures are read.
+    raised_alerts : sequence of RaisedAlert
+        Alerts raised for this run; `rule`, `account_id`, `owner` and `title` are read.
+    state : StateStore
+        Store that keeps the tasks.
+    now : datetime, optional
+        Timezone-aware creation time, by default the current time.
+
+    Returns
+    -------
+    list of Task
+        The tasks opened now, by account and rank. Causes that already have an
+        open task are skipped.
+
+    Raises
+    ------
+    ValueError
+        When a `when` condition cannot be evaluated or a template names an unknown
+        field.
+    """
+    playbooks = project.config.playbooks
+    if not playbooks or run.result.scores.empty:
+        return []
+    context = _RunContext(run, raised_alerts)
+    candidates = []
+    for playbook in playbooks:
+        candidates += _fitting(playbook, context)
+    ranked = _rank(candidates, playbooks)
+    created_at = _aware_now(now)
+    rows = [_task_row(item, context, created_at) for item in ranked]
+    return _insert_tasks(state, rows, created_at)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    playbook: PlaybookConfig
+    account_id: str
+    trigger: str
+    points: float
+    alert: Any
+    rank: int = 0
+
+
+class _RunContext:
+    """The columns of one run that conditions, ranks and templates read."""
+
+    def __init__(self, run: ScoringRun, raised_alerts: Sequence[Any]) -> None:
+        self.run = run
+        scores = run.result.scores.set_index("account_id")
+        self.scores = scores
+        values = run.metrics.values.reindex(scores.index)
+        values = values.assign(score=scores["score"], band=scores["band"])
+        self.columns = AccountColumns(run.project.config, values, run.metrics.accounts)
+        self.points = _points_lost(run.result.measures)
+        self.alerts: dict[tuple[str, str], Any] = {}
+        for alert in raised_alerts:
+            self.alerts.setdefault((alert.rule, alert.account_id), alert)
+
+    def condition(self, playbook: PlaybookConfig) -> pd.Series:
+        """Evaluate `when` per account; every account matches when it is not set."""
+        index = self.scores.index
+        if playbook.when is None:
+            return pd.Series(True, index=index)
+        context = f"the when condition of playbook {playbook.name!r}"
+        mask = self.columns.evaluate_condition(playbook.when, context)
+        return pd.Series(mask, index=index)
+
+    def fields(self, account_id: str) -> dict[str, Any]:
+        """Template fields of one account: account columns, metrics, score, band."""
+        values: dict[str, Any] = {}
+        accounts = self.columns.accounts
+        if account_id in accounts.index:
+            values.update(accounts.loc[account_id].to_dict())
+        values.update(self.columns.metrics.loc[account_id].to_dict())
+        return values
+
+
+def _points_lost(measures: pd.DataFrame) -> pd.DataFrame:
+    lost = measures["effective_weight"] * (100.0 - measures["normalized"])
+    frame = measures[["account_id", "component", "measure"]].assign(points_lost=lost)
+    return frame.dropna(subset=["points_lost"])
+
+
+def _fitting(playbook: PlaybookConfig, context: _RunContext) -> list[_Candidate]:
+    matches = context.condition(playbook)
+    trigger = _trigger(playbook)
+    found = []
+    for account_id in matches.index[matches.to_numpy()]:
+        alert = None
+        if playbook.on_alert is not None:
+            alert = context.alerts.get((playbook.on_alert, account_id))
+            if alert is None:
+                continue
+        points = _addressed_points(playbook, context.points, account_id)
+        found.append(_Candidate(playbook, str(account_id), trigger, points, alert))
+    return found
+
+
+def _trigger(playbook: PlaybookConfig) -> str:
+    parts = []
+    if playbook.on_alert is not None:
+        parts.append(f"alert:{playbook.on_alert}")
+    if playbook.when is not None:
+        parts.append("when")
+    return "+".join(parts)
+
+
+def _addressed_points(
+    playbook: PlaybookConfig, points: pd.DataFrame, account_id: str
+) -> float:
+    if not playbook.addresses:
+        return 0.0
+    rows = points[points["account_id"] == account_id]
+    targets = set(playbook.addresses)
+    addressed = rows["measure"].isin(targets) | rows["component"].isin(targets)
+    return float(rows.loc[addressed, "points_lost"].sum())
+
+
+def _rank(
+    candidates: list[_Candidate], playbooks: Sequence[PlaybookConfig]
+) -> list[_Candidate]:
+    """Number each account's candidates: most points addressed first, then order."""
+    position = {playbook.name: index for index, playbook in enumerate(playbooks)}
+    by_account: dict[str, list[_Candidate]] = {}
+    for candidate in candidates:
+        by_account.setdefault(candidate.account_id, []).append(candidate)
+    ranked = []
+    for account_id in sorted(by_account):
+        ordered = sorted(
+            by_account[account_id],
+            key=lambda item: (-item.points, position[item.playbook.name]),
+        )
+        for rank, item in enumerate(ordered, start=1):
+            ranked.append(
+                _Candidate(
+                    item.playbook,
+                    item.account_id,
+                    item.trigger,
+                    item.points,
+                    item.alert,
+                    rank,
+                )
+            )
+    return ranked
+
+
+def _task_row(
+    candidate: _Candidate, context: _RunContext, created_at: datetime
+) -> dict[str, Any]:
+    playbook = candidate.playbook
+    template = playbook.task
+    fields = context.fields(candidate.account_id)
+    owner = _owner(fields.get(template.owner), candidate.alert)
+    as_of = context.run.as_of
+    due_on = _due_on(as_of, template.due_in)
+    fields.update(
+        account_id=candidate.account_id,
+        owner=owner,
+        playbook=playbook.name,
+        as_of=as_of,
+        due_on=due_on,
+        alert_title=getattr(candidate.alert, "title", None),
+    )
+    return {
+        "playbook": playbook.name,
+        "account_id": candidate.account_id,
+        "cause_key": f"{playbook.name}|{candidate.account_id}|{candidate.trigger}",
+        "title": render(template.title, fields, playbook.name),
+        "description": render(template.description, fields, playbook.name),
+        "owner": owner,
+        "due_on": due_on,
+        "priority": template.priority,
+        "state": "open",
+        "rank": candidate.rank,
+        "created_at": created_at,
+    }
+
+
+def _owner(value: Any, alert: Any) -> str | None:
+    if not _is_missing(value) and str(value).strip():
+        return str(value)
+    return getattr(alert, "owner", None)
+
+
+def _due_on(as_of: date, due_in: Any) -> date:
+    start = datetime(as_of.year, as_of.month, as_of.day)
+    # shift moves back by `periods` durations, so -1 moves forward by one.
+    return shift(start, due_in, periods=-1).date()
+
+
+class _TemplateFormatter(string.Formatter):
+    """`str.format` that shows missing values as MISSING_TEXT."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if _is_missing(value):
+            return MISSING_TEXT
+        return super().format_field(value, format_spec)
+
+
+def render(template: str, fields: Mapping[str, Any], playbook: str) -> str:
+    """Fill a task template; missing values show as `n/a`.
+
+    Raises
+    ------
+    ValueError
+        When the template names an unknown field or a format spec does not fit the
+        value.
+    """
+    try:
+        return _TemplateFormatter().vformat(template, (), dict(fields))
+    except KeyError as exc:
+        names = ", ".join(sorted(fields))
+        raise ValueError(
+            f"the task template of playbook {playbook!r} uses unknown field "
+            f"{{{exc.args[0]}}}; available fields: {names}"
+        ) from None
+    except (ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(
+            f"the task template of playbook {playbook!r} cannot be filled: {exc}; "
+            "check the format specs such as {score:.0f}"
+        ) from None
+
+
+def _insert_tasks(
+    state: StateStore, rows: list[dict[str, Any]], created_at: datetime
+) -> list[Task]:
+    opened = []
+    with write_transaction(state) as connection:
+        for row in rows:
+            task = _insert_unless_open(connection, row)
+            if task is not None:
+                opened.append(task)
+        if opened:
+            detail = {"task_ids": [task.id for task in opened]}
+            record_audit(
+                connection, created_at, "open", "task", len(opened), detail, "playbooks"
+            )
+    skipped = len(rows) - len(opened)
+    logger.info("opened %d tasks; %d causes had an open task", len(opened), skipped)
+    return opened
+
+
+def _insert_unless_open(connection: Connection, row: dict[str, Any]) -> Task | None:
+    """Insert an open task unless its cause has one; a savepoint isolates a race."""
+    existing = connection.execute(
+        select(tasks.c.id).where(
+            tasks.c.cause_key == row["cause_key"], tasks.c.state == "open"
+        )
+    ).first()
+    if existing is not None:
+        return None
+    try:
+        with connection.begin_nested():
+            inserted = connection.execute(insert(tasks).values(**row).returning(tasks))
+            return _task_from_row(inserted.one())
+    except IntegrityError:
+        # Another process opened a task for this cause after the check above.
+        logger.info("task for %s was opened concurrently", row["cause_key"])
+        return None
+
+
+# Reading and closing tasks
+
+
+def list_tasks(
+    state: StateStore,
+    *,
+    owner: str | None = None,
+    task_state: str | None = None,
+    account_id: str | None = None,
+) -> list[Task]:
+    """List tasks by due date, then rank and id, optionally of one owner or state.
+
+    Raises
+    ------
+    ValueError
+        When `task_state` is not open, completed or dismissed.
+    """
+    query = select(tasks)
+    if task_state is not None:
+        if task_state not in TASK_STATES:
+            raise ValueError(
+                f"unknown task state {task_state!r}; use one of "
+                f"{', '.join(TASK_STATES)}"
+            )
+        query = query.where(tasks.c.state == task_state)
+    if owner is not None:
+        query = query.where(tasks.c.owner == owner)
+    if account_id is not None:
+        query = query.where(tasks.c.account_id == account_id)
+    query = query.order_by(tasks.c.due_on, tasks.c.rank, tasks.c.id)
+    with state.engine.connect() as connection:
+        return [_task_from_row(row) for row in connection.execute(query)]
+
+
+def complete_task(
+    state: StateStore,
+    task_id: int,
+    by: str,
+    *,
+    note: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """Mark an open task completed and store it as an intervention.
+
+    The intervention's kind is the playbook name and its date is the date of `now`
+    in `now`'s own time zone, so pass the project's local time.
+
+    Raises
+    ------
+    TaskNotFoundError
+        When no task has that id.
+    ValueError
+        When `by` is empty or the task is not open.
+    """
+    closed_at = _aware_now(now)
+    _check_text("by", by, "give the name of the person who completed it")
+    with write_transaction(state) as connection:
+        row = _open_task(connection, state, task_id, "completed")
+        _close(connection, task_id, "completed", closed_at, by, note)
+        connection.execute(
+            insert(interventions).values(
+                account_id=row.account_id,
+                kind=row.playbook,
+                occurred_on=closed_at.date(),
+                task_id=task_id,
+                author=by,
+                note=note,
+                created_at=closed_at,
+            )
+        )
+        detail = {"task_id": task_id, "account_id": row.account_id, "note": note}
+        record_audit(connection, closed_at, "complete", "task", 1, detail, by)
+        task = _task_from_row(_fetch(connection, task_id))
+    logger.info("task %d completed by %s", task_id, by)
+    return task
+
+
+def dismiss_task(
+    state: StateStore,
+    task_id: int,
+    by: str,
+    *,
+    reason: str,
+    now: datetime | None = None,
+) -> Task:
+    """Mark an open task dismissed, with the reason in its note.
+
+    Raises
+    ------
+    TaskNotFoundError
+        When no task has that id.
+    ValueError
+        When `by` or `reason` is empty or the task is not open.
+    """
+    closed_at = _aware_now(now)
+    _check_text("by", by, "give the name of the person who dismissed it")
+    _check_text("reason", reason, "say why the task is not needed")
+    with write_transaction(state) as connection:
+        row = _open_task(connection, state, task_id, "dismissed")
+        _close(connection, task_id, "dismissed", closed_at, by, reason)
+        detail = {"task_id": task_id, "account_id": row.account_id, "reason": reason}
+        record_audit(connection, closed_at, "dismiss", "task", 1, detail, by)
+        task = _task_from_row(_fetch(connection, task_id))
+    logger.info("task %d dismissed by %s", task_id, by)
+    return task
+
+
+def _open_task(
+    connection: Connection, state: StateStore, task_id: int, action: str
+) -> Row[Any]:
+    row = connection.execute(select(tasks).where(tasks.c.id == task_id)).first()
+    if row is None:
+        raise TaskNotFoundError(
+            f"task {task_id} not found; run `healthscore tasks list` to see the ids"
+        )
+    if row.state != "open":
+        raise ValueError(
+            f"task {task_id} is already {row.state} (by {row.closed_by} at "
+            f"{row.closed_at.isoformat()}), so it cannot be {action}"
+        )
+    return row
+
+
+def _close(
+    connection: Connection,
+    task_id: int,
+    new_state: str,
+    closed_at: datetime,
+    by: str,
+    note: str | None,
+) -> None:
+    connection.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id)
+        .values(state=new_state, closed_at=closed_at, closed_by=by, note=note)
+    )
+
+
+def _fetch(connection: Connection, task_id: int) -> Row[Any]:
+    return connection.execute(select(tasks).where(tasks.c.id == task_id)).one()
+
+
+def _task_from_row(row: Row[Any]) -> Task:
+    values = row._asdict()
+    return Task(**values)
+
+
+def priority_order(priority: str) -> int:
+    """Return 0 for urgent up to 3 for low, for sorting the most pressing first."""
+    return len(PRIORITIES) - 1 - PRIORITIES.index(priority)
+
+
+def _check_text(name: str, value: object, advice: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must not be empty, got {value!r}; {advice}")
+
+
+def _aware_now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError(
+            f"now must be timezone-aware, got {now!r}; for example datetime.now(UTC)"
+        )
+    return now
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return pd.api.types.is_scalar(value) and bool(pd.isna(value))

@@ -1,0 +1,144 @@
+"""Notes by account managers: storage, the source frame and the staleness rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from healthscore.config.models import Duration
+from healthscore.monitoring.notes import (
+    NOTE_COLUMNS,
+    add_note,
+    list_notes,
+    notes_frame,
+    stale_notes,
+)
+from healthscore.store import StateStore
+
+NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+NINETY_DAYS = Duration(amount=90, unit="days")
+
+
+@pytest.fixture
+def store(tmp_path):
+    with StateStore.open("sqlite:///state.db", tmp_path) as opened:
+        yield opened
+
+
+def note(store, account, day, sentiment=None):
+    return add_note(
+        store,
+        account,
+        author="ana",
+        text=f"call on {day}",
+        sentiment=sentiment,
+        noted_on=day,
+        now=NOW,
+    )
+
+
+def test_add_and_list_newest_first(store):
+    first = note(store, "a1", date(2026, 1, 5), sentiment=2)
+    second = note(store, "a1", date(2026, 3, 5))
+    note(store, "a2", date(2026, 3, 6))
+
+    listed = list_notes(store, "a1")
+
+    assert [item.id for item in listed] == [second.id, first.id]
+    assert listed[1].sentiment == 2
+    assert listed[0].sentiment is None
+
+
+def test_note_date_defaults_to_today(store):
+    added = add_note(store, "a1", author="ana", text="quick check-in", now=NOW)
+
+    assert added.noted_on == date(2026, 4, 1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"sentiment": 6}, "sentiment must be a whole number from 1"),
+        ({"sentiment": 0}, "sentiment must be a whole number from 1"),
+        ({"text": "  "}, "text must not be empty"),
+        ({"author": ""}, "author must not be empty"),
+        ({"noted_on": date(2026, 4, 2)}, r"note date 2026-04-02 is after today"),
+    ],
+)
+def test_add_note_rejects_invalid(store, fields, message):
+    values = {"author": "ana", "text": "fine", "now": NOW} | fields
+
+    with pytest.raises(ValueError, match=message):
+        add_note(store, "a1", **values)
+
+    assert list_notes(store) == []
+
+
+def test_sentiment_range_checked_by_database(store):
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from healthscore.store.tables_tasks import notes
+
+    row = {
+        "account_id": "a1",
+        "author": "ana",
+        "noted_on": date(2026, 1, 1),
+        "sentiment": 9,
+        "text": "x",
+        "created_at": NOW,
+    }
+    with (
+        pytest.raises(IntegrityError, match="ck_notes_sentiment"),
+        store.engine.begin() as connection,
+    ):
+        connection.execute(insert(notes).values(**row))
+
+
+def test_notes_frame_has_source_columns(store):
+    note(store, "a1", date(2026, 1, 5), sentiment=4)
+    note(store, "a2", date(2026, 2, 5))
+
+    frame = notes_frame(store)
+
+    assert list(frame.columns) == NOTE_COLUMNS
+    assert str(frame["timestamp"].dtype) == "datetime64[us]"
+    assert frame["timestamp"].iloc[0] == datetime(2026, 1, 5)
+    assert frame["sentiment"].iloc[0] == 4.0
+    assert frame["sentiment"].isna().iloc[1]
+
+
+def test_stale_after_validity(store):
+    # As of 2026-04-01 a 90-day window starts on 2026-01-01 (inclusive).
+    note(store, "fresh", date(2026, 1, 1))  # 90 days old: still valid
+    note(store, "old", date(2025, 12, 31))  # 91 days old: stale
+    note(store, "renewed", date(2025, 10, 1))
+    note(store, "renewed", date(2026, 3, 1))  # its latest note is recent
+
+    stale = stale_notes(store, date(2026, 4, 1), NINETY_DAYS)
+
+    assert stale["account_id"].tolist() == ["old"]
+    assert stale["last_noted_on"].tolist() == [date(2025, 12, 31)]
+    assert stale["age_days"].tolist() == [91]
+
+
+def test_stale_ignores_notes_from_as_of_on(store):
+    note(store, "a1", date(2025, 11, 1))
+    note(store, "a1", date(2026, 3, 1))
+
+    stale = stale_notes(store, date(2026, 2, 1), NINETY_DAYS)
+
+    # The March note is not seen as of February, so November is the latest.
+    assert stale["account_id"].tolist() == ["a1"]
+    assert stale["age_days"].tolist() == [92]
+
+
+def test_stale_uses_calendar_months(store):
+    note(store, "a1", date(2026, 1, 28))
+    note(store, "a2", date(2026, 1, 27))
+
+    stale = stale_notes(store, date(2026, 2, 28), Duration(amount=1, unit="months"))
+
+    # One month before 2026-02-28 is 2026-01-28; 30 days before would be 01-29.
+    assert stale["account_id"].tolist() == ["a2"]

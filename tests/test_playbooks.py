@@ -1,0 +1,461 @@
+"""Playbooks and tasks, outcome and intervention imports, and their commands."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+from typer.testing import CliRunner
+
+from healthscore.cli import app
+from healthscore.config.models import ProjectConfig
+from healthscore.monitoring.interventions import (
+    ImportValidationError,
+    import_interventions,
+    import_outcomes,
+    interventions_frame,
+    outcomes_frame,
+)
+from healthscore.monitoring.playbooks import (
+    TaskNotFoundError,
+    apply_playbooks,
+    complete_task,
+    dismiss_task,
+    list_tasks,
+)
+from healthscore.pipeline import score
+from healthscore.store import StateStore
+from healthscore.store.tables_tasks import tasks
+from project_factory import minimal_config, write_project
+
+AS_OF = date(2026, 3, 1)
+NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+ACCOUNTS = """account_id,name,segment,owner,arr
+a1,Acme,enterprise,alice,120000
+a2,Globex,smb,bob,9000
+a3,Initech,smb,,4000
+"""
+
+# a1: 2 events by 2 users; a2: 10 events by 4 users; a3: none.
+EVENTS = "account_id,timestamp,user\n" + "".join(
+    [f"a1,2026-02-{day:02d},u{day}\n" for day in (10, 11)]
+    + [f"a2,2026-02-{day:02d},u{day % 4}\n" for day in range(10, 20)]
+)
+
+PLAYBOOKS: list[dict[str, Any]] = [
+    {
+        "name": "training",
+        "when": "score < 101",
+        "addresses": ["adoption"],
+        "task": {
+            "title": "Training for {name} ({account_id})",
+            "owner": "owner",
+            "due_in": "2w",
+            "priority": "medium",
+        },
+    },
+    {
+        "name": "ebr",
+        "when": "band == 'at_risk' and arr >= 100000",
+        "addresses": ["usage"],
+        "task": {
+            "title": "EBR with {account_id}: score {score:.0f}, band {band}",
+            "description": "Owner {owner}, due {due_on}",
+            "due_in": "1mo",
+            "priority": "urgent",
+        },
+    },
+    {
+        "name": "rescue",
+        "on_alert": "score_drop",
+        "task": {"title": "Rescue {account_id}: {alert_title}"},
+    },
+]
+
+
+def config(playbooks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    measures = {
+        "usage": {"metric": "events_28d", "min": 0, "max": 10},
+        "adoption": {"metric": "users_28d", "min": 0, "max": 4},
+    }
+    return minimal_config(
+        metrics={
+            "events_28d": {"type": "count", "source": "events", "window": "28d"},
+            "users_28d": {
+                "type": "distinct_count",
+                "source": "events",
+                "column": "user",
+                "window": "28d",
+            },
+        },
+        scorecards=[
+            {
+                "name": "default",
+                "components": {
+                    name: {
+                        "weight": 1,
+                        "measures": [
+                            {
+                                "metric": item["metric"],
+                                "normalize": {
+                                    "method": "bounds",
+                                    "min": item["min"],
+                                    "max": item["max"],
+                                },
+                            }
+                        ],
+                    }
+                    for name, item in measures.items()
+                },
+            }
+        ],
+        playbooks=PLAYBOOKS if playbooks is None else playbooks,
+    )
+
+
+@dataclass(frozen=True)
+class Alert:
+    """The fields of a raised alert that playbooks read."""
+
+    rule: str
+    account_id: str
+    owner: str | None
+    title: str
+
+
+@pytest.fixture
+def project(tmp_path):
+    return write_project(
+        tmp_path / "project",
+        config(),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+
+
+@pytest.fixture
+def run(project):
+    return score(project, AS_OF, store=False)
+
+
+@pytest.fixture
+def store(project):
+    with StateStore.open(project.config.store.state, project.root) as opened:
+        yield opened
+
+
+# Settings
+
+
+def test_playbook_needs_a_trigger():
+    bad = config([{"name": "x", "task": {"title": "t"}}])
+
+    with pytest.raises(ValidationError, match="playbook 'x' has no trigger"):
+        ProjectConfig.model_validate(bad)
+
+
+def test_playbook_addresses_known_names():
+    bad = config(
+        [
+            {
+                "name": "x",
+                "when": "score < 50",
+                "addresses": ["nps"],
+                "task": {"title": "t"},
+            }
+        ]
+    )
+
+    with pytest.raises(ValidationError, match="addresses 'nps', which is not a"):
+        ProjectConfig.model_validate(bad)
+
+
+def test_playbook_names_unique():
+    item = {"name": "x", "when": "score < 50", "task": {"title": "t"}}
+
+    with pytest.raises(ValidationError, match="playbook name 'x' is used twice"):
+        ProjectConfig.model_validate(config([item, item]))
+
+
+def test_template_rejects_positional_field():
+    bad = config([{"name": "x", "when": "score < 50", "task": {"title": "a {0}"}}])
+
+    with pytest.raises(ValidationError, match="positional field"):
+        ProjectConfig.model_validate(bad)
+
+
+# Opening tasks
+
+
+def test_scores_as_constructed(run):
+    scores = run.result.scores.set_index("account_id")["score"]
+
+    # a1: usage 2/10 -> 20, adoption 2/4 -> 50, each half of the score.
+    assert scores["a1"] == pytest.approx(35.0)
+    assert scores["a2"] == pytest.approx(100.0)
+    assert scores["a3"] == pytest.approx(0.0)
+
+
+def test_apply_opens_ranked_tasks(project, run, store):
+    opened = apply_playbooks(project, run, [], store, now=NOW)
+    found = {(task.account_id, task.playbook): task for task in opened}
+
+    assert sorted(found) == [
+        ("a1", "ebr"),
+        ("a1", "training"),
+        ("a2", "training"),
+        ("a3", "training"),
+    ]
+    # a1 loses 40 points on usage (ebr) and 25 on adoption (training).
+    assert found[("a1", "ebr")].rank == 1
+    assert found[("a1", "training")].rank == 2
+    assert found[("a3", "training")].rank == 1
+
+
+def test_task_fields_from_template(project, run, store):
+    opened = apply_playbooks(project, run, [], store, now=NOW)
+    ebr = next(task for task in opened if task.playbook == "ebr")
+    training = next(task for task in opened if task.account_id == "a2")
+
+    assert ebr.title == "EBR with a1: score 35, band at_risk"
+    assert ebr.description == "Owner alice, due 2026-04-01"
+    assert ebr.due_on == date(2026, 4, 1)
+    assert ebr.priority == "urgent"
+    assert ebr.owner == "alice"
+    assert ebr.cause_key == "ebr|a1|when"
+    assert training.title == "Training for Globex (a2)"
+    assert training.due_on == date(2026, 3, 15)
+
+
+def test_alert_trigger_and_owner_fallback(project, run, store):
+    alerts = [Alert("score_drop", "a3", "team-lead", "Score fell 30 points")]
+
+    opened = apply_playbooks(project, run, alerts, store, now=NOW)
+    rescue = [task for task in opened if task.playbook == "rescue"]
+
+    assert [task.account_id for task in rescue] == ["a3"]
+    assert rescue[0].title == "Rescue a3: Score fell 30 points"
+    # a3 has no owner in the accounts, so the alert's owner is used.
+    assert rescue[0].owner == "team-lead"
+    assert rescue[0].cause_key == "rescue|a3|alert:score_drop"
+
+
+def test_apply_twice_opens_nothing_new(project, run, store):
+    first = apply_playbooks(project, run, [], store, now=NOW)
+    second = apply_playbooks(project, run, [], store, now=NOW)
+
+    assert len(first) == 4
+    assert second == []
+    assert len(list_tasks(store)) == 4
+
+
+def test_closed_cause_opens_again(project, run, store):
+    first = apply_playbooks(project, run, [], store, now=NOW)
+    done = next(task for task in first if task.account_id == "a2")
+    complete_task(store, done.id, "bob", note="ran the session", now=NOW)
+
+    again = apply_playbooks(project, run, [], store, now=NOW)
+
+    assert [(task.account_id, task.playbook) for task in again] == [("a2", "training")]
+
+
+def test_open_cause_unique_in_database(project, run, store):
+    opened = apply_playbooks(project, run, [], store, now=NOW)
+    row = {
+        column.name: getattr(opened[0], column.name)
+        for column in tasks.columns
+        if column.name != "id"
+    }
+
+    with (
+        pytest.raises(IntegrityError, match="UNIQUE constraint failed"),
+        store.engine.begin() as connection,
+    ):
+        connection.execute(insert(tasks).values(**row))
+
+
+def test_unknown_template_field(project, run, store, tmp_path):
+    bad = write_project(
+        tmp_path / "bad",
+        config([{"name": "x", "when": "score < 50", "task": {"title": "{nps}"}}]),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+
+    with pytest.raises(ValueError, match=r"uses unknown field \{nps\}"):
+        apply_playbooks(bad, run, [], store, now=NOW)
+
+
+# Closing tasks
+
+
+def test_complete_records_intervention(project, run, store):
+    opened = apply_playbooks(project, run, [], store, now=NOW)
+    task = complete_task(store, opened[0].id, "alice", note="done", now=NOW)
+
+    stored = interventions_frame(store)
+
+    assert task.state == "completed"
+    assert task.closed_by == "alice"
+    assert stored["task_id"].tolist() == [task.id]
+    assert stored["kind"].tolist() == [task.playbook]
+    assert stored["occurred_on"].tolist() == [date(2026, 3, 1)]
+
+
+def test_dismiss_keeps_reason(project, run, store):
+    opened = apply_playbooks(project, run, [], store, now=NOW)
+    task = dismiss_task(store, opened[0].id, "alice", reason="renewed", now=NOW)
+
+    assert task.state == "dismissed"
+    assert task.note == "renewed"
+    assert interventions_frame(store).empty
+
+
+def test_close_twice_rejected(project, run, store):
+    opened = apply_playbooks(project, run, [], store, now=NOW)
+    dismiss_task(store, opened[0].id, "alice", reason="renewed", now=NOW)
+
+    with pytest.raises(ValueError, match=r"is already dismissed \(by alice"):
+        complete_task(store, opened[0].id, "alice", now=NOW)
+
+
+def test_close_unknown_task(store):
+    with pytest.raises(TaskNotFoundError, match="task 99 not found"):
+        complete_task(store, 99, "alice", now=NOW)
+
+
+def test_list_filters(project, run, store):
+    apply_playbooks(project, run, [], store, now=NOW)
+
+    assert {task.account_id for task in list_tasks(store, owner="bob")} == {"a2"}
+    assert list_tasks(store, task_state="completed") == []
+    with pytest.raises(ValueError, match="unknown task state 'done'"):
+        list_tasks(store, task_state="done")
+
+
+# Imports
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_import_outcomes(store, tmp_path):
+    file = write(
+        tmp_path / "outcomes.csv",
+        "account_id,kind,occurred_on,arr_before,arr_after\n"
+        "a1,churned,2026-02-01,120000,0\n"
+        "a2,expanded,2026-02-03,9000,12000\n",
+    )
+
+    result = import_outcomes(store, file, now=NOW)
+    again = import_outcomes(store, file, now=NOW)
+    stored = outcomes_frame(store)
+
+    assert (result.stored, result.skipped) == (2, 0)
+    assert (again.stored, again.skipped) == (0, 2)
+    assert stored["kind"].tolist() == ["churned", "expanded"]
+    assert stored["source"].tolist() == ["outcomes.csv", "outcomes.csv"]
+
+
+def test_import_outcomes_names_row_and_column(store, tmp_path):
+    file = write(
+        tmp_path / "outcomes.csv",
+        "account_id,kind,occurred_on,arr_before\n"
+        "a1,churned,2026-02-01,100\n"
+        "a2,lost,2026-02-30,-5\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(store, file, now=NOW)
+    message = str(caught.value)
+
+    assert f"{file} has 3 invalid values; nothing was stored" in message
+    assert "row 3, column kind: 'lost' is not one of churned" in message
+    assert "row 3, column occurred_on: '2026-02-30' is not a date" in message
+    assert "row 3, column arr_before: '-5' is not a number of at least 0" in message
+    assert outcomes_frame(store).empty
+
+
+def test_import_rejects_missing_column(store, tmp_path):
+    file = write(tmp_path / "o.csv", "account_id,kind,date\na1,churned,2026-01-01\n")
+
+    with pytest.raises(
+        ImportValidationError,
+        match=r"row 1: missing column occurred_on; unknown column date",
+    ):
+        import_outcomes(store, file, now=NOW)
+
+
+def test_import_rejects_repeated_row(store, tmp_path):
+    file = write(
+        tmp_path / "i.csv",
+        "account_id,kind,occurred_on,author\n"
+        "a1,ebr,2026-01-05,ana\n"
+        "a1,ebr,2026-01-05,ana\n",
+    )
+
+    with pytest.raises(ImportValidationError, match=r"row 3: repeats row 2"):
+        import_interventions(store, file, now=NOW)
+    assert interventions_frame(store).empty
+
+
+def test_import_interventions(store, tmp_path):
+    file = write(
+        tmp_path / "i.csv",
+        "account_id,kind,occurred_on,author,note\n"
+        "a1,ebr,2026-01-05,ana,went well\n"
+        "a2,training,2026-01-06,bo,\n",
+    )
+
+    result = import_interventions(store, file, now=NOW)
+    stored = interventions_frame(store)
+
+    assert result.stored == 2
+    assert stored["note"].iloc[0] == "went well"
+    assert stored["note"].isna().iloc[1]
+    assert stored["task_id"].isna().all()
+
+
+# Commands
+
+
+def test_cli_tasks_flow(project, run, store, tmp_path):
+    apply_playbooks(project, run, [], store, now=NOW)
+    runner = CliRunner()
+    folder = ["--project", str(project.root)]
+
+    listed = runner.invoke(app, ["tasks", "list", "--owner", "bob", "--json", *folder])
+    completed = runner.invoke(
+        app, ["tasks", "complete", "3", "--by", "bob", "--note", "ok", *folder]
+    )
+    missing = runner.invoke(
+        app, ["tasks", "dismiss", "99", "--by", "bob", "--reason", "x", *folder]
+    )
+
+    assert listed.exit_code == 0, listed.output
+    assert [task["title"] for task in json.loads(listed.output)] == [
+        "Training for Globex (a2)"
+    ]
+    assert completed.exit_code == 0, completed.output
+    assert "Completed task 3 (training for a2)." in completed.output
+    assert missing.exit_code == 1
+    assert "error: task 99 not found" in missing.output
+
+
+def test_cli_outcomes_import_error(project, tmp_path):
+    file = write(tmp_path / "o.csv", "account_id,kind,occurred_on\n,churned,x\n")
+
+    result = CliRunner().invoke(
+        app, ["outcomes", "import", str(file), "--project", str(project.root)]
+    )
+
+    assert result.exit_code == 1
+    assert "row 2, column account_id: is empty" in result.output
