@@ -1,0 +1,184 @@
+"""The privacy commands: `forget` erases a subject, `export-subject` exports one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from healthscore.cli.common import (
+    JsonOption,
+    ProjectOption,
+    VerboseOption,
+    handle_errors,
+    note,
+    open_project,
+    print_json,
+    say,
+)
+from healthscore.cli.reports import REPORT_FOLDER
+from healthscore.config import Project
+from healthscore.privacy import (
+    ErasureReport,
+    Subject,
+    account_subject,
+    export_subject,
+    forget,
+    person_subject,
+    write_export,
+)
+
+AccountOption = Annotated[
+    str | None,
+    typer.Option("--account", metavar="ID", help="Account id, as in the accounts."),
+]
+PersonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--person",
+        metavar="ID-OR-EMAIL",
+        help="Person's identifier or email, as in the sources or as typed into "
+        "healthscore (emails match in any letter case).",
+    ),
+]
+
+
+def choose_subject(
+    project: Project, account: str | None, person: str | None
+) -> Subject:
+    """Build the subject from exactly one of --account and --person."""
+    if (account is None) == (person is None):
+        raise typer.BadParameter("give exactly one of --account and --person")
+    if account is not None:
+        return account_subject(account)
+    assert person is not None
+    return person_subject(project, person)
+
+
+def output_folders(project: Project) -> list[Path]:
+    """Folders of reports and exports that are erased from and exported."""
+    return [project.root / REPORT_FOLDER]
+
+
+@handle_errors
+def forget_command(
+    account: AccountOption = None,
+    person: PersonOption = None,
+    author: Annotated[
+        str | None,
+        typer.Option(
+            "--author", help="Who runs the erasure; recorded in the audit log."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Erase without asking for confirmation.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only count what would be erased."),
+    ] = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Erase an account or a person from the snapshots, outputs and state store.
+
+    An account's rows are deleted. A person's identifier is replaced by a marker.
+    The audit log records who erased how many rows, with a keyed hash in place of the
+    subject. The source files are not changed: erase the subject there yourself.
+    """
+    project = open_project(project_dir)
+    subject = choose_subject(project, account, person)
+    if not dry_run and not (author or "").strip():
+        raise typer.BadParameter(
+            "--author is required unless --dry-run is given", param_hint="--author"
+        )
+    folders = output_folders(project)
+    plan = forget(project, subject, author="", output_folders=folders, dry_run=True)
+    if dry_run or (plan.total_rows == 0 and not plan.deleted_reports):
+        _print_report(plan, json_output)
+        return
+    if not yes:
+        _print_report(plan, json_output=False, to_stderr=True)
+        if not typer.confirm("Erase these rows? This cannot be undone", err=True):
+            note("Nothing was erased.")
+            raise typer.Exit(code=1)
+    done = forget(project, subject, author=author or "", output_folders=folders)
+    _print_report(done, json_output)
+
+
+def _print_report(
+    report: ErasureReport, json_output: bool, to_stderr: bool = False
+) -> None:
+    if json_output:
+        print_json(report)
+        return
+    write = note if to_stderr else say
+    verb = "Would erase" if report.dry_run else "Erased"
+    write(f"{verb} {report.total_rows:,} rows of the {report.subject_kind}.")
+    for as_of, tables in report.snapshot_rows.items():
+        write(f"  snapshot {as_of}: {_counts(tables)}")
+    if report.state_rows:
+        write(f"  state store: {_counts(report.state_rows)}")
+    for path, count in report.file_rows.items():
+        write(f"  {path}: {count:,} rows")
+    deleting = "would delete" if report.dry_run else "deleted"
+    for path in report.deleted_reports:
+        write(f"  {path}: report {deleting}; run `healthscore report` to rebuild it")
+    for path, reason in report.skipped_files.items():
+        note(f"warning: {path} was not searched because it cannot be read: {reason}")
+    if report.audit_id is not None:
+        write(f"Recorded audit entry {report.audit_id}.")
+
+
+def _counts(tables: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in tables.items())
+
+
+@handle_errors
+def export_subject_command(
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", metavar="FILE.json", help="JSON file to write the export to."
+        ),
+    ],
+    account: AccountOption = None,
+    person: PersonOption = None,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Write everything stored about an account or a person to a JSON file.
+
+    The file has the subject's snapshot rows per date, its rows in every state
+    table (overrides, alerts, tasks, notes and others), its rows in the exports of
+    the output folder and the reports that mention it.
+    """
+    if output.suffix.lower() != ".json":
+        raise typer.BadParameter(
+            f"unsupported extension {output.suffix or '(none)'!r} of {output}; the "
+            "export is JSON, so use .json",
+            param_hint="--output",
+        )
+    project = open_project(project_dir)
+    subject = choose_subject(project, account, person)
+    document = export_subject(project, subject, output_folders(project))
+    write_export(document, output)
+    summary: dict[str, Any] = {
+        "output": output,
+        "snapshot_dates": len(document["snapshots"]),
+        "state_rows": {name: len(rows) for name, rows in document["state"].items()},
+        "files": len(document["files"]),
+        "reports": len(document["reports"]),
+    }
+    if json_output:
+        print_json(summary)
+        return
+    rows = sum(summary["state_rows"].values())
+    say(
+        f"Wrote the {subject.kind}'s data to {output}: {summary['snapshot_dates']} "
+        f"snapshot dates, {rows} state rows, {summary['files']} export files and "
+        f"{summary['reports']} reports."
+    )

@@ -1,0 +1,464 @@
+"""Erasure of an account or a person from every copy that healthscore holds.
+
+Copies are the score snapshots, the table exports and reports in the output folders,
+and the operational store. For an account, its rows are deleted. For a person, the
+identifier is replaced by ``[erased]`` wherever it appears, because the rows it
+appears in (an override's author, an alert's owner) belong to accounts and are still
+needed. The snapshots and files are rewritten first and the operational store last,
+in one transaction together with the audit entry. An interrupted erasure can
+therefore be run again to finish it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from healthscore.config import Project
+from healthscore.privacy.locate import (
+    REPORT_SUFFIXES,
+    frame_row_mask,
+    json_rows,
+    output_files,
+    person_cell_masks,
+    person_column_clause,
+    person_columns,
+    primary_key,
+    report_mentions,
+    state_matches,
+)
+from healthscore.privacy.subjects import (
+    ERASED,
+    Subject,
+    document_mentions,
+    redact_document,
+    subject_hash,
+)
+from healthscore.store.database import write_engine
+from healthscore.store.schema import audit
+from healthscore.store.snapshots import RESERVED_RUN_KEYS, SnapshotStore
+from healthscore.store.state import StateStore
+
+logger = logging.getLogger(__name__)
+
+#: Audit action of an erasure.
+FORGET_ACTION = "forget"
+
+#: Errors of a file in an output folder that is not a table export healthscore wrote.
+UNREADABLE_FILE_ERRORS = (ValueError, OSError, pa.ArrowException)
+
+
+@dataclass
+class ErasureReport:
+    """What an erasure removed, or with `dry_run` would remove, per place.
+
+    Attributes
+    ----------
+    subject_kind : str
+        ``account`` or ``person``.
+    dry_run : bool
+        Whether nothing was changed.
+    snapshot_rows : dict
+        Rows per table per as-of date (ISO text) of the snapshots.
+    state_rows : dict
+        Rows per table of the operational store.
+    file_rows : dict
+        Rows per table export (path as text) in the output folders.
+    deleted_reports : list of str
+        HTML reports that mention the subject, deleted whole.
+    skipped_files : dict
+        Files in the output folders that could not be read, with the reason.
+    audit_id : int or None
+        Id of the audit entry; None for a dry run.
+    """
+
+    subject_kind: str
+    dry_run: bool
+    snapshot_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    state_rows: dict[str, int] = field(default_factory=dict)
+    file_rows: dict[str, int] = field(default_factory=dict)
+    deleted_reports: list[str] = field(default_factory=list)
+    skipped_files: dict[str, str] = field(default_factory=dict)
+    audit_id: int | None = None
+
+    @property
+    def total_rows(self) -> int:
+        """Rows erased across snapshots, files and the operational store."""
+        snapshots = sum(sum(tables.values()) for tables in self.snapshot_rows.values())
+        return snapshots + sum(self.state_rows.values()) + sum(self.file_rows.values())
+
+    def audit_detail(self, hashed_subject: str) -> dict[str, Any]:
+        """Return the audit detail: counts and the hashed subject, no paths or ids."""
+        return {
+            "subject_hash": hashed_subject,
+            "state_rows": dict(self.state_rows),
+            "snapshot_rows": {day: dict(t) for day, t in self.snapshot_rows.items()},
+            "files_rewritten": len(self.file_rows),
+            "file_rows": sum(self.file_rows.values()),
+            "reports_deleted": len(self.deleted_reports),
+        }
+
+
+def forget(
+    project: Project,
+    subject: Subject,
+    *,
+    author: str,
+    output_folders: Sequence[Path] = (),
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> ErasureReport:
+    """Erase `subject` from the snapshots, the output folders and the operational store.
+
+    Parameters
+    ----------
+    project : Project
+        Project whose stores are erased from.
+    subject : Subject
+        The account or person; see `account_subject` and `person_subject`.
+    author : str
+        Who runs the erasure, recorded as the audit actor.
+    output_folders : sequence of Path
+        Folders of table exports and reports to erase from, such as
+        ``<project>/output``.
+    dry_run : bool
+        Count what would be erased and change nothing, not even the audit log.
+    now : datetime, optional
+        Timezone-aware time of the audit entry; by default the current time.
+
+    Returns
+    -------
+    ErasureReport
+        Rows erased per place and the audit entry's id.
+
+    Raises
+    ------
+    ValueError
+        When `author` is empty or `now` is naive.
+    PrivacyError
+        When the audit key file cannot be read.
+    StateStoreError
+        When the operational store cannot be opened or written.
+    """
+    at = now if now is not None else datetime.now(UTC)
+    if at.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware, got {at!r}")
+    if not dry_run and not author.strip():
+        raise ValueError(
+            "author must not be empty; give the name of the person running the erasure"
+        )
+    hashed = None if dry_run else subject_hash(project, subject)
+
+    report = ErasureReport(subject.kind, dry_run)
+    store = SnapshotStore(project.path(project.config.store.snapshots))
+    report.snapshot_rows = erase_snapshots(store, subject, dry_run=dry_run, at=at)
+    _erase_output_files(output_folders, subject, report)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        connection_scope = (
+            state.engine.connect() if dry_run else write_engine(state.engine).begin()
+        )
+        with connection_scope as connection:
+            names = person_names(project)
+            report.state_rows = erase_state(connection, subject, names, dry_run)
+            if hashed is not None:
+                report.audit_id = _record(connection, report, hashed, author, at)
+
+    logger.info(
+        "%s %d rows of a %s (audit entry %s)",
+        "found" if dry_run else "erased",
+        report.total_rows,
+        subject.kind,
+        report.audit_id,
+    )
+    return report
+
+
+def person_names(project: Project) -> frozenset[str]:
+    """Return the pseudonymized source columns, which count as person columns too."""
+    settings = project.config.privacy.pseudonymize
+    return frozenset(settings.columns) if settings is not None else frozenset()
+
+
+# Snapshots
+
+
+def erase_snapshots(
+    store: SnapshotStore, subject: Subject, *, dry_run: bool, at: datetime
+) -> dict[str, dict[str, int]]:
+    """Rewrite every snapshot date that contains the subject, one date at a time.
+
+    Each date is replaced through `SnapshotStore.write`, so readers see the old or
+    the new partition and never a mix. Dates without the subject are not rewritten.
+
+    Returns
+    -------
+    dict
+        Rows erased per table, per as-of date in ISO form.
+    """
+    erased: dict[str, dict[str, int]] = {}
+    for as_of in store.dates():
+        tables = {name: store.read(as_of, name) for name in store.tables(as_of)}
+        cleaned, counts = _erase_tables(tables, subject)
+        info = store.run_info(as_of)
+        if document_mentions(info, subject) or _mentions_value(info, subject):
+            counts["run.json"] = 1
+        if not counts:
+            continue
+        erased[as_of.isoformat()] = counts
+        if not dry_run:
+            # NOTE: a scoring run of this same date that finishes between the read
+            # above and this write is replaced by the older partition read above.
+            run_info = _rewritten_run_info(info, cleaned, subject, counts, at)
+            store.write(as_of, cleaned, run_info)
+    return erased
+
+
+def _erase_tables(
+    tables: dict[str, pd.DataFrame], subject: Subject
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    cleaned: dict[str, pd.DataFrame] = {}
+    counts: dict[str, int] = {}
+    for name, frame in tables.items():
+        cleaned[name], count = erase_frame(frame, subject)
+        if count:
+            counts[name] = count
+    return cleaned, counts
+
+
+def erase_frame(frame: pd.DataFrame, subject: Subject) -> tuple[pd.DataFrame, int]:
+    """Return `frame` without the subject, and the number of rows changed.
+
+    Rows of an account are dropped. Cells equal to a person are set to ERASED.
+    """
+    if subject.kind == "account":
+        mask = frame_row_mask(frame, subject)
+        return frame.loc[~mask].reset_index(drop=True), int(mask.sum())
+    masks = person_cell_masks(frame, subject)
+    if not masks:
+        return frame, 0
+    redacted = frame.copy()
+    changed = np.zeros(len(frame), dtype=bool)
+    for column, mask in masks.items():
+        redacted.loc[mask, column] = ERASED
+        changed |= mask
+    return redacted, int(changed.sum())
+
+
+def _mentions_value(document: Any, subject: Subject) -> bool:
+    """Return whether any string in a JSON document is the subject's identifier."""
+    if isinstance(document, dict):
+        return any(_mentions_value(value, subject) for value in document.values())
+    if isinstance(document, list):
+        return any(_mentions_value(item, subject) for item in document)
+    return subject.matches(document)
+
+
+def _rewritten_run_info(
+    info: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    subject: Subject,
+    counts: dict[str, int],
+    at: datetime,
+) -> dict[str, Any]:
+    """Return run.json for the rewritten date: counts updated, the erasure noted."""
+    kept = {key: value for key, value in info.items() if key not in RESERVED_RUN_KEYS}
+    rewritten: dict[str, Any] = redact_document(kept, subject.matches)
+    if "accounts" in rewritten and "scores" in tables:
+        rewritten["accounts"] = len(tables["scores"])
+    erasure = {
+        "at": at.astimezone(UTC).isoformat(timespec="seconds"),
+        "subject_kind": subject.kind,
+        "rows": sum(counts.values()),
+    }
+    rewritten["erasures"] = [*rewritten.get("erasures", []), erasure]
+    return rewritten
+
+
+# Output folders
+
+
+def _erase_output_files(
+    folders: Sequence[Path], subject: Subject, report: ErasureReport
+) -> None:
+    """Rewrite table exports and delete reports that contain the subject."""
+    for path in output_files(folders):
+        try:
+            if path.suffix.lower() in REPORT_SUFFIXES:
+                _erase_report(path, subject, report)
+            else:
+                _erase_table_file(path, subject, report)
+        except UNREADABLE_FILE_ERRORS as exc:
+            logger.warning("skipped %s during erasure: %s", path, exc)
+            report.skipped_files[str(path)] = str(exc).strip().splitlines()[0]
+
+
+def _erase_report(path: Path, subject: Subject, report: ErasureReport) -> None:
+    if not report_mentions(path, subject):
+        return
+    report.deleted_reports.append(str(path))
+    if not report.dry_run:
+        path.unlink()
+
+
+def _erase_table_file(path: Path, subject: Subject, report: ErasureReport) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        document = json.loads(path.read_text(encoding="utf-8"))
+        records, count = erase_records(document, subject, path)
+        writer: Callable[[Path], None] = partial(_write_json, records=records)
+    else:
+        frame = read_table_file(path)
+        cleaned, count = erase_frame(frame, subject)
+        writer = partial(_write_frame, frame=cleaned, suffix=suffix)
+    if not count:
+        return
+    report.file_rows[str(path)] = count
+    if not report.dry_run:
+        _replace_file(path, writer)
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet export; CSV cells are read as text, exactly as written."""
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def erase_records(document: Any, subject: Subject, path: Path) -> tuple[list[Any], int]:
+    """Return a JSON export (a list of records) without the subject, and the count.
+
+    Raises
+    ------
+    ValueError
+        When the document is not a list, so it is not a table export.
+    """
+    if not isinstance(document, list):
+        raise ValueError(
+            f"{path} is not a list of records, so it is not a table export"
+        )
+    kept: list[Any] = []
+    count = 0
+    for record in document:
+        if subject.kind == "account":
+            if document_mentions(record, subject):
+                count += 1
+                continue
+            kept.append(record)
+            continue
+        redacted = redact_document(record, subject.matches)
+        count += redacted != record
+        kept.append(redacted)
+    return kept, count
+
+
+def _write_json(path: Path, records: list[Any]) -> None:
+    path.write_text(
+        json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+def _write_frame(path: Path, frame: pd.DataFrame, suffix: str) -> None:
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
+    """Write the new content beside `path`, then rename it over `path`."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# Operational store
+
+
+def erase_state(
+    connection: Connection,
+    subject: Subject,
+    names: frozenset[str],
+    dry_run: bool,
+) -> dict[str, int]:
+    """Delete an account's rows, or erase a person's identifier, in every state table.
+
+    Tables are visited so that rows referencing an account's rows (such as the
+    deliveries of its alerts) are deleted before the rows they reference.
+
+    Returns
+    -------
+    dict
+        Rows per table that were (or, with `dry_run`, would be) changed.
+    """
+    counts: dict[str, int] = {}
+    for match in state_matches(connection, subject, names):
+        count = connection.execute(
+            select(func.count()).select_from(match.table).where(match.where)
+        ).scalar_one()
+        if not count:
+            continue
+        counts[match.table.name] = count
+        if dry_run:
+            continue
+        if subject.kind == "account":
+            connection.execute(delete(match.table).where(match.where))
+        else:
+            _redact_person(connection, match.table, subject, names)
+    return counts
+
+
+def _redact_person(
+    connection: Connection, table: Any, subject: Subject, names: frozenset[str]
+) -> None:
+    documents = list(json_rows(connection, table, subject))
+    for column in person_columns(table, names):
+        connection.execute(
+            update(table)
+            .where(person_column_clause(column, subject))
+            .values({column.name: ERASED})
+        )
+    key = primary_key(table)
+    for row_key, column, document in documents:
+        connection.execute(
+            update(table)
+            .where(key == row_key)
+            .values({column.name: redact_document(document, subject.matches)})
+        )
+
+
+def _record(
+    connection: Connection,
+    report: ErasureReport,
+    hashed_subject: str,
+    author: str,
+    at: datetime,
+) -> int:
+    statement = (
+        insert(audit)
+        .values(
+            at=at,
+            actor=author,
+            action=FORGET_ACTION,
+            subject_kind=report.subject_kind,
+            count=report.total_rows,
+            detail=report.audit_detail(hashed_subject),
+        )
+        .returning(audit.c.id)
+    )
+    return int(connection.execute(statement).scalar_one())

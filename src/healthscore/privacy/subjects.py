@@ -1,0 +1,232 @@
+"""Data subjects (an account or a person) and how rows that concern them are found.
+
+An account is found by its ``account_id``. A person is found by identifier or email
+in person columns, in text cells of snapshot tables and in JSON documents. With
+pseudonymization on, the person's pseudonym is looked for as well, because the
+sources contributed pseudonyms while people typed raw names into the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import JSON, Column, String
+
+from healthscore.config import Project
+from healthscore.privacy.pseudonymize import PrivacyError, pseudonym, read_key
+
+SubjectKind = Literal["account", "person"]
+
+#: Value that replaces a person's identifier when the person is forgotten.
+ERASED = "[erased]"
+
+#: Column names that contain a person's identifier or email in any table.
+PERSON_COLUMNS = frozenset(
+    {
+        "actor",
+        "assignee",
+        "author",
+        "contact",
+        "email",
+        "escalate_to",
+        "owner",
+        "recipient",
+        "respondent",
+        "user",
+        "user_id",
+    }
+)
+
+#: JSON keys whose value is an account id.
+ACCOUNT_KEYS = frozenset({"account_id"})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The account or person whose data is erased or exported.
+
+    Attributes
+    ----------
+    kind : {"account", "person"}
+        What the identifier names.
+    identifier : str
+        Account id, or a person's identifier or email as given.
+    pseudonyms : tuple of str
+        The person's pseudonyms under the project's key; empty without
+        pseudonymization and for accounts.
+    """
+
+    kind: SubjectKind
+    identifier: str
+    pseudonyms: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.identifier.strip():
+            raise ValueError(
+                f"the {self.kind} identifier is empty; give the account id, or the "
+                "person's identifier or email"
+            )
+
+    @property
+    def is_email(self) -> bool:
+        """Whether the identifier is an email address, compared case-insensitively."""
+        return "@" in self.identifier
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Exact values that stand for the subject: the identifier and pseudonyms."""
+        return (self.identifier, *self.pseudonyms)
+
+    def matches(self, value: object) -> bool:
+        """Return whether `value` is the identifier or one of the pseudonyms."""
+        if not isinstance(value, str):
+            return False
+        if value in self.values:
+            return True
+        return self.is_email and value.casefold() == self.identifier.casefold()
+
+
+def account_subject(account_id: str) -> Subject:
+    """Return the subject for an account id."""
+    return Subject("account", account_id)
+
+
+def person_subject(project: Project, identifier: str) -> Subject:
+    """Return the subject for a person, with pseudonyms when the project uses them.
+
+    An email's pseudonyms are computed for the text as given and in lower case,
+    because sources spell the same address in either form.
+
+    Raises
+    ------
+    PrivacyError
+        When pseudonymization is on and its key cannot be read.
+    """
+    settings = project.config.privacy.pseudonymize
+    if settings is None:
+        return Subject("person", identifier)
+    key = read_key(project, settings)
+    spellings = dict.fromkeys(
+        [identifier, identifier.lower()] if "@" in identifier else [identifier]
+    )
+    return Subject("person", identifier, tuple(pseudonym(s, key) for s in spellings))
+
+
+# Columns and documents
+
+
+def is_person_column(column: Column[Any], extra_names: frozenset[str]) -> bool:
+    """Tell whether a text column of the operational store contains person ids.
+
+    A column counts when its ``info`` has ``person: True``, when its name is in
+    PERSON_COLUMNS or `extra_names`, ends in ``_by``, contains ``email``, or ends
+    in ``_`` plus a name from PERSON_COLUMNS (such as ``override_author``).
+    """
+    if not isinstance(column.type, String):
+        return False
+    if column.info.get("person"):
+        return True
+    name = column.name
+    if name in PERSON_COLUMNS or name in extra_names:
+        return True
+    if name.endswith("_by") or "email" in name:
+        return True
+    return any(name.endswith("_" + base) for base in PERSON_COLUMNS)
+
+
+def is_json_column(column: Column[Any]) -> bool:
+    """Tell whether a column contains JSON documents."""
+    return isinstance(column.type, JSON)
+
+
+def document_mentions(document: Any, subject: Subject) -> bool:
+    """Return whether a JSON document refers to the subject.
+
+    An account is referred to by an ``account_id`` key at any depth, a person by
+    any string value equal to the identifier or a pseudonym.
+    """
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if subject.kind == "account" and key in ACCOUNT_KEYS:
+                if subject.matches(value):
+                    return True
+            elif document_mentions(value, subject):
+                return True
+        return False
+    if isinstance(document, list):
+        return any(document_mentions(item, subject) for item in document)
+    return subject.kind == "person" and subject.matches(document)
+
+
+def redact_document(document: Any, matches: Callable[[object], bool]) -> Any:
+    """Return a copy of a JSON document with every matching string set to ERASED."""
+    if isinstance(document, dict):
+        return {key: redact_document(value, matches) for key, value in document.items()}
+    if isinstance(document, list):
+        return [redact_document(item, matches) for item in document]
+    return ERASED if matches(document) else document
+
+
+# Audit hashes
+
+
+def subject_hash(project: Project, subject: Subject) -> str:
+    """Return the keyed hash recorded in the audit log in place of the subject.
+
+    It is the hex HMAC-SHA256 of ``<kind>:<identifier>`` under the audit key, so
+    someone holding the key can check whether a given subject was erased, while the
+    audit log alone does not reveal who was.
+    """
+    key = audit_key(project)
+    message = f"{subject.kind}:{subject.identifier}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def audit_key(project: Project) -> bytes:
+    """Read the audit key file, creating it with 32 random bytes when it is missing.
+
+    Raises
+    ------
+    PrivacyError
+        When the file exists but cannot be read or is empty.
+    """
+    path = project.path(project.config.privacy.audit_key_file)
+    if not path.exists():
+        _create_key_file(path)
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise PrivacyError(
+            f"the audit key file {path} cannot be read: {exc.strerror}; fix its "
+            "permissions or privacy.audit_key_file"
+        ) from None
+    if not key:
+        raise PrivacyError(
+            f"the audit key file {path} is empty; delete it so that a new key is "
+            "created, or write a long random secret into it"
+        )
+    return key
+
+
+def _create_key_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The key is written in full under a temporary name and then linked into place,
+    # so a process that starts at the same moment never reads a half-written key and
+    # the first key linked is the one every process keeps.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink()

@@ -1,0 +1,634 @@
+"""Erasure, export and pseudonymization of personal data, on real stores and files."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    Table,
+    insert,
+    inspect,
+    select,
+)
+from sqlalchemy.types import JSON, TypeDecorator
+from typer.testing import CliRunner
+
+from healthscore import pipeline
+from healthscore.cli import app
+from healthscore.config import ConfigError
+from healthscore.engine import Engine
+from healthscore.privacy import (
+    ERASED,
+    PrivacyError,
+    account_subject,
+    export_subject,
+    forget,
+    person_subject,
+)
+from healthscore.store import StateStore
+from healthscore.store.schema import metadata
+from project_factory import minimal_config, write_project
+
+# Ids use letters outside 0-9a-f, so they cannot occur inside a hex hash by chance.
+ERASED_ACCOUNT = "acme-x1"
+KEPT_ACCOUNT = "globex-x2"
+ACCOUNTS = f"""account_id,name,owner
+{ERASED_ACCOUNT},Acme,olivia@example.com
+{KEPT_ACCOUNT},Globex,peter@example.com
+initech-x3,Initech,peter@example.com
+"""
+EVENTS = f"""account_id,timestamp,user
+{ERASED_ACCOUNT},2026-06-01T10:00:00,zoe@example.com
+{ERASED_ACCOUNT},2026-06-02T10:00:00,yann@example.com
+{ERASED_ACCOUNT},2026-06-03T10:00:00,zoe@example.com
+{KEPT_ACCOUNT},2026-06-01T11:00:00,xavier@example.com
+{KEPT_ACCOUNT},2026-06-05T11:00:00,wanda@example.com
+initech-x3,2026-06-04T09:00:00,wanda@example.com
+"""
+RAW_USERS = ("zoe@example.com", "yann@example.com", "xavier@example.com")
+DATES = (date(2026, 6, 10), date(2026, 6, 17))
+KEY = "a-long-random-test-secret-0123456789"
+KEY_VARIABLE = "HEALTHSCORE_TEST_PSEUDONYM_KEY"
+
+
+def privacy_config(**privacy: Any) -> dict[str, Any]:
+    """A project with a distinct-user measure and the latest user as a category."""
+    config = minimal_config()
+    config["metrics"]["users_28d"] = {
+        "type": "distinct_count",
+        "source": "events",
+        "column": "user",
+        "window": "28d",
+    }
+    config["metrics"]["last_user"] = {
+        "type": "latest",
+        "source": "events",
+        "column": "user",
+    }
+    measures = config["scorecards"][0]["components"]["usage"]["measures"]
+    measures.append(
+        {"metric": "users_28d", "normalize": {"method": "bounds", "min": 0, "max": 5}}
+    )
+    measures.append(
+        {
+            "metric": "last_user",
+            "normalize": {"method": "categories", "scores": {"n": 1}, "default": 50},
+        }
+    )
+    if privacy:
+        config["privacy"] = privacy
+    return config
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = write_project(
+        tmp_path / "project",
+        privacy_config(),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+    for as_of in DATES:
+        pipeline.score(project, as_of)
+    return project
+
+
+def run_cli(*args: object, input: str | None = None):
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    return runner.invoke(
+        app, [str(arg) for arg in args], input=input, prog_name="healthscore"
+    )
+
+
+# Seeding every state table
+
+
+def allowed_value(table: Table, column: str) -> str | None:
+    """Return the first value a `column IN (...)` check constraint allows."""
+    for constraint in table.constraints:
+        if not isinstance(constraint, CheckConstraint):
+            continue
+        found = re.search(rf"\b{column}\s+IN\s*\(\s*'([^']*)'", str(constraint.sqltext))
+        if found:
+            return found.group(1)
+    return None
+
+
+def seed_row(table: Table, account: str, number: int, parents: dict) -> dict:
+    """Build a valid row of any state table for `account`."""
+    row: dict[str, Any] = {}
+    for column in table.columns:
+        if column.primary_key:
+            continue
+        kind = (
+            column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+        )
+        foreign = next(iter(column.foreign_keys), None)
+        if column.nullable and foreign is None and column.name != "account_id":
+            # Optional columns stay empty, which every check constraint allows.
+            row[column.name] = None
+        elif foreign is not None:
+            row[column.name] = parents[(foreign.column.table.name, account)]
+        elif column.name == "account_id":
+            row[column.name] = account
+        elif isinstance(kind, JSON):
+            row[column.name] = {"account_id": account, "step": number}
+        elif isinstance(kind, Boolean):
+            row[column.name] = False
+        elif isinstance(kind, Integer | Float):
+            row[column.name] = 1
+        elif isinstance(kind, DateTime):
+            row[column.name] = datetime(2026, 6, 1, 12, tzinfo=UTC)
+        elif isinstance(kind, Date):
+            row[column.name] = date(2026, 6, 1)
+        else:
+            allowed = allowed_value(table, column.name)
+            row[column.name] = allowed or f"{column.name}-{account}-{number}"
+    return row
+
+
+def seed_state(project) -> dict[str, dict[str, list[dict]]]:
+    """Insert one row per account into every table; return the rows per table."""
+    seeded: dict[str, dict[str, list[dict]]] = {}
+    parents: dict[tuple[str, str], int] = {}
+    state = StateStore.open(project.config.store.state, project.root)
+    with state, state.engine.begin() as connection:
+        for number, table in enumerate(existing_tables(connection)):
+            seeded[table.name] = {}
+            for account in (ERASED_ACCOUNT, KEPT_ACCOUNT):
+                row = seed_row(table, account, number, parents)
+                key = connection.execute(
+                    insert(table).values(**row).returning(*table.primary_key)
+                ).scalar_one()
+                parents[(table.name, account)] = key
+                seeded[table.name][account] = row
+    return seeded
+
+
+def existing_tables(connection) -> list[Table]:
+    """Tables of the metadata that the migrations have created, parents first."""
+    names = set(inspect(connection).get_table_names())
+    return [table for table in metadata.sorted_tables if table.name in names]
+
+
+def state_rows(project) -> dict[str, list[dict]]:
+    state = StateStore.open(project.config.store.state, project.root)
+    with state, state.engine.connect() as connection:
+        return {
+            table.name: [
+                dict(row) for row in connection.execute(select(table)).mappings()
+            ]
+            for table in existing_tables(connection)
+        }
+
+
+def mentions(row: dict, account: str) -> bool:
+    """Whether a state row names the account in any column or JSON document."""
+    return account in json.dumps(row, default=str)
+
+
+def snapshot_tables(project) -> dict[tuple[date, str], pd.DataFrame]:
+    store = pipeline.snapshot_store(project)
+    return {
+        (as_of, name): store.read(as_of, name)
+        for as_of in store.dates()
+        for name in store.tables(as_of)
+    }
+
+
+def write_outputs(project) -> Path:
+    output = project.root / "output"
+    output.mkdir()
+    scores = pipeline.snapshot_store(project).read(DATES[0], "scores")
+    scores[["account_id", "score"]].to_csv(output / "scores.csv", index=False)
+    scores[["account_id", "score"]].to_parquet(output / "scores.parquet", index=False)
+    records = scores[["account_id", "score"]].to_dict(orient="records")
+    (output / "scores.json").write_text(json.dumps(records))
+    (output / "report-a.html").write_text(f"<td>{ERASED_ACCOUNT}</td>")
+    (output / "report-b.html").write_text(f"<td>{KEPT_ACCOUNT}</td>")
+    return output
+
+
+# Forgetting an account
+
+
+def test_forget_account_leaves_no_row_anywhere(project):
+    seed_state(project)
+    output = write_outputs(project)
+    snapshots_before = snapshot_tables(project)
+    state_before = state_rows(project)
+
+    report = forget(
+        project,
+        account_subject(ERASED_ACCOUNT),
+        author="dpo",
+        output_folders=[output],
+    )
+
+    state_after = state_rows(project)
+    for table, rows in state_after.items():
+        left = [row for row in rows if mentions(row, ERASED_ACCOUNT)]
+        assert left == [], f"{table} still has rows of the account"
+    for table, rows in state_before.items():
+        kept_before = [row for row in rows if mentions(row, KEPT_ACCOUNT)]
+        kept_after = [row for row in state_after[table] if mentions(row, KEPT_ACCOUNT)]
+        assert kept_after == kept_before, f"{table} changed other accounts' rows"
+    assert "deliveries" not in state_before or report.state_rows["deliveries"] == 1
+
+    snapshots_after = snapshot_tables(project)
+    assert snapshots_after.keys() == snapshots_before.keys()
+    for key, before in snapshots_before.items():
+        after = snapshots_after[key]
+        if "account_id" not in before.columns:
+            continue
+        assert (after["account_id"] == ERASED_ACCOUNT).sum() == 0
+        kept = before[before["account_id"] != ERASED_ACCOUNT].reset_index(drop=True)
+        pd.testing.assert_frame_equal(after, kept)
+
+    assert ERASED_ACCOUNT not in (output / "scores.csv").read_text()
+    assert KEPT_ACCOUNT in (output / "scores.csv").read_text()
+    parquet = pd.read_parquet(output / "scores.parquet")
+    assert list(parquet["account_id"]) == [KEPT_ACCOUNT, "initech-x3"]
+    records = json.loads((output / "scores.json").read_text())
+    assert [record["account_id"] for record in records] == [KEPT_ACCOUNT, "initech-x3"]
+    assert not (output / "report-a.html").exists()
+    assert (output / "report-b.html").exists()
+
+
+def test_forget_account_rewrites_run_info(project):
+    forget(project, account_subject(ERASED_ACCOUNT), author="dpo")
+
+    store = pipeline.snapshot_store(project)
+    info = store.run_info(DATES[0])
+    assert info["accounts"] == 2
+    assert info["row_counts"]["scores"] == 2
+    assert info["erasures"][0]["subject_kind"] == "account"
+    assert ERASED_ACCOUNT not in json.dumps(info)
+
+
+def test_forget_audit_entry_holds_no_identifier(project):
+    seed_state(project)
+
+    report = forget(
+        project,
+        account_subject(ERASED_ACCOUNT),
+        author="dpo",
+        now=datetime(2026, 7, 1, tzinfo=UTC),
+    )
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        entries = state.audit_entries(subject_kind="account")
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry.id == report.audit_id
+    assert entry.actor == "dpo"
+    assert entry.action == "forget"
+    assert entry.count == report.total_rows
+    assert entry.detail["state_rows"] == report.state_rows
+    assert ERASED_ACCOUNT not in json.dumps(entry.detail)
+    key = (project.root / ".healthscore" / "audit.key").read_bytes().strip()
+    expected = hmac.new(key, f"account:{ERASED_ACCOUNT}".encode(), hashlib.sha256)
+    assert entry.detail["subject_hash"] == expected.hexdigest()
+
+
+def test_forget_dry_run_changes_nothing(project):
+    seed_state(project)
+    snapshots_before = snapshot_tables(project)
+    state_before = state_rows(project)
+
+    report = forget(project, account_subject(ERASED_ACCOUNT), author="", dry_run=True)
+
+    assert report.audit_id is None
+    assert report.snapshot_rows[DATES[0].isoformat()]["scores"] == 1
+    assert state_rows(project) == state_before
+    for key, frame in snapshot_tables(project).items():
+        pd.testing.assert_frame_equal(frame, snapshots_before[key])
+    assert not (project.root / ".healthscore" / "audit.key").exists()
+
+
+def test_forget_twice_finds_nothing(project):
+    forget(project, account_subject(ERASED_ACCOUNT), author="dpo")
+
+    again = forget(project, account_subject(ERASED_ACCOUNT), author="dpo")
+
+    assert again.total_rows == 0
+    assert again.snapshot_rows == {}
+
+
+def test_forget_requires_author(project):
+    with pytest.raises(ValueError, match="author must not be empty"):
+        forget(project, account_subject(ERASED_ACCOUNT), author=" ")
+
+
+# Forgetting a person
+
+
+def seed_person_rows(project) -> None:
+    with StateStore.open(project.config.store.state, project.root) as state:
+        state.add_override(
+            KEPT_ACCOUNT,
+            score=60,
+            reason="call went well",
+            author="Olivia@Example.com",
+            expires_on=date(2099, 1, 1),
+        )
+        state.add_override(
+            KEPT_ACCOUNT,
+            score=70,
+            reason="renewal signed",
+            author="peter@example.com",
+            expires_on=date(2099, 1, 1),
+        )
+
+
+def test_forget_person_redacts_identifier(project):
+    seed_person_rows(project)
+
+    report = forget(
+        project, person_subject(project, "olivia@example.com"), author="dpo"
+    )
+
+    rows = state_rows(project)
+    authors = sorted(row["author"] for row in rows["overrides"])
+    assert authors == [ERASED, "peter@example.com"]
+    assert report.state_rows["overrides"] == 1
+    # The audit entries of the overrides name their author as the actor.
+    actors = [row["actor"] for row in rows["audit"] if row["action"] == "add"]
+    assert sorted(actors) == [ERASED, "peter@example.com"]
+    assert "olivia" not in json.dumps(rows, default=str).lower()
+    assert len(rows["overrides"]) == 2
+
+
+def test_export_person_lists_their_rows(project):
+    seed_person_rows(project)
+
+    document = export_subject(project, person_subject(project, "OLIVIA@example.com"))
+
+    overrides = document["state"]["overrides"]
+    assert [row["reason"] for row in overrides] == ["call went well"]
+    assert document["subject"]["kind"] == "person"
+
+
+# Exporting an account
+
+
+def test_export_account_contains_every_copy(project):
+    seeded = seed_state(project)
+    output = write_outputs(project)
+
+    document = export_subject(
+        project, account_subject(ERASED_ACCOUNT), output_folders=[output]
+    )
+
+    assert sorted(document["snapshots"]) == [day.isoformat() for day in DATES]
+    scores = document["snapshots"][DATES[0].isoformat()]["scores"]
+    assert [row["account_id"] for row in scores] == [ERASED_ACCOUNT]
+    for table in seeded:
+        assert len(document["state"][table]) == 1, table
+    assert (
+        document["state"]["overrides"][0]["reason"]
+        == seeded["overrides"][ERASED_ACCOUNT]["reason"]
+    )
+    assert document["files"][str(output / "scores.csv")][0]["account_id"] == (
+        ERASED_ACCOUNT
+    )
+    assert document["reports"] == [str(output / "report-a.html")]
+    assert KEPT_ACCOUNT not in json.dumps(document)
+
+
+# Command line
+
+
+def test_cli_forget_asks_and_aborts(project):
+    result = run_cli(
+        "forget",
+        "--account",
+        ERASED_ACCOUNT,
+        "--author",
+        "dpo",
+        "--project",
+        project.root,
+        input="n\n",
+    )
+
+    assert result.exit_code == 1
+    assert "Nothing was erased." in result.output
+    scores = pipeline.snapshot_store(project).read(DATES[0], "scores")
+    assert ERASED_ACCOUNT in set(scores["account_id"])
+
+
+def test_cli_forget_with_yes(project):
+    result = run_cli(
+        "forget",
+        "--account",
+        ERASED_ACCOUNT,
+        "--author",
+        "dpo",
+        "--yes",
+        "--project",
+        project.root,
+    )
+
+    assert result.exit_code == 0, result.output
+    # Per date: 1 score, 1 component, 3 measures and 3 metrics rows.
+    assert "Erased 16 rows of the account." in result.output
+    scores = pipeline.snapshot_store(project).read(DATES[0], "scores")
+    assert ERASED_ACCOUNT not in set(scores["account_id"])
+
+
+def test_cli_forget_needs_one_subject(project):
+    result = run_cli("forget", "--dry-run", "--project", project.root)
+
+    assert result.exit_code == 2
+    assert "give exactly one of --account and --person" in result.output
+
+
+def test_cli_forget_needs_author(project):
+    result = run_cli("forget", "--account", ERASED_ACCOUNT, "--project", project.root)
+
+    assert result.exit_code == 2
+    assert "--author is required unless --dry-run is given" in result.output
+
+
+def test_cli_export_subject_writes_json(project, tmp_path):
+    target = tmp_path / "export.json"
+
+    result = run_cli(
+        "export-subject",
+        "--account",
+        ERASED_ACCOUNT,
+        "--output",
+        target,
+        "--project",
+        project.root,
+    )
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(target.read_text())
+    assert document["subject"] == {
+        "kind": "account",
+        "identifier": ERASED_ACCOUNT,
+        "pseudonyms": [],
+    }
+    assert len(document["snapshots"]) == 2
+
+
+# Pseudonymization
+
+
+def expected_pseudonym(value: str, key: str) -> str:
+    digest = hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
+    return "p_" + digest
+
+
+def pseudonymized_project(root: Path, **settings: Any):
+    privacy = {"pseudonymize": {"columns": ["user", "owner"], **settings}}
+    return write_project(
+        root,
+        privacy_config(**privacy),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+
+
+def engine_users(project) -> list[str]:
+    engine = Engine.open(project)
+    rows = engine.con.con.execute('SELECT "user" FROM valid_events').fetchall()
+    return sorted({row[0] for row in rows})
+
+
+def test_pseudonyms_are_keyed_hashes(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = pseudonymized_project(tmp_path / "p", key_env=KEY_VARIABLE)
+
+    users = engine_users(project)
+
+    raw = sorted({line.split(",")[2] for line in EVENTS.strip().splitlines()[1:]})
+    assert users == sorted(expected_pseudonym(user, KEY) for user in raw)
+
+
+def test_different_key_gives_different_pseudonyms(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = pseudonymized_project(tmp_path / "p", key_env=KEY_VARIABLE)
+    first = engine_users(project)
+    again = engine_users(project)
+    monkeypatch.setenv(KEY_VARIABLE, KEY + "-rotated")
+
+    rotated = engine_users(project)
+
+    assert again == first
+    assert set(rotated).isdisjoint(first)
+
+
+def test_pseudonymization_keeps_metric_values(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    plain = write_project(
+        tmp_path / "plain",
+        privacy_config(),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+    hashed = pseudonymized_project(tmp_path / "hashed", key_env=KEY_VARIABLE)
+
+    plain_run = pipeline.score(plain, DATES[0], store=False)
+    hashed_run = pipeline.score(hashed, DATES[0], store=False)
+
+    users = hashed_run.metrics.values["users_28d"]
+    assert users.to_dict() == plain_run.metrics.values["users_28d"].to_dict()
+    assert users[ERASED_ACCOUNT] == 2
+    pd.testing.assert_series_equal(
+        hashed_run.result.scores["score"], plain_run.result.scores["score"]
+    )
+
+
+def test_raw_values_absent_from_stored_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = pseudonymized_project(tmp_path / "p", key_env=KEY_VARIABLE)
+
+    pipeline.score(project, DATES[0])
+
+    store = pipeline.snapshot_store(project)
+    measures = store.read(DATES[0], "measures")
+    last_users = set(measures.loc[measures["metric"] == "last_user", "value_text"])
+    assert expected_pseudonym("zoe@example.com", KEY) in last_users
+    stored = b"".join(
+        path.read_bytes()
+        for path in (project.root / ".healthscore").rglob("*")
+        if path.is_file()
+    )
+    for value in (*RAW_USERS, "olivia@example.com", KEY):
+        assert value.encode() not in stored
+
+
+def test_forget_person_matches_pseudonym(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = pseudonymized_project(tmp_path / "p", key_env=KEY_VARIABLE)
+    pipeline.score(project, DATES[0])
+
+    report = forget(project, person_subject(project, "zoe@example.com"), author="dpo")
+
+    assert report.snapshot_rows[DATES[0].isoformat()] == {"measures": 1}
+    measures = pipeline.snapshot_store(project).read(DATES[0], "measures")
+    assert expected_pseudonym("zoe@example.com", KEY) not in set(measures["value_text"])
+    assert ERASED in set(measures["value_text"])
+
+
+def test_missing_key_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_VARIABLE, raising=False)
+    project = pseudonymized_project(tmp_path / "p", key_env=KEY_VARIABLE)
+
+    with pytest.raises(PrivacyError, match=f"environment variable {KEY_VARIABLE} is"):
+        Engine.open(project)
+
+
+def test_missing_key_file_is_named(tmp_path):
+    project = pseudonymized_project(tmp_path / "p", key_file="secrets/pseudonym.key")
+
+    missing = re.escape(str(project.root / "secrets" / "pseudonym.key"))
+    with pytest.raises(PrivacyError, match=f"key file {missing} cannot be read"):
+        Engine.open(project)
+
+
+def test_key_file_gives_same_pseudonyms_as_variable(tmp_path, monkeypatch):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "pseudonym.key").write_text(KEY + "\n")
+    project = pseudonymized_project(tmp_path / "p", key_file="pseudonym.key")
+
+    users = engine_users(project)
+
+    assert expected_pseudonym("zoe@example.com", KEY) in users
+
+
+def test_unknown_pseudonymized_column_rejected(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    privacy = {"pseudonymize": {"columns": ["usr"], "key_env": KEY_VARIABLE}}
+    project = write_project(
+        tmp_path / "p",
+        privacy_config(**privacy),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+
+    with pytest.raises(PrivacyError, match="lists 'usr', which is a standard column"):
+        Engine.open(project)
+
+
+def test_account_id_cannot_be_pseudonymized(tmp_path):
+    privacy = {"pseudonymize": {"columns": ["account_id"], "key_env": KEY_VARIABLE}}
+
+    with pytest.raises(ConfigError, match="'account_id' cannot be pseudonymized"):
+        write_project(
+            tmp_path / "p",
+            privacy_config(**privacy),
+            {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+        )
