@@ -1,0 +1,112 @@
+"""Time a 52-date weekly backfill against scoring one date, on generated data.
+
+Usage::
+
+    python benchmarks/backfill.py --events 2000000 --accounts 20000 [--repeat 3]
+
+The data set comes from generate.py (cached under benchmarks/data/). Each run is a
+fresh child process that times, after its imports, either `pipeline.score` for the
+benchmark's as-of date or `monitoring.backfill.backfill` for the 52 weekly dates
+ending on it; both include reading the sources and storing the snapshots in a
+temporary folder. The target is a backfill of at most 3 times one date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from generate import generate, read_manifest
+from metric_set import AS_OF
+
+BENCHMARKS = Path(__file__).resolve().parent
+DATES = 52
+TARGET_RATIO = 3.0
+
+_CHILD = """
+import sys, time
+from datetime import date, timedelta
+from healthscore.config import load_project
+from healthscore.monitoring.backfill import backfill
+from healthscore.pipeline import score
+project = load_project(sys.argv[1])
+as_of = date.fromisoformat(sys.argv[2])
+started = time.perf_counter()
+if sys.argv[3] == "one":
+    score(project, as_of)
+else:
+    dates = [as_of - timedelta(days=7 * i) for i in range(int(sys.argv[3]))]
+    backfill(project, dates)
+print(time.perf_counter() - started)
+"""
+
+
+def _time_child(project: Path, mode: str) -> float:
+    """Seconds that one fresh process reports for one run."""
+    output = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(project), AS_OF.isoformat(), mode],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return float(output.strip().splitlines()[-1])
+
+
+def _fresh_project(data: Path, workspace: Path) -> Path:
+    """A copy of the generated project whose snapshots go to an empty folder."""
+    if workspace.exists():
+        shutil.rmtree(workspace)
+    workspace.mkdir(parents=True)
+    for name in ("accounts.parquet", "events.parquet"):
+        (workspace / name).symlink_to(data / name)
+    shutil.copy(data / "healthscore.yml", workspace / "healthscore.yml")
+    return workspace
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    arguments = parser.parse_args()
+
+    data = (
+        BENCHMARKS
+        / "data"
+        / (f"events-{arguments.events}-accounts-{arguments.accounts}-seed-7")
+    )
+    if read_manifest(data) is None:
+        generate(data, arguments.events, arguments.accounts)
+    results: dict[str, list[float]] = {"one": [], str(DATES): []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for _ in range(arguments.repeat):
+            for mode in results:
+                project = _fresh_project(data, Path(scratch) / mode)
+                results[mode].append(_time_child(project, mode))
+    one = statistics.median(results["one"])
+    many = statistics.median(results[str(DATES)])
+    first = AS_OF - timedelta(days=7 * (DATES - 1))
+    summary = {
+        "events": arguments.events,
+        "accounts": arguments.accounts,
+        "dates": f"{DATES} weekly, {first} to {AS_OF}",
+        "one_date_seconds": results["one"],
+        "backfill_seconds": results[str(DATES)],
+        "median_one_date": round(one, 2),
+        "median_backfill": round(many, 2),
+        "ratio": round(many / one, 2),
+        "target_met": many / one <= TARGET_RATIO,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

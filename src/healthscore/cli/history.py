@@ -1,0 +1,185 @@
+"""Score history commands: `backfill` (score a range of dates) and `trend`."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from healthscore.cli.common import (
+    AsOfOption,
+    JsonOption,
+    ProjectOption,
+    VerboseOption,
+    handle_errors,
+    note,
+    open_project,
+    parse_date,
+    print_json,
+    say,
+    stderr_console,
+    stdout_console,
+)
+from healthscore.config.models import Duration, parse_duration
+from healthscore.monitoring.backfill import backfill as run_backfill
+from healthscore.monitoring.backfill import backfill_dates
+from healthscore.monitoring.history import score_history
+from healthscore.monitoring.trends import compute_trends
+from healthscore.pipeline import snapshot_store
+
+WEEKLY = parse_duration("7d")
+
+
+def _parse_step(text: str) -> Duration:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@handle_errors
+def backfill(
+    start: Annotated[
+        date,
+        typer.Option("--from", parser=parse_date, metavar="DATE", help="First date."),
+    ],
+    end: Annotated[
+        date,
+        typer.Option(
+            "--to", parser=parse_date, metavar="DATE", help="Last date (included)."
+        ),
+    ],
+    every: Annotated[
+        Duration,
+        typer.Option(
+            "--every",
+            parser=_parse_step,
+            metavar="DURATION",
+            help="Step between dates: days (7d), weeks (1w) or months (1mo).",
+        ),
+    ] = WEEKLY,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Rescore only the stored dates, each under the configuration "
+            "stored with it.",
+        ),
+    ] = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Score and store every as-of date from --from to --to, --every apart."""
+    project = open_project(project_dir)
+    dates = backfill_dates(start, end, every)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        disable=json_output,
+    ) as progress:
+        task = progress.add_task("backfilling", total=len(dates))
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = run_backfill(project, dates, replay=replay, progress=advance)
+    if json_output:
+        print_json(
+            {
+                "dates": result.dates,
+                "accounts": {day.isoformat(): n for day, n in result.accounts.items()},
+                "skipped": result.skipped,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+        return
+    for skipped in result.skipped:
+        note(f"skipped {skipped}: no snapshot is stored to replay")
+    if not result.dates:
+        say("No snapshots were stored.")
+        return
+    say(
+        f"stored {len(result.dates)} snapshots from {result.dates[0]} to "
+        f"{result.dates[-1]} in {result.seconds:.1f} s"
+    )
+
+
+@handle_errors
+def trend(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    as_of: AsOfOption,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Print an account's score history up to a date, and its trend."""
+    project = open_project(project_dir)
+    store = snapshot_store(project)
+    history = score_history(store)
+    trends = compute_trends(store, as_of, project.config.history.trend, history)
+    row = trends[trends["account_id"] == account]
+    if row.empty:
+        raise ValueError(
+            f"account {account!r} has no score as of {as_of}; check the id with "
+            f"`healthscore explain` or score that date"
+        )
+    own = history[(history["account_id"] == account) & (history["as_of"] <= as_of)]
+    data = _trend_json(account, as_of, own, row.iloc[0].to_dict())
+    if json_output:
+        print_json(data)
+        return
+    table = Table(title=f"Score history of {account}")
+    for column in ("as of", "score", "band"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for point in data["history"]:
+        score = "" if point["score"] is None else f"{point['score']:.0f}"
+        table.add_row(str(point["as_of"]), score, str(point["band"]))
+    stdout_console().print(table)
+    say(_trend_line(data["trend"]))
+
+
+def _trend_json(
+    account: str, as_of: date, history: Any, trend: dict[str, Any]
+) -> dict[str, Any]:
+    points = [
+        {"as_of": row.as_of, "score": _number(row.score), "band": row.band}
+        for row in history.itertuples()
+    ]
+    return {
+        "account_id": account,
+        "as_of": as_of,
+        "history": points,
+        "trend": {key: _number(value) for key, value in trend.items()},
+    }
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _trend_line(trend: dict[str, Any]) -> str:
+    def shown(key: str) -> str:
+        value = trend[key]
+        return "n/a" if value is None else f"{value:+.1f}"
+
+    return (
+        f"Trend: {trend['arrow']} (change 7d {shown('change_7d')}, 30d "
+        f"{shown('change_30d')}, 90d {shown('change_90d')}; slope "
+        f"{shown('slope_30d')} points per 30 days)"
+    )

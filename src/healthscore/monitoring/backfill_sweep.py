@@ -1,0 +1,407 @@
+"""Row metrics of one source for many as-of dates, from one scan of its rows.
+
+Every as-of point falls on a midnight of the project zone, and every window edge is a
+whole number of days or calendar months before it, so a window is a range of whole
+days. The scan therefore reduces the rows to per-account, per-day partial aggregates
+once, and each date's value comes from those partials:
+
+- counts and sums: the difference of two running totals per account;
+- minimum and maximum: a reduction over the days of the window;
+- latest value, days since, first milestone: the last or first day before the end;
+- distinct counts: each distinct (account, value, day) triple adds one to the dates
+  whose window contains its day, counted once per (account, value) and date.
+
+A right-closed window (start, end] keeps a row stamped exactly at midnight with the
+day before, so rows are bucketed by the day of `timestamp - 1 microsecond` for it.
+The cost grows with the rows and the account-days, not with the dates times windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import ibis
+import numpy as np
+import pandas as pd
+
+from healthscore.config.models import (
+    AggregateMetric,
+    CountMetric,
+    DaysSinceMetric,
+    DistinctCountMetric,
+    LatestMetric,
+    MetricConfig,
+    MilestoneMetric,
+    RateMetric,
+)
+from healthscore.expressions import parse_expression
+from healthscore.metrics.aggregates import _calendar_days, _request
+from healthscore.sources import SourceSet
+
+_EPOCH = datetime(1970, 1, 1)
+# Day numbers are shifted by this much inside sort keys so that they stay positive.
+# A shifted day of 0 is the lower edge of a metric without a window.
+_DAY_OFFSET = 1 << 30
+_ACCOUNT_SHIFT = 32
+_LEFT_DAY = "_left_day"
+_RIGHT_DAY = "_right_day"
+
+
+def day_number(moment: datetime | date) -> int:
+    """Days from 1970-01-01 to the day of `moment`."""
+    if not isinstance(moment, datetime):
+        moment = datetime(moment.year, moment.month, moment.day)
+    return (moment - _EPOCH).days
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """One requested column over all dates: its metric and each date's day range."""
+
+    column: str
+    metric: MetricConfig
+    kind: str
+    right_closed: bool
+    starts: np.ndarray
+    """First day of each date's window, shifted by _DAY_OFFSET (0: no lower edge)."""
+    ends: np.ndarray
+    """Day after the last day of each date's window, shifted by _DAY_OFFSET."""
+
+    @property
+    def bounded(self) -> bool:
+        return bool(self.starts.min() > 0)
+
+    @property
+    def day_column(self) -> str:
+        return _RIGHT_DAY if self.right_closed else _LEFT_DAY
+
+
+def _sweep(
+    name: str, metrics: dict[str, MetricConfig], points: list[datetime]
+) -> _Sweep:
+    requests = [_request(name, metrics, point) for point in points]
+    first = requests[0]
+    starts, ends = [], []
+    for request, point in zip(requests, points, strict=True):
+        span = request.span
+        if span is None:
+            # Without a window a metric sees the rows strictly before the point.
+            starts.append(0)
+            ends.append(day_number(point) + _DAY_OFFSET)
+        else:
+            starts.append(day_number(span.start) + _DAY_OFFSET)
+            ends.append(day_number(span.end) + _DAY_OFFSET)
+    right = first.span is not None and first.span.closed == "right"
+    return _Sweep(
+        column=first.column,
+        metric=first.metric,
+        kind=_metric_kind(first.metric),
+        right_closed=right,
+        starts=np.asarray(starts, dtype=np.int64),
+        ends=np.asarray(ends, dtype=np.int64),
+    )
+
+
+def _metric_kind(metric: MetricConfig) -> str:
+    if isinstance(metric, CountMetric | RateMetric):
+        return "count"
+    if isinstance(metric, DistinctCountMetric):
+        return "distinct"
+    if isinstance(metric, AggregateMetric):
+        return metric.type
+    if isinstance(metric, LatestMetric):
+        return "latest"
+    if isinstance(metric, DaysSinceMetric):
+        return "last"
+    assert isinstance(metric, MilestoneMetric)
+    return "first"
+
+
+class SourceSweep:
+    """Row metrics of one source at every point of a date grid.
+
+    Parameters
+    ----------
+    sources : SourceSet
+        The project's sources.
+    source_name : str
+        Source whose row metrics are computed.
+    names : list of str
+        Metric names that read the source, as `aggregates.group_by_source` lists them.
+    metrics : dict
+        All metrics of the project.
+    points : list of datetime
+        As-of points, oldest first, each a midnight.
+    accounts : Index
+        Account ids that index the frames `frame` returns.
+    """
+
+    def __init__(
+        self,
+        sources: SourceSet,
+        source_name: str,
+        names: list[str],
+        metrics: dict[str, MetricConfig],
+        points: list[datetime],
+        accounts: pd.Index,
+    ) -> None:
+        self.accounts = accounts
+        self.sweeps = [_sweep(name, metrics, points) for name in names]
+        table = sources.rows(source_name, points[-1])
+        if "timestamp" not in table.columns:
+            table = table.mutate(timestamp=table.start.cast("timestamp"))
+        table = table.mutate(
+            **{
+                _LEFT_DAY: table.timestamp.date(),
+                _RIGHT_DAY: (table.timestamp - ibis.interval(microseconds=1)).date(),
+            }
+        )
+        self._bases = np.arange(len(accounts), dtype=np.int64) << _ACCOUNT_SHIFT
+        self._partials: dict[str, _Partials] = {}
+        self._distinct: dict[str, np.ndarray] = {}
+        row_sweeps = [s for s in self.sweeps if s.kind != "distinct"]
+        if row_sweeps:
+            frame = _scan_partials(table, row_sweeps, accounts)
+            for index, sweep in enumerate(row_sweeps):
+                self._partials[sweep.column] = _Partials.build(frame, index, sweep)
+        for sweep in self.sweeps:
+            if sweep.kind == "distinct":
+                self._distinct[sweep.column] = _distinct_counts(table, sweep, accounts)
+
+    def frame(
+        self, index: int, as_of: date, positions: np.ndarray, rows: pd.Index
+    ) -> pd.DataFrame:
+        """Values of every requested column at the `index`-th point of the grid.
+
+        `positions` are the positions in `accounts` of the accounts in `rows`, the
+        index of the frame.
+        """
+        bases = self._bases[positions]
+        columns = {}
+        for sweep in self.sweeps:
+            if sweep.kind == "distinct":
+                counts = self._distinct[sweep.column][positions, index]
+                columns[sweep.column] = counts.astype("float64")
+            else:
+                partials = self._partials[sweep.column]
+                values = partials.at(sweep, index, bases)
+                if sweep.kind == "last":
+                    values = _calendar_days(as_of, values)
+                columns[sweep.column] = values.to_numpy()
+        return pd.DataFrame(columns, index=rows)
+
+
+# The scan
+
+
+def _scan_partials(
+    table: ibis.Table, sweeps: list[_Sweep], accounts: pd.Index
+) -> pd.DataFrame:
+    """Per account and day (both bucketings), the partial aggregates of each sweep.
+
+    The account ids become positions in `accounts` (column `code`) and the days
+    become shifted day numbers.
+    """
+    namespace = {column: table[column] for column in table.columns}
+    aggregations: dict[str, ibis.Value] = {}
+    for index, sweep in enumerate(sweeps):
+        aggregations.update(_partial_columns(table, index, sweep, namespace))
+    keys = ["account_id", _LEFT_DAY, _RIGHT_DAY]
+    lower = min(int(s.starts.min()) for s in sweeps)
+    if lower > 0:
+        # Rows before every window can be skipped, as compute_source does.
+        start = _EPOCH + pd.Timedelta(days=lower - _DAY_OFFSET - 1).to_pytimedelta()
+        table = table.filter(table.timestamp >= start)
+    frame = table.group_by(keys).aggregate(**aggregations).execute()
+    frame["code"] = accounts.get_indexer(frame.pop("account_id"))
+    for column in (_LEFT_DAY, _RIGHT_DAY):
+        frame[column] = _day_numbers(frame[column])
+    return frame[frame["code"] >= 0]
+
+
+def _day_numbers(days: pd.Series) -> np.ndarray:
+    """Shifted day numbers of a column of dates."""
+    numbers = pd.to_datetime(days).to_numpy("datetime64[D]").astype(np.int64)
+    return numbers + _DAY_OFFSET
+
+
+def _partial_columns(
+    table: ibis.Table, index: int, sweep: _Sweep, namespace: dict[str, ibis.Value]
+) -> dict[str, ibis.Value]:
+    where = getattr(sweep.metric, "where", None)
+    condition = parse_expression(where).evaluate(namespace) if where else None
+    metric = sweep.metric
+    timestamp = table.timestamp
+    if sweep.kind == "count":
+        return {f"c{index}": table.count(where=condition)}
+    if sweep.kind in ("sum", "mean"):
+        column = table[metric.column]  # type: ignore[union-attr]
+        return {
+            f"s{index}": column.sum(where=condition),
+            f"n{index}": column.count(where=condition),
+        }
+    if sweep.kind in ("min", "max"):
+        column = table[metric.column]  # type: ignore[union-attr]
+        return {f"m{index}": getattr(column, sweep.kind)(where=condition)}
+    if sweep.kind == "latest":
+        # Ibis computes argmax as the value on the newest row, even when missing.
+        column = table[metric.column]  # type: ignore[union-attr]
+        return {
+            f"v{index}": column.argmax(timestamp, where=condition),
+            f"t{index}": timestamp.max(where=condition),
+        }
+    if sweep.kind == "last":
+        return {f"t{index}": timestamp.max(where=condition)}
+    return {f"t{index}": timestamp.min(where=condition)}
+
+
+@dataclass
+class _Partials:
+    """One sweep's partial aggregates per account and day, sorted by both."""
+
+    keys: np.ndarray
+    """(account code << 32) | shifted day, ascending."""
+    values: np.ndarray
+    """Running totals (with a leading 0) or the value of each day."""
+    counts: np.ndarray | None = None
+    """Running counts of non-missing values, for means."""
+
+    @classmethod
+    def build(cls, frame: pd.DataFrame, index: int, sweep: _Sweep) -> _Partials:
+        merged = _merge_days(frame, index, sweep)
+        keys = (merged["code"].to_numpy(np.int64) << _ACCOUNT_SHIFT) | merged[
+            "day"
+        ].to_numpy(np.int64)
+        if sweep.kind in ("count", "sum", "mean"):
+            totals = _running(merged["value"].to_numpy("float64"))
+            counts = None
+            if sweep.kind == "mean":
+                counts = _running(merged["count"].to_numpy("float64"))
+            return cls(keys, totals, counts)
+        values = merged["value"]
+        if sweep.kind in ("min", "max") and not sweep.bounded:
+            # Without a window the value is a running extreme per account.
+            grouped = values.groupby(merged["code"].to_numpy())
+            values = grouped.cummin() if sweep.kind == "min" else grouped.cummax()
+        return cls(keys, values.to_numpy())
+
+    def at(self, sweep: _Sweep, index: int, bases: np.ndarray) -> pd.Series:
+        """The sweep's value for every account at the `index`-th point."""
+        low = np.searchsorted(self.keys, bases | sweep.starts[index])
+        high = np.searchsorted(self.keys, bases | sweep.ends[index])
+        if sweep.kind in ("count", "sum"):
+            return pd.Series(self.values[high] - self.values[low])
+        if sweep.kind == "mean":
+            assert self.counts is not None
+            count = self.counts[high] - self.counts[low]
+            total = self.values[high] - self.values[low]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return pd.Series(np.where(count > 0, total / count, np.nan))
+        if sweep.kind in ("min", "max"):
+            return self._extreme(sweep, low, high)
+        if sweep.kind == "first":
+            # The account's first day, when it lies before the end of the window.
+            return self._pick(low, high > low)
+        return self._pick(high - 1, high > low)
+
+    def _extreme(self, sweep: _Sweep, low: np.ndarray, high: np.ndarray) -> pd.Series:
+        present = high > low
+        if not sweep.bounded:
+            return self._pick(high - 1, present)
+        # reduceat over (low, high) pairs reduces values[low:high]; the pad element
+        # lets `high` reach the end of the array.
+        ufunc = np.minimum if sweep.kind == "min" else np.maximum
+        padded = np.append(self.values.astype("float64"), np.nan)
+        bounds = np.column_stack([low, high]).ravel()
+        reduced = ufunc.reduceat(padded, bounds)[::2]
+        return pd.Series(np.where(present, reduced, np.nan))
+
+    def _pick(self, positions: np.ndarray, present: np.ndarray) -> pd.Series:
+        safe = np.clip(positions, 0, max(len(self.values) - 1, 0))
+        if len(self.values) == 0:
+            return pd.Series(np.full(len(positions), np.nan))
+        return pd.Series(self.values[safe]).where(present)
+
+
+def _running(values: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.nan_to_num(values, nan=0.0))])
+
+
+def _merge_days(frame: pd.DataFrame, index: int, sweep: _Sweep) -> pd.DataFrame:
+    """Partials of one sweep per (account code, day) of its bucketing, sorted."""
+    part = pd.DataFrame(
+        {"code": frame["code"].to_numpy(), "day": frame[sweep.day_column].to_numpy()}
+    )
+    kind = sweep.kind
+    if kind == "count":
+        part["value"] = frame[f"c{index}"].to_numpy("float64")
+        part = part[part["value"] > 0]
+        merged = part.groupby(["code", "day"], sort=True).sum()
+    elif kind in ("sum", "mean"):
+        part["value"] = frame[f"s{index}"].to_numpy("float64")
+        part["count"] = frame[f"n{index}"].to_numpy("float64")
+        part = part[part["count"] > 0]
+        merged = part.groupby(["code", "day"], sort=True).sum()
+    elif kind in ("min", "max"):
+        part["value"] = frame[f"m{index}"].to_numpy("float64")
+        part = part[part["value"].notna()]
+        merged = part.groupby(["code", "day"], sort=True).agg(kind)
+    elif kind == "latest":
+        part["value"] = frame[f"v{index}"].to_numpy()
+        part["time"] = frame[f"t{index}"].to_numpy()
+        part = part[part["time"].notna()].sort_values(["code", "day", "time"])
+        # The newest row's value, kept even when it is missing (unlike `last()`).
+        merged = part.drop_duplicates(["code", "day"], keep="last")
+        merged = merged.set_index(["code", "day"])[["value"]]
+    else:
+        part["value"] = pd.to_datetime(frame[f"t{index}"]).to_numpy()
+        part = part[part["value"].notna()]
+        reduction = "max" if kind == "last" else "min"
+        merged = part.groupby(["code", "day"], sort=True).agg(reduction)
+    return merged.reset_index()
+
+
+def _distinct_counts(
+    table: ibis.Table, sweep: _Sweep, accounts: pd.Index
+) -> np.ndarray:
+    """Distinct values in each date's window: an (accounts, dates) array of counts."""
+    metric = sweep.metric
+    assert isinstance(metric, DistinctCountMetric)
+    namespace = {column: table[column] for column in table.columns}
+    value = table[metric.column]
+    condition = value.notnull()
+    if metric.where:
+        condition = condition & parse_expression(metric.where).evaluate(namespace)
+    triples = (
+        table.filter(condition)
+        .select(account=table.account_id, day=table[sweep.day_column], value=value)
+        .distinct()
+        .execute()
+    )
+    codes = accounts.get_indexer(triples["account"])
+    value_codes, _ = pd.factorize(triples["value"])
+    days = _day_numbers(triples["day"])
+    keep = codes >= 0
+    codes, value_codes, days = codes[keep], value_codes[keep], days[keep]
+    order = np.lexsort((days, value_codes, codes))
+    codes, value_codes, days = codes[order], value_codes[order], days[order]
+
+    # Dates whose window [start, end) contains the day: end > day and start <= day.
+    # Both edges grow with the date, so these dates form one range per triple.
+    first = np.searchsorted(sweep.ends, days, side="right")
+    after = np.searchsorted(sweep.starts, days, side="right")
+    # A later day of the same (account, value) only adds the dates not yet counted.
+    same_group = np.zeros(len(codes), dtype=bool)
+    same_group[1:] = (codes[1:] == codes[:-1]) & (value_codes[1:] == value_codes[:-1])
+    previous_after = np.zeros(len(codes), dtype=np.int64)
+    previous_after[1:] = after[:-1]
+    first = np.where(same_group, np.maximum(first, previous_after), first)
+    adds = first < after
+
+    width = len(sweep.ends) + 1
+    size = len(accounts) * width
+    increments = np.bincount(codes[adds] * width + first[adds], minlength=size)
+    decrements = np.bincount(codes[adds] * width + after[adds], minlength=size)
+    steps = (increments - decrements).reshape(len(accounts), width)
+    return np.cumsum(steps, axis=1)[:, :-1]

@@ -1,0 +1,172 @@
+"""Score history: storing runs with their configuration, replaying past dates.
+
+Each snapshot's `run.json` records the content hash of every scorecard (see
+`Project.scorecard_version`). Beside the snapshots, `configs/<key>.yml` keeps the
+text of `healthscore.yml` as it was when a set of scorecard versions was first
+stored, where the key is a hash of those versions. `replay` rescores a past date under
+that stored text, so a later change to a scorecard does not change a replayed score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from healthscore.config import Project
+from healthscore.config.models import ProjectConfig
+from healthscore.engine import Engine
+from healthscore.pipeline import ScoringRun, score, snapshot_store
+from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
+
+__all__ = [
+    "CONFIGS_DIR",
+    "config_key",
+    "record_run_config",
+    "replay",
+    "replay_project",
+    "score_history",
+    "store_run",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Folder inside the snapshot folder that keeps the project file per configuration.
+CONFIGS_DIR = "configs"
+
+#: Columns of `score_history`.
+HISTORY_COLUMNS = ["as_of", "account_id", "score", "band", "scorecard"]
+
+
+def config_key(versions: Mapping[str, str]) -> str:
+    """Key of a set of scorecard versions: 16 hex digits of a SHA-256."""
+    text = json.dumps(dict(sorted(versions.items())), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_path(store: SnapshotStore, versions: Mapping[str, str]) -> Path:
+    """File that keeps the project text stored for `versions`."""
+    return store.folder / CONFIGS_DIR / f"{config_key(versions)}.yml"
+
+
+def record_run_config(run: ScoringRun) -> Path:
+    """Keep a copy of the project file for the run's scorecard versions.
+
+    The copy is written once per set of versions, so the first text stored for a
+    configuration stays, even if later edits leave the scorecards unchanged (such as
+    a new report setting). Call it after every stored scoring run.
+    """
+    store = snapshot_store(run.project)
+    path = config_path(store, run.versions)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a reader never sees half a file.
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    staging.write_text(run.project.file.read_text(encoding="utf-8"), encoding="utf-8")
+    os.replace(staging, path)
+    logger.info("stored the project file for scorecard versions %s", run.versions)
+    return path
+
+
+def store_run(run: ScoringRun) -> Path:
+    """Write the run's snapshot (tables and run.json) and its configuration copy."""
+    run.snapshot = snapshot_store(run.project).write(
+        run.as_of, run.tables(), run.run_info()
+    )
+    record_run_config(run)
+    return run.snapshot
+
+
+def replay_project(project: Project, as_of: date) -> Project:
+    """The project as configured for the stored snapshot of `as_of`.
+
+    The stored settings replace the current ones except `store`, so that a replayed
+    run reads and writes the current snapshot and state stores.
+
+    Raises
+    ------
+    SnapshotNotFoundError
+        When no snapshot of `as_of` is stored, or no project file is kept for its
+        scorecard versions.
+    ValueError
+        When the kept project file is no longer valid.
+    """
+    store = snapshot_store(project)
+    versions = store.run_info(as_of).get("scorecard_versions", {})
+    path = config_path(store, versions)
+    if not path.is_file():
+        raise SnapshotNotFoundError(
+            f"no project file is kept for the snapshot of {as_of.isoformat()} "
+            f"(expected {path}); it was stored before configurations were kept, so "
+            f"run `healthscore backfill` or `healthscore score --as-of "
+            f"{as_of.isoformat()}` to store it again"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config = ProjectConfig.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ValueError(
+            f"the project file kept in {path} is no longer valid: {exc}; delete it "
+            "and score the date again to keep the current configuration"
+        ) from exc
+    config = config.model_copy(update={"store": project.config.store})
+    return Project(root=project.root, config=config)
+
+
+def replay(
+    project: Project,
+    as_of: date,
+    *,
+    engine: Engine | None = None,
+    store: bool = True,
+) -> ScoringRun:
+    """Rescore `as_of` under the configuration stored with its snapshot.
+
+    Parameters
+    ----------
+    project : Project
+        The current project; its snapshot store holds the date to replay.
+    as_of : date
+        A date with a stored snapshot.
+    engine : Engine, optional
+        An engine opened for the stored configuration; by default one is opened.
+    store : bool
+        Replace the snapshot of `as_of` with the replayed run.
+
+    Raises
+    ------
+    SnapshotNotFoundError
+        When the date or its project file is not stored.
+    """
+    replayed = replay_project(project, as_of)
+    run = score(replayed, as_of, engine=engine, store=False)
+    if store:
+        store_run(run)
+    return run
+
+
+def score_history(
+    store: SnapshotStore, account_ids: list[str] | None = None
+) -> pd.DataFrame:
+    """Scores of every stored date, oldest first, with the columns HISTORY_COLUMNS.
+
+    Raises SnapshotNotFoundError when no snapshot is stored.
+    """
+    scores = store.read_many("scores")
+    if account_ids is not None:
+        scores = scores[scores["account_id"].isin(account_ids)]
+    frame = scores[HISTORY_COLUMNS].copy()
+    frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
+    return frame.sort_values(["as_of", "account_id"], kind="stable").reset_index(
+        drop=True
+    )

@@ -1,0 +1,139 @@
+"""Score trends per account from the stored snapshots: changes, slope and an arrow.
+
+- `change_7d`, `change_30d`, `change_90d`: the score as of D minus the score of the
+  snapshot nearest to D - n days (the earlier one on a tie), provided it is at most
+  half the median step between snapshots away from D - n; missing otherwise. The
+  nearest snapshot may lie a little after D - n, because with weekly snapshots the
+  one on or before D - 30 is 5 days off, more than half a step.
+- `slope_30d`: least-squares slope of the score against time over the latest
+  `slope_snapshots` snapshots up to D, in points per 30 days; missing with fewer
+  than two scores.
+- `arrow`: `up` when change_30d >= threshold and the slope is positive, `down` when
+  change_30d <= -threshold and the slope is negative, else `flat`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from healthscore.config.history import TrendConfig
+from healthscore.monitoring.history import score_history
+from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
+
+__all__ = ["CHANGE_DAYS", "TREND_COLUMNS", "compute_trends", "trend_arrow"]
+
+#: Horizons of the score changes, in days.
+CHANGE_DAYS = (7, 30, 90)
+
+#: Columns of the table `compute_trends` returns.
+TREND_COLUMNS = [
+    "account_id",
+    "score",
+    "change_7d",
+    "change_30d",
+    "change_90d",
+    "slope_30d",
+    "arrow",
+]
+
+
+def compute_trends(
+    store: SnapshotStore,
+    as_of: date,
+    settings: TrendConfig,
+    history: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Trend of every account scored as of `as_of`, with the columns TREND_COLUMNS.
+
+    Parameters
+    ----------
+    store : SnapshotStore
+        Snapshots to read.
+    as_of : date
+        A stored as-of date.
+    settings : TrendConfig
+        Threshold of the arrow and the number of snapshots of the slope.
+    history : DataFrame, optional
+        `score_history(store)`, when the caller has read it already.
+
+    Raises
+    ------
+    SnapshotNotFoundError
+        When no snapshot of `as_of` is stored.
+    """
+    if not store.exists(as_of):
+        raise SnapshotNotFoundError(
+            f"no snapshot for {as_of.isoformat()} in {store.folder}; run "
+            f"`healthscore score --as-of {as_of.isoformat()}` first"
+        )
+    if history is None:
+        history = score_history(store)
+    history = history[history["as_of"] <= as_of]
+    scores = history.pivot(index="as_of", columns="account_id", values="score")
+    scores = scores.sort_index()
+    current = scores.loc[as_of].dropna()
+    accounts = current.index
+    frame = pd.DataFrame({"account_id": accounts, "score": current.to_numpy()})
+
+    tolerance = _half_step(list(scores.index))
+    for days in CHANGE_DAYS:
+        base = _base_date(list(scores.index), as_of - timedelta(days=days), tolerance)
+        if base is None:
+            frame[f"change_{days}d"] = np.nan
+        else:
+            earlier = scores.loc[base].reindex(accounts).to_numpy()
+            frame[f"change_{days}d"] = current.to_numpy() - earlier
+    recent = scores.iloc[-settings.slope_snapshots :].reindex(columns=accounts)
+    frame["slope_30d"] = _slopes(recent) * 30.0
+    frame["arrow"] = [
+        trend_arrow(change, slope, settings.threshold)
+        for change, slope in zip(frame["change_30d"], frame["slope_30d"], strict=True)
+    ]
+    return frame[TREND_COLUMNS].sort_values("account_id").reset_index(drop=True)
+
+
+def trend_arrow(change_30d: float, slope_30d: float, threshold: float) -> str:
+    """The arrow of one account: up, down or flat (see the module docstring)."""
+    if np.isnan(change_30d) or np.isnan(slope_30d):
+        return "flat"
+    if change_30d >= threshold and slope_30d > 0:
+        return "up"
+    if change_30d <= -threshold and slope_30d < 0:
+        return "down"
+    return "flat"
+
+
+def _half_step(dates: list[date]) -> timedelta:
+    """Half the median gap between stored dates (zero with one date)."""
+    if len(dates) < 2:
+        return timedelta(0)
+    gaps = np.diff([day.toordinal() for day in dates])
+    return timedelta(days=float(np.median(gaps)) / 2)
+
+
+def _base_date(dates: list[date], target: date, tolerance: timedelta) -> date | None:
+    """The date nearest to `target` within `tolerance`, the earlier one on a tie."""
+    close = [day for day in dates if abs(day - target) <= tolerance]
+    if not close:
+        return None
+    return min(close, key=lambda day: (abs(day - target), day))
+
+
+def _slopes(scores: pd.DataFrame) -> np.ndarray:
+    """Least-squares slope, in points per day, of each column against its dates."""
+    days = np.array([day.toordinal() for day in scores.index], dtype="float64")
+    values = scores.to_numpy("float64")
+    present = ~np.isnan(values)
+    count = present.sum(axis=0)
+    x = np.where(present, days[:, None], 0.0)
+    y = np.where(present, values, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_x = x.sum(axis=0) / count
+        mean_y = y.sum(axis=0) / count
+        dx = np.where(present, days[:, None] - mean_x, 0.0)
+        dy = np.where(present, values - mean_y, 0.0)
+        slope = (dx * dy).sum(axis=0) / (dx * dx).sum(axis=0)
+    return np.where(count >= 2, slope, np.nan)

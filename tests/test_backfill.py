@@ -1,0 +1,366 @@
+"""Backfill: each swept date equals compute_metrics and pipeline.score for it."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from healthscore.cli import app
+from healthscore.config import Project, load_project
+from healthscore.config.models import parse_duration
+from healthscore.engine import Engine
+from healthscore.metrics import compute_metrics
+from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metrics
+from healthscore.monitoring.history import config_path, replay
+from healthscore.pipeline import score, scorecard_versions, snapshot_store
+from healthscore.scoring import score_accounts
+from project_factory import write_project
+
+ACCOUNTS = """account_id,name,segment,owner,arr,plan
+a1,Acme,enterprise,alice,120000,gold
+a2,Globex,smb,bob,9000,silver
+a3,Initech,smb,bob,4000,gold
+a4,Umbrella,smb,carol,1000,bronze
+a5,Hooli,enterprise,carol,50000,silver
+"""
+
+SUBSCRIPTIONS = """account_id,start,end
+a1,2024-01-01,2024-02-01
+a1,2024-02-15,
+a2,2024-01-10,2024-03-01
+a2,2024-04-20,
+a3,2024-02-01,2024-04-10
+a4,2024-03-03,
+a5,2024-01-05,
+"""
+
+# Events fall on the 150 days from FIRST_DAY, about 30 % of them exactly at midnight.
+FIRST_DAY = datetime(2024, 1, 1)
+DAYS = 150
+
+
+def _events() -> pd.DataFrame:
+    """Events of five accounts over 150 days, many stamped exactly at midnight."""
+    generator = np.random.default_rng(11)
+    size = 1500
+    days = generator.integers(0, DAYS, size)
+    at_midnight = generator.random(size) < 0.3
+    seconds = np.where(at_midnight, 0, generator.integers(0, 86400, size))
+    timestamps = [
+        FIRST_DAY + timedelta(days=int(day), seconds=int(second))
+        for day, second in zip(days, seconds, strict=True)
+    ]
+    values = generator.normal(10, 5, size).round(3)
+    values[generator.random(size) < 0.1] = np.nan
+    return pd.DataFrame(
+        {
+            "account_id": generator.choice(["a1", "a2", "a3", "a4", "a5"], size),
+            "timestamp": timestamps,
+            "event_type": generator.choice(["login", "report", "export"], size),
+            "user": generator.choice([f"u{i}" for i in range(9)], size),
+            "value": values,
+            "channel": generator.choice(["web", "mobile", None], size),
+        }
+    )
+
+
+def _windowed(kind: str, window: object, **extra: object) -> dict[str, object]:
+    return {"type": kind, "source": "events", "window": window, **extra}
+
+
+RIGHT_14 = {"length": "14d", "closed": "right"}
+RIGHT_30 = {"length": "30d", "closed": "right"}
+
+METRICS: dict[str, dict[str, object]] = {
+    "logins_left": _windowed("count", "14d", where="event_type == 'login'"),
+    "logins_right": _windowed("count", RIGHT_14, where="event_type == 'login'"),
+    "events_month": _windowed("count", "1mo"),
+    "events_ever": {"type": "count", "source": "events"},
+    "users_left": _windowed("distinct_count", "10d", column="user"),
+    "users_right": _windowed("distinct_count", RIGHT_30, column="user"),
+    "users_ever": {"type": "distinct_count", "source": "events", "column": "user"},
+    "value_sum": _windowed("sum", RIGHT_14, column="value"),
+    "value_mean": _windowed("mean", "21d", column="value", where="value > 5"),
+    "value_min": _windowed("min", RIGHT_30, column="value"),
+    "value_max": _windowed("max", "9d", column="value"),
+    "value_min_ever": {"type": "min", "source": "events", "column": "value"},
+    "latest_channel": _windowed("latest", "12d", column="channel"),
+    "latest_value_ever": {"type": "latest", "source": "events", "column": "value"},
+    "days_since_export": {
+        "type": "days_since",
+        "source": "events",
+        "where": "event_type == 'export'",
+    },
+    "tenure": {"type": "tenure", "source": "subscriptions", "max_gap": "31d"},
+    "reports_rate": _windowed(
+        "rate",
+        {"length": "28d", "closed": "right"},
+        where="event_type == 'report'",
+        per="7d",
+        exposure="tenure",
+        min_tenure="3d",
+    ),
+    "first_export": {
+        "type": "days_to_milestone",
+        "source": "events",
+        "where": "event_type == 'export' and value > 18",
+    },
+    "logins_change": {"type": "change", "of": "logins_left", "mode": "percent"},
+    "users_change": {"type": "change", "of": "users_right", "mode": "difference"},
+    "login_share": {
+        "type": "ratio",
+        "numerator": "logins_left",
+        "denominator": "events_month",
+    },
+    "activity": {"type": "formula", "expression": "logins_right + 2 * value_sum"},
+    "plan": {"type": "attribute", "column": "plan"},
+}
+
+
+def _scorecard(bounds_max: float = 10) -> list[dict[str, object]]:
+    bounds = {"method": "bounds", "min": 0, "max": bounds_max}
+    return [
+        {
+            "name": "default",
+            "components": {
+                "usage": {
+                    "weight": 2,
+                    "measures": [
+                        {"metric": "logins_left", "normalize": bounds},
+                        {
+                            "metric": "users_right",
+                            "normalize": {"method": "percentile"},
+                        },
+                        {"metric": "activity", "normalize": {"method": "zscore"}},
+                    ],
+                },
+                "health": {
+                    "weight": 1,
+                    "measures": [
+                        {
+                            "metric": "days_since_export",
+                            "direction": "lower",
+                            "normalize": {"method": "bounds", "min": 0, "max": 30},
+                        },
+                        {
+                            "metric": "plan",
+                            "normalize": {
+                                "method": "categories",
+                                "scores": {"gold": 100, "silver": 60},
+                                "default": 20,
+                            },
+                        },
+                    ],
+                },
+            },
+        }
+    ]
+
+
+def _config(**overrides: object) -> dict[str, object]:
+    config: dict[str, object] = {
+        "name": "sweep",
+        "sources": {
+            "accounts": {
+                "kind": "accounts",
+                "path": "accounts.csv",
+                "attributes": {"plan": "string"},
+            },
+            "subscriptions": {"kind": "subscriptions", "path": "subscriptions.csv"},
+            "events": {
+                "kind": "events",
+                "path": "events.parquet",
+                "attributes": {"channel": "string"},
+            },
+        },
+        "metrics": METRICS,
+        "scorecards": _scorecard(),
+    }
+    config.update(overrides)
+    return config
+
+
+def _project(root: Path, **overrides: object) -> Project:
+    files = {
+        "accounts.csv": ACCOUNTS,
+        "subscriptions.csv": SUBSCRIPTIONS,
+        "events.parquet": _events(),
+    }
+    return write_project(root, _config(**overrides), files)
+
+
+def _assert_same_metrics(got: pd.DataFrame, expected: pd.DataFrame, day: date) -> None:
+    assert list(got.index) == list(expected.index), day
+    assert list(got.columns) == list(expected.columns), day
+    for column in expected.columns:
+        left, right = got[column], expected[column]
+        if left.dtype == object or right.dtype == object or str(right.dtype) == "str":
+            same = left.isna() == right.isna()
+            assert same.all(), (day, column)
+            assert (left[left.notna()] == right[right.notna()]).all(), (day, column)
+            continue
+        np.testing.assert_allclose(
+            left.to_numpy("float64"),
+            right.to_numpy("float64"),
+            rtol=1e-9,
+            atol=1e-9,
+            err_msg=f"{column} as of {day}",
+        )
+
+
+@pytest.fixture(scope="module")
+def sweep_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    return _project(tmp_path_factory.mktemp("sweep"))
+
+
+@pytest.mark.parametrize(
+    ("every", "first", "last", "as_of_point"),
+    [
+        ("7d", date(2024, 1, 1), date(2024, 6, 3), "start_of_day"),
+        ("3d", date(2024, 3, 1), date(2024, 4, 12), "end_of_day"),
+        ("1mo", date(2024, 1, 31), date(2024, 5, 31), "start_of_day"),
+    ],
+)
+def test_sweep_equals_compute_metrics(
+    tmp_path: Path, every: str, first: date, last: date, as_of_point: str
+) -> None:
+    project = _project(tmp_path, as_of_point=as_of_point)
+    engine = Engine.open(project)
+    dates = backfill_dates(first, last, parse_duration(every))
+    swept = list(sweep_metrics(project, engine.sources, dates))
+    assert [table.as_of for table in swept] == dates
+    for table in swept:
+        expected = compute_metrics(project, engine.sources, table.as_of)
+        _assert_same_metrics(table.values, expected.values, table.as_of)
+        assert table.point == expected.point
+        assert list(table.accounts.index) == list(expected.accounts.index)
+
+
+def test_sweep_sees_every_metric_type(sweep_project: Project) -> None:
+    # Guards the specification test above against an empty or trivial data set.
+    engine = Engine.open(sweep_project)
+    table = next(sweep_metrics(sweep_project, engine.sources, [date(2024, 4, 1)]))
+    filled = table.values.notna().sum()
+    assert (filled > 0).all(), filled[filled == 0]
+    assert table.values["users_right"].max() > 1
+
+
+def test_backfill_scores_equal_pipeline(sweep_project: Project) -> None:
+    dates = backfill_dates(date(2024, 2, 5), date(2024, 5, 27), parse_duration("2w"))
+    engine = Engine.open(sweep_project)
+    result = backfill(sweep_project, dates, engine=engine)
+    assert result.dates == dates
+    store = snapshot_store(sweep_project)
+    for as_of in dates:
+        expected = score(sweep_project, as_of, engine=engine, store=False)
+        for table, frame in expected.tables().items():
+            stored = store.read(as_of, table)
+            pd.testing.assert_frame_equal(
+                stored.reset_index(drop=True),
+                frame.reset_index(drop=True).astype(stored.dtypes.to_dict()),
+                check_exact=False,
+                rtol=1e-9,
+                obj=f"{table} as of {as_of}",
+            )
+
+
+def test_backfill_dates_inclusive_range() -> None:
+    dates = backfill_dates(date(2020, 2, 2), date(2020, 2, 16), parse_duration("7d"))
+    assert dates == [date(2020, 2, 2), date(2020, 2, 9), date(2020, 2, 16)]
+    months = backfill_dates(date(2024, 1, 31), date(2024, 4, 30), parse_duration("1mo"))
+    assert months == [
+        date(2024, 1, 31),
+        date(2024, 2, 29),
+        date(2024, 3, 31),
+        date(2024, 4, 30),
+    ]
+
+
+def test_backfill_dates_rejects_reversed_range() -> None:
+    with pytest.raises(ValueError, match=r"the range ends \(2020-01-01\) before it"):
+        backfill_dates(date(2020, 2, 2), date(2020, 1, 1), parse_duration("7d"))
+
+
+def test_replay_keeps_stored_scorecard(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    as_of = date(2024, 4, 1)
+    original = score(project, as_of, store=False)
+    backfill(project, [as_of])
+    store = snapshot_store(project)
+    assert config_path(store, original.versions).is_file()
+
+    config = yaml.safe_load(project.file.read_text())
+    config["scorecards"] = _scorecard(bounds_max=3)
+    project.file.write_text(yaml.safe_dump(config, sort_keys=False))
+    changed = load_project(project.root)
+    rescored = score(changed, as_of, store=False)
+    assert not rescored.result.scores["score"].equals(original.result.scores["score"])
+
+    replayed = replay(changed, as_of)
+    pd.testing.assert_frame_equal(replayed.result.scores, original.result.scores)
+    stored = store.read(as_of, "scores")
+    assert list(stored["score"]) == list(original.result.scores["score"])
+
+
+def test_replay_without_kept_config(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    score(project, date(2024, 4, 1))
+    with pytest.raises(LookupError, match="no project file is kept for the snapshot"):
+        replay(project, date(2024, 4, 1))
+
+
+def test_cli_backfill_and_replay(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    runner = CliRunner()
+    arguments = ["backfill", "--from", "2024-03-04", "--to", "2024-03-25"]
+    arguments += ["--every", "1w", "--project", str(project.root)]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "stored 4 snapshots from 2024-03-04 to 2024-03-25" in result.output
+    assert snapshot_store(project).dates() == [
+        date(2024, 3, 4),
+        date(2024, 3, 11),
+        date(2024, 3, 18),
+        date(2024, 3, 25),
+    ]
+    replayed = runner.invoke(app, [*arguments[:-2], "--every", "1w", "--replay",
+                                   "--project", str(project.root)])  # fmt: skip
+    assert replayed.exit_code == 0, replayed.output
+    assert "stored 4 snapshots" in replayed.output
+
+
+def test_cli_backfill_invalid_step(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    arguments = ["backfill", "--from", "2024-03-04", "--to", "2024-03-25"]
+    arguments += ["--every", "weekly", "--project", str(project.root)]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2
+    assert "invalid duration 'weekly'" in result.output
+
+
+def test_socialnet_sweep_equals_compute_metrics(repo_root: Path) -> None:
+    project = load_project(repo_root / "examples" / "socialnet")
+    engine = Engine.open(project)
+    dates = backfill_dates(date(2020, 2, 2), date(2020, 5, 31), parse_duration("7d"))
+    versions = scorecard_versions(project)
+    for table in sweep_metrics(project, engine.sources, dates):
+        expected = compute_metrics(project, engine.sources, table.as_of)
+        _assert_same_metrics(table.values, expected.values, table.as_of)
+        got_scores = score_accounts(
+            project.config, table.values, table.accounts, [], table.as_of, versions
+        ).scores
+        expected_scores = score_accounts(
+            project.config,
+            expected.values,
+            expected.accounts,
+            [],
+            table.as_of,
+            versions,
+        ).scores
+        pd.testing.assert_frame_equal(got_scores, expected_scores, rtol=1e-9)

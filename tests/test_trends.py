@@ -1,0 +1,128 @@
+"""Trends: hand-computed changes and slopes, and the arrow rule at its edges."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healthscore.config.history import TrendConfig
+from healthscore.monitoring.trends import compute_trends, trend_arrow
+from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
+
+START = date(2024, 1, 1)
+
+
+def _store(
+    folder: Path, series: dict[str, list[float]], step: int = 7
+) -> SnapshotStore:
+    """A store with one snapshot every `step` days; series[i] is the i-th score."""
+    store = SnapshotStore(folder)
+    length = len(next(iter(series.values())))
+    for index in range(length):
+        as_of = START + timedelta(days=step * index)
+        scores = pd.DataFrame(
+            {
+                "account_id": list(series),
+                "as_of": [as_of] * len(series),
+                "score": [values[index] for values in series.values()],
+                "band": ["stable"] * len(series),
+                "scorecard": ["default"] * len(series),
+            }
+        )
+        store.write(as_of, {"scores": scores}, {})
+    return store
+
+
+def _row(trends: pd.DataFrame, account: str) -> pd.Series:
+    return trends.set_index("account_id").loc[account]
+
+
+def test_changes_against_nearest_snapshots(tmp_path: Path) -> None:
+    # Weekly scores 50, 52, ..., 76 over 14 weeks; as of week 13 (day 91).
+    store = _store(tmp_path, {"a": [50 + 2 * i for i in range(14)]})
+    as_of = START + timedelta(days=91)
+    row = _row(compute_trends(store, as_of, TrendConfig()), "a")
+    assert row["score"] == 76
+    assert row["change_7d"] == 2  # day 84 scored 74
+    # Day 61 is wanted: day 63 (score 68) is 2 days off, within half a week, while
+    # day 56 is 5 days off.
+    assert row["change_30d"] == 8
+    # Day 1 is wanted; day 0 (score 50) is 1 day off.
+    assert row["change_90d"] == 26
+
+
+def test_change_tie_takes_earlier_snapshot(tmp_path: Path) -> None:
+    # Snapshots every 4 days (tolerance 2); as of day 16, 7 days back is day 9,
+    # 1 day from both day 8 (score 30) and day 12 (score 40).
+    store = _store(tmp_path, {"a": [10, 20, 30, 40, 50]}, step=4)
+    row = _row(compute_trends(store, START + timedelta(days=16), TrendConfig()), "a")
+    assert row["change_7d"] == 20
+
+
+def test_change_missing_without_close_snapshot(tmp_path: Path) -> None:
+    store = _store(tmp_path, {"a": [50, 60, 70]}, step=7)
+    row = _row(compute_trends(store, START + timedelta(days=14), TrendConfig()), "a")
+    assert row["change_7d"] == 10
+    assert np.isnan(row["change_30d"])
+    assert np.isnan(row["change_90d"])
+    assert row["arrow"] == "flat"
+
+
+def test_slope_least_squares(tmp_path: Path) -> None:
+    # Last four snapshots at days 7, 14, 21, 28 with scores 60, 58, 64, 66:
+    # mean day 17.5, mean score 62; sum dx*dy = (-10.5)(-2) + (-3.5)(-4) + 3.5*2
+    # + 10.5*4 = 84; sum dx^2 = 245; slope 84/245 per day = 10.2857 per 30 days.
+    store = _store(tmp_path, {"a": [10, 60, 58, 64, 66]})
+    trends = compute_trends(store, START + timedelta(days=28), TrendConfig())
+    assert _row(trends, "a")["slope_30d"] == pytest.approx(84 / 245 * 30)
+
+
+def test_slope_uses_configured_snapshots(tmp_path: Path) -> None:
+    store = _store(tmp_path, {"a": [10, 60, 58, 64, 66]})
+    settings = TrendConfig(slope_snapshots=2)
+    trends = compute_trends(store, START + timedelta(days=28), settings)
+    assert _row(trends, "a")["slope_30d"] == pytest.approx(2 / 7 * 30)
+
+
+@pytest.mark.parametrize(
+    ("change", "slope", "arrow"),
+    [
+        (5.0, 1.0, "up"),
+        (4.999, 1.0, "flat"),
+        (5.0, -1.0, "flat"),
+        (-5.0, -0.5, "down"),
+        (-4.999, -0.5, "flat"),
+        (-5.0, 0.5, "flat"),
+        (12.0, 0.0, "flat"),
+        (float("nan"), 3.0, "flat"),
+    ],
+)
+def test_arrow_rule_edges(change: float, slope: float, arrow: str) -> None:
+    assert trend_arrow(change, slope, 5.0) == arrow
+
+
+def test_noise_below_threshold_is_flat(tmp_path: Path) -> None:
+    generator = np.random.default_rng(3)
+    noisy = {f"n{i}": list(60 + generator.uniform(-2.4, 2.4, 10)) for i in range(30)}
+    store = _store(tmp_path, noisy)
+    trends = compute_trends(store, START + timedelta(days=63), TrendConfig())
+    assert (trends["change_30d"].abs() < 5).all()
+    assert set(trends["arrow"]) == {"flat"}
+
+
+def test_threshold_setting_moves_arrow(tmp_path: Path) -> None:
+    store = _store(tmp_path, {"a": [50, 52, 54, 56, 58, 60]})
+    as_of = START + timedelta(days=35)
+    assert _row(compute_trends(store, as_of, TrendConfig()), "a")["arrow"] == "up"
+    strict = TrendConfig(threshold=9)
+    assert _row(compute_trends(store, as_of, strict), "a")["arrow"] == "flat"
+
+
+def test_trends_need_snapshot_of_date(tmp_path: Path) -> None:
+    store = _store(tmp_path, {"a": [50, 52]})
+    with pytest.raises(SnapshotNotFoundError, match="no snapshot for 2024-01-03"):
+        compute_trends(store, date(2024, 1, 3), TrendConfig())
