@@ -1,8 +1,8 @@
 """The scoring run: the named steps that the CLI, the report and the service share.
 
-read sources -> compute metrics -> apply overrides -> score -> store the snapshot.
-Nothing is written until every step before the snapshot has succeeded, and the
-snapshot of a date is replaced atomically.
+read sources -> compute metrics -> apply overrides -> score -> store the snapshot
+-> alerts and playbooks. Nothing is written until every step before the snapshot has
+succeeded, and the snapshot of a date is replaced atomically.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class ScoringRun:
     versions: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
     snapshot: Path | None = None
+    monitoring: Monitoring | None = None
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The tables stored in the snapshot."""
@@ -68,6 +69,39 @@ class ScoringRun:
             "sources": [report.to_dict() for report in self.source_reports],
             "seconds": {step: round(value, 3) for step, value in self.seconds.items()},
         }
+
+
+@dataclass
+class Monitoring:
+    """What the monitoring step did after a stored run."""
+
+    alerts: Any
+    """`AlertOutcome`: raised, suppressed and held alerts and the guard's decision."""
+    tasks: list[Any]
+    """Tasks opened by playbooks."""
+
+
+def open_engine(project: Project) -> Engine:
+    """Read the project's sources, and the notes CSMs stored, into one engine.
+
+    Raises SourceError when a source cannot be read.
+    """
+    engine = Engine.open(project)
+    if _uses_csm_notes(project):
+        from healthscore.monitoring.notes import notes_frame
+        from healthscore.store.state import StateStore
+
+        with StateStore.open(project.config.store.state, project.root) as state:
+            frame = notes_frame(state)
+        engine.sources.add_frame("csm_notes", "notes", frame, "operational store")
+    return engine
+
+
+def _uses_csm_notes(project: Project) -> bool:
+    return any(
+        getattr(metric, "source", None) == "csm_notes"
+        for metric in project.config.metrics.values()
+    )
 
 
 def snapshot_store(project: Project) -> SnapshotStore:
@@ -96,18 +130,21 @@ def score(
     *,
     engine: Engine | None = None,
     store: bool = True,
+    monitor: bool = True,
     progress: Progress | None = None,
 ) -> ScoringRun:
     """Score every account of `project` as of `as_of`, and store the snapshot.
 
-    Raises SourceError when a source cannot be read and ConfigError or
-    ScoringInputError on invalid settings or data; nothing is stored then.
+    With `store` and `monitor` (the default), alert rules and playbooks run on the
+    stored snapshot next. Raises SourceError when a source cannot be read and
+    ConfigError or ScoringInputError on invalid settings or data; nothing is stored
+    then.
     """
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if engine is None:
         _step(progress, "reading sources")
-        engine = Engine.open(project)
+        engine = open_engine(project)
         seconds["sources"] = time.perf_counter() - started
 
     _step(progress, "computing metrics")
@@ -132,7 +169,13 @@ def score(
         run.snapshot = snapshot_store(project).write(
             as_of, run.tables(), run.run_info()
         )
+        _record_config(run)
         seconds["store"] = time.perf_counter() - mark
+        if monitor:
+            _step(progress, "checking alert rules and playbooks")
+            mark = time.perf_counter()
+            run.monitoring = run_monitoring(project, run, engine)
+            seconds["monitoring"] = time.perf_counter() - mark
     logger.info(
         "scored %d accounts as of %s in %.2f s",
         len(result.scores),
@@ -140,6 +183,40 @@ def score(
         time.perf_counter() - started,
     )
     return run
+
+
+def run_monitoring(project: Project, run: ScoringRun, engine: Engine) -> Monitoring:
+    """Raise the alerts of a stored run and open the tasks its playbooks call for.
+
+    Re-running a date raises no alert twice and opens no task twice.
+    """
+    # Imported here because the monitoring modules build on this module's run type.
+    from healthscore.monitoring.alerts import evaluate_alerts
+    from healthscore.monitoring.playbooks import apply_playbooks
+    from healthscore.store.state import StateStore
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        outcome = evaluate_alerts(
+            project, run, snapshot_store(project), state, engine=engine
+        )
+        alerts = [] if outcome.held else outcome.raised
+        tasks = apply_playbooks(project, run, alerts, state)
+    logger.info(
+        "monitoring as of %s: %d alerts raised%s, %d tasks opened",
+        run.as_of,
+        len(outcome.raised),
+        " and held by the guard" if outcome.held else "",
+        len(tasks),
+    )
+    return Monitoring(alerts=outcome, tasks=tasks)
+
+
+def _record_config(run: ScoringRun) -> None:
+    """Keep the project file of the run, so its date can be replayed later."""
+    # Imported here because the history module builds on this module's run type.
+    from healthscore.monitoring.history import record_run_config
+
+    record_run_config(run)
 
 
 def _step(progress: Progress | None, message: str) -> None:

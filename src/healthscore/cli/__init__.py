@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import typer
 
+from healthscore.cli.alerts import alerts_app
 from healthscore.cli.explain import explain
+from healthscore.cli.history import backfill, trend
 from healthscore.cli.overrides import override_app
+from healthscore.cli.privacy import export_subject_command, forget_command
 from healthscore.cli.project import init, validate
 from healthscore.cli.reports import demo, report
 from healthscore.cli.scoring import metrics, score
+from healthscore.cli.tasks import register as register_tasks
 
 __all__ = ["app", "main"]
 
@@ -31,8 +35,14 @@ app.command()(score)
 app.command()(metrics)
 app.command()(explain)
 app.add_typer(override_app, name="override")
+app.add_typer(alerts_app, name="alerts")
 app.command()(report)
 app.command()(demo)
+app.command()(backfill)
+app.command()(trend)
+register_tasks(app)
+app.command("forget")(forget_command)
+app.command("export-subject")(export_subject_command)
 
 
 def main() -> None:

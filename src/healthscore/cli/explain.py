@@ -32,6 +32,7 @@ from healthscore.cli.common import (
 from healthscore.cli.display import percent
 from healthscore.config import Project
 from healthscore.engine import Engine
+from healthscore.pipeline import open_engine
 from healthscore.report.summary import band_style
 from healthscore.scoring import (
     OVERRIDE,
@@ -107,7 +108,7 @@ class ScoreReader:
         with StepProgress(enabled=self.show_progress) as progress:
             if self._engine is None:
                 progress("reading sources")
-                self._engine = Engine.open(self.project)
+                self._engine = open_engine(self.project)
             run = pipeline.score(
                 self.project,
                 as_of,

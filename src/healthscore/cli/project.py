@@ -22,7 +22,7 @@ from healthscore.cli.common import (
 )
 from healthscore.cli.display import print_sources
 from healthscore.config import PROJECT_FILE, ConfigError, Project, load_project
-from healthscore.engine import Engine
+from healthscore.pipeline import open_engine
 from healthscore.report import project_today
 from healthscore.report.summary import SourceSummary, source_summaries
 from healthscore.scaffold import (
@@ -141,7 +141,7 @@ def check_data(project: Project, day: date, show_progress: bool) -> list[SourceS
     """Read every source and summarise its rows as of `day`."""
     with StepProgress(enabled=show_progress) as progress:
         progress("reading sources")
-        engine = Engine.open(project)
+        engine = open_engine(project)
         progress("checking rows")
         reports = engine.sources.report(as_of_point(project, day))
     return source_summaries(report.to_dict() for report in reports)

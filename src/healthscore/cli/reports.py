@@ -33,8 +33,8 @@ from healthscore.cli.display import (
 from healthscore.cli.output import parse_html_path
 from healthscore.config import PROJECT_FILE, Project
 from healthscore.config.models import StoreConfig
-from healthscore.engine import Engine
 from healthscore.outcomes import last_complete_as_of
+from healthscore.pipeline import open_engine
 from healthscore.report import (
     ChurnSummary,
     ScoredDate,
@@ -116,7 +116,7 @@ def _scores_and_churn(
         scored = from_snapshot(project, as_of, sources.accounts())
     else:
         progress("reading sources")
-        engine = Engine.open(project)
+        engine = open_engine(project)
         run = pipeline.score(
             project, as_of, engine=engine, store=False, progress=progress
         )
@@ -204,7 +204,7 @@ def demo(
         as_of = last_complete_as_of(project)
     with StepProgress(enabled=not json_output) as progress:
         progress("reading sources")
-        engine = Engine.open(project)
+        engine = open_engine(project)
         run = pipeline.score(project, as_of, engine=engine, progress=progress)
         scored = from_run(run)
         progress("counting churn per band")

@@ -31,8 +31,8 @@ from healthscore.cli.display import (
     riskiest_table,
 )
 from healthscore.cli.output import parse_table_path, write_table
-from healthscore.engine import Engine
 from healthscore.metrics import MetricTable, compute_metrics
+from healthscore.pipeline import open_engine
 from healthscore.report import ScoredDate, ScoreSummary, from_run
 
 TableOutput = Annotated[
@@ -138,7 +138,7 @@ def metrics(
     project = open_project(project_dir)
     with StepProgress(enabled=not json_output) as progress:
         progress("reading sources")
-        engine = Engine.open(project)
+        engine = open_engine(project)
         table = compute_metrics(project, engine.sources, as_of, progress=progress)
     frame = metric_values(table)
     write_table(frame, output)

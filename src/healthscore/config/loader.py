@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from healthscore.config.models import (
+    BUILTIN_SOURCES,
     STANDARD_COLUMNS,
     ChangeMetric,
     FormulaMetric,
@@ -27,6 +28,7 @@ from healthscore.config.models import (
     RateMetric,
     RatioMetric,
     ScorecardConfig,
+    SourceConfig,
     TenureMetric,
 )
 from healthscore.expressions import parse_expression
@@ -426,7 +428,7 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
     for name, metric in metrics.items():
         source_name = getattr(metric, "source", None)
         if source_name is not None:
-            source = config.sources.get(source_name)
+            source = config.sources.get(source_name) or _builtin_source(source_name)
             if source is None:
                 yield issue(
                     ("metrics", name, "source"),
@@ -486,6 +488,13 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                     ("metrics", name, "exposure"),
                     "exposure tenure needs exactly one tenure metric, or tenure_metric",
                 )
+
+
+def _builtin_source(name: str) -> SourceConfig | None:
+    kind = BUILTIN_SOURCES.get(name)
+    if kind is None:
+        return None
+    return SourceConfig.model_validate({"kind": kind, "path": "operational store"})
 
 
 def _metric_references(metric: MetricConfig) -> list[tuple[str, str]]:

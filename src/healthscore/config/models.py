@@ -87,6 +87,10 @@ STANDARD_COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 
+#: Sources the product keeps itself, usable in metrics without declaring them: the
+#: notes and sentiment that CSMs record with `healthscore note add`.
+BUILTIN_SOURCES: dict[str, str] = {"csm_notes": "notes"}
+
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "accounts": ("account_id",),
     "subscriptions": ("account_id", "start"),
@@ -170,10 +174,30 @@ class SourceConfig(StrictModel):
         description="File or glob, relative to the project folder, "
         "for example `data/events/*.parquet`."
     )
-    format: Literal["csv", "parquet", "jsonl"] | None = Field(
+    format: (
+        Literal[
+            "csv",
+            "parquet",
+            "jsonl",
+            "segment",
+            "rudderstack",
+            "stripe",
+            "zendesk",
+            "hubspot",
+            "salesforce",
+            "nps_csv",
+        ]
+        | None
+    ) = Field(
         default=None,
         description="File format; by default taken from the extension "
-        "(.csv, .csv.gz, .parquet, .jsonl, .ndjson).",
+        "(.csv, .csv.gz, .parquet, .jsonl, .ndjson). The other values name an "
+        "importer of an export format, described in docs/importers.md.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the importer named by `format`; each importer "
+        "lists its own in docs/importers.md.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -689,6 +713,13 @@ class ReportConfig(StrictModel):
     )
 
 
+# Imported here, after Duration and StrictModel exist, because it builds on them.
+from healthscore.config.alerts import AlertSettings  # noqa: E402
+from healthscore.config.history import HistoryConfig  # noqa: E402
+from healthscore.config.playbooks import Playbooks  # noqa: E402
+from healthscore.config.privacy import PrivacySettings  # noqa: E402
+
+
 class ProjectConfig(StrictModel):
     """The whole `healthscore.yml`."""
 
@@ -724,6 +755,22 @@ class ProjectConfig(StrictModel):
         default_factory=OutcomesConfig, description="Churn outcomes."
     )
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report.")
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig, description="Score history and trends."
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="Alert rules, delivery channels and the data-problem guard.",
+    )
+    privacy: PrivacySettings = Field(
+        default_factory=PrivacySettings,
+        description="Personal data: pseudonymization at ingest and erasure audits.",
+    )
+    playbooks: Playbooks = Field(
+        default_factory=list,
+        description="Playbooks: tasks opened for accounts that an alert or a "
+        "condition selects.",
+    )
 
     @field_validator("timezone")
     @classmethod
