@@ -308,9 +308,18 @@ def test_replay_keeps_stored_scorecard(tmp_path: Path) -> None:
     assert list(stored["score"]) == list(original.result.scores["score"])
 
 
+def test_scoring_keeps_project_file(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    run = score(project, date(2024, 4, 1))
+    kept = config_path(snapshot_store(project), run.versions)
+    assert kept.read_text() == project.file.read_text()
+
+
 def test_replay_without_kept_config(tmp_path: Path) -> None:
     project = _project(tmp_path)
-    score(project, date(2024, 4, 1))
+    run = score(project, date(2024, 4, 1))
+    # A snapshot stored before project files were kept has no copy.
+    config_path(snapshot_store(project), run.versions).unlink()
     with pytest.raises(LookupError, match="no project file is kept for the snapshot"):
         replay(project, date(2024, 4, 1))
 
