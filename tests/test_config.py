@@ -250,3 +250,25 @@ def test_issue_serializes_for_json(tmp_path):
         "message": "unknown key",
         "suggestion": "window",
     }
+
+
+def test_number_column_compared_with_text(tmp_path):
+    text = VALID.replace(
+        "    path: events.csv", "    path: events.csv\n    attributes: {value: number}"
+    ).replace("where: event_type == 'login'", "where: value > 'abc'")
+    issue = one_issue(tmp_path, text)
+    assert issue.key == "metrics.logins.where"
+    assert issue.message == (
+        "column 'value' holds numbers but is compared with the text 'abc'; "
+        "compare it with a number"
+    )
+
+
+def test_text_column_compared_with_number(tmp_path):
+    issue = one_issue(
+        tmp_path, VALID.replace("event_type == 'login'", "event_type == 3")
+    )
+    assert issue.message == (
+        "column 'event_type' holds text but is compared with the number 3; "
+        "quote the value, as in event_type == '3'"
+    )

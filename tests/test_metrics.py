@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from healthscore.config import load_project
 from healthscore.engine import connect
 from healthscore.metrics import compute_metrics
+from healthscore.metrics.aggregates import MetricError
 from healthscore.sources import load_sources
 from project_factory import ACCOUNTS_CSV, write_project
 
@@ -313,3 +314,16 @@ def test_rows_after_as_of_point_change_no_metric(
 def test_project_loads_from_disk(tmp_path):
     project_with(tmp_path)
     assert load_project(tmp_path).config.name == "metrics"
+
+
+def test_filter_the_engine_rejects_names_the_metric(tmp_path):
+    project = project_with(tmp_path)
+    # Arithmetic on a text column passes the config checks but not the engine.
+    project.config.metrics["logins_28d"].where = "event_type * 2 > 1"
+    with pytest.raises(
+        MetricError,
+        match=r"metric 'logins_28d': the filter 'event_type \* 2 > 1' cannot be "
+        r"applied to the columns of source 'events': .*; "
+        r"fix metrics\.logins_28d\.where",
+    ):
+        metrics_of(project)

@@ -150,3 +150,31 @@ def _evaluate_compare(node: ast.Compare, namespace: Mapping[str, Any]) -> Any:
     if isinstance(op, ast.IsNot):
         return left.notnull()
     return _COMPARE[type(op)](left, _evaluate(right, namespace))
+
+
+def literal_comparisons(expression: Expression) -> list[tuple[str, Any]]:
+    """Pairs of (name, literal) that the expression compares directly.
+
+    `x == 'a'` and `x in ['a', 'b']` give ('x', 'a') (and ('x', 'b')), so a caller that
+    knows column types can reject a comparison of a number with text before running.
+    """
+    pairs: list[tuple[str, Any]] = []
+    for node in ast.walk(expression.tree):
+        if not isinstance(node, ast.Compare) or isinstance(
+            node.ops[0], ast.Is | ast.IsNot
+        ):
+            continue
+        left, right = node.left, node.comparators[0]
+        if isinstance(right, ast.Name) and isinstance(left, ast.Constant):
+            left, right = right, left
+        if not isinstance(left, ast.Name):
+            continue
+        if isinstance(right, ast.Constant):
+            pairs.append((left.id, right.value))
+        elif isinstance(right, ast.List | ast.Tuple):
+            pairs.extend(
+                (left.id, item.value)
+                for item in right.elts
+                if isinstance(item, ast.Constant)
+            )
+    return pairs

@@ -31,7 +31,7 @@ from healthscore.config.models import (
     SourceConfig,
     TenureMetric,
 )
-from healthscore.expressions import parse_expression
+from healthscore.expressions import literal_comparisons, parse_expression
 
 PROJECT_FILE = "healthscore.yml"
 
@@ -445,6 +445,8 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                         f"unknown column {unknown!r} of source {source_name!r}",
                         columns,
                     )
+                for message in _type_mismatches(where, source):
+                    yield issue(("metrics", name, "where"), message)
             column = getattr(metric, "column", None)
             if column is not None and column not in columns:
                 yield issue(
@@ -488,6 +490,28 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                     ("metrics", name, "exposure"),
                     "exposure tenure needs exactly one tenure metric, or tenure_metric",
                 )
+
+
+def _type_mismatches(where: str, source: SourceConfig) -> list[str]:
+    """Comparisons in `where` of a column with a literal of another type."""
+    types = {**STANDARD_COLUMNS[source.kind], **source.attributes}
+    messages = []
+    for column, value in literal_comparisons(parse_expression(where)):
+        kind = types.get(column)
+        if value is None or kind is None:
+            continue
+        is_text = isinstance(value, str)
+        if kind in ("number", "boolean") and is_text:
+            messages.append(
+                f"column {column!r} holds numbers but is compared with the text "
+                f"{value!r}; compare it with a number"
+            )
+        elif kind == "string" and not is_text:
+            messages.append(
+                f"column {column!r} holds text but is compared with the number "
+                f"{value!r}; quote the value, as in {column} == '{value}'"
+            )
+    return messages
 
 
 def _builtin_source(name: str) -> SourceConfig | None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import ibis
 import pandas as pd
+from ibis.common.exceptions import IbisError
 
 from healthscore.config.models import (
     AggregateMetric,
@@ -172,7 +174,7 @@ def _condition(
     conditions = []
     where = getattr(request.metric, "where", None)
     if where:
-        conditions.append(parse_expression(where).evaluate(namespace))
+        conditions.append(_where(request, where, namespace))
     if request.span is not None:
         conditions.append(request.span.contains(table.timestamp))
     else:
@@ -185,6 +187,22 @@ def _condition(
     for condition in conditions[1:]:
         combined = combined & condition
     return combined
+
+
+class MetricError(ValueError):
+    """A metric whose definition cannot be applied to the rows of its source."""
+
+
+def _where(request: _Request, where: str, namespace: dict[str, ibis.Value]) -> Any:
+    name = request.column.split("@", 1)[0]
+    try:
+        return parse_expression(where).evaluate(namespace)
+    except (IbisError, TypeError, ValueError) as exc:
+        raise MetricError(
+            f"metric {name!r}: the filter {where!r} cannot be applied to the "
+            f"columns of source {request.metric.source!r}: {exc}; "  # type: ignore[union-attr]
+            f"fix metrics.{name}.where"
+        ) from None
 
 
 def _calendar_days(as_of: date, last: pd.Series) -> pd.Series:
