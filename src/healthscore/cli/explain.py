@@ -41,6 +41,7 @@ from healthscore.scoring import (
     explain_account,
     explain_change,
 )
+from healthscore.store.snapshots import SnapshotStore
 
 
 class AccountNotScoredError(ValueError):
@@ -56,6 +57,19 @@ class AccountScore:
     score: pd.Series
     measures: pd.DataFrame
     stored: bool
+
+
+def warn_if_outdated(project: Project, store: SnapshotStore, as_of: date) -> None:
+    """Say so when a snapshot was scored with scorecards that have changed since."""
+    stored = store.run_info(as_of).get("scorecard_versions", {})
+    current = pipeline.scorecard_versions(project)
+    if stored != current:
+        day = as_of.isoformat()
+        note(
+            f"The snapshot of {day} was scored with other scorecards than "
+            "healthscore.yml now holds, so it shows the scores as they were; run "
+            f"`healthscore score --as-of {day}` to rescore it."
+        )
 
 
 class ScoreReader:
@@ -99,6 +113,7 @@ class ScoreReader:
 
     def _tables(self, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
         if self.store.exists(as_of):
+            warn_if_outdated(self.project, self.store, as_of)
             scores = self.store.read(as_of, "scores")
             return scores, self.store.read(as_of, "measures"), True
         note(

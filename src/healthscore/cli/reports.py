@@ -30,6 +30,7 @@ from healthscore.cli.display import (
     counted,
     print_sources,
 )
+from healthscore.cli.explain import warn_if_outdated
 from healthscore.cli.output import parse_html_path
 from healthscore.config import PROJECT_FILE, Project
 from healthscore.config.models import StoreConfig
@@ -88,7 +89,9 @@ def report(
     project = open_project(project_dir)
     store = pipeline.snapshot_store(project)
     stored = store.exists(as_of)
-    if not stored:
+    if stored:
+        warn_if_outdated(project, store, as_of)
+    else:
         note(
             f"No snapshot of {as_of.isoformat()}; computing the scores without storing "
             f"them (run `healthscore score --as-of {as_of.isoformat()}` to store them)."
