@@ -272,3 +272,31 @@ def test_text_column_compared_with_number(tmp_path):
         "column 'event_type' holds text but is compared with the number 3; "
         "quote the value, as in event_type == '3'"
     )
+
+
+def test_unknown_column_in_scorecard_condition(tmp_path):
+    text = VALID.replace(
+        "  - name: default\n", "  - name: default\n    when: segmnt == 'smb'\n"
+    )
+    issue = one_issue(tmp_path, text)
+    assert issue.key == "scorecards[0].when"
+    assert issue.message == "unknown account column or metric 'segmnt'"
+    assert issue.suggestion == "segment"
+
+
+def test_unknown_grouping_column(tmp_path):
+    text = VALID.replace(
+        "normalize: {method: bounds, min: 0, max: 10}",
+        "normalize: {method: percentile, within: segmnt}",
+    )
+    issue = one_issue(tmp_path, text)
+    assert issue.key == "scorecards[0].components.usage.measures[0].normalize.within"
+    assert issue.suggestion == "segment"
+
+
+def test_file_not_utf8(tmp_path):
+    (tmp_path / "healthscore.yml").write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_project(tmp_path)
+    (issue,) = caught.value.issues
+    assert issue.message == "the file is not UTF-8 text (byte 9); save it as UTF-8"

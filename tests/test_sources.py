@@ -147,7 +147,7 @@ def test_duplicate_account_ids_excluded(tmp_path):
     assert reports["accounts"].excluded == {"duplicate_account_id:account_id": 2}
     assert sorted(e.row for e in reports["accounts"].examples) == [2, 4]
     assert list(sources.accounts().index) == ["a1", "a3"]
-    assert reports["events"].excluded == {"unknown_account:account_id": 1}
+    assert reports["events"].excluded == {"duplicated_account:account_id": 1}
 
 
 def test_row_numbers_count_per_file_in_glob(tmp_path):
@@ -269,4 +269,62 @@ def test_rows_after_point_are_hidden(tmp_path):
     assert sorted(rows["timestamp"]) == [
         pd.Timestamp("2024-03-01 10:00:00"),
         pd.Timestamp("2024-03-02 11:00:00"),
+    ]
+
+
+def test_empty_file_fails_clearly(tmp_path):
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": ACCOUNTS_CSV, "events.csv": ""}
+    )
+    with pytest.raises(
+        SourceError,
+        match=r"source 'events': .*events\.csv is empty; a csv file needs at least a "
+        r"header row",
+    ):
+        load(project)
+
+
+def test_wrong_delimiter_gets_a_hint(tmp_path):
+    events = "account_id;timestamp\na1;2024-03-01\n"
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    with pytest.raises(
+        SourceError,
+        match=r"The header looks separated by ';': set sources\.events\.delimiter\.",
+    ):
+        load(project)
+
+
+def test_every_unreadable_source_listed(tmp_path):
+    config = minimal_config()
+    config["sources"]["more"] = {"kind": "events", "path": "more.csv"}
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events.csv": "account_id,other\na1,x\n",
+        "more.csv": "",
+    }
+    project = write_project(tmp_path, config, files)
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("source 'events': column 'timestamp'")
+    assert lines[1].startswith("source 'more': ")
+
+
+def test_rows_of_duplicated_account_named_as_such(tmp_path):
+    accounts = ACCOUNTS_CSV + "a2,Globex again,smb,bob,1\n"
+    events = "account_id,timestamp\na2,2024-03-01\na1,2024-03-01\nzz,2024-03-01\n"
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": accounts, "events.csv": events}
+    )
+    report = load(project).report(datetime(2024, 4, 1))[1]
+    assert report.excluded == {
+        "duplicated_account:account_id": 1,
+        "unknown_account:account_id": 1,
+    }
+    assert [(e.row, e.reason) for e in report.examples] == [
+        (1, "duplicated_account"),
+        (3, "unknown_account"),
     ]

@@ -156,7 +156,20 @@ def load_project(directory: str | Path = ".") -> Project:
                 )
             ]
         )
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file=str(file),
+                    line=None,
+                    key="",
+                    message=f"the file is not UTF-8 text (byte {exc.start}); save it "
+                    "as UTF-8",
+                )
+            ]
+        ) from None
     data, lines = _parse_yaml(text, str(file))
     try:
         config = ProjectConfig.model_validate(data)
@@ -349,11 +362,18 @@ def _reference_issues(
     file = str(project.file)
 
     def issue(
-        path: tuple[str | int, ...], message: str, choices: Any = ()
+        path: tuple[str | int, ...],
+        message: str,
+        choices: Any = (),
+        word: str | None = None,
     ) -> ConfigIssue:
+        """An issue at `path`; a suggestion is the choice closest to `word`.
+
+        `word` defaults to the value at `path` when it is text, else the last key.
+        """
         bad = str(path[-1]) if path else ""
         value = _value_at(config, path)
-        target = value if isinstance(value, str) else bad
+        target = word or (value if isinstance(value, str) else bad)
         close = difflib.get_close_matches(target, list(choices), n=1, cutoff=0.6)
         return ConfigIssue(
             file=file,
@@ -378,6 +398,7 @@ def _reference_issues(
                         f"unknown metric {measure.metric!r}",
                         config.metrics,
                     )
+        yield from _scorecard_column_issues(config, index, issue)
     if config.scoring.population == "active" and not config.sources_of_kind(
         "subscriptions"
     ):
@@ -444,6 +465,7 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                         ("metrics", name, "where"),
                         f"unknown column {unknown!r} of source {source_name!r}",
                         columns,
+                        word=unknown,
                     )
                 for message in _type_mismatches(where, source):
                     yield issue(("metrics", name, "where"), message)
@@ -490,6 +512,33 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                     ("metrics", name, "exposure"),
                     "exposure tenure needs exactly one tenure metric, or tenure_metric",
                 )
+
+
+def _scorecard_column_issues(
+    config: ProjectConfig, index: int, issue: Any
+) -> Iterator[ConfigIssue]:
+    """Names in a scorecard's `when` and `within` that match no column."""
+    if not config.sources_of_kind("accounts"):
+        return
+    accounts = config.sources[config.accounts_source()]
+    known = set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes)
+    known |= set(config.metrics)
+    scorecard = config.scorecards[index]
+    if scorecard.when:
+        for name in sorted(parse_expression(scorecard.when).names - known):
+            yield issue(
+                ("scorecards", index, "when"),
+                f"unknown account column or metric {name!r}",
+                known,
+                word=name,
+            )
+    for component, settings in scorecard.components.items():
+        for position, measure in enumerate(settings.measures):
+            within = measure.normalize.within
+            if within is not None and within not in known:
+                path = ("scorecards", index, "components", component, "measures",
+                        position, "normalize", "within")  # fmt: skip
+                yield issue(path, f"unknown account column or metric {within!r}", known)
 
 
 def _type_mismatches(where: str, source: SourceConfig) -> list[str]:

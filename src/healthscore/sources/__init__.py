@@ -47,6 +47,7 @@ REASONS = {
     "end_before_start": "end date is before the start date",
     "duplicate_account_id": "account id appears on more than one row",
     "unknown_account": "account id not found in the accounts source",
+    "duplicated_account": "account id is on more than one row of the accounts source",
     "after_as_of": "timestamp is after the as-of point",
     "unmapped_account": "no account id in the record or in a mapping of its user "
     "or email",
@@ -204,11 +205,16 @@ class SourceSet:
         query = (
             f"WITH grouped AS (SELECT account_id, _problem, {late} AS late, "
             f"count(*) AS n FROM {relation} GROUP BY ALL), "
-            f"known AS (SELECT DISTINCT account_id FROM valid_{self.accounts_name}) "
+            f"known AS (SELECT DISTINCT account_id FROM valid_{self.accounts_name}), "
+            "duplicated AS (SELECT DISTINCT account_id FROM "
+            f"{quote(self.loaded[self.accounts_name].relation)} "
+            "WHERE _problem = 'duplicate_account_id:account_id') "
             "SELECT CASE WHEN g._problem IS NOT NULL THEN g._problem "
+            "WHEN d.account_id IS NOT NULL THEN 'duplicated_account:account_id' "
             "WHEN k.account_id IS NULL THEN 'unknown_account:account_id' "
             f"WHEN g.late THEN '{late_reason}' ELSE '' END AS problem, sum(g.n) "
             "FROM grouped AS g LEFT JOIN known AS k ON g.account_id = k.account_id "
+            "LEFT JOIN duplicated AS d ON g.account_id = d.account_id "
             "GROUP BY ALL"
         )
         return {str(p): int(n) for p, n in self.con.con.execute(query).fetchall()}
@@ -236,6 +242,11 @@ class SourceSet:
             if self.loaded[name].config.kind == ("accounts")
             else self._late_sql(name, point)
         )
+        duplicated = (
+            "(SELECT DISTINCT account_id FROM "
+            f"{quote(self.loaded[self.accounts_name].relation)} "
+            "WHERE _problem = 'duplicate_account_id:account_id')"
+        )
         examples: list[ExcludedRow] = []
         for problem in excluded:
             if problem == late_reason:
@@ -243,8 +254,15 @@ class SourceSet:
                     f"(SELECT account_id FROM valid_{self.accounts_name})"
                 )
             elif problem == "unknown_account:account_id":
-                condition = "_problem IS NULL AND account_id NOT IN " + (
-                    f"(SELECT account_id FROM valid_{self.accounts_name})"
+                condition = (
+                    "_problem IS NULL AND account_id NOT IN "
+                    + (f"(SELECT account_id FROM valid_{self.accounts_name})")
+                    + f" AND account_id NOT IN (SELECT account_id FROM {duplicated})"
+                )
+            elif problem == "duplicated_account:account_id":
+                condition = (
+                    f"_problem IS NULL AND account_id IN (SELECT account_id FROM "
+                    f"{duplicated})"
                 )
             else:
                 condition = f"_problem = {literal(problem)}"
@@ -276,9 +294,14 @@ def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
     """
     raw = con.con
     loaded: dict[str, LoadedSource] = {}
+    failures: list[str] = []
     for name, source in project.config.sources.items():
         started = time.perf_counter()
-        loaded[name] = read_source(raw, project, name, source)
+        try:
+            loaded[name] = read_source(raw, project, name, source)
+        except SourceError as exc:
+            failures.append(str(exc))  # report every unreadable source at once
+            continue
         logger.info(
             "read source %s (%s, %d file(s)) in %.2f s",
             name,
@@ -286,6 +309,8 @@ def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
             len(loaded[name].files),
             time.perf_counter() - started,
         )
+    if failures:
+        raise SourceError("\n".join(failures))
     accounts = project.config.accounts_source()
     _mark_duplicate_accounts(raw, loaded[accounts].relation)
     for name, item in loaded.items():

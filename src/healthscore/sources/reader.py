@@ -84,13 +84,25 @@ def read_source(
         return read_with_importer(con, project, name, source)
     files = resolve_files(project, name, source)
     file_format = source.resolved_format()
+    empty = [file for file in files if Path(file).stat().st_size == 0]
+    if empty:
+        raise SourceError(
+            f"source {name!r}: {_describe_files(empty)} is empty; a {file_format} "
+            "file needs at least a header row"
+        )
     scan = _scan_sql(file_format, files, source)
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
     except duckdb.Error as exc:
+        hint = ""
+        if file_format == "csv":
+            hint = (
+                f"; if its fields are separated by something else than "
+                f"{source.delimiter!r}, set sources.{name}.delimiter"
+            )
         raise SourceError(
             f"source {name!r}: cannot read {_describe_files(files)} as {file_format}: "
-            f"{_first_line(exc)}"
+            f"{_first_line(exc)}{hint}"
         ) from None
     # filename and file_row_number are added by the scan, not columns of the file.
     file_types = {
@@ -139,6 +151,17 @@ def _scan_sql(file_format: str, files: list[str], source: SourceConfig) -> str:
     return f"read_json({names}, format = 'newline_delimited', filename = true)"
 
 
+def _delimiter_hint(name: str, file_types: dict[str, str]) -> str:
+    """A hint when a CSV file was split on the wrong delimiter into one column."""
+    if len(file_types) != 1:
+        return ""
+    (only,) = file_types
+    used = [mark for mark in (";", "\t", "|") if mark in only]
+    if not used:
+        return ""
+    return f" The header looks separated by {used[0]!r}: set sources.{name}.delimiter."
+
+
 def _columns_present(
     name: str, source: SourceConfig, file_types: dict[str, str]
 ) -> dict[str, str]:
@@ -151,6 +174,7 @@ def _columns_present(
             raise SourceError(
                 f"source {name!r}: column {column!r} for {standard!r} not found in the "
                 f"file; it has {', '.join(file_types)}. Fix sources.{name}.columns."
+                + _delimiter_hint(name, file_types)
             )
     for attribute, kind in source.attributes.items():
         if attribute not in file_types:
