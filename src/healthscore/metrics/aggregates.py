@@ -1,9 +1,9 @@
 """Row-level metrics of one source, computed in one engine query per source.
 
-All windowed metrics of a source share a single scan: rows are filtered to the union of
-their windows once, and each metric is a conditional aggregate over that scan. Metrics
-without a window (latest value ever, days since, first milestone) get a second query,
-so that they do not stop the engine from skipping old row groups for the first.
+All metrics of a source share a single scan, each one a conditional aggregate over it.
+When every metric has a window, the scan is first limited to the union of the windows,
+so that the engine can skip older row groups of time-ordered files; a metric without a
+window (latest value ever, days since, first milestone) needs every row anyway.
 """
 
 from __future__ import annotations
@@ -95,16 +95,10 @@ def compute_source(
     table = sources.rows(source_name, point)
     if "timestamp" not in table.columns:
         table = table.mutate(timestamp=table.start.cast("timestamp"))
-    frames = []
-    bounded = [r for r in requests if r.span is not None]
-    unbounded = [r for r in requests if r.span is None]
-    if bounded:
-        lower = min(r.span.start for r in bounded if r.span is not None)
-        scan = table.filter(table.timestamp >= lower)
-        frames.append(_aggregate(scan, bounded, point, as_of))
-    if unbounded:
-        frames.append(_aggregate(table, unbounded, point, as_of))
-    return pd.concat(frames, axis=1) if len(frames) > 1 else frames[0]
+    starts = [r.span.start for r in requests if r.span is not None]
+    if len(starts) == len(requests):
+        table = table.filter(table.timestamp >= min(starts))
+    return _aggregate(table, requests, point, as_of)
 
 
 def _request(name: str, metrics: dict[str, MetricConfig], point: datetime) -> _Request:

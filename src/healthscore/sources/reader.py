@@ -33,6 +33,12 @@ _SQL_TYPES = {
 }
 
 
+_NUMERIC_TYPES = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+    "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE",
+}  # fmt: skip
+
+
 class SourceError(Exception):
     """A source that cannot be read at all; nothing is computed or stored."""
 
@@ -211,7 +217,7 @@ def _standard_select(
             )
         else:
             value = _typed(raw, kind, raw_type, source.timestamp_format)
-            if kind != "string" and value != raw:
+            if "TRY_" in value:  # only a TRY_ conversion can fail and give NULL
                 checks.append(
                     (
                         f"{_present(raw, raw_type)} AND {value} IS NULL",
@@ -237,12 +243,19 @@ def _standard_select(
 def _present(raw: str, file_type: str) -> str:
     if file_type != "VARCHAR":
         return f"({raw} IS NOT NULL)"  # only text can be blank
-    return f"({raw} IS NOT NULL AND trim({raw}) <> '')"
+    # Trimming every value is slow; only a value that starts with a space can be
+    # blank without being empty.
+    return (
+        f"({raw} IS NOT NULL AND {raw} <> '' "
+        f"AND (NOT starts_with({raw}, ' ') OR trim({raw}) <> ''))"
+    )
 
 
 def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) -> str:
     if kind == "string":
         return f"CAST({raw} AS VARCHAR)"
+    if kind == "number" and file_type in _NUMERIC_TYPES:
+        return f"CAST({raw} AS DOUBLE)"  # cannot fail, so no check is needed
     if kind in ("number", "boolean"):
         return f"TRY_CAST({raw} AS {_SQL_TYPES[kind]})"
     if file_type == "TIMESTAMP":
