@@ -1,9 +1,12 @@
 """Row-level metrics of one source, computed in one engine query per source.
 
-All metrics of a source share a single scan, each one a conditional aggregate over it.
-When every metric has a window, the scan is first limited to the union of the windows,
-so that the engine can skip older row groups of time-ordered files; a metric without a
-window (latest value ever, days since, first milestone) needs every row anyway.
+All metrics of a source share one scan of the rows inside the union of their windows,
+each metric a conditional aggregate over it, so that the engine can skip older row
+groups of time-ordered files. Metrics without a window that pick one row (latest
+value ever, days since, first milestone) also need the older rows: a second scan
+reads only those rows, for those metrics alone, and the newest (or, for a milestone,
+the first) matching row of the two scans wins. Any other metric without a window
+makes the whole source one scan of all rows.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ _ROW_METRICS = (
     MilestoneMetric,
 )
 _WINDOWED = (CountMetric, DistinctCountMetric, AggregateMetric, RateMetric)
+_ROW_PICKERS = (LatestMetric, DaysSinceMetric, MilestoneMetric)
 
 
 def previous_column(name: str) -> str:
@@ -96,9 +100,42 @@ def compute_source(
     if "timestamp" not in table.columns:
         table = table.mutate(timestamp=table.start.cast("timestamp"))
     starts = [r.span.start for r in requests if r.span is not None]
-    if len(starts) == len(requests):
-        table = table.filter(table.timestamp >= min(starts))
-    return _aggregate(table, requests, point, as_of)
+    history = [r for r in requests if r.span is None]
+    # Only a newest or first row can be picked from two scans; a count or sum
+    # without a window needs all rows in one scan.
+    if not starts or not all(isinstance(r.metric, _ROW_PICKERS) for r in history):
+        return _aggregate(table, requests, point, as_of)
+    lower = min(starts)
+    recent = table.filter(table.timestamp >= lower)
+    frame = _aggregate(recent, requests, point, as_of, seen=history)
+    if not history:
+        return frame
+    older = table.filter(table.timestamp < lower)
+    return _combine(
+        frame, _aggregate(older, history, point, as_of, seen=history), history
+    )
+
+
+def _seen_column(request: _Request) -> str:
+    return f"{request.column}@seen"
+
+
+def _combine(
+    recent: pd.DataFrame, older: pd.DataFrame, history: list[_Request]
+) -> pd.DataFrame:
+    """Merge the two scans of metrics without a window (see the module docstring)."""
+    frame = recent.join(older.add_suffix("@older"), how="outer")
+    for request in history:
+        column, seen = request.column, _seen_column(request)
+        in_recent = frame[seen].fillna(0) > 0
+        in_older = frame[f"{seen}@older"].fillna(0) > 0
+        from_older = frame[f"{column}@older"]
+        if isinstance(request.metric, MilestoneMetric):
+            frame[column] = from_older.where(in_older, frame[column])
+        else:
+            frame[column] = frame[column].where(in_recent, from_older)
+    helpers = [c for c in frame.columns if c.endswith(("@older", "@seen"))]
+    return frame.drop(columns=helpers)
 
 
 def _request(name: str, metrics: dict[str, MetricConfig], point: datetime) -> _Request:
@@ -117,13 +154,21 @@ def _request(name: str, metrics: dict[str, MetricConfig], point: datetime) -> _R
 
 
 def _aggregate(
-    table: ibis.Table, requests: list[_Request], point: datetime, as_of: date
+    table: ibis.Table,
+    requests: list[_Request],
+    point: datetime,
+    as_of: date,
+    seen: list[_Request] | None = None,
 ) -> pd.DataFrame:
+    """Aggregate `requests` per account; for `seen`, also count the matching rows."""
     namespace = {column: table[column] for column in table.columns}
     aggregations = {
         request.column: _reduction(table, request, namespace, point)
         for request in requests
     }
+    for request in seen or []:
+        condition = _condition(table, request, namespace, point)
+        aggregations[_seen_column(request)] = table.count(where=condition)
     frame = table.group_by("account_id").aggregate(**aggregations).execute()
     frame = frame.set_index("account_id")
     for request in requests:
