@@ -17,9 +17,11 @@ from healthscore.config.models import parse_duration
 from healthscore.engine import Engine
 from healthscore.metrics import compute_metrics
 from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metrics
+from healthscore.monitoring.backfill_sweep import sweep_source_reports
 from healthscore.monitoring.history import config_path, replay
 from healthscore.pipeline import score, scorecard_versions, snapshot_store
 from healthscore.scoring import score_accounts
+from healthscore.sources import SourceReport, as_of_point
 from project_factory import write_project
 
 ACCOUNTS = """account_id,name,segment,owner,arr,plan
@@ -373,3 +375,93 @@ def test_socialnet_sweep_equals_compute_metrics(repo_root: Path) -> None:
             versions,
         ).scores
         pd.testing.assert_frame_equal(got_scores, expected_scores, rtol=1e-9)
+
+
+# Rows that every check of the source report rejects: a duplicated and a missing
+# account id, unknown accounts, unreadable timestamps, subscriptions that end before
+# they start, and usable rows spread over the dates, some exactly at midnight.
+DIRTY_ACCOUNTS = ACCOUNTS + "a5,Hooli again,smb,dave,1,bronze\n,Nameless,smb,x,1,gold\n"
+DIRTY_SUBSCRIPTIONS = SUBSCRIPTIONS + (
+    "a6,2024-02-01,\na2,2024-05-01,2024-04-01\na3,2024-05-20,\n,2024-01-01,\n"
+    "a1,not a date,\n"
+)
+
+
+def _tickets(seed: int, size: int) -> str:
+    """Ticket rows as CSV text, with unknown, missing and unreadable values."""
+    generator = np.random.default_rng(seed)
+    lines = ["account_id,timestamp,priority"]
+    for _ in range(size):
+        day = FIRST_DAY + timedelta(days=int(generator.integers(0, DAYS)))
+        second = 0 if generator.random() < 0.3 else int(generator.integers(0, 86400))
+        stamp = (day + timedelta(seconds=second)).isoformat(" ")
+        account = str(generator.choice(["a1", "a2", "a3", "a5", "zz", ""]))
+        if generator.random() < 0.05:
+            stamp = "yesterday"
+        lines.append(f"{account},{stamp},high")
+    return "\n".join(lines) + "\n"
+
+
+def _dirty_project(root: Path, point_rule: str) -> Project:
+    events = _events()
+    events.loc[events.index[::40], "account_id"] = "unknown"
+    config = _config(as_of_point=point_rule)
+    config["sources"]["tickets"] = {"kind": "tickets", "path": "tickets/*.csv"}  # type: ignore[index]
+    files = {
+        "accounts.csv": DIRTY_ACCOUNTS,
+        "subscriptions.csv": DIRTY_SUBSCRIPTIONS,
+        "events.parquet": events,
+        "tickets/part-1.csv": _tickets(1, 300),
+        "tickets/part-2.csv": _tickets(2, 200),
+    }
+    return write_project(root, config, files)
+
+
+def _canonical(report: SourceReport) -> SourceReport:
+    """The report with its examples in (reason, column, file, row) order.
+
+    `SourceSet.report` lists the reasons in the order the database grouped them,
+    and no query fixes that order. Within a reason, examples are sorted by file and
+    row.
+    """
+    report.examples.sort(key=lambda e: (e.reason, e.column, e.file, e.row))
+    return report
+
+
+@pytest.mark.parametrize("point_rule", ["start_of_day", "end_of_day"])
+def test_swept_reports_equal_report(tmp_path: Path, point_rule: str) -> None:
+    project = _dirty_project(tmp_path, point_rule)
+    sources = Engine.open(project).sources
+    dates = backfill_dates(date(2023, 12, 25), date(2024, 6, 10), parse_duration("1w"))
+    points = [as_of_point(project, day) for day in dates]
+    swept = sweep_source_reports(sources, points)
+    assert len(swept) == len(dates)
+    for point, reports in zip(points, swept, strict=True):
+        expected = [_canonical(report) for report in sources.report(point)]
+        assert reports == expected, point
+
+
+def test_swept_reports_cover_every_reason(tmp_path: Path) -> None:
+    # Guards the equality test above against data that excludes too little.
+    project = _dirty_project(tmp_path, "start_of_day")
+    sources = Engine.open(project).sources
+    points = [datetime(2024, 1, 8), datetime(2024, 3, 4)]
+    early, late = sweep_source_reports(sources, points)
+    reasons = {key for report in early for key in report.excluded}
+    assert reasons >= {
+        "after_as_of:start",
+        "after_as_of:timestamp",
+        "duplicate_account_id:account_id",
+        "missing_value:account_id",
+        "end_before_start:end",
+        "unknown_account:account_id",
+        "unparseable_value:timestamp",
+        "unparseable_value:start",
+    }
+    tickets_early = next(r for r in early if r.source == "tickets")
+    tickets_late = next(r for r in late if r.source == "tickets")
+    assert tickets_early.rows_read == 500
+    assert tickets_early.rows_used < tickets_late.rows_used
+    late_examples = [e for e in tickets_early.examples if e.reason == "after_as_of"]
+    assert len(late_examples) == 5
+    assert {e.file.rsplit("/", 1)[-1] for e in late_examples} == {"part-1.csv"}

@@ -32,6 +32,7 @@ from healthscore.cli.display import (
 )
 from healthscore.cli.output import parse_table_path, write_table
 from healthscore.metrics import MetricTable, compute_metrics
+from healthscore.monitoring.guard import GuardDecision
 from healthscore.pipeline import open_engine
 from healthscore.report import ScoredDate, ScoreSummary, from_run
 
@@ -67,12 +68,44 @@ def score(
     summary = scored.summary()
     if output is not None:
         write_table(run.result.scores, output)
+    guard = _guard_decision(run)
     if json_output:
-        print_json(score_json(scored, summary, output))
+        result = score_json(scored, summary, output)
+        result["guard"] = None if guard is None else guard.to_dict()
+        print_json(result)
         return
     print_score_summary(scored, summary)
+    if guard is not None:
+        for line in guard_lines(guard):
+            say(line)
     if output is not None:
         say(f"Wrote the scores of {len(run.result.scores):,} accounts to {output}.")
+
+
+def _guard_decision(run: pipeline.ScoringRun) -> GuardDecision | None:
+    """Return the guard's decision of a stored run, or None without monitoring."""
+    if run.monitoring is None:
+        return None
+    decision = getattr(run.monitoring.alerts, "guard", None)
+    return decision if isinstance(decision, GuardDecision) else None
+
+
+def guard_lines(guard: GuardDecision) -> list[str]:
+    """Describe the PSI, the band changes and why alerts were held, one line each."""
+    if guard.previous_as_of is None:
+        return ["No earlier snapshot to compare with, so no PSI or band changes."]
+    since = guard.previous_as_of.isoformat()
+    psi = "-" if guard.psi is None else f"{guard.psi:.4f}"
+    lines = [f"PSI of the scores against the snapshot of {since}: {psi}."]
+    if guard.band_change_share is None:
+        lines.append(f"No account has a score both now and on {since}.")
+    else:
+        lines.append(
+            f"{guard.accounts_changed_band:,} of {guard.accounts_compared:,} accounts "
+            f"({guard.band_change_share:.1%}) changed band since {since}."
+        )
+    lines.extend(f"Alerts held: {reason}." for reason in guard.reasons())
+    return lines
 
 
 def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 
 import pandas as pd
 
@@ -32,20 +34,19 @@ from healthscore.metrics import (
     _fill_empty_windows,
     aggregates,
     derived,
-    population,
 )
 from healthscore.metrics.windows import shift
-from healthscore.monitoring.backfill_sweep import SourceSweep
+from healthscore.monitoring.backfill_sweep import SourceSweep, sweep_source_reports
 from healthscore.monitoring.history import replay_project, store_run
 from healthscore.pipeline import (
     ScoringRun,
-    active_overrides,
     open_engine,
     scorecard_versions,
     snapshot_store,
 )
 from healthscore.scoring import score_accounts
 from healthscore.sources import SourceSet, as_of_point
+from healthscore.store.state import StateStore
 
 __all__ = ["BackfillResult", "backfill", "backfill_dates", "sweep_metrics"]
 
@@ -93,7 +94,8 @@ def sweep_metrics(
         return
     points = [as_of_point(project, as_of) for as_of in dates]
     metrics = project.config.metrics
-    all_accounts = pd.Index(sources.accounts().index, name="account_id")
+    usable = sources.accounts()
+    all_accounts = pd.Index(usable.index, name="account_id")
     sweeps = []
     for source_name, names in aggregates.group_by_source(metrics).items():
         if progress:
@@ -110,7 +112,7 @@ def sweep_metrics(
             time.perf_counter() - started,
         )
     for index, (as_of, point) in enumerate(zip(dates, points, strict=True)):
-        accounts = population(project, sources, as_of)
+        accounts = _population(project, sources, usable, as_of)
         rows = pd.Index(accounts.index, name="account_id")
         # Every scored account is a usable account, so each has a position.
         positions = all_accounts.get_indexer(rows)
@@ -121,6 +123,20 @@ def sweep_metrics(
         yield MetricTable(
             as_of=as_of, point=point, values=values[list(metrics)], accounts=accounts
         )
+
+
+def _population(
+    project: Project, sources: SourceSet, usable: pd.DataFrame, as_of: date
+) -> pd.DataFrame:
+    """`metrics.population`, from the usable accounts read once for all dates."""
+    mode = project.config.scoring.population
+    subscriptions = project.config.sources_of_kind("subscriptions")
+    if mode is None:
+        mode = "active" if subscriptions else "all"
+    if mode == "all":
+        return usable.copy()
+    active = derived.active_accounts(sources, subscriptions[0], as_of)
+    return usable[usable.index.isin(active)].copy()
 
 
 def _add_derived(
@@ -204,14 +220,28 @@ def backfill(
     if replay:
         groups, result.skipped = _replay_groups(project, dates)
     total = sum(len(group) for _, group in groups)
-    for group_project, group_dates in groups:
-        group_engine = engine if group_project is project else None
-        for run in _score_dates(group_project, group_dates, group_engine):
-            store_run(run)
-            result.dates.append(run.as_of)
-            result.accounts[run.as_of] = len(run.result.scores)
-            if progress:
-                progress(len(result.dates), total)
+
+    def stored(run: ScoringRun) -> None:
+        result.dates.append(run.as_of)
+        result.accounts[run.as_of] = len(run.result.scores)
+        if progress:
+            progress(len(result.dates), total)
+
+    # One writer thread stores a date while the next one is scored, because most of
+    # a write is file I/O. At most one write is pending, and its error is raised
+    # before the next date is handed over.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for group_project, group_dates in groups:
+            group_engine = engine if group_project is project else None
+            pending: tuple[ScoringRun, Future[Path]] | None = None
+            for run in _score_dates(group_project, group_dates, group_engine):
+                if pending is not None:
+                    pending[1].result()
+                    stored(pending[0])
+                pending = (run, writer.submit(store_run, run))
+            if pending is not None:
+                pending[1].result()
+                stored(pending[0])
     result.dates.sort()
     result.seconds = time.perf_counter() - started
     logger.info("backfilled %d dates in %.2f s", len(result.dates), result.seconds)
@@ -244,15 +274,28 @@ def _score_dates(
     if engine is None:
         engine = open_engine(project)
     versions = scorecard_versions(project)
-    for metrics in sweep_metrics(project, engine.sources, dates):
-        as_of = metrics.as_of
-        mark = time.perf_counter()
-        overrides = active_overrides(project, as_of)
-        result = score_accounts(
-            project.config, metrics.values, metrics.accounts, overrides, as_of, versions
-        )
-        # NOTE: the source report scans every source once per date, which is the
-        # largest per-date cost of a backfill (about a third on 2 M events).
-        reports = engine.sources.report(metrics.point)
-        seconds = {"scoring": time.perf_counter() - mark}
-        yield ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
+    points = [as_of_point(project, as_of) for as_of in dates]
+    started = time.perf_counter()
+    reports = sweep_source_reports(engine.sources, points)
+    logger.info(
+        "counted used and excluded rows for %d dates in %.2f s",
+        len(dates),
+        time.perf_counter() - started,
+    )
+    swept = sweep_metrics(project, engine.sources, dates)
+    # One connection to the operational store serves every date's overrides.
+    with StateStore.open(project.config.store.state, project.root) as state:
+        for metrics, report in zip(swept, reports, strict=True):
+            as_of = metrics.as_of
+            mark = time.perf_counter()
+            overrides = state.active_overrides(as_of)
+            result = score_accounts(
+                project.config,
+                metrics.values,
+                metrics.accounts,
+                overrides,
+                as_of,
+                versions,
+            )
+            seconds = {"scoring": time.perf_counter() - mark}
+            yield ScoringRun(project, as_of, metrics, result, report, versions, seconds)

@@ -14,6 +14,9 @@ once, and each date's value comes from those partials:
 A right-closed window (start, end] keeps a row stamped exactly at midnight with the
 day before, so rows are bucketed by the day of `timestamp - 1 microsecond` for it.
 The cost grows with the rows and the account-days, not with the dates times windows.
+
+`sweep_source_reports` does the same for the per-source report of rows used and
+excluded: only the count of rows stamped after the point changes between points.
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ from healthscore.config.models import (
 )
 from healthscore.expressions import parse_expression
 from healthscore.metrics.aggregates import _calendar_days, _request
-from healthscore.sources import SourceSet
+from healthscore.sources import (
+    _EXAMPLES_PER_REASON,
+    ExcludedRow,
+    SourceReport,
+    SourceSet,
+)
+from healthscore.sources.reader import quote
 
 _EPOCH = datetime(1970, 1, 1)
 # Day numbers are shifted by this much inside sort keys so that they stay positive.
@@ -405,3 +414,165 @@ def _distinct_counts(
     decrements = np.bincount(codes[adds] * width + after[adds], minlength=size)
     steps = (increments - decrements).reshape(len(accounts), width)
     return np.cumsum(steps, axis=1)[:, :-1]
+
+
+# Source reports
+
+
+# A point later than any row of a real source, so that no row is late at it.
+_AFTER_ALL_ROWS = datetime(9999, 12, 31)
+
+# Rows that only lateness can exclude: no problem of their own, a usable account.
+_USABLE_SQL = (
+    "_problem IS NULL AND account_id IN (SELECT account_id FROM valid_{accounts})"
+)
+
+
+def sweep_source_reports(
+    sources: SourceSet, points: list[datetime]
+) -> list[list[SourceReport]]:
+    """Source reports of every point, equal to `sources.report(point)` for each.
+
+    Only the rows stamped after the point (`after_as_of`) change from one point to
+    the next. Every other count and example comes from one `SourceSet` report at a
+    point after every row. The late rows of each point are a sum of usable rows per
+    day, and their examples come from the first few rows of each day. Every point
+    must be a midnight.
+    """
+    per_source = [_SourceReports(sources, name, points) for name in sources.loaded]
+    return [
+        [reports.at(index) for reports in per_source] for index in range(len(points))
+    ]
+
+
+class _SourceReports:
+    """One source's row counts and examples at every point of a date grid."""
+
+    def __init__(self, sources: SourceSet, name: str, points: list[datetime]) -> None:
+        self.sources = sources
+        self.name = name
+        self.loaded = sources.loaded[name]
+        self.kind = self.loaded.config.kind
+        self.relation = quote(self.loaded.relation)
+
+        if self.kind == "subscriptions":
+            # A subscription is late when it starts after the point's day.
+            self.day_sql = "start"
+            self.late_reason = "after_as_of:start"
+            shift = 1
+        else:
+            # timestamp > point, with the point at midnight, is the same test as
+            # "the day of timestamp - 1 microsecond is on or after the point's day".
+            self.day_sql = "CAST(timestamp - INTERVAL 1 MICROSECOND AS DATE)"
+            self.late_reason = "after_as_of:timestamp"
+            shift = 0
+        self.thresholds = np.asarray(
+            [day_number(point) + shift for point in points], dtype=np.int64
+        )
+
+        # At a point after every row no row is late, so this report contains every
+        # other reason with its examples, however SourceSet classifies them.
+        final = sources._report_one(name, _AFTER_ALL_ROWS)
+        self.rows_read = final.rows_read
+        self.usable = final.rows_used
+        self.fixed = dict(final.excluded)
+        self.fixed_examples: dict[str, list[ExcludedRow]] = {p: [] for p in self.fixed}
+        for example in final.examples:
+            self.fixed_examples[f"{example.reason}:{example.column}"].append(example)
+
+        self.late_days = np.zeros(0, dtype=np.int64)
+        self.late_after = np.zeros(1, dtype=np.int64)
+        self.late_examples: pd.DataFrame | None = None
+        if self.kind != "accounts":
+            self._count_usable_days()
+            self.late_examples = self._late_examples()
+
+    def _count_usable_days(self) -> None:
+        """Count the rows a point can exclude as late, per day."""
+        query = (
+            f"SELECT {self.day_sql} AS day, count(*) FROM {self.relation} "
+            f"WHERE {_USABLE_SQL.format(accounts=self.sources.accounts_name)} "
+            "GROUP BY ALL"
+        )
+        frame = self.sources.con.con.execute(query).df()
+        frame.columns = ["day", "rows"]
+        if int(frame["rows"].sum()) != self.usable:
+            raise RuntimeError(
+                f"source {self.name!r}: {int(frame['rows'].sum())} rows have a known "
+                f"account and no problem, but the source report uses {self.usable}; "
+                "so the late rows cannot be counted for all dates at once; score the "
+                "dates one by one with `healthscore score --as-of`"
+            )
+        dated = frame[frame["day"].notna()]
+        if dated.empty:
+            return
+        days = _day_numbers(dated["day"]) - _DAY_OFFSET
+        order = np.argsort(days, kind="stable")
+        self.late_days = days[order]
+        rows = dated["rows"].to_numpy(np.int64)[order]
+        # late_after[i] is the number of usable rows on late_days[i:].
+        self.late_after = np.concatenate([np.cumsum(rows[::-1])[::-1], [0]])
+
+    def at(self, index: int) -> SourceReport:
+        """Build the report at the `index`-th point."""
+        first_late = np.searchsorted(self.late_days, self.thresholds[index])
+        late = int(self.late_after[first_late])
+        excluded = dict(self.fixed)
+        if late:
+            excluded[self.late_reason] = late
+        rows_read = self.rows_read
+        excluded = dict(sorted(excluded.items()))
+        examples: list[ExcludedRow] = []
+        for problem in excluded:
+            if problem == self.late_reason:
+                examples.extend(self._late_at(self.thresholds[index]))
+            else:
+                examples.extend(self.fixed_examples[problem])
+        return SourceReport(
+            source=self.name,
+            kind=self.kind,
+            files=list(self.loaded.files),
+            rows_read=rows_read,
+            rows_used=rows_read - sum(excluded.values()),
+            excluded=excluded,
+            examples=examples,
+        )
+
+    def _late_examples(self) -> pd.DataFrame:
+        """Select the first few usable rows (by file and row) of each day after a point.
+
+        The first rows after a point are among the first rows of their days, so
+        these are enough for every point.
+        """
+        con = self.sources.con.con
+        lowest = (_EPOCH + pd.Timedelta(days=int(self.thresholds.min()))).date()
+        query = (
+            f"WITH dated AS (SELECT _file, _row, {self.day_sql} AS day "
+            f"FROM {self.relation} "
+            f"WHERE {_USABLE_SQL.format(accounts=self.sources.accounts_name)}), "
+            "ranked AS (SELECT *, row_number() OVER (PARTITION BY day "
+            "ORDER BY _file, _row) AS rank FROM dated "
+            f"WHERE day >= DATE '{lowest.isoformat()}') "
+            f"SELECT _file, _row, day FROM ranked WHERE rank <= {_EXAMPLES_PER_REASON}"
+        )
+        frame = con.execute(query).df()
+        frame.columns = ["file", "row", "day"]
+        frame["day"] = _day_numbers(frame["day"]) - _DAY_OFFSET
+        if self.loaded.running_rows:
+            # `_row` runs across files; reports number rows within each file.
+            first_rows = con.execute(
+                f"SELECT _file, min(_row) FROM {self.relation} GROUP BY _file"
+            ).fetchall()
+            starts = frame["file"].map(dict(first_rows))
+            frame["row"] = frame["row"] - starts + 1
+        return frame.sort_values(["file", "row"], kind="stable")
+
+    def _late_at(self, threshold: int) -> list[ExcludedRow]:
+        assert self.late_examples is not None
+        picked = self.late_examples[self.late_examples["day"] >= threshold]
+        picked = picked.head(_EXAMPLES_PER_REASON)
+        reason, column = self.late_reason.split(":", 1)
+        return [
+            ExcludedRow(file=str(file), row=int(row), column=column, reason=reason)
+            for file, row in zip(picked["file"], picked["row"], strict=True)
+        ]

@@ -18,6 +18,7 @@ from markupsafe import Markup
 
 from healthscore import __version__
 from healthscore.report.charts import score_histogram
+from healthscore.report.history import history_charts, score_stability
 from healthscore.report.inputs import ScoredDate
 from healthscore.report.methodology import describe_project
 from healthscore.report.outcomes import ChurnSummary
@@ -33,6 +34,10 @@ SECTION_HEADINGS = (
 
 #: Element id of each section, in the order of SECTION_HEADINGS.
 SECTION_IDS = ("summary", "distribution", "churn", "riskiest", "methodology")
+
+#: Heading and element id of the score history section, shown with two or more
+#: stored dates.
+HISTORY_HEADING = ("history", "Score history")
 
 TEMPLATE = "report.html"
 
@@ -59,12 +64,20 @@ def render_report(
     project = scored.project
     stamp = generated_at or datetime.now(UTC)
     summary = scored.summary()
+    headings = dict(zip(SECTION_IDS, SECTION_HEADINGS, strict=True))
+    riskiest = [account.account_id for account in summary.riskiest]
+    history = history_charts(project, scored.as_of, riskiest)
+    if history is not None:
+        headings = _with_history_heading(headings)
+        history = {name: Markup(chart) for name, chart in history.items()}
     context = {
         "project": project.config.name,
         "as_of": scored.as_of.isoformat(),
         "generated_at": stamp.isoformat(timespec="seconds"),
         "version": __version__,
-        "headings": dict(zip(SECTION_IDS, SECTION_HEADINGS, strict=True)),
+        "headings": headings,
+        "history": history,
+        "stability": score_stability(project, scored.as_of, scored.scores),
         "summary": summary,
         "riskiest_rule": riskiest_rule(summary.value_column),
         "churn": churn,
@@ -75,6 +88,13 @@ def render_report(
         "plotly_js": Markup(plotly.offline.get_plotlyjs()),
     }
     return _environment().get_template(TEMPLATE).render(context)
+
+
+def _with_history_heading(headings: dict[str, str]) -> dict[str, str]:
+    """Insert the history heading before the methodology, as the page orders them."""
+    items = list(headings.items())
+    items.insert(len(items) - 1, HISTORY_HEADING)
+    return dict(items)
 
 
 def write_report(html: str, path: Path) -> Path:

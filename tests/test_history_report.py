@@ -1,0 +1,196 @@
+"""Score history in the report, and the guard numbers after `healthscore score`."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from healthscore.cli import app
+from healthscore.config import Project
+from healthscore.monitoring.alerts import RaisedAlert
+from healthscore.monitoring.outbox import NewAlert, add_alerts
+from healthscore.pipeline import score, snapshot_store
+from healthscore.report import from_snapshot, render_report
+from healthscore.report.outcomes import churn_summary
+from healthscore.store.state import StateStore
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+DATES = [date(2024, 3, 1), date(2024, 3, 8), date(2024, 3, 15)]
+
+# Events per account in the 7 days before each date: a1 grows, a2 fades, a3 is flat.
+DAILY = {"a1": [1, 4, 9], "a2": [9, 5, 1], "a3": [3, 3, 3]}
+
+
+def _events_csv() -> str:
+    lines = ["account_id,timestamp,event_type"]
+    for account, counts in DAILY.items():
+        for as_of, count in zip(DATES, counts, strict=True):
+            for index in range(count):
+                stamp = datetime(as_of.year, as_of.month, as_of.day) - timedelta(
+                    days=1 + index % 6, hours=3
+                )
+                lines.append(f"{account},{stamp.isoformat(' ')},login")
+    return "\n".join(lines) + "\n"
+
+
+def _project(root: Path) -> Project:
+    config = minimal_config()
+    config["metrics"]["events_28d"]["window"] = "7d"
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": _events_csv()}
+    return write_project(root, config, files)
+
+
+def _report(project: Project, as_of: date) -> str:
+    accounts = pd.DataFrame(index=pd.Index(["a1", "a2", "a3"], name="account_id"))
+    scored = from_snapshot(project, as_of, accounts)
+    churn = churn_summary(project, None, scored.scores, as_of, as_of)
+    return render_report(scored, churn, generated_at=datetime(2024, 4, 1))
+
+
+def _plot_data(html: str, div_id: str) -> list[dict[str, Any]]:
+    """The traces that the page's script passes to Plotly.newPlot for `div_id`."""
+    start = html.index(f'"{div_id}",', html.index("Plotly.newPlot"))
+    start = html.index("[", start)
+    data, _ = json.JSONDecoder().raw_decode(html[start:])
+    return data  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def history_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    project = _project(tmp_path_factory.mktemp("history"))
+    for as_of in DATES:
+        score(project, as_of)
+    return project
+
+
+def _add_alert(project: Project, account: str, as_of: date, title: str) -> None:
+    alert = RaisedAlert(
+        rule="drop",
+        kind="score_drop",
+        account_id=account,
+        as_of=as_of,
+        severity="warning",
+        owner=None,
+        escalate_to=None,
+        dedupe_key=f"drop:{account}:{as_of.isoformat()}",
+        title=title,
+        message=title,
+        details={},
+    )
+    with StateStore.open(project.config.store.state, project.root) as state:
+        add_alerts(state, [NewAlert(alert, ())], now=datetime(2024, 4, 1, tzinfo=UTC))
+
+
+def test_band_history_counts(history_project: Project) -> None:
+    html = _report(history_project, DATES[-1])
+    assert '<h2 id="history-heading">Score history</h2>' in html
+    store = snapshot_store(history_project)
+    traces = {trace["name"]: trace for trace in _plot_data(html, "band-history")}
+    labels = {
+        band.name: band.label or band.name for band in history_project.config.bands
+    }
+    expected: dict[str, list[int]] = {}
+    for as_of in DATES:
+        counts = store.read(as_of, "scores")["band"].value_counts()
+        for band, count in counts.items():
+            expected.setdefault(labels[str(band)], [0] * len(DATES))
+            expected[labels[str(band)]][DATES.index(as_of)] = int(count)
+    assert set(traces) == set(expected)
+    for label, counts in expected.items():
+        assert traces[label]["x"] == [day.isoformat() for day in DATES], label
+        assert traces[label]["y"] == counts, label
+    assert len(expected) > 1
+
+
+def test_history_stops_at_report_date(history_project: Project) -> None:
+    html = _report(history_project, DATES[1])
+    for trace in _plot_data(html, "band-history"):
+        assert trace["x"] == [day.isoformat() for day in DATES[:2]]
+
+
+def test_single_date_has_no_history(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    score(project, DATES[0])
+    html = _report(project, DATES[0])
+    assert "Score history" not in html
+    assert "band-history" not in html
+    assert "Score stability" not in html
+
+
+def test_account_history_marks_alerts(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    for as_of in DATES:
+        score(project, as_of)
+    html = _report(project, DATES[-1])
+    traces = _plot_data(html, "account-history")
+    assert all(trace["mode"] == "lines+markers" for trace in traces)
+
+    _add_alert(project, "a1", DATES[1], "a1 dropped")
+    html = _report(project, DATES[-1])
+    traces = {trace["name"]: trace for trace in _plot_data(html, "account-history")}
+    assert "a1 alerts" in traces
+    stored = snapshot_store(project).read(DATES[1], "scores").set_index("account_id")
+    assert traces["a1 alerts"]["x"] == [DATES[1].isoformat()]
+    assert traces["a1 alerts"]["y"] == [stored.loc["a1", "score"]]
+    assert traces["a1 alerts"]["customdata"] == ["a1 dropped"]
+    assert "a2 alerts" not in traces
+
+
+def _psi_by_hand(before: np.ndarray, after: np.ndarray) -> float:
+    """PSI over 10-point bins, written out independently of the guard module."""
+    edges = np.linspace(0, 100, 11)
+    expected = np.histogram(before, edges)[0] / len(before)
+    actual = np.histogram(after, edges)[0] / len(after)
+    expected = np.where(expected == 0, 1e-4, expected)
+    actual = np.where(actual == 0, 1e-4, actual)
+    return float(
+        sum((a - e) * math.log(a / e) for a, e in zip(actual, expected, strict=True))
+    )
+
+
+def test_summary_shows_psi(history_project: Project) -> None:
+    store = snapshot_store(history_project)
+    before = store.read(DATES[1], "scores")["score"].to_numpy(float)
+    after = store.read(DATES[2], "scores")["score"].to_numpy(float)
+    psi = _psi_by_hand(before, after)
+    assert psi > 0.1
+    html = _report(history_project, DATES[2])
+    assert (
+        f"<dt>Score stability</dt><dd>PSI {psi:.4g} against the snapshot of "
+        f"{DATES[1].isoformat()}" in html
+    )
+    assert "<caption>Accounts per 10-point score bin</caption>" in html
+
+
+def test_cli_score_prints_guard(history_project: Project) -> None:
+    runner = CliRunner()
+    arguments = ["score", "--as-of", DATES[2].isoformat()]
+    arguments += ["--project", str(history_project.root)]
+    result = runner.invoke(app, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    guard = json.loads(result.stdout)["guard"]
+    store = snapshot_store(history_project)
+    before = store.read(DATES[1], "scores")
+    after = store.read(DATES[2], "scores")
+    assert guard["previous_as_of"] == DATES[1].isoformat()
+    psi = _psi_by_hand(before["score"].to_numpy(float), after["score"].to_numpy(float))
+    assert guard["psi"] == pytest.approx(psi)
+    changed = int((before["band"].to_numpy() != after["band"].to_numpy()).sum())
+    assert guard["accounts_changed_band"] == changed
+    assert len(guard["distribution"]) == 10
+
+    text = runner.invoke(app, arguments)
+    assert text.exit_code == 0, text.output
+    assert f"PSI of the scores against the snapshot of {DATES[1]}: {psi:.4f}." in (
+        text.output
+    )
+    share = changed / 3
+    assert f"{changed:,} of 3 accounts ({share:.1%}) changed band since" in text.output
