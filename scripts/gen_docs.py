@@ -2,9 +2,10 @@
 
 `docs/configuration.md` comes from the pydantic models in
 `healthscore.config.models`, walked from `ProjectConfig`: every key with its type,
-default and description, and one section per metric type. `docs/cli.md` comes from the
-`--help` output of every command of the Typer app in `healthscore.cli`, captured at a
-fixed width without colour so the text is the same on every machine.
+default and description, one section per metric type, and the standard columns of
+each source kind from `STANDARD_COLUMNS` and `REQUIRED_COLUMNS`. `docs/cli.md` comes
+from the `--help` output of every command of the Typer app in `healthscore.cli`,
+captured at a fixed width without colour so the text is the same on every machine.
 
 Usage::
 
@@ -410,6 +411,7 @@ def configuration_page() -> str:
         GENERATED_NOTE.format(source="src/healthscore/config/models.py"),
         "",
         *configuration_intro(PROJECT_FILE),
+        *standard_columns_section(),
     ]
     for section in walk_sections(ProjectConfig):
         lines += section_lines(section)
@@ -442,6 +444,53 @@ def configuration_intro(project_file: str) -> list[str]:
         "project is loaded.",
         "",
     ]
+
+
+# Configuration page: standard columns of the source kinds.
+
+
+#: Facts about single standard columns that their type does not tell, by kind and
+#: column. The rule for `end` is the one `healthscore.metrics.derived` applies.
+COLUMN_NOTES: dict[tuple[str, str], str] = {
+    ("accounts", "account_id"): "Must be unique: every row of a repeated id is "
+    "excluded.",
+    ("subscriptions", "start"): "First day on which the subscription is active.",
+    ("subscriptions", "end"): "Exclusive: the subscription is active on day d when "
+    "start <= d < end, and an empty end means it is still open. A row whose end is "
+    "before its start is excluded.",
+}
+
+
+def standard_columns_section() -> list[str]:
+    """Render the standard columns of every source kind, with type and requirement."""
+    from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS
+
+    lines = [
+        '<a id="standard-columns"></a>',
+        "",
+        "## Standard columns",
+        "",
+        "The `kind` of a source fixes the names and types of its standard columns.",
+        "A standard column is read from the file column of the same name, or from",
+        "the one that `columns` maps it to. A required column must be in the file,",
+        "and a row where it is empty is excluded from scores. An optional column",
+        "is read when the file has it. A row with a value that cannot be read as",
+        "the column's type is excluded, and so is a row of any kind but `accounts`",
+        "whose `account_id` is not in the accounts source. Further columns are kept",
+        "only when they are listed under `attributes`.",
+        "",
+    ]
+    for kind, columns in STANDARD_COLUMNS.items():
+        required = REQUIRED_COLUMNS[kind]
+        lines += [f"### `{kind}`", "", "| column | type | required | notes |"]
+        lines.append("| --- | --- | --- | --- |")
+        for column, column_type in columns.items():
+            needed = "yes" if column in required else "no"
+            notes = COLUMN_NOTES.get((kind, column), "")
+            cells = [f"`{column}`", column_type, needed, notes]
+            lines.append("| " + " | ".join(cell(text) for text in cells) + " |")
+        lines.append("")
+    return lines
 
 
 # CLI page.

@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 
 import healthscore
 from healthscore.cli import app
+from healthscore.cli.common import StepProgress, parse_date, plural, row_location
 from healthscore.config import load_project
 from healthscore.store import SnapshotStore, StateStore
 
@@ -222,6 +223,54 @@ def test_bad_date_is_usage_error(project, text):
     assert not (project / ".healthscore" / "snapshots").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "text"),
+    [
+        ("--as-of", "1899-12-31"),
+        ("--as-of", "0001-01-01"),
+        ("--as-of", "3000-01-01"),
+        ("--as-of", "9999-12-31"),
+        ("--compare-to", "0001-01-01"),
+    ],
+)
+def test_date_out_of_range_is_usage_error(project, option, text):
+    command = ["explain", "a1"] if option == "--compare-to" else ["score"]
+    extra = ["--as-of", AS_OF] if option == "--compare-to" else []
+
+    result = run(*command, "--project", project, *extra, option, text)
+
+    assert result.exit_code == 2
+    assert (
+        f"Invalid value for '{option}': {text} is outside the supported range "
+        "1900-01-01 to 2999-12-31; give a date in that range"
+    ) in plain(result.stderr)
+    assert "Traceback" not in result.output
+
+
+def test_override_expiry_out_of_range_is_usage_error(project):
+    result = run(
+        "override", "add", "a1", "--project", project, "--score", "50",
+        "--reason", "r", "--author", "ana", "--expires", "9999-12-31",
+    )  # fmt: skip
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--expires': 9999-12-31 is outside" in plain(
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize("text", ["1900-01-01", "2999-12-31"])
+def test_range_edge_dates_score(project, text):
+    result = succeeded(run("score", "--project", project, "--as-of", text, "--json"))
+
+    assert json.loads(result.stdout)["as_of"] == text
+
+
+def test_parse_date_range_edges():
+    assert parse_date("1900-01-01") == date(1900, 1, 1)
+    assert parse_date(" 2999-12-31 ") == date(2999, 12, 31)
+
+
 def test_bad_output_extension_is_usage_error(project):
     result = run(
         "score", "--project", project, "--as-of", AS_OF, "--output", "scores.xlsx"
@@ -289,12 +338,12 @@ def test_validate_data_reports_excluded_rows(project):
     assert events.split()[:5] == ["events", "12", "9", "1", "2"]
     events_file = project / "events.csv"
     assert (
-        f"  events: {events_file}, row 11, column timestamp: value cannot be read as "
-        "the column's type"
+        f"  events: {events_file}, row 11 (line 12), column timestamp: value cannot be "
+        "read as the column's type"
     ) in output
     assert (
-        f"  events: {events_file}, row 12, column account_id: account id not found in "
-        "the accounts source"
+        f"  events: {events_file}, row 12 (line 13), column account_id: account id not "
+        "found in the accounts source"
     ) in output
     assert (
         "1 row is later than the as-of date: valid, left for later dates, not errors."
@@ -772,6 +821,72 @@ def test_override_list_all_shows_expired(project):
     assert row.split()[:6] == ["1", "a1", "score", "10", "2020-06-01", "(expired)"]
 
 
+def test_override_list_all_shows_removed(project):
+    config = load_project(project).config
+    with StateStore.open(config.store.state, project) as store:
+        store.add_override(
+            "a2",
+            score=70,
+            reason="migration",
+            author="ana",
+            expires_on=date(2099, 1, 1),
+            now=datetime(2024, 5, 1, 9, 0, tzinfo=UTC),
+        )
+        store.remove_override(1, "bob", now=datetime(2024, 5, 2, 14, 30, tzinfo=UTC))
+
+    active = succeeded(run("override", "list", "--project", project))
+    every = succeeded(run("override", "list", "--project", project, "--all"))
+    data = json.loads(
+        succeeded(
+            run("override", "list", "--project", project, "--all", "--json")
+        ).stdout
+    )
+
+    assert active.stdout == "No overrides active today or later.\n"
+    row = next(line for line in lines(every.stdout) if line.strip().startswith("1 "))
+    assert row.split() == [
+        "1", "a2", "score", "70", "2099-01-01", "ana",
+        "2024-05-02", "14:30", "UTC", "by", "bob", "migration",
+    ]  # fmt: skip
+    assert len(data) == 1
+    assert data[0]["removed_at"] == "2024-05-02T14:30:00Z"
+    assert data[0]["removed_by"] == "bob"
+    assert data[0]["author"] == "ana"
+
+
+def test_override_list_all_marks_current(project):
+    config = load_project(project).config
+    with StateStore.open(config.store.state, project) as store:
+        store.add_override(
+            "a1", score=20, reason="outage", author="ana",
+            expires_on=date(2099, 1, 1),
+        )  # fmt: skip
+
+    every = succeeded(run("override", "list", "--project", project, "--all"))
+    data = json.loads(
+        succeeded(
+            run("override", "list", "--project", project, "--all", "--json")
+        ).stdout
+    )
+
+    row = next(line for line in lines(every.stdout) if line.strip().startswith("1 "))
+    assert row.split() == ["1", "a1", "score", "20", "2099-01-01", "ana", "-", "outage"]
+    assert data[0]["removed_at"] is None
+    assert data[0]["removed_by"] is None
+
+
+def test_override_add_help_states_dates():
+    result = succeeded(run("override", "add", "--help"))
+
+    text = plain(result.stdout)
+    assert (
+        "The override applies to every as-of date up to and including its expiry "
+        "date, also to dates before it was created: rescoring an earlier date "
+        "applies it too."
+    ) in text
+    assert "Last as-of date on which the override applies (included)" in text
+
+
 # report and demo
 
 
@@ -882,3 +997,62 @@ def test_init_creates_project_and_prints_next_commands(tmp_path):
 
     forced = run("init", folder, "--accounts", "10", "--force")
     assert forced.exit_code == 0
+
+
+# Helpers shared by the commands
+
+
+@pytest.mark.parametrize(
+    ("count", "noun", "plural_noun", "expected"),
+    [
+        (0, "row", None, "0 rows"),
+        (1, "row", None, "1 row"),
+        (2, "row", None, "2 rows"),
+        (1204, "row", None, "1,204 rows"),
+        (1, "entry", "entries", "1 entry"),
+        (3, "entry", "entries", "3 entries"),
+    ],
+)
+def test_plural_forms(count, noun, plural_noun, expected):
+    assert plural(count, noun, plural_noun) == expected
+
+
+@pytest.mark.parametrize(
+    ("file", "row", "expected"),
+    [
+        ("data/events.csv", 11, "row 11 (line 12)"),
+        ("data/EVENTS.CSV.GZ", 1, "row 1 (line 2)"),
+        ("data/visits.tsv", 1999, "row 1,999 (line 2,000)"),
+        ("data/invoices.parquet", 5, "row 5"),
+        ("data/tickets.jsonl", 5, "row 5"),
+    ],
+)
+def test_row_location(file, row, expected):
+    assert row_location(file, row) == expected
+
+
+def test_step_progress_silent_off_terminal(capsys, monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+
+    with StepProgress() as progress:
+        progress("reading sources")
+        progress("scoring")
+
+    assert capsys.readouterr().err == ""
+
+
+def test_step_progress_draws_on_terminal(capsys, monkeypatch):
+    # Rich treats the console as a terminal when FORCE_COLOR is set.
+    monkeypatch.setenv("FORCE_COLOR", "1")
+
+    with StepProgress() as progress:
+        progress("reading sources")
+
+    assert "reading sources" in capsys.readouterr().err
+
+
+def test_score_writes_no_progress_to_captured_stderr(project):
+    result = succeeded(run("score", "--project", project, "--as-of", AS_OF))
+
+    assert result.stderr == ""

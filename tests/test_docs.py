@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import inspect
 import itertools
+import math
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import types
 from pathlib import Path
 from typing import Any, get_args
 
+import pandas as pd
 import pytest
 import typer
 import typer.main
@@ -21,7 +23,15 @@ import yaml
 from pydantic import BaseModel, Field
 
 from healthscore.config import load_project
-from healthscore.config.models import Duration, ProjectConfig
+from healthscore.config.loader import expand_variables
+from healthscore.config.models import (
+    REQUIRED_COLUMNS,
+    STANDARD_COLUMNS,
+    Duration,
+    NormalizeConfig,
+    ProjectConfig,
+)
+from healthscore.scoring.normalize import normalize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = REPO_ROOT / "scripts" / "gen_docs.py"
@@ -158,6 +168,123 @@ def test_configuration_links_resolve() -> None:
 
     assert links, "docs/configuration.md links no section"
     assert links <= anchors, f"links without a section: {sorted(links - anchors)}"
+
+
+def configuration_page() -> str:
+    return (REPO_ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+
+
+def kind_tables(section: str) -> dict[str, dict[str, list[str]]]:
+    """Parse the standard columns section: kind -> column -> cells after the name."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    kind = ""
+    for line in section.splitlines():
+        heading = re.fullmatch(r"### `(\w+)`", line)
+        if heading:
+            kind = heading.group(1)
+            tables[kind] = {}
+        row = re.match(r"\| `(\w+)` \| (.*) \|$", line)
+        if row and kind:
+            tables[kind][row.group(1)] = [
+                cell.strip() for cell in row.group(2).split(" | ")
+            ]
+    return tables
+
+
+def test_standard_columns_documented() -> None:
+    tables = kind_tables(page_sections(configuration_page())["standard-columns"])
+
+    assert list(tables) == list(STANDARD_COLUMNS)
+    for kind, columns in STANDARD_COLUMNS.items():
+        assert list(tables[kind]) == list(columns), kind
+        for column, column_type in columns.items():
+            documented_type, required = tables[kind][column][:2]
+            expected = "yes" if column in REQUIRED_COLUMNS[kind] else "no"
+            assert documented_type == column_type, f"{kind}.{column}"
+            assert required == expected, f"{kind}.{column}"
+
+
+def test_subscription_end_documented_exclusive() -> None:
+    tables = kind_tables(page_sections(configuration_page())["standard-columns"])
+
+    notes = tables["subscriptions"]["end"][2]
+    assert "start <= d < end" in notes
+    assert "an empty end means it is still open" in notes
+
+
+def test_source_path_documents_variables() -> None:
+    row = table_row(page_sections(configuration_page())["sourceconfig"], "path")
+
+    assert "`${NAME}` or `${NAME:-default}`" in row[3]
+    assert "unset or empty" in row[3]
+
+
+def test_path_variables_work_as_documented(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HS_DOCS_SET", "/srv/data")
+    monkeypatch.setenv("HS_DOCS_EMPTY", "")
+    monkeypatch.delenv("HS_DOCS_UNSET", raising=False)
+
+    assert expand_variables("${HS_DOCS_SET}/a.csv") == "/srv/data/a.csv"
+    assert expand_variables("${HS_DOCS_SET:-x}/a.csv") == "/srv/data/a.csv"
+    assert expand_variables("${HS_DOCS_UNSET:-data}/a.csv") == "data/a.csv"
+    assert expand_variables("${HS_DOCS_EMPTY:-data}/a.csv") == "data/a.csv"
+    with pytest.raises(ValueError, match="environment variable HS_DOCS_UNSET is not"):
+        expand_variables("${HS_DOCS_UNSET}/a.csv")
+
+
+def test_normalization_formulas_documented() -> None:
+    section = page_sections(configuration_page())["normalizeconfig"]
+    method = table_row(section, "method")[3]
+    log = table_row(section, "log")[3]
+    measure = page_sections(configuration_page())["measureconfig"]
+    direction = table_row(measure, "direction")[3]
+
+    assert "100 * (r - 0.5) / n" in method
+    assert "a group of one scores 50" in method
+    assert "100 / (1 + exp(-z))" in method
+    assert "population standard deviation (divided by n)" in method
+    assert "clipped to 0-100" in method
+    assert "100 * min(value / target, 1)" in table_row(section, "target")[3]
+    assert "log(1 + value)" in log
+    assert "original units" in log
+    assert "100 - s" in direction
+
+
+def test_documented_formulas_match_normalize() -> None:
+    # Ranks of 10, 20, 20, 40 are 1, 2.5, 2.5 and 4 (ties share the average).
+    values = pd.Series([10.0, 20.0, 20.0, 40.0])
+    percentiles = normalize(values, NormalizeConfig(method="percentile"))
+    mean = 22.5
+    std = math.sqrt(sum((value - mean) ** 2 for value in values) / 4)
+    expected_z = [100 / (1 + math.exp(-(value - mean) / std)) for value in values]
+    zscores = normalize(values, NormalizeConfig(method="zscore"))
+    lower = normalize(values, NormalizeConfig(method="percentile"), "lower")
+    single = normalize(pd.Series([7.0]), NormalizeConfig(method="percentile"))
+    logged = normalize(
+        pd.Series([0.0, 9.0, 99.0]),
+        NormalizeConfig(method="bounds", min=0, max=99, log=True),
+    )
+
+    assert percentiles.tolist() == [12.5, 50.0, 50.0, 87.5]
+    assert zscores.tolist() == pytest.approx(expected_z, abs=1e-9)
+    assert lower.tolist() == [87.5, 50.0, 50.0, 12.5]
+    assert single.tolist() == [50.0]
+    # log(1 + 9) / log(1 + 99) = 1 / 2, because log(100) = 2 * log(10).
+    assert logged.tolist() == pytest.approx([0.0, 50.0, 100.0], abs=1e-9)
+
+
+# Validation wording in the hand-written pages.
+
+
+@pytest.mark.parametrize(
+    "page", ["docs/index.md", "src/healthscore/scaffold/project_readme.md"]
+)
+def test_validate_data_documented(page: str) -> None:
+    text = " ".join((REPO_ROOT / page).read_text(encoding="utf-8").split())
+
+    assert "checks `healthscore.yml` alone" in text
+    assert "does not read the data" in text
+    assert "--data` also reads every source" in text
 
 
 # Generator internals: robust to models and commands being added.

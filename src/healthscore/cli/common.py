@@ -56,14 +56,32 @@ HANDLED_ERRORS: tuple[type[Exception], ...] = (
 # Options
 
 
+#: Range of dates the commands accept. Windows and horizons move a date back or
+#: forward, and Python dates stop at years 1 and 9999, so a date near those ends
+#: fails with OverflowError deep inside a computation. The range leaves centuries of
+#: room on both sides.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+
+
 def parse_date(text: str) -> date:
-    """Parse an ISO date; raise a usage error (exit code 2) otherwise."""
+    """Parse an ISO date from EARLIEST_DATE to LATEST_DATE.
+
+    Raises typer.BadParameter, a usage error with exit code 2, for any other text.
+    """
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         raise typer.BadParameter(
             f"{text!r} is not a date in the form YYYY-MM-DD, for example 2020-05-01"
         ) from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise typer.BadParameter(
+            f"{day.isoformat()} is outside the supported range "
+            f"{EARLIEST_DATE.isoformat()} to {LATEST_DATE.isoformat()}; "
+            "give a date in that range"
+        )
+    return day
 
 
 ProjectOption = Annotated[
@@ -112,6 +130,32 @@ def stdout_console() -> Console:
 def stderr_console() -> Console:
     """Console for notes, warnings and progress on stderr."""
     return Console(stderr=True, highlight=False)
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """Format a count with its noun, such as `1 row` or `1,204 rows`.
+
+    `plural_noun` is the plural form when it is not `noun` + `s`, as for `entries`.
+    """
+    form = noun if count == 1 else (plural_noun or f"{noun}s")
+    return f"{count:,} {form}"
+
+
+#: File name endings of sources read as CSV, where a data row follows a header line.
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+
+
+def row_location(file: str, row: int) -> str:
+    """Locate a data row (counted from 1) of a source file for a person to find.
+
+    A CSV file has one header line, so data row N is on line N + 1, which is what
+    editors show. Other formats get the row number alone.
+    """
+    # NOTE: a quoted CSV field that spans lines moves every later row further down,
+    # so the line is exact only for files without line breaks inside fields.
+    if file.lower().endswith(CSV_SUFFIXES):
+        return f"row {row:,} (line {row + 1:,})"
+    return f"row {row:,}"
 
 
 def note(text: str) -> None:
@@ -215,20 +259,32 @@ def open_project(directory: Path) -> Project:
     return project
 
 
+def progress_allowed(console: Console | None = None) -> bool:
+    """Tell whether progress displays may draw on `console` (default: stderr).
+
+    Rich prints the final frame of a progress display even to a file, so a display
+    must be disabled, not merely left to Rich, when the console is not a terminal.
+    """
+    console = console if console is not None else stderr_console()
+    return console.is_terminal
+
+
 class StepProgress:
     """A spinner per pipeline step on stderr, marked done when the next step starts.
 
     Pass the instance as the `progress` callback of `healthscore.pipeline.score`,
-    which calls it with the name of each step.
+    which calls it with the name of each step. Nothing is drawn when stderr is not a
+    terminal (a file, a pipe or a CI log), where frames would only add noise.
     """
 
     def __init__(self, enabled: bool = True) -> None:
+        console = stderr_console()
         self._progress = Progress(
             SpinnerColumn(finished_text="done"),
             TextColumn("{task.description}"),
             TimeElapsedColumn(),
-            console=stderr_console(),
-            disable=not enabled,
+            console=console,
+            disable=not (enabled and progress_allowed(console)),
         )
         self._current: TaskID | None = None
 

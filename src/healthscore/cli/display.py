@@ -15,6 +15,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from healthscore.cli.common import row_location
 from healthscore.report.outcomes import ChurnSummary
 from healthscore.report.summary import (
     BandCount,
@@ -196,7 +197,8 @@ def print_sources(
     for source in sources:
         for example in source.examples:
             console.print(
-                f"  {source.source}: {example.file}, row {example.row}, column "
+                f"  {source.source}: {example.file}, "
+                f"{row_location(example.file, example.row)}, column "
                 f"{example.column}: {example.reason}",
                 markup=False,
                 soft_wrap=True,

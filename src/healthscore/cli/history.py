@@ -25,7 +25,9 @@ from healthscore.cli.common import (
     note,
     open_project,
     parse_date,
+    plural,
     print_json,
+    progress_allowed,
     say,
     stderr_console,
     stdout_console,
@@ -89,7 +91,7 @@ def backfill(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=stderr_console(),
-        disable=json_output,
+        disable=json_output or not progress_allowed(),
     ) as progress:
         task = progress.add_task("backfilling", total=len(dates))
 
@@ -113,7 +115,7 @@ def backfill(
         say("No snapshots were stored.")
         return
     say(
-        f"stored {len(result.dates)} snapshots from {result.dates[0]} to "
+        f"stored {plural(len(result.dates), 'snapshot')} from {result.dates[0]} to "
         f"{result.dates[-1]} in {result.seconds:.1f} s"
     )
 

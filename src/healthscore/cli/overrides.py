@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import difflib
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
 from rich import box
 from rich.table import Table
+from sqlalchemy import select
 
 from healthscore.cli.common import (
     JsonOption,
@@ -22,11 +24,14 @@ from healthscore.cli.common import (
     print_json,
     say,
     stdout_console,
+    to_json,
 )
 from healthscore.config import Project
 from healthscore.config.overrides import Override
 from healthscore.report import project_today, read_account_sources
 from healthscore.store import StateStore
+from healthscore.store.schema import overrides as overrides_table
+from healthscore.store.state import OVERRIDE_SUBJECT
 
 override_app = typer.Typer(
     help="Add, list and remove manual overrides of scores.",
@@ -61,7 +66,8 @@ def add(
             "--expires",
             parser=parse_date,
             metavar="YYYY-MM-DD",
-            help="Last as-of date on which the override applies; today or later.",
+            help="Last as-of date on which the override applies (included); today "
+            "or later. Every earlier as-of date is covered too.",
         ),
     ],
     measure: Annotated[
@@ -76,7 +82,12 @@ def add(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Set a manual score for one account, with a reason, an author and an expiry."""
+    """Set a manual score for one account, with a reason, an author and an expiry.
+
+    The override applies to every as-of date up to and including its expiry date,
+    also to dates before it was created: rescoring an earlier date applies it too.
+    Remove it with `override remove` to stop it applying to any date.
+    """
     project = open_project(project_dir)
     if measure is not None:
         _check_measure(project, measure)
@@ -134,49 +145,141 @@ def _check_account(project: Project, account: str) -> None:
 @override_app.command("list")
 @handle_errors
 def list_overrides(
-    include_expired: Annotated[
-        bool, typer.Option("--all", help="Also list expired overrides.")
+    include_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also list expired overrides, and removed ones with when and by "
+            "whom they were removed.",
+        ),
     ] = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """List the overrides that apply today or later (with --all, expired ones too)."""
+    """List the overrides in force today or later; --all adds expired and removed."""
     project = open_project(project_dir)
     today = project_today(project)
     with state_store(project) as store:
-        overrides = store.list_overrides(include_expired=include_expired, as_of=today)
+        listed = [
+            ListedOverride(item)
+            for item in store.list_overrides(include_expired=include_all, as_of=today)
+        ]
+        if include_all:
+            listed = sorted(listed + removed_overrides(store), key=_creation_order)
     if json_output:
-        print_json(overrides)
+        print_json([item.to_json() for item in listed])
         return
-    if not overrides:
-        scope = "" if include_expired else " active today or later"
+    if not listed:
+        scope = "" if include_all else " active today or later"
         say(f"No overrides{scope}.")
         return
-    stdout_console().print(_override_table(overrides, today))
+    stdout_console().print(_override_table(listed, today, show_removed=include_all))
 
 
-def _override_table(overrides: list[Override], today: date) -> Table:
+@dataclass(frozen=True)
+class ListedOverride:
+    """An override as listed, with its removal when it was removed."""
+
+    override: Override
+    removed_at: datetime | None = None
+    removed_by: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = to_json(self.override)
+        # Written like `created_at`, which pydantic renders in UTC with a `Z`.
+        removed = self.removed_at
+        data["removed_at"] = (
+            None if removed is None else removed.isoformat().replace("+00:00", "Z")
+        )
+        data["removed_by"] = self.removed_by
+        return data
+
+
+def removed_overrides(store: StateStore) -> list[ListedOverride]:
+    """Read the removed overrides, which the store keeps with their removal time.
+
+    The person who removed one is the actor of its `remove` entry in the audit log,
+    or None when that entry is missing.
+    """
+    query = select(overrides_table).where(overrides_table.c.removed_at.is_not(None))
+    with store.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    removers = {
+        entry.detail.get("override_id"): entry.actor
+        for entry in store.audit_entries(OVERRIDE_SUBJECT)
+        if entry.action == "remove"
+    }
+    return [
+        ListedOverride(
+            _override_from_row(row),
+            removed_at=row.removed_at.astimezone(UTC),
+            removed_by=removers.get(row.id),
+        )
+        for row in rows
+    ]
+
+
+def _override_from_row(row: Any) -> Override:
+    return Override(
+        id=row.id,
+        account_id=row.account_id,
+        measure=row.measure,
+        score=row.score,
+        reason=row.reason,
+        author=row.author,
+        created_at=row.created_at.astimezone(UTC),
+        expires_on=row.expires_on,
+    )
+
+
+def _creation_order(item: ListedOverride) -> tuple[datetime, int]:
+    return item.override.created_at, item.override.id or 0
+
+
+def _override_table(
+    listed: list[ListedOverride], today: date, *, show_removed: bool
+) -> Table:
     table = Table(
         title=f"Overrides (today is {today.isoformat()})",
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
-    for column in ("Id", "Account", "Replaces", "Score", "Expires", "Author"):
+    columns = ["Id", "Account", "Replaces", "Score", "Expires", "Author"]
+    if show_removed:
+        columns.append("Removed")
+    for column in columns:
         table.add_column(column, no_wrap=True)
     table.add_column("Reason", overflow="fold")
-    for item in overrides:
-        expired = " (expired)" if item.expires_on < today else ""
-        table.add_row(
-            str(item.id),
-            item.account_id,
-            item.target,
-            f"{item.score:g}",
-            f"{item.expires_on.isoformat()}{expired}",
-            item.author,
-            item.reason,
-        )
+    for entry in listed:
+        table.add_row(*_override_cells(entry, today, show_removed=show_removed))
     return table
+
+
+def _override_cells(
+    entry: ListedOverride, today: date, *, show_removed: bool
+) -> list[str]:
+    item = entry.override
+    expired = " (expired)" if item.expires_on < today else ""
+    cells = [
+        str(item.id),
+        item.account_id,
+        item.target,
+        f"{item.score:g}",
+        f"{item.expires_on.isoformat()}{expired}",
+        item.author,
+    ]
+    if show_removed:
+        cells.append(_removal_text(entry))
+    return [*cells, item.reason]
+
+
+def _removal_text(entry: ListedOverride) -> str:
+    """Render `2024-05-02 14:30 UTC by bob`, or `-` for an override still in force."""
+    if entry.removed_at is None:
+        return "-"
+    when = entry.removed_at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"{when} by {entry.removed_by or 'unknown (no audit entry)'}"
 
 
 @override_app.command("remove")

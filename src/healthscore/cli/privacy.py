@@ -14,6 +14,7 @@ from healthscore.cli.common import (
     handle_errors,
     note,
     open_project,
+    plural,
     print_json,
     say,
 )
@@ -116,13 +117,13 @@ def _print_report(
         return
     write = note if to_stderr else say
     verb = "Would erase" if report.dry_run else "Erased"
-    write(f"{verb} {report.total_rows:,} rows of the {report.subject_kind}.")
+    write(f"{verb} {plural(report.total_rows, 'row')} of the {report.subject_kind}.")
     for as_of, tables in report.snapshot_rows.items():
         write(f"  snapshot {as_of}: {_counts(tables)}")
     if report.state_rows:
         write(f"  state store: {_counts(report.state_rows)}")
     for path, count in report.file_rows.items():
-        write(f"  {path}: {count:,} rows")
+        write(f"  {path}: {plural(count, 'row')}")
     deleting = "would delete" if report.dry_run else "deleted"
     for path in report.deleted_reports:
         write(f"  {path}: report {deleting}; run `healthscore report` to rebuild it")

@@ -16,6 +16,7 @@ from healthscore.cli.common import (
     handle_errors,
     note,
     parse_date,
+    plural,
     print_json,
     say,
     stdout_console,
@@ -120,7 +121,8 @@ def validate(
         problems = sum(source.rows_with_problems for source in summaries)
         if problems:
             note(
-                f"{problems:,} rows fail a check and are excluded from scores; fix "
+                f"{plural(problems, 'row')} fail a check and are excluded from "
+                "scores; fix "
                 "them in the source files or the column settings."
             )
 

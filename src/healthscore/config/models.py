@@ -159,7 +159,10 @@ class StrictModel(BaseModel):
 class LookupConfig(StrictModel):
     """A two-column file that replaces codes in a source column with names."""
 
-    path: str = Field(description="CSV file, relative to the project folder.")
+    path: str = Field(
+        description="CSV file, relative to the project folder; environment variables "
+        "are replaced as in the source's `path`."
+    )
     key: str = Field(description="Column of the lookup file holding the code.")
     value: str = Field(description="Column of the lookup file holding the name.")
 
@@ -168,11 +171,15 @@ class SourceConfig(StrictModel):
     """One input table: a file or glob of CSV (gzip too), Parquet or JSON Lines."""
 
     kind: SourceKind = Field(
-        description="What the rows are; sets the standard columns."
+        description="What the rows are; sets the standard columns, listed under "
+        "[Standard columns](#standard-columns)."
     )
     path: str = Field(
         description="File or glob, relative to the project folder, "
-        "for example `data/events/*.parquet`."
+        "for example `data/events/*.parquet`. Environment variables written "
+        "`${NAME}` or `${NAME:-default}` are replaced by their value, the default "
+        "when the variable is unset or empty, and a leading `~` by the home folder. "
+        "A variable that is unset or empty and has no default is an error."
     )
     format: (
         Literal[
@@ -500,30 +507,59 @@ class NormalizeConfig(StrictModel):
 
     method: Literal[
         "bounds", "percentile", "steps", "target", "zscore", "categories"
-    ] = Field(description="Normalization method.")
-    min: float | None = Field(default=None, description="bounds: value that scores 0.")
+    ] = Field(
+        description="Normalization method. `bounds`: 100 * (value - min) / (max - "
+        "min), clipped to 0-100. `percentile`: mid-rank percentile 100 * (r - 0.5) / "
+        "n, where r is the value's average rank (tied values share it) among the n "
+        "values of its group, so a group of one scores 50. `zscore`: 100 / (1 + "
+        "exp(-z)) with z = (value - mean) / std, where mean and the population "
+        "standard deviation (divided by n) are those of the group unless fixed, and "
+        "a group with zero spread scores 50. `target`, `steps` and `categories`: see "
+        "the keys of the same names. A missing value gets no score and is left out "
+        "of the percentile and zscore groups."
+    )
+    min: float | None = Field(
+        default=None,
+        description="bounds: value that scores 0; lower values score 0 too.",
+    )
     max: float | None = Field(
-        default=None, description="bounds: value that scores 100."
+        default=None,
+        description="bounds: value that scores 100; higher values score 100 too.",
     )
     within: str | None = Field(
         default=None,
         description="percentile and zscore: account column to group by, for example "
-        "`segment`; none compares with all scored accounts.",
+        "`segment`; none compares with all scored accounts. Accounts without a "
+        "value in the column form one group.",
     )
-    steps: list[Step] = Field(default_factory=list, description="steps: the steps.")
+    steps: list[Step] = Field(
+        default_factory=list,
+        description="steps: the steps, by increasing `from`. A value scores the "
+        "`score` of the last step whose `from` is at most the value, and a value "
+        "below the first step scores the first step's score. The measure's "
+        "direction does not apply.",
+    )
     target: float | None = Field(
-        default=None, description="target: value that reaches 100."
+        default=None,
+        description="target: value that reaches 100. With direction higher the score "
+        "is 100 * min(value / target, 1), and 0 for a negative value. With direction "
+        "lower it is 100 at or below the target, else 100 * target / value.",
     )
     mean: float | None = Field(
-        default=None, description="zscore: fixed centre instead of the population mean."
+        default=None,
+        description="zscore: fixed centre instead of the group mean; with log, in "
+        "log(1 + value) units.",
     )
     std: float | None = Field(
         default=None,
-        description="zscore: fixed spread instead of the population standard "
-        "deviation.",
+        description="zscore: fixed spread instead of the group's population standard "
+        "deviation; with log, in log(1 + value) units.",
     )
     scores: dict[str, float] = Field(
-        default_factory=dict, description="categories: score of each category value."
+        default_factory=dict,
+        description="categories: score of each category value, matched as text: "
+        "booleans as `true` and `false`, and a whole number such as 3.0 as `3`. The "
+        "measure's direction does not apply.",
     )
     default: float | None = Field(
         default=None,
@@ -531,8 +567,10 @@ class NormalizeConfig(StrictModel):
     )
     log: bool = Field(
         default=False,
-        description="Apply log(1 + value) first, for fat-tailed counts; bounds, steps "
-        "and target are given in the original units.",
+        description="Apply log(1 + value) first, for fat-tailed counts; a negative "
+        "value counts as 0. The thresholds of bounds, steps and target are written "
+        "in the original units and transformed the same way. Not allowed with "
+        "categories.",
     )
 
     @model_validator(mode="after")
@@ -568,7 +606,10 @@ class MeasureConfig(StrictModel):
     )
     weight: float = Field(default=1.0, gt=0, description="Weight within the component.")
     direction: Literal["higher", "lower"] = Field(
-        default="higher", description="Whether a higher value is better."
+        default="higher",
+        description="Whether a higher or a lower value is better. With `lower`, a "
+        "bounds, percentile or zscore score s becomes 100 - s, and target uses its "
+        "rule for lower values; steps and categories do not use it.",
     )
     normalize: NormalizeConfig = Field(description="Normalization to 0-100.")
 
