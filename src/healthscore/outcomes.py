@@ -13,7 +13,7 @@ from healthscore.sources import SourceSet
 
 
 def horizon_end(project: Project, as_of: date) -> date:
-    """The date the churn horizon after `as_of` ends on."""
+    """Return the end date of the churn horizon that starts at `as_of`."""
     horizon = project.config.outcomes.horizon
     start = datetime(as_of.year, as_of.month, as_of.day)
     return shift(start, horizon, periods=-1).date()
@@ -24,9 +24,8 @@ def churn_labels(project: Project, sources: SourceSet, as_of: date) -> pd.Series
 
     An account churned when it has a subscription active on `as_of` and none active on
     the horizon's end date (active on d: start <= d < end). Returns a boolean Series by
-    account id; it is empty when the horizon ends after `outcomes.observed_until`,
-    because a later end would count accounts whose renewal is not yet recorded as
-    churned.
+    account id. It is empty when the horizon ends after `outcomes.observed_until`,
+    because accounts whose renewal is not yet recorded would count as churned.
     """
     names = project.config.sources_of_kind("subscriptions")
     if not names:

@@ -46,7 +46,7 @@ class ScoringRun:
     monitoring: Monitoring | None = None
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The tables stored in the snapshot."""
+        """Return the tables stored in the snapshot."""
         metrics = self.metrics.long()
         metrics["value"] = pd.to_numeric(metrics["value"], errors="coerce")
         return {
@@ -73,7 +73,7 @@ class ScoringRun:
 
 @dataclass
 class Monitoring:
-    """What the monitoring step did after a stored run."""
+    """Result of the monitoring step after a stored run."""
 
     alerts: Any
     """`AlertOutcome`: raised, suppressed and held alerts and the guard's decision."""
@@ -105,7 +105,7 @@ def _uses_csm_notes(project: Project) -> bool:
 
 
 def snapshot_store(project: Project) -> SnapshotStore:
-    """The project's snapshot store."""
+    """Return the project's snapshot store."""
     return SnapshotStore(project.path(project.config.store.snapshots))
 
 

@@ -217,7 +217,7 @@ def _condition(
     if request.span is not None:
         conditions.append(request.span.contains(table.timestamp))
     else:
-        # Without a window a metric sees what a left-closed window would: rows
+        # Without a window a metric reads what a left-closed window would: rows
         # strictly before the as-of point.
         conditions.append(table.timestamp < point)
     if not conditions:

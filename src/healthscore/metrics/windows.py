@@ -1,4 +1,4 @@
-"""Window arithmetic: which rows a metric sees as of a point in time."""
+"""Window arithmetic: the time range a metric reads as of a point in time."""
 
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ class Span:
 
 
 def current_span(window: WindowConfig, point: datetime) -> Span:
-    """The window that ends at the as-of point."""
+    """Return the window that ends at the as-of point."""
     return Span(shift(point, window.length), point, window.closed)
 
 
 def previous_span(window: WindowConfig, point: datetime) -> Span:
-    """The window of the same length just before the current one."""
+    """Return the window of the same length just before the current one."""
     end = shift(point, window.length)
     return Span(shift(point, window.length, 2), end, window.closed)

@@ -1,8 +1,8 @@
 """Sources: read and check every input table of a project.
 
-`load_sources` reads each source into the engine once. `SourceSet.rows` then gives the
-usable rows as of a point in time, and `SourceSet.report` says, per source, how many
-rows were used and why the others were excluded, with example file rows.
+`load_sources` reads each source into the engine once. `SourceSet.rows` then returns
+the usable rows as of a point in time. `SourceSet.report` counts, per source, the rows
+used and the rows excluded by reason, with example file rows.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Why a row is kept out of the score, with the wording used in reports.
+#: Reasons for keeping a row out of the score, with the wording used in reports.
 REASONS = {
     "missing_value": "required value is missing",
     "unparseable_value": "value cannot be read as the column's type",
@@ -337,7 +337,7 @@ def _mark_duplicate_accounts(raw: Any, relation: str) -> None:
 
 
 def as_of_point(project: Project, as_of: date) -> datetime:
-    """The instant (wall-clock time in the project zone) that `as_of` stands for."""
+    """Return the instant (wall-clock time in the project zone) of date `as_of`."""
     point = datetime(as_of.year, as_of.month, as_of.day)
     if project.config.as_of_point == "end_of_day":
         point += pd.Timedelta(days=1).to_pytimedelta()

@@ -158,7 +158,7 @@ def _scan_sql(file_format: str, files: list[str], source: SourceConfig) -> str:
 
 
 def _delimiter_hint(name: str, file_types: dict[str, str]) -> str:
-    """A hint when a CSV file was split on the wrong delimiter into one column."""
+    """Suggest a delimiter when a CSV header was read as one column."""
     if len(file_types) != 1:
         return ""
     (only,) = file_types
