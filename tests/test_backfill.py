@@ -20,6 +20,7 @@ from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metr
 from healthscore.monitoring.backfill_sweep import sweep_source_reports
 from healthscore.monitoring.history import config_path, replay
 from healthscore.pipeline import score, scorecard_versions, snapshot_store
+from healthscore.scaffold import create_project
 from healthscore.scoring import score_accounts
 from healthscore.sources import SourceReport, as_of_point
 from project_factory import write_project
@@ -465,3 +466,15 @@ def test_swept_reports_cover_every_reason(tmp_path: Path) -> None:
     late_examples = [e for e in tickets_early.examples if e.reason == "after_as_of"]
     assert len(late_examples) == 5
     assert {e.file.rsplit("/", 1)[-1] for e in late_examples} == {"part-1.csv"}
+
+
+def test_sweep_on_scaffold_with_windowed_metrics(tmp_path: Path) -> None:
+    # Every metric of a source has a window here, so the sweep skips older rows.
+    root = create_project(tmp_path / "sample", accounts=40)
+    project = load_project(root)
+    engine = Engine.open(project)
+    dates = [date(2026, 5, 18), date(2026, 5, 25), date(2026, 6, 1)]
+    swept = list(sweep_metrics(project, engine.sources, dates))
+    for table in swept:
+        expected = compute_metrics(project, engine.sources, table.as_of)
+        _assert_same_metrics(table.values, expected.values, table.as_of)

@@ -212,16 +212,17 @@ def _scan_partials(
     The account ids become positions in `accounts` (column `code`) and the days
     become shifted day numbers.
     """
+    lower = min(int(s.starts.min()) for s in sweeps)
+    if lower > 0:
+        # Rows before every window can be skipped, as compute_source does. The
+        # aggregations below must be built on the filtered table.
+        start = _EPOCH + pd.Timedelta(days=lower - _DAY_OFFSET - 1).to_pytimedelta()
+        table = table.filter(table.timestamp >= start)
     namespace = {column: table[column] for column in table.columns}
     aggregations: dict[str, ibis.Value] = {}
     for index, sweep in enumerate(sweeps):
         aggregations.update(_partial_columns(table, index, sweep, namespace))
     keys = ["account_id", _LEFT_DAY, _RIGHT_DAY]
-    lower = min(int(s.starts.min()) for s in sweeps)
-    if lower > 0:
-        # Rows before every window can be skipped, as compute_source does.
-        start = _EPOCH + pd.Timedelta(days=lower - _DAY_OFFSET - 1).to_pytimedelta()
-        table = table.filter(table.timestamp >= start)
     frame = table.group_by(keys).aggregate(**aggregations).execute()
     frame["code"] = accounts.get_indexer(frame.pop("account_id"))
     for column in (_LEFT_DAY, _RIGHT_DAY):
