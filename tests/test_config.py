@@ -300,3 +300,33 @@ def test_file_not_utf8(tmp_path):
         load_project(tmp_path)
     (issue,) = caught.value.issues
     assert issue.message == "the file is not UTF-8 text (byte 9); save it as UTF-8"
+
+
+MONITORED = VALID + textwrap.dedent(
+    """\
+    alerts:
+      rules:
+        - {name: into_risk, kind: band_change, to: at_rsk}
+        - {name: quiet, kind: metric, condition: "logns >= 14"}
+    playbooks:
+      - name: rescue
+        on_alert: into_rsk
+        when: "bandd == 'at_risk'"
+        task:
+          title: "Call {account_id} about {nofield}"
+          owner: owner
+    """
+)
+
+
+def test_alert_rule_and_playbook_names_checked(tmp_path):
+    issues = {issue.key: issue for issue in issues_of(tmp_path, MONITORED)}
+    assert issues["alerts.rules[0].to"].message.startswith("unknown band 'at_rsk'")
+    assert issues["alerts.rules[0].to"].suggestion == "at_risk"
+    quiet = issues["alerts.rules[1].condition"]
+    assert quiet.message == "unknown account column or metric 'logns'"
+    assert quiet.suggestion == "logins"
+    assert issues["playbooks[0].on_alert"].suggestion == "into_risk"
+    assert issues["playbooks[0].when"].suggestion == "band"
+    title = issues["playbooks[0].task.title"]
+    assert title.message == "unknown template field {nofield}"

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from healthscore.cli import app
+from healthscore.config import ConfigError
 from healthscore.config.models import ProjectConfig
 from healthscore.monitoring.interventions import (
     ImportValidationError,
@@ -87,6 +88,12 @@ def config(playbooks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         "adoption": {"metric": "users_28d", "min": 0, "max": 4},
     }
     return minimal_config(
+        # The playbooks below react to alerts of this rule.
+        alerts={
+            "rules": [
+                {"name": "score_drop", "kind": "drop", "points": 20, "within": "30d"}
+            ]
+        },
         metrics={
             "events_28d": {"type": "count", "source": "events", "window": "28d"},
             "users_28d": {
@@ -281,15 +288,14 @@ def test_open_cause_unique_in_database(project, run, store):
         connection.execute(insert(tasks).values(**row))
 
 
-def test_unknown_template_field(project, run, store, tmp_path):
-    bad = write_project(
-        tmp_path / "bad",
-        config([{"name": "x", "when": "score < 50", "task": {"title": "{nps}"}}]),
-        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
-    )
-
-    with pytest.raises(ValueError, match=r"uses unknown field \{nps\}"):
-        apply_playbooks(bad, run, [], store, now=NOW)
+def test_unknown_template_field(tmp_path):
+    # Caught when the project loads, before anything is scored or stored.
+    with pytest.raises(ConfigError, match=r"unknown template field \{nps\}"):
+        write_project(
+            tmp_path / "bad",
+            config([{"name": "x", "when": "score < 50", "task": {"title": "{nps}"}}]),
+            {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+        )
 
 
 # Closing tasks

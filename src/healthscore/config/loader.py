@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import string
 import types
 import typing
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from healthscore.config.models import (
     SourceConfig,
     TenureMetric,
 )
+from healthscore.config.playbooks import TASK_FIELDS
 from healthscore.expressions import literal_comparisons, parse_expression
 
 PROJECT_FILE = "healthscore.yml"
@@ -399,6 +401,8 @@ def _reference_issues(
                         config.metrics,
                     )
         yield from _scorecard_column_issues(config, index, issue)
+    yield from _alert_issues(config, issue)
+    yield from _playbook_issues(config, issue)
     if config.scoring.population == "active" and not config.sources_of_kind(
         "subscriptions"
     ):
@@ -511,6 +515,75 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                 yield issue(
                     ("metrics", name, "exposure"),
                     "exposure tenure needs exactly one tenure metric, or tenure_metric",
+                )
+
+
+def _account_and_metric_names(config: ProjectConfig) -> set[str]:
+    """Names that conditions over accounts can read: account columns and metrics."""
+    names = set(config.metrics) | {"score", "band"}
+    if config.sources_of_kind("accounts"):
+        accounts = config.sources[config.accounts_source()]
+        names |= set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes)
+    return names
+
+
+def _alert_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
+    """Bands and names in alert rules that the project does not define."""
+    bands = {band.name for band in config.bands}
+    names = _account_and_metric_names(config)
+    for index, rule in enumerate(config.alerts.rules):
+        for attribute, key in (("to", "to"), ("from_band", "from"), ("band", "band")):
+            value = getattr(rule, attribute, None)
+            if value is not None and value not in bands:
+                yield issue(
+                    ("alerts", "rules", index, key),
+                    f"unknown band {value!r}; the bands are {', '.join(sorted(bands))}",
+                    bands,
+                    word=value,
+                )
+        conditions = [("condition", getattr(rule, "condition", None))]
+        if rule.escalation is not None:
+            conditions.append(("escalation", rule.escalation.when))
+        for key, text in conditions:
+            for name in sorted(parse_expression(text).names - names) if text else []:
+                yield issue(
+                    ("alerts", "rules", index, key),
+                    f"unknown account column or metric {name!r}",
+                    names,
+                    word=name,
+                )
+
+
+def _playbook_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
+    """Alert rules, names and template fields in playbooks that do not exist."""
+    rules = {rule.name for rule in config.alerts.rules}
+    names = _account_and_metric_names(config)
+    fields = names | set(TASK_FIELDS)
+    for index, playbook in enumerate(config.playbooks):
+        if playbook.on_alert is not None and playbook.on_alert not in rules:
+            yield issue(
+                ("playbooks", index, "on_alert"),
+                f"unknown alert rule {playbook.on_alert!r}",
+                rules,
+                word=playbook.on_alert,
+            )
+        if playbook.when:
+            for name in sorted(parse_expression(playbook.when).names - names):
+                yield issue(
+                    ("playbooks", index, "when"),
+                    f"unknown account column or metric {name!r}",
+                    names,
+                    word=name,
+                )
+        for key in ("title", "description"):
+            template = getattr(playbook.task, key)
+            used = {part[1] for part in string.Formatter().parse(template) if part[1]}
+            for name in sorted(used - fields):
+                yield issue(
+                    ("playbooks", index, "task", key),
+                    f"unknown template field {{{name}}}",
+                    fields,
+                    word=name,
                 )
 
 
