@@ -142,3 +142,37 @@ def test_stale_uses_calendar_months(store):
 
     # One month before 2026-02-28 is 2026-01-28; 30 days before would be 01-29.
     assert stale["account_id"].tolist() == ["a2"]
+
+
+def test_note_list_shows_brackets_as_typed(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+    from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    root = str(project.root)
+    added = runner.invoke(
+        app,
+        [
+            "note",
+            "add",
+            "a1",
+            "--author",
+            "[bold]Eve[/bold]",
+            "--text",
+            "[red]x[/red]",
+            "--project",
+            root,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(app, ["note", "list", "a1", "--project", root])
+    assert listed.exit_code == 0, listed.output
+    assert "[bold]Eve[/bold]" in listed.stdout
+    assert "[red]x[/red]" in listed.stdout

@@ -132,3 +132,23 @@ def test_killed_run_leaves_previous_snapshot_whole(tmp_path):
     reopened.recover()
     pd.testing.assert_frame_equal(reopened.read(AS_OF, "scores"), before)
     assert reopened.dates() == [AS_OF]
+
+
+def test_text_metrics_kept_in_snapshot(tmp_path):
+    config = minimal_config()
+    config["metrics"]["segment"] = {"type": "attribute", "column": "segment"}
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": EVENTS}
+    )
+    score(project, AS_OF)
+    metrics = snapshot_store(project).read(AS_OF, "metrics")
+    segment = metrics[metrics["metric"] == "segment"].set_index("account_id")
+    assert segment["value_text"].to_dict() == {
+        "a1": "enterprise",
+        "a2": "smb",
+        "a3": "smb",
+    }
+    assert segment["value"].isna().all()
+    counts = metrics[metrics["metric"] == "events_28d"].set_index("account_id")
+    assert counts["value"].to_dict() == {"a1": 3.0, "a2": 1.0, "a3": 0.0}
+    assert counts["value_text"].isna().all()

@@ -48,7 +48,14 @@ class ScoringRun:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables stored in the snapshot."""
         metrics = self.metrics.long()
-        metrics["value"] = pd.to_numeric(metrics["value"], errors="coerce")
+        numbers = pd.to_numeric(metrics["value"], errors="coerce")
+        # Text metrics (attributes, latest values) keep their value as text.
+        text = metrics["value"].where(numbers.isna() & metrics["value"].notna())
+        metrics["value_text"] = text.map(
+            lambda value: None if pd.isna(value) else str(value)
+        )
+        metrics["value_text"] = metrics["value_text"].astype("string")
+        metrics["value"] = numbers
         return {
             "scores": self.result.scores,
             "components": self.result.components,

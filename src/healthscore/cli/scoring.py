@@ -19,6 +19,7 @@ from healthscore.cli.common import (
     handle_errors,
     note,
     open_project,
+    plural,
     print_json,
     say,
     stdout_console,
@@ -72,14 +73,30 @@ def score(
     if json_output:
         result = score_json(scored, summary, output)
         result["guard"] = None if guard is None else guard.to_dict()
+        result["alerts_raised"], result["tasks_opened"] = _monitoring_counts(run)
         print_json(result)
         return
     print_score_summary(scored, summary)
     if guard is not None:
         for line in guard_lines(guard):
             say(line)
+    if run.monitoring is not None:
+        alerts, tasks = _monitoring_counts(run)
+        held = " (held by the guard)" if guard is not None and guard.held else ""
+        say(
+            f"Raised {plural(alerts, 'alert')}{held} and opened "
+            f"{plural(tasks, 'task')}; see `healthscore alerts list` and "
+            "`healthscore tasks list`."
+        )
     if output is not None:
         say(f"Wrote the scores of {len(run.result.scores):,} accounts to {output}.")
+
+
+def _monitoring_counts(run: pipeline.ScoringRun) -> tuple[int, int]:
+    """Alerts raised and tasks opened by the monitoring step of a run."""
+    if run.monitoring is None:
+        return 0, 0
+    return len(run.monitoring.alerts.raised), len(run.monitoring.tasks)
 
 
 def _guard_decision(run: pipeline.ScoringRun) -> GuardDecision | None:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from healthscore.cli.common import (
     JsonOption,
@@ -121,13 +122,19 @@ def list_command(
     stdout_console().print(_task_table(found, state))
 
 
+def _plain_row(table: Table, *cells: str) -> None:
+    """Add a row whose cells are shown as typed: brackets in a note are not markup."""
+    table.add_row(*(Text(cell) for cell in cells))
+
+
 def _task_table(found: list[Task], state: str) -> Table:
     table = Table(title=f"Tasks ({state})", box=box.SIMPLE_HEAD, title_justify="left")
     for column in ("Id", "Due", "Priority", "Account", "Owner", "Playbook", "Rank"):
         table.add_column(column, no_wrap=True)
     table.add_column("Title", overflow="fold")
     for task in found:
-        table.add_row(
+        _plain_row(
+            table,
             str(task.id),
             task.due_on.isoformat(),
             task.priority,
@@ -306,7 +313,8 @@ def _effect_table(report: EffectReport) -> Table:
     for column in (*columns, "Difference (95% CI)", "Score change difference"):
         table.add_column(column, no_wrap=True)
     for item in report.playbooks:
-        table.add_row(
+        _plain_row(
+            table,
             item.kind,
             str(item.treated.units),
             str(item.control.units),
@@ -323,7 +331,8 @@ def _precision_table(report: EffectReport) -> Table:
     for column in ("Rule", "Alerted accounts", "Churned", "Precision (95% CI)"):
         table.add_column(column, no_wrap=True)
     for item in report.alert_precision:
-        table.add_row(
+        _plain_row(
+            table,
             item.rule,
             str(item.alerted),
             str(item.churned),
@@ -421,8 +430,13 @@ def note_list(
     table.add_column("Text", overflow="fold")
     for item in found:
         sentiment = "-" if item.sentiment is None else str(item.sentiment)
-        table.add_row(
-            str(item.id), item.noted_on.isoformat(), item.author, sentiment, item.text
+        _plain_row(
+            table,
+            str(item.id),
+            item.noted_on.isoformat(),
+            item.author,
+            sentiment,
+            item.text,
         )
     stdout_console().print(table)
 
