@@ -463,7 +463,11 @@ COLUMN_NOTES: dict[tuple[str, str], str] = {
 
 def standard_columns_section() -> list[str]:
     """Render the standard columns of every source kind, with type and requirement."""
-    from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS
+    from healthscore.config.models import (
+        BUILTIN_SOURCES,
+        REQUIRED_COLUMNS,
+        STANDARD_COLUMNS,
+    )
 
     lines = [
         '<a id="standard-columns"></a>',
@@ -490,7 +494,29 @@ def standard_columns_section() -> list[str]:
             cells = [f"`{column}`", column_type, needed, notes]
             lines.append("| " + " | ".join(cell(text) for text in cells) + " |")
         lines.append("")
+    lines += [
+        '<a id="built-in-sources"></a>',
+        "",
+        "## Built-in sources",
+        "",
+        "These sources exist in every project without being declared, and metrics can",
+        "read them by name:",
+        "",
+        "| source | kind | what it holds |",
+        "| --- | --- | --- |",
+    ]
+    for name, kind in BUILTIN_SOURCES.items():
+        lines.append(f"| `{name}` | `{kind}` | {BUILTIN_NOTES[name]} |")
+    lines.append("")
     return lines
+
+
+BUILTIN_NOTES = {
+    "csm_notes": "the notes that CSMs add with `healthscore note add`: `account_id`, "
+    "`timestamp` (the start of the note's day), `author`, `sentiment` (1-5, empty "
+    "when none was given) and `text`. A `latest` metric over `sentiment` with a "
+    "window gives the latest sentiment, missing once the window holds no note.",
+}
 
 
 # CLI page.

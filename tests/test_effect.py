@@ -254,3 +254,31 @@ def test_effect_command_rejects_bad_horizon(tmp_path):
 
     assert result.exit_code == 2
     assert "invalid duration '3 days'" in result.output
+
+
+def test_outcomes_import_missing_and_non_utf8_files(tmp_path):
+    from healthscore.monitoring.interventions import import_outcomes
+    from healthscore.store import StateStore
+
+    with StateStore.open("sqlite:///state.db", tmp_path) as store:
+        with pytest.raises(ValueError, match=r"missing\.csv: file not found"):
+            import_outcomes(store, tmp_path / "missing.csv")
+        latin = tmp_path / "latin.csv"
+        latin.write_bytes(b"account_id,kind,occurred_on\nal\xe9,churned,2024-01-01\n")
+        with pytest.raises(ValueError, match=r"latin\.csv: the file is not UTF-8 text"):
+            import_outcomes(store, latin)
+
+
+def test_effect_rejects_zero_horizon(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    result = runner.invoke(
+        app, ["effect", "--horizon", "0d", "--project", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "'0d' is no length of time; give at least 1d" in " ".join(
+        result.stderr.split()
+    )

@@ -176,3 +176,21 @@ def test_note_list_shows_brackets_as_typed(tmp_path):
     assert listed.exit_code == 0, listed.output
     assert "[bold]Eve[/bold]" in listed.stdout
     assert "[red]x[/red]" in listed.stdout
+
+
+def test_note_for_unknown_account_rejected(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+    from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    arguments = ["note", "add", "zz", "--author", "eve", "--text", "call back"]
+    result = runner.invoke(app, [*arguments, "--project", str(project.root)])
+    assert result.exit_code == 1
+    assert "account 'zz' not found in the accounts source 'accounts'" in result.stderr

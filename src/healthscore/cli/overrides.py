@@ -91,7 +91,7 @@ def add(
     project = open_project(project_dir)
     if measure is not None:
         _check_measure(project, measure)
-    _check_account(project, account)
+    check_account(project, account)
     now = datetime.now(ZoneInfo(project.config.timezone))
     with state_store(project) as store:
         override_id = store.add_override(
@@ -132,7 +132,8 @@ def _check_measure(project: Project, measure: str) -> None:
     )
 
 
-def _check_account(project: Project, account: str) -> None:
+def check_account(project: Project, account: str) -> None:
+    """Raise ValueError when `account` is not an id of the accounts source."""
     accounts = read_account_sources(project).accounts()
     if account not in accounts.index:
         source = project.config.accounts_source()

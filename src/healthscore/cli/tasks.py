@@ -25,6 +25,7 @@ from healthscore.cli.common import (
     say,
     stdout_console,
 )
+from healthscore.cli.overrides import check_account
 from healthscore.config import Project
 from healthscore.config.models import Duration, parse_duration
 from healthscore.monitoring.effect import EffectReport, Interval, measure_effect
@@ -85,9 +86,12 @@ def _local_now(project: Project) -> datetime:
 
 def _parse_duration_option(text: str) -> Duration:
     try:
-        return parse_duration(text)
+        duration = parse_duration(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if duration.amount == 0:
+        raise typer.BadParameter(f"{text!r} is no length of time; give at least 1d")
+    return duration
 
 
 # tasks
@@ -390,6 +394,7 @@ def note_add(
 ) -> None:
     """Add a note about an account."""
     project = open_project(project_dir)
+    check_account(project, account)
     with _state_store(project) as store:
         note = add_note(
             store,

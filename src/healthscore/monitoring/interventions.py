@@ -163,8 +163,10 @@ def _read_rows(
     """Parse every row, collecting each problem as (column, message) per row."""
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: file not found; check the path")
+    with open(path, encoding="utf-8-sig", newline="", errors="strict") as handle:
+        reader = csv.DictReader(_utf8_lines(handle, path))
         _check_header(path, reader.fieldnames, required, optional)
         for number, raw in enumerate(reader, start=2):
             errors: list[tuple[str, str]] = []
@@ -181,6 +183,16 @@ def _read_rows(
     if not rows:
         raise ImportValidationError(f"{path} has a header but no rows; nothing stored")
     return rows
+
+
+def _utf8_lines(handle: Any, path: Any) -> Iterator[str]:
+    """Lines of a text file, with a clear error when it is not UTF-8."""
+    try:
+        yield from handle
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{path}: the file is not UTF-8 text; save it as UTF-8"
+        ) from None
 
 
 def _check_header(
