@@ -578,10 +578,14 @@ def test_forget_person_matches_pseudonym(tmp_path, monkeypatch):
 
     report = forget(project, person_subject(project, "zoe@example.com"), author="dpo")
 
-    assert report.snapshot_rows[DATES[0].isoformat()] == {"measures": 1}
-    measures = pipeline.snapshot_store(project).read(DATES[0], "measures")
-    assert expected_pseudonym("zoe@example.com", KEY) not in set(measures["value_text"])
-    assert ERASED in set(measures["value_text"])
+    # The measure and the metric behind it both hold the pseudonym as text.
+    assert report.snapshot_rows[DATES[0].isoformat()] == {"measures": 1, "metrics": 1}
+    store = pipeline.snapshot_store(project)
+    pseudonym = expected_pseudonym("zoe@example.com", KEY)
+    for table in ("measures", "metrics"):
+        values = set(store.read(DATES[0], table)["value_text"].dropna())
+        assert pseudonym not in values, table
+        assert ERASED in values, table
 
 
 def test_missing_key_variable_is_named(tmp_path, monkeypatch):

@@ -77,7 +77,9 @@ def person_cell_masks(frame: pd.DataFrame, subject: Subject) -> dict[str, np.nda
         mask = np.array(series.isin(subject.values), dtype=bool)
         if subject.is_email:
             folded = series.map(_casefold, na_action="ignore")
-            mask |= (folded == subject.identifier.casefold()).to_numpy(dtype=bool)
+            equal = folded == subject.identifier.casefold()
+            # A missing cell of a nullable text column compares as missing, not False.
+            mask |= equal.fillna(False).to_numpy(dtype=bool)
         if mask.any():
             masks[str(column)] = mask
     return masks
