@@ -18,16 +18,11 @@ import pandas as pd
 from healthscore.config import Project
 from healthscore.config.models import (
     AggregateMetric,
-    AttributeMetric,
     ChangeMetric,
     CountMetric,
     DistinctCountMetric,
-    FormulaMetric,
     MetricConfig,
-    MilestoneMetric,
     RateMetric,
-    RatioMetric,
-    TenureMetric,
 )
 from healthscore.metrics import aggregates, derived
 from healthscore.sources import SourceSet, as_of_point
@@ -99,24 +94,7 @@ def compute_metrics(
             values[column] = computed[column].reindex(index)
 
     _fill_empty_windows(values, metrics)
-    for name in derived.evaluation_order(metrics):
-        metric = metrics[name]
-        if isinstance(metric, TenureMetric):
-            values[name] = derived.tenure(sources, metric, as_of).reindex(index)
-        elif isinstance(metric, MilestoneMetric):
-            values[name] = derived.milestone(
-                values, sources, metric, name, point, accounts
-            )
-        elif isinstance(metric, AttributeMetric):
-            values[name] = accounts[metric.column]
-        elif isinstance(metric, RatioMetric):
-            values[name] = derived.ratio(values, metric)
-        elif isinstance(metric, FormulaMetric):
-            values[name] = derived.formula(values, metric, name)
-        elif isinstance(metric, ChangeMetric):
-            values[name] = derived.change(values, metric, name)
-        elif isinstance(metric, RateMetric):
-            values[name] = derived.rate(values, metric, name, metrics, point)
+    derived.add_derived(values, metrics, sources, accounts, as_of, point)
 
     values = values[list(metrics)]
     logger.info(

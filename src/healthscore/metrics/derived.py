@@ -190,3 +190,31 @@ def rate(
     if metric.min_tenure is not None:
         result = result.where(tenure_days >= metric.min_tenure.days)
     return result
+
+
+def add_derived(
+    values: pd.DataFrame,
+    metrics: dict[str, MetricConfig],
+    sources: SourceSet,
+    accounts: pd.DataFrame,
+    as_of: date,
+    point: datetime,
+) -> None:
+    """Add every derived metric to `values`, each after the metrics it reads."""
+    index = values.index
+    for name in evaluation_order(metrics):
+        metric = metrics[name]
+        if isinstance(metric, TenureMetric):
+            values[name] = tenure(sources, metric, as_of).reindex(index)
+        elif isinstance(metric, MilestoneMetric):
+            values[name] = milestone(values, sources, metric, name, point, accounts)
+        elif isinstance(metric, AttributeMetric):
+            values[name] = accounts[metric.column]
+        elif isinstance(metric, RatioMetric):
+            values[name] = ratio(values, metric)
+        elif isinstance(metric, FormulaMetric):
+            values[name] = formula(values, metric, name)
+        elif isinstance(metric, ChangeMetric):
+            values[name] = change(values, metric, name)
+        elif isinstance(metric, RateMetric):
+            values[name] = rate(values, metric, name, metrics, point)

@@ -19,14 +19,7 @@ import pandas as pd
 
 from healthscore.config import Project
 from healthscore.config.models import (
-    AttributeMetric,
-    ChangeMetric,
     Duration,
-    FormulaMetric,
-    MilestoneMetric,
-    RateMetric,
-    RatioMetric,
-    TenureMetric,
 )
 from healthscore.engine import Engine
 from healthscore.metrics import (
@@ -148,26 +141,7 @@ def _add_derived(
     point: datetime,
 ) -> None:
     """Add the derived metrics in dependency order, as compute_metrics does."""
-    metrics = project.config.metrics
-    index = values.index
-    for name in derived.evaluation_order(metrics):
-        metric = metrics[name]
-        if isinstance(metric, TenureMetric):
-            values[name] = derived.tenure(sources, metric, as_of).reindex(index)
-        elif isinstance(metric, MilestoneMetric):
-            values[name] = derived.milestone(
-                values, sources, metric, name, point, accounts
-            )
-        elif isinstance(metric, AttributeMetric):
-            values[name] = accounts[metric.column]
-        elif isinstance(metric, RatioMetric):
-            values[name] = derived.ratio(values, metric)
-        elif isinstance(metric, FormulaMetric):
-            values[name] = derived.formula(values, metric, name)
-        elif isinstance(metric, ChangeMetric):
-            values[name] = derived.change(values, metric, name)
-        elif isinstance(metric, RateMetric):
-            values[name] = derived.rate(values, metric, name, metrics, point)
+    derived.add_derived(values, project.config.metrics, sources, accounts, as_of, point)
 
 
 @dataclass
