@@ -248,7 +248,7 @@ class SourceSet:
             "WHERE _problem = 'duplicate_account_id:account_id')"
         )
         examples: list[ExcludedRow] = []
-        for problem in excluded:
+        for problem in sorted(excluded):
             if problem == late_reason:
                 condition = f"_problem IS NULL AND {late} AND account_id IN " + (
                     f"(SELECT account_id FROM valid_{self.accounts_name})"
