@@ -9,10 +9,12 @@ environment variable ``HEALTHSCORE_REQUIRE_ALL`` set to a non-empty value other 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 pytest_plugins = ["pytester"]
 
@@ -106,3 +108,49 @@ def pytest_make_collect_report(
     report = yield
     fail_requirement_skip(report)
     return report
+
+
+# PostgreSQL, for the operational store tests
+
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """URL of the test PostgreSQL server, or a skip when it cannot be used."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip(f"{REQUIREMENT_PREFIX} psycopg 3 (pip install 'psycopg[binary]')")
+    try:
+        psycopg.connect(
+            "postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3
+        ).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(
+            f"{REQUIREMENT_PREFIX} PostgreSQL at 127.0.0.1:5432, database test ({exc})"
+        )
+    return POSTGRES_SERVER
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """URL of a new, empty schema on the test server, dropped afterwards."""
+    schema = f"healthscore_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{postgres_server}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """URL of an operational store: SQLite in the test folder, or PostgreSQL."""
+    if request.param == "sqlite":
+        return "sqlite:///state/state.db"
+    return str(request.getfixturevalue("postgres_url"))

@@ -6,13 +6,11 @@ import json
 import random
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from healthscore.config.alerts import DeliverySettings
 from healthscore.monitoring import outbox
@@ -33,46 +31,8 @@ from healthscore.monitoring.outbox import (
 from healthscore.store import StateStore
 from test_channels import SECRET, Receiver, sample_alert
 
-POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
 SETTINGS = DeliverySettings(max_attempts=3, backoff_base=30, max_backoff=600, jitter=0)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    try:
-        import psycopg
-    except ImportError:
-        pytest.skip("requires: psycopg 3 (pip install 'psycopg[binary]')")
-    try:
-        psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3
-        ).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"requires: PostgreSQL at 127.0.0.1:5432, database test ({exc})")
-    return POSTGRES_SERVER
-
-
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """URL of a new, empty schema on the test server, dropped afterwards."""
-    schema = f"healthscore_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{postgres_server}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///state/state.db"
-    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, insert, inspect, text
+from sqlalchemy import create_engine, insert, inspect
 from sqlalchemy.exc import IntegrityError
 
 import healthscore.store.database as database
@@ -33,52 +32,12 @@ from healthscore.store import (
 from healthscore.store.database import MIGRATIONS_FOLDER, resolve_url
 from healthscore.store.schema import VERSION_TABLE, metadata, overrides
 
-POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
 NOW = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
 JUNE_1 = date(2026, 6, 1)
 JUNE_30 = date(2026, 6, 30)
 
 
 # Fixtures
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """URL of the test PostgreSQL server, or a skip when it cannot be used."""
-    try:
-        import psycopg
-    except ImportError:
-        pytest.skip("requires: psycopg 3 (pip install 'psycopg[binary]')")
-    try:
-        psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3
-        ).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"requires: PostgreSQL at 127.0.0.1:5432, database test ({exc})")
-    return POSTGRES_SERVER
-
-
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """URL of a new, empty schema on the test server, dropped afterwards."""
-    schema = f"healthscore_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{postgres_server}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///state/state.db"
-    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
