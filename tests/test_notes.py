@@ -61,7 +61,7 @@ def test_note_date_defaults_to_today(store):
     [
         ({"sentiment": 6}, "sentiment must be a whole number from 1"),
         ({"sentiment": 0}, "sentiment must be a whole number from 1"),
-        ({"text": "  "}, "text must not be empty"),
+        ({"text": "  "}, "text is missing"),
         ({"author": ""}, "author must not be empty"),
         ({"noted_on": date(2026, 4, 2)}, r"note date 2026-04-02 is after today"),
     ],

@@ -223,8 +223,8 @@ def test_results_do_not_depend_on_host_time_zone(tmp_path):
         "source": "events",
         "window": "1d",
     }
-    # 02:00 UTC on 1 April is 22:00 on 31 March in New York; the naive 02:00 is
-    # read as New York time and falls on 1 April, outside the window.
+    # 02:00 UTC on 1 April is 22:00 on 31 March in New York. The naive 02:00 is
+    # read as New York time, so it falls on 1 April, outside the window.
     events = OFFSET_EVENTS + "a1,2024-04-01 02:00:00+00:00\na1,2024-04-01 02:00:00\n"
     write_project(
         tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}

@@ -20,7 +20,7 @@ def horizon_end(project: Project, as_of: date) -> date:
 
 
 def churn_labels(project: Project, sources: SourceSet, as_of: date) -> pd.Series:
-    """Whether each account active on `as_of` is no longer active at the horizon's end.
+    """Label each account active on `as_of` churned if inactive at the horizon's end.
 
     An account churned when it has a subscription active on `as_of` and none active on
     the horizon's end date (active on d: start <= d < end). Returns a boolean Series by

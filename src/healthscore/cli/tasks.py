@@ -90,7 +90,7 @@ def _parse_duration_option(text: str) -> Duration:
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if duration.amount == 0:
-        raise typer.BadParameter(f"{text!r} is no length of time; give at least 1d")
+        raise typer.BadParameter(f"invalid horizon {text!r}: it must be at least 1d")
     return duration
 
 

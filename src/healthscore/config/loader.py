@@ -281,7 +281,12 @@ def _strip_union_tags(path: tuple[str | int, ...], error: Any) -> tuple[str | in
 def _format_key(path: tuple[str | int, ...]) -> str:
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = part
     return text
 
 
@@ -304,7 +309,7 @@ _METRIC_CLASSES: dict[str, type[BaseModel]] = {
 
 
 def _model_at(path: tuple[str | int, ...], data: Any) -> type[BaseModel] | None:
-    """The settings model that the mapping at `path` of the YAML is read into."""
+    """Return the settings model that the mapping at `path` of the YAML is read into."""
     current: type[BaseModel] = ProjectConfig
     index = 0
     while index < len(path):
@@ -330,7 +335,7 @@ def _model_at(path: tuple[str | int, ...], data: Any) -> type[BaseModel] | None:
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """The model inside an optional, list or dict annotation, and if it was in one."""
+    """Return the model inside an optional, list or dict type, and if it was in one."""
     container = False
     while True:
         origin = typing.get_origin(annotation)
@@ -369,7 +374,7 @@ def _reference_issues(
         choices: Any = (),
         word: str | None = None,
     ) -> ConfigIssue:
-        """An issue at `path`; a suggestion is the choice closest to `word`.
+        """Build an issue at `path`, suggesting the choice closest to `word`.
 
         `word` defaults to the value at `path` when it is text, else the last key.
         """

@@ -248,7 +248,7 @@ class SourceConfig(StrictModel):
         return self
 
     def file_column(self, standard: str) -> str:
-        """Name of the file column that holds standard column `standard`."""
+        """Return the file column that contains standard column `standard`."""
         return self.columns.get(standard, standard)
 
     def resolved_format(self) -> str:
@@ -503,7 +503,7 @@ class Step(StrictModel):
 
 
 class NormalizeConfig(StrictModel):
-    """How a metric value becomes a 0-100 measure score."""
+    """Normalization of a metric value to a 0-100 measure score."""
 
     method: Literal[
         "bounds", "percentile", "steps", "target", "zscore", "categories"
@@ -688,7 +688,7 @@ def default_bands() -> list[BandConfig]:
 
 
 class EngineConfig(StrictModel):
-    """Where metrics are computed."""
+    """Engine settings for computing metrics."""
 
     kind: Literal["duckdb"] = Field(default="duckdb", description="Engine.")
     memory_limit: str | None = Field(
@@ -701,7 +701,7 @@ class EngineConfig(StrictModel):
 
 
 class StoreConfig(StrictModel):
-    """Where results and operational state are kept."""
+    """Storage locations of snapshots and operational state."""
 
     snapshots: str = Field(
         default=".healthscore/snapshots",
@@ -715,7 +715,7 @@ class StoreConfig(StrictModel):
 
 
 class ScoringConfig(StrictModel):
-    """Which accounts are scored."""
+    """Scoring settings: the population of scored accounts."""
 
     population: Literal["active", "all"] | None = Field(
         default=None,
@@ -725,7 +725,7 @@ class ScoringConfig(StrictModel):
 
 
 class OutcomesConfig(StrictModel):
-    """How churn is read from the subscriptions."""
+    """Settings of churn outcomes read from the subscriptions."""
 
     horizon: Duration = Field(
         default_factory=lambda: Duration(amount=1, unit="months"),

@@ -3,10 +3,10 @@
 All metrics of a source share one scan of the rows inside the union of their windows,
 each metric a conditional aggregate over it, so that the engine can skip older row
 groups of time-ordered files. Metrics without a window that pick one row (latest
-value ever, days since, first milestone) also need the older rows: a second scan
-reads only those rows, for those metrics alone, and the newest (or, for a milestone,
-the first) matching row of the two scans wins. Any other metric without a window
-makes the whole source one scan of all rows.
+value ever, days since, first milestone) also need the older rows. A second scan reads
+only those rows, for those metrics alone. The newest matching row of the two scans
+wins, or the first one for a milestone. Any other metric without a window makes the
+whole source one scan of all rows.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def _add_derived(
 
 @dataclass
 class BackfillResult:
-    """What a backfill stored."""
+    """Result of a backfill: the dates stored and skipped."""
 
     dates: list[date]
     """As-of dates scored and stored, oldest first."""

@@ -95,7 +95,7 @@ def _sweep(
     for request, point in zip(requests, points, strict=True):
         span = request.span
         if span is None:
-            # Without a window a metric sees the rows strictly before the point.
+            # Without a window a metric reads the rows strictly before the point.
             starts.append(0)
             ends.append(day_number(point) + _DAY_OFFSET)
         else:
@@ -297,7 +297,7 @@ class _Partials:
         return cls(keys, values.to_numpy())
 
     def at(self, sweep: _Sweep, index: int, bases: np.ndarray) -> pd.Series:
-        """The sweep's value for every account at the `index`-th point."""
+        """Return the sweep's value for every account at the `index`-th point."""
         low = np.searchsorted(self.keys, bases | sweep.starts[index])
         high = np.searchsorted(self.keys, bases | sweep.ends[index])
         if sweep.kind in ("count", "sum"):

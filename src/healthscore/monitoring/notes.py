@@ -106,7 +106,7 @@ def _check_note(
         if not value or not value.strip():
             raise ValueError(f"{name} must not be empty; give the {name}")
     if not text or not text.strip():
-        raise ValueError("text must not be empty; write what the note says")
+        raise ValueError("text is missing; write the content of the note")
     valid = isinstance(sentiment, int) and not isinstance(sentiment, bool)
     if sentiment is not None and not (valid and 1 <= sentiment <= 5):
         raise ValueError(

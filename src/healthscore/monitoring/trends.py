@@ -96,7 +96,7 @@ def compute_trends(
 
 
 def trend_arrow(change_30d: float, slope_30d: float, threshold: float) -> str:
-    """The arrow of one account: up, down or flat (see the module docstring)."""
+    """Return the arrow of one account: up, down or flat (see the module docstring)."""
     if np.isnan(change_30d) or np.isnan(slope_30d):
         return "flat"
     if change_30d >= threshold and slope_30d > 0:
@@ -115,7 +115,7 @@ def _half_step(dates: list[date]) -> timedelta:
 
 
 def _base_date(dates: list[date], target: date, tolerance: timedelta) -> date | None:
-    """The date nearest to `target` within `tolerance`, the earlier one on a tie."""
+    """Return the date nearest to `target` within `tolerance`, the earlier on a tie."""
     close = [day for day in dates if abs(day - target) <= tolerance]
     if not close:
         return None

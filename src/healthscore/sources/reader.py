@@ -131,7 +131,7 @@ def read_source(
         f"SELECT {select}, filename AS _file, {row} AS _row "
         f"FROM {scan} AS raw {_lookup_joins(project, source)}"
     )
-    # Person columns are hashed here, before any metric or stored output sees them.
+    # Person columns are hashed here, before any metric or stored output reads them.
     query = pseudonymize_select(con, project, columns, query)
     sql = f"CREATE OR REPLACE {kind} {quote(relation)} AS {query}"
     try:
@@ -255,7 +255,7 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
     if kind == "string":
         return f"CAST({raw} AS VARCHAR)"
     if kind == "number" and file_type in _NUMERIC_TYPES:
-        return f"CAST({raw} AS DOUBLE)"  # cannot fail, so no check is needed
+        return f"CAST({raw} AS DOUBLE)"  # a cast between number types cannot fail
     if kind in ("number", "boolean"):
         return f"TRY_CAST({raw} AS {_SQL_TYPES[kind]})"
     if file_type == "TIMESTAMP":
