@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from healthscore.config import Project, load_project
 from healthscore.config.models import parse_duration
 from healthscore.engine import Engine
 from healthscore.metrics import compute_metrics
+from healthscore.monitoring import backfill as backfill_module
 from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metrics
 from healthscore.monitoring.backfill_sweep import sweep_source_reports
 from healthscore.monitoring.history import config_path, replay
@@ -23,6 +24,7 @@ from healthscore.pipeline import score, scorecard_versions, snapshot_store
 from healthscore.scaffold import create_project
 from healthscore.scoring import score_accounts
 from healthscore.sources import SourceReport, as_of_point
+from healthscore.store.state import StateStore
 from project_factory import write_project
 
 ACCOUNTS = """account_id,name,segment,owner,arr,plan
@@ -245,6 +247,31 @@ def test_sweep_equals_compute_metrics(
         assert list(table.accounts.index) == list(expected.accounts.index)
 
 
+LEFT_ONLY = [
+    "logins_left", "events_month", "events_ever", "value_mean", "value_max",
+    "latest_channel", "latest_value_ever", "days_since_export", "first_export",
+]  # fmt: skip
+RIGHT_ONLY = ["logins_right", "users_right", "value_sum", "value_min", "reports_rate"]
+
+
+@pytest.mark.parametrize("names", [LEFT_ONLY, RIGHT_ONLY], ids=["left", "right"])
+def test_sweep_of_one_bucketing(tmp_path: Path, names: list[str]) -> None:
+    # Metrics whose windows all close on the same side take another path.
+    metrics = {name: METRICS[name] for name in names}
+    if "reports_rate" in names:
+        metrics["tenure"] = METRICS["tenure"]
+    bounds = {"method": "bounds", "min": 0, "max": 10}
+    card = {"name": "one", "components": {"all": {"weight": 1, "measures": [
+        {"metric": names[0], "normalize": bounds},
+    ]}}}  # fmt: skip
+    project = _project(tmp_path, metrics=metrics, scorecards=[card])
+    engine = Engine.open(project)
+    dates = backfill_dates(date(2024, 1, 1), date(2024, 6, 3), parse_duration("5d"))
+    for table in sweep_metrics(project, engine.sources, dates):
+        expected = compute_metrics(project, engine.sources, table.as_of)
+        _assert_same_metrics(table.values, expected.values, table.as_of)
+
+
 def test_sweep_sees_every_metric_type(sweep_project: Project) -> None:
     # Guards the specification test above against an empty or trivial data set.
     engine = Engine.open(sweep_project)
@@ -269,6 +296,88 @@ def test_backfill_scores_equal_pipeline(sweep_project: Project) -> None:
                 frame.reset_index(drop=True).astype(stored.dtypes.to_dict()),
                 check_exact=False,
                 rtol=1e-9,
+                obj=f"{table} as of {as_of}",
+            )
+
+
+# Overrides are created before the backfilled range, so they may expire within it.
+CREATED = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _two_scorecards() -> list[dict[str, object]]:
+    """Enterprise accounts get their own scorecard, compared within segment."""
+    within = {"method": "percentile", "within": "segment"}
+    enterprise = {
+        "name": "enterprise",
+        "when": "segment == 'enterprise'",
+        "components": {
+            "usage": {
+                "weight": 1,
+                "measures": [
+                    {"metric": "users_right", "normalize": within},
+                    {"metric": "latest_channel", "normalize": {
+                        "method": "categories", "scores": {"web": 80}, "default": 40,
+                    }},
+                ],
+            },
+        },
+    }  # fmt: skip
+    return [enterprise, *_scorecard()]
+
+
+def test_backfill_files_equal_scored_files(tmp_path: Path) -> None:
+    # Two scorecards, percentile within segment, text measures and overrides that
+    # expire within the range: every stored table must read back exactly as the
+    # snapshot that `score` stores for the date alone.
+    backfilled = _project(tmp_path / "backfilled", scorecards=_two_scorecards())
+    scored = _project(tmp_path / "scored", scorecards=_two_scorecards())
+    for project in (backfilled, scored):
+        with StateStore.open(project.config.store.state, project.root) as state:
+            state.add_override(
+                "a1", score=55, reason="call", author="ann",
+                expires_on=date(2024, 3, 10), now=CREATED,
+            )  # fmt: skip
+            state.add_override(
+                "a5", score=10, measure="users_right", reason="new users",
+                author="ann", expires_on=date(2024, 4, 1), now=CREATED,
+            )  # fmt: skip
+    dates = backfill_dates(date(2024, 2, 5), date(2024, 5, 27), parse_duration("3w"))
+    backfill(backfilled, dates)
+    for as_of in dates:
+        score(scored, as_of, monitor=False)
+    got, expected = snapshot_store(backfilled), snapshot_store(scored)
+    assert got.dates() == expected.dates() == dates
+    for as_of in dates:
+        for table in expected.tables(as_of):
+            pd.testing.assert_frame_equal(
+                got.read(as_of, table),
+                expected.read(as_of, table),
+                check_exact=False,
+                rtol=1e-12,
+                obj=f"{table} as of {as_of}",
+            )
+    overridden = got.read(date(2024, 2, 26), "scores").set_index("account_id")
+    assert overridden.loc["a1", "override_reason"] == "call"
+    assert got.read(date(2024, 3, 18), "scores")["override_reason"].isna().all()
+    cards = set(got.read(date(2024, 2, 26), "scores")["scorecard"])
+    assert cards == {"enterprise", "default"}
+
+
+def test_backfill_batches_equal_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dates scored in batches of one or two dates store what one batch stores.
+    dates = backfill_dates(date(2024, 2, 5), date(2024, 4, 15), parse_duration("2w"))
+    whole = _project(tmp_path / "whole", scorecards=_two_scorecards())
+    backfill(whole, dates)
+    monkeypatch.setattr(backfill_module, "ROWS_PER_BATCH", 7)
+    batched = _project(tmp_path / "batched", scorecards=_two_scorecards())
+    backfill(batched, dates)
+    for as_of in dates:
+        for table in ("scores", "measures", "metrics"):
+            pd.testing.assert_frame_equal(
+                snapshot_store(batched).read(as_of, table),
+                snapshot_store(whole).read(as_of, table),
                 obj=f"{table} as of {as_of}",
             )
 

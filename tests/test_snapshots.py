@@ -16,6 +16,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import healthscore.store.snapshots as snapshots_module
@@ -272,7 +274,7 @@ def test_read_many_of_empty_store_raises(tmp_path):
             MAY_1,
             {"scores": [1, 2]},
             {},
-            "table 'scores' must be a pandas DataFrame, got list",
+            "table 'scores' must be a pandas DataFrame or a pyarrow Table, got list",
         ),
         (
             MAY_1,
@@ -356,6 +358,75 @@ def test_failed_serialisation_keeps_previous_snapshot(tmp_path):
     assert leftovers(folder, ".staging") == []
     assert SnapshotStore(folder).recover() == []
     pd.testing.assert_frame_equal(store.read(MAY_1, "scores"), scores_frame())
+
+
+def test_write_many_stores_each_date(tmp_path):
+    folder = tmp_path / "snapshots"
+    store = SnapshotStore(folder)
+    write_two_tables(store, MAY_1)
+
+    targets = store.write_many(
+        [
+            (MAY_1, {"scores": scores_frame(30.0)}, {"rerun": True}),
+            (MAY_2, {"scores": scores_frame(), "measures": measures_frame()}, {}),
+        ]
+    )
+
+    assert targets == [store.partition_path(MAY_1), store.partition_path(MAY_2)]
+    assert store.dates() == [MAY_1, MAY_2]
+    assert store.tables(MAY_1) == ["scores"]
+    assert store.run_info(MAY_1)["rerun"] is True
+    assert store.run_info(MAY_2)["row_counts"] == {"scores": 3, "measures": 3}
+    pd.testing.assert_frame_equal(store.read(MAY_1, "scores"), scores_frame(30.0))
+    pd.testing.assert_frame_equal(store.read(MAY_2, "measures"), measures_frame())
+    assert leftovers(folder, ".staging") == []
+    assert leftovers(folder, ".trash") == []
+
+
+def test_write_many_failure_stores_nothing(tmp_path):
+    folder = tmp_path / "snapshots"
+    store = SnapshotStore(folder)
+    write_two_tables(store, MAY_1)
+    before = file_identities(store.partition_path(MAY_1))
+    broken = pd.DataFrame({"payload": [object(), object()]})
+
+    with pytest.raises(
+        ValueError, match="table 'broken' of the snapshot of 2020-05-02"
+    ):
+        store.write_many(
+            [
+                (MAY_1, {"scores": scores_frame(5.0)}, {}),
+                (MAY_2, {"broken": broken}, {}),
+                (MAY_3, {"scores": scores_frame()}, {}),
+            ]
+        )
+
+    assert store.dates() == [MAY_1]
+    assert file_identities(store.partition_path(MAY_1)) == before
+    assert leftovers(folder, ".staging") == []
+
+
+def test_write_many_rejects_repeated_date(tmp_path):
+    store = SnapshotStore(tmp_path / "snapshots")
+    snapshot = (MAY_1, {"scores": scores_frame()}, {})
+
+    with pytest.raises(ValueError, match="the snapshot of 2020-05-01 is given twice"):
+        store.write_many([snapshot, snapshot])
+
+    assert store.dates() == []
+
+
+def test_arrow_dictionary_reads_back_as_text(tmp_path):
+    store = SnapshotStore(tmp_path / "snapshots")
+    frame = measures_frame()
+    table = pa.Table.from_pandas(frame)
+    encoded = table.set_column(
+        0, "account_id", pc.dictionary_encode(table["account_id"])
+    )
+
+    store.write(MAY_1, {"measures": encoded}, {})
+
+    pd.testing.assert_frame_equal(store.read(MAY_1, "measures"), frame)
 
 
 def test_failed_swap_rolls_back_old_partition(tmp_path, monkeypatch):

@@ -82,7 +82,11 @@ def backfill(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Score and store every as-of date from --from to --to, --every apart."""
+    """Score and store every as-of date from --from to --to, --every apart.
+
+    A backfill checks no alert rules and opens no playbook tasks, so it sends no
+    alerts about past dates. `healthscore score` checks them for the date it scores.
+    """
     project = open_project(project_dir)
     dates = backfill_dates(start, end, every)
     with Progress(

@@ -1,8 +1,12 @@
 """Backfill: score and store every as-of date of a range from one sweep of the data.
 
 `sweep_metrics` gives the same metric tables as `compute_metrics` called once per
-date, but reads each source once for all dates (see `backfill_sweep`). `backfill`
-scores each date with `score_accounts` and stores it like `pipeline.score` does.
+date, but reads each source once for all dates (see `backfill_rows` and
+`backfill_sweep`). `backfill` scores batches of dates with one `score_dates` call
+each, builds their snapshot tables at once (see `backfill_tables`) and stores them
+with `SnapshotStore.write_many`. Every stored date equals what `pipeline.score`
+stores for it alone, but a backfill checks no alert rules and opens no playbook
+tasks, so it sends no alerts about past dates.
 """
 
 from __future__ import annotations
@@ -15,30 +19,25 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-import pandas as pd
-
 from healthscore.config import Project
 from healthscore.config.models import (
     Duration,
 )
 from healthscore.engine import Engine
-from healthscore.metrics import (
-    MetricTable,
-    _fill_empty_windows,
-    aggregates,
-    derived,
-)
+from healthscore.metrics import MetricTable
 from healthscore.metrics.windows import shift
-from healthscore.monitoring.backfill_sweep import SourceSweep, sweep_source_reports
-from healthscore.monitoring.history import replay_project, store_run
+from healthscore.monitoring.backfill_rows import MetricSweep
+from healthscore.monitoring.backfill_sweep import sweep_source_reports
+from healthscore.monitoring.backfill_tables import snapshot_tables
+from healthscore.monitoring.history import record_config, replay_project
 from healthscore.pipeline import (
-    ScoringRun,
     open_engine,
+    run_info,
     scorecard_versions,
     snapshot_store,
 )
-from healthscore.scoring import score_accounts
-from healthscore.sources import SourceSet, as_of_point
+from healthscore.scoring.scorecard import score_dates
+from healthscore.sources import SourceSet
 from healthscore.store.state import StateStore
 
 __all__ = ["BackfillResult", "backfill", "backfill_dates", "sweep_metrics"]
@@ -47,6 +46,12 @@ logger = logging.getLogger(__name__)
 
 #: Called after each stored date with (dates done, dates in all).
 DateProgress = Callable[[int, int], None]
+
+#: Accounts times dates scored together. Each batch keeps its score, measure and
+#: metric tables in memory (an estimate: about 1 KB per account and date with 5
+#: measures and 7 metrics), so this bounds memory while keeping the per-batch
+#: cost small.
+ROWS_PER_BATCH = 500_000
 
 
 def backfill_dates(start: date, end: date, every: Duration) -> list[date]:
@@ -82,66 +87,25 @@ def sweep_metrics(
     Each table equals `compute_metrics(project, sources, as_of)`; the row metrics of
     all dates come from one pass over each source.
     """
-    dates = sorted(set(dates))
-    if not dates:
-        return
-    points = [as_of_point(project, as_of) for as_of in dates]
-    metrics = project.config.metrics
-    usable = sources.accounts()
-    all_accounts = pd.Index(usable.index, name="account_id")
-    sweeps = []
-    for source_name, names in aggregates.group_by_source(metrics).items():
-        if progress:
-            progress(f"metrics from {source_name}")
-        started = time.perf_counter()
-        sweeps.append(
-            SourceSweep(sources, source_name, names, metrics, points, all_accounts)
-        )
-        logger.info(
-            "swept %d metric(s) of %s over %d dates in %.2f s",
-            len(names),
-            source_name,
-            len(dates),
-            time.perf_counter() - started,
-        )
-    for index, (as_of, point) in enumerate(zip(dates, points, strict=True)):
-        accounts = _population(project, sources, usable, as_of)
-        rows = pd.Index(accounts.index, name="account_id")
-        # Every scored account is a usable account, so each has a position.
-        positions = all_accounts.get_indexer(rows)
-        frames = [sweep.frame(index, as_of, positions, rows) for sweep in sweeps]
-        values = pd.concat(frames, axis=1) if frames else pd.DataFrame(index=rows)
-        _fill_empty_windows(values, metrics)
-        _add_derived(project, sources, values, accounts, as_of, point)
-        yield MetricTable(
-            as_of=as_of, point=point, values=values[list(metrics)], accounts=accounts
-        )
+    sweep = MetricSweep(project, sources, dates, progress)
+    for first, stop in _batches(sweep):
+        dated = sweep.rows(first, stop)
+        for index in range(len(dated.dates)):
+            yield dated.table(index)
 
 
-def _population(
-    project: Project, sources: SourceSet, usable: pd.DataFrame, as_of: date
-) -> pd.DataFrame:
-    """`metrics.population`, from the usable accounts read once for all dates."""
-    mode = project.config.scoring.population
-    subscriptions = project.config.sources_of_kind("subscriptions")
-    if mode is None:
-        mode = "active" if subscriptions else "all"
-    if mode == "all":
-        return usable.copy()
-    active = derived.active_accounts(sources, subscriptions[0], as_of)
-    return usable[usable.index.isin(active)].copy()
-
-
-def _add_derived(
-    project: Project,
-    sources: SourceSet,
-    values: pd.DataFrame,
-    accounts: pd.DataFrame,
-    as_of: date,
-    point: datetime,
-) -> None:
-    """Add the derived metrics in dependency order, as compute_metrics does."""
-    derived.add_derived(values, project.config.metrics, sources, accounts, as_of, point)
+def _batches(sweep: MetricSweep) -> Iterator[tuple[int, int]]:
+    """Runs of dates of about ROWS_PER_BATCH accounts times dates, at least one."""
+    first = 0
+    rows = 0
+    for index in range(len(sweep.dates)):
+        size = sweep.accounts_at(index)
+        if index > first and rows + size > ROWS_PER_BATCH:
+            yield first, index
+            first, rows = index, 0
+        rows += size
+    if first < len(sweep.dates):
+        yield first, len(sweep.dates)
 
 
 @dataclass
@@ -195,31 +159,99 @@ def backfill(
         groups, result.skipped = _replay_groups(project, dates)
     total = sum(len(group) for _, group in groups)
 
-    def stored(run: ScoringRun) -> None:
-        result.dates.append(run.as_of)
-        result.accounts[run.as_of] = len(run.result.scores)
+    def stored(as_of: date, accounts: int) -> None:
+        result.dates.append(as_of)
+        result.accounts[as_of] = accounts
         if progress:
             progress(len(result.dates), total)
 
-    # One writer thread stores a date while the next one is scored, because most of
-    # a write is file I/O. At most one write is pending, and its error is raised
-    # before the next date is handed over.
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        for group_project, group_dates in groups:
-            group_engine = engine if group_project is project else None
-            pending: tuple[ScoringRun, Future[Path]] | None = None
-            for run in _score_dates(group_project, group_dates, group_engine):
-                if pending is not None:
-                    pending[1].result()
-                    stored(pending[0])
-                pending = (run, writer.submit(store_run, run))
-            if pending is not None:
-                pending[1].result()
-                stored(pending[0])
+    for group_project, group_dates in groups:
+        group_engine = engine if group_project is project else None
+        _backfill_group(group_project, group_dates, group_engine, stored)
     result.dates.sort()
     result.seconds = time.perf_counter() - started
     logger.info("backfilled %d dates in %.2f s", len(result.dates), result.seconds)
     return result
+
+
+def _backfill_group(
+    project: Project,
+    dates: list[date],
+    engine: Engine | None,
+    stored: Callable[[date, int], None],
+) -> None:
+    """Score and store `dates` under one configuration, batch by batch.
+
+    One writer thread stores a batch while the next one is scored, because most of
+    a write is Parquet encoding and file I/O. At most one batch is pending, and its
+    error is raised before the next batch is handed over.
+    """
+    if not dates:
+        return
+    if engine is None:
+        engine = open_engine(project)
+    versions = scorecard_versions(project)
+    started = time.perf_counter()
+    sweep = MetricSweep(project, engine.sources, dates)
+    reports = sweep_source_reports(engine.sources, sweep.points)
+    logger.info(
+        "swept metrics and source reports of %d dates in %.2f s",
+        len(sweep.dates),
+        time.perf_counter() - started,
+    )
+    store = snapshot_store(project)
+    # Kept first, so that every stored date can be replayed even if a batch fails.
+    record_config(project, versions)
+    with (
+        StateStore.open(project.config.store.state, project.root) as state,
+        ThreadPoolExecutor(max_workers=1) as writer,
+    ):
+        pending: tuple[list[tuple[date, int]], Future[list[Path]]] | None = None
+        for first, stop in _batches(sweep):
+            mark = time.perf_counter()
+            dated = sweep.rows(first, stop)
+            overrides = [state.active_overrides(as_of) for as_of in dated.dates]
+            scored = score_dates(
+                project.config,
+                dated.values.set_axis(dated.account_ids),
+                dated.accounts,
+                dated.codes,
+                dated.dates,
+                overrides,
+                versions,
+            )
+            tables = snapshot_tables(dated, scored)
+            # Shared by the batch's dates, so each run.json gets the batch's time.
+            seconds = {"backfill_batch": time.perf_counter() - mark}
+            snapshots = []
+            counts = []
+            for index, as_of in enumerate(dated.dates):
+                accounts = int(dated.offsets[index + 1] - dated.offsets[index])
+                info = run_info(
+                    project,
+                    dated.points[index],
+                    versions,
+                    accounts,
+                    reports[first + index],
+                    seconds,
+                )
+                snapshots.append((as_of, tables[index], info))
+                counts.append((as_of, accounts))
+            if pending is not None:
+                _finish(pending, stored)
+            pending = (counts, writer.submit(store.write_many, snapshots))
+        if pending is not None:
+            _finish(pending, stored)
+
+
+def _finish(
+    pending: tuple[list[tuple[date, int]], Future[list[Path]]],
+    stored: Callable[[date, int], None],
+) -> None:
+    counts, future = pending
+    future.result()
+    for as_of, accounts in counts:
+        stored(as_of, accounts)
 
 
 def _replay_groups(
@@ -238,38 +270,3 @@ def _replay_groups(
         key = replayed.config.model_dump_json()
         groups.setdefault(key, (replayed, []))[1].append(as_of)
     return list(groups.values()), skipped
-
-
-def _score_dates(
-    project: Project, dates: list[date], engine: Engine | None
-) -> Iterator[ScoringRun]:
-    if not dates:
-        return
-    if engine is None:
-        engine = open_engine(project)
-    versions = scorecard_versions(project)
-    points = [as_of_point(project, as_of) for as_of in dates]
-    started = time.perf_counter()
-    reports = sweep_source_reports(engine.sources, points)
-    logger.info(
-        "counted used and excluded rows for %d dates in %.2f s",
-        len(dates),
-        time.perf_counter() - started,
-    )
-    swept = sweep_metrics(project, engine.sources, dates)
-    # One connection to the operational store serves every date's overrides.
-    with StateStore.open(project.config.store.state, project.root) as state:
-        for metrics, report in zip(swept, reports, strict=True):
-            as_of = metrics.as_of
-            mark = time.perf_counter()
-            overrides = state.active_overrides(as_of)
-            result = score_accounts(
-                project.config,
-                metrics.values,
-                metrics.accounts,
-                overrides,
-                as_of,
-                versions,
-            )
-            seconds = {"scoring": time.perf_counter() - mark}
-            yield ScoringRun(project, as_of, metrics, result, report, versions, seconds)

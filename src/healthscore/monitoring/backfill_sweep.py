@@ -27,6 +27,8 @@ from datetime import date, datetime
 import ibis
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from healthscore.config.models import (
     AggregateMetric,
@@ -39,7 +41,7 @@ from healthscore.config.models import (
     RateMetric,
 )
 from healthscore.expressions import parse_expression
-from healthscore.metrics.aggregates import _calendar_days, _request
+from healthscore.metrics.aggregates import _request
 from healthscore.sources import (
     _EXAMPLES_PER_REASON,
     ExcludedRow,
@@ -54,6 +56,7 @@ _EPOCH = datetime(1970, 1, 1)
 _DAY_OFFSET = 1 << 30
 _ACCOUNT_SHIFT = 32
 _LEFT_DAY = "_left_day"
+_CODE = "_code"
 _RIGHT_DAY = "_right_day"
 
 
@@ -169,14 +172,28 @@ class SourceSweep:
         self._bases = np.arange(len(accounts), dtype=np.int64) << _ACCOUNT_SHIFT
         self._partials: dict[str, _Partials] = {}
         self._distinct: dict[str, np.ndarray] = {}
+        # The database replaces account ids by their positions in `accounts`, and
+        # the join leaves out rows of accounts that are not there.
+        positions = ibis.memtable(
+            pa.table(
+                {
+                    _CODE: np.arange(len(accounts), dtype=np.int64),
+                    "account_id": pa.array(
+                        np.asarray(accounts, dtype=object), type=pa.string()
+                    ),
+                }
+            )
+        )
         row_sweeps = [s for s in self.sweeps if s.kind != "distinct"]
         if row_sweeps:
-            frame = _scan_partials(table, row_sweeps, accounts)
+            frame = _scan_partials(table, row_sweeps, positions)
             for index, sweep in enumerate(row_sweeps):
                 self._partials[sweep.column] = _Partials.build(frame, index, sweep)
         for sweep in self.sweeps:
             if sweep.kind == "distinct":
-                self._distinct[sweep.column] = _distinct_counts(table, sweep, accounts)
+                self._distinct[sweep.column] = _distinct_counts(
+                    table, sweep, positions, len(accounts)
+                )
 
     def frame(
         self, index: int, as_of: date, positions: np.ndarray, rows: pd.Index
@@ -186,31 +203,56 @@ class SourceSweep:
         `positions` are the positions in `accounts` of the accounts in `rows`, the
         index of the frame.
         """
+        codes = np.full(len(positions), index, dtype=np.int64)
+        days = np.full(len(positions), day_number(as_of), dtype=np.int64)
+        return pd.DataFrame(self.columns(codes, positions, days), index=rows)
+
+    def columns(
+        self, codes: np.ndarray, positions: np.ndarray, days: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Values of every requested column for many (point, account) pairs at once.
+
+        Row i is the account at `positions[i]` of `accounts` at the `codes[i]`-th
+        point, whose as-of date is `days[i]` days after 1970-01-01.
+        """
         bases = self._bases[positions]
         columns = {}
         for sweep in self.sweeps:
             if sweep.kind == "distinct":
-                counts = self._distinct[sweep.column][positions, index]
+                counts = self._distinct[sweep.column][positions, codes]
                 columns[sweep.column] = counts.astype("float64")
-            else:
-                partials = self._partials[sweep.column]
-                values = partials.at(sweep, index, bases)
-                if sweep.kind == "last":
-                    values = _calendar_days(as_of, values)
-                columns[sweep.column] = values.to_numpy()
-        return pd.DataFrame(columns, index=rows)
+                continue
+            values = self._partials[sweep.column].at(sweep, codes, bases)
+            if sweep.kind == "last":
+                values = _days_before(days, values)
+            columns[sweep.column] = values
+        return columns
+
+
+def _days_before(days: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """Calendar days from the day of each moment to the as-of day; NaN for NaT.
+
+    Any time on the day before the as-of date is 1 day ago, whatever the hour.
+    """
+    # to_datetime also turns an all-missing float column into NaT.
+    stamps = pd.to_datetime(pd.Series(moments)).to_numpy()
+    moment_days = stamps.astype("datetime64[D]").astype(np.int64)
+    result = (days - moment_days).astype("float64")
+    result[np.isnat(stamps)] = np.nan
+    return result
 
 
 # The scan
 
 
 def _scan_partials(
-    table: ibis.Table, sweeps: list[_Sweep], accounts: pd.Index
+    table: ibis.Table, sweeps: list[_Sweep], positions: ibis.Table
 ) -> pd.DataFrame:
-    """Per account and day (both bucketings), the partial aggregates of each sweep.
+    """Per account and day, the partial aggregates of each sweep.
 
-    The account ids become positions in `accounts` (column `code`) and the days
-    become shifted day numbers.
+    The rows are grouped by the day of each bucketing that a sweep uses. The
+    account ids become their positions (column `code`, from the `positions`
+    table) and the days become shifted day numbers.
     """
     lower = min(int(s.starts.min()) for s in sweeps)
     if lower > 0:
@@ -222,12 +264,27 @@ def _scan_partials(
     aggregations: dict[str, ibis.Value] = {}
     for index, sweep in enumerate(sweeps):
         aggregations.update(_partial_columns(table, index, sweep, namespace))
-    keys = ["account_id", _LEFT_DAY, _RIGHT_DAY]
-    frame = table.group_by(keys).aggregate(**aggregations).execute()
-    frame["code"] = accounts.get_indexer(frame.pop("account_id"))
-    for column in (_LEFT_DAY, _RIGHT_DAY):
-        frame[column] = _day_numbers(frame[column])
-    return frame[frame["code"] >= 0]
+    # Grouping by only the bucketing that the sweeps use gives one row per account
+    # and day, which spares merging the rows of the two bucketings later.
+    day_columns = sorted({sweep.day_column for sweep in sweeps})
+    grouped = table.group_by(["account_id", *day_columns]).aggregate(**aggregations)
+    coded = grouped.join(positions, "account_id").drop("account_id")
+    if len(day_columns) == 1:
+        # Sorted once here for every sweep (see _sorted_days).
+        coded = coded.order_by([_CODE, day_columns[0]])
+    result = coded.to_pyarrow()
+    days = {column: _arrow_day_numbers(result[column]) for column in day_columns}
+    frame = result.drop_columns(list(days)).to_pandas()
+    for column, numbers in days.items():
+        frame[column] = numbers
+    frame["code"] = frame.pop(_CODE).to_numpy(np.int64)
+    return frame
+
+
+def _arrow_day_numbers(days: pa.ChunkedArray) -> np.ndarray:
+    """Shifted day numbers of an Arrow column of dates (date32: days since 1970)."""
+    numbers = pc.cast(days, pa.int32()).to_numpy().astype(np.int64)
+    return numbers + _DAY_OFFSET
 
 
 def _day_numbers(days: pd.Series) -> np.ndarray:
@@ -296,18 +353,18 @@ class _Partials:
             values = grouped.cummin() if sweep.kind == "min" else grouped.cummax()
         return cls(keys, values.to_numpy())
 
-    def at(self, sweep: _Sweep, index: int, bases: np.ndarray) -> pd.Series:
-        """Return the sweep's value for every account at the `index`-th point."""
-        low = np.searchsorted(self.keys, bases | sweep.starts[index])
-        high = np.searchsorted(self.keys, bases | sweep.ends[index])
+    def at(self, sweep: _Sweep, codes: np.ndarray, bases: np.ndarray) -> np.ndarray:
+        """Return the value of each account (`bases`) at its point (`codes`)."""
+        low = np.searchsorted(self.keys, bases | sweep.starts[codes])
+        high = np.searchsorted(self.keys, bases | sweep.ends[codes])
         if sweep.kind in ("count", "sum"):
-            return pd.Series(self.values[high] - self.values[low])
+            return self.values[high] - self.values[low]
         if sweep.kind == "mean":
             assert self.counts is not None
             count = self.counts[high] - self.counts[low]
             total = self.values[high] - self.values[low]
             with np.errstate(divide="ignore", invalid="ignore"):
-                return pd.Series(np.where(count > 0, total / count, np.nan))
+                return np.where(count > 0, total / count, np.nan)
         if sweep.kind in ("min", "max"):
             return self._extreme(sweep, low, high)
         if sweep.kind == "first":
@@ -315,7 +372,7 @@ class _Partials:
             return self._pick(low, high > low)
         return self._pick(high - 1, high > low)
 
-    def _extreme(self, sweep: _Sweep, low: np.ndarray, high: np.ndarray) -> pd.Series:
+    def _extreme(self, sweep: _Sweep, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         present = high > low
         if not sweep.bounded:
             return self._pick(high - 1, present)
@@ -325,13 +382,14 @@ class _Partials:
         padded = np.append(self.values.astype("float64"), np.nan)
         bounds = np.column_stack([low, high]).ravel()
         reduced = ufunc.reduceat(padded, bounds)[::2]
-        return pd.Series(np.where(present, reduced, np.nan))
+        return np.where(present, reduced, np.nan)
 
-    def _pick(self, positions: np.ndarray, present: np.ndarray) -> pd.Series:
-        safe = np.clip(positions, 0, max(len(self.values) - 1, 0))
+    def _pick(self, positions: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """Values at `positions`, missing where `present` is false."""
         if len(self.values) == 0:
-            return pd.Series(np.full(len(positions), np.nan))
-        return pd.Series(self.values[safe]).where(present)
+            return np.full(len(positions), np.nan)
+        safe = np.clip(positions, 0, len(self.values) - 1)
+        return pd.Series(self.values[safe]).where(present).to_numpy()
 
 
 def _running(values: np.ndarray) -> np.ndarray:
@@ -343,6 +401,9 @@ def _merge_days(frame: pd.DataFrame, index: int, sweep: _Sweep) -> pd.DataFrame:
     part = pd.DataFrame(
         {"code": frame["code"].to_numpy(), "day": frame[sweep.day_column].to_numpy()}
     )
+    if _LEFT_DAY not in frame.columns or _RIGHT_DAY not in frame.columns:
+        # Grouped by this bucketing alone: each (account, day) has one row already.
+        return _sorted_days(part, frame, index, sweep)
     kind = sweep.kind
     if kind == "count":
         part["value"] = frame[f"c{index}"].to_numpy("float64")
@@ -372,8 +433,33 @@ def _merge_days(frame: pd.DataFrame, index: int, sweep: _Sweep) -> pd.DataFrame:
     return merged.reset_index()
 
 
+def _sorted_days(
+    part: pd.DataFrame, frame: pd.DataFrame, index: int, sweep: _Sweep
+) -> pd.DataFrame:
+    """Partials of one sweep from rows unique per (account, day), sorted by both."""
+    kind = sweep.kind
+    if kind == "count":
+        part["value"] = frame[f"c{index}"].to_numpy("float64")
+        keep = part["value"] > 0
+    elif kind in ("sum", "mean"):
+        part["value"] = frame[f"s{index}"].to_numpy("float64")
+        part["count"] = frame[f"n{index}"].to_numpy("float64")
+        keep = part["count"] > 0
+    elif kind in ("min", "max"):
+        part["value"] = frame[f"m{index}"].to_numpy("float64")
+        keep = part["value"].notna()
+    elif kind == "latest":
+        part["value"] = frame[f"v{index}"].to_numpy()
+        keep = frame[f"t{index}"].notna().to_numpy()
+    else:
+        part["value"] = pd.to_datetime(frame[f"t{index}"]).to_numpy()
+        keep = part["value"].notna()
+    # The scan sorted the rows by account and day already.
+    return part[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+
+
 def _distinct_counts(
-    table: ibis.Table, sweep: _Sweep, accounts: pd.Index
+    table: ibis.Table, sweep: _Sweep, positions: ibis.Table, accounts: int
 ) -> np.ndarray:
     """Distinct values in each date's window: an (accounts, dates) array of counts."""
     metric = sweep.metric
@@ -385,35 +471,38 @@ def _distinct_counts(
         condition = condition & parse_expression(metric.where).evaluate(namespace)
     triples = (
         table.filter(condition)
-        .select(account=table.account_id, day=table[sweep.day_column], value=value)
+        .select(account_id=table.account_id, day=table[sweep.day_column], value=value)
         .distinct()
-        .execute()
     )
-    codes = accounts.get_indexer(triples["account"])
-    value_codes, _ = pd.factorize(triples["value"])
-    days = _day_numbers(triples["day"])
-    keep = codes >= 0
-    codes, value_codes, days = codes[keep], value_codes[keep], days[keep]
-    order = np.lexsort((days, value_codes, codes))
-    codes, value_codes, days = codes[order], value_codes[order], days[order]
+    # The database finds the previous day with the same account and value, so the
+    # triples need no sorting here.
+    window = ibis.window(group_by=["account_id", "value"], order_by="day")
+    coded = (
+        triples.mutate(previous=triples.day.lag().over(window))
+        .join(positions, "account_id")
+        .select(_CODE, "day", "previous")
+        .to_pyarrow()
+    )
+    codes = coded[_CODE].to_numpy().astype(np.int64)
+    days = _arrow_day_numbers(coded["day"])
+    repeated = coded["previous"].is_valid().to_numpy(zero_copy_only=False)
+    previous = _arrow_day_numbers(coded["previous"].fill_null(coded["day"]))
 
     # Dates whose window [start, end) contains the day: end > day and start <= day.
     # Both edges grow with the date, so these dates form one range per triple.
     first = np.searchsorted(sweep.ends, days, side="right")
     after = np.searchsorted(sweep.starts, days, side="right")
-    # A later day of the same (account, value) only adds the dates not yet counted.
-    same_group = np.zeros(len(codes), dtype=bool)
-    same_group[1:] = (codes[1:] == codes[:-1]) & (value_codes[1:] == value_codes[:-1])
-    previous_after = np.zeros(len(codes), dtype=np.int64)
-    previous_after[1:] = after[:-1]
-    first = np.where(same_group, np.maximum(first, previous_after), first)
+    # A later day of the same (account, value) only adds the dates not counted
+    # yet: those after the dates whose windows contain its previous day.
+    previous_after = np.searchsorted(sweep.starts, previous, side="right")
+    first = np.where(repeated, np.maximum(first, previous_after), first)
     adds = first < after
 
     width = len(sweep.ends) + 1
-    size = len(accounts) * width
+    size = accounts * width
     increments = np.bincount(codes[adds] * width + first[adds], minlength=size)
     decrements = np.bincount(codes[adds] * width + after[adds], minlength=size)
-    steps = (increments - decrements).reshape(len(accounts), width)
+    steps = (increments - decrements).reshape(accounts, width)
     return np.cumsum(steps, axis=1)[:, :-1]
 
 

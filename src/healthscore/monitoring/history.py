@@ -31,6 +31,7 @@ from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
 __all__ = [
     "CONFIGS_DIR",
     "config_key",
+    "record_config",
     "record_run_config",
     "replay",
     "replay_project",
@@ -65,16 +66,21 @@ def record_run_config(run: ScoringRun) -> Path:
     configuration stays, even if later edits leave the scorecards unchanged (such as
     a new report setting). Call it after every stored scoring run.
     """
-    store = snapshot_store(run.project)
-    path = config_path(store, run.versions)
+    return record_config(run.project, run.versions)
+
+
+def record_config(project: Project, versions: Mapping[str, str]) -> Path:
+    """Keep a copy of the project file for `versions`, unless one is kept already."""
+    store = snapshot_store(project)
+    path = config_path(store, versions)
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a reader never sees half a file.
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    staging.write_text(run.project.file.read_text(encoding="utf-8"), encoding="utf-8")
+    staging.write_text(project.file.read_text(encoding="utf-8"), encoding="utf-8")
     os.replace(staging, path)
-    logger.info("stored the project file for scorecard versions %s", run.versions)
+    logger.info("stored the project file for scorecard versions %s", versions)
     return path
 
 

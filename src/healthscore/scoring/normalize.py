@@ -36,6 +36,7 @@ def normalize(
     config: NormalizeConfig,
     direction: Direction = "higher",
     groups: pd.Series | None = None,
+    partition: np.ndarray | None = None,
 ) -> pd.Series:
     """Score metric values from 0 to 100.
 
@@ -53,6 +54,10 @@ def normalize(
         on the index). Accounts are compared only within their group. Accounts with
         a missing group, or absent from `groups`, form one group of their own. None
         compares all values.
+    partition
+        For percentile and zscore, an integer per value (such as an as-of date's
+        position) that splits the values into populations scored apart, each
+        with its own `groups`. None scores all values as one population.
 
     Returns
     -------
@@ -73,7 +78,10 @@ def normalize(
             numbers = _log1p(numbers)
         if groups is not None and not groups.index.equals(values.index):
             groups = groups.reindex(values.index)
-        scores = _numeric_scores(numbers, config, direction, groups)
+        keys = None
+        if config.method in ("percentile", "zscore"):
+            keys = _group_keys(groups, len(numbers), partition)
+        scores = _numeric_scores(numbers, config, direction, keys)
     return pd.Series(scores, index=values.index, name=values.name, dtype="float64")
 
 
@@ -81,9 +89,12 @@ def _numeric_scores(
     numbers: np.ndarray,
     config: NormalizeConfig,
     direction: Direction,
-    groups: pd.Series | None,
+    keys: np.ndarray | None,
 ) -> np.ndarray:
-    """Dispatch to the numeric method; `numbers` are already transformed by `log`."""
+    """Dispatch to the numeric method; `numbers` are already transformed by `log`.
+
+    `keys` are the comparison groups of percentile and zscore, from `_group_keys`.
+    """
     if config.method == "steps":
         return _steps(numbers, config)
     if config.method == "target":
@@ -91,9 +102,11 @@ def _numeric_scores(
     if config.method == "bounds":
         scores = _bounds(numbers, config)
     elif config.method == "percentile":
-        scores = _percentile(numbers, _group_keys(groups, len(numbers)))
+        assert keys is not None
+        scores = _percentile(numbers, keys)
     else:
-        scores = _zscore(numbers, config, _group_keys(groups, len(numbers)))
+        assert keys is not None
+        scores = _zscore(numbers, config, keys)
     return 100.0 - scores if direction == "lower" else scores
 
 
@@ -182,12 +195,22 @@ def _target(
     return np.where(np.isnan(numbers), np.nan, target / above * 100.0)
 
 
-def _group_keys(groups: pd.Series | None, length: int) -> np.ndarray:
-    """Integer group code per value; a missing group value is a group of its own."""
+def _group_keys(
+    groups: pd.Series | None, length: int, partition: np.ndarray | None = None
+) -> np.ndarray:
+    """Integer group code per value; a missing group value is a group of its own.
+
+    With `partition`, values of different partitions never share a group.
+    """
     if groups is None:
-        return np.zeros(length, dtype=np.int64)
-    codes, _ = pd.factorize(groups, use_na_sentinel=False)
-    return codes
+        codes = np.zeros(length, dtype=np.int64)
+    else:
+        codes, _ = pd.factorize(groups, use_na_sentinel=False)
+        codes = codes.astype(np.int64)
+    if partition is None:
+        return codes
+    width = int(codes.max()) + 1 if length else 1
+    return np.asarray(partition, dtype=np.int64) * width + codes
 
 
 def _percentile(numbers: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,17 @@ from healthscore.scoring.tables import (
     SCORE_COLUMNS,
     Chunk,
     Coded,
+    arrow_columns,
     assemble,
 )
 from healthscore.scoring.weights import Layout, Weighted, weigh
+
+#: Columns of each table of a ScoreResult, by table name.
+TABLE_COLUMNS = {
+    "scores": SCORE_COLUMNS,
+    "components": COMPONENT_COLUMNS,
+    "measures": MEASURE_COLUMNS,
+}
 
 # Coverage is a sum of float shares, so a coverage meant to equal `min_coverage` may
 # land a rounding error below it: shares 0.1 + 0.1 + 0.7 sum to 0.8999999999999999.
@@ -130,31 +139,248 @@ def score_accounts(
     metric value.
     """
     _check_population(metrics)
-    scorecards = project_config.scorecards
-    _check_versions(scorecards, versions)
     columns = AccountColumns(project_config, metrics, accounts)
-    routes = route_accounts(scorecards, columns)
     # Account ids are text in every table and override, even if the index is not.
     population = metrics.index.astype(str)
-    plan = plan_overrides(overrides, as_of, population, routes, scorecards)
+    codes = np.zeros(len(metrics), dtype=np.int64)
+    scored = _score_rows(
+        project_config, columns, population, codes, [as_of], [overrides], versions
+    )
+    return scored.result
+
+
+@dataclass
+class DatedScores:
+    """Scores of many as-of dates, each date's rows together.
+
+    The rows of the `i`-th date are `score_offsets[i]:score_offsets[i + 1]` of the
+    scores table, and likewise for components and measures. Within a date, rows
+    are in the order `score_accounts` gives for that date alone. The tables are
+    kept as column chunks: `result` assembles them into DataFrames and
+    `arrow_columns` into Arrow arrays.
+    """
+
+    dates: list[date]
+    score_offsets: np.ndarray
+    component_offsets: np.ndarray
+    measure_offsets: np.ndarray
+    ignored_overrides: list[IgnoredOverride]
+    chunks: dict[str, list[dict[str, Chunk]]]
+    """Column chunks of the scores, components and measures tables."""
+    orders: dict[str, np.ndarray | None]
+    """Row order that puts each table's chunks in date order, None if they are."""
+
+    @cached_property
+    def result(self) -> ScoreResult:
+        """All dates' tables as DataFrames."""
+        frames = {
+            name: assemble(TABLE_COLUMNS[name], parts, self.orders[name])
+            for name, parts in self.chunks.items()
+        }
+        return ScoreResult(
+            scores=frames["scores"],
+            components=frames["components"],
+            measures=frames["measures"],
+            ignored_overrides=self.ignored_overrides,
+        )
+
+    def arrow_columns(self, name: str) -> dict[str, pa.Array | np.ndarray]:
+        """Columns of the table `name` for all dates, text as dictionary arrays."""
+        return arrow_columns(TABLE_COLUMNS[name], self.chunks[name], self.orders[name])
+
+    def split(self, index: int) -> ScoreResult:
+        """Return the result of the `index`-th date, equal to `score_accounts` for it.
+
+        `ignored_overrides` of the split result lists those of every date.
+        """
+        result = self.result
+        return ScoreResult(
+            scores=_rows(result.scores, self.score_offsets, index),
+            components=_rows(result.components, self.component_offsets, index),
+            measures=_rows(result.measures, self.measure_offsets, index),
+            ignored_overrides=self.ignored_overrides,
+        )
+
+
+def _rows(frame: pd.DataFrame, offsets: np.ndarray, index: int) -> pd.DataFrame:
+    part = frame.iloc[int(offsets[index]) : int(offsets[index + 1])]
+    return part.reset_index(drop=True)
+
+
+def score_dates(
+    project_config: ProjectConfig,
+    metrics: pd.DataFrame,
+    accounts: pd.DataFrame,
+    codes: np.ndarray,
+    dates: Sequence[date],
+    overrides: Sequence[Iterable[Override]],
+    versions: Mapping[str, str],
+) -> DatedScores:
+    """Score the accounts of many as-of dates in one pass.
+
+    Each date's rows get the scores that `score_accounts` gives them for that date
+    alone: percentile and zscore compare an account only with the same date's
+    accounts, and each date applies its own overrides.
+
+    Parameters
+    ----------
+    project_config
+        Project settings: scorecards, bands and metric definitions.
+    metrics
+        Metric values indexed by account_id, one row per date and account, the
+        rows of each date together and the dates in the order of `dates`.
+    accounts
+        Account columns of the same rows, in the same order.
+    codes
+        Position in `dates` of each row's date; non-decreasing.
+    dates
+        The as-of dates.
+    overrides
+        Overrides to apply, one collection per date.
+    versions
+        Content hash of every scorecard by name.
+
+    Raises
+    ------
+    ScoringInputError
+        As `score_accounts`, and when an account has two rows on one date.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    if len(codes) != len(metrics) or len(accounts) != len(metrics):
+        raise ValueError(
+            f"metrics ({len(metrics)} rows), accounts ({len(accounts)} rows) and "
+            f"codes ({len(codes)} values) must have one entry per row"
+        )
+    if len(overrides) != len(dates):
+        raise ValueError(
+            f"give one collection of overrides per date: {len(overrides)} for "
+            f"{len(dates)} dates"
+        )
+    if len(codes) and (np.any(np.diff(codes) < 0) or codes[-1] >= len(dates)):
+        raise ValueError("codes must be non-decreasing positions in dates")
+    population = metrics.index.astype(str)
+    _check_dated_population(population, codes, dates)
+    positional = pd.RangeIndex(len(metrics))
+    account_columns = accounts.set_axis(positional)
+    if "account_id" not in account_columns.columns:
+        account_columns = account_columns.assign(account_id=population.to_numpy())
+    columns = AccountColumns(
+        project_config, metrics.set_axis(positional), account_columns
+    )
+    return _score_rows(
+        project_config, columns, population, codes, dates, overrides, versions
+    )
+
+
+def _check_dated_population(
+    population: pd.Index, codes: np.ndarray, dates: Sequence[date]
+) -> None:
+    account_codes, _ = pd.factorize(population)
+    keys = pd.Series(account_codes.astype(np.int64) * max(len(dates), 1) + codes)
+    repeated = keys.duplicated().to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        raise ScoringInputError(
+            f"the metrics table lists account_id {population[row]!r} more than once "
+            f"as of {dates[int(codes[row])].isoformat()}; each account needs one row "
+            "per date"
+        )
+
+
+def _score_rows(
+    project_config: ProjectConfig,
+    columns: AccountColumns,
+    population: pd.Index,
+    codes: np.ndarray,
+    dates: Sequence[date],
+    overrides: Sequence[Iterable[Override]],
+    versions: Mapping[str, str],
+) -> DatedScores:
+    """Score the rows of `columns`; row i belongs to the date `dates[codes[i]]`."""
+    scorecards = project_config.scorecards
+    _check_versions(scorecards, versions)
+    routes = route_accounts(scorecards, columns)
+    bounds = np.searchsorted(codes, np.arange(len(dates) + 1))
+    plan = _plan_by_date(overrides, dates, population, routes, scorecards, bounds)
+    # One date needs no partition, which keeps that path as simple as it was.
+    partition = codes if len(dates) > 1 else None
     ids = pa.array(population.to_numpy(dtype=object), type=pa.large_string())
-    scores = _ScoreColumns(len(metrics), project_config.bands)
+    scores = _ScoreColumns(len(population), project_config.bands)
     components: list[dict[str, Chunk]] = []
     measures: list[dict[str, Chunk]] = []
+    component_dates: list[np.ndarray] = []
+    measure_dates: list[np.ndarray] = []
     for position, scorecard in enumerate(scorecards):
         rows = np.flatnonzero(routes == position)
         if len(rows) == 0:
             continue
-        card = _score_scorecard(scorecard, rows, columns, plan)
+        card = _score_scorecard(scorecard, rows, columns, plan, partition)
         scores.fill(card, plan)
         components.append(card.component_chunks(ids))
         measures.append(card.measure_chunks(ids))
-    return ScoreResult(
-        scores=scores.frame(ids, routes, as_of, scorecards, versions),
-        components=assemble(COMPONENT_COLUMNS, components),
-        measures=assemble(MEASURE_COLUMNS, measures),
+        component_dates.append(np.repeat(codes[rows], len(card.layout.component_names)))
+        measure_dates.append(np.repeat(codes[rows], len(card.layout.measures)))
+    as_of = np.array(list(dates), dtype=object)[codes]
+    component_order, component_offsets = _date_order(component_dates, len(dates))
+    measure_order, measure_offsets = _date_order(measure_dates, len(dates))
+    return DatedScores(
+        dates=list(dates),
+        score_offsets=bounds,
+        component_offsets=component_offsets,
+        measure_offsets=measure_offsets,
         ignored_overrides=plan.ignored,
+        chunks={
+            "scores": [scores.chunks(ids, routes, as_of, scorecards, versions)],
+            "components": components,
+            "measures": measures,
+        },
+        orders={
+            "scores": None,
+            "components": component_order,
+            "measures": measure_order,
+        },
     )
+
+
+def _date_order(
+    row_dates: list[np.ndarray], count: int
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Row order that sorts the scorecards' chunks by date, keeping their order
+    within a date (None when they are sorted), and the offsets of each date."""
+    if not row_dates:
+        return None, np.zeros(count + 1, dtype=np.int64)
+    dates = np.concatenate(row_dates)
+    order = None
+    if len(row_dates) > 1 and np.any(np.diff(dates) < 0):
+        order = np.argsort(dates, kind="stable")
+        dates = dates[order]
+    return order, np.searchsorted(dates, np.arange(count + 1))
+
+
+def _plan_by_date(
+    overrides: Sequence[Iterable[Override]],
+    dates: Sequence[date],
+    population: pd.Index,
+    routes: np.ndarray,
+    scorecards: Sequence[ScorecardConfig],
+    bounds: np.ndarray,
+) -> OverridePlan:
+    """Plan each date's overrides over its rows, with positions in all rows."""
+    plan = OverridePlan()
+    for index, (items, as_of) in enumerate(zip(overrides, dates, strict=True)):
+        listed = list(items)
+        if not listed:
+            continue
+        start, stop = int(bounds[index]), int(bounds[index + 1])
+        part = plan_overrides(
+            listed, as_of, population[start:stop], routes[start:stop], scorecards
+        )
+        for (position, measure), override in part.measures.items():
+            plan.measures[(position + start, measure)] = override
+        for position, override in part.scores.items():
+            plan.scores[position + start] = override
+        plan.ignored.extend(part.ignored)
+    return plan
 
 
 def _check_population(metrics: pd.DataFrame) -> None:
@@ -251,15 +477,21 @@ def _score_scorecard(
     rows: np.ndarray,
     columns: AccountColumns,
     plan: OverridePlan,
+    partition: np.ndarray | None = None,
 ) -> _ScorecardScores:
-    """Normalize, override and weigh the measures of the accounts at `rows`."""
+    """Normalize, override and weigh the measures of the accounts at `rows`.
+
+    `partition` gives each row of `columns` a population (such as its as-of date)
+    that percentile and zscore compare it within.
+    """
     layout = Layout.of(scorecard)
     inputs = [
         _metric_column(scorecard, measure, columns).iloc[rows]
         for measure in layout.measures
     ]
     values, text_codes, text_labels = _metric_matrix(inputs)
-    normalized = _normalized_matrix(scorecard, layout, inputs, rows, columns)
+    parts = None if partition is None else partition[rows]
+    normalized = _normalized_matrix(scorecard, layout, inputs, rows, columns, parts)
     overridden = np.zeros(normalized.shape, dtype=bool)
     cells = dict(_measure_override_cells(layout, rows, plan))
     for (row, column), override in cells.items():
@@ -326,6 +558,7 @@ def _normalized_matrix(
     inputs: Sequence[pd.Series],
     rows: np.ndarray,
     columns: AccountColumns,
+    partition: np.ndarray | None,
 ) -> np.ndarray:
     normalized = np.empty((len(rows), len(layout.measures)))
     for column, (measure, values) in enumerate(
@@ -337,7 +570,9 @@ def _normalized_matrix(
             within = columns.column(measure.normalize.within, f"{context} (within)")
             groups = within.iloc[rows]
         try:
-            scores = normalize(values, measure.normalize, measure.direction, groups)
+            scores = normalize(
+                values, measure.normalize, measure.direction, groups, partition
+            )
         except NormalizationError as exc:
             raise ScoringInputError(f"{context}: {exc}") from None
         normalized[:, column] = scores.to_numpy()
@@ -394,21 +629,21 @@ class _ScoreColumns:
         self.score[rows] = final
         self.band[rows] = bands
 
-    def frame(
+    def chunks(
         self,
         ids: pa.Array,
         routes: np.ndarray,
-        as_of: date,
+        as_of: np.ndarray,
         scorecards: Sequence[ScorecardConfig],
         versions: Mapping[str, str],
-    ) -> pd.DataFrame:
+    ) -> dict[str, Chunk]:
         codes = routes + 1
         count = len(routes)
         versions_list = [versions[card.name] for card in scorecards]
         labels = [card.version for card in scorecards]
         chunks: dict[str, Chunk] = {
             "account_id": Coded.of(ids, np.arange(count)),
-            "as_of": np.full(count, as_of, dtype=object),
+            "as_of": as_of,
             "scorecard": Coded.of([None, *(c.name for c in scorecards)], codes),
             "scorecard_version": Coded.of([None, *versions_list], codes),
             "scorecard_label": Coded.of([None, *labels], codes),
@@ -419,7 +654,7 @@ class _ScoreColumns:
             "override_author": Coded.of(self.authors, self.override_codes),
             "computed_score": self.computed,
         }
-        return assemble(SCORE_COLUMNS, [chunks])
+        return chunks
 
 
 def _band_chunk(bands: np.ndarray) -> Coded:

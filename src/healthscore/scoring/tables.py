@@ -84,9 +84,16 @@ Chunk = np.ndarray | Coded
 
 
 def assemble(
-    spec: Mapping[str, str], parts: Sequence[Mapping[str, Chunk]]
+    spec: Mapping[str, str],
+    parts: Sequence[Mapping[str, Chunk]],
+    order: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Concatenate the parts column by column into a DataFrame typed as in `spec`."""
+    """Concatenate the parts column by column into a DataFrame typed as in `spec`.
+
+    With `order`, the rows of the concatenation are taken in that order.
+    """
+    if order is not None:
+        parts = [_reordered(spec, parts, order)]
     columns: dict[str, pd.Series | np.ndarray] = {}
     for name, dtype in spec.items():
         chunks = [part[name] for part in parts]
@@ -100,6 +107,77 @@ def assemble(
     # copy=False keeps one block per column instead of copying the float columns
     # into one two-dimensional block (0.6 s for 6 million rows on a 2-core VM).
     return pd.DataFrame(columns, copy=False)
+
+
+def arrow_columns(
+    spec: Mapping[str, str],
+    parts: Sequence[Mapping[str, Chunk]],
+    order: np.ndarray | None = None,
+) -> dict[str, pa.Array | np.ndarray]:
+    """Concatenate the parts like `assemble`, into arrays ready for an Arrow table.
+
+    Text columns become dictionary arrays of their labels, with a missing label as
+    a null, so no text is copied per row. Other columns are NumPy arrays of the
+    dtype in `spec`.
+    """
+    if order is not None:
+        parts = [_reordered(spec, parts, order)]
+    columns: dict[str, pa.Array | np.ndarray] = {}
+    for name, dtype in spec.items():
+        chunks = [part[name] for part in parts]
+        if dtype == TEXT:
+            columns[name] = _dictionary_column([_as_coded(chunk) for chunk in chunks])
+        elif chunks:
+            arrays = [_as_array(chunk) for chunk in chunks]
+            columns[name] = np.concatenate(arrays).astype(dtype, copy=False)
+        else:
+            columns[name] = np.zeros(0, dtype=dtype)
+    return columns
+
+
+def _reordered(
+    spec: Mapping[str, str], parts: Sequence[Mapping[str, Chunk]], order: np.ndarray
+) -> dict[str, Chunk]:
+    """Merge `parts` into one part whose rows are taken in `order`."""
+    merged: dict[str, Chunk] = {}
+    for name, dtype in spec.items():
+        chunks = [part[name] for part in parts]
+        if dtype == TEXT:
+            coded = _merged_coded([_as_coded(chunk) for chunk in chunks])
+            merged[name] = Coded(coded.labels, coded.codes[order])
+        else:
+            merged[name] = np.concatenate([_as_array(c) for c in chunks])[order]
+    return merged
+
+
+def _merged_coded(chunks: Sequence[Coded]) -> Coded:
+    """Merge Coded chunks into one, placing their labels end to end."""
+    if not chunks:
+        return Coded.of([], np.zeros(0, dtype=np.int64))
+    if len(chunks) == 1:
+        return chunks[0]
+    labels = pa.concat_arrays(
+        [chunk.labels.cast(pa.large_string()) for chunk in chunks]
+    )
+    starts = np.cumsum([0] + [len(chunk.labels) for chunk in chunks[:-1]])
+    codes = np.concatenate(
+        [chunk.codes + start for chunk, start in zip(chunks, starts, strict=True)]
+    )
+    return Coded(labels, codes)
+
+
+def _dictionary_column(chunks: Sequence[Coded]) -> pa.DictionaryArray:
+    merged = _merged_coded(chunks)
+    labels = merged.labels.cast(pa.large_string())
+    if len(labels) == 0:
+        labels = pa.array([""], type=pa.large_string())
+    if labels.null_count == 0:
+        indices = pa.array(merged.codes, type=pa.int64())
+    else:
+        missing = labels.is_null().to_numpy(zero_copy_only=False)
+        indices = pa.array(merged.codes, mask=missing[merged.codes], type=pa.int64())
+        labels = labels.fill_null("")
+    return pa.DictionaryArray.from_arrays(indices, labels)
 
 
 def _text_column(chunks: Sequence[Chunk]) -> pd.Series:

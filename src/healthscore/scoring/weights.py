@@ -93,8 +93,8 @@ def weigh(layout: Layout, normalized: np.ndarray) -> Weighted:
     present = ~np.isnan(normalized)
     scores = np.where(present, normalized, 0.0)
     present_weights = present * layout.measure_weights
-    component_weights_present = present_weights @ layout.one_hot
-    weighted_sums = (scores * present_weights) @ layout.one_hot
+    component_weights_present = _by_component(present_weights, layout)
+    weighted_sums = _by_component(scores * present_weights, layout)
     component_scores = _divide(weighted_sums, component_weights_present, np.nan)
 
     components_present = component_weights_present > 0
@@ -112,9 +112,30 @@ def weigh(layout: Layout, normalized: np.ndarray) -> Weighted:
         contributions=contributions,
         component_scores=component_scores,
         component_effective_weights=component_effective_weights,
-        coverage=np.minimum(present @ layout.measure_shares, 1.0),
+        coverage=np.minimum(_row_sums(present * layout.measure_shares), 1.0),
         score=score,
     )
+
+
+def _by_component(matrix: np.ndarray, layout: Layout) -> np.ndarray:
+    """Sum the measure columns of each component (accounts by components).
+
+    These are column sums, not a product with `layout.one_hot`, because a matrix
+    product goes through BLAS. Its worker threads made that product take 0.3 to
+    0.5 s for 500 000 accounts and 5 measures on a busy 2-core machine.
+    """
+    sums = np.zeros((matrix.shape[0], len(layout.component_names)))
+    for column, component in enumerate(layout.measure_component):
+        sums[:, component] += matrix[:, column]
+    return sums
+
+
+def _row_sums(matrix: np.ndarray) -> np.ndarray:
+    """Sum each row from the first column to the last."""
+    sums = np.zeros(matrix.shape[0])
+    for column in range(matrix.shape[1]):
+        sums += matrix[:, column]
+    return sums
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:

@@ -23,15 +23,17 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 try:
@@ -52,6 +54,10 @@ RESERVED_RUN_KEYS = ("as_of", "row_counts")
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+#: A table to store: a DataFrame, or an Arrow table (stored as it is).
+Table: TypeAlias = pd.DataFrame | pa.Table
 
 
 class SnapshotNotFoundError(LookupError):
@@ -95,7 +101,7 @@ class SnapshotStore:
     def write(
         self,
         as_of: date,
-        tables: Mapping[str, pd.DataFrame],
+        tables: Mapping[str, Table],
         run_info: Mapping[str, Any],
     ) -> Path:
         """Store the tables of one as-of date, replacing any snapshot of that date.
@@ -104,10 +110,13 @@ class SnapshotStore:
         ----------
         as_of : date
             As-of date of the scoring run.
-        tables : mapping of str to DataFrame
+        tables : mapping of str to DataFrame or pyarrow.Table
             Tables by name, for example ``{"scores": ..., "measures": ...}``. Names
             are letters, digits and underscores. A table may have an ``as_of`` column
-            only when every value in it is `as_of`.
+            only when every value in it is `as_of`. An Arrow table is stored with
+            its own schema and metadata, except that a table with dictionary
+            columns is stored without its Arrow schema, so those columns read back
+            as text (pandas metadata then sets the dtypes).
         run_info : mapping
             Run metadata stored in ``run.json``, such as scorecard versions and a
             source summary. Values must be JSON types, dates or datetimes. The store
@@ -134,17 +143,90 @@ class SnapshotStore:
             staging = self._stage(as_of, tables, run_json)
             target = self._swap_in(as_of, staging)
 
-        logger.info(
-            "stored snapshot %s with tables %s in %s",
-            as_of.isoformat(),
-            ", ".join(f"{name} ({len(df)} rows)" for name, df in tables.items()),
-            target,
-        )
+        _log_stored(as_of, tables, target)
         return target
 
-    def _stage(
-        self, as_of: date, tables: Mapping[str, pd.DataFrame], run_json: bytes
-    ) -> Path:
+    def write_many(
+        self,
+        snapshots: Sequence[tuple[date, Mapping[str, Table], Mapping[str, Any]]],
+        *,
+        workers: int = 2,
+    ) -> list[Path]:
+        """Store the snapshots of several dates, as `write` does for each.
+
+        The partitions are written by `workers` threads, and each is fsynced before
+        it is swapped into place, so each date is still replaced atomically. The
+        snapshot folder is fsynced once after all swaps instead of once per date.
+        Every argument is checked before anything is written. When a partition
+        fails to write, no date of the call is swapped in.
+
+        Returns
+        -------
+        list of Path
+            The partition folders, in the order of `snapshots`.
+
+        Raises
+        ------
+        ValueError
+            As `write`, or when a date is given twice.
+        """
+        days = [as_of for as_of, _, _ in snapshots]
+        repeated = sorted({day for day in days if days.count(day) > 1})
+        if repeated:
+            raise ValueError(
+                f"the snapshot of {repeated[0]} is given twice; give each date once"
+            )
+        prepared = []
+        for as_of, tables, run_info in snapshots:
+            _check_as_of(as_of)
+            _check_tables(as_of, tables)
+            prepared.append((as_of, tables, _run_json(as_of, tables, run_info)))
+        if not prepared:
+            return []
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock(blocking=True):
+            self._recover_locked()
+            staged = self._stage_many(prepared, workers)
+            targets = []
+            trashes = []
+            for (as_of, _, _), staging in zip(prepared, staged, strict=True):
+                target, trash = self._move_in(as_of, staging)
+                targets.append(target)
+                if trash is not None:
+                    trashes.append(trash)
+            _fsync_directory(self.folder)
+            for trash in trashes:
+                shutil.rmtree(trash)
+        for (as_of, tables, _), target in zip(prepared, targets, strict=True):
+            _log_stored(as_of, tables, target)
+        return targets
+
+    def _stage_many(
+        self,
+        prepared: list[tuple[date, Mapping[str, Table], bytes]],
+        workers: int,
+    ) -> list[Path]:
+        """Stage every partition. On an error, remove them all and raise it."""
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            futures = [
+                pool.submit(self._stage, as_of, tables, run_json)
+                for as_of, tables, run_json in prepared
+            ]
+            staged = []
+            failure: BaseException | None = None
+            for future in futures:
+                try:
+                    staged.append(future.result())
+                except BaseException as exc:
+                    failure = failure or exc
+        if failure is not None:
+            for staging in staged:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise failure
+        return staged
+
+    def _stage(self, as_of: date, tables: Mapping[str, Table], run_json: bytes) -> Path:
         """Write and fsync every file of the partition in a new staging folder."""
         staging_root = self.folder / STAGING_DIR
         staging_root.mkdir(exist_ok=True)
@@ -162,6 +244,18 @@ class SnapshotStore:
 
     def _swap_in(self, as_of: date, staging: Path) -> Path:
         """Move the staged partition into place, keeping the old one until it is in."""
+        target, trash = self._move_in(as_of, staging)
+        _fsync_directory(self.folder)
+        if trash is not None:
+            shutil.rmtree(trash)
+        return target
+
+    def _move_in(self, as_of: date, staging: Path) -> tuple[Path, Path | None]:
+        """Rename the staged partition into place, the old one into the trash.
+
+        Returns the partition and the old one's trash folder, which the caller
+        removes after it has fsynced the snapshot folder.
+        """
         target = self.partition_path(as_of)
         trash: Path | None = None
         if target.exists():
@@ -176,11 +270,7 @@ class SnapshotStore:
             self._restore_after_failed_swap(target, trash)
             shutil.rmtree(staging, ignore_errors=True)
             raise
-
-        _fsync_directory(self.folder)
-        if trash is not None:
-            shutil.rmtree(trash)
-        return target
+        return target, trash
 
     def _restore_after_failed_swap(self, target: Path, trash: Path | None) -> None:
         """Put the old partition back after the new one failed to move in."""
@@ -380,7 +470,7 @@ def _check_as_of(as_of: object) -> None:
         )
 
 
-def _check_tables(as_of: date, tables: Mapping[str, pd.DataFrame]) -> None:
+def _check_tables(as_of: date, tables: Mapping[str, Table]) -> None:
     if not tables:
         raise ValueError(
             f"no tables given for the snapshot of {as_of.isoformat()}; pass at least "
@@ -392,12 +482,22 @@ def _check_tables(as_of: date, tables: Mapping[str, pd.DataFrame]) -> None:
                 f"invalid table name {name!r}; use letters, digits and underscores, "
                 "starting with a letter or underscore"
             )
+        if isinstance(frame, pa.Table):
+            if "as_of" in frame.column_names:
+                _check_as_of_column(as_of, name, _arrow_days(frame["as_of"]))
+            continue
         if not isinstance(frame, pd.DataFrame):
             raise ValueError(
-                f"table {name!r} must be a pandas DataFrame, got {type(frame).__name__}"
+                f"table {name!r} must be a pandas DataFrame or a pyarrow Table, got "
+                f"{type(frame).__name__}"
             )
         if "as_of" in frame.columns:
             _check_as_of_column(as_of, name, frame["as_of"])
+
+
+def _arrow_days(column: pa.ChunkedArray) -> pd.Series:
+    """Return the distinct values of an Arrow column, for the as_of check."""
+    return pd.Series(pc.unique(column).to_pylist(), dtype=object)
 
 
 def _check_as_of_column(as_of: date, name: str, column: pd.Series) -> None:
@@ -422,7 +522,7 @@ def _check_as_of_column(as_of: date, name: str, column: pd.Series) -> None:
 
 
 def _run_json(
-    as_of: date, tables: Mapping[str, pd.DataFrame], run_info: Mapping[str, Any]
+    as_of: date, tables: Mapping[str, Table], run_info: Mapping[str, Any]
 ) -> bytes:
     """Serialise run.json before any file is written, so bad metadata writes nothing."""
     clashes = [key for key in RESERVED_RUN_KEYS if key in run_info]
@@ -464,17 +564,29 @@ def _json_default(value: object) -> str:
 # Files
 
 
-def _write_parquet(path: Path, frame: pd.DataFrame, name: str, as_of: date) -> None:
+def _log_stored(as_of: date, tables: Mapping[str, Table], target: Path) -> None:
+    logger.info(
+        "stored snapshot %s with tables %s in %s",
+        as_of.isoformat(),
+        ", ".join(f"{name} ({len(frame)} rows)" for name, frame in tables.items()),
+        target,
+    )
+
+
+def _write_parquet(path: Path, frame: Table, name: str, as_of: date) -> None:
     try:
-        table = pa.Table.from_pandas(frame)
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise ValueError(
             f"table {name!r} of the snapshot of {as_of.isoformat()} cannot be stored "
             f"as Parquet: {exc}; convert its columns to numbers, strings, booleans, "
             "dates or timestamps"
         ) from exc
+    # Without the Arrow schema in the file, a dictionary-encoded text column reads
+    # back as plain text, as it would have been stored from a DataFrame column.
+    dictionaries = any(pa.types.is_dictionary(field.type) for field in table.schema)
     with open(path, "wb") as handle:
-        pq.write_table(table, handle)
+        pq.write_table(table, handle, store_schema=not dictionaries)
         handle.flush()
         os.fsync(handle.fileno())
 

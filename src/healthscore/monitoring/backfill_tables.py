@@ -1,0 +1,239 @@
+"""Snapshot tables of many as-of dates, built once for all dates and split by date.
+
+Each date's tables read back from Parquet equal those that `ScoringRun.tables` gives
+for that date alone. The long tables are converted to Arrow once. Each date's table
+is a slice of them that carries the pandas metadata of a frame of its own length,
+so reading its file gives the same frame (RangeIndex, dtypes) as the one-date path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from healthscore.monitoring.backfill_rows import DatedMetrics
+from healthscore.pipeline import metric_rows
+from healthscore.scoring.scorecard import TABLE_COLUMNS, DatedScores
+from healthscore.scoring.tables import Coded, assemble
+
+_PANDAS_KEY = b"pandas"
+#: Dictionaries up to this many labels are written whole into every date's file.
+_SMALL_DICTIONARY = 256
+
+
+def snapshot_tables(
+    metrics: DatedMetrics, scored: DatedScores
+) -> list[dict[str, pa.Table]]:
+    """Return the tables of each date's snapshot, in the order of `metrics.dates`."""
+    offsets = {
+        "scores": scored.score_offsets,
+        "components": scored.component_offsets,
+        "measures": scored.measure_offsets,
+    }
+    per_table = {
+        name: _split(scored, name, table_offsets)
+        for name, table_offsets in offsets.items()
+    }
+    per_table["metrics"] = _metric_tables(metrics)
+    tables = []
+    for index in range(len(metrics.dates)):
+        if metrics.offsets[index + 1] == metrics.offsets[index]:
+            # With no rows, a column of objects has no type to infer, so an empty
+            # date goes through the one-date path.
+            tables.append(_empty_date_tables(metrics, scored, index))
+            continue
+        tables.append({name: parts[index] for name, parts in per_table.items()})
+    return tables
+
+
+def _split(scored: DatedScores, name: str, offsets: np.ndarray) -> list[pa.Table]:
+    """Slice one long table into per-date Arrow tables with their own row counts.
+
+    Text columns stay dictionary arrays. SnapshotStore writes them as plain text
+    columns, so each file reads back with the dtypes of the one-date path.
+    """
+    if not scored.chunks[name]:
+        # No account matched a scorecard, so every date has an empty table.
+        empty = pa.Table.from_pandas(assemble(TABLE_COLUMNS[name], []))
+        return [empty] * (len(offsets) - 1)
+    columns = scored.arrow_columns(name)
+    metadata = _pandas_metadata(_template(scored, name))
+    parts = []
+    for index in range(len(offsets) - 1):
+        start, stop = int(offsets[index]), int(offsets[index + 1])
+        arrays = [_slice(column, start, stop) for column in columns.values()]
+        part = pa.Table.from_arrays(arrays, names=list(columns))
+        parts.append(_with_length(part, metadata))
+    return parts
+
+
+def _slice(column: pa.Array | np.ndarray, start: int, stop: int) -> pa.Array:
+    """Rows start:stop of a column, with a dictionary cut to the labels they use.
+
+    A date's rows use a narrow range of dictionary positions (the account ids of
+    that date, or a few labels), so the dictionary is cut to the range the rows
+    use. Parquet writes a file's dictionary in full, so an uncut dictionary would
+    put every date's labels into every file.
+    """
+    if isinstance(column, np.ndarray):
+        return pa.array(column[start:stop])
+    part = column.slice(start, stop - start)
+    assert isinstance(part, pa.DictionaryArray)
+    if len(part.dictionary) <= _SMALL_DICTIONARY:
+        return part
+    # The range of the positions that the non-null rows use.
+    bounds = pc.min_max(part.indices).as_py()
+    if bounds["min"] is None:
+        return pa.DictionaryArray.from_arrays(part.indices, part.dictionary.slice(0, 1))
+    low, high = int(bounds["min"]), int(bounds["max"]) + 1
+    return pa.DictionaryArray.from_arrays(
+        pc.subtract(part.indices, pa.scalar(low, pa.int64())),
+        part.dictionary.slice(low, high - low),
+    )
+
+
+def _template(scored: DatedScores, name: str) -> pa.Table:
+    """Build one row of the table as the one-date path does, for its metadata."""
+    spec = TABLE_COLUMNS[name]
+    part = scored.chunks[name][0]
+    first = {
+        column: Coded(chunk.labels, chunk.codes[:1])
+        if isinstance(chunk, Coded)
+        else chunk[:1]
+        for column, chunk in part.items()
+    }
+    return pa.Table.from_pandas(assemble(spec, [first]))
+
+
+def _pandas_metadata(table: pa.Table) -> dict[str, Any]:
+    """Return the table's pandas metadata, whose index must be a RangeIndex from 0."""
+    metadata = json.loads(table.schema.metadata[_PANDAS_KEY])
+    index = metadata["index_columns"]
+    if not (
+        len(index) == 1
+        and isinstance(index[0], dict)
+        and index[0].get("kind") == "range"
+        and index[0].get("start") == 0
+        and index[0].get("step") == 1
+    ):
+        raise ValueError(
+            f"snapshot tables need a RangeIndex from 0 in steps of 1, got {index!r}"
+        )
+    return dict(metadata)
+
+
+def _with_length(part: pa.Table, metadata: dict[str, Any]) -> pa.Table:
+    """Set the slice's pandas metadata to a RangeIndex of its own length."""
+    own = dict(metadata)
+    own["index_columns"] = [{**metadata["index_columns"][0], "stop": part.num_rows}]
+    return part.replace_schema_metadata({_PANDAS_KEY: json.dumps(own).encode()})
+
+
+def _metric_tables(metrics: DatedMetrics) -> list[pa.Table]:
+    """Per date: account_id, metric, value and value_text, sorted by account, metric.
+
+    This is `pipeline.metric_rows` for every date at once. A number keeps its value,
+    and any other value that is present is kept as text, column by column.
+    """
+    values = metrics.values
+    names = sorted(values.columns)
+    width = len(names)
+    count = len(values)
+    numbers = np.full((count, width), np.nan)
+    text_codes = np.zeros((count, width), dtype=np.int64)
+    labels: list[str | None] = [None]
+    for column, name in enumerate(names):
+        series = values[name]
+        if _plain_numbers(series):
+            numbers[:, column] = series.to_numpy(dtype="float64", na_value=np.nan)
+            continue
+        objects = series.astype(object)
+        parsed = pd.to_numeric(objects, errors="coerce").astype("float64")
+        numbers[:, column] = parsed.to_numpy()
+        text = objects.where(parsed.isna() & objects.notna())
+        codes, uniques = pd.factorize(text.map(str, na_action="ignore"))
+        text_codes[:, column] = np.where(codes >= 0, codes + len(labels), 0)
+        labels.extend(str(unique) for unique in uniques)
+
+    # Within each date, accounts in the order of their ids, as sort_values gives.
+    id_codes, unique_ids = pd.factorize(metrics.account_ids)
+    ranks = np.empty(len(unique_ids), dtype=np.int64)
+    ranks[unique_ids.argsort()] = np.arange(len(unique_ids))
+    order = np.lexsort((ranks[id_codes], metrics.codes))
+
+    ids = pa.array(
+        np.asarray(metrics.account_ids, dtype=object)[order], type=pa.large_string()
+    )
+    repeated = np.repeat(np.arange(count), width)
+    long_table = pa.table(
+        {
+            "account_id": ids.take(pa.array(repeated)),
+            "metric": pa.array(names, type=pa.large_string()).take(
+                pa.array(np.tile(np.arange(width), count))
+            ),
+            "value": numbers[order].ravel(),
+            "value_text": _text_values(labels, text_codes, order),
+        }
+    )
+    template = _metric_template(metrics)
+    long_table = long_table.cast(template.schema)
+    metadata = _pandas_metadata(template)
+    return [
+        _with_length(
+            long_table.slice(
+                int(metrics.offsets[index]) * width,
+                int(metrics.offsets[index + 1] - metrics.offsets[index]) * width,
+            ),
+            metadata,
+        )
+        for index in range(len(metrics.dates))
+    ]
+
+
+def _text_values(
+    labels: list[str | None], text_codes: np.ndarray, order: np.ndarray
+) -> pa.Array:
+    """Build the value_text column: each row's label, rows in `order`, row-major."""
+    if len(labels) == 1:
+        # Every value is a number or missing, so there is no text at all.
+        return pa.nulls(text_codes.size, type=pa.large_string())
+    return pa.array(labels, type=pa.large_string()).take(
+        pa.array(text_codes[order].ravel())
+    )
+
+
+def _plain_numbers(series: pd.Series) -> bool:
+    """Return whether the values are numbers that metric_rows keeps as they are."""
+    dtype = series.dtype
+    return pd.api.types.is_float_dtype(dtype) or (
+        pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    )
+
+
+def _metric_template(metrics: DatedMetrics) -> pa.Table:
+    """Build the metrics table of one account as the one-date path does."""
+    first = int(np.argmax(np.diff(metrics.offsets) > 0))
+    table = metrics.table(first)
+    one = table.values.iloc[:1]
+    sample = metric_rows(
+        type(table)(table.as_of, table.point, one, table.accounts.iloc[:1])
+    )
+    return pa.Table.from_pandas(sample)
+
+
+def _empty_date_tables(
+    metrics: DatedMetrics, scored: DatedScores, index: int
+) -> dict[str, pa.Table]:
+    result = scored.split(index)
+    frames = {
+        "scores": result.scores,
+        "components": result.components,
+        "measures": result.measures,
+        "metrics": metric_rows(metrics.table(index)),
+    }
+    return {name: pa.Table.from_pandas(frame) for name, frame in frames.items()}
