@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from healthscore.cli import app
 from healthscore.config import ConfigError
 from healthscore.config.models import ProjectConfig
+from healthscore.monitoring import playbooks
 from healthscore.monitoring.interventions import (
     ImportValidationError,
     import_interventions,
@@ -32,7 +33,7 @@ from healthscore.monitoring.playbooks import (
     list_tasks,
 )
 from healthscore.pipeline import score
-from healthscore.store import StateStore
+from healthscore.store import StateStore, StateStoreError
 from healthscore.store.tables_tasks import tasks
 from project_factory import minimal_config, write_project
 
@@ -286,6 +287,69 @@ def test_open_cause_unique_in_database(project, run, store):
         store.engine.begin() as connection,
     ):
         connection.execute(insert(tasks).values(**row))
+
+
+# After AS_OF the 28-day window empties: a1 falls from 35 to 0 and a2 from 100 to 0.
+DROP_DAY = date(2026, 3, 20)
+
+
+def rescue_project(root: Path) -> Any:
+    """A project whose score_drop alerts of DROP_DAY open rescue tasks."""
+    settings = config([PLAYBOOKS[2]])
+    # a2 changes band, one account in three, which the default guard would hold.
+    settings["alerts"]["guard"] = {"max_band_change_share": 1}
+    return write_project(
+        root, settings, {"accounts.csv": ACCOUNTS, "events.csv": EVENTS}
+    )
+
+
+def test_rerun_opens_tasks_after_failure(tmp_path, monkeypatch):
+    project = rescue_project(tmp_path / "project")
+    score(project, AS_OF)
+    real_insert = playbooks._insert_tasks
+
+    def failing_insert(*args: Any, **kwargs: Any) -> Any:
+        raise StateStoreError("the operational store is unavailable")
+
+    monkeypatch.setattr(playbooks, "_insert_tasks", failing_insert)
+    with pytest.raises(StateStoreError, match="unavailable"):
+        score(project, DROP_DAY)
+    monkeypatch.setattr(playbooks, "_insert_tasks", real_insert)
+
+    with StateStore.open(project.config.store.state, project.root) as store:
+        assert list_tasks(store) == []
+        rerun = score(project, DROP_DAY)
+        again = score(project, DROP_DAY)
+        opened = list_tasks(store)
+
+    assert rerun.monitoring is not None
+    assert rerun.monitoring.alerts.raised == []
+    duplicates = rerun.monitoring.alerts.suppressed
+    assert sorted(item.alert.account_id for item in duplicates) == ["a1", "a2"]
+    assert sorted(task.account_id for task in opened) == ["a1", "a2"]
+    assert {task.cause_key for task in opened} == {
+        "rescue|a1|alert:score_drop",
+        "rescue|a2|alert:score_drop",
+    }
+    assert again.monitoring is not None
+    assert again.monitoring.tasks == []
+
+
+def test_rerun_keeps_closed_task_closed(tmp_path):
+    project = rescue_project(tmp_path / "project")
+    score(project, AS_OF)
+    first = score(project, DROP_DAY)
+    assert first.monitoring is not None
+    assert len(first.monitoring.tasks) == 2
+
+    with StateStore.open(project.config.store.state, project.root) as store:
+        complete_task(store, first.monitoring.tasks[0].id, "alice", note="called")
+        rerun = score(project, DROP_DAY)
+        states = sorted(task.state for task in list_tasks(store))
+
+    assert rerun.monitoring is not None
+    assert rerun.monitoring.tasks == []
+    assert states == ["completed", "open"]
 
 
 def test_unknown_template_field(tmp_path):

@@ -6,6 +6,11 @@ is never opened twice for the same cause (playbook, account and trigger) while o
 is open. The insert checks for an open task in the same transaction, and a partial
 unique index on open tasks rejects a second one that a concurrent run inserts.
 
+A rerun of a date passes the alerts that an earlier run of the date stored. Such an
+alert opens its task only if its cause got no task since the alert was stored, so a
+rerun completes the tasks of a run whose playbook step failed and reopens nothing
+that was closed since.
+
 Among the playbooks that fit one account, rank 1 goes to the one whose addressed
 measures lose the most points, so the task most likely to lift the score comes
 first. Points lost are `effective_weight * (100 - normalized)`, as in
@@ -23,7 +28,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from healthscore.config import Project
@@ -33,6 +38,7 @@ from healthscore.monitoring.interventions import record_audit, write_transaction
 from healthscore.pipeline import ScoringRun
 from healthscore.scoring.routing import AccountColumns
 from healthscore.store import StateStore
+from healthscore.store.tables_alerts import alerts
 from healthscore.store.tables_tasks import TASK_STATES, interventions, tasks
 
 logger = logging.getLogger(__name__)
@@ -76,6 +82,7 @@ def apply_playbooks(
     state: StateStore,
     *,
     now: datetime | None = None,
+    stored_alerts: Sequence[Any] = (),
 ) -> list[Task]:
     """Open the tasks of every playbook whose trigger holds, and return the new ones.
 
@@ -91,6 +98,11 @@ def apply_playbooks(
         Store that keeps the tasks.
     now : datetime, optional
         Timezone-aware creation time, by default the current time.
+    stored_alerts : sequence of RaisedAlert
+        Alerts of this run's date that an earlier run stored (the duplicates of a
+        rerun); `dedupe_key` is read too. Each triggers like a raised alert, unless
+        its cause has a task created at or after the alert was stored, or the
+        alert was stored held.
 
     Returns
     -------
@@ -107,14 +119,60 @@ def apply_playbooks(
     playbooks = project.config.playbooks
     if not playbooks or run.result.scores.empty:
         return []
-    context = _RunContext(run, raised_alerts)
+    context = _RunContext(run, [*raised_alerts, *stored_alerts])
     candidates = []
     for playbook in playbooks:
         candidates += _fitting(playbook, context)
     ranked = _rank(candidates, playbooks)
+    if stored_alerts:
+        handled = _handled_alerts(state, ranked, stored_alerts)
+        ranked = [item for item in ranked if id(item.alert) not in handled]
     created_at = _aware_now(now)
     rows = [_task_row(item, context, created_at) for item in ranked]
     return _insert_tasks(state, rows, created_at)
+
+
+def _handled_alerts(
+    state: StateStore, candidates: list[_Candidate], stored_alerts: Sequence[Any]
+) -> set[int]:
+    """Return the ids (`id()`) of stored alerts that must not open a task.
+
+    A stored alert is handled when it was stored held, or when the cause of its
+    candidate has a task created at or after the alert's creation time.
+    """
+    earlier = {id(alert) for alert in stored_alerts}
+    picked = [item for item in candidates if id(item.alert) in earlier]
+    if not picked:
+        return set()
+    keys = {item.alert.dedupe_key for item in picked}
+    causes = {_cause_key(item) for item in picked}
+    with state.engine.connect() as connection:
+        stored = {
+            row.dedupe_key: row
+            for row in connection.execute(
+                select(alerts.c.dedupe_key, alerts.c.created_at, alerts.c.held).where(
+                    alerts.c.dedupe_key.in_(keys)
+                )
+            )
+        }
+        latest_task = {
+            cause: created_at
+            for cause, created_at in connection.execute(
+                select(tasks.c.cause_key, func.max(tasks.c.created_at))
+                .where(tasks.c.cause_key.in_(causes))
+                .group_by(tasks.c.cause_key)
+            )
+        }
+    handled = set()
+    for item in picked:
+        row = stored.get(item.alert.dedupe_key)
+        if row is None:
+            # Not stored after all, so nothing can have handled it.
+            continue
+        task_time = latest_task.get(_cause_key(item))
+        if row.held or (task_time is not None and task_time >= row.created_at):
+            handled.add(id(item.alert))
+    return handled
 
 
 @dataclass(frozen=True)
@@ -250,7 +308,7 @@ def _task_row(
     return {
         "playbook": playbook.name,
         "account_id": candidate.account_id,
-        "cause_key": f"{playbook.name}|{candidate.account_id}|{candidate.trigger}",
+        "cause_key": _cause_key(candidate),
         "title": render(template.title, fields, playbook.name),
         "description": render(template.description, fields, playbook.name),
         "owner": owner,
@@ -260,6 +318,10 @@ def _task_row(
         "rank": candidate.rank,
         "created_at": created_at,
     }
+
+
+def _cause_key(candidate: _Candidate) -> str:
+    return f"{candidate.playbook.name}|{candidate.account_id}|{candidate.trigger}"
 
 
 def _owner(value: Any, alert: Any) -> str | None:
