@@ -72,6 +72,17 @@ def test_change_missing_without_close_snapshot(tmp_path: Path) -> None:
     assert row["arrow"] == "flat"
 
 
+def test_change_never_compares_date_with_itself(tmp_path: Path) -> None:
+    # Snapshots 30 days apart (tolerance 15): 7 days back from day 60 is day 53,
+    # and the only snapshot within 15 days of it is day 60 itself.
+    store = _store(tmp_path, {"a": [40, 55, 70]}, step=30)
+    row = _row(compute_trends(store, START + timedelta(days=60), TrendConfig()), "a")
+    assert np.isnan(row["change_7d"])
+    assert row["change_30d"] == 15
+    # Day -30 is wanted, and day 0 is 30 days off.
+    assert np.isnan(row["change_90d"])
+
+
 def test_slope_least_squares(tmp_path: Path) -> None:
     # Last four snapshots at days 7, 14, 21, 28 with scores 60, 58, 64, 66:
     # mean day 17.5, mean score 62; sum dx*dy = (-10.5)(-2) + (-3.5)(-4) + 3.5*2

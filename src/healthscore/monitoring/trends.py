@@ -2,9 +2,11 @@
 
 - `change_7d`, `change_30d`, `change_90d`: the score as of D minus the score of the
   snapshot nearest to D - n days (the earlier one on a tie), provided it is at most
-  half the median step between snapshots away from D - n; missing otherwise. The
-  nearest snapshot may lie a little after D - n, because with weekly snapshots the
-  one on or before D - 30 is 5 days off, more than half a step.
+  half the median step between snapshots away from D - n and earlier than D;
+  missing otherwise. The nearest snapshot may lie a little after D - n, because
+  with weekly snapshots the one on or before D - 30 is 5 days off, more than half a
+  step. With monthly snapshots `change_7d` is missing, because no snapshot lies
+  near D - 7 except D itself.
 - `slope_30d`: least-squares slope of the score against time over the latest
   `slope_snapshots` snapshots up to D, in points per 30 days; missing with fewer
   than two scores.
@@ -80,7 +82,8 @@ def compute_trends(
 
     tolerance = _half_step(list(scores.index))
     for days in CHANGE_DAYS:
-        base = _base_date(list(scores.index), as_of - timedelta(days=days), tolerance)
+        earlier_dates = [day for day in scores.index if day < as_of]
+        base = _base_date(earlier_dates, as_of - timedelta(days=days), tolerance)
         if base is None:
             frame[f"change_{days}d"] = np.nan
         else:
