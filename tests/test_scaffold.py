@@ -32,6 +32,7 @@ ACCOUNTS = 120
 METRIC_TYPES = {
     "count", "distinct_count", "sum", "mean", "min", "max", "latest", "days_since",
     "rate", "tenure", "days_to_milestone", "ratio", "change", "formula", "attribute",
+    "sentiment", "nps",
 }  # fmt: skip
 
 DEFAULT_COMPONENTS = {

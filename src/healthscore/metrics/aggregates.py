@@ -28,9 +28,12 @@ from healthscore.config.models import (
     LatestMetric,
     MetricConfig,
     MilestoneMetric,
+    NpsMetric,
     RateMetric,
+    SentimentMetric,
 )
 from healthscore.expressions import parse_expression
+from healthscore.metrics.sentiment import as_row_metric
 from healthscore.metrics.windows import Span, current_span, previous_span
 from healthscore.sources import SourceSet
 
@@ -42,8 +45,17 @@ _ROW_METRICS = (
     DaysSinceMetric,
     RateMetric,
     MilestoneMetric,
+    SentimentMetric,
+    NpsMetric,
 )
-_WINDOWED = (CountMetric, DistinctCountMetric, AggregateMetric, RateMetric)
+_WINDOWED = (
+    CountMetric,
+    DistinctCountMetric,
+    AggregateMetric,
+    RateMetric,
+    SentimentMetric,
+    NpsMetric,
+)
 _ROW_PICKERS = (LatestMetric, DaysSinceMetric, MilestoneMetric)
 
 
@@ -143,14 +155,19 @@ def _request(name: str, metrics: dict[str, MetricConfig], point: datetime) -> _R
     if isinstance(metric, ChangeMetric):
         base = metrics[metric.of]
         assert isinstance(base, _WINDOWED) and base.window is not None
-        return _Request(previous_column(name), base, previous_span(base.window, point))
+        return _Request(
+            previous_column(name),
+            as_row_metric(base),
+            previous_span(base.window, point),
+        )
     window = getattr(metric, "window", None)
     span = current_span(window, point) if window is not None else None
     if isinstance(metric, RateMetric):
         return _Request(count_column(name), metric, span)
     if isinstance(metric, MilestoneMetric):
         return _Request(first_column(name), metric, None)
-    return _Request(name, metric, span)
+    # Sentiment and NPS metrics become means over per-row scores (see sentiment).
+    return _Request(name, as_row_metric(metric), span)
 
 
 def _aggregate(

@@ -24,12 +24,15 @@ from healthscore.config.models import (
     MetricConfig,
     MilestoneMetric,
     NormalizeConfig,
+    NpsMetric,
     RateMetric,
     RatioMetric,
     ScorecardConfig,
+    SentimentMetric,
     TenureMetric,
     WindowConfig,
 )
+from healthscore.metrics import sentiment
 from healthscore.metrics.windows import Span, current_span, previous_span
 from healthscore.report.summary import safe_color
 from healthscore.scoring.weights import Layout
@@ -243,6 +246,8 @@ _ROW_METRICS = (
     LatestMetric,
     DaysSinceMetric,
     MilestoneMetric,
+    SentimentMetric,
+    NpsMetric,
 )
 
 
@@ -263,6 +268,8 @@ def _moment(value: datetime) -> str:
 
 def _definition(metric: MetricConfig) -> str:
     """Say in words how the metric is computed, from its type and settings."""
+    if isinstance(metric, SentimentMetric | NpsMetric):
+        return sentiment.definition(metric)
     if isinstance(metric, _ROW_METRICS):
         return _row_definition(metric)
     if isinstance(metric, RateMetric):
