@@ -150,12 +150,34 @@ def explain(
             "as of --as-of is split into one part per measure.",
         ),
     ] = None,
+    model: Annotated[
+        bool,
+        typer.Option(
+            "--model",
+            help="Show the trained churn model's probability and the features that "
+            "move it most, instead of the score (run `healthscore train` first).",
+        ),
+    ] = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
     """Show each measure's value, normalized score, weight and contribution."""
     project = open_project(project_dir)
+    if model:
+        from healthscore.cli.prediction import explain_model, print_model_explanation
+
+        if compare_to is not None:
+            raise typer.BadParameter(
+                "--model explains one date; leave out --compare-to",
+                param_hint="--compare-to",
+            )
+        result = explain_model(project, account, as_of)
+        if json_output:
+            print_json(result)
+        else:
+            print_model_explanation(result)
+        return
     reader = ScoreReader(project, show_progress=not json_output)
     after = reader.account(account, as_of)
     if compare_to is None:

@@ -1,0 +1,731 @@
+"""Churn model commands: `train`, `forecast` and `clusters`, and `explain --model`.
+
+`train` fits a calibrated churn classifier (and, with enough churned accounts, a
+survival model) on the labelled snapshots and stores them under
+`.healthscore/models/`. `forecast` projects scores 30, 60 and 90 days ahead and, with
+`--renewals`, the ARR expected to renew per period. `clusters` groups accounts by
+their measures.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+import typer
+from rich import box
+from rich.table import Table
+
+from healthscore.cli.common import (
+    JsonOption,
+    ProjectOption,
+    VerboseOption,
+    handle_errors,
+    note,
+    open_project,
+    parse_date,
+    plural,
+    print_json,
+    say,
+    stdout_console,
+    to_json,
+)
+from healthscore.cli.display import percent
+from healthscore.config import Project
+from healthscore.models.dataset import (
+    MissingSnapshotsError,
+    Observations,
+    build_observations,
+    snapshot_store_of,
+)
+from healthscore.models.errors import InsufficientLabels
+from healthscore.models.persist import ModelNotFoundError, load_model, save_model
+from healthscore.outcomes import horizon_end
+
+if TYPE_CHECKING:
+    from healthscore.models.ml import ChurnClassifier
+
+#: Names of the stored models.
+CHURN_MODEL = "churn"
+SURVIVAL_MODEL = "survival"
+
+#: Share of the labelled rows, from the latest dates, that `train` validates on.
+VALIDATION_FRACTION = 0.2
+
+OptionalDateOption = Annotated[
+    date | None,
+    typer.Option(
+        "--as-of",
+        parser=parse_date,
+        metavar="YYYY-MM-DD",
+        help="As-of date; by default the latest stored snapshot.",
+    ),
+]
+
+
+# train
+
+
+@handle_errors
+def train(
+    as_of: Annotated[
+        date | None,
+        typer.Option(
+            "--as-of",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            help="Train as of this date: only snapshots up to it whose churn outcome "
+            "was known by it. By default every labelled snapshot.",
+        ),
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Model kind: lightgbm (gradient-boosted trees) or logistic "
+            "(L2-regularized logistic regression).",
+        ),
+    ] = "lightgbm",
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Train a calibrated churn model on the labelled snapshots and store it."""
+    if model not in ("lightgbm", "logistic"):
+        raise typer.BadParameter(
+            f"unknown model {model!r}; use lightgbm or logistic", param_hint="--model"
+        )
+    project = open_project(project_dir)
+    observations = _observations(project)
+    labelled = _training_rows(project, observations, as_of)
+    result = train_models(project, observations, labelled, model)  # type: ignore[arg-type]
+    if json_output:
+        print_json(result)
+        return
+    _print_training(result)
+
+
+def train_models(
+    project: Project,
+    observations: Observations,
+    labelled: pd.DataFrame,
+    kind: Literal["lightgbm", "logistic"],
+) -> dict[str, Any]:
+    """Validate, fit and store the churn model and the survival model.
+
+    Returns the training summary that `train` prints and stores as metadata.
+    """
+    from healthscore.models.ml import ChurnClassifier
+
+    features = observations.measure_columns + observations.metric_columns
+    if not features:
+        raise ValueError(
+            "the snapshots hold no measures or metrics to train on; check the "
+            "scorecards in healthscore.yml"
+        )
+    started = time.perf_counter()
+    validation = _validate(project, labelled, features, kind)
+    final = ChurnClassifier(kind=kind)
+    final.fit(labelled[features], labelled["label"].to_numpy(), order=_order(labelled))
+    dates = sorted({stamp.date() for stamp in labelled["as_of"]})
+    churned = int(labelled["label"].sum())
+    metadata: dict[str, Any] = {
+        "kind": kind,
+        "training_dates": dates,
+        "rows": len(labelled),
+        "churned": churned,
+        "retained": len(labelled) - churned,
+        "features": features,
+        "calibration": final.calibration_,
+        "iterations": final.n_iterations_,
+        "validation": validation,
+        "notes": list(final.notes_),
+        "fit_seconds": round(time.perf_counter() - started, 3),
+    }
+    folder = save_model(project, CHURN_MODEL, final, metadata)
+    metadata["stored_in"] = str(folder)
+    metadata["survival"] = _train_survival(project, observations, labelled)
+    return metadata
+
+
+def _training_rows(
+    project: Project, observations: Observations, as_of: date | None
+) -> pd.DataFrame:
+    """Labelled rows; with `as_of`, those whose horizon ended by then."""
+    frame = observations.frame[observations.frame["label"].notna()]
+    if as_of is not None:
+        ends = [horizon_end(project, stamp.date()) for stamp in frame["as_of"]]
+        frame = frame[np.array([end <= as_of for end in ends], dtype=bool)]
+    if frame.empty:
+        when = f" by {as_of.isoformat()}" if as_of is not None else ""
+        raise ValueError(
+            f"no stored snapshot has a known churn outcome{when}; store earlier "
+            "dates with `healthscore backfill --from DATE --to DATE --every 1mo` "
+            "(the outcome of a date is known once its horizon has passed "
+            "outcomes.observed_until)"
+        )
+    return frame.reset_index(drop=True)
+
+
+def _validate(
+    project: Project, labelled: pd.DataFrame, features: list[str], kind: str
+) -> dict[str, Any]:
+    """Fit on the earlier rows, measure on the latest ones; a note when impossible."""
+    from healthscore.models.evaluation import expected_calibration_error, lift, roc_auc
+    from healthscore.models.ml import ChurnClassifier
+
+    fit_rows, test_rows, method = _validation_split(project, labelled)
+    try:
+        model = ChurnClassifier(kind=kind)  # type: ignore[arg-type]
+        part = labelled.iloc[fit_rows]
+        model.fit(part[features], part["label"].to_numpy(), order=_order(part))
+    except InsufficientLabels as exc:
+        return {"method": method, "note": f"not validated: {exc}"}
+    test = labelled.iloc[test_rows]
+    labels = test["label"].to_numpy(dtype=int)
+    probability = model.predict_proba(test[features])[:, 1]
+    return {
+        "method": method,
+        "rows": len(test),
+        "churned": int(labels.sum()),
+        "roc_auc": roc_auc(labels, probability),
+        "lift_top_decile": lift(labels, probability),
+        "ece": expected_calibration_error(labels, probability),
+        "brier": float(np.mean((probability - labels) ** 2)),
+        "mean_probability": float(probability.mean()),
+        "churn_rate": float(labels.mean()),
+    }
+
+
+def _validation_split(
+    project: Project, labelled: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Rows to fit and rows to validate on, and how they were chosen.
+
+    With several as-of dates the latest dates holding about VALIDATION_FRACTION of
+    the rows are validated on, and the model is fitted on the dates whose outcome
+    was known by the first of them, as it would have been in use.
+    """
+    rows = np.arange(len(labelled))
+    stamps = labelled["as_of"]
+    distinct = np.sort(stamps.unique())
+    if len(distinct) > 1:
+        counts = stamps.value_counts()
+        chosen: list[Any] = []
+        held_count = 0
+        for stamp in distinct[::-1]:
+            if (
+                held_count >= VALIDATION_FRACTION * len(labelled)
+                or len(chosen) == len(distinct) - 1
+            ):
+                break
+            chosen.append(stamp)
+            held_count += int(counts[stamp])
+        test = stamps.isin(chosen).to_numpy()
+        first = pd.Timestamp(min(chosen)).date()
+        known = np.array(
+            [horizon_end(project, stamp.date()) <= first for stamp in stamps],
+            dtype=bool,
+        )
+        return (
+            rows[known & ~test],
+            rows[test],
+            f"time-ordered: fit on outcomes known by {first.isoformat()}, test from it",
+        )
+    from sklearn.model_selection import train_test_split
+
+    labels = labelled["label"].to_numpy(dtype=int)
+    try:
+        fit_rows, test_rows = train_test_split(
+            rows, test_size=VALIDATION_FRACTION, stratify=labels, random_state=0
+        )
+    except ValueError:
+        fit_rows, test_rows = train_test_split(
+            rows, test_size=VALIDATION_FRACTION, random_state=0
+        )
+    return (
+        np.sort(fit_rows),
+        np.sort(test_rows),
+        "one as-of date: stratified random 20 % hold-out",
+    )
+
+
+def _train_survival(
+    project: Project, observations: Observations, labelled: pd.DataFrame
+) -> dict[str, Any]:
+    """Fit and store the survival model on the measures; a note when impossible."""
+    from healthscore.models.labels import horizon_days
+    from healthscore.models.survival import ChurnSurvival, survival_data
+
+    columns = observations.measure_columns
+    if not columns:
+        return {"note": "not trained: the snapshots hold no measures"}
+    days = np.array(
+        [horizon_days(project, stamp.date()) for stamp in labelled["as_of"]]
+    )
+    durations, events, rows = survival_data(labelled, int(days.max()))
+    retained = events == 0
+    durations[retained] = days[rows][retained]
+    try:
+        model = ChurnSurvival().fit(
+            labelled.iloc[rows][columns].reset_index(drop=True), durations, events
+        )
+    except (InsufficientLabels, ValueError) as exc:
+        return {"note": f"not trained: {exc}"}
+    info: dict[str, Any] = {
+        "model": model.model,
+        "features": columns,
+        "rows": len(rows),
+        "churned": int(events.sum()),
+        "concordance": model.concordance_,
+        "longest_duration_days": model.max_duration_,
+    }
+    info["stored_in"] = str(save_model(project, SURVIVAL_MODEL, model, info))
+    return info
+
+
+def _print_training(result: dict[str, Any]) -> None:
+    validation = result["validation"]
+    say(
+        f"Trained a {result['kind']} churn model on {plural(result['rows'], 'row')} "
+        f"({result['churned']:,} churned) from {len(result['training_dates'])} as-of "
+        f"dates, {result['training_dates'][0]} to {result['training_dates'][-1]}."
+    )
+    say(
+        f"Calibration: {result['calibration'] or 'none'}; "
+        f"{result['iterations']} iterations."
+    )
+    if "note" in validation:
+        note(f"Validation: {validation['note']}")
+    else:
+        table = Table(
+            title=f"Validation ({validation['method']})",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )
+        for column in ("rows", "churned", "ROC AUC", "lift top 10 %", "ECE", "Brier"):
+            table.add_column(column, justify="right")
+        table.add_row(
+            f"{validation['rows']:,}",
+            f"{validation['churned']:,}",
+            _fixed(validation["roc_auc"], 3),
+            _fixed(validation["lift_top_decile"], 2),
+            _fixed(validation["ece"], 4),
+            _fixed(validation["brier"], 4),
+        )
+        stdout_console().print(table)
+    for line in result["notes"]:
+        note(f"Note: {line}")
+    say(f"Stored in {result['stored_in']}.")
+    survival = result["survival"]
+    if "note" in survival:
+        note(f"Survival model {survival['note']}")
+    else:
+        say(
+            f"Survival model (Cox, {len(survival['features'])} measures): "
+            f"concordance {survival['concordance']:.3f}; stored in "
+            f"{survival['stored_in']}."
+        )
+
+
+# forecast
+
+
+@handle_errors
+def forecast(
+    account: Annotated[
+        str | None,
+        typer.Option("--account", metavar="ID", help="Show only this account."),
+    ] = None,
+    as_of: OptionalDateOption = None,
+    renewals: Annotated[
+        bool,
+        typer.Option(
+            "--renewals",
+            help="Forecast renewals instead: ARR up for renewal per period and the "
+            "ARR expected to renew, from the trained survival model.",
+        ),
+    ] = False,
+    period: Annotated[
+        str,
+        typer.Option("--period", help="Renewal period: month, quarter or year."),
+    ] = "month",
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Accounts shown in the table, earliest crossing first.",
+        ),
+    ] = 20,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Forecast scores 30, 60 and 90 days ahead, or renewals with --renewals."""
+    if period not in ("month", "quarter", "year"):
+        raise typer.BadParameter(
+            f"unknown period {period!r}; use month, quarter or year",
+            param_hint="--period",
+        )
+    project = open_project(project_dir)
+    if renewals:
+        _forecast_renewals(project, as_of, period, json_output)
+        return
+    from healthscore.models.forecast import forecast_scores
+    from healthscore.monitoring.history import score_history
+
+    store = snapshot_store_of(project)
+    if not store.dates():
+        raise ValueError(_no_snapshots(store.folder))
+    day = as_of or store.dates()[-1]
+    if not store.exists(day):
+        raise ValueError(
+            f"no snapshot is stored for {day.isoformat()}; run `healthscore score "
+            f"--as-of {day.isoformat()}` or `healthscore backfill` first"
+        )
+    table = forecast_scores(score_history(store), bands=project.config.bands, as_of=day)
+    if account is not None:
+        table = table[table["account_id"] == account]
+        if table.empty:
+            raise ValueError(
+                f"account {account!r} has no score as of {day.isoformat()}; check the "
+                "id, or pick another date with --as-of"
+            )
+    if json_output:
+        print_json(to_json(table.to_dict(orient="records")))
+        return
+    _print_forecast(table, limit, account is not None)
+
+
+def _forecast_renewals(
+    project: Project, as_of: date | None, period: str, json_output: bool
+) -> None:
+    stored = _load(project, SURVIVAL_MODEL)
+    model = stored.estimator
+    store = snapshot_store_of(project)
+    day = as_of or (store.dates()[-1] if store.dates() else None)
+    if day is None:
+        raise ValueError(_no_snapshots(store.folder))
+    frame = _observations(project, [day]).frame
+    if frame["renewal_date"].isna().all():
+        raise ValueError(
+            "no account has a renewal date; add a renewal_date column (and arr) to "
+            "the accounts source to forecast renewals"
+        )
+
+    table = model.renewal_forecast(frame, period=period)
+    notes = list(getattr(model, "notes_", []))
+    if json_output:
+        print_json(
+            {
+                "as_of": day,
+                "period": period,
+                "renewals": to_json(table.to_dict(orient="records")),
+                "notes": notes,
+            }
+        )
+        return
+    _print_renewals(table, day, period)
+    for line in notes:
+        note(f"Note: {line}")
+
+
+def _print_renewals(table: pd.DataFrame, day: date, period: str) -> None:
+    view = Table(
+        title=f"Renewals after {day.isoformat()}, per {period} (90 % interval)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    columns = ("Period", "Accounts", "ARR up", "Expected churn", "Expected ARR kept")
+    for column in (*columns, "Interval"):
+        view.add_column(column, justify="left" if column == "Period" else "right")
+    for row in table.itertuples():
+        view.add_row(
+            str(row.period),
+            f"{row.accounts:,}",
+            f"{row.arr_up_for_renewal:,.0f}",
+            f"{row.expected_churned_accounts:,.1f} accounts",
+            f"{row.expected_retained_arr:,.0f}",
+            f"{row.retained_arr_low:,.0f} - {row.retained_arr_high:,.0f}",
+        )
+    stdout_console().print(view)
+
+
+def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
+    if table.empty:
+        say("No account has a score to forecast.")
+        return
+    horizons = [
+        int(column.removeprefix("score_").removesuffix("d"))
+        for column in table.columns
+        if column.startswith("score_")
+    ]
+
+    crossing = table[table["at_risk_date"].notna()].sort_values("at_risk_date")
+    shown = table if single else crossing.head(limit)
+    day = table["as_of"].iloc[0]
+    if not single:
+        say(
+            f"{plural(len(crossing), 'account')} of {len(table):,} are expected to "
+            f"cross into at risk within {max(horizons)} days of {day}."
+        )
+        if shown.empty:
+            return
+
+    view = Table(
+        title=f"Score forecast as of {day} (80 % interval)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    view.add_column("Account")
+    view.add_column("Score", justify="right")
+    for days in horizons:
+        view.add_column(f"In {days} days", justify="right")
+    view.add_column("At risk from", justify="right")
+    for row in shown.to_dict(orient="records"):
+        cells = [str(row["account_id"]), _fixed(row["score"], 1)]
+        for days in horizons:
+            cells.append(_forecast_cell(row, days))
+        crossing_date = row["at_risk_date"]
+        cells.append(crossing_date.isoformat() if crossing_date else "-")
+        view.add_row(*cells)
+    stdout_console().print(view)
+
+    method = str(table["method"].iloc[0])
+    if ";" in method:
+        note(f"Note: {method.split(';', 1)[1].strip()}.")
+
+
+# clusters
+
+
+@handle_errors
+def clusters(
+    as_of: OptionalDateOption = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="kmeans (k chosen by silhouette) or gmm (Gaussian mixture, k chosen "
+            "by BIC).",
+        ),
+    ] = "kmeans",
+    max_clusters: Annotated[
+        int, typer.Option("--max-clusters", min=2, help="Largest number of clusters.")
+    ] = 8,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Group accounts by their measures; show each group's name, size and churn rate.
+
+    By default the clusters are of the latest snapshot whose churn outcomes are
+    known, so each cluster's churn rate can be shown.
+    """
+    if method not in ("kmeans", "gmm"):
+        raise typer.BadParameter(
+            f"unknown method {method!r}; use kmeans or gmm", param_hint="--method"
+        )
+    from healthscore.models.clusters import BehaviorClusters
+
+    project = open_project(project_dir)
+    observations = _observations(project)
+    frame = observations.frame
+    day = pd.Timestamp(as_of) if as_of is not None else _latest_labelled(frame)
+    rows = frame[frame["as_of"] == day]
+    if rows.empty:
+        raise ValueError(
+            f"no snapshot is stored for {day.date().isoformat()}; pick a stored date"
+        )
+    columns = observations.measure_columns
+    if not columns:
+        raise ValueError("the snapshots hold no measures to cluster")
+    labels = rows["label"].to_numpy(dtype="float64")
+    model = BehaviorClusters(
+        method=method,  # type: ignore[arg-type]
+        max_clusters=max_clusters,
+    ).fit(rows[columns], labels if (~np.isnan(labels)).any() else None)
+    summary = model.summary()
+    criterion = "silhouette" if method == "kmeans" else "BIC"
+    if json_output:
+        print_json(
+            {
+                "as_of": day.date(),
+                "method": method,
+                "criterion": criterion,
+                "scores": {str(k): v for k, v in model.scores_.items()},
+                "clusters": to_json(summary.to_dict(orient="records")),
+            }
+        )
+        return
+    say(
+        f"{model.n_clusters_} clusters of {len(rows):,} accounts as of "
+        f"{day.date().isoformat()}, chosen by {criterion} among 2 to "
+        f"{max(model.scores_)}."
+    )
+    view = Table(box=box.SIMPLE_HEAD)
+    for column in ("Cluster", "Name", "Accounts", "Share", "Churn rate"):
+        view.add_column(column, justify="left" if column == "Name" else "right")
+    for row in summary.itertuples():
+        view.add_row(
+            str(row.cluster),
+            str(row.name),
+            f"{row.size:,}",
+            percent(row.share),
+            "-" if math.isnan(row.churn_rate) else percent(row.churn_rate),
+        )
+    stdout_console().print(view)
+    if np.isnan(labels).all():
+        note("Churn rates are missing: the outcomes of this date are not known yet.")
+
+
+def _forecast_cell(row: dict[str, Any], days: int) -> str:
+    predicted = row[f"score_{days}d"]
+    if predicted is None or math.isnan(predicted):
+        return "-"
+    low = _fixed(row[f"lower_{days}d"], 0)
+    high = _fixed(row[f"upper_{days}d"], 0)
+    return f"{predicted:.1f} ({low}-{high})"
+
+
+def _latest_labelled(frame: pd.DataFrame) -> pd.Timestamp:
+    known = frame[frame["label"].notna()]
+    if known.empty:
+        return pd.Timestamp(frame["as_of"].max())
+    return pd.Timestamp(known["as_of"].max())
+
+
+# explain --model
+
+
+def explain_model(project: Project, account_id: str, as_of: date) -> dict[str, Any]:
+    """Compute the stored model's churn probability and contributions for one account.
+
+    Raises
+    ------
+    ModelNotFoundError
+        When no churn model is trained.
+    ValueError
+        When the account has no row in the snapshot of `as_of`.
+    """
+    stored = _load(project, CHURN_MODEL)
+    model: ChurnClassifier = stored.estimator
+    frame = _observations(project, [as_of]).frame
+    row = frame[frame["account_id"] == account_id]
+    if row.empty:
+        raise ValueError(
+            f"account {account_id!r} is not in the snapshot of {as_of.isoformat()}; "
+            "check the id or the date"
+        )
+    # NOTE: a feature the model was trained on but this date lacks (such as a
+    # category no account has on this date) is passed as missing, not as 0.
+    features = row.reindex(columns=list(model.feature_names_in_))
+    probability = float(model.predict_proba(features)[0, 1])
+    parts = model.contributions(features).iloc[0]
+    bias = float(parts.pop("bias"))
+    values = features.iloc[0]
+    order = parts.abs().sort_values(ascending=False, kind="stable").index
+    contributions = [
+        {
+            "feature": str(name),
+            "value": values[name],
+            "contribution": float(parts[name]),
+        }
+        for name in order
+    ]
+    return {
+        "account_id": account_id,
+        "as_of": as_of,
+        "model": stored.metadata.get("kind"),
+        "trained_on": stored.metadata.get("training_dates", []),
+        "calibration": stored.metadata.get("calibration"),
+        "churn_probability": probability,
+        "margin": float(parts.sum() + bias),
+        "bias": bias,
+        "contributions": contributions,
+    }
+
+
+def print_model_explanation(result: dict[str, Any], top: int = 10) -> None:
+    """Print the output of `explain_model` as a sentence and a table."""
+    trained = result["trained_on"]
+    period = f"{trained[0]} to {trained[-1]}" if trained else "unknown dates"
+    calibration = result["calibration"] or "none"
+    say(
+        f"Account {result['account_id']} as of {result['as_of'].isoformat()}: churn "
+        f"probability {percent(result['churn_probability'])} from the "
+        f"{result['model']} model trained on {period} (calibration: {calibration})."
+    )
+    view = Table(
+        title="Features that move the churn risk most (log-odds, before calibration)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    view.add_column("Feature", overflow="fold")
+    view.add_column("Value", justify="right")
+    view.add_column("Contribution", justify="right")
+    for item in result["contributions"][:top]:
+        view.add_row(
+            item["feature"], _value(item["value"]), f"{item['contribution']:+.3f}"
+        )
+    stdout_console().print(view)
+    say(
+        f"Base log-odds {result['bias']:+.3f} plus the contributions of all "
+        f"{len(result['contributions'])} features give {result['margin']:+.3f}; "
+        "positive contributions raise the churn risk."
+    )
+
+
+# Helpers
+
+
+def _observations(project: Project, dates: list[date] | None = None) -> Observations:
+    store = snapshot_store_of(project)
+    if not store.dates():
+        raise ValueError(_no_snapshots(store.folder))
+    try:
+        observations = build_observations(project, dates)
+    except MissingSnapshotsError as exc:
+        raise ValueError(str(exc)) from None
+    for line in observations.notes:
+        note(line)
+    return observations
+
+
+def _load(project: Project, name: str) -> Any:
+    try:
+        return load_model(project, name)
+    except ModelNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _no_snapshots(folder: Path) -> str:
+    return (
+        f"no snapshots are stored in {folder}; run `healthscore backfill --from DATE "
+        "--to DATE --every 1mo` first"
+    )
+
+
+def _order(frame: pd.DataFrame) -> np.ndarray | None:
+    return frame["as_of"].to_numpy() if frame["as_of"].nunique() > 1 else None
+
+
+def _fixed(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{float(value):.{digits}f}"
+
+
+def _value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "missing"
+    if isinstance(value, int | float | np.number):
+        number = float(value)
+        return f"{number:,.0f}" if number.is_integer() else f"{number:,.4g}"
+    return str(value)

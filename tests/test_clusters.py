@@ -1,0 +1,156 @@
+"""Behavioral clusters: the number chosen, names, sizes, churn rates, `clusters`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from churn_project import churn_project
+from healthscore.cli import app
+from healthscore.models.clusters import SUMMARY_COLUMNS, BehaviorClusters
+
+
+def three_groups(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Measures of three separate groups of 300, 200 and 100 accounts.
+
+    Group 0 is strong on usage, group 1 weak on usage and group 2 weak on support.
+    Their churn labels are 2 %, 30 % and 10 % churned.
+    """
+    generator = np.random.default_rng(seed)
+    centers = {0: (85, 60, 60), 1: (15, 60, 60), 2: (55, 60, 10)}
+    sizes = {0: 300, 1: 200, 2: 100}
+    churned = {0: 6, 1: 60, 2: 10}
+    frames, groups, labels = [], [], []
+    for group, size in sizes.items():
+        values = generator.normal(centers[group], 4.0, size=(size, 3))
+        frames.append(pd.DataFrame(values, columns=["measure:usage",
+                                                    "measure:adoption",
+                                                    "measure:support"]))  # fmt: skip
+        groups.append(np.full(size, group))
+        group_labels = np.zeros(size)
+        group_labels[: churned[group]] = 1
+        labels.append(group_labels)
+    frame = pd.concat(frames, ignore_index=True)
+    return frame, np.concatenate(groups), np.concatenate(labels)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_finds_three_groups(method: str) -> None:
+    frame, groups, labels = three_groups()
+    model = BehaviorClusters(method=method, max_clusters=6).fit(frame, labels)
+    assert model.n_clusters_ == 3
+    assert model.criterion_ == ("silhouette" if method == "kmeans" else "bic")
+    # Each found cluster is one group; clusters are numbered by size.
+    crossing = pd.crosstab(model.labels_, groups)
+    assert (crossing.gt(0).sum(axis=1) == 1).all()
+    summary = model.summary()
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(summary["size"]) == [300, 200, 100]
+    assert summary["churn_rate"].tolist() == pytest.approx([0.02, 0.30, 0.10])
+    assert summary["churned"].tolist() == [6, 60, 10]
+    assert summary["share"].sum() == pytest.approx(1.0)
+
+
+def test_names_come_from_distinctive_measures() -> None:
+    frame, _, labels = three_groups()
+    model = BehaviorClusters(max_clusters=5).fit(frame, labels)
+    names = model.summary()["name"].tolist()
+    assert names[0].startswith("strong usage")
+    assert names[1].startswith("weak usage")
+    assert names[2].startswith("weak support")
+    assert len(set(names)) == len(names)
+
+
+def test_selection_scores_are_kept() -> None:
+    frame, _, _ = three_groups()
+    model = BehaviorClusters(max_clusters=5).fit(frame)
+    assert sorted(model.scores_) == [2, 3, 4, 5]
+    assert max(model.scores_, key=model.scores_.get) == 3
+
+
+def test_predict_risk_is_cluster_churn_rate() -> None:
+    frame, _, labels = three_groups()
+    model = BehaviorClusters(max_clusters=4).fit(frame, labels)
+    new = pd.DataFrame(
+        {
+            "measure:usage": [86.0, 14.0, 56.0],
+            "measure:adoption": [60.0, 61.0, 59.0],
+            "measure:support": [61.0, 59.0, 9.0],
+        }
+    )
+    assert model.predict_risk(new).tolist() == pytest.approx([0.02, 0.30, 0.10])
+
+
+def test_predict_risk_needs_labels() -> None:
+    frame, _, _ = three_groups()
+    model = BehaviorClusters(max_clusters=4).fit(frame)
+    assert model.summary()["churn_rate"].isna().all()
+    with pytest.raises(ValueError, match="the clusters have no churn rates"):
+        model.predict_risk(frame[:3])
+
+
+def test_unknown_labels_are_left_out_of_rates() -> None:
+    frame, _, labels = three_groups()
+    partly = labels.copy()
+    partly[450:500] = np.nan  # 50 retained accounts of group 1 become unknown
+    model = BehaviorClusters(max_clusters=4).fit(frame, partly)
+    rates = model.summary()["churn_rate"].tolist()
+    assert rates == pytest.approx([0.02, 60 / 150, 0.10])
+
+
+def test_missing_values_are_imputed() -> None:
+    frame, _, labels = three_groups()
+    frame.loc[::10, "measure:adoption"] = np.nan
+    model = BehaviorClusters(max_clusters=4).fit(frame, labels)
+    assert model.n_clusters_ == 3
+
+
+def test_text_features_are_rejected() -> None:
+    frame, _, _ = three_groups()
+    frame["metric:plan"] = "pro"
+    with pytest.raises(ValueError, match="metric:plan are not numeric"):
+        BehaviorClusters().fit(frame)
+
+
+def test_identical_rows_are_rejected() -> None:
+    frame = pd.DataFrame({"measure:usage": [50.0] * 20})
+    with pytest.raises(ValueError, match="1 distinct rows"):
+        BehaviorClusters().fit(frame)
+
+
+def test_invalid_settings() -> None:
+    frame, _, _ = three_groups()
+    with pytest.raises(ValueError, match="unknown method 'dbscan'"):
+        BehaviorClusters(method="dbscan").fit(frame)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_clusters must be at least 2"):
+        BehaviorClusters(max_clusters=1).fit(frame)
+
+
+# Command
+
+
+def test_clusters_command(tmp_path) -> None:
+    project = churn_project(tmp_path)
+    arguments = ["clusters", "--max-clusters", "4", "--project", str(project.root)]
+    result = CliRunner().invoke(app, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # The latest date with known outcomes is the default.
+    assert data["as_of"] == "2024-07-01"
+    assert data["criterion"] == "silhouette"
+    sizes = [row["size"] for row in data["clusters"]]
+    churned = sum(row["churned"] for row in data["clusters"])
+    assert sizes == sorted(sizes, reverse=True)
+    assert sum(sizes) == 213
+    assert churned == 8
+    table = CliRunner().invoke(app, arguments)
+    assert table.exit_code == 0, table.output
+    assert "chosen by silhouette among 2 to 4" in table.stdout
+    assert "Churn rate" in table.stdout
+    bad = CliRunner().invoke(app, [*arguments, "--method", "dbscan"])
+    assert bad.exit_code == 2
+    assert "unknown method 'dbscan'" in bad.output

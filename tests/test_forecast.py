@@ -1,0 +1,254 @@
+"""Score forecasts with intervals and at-risk dates, and the `forecast` command."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from churn_project import churn_project
+from healthscore.cli import app
+from healthscore.config import Project
+from healthscore.config.models import BandConfig
+from healthscore.models.forecast import (
+    _first_crossing,
+    at_risk_threshold,
+    forecast_columns,
+    forecast_scores,
+)
+
+START = date(2024, 1, 1)
+
+
+def mean_reverting_history(
+    accounts: int, weeks: int, seed: int = 0
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Weekly scores that drift back to 50: x' = 50 + 0.9 (x - 50) + noise(sd 3).
+
+    Returns the history and the scores of the week after it, drawn the same way.
+    """
+    generator = np.random.default_rng(seed)
+    score = generator.uniform(10, 90, accounts)
+    rows = []
+    for week in range(weeks):
+        day = START + timedelta(weeks=week)
+        rows.append(pd.DataFrame({"as_of": day, "account_id": range(accounts),
+                                  "score": score.copy()}))  # fmt: skip
+        score = 50 + 0.9 * (score - 50) + generator.normal(0, 3, accounts)
+    history = pd.concat(rows, ignore_index=True)
+    history["account_id"] = history["account_id"].map(lambda i: f"a{i}")
+    return history, score
+
+
+def test_learns_mean_reversion() -> None:
+    history, _ = mean_reverting_history(500, 20)
+    table = forecast_scores(history, horizons=(7, 28))
+    assert list(table.columns) == forecast_columns((7, 28))
+    # Seven days ahead the expected score is 50 + 0.9 (x - 50); 28 days: 0.9^4.
+    expected_7 = 50 + 0.9 * (table["score"] - 50)
+    expected_28 = 50 + 0.9**4 * (table["score"] - 50)
+    assert np.abs(table["score_7d"] - expected_7).max() < 1.0
+    assert np.abs(table["score_28d"] - expected_28).max() < 2.0
+    assert (table["lower_7d"] < table["score_7d"]).all()
+    assert (table["upper_7d"] > table["score_7d"]).all()
+    width_7 = (table["upper_7d"] - table["lower_7d"]).median()
+    width_28 = (table["upper_28d"] - table["lower_28d"]).median()
+    assert width_28 > width_7
+
+
+def test_interval_covers_its_level() -> None:
+    history, next_week = mean_reverting_history(4000, 12, seed=1)
+    table = forecast_scores(history, horizons=(7,), level=0.8)
+    actual = (
+        table["account_id"]
+        .str.removeprefix("a")
+        .astype(int)
+        .map(dict(enumerate(next_week)))
+    )
+    inside = (actual >= table["lower_7d"]) & (actual <= table["upper_7d"])
+    assert 0.77 < inside.mean() < 0.83
+
+
+def test_only_dates_up_to_as_of_are_used() -> None:
+    history, _ = mean_reverting_history(100, 20)
+    day = START + timedelta(weeks=10)
+    cut = forecast_scores(history[history["as_of"] <= day], horizons=(7,))
+    full = forecast_scores(history, horizons=(7,), as_of=day)
+    pd.testing.assert_frame_equal(cut, full)
+    assert (full["as_of"] == day).all()
+
+
+def test_horizon_longer_than_history_is_empty() -> None:
+    history, _ = mean_reverting_history(100, 6)
+    table = forecast_scores(history, horizons=(14, 90))
+    assert table["score_14d"].notna().all()
+    assert table["score_90d"].isna().all()
+    assert table["lower_90d"].isna().all()
+    assert "no snapshots far enough apart for 90d" in table["method"].iloc[0]
+
+
+def test_at_risk_threshold() -> None:
+    assert (
+        at_risk_threshold(
+            [
+                BandConfig(
+                    name="at_risk", label="At risk", min=0, max=40, color="#000"
+                ),
+                BandConfig(name="ok", label="OK", min=41, max=100, color="#fff"),
+            ]
+        )
+        == 40.5
+    )
+    # Without a band named at_risk, the band of the lowest scores is used.
+    assert (
+        at_risk_threshold(
+            [
+                BandConfig(name="high", label="High", min=31, max=100, color="#fff"),
+                BandConfig(name="low", label="Low", min=0, max=30, color="#000"),
+            ]
+        )
+        == 30.5
+    )
+
+
+def test_first_crossing_by_hand() -> None:
+    points = np.array([0.0, 30.0, 60.0])
+    # 50 -> 40 over 30 days falls 1/3 point per day: below 40.5 after day 28.5.
+    assert _first_crossing(points, np.array([50.0, 40.0, 30.0]), 40.5, START) == (
+        START + timedelta(days=29)
+    )
+    # Crossing in the second segment: 45 at day 30 to 35 at day 60, below at 43.5.
+    assert _first_crossing(points, np.array([50.0, 45.0, 35.0]), 40.5, START) == (
+        START + timedelta(days=44)
+    )
+    assert _first_crossing(points, np.array([50.0, 45.0, 41.0]), 40.5, START) is None
+    # Already at risk: no crossing date.
+    assert _first_crossing(points, np.array([30.0, 20.0, 10.0]), 40.5, START) is None
+
+
+def test_declining_accounts_get_crossing_dates() -> None:
+    rows = []
+    generator = np.random.default_rng(2)
+    for account in range(300):
+        start = generator.uniform(45, 90)
+        for week in range(20):
+            value = start - 1.5 * week + generator.normal(0, 0.5)
+            rows.append((START + timedelta(weeks=week), f"a{account}", value))
+    history = pd.DataFrame(rows, columns=["as_of", "account_id", "score"])
+    table = forecast_scores(history, horizons=(28, 56, 84))
+    last = START + timedelta(weeks=19)
+    above = table[table["score"] >= 40.5]
+    crossing = above[above["at_risk_date"].notna()]
+    # Scores fall 1.5 points a week, so those within 6 points of the edge cross
+    # within about 4 weeks.
+    near = above[above["score"] < 46.0]
+    assert near["at_risk_date"].notna().all()
+    assert (crossing["at_risk_date"] > last).all()
+    days = (pd.to_datetime(near["at_risk_date"]) - pd.Timestamp(last)).dt.days
+    expected = (near["score"] - 40.5) / (1.5 / 7)
+    assert np.abs(days - expected).max() < 8
+    assert table.loc[table["score"] < 40.5, "at_risk_date"].isna().all()
+
+
+def test_missing_scores_are_skipped() -> None:
+    history, _ = mean_reverting_history(50, 10)
+    history.loc[history["account_id"] == "a1", "score"] = np.nan
+    table = forecast_scores(history, horizons=(7,))
+    assert "a1" not in set(table["account_id"])
+    assert len(table) == 49
+
+
+def test_invalid_arguments() -> None:
+    history, _ = mean_reverting_history(10, 5)
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        forecast_scores(history, level=1.2)
+    with pytest.raises(ValueError, match="horizons must be positive"):
+        forecast_scores(history, horizons=(0, 30))
+    with pytest.raises(ValueError, match="lacks the columns score"):
+        forecast_scores(history.drop(columns="score"))
+
+
+# Commands
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    return churn_project(tmp_path_factory.mktemp("forecast"))
+
+
+def invoke(project: Project, *arguments: str):
+    return CliRunner().invoke(app, [*arguments, "--project", str(project.root)])
+
+
+def test_forecast_json(project: Project) -> None:
+    result = invoke(project, "forecast", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows
+    assert set(forecast_columns((30, 60, 90))) == set(rows[0])
+    assert {row["as_of"] for row in rows} == {"2024-07-01"}
+
+
+def test_forecast_one_account(project: Project) -> None:
+    rows = json.loads(invoke(project, "forecast", "--json").stdout)
+    account = rows[0]["account_id"]
+    result = invoke(project, "forecast", "--account", account)
+    assert result.exit_code == 0, result.output
+    assert account in result.stdout
+    assert "In 30 days" in result.stdout
+
+
+def test_forecast_unknown_account(project: Project) -> None:
+    result = invoke(project, "forecast", "--account", "nobody")
+    assert result.exit_code == 1
+    assert "account 'nobody' has no score as of 2024-07-01" in result.output
+
+
+def test_forecast_table_lists_crossings(project: Project) -> None:
+    result = invoke(project, "forecast", "--as-of", "2024-06-01")
+    assert result.exit_code == 0, result.output
+    assert "are expected to cross into at risk within 90 days of 2024-06-01" in (
+        result.stdout
+    )
+
+
+def test_forecast_without_snapshots(tmp_path: Path) -> None:
+    bare = churn_project(tmp_path, snapshots=False)
+    result = invoke(bare, "forecast")
+    assert result.exit_code == 1
+    assert "no snapshots are stored" in result.output
+
+
+def test_renewals_need_a_trained_model(tmp_path: Path) -> None:
+    fresh = churn_project(tmp_path)
+    result = invoke(fresh, "forecast", "--renewals")
+    assert result.exit_code == 1
+    assert "run `healthscore train` first" in result.output
+
+
+def test_renewals_after_training(project: Project) -> None:
+    trained = invoke(project, "train", "--model", "logistic", "--json")
+    assert trained.exit_code == 0, trained.output
+    result = invoke(project, "forecast", "--renewals", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    periods = [row["period"] for row in data["renewals"]]
+    assert periods == ["2024-08", "2024-09", "2024-10"]
+    for row in data["renewals"]:
+        assert row["retained_arr_low"] <= row["expected_retained_arr"]
+        assert row["expected_retained_arr"] <= row["retained_arr_high"]
+        assert row["retained_arr_high"] <= row["arr_up_for_renewal"]
+    table = invoke(project, "forecast", "--renewals", "--period", "quarter")
+    assert table.exit_code == 0, table.output
+    assert "2024Q3" in table.stdout
+
+
+def test_unknown_renewal_period(project: Project) -> None:
+    result = invoke(project, "forecast", "--renewals", "--period", "week")
+    assert result.exit_code == 2
+    assert "unknown period 'week'" in result.output
