@@ -48,12 +48,13 @@ def test_every_customer_scored(scored):
 
 def test_first_customer_score_by_hand(scored):
     # 7590-VHVEG: month-to-month (10), tenure 1 month of 48 (2.083), electronic check
-    # (20), $29.85 a month on a lower-is-better 20-110 scale (89.06), no tech support
-    # (20), no online security (20), online backup (100), no device protection (30).
+    # (20), $29.85 a month on a lower-is-better 20-110 scale (89.06), paperless
+    # billing (40), no tech support (20), no online security (20), DSL internet (70),
+    # online backup (100), no device protection (30).
     relationship = (2 * 10 + 1 / 48 * 100) / 3
-    financial = (20 + (110 - 29.85) / 90 * 100) / 2
+    financial = (20 + (110 - 29.85) / 90 * 100 + 40) / 3
     support = (20 + 20) / 2
-    adoption = (100 + 30) / 2
+    adoption = (70 + 100 + 30) / 3
     expected = 0.45 * relationship + 0.20 * financial + 0.20 * support + 0.15 * adoption
     row = scored.loc["7590-VHVEG"]
     assert row["score"] == pytest.approx(expected, rel=1e-12)

@@ -21,6 +21,7 @@ from healthscore.report.charts import score_histogram
 from healthscore.report.history import history_charts, score_stability
 from healthscore.report.inputs import ScoredDate
 from healthscore.report.methodology import describe_project
+from healthscore.report.models import models_section
 from healthscore.report.outcomes import ChurnSummary
 
 #: Headings of the report's sections, in page order.
@@ -38,6 +39,10 @@ SECTION_IDS = ("summary", "distribution", "churn", "riskiest", "methodology")
 #: Heading and element id of the score history section, shown with two or more
 #: stored dates.
 HISTORY_HEADING = ("history", "Score history")
+
+#: Heading and element id of the models section, shown when `healthscore backtest`
+#: or `healthscore compare` stored results.
+MODELS_HEADING = ("models", "Backtest and scoring methods")
 
 TEMPLATE = "report.html"
 
@@ -70,7 +75,11 @@ def render_report(
     if history is not None:
         headings = _with_history_heading(headings)
         history = {name: Markup(chart) for name, chart in history.items()}
+    models = models_section(project)
+    if models is not None:
+        headings = _with_models_heading(headings)
     context = {
+        "models": models,
         "project": project.config.name,
         "as_of": scored.as_of.isoformat(),
         "generated_at": stamp.isoformat(timespec="seconds"),
@@ -94,6 +103,13 @@ def _with_history_heading(headings: dict[str, str]) -> dict[str, str]:
     """Insert the history heading before the methodology, as the page orders them."""
     items = list(headings.items())
     items.insert(len(items) - 1, HISTORY_HEADING)
+    return dict(items)
+
+
+def _with_models_heading(headings: dict[str, str]) -> dict[str, str]:
+    """Insert the models heading before the methodology, as the page orders them."""
+    items = list(headings.items())
+    items.insert(len(items) - 1, MODELS_HEADING)
     return dict(items)
 
 

@@ -1,0 +1,514 @@
+"""Validation commands: `backtest`, `learn`, `drivers` and `compare`.
+
+Each reads the stored snapshots of a range of as-of dates, labels them with churn
+outcomes and measures how well scores predicted churn on later dates. `backtest` and
+`compare` also store their measures under `.healthscore/models/`, where the HTML report
+finds them.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from healthscore.cli.common import (
+    JsonOption,
+    ProjectOption,
+    VerboseOption,
+    handle_errors,
+    note,
+    open_project,
+    parse_date,
+    print_json,
+    say,
+    stderr_console,
+    stdout_console,
+    to_json,
+)
+from healthscore.config import Project
+from healthscore.config.models import Duration, parse_duration
+from healthscore.models import METHOD_KEYS
+from healthscore.models.dataset import (
+    MissingSnapshotsError,
+    Observations,
+    build_observations,
+    snapshot_store_of,
+)
+
+# The command bodies import the model modules, because they load scikit-learn and
+# every other CLI command would pay for that at start.
+if TYPE_CHECKING:
+    from healthscore.models.backtest import MethodResult
+
+#: Calibration rule of score probabilities, printed with every backtest.
+CALIBRATION_RULE = (
+    "Churn probabilities of a score are calibrated on the latest training date, or "
+    "on all training dates when it has too few churned or retained rows "
+    "(validation.min_churned)."
+)
+
+#: File name of the proposed scorecards that `learn` writes beside healthscore.yml.
+PROPOSED_FILE = "healthscore.proposed.yml"
+
+
+def _parse_step(text: str) -> Duration:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+FromOption = Annotated[
+    date | None,
+    typer.Option(
+        "--from",
+        parser=parse_date,
+        metavar="DATE",
+        help="First as-of date. Default: the first stored snapshot.",
+    ),
+]
+ToOption = Annotated[
+    date | None,
+    typer.Option(
+        "--to",
+        parser=parse_date,
+        metavar="DATE",
+        help="Last as-of date (included). Default: the last stored snapshot.",
+    ),
+]
+EveryOption = Annotated[
+    Duration | None,
+    typer.Option(
+        "--every",
+        parser=_parse_step,
+        metavar="DURATION",
+        help="Step between as-of dates from --from (7d, 1w, 1mo); by default every "
+        "stored snapshot in the range.",
+    ),
+]
+BackfillOption = Annotated[
+    bool,
+    typer.Option(
+        "--backfill",
+        help="Score and store the dates of --from/--to/--every that have no snapshot.",
+    ),
+]
+
+
+def select_dates(
+    project: Project,
+    start: date | None,
+    end: date | None,
+    every: Duration | None,
+    backfill: bool,
+) -> list[date]:
+    """Return the as-of dates of the options, backfilling missing ones on request."""
+    from healthscore.monitoring.backfill import backfill as run_backfill
+    from healthscore.monitoring.backfill import backfill_dates
+
+    stored = snapshot_store_of(project).dates()
+    if every is None:
+        if not stored:
+            raise ValueError(
+                "no snapshots are stored; store a range with `healthscore backfill "
+                "--from DATE --to DATE --every 1mo`, or pass --from, --to, --every "
+                "and --backfill"
+            )
+        first = start or stored[0]
+        last = end or stored[-1]
+        return [day for day in stored if first <= day <= last]
+    if start is None or end is None:
+        raise typer.BadParameter("--every needs --from and --to")
+    dates = backfill_dates(start, end, every)
+    missing = [day for day in dates if day not in set(stored)]
+    if missing and backfill:
+        note(f"backfilling {len(missing)} as-of dates without a snapshot")
+        run_backfill(project, missing)
+    return dates
+
+
+def load_observations(
+    project: Project,
+    start: date | None,
+    end: date | None,
+    every: Duration | None,
+    backfill: bool,
+) -> Observations:
+    """Build the labelled observations of the selected dates."""
+    dates = select_dates(project, start, end, every, backfill)
+    try:
+        observations = build_observations(project, dates)
+    except MissingSnapshotsError as exc:
+        raise ValueError(str(exc)) from None
+    for line in observations.notes:
+        note(line)
+    churned, retained = observations.labelled().label_counts
+    note(
+        f"{len(observations.frame)} observations on {len(observations.dates)} "
+        f"as-of dates: {churned} churned, {retained} retained, "
+        f"{len(observations.frame) - churned - retained} without a label"
+    )
+    return observations
+
+
+@handle_errors
+def backtest(
+    start: FromOption = None,
+    end: ToOption = None,
+    every: EveryOption = None,
+    backfill: BackfillOption = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Measure how well the scorecards predicted churn on later dates.
+
+    The configured scorecards and every shadow scorecard are scored on time-ordered
+    splits: each as-of date is predicted from the earlier dates whose outcomes were
+    known by then.
+    """
+    from healthscore.models.backtest import run_methods, save_results
+    from healthscore.models.compare import make_method
+    from healthscore.models.shadow import (
+        ShadowMethod,
+        load_shadow_scorecards,
+        read_shadow_scores,
+    )
+
+    project = open_project(project_dir)
+    observations = load_observations(project, start, end, every, backfill)
+    store = snapshot_store_of(project)
+    stored_shadow = read_shadow_scores(store, observations.dates)
+    methods: list[Any] = [make_method("weighted")]
+    methods += [
+        ShadowMethod(shadow, stored_shadow)
+        for shadow in load_shadow_scorecards(project)
+    ]
+    results, splits = run_methods(project, observations, methods)
+    payload = _payload(results, splits, observations)
+    save_results(project, "backtest", payload)
+    if json_output:
+        print_json(payload)
+        return
+    say(f"Splits: {splits}.")
+    say(CALIBRATION_RULE)
+    _print_measures(results, "Backtest of the scorecards")
+    for result in results:
+        _print_detail(result)
+
+
+@handle_errors
+def compare(
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated methods to compare.",
+            show_default=",".join(METHOD_KEYS),
+        ),
+    ] = ",".join(METHOD_KEYS),
+    shadow: Annotated[
+        bool,
+        typer.Option("--shadow", help="Add every shadow scorecard as a method."),
+    ] = False,
+    start: FromOption = None,
+    end: ToOption = None,
+    every: EveryOption = None,
+    backfill: BackfillOption = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Compare scoring methods on the same splits: rules, weighted, learned, ML,
+    hybrid, survival and clusters.
+
+    With --json, prints a list with one object per method (method, roc_auc,
+    lift_top_decile, ece, lead_time_days, fit_seconds, explainable, note).
+    """
+    from healthscore.models.backtest import run_methods, save_results
+    from healthscore.models.compare import compare_methods
+    from healthscore.models.shadow import (
+        ShadowMethod,
+        load_shadow_scorecards,
+        read_shadow_scores,
+    )
+
+    project = open_project(project_dir)
+    keys = [key.strip() for key in methods.split(",") if key.strip()]
+    observations = load_observations(project, start, end, every, backfill)
+    console = stderr_console()
+    with console.status("comparing", spinner="dots") as status:
+        comparison = compare_methods(
+            project, observations, keys, progress=lambda text: status.update(text)
+        )
+    results = comparison.results
+    if shadow:
+        stored = read_shadow_scores(snapshot_store_of(project), observations.dates)
+        extra = [ShadowMethod(item, stored) for item in load_shadow_scorecards(project)]
+        if extra:
+            more, _ = run_methods(project, observations, extra)
+            results = results + more
+    payload = _payload(results, comparison.splits, observations)
+    save_results(project, "compare", payload)
+    if json_output:
+        print_json([_compare_row(result) for result in results])
+        return
+    say(f"Splits: {comparison.splits}.")
+    _print_measures(results, "Comparison of scoring methods")
+    for result in results:
+        if result.notes:
+            note(f"{result.method}: {'; '.join(result.grouped_notes())}")
+
+
+@handle_errors
+def learn(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            metavar="FILE",
+            help="File for the proposed scorecards.",
+            show_default=f"<project>/{PROPOSED_FILE}",
+        ),
+    ] = None,
+    start: FromOption = None,
+    end: ToOption = None,
+    every: EveryOption = None,
+    backfill: BackfillOption = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Learn scorecard weights from churn outcomes and write them as a proposal.
+
+    Fits a regularized logistic regression of churn on the measure scores of every
+    labelled date, turns it into non-negative weights, writes the proposed
+    scorecards beside healthscore.yml, and backtests the current and the learned
+    weights on the same time-ordered splits. healthscore.yml is not changed: list
+    the file under validation.shadow to score it beside the live scorecards, and
+    copy its scorecards into healthscore.yml to adopt it.
+    """
+    from healthscore.models.backtest import run_methods
+    from healthscore.models.compare import make_method
+    from healthscore.models.learned import propose, scorecard_diff, write_proposal
+
+    project = open_project(project_dir)
+    observations = load_observations(project, start, end, every, backfill)
+    proposal = propose(project, observations)
+    path = output or project.root / PROPOSED_FILE
+    days = f"{proposal.dates[0]} to {proposal.dates[-1]}" if proposal.dates else "-"
+    header = [
+        "Scorecards proposed by `healthscore learn` for project "
+        f"{project.config.name}.",
+        f"Weights learned from the churn outcomes of the as-of dates {days}.",
+        "Review the diff. List this file under validation.shadow to score it beside",
+        "the live scorecards, or copy its scorecards into healthscore.yml to adopt it.",
+    ]
+    write_proposal(proposal, path, header)
+    results, splits = run_methods(
+        project, observations, [make_method("weighted"), make_method("learned")]
+    )
+    diff = scorecard_diff(project.config.scorecards, proposal.scorecards)
+    if json_output:
+        print_json(
+            {
+                "proposal": str(path),
+                "weights": to_json(proposal.weights.to_dict("records")),
+                "notes": proposal.notes,
+                "diff": diff,
+                "splits": splits,
+                "backtest": [result.to_dict() for result in results],
+            }
+        )
+        return
+    for line in proposal.notes:
+        note(line)
+    table = Table(title="Learned weights (share of the score)")
+    for column in (
+        "scorecard",
+        "component",
+        "measure",
+        "current",
+        "proposed",
+        "change",
+    ):
+        text = column in ("scorecard", "component", "measure")
+        # Fold long names onto a second line instead of cutting them off.
+        table.add_column(column, justify="left" if text else "right", overflow="fold")
+    for row in proposal.weights.itertuples():
+        table.add_row(
+            row.scorecard,
+            row.component,
+            row.measure,
+            f"{row.current:.1%}",
+            f"{row.proposed:.1%}",
+            f"{row.change:+.1%}",
+        )
+    stdout_console().print(table)
+    stdout_console().print(
+        diff or "The proposed scorecards equal the current ones.",
+        markup=False,
+        highlight=False,
+    )
+    say(f"Splits: {splits}.")
+    _print_measures(results, "Backtest: current and learned weights")
+    say(f"Wrote the proposed scorecards to {path}.")
+
+
+@handle_errors
+def drivers(
+    start: FromOption = None,
+    end: ToOption = None,
+    every: EveryOption = None,
+    backfill: BackfillOption = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Show which measures separate churned from retained accounts in each segment.
+
+    AUC is the chance that a retained account scored higher on the measure than a
+    churned one: 0.5 means no separation.
+    """
+    from healthscore.models.drivers import segment_drivers
+
+    project = open_project(project_dir)
+    observations = load_observations(project, start, end, every, backfill)
+    frame, notes = segment_drivers(observations, project.config.validation.min_churned)
+    if json_output:
+        print_json({"drivers": to_json(frame.to_dict("records")), "notes": notes})
+        return
+    for line in notes:
+        note(line)
+    table = Table(title="Measures that separate churned from retained accounts")
+    for column in (
+        "segment",
+        "measure",
+        "churned mean",
+        "retained mean",
+        "difference",
+        "AUC",
+    ):
+        text = column in ("segment", "measure")
+        table.add_column(column, justify="left" if text else "right", overflow="fold")
+    for row in frame.itertuples():
+        table.add_row(
+            row.segment,
+            row.measure,
+            f"{row.churned_mean:.1f}",
+            f"{row.retained_mean:.1f}",
+            f"{row.difference:+.1f}",
+            f"{row.auc:.3f}",
+        )
+    stdout_console().print(table)
+
+
+# Output
+
+
+def _payload(
+    results: list[MethodResult], splits: str, observations: Observations
+) -> dict[str, Any]:
+    churned, retained = observations.labelled().label_counts
+    return {
+        "splits": splits,
+        "dates": [day.isoformat() for day in observations.dates],
+        "churned": churned,
+        "retained": retained,
+        "notes": observations.notes,
+        "methods": [result.to_dict() for result in results],
+    }
+
+
+def _compare_row(result: MethodResult) -> dict[str, Any]:
+    data = result.to_dict()
+    keys = (
+        "method",
+        "roc_auc",
+        "lift_top_decile",
+        "ece",
+        "lead_time_days",
+        "fit_seconds",
+        "explainable",
+        "note",
+    )
+    return {key: data[key] for key in keys}
+
+
+def _print_measures(results: list[MethodResult], title: str) -> None:
+    table = Table(title=title)
+    headers = (
+        "method",
+        "ROC AUC",
+        "lift top 10%",
+        "ECE",
+        "lead time (days)",
+        "at-risk precision",
+        "at-risk recall",
+        "fit (s)",
+        "explainable",
+    )
+    for header in headers:
+        table.add_column(header, justify="left" if header == "method" else "right")
+    for result in results:
+        table.add_row(
+            result.method,
+            _fixed(result.roc_auc, 3),
+            _fixed(result.lift_top_decile, 2),
+            _fixed(result.ece, 4),
+            _fixed(result.lead_time_days, 1),
+            _percent(result.precision_at_risk),
+            _percent(result.recall_at_risk),
+            f"{result.fit_seconds:.2f}",
+            "yes" if result.explainable else "no",
+        )
+    stdout_console().print(table)
+
+
+def _print_detail(result: MethodResult) -> None:
+    if result.bands:
+        table = Table(title=f"Churn per band: {result.method}")
+        for header in ("band", "observations", "churned", "churn rate"):
+            table.add_column(header, justify="left" if header == "band" else "right")
+        for rate in result.bands:
+            table.add_row(
+                rate.band, str(rate.rows), str(rate.churned), _percent(rate.rate)
+            )
+        stdout_console().print(table)
+        if result.band_falls is True:
+            say("The churn rate falls from each band to the next healthier one.")
+        elif result.band_falls is False:
+            say(
+                "The churn rate does not fall from each band to the next healthier one."
+            )
+    if not result.reliability.empty:
+        table = Table(title=f"Reliability of {result.method} ({result.calibration})")
+        for header in (
+            "probability bin",
+            "observations",
+            "mean probability",
+            "churn rate",
+        ):
+            table.add_column(header, justify="right")
+        for row in result.reliability.itertuples():
+            table.add_row(
+                f"{row.lower:.1f}-{row.upper:.1f}",
+                str(row.rows),
+                _percent(row.predicted),
+                _percent(row.observed),
+            )
+        stdout_console().print(table)
+    for line in result.grouped_notes():
+        note(f"{result.method}: {line}")
+
+
+def _fixed(value: float, digits: int) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
+def _percent(value: float) -> str:
+    return "-" if value != value else f"{value:.1%}"

@@ -1,0 +1,489 @@
+"""Backtests: methods fitted on earlier dates and scored on later ones.
+
+`make_splits` builds the splits. With several labelled as-of dates, each later date is
+a test date, and the training dates are the earlier ones whose outcome horizon has
+ended by the test date, so no training label comes from the test date's future. With
+one labelled date (a data set that is a single snapshot), the rows are split into
+stratified folds instead.
+
+`run_methods` fits each method on every split's training rows, scores the test rows,
+and measures the pooled test predictions (`MethodResult`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from healthscore.config import Project
+from healthscore.config.models import BandConfig
+from healthscore.models.dataset import Observations
+from healthscore.models.errors import InsufficientLabels
+from healthscore.models.evaluation import (
+    BandRate,
+    ScoreCalibrator,
+    band_precision_recall,
+    churn_by_band,
+    expected_calibration_error,
+    lead_times,
+    lift,
+    reliability_curve,
+    roc_auc,
+)
+from healthscore.outcomes import horizon_end
+
+__all__ = [
+    "FitContext",
+    "Method",
+    "MethodResult",
+    "Prediction",
+    "Split",
+    "load_results",
+    "make_splits",
+    "run_methods",
+    "save_results",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Share of rows in the riskiest part that lift is measured on.
+TOP_FRACTION = 0.1
+
+
+@dataclass
+class Split:
+    """Training and test rows of one split, as positions in the labelled frame."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    calibrate: np.ndarray
+    """Training rows that calibrate probabilities: the latest training date when it
+    has enough churned and retained rows, else all training rows."""
+
+
+@dataclass
+class FitContext:
+    """Inputs of a method besides the training rows."""
+
+    project: Project
+    observations: Observations
+    min_churned: int
+    split: Split
+    random_state: int = 0
+
+
+@dataclass
+class Prediction:
+    """A method's output for the training and test rows of one split."""
+
+    train_risk: np.ndarray
+    """Risk of each training row, higher for more likely churn. It calibrates the
+    probabilities and sets the at-risk share when the method gives no probability or
+    no band."""
+    test_risk: np.ndarray
+    test_probability: np.ndarray | None = None
+    """Churn probability of the test rows, when the method makes its own."""
+    test_band: np.ndarray | None = None
+    """Band of each test row, for methods that produce a 0-100 score."""
+    notes: list[str] = field(default_factory=list)
+
+
+class Method(Protocol):
+    """A scoring method that can be fitted on a split's training rows."""
+
+    key: str
+    explainable: bool
+
+    def fit_predict(
+        self, train: pd.DataFrame, test: pd.DataFrame, context: FitContext
+    ) -> Prediction: ...
+
+
+@dataclass
+class MethodResult:
+    """Pooled test predictions of one method and their measures."""
+
+    method: str
+    explainable: bool
+    roc_auc: float = math.nan
+    lift_top_decile: float = math.nan
+    ece: float = math.nan
+    lead_time_days: float = math.nan
+    flagged_churned_share: float = math.nan
+    precision_at_risk: float = math.nan
+    recall_at_risk: float = math.nan
+    fit_seconds: float = 0.0
+    rows: int = 0
+    churned: int = 0
+    splits: list[dict[str, Any]] = field(default_factory=list)
+    bands: list[BandRate] = field(default_factory=list)
+    band_falls: bool | None = None
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
+    calibration: str = ""
+    notes: list[str] = field(default_factory=list)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    split_names: list[str] = field(default_factory=list)
+
+    def grouped_notes(self) -> list[str]:
+        """Return the notes, with those that differ only in their split merged."""
+        return grouped_notes(self.notes, self.split_names)
+
+    @property
+    def mean_split_auc(self) -> float:
+        """Mean of the ROC AUC of each split's test rows, NaN without one."""
+        values = [
+            item["roc_auc"] for item in self.splits if item["roc_auc"] is not None
+        ]
+        return float(np.mean(values)) if values else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the measures as JSON types, with None in place of NaN."""
+        return {
+            "method": self.method,
+            "roc_auc": _number(self.roc_auc),
+            "roc_auc_mean_split": _number(self.mean_split_auc),
+            "lift_top_decile": _number(self.lift_top_decile),
+            "ece": _number(self.ece),
+            "lead_time_days": _number(self.lead_time_days),
+            "flagged_churned_share": _number(self.flagged_churned_share),
+            "precision_at_risk": _number(self.precision_at_risk),
+            "recall_at_risk": _number(self.recall_at_risk),
+            "fit_seconds": round(self.fit_seconds, 3),
+            "explainable": self.explainable,
+            "rows": self.rows,
+            "churned": self.churned,
+            "calibration": self.calibration,
+            "band_falls": self.band_falls,
+            "bands": [
+                {
+                    "band": rate.band,
+                    "rows": rate.rows,
+                    "churned": rate.churned,
+                    "rate": _number(rate.rate),
+                }
+                for rate in self.bands
+            ],
+            "reliability": [
+                {key: _number(value) for key, value in row.items()}
+                for row in self.reliability.to_dict("records")
+            ],
+            "splits": self.splits,
+            "note": "; ".join(self.grouped_notes()),
+        }
+
+
+def grouped_notes(notes: list[str], split_names: Sequence[str]) -> list[str]:
+    """Merge notes that differ only in their split prefix ("2020-03-01: ...")."""
+    order: dict[str, list[str]] = {}
+    for line in notes:
+        prefix, _, text = line.partition(": ")
+        if text and prefix in split_names:
+            order.setdefault(text, []).append(prefix)
+        else:
+            order.setdefault(line, [])
+    return [
+        f"{', '.join(prefixes)}: {text}" if prefixes else text
+        for text, prefixes in order.items()
+    ]
+
+
+def make_splits(
+    project: Project,
+    labelled: Observations,
+    min_churned: int,
+    folds: int = 10,
+    random_state: int = 0,
+) -> tuple[list[Split], str]:
+    """Build the splits of the labelled observations and name the scheme.
+
+    Returns the splits and a sentence that describes them. Raises InsufficientLabels
+    when the single-date data has too few churned rows to fill every fold.
+    """
+    frame = labelled.frame
+    dates = sorted({stamp.date() for stamp in frame["as_of"]})
+    if len(dates) == 1:
+        return _fold_splits(labelled, min_churned, folds, random_state)
+    as_of = frame["as_of"].dt.date.to_numpy()
+    splits = []
+    for test_day in dates[1:]:
+        train_days = [day for day in dates if horizon_end(project, day) <= test_day]
+        if not train_days:
+            continue
+        train = np.isin(as_of, train_days)
+        test = as_of == test_day
+        latest = as_of == max(train_days)
+        labels = frame["label"].to_numpy()
+        churned = int(labels[latest].sum())
+        retained = int(latest.sum()) - churned
+        calibrate = latest if min(churned, retained) >= min_churned else train
+        splits.append(
+            Split(
+                test_day.isoformat(),
+                np.flatnonzero(train),
+                np.flatnonzero(test),
+                np.flatnonzero(calibrate),
+            )
+        )
+    first = splits[0].name if splits else "-"
+    last = splits[-1].name if splits else "-"
+    description = (
+        f"time-ordered: {len(splits)} test dates from {first} to {last}, each trained "
+        "on the earlier dates whose outcome horizon had ended by the test date"
+    )
+    return splits, description
+
+
+def _fold_splits(
+    labelled: Observations, min_churned: int, folds: int, random_state: int
+) -> tuple[list[Split], str]:
+    labels = labelled.frame["label"].to_numpy(dtype=int)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if min(positives, negatives) < max(folds, min_churned):
+        raise InsufficientLabels(
+            positives, negatives, max(folds, min_churned), "validate"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+    splits = [
+        Split(f"fold {index + 1}", train, test, train)
+        for index, (train, test) in enumerate(
+            splitter.split(np.zeros(len(labels)), labels)
+        )
+    ]
+    day = labelled.dates[0].isoformat()
+    description = (
+        f"{folds}-fold stratified cross-validation on the one labelled date, {day}"
+    )
+    return splits, description
+
+
+def run_methods(
+    project: Project,
+    observations: Observations,
+    methods: Sequence[Method],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[MethodResult], str]:
+    """Fit and score every method on the same splits and measure the results.
+
+    Returns one result per method, in the order given, and the split description.
+    A method that fails on a split for too few labels is skipped on that split, and
+    its notes record that. Such a failure never stops the other methods.
+    """
+    labelled = observations.labelled()
+    settings = project.config.validation
+    splits, description = make_splits(
+        project, labelled, settings.min_churned, settings.folds
+    )
+    if not splits:
+        raise InsufficientLabels(*labelled.label_counts, settings.min_churned, "split")
+    at_risk = _at_risk_band(project.config.bands)
+    band_order = [band.name for band in project.config.bands]
+    results = []
+    for method in methods:
+        if progress:
+            progress(f"backtesting {method.key}")
+        results.append(_run_one(project, labelled, method, splits, at_risk, band_order))
+    return results, description
+
+
+def _run_one(
+    project: Project,
+    labelled: Observations,
+    method: Method,
+    splits: list[Split],
+    at_risk: str,
+    band_order: list[str],
+) -> MethodResult:
+    frame = labelled.frame
+    result = MethodResult(method.key, method.explainable)
+    result.split_names = [split.name for split in splits]
+    pieces = []
+    calibrations = set()
+    for split in splits:
+        train = frame.iloc[split.train]
+        test = frame.iloc[split.test]
+        context = FitContext(
+            project, labelled, project.config.validation.min_churned, split
+        )
+        started = time.perf_counter()
+        try:
+            prediction = method.fit_predict(train, test, context)
+        except InsufficientLabels as exc:
+            result.notes.append(f"{split.name}: skipped, {exc}")
+            continue
+        except ValueError as exc:
+            result.notes.append(f"{split.name}: skipped, {exc}")
+            continue
+        except ImportError as exc:
+            result.notes.append(f"not available in this installation ({exc})")
+            return result
+        result.fit_seconds += time.perf_counter() - started
+        result.notes.extend(f"{split.name}: {note}" for note in prediction.notes)
+        piece = test[["account_id", "as_of", "label", "churn_date", "band"]].copy()
+        piece["split"] = split.name
+        piece["risk"] = prediction.test_risk
+        probability, calibration = _probability(prediction, train, split, context)
+        if calibration is None:
+            result.notes.append(
+                f"{split.name}: no churn probability, because the training rows have "
+                f"fewer than {context.min_churned} churned or retained rows to "
+                "calibrate on"
+            )
+        else:
+            calibrations.add(calibration)
+        piece["probability"] = probability
+        piece["method_band"] = (
+            prediction.test_band if prediction.test_band is not None else None
+        )
+        piece["flagged"] = _flagged(prediction, train, at_risk)
+        pieces.append(piece)
+        result.splits.append(
+            {
+                "split": split.name,
+                "train_rows": len(train),
+                "train_churned": int(train["label"].sum()),
+                "test_rows": len(test),
+                "test_churned": int(test["label"].sum()),
+                "roc_auc": _number(
+                    roc_auc(piece["label"].to_numpy(), piece["risk"].to_numpy())
+                ),
+            }
+        )
+    if not pieces:
+        result.notes.append("no split could be scored, so there are no measures")
+        return result
+    predictions = pd.concat(pieces, ignore_index=True)
+    result.predictions = predictions
+    _measure(result, predictions, at_risk, band_order)
+    result.calibration = " and ".join(sorted(calibrations))
+    return result
+
+
+def _probability(
+    prediction: Prediction,
+    train: pd.DataFrame,
+    split: Split,
+    context: FitContext,
+) -> tuple[np.ndarray, str | None]:
+    """Return the test rows' churn probabilities and the calibration's name.
+
+    The name is None when too few labels leave the risk uncalibrated (all NaN).
+    """
+    if prediction.test_probability is not None:
+        return np.asarray(prediction.test_probability, dtype=float), "the method's own"
+    # Rows of the calibration part, as positions inside the training part.
+    calibrate = np.isin(split.train, split.calibrate)
+    risk = np.asarray(prediction.train_risk, dtype=float)
+    labels = train["label"].to_numpy(dtype=float)
+    calibrator = ScoreCalibrator("auto", context.min_churned)
+    try:
+        calibrator.fit(risk[calibrate], labels[calibrate])
+    except InsufficientLabels:
+        try:
+            calibrator.fit(risk, labels)
+        except InsufficientLabels:
+            nan = np.full(len(prediction.test_risk), np.nan)
+            return nan, None
+    name = "isotonic" if calibrator.method_ == "isotonic" else "Platt (sigmoid)"
+    return calibrator.predict(prediction.test_risk), name
+
+
+def _flagged(prediction: Prediction, train: pd.DataFrame, at_risk: str) -> np.ndarray:
+    if prediction.test_band is not None:
+        return np.asarray(prediction.test_band, dtype=object) == at_risk
+    # Flag as many test rows as the live scorecard banded at risk in training.
+    share = float((train["band"] == at_risk).mean())
+    risk = np.asarray(prediction.train_risk, dtype=float)
+    finite = risk[np.isfinite(risk)]
+    if share <= 0 or finite.size == 0:
+        return np.zeros(len(prediction.test_risk), dtype=bool)
+    threshold = np.quantile(finite, 1 - share)
+    return np.asarray(prediction.test_risk, dtype=float) >= threshold
+
+
+def _measure(
+    result: MethodResult, predictions: pd.DataFrame, at_risk: str, band_order: list[str]
+) -> None:
+    labels = predictions["label"].to_numpy(dtype=float)
+    risk = predictions["risk"].to_numpy(dtype=float)
+    result.rows = len(predictions)
+    result.churned = int(np.nansum(labels))
+    result.roc_auc = roc_auc(labels, risk)
+    result.lift_top_decile = lift(labels, risk, TOP_FRACTION)
+    probability = predictions["probability"].to_numpy(dtype=float)
+    if np.isfinite(probability).any():
+        result.ece = expected_calibration_error(labels, probability)
+        result.reliability = reliability_curve(labels, probability)
+    flagged = predictions["flagged"].to_numpy(dtype=bool)
+    result.precision_at_risk, result.recall_at_risk = band_precision_recall(
+        labels, flagged
+    )
+    bands = predictions["method_band"]
+    if bands.notna().any():
+        result.bands, result.band_falls = churn_by_band(
+            labels, bands.to_numpy(dtype=object), band_order
+        )
+    leads = lead_times(predictions[["account_id", "as_of", "flagged", "churn_date"]])
+    churned_accounts = predictions.loc[
+        predictions["churn_date"].notna(), "account_id"
+    ].nunique()
+    if churned_accounts and predictions["as_of"].nunique() > 1:
+        result.flagged_churned_share = len(leads) / churned_accounts
+        result.lead_time_days = float(leads.median()) if len(leads) else math.nan
+    elif not churned_accounts:
+        result.notes.append("no churn dates, so no lead time")
+
+
+def _at_risk_band(bands: list[BandConfig]) -> str:
+    """Return the name of the lowest band, which backtests treat as at risk."""
+    return min(bands, key=lambda band: band.min).name
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
+        return None
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def results_folder(project: Project) -> Path:
+    """Folder of stored validation results: `models/` beside the snapshot folder."""
+    return project.path(project.config.store.snapshots).parent / "models"
+
+
+def save_results(project: Project, name: str, payload: dict[str, Any]) -> Path:
+    """Store `payload` as `<results folder>/<name>.json`, replacing it whole."""
+    folder = results_folder(project)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    temporary = folder / f".{name}.json.tmp"
+    temporary.write_text(
+        json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n",
+        encoding="utf-8",
+    )
+    temporary.replace(path)
+    return path
+
+
+def load_results(project: Project, name: str) -> dict[str, Any] | None:
+    """Read stored results `name`, or None when there are none."""
+    path = results_folder(project) / f"{name}.json"
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data

@@ -1,0 +1,340 @@
+"""Churn labels per account and as-of date, with censoring.
+
+A label records whether an account scored on an as-of date churned within the outcome
+horizon after it: 1.0 churned, 0.0 retained, NaN unknown. A label is unknown when the
+horizon ends after the last date the outcomes are complete (censored), so an account
+whose renewal is not yet recorded is never counted as retained or churned.
+
+Labels come from one of three places (`validation.labels`):
+
+- `subscriptions`: churned when the account has a subscription active on the as-of
+  date and none active on the day the horizon ends, as `healthscore.outcomes` counts
+  it. The churn date is the first day after the as-of date with no active
+  subscription.
+- `outcomes`: churn outcomes imported into the operational store. An account churned
+  when a churn outcome falls after the as-of date and on or before the horizon's end.
+- `column`: an accounts column with a churn flag, for data sets that are one snapshot.
+  It has no dates, so it is never censored and has no churn date.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+
+from healthscore.config import Project
+from healthscore.engine import connect
+from healthscore.outcomes import horizon_end
+from healthscore.sources import SourceSet, load_sources
+from healthscore.store.state import StateStore
+from healthscore.store.tables_tasks import outcomes as outcomes_table
+
+__all__ = [
+    "LABEL_COLUMNS",
+    "LabelSet",
+    "build_labels",
+    "column_labels",
+    "label_source",
+    "outcome_labels",
+    "subscription_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of a label frame.
+LABEL_COLUMNS = ["account_id", "as_of", "label", "churn_date"]
+
+
+@dataclass
+class LabelSet:
+    """Labels of many (account, as-of date) pairs and how they were made."""
+
+    frame: pd.DataFrame
+    """Columns LABEL_COLUMNS, with `as_of` and `churn_date` as datetime64[ns]."""
+    source: str
+    """`subscriptions`, `outcomes` or `column`."""
+    observed_until: date | None
+    """Last date the outcomes are complete, or None for a label column."""
+    notes: list[str] = field(default_factory=list)
+    """Plain sentences on what was censored or assumed."""
+
+
+def label_source(project: Project) -> str:
+    """Return where the project's churn labels come from (see `validation.labels`)."""
+    settings = project.config.validation
+    if settings.labels is not None:
+        return settings.labels
+    if settings.label_column is not None:
+        return "column"
+    if project.config.sources_of_kind("subscriptions"):
+        return "subscriptions"
+    return "outcomes"
+
+
+def build_labels(
+    project: Project,
+    population: pd.DataFrame,
+    sources: SourceSet | None = None,
+) -> LabelSet:
+    """Label every (account_id, as_of) row of `population`.
+
+    Parameters
+    ----------
+    project
+        The project. Its `validation` and `outcomes` set the source and horizon.
+    population
+        Rows with `account_id` (str) and `as_of` (datetime64 or date).
+    sources
+        Sources with at least the accounts and subscriptions read. By default only
+        those two sources are read, so large event files are not loaded.
+
+    Raises
+    ------
+    ValueError
+        When the chosen label source cannot be used, with what to set instead.
+    """
+    kind = label_source(project)
+    pairs = population[["account_id", "as_of"]].copy()
+    pairs["as_of"] = pd.to_datetime(pairs["as_of"]).astype("datetime64[ns]")
+    if kind == "outcomes":
+        with StateStore.open(project.config.store.state, project.root) as state:
+            stored = _stored_outcomes(state)
+        return outcome_labels(project, pairs, stored)
+    if sources is None:
+        sources = open_label_sources(project)
+    if kind == "column":
+        return column_labels(project, pairs, sources.accounts())
+    names = project.config.sources_of_kind("subscriptions")
+    if not names:
+        raise ValueError(
+            "validation.labels is subscriptions but the project has no source of kind "
+            "subscriptions; add one, import churn outcomes and set validation.labels "
+            "to outcomes, or set validation.label_column"
+        )
+    table = sources.rows(names[0]).execute()
+    return subscription_labels(project, pairs, _subscription_frame(table))
+
+
+def open_label_sources(project: Project) -> SourceSet:
+    """Read only the accounts and subscriptions sources of `project`."""
+    config = project.config
+    keep = {config.accounts_source(), *config.sources_of_kind("subscriptions")}
+    subset = config.model_copy(
+        update={
+            "sources": {
+                name: source for name, source in config.sources.items() if name in keep
+            }
+        }
+    )
+    light = Project(root=project.root, config=subset)
+    return load_sources(light, connect(light))
+
+
+def subscription_labels(
+    project: Project, pairs: pd.DataFrame, subscriptions: pd.DataFrame
+) -> LabelSet:
+    """Label `pairs` from subscription rows (account_id, start, exclusive end).
+
+    An account is active on day d when start <= d < end (no end: open). Pairs whose
+    account is not active on the as-of date get NaN, because they cannot churn.
+    """
+    observed, note = _subscriptions_observed_until(project, subscriptions)
+    frame = pairs.copy()
+    frame["label"] = np.nan
+    frame["churn_date"] = pd.NaT
+    frame["churn_date"] = frame["churn_date"].astype("datetime64[ns]")
+    notes = [note] if note else []
+    by_account = {
+        account: (rows["start"].to_numpy(), rows["end"].to_numpy())
+        for account, rows in subscriptions.groupby("account_id", sort=False)
+    }
+    censored = 0
+    for as_of, rows in frame.groupby("as_of", sort=True):
+        day = as_of.date()
+        end = horizon_end(project, day)
+        if observed is not None and end > observed:
+            censored += len(rows)
+            continue
+        day64 = np.datetime64(day, "ns")
+        end64 = np.datetime64(end, "ns")
+        labels = np.full(len(rows), np.nan)
+        churn_dates = np.full(len(rows), np.datetime64("NaT"), dtype="datetime64[ns]")
+        for position, account in enumerate(rows["account_id"].to_numpy()):
+            spans = by_account.get(account)
+            if spans is None or not _active(spans, day64):
+                continue
+            if _active(spans, end64):
+                labels[position] = 0.0
+            else:
+                labels[position] = 1.0
+                churn_dates[position] = _coverage_end(spans, day64)
+        frame.loc[rows.index, "label"] = labels
+        frame.loc[rows.index, "churn_date"] = churn_dates
+    if censored:
+        notes.append(
+            f"{censored} observations are censored (no label): their "
+            f"{project.config.outcomes.horizon} horizon ends after "
+            f"{observed.isoformat() if observed else 'the data'}"
+        )
+    return LabelSet(frame[LABEL_COLUMNS], "subscriptions", observed, notes)
+
+
+def outcome_labels(
+    project: Project, pairs: pd.DataFrame, stored: pd.DataFrame
+) -> LabelSet:
+    """Label `pairs` from imported outcomes (account_id, kind, occurred_on).
+
+    Outcomes are complete up to `outcomes.observed_until`, or else up to the latest
+    imported outcome of any kind. An account with a churn outcome on or before the
+    as-of date already left, so its pair gets NaN.
+    """
+    churns = stored[stored["kind"] == "churned"]
+    observed = project.config.outcomes.observed_until
+    notes = []
+    if observed is None:
+        if stored.empty:
+            raise ValueError(
+                "no outcomes are imported, so churn labels cannot be made; import "
+                "them with `healthscore outcomes import FILE`, or set "
+                "validation.label_column"
+            )
+        observed = max(stored["occurred_on"])
+        notes.append(
+            "outcomes.observed_until is not set, so outcomes are taken as complete "
+            f"up to the latest imported outcome, {observed.isoformat()}"
+        )
+    first_churn = churns.groupby("account_id")["occurred_on"].min()
+    frame = pairs.copy()
+    frame["label"] = np.nan
+    frame["churn_date"] = pd.NaT
+    frame["churn_date"] = frame["churn_date"].astype("datetime64[ns]")
+    censored = 0
+    for as_of, rows in frame.groupby("as_of", sort=True):
+        day = as_of.date()
+        end = horizon_end(project, day)
+        if end > observed:
+            censored += len(rows)
+            continue
+        churned_on = rows["account_id"].map(first_churn)
+        for position, when in zip(rows.index, churned_on, strict=True):
+            if pd.isna(when):
+                frame.loc[position, "label"] = 0.0
+            elif when <= day:
+                continue
+            elif when <= end:
+                frame.loc[position, "label"] = 1.0
+                frame.loc[position, "churn_date"] = pd.Timestamp(when)
+            else:
+                frame.loc[position, "label"] = 0.0
+    if censored:
+        notes.append(
+            f"{censored} observations are censored (no label): their "
+            f"{project.config.outcomes.horizon} horizon ends after "
+            f"{observed.isoformat()}"
+        )
+    return LabelSet(frame[LABEL_COLUMNS], "outcomes", observed, notes)
+
+
+def column_labels(
+    project: Project, pairs: pd.DataFrame, accounts: pd.DataFrame
+) -> LabelSet:
+    """Label `pairs` from the accounts column named by `validation.label_column`."""
+    setting = project.config.validation.label_column
+    if setting is None:
+        raise ValueError(
+            "validation.labels is column but validation.label_column is not set; "
+            "name the accounts column that records churn"
+        )
+    if setting.column not in accounts.columns:
+        raise ValueError(
+            f"validation.label_column.column {setting.column!r} is not a column of "
+            f"the accounts source; its columns are {', '.join(accounts.columns)}"
+        )
+    values = accounts[setting.column]
+    churned = set(setting.churned)
+    flags = values.map(
+        lambda value: np.nan if pd.isna(value) else float(str(value) in churned)
+    )
+    frame = pairs.copy()
+    frame["label"] = frame["account_id"].map(flags).astype("float64")
+    frame["churn_date"] = pd.NaT
+    frame["churn_date"] = frame["churn_date"].astype("datetime64[ns]")
+    notes = [
+        f"labels come from the accounts column {setting.column!r} "
+        f"({', '.join(sorted(churned))} = churned); it has no dates, so there is no "
+        "churn date and no lead time"
+    ]
+    return LabelSet(frame[LABEL_COLUMNS], "column", None, notes)
+
+
+# Helpers
+
+
+def _stored_outcomes(state: StateStore) -> pd.DataFrame:
+    query = select(
+        outcomes_table.c.account_id, outcomes_table.c.kind, outcomes_table.c.occurred_on
+    )
+    with state.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return pd.DataFrame(
+        [tuple(row) for row in rows], columns=["account_id", "kind", "occurred_on"]
+    )
+
+
+def _subscription_frame(table: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame({"account_id": table["account_id"].astype(str)})
+    frame["start"] = pd.to_datetime(table["start"]).astype("datetime64[ns]")
+    if "end" in table.columns:
+        frame["end"] = pd.to_datetime(table["end"]).astype("datetime64[ns]")
+    else:
+        frame["end"] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    return frame.sort_values(["account_id", "start"], kind="stable")
+
+
+def _subscriptions_observed_until(
+    project: Project, subscriptions: pd.DataFrame
+) -> tuple[date | None, str | None]:
+    observed = project.config.outcomes.observed_until
+    if observed is not None:
+        return observed, None
+    if subscriptions.empty:
+        return None, None
+    latest = pd.Timestamp(subscriptions["start"].max()).date()
+    note = (
+        "outcomes.observed_until is not set, so subscriptions are taken as complete "
+        f"up to the latest subscription start, {latest.isoformat()}; set it to the "
+        "last date with complete subscriptions"
+    )
+    return latest, note
+
+
+def _active(spans: tuple[np.ndarray, np.ndarray], day: np.datetime64) -> bool:
+    starts, ends = spans
+    open_end = np.isnat(ends)
+    return bool(np.any((starts <= day) & (open_end | (ends > day))))
+
+
+def _coverage_end(spans: tuple[np.ndarray, np.ndarray], day: np.datetime64) -> object:
+    """First day after `day` without an active subscription (spans may chain)."""
+    starts, ends = spans
+    covered = day
+    changed = True
+    while changed:
+        changed = False
+        for start, end in zip(starts, ends, strict=True):
+            if np.isnat(end):
+                continue
+            if start <= covered < end:
+                covered = end
+                changed = True
+    return covered
+
+
+def horizon_days(project: Project, as_of: date) -> int:
+    """Days from `as_of` to the end of its outcome horizon."""
+    return (horizon_end(project, as_of) - as_of) // timedelta(days=1)

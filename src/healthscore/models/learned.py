@@ -1,0 +1,276 @@
+"""Learned scorecard weights: a logistic regression on measure scores against churn.
+
+`LearnedWeights` fits an L2-regularized logistic regression of the churn label on the
+normalized measure scores (0-100, higher is healthier) of one scorecard. A coefficient
+of zero or above means a higher score goes with as much or more churn, and such a
+measure cannot get a positive weight in a health score. The measure with the largest
+such coefficient is removed and the model fitted again, until every remaining
+coefficient is negative. The weights are the
+negated coefficients per score point, scaled to sum to 1.
+
+`propose` turns the weights into scorecards: each measure keeps its normalization and
+gets its learned weight, each component the sum of its measures' weights, so a
+measure's share of the score equals its learned weight. Missing measures pass on their
+weight as in any scorecard (see `healthscore.scoring.weights`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
+
+from healthscore.config import Project
+from healthscore.config.models import ComponentConfig, ScorecardConfig
+from healthscore.models.dataset import Observations
+from healthscore.models.errors import InsufficientLabels
+from healthscore.scoring.weights import Layout, weigh
+
+__all__ = [
+    "LearnedWeights",
+    "Proposal",
+    "card_measure_columns",
+    "propose",
+    "scorecard_diff",
+    "scorecards_yaml",
+    "weigh_card",
+    "write_proposal",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Decimal places of the weights written to a proposed scorecard, in percent.
+WEIGHT_DECIMALS = 2
+
+
+class LearnedWeights(BaseEstimator):
+    """Non-negative weights of measure scores from a regularized logistic regression.
+
+    Parameters
+    ----------
+    C : float
+        Inverse L2 regularization strength on standardized measure scores, as in
+        scikit-learn's LogisticRegression.
+    min_churned : int
+        Churned and retained rows each needed to fit.
+    """
+
+    def __init__(self, C: float = 1.0, min_churned: int = 10) -> None:
+        self.C = C
+        self.min_churned = min_churned
+
+    def fit(self, X: pd.DataFrame, y: Any) -> LearnedWeights:
+        """Fit on measure scores `X` (NaN for missing) and churn labels `y` (1/0).
+
+        Missing scores are filled with the column's training mean for the fit only.
+
+        Raises
+        ------
+        InsufficientLabels
+            When churned or retained rows are fewer than `min_churned`.
+        ValueError
+            When no measure has a negative coefficient, so no weight can be learned.
+        """
+        labels = np.asarray(y, dtype=float)
+        positives = int((labels == 1).sum())
+        negatives = int((labels == 0).sum())
+        if min(positives, negatives) < self.min_churned:
+            raise InsufficientLabels(positives, negatives, self.min_churned, "train")
+        self.feature_names_in_ = np.array(list(X.columns), dtype=object)
+        means = X.mean()
+        self.fill_values_ = means.fillna(50.0)
+        filled = X.fillna(self.fill_values_)
+        spread = filled.std(ddof=0)
+        active = [column for column in X.columns if spread[column] > 0]
+        self.removed_ = [column for column in X.columns if column not in active]
+        coefficients = pd.Series(dtype=float)
+        while active:
+            matrix = (filled[active] - filled[active].mean()) / spread[active]
+            model = LogisticRegression(C=self.C, max_iter=1000)
+            model.fit(matrix.to_numpy(), labels)
+            coefficients = pd.Series(model.coef_[0] / spread[active].to_numpy(), active)
+            worst = coefficients.idxmax()
+            if coefficients[worst] < 0:
+                break
+            # A higher score goes with more churn: no non-negative weight fits it.
+            active.remove(worst)
+            self.removed_.append(worst)
+            coefficients = pd.Series(dtype=float)
+        if coefficients.empty:
+            raise ValueError(
+                "no measure's score is lower for churned accounts than for retained "
+                "ones once the others are accounted for, so no weights can be learned"
+            )
+        raw = -coefficients
+        weights = pd.Series(0.0, index=list(X.columns))
+        weights[raw.index] = raw / raw.sum()
+        self.weights_ = weights
+        self.coefficients_ = coefficients
+        return self
+
+
+@dataclass
+class Proposal:
+    """Learned weights of every scorecard, and the proposed scorecards."""
+
+    scorecards: list[ScorecardConfig]
+    weights: pd.DataFrame
+    """scorecard, component, measure, current (share), proposed (share), change."""
+    dates: list[date]
+    notes: list[str] = field(default_factory=list)
+
+
+def card_measure_columns(card: ScorecardConfig) -> list[str]:
+    """Observation columns of the scorecard's measures, in layout order."""
+    return [f"measure:{name}" for name in Layout.of(card).measure_names]
+
+
+def weigh_card(card: ScorecardConfig, frame: pd.DataFrame) -> np.ndarray:
+    """Score the rows of `frame` under `card` from their stored measure scores.
+
+    A measure missing from the frame counts as missing for every row.
+    """
+    layout = Layout.of(card)
+    columns = [f"measure:{name}" for name in layout.measure_names]
+    matrix = (
+        np.column_stack(
+            [
+                frame[column].to_numpy(dtype=float)
+                if column in frame.columns
+                else np.full(len(frame), np.nan)
+                for column in columns
+            ]
+        )
+        if columns
+        else np.empty((len(frame), 0))
+    )
+    return weigh(layout, matrix).score
+
+
+def propose(
+    project: Project,
+    observations: Observations,
+    *,
+    C: float = 1.0,
+) -> Proposal:
+    """Learn weights for every scorecard from the labelled observations.
+
+    A scorecard with too few labelled rows, or without a measure that separates
+    churned from retained accounts, keeps its current weights, and a note gives the
+    reason.
+    """
+    labelled = observations.labelled().frame
+    minimum = project.config.validation.min_churned
+    cards = []
+    rows = []
+    notes = []
+    for card in project.config.scorecards:
+        routed = labelled[labelled["scorecard"] == card.name]
+        columns = card_measure_columns(card)
+        current = pd.Series(Layout.of(card).measure_shares, index=columns)
+        try:
+            model = LearnedWeights(C=C, min_churned=minimum).fit(
+                routed.reindex(columns=columns), routed["label"]
+            )
+        except (InsufficientLabels, ValueError) as exc:
+            notes.append(f"scorecard {card.name} keeps its weights: {exc}")
+            cards.append(card)
+            proposed = current
+        else:
+            new_card = proposed_card(card, model.weights_)
+            cards.append(new_card)
+            proposed = pd.Series(0.0, index=columns)
+            shares = Layout.of(new_card)
+            proposed[card_measure_columns(new_card)] = shares.measure_shares
+            if model.removed_:
+                removed = ", ".join(
+                    name.removeprefix("measure:") for name in model.removed_
+                )
+                notes.append(
+                    f"scorecard {card.name}: weight 0 for {removed}, whose scores do "
+                    "not fall with churn once the other measures are accounted for"
+                )
+        layout = Layout.of(card)
+        for measure, component, column in zip(
+            layout.measure_names,
+            [layout.component_names[i] for i in layout.measure_component],
+            columns,
+            strict=True,
+        ):
+            rows.append(
+                {
+                    "scorecard": card.name,
+                    "component": component,
+                    "measure": measure,
+                    "current": float(current[column]),
+                    "proposed": float(proposed[column]),
+                }
+            )
+    weights = pd.DataFrame(
+        rows, columns=["scorecard", "component", "measure", "current", "proposed"]
+    )
+    weights["change"] = weights["proposed"] - weights["current"]
+    return Proposal(cards, weights, list(observations.dates), notes)
+
+
+def proposed_card(card: ScorecardConfig, weights: pd.Series) -> ScorecardConfig:
+    """Return `card` with learned measure weights (shares summing to 1).
+
+    Weights are written in percent with WEIGHT_DECIMALS decimals. Measures whose
+    rounded weight is 0 are removed, and so are components left without measures.
+    """
+    components = {}
+    for name, component in card.components.items():
+        measures = []
+        for measure in component.measures:
+            share = float(weights.get(f"measure:{measure.measure_name}", 0.0))
+            percent = round(100 * share, WEIGHT_DECIMALS)
+            if percent > 0:
+                measures.append(measure.model_copy(update={"weight": percent}))
+        if measures:
+            total = round(sum(measure.weight for measure in measures), WEIGHT_DECIMALS)
+            components[name] = ComponentConfig(weight=total, measures=measures)
+    return card.model_copy(update={"components": components, "version": None})
+
+
+def scorecards_yaml(cards: list[ScorecardConfig]) -> str:
+    """Return the `scorecards:` list of `cards` as YAML."""
+    data = [
+        card.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        for card in cards
+    ]
+    text: str = yaml.safe_dump({"scorecards": data}, sort_keys=False, width=88)
+    return text
+
+
+def scorecard_diff(
+    current: list[ScorecardConfig], proposed: list[ScorecardConfig]
+) -> str:
+    """Return a unified diff from the current scorecards to the proposed ones."""
+    before = scorecards_yaml(current).splitlines(keepends=True)
+    after = scorecards_yaml(proposed).splitlines(keepends=True)
+    return "".join(
+        difflib.unified_diff(before, after, "current scorecards", "proposed scorecards")
+    )
+
+
+def write_proposal(proposal: Proposal, path: Path, header: list[str]) -> Path:
+    """Write the proposed scorecards to `path`, with `header` lines as comments."""
+    comments = "".join(f"# {line}\n" for line in header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(
+        comments + scorecards_yaml(proposal.scorecards), encoding="utf-8"
+    )
+    temporary.replace(path)
+    logger.info("wrote proposed scorecards to %s", path)
+    return path

@@ -1,0 +1,190 @@
+"""The report's models section: the stored backtest and comparison of scoring methods.
+
+`healthscore backtest` and `healthscore compare` store their measures as JSON (see
+`healthscore.models.backtest.save_results`). This module reads them and draws the
+charts: the reliability curve and churn per band of the configured scorecards, and
+ROC AUC and lift per method. Without stored results the section is left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io
+from markupsafe import Markup
+
+from healthscore.config import Project
+from healthscore.report.charts import CHART_CONFIG
+
+__all__ = ["ModelsSection", "models_section"]
+
+
+@dataclass(frozen=True)
+class ModelsSection:
+    """Tables and charts of the stored validation results."""
+
+    backtest: dict[str, Any] | None
+    compare: dict[str, Any] | None
+    charts: dict[str, Markup]
+
+    @property
+    def backtest_rows(self) -> list[dict[str, str]]:
+        """Rows of the backtest table, formatted for display."""
+        methods = self.backtest["methods"] if self.backtest else []
+        return [_display(method) for method in methods]
+
+    @property
+    def compare_rows(self) -> list[dict[str, str]]:
+        """Rows of the comparison table, formatted for display."""
+        methods = self.compare["methods"] if self.compare else []
+        return [_display(method) for method in methods]
+
+
+def _display(method: dict[str, Any]) -> dict[str, str]:
+    def fixed(key: str, digits: int) -> str:
+        value = method.get(key)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def percent(key: str) -> str:
+        value = method.get(key)
+        return "-" if value is None else f"{value:.1%}"
+
+    return {
+        "method": str(method["method"]),
+        "roc_auc": fixed("roc_auc", 3),
+        "lift": fixed("lift_top_decile", 2),
+        "ece": fixed("ece", 4),
+        "lead_time": fixed("lead_time_days", 1),
+        "precision": percent("precision_at_risk"),
+        "recall": percent("recall_at_risk"),
+        "fit_seconds": fixed("fit_seconds", 1),
+        "explainable": "yes" if method.get("explainable") else "no",
+    }
+
+
+def models_section(project: Project) -> ModelsSection | None:
+    """Return the section from the stored results, or None when there are none."""
+    # Imported here because the backtest module loads scikit-learn, which every CLI
+    # command would otherwise pay for at start.
+    from healthscore.models.backtest import load_results
+
+    backtest = load_results(project, "backtest")
+    compare = load_results(project, "compare")
+    if backtest is None and compare is None:
+        return None
+    charts: dict[str, Markup] = {}
+    if backtest is not None and backtest.get("methods"):
+        live = backtest["methods"][0]
+        if live.get("reliability"):
+            charts["reliability"] = _reliability_chart(live)
+        if live.get("bands"):
+            charts["bands"] = _band_chart(live)
+    if compare is not None and compare.get("methods"):
+        charts["compare"] = _compare_chart(compare["methods"])
+    return ModelsSection(backtest, compare, charts)
+
+
+def _reliability_chart(method: dict[str, Any]) -> Markup:
+    rows = method["reliability"]
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="Perfect calibration",
+            line={"dash": "dash", "color": "#999999"},
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[row["predicted"] for row in rows],
+            y=[row["observed"] for row in rows],
+            mode="lines+markers",
+            name="Observed churn rate",
+            marker={"size": 8, "color": "#0072B2"},
+            customdata=[row["rows"] for row in rows],
+            hovertemplate="predicted %{x:.1%}, observed %{y:.1%}, %{customdata} "
+            "observations<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        xaxis={
+            "title": {"text": "Mean predicted churn probability"},
+            "tickformat": ".0%",
+        },
+        yaxis={"title": {"text": "Observed churn rate"}, "tickformat": ".0%"},
+        height=360,
+        margin={"l": 60, "r": 20, "t": 20, "b": 50},
+        template="plotly_white",
+    )
+    return _html(figure, "models-reliability")
+
+
+def _band_chart(method: dict[str, Any]) -> Markup:
+    bands = [row for row in method["bands"] if row["rows"]]
+    figure = go.Figure(
+        go.Bar(
+            x=[row["band"] for row in bands],
+            y=[row["rate"] for row in bands],
+            marker={"color": "#D55E00"},
+            customdata=[[row["churned"], row["rows"]] for row in bands],
+            hovertemplate="%{x}: %{customdata[0]} of %{customdata[1]} churned "
+            "(%{y:.1%})<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        xaxis={"title": {"text": "Band"}},
+        yaxis={"title": {"text": "Churn rate on test dates"}, "tickformat": ".1%"},
+        height=320,
+        margin={"l": 60, "r": 20, "t": 20, "b": 50},
+        template="plotly_white",
+    )
+    return _html(figure, "models-bands")
+
+
+def _compare_chart(methods: list[dict[str, Any]]) -> Markup:
+    names = [method["method"] for method in methods]
+    figure = go.Figure()
+    figure.add_trace(
+        go.Bar(
+            x=names,
+            y=[method["roc_auc"] for method in methods],
+            name="ROC AUC",
+            marker={"color": "#0072B2"},
+        )
+    )
+    figure.add_trace(
+        go.Bar(
+            x=names,
+            y=[method["lift_top_decile"] for method in methods],
+            name="Lift in the riskiest 10%",
+            marker={"color": "#E69F00"},
+            yaxis="y2",
+        )
+    )
+    figure.update_layout(
+        barmode="group",
+        yaxis={"title": {"text": "ROC AUC"}, "range": [0, 1]},
+        yaxis2={"title": {"text": "Lift"}, "overlaying": "y", "side": "right"},
+        height=360,
+        margin={"l": 60, "r": 60, "t": 20, "b": 50},
+        legend={"orientation": "h", "y": -0.2},
+        template="plotly_white",
+    )
+    return _html(figure, "models-compare")
+
+
+def _html(figure: go.Figure, div_id: str) -> Markup:
+    return Markup(
+        plotly.io.to_html(
+            figure,
+            full_html=False,
+            include_plotlyjs=False,
+            include_mathjax=False,
+            config=CHART_CONFIG,
+            div_id=div_id,
+        )
+    )

@@ -1,0 +1,254 @@
+"""Backtest measures against hand-computed cases, and time-ordered splits."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healthscore.config import Project
+from healthscore.config.models import ProjectConfig
+from healthscore.models.backtest import make_splits
+from healthscore.models.dataset import Observations
+from healthscore.models.errors import InsufficientLabels
+from healthscore.models.evaluation import (
+    ScoreCalibrator,
+    band_precision_recall,
+    churn_by_band,
+    expected_calibration_error,
+    lead_times,
+    lift,
+    reliability_curve,
+    roc_auc,
+)
+from healthscore.models.labels import LabelSet
+
+
+def test_lift_top_decile_by_hand():
+    # 20 rows, 4 churned (rate 0.2). The riskiest 2 rows hold 1 churned: 0.5 / 0.2.
+    labels = np.array([1, 0] + [0] * 15 + [1, 1, 1], dtype=float)
+    risk = np.arange(20, 0, -1, dtype=float)
+    assert lift(labels, risk, 0.1) == pytest.approx(2.5)
+
+
+def test_lift_shares_ties_at_the_cut():
+    # The top 1 of 10 rows is one of two tied rows, one churned: 0.5 churned taken.
+    labels = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1], dtype=float)
+    risk = np.array([5, 5, 1, 1, 1, 1, 1, 1, 1, 0], dtype=float)
+    assert lift(labels, risk, 0.1) == pytest.approx(0.5 / 0.2)
+
+
+def test_lift_without_churn_is_nan():
+    assert math.isnan(lift(np.zeros(10), np.arange(10.0)))
+
+
+def test_ece_by_hand():
+    # Bin [0.1, 0.2): 2 rows at 0.1 and 0.15, 1 churned -> |0.5 - 0.125| = 0.375.
+    # Bin [0.9, 1.0]: 2 rows at 0.9 and 1.0, 2 churned -> |1 - 0.95| = 0.05.
+    labels = np.array([1, 0, 1, 1], dtype=float)
+    probability = np.array([0.1, 0.15, 0.9, 1.0])
+    assert expected_calibration_error(labels, probability) == pytest.approx(
+        0.5 * 0.375 + 0.5 * 0.05
+    )
+
+
+def test_reliability_curve_leaves_out_empty_bins():
+    curve = reliability_curve(
+        np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.1, 0.15, 0.9, 1.0])
+    )
+    assert curve["bin"].tolist() == [1, 9]
+    assert curve["rows"].tolist() == [2, 2]
+    assert curve["observed"].tolist() == [0.5, 1.0]
+
+
+def test_reliability_rejects_probabilities_above_one():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        reliability_curve(np.array([1.0]), np.array([1.5]))
+
+
+def test_precision_and_recall_by_hand():
+    labels = np.array([1, 1, 0, 0, 1, np.nan])
+    flagged = np.array([True, False, True, True, True, True])
+    precision, recall = band_precision_recall(labels, flagged)
+    assert precision == pytest.approx(2 / 4)
+    assert recall == pytest.approx(2 / 3)
+
+
+def test_churn_by_band_falls():
+    labels = np.array([1, 1, 0, 1, 0, 0, 0, 0], dtype=float)
+    bands = np.array(
+        [
+            "at_risk",
+            "at_risk",
+            "at_risk",
+            "stable",
+            "stable",
+            "healthy",
+            "healthy",
+            "insufficient_data",
+        ]
+    )
+    rates, falls = churn_by_band(labels, bands, ["at_risk", "stable", "healthy"])
+    assert [(rate.rows, rate.churned) for rate in rates] == [(3, 2), (2, 1), (2, 0)]
+    assert falls is True
+
+
+def test_churn_by_band_not_falling():
+    labels = np.array([0, 1], dtype=float)
+    _, falls = churn_by_band(
+        labels, np.array(["at_risk", "healthy"]), ["at_risk", "healthy"]
+    )
+    assert falls is False
+
+
+def test_lead_time_counts_unbroken_at_risk_run():
+    rows = pd.DataFrame(
+        {
+            "account_id": ["a", "a", "a", "b", "b", "c"],
+            "as_of": pd.to_datetime(
+                [
+                    "2024-01-01",
+                    "2024-02-01",
+                    "2024-03-01",
+                    "2024-01-01",
+                    "2024-02-01",
+                    "2024-01-01",
+                ]
+            ),
+            "flagged": [False, True, True, True, False, True],
+            "churn_date": pd.to_datetime(
+                [None, None, "2024-03-20", None, "2024-02-10", None]
+            ),
+        }
+    )
+    leads = lead_times(rows)
+    # a: at risk from 2024-02-01 until churning on 2024-03-20 (48 days).
+    assert leads.to_dict() == {"a": 48.0}
+
+
+def test_roc_auc_with_one_class_is_nan():
+    assert math.isnan(roc_auc(np.zeros(5), np.arange(5.0)))
+    assert roc_auc(np.array([0, 1.0]), np.array([0.1, 0.9])) == 1.0
+
+
+def test_calibrator_raises_with_few_churned():
+    with pytest.raises(InsufficientLabels) as caught:
+        ScoreCalibrator(min_churned=10).fit(
+            np.arange(30.0), np.array([1] * 3 + [0] * 27)
+        )
+    assert caught.value.positives == 3
+    assert caught.value.negatives == 27
+
+
+def noisy_risk(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    generator = np.random.default_rng(0)
+    risk = generator.uniform(0, 100, rows)
+    labels = (generator.uniform(size=rows) < risk / 200).astype(float)
+    return risk, labels
+
+
+@pytest.mark.parametrize(("rows", "method"), [(1000, "sigmoid"), (4000, "isotonic")])
+def test_calibrator_auto_method(rows, method):
+    risk, labels = noisy_risk(rows)
+    calibrator = ScoreCalibrator().fit(risk, labels)
+    assert calibrator.method_ == method
+    predicted = calibrator.predict(np.array([10.0, 50.0, 90.0]))
+    assert predicted[0] <= predicted[1] <= predicted[2]
+    # The true churn probability at risk 50 is 0.25.
+    assert predicted[1] == pytest.approx(0.25, abs=0.06)
+
+
+def make_observations(
+    days: list[str], rows_per_day: int, churned_per_day: int
+) -> Observations:
+    frames = []
+    for day in days:
+        day_labels = [1.0] * churned_per_day + [0.0] * (rows_per_day - churned_per_day)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "account_id": [f"a{i}" for i in range(rows_per_day)],
+                    "as_of": pd.Timestamp(day),
+                    "label": day_labels,
+                }
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    label_set = LabelSet(frame[["account_id", "as_of", "label"]], "subscriptions", None)
+    dates = sorted({date.fromisoformat(day) for day in days})
+    return Observations(frame, [], [], label_set, dates)
+
+
+def monthly_project() -> Project:
+    config = ProjectConfig.model_validate(
+        {
+            "name": "splits",
+            "sources": {"accounts": {"kind": "accounts", "path": "a.csv"}},
+            "scorecards": [
+                {
+                    "name": "default",
+                    "components": {
+                        "usage": {
+                            "weight": 1,
+                            "measures": [
+                                {
+                                    "metric": "m",
+                                    "normalize": {
+                                        "method": "bounds",
+                                        "min": 0,
+                                        "max": 1,
+                                    },
+                                }
+                            ],
+                        }
+                    },
+                }
+            ],
+            "outcomes": {"horizon": "1mo"},
+        }
+    )
+    return Project(root=Path("."), config=config)
+
+
+def test_time_splits_train_only_on_finished_horizons():
+    observations = make_observations(
+        ["2024-01-01", "2024-01-15", "2024-02-01", "2024-03-01"], 20, 5
+    )
+    splits, description = make_splits(monthly_project(), observations, min_churned=3)
+    as_of = observations.frame["as_of"].dt.date.to_numpy()
+    trained = {split.name: sorted(set(as_of[split.train])) for split in splits}
+    # 2024-01-15 has no date whose month ended by then, so it is not a test date.
+    assert list(trained) == ["2024-02-01", "2024-03-01"]
+    assert trained["2024-02-01"] == [date(2024, 1, 1)]
+    assert trained["2024-03-01"] == [
+        date(2024, 1, 1),
+        date(2024, 1, 15),
+        date(2024, 2, 1),
+    ]
+    assert "time-ordered" in description
+
+
+def test_time_split_calibrates_on_latest_training_date():
+    observations = make_observations(["2024-01-01", "2024-02-01", "2024-03-01"], 20, 5)
+    splits, _ = make_splits(monthly_project(), observations, min_churned=3)
+    as_of = observations.frame["as_of"].dt.date.to_numpy()
+    assert set(as_of[splits[-1].calibrate]) == {date(2024, 2, 1)}
+
+
+def test_one_date_uses_stratified_folds():
+    observations = make_observations(["2024-01-01"], 100, 20)
+    splits, description = make_splits(monthly_project(), observations, 3, folds=5)
+    assert len(splits) == 5
+    labels = observations.frame["label"].to_numpy()
+    assert all(labels[split.test].sum() == 4 for split in splits)
+    assert "5-fold" in description
+
+
+def test_one_date_with_too_few_churned_raises():
+    observations = make_observations(["2024-01-01"], 100, 3)
+    with pytest.raises(InsufficientLabels, match="found 3 churned"):
+        make_splits(monthly_project(), observations, 3, folds=10)

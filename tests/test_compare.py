@@ -1,0 +1,370 @@
+"""`healthscore backtest`, `learn`, `compare` and shadow scorecards on a small project.
+
+The project has 240 accounts with monthly subscriptions. Each account has an activity
+level. Accounts below 0.3 log few events and churn 40 % of months, the others 2 %, so
+the score has a signal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from healthscore.cli import app
+from healthscore.monitoring.backfill import backfill
+from healthscore.pipeline import score, snapshot_store
+from project_factory import write_project
+
+ACCOUNTS = 240
+MONTHS = pd.date_range("2024-01-01", "2024-08-01", freq="MS")
+
+
+def build_files(seed: int = 0) -> dict[str, str | pd.DataFrame | list[Any]]:
+    generator = np.random.default_rng(seed)
+    activity = generator.uniform(0, 1, ACCOUNTS)
+    accounts = ["account_id,segment"] + [
+        f"a{i},{'smb' if i % 2 else 'enterprise'}" for i in range(ACCOUNTS)
+    ]
+    subscriptions = ["account_id,start,end"]
+    events = ["account_id,timestamp,event_type"]
+    for i in range(ACCOUNTS):
+        for start, end in itertools.pairwise(MONTHS):
+            subscriptions.append(f"a{i},{start.date()},{end.date()}")
+            days = pd.date_range(start, end - pd.Timedelta(days=1), freq="D")
+            count = generator.poisson(30 * activity[i] + 1)
+            for stamp in generator.choice(days, size=count):
+                events.append(f"a{i},{pd.Timestamp(stamp).date()}T12:00:00,login")
+            if generator.uniform() < (0.4 if activity[i] < 0.3 else 0.02):
+                break
+    return {
+        "accounts.csv": "\n".join(accounts) + "\n",
+        "subscriptions.csv": "\n".join(subscriptions) + "\n",
+        "events.csv": "\n".join(events) + "\n",
+    }
+
+
+def config() -> dict:
+    bounds = {"method": "bounds", "min": 0, "max": 40}
+    return {
+        "name": "compare",
+        "sources": {
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "subscriptions": {"kind": "subscriptions", "path": "subscriptions.csv"},
+            "events": {"kind": "events", "path": "events.csv"},
+        },
+        "metrics": {
+            "logins": {"type": "count", "source": "events", "window": "28d"},
+            "logins_7d": {"type": "count", "source": "events", "window": "7d"},
+            "days_since_login": {"type": "days_since", "source": "events"},
+        },
+        "scorecards": [
+            {
+                "name": "default",
+                "components": {
+                    "usage": {
+                        "weight": 1,
+                        "measures": [
+                            {"metric": "logins", "normalize": bounds},
+                            {
+                                "metric": "logins_7d",
+                                "normalize": {"method": "bounds", "min": 0, "max": 10},
+                            },
+                            {
+                                "metric": "days_since_login",
+                                "direction": "lower",
+                                "normalize": {"method": "bounds", "min": 0, "max": 30},
+                            },
+                        ],
+                    }
+                },
+            }
+        ],
+        "outcomes": {"horizon": "1mo", "observed_until": "2024-07-01"},
+        "validation": {"min_churned": 5},
+    }
+
+
+@pytest.fixture(scope="module")
+def project_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("compare")
+    project = write_project(root, config(), build_files())
+    dates = [day.date() for day in MONTHS[1:-1]]
+    backfill(project, dates)
+    return root
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_compare_json_lists_every_method(project_dir):
+    output = invoke(
+        "compare",
+        "--project",
+        str(project_dir),
+        "--methods",
+        "rules,weighted,learned",
+        "--json",
+    )
+    rows = json.loads(output)
+    assert [row["method"] for row in rows] == ["rules", "weighted", "learned"]
+    for row in rows:
+        assert set(row) >= {
+            "method",
+            "roc_auc",
+            "lift_top_decile",
+            "ece",
+            "lead_time_days",
+        }
+        assert row["roc_auc"] > 0.6
+        assert row["lead_time_days"] is not None
+
+
+def test_compare_unknown_method_fails(project_dir):
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(project_dir), "--methods", "magic"]
+    )
+    assert result.exit_code == 1
+    assert "unknown method magic" in result.output
+
+
+def test_backtest_stores_results_for_report(project_dir):
+    output = invoke("backtest", "--project", str(project_dir), "--json")
+    data = json.loads(output)
+    live = data["methods"][0]
+    assert live["method"] == "weighted"
+    assert [band["band"] for band in live["bands"]] == ["at_risk", "stable", "healthy"]
+    assert data["splits"].startswith("time-ordered")
+    stored = project_dir / ".healthscore" / "models" / "backtest.json"
+    assert json.loads(stored.read_text())["methods"][0]["roc_auc"] == live["roc_auc"]
+
+
+def test_backtest_missing_dates_names_backfill(project_dir):
+    result = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            "--project",
+            str(project_dir),
+            "--from",
+            "2023-01-01",
+            "--to",
+            "2023-03-01",
+            "--every",
+            "1mo",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "healthscore backfill --from 2023-01-01" in result.output
+
+
+def test_learn_writes_proposal_and_shadow_scores(project_dir):
+    invoke("learn", "--project", str(project_dir))
+    proposal = project_dir / "healthscore.proposed.yml"
+    assert "scorecards:" in proposal.read_text()
+    # Score the proposal beside the live scorecards.
+    from healthscore.config import load_project
+
+    text = (project_dir / "healthscore.yml").read_text()
+    (project_dir / "healthscore.yml").write_text(
+        text.replace(
+            "min_churned: 5", "min_churned: 5\n  shadow: [healthscore.proposed.yml]"
+        )
+    )
+    project = load_project(project_dir)
+    run = score(project, date(2024, 7, 1))
+    shadow = snapshot_store(project).read(date(2024, 7, 1), "shadow_scores")
+    assert len(shadow) == len(run.result.scores)
+    assert set(shadow["shadow"]) == {"healthscore.proposed.yml"}
+    output = invoke("backtest", "--project", str(project_dir), "--json")
+    methods = [row["method"] for row in json.loads(output)["methods"]]
+    assert methods == ["weighted", "shadow:healthscore.proposed.yml"]
+    output = invoke(
+        "compare",
+        "--project",
+        str(project_dir),
+        "--methods",
+        "weighted",
+        "--shadow",
+        "--json",
+    )
+    rows = json.loads(output)
+    assert [row["method"] for row in rows] == [
+        "weighted",
+        "shadow:healthscore.proposed.yml",
+    ]
+    assert rows[1]["roc_auc"] is not None
+
+
+SHADOW_ALL_AT_RISK = """scorecards:
+- name: default
+  components:
+    usage:
+      weight: 1
+      measures:
+      - metric: logins
+        normalize: {method: bounds, min: 1000, max: 2000}
+"""
+
+
+def raised_alerts(root: Path, shadow: bool) -> tuple[int, pd.DataFrame | None]:
+
+    settings = config()
+    settings["alerts"] = {
+        "rules": [{"name": "entered at risk", "kind": "band_change", "to": "at_risk"}]
+    }
+    if shadow:
+        settings["validation"]["shadow"] = ["all_at_risk.yml"]
+    files: dict[str, Any] = dict(build_files())
+    files["all_at_risk.yml"] = SHADOW_ALL_AT_RISK
+    project = write_project(root, settings, files)
+    score(project, date(2024, 5, 1))
+    run = score(project, date(2024, 6, 1))
+    assert run.monitoring is not None
+    return len(run.monitoring.alerts.raised), run.shadow
+
+
+def test_shadow_scores_raise_no_alerts(tmp_path):
+    live_alerts, no_shadow = raised_alerts(tmp_path / "live", shadow=False)
+    shadow_alerts, shadow = raised_alerts(tmp_path / "shadow", shadow=True)
+    assert no_shadow is None
+    assert shadow is not None
+    # Every shadow score is 0, so alerts read from them would flag every account.
+    assert (shadow["band"] == "at_risk").all()
+    assert shadow_alerts == live_alerts
+    assert live_alerts < len(shadow)
+
+
+def test_backtest_backfills_missing_dates(project_dir):
+    output = invoke(
+        "backtest",
+        "--project",
+        str(project_dir),
+        "--from",
+        "2024-02-15",
+        "--to",
+        "2024-05-15",
+        "--every",
+        "1mo",
+        "--backfill",
+        "--json",
+    )
+    data = json.loads(output)
+    assert data["dates"] == ["2024-02-15", "2024-03-15", "2024-04-15", "2024-05-15"]
+    assert len(data["methods"][0]["splits"]) == 3
+
+
+def test_report_shows_models_section(project_dir):
+    from healthscore.config import load_project
+    from healthscore.engine import Engine
+    from healthscore.report import churn_summary, from_run, render_report
+
+    invoke("compare", "--project", str(project_dir), "--methods", "weighted,learned")
+    invoke("backtest", "--project", str(project_dir))
+    project = load_project(project_dir)
+    run = score(project, date(2024, 6, 1), store=False)
+    engine = Engine.open(project)
+    churn = churn_summary(
+        project, engine.sources, run.result.scores, date(2024, 6, 1), date(2024, 12, 1)
+    )
+    html = render_report(from_run(run), churn)
+    assert 'id="models"' in html
+    assert 'id="models-reliability"' in html
+    assert 'id="models-compare"' in html
+    assert html.index('id="models"') < html.index('id="methodology"')
+
+
+def test_drivers_favour_retained_accounts(project_dir):
+    output = invoke("drivers", "--project", str(project_dir), "--json")
+    drivers = json.loads(output)["drivers"]
+    segments = {row["segment"] for row in drivers}
+    assert segments == {"enterprise", "smb"}
+    for row in drivers:
+        assert row["difference"] == pytest.approx(
+            row["retained_mean"] - row["churned_mean"]
+        )
+    # Busier accounts churn less, so every usage measure separates in their favour.
+    assert all(row["auc"] > 0.5 for row in drivers)
+
+
+TELCO_FILE = "telco-churn-ibm/WA_Fn-UseC_-Telco-Customer-Churn.csv"
+
+
+@pytest.fixture(scope="module")
+def telco_comparison(tmp_path_factory):
+    from conftest import SHARED_DATA_VARIABLE, require_shared_file, shared_data_folder
+    from healthscore.config import load_project
+    from healthscore.models.compare import compare_methods
+    from healthscore.models.dataset import build_observations
+
+    require_shared_file(TELCO_FILE)
+    example = Path(__file__).resolve().parents[1] / "examples" / "telco"
+    root = tmp_path_factory.mktemp("telco")
+    (root / "healthscore.yml").write_text((example / "healthscore.yml").read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SHARED_DATA_VARIABLE, str(shared_data_folder()))
+        project = load_project(root)
+        score(project, date(2024, 1, 1), monitor=False)
+        observations = build_observations(project)
+        comparison = compare_methods(
+            project, observations, ["weighted", "learned", "ml"]
+        )
+    return {result.method: result for result in comparison.results}
+
+
+def test_telco_calibration_and_bands(telco_comparison):
+    for result in telco_comparison.values():
+        assert result.ece <= 0.02, result.method
+        assert result.rows == 7043
+    assert telco_comparison["weighted"].band_falls is True
+    assert telco_comparison["learned"].roc_auc > telco_comparison["weighted"].roc_auc
+
+
+def test_telco_learned_auc_target(telco_comparison):
+    assert telco_comparison["learned"].roc_auc >= 0.84
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="below target: 10-fold ROC AUC of ml measured 0.849, see docs/validation.md",
+)
+def test_telco_ml_auc_target(telco_comparison):
+    assert telco_comparison["ml"].roc_auc >= 0.85
+
+
+def test_compare_with_few_churned_says_so(tmp_path):
+    # The sample project of `healthscore init` has 13 churned observations in four
+    # months, fewer than validation.min_churned (10) in any training part.
+    root = tmp_path / "sample"
+    invoke("init", str(root))
+    invoke(
+        "backfill",
+        "--project",
+        str(root),
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-06-01",
+        "--every",
+        "1mo",
+    )
+    output = invoke(
+        "compare", "--project", str(root), "--methods", "weighted,learned,ml", "--json"
+    )
+    rows = {row["method"]: row for row in json.loads(output)}
+    assert rows["weighted"]["roc_auc"] is not None
+    assert rows["weighted"]["ece"] is None
+    assert "no churn probability" in rows["weighted"]["note"]
+    assert "keeps its configured weights" in rows["learned"]["note"]
+    assert rows["ml"]["roc_auc"] is None
+    assert "too few" in rows["ml"]["note"]

@@ -1,0 +1,194 @@
+"""Churn labels from subscriptions, imported outcomes and a label column."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healthscore.config import Project
+from healthscore.config.models import ProjectConfig
+from healthscore.models.labels import (
+    column_labels,
+    outcome_labels,
+    subscription_labels,
+)
+
+
+def project(**outcomes) -> Project:
+    config = ProjectConfig.model_validate(
+        {
+            "name": "labels",
+            "sources": {"accounts": {"kind": "accounts", "path": "a.csv"}},
+            "scorecards": [
+                {
+                    "name": "default",
+                    "components": {
+                        "usage": {
+                            "weight": 1,
+                            "measures": [
+                                {
+                                    "metric": "m",
+                                    "normalize": {
+                                        "method": "bounds",
+                                        "min": 0,
+                                        "max": 1,
+                                    },
+                                }
+                            ],
+                        }
+                    },
+                }
+            ],
+            "outcomes": {"horizon": "1mo", **outcomes},
+            "validation": {"label_column": {"column": "Churn", "churned": ["Yes"]}},
+        }
+    )
+    from pathlib import Path
+
+    return Project(root=Path("."), config=config)
+
+
+def pairs(*rows: tuple[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "account_id": [account for account, _ in rows],
+            "as_of": pd.to_datetime([day for _, day in rows]),
+        }
+    )
+
+
+SUBSCRIPTIONS = pd.DataFrame(
+    {
+        "account_id": ["stays", "leaves", "chain", "chain", "late"],
+        "start": pd.to_datetime(
+            ["2024-01-01", "2024-01-01", "2024-01-01", "2024-02-10", "2024-03-05"]
+        ),
+        "end": pd.to_datetime([None, "2024-02-15", "2024-02-10", "2024-02-20", None]),
+    }
+)
+
+
+def labelled(frame: pd.DataFrame, account: str, day: str) -> pd.Series:
+    row = frame[
+        (frame["account_id"] == account) & (frame["as_of"] == pd.Timestamp(day))
+    ]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def test_subscription_churn_and_retention():
+    labels = subscription_labels(
+        project(observed_until="2024-06-01"),
+        pairs(("stays", "2024-02-01"), ("leaves", "2024-02-01")),
+        SUBSCRIPTIONS,
+    ).frame
+    stays = labelled(labels, "stays", "2024-02-01")
+    leaves = labelled(labels, "leaves", "2024-02-01")
+    assert stays["label"] == 0.0
+    assert pd.isna(stays["churn_date"])
+    assert leaves["label"] == 1.0
+    assert leaves["churn_date"] == pd.Timestamp("2024-02-15")
+
+
+def test_chained_subscriptions_churn_at_last_end():
+    labels = subscription_labels(
+        project(observed_until="2024-06-01"),
+        pairs(("chain", "2024-02-01")),
+        SUBSCRIPTIONS,
+    ).frame
+    row = labelled(labels, "chain", "2024-02-01")
+    assert row["label"] == 1.0
+    assert row["churn_date"] == pd.Timestamp("2024-02-20")
+
+
+def test_inactive_account_has_no_label():
+    labels = subscription_labels(
+        project(observed_until="2024-06-01"),
+        pairs(("late", "2024-02-01")),
+        SUBSCRIPTIONS,
+    ).frame
+    assert np.isnan(labelled(labels, "late", "2024-02-01")["label"])
+
+
+def test_horizon_past_observed_is_censored():
+    result = subscription_labels(
+        project(observed_until="2024-03-01"),
+        pairs(("stays", "2024-02-01"), ("stays", "2024-02-02")),
+        SUBSCRIPTIONS,
+    )
+    assert labelled(result.frame, "stays", "2024-02-01")["label"] == 0.0
+    assert np.isnan(labelled(result.frame, "stays", "2024-02-02")["label"])
+    assert any("censored" in note for note in result.notes)
+
+
+def test_observed_until_defaults_to_latest_start():
+    result = subscription_labels(
+        project(),
+        pairs(("stays", "2024-02-01"), ("stays", "2024-02-06")),
+        SUBSCRIPTIONS,
+    )
+    assert result.observed_until == date(2024, 3, 5)
+    assert labelled(result.frame, "stays", "2024-02-01")["label"] == 0.0
+    assert np.isnan(labelled(result.frame, "stays", "2024-02-06")["label"])
+
+
+def test_outcome_labels_within_horizon():
+    stored = pd.DataFrame(
+        {
+            "account_id": ["a", "b", "c"],
+            "kind": ["churned", "churned", "renewed"],
+            "occurred_on": [date(2024, 2, 20), date(2024, 1, 15), date(2024, 5, 1)],
+        }
+    )
+    result = outcome_labels(
+        project(),
+        pairs(
+            ("a", "2024-02-01"),
+            ("b", "2024-02-01"),
+            ("c", "2024-02-01"),
+            ("c", "2024-04-15"),
+        ),
+        stored,
+    )
+    frame = result.frame
+    assert labelled(frame, "a", "2024-02-01")["label"] == 1.0
+    assert labelled(frame, "a", "2024-02-01")["churn_date"] == pd.Timestamp(
+        "2024-02-20"
+    )
+    # b churned before the as-of date, so it cannot churn again.
+    assert np.isnan(labelled(frame, "b", "2024-02-01")["label"])
+    assert labelled(frame, "c", "2024-02-01")["label"] == 0.0
+    # The horizon after 2024-04-15 ends after the latest outcome, 2024-05-01.
+    assert np.isnan(labelled(frame, "c", "2024-04-15")["label"])
+
+
+def test_outcome_labels_without_outcomes_raise():
+    empty = pd.DataFrame(columns=["account_id", "kind", "occurred_on"])
+    with pytest.raises(ValueError, match="no outcomes are imported"):
+        outcome_labels(project(), pairs(("a", "2024-02-01")), empty)
+
+
+def test_column_labels_map_values():
+    accounts = pd.DataFrame(
+        {"Churn": ["Yes", "No", None]},
+        index=pd.Index(["a", "b", "c"], name="account_id"),
+    )
+    frame = column_labels(
+        project(),
+        pairs(("a", "2024-01-01"), ("b", "2024-01-01"), ("c", "2024-01-01")),
+        accounts,
+    ).frame
+    assert labelled(frame, "a", "2024-01-01")["label"] == 1.0
+    assert labelled(frame, "b", "2024-01-01")["label"] == 0.0
+    assert np.isnan(labelled(frame, "c", "2024-01-01")["label"])
+
+
+def test_column_labels_unknown_column():
+    accounts = pd.DataFrame(
+        {"Other": ["Yes"]}, index=pd.Index(["a"], name="account_id")
+    )
+    with pytest.raises(ValueError, match="not a column of the accounts source"):
+        column_labels(project(), pairs(("a", "2024-01-01")), accounts)
