@@ -131,7 +131,9 @@ def train_models(
     started = time.perf_counter()
     validation = _validate(project, labelled, features, kind)
     final = ChurnClassifier(kind=kind)
-    final.fit(labelled[features], labelled["label"].to_numpy(), order=_order(labelled))
+    # Stratified folds over every date, as `compare` fits the ml method, so the
+    # latest date trains trees too instead of serving only as a hold-out.
+    final.fit(labelled[features], labelled["label"].to_numpy())
     dates = sorted({stamp.date() for stamp in labelled["as_of"]})
     churned = int(labelled["label"].sum())
     metadata: dict[str, Any] = {
@@ -183,7 +185,7 @@ def _validate(
     try:
         model = ChurnClassifier(kind=kind)  # type: ignore[arg-type]
         part = labelled.iloc[fit_rows]
-        model.fit(part[features], part["label"].to_numpy(), order=_order(part))
+        model.fit(part[features], part["label"].to_numpy())
     except InsufficientLabels as exc:
         return {"method": method, "note": f"not validated: {exc}"}
     test = labelled.iloc[test_rows]
@@ -710,10 +712,6 @@ def _no_snapshots(folder: Path) -> str:
         f"no snapshots are stored in {folder}; run `healthscore backfill --from DATE "
         "--to DATE --every 1mo` first"
     )
-
-
-def _order(frame: pd.DataFrame) -> np.ndarray | None:
-    return frame["as_of"].to_numpy() if frame["as_of"].nunique() > 1 else None
 
 
 def _fixed(value: Any, digits: int) -> str:
