@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -44,38 +45,69 @@ class ScoringRun:
     seconds: dict[str, float] = field(default_factory=dict)
     snapshot: Path | None = None
     monitoring: Monitoring | None = None
+    shadow: pd.DataFrame | None = None
+    """Scores of the shadow scorecards (`validation.shadow`), stored as the
+    `shadow_scores` table; alert rules never read them."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables stored in the snapshot."""
-        metrics = self.metrics.long()
-        numbers = pd.to_numeric(metrics["value"], errors="coerce")
-        # Text metrics (attributes, latest values) keep their value as text.
-        text = metrics["value"].where(numbers.isna() & metrics["value"].notna())
-        metrics["value_text"] = text.map(
-            lambda value: None if pd.isna(value) else str(value)
-        )
-        metrics["value_text"] = metrics["value_text"].astype("string")
-        metrics["value"] = numbers
-        return {
+        tables = {
             "scores": self.result.scores,
             "components": self.result.components,
             "measures": self.result.measures,
-            "metrics": metrics,
+            "metrics": metric_rows(self.metrics),
         }
+        if self.shadow is not None:
+            tables["shadow_scores"] = self.shadow
+        return tables
 
     def run_info(self) -> dict[str, Any]:
         """Metadata stored beside the snapshot."""
-        return {
-            "healthscore_version": __version__,
-            "project": self.project.config.name,
-            "as_of_point": self.metrics.point.isoformat(),
-            "timezone": self.project.config.timezone,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "scorecard_versions": self.versions,
-            "accounts": len(self.result.scores),
-            "sources": [report.to_dict() for report in self.source_reports],
-            "seconds": {step: round(value, 3) for step, value in self.seconds.items()},
-        }
+        return run_info(
+            self.project,
+            self.metrics.point,
+            self.versions,
+            len(self.result.scores),
+            self.source_reports,
+            self.seconds,
+        )
+
+
+def run_info(
+    project: Project,
+    point: datetime,
+    versions: dict[str, str],
+    accounts: int,
+    source_reports: list[SourceReport],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Metadata stored beside a snapshot: versions, source reports and step times."""
+    return {
+        "healthscore_version": __version__,
+        "project": project.config.name,
+        "as_of_point": point.isoformat(),
+        "timezone": project.config.timezone,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scorecard_versions": versions,
+        "accounts": accounts,
+        "sources": [report.to_dict() for report in source_reports],
+        "seconds": {step: round(value, 3) for step, value in seconds.items()},
+    }
+
+
+def metric_rows(metrics: MetricTable) -> pd.DataFrame:
+    """Build the snapshot's metrics table: account_id, metric, value, value_text.
+
+    Rows are sorted by account and metric. A value that is not a number (such as
+    an attribute or a latest value) is kept as text in `value_text`.
+    """
+    frame = metrics.long()
+    numbers = pd.to_numeric(frame["value"], errors="coerce")
+    text = frame["value"].where(numbers.isna() & frame["value"].notna())
+    frame["value_text"] = text.map(lambda value: None if pd.isna(value) else str(value))
+    frame["value_text"] = frame["value_text"].astype("string")
+    frame["value"] = numbers
+    return frame
 
 
 @dataclass
@@ -170,6 +202,7 @@ def score(
 
     reports = engine.sources.report(as_of_point(project, as_of))
     run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
+    run.shadow = _shadow_scores(project, metrics, as_of)
     if store:
         _step(progress, "storing the snapshot")
         mark = time.perf_counter()
@@ -183,6 +216,11 @@ def score(
             mark = time.perf_counter()
             run.monitoring = run_monitoring(project, run, engine)
             seconds["monitoring"] = time.perf_counter() - mark
+        if project.config.retention.after_score:
+            _step(progress, "purging raw days past retention")
+            mark = time.perf_counter()
+            purge_raw_days(project)
+            seconds["retention"] = time.perf_counter() - mark
     logger.info(
         "scored %d accounts as of %s in %.2f s",
         len(result.scores),
@@ -195,7 +233,9 @@ def score(
 def run_monitoring(project: Project, run: ScoringRun, engine: Engine) -> Monitoring:
     """Raise the alerts of a stored run and open the tasks its playbooks call for.
 
-    Re-running a date raises no alert twice and opens no task twice.
+    Re-running a date raises no alert twice and opens no task twice. It opens the
+    tasks of the date's stored alerts that have none yet, for example after the
+    playbook step of an earlier run of the date failed.
     """
     # Imported here because the monitoring modules build on this module's run type.
     from healthscore.monitoring.alerts import evaluate_alerts
@@ -207,7 +247,10 @@ def run_monitoring(project: Project, run: ScoringRun, engine: Engine) -> Monitor
             project, run, snapshot_store(project), state, engine=engine
         )
         alerts = [] if outcome.held else outcome.raised
-        tasks = apply_playbooks(project, run, alerts, state)
+        # A rerun of a date finds its alerts stored already. Playbooks still get
+        # them, because an earlier run may have stopped before opening their tasks.
+        stored = [] if outcome.held else _stored_earlier(outcome.suppressed)
+        tasks = apply_playbooks(project, run, alerts, state, stored_alerts=stored)
     logger.info(
         "monitoring as of %s: %d alerts raised%s, %d tasks opened",
         run.as_of,
@@ -216,6 +259,31 @@ def run_monitoring(project: Project, run: ScoringRun, engine: Engine) -> Monitor
         len(tasks),
     )
     return Monitoring(alerts=outcome, tasks=tasks)
+
+
+def _stored_earlier(suppressed: list[Any]) -> list[Any]:
+    """Alerts skipped because an earlier evaluation of the date stored them."""
+    return [item.alert for item in suppressed if item.reason == "duplicate"]
+
+
+def _shadow_scores(
+    project: Project, metrics: MetricTable, as_of: date
+) -> pd.DataFrame | None:
+    """Score the shadow scorecards of `validation.shadow`; None when there are none."""
+    if not project.config.validation.shadow:
+        return None
+    from healthscore.models.shadow import score_shadow
+
+    return score_shadow(project, metrics.values, metrics.accounts, as_of)
+
+
+def purge_raw_days(project: Project) -> None:
+    """Purge raw days of the event store older than the retention age, as of today."""
+    # Imported here because the privacy modules build on this module's layer.
+    from healthscore.privacy.retention import retain
+
+    today = datetime.now(ZoneInfo(project.config.timezone)).date()
+    retain(project, today)
 
 
 def _record_config(run: ScoringRun) -> None:

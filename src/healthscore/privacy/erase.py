@@ -32,20 +32,21 @@ from healthscore.privacy.locate import (
     REPORT_SUFFIXES,
     frame_row_mask,
     json_rows,
+    mention_cell_masks,
+    mention_matches,
+    mentioning_values,
     output_files,
-    person_cell_masks,
-    person_column_clause,
-    person_columns,
     primary_key,
     report_mentions,
     state_matches,
+    text_columns,
 )
 from healthscore.privacy.subjects import (
-    ERASED,
     Subject,
     document_mentions,
     redact_document,
     subject_hash,
+    text_mentions,
 )
 from healthscore.store.database import write_engine
 from healthscore.store.schema import audit
@@ -81,6 +82,9 @@ class ErasureReport:
         HTML reports that mention the subject, deleted whole.
     skipped_files : dict
         Files in the output folders that could not be read, with the reason.
+    event_rows : dict
+        Per store source, the rows of the event store (``raw``) and of its daily
+        rollup (``daily``).
     audit_id : int or None
         Id of the audit entry; None for a dry run.
     """
@@ -92,13 +96,20 @@ class ErasureReport:
     file_rows: dict[str, int] = field(default_factory=dict)
     deleted_reports: list[str] = field(default_factory=list)
     skipped_files: dict[str, str] = field(default_factory=dict)
+    event_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     audit_id: int | None = None
 
     @property
     def total_rows(self) -> int:
         """Rows erased across snapshots, files and the operational store."""
         snapshots = sum(sum(tables.values()) for tables in self.snapshot_rows.values())
-        return snapshots + sum(self.state_rows.values()) + sum(self.file_rows.values())
+        events = sum(sum(parts.values()) for parts in self.event_rows.values())
+        return (
+            snapshots
+            + events
+            + sum(self.state_rows.values())
+            + sum(self.file_rows.values())
+        )
 
     def audit_detail(self, hashed_subject: str) -> dict[str, Any]:
         """Return the audit detail: counts and the hashed subject, no paths or ids."""
@@ -106,6 +117,7 @@ class ErasureReport:
             "subject_hash": hashed_subject,
             "state_rows": dict(self.state_rows),
             "snapshot_rows": {day: dict(t) for day, t in self.snapshot_rows.items()},
+            "event_rows": {name: dict(p) for name, p in self.event_rows.items()},
             "files_rewritten": len(self.file_rows),
             "file_rows": sum(self.file_rows.values()),
             "reports_deleted": len(self.deleted_reports),
@@ -121,7 +133,7 @@ def forget(
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> ErasureReport:
-    """Erase `subject` from the snapshots, the output folders and the operational store.
+    """Erase `subject` from every store, the output folders and the event store.
 
     Parameters
     ----------
@@ -160,36 +172,33 @@ def forget(
         raise ValueError(
             "author must not be empty; give the name of the person running the erasure"
         )
+    # Imported here: the event store's reader imports this package.
+    from healthscore.privacy.retention import erase_event_store
+
     hashed = None if dry_run else subject_hash(project, subject)
 
     report = ErasureReport(subject.kind, dry_run)
     store = SnapshotStore(project.path(project.config.store.snapshots))
     report.snapshot_rows = erase_snapshots(store, subject, dry_run=dry_run, at=at)
+    report.event_rows = erase_event_store(project, subject, dry_run=dry_run)
     _erase_output_files(output_folders, subject, report)
     with StateStore.open(project.config.store.state, project.root) as state:
         connection_scope = (
             state.engine.connect() if dry_run else write_engine(state.engine).begin()
         )
         with connection_scope as connection:
-            names = person_names(project)
-            report.state_rows = erase_state(connection, subject, names, dry_run)
+            report.state_rows = erase_state(connection, subject, dry_run)
             if hashed is not None:
                 report.audit_id = _record(connection, report, hashed, author, at)
 
     logger.info(
-        "%s %d rows of a %s (audit entry %s)",
+        "%s %d rows of the %s (audit entry %s)",
         "found" if dry_run else "erased",
         report.total_rows,
         subject.kind,
         report.audit_id,
     )
     return report
-
-
-def person_names(project: Project) -> frozenset[str]:
-    """Return the pseudonymized source columns, which count as person columns too."""
-    settings = project.config.privacy.pseudonymize
-    return frozenset(settings.columns) if settings is not None else frozenset()
 
 
 # Snapshots
@@ -213,7 +222,7 @@ def erase_snapshots(
         tables = {name: store.read(as_of, name) for name in store.tables(as_of)}
         cleaned, counts = _erase_tables(tables, subject)
         info = store.run_info(as_of)
-        if document_mentions(info, subject) or _mentions_value(info, subject):
+        if document_mentions(info, subject) or text_mentions(info, subject):
             counts["run.json"] = 1
         if not counts:
             continue
@@ -241,29 +250,24 @@ def _erase_tables(
 def erase_frame(frame: pd.DataFrame, subject: Subject) -> tuple[pd.DataFrame, int]:
     """Return `frame` without the subject, and the number of rows changed.
 
-    Rows of an account are dropped. Cells equal to a person are set to ERASED.
+    Rows of an account are dropped. In the text cells of the other rows, each
+    mention of the subject is replaced by ERASED, so a cell equal to a person
+    becomes ERASED.
     """
+    dropped = 0
     if subject.kind == "account":
         mask = frame_row_mask(frame, subject)
-        return frame.loc[~mask].reset_index(drop=True), int(mask.sum())
-    masks = person_cell_masks(frame, subject)
+        dropped = int(mask.sum())
+        frame = frame.loc[~mask].reset_index(drop=True)
+    masks = mention_cell_masks(frame, subject)
     if not masks:
-        return frame, 0
+        return frame, dropped
     redacted = frame.copy()
     changed = np.zeros(len(frame), dtype=bool)
     for column, mask in masks.items():
-        redacted.loc[mask, column] = ERASED
+        redacted.loc[mask, column] = frame.loc[mask, column].map(subject.redact_text)
         changed |= mask
-    return redacted, int(changed.sum())
-
-
-def _mentions_value(document: Any, subject: Subject) -> bool:
-    """Return whether any string in a JSON document is the subject's identifier."""
-    if isinstance(document, dict):
-        return any(_mentions_value(value, subject) for value in document.values())
-    if isinstance(document, list):
-        return any(_mentions_value(item, subject) for item in document)
-    return subject.matches(document)
+    return redacted, dropped + int(changed.sum())
 
 
 def _rewritten_run_info(
@@ -275,7 +279,7 @@ def _rewritten_run_info(
 ) -> dict[str, Any]:
     """Return run.json for the rewritten date: counts updated, the erasure noted."""
     kept = {key: value for key, value in info.items() if key not in RESERVED_RUN_KEYS}
-    rewritten: dict[str, Any] = redact_document(kept, subject.matches)
+    rewritten: dict[str, Any] = redact_document(kept, subject)
     if "accounts" in rewritten and "scores" in tables:
         rewritten["accounts"] = len(tables["scores"])
     erasure = {
@@ -352,13 +356,10 @@ def erase_records(document: Any, subject: Subject, path: Path) -> tuple[list[Any
     kept: list[Any] = []
     count = 0
     for record in document:
-        if subject.kind == "account":
-            if document_mentions(record, subject):
-                count += 1
-                continue
-            kept.append(record)
+        if subject.kind == "account" and document_mentions(record, subject):
+            count += 1
             continue
-        redacted = redact_document(record, subject.matches)
+        redacted = redact_document(record, subject)
         count += redacted != record
         kept.append(redacted)
     return kept, count
@@ -391,15 +392,14 @@ def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def erase_state(
-    connection: Connection,
-    subject: Subject,
-    names: frozenset[str],
-    dry_run: bool,
+    connection: Connection, subject: Subject, dry_run: bool
 ) -> dict[str, int]:
     """Delete an account's rows, or erase a person's identifier, in every state table.
 
     Tables are visited so that rows referencing an account's rows (such as the
-    deliveries of its alerts) are deleted before the rows they reference.
+    deliveries of its alerts) are deleted before the rows they reference. Then each
+    mention of the subject in the text columns and JSON documents of the remaining
+    rows (a note, an override reason, an API token's name) is replaced by ERASED.
 
     Returns
     -------
@@ -407,38 +407,48 @@ def erase_state(
         Rows per table that were (or, with `dry_run`, would be) changed.
     """
     counts: dict[str, int] = {}
-    for match in state_matches(connection, subject, names):
-        count = connection.execute(
-            select(func.count()).select_from(match.table).where(match.where)
-        ).scalar_one()
+    deleted: dict[str, Any] = {}
+    if subject.kind == "account":
+        for match in state_matches(connection, subject):
+            deleted[match.table.name] = match.where
+            count = _count(connection, match.table, match.where)
+            if not count:
+                continue
+            counts[match.table.name] = count
+            if not dry_run:
+                connection.execute(delete(match.table).where(match.where))
+    # Outside a dry run the rows to delete are gone already, so none is excluded.
+    excluded = deleted if dry_run else {}
+    for match in mention_matches(connection, subject, excluded):
+        count = _count(connection, match.table, match.where)
         if not count:
             continue
-        counts[match.table.name] = count
-        if dry_run:
-            continue
-        if subject.kind == "account":
-            connection.execute(delete(match.table).where(match.where))
-        else:
-            _redact_person(connection, match.table, subject, names)
+        counts[match.table.name] = counts.get(match.table.name, 0) + count
+        if not dry_run:
+            _redact_mentions(connection, match.table, subject)
     return counts
 
 
-def _redact_person(
-    connection: Connection, table: Any, subject: Subject, names: frozenset[str]
-) -> None:
-    documents = list(json_rows(connection, table, subject))
-    for column in person_columns(table, names):
-        connection.execute(
-            update(table)
-            .where(person_column_clause(column, subject))
-            .values({column.name: ERASED})
-        )
+def _count(connection: Connection, table: Any, where: Any) -> int:
+    query = select(func.count()).select_from(table).where(where)
+    return int(connection.execute(query).scalar_one())
+
+
+def _redact_mentions(connection: Connection, table: Any, subject: Subject) -> None:
+    documents = list(json_rows(connection, table, subject, in_text=True))
+    for column in text_columns(table):
+        for value in mentioning_values(connection, column, subject):
+            connection.execute(
+                update(table)
+                .where(column == value)
+                .values({column.name: subject.redact_text(value)})
+            )
     key = primary_key(table)
     for row_key, column, document in documents:
         connection.execute(
             update(table)
             .where(key == row_key)
-            .values({column.name: redact_document(document, subject.matches)})
+            .values({column.name: redact_document(document, subject)})
         )
 
 

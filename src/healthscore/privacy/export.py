@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from healthscore.config import Project
-from healthscore.privacy.erase import person_names, read_table_file
+from healthscore.privacy.erase import read_table_file
 from healthscore.privacy.locate import (
     REPORT_SUFFIXES,
     frame_row_mask,
@@ -52,13 +52,17 @@ def export_subject(
     -------
     dict
         ``subject``, ``exported_at``, ``snapshots`` (as-of date to table to rows),
+        ``events`` (store source to ``raw`` and ``daily`` rows),
         ``state`` (table to rows), ``files`` (export path to rows) and ``reports``
         (paths of reports that mention the subject). Dates are ISO text and missing
         values null.
     """
+    # Imported here: the event store's reader imports this package.
+    from healthscore.privacy.retention import export_event_store
+
     store = SnapshotStore(project.path(project.config.store.snapshots))
     with StateStore.open(project.config.store.state, project.root) as state:
-        state_rows = _state_rows(state, subject, person_names(project))
+        state_rows = _state_rows(state, subject)
     files, reports = _output_rows(output_folders, subject)
     document = {
         "subject": {
@@ -68,6 +72,7 @@ def export_subject(
         },
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "snapshots": _snapshot_rows(store, subject),
+        "events": export_event_store(project, subject),
         "state": state_rows,
         "files": files,
         "reports": reports,
@@ -76,12 +81,10 @@ def export_subject(
     return exported
 
 
-def _state_rows(
-    state: StateStore, subject: Subject, names: frozenset[str]
-) -> dict[str, list[dict[str, Any]]]:
+def _state_rows(state: StateStore, subject: Subject) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     with state.engine.connect() as connection:
-        for match in state_matches(connection, subject, names):
+        for match in state_matches(connection, subject):
             query = select(match.table).where(match.where)
             found[match.table.name] = [
                 dict(row) for row in connection.execute(query).mappings()
@@ -143,7 +146,7 @@ def _file_rows(path: Path, subject: Subject) -> list[Any]:
 def _record_mentions(record: Any, subject: Subject) -> bool:
     if subject.kind == "account":
         return document_mentions(record, subject)
-    return redact_document(record, subject.matches) != record
+    return redact_document(record, subject) != record
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

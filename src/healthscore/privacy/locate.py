@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import graphlib
 import html
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,13 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
+    String,
     Table,
+    and_,
+    false,
     func,
     inspect,
+    not_,
     or_,
     select,
 )
@@ -35,7 +38,7 @@ from healthscore.privacy.subjects import (
     Subject,
     document_mentions,
     is_json_column,
-    is_person_column,
+    text_mentions,
 )
 from healthscore.store.schema import metadata
 
@@ -53,33 +56,42 @@ def frame_row_mask(frame: pd.DataFrame, subject: Subject) -> np.ndarray:
     """Return a boolean mask of the rows of `frame` that concern `subject`.
 
     For an account, the rows whose ``account_id`` is the id. For a person, the rows
-    with a text cell, in any column but ``account_id``, equal to the identifier or a
-    pseudonym.
+    with a text cell, in any column but ``account_id``, that mentions the identifier
+    or a pseudonym.
     """
     if subject.kind == "account":
         if "account_id" not in frame.columns:
             return np.zeros(len(frame), dtype=bool)
         return (frame["account_id"] == subject.identifier).to_numpy(dtype=bool)
-    masks = person_cell_masks(frame, subject)
+    masks = mention_cell_masks(frame, subject)
     combined = np.zeros(len(frame), dtype=bool)
     for mask in masks.values():
         combined |= mask
     return combined
 
 
-def person_cell_masks(frame: pd.DataFrame, subject: Subject) -> dict[str, np.ndarray]:
-    """Return, per text column with a match, the mask of cells equal to the person."""
+def mention_cell_masks(frame: pd.DataFrame, subject: Subject) -> dict[str, np.ndarray]:
+    """Return, per text column with a match, the mask of cells that mention `subject`.
+
+    A cell matches when it is the identifier or a pseudonym, or contains one as a
+    whole word (see `Subject.mentioned_in`). The ``account_id`` column is left out.
+    """
     masks: dict[str, np.ndarray] = {}
     for column in frame.columns:
         series = frame[column]
         if column == "account_id" or not _is_text(series):
             continue
-        mask = np.array(series.isin(subject.values), dtype=bool)
-        if subject.is_email:
-            folded = series.map(_casefold, na_action="ignore")
-            equal = folded == subject.identifier.casefold()
-            # A missing cell of a nullable text column compares as missing, not False.
-            mask |= equal.fillna(False).to_numpy(dtype=bool)
+        try:
+            # Each distinct value is tested once, because snapshot columns repeat a
+            # few values (metric names, bands) over many rows.
+            distinct = series.dropna().unique()
+        except TypeError:
+            # Cells holding lists or dicts cannot be hashed, so each cell is tested.
+            found = (subject.mentioned_in(value) for value in series)
+            mask = np.fromiter(found, dtype=bool, count=len(series))
+        else:
+            mentioning = [value for value in distinct if subject.mentioned_in(value)]
+            mask = series.isin(mentioning).to_numpy(dtype=bool)
         if mask.any():
             masks[str(column)] = mask
     return masks
@@ -87,10 +99,6 @@ def person_cell_masks(frame: pd.DataFrame, subject: Subject) -> dict[str, np.nda
 
 def _is_text(series: pd.Series) -> bool:
     return pd.api.types.is_string_dtype(series) or series.dtype == object
-
-
-def _casefold(value: object) -> object:
-    return value.casefold() if isinstance(value, str) else value
 
 
 # Operational store
@@ -104,14 +112,11 @@ class StateMatch:
     where: ColumnElement[bool]
 
 
-def state_matches(
-    connection: Connection, subject: Subject, person_names: frozenset[str]
-) -> list[StateMatch]:
+def state_matches(connection: Connection, subject: Subject) -> list[StateMatch]:
     """Return a filter per existing state table with rows that concern `subject`.
 
     The list is ordered so that a table comes before every table it references,
-    which is the order in which rows can be deleted. `person_names` are further
-    column names that count as person columns.
+    which is the order in which rows can be deleted.
     """
     existing = set(inspect(connection).get_table_names())
     tables = [table for table in metadata.sorted_tables if table.name in existing]
@@ -119,7 +124,7 @@ def state_matches(
 
     filters: dict[str, ColumnElement[bool]] = {}
     for table in _parents_first(tables, references):
-        clauses = _direct_clauses(connection, table, subject, person_names)
+        clauses = _direct_clauses(connection, table, subject)
         if subject.kind == "account":
             for column, parent_column in references[table.name]:
                 parent_filter = filters.get(parent_column.table.name)
@@ -137,32 +142,49 @@ def state_matches(
     ]
 
 
-def person_column_clause(column: Column[Any], subject: Subject) -> ColumnElement[bool]:
-    """Return the condition that a person column is the subject."""
-    clause: ColumnElement[bool] = column.in_(subject.values)
-    if subject.is_email:
-        clause = or_(clause, func.lower(column) == subject.identifier.lower())
-    return clause
-
-
-def person_columns(table: Table, person_names: frozenset[str]) -> list[Column[Any]]:
-    """Return the person columns of a state table."""
+def text_columns(table: Table) -> list[Column[Any]]:
+    """Return the text columns of a state table other than ``account_id``."""
     return [
-        column for column in table.columns if is_person_column(column, person_names)
+        column
+        for column in table.columns
+        if isinstance(column.type, String) and column.name != "account_id"
+    ]
+
+
+def mentioning_values(
+    connection: Connection, column: Column[Any], subject: Subject
+) -> list[str]:
+    """Return the distinct values of a text column that mention the subject.
+
+    The database narrows the values down with a case-insensitive LIKE, and
+    `Subject.mentioned_in` decides, so that only whole words match.
+    """
+    patterns = [
+        func.lower(column).contains(value.lower(), autoescape=True)
+        for value in subject.values
+    ]
+    query = select(column).distinct().where(or_(*patterns))
+    return [
+        value for (value,) in connection.execute(query) if subject.mentioned_in(value)
     ]
 
 
 def json_rows(
-    connection: Connection, table: Table, subject: Subject
+    connection: Connection, table: Table, subject: Subject, *, in_text: bool = False
 ) -> Iterator[tuple[Any, Column[Any], Any]]:
-    """Yield (primary key, column, document) for JSON documents about the subject."""
+    """Yield (primary key, column, document) for JSON documents about the subject.
+
+    With `in_text`, a document counts when any of its strings mentions the subject
+    (see `text_mentions`), else when `document_mentions` returns true.
+    """
     key = primary_key(table)
     if key is None:
         return
+    found = text_mentions if in_text else document_mentions
     for column in (column for column in table.columns if is_json_column(column)):
         query = select(key, column).where(column.is_not(None))
         for row_key, document in connection.execute(query):
-            if document_mentions(document, subject):
+            if found(document, subject):
                 yield row_key, column, document
 
 
@@ -176,20 +198,66 @@ def _direct_clauses(
     connection: Connection,
     table: Table,
     subject: Subject,
-    person_names: frozenset[str],
 ) -> list[ColumnElement[bool]]:
     """Return the conditions on the table's own columns and JSON documents."""
-    clauses: list[ColumnElement[bool]] = []
-    if subject.kind == "account" and "account_id" in table.columns:
-        clauses.append(table.c.account_id == subject.identifier)
     if subject.kind == "person":
-        columns = person_columns(table, person_names)
-        clauses.extend(person_column_clause(column, subject) for column in columns)
+        return mention_clauses(connection, table, subject)
+    clauses: list[ColumnElement[bool]] = []
+    if "account_id" in table.columns:
+        clauses.append(table.c.account_id == subject.identifier)
     keys = sorted({row_key for row_key, _, _ in json_rows(connection, table, subject)})
     key = primary_key(table)
     if keys and key is not None:
         clauses.append(key.in_(keys))
     return clauses
+
+
+def mention_clauses(
+    connection: Connection, table: Table, subject: Subject
+) -> list[ColumnElement[bool]]:
+    """Return the conditions for rows whose text or JSON strings mention the subject.
+
+    The ``account_id`` column is left out: it is an account's key, never text about
+    another account.
+    """
+    clauses: list[ColumnElement[bool]] = []
+    for column in text_columns(table):
+        values = mentioning_values(connection, column, subject)
+        if values:
+            clauses.append(column.in_(values))
+    rows = json_rows(connection, table, subject, in_text=True)
+    keys = sorted({row_key for row_key, _, _ in rows})
+    key = primary_key(table)
+    if keys and key is not None:
+        clauses.append(key.in_(keys))
+    return clauses
+
+
+def mention_matches(
+    connection: Connection,
+    subject: Subject,
+    excluded: dict[str, ColumnElement[bool]],
+) -> list[StateMatch]:
+    """Return a filter per existing state table with rows whose text mentions `subject`.
+
+    `excluded` maps table names to filters of rows left out, such as the rows an
+    erasure deletes anyway.
+    """
+    existing = set(inspect(connection).get_table_names())
+    matches: list[StateMatch] = []
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        clauses = mention_clauses(connection, table, subject)
+        if not clauses:
+            continue
+        where = or_(*clauses)
+        left_out = excluded.get(table.name)
+        if left_out is not None:
+            # A NULL from the excluded filter means "not excluded".
+            where = and_(where, not_(func.coalesce(left_out, false())))
+        matches.append(StateMatch(table, where))
+    return matches
 
 
 def _references(
@@ -252,10 +320,5 @@ def output_files(folders: Sequence[Path]) -> list[Path]:
 def report_mentions(path: Path, subject: Subject) -> bool:
     """Return whether an HTML report contains the subject as a whole word."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    flags = re.IGNORECASE if subject.is_email else 0
-    for value in subject.values:
-        # Ids are compared as they appear in HTML text, with & and < escaped.
-        escaped = re.escape(html.escape(value, quote=False))
-        if re.search(rf"(?<![\w.@-]){escaped}(?![\w@-])", text, flags):
-            return True
-    return False
+    # Entities such as &amp; are decoded, so ids are compared as the reader sees them.
+    return subject.mentioned_in(html.unescape(text))

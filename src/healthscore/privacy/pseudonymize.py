@@ -25,8 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthscore.config import Project
-from healthscore.config.models import STANDARD_COLUMNS
-from healthscore.config.privacy import PseudonymizeSettings
+from healthscore.config.privacy import PseudonymizeSettings, pseudonymize_issues
 
 #: Prefix of every pseudonym, so pseudonymized values are recognisable in outputs.
 PSEUDONYM_PREFIX = "p_"
@@ -88,29 +87,14 @@ def _key_from_file(path: str) -> bytes:
     return value
 
 
-def check_columns(project: Project, settings: PseudonymizeSettings) -> None:
+def check_columns(project: Project) -> None:
     """Reject listed columns that no source has, or that are not text.
 
-    A misspelt column would otherwise leave the real values in place unnoticed.
+    `load_project` reports the same problems with their line; this check guards
+    projects built in code.
     """
-    known: dict[str, set[str]] = {}
-    for source in project.config.sources.values():
-        types = {**STANDARD_COLUMNS[source.kind], **source.attributes}
-        for column, kind in types.items():
-            known.setdefault(column, set()).add(kind)
-    for column in settings.columns:
-        if column not in known:
-            raise PrivacyError(
-                f"privacy.pseudonymize.columns lists {column!r}, which is a standard "
-                "column or attribute of no source; check the spelling against "
-                "sources in healthscore.yml"
-            )
-        if known[column] != {"string"}:
-            raise PrivacyError(
-                f"privacy.pseudonymize.columns lists {column!r}, which is not a text "
-                f"column ({', '.join(sorted(known[column]))}); declare it as string "
-                "or remove it from the list"
-            )
+    for _, message in pseudonymize_issues(project.config):
+        raise PrivacyError(f"privacy.pseudonymize.columns: {message}")
 
 
 def pseudonymize_select(
@@ -146,7 +130,7 @@ def pseudonymize_select(
     settings = project.config.privacy.pseudonymize
     if settings is None:
         return select_sql
-    check_columns(project, settings)
+    check_columns(project)
     selected = [column for column in settings.columns if column in set(columns)]
     if not selected:
         return select_sql

@@ -1,7 +1,8 @@
 """Data subjects (an account or a person) and how rows that concern them are found.
 
 An account is found by its ``account_id``. A person is found by identifier or email
-in person columns, in text cells of snapshot tables and in JSON documents. With
+anywhere in text: as a whole cell and as a whole word inside free text such as a
+note or an override reason, in state tables, snapshot tables and JSON documents. With
 pseudonymization on, the person's pseudonym is looked for as well, because the
 sources contributed pseudonyms while people typed raw names into the store.
 """
@@ -12,13 +13,14 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import JSON, Column, String
+from sqlalchemy import JSON, Column
 
 from healthscore.config import Project
 from healthscore.privacy.pseudonymize import PrivacyError, pseudonym, read_key
@@ -27,23 +29,6 @@ SubjectKind = Literal["account", "person"]
 
 #: Value that replaces a person's identifier when the person is forgotten.
 ERASED = "[erased]"
-
-#: Column names that contain a person's identifier or email in any table.
-PERSON_COLUMNS = frozenset(
-    {
-        "actor",
-        "assignee",
-        "author",
-        "contact",
-        "email",
-        "escalate_to",
-        "owner",
-        "recipient",
-        "respondent",
-        "user",
-        "user_id",
-    }
-)
 
 #: JSON keys whose value is an account id.
 ACCOUNT_KEYS = frozenset({"account_id"})
@@ -93,6 +78,32 @@ class Subject:
             return True
         return self.is_email and value.casefold() == self.identifier.casefold()
 
+    @cached_property
+    def mention_pattern(self) -> re.Pattern[str]:
+        """Regular expression of the identifier or a pseudonym as a whole word.
+
+        A neighbouring letter, digit, ``_``, ``@`` or ``-`` (or a ``.`` before it)
+        makes a longer word, so ``A0004`` is not found in ``A00041`` and
+        ``jane@example.com`` not in ``mary.jane@example.com``. Emails match in any
+        letter case.
+        """
+        longest_first = sorted(set(self.values), key=len, reverse=True)
+        alternatives = "|".join(re.escape(value) for value in longest_first)
+        flags = re.IGNORECASE if self.is_email else 0
+        return re.compile(rf"(?<![\w.@-])(?:{alternatives})(?![\w@-])", flags)
+
+    def mentioned_in(self, value: object) -> bool:
+        """Return whether `value` is text that contains the subject as a whole word."""
+        if not isinstance(value, str):
+            return False
+        return self.matches(value) or self.mention_pattern.search(value) is not None
+
+    def redact_text(self, value: str) -> str:
+        """Return `value` with every mention of the subject replaced by ERASED."""
+        if self.matches(value):
+            return ERASED
+        return self.mention_pattern.sub(ERASED, value)
+
 
 def account_subject(account_id: str) -> Subject:
     """Return the subject for an account id."""
@@ -123,25 +134,6 @@ def person_subject(project: Project, identifier: str) -> Subject:
 # Columns and documents
 
 
-def is_person_column(column: Column[Any], extra_names: frozenset[str]) -> bool:
-    """Tell whether a text column of the operational store contains person ids.
-
-    A column counts when its ``info`` has ``person: True``, when its name is in
-    PERSON_COLUMNS or `extra_names`, ends in ``_by``, contains ``email``, or ends
-    in ``_`` plus a name from PERSON_COLUMNS (such as ``override_author``).
-    """
-    if not isinstance(column.type, String):
-        return False
-    if column.info.get("person"):
-        return True
-    name = column.name
-    if name in PERSON_COLUMNS or name in extra_names:
-        return True
-    if name.endswith("_by") or "email" in name:
-        return True
-    return any(name.endswith("_" + base) for base in PERSON_COLUMNS)
-
-
 def is_json_column(column: Column[Any]) -> bool:
     """Tell whether a column contains JSON documents."""
     return isinstance(column.type, JSON)
@@ -151,7 +143,7 @@ def document_mentions(document: Any, subject: Subject) -> bool:
     """Return whether a JSON document refers to the subject.
 
     An account is referred to by an ``account_id`` key at any depth, a person by
-    any string value equal to the identifier or a pseudonym.
+    any string value that contains the identifier or a pseudonym as a whole word.
     """
     if isinstance(document, dict):
         for key, value in document.items():
@@ -163,16 +155,29 @@ def document_mentions(document: Any, subject: Subject) -> bool:
         return False
     if isinstance(document, list):
         return any(document_mentions(item, subject) for item in document)
-    return subject.kind == "person" and subject.matches(document)
+    return subject.kind == "person" and subject.mentioned_in(document)
 
 
-def redact_document(document: Any, matches: Callable[[object], bool]) -> Any:
-    """Return a copy of a JSON document with every matching string set to ERASED."""
+def text_mentions(document: Any, subject: Subject) -> bool:
+    """Return whether any string in a JSON document mentions the subject."""
     if isinstance(document, dict):
-        return {key: redact_document(value, matches) for key, value in document.items()}
+        return any(text_mentions(value, subject) for value in document.values())
     if isinstance(document, list):
-        return [redact_document(item, matches) for item in document]
-    return ERASED if matches(document) else document
+        return any(text_mentions(item, subject) for item in document)
+    return subject.mentioned_in(document)
+
+
+def redact_document(document: Any, subject: Subject) -> Any:
+    """Return a copy of a JSON document with every mention of `subject` erased.
+
+    A string equal to the subject becomes ERASED, and a mention inside a longer
+    string is replaced by ERASED (see `Subject.redact_text`). Keys are kept.
+    """
+    if isinstance(document, dict):
+        return {key: redact_document(value, subject) for key, value in document.items()}
+    if isinstance(document, list):
+        return [redact_document(item, subject) for item in document]
+    return subject.redact_text(document) if isinstance(document, str) else document
 
 
 # Audit hashes

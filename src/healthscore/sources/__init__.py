@@ -19,6 +19,7 @@ from ibis.backends.duckdb import Backend as DuckDBBackend
 
 from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
+from healthscore.sources import text
 from healthscore.sources.reader import (
     LoadedSource,
     SourceError,
@@ -26,6 +27,7 @@ from healthscore.sources.reader import (
     quote,
     read_source,
 )
+from healthscore.sources.stored import read_rollup_source, rollups_used
 
 __all__ = [
     "REASONS",
@@ -112,12 +114,18 @@ class SourceSet:
     """The project's sources, read into one engine connection."""
 
     def __init__(
-        self, project: Project, con: DuckDBBackend, loaded: dict[str, LoadedSource]
+        self,
+        project: Project,
+        con: DuckDBBackend,
+        loaded: dict[str, LoadedSource],
+        text_scorer: text.VaderScorer | None = None,
     ):
         self.project = project
         self.con = con
         self.loaded = loaded
         self.accounts_name = project.config.accounts_source()
+        self.text_scorer = text_scorer
+        """Scorer behind the sentiment columns of the rows (see `sources.text`)."""
 
     def columns(self, name: str) -> dict[str, str]:
         """Standard and attribute columns of a source, with their types."""
@@ -158,7 +166,8 @@ class SourceSet:
             )
         finally:
             self.con.con.unregister("_incoming_frame")
-        _create_valid_view(self.con.con, name, relation)
+        scores = text.score_columns(self.project.config, name)
+        _create_valid_view(self.con.con, name, relation, scores)
         config = SourceConfig.model_validate({"kind": kind, "path": origin})
         columns = {c: STANDARD_COLUMNS[kind][c] for c in frame.columns}
         self.loaded[name] = LoadedSource(name, config, relation, (origin,), columns)
@@ -309,19 +318,30 @@ def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
             len(loaded[name].files),
             time.perf_counter() - started,
         )
+    # Rollups of the event store that metrics read, such as `usage_daily`.
+    for name in rollups_used(project):
+        loaded[name] = read_rollup_source(raw, project, name)
     if failures:
         raise SourceError("\n".join(failures))
     accounts = project.config.accounts_source()
     _mark_duplicate_accounts(raw, loaded[accounts].relation)
+    scorer = text.register_functions(raw)
     for name, item in loaded.items():
-        _create_valid_view(raw, name, item.relation)
-    return SourceSet(project, con, loaded)
+        scores = text.score_columns(project.config, name)
+        _create_valid_view(raw, name, item.relation, scores)
+    return SourceSet(project, con, loaded, scorer)
 
 
-def _create_valid_view(raw: Any, name: str, relation: str) -> None:
+def _create_valid_view(
+    raw: Any, name: str, relation: str, scores: dict[str, str] | None = None
+) -> None:
+    """Create the view of usable rows, with the `scores` columns of `text` added."""
+    added = "".join(
+        f", {sql} AS {quote(column)}" for column, sql in (scores or {}).items()
+    )
     raw.execute(
         f"CREATE OR REPLACE TEMP VIEW {quote('valid_' + name)} AS "
-        f"SELECT * EXCLUDE (_problem, _file, _row) FROM {quote(relation)} "
+        f"SELECT * EXCLUDE (_problem, _file, _row){added} FROM {quote(relation)} "
         "WHERE _problem IS NULL"
     )
 

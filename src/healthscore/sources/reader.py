@@ -85,7 +85,10 @@ def read_source(
     """Create the relation `source_<name>` for one source."""
     # Imported here: the importers build on this module.
     from healthscore.importers import is_importer, read_with_importer
+    from healthscore.sources.stored import is_store_source, read_store_source
 
+    if is_store_source(source):
+        return read_store_source(con, project, name, source)
     if is_importer(source.format):
         return read_with_importer(con, project, name, source)
     files = resolve_files(project, name, source)

@@ -1,0 +1,129 @@
+"""Retention of raw rows in the event store, and the store's part in erasure.
+
+`retain` purges the raw days of each store source that are older than the source's
+retention age, where the daily rollup of the day exists and counts the same rows.
+Metrics on the rollup source (`<source>_daily`) therefore give the same values
+before and after a purge.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+
+from healthscore.config import Project
+from healthscore.config.models import Duration
+from healthscore.config.retention import numeric_columns, store_sources
+from healthscore.metrics.windows import shift
+from healthscore.privacy.locate import frame_row_mask
+from healthscore.privacy.subjects import Subject
+from healthscore.sources.ingest import event_store
+from healthscore.store.events import PurgeResult
+
+logger = logging.getLogger(__name__)
+
+
+def cutoff_day(today: date, age: Duration) -> date:
+    """Return the first day kept: raw days before it are older than `age`."""
+    start = datetime(today.year, today.month, today.day)
+    return shift(start, age).date()
+
+
+def retain(
+    project: Project,
+    today: date,
+    *,
+    dry_run: bool = False,
+    rebuild_rollups: bool = False,
+) -> list[PurgeResult]:
+    """Purge raw days older than the retention age of every store source.
+
+    `today` is the current date in the project's time zone. Sources without a
+    retention age are left alone. A day whose rollup is missing or counts other
+    rows is kept and listed in its result's `kept`, unless `rebuild_rollups`
+    computes every raw day's rollup again first.
+    """
+    config = project.config
+    store = event_store(project)
+    results = []
+    for name in store_sources(config):
+        age = config.retention.age(name)
+        if age is None:
+            continue
+        if rebuild_rollups and not dry_run:
+            numeric = numeric_columns(config.sources[name])
+            for day in store.rebuild_rollups(name, numeric):
+                logger.info("computed the rollup of %s on %s again", name, day)
+        result = store.purge(name, cutoff_day(today, age), dry_run=dry_run)
+        for day, reason in result.kept.items():
+            logger.warning("kept raw rows of %s on %s: %s", name, day, reason)
+        results.append(result)
+    return results
+
+
+def erase_event_store(
+    project: Project, subject: Subject, *, dry_run: bool
+) -> dict[str, dict[str, int]]:
+    """Delete an account's rows, or erase a person, in the raw rows and rollups.
+
+    Returns
+    -------
+    dict
+        Per store source with changes, the raw and rollup (``daily``) rows changed.
+    """
+    # Imported here: erase builds on this module's package.
+    from healthscore.privacy.erase import erase_frame
+
+    store = event_store(project)
+    counts: dict[str, dict[str, int]] = {}
+    for name in _stored_sources(project):
+        source = project.config.sources.get(name)
+        numeric = numeric_columns(source) if source is not None else []
+        raw, daily = store.rewrite(
+            name,
+            lambda frame: erase_frame(frame, subject),
+            numeric,
+            dry_run=dry_run,
+        )
+        if raw or daily:
+            counts[name] = {"raw": raw, "daily": daily}
+    return counts
+
+
+def export_event_store(
+    project: Project, subject: Subject
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Collect the subject's raw rows and rollup rows per store source."""
+    store = event_store(project)
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name in _stored_sources(project):
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for part, table in (
+            ("raw", store.read_raw(name)),
+            ("daily", store.read_rollup(name)),
+        ):
+            if table is None:
+                continue
+            frame = table.to_pandas()
+            selected = frame.loc[frame_row_mask(frame, subject)]
+            if len(selected):
+                rows[part] = _records(selected)
+        if rows:
+            found[name] = rows
+    return found
+
+
+def _stored_sources(project: Project) -> list[str]:
+    """Store sources of the project and any source with data left in the store."""
+    names = set(store_sources(project.config)) | set(event_store(project).sources())
+    return sorted(names)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {str(key): value for key, value in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
