@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from healthscore.config import Project, load_project
+from healthscore.config import ConfigError, Project, load_project
+from healthscore.config.loader import ConfigIssue
 from healthscore.engine import connect
 from healthscore.importers.stripe import minor_unit_divisor, subscription_mrr
 from healthscore.pipeline import score
@@ -51,6 +52,12 @@ def rows(sources: SourceSet, name: str) -> list[dict[str, Any]]:
 
 def load(project: Project) -> SourceSet:
     return load_sources(project, connect(project))
+
+
+def only_issue(error: ConfigError) -> ConfigIssue:
+    """The single problem of a project that `load_project` rejected."""
+    assert len(error.issues) == 1, str(error)
+    return error.issues[0]
 
 
 # Segment and RudderStack ------------------------------------------------------------
@@ -207,6 +214,8 @@ def test_segment_invalid_line_fails_clearly(tmp_path):
         handle.write("{not json\n")
 
     with pytest.raises(SourceError, match=r"calls\.jsonl, line 15 is not valid JSON"):
+        load(project)
+    with pytest.raises(SourceError, match="fix or remove the line"):
         load(project)
 
 
@@ -391,6 +400,109 @@ def test_stripe_openapi_fixtures_file(tmp_path, require_shared):
     ]
 
 
+def plan_change_project(root: Path, fixture: Path) -> Project:
+    sources = {
+        "accounts": {"kind": "accounts", "path": "accounts.csv"},
+        "plans": {
+            "kind": "events",
+            "format": "stripe",
+            "path": "stripe.json",
+            "attributes": {
+                "subscription_id": "string",
+                "evidence": "string",
+                "mrr_before": "number",
+                "mrr_after": "number",
+            },
+        },
+    }
+    config = minimal_config(sources=sources)
+    config["metrics"] = {
+        "plan_changes_90d": {"type": "count", "source": "plans", "window": "90d"},
+        "downgrades_90d": {
+            "type": "count",
+            "source": "plans",
+            "window": "90d",
+            "where": "event_type == 'downgrade'",
+        },
+        "days_since_plan_change": {"type": "days_since", "source": "plans"},
+    }
+    measure = config["scorecards"][0]["components"]["usage"]["measures"][0]
+    measure["metric"] = "plan_changes_90d"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(fixture, root / "stripe.json")
+    accounts = "account_id\ncus_a\ncus_b\ncus_c\ncus_QXg1o8vcGmoR32\n"
+    return write_project(root, config, {"accounts.csv": accounts})
+
+
+def test_stripe_plan_changes_by_hand(tmp_path):
+    project = plan_change_project(tmp_path, FIXTURES / "stripe/plan_changes.json")
+
+    found = [
+        (
+            r["account_id"],
+            r["timestamp"],
+            r["event_type"],
+            r["value"],
+            r["evidence"],
+            r["mrr_before"],
+            r["mrr_after"],
+        )
+        for r in rows(load(project), "plans")
+    ]
+
+    assert found == [
+        # Seats 1 -> 2 at 50.00 a month, from the subscription.updated event.
+        ("cus_a", datetime(2026, 2, 10, 9, 30), "upgrade", 50.0, "event", 50.0, 100.0),
+        # Basic 30.00 -> Small 10.00: the proration lines date it, the invoices
+        # give the monthly amounts.
+        (
+            "cus_b",
+            datetime(2026, 2, 15, 12),
+            "downgrade",
+            -20.0,
+            "invoices",
+            30.0,
+            10.0,
+        ),
+        # Only proration lines (net +26.00): an upgrade of unknown size.
+        ("cus_c", datetime(2026, 2, 18, 8), "upgrade", None, "proration", None, None),
+    ]
+
+
+def test_stripe_plan_change_metrics(tmp_path):
+    project = plan_change_project(tmp_path, FIXTURES / "stripe/plan_changes.json")
+
+    run = score(project, date(2026, 3, 1), store=False)
+
+    values = run.metrics.values
+    assert values.loc["cus_a", "plan_changes_90d"] == 1
+    assert values.loc["cus_b", "downgrades_90d"] == 1
+    assert values.loc["cus_c", "downgrades_90d"] == 0
+    assert values.loc["cus_a", "days_since_plan_change"] == 19
+    assert values.loc["cus_b", "days_since_plan_change"] == 14
+    assert values.loc["cus_c", "days_since_plan_change"] == 11
+
+
+def test_stripe_plan_changes_from_openapi_fixtures(tmp_path, require_shared):
+    fixtures = require_shared("stripe-openapi-fixtures/fixtures3.json")
+    project = plan_change_project(tmp_path, fixtures)
+    invoice = json.loads(fixtures.read_text())["resources"]["invoice"]
+    (line,) = invoice["lines"]["data"]
+
+    found = rows(load(project), "plans")
+
+    # The fixture invoice has one proration line of +10.00 for a subscription.
+    assert len(found) == 1
+    row = found[0]
+    assert row["account_id"] == invoice["customer"]
+    assert row["timestamp"] == datetime(2024, 7, 26, 0, 34, 14)  # period.start
+    assert line["period"]["start"] == 1721954054
+    assert row["event_type"] == "upgrade"
+    assert row["value"] is None
+    assert row["evidence"] == "proration"
+    assert row["subscription_id"] == "subscription"
+
+
 # Zendesk ----------------------------------------------------------------------------
 
 
@@ -449,33 +561,61 @@ def test_zendesk_tickets_with_metrics_and_ratings(tmp_path):
 
 
 def test_zendesk_unknown_attribute_fails(tmp_path):
-    project = zendesk_project(tmp_path, attributes={"mood": "string"})
+    with pytest.raises(ConfigError) as raised:
+        zendesk_project(tmp_path, attributes={"mood": "string"})
 
-    with pytest.raises(
-        SourceError,
-        match=r"source 'support': attribute 'mood' is not produced by format zendesk",
-    ):
-        load(project)
+    issue = only_issue(raised.value)
+    assert issue.key == "sources.support.attributes.mood"
+    assert issue.line is not None
+    assert "attribute 'mood' is not produced by format zendesk" in issue.message
 
 
 def test_zendesk_missing_metrics_file_fails(tmp_path):
-    project = zendesk_project(tmp_path, options={"ticket_metrics": "nowhere.json"})
+    with pytest.raises(ConfigError) as raised:
+        zendesk_project(tmp_path, options={"ticket_metrics": "nowhere.json"})
 
-    with pytest.raises(
-        SourceError,
-        match=r"no file matches 'nowhere.json' .*options\.ticket_metrics",
-    ):
-        load(project)
+    issue = only_issue(raised.value)
+    assert issue.key == "sources.support.options.ticket_metrics"
+    assert issue.message == "no file matches 'nowhere.json'"
 
 
 def test_zendesk_unknown_option_fails(tmp_path):
-    project = zendesk_project(tmp_path, options={"metrics": "x.json"})
+    with pytest.raises(ConfigError) as raised:
+        zendesk_project(tmp_path, options={"metrics": "x.json"})
 
-    with pytest.raises(
-        SourceError,
-        match=r"invalid options for format zendesk: metrics: Extra inputs",
-    ):
-        load(project)
+    issue = only_issue(raised.value)
+    assert issue.key == "sources.support.options.metrics"
+    assert issue.line is not None
+    assert "unknown option of format zendesk" in issue.message
+    assert "ticket_metrics, satisfaction_ratings" in issue.message
+
+
+def test_invalid_option_value_reported(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        nps_project(tmp_path, scale="ces")
+
+    issue = only_issue(raised.value)
+    assert issue.key == "sources.nps.options.scale"
+    assert "'nps' or 'csat'" in issue.message
+
+
+def test_options_on_plain_file_reported(tmp_path):
+    sources = {
+        "accounts": {"kind": "accounts", "path": "accounts.csv"},
+        "usage": {"kind": "events", "path": "events.csv", "options": {"x": 1}},
+    }
+
+    with pytest.raises(ConfigError) as raised:
+        make_project(
+            tmp_path,
+            sources,
+            {},
+            {"accounts.csv": SEGMENT_ACCOUNTS, "events.csv": "account_id,timestamp\n"},
+        )
+
+    issue = only_issue(raised.value)
+    assert issue.key == "sources.usage.options"
+    assert "options apply only to an importer format" in issue.message
 
 
 def test_zendesk_lookup_maps_organizations(tmp_path):
@@ -589,21 +729,20 @@ def test_crm_missing_chosen_column_fails(tmp_path):
 
 
 def test_importer_rejects_wrong_kind(tmp_path):
-    project = make_project(
-        tmp_path,
-        {
-            "accounts": {"kind": "accounts", "path": "accounts.csv"},
-            "usage": {"kind": "tickets", "format": "segment", "path": "calls.jsonl"},
-        },
-        {"calls.jsonl": "segment/calls.jsonl"},
-        {"accounts.csv": SEGMENT_ACCOUNTS},
-    )
+    with pytest.raises(ConfigError) as raised:
+        make_project(
+            tmp_path,
+            {
+                "accounts": {"kind": "accounts", "path": "accounts.csv"},
+                "usage": {"kind": "tickets", "format": "segment", "path": "c.jsonl"},
+            },
+            {"c.jsonl": "segment/calls.jsonl"},
+            {"accounts.csv": SEGMENT_ACCOUNTS},
+        )
 
-    with pytest.raises(
-        SourceError,
-        match=r"source 'usage': format segment reads events sources, not tickets",
-    ):
-        load(project)
+    issue = only_issue(raised.value)
+    assert issue.key == "sources.usage.kind"
+    assert "format segment reads events sources, not tickets" in issue.message
 
 
 # NPS surveys ------------------------------------------------------------------------
@@ -691,13 +830,12 @@ def test_nps_without_email_mapping(tmp_path):
 
 
 def test_nps_unknown_email_attribute_fails(tmp_path):
-    project = nps_project(tmp_path, email_attribute="domain")
+    with pytest.raises(ConfigError) as raised:
+        nps_project(tmp_path, email_attribute="domain")
 
-    with pytest.raises(
-        SourceError,
-        match=r"email_attribute 'domain' is not a column of the accounts source",
-    ):
-        load(project)
+    issue = only_issue(raised.value)
+    assert issue.key == "sources.nps.options.email_attribute"
+    assert "'domain' is not a column of the accounts source" in issue.message
 
 
 # End to end -------------------------------------------------------------------------
@@ -814,3 +952,42 @@ def _subscription(customer: str, monthly_cents: int) -> dict[str, Any]:
             ]
         },
     }
+
+
+# Outcome imports --------------------------------------------------------------------
+
+
+def test_outcomes_with_unknown_account_rejected(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+    from healthscore.monitoring.interventions import outcomes_frame
+    from healthscore.store import StateStore
+    from project_factory import ACCOUNTS_CSV
+
+    project = write_project(
+        tmp_path / "p",
+        minimal_config(),
+        {
+            "accounts.csv": ACCOUNTS_CSV,
+            "events.csv": "account_id,timestamp\na1,2026-01-01T00:00:00\n",
+            "outcomes.csv": "account_id,kind,occurred_on\na1,churned,2026-02-01\n"
+            "zz9,renewed,2026-02-02\n",
+        },
+    )
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    command = ["outcomes", "import", str(project.root / "outcomes.csv")]
+    folder = ["--project", str(project.root)]
+
+    rejected = runner.invoke(app, [*command, *folder])
+    with StateStore.open(project.config.store.state, project.root) as state:
+        stored_after_rejection = len(outcomes_frame(state))
+    allowed = runner.invoke(app, [*command, "--allow-unknown", *folder])
+
+    assert rejected.exit_code == 1
+    assert "outcomes.csv has 1 invalid values; nothing was stored" in rejected.output
+    assert "row 3, column account_id: 'zz9' is not an account" in rejected.output
+    assert "--allow-unknown" in rejected.output
+    assert stored_after_rejection == 0
+    assert allowed.exit_code == 0, allowed.output
+    assert "Stored 2 outcomes" in allowed.output

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from pydantic import Field, field_validator, model_validator
 
-from healthscore.config.models import StrictModel
+from healthscore.config.models import STANDARD_COLUMNS, StrictModel
+
+if TYPE_CHECKING:
+    from healthscore.config.models import ProjectConfig
 
 #: Columns that can never be pseudonymized, because every table is joined on them.
 KEY_COLUMNS = ("account_id",)
@@ -70,3 +76,34 @@ class PrivacySettings(StrictModel):
         "audit log in place of the subject, relative to the project folder. It is "
         "created with a random key, readable by its owner only, when it is missing.",
     )
+
+
+def pseudonymize_issues(
+    config: ProjectConfig,
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Yield (key path, message) for listed columns that no source has as text.
+
+    A misspelt column would otherwise leave the real values in place unnoticed.
+    """
+    settings = config.privacy.pseudonymize
+    if settings is None:
+        return
+    known: dict[str, set[str]] = {}
+    for source in config.sources.values():
+        types = {**STANDARD_COLUMNS[source.kind], **source.attributes}
+        for column, kind in types.items():
+            known.setdefault(column, set()).add(kind)
+    for index, column in enumerate(settings.columns):
+        path = ("privacy", "pseudonymize", "columns", index)
+        if column not in known:
+            yield (
+                path,
+                f"{column!r} is a standard column or attribute of no source; check "
+                "the spelling against the sources",
+            )
+        elif known[column] != {"string"}:
+            yield (
+                path,
+                f"{column!r} is not a text column ({', '.join(sorted(known[column]))}"
+                "); declare it as string or remove it from the list",
+            )

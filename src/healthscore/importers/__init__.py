@@ -18,7 +18,8 @@ from healthscore.config import Project
 from healthscore.config.models import SourceConfig
 from healthscore.importers import hubspot, nps_csv, salesforce, segment, stripe, zendesk
 from healthscore.importers.records import ImportContext, RecordTable
-from healthscore.sources.reader import LoadedSource, resolve_files
+from healthscore.privacy.pseudonymize import pseudonymize_select
+from healthscore.sources.reader import LoadedSource, quote, resolve_files
 
 __all__ = ["IMPORTERS", "Importer", "is_importer", "read_with_importer"]
 
@@ -35,7 +36,7 @@ IMPORTERS: dict[str, Importer] = {
     "segment": Importer(("events",), segment.read),
     # RudderStack event payloads follow the Segment spec field for field.
     "rudderstack": Importer(("events",), segment.read),
-    "stripe": Importer(("subscriptions", "invoices"), stripe.read),
+    "stripe": Importer(("subscriptions", "invoices", "events"), stripe.read),
     "zendesk": Importer(("tickets",), zendesk.read),
     "hubspot": Importer(("accounts",), hubspot.read),
     "salesforce": Importer(("accounts",), salesforce.read),
@@ -60,7 +61,7 @@ def read_with_importer(
     context = ImportContext(
         project, name, source, tuple(resolve_files(project, name, source))
     )
-    if source.kind not in importer.kinds:
+    if source.kind not in importer.kinds:  # load_project reports this too
         raise context.error(
             f"format {source.format} reads {' or '.join(importer.kinds)} sources, "
             f"not {source.kind}; change sources.{name}.kind or format"
@@ -68,4 +69,22 @@ def read_with_importer(
     table = importer.read(con, context)
     relation = f"source_{name}"
     table.register(con, relation)
+    _pseudonymize_relation(con, project, relation, table.types)
     return LoadedSource(name, source, relation, context.files, table.types)
+
+
+def _pseudonymize_relation(
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    relation: str,
+    columns: dict[str, str],
+) -> None:
+    """Replace the pseudonymized columns of an imported relation by pseudonyms."""
+    select = f"SELECT * FROM {quote(relation)}"
+    hashed = pseudonymize_select(con, project, columns, select)
+    if hashed == select:
+        return
+    staged = f"{relation}_pseudonymized"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(staged)} AS {hashed}")
+    con.execute(f"DROP TABLE {quote(relation)}")
+    con.execute(f"ALTER TABLE {quote(staged)} RENAME TO {quote(relation)}")

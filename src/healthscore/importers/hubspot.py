@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import duckdb
 
-from healthscore.importers.records import ImportContext, ImporterOptions, RecordTable
+from healthscore.config.importer_options import CrmOptions
+from healthscore.importers.records import ImportContext, RecordTable
 from healthscore.importers.tabular import csv_records
 
 DEFAULT_COLUMNS = {
@@ -21,20 +22,6 @@ DEFAULT_COLUMNS = {
     "contract_start": "Create Date",
     "segment": "Type",
 }
-
-
-class CrmOptions(ImporterOptions):
-    """Settings of the hubspot and salesforce formats."""
-
-    segment: str | None = None
-    """CSV column read as the segment, for example `Industry`."""
-    seats: str | None = None
-    """CSV column read as seats, for example the number of employees."""
-
-    def chosen(self) -> dict[str, str]:
-        """Standard column to CSV column for the settings that are given."""
-        pairs = {"segment": self.segment, "seats": self.seats}
-        return {standard: column for standard, column in pairs.items() if column}
 
 
 def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:

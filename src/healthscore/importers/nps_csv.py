@@ -8,14 +8,14 @@ matches no account, or more than one, leaves the row unmapped.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 
+from healthscore.config.importer_options import NpsOptions
 from healthscore.config.models import STANDARD_COLUMNS
 from healthscore.importers.records import (
     ImportContext,
-    ImporterOptions,
     InvalidValue,
     RecordTable,
     convert,
@@ -33,17 +33,6 @@ DEFAULT_COLUMNS = {
 }
 
 SCALES = {"nps": (0.0, 10.0), "csat": (1.0, 5.0)}
-
-
-class NpsOptions(ImporterOptions):
-    """Settings of the nps_csv format."""
-
-    scale: Literal["nps", "csat"] = "nps"
-    """`nps`: scores 0-10; `csat`: scores 1-5. Also the rows' survey_type."""
-    email_column: str = "email"
-    """CSV column with the respondent's email address."""
-    email_attribute: str | None = None
-    """Column of the accounts source holding email domains, such as `email_domain`."""
 
 
 def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:

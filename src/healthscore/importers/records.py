@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
@@ -39,12 +39,6 @@ _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
-
-
-class ImporterOptions(BaseModel):
-    """Base of the typed `options` of one importer; unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class InvalidValue(ValueError):

@@ -25,9 +25,9 @@ from typing import Any
 
 import duckdb
 
+from healthscore.config.importer_options import SegmentOptions
 from healthscore.importers.records import (
     ImportContext,
-    ImporterOptions,
     InvalidValue,
     RecordTable,
     dig,
@@ -37,13 +37,6 @@ from healthscore.importers.records import (
 )
 
 COLUMNS = ["account_id", "timestamp", "user", "event_type", "value"]
-
-
-class SegmentOptions(ImporterOptions):
-    """Settings of the segment and rudderstack formats."""
-
-    account_trait: str | None = None
-    """Trait or property that holds the account id, for example `account_id`."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +129,8 @@ def _calls(context: ImportContext, file: str) -> Iterator[Call]:
                 parsed = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise context.error(
-                    f"{file}, line {number} is not valid JSON: {exc.msg}"
+                    f"{file}, line {number} is not valid JSON ({exc.msg}); fix or "
+                    "remove the line, which must hold one call as a JSON object"
                 ) from None
             payload = _payload(parsed)
             if payload is None:

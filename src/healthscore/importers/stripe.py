@@ -19,9 +19,9 @@ from typing import Any
 
 import duckdb
 
+from healthscore.config.importer_options import StripeOptions
 from healthscore.importers.records import (
     ImportContext,
-    ImporterOptions,
     RecordTable,
     check_attributes,
     dig,
@@ -29,6 +29,7 @@ from healthscore.importers.records import (
     is_blank,
     read_json_file,
 )
+from healthscore.importers.stripe_plans import read_plan_changes
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +71,18 @@ INVOICE_ATTRIBUTES: dict[str, Getter] = {
 }
 
 
-class StripeOptions(ImporterOptions):
-    """The stripe format has no settings."""
-
-
 def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
-    """Read subscription objects, or invoice and failed charge objects."""
+    """Read subscriptions, invoices and failed charges, or plan changes as events."""
     context.options(StripeOptions)
     if context.source.kind == "subscriptions":
         return _read_subscriptions(context)
+    if context.source.kind == "events":
+        objects = [
+            (file, record, obj)
+            for file in context.files
+            for record, obj in _objects(context, file)
+        ]
+        return read_plan_changes(context, objects)
     return _read_invoices(context)
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import duckdb
 
+from healthscore.config.importer_options import ZendeskOptions
 from healthscore.importers.records import (
     ImportContext,
-    ImporterOptions,
     RecordTable,
     check_attributes,
     dig,
@@ -59,15 +59,6 @@ ATTRIBUTES: dict[str, Getter] = {
         metrics, "full_resolution_time_in_minutes.calendar"
     ),
 }
-
-
-class ZendeskOptions(ImporterOptions):
-    """Settings of the zendesk format."""
-
-    ticket_metrics: str | None = None
-    """File or glob of ticket metric responses, relative to the project."""
-    satisfaction_ratings: str | None = None
-    """File or glob of satisfaction rating responses, relative to the project."""
 
 
 def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
