@@ -34,11 +34,13 @@ from healthscore.engine import Engine
 from healthscore.privacy import (
     ERASED,
     PrivacyError,
+    Subject,
     account_subject,
     export_subject,
     forget,
     person_subject,
 )
+from healthscore.sources.ingest import event_store, ingest_files
 from healthscore.store import StateStore
 from healthscore.store.schema import metadata
 from project_factory import minimal_config, write_project
@@ -46,6 +48,10 @@ from project_factory import minimal_config, write_project
 # Ids use letters outside 0-9a-f, so they cannot occur inside a hex hash by chance.
 ERASED_ACCOUNT = "acme-x1"
 KEPT_ACCOUNT = "globex-x2"
+#: State tables that are not about accounts: API tokens belong to the service's
+#: users and write keys to store sources. Their seeded text names an account only
+#: because seed_row puts the account id into every text column.
+NOT_ACCOUNT_TABLES = frozenset({"api_tokens", "write_keys"})
 ACCOUNTS = f"""account_id,name,owner
 {ERASED_ACCOUNT},Acme,olivia@example.com
 {KEPT_ACCOUNT},Globex,peter@example.com
@@ -89,9 +95,50 @@ def privacy_config(**privacy: Any) -> dict[str, Any]:
             "normalize": {"method": "categories", "scores": {"n": 1}, "default": 50},
         }
     )
+    # Rows that `healthscore ingest` keeps in the event store.
+    config["sources"]["stored"] = {"kind": "events", "path": "store"}
     if privacy:
         config["privacy"] = privacy
     return config
+
+
+def seed_event_store(project) -> None:
+    """Store raw rows of both accounts, one of them on a day already purged."""
+    rows = pd.DataFrame(
+        {
+            "account_id": [ERASED_ACCOUNT, ERASED_ACCOUNT, KEPT_ACCOUNT, KEPT_ACCOUNT],
+            "timestamp": pd.to_datetime(
+                [
+                    "2026-05-01T10:00",
+                    "2026-06-01T10:00",
+                    "2026-05-01T11:00",
+                    "2026-06-01T12:00",
+                ]
+            ).as_unit("us"),
+            "user": [
+                "zoe@example.com",
+                "yann@example.com",
+                "wanda@example.com",
+                "zoe@example.com",
+            ],
+            "value": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    store = event_store(project)
+    store.append("stored", rows, numeric=["value"])
+    store.purge("stored", before=date(2026, 5, 2))
+
+
+def event_store_rows(project, account: str) -> tuple[int, int]:
+    """Raw and rollup rows of `account` in the event store."""
+    store = event_store(project)
+    raw = store.read_raw("stored")
+    daily = store.read_rollup("stored")
+    raw_rows = 0 if raw is None else raw.to_pandas()["account_id"].eq(account).sum()
+    daily_rows = (
+        0 if daily is None else daily.to_pandas()["account_id"].eq(account).sum()
+    )
+    return int(raw_rows), int(daily_rows)
 
 
 @pytest.fixture
@@ -227,6 +274,8 @@ def write_outputs(project) -> Path:
 
 def test_forget_account_leaves_no_row_anywhere(project):
     seed_state(project)
+    seed_event_store(project)
+    assert event_store_rows(project, ERASED_ACCOUNT) == (1, 2)
     output = write_outputs(project)
     snapshots_before = snapshot_tables(project)
     state_before = state_rows(project)
@@ -240,6 +289,8 @@ def test_forget_account_leaves_no_row_anywhere(project):
 
     state_after = state_rows(project)
     for table, rows in state_after.items():
+        if table in NOT_ACCOUNT_TABLES:
+            continue
         left = [row for row in rows if mentions(row, ERASED_ACCOUNT)]
         assert left == [], f"{table} still has rows of the account"
     for table, rows in state_before.items():
@@ -266,6 +317,36 @@ def test_forget_account_leaves_no_row_anywhere(project):
     assert [record["account_id"] for record in records] == [KEPT_ACCOUNT, "initech-x3"]
     assert not (output / "report-a.html").exists()
     assert (output / "report-b.html").exists()
+
+    assert event_store_rows(project, ERASED_ACCOUNT) == (0, 0)
+    assert event_store_rows(project, KEPT_ACCOUNT) == (1, 2)
+    assert report.event_rows == {"stored": {"raw": 1, "daily": 2}}
+
+
+def test_forget_account_in_other_rows_text(project):
+    with StateStore.open(project.config.store.state, project.root) as state:
+        state.add_override(
+            KEPT_ACCOUNT,
+            score=60,
+            reason=f"sister company of {ERASED_ACCOUNT}, not {ERASED_ACCOUNT}-old",
+            author="ops",
+            expires_on=date(2099, 1, 1),
+        )
+    pipeline.score(project, DATES[1])
+
+    dry = forget(project, account_subject(ERASED_ACCOUNT), author="dpo", dry_run=True)
+    report = forget(project, account_subject(ERASED_ACCOUNT), author="dpo")
+
+    rows = state_rows(project)
+    reasons = [row["reason"] for row in rows["overrides"]]
+    assert reasons == [f"sister company of {ERASED}, not {ERASED_ACCOUNT}-old"]
+    details = [row["detail"] for row in rows["audit"] if row["action"] == "add"]
+    assert details[0]["reason"] == reasons[0]
+    assert report.state_rows["overrides"] == 1
+    assert dry.state_rows == report.state_rows
+    scores = pipeline.snapshot_store(project).read(DATES[1], "scores")
+    kept = scores.loc[scores["account_id"] == KEPT_ACCOUNT, "override_reason"]
+    assert list(kept) == reasons
 
 
 def test_forget_account_rewrites_run_info(project):
@@ -372,6 +453,59 @@ def test_forget_person_redacts_identifier(project):
     assert len(rows["overrides"]) == 2
 
 
+def test_forget_person_in_free_text(project):
+    seed_person_rows(project)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        state.add_override(
+            "initech-x3",
+            score=20,
+            reason="escalated by OLIVIA@example.com; cc sofia.olivia@example.com",
+            author="ops",
+            expires_on=date(2099, 1, 1),
+        )
+    root = project.root
+    note = "Olivia@Example.com asked for a call"
+    added = run_cli(
+        "note",
+        "add",
+        KEPT_ACCOUNT,
+        "--author",
+        "ops",
+        "--text",
+        note,
+        "--project",
+        root,
+    )
+    assert added.exit_code == 0, added.output
+    token = run_cli(
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "olivia@example.com",
+        "--project",
+        root,
+    )
+    assert token.exit_code == 0, token.output
+    pipeline.score(project, DATES[1])
+
+    forget(project, person_subject(project, "olivia@example.com"), author="dpo")
+
+    rows = state_rows(project)
+    text = json.dumps(rows, default=str).lower()
+    assert "olivia@example.com" not in text.replace("sofia.olivia@example.com", "")
+    reasons = {row["account_id"]: row["reason"] for row in rows["overrides"]}
+    expected = f"escalated by {ERASED}; cc sofia.olivia@example.com"
+    assert reasons["initech-x3"] == expected
+    assert [row["text"] for row in rows["notes"]] == [f"{ERASED} asked for a call"]
+    assert [row["name"] for row in rows["api_tokens"]] == [ERASED]
+    scores = pipeline.snapshot_store(project).read(DATES[1], "scores")
+    snapshot_text = scores.astype(str).to_csv().lower()
+    assert "escalated by [erased]" in snapshot_text
+    assert " olivia@example.com" not in snapshot_text
+
+
 def test_export_person_lists_their_rows(project):
     seed_person_rows(project)
 
@@ -382,11 +516,23 @@ def test_export_person_lists_their_rows(project):
     assert document["subject"]["kind"] == "person"
 
 
+def test_forget_person_in_event_store(project):
+    seed_event_store(project)
+
+    report = forget(project, person_subject(project, "zoe@example.com"), author="dpo")
+
+    raw = event_store(project).read_raw("stored").to_pandas()
+    # The 2026-05-01 rows are purged; 2026-06-01 keeps yann and zoe's row.
+    assert sorted(raw["user"]) == [ERASED, "yann@example.com"]
+    assert report.event_rows == {"stored": {"raw": 1, "daily": 0}}
+
+
 # Exporting an account
 
 
 def test_export_account_contains_every_copy(project):
     seeded = seed_state(project)
+    seed_event_store(project)
     output = write_outputs(project)
 
     document = export_subject(
@@ -396,7 +542,7 @@ def test_export_account_contains_every_copy(project):
     assert sorted(document["snapshots"]) == [day.isoformat() for day in DATES]
     scores = document["snapshots"][DATES[0].isoformat()]["scores"]
     assert [row["account_id"] for row in scores] == [ERASED_ACCOUNT]
-    for table in seeded:
+    for table in seeded.keys() - NOT_ACCOUNT_TABLES:
         assert len(document["state"][table]) == 1, table
     assert (
         document["state"]["overrides"][0]["reason"]
@@ -406,6 +552,10 @@ def test_export_account_contains_every_copy(project):
         ERASED_ACCOUNT
     )
     assert document["reports"] == [str(output / "report-a.html")]
+    raw = document["events"]["stored"]["raw"]
+    assert [row["timestamp"] for row in raw] == ["2026-06-01T10:00:00"]
+    daily = document["events"]["stored"]["daily"]
+    assert sorted(row["day"] for row in daily) == ["2026-05-01", "2026-06-01"]
     assert KEPT_ACCOUNT not in json.dumps(document)
 
 
@@ -447,6 +597,25 @@ def test_cli_forget_with_yes(project):
     assert "Erased 16 rows of the account." in result.output
     scores = pipeline.snapshot_store(project).read(DATES[0], "scores")
     assert ERASED_ACCOUNT not in set(scores["account_id"])
+
+
+def test_cli_forget_unknown_account(project):
+    result = run_cli(
+        "forget",
+        "--account",
+        "nobody-x9",
+        "--author",
+        "dpo",
+        "--yes",
+        "--project",
+        project.root,
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Found no rows of the account, so nothing was erased" in result.output
+    assert "Would erase" not in result.output
+    audit_rows = state_rows(project)["audit"]
+    assert [row for row in audit_rows if row["action"] == "forget"] == []
 
 
 def test_cli_forget_needs_one_subject(project):
@@ -614,17 +783,75 @@ def test_key_file_gives_same_pseudonyms_as_variable(tmp_path, monkeypatch):
     assert expected_pseudonym("zoe@example.com", KEY) in users
 
 
-def test_unknown_pseudonymized_column_rejected(tmp_path, monkeypatch):
+def test_unknown_pseudonymized_column_rejected(tmp_path):
+    privacy = {"pseudonymize": {"columns": ["user", "usr"], "key_env": KEY_VARIABLE}}
+
+    with pytest.raises(ConfigError) as raised:
+        write_project(
+            tmp_path / "p",
+            privacy_config(**privacy),
+            {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+        )
+
+    (issue,) = raised.value.issues
+    assert issue.key == "privacy.pseudonymize.columns[1]"
+    assert issue.line is not None
+    assert "'usr' is a standard column or attribute of no source" in issue.message
+
+
+def test_numeric_pseudonymized_column_rejected(tmp_path):
+    privacy = {"pseudonymize": {"columns": ["value"], "key_env": KEY_VARIABLE}}
+
+    with pytest.raises(ConfigError, match="'value' is not a text column"):
+        write_project(
+            tmp_path / "p",
+            privacy_config(**privacy),
+            {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+        )
+
+
+def test_imported_source_is_pseudonymized(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_VARIABLE, KEY)
-    privacy = {"pseudonymize": {"columns": ["usr"], "key_env": KEY_VARIABLE}}
+    fixtures = Path(__file__).parent / "fixtures" / "importers" / "segment"
+    config = privacy_config(pseudonymize={"columns": ["user"], "key_env": KEY_VARIABLE})
+    config["sources"]["events"] = {
+        "kind": "events",
+        "format": "segment",
+        "path": "calls.jsonl",
+    }
     project = write_project(
         tmp_path / "p",
-        privacy_config(**privacy),
-        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+        config,
+        {
+            "accounts.csv": "account_id,name,owner\nacme,Acme,x\nglobex,G,y\n",
+            "calls.jsonl": (fixtures / "calls.jsonl").read_text(),
+        },
     )
 
-    with pytest.raises(PrivacyError, match="lists 'usr', which is a standard column"):
-        Engine.open(project)
+    users = engine_users(project)
+
+    assert users
+    assert "u1" not in users
+    assert expected_pseudonym("u1", KEY) in users
+    assert all(user.startswith("p_") for user in users)
+
+
+def test_ingest_stores_pseudonyms_once(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = write_project(
+        tmp_path / "p",
+        privacy_config(pseudonymize={"columns": ["user"], "key_env": KEY_VARIABLE}),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS, "in.csv": EVENTS},
+    )
+
+    ingest_files(project, "stored", [project.root / "in.csv"])
+
+    stored = event_store(project).read_raw("stored").to_pandas()
+    assert expected_pseudonym("zoe@example.com", KEY) in set(stored["user"])
+    assert "zoe@example.com" not in set(stored["user"])
+    engine = Engine.open(project)
+    read = engine.con.con.execute('SELECT DISTINCT "user" FROM valid_stored')
+    assert {row[0] for row in read.fetchall()} == set(stored["user"])
 
 
 def test_account_id_cannot_be_pseudonymized(tmp_path):
@@ -636,3 +863,32 @@ def test_account_id_cannot_be_pseudonymized(tmp_path):
             privacy_config(**privacy),
             {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
         )
+
+
+@pytest.mark.parametrize(
+    ("kind", "identifier", "text", "expected"),
+    [
+        ("person", "jane@example.com", "ask JANE@Example.com.", f"ask {ERASED}."),
+        (
+            "person",
+            "jane@example.com",
+            "mary.jane@example.com",
+            "mary.jane@example.com",
+        ),
+        (
+            "person",
+            "jane@example.com",
+            "jane@example.community",
+            "jane@example.community",
+        ),
+        ("person", "u12", "U12 and u123", "U12 and u123"),
+        ("person", "u12", "by u12, twice: (u12)", f"by {ERASED}, twice: ({ERASED})"),
+        ("account", "A0004", "A0004/A00041/A0004-old", f"{ERASED}/A00041/A0004-old"),
+        ("account", "A0004", "A0004", ERASED),
+    ],
+)
+def test_redact_text_whole_words(kind, identifier, text, expected):
+    subject = Subject(kind, identifier)
+
+    assert subject.redact_text(text) == expected
+    assert subject.mentioned_in(text) == (expected != text)

@@ -83,7 +83,7 @@ def forget_command(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Erase an account or a person from the snapshots, outputs and state store.
+    """Erase an account or a person from snapshots, event store, outputs and state.
 
     An account's rows are deleted. A person's identifier is replaced by a marker.
     The audit log records who erased how many rows, with a keyed hash in place of the
@@ -97,8 +97,17 @@ def forget_command(
         )
     folders = output_folders(project)
     plan = forget(project, subject, author="", output_folders=folders, dry_run=True)
-    if dry_run or (plan.total_rows == 0 and not plan.deleted_reports):
+    if dry_run:
         _print_report(plan, json_output)
+        return
+    if plan.total_rows == 0 and not plan.deleted_reports:
+        if json_output:
+            print_json(plan)
+        else:
+            say(
+                f"Found no rows of the {plan.subject_kind}, so nothing was erased and "
+                "no audit entry was recorded. Your own source files may still hold it."
+            )
         return
     if not yes:
         _print_report(plan, json_output=False, to_stderr=True)
@@ -120,6 +129,8 @@ def _print_report(
     write(f"{verb} {plural(report.total_rows, 'row')} of the {report.subject_kind}.")
     for as_of, tables in report.snapshot_rows.items():
         write(f"  snapshot {as_of}: {_counts(tables)}")
+    for name, parts in report.event_rows.items():
+        write(f"  event store {name}: {_counts(parts)}")
     if report.state_rows:
         write(f"  state store: {_counts(report.state_rows)}")
     for path, count in report.file_rows.items():
@@ -153,9 +164,10 @@ def export_subject_command(
 ) -> None:
     """Write everything stored about an account or a person to a JSON file.
 
-    The file has the subject's snapshot rows per date, its rows in every state
-    table (overrides, alerts, tasks, notes and others), its rows in the exports of
-    the output folder and the reports that mention it.
+    The file has the subject's snapshot rows per date, its raw and rollup rows in
+    the event store, its rows in every state table (overrides, alerts, tasks, notes
+    and others), its rows in the exports of the output folder and the reports that
+    mention it.
     """
     if output.suffix.lower() != ".json":
         raise typer.BadParameter(
@@ -171,6 +183,10 @@ def export_subject_command(
         "output": output,
         "snapshot_dates": len(document["snapshots"]),
         "state_rows": {name: len(rows) for name, rows in document["state"].items()},
+        "event_rows": {
+            name: {part: len(rows) for part, rows in parts.items()}
+            for name, parts in document["events"].items()
+        },
         "files": len(document["files"]),
         "reports": len(document["reports"]),
     }
@@ -178,8 +194,9 @@ def export_subject_command(
         print_json(summary)
         return
     rows = sum(summary["state_rows"].values())
+    events = sum(sum(parts.values()) for parts in summary["event_rows"].values())
     say(
         f"Wrote the {subject.kind}'s data to {output}: {summary['snapshot_dates']} "
-        f"snapshot dates, {rows} state rows, {summary['files']} export files and "
-        f"{summary['reports']} reports."
+        f"snapshot dates, {rows} state rows, {events} event store rows, "
+        f"{summary['files']} export files and {summary['reports']} reports."
     )

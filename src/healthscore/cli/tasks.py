@@ -31,6 +31,7 @@ from healthscore.config.models import Duration, parse_duration
 from healthscore.monitoring.effect import EffectReport, Interval, measure_effect
 from healthscore.monitoring.interventions import (
     ImportResult,
+    account_ids,
     import_interventions,
     import_outcomes,
 )
@@ -216,6 +217,13 @@ FileArgument = Annotated[
 @handle_errors
 def import_outcomes_command(
     file: FileArgument,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown",
+            help="Store rows whose account is not in the accounts source.",
+        ),
+    ] = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -223,11 +231,12 @@ def import_outcomes_command(
     """Import outcomes: account_id, kind, occurred_on [, arr_before, arr_after, source].
 
     kind is churned, renewed, expanded or contracted. Nothing is stored when any
-    row is invalid.
+    row is invalid or names an account missing from the accounts source.
     """
     project = open_project(project_dir)
+    known = None if allow_unknown else account_ids(project)
     with _state_store(project) as store:
-        result = import_outcomes(store, file)
+        result = import_outcomes(store, file, known_accounts=known)
     _report_import(result, "outcomes", json_output)
 
 

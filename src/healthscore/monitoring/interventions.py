@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -22,6 +22,7 @@ import pandas as pd
 from sqlalchemy import Connection, insert, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
+from healthscore.config import Project
 from healthscore.store import StateStore, StateStoreError
 from healthscore.store.database import describe_url, write_engine
 from healthscore.store.schema import audit
@@ -55,7 +56,11 @@ class ImportResult:
 
 
 def import_outcomes(
-    state: StateStore, path: Path, *, now: datetime | None = None
+    state: StateStore,
+    path: Path,
+    *,
+    now: datetime | None = None,
+    known_accounts: Collection[str] | None = None,
 ) -> ImportResult:
     """Store the outcomes of a CSV file, all of them or none.
 
@@ -63,6 +68,7 @@ def import_outcomes(
     `occurred_on` (YYYY-MM-DD), and optionally `arr_before`, `arr_after` (numbers of
     at least 0) and `source` (default: the file name). A row with the account, kind
     and date of a stored outcome is skipped, so a grown file can be imported again.
+    With `known_accounts`, a row whose account is not in it is invalid.
 
     Raises
     ------
@@ -71,6 +77,8 @@ def import_outcomes(
         the file, row and column of each problem.
     """
     rows = _read_rows(path, OUTCOME_COLUMNS, OUTCOME_OPTIONAL, _outcome_row)
+    if known_accounts is not None:
+        _check_known_accounts(path, rows, known_accounts)
     _check_unique(path, rows, ("account_id", "kind", "occurred_on"))
     imported_at = _aware_now(now)
     for row in rows:
@@ -227,6 +235,43 @@ def _problem_message(path: Path, problems: list[str]) -> str:
     if len(problems) > len(listed):
         lines.append(f"  and {len(problems) - len(listed)} more")
     return "\n".join(lines)
+
+
+def _check_known_accounts(
+    path: Path, rows: list[dict[str, Any]], known: Collection[str]
+) -> None:
+    known_ids = set(known)
+    problems = [
+        f"row {number}, column account_id: {row['account_id']!r} is not an account "
+        "of the accounts source"
+        for number, row in enumerate(rows, start=2)
+        if row["account_id"] not in known_ids
+    ]
+    if problems:
+        message = _problem_message(path, problems)
+        raise ImportValidationError(
+            message + "\nFix the ids, add the accounts to the accounts source, or "
+            "pass --allow-unknown to store them anyway."
+        )
+
+
+def account_ids(project: Project) -> set[str]:
+    """Read the account ids of the project's accounts source (its valid rows)."""
+    # Imported here: the engine reads every source, which this module needs rarely.
+    from healthscore.engine import connect
+    from healthscore.sources.reader import quote, read_source
+
+    name = project.config.accounts_source()
+    backend = connect(project)
+    try:
+        loaded = read_source(backend.con, project, name, project.config.sources[name])
+        rows = backend.con.execute(
+            f"SELECT DISTINCT account_id FROM {quote(loaded.relation)} "
+            "WHERE _problem IS NULL"
+        ).fetchall()
+    finally:
+        backend.disconnect()
+    return {str(row[0]) for row in rows}
 
 
 def _check_unique(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:
