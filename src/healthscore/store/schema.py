@@ -102,3 +102,4 @@ audit = Table(
 
 from healthscore.store import tables_alerts as _tables_alerts  # noqa: E402,F401
 from healthscore.store import tables_tasks as _tables_tasks  # noqa: E402,F401
+from healthscore.store import tables_tokens as _tables_tokens  # noqa: E402,F401

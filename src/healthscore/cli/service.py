@@ -1,0 +1,302 @@
+"""The `serve` command (the web service), the `token` commands (its API tokens) and
+the `writekey` commands (keys of its ingest routes)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from healthscore.cli.common import (
+    JsonOption,
+    ProjectOption,
+    VerboseOption,
+    handle_errors,
+    note,
+    open_project,
+    print_json,
+    say,
+    stdout_console,
+)
+from healthscore.config import Project
+from healthscore.service.tokens import (
+    TokenNotFoundError,
+    create_token,
+    list_tokens,
+    revoke_token,
+)
+from healthscore.store import StateStore
+from healthscore.store.tables_tokens import TOKEN_ROLES
+
+token_app = typer.Typer(
+    help="Create, list and revoke the API tokens of the web service.",
+    no_args_is_help=True,
+)
+
+
+writekey_app = typer.Typer(
+    help="Create, list and revoke the write keys of the ingest routes.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `serve`, `token` and `writekey` commands."""
+    app.command()(serve)
+    app.add_typer(token_app, name="token")
+    app.add_typer(writekey_app, name="writekey")
+
+
+def _state_store(project: Project) -> StateStore:
+    return StateStore.open(project.config.store.state, project.root)
+
+
+@handle_errors
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Address to listen on; default service.host (127.0.0.1)."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=1,
+            max=65535,
+            help="TCP port to listen on; default service.port (8000).",
+        ),
+    ] = None,
+    project_dir: ProjectOption = Path("."),
+    # INFO by default, so the access log (one line per request) is on.
+    verbose: VerboseOption = 1,
+) -> None:
+    """Run the web service (REST API with OpenAPI docs at /docs) until stopped.
+
+    Logs one line per request on stderr: method, route, status, duration, token id.
+    With -vv the other modules' DEBUG and INFO messages, which can name accounts
+    and people, are logged too.
+    """
+    import uvicorn
+
+    from healthscore.service import create_app
+
+    project = open_project(project_dir)
+    settings = project.config.service
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    app = create_app(project)
+    note(f"Serving {project.config.name} at http://{bind_host}:{bind_port}/docs")
+    if verbose <= 1:
+        # The layers below log account ids and people's names at INFO level, so at
+        # the default verbosity only the service's own lines (access log) pass.
+        logging.getLogger("healthscore").setLevel(logging.WARNING)
+        logging.getLogger("healthscore.service").setLevel(logging.INFO)
+    # The service's access log replaces Uvicorn's, which prints query strings.
+    uvicorn.run(app, host=bind_host, port=bind_port, access_log=False, log_config=None)
+
+
+RoleOption = Annotated[
+    str,
+    typer.Option(
+        "--role",
+        help=f"Role of the token: {', '.join(TOKEN_ROLES)}.",
+        show_default=False,
+    ),
+]
+
+
+@token_app.command("create")
+@handle_errors
+def token_create(
+    role: RoleOption,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="Account owner whose accounts a csm token sees and changes; "
+            "required for csm.",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Label of the token, such as the person or system using it; "
+            "default the owner, else the role.",
+        ),
+    ] = None,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Create an API token and print it once; only its hash is stored."""
+    project = open_project(project_dir)
+    label = name or owner or role
+    with _state_store(project) as store:
+        created = create_token(store, role=role, name=label, owner=owner)
+    if json_output:
+        print_json({"token": created.token, **_info_json(created.info)})
+        return
+    say(created.token)
+    note(
+        f"Created token {created.info.id} ({created.info.role}"
+        f"{f', owner {owner}' if owner else ''}). Store it now: it cannot be shown "
+        "again. Send it as `Authorization: Bearer <token>`."
+    )
+
+
+@token_app.command("list")
+@handle_errors
+def token_list(
+    include_revoked: Annotated[
+        bool, typer.Option("--all", help="Also list revoked tokens.")
+    ] = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """List the API tokens, without their secrets."""
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        found = list_tokens(store, include_revoked=include_revoked)
+    if json_output:
+        print_json([_info_json(item) for item in found])
+        return
+    if not found:
+        say("No tokens; create one with `healthscore token create --role ROLE`.")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("Id", "Name", "Role", "Owner", "Created", "Revoked"):
+        table.add_column(column, no_wrap=True)
+    for item in found:
+        revoked = (
+            item.revoked_at.isoformat(timespec="seconds") if item.revoked_at else "-"
+        )
+        table.add_row(
+            str(item.id),
+            item.name,
+            item.role,
+            item.owner or "-",
+            item.created_at.isoformat(timespec="seconds"),
+            revoked,
+        )
+    stdout_console().print(table)
+
+
+@token_app.command("revoke")
+@handle_errors
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(metavar="ID", help="Token id, from list.")],
+    project_dir: ProjectOption = Path("."),
+    verbose: VerboseOption = 0,
+) -> None:
+    """Revoke an API token; requests with it get 401 from then on."""
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        try:
+            revoke_token(store, token_id)
+        except TokenNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+    say(f"Revoked token {token_id}.")
+
+
+def _info_json(info: object) -> dict[str, object]:
+    from healthscore.service.serialize import jsonable
+
+    result: dict[str, object] = jsonable(info)
+    return result
+
+
+@writekey_app.command("create")
+@handle_errors
+def writekey_create(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source", metavar="NAME", help="Store source (path: store) to append to."
+        ),
+    ],
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Create a write key for a store source and print it once."""
+    from healthscore.service.writekeys import create_write_key
+
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        created = create_write_key(store, project, source)
+    if json_output:
+        print_json({"key": created.key, **_info_json(created.info)})
+        return
+    say(created.key)
+    note(
+        f"Created write key {created.info.id} for source {source}. Store it now: it "
+        "cannot be shown again. Send it as the basic-auth user name with an empty "
+        "password."
+    )
+
+
+@writekey_app.command("list")
+@handle_errors
+def writekey_list(
+    include_revoked: Annotated[
+        bool, typer.Option("--all", help="Also list revoked write keys.")
+    ] = False,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """List the write keys, without their secrets."""
+    from healthscore.service.writekeys import list_write_keys
+
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        found = list_write_keys(store, include_revoked=include_revoked)
+    if json_output:
+        print_json([_info_json(item) for item in found])
+        return
+    if not found:
+        say("No write keys; create one with `healthscore writekey create --source`.")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("Id", "Source", "Created", "Revoked"):
+        table.add_column(column, no_wrap=True)
+    for item in found:
+        revoked = (
+            item.revoked_at.isoformat(timespec="seconds") if item.revoked_at else "-"
+        )
+        table.add_row(
+            str(item.id),
+            item.source,
+            item.created_at.isoformat(timespec="seconds"),
+            revoked,
+        )
+    stdout_console().print(table)
+
+
+@writekey_app.command("revoke")
+@handle_errors
+def writekey_revoke(
+    key_id: Annotated[
+        int, typer.Argument(metavar="ID", help="Write key id, from list.")
+    ],
+    project_dir: ProjectOption = Path("."),
+    verbose: VerboseOption = 0,
+) -> None:
+    """Revoke a write key; requests with it get 401 from then on."""
+    from healthscore.service.writekeys import WriteKeyNotFoundError, revoke_write_key
+
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        try:
+            revoke_write_key(store, key_id)
+        except WriteKeyNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+    say(f"Revoked write key {key_id}.")

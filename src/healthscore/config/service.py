@@ -1,0 +1,34 @@
+"""Settings of the web service: the `service` section of `healthscore.yml`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from healthscore.config.models import StrictModel
+
+#: Default maximum size of a request body: 1 MiB.
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+
+
+class ServiceSettings(StrictModel):
+    """Address, limits and cross-origin access of `healthscore serve`."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the service listens on; the default accepts local "
+        "connections only.",
+    )
+    port: int = Field(
+        default=8000, ge=1, le=65535, description="TCP port the service listens on."
+    )
+    max_request_bytes: int = Field(
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        ge=1,
+        description="Largest accepted request body, in bytes; a larger one gets "
+        "status 413.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins, such as `https://crm.example.com`, whose browser pages "
+        "may call the API; empty (the default) turns cross-origin access off.",
+    )

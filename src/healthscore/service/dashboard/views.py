@@ -1,0 +1,234 @@
+"""Values of the dashboard pages, read through the same functions as the API routes.
+
+Each function returns the dictionary one template renders. Tables come from
+`healthscore.service.views` and the API route functions (which apply the token's
+account visibility), and charts from the report's chart builders.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pandas as pd
+from markupsafe import Markup
+
+from healthscore.config.models import BandConfig
+from healthscore.monitoring.notes import list_notes
+from healthscore.monitoring.outbox import AlertRecord, list_alerts
+from healthscore.monitoring.playbooks import Task, list_tasks
+from healthscore.report.charts import score_histogram
+from healthscore.report.history import account_history_chart, band_history_chart
+from healthscore.report.models import models_section
+from healthscore.report.summary import band_style
+from healthscore.service.auth import Access
+from healthscore.service.errors import ApiError
+from healthscore.service.routers import accounts as account_routes
+from healthscore.service.routers import results as result_routes
+from healthscore.service.serialize import alert_json, jsonable
+from healthscore.service.views import account_table, sort_accounts
+
+#: Rows of the at-risk list on the portfolio page.
+AT_RISK_ROWS = 25
+#: Days ahead of the forecasts shown on the account page.
+FORECAST_HORIZONS = (30, 60, 90)
+
+
+def band_tones(bands: list[BandConfig]) -> dict[str, dict[str, str]]:
+    """Label, colour and tone (low, middle, high) of every band name.
+
+    The tone picks the band's icon and fill pattern, so bands differ by shape and
+    text as well as by colour.
+    """
+    ordered = sorted(bands, key=lambda band: band.min)
+    styles = band_style(bands)
+    tones: dict[str, dict[str, str]] = {}
+    for name, (label, color) in styles.items():
+        tones[name] = {"label": label, "color": color, "tone": "other"}
+    for index, band in enumerate(ordered):
+        if index == 0:
+            tone = "low"
+        elif index == len(ordered) - 1:
+            tone = "high"
+        else:
+            tone = "middle"
+        tones[band.name]["tone"] = tone
+    return tones
+
+
+def at_risk_band(bands: list[BandConfig]) -> str:
+    """Return the band named at_risk, else the lowest band (as the portfolio does)."""
+    names = [band.name for band in bands]
+    if "at_risk" in names:
+        return "at_risk"
+    return min(bands, key=lambda band: band.min).name
+
+
+def portfolio_view(access: Access) -> dict[str, Any]:
+    """Return band counts now and over time, the distribution and the at-risk list."""
+    context = access.context
+    bands = context.project.config.bands
+    day = context.data.resolve_as_of(None)
+    table = account_table(access, day)
+    tones = band_tones(bands)
+    counts = []
+    for name, tone in tones.items():
+        rows = table[table["band"] == name]
+        if name not in {band.name for band in bands} and rows.empty:
+            continue
+        counts.append(
+            {
+                "band": name,
+                "accounts": len(rows),
+                "arr": rows["arr"].sum(min_count=1),
+                **tone,
+            }
+        )
+
+    history = context.data.history()
+    history = history[access.filter_ids(history["account_id"].astype(str))]
+    band_chart = None
+    if not history.empty:
+        band_chart = Markup(band_history_chart(history, bands, "band-history"))
+
+    risky = table[table["band"] == at_risk_band(bands)]
+    risky = sort_accounts(risky, "-arr").head(AT_RISK_ROWS)
+    return {
+        "as_of": day,
+        "total": len(table),
+        "counts": counts,
+        "tones": tones,
+        "band_chart": band_chart,
+        "histogram": Markup(score_histogram(table, bands, "score-distribution")),
+        "at_risk": risky.to_dict(orient="records"),
+        "at_risk_label": tones[at_risk_band(bands)]["label"],
+        "dates": len(history["as_of"].unique()),
+    }
+
+
+def accounts_view(access: Access, sort: account_routes.SortKey) -> dict[str, Any]:
+    """Return every visible account with score, band, trend and owner."""
+    day = access.context.data.resolve_as_of(None)
+    table = sort_accounts(account_table(access, day), sort)
+    return {
+        "as_of": day,
+        "accounts": table.to_dict(orient="records"),
+        "sort": sort,
+        "tones": band_tones(access.context.project.config.bands),
+    }
+
+
+def account_view(access: Access, account_id: str) -> dict[str, Any]:
+    """Everything the account page shows; 404 (ApiError) when not visible."""
+    context = access.context
+    account = account_routes.get_account(account_id, access)
+    day = date.fromisoformat(account["as_of"])
+    history = context.data.history()
+    own = history[history["account_id"].astype(str) == account_id]
+    own = own[own["as_of"] <= day].sort_values("as_of")
+
+    alerts = account_alerts(access, account_id)
+    alert_frame = pd.DataFrame(
+        [
+            {
+                "account_id": record.alert.account_id,
+                "as_of": record.alert.as_of,
+                "title": record.alert.title,
+                "severity": record.alert.severity,
+            }
+            for record in alerts
+        ],
+        columns=["account_id", "as_of", "title", "severity"],
+    )
+    chart = account_history_chart(own, [account_id], alert_frame, "account-history")
+
+    components = account_routes.get_components(account_id, access)["components"]
+    return {
+        "account": account,
+        "as_of": day,
+        "tones": band_tones(context.project.config.bands),
+        "history_chart": Markup(chart),
+        "history": own.to_dict(orient="records"),
+        "components": components,
+        "change": _last_change(access, account_id, own, day),
+        "forecast": _forecast(access, account_id),
+        "horizons": FORECAST_HORIZONS,
+        "alerts": [alert_json(record) for record in alerts],
+        "tasks": jsonable(list_tasks(context.state, account_id=account_id)),
+        "notes": list_notes(context.state, account_id),
+        "overrides": context.state.list_overrides(
+            False, as_of=context.local_now().date(), account_id=account_id
+        ),
+        "measures": measure_names(access),
+        "today": context.local_now().date(),
+    }
+
+
+def _last_change(
+    access: Access, account_id: str, own: pd.DataFrame, day: date
+) -> dict[str, Any]:
+    """Explain the change of the score since the account's previous stored date."""
+    earlier = [value for value in own["as_of"] if value < day]
+    if not earlier:
+        return {"message": "There is no earlier score to compare with."}
+    try:
+        return account_routes.get_explanation(
+            account_id, access, as_of=day, compare_to=earlier[-1]
+        )
+    except ApiError as error:
+        return {"message": error.message}
+
+
+def _forecast(access: Access, account_id: str) -> dict[str, Any]:
+    try:
+        return account_routes.get_forecast(account_id, access)
+    except ApiError as error:
+        return {"message": error.message}
+
+
+def account_alerts(access: Access, account_id: str) -> list[AlertRecord]:
+    """List the account's alerts, newest first."""
+    records = list_alerts(access.context.state)
+    return [record for record in records if record.alert.account_id == account_id]
+
+
+def measure_names(access: Access) -> list[str]:
+    """Return the scorecards' measure names, for the override form."""
+    config = access.context.project.config
+    names = {
+        item.measure_name
+        for card in config.scorecards
+        for component in card.components.values()
+        for item in component.measures
+    }
+    return sorted(names)
+
+
+def alerts_view(access: Access, state: str | None) -> dict[str, Any]:
+    """List the alerts the token may see, newest first, optionally of one state."""
+    visible = access.visible_ids()
+    records = list_alerts(access.context.state, state)
+    if visible is not None:
+        records = [item for item in records if item.alert.account_id in visible]
+    return {"alerts": [alert_json(record) for record in records], "state": state}
+
+
+def tasks_view(access: Access, state: str | None) -> dict[str, Any]:
+    """List the tasks the token may see, by due date, optionally of one state."""
+    found = list_tasks(access.context.state, task_state=state)
+    keep = access.filter_ids(task.account_id for task in found)
+    visible: list[Task] = [task for task, ok in zip(found, keep, strict=True) if ok]
+    return {"tasks": jsonable(visible), "state": state}
+
+
+def model_view(access: Access) -> dict[str, Any]:
+    """The stored backtest and method comparison, and the scorecards in use."""
+    project = access.context.project
+    scorecard = result_routes.get_scorecard(access)
+    return {
+        "section": models_section(project),
+        "scorecards": project.config.scorecards,
+        "versions": scorecard["versions"],
+        "tones": band_tones(project.config.bands),
+        "bands": project.config.bands,
+    }

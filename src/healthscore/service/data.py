@@ -1,0 +1,241 @@
+"""Read access of the service to a project's snapshots and accounts, with caching.
+
+The scoring run of the command line may replace a snapshot while the service reads
+it. A snapshot write renames folders, so for an instant the date is absent. A read
+that fails in that instant is retried a few times before it counts as an error.
+Results that need every snapshot (history and trends) are cached until a snapshot
+changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from healthscore.config import Project
+from healthscore.monitoring.history import score_history
+from healthscore.monitoring.trends import compute_trends
+from healthscore.pipeline import snapshot_store
+from healthscore.report import read_account_sources
+from healthscore.service.errors import ApiError, not_found
+from healthscore.sources.reader import SourceError, resolve_files
+from healthscore.store.snapshots import RUN_FILE, SnapshotNotFoundError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Attempts of a snapshot read that fails while a scoring run replaces the snapshot.
+READ_ATTEMPTS = 5
+#: Pause before the first retry, in seconds; it doubles on each retry.
+RETRY_PAUSE_SECONDS = 0.05
+
+#: Account columns the service shows beside the scores, when the source has them.
+ACCOUNT_COLUMNS = ("name", "segment", "owner", "arr")
+
+#: Seconds an accounts table read from a source without plain files is kept.
+ACCOUNTS_TTL_SECONDS = 60.0
+
+
+class ProjectData:
+    """Snapshots, score history, trends and account attributes of one project."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.snapshots = snapshot_store(project)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[Any, Any]] = {}
+        # Dates found stored before; one missing now is probably being replaced.
+        self._seen_dates: set[date] = set()
+
+    # Dates
+
+    def resolve_as_of(self, as_of: date | None) -> date:
+        """Return `as_of`, or the latest stored date; 404 when it is not stored.
+
+        A date that was stored before and is missing now is waited for briefly,
+        because a scoring run that replaces it removes it for an instant.
+        """
+        if as_of is None:
+            latest = self._wait_for(lambda: self._latest_not_older())
+            if latest is None:
+                raise not_found(
+                    "no scores are stored yet; run `healthscore score --as-of DATE` "
+                    "for the project first"
+                )
+            return latest
+        stored: bool | None = self.snapshots.exists(as_of)
+        if not stored and as_of in self._seen_dates:
+            stored = self._wait_for(lambda: self.snapshots.exists(as_of) or None)
+        if not stored:
+            raise not_found(
+                f"no scores are stored for {as_of.isoformat()}; pick a stored date "
+                "or run `healthscore score` for it"
+            )
+        with self._lock:
+            self._seen_dates.add(as_of)
+        return as_of
+
+    def _latest_not_older(self) -> date | None:
+        """Return the latest date, or None while it is older than one seen before."""
+        latest = self.snapshots.latest()
+        with self._lock:
+            seen = max(self._seen_dates, default=None)
+            if latest is not None and (seen is None or latest >= seen):
+                self._seen_dates.add(latest)
+                return latest
+        return None
+
+    def _wait_for(self, probe: Callable[[], T | None]) -> T | None:
+        """Return the first result of `probe` that is not None, retrying briefly.
+
+        After READ_ATTEMPTS the last result is returned, because then the date was
+        removed for good, for example by `healthscore forget` or by hand.
+        """
+        pause = RETRY_PAUSE_SECONDS
+        for _attempt in range(READ_ATTEMPTS - 1):
+            found = probe()
+            if found is not None:
+                return found
+            time.sleep(pause)
+            pause *= 2
+        found = probe()
+        if found is None and self.snapshots.latest() is not None:
+            # Fall back to what is stored now, and stop waiting for the lost date.
+            with self._lock:
+                self._seen_dates = set(self.snapshots.dates())
+            return probe()
+        return found
+
+    # Snapshot tables
+
+    def table(self, as_of: date, name: str) -> pd.DataFrame:
+        """Read table `name` of the snapshot of `as_of`, retrying during a rewrite."""
+        return _retry(lambda: self.snapshots.read(as_of, name))
+
+    def history(self) -> pd.DataFrame:
+        """Return `score_history` of all stored dates, cached until snapshots change."""
+        return self._cached("history", lambda: _retry(self._read_history))
+
+    def _read_history(self) -> pd.DataFrame:
+        if not self.snapshots.dates():
+            return pd.DataFrame(columns=["as_of", "account_id", "score", "band"])
+        return score_history(self.snapshots)
+
+    def trends(self, as_of: date) -> pd.DataFrame:
+        """Return `compute_trends` as of `as_of`, cached until a snapshot changes."""
+        settings = self.project.config.history.trend
+
+        def compute() -> pd.DataFrame:
+            return _retry(
+                lambda: compute_trends(self.snapshots, as_of, settings, self.history())
+            )
+
+        return self._cached(f"trends {as_of.isoformat()}", compute)
+
+    def _snapshot_version(self) -> tuple[tuple[date, int], ...]:
+        """Stored dates with the modification time of their run.json."""
+        version = []
+        for day in self.snapshots.dates():
+            try:
+                stamp = (self.snapshots.partition_path(day) / RUN_FILE).stat()
+            except OSError:
+                continue
+            version.append((day, stamp.st_mtime_ns))
+        return tuple(version)
+
+    def _cached(self, key: str, compute: Callable[[], T]) -> T:
+        version = self._snapshot_version()
+        with self._lock:
+            found = self._cache.get(key)
+        if found is not None and found[0] == version:
+            return found[1]
+        value = compute()
+        with self._lock:
+            self._cache[key] = (version, value)
+        return value
+
+    # Accounts
+
+    def accounts(self) -> pd.DataFrame:
+        """Account attributes (ACCOUNT_COLUMNS that exist) indexed by account id.
+
+        Read from the accounts source and cached until its files change.
+
+        Raises
+        ------
+        ApiError
+            503 when the accounts source cannot be read.
+        """
+        version = self._accounts_version()
+        with self._lock:
+            found = self._cache.get("accounts")
+        if found is not None and found[0] == version:
+            return found[1]
+        try:
+            frame = read_account_sources(self.project).accounts()
+        except SourceError as exc:
+            raise ApiError(503, f"the accounts source cannot be read: {exc}") from exc
+        columns = [column for column in ACCOUNT_COLUMNS if column in frame.columns]
+        attributes = frame[columns].copy()
+        attributes.index = attributes.index.astype(str)
+        with self._lock:
+            self._cache["accounts"] = (version, attributes)
+        return attributes
+
+    def _accounts_version(self) -> tuple[Any, ...]:
+        name = self.project.config.accounts_source()
+        source = self.project.config.sources[name]
+        try:
+            files = resolve_files(self.project, name, source)
+            stats = [_file_stamp(file) for file in files]
+        except (SourceError, OSError):
+            # No plain files to watch (or none yet): refresh on a timer instead.
+            return ("ttl", int(time.monotonic() // ACCOUNTS_TTL_SECONDS))
+        return ("files", *stats)
+
+    def owner_of(self, account_id: str) -> str | None:
+        """Return the account's owner, or None when it has none or is unknown."""
+        accounts = self.accounts()
+        if "owner" not in accounts.columns or account_id not in accounts.index:
+            return None
+        value = accounts.at[account_id, "owner"]
+        return None if pd.isna(value) else str(value)
+
+    def owned_ids(self, owner: str) -> set[str]:
+        """Return the ids of the accounts whose owner is `owner`."""
+        accounts = self.accounts()
+        if "owner" not in accounts.columns:
+            return set()
+        return set(accounts.index[accounts["owner"] == owner])
+
+    def is_known(self, account_id: str) -> bool:
+        """Return whether `account_id` is an id of the accounts source."""
+        return account_id in self.accounts().index
+
+
+def _file_stamp(file: str) -> tuple[str, int, int]:
+    stat = Path(file).stat()
+    return (file, stat.st_mtime_ns, stat.st_size)
+
+
+def _retry(read: Callable[[], T]) -> T:
+    """Run `read`, retrying when a snapshot vanishes for a moment during a rewrite."""
+    pause = RETRY_PAUSE_SECONDS
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            return read()
+        except (SnapshotNotFoundError, OSError) as exc:
+            if attempt == READ_ATTEMPTS:
+                raise
+            logger.debug("snapshot read failed (%s); retrying", type(exc).__name__)
+            time.sleep(pause)
+            pause *= 2
+    raise AssertionError("unreachable")

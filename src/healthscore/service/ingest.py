@@ -1,0 +1,528 @@
+"""Real-time event ingest: Segment-style `/v1/*` routes and `/api/events`.
+
+- `POST /v1/track`, `/v1/identify`, `/v1/group` take one call and `POST /v1/batch`
+  takes `{"batch": [call, ...]}`, in the shapes of Segment's HTTP tracking API. The
+  write key is the user name of HTTP basic authentication, with an empty password,
+  and selects the store source. The calls go through the same Segment importer as
+  `healthscore ingest`, so account mapping and pseudonymization are the same.
+- `POST /api/events` takes `{"source": NAME, "events": [row, ...]}` in the
+  project's own column names, with a bearer token of role admin or analyst or a
+  write key of that source.
+
+Every call or row of a request is checked first. When one is invalid, the response
+is 422 with one detail per invalid call (its index and field) and nothing of the
+request is stored. Otherwise the rows are appended to the event store, whose files
+are fsynced, before the response is sent. The affected accounts are then handed to
+the rescore worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, Field
+
+from healthscore.config import Project
+from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
+from healthscore.config.retention import numeric_columns
+from healthscore.engine import connect
+from healthscore.service.context import ServiceContext, get_context
+from healthscore.service.errors import ERROR_RESPONSES, ApiError
+from healthscore.service.middleware import TOKEN_ID_KEY
+from healthscore.service.tokens import verify_token
+from healthscore.service.writekeys import WriteKeyInfo, verify_write_key
+from healthscore.sources.ingest import event_store
+from healthscore.sources.reader import SourceError, quote, read_source
+from healthscore.store.events import EventStore, EventStoreError
+
+logger = logging.getLogger(__name__)
+
+#: Formats whose importer reads Segment-style calls.
+SEGMENT_FORMATS = ("segment", "rudderstack")
+#: Call types that the `/v1/batch` route accepts. Page, screen and alias calls are
+#: accepted and skipped, as the Segment importer skips them in files.
+CALL_TYPES = ("track", "identify", "group", "page", "screen", "alias")
+#: Roles whose bearer tokens may post to `/api/events`.
+EVENT_WRITER_ROLES = ("admin", "analyst")
+#: Invalid calls or rows listed in one error response; the rest are counted.
+MAX_LISTED_PROBLEMS = 100
+
+_BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="healthscore ingest"'}
+
+router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
+
+
+class IngestResponse(BaseModel):
+    """Result of an accepted ingest request."""
+
+    success: bool = Field(description="Always true; Segment clients check it.")
+    stored: int = Field(description="Event rows appended to the event store.")
+
+
+class EventsRequest(BaseModel):
+    """Body of `POST /api/events`."""
+
+    source: str | None = Field(
+        default=None,
+        description="Store source to append to; a write key's own source when omitted.",
+    )
+    events: list[dict[str, Any]] = Field(
+        description="Rows with the source's standard and attribute columns, at least "
+        "account_id and timestamp (ISO 8601)."
+    )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid call or row of a request."""
+
+    index: int
+    field: str
+    message: str
+
+
+# Authentication
+
+
+def basic_user(request: Request) -> str | None:
+    """Return the user name of a `Basic` Authorization header, or None."""
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0]
+
+
+def require_write_key(
+    request: Request, context: Annotated[ServiceContext, Depends(get_context)]
+) -> WriteKeyInfo:
+    """Return the write key of a `/v1/*` request; 401 when it is missing or invalid."""
+    user = basic_user(request)
+    if not user:
+        raise ApiError(
+            401,
+            "missing write key; send it as the basic-auth user name with an empty "
+            "password, a key from `healthscore writekey create`",
+            headers=_BASIC_CHALLENGE,
+        )
+    key = verify_write_key(context.state, user)
+    if key is None:
+        raise ApiError(
+            401,
+            "invalid or revoked write key; create a new one with `healthscore "
+            "writekey create`",
+            headers=_BASIC_CHALLENGE,
+        )
+    request.scope.setdefault("state", {})[TOKEN_ID_KEY] = f"writekey {key.id}"
+    return key
+
+
+WriteKey = Annotated[WriteKeyInfo, Depends(require_write_key)]
+CallBody = Annotated[dict[str, Any], Body()]
+Context = Annotated[ServiceContext, Depends(get_context)]
+
+
+def _events_source(
+    request: Request, context: ServiceContext, requested: str | None
+) -> str:
+    """Authenticate a `/api/events` request and return the source it may write."""
+    if basic_user(request):
+        key = require_write_key(request, context)
+        if requested is not None and requested != key.source:
+            raise ApiError(
+                403,
+                f"the write key is for source {key.source!r}, not {requested!r}; use "
+                f"a key of {requested!r}",
+            )
+        return key.source
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    token = verify_token(context.state, credentials.strip())
+    if scheme.lower() != "bearer" or token is None:
+        raise ApiError(
+            401,
+            "missing or invalid credentials; send a bearer token of role admin or "
+            "analyst, or a write key as the basic-auth user name",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.scope.setdefault("state", {})[TOKEN_ID_KEY] = token.id
+    if token.role not in EVENT_WRITER_ROLES:
+        raise ApiError(
+            403,
+            f"role {token.role} cannot post events; use a token with role "
+            f"{' or '.join(EVENT_WRITER_ROLES)}, or a write key",
+        )
+    if requested is None:
+        raise ApiError(
+            422,
+            "the request is invalid (1 problem); see details",
+            details=[{"location": "body.source", "message": "Field required"}],
+        )
+    return requested
+
+
+# Routes
+
+
+@router.post("/v1/track", response_model=IngestResponse)
+def track(
+    key: WriteKey, context: Context, request: Request, call: CallBody
+) -> IngestResponse:
+    """Store one track call."""
+    return _ingest_calls(context, request, key.source, [call], "track")
+
+
+@router.post("/v1/identify", response_model=IngestResponse)
+def identify(
+    key: WriteKey, context: Context, request: Request, call: CallBody
+) -> IngestResponse:
+    """Check one identify call; it maps users to accounts within its request."""
+    # NOTE: identify and group calls are not stored, so a membership they declare
+    # maps only the track calls of the same request. Send them in one /v1/batch
+    # with the track calls, or name the account in context.groupId.
+    return _ingest_calls(context, request, key.source, [call], "identify")
+
+
+@router.post("/v1/group", response_model=IngestResponse)
+def group(
+    key: WriteKey, context: Context, request: Request, call: CallBody
+) -> IngestResponse:
+    """Check one group call; it maps users to accounts within its request."""
+    return _ingest_calls(context, request, key.source, [call], "group")
+
+
+@router.post("/v1/batch", response_model=IngestResponse)
+def batch(
+    key: WriteKey,
+    context: Context,
+    request: Request,
+    calls: Annotated[list[Any], Body(embed=True, alias="batch")],
+) -> IngestResponse:
+    """Store the track calls of a batch; its identify and group calls map users."""
+    return _ingest_calls(context, request, key.source, calls, None)
+
+
+@router.post("/api/events", response_model=IngestResponse)
+def post_events(
+    context: Context, request: Request, body: EventsRequest
+) -> IngestResponse:
+    """Store rows in the project's own columns."""
+    source = _events_source(request, context, body.source)
+    settings = _store_source(context.project, source)
+    columns = _event_columns(settings)
+    problems: list[Problem] = []
+    for index, event in enumerate(body.events):
+        for name in sorted(set(event) - set(columns)):
+            problems.append(
+                Problem(
+                    index,
+                    name,
+                    f"unknown column; the columns of {source!r} are "
+                    f"{', '.join(columns)}",
+                )
+            )
+    _raise_problems(problems, "events", len(body.events))
+    plain = settings.model_copy(
+        update={
+            "format": "jsonl",
+            "options": {},
+            "columns": {},
+            "lookups": {},
+            "timestamp_format": None,
+        }
+    )
+    rows = [{name: event.get(name) for name in columns} for event in body.events]
+    table = _read_checked(context.project, source, plain, rows, "events")
+    stored = _store(context, request, source, settings, table)
+    return IngestResponse(success=True, stored=stored)
+
+
+# Steps
+
+
+def _ingest_calls(
+    context: ServiceContext,
+    request: Request,
+    source: str,
+    calls: Sequence[Any],
+    route_type: str | None,
+) -> IngestResponse:
+    settings = _store_source(context.project, source)
+    if settings.format not in SEGMENT_FORMATS:
+        raise ApiError(
+            409,
+            f"source {source!r} does not read Segment calls (its format is "
+            f"{settings.format or 'a plain file format'}); set "
+            f"sources.{source}.format to segment, or post rows to /api/events",
+        )
+    location = "batch" if route_type is None else "call"
+    received = datetime.now(UTC).isoformat(timespec="milliseconds")
+    problems: list[Problem] = []
+    prepared: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        found = _check_call(index, call, route_type)
+        problems += found
+        if not found:
+            # Segment's API stamps each call with the time it was received. The
+            # importer uses that time only when the call has no timestamp.
+            prepared.append({**call, "type": call.get("type") or route_type})
+            prepared[-1]["receivedAt"] = received
+        else:
+            prepared.append({})
+    _raise_problems(problems, location, len(calls))
+    table = _read_checked(context.project, source, settings, prepared, location)
+    stored = _store(context, request, source, settings, table)
+    return IngestResponse(success=True, stored=stored)
+
+
+def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
+    if not isinstance(call, dict):
+        return [Problem(index, "", "each call must be a JSON object")]
+    problems = []
+    kind = call.get("type")
+    if route_type is not None and kind not in (None, route_type):
+        problems.append(
+            Problem(index, "type", f"is {kind!r}; this route takes {route_type} calls")
+        )
+    if route_type is None and kind not in CALL_TYPES:
+        problems.append(
+            Problem(index, "type", f"must be one of {', '.join(CALL_TYPES)}")
+        )
+    kind = kind or route_type
+    if not _present(call.get("userId")) and not _present(call.get("anonymousId")):
+        problems.append(Problem(index, "userId", "give userId or anonymousId"))
+    if kind == "track" and not (
+        isinstance(call.get("event"), str) and call["event"].strip()
+    ):
+        problems.append(Problem(index, "event", "must be a non-empty string"))
+    if kind == "group" and not _present(call.get("groupId")):
+        problems.append(Problem(index, "groupId", "is required in a group call"))
+    return problems
+
+
+def _present(value: Any) -> bool:
+    return value is not None and str(value).strip() != ""
+
+
+def _store_source(project: Project, source: str) -> SourceConfig:
+    settings = project.config.sources.get(source)
+    if settings is None or settings.path.strip() != "store":
+        raise ApiError(
+            409,
+            f"source {source!r} is not a store source of the project; set "
+            f"sources.{source}.path to store, or use a key of another source",
+        )
+    return settings
+
+
+def _event_columns(settings: SourceConfig) -> list[str]:
+    return [*STANDARD_COLUMNS[settings.kind], *settings.attributes]
+
+
+def _read_checked(
+    project: Project,
+    source: str,
+    settings: SourceConfig,
+    records: list[dict[str, Any]],
+    location: str,
+) -> pa.Table:
+    """Read `records` with the source's settings; 422 listing every invalid one.
+
+    The records are written as JSON Lines to a temporary file, so they take the same
+    reader (and importer) path as a file given to `healthscore ingest`.
+    """
+    with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
+        path = Path(folder) / "records.jsonl"
+        with open(path, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, default=str) + "\n")
+        file_settings = settings.model_copy(update={"path": str(path)})
+        backend = connect(project)
+        try:
+            con = backend.con
+            try:
+                loaded = read_source(con, project, source, file_settings)
+            except SourceError as exc:
+                raise ApiError(
+                    422,
+                    f"the {location} cannot be read: {exc}",
+                    details=[{"location": f"body.{location}", "message": str(exc)}],
+                ) from exc
+            relation = quote(loaded.relation)
+            found = con.execute(
+                f"SELECT _row, _problem FROM {relation} WHERE _problem IS NOT NULL "
+                "ORDER BY _row"
+            ).fetchall()
+            columns = ", ".join(quote(column) for column in loaded.columns)
+            table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
+        finally:
+            backend.disconnect()
+    problems = [_reader_problem(int(row) - 1, problem) for row, problem in found]
+    _raise_problems(problems, location, len(records))
+    return table
+
+
+def _reader_problem(index: int, problem: str) -> Problem:
+    # Imported here: the reasons live with the source reports, which import the
+    # reader's package.
+    from healthscore.sources import REASONS
+
+    reason, _, column = problem.partition(":")
+    return Problem(index, column, REASONS.get(reason, reason))
+
+
+def _raise_problems(problems: list[Problem], location: str, total: int) -> None:
+    if not problems:
+        return
+    invalid = len({problem.index for problem in problems})
+    details = [
+        {
+            "location": f"body.{location}"
+            + ("" if location == "call" else f"[{problem.index}]")
+            + (f".{problem.field}" if problem.field else ""),
+            "message": problem.message,
+        }
+        for problem in problems[:MAX_LISTED_PROBLEMS]
+    ]
+    more = len(problems) - len(details)
+    raise ApiError(
+        422,
+        f"{invalid} of {total} records are invalid, so nothing was stored; see "
+        "details for each one"
+        + (f" ({more} more problems not listed)" if more > 0 else ""),
+        details=details,
+    )
+
+
+def _store(
+    context: ServiceContext,
+    request: Request,
+    source: str,
+    settings: SourceConfig,
+    table: pa.Table,
+) -> int:
+    """Append the rows durably, then queue their accounts for rescoring."""
+    if table.num_rows == 0:
+        return 0
+    try:
+        _committer(request).append(source, table, numeric_columns(settings))
+    except EventStoreError as exc:
+        raise ApiError(
+            422,
+            f"the rows cannot be stored: {exc}",
+            details=[{"location": "body", "message": str(exc)}],
+        ) from exc
+    accounts = pc.unique(table["account_id"]).to_pylist()
+    worker = getattr(request.app.state, "rescore_worker", None)
+    if worker is not None:
+        worker.notify(str(account) for account in accounts)
+    logger.debug("stored %d rows of %s", table.num_rows, source)
+    return table.num_rows
+
+
+# Group commit
+
+
+@dataclass
+class _Entry:
+    table: pa.Table
+    done: bool = False
+    error: Exception | None = None
+
+
+class GroupCommitter:
+    """Append the rows of concurrent requests to the event store in one append.
+
+    Every append computes the day's rollup again from all of the day's parts, so
+    one append per request would serialise requests on that work. A request adds
+    its rows to the queue of its source and then waits for the source's lock. The
+    request that gets the lock appends every queued table in one `EventStore.append`
+    and marks them stored. The others then find their rows stored and return.
+    When the combined append fails, each table is appended on its own, so one bad
+    request does not fail the others.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._guard = threading.Lock()
+        self._queues: dict[str, list[_Entry]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+
+    def append(self, source: str, table: pa.Table, numeric: list[str]) -> None:
+        """Store `table` durably; raises EventStoreError when it cannot be stored.
+
+        Other errors of the store, such as OSError, are raised to every request of
+        the group.
+        """
+        entry = _Entry(table)
+        with self._guard:
+            self._queues.setdefault(source, []).append(entry)
+            lock = self._locks.setdefault(source, threading.Lock())
+        with lock:
+            if not entry.done:
+                with self._guard:
+                    group = self._queues.pop(source, [])
+                self._commit(source, group, numeric)
+        if entry.error is not None:
+            raise entry.error
+
+    def _commit(self, source: str, group: list[_Entry], numeric: list[str]) -> None:
+        try:
+            combined = pa.concat_tables(
+                [entry.table for entry in group], promote_options="permissive"
+            )
+            self.store.append(source, combined, numeric=numeric)
+        except (EventStoreError, pa.ArrowInvalid, pa.ArrowTypeError):
+            if len(group) == 1:
+                self._append_one(source, group[0], numeric)
+                return
+            for entry in group:
+                self._append_one(source, entry, numeric)
+            return
+        except Exception as exc:
+            # Such as a full disk: every request of the group gets the error.
+            for entry in group:
+                entry.error = exc
+                entry.done = True
+            return
+        for entry in group:
+            entry.done = True
+
+    def _append_one(self, source: str, entry: _Entry, numeric: list[str]) -> None:
+        try:
+            self.store.append(source, entry.table, numeric=numeric)
+        except (EventStoreError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            entry.error = (
+                exc if isinstance(exc, EventStoreError) else EventStoreError(str(exc))
+            )
+        entry.done = True
+
+
+_COMMITTER_LOCK = threading.Lock()
+
+
+def _committer(request: Request) -> GroupCommitter:
+    state = request.app.state
+    with _COMMITTER_LOCK:
+        committer: GroupCommitter | None = getattr(state, "ingest_committer", None)
+        if committer is None:
+            committer = GroupCommitter(event_store(state.context.project))
+            state.ingest_committer = committer
+    return committer

@@ -1,0 +1,338 @@
+"""Routes of the accounts list and of one account: scores, trends, what they rest on."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Query, status
+
+from healthscore.monitoring.notes import add_note, list_notes
+from healthscore.monitoring.outbox import list_alerts
+from healthscore.monitoring.playbooks import list_tasks
+from healthscore.scoring import UNSCORED, change_total, explain_account, explain_change
+from healthscore.service.auth import AccessDependency
+from healthscore.service.context import API_PREFIX
+from healthscore.service.errors import ApiError, layer_errors, not_found
+from healthscore.service.schemas import NoteCreate, OverrideCreate
+from healthscore.service.serialize import alert_json, jsonable
+from healthscore.service.views import (
+    SortKey,
+    account_table,
+    filter_accounts,
+    sort_accounts,
+)
+
+router = APIRouter(prefix=f"{API_PREFIX}/accounts", tags=["accounts"])
+
+AsOf = Annotated[
+    date | None,
+    Query(description="As-of date of a stored snapshot; default the latest one."),
+]
+
+#: Largest page of the accounts list.
+MAX_PAGE = 1000
+
+
+@router.get("")
+def list_accounts(
+    access: AccessDependency,
+    as_of: AsOf = None,
+    band: Annotated[str | None, Query(description="Only this band.")] = None,
+    segment: Annotated[str | None, Query(description="Only this segment.")] = None,
+    owner: Annotated[str | None, Query(description="Only this owner.")] = None,
+    trend: Annotated[
+        str | None, Query(description="Only this trend: up, down or flat.")
+    ] = None,
+    sort: Annotated[
+        SortKey, Query(description="Sort column; a leading - sorts descending.")
+    ] = "score",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Rows skipped.")] = 0,
+) -> dict[str, Any]:
+    """List the accounts with current score, band and trend, filtered and sorted."""
+    day = access.context.data.resolve_as_of(as_of)
+    table = account_table(access, day)
+    table = filter_accounts(table, band=band, segment=segment, owner=owner, trend=trend)
+    table = sort_accounts(table, sort)
+    page = table.iloc[offset : offset + limit]
+    return {
+        "as_of": day.isoformat(),
+        "total": len(table),
+        "limit": limit,
+        "offset": offset,
+        "items": jsonable(page),
+    }
+
+
+@router.get("/{account_id}")
+def get_account(
+    account_id: str, access: AccessDependency, as_of: AsOf = None
+) -> dict[str, Any]:
+    """Return one account's score, band, trend and attributes."""
+    access.check_account(account_id)
+    day = access.context.data.resolve_as_of(as_of)
+    table = account_table(access, day)
+    row = table[table["account_id"] == account_id]
+    if row.empty:
+        raise not_found(
+            f"account {account_id!r} has no score as of {day.isoformat()}: it is not "
+            "in that date's population"
+        )
+    result: dict[str, Any] = jsonable(row.iloc[0].to_dict())
+    return result
+
+
+@router.get("/{account_id}/history")
+def get_history(account_id: str, access: AccessDependency) -> dict[str, Any]:
+    """Return the account's score and band on every stored date, oldest first."""
+    access.check_account(account_id)
+    history = access.context.data.history()
+    own = history[history["account_id"].astype(str) == account_id]
+    return {
+        "account_id": account_id,
+        "history": jsonable(own[["as_of", "score", "band"]]),
+    }
+
+
+@router.get("/{account_id}/components")
+def get_components(
+    account_id: str, access: AccessDependency, as_of: AsOf = None
+) -> dict[str, Any]:
+    """Return the account's component scores and weights as of a date."""
+    access.check_account(account_id)
+    data = access.context.data
+    day = data.resolve_as_of(as_of)
+    components = data.table(day, "components")
+    own = components[components["account_id"].astype(str) == account_id]
+    return {
+        "account_id": account_id,
+        "as_of": day.isoformat(),
+        "components": jsonable(own.drop(columns=["account_id"])),
+    }
+
+
+@router.get("/{account_id}/explanation")
+def get_explanation(
+    account_id: str,
+    access: AccessDependency,
+    as_of: AsOf = None,
+    compare_to: Annotated[
+        date | None,
+        Query(
+            description="Earlier stored date: split the change of the score since "
+            "then into one part per measure."
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Explain the account's score per measure, or its change since `compare_to`.
+
+    The same computation as `healthscore explain` on stored snapshots.
+    """
+    access.check_account(account_id)
+    day = access.context.data.resolve_as_of(as_of)
+    after_score, after_measures = _scored(access, account_id, day)
+    if compare_to is None:
+        with layer_errors():
+            table = explain_account(after_measures, after_score)
+        return {
+            "account_id": account_id,
+            "as_of": day.isoformat(),
+            "score": jsonable(after_score["score"]),
+            "band": after_score["band"],
+            "coverage": jsonable(after_score["coverage"]),
+            "measures": jsonable(table),
+        }
+    before_day = access.context.data.resolve_as_of(compare_to)
+    before_score, before_measures = _scored(access, account_id, before_day)
+    with layer_errors():
+        parts = explain_change(
+            before_measures, before_score, after_measures, after_score
+        )
+    change = float(after_score["score"]) - float(before_score["score"])
+    return {
+        "account_id": account_id,
+        "as_of": day.isoformat(),
+        "compare_to": before_day.isoformat(),
+        "score": jsonable(after_score["score"]),
+        "compare_score": jsonable(before_score["score"]),
+        "change": jsonable(change),
+        "sum_of_parts": jsonable(change_total(parts)),
+        "parts": jsonable(parts),
+    }
+
+
+def _scored(
+    access: AccessDependency, account_id: str, day: date
+) -> tuple[pd.Series, pd.DataFrame]:
+    data = access.context.data
+    scores = data.table(day, "scores")
+    rows = scores[scores["account_id"].astype(str) == account_id]
+    if rows.empty:
+        raise not_found(
+            f"account {account_id!r} was not scored as of {day.isoformat()}: it is "
+            "not in that date's population"
+        )
+    row = rows.iloc[0]
+    if row["band"] == UNSCORED:
+        raise not_found(
+            f"account {account_id!r} matches no scorecard as of {day.isoformat()}, "
+            "so it has no score to explain"
+        )
+    measures = data.table(day, "measures")
+    own = measures[measures["account_id"].astype(str) == account_id]
+    return row, own.reset_index(drop=True)
+
+
+@router.get("/{account_id}/alerts")
+def get_account_alerts(account_id: str, access: AccessDependency) -> dict[str, Any]:
+    """List the account's alerts, newest first."""
+    access.check_account(account_id)
+    records = list_alerts(access.context.state)
+    own = [record for record in records if record.alert.account_id == account_id]
+    return {"account_id": account_id, "alerts": [alert_json(item) for item in own]}
+
+
+@router.get("/{account_id}/tasks")
+def get_account_tasks(account_id: str, access: AccessDependency) -> dict[str, Any]:
+    """List the account's tasks in every state, by due date."""
+    access.check_account(account_id)
+    found = list_tasks(access.context.state, account_id=account_id)
+    return {"account_id": account_id, "tasks": jsonable(found)}
+
+
+@router.get("/{account_id}/notes")
+def get_notes(account_id: str, access: AccessDependency) -> dict[str, Any]:
+    """List the account's notes, newest first."""
+    access.check_account(account_id)
+    return {
+        "account_id": account_id,
+        "notes": jsonable(list_notes(access.context.state, account_id)),
+    }
+
+
+@router.post("/{account_id}/notes", status_code=status.HTTP_201_CREATED)
+def create_note(
+    account_id: str, body: NoteCreate, access: AccessDependency
+) -> dict[str, Any]:
+    """Add a note about the account, written by the token's owner or name."""
+    access.check_account(account_id)
+    access.require_writer()
+    with layer_errors():
+        note = add_note(
+            access.context.state,
+            account_id,
+            author=access.token.actor,
+            text=body.text,
+            sentiment=body.sentiment,
+            noted_on=body.noted_on,
+            now=access.context.local_now(),
+        )
+    result: dict[str, Any] = jsonable(note)
+    return result
+
+
+@router.get("/{account_id}/overrides")
+def get_overrides(
+    account_id: str,
+    access: AccessDependency,
+    include_expired: Annotated[
+        bool, Query(description="Also list overrides whose expiry date has passed.")
+    ] = False,
+) -> dict[str, Any]:
+    """List the account's overrides that were not removed, oldest first."""
+    access.check_account(account_id)
+    found = access.context.state.list_overrides(
+        include_expired,
+        as_of=access.context.local_now().date(),
+        account_id=account_id,
+    )
+    return {"account_id": account_id, "overrides": jsonable(found)}
+
+
+@router.post("/{account_id}/overrides", status_code=status.HTTP_201_CREATED)
+def create_override(
+    account_id: str, body: OverrideCreate, access: AccessDependency
+) -> dict[str, Any]:
+    """Set a manual score for the account or one measure, up to an expiry date."""
+    access.check_account(account_id)
+    access.require_writer()
+    if body.measure is not None:
+        _check_measure(access, body.measure)
+    state = access.context.state
+    with layer_errors():
+        override_id = state.add_override(
+            account_id,
+            score=body.score,
+            reason=body.reason,
+            author=access.token.actor,
+            expires_on=body.expires_on,
+            measure=body.measure,
+            now=access.context.local_now(),
+        )
+    created = [
+        item
+        for item in state.list_overrides(True, account_id=account_id)
+        if item.id == override_id
+    ]
+    return jsonable(created[0]) if created else {"id": override_id}
+
+
+def _check_measure(access: AccessDependency, measure: str) -> None:
+    names = {
+        item.measure_name
+        for card in access.context.project.config.scorecards
+        for component in card.components.values()
+        for item in component.measures
+    }
+    if measure not in names:
+        raise ApiError(
+            422,
+            f"unknown measure {measure!r}; the scorecards' measures are: "
+            f"{', '.join(sorted(names))}",
+        )
+
+
+@router.get("/{account_id}/forecast")
+def get_forecast(
+    account_id: str, access: AccessDependency, as_of: AsOf = None
+) -> dict[str, Any]:
+    """Forecast the account's score 30, 60 and 90 days ahead, with intervals.
+
+    The same computation as `healthscore forecast --account`.
+    """
+    access.check_account(account_id)
+    forecast_scores = _forecast_function()
+    if forecast_scores is None:
+        raise not_found(
+            "no forecast is available: this installation has no forecast module"
+        )
+    context = access.context
+    day = context.data.resolve_as_of(as_of)
+    with layer_errors():
+        table = forecast_scores(
+            context.data.history(), bands=context.project.config.bands, as_of=day
+        )
+    row = table[table["account_id"].astype(str) == account_id]
+    if row.empty:
+        raise not_found(
+            f"no forecast is available for account {account_id!r}: it has no score "
+            f"as of {day.isoformat()}"
+        )
+    result: dict[str, Any] = jsonable(row.iloc[0].to_dict())
+    return result
+
+
+def _forecast_function() -> Callable[..., pd.DataFrame] | None:
+    """Return `healthscore.models.forecast.forecast_scores`, or None without it."""
+    try:
+        module = importlib.import_module("healthscore.models.forecast")
+    except ImportError:
+        return None
+    function: Callable[..., pd.DataFrame] | None = getattr(
+        module, "forecast_scores", None
+    )
+    return function

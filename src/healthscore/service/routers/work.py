@@ -1,0 +1,194 @@
+"""Routes of follow-up work: alerts, tasks, outcomes and interventions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import select
+
+from healthscore.monitoring.interventions import interventions_frame, outcomes_frame
+from healthscore.monitoring.outbox import get_alert, list_alerts, set_alert_state
+from healthscore.monitoring.playbooks import (
+    Task,
+    complete_task,
+    dismiss_task,
+    list_tasks,
+)
+from healthscore.service.auth import Access, AccessDependency
+from healthscore.service.context import API_PREFIX
+from healthscore.service.errors import layer_errors, not_found
+from healthscore.service.schemas import MAX_ID, TaskComplete, TaskDismiss
+from healthscore.service.serialize import alert_json, jsonable
+from healthscore.store.tables_tasks import tasks
+
+router = APIRouter(prefix=API_PREFIX, tags=["work"])
+
+AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="Alert id.")]
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="Task id.")]
+
+AlertState = Literal["open", "acknowledged", "resolved"]
+TaskState = Literal["open", "completed", "dismissed"]
+
+#: Largest number of alerts one request lists.
+MAX_ALERTS = 1000
+
+
+# Alerts
+
+
+@router.get("/alerts")
+def get_alerts(
+    access: AccessDependency,
+    state: Annotated[AlertState | None, Query(description="Only this state.")] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_ALERTS, description="Most alerts listed.")
+    ] = 100,
+) -> dict[str, Any]:
+    """List stored alerts, newest first, with their deliveries.
+
+    A `csm` token sees the alerts of its own accounts only, and no alert about a
+    whole run.
+    """
+    visible = access.visible_ids()
+    records = list_alerts(
+        access.context.state, state, limit if visible is None else None
+    )
+    if visible is not None:
+        records = [item for item in records if item.alert.account_id in visible]
+        records = records[:limit]
+    return {"alerts": [alert_json(item) for item in records]}
+
+
+@router.get("/alerts/{alert_id}")
+def get_one_alert(alert_id: AlertId, access: AccessDependency) -> dict[str, Any]:
+    """Return one alert with its deliveries."""
+    return alert_json(_visible_alert(access, alert_id))
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge_alert(alert_id: AlertId, access: AccessDependency) -> dict[str, Any]:
+    """Acknowledge an open alert."""
+    return _move_alert(access, alert_id, "acknowledged")
+
+
+@router.post("/alerts/{alert_id}/resolve")
+def resolve_alert(alert_id: AlertId, access: AccessDependency) -> dict[str, Any]:
+    """Resolve an open or acknowledged alert."""
+    return _move_alert(access, alert_id, "resolved")
+
+
+def _visible_alert(access: Access, alert_id: int) -> Any:
+    with layer_errors():
+        record = get_alert(access.context.state, alert_id)
+    if not access.can_see(record.alert.account_id):
+        raise not_found(
+            f"alert {alert_id} not found; list the alerts at /api/v1/alerts"
+        )
+    return record
+
+
+def _move_alert(access: Access, alert_id: int, new_state: str) -> dict[str, Any]:
+    _visible_alert(access, alert_id)
+    access.require_writer()
+    with layer_errors(conflict=True):
+        set_alert_state(
+            access.context.state, alert_id, new_state, now=datetime.now(UTC)
+        )
+    return alert_json(get_alert(access.context.state, alert_id))
+
+
+# Tasks
+
+
+@router.get("/tasks")
+def get_tasks(
+    access: AccessDependency,
+    state: Annotated[TaskState | None, Query(description="Only this state.")] = None,
+    owner: Annotated[
+        str | None,
+        # PostgreSQL text cannot contain NUL, so such a value is invalid here.
+        Query(pattern=r"^[^\x00]*$", description="Only this task owner."),
+    ] = None,
+) -> dict[str, Any]:
+    """List tasks by due date, rank and id; a `csm` token sees its accounts' tasks."""
+    found = list_tasks(access.context.state, owner=owner, task_state=state)
+    keep = access.filter_ids(task.account_id for task in found)
+    return {
+        "tasks": jsonable([task for task, ok in zip(found, keep, strict=True) if ok])
+    }
+
+
+@router.post("/tasks/{task_id}/complete")
+def complete(
+    task_id: TaskId, body: TaskComplete, access: AccessDependency
+) -> dict[str, Any]:
+    """Mark an open task completed; it then counts as an intervention dated today."""
+    _check_task(access, task_id)
+    access.require_writer()
+    with layer_errors(conflict=True):
+        task = complete_task(
+            access.context.state,
+            task_id,
+            access.token.actor,
+            note=body.note,
+            now=access.context.local_now(),
+        )
+    return _task_json(task)
+
+
+@router.post("/tasks/{task_id}/dismiss")
+def dismiss(
+    task_id: TaskId, body: TaskDismiss, access: AccessDependency
+) -> dict[str, Any]:
+    """Dismiss an open task that is not needed, with a reason."""
+    _check_task(access, task_id)
+    access.require_writer()
+    with layer_errors(conflict=True):
+        task = dismiss_task(
+            access.context.state,
+            task_id,
+            access.token.actor,
+            reason=body.reason,
+            now=access.context.local_now(),
+        )
+    return _task_json(task)
+
+
+def _check_task(access: Access, task_id: int) -> None:
+    """Raise 404 unless the task exists and its account is visible to the token."""
+    with access.context.state.engine.connect() as connection:
+        account_id = connection.execute(
+            select(tasks.c.account_id).where(tasks.c.id == task_id)
+        ).scalar_one_or_none()
+    if account_id is None or not access.can_see(account_id):
+        raise not_found(f"task {task_id} not found; list the tasks at /api/v1/tasks")
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    result: dict[str, Any] = jsonable(task)
+    return result
+
+
+# Outcomes and interventions
+
+
+@router.get("/outcomes")
+def get_outcomes(access: AccessDependency) -> dict[str, Any]:
+    """List the imported outcomes (churned, renewed, expanded, contracted)."""
+    frame = outcomes_frame(access.context.state)
+    return {"outcomes": jsonable(_visible_rows(access, frame))}
+
+
+@router.get("/interventions")
+def get_interventions(access: AccessDependency) -> dict[str, Any]:
+    """List the interventions: imported ones and completed tasks, oldest first."""
+    frame = interventions_frame(access.context.state)
+    return {"interventions": jsonable(_visible_rows(access, frame))}
+
+
+def _visible_rows(access: Access, frame: Any) -> Any:
+    if frame.empty:
+        return frame
+    return frame[access.filter_ids(frame["account_id"].astype(str))]

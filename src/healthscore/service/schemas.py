@@ -1,0 +1,79 @@
+"""Request bodies of the service, validated by pydantic before a route runs."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+#: Range of dates accepted in request bodies, as on the command line: later code
+#: moves dates by windows and horizons, and Python dates end at years 1 and 9999.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+
+#: Longest accepted text field, in characters.
+MAX_TEXT_CHARS = 10_000
+
+# NUL cannot be stored in PostgreSQL text columns, so it is rejected up front.
+Text = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=r"^[^\x00]*$",
+    ),
+]
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*$"
+    ),
+]
+Day = Annotated[date, Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
+
+#: Largest row id: ids are 32-bit integers in PostgreSQL.
+MAX_ID = 2**31 - 1
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoteCreate(_Body):
+    """A note about an account; its author is the token's owner or name."""
+
+    text: Text = Field(description="Text of the note.")
+    sentiment: int | None = Field(
+        default=None, ge=1, le=5, description="1 (very negative) to 5 (very positive)."
+    )
+    noted_on: Day | None = Field(
+        default=None,
+        description="Day the note is about, not after today; default today in the "
+        "project's time zone.",
+    )
+
+
+class OverrideCreate(_Body):
+    """A manual score for an account or one of its measures."""
+
+    score: float = Field(ge=0, le=100, description="Score from 0 to 100.")
+    reason: Text = Field(description="Why the computed score is wrong.")
+    expires_on: Day = Field(description="Last as-of date the override applies to.")
+    measure: Name | None = Field(
+        default=None,
+        description="Measure whose score is replaced; default the whole score.",
+    )
+
+
+class TaskComplete(_Body):
+    """Completion of a task."""
+
+    note: Text | None = Field(default=None, description="What was done.")
+
+
+class TaskDismiss(_Body):
+    """Dismissal of a task."""
+
+    reason: Text = Field(description="Why the task is not needed.")

@@ -1,0 +1,154 @@
+"""Tables the routes and CSV exports share: accounts with scores and trends, portfolio.
+
+These combine layer results (snapshot tables, `compute_trends`, the accounts
+source) and apply a token's account visibility; they compute nothing new.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from healthscore.service.auth import Access
+
+#: Columns of the accounts table, in order.
+ACCOUNT_TABLE_COLUMNS = [
+    "account_id",
+    "name",
+    "segment",
+    "owner",
+    "arr",
+    "as_of",
+    "score",
+    "band",
+    "scorecard",
+    "coverage",
+    "change_7d",
+    "change_30d",
+    "change_90d",
+    "slope_30d",
+    "trend",
+]
+
+SortKey = Literal[
+    "score", "-score", "account_id", "-account_id", "arr", "-arr", "change_30d",
+    "-change_30d", "name", "-name",
+]  # fmt: skip
+
+PortfolioGroup = Literal["band", "segment", "owner"]
+
+
+def account_table(access: Access, as_of: date) -> pd.DataFrame:
+    """Return every account scored as of `as_of` that the token sees.
+
+    One row per account with ACCOUNT_TABLE_COLUMNS; attributes that the accounts
+    source lacks are empty.
+    """
+    data = access.context.data
+    scores = data.table(as_of, "scores")
+    frame = scores[["account_id", "score", "band", "scorecard", "coverage"]].copy()
+    frame["account_id"] = frame["account_id"].astype(str)
+    frame = frame[access.filter_ids(frame["account_id"])]
+    trends = data.trends(as_of).drop(columns=["score"])
+    trends = trends.rename(columns={"arrow": "trend"})
+    frame = frame.merge(trends, on="account_id", how="left")
+    attributes = data.accounts()
+    for column in ("name", "segment", "owner", "arr"):
+        if column in attributes.columns:
+            frame[column] = frame["account_id"].map(attributes[column])
+        else:
+            frame[column] = np.nan
+    frame["as_of"] = as_of
+    frame["trend"] = frame["trend"].fillna("flat")
+    return frame[ACCOUNT_TABLE_COLUMNS].reset_index(drop=True)
+
+
+def filter_accounts(
+    frame: pd.DataFrame,
+    *,
+    band: str | None = None,
+    segment: str | None = None,
+    owner: str | None = None,
+    trend: str | None = None,
+) -> pd.DataFrame:
+    """Keep the rows that match every filter given."""
+    for column, value in (
+        ("band", band),
+        ("segment", segment),
+        ("owner", owner),
+        ("trend", trend),
+    ):
+        if value is not None:
+            frame = frame[frame[column].astype("object") == value]
+    return frame
+
+
+def sort_accounts(frame: pd.DataFrame, sort: SortKey) -> pd.DataFrame:
+    """Sort by `sort` (leading `-`: descending), missing values last, ties by id."""
+    column = sort.removeprefix("-")
+    ascending = not sort.startswith("-")
+    if column == "account_id":
+        return frame.sort_values("account_id", ascending=ascending, kind="stable")
+    ordered = frame.sort_values("account_id", kind="stable")
+    return ordered.sort_values(
+        column, ascending=ascending, na_position="last", kind="stable"
+    )
+
+
+def portfolio_table(
+    access: Access,
+    by: PortfolioGroup,
+    start: date | None = None,
+    end: date | None = None,
+) -> pd.DataFrame:
+    """Summarize the stored scores per date and group: accounts, mean score, ARR, bands.
+
+    Columns: `as_of`, `group`, `accounts`, `mean_score`, `arr`, `at_risk_arr` and
+    one `band_<name>` count per configured band. Accounts are grouped by their
+    current segment and owner, because the accounts source keeps no earlier values.
+    """
+    data = access.context.data
+    history = data.history()
+    if start is not None:
+        history = history[history["as_of"] >= start]
+    if end is not None:
+        history = history[history["as_of"] <= end]
+    history = history[access.filter_ids(history["account_id"].astype(str))]
+    attributes = data.accounts()
+    frame = history[["as_of", "account_id", "score", "band"]].copy()
+    frame["account_id"] = frame["account_id"].astype(str)
+    for column in ("segment", "owner", "arr"):
+        if column in attributes.columns:
+            frame[column] = frame["account_id"].map(attributes[column])
+        else:
+            frame[column] = np.nan
+    configured = access.context.project.config.bands
+    bands = [band.name for band in configured]
+    columns = ["as_of", "group", "accounts", "mean_score", "arr", "at_risk_arr"]
+    if frame.empty:
+        return pd.DataFrame(columns=[*columns, *(f"band_{name}" for name in bands)])
+    frame["group"] = frame[by].astype("object").where(frame[by].notna(), None)
+    frame["group"] = frame["group"].fillna("(none)")
+    # The band named at_risk, else the lowest band, as the forecast module decides.
+    lowest = min(configured, key=lambda band: band.min).name
+    at_risk = "at_risk" if "at_risk" in bands else lowest
+    frame["at_risk_arr"] = frame["arr"].where(frame["band"] == at_risk, 0.0)
+    grouped = frame.groupby(["as_of", "group"], sort=True)
+    summary = grouped.agg(
+        accounts=("account_id", "size"),
+        mean_score=("score", "mean"),
+        arr=("arr", lambda values: values.sum(min_count=1)),
+        at_risk_arr=("at_risk_arr", lambda values: values.sum(min_count=1)),
+    ).reset_index()
+    counts = pd.crosstab([frame["as_of"], frame["group"]], frame["band"])
+    counts = counts.reindex(columns=bands, fill_value=0)
+    counts.columns = [f"band_{name}" for name in counts.columns]
+    summary = summary.merge(
+        counts.reset_index(), on=["as_of", "group"], how="left"
+    ).fillna({f"band_{name}": 0 for name in bands})
+    for name in bands:
+        summary[f"band_{name}"] = summary[f"band_{name}"].astype("int64")
+    return summary

@@ -1,0 +1,514 @@
+"""Real-time ingest: Segment-style routes, /api/events, write keys and rescoring."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from healthscore.config import Project
+from healthscore.pipeline import score, snapshot_store
+from healthscore.service import create_app
+from healthscore.service.rescore import (
+    RescoreWorker,
+    live_project,
+    read_mark,
+    rescore_accounts,
+    today,
+    write_mark,
+)
+from healthscore.service.tokens import create_token
+from healthscore.service.writekeys import create_write_key, revoke_write_key
+from healthscore.sources.ingest import event_store
+from healthscore.store import StateStore
+from healthscore.store.tables_alerts import alerts as alerts_table
+from project_factory import minimal_config, write_project
+from service_project import TestClient, bearer
+
+ACCOUNTS = """account_id,name,segment,owner,arr
+a1,Acme,enterprise,alice,120000
+a2,Globex,smb,bob,9000
+a3,Initech,smb,bob,4000
+acct_123,Initech B2B,smb,bob,1000
+"""
+
+
+def ingest_config() -> dict[str, Any]:
+    """Errors counted over 28 days, 0 errors = 100 and 10 errors = 0 points.
+
+    `usage` takes Segment calls and `errors` rows in the project's own columns.
+    Both feed the one measure, and a drop of 20 points raises an alert.
+    """
+    config = minimal_config(
+        store={"state": "sqlite:///.healthscore/state.db"},
+        alerts={
+            "rules": [
+                {"name": "score_drop", "kind": "drop", "points": 20, "within": "30d"}
+            ]
+        },
+    )
+    config["sources"] = {
+        "accounts": {"kind": "accounts", "path": "accounts.csv"},
+        "usage": {"kind": "events", "format": "segment", "path": "store"},
+        "errors": {"kind": "events", "path": "store"},
+    }
+    config["metrics"] = {
+        "usage_28d": {"type": "count", "source": "usage", "window": "28d"},
+        "errors_28d": {"type": "count", "source": "errors", "window": "28d"},
+    }
+    measures = [
+        {
+            "metric": "usage_28d",
+            "direction": "lower",
+            "normalize": {"method": "bounds", "min": 0, "max": 10},
+        },
+    ]
+    config["scorecards"][0]["components"]["usage"]["measures"] = measures
+    return config
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """The project with yesterday's full run stored (every account at 100)."""
+    project = write_project(tmp_path / "p", ingest_config(), {"accounts.csv": ACCOUNTS})
+    score(project, today(project) - timedelta(days=1))
+    return project
+
+
+@pytest.fixture
+def state(project: Project) -> Iterator[StateStore]:
+    store = StateStore.open(project.config.store.state, project.root)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(project: Project, state: StateStore) -> Iterator[TestClient]:
+    """A client of the service without the rescore worker."""
+    with TestClient(create_app(project, state=state, rescore=False)) as test_client:
+        yield test_client
+
+
+def basic(key: str) -> dict[str, str]:
+    """Return the basic-auth header of a write key with an empty password."""
+    encoded = base64.b64encode(f"{key}:".encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}
+
+
+def track(account: str, event: str = "Error Shown", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "userId": "u1",
+        "event": event,
+        "context": {"groupId": account},
+        **extra,
+    }
+
+
+def stored_rows(project: Project, source: str) -> int:
+    table = event_store(project).read_raw(source)
+    return 0 if table is None else table.num_rows
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+# Segment routes
+
+
+def test_track_stores_row(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    stamp = "2026-03-01T10:00:00Z"
+
+    response = client.post(
+        "/v1/track", json=track("a1", timestamp=stamp), headers=basic(key)
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True, "stored": 1}
+    rows = event_store(project).read_raw("usage").to_pylist()
+    assert len(rows) == 1
+    assert rows[0]["account_id"] == "a1"
+    assert rows[0]["event_type"] == "Error Shown"
+    assert rows[0]["timestamp"] == datetime(2026, 3, 1, 10, 0)
+
+
+def test_track_without_timestamp_gets_received_time(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+    response = client.post("/v1/track", json=track("a1"), headers=basic(key))
+
+    assert response.status_code == 200, response.text
+    stamp = event_store(project).read_raw("usage").to_pylist()[0]["timestamp"]
+    assert before <= stamp <= datetime.now(UTC).replace(tzinfo=None)
+
+
+def test_batch_maps_users_by_group_call(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    calls = [
+        {"type": "group", "userId": "u7", "groupId": "a2"},
+        {"type": "identify", "userId": "u8", "traits": {"company_id": "a3"}},
+        {"type": "track", "userId": "u7", "event": "Report Run"},
+        {"type": "track", "userId": "u8", "event": "Report Run"},
+        {"type": "page", "userId": "u8", "name": "Home"},
+    ]
+
+    response = client.post("/v1/batch", json={"batch": calls}, headers=basic(key))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 2
+    rows = event_store(project).read_raw("usage").to_pylist()
+    assert sorted(row["account_id"] for row in rows) == ["a2", "a3"]
+
+
+def test_segment_spec_examples(client, project, state, require_shared):
+    path = require_shared("segment-spec-examples/segment_spec_examples.jsonl")
+    payloads = [json.loads(line)["payload"] for line in path.read_text().splitlines()]
+    key = create_write_key(state, project, "usage").key
+
+    rejected = client.post("/v1/batch", json={"batch": payloads}, headers=basic(key))
+
+    # Examples of the other spec pages name no account, so the whole batch fails.
+    assert rejected.status_code == 422
+    body = rejected.json()["error"]
+    assert body["code"] == "invalid_request"
+    assert "nothing was stored" in body["message"]
+    assert stored_rows(project, "usage") == 0
+    b2b = [p for p in payloads if (p.get("context") or {}).get("groupId") == "acct_123"]
+    assert len(b2b) == 10
+
+    accepted = client.post("/v1/batch", json={"batch": b2b}, headers=basic(key))
+
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["stored"] == 10
+    assert stored_rows(project, "usage") == 10
+
+
+def test_bad_batch_stores_nothing(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    calls = [
+        track("a1"),
+        {"type": "track", "userId": "u1", "context": {"groupId": "a1"}},
+        {"type": "shout", "userId": "u1"},
+        track("a2", timestamp="not a time"),
+        {"type": "track", "userId": "u9", "event": "Orphan"},
+        "text",
+    ]
+
+    response = client.post("/v1/batch", json={"batch": calls}, headers=basic(key))
+
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    locations = {detail["location"] for detail in details}
+    assert "body.batch[1].event" in locations
+    assert "body.batch[2].type" in locations
+    assert "body.batch[5]" in locations
+    assert stored_rows(project, "usage") == 0
+
+    # With the shape problems fixed, the reader finds the bad time and the orphan.
+    response = client.post(
+        "/v1/batch", json={"batch": [calls[0], calls[3], calls[4]]}, headers=basic(key)
+    )
+
+    assert response.status_code == 422
+    locations = {d["location"] for d in response.json()["error"]["details"]}
+    assert locations == {"body.batch[1].timestamp", "body.batch[2].account_id"}
+    assert stored_rows(project, "usage") == 0
+
+
+def test_track_route_rejects_other_type(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    call = {"type": "group", "userId": "u1", "groupId": "a1"}
+
+    response = client.post("/v1/track", json=call, headers=basic(key))
+
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert details[0]["location"] == "body.call.type"
+
+
+def test_request_size_limit(project, state):
+    key = create_write_key(state, project, "usage").key
+    app = create_app(project, state=state, rescore=False, max_request_bytes=2000)
+    calls = [track("a1") for _ in range(100)]
+    with TestClient(app) as small:
+        response = small.post("/v1/batch", json={"batch": calls}, headers=basic(key))
+
+    assert response.status_code == 413
+    assert stored_rows(project, "usage") == 0
+
+
+# Write keys and tokens
+
+
+def test_write_key_auth(client, project, state):
+    usage_key = create_write_key(state, project, "usage")
+    errors_key = create_write_key(state, project, "errors").key
+    row = {"account_id": "a1", "timestamp": "2026-03-01T10:00:00"}
+
+    missing = client.post("/v1/track", json=track("a1"))
+    wrong = client.post(
+        "/v1/track", json=track("a1"), headers=basic("wk_1_" + "x" * 43)
+    )
+    bearer_only = client.post("/v1/track", json=track("a1"), headers=bearer("hs_1_x"))
+    other_source = client.post(
+        "/api/events",
+        json={"source": "usage", "events": [row]},
+        headers=basic(errors_key),
+    )
+    plain_source = client.post("/v1/track", json=track("a1"), headers=basic(errors_key))
+    revoke_write_key(state, usage_key.info.id)
+    revoked = client.post("/v1/track", json=track("a1"), headers=basic(usage_key.key))
+
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Basic")
+    assert wrong.status_code == 401
+    assert bearer_only.status_code == 401
+    assert other_source.status_code == 403
+    assert plain_source.status_code == 409
+    assert revoked.status_code == 401
+    assert stored_rows(project, "usage") == 0
+    assert stored_rows(project, "errors") == 0
+
+
+def test_write_key_needs_store_source(project, state):
+    with pytest.raises(ValueError, match="not a store source"):
+        create_write_key(state, project, "accounts")
+
+
+def test_api_events_roles(client, project, state):
+    row = {"account_id": "a1", "timestamp": "2026-03-01T10:00:00", "user": "u1"}
+    body = {"source": "errors", "events": [row]}
+    viewer = create_token(state, role="viewer", name="v").token
+    analyst = create_token(state, role="analyst", name="a").token
+    errors_key = create_write_key(state, project, "errors").key
+
+    denied = client.post("/api/events", json=body, headers=bearer(viewer))
+    by_token = client.post("/api/events", json=body, headers=bearer(analyst))
+    by_key = client.post(
+        "/api/events", json={"events": [row]}, headers=basic(errors_key)
+    )
+    no_source = client.post(
+        "/api/events", json={"events": [row]}, headers=bearer(analyst)
+    )
+
+    assert denied.status_code == 403
+    assert by_token.status_code == 200, by_token.text
+    assert by_key.status_code == 200, by_key.text
+    assert no_source.status_code == 422
+    assert stored_rows(project, "errors") == 2
+
+
+def test_api_events_invalid_rows(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    events = [
+        {"account_id": "a1", "timestamp": "2026-03-01T10:00:00"},
+        {"account_id": "a1", "timestamp": "2026-03-01", "colour": "red"},
+        {"account_id": None, "timestamp": "2026-03-01T10:00:00"},
+        {"account_id": "a2", "timestamp": "yesterday"},
+    ]
+
+    unknown = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+    invalid = client.post(
+        "/api/events",
+        json={"source": "errors", "events": [events[0], events[2], events[3]]},
+        headers=bearer(analyst),
+    )
+
+    assert unknown.status_code == 422
+    details = unknown.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.events[1].colour"]
+    assert invalid.status_code == 422
+    locations = {d["location"] for d in invalid.json()["error"]["details"]}
+    assert locations == {"body.events[1].account_id", "body.events[2].timestamp"}
+    assert stored_rows(project, "errors") == 0
+
+
+# Rescoring
+
+
+def live_score(client: TestClient, token: str, account: str) -> float | None:
+    response = client.get(f"/api/v1/accounts/{account}", headers=bearer(token))
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    if body.get("as_of") != today_iso(client):
+        return None
+    return body["score"]
+
+
+def today_iso(client: TestClient) -> str:
+    project = client.app.state.context.project  # type: ignore[attr-defined]
+    return today(project).isoformat()
+
+
+def account_alerts(state: StateStore, account: str) -> list[Any]:
+    with state.engine.connect() as connection:
+        return connection.execute(
+            select(alerts_table).where(alerts_table.c.account_id == account)
+        ).all()
+
+
+def test_rescore_changes_score_and_alerts_once(project, state):
+    key = create_write_key(state, project, "usage").key
+    token = create_token(state, role="analyst", name="a").token
+    five = {"batch": [track("a1") for _ in range(5)]}
+
+    with TestClient(create_app(project, state=state)) as service:
+        started = time.monotonic()
+        assert (
+            service.post("/v1/batch", json=five, headers=basic(key)).status_code == 200
+        )
+        assert wait_for(lambda: live_score(service, token, "a1") == 50.0)
+        first_seconds = time.monotonic() - started
+        assert (
+            service.post("/v1/batch", json=five, headers=basic(key)).status_code == 200
+        )
+        assert wait_for(lambda: live_score(service, token, "a1") == 0.0)
+
+    assert first_seconds < 10
+    # A drop of 50, then 100 points: the same rule and date, so one alert.
+    assert len(account_alerts(state, "a1")) == 1
+    assert account_alerts(state, "a2") == []
+    assert read_mark(project) is not None
+
+
+def test_rescore_matches_full_run(project):
+    store = event_store(project)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = {"account_id": ["a1", "a1", "a2"], "timestamp": [now, now, now]}
+    store.append("errors", _frame(rows), numeric=["value"])
+    for account, count in (("a1", 3), ("a3", 8)):
+        frame = _frame({"account_id": [account] * count, "timestamp": [now] * count})
+        store.append("usage", frame, numeric=["value"])
+
+    result = rescore_accounts(project, ["a1", "a3"])
+    full = score(live_project(project), today(project), store=False, monitor=False)
+
+    live = (
+        snapshot_store(project).read(today(project), "scores").set_index("account_id")
+    )
+    expected = full.result.scores.set_index("account_id")["score"]
+    assert result.accounts == ["a1", "a3"]
+    assert live.loc["a1", "score"] == expected["a1"] == 70.0
+    assert live.loc["a3", "score"] == expected["a3"] == 20.0
+    assert live.loc["a2", "score"] == expected["a2"] == 100.0
+
+
+def test_restart_rescores_rows_after_mark(project):
+    store = event_store(project)
+    write_mark(project, datetime.now(UTC) - timedelta(hours=1))
+    now = datetime.now(UTC).replace(tzinfo=None)
+    store.append(
+        "usage",
+        _frame({"account_id": ["a2"] * 10, "timestamp": [now] * 10}),
+        numeric=[],
+    )
+    worker = RescoreWorker(project, interval=0.1)
+
+    worker.start()
+    try:
+        done = wait_for(lambda: worker.batches > 0)
+    finally:
+        worker.stop()
+
+    assert done
+    assert worker.last_result is not None
+    assert worker.last_result.accounts == ["a2"]
+    live = (
+        snapshot_store(project).read(today(project), "scores").set_index("account_id")
+    )
+    assert live.loc["a2", "score"] == 0.0
+    assert read_mark(project) > datetime.now(UTC) - timedelta(minutes=1)
+
+
+def test_restart_skips_rows_before_mark(project):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    event_store(project).append(
+        "usage", _frame({"account_id": ["a2"], "timestamp": [now]}), numeric=[]
+    )
+    write_mark(project, datetime.now(UTC) + timedelta(minutes=5))
+    worker = RescoreWorker(project)
+
+    worker.start()
+    worker.stop()
+
+    assert worker.batches == 0
+
+
+def _frame(columns: dict[str, list[Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(columns)
+
+
+# Durability
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_event_durable_after_kill(project, state):
+    key = create_write_key(state, project, "usage").key
+    port = _free_port()
+    script = textwrap.dedent(
+        f"""
+        import uvicorn
+        from healthscore.config import load_project
+        from healthscore.service import create_app
+        app = create_app(load_project({str(project.root)!r}), rescore=False)
+        uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+        """
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], cwd=project.root)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: _responds(url), seconds=30), "server did not start"
+        response = httpx.post(
+            f"{url}/v1/track", json=track("a1", event="Durable"), headers=basic(key)
+        )
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    finally:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+    assert response.status_code == 200, response.text
+    rows = event_store(project).read_raw("usage").to_pylist()
+    assert [row["event_type"] for row in rows] == ["Durable"]
+
+
+def _responds(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

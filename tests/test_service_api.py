@@ -1,0 +1,736 @@
+"""The REST API: routes against a scored project, roles, tokens and the error shape."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from healthscore.cli import app as cli_app
+from healthscore.config import Project, load_project
+from healthscore.models.backtest import save_results
+from healthscore.service import create_app
+from healthscore.service.csv_export import csv_response
+from healthscore.service.middleware import ServiceMiddleware
+from healthscore.service.routers import accounts as accounts_routes
+from healthscore.service.tokens import (
+    create_token,
+    list_tokens,
+    revoke_token,
+    verify_token,
+)
+from healthscore.store import StateStore
+from healthscore.store.tables_tokens import api_tokens
+from service_project import LATEST, TestClient, bearer, service_project, tokens
+
+API = "/api/v1"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """One scored project shared by the read-only tests of this module."""
+    root = tmp_path_factory.mktemp("service") / "project"
+    return service_project(root, "sqlite:///.healthscore/state.db")
+
+
+@pytest.fixture(scope="module")
+def reader(scored: Project) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    state = StateStore.open(scored.config.store.state, scored.root)
+    with TestClient(create_app(scored, state=state)) as client:
+        yield client, tokens(state)
+    state.close()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scored project folder that the tests which change state copy."""
+    root = tmp_path_factory.mktemp("template") / "project"
+    service_project(root, "sqlite:///.healthscore/state.db")
+    return root
+
+
+@pytest.fixture
+def writer(
+    template: Path, tmp_path: Path
+) -> Iterator[tuple[TestClient, dict[str, str], Project]]:
+    """A fresh copy of the scored project per test, for tests that change state."""
+    shutil.copytree(template, tmp_path / "project")
+    project = load_project(tmp_path / "project")
+    state = StateStore.open(project.config.store.state, project.root)
+    app = create_app(project, state=state)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, tokens(state), project
+    state.close()
+
+
+def get(client: TestClient, token: str, path: str, **params: Any) -> Any:
+    response = client.get(f"{API}{path}", headers=bearer(token), params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    return [item["account_id"] for item in items]
+
+
+# Accounts
+
+
+def test_accounts_sorted_by_score(reader):
+    client, token = reader
+    body = get(client, token["admin"], "/accounts")
+    assert body["as_of"] == LATEST.isoformat()
+    assert body["total"] == 4
+    assert ids(body["items"]) == ["a3", "a1", "a2", "a4"]
+    assert [item["score"] for item in body["items"]] == [0.0, 20.0, 50.0, 80.0]
+    assert [item["band"] for item in body["items"]] == [
+        "at_risk",
+        "at_risk",
+        "stable",
+        "healthy",
+    ]
+
+
+def test_accounts_trend_of_drop(reader):
+    client, token = reader
+    body = get(client, token["admin"], "/accounts/a1")
+    # 20 on 2026-03-01 against 100 on 2026-02-01, the snapshot nearest 30 days back.
+    assert body["change_30d"] == -80.0
+    assert body["trend"] == "down"
+    assert body["owner"] == "alice"
+    assert body["segment"] == "enterprise"
+    assert body["arr"] == 120000.0
+
+
+@pytest.mark.parametrize(
+    ("params", "expected", "total"),
+    [
+        ({"band": "at_risk"}, ["a3", "a1"], 2),
+        ({"segment": "enterprise"}, ["a1"], 1),
+        ({"owner": "bob"}, ["a3", "a2"], 2),
+        ({"trend": "down"}, ["a1"], 1),
+        ({"sort": "-score"}, ["a4", "a2", "a1", "a3"], 4),
+        ({"sort": "-arr"}, ["a1", "a2", "a3", "a4"], 4),
+        ({"sort": "account_id", "limit": 2, "offset": 1}, ["a2", "a3"], 4),
+        ({"as_of": "2026-01-01", "sort": "-score"}, ["a1", "a2", "a3", "a4"], 4),
+    ],
+)
+def test_accounts_filter_sort_page(reader, params, expected, total):
+    client, token = reader
+    body = get(client, token["analyst"], "/accounts", **params)
+    assert ids(body["items"]) == expected
+    assert body["total"] == total
+
+
+def test_account_history_and_components(reader):
+    client, token = reader
+    history = get(client, token["viewer"], "/accounts/a1/history")["history"]
+    components = get(client, token["viewer"], "/accounts/a4/components")
+    assert [point["score"] for point in history] == [100.0, 100.0, 20.0]
+    assert [point["as_of"] for point in history] == [
+        "2026-01-01",
+        "2026-02-01",
+        "2026-03-01",
+    ]
+    assert components["components"][0]["component"] == "usage"
+    assert components["components"][0]["score"] == 80.0
+
+
+def test_explanation_adds_up(reader):
+    client, token = reader
+    one = get(client, token["viewer"], "/accounts/a4/explanation")
+    change = get(
+        client, token["viewer"], "/accounts/a1/explanation", compare_to="2026-02-01"
+    )
+    assert one["score"] == 80.0
+    assert sum(row["contribution"] for row in one["measures"]) == pytest.approx(80.0)
+    assert one["measures"][0]["value"] == 8.0
+    assert change["change"] == -80.0
+    assert change["sum_of_parts"] == pytest.approx(-80.0, abs=1e-9)
+    assert [part["measure"] for part in change["parts"]] == ["events_28d"]
+
+
+def test_forecast_of_account(reader):
+    client, token = reader
+    body = get(client, token["viewer"], "/accounts/a1/forecast")
+    assert body["account_id"] == "a1"
+    assert body["score"] == 20.0
+    assert body["change_30d"] == -80.0
+    # Four accounts give fewer examples than a horizon needs, so no forecast yet.
+    assert body["score_30d"] is None
+    assert "no snapshots far enough apart" in body["method"]
+
+
+def test_forecast_missing_module_404(reader, monkeypatch):
+    client, token = reader
+    monkeypatch.setattr(accounts_routes, "_forecast_function", lambda: None)
+    response = client.get(f"{API}/accounts/a1/forecast", headers=bearer(token["admin"]))
+    assert response.status_code == 404
+    assert "no forecast is available" in response.json()["error"]["message"]
+
+
+def test_portfolio_by_owner(reader):
+    client, token = reader
+    rows = get(
+        client, token["viewer"], "/portfolio", by="owner", **{"from": "2026-03-01"}
+    )
+    by_group = {row["group"]: row for row in rows["rows"]}
+    assert {row["as_of"] for row in rows["rows"]} == {"2026-03-01"}
+    assert set(by_group) == {"alice", "bob", "(none)"}
+    bob = by_group["bob"]
+    assert bob["accounts"] == 2
+    assert bob["mean_score"] == 25.0
+    assert bob["arr"] == 13000.0
+    assert bob["at_risk_arr"] == 4000.0
+    assert (bob["band_at_risk"], bob["band_stable"], bob["band_healthy"]) == (1, 1, 0)
+    assert by_group["(none)"]["band_healthy"] == 1
+
+
+def test_portfolio_by_band_over_time(reader):
+    client, token = reader
+    rows = get(client, token["viewer"], "/portfolio", by="band")["rows"]
+    counts = {(row["as_of"], row["group"]): row["accounts"] for row in rows}
+    assert counts[("2026-01-01", "at_risk")] == 2
+    assert counts[("2026-01-01", "healthy")] == 1
+    assert counts[("2026-03-01", "at_risk")] == 2
+    assert counts[("2026-03-01", "healthy")] == 1
+
+
+def test_scorecard_and_backtest(reader, scored):
+    client, token = reader
+    card = get(client, token["viewer"], "/scorecard")
+    missing = client.get(f"{API}/backtest", headers=bearer(token["viewer"]))
+    save_results(scored, "backtest", {"methods": [{"name": "rules", "auc": 0.71}]})
+    stored = get(client, token["viewer"], "/backtest")
+    assert [item["name"] for item in card["scorecards"]] == ["default"]
+    assert set(card["versions"]) == {"default"}
+    assert [band["name"] for band in card["bands"]] == ["at_risk", "stable", "healthy"]
+    assert missing.status_code == 404
+    assert "healthscore backtest" in missing.json()["error"]["message"]
+    assert stored == {"methods": [{"name": "rules", "auc": 0.71}]}
+
+
+# Exports
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_export_accounts_csv(reader):
+    client, token = reader
+    response = client.get(
+        f"{API}/exports/accounts.csv",
+        headers=bearer(token["admin"]),
+        params={"band": "at_risk"},
+    )
+    rows = read_csv(response.text)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "accounts-2026-03-01.csv" in response.headers["content-disposition"]
+    assert [row["account_id"] for row in rows] == ["a3", "a1"]
+    assert [float(row["score"]) for row in rows] == [0.0, 20.0]
+
+
+def test_export_history_csv_for_csm(reader):
+    client, token = reader
+    response = client.get(f"{API}/exports/history.csv", headers=bearer(token["csm"]))
+    rows = read_csv(response.text)
+    assert len(rows) == 6
+    assert {row["account_id"] for row in rows} == {"a2", "a3"}
+
+
+def test_csv_neutralizes_formulas():
+    frame = pd.DataFrame(
+        {"name": ["=HYPERLINK(1)", "+x", "@y", "plain"], "value": [-5.0, 1.0, 2.0, 3.0]}
+    )
+    rows = read_csv(csv_response(frame, "x.csv").body.decode())
+    assert [row["name"] for row in rows] == ["'=HYPERLINK(1)", "'+x", "'@y", "plain"]
+    assert rows[0]["value"] == "-5.0"
+
+
+# Roles
+
+
+def test_csm_sees_own_accounts_only(reader):
+    client, token = reader
+    listed = get(client, token["csm"], "/accounts")
+    other = client.get(f"{API}/accounts/a1", headers=bearer(token["csm"]))
+    unknown = client.get(f"{API}/accounts/zz", headers=bearer(token["csm"]))
+    alerts = get(client, token["csm"], "/alerts")["alerts"]
+    listed_tasks = get(client, token["csm"], "/tasks")["tasks"]
+    assert ids(listed["items"]) == ["a3", "a2"]
+    assert other.status_code == 404
+    # An account of another owner looks exactly like an unknown one.
+    assert other.json()["error"]["message"] == unknown.json()["error"][
+        "message"
+    ].replace("'zz'", "'a1'")
+    assert alerts == []
+    assert {task["account_id"] for task in listed_tasks} <= {"a2", "a3"}
+    assert listed_tasks
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/accounts/a1/history",
+        "/accounts/a1/components",
+        "/accounts/a1/explanation",
+        "/accounts/a1/alerts",
+        "/accounts/a1/tasks",
+        "/accounts/a1/notes",
+        "/accounts/a1/overrides",
+        "/accounts/a1/forecast",
+    ],
+)
+def test_csm_other_account_routes_404(reader, path):
+    client, token = reader
+    response = client.get(f"{API}{path}", headers=bearer(token["csm"]))
+    assert response.status_code == 404
+
+
+def test_viewer_cannot_write(writer):
+    client, token, _project = writer
+    note = client.post(
+        f"{API}/accounts/a2/notes", headers=bearer(token["viewer"]), json={"text": "x"}
+    )
+    ack = client.post(f"{API}/alerts/1/acknowledge", headers=bearer(token["viewer"]))
+    listed = get(client, token["admin"], "/accounts/a2/notes")
+    assert note.status_code == 403
+    assert note.json()["error"]["code"] == "forbidden"
+    assert ack.status_code == 403
+    assert listed["notes"] == []
+
+
+# Changes
+
+
+def test_note_created_by_csm(writer):
+    client, token, _project = writer
+    created = client.post(
+        f"{API}/accounts/a2/notes",
+        headers=bearer(token["csm"]),
+        json={
+            "text": "Renewal call went well",
+            "sentiment": 4,
+            "noted_on": "2026-02-20",
+        },
+    )
+    listed = get(client, token["admin"], "/accounts/a2/notes")["notes"]
+    assert created.status_code == 201
+    assert created.json()["author"] == "bob"
+    assert [(n["text"], n["sentiment"], n["noted_on"]) for n in listed] == [
+        ("Renewal call went well", 4, "2026-02-20")
+    ]
+
+
+def test_note_other_owner_rejected(writer):
+    client, token, _project = writer
+    response = client.post(
+        f"{API}/accounts/a1/notes", headers=bearer(token["csm"]), json={"text": "x"}
+    )
+    assert response.status_code == 404
+    assert get(client, token["admin"], "/accounts/a1/notes")["notes"] == []
+
+
+def test_task_complete_then_conflict(writer):
+    client, token, _project = writer
+    own = get(client, token["csm"], "/accounts/a2/tasks")["tasks"]
+    task_id = own[0]["id"]
+    done = client.post(
+        f"{API}/tasks/{task_id}/complete",
+        headers=bearer(token["csm"]),
+        json={"note": "called"},
+    )
+    again = client.post(
+        f"{API}/tasks/{task_id}/complete", headers=bearer(token["csm"]), json={}
+    )
+    interventions = get(client, token["admin"], "/interventions")["interventions"]
+    assert done.status_code == 200
+    assert done.json()["state"] == "completed"
+    assert done.json()["closed_by"] == "bob"
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "conflict"
+    assert [(row["account_id"], row["task_id"]) for row in interventions] == [
+        ("a2", task_id)
+    ]
+
+
+def test_task_dismiss_of_other_owner_404(writer):
+    client, token, _project = writer
+    tasks = get(client, token["admin"], "/tasks", state="open")["tasks"]
+    alice = [task for task in tasks if task["account_id"] == "a1"]
+    response = client.post(
+        f"{API}/tasks/{alice[0]['id']}/dismiss",
+        headers=bearer(token["csm"]),
+        json={"reason": "not mine"},
+    )
+    by_admin = client.post(
+        f"{API}/tasks/{alice[0]['id']}/dismiss",
+        headers=bearer(token["admin"]),
+        json={"reason": "duplicate of a call"},
+    )
+    assert response.status_code == 404
+    assert by_admin.status_code == 200
+    assert by_admin.json()["state"] == "dismissed"
+    assert by_admin.json()["note"] == "duplicate of a call"
+
+
+def test_alert_acknowledge_resolve(writer):
+    client, token, _project = writer
+    alerts = get(client, token["admin"], "/accounts/a1/alerts")["alerts"]
+    alert_id = alerts[0]["id"]
+    headers = bearer(token["analyst"])
+    acknowledged = client.post(f"{API}/alerts/{alert_id}/acknowledge", headers=headers)
+    twice = client.post(f"{API}/alerts/{alert_id}/acknowledge", headers=headers)
+    resolved = client.post(f"{API}/alerts/{alert_id}/resolve", headers=headers)
+    listed = get(client, token["admin"], "/alerts", state="resolved")["alerts"]
+    assert acknowledged.json()["state"] == "acknowledged"
+    assert twice.status_code == 409
+    assert resolved.json()["state"] == "resolved"
+    assert [item["id"] for item in listed] == [alert_id]
+
+
+def test_override_created_with_author(writer):
+    client, token, _project = writer
+    body = {"score": 90, "reason": "renewal signed", "expires_on": "2999-01-01"}
+    created = client.post(
+        f"{API}/accounts/a2/overrides", headers=bearer(token["analyst"]), json=body
+    )
+    listed = get(client, token["viewer"], "/accounts/a2/overrides")["overrides"]
+    bad_measure = client.post(
+        f"{API}/accounts/a2/overrides",
+        headers=bearer(token["analyst"]),
+        json={**body, "measure": "event_28d"},
+    )
+    past = client.post(
+        f"{API}/accounts/a2/overrides",
+        headers=bearer(token["analyst"]),
+        json={**body, "expires_on": "2000-01-01"},
+    )
+    assert created.status_code == 201
+    assert created.json()["author"] == "ana"
+    assert [(item["score"], item["reason"]) for item in listed] == [
+        (90.0, "renewal signed")
+    ]
+    assert bad_measure.status_code == 422
+    assert "events_28d" in bad_measure.json()["error"]["message"]
+    assert past.status_code == 422
+    assert "in the past" in past.json()["error"]["message"]
+
+
+# Errors
+
+
+def assert_error_shape(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"status", "code", "message", "details"}
+    assert error["status"] == status
+    assert error["code"] == code
+    assert error["message"]
+    return dict(error)
+
+
+def test_error_paths_share_one_shape(writer):
+    client, token, project = writer
+    admin = bearer(token["admin"])
+
+    @client.app.get(f"{API}/crash")  # type: ignore[attr-defined]
+    def crash() -> None:
+        raise RuntimeError("secret detail of a crash")
+
+    cases = [
+        (client.get(f"{API}/accounts"), 401, "unauthorized"),
+        (client.get(f"{API}/accounts", headers=bearer("hs_1_" + "x" * 43)), 401,
+         "unauthorized"),
+        (client.get(f"{API}/accounts", headers={"Authorization": "Basic abc"}), 401,
+         "unauthorized"),
+        (client.post(f"{API}/accounts/a2/notes", headers=bearer(token["viewer"]),
+                     json={"text": "x"}), 403, "forbidden"),
+        (client.get(f"{API}/nothing-here", headers=admin), 404, "not_found"),
+        (client.get(f"{API}/accounts/zz", headers=admin), 404, "not_found"),
+        (client.get(f"{API}/accounts", headers=admin, params={"as_of": "2020-01-01"}),
+         404, "not_found"),
+        (client.delete(f"{API}/accounts", headers=admin), 405, "method_not_allowed"),
+        (client.post(f"{API}/alerts/999/resolve", headers=admin), 404, "not_found"),
+        (client.get(f"{API}/accounts", headers=admin, params={"limit": 0}), 422,
+         "invalid_request"),
+        (client.post(f"{API}/accounts/a2/notes", headers=admin, content=b"{not json",
+                     ), 422, "invalid_request"),
+        (client.post(f"{API}/accounts/a2/notes", headers=admin,
+                     json={"text": "x", "sentiment": 9}), 422, "invalid_request"),
+        (client.post(f"{API}/accounts/a2/notes", headers=admin,
+                     content=b"x" * (project.config.service.max_request_bytes + 1)),
+         413, "request_too_large"),
+        (client.get(f"{API}/crash", headers=admin), 500, "internal_error"),
+    ]  # fmt: skip
+    for response, status, code in cases:
+        assert_error_shape(response, status, code)
+    assert cases[0][0].headers["www-authenticate"] == "Bearer"
+    crash_message = cases[-1][0].json()["error"]["message"]
+    assert "secret detail" not in crash_message
+
+
+def test_validation_error_names_field(writer):
+    client, token, _project = writer
+    response = client.post(
+        f"{API}/tasks/1/dismiss", headers=bearer(token["admin"]), json={}
+    )
+    error = assert_error_shape(response, 422, "invalid_request")
+    assert [detail["location"] for detail in error["details"]] == ["body.reason"]
+
+
+def test_request_limit_configurable(tmp_path):
+    project = service_project(
+        tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
+    )
+    state = StateStore.open(project.config.store.state, project.root)
+    token = create_token(state, role="admin", name="ops").token
+    app = create_app(project, state=state, max_request_bytes=100)
+    with TestClient(app) as client:
+        small = client.post(
+            f"{API}/accounts/a2/notes", headers=bearer(token), json={"text": "short"}
+        )
+        large = client.post(
+            f"{API}/accounts/a2/notes", headers=bearer(token), json={"text": "y" * 200}
+        )
+    state.close()
+    assert small.status_code == 201
+    error = assert_error_shape(large, 413, "request_too_large")
+    assert "100 bytes" in error["message"]
+
+
+def test_health_and_docs_need_no_token(reader):
+    client, _token = reader
+    schema = client.get("/openapi.json")
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/docs").status_code == 200
+    assert schema.status_code == 200
+    assert schema.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == (
+        "bearer"
+    )
+
+
+def test_cors_off_by_default(reader, scored):
+    client, _token = reader
+    preflight = {
+        "Origin": "https://crm.example.com",
+        "Access-Control-Request-Method": "GET",
+    }
+    closed = client.options(f"{API}/accounts", headers=preflight)
+    state = StateStore.open(scored.config.store.state, scored.root)
+    app = create_app(scored, state=state, cors_origins=["https://crm.example.com"])
+    with TestClient(app) as open_client:
+        opened = open_client.options(f"{API}/accounts", headers=preflight)
+    state.close()
+    assert "access-control-allow-origin" not in closed.headers
+    assert opened.headers["access-control-allow-origin"] == "https://crm.example.com"
+
+
+def test_access_log_has_no_personal_data(writer, caplog):
+    client, token, _project = writer
+    caplog.set_level(logging.INFO, logger="healthscore.service")
+    text = "Customer mentioned churn risk privately"
+    client.post(
+        f"{API}/accounts/a2/notes", headers=bearer(token["csm"]), json={"text": text}
+    )
+    client.get(f"{API}/accounts/a3", headers=bearer(token["csm"]))
+    lines = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "healthscore.service.access"
+    ]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    csm_id = token["csm"].split("_")[1]
+    assert "POST /api/v1/accounts/{account_id}/notes 201" in lines[0]
+    assert lines[0].endswith(f"token {csm_id}")
+    assert "GET /api/v1/accounts/{account_id} 200" in lines[1]
+    assert token["csm"] not in logged
+    assert token["csm"].split("_")[2] not in logged
+    assert text not in logged
+    assert "a3" not in "\n".join(lines)
+
+
+# Tokens
+
+
+def test_token_round_trip(store_url, tmp_path):
+    with StateStore.open(store_url, tmp_path) as state:
+        created = create_token(state, role="csm", name="bob", owner="bob")
+        verified = verify_token(state, created.token)
+        wrong = verify_token(
+            state, created.token[:-1] + ("A" if created.token[-1] != "A" else "B")
+        )
+        with state.engine.connect() as connection:
+            stored = connection.execute(select(api_tokens)).one()
+        revoke_token(state, created.info.id)
+        after = verify_token(state, created.token)
+        listed = list_tokens(state)
+        listed_all = list_tokens(state, include_revoked=True)
+    secret = created.token.split("_", 2)[2]
+    assert created.token.startswith(f"hs_{created.info.id}_")
+    assert verified is not None
+    assert (verified.role, verified.owner) == ("csm", "bob")
+    assert wrong is None
+    assert secret not in "".join(str(value) for value in stored)
+    assert len(stored.secret_sha256) == 64
+    assert after is None
+    assert listed == []
+    assert [item.id for item in listed_all] == [created.info.id]
+    assert listed_all[0].revoked_at is not None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"role": "root", "name": "x"}, "unknown role"),
+        ({"role": "csm", "name": "x"}, "needs --owner"),
+        ({"role": "admin", "name": " "}, "name must not be empty"),
+    ],
+)
+def test_token_create_rejects(tmp_path, fields, message):
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        with pytest.raises(ValueError, match=message):
+            create_token(state, **fields)
+        assert list_tokens(state) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "hs_", "hs_1_short", "Bearer hs_1_" + "a" * 43, "hs_99_" + "a" * 43],
+)
+def test_verify_rejects_malformed(tmp_path, text):
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        create_token(state, role="admin", name="ops")
+        assert verify_token(state, text) is None
+
+
+def test_token_commands(tmp_path):
+    project = service_project(
+        tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
+    )
+    runner = CliRunner()
+    folder = ["--project", str(project.root)]
+    created = runner.invoke(
+        cli_app, ["token", "create", "--role", "csm", "--owner", "bob", *folder]
+    )
+    token = created.stdout.strip()
+    listed = runner.invoke(cli_app, ["token", "list", "--json", *folder])
+    token_id = token.split("_")[1]
+    revoked = runner.invoke(cli_app, ["token", "revoke", token_id, *folder])
+    again = runner.invoke(cli_app, ["token", "revoke", token_id, *folder])
+    missing_owner = runner.invoke(
+        cli_app, ["token", "create", "--role", "csm", *folder]
+    )
+    with StateStore.open(project.config.store.state, project.root) as state:
+        after = verify_token(state, token)
+    assert created.exit_code == 0, created.output
+    assert token.startswith("hs_")
+    assert '"role": "csm"' in listed.stdout
+    assert token.split("_", 2)[2] not in listed.stdout
+    assert revoked.exit_code == 0
+    assert again.exit_code == 1
+    assert "already revoked" in again.output
+    assert missing_owner.exit_code == 1
+    assert after is None
+
+
+def test_serve_uses_configured_address(tmp_path, monkeypatch):
+    project = service_project(
+        tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
+    )
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(app: Any, **options: Any) -> None:
+        levels = {
+            name: logging.getLogger(name).getEffectiveLevel()
+            for name in ("healthscore.monitoring", "healthscore.service.access")
+        }
+        calls.append({**options, "levels": levels})
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    runner = CliRunner()
+    default = runner.invoke(cli_app, ["serve", "--project", str(project.root)])
+    chosen = runner.invoke(
+        cli_app, ["serve", "--port", "8123", "--project", str(project.root)]
+    )
+    assert default.exit_code == 0, default.output
+    assert chosen.exit_code == 0, chosen.output
+    assert (calls[0]["host"], calls[0]["port"]) == ("127.0.0.1", 8000)
+    assert (calls[1]["host"], calls[1]["port"]) == ("127.0.0.1", 8123)
+    assert calls[0]["access_log"] is False
+    assert calls[0]["levels"] == {
+        "healthscore.monitoring": logging.WARNING,
+        "healthscore.service.access": logging.INFO,
+    }
+
+
+def test_created_at_is_aware(tmp_path):
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        now = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+        created = create_token(state, role="viewer", name="v", now=now)
+        assert list_tokens(state)[0].created_at == now
+    assert created.info.created_at.date() == date(2026, 3, 1)
+
+
+def test_streamed_body_over_limit(tmp_path):
+    project = service_project(
+        tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
+    )
+    state = StateStore.open(project.config.store.state, project.root)
+    token = create_token(state, role="admin", name="ops").token
+    app = create_app(project, state=state, max_request_bytes=1000)
+    # A generator body is sent chunked, without a Content-Length header.
+    chunks = (b'{"text": "' + b"z" * 600, b"z" * 600 + b'"}')
+    with TestClient(app) as client:
+        response = client.post(
+            f"{API}/accounts/a2/notes",
+            headers={**bearer(token), "Content-Type": "application/json"},
+            content=iter(chunks),
+        )
+        notes = client.get(f"{API}/accounts/a2/notes", headers=bearer(token))
+    state.close()
+    assert "content-length" not in response.request.headers
+    assert_error_shape(response, 413, "request_too_large")
+    assert notes.json()["notes"] == []
+
+
+def test_invalid_content_length_400():
+    messages: list[dict[str, Any]] = []
+
+    async def application(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the application must not run")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/accounts/a2/notes",
+        "headers": [(b"content-length", b"12abc")],
+    }
+    middleware = ServiceMiddleware(application, max_request_bytes=100)
+    asyncio.run(middleware(scope, receive, send))
+    body = json.loads(messages[1]["body"])
+    assert messages[0]["status"] == 400
+    assert body["error"]["code"] == "bad_request"
+    assert "Content-Length" in body["error"]["message"]
