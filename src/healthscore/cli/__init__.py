@@ -11,14 +11,19 @@ from __future__ import annotations
 import typer
 
 from healthscore.cli.alerts import alerts_app
+from healthscore.cli.events import ingest, retain_command
 from healthscore.cli.explain import explain
 from healthscore.cli.history import backfill, trend
 from healthscore.cli.overrides import override_app
+from healthscore.cli.prediction import clusters, forecast, train
 from healthscore.cli.privacy import export_subject_command, forget_command
 from healthscore.cli.project import init, validate
 from healthscore.cli.reports import demo, report
 from healthscore.cli.scoring import metrics, score
+from healthscore.cli.service import register as register_service
+from healthscore.cli.surveys import nps
 from healthscore.cli.tasks import register as register_tasks
+from healthscore.cli.validation import backtest, compare, drivers, learn
 
 __all__ = ["app", "main"]
 
@@ -40,9 +45,20 @@ app.command()(report)
 app.command()(demo)
 app.command()(backfill)
 app.command()(trend)
+app.command()(nps)
 register_tasks(app)
 app.command("forget")(forget_command)
 app.command("export-subject")(export_subject_command)
+app.command()(ingest)
+app.command("retain")(retain_command)
+app.command()(backtest)
+app.command()(learn)
+app.command()(drivers)
+app.command()(compare)
+app.command()(train)
+app.command()(forecast)
+app.command()(clusters)
+register_service(app)
 
 
 def main() -> None:

@@ -19,20 +19,29 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from healthscore.config.importer_options import importer_issues
 from healthscore.config.models import (
     BUILTIN_SOURCES,
     STANDARD_COLUMNS,
     ChangeMetric,
     FormulaMetric,
     MetricConfig,
+    NpsMetric,
     ProjectConfig,
     RateMetric,
     RatioMetric,
     ScorecardConfig,
+    SentimentMetric,
     SourceConfig,
     TenureMetric,
 )
 from healthscore.config.playbooks import TASK_FIELDS
+from healthscore.config.privacy import pseudonymize_issues
+from healthscore.config.retention import (
+    is_store_source,
+    rollup_settings,
+    store_issues,
+)
 from healthscore.expressions import literal_comparisons, parse_expression
 
 PROJECT_FILE = "healthscore.yml"
@@ -255,6 +264,8 @@ def _pydantic_issues(
         if error["type"] == "extra_forbidden":
             message = "unknown key"
             suggestion = _suggest_key(path, data)
+        elif error["type"] in ("literal_error", "union_tag_invalid"):
+            suggestion = _suggest_choice(error)
         issues.append(
             ConfigIssue(
                 file=file,
@@ -265,6 +276,24 @@ def _pydantic_issues(
             )
         )
     return issues
+
+
+def _suggest_choice(error: Any) -> str | None:
+    """Return the allowed value closest to a value that is not one of the choices.
+
+    Pydantic lists the choices of a Literal field (`expected`) or of a metric type
+    (`expected_tags`) as quoted words.
+    """
+    context = error.get("ctx") or {}
+    choices = re.findall(r"'([^']*)'", str(context.get("expected_tags") or ""))
+    word = context.get("tag")
+    if not choices:
+        choices = re.findall(r"'([^']*)'", str(context.get("expected") or ""))
+        word = error.get("input")
+    if not isinstance(word, str):
+        return None
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _strip_union_tags(path: tuple[str | int, ...], error: Any) -> tuple[str | int, ...]:
@@ -393,7 +422,9 @@ def _reference_issues(
     if len(config.sources_of_kind("accounts")) != 1:
         yield issue(("sources",), "exactly one source of kind accounts is required")
     yield from _source_issues(project, issue)
+    yield from _extension_issues(project, issue)
     yield from _metric_issues(config, issue)
+    yield from _text_metric_issues(config, issue)
     for index, scorecard in enumerate(config.scorecards):
         for component, settings in scorecard.components.items():
             for position, measure in enumerate(settings.measures):
@@ -431,6 +462,8 @@ def _value_at(config: ProjectConfig, path: tuple[str | int, ...]) -> Any:
 
 def _source_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
     for name, source in project.config.sources.items():
+        if is_store_source(source):
+            continue  # read from the event store, not from files
         try:
             source.resolved_format()
         except ValueError as exc:
@@ -458,7 +491,11 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
     for name, metric in metrics.items():
         source_name = getattr(metric, "source", None)
         if source_name is not None:
-            source = config.sources.get(source_name) or _builtin_source(source_name)
+            source = (
+                config.sources.get(source_name)
+                or _builtin_source(source_name)
+                or rollup_settings(config, source_name)
+            )
             if source is None:
                 yield issue(
                     ("metrics", name, "source"),
@@ -521,6 +558,40 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                     ("metrics", name, "exposure"),
                     "exposure tenure needs exactly one tenure metric, or tenure_metric",
                 )
+
+
+def _text_metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
+    """Find sentiment metrics on a non-text column and NPS on a non-numeric one."""
+    words = {"string": "text", "number": "numbers"}
+    for name, metric in config.metrics.items():
+        if isinstance(metric, SentimentMetric):
+            needed, rule = "string", "sentiment scores text"
+        elif isinstance(metric, NpsMetric):
+            needed, rule = "number", "nps needs numeric 0-10 scores"
+        else:
+            continue
+        source = config.sources.get(metric.source) or _builtin_source(metric.source)
+        if source is None:
+            continue  # _metric_issues reports the unknown source
+        types = {**STANDARD_COLUMNS[source.kind], **source.attributes}
+        found = types.get(metric.column)
+        if found is None or found == needed:
+            continue  # _metric_issues reports an unknown column
+        fitting = [
+            column
+            for column, kind in types.items()
+            if kind == needed and column != "account_id"
+        ]
+        hint = (
+            f"use a column of type {needed}: {', '.join(fitting)}"
+            if fitting
+            else f"declare a column of type {needed} under attributes of the source"
+        )
+        yield issue(
+            ("metrics", name, "column"),
+            f"column {metric.column!r} of source {metric.source!r} contains "
+            f"{words.get(found, found + ' values')}, but {rule}; {hint}",
+        )
 
 
 def _account_and_metric_names(config: ProjectConfig) -> set[str]:
@@ -706,3 +777,15 @@ def _metric_closure(metrics: dict[str, MetricConfig], names: set[str]) -> set[st
         result.add(name)
         pending.extend(d for d in metric_dependencies(metrics[name]) if d in metrics)
     return result
+
+
+def _extension_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
+    """Importer options, pseudonymized columns, the event store and retention."""
+    config = project.config
+    found = [
+        *importer_issues(config, project.path),
+        *pseudonymize_issues(config),
+        *store_issues(config),
+    ]
+    for path, message in found:
+        yield issue(path, message)

@@ -179,7 +179,10 @@ class SourceConfig(StrictModel):
         "for example `data/events/*.parquet`. Environment variables written "
         "`${NAME}` or `${NAME:-default}` are replaced by their value, the default "
         "when the variable is unset or empty, and a leading `~` by the home folder. "
-        "A variable that is unset or empty and has no default is an error."
+        "A variable that is unset or empty and has no default is an error. "
+        "`store` reads the rows that `healthscore ingest` appended to the event store "
+        "instead of files, and adds the daily rollup source `<name>_daily` "
+        "(docs/privacy.md)."
     )
     format: (
         Literal[
@@ -447,7 +450,10 @@ class ChangeMetric(MetricBase):
     """Change of a windowed metric against the window before it."""
 
     type: Literal["change"]
-    of: str = Field(description="A count, distinct_count, sum, mean, min, max or rate.")
+    of: str = Field(
+        description="A count, distinct_count, sum, mean, min, max, rate, sentiment "
+        "or nps metric with a window."
+    )
     mode: Literal["percent", "difference"] = Field(
         default="percent",
         description="`percent`: current / previous - 1 (missing when previous is 0); "
@@ -478,6 +484,45 @@ class AttributeMetric(MetricBase):
     column: str = Field(description="Standard column or attribute of the accounts.")
 
 
+# Text and survey metrics. They read per-row scores that sources/text.py adds to the
+# rows of their source, and are computed as the mean of those scores in the window.
+
+
+class SentimentMetric(WindowedMetric):
+    """VADER sentiment of a text column over the rows in the window.
+
+    Each non-blank text gets VADER's compound score, from -1 (most negative) to 1
+    (most positive). Missing when the window has no non-blank text.
+    """
+
+    type: Literal["sentiment"]
+    column: str = Field(
+        description="Text column to score, for example `text` of tickets and notes "
+        "or `comment` of surveys."
+    )
+    statistic: Literal["compound_mean", "negative_share"] = Field(
+        default="compound_mean",
+        description="`compound_mean`: mean compound score of the texts, -1 to 1. "
+        "`negative_share`: share of the texts, 0 to 1, whose compound score is "
+        "-0.05 or less, the threshold of negative text that VADER's documentation "
+        "gives.",
+    )
+
+
+class NpsMetric(WindowedMetric):
+    """Net Promoter Score of the survey responses in the window.
+
+    Promoters (score 9-10) minus detractors (0-6) as a percentage of the responses,
+    from -100 to 100; passives (7-8) count only in the total. A score outside 0-10
+    is not a response. Missing when the window has no response.
+    """
+
+    type: Literal["nps"]
+    column: str = Field(
+        default="score", description="Numeric column with the 0-10 response."
+    )
+
+
 MetricConfig = Annotated[
     CountMetric
     | DistinctCountMetric
@@ -490,7 +535,9 @@ MetricConfig = Annotated[
     | RatioMetric
     | ChangeMetric
     | FormulaMetric
-    | AttributeMetric,
+    | AttributeMetric
+    | SentimentMetric
+    | NpsMetric,
     Field(discriminator="type"),
 ]
 
@@ -712,6 +759,16 @@ class StoreConfig(StrictModel):
         description="SQLAlchemy URL of the operational store (overrides and more); a "
         "relative SQLite path is relative to the project folder.",
     )
+    events: str = Field(
+        default=".healthscore/events",
+        description="Folder of the event store that `healthscore ingest` appends to: "
+        "`<source>/day=YYYY-MM-DD/*.parquet` per store source.",
+    )
+    daily: str = Field(
+        default=".healthscore/daily",
+        description="Folder of the daily rollups of the event store, one file per "
+        "store source and day.",
+    )
 
 
 class ScoringConfig(StrictModel):
@@ -759,6 +816,9 @@ from healthscore.config.alerts import AlertSettings  # noqa: E402
 from healthscore.config.history import HistoryConfig  # noqa: E402
 from healthscore.config.playbooks import Playbooks  # noqa: E402
 from healthscore.config.privacy import PrivacySettings  # noqa: E402
+from healthscore.config.retention import RetentionSettings  # noqa: E402
+from healthscore.config.service import ServiceSettings  # noqa: E402
+from healthscore.config.validation import ValidationConfig  # noqa: E402
 
 
 class ProjectConfig(StrictModel):
@@ -807,10 +867,22 @@ class ProjectConfig(StrictModel):
         default_factory=PrivacySettings,
         description="Personal data: pseudonymization at ingest and erasure audits.",
     )
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings,
+        description="How long raw rows of the event store are kept.",
+    )
     playbooks: Playbooks = Field(
         default_factory=list,
         description="Playbooks: tasks opened for accounts that an alert or a "
         "condition selects.",
+    )
+    validation: ValidationConfig = Field(
+        default_factory=ValidationConfig,
+        description="Churn labels for backtests, and shadow scorecards.",
+    )
+    service: ServiceSettings = Field(
+        default_factory=ServiceSettings,
+        description="Web service: address, request size limit and cross-origin access.",
     )
 
     @field_validator("timezone")
