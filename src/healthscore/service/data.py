@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
+import pyarrow as pa
 
 from healthscore.config import Project
 from healthscore.monitoring.history import score_history
@@ -227,12 +228,17 @@ def _file_stamp(file: str) -> tuple[str, int, int]:
 
 
 def _retry(read: Callable[[], T]) -> T:
-    """Run `read`, retrying when a snapshot vanishes for a moment during a rewrite."""
+    """Run `read`, retrying when a snapshot vanishes for a moment during a rewrite.
+
+    A read that races the swap of a partition can also fail inside Arrow (an
+    ArrowTypeError was seen under the ingest benchmark), so Arrow errors are retried
+    too; one that persists is raised after the last attempt.
+    """
     pause = RETRY_PAUSE_SECONDS
     for attempt in range(1, READ_ATTEMPTS + 1):
         try:
             return read()
-        except (SnapshotNotFoundError, OSError) as exc:
+        except (SnapshotNotFoundError, OSError, pa.ArrowException) as exc:
             if attempt == READ_ATTEMPTS:
                 raise
             logger.debug("snapshot read failed (%s); retrying", type(exc).__name__)
