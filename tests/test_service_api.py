@@ -681,6 +681,26 @@ def test_serve_uses_configured_address(tmp_path, monkeypatch):
     }
 
 
+def test_serve_secure_cookies_option(tmp_path, monkeypatch):
+    project = service_project(
+        tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
+    )
+    apps: list[Any] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: apps.append(app))
+    runner = CliRunner()
+    folder = ["--project", str(project.root)]
+    plain = runner.invoke(cli_app, ["serve", *folder])
+    secure = runner.invoke(cli_app, ["serve", "--secure-cookies", *folder])
+    assert plain.exit_code == 0, plain.output
+    assert secure.exit_code == 0, secure.output
+    cookies = []
+    for app in apps:
+        with TestClient(app) as client:
+            cookies.append(client.get("/login").headers["set-cookie"])
+    assert "Secure" not in cookies[0]
+    assert "Secure" in cookies[1]
+
+
 def test_created_at_is_aware(tmp_path):
     with StateStore.open("sqlite:///state.db", tmp_path) as state:
         now = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)

@@ -72,6 +72,14 @@ def serve(
             help="TCP port to listen on; default service.port (8000).",
         ),
     ] = None,
+    secure_cookies: Annotated[
+        bool,
+        typer.Option(
+            "--secure-cookies",
+            help="Mark dashboard session cookies Secure even on plain http, for a "
+            "service behind an https proxy. Over https they are Secure anyway.",
+        ),
+    ] = False,
     project_dir: ProjectOption = Path("."),
     # INFO by default, so the access log (one line per request) is on.
     verbose: VerboseOption = 1,
@@ -90,7 +98,7 @@ def serve(
     settings = project.config.service
     bind_host = host or settings.host
     bind_port = port or settings.port
-    app = create_app(project)
+    app = create_app(project, secure_cookies=secure_cookies)
     note(f"Serving {project.config.name} at http://{bind_host}:{bind_port}/docs")
     if verbose <= 1:
         # The layers below log account ids and people's names at INFO level, so at
