@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, Table, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from healthscore.store import StateStore, StateStoreError
@@ -174,19 +174,29 @@ def verify_token(state: StateStore, token: str) -> TokenInfo | None:
 
     None covers malformed text, unknown ids, wrong secrets and revoked tokens alike.
     """
-    match = _TOKEN_PATTERN.match(token)
+    row = find_active_row(state, api_tokens, _TOKEN_PATTERN, token)
+    return _info(row) if row is not None else None
+
+
+def find_active_row(
+    state: StateStore, table: Table, pattern: re.Pattern[str], text: str
+) -> Row[Any] | None:
+    """Return the unrevoked row of `table` whose id and secret `text` carries, or None.
+
+    `pattern` captures the id and the secret. An unknown id is compared against a
+    fixed hash, so it takes as long as a wrong secret.
+    """
+    match = pattern.match(text)
     if match is None:
         return None
-    token_id = int(match.group(1))
+    row_id = int(match.group(1))
     with state.engine.connect() as connection:
-        row = connection.execute(
-            select(api_tokens).where(api_tokens.c.id == token_id)
-        ).first()
+        row = connection.execute(select(table).where(table.c.id == row_id)).first()
     expected = row.secret_sha256 if row is not None else _UNKNOWN_HASH
     matches = hmac.compare_digest(hash_secret(match.group(2)), expected)
     if row is None or not matches or row.revoked_at is not None:
         return None
-    return _info(row)
+    return row
 
 
 def _info(row: Row[Any]) -> TokenInfo:

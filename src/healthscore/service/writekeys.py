@@ -9,7 +9,6 @@ the secret, compared with `hmac.compare_digest` as for API tokens.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import logging
 import re
 import secrets
@@ -22,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from healthscore.config import Project
 from healthscore.config.retention import is_store_source
-from healthscore.service.tokens import SECRET_BYTES, hash_secret
+from healthscore.service.tokens import SECRET_BYTES, find_active_row, hash_secret
 from healthscore.store import StateStore, StateStoreError
 from healthscore.store.database import describe_url, write_engine
 from healthscore.store.tables_tokens import write_keys
@@ -32,7 +31,6 @@ logger = logging.getLogger(__name__)
 WRITE_KEY_PREFIX = "wk_"
 
 _KEY_PATTERN = re.compile(r"^wk_([0-9]{1,18})_([A-Za-z0-9_-]{43})$")
-_UNKNOWN_HASH = hash_secret("no such write key")
 
 
 class WriteKeyNotFoundError(LookupError):
@@ -147,19 +145,8 @@ def revoke_write_key(
 
 def verify_write_key(state: StateStore, key: str) -> WriteKeyInfo | None:
     """Return the active write key that `key` is the text of, or None."""
-    match = _KEY_PATTERN.match(key)
-    if match is None:
-        return None
-    key_id = int(match.group(1))
-    with state.engine.connect() as connection:
-        row = connection.execute(
-            select(write_keys).where(write_keys.c.id == key_id)
-        ).first()
-    expected = row.secret_sha256 if row is not None else _UNKNOWN_HASH
-    matches = hmac.compare_digest(hash_secret(match.group(2)), expected)
-    if row is None or not matches or row.revoked_at is not None:
-        return None
-    return _info(row)
+    row = find_active_row(state, write_keys, _KEY_PATTERN, key)
+    return _info(row) if row is not None else None
 
 
 def _info(row: Row[Any]) -> WriteKeyInfo:
