@@ -318,7 +318,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         """(training rows, hold-out rows) of each member; empty when impossible.
 
         When the latest dates have too few churned or retained rows to hold out,
-        stratified folds are used instead, and `notes_` says so.
+        stratified folds are used instead, and `notes_` records that.
         """
         rows = np.arange(len(labels))
         if order is not None:

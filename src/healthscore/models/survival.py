@@ -7,13 +7,13 @@ or to the last day its outcome is known, when it is censored. The probability of
 churning within `d` days is ``1 - S(d | x)``.
 
 The Cox model's baseline survival is the product-limit estimate of Kalbfleisch and
-Prentice (the `METHOD=PL` survivor function of SAS/STAT's PROC PHREG), not the
+Prentice, not the
 Breslow estimate that lifelines reports. Churn is recorded by
 the day, so many accounts churn on the same day, and with one outcome date per
 observation (as in a project with a churn column) all of them do. Breslow's
 ``1 - exp(-H)`` then falls short of the churn rate (21 % against 26.5 % on IBM's
-telco sample), while the Kalbfleisch-Prentice estimate solves, at each churn day,
-for the conditional survival that matches the churns seen among the accounts at risk.
+telco sample). The Kalbfleisch-Prentice estimate instead solves, at each churn day,
+for the conditional survival that matches the churns among the accounts at risk.
 
 A Cox model's baseline hazard is known only up to the longest observed duration, so
 beyond it the survival curve stays flat and the churn probability is underestimated.

@@ -230,9 +230,9 @@ def _file_stamp(file: str) -> tuple[str, int, int]:
 def _retry(read: Callable[[], T]) -> T:
     """Run `read`, retrying when a snapshot vanishes for a moment during a rewrite.
 
-    A read that races the swap of a partition can also fail inside Arrow (an
-    ArrowTypeError was seen under the ingest benchmark), so Arrow errors are retried
-    too; one that persists is raised after the last attempt.
+    A read that races the swap of a partition can also fail inside Arrow, as an
+    ArrowTypeError did under the ingest benchmark. So Arrow errors are retried too,
+    and one that persists is raised after the last attempt.
     """
     pause = RETRY_PAUSE_SECONDS
     for attempt in range(1, READ_ATTEMPTS + 1):

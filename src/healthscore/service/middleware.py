@@ -1,9 +1,9 @@
 """ASGI middleware of the service: request body limit, access log, last-resort errors.
 
 The access log line of a request contains its method, route template (such as
-``/api/v1/accounts/{account_id}``), status, duration and token id, and nothing of the
-path, query, headers or body, so no account data, personal data or token text
-reaches the log.
+``/api/v1/accounts/{account_id}``), status, duration and token id. It contains
+nothing of the path, query, headers or body, so no account data, personal data or
+token text reaches the log.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class ServiceMiddleware:
     """Reject request bodies over `max_request_bytes`, log every request, catch crashes.
 
     The body is read whole before the application runs, so a body that grows past the
-    limit while it streams in is rejected with 413 before any route sees it. An
+    limit while it streams in is rejected with 413 before any route reads it. An
     exception that no handler took is logged with its type and route only, because its
     message may quote request data, and answered with 500 in the error shape.
     """

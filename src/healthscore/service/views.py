@@ -42,7 +42,7 @@ PortfolioGroup = Literal["band", "segment", "owner"]
 
 
 def account_table(access: Access, as_of: date) -> pd.DataFrame:
-    """Return every account scored as of `as_of` that the token sees.
+    """Return every account scored as of `as_of` that the token can read.
 
     One row per account with ACCOUNT_TABLE_COLUMNS; attributes that the accounts
     source lacks are empty.

@@ -25,7 +25,7 @@ api_tokens = Table(
     # Label shown by `token list`, for example the person or system using it.
     Column("name", String, nullable=False),
     Column("role", String, nullable=False),
-    # Account owner whose accounts a `csm` token sees; NULL for the other roles.
+    # Account owner whose accounts a `csm` token can read; NULL for the other roles.
     Column("owner", String, nullable=True),
     # Hex SHA-256 of the token's secret part.
     Column("secret_sha256", String(64), nullable=False),

@@ -1,4 +1,4 @@
-"""CSV exports of the accounts, score history, tasks and alerts a token sees."""
+"""CSV exports of the accounts, score history, tasks and alerts a token can read."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def export_history(access: AccessDependency) -> Response:
 
 @router.get("/tasks.csv", response_class=Response, responses=_CSV)
 def export_tasks(access: AccessDependency) -> Response:
-    """Export every task the token sees, in every state, as CSV."""
+    """Export every task the token can read, in every state, as CSV."""
     found = list_tasks(access.context.state)
     keep = access.filter_ids(task.account_id for task in found)
     rows = jsonable([task for task, ok in zip(found, keep, strict=True) if ok])
@@ -69,7 +69,7 @@ def export_tasks(access: AccessDependency) -> Response:
 
 @router.get("/alerts.csv", response_class=Response, responses=_CSV)
 def export_alerts(access: AccessDependency) -> Response:
-    """Export every alert the token sees as CSV, without delivery details."""
+    """Export every alert the token can read as CSV, without delivery details."""
     records = list_alerts(access.context.state)
     keep = access.filter_ids(item.alert.account_id for item in records)
     rows = [alert_json(item) for item, ok in zip(records, keep, strict=True) if ok]

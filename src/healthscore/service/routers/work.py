@@ -48,7 +48,7 @@ def get_alerts(
 ) -> dict[str, Any]:
     """List stored alerts, newest first, with their deliveries.
 
-    A `csm` token sees the alerts of its own accounts only, and no alert about a
+    A `csm` token lists the alerts of its own accounts only, and no alert about a
     whole run.
     """
     visible = access.visible_ids()
@@ -112,7 +112,7 @@ def get_tasks(
         Query(pattern=r"^[^\x00]*$", description="Only this task owner."),
     ] = None,
 ) -> dict[str, Any]:
-    """List tasks by due date, rank and id; a `csm` token sees its accounts' tasks."""
+    """List tasks by due date, rank and id. A `csm` token gets its accounts' tasks."""
     found = list_tasks(access.context.state, owner=owner, task_state=state)
     keep = access.filter_ids(task.account_id for task in found)
     return {
