@@ -388,6 +388,106 @@ def test_task_dismiss_of_other_owner_404(writer):
     assert by_admin.json()["note"] == "duplicate of a call"
 
 
+def test_outcomes_posted_once(writer):
+    client, token, _project = writer
+    body = {
+        "outcomes": [
+            {"account_id": "a1", "kind": "churned", "occurred_on": "2026-03-20"},
+            {
+                "account_id": "a4",
+                "kind": "expanded",
+                "occurred_on": "2026-03-21",
+                "arr_before": 10000,
+                "arr_after": 15000,
+                "source": "crm",
+            },
+        ]
+    }
+    first = client.post(f"{API}/outcomes", headers=bearer(token["admin"]), json=body)
+    again = client.post(f"{API}/outcomes", headers=bearer(token["admin"]), json=body)
+    listed = get(client, token["admin"], "/outcomes")["outcomes"]
+    assert first.status_code == 201
+    assert first.json() == {"stored": 2, "skipped": 0}
+    assert again.status_code == 201
+    assert again.json() == {"stored": 0, "skipped": 2}
+    assert [
+        (row["account_id"], row["kind"], row["occurred_on"], row["source"])
+        for row in listed
+    ] == [
+        ("a1", "churned", "2026-03-20", "api"),
+        ("a4", "expanded", "2026-03-21", "crm"),
+    ]
+    assert listed[1]["arr_after"] == 15000.0
+
+
+@pytest.mark.parametrize(
+    ("role", "outcome", "status"),
+    [
+        # bob's csm token does not see alice's account a1.
+        ("csm", {"account_id": "a1", "kind": "churned"}, 404),
+        ("admin", {"account_id": "nobody", "kind": "churned"}, 404),
+        ("viewer", {"account_id": "a2", "kind": "churned"}, 403),
+        ("admin", {"account_id": "a2", "kind": "lost"}, 422),
+        ("admin", {"account_id": "a2", "kind": "renewed", "arr_after": -1}, 422),
+    ],
+)
+def test_outcomes_rejected_store_nothing(writer, role, outcome, status):
+    client, token, _project = writer
+    valid = {"account_id": "a2", "kind": "renewed", "occurred_on": "2026-03-02"}
+    rejected = {"occurred_on": "2026-03-03", **outcome}
+    response = client.post(
+        f"{API}/outcomes",
+        headers=bearer(token[role]),
+        json={"outcomes": [valid, rejected]},
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["status"] == status
+    assert get(client, token["admin"], "/outcomes")["outcomes"] == []
+
+
+def test_outcomes_repeat_in_request_422(writer):
+    client, token, _project = writer
+    item = {"account_id": "a2", "kind": "renewed", "occurred_on": "2026-03-02"}
+    response = client.post(
+        f"{API}/outcomes",
+        headers=bearer(token["admin"]),
+        json={"outcomes": [item, item]},
+    )
+    assert response.status_code == 422
+    assert "outcomes[1] repeats outcomes[0]" in response.json()["error"]["message"]
+    assert get(client, token["admin"], "/outcomes")["outcomes"] == []
+
+
+def test_interventions_posted_by_csm(writer):
+    client, token, _project = writer
+    body = {
+        "interventions": [
+            {
+                "account_id": "a2",
+                "kind": "executive_review",
+                "occurred_on": "2026-03-05",
+                "note": "met the sponsor",
+            }
+        ]
+    }
+    created = client.post(
+        f"{API}/interventions", headers=bearer(token["csm"]), json=body
+    )
+    other = client.post(
+        f"{API}/interventions",
+        headers=bearer(token["csm"]),
+        json={"interventions": [{**body["interventions"][0], "account_id": "a1"}]},
+    )
+    listed = get(client, token["admin"], "/interventions")["interventions"]
+    assert created.status_code == 201
+    assert created.json() == {"stored": 1, "skipped": 0}
+    assert other.status_code == 404
+    assert [
+        (row["account_id"], row["kind"], row["author"], row["note"], row["task_id"])
+        for row in listed
+    ] == [("a2", "executive_review", "bob", "met the sponsor", None)]
+
+
 def test_alert_acknowledge_resolve(writer):
     client, token, _project = writer
     alerts = get(client, token["admin"], "/accounts/a1/alerts")["alerts"]

@@ -37,6 +37,8 @@ OUTCOME_COLUMNS = ("account_id", "kind", "occurred_on")
 OUTCOME_OPTIONAL = ("arr_before", "arr_after", "source")
 INTERVENTION_COLUMNS = ("account_id", "kind", "occurred_on", "author")
 INTERVENTION_OPTIONAL = ("note",)
+#: Columns that identify an imported intervention: a repeat of them is skipped.
+INTERVENTION_KEY = ("account_id", "kind", "occurred_on", "author")
 
 
 class ImportValidationError(ValueError):
@@ -80,19 +82,37 @@ def import_outcomes(
     if known_accounts is not None:
         _check_known_accounts(path, rows, known_accounts)
     _check_unique(path, rows, ("account_id", "kind", "occurred_on"))
-    imported_at = _aware_now(now)
     for row in rows:
         row["source"] = row["source"] or path.name
-        row["imported_at"] = imported_at
+    stored, skipped = store_outcomes(state, rows, origin=path, now=now)
+    logger.info("imported %d outcomes from %s", stored, path)
+    return ImportResult(path, stored, skipped)
 
+
+def store_outcomes(
+    state: StateStore,
+    rows: list[dict[str, Any]],
+    *,
+    origin: Path | dict[str, Any],
+    actor: str = "import",
+    now: datetime | None = None,
+) -> tuple[int, int]:
+    """Store checked outcome rows in one transaction; return (stored, skipped).
+
+    A row with the account, kind and date of a stored outcome is skipped. `origin`
+    (the file, or a description of the request) goes into the audit entry.
+    """
+    imported_at = _aware_now(now)
+    rows = [{**row, "imported_at": imported_at} for row in rows]
     with write_transaction(state) as connection:
         stored = _stored_outcome_keys(connection, rows)
         new = [row for row in rows if _outcome_key(row) not in stored]
         if new:
             connection.execute(insert(outcomes), new)
-        record_audit(connection, imported_at, "import", "outcome", len(new), path)
-    logger.info("imported %d outcomes from %s", len(new), path)
-    return ImportResult(path, len(new), len(rows) - len(new))
+        record_audit(
+            connection, imported_at, "import", "outcome", len(new), origin, actor
+        )
+    return len(new), len(rows) - len(new)
 
 
 def import_interventions(
@@ -109,24 +129,43 @@ def import_interventions(
     ImportValidationError
         When a column is missing or unknown or a row is invalid.
     """
-    key = ("account_id", "kind", "occurred_on", "author")
     rows = _read_rows(
         path, INTERVENTION_COLUMNS, INTERVENTION_OPTIONAL, _intervention_row
     )
-    _check_unique(path, rows, key)
-    created_at = _aware_now(now)
-    for row in rows:
-        row["created_at"] = created_at
-        row["task_id"] = None
+    _check_unique(path, rows, INTERVENTION_KEY)
+    stored, skipped = store_interventions(state, rows, origin=path, now=now)
+    logger.info("imported %d interventions from %s", stored, path)
+    return ImportResult(path, stored, skipped)
 
+
+def store_interventions(
+    state: StateStore,
+    rows: list[dict[str, Any]],
+    *,
+    origin: Path | dict[str, Any],
+    actor: str = "import",
+    now: datetime | None = None,
+) -> tuple[int, int]:
+    """Store checked intervention rows in one transaction; return (stored, skipped).
+
+    A row equal in account, kind, date and author to a stored intervention that is
+    not a completed task is skipped.
+    """
+    created_at = _aware_now(now)
+    rows = [{**row, "created_at": created_at, "task_id": None} for row in rows]
     with write_transaction(state) as connection:
         stored = _stored_intervention_keys(connection, rows)
-        new = [row for row in rows if tuple(row[name] for name in key) not in stored]
+        new = [
+            row
+            for row in rows
+            if tuple(row[name] for name in INTERVENTION_KEY) not in stored
+        ]
         if new:
             connection.execute(insert(interventions), new)
-        record_audit(connection, created_at, "import", "intervention", len(new), path)
-    logger.info("imported %d interventions from %s", len(new), path)
-    return ImportResult(path, len(new), len(rows) - len(new))
+        record_audit(
+            connection, created_at, "import", "intervention", len(new), origin, actor
+        )
+    return len(new), len(rows) - len(new)
 
 
 def _stored_outcome_keys(

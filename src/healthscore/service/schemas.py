@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -77,3 +77,52 @@ class TaskDismiss(_Body):
     """Dismissal of a task."""
 
     reason: Text = Field(description="Why the task is not needed.")
+
+
+#: Most outcomes or interventions one request stores.
+MAX_RECORDS = 1000
+
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class OutcomeCreate(_Body):
+    """An outcome of an account: churn, renewal, expansion or contraction."""
+
+    account_id: Name = Field(description="Account id.")
+    kind: Literal["churned", "renewed", "expanded", "contracted"] = Field(
+        description="Kind of outcome."
+    )
+    occurred_on: Day = Field(description="Day it happened.")
+    arr_before: Amount | None = Field(default=None, description="ARR before it.")
+    arr_after: Amount | None = Field(default=None, description="ARR after it.")
+    source: Name | None = Field(
+        default=None, description="Where the outcome comes from; default `api`."
+    )
+
+
+class OutcomesCreate(_Body):
+    """Outcomes stored together: all of them or none."""
+
+    outcomes: list[OutcomeCreate] = Field(min_length=1, max_length=MAX_RECORDS)
+
+
+class InterventionCreate(_Body):
+    """An action taken for an account outside the task list."""
+
+    account_id: Name = Field(description="Account id.")
+    kind: Name = Field(
+        description="The playbook name, or another kind of action such as `call`."
+    )
+    occurred_on: Day = Field(description="Day the action was taken.")
+    author: Name | None = Field(
+        default=None, description="Who acted; default the token's owner or name."
+    )
+    note: Text | None = Field(default=None, description="What was done.")
+
+
+class InterventionsCreate(_Body):
+    """Interventions stored together: all of them or none."""
+
+    interventions: list[InterventionCreate] = Field(
+        min_length=1, max_length=MAX_RECORDS
+    )

@@ -5,10 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, status
 from sqlalchemy import select
 
-from healthscore.monitoring.interventions import interventions_frame, outcomes_frame
+from healthscore.monitoring.interventions import (
+    INTERVENTION_KEY,
+    interventions_frame,
+    outcomes_frame,
+    store_interventions,
+    store_outcomes,
+)
 from healthscore.monitoring.outbox import get_alert, list_alerts, set_alert_state
 from healthscore.monitoring.playbooks import (
     Task,
@@ -18,8 +24,14 @@ from healthscore.monitoring.playbooks import (
 )
 from healthscore.service.auth import Access, AccessDependency
 from healthscore.service.context import API_PREFIX
-from healthscore.service.errors import layer_errors, not_found
-from healthscore.service.schemas import MAX_ID, TaskComplete, TaskDismiss
+from healthscore.service.errors import ApiError, layer_errors, not_found
+from healthscore.service.schemas import (
+    MAX_ID,
+    InterventionsCreate,
+    OutcomesCreate,
+    TaskComplete,
+    TaskDismiss,
+)
 from healthscore.service.serialize import alert_json, jsonable
 from healthscore.store.tables_tasks import tasks
 
@@ -186,6 +198,83 @@ def get_interventions(access: AccessDependency) -> dict[str, Any]:
     """List the interventions: imported ones and completed tasks, oldest first."""
     frame = interventions_frame(access.context.state)
     return {"interventions": jsonable(_visible_rows(access, frame))}
+
+
+@router.post("/outcomes", status_code=status.HTTP_201_CREATED)
+def create_outcomes(body: OutcomesCreate, access: AccessDependency) -> dict[str, Any]:
+    """Store outcomes, all or none; a repeat of a stored outcome is skipped.
+
+    Every account must be known and visible to the token (404 otherwise), and no two
+    outcomes of the request may share account, kind and day (422).
+    """
+    access.require_writer()
+    rows = [item.model_dump() for item in body.outcomes]
+    _check_accounts(access, "outcomes", rows)
+    _check_repeats("outcomes", rows, ("account_id", "kind", "occurred_on"))
+    for row in rows:
+        row["source"] = row["source"] or "api"
+    with layer_errors():
+        stored, skipped = store_outcomes(
+            access.context.state,
+            rows,
+            origin={"request": "POST /api/v1/outcomes"},
+            actor=access.token.actor,
+        )
+    return {"stored": stored, "skipped": skipped}
+
+
+@router.post("/interventions", status_code=status.HTTP_201_CREATED)
+def create_interventions(
+    body: InterventionsCreate, access: AccessDependency
+) -> dict[str, Any]:
+    """Store interventions, all or none; a repeat of a stored one is skipped.
+
+    The author defaults to the token's owner or name. Every account must be known
+    and visible to the token (404 otherwise).
+    """
+    access.require_writer()
+    rows = [item.model_dump() for item in body.interventions]
+    for row in rows:
+        row["author"] = row["author"] or access.token.actor
+    _check_accounts(access, "interventions", rows)
+    _check_repeats("interventions", rows, INTERVENTION_KEY)
+    with layer_errors():
+        stored, skipped = store_interventions(
+            access.context.state,
+            rows,
+            origin={"request": "POST /api/v1/interventions"},
+            actor=access.token.actor,
+        )
+    return {"stored": stored, "skipped": skipped}
+
+
+def _check_accounts(access: Access, field: str, rows: list[dict[str, Any]]) -> None:
+    """Raise 404 naming the first item whose account is unknown or not visible."""
+    for index, row in enumerate(rows):
+        account_id = row["account_id"]
+        if not access.context.data.is_known(account_id) or not access.can_see(
+            account_id
+        ):
+            raise not_found(
+                f"{field}[{index}]: account {account_id!r} not found; nothing was "
+                "stored. List the accounts at /api/v1/accounts"
+            )
+
+
+def _check_repeats(
+    field: str, rows: list[dict[str, Any]], key: tuple[str, ...]
+) -> None:
+    """Raise 422 when two items of the request share `key`."""
+    first: dict[tuple[Any, ...], int] = {}
+    for index, row in enumerate(rows):
+        values = tuple(row[name] for name in key)
+        if values in first:
+            raise ApiError(
+                422,
+                f"{field}[{index}] repeats {field}[{first[values]}] (same "
+                f"{', '.join(key)}); nothing was stored, remove one of them",
+            )
+        first[values] = index
 
 
 def _visible_rows(access: Access, frame: Any) -> Any:
