@@ -196,3 +196,18 @@ def test_focus_is_visible(page, server):
         "getComputedStyle(document.activeElement).outlineWidth"
     )
     assert outline == "solid 3px"
+
+
+def test_api_docs_render_offline(page, server):
+    # Every request outside the service fails, so the page must render from the
+    # script the service serves itself.
+    outside: list[str] = []
+
+    def block_outside(route: Any) -> None:
+        outside.append(route.request.url)
+        route.abort()
+
+    page.route(lambda url: not url.startswith(server["url"]), block_outside)
+    page.goto("/docs")
+    page.wait_for_selector("#operations-accounts-list_accounts_api_v1_accounts_get")
+    assert outside == []

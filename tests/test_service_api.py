@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -624,6 +625,18 @@ def test_health_and_docs_need_no_token(reader):
     assert schema.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == (
         "bearer"
     )
+
+
+def test_docs_page_loads_local_assets(reader):
+    client, _token = reader
+    html = client.get("/docs").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "http://" not in html
+    assert "https://" not in html
+    assert any(asset.endswith(".js") for asset in assets)
+    for asset in assets:
+        assert asset.startswith("/static/"), asset
+        assert client.get(asset).status_code == 200, asset
 
 
 def test_cors_off_by_default(reader, scored):

@@ -1,7 +1,7 @@
 """The FastAPI application of a project: `create_app(project)`.
 
 API routes live under `/api/v1`; `/health` and the OpenAPI docs (`/docs`,
-`/redoc`, `/openapi.json`) need no token. The dashboard's pages
+`/openapi.json`) need no token. The dashboard's pages
 (`healthscore.service.dashboard`) are mounted beside the API routers, and so
 are the ingest routes (`healthscore.service.ingest`), which take write keys.
 """
@@ -15,6 +15,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -109,6 +111,11 @@ def create_app(
         description="Customer health scores, their explanations, alerts and tasks. "
         "Send an API token from `healthscore token create` as a bearer token.",
         lifespan=lifespan,
+        # The Swagger UI page is added below with scripts served by the app, so that
+        # it works without internet access. FastAPI's ReDoc page is left out: ReDoc
+        # loads its logo from its CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = context
     app.state.rescore_worker = None
@@ -123,6 +130,7 @@ def create_app(
             responses=ERROR_RESPONSES,
         )
     install_dashboard(app, project, secure_cookies=secure_cookies)
+    _install_docs_page(app)
     app.include_router(ingest_router)
     origins = cors_origins if cors_origins is not None else settings.cors_origins
     if origins:
@@ -134,6 +142,27 @@ def create_app(
         )
     app.add_middleware(ServiceMiddleware, max_request_bytes=limit)
     return app
+
+
+def _install_docs_page(app: FastAPI) -> None:
+    """Add the Swagger UI page `/docs`.
+
+    Its script, style and icon come from the package's static folder (see its README
+    for versions and licences) instead of FastAPI's default CDN addresses.
+    """
+    openapi_url = app.openapi_url or "/openapi.json"
+    title = app.title
+
+    def swagger_page() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{title} - API",
+            swagger_js_url="/static/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui-favicon.png",
+        )
+
+    app.add_api_route("/docs", swagger_page, methods=["GET"], include_in_schema=False)
 
 
 def _health_route(context: ServiceContext) -> Any:
