@@ -7,13 +7,14 @@ succeeded, and the snapshot of a date is replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -25,7 +26,14 @@ from healthscore.engine import Engine
 from healthscore.metrics import MetricTable, compute_metrics
 from healthscore.scoring import ScoreResult, score_accounts
 from healthscore.sources import SourceReport, as_of_point
+from healthscore.store.snapshot_tables import (
+    check_snapshot_table,
+    write_snapshot_table,
+)
 from healthscore.store.snapshots import SnapshotStore
+
+if TYPE_CHECKING:
+    from healthscore.store.state import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +163,16 @@ def scorecard_versions(project: Project) -> dict[str, str]:
     }
 
 
-def active_overrides(project: Project, as_of: date) -> list[Override]:
-    """Overrides in the operational store that apply on `as_of`."""
+def active_overrides(
+    project: Project, as_of: date, state: StateStore | None = None
+) -> list[Override]:
+    """Overrides in the operational store (`state`, or opened now) on `as_of`."""
     from healthscore.store.state import StateStore
 
-    with StateStore.open(project.config.store.state, project.root) as state:
+    if state is not None:
         return state.active_overrides(as_of)
+    with StateStore.open(project.config.store.state, project.root) as opened:
+        return opened.active_overrides(as_of)
 
 
 def score(
@@ -177,10 +189,14 @@ def score(
     With `store` and `monitor` (the default), alert rules and playbooks run on the
     stored snapshot next. Raises SourceError when a source cannot be read and
     ConfigError or ScoringInputError on invalid settings or data; nothing is stored
-    then.
+    then. Raises SnapshotTableError when `store.snapshot_table` cannot be written;
+    the Parquet snapshot of the date is stored then, and alert rules do not run.
     """
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    snapshot_table = project.config.store.snapshot_table
+    if store and snapshot_table is not None:
+        check_snapshot_table(project, snapshot_table)
     if engine is None:
         _step(progress, "reading sources")
         engine = open_engine(project)
@@ -210,6 +226,10 @@ def score(
             as_of, run.tables(), run.run_info()
         )
         _record_config(run)
+        if snapshot_table is not None:
+            # NOTE: only this run writes the table; backfill, replay and the
+            # service's rescoring store Parquet snapshots only.
+            write_snapshot_table(project, snapshot_table, as_of, result.scores)
         seconds["store"] = time.perf_counter() - mark
         if monitor:
             _step(progress, "checking alert rules and playbooks")
@@ -230,19 +250,30 @@ def score(
     return run
 
 
-def run_monitoring(project: Project, run: ScoringRun, engine: Engine) -> Monitoring:
+def run_monitoring(
+    project: Project,
+    run: ScoringRun,
+    engine: Engine,
+    state: StateStore | None = None,
+) -> Monitoring:
     """Raise the alerts of a stored run and open the tasks its playbooks call for.
 
     Re-running a date raises no alert twice and opens no task twice. It opens the
     tasks of the date's stored alerts that have none yet, for example after the
-    playbook step of an earlier run of the date failed.
+    playbook step of an earlier run of the date failed. The operational store is
+    `state`, or the project's store opened for this call.
     """
     # Imported here because the monitoring modules build on this module's run type.
     from healthscore.monitoring.alerts import evaluate_alerts
     from healthscore.monitoring.playbooks import apply_playbooks
     from healthscore.store.state import StateStore
 
-    with StateStore.open(project.config.store.state, project.root) as state:
+    opened = (
+        contextlib.nullcontext(state)
+        if state is not None
+        else StateStore.open(project.config.store.state, project.root)
+    )
+    with opened as state:
         outcome = evaluate_alerts(
             project, run, snapshot_store(project), state, engine=engine
         )

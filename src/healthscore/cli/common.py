@@ -34,6 +34,7 @@ from healthscore.store import (
     SnapshotNotFoundError,
     StateStoreError,
 )
+from healthscore.store.snapshot_tables import SnapshotTableError
 
 logger = logging.getLogger("healthscore.cli")
 
@@ -45,6 +46,7 @@ HANDLED_ERRORS: tuple[type[Exception], ...] = (
     ScoringInputError,
     StateStoreError,
     SnapshotNotFoundError,
+    SnapshotTableError,
     OverrideNotFoundError,
     ProjectExistsError,
     NotADirectoryError,

@@ -32,7 +32,8 @@ from healthscore.scaffold import (
     SAMPLE_AS_OF_DATE,
     create_project,
 )
-from healthscore.sources import as_of_point
+from healthscore.sources import SourceError, as_of_point
+from healthscore.sources.tables import check_table_sources
 
 
 @handle_errors
@@ -108,6 +109,11 @@ def validate(
     day = as_of or project_today(project)
     if data:
         summaries = check_data(project, day, show_progress=not json_output)
+    else:
+        # Database tables are checked like files: they exist, with their columns.
+        unreadable = check_table_sources(project)
+        if unreadable:
+            raise SourceError("\n".join(unreadable))
     if json_output:
         print_json(_validation_json(project, counts, day if data else None, summaries))
         return

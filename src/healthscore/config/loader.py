@@ -464,6 +464,14 @@ def _source_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
     for name, source in project.config.sources.items():
         if is_store_source(source):
             continue  # read from the event store, not from files
+        if source.table is not None:
+            # The database is reached only when the data is read or validated.
+            try:
+                expand_variables(source.connection or "")
+            except ValueError as exc:
+                yield issue(("sources", name, "connection"), str(exc))
+            yield from _lookup_issues(project, name, source, issue)
+            continue
         try:
             source.resolved_format()
         except ValueError as exc:
@@ -478,12 +486,18 @@ def _source_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
                 ("sources", name, "path"),
                 f"no file matches {source.path!r} (relative to {project.root})",
             )
-        for column, lookup in source.lookups.items():
-            if not project.path(lookup.path).is_file():
-                yield issue(
-                    ("sources", name, "lookups", column, "path"),
-                    f"lookup file {lookup.path!r} not found",
-                )
+        yield from _lookup_issues(project, name, source, issue)
+
+
+def _lookup_issues(
+    project: Project, name: str, source: SourceConfig, issue: Any
+) -> Iterator[ConfigIssue]:
+    for column, lookup in source.lookups.items():
+        if not project.path(lookup.path).is_file():
+            yield issue(
+                ("sources", name, "lookups", column, "path"),
+                f"lookup file {lookup.path!r} not found",
+            )
 
 
 def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:

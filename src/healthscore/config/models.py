@@ -167,8 +167,13 @@ class LookupConfig(StrictModel):
     value: str = Field(description="Column of the lookup file holding the name.")
 
 
+#: URL schemes of the databases that table sources and snapshot tables use.
+DATABASE_SCHEMES = ("postgresql://", "postgres://", "duckdb://")
+
+
 class SourceConfig(StrictModel):
-    """One input table: a file or glob of CSV (gzip too), Parquet or JSON Lines."""
+    """One input table: a file or glob of CSV (gzip too), Parquet or JSON Lines, or
+    a table of a database (`table` and `connection` instead of `path`)."""
 
     kind: SourceKind = Field(
         description="What the rows are; sets the standard columns, listed under "
@@ -182,7 +187,23 @@ class SourceConfig(StrictModel):
         "A variable that is unset or empty and has no default is an error. "
         "`store` reads the rows that `healthscore ingest` appended to the event store "
         "instead of files, and adds the daily rollup source `<name>_daily` "
-        "(docs/privacy.md)."
+        "(docs/privacy.md). Leave it out when the source names a `table`.",
+    )
+    table: str | None = Field(
+        default=None,
+        description="Table or view of a database to read instead of files, as "
+        "`name` or `schema.name`, for example `analytics.usage_events`; needs "
+        "`connection`. Column mapping, attributes, lookups and pseudonymization "
+        "apply as for files (docs/importers.md#reading-from-a-database).",
+    )
+    connection: str | None = Field(
+        default=None,
+        description="Database of `table`: `postgresql://user@host:5432/database` "
+        "(PostgreSQL, read through Ibis) or `duckdb:///absolute/path.duckdb` and "
+        "`duckdb://relative/path.duckdb` (a DuckDB file, relative to the project "
+        "folder, attached read-only). Environment variables are replaced as in "
+        "`path`, so a password can stay out of the file: "
+        "`postgresql://reader:${PGPASSWORD}@db:5432/warehouse`.",
     )
     format: (
         Literal[
@@ -238,6 +259,43 @@ class SourceConfig(StrictModel):
             if not column:
                 raise ValueError(f"column for {standard!r} is empty")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _table_needs_no_path(cls, data: Any) -> Any:
+        # `path` stays a required field, so a source without `path`, `table` and
+        # `connection` gets the usual "Field required" next to any misspelt key.
+        if not isinstance(data, dict) or "path" in data:
+            return data
+        if "table" in data or "connection" in data:
+            return {**data, "path": ""}
+        return data
+
+    @model_validator(mode="after")
+    def _path_or_table(self) -> SourceConfig:
+        if self.table is None:
+            if self.connection is not None:
+                raise ValueError("connection needs table: name the table to read")
+            if not self.path.strip():
+                raise ValueError("set path (files) or table and connection (database)")
+            return self
+        if self.path:
+            raise ValueError("set either path or table, not both")
+        if self.connection is None:
+            raise ValueError(
+                "table needs connection, for example "
+                "postgresql://user@host:5432/database or duckdb:///path/file.duckdb"
+            )
+        if self.format is not None:
+            raise ValueError("format applies to files; remove it from a table source")
+        if not self.connection.startswith(DATABASE_SCHEMES):
+            raise ValueError(
+                f"connection must start with {', '.join(DATABASE_SCHEMES)}"
+            )
+        parts = self.table.split(".")
+        if len(parts) > 2 or not all(part.strip() for part in parts):
+            raise ValueError(f"invalid table {self.table!r}; write name or schema.name")
+        return self
 
     @model_validator(mode="after")
     def _known_standard_columns(self) -> SourceConfig:
@@ -734,17 +792,106 @@ def default_bands() -> list[BandConfig]:
     ]
 
 
-class EngineConfig(StrictModel):
-    """Engine settings for computing metrics."""
+_DUCKDB_SETTINGS = ("memory_limit", "threads", "temp_directory")
+_SPARK_SETTINGS = ("master", "app_name", "spark_conf")
 
-    kind: Literal["duckdb"] = Field(default="duckdb", description="Engine.")
+
+class EngineConfig(StrictModel):
+    """Engine settings for computing metrics.
+
+    `engine: spark` or `engine: duckdb` is short for a mapping with only `kind`.
+    """
+
+    kind: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="Engine: `duckdb` (in-process, the default) or `spark` "
+        "(PySpark through Ibis, local or on a cluster).",
+    )
     memory_limit: str | None = Field(
-        default=None, description="DuckDB memory limit, for example `4GB`."
+        default=None,
+        description="DuckDB memory limit, for example `4GB`. Queries that need more "
+        "spill to `temp_directory`. When not set, DuckDB takes 80 % of the machine's "
+        "memory, or of the container's cgroup memory limit when it has one. The "
+        "limit covers DuckDB's buffers only: the process also holds the metric "
+        "values and scores of every account, so leave room for them.",
     )
     threads: int | None = Field(default=None, ge=1, description="DuckDB threads.")
     temp_directory: str | None = Field(
-        default=None, description="Folder for DuckDB to spill to."
+        default=None,
+        description="Folder that DuckDB spills to when a query exceeds "
+        "`memory_limit`, relative to the project folder; when not set, `tmp` "
+        "beside the snapshot folder (`.healthscore/tmp` by default). DuckDB "
+        "deletes it when the run ends.",
     )
+    master: str | None = Field(
+        default=None,
+        description="Spark master URL, for example `spark://host:7077` or `yarn`; "
+        "`local[*]` when not set. Ignored when a program passes its own SparkSession.",
+    )
+    app_name: str | None = Field(
+        default=None,
+        description="Spark application name; `healthscore` when not set.",
+    )
+    spark_conf: dict[str, str | int | float | bool] | None = Field(
+        default=None,
+        description="Spark settings applied when healthscore starts the session, for "
+        "example `spark.executor.memory: 4g`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"kind": value}
+        return value
+
+    @model_validator(mode="after")
+    def _settings_of_kind(self) -> EngineConfig:
+        foreign = _SPARK_SETTINGS if self.kind == "duckdb" else _DUCKDB_SETTINGS
+        other = "spark" if self.kind == "duckdb" else "duckdb"
+        given = [name for name in foreign if name in self.model_fields_set]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} "
+                f"only to engine kind {other}, not {self.kind}; remove "
+                f"{'it' if len(given) == 1 else 'them'} or set kind: {other}"
+            )
+        return self
+
+    def spark_settings(self) -> dict[str, str]:
+        """Spark settings as text, with booleans written as Spark expects them."""
+        settings: dict[str, str] = {}
+        for key, value in (self.spark_conf or {}).items():
+            settings[key] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return settings
+
+
+class SnapshotTableConfig(StrictModel):
+    """A database table that receives the scores of every run."""
+
+    connection: str = Field(
+        description="Database URL: `postgresql://user@host:5432/database` or "
+        "`duckdb:///path/file.duckdb` (relative to the project folder with "
+        "`duckdb://` and a relative path). Environment variables are replaced as in "
+        "a source's `path`."
+    )
+    table: str = Field(
+        description="Table name, as `name` or `schema.name`; created with the "
+        "columns of the snapshot's scores table and `as_of` when missing."
+    )
+
+    @model_validator(mode="after")
+    def _valid_target(self) -> SnapshotTableConfig:
+        if not self.connection.startswith(DATABASE_SCHEMES):
+            raise ValueError(
+                f"connection must start with {', '.join(DATABASE_SCHEMES)}"
+            )
+        parts = self.table.split(".")
+        if len(parts) > 2 or not all(part.strip() for part in parts):
+            raise ValueError(f"invalid table {self.table!r}; write name or schema.name")
+        return self
 
 
 class StoreConfig(StrictModel):
@@ -768,6 +915,13 @@ class StoreConfig(StrictModel):
         default=".healthscore/daily",
         description="Folder of the daily rollups of the event store, one file per "
         "store source and day.",
+    )
+    snapshot_table: SnapshotTableConfig | None = Field(
+        default=None,
+        description="Also write each scoring run's scores table (one row per "
+        "account) into this database table, replacing the rows of its as-of date in "
+        "one transaction. The Parquet snapshot is written first and stays the "
+        "record that history and reports read.",
     )
 
 

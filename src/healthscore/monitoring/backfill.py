@@ -37,7 +37,7 @@ from healthscore.pipeline import (
     snapshot_store,
 )
 from healthscore.scoring.scorecard import score_dates
-from healthscore.sources import SourceSet
+from healthscore.sources import SourceError, SourceSet
 from healthscore.store.state import StateStore
 
 __all__ = ["BackfillResult", "backfill", "backfill_dates", "sweep_metrics"]
@@ -151,6 +151,18 @@ def backfill(
     SourceError, ConfigError, ScoringInputError
         As `pipeline.score`; the dates stored before the error stay stored.
     """
+    spark = (
+        engine.con.name == "pyspark"
+        if engine
+        else project.config.engine.kind == "spark"
+    )
+    if spark:
+        # The sweep reads every date from one pass in DuckDB SQL.
+        raise SourceError(
+            "backfill does not run with engine kind spark yet; set engine: duckdb in "
+            "healthscore.yml for the backfill, or score each date with "
+            "healthscore score"
+        )
     started = time.perf_counter()
     dates = sorted(set(dates))
     result = BackfillResult(dates=[])

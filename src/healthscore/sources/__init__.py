@@ -207,10 +207,7 @@ class SourceSet:
         late, late_reason = self._late_sql(name, point)
         if kind == "accounts":
             grouped = f"SELECT _problem, count(*) FROM {relation} GROUP BY ALL"
-            return {
-                str(p or ""): int(n)
-                for p, n in self.con.con.execute(grouped).fetchall()
-            }
+            return {str(p or ""): int(n) for p, n in self._fetch(grouped)}
         query = (
             f"WITH grouped AS (SELECT account_id, _problem, {late} AS late, "
             f"count(*) AS n FROM {relation} GROUP BY ALL), "
@@ -226,10 +223,24 @@ class SourceSet:
             "LEFT JOIN duplicated AS d ON g.account_id = d.account_id "
             "GROUP BY ALL"
         )
-        return {str(p): int(n) for p, n in self.con.con.execute(query).fetchall()}
+        return {str(p): int(n) for p, n in self._fetch(query)}
 
     def _running_row_numbers(self, name: str) -> bool:
         return self.loaded[name].running_rows
+
+    def _fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a DuckDB query of the report and return its rows."""
+        return self.con.con.execute(sql).fetchall()
+
+    def _file_rows_sql(self, picked: str, relation: str) -> str:
+        """Turn the running `_row` of the `picked` rows into rows of their file."""
+        return (
+            f"WITH picked AS ({picked}) "
+            "SELECT p._file, p._row - f.first_row + 1 FROM picked AS p JOIN "
+            f"(SELECT _file, min(_row) AS first_row FROM {relation} "
+            "WHERE _file IN (SELECT _file FROM picked) GROUP BY _file) AS f "
+            "USING (_file) ORDER BY p._file, p._row"
+        )
 
     def _late_sql(self, name: str, point: datetime) -> tuple[str, str]:
         if self.loaded[name].config.kind == "subscriptions":
@@ -280,14 +291,8 @@ class SourceSet:
                 f"ORDER BY _file, _row LIMIT {_EXAMPLES_PER_REASON}"
             )
             if self._running_row_numbers(name):
-                picked = (
-                    f"WITH picked AS ({picked}) "
-                    "SELECT p._file, p._row - f.first_row + 1 FROM picked AS p JOIN "
-                    f"(SELECT _file, min(_row) AS first_row FROM {relation} "
-                    "WHERE _file IN (SELECT _file FROM picked) GROUP BY _file) AS f "
-                    "USING (_file) ORDER BY p._file, p._row"
-                )
-            rows = self.con.con.execute(picked).fetchall()
+                picked = self._file_rows_sql(picked, relation)
+            rows = self._fetch(picked)
             reason, column = problem.split(":", 1)
             examples.extend(
                 ExcludedRow(file=str(file), row=int(row), column=column, reason=reason)

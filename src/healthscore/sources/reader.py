@@ -69,6 +69,11 @@ def literal(value: str) -> str:
 
 def resolve_files(project: Project, name: str, source: SourceConfig) -> list[str]:
     """Expand the source's path or glob into sorted file names."""
+    if source.table is not None:
+        raise SourceError(
+            f"source {name!r} reads table {source.table!r}, so it has no files; "
+            f"only a source with sources.{name}.path has"
+        )
     pattern = str(project.path(source.path))
     files = sorted(glob.glob(pattern))
     if not files:
@@ -86,7 +91,10 @@ def read_source(
     # Imported here: the importers build on this module.
     from healthscore.importers import is_importer, read_with_importer
     from healthscore.sources.stored import is_store_source, read_store_source
+    from healthscore.sources.tables import read_table_source
 
+    if source.table is not None:
+        return read_table_source(con, project, name, source)
     if is_store_source(source):
         return read_store_source(con, project, name, source)
     if is_importer(source.format):
@@ -172,7 +180,10 @@ def _delimiter_hint(name: str, file_types: dict[str, str]) -> str:
 
 
 def _columns_present(
-    name: str, source: SourceConfig, file_types: dict[str, str]
+    name: str,
+    source: SourceConfig,
+    file_types: dict[str, str],
+    container: str = "the file",
 ) -> dict[str, str]:
     present: dict[str, str] = {}
     for standard, kind in STANDARD_COLUMNS[source.kind].items():
@@ -181,15 +192,16 @@ def _columns_present(
             present[standard] = kind
         elif standard in source.columns or standard in REQUIRED_COLUMNS[source.kind]:
             raise SourceError(
-                f"source {name!r}: column {column!r} for {standard!r} not found in the "
-                f"file; it has {', '.join(file_types)}. Fix sources.{name}.columns."
-                + _delimiter_hint(name, file_types)
+                f"source {name!r}: column {column!r} for {standard!r} not found in "
+                f"{container}; it has {', '.join(file_types)}. Fix "
+                f"sources.{name}.columns." + _delimiter_hint(name, file_types)
             )
     for attribute, kind in source.attributes.items():
         if attribute not in file_types:
             raise SourceError(
-                f"source {name!r}: attribute column {attribute!r} not found in the "
-                f"file; it has {', '.join(file_types)}. Fix sources.{name}.attributes."
+                f"source {name!r}: attribute column {attribute!r} not found in "
+                f"{container}; it has {', '.join(file_types)}. Fix "
+                f"sources.{name}.attributes."
             )
         present[attribute] = kind
     return present

@@ -1,0 +1,407 @@
+"""Read source files into Spark with the same columns and row checks as on DuckDB.
+
+The checks have one definition: `reader._standard_select` writes the conversions and
+the `_problem` CASE in DuckDB SQL, and sqlglot transpiles that SQL to Spark SQL. Spark
+reads the files itself, on its executors, so rows never pass through the driver.
+
+Each source becomes the temporary view `source_<name>` with the columns that the
+DuckDB reader gives it. `_file` is the file's path and `_row` a running number in
+scan order, made by `monotonically_increasing_id()`, which `SparkSourceSet` turns into
+the row within the file for the report's examples. `valid_<name>` is the view of the
+usable rows, as on DuckDB.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import pandas as pd
+import sqlglot
+from sqlglot import exp
+
+from healthscore.config import Project
+from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
+from healthscore.sources import SourceSet, text
+from healthscore.sources.reader import (
+    LoadedSource,
+    SourceError,
+    _columns_present,
+    _describe_files,
+    _first_line,
+    _standard_select,
+    quote,
+    resolve_files,
+)
+
+if TYPE_CHECKING:
+    from ibis.backends.pyspark import Backend as PySparkBackend
+    from pyspark.sql import DataFrame, SparkSession
+
+#: Spark SQL types of raw file columns, as the DuckDB type names that the shared
+#: checks of `reader._standard_select` expect.
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "double": "DOUBLE",
+    "float": "FLOAT",
+    "bigint": "BIGINT",
+    "int": "INTEGER",
+    "smallint": "SMALLINT",
+    "tinyint": "TINYINT",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "timestamp_ntz": "TIMESTAMP",
+}
+
+
+#: Spark SQL types of the standard column types.
+_SPARK_TYPES = {
+    "string": "STRING",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP_NTZ",
+}
+
+
+def to_spark_sql(duckdb_sql: str) -> str:
+    """Transpile one DuckDB SQL statement or expression to Spark SQL.
+
+    sqlglot 30 leaves DuckDB's TRY_STRPTIME as it is, so it becomes Spark's
+    TRY_TO_TIMESTAMP with the strftime format translated to a Spark pattern.
+    """
+    tree = sqlglot.parse_one(duckdb_sql, read="duckdb")
+    tree = tree.transform(_try_strptime_to_spark)
+    return tree.sql(dialect="spark")
+
+
+def _try_strptime_to_spark(node: exp.Expression) -> exp.Expression:
+    if not (isinstance(node, exp.Anonymous) and node.name.upper() == "TRY_STRPTIME"):
+        return node
+    value, pattern = node.expressions
+    parsing = exp.StrToTime(this=value, format=pattern).sql(dialect="spark")
+    return cast(exp.Expression, sqlglot.parse_one("TRY_" + parsing, read="spark"))
+
+
+def check_supported(project: Project) -> None:
+    """Reject the settings that the Spark engine cannot run yet, naming each one."""
+    # Imported here: the event store builds on the reader module.
+    from healthscore.sources.stored import rollups_used
+
+    problems: list[str] = []
+    for name in rollups_used(project):
+        problems.append(
+            f"source {name!r}: daily rollups of the event store are read by DuckDB"
+        )
+    for name, source in project.config.sources.items():
+        problems.extend(_unsupported_source(project, name, source))
+    for name, metric in project.config.metrics.items():
+        if getattr(metric, "type", None) == "sentiment":
+            problems.append(
+                f"metrics.{name}: sentiment metrics score texts with a Python "
+                "function that runs in DuckDB only"
+            )
+    if problems:
+        raise SourceError(
+            "engine kind spark cannot run this project yet:\n  "
+            + "\n  ".join(problems)
+            + "\nSet engine: duckdb in healthscore.yml, or remove these settings."
+        )
+
+
+def _unsupported_source(project: Project, name: str, source: SourceConfig) -> list[str]:
+    # Imported here: the importers and the event store build on the reader module.
+    from healthscore.importers import is_importer
+    from healthscore.sources.stored import is_store_source
+
+    problems = []
+    if getattr(source, "table", None) is not None:
+        problems.append(f"sources.{name}.table: database tables are read by DuckDB")
+    elif is_store_source(source):
+        problems.append(
+            f"sources.{name}: sources of the event store are read by DuckDB"
+        )
+    elif is_importer(source.format):
+        problems.append(
+            f"sources.{name}.format: the {source.format} importer runs in DuckDB"
+        )
+    settings = project.config.privacy.pseudonymize
+    if settings is not None:
+        listed = set(settings.columns)
+        present = set(STANDARD_COLUMNS[source.kind]) | set(source.attributes)
+        if listed & present:
+            problems.append(
+                f"privacy.pseudonymize: pseudonyms of source {name!r} are computed by "
+                "a Python function that runs in DuckDB only"
+            )
+    return problems
+
+
+def read_spark_source(
+    session: SparkSession, project: Project, name: str, source: SourceConfig
+) -> LoadedSource:
+    """Create the temporary view `source_<name>` for one source."""
+    files = resolve_files(project, name, source)
+    file_format = source.resolved_format()
+    empty = [file for file in files if Path(file).stat().st_size == 0]
+    if empty:
+        raise SourceError(
+            f"source {name!r}: {_describe_files(empty)} is empty; a {file_format} "
+            "file needs at least a header row"
+        )
+
+    raw = _scan(session, name, file_format, files, source)
+    file_types = {
+        field.name: _duckdb_type(field.dataType.simpleString())
+        for field in raw.schema.fields
+        if field.name not in ("_file", "_row")
+    }
+    columns = _columns_present(name, source, file_types)
+
+    raw_view = f"raw_{name}"
+    raw.createOrReplaceTempView(raw_view)
+    joins = _lookup_joins(session, project, name, source)
+    select = _standard_select(project, name, source, columns, file_types)
+    query = to_spark_sql(
+        f"SELECT {select}, raw._file AS _file, raw._row AS _row "
+        f"FROM {quote(raw_view)} AS raw {joins}"
+    )
+
+    try:
+        frame = session.sql(query)
+        if source.kind == "accounts":
+            frame = _mark_duplicate_accounts(session, frame, name)
+        # CSV and JSON Lines are parsed once, as the DuckDB reader copies them into
+        # a table. Parquet stays a scan, so Spark can skip row groups. A new scan of
+        # the same files gives the same `_row` numbers, because Spark splits them the
+        # same way each time.
+        if file_format != "parquet" or source.lookups or source.kind == "accounts":
+            frame = frame.cache()
+        frame.createOrReplaceTempView(f"source_{name}")
+    except _spark_errors() as exc:
+        raise SourceError(
+            f"source {name!r}: reading {_describe_files(files)} failed: "
+            f"{_first_line(exc)}"
+        ) from None
+    return LoadedSource(
+        name, source, f"source_{name}", tuple(files), columns, running_rows=True
+    )
+
+
+def _spark_errors() -> tuple[type[Exception], ...]:
+    """Errors of Spark's Python API and of the JVM behind it."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    return (PySparkException, Py4JJavaError)
+
+
+def _duckdb_type(spark_type: str) -> str:
+    if spark_type.startswith("decimal"):
+        return "DOUBLE"
+    return _DUCKDB_TYPES.get(spark_type, spark_type.upper())
+
+
+def _scan(
+    session: SparkSession,
+    name: str,
+    file_format: str,
+    files: list[str],
+    source: SourceConfig,
+) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    try:
+        if file_format == "csv":
+            reader = session.read.options(
+                header=True, sep=source.delimiter, inferSchema=False
+            )
+            frame = reader.csv(files)
+        elif file_format == "parquet":
+            frame = session.read.parquet(*files)
+        else:
+            frame = session.read.json(files)
+        frame = frame.select(
+            "*",
+            F.col("_metadata.file_path").alias("_file"),
+            F.monotonically_increasing_id().alias("_row"),
+        )
+        frame.schema  # noqa: B018 (resolves the schema, so errors surface here)
+    except _spark_errors() as exc:
+        hint = ""
+        if file_format == "csv":
+            hint = (
+                f"; if its fields are separated by something else than "
+                f"{source.delimiter!r}, set sources.{name}.delimiter"
+            )
+        raise SourceError(
+            f"source {name!r}: cannot read {_describe_files(files)} as {file_format}: "
+            f"{_first_line(exc)}{hint}"
+        ) from None
+    return frame.withColumn("_file", _file_name(F.col("_file"), files))
+
+
+def _file_name(uri: Any, files: list[str]) -> Any:
+    """Map Spark's file URI to the file name given to Spark, as DuckDB reports it.
+
+    Spark reports `file:/a/b%20c.csv` for `/a/./b c.csv`, so the decoded, normalized
+    path is looked up among the files read. A path not found keeps its decoded form.
+    """
+    from pyspark.sql import functions as F
+
+    local = F.url_decode(F.regexp_replace(uri, "^file:(//)?", ""))
+    names: dict[str, str] = {}
+    for file in files:
+        names.setdefault(os.path.normpath(file), file)
+        names.setdefault(str(Path(file).resolve()), file)
+    pairs = [F.lit(item) for pair in names.items() for item in pair]
+    return F.coalesce(F.create_map(*pairs)[local], local)
+
+
+def _lookup_joins(
+    session: SparkSession, project: Project, name: str, source: SourceConfig
+) -> str:
+    """DuckDB SQL of the lookup joins, over temporary views of the lookup files."""
+    joins = []
+    for column, lookup in source.lookups.items():
+        view = f"lookup_{name}_{column}"
+        path = str(project.path(lookup.path))
+        try:
+            lookup_reader = session.read.options(header=True, inferSchema=False)
+            lookup_reader.csv(path).createOrReplaceTempView(view)
+        except _spark_errors() as exc:
+            raise SourceError(
+                f"source {name!r}: cannot read the lookup file {path}: "
+                f"{_first_line(exc)}; check sources.{name}.lookups.{column}.path"
+            ) from None
+        alias = quote("lookup_" + column)
+        table = (
+            f"(SELECT CAST({quote(lookup.key)} AS VARCHAR) AS key, "
+            f"CAST({quote(lookup.value)} AS VARCHAR) AS value FROM {quote(view)})"
+        )
+        raw = f"CAST(raw.{quote(source.file_column(column))} AS VARCHAR)"
+        joins.append(f"LEFT JOIN {table} AS {alias} ON {raw} = {alias}.key")
+    return " ".join(joins)
+
+
+def _mark_duplicate_accounts(
+    session: SparkSession, frame: DataFrame, name: str
+) -> DataFrame:
+    # Every row of a duplicated id is excluded, as on DuckDB: picking one of them
+    # would be a guess.
+    view = f"checked_{name}"
+    frame.createOrReplaceTempView(view)
+    columns = ", ".join(f"`{c}`" for c in frame.columns if c != "_problem")
+    usable = (
+        "count(CASE WHEN _problem IS NULL THEN 1 END) OVER (PARTITION BY account_id)"
+    )
+    return session.sql(
+        f"SELECT {columns}, CASE WHEN _problem IS NULL AND {usable} > 1 "
+        "THEN 'duplicate_account_id:account_id' ELSE _problem END AS _problem "
+        f"FROM `{view}`"
+    )
+
+
+def _create_valid_view(
+    session: SparkSession, name: str, relation: str, scores: dict[str, str]
+) -> None:
+    """Create `valid_<name>`: the usable rows, with the `scores` columns of `text`."""
+    frame = session.table(relation).filter("_problem IS NULL")
+    frame = frame.drop("_problem", "_file", "_row")
+    added = [f"{to_spark_sql(sql)} AS `{c}`" for c, sql in scores.items()]
+    if added:
+        frame = frame.selectExpr("*", *added)
+    frame.createOrReplaceTempView(f"valid_{name}")
+
+
+class SparkSourceSet(SourceSet):
+    """The project's sources, read into one Spark session."""
+
+    def __init__(
+        self, project: Project, con: PySparkBackend, loaded: dict[str, LoadedSource]
+    ):
+        # SourceSet is typed for DuckDB; every method that runs raw SQL on the
+        # connection is overridden here.
+        super().__init__(project, cast(Any, con), loaded)
+        self.session: SparkSession = con._session
+
+    def _fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a DuckDB query of the report on Spark and return its rows."""
+        return [tuple(row) for row in self.session.sql(to_spark_sql(sql)).collect()]
+
+    def _file_rows_sql(self, picked: str, relation: str) -> str:
+        """Turn the `monotonically_increasing_id()` of picked rows into file rows.
+
+        The id is the partition index times 2**33 plus the row's place in the
+        partition. A row's place in its file is then the rows of the file in earlier
+        partitions plus its place among the file's rows in its own partition.
+        NOTE: this assumes that Spark puts the splits of one file into partitions in
+        file order. Spark 4.0 sorts splits by size, stably, so equal splits keep
+        their order and the shorter last split comes after them. The tests check it
+        on local CSV files of several splits, not on other file systems.
+        """
+        part = "shiftright(_row, 33)"
+        picked_part = "shiftright(p._row, 33)"
+        return (
+            f"WITH picked AS ({picked}), "
+            f"parts AS (SELECT _file, {part} AS part, min(_row) AS first_row, "
+            f"count(*) AS n FROM {relation} WHERE _file IN (SELECT _file FROM picked) "
+            f"GROUP BY _file, {part}), "
+            "offsets AS (SELECT _file, part, first_row, "
+            "sum(n) OVER (PARTITION BY _file ORDER BY part) - n AS before FROM parts) "
+            "SELECT p._file, o.before + p._row - o.first_row + 1 FROM picked AS p "
+            f"JOIN offsets AS o ON p._file = o._file AND {picked_part} = o.part "
+            "ORDER BY p._file, p._row"
+        )
+
+    def add_frame(self, name: str, kind: str, frame: pd.DataFrame, origin: str) -> None:
+        """Register rows held by the product itself (not a file) as a source."""
+        relation = f"source_{name}"
+        columns = {c: STANDARD_COLUMNS[kind][c] for c in frame.columns}
+        # Naive timestamps stay wall-clock times (TIMESTAMP_NTZ), as the readers keep
+        # them, and missing values become NULL.
+        schema = ", ".join(
+            [f"`{c}` {_SPARK_TYPES[type_]}" for c, type_ in columns.items()]
+            + ["_problem STRING", "_file STRING", "_row BIGINT"]
+        )
+        values = frame.astype(object).where(frame.notna(), None)
+        records = [
+            (*map(_python_value, row), None, origin, number)
+            for number, row in enumerate(values.itertuples(index=False), start=1)
+        ]
+        rows = self.session.createDataFrame(records, schema=schema)
+        rows.createOrReplaceTempView(relation)
+        scores = text.score_columns(self.project.config, name)
+        _create_valid_view(self.session, name, relation, scores)
+        config = SourceConfig.model_validate({"kind": kind, "path": origin})
+        self.loaded[name] = LoadedSource(name, config, relation, (origin,), columns)
+
+
+def _python_value(value: Any) -> Any:
+    # Spark's row converter accepts datetime, not its pandas subclass.
+    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+
+
+def load_spark_sources(project: Project, con: PySparkBackend) -> SparkSourceSet:
+    """Read every source of `project` into the Spark session of `con`.
+
+    Raises SourceError when a source cannot be read, or uses a feature that runs on
+    DuckDB only.
+    """
+    check_supported(project)
+    session: SparkSession = con._session
+    loaded: dict[str, LoadedSource] = {}
+    failures: list[str] = []
+    for name, source in project.config.sources.items():
+        try:
+            loaded[name] = read_spark_source(session, project, name, source)
+        except SourceError as exc:
+            failures.append(str(exc))  # report every unreadable source at once
+    if failures:
+        raise SourceError("\n".join(failures))
+    for name, item in loaded.items():
+        scores = text.score_columns(project.config, name)
+        _create_valid_view(session, name, item.relation, scores)
+    return SparkSourceSet(project, con, loaded)

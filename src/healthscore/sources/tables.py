@@ -1,0 +1,422 @@
+"""Read database tables as sources: PostgreSQL through Ibis, DuckDB files attached.
+
+A source with `table` and `connection` becomes the same relation `source_<name>` as
+a file source, with the same conversions and row checks (see `reader`), so its
+`valid_` view and its report behave as for a file. `_file` is the connection URL
+without password or query, then `#` and the table, and `_row` numbers the rows in
+the order the database returned them.
+
+- PostgreSQL: Ibis selects only the mapped columns in the database and streams the
+  result as Arrow batches into a temporary table of the engine.
+- DuckDB file: the engine attaches the file read-only and reads the table in place,
+  and `_row` is the table's `rowid` + 1. A view of the file is copied once instead,
+  numbered in scan order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import duckdb
+import pyarrow as pa
+
+from healthscore.config import Project
+from healthscore.config.databases import Database, parse_connection, table_parts
+from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
+from healthscore.privacy.pseudonymize import pseudonymize_select
+from healthscore.sources.reader import (
+    LoadedSource,
+    SourceError,
+    _columns_present,
+    _first_line,
+    _lookup_joins,
+    _standard_select,
+    literal,
+    quote,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Rows per Arrow batch fetched from PostgreSQL.
+FETCH_ROWS = 100_000
+
+#: Seconds to wait for a PostgreSQL connection unless the URL sets connect_timeout.
+CONNECT_TIMEOUT_SECONDS = 10
+
+_ROW_COLUMN = "_row"
+
+
+def read_table_source(
+    con: duckdb.DuckDBPyConnection, project: Project, name: str, source: SourceConfig
+) -> LoadedSource:
+    """Create the relation `source_<name>` from the database table of a source."""
+    database = _database(project, name, source)
+    if database.kind == "duckdb":
+        return _read_duckdb_table(con, project, name, source, database)
+    return _read_postgres_table(con, project, name, source, database)
+
+
+def check_table_sources(project: Project) -> list[str]:
+    """Check that every table source's table exists and has its mapped columns.
+
+    Only the table's columns are read, no rows. Returns one message per source
+    that fails, each naming the source, the table and what to do.
+    """
+    problems = []
+    for name, source in project.config.sources.items():
+        if source.table is None:
+            continue
+        try:
+            database = _database(project, name, source)
+            column_types = table_columns(project, name, source, database)
+            _columns_present(
+                name, source, column_types, f"table {_where(database, source)}"
+            )
+        except SourceError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def table_columns(
+    project: Project, name: str, source: SourceConfig, database: Database
+) -> dict[str, str]:
+    """Return the columns of a source's table with their types, reading no rows."""
+    if database.kind == "duckdb":
+        con = duckdb.connect()
+        try:
+            return _describe(con, name, source, database)
+        finally:
+            con.close()
+    backend = _connect_postgres(name, source, database)
+    try:
+        table = _postgres_table(backend, name, source, database)
+        return {column: str(dtype) for column, dtype in table.schema().items()}
+    finally:
+        backend.disconnect()
+
+
+# DuckDB files
+
+
+def _read_duckdb_table(
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    name: str,
+    source: SourceConfig,
+    database: Database,
+) -> LoadedSource:
+    file_types = _describe(con, name, source, database)
+    where = _where(database, source)
+    columns = _columns_present(name, source, file_types, f"table {where}")
+    select = _standard_select(project, name, source, columns, file_types)
+    qualified = _attached_table(con, name, source, database)
+    is_view = _is_view(con, qualified)
+    # rowid numbers a table's rows in scan order. A view has no rowid, so its rows
+    # are numbered before the lookup joins and copied once, so the numbers stay.
+    scanned = qualified.sql
+    row = "raw.rowid + 1"
+    if is_view:
+        scanned = f"(SELECT *, row_number() OVER () AS _row FROM {qualified.sql})"
+        row = "raw._row"
+    materialize = is_view or bool(source.lookups) or source.kind == "accounts"
+    query = (
+        f"SELECT {select}, {literal(where)} AS _file, {row} AS _row "
+        f"FROM {scanned} AS raw {_lookup_joins(project, source)}"
+    )
+    query = pseudonymize_select(con, project, columns, query)
+    kind = "TEMP TABLE" if materialize else "TEMP VIEW"
+    relation = f"source_{name}"
+    try:
+        con.execute(f"CREATE OR REPLACE {kind} {quote(relation)} AS {query}")
+    except duckdb.Error as exc:
+        raise SourceError(
+            f"source {name!r}: reading {where} failed: {_first_line(exc)}"
+        ) from None
+    return LoadedSource(name, source, relation, (where,), columns)
+
+
+@dataclass(frozen=True)
+class _Qualified:
+    catalog: str
+    schema: str
+    table: str
+
+    @property
+    def sql(self) -> str:
+        return ".".join(quote(part) for part in (self.catalog, self.schema, self.table))
+
+
+def _attached_table(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source: SourceConfig,
+    database: Database,
+) -> _Qualified:
+    """Attach the DuckDB file read-only, once per connection, and name the table."""
+    assert database.path is not None and source.table is not None
+    path = str(database.path)
+    # fetchall, not fetchone: DuckDB 2 rejects the next statement on a connection
+    # whose last result was not read to its end.
+    found = con.execute(
+        "SELECT database_name FROM duckdb_databases() WHERE path = ?", [path]
+    ).fetchall()
+    if found:
+        alias = str(found[0][0])
+    else:
+        if not database.path.is_file():
+            raise SourceError(
+                f"source {name!r}: DuckDB file {path} not found; check "
+                f"sources.{name}.connection"
+            )
+        alias = "source_db_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+        try:
+            con.execute(f"ATTACH {literal(path)} AS {quote(alias)} (READ_ONLY)")
+        except duckdb.Error as exc:
+            raise SourceError(
+                f"source {name!r}: cannot open DuckDB file {path}: "
+                f"{_first_line(exc)}. Close programs that write to it, or check "
+                f"sources.{name}.connection"
+            ) from None
+    schema, table = table_parts(source.table)
+    return _Qualified(alias, schema or "main", table)
+
+
+def _describe(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source: SourceConfig,
+    database: Database,
+) -> dict[str, str]:
+    qualified = _attached_table(con, name, source, database)
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {qualified.sql}").fetchall()
+    except duckdb.CatalogException:
+        listed = con.execute(
+            "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+            "WHERE database_name = ? UNION ALL "
+            "SELECT schema_name || '.' || view_name FROM duckdb_views() "
+            "WHERE database_name = ? AND NOT internal",
+            [qualified.catalog, qualified.catalog],
+        ).fetchall()
+        available = [str(row[0]).removeprefix("main.") for row in listed]
+        raise SourceError(
+            _missing_table_message(name, source, database, available)
+        ) from None
+    return {str(row[0]): str(row[1]) for row in described}
+
+
+def _is_view(con: duckdb.DuckDBPyConnection, qualified: _Qualified) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE database_name = ? "
+        "AND schema_name = ? AND view_name = ?",
+        [qualified.catalog, qualified.schema, qualified.table],
+    ).fetchall()
+    return bool(found[0][0])
+
+
+# PostgreSQL
+
+
+def _read_postgres_table(
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    name: str,
+    source: SourceConfig,
+    database: Database,
+) -> LoadedSource:
+    where = _where(database, source)
+    backend = _connect_postgres(name, source, database)
+    try:
+        table = _postgres_table(backend, name, source, database)
+        schema = {column: str(dtype) for column, dtype in table.schema().items()}
+        columns = _columns_present(name, source, schema, f"table {where}")
+        selected = table.select(**_fetched_columns(table, source, columns))
+        # NOTE: every row is fetched, also for event kinds. A lower time bound would
+        # have to cover the longest window of every metric and the source report,
+        # which counts rows of all times.
+        batches = selected.to_pyarrow_batches(chunk_size=FETCH_ROWS)
+        relation = _load_batches(con, project, name, source, columns, batches, where)
+    except SourceError:
+        raise
+    except Exception as exc:
+        # The stream fails inside DuckDB's scan with the driver's error as text.
+        if not _is_database_error(exc):
+            raise
+        raise SourceError(
+            f"source {name!r}: reading {where} failed: "
+            f"{database.redact(_first_line(exc))}; check that the server is "
+            f"reachable and sources.{name}.table"
+        ) from None
+    finally:
+        backend.disconnect()
+    return LoadedSource(name, source, relation, (where,), columns)
+
+
+def _connect_postgres(name: str, source: SourceConfig, database: Database) -> Any:
+    try:
+        import ibis
+        import psycopg
+    except ImportError:
+        raise SourceError(
+            f"source {name!r}: reading PostgreSQL tables needs psycopg; install "
+            "healthscore with the postgres extra: pip install 'healthscore[postgres]'"
+        ) from None
+    options: dict[str, Any] = {}
+    if "connect_timeout" not in urlsplit(database.url).query:
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    try:
+        return ibis.connect(database.url, **options)
+    except psycopg.Error as exc:
+        raise SourceError(
+            f"source {name!r}: cannot connect to {database.display} to read table "
+            f"{source.table!r}: {database.redact(_first_line(exc))}. Check that the "
+            f"server is running and accepts the user, and sources.{name}.connection"
+        ) from None
+
+
+def _postgres_table(
+    backend: Any, name: str, source: SourceConfig, database: Database
+) -> Any:
+    import ibis.common.exceptions as ibis_errors
+
+    assert source.table is not None
+    schema, table = table_parts(source.table)
+    try:
+        return backend.table(table, database=schema)
+    except ibis_errors.TableNotFound:
+        available = [
+            f"{schema}.{found}" if schema else found
+            for found in backend.list_tables(database=schema)
+        ]
+        raise SourceError(
+            _missing_table_message(name, source, database, available)
+        ) from None
+
+
+def _fetched_columns(
+    table: Any, source: SourceConfig, columns: dict[str, str]
+) -> dict[str, Any]:
+    """Return the table columns to fetch, cast in the database where Arrow needs it.
+
+    Text, numbers, booleans, dates and timestamps arrive as they are and are
+    converted and checked in the engine, as for a file. A decimal becomes a double
+    (or text for a text column) and any other type text, because PostgreSQL types
+    such as uuid, json or arrays have no plain Arrow equivalent.
+    """
+    fetched: dict[str, Any] = {}
+    for column, kind in columns.items():
+        is_standard = column in STANDARD_COLUMNS[source.kind]
+        file_column = source.file_column(column) if is_standard else column
+        if file_column in fetched:
+            continue
+        value = table[file_column]
+        dtype = value.type()
+        if dtype.is_decimal():
+            value = value.cast("float64" if kind == "number" else "string")
+        elif not (
+            dtype.is_string()
+            or dtype.is_integer()
+            or dtype.is_floating()
+            or dtype.is_boolean()
+            or dtype.is_date()
+            or dtype.is_timestamp()
+        ):
+            value = value.cast("string")
+        fetched[file_column] = value
+    return fetched
+
+
+def _load_batches(
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    name: str,
+    source: SourceConfig,
+    columns: dict[str, str],
+    batches: pa.RecordBatchReader,
+    where: str,
+) -> str:
+    """Stream the fetched batches into the temporary table `source_<name>`."""
+    numbered_schema = batches.schema.append(pa.field(_ROW_COLUMN, pa.int64()))
+    incoming = f"_incoming_{name}"
+    # The column types come from an empty table of the same schema, because
+    # describing the stream itself could start reading it.
+    con.register(incoming, numbered_schema.empty_table())
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {quote(incoming)}").fetchall()
+    finally:
+        con.unregister(incoming)
+    file_types = {str(row[0]): str(row[1]) for row in described}
+    select = _standard_select(project, name, source, columns, file_types)
+    query = (
+        f"SELECT {select}, {literal(where)} AS _file, raw._row AS _row "
+        f"FROM {quote(incoming)} AS raw {_lookup_joins(project, source)}"
+    )
+    query = pseudonymize_select(con, project, columns, query)
+    relation = f"source_{name}"
+    reader = pa.RecordBatchReader.from_batches(
+        numbered_schema, _numbered(batches, numbered_schema)
+    )
+    con.register(incoming, reader)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(relation)} AS {query}")
+    finally:
+        con.unregister(incoming)
+    ((count,),) = con.execute(f"SELECT count(*) FROM {quote(relation)}").fetchall()
+    logger.info("fetched %d rows of %s", count, where)
+    return relation
+
+
+def _numbered(
+    batches: pa.RecordBatchReader, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """Add `_row`, numbering the rows from 1 in the order they arrive."""
+    start = 1
+    for batch in batches:
+        numbers = pa.array(range(start, start + batch.num_rows), type=pa.int64())
+        start += batch.num_rows
+        yield pa.RecordBatch.from_arrays([*batch.columns, numbers], schema=schema)
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """Tell whether `exc` comes from the database or from the stream in DuckDB."""
+    try:
+        import psycopg
+    except ImportError:
+        return isinstance(exc, duckdb.Error)
+    return isinstance(exc, psycopg.Error | duckdb.Error)
+
+
+# Shared
+
+
+def _database(project: Project, name: str, source: SourceConfig) -> Database:
+    assert source.connection is not None
+    try:
+        return parse_connection(project, source.connection)
+    except ValueError as exc:
+        raise SourceError(
+            f"source {name!r}: {exc}; fix sources.{name}.connection"
+        ) from None
+
+
+def _where(database: Database, source: SourceConfig) -> str:
+    """Name the table for reports: connection URL without password, `#`, table."""
+    return f"{database.display}#{source.table}"
+
+
+def _missing_table_message(
+    name: str, source: SourceConfig, database: Database, available: list[str]
+) -> str:
+    assert source.table is not None
+    close = difflib.get_close_matches(source.table, available, n=3, cutoff=0.6)
+    hint = f" Similar tables: {', '.join(close)}." if close else ""
+    return (
+        f"source {name!r}: table {source.table!r} not found in {database.display}; "
+        f"check sources.{name}.table, and that the user may read it.{hint}"
+    )

@@ -1,0 +1,269 @@
+"""Scores of each run written into a database table (`store.snapshot_table`).
+
+The table has the columns of the snapshot's scores table, with `as_of` as a DATE,
+so it contains one row per account and as-of date. Writing a date deletes that date's
+rows and inserts the new ones in one transaction, so a re-run replaces the date and
+a failed write leaves the earlier rows of the date as they were. The table is
+written through Ibis, on PostgreSQL or a DuckDB file, and created when missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+import pyarrow as pa
+
+from healthscore.config import Project
+from healthscore.config.databases import Database, parse_connection, table_parts
+from healthscore.config.models import SnapshotTableConfig
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for a PostgreSQL connection unless the URL sets connect_timeout.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+class SnapshotTableError(Exception):
+    """The scores of a run could not be written into the snapshot table."""
+
+
+#: Columns of the snapshot table: those of the snapshot's scores table
+#: (`scoring.tables.SCORE_COLUMNS`), with `as_of` as a date.
+SNAPSHOT_TABLE_SCHEMA = pa.schema(
+    [
+        ("account_id", pa.string()),
+        ("as_of", pa.date32()),
+        ("scorecard", pa.string()),
+        ("scorecard_version", pa.string()),
+        ("scorecard_label", pa.string()),
+        ("score", pa.float64()),
+        ("band", pa.string()),
+        ("coverage", pa.float64()),
+        ("override_reason", pa.string()),
+        ("override_author", pa.string()),
+        ("computed_score", pa.float64()),
+    ]
+)
+
+
+def write_snapshot_table(
+    project: Project, settings: SnapshotTableConfig, as_of: date, scores: pd.DataFrame
+) -> int:
+    """Replace the rows of `as_of` in the snapshot table with `scores`.
+
+    Returns the number of rows written. Raises SnapshotTableError when the database
+    cannot be reached or written; the rows of the date stay as they were then.
+    """
+    database = _database(project, settings)
+    rows = _as_arrow(as_of, scores)
+    started = time.perf_counter()
+    with _connect(database, settings) as backend:
+        schema, name = table_parts(settings.table)
+        _ensure_table(backend, database, settings, schema, name)
+        try:
+            with _transaction(backend, database):
+                if database.kind == "postgres":
+                    # Two runs of one date would otherwise both delete before either
+                    # inserts, and leave the rows twice. Readers are not blocked.
+                    _execute(backend, database, _lock_sql(backend, schema, name))
+                _execute(backend, database, _delete_sql(backend, schema, name, as_of))
+                if rows.num_rows:
+                    backend.insert(name, rows, database=schema)
+        except SnapshotTableError:
+            raise
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            raise SnapshotTableError(
+                f"writing the scores of {as_of} into table {settings.table!r} of "
+                f"{database.display} failed, so the table keeps its earlier rows of "
+                f"that date: {database.redact(_first_line(exc))}"
+            ) from None
+    logger.info(
+        "wrote %d scores of %s into %s#%s in %.2f s",
+        rows.num_rows,
+        as_of,
+        database.display,
+        settings.table,
+        time.perf_counter() - started,
+    )
+    return rows.num_rows
+
+
+def check_snapshot_table(project: Project, settings: SnapshotTableConfig) -> None:
+    """Resolve the table's connection URL; raises SnapshotTableError when it fails.
+
+    A run calls this before scoring, so an unset variable stops it before anything
+    is stored.
+    """
+    _database(project, settings)
+
+
+def _database(project: Project, settings: SnapshotTableConfig) -> Database:
+    try:
+        return parse_connection(project, settings.connection)
+    except ValueError as exc:
+        raise SnapshotTableError(
+            f"store.snapshot_table.connection: {exc}; fix the setting"
+        ) from None
+
+
+def _as_arrow(as_of: date, scores: pd.DataFrame) -> pa.Table:
+    """Return the rows to write, typed as the table; `as_of` is set on every row."""
+    columns = []
+    for field in SNAPSHOT_TABLE_SCHEMA:
+        if field.name == "as_of":
+            columns.append(pa.array([as_of] * len(scores), type=pa.date32()))
+            continue
+        if field.name not in scores.columns:
+            columns.append(pa.nulls(len(scores), type=field.type))
+            continue
+        values = scores[field.name]
+        columns.append(pa.array(values, type=field.type, from_pandas=True))
+    return pa.Table.from_arrays(columns, schema=SNAPSHOT_TABLE_SCHEMA)
+
+
+@contextmanager
+def _connect(database: Database, settings: SnapshotTableConfig) -> Iterator[Any]:
+    import ibis
+
+    try:
+        if database.kind == "duckdb":
+            assert database.path is not None
+            database.path.parent.mkdir(parents=True, exist_ok=True)
+            backend = ibis.duckdb.connect(str(database.path))
+        else:
+            options: dict[str, Any] = {}
+            if "connect_timeout" not in urlsplit(database.url).query:
+                options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+            backend = ibis.connect(database.url, **options)
+    except ImportError:
+        raise SnapshotTableError(
+            "writing scores into PostgreSQL needs psycopg; install healthscore with "
+            "the postgres extra: pip install 'healthscore[postgres]'"
+        ) from None
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        raise SnapshotTableError(
+            f"cannot connect to {database.display} to write the scores into table "
+            f"{settings.table!r}: {database.redact(_first_line(exc))}. Check the "
+            "server or file and store.snapshot_table.connection"
+        ) from None
+    try:
+        yield backend
+    finally:
+        backend.disconnect()
+
+
+@contextmanager
+def _transaction(backend: Any, database: Database) -> Iterator[None]:
+    """Run the block in one transaction of the backend's connection."""
+    if database.kind == "postgres":
+        # psycopg turns the transactions that Ibis opens inside into savepoints.
+        with backend.con.transaction():
+            yield
+        return
+    backend.con.begin()
+    try:
+        yield
+    except BaseException:
+        backend.con.rollback()
+        raise
+    backend.con.commit()
+
+
+def _ensure_table(
+    backend: Any,
+    database: Database,
+    settings: SnapshotTableConfig,
+    schema: str | None,
+    name: str,
+) -> None:
+    """Create the table when missing, or check that it has every needed column."""
+    import ibis
+    import ibis.common.exceptions as ibis_errors
+
+    expected = SNAPSHOT_TABLE_SCHEMA
+    try:
+        # get_schema, not list_tables: Ibis 12 lists DuckDB tables with a method
+        # that DuckDB 2 no longer has.
+        try:
+            present = set(backend.get_schema(name, database=schema).names)
+        except ibis_errors.TableNotFound:
+            backend.create_table(
+                name, schema=ibis.Schema.from_pyarrow(expected), database=schema
+            )
+            logger.info("created table %s in %s", settings.table, database.display)
+            return
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        raise SnapshotTableError(
+            f"cannot create or inspect table {settings.table!r} in "
+            f"{database.display}: {database.redact(_first_line(exc))}. Check that "
+            "the schema exists and the user may create tables in it"
+        ) from None
+    missing = [column for column in expected.names if column not in present]
+    if missing:
+        raise SnapshotTableError(
+            f"table {settings.table!r} in {database.display} has no column "
+            f"{', '.join(missing)}; point store.snapshot_table.table to a new table, "
+            "or add the columns"
+        )
+
+
+def _table_sql(backend: Any, schema: str | None, name: str) -> str:
+    import sqlglot as sg
+
+    return str(sg.table(name, db=schema, quoted=True).sql(backend.dialect))
+
+
+def _delete_sql(backend: Any, schema: str | None, name: str, as_of: date) -> str:
+    table = _table_sql(backend, schema, name)
+    return f"DELETE FROM {table} WHERE as_of = DATE '{as_of.isoformat()}'"
+
+
+def _lock_sql(backend: Any, schema: str | None, name: str) -> str:
+    table = _table_sql(backend, schema, name)
+    return f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
+
+
+def _execute(backend: Any, database: Database, sql: str) -> None:
+    """Run one statement on the backend's own connection, inside its transaction.
+
+    Ibis' `raw_sql` on PostgreSQL rolls back on an error, which psycopg forbids
+    inside a transaction block, so the statement runs on a cursor here.
+    """
+    if database.kind == "postgres":
+        with backend.con.cursor() as cursor:
+            cursor.execute(sql)
+    else:
+        backend.con.execute(sql).fetchall()
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """Tell whether `exc` comes from DuckDB, PostgreSQL or Ibis talking to them."""
+    import duckdb
+    import ibis.common.exceptions as ibis_errors
+
+    kinds: tuple[type[BaseException], ...] = (duckdb.Error, ibis_errors.IbisError)
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        kinds = (*kinds, psycopg.Error)
+    return isinstance(exc, kinds)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,84 @@
+"""DuckDB's memory limit and spill folder, as engine.connect sets them up."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from healthscore.engine import connect
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+EVENTS_CSV = "account_id,timestamp,event_type\na1,2026-01-01 10:00:00,login\n"
+
+# A grouped sum over 4 million distinct keys: at 8 bytes for each key and 16 for each
+# sum its hash table needs about 100 MB before any overhead, more than the 64 MB limit
+# below, so DuckDB has to spill to finish it.
+SPILLING_QUERY = (
+    "SELECT count(*), sum(total) FROM "
+    "(SELECT i AS key, sum(i) AS total FROM range(4000000) AS t(i) GROUP BY key)"
+)
+
+
+def project_with_engine(tmp_path: Path, **engine: object):
+    config = minimal_config(engine=engine) if engine else minimal_config()
+    return write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": EVENTS_CSV}
+    )
+
+
+def setting(con, name: str) -> str:
+    return con.con.execute(f"SELECT current_setting('{name}')").fetchone()[0]
+
+
+def test_spill_folder_defaults_under_project(tmp_path):
+    project = project_with_engine(tmp_path)
+
+    con = connect(project)
+
+    assert setting(con, "temp_directory") == str(tmp_path / ".healthscore" / "tmp")
+    assert (tmp_path / ".healthscore").is_dir()
+
+
+def test_relative_spill_folder_is_in_project(tmp_path):
+    project = project_with_engine(tmp_path, temp_directory="scratch/spill")
+
+    con = connect(project)
+
+    assert setting(con, "temp_directory") == str(tmp_path / "scratch" / "spill")
+    assert (tmp_path / "scratch").is_dir()
+
+
+def test_memory_limit_is_applied(tmp_path):
+    project = project_with_engine(tmp_path, memory_limit="300MB")
+
+    con = connect(project)
+
+    # DuckDB reports 300 MB (10^6 bytes) in binary units.
+    assert setting(con, "memory_limit") == "286.1 MiB"
+
+
+def test_query_over_limit_spills_to_folder(tmp_path):
+    project = project_with_engine(tmp_path, memory_limit="64MB", threads=1)
+    spill = tmp_path / ".healthscore" / "tmp"
+    con = connect(project)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.01):
+            if spill.is_dir():
+                seen.append(sum(f.stat().st_size for f in spill.iterdir()))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        count, total = con.con.execute(SPILLING_QUERY).fetchone()
+    finally:
+        stop.set()
+        watcher.join()
+    con.con.close()
+
+    assert count == 4_000_000
+    assert total == 4_000_000 * 3_999_999 // 2
+    assert max(seen, default=0) > 0
+    assert not spill.exists()

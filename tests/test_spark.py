@@ -1,0 +1,505 @@
+"""The Spark engine against DuckDB: the same rows, checks, metrics, scores, snapshots.
+
+One local Spark session (two cores, loopback only, no UI) serves the whole module,
+because starting Spark costs far more than any query here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+
+from healthscore.config import ConfigError, load_project
+from healthscore.engine import Engine
+from healthscore.pipeline import score
+from healthscore.sources import SourceError, SourceReport, as_of_point
+from healthscore.store.snapshots import SnapshotStore
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "socialnet"
+SPARK_MISSING = "requires: Java 17 and pyspark (pip install -e '.[spark]')"
+AS_OF_DATES = [date(2020, 3, 1), date(2020, 4, 1), date(2020, 5, 10)]
+# Accounts of the socialnet sample: ids below this number, with all their rows.
+SAMPLE_ACCOUNTS = 200
+# py4j leaves its sockets to the garbage collector, and PySpark 4.0 passes pandas 3
+# the deprecated copy keyword when it converts results.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:The copy keyword is deprecated:pandas.errors.Pandas4Warning:pyspark"
+    ),
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <socket.socket"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+TABLE_KEYS = {
+    "scores": ["account_id"],
+    "components": ["account_id", "component"],
+    "measures": ["account_id", "metric"],
+    "metrics": ["account_id", "metric"],
+}
+
+
+@pytest.fixture(scope="module")
+def spark() -> Any:
+    if shutil.which("java") is None or importlib.util.find_spec("pyspark") is None:
+        pytest.skip(SPARK_MISSING)
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("healthscore-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.ui.showConsoleProgress", "false")
+        # Splits of 16 KiB, so that files of this module span several partitions as
+        # large files do, and example row numbers are checked across partitions.
+        .config("spark.sql.files.maxPartitionBytes", "16k")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def socialnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The socialnet example for its first accounts: `duckdb/` and `spark/` projects.
+
+    Both project files are the example's, with `engine: spark` in the second; they
+    read the same files in `data/`.
+    """
+    root = tmp_path_factory.mktemp("socialnet")
+    data = root / "data"
+    data.mkdir()
+    shutil.copy(EXAMPLE / "data" / "event_type.csv", data)
+    con = duckdb.connect()
+    for name in ("account.csv", "subscription.csv", "event.csv.gz"):
+        source = EXAMPLE / "data" / name
+        options = "HEADER, COMPRESSION gzip" if name.endswith(".gz") else "HEADER"
+        con.execute(
+            f"COPY (SELECT * FROM read_csv('{source}', all_varchar = true) "
+            f"WHERE CAST(account_id AS INTEGER) < {SAMPLE_ACCOUNTS}) "
+            f"TO '{data / name}' ({options})"
+        )
+    con.close()
+    config = yaml.safe_load((EXAMPLE / "healthscore.yml").read_text())
+    for source in config["sources"].values():
+        source["path"] = "../" + source["path"]
+        for lookup in source.get("lookups", {}).values():
+            lookup["path"] = "../" + lookup["path"]
+    for engine in ("duckdb", "spark"):
+        folder = root / engine
+        folder.mkdir()
+        config["engine"] = engine
+        (folder / "healthscore.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def sorted_table(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+def comparable(report: SourceReport) -> dict[str, Any]:
+    """A report with normalized file paths, since the two projects differ in folder."""
+    described = report.to_dict()
+    described["files"] = [os.path.normpath(f) for f in described["files"]]
+    for example in described["examples"]:
+        example["file"] = os.path.normpath(example["file"])
+    return described
+
+
+def test_socialnet_scores_equal_duckdb(spark, socialnet):
+    duckdb_project = load_project(socialnet / "duckdb")
+    spark_project = load_project(socialnet / "spark")
+    assert spark_project.config.engine.kind == "spark"
+    # engine: spark starts a session; Spark returns the module's active one.
+    spark_engine = Engine.open(spark_project)
+    assert spark_engine.con.name == "pyspark"
+    duckdb_engine = Engine.open(duckdb_project)
+    for as_of in AS_OF_DATES:
+        on_spark = score(spark_project, as_of, engine=spark_engine, monitor=False)
+        on_duckdb = score(duckdb_project, as_of, engine=duckdb_engine, monitor=False)
+        assert len(on_duckdb.result.scores) > 50
+        spark_tables = on_spark.tables()
+        for table, keys in TABLE_KEYS.items():
+            expected = sorted_table(on_duckdb.tables()[table], keys)
+            pd.testing.assert_frame_equal(
+                sorted_table(spark_tables[table], keys),
+                expected,
+                check_exact=False,
+                rtol=1e-9,
+                atol=1e-9,
+                obj=f"{table} as of {as_of}",
+            )
+            stored = SnapshotStore(socialnet / "spark" / ".healthscore" / "snapshots")
+            pd.testing.assert_frame_equal(
+                sorted_table(stored.read(as_of, table), keys),
+                sorted_table(
+                    SnapshotStore(
+                        socialnet / "duckdb" / ".healthscore" / "snapshots"
+                    ).read(as_of, table),
+                    keys,
+                ),
+                check_exact=False,
+                rtol=1e-9,
+                atol=1e-9,
+                obj=f"stored {table} as of {as_of}",
+            )
+        assert [comparable(r) for r in on_spark.source_reports] == [
+            comparable(r) for r in on_duckdb.source_reports
+        ]
+
+
+ACCOUNTS_WITH_PROBLEMS = (
+    ACCOUNTS_CSV + "a2,Globex again,smb,bob,1\n,Nameless,smb,bob,5\n"
+)
+BAD_EVENTS = """account_id,timestamp,value,event_type
+a1,2024-03-01 10:00:00,1,1
+,2024-03-01 11:00:00,1,1
+a3,not a time,1,1
+a3,2024-03-02 10:00:00,abc,1
+zz,2024-03-02 10:00:00,1,1
+a3,2024-04-20 10:00:00,1,1
+a3,2024-03-03 10:00:00,,1
+a1,2024-03-04 10:00:00,2,9
+a2,2024-03-05 10:00:00,2,1
+"""
+EVENT_TYPES = "code,name\n1,login\n2,export\n"
+BAD_SUBSCRIPTIONS = """account_id,start,end,mrr
+a1,2024-01-01,2024-02-01,10
+a1,2024-03-01,2024-02-01,10
+a3,someday,2024-02-01,10
+a3,2024-05-01,,10
+"""
+PARQUET_EVENTS = pd.DataFrame(
+    {
+        "account_id": ["a1", None, "a3", "zz"],
+        "timestamp": pd.to_datetime(
+            [
+                "2024-03-01 10:00",
+                "2024-03-02 10:00",
+                "2024-05-01 00:00",
+                "2024-03-02 00:00",
+            ]
+        ),
+        "value": [1.0, 2.0, 3.0, 4.0],
+    }
+)
+JSON_EVENTS = [
+    {"account_id": "a1", "timestamp": "2024-03-01 10:00:00", "value": 1},
+    {"account_id": "a3", "timestamp": "yesterday", "value": 2},
+    {"account_id": "a3", "timestamp": "2024-03-02T10:00:00+01:00", "value": 3},
+]
+
+
+@pytest.fixture
+def project_with_bad_rows(tmp_path):
+    config = minimal_config()
+    config["sources"] = {
+        "accounts": {"kind": "accounts", "path": "accounts.csv"},
+        "subscriptions": {"kind": "subscriptions", "path": "subscriptions.csv"},
+        "events": {
+            "kind": "events",
+            "path": "events/*.csv",
+            "lookups": {
+                "event_type": {
+                    "path": "event_types.csv",
+                    "key": "code",
+                    "value": "name",
+                }
+            },
+        },
+        "exports": {"kind": "events", "path": "exports.parquet"},
+        "logins": {"kind": "events", "path": "logins.jsonl"},
+    }
+    files = {
+        "accounts.csv": ACCOUNTS_WITH_PROBLEMS,
+        "subscriptions.csv": BAD_SUBSCRIPTIONS,
+        "events/1.csv": "account_id,timestamp,value,event_type\na1,2024-03-01,1,2\n",
+        "events/2.csv": BAD_EVENTS,
+        "event_types.csv": EVENT_TYPES,
+        "exports.parquet": PARQUET_EVENTS,
+        "logins.jsonl": JSON_EVENTS,
+    }
+    return write_project(tmp_path, config, files)
+
+
+def test_bad_rows_report_equals_duckdb(spark, project_with_bad_rows):
+    point = datetime(2024, 4, 1)
+    on_spark = Engine.open(project_with_bad_rows, spark=spark).sources.report(point)
+    on_duckdb = Engine.open(project_with_bad_rows).sources.report(point)
+    assert [r.to_dict() for r in on_spark] == [r.to_dict() for r in on_duckdb]
+
+    reports = {r.source: r for r in on_spark}
+    assert reports["accounts"].excluded == {
+        "duplicate_account_id:account_id": 2,
+        "missing_value:account_id": 1,
+    }
+    assert reports["subscriptions"].excluded == {
+        "after_as_of:start": 1,
+        "end_before_start:end": 1,
+        "unparseable_value:start": 1,
+    }
+
+    events = reports["events"]
+    assert events.rows_read == 10
+    assert events.excluded == {
+        "after_as_of:timestamp": 1,
+        "duplicated_account:account_id": 1,
+        "missing_value:account_id": 1,
+        "unknown_account:account_id": 1,
+        "unknown_code:event_type": 1,
+        "unparseable_value:timestamp": 1,
+        "unparseable_value:value": 1,
+    }
+    examples = {(Path(e.file).name, e.row, e.column, e.reason) for e in events.examples}
+    assert ("2.csv", 3, "timestamp", "unparseable_value") in examples
+    assert ("2.csv", 8, "event_type", "unknown_code") in examples
+
+    assert reports["exports"].excluded == {
+        "after_as_of:timestamp": 1,
+        "missing_value:account_id": 1,
+        "unknown_account:account_id": 1,
+    }
+    assert reports["logins"].excluded == {"unparseable_value:timestamp": 1}
+
+
+def test_usable_rows_equal_duckdb(spark, project_with_bad_rows):
+    on_spark = Engine.open(project_with_bad_rows, spark=spark).sources
+    on_duckdb = Engine.open(project_with_bad_rows).sources
+    for name in ("events", "exports", "logins", "subscriptions"):
+        ours = on_spark.rows(name).execute()
+        theirs = on_duckdb.rows(name).execute()
+        keys = list(theirs.columns)
+        pd.testing.assert_frame_equal(
+            sorted_table(ours, keys), sorted_table(theirs, keys), check_dtype=False
+        )
+    logins = on_spark.rows("logins").execute()
+    # 10:00 at +01:00 is 09:00 in UTC, the project's time zone.
+    assert sorted(logins["timestamp"]) == [
+        pd.Timestamp("2024-03-01 10:00:00"),
+        pd.Timestamp("2024-03-02 09:00:00"),
+    ]
+
+
+def test_timestamps_follow_project_time_zone(spark, tmp_path):
+    events = (
+        "account_id,timestamp\na1,2024-03-31 23:30:00\na1,2024-03-31 23:30:00+00:00\n"
+        "a1,2024-04-01T00:30:00+02:00\n"
+    )
+    project = write_project(
+        tmp_path,
+        minimal_config(timezone="Europe/Berlin"),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": events},
+    )
+    rows = Engine.open(project, spark=spark).sources.rows("events").execute()
+    # Naive: Berlin wall-clock time. 23:30 UTC is 01:30 in Berlin on 1 April.
+    assert sorted(rows["timestamp"]) == [
+        pd.Timestamp("2024-03-31 23:30:00"),
+        pd.Timestamp("2024-04-01 00:30:00"),
+        pd.Timestamp("2024-04-01 01:30:00"),
+    ]
+
+
+def test_timestamp_format_parsed_on_spark(spark, tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["timestamp_format"] = "%d/%m/%Y %H:%M"
+    events = "account_id,timestamp\na1,05/03/2024 10:30\na1,2024-03-05\n"
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    sources = Engine.open(project, spark=spark).sources
+    rows = sources.rows("events").execute()
+    assert list(rows["timestamp"]) == [pd.Timestamp("2024-03-05 10:30:00")]
+    report = sources.report(as_of_point(project, date(2024, 4, 1)))[1]
+    assert report.excluded == {"unparseable_value:timestamp": 1}
+
+
+def test_engine_shorthand_and_mapping(tmp_path):
+    project = write_project(
+        tmp_path / "short",
+        minimal_config(engine="spark"),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    assert project.config.engine.kind == "spark"
+    settings = {
+        "kind": "spark",
+        "master": "spark://127.0.0.1:7077",
+        "app_name": "scores",
+        "spark_conf": {"spark.executor.memory": "2g", "spark.sql.ansi.enabled": False},
+    }
+    project = write_project(
+        tmp_path / "mapping",
+        minimal_config(engine=settings),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    engine = project.config.engine
+    assert engine.master == "spark://127.0.0.1:7077"
+    assert engine.spark_settings() == {
+        "spark.executor.memory": "2g",
+        "spark.sql.ansi.enabled": "false",
+    }
+
+
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        ({"kind": "spark", "threads": 4}, "threads applies only to engine kind duckdb"),
+        (
+            {"kind": "spark", "memory_limit": "4GB", "temp_directory": "tmp"},
+            "memory_limit, temp_directory apply only to engine kind duckdb",
+        ),
+        ({"master": "local[2]"}, "master applies only to engine kind spark"),
+        ("duckdb2", "engine.kind"),
+    ],
+)
+def test_settings_of_other_engine_rejected(tmp_path, engine, message):
+    with pytest.raises(ConfigError) as error:
+        write_project(
+            tmp_path,
+            minimal_config(engine=engine),
+            {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+        )
+    assert message in str(error.value)
+
+
+def test_features_of_duckdb_only_named(spark, tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["format"] = "segment"
+    config["metrics"]["tone"] = {
+        "type": "sentiment",
+        "source": "events",
+        "column": "text",
+        "window": "28d",
+    }
+    config["sources"]["events"]["attributes"] = {"text": "string"}
+    project = write_project(
+        tmp_path,
+        config,
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp,text\n"},
+    )
+    with pytest.raises(SourceError) as error:
+        Engine.open(project, spark=spark)
+    message = str(error.value)
+    assert "sources.events.format" in message
+    assert "metrics.tone" in message
+    assert "engine: duckdb" in message
+
+
+def test_backfill_on_spark_rejected(tmp_path):
+    from healthscore.monitoring.backfill import backfill
+
+    project = write_project(
+        tmp_path,
+        minimal_config(engine="spark"),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    with pytest.raises(SourceError, match="set engine: duckdb"):
+        backfill(project, [date(2024, 4, 1)])
+
+
+def test_stored_notes_added_as_source(spark, tmp_path):
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    notes = pd.DataFrame(
+        {
+            "account_id": ["a1", "a2"],
+            "timestamp": pd.to_datetime(["2024-03-01 09:00", "2024-03-02 17:30"]),
+            "author": ["alice", "bob"],
+            "sentiment": [0.5, -1.0],
+            "text": ["renewal agreed", "asked about cancelling"],
+        }
+    )
+    sources = Engine.open(project, spark=spark).sources
+    sources.add_frame("csm_notes", "notes", notes, "operational store")
+    rows = sources.rows("csm_notes", datetime(2024, 3, 2)).execute()
+    assert list(rows["account_id"]) == ["a1"]
+    assert list(rows["timestamp"]) == [pd.Timestamp("2024-03-01 09:00")]
+    report = {r.source: r for r in sources.report(datetime(2024, 3, 2))}
+    assert report["csm_notes"].rows_read == 2
+    assert report["csm_notes"].excluded == {"after_as_of:timestamp": 1}
+
+
+def test_unreadable_file_names_source(spark, tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.parquet"
+    project = write_project(
+        tmp_path,
+        config,
+        {"accounts.csv": ACCOUNTS_CSV, "events.parquet": "not a parquet file\n"},
+    )
+    with pytest.raises(SourceError, match=r"source 'events': cannot read .*events"):
+        Engine.open(project, spark=spark)
+
+
+def test_nps_metric_equals_duckdb(spark, tmp_path):
+    from healthscore.metrics import compute_metrics
+
+    # a1 in the window: promoters 10, 9, 10; passive 8; detractors 6, 0. The CSAT
+    # response, the score of 11 and the response before the window do not count.
+    surveys = (
+        "account_id,timestamp,score,survey_type\n"
+        "a1,2024-01-01T09:00:00,3,nps\na1,2024-02-20T09:00:00,10,nps\n"
+        "a1,2024-02-21T09:00:00,9,nps\na1,2024-02-22T09:00:00,10,nps\n"
+        "a1,2024-02-23T09:00:00,8,nps\na1,2024-02-24T09:00:00,6,nps\n"
+        "a1,2024-02-25T09:00:00,0,nps\na1,2024-02-26T09:00:00,2,csat\n"
+        "a1,2024-02-27T09:00:00,11,nps\na2,2024-03-01T09:00:00,7,nps\n"
+        "a2,2024-03-02T09:00:00,8,nps\na2,2024-03-03T09:00:00,,nps\n"
+    )
+    config = minimal_config()
+    config["sources"]["surveys"] = {"kind": "surveys", "path": "surveys.csv"}
+    config["metrics"]["nps_28d"] = {
+        "type": "nps",
+        "source": "surveys",
+        "where": "survey_type == 'nps'",
+        "window": "28d",
+    }
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events.csv": "account_id,timestamp\n",
+        "surveys.csv": surveys,
+    }
+    project = write_project(tmp_path, config, files)
+    as_of = date(2024, 3, 10)
+    on_spark = compute_metrics(
+        project, Engine.open(project, spark=spark).sources, as_of
+    ).values
+    on_duckdb = compute_metrics(project, Engine.open(project).sources, as_of).values
+    assert on_spark.loc["a1", "nps_28d"] == pytest.approx(100 / 6, abs=1e-12)
+    assert on_spark.loc["a2", "nps_28d"] == 0.0
+    pd.testing.assert_frame_equal(on_spark.sort_index(), on_duckdb.sort_index())
+
+
+def test_row_numbers_span_partitions(spark, tmp_path):
+    lines = ["account_id,timestamp,value"]
+    for row in range(1, 3001):
+        value = "abc" if row in (1500, 2999) else str(row)
+        lines.append(f"a1,2024-03-01 10:00:00,{value}")
+    events = "\n".join(lines) + "\n"
+    assert len(events) > 5 * 16 * 1024
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    point = datetime(2024, 4, 1)
+    sources = Engine.open(project, spark=spark).sources
+    assert sources.session.table("source_events").rdd.getNumPartitions() > 1
+    on_spark = sources.report(point)[1]
+    on_duckdb = Engine.open(project).sources.report(point)[1]
+    assert [e.row for e in on_spark.examples] == [1500, 2999]
+    assert on_spark.to_dict() == on_duckdb.to_dict()
