@@ -775,7 +775,11 @@ def test_serve_uses_configured_address(tmp_path, monkeypatch):
             name: logging.getLogger(name).getEffectiveLevel()
             for name in ("healthscore.monitoring", "healthscore.service.access")
         }
-        calls.append({**options, "levels": levels})
+        handlers = [
+            type(handler).__name__
+            for handler in logging.getLogger("healthscore").handlers
+        ]
+        calls.append({**options, "levels": levels, "handlers": handlers})
 
     monkeypatch.setattr("uvicorn.run", fake_run)
     runner = CliRunner()
@@ -792,6 +796,8 @@ def test_serve_uses_configured_address(tmp_path, monkeypatch):
         "healthscore.monitoring": logging.WARNING,
         "healthscore.service.access": logging.INFO,
     }
+    # Plain text lines while serving, no Rich layout.
+    assert calls[0]["handlers"] == ["StreamHandler"]
 
 
 def test_serve_secure_cookies_option(tmp_path, monkeypatch):

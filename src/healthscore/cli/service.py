@@ -4,11 +4,15 @@ the `writekey` commands (keys of its ingest routes)."""
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
+from rich.logging import RichHandler
 from rich.table import Table
 
 from healthscore.cli.common import (
@@ -106,7 +110,39 @@ def serve(
         logging.getLogger("healthscore").setLevel(logging.WARNING)
         logging.getLogger("healthscore.service").setLevel(logging.INFO)
     # The service's access log replaces Uvicorn's, which prints query strings.
-    uvicorn.run(app, host=bind_host, port=bind_port, access_log=False, log_config=None)
+    with _plain_log_lines():
+        uvicorn.run(
+            app, host=bind_host, port=bind_port, access_log=False, log_config=None
+        )
+
+
+#: Format of the service's log lines: time, level, logger and message.
+SERVICE_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def _plain_log_lines() -> Iterator[None]:
+    """Log plain text lines instead of Rich's layout while the service runs.
+
+    Rich lays out every record in Python, which cost about a quarter of the server's
+    CPU time per account read under load (a py-spy profile of benchmarks/ingest.py),
+    and service logs are read by log collectors rather than on a terminal.
+    """
+    package = logging.getLogger("healthscore")
+    replaced = [h for h in package.handlers if isinstance(h, RichHandler)]
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter(SERVICE_LOG_FORMAT))
+    if replaced:
+        plain.setLevel(replaced[0].level)
+    for handler in replaced:
+        package.removeHandler(handler)
+    package.addHandler(plain)
+    try:
+        yield
+    finally:
+        package.removeHandler(plain)
+        for handler in replaced:
+            package.addHandler(handler)
 
 
 RoleOption = Annotated[

@@ -89,11 +89,14 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         logger.info("serving project %s", project.config.name)
         worker = (
-            RescoreWorker(project)
+            RescoreWorker(project, process=True)
             if rescore and store_sources(project.config)
             else None
         )
         _app.state.rescore_worker = worker
+        # The ingest routes create their group committer on first use, with the
+        # rollup updates of this worker.
+        _app.state.ingest_committer = None
         if worker is not None:
             worker.start()
         try:

@@ -3,8 +3,10 @@
 The scoring run of the command line may replace a snapshot while the service reads
 it. A snapshot write renames folders, so for an instant the date is absent. A read
 that fails in that instant is retried a few times before it counts as an error.
-Results that need every snapshot (history and trends) are cached until a snapshot
-changes.
+Reads are served from memory. The scores of each date are kept until that date's
+`run.json` changes, so replacing today's snapshot (as the rescore worker does after
+every batch) rereads today's scores only. History, trends and the table of accounts
+of a date are kept until a snapshot changes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from healthscore.config import Project
-from healthscore.monitoring.history import score_history
+from healthscore.monitoring.history import HISTORY_COLUMNS
 from healthscore.monitoring.trends import compute_trends
 from healthscore.pipeline import snapshot_store
 from healthscore.report import read_account_sources
@@ -122,13 +124,71 @@ class ProjectData:
         return _retry(lambda: self.snapshots.read(as_of, name))
 
     def history(self) -> pd.DataFrame:
-        """Return `score_history` of all stored dates, cached until snapshots change."""
-        return self._cached("history", lambda: _retry(self._read_history))
+        """Return `score_history` of all stored dates, cached until snapshots change.
+
+        Each date's scores are read once per version of its snapshot, so a new
+        snapshot of one date rereads that date only.
+        """
+        return self._cached("history", self._read_history)
 
     def _read_history(self) -> pd.DataFrame:
-        if not self.snapshots.dates():
+        frames = [self._dated_scores(day) for day in self.snapshots.dates()]
+        frames = [frame for frame in frames if frame is not None]
+        if not frames:
             return pd.DataFrame(columns=["as_of", "account_id", "score", "band"])
-        return score_history(self.snapshots)
+        frame = pd.concat(frames, ignore_index=True)
+        # The same rows and order as `score_history`.
+        return frame.sort_values(["as_of", "account_id"], kind="stable").reset_index(
+            drop=True
+        )
+
+    def _dated_scores(self, day: date) -> pd.DataFrame | None:
+        """Return the HISTORY_COLUMNS of one date's scores; None once it is gone."""
+        key = f"scores {day.isoformat()}"
+        stamp = self._run_stamp(day)
+        with self._lock:
+            found = self._cache.get(key)
+        if found is not None and found[0] == stamp and stamp is not None:
+            cached: pd.DataFrame = found[1]
+            return cached
+        try:
+            scores = _retry(lambda: self.snapshots.read(day, "scores"))
+        except SnapshotNotFoundError:
+            return None
+        frame = scores[HISTORY_COLUMNS].copy()
+        frame["as_of"] = pd.to_datetime(frame["as_of"]).dt.date
+        with self._lock:
+            self._cache[key] = (stamp, frame)
+        return frame
+
+    def _run_stamp(self, day: date) -> int | None:
+        try:
+            path = self.snapshots.partition_path(day) / RUN_FILE
+            return path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def account_frame(self, as_of: date) -> pd.DataFrame:
+        """Return the accounts table of `as_of` for every account, indexed by id.
+
+        `healthscore.service.views.build_account_table` builds it, and it is kept
+        until a snapshot or the accounts source changes. Callers must not modify it.
+        """
+        from healthscore.service.views import build_account_table
+
+        key = f"accounts table {as_of.isoformat()}"
+        version = (self._snapshot_version(), self._accounts_version())
+        with self._lock:
+            found = self._cache.get(key)
+        if found is not None and found[0] == version:
+            cached: pd.DataFrame = found[1]
+            return cached
+        frame = build_account_table(self, as_of)
+        indexed = frame.set_index(frame["account_id"], drop=False)
+        indexed.index.name = None
+        with self._lock:
+            self._cache[key] = (version, indexed)
+        return indexed
 
     def trends(self, as_of: date) -> pd.DataFrame:
         """Return `compute_trends` as of `as_of`, cached until a snapshot changes."""
@@ -145,11 +205,9 @@ class ProjectData:
         """Stored dates with the modification time of their run.json."""
         version = []
         for day in self.snapshots.dates():
-            try:
-                stamp = (self.snapshots.partition_path(day) / RUN_FILE).stat()
-            except OSError:
-                continue
-            version.append((day, stamp.st_mtime_ns))
+            stamp = self._run_stamp(day)
+            if stamp is not None:
+                version.append((day, stamp))
         return tuple(version)
 
     def _cached(self, key: str, compute: Callable[[], T]) -> T:

@@ -12,8 +12,10 @@
 Every call or row of a request is checked first. When one is invalid, the response
 is 422 with one detail per invalid call (its index and field) and nothing of the
 request is stored. Otherwise the rows are appended to the event store, whose files
-are fsynced, before the response is sent. The affected accounts are then handed to
-the rescore worker.
+are fsynced, before the response is sent. Requests that arrive while an append runs
+share the next append (group commit). With the rescore worker running, the daily
+rollups are computed by the worker, not by the request. The affected accounts are
+then handed to the rescore worker.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Annotated, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, Body, Depends, Request
+from ibis.backends.duckdb import Backend as DuckDBBackend
 from pydantic import BaseModel, Field
 
 from healthscore.config import Project
@@ -44,7 +47,7 @@ from healthscore.service.errors import ERROR_RESPONSES, ApiError
 from healthscore.service.middleware import TOKEN_ID_KEY
 from healthscore.service.tokens import verify_token
 from healthscore.service.writekeys import WriteKeyInfo, verify_write_key
-from healthscore.sources.ingest import event_store
+from healthscore.sources.ingest import RollupUpdates, event_store
 from healthscore.sources.reader import SourceError, quote, read_source
 from healthscore.store.events import EventStore, EventStoreError
 
@@ -354,29 +357,49 @@ def _read_checked(
             for record in records:
                 handle.write(json.dumps(record, default=str) + "\n")
         file_settings = settings.model_copy(update={"path": str(path)})
-        backend = connect(project)
+        con = _connection(project).con
         try:
-            con = backend.con
-            try:
-                loaded = read_source(con, project, source, file_settings)
-            except SourceError as exc:
-                raise ApiError(
-                    422,
-                    f"the {location} cannot be read: {exc}",
-                    details=[{"location": f"body.{location}", "message": str(exc)}],
-                ) from exc
-            relation = quote(loaded.relation)
-            found = con.execute(
-                f"SELECT _row, _problem FROM {relation} WHERE _problem IS NOT NULL "
-                "ORDER BY _row"
-            ).fetchall()
-            columns = ", ".join(quote(column) for column in loaded.columns)
-            table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
-        finally:
-            backend.disconnect()
+            loaded = read_source(con, project, source, file_settings)
+        except SourceError as exc:
+            raise ApiError(
+                422,
+                f"the {location} cannot be read: {exc}",
+                details=[{"location": f"body.{location}", "message": str(exc)}],
+            ) from exc
+        relation = quote(loaded.relation)
+        found = con.execute(
+            f"SELECT _row, _problem FROM {relation} WHERE _problem IS NOT NULL "
+            "ORDER BY _row"
+        ).fetchall()
+        columns = ", ".join(quote(column) for column in loaded.columns)
+        table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
     problems = [_reader_problem(int(row) - 1, problem) for row, problem in found]
     _raise_problems(problems, location, len(records))
     return table
+
+
+# Reading connections
+
+_CONNECTIONS = threading.local()
+
+
+def _connection(project: Project) -> DuckDBBackend:
+    """Return this thread's DuckDB connection for `project`, opened on first use.
+
+    Opening a connection takes tens of milliseconds, more than reading a request's
+    calls, so each thread of the request pool keeps one open. It reads one request
+    at a time because it belongs to one thread, and the relations that a request
+    creates replace those of the request before. A request for another project
+    (another app in the same process) closes it and opens a new one.
+    """
+    held: tuple[Project, DuckDBBackend] | None = getattr(_CONNECTIONS, "held", None)
+    if held is not None and held[0] is project:
+        return held[1]
+    if held is not None:
+        held[1].disconnect()
+    backend = connect(project)
+    _CONNECTIONS.held = (project, backend)
+    return backend
 
 
 def _reader_problem(index: int, problem: str) -> Problem:
@@ -450,17 +473,21 @@ class _Entry:
 class GroupCommitter:
     """Append the rows of concurrent requests to the event store in one append.
 
-    Every append computes the day's rollup again from all of the day's parts, so
-    one append per request would serialise requests on that work. A request adds
-    its rows to the queue of its source and then waits for the source's lock. The
-    request that gets the lock appends every queued table in one `EventStore.append`
-    and marks them stored. The others then find their rows stored and return.
-    When the combined append fails, each table is appended on its own, so one bad
-    request does not fail the others.
+    Each append writes and fsyncs files, so one append per request would serialise
+    requests on that work. A request adds its rows to the queue of its source and
+    then waits for the source's lock. The request that gets the lock appends every
+    queued table in one `EventStore.append` and marks them stored. The others then
+    find their rows stored and return. When the combined append fails, each table
+    is appended on its own, so one bad request does not fail the others.
+
+    With `rollups`, appends leave the daily rollups to `RollupUpdates.apply` and
+    record their days there. Without it, every append computes the rollups of its
+    days again from all of their parts.
     """
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, rollups: RollupUpdates | None = None) -> None:
         self.store = store
+        self.rollups = rollups
         self._guard = threading.Lock()
         self._queues: dict[str, list[_Entry]] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -488,7 +515,7 @@ class GroupCommitter:
             combined = pa.concat_tables(
                 [entry.table for entry in group], promote_options="permissive"
             )
-            self.store.append(source, combined, numeric=numeric)
+            self._append(source, combined, numeric)
         except (EventStoreError, pa.ArrowInvalid, pa.ArrowTypeError):
             if len(group) == 1:
                 self._append_one(source, group[0], numeric)
@@ -505,9 +532,16 @@ class GroupCommitter:
         for entry in group:
             entry.done = True
 
+    def _append(self, source: str, table: pa.Table, numeric: list[str]) -> None:
+        if self.rollups is None:
+            self.store.append(source, table, numeric=numeric)
+            return
+        stored = self.store.append(source, table, numeric=numeric, rollup=False)
+        self.rollups.add(source, stored.raw_days)
+
     def _append_one(self, source: str, entry: _Entry, numeric: list[str]) -> None:
         try:
-            self.store.append(source, entry.table, numeric=numeric)
+            self._append(source, entry.table, numeric)
         except (EventStoreError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             entry.error = (
                 exc if isinstance(exc, EventStoreError) else EventStoreError(str(exc))
@@ -523,6 +557,10 @@ def _committer(request: Request) -> GroupCommitter:
     with _COMMITTER_LOCK:
         committer: GroupCommitter | None = getattr(state, "ingest_committer", None)
         if committer is None:
-            committer = GroupCommitter(event_store(state.context.project))
+            worker = getattr(state, "rescore_worker", None)
+            committer = GroupCommitter(
+                event_store(state.context.project),
+                None if worker is None else worker.rollups,
+            )
             state.ingest_committer = committer
     return committer

@@ -8,9 +8,9 @@ the rescored accounts only, with the dedupe and cool-down of a nightly run.
 
 Scores as of today count the rows stored up to now: the live run places the as-of
 point at the end of today (`as_of_point: end_of_day`), whatever the project sets.
-Each batch computes the metrics of the whole population, because normalizations
-such as percentiles within a segment need every account's value, so a rescored
-account gets the score that a full `score` run with the same settings gives it.
+The worker's `LiveScorer` (`healthscore.service.live`) computes the metrics of a
+batch's accounts only and scores them against the values of the population that it
+holds; its docstring lists where that can differ from a full run.
 
 A high-water mark (`.rescore-mark.json` in the events folder) records the store
 time up to which every stored row has been rescored. On start the worker queues the
@@ -20,37 +20,43 @@ crash or a restart are rescored too.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from healthscore.config import Project
-from healthscore.config.retention import store_sources
-from healthscore.metrics import compute_metrics
-from healthscore.pipeline import (
-    Monitoring,
-    ScoringRun,
-    active_overrides,
-    open_engine,
-    run_monitoring,
-    scorecard_versions,
-    snapshot_store,
+from healthscore.config.retention import ROLLUP_SUFFIX, store_sources
+from healthscore.service.live import (
+    FULL_INTERVAL_SECONDS,
+    LiveScorer,
+    RescoreResult,
+    ScorerProcess,
+    live_project,
+    today,
 )
-from healthscore.scoring import score_accounts
-from healthscore.sources import as_of_point
-from healthscore.sources.ingest import event_store
+from healthscore.sources.ingest import RollupUpdates, event_store
+from healthscore.sources.stored import rollups_used
+
+__all__ = [
+    "LiveScorer",
+    "RescoreResult",
+    "RescoreWorker",
+    "ScorerProcess",
+    "accounts_stored_since",
+    "live_project",
+    "read_mark",
+    "rescore_accounts",
+    "today",
+    "write_mark",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +67,11 @@ MARK_FILE = ".rescore-mark.json"
 MARK_OVERLAP_SECONDS = 60.0
 #: Pause after a failed batch before its accounts are tried again, in seconds.
 RETRY_PAUSE_SECONDS = 5.0
+#: Seconds between updates of every lagging daily rollup. Rollups that metrics read
+#: are updated before each batch.
+ROLLUP_INTERVAL_SECONDS = 30.0
 
 _PART_TIME_FORMAT = "%Y%m%dT%H%M%S%f"
-
-
-@dataclass
-class RescoreResult:
-    """Accounts rescored by one batch and what the monitoring step raised."""
-
-    as_of: date
-    accounts: list[str]
-    population: int
-    seconds: float
-    monitoring: Monitoring | None
-
-
-def live_project(project: Project) -> Project:
-    """Return `project` with the as-of point at the end of the day."""
-    config = project.config.model_copy(update={"as_of_point": "end_of_day"})
-    return dataclasses.replace(project, config=config)
 
 
 def rescore_accounts(
@@ -87,58 +79,15 @@ def rescore_accounts(
 ) -> RescoreResult:
     """Score the population as of `as_of` (default today) and store the snapshot.
 
-    Alert rules and playbooks run for `accounts` only. Accounts that are not in the
-    population (no active subscription, for example) get no score and raise
-    nothing.
+    A full scoring run: alert rules and playbooks run for `accounts` only. Accounts
+    that are not in the population (no active subscription, for example) get no
+    score and raise nothing.
     """
-    started = time.perf_counter()
-    live = live_project(project)
-    day = as_of or today(project)
-    engine = open_engine(live)
+    scorer = LiveScorer(project)
     try:
-        metrics = compute_metrics(live, engine.sources, day)
-        versions = scorecard_versions(live)
-        result = score_accounts(
-            live.config,
-            metrics.values,
-            metrics.accounts,
-            active_overrides(live, day),
-            day,
-            versions,
-        )
-        reports = engine.sources.report(as_of_point(live, day))
-        run = ScoringRun(live, day, metrics, result, reports, versions)
-        info = run.run_info()
-        info["trigger"] = "ingest"
-        run.snapshot = snapshot_store(live).write(day, run.tables(), info)
-        wanted = set(accounts)
-        subset = dataclasses.replace(
-            result,
-            scores=_rows_of(result.scores, wanted),
-            components=_rows_of(result.components, wanted),
-            measures=_rows_of(result.measures, wanted),
-        )
-        affected = dataclasses.replace(run, result=subset)
-        monitoring = run_monitoring(live, affected, engine)
+        return scorer.rescore(accounts, as_of)
     finally:
-        engine.con.disconnect()
-    rescored = sorted(set(subset.scores["account_id"].astype(str)))
-    return RescoreResult(
-        as_of=day,
-        accounts=rescored,
-        population=len(result.scores),
-        seconds=time.perf_counter() - started,
-        monitoring=monitoring,
-    )
-
-
-def today(project: Project) -> date:
-    """Return today's date in the project's time zone."""
-    return datetime.now(ZoneInfo(project.config.timezone)).date()
-
-
-def _rows_of(frame: pd.DataFrame, wanted: set[str]) -> pd.DataFrame:
-    return frame[frame["account_id"].astype(str).isin(wanted)].reset_index(drop=True)
+        scorer.close()
 
 
 # High-water mark
@@ -184,16 +133,34 @@ def accounts_stored_since(project: Project, moment: datetime | None) -> set[str]
     The store time is read from the part's file name. Rows added to the rollup of
     an already purged day have no raw part, so they are not found here.
     """
-    store = event_store(project)
     accounts: set[str] = set()
+    for _source, name in _parts_stored_since(project, moment):
+        column = pq.read_table(name, columns=["account_id"])["account_id"]
+        accounts |= {str(value) for value in pc.unique(column).to_pylist()}
+    return accounts
+
+
+def _parts_stored_since(
+    project: Project, moment: datetime | None
+) -> list[tuple[str, str]]:
+    """Return (source, file) of the raw parts stored after `moment` (all when None)."""
+    store = event_store(project)
+    found = []
     for source in store_sources(project.config):
         for name in store.raw_files(source):
             stamp = _part_time(Path(name).name)
             if moment is not None and stamp is not None and stamp <= moment:
                 continue
-            column = pq.read_table(name, columns=["account_id"])["account_id"]
-            accounts |= {str(value) for value in pc.unique(column).to_pylist()}
-    return accounts
+            found.append((source, name))
+    return found
+
+
+def _part_day(file: str) -> date | None:
+    # Parts sit in `day=YYYY-MM-DD` folders.
+    try:
+        return date.fromisoformat(Path(file).parent.name.removeprefix("day="))
+    except ValueError:
+        return None
 
 
 def _part_time(name: str) -> datetime | None:
@@ -219,14 +186,35 @@ class RescoreWorker:
         Seconds to wait after the first queued account before a batch starts.
     max_accounts : int
         Accounts per batch; a batch starts at once when this many are queued.
+    full_interval : float
+        Seconds after a full scoring run when a batch runs a full run again.
+    process : bool
+        Score in a child process (`ScorerProcess`) instead of this thread, as the
+        service does, so that batches do not hold the GIL of the requests.
     """
 
     def __init__(
-        self, project: Project, *, interval: float = 0.5, max_accounts: int = 200
+        self,
+        project: Project,
+        *,
+        interval: float = 0.25,
+        max_accounts: int = 1000,
+        full_interval: float = FULL_INTERVAL_SECONDS,
+        process: bool = False,
     ) -> None:
         self.project = project
         self.interval = interval
         self.max_accounts = max_accounts
+        self.scorer: LiveScorer | ScorerProcess = (
+            ScorerProcess(project, full_interval=full_interval)
+            if process
+            else LiveScorer(project, full_interval=full_interval)
+        )
+        self.rollups = RollupUpdates(project)
+        # Rollup sources that metrics read, brought up to date before each batch.
+        self._read_rollups = [
+            name.removesuffix(ROLLUP_SUFFIX) for name in rollups_used(project)
+        ]
         self._condition = threading.Condition()
         # Account id -> store time (UTC) at which it was first queued.
         self._pending: dict[str, datetime] = {}
@@ -240,10 +228,18 @@ class RescoreWorker:
         """Queue the rows stored after the mark, then start the thread."""
         mark = read_mark(self.project)
         since = None if mark is None else mark - timedelta(seconds=MARK_OVERLAP_SECONDS)
-        missed = accounts_stored_since(self.project, since)
+        parts = _parts_stored_since(self.project, since)
+        for source, name in parts:
+            # Their rollups may lag if the service stopped before updating them.
+            day = _part_day(name)
+            if day is not None:
+                self.rollups.add(source, [day])
+        missed = accounts_stored_since(self.project, since) if parts else set()
         if missed:
             logger.info("rescoring %d accounts stored before a restart", len(missed))
             self.notify(missed)
+        if isinstance(self.scorer, ScorerProcess):
+            self.scorer.start()
         self._thread = threading.Thread(
             target=self._run, name="healthscore-rescore", daemon=True
         )
@@ -259,6 +255,9 @@ class RescoreWorker:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("rescore worker did not stop within %.0f s", timeout)
+            else:
+                self.scorer.close()
+        self._update_rollups(every=True)
         logger.info("rescore worker stopped")
 
     def notify(self, accounts: Iterable[str]) -> None:
@@ -284,8 +283,12 @@ class RescoreWorker:
             if batch is None:
                 return
             started = datetime.now(UTC)
+            stale = (
+                time.monotonic() - self.rollups.applied_at >= ROLLUP_INTERVAL_SECONDS
+            )
+            self._update_rollups(every=stale)
             try:
-                self.last_result = rescore_accounts(self.project, list(batch))
+                self.last_result = self.scorer.rescore(list(batch))
             except Exception as exc:  # the worker must keep running
                 self.failures += 1
                 logger.error(
@@ -298,6 +301,9 @@ class RescoreWorker:
                     self.failures,
                 )
                 logger.debug("rescore failure", exc_info=True)
+                # The held values may be half updated, so the next batch runs a
+                # full scoring run.
+                self.scorer.close()
                 self._queue(batch)
                 with self._condition:
                     self._condition.wait_for(
@@ -307,9 +313,10 @@ class RescoreWorker:
             self.batches += 1
             self._advance_mark(started)
             logger.info(
-                "rescored %d accounts in %.2f s",
+                "rescored %d accounts in %.2f s%s",
                 len(batch),
                 self.last_result.seconds,
+                " (full run)" if self.last_result.full else "",
             )
 
     def _next_batch(self) -> dict[str, datetime] | None:
@@ -328,6 +335,20 @@ class RescoreWorker:
                 return None
             chosen = list(self._pending)[: self.max_accounts]
             return {account: self._pending.pop(account) for account in chosen}
+
+    def _update_rollups(self, *, every: bool) -> None:
+        """Compute lagging rollups: those that metrics read, or `every` one."""
+        if not every and not self._read_rollups:
+            return
+        try:
+            changed = self.rollups.apply(None if every else self._read_rollups)
+        except (OSError, ValueError) as exc:
+            # The days stay queued and are tried again before the next batch.
+            logger.error("updating the daily rollups failed: %s", exc)
+            return
+        days = sum(len(found) for found in changed.values())
+        if days:
+            logger.debug("updated the rollups of %d days", days)
 
     def _advance_mark(self, started: datetime) -> None:
         # Rows of accounts still queued are not rescored yet, so the mark stays

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from healthscore.service.auth import Access
+from healthscore.service.data import ProjectData
 
 #: Columns of the accounts table, in order.
 ACCOUNT_TABLE_COLUMNS = [
@@ -47,11 +48,32 @@ def account_table(access: Access, as_of: date) -> pd.DataFrame:
     One row per account with ACCOUNT_TABLE_COLUMNS; attributes that the accounts
     source lacks are empty.
     """
-    data = access.context.data
+    frame = access.context.data.account_frame(as_of)
+    visible = frame[access.filter_ids(frame["account_id"])]
+    return visible.reset_index(drop=True)
+
+
+def account_row(access: Access, as_of: date, account_id: str) -> pd.Series | None:
+    """Return the row of one account of `account_table`, or None without a score.
+
+    The caller checks first that the token can read the account.
+    """
+    frame = access.context.data.account_frame(as_of)
+    if account_id not in frame.index:
+        return None
+    row: pd.Series = frame.loc[account_id]
+    return row
+
+
+def build_account_table(data: ProjectData, as_of: date) -> pd.DataFrame:
+    """Return the accounts table of `as_of` with every scored account.
+
+    Scores of the snapshot, trends and account attributes, one row per account with
+    ACCOUNT_TABLE_COLUMNS.
+    """
     scores = data.table(as_of, "scores")
     frame = scores[["account_id", "score", "band", "scorecard", "coverage"]].copy()
     frame["account_id"] = frame["account_id"].astype(str)
-    frame = frame[access.filter_ids(frame["account_id"])]
     trends = data.trends(as_of).drop(columns=["score"])
     trends = trends.rename(columns={"arrow": "trend"})
     frame = frame.merge(trends, on="account_id", how="left")

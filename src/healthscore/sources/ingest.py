@@ -10,6 +10,9 @@ stores nothing and the error names its file, row and column.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -49,6 +52,66 @@ def event_store(project: Project) -> EventStore:
     """Return the project's event store."""
     config = project.config.store
     return EventStore(project.path(config.events), project.path(config.daily))
+
+
+class RollupUpdates:
+    """Days of the event store whose rollups lag behind their raw rows.
+
+    The web service appends with `rollup=False`, so that a request does not read
+    every part of the day again, and records the days here. `apply` then computes
+    those days' rollups again from their raw parts, off the request path. Until it
+    runs, the rollups (and metrics of `<source>_daily`) miss the newest rows, and
+    retention keeps the lagging days, because it purges a day only when its rollup
+    counts every raw row.
+    """
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.store = event_store(project)
+        self._lock = threading.Lock()
+        self._days: dict[str, set[date]] = {}
+        self.applied_at = time.monotonic()
+
+    def add(self, source: str, days: Iterable[date]) -> None:
+        """Record that rows of `source` were appended to `days` without rollup."""
+        with self._lock:
+            self._days.setdefault(source, set()).update(days)
+
+    def pending(self) -> dict[str, set[date]]:
+        """Return the lagging days per source."""
+        with self._lock:
+            return {source: set(days) for source, days in self._days.items() if days}
+
+    def apply(self, sources: Iterable[str] | None = None) -> dict[str, list[date]]:
+        """Compute the rollups of the lagging days of `sources` (default all) again.
+
+        Returns the days whose rollup changed, per source. A source whose update
+        fails keeps its days, and the error is raised after the other sources.
+        """
+        wanted = None if sources is None else set(sources)
+        with self._lock:
+            taken = {
+                source: days
+                for source, days in self._days.items()
+                if days and (wanted is None or source in wanted)
+            }
+            for source in taken:
+                self._days[source] = set()
+        changed: dict[str, list[date]] = {}
+        failure: Exception | None = None
+        for source, days in taken.items():
+            settings = self.project.config.sources.get(source)
+            numeric = [] if settings is None else numeric_columns(settings)
+            try:
+                changed[source] = self.store.rebuild_rollups(source, numeric, days)
+            except Exception as exc:  # raised after the other sources are updated
+                self.add(source, days)
+                failure = failure or exc
+        if wanted is None:
+            self.applied_at = time.monotonic()
+        if failure is not None:
+            raise failure
+        return changed
 
 
 def ingest_files(project: Project, name: str, files: list[Path]) -> list[IngestedFile]:

@@ -11,8 +11,10 @@ Layout, per store source::
 Every file is written under a temporary name, synced and renamed into place, so a
 reader finds a part or a rollup whole or not at all. The rollup of a day is computed
 again from all of the day's raw parts whenever the day changes, so a rollup left
-stale by a crash is repaired by the next append or erasure. A day is purged only
-when its rollup counts exactly the rows of its raw parts.
+stale by a crash is repaired by the next append or erasure. An append with
+`rollup=False` leaves that to a later `rebuild_rollups`, as the web service does to
+keep the work off its requests. A day is purged only when its rollup counts exactly
+the rows of its raw parts.
 
 `append` takes an Arrow table or a DataFrame, so the command line (`healthscore
 ingest`) and a service that receives events use the same code.
@@ -247,6 +249,7 @@ class EventStore:
         numeric: list[str],
         batch_id: str | None = None,
         origin: str = "",
+        rollup: bool = True,
     ) -> AppendResult:
         """Append checked rows to the raw days of `source` and update their rollups.
 
@@ -264,6 +267,10 @@ class EventStore:
             skipped, so ingesting the same file twice does not double its rows.
         origin : str
             What the rows came from, kept with the batch id.
+        rollup : bool
+            Whether to compute the rollups of the days with raw rows again now.
+            Without it they count only the earlier rows until `rebuild_rollups`
+            runs for those days. Rows of a purged day always go into its rollup.
 
         Raises
         ------
@@ -290,7 +297,9 @@ class EventStore:
                         staged += self._stage_rollup_merge(source, day, part, numeric)
                         result.rollup_only_days.append(day)
                     else:
-                        staged += self._stage_day(source, day, part, numeric)
+                        staged += self._stage_day(
+                            source, day, part, numeric, rollup=rollup
+                        )
                         result.raw_days.append(day)
             except BaseException:
                 for temporary, _ in staged:
@@ -323,12 +332,21 @@ class EventStore:
                 folder.rmdir()  # fails, as it should, unless the folder is empty
 
     def _stage_day(
-        self, source: str, day: date, part: pa.Table, numeric: list[str]
+        self,
+        source: str,
+        day: date,
+        part: pa.Table,
+        numeric: list[str],
+        *,
+        rollup: bool = True,
     ) -> list[tuple[Path, Path]]:
-        """Write a new raw part and the day's new rollup under temporary names."""
+        """Write a new raw part, and with `rollup` the day's new rollup, staged."""
         folder = self._day_dir(source, day)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / _part_name()
+        if not rollup:
+            self._check_fits_last_part(source, day, part)
+            return [(_write_temporary(target, part), target)]
         staged = [(_write_temporary(target, part), target)]
         try:
             existing = [pq.read_table(p) for p in self._parts(source, day)]
@@ -347,6 +365,24 @@ class EventStore:
             staged[0][0].unlink(missing_ok=True)
             raise
         return staged
+
+    def _check_fits_last_part(self, source: str, day: date, part: pa.Table) -> None:
+        """Raise EventStoreError when `part` does not fit the day's newest part.
+
+        Only the newest part is read, so the check costs the same however many parts
+        the day has. It is exact when every part has the same columns, as the parts
+        of one source stored by the service have.
+        """
+        parts = self._parts(source, day)
+        if not parts:
+            return
+        try:
+            pa.unify_schemas([pq.read_schema(parts[-1]), part.schema])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise EventStoreError(
+                f"rows for {source!r} on {day} do not fit the columns stored "
+                f"before: {exc}; convert them to the stored types"
+            ) from None
 
     def _stage_rollup_merge(
         self, source: str, day: date, part: pa.Table, numeric: list[str]
@@ -375,12 +411,19 @@ class EventStore:
         os.replace(_write_temporary(target, rollup), target)
         _fsync_directory(folder)
 
-    def rebuild_rollups(self, source: str, numeric: list[str]) -> list[date]:
-        """Compute the rollup of every raw day again; returns the days changed."""
+    def rebuild_rollups(
+        self, source: str, numeric: list[str], days: set[date] | None = None
+    ) -> list[date]:
+        """Compute the rollup of every raw day (or of `days`) again.
+
+        Returns the days whose rollup changed.
+        """
         changed: list[date] = []
         with self._lock(source):
             self._recover(source)
             for day in self.raw_days(source):
+                if days is not None and day not in days:
+                    continue
                 if day in self.purged_days(source):
                     continue
                 raw = self.read_raw(source, day)

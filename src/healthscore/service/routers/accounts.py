@@ -21,6 +21,7 @@ from healthscore.service.schemas import NoteCreate, OverrideCreate
 from healthscore.service.serialize import alert_json, jsonable
 from healthscore.service.views import (
     SortKey,
+    account_row,
     account_table,
     filter_accounts,
     sort_accounts,
@@ -75,14 +76,13 @@ def get_account(
     """Return one account's score, band, trend and attributes."""
     access.check_account(account_id)
     day = access.context.data.resolve_as_of(as_of)
-    table = account_table(access, day)
-    row = table[table["account_id"] == account_id]
-    if row.empty:
+    row = account_row(access, day, account_id)
+    if row is None:
         raise not_found(
             f"account {account_id!r} has no score as of {day.isoformat()}: it is not "
             "in that date's population"
         )
-    result: dict[str, Any] = jsonable(row.iloc[0].to_dict())
+    result: dict[str, Any] = jsonable(row.to_dict())
     return result
 
 

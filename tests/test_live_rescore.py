@@ -1,0 +1,312 @@
+"""Rescoring of a batch's accounts against the population held by the service."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from healthscore.config import Project
+from healthscore.engine import Engine
+from healthscore.metrics import compute_metrics
+from healthscore.pipeline import score, snapshot_store
+from healthscore.service.ingest import GroupCommitter
+from healthscore.service.live import (
+    AccountSubset,
+    LiveScorer,
+    RescoreProcessError,
+    ScorerProcess,
+    live_project,
+    today,
+)
+from healthscore.sources.ingest import RollupUpdates, event_store
+from healthscore.store.events import EventStoreError
+from project_factory import minimal_config, write_project
+
+ACCOUNTS = """account_id,name,segment,owner,arr
+a1,Acme,enterprise,alice,120000
+a2,Globex,smb,bob,9000
+a3,Initech,smb,bob,4000
+a4,Umbrella,smb,carol,1000
+"""
+
+
+def live_config() -> dict[str, Any]:
+    """Events of the last 28 days scored by percentile and by zscore per segment."""
+    config = minimal_config(store={"state": "sqlite:///.healthscore/state.db"})
+    config["sources"] = {
+        "accounts": {"kind": "accounts", "path": "accounts.csv"},
+        "usage": {"kind": "events", "path": "store"},
+    }
+    config["metrics"] = {
+        "usage_28d": {"type": "count", "source": "usage", "window": "28d"},
+    }
+    config["scorecards"][0]["components"]["usage"]["measures"] = [
+        {
+            "name": "usage_rank",
+            "metric": "usage_28d",
+            "normalize": {"method": "percentile"},
+        },
+        {
+            "name": "usage_z",
+            "metric": "usage_28d",
+            "normalize": {"method": "zscore", "within": "segment"},
+        },
+    ]
+    return config
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return write_project(tmp_path / "p", live_config(), {"accounts.csv": ACCOUNTS})
+
+
+@pytest.fixture
+def scorer(project: Project) -> Any:
+    live = LiveScorer(project)
+    yield live
+    live.close()
+
+
+def add_events(project: Project, counts: dict[str, int]) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    accounts = [account for account, count in counts.items() for _ in range(count)]
+    frame = pd.DataFrame({"account_id": accounts, "timestamp": [now] * len(accounts)})
+    event_store(project).append("usage", frame, numeric=[])
+
+
+def full_run(project: Project) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores and measures of a full run of today, indexed by account."""
+    run = score(live_project(project), today(project), store=False, monitor=False)
+    measures = run.result.measures.set_index(["account_id", "measure"])
+    return run.result.scores.set_index("account_id"), measures
+
+
+def stored(project: Project) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores and measures of today's stored snapshot, indexed by account."""
+    store = snapshot_store(project)
+    scores = store.read(today(project), "scores").set_index("account_id")
+    measures = store.read(today(project), "measures")
+    return scores, measures.set_index(["account_id", "measure"])
+
+
+def test_first_batch_is_full_run(project, scorer):
+    add_events(project, {"a1": 2})
+
+    result = scorer.rescore(["a1"])
+
+    assert result.full
+    assert result.accounts == ["a1"]
+    assert result.population == 4
+
+
+def test_partial_run_matches_full_run(project, scorer):
+    scorer.rescore(["a1"])  # every account has 0 events: the full run of the day
+    add_events(project, {"a1": 3, "a3": 1})
+
+    result = scorer.rescore(["a1", "a3"])
+    scores, measures = stored(project)
+    full_scores, full_measures = full_run(project)
+
+    assert not result.full
+    assert result.accounts == ["a1", "a3"]
+    # Mid-rank percentiles of 3, 1, 0, 0 among four accounts.
+    assert measures.loc[("a1", "usage_rank"), "normalized"] == 87.5
+    assert measures.loc[("a3", "usage_rank"), "normalized"] == 62.5
+    for account in ("a1", "a3"):
+        for measure in ("usage_rank", "usage_z"):
+            key = (account, measure)
+            assert (
+                measures.loc[key, "normalized"] == full_measures.loc[key, "normalized"]
+            )
+        assert scores.loc[account, "score"] == full_scores.loc[account, "score"]
+
+
+def test_partial_run_scores_every_account_held(project, scorer):
+    scorer.rescore(["a1"])
+    add_events(project, {"a2": 4})
+
+    scorer.rescore(["a2"])
+    scores, _ = stored(project)
+    full_scores, _ = full_run(project)
+
+    # The other accounts of the population are scored again with a2's new value.
+    pd.testing.assert_series_equal(
+        scores["score"].sort_index(), full_scores["score"].sort_index()
+    )
+
+
+def test_unqueued_change_is_missed_until_full_run(project):
+    scorer = LiveScorer(project)
+    try:
+        scorer.rescore(["a1"])
+        add_events(project, {"a1": 3, "a3": 3})
+        scorer.rescore(["a1", "a3"])
+        # Rows of a2 that no batch names, as `healthscore ingest` would store them.
+        add_events(project, {"a2": 5, "a3": 0})
+        scorer.rescore(["a3"])
+        _, measures = stored(project)
+        _, full_measures = full_run(project)
+
+        # Held values 3, 3, 0, 0 give a3 rank 3.5 of 4; a full run sees a2 at 5.
+        assert measures.loc[("a3", "usage_rank"), "normalized"] == 75.0
+        assert full_measures.loc[("a3", "usage_rank"), "normalized"] == 50.0
+
+        scorer.full_interval = 0.0
+        result = scorer.rescore(["a3"])
+        _, measures = stored(project)
+    finally:
+        scorer.close()
+
+    assert result.full
+    assert measures.loc[("a3", "usage_rank"), "normalized"] == 50.0
+
+
+def test_replaced_snapshot_forces_full_run(project, scorer):
+    scorer.rescore(["a1"])
+    score(live_project(project), today(project), monitor=False)
+
+    result = scorer.rescore(["a1"])
+
+    assert result.full
+
+
+def test_changed_accounts_file_forces_full_run(project, scorer):
+    scorer.rescore(["a1"])
+    path = project.path("accounts.csv")
+    path.write_text(ACCOUNTS + "a5,Hooli,smb,dan,500\n")
+    stamp = path.stat().st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+    result = scorer.rescore(["a1"])
+
+    assert result.full
+    assert result.population == 5
+
+
+def test_account_subset_filters_every_source(project):
+    add_events(project, {"a1": 2, "a2": 1, "a3": 4})
+    engine = Engine.open(live_project(project))
+    try:
+        subset = AccountSubset(engine.sources, ["a3", "a1", "unknown"])
+        rows = subset.rows("usage").execute()
+        metrics = compute_metrics(live_project(project), subset, today(project))
+    finally:
+        engine.con.disconnect()
+
+    assert sorted(set(rows["account_id"])) == ["a1", "a3"]
+    assert list(metrics.values.index) == ["a1", "a3"]
+    assert metrics.values.loc["a1", "usage_28d"] == 2
+    assert metrics.values.loc["a3", "usage_28d"] == 4
+
+
+# Rollups kept off the request path
+
+
+def _rows(accounts: list[str], day: datetime, value: list[float]) -> pa.Table:
+    return pa.table(
+        {
+            "account_id": accounts,
+            "timestamp": pa.array([day] * len(accounts), pa.timestamp("us")),
+            "value": value,
+        }
+    )
+
+
+def test_append_without_rollup_then_update(project):
+    store = event_store(project)
+    day = datetime(2026, 3, 2, 12)
+    store.append("usage", _rows(["a1"], day, [1.0]), numeric=["value"])
+    updates = RollupUpdates(project)
+    committer = GroupCommitter(store, updates)
+
+    committer.append("usage", _rows(["a1", "a2"], day, [2.0, 5.0]), ["value"])
+    lagging = store.read_rollup("usage").to_pylist()
+    pending = updates.pending()
+    changed = updates.apply()
+    rollup = {row["account_id"]: row for row in store.read_rollup("usage").to_pylist()}
+
+    assert [(row["account_id"], row["rows"]) for row in lagging] == [("a1", 1)]
+    assert pending == {"usage": {day.date()}}
+    assert changed == {"usage": [day.date()]}
+    assert updates.pending() == {}
+    assert rollup["a1"]["rows"] == 2
+    assert rollup["a1"]["value_sum"] == 3.0
+    assert rollup["a2"]["rows"] == 1
+    assert rollup["a2"]["value_max"] == 5.0
+
+
+def test_append_without_rollup_rejects_changed_type(project):
+    store = event_store(project)
+    day = datetime(2026, 3, 2, 12)
+    store.append("usage", _rows(["a1"], day, [1.0]), numeric=["value"], rollup=False)
+    text = _rows(["a1"], day, [1.0]).set_column(2, "value", pa.array(["high"]))
+
+    with pytest.raises(EventStoreError, match="do not fit the columns"):
+        store.append("usage", text, numeric=["value"], rollup=False)
+
+    assert store.read_raw("usage").num_rows == 1
+
+
+def test_rollup_update_failure_keeps_days(project, monkeypatch):
+    updates = RollupUpdates(project)
+    updates.add("usage", [datetime(2026, 3, 2).date()])
+
+    def fail(*_args: Any) -> list[Any]:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(updates.store, "rebuild_rollups", fail)
+    with pytest.raises(OSError, match="disk full"):
+        updates.apply()
+
+    assert updates.pending() == {"usage": {datetime(2026, 3, 2).date()}}
+
+
+def test_new_day_forces_full_run(project, scorer):
+    yesterday = today(project) - timedelta(days=1)
+    scorer.rescore(["a1"], as_of=yesterday)
+
+    result = scorer.rescore(["a1"])
+
+    assert result.full
+    assert result.as_of == today(project)
+
+
+# Scoring in a child process
+
+
+def test_scorer_process_keeps_population(project):
+    scorer = ScorerProcess(project)
+    try:
+        first = scorer.rescore(["a1"])
+        add_events(project, {"a1": 3, "a3": 1})
+        second = scorer.rescore(["a3", "a1"])
+    finally:
+        scorer.close()
+    _, measures = stored(project)
+
+    assert first.full
+    assert not second.full
+    assert second.accounts == ["a1", "a3"]
+    assert measures.loc[("a1", "usage_rank"), "normalized"] == 87.5
+
+
+def test_scorer_process_error_then_restart(project):
+    scorer = ScorerProcess(project)
+    try:
+        scorer.rescore(["a1"])
+        (project.root / "accounts.csv").unlink()
+        with pytest.raises(RescoreProcessError, match=r"SourceError: .*accounts"):
+            scorer.rescore(["a1"])
+        (project.root / "accounts.csv").write_text(ACCOUNTS)
+        result = scorer.rescore(["a1"])
+    finally:
+        scorer.close()
+
+    assert result.full
+    assert result.population == 4
