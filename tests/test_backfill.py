@@ -18,7 +18,7 @@ from healthscore.engine import Engine
 from healthscore.metrics import compute_metrics
 from healthscore.monitoring import backfill as backfill_module
 from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metrics
-from healthscore.monitoring.backfill_sweep import sweep_source_reports
+from healthscore.monitoring.backfill_sweep import SourceSweep, sweep_source_reports
 from healthscore.monitoring.history import config_path, replay
 from healthscore.pipeline import score, scorecard_versions, snapshot_store
 from healthscore.scaffold import create_project
@@ -270,6 +270,32 @@ def test_sweep_of_one_bucketing(tmp_path: Path, names: list[str]) -> None:
     for table in sweep_metrics(project, engine.sources, dates):
         expected = compute_metrics(project, engine.sources, table.as_of)
         _assert_same_metrics(table.values, expected.values, table.as_of)
+
+
+def test_sweep_distinct_counts_across_mask_words(tmp_path: Path) -> None:
+    # Daily dates with windows of 10 and 30 days cut the 150 days into more
+    # segments than two 63-bit mask words contain, so some windows span two words.
+    names = ["users_left", "users_right", "users_ever"]
+    metrics = {name: METRICS[name] for name in names}
+    bounds = {"method": "bounds", "min": 0, "max": 10}
+    card = {"name": "one", "components": {"all": {"weight": 1, "measures": [
+        {"metric": "users_left", "normalize": bounds},
+    ]}}}  # fmt: skip
+    project = _project(tmp_path, metrics=metrics, scorecards=[card])
+    engine = Engine.open(project)
+    dates = backfill_dates(date(2024, 1, 5), date(2024, 6, 1), parse_duration("1d"))
+    points = [as_of_point(project, day) for day in dates]
+    accounts = pd.Index(engine.sources.accounts().index, name="account_id")
+    sweep = SourceSweep(
+        engine.sources, "events", names, project.config.metrics, points, accounts
+    )
+    assert max(int(part.high.max()) for part in sweep.sweeps) > 2 * 63
+    swept = list(sweep_metrics(project, engine.sources, dates))
+    assert len(swept) == len(dates)
+    for table in swept:
+        expected = compute_metrics(project, engine.sources, table.as_of)
+        _assert_same_metrics(table.values, expected.values, table.as_of)
+    assert max(table.values["users_left"].max() for table in swept) > 1
 
 
 def test_sweep_sees_every_metric_type(sweep_project: Project) -> None:

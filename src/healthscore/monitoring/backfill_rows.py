@@ -48,6 +48,8 @@ class DatedMetrics:
     """Position in `dates` of each row's date."""
     account_ids: pd.Index
     """Account id of each row, named `account_id`."""
+    id_ranks: np.ndarray
+    """Rank of each row's account id among all account ids in sorted order."""
     values: pd.DataFrame
     """Metric values, one column per metric in configuration order, RangeIndex."""
     accounts: pd.DataFrame
@@ -90,9 +92,10 @@ def sweep_metric_rows(
 class MetricSweep:
     """Every metric of a project at every date of a grid, from one scan per source.
 
-    Building it scans the sources and keeps per-account, per-day partial aggregates
-    (see `backfill_sweep`). `rows` then computes the values of any run of dates
-    without reading the sources again, so a long grid can be handled in batches.
+    Building it scans the sources and keeps partial aggregates per account and
+    segment between window edges (see `backfill_sweep`). `rows` then computes the
+    values of any run of dates without reading the sources again, so a long grid
+    can be handled in batches.
     """
 
     def __init__(
@@ -109,6 +112,8 @@ class MetricSweep:
         metrics = project.config.metrics
         self.usable = sources.accounts()
         self.all_accounts = pd.Index(self.usable.index, name="account_id")
+        self.id_ranks = np.empty(len(self.all_accounts), dtype=np.int64)
+        self.id_ranks[self.all_accounts.argsort()] = np.arange(len(self.all_accounts))
         # Every scored account is a usable account, so each has a position.
         self.positions = [
             self.all_accounts.get_indexer(
@@ -162,6 +167,7 @@ class MetricSweep:
             offsets=np.concatenate([[0], np.cumsum(sizes)]),
             codes=codes,
             account_ids=self.all_accounts[row_positions],
+            id_ranks=self.id_ranks[row_positions],
             values=values,
             accounts=self.usable.iloc[row_positions],
         )

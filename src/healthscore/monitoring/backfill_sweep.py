@@ -2,18 +2,25 @@
 
 Every as-of point falls on a midnight of the project zone, and every window edge is a
 whole number of days or calendar months before it, so a window is a range of whole
-days. The scan therefore reduces the rows to per-account, per-day partial aggregates
-once, and each date's value comes from those partials:
+days. The edges of all windows of all dates cut the time line into segments, and
+each window is a run of whole segments. The scan therefore reduces the rows to
+per-account, per-segment partial aggregates once, and each date's value comes from
+those partials:
 
 - counts and sums: the difference of two running totals per account;
-- minimum and maximum: a reduction over the days of the window;
-- latest value, days since, first milestone: the last or first day before the end;
-- distinct counts: each distinct (account, value, day) triple adds one to the dates
-  whose window contains its day, counted once per (account, value) and date.
+- minimum and maximum: a reduction over the segments of the window;
+- latest value, days since, first milestone: the last or first segment before the
+  end;
+- distinct counts: one bit mask per (account, value) of the segments it was seen
+  in, so a value counts at a date when its mask meets the date's window.
+
+With weekly dates and windows of whole weeks, a segment is one week, so the scan
+keeps about one row per account and week instead of one per account and day.
 
 A right-closed window (start, end] keeps a row stamped exactly at midnight with the
 day before, so rows are bucketed by the day of `timestamp - 1 microsecond` for it.
-The cost grows with the rows and the account-days, not with the dates times windows.
+The cost grows with the rows and the account-segments, not with the dates times
+windows.
 
 `sweep_source_reports` does the same for the per-source report of rows used and
 excluded: only the count of rows stamped after the point changes between points.
@@ -21,7 +28,7 @@ excluded: only the count of rows stamped after the point changes between points.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 import ibis
@@ -51,13 +58,15 @@ from healthscore.sources import (
 from healthscore.sources.reader import quote
 
 _EPOCH = datetime(1970, 1, 1)
-# Day numbers are shifted by this much inside sort keys so that they stay positive.
-# A shifted day of 0 is the lower edge of a metric without a window.
+# Day numbers are shifted by this much so that they stay positive. A shifted day of 0
+# is the lower edge of a metric without a window.
 _DAY_OFFSET = 1 << 30
 _ACCOUNT_SHIFT = 32
-_LEFT_DAY = "_left_day"
+_LEFT_SEGMENT = "_left_segment"
 _CODE = "_code"
-_RIGHT_DAY = "_right_day"
+_RIGHT_SEGMENT = "_right_segment"
+# Segments per word of a distinct-count mask: 63 keeps every mask a positive BIGINT.
+_WORD_BITS = 63
 
 
 def day_number(moment: datetime | date) -> int:
@@ -69,7 +78,7 @@ def day_number(moment: datetime | date) -> int:
 
 @dataclass(frozen=True)
 class _Sweep:
-    """One requested column over all dates: its metric and each date's day range."""
+    """One requested column over all dates: its metric and each date's window."""
 
     column: str
     metric: MetricConfig
@@ -79,14 +88,18 @@ class _Sweep:
     """First day of each date's window, shifted by _DAY_OFFSET (0: no lower edge)."""
     ends: np.ndarray
     """Day after the last day of each date's window, shifted by _DAY_OFFSET."""
+    low: np.ndarray
+    """First segment of each date's window (0 without a lower edge)."""
+    high: np.ndarray
+    """Segment after the last segment of each date's window."""
 
     @property
     def bounded(self) -> bool:
         return bool(self.starts.min() > 0)
 
     @property
-    def day_column(self) -> str:
-        return _RIGHT_DAY if self.right_closed else _LEFT_DAY
+    def segment_column(self) -> str:
+        return _RIGHT_SEGMENT if self.right_closed else _LEFT_SEGMENT
 
 
 def _sweep(
@@ -105,6 +118,7 @@ def _sweep(
             starts.append(day_number(span.start) + _DAY_OFFSET)
             ends.append(day_number(span.end) + _DAY_OFFSET)
     right = first.span is not None and first.span.closed == "right"
+    empty = np.zeros(0, dtype=np.int64)
     return _Sweep(
         column=first.column,
         metric=first.metric,
@@ -112,6 +126,8 @@ def _sweep(
         right_closed=right,
         starts=np.asarray(starts, dtype=np.int64),
         ends=np.asarray(ends, dtype=np.int64),
+        low=empty,
+        high=empty,
     )
 
 
@@ -128,6 +144,49 @@ def _metric_kind(metric: MetricConfig) -> str:
         return "last"
     assert isinstance(metric, MilestoneMetric)
     return "first"
+
+
+class _Segments:
+    """The segments that the window edges of every sweep cut the days into.
+
+    `edges` are the sorted distinct window edges (shifted days). Segment 0 contains
+    the days before the first edge, segment `k` the days from `edges[k - 1]` up to
+    `edges[k]`, and the last segment the days from the last edge on. A window
+    [start, end) is then the segments from `segments_of(start)` up to
+    `segments_of(end)`.
+    """
+
+    def __init__(self, sweeps: list[_Sweep]) -> None:
+        edges = [sweep.ends for sweep in sweeps]
+        edges += [sweep.starts[sweep.starts > 0] for sweep in sweeps]
+        self.edges = np.unique(np.concatenate(edges))
+        self.count = len(self.edges) + 1
+        """Number of segments."""
+
+    def segments_of(self, days: np.ndarray) -> np.ndarray:
+        """Segment of each shifted day."""
+        return np.searchsorted(self.edges, days, side="right").astype(np.int64)
+
+    def place(self, sweep: _Sweep) -> _Sweep:
+        """Return `sweep` with the segment range of each date's window."""
+        low = np.where(sweep.starts > 0, self.segments_of(sweep.starts), 0)
+        return replace(sweep, low=low, high=self.segments_of(sweep.ends))
+
+    def expression(self, day: ibis.DateValue) -> ibis.IntegerValue:
+        """Segment of each day, as a database expression."""
+        number = day.epoch_days()
+        first = int(self.edges[0]) - _DAY_OFFSET
+        last = int(self.edges[-1]) - _DAY_OFFSET
+        inside: ibis.IntegerValue = ibis.literal(1, type="int32")
+        if last > first:
+            # The segment of each day from the first edge up to the last one.
+            lookup = self.segments_of(np.arange(first, last) + _DAY_OFFSET).tolist()
+            array = ibis.literal(lookup, type="array<int32>")
+            inside = array[(number - first).cast("int32")]
+        segment = ibis.cases(
+            (number < first, 0), (number >= last, len(self.edges)), else_=inside
+        )
+        return segment.cast("int32")
 
 
 class SourceSweep:
@@ -159,14 +218,23 @@ class SourceSweep:
         accounts: pd.Index,
     ) -> None:
         self.accounts = accounts
-        self.sweeps = [_sweep(name, metrics, points) for name in names]
+        sweeps = [_sweep(name, metrics, points) for name in names]
+        segments = _Segments(sweeps)
+        self.sweeps = [segments.place(sweep) for sweep in sweeps]
         table = sources.rows(source_name, points[-1])
         if "timestamp" not in table.columns:
             table = table.mutate(timestamp=table.start.cast("timestamp"))
+        bucketings = {sweep.segment_column for sweep in self.sweeps}
+        days = {
+            _LEFT_SEGMENT: lambda: table.timestamp.date(),
+            _RIGHT_SEGMENT: lambda: (
+                table.timestamp - ibis.interval(microseconds=1)
+            ).date(),
+        }
         table = table.mutate(
             **{
-                _LEFT_DAY: table.timestamp.date(),
-                _RIGHT_DAY: (table.timestamp - ibis.interval(microseconds=1)).date(),
+                column: segments.expression(days[column]())
+                for column in sorted(bucketings)
             }
         )
         self._bases = np.arange(len(accounts), dtype=np.int64) << _ACCOUNT_SHIFT
@@ -192,7 +260,7 @@ class SourceSweep:
         for sweep in self.sweeps:
             if sweep.kind == "distinct":
                 self._distinct[sweep.column] = _distinct_counts(
-                    table, sweep, positions, len(accounts)
+                    table, sweep, positions, len(accounts), segments.count
                 )
 
     def frame(
@@ -248,11 +316,11 @@ def _days_before(days: np.ndarray, moments: np.ndarray) -> np.ndarray:
 def _scan_partials(
     table: ibis.Table, sweeps: list[_Sweep], positions: ibis.Table
 ) -> pd.DataFrame:
-    """Per account and day, the partial aggregates of each sweep.
+    """Per account and segment, the partial aggregates of each sweep.
 
-    The rows are grouped by the day of each bucketing that a sweep uses. The
+    The rows are grouped by the segment of each bucketing that a sweep uses. The
     account ids become their positions (column `code`, from the `positions`
-    table) and the days become shifted day numbers.
+    table).
     """
     lower = min(int(s.starts.min()) for s in sweeps)
     if lower > 0:
@@ -265,32 +333,23 @@ def _scan_partials(
     for index, sweep in enumerate(sweeps):
         aggregations.update(_partial_columns(table, index, sweep, namespace))
     # Grouping by only the bucketing that the sweeps use gives one row per account
-    # and day, which spares merging the rows of the two bucketings later.
-    day_columns = sorted({sweep.day_column for sweep in sweeps})
-    grouped = table.group_by(["account_id", *day_columns]).aggregate(**aggregations)
+    # and segment, which spares merging the rows of the two bucketings later.
+    segment_columns = sorted({sweep.segment_column for sweep in sweeps})
+    grouped = table.group_by(["account_id", *segment_columns]).aggregate(**aggregations)
     coded = grouped.join(positions, "account_id").drop("account_id")
-    if len(day_columns) == 1:
-        # Sorted once here for every sweep (see _sorted_days).
-        coded = coded.order_by([_CODE, day_columns[0]])
-    result = coded.to_pyarrow()
-    days = {column: _arrow_day_numbers(result[column]) for column in day_columns}
-    frame = result.drop_columns(list(days)).to_pandas()
-    for column, numbers in days.items():
-        frame[column] = numbers
+    if len(segment_columns) == 1:
+        # Sorted once here for every sweep (see _sorted_segments).
+        coded = coded.order_by([_CODE, segment_columns[0]])
+    frame = coded.to_pyarrow().to_pandas()
+    for column in segment_columns:
+        frame[column] = frame[column].to_numpy(np.int64)
     frame["code"] = frame.pop(_CODE).to_numpy(np.int64)
     return frame
 
 
-def _arrow_day_numbers(days: pa.ChunkedArray) -> np.ndarray:
-    """Shifted day numbers of an Arrow column of dates (date32: days since 1970)."""
-    numbers = pc.cast(days, pa.int32()).to_numpy().astype(np.int64)
-    return numbers + _DAY_OFFSET
-
-
-def _day_numbers(days: pd.Series) -> np.ndarray:
-    """Shifted day numbers of a column of dates."""
-    numbers = pd.to_datetime(days).to_numpy("datetime64[D]").astype(np.int64)
-    return numbers + _DAY_OFFSET
+def _date_numbers(days: pa.ChunkedArray) -> np.ndarray:
+    """Days since 1970-01-01 of an Arrow column of dates; nulls become 0."""
+    return pc.cast(days, pa.int32()).fill_null(0).to_numpy().astype(np.int64)
 
 
 def _partial_columns(
@@ -325,20 +384,20 @@ def _partial_columns(
 
 @dataclass
 class _Partials:
-    """One sweep's partial aggregates per account and day, sorted by both."""
+    """One sweep's partial aggregates per account and segment, sorted by both."""
 
     keys: np.ndarray
-    """(account code << 32) | shifted day, ascending."""
+    """(account code << 32) | segment, ascending."""
     values: np.ndarray
-    """Running totals (with a leading 0) or the value of each day."""
+    """Running totals (with a leading 0) or the value of each segment."""
     counts: np.ndarray | None = None
     """Running counts of non-missing values, for means."""
 
     @classmethod
     def build(cls, frame: pd.DataFrame, index: int, sweep: _Sweep) -> _Partials:
-        merged = _merge_days(frame, index, sweep)
+        merged = _merge_segments(frame, index, sweep)
         keys = (merged["code"].to_numpy(np.int64) << _ACCOUNT_SHIFT) | merged[
-            "day"
+            "segment"
         ].to_numpy(np.int64)
         if sweep.kind in ("count", "sum", "mean"):
             totals = _running(merged["value"].to_numpy("float64"))
@@ -355,8 +414,8 @@ class _Partials:
 
     def at(self, sweep: _Sweep, codes: np.ndarray, bases: np.ndarray) -> np.ndarray:
         """Return the value of each account (`bases`) at its point (`codes`)."""
-        low = np.searchsorted(self.keys, bases | sweep.starts[codes])
-        high = np.searchsorted(self.keys, bases | sweep.ends[codes])
+        low = np.searchsorted(self.keys, bases | sweep.low[codes])
+        high = np.searchsorted(self.keys, bases | sweep.high[codes])
         if sweep.kind in ("count", "sum"):
             return self.values[high] - self.values[low]
         if sweep.kind == "mean":
@@ -368,7 +427,7 @@ class _Partials:
         if sweep.kind in ("min", "max"):
             return self._extreme(sweep, low, high)
         if sweep.kind == "first":
-            # The account's first day, when it lies before the end of the window.
+            # The account's first segment, when it lies before the end of the window.
             return self._pick(low, high > low)
         return self._pick(high - 1, high > low)
 
@@ -396,47 +455,51 @@ def _running(values: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.nan_to_num(values, nan=0.0))])
 
 
-def _merge_days(frame: pd.DataFrame, index: int, sweep: _Sweep) -> pd.DataFrame:
-    """Partials of one sweep per (account code, day) of its bucketing, sorted."""
+def _merge_segments(frame: pd.DataFrame, index: int, sweep: _Sweep) -> pd.DataFrame:
+    """Partials of one sweep per (account code, segment) of its bucketing, sorted."""
     part = pd.DataFrame(
-        {"code": frame["code"].to_numpy(), "day": frame[sweep.day_column].to_numpy()}
+        {
+            "code": frame["code"].to_numpy(),
+            "segment": frame[sweep.segment_column].to_numpy(),
+        }
     )
-    if _LEFT_DAY not in frame.columns or _RIGHT_DAY not in frame.columns:
-        # Grouped by this bucketing alone: each (account, day) has one row already.
-        return _sorted_days(part, frame, index, sweep)
+    if _LEFT_SEGMENT not in frame.columns or _RIGHT_SEGMENT not in frame.columns:
+        # Grouped by this bucketing alone: each (account, segment) has one row.
+        return _sorted_segments(part, frame, index, sweep)
     kind = sweep.kind
+    keys = ["code", "segment"]
     if kind == "count":
         part["value"] = frame[f"c{index}"].to_numpy("float64")
         part = part[part["value"] > 0]
-        merged = part.groupby(["code", "day"], sort=True).sum()
+        merged = part.groupby(keys, sort=True).sum()
     elif kind in ("sum", "mean"):
         part["value"] = frame[f"s{index}"].to_numpy("float64")
         part["count"] = frame[f"n{index}"].to_numpy("float64")
         part = part[part["count"] > 0]
-        merged = part.groupby(["code", "day"], sort=True).sum()
+        merged = part.groupby(keys, sort=True).sum()
     elif kind in ("min", "max"):
         part["value"] = frame[f"m{index}"].to_numpy("float64")
         part = part[part["value"].notna()]
-        merged = part.groupby(["code", "day"], sort=True).agg(kind)
+        merged = part.groupby(keys, sort=True).agg(kind)
     elif kind == "latest":
         part["value"] = frame[f"v{index}"].to_numpy()
         part["time"] = frame[f"t{index}"].to_numpy()
-        part = part[part["time"].notna()].sort_values(["code", "day", "time"])
+        part = part[part["time"].notna()].sort_values([*keys, "time"])
         # The newest row's value, kept even when it is missing (unlike `last()`).
-        merged = part.drop_duplicates(["code", "day"], keep="last")
-        merged = merged.set_index(["code", "day"])[["value"]]
+        merged = part.drop_duplicates(keys, keep="last")
+        merged = merged.set_index(keys)[["value"]]
     else:
         part["value"] = pd.to_datetime(frame[f"t{index}"]).to_numpy()
         part = part[part["value"].notna()]
         reduction = "max" if kind == "last" else "min"
-        merged = part.groupby(["code", "day"], sort=True).agg(reduction)
+        merged = part.groupby(keys, sort=True).agg(reduction)
     return merged.reset_index()
 
 
-def _sorted_days(
+def _sorted_segments(
     part: pd.DataFrame, frame: pd.DataFrame, index: int, sweep: _Sweep
 ) -> pd.DataFrame:
-    """Partials of one sweep from rows unique per (account, day), sorted by both."""
+    """Partials of one sweep from rows unique per (account, segment), sorted."""
     kind = sweep.kind
     if kind == "count":
         part["value"] = frame[f"c{index}"].to_numpy("float64")
@@ -454,14 +517,23 @@ def _sorted_days(
     else:
         part["value"] = pd.to_datetime(frame[f"t{index}"]).to_numpy()
         keep = part["value"].notna()
-    # The scan sorted the rows by account and day already.
+    # The scan sorted the rows by account and segment already.
     return part[np.asarray(keep, dtype=bool)].reset_index(drop=True)
 
 
 def _distinct_counts(
-    table: ibis.Table, sweep: _Sweep, positions: ibis.Table, accounts: int
+    table: ibis.Table,
+    sweep: _Sweep,
+    positions: ibis.Table,
+    accounts: int,
+    segments: int,
 ) -> np.ndarray:
-    """Distinct values in each date's window: an (accounts, dates) array of counts."""
+    """Distinct values in each date's window: an (accounts, dates) array of counts.
+
+    The database reduces the rows to one bit mask per (account, value, word) of the
+    segments the value was seen in, with `_WORD_BITS` segments per word. A value
+    counts at a date when one of its masks meets the mask of the date's window.
+    """
     metric = sweep.metric
     assert isinstance(metric, DistinctCountMetric)
     namespace = {column: table[column] for column in table.columns}
@@ -469,41 +541,60 @@ def _distinct_counts(
     condition = value.notnull()
     if metric.where:
         condition = condition & parse_expression(metric.where).evaluate(namespace)
-    triples = (
-        table.filter(condition)
-        .select(account_id=table.account_id, day=table[sweep.day_column], value=value)
-        .distinct()
+    segment = table[sweep.segment_column]
+    seen = table.filter(condition).select(
+        account_id=table.account_id,
+        value=value,
+        word=segment // _WORD_BITS,
+        bit=ibis.literal(1, type="int64") << (segment % _WORD_BITS).cast("int64"),
     )
-    # The database finds the previous day with the same account and value, so the
-    # triples need no sorting here.
-    window = ibis.window(group_by=["account_id", "value"], order_by="day")
-    coded = (
-        triples.mutate(previous=triples.day.lag().over(window))
-        .join(positions, "account_id")
-        .select(_CODE, "day", "previous")
-        .to_pyarrow()
+    masks = seen.group_by(["account_id", "value", "word"]).aggregate(
+        mask=seen.bit.bit_or()
     )
+    words = (segments - 1) // _WORD_BITS + 1
+    if words > 1:
+        # The previous word of the same (account, value), so that a value seen in
+        # two words of one window is counted once.
+        window = ibis.window(group_by=["account_id", "value"], order_by="word")
+        masks = masks.mutate(
+            previous_word=masks.word.lag().over(window),
+            previous_mask=masks.mask.lag().over(window),
+        )
+    columns = [_CODE, "word", "mask"]
+    if words > 1:
+        columns += ["previous_word", "previous_mask"]
+    coded = masks.join(positions, "account_id").select(*columns).to_pyarrow()
     codes = coded[_CODE].to_numpy().astype(np.int64)
-    days = _arrow_day_numbers(coded["day"])
-    repeated = coded["previous"].is_valid().to_numpy(zero_copy_only=False)
-    previous = _arrow_day_numbers(coded["previous"].fill_null(coded["day"]))
+    word = coded["word"].to_numpy().astype(np.int64)
+    mask = coded["mask"].to_numpy().astype(np.int64)
+    windows = _window_masks(sweep, words)
+    counts = np.zeros((accounts, len(sweep.high)), dtype=np.int32)
+    if words == 1:
+        for index in range(len(sweep.high)):
+            hit = (mask & windows[0, index]) != 0
+            counts[:, index] = np.bincount(codes[hit], minlength=accounts)
+        return counts
+    previous_word = coded["previous_word"].fill_null(0).to_numpy().astype(np.int64)
+    previous_mask = coded["previous_mask"].fill_null(0).to_numpy().astype(np.int64)
+    for index in range(len(sweep.high)):
+        hit = (mask & windows[word, index]) != 0
+        # The nearest earlier word also meets a window that spans both words, and
+        # such a value is counted there.
+        hit &= (previous_mask & windows[previous_word, index]) == 0
+        counts[:, index] = np.bincount(codes[hit], minlength=accounts)
+    return counts
 
-    # Dates whose window [start, end) contains the day: end > day and start <= day.
-    # Both edges grow with the date, so these dates form one range per triple.
-    first = np.searchsorted(sweep.ends, days, side="right")
-    after = np.searchsorted(sweep.starts, days, side="right")
-    # A later day of the same (account, value) only adds the dates not counted
-    # yet: those after the dates whose windows contain its previous day.
-    previous_after = np.searchsorted(sweep.starts, previous, side="right")
-    first = np.where(repeated, np.maximum(first, previous_after), first)
-    adds = first < after
 
-    width = len(sweep.ends) + 1
-    size = accounts * width
-    increments = np.bincount(codes[adds] * width + first[adds], minlength=size)
-    decrements = np.bincount(codes[adds] * width + after[adds], minlength=size)
-    steps = (increments - decrements).reshape(accounts, width)
-    return np.cumsum(steps, axis=1)[:, :-1]
+def _window_masks(sweep: _Sweep, words: int) -> np.ndarray:
+    """Bits of each date's window segments: a (words, dates) array of masks."""
+    masks = np.zeros((words, len(sweep.high)), dtype=np.int64)
+    for word in range(words):
+        first = word * _WORD_BITS
+        low = np.clip(sweep.low - first, 0, _WORD_BITS)
+        high = np.clip(sweep.high - first, 0, _WORD_BITS)
+        for index, (start, stop) in enumerate(zip(low, high, strict=True)):
+            masks[word, index] = (1 << int(stop)) - (1 << int(start))
+    return masks
 
 
 # Source reports
@@ -574,34 +665,61 @@ class _SourceReports:
         self.late_after = np.zeros(1, dtype=np.int64)
         self.late_examples: pd.DataFrame | None = None
         if self.kind != "accounts":
-            self._count_usable_days()
-            self.late_examples = self._late_examples()
+            self._scan_usable_days()
 
-    def _count_usable_days(self) -> None:
-        """Count the rows a point can exclude as late, per day."""
+    def _scan_usable_days(self) -> None:
+        """Count the rows a point can exclude as late per day, and keep examples.
+
+        One scan groups the usable rows by day and file. It counts them, and keeps
+        the first few rows (by row number) of each day and file: the first rows
+        after any point are among them.
+        """
         query = (
-            f"SELECT {self.day_sql} AS day, count(*) FROM {self.relation} "
+            f"SELECT {self.day_sql} AS day, _file, count(*), "
+            f"min(_row, {_EXAMPLES_PER_REASON}) FROM {self.relation} "
             f"WHERE {_USABLE_SQL.format(accounts=self.sources.accounts_name)} "
             "GROUP BY ALL"
         )
-        frame = self.sources.con.con.execute(query).df()
-        frame.columns = ["day", "rows"]
-        if int(frame["rows"].sum()) != self.usable:
+        con = self.sources.con.con
+        grouped = con.sql(query).to_arrow_table()
+        days, files, rows, firsts = grouped.columns
+        rows_per_group = rows.to_numpy().astype(np.int64)
+        if int(rows_per_group.sum()) != self.usable:
             raise RuntimeError(
-                f"source {self.name!r}: {int(frame['rows'].sum())} rows have a known "
+                f"source {self.name!r}: {int(rows_per_group.sum())} rows have a known "
                 f"account and no problem, but the source report uses {self.usable}; "
                 "so the late rows cannot be counted for all dates at once; score the "
                 "dates one by one with `healthscore score --as-of`"
             )
-        dated = frame[frame["day"].notna()]
-        if dated.empty:
-            return
-        days = _day_numbers(dated["day"]) - _DAY_OFFSET
-        order = np.argsort(days, kind="stable")
-        self.late_days = days[order]
-        rows = dated["rows"].to_numpy(np.int64)[order]
-        # late_after[i] is the number of usable rows on late_days[i:].
-        self.late_after = np.concatenate([np.cumsum(rows[::-1])[::-1], [0]])
+        dated = days.is_valid().to_numpy(zero_copy_only=False)
+        day_numbers = _date_numbers(days)
+        if dated.any():
+            unique_days, inverse = np.unique(day_numbers[dated], return_inverse=True)
+            per_day = np.bincount(inverse, weights=rows_per_group[dated])
+            self.late_days = unique_days
+            # late_after[i] is the number of usable rows on late_days[i:].
+            after = np.cumsum(per_day[::-1])[::-1].astype(np.int64)
+            self.late_after = np.concatenate([after, [0]])
+
+        # One row per example: the day and file of its group, and its row number.
+        lengths = pc.list_value_length(firsts).to_numpy(zero_copy_only=False)
+        group = np.repeat(np.arange(len(lengths)), lengths)
+        keep = dated[group]
+        frame = pd.DataFrame(
+            {
+                "file": np.asarray(files.to_pylist(), dtype=object)[group[keep]],
+                "row": pc.list_flatten(firsts).to_numpy().astype(np.int64)[keep],
+                "day": day_numbers[group[keep]],
+            }
+        )
+        if self.loaded.running_rows:
+            # `_row` runs across files; reports number rows within each file.
+            first_rows = con.execute(
+                f"SELECT _file, min(_row) FROM {self.relation} GROUP BY _file"
+            ).fetchall()
+            starts = frame["file"].map(dict(first_rows))
+            frame["row"] = frame["row"] - starts + 1
+        self.late_examples = frame.sort_values(["file", "row"], kind="stable")
 
     def at(self, index: int) -> SourceReport:
         """Build the report at the `index`-th point."""
@@ -627,35 +745,6 @@ class _SourceReports:
             excluded=excluded,
             examples=examples,
         )
-
-    def _late_examples(self) -> pd.DataFrame:
-        """Select the first few usable rows (by file and row) of each day after a point.
-
-        The first rows after a point are among the first rows of their days, so
-        these are enough for every point.
-        """
-        con = self.sources.con.con
-        lowest = (_EPOCH + pd.Timedelta(days=int(self.thresholds.min()))).date()
-        query = (
-            f"WITH dated AS (SELECT _file, _row, {self.day_sql} AS day "
-            f"FROM {self.relation} "
-            f"WHERE {_USABLE_SQL.format(accounts=self.sources.accounts_name)}), "
-            "ranked AS (SELECT *, row_number() OVER (PARTITION BY day "
-            "ORDER BY _file, _row) AS rank FROM dated "
-            f"WHERE day >= DATE '{lowest.isoformat()}') "
-            f"SELECT _file, _row, day FROM ranked WHERE rank <= {_EXAMPLES_PER_REASON}"
-        )
-        frame = con.execute(query).df()
-        frame.columns = ["file", "row", "day"]
-        frame["day"] = _day_numbers(frame["day"]) - _DAY_OFFSET
-        if self.loaded.running_rows:
-            # `_row` runs across files; reports number rows within each file.
-            first_rows = con.execute(
-                f"SELECT _file, min(_row) FROM {self.relation} GROUP BY _file"
-            ).fetchall()
-            starts = frame["file"].map(dict(first_rows))
-            frame["row"] = frame["row"] - starts + 1
-        return frame.sort_values(["file", "row"], kind="stable")
 
     def _late_at(self, threshold: int) -> list[ExcludedRow]:
         assert self.late_examples is not None

@@ -161,15 +161,16 @@ def _metric_tables(metrics: DatedMetrics) -> list[pa.Table]:
         labels.extend(str(unique) for unique in uniques)
 
     # Within each date, accounts in the order of their ids, as sort_values gives.
-    id_codes, unique_ids = pd.factorize(metrics.account_ids)
-    ranks = np.empty(len(unique_ids), dtype=np.int64)
-    ranks[unique_ids.argsort()] = np.arange(len(unique_ids))
-    order = np.lexsort((ranks[id_codes], metrics.codes))
+    ranks = metrics.id_ranks
+    order = _date_and_id_order(metrics.codes, ranks)
 
+    # The ids are taken from the batch's distinct ids, a small array.
+    present, first_rows = np.unique(ranks, return_index=True)
     ids = pa.array(
-        np.asarray(metrics.account_ids, dtype=object)[order], type=pa.large_string()
+        np.asarray(metrics.account_ids[first_rows], dtype=object),
+        type=pa.large_string(),
     )
-    repeated = np.repeat(np.arange(count), width)
+    repeated = np.repeat(np.searchsorted(present, ranks[order]), width)
     long_table = pa.table(
         {
             "account_id": ids.take(pa.array(repeated)),
@@ -193,6 +194,17 @@ def _metric_tables(metrics: DatedMetrics) -> list[pa.Table]:
         )
         for index in range(len(metrics.dates))
     ]
+
+
+def _date_and_id_order(codes: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Positions of the rows sorted by date code, then by account id rank."""
+    if len(codes) < 2:
+        return np.arange(len(codes))
+    rising = (np.diff(ranks) > 0) | (np.diff(codes) > 0)
+    if bool(rising.all()) and bool((np.diff(codes) >= 0).all()):
+        # MetricSweep gives each date's rows in the order of their ids already.
+        return np.arange(len(codes))
+    return np.lexsort((ranks, codes))
 
 
 def _text_values(
