@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 # Size of the benchmark run: `make bench BENCH_EVENTS=20000000 BENCH_ACCOUNTS=200000`.
+# The results go to benchmarks/results/<events>.json, and docs/benchmarks.png is
+# drawn again from every file there.
 BENCH_EVENTS ?= 2000000
 BENCH_ACCOUNTS ?= 20000
 BENCH_REPEAT ?= 3
@@ -38,4 +40,6 @@ docs: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/run.py --events $(BENCH_EVENTS) \
-		--accounts $(BENCH_ACCOUNTS) --repeat $(BENCH_REPEAT)
+		--accounts $(BENCH_ACCOUNTS) --repeat $(BENCH_REPEAT) \
+		--json benchmarks/results/$(BENCH_EVENTS).json
+	$(BIN)/python benchmarks/plot.py

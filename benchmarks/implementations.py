@@ -9,6 +9,10 @@ in a fresh process per run, so the peak memory of the process belongs to one
 implementation. The child imports the implementation's libraries, times only the
 call, writes the result to RESULT_FILE (Parquet) and prints one JSON line with the
 wall-clock and CPU seconds on stdout.
+
+When the environment variable BENCH_DUCKDB_MEMORY_LIMIT is set (run.py's
+``--memory-limit``), every DuckDB connection, healthscore's included, gets that
+memory limit and spills to the folder in BENCH_DUCKDB_TEMP_DIRECTORY.
 """
 
 from __future__ import annotations
@@ -16,20 +20,36 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from metric_set import AS_OF, METRICS, window_bounds
 
+if TYPE_CHECKING:
+    import duckdb
+
 #: Exit status of a child whose implementation cannot run in this installation,
 #: because a module it needs is missing or fails to import.
 NOT_AVAILABLE_STATUS = 3
+
+#: Environment variables that carry run.py's `--memory-limit` to the children: the
+#: DuckDB memory limit, and the folder that DuckDB spills to.
+MEMORY_LIMIT_VARIABLE = "BENCH_DUCKDB_MEMORY_LIMIT"
+TEMP_DIRECTORY_VARIABLE = "BENCH_DUCKDB_TEMP_DIRECTORY"
+
+#: Data files of a generated data set, linked into project copies.
+DATA_FILES = ("accounts.parquet", "events.parquet")
 
 
 class NotAvailableError(RuntimeError):
@@ -44,6 +64,65 @@ class Implementation:
     compute: Callable[[Path, date], pd.DataFrame]
     modules: tuple[str, ...]
     hand_written: bool
+
+
+def duckdb_limits() -> dict[str, str]:
+    """Return the DuckDB settings that run.py passed through the environment."""
+    limit = os.environ.get(MEMORY_LIMIT_VARIABLE)
+    if not limit:
+        return {}
+    settings = {"memory_limit": limit}
+    temp_directory = os.environ.get(TEMP_DIRECTORY_VARIABLE)
+    if temp_directory:
+        settings["temp_directory"] = temp_directory
+    return settings
+
+
+def _duckdb_connect() -> duckdb.DuckDBPyConnection:
+    """Open an in-memory DuckDB connection with the limits of duckdb_limits()."""
+    import duckdb
+
+    connection = duckdb.connect()
+    for name, value in duckdb_limits().items():
+        connection.execute(f"SET {name} = ?", [value])
+    return connection
+
+
+def write_project_copy(data: Path, target: Path, engine: dict[str, object]) -> Path:
+    """Write a copy of the generated project into `target` with these engine settings.
+
+    The data files are symbolic links, so the copy costs no disk space. The settings
+    become the `engine` mapping of the copy's healthscore.yml.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for name in DATA_FILES:
+        link = target / name
+        link.unlink(missing_ok=True)
+        link.symlink_to((data / name).resolve())
+    text = (data / "healthscore.yml").read_text(encoding="utf-8")
+    if engine and any(line.startswith("engine:") for line in text.splitlines()):
+        raise ValueError(
+            f"{data / 'healthscore.yml'} already sets engine; generate the data set "
+            "again with benchmarks/generate.py"
+        )
+    if engine:
+        # JSON is YAML flow syntax, and quotes every string safely.
+        text += f"\nengine: {json.dumps(engine)}\n"
+    (target / "healthscore.yml").write_text(text, encoding="utf-8")
+    return target
+
+
+@contextmanager
+def project_copy(data: Path, engine: dict[str, object]) -> Iterator[Path]:
+    """Yield the generated project itself, or a temporary copy with `engine` set."""
+    if not engine:
+        yield data
+        return
+    folder = Path(tempfile.mkdtemp(prefix="healthscore-bench-project-"))
+    try:
+        yield write_project_copy(data, folder, engine)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _sql_path(path: Path) -> str:
@@ -81,8 +160,6 @@ def scan_columns(folder: Path, as_of: date) -> pd.DataFrame:
     plain count(*), min or max from the Parquet metadata without reading a row, so
     the string columns go through length() to force a read of every value.
     """
-    import duckdb
-
     query = f"""
         SELECT count(*) AS events,
                max(length(account_id)) AS max_account_id_length,
@@ -91,14 +168,12 @@ def scan_columns(folder: Path, as_of: date) -> pd.DataFrame:
                max(length(event_type)) AS max_event_type_length
         FROM read_parquet({_sql_path(folder / "events.parquet")})
     """
-    with duckdb.connect() as connection:
+    with _duckdb_connect() as connection:
         return connection.sql(query).df()
 
 
 def duckdb_naive(folder: Path, as_of: date) -> pd.DataFrame:
     """Compute the metric set with one DuckDB query of FILTER aggregates."""
-    import duckdb
-
     point, start_28, start_56 = (_sql_timestamp(t) for t in window_bounds(as_of))
     last_28 = f"timestamp >= {start_28} AND timestamp < {point}"
     prev_28 = f"timestamp >= {start_56} AND timestamp < {start_28}"
@@ -112,7 +187,7 @@ def duckdb_naive(folder: Path, as_of: date) -> pd.DataFrame:
         FROM read_parquet({_sql_path(folder / "events.parquet")})
         GROUP BY account_id
     """
-    with duckdb.connect() as connection:
+    with _duckdb_connect() as connection:
         query = _final_select(per_account, folder / "accounts.parquet", as_of)
         return connection.sql(query).df()
 
@@ -125,8 +200,6 @@ def duckdb_pruned(folder: Path, as_of: date) -> pd.DataFrame:
     rows in that window has its last event there. The other accounts need the older
     rows, but only their account_id and timestamp columns.
     """
-    import duckdb
-
     point, start_28, start_56 = (_sql_timestamp(t) for t in window_bounds(as_of))
     events = _sql_path(folder / "events.parquet")
     per_account = f"""
@@ -154,7 +227,7 @@ def duckdb_pruned(folder: Path, as_of: date) -> pd.DataFrame:
                w.events_prev_28d, coalesce(w.last_event, o.last_event) AS last_event
         FROM windowed AS w FULL OUTER JOIN older AS o USING (account_id)
     """
-    with duckdb.connect() as connection:
+    with _duckdb_connect() as connection:
         query = _final_select(per_account, folder / "accounts.parquet", as_of)
         return connection.sql(query).df()
 
@@ -263,9 +336,50 @@ def healthscore_pipeline(folder: Path, as_of: date) -> pd.DataFrame:
     score = _healthscore_entry_point()
     from healthscore.config import load_project
 
-    project = load_project(folder)
-    run = score(project, as_of, store=False)
-    return _healthscore_metrics(run)
+    with project_copy(folder, dict(duckdb_limits())) as project_folder:
+        project = load_project(project_folder)
+        run = score(project, as_of, store=False)
+        return _healthscore_metrics(run)
+
+
+#: Engine settings of the `healthscore_spark` implementation: Spark in local mode on
+#: every CPU of the machine, in one JVM.
+SPARK_ENGINE: dict[str, object] = {"kind": "spark", "master": "local[*]"}
+
+
+def healthscore_spark(folder: Path, as_of: date) -> pd.DataFrame:
+    """Compute metrics and scores with healthscore on Spark in local mode.
+
+    The same run as `healthscore`, on a copy of the generated project whose
+    healthscore.yml sets `engine: {kind: spark, master: "local[*]"}`. Starting the
+    JVM and the SparkSession is part of the timed call, as it is for a scoring run.
+    """
+    score = _healthscore_entry_point()
+    from healthscore.config import ConfigError, load_project
+
+    with project_copy(folder, SPARK_ENGINE) as project_folder:
+        try:
+            project = load_project(project_folder)
+        except ConfigError as exc:
+            raise NotAvailableError(
+                f"this healthscore does not accept engine kind spark: {exc}"
+            ) from None
+        try:
+            run = score(project, as_of, store=False)
+        finally:
+            _stop_spark()
+        return _healthscore_metrics(run)
+
+
+def _stop_spark() -> None:
+    """Stop the active SparkSession, so the JVM exits with the child."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
 
 
 def _healthscore_entry_point() -> Callable[..., object]:
@@ -312,6 +426,12 @@ IMPLEMENTATIONS = {
             "healthscore",
             healthscore_pipeline,
             ("healthscore.config", "healthscore.pipeline"),
+            hand_written=False,
+        ),
+        Implementation(
+            "healthscore_spark",
+            healthscore_spark,
+            ("healthscore.config", "healthscore.pipeline", "pyspark.sql"),
             hand_written=False,
         ),
     )

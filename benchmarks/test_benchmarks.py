@@ -319,3 +319,151 @@ def test_check_result_without_reference(hand_data: Path, tmp_path: Path) -> None
     verdict = run.check_result("pandas", result_file, None, events=12)
 
     assert verdict == "unchecked: duckdb_naive produced no result"
+
+
+def test_run_records_backfill_and_default_accounts(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    data = ["--events", "30000", "--data-dir", str(tmp_path)]
+    only = f"healthscore,{run.ONE_DATE},{run.BACKFILL}"
+    options = ["--repeat", "1", "--only", only, "--json", str(output)]
+
+    status = run.main([*data, *options])
+    records = {
+        record["implementation"]: record for record in json.loads(output.read_text())
+    }
+
+    assert status == 0
+    assert run.BACKFILL == "healthscore_backfill_52"
+    assert records["healthscore"]["accounts"] == 300
+    assert records[run.ONE_DATE]["check"] == "ok"
+    assert records[run.BACKFILL]["check"] == "ok"
+    assert records[run.BACKFILL]["median_seconds"] > 0
+    assert records[run.BACKFILL]["peak_rss_mb"] > 100
+    assert records[run.BACKFILL]["median_cpu_seconds"] > 0
+
+
+def test_snapshot_check_counts_dates(tmp_path: Path) -> None:
+    for day in ("2026-02-22", "2026-03-01"):
+        partition = tmp_path / ".healthscore" / "snapshots" / f"as_of={day}"
+        partition.mkdir(parents=True)
+        (partition / "scores.parquet").write_bytes(b"")
+
+    assert run.check_snapshots(tmp_path, 2) == "ok"
+    assert run.check_snapshots(tmp_path, 52) == "stored 2 snapshots of 52"
+
+
+def test_memory_limit_reaches_duckdb(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(implementations.MEMORY_LIMIT_VARIABLE, "300MB")
+    monkeypatch.setenv(implementations.TEMP_DIRECTORY_VARIABLE, str(tmp_path / "spill"))
+
+    with implementations._duckdb_connect() as connection:
+        limit = connection.execute("SELECT current_setting('memory_limit')").fetchone()
+        folder = connection.execute(
+            "SELECT current_setting('temp_directory')"
+        ).fetchone()
+
+    assert limit == ("286.1 MiB",)
+    assert folder == (str(tmp_path / "spill"),)
+
+
+def test_project_copy_sets_engine(small_data: Path, tmp_path: Path) -> None:
+    from healthscore.config import load_project
+
+    engine: dict[str, object] = {
+        "memory_limit": "3GB",
+        "temp_directory": str(tmp_path / "spill"),
+    }
+
+    copy = implementations.write_project_copy(small_data, tmp_path / "copy", engine)
+    project = load_project(copy)
+
+    assert project.config.engine.memory_limit == "3GB"
+    assert project.config.engine.temp_directory == str(tmp_path / "spill")
+    assert (copy / "events.parquet").resolve() == small_data / "events.parquet"
+
+
+def test_runs_of_rejects_bad_counts() -> None:
+    assert run.parse_runs_of("pandas=1, healthscore_spark=2") == {
+        "pandas": 1,
+        "healthscore_spark": 2,
+    }
+    with pytest.raises(ValueError, match="unknown implementation 'spark'"):
+        run.parse_runs_of("spark=1")
+    with pytest.raises(ValueError, match="needs a whole number of runs"):
+        run.parse_runs_of("pandas=0")
+
+
+def test_sampler_sees_child_memory_and_folder(tmp_path: Path) -> None:
+    # The child allocates 200 MiB and writes a 1 MiB file, then waits to be sampled.
+    script = (
+        "import pathlib, sys, time\n"
+        "b = bytearray(200 * 2**20)\n"
+        "pathlib.Path(sys.argv[1]).write_bytes(b'x' * 2**20)\n"
+        "time.sleep(1.5)\n"
+    )
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    launcher = "import subprocess, sys; subprocess.run(sys.argv[1:])"
+    child = [sys.executable, "-c", script, str(folder / "file")]
+    parent = subprocess.Popen([sys.executable, "-c", launcher, *child])
+    sampler = run.Sampler(parent.pid, folder)
+    sampler.start()
+    parent.wait()
+    sampler.stop()
+
+    assert sampler.peak_rss_bytes > 200 * 2**20
+    assert sampler.peak_folder_bytes >= 2**20
+
+
+def test_plot_skips_failed_records(tmp_path: Path) -> None:
+    import plot
+
+    records = [
+        {"implementation": "polars", "events": 10, "status": "ok"}
+        | {"median_seconds": 1.0, "peak_rss_mb": 200.0},
+        {"implementation": "polars", "events": 100, "status": "ok"}
+        | {"median_seconds": 4.0, "peak_rss_mb": 300.0},
+        {"implementation": "pandas", "events": 100, "status": "failed"}
+        | {"median_seconds": None, "peak_rss_mb": 900.0},
+        {"implementation": "scan", "events": 100, "status": "wrong_result"}
+        | {"median_seconds": 0.5, "peak_rss_mb": 100.0},
+    ]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(records))
+    out = tmp_path / "plot.png"
+
+    series = plot.read_series([results])
+    status = plot.main([str(results), "--out", str(out)])
+
+    assert series == {"polars": {10: (1.0, 200.0, True), 100: (4.0, 300.0, True)}}
+    assert status == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_error_summary_keeps_exception_line() -> None:
+    stderr = "\n".join(
+        [
+            "Traceback (most recent call last):",
+            '  File "x.py", line 1, in <module>',
+            "_duckdb.OutOfMemoryException: Out of Memory Error: failed to allocate",
+            "",
+            "Possible solutions:",
+            "* Reducing the number of threads (SET threads=X)",
+            "* Increasing the memory limit (SET memory_limit='...GB')",
+        ]
+    )
+
+    summary = run.error_summary(stderr)
+
+    assert summary.startswith("_duckdb.OutOfMemoryException: Out of Memory Error")
+    assert len(summary.splitlines()) == 5
+
+
+def test_backfill_timing_reads_both_formats() -> None:
+    assert run.backfill_timing(["2.5", "3.25"]) == {
+        "seconds": 3.25,
+        "cpu_seconds": 2.5,
+    }
+    assert run.backfill_timing(["3.25"]) == {"seconds": 3.25, "cpu_seconds": None}
