@@ -10,9 +10,9 @@ from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 
 EVENTS_CSV = "account_id,timestamp,event_type\na1,2026-01-01 10:00:00,login\n"
 
-# A grouped sum over 4 million distinct keys: at 8 bytes for each key and 16 for each
-# sum its hash table needs about 100 MB before any overhead, more than the 64 MB limit
-# below, so DuckDB has to spill to finish it.
+# A grouped sum over 4 million distinct keys. At 8 bytes for each key and 16 for each
+# sum, its hash table needs about 100 MB before any overhead. That is more than the
+# 64 MB limit below, so DuckDB has to spill to finish it.
 SPILLING_QUERY = (
     "SELECT count(*), sum(total) FROM "
     "(SELECT i AS key, sum(i) AS total FROM range(4000000) AS t(i) GROUP BY key)"

@@ -107,9 +107,13 @@ class Access:
         visible = self.visible_ids()
         return visible is None or account_id in visible
 
+    def is_usable(self, account_id: str) -> bool:
+        """Return whether the account is known and visible to the token."""
+        return self.context.data.is_known(account_id) and self.can_see(account_id)
+
     def check_account(self, account_id: str) -> None:
         """Raise 404 when the account is unknown or not visible to the token."""
-        if not self.context.data.is_known(account_id) or not self.can_see(account_id):
+        if not self.is_usable(account_id):
             raise account_not_found(account_id)
 
     def filter_ids(self, account_ids: Iterable[str]) -> np.ndarray:

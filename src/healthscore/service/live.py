@@ -107,11 +107,11 @@ class AccountSubset(SourceSet):
 
     Metrics read rows only through `rows`, so the filter reaches every scan. The
     population is then the listed accounts that the full population would contain.
-    The ids go into the temporary table `_rescored_accounts`, and DuckDB (1.x) joins
-    each scan with it (a semi join) before any aggregate. A literal `IN` list would
-    also reach the Parquet scans as a min/max filter, but Ibis takes about 100 ms to
-    compile one of 50 ids, and the parts of the event store are not sorted by
-    account, so that filter would skip little.
+    The ids go into the temporary table `_rescored_accounts`, and DuckDB joins each
+    scan with it (a semi join) before any aggregate. A literal `IN` list would also
+    reach the Parquet scans as a min/max filter. It is not used because Ibis took
+    about 100 ms to compile one of 50 ids, and because the parts of the event store
+    are not sorted by account, so that filter would skip little.
     """
 
     def __init__(self, sources: SourceSet, accounts: Iterable[str]) -> None:

@@ -252,9 +252,7 @@ def _check_accounts(access: Access, field: str, rows: list[dict[str, Any]]) -> N
     """Raise 404 naming the first item whose account is unknown or not visible."""
     for index, row in enumerate(rows):
         account_id = row["account_id"]
-        if not access.context.data.is_known(account_id) or not access.can_see(
-            account_id
-        ):
+        if not access.is_usable(account_id):
             raise not_found(
                 f"{field}[{index}]: account {account_id!r} not found; nothing was "
                 "stored. List the accounts at /api/v1/accounts"
