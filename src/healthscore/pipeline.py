@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from healthscore import __version__
 from healthscore.config import Project
@@ -113,11 +114,13 @@ def metric_rows(metrics: MetricTable) -> pd.DataFrame:
     # The columns are built one metric at a time and laid out account by account,
     # because melting the whole table into Python objects and sorting it took
     # several GB for two million accounts.
-    values = metrics.values.sort_index(kind="stable")
+    values = metrics.values
+    if not values.index.is_monotonic_increasing:
+        values = values.sort_index(kind="stable")
     names = sorted(values.columns)
     count = len(values)
     numbers = np.empty((count, len(names)), dtype="float64")
-    texts = np.full((count, len(names)), None, dtype=object)
+    texts: dict[int, tuple[np.ndarray, list[str]]] = {}
     for position, name in enumerate(names):
         column = values[name]
         if pd.api.types.is_numeric_dtype(column.dtype):
@@ -127,16 +130,31 @@ def metric_rows(metrics: MetricTable) -> pd.DataFrame:
         parsed = pd.to_numeric(raw, errors="coerce").astype("float64")
         numbers[:, position] = parsed.to_numpy()
         is_text = (parsed.isna() & raw.notna()).to_numpy()
-        texts[is_text, position] = [str(value) for value in raw[is_text]]
-    frame = pd.DataFrame(
+        if is_text.any():
+            texts[position] = (is_text, [str(value) for value in raw[is_text]])
+    return pd.DataFrame(
         {
             "account_id": np.repeat(values.index.to_numpy(dtype=object), len(names)),
             "metric": np.tile(np.array(names, dtype=object), count),
             "value": numbers.ravel(),
-            "value_text": pd.array(texts.ravel(), dtype="string"),
-        }
+            "value_text": _value_text(texts, count, len(names)),
+        },
+        copy=False,
     )
-    return frame
+
+
+def _value_text(
+    texts: dict[int, tuple[np.ndarray, list[str]]], count: int, width: int
+) -> pd.api.extensions.ExtensionArray:
+    """Build the `value_text` column of `metric_rows` from each metric's text cells."""
+    if not texts:
+        # Most projects have no text metric. An all-missing Arrow column is one
+        # zeroed buffer, not a Python object per row.
+        return pd.array(pa.nulls(count * width, pa.large_string()), dtype="string")
+    cells = np.full((count, width), None, dtype=object)
+    for position, (is_text, strings) in texts.items():
+        cells[is_text, position] = strings
+    return pd.array(cells.ravel(), dtype="string")
 
 
 @dataclass

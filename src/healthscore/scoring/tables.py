@@ -95,10 +95,11 @@ def assemble(
     if order is not None:
         parts = [_reordered(spec, parts, order)]
     columns: dict[str, pd.Series | np.ndarray] = {}
+    built: list[tuple[list[Coded], pd.Series]] = []
     for name, dtype in spec.items():
         chunks = [part[name] for part in parts]
         if dtype == TEXT:
-            columns[name] = _text_column(chunks)
+            columns[name] = _text_column([_as_coded(chunk) for chunk in chunks], built)
         elif chunks:
             arrays = [_as_array(chunk) for chunk in chunks]
             columns[name] = np.concatenate(arrays).astype(dtype, copy=False)
@@ -180,12 +181,44 @@ def _dictionary_column(chunks: Sequence[Coded]) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(indices, labels)
 
 
-def _text_column(chunks: Sequence[Chunk]) -> pd.Series:
-    arrays = [_arrow_text(_as_coded(chunk)) for chunk in chunks]
+def _text_column(
+    chunks: list[Coded], built: list[tuple[list[Coded], pd.Series]]
+) -> pd.Series:
+    """Build a text column, reusing the text of an equal column built before.
+
+    Arrow arrays are immutable, so columns with the same text can share it. For 2
+    million accounts and 5 measures, the measures table has 10 million rows. Its
+    override notes and text values are often all missing, and its measure names
+    often equal the metric names: each shared column saves about 80 MB.
+    """
+    for earlier, series in built:
+        if _same_text(chunks, earlier):
+            return series.copy(deep=False)
+    arrays = [_arrow_text(chunk) for chunk in chunks]
     if not arrays:
         return pd.Series(dtype=TEXT)
     # A chunked array goes into the Series without copying the chunks together.
-    return pd.Series(pd.array(pa.chunked_array(arrays), dtype=TEXT))
+    series = pd.Series(pd.array(pa.chunked_array(arrays), dtype=TEXT))
+    built.append((chunks, series))
+    return series
+
+
+def _same_text(chunks: Sequence[Coded], other: Sequence[Coded]) -> bool:
+    """Tell whether two columns' chunks give the same text in every row."""
+    if len(chunks) != len(other):
+        return False
+    for chunk, earlier in zip(chunks, other, strict=True):
+        if len(chunk.codes) != len(earlier.codes):
+            return False
+        if _all_missing(chunk) and _all_missing(earlier):
+            continue
+        if chunk.codes is not earlier.codes or not chunk.labels.equals(earlier.labels):
+            return False
+    return True
+
+
+def _all_missing(chunk: Coded) -> bool:
+    return chunk.labels.null_count == len(chunk.labels)
 
 
 def _arrow_text(chunk: Coded) -> pa.Array:
