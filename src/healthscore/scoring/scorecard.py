@@ -33,6 +33,7 @@ from healthscore.scoring.routing import (
     route_accounts,
 )
 from healthscore.scoring.tables import (
+    CODE_DTYPE,
     COMPONENT_COLUMNS,
     MEASURE_COLUMNS,
     SCORE_COLUMNS,
@@ -425,10 +426,11 @@ class _ScorecardScores:
     def component_chunks(self, ids: pa.Array) -> dict[str, Chunk]:
         count, width = self.weighted.component_scores.shape
         return {
-            "account_id": Coded.of(ids, np.repeat(self.rows, width)),
+            "account_id": Coded.of(ids, np.repeat(self.rows.astype(CODE_DTYPE), width)),
             "scorecard": Coded.repeat(self.scorecard.name, count * width),
             "component": Coded.of(
-                self.layout.component_names, np.tile(np.arange(width), count)
+                self.layout.component_names,
+                np.tile(np.arange(width, dtype=CODE_DTYPE), count),
             ),
             "score": self.weighted.component_scores.ravel(),
             "weight": np.tile(self.layout.component_shares, count),
@@ -438,13 +440,16 @@ class _ScorecardScores:
     def measure_chunks(self, ids: pa.Array) -> dict[str, Chunk]:
         count, width = self.normalized.shape
         layout = self.layout
-        measure_codes = np.tile(np.arange(width), count)
+        # One array of measure positions serves the measure and metric columns, so
+        # that `assemble` can share their text when the names are the same.
+        measure_codes = np.tile(np.arange(width, dtype=CODE_DTYPE), count)
         reasons, authors = self._override_notes()
         return {
-            "account_id": Coded.of(ids, np.repeat(self.rows, width)),
+            "account_id": Coded.of(ids, np.repeat(self.rows.astype(CODE_DTYPE), width)),
             "scorecard": Coded.repeat(self.scorecard.name, count * width),
             "component": Coded.of(
-                layout.component_names, layout.measure_component[measure_codes]
+                layout.component_names,
+                layout.measure_component.astype(CODE_DTYPE)[measure_codes],
             ),
             "measure": Coded.of(layout.measure_names, measure_codes),
             "metric": Coded.of([m.metric for m in layout.measures], measure_codes),
@@ -462,7 +467,7 @@ class _ScorecardScores:
     def _override_notes(self) -> tuple[Coded, Coded]:
         """Reason and author of each cell's measure override, missing elsewhere."""
         width = self.normalized.shape[1]
-        codes = np.zeros(self.normalized.size, dtype=np.int64)
+        codes = np.zeros(self.normalized.size, dtype=CODE_DTYPE)
         reasons: list[str | None] = [None]
         authors: list[str | None] = [None]
         for (row, column), override in self.overrides.items():
@@ -528,7 +533,7 @@ def _metric_matrix(
     """Metric values as numbers, and text values as codes into a label list."""
     shape = (len(inputs[0]), len(inputs))
     values = np.full(shape, np.nan)
-    text_codes = np.zeros(shape, dtype=np.int64)
+    text_codes = np.zeros(shape, dtype=CODE_DTYPE)
     text_labels: list[str | None] = [None]
     for column, series in enumerate(inputs):
         numbers = _numbers_or_none(series)
@@ -600,7 +605,7 @@ class _ScoreColumns:
         self.computed = np.full(count, np.nan)
         self.coverage = np.full(count, np.nan)
         self.band = np.full(count, UNSCORED, dtype=object)
-        self.override_codes = np.zeros(count, dtype=np.int64)
+        self.override_codes = np.zeros(count, dtype=CODE_DTYPE)
         self.reasons: list[str | None] = [None]
         self.authors: list[str | None] = [None]
 

@@ -62,6 +62,11 @@ MEASURE_COLUMNS = {
 """Columns of the measures table and their dtypes."""
 
 
+#: Integer type of the label positions of a Coded column. 32 bits halve the memory
+#: of the positions of 10 million measure rows, and no column has 2**31 labels.
+CODE_DTYPE = np.int32
+
+
 @dataclass(frozen=True)
 class Coded:
     """A text column given as labels and one label position per row."""
@@ -73,11 +78,11 @@ class Coded:
     def of(cls, labels: pa.Array | Sequence[str | None], codes: np.ndarray) -> Coded:
         if not isinstance(labels, pa.Array):
             labels = pa.array(list(labels), type=pa.large_string())
-        return cls(labels, np.asarray(codes, dtype=np.int64))
+        return cls(labels, np.asarray(codes, dtype=CODE_DTYPE))
 
     @classmethod
     def repeat(cls, label: str | None, count: int) -> Coded:
-        return cls.of([label], np.zeros(count, dtype=np.int64))
+        return cls.of([label], np.zeros(count, dtype=CODE_DTYPE))
 
 
 Chunk = np.ndarray | Coded
@@ -154,7 +159,7 @@ def _reordered(
 def _merged_coded(chunks: Sequence[Coded]) -> Coded:
     """Merge Coded chunks into one, placing their labels end to end."""
     if not chunks:
-        return Coded.of([], np.zeros(0, dtype=np.int64))
+        return Coded.of([], np.zeros(0, dtype=CODE_DTYPE))
     if len(chunks) == 1:
         return chunks[0]
     labels = pa.concat_arrays(
