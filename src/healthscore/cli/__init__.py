@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from healthscore.cli.alerts import alerts_app
-from healthscore.cli.events import ingest, retain_command
+from healthscore.cli.events import compact_command, ingest, retain_command
 from healthscore.cli.explain import explain
 from healthscore.cli.history import backfill, trend
 from healthscore.cli.overrides import override_app
@@ -51,6 +51,7 @@ app.command("forget")(forget_command)
 app.command("export-subject")(export_subject_command)
 app.command()(ingest)
 app.command("retain")(retain_command)
+app.command("compact")(compact_command)
 app.command()(backtest)
 app.command()(learn)
 app.command()(drivers)

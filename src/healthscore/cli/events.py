@@ -1,4 +1,8 @@
-"""Commands of the event store: `ingest` appends files, `retain` purges old raw days."""
+"""Commands of the event store.
+
+`ingest` appends files, `retain` purges old raw days and `compact` merges the part
+files of each raw day.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from healthscore.cli.common import (
 )
 from healthscore.privacy.retention import retain
 from healthscore.report import project_today
-from healthscore.sources.ingest import ingest_files
+from healthscore.sources.ingest import compact_store, ingest_files
 
 
 @handle_errors
@@ -64,6 +68,13 @@ def ingest(
             f"Stored {plural(result.rows, 'row')} of {result.file} in "
             f"{plural(len(result.days), 'day')}."
         )
+        if result.memberships:
+            say(f"Stored {plural(result.memberships, 'user-to-account membership')}.")
+        if result.duplicates:
+            note(
+                f"Left out {plural(result.duplicates, 'row')} whose messageId was "
+                "stored before or repeated in the file."
+            )
         if result.rollup_only_days:
             note(
                 f"{plural(len(result.rollup_only_days), 'day')} of {result.file} "
@@ -125,3 +136,56 @@ def retain_command(
             note(f"warning: kept {result.source} {kept.isoformat()}: {reason}")
         if result.kept:
             note("Run `healthscore retain --rebuild-rollups` to compute them again.")
+
+
+@handle_errors
+def compact_command(
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            metavar="NAME",
+            help="Store source to compact; repeat for more.",
+            show_default="every store source",
+        ),
+    ] = None,
+    max_parts: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parts",
+            min=1,
+            help="Merge a day's part files when it has more than this many.",
+            show_default="store.compact_parts",
+        ),
+    ] = None,
+    before: Annotated[
+        date | None,
+        typer.Option(
+            "--before",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            help="Only merge days before this date.",
+            show_default="every day",
+        ),
+    ] = None,
+    project_dir: ProjectOption = Path("."),
+    json_output: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Merge the raw part files of each event store day into one file.
+
+    Every append adds a part file to each day it touches, so a day that received
+    events one request at a time has many small files. Merging keeps every row
+    once. It takes the source's lock, so it can run while the service appends.
+    """
+    project = open_project(project_dir)
+    results = compact_store(project, source, max_parts=max_parts, before=before)
+    if json_output:
+        print_json(results)
+        return
+    for name, days in results.items():
+        parts = sum(days.values())
+        say(
+            f"Compacted {plural(len(days), 'day')} of {name} "
+            f"({plural(parts, 'part')} merged)."
+        )

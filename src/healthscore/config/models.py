@@ -916,6 +916,13 @@ class StoreConfig(StrictModel):
         description="Folder of the daily rollups of the event store, one file per "
         "store source and day.",
     )
+    compact_parts: int = Field(
+        default=16,
+        ge=1,
+        description="Raw part files of one day of a store source above which the day "
+        "is merged into one part: by the web service for days before today, and by "
+        "`healthscore compact` for every day.",
+    )
     snapshot_table: SnapshotTableConfig | None = Field(
         default=None,
         description="Also write each scoring run's scores table (one row per "

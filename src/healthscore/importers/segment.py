@@ -12,14 +12,23 @@ call whose traits name the account (`company_id`, `company.id` or `account_trait
 The membership that applies is the latest one stamped at or before the event; an
 event older than all of the user's memberships takes the earliest one, because
 products usually send the group call just after the first events of a new user.
+
+A read inside `use_scope(scope)` also takes the memberships stored by earlier reads
+(`MembershipScope.stored`), which count as declared before every call of the files,
+and records in the scope the memberships that the files declare and the messageId
+of each track call. The event store keeps those, so that the web service and
+`healthscore ingest` map a track call sent after its user's identify or group call
+in another request or file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -85,18 +94,82 @@ class Membership:
     account: str
 
 
+def _identity(user: str) -> str:
+    return user
+
+
+@dataclass
+class MembershipScope:
+    """Memberships stored before a read, and what the read finds for storing.
+
+    `user_key` turns a userId or anonymousId into the key that memberships are
+    stored under (the pseudonym when the source's `user` column is pseudonymized).
+    """
+
+    user_key: Callable[[str], str] = _identity
+    stored: dict[str, list[Membership]] = field(default_factory=dict)
+    """Stored memberships per user key, in the order they were stored."""
+    declared: list[tuple[str, str, datetime | None]] = field(default_factory=list)
+    """(user key, account, time) of each membership that the read files declare."""
+    message_ids: dict[tuple[str, int], str] = field(default_factory=dict)
+    """messageId of each track call, by file and line."""
+    _next_order: int = -(2**62)
+
+    def remember(self, memberships: Iterable[tuple[str, str, datetime | None]]) -> None:
+        """Add (user key, account, time) memberships as stored before the next read.
+
+        They sort before every call of the next read, so a call of the files wins
+        over a stored membership with the same time.
+        """
+        for user, account, moment in memberships:
+            entry = Membership(moment, self._next_order, account)
+            self._next_order += 1
+            self.stored.setdefault(user, []).append(entry)
+            self.stored[user].sort(key=_membership_key)
+
+    def stored_for(self, user: str) -> list[Membership]:
+        """Return the stored memberships of a userId or anonymousId."""
+        if not self.stored:
+            return []
+        return self.stored.get(self.user_key(user), [])
+
+
+_SCOPE: ContextVar[MembershipScope | None] = ContextVar(
+    "healthscore_segment_scope", default=None
+)
+
+
+@contextlib.contextmanager
+def use_scope(scope: MembershipScope) -> Iterator[MembershipScope]:
+    """Make reads in this context use and fill `scope`."""
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
 def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
     """Read the track calls of the source's files as event rows."""
     options = context.options(SegmentOptions)
+    scope = _SCOPE.get()
     calls = [call for file in context.files for call in _calls(context, file)]
     memberships = _memberships(context, calls, options)
+    if scope is not None:
+        scope.declared = _declared(scope, memberships)
+        scope.message_ids = {}
     table = context.table(COLUMNS)
     for call in calls:
         if call.type != "track":
             continue
         account = _explicit_account(call.payload, options) or _member_account(
-            context, call, memberships
+            context, call, memberships, scope
         )
+        message_id = _text(
+            first_present(call.payload.get("messageId"), call.payload.get("message_id"))
+        )
+        if scope is not None and message_id is not None:
+            scope.message_ids[(call.file, call.line)] = message_id
         values = {
             "account_id": account,
             "timestamp": call.time,
@@ -192,11 +265,24 @@ def _declared_account(call: Call, options: SegmentOptions) -> str | None:
     return _text(first_present(*candidates))
 
 
+def _declared(
+    scope: MembershipScope, memberships: dict[str, list[Membership]]
+) -> list[tuple[str, str, datetime | None]]:
+    declared = []
+    for user, entries in memberships.items():
+        key = scope.user_key(user)
+        declared += [(key, entry.account, entry.time) for entry in entries]
+    return declared
+
+
 def _member_account(
-    context: ImportContext, call: Call, memberships: dict[str, list[Membership]]
+    context: ImportContext,
+    call: Call,
+    memberships: dict[str, list[Membership]],
+    scope: MembershipScope | None,
 ) -> str | None:
-    entries = memberships.get(call.user_id or "") or memberships.get(
-        call.anonymous_id or ""
+    entries = _user_memberships(call.user_id, memberships, scope) or (
+        _user_memberships(call.anonymous_id, memberships, scope)
     )
     if not entries:
         return None
@@ -205,6 +291,20 @@ def _member_account(
         return entries[-1].account
     before = [entry for entry in entries if entry.time is None or entry.time <= moment]
     return (before[-1] if before else entries[0]).account
+
+
+def _user_memberships(
+    user: str | None,
+    memberships: dict[str, list[Membership]],
+    scope: MembershipScope | None,
+) -> list[Membership]:
+    if user is None:
+        return []
+    found = memberships.get(user, [])
+    stored = [] if scope is None else scope.stored_for(user)
+    if not stored:
+        return found
+    return sorted([*stored, *found], key=_membership_key)
 
 
 def _membership_key(entry: Membership) -> tuple[bool, datetime, int]:

@@ -11,11 +11,16 @@
 
 Every call or row of a request is checked first. When one is invalid, the response
 is 422 with one detail per invalid call (its index and field) and nothing of the
-request is stored. Otherwise the rows are appended to the event store, whose files
-are fsynced, before the response is sent. Requests that arrive while an append runs
-share the next append (group commit). With the rescore worker running, the daily
-rollups are computed by the worker, not by the request. The affected accounts are
-then handed to the rescore worker.
+request is stored. Otherwise the memberships that identify and group calls declare
+are stored, and then the rows are appended to the event store, whose files are
+fsynced, before the response is sent. Track calls without an account of their own
+are mapped by the memberships of the request and by those stored before, so an
+identify or group call maps the track calls of later requests too. A track call
+whose messageId was stored before on the same days, or repeats one of its request,
+is left out, so a client's retry stores nothing twice. Requests that arrive while
+an append runs share the next append (group commit). With the rescore worker
+running, the daily rollups are computed by the worker, not by the request. The
+accounts of the appended rows are then handed to the rescore worker.
 """
 
 from __future__ import annotations
@@ -42,19 +47,26 @@ from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.config.retention import numeric_columns
 from healthscore.engine import connect
+from healthscore.importers.segment import MembershipScope
 from healthscore.service.context import ServiceContext, get_context
 from healthscore.service.errors import ERROR_RESPONSES, ApiError
 from healthscore.service.middleware import TOKEN_ID_KEY
 from healthscore.service.tokens import verify_token
 from healthscore.service.writekeys import WriteKeyInfo, verify_write_key
-from healthscore.sources.ingest import RollupUpdates, event_store
-from healthscore.sources.reader import SourceError, quote, read_source
-from healthscore.store.events import EventStore, EventStoreError
+from healthscore.sources.ingest import (
+    SEGMENT_FORMATS,
+    CheckedRows,
+    RollupUpdates,
+    checked_rows,
+    event_store,
+    membership_scope,
+    read_source_in_scope,
+)
+from healthscore.sources.reader import SourceError, quote
+from healthscore.store.events import MEMBERSHIPS_FILE, EventStore, EventStoreError
 
 logger = logging.getLogger(__name__)
 
-#: Formats whose importer reads Segment-style calls.
-SEGMENT_FORMATS = ("segment", "rudderstack")
 #: Call types that the `/v1/batch` route accepts. Page, screen and alias calls are
 #: accepted and skipped, as the Segment importer skips them in files.
 CALL_TYPES = ("track", "identify", "group", "page", "screen", "alias")
@@ -72,7 +84,10 @@ class IngestResponse(BaseModel):
     """Result of an accepted ingest request."""
 
     success: bool = Field(description="Always true; Segment clients check it.")
-    stored: int = Field(description="Event rows appended to the event store.")
+    stored: int = Field(
+        description="Event rows appended to the event store; rows whose messageId "
+        "was stored before are not counted."
+    )
 
 
 class EventsRequest(BaseModel):
@@ -196,10 +211,7 @@ def track(
 def identify(
     key: WriteKey, context: Context, request: Request, call: CallBody
 ) -> IngestResponse:
-    """Check one identify call; it maps users to accounts within its request."""
-    # NOTE: identify and group calls are not stored, so a membership they declare
-    # maps only the track calls of the same request. Send them in one /v1/batch
-    # with the track calls, or name the account in context.groupId.
+    """Store the membership that one identify call declares, if any."""
     return _ingest_calls(context, request, key.source, [call], "identify")
 
 
@@ -207,7 +219,7 @@ def identify(
 def group(
     key: WriteKey, context: Context, request: Request, call: CallBody
 ) -> IngestResponse:
-    """Check one group call; it maps users to accounts within its request."""
+    """Store the membership that one group call declares."""
     return _ingest_calls(context, request, key.source, [call], "group")
 
 
@@ -218,7 +230,7 @@ def batch(
     request: Request,
     calls: Annotated[list[Any], Body(embed=True, alias="batch")],
 ) -> IngestResponse:
-    """Store the track calls of a batch; its identify and group calls map users."""
+    """Store the track calls and the memberships of a batch."""
     return _ingest_calls(context, request, key.source, calls, None)
 
 
@@ -252,8 +264,8 @@ def post_events(
         }
     )
     rows = [{name: event.get(name) for name in columns} for event in body.events]
-    table = _read_checked(context.project, source, plain, rows, "events")
-    stored = _store(context, request, source, settings, table)
+    checked = _read_checked(context.project, source, plain, rows, "events", None)
+    stored = _store(context, request, source, settings, checked)
     return IngestResponse(success=True, stored=stored)
 
 
@@ -290,8 +302,11 @@ def _ingest_calls(
         else:
             prepared.append({})
     _raise_problems(problems, location, len(calls))
-    table = _read_checked(context.project, source, settings, prepared, location)
-    stored = _store(context, request, source, settings, table)
+    scope = _memberships(request).scope(context.project, source)
+    checked = _read_checked(
+        context.project, source, settings, prepared, location, scope
+    )
+    stored = _store(context, request, source, settings, checked)
     return IngestResponse(success=True, stored=stored)
 
 
@@ -345,11 +360,13 @@ def _read_checked(
     settings: SourceConfig,
     records: list[dict[str, Any]],
     location: str,
-) -> pa.Table:
+    scope: MembershipScope | None,
+) -> CheckedRows:
     """Read `records` with the source's settings; 422 listing every invalid one.
 
     The records are written as JSON Lines to a temporary file, so they take the same
-    reader (and importer) path as a file given to `healthscore ingest`.
+    reader (and importer) path as a file given to `healthscore ingest`. Inside
+    `scope`, Segment calls are mapped by its stored memberships too.
     """
     with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
         path = Path(folder) / "records.jsonl"
@@ -359,7 +376,7 @@ def _read_checked(
         file_settings = settings.model_copy(update={"path": str(path)})
         con = _connection(project).con
         try:
-            loaded = read_source(con, project, source, file_settings)
+            loaded = read_source_in_scope(con, project, source, file_settings, scope)
         except SourceError as exc:
             raise ApiError(
                 422,
@@ -371,11 +388,10 @@ def _read_checked(
             f"SELECT _row, _problem FROM {relation} WHERE _problem IS NOT NULL "
             "ORDER BY _row"
         ).fetchall()
-        columns = ", ".join(quote(column) for column in loaded.columns)
-        table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
+        checked = checked_rows(con, loaded, scope)
     problems = [_reader_problem(int(row) - 1, problem) for row, problem in found]
     _raise_problems(problems, location, len(records))
-    return table
+    return checked
 
 
 # Reading connections
@@ -439,25 +455,78 @@ def _store(
     request: Request,
     source: str,
     settings: SourceConfig,
-    table: pa.Table,
+    checked: CheckedRows,
 ) -> int:
-    """Append the rows durably, then queue their accounts for rescoring."""
-    if table.num_rows == 0:
-        return 0
+    """Store the memberships, append the new rows durably, and queue their accounts.
+
+    Returns the rows appended, without those left out as already stored.
+    """
+    committer = _committer(request)
     try:
-        _committer(request).append(source, table, numeric_columns(settings))
+        if checked.memberships is not None and checked.memberships.num_rows:
+            committer.store.add_memberships(source, checked.memberships)
+        table = checked.table
+        if table.num_rows == 0:
+            return 0
+        kept = committer.append(
+            source, table, numeric_columns(settings), checked.message_ids
+        )
     except EventStoreError as exc:
         raise ApiError(
             422,
             f"the rows cannot be stored: {exc}",
             details=[{"location": "body", "message": str(exc)}],
         ) from exc
+    if kept is not None:
+        table = table.filter(pa.array(kept, pa.bool_()))
     accounts = pc.unique(table["account_id"]).to_pylist()
     worker = getattr(request.app.state, "rescore_worker", None)
-    if worker is not None:
+    if worker is not None and accounts:
         worker.notify(str(account) for account in accounts)
-    logger.debug("stored %d rows of %s", table.num_rows, source)
+    logger.debug(
+        "stored %d rows of %s (%d already stored)",
+        table.num_rows,
+        source,
+        checked.table.num_rows - table.num_rows,
+    )
     return table.num_rows
+
+
+# Stored memberships
+
+
+class MembershipCache:
+    """The stored memberships of each source, read again only when the file changes.
+
+    The event store replaces the memberships file by a rename on every change, so
+    its inode, size and modification time tell whether the held copy is current.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._guard = threading.Lock()
+        self._held: dict[str, tuple[tuple[int, int, int], MembershipScope]] = {}
+
+    def scope(self, project: Project, source: str) -> MembershipScope | None:
+        """Return a fresh scope with the stored memberships; None for other formats."""
+        settings = project.config.sources.get(source)
+        if settings is None or settings.format not in SEGMENT_FORMATS:
+            return None
+        path = self.store.events_folder / source / MEMBERSHIPS_FILE
+        try:
+            status = path.stat()
+            signature = (status.st_ino, status.st_size, status.st_mtime_ns)
+        except FileNotFoundError:
+            signature = (0, 0, 0)
+        with self._guard:
+            held = self._held.get(source)
+        if held is None or held[0] != signature:
+            loaded = membership_scope(project, source, self.store)
+            held = (signature, loaded)
+            with self._guard:
+                self._held[source] = held
+        # A scope per request: the read fills `declared` and `message_ids`.
+        return MembershipScope(user_key=held[1].user_key, stored=held[1].stored)
 
 
 # Group commit
@@ -466,6 +535,8 @@ def _store(
 @dataclass
 class _Entry:
     table: pa.Table
+    message_ids: list[str | None] | None = None
+    kept: list[bool] | None = None
     done: bool = False
     error: Exception | None = None
 
@@ -478,7 +549,9 @@ class GroupCommitter:
     then waits for the source's lock. The request that gets the lock appends every
     queued table in one `EventStore.append` and marks them stored. The others then
     find their rows stored and return. When the combined append fails, each table
-    is appended on its own, so one bad request does not fail the others.
+    is appended on its own, so one bad request does not fail the others. Message
+    ids are checked across the whole group, so of two concurrent requests with the
+    same messageId only the first queued stores the row.
 
     With `rollups`, appends leave the daily rollups to `RollupUpdates.apply` and
     record their days there. Without it, every append computes the rollups of its
@@ -492,13 +565,20 @@ class GroupCommitter:
         self._queues: dict[str, list[_Entry]] = {}
         self._locks: dict[str, threading.Lock] = {}
 
-    def append(self, source: str, table: pa.Table, numeric: list[str]) -> None:
+    def append(
+        self,
+        source: str,
+        table: pa.Table,
+        numeric: list[str],
+        message_ids: list[str | None] | None = None,
+    ) -> list[bool] | None:
         """Store `table` durably; raises EventStoreError when it cannot be stored.
 
+        Returns, per row, whether it was stored, or None without `message_ids`.
         Other errors of the store, such as OSError, are raised to every request of
         the group.
         """
-        entry = _Entry(table)
+        entry = _Entry(table, message_ids)
         with self._guard:
             self._queues.setdefault(source, []).append(entry)
             lock = self._locks.setdefault(source, threading.Lock())
@@ -509,13 +589,14 @@ class GroupCommitter:
                 self._commit(source, group, numeric)
         if entry.error is not None:
             raise entry.error
+        return entry.kept
 
     def _commit(self, source: str, group: list[_Entry], numeric: list[str]) -> None:
         try:
             combined = pa.concat_tables(
                 [entry.table for entry in group], promote_options="permissive"
             )
-            self._append(source, combined, numeric)
+            kept = self._append(source, combined, numeric, _group_ids(group))
         except (EventStoreError, pa.ArrowInvalid, pa.ArrowTypeError):
             if len(group) == 1:
                 self._append_one(source, group[0], numeric)
@@ -529,24 +610,49 @@ class GroupCommitter:
                 entry.error = exc
                 entry.done = True
             return
+        start = 0
         for entry in group:
+            if kept is not None and entry.message_ids is not None:
+                entry.kept = kept[start : start + entry.table.num_rows]
+            start += entry.table.num_rows
             entry.done = True
 
-    def _append(self, source: str, table: pa.Table, numeric: list[str]) -> None:
+    def _append(
+        self,
+        source: str,
+        table: pa.Table,
+        numeric: list[str],
+        message_ids: list[str | None] | None,
+    ) -> list[bool] | None:
         if self.rollups is None:
-            self.store.append(source, table, numeric=numeric)
-            return
-        stored = self.store.append(source, table, numeric=numeric, rollup=False)
+            stored = self.store.append(
+                source, table, numeric=numeric, message_ids=message_ids
+            )
+            return stored.kept
+        stored = self.store.append(
+            source, table, numeric=numeric, rollup=False, message_ids=message_ids
+        )
         self.rollups.add(source, stored.raw_days)
+        return stored.kept
 
     def _append_one(self, source: str, entry: _Entry, numeric: list[str]) -> None:
         try:
-            self._append(source, entry.table, numeric)
+            entry.kept = self._append(source, entry.table, numeric, entry.message_ids)
         except (EventStoreError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             entry.error = (
                 exc if isinstance(exc, EventStoreError) else EventStoreError(str(exc))
             )
         entry.done = True
+
+
+def _group_ids(group: list[_Entry]) -> list[str | None] | None:
+    """Return the message ids of a group's rows in order; None when none has ids."""
+    if all(entry.message_ids is None for entry in group):
+        return None
+    ids: list[str | None] = []
+    for entry in group:
+        ids += entry.message_ids or [None] * entry.table.num_rows
+    return ids
 
 
 _COMMITTER_LOCK = threading.Lock()
@@ -564,3 +670,13 @@ def _committer(request: Request) -> GroupCommitter:
             )
             state.ingest_committer = committer
     return committer
+
+
+def _memberships(request: Request) -> MembershipCache:
+    state = request.app.state
+    with _COMMITTER_LOCK:
+        cache: MembershipCache | None = getattr(state, "ingest_memberships", None)
+        if cache is None:
+            cache = MembershipCache(event_store(state.context.project))
+            state.ingest_memberships = cache
+    return cache

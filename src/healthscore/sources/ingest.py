@@ -5,6 +5,11 @@ the settings of `NAME` would read it (format or importer, columns, lookups, attr
 types and pseudonymization), checks every row, and appends the rows to the event
 store. Every file is read and checked before anything is stored, so a bad file
 stores nothing and the error names its file, row and column.
+
+For Segment and RudderStack files, the memberships that identify and group calls
+declare are stored with the rows, and track calls without an account of their own
+are mapped by the stored memberships too, as the web service does. Track calls
+with a messageId stored before on the same days are left out.
 """
 
 from __future__ import annotations
@@ -12,23 +17,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import duckdb
 import pyarrow as pa
 
 from healthscore.config import Project
-from healthscore.config.retention import is_store_source, numeric_columns
+from healthscore.config.models import SourceConfig
+from healthscore.config.retention import (
+    is_store_source,
+    numeric_columns,
+)
 from healthscore.engine import connect
-from healthscore.sources.reader import SourceError, quote, read_source
-from healthscore.store.events import EventStore, file_digest
+from healthscore.importers.segment import MembershipScope, use_scope
+from healthscore.sources.reader import LoadedSource, SourceError, quote, read_source
+from healthscore.store.events import MEMBERSHIP_SCHEMA, EventStore, file_digest
 
 logger = logging.getLogger(__name__)
 
 #: Invalid rows listed in one error message; the rest are counted.
 MAX_LISTED_ROWS = 10
+#: Formats whose importer reads Segment-style calls with memberships and messageIds.
+SEGMENT_FORMATS = ("segment", "rudderstack")
 
 
 class IngestError(ValueError):
@@ -46,6 +60,22 @@ class IngestedFile:
     """Days already purged, whose rows went into the rollup only."""
     skipped: bool = False
     """Whether the same content had been ingested before and was skipped."""
+    duplicates: int = 0
+    """Rows left out because their messageId was stored before or repeated."""
+    memberships: int = 0
+    """User-to-account memberships stored from the file's identify and group calls."""
+
+
+@dataclass
+class CheckedRows:
+    """Rows read from one file or request, with what the Segment importer found."""
+
+    table: pa.Table
+    """Rows with the source's standard and attribute columns."""
+    message_ids: list[str | None] | None = None
+    """messageId per row; None for sources that are not read as Segment calls."""
+    memberships: pa.Table | None = None
+    """Memberships declared by identify and group calls, as MEMBERSHIP_SCHEMA."""
 
 
 def event_store(project: Project) -> EventStore:
@@ -63,6 +93,11 @@ class RollupUpdates:
     runs, the rollups (and metrics of `<source>_daily`) miss the newest rows, and
     retention keeps the lagging days, because it purges a day only when its rollup
     counts every raw row.
+
+    Each append adds a part file to its days, so `apply` for every source also
+    merges the parts of the recorded days that are before today (in the project's
+    time zone) once they have more than `store.compact_parts` parts. Today's parts
+    are left alone while requests keep adding to them.
     """
 
     def __init__(self, project: Project) -> None:
@@ -70,12 +105,16 @@ class RollupUpdates:
         self.store = event_store(project)
         self._lock = threading.Lock()
         self._days: dict[str, set[date]] = {}
+        # Days that received rows, kept until they are before today and compacted.
+        self._to_compact: dict[str, set[date]] = {}
         self.applied_at = time.monotonic()
 
     def add(self, source: str, days: Iterable[date]) -> None:
         """Record that rows of `source` were appended to `days` without rollup."""
+        days = set(days)
         with self._lock:
             self._days.setdefault(source, set()).update(days)
+            self._to_compact.setdefault(source, set()).update(days)
 
     def pending(self) -> dict[str, set[date]]:
         """Return the lagging days per source."""
@@ -108,10 +147,82 @@ class RollupUpdates:
                 self.add(source, days)
                 failure = failure or exc
         if wanted is None:
+            self.compact(project_today(self.project))
             self.applied_at = time.monotonic()
         if failure is not None:
             raise failure
         return changed
+
+    def compact(self, today: date) -> dict[str, dict[date, int]]:
+        """Merge the parts of recorded days before `today` that have too many.
+
+        Returns the parts merged per compacted day, per source. A source whose
+        compaction fails keeps its days for the next call, and the error is logged.
+        """
+        max_parts = self.project.config.store.compact_parts
+        with self._lock:
+            due = {
+                source: {day for day in days if day < today}
+                for source, days in self._to_compact.items()
+            }
+            for source, days in due.items():
+                self._to_compact[source] -= days
+        compacted: dict[str, dict[date, int]] = {}
+        for source, days in due.items():
+            if not days:
+                continue
+            try:
+                merged = self.store.compact(source, max_parts, days=days, before=today)
+            except (OSError, ValueError) as exc:
+                with self._lock:
+                    self._to_compact.setdefault(source, set()).update(days)
+                logger.error(
+                    "compacting %d days of %s failed (%s: %s); trying again at the "
+                    "next rollup update",
+                    len(days),
+                    source,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            if merged:
+                compacted[source] = merged
+        return compacted
+
+
+def project_today(project: Project) -> date:
+    """Return today's date in the project's time zone."""
+    return datetime.now(ZoneInfo(project.config.timezone)).date()
+
+
+def compact_store(
+    project: Project,
+    sources: list[str] | None = None,
+    *,
+    max_parts: int | None = None,
+    before: date | None = None,
+) -> dict[str, dict[date, int]]:
+    """Merge the raw parts of every day with more than `max_parts` parts into one.
+
+    `max_parts` defaults to `store.compact_parts` and `sources` to every store
+    source. Only days before `before` are merged when it is given.
+
+    Returns
+    -------
+    dict
+        Per source, the parts merged per compacted day.
+    """
+    names = sources if sources is not None else _store_names(project)
+    for name in names:
+        settings = project.config.sources.get(name)
+        if settings is None or not is_store_source(settings):
+            raise IngestError(
+                f"{name!r} is not a store source; the store sources are "
+                f"{', '.join(_store_names(project)) or 'none'}"
+            )
+    limit = project.config.store.compact_parts if max_parts is None else max_parts
+    store = event_store(project)
+    return {name: store.compact(name, limit, before=before) for name in names}
 
 
 def ingest_files(project: Project, name: str, files: list[Path]) -> list[IngestedFile]:
@@ -136,14 +247,29 @@ def ingest_files(project: Project, name: str, files: list[Path]) -> list[Ingeste
         )
     if not files:
         raise IngestError("give at least one file to ingest")
-    tables = [(file, read_checked(project, name, file)) for file in files]
-
     store = event_store(project)
+    # One scope for every file, so a file's track calls are mapped by the
+    # memberships of the files before it, as if those had been stored already.
+    scope = membership_scope(project, name, store) if is_segment(source) else None
+    checked = []
+    for file in files:
+        checked.append((file, read_file_rows(project, name, file, scope)))
+        if scope is not None:
+            scope.remember(scope.declared)
+
     numeric = numeric_columns(source)
     results = []
-    for file, table in tables:
+    for file, rows in checked:
+        added = 0
+        if rows.memberships is not None and rows.memberships.num_rows:
+            added = store.add_memberships(name, rows.memberships)
         stored = store.append(
-            name, table, numeric=numeric, batch_id=file_digest(file), origin=str(file)
+            name,
+            rows.table,
+            numeric=numeric,
+            batch_id=file_digest(file),
+            origin=str(file),
+            message_ids=rows.message_ids,
         )
         results.append(
             IngestedFile(
@@ -152,6 +278,8 @@ def ingest_files(project: Project, name: str, files: list[Path]) -> list[Ingeste
                 days=stored.raw_days,
                 rollup_only_days=stored.rollup_only_days,
                 skipped=stored.skipped,
+                duplicates=stored.duplicates,
+                memberships=added,
             )
         )
     return results
@@ -162,6 +290,13 @@ def read_checked(project: Project, name: str, file: Path) -> pa.Table:
 
     Returns the rows with the source's standard and attribute columns.
     """
+    return read_file_rows(project, name, file, None).table
+
+
+def read_file_rows(
+    project: Project, name: str, file: Path, scope: MembershipScope | None
+) -> CheckedRows:
+    """Read one file like `read_checked`, inside `scope` when one is given."""
     source = project.config.sources[name]
     path = Path(file).resolve()
     if not path.is_file():
@@ -171,7 +306,7 @@ def read_checked(project: Project, name: str, file: Path) -> pa.Table:
     try:
         con = backend.con
         try:
-            loaded = read_source(con, project, name, settings)
+            loaded = read_source_in_scope(con, project, name, settings, scope)
         except SourceError as exc:
             raise IngestError(f"{file}: {exc}") from None
         relation = quote(loaded.relation)
@@ -181,12 +316,93 @@ def read_checked(project: Project, name: str, file: Path) -> pa.Table:
         ).fetchall()
         if problems:
             raise IngestError(_problem_message(file, problems))
-        columns = ", ".join(quote(column) for column in loaded.columns)
-        table = con.sql(f"SELECT {columns} FROM {relation}").to_arrow_table()
+        rows = checked_rows(con, loaded, scope)
     finally:
         backend.disconnect()
-    logger.info("read %d rows for %s from %s", table.num_rows, name, file)
-    return table
+    logger.info("read %d rows for %s from %s", rows.table.num_rows, name, file)
+    return rows
+
+
+# Segment memberships and message ids
+
+
+def is_segment(settings: SourceConfig) -> bool:
+    """Tell whether a source reads Segment-style calls."""
+    return settings.format in SEGMENT_FORMATS
+
+
+def membership_scope(project: Project, name: str, store: EventStore) -> MembershipScope:
+    """Return a scope holding the memberships stored for source `name`."""
+    scope = MembershipScope(user_key=user_key_function(project))
+    stored = store.read_memberships(name)
+    if stored is not None:
+        scope.remember(
+            zip(
+                stored["user"].to_pylist(),
+                stored["account_id"].to_pylist(),
+                stored["timestamp"].to_pylist(),
+                strict=True,
+            )
+        )
+    return scope
+
+
+def user_key_function(project: Project) -> Callable[[str], str]:
+    """Return the function that turns a user id into its stored membership key.
+
+    When the `user` column is pseudonymized, memberships are stored under the
+    user's pseudonym, so the event store keeps no raw user id there either.
+    """
+    settings = project.config.privacy.pseudonymize
+    if settings is None or "user" not in settings.columns:
+        return str
+    # Imported here: the privacy package imports this module.
+    from healthscore.privacy.pseudonymize import pseudonym, read_key
+
+    key = read_key(project, settings)
+    return lambda user: pseudonym(user, key)
+
+
+def read_source_in_scope(
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    name: str,
+    settings: SourceConfig,
+    scope: MembershipScope | None,
+) -> LoadedSource:
+    """Read a source with `read_source`, inside `scope` when one is given."""
+    if scope is None:
+        return read_source(con, project, name, settings)
+    with use_scope(scope):
+        return read_source(con, project, name, settings)
+
+
+def checked_rows(
+    con: duckdb.DuckDBPyConnection, loaded: LoadedSource, scope: MembershipScope | None
+) -> CheckedRows:
+    """Select the rows of a read source, with the messageIds and memberships found."""
+    relation = quote(loaded.relation)
+    columns = ", ".join(quote(column) for column in loaded.columns)
+    table = con.sql(
+        f"SELECT {columns}, _file, _row FROM {relation} ORDER BY _file, _row"
+    ).to_arrow_table()
+    files = table["_file"].to_pylist()
+    lines = table["_row"].to_pylist()
+    table = table.drop_columns(["_file", "_row"])
+    if scope is None:
+        return CheckedRows(table)
+    message_ids = [
+        scope.message_ids.get((str(file), int(line)))
+        for file, line in zip(files, lines, strict=True)
+    ]
+    memberships = pa.Table.from_pylist(
+        [
+            {"user": user, "account_id": account, "timestamp": moment, "sequence": 0}
+            for user, account, moment in scope.declared
+        ],
+        schema=MEMBERSHIP_SCHEMA,
+    )
+    return CheckedRows(table, message_ids, memberships)
 
 
 def _problem_message(file: Path, problems: list[tuple[int, str]]) -> str:

@@ -4,6 +4,7 @@ Layout, per store source::
 
     <events>/<source>/day=YYYY-MM-DD/part-*.parquet   raw rows of one day
     <events>/<source>/ingested.json                   content hashes of ingested batches
+    <events>/<source>/memberships.parquet             user-to-account memberships
     <events>/<source>/.lock                           serialises writers
     <daily>/<source>/day=YYYY-MM-DD/rollup.parquet    rollup of the day, per account
     <daily>/<source>/day=YYYY-MM-DD/purged.json       present once the raw day is purged
@@ -17,7 +18,13 @@ keep the work off its requests. A day is purged only when its rollup counts exac
 the rows of its raw parts.
 
 `append` takes an Arrow table or a DataFrame, so the command line (`healthscore
-ingest`) and a service that receives events use the same code.
+ingest`) and a service that receives events use the same code. Given message ids, it
+stores each id in the `_message_id` column of the raw part and skips rows whose id
+was stored before on the days that the append touches (see `append`).
+
+Every append adds one part file to each day it touches. `compact` merges the parts of
+a day into one, swapping the day folder in with the same staged renames as an
+erasure, so an interrupted merge leaves the old parts or the merged one, never both.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -51,7 +60,22 @@ DAY_PREFIX = "day="
 ROLLUP_FILE = "rollup.parquet"
 PURGED_FILE = "purged.json"
 MANIFEST_FILE = "ingested.json"
+MEMBERSHIPS_FILE = "memberships.parquet"
 LOCK_FILE = ".lock"
+#: Column of the raw parts that keeps the message id of each row, when it has one.
+MESSAGE_ID_COLUMN = "_message_id"
+#: Columns of the memberships table: a user key, its account, the time of the call
+#: that declared it (null when the call had none) and the order of storing.
+MEMBERSHIP_SCHEMA = pa.schema(
+    [
+        ("user", pa.string()),
+        ("account_id", pa.string()),
+        ("timestamp", pa.timestamp("us")),
+        ("sequence", pa.int64()),
+    ]
+)
+#: Days whose stored message ids an EventStore keeps in memory, most recent use first.
+MESSAGE_CACHE_DAYS = 8
 
 # Folders of a day that is being purged, replaced or staged; never read as data.
 _PURGING = ".purging-"
@@ -76,6 +100,10 @@ class AppendResult:
     """Days already purged, whose new rows went into the rollup only."""
     skipped: bool = False
     """Whether the batch had been stored before and was skipped."""
+    duplicates: int = 0
+    """Rows left out because their message id was stored before or repeated."""
+    kept: list[bool] | None = None
+    """Per given row, whether it was stored; None when no message ids were given."""
 
 
 @dataclass
@@ -175,6 +203,12 @@ class EventStore:
     def __init__(self, events_folder: Path, daily_folder: Path) -> None:
         self.events_folder = Path(events_folder)
         self.daily_folder = Path(daily_folder)
+        # (source, day) -> (names of the parts read, message ids found in them).
+        # Part files are never changed in place, so a name's ids stay valid.
+        self._message_cache: OrderedDict[
+            tuple[str, date], tuple[frozenset[str], set[str]]
+        ] = OrderedDict()
+        self._cache_guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"EventStore({str(self.events_folder)!r}, {str(self.daily_folder)!r})"
@@ -250,6 +284,7 @@ class EventStore:
         batch_id: str | None = None,
         origin: str = "",
         rollup: bool = True,
+        message_ids: Sequence[str | None] | None = None,
     ) -> AppendResult:
         """Append checked rows to the raw days of `source` and update their rollups.
 
@@ -271,20 +306,40 @@ class EventStore:
             Whether to compute the rollups of the days with raw rows again now.
             Without it they count only the earlier rows until `rebuild_rollups`
             runs for those days. Rows of a purged day always go into its rollup.
+        message_ids : sequence of str or None, optional
+            One id per row, such as a Segment messageId, or None for a row without
+            one. A row is left out when an earlier row of `rows` has the same id,
+            or when a raw part of any day that `rows` fall on holds it. Raw days
+            that were purged no longer hold their ids, so a row sent again for a
+            purged day is counted twice in its rollup.
 
         Raises
         ------
         EventStoreError
-            When a required column is missing or has an empty value; nothing is
-            stored then.
+            When a required column is missing or has an empty value, or the
+            message ids are not one per row; nothing is stored then.
         """
         table = _as_table(rows)
         _check_rows(source, table)
+        ids = _message_id_array(source, table, message_ids)
         with self._lock(source):
             self._recover(source)
             if batch_id is not None and batch_id in self._manifest(source):
                 return AppendResult(rows=0, skipped=True)
-            result = AppendResult(rows=table.num_rows)
+            kept: list[bool] | None = None
+            if ids is not None:
+                keep = self._new_messages(source, table, ids)
+                table = table.append_column(MESSAGE_ID_COLUMN, ids).filter(keep)
+                kept = keep.to_pylist()
+            result = AppendResult(
+                rows=table.num_rows,
+                duplicates=0 if kept is None else kept.count(False),
+                kept=kept,
+            )
+            if table.num_rows == 0:
+                if batch_id is not None:
+                    self._record_batch(source, batch_id, origin, 0)
+                return result
             purged = set(self.purged_days(source))
             days = pc.cast(table["timestamp"], pa.date32())
             # Every file is written under a temporary name first, so rows that cannot
@@ -311,16 +366,83 @@ class EventStore:
             for temporary, target in staged:
                 os.replace(temporary, target)
                 _fsync_directory(target.parent)
+            if ids is not None:
+                self._cache_new_parts(source, table, [target for _, target in staged])
             if batch_id is not None:
                 self._record_batch(source, batch_id, origin, table.num_rows)
         logger.info(
-            "stored %d rows of %s from %s in %d days",
+            "stored %d rows of %s from %s in %d days (%d duplicates left out)",
             table.num_rows,
             source,
             origin or "a table",
             len(result.raw_days) + len(result.rollup_only_days),
+            result.duplicates,
         )
         return result
+
+    def _new_messages(
+        self, source: str, table: pa.Table, ids: pa.Array
+    ) -> pa.BooleanArray:
+        """Mark the rows whose message id is neither repeated nor stored before."""
+        days = set(pc.cast(table["timestamp"], pa.date32()).to_pylist())
+        stored: set[str] = set()
+        for day in sorted(days):
+            stored |= self._stored_message_ids(source, day)
+        seen: set[str] = set()
+        keep = []
+        for message_id in ids.to_pylist():
+            if message_id is None:
+                keep.append(True)
+                continue
+            keep.append(message_id not in stored and message_id not in seen)
+            seen.add(message_id)
+        return pa.array(keep, pa.bool_())
+
+    def _cache_new_parts(
+        self, source: str, table: pa.Table, targets: list[Path]
+    ) -> None:
+        """Add the ids of parts just written to the days already in the cache."""
+        days = pc.cast(table["timestamp"], pa.date32()).to_pylist()
+        by_day: dict[date, set[str]] = {}
+        for day, message_id in zip(
+            days, table[MESSAGE_ID_COLUMN].to_pylist(), strict=True
+        ):
+            if message_id is not None:
+                by_day.setdefault(day, set()).add(message_id)
+        with self._cache_guard:
+            for target in targets:
+                if not target.name.startswith("part-"):
+                    continue  # a rollup
+                day = date.fromisoformat(target.parent.name.removeprefix(DAY_PREFIX))
+                cached = self._message_cache.get((source, day))
+                if cached is None:
+                    continue  # the next append of the day reads every part
+                names, ids = cached
+                ids |= by_day.get(day, set())
+                self._message_cache[(source, day)] = (names | {target.name}, ids)
+
+    def _stored_message_ids(self, source: str, day: date) -> set[str]:
+        """Return the message ids in the raw parts of a day; call under the lock.
+
+        Only parts not read before are read, so appends to a day with many parts
+        read one small file each.
+        """
+        # NOTE: the cache keeps every id of up to MESSAGE_CACHE_DAYS days in memory,
+        # an estimated 100 bytes per 36-character id in a Python set.
+        parts = {path.name: path for path in self._parts(source, day)}
+        key = (source, day)
+        with self._cache_guard:
+            names, ids = self._message_cache.pop(key, (frozenset(), set()))
+        if not names <= set(parts):
+            # A part was replaced by a compaction or an erasure: read every part.
+            names, ids = frozenset(), set()
+        for name in sorted(set(parts) - names):
+            ids |= _read_message_ids(parts[name])
+        with self._cache_guard:
+            self._message_cache[key] = (frozenset(parts), ids)
+            while len(self._message_cache) > MESSAGE_CACHE_DAYS:
+                self._message_cache.popitem(last=False)
+        return ids
 
     def _remove_empty_folders(self, source: str, days: set[date]) -> None:
         """Remove the day folders that a failed append created and left empty."""
@@ -436,6 +558,141 @@ class EventStore:
                     changed.append(day)
         return changed
 
+    # Memberships
+
+    def read_memberships(self, source: str) -> pa.Table | None:
+        """Read the stored user-to-account memberships of a source; None when none.
+
+        Columns as MEMBERSHIP_SCHEMA, in the order they were stored.
+        """
+        path = self._memberships_path(source)
+        if not path.is_file():
+            return None
+        return pq.read_table(path, schema=MEMBERSHIP_SCHEMA).sort_by("sequence")
+
+    def add_memberships(self, source: str, memberships: pa.Table) -> int:
+        """Store memberships (user, account_id, timestamp) not stored before.
+
+        A membership equal in all three values to a stored one is skipped. The
+        table is written whole under a temporary name, synced and renamed, so a
+        reader finds the old table or the new one.
+
+        Returns
+        -------
+        int
+            Memberships added.
+        """
+        for column in ("user", "account_id"):
+            if column not in memberships.column_names:
+                raise EventStoreError(
+                    f"memberships for {source!r} have no {column!r} column"
+                )
+            if memberships[column].null_count:
+                raise EventStoreError(
+                    f"{memberships[column].null_count} memberships for {source!r} "
+                    f"have no {column}; nothing was stored"
+                )
+        with self._lock(source):
+            current = self.read_memberships(source)
+            known: set[tuple[Any, ...]] = set()
+            sequence = 0
+            if current is not None and current.num_rows:
+                known = set(_membership_keys(current))
+                sequence = int(pc.max(current["sequence"]).as_py()) + 1
+            added: list[dict[str, Any]] = []
+            for key in _membership_keys(memberships):
+                if key in known:
+                    continue
+                known.add(key)
+                user, account, moment = key
+                added.append(
+                    {
+                        "user": user,
+                        "account_id": account,
+                        "timestamp": moment,
+                        "sequence": sequence + len(added),
+                    }
+                )
+            if not added:
+                return 0
+            table = pa.Table.from_pylist(added, schema=MEMBERSHIP_SCHEMA)
+            if current is not None:
+                table = pa.concat_tables([current, table])
+            path = self._memberships_path(source)
+            os.replace(_write_temporary(path, table), path)
+            _fsync_directory(path.parent)
+        logger.info("stored %d memberships of %s", len(added), source)
+        return len(added)
+
+    # Compaction
+
+    def compact(
+        self,
+        source: str,
+        max_parts: int,
+        *,
+        days: set[date] | None = None,
+        before: date | None = None,
+    ) -> dict[date, int]:
+        """Merge the raw parts of each day that has more than `max_parts` into one.
+
+        Only `days` (default every raw day) before `before` (default no limit) are
+        merged. The merged part keeps every row once, in the order the parts were
+        stored, and takes the store time of the newest part into its name, so the
+        rescore worker's high-water mark still finds rows stored after it. A day is
+        swapped in with staged renames under the source's lock; `_recover` finishes
+        or undoes a swap that a crash interrupted.
+
+        NOTE: a reader that listed the day's parts before the swap and opens them
+        after it fails with file not found, as it does after an erasure, and has to
+        read again.
+
+        Returns
+        -------
+        dict of date to int
+            Parts merged, per compacted day.
+        """
+        if max_parts < 1:
+            raise EventStoreError(f"max_parts is {max_parts}; give 1 or more")
+        compacted: dict[date, int] = {}
+        with self._lock(source):
+            self._recover(source)
+            for day in self.raw_days(source):
+                if days is not None and day not in days:
+                    continue
+                if before is not None and day >= before:
+                    continue
+                parts = self._parts(source, day)
+                if len(parts) <= max_parts:
+                    continue
+                self._compact_day(source, day, parts)
+                compacted[day] = len(parts)
+        return compacted
+
+    def _compact_day(self, source: str, day: date, parts: list[Path]) -> None:
+        tables = [pq.read_table(part) for part in parts]
+        try:
+            merged = pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise EventStoreError(
+                f"the parts of {source!r} on {day} have conflicting column types "
+                f"and cannot be merged: {exc}"
+            ) from None
+        expected = sum(table.num_rows for table in tables)
+        if merged.num_rows != expected:  # pragma: no cover - a broken invariant
+            raise EventStoreError(
+                f"merging the parts of {source!r} on {day} gave {merged.num_rows} "
+                f"rows instead of {expected}; the parts were kept"
+            )
+        self._replace_day(source, day, merged, name=_merged_part_name(parts[-1].name))
+        logger.info(
+            "compacted %d parts of %s on %s into one (%d rows)",
+            len(parts),
+            source,
+            day,
+            merged.num_rows,
+        )
+
     # Retention
 
     def purge(self, source: str, before: date, *, dry_run: bool = False) -> PurgeResult:
@@ -500,12 +757,13 @@ class EventStore:
 
         `edit` returns the new frame and the number of rows it changed. A changed
         raw day is replaced whole (staged, then swapped in with two renames) and its
-        rollup computed again. A purged day's rollup is edited directly.
+        rollup computed again. A purged day's rollup is edited directly. Memberships
+        that the edit changes are dropped.
 
         Returns
         -------
         tuple of int
-            Raw rows and rollup rows changed.
+            Raw rows and memberships changed, and rollup rows changed.
         """
         raw_changed = 0
         rollup_changed = 0
@@ -540,15 +798,44 @@ class EventStore:
                 self._replace_day(source, day, edited)
                 if day not in purged:
                     self._write_rollup(source, day, rollup_table(edited, numeric))
+            raw_changed += self._rewrite_memberships(source, edit, dry_run=dry_run)
         return raw_changed, rollup_changed
 
-    def _replace_day(self, source: str, day: date, table: pa.Table) -> None:
+    def _rewrite_memberships(
+        self, source: str, edit: FrameEdit, *, dry_run: bool
+    ) -> int:
+        """Apply `edit` to the memberships and drop every membership it changed.
+
+        A membership whose user or account was erased must map nothing, so it is
+        dropped, not kept with a redacted key. Returns the memberships changed.
+        """
+        stored = self.read_memberships(source)
+        if stored is None or not stored.num_rows:
+            return 0
+        frame = stored.to_pandas()
+        edited, count = edit(frame)
+        if dry_run or not count:
+            return count
+        # `sequence` is unique, so the inner join keeps exactly the rows that the
+        # edit left as they were.
+        kept = edited.merge(frame, how="inner", on=list(frame.columns))
+        table = pa.Table.from_pandas(
+            kept.sort_values("sequence"), schema=MEMBERSHIP_SCHEMA, preserve_index=False
+        )
+        path = self._memberships_path(source)
+        os.replace(_write_temporary(path, table), path)
+        _fsync_directory(path.parent)
+        return count
+
+    def _replace_day(
+        self, source: str, day: date, table: pa.Table, *, name: str | None = None
+    ) -> None:
         folder = self._day_dir(source, day)
         staging = folder.with_name(_NEW + folder.name)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         if table.num_rows:
-            name = _part_name()
+            name = name or _part_name()
             os.replace(_write_temporary(staging / name, table), staging / name)
             _fsync_directory(staging)
         old = folder.with_name(_OLD + folder.name)
@@ -582,7 +869,10 @@ class EventStore:
                 else:
                     os.replace(entry, target)
             elif name.startswith(_NEW + DAY_PREFIX):
-                shutil.rmtree(entry)
+                # With the old day set aside, the staged day is complete: the `.old-`
+                # entry, which sorts after this one, moves it into place.
+                if not (folder / (_OLD + name.removeprefix(_NEW))).exists():
+                    shutil.rmtree(entry)
             elif entry.is_dir() and name.startswith(DAY_PREFIX):
                 for leftover in entry.glob(".*.tmp"):
                     leftover.unlink()
@@ -630,6 +920,9 @@ class EventStore:
     def _rollup_path(self, source: str, day: date) -> Path:
         return self._rollup_dir(source, day) / ROLLUP_FILE
 
+    def _memberships_path(self, source: str) -> Path:
+        return self.events_folder / source / MEMBERSHIPS_FILE
+
     def _parts(self, source: str, day: date) -> list[Path]:
         folder = self._day_dir(source, day)
         return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
@@ -647,6 +940,50 @@ def file_digest(path: str | Path) -> str:
 def _part_name() -> str:
     # The time first, so a day's parts sort in the order they were stored.
     return f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _merged_part_name(newest: str) -> str:
+    """Name a merged part after the store time of the newest part it replaces."""
+    stamp = newest.removeprefix("part-").split("-", 1)[0]
+    try:
+        datetime.strptime(stamp, "%Y%m%dT%H%M%S%f")
+    except ValueError:
+        return _part_name()
+    return f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _message_id_array(
+    source: str, table: pa.Table, message_ids: Sequence[str | None] | None
+) -> pa.Array | None:
+    if message_ids is None:
+        return None
+    if len(message_ids) != table.num_rows:
+        raise EventStoreError(
+            f"{len(message_ids)} message ids for {table.num_rows} rows of {source!r}; "
+            "give one id (or None) per row"
+        )
+    return pa.array(
+        [None if value is None else str(value) for value in message_ids], pa.string()
+    )
+
+
+def _read_message_ids(part: Path) -> set[str]:
+    if MESSAGE_ID_COLUMN not in pq.read_schema(part).names:
+        return set()
+    column = pq.read_table(part, columns=[MESSAGE_ID_COLUMN])[MESSAGE_ID_COLUMN]
+    return {str(value) for value in column.drop_null().to_pylist()}
+
+
+def _membership_keys(table: pa.Table) -> Iterator[tuple[Any, ...]]:
+    times = (
+        table["timestamp"].to_pylist()
+        if "timestamp" in table.column_names
+        else [None] * table.num_rows
+    )
+    users = table["user"].to_pylist()
+    accounts = table["account_id"].to_pylist()
+    for user, account, moment in zip(users, accounts, times, strict=True):
+        yield str(user), str(account), moment
 
 
 def _days_in(folder: Path) -> list[date]:
