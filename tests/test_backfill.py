@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,8 +28,17 @@ from healthscore.pipeline import score, scorecard_versions, snapshot_store
 from healthscore.scaffold import create_project
 from healthscore.scoring import score_accounts
 from healthscore.sources import SourceReport, as_of_point
+from healthscore.store import snapshot_tables as snapshot_tables_module
+from healthscore.store.snapshot_tables import SnapshotTableError
 from healthscore.store.state import StateStore
 from project_factory import write_project
+from test_table_sources import (
+    PG_ADMIN,
+    closed_port,
+    duckdb_rows,
+    expected_scores,
+    pg_rows,
+)
 
 ACCOUNTS = """account_id,name,segment,owner,arr,plan
 a1,Acme,enterprise,alice,120000,gold
@@ -613,3 +626,216 @@ def test_sweep_on_scaffold_with_windowed_metrics(tmp_path: Path) -> None:
     for table in swept:
         expected = compute_metrics(project, engine.sources, table.as_of)
         _assert_same_metrics(table.values, expected.values, table.as_of)
+
+
+# Shadow scores and the snapshot table
+
+SHADOW_FILES = ["proposed.yml", "segmented.yml"]
+
+
+def _shadow_project(root: Path, **overrides: object) -> Project:
+    """The sweep project with two shadow files: other bounds, and two scorecards."""
+    root.mkdir(parents=True, exist_ok=True)
+    proposed = {"scorecards": _scorecard(bounds_max=3)}
+    (root / "proposed.yml").write_text(yaml.safe_dump(proposed))
+    (root / "segmented.yml").write_text(
+        yaml.safe_dump({"scorecards": _two_scorecards()})
+    )
+    return _project(root, validation={"shadow": SHADOW_FILES}, **overrides)
+
+
+# The first date comes before every subscription, so its population is empty.
+TABLE_DATES = backfill_dates(
+    date(2023, 12, 18), date(2024, 5, 27), parse_duration("3w")
+)
+
+
+@pytest.mark.parametrize("rows_per_batch", [500_000, 7])
+def test_backfill_shadow_scores_equal_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_batch: int
+) -> None:
+    monkeypatch.setattr(backfill_module, "ROWS_PER_BATCH", rows_per_batch)
+    backfilled = _shadow_project(tmp_path / "backfilled")
+    scored = _shadow_project(tmp_path / "scored")
+    backfill(backfilled, TABLE_DATES)
+    got, expected = snapshot_store(backfilled), snapshot_store(scored)
+    for as_of in TABLE_DATES:
+        score(scored, as_of, monitor=False)
+        assert "shadow_scores" in got.tables(as_of), as_of
+        pd.testing.assert_frame_equal(
+            got.read(as_of, "shadow_scores"),
+            expected.read(as_of, "shadow_scores"),
+            check_exact=False,
+            rtol=1e-12,
+            obj=f"shadow_scores as of {as_of}",
+        )
+    assert len(got.read(TABLE_DATES[0], "shadow_scores")) == 0
+    sample = date(2024, 3, 11)
+    assert sample in TABLE_DATES
+    shadow = got.read(sample, "shadow_scores")
+    assert set(shadow["shadow"]) == set(SHADOW_FILES)
+    # The tighter bounds of proposed.yml give other scores than the live scorecard.
+    live = got.read(sample, "scores").set_index("account_id")["score"]
+    proposed = shadow[shadow["shadow"] == "proposed.yml"].set_index("account_id")
+    assert set(proposed.index) == set(live.index)
+    assert (proposed["score"] != live.reindex(proposed.index)).any()
+    segmented = shadow[shadow["shadow"] == "segmented.yml"]
+    assert set(segmented["scorecard"]) == {"enterprise", "default"}
+
+
+def test_backfill_without_shadow_stores_no_shadow_table(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    dates = TABLE_DATES[-2:]
+    backfill(project, dates)
+    for as_of in dates:
+        assert "shadow_scores" not in snapshot_store(project).tables(as_of)
+
+
+@pytest.fixture
+def scores_schema(postgres_server: str) -> Iterator[str]:
+    """A new, empty PostgreSQL schema for a snapshot table, dropped afterwards."""
+    import psycopg
+
+    schema = f"healthscore_backfill_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _table_settings(kind: str, tmp_path: Path, request: Any) -> dict[str, str]:
+    if kind == "duckdb":
+        database = tmp_path / "out" / "scores.duckdb"
+        return {"connection": f"duckdb://{database}", "table": "health_scores"}
+    schema = request.getfixturevalue("scores_schema")
+    return {"connection": PG_ADMIN, "table": f"{schema}.health_scores"}
+
+
+def _table_rows(project: Project, as_of: date) -> list[dict[str, Any]]:
+    """Rows of the project's snapshot table of one date, as plain values."""
+    settings = project.config.store.snapshot_table
+    assert settings is not None
+    if settings.connection.startswith("duckdb://"):
+        path = Path(settings.connection.removeprefix("duckdb://"))
+        return duckdb_rows(path, settings.table, as_of)
+    schema, table = settings.table.split(".")
+    return pg_rows(schema, table, as_of)
+
+
+def _execute(project: Project, sql: str, *params: object) -> None:
+    """Run one statement on the project's snapshot table database."""
+    settings = project.config.store.snapshot_table
+    assert settings is not None
+    if settings.connection.startswith("duckdb://"):
+        con = duckdb.connect(settings.connection.removeprefix("duckdb://"))
+        try:
+            con.execute(sql, list(params))
+        finally:
+            con.close()
+        return
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(sql.replace("?", "%s"), list(params))
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_backfill_writes_snapshot_table(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    kind: str,
+) -> None:
+    # Batches of about two dates, all written over one connection.
+    monkeypatch.setattr(backfill_module, "ROWS_PER_BATCH", 7)
+    opened: list[str] = []
+    real_open = snapshot_tables_module._open_backend
+
+    def counting_open(database: Any, settings: Any) -> Any:
+        opened.append(database.display)
+        return real_open(database, settings)
+
+    monkeypatch.setattr(snapshot_tables_module, "_open_backend", counting_open)
+    settings = _table_settings(kind, tmp_path, request)
+    project = _shadow_project(tmp_path / "p", store={"snapshot_table": settings})
+
+    backfill(project, TABLE_DATES)
+    assert len(opened) == 1
+    written = 0
+    for as_of in TABLE_DATES:
+        rows = _table_rows(project, as_of)
+        assert rows == expected_scores(project, as_of), as_of
+        written += len(rows)
+    assert _table_rows(project, TABLE_DATES[0]) == []
+    assert written == sum(
+        len(snapshot_store(project).read(day, "scores")) for day in TABLE_DATES
+    )
+    assert written > 2 * len(TABLE_DATES)
+
+    # A second backfill replaces the rows of its dates and keeps the other dates.
+    table = settings["table"]
+    outside = date(2023, 1, 2)
+    _execute(project, f"INSERT INTO {table} (account_id, as_of) VALUES ('old', ?)",
+             TABLE_DATES[2])  # fmt: skip
+    _execute(project, f"INSERT INTO {table} (account_id, as_of) VALUES ('kept', ?)",
+             outside)  # fmt: skip
+    backfill(project, TABLE_DATES)
+    for as_of in TABLE_DATES:
+        assert _table_rows(project, as_of) == expected_scores(project, as_of), as_of
+    assert [row["account_id"] for row in _table_rows(project, outside)] == ["kept"]
+
+
+def test_backfill_table_failure_keeps_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scores_schema: str
+) -> None:
+    # One date per batch, so the dates before the failing one are committed.
+    monkeypatch.setattr(backfill_module, "ROWS_PER_BATCH", 1)
+    table = f"{scores_schema}.health_scores"
+    settings = {"connection": PG_ADMIN, "table": table}
+    project = _project(tmp_path, store={"snapshot_table": settings})
+    dates = backfill_dates(date(2024, 2, 5), date(2024, 3, 4), parse_duration("2w"))
+    failing = date(2024, 2, 19)
+    assert dates == [date(2024, 2, 5), failing, date(2024, 3, 4)]
+    backfill(project, dates[:1])
+    store = snapshot_store(project)
+    assert "a2" in set(store.read(dates[0], "scores")["account_id"])
+    # Rows of earlier runs of the later dates, and a rule that a2's new row of the
+    # failing date breaks after the date's old rows were deleted.
+    for as_of in dates[1:]:
+        _execute(project, f"INSERT INTO {table} (account_id, as_of) VALUES ('old', ?)",
+                 as_of)  # fmt: skip
+    _execute(
+        project,
+        f"ALTER TABLE {table} ADD CONSTRAINT no_a2 CHECK "
+        f"(account_id <> 'a2' OR as_of <> DATE '{failing}') NOT VALID",
+    )
+
+    with pytest.raises(SnapshotTableError) as caught:
+        backfill(project, dates)
+    message = str(caught.value)
+    assert f"writing the scores of {failing} into table" in message
+    assert "keeps its earlier rows of that date" in message
+    assert "no_a2" in message
+    assert _table_rows(project, dates[0]) == expected_scores(project, dates[0])
+    for as_of in dates[1:]:
+        assert [row["account_id"] for row in _table_rows(project, as_of)] == ["old"]
+    # The Parquet snapshot of the failing date is stored, the later date is not.
+    assert store.exists(failing)
+    assert not store.exists(dates[2])
+
+
+def test_backfill_unreachable_table_server(tmp_path: Path) -> None:
+    connection = f"postgresql://postgres:hunter22@127.0.0.1:{closed_port()}/test"
+    settings = {"connection": connection, "table": "scores"}
+    project = _project(tmp_path, store={"snapshot_table": settings})
+    dates = TABLE_DATES[-3:]
+    with pytest.raises(SnapshotTableError) as caught:
+        backfill(project, dates)
+    message = str(caught.value)
+    assert "cannot connect to postgresql://postgres@127.0.0.1:" in message
+    assert "hunter22" not in message
+    # One batch contains every date, and its snapshots are stored before the table.
+    assert snapshot_store(project).dates() == dates

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
+import yaml
 
 from healthscore.config import Project
 from healthscore.engine import Engine
 from healthscore.metrics import compute_metrics
 from healthscore.pipeline import score, snapshot_store
+from healthscore.service import live as live_module
 from healthscore.service.ingest import GroupCommitter
 from healthscore.service.live import (
     AccountSubset,
@@ -24,9 +29,11 @@ from healthscore.service.live import (
     live_project,
     today,
 )
+from healthscore.service.rescore import RescoreWorker
 from healthscore.sources.ingest import RollupUpdates, event_store
 from healthscore.store.events import EventStoreError
 from project_factory import minimal_config, write_project
+from test_table_sources import closed_port, expected_scores, plain
 
 ACCOUNTS = """account_id,name,segment,owner,arr
 a1,Acme,enterprise,alice,120000
@@ -310,3 +317,165 @@ def test_scorer_process_error_then_restart(project):
 
     assert result.full
     assert result.population == 4
+
+
+# Shadow scores and the snapshot table
+
+
+def table_project(tmp_path: Path, settings: dict[str, str]) -> Project:
+    """The live project, writing its scores into `store.snapshot_table` too."""
+    config = live_config()
+    config["store"]["snapshot_table"] = settings
+    return write_project(tmp_path / "p", config, {"accounts.csv": ACCOUNTS})
+
+
+def duckdb_table(path: Path) -> list[dict[str, Any]]:
+    """Every row of the DuckDB snapshot table, by date and account."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        frame = con.execute(
+            "SELECT * FROM health_scores ORDER BY as_of, account_id"
+        ).df()
+    finally:
+        con.close()
+    frame["as_of"] = [value.date() for value in frame["as_of"]]
+    return [plain(row) for row in frame.to_dict("records")]
+
+
+def test_rescore_writes_snapshot_table(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    settings = {"connection": f"duckdb://{database}", "table": "health_scores"}
+    project = table_project(tmp_path, settings)
+    scorer = LiveScorer(project)
+    try:
+        first = scorer.rescore(["a1"])
+        first_rows = duckdb_table(database)
+        add_events(project, {"a1": 3, "a3": 1})
+        second = scorer.rescore(["a1", "a3"])
+        second_rows = duckdb_table(database)
+    finally:
+        scorer.close()
+
+    assert first.full
+    assert first.snapshot_table_error is None
+    assert not second.full
+    assert second.snapshot_table_error is None
+    assert len(first_rows) == 4
+    assert second_rows == expected_scores(project, today(project))
+    # The batch changed the scores, and the table contains only the new ones.
+    assert second_rows != first_rows
+
+
+def test_rescore_stores_shadow_scores(tmp_path: Path) -> None:
+    shadow = live_config()["scorecards"]
+    shadow[0]["components"]["usage"]["measures"] = [
+        {
+            "metric": "usage_28d",
+            "normalize": {"method": "bounds", "min": 0, "max": 2},
+        }
+    ]
+    files = {"accounts.csv": ACCOUNTS, "proposed.yml": yaml.safe_dump(
+        {"scorecards": shadow})}  # fmt: skip
+    config = live_config()
+    config["validation"] = {"shadow": ["proposed.yml"]}
+    project = write_project(tmp_path / "p", config, files)
+    scorer = LiveScorer(project)
+    try:
+        scorer.rescore(["a1"])
+        add_events(project, {"a1": 1, "a2": 3})
+        result = scorer.rescore(["a1", "a2"])
+    finally:
+        scorer.close()
+
+    assert not result.full
+    stored = snapshot_store(project).read(today(project), "shadow_scores")
+    expected = score(live_project(project), today(project), store=False).shadow
+    assert expected is not None
+    pd.testing.assert_frame_equal(stored, expected)
+    # Bounds 0 to 2 give 50 for one event and 100 for three, by hand.
+    by_account = stored.set_index("account_id")["score"]
+    assert by_account["a1"] == 50.0
+    assert by_account["a2"] == 100.0
+    assert by_account["a3"] == 0.0
+
+
+@pytest.mark.parametrize(("pause", "retried"), [(60.0, False), (0.0, True)])
+def test_rescore_table_failure_pauses_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pause: float, retried: bool
+) -> None:
+    monkeypatch.setattr(live_module, "SNAPSHOT_TABLE_RETRY_SECONDS", pause)
+    connection = f"postgresql://postgres:hunter22@127.0.0.1:{closed_port()}/test"
+    project = table_project(tmp_path, {"connection": connection, "table": "scores"})
+    scorer = LiveScorer(project)
+    try:
+        first = scorer.rescore(["a1"])
+        add_events(project, {"a1": 2})
+        second = scorer.rescore(["a1"])
+    finally:
+        scorer.close()
+
+    assert first.snapshot_table_error is not None
+    assert "cannot connect to postgresql://postgres@127.0.0.1:" in (
+        first.snapshot_table_error
+    )
+    assert "hunter22" not in first.snapshot_table_error
+    # The snapshot is stored and the alert step ran despite the failure.
+    assert first.monitoring is not None
+    scores = snapshot_store(project).read(today(project), "scores")
+    assert scores.set_index("account_id").loc["a1", "score"] > 0
+    assert (second.snapshot_table_error is not None) == retried
+
+
+def test_rescore_table_recovers_after_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_module, "SNAPSHOT_TABLE_RETRY_SECONDS", 0.0)
+    database = tmp_path / "scores.duckdb"
+    settings = {"connection": f"duckdb://{database}", "table": "health_scores"}
+    project = table_project(tmp_path, settings)
+    # A table without the snapshot columns cannot be written.
+    con = duckdb.connect(str(database))
+    con.execute("CREATE TABLE health_scores (account_id VARCHAR)")
+    con.close()
+    scorer = LiveScorer(project)
+    try:
+        failed = scorer.rescore(["a1"])
+        con = duckdb.connect(str(database))
+        con.execute("DROP TABLE health_scores")
+        con.close()
+        add_events(project, {"a2": 1})
+        recovered = scorer.rescore(["a2"])
+    finally:
+        scorer.close()
+
+    assert failed.snapshot_table_error is not None
+    assert "has no column as_of" in failed.snapshot_table_error
+    assert recovered.snapshot_table_error is None
+    assert duckdb_table(database) == expected_scores(project, today(project))
+
+
+def test_worker_logs_table_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = f"postgresql://127.0.0.1:{closed_port()}/test"
+    project = table_project(tmp_path, {"connection": connection, "table": "scores"})
+    add_events(project, {"a1": 1})
+    worker = RescoreWorker(project, interval=0.05)
+    caplog.set_level(logging.ERROR, logger="healthscore.service.rescore")
+    worker.start()
+    try:
+        worker.notify(["a1"])
+        deadline = time.monotonic() + 60
+        while worker.batches == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls; no assertion depends on the time
+    finally:
+        worker.stop()
+
+    assert worker.batches >= 1
+    assert worker.failures == 0
+    assert worker.table_failures >= 1
+    messages = [record.getMessage() for record in caplog.records]
+    logged = [text for text in messages if "writing store.snapshot_table" in text]
+    assert logged, messages
+    assert "cannot connect to" in logged[0]
+    assert "The Parquet snapshot is stored" in logged[0]

@@ -32,6 +32,7 @@ from healthscore.sources import SourceError, as_of_point
 from healthscore.store.snapshot_tables import (
     SNAPSHOT_TABLE_SCHEMA,
     SnapshotTableError,
+    SnapshotTableWriter,
     write_snapshot_table,
 )
 
@@ -864,3 +865,61 @@ def test_postgres_snapshot_writers_take_turns(tmp_path: Path, pg_schema: str) ->
     assert failures == []
     assert waiting == 1
     assert pg_rows(pg_schema, "health_scores") == before
+
+
+def test_snapshot_writer_batch_is_one_transaction(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    import psycopg
+
+    table = f"{pg_schema}.health_scores"
+    project = csv_project(
+        tmp_path,
+        store={"snapshot_table": {"connection": PG_SOURCE, "table": table}},
+    )
+    earlier = date(2026, 5, 1)
+    score(project, earlier, monitor=False)
+    score(project, AS_OF, monitor=False)
+    before = pg_rows(pg_schema, "health_scores")
+    assert {row["as_of"] for row in before} == {earlier, AS_OF}
+    changed = snapshot_store(project).read(AS_OF, "scores").assign(score=1.0)
+    # The new row of a2 on AS_OF breaks this rule, after both dates were deleted.
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(
+            f'ALTER TABLE "{pg_schema}".health_scores ADD CONSTRAINT no_a2 '
+            f"CHECK (account_id <> 'a2' OR as_of <> DATE '{AS_OF}') NOT VALID"
+        )
+    settings = project.config.store.snapshot_table
+    assert settings is not None
+
+    with SnapshotTableWriter(project, settings) as writer:
+        with pytest.raises(SnapshotTableError) as caught:
+            writer.write([(earlier, changed), (AS_OF, changed)])
+        after_failure = pg_rows(pg_schema, "health_scores")
+        # The writer opens a new connection after the failed write.
+        written = writer.write([(earlier, changed)])
+
+    message = str(caught.value)
+    assert f"the scores of 2 dates from {earlier} to {AS_OF}" in message
+    assert "keeps its earlier rows of those dates" in message
+    assert after_failure == before
+    assert written == len(changed)
+    rows = pg_rows(pg_schema, "health_scores", earlier)
+    assert [row["score"] for row in rows] == [1.0] * len(changed)
+    assert pg_rows(pg_schema, "health_scores", AS_OF) == [
+        row for row in before if row["as_of"] == AS_OF
+    ]
+
+
+def test_snapshot_writer_rejects_repeated_date(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    settings = {"connection": f"duckdb://{database}", "table": "scores"}
+    project = csv_project(tmp_path / "p", store={"snapshot_table": settings})
+    run = score(project, AS_OF, monitor=False)
+    config = project.config.store.snapshot_table
+    assert config is not None
+    with (
+        SnapshotTableWriter(project, config) as writer,
+        pytest.raises(ValueError, match="is listed twice"),
+    ):
+        writer.write([(AS_OF, run.result.scores), (AS_OF, run.result.scores)])

@@ -266,8 +266,8 @@ def score(
         )
         _record_config(run)
         if snapshot_table is not None:
-            # NOTE: only this run writes the table; backfill, replay and the
-            # service's rescoring store Parquet snapshots only.
+            # NOTE: backfill and the service's rescoring write the table too, but
+            # `monitoring.history.replay` stores the Parquet snapshot only.
             write_snapshot_table(project, snapshot_table, as_of, result.scores)
         seconds["store"] = time.perf_counter() - mark
         if monitor:
@@ -339,7 +339,11 @@ def _stored_earlier(suppressed: list[Any]) -> list[Any]:
 def _shadow_scores(
     project: Project, metrics: MetricTable, as_of: date
 ) -> pd.DataFrame | None:
-    """Score the shadow scorecards of `validation.shadow`; None when there are none."""
+    """Score the shadow scorecards of `validation.shadow`; None when there are none.
+
+    Backfill and the service's rescoring call this too, so that every path that
+    stores a snapshot stores the same `shadow_scores` table.
+    """
     if not project.config.validation.shadow:
         return None
     from healthscore.models.shadow import score_shadow

@@ -5,8 +5,9 @@ date, but reads each source once for all dates (see `backfill_rows` and
 `backfill_sweep`). `backfill` scores batches of dates with one `score_dates` call
 each, builds their snapshot tables at once (see `backfill_tables`) and stores them
 with `SnapshotStore.write_many`. Every stored date equals what `pipeline.score`
-stores for it alone, but a backfill checks no alert rules and opens no playbook
-tasks, so it sends no alerts about past dates.
+stores for it alone: the snapshot with its `shadow_scores` table, and the date's
+rows of `store.snapshot_table`. A backfill checks no alert rules and opens no
+playbook tasks, so it sends no alerts about past dates.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from healthscore.config import Project
 from healthscore.config.models import (
@@ -26,11 +29,12 @@ from healthscore.config.models import (
 from healthscore.engine import Engine
 from healthscore.metrics import MetricTable
 from healthscore.metrics.windows import shift
-from healthscore.monitoring.backfill_rows import MetricSweep
+from healthscore.monitoring.backfill_rows import DatedMetrics, MetricSweep
 from healthscore.monitoring.backfill_sweep import sweep_source_reports
 from healthscore.monitoring.backfill_tables import snapshot_tables
 from healthscore.monitoring.history import record_config, replay_project
 from healthscore.pipeline import (
+    _shadow_scores,
     open_engine,
     run_info,
     scorecard_versions,
@@ -38,6 +42,8 @@ from healthscore.pipeline import (
 )
 from healthscore.scoring.scorecard import score_dates
 from healthscore.sources import SourceError, SourceSet
+from healthscore.store.snapshot_tables import SnapshotTableWriter
+from healthscore.store.snapshots import SnapshotStore
 from healthscore.store.state import StateStore
 
 __all__ = ["BackfillResult", "backfill", "backfill_dates", "sweep_metrics"]
@@ -150,6 +156,10 @@ def backfill(
     ------
     SourceError, ConfigError, ScoringInputError
         As `pipeline.score`; the dates stored before the error stay stored.
+    SnapshotTableError
+        When `store.snapshot_table` cannot be written. The Parquet snapshots of the
+        batch being written are stored then, and the table keeps its earlier rows
+        of that batch's dates. Later dates are not scored.
     """
     spark = (
         engine.con.name == "pyspark"
@@ -177,9 +187,21 @@ def backfill(
         if progress:
             progress(len(result.dates), total)
 
-    for group_project, group_dates in groups:
-        group_engine = engine if group_project is project else None
-        _backfill_group(group_project, group_dates, group_engine, stored)
+    settings = project.config.store.snapshot_table
+    # Created before scoring, so that an unresolved connection URL stops the
+    # backfill before anything is stored. Replayed projects keep this store.
+    table_writer = (
+        SnapshotTableWriter(project, settings) if settings is not None else None
+    )
+    try:
+        for group_project, group_dates in groups:
+            group_engine = engine if group_project is project else None
+            _backfill_group(
+                group_project, group_dates, group_engine, stored, table_writer
+            )
+    finally:
+        if table_writer is not None:
+            table_writer.close()
     result.dates.sort()
     result.seconds = time.perf_counter() - started
     logger.info("backfilled %d dates in %.2f s", len(result.dates), result.seconds)
@@ -191,6 +213,7 @@ def _backfill_group(
     dates: list[date],
     engine: Engine | None,
     stored: Callable[[date, int], None],
+    table_writer: SnapshotTableWriter | None,
 ) -> None:
     """Score and store `dates` under one configuration, batch by batch.
 
@@ -218,7 +241,7 @@ def _backfill_group(
         StateStore.open(project.config.store.state, project.root) as state,
         ThreadPoolExecutor(max_workers=1) as writer,
     ):
-        pending: tuple[list[tuple[date, int]], Future[list[Path]]] | None = None
+        pending: tuple[list[tuple[date, int]], Future[None]] | None = None
         for first, stop in _batches(sweep):
             mark = time.perf_counter()
             dated = sweep.rows(first, stop)
@@ -233,6 +256,7 @@ def _backfill_group(
                 versions,
             )
             tables = snapshot_tables(dated, scored)
+            _add_shadow_scores(project, dated, tables)
             # Shared by the batch's dates, so each run.json gets the batch's time.
             seconds = {"backfill_batch": time.perf_counter() - mark}
             snapshots = []
@@ -251,13 +275,47 @@ def _backfill_group(
                 counts.append((as_of, accounts))
             if pending is not None:
                 _finish(pending, stored)
-            pending = (counts, writer.submit(store.write_many, snapshots))
+            pending = (
+                counts,
+                writer.submit(_store_batch, store, snapshots, table_writer),
+            )
         if pending is not None:
             _finish(pending, stored)
 
 
+def _add_shadow_scores(
+    project: Project, dated: DatedMetrics, tables: list[dict[str, pa.Table]]
+) -> None:
+    """Add the `shadow_scores` table of each date, as `pipeline.score` computes it."""
+    if not project.config.validation.shadow:
+        return
+    for index, as_of in enumerate(dated.dates):
+        shadow = _shadow_scores(project, dated.table(index), as_of)
+        if shadow is not None:
+            # SnapshotStore converts a DataFrame this way too.
+            tables[index]["shadow_scores"] = pa.Table.from_pandas(shadow)
+
+
+def _store_batch(
+    store: SnapshotStore,
+    snapshots: list[tuple[date, dict[str, pa.Table], dict[str, Any]]],
+    table_writer: SnapshotTableWriter | None,
+) -> None:
+    """Store the batch's snapshots, then replace its dates' rows of the table.
+
+    The rows of all the batch's dates go in one transaction. A date is then never
+    half written, and a backfill commits once per batch instead of once per date.
+    The batch size (ROWS_PER_BATCH) bounds the rows of one transaction.
+    """
+    store.write_many(snapshots)
+    if table_writer is not None:
+        table_writer.write(
+            [(as_of, tables["scores"]) for as_of, tables, _ in snapshots]
+        )
+
+
 def _finish(
-    pending: tuple[list[tuple[date, int]], Future[list[Path]]],
+    pending: tuple[list[tuple[date, int]], Future[None]],
     stored: Callable[[date, int], None],
 ) -> None:
     counts, future = pending

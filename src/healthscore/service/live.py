@@ -4,7 +4,8 @@ A `LiveScorer` keeps the metric values of today's whole population in memory. Th
 first batch of a day runs a full scoring run. A later batch computes the metrics of
 its own accounts only, because every source scan is filtered to `account_id IN
 (batch)`. It puts those values in place of the accounts' earlier ones and scores the
-population again from the values held, then replaces today's snapshot.
+population again from the values held, then replaces today's snapshot and, with
+`store.snapshot_table`, today's rows of that table.
 
 Normalizations that need population statistics (percentile, zscore) therefore
 compare an account with the values of the last full run, updated with the values of
@@ -53,6 +54,7 @@ from healthscore.metrics import MetricTable, compute_metrics
 from healthscore.pipeline import (
     Monitoring,
     ScoringRun,
+    _shadow_scores,
     active_overrides,
     open_engine,
     run_monitoring,
@@ -68,12 +70,16 @@ from healthscore.sources.stored import (
     rollups_used,
 )
 from healthscore.store import StateStore
+from healthscore.store.snapshot_tables import SnapshotTableError, write_snapshot_table
 from healthscore.store.snapshots import RUN_FILE
 
 logger = logging.getLogger(__name__)
 
 #: Seconds after which a batch runs a full scoring run again.
 FULL_INTERVAL_SECONDS = 600.0
+#: Seconds without writes to `store.snapshot_table` after a failed write. A server
+#: that does not respond would otherwise hold every batch for its connect timeout.
+SNAPSHOT_TABLE_RETRY_SECONDS = 60.0
 
 _SUBSET_TABLE = "_rescored_accounts"
 
@@ -89,6 +95,10 @@ class RescoreResult:
     monitoring: Monitoring | None
     full: bool = False
     """Whether the batch ran a full scoring run of the population."""
+    snapshot_table_error: str | None = None
+    """The error of a failed write to `store.snapshot_table`, or None when the batch
+    wrote the rows, skipped them during the pause after a failure, or no table is
+    configured."""
 
 
 def live_project(project: Project) -> Project:
@@ -179,6 +189,8 @@ class LiveScorer:
         self._engine: Engine | None = None
         self._population: _Population | None = None
         self._state: StateStore | None = None
+        # time.monotonic() until which writes to the snapshot table pause.
+        self._table_paused_until = 0.0
 
     def close(self) -> None:
         """Close the engine and the operational store; the next batch is a full run."""
@@ -203,9 +215,12 @@ class LiveScorer:
     ) -> RescoreResult:
         """Rescore `accounts` as of `as_of` (default today) and store the snapshot.
 
-        Alert rules and playbooks run for `accounts` only. Accounts that are not in
-        the population (no active subscription, for example) get no score and raise
-        nothing.
+        The snapshot and the rows of `store.snapshot_table` are stored as
+        `pipeline.score` stores them, and then alert rules and playbooks run for
+        `accounts` only. Accounts that are not in the population (no active
+        subscription, for example) get no score and raise nothing. A failed write
+        of the snapshot table raises nothing, because the Parquet snapshot is
+        stored already. The result's `snapshot_table_error` contains the error.
         """
         started = time.perf_counter()
         day = as_of or today(self.project)
@@ -230,6 +245,7 @@ class LiveScorer:
         run = ScoringRun(
             self.project, day, metrics, result, population.reports, versions
         )
+        run.shadow = _shadow_scores(self.project, metrics, day)
         info = run.run_info()
         info["trigger"] = "ingest"
         info["rescored_accounts"] = len(wanted)
@@ -237,6 +253,7 @@ class LiveScorer:
         info["full_run_at"] = population.full_run_at.isoformat(timespec="seconds")
         run.snapshot = snapshot_store(self.project).write(day, run.tables(), info)
         population.snapshot_stamp = _run_stamp(run.snapshot)
+        table_error = self._write_snapshot_table(day, result.scores)
         subset = dataclasses.replace(
             result,
             scores=_rows_of(result.scores, wanted),
@@ -254,7 +271,33 @@ class LiveScorer:
             seconds=time.perf_counter() - started,
             monitoring=monitoring,
             full=reason is not None,
+            snapshot_table_error=table_error,
         )
+
+    def _write_snapshot_table(self, day: date, scores: pd.DataFrame) -> str | None:
+        """Replace the day's rows of `store.snapshot_table`; return the error if any.
+
+        After a failure, writes pause for SNAPSHOT_TABLE_RETRY_SECONDS. Every batch
+        writes the scores of the whole population, so the first batch after the
+        pause brings the day's rows up to date.
+        """
+        # NOTE: when no batch follows the pause, the table keeps stale rows of the
+        # day until the next batch or `healthscore score` of that date.
+        settings = self.project.config.store.snapshot_table
+        if settings is None:
+            return None
+        if time.monotonic() < self._table_paused_until:
+            logger.debug(
+                "skipped the snapshot table of %s: writes pause after a failure", day
+            )
+            return None
+        try:
+            write_snapshot_table(self.project, settings, day, scores)
+        except SnapshotTableError as exc:
+            self._table_paused_until = time.monotonic() + SNAPSHOT_TABLE_RETRY_SECONDS
+            return str(exc)
+        self._table_paused_until = 0.0
+        return None
 
     def _full_run_reason(self, day: date) -> str | None:
         """Return why the next batch needs a full run, or None when it does not."""

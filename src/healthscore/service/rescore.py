@@ -3,8 +3,14 @@
 The ingest routes hand the account ids of stored rows to a `RescoreWorker`. Its
 thread waits up to `interval` seconds after the first id (or until `max_accounts`
 ids are pending), then rescores as of today and replaces today's snapshot, which
-the account routes read as the latest date. Alert rules and playbooks then run for
-the rescored accounts only, with the dedupe and cool-down of a nightly run.
+the account routes read as the latest date, and today's rows of
+`store.snapshot_table` when one is set. Alert rules and playbooks then run for the
+rescored accounts only, with the dedupe and cool-down of a nightly run.
+
+A failed write of the snapshot table is logged and does not fail the batch: the
+snapshot is stored and alerts run. Table writes then pause for
+`SNAPSHOT_TABLE_RETRY_SECONDS`, and the first batch after the pause writes the
+whole day again.
 
 Scores as of today count the rows stored up to now: the live run places the as-of
 point at the end of today (`as_of_point: end_of_day`), whatever the project sets.
@@ -36,6 +42,7 @@ from healthscore.config import Project
 from healthscore.config.retention import ROLLUP_SUFFIX, store_sources
 from healthscore.service.live import (
     FULL_INTERVAL_SECONDS,
+    SNAPSHOT_TABLE_RETRY_SECONDS,
     LiveScorer,
     RescoreResult,
     ScorerProcess,
@@ -222,6 +229,7 @@ class RescoreWorker:
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.failures = 0
+        self.table_failures = 0
         self.last_result: RescoreResult | None = None
 
     def start(self) -> None:
@@ -312,12 +320,28 @@ class RescoreWorker:
                 continue
             self.batches += 1
             self._advance_mark(started)
+            self._report_table_error(self.last_result)
             logger.info(
                 "rescored %d accounts in %.2f s%s",
                 len(batch),
                 self.last_result.seconds,
                 " (full run)" if self.last_result.full else "",
             )
+
+    def _report_table_error(self, result: RescoreResult) -> None:
+        if result.snapshot_table_error is None:
+            return
+        self.table_failures += 1
+        logger.error(
+            "rescored %d accounts as of %s, but writing store.snapshot_table failed "
+            "(failure %d): %s. The Parquet snapshot is stored and alert rules ran. "
+            "The first batch after %.0f s writes the table again",
+            len(result.accounts),
+            result.as_of,
+            self.table_failures,
+            result.snapshot_table_error,
+            SNAPSHOT_TABLE_RETRY_SECONDS,
+        )
 
     def _next_batch(self) -> dict[str, datetime] | None:
         """Wait for queued accounts and return a batch; None when stopping."""

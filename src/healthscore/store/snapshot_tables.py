@@ -1,17 +1,19 @@
 """Scores of each run written into a database table (`store.snapshot_table`).
 
 The table has the columns of the snapshot's scores table, with `as_of` as a DATE,
-so it contains one row per account and as-of date. Writing a date deletes that date's
-rows and inserts the new ones in one transaction, so a re-run replaces the date and
-a failed write leaves the earlier rows of the date as they were. The table is
-written through Ibis, on PostgreSQL or a DuckDB file, and created when missing.
+so it contains one row per account and as-of date. Writing deletes the rows of the
+written dates and inserts the new ones in one transaction, so a re-run replaces a
+date and a failed write leaves the earlier rows of its dates as they were.
+`write_snapshot_table` writes one date; `SnapshotTableWriter` writes batches of dates
+over one connection, as a backfill does. The table is written through Ibis, on
+PostgreSQL or a DuckDB file, and created when missing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from healthscore.config import Project
 from healthscore.config.databases import Database, parse_connection, table_parts
@@ -61,42 +64,108 @@ def write_snapshot_table(
     Returns the number of rows written. Raises SnapshotTableError when the database
     cannot be reached or written; the rows of the date stay as they were then.
     """
-    database = _database(project, settings)
-    rows = _as_arrow(as_of, scores)
-    started = time.perf_counter()
-    with _connect(database, settings) as backend:
-        schema, name = table_parts(settings.table)
-        _ensure_table(backend, database, settings, schema, name)
+    with SnapshotTableWriter(project, settings) as writer:
+        return writer.write([(as_of, scores)])
+
+
+class SnapshotTableWriter:
+    """A connection that writes the scores of many as-of dates into the snapshot table.
+
+    Each `write` replaces the rows of its dates in one transaction, so a failed write
+    leaves every one of its dates with the rows it had before. The connection opens
+    on the first `write`, is closed after a failed one (the next `write` opens a new
+    one), and closes with `close` or at the end of a `with` block.
+
+    Raises SnapshotTableError on creation when the connection URL cannot be resolved,
+    for example when it names an unset variable.
+    """
+
+    def __init__(self, project: Project, settings: SnapshotTableConfig) -> None:
+        self.settings = settings
+        self.database = _database(project, settings)
+        self._schema, self._name = table_parts(settings.table)
+        self._backend: Any = None
+
+    def __enter__(self) -> SnapshotTableWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection, if one is open."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.disconnect()
+
+    def write(self, scores: Sequence[tuple[date, pd.DataFrame | pa.Table]]) -> int:
+        """Replace the rows of each listed date with its scores, in one transaction.
+
+        `scores` lists (as-of date, scores table) pairs, each date once. A table is
+        a snapshot's scores table as a DataFrame or an Arrow table. Returns the
+        number of rows written. Raises SnapshotTableError when the database cannot
+        be reached or written; every listed date keeps its earlier rows then.
+        """
+        dates = [as_of for as_of, _ in scores]
+        if len(set(dates)) != len(dates):
+            raise ValueError(f"a date is listed twice in {dates}; list each date once")
+        if not dates:
+            return 0
+        rows = pa.concat_tables([_as_arrow(as_of, frame) for as_of, frame in scores])
+        started = time.perf_counter()
+        backend = self._open()
         try:
-            with _transaction(backend, database):
-                if database.kind == "postgres":
-                    # Two runs of one date would otherwise both delete before either
-                    # inserts, and leave the rows twice. Readers are not blocked.
-                    _execute(backend, database, _lock_sql(backend, schema, name))
-                _execute(backend, database, _delete_sql(backend, schema, name, as_of))
-                if rows.num_rows and database.kind == "postgres":
-                    _copy_rows(backend, schema, name, rows)
-                elif rows.num_rows:
-                    backend.insert(name, rows, database=schema)
+            self._replace(backend, dates, rows)
         except SnapshotTableError:
+            self.close()
             raise
         except Exception as exc:
+            self.close()
             if not _is_database_error(exc):
                 raise
             raise SnapshotTableError(
-                f"writing the scores of {as_of} into table {settings.table!r} of "
-                f"{database.display} failed, so the table keeps its earlier rows of "
-                f"that date: {database.redact(_first_line(exc))}"
+                f"writing the scores of {_describe(dates)} into table "
+                f"{self.settings.table!r} of {self.database.display} failed, so the "
+                f"table keeps its earlier rows of {_those(dates)}: "
+                f"{self.database.redact(_first_line(exc))}"
             ) from None
-    logger.info(
-        "wrote %d scores of %s into %s#%s in %.2f s",
-        rows.num_rows,
-        as_of,
-        database.display,
-        settings.table,
-        time.perf_counter() - started,
-    )
-    return rows.num_rows
+        logger.info(
+            "wrote %d scores of %s into %s#%s in %.2f s",
+            rows.num_rows,
+            _describe(dates),
+            self.database.display,
+            self.settings.table,
+            time.perf_counter() - started,
+        )
+        return rows.num_rows
+
+    def _open(self) -> Any:
+        """Return the open connection, opening it and checking the table first."""
+        if self._backend is not None:
+            return self._backend
+        backend = _open_backend(self.database, self.settings)
+        try:
+            _ensure_table(
+                backend, self.database, self.settings, self._schema, self._name
+            )
+        except BaseException:
+            backend.disconnect()
+            raise
+        self._backend = backend
+        return backend
+
+    def _replace(self, backend: Any, dates: list[date], rows: pa.Table) -> None:
+        database, schema, name = self.database, self._schema, self._name
+        with _transaction(backend, database):
+            if database.kind == "postgres":
+                # Two runs of one date would otherwise both delete before either
+                # inserts, and leave the rows twice. Readers are not blocked.
+                _execute(backend, database, _lock_sql(backend, schema, name))
+            _execute(backend, database, _delete_sql(backend, schema, name, dates))
+            if rows.num_rows and database.kind == "postgres":
+                _copy_rows(backend, schema, name, rows)
+            elif rows.num_rows:
+                backend.insert(name, rows, database=schema)
 
 
 def check_snapshot_table(project: Project, settings: SnapshotTableConfig) -> None:
@@ -117,23 +186,38 @@ def _database(project: Project, settings: SnapshotTableConfig) -> Database:
         ) from None
 
 
-def _as_arrow(as_of: date, scores: pd.DataFrame) -> pa.Table:
+def _as_arrow(as_of: date, scores: pd.DataFrame | pa.Table) -> pa.Table:
     """Return the rows to write, typed as the table; `as_of` is set on every row."""
-    columns = []
+    count = len(scores)
+    names = set(scores.column_names if isinstance(scores, pa.Table) else scores.columns)
+    columns: list[pa.Array | pa.ChunkedArray] = []
     for field in SNAPSHOT_TABLE_SCHEMA:
         if field.name == "as_of":
-            columns.append(pa.array([as_of] * len(scores), type=pa.date32()))
-            continue
-        if field.name not in scores.columns:
-            columns.append(pa.nulls(len(scores), type=field.type))
-            continue
-        values = scores[field.name]
-        columns.append(pa.array(values, type=field.type, from_pandas=True))
+            columns.append(pa.array([as_of] * count, type=pa.date32()))
+        elif field.name not in names:
+            columns.append(pa.nulls(count, type=field.type))
+        elif isinstance(scores, pa.Table):
+            # Casting also decodes the dictionary columns of backfilled tables.
+            columns.append(pc.cast(scores[field.name], field.type))
+        else:
+            values = scores[field.name]
+            columns.append(pa.array(values, type=field.type, from_pandas=True))
     return pa.Table.from_arrays(columns, schema=SNAPSHOT_TABLE_SCHEMA)
 
 
-@contextmanager
-def _connect(database: Database, settings: SnapshotTableConfig) -> Iterator[Any]:
+def _describe(dates: list[date]) -> str:
+    """Name the dates of a write in a message: one date, or the count and range."""
+    if len(dates) == 1:
+        return dates[0].isoformat()
+    return f"{len(dates)} dates from {min(dates)} to {max(dates)}"
+
+
+def _those(dates: list[date]) -> str:
+    return "that date" if len(dates) == 1 else "those dates"
+
+
+def _open_backend(database: Database, settings: SnapshotTableConfig) -> Any:
+    """Connect to the table's database. Raises SnapshotTableError when that fails."""
     import ibis
 
     try:
@@ -152,17 +236,15 @@ def _connect(database: Database, settings: SnapshotTableConfig) -> Iterator[Any]
             "the postgres extra: pip install 'healthscore[postgres]'"
         ) from None
     except Exception as exc:
-        if not _is_database_error(exc):
+        # OSError: the folder of a DuckDB file cannot be created.
+        if not (_is_database_error(exc) or isinstance(exc, OSError)):
             raise
         raise SnapshotTableError(
             f"cannot connect to {database.display} to write the scores into table "
             f"{settings.table!r}: {database.redact(_first_line(exc))}. Check the "
             "server or file and store.snapshot_table.connection"
         ) from None
-    try:
-        yield backend
-    finally:
-        backend.disconnect()
+    return backend
 
 
 @contextmanager
@@ -228,9 +310,10 @@ def _table_sql(backend: Any, schema: str | None, name: str) -> str:
     return str(sg.table(name, db=schema, quoted=True).sql(backend.dialect))
 
 
-def _delete_sql(backend: Any, schema: str | None, name: str, as_of: date) -> str:
+def _delete_sql(backend: Any, schema: str | None, name: str, dates: list[date]) -> str:
     table = _table_sql(backend, schema, name)
-    return f"DELETE FROM {table} WHERE as_of = DATE '{as_of.isoformat()}'"
+    days = ", ".join(f"DATE '{as_of.isoformat()}'" for as_of in dates)
+    return f"DELETE FROM {table} WHERE as_of IN ({days})"
 
 
 def _lock_sql(backend: Any, schema: str | None, name: str) -> str:
