@@ -138,6 +138,39 @@ def test_compare_unknown_method_fails(project_dir):
     assert "unknown method magic" in result.output
 
 
+def test_model_features_are_metrics(project_dir):
+    from healthscore.config import load_project
+    from healthscore.models.compare import model_features
+    from healthscore.models.dataset import Observations, build_observations
+
+    project = load_project(project_dir)
+    observations = build_observations(project)
+    assert model_features(project, observations) == observations.metric_columns
+    # A measure whose metric has no column (a text metric with too many values)
+    # stays among the features.
+    without = Observations(
+        observations.frame,
+        observations.measure_columns,
+        [c for c in observations.metric_columns if c != "metric:logins"],
+        observations.labels,
+        observations.dates,
+    )
+    assert model_features(project, without) == [
+        "metric:days_since_login",
+        "metric:logins_7d",
+        "measure:logins",
+    ]
+
+
+def test_survival_probability_is_recalibrated(project_dir):
+    invoke("compare", "--project", str(project_dir), "--methods", "survival,ml")
+    stored = project_dir / ".healthscore" / "models" / "compare.json"
+    methods = {row["method"]: row for row in json.loads(stored.read_text())["methods"]}
+    assert methods["survival"]["calibration"] == "Platt (sigmoid)"
+    assert methods["ml"]["calibration"] == "the method's own"
+    assert methods["survival"]["ece"] < 0.05
+
+
 def test_backtest_stores_results_for_report(project_dir):
     output = invoke("backtest", "--project", str(project_dir), "--json")
     data = json.loads(output)

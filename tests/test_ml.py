@@ -25,7 +25,7 @@ from healthscore.cli import app
 from healthscore.config import Project
 from healthscore.models.errors import InsufficientLabels
 from healthscore.models.hybrid import HybridScorer
-from healthscore.models.ml import ChurnClassifier
+from healthscore.models.ml import ChurnClassifier, leaf_rows
 from healthscore.models.persist import (
     ModelNotFoundError,
     load_model,
@@ -110,6 +110,48 @@ def test_logistic_contribution_is_coefficient_times_value() -> None:
     assert single[0, 0] == pytest.approx(expected)
     assert member.encoder.mean_[0] == pytest.approx(mean, rel=0.2)
     assert member.encoder.scale_[0] == pytest.approx(deviation, rel=0.2)
+
+
+@pytest.mark.parametrize(
+    ("churned", "rows", "expected"),
+    [
+        (500, 10000, 800),  # 5 % churned: 40 / 0.05
+        (3000, 10000, 134),  # 30 %: ceil(133.3)
+        (6000, 10000, 100),  # retained rows are the rarer class: 40 / 0.4
+        (400, 1000, 100),  # 40 %: 40 / 0.4
+        (10, 1000, 250),  # 1 % would need 4,000 rows: capped at a quarter
+        (900, 1000, 250),  # 10 % retained would need 400: capped at 250
+        (0, 1000, 50),  # one class only: the smallest size
+        (300, 400, 100),  # 25 % retained: 160, capped at a quarter of 400
+    ],
+)
+def test_leaf_rows_rule(churned: int, rows: int, expected: int) -> None:
+    labels = np.zeros(rows, dtype=int)
+    labels[:churned] = 1
+    assert leaf_rows(labels) == expected
+
+
+def test_leaf_rows_never_below_minimum() -> None:
+    labels = np.array([0, 1] * 500)
+    # 50 % churned needs 80 rows per leaf, more than the minimum of 50.
+    assert leaf_rows(labels) == 80
+    labels = np.array([0, 1] * 100)
+    # 200 rows allow at most 50 per leaf, which is the minimum anyway.
+    assert leaf_rows(labels) == 50
+
+
+def test_default_leaf_size_follows_churn_rate(signal) -> None:
+    frame, labels, _ = signal
+    model = ChurnClassifier().fit(frame[:6000], labels[:6000])
+    # The last fold's training rows set the recorded size.
+    _, holdout = model._splits(labels[:6000], None)[-1]
+    fit_labels = np.delete(labels[:6000], holdout)
+    assert model.min_child_samples_ == leaf_rows(fit_labels)
+    member = model.members_[-1].model
+    assert member.get_params()["min_child_samples"] == model.min_child_samples_
+    fixed = ChurnClassifier(min_child_samples=20).fit(frame[:6000], labels[:6000])
+    assert fixed.members_[0].model.get_params()["min_child_samples"] == 20
+    assert not hasattr(fixed, "min_child_samples_")
 
 
 def test_time_order_holds_out_latest_dates(signal) -> None:
@@ -378,7 +420,9 @@ def test_train_stores_model_with_metadata(trained) -> None:
     assert result["churned"] > 40
     stored = load_model(project, "churn")
     assert stored.metadata["features"] == result["features"]
-    assert "measure:logins" in result["features"]
+    # A measure is left out when its metric is a feature: trees split on either.
+    assert "metric:logins" in result["features"]
+    assert "measure:logins" not in result["features"]
     assert "metric:days_since_login" in result["features"]
     assert stored.metadata["libraries"]["lightgbm"]
 

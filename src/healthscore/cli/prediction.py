@@ -120,9 +120,12 @@ def train_models(
 
     Returns the training summary that `train` prints and stores as metadata.
     """
+    from healthscore.models.compare import model_features
     from healthscore.models.ml import ChurnClassifier
 
-    features = observations.measure_columns + observations.metric_columns
+    # The same features as the ml method of `compare`, so that its measurement
+    # describes the stored model.
+    features = model_features(project, observations)
     if not features:
         raise ValueError(
             "the snapshots hold no measures or metrics to train on; check the "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,14 +32,17 @@ from sklearn.utils.validation import check_is_fitted
 from healthscore.models.errors import InsufficientLabels
 
 __all__ = [
+    "LEAF_CHURNED",
     "MIN_CALIBRATION_ROWS",
     "MIN_HOLDOUT_ROWS",
     "MIN_ISOTONIC_POSITIVES",
     "MIN_ISOTONIC_ROWS",
+    "MIN_LEAF_ROWS",
     "MIN_TRAINING_ROWS",
     "ChurnClassifier",
     "FeatureEncoder",
     "binary_labels",
+    "leaf_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +65,14 @@ MIN_ISOTONIC_POSITIVES = 50
 SKEWED = 2.0
 #: Trees of a LightGBM model fitted without a hold-out part to stop early on.
 ROUNDS_WITHOUT_HOLDOUT = 200
+#: Churned rows that a LightGBM leaf is sized to contain when `min_child_samples`
+#: is None. On the socialnet example, an inner validation inside the training dates
+#: (fit on the earlier training months, log loss on the latest) chose 800 rows per
+#: leaf out of 25 to 3,200. At the churn rates of those fits, 4.3 and 6.1 %, that is
+#: 34 to 49 churned rows (docs/validation.md).
+LEAF_CHURNED = 40
+#: Minimum leaf size of that rule.
+MIN_LEAF_ROWS = 50
 
 
 class FeatureEncoder:
@@ -183,9 +195,15 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         Seed of the split and of LightGBM's row and column sampling.
     n_estimators : int
         Maximum number of trees; early stopping usually ends sooner.
-    learning_rate, num_leaves, min_child_samples : float, int, int
-        LightGBM settings. Small trees (7 leaves) with at least 50 rows per leaf
-        keep the model from fitting noise on a few thousand accounts.
+    learning_rate, num_leaves : float, int
+        LightGBM settings. Small trees (7 leaves) keep the model from fitting noise
+        on a few thousand accounts.
+    min_child_samples : int or None
+        Minimum number of rows in a LightGBM leaf. None sizes leaves to contain
+        about LEAF_CHURNED churned rows at the training churn rate, at least
+        MIN_LEAF_ROWS and at most a quarter of the rows (see `leaf_rows`). With a
+        few percent churning, a leaf of 50 rows contains one or two churned rows,
+        so its value is mostly noise.
     early_stopping_rounds : int
         Rounds without a better hold-out log loss after which LightGBM stops.
     C : float
@@ -207,7 +225,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         n_estimators: int = 1000,
         learning_rate: float = 0.03,
         num_leaves: int = 7,
-        min_child_samples: int = 50,
+        min_child_samples: int | None = None,
         early_stopping_rounds: int = 50,
         C: float = 1.0,
         validation_fraction: float = 0.2,
@@ -371,7 +389,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             else min(self.n_estimators, ROUNDS_WITHOUT_HOLDOUT),
             learning_rate=self.learning_rate,
             num_leaves=self.num_leaves,
-            min_child_samples=self.min_child_samples,
+            min_child_samples=self._leaf_rows(labels[fit_rows]),
             subsample=0.8,
             subsample_freq=1,
             colsample_bytree=0.8,
@@ -392,6 +410,12 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         best = getattr(model, "best_iteration_", None)
         iterations = int(best) if best else int(model.n_estimators)
         return _Member(model, None, None, iterations)
+
+    def _leaf_rows(self, labels: np.ndarray) -> int:
+        if self.min_child_samples is not None:
+            return self.min_child_samples
+        self.min_child_samples_ = leaf_rows(labels)
+        return self.min_child_samples_
 
     def _fit_logistic(
         self, frame: pd.DataFrame, labels: np.ndarray, fit_rows: np.ndarray
@@ -565,6 +589,22 @@ def _calibrated(calibrator: Any, margin: np.ndarray) -> np.ndarray:
     if isinstance(calibrator, IsotonicRegression):
         return np.asarray(calibrator.predict(margin), dtype="float64")
     return np.asarray(calibrator.predict_proba(margin.reshape(-1, 1))[:, 1])
+
+
+def leaf_rows(labels: np.ndarray) -> int:
+    """Return the leaf size that contains about LEAF_CHURNED churned rows of `labels`.
+
+    The size is ``ceil(LEAF_CHURNED / rate)``, where the rate is the share of the
+    rarer class (churned, unless most rows churned). It is at least MIN_LEAF_ROWS
+    and at most a quarter of the rows, so that a tree can still split.
+    """
+    rows = len(labels)
+    churned = int(np.sum(labels))
+    rate = min(churned, rows - churned) / rows if rows else 0.0
+    if rate <= 0:
+        return MIN_LEAF_ROWS
+    size = math.ceil(LEAF_CHURNED / rate)
+    return max(MIN_LEAF_ROWS, min(size, rows // 4))
 
 
 def binary_labels(y: Any, rows: int) -> np.ndarray:
