@@ -134,8 +134,8 @@ def account_not_found(account_id: str) -> ApiError:
     )
 
 
-def get_access(token: Token, context: Context) -> Access:
-    """Return the request's Access (a route dependency)."""
+async def get_access(token: Token, context: Context) -> Access:
+    """Return the request's Access (a route dependency; a coroutine, as get_context)."""
     return Access(token=token, context=context)
 
 

@@ -6,7 +6,10 @@ that fails in that instant is retried a few times before it counts as an error.
 Reads are served from memory. The scores of each date are kept until that date's
 `run.json` changes, so replacing today's snapshot (as the rescore worker does after
 every batch) rereads today's scores only. History, trends and the table of accounts
-of a date are kept until a snapshot changes.
+of a date are kept until a snapshot changes. One request at a time rebuilds a
+changed value, and the other requests get the value before the change meanwhile,
+so that a burst of reads after a rescoring batch does not rebuild it once per
+request thread.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class ProjectData:
         self.snapshots = snapshot_store(project)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[Any, Any]] = {}
+        # One lock per cached value, held by the request that rebuilds it.
+        self._builders: dict[str, threading.Lock] = {}
         # Dates found stored before; one missing now is probably being replaced.
         self._seen_dates: set[date] = set()
 
@@ -176,19 +181,15 @@ class ProjectData:
         """
         from healthscore.service.views import build_account_table
 
+        def build() -> pd.DataFrame:
+            frame = build_account_table(self, as_of)
+            indexed = frame.set_index(frame["account_id"], drop=False)
+            indexed.index.name = None
+            return indexed
+
         key = f"accounts table {as_of.isoformat()}"
         version = (self._snapshot_version(), self._accounts_version())
-        with self._lock:
-            found = self._cache.get(key)
-        if found is not None and found[0] == version:
-            cached: pd.DataFrame = found[1]
-            return cached
-        frame = build_account_table(self, as_of)
-        indexed = frame.set_index(frame["account_id"], drop=False)
-        indexed.index.name = None
-        with self._lock:
-            self._cache[key] = (version, indexed)
-        return indexed
+        return self._current(key, version, build)
 
     def trends(self, as_of: date) -> pd.DataFrame:
         """Return `compute_trends` as of `as_of`, cached until a snapshot changes."""
@@ -211,15 +212,38 @@ class ProjectData:
         return tuple(version)
 
     def _cached(self, key: str, compute: Callable[[], T]) -> T:
-        version = self._snapshot_version()
+        return self._current(key, self._snapshot_version(), compute)
+
+    def _current(self, key: str, version: Any, compute: Callable[[], T]) -> T:
+        """Return the cached value of `key` if it is of `version`, else rebuild it.
+
+        While another request rebuilds the value, a stale cached value is returned
+        at once instead of waiting. Without any cached value, the request waits for
+        that rebuild and then uses its result.
+        """
         with self._lock:
             found = self._cache.get(key)
+            builder = self._builders.setdefault(key, threading.Lock())
         if found is not None and found[0] == version:
-            return found[1]
-        value = compute()
-        with self._lock:
-            self._cache[key] = (version, value)
-        return value
+            value: T = found[1]
+            return value
+        if found is None:
+            builder.acquire()
+        elif not builder.acquire(blocking=False):
+            stale: T = found[1]
+            return stale
+        try:
+            with self._lock:
+                found = self._cache.get(key)
+            if found is not None and found[0] == version:
+                built: T = found[1]
+                return built
+            built = compute()
+            with self._lock:
+                self._cache[key] = (version, built)
+            return built
+        finally:
+            builder.release()
 
     # Accounts
 
