@@ -271,7 +271,7 @@ def test_compaction_during_appends_loses_nothing(project):
     assert len(parts_of(project, DAY)) == 1
 
 
-def test_worker_updates_compact_days_before_today(project):
+def test_worker_updates_compact_past_and_today(project):
     store = event_store(project)
     updates = RollupUpdates(project)
     committer = GroupCommitter(store, updates)
@@ -284,22 +284,89 @@ def test_worker_updates_compact_days_before_today(project):
     updates.apply()
 
     assert len(parts_of(project, yesterday)) == 1
-    assert len(parts_of(project, today)) == 3
+    assert len(parts_of(project, today)) == 1
     assert store.read_raw("usage", yesterday).num_rows == 3
+    assert store.read_raw("usage", today).num_rows == 3
     rollup = store.read_rollup("usage", yesterday)
     assert sum(rollup["rows"].to_pylist()) == 3
 
 
-def test_worker_compacts_day_once_it_is_past(project):
+def test_worker_merges_today_again_as_rows_arrive(project):
     store = event_store(project)
     updates = RollupUpdates(project)
     today = project_today(project)
     append_parts(store, today, 3)
     updates.add("usage", [today])
 
-    assert updates.compact(today) == {}
-    assert updates.compact(today + timedelta(days=1)) == {"usage": {today: 3}}
+    assert updates.compact(today) == {"usage": {today: 3}}
+    append_parts(store, today, 2, start=50)
+    updates.add("usage", [today])
+    # The merged part is still small, so it is merged with the two new ones.
+    assert updates.compact(today) == {"usage": {today: 3}}
     assert len(parts_of(project, today)) == 1
+    assert store.read_raw("usage", today).num_rows == 15
+
+
+def test_recent_merge_keeps_large_parts(project):
+    store = event_store(project)
+    append_parts(store, DAY, 1, size=40)
+    large = parts_of(project, DAY)[0]
+    append_parts(store, DAY, 3, start=100)
+    before = store.read_raw("usage", DAY)
+    small_bytes = large.stat().st_size
+
+    merged = store.compact_recent("usage", DAY, 2, small_bytes)
+
+    assert merged == 3
+    after = parts_of(project, DAY)
+    assert len(after) == 2
+    assert after[0].name == large.name
+    assert store.read_raw("usage", DAY).equals(before)
+    assert hidden_entries(project) == []
+
+
+def test_recent_merge_needs_more_than_max_parts(project):
+    store = event_store(project)
+    append_parts(store, DAY, 2)
+
+    assert store.compact_recent("usage", DAY, 2, 1 << 20) == 0
+    assert len(parts_of(project, DAY)) == 2
+
+
+def test_recent_merge_keeps_retries_deduplicated(project):
+    store = event_store(project)
+    append_parts(store, DAY, 4)
+    store.compact_recent("usage", DAY, 2, 1 << 20)
+
+    retried = store.append(
+        "usage",
+        batch(DAY, 0, 3),
+        numeric=["value"],
+        message_ids=[f"{DAY}-m{i}" for i in range(3)],
+    )
+
+    assert retried.rows == 0
+    assert store.read_raw("usage", DAY).num_rows == 12
+
+
+@pytest.mark.parametrize("crash_point", [1, 2, 3])
+def test_recent_merge_recovers_from_crash(project, monkeypatch, crash_point):
+    store = event_store(project)
+    append_parts(store, DAY, 1, size=40)
+    large = parts_of(project, DAY)[0]
+    append_parts(store, DAY, 3, start=100)
+    before = store.read_raw("usage", DAY)
+    crash_at_replace(monkeypatch, crash_point)
+
+    with pytest.raises(Crash):
+        store.compact_recent("usage", DAY, 2, large.stat().st_size)
+    monkeypatch.undo()
+
+    fresh = EventStore(store.events_folder, store.daily_folder)
+    fresh.append("usage", batch(DAY, 500, 1), numeric=["value"], message_ids=["late"])
+    rows = fresh.read_raw("usage", DAY)
+    assert rows.num_rows == before.num_rows + 1
+    assert rows.slice(0, before.num_rows).equals(before)
 
 
 def test_compact_command(project):

@@ -920,8 +920,9 @@ class StoreConfig(StrictModel):
         default=16,
         ge=1,
         description="Raw part files of one day of a store source above which the day "
-        "is merged into one part: by the web service for days before today, and by "
-        "`healthscore compact` for every day.",
+        "is merged: into one part by the web service for days before today and by "
+        "`healthscore compact` for every day, and by the web service for today its "
+        "newest parts below 1 MiB into one.",
     )
     snapshot_table: SnapshotTableConfig | None = Field(
         default=None,

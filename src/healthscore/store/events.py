@@ -421,6 +421,22 @@ class EventStore:
                 ids |= by_day.get(day, set())
                 self._message_cache[(source, day)] = (names | {target.name}, ids)
 
+    def _cache_merged_parts(
+        self, source: str, day: date, parts: list[Path], merged: str
+    ) -> None:
+        """Name the merged part in place of its parts in the day's message id cache.
+
+        The merged part holds the same ids as its parts, so the next append of the
+        day does not read every part again.
+        """
+        with self._cache_guard:
+            cached = self._message_cache.get((source, day))
+            replaced = {part.name for part in parts}
+            if cached is None or not replaced <= cached[0]:
+                return
+            names, ids = cached
+            self._message_cache[(source, day)] = ((names - replaced) | {merged}, ids)
+
     def _stored_message_ids(self, source: str, day: date) -> set[str]:
         """Return the message ids in the raw parts of a day; call under the lock.
 
@@ -669,7 +685,38 @@ class EventStore:
                 compacted[day] = len(parts)
         return compacted
 
-    def _compact_day(self, source: str, day: date, parts: list[Path]) -> None:
+    def compact_recent(
+        self, source: str, day: date, max_parts: int, small_bytes: int
+    ) -> int:
+        """Merge the newest small parts of a day that still receives rows.
+
+        When the day has more than `max_parts` parts, its newest parts smaller than
+        `small_bytes` are merged into one part, and the older parts stay as they
+        are. So while rows keep arriving, each merge rewrites only recent rows,
+        and a day holds about one part per `small_bytes` of rows plus a short run
+        of new ones. Returns the parts merged (0 when none were).
+        """
+        if max_parts < 1:
+            raise EventStoreError(f"max_parts is {max_parts}; give 1 or more")
+        with self._lock(source):
+            self._recover(source)
+            parts = self._parts(source, day)
+            if len(parts) <= max_parts:
+                return 0
+            recent: list[Path] = []
+            for part in reversed(parts):
+                if part.stat().st_size >= small_bytes:
+                    break
+                recent.append(part)
+            if len(recent) < 2:
+                return 0
+            recent.reverse()
+            self._compact_day(source, day, recent, keep=parts[: -len(recent)])
+            return len(recent)
+
+    def _compact_day(
+        self, source: str, day: date, parts: list[Path], keep: list[Path] | None = None
+    ) -> None:
         tables = [pq.read_table(part) for part in parts]
         try:
             merged = pa.concat_tables(tables, promote_options="default")
@@ -684,7 +731,9 @@ class EventStore:
                 f"merging the parts of {source!r} on {day} gave {merged.num_rows} "
                 f"rows instead of {expected}; the parts were kept"
             )
-        self._replace_day(source, day, merged, name=_merged_part_name(parts[-1].name))
+        name = _merged_part_name(parts[-1].name)
+        self._replace_day(source, day, merged, name=name, keep=keep or [])
+        self._cache_merged_parts(source, day, parts, name)
         logger.info(
             "compacted %d parts of %s on %s into one (%d rows)",
             len(parts),
@@ -828,12 +877,21 @@ class EventStore:
         return count
 
     def _replace_day(
-        self, source: str, day: date, table: pa.Table, *, name: str | None = None
+        self,
+        source: str,
+        day: date,
+        table: pa.Table,
+        *,
+        name: str | None = None,
+        keep: Sequence[Path] = (),
     ) -> None:
+        """Swap in a day folder with `table` as a part, beside hard links of `keep`."""
         folder = self._day_dir(source, day)
         staging = folder.with_name(_NEW + folder.name)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        for part in keep:
+            os.link(part, staging / part.name)
         if table.num_rows:
             name = name or _part_name()
             os.replace(_write_temporary(staging / name, table), staging / name)
@@ -843,7 +901,7 @@ class EventStore:
         os.replace(staging, folder)
         _fsync_directory(folder.parent)
         shutil.rmtree(old)
-        if not table.num_rows:
+        if not table.num_rows and not keep:
             folder.rmdir()
 
     # Housekeeping
@@ -924,8 +982,15 @@ class EventStore:
         return self.events_folder / source / MEMBERSHIPS_FILE
 
     def _parts(self, source: str, day: date) -> list[Path]:
+        # Every append lists the parts of its days, and a day of the service can
+        # hold thousands, so names are listed and sorted as text, not as Paths.
         folder = self._day_dir(source, day)
-        return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = [n for n in names if n.startswith("part-") and n.endswith(".parquet")]
+        return [folder / name for name in sorted(found)]
 
 
 def file_digest(path: str | Path) -> str:
