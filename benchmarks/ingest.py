@@ -14,8 +14,9 @@ drives it over kept-alive HTTP/1.1 connections (asyncio streams, see `Connection
 - latency: once a second, one track call to a probe account (a probe account gets
   no other events) with a new `value`. The score of the project is the latest
   `value` over 10, so the probe's new score is known in advance. The script polls
-  `GET /api/v1/accounts/{id}` every 50 ms until it shows that score, and records
-  the time from sending the event to that read;
+  `GET /api/v1/accounts/{id}` every `--poll` seconds (default 0.1) until it shows
+  that score, and records the time from sending the event to that read. These
+  polls are reads beyond `--reads`: with 10 probes waiting at once, 100 a second;
 - reads: `GET /api/v1/accounts/{id}` of random load accounts at `--reads` per
   second, each with its latency and status.
 
@@ -393,7 +394,7 @@ async def drive(
                 if score is not None and abs(score - expected) < 1e-6:
                     load.latencies.append(time.perf_counter() - sent)
                     return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(args.poll)
         except HttpError:
             pass
         load.probes_lost += 1
@@ -443,6 +444,9 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1000, help="load accounts")
     parser.add_argument(
         "--probe-timeout", type=float, default=15, help="seconds a probe waits"
+    )
+    parser.add_argument(
+        "--poll", type=float, default=0.1, help="seconds between a probe's reads"
     )
     parser.add_argument("--keep", action="store_true", help="keep the project folder")
     args = parser.parse_args()
