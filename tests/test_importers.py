@@ -208,6 +208,38 @@ def _call_type(payload: dict[str, Any]) -> Any:
     return payload.get("type") or payload.get("action")
 
 
+def test_segment_bad_account_and_time_reported(tmp_path):
+    project = segment_project(tmp_path)
+    calls = [
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "E",
+            "context": {"groupId": {"x": 1}},
+        },
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "E",
+            "timestamp": "0001-01-01T00:00:00+05:00",
+            "context": {"groupId": "acme"},
+        },
+        {"type": "identify", "userId": "u7", "traits": {"company_id": ["acme"]}},
+        {"type": "track", "userId": "u7", "event": "E", "timestamp": "2024-03-02"},
+    ]
+    with open(tmp_path / "exports" / "calls.jsonl", "a") as handle:
+        handle.write("".join(json.dumps(call) + "\n" for call in calls))
+
+    report = {r.source: r for r in load(project).report(datetime(2024, 4, 1))}["usage"]
+
+    assert report.rows_read == 12
+    assert report.excluded == {
+        "unmapped_account:account_id": 3,
+        "unparseable_value:account_id": 1,
+        "unparseable_value:timestamp": 1,
+    }
+
+
 def test_segment_invalid_line_fails_clearly(tmp_path):
     project = segment_project(tmp_path)
     with open(tmp_path / "exports" / "calls.jsonl", "a") as handle:

@@ -278,16 +278,23 @@ def to_timestamp(
     without an offset it is already wall-clock time in `zone`, with one it is
     converted to `zone`. A date alone means its midnight.
     """
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(float(value), UTC)
-    else:
-        moment = _parse_time_text(str(value).strip(), timestamp_format)
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(zone).replace(tzinfo=None)
+    try:
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, date):
+            moment = datetime(value.year, value.month, value.day)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            moment = datetime.fromtimestamp(float(value), UTC)
+        else:
+            moment = _parse_time_text(str(value).strip(), timestamp_format)
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(zone).replace(tzinfo=None)
+    except InvalidValue:
+        raise
+    except (OverflowError, OSError, ValueError) as exc:
+        # A time near year 1 or 9999 can leave the range of datetime once moved to
+        # `zone`, and a huge Unix time that of the platform's clock functions.
+        raise InvalidValue(str(value)) from exc
     return moment
 
 

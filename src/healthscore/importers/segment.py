@@ -162,7 +162,8 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
     for call in calls:
         if call.type != "track":
             continue
-        account = _explicit_account(call.payload, options) or _member_account(
+        explicit = _explicit_account(call.payload, options)
+        account = _account_text(explicit) or _member_account(
             context, call, memberships, scope
         )
         message_id = _text(
@@ -188,6 +189,10 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
                 )
             )
         problem = None if account else "unmapped_account:account_id"
+        if _is_structured(explicit):
+            # An object, list or boolean is not an id; str() would make one up.
+            values["account_id"] = None
+            problem = "unparseable_value:account_id"
         table.add(call.file, call.line, values, problem)
     return table
 
@@ -223,7 +228,8 @@ def _payload(parsed: Any) -> dict[str, Any] | None:
     return parsed
 
 
-def _explicit_account(payload: dict[str, Any], options: SegmentOptions) -> str | None:
+def _explicit_account(payload: dict[str, Any], options: SegmentOptions) -> Any:
+    """Return the first account field of a track call that is present, as sent."""
     candidates = [
         dig(payload, "context.groupId"),
         dig(payload, "properties.groupId"),
@@ -232,7 +238,16 @@ def _explicit_account(payload: dict[str, Any], options: SegmentOptions) -> str |
     if options.account_trait:
         candidates.append(dig(payload, f"context.traits.{options.account_trait}"))
         candidates.append(dig(payload, f"properties.{options.account_trait}"))
-    return _text(first_present(*candidates))
+    return first_present(*candidates)
+
+
+def _is_structured(value: Any) -> bool:
+    return isinstance(value, dict | list | bool)
+
+
+def _account_text(value: Any) -> str | None:
+    """Return an account id as text; None when it is missing or not a scalar."""
+    return None if _is_structured(value) else _text(value)
 
 
 def _memberships(
@@ -252,17 +267,30 @@ def _memberships(
 
 
 def _declared_account(call: Call, options: SegmentOptions) -> str | None:
+    # NOTE: an identify or group call whose account is an object, a list or a
+    # boolean declares no membership and is not reported; the service rejects
+    # such calls with 422, and a file's later track calls of the user show as
+    # unmapped.
     if call.type == "group":
-        return _text(call.payload.get("groupId"))
+        return _account_text(call.payload.get("groupId"))
     if call.type != "identify":
         return None
+    return _account_text(
+        first_present(*_declared_account_fields(call.payload, options))
+    )
+
+
+def _declared_account_fields(
+    payload: dict[str, Any], options: SegmentOptions
+) -> list[Any]:
+    """Return the values of the account fields of an identify call, in order."""
     candidates = [
-        dig(call.payload, "traits.company_id"),
-        dig(call.payload, "traits.company.id"),
+        dig(payload, "traits.company_id"),
+        dig(payload, "traits.company.id"),
     ]
     if options.account_trait:
-        candidates.append(dig(call.payload, f"traits.{options.account_trait}"))
-    return _text(first_present(*candidates))
+        candidates.append(dig(payload, f"traits.{options.account_trait}"))
+    return candidates
 
 
 def _declared(

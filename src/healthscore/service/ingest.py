@@ -47,6 +47,7 @@ from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.config.retention import numeric_columns
 from healthscore.engine import connect
+from healthscore.importers.records import dig
 from healthscore.importers.segment import MembershipScope
 from healthscore.service.context import ServiceContext, get_context
 from healthscore.service.errors import ERROR_RESPONSES, ApiError
@@ -70,6 +71,12 @@ logger = logging.getLogger(__name__)
 #: Call types that the `/v1/batch` route accepts. Page, screen and alias calls are
 #: accepted and skipped, as the Segment importer skips them in files.
 CALL_TYPES = ("track", "identify", "group", "page", "screen", "alias")
+#: Fields of each call type that name an account, checked to be a string or a
+#: number. The importer checks those of track calls and reports them per row.
+ACCOUNT_FIELDS = {
+    "group": ("groupId",),
+    "identify": ("traits.company_id", "traits.company.id"),
+}
 #: Roles whose bearer tokens may post to `/api/events`.
 EVENT_WRITER_ROLES = ("admin", "analyst")
 #: Invalid calls or rows listed in one error response; the rest are counted.
@@ -332,6 +339,11 @@ def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
         problems.append(Problem(index, "event", "must be a non-empty string"))
     if kind == "group" and not _present(call.get("groupId")):
         problems.append(Problem(index, "groupId", "is required in a group call"))
+    for field in ACCOUNT_FIELDS.get(str(kind), ()):
+        if isinstance(dig(call, field), dict | list | bool):
+            problems.append(
+                Problem(index, field, "must be a string or a number (an account id)")
+            )
     return problems
 
 
