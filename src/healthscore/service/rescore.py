@@ -162,14 +162,6 @@ def _parts_stored_since(
     return found
 
 
-def _part_day(file: str) -> date | None:
-    # Parts sit in `day=YYYY-MM-DD` folders.
-    try:
-        return date.fromisoformat(Path(file).parent.name.removeprefix("day="))
-    except ValueError:
-        return None
-
-
 def _part_time(name: str) -> datetime | None:
     # Part names read `part-<UTC store time>-<random>.parquet`.
     try:
@@ -237,11 +229,11 @@ class RescoreWorker:
         mark = read_mark(self.project)
         since = None if mark is None else mark - timedelta(seconds=MARK_OVERLAP_SECONDS)
         parts = _parts_stored_since(self.project, since)
-        for source, name in parts:
-            # Their rollups may lag if the service stopped before updating them.
-            day = _part_day(name)
-            if day is not None:
-                self.rollups.add(source, [day])
+        store = event_store(self.project)
+        for source in store_sources(self.project.config):
+            # Rollups lag behind appends until the worker updates them, so after a
+            # crash they can lag on days stored before the mark too.
+            self.rollups.add(source, store.lagging_rollup_days(source))
         missed = accounts_stored_since(self.project, since) if parts else set()
         if missed:
             logger.info("rescoring %d accounts stored before a restart", len(missed))
@@ -294,6 +286,11 @@ class RescoreWorker:
             stale = (
                 time.monotonic() - self.rollups.applied_at >= ROLLUP_INTERVAL_SECONDS
             )
+            if not batch:
+                # No events for a while: bring the rollups up to date anyway.
+                if stale and self.rollups.pending():
+                    self._update_rollups(every=True)
+                continue
             self._update_rollups(every=stale)
             try:
                 self.last_result = self.scorer.rescore(list(batch))
@@ -344,11 +341,18 @@ class RescoreWorker:
         )
 
     def _next_batch(self) -> dict[str, datetime] | None:
-        """Wait for queued accounts and return a batch; None when stopping."""
+        """Wait for queued accounts and return a batch; None when stopping.
+
+        Returns an empty batch when none came within ROLLUP_INTERVAL_SECONDS.
+        """
         with self._condition:
-            self._condition.wait_for(lambda: self._pending or self._stopping)
+            self._condition.wait_for(
+                lambda: self._pending or self._stopping, ROLLUP_INTERVAL_SECONDS
+            )
             if self._stopping:
                 return None
+            if not self._pending:
+                return {}
             deadline = time.monotonic() + self.interval
             while len(self._pending) < self.max_accounts and not self._stopping:
                 remaining = deadline - time.monotonic()

@@ -232,6 +232,31 @@ class EventStore:
         folder = self.daily_folder / source
         return [d for d in _days_in(folder) if self._rollup_path(source, d).is_file()]
 
+    def lagging_rollup_days(self, source: str) -> list[date]:
+        """Return the raw days whose rollup is missing or counts other rows.
+
+        The row counts come from the parts' Parquet footers, so no rows are read.
+        A day appended without its rollup (by the service) stays lagging until its
+        rollup is computed again, also when the process stopped before that.
+        """
+        purged = set(self.purged_days(source))
+        lagging = []
+        for day in self.raw_days(source):
+            if day in purged:
+                continue
+            raw = sum(
+                pq.read_metadata(part).num_rows for part in self._parts(source, day)
+            )
+            path = self._rollup_path(source, day)
+            counted = (
+                pc.sum(pq.read_table(path, columns=["rows"])["rows"]).as_py() or 0
+                if path.is_file()
+                else None
+            )
+            if counted != raw:
+                lagging.append(day)
+        return lagging
+
     def purged_days(self, source: str) -> list[date]:
         """Return the days whose raw rows were purged, oldest first."""
         folder = self.daily_folder / source
