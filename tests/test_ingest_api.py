@@ -23,6 +23,7 @@ from sqlalchemy import select
 from healthscore.config import Project
 from healthscore.pipeline import score, snapshot_store
 from healthscore.service import create_app
+from healthscore.service import rescore as rescore_module
 from healthscore.service.rescore import (
     RescoreWorker,
     live_project,
@@ -234,6 +235,48 @@ def test_bad_batch_stores_nothing(client, project, state):
     assert response.status_code == 422
     locations = {d["location"] for d in response.json()["error"]["details"]}
     assert locations == {"body.batch[1].timestamp", "body.batch[2].account_id"}
+    assert stored_rows(project, "usage") == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "call", "location"),
+    [
+        (
+            "/v1/identify",
+            {"userId": "u1", "traits": {"company_id": {"x": 1}}},
+            "body.call.traits.company_id",
+        ),
+        (
+            "/v1/identify",
+            {"userId": "u1", "traits": {"company": {"id": ["a1"]}}},
+            "body.call.traits.company.id",
+        ),
+        ("/v1/group", {"userId": "u1", "groupId": {"id": "a1"}}, "body.call.groupId"),
+        ("/v1/group", {"userId": "u1", "groupId": True}, "body.call.groupId"),
+        ("/v1/track", track(["a1"]), "body.call.account_id"),
+    ],
+)
+def test_structured_account_id_rejected(client, project, state, route, call, location):
+    key = create_write_key(state, project, "usage").key
+
+    response = client.post(route, json=call, headers=basic(key))
+
+    assert response.status_code == 422
+    locations = {d["location"] for d in response.json()["error"]["details"]}
+    assert locations == {location}
+    assert stored_rows(project, "usage") == 0
+    assert event_store(project).read_memberships("usage") is None
+
+
+def test_time_out_of_range_rejected(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    call = track("a1", timestamp="0001-01-01T00:00:00+05:00")
+
+    response = client.post("/v1/track", json=call, headers=basic(key))
+
+    assert response.status_code == 422
+    locations = {d["location"] for d in response.json()["error"]["details"]}
+    assert locations == {"body.call.timestamp"}
     assert stored_rows(project, "usage") == 0
 
 
@@ -459,6 +502,41 @@ def test_restart_skips_rows_before_mark(project):
     worker.stop()
 
     assert worker.batches == 0
+
+
+def test_restart_updates_rollups_lagging_before_mark(project):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    store = event_store(project)
+    rows = _frame({"account_id": ["a2", "a2"], "timestamp": [now, now]})
+    # As the service appends: the raw part only, with the rollup left for later.
+    store.append("usage", rows, numeric=[], rollup=False)
+    write_mark(project, datetime.now(UTC) + timedelta(minutes=5))
+    assert store.lagging_rollup_days("usage") == [now.date()]
+    worker = RescoreWorker(project)
+
+    worker.start()
+    worker.stop()
+
+    assert store.lagging_rollup_days("usage") == []
+    rollup = store.read_rollup("usage", now.date())
+    assert rollup["rows"].to_pylist() == [2]
+
+
+def test_idle_worker_updates_rollups(project, monkeypatch):
+    monkeypatch.setattr(rescore_module, "ROLLUP_INTERVAL_SECONDS", 0.2)
+    worker = RescoreWorker(project)
+    worker.start()
+    try:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        store = event_store(project)
+        rows = _frame({"account_id": ["a2"], "timestamp": [now]})
+        store.append("usage", rows, numeric=[], rollup=False)
+        worker.rollups.add("usage", [now.date()])
+
+        assert wait_for(lambda: not store.lagging_rollup_days("usage"), 10)
+        assert worker.batches == 0
+    finally:
+        worker.stop()
 
 
 def _frame(columns: dict[str, list[Any]]) -> Any:

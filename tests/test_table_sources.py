@@ -10,6 +10,7 @@ server at 127.0.0.1:5432 and skip where it is not reachable.
 from __future__ import annotations
 
 import math
+import shutil
 import socket
 import time
 import uuid
@@ -742,6 +743,48 @@ def test_duckdb_snapshot_table_replaces_date(tmp_path: Path) -> None:
         assert con.execute("SELECT count(*) FROM health.scores").fetchall() == [(3,)]
     finally:
         con.close()
+
+
+def test_forget_account_erases_snapshot_table_rows(tmp_path: Path) -> None:
+    from healthscore.privacy import account_subject, forget
+
+    database = tmp_path / "scores.duckdb"
+    project = csv_project(
+        tmp_path / "p",
+        store={"snapshot_table": {"connection": f"duckdb://{database}", "table": "s"}},
+    )
+    earlier = date(2026, 5, 1)
+    score(project, earlier, monitor=False)
+    score(project, AS_OF, monitor=False)
+    ids = {row["account_id"] for row in duckdb_rows(database, "s", AS_OF)}
+    assert "a2" in ids
+
+    report = forget(project, account_subject("a2"), author="dpo")
+
+    assert report.snapshot_table_dates == [earlier.isoformat(), AS_OF.isoformat()]
+    for day in (earlier, AS_OF):
+        rows = duckdb_rows(database, "s", day)
+        assert {row["account_id"] for row in rows} == ids - {"a2"}
+        assert rows == expected_scores(project, day)
+
+
+def test_forget_account_deletes_rows_of_dates_gone(tmp_path: Path) -> None:
+    from healthscore.privacy import account_subject, forget
+
+    database = tmp_path / "scores.duckdb"
+    project = csv_project(
+        tmp_path / "p",
+        store={"snapshot_table": {"connection": f"duckdb://{database}", "table": "s"}},
+    )
+    score(project, AS_OF, monitor=False)
+    ids = {row["account_id"] for row in duckdb_rows(database, "s", AS_OF)}
+    shutil.rmtree(snapshot_store(project).partition_path(AS_OF))
+
+    report = forget(project, account_subject("a2"), author="dpo")
+
+    assert report.snapshot_table_dates == []
+    rows = duckdb_rows(database, "s", AS_OF)
+    assert {row["account_id"] for row in rows} == ids - {"a2"}
 
 
 def test_snapshot_table_unreachable_keeps_parquet(tmp_path: Path) -> None:

@@ -129,6 +129,17 @@ def _print_report(
     write(f"{verb} {plural(report.total_rows, 'row')} of the {report.subject_kind}.")
     for as_of, tables in report.snapshot_rows.items():
         write(f"  snapshot {as_of}: {_counts(tables)}")
+    if report.snapshot_table_dates:
+        rewrite = "would write again" if report.dry_run else "wrote again"
+        write(
+            f"  store.snapshot_table: {rewrite} the rows of "
+            f"{plural(len(report.snapshot_table_dates), 'date')}"
+            + (
+                ", and deleted the account's rows"
+                if report.subject_kind == "account" and not report.dry_run
+                else ""
+            )
+        )
     for name, parts in report.event_rows.items():
         write(f"  event store {name}: {_counts(parts)}")
     if report.state_rows:

@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from healthscore.privacy.subjects import (
 )
 from healthscore.store.database import write_engine
 from healthscore.store.schema import audit
+from healthscore.store.snapshot_tables import SnapshotTableWriter
 from healthscore.store.snapshots import RESERVED_RUN_KEYS, SnapshotStore
 from healthscore.store.state import StateStore
 
@@ -85,6 +86,9 @@ class ErasureReport:
     event_rows : dict
         Per store source, the rows of the event store (``raw``) and of its daily
         rollup (``daily``).
+    snapshot_table_dates : list of str
+        As-of dates whose rows of `store.snapshot_table` were written again from
+        the erased snapshot; for an account, its rows of every date are deleted too.
     audit_id : int or None
         Id of the audit entry; None for a dry run.
     """
@@ -97,6 +101,7 @@ class ErasureReport:
     deleted_reports: list[str] = field(default_factory=list)
     skipped_files: dict[str, str] = field(default_factory=dict)
     event_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    snapshot_table_dates: list[str] = field(default_factory=list)
     audit_id: int | None = None
 
     @property
@@ -180,6 +185,9 @@ def forget(
     report = ErasureReport(subject.kind, dry_run)
     store = SnapshotStore(project.path(project.config.store.snapshots))
     report.snapshot_rows = erase_snapshots(store, subject, dry_run=dry_run, at=at)
+    report.snapshot_table_dates = erase_snapshot_table(
+        project, store, subject, sorted(report.snapshot_rows), dry_run=dry_run
+    )
     report.event_rows = erase_event_store(project, subject, dry_run=dry_run)
     _erase_output_files(output_folders, subject, report)
     with StateStore.open(project.config.store.state, project.root) as state:
@@ -233,6 +241,37 @@ def erase_snapshots(
             run_info = _rewritten_run_info(info, cleaned, subject, counts, at)
             store.write(as_of, cleaned, run_info)
     return erased
+
+
+def erase_snapshot_table(
+    project: Project,
+    store: SnapshotStore,
+    subject: Subject,
+    dates: list[str],
+    *,
+    dry_run: bool,
+) -> list[str]:
+    """Write the rows of `store.snapshot_table` of erased dates again.
+
+    `dates` are the as-of dates (ISO) whose snapshots `erase_snapshots` changed.
+    Their rows are replaced by the erased scores, in one transaction. An
+    account's rows of other dates, such as dates whose snapshot is gone, are then
+    deleted. Returns the dates written, or those that would be in a dry run.
+
+    Raises SnapshotTableError when the table cannot be written; the snapshots are
+    erased by then, so running `forget` again finishes the erasure.
+    """
+    settings = project.config.store.snapshot_table
+    if settings is None:
+        return []
+    if dry_run:
+        return dates
+    stored = [date.fromisoformat(day) for day in dates]
+    with SnapshotTableWriter(project, settings) as writer:
+        writer.write([(as_of, store.read(as_of, "scores")) for as_of in stored])
+        if subject.kind == "account":
+            writer.delete_account(subject.identifier)
+    return dates
 
 
 def _erase_tables(

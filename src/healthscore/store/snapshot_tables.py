@@ -139,6 +139,35 @@ class SnapshotTableWriter:
         )
         return rows.num_rows
 
+    def delete_account(self, account_id: str) -> None:
+        """Delete every row of one account, of every date, in one transaction.
+
+        Raises SnapshotTableError when the database cannot be reached or written;
+        the table keeps its rows then.
+        """
+        backend = self._open()
+        table = _table_sql(backend, self._schema, self._name)
+        literal = account_id.replace("'", "''")
+        try:
+            with _transaction(backend, self.database):
+                _execute(
+                    backend,
+                    self.database,
+                    f"DELETE FROM {table} WHERE account_id = '{literal}'",
+                )
+        except SnapshotTableError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            if not _is_database_error(exc):
+                raise
+            raise SnapshotTableError(
+                f"deleting an account's rows from table {self.settings.table!r} of "
+                f"{self.database.display} failed, so the table keeps them: "
+                f"{self.database.redact(_first_line(exc))}"
+            ) from None
+
     def _open(self) -> Any:
         """Return the open connection, opening it and checking the table first."""
         if self._backend is not None:
