@@ -303,9 +303,10 @@ def stored_memberships(project: Project) -> list[tuple[str, str]]:
 def test_forget_person_drops_membership(client, project, key):
     store_two_memberships(client, key)
 
-    forget(project, person_subject(project, "u9"), author="dpo")
+    report = forget(project, person_subject(project, "u9"), author="dpo")
 
     assert stored_memberships(project) == [("u7", "a3")]
+    assert report.event_rows == {"usage": {"raw": 0, "daily": 0, "memberships": 1}}
 
 
 def test_forget_account_drops_membership(client, project, key):

@@ -72,7 +72,8 @@ def erase_event_store(
     Returns
     -------
     dict
-        Per store source with changes, the raw and rollup (``daily``) rows changed.
+        Per store source with changes, the raw and rollup (``daily``) rows changed,
+        and the Segment ``memberships`` dropped when there were any.
     """
     # Imported here: erase builds on this module's package.
     from healthscore.privacy.erase import erase_frame
@@ -82,14 +83,16 @@ def erase_event_store(
     for name in _stored_sources(project):
         source = project.config.sources.get(name)
         numeric = numeric_columns(source) if source is not None else []
-        raw, daily = store.rewrite(
+        raw, daily, memberships = store.rewrite(
             name,
             lambda frame: erase_frame(frame, subject),
             numeric,
             dry_run=dry_run,
         )
-        if raw or daily:
+        if raw or daily or memberships:
             counts[name] = {"raw": raw, "daily": daily}
+            if memberships:
+                counts[name]["memberships"] = memberships
     return counts
 
 

@@ -826,8 +826,8 @@ class EventStore:
 
     def rewrite(
         self, source: str, edit: FrameEdit, numeric: list[str], *, dry_run: bool = False
-    ) -> tuple[int, int]:
-        """Apply `edit` to every raw day and every rollup of `source`.
+    ) -> tuple[int, int, int]:
+        """Apply `edit` to every raw day, every rollup and the memberships of `source`.
 
         `edit` returns the new frame and the number of rows it changed. A changed
         raw day is replaced whole (staged, then swapped in with two renames) and its
@@ -837,7 +837,7 @@ class EventStore:
         Returns
         -------
         tuple of int
-            Raw rows and memberships changed, and rollup rows changed.
+            Raw rows, rollup rows and memberships changed.
         """
         raw_changed = 0
         rollup_changed = 0
@@ -872,8 +872,8 @@ class EventStore:
                 self._replace_day(source, day, edited)
                 if day not in purged:
                     self._write_rollup(source, day, rollup_table(edited, numeric))
-            raw_changed += self._rewrite_memberships(source, edit, dry_run=dry_run)
-        return raw_changed, rollup_changed
+            memberships = self._rewrite_memberships(source, edit, dry_run=dry_run)
+        return raw_changed, rollup_changed, memberships
 
     def _rewrite_memberships(
         self, source: str, edit: FrameEdit, *, dry_run: bool
