@@ -114,21 +114,12 @@ class SnapshotTableWriter:
         rows = pa.concat_tables([_as_arrow(as_of, frame) for as_of, frame in scores])
         started = time.perf_counter()
         backend = self._open()
-        try:
+        with self._database_errors(
+            f"writing the scores of {_describe(dates)} into table "
+            f"{self.settings.table!r} of {self.database.display} failed, so the "
+            f"table keeps its earlier rows of {_those(dates)}"
+        ):
             self._replace(backend, dates, rows)
-        except SnapshotTableError:
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
-            if not _is_database_error(exc):
-                raise
-            raise SnapshotTableError(
-                f"writing the scores of {_describe(dates)} into table "
-                f"{self.settings.table!r} of {self.database.display} failed, so the "
-                f"table keeps its earlier rows of {_those(dates)}: "
-                f"{self.database.redact(_first_line(exc))}"
-            ) from None
         logger.info(
             "wrote %d scores of %s into %s#%s in %.2f s",
             rows.num_rows,
@@ -148,13 +139,25 @@ class SnapshotTableWriter:
         backend = self._open()
         table = _table_sql(backend, self._schema, self._name)
         literal = account_id.replace("'", "''")
+        with (
+            self._database_errors(
+                f"deleting an account's rows from table {self.settings.table!r} of "
+                f"{self.database.display} failed, so the table keeps them"
+            ),
+            _transaction(backend, self.database),
+        ):
+            _execute(
+                backend,
+                self.database,
+                f"DELETE FROM {table} WHERE account_id = '{literal}'",
+            )
+
+    @contextmanager
+    def _database_errors(self, failure: str) -> Iterator[None]:
+        """Close the connection on an error; raise a database error as a
+        SnapshotTableError whose message starts with `failure`."""
         try:
-            with _transaction(backend, self.database):
-                _execute(
-                    backend,
-                    self.database,
-                    f"DELETE FROM {table} WHERE account_id = '{literal}'",
-                )
+            yield
         except SnapshotTableError:
             self.close()
             raise
@@ -163,9 +166,7 @@ class SnapshotTableWriter:
             if not _is_database_error(exc):
                 raise
             raise SnapshotTableError(
-                f"deleting an account's rows from table {self.settings.table!r} of "
-                f"{self.database.display} failed, so the table keeps them: "
-                f"{self.database.redact(_first_line(exc))}"
+                f"{failure}: {self.database.redact(_first_line(exc))}"
             ) from None
 
     def _open(self) -> Any:
