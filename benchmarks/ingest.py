@@ -222,10 +222,11 @@ class Connections:
             lines.append("Content-Type: application/json")
         lines.append(f"Content-Length: {len(payload)}")
         message = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
         connection = await self._idle.get()
-        # A kept-alive connection that the server closed while it was idle ends
-        # before the response starts; the request is then sent once more on a new
-        # connection, as HTTP clients do.
+        # The server closes a kept-alive connection that stays idle, so a request
+        # on it ends before the response starts. Such a request is sent once more
+        # on a new connection, as HTTP clients do.
         for reused in (connection is not None, False):
             try:
                 if connection is None:
@@ -239,6 +240,7 @@ class Connections:
                 if connection is not None:
                     connection[1].close()
                 connection = None
+
                 closed_idle = isinstance(exc, asyncio.IncompleteReadError) and (
                     not exc.partial
                 )

@@ -180,8 +180,8 @@ def test_crash_during_compaction_recovers(project, monkeypatch, crash_point):
     assert sorted_rows(restarted, DAY) == before
     assert len(parts_of(project, DAY)) == 1
     assert hidden_entries(project) == []
-    # After a crash past the swap the day is already one part, so nothing is left
-    # to merge; before it, the next compaction merges the four parts.
+    # A crash after the swap leaves the day as one part, so nothing is left to
+    # merge. After a crash before it, the next compaction merges the four parts.
     assert merged == ({} if crash_point == 3 else {DAY: 4})
 
 

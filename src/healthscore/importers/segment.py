@@ -267,10 +267,9 @@ def _memberships(
 
 
 def _declared_account(call: Call, options: SegmentOptions) -> str | None:
-    # NOTE: an identify or group call whose account is an object, a list or a
-    # boolean declares no membership and is not reported; the service rejects
-    # such calls with 422, and a file's later track calls of the user show as
-    # unmapped.
+    # NOTE: an identify or group call in a file whose account is an object, a
+    # list or a boolean declares no membership and is not reported. The user's
+    # later track calls then show as unmapped. The service rejects such calls.
     if call.type == "group":
         return _account_text(call.payload.get("groupId"))
     if call.type != "identify":

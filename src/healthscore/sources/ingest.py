@@ -212,7 +212,7 @@ class RollupUpdates:
 
 #: Size below which a part of today counts as new and is merged with the other new
 #: parts. Rows of the service benchmark's project took about 10 bytes each in a
-#: merged part, so 1 MiB holds about 100 s of rows at 1,000 events a second.
+#: merged part, so 1 MiB contains about 100 s of rows at 1,000 events a second.
 RECENT_PART_BYTES = 1 << 20
 
 

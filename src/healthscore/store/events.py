@@ -451,7 +451,7 @@ class EventStore:
     ) -> None:
         """Name the merged part in place of its parts in the day's message id cache.
 
-        The merged part holds the same ids as its parts, so the next append of the
+        The merged part contains the same ids as its parts, so the next append of the
         day does not read every part again.
         """
         with self._cache_guard:
@@ -718,7 +718,7 @@ class EventStore:
         When the day has more than `max_parts` parts, its newest parts smaller than
         `small_bytes` are merged into one part, and the older parts stay as they
         are. So while rows keep arriving, each merge rewrites only recent rows,
-        and a day holds about one part per `small_bytes` of rows plus a short run
+        and a day keeps about one part per `small_bytes` of rows plus a short run
         of new ones. Returns the parts merged (0 when none were).
         """
         if max_parts < 1:
