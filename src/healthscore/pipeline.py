@@ -257,7 +257,7 @@ def score(
 
     reports = engine.sources.report(as_of_point(project, as_of))
     run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
-    run.shadow = _shadow_scores(project, metrics, as_of)
+    run.shadow = shadow_scores(project, metrics, as_of)
     if store:
         _step(progress, "storing the snapshot")
         mark = time.perf_counter()
@@ -336,7 +336,7 @@ def _stored_earlier(suppressed: list[Any]) -> list[Any]:
     return [item.alert for item in suppressed if item.reason == "duplicate"]
 
 
-def _shadow_scores(
+def shadow_scores(
     project: Project, metrics: MetricTable, as_of: date
 ) -> pd.DataFrame | None:
     """Score the shadow scorecards of `validation.shadow`; None when there are none.

@@ -34,10 +34,10 @@ from healthscore.monitoring.backfill_sweep import sweep_source_reports
 from healthscore.monitoring.backfill_tables import snapshot_tables
 from healthscore.monitoring.history import record_config, replay_project
 from healthscore.pipeline import (
-    _shadow_scores,
     open_engine,
     run_info,
     scorecard_versions,
+    shadow_scores,
     snapshot_store,
 )
 from healthscore.scoring.scorecard import score_dates
@@ -290,7 +290,7 @@ def _add_shadow_scores(
     if not project.config.validation.shadow:
         return
     for index, as_of in enumerate(dated.dates):
-        shadow = _shadow_scores(project, dated.table(index), as_of)
+        shadow = shadow_scores(project, dated.table(index), as_of)
         if shadow is not None:
             # SnapshotStore converts a DataFrame this way too.
             tables[index]["shadow_scores"] = pa.Table.from_pandas(shadow)

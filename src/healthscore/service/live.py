@@ -54,11 +54,11 @@ from healthscore.metrics import MetricTable, compute_metrics
 from healthscore.pipeline import (
     Monitoring,
     ScoringRun,
-    _shadow_scores,
     active_overrides,
     open_engine,
     run_monitoring,
     scorecard_versions,
+    shadow_scores,
     snapshot_store,
 )
 from healthscore.scoring import score_accounts
@@ -245,7 +245,7 @@ class LiveScorer:
         run = ScoringRun(
             self.project, day, metrics, result, population.reports, versions
         )
-        run.shadow = _shadow_scores(self.project, metrics, day)
+        run.shadow = shadow_scores(self.project, metrics, day)
         info = run.run_info()
         info["trigger"] = "ingest"
         info["rescored_accounts"] = len(wanted)

@@ -282,7 +282,6 @@ class RescoreWorker:
             batch = self._next_batch()
             if batch is None:
                 return
-            started = datetime.now(UTC)
             stale = (
                 time.monotonic() - self.rollups.applied_at >= ROLLUP_INTERVAL_SECONDS
             )
@@ -291,6 +290,7 @@ class RescoreWorker:
                 if stale and self.rollups.pending():
                     self._update_rollups(every=True)
                 continue
+            started = datetime.now(UTC)
             self._update_rollups(every=stale)
             try:
                 self.last_result = self.scorer.rescore(list(batch))
