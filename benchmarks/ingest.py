@@ -450,6 +450,9 @@ def main() -> None:
     parser.add_argument(
         "--poll", type=float, default=0.1, help="seconds between a probe's reads"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="request processes of the service"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the project folder")
     args = parser.parse_args()
 
@@ -469,6 +472,8 @@ def main() -> None:
             str(root),
             "--port",
             str(port),
+            "--workers",
+            str(args.workers),
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,

@@ -16,13 +16,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from healthscore.cli import app as cli_app
 from healthscore.config import Project, load_project
 from healthscore.models.backtest import save_results
 from healthscore.service import create_app
+from healthscore.service import tokens as tokens_module
 from healthscore.service.csv_export import csv_response
 from healthscore.service.middleware import ServiceMiddleware
 from healthscore.service.routers import accounts as accounts_routes
@@ -707,6 +708,38 @@ def test_token_round_trip(store_url, tmp_path):
     assert listed == []
     assert [item.id for item in listed_all] == [created.info.id]
     assert listed_all[0].revoked_at is not None
+
+
+def test_revocation_elsewhere_holds_for_cache_time(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(tokens_module.time, "monotonic", lambda: clock[0])
+    with (
+        StateStore.open("sqlite:///state.db", tmp_path) as state,
+        StateStore.open("sqlite:///state.db", tmp_path) as other,
+    ):
+        created = create_token(state, role="viewer", name="v")
+        assert verify_token(state, created.token) is not None
+        # Revoked as another process would: straight in the store.
+        with other.engine.begin() as connection:
+            connection.execute(update(api_tokens).values(revoked_at=datetime.now(UTC)))
+        clock[0] += tokens_module.ROW_CACHE_SECONDS / 2
+        within = verify_token(state, created.token)
+        # A wrong secret is never accepted from the cache.
+        last = "A" if created.token[-1] != "A" else "B"
+        wrong = verify_token(state, created.token[:-1] + last)
+        clock[0] += tokens_module.ROW_CACHE_SECONDS
+        after = verify_token(state, created.token)
+    assert within is not None
+    assert after is None
+    assert wrong is None
+
+
+def test_revocation_here_is_immediate(tmp_path):
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        created = create_token(state, role="viewer", name="v")
+        assert verify_token(state, created.token) is not None
+        revoke_token(state, created.info.id)
+        assert verify_token(state, created.token) is None
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ the `writekey` commands (keys of its ingest routes)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,16 @@ def serve(
             help="TCP port to listen on; default service.port (8000).",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Request processes; default service.workers (1). One of them "
+            "rescores ingested events for all.",
+        ),
+    ] = None,
     secure_cookies: Annotated[
         bool,
         typer.Option(
@@ -97,27 +108,44 @@ def serve(
     import uvicorn
 
     from healthscore.service import create_app
+    from healthscore.service.app import (
+        PROJECT_VARIABLE,
+        SECURE_COOKIES_VARIABLE,
+        VERBOSE_VARIABLE,
+        app_from_environment,
+        service_log_levels,
+    )
 
     project = open_project(project_dir)
     settings = project.config.service
     bind_host = host or settings.host
     bind_port = port or settings.port
-    app = create_app(project, secure_cookies=secure_cookies)
+    processes = workers or settings.workers
     note(f"Serving {project.config.name} at http://{bind_host}:{bind_port}/docs")
-    if verbose <= 1:
-        # The layers below log account ids and people's names at INFO level, so at
-        # the default verbosity only the service's own lines (access log) pass.
-        logging.getLogger("healthscore").setLevel(logging.WARNING)
-        logging.getLogger("healthscore.service").setLevel(logging.INFO)
-    # The service's access log replaces Uvicorn's, which prints query strings.
+    if processes > 1:
+        # Uvicorn starts each request process anew, so they build the app from
+        # these settings (see `healthscore.service.app.app_from_environment`).
+        os.environ[PROJECT_VARIABLE] = str(project.root)
+        os.environ[SECURE_COOKIES_VARIABLE] = "1" if secure_cookies else ""
+        os.environ[VERBOSE_VARIABLE] = str(verbose)
+        # The service's access log replaces Uvicorn's, which prints query strings.
+        with _plain_log_lines():
+            uvicorn.run(
+                f"{app_from_environment.__module__}:{app_from_environment.__name__}",
+                factory=True,
+                workers=processes,
+                host=bind_host,
+                port=bind_port,
+                access_log=False,
+                log_config=None,
+            )
+        return
+    app = create_app(project, secure_cookies=secure_cookies)
+    service_log_levels(verbose)
     with _plain_log_lines():
         uvicorn.run(
             app, host=bind_host, port=bind_port, access_log=False, log_config=None
         )
-
-
-#: Format of the service's log lines: time, level, logger and message.
-SERVICE_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @contextmanager
@@ -130,6 +158,8 @@ def _plain_log_lines() -> Iterator[None]:
     """
     package = logging.getLogger("healthscore")
     replaced = [h for h in package.handlers if isinstance(h, RichHandler)]
+    from healthscore.service.app import SERVICE_LOG_FORMAT
+
     plain = logging.StreamHandler(sys.stderr)
     plain.setFormatter(logging.Formatter(SERVICE_LOG_FORMAT))
     if replaced:

@@ -21,6 +21,13 @@ class ServiceSettings(StrictModel):
     port: int = Field(
         default=8000, ge=1, le=65535, description="TCP port the service listens on."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Request processes. More than one serves requests on more CPU "
+        "cores; one of them rescores ingested events for all.",
+    )
     max_request_bytes: int = Field(
         default=DEFAULT_MAX_REQUEST_BYTES,
         ge=1,

@@ -9,8 +9,12 @@ are the ingest routes (`healthscore.service.ingest`), which take write keys.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -32,6 +36,7 @@ from healthscore.service.errors import (
     ApiError,
     install_error_handlers,
 )
+from healthscore.service.handoff import LEASE_RETRY_SECONDS, RescoreLease, RescoreRelay
 from healthscore.service.ingest import router as ingest_router
 from healthscore.service.middleware import ServiceMiddleware
 from healthscore.service.rescore import RescoreWorker
@@ -39,6 +44,13 @@ from healthscore.service.routers import ROUTERS
 from healthscore.store import StateStore
 
 logger = logging.getLogger("healthscore.service")
+
+#: Settings that `healthscore serve --workers N` hands to its request processes.
+PROJECT_VARIABLE = "HEALTHSCORE_SERVE_PROJECT"
+SECURE_COOKIES_VARIABLE = "HEALTHSCORE_SERVE_SECURE_COOKIES"
+VERBOSE_VARIABLE = "HEALTHSCORE_SERVE_VERBOSE"
+#: Format of the service's log lines: time, level, logger and message.
+SERVICE_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Every API route needs a token, whatever its own dependencies are.
 _requires_token = Depends(authenticate)
@@ -88,22 +100,21 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         logger.info("serving project %s", project.config.name)
-        worker = (
-            RescoreWorker(project, process=True)
+        # The ingest routes create their group committer on first use, with the
+        # rollup updates of the worker or relay of the moment.
+        _app.state.ingest_committer = None
+        rescoring = (
+            RescoreDuty(_app, project)
             if rescore and store_sources(project.config)
             else None
         )
-        _app.state.rescore_worker = worker
-        # The ingest routes create their group committer on first use, with the
-        # rollup updates of this worker.
-        _app.state.ingest_committer = None
-        if worker is not None:
-            worker.start()
+        if rescoring is not None:
+            rescoring.start()
         try:
             yield
         finally:
-            if worker is not None:
-                worker.stop()
+            if rescoring is not None:
+                rescoring.stop()
             if owns_state:
                 store.close()
             logger.info("stopped serving project %s", project.config.name)
@@ -145,6 +156,109 @@ def create_app(
         )
     app.add_middleware(ServiceMiddleware, max_request_bytes=limit)
     return app
+
+
+def service_log_levels(verbose: int) -> None:
+    """Set the levels of healthscore's loggers for a service at `verbose`."""
+    if verbose <= 1:
+        # The layers below log account ids and people's names at INFO level, so at
+        # the default verbosity only the service's own lines (access log) pass.
+        logging.getLogger("healthscore").setLevel(logging.WARNING)
+        logging.getLogger("healthscore.service").setLevel(logging.INFO)
+    else:
+        logging.getLogger("healthscore").setLevel(logging.DEBUG)
+
+
+def app_from_environment() -> FastAPI:
+    """Build the app of one request process of `healthscore serve --workers N`.
+
+    Uvicorn calls this in each process it starts. The project folder, the cookie
+    setting and the verbosity come from the variables that the command sets, and
+    log records go to stderr as plain lines, as in a single process.
+    """
+    from healthscore.config import load_project
+
+    root = os.environ.get(PROJECT_VARIABLE)
+    if not root:
+        raise RuntimeError(
+            f"{PROJECT_VARIABLE} is not set; start the service with `healthscore "
+            "serve --workers N`"
+        )
+    verbose = int(os.environ.get(VERBOSE_VARIABLE) or "1")
+    package = logging.getLogger("healthscore")
+    if not package.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(SERVICE_LOG_FORMAT))
+        package.addHandler(handler)
+    service_log_levels(verbose)
+    project = load_project(Path(root))
+    return create_app(
+        project, secure_cookies=bool(os.environ.get(SECURE_COOKIES_VARIABLE))
+    )
+
+
+class RescoreDuty:
+    """Run the rescore worker in this process while it holds the project's lease.
+
+    Without the lease, `app.state.rescore_worker` is a `RescoreRelay`, which hands
+    stored accounts to the worker of the process that holds it, and a thread tries
+    to take the lease every LEASE_RETRY_SECONDS. Once this process takes it, the
+    worker starts here and replaces the relay.
+    """
+
+    def __init__(self, app: FastAPI, project: Project) -> None:
+        self.app = app
+        self.project = project
+        self.lease = RescoreLease(project)
+        self.worker: RescoreWorker | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._promote():
+            return
+        logger.info(
+            "another process of this project rescores; handing stored accounts to it"
+        )
+        self.app.state.rescore_worker = RescoreRelay(self.project)
+        self._thread = threading.Thread(
+            target=self._retry, name="healthscore-rescore-lease", daemon=True
+        )
+        self._thread.start()
+
+    def _promote(self) -> bool:
+        """Start the worker if the lease can be taken now; return whether it runs."""
+        if not self.lease.acquire():
+            return False
+        worker = RescoreWorker(self.project, process=True)
+        try:
+            worker.start()
+        except BaseException:
+            self.lease.release()
+            raise
+        self.worker = worker
+        self.app.state.rescore_worker = worker
+        # A new committer records lagging days with this worker; appends of the
+        # old one still reach it through notices.
+        self.app.state.ingest_committer = None
+        return True
+
+    def _retry(self) -> None:
+        while not self._stopping.wait(LEASE_RETRY_SECONDS):
+            try:
+                if self._promote():
+                    logger.info("this process took over rescoring")
+                    return
+            except Exception as exc:  # the requests must keep being served
+                logger.error("starting the rescore worker failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.worker is not None:
+            self.worker.stop()
+        self.lease.release()
 
 
 def _install_docs_page(app: FastAPI) -> None:

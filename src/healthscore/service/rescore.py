@@ -22,6 +22,10 @@ A high-water mark (`.rescore-mark.json` in the events folder) records the store
 time up to which every stored row has been rescored. On start the worker queues the
 accounts of the raw parts stored after the mark, so rows stored just before a
 crash or a restart are rescored too.
+
+Request processes of the same project that do not run the worker hand it their
+accounts and lagging days through notices (`healthscore.service.handoff`), which
+the worker reads every `NOTICE_POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import pyarrow.parquet as pq
 
 from healthscore.config import Project
 from healthscore.config.retention import ROLLUP_SUFFIX, store_sources
+from healthscore.service.handoff import NOTICE_POLL_SECONDS, notice_folder, take_notices
 from healthscore.service.live import (
     FULL_INTERVAL_SECONDS,
     SNAPSHOT_TABLE_RETRY_SECONDS,
@@ -219,6 +224,8 @@ class RescoreWorker:
         self._pending: dict[str, datetime] = {}
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._notice_thread: threading.Thread | None = None
+        self._notices = notice_folder(project)
         self.batches = 0
         self.failures = 0
         self.table_failures = 0
@@ -238,12 +245,17 @@ class RescoreWorker:
         if missed:
             logger.info("rescoring %d accounts stored before a restart", len(missed))
             self.notify(missed)
+        self._take_notices()
         if isinstance(self.scorer, ScorerProcess):
             self.scorer.start()
         self._thread = threading.Thread(
             target=self._run, name="healthscore-rescore", daemon=True
         )
         self._thread.start()
+        self._notice_thread = threading.Thread(
+            target=self._poll_notices, name="healthscore-rescore-notices", daemon=True
+        )
+        self._notice_thread.start()
         logger.info("rescore worker started")
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -251,12 +263,15 @@ class RescoreWorker:
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
+        if self._notice_thread is not None:
+            self._notice_thread.join(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("rescore worker did not stop within %.0f s", timeout)
             else:
                 self.scorer.close()
+        # Notices left now are read by the next worker on its start.
         self._update_rollups(every=True)
         logger.info("rescore worker stopped")
 
@@ -271,6 +286,31 @@ class RescoreWorker:
                 earlier = self._pending.get(account, queued_at)
                 self._pending[account] = min(earlier, queued_at)
             self._condition.notify_all()
+
+    def _take_notices(self) -> None:
+        """Queue the accounts and lagging days of other processes' notices."""
+        try:
+            notices = take_notices(self._notices)
+        except OSError as exc:
+            logger.error("reading the rescore notices failed: %s", exc)
+            return
+        accounts: dict[str, datetime] = {}
+        for notice in notices:
+            for source, days in notice.rollups.items():
+                self.rollups.add(source, days)
+            for account in notice.accounts:
+                accounts.setdefault(account, notice.queued_at)
+        if accounts:
+            self._queue(accounts)
+
+    def _poll_notices(self) -> None:
+        while True:
+            with self._condition:
+                if self._condition.wait_for(
+                    lambda: self._stopping, NOTICE_POLL_SECONDS
+                ):
+                    return
+            self._take_notices()
 
     def pending(self) -> int:
         """Return the number of queued accounts."""

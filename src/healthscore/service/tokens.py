@@ -4,6 +4,11 @@ A token reads ``hs_<id>_<secret>``, where the secret is 32 random bytes in URL-s
 Base64. The store keeps only the SHA-256 hash of the secret, and verification
 compares hashes with `hmac.compare_digest`, so its duration does not depend on how
 many leading characters of a guess are right.
+
+The service verifies a token on every request. The stored row of a verified token
+is kept in memory for up to `ROW_CACHE_SECONDS`, so a burst of requests with the
+same token reads the store once. A revocation through this process takes effect at
+once; one made elsewhere (another process, or the command line) within that time.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import hmac
 import logging
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +41,15 @@ _TOKEN_PATTERN = re.compile(r"^hs_([0-9]{1,18})_([A-Za-z0-9_-]{43})$")
 
 # Hash compared against when the token id is unknown, so that path does the same work.
 _UNKNOWN_HASH = hashlib.sha256(b"no such token").hexdigest()
+
+#: Seconds a verified token's or write key's stored row is reused without reading
+#: the store again.
+ROW_CACHE_SECONDS = 1.0
+
+# (store URL, table, id) -> (monotonic time read, row). Only found rows are kept,
+# so a token created just now is not refused from a cached miss.
+_rows: dict[tuple[str, str, int], tuple[float, Row[Any]]] = {}
+_rows_guard = threading.Lock()
 
 
 class TokenNotFoundError(LookupError):
@@ -165,6 +181,7 @@ def revoke_token(
             .where(api_tokens.c.id == token_id)
             .values(revoked_at=revoked_at)
         )
+    forget_cached_row(state, api_tokens, token_id)
     logger.info("revoked token %d", token_id)
     return dataclasses.replace(_info(row), revoked_at=revoked_at)
 
@@ -190,13 +207,39 @@ def find_active_row(
     if match is None:
         return None
     row_id = int(match.group(1))
+    secret_hash = hash_secret(match.group(2))
+    key = (str(state.engine.url), table.name, row_id)
+    with _rows_guard:
+        cached = _rows.get(key)
+    # Only a fresh cached row that accepts the token is trusted. Any other result
+    # is checked against the store again.
+    if (
+        cached is not None
+        and time.monotonic() - cached[0] < ROW_CACHE_SECONDS
+        and _accepts(cached[1], secret_hash)
+    ):
+        return cached[1]
+    read_at = time.monotonic()
     with state.engine.connect() as connection:
         row = connection.execute(select(table).where(table.c.id == row_id)).first()
+    with _rows_guard:
+        if row is None:
+            _rows.pop(key, None)
+        else:
+            _rows[key] = (read_at, row)
+    return row if _accepts(row, secret_hash) else None
+
+
+def _accepts(row: Row[Any] | None, secret_hash: str) -> bool:
     expected = row.secret_sha256 if row is not None else _UNKNOWN_HASH
-    matches = hmac.compare_digest(hash_secret(match.group(2)), expected)
-    if row is None or not matches or row.revoked_at is not None:
-        return None
-    return row
+    matches = hmac.compare_digest(secret_hash, expected)
+    return row is not None and matches and row.revoked_at is None
+
+
+def forget_cached_row(state: StateStore, table: Table, row_id: int) -> None:
+    """Drop the cached row of a token or write key, as its revocation does."""
+    with _rows_guard:
+        _rows.pop((str(state.engine.url), table.name, row_id), None)
 
 
 def _info(row: Row[Any]) -> TokenInfo:

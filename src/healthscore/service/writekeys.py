@@ -21,7 +21,12 @@ from sqlalchemy.exc import DBAPIError
 
 from healthscore.config import Project
 from healthscore.config.retention import is_store_source
-from healthscore.service.tokens import SECRET_BYTES, find_active_row, hash_secret
+from healthscore.service.tokens import (
+    SECRET_BYTES,
+    find_active_row,
+    forget_cached_row,
+    hash_secret,
+)
 from healthscore.store import StateStore, StateStoreError
 from healthscore.store.database import describe_url, write_engine
 from healthscore.store.tables_tokens import write_keys
@@ -139,6 +144,7 @@ def revoke_write_key(
             .where(write_keys.c.id == key_id)
             .values(revoked_at=revoked_at)
         )
+    forget_cached_row(state, write_keys, key_id)
     logger.info("revoked write key %d", key_id)
     return dataclasses.replace(_info(row), revoked_at=revoked_at)
 

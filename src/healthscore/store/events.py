@@ -220,7 +220,12 @@ class EventStore:
         names: set[str] = set()
         for folder in (self.events_folder, self.daily_folder):
             if folder.is_dir():
-                names |= {p.name for p in folder.iterdir() if p.is_dir()}
+                # Dot folders hold the service's rescore notices, not a source.
+                names |= {
+                    p.name
+                    for p in folder.iterdir()
+                    if p.is_dir() and not p.name.startswith(".")
+                }
         return sorted(names)
 
     def raw_days(self, source: str) -> list[date]:
