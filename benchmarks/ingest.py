@@ -54,6 +54,9 @@ import httpx
 import yaml
 
 PROBES = 10
+#: Seconds after which the client stops reusing an idle connection, below the
+#: 5 s after which Uvicorn closes one (its `timeout_keep_alive` default).
+KEEP_ALIVE_SECONDS = 4.0
 LATENCY_TARGET_SECONDS = 2.0
 READ_TARGET_SECONDS = 0.050
 
@@ -203,7 +206,10 @@ class Connections:
         self.timeout = timeout
         # Last in, first out: the connection used last is the one least likely to
         # have been closed by the server's keep-alive timeout (5 s in Uvicorn).
-        self._idle: asyncio.LifoQueue[tuple[Any, Any] | None] = asyncio.LifoQueue()
+        # Each entry is (reader, writer, time of its last response), or None.
+        self._idle: asyncio.LifoQueue[tuple[Any, Any, float] | None] = (
+            asyncio.LifoQueue()
+        )
         for _ in range(size):
             self._idle.put_nowait(None)
 
@@ -223,7 +229,12 @@ class Connections:
         lines.append(f"Content-Length: {len(payload)}")
         message = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
-        connection = await self._idle.get()
+        held = await self._idle.get()
+        connection = None if held is None else (held[0], held[1])
+        if held is not None and time.monotonic() - held[2] > KEEP_ALIVE_SECONDS:
+            # The server may close it at any moment now: open a new one instead.
+            held[1].close()
+            connection = None
         # The server closes a kept-alive connection that stays idle, so a request
         # on it ends before the response starts. Such a request is sent once more
         # on a new connection, as HTTP clients do.
@@ -248,7 +259,7 @@ class Connections:
                     continue
                 self._idle.put_nowait(None)
                 raise HttpError(type(exc).__name__) from exc
-            self._idle.put_nowait(connection)
+            self._idle.put_nowait((*connection, time.monotonic()))
             return status, json.loads(content) if content else None
         raise AssertionError("unreachable")
 
@@ -266,9 +277,9 @@ class Connections:
 
     async def close(self) -> None:
         while not self._idle.empty():
-            connection = self._idle.get_nowait()
-            if connection is not None:
-                connection[1].close()
+            held = self._idle.get_nowait()
+            if held is not None:
+                held[1].close()
 
 
 class Load:
