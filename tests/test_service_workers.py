@@ -27,6 +27,7 @@ from healthscore.service.handoff import (
     take_notices,
     write_notice,
 )
+from healthscore.service.protocol import JsonErrorProtocol
 from healthscore.service.rescore import RescoreWorker
 from healthscore.service.tokens import create_token
 from healthscore.service.writekeys import create_write_key
@@ -151,6 +152,7 @@ def test_serve_workers_starts_processes_from_environment(project, monkeypatch):
             "port": 8000,
             "access_log": False,
             "log_config": None,
+            "http": JsonErrorProtocol,
         }
     ]
     assert os.environ[app_module.PROJECT_VARIABLE] == str(project.root)

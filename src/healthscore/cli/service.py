@@ -115,6 +115,7 @@ def serve(
         app_from_environment,
         service_log_levels,
     )
+    from healthscore.service.protocol import JsonErrorProtocol
 
     project = open_project(project_dir)
     settings = project.config.service
@@ -138,13 +139,19 @@ def serve(
                 port=bind_port,
                 access_log=False,
                 log_config=None,
+                http=JsonErrorProtocol,
             )
         return
     app = create_app(project, secure_cookies=secure_cookies)
     service_log_levels(verbose)
     with _plain_log_lines():
         uvicorn.run(
-            app, host=bind_host, port=bind_port, access_log=False, log_config=None
+            app,
+            host=bind_host,
+            port=bind_port,
+            access_log=False,
+            log_config=None,
+            http=JsonErrorProtocol,
         )
 
 
