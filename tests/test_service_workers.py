@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,13 +22,16 @@ from healthscore.config import Project
 from healthscore.service import app as app_module
 from healthscore.service import create_app
 from healthscore.service.handoff import (
+    LEASE_FILE,
     Notice,
     RescoreLease,
     RescoreRelay,
+    events_folder,
     notice_folder,
     take_notices,
     write_notice,
 )
+from healthscore.service.live import ScorerProcess
 from healthscore.service.protocol import JsonErrorProtocol
 from healthscore.service.rescore import RescoreWorker
 from healthscore.service.tokens import create_token
@@ -156,7 +161,17 @@ def test_serve_workers_starts_processes_from_environment(project, monkeypatch):
         }
     ]
     assert os.environ[app_module.PROJECT_VARIABLE] == str(project.root)
+    # The processes' log handler and levels must not outlive this test.
+    package = logging.getLogger("healthscore")
+    monkeypatch.setattr(package, "handlers", [])
+    monkeypatch.setattr(package, "level", package.level)
+    monkeypatch.setattr(
+        logging.getLogger("healthscore.service"),
+        "level",
+        logging.getLogger("healthscore.service").level,
+    )
     built = app_module.app_from_environment()
+    assert [type(handler).__name__ for handler in package.handlers] == ["StreamHandler"]
     with TestClient(built) as client:
         assert "Secure" in client.get("/login").headers["set-cookie"]
 
@@ -218,3 +233,89 @@ def test_two_request_processes_rescore_once(project: Project, state, tmp_path):
     assert text.count("another process of this project rescores") == 1, text
     assert text.count("stopped serving project") == 2, text
     assert len(account_alerts(state, "a2")) == 1
+
+
+def test_worker_reads_notices_after_one_without_time_zone(project):
+    # A notice whose queued_at has no UTC offset, for an account already queued,
+    # must not stop the worker from reading the notices that follow it.
+    worker = RescoreWorker(project, interval=60)
+    worker.start()
+    folder = notice_folder(project)
+    try:
+        worker.notify(["a1"])
+        folder.mkdir(parents=True, exist_ok=True)
+        body = {"queued_at": "2026-03-01T09:30:00", "accounts": ["a1"], "rollups": {}}
+        (folder / "20260301T093000000000-1-naive.json").write_text(json.dumps(body))
+        assert wait_for(lambda: not os.listdir(folder), 5)
+
+        write_notice(folder, Notice(queued_at=datetime.now(UTC), accounts=["a2"]))
+
+        assert wait_for(lambda: worker.pending() == 2, 5), os.listdir(folder)
+    finally:
+        worker.stop()
+
+
+def test_scorer_process_survives_terminal_interrupt(project, caplog):
+    # Ctrl-C in a terminal sends SIGINT to every process of the service. The
+    # service stops its scoring process itself, after the current batch, so the
+    # signal must not end that process in the middle of a batch.
+    scorer = ScorerProcess(project)
+    with caplog.at_level(logging.INFO, "healthscore.service.live"):
+        try:
+            assert scorer.rescore(["a1"]).accounts == ["a1"]
+            started = [r for r in caplog.records if "started the scoring" in r.message]
+            pid = int(started[0].message.rsplit("pid ", 1)[1].rstrip(")"))
+
+            os.kill(pid, signal.SIGINT)
+            time.sleep(0.5)
+
+            assert scorer.rescore(["a2"]).accounts == ["a2"]
+        finally:
+            scorer.close()
+    starts = [r for r in caplog.records if "started the scoring" in r.message]
+    assert len(starts) == 1, [r.message for r in starts]
+
+
+def test_serve_reports_unwritable_lease_before_start(project: Project):
+    # A lease path that cannot be opened for writing, as in a read-only events
+    # folder, fails every request process. serve reports it once and exits 1.
+    lease = events_folder(project) / LEASE_FILE
+    lease.mkdir(parents=True)
+
+    result = CliRunner().invoke(
+        cli_app, ["serve", "--workers", "2", "--project", str(project.root)]
+    )
+
+    assert result.exit_code == 1
+    assert f"the rescore lease {lease} cannot be opened for writing" in result.output
+    assert "write access to the events folder" in result.output
+
+
+def test_notice_with_wrong_types_is_dropped(tmp_path, caplog):
+    folder = tmp_path / "notices"
+    folder.mkdir()
+    moment = datetime(2026, 3, 1, 9, 30, tzinfo=UTC).isoformat()
+    body = {"queued_at": moment, "accounts": "a9", "rollups": {}}
+    (folder / "20260301T093000000000-1-a.json").write_text(json.dumps(body))
+
+    with caplog.at_level(logging.ERROR, "healthscore.service.handoff"):
+        notices = take_notices(folder)
+
+    assert notices == []
+    assert "accounts must be a list" in caplog.text
+    assert os.listdir(folder) == []
+
+
+def test_worker_skips_rollups_of_unknown_source(project, caplog):
+    worker = RescoreWorker(project, interval=60)
+    write_notice(
+        notice_folder(project),
+        Notice(queued_at=datetime.now(UTC), rollups={"nosuch": [date(2026, 3, 1)]}),
+    )
+
+    with caplog.at_level(logging.WARNING, "healthscore.service.rescore"):
+        worker.start()
+        worker.stop()
+
+    assert "'nosuch'" in caplog.text
+    assert not (events_folder(project) / "nosuch").exists()

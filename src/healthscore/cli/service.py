@@ -113,6 +113,7 @@ def serve(
         SECURE_COOKIES_VARIABLE,
         VERBOSE_VARIABLE,
         app_from_environment,
+        check_startup,
         service_log_levels,
     )
     from healthscore.service.protocol import JsonErrorProtocol
@@ -122,6 +123,7 @@ def serve(
     bind_host = host or settings.host
     bind_port = port or settings.port
     processes = workers or settings.workers
+    check_startup(project)
     note(f"Serving {project.config.name} at http://{bind_host}:{bind_port}/docs")
     if processes > 1:
         # Uvicorn starts each request process anew, so they build the app from
@@ -174,10 +176,18 @@ def _plain_log_lines() -> Iterator[None]:
     for handler in replaced:
         package.removeHandler(handler)
     package.addHandler(plain)
+    # Uvicorn's own messages, such as a request process that died and was started
+    # again, in the same lines. Its access log stays off.
+    server = logging.getLogger("uvicorn.error")
+    server_level = server.level
+    server.addHandler(plain)
+    server.setLevel(logging.INFO)
     try:
         yield
     finally:
         package.removeHandler(plain)
+        server.removeHandler(plain)
+        server.setLevel(server_level)
         for handler in replaced:
             package.addHandler(handler)
 

@@ -49,8 +49,9 @@ logger = logging.getLogger("healthscore.service")
 PROJECT_VARIABLE = "HEALTHSCORE_SERVE_PROJECT"
 SECURE_COOKIES_VARIABLE = "HEALTHSCORE_SERVE_SECURE_COOKIES"
 VERBOSE_VARIABLE = "HEALTHSCORE_SERVE_VERBOSE"
-#: Format of the service's log lines: time, level, logger and message.
-SERVICE_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Format of the service's log lines: time, level, logger, process id and message.
+#: The process id distinguishes the request processes of `serve --workers N`.
+SERVICE_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 
 # Every API route needs a token, whatever its own dependencies are.
 _requires_token = Depends(authenticate)
@@ -167,6 +168,37 @@ def service_log_levels(verbose: int) -> None:
         logging.getLogger("healthscore.service").setLevel(logging.INFO)
     else:
         logging.getLogger("healthscore").setLevel(logging.DEBUG)
+
+
+def check_startup(project: Project) -> None:
+    """Open what every request process needs, so that a failure is reported once.
+
+    The operational store is opened (and migrated), and with store sources the
+    rescore lease file is opened for writing. Under `serve --workers N`, Uvicorn
+    logs a failure in a request process as a traceback and still exits with
+    status 0, so `healthscore serve` calls this before it starts them.
+
+    Raises
+    ------
+    StateStoreError
+        When the operational store cannot be opened.
+    OSError
+        When the lease file cannot be created or opened for writing.
+    """
+    StateStore.open(project.config.store.state, project.root).close()
+    if not store_sources(project.config):
+        return
+    path = RescoreLease(project).path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OSError(
+            f"the rescore lease {path} cannot be opened for writing "
+            f"({exc.strerror or exc}); the service needs write access to the events "
+            "folder (store.events)"
+        ) from exc
 
 
 def app_from_environment() -> FastAPI:

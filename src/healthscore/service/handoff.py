@@ -145,13 +145,20 @@ def take_notices(folder: Path) -> list[Notice]:
         path = folder / name
         try:
             body = json.loads(path.read_text(encoding="utf-8"))
+            queued_at = datetime.fromisoformat(body["queued_at"])
+            if queued_at.tzinfo is None:
+                # Written without an offset by hand or by another tool: read as UTC.
+                queued_at = queued_at.replace(tzinfo=UTC)
+            accounts, rollups = body["accounts"], body["rollups"]
+            if not isinstance(accounts, list) or not isinstance(rollups, dict):
+                raise ValueError("accounts must be a list and rollups an object")
             notices.append(
                 Notice(
-                    queued_at=datetime.fromisoformat(body["queued_at"]),
-                    accounts=[str(account) for account in body["accounts"]],
+                    queued_at=queued_at.astimezone(UTC),
+                    accounts=[str(account) for account in accounts],
                     rollups={
                         str(source): [date.fromisoformat(day) for day in days]
-                        for source, days in body["rollups"].items()
+                        for source, days in rollups.items()
                     },
                 )
             )

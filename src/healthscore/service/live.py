@@ -35,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -524,6 +525,9 @@ def _serve_batches(
     project: Project, full_interval: float, connection: Connection
 ) -> None:
     """Run the batches that `connection` sends until it sends stop or closes."""
+    # Ctrl-C in a terminal reaches every process of the service. The service stops
+    # this process itself after the current batch, so the signal is ignored here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     scorer = LiveScorer(project, full_interval=full_interval)
     try:
         while True:

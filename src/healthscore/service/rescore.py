@@ -295,9 +295,17 @@ class RescoreWorker:
             logger.error("reading the rescore notices failed: %s", exc)
             return
         accounts: dict[str, datetime] = {}
+        sources = set(store_sources(self.project.config))
         for notice in notices:
             for source, days in notice.rollups.items():
-                self.rollups.add(source, days)
+                if source in sources:
+                    self.rollups.add(source, days)
+                else:
+                    logger.warning(
+                        "skipping the rollup days of %r in a rescore notice: it is "
+                        "not a store source of the project",
+                        source,
+                    )
             for account in notice.accounts:
                 accounts.setdefault(account, notice.queued_at)
         if accounts:
@@ -310,7 +318,10 @@ class RescoreWorker:
                     lambda: self._stopping, NOTICE_POLL_SECONDS
                 ):
                     return
-            self._take_notices()
+            try:
+                self._take_notices()
+            except Exception as exc:  # the polling must go on for later notices
+                logger.error("queueing the rescore notices failed: %s", exc)
 
     def pending(self) -> int:
         """Return the number of queued accounts."""
