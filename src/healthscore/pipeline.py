@@ -294,13 +294,15 @@ def run_monitoring(
     run: ScoringRun,
     engine: Engine,
     state: StateStore | None = None,
+    population: pd.DataFrame | None = None,
 ) -> Monitoring:
     """Raise the alerts of a stored run and open the tasks its playbooks call for.
 
     Re-running a date raises no alert twice and opens no task twice. It opens the
     tasks of the date's stored alerts that have none yet, for example after the
     playbook step of an earlier run of the date failed. The operational store is
-    `state`, or the project's store opened for this call.
+    `state`, or the project's store opened for this call. `population` is passed
+    to `evaluate_alerts` for the guard, when `run` holds some accounts only.
     """
     # Imported here because the monitoring modules build on this module's run type.
     from healthscore.monitoring.alerts import evaluate_alerts
@@ -314,7 +316,12 @@ def run_monitoring(
     )
     with opened as state:
         outcome = evaluate_alerts(
-            project, run, snapshot_store(project), state, engine=engine
+            project,
+            run,
+            snapshot_store(project),
+            state,
+            engine=engine,
+            population=population,
         )
         alerts = [] if outcome.held else outcome.raised
         # A rerun of a date finds its alerts stored already. Playbooks still get

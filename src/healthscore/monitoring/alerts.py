@@ -181,6 +181,7 @@ def evaluate_alerts(
     *,
     engine: Engine | None = None,
     now: datetime | None = None,
+    population: pd.DataFrame | None = None,
 ) -> AlertOutcome:
     """Apply the alert rules to a scoring run and store the alerts in the outbox.
 
@@ -199,6 +200,12 @@ def evaluate_alerts(
         `alerts.guard.max_age` is set. Without it the sources are read again.
     now
         Timezone-aware time stored as the alerts' creation time; default now.
+    population
+        Scores (`account_id`, `score`, `band`) of every account of the date, which
+        the guard compares with the previous snapshot; default the run's scores.
+        A run that holds some accounts only, such as a rescoring batch of the
+        service, passes the whole population here, so that the guard judges the
+        share of all accounts that changed band, not the share of the batch.
 
     Returns
     -------
@@ -229,7 +236,7 @@ def evaluate_alerts(
     guard = check_guard(
         settings.guard,
         run.as_of,
-        run.result.scores,
+        run.result.scores if population is None else population,
         None if previous is None else previous.reset_index(),
         previous_as_of,
         stale,

@@ -76,6 +76,15 @@ def compute_trends(
     history = history[history["as_of"] <= as_of]
     scores = history.pivot(index="as_of", columns="account_id", values="score")
     scores = scores.sort_index()
+    if as_of not in scores.index:
+        # The date's snapshot scored no account (an empty population).
+        text = ("account_id", "arrow")
+        return pd.DataFrame(
+            {
+                column: pd.Series([], dtype=object if column in text else float)
+                for column in TREND_COLUMNS
+            }
+        )
     current = scores.loc[as_of].dropna()
     accounts = current.index
     frame = pd.DataFrame({"account_id": accounts, "score": current.to_numpy()})

@@ -261,9 +261,22 @@ class LiveScorer:
             components=_rows_of(result.components, wanted),
             measures=_rows_of(result.measures, wanted),
         )
-        affected = dataclasses.replace(run, result=subset)
+        # Alert rules and playbooks see the batch's accounts only: a rule that reads
+        # the metrics would otherwise match accounts without scores in `subset`.
+        batch_metrics = dataclasses.replace(
+            metrics,
+            values=_rows_indexed(metrics.values, wanted),
+            accounts=_rows_indexed(metrics.accounts, wanted),
+        )
+        affected = dataclasses.replace(run, metrics=batch_metrics, result=subset)
+        # The guard compares the whole population with the previous date, so that
+        # a small batch whose accounts all changed band is not held for that.
         monitoring = run_monitoring(
-            self.project, affected, self._engine, self._state_store()
+            self.project,
+            affected,
+            self._engine,
+            self._state_store(),
+            population=result.scores,
         )
         return RescoreResult(
             as_of=day,
@@ -519,6 +532,11 @@ class ScorerProcess:
         self._process, self._connection = process, parent
         logger.info("started the scoring process (pid %s)", process.pid)
         return parent
+
+
+def _rows_indexed(frame: pd.DataFrame, accounts: list[str]) -> pd.DataFrame:
+    """Return the rows of `frame` (indexed by account id) of `accounts`."""
+    return frame[frame.index.astype(str).isin(accounts)]
 
 
 def _serve_batches(
