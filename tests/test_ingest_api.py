@@ -590,3 +590,18 @@ def _responds(url: str) -> bool:
         return httpx.get(f"{url}/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_empty_batches_store_nothing(client, project, state):
+    key = create_write_key(state, project, "errors").key
+    usage_key = create_write_key(state, project, "usage").key
+
+    batch = client.post("/v1/batch", json={"batch": []}, headers=basic(usage_key))
+    events = client.post("/api/events", json={"events": []}, headers=basic(key))
+
+    assert batch.status_code == 200, batch.text
+    assert batch.json() == {"success": True, "stored": 0}
+    assert events.status_code == 200, events.text
+    assert events.json() == {"success": True, "stored": 0}
+    assert stored_rows(project, "usage") == 0
+    assert stored_rows(project, "errors") == 0

@@ -91,3 +91,13 @@ def test_valid_request_still_served(port):
 
     assert status == "HTTP/1.1 200 OK"
     assert json.loads(body) == {"status": "ok"}
+
+
+def test_health_responds_to_head(port):
+    status, headers, body = exchange(
+        port, b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-type"] == "application/json"
+    assert body == b""

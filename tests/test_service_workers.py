@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,6 +233,13 @@ def test_two_request_processes_rescore_once(project: Project, state, tmp_path):
     assert text.count("rescore worker started") == 1, text
     assert text.count("another process of this project rescores") == 1, text
     assert text.count("stopped serving project") == 2, text
+    # The scoring process logs in the same format, with its own process id.
+    scorer = re.search(r"started the scoring process \(pid (\d+)\)", text)
+    assert scorer is not None, text
+    assert re.search(
+        rf" INFO healthscore\.service\.live \[{scorer.group(1)}\]: full scoring run",
+        text,
+    ), text
     assert len(account_alerts(state, "a2")) == 1
 
 

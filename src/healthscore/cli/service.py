@@ -167,7 +167,7 @@ def _plain_log_lines() -> Iterator[None]:
     """
     package = logging.getLogger("healthscore")
     replaced = [h for h in package.handlers if isinstance(h, RichHandler)]
-    from healthscore.service.app import SERVICE_LOG_FORMAT
+    from healthscore.service.logs import SERVICE_LOG_FORMAT
 
     plain = logging.StreamHandler(sys.stderr)
     plain.setFormatter(logging.Formatter(SERVICE_LOG_FORMAT))

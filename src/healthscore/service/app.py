@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from healthscore.service.errors import (
 )
 from healthscore.service.handoff import LEASE_RETRY_SECONDS, RescoreLease, RescoreRelay
 from healthscore.service.ingest import router as ingest_router
+from healthscore.service.logs import add_plain_handler
 from healthscore.service.middleware import ServiceMiddleware
 from healthscore.service.rescore import RescoreWorker
 from healthscore.service.routers import ROUTERS
@@ -49,9 +49,6 @@ logger = logging.getLogger("healthscore.service")
 PROJECT_VARIABLE = "HEALTHSCORE_SERVE_PROJECT"
 SECURE_COOKIES_VARIABLE = "HEALTHSCORE_SERVE_SECURE_COOKIES"
 VERBOSE_VARIABLE = "HEALTHSCORE_SERVE_VERBOSE"
-#: Format of the service's log lines: time, level, logger, process id and message.
-#: The process id distinguishes the request processes of `serve --workers N`.
-SERVICE_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 
 # Every API route needs a token, whatever its own dependencies are.
 _requires_token = Depends(authenticate)
@@ -136,7 +133,7 @@ def create_app(
     app.state.rescore_worker = None
     install_error_handlers(app)
     app.add_api_route(
-        "/health", _health_route(context), methods=["GET"], tags=["health"]
+        "/health", _health_route(context), methods=["GET", "HEAD"], tags=["health"]
     )
     for router in ROUTERS:
         app.include_router(
@@ -217,11 +214,7 @@ def app_from_environment() -> FastAPI:
             "serve --workers N`"
         )
     verbose = int(os.environ.get(VERBOSE_VARIABLE) or "1")
-    package = logging.getLogger("healthscore")
-    if not package.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(SERVICE_LOG_FORMAT))
-        package.addHandler(handler)
+    add_plain_handler()
     service_log_levels(verbose)
     project = load_project(Path(root))
     return create_app(

@@ -261,6 +261,8 @@ def post_events(
                 )
             )
     _raise_problems(problems, "events", len(body.events))
+    if not body.events:
+        return IngestResponse(success=True, stored=0)
     plain = settings.model_copy(
         update={
             "format": "jsonl",
@@ -309,6 +311,8 @@ def _ingest_calls(
         else:
             prepared.append({})
     _raise_problems(problems, location, len(calls))
+    if not calls:
+        return IngestResponse(success=True, stored=0)
     scope = _memberships(request).scope(context.project, source)
     checked = _read_checked(
         context.project, source, settings, prepared, location, scope

@@ -63,6 +63,7 @@ from healthscore.pipeline import (
     snapshot_store,
 )
 from healthscore.scoring import score_accounts
+from healthscore.service.logs import add_plain_handler, logger_levels, set_logger_levels
 from healthscore.sources import SourceReport, SourceSet, as_of_point
 from healthscore.sources.reader import SourceError, resolve_files
 from healthscore.sources.stored import (
@@ -523,7 +524,7 @@ class ScorerProcess:
         parent, child = context.Pipe()
         process = context.Process(
             target=_serve_batches,
-            args=(self.project, self.full_interval, child),
+            args=(self.project, self.full_interval, child, logger_levels()),
             name="healthscore-rescore",
             daemon=True,
         )
@@ -540,12 +541,22 @@ def _rows_indexed(frame: pd.DataFrame, accounts: list[str]) -> pd.DataFrame:
 
 
 def _serve_batches(
-    project: Project, full_interval: float, connection: Connection
+    project: Project,
+    full_interval: float,
+    connection: Connection,
+    levels: dict[str, int] | None = None,
 ) -> None:
-    """Run the batches that `connection` sends until it sends stop or closes."""
+    """Run the batches that `connection` sends until it sends stop or closes.
+
+    `levels` are the parent's logger levels (`logger_levels`); this process then
+    logs in the service's format at those levels.
+    """
     # Ctrl-C in a terminal reaches every process of the service. The service stops
     # this process itself after the current batch, so the signal is ignored here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if levels is not None:
+        add_plain_handler()
+        set_logger_levels(levels)
     scorer = LiveScorer(project, full_interval=full_interval)
     try:
         while True:
