@@ -20,6 +20,7 @@ from healthscore.engine import Engine
 from healthscore.metrics import compute_metrics
 from healthscore.pipeline import score, snapshot_store
 from healthscore.service import live as live_module
+from healthscore.service import rescore as rescore_module
 from healthscore.service.ingest import GroupCommitter
 from healthscore.service.live import (
     AccountSubset,
@@ -317,6 +318,34 @@ def test_scorer_process_error_then_restart(project):
 
     assert result.full
     assert result.population == 4
+
+
+def test_failed_batch_logs_error_type_only(project, caplog, monkeypatch):
+    monkeypatch.setattr(rescore_module, "RETRY_PAUSE_SECONDS", 0.05)
+    worker = RescoreWorker(project, interval=0.05)
+    calls: list[list[str]] = []
+
+    def failing(accounts: list[str]) -> None:
+        calls.append(accounts)
+        raise RescoreProcessError("KeyError: 'a1'", "KeyError")
+
+    monkeypatch.setattr(worker.scorer, "rescore", failing)
+    with caplog.at_level(logging.DEBUG, "healthscore.service.rescore"):
+        worker.start()
+        worker.notify(["a1"])
+        try:
+            deadline = time.monotonic() + 10
+            while worker.failures == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            worker.stop()
+
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert calls[0] == ["a1"]
+    assert "rescoring 1 accounts failed (KeyError)" in errors[0]
+    assert all("a1" not in message for message in errors)
+    assert any("KeyError: 'a1'" in message for message in debug)
 
 
 # Shadow scores and the snapshot table

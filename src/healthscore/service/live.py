@@ -446,7 +446,16 @@ def _source_stamps(project: Project) -> tuple[object, ...]:
 
 
 class RescoreProcessError(RuntimeError):
-    """A batch that failed in the scoring process, or a process that stopped."""
+    """A batch that failed in the scoring process, or a process that stopped.
+
+    `kind` names the error in the scoring process, such as KeyError, or the way
+    the process stopped. The message adds the error's text, which can name
+    accounts.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ScorerProcess:
@@ -488,11 +497,13 @@ class ScorerProcess:
             self.close()
             raise RescoreProcessError(
                 f"the scoring process stopped ({type(exc).__name__}); the next "
-                "batch starts a new one"
+                "batch starts a new one",
+                f"scoring process stopped ({type(exc).__name__})",
             ) from exc
         if kind == "error":
             self.close()
-            raise RescoreProcessError(str(payload))
+            error_type, text = payload
+            raise RescoreProcessError(f"{error_type}: {text}", error_type)
         result: RescoreResult = payload
         return result
 
@@ -571,7 +582,8 @@ def _serve_batches(
                 result = scorer.rescore(accounts, as_of)
             except Exception as exc:  # sent to the service, which logs it
                 scorer.close()
-                connection.send(("error", f"{type(exc).__name__}: {exc}"))
+                logger.debug("the batch failed", exc_info=True)
+                connection.send(("error", (type(exc).__name__, str(exc))))
                 continue
             try:
                 connection.send(("result", result))

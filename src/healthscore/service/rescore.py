@@ -347,16 +347,18 @@ class RescoreWorker:
                 self.last_result = self.scorer.rescore(list(batch))
             except Exception as exc:  # the worker must keep running
                 self.failures += 1
+                # The error's text can name accounts, so the default level logs
+                # its type only, and -vv the text and traceback.
+                kind = getattr(exc, "kind", None) or type(exc).__name__
                 logger.error(
-                    "rescoring %d accounts failed (%s: %s); retrying in %.0f s "
-                    "(failure %d)",
+                    "rescoring %d accounts failed (%s); retrying in %.0f s "
+                    "(failure %d); run the service with -vv for the error text",
                     len(batch),
-                    type(exc).__name__,
-                    exc,
+                    kind,
                     RETRY_PAUSE_SECONDS,
                     self.failures,
                 )
-                logger.debug("rescore failure", exc_info=True)
+                logger.debug("rescore failure: %s", exc, exc_info=True)
                 # The held values may be half updated, so the next batch runs a
                 # full scoring run.
                 self.scorer.close()
