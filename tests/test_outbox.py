@@ -16,6 +16,7 @@ from healthscore.config.alerts import DeliverySettings
 from healthscore.monitoring import outbox
 from healthscore.monitoring.channels import WebhookSender
 from healthscore.monitoring.outbox import (
+    ALERT_SUBJECT,
     LEASE_SECONDS,
     NewAlert,
     add_alerts,
@@ -233,6 +234,24 @@ def test_ack_then_resolve(state):
     assert record.updated_at == NOW + timedelta(hours=1)
     assert [item.id for item in list_alerts(state, "resolved")] == [result.id]
     assert list_alerts(state, "open") == []
+
+
+def test_state_changes_are_audited(state):
+    (result,) = add_alerts(state, alerts_for(["a"]), now=NOW)
+
+    set_alert_state(state, result.id, "acknowledged", now=NOW, actor="ana")
+    queued = resend_alert(state, result.id, now=NOW, actor="ops")
+    with pytest.raises(ValueError, match="cannot become acknowledged"):
+        set_alert_state(state, result.id, "acknowledged", now=NOW, actor="bob")
+
+    entries = state.audit_entries(ALERT_SUBJECT)
+    assert [(e.actor, e.action) for e in entries] == [
+        ("ana", "acknowledged"),
+        ("ops", "resend"),
+    ]
+    assert entries[0].detail == {"alert_id": result.id, "from": "open"}
+    assert entries[1].detail == {"alert_id": result.id, "deliveries": queued}
+    assert entries[0].at == NOW
 
 
 def test_invalid_transition_rejected(state):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -87,32 +88,53 @@ def list_command(
     stdout_console().print(_table(records))
 
 
+ByOption = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Who makes the change, recorded in the audit log; default the login "
+        "name of the user running the command.",
+    ),
+]
+
+
+def _actor(by: str | None) -> str:
+    if by is not None and by.strip():
+        return by.strip()
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name, as in some containers
+        return "command line"
+
+
 @alerts_app.command("ack")
 @handle_errors
 def ack(
     alert_id: AlertIdArgument,
+    by: ByOption = None,
     project_dir: ProjectOption = Path("."),
     verbose: VerboseOption = 0,
 ) -> None:
     """Acknowledge an open alert."""
-    _move(project_dir, alert_id, "acknowledged")
+    _move(project_dir, alert_id, "acknowledged", _actor(by))
 
 
 @alerts_app.command("resolve")
 @handle_errors
 def resolve(
     alert_id: AlertIdArgument,
+    by: ByOption = None,
     project_dir: ProjectOption = Path("."),
     verbose: VerboseOption = 0,
 ) -> None:
     """Resolve an open or acknowledged alert."""
-    _move(project_dir, alert_id, "resolved")
+    _move(project_dir, alert_id, "resolved", _actor(by))
 
 
-def _move(project_dir: Path, alert_id: int, new_state: str) -> None:
+def _move(project_dir: Path, alert_id: int, new_state: str, actor: str) -> None:
     project = open_project(project_dir)
     with _state_store(project) as store, _known_alert():
-        set_alert_state(store, alert_id, new_state, now=datetime.now(UTC))
+        set_alert_state(store, alert_id, new_state, now=datetime.now(UTC), actor=actor)
     say(f"alert {alert_id} is {new_state}")
 
 
@@ -120,6 +142,7 @@ def _move(project_dir: Path, alert_id: int, new_state: str) -> None:
 @handle_errors
 def resend(
     alert_id: AlertIdArgument,
+    by: ByOption = None,
     project_dir: ProjectOption = Path("."),
     verbose: VerboseOption = 0,
 ) -> None:
@@ -129,7 +152,7 @@ def resend(
     """
     project = open_project(project_dir)
     with _state_store(project) as store, _known_alert():
-        queued = resend_alert(store, alert_id, now=datetime.now(UTC))
+        queued = resend_alert(store, alert_id, now=datetime.now(UTC), actor=_actor(by))
         pending = sum(
             item.state == "pending" for item in get_alert(store, alert_id).deliveries
         )

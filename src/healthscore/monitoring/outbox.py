@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from healthscore.config.alerts import DeliverySettings
 from healthscore.monitoring.alerts import RaisedAlert
 from healthscore.store.database import describe_url, write_engine
+from healthscore.store.schema import audit
 from healthscore.store.state import StateStore
 from healthscore.store.tables_alerts import ALERT_STATES, alerts, deliveries
 
@@ -498,10 +499,19 @@ def get_alert(state: StateStore, alert_id: int) -> AlertRecord:
     return _alert_record(row, [_delivery_record(item) for item in rows])
 
 
+#: `subject_kind` of the audit entries of alert state changes and re-sends.
+ALERT_SUBJECT = "alert"
+
+
 def set_alert_state(
-    state: StateStore, alert_id: int, new_state: str, *, now: datetime
+    state: StateStore,
+    alert_id: int,
+    new_state: str,
+    *,
+    now: datetime,
+    actor: str = "unknown",
 ) -> None:
-    """Acknowledge or resolve an alert.
+    """Acknowledge or resolve an alert, with an audit entry naming `actor`.
 
     Raises
     ------
@@ -530,11 +540,37 @@ def set_alert_state(
             .where(alerts.c.id == alert_id)
             .values(state=new_state, updated_at=now)
         )
+        _audit(
+            connection, now, actor, new_state, {"alert_id": alert_id, "from": current}
+        )
     logger.info("alert %d is now %s", alert_id, new_state)
 
 
-def resend_alert(state: StateStore, alert_id: int, *, now: datetime) -> int:
+def _audit(
+    connection: Connection,
+    now: datetime,
+    actor: str,
+    action: str,
+    detail: dict[str, Any],
+) -> None:
+    connection.execute(
+        insert(audit).values(
+            at=now,
+            actor=actor,
+            action=action,
+            subject_kind=ALERT_SUBJECT,
+            count=1,
+            detail=detail,
+        )
+    )
+
+
+def resend_alert(
+    state: StateStore, alert_id: int, *, now: datetime, actor: str = "unknown"
+) -> int:
     """Queue an alert's sent and dead deliveries again, and release a held alert.
+
+    The audit log records `actor` and the number of deliveries queued again.
 
     The deliveries keep their idempotency keys, start again from 0 attempts and are
     due at `now`. Returns the number of deliveries queued again.
@@ -565,6 +601,13 @@ def resend_alert(state: StateStore, alert_id: int, *, now: datetime) -> int:
                 last_error=None,
                 sent_at=None,
             )
+        )
+        _audit(
+            connection,
+            now,
+            actor,
+            "resend",
+            {"alert_id": alert_id, "deliveries": int(queued.rowcount)},
         )
     logger.info("queued %d delivery(ies) of alert %d again", queued.rowcount, alert_id)
     return int(queued.rowcount)
