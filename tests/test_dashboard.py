@@ -560,3 +560,83 @@ def test_api_accepts_session_cookie(site):
     )
     assert response.status_code == 201
     assert [note.text for note in list_notes(state, "a1")] == ["via api"]
+
+
+# Logout across processes
+
+
+def test_logout_rejects_saved_cookie(site):
+    client, token, _project, _state = site
+    csrf = login(client, token["admin"])
+    saved = client.cookies[COOKIE_NAME]
+    assert client.get("/api/v1/accounts").status_code == 200
+    response = client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
+    assert response.status_code == 303
+    client.cookies.set(COOKIE_NAME, saved)
+    assert client.get("/api/v1/accounts").status_code == 401
+    page = client.get("/", follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"].startswith("/login")
+
+
+def test_logout_holds_in_other_app(site):
+    """A second app on the same project, as a second server process would be."""
+    client, token, project, state = site
+    csrf = login(client, token["admin"])
+    saved = client.cookies[COOKIE_NAME]
+    with TestClient(create_app(project, state=state)) as other:
+        other.cookies.set(COOKIE_NAME, saved)
+        assert other.get("/api/v1/accounts").status_code == 200
+        client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
+        assert other.get("/api/v1/accounts").status_code == 401
+
+
+def test_ended_sessions_pruned_after_expiry(tmp_path):
+    from healthscore.service.dashboard.sessions import EndedSessions
+
+    path = tmp_path / "session.ended"
+    writer = EndedSessions(path)
+    reader = EndedSessions(path)
+    signer = SessionSigner(b"k" * 32, max_age=60, ended=reader)
+    early = Session("early", 7, 1000.0)
+    late = Session("late", 7, 1050.0)
+    early_cookie = signer.encode(early)
+    writer.end("early", 1060.0, now=1001.0)
+    assert reader.contains("early")
+    assert signer.decode(early_cookie, now=1030.0) is None
+    # Ending the same session again adds no line.
+    writer.end("early", 1060.0, now=1002.0)
+    assert path.read_text("ascii") == "1060 early\n"
+    # At 1061 "early" is older than max_age, so its line goes.
+    writer.end("late", 1110.0, now=1061.0)
+    assert path.read_text("ascii") == "1110 late\n"
+    assert not reader.contains("early")
+    assert reader.contains("late")
+    assert signer.decode(signer.encode(late), now=1070.0) is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# Framing
+
+
+def test_pages_forbid_framing(site):
+    client, token, _project, _state = site
+    anonymous = [client.get("/login"), client.get("/", follow_redirects=False)]
+    login(client, token["admin"])
+    pages = [
+        client.get("/"),
+        client.get("/accounts/a1"),
+        client.get("/accounts/zz"),
+        client.get("/alerts"),
+    ]
+    assert [page.status_code for page in anonymous + pages] == [
+        200,
+        303,
+        200,
+        200,
+        404,
+        200,
+    ]
+    for page in anonymous + pages:
+        assert page.headers["x-frame-options"] == "DENY", page.url
+        assert page.headers["content-security-policy"] == "frame-ancestors 'none'"

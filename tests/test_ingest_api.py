@@ -383,9 +383,15 @@ def test_api_events_invalid_rows(client, project, state):
         headers=bearer(analyst),
     )
 
+    # The unknown column and the invalid values of other rows, in one response.
     assert unknown.status_code == 422
     details = unknown.json()["error"]["details"]
-    assert [d["location"] for d in details] == ["body.events[1].colour"]
+    assert [d["location"] for d in details] == [
+        "body.events[1].colour",
+        "body.events[2].account_id",
+        "body.events[3].timestamp",
+    ]
+    assert unknown.json()["error"]["message"].startswith("3 of 4 records are invalid")
     assert invalid.status_code == 422
     locations = {d["location"] for d in invalid.json()["error"]["details"]}
     assert locations == {"body.events[1].account_id", "body.events[2].timestamp"}
@@ -605,3 +611,23 @@ def test_empty_batches_store_nothing(client, project, state):
     assert events.json() == {"success": True, "stored": 0}
     assert stored_rows(project, "usage") == 0
     assert stored_rows(project, "errors") == 0
+
+
+def test_batch_lists_checked_and_read_problems(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    calls = [
+        {"type": "track", "userId": "u1", "context": {"groupId": "a1"}},
+        track("a1", timestamp="garbage"),
+        track("a2"),
+    ]
+
+    response = client.post("/v1/batch", json={"batch": calls}, headers=basic(key))
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert [d["location"] for d in error["details"]] == [
+        "body.batch[0].event",
+        "body.batch[1].timestamp",
+    ]
+    assert error["message"].startswith("2 of 3 records are invalid")
+    assert stored_rows(project, "usage") == 0

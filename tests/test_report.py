@@ -581,3 +581,41 @@ def test_rate_with_tenure_exposure_definition():
         "Rows in the window per 28d: count × 28 days / the shorter of the window and "
         "the account's tenure, in days; missing for accounts younger than 14d."
     )
+
+
+# Models section
+
+
+def test_models_section_without_calibration(tmp_path):
+    """A backtest too short to calibrate leaves notes where its charts would be."""
+    import json
+
+    from test_cli import run, succeeded
+
+    root = tmp_path / "demo"
+    succeeded(run("init", root))
+    # Three monthly scores give two backtest splits, each with too few churned rows
+    # in its training part to fit a calibration.
+    for as_of in ("2026-04-01", "2026-05-01", "2026-06-01"):
+        succeeded(run("score", "--project", root, "--as-of", as_of))
+    succeeded(run("backtest", "--project", root))
+    stored = json.loads(
+        (root / ".healthscore" / "models" / "backtest.json").read_text("utf-8")
+    )
+    assert stored["methods"][0]["reliability"] == []
+
+    succeeded(run("report", "--project", root, "--as-of", "2026-06-01"))
+    page = (root / "output" / "report-2026-06-01.html").read_text("utf-8")
+    models = section(page, "models")
+    assert 'id="models-reliability"' not in models
+    missing = re.search(
+        r'<p class="note" id="models-reliability-missing">(.*?)</p>', models
+    )
+    assert missing is not None
+    assert missing.group(1).startswith("No reliability curve, because")
+    assert "fewer than 10 churned or retained rows" in unescape(missing.group(1))
+    # The churn rates per band do not depend on a calibration, so their chart stays.
+    assert 'id="models-bands"' in models
+    assert "models-bands-missing" not in models
+    # No comparison was stored, so the page has no comparison part at all.
+    assert "models-compare" not in models

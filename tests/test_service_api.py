@@ -503,6 +503,13 @@ def test_alert_acknowledge_resolve(writer):
     assert twice.status_code == 409
     assert resolved.json()["state"] == "resolved"
     assert [item["id"] for item in listed] == [alert_id]
+    # The analyst token's name is the actor of both changes in the audit log.
+    with StateStore.open(_project.config.store.state, _project.root) as state:
+        entries = state.audit_entries("alert")
+    assert [(e.actor, e.action, e.detail["alert_id"]) for e in entries] == [
+        ("ana", "acknowledged", alert_id),
+        ("ana", "resolved", alert_id),
+    ]
 
 
 def test_override_created_with_author(writer):
@@ -907,3 +914,65 @@ def test_invalid_content_length_400():
     assert messages[0]["status"] == 400
     assert body["error"]["code"] == "bad_request"
     assert "Content-Length" in body["error"]["message"]
+
+
+def test_alert_404_hides_store_url(reader, scored):
+    client, token = reader
+    response = client.get(f"{API}/alerts/99999", headers=bearer(token["admin"]))
+    error = assert_error_shape(response, 404, "not_found")
+    assert (
+        error["message"] == "alert 99999 not found; list the alerts at /api/v1/alerts"
+    )
+    assert "sqlite" not in response.text
+    assert str(scored.root) not in response.text
+
+
+def test_csm_other_alert_looks_unknown(writer):
+    client, token, _project = writer
+    alerts = get(client, token["admin"], "/accounts/a1/alerts")["alerts"]
+    other_id = alerts[0]["id"]
+    unknown_id = 99999
+    csm = bearer(token["csm"])
+    for method, suffix in (("GET", ""), ("POST", "/acknowledge"), ("POST", "/resolve")):
+        other = client.request(method, f"{API}/alerts/{other_id}{suffix}", headers=csm)
+        unknown = client.request(
+            method, f"{API}/alerts/{unknown_id}{suffix}", headers=csm
+        )
+        assert other.status_code == 404, (method, suffix, other.text)
+        assert unknown.status_code == 404, (method, suffix, unknown.text)
+        # Only the requested id differs between the two bodies.
+        assert other.text == unknown.text.replace(str(unknown_id), str(other_id))
+    # The alert of a1 was left open.
+    after = get(client, token["admin"], f"/alerts/{other_id}")
+    assert after["state"] == "open"
+
+
+def test_accounts_unknown_band_422(reader):
+    client, token = reader
+    response = client.get(
+        f"{API}/accounts", headers=bearer(token["admin"]), params={"band": "nope"}
+    )
+    error = assert_error_shape(response, 422, "invalid_request")
+    allowed = "at_risk, stable, healthy, insufficient_data, unscored"
+    assert error["message"] == f"invalid band 'nope'; the allowed values are: {allowed}"
+    assert error["details"] == [{"location": "query.band", "message": error["message"]}]
+
+
+def test_accounts_unknown_trend_422(reader):
+    client, token = reader
+    response = client.get(
+        f"{API}/accounts", headers=bearer(token["admin"]), params={"trend": "nope"}
+    )
+    error = assert_error_shape(response, 422, "invalid_request")
+    assert error["details"] == [
+        {"location": "query.trend", "message": "Input should be 'up', 'down' or 'flat'"}
+    ]
+
+
+def test_accounts_known_band_and_trend_filter(reader):
+    client, token = reader
+    # a3 scores 0 on every date, so it is at risk with a flat trend.
+    listed = get(client, token["admin"], "/accounts", band="at_risk", trend="flat")
+    assert "a3" in ids(listed["items"])
+    assert all(item["band"] == "at_risk" for item in listed["items"])
+    assert all(item["trend"] == "flat" for item in listed["items"])

@@ -3,7 +3,8 @@
 `healthscore backtest` and `healthscore compare` store their measures as JSON (see
 `healthscore.models.backtest.save_results`). This module reads them and draws the
 charts: the reliability curve and churn per band of the configured scorecards, and
-ROC AUC and lift per method. Without stored results the section is left out.
+ROC AUC and lift per method. Without stored results the section is left out, and a
+chart that the stored results cannot draw is replaced by a note saying why.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class ModelsSection:
     backtest: dict[str, Any] | None
     compare: dict[str, Any] | None
     charts: dict[str, Markup]
+    #: Why a chart of a stored result is missing, keyed like `charts`: the page shows
+    #: the note in place of the chart.
+    missing: dict[str, str]
 
     @property
     def backtest_rows(self) -> list[dict[str, str]]:
@@ -75,15 +79,40 @@ def models_section(project: Project) -> ModelsSection | None:
     if backtest is None and compare is None:
         return None
     charts: dict[str, Markup] = {}
-    if backtest is not None and backtest.get("methods"):
-        live = backtest["methods"][0]
+    missing: dict[str, str] = {}
+    if backtest is not None:
+        methods = backtest.get("methods") or []
+        live: dict[str, Any] = methods[0] if methods else {}
         if live.get("reliability"):
             charts["reliability"] = _reliability_chart(live)
+        else:
+            missing["reliability"] = _missing_reliability_note(live)
         if live.get("bands"):
             charts["bands"] = _band_chart(live)
-    if compare is not None and compare.get("methods"):
-        charts["compare"] = _compare_chart(compare["methods"])
-    return ModelsSection(backtest, compare, charts)
+        else:
+            missing["bands"] = (
+                "No chart of churn per band, because the backtest stored no churned "
+                "or retained rows per band."
+            )
+    if compare is not None:
+        if compare.get("methods"):
+            charts["compare"] = _compare_chart(compare["methods"])
+        else:
+            missing["compare"] = (
+                "No comparison chart, because the stored comparison has no measured "
+                "methods."
+            )
+    return ModelsSection(backtest, compare, charts, missing)
+
+
+def _missing_reliability_note(method: dict[str, Any]) -> str:
+    """Return the note on why the backtest of `method` has no reliability curve."""
+    text = (
+        "No reliability curve, because the backtest computed no churn probabilities "
+        "for the configured scorecards"
+    )
+    note = method.get("note")
+    return f"{text} ({note})." if note else f"{text}."
 
 
 def _reliability_chart(method: dict[str, Any]) -> Markup:

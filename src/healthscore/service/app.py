@@ -133,7 +133,12 @@ def create_app(
     app.state.rescore_worker = None
     install_error_handlers(app)
     app.add_api_route(
-        "/health", _health_route(context), methods=["GET", "HEAD"], tags=["health"]
+        "/health", _health_route(context), methods=["GET"], tags=["health"]
+    )
+    # HEAD for load balancers' checks, left out of the schema, whose operation ids
+    # must be unique.
+    app.add_api_route(
+        "/health", _health_route(context), methods=["HEAD"], include_in_schema=False
     )
     for router in ROUTERS:
         app.include_router(

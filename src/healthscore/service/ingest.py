@@ -260,7 +260,6 @@ def post_events(
                     f"{', '.join(columns)}",
                 )
             )
-    _raise_problems(problems, "events", len(body.events))
     if not body.events:
         return IngestResponse(success=True, stored=0)
     plain = settings.model_copy(
@@ -273,7 +272,10 @@ def post_events(
         }
     )
     rows = [{name: event.get(name) for name in columns} for event in body.events]
-    checked = _read_checked(context.project, source, plain, rows, "events", None)
+    # Unknown columns are reported together with the rows' other problems.
+    checked = _read_checked(
+        context.project, source, plain, rows, "events", None, earlier=problems
+    )
     stored = _store(context, request, source, settings, checked)
     return IngestResponse(success=True, stored=stored)
 
@@ -300,6 +302,9 @@ def _ingest_calls(
     received = datetime.now(UTC).isoformat(timespec="milliseconds")
     problems: list[Problem] = []
     prepared: list[dict[str, Any]] = []
+    # Index in `calls` of each prepared call: the calls that passed the checks
+    # here are also read, so that the response lists their problems too.
+    positions: list[int] = []
     for index, call in enumerate(calls):
         found = _check_call(index, call, route_type)
         problems += found
@@ -308,14 +313,21 @@ def _ingest_calls(
             # importer uses that time only when the call has no timestamp.
             prepared.append({**call, "type": call.get("type") or route_type})
             prepared[-1]["receivedAt"] = received
-        else:
-            prepared.append({})
-    _raise_problems(problems, location, len(calls))
-    if not calls:
+            positions.append(index)
+    if not prepared:
+        _raise_problems(problems, location, len(calls))
         return IngestResponse(success=True, stored=0)
     scope = _memberships(request).scope(context.project, source)
     checked = _read_checked(
-        context.project, source, settings, prepared, location, scope
+        context.project,
+        source,
+        settings,
+        prepared,
+        location,
+        scope,
+        earlier=problems,
+        positions=positions,
+        total=len(calls),
     )
     stored = _store(context, request, source, settings, checked)
     return IngestResponse(success=True, stored=stored)
@@ -377,12 +389,19 @@ def _read_checked(
     records: list[dict[str, Any]],
     location: str,
     scope: MembershipScope | None,
+    *,
+    earlier: list[Problem] | None = None,
+    positions: list[int] | None = None,
+    total: int | None = None,
 ) -> CheckedRows:
     """Read `records` with the source's settings; 422 listing every invalid one.
 
     The records are written as JSON Lines to a temporary file, so they take the same
     reader (and importer) path as a file given to `healthscore ingest`. Inside
-    `scope`, Segment calls are mapped by its stored memberships too.
+    `scope`, Segment calls are mapped by its stored memberships too. The 422 also
+    lists the `earlier` problems found before reading. `positions` gives the index
+    in the request of each record (default its index in `records`), and `total`
+    the request's number of records.
     """
     with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
         path = Path(folder) / "records.jsonl"
@@ -405,8 +424,14 @@ def _read_checked(
             "ORDER BY _row"
         ).fetchall()
         checked = checked_rows(con, loaded, scope)
-    problems = [_reader_problem(int(row) - 1, problem) for row, problem in found]
-    _raise_problems(problems, location, len(records))
+    problems = [
+        _reader_problem(
+            int(row) - 1 if positions is None else positions[int(row) - 1], problem
+        )
+        for row, problem in found
+    ]
+    problems = sorted([*(earlier or []), *problems], key=lambda item: item.index)
+    _raise_problems(problems, location, len(records) if total is None else total)
     return checked
 
 

@@ -16,6 +16,8 @@ from healthscore.config import Project
 from healthscore.service.dashboard import actions, pages
 from healthscore.service.dashboard.actions import checked_form, local_path
 from healthscore.service.dashboard.sessions import (
+    ENDED_SESSIONS_FILE,
+    EndedSessions,
     SessionSigner,
     clear_session_cookie,
     load_session_key,
@@ -51,7 +53,10 @@ def install_dashboard(
     Session cookies are marked Secure on https requests, and on every request when
     `secure_cookies` is set (for a proxy that ends TLS without forwarding the scheme).
     """
-    app.state.session_signer = SessionSigner(load_session_key(project))
+    app.state.session_signer = SessionSigner(
+        load_session_key(project),
+        ended=EndedSessions(project.path(ENDED_SESSIONS_FILE)),
+    )
     app.state.secure_cookies = secure_cookies
     app.add_api_route(
         "/static/plotly.min.js", _plotly_js, methods=["GET"], include_in_schema=False
@@ -109,8 +114,11 @@ def login(
 def logout(
     request: Request, _form: Annotated[FormData, Depends(checked_form)]
 ) -> Response:
-    """End the session and go to the login page."""
-    token = session_token(context_of(request).state, current_session(request))
+    """End the session in every process of the service and go to the login page."""
+    session = current_session(request)
+    token = session_token(context_of(request).state, session)
+    if session is not None and session.token_id is not None:
+        signer_of(request).end(session)
     if token is not None:
         logger.info("dashboard logout of token %d", token.id)
     response = Response(status_code=303, headers={"Location": "/login"})

@@ -3,7 +3,9 @@
 A session cookie contains the id of the API token that logged in (never the token's
 secret), a random session id and the time of login, signed with HMAC-SHA256 under the
 project's session key. Each request looks the token up again, so revoking the token
-ends its sessions. The CSRF token of a session is an HMAC of its session id, so it
+ends its sessions. Logout records the session id in a file beside the key until the
+session would have expired anyway, so every process that serves the project rejects
+the old cookie. The CSRF token of a session is an HMAC of its session id, so it
 changes at every login and needs no server-side storage.
 
 A visitor who is not logged in gets an anonymous session (no token id), so the login
@@ -14,12 +16,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,9 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 #: Project file of the key that signs session cookies.
 SESSION_KEY_FILE = ".healthscore/session.key"
+#: Project file of the sessions ended by logout, one "<expiry> <session id>" line each,
+#: with the expiry in seconds since the epoch.
+ENDED_SESSIONS_FILE = ".healthscore/session.ended"
 #: Seconds a login lasts; the cookie itself ends with the browser session.
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 #: HTTP methods that change nothing, so they need no CSRF token.
@@ -100,12 +108,113 @@ def _create_key_file(path: Path) -> None:
         temporary.unlink()
 
 
-class SessionSigner:
-    """Encode, sign, verify and decode session cookies with one key."""
+class EndedSessions:
+    """The ids of sessions ended by logout, shared through a file by every process.
 
-    def __init__(self, key: bytes, *, max_age: float = SESSION_MAX_AGE_SECONDS):
+    A check costs one stat() of the file, because its ids are read again only when
+    the file's inode, size or modification time changes. Logout appends a line under
+    an exclusive lock, and drops the lines whose session has expired by rewriting the
+    file.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock_path = path.with_name(f"{path.name}.lock")
+        self._guard = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._ids: frozenset[str] = frozenset()
+
+    def contains(self, session_id: str) -> bool:
+        """Return whether the session `session_id` was ended."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._guard:
+            if stamp != self._stamp:
+                self._ids = frozenset(entry[0] for entry in self._read())
+                self._stamp = stamp
+            return session_id in self._ids
+
+    def end(self, session_id: str, expires_at: float, *, now: float) -> None:
+        """Record that the session `session_id` ended; forget it after `expires_at`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "w") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                self._add(session_id, expires_at, now)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _add(self, session_id: str, expires_at: float, now: float) -> None:
+        entries = self._read()
+        live = [entry for entry in entries if entry[1] > now]
+        if any(entry[0] == session_id for entry in live):
+            return
+        line = _ended_line(session_id, expires_at)
+        if len(live) == len(entries):
+            descriptor = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+                handle.write(line)
+            return
+        # Written under a temporary name and renamed, so a reader sees either the old
+        # or the new file, never a half-written one.
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+                handle.writelines(_ended_line(*entry) for entry in live)
+                handle.write(line)
+            os.replace(temporary, self.path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    def _read(self) -> list[tuple[str, float]]:
+        """Return the (session id, expiry) entries of the file.
+
+        A malformed line, such as the unfinished last line of an append in progress,
+        is skipped.
+        """
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in text.splitlines():
+            expires_at, _, session_id = line.partition(" ")
+            try:
+                entries.append((session_id, float(expires_at)))
+            except ValueError:
+                continue
+        return entries
+
+
+def _ended_line(session_id: str, expires_at: float) -> str:
+    # Rounded up, so a line is never dropped while its cookie could still decode.
+    return f"{math.ceil(expires_at)} {session_id}\n"
+
+
+class SessionSigner:
+    """Encode, sign, verify and decode session cookies with one key.
+
+    With `ended`, a cookie of a session ended by logout no longer decodes.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        max_age: float = SESSION_MAX_AGE_SECONDS,
+        ended: EndedSessions | None = None,
+    ):
         self._key = key
         self.max_age = max_age
+        self.ended = ended
 
     def _mac(self, purpose: bytes, payload: bytes) -> str:
         digest = hmac.new(self._key, purpose + b"\x00" + payload, hashlib.sha256)
@@ -133,7 +242,28 @@ class SessionSigner:
         age = (time.time() if now is None else now) - session.issued_at
         if not 0 <= age <= self.max_age:
             return None
+        if self.ended is not None and self.ended.contains(session.session_id):
+            return None
         return session
+
+    def end(self, session: Session, *, now: float | None = None) -> None:
+        """End `session`, so its cookie no longer decodes in any process.
+
+        Raises
+        ------
+        ValueError
+            When the signer was built without `ended`.
+        """
+        if self.ended is None:
+            raise ValueError(
+                "this session signer keeps no ended sessions; build it with "
+                "`ended=EndedSessions(path)`"
+            )
+        self.ended.end(
+            session.session_id,
+            session.issued_at + self.max_age,
+            now=time.time() if now is None else now,
+        )
 
     def csrf_token(self, session: Session) -> str:
         """Return the CSRF token of `session`."""

@@ -31,6 +31,14 @@ from healthscore.service.middleware import TOKEN_ID_KEY
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parents[2] / "templates" / "dashboard"
 
+#: Headers that forbid any page, this site's included, to show a dashboard response
+#: in a frame, so a form cannot be overlaid for clickjacking. X-Frame-Options is
+#: there for browsers without CSP frame-ancestors.
+FRAME_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
+
 #: Text and icon of each band tone, so a band never depends on colour alone.
 BAND_ICONS = {"low": "▼", "middle": "◆", "high": "▲", "other": "○"}
 
@@ -198,17 +206,23 @@ def error_page(request: Request, error: ApiError) -> HTMLResponse:
 
 
 class DashboardRoute(APIRoute):
-    """A route whose ApiError becomes an HTML error page instead of JSON."""
+    """A route whose ApiError becomes an HTML error page instead of JSON.
+
+    Every response of the route, error pages and redirects included, gets
+    FRAME_HEADERS.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             try:
-                return await handler(request)
+                response = await handler(request)
             except LoginRequired:
-                return login_redirect(request)
+                response = login_redirect(request)
             except ApiError as error:
-                return error_page(request, error)
+                response = error_page(request, error)
+            response.headers.update(FRAME_HEADERS)
+            return response
 
         return handle

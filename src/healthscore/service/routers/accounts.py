@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Query, status
@@ -13,7 +13,13 @@ from fastapi import APIRouter, Query, status
 from healthscore.monitoring.notes import add_note, list_notes
 from healthscore.monitoring.outbox import list_alerts
 from healthscore.monitoring.playbooks import list_tasks
-from healthscore.scoring import UNSCORED, change_total, explain_account, explain_change
+from healthscore.scoring import (
+    INSUFFICIENT_DATA,
+    UNSCORED,
+    change_total,
+    explain_account,
+    explain_change,
+)
 from healthscore.service.auth import AccessDependency
 from healthscore.service.context import API_PREFIX
 from healthscore.service.errors import ApiError, layer_errors, not_found
@@ -37,16 +43,25 @@ AsOf = Annotated[
 #: Largest page of the accounts list.
 MAX_PAGE = 1000
 
+#: Arrows of `healthscore.monitoring.trends.trend_arrow`.
+Trend = Literal["up", "down", "flat"]
+
 
 @router.get("")
 def list_accounts(
     access: AccessDependency,
     as_of: AsOf = None,
-    band: Annotated[str | None, Query(description="Only this band.")] = None,
+    band: Annotated[
+        str | None,
+        Query(
+            description="Only this band: a configured band, "
+            f"`{INSUFFICIENT_DATA}` or `{UNSCORED}`."
+        ),
+    ] = None,
     segment: Annotated[str | None, Query(description="Only this segment.")] = None,
     owner: Annotated[str | None, Query(description="Only this owner.")] = None,
     trend: Annotated[
-        str | None, Query(description="Only this trend: up, down or flat.")
+        Trend | None, Query(description="Only this trend: up, down or flat.")
     ] = None,
     sort: Annotated[
         SortKey, Query(description="Sort column; a leading - sorts descending.")
@@ -55,6 +70,8 @@ def list_accounts(
     offset: Annotated[int, Query(ge=0, description="Rows skipped.")] = 0,
 ) -> dict[str, Any]:
     """List the accounts with current score, band and trend, filtered and sorted."""
+    if band is not None:
+        _check_band(access, band)
     day = access.context.data.resolve_as_of(as_of)
     table = account_table(access, day)
     table = filter_accounts(table, band=band, segment=segment, owner=owner, trend=trend)
@@ -67,6 +84,16 @@ def list_accounts(
         "offset": offset,
         "items": jsonable(page),
     }
+
+
+def _check_band(access: AccessDependency, band: str) -> None:
+    names = [item.name for item in access.context.project.config.bands]
+    names += [INSUFFICIENT_DATA, UNSCORED]
+    if band not in names:
+        message = f"invalid band {band!r}; the allowed values are: {', '.join(names)}"
+        raise ApiError(
+            422, message, details=[{"location": "query.band", "message": message}]
+        )
 
 
 @router.get("/{account_id}")

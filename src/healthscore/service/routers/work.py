@@ -15,9 +15,15 @@ from healthscore.monitoring.interventions import (
     store_interventions,
     store_outcomes,
 )
-from healthscore.monitoring.outbox import get_alert, list_alerts, set_alert_state
+from healthscore.monitoring.outbox import (
+    AlertNotFoundError,
+    get_alert,
+    list_alerts,
+    set_alert_state,
+)
 from healthscore.monitoring.playbooks import (
     Task,
+    TaskNotFoundError,
     complete_task,
     dismiss_task,
     list_tasks,
@@ -92,23 +98,40 @@ def resolve_alert(alert_id: AlertId, access: AccessDependency) -> dict[str, Any]
 
 
 def _visible_alert(access: Access, alert_id: int) -> Any:
+    """Return the alert, or raise the same 404 whether it is unknown or invisible.
+
+    One message for both cases keeps a `csm` token from learning which ids exist,
+    and it leaves out the store's URL that the outbox's own error contains.
+    """
     with layer_errors():
-        record = get_alert(access.context.state, alert_id)
+        try:
+            record = get_alert(access.context.state, alert_id)
+        except AlertNotFoundError as exc:
+            raise _alert_not_found(alert_id) from exc
     if not access.can_see(record.alert.account_id):
-        raise not_found(
-            f"alert {alert_id} not found; list the alerts at /api/v1/alerts"
-        )
+        raise _alert_not_found(alert_id)
     return record
+
+
+def _alert_not_found(alert_id: int) -> ApiError:
+    return not_found(f"alert {alert_id} not found; list the alerts at /api/v1/alerts")
 
 
 def _move_alert(access: Access, alert_id: int, new_state: str) -> dict[str, Any]:
     _visible_alert(access, alert_id)
     access.require_writer()
     with layer_errors(conflict=True):
-        set_alert_state(
-            access.context.state, alert_id, new_state, now=datetime.now(UTC)
-        )
-    return alert_json(get_alert(access.context.state, alert_id))
+        try:
+            set_alert_state(
+                access.context.state,
+                alert_id,
+                new_state,
+                now=datetime.now(UTC),
+                actor=access.token.actor,
+            )
+        except AlertNotFoundError as exc:
+            raise _alert_not_found(alert_id) from exc
+    return alert_json(_visible_alert(access, alert_id))
 
 
 # Tasks
@@ -140,13 +163,16 @@ def complete(
     _check_task(access, task_id)
     access.require_writer()
     with layer_errors(conflict=True):
-        task = complete_task(
-            access.context.state,
-            task_id,
-            access.token.actor,
-            note=body.note,
-            now=access.context.local_now(),
-        )
+        try:
+            task = complete_task(
+                access.context.state,
+                task_id,
+                access.token.actor,
+                note=body.note,
+                now=access.context.local_now(),
+            )
+        except TaskNotFoundError as exc:
+            raise _task_not_found(task_id) from exc
     return _task_json(task)
 
 
@@ -158,13 +184,16 @@ def dismiss(
     _check_task(access, task_id)
     access.require_writer()
     with layer_errors(conflict=True):
-        task = dismiss_task(
-            access.context.state,
-            task_id,
-            access.token.actor,
-            reason=body.reason,
-            now=access.context.local_now(),
-        )
+        try:
+            task = dismiss_task(
+                access.context.state,
+                task_id,
+                access.token.actor,
+                reason=body.reason,
+                now=access.context.local_now(),
+            )
+        except TaskNotFoundError as exc:
+            raise _task_not_found(task_id) from exc
     return _task_json(task)
 
 
@@ -175,7 +204,11 @@ def _check_task(access: Access, task_id: int) -> None:
             select(tasks.c.account_id).where(tasks.c.id == task_id)
         ).scalar_one_or_none()
     if account_id is None or not access.can_see(account_id):
-        raise not_found(f"task {task_id} not found; list the tasks at /api/v1/tasks")
+        raise _task_not_found(task_id)
+
+
+def _task_not_found(task_id: int) -> ApiError:
+    return not_found(f"task {task_id} not found; list the tasks at /api/v1/tasks")
 
 
 def _task_json(task: Task) -> dict[str, Any]:
