@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import signal
@@ -631,3 +632,33 @@ def test_batch_lists_checked_and_read_problems(client, project, state):
     ]
     assert error["message"].startswith("2 of 3 records are invalid")
     assert stored_rows(project, "usage") == 0
+
+
+def test_gzip_bodies(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    body = json.dumps({"batch": [track("a1"), track("a2")]}).encode()
+    headers = {**basic(key), "Content-Type": "application/json"}
+    gzipped = {**headers, "Content-Encoding": "gzip"}
+    limit = client.app.state.context.max_request_bytes
+
+    stored = client.post("/v1/batch", content=gzip.compress(body), headers=gzipped)
+    broken = client.post("/v1/batch", content=b"not gzip at all", headers=gzipped)
+    cut = client.post("/v1/batch", content=gzip.compress(body)[:-12], headers=gzipped)
+    # Small compressed, over the limit uncompressed.
+    bomb = client.post(
+        "/v1/batch", content=gzip.compress(b" " * (limit + 1)), headers=gzipped
+    )
+    deflated = client.post(
+        "/v1/batch", content=body, headers={**headers, "Content-Encoding": "br"}
+    )
+
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["stored"] == 2
+    assert broken.status_code == 400
+    assert "not valid gzip" in broken.json()["error"]["message"]
+    assert cut.status_code == 400
+    assert "ends early" in cut.json()["error"]["message"]
+    assert bomb.status_code == 413
+    assert deflated.status_code == 415
+    assert deflated.json()["error"]["code"] == "unsupported_media_type"
+    assert stored_rows(project, "usage") == 2

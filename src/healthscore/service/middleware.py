@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,9 @@ class ServiceMiddleware:
     """Reject request bodies over `max_request_bytes`, log every request, catch crashes.
 
     The body is read whole before the application runs, so a body that grows past the
-    limit while it streams in is rejected with 413 before any route reads it. An
+    limit while it streams in is rejected with 413 before any route reads it. A body
+    sent with `Content-Encoding: gzip`, as Segment's libraries can send it, is
+    uncompressed here, and the limit applies to its uncompressed size. An
     exception that no handler took is logged with its type and route only, because its
     message may quote request data, and answered with 500 in the error shape.
     """
@@ -104,6 +107,29 @@ class ServiceMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        encoding = _content_encoding(scope)
+        if encoding not in ("", "identity", "gzip"):
+            await error_response(
+                415,
+                f"the Content-Encoding {encoding!r} is not supported; send the body "
+                "uncompressed or with gzip",
+            )(scope, receive, send)
+            return None
+        if encoding == "gzip":
+            expanded = self._gunzip(body)
+            if expanded is None:
+                await self._too_large(scope, receive, send)
+                return None
+            if isinstance(expanded, str):
+                await error_response(400, expanded)(scope, receive, send)
+                return None
+            body = expanded
+            # The app receives the plain body, as if it had been sent uncompressed.
+            scope["headers"] = [
+                (name, value)
+                for name, value in scope.get("headers", [])
+                if name not in (b"content-encoding", b"content-length")
+            ] + [(b"content-length", str(len(body)).encode("ascii"))]
         delivered = False
 
         async def replay() -> Message:
@@ -117,6 +143,23 @@ class ServiceMiddleware:
             return await receive()
 
         return replay
+
+    def _gunzip(self, body: bytes) -> bytes | str | None:
+        """Return the gunzipped body; None past the size limit, or the error text.
+
+        The limit applies to the uncompressed size, so a small compressed body
+        cannot expand into a large one.
+        """
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            expanded = inflater.decompress(body, self.max_request_bytes + 1)
+        except zlib.error:
+            return "the body is not valid gzip data; check Content-Encoding"
+        if len(expanded) > self.max_request_bytes or inflater.unconsumed_tail:
+            return None
+        if not inflater.eof:
+            return "the gzip body ends early; send the whole compressed body"
+        return expanded
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(
@@ -133,6 +176,14 @@ def _content_length(scope: Scope) -> int | None:
             text = value.decode("latin-1").strip()
             return int(text) if text.isdigit() else -1
     return None
+
+
+def _content_encoding(scope: Scope) -> str:
+    """Return the request's Content-Encoding in lower case, or "" without one."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-encoding":
+            return value.decode("latin-1").strip().lower()
+    return ""
 
 
 def _route_template(scope: Scope) -> str:
