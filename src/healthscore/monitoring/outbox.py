@@ -28,8 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from healthscore.config.alerts import DeliverySettings
 from healthscore.monitoring.alerts import RaisedAlert
 from healthscore.store.database import describe_url, write_engine
-from healthscore.store.schema import audit
-from healthscore.store.state import StateStore
+from healthscore.store.state import StateStore, record_audit
 from healthscore.store.tables_alerts import ALERT_STATES, alerts, deliveries
 
 logger = logging.getLogger(__name__)
@@ -553,16 +552,7 @@ def _audit(
     action: str,
     detail: dict[str, Any],
 ) -> None:
-    connection.execute(
-        insert(audit).values(
-            at=now,
-            actor=actor,
-            action=action,
-            subject_kind=ALERT_SUBJECT,
-            count=1,
-            detail=detail,
-        )
-    )
+    record_audit(connection, now, actor, action, ALERT_SUBJECT, detail)
 
 
 def resend_alert(

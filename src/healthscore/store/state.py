@@ -386,12 +386,24 @@ def _record(
     action: str,
     detail: dict[str, Any],
 ) -> None:
+    record_audit(connection, at, actor, action, OVERRIDE_SUBJECT, detail)
+
+
+def record_audit(
+    connection: Connection,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject_kind: str,
+    detail: dict[str, Any],
+) -> None:
+    """Write one audit entry about one subject, in the caller's transaction."""
     connection.execute(
         insert(audit).values(
             at=at,
             actor=actor,
             action=action,
-            subject_kind=OVERRIDE_SUBJECT,
+            subject_kind=subject_kind,
             count=1,
             detail=detail,
         )

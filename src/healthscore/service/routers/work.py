@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -160,20 +161,7 @@ def complete(
     task_id: TaskId, body: TaskComplete, access: AccessDependency
 ) -> dict[str, Any]:
     """Mark an open task completed; it then counts as an intervention dated today."""
-    _check_task(access, task_id)
-    access.require_writer()
-    with layer_errors(conflict=True):
-        try:
-            task = complete_task(
-                access.context.state,
-                task_id,
-                access.token.actor,
-                note=body.note,
-                now=access.context.local_now(),
-            )
-        except TaskNotFoundError as exc:
-            raise _task_not_found(task_id) from exc
-    return _task_json(task)
+    return _close_task(access, task_id, complete_task, note=body.note)
 
 
 @router.post("/tasks/{task_id}/dismiss")
@@ -181,16 +169,23 @@ def dismiss(
     task_id: TaskId, body: TaskDismiss, access: AccessDependency
 ) -> dict[str, Any]:
     """Dismiss an open task that is not needed, with a reason."""
+    return _close_task(access, task_id, dismiss_task, reason=body.reason)
+
+
+def _close_task(
+    access: Access, task_id: int, close: Callable[..., Task], **fields: Any
+) -> dict[str, Any]:
+    """Complete or dismiss a visible task with `close`, as the token's actor."""
     _check_task(access, task_id)
     access.require_writer()
     with layer_errors(conflict=True):
         try:
-            task = dismiss_task(
+            task = close(
                 access.context.state,
                 task_id,
                 access.token.actor,
-                reason=body.reason,
                 now=access.context.local_now(),
+                **fields,
             )
         except TaskNotFoundError as exc:
             raise _task_not_found(task_id) from exc
