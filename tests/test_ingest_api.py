@@ -662,3 +662,27 @@ def test_gzip_bodies(client, project, state):
     assert deflated.status_code == 415
     assert deflated.json()["error"]["code"] == "unsupported_media_type"
     assert stored_rows(project, "usage") == 2
+
+
+def test_gzip_members_and_trailing_bytes(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    headers = {**basic(key), "Content-Type": "application/json"}
+    first = gzip.compress(b'{"batch": [')
+    second = gzip.compress(json.dumps(track("a1")).encode() + b"]}")
+
+    joined = client.post(
+        "/v1/batch",
+        content=first + second,
+        headers={**headers, "Content-Encoding": "x-gzip"},
+    )
+    trailing = client.post(
+        "/v1/batch",
+        content=first + second + b"junk",
+        headers={**headers, "Content-Encoding": "gzip"},
+    )
+
+    assert joined.status_code == 200, joined.text
+    assert joined.json()["stored"] == 1
+    assert trailing.status_code == 400
+    assert "not valid gzip" in trailing.json()["error"]["message"]
+    assert stored_rows(project, "usage") == 1

@@ -108,6 +108,9 @@ class ServiceMiddleware:
                 break
         body = b"".join(chunks)
         encoding = _content_encoding(scope)
+        if encoding == "x-gzip":
+            # RFC 9110 asks servers to read x-gzip as gzip.
+            encoding = "gzip"
         if encoding not in ("", "identity", "gzip"):
             await error_response(
                 415,
@@ -150,16 +153,28 @@ class ServiceMiddleware:
         The limit applies to the uncompressed size, so a small compressed body
         cannot expand into a large one.
         """
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            expanded = inflater.decompress(body, self.max_request_bytes + 1)
-        except zlib.error:
-            return "the body is not valid gzip data; check Content-Encoding"
-        if len(expanded) > self.max_request_bytes or inflater.unconsumed_tail:
-            return None
-        if not inflater.eof:
-            return "the gzip body ends early; send the whole compressed body"
-        return expanded
+        # A gzip body can hold several members one after the other, as `cat a.gz
+        # b.gz` writes them; each is inflated in turn.
+        parts: list[bytes] = []
+        size = 0
+        remaining = body
+        while True:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            try:
+                expanded = inflater.decompress(
+                    remaining, self.max_request_bytes + 1 - size
+                )
+            except zlib.error:
+                return "the body is not valid gzip data; check Content-Encoding"
+            size += len(expanded)
+            if size > self.max_request_bytes or inflater.unconsumed_tail:
+                return None
+            if not inflater.eof:
+                return "the gzip body ends early; send the whole compressed body"
+            parts.append(expanded)
+            remaining = inflater.unused_data
+            if not remaining:
+                return b"".join(parts)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(
