@@ -229,11 +229,11 @@ class Connections:
         lines.append(f"Content-Length: {len(payload)}")
         message = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
-        held = await self._idle.get()
-        connection = None if held is None else (held[0], held[1])
-        if held is not None and time.monotonic() - held[2] > KEEP_ALIVE_SECONDS:
+        entry = await self._idle.get()
+        connection = None if entry is None else (entry[0], entry[1])
+        if entry is not None and time.monotonic() - entry[2] > KEEP_ALIVE_SECONDS:
             # The server may close it at any moment now: open a new one instead.
-            held[1].close()
+            entry[1].close()
             connection = None
         # The server closes a kept-alive connection that stays idle, so a request
         # on it ends before the response starts. Such a request is sent once more
@@ -277,9 +277,9 @@ class Connections:
 
     async def close(self) -> None:
         while not self._idle.empty():
-            held = self._idle.get_nowait()
-            if held is not None:
-                held[1].close()
+            entry = self._idle.get_nowait()
+            if entry is not None:
+                entry[1].close()
 
 
 class Load:

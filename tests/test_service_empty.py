@@ -49,14 +49,14 @@ def test_account_routes_of_empty_snapshot(tmp_path):
 
     with TestClient(create_app(project)) as client:
         listed = client.get("/api/v1/accounts", headers=bearer(token))
-        one = client.get("/api/v1/accounts/A0004", headers=bearer(token))
+        single = client.get("/api/v1/accounts/A0004", headers=bearer(token))
         exported = client.get("/api/v1/exports/accounts.csv", headers=bearer(token))
 
     assert listed.status_code == 200, listed.text
     assert listed.json()["items"] == []
     assert listed.json()["total"] == 0
-    assert one.status_code == 404
-    assert one.json()["error"]["code"] == "not_found"
+    assert single.status_code == 404
+    assert single.json()["error"]["code"] == "not_found"
     assert exported.status_code == 200, exported.text
     assert exported.text.splitlines()[0].startswith("account_id")
     assert len(exported.text.splitlines()) == 1

@@ -373,7 +373,7 @@ def test_failed_audit_write_rolls_back_override(store, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("audit write failed")
 
-    monkeypatch.setattr(state_module, "_record", fail)
+    monkeypatch.setattr(state_module, "record_audit", fail)
 
     with pytest.raises(RuntimeError, match="audit write failed"):
         add(store)

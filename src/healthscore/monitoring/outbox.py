@@ -539,20 +539,15 @@ def set_alert_state(
             .where(alerts.c.id == alert_id)
             .values(state=new_state, updated_at=now)
         )
-        _audit(
-            connection, now, actor, new_state, {"alert_id": alert_id, "from": current}
+        record_audit(
+            connection,
+            now,
+            actor,
+            new_state,
+            ALERT_SUBJECT,
+            {"alert_id": alert_id, "from": current},
         )
     logger.info("alert %d is now %s", alert_id, new_state)
-
-
-def _audit(
-    connection: Connection,
-    now: datetime,
-    actor: str,
-    action: str,
-    detail: dict[str, Any],
-) -> None:
-    record_audit(connection, now, actor, action, ALERT_SUBJECT, detail)
 
 
 def resend_alert(
@@ -592,11 +587,12 @@ def resend_alert(
                 sent_at=None,
             )
         )
-        _audit(
+        record_audit(
             connection,
             now,
             actor,
             "resend",
+            ALERT_SUBJECT,
             {"alert_id": alert_id, "deliveries": int(queued.rowcount)},
         )
     logger.info("queued %d delivery(ies) of alert %d again", queued.rowcount, alert_id)

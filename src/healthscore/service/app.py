@@ -99,7 +99,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         logger.info("serving project %s", project.config.name)
         # The ingest routes create their group committer on first use, with the
-        # rollup updates of the worker or relay of the moment.
+        # rollup updates of the current worker or relay.
         _app.state.ingest_committer = None
         rescoring = (
             RescoreDuty(_app, project)

@@ -60,8 +60,8 @@ def notice_folder(project: Project) -> Path:
 class RescoreLease:
     """The exclusive right to rescore a project: a `flock` held while it is open.
 
-    The kernel drops the lock when the holding process exits, however it exits, so
-    a crashed holder never blocks the others.
+    The kernel releases the lock when the holding process exits, however it exits,
+    so a crashed holder does not keep the others from rescoring.
     """
 
     def __init__(self, project: Project) -> None:
@@ -172,7 +172,7 @@ def take_notices(folder: Path) -> list[Notice]:
 
 
 class _RelayedRollups:
-    """Stands in for `RollupUpdates` in a process without the lease."""
+    """Replacement of `RollupUpdates` in a process without the lease."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -187,7 +187,7 @@ class _RelayedRollups:
 
 
 class RescoreRelay:
-    """The rescore worker's stand-in in a request process without the lease.
+    """Replacement of the rescore worker in a request process without the lease.
 
     It has the two methods that the ingest routes call on a worker: `notify` for
     the accounts of stored rows, and `rollups.add` for the days appended without

@@ -109,7 +109,7 @@ class ServiceMiddleware:
         body = b"".join(chunks)
         encoding = _content_encoding(scope)
         if encoding == "x-gzip":
-            # RFC 9110 asks servers to read x-gzip as gzip.
+            # x-gzip is the older name of gzip, which some clients still send.
             encoding = "gzip"
         if encoding not in ("", "identity", "gzip"):
             await error_response(

@@ -226,6 +226,7 @@ class RescoreWorker:
         self._thread: threading.Thread | None = None
         self._notice_thread: threading.Thread | None = None
         self._notices = notice_folder(project)
+        self._sources = set(store_sources(project.config))
         self.batches = 0
         self.failures = 0
         self.table_failures = 0
@@ -295,10 +296,9 @@ class RescoreWorker:
             logger.error("reading the rescore notices failed: %s", exc)
             return
         accounts: dict[str, datetime] = {}
-        sources = set(store_sources(self.project.config))
         for notice in notices:
             for source, days in notice.rollups.items():
-                if source in sources:
+                if source in self._sources:
                     self.rollups.add(source, days)
                 else:
                     logger.warning(

@@ -178,7 +178,9 @@ class StateStore:
             statement = insert(overrides).values(**values).returning(overrides.c.id)
             override_id = connection.execute(statement).scalar_one()
             detail = _override_detail(override_id, values)
-            _record(connection, created_at, author, "add", detail)
+            record_audit(
+                connection, created_at, author, "add", OVERRIDE_SUBJECT, detail
+            )
 
         logger.info(
             "added override %d of %s for account %s",
@@ -216,7 +218,9 @@ class StateStore:
                 .values(removed_at=removed_at)
             )
             detail = _override_detail(override_id, row._asdict())
-            _record(connection, removed_at, actor, "remove", detail)
+            record_audit(
+                connection, removed_at, actor, "remove", OVERRIDE_SUBJECT, detail
+            )
 
         logger.info("removed override %d by %s", override_id, actor)
 
@@ -377,16 +381,6 @@ def _override_detail(override_id: int, values: dict[str, Any]) -> dict[str, Any]
         "expires_on": values["expires_on"].isoformat(),
         "reason": values["reason"],
     }
-
-
-def _record(
-    connection: Connection,
-    at: datetime,
-    actor: str,
-    action: str,
-    detail: dict[str, Any],
-) -> None:
-    record_audit(connection, at, actor, action, OVERRIDE_SUBJECT, detail)
 
 
 def record_audit(
