@@ -91,6 +91,7 @@ METRICS = {
     "latest_value": {"type": "latest", "source": "events", "column": "value"},
     "latest_type": {"type": "latest", "source": "events", "column": "event_type"},
     "days_since_login": {"type": "days_since", "source": "events", "where": LOGIN},
+    "days_since_event": {"type": "days_since", "source": "events"},
     "logins_per_week": {
         "type": "rate",
         "source": "events",
@@ -150,6 +151,7 @@ EXPECTED = {
     # Without a window, the row stamped exactly at the point is not seen.
     "latest_value": (3, 4, math.nan),
     "days_since_login": (1, 22, math.nan),
+    "days_since_event": (1, 22, math.nan),
     "logins_per_week": (2 * 7 / 28, 1 * 7 / 28, 0),
     # exposure min(28, tenure): a1 28 days, a2 17 days; a3 is not active.
     "logins_per_tenure": (2 * 28 / 28, 1 * 28 / 17, math.nan),
@@ -309,6 +311,41 @@ def test_rows_after_as_of_point_change_no_metric(
     )
     with_future = metrics_of(project).values
     pd.testing.assert_frame_equal(with_future, values)
+
+
+# Rows the checks exclude, a row of an account that is not in the accounts file,
+# and rows after the point: none of them may move a metric.
+EXCLUDED_EVENTS = """a2,,login,u1,1
+,2024-03-30 10:00:00,login,u1,1
+a9,2024-03-31 12:00:00,login,u1,1
+a2,2024-05-01 00:00:00,login,u1,1
+"""
+
+
+def test_run_summaries_give_the_same_metrics_and_report(tmp_path):
+    project = project_with(tmp_path, events=EVENTS + EXCLUDED_EVENTS)
+    sources = load_sources(project, connect(project))
+    point = pd.Timestamp(AS_OF).to_pydatetime()
+    scanned = compute_metrics(project, sources, AS_OF).values
+    scanned_report = sources.report(point)
+    with sources.row_summaries(point):
+        summarized = compute_metrics(project, sources, AS_OF).values
+        summarized_report = sources.report(point)
+    pd.testing.assert_frame_equal(summarized, scanned)
+    assert summarized_report == scanned_report
+    days = summarized.loc[["a1", "a2", "a3"], "days_since_event"].to_numpy()
+    np.testing.assert_array_equal(days, [1, 22, np.nan])
+    events = {report.source: report for report in summarized_report}["events"]
+    assert events.rows_read == 12
+    assert events.excluded == {
+        "after_as_of:timestamp": 2,
+        "missing_value:account_id": 1,
+        "missing_value:timestamp": 1,
+        "unknown_account:account_id": 1,
+    }
+    # Leaving the block drops the summary tables.
+    tables = sources.con.con.execute("SHOW TABLES").fetchall()
+    assert not [name for (name,) in tables if name.startswith("_summary_")]
 
 
 def test_project_loads_from_disk(tmp_path):

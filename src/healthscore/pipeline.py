@@ -241,21 +241,23 @@ def score(
         engine = open_engine(project)
         seconds["sources"] = time.perf_counter() - started
 
-    _step(progress, "computing metrics")
-    mark = time.perf_counter()
-    metrics = compute_metrics(project, engine.sources, as_of, progress=progress)
-    seconds["metrics"] = time.perf_counter() - mark
+    point = as_of_point(project, as_of)
+    with engine.sources.row_summaries(point):
+        _step(progress, "computing metrics")
+        mark = time.perf_counter()
+        metrics = compute_metrics(project, engine.sources, as_of, progress=progress)
+        seconds["metrics"] = time.perf_counter() - mark
 
-    _step(progress, "scoring")
-    mark = time.perf_counter()
-    versions = scorecard_versions(project)
-    overrides = active_overrides(project, as_of)
-    result = score_accounts(
-        project.config, metrics.values, metrics.accounts, overrides, as_of, versions
-    )
-    seconds["scoring"] = time.perf_counter() - mark
+        _step(progress, "scoring")
+        mark = time.perf_counter()
+        versions = scorecard_versions(project)
+        overrides = active_overrides(project, as_of)
+        result = score_accounts(
+            project.config, metrics.values, metrics.accounts, overrides, as_of, versions
+        )
+        seconds["scoring"] = time.perf_counter() - mark
 
-    reports = engine.sources.report(as_of_point(project, as_of))
+        reports = engine.sources.report(point)
     run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
     run.shadow = shadow_scores(project, metrics, as_of)
     if store:

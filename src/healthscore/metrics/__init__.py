@@ -87,11 +87,13 @@ def compute_metrics(
     for source_name, names in aggregates.group_by_source(metrics).items():
         if progress:
             progress(f"metrics from {source_name}")
-        computed = aggregates.compute_source(
+        for computed in aggregates.compute_source(
             sources, source_name, names, metrics, point, as_of
-        )
-        for column in computed.columns:
-            values[column] = computed[column].reindex(index)
+        ):
+            # One reindex of the frame matches the account ids once for all columns.
+            aligned = computed.reindex(index)
+            for column in aligned.columns:
+                values[column] = aligned[column]
 
     _fill_empty_windows(values, metrics)
     derived.add_derived(values, metrics, sources, accounts, as_of, point)

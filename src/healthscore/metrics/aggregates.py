@@ -6,7 +6,9 @@ groups of time-ordered files. Metrics without a window that pick one row (latest
 value ever, days since, first milestone) also need the older rows. A second scan reads
 only those rows, for those metrics alone. The newest matching row of the two scans
 wins, or the first one for a milestone. Any other metric without a window makes the
-whole source one scan of all rows.
+whole source one scan of all rows. Inside `SourceSet.row_summaries`, the days since
+the last row (without a filter) come from the source's row summary instead, which
+the source report reads as well.
 """
 
 from __future__ import annotations
@@ -105,9 +107,46 @@ def compute_source(
     metrics: dict[str, MetricConfig],
     point: datetime,
     as_of: date,
-) -> pd.DataFrame:
-    """Compute the row metrics `names` of one source as of `point`."""
+) -> list[pd.DataFrame]:
+    """Compute the row metrics `names` of one source as of `point`.
+
+    Returns frames indexed by account id, each with some of the metrics' columns.
+    Each frame lists only the accounts it has values for.
+    """
     requests = [_request(name, metrics, point) for name in names]
+    frames = []
+    newest = sources.newest_row_times(source_name, point)
+    if newest is not None:
+        # The days since the last row come from the source's row summary, which
+        # the source report reads too, instead of a scan of the older rows.
+        summarized = [r for r in requests if _from_summary(r)]
+        if summarized:
+            requests = [r for r in requests if not _from_summary(r)]
+            frames.append(_days_since_newest(newest, summarized, as_of))
+    if requests:
+        frames.append(_compute_requests(sources, source_name, requests, point, as_of))
+    return frames
+
+
+def _from_summary(request: _Request) -> bool:
+    metric = request.metric
+    return isinstance(metric, DaysSinceMetric) and not metric.where
+
+
+def _days_since_newest(
+    newest: pd.Series, requests: list[_Request], as_of: date
+) -> pd.DataFrame:
+    days = _calendar_days(as_of, newest)
+    return pd.DataFrame({request.column: days for request in requests})
+
+
+def _compute_requests(
+    sources: SourceSet,
+    source_name: str,
+    requests: list[_Request],
+    point: datetime,
+    as_of: date,
+) -> pd.DataFrame:
     table = sources.rows(source_name, point)
     if "timestamp" not in table.columns:
         table = table.mutate(timestamp=table.start.cast("timestamp"))

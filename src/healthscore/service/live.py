@@ -340,8 +340,10 @@ class LiveScorer:
         if isinstance(engine.con, DuckDBBackend):
             engine.con.con.execute(f"SET threads = {int(self.threads)}")
         self._engine = engine
-        metrics = compute_metrics(self.project, engine.sources, day)
-        reports = engine.sources.report(as_of_point(self.project, day))
+        point = as_of_point(self.project, day)
+        with engine.sources.row_summaries(point):
+            metrics = compute_metrics(self.project, engine.sources, day)
+            reports = engine.sources.report(point)
         self._population = _Population(
             as_of=day,
             values=metrics.values,

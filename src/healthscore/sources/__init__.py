@@ -7,8 +7,10 @@ used and the rows excluded by reason, with example file rows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -126,6 +128,8 @@ class SourceSet:
         self.accounts_name = project.config.accounts_source()
         self.text_scorer = text_scorer
         """Scorer behind the sentiment columns of the rows (see `sources.text`)."""
+        self._summary_point: datetime | None = None
+        self._summaries: dict[str, str] = {}
 
     def columns(self, name: str) -> dict[str, str]:
         """Standard and attribute columns of a source, with their types."""
@@ -177,6 +181,70 @@ class SourceSet:
         frame = self.rows(self.accounts_name).execute()
         return frame.set_index("account_id", drop=True).sort_index()
 
+    @contextlib.contextmanager
+    def row_summaries(self, point: datetime) -> Iterator[None]:
+        """Keep one summary of each source's rows as of `point` inside the block.
+
+        A summary groups the rows by account, check result and lateness, with their
+        count and the time of the newest usable row before the point. The source
+        report and the days since an account's last row both read it, so a scoring
+        run scans the account and time columns of a source once for both. Outside
+        the block nothing is kept, because a source such as the event store gains
+        rows between calls.
+        """
+        if not isinstance(self.con, DuckDBBackend):
+            yield
+            return
+        self._summary_point = point
+        try:
+            yield
+        finally:
+            self._summary_point = None
+            tables, self._summaries = list(self._summaries.values()), {}
+            for table in tables:
+                self.con.con.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def _summary(self, name: str, point: datetime) -> str | None:
+        """Return the summary table of a source inside `row_summaries`, else None."""
+        if point != self._summary_point:
+            return None
+        if self.loaded[name].config.kind == "accounts":
+            return None
+        if name not in self._summaries:
+            late, _ = self._late_sql(name, point)
+            newest = "CAST(NULL AS TIMESTAMP)"
+            if "timestamp" in self.loaded[name].columns:
+                moment = literal(point.isoformat(" "))
+                newest = (
+                    "max(timestamp) FILTER (WHERE _problem IS NULL AND "
+                    f"timestamp < TIMESTAMP {moment})"
+                )
+            table = quote(f"_summary_{name}")
+            self.con.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT account_id, "
+                f"_problem, {late} AS late, count(*) AS n, {newest} AS newest "
+                f"FROM {quote(self.loaded[name].relation)} GROUP BY ALL"
+            )
+            self._summaries[name] = table
+        return self._summaries[name]
+
+    def newest_row_times(self, name: str, point: datetime) -> pd.Series | None:
+        """Return the time of each account's newest usable row before `point`.
+
+        Available inside `row_summaries(point)` for sources with a timestamp
+        column; None otherwise. Accounts without such a row are left out.
+        """
+        if "timestamp" not in self.loaded[name].columns:
+            return None
+        summary = self._summary(name, point)
+        if summary is None:
+            return None
+        frame = self.con.con.execute(
+            f"SELECT account_id, max(newest) AS newest FROM {summary} "
+            "WHERE _problem IS NULL AND newest IS NOT NULL GROUP BY account_id"
+        ).df()
+        return frame.set_index("account_id")["newest"]
+
     def report(self, point: datetime) -> list[SourceReport]:
         """Rows used and excluded per source as of `point`, with example rows."""
         return [self._report_one(name, point) for name in self.loaded]
@@ -199,8 +267,9 @@ class SourceSet:
     def _excluded_counts(self, name: str, point: datetime) -> dict[str, int]:
         """Rows per `reason:column`, with the usable rows under the key ''.
 
-        One scan groups the rows by account, check result and lateness; only that
-        small result is joined with the accounts, not every row.
+        The rows are grouped by account, check result and lateness (the summary of
+        `row_summaries`, or one scan outside it), and only that small result is
+        joined with the accounts, not every row.
         """
         kind = self.loaded[name].config.kind
         relation = quote(self.loaded[name].relation)
@@ -208,9 +277,15 @@ class SourceSet:
         if kind == "accounts":
             grouped = f"SELECT _problem, count(*) FROM {relation} GROUP BY ALL"
             return {str(p or ""): int(n) for p, n in self._fetch(grouped)}
+        summary = self._summary(name, point)
+        grouped = (
+            f"SELECT account_id, _problem, late, n FROM {summary}"
+            if summary is not None
+            else f"SELECT account_id, _problem, {late} AS late, count(*) AS n "
+            f"FROM {relation} GROUP BY ALL"
+        )
         query = (
-            f"WITH grouped AS (SELECT account_id, _problem, {late} AS late, "
-            f"count(*) AS n FROM {relation} GROUP BY ALL), "
+            f"WITH grouped AS ({grouped}), "
             f"known AS (SELECT DISTINCT account_id FROM valid_{self.accounts_name}), "
             "duplicated AS (SELECT DISTINCT account_id FROM "
             f"{quote(self.loaded[self.accounts_name].relation)} "
