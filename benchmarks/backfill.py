@@ -39,6 +39,8 @@ from datetime import date, timedelta
 from healthscore.config import load_project
 from healthscore.monitoring.backfill import backfill
 from healthscore.pipeline import score
+from healthscore.runtime import configure_process
+configure_process()  # as the healthscore command does
 def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -397,7 +397,17 @@ def _healthscore_entry_point() -> Callable[..., object]:
             "healthscore.pipeline has no score(project, as_of, store=False); update "
             "healthscore_pipeline() in benchmarks/implementations.py"
         )
+    _configure_like_the_command_line()
     return score
+
+
+def _configure_like_the_command_line() -> None:
+    """Apply the process settings that the `healthscore` command applies first."""
+    try:
+        runtime = importlib.import_module("healthscore.runtime")
+    except ModuleNotFoundError:
+        return  # an older healthscore, whose command changes no process setting
+    runtime.configure_process()
 
 
 def _healthscore_metrics(run: object) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from healthscore.cli.service import register as register_service
 from healthscore.cli.surveys import nps
 from healthscore.cli.tasks import register as register_tasks
 from healthscore.cli.validation import backtest, compare, drivers, learn
+from healthscore.runtime import configure_process
 
 __all__ = ["app", "main"]
 
@@ -64,4 +65,5 @@ register_service(app)
 
 def main() -> None:
     """Run the command line (the `healthscore` console script)."""
+    configure_process()
     app(prog_name="healthscore")

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 import healthscore
 from healthscore.config import Project
 from healthscore.config.retention import store_sources
+from healthscore.runtime import configure_process
 from healthscore.service.auth import authenticate
 from healthscore.service.context import ServiceContext
 from healthscore.service.dashboard.routes import install_dashboard
@@ -219,6 +220,7 @@ def app_from_environment() -> FastAPI:
             "serve --workers N`"
         )
     verbose = int(os.environ.get(VERBOSE_VARIABLE) or "1")
+    configure_process()
     add_plain_handler()
     service_log_levels(verbose)
     project = load_project(Path(root))

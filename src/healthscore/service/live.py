@@ -62,6 +62,7 @@ from healthscore.pipeline import (
     shadow_scores,
     snapshot_store,
 )
+from healthscore.runtime import configure_process
 from healthscore.scoring import score_accounts
 from healthscore.service.logs import add_plain_handler, logger_levels, set_logger_levels
 from healthscore.sources import SourceReport, SourceSet, as_of_point
@@ -567,6 +568,7 @@ def _serve_batches(
     # Ctrl-C in a terminal reaches every process of the service. The service stops
     # this process itself after the current batch, so the signal is ignored here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_process()
     if levels is not None:
         add_plain_handler()
         set_logger_levels(levels)
