@@ -15,6 +15,7 @@ from healthscore.config import load_project
 from healthscore.engine import connect
 from healthscore.metrics import compute_metrics
 from healthscore.metrics.aggregates import MetricError
+from healthscore.pipeline import open_engine
 from healthscore.sources import load_sources
 from project_factory import ACCOUNTS_CSV, write_project
 
@@ -170,7 +171,11 @@ EXPECTED = {
 
 
 def project_with(
-    tmp_path, population="all", events=EVENTS, subscriptions=SUBSCRIPTIONS
+    tmp_path,
+    population="all",
+    events=EVENTS,
+    subscriptions=SUBSCRIPTIONS,
+    metrics=METRICS,
 ):
     config = {
         "name": "metrics",
@@ -182,7 +187,7 @@ def project_with(
             "subscriptions": {"kind": "subscriptions", "path": "subscriptions.csv"},
             "events": {"kind": "events", "path": "events.csv"},
         },
-        "metrics": METRICS,
+        "metrics": metrics,
         "scoring": {"population": population},
         "scorecards": [
             {
@@ -364,3 +369,21 @@ def test_filter_the_engine_rejects_names_the_metric(tmp_path):
         r"fix metrics\.logins_28d\.where",
     ):
         metrics_of(project)
+
+
+def test_metric_of_csm_notes_before_any_note(tmp_path):
+    # The operational store has no note yet, so the source has no rows and its
+    # account ids have no type of their own.
+    metrics = {
+        **METRICS,
+        "csm_sentiment": {
+            "type": "latest",
+            "source": "csm_notes",
+            "column": "sentiment",
+            "window": "90d",
+        },
+    }
+    project = project_with(tmp_path, metrics=metrics)
+    values = compute_metrics(project, open_engine(project).sources, AS_OF).values
+    assert values["csm_sentiment"].isna().all()
+    assert values.loc["a1", "logins_28d"] == 2

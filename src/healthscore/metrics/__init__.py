@@ -120,7 +120,10 @@ def _aligned(frame: pd.DataFrame, index: pd.Index) -> dict[str, Any]:
     """
     # The frames come from engine queries grouped by account id, so each id is
     # there once.
-    found = pc.index_in(pa.array(index.array), value_set=pa.array(frame.index.array))
+    ids = pa.array(index.array)
+    # A source without rows gives ids of no type (null).
+    known = pa.array(frame.index.array).cast(ids.type)
+    found = pc.index_in(ids, value_set=known)
     positions = found.fill_null(-1).to_numpy().astype(np.intp, copy=False)
     return {
         column: pd.api.extensions.take(frame[column].array, positions, allow_fill=True)
