@@ -839,3 +839,28 @@ def test_backfill_unreachable_table_server(tmp_path: Path) -> None:
     assert "hunter22" not in message
     # One batch contains every date, and its snapshots are stored before the table.
     assert snapshot_store(project).dates() == dates
+
+
+def test_backfill_of_dates_without_accounts(tmp_path: Path) -> None:
+    # No subscription is active before 2024, so those dates score no account; a
+    # batch of only such dates, and one that mixes them with scored dates, store
+    # what `score` stores for each date alone.
+    backfilled = _project(tmp_path / "backfilled")
+    scored = _project(tmp_path / "scored")
+    empty = backfill_dates(date(2023, 1, 2), date(2023, 1, 30), parse_duration("7d"))
+    mixed = [date(2023, 12, 25), date(2024, 3, 4)]
+    backfill(backfilled, empty)
+    backfill(backfilled, mixed)
+    for as_of in [*empty, *mixed]:
+        score(scored, as_of, monitor=False)
+    got, expected = snapshot_store(backfilled), snapshot_store(scored)
+    assert got.dates() == expected.dates() == [*empty, *mixed]
+    for as_of in [*empty, *mixed]:
+        for table in expected.tables(as_of):
+            pd.testing.assert_frame_equal(
+                got.read(as_of, table),
+                expected.read(as_of, table),
+                obj=f"{table} as of {as_of}",
+            )
+    assert len(got.read(empty[0], "scores")) == 0
+    assert len(got.read(mixed[1], "scores")) > 0

@@ -39,7 +39,8 @@ def snapshot_tables(
         name: _split(scored, name, table_offsets)
         for name, table_offsets in offsets.items()
     }
-    per_table["metrics"] = _metric_tables(metrics)
+    if metrics.offsets[-1] > 0:
+        per_table["metrics"] = _metric_tables(metrics)
     tables = []
     for index in range(len(metrics.dates)):
         if metrics.offsets[index + 1] == metrics.offsets[index]:
