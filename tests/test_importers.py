@@ -1023,3 +1023,40 @@ def test_outcomes_with_unknown_account_rejected(tmp_path):
     assert stored_after_rejection == 0
     assert allowed.exit_code == 0, allowed.output
     assert "Stored 2 outcomes" in allowed.output
+
+
+def test_interventions_with_unknown_account_rejected(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+    from healthscore.monitoring.interventions import interventions_frame
+    from healthscore.store import StateStore
+    from project_factory import ACCOUNTS_CSV
+
+    project = write_project(
+        tmp_path / "p",
+        minimal_config(),
+        {
+            "accounts.csv": ACCOUNTS_CSV,
+            "events.csv": "account_id,timestamp\na1,2026-01-01T00:00:00\n",
+            "interventions.csv": "account_id,kind,occurred_on,author\n"
+            "zz9,training,2026-02-02,ann\na2,training,2026-02-03,ann\n",
+        },
+    )
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    command = ["interventions", "import", str(project.root / "interventions.csv")]
+    folder = ["--project", str(project.root)]
+
+    rejected = runner.invoke(app, [*command, *folder])
+    with StateStore.open(project.config.store.state, project.root) as state:
+        stored_after_rejection = len(interventions_frame(state))
+    allowed = runner.invoke(app, [*command, "--allow-unknown", *folder])
+
+    assert rejected.exit_code == 1
+    assert "interventions.csv has 1 invalid values; nothing was stored" in (
+        rejected.output
+    )
+    assert "row 2, column account_id: 'zz9' is not an account" in rejected.output
+    assert stored_after_rejection == 0
+    assert allowed.exit_code == 0, allowed.output
+    assert "Stored 2 interventions" in allowed.output

@@ -134,8 +134,11 @@ def _plain_row(table: Table, *cells: str) -> None:
 
 def _task_table(found: list[Task], state: str) -> Table:
     table = Table(title=f"Tasks ({state})", box=box.SIMPLE_HEAD, title_justify="left")
+    # Short fixed-width values stay on one line. The others fold, so at 80 columns
+    # the title keeps room for whole words.
     for column in ("Id", "Due", "Priority", "Account", "Owner", "Playbook", "Rank"):
-        table.add_column(column, no_wrap=True)
+        fixed = column in ("Id", "Due", "Account", "Rank")
+        table.add_column(column, no_wrap=fixed, overflow="fold")
     table.add_column("Title", overflow="fold")
     for task in found:
         _plain_row(
@@ -244,6 +247,13 @@ def import_outcomes_command(
 @handle_errors
 def import_interventions_command(
     file: FileArgument,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown",
+            help="Store rows whose account is not in the accounts source.",
+        ),
+    ] = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -251,11 +261,12 @@ def import_interventions_command(
     """Import interventions: account_id, kind, occurred_on, author [, note].
 
     kind is the playbook name or another kind of action. Nothing is stored when any
-    row is invalid.
+    row is invalid or names an account missing from the accounts source.
     """
     project = open_project(project_dir)
+    known = None if allow_unknown else account_ids(project)
     with _state_store(project) as store:
-        result = import_interventions(store, file)
+        result = import_interventions(store, file, known_accounts=known)
     _report_import(result, "interventions", json_output)
 
 
@@ -322,9 +333,12 @@ def _print_effect(report: EffectReport) -> None:
 
 def _effect_table(report: EffectReport) -> Table:
     table = Table(title="Effect", box=box.SIMPLE_HEAD, title_justify="left")
-    columns = ("Kind", "Treated", "Control", "Churn treated", "Churn control")
-    for column in (*columns, "Difference (95% CI)", "Score change difference"):
+    for column in ("Kind", "Treated", "Control"):
         table.add_column(column, no_wrap=True)
+    # A rate with its interval wraps inside its cell, so the table fits 80 columns.
+    intervals = ("Churn treated", "Churn control", "Difference (95% CI)")
+    for column in (*intervals, "Score change difference"):
+        table.add_column(column, overflow="fold")
     for item in report.playbooks:
         _plain_row(
             table,

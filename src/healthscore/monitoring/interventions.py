@@ -116,22 +116,30 @@ def store_outcomes(
 
 
 def import_interventions(
-    state: StateStore, path: Path, *, now: datetime | None = None
+    state: StateStore,
+    path: Path,
+    *,
+    now: datetime | None = None,
+    known_accounts: Collection[str] | None = None,
 ) -> ImportResult:
     """Store the interventions of a CSV file, all of them or none.
 
     Columns: `account_id`, `kind` (the playbook name, or another kind of action),
     `occurred_on` (YYYY-MM-DD), `author`, and optionally `note`. A row equal in
-    account, kind, date and author to an imported intervention is skipped.
+    account, kind, date and author to an imported intervention is skipped. With
+    `known_accounts`, a row whose account is not in it is invalid.
 
     Raises
     ------
     ImportValidationError
-        When a column is missing or unknown or a row is invalid.
+        When a column is missing or unknown or a row is invalid; the message names
+        the file, row and column of each problem.
     """
     rows = _read_rows(
         path, INTERVENTION_COLUMNS, INTERVENTION_OPTIONAL, _intervention_row
     )
+    if known_accounts is not None:
+        _check_known_accounts(path, rows, known_accounts)
     _check_unique(path, rows, INTERVENTION_KEY)
     stored, skipped = store_interventions(state, rows, origin=path, now=now)
     logger.info("imported %d interventions from %s", stored, path)
