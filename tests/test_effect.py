@@ -282,3 +282,37 @@ def test_effect_rejects_zero_horizon(tmp_path):
     assert "invalid horizon '0d': it must be at least 1d" in " ".join(
         result.stderr.split()
     )
+
+
+def test_effect_table_fits_80_columns(tmp_path):
+    accounts = "account_id,segment\na1,smb\na2,smb\na3,smb\n"
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": accounts, "events.csv": "account_id,timestamp\n"},
+    )
+    for day in (date(2026, 2, 1), date(2026, 3, 1)):
+        score(project, day)
+    (tmp_path / "interventions.csv").write_text(
+        "account_id,kind,occurred_on,author\na1,ebr,2026-02-01,ana\n"
+    )
+    runner = CliRunner()
+    folder = ["--project", str(tmp_path)]
+    path = str(tmp_path / "interventions.csv")
+    assert runner.invoke(app, ["interventions", "import", path, *folder]).exit_code == 0
+
+    result = runner.invoke(
+        app, ["effect", "--horizon", "28d", *folder], env={"COLUMNS": "80"}
+    )
+    header, row = _effect_header_and_row(result.output)
+
+    assert result.exit_code == 0, result.output
+    assert header[:3] == ["Kind", "Treated", "Control"]
+    assert row[:3] == ["ebr", "1", "2"]
+
+
+def _effect_header_and_row(output: str) -> tuple[list[str], list[str]]:
+    """Return the words of the Effect table's header line and of its first row."""
+    lines = output.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.strip().startswith("─"))
+    return lines[rule - 1].split(), lines[rule + 1].split()

@@ -529,3 +529,38 @@ def test_cli_outcomes_import_error(project, tmp_path):
 
     assert result.exit_code == 1
     assert "row 2, column account_id: is empty" in result.output
+
+
+def test_task_table_title_at_80_columns():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from healthscore.cli.tasks import _task_table
+    from healthscore.monitoring.playbooks import Task
+
+    task = Task(
+        id=16,
+        playbook="drop_review",
+        account_id="A0081",
+        cause_key="drop_review|A0081|alert:big_drop",
+        title="Rescue call with A0081 (score 39)",
+        description="",
+        owner="Kwame Mensah",
+        due_on=date(2026, 6, 15),
+        priority="medium",
+        state="open",
+        rank=1,
+        created_at=NOW,
+        closed_at=None,
+        closed_by=None,
+        note=None,
+    )
+    output = StringIO()
+    Console(file=output, width=80).print(_task_table([task], "open"))
+    text = output.getvalue()
+
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "Title" in text
+    for word in ("Rescue", "call", "with", "A0081", "(score", "39)"):
+        assert word in text.split()

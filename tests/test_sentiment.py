@@ -672,3 +672,28 @@ def test_compound_correlates_with_human_ratings(require_shared, file, rows, mini
     assert len(truth) == rows
     assert not np.isnan(scores).any()
     assert correlation >= minimum
+
+
+def test_nps_table_fits_80_columns():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from healthscore.cli.surveys import nps_table
+
+    frame = pd.DataFrame(
+        {
+            "group": ["mid_market"],
+            "accounts": [36],
+            "responses": [263],
+            "promoters": [44],
+            "passives": [85],
+            "detractors": [134],
+            "nps": [100 * (44 - 134) / 263],
+        }
+    )
+    output = StringIO()
+    Console(file=output, width=80).print(nps_table(frame, "segment"))
+    lines = [line.split() for line in output.getvalue().splitlines()]
+
+    assert ["mid_market", "36", "263", "44", "85", "134", "-34.2"] in lines
