@@ -74,8 +74,9 @@ def backfill(
         bool,
         typer.Option(
             "--replay",
-            help="Rescore only the stored dates, each under the configuration "
-            "stored with it.",
+            help="Rescore only the dates of --from, --to and --every that have a "
+            "stored snapshot, each under the configuration stored with it; other "
+            "stored dates are left as they are.",
         ),
     ] = False,
     project_dir: ProjectOption = Path("."),

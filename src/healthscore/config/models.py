@@ -1009,7 +1009,9 @@ class ProjectConfig(StrictModel):
     )
     bands: list[BandConfig] = Field(
         default_factory=default_bands,
-        description="Score bands, together covering 0-100 without gaps.",
+        description="Score bands, together covering 0-100 without gaps. A score "
+        "falls in the band of its value rounded half up to a whole point: with the "
+        "default bands 40.49 is at risk and 40.5 is stable.",
     )
     scoring: ScoringConfig = Field(
         default_factory=ScoringConfig, description="Scoring."
