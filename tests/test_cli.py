@@ -14,6 +14,7 @@ so 0.75 * 50 + 0.25 * 50 = 50.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import UTC, date, datetime
@@ -21,12 +22,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import healthscore
 from healthscore.cli import app
 from healthscore.cli.common import StepProgress, parse_date, plural, row_location
+from healthscore.cli.display import source_table
 from healthscore.config import load_project
+from healthscore.report.summary import SourceSummary
 from healthscore.store import SnapshotStore, StateStore
 
 AS_OF = "2024-04-01"
@@ -386,6 +390,74 @@ def test_validate_json_lists_issues_on_failure(tmp_path):
         "message": "unknown key",
         "suggestion": "path",
     }
+
+
+def test_validate_spark_rejects_sentiment_metric(tmp_path):
+    text = PROJECT_YML.replace("name: tiny\n", "name: tiny\nengine: spark\n").replace(
+        "metrics:\n",
+        "metrics:\n  tone:\n    type: sentiment\n    source: events\n"
+        "    column: event_type\n",
+    )
+    root = build_project(tmp_path / "p", text)
+
+    result = run("validate", "--project", root)
+
+    assert result.exit_code == 1
+    assert "engine kind spark cannot run this project yet" in result.stderr
+    assert (
+        "metrics.tone: sentiment metrics score texts with a Python function that "
+        "runs in DuckDB only"
+    ) in result.stderr
+    assert "Set engine: duckdb in healthscore.yml" in result.stderr
+
+
+def test_validate_spark_project_without_data(tmp_path):
+    text = PROJECT_YML.replace("name: tiny\n", "name: tiny\nengine: spark\n")
+    root = build_project(tmp_path / "p", text)
+
+    result = succeeded(run("validate", "--project", root))
+
+    assert "healthscore.yml is valid: 3 sources" in result.stdout
+
+
+def test_source_table_wraps_reasons_at_80_columns():
+    reason = "value cannot be read as the column's type (timestamp)"
+    sources = [
+        SourceSummary(
+            source="subscriptions",
+            kind="subscriptions",
+            files=[],
+            rows_read=1_608,
+            rows_used=1_513,
+            later=95,
+            problems={},
+            examples=[],
+        ),
+        SourceSummary(
+            source="events",
+            kind="events",
+            files=[],
+            rows_read=372_619,
+            rows_used=0,
+            later=0,
+            problems={reason: 372_619},
+            examples=[],
+        ),
+    ]
+    console = Console(width=80, record=True, file=io.StringIO())
+
+    console.print(source_table(sources, "2026-06-01"))
+
+    rendered = lines(console.export_text())
+    assert max(len(line) for line in rendered) <= 80
+    start = next(line for line in rendered if "Why excluded" in line).index(
+        "Why excluded"
+    )
+    first = next(
+        i for i, line in enumerate(rendered) if line.strip().startswith("events ")
+    )
+    cell_text = " ".join(line[start:] for line in rendered[first:])
+    assert " ".join(cell_text.split()) == f"372,619 {reason}"
 
 
 # score

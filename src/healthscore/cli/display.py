@@ -170,10 +170,12 @@ def source_table(sources: Sequence[SourceSummary], as_of: str) -> Table:
     table = Table(
         title=f"Source rows as of {as_of}", box=box.SIMPLE_HEAD, title_justify="left"
     )
-    table.add_column("Source", no_wrap=True)
+    # Source names and reasons fold, so a narrow terminal narrows these columns
+    # instead of cropping the ends of their lines.
+    table.add_column("Source", overflow="fold")
     for column in ("Read", "Used", "Later than as-of", "Excluded"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("Why excluded", min_width=16, overflow="fold")
+    table.add_column("Why excluded", min_width=12, overflow="fold")
     for source in sources:
         reasons = "; ".join(
             f"{count:,} {label}" for label, count in source.problems.items()

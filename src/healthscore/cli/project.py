@@ -33,6 +33,7 @@ from healthscore.scaffold import (
     create_project,
 )
 from healthscore.sources import SourceError, as_of_point
+from healthscore.sources.spark_reader import check_supported
 from healthscore.sources.tables import check_table_sources
 
 
@@ -107,6 +108,9 @@ def validate(
     }
     summaries: list[SourceSummary] | None = None
     day = as_of or project_today(project)
+    if config.engine.kind == "spark":
+        # The file alone shows what Spark cannot run, so no session is started.
+        check_supported(project)
     if data:
         summaries = check_data(project, day, show_progress=not json_output)
     else:
