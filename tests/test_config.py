@@ -330,3 +330,33 @@ def test_alert_rule_and_playbook_names_checked(tmp_path):
     assert issues["playbooks[0].when"].suggestion == "band"
     title = issues["playbooks[0].task.title"]
     assert title.message == "unknown template field {nofield}"
+
+
+@pytest.mark.parametrize("size", ["abc", "0", "10000", "-1GB", "0GB", "4 potatoes"])
+def test_memory_limit_must_be_a_size(tmp_path, size):
+    issue = one_issue(tmp_path, VALID + f"engine: {{memory_limit: '{size}'}}\n")
+    assert issue.key == "engine.memory_limit"
+    assert f"{size!r} is not a memory size" in issue.message
+    assert "4GB, 1500MB" in issue.message
+
+
+# DuckDB shows the limit in GiB with one decimal, cut off: 3e9 bytes are 2.79 GiB.
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        ("3GB", "2.7 GiB"),
+        ("1500MB", "1.3 GiB"),
+        ("1.5 GiB", "1.5 GiB"),
+        ("2000000000 bytes", "1.8 GiB"),
+    ],
+)
+def test_memory_limit_sizes_that_duckdb_reads(tmp_path, size, shown):
+    from healthscore.engine import connect
+
+    (tmp_path / "accounts.csv").write_text(ACCOUNTS_CSV)
+    (tmp_path / "events.csv").write_text("account_id,timestamp\n")
+    text = VALID + f"engine: {{memory_limit: '{size}'}}\n"
+    (tmp_path / "healthscore.yml").write_text(text)
+    connection = connect(load_project(tmp_path))
+    setting = connection.con.execute("SELECT current_setting('memory_limit')")
+    assert setting.fetchone() == (shown,)

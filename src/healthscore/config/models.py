@@ -793,6 +793,11 @@ def default_bands() -> list[BandConfig]:
 
 
 _DUCKDB_SETTINGS = ("memory_limit", "threads", "temp_directory")
+#: Sizes that DuckDB's memory_limit takes: a positive number with a unit of bytes,
+#: or a percentage of the machine's memory.
+_MEMORY_SIZE = re.compile(
+    r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:[KMGT]i?B|B|bytes|%)\s*", re.IGNORECASE
+)
 _SPARK_SETTINGS = ("master", "app_name", "spark_conf")
 
 
@@ -843,6 +848,17 @@ class EngineConfig(StrictModel):
     def _expand_shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"kind": value}
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        match = None if value is None else _MEMORY_SIZE.fullmatch(value)
+        if value is not None and (match is None or float(match.group(1)) <= 0):
+            raise ValueError(
+                f"{value!r} is not a memory size; write a number and a unit, such as "
+                "4GB, 1500MB, 2GiB or 80% (of the machine's memory)"
+            )
         return value
 
     @model_validator(mode="after")
