@@ -540,6 +540,21 @@ def test_duckdb_relative_path_is_in_project(tmp_path: Path) -> None:
     assert len(run.result.scores) == 3
 
 
+def test_duckdb_path_outside_the_project_with_parent_parts(tmp_path: Path) -> None:
+    # Three sources name the same file through `..`; DuckDB keeps the path without
+    # those parts, and the file is attached once.
+    root = tmp_path / "p"
+    root.mkdir()
+    (tmp_path / "wh").mkdir()
+    duckdb_file(tmp_path / "wh" / "warehouse.duckdb", tmp_path)
+    locations = {
+        name: {"table": f"crm.{name}", "connection": "duckdb://../wh/warehouse.duckdb"}
+        for name in ("accounts", "subscriptions", "events")
+    }
+    run = score(write_project(root, locations), AS_OF, monitor=False)
+    assert len(run.result.scores) == 3
+
+
 # Errors
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -160,21 +161,21 @@ def _attached_table(
 ) -> _Qualified:
     """Attach the DuckDB file read-only, once per connection, and name the table."""
     assert database.path is not None and source.table is not None
-    path = str(database.path)
+    # DuckDB keeps the path without `..` parts, so the attachment is found by an
+    # alias made from the normalized path instead of by the path as written.
+    path = os.path.normpath(os.path.abspath(database.path))
+    alias = "source_db_" + hashlib.sha256(path.encode()).hexdigest()[:12]
     # fetchall, not fetchone: DuckDB 2 rejects the next statement on a connection
     # whose last result was not read to its end.
     found = con.execute(
-        "SELECT database_name FROM duckdb_databases() WHERE path = ?", [path]
+        "SELECT database_name FROM duckdb_databases() WHERE database_name = ?", [alias]
     ).fetchall()
-    if found:
-        alias = str(found[0][0])
-    else:
+    if not found:
         if not database.path.is_file():
             raise SourceError(
                 f"source {name!r}: DuckDB file {path} not found; check "
                 f"sources.{name}.connection"
             )
-        alias = "source_db_" + hashlib.sha256(path.encode()).hexdigest()[:12]
         try:
             con.execute(f"ATTACH {literal(path)} AS {quote(alias)} (READ_ONLY)")
         except duckdb.Error as exc:
