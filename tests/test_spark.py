@@ -383,6 +383,25 @@ def test_features_of_duckdb_only_named(spark, tmp_path):
     assert "engine: duckdb" in message
 
 
+def test_unsupported_settings_rejected_before_spark_starts(tmp_path, monkeypatch):
+    import healthscore.engine as engine_module
+
+    config = minimal_config(engine="spark")
+    config["sources"]["events"]["format"] = "segment"
+    project = write_project(
+        tmp_path,
+        config,
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+
+    def started(*_: object) -> None:
+        raise AssertionError("a Spark session was started")
+
+    monkeypatch.setattr(engine_module, "connect_spark", started)
+    with pytest.raises(SourceError, match=r"sources\.events\.format"):
+        Engine.open(project)
+
+
 def test_backfill_on_spark_rejected(tmp_path):
     from healthscore.monitoring.backfill import backfill
 

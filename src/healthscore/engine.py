@@ -160,8 +160,13 @@ class Engine:
         """
         if spark is not None or project.config.engine.kind == "spark":
             # Imported here, so that DuckDB projects run without PySpark.
-            from healthscore.sources.spark_reader import load_spark_sources
+            from healthscore.sources.spark_reader import (
+                check_supported,
+                load_spark_sources,
+            )
 
+            # Checked before the session starts, which takes seconds.
+            check_supported(project)
             spark_con = connect_spark(project, spark)
             return cls(project, spark_con, load_spark_sources(project, spark_con))
         con = connect(project)
