@@ -85,3 +85,19 @@ def test_query_over_limit_spills_to_folder(tmp_path):
     assert total == 4_000_000 * 3_999_999 // 2
     assert max(seen, default=0) > 0
     assert not spill.exists()
+
+
+def test_source_read_out_of_memory_names_the_limit(tmp_path):
+    from healthscore.pipeline import open_engine
+    from healthscore.sources import SourceError
+
+    project = project_with_engine(tmp_path, memory_limit="1MB")
+    try:
+        open_engine(project)
+    except SourceError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("reading the sources within 1 MB succeeded")
+    assert "Out of Memory" in message
+    assert "raise engine.memory_limit in healthscore.yml" in message
+    assert "delimiter" not in message

@@ -112,7 +112,9 @@ def read_source(
         described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
     except duckdb.Error as exc:
         hint = ""
-        if file_format == "csv":
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            hint = _MEMORY_HINT
+        elif file_format == "csv":
             hint = (
                 f"; if its fields are separated by something else than "
                 f"{source.delimiter!r}, set sources.{name}.delimiter"
@@ -148,9 +150,10 @@ def read_source(
     try:
         con.execute(sql)
     except duckdb.Error as exc:
+        hint = _MEMORY_HINT if isinstance(exc, duckdb.OutOfMemoryException) else ""
         raise SourceError(
             f"source {name!r}: reading {_describe_files(files)} failed: "
-            f"{_first_line(exc)}"
+            f"{_first_line(exc)}{hint}"
         ) from None
     running_rows = file_format in ("csv", "jsonl")
     return LoadedSource(name, source, relation, tuple(files), columns, running_rows)
@@ -316,6 +319,12 @@ def _describe_files(files: list[str]) -> str:
     if len(files) == 1:
         return files[0]
     return f"{len(files)} files ({Path(files[0]).name}, ...)"
+
+
+#: Added to a read error when DuckDB ran out of memory.
+_MEMORY_HINT = (
+    "; DuckDB ran out of memory, so raise engine.memory_limit in healthscore.yml"
+)
 
 
 def _first_line(exc: Exception) -> str:
