@@ -101,3 +101,18 @@ def test_source_read_out_of_memory_names_the_limit(tmp_path):
     assert "Out of Memory" in message
     assert "raise engine.memory_limit in healthscore.yml" in message
     assert "delimiter" not in message
+
+
+def test_spill_folder_under_a_file_names_the_setting(tmp_path):
+    from healthscore.sources import SourceError
+
+    project = project_with_engine(tmp_path, temp_directory="accounts.csv/spill/tmp")
+    try:
+        connect(project)
+    except SourceError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("a spill folder under a file was accepted")
+    assert f"cannot create {tmp_path / 'accounts.csv' / 'spill'}" in message
+    assert "set engine.temp_directory in healthscore.yml" in message
+    assert (tmp_path / "accounts.csv").is_file()

@@ -60,7 +60,14 @@ def connect(project: Project) -> DuckDBBackend:
     temp_directory = default_temp_directory(project)
     if settings.temp_directory:
         temp_directory = project.path(settings.temp_directory)
-    temp_directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        temp_directory.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(
+            f"cannot create {temp_directory.parent}, the folder of DuckDB's spill "
+            f"folder: {exc.strerror or exc}; set engine.temp_directory in "
+            "healthscore.yml to a folder that can be created"
+        ) from None
     raw.execute("SET temp_directory = ?", [str(temp_directory)])
     logger.debug(
         "opened DuckDB (time zone %s, memory limit %s)",

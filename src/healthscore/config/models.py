@@ -826,7 +826,8 @@ class EngineConfig(StrictModel):
         description="Folder that DuckDB spills to when a query exceeds "
         "`memory_limit`, relative to the project folder; when not set, `tmp` "
         "beside the snapshot folder (`.healthscore/tmp` by default). DuckDB "
-        "deletes it when the run ends.",
+        "deletes the folder when the run ends if it created it; a folder that "
+        "existed before is kept.",
     )
     master: str | None = Field(
         default=None,
