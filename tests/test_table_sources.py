@@ -814,6 +814,10 @@ def test_snapshot_table_unreachable_keeps_parquet(tmp_path: Path) -> None:
     message = str(caught.value)
     assert f"cannot connect to postgresql://postgres@127.0.0.1:{port}/test" in message
     assert "hunter22" not in message
+    assert (
+        f"The Parquet snapshot of {AS_OF.isoformat()} is stored and alert rules did "
+        "not run; score the date again" in message
+    )
     assert snapshot_store(project).exists(AS_OF)
 
 

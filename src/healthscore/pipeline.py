@@ -29,6 +29,7 @@ from healthscore.metrics import MetricTable, compute_metrics
 from healthscore.scoring import ScoreResult, score_accounts
 from healthscore.sources import SourceReport, as_of_point
 from healthscore.store.snapshot_tables import (
+    SnapshotTableError,
     check_snapshot_table,
     write_snapshot_table,
 )
@@ -270,7 +271,14 @@ def score(
         if snapshot_table is not None:
             # NOTE: backfill and the service's rescoring write the table too, but
             # `monitoring.history.replay` stores the Parquet snapshot only.
-            write_snapshot_table(project, snapshot_table, as_of, result.scores)
+            try:
+                write_snapshot_table(project, snapshot_table, as_of, result.scores)
+            except SnapshotTableError as exc:
+                raise SnapshotTableError(
+                    f"{exc}. The Parquet snapshot of {as_of.isoformat()} is stored "
+                    "and alert rules did not run; score the date again once the "
+                    "database can be written, to write its rows and check the rules"
+                ) from None
         seconds["store"] = time.perf_counter() - mark
         if monitor:
             _step(progress, "checking alert rules and playbooks")
