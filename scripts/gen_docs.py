@@ -344,7 +344,11 @@ def field_table(model: type[BaseModel], group: UnionGroup | None) -> list[str]:
     for name, field in model.model_fields.items():
         key = field.alias or name
         default = default_value(field)
-        default_text = default_cell(default)
+        extra = (
+            field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        )
+        # A key that a validator fills in some cases states when it is required.
+        default_text = str(extra.get("x-docs-default", "")) or default_cell(default)
         if default_text is None:
             default_text = "see below"
             blocks += ["", f"Default of `{key}`:", "", "```yaml"]

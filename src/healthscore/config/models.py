@@ -188,6 +188,7 @@ class SourceConfig(StrictModel):
         "`store` reads the rows that `healthscore ingest` appended to the event store "
         "instead of files, and adds the daily rollup source `<name>_daily` "
         "(docs/privacy.md). Leave it out when the source names a `table`.",
+        json_schema_extra={"x-docs-default": "required without `table`"},
     )
     table: str | None = Field(
         default=None,
