@@ -252,3 +252,25 @@ def test_one_date_with_too_few_churned_raises():
     observations = make_observations(["2024-01-01"], 100, 3)
     with pytest.raises(InsufficientLabels, match="found 3 churned"):
         make_splits(monthly_project(), observations, 3, folds=10)
+
+
+def test_method_table_keeps_method_names_at_80_columns(capsys, monkeypatch):
+    from healthscore.cli.validation import _print_measures
+    from healthscore.models.backtest import MethodResult
+
+    monkeypatch.setenv("COLUMNS", "80")
+    methods = ["rules", "weighted", "learned", "ml", "hybrid", "survival", "clusters"]
+    results = [
+        MethodResult(
+            method=name, explainable=True, roc_auc=0.7051, lift_top_decile=3.42,
+            ece=0.0136, lead_time_days=23.0, precision_at_risk=0.051,
+            recall_at_risk=0.573, fit_seconds=24.5,
+        )
+        for name in methods
+    ]  # fmt: skip
+    _print_measures(results, "Scoring methods")
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    names = [line.split()[0] for line in lines if line.split()]
+    for name in methods:
+        assert name in names, name

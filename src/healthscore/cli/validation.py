@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from healthscore.cli.common import (
@@ -440,7 +441,6 @@ def _compare_row(result: MethodResult) -> dict[str, Any]:
 
 
 def _print_measures(results: list[MethodResult], title: str) -> None:
-    table = Table(title=title)
     headers = (
         "method",
         "ROC AUC",
@@ -452,10 +452,8 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
         "fit (s)",
         "explainable",
     )
-    for header in headers:
-        table.add_column(header, justify="left" if header == "method" else "right")
-    for result in results:
-        table.add_row(
+    rows = [
+        (
             result.method,
             _fixed(result.roc_auc, 3),
             _fixed(result.lift_top_decile, 2),
@@ -466,6 +464,20 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
             f"{result.fit_seconds:.2f}",
             "yes" if result.explainable else "no",
         )
+        for result in results
+    ]
+    # Each column is as wide as its longest value or header word, so the headers
+    # wrap by word and the table fits 80 characters without cutting a method name.
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False
+    )
+    for position, header in enumerate(headers):
+        words = [len(word) for word in header.split()]
+        width = max(words + [len(row[position]) for row in rows])
+        justify = "left" if position == 0 else "right"
+        table.add_column(header, justify=justify, width=width)
+    for row in rows:
+        table.add_row(*row)
     stdout_console().print(table)
 
 
