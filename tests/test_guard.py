@@ -122,6 +122,20 @@ def test_band_change_share_over_limit():
     ]
 
 
+def test_band_change_share_just_over_limit_shows_decimals():
+    # 20 of 98 is 20.4 %: in whole percents it would read as the 20 % limit itself.
+    previous = scores({f"a{i}": 60 for i in range(98)})
+    current = scores({f"a{i}": 30 if i < 20 else 60 for i in range(98)})
+
+    decision = check_guard(GuardSettings(), AS_OF, current, previous, PREVIOUS)
+
+    assert decision.held is True
+    assert decision.reasons() == [
+        "20 of 98 accounts (20.4%) changed band since 2026-06-23, more than the "
+        "limit of 20.0%"
+    ]
+
+
 def test_band_change_share_at_limit_passes():
     previous = scores({"a": 60, "b": 60, "c": 60, "d": 60, "e": 60})
     current = scores({"a": 30, "b": 60, "c": 60, "d": 60, "e": 60})

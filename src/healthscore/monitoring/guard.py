@@ -99,11 +99,13 @@ class GuardDecision:
         reasons = []
         if self.too_many_band_changes:
             assert self.band_change_share is not None
+            share, limit = _percentages(
+                self.band_change_share, self.max_band_change_share
+            )
             reasons.append(
                 f"{self.accounts_changed_band} of {self.accounts_compared} accounts "
-                f"({self.band_change_share:.0%}) changed band since "
-                f"{_iso(self.previous_as_of)}, more than the limit of "
-                f"{self.max_band_change_share:.0%}"
+                f"({share}) changed band since {_iso(self.previous_as_of)}, more "
+                f"than the limit of {limit}"
             )
         reasons.extend(stale.describe() for stale in self.stale_sources)
         return reasons
@@ -315,3 +317,16 @@ def check_max_age_sources(max_age: Mapping[str, Any], kinds: Mapping[str, str]) 
 
 def _iso(day: date | None) -> str | None:
     return None if day is None else day.isoformat()
+
+
+def _percentages(share: float, limit: float) -> tuple[str, str]:
+    """Format a share above its limit as percentages that show the difference.
+
+    Whole percents unless the two would read the same, as 20.4 % against a limit
+    of 20 % would; then as many decimals as tell them apart, up to four.
+    """
+    for decimals in range(5):
+        shown = f"{share:.{decimals}%}", f"{limit:.{decimals}%}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown
