@@ -88,15 +88,28 @@ def _fresh_project(data: Path, workspace: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2_000_000)
-    parser.add_argument("--accounts", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--events", type=int, default=2_000_000, help="number of events"
+    )
+    parser.add_argument(
+        "--accounts", type=int, default=20_000, help="number of accounts"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each of the two programs; the medians are compared",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=BENCHMARKS / "data",
+        help="cache folder of generated data sets (default benchmarks/data)",
+    )
     arguments = parser.parse_args()
 
-    data = (
-        BENCHMARKS
-        / "data"
-        / (f"events-{arguments.events}-accounts-{arguments.accounts}-seed-7")
+    data = arguments.data_dir / (
+        f"events-{arguments.events}-accounts-{arguments.accounts}-seed-7"
     )
     if read_manifest(data) is None:
         generate(data, arguments.events, arguments.accounts)
