@@ -842,9 +842,9 @@ def test_backfill_unreachable_table_server(tmp_path: Path) -> None:
 
 
 def test_backfill_of_dates_without_accounts(tmp_path: Path) -> None:
-    # No subscription is active before 2024, so those dates score no account; a
-    # batch of only such dates, and one that mixes them with scored dates, store
-    # what `score` stores for each date alone.
+    # No subscription is active before 2024, so those dates score no account. A
+    # batch of only such dates stores what `score` stores for each date alone, and
+    # so does a batch that mixes them with scored dates.
     backfilled = _project(tmp_path / "backfilled")
     scored = _project(tmp_path / "scored")
     empty = backfill_dates(date(2023, 1, 2), date(2023, 1, 30), parse_duration("7d"))

@@ -44,5 +44,5 @@ def test_jemalloc_becomes_the_pool_when_none_was_chosen():
     assert after == "jemalloc"
 
 
-def test_a_pool_chosen_by_the_user_is_kept():
+def test_pool_chosen_by_the_user_is_kept():
     assert _pools("system") == ["system", "system"]

@@ -322,8 +322,9 @@ def _iso(day: date | None) -> str | None:
 def _percentages(share: float, limit: float) -> tuple[str, str]:
     """Format a share above its limit as percentages that show the difference.
 
-    Whole percents unless the two would read the same, as 20.4 % against a limit
-    of 20 % would; then as many decimals as tell them apart, up to four.
+    Whole percents are used unless the two would read the same. 20.4 % against a
+    limit of 20 % would, so they get as many decimals as tell them apart (up to
+    four).
     """
     for decimals in range(5):
         shown = f"{share:.{decimals}%}", f"{limit:.{decimals}%}"
