@@ -474,8 +474,9 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
     for position, header in enumerate(headers):
         words = [len(word) for word in header.split()]
         width = max(words + [len(row[position]) for row in rows])
-        justify = "left" if position == 0 else "right"
-        table.add_column(header, justify=justify, width=width)
+        table.add_column(
+            header, justify="left" if position == 0 else "right", width=width
+        )
     for row in rows:
         table.add_row(*row)
     stdout_console().print(table)
