@@ -254,7 +254,7 @@ def test_one_date_with_too_few_churned_raises():
         make_splits(monthly_project(), observations, 3, folds=10)
 
 
-def test_method_table_keeps_method_names_at_80_columns(capsys, monkeypatch):
+def test_method_table_fits_80_columns(capsys, monkeypatch):
     from healthscore.cli.validation import _print_measures
     from healthscore.models.backtest import MethodResult
 

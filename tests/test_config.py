@@ -350,7 +350,7 @@ def test_memory_limit_must_be_a_size(tmp_path, size):
         ("2000000000 bytes", "1.8 GiB"),
     ],
 )
-def test_memory_limit_sizes_that_duckdb_reads(tmp_path, size, shown):
+def test_memory_limit_sizes_applied(tmp_path, size, shown):
     from healthscore.engine import connect
 
     (tmp_path / "accounts.csv").write_text(ACCOUNTS_CSV)

@@ -6,7 +6,11 @@ import contextlib
 import threading
 from pathlib import Path
 
+import pytest
+
 from healthscore.engine import connect
+from healthscore.pipeline import open_engine
+from healthscore.sources import SourceError
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 
 EVENTS_CSV = "account_id,timestamp,event_type\na1,2026-01-01 10:00:00,login\n"
@@ -87,32 +91,25 @@ def test_query_over_limit_spills_to_folder(tmp_path):
     assert not spill.exists()
 
 
-def test_source_read_out_of_memory_names_the_limit(tmp_path):
-    from healthscore.pipeline import open_engine
-    from healthscore.sources import SourceError
-
+def test_out_of_memory_names_the_limit(tmp_path):
     project = project_with_engine(tmp_path, memory_limit="1MB")
-    try:
+
+    with pytest.raises(SourceError) as caught:
         open_engine(project)
-    except SourceError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("reading the sources within 1 MB succeeded")
+
+    message = str(caught.value)
     assert "Out of Memory" in message
     assert "raise engine.memory_limit in healthscore.yml" in message
     assert "delimiter" not in message
 
 
-def test_spill_folder_under_a_file_names_the_setting(tmp_path):
-    from healthscore.sources import SourceError
-
+def test_spill_folder_under_a_file(tmp_path):
     project = project_with_engine(tmp_path, temp_directory="accounts.csv/spill/tmp")
-    try:
+
+    with pytest.raises(SourceError) as caught:
         connect(project)
-    except SourceError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("a spill folder under a file was accepted")
+
+    message = str(caught.value)
     assert f"cannot create {tmp_path / 'accounts.csv' / 'spill'}" in message
     assert "set engine.temp_directory in healthscore.yml" in message
     assert (tmp_path / "accounts.csv").is_file()

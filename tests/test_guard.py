@@ -122,7 +122,7 @@ def test_band_change_share_over_limit():
     ]
 
 
-def test_band_change_share_just_over_limit_shows_decimals():
+def test_share_just_over_limit_decimals():
     # 20 of 98 is 20.4 %: in whole percents it would read as the 20 % limit itself.
     previous = scores({f"a{i}": 60 for i in range(98)})
     current = scores({f"a{i}": 30 if i < 20 else 60 for i in range(98)})

@@ -1025,7 +1025,7 @@ def test_outcomes_with_unknown_account_rejected(tmp_path):
     assert "Stored 2 outcomes" in allowed.output
 
 
-def test_interventions_with_unknown_account_rejected(tmp_path):
+def test_unknown_intervention_account_rejected(tmp_path):
     from typer.testing import CliRunner
 
     from healthscore.cli import app

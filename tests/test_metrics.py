@@ -327,7 +327,7 @@ a2,2024-05-01 00:00:00,login,u1,1
 """
 
 
-def test_run_summaries_give_the_same_metrics_and_report(tmp_path):
+def test_summaries_match_full_scans(tmp_path):
     project = project_with(tmp_path, events=EVENTS + EXCLUDED_EVENTS)
     sources = load_sources(project, connect(project))
     point = pd.Timestamp(AS_OF).to_pydatetime()
@@ -371,7 +371,7 @@ def test_filter_the_engine_rejects_names_the_metric(tmp_path):
         metrics_of(project)
 
 
-def test_metric_of_csm_notes_before_any_note(tmp_path):
+def test_csm_notes_metric_without_notes(tmp_path):
     # The operational store has no note yet, so the source has no rows and its
     # account ids have no type of their own.
     metrics = {

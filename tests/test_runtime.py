@@ -39,10 +39,10 @@ def _pools(variable: str | None) -> list[str]:
     "jemalloc" not in pa.supported_memory_backends(),
     reason="this pyarrow build has no jemalloc memory pool",
 )
-def test_jemalloc_becomes_the_pool_when_none_was_chosen():
+def test_default_pool_is_jemalloc():
     _, after = _pools(None)
     assert after == "jemalloc"
 
 
-def test_pool_chosen_by_the_user_is_kept():
+def test_user_pool_is_kept():
     assert _pools("system") == ["system", "system"]

@@ -383,7 +383,7 @@ def test_features_of_duckdb_only_named(spark, tmp_path):
     assert "engine: duckdb" in message
 
 
-def test_unsupported_settings_rejected_before_spark_starts(tmp_path, monkeypatch):
+def test_unsupported_rejected_before_session(tmp_path, monkeypatch):
     import healthscore.engine as engine_module
 
     config = minimal_config(engine="spark")

@@ -540,9 +540,9 @@ def test_duckdb_relative_path_is_in_project(tmp_path: Path) -> None:
     assert len(run.result.scores) == 3
 
 
-def test_duckdb_path_outside_the_project_with_parent_parts(tmp_path: Path) -> None:
-    # Three sources name the same file through `..`; DuckDB keeps the path without
-    # those parts, and the file is attached once.
+def test_duckdb_path_with_parent_parts(tmp_path: Path) -> None:
+    # Three sources name the same file through `..`. DuckDB keeps the path without
+    # those parts, and the file must still be attached only once.
     root = tmp_path / "p"
     root.mkdir()
     (tmp_path / "wh").mkdir()

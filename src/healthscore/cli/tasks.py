@@ -216,17 +216,20 @@ FileArgument = Annotated[
 ]
 
 
+AllowUnknownOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unknown",
+        help="Store rows whose account is not in the accounts source.",
+    ),
+]
+
+
 @outcomes_app.command("import")
 @handle_errors
 def import_outcomes_command(
     file: FileArgument,
-    allow_unknown: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unknown",
-            help="Store rows whose account is not in the accounts source.",
-        ),
-    ] = False,
+    allow_unknown: AllowUnknownOption = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -247,13 +250,7 @@ def import_outcomes_command(
 @handle_errors
 def import_interventions_command(
     file: FileArgument,
-    allow_unknown: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unknown",
-            help="Store rows whose account is not in the accounts source.",
-        ),
-    ] = False,
+    allow_unknown: AllowUnknownOption = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,

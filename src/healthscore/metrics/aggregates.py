@@ -115,14 +115,13 @@ def compute_source(
     """
     requests = [_request(name, metrics, point) for name in names]
     frames = []
-    newest = sources.newest_row_times(source_name, point)
+    # The days since the last row come from the source's row summary, which the
+    # source report reads too, instead of from a scan of the older rows.
+    summarized = [r for r in requests if _from_summary(r)]
+    newest = sources.newest_row_times(source_name, point) if summarized else None
     if newest is not None:
-        # The days since the last row come from the source's row summary, which
-        # the source report reads too, instead of a scan of the older rows.
-        summarized = [r for r in requests if _from_summary(r)]
-        if summarized:
-            requests = [r for r in requests if not _from_summary(r)]
-            frames.append(_days_since_newest(newest, summarized, as_of))
+        requests = [r for r in requests if not _from_summary(r)]
+        frames.append(_days_since_newest(newest, summarized, as_of))
     if requests:
         frames.append(_compute_requests(sources, source_name, requests, point, as_of))
     return frames

@@ -320,14 +320,13 @@ def _iso(day: date | None) -> str | None:
 
 
 def _percentages(share: float, limit: float) -> tuple[str, str]:
-    """Format a share above its limit as percentages that show the difference.
+    """Format a share above its limit as percentages that tell the two apart.
 
-    Whole percents are used unless the two would read the same. 20.4 % against a
-    limit of 20 % would, so they get as many decimals as tell them apart (up to
-    four).
+    Whole percents are used unless both would read the same, as 20.4 % and 20 %
+    would. Then each decimal up to the fourth is tried in turn.
     """
     for decimals in range(5):
-        shown = f"{share:.{decimals}%}", f"{limit:.{decimals}%}"
-        if shown[0] != shown[1]:
-            return shown
-    return shown
+        texts = f"{share:.{decimals}%}", f"{limit:.{decimals}%}"
+        if texts[0] != texts[1]:
+            return texts
+    return texts

@@ -387,10 +387,10 @@ def _python_value(value: Any) -> Any:
 def load_spark_sources(project: Project, con: PySparkBackend) -> SparkSourceSet:
     """Read every source of `project` into the Spark session of `con`.
 
-    Raises SourceError when a source cannot be read, or uses a feature that runs on
-    DuckDB only.
+    Raises SourceError when a source cannot be read. Settings that run on DuckDB
+    only are rejected by `check_supported`, which `Engine.open` calls before it
+    starts the session.
     """
-    check_supported(project)
     session: SparkSession = con._session
     loaded: dict[str, LoadedSource] = {}
     failures: list[str] = []
