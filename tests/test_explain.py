@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import date, datetime
 from pathlib import Path
@@ -11,7 +12,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
+from rich.table import Table
 
+from healthscore.cli.explain import _account_table, _change_table
 from healthscore.config import Project, ProjectConfig
 from healthscore.config.overrides import Override
 from healthscore.scoring import (
@@ -322,3 +326,49 @@ def test_top_drivers_skip_measures_losing_nothing() -> None:
 def test_top_drivers_rejects_zero() -> None:
     with pytest.raises(ValueError, match=r"n must be at least 1, got 0"):
         top_drivers(run({"a": FULL}).measures, n=0)
+
+
+# Tables of the explain command
+
+
+LONG_NAMES = {
+    "seats": "seats_used_per_licensed_seat",
+    "logins": "logins_per_active_user_28d",
+    "tickets": "open_tickets_per_user_90d",
+}
+
+
+def rendered(view: Table) -> list[str]:
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(view)
+    return console.export_text().splitlines()
+
+
+def test_account_table_keeps_long_names_whole_at_80_columns() -> None:
+    # Without tickets, seats and logins carry more than their configured shares
+    # (0.5625 and 0.1875) and tickets none of its 0.25, so each Weight cell shows
+    # the configured share under the effective one.
+    measures, score = rows_of(run({"a": USAGE_ONLY}), "a")
+    table = explain_account(measures, score)
+    table["measure"] = table["measure"].map(LONG_NAMES)
+
+    lines = rendered(_account_table(table))
+
+    assert max(len(line) for line in lines) <= 80
+    for name in LONG_NAMES.values():
+        assert any(name in line for line in lines), name
+    configured = [line.strip() for line in lines if "(of " in line]
+    assert sorted(configured) == ["(of 18.8%)", "(of 25.0%)", "(of 56.2%)"]
+
+
+def test_change_table_keeps_long_names_whole_at_80_columns() -> None:
+    before = rows_of(run({"a": FULL}), "a")
+    after = rows_of(run({"a": USAGE_ONLY}, as_of=AFTER), "a")
+    parts = explain_change(*before, *after)
+    parts["measure"] = parts["measure"].map(LONG_NAMES)
+
+    lines = rendered(_change_table(parts))
+
+    assert max(len(line) for line in lines) <= 80
+    for name in LONG_NAMES.values():
+        assert any(name in line for line in lines), name

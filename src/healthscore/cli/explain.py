@@ -230,13 +230,17 @@ def _print_account(project: Project, scored: AccountScore, table: pd.DataFrame) 
         )
 
 
+#: Longer measure names are folded, so that the number columns fit 80 columns.
+_MAX_NAME_WIDTH = 30
+
+
 def _account_table(table: pd.DataFrame) -> Table:
     view = Table(
         title="Measures, largest points lost first",
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
-    view.add_column("Measure", min_width=16, overflow="fold")
+    view.add_column("Measure", min_width=_name_width(table), overflow="fold")
     view.add_column("Value", max_width=16, overflow="fold", justify="right")
     for column in ("Normalized", "Weight", "Points", "Lost"):
         view.add_column(column, justify="right", no_wrap=True)
@@ -265,7 +269,19 @@ def _weight(configured: Any, effective: Any) -> str:
     planned = _number(configured)
     if used is None or planned is None or math.isclose(used, planned):
         return percent(used)
-    return f"{percent(used)} (of {percent(planned)})"
+    # Two lines keep the column narrow, which leaves more width for the names.
+    return f"{percent(used)}\n(of {percent(planned)})"
+
+
+def _name_width(table: pd.DataFrame) -> int:
+    """Return the Measure column's minimum width: the longest name, at most 30.
+
+    Rich folds a name without spaces at any letter once its column is too narrow.
+    With this minimum the Value column wraps first, and a table still fits 80
+    columns.
+    """
+    names = [len(str(name)) for name in table["measure"].dropna()]
+    return min(max([16, *names]), _MAX_NAME_WIDTH)
 
 
 def _account_json(scored: AccountScore, table: pd.DataFrame) -> dict[str, Any]:
@@ -308,7 +324,7 @@ def _change_table(parts: pd.DataFrame) -> Table:
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
-    view.add_column("Measure", min_width=16, overflow="fold")
+    view.add_column("Measure", min_width=_name_width(parts), overflow="fold")
     view.add_column("Value", max_width=20, overflow="fold", justify="right")
     for column in ("Normalized", "Points", "Change"):
         view.add_column(column, justify="right", no_wrap=True)
