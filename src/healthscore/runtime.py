@@ -15,7 +15,7 @@ import os
 
 import pyarrow as pa
 
-__all__ = ["POOL_VARIABLE", "configure_process"]
+__all__ = ["POOL_VARIABLE", "configure_process", "log_memory_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,4 +34,28 @@ def configure_process() -> None:
     if "jemalloc" not in pa.supported_memory_backends():
         return
     pa.set_memory_pool(pa.jemalloc_memory_pool())
-    logger.debug("Arrow allocates from its jemalloc memory pool")
+
+
+def log_memory_pool() -> None:
+    """Log Arrow's memory pool at DEBUG, and warn about an unknown chosen pool.
+
+    The pool is set before logging starts, so the command line calls this once its
+    log handler is in place.
+    """
+    pool = pa.default_memory_pool().backend_name
+    chosen = os.environ.get(POOL_VARIABLE)
+    if not chosen:
+        logger.debug("Arrow allocates from its %s memory pool", pool)
+        return
+    supported = pa.supported_memory_backends()
+    if chosen not in supported:
+        logger.warning(
+            "%s=%s is not a memory pool of this pyarrow build, so Arrow uses %s; "
+            "set it to one of %s or unset it",
+            POOL_VARIABLE,
+            chosen,
+            pool,
+            ", ".join(supported),
+        )
+        return
+    logger.debug("Arrow allocates from its %s memory pool (%s)", pool, POOL_VARIABLE)

@@ -26,6 +26,7 @@ from rich.logging import RichHandler
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from healthscore.config import ConfigError, Project, load_project
+from healthscore.runtime import log_memory_pool
 from healthscore.scaffold import ProjectExistsError
 from healthscore.scoring import ScoringInputError
 from healthscore.sources import SourceError
@@ -247,6 +248,7 @@ def log_to_stderr(verbosity: int) -> Iterator[None]:
     previous_level = package.level
     package.addHandler(handler)
     package.setLevel(level)
+    log_memory_pool()
     try:
         yield
     finally:
