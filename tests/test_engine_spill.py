@@ -7,7 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
+import typer
 
+from healthscore.cli.common import handle_errors
 from healthscore.engine import connect
 from healthscore.pipeline import open_engine
 from healthscore.sources import SourceError
@@ -113,3 +115,32 @@ def test_spill_folder_under_a_file(tmp_path):
     assert f"cannot create {tmp_path / 'accounts.csv' / 'spill'}" in message
     assert "set engine.temp_directory in healthscore.yml" in message
     assert (tmp_path / "accounts.csv").is_file()
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self").is_dir(),
+    reason="needs Linux's /proc, where no folder can be created",
+)
+def test_spill_failure_names_the_setting(tmp_path, capsys):
+    # The parent /proc exists, so connect succeeds and the query fails when
+    # DuckDB creates the spill folder.
+    project = project_with_engine(
+        tmp_path,
+        memory_limit="64MB",
+        threads=1,
+        temp_directory="/proc/healthscore-spill",
+    )
+    con = connect(project)
+
+    @handle_errors
+    def run_query(verbose: int = 0) -> None:
+        con.con.execute(SPILLING_QUERY).fetchone()
+
+    with pytest.raises(typer.Exit) as caught:
+        run_query()
+
+    assert caught.value.exit_code == 1
+    message = " ".join(capsys.readouterr().err.split())
+    assert 'Failed to create directory "/proc/healthscore-spill"' in message
+    assert "set engine.temp_directory in healthscore.yml" in message
+    assert "Traceback" not in message

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
+import duckdb
 import numpy as np
 import typer
 from pydantic import BaseModel
@@ -222,8 +223,24 @@ def handle_errors(function: Callable[P, R]) -> Callable[P, R]:
                 return function(*args, **kwargs)
             except HANDLED_ERRORS as exc:
                 _fail(exc, str(exc))
+            except duckdb.IOException as exc:
+                _fail(exc, _duckdb_io_message(exc))
 
     return wrapper
+
+
+def _duckdb_io_message(exc: duckdb.IOException) -> str:
+    """Return the message of a file error that DuckDB raised while a query ran.
+
+    Source files are opened when the sources are read, so such an error most likely
+    concerns DuckDB's spill folder (missing, not writable or full), an estimate.
+    """
+    return (
+        f"DuckDB failed on a file while running a query: {exc}. If the path is "
+        "DuckDB's spill folder, set engine.temp_directory in healthscore.yml to a "
+        "writable folder with free space, or raise engine.memory_limit so that "
+        "less is spilled."
+    )
 
 
 def _fail(exc: Exception, message: str) -> NoReturn:
