@@ -402,16 +402,55 @@ def test_unsupported_rejected_before_session(tmp_path, monkeypatch):
         Engine.open(project)
 
 
-def test_backfill_on_spark_rejected(tmp_path):
+def test_backfill_on_spark_equals_duckdb(spark, tmp_path):
     from healthscore.monitoring.backfill import backfill
 
-    project = write_project(
-        tmp_path,
-        minimal_config(engine="spark"),
-        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    dates = [date(2024, 3, 15), date(2024, 4, 1), date(2024, 4, 15)]
+    events = (
+        "account_id,timestamp,value\n"
+        "a1,2024-03-01 10:00:00,1\n"
+        "a1,2024-03-20 10:00:00,2\n"
+        "a2,2024-04-10 10:00:00,5\n"
+        "a3,2024-04-14 23:00:00,3\n"
     )
-    with pytest.raises(SourceError, match="set engine: duckdb"):
-        backfill(project, [date(2024, 4, 1)])
+    config = minimal_config()
+    config["metrics"] |= {
+        "value_14d": {
+            "type": "sum",
+            "source": "events",
+            "column": "value",
+            "window": "14d",
+        },
+        "days_since_event": {"type": "days_since", "source": "events"},
+    }
+    stores = {}
+    for engine in ("duckdb", "spark"):
+        project = write_project(
+            tmp_path / engine,
+            config | {"engine": engine},
+            {"accounts.csv": ACCOUNTS_CSV, "events.csv": events},
+        )
+        result = backfill(project, dates)
+        assert result.dates == dates
+        stores[engine] = SnapshotStore(tmp_path / engine / ".healthscore" / "snapshots")
+
+    for as_of in dates:
+        for table, keys in TABLE_KEYS.items():
+            pd.testing.assert_frame_equal(
+                sorted_table(stores["spark"].read(as_of, table), keys),
+                sorted_table(stores["duckdb"].read(as_of, table), keys),
+                check_exact=False,
+                rtol=1e-9,
+                atol=1e-9,
+                obj=f"{table} as of {as_of}",
+            )
+    metrics = stores["spark"].read(date(2024, 4, 15), "metrics")
+    values = metrics.set_index(["account_id", "metric"])["value"]
+    # a2's event of April 10 and a3's of April 14, 23:00, are within the 14 days.
+    assert values[("a2", "value_14d")] == 5
+    assert values[("a3", "value_14d")] == 3
+    assert values[("a3", "days_since_event")] == 1
+    assert values[("a1", "days_since_event")] == 26
 
 
 def test_stored_notes_added_as_source(spark, tmp_path):

@@ -7,7 +7,8 @@ each, builds their snapshot tables at once (see `backfill_tables`) and stores th
 with `SnapshotStore.write_many`. Every stored date equals what `pipeline.score`
 stores for it alone: the snapshot with its `shadow_scores` table, and the date's
 rows of `store.snapshot_table`. A backfill checks no alert rules and opens no
-playbook tasks, so it sends no alerts about past dates.
+playbook tasks, so it sends no alerts about past dates. On Spark, which cannot run
+the sweep's SQL, each date is scored with `pipeline.score` instead.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ from healthscore.monitoring.history import record_config, replay_project
 from healthscore.pipeline import (
     open_engine,
     run_info,
+    score,
     scorecard_versions,
     shadow_scores,
     snapshot_store,
 )
 from healthscore.scoring.scorecard import score_dates
-from healthscore.sources import SourceError, SourceSet
+from healthscore.sources import SourceSet
 from healthscore.store.snapshot_tables import SnapshotTableWriter
 from healthscore.store.snapshots import SnapshotStore
 from healthscore.store.state import StateStore
@@ -166,13 +168,6 @@ def backfill(
         if engine
         else project.config.engine.kind == "spark"
     )
-    if spark:
-        # The sweep reads every date from one pass in DuckDB SQL.
-        raise SourceError(
-            "backfill does not run with engine kind spark yet; set engine: duckdb in "
-            "healthscore.yml for the backfill, or score each date with "
-            "healthscore score"
-        )
     started = time.perf_counter()
     dates = sorted(set(dates))
     result = BackfillResult(dates=[])
@@ -189,13 +184,19 @@ def backfill(
 
     settings = project.config.store.snapshot_table
     # Created before scoring, so that an unresolved connection URL stops the
-    # backfill before anything is stored. Replayed projects keep this store.
+    # backfill before anything is stored. Replayed projects keep this store. On
+    # Spark, `pipeline.score` checks and writes the table for each date itself.
     table_writer = (
-        SnapshotTableWriter(project, settings) if settings is not None else None
+        SnapshotTableWriter(project, settings)
+        if settings is not None and not spark
+        else None
     )
     try:
         for group_project, group_dates in groups:
             group_engine = engine if group_project is project else None
+            if spark:
+                _score_each_date(group_project, group_dates, group_engine, stored)
+                continue
             _backfill_group(
                 group_project, group_dates, group_engine, stored, table_writer
             )
@@ -281,6 +282,26 @@ def _backfill_group(
             )
         if pending is not None:
             _finish(pending, stored)
+
+
+def _score_each_date(
+    project: Project,
+    dates: list[date],
+    engine: Engine | None,
+    stored: Callable[[date, int], None],
+) -> None:
+    """Score and store each date with `pipeline.score`, without alert rules.
+
+    The sweep reads every date in one pass of DuckDB SQL, which Spark does not run.
+    On Spark each date therefore costs about one scoring run.
+    """
+    if not dates:
+        return
+    if engine is None:
+        engine = open_engine(project)
+    for as_of in dates:
+        run = score(project, as_of, engine=engine, monitor=False)
+        stored(as_of, len(run.result.scores))
 
 
 def _add_shadow_scores(
