@@ -251,6 +251,158 @@ def test_segment_invalid_line_fails_clearly(tmp_path):
         load(project)
 
 
+def skew_rows(
+    root: Path, calls: list[dict[str, Any]], timezone: str = "UTC"
+) -> dict[int, dict[str, Any]]:
+    """Rows read from `calls`, written after the fixture file, by line number."""
+    project = segment_project(root)
+    project.config.timezone = timezone
+    with open(root / "exports" / "skew.jsonl", "w") as handle:
+        handle.write("".join(json.dumps(call) + "\n" for call in calls))
+    found = rows(load(project), "usage")
+    return {row["_row"]: row for row in found if row["_file"] == "skew.jsonl"}
+
+
+def skewed_track(**times: str) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "userId": "u1",
+        "event": "E",
+        "context": {"groupId": "acme"},
+        **times,
+    }
+
+
+def test_segment_corrects_client_clock_skew(tmp_path):
+    calls = [
+        skewed_track(
+            originalTimestamp="2024-03-01T10:00:00Z",
+            sentAt="2024-03-01T10:00:05Z",
+            receivedAt="2024-03-01T09:59:00Z",
+        ),
+        # The same instants written with other offsets.
+        skewed_track(
+            originalTimestamp="2024-03-01T11:00:00+01:00",
+            sentAt="2024-03-01T05:00:05-05:00",
+            receivedAt="2024-03-01T09:59:00Z",
+        ),
+        # Without receivedAt or sentAt there is nothing to correct with.
+        skewed_track(
+            originalTimestamp="2024-03-01T10:00:00Z", sentAt="2024-03-01T10:00:05Z"
+        ),
+        skewed_track(
+            originalTimestamp="2024-03-01T10:00:00Z", receivedAt="2024-03-01T09:59:00Z"
+        ),
+    ]
+
+    by_line = skew_rows(tmp_path, calls)
+
+    # 09:59:00 - (10:00:05 - 10:00:00) = 09:58:55
+    assert by_line[1]["timestamp"] == datetime(2024, 3, 1, 9, 58, 55)
+    assert by_line[2]["timestamp"] == datetime(2024, 3, 1, 9, 58, 55)
+    assert by_line[3]["timestamp"] == datetime(2024, 3, 1, 10)
+    assert by_line[4]["timestamp"] == datetime(2024, 3, 1, 10)
+    assert all(row["_problem"] is None for row in by_line.values())
+
+
+def test_segment_skew_across_summer_time_change(tmp_path):
+    # Paris moves from 02:00 CET to 03:00 CEST on 2024-03-31. The client's naive
+    # times 01:59:00 (00:59Z) and 03:01:00 (01:01Z) are 2 minutes apart, not 62.
+    call = skewed_track(
+        originalTimestamp="2024-03-31T01:59:00",
+        sentAt="2024-03-31T03:01:00",
+        receivedAt="2024-03-31T01:01:30Z",
+    )
+
+    by_line = skew_rows(tmp_path, [call], timezone="Europe/Paris")
+
+    # 01:01:30Z - 2 min = 00:59:30Z, which is 01:59:30 in Paris.
+    assert by_line[1]["timestamp"] == datetime(2024, 3, 31, 1, 59, 30)
+
+
+def test_segment_timestamp_wins_over_skew_correction(tmp_path):
+    call = skewed_track(
+        timestamp="2024-03-01T08:00:00Z",
+        originalTimestamp="2024-03-01T10:00:00Z",
+        sentAt="2024-03-01T10:00:05Z",
+        receivedAt="2024-03-01T09:59:00Z",
+    )
+
+    by_line = skew_rows(tmp_path, [call])
+
+    assert by_line[1]["timestamp"] == datetime(2024, 3, 1, 8)
+    assert by_line[1]["_problem"] is None
+
+
+def test_segment_corrected_time_dates_memberships(tmp_path):
+    calls = [
+        {
+            "type": "group",
+            "userId": "u9",
+            "groupId": "globex",
+            "timestamp": "2024-03-01T09:00:00Z",
+        },
+        # Sent from a clock 2 hours fast: the call happened at 10:00, not 12:00.
+        {
+            "type": "group",
+            "userId": "u9",
+            "groupId": "initech",
+            "originalTimestamp": "2024-03-01T12:00:00Z",
+            "sentAt": "2024-03-01T12:00:10Z",
+            "receivedAt": "2024-03-01T10:00:10Z",
+        },
+        {
+            "type": "track",
+            "userId": "u9",
+            "event": "E",
+            "timestamp": "2024-03-01T11:00:00Z",
+        },
+    ]
+
+    by_line = skew_rows(tmp_path, calls)
+
+    assert by_line[3]["account_id"] == "initech"
+
+
+def test_segment_unreadable_sent_at_reported(tmp_path):
+    calls = [
+        skewed_track(
+            originalTimestamp="2024-03-01T10:00:00Z",
+            sentAt="yesterday",
+            receivedAt="2024-03-01T09:59:00Z",
+        ),
+        skewed_track(
+            originalTimestamp="2024-03-01T10:00:00Z",
+            sentAt="2024-03-01T10:00:05Z",
+            receivedAt="later",
+        ),
+        # A call with timestamp never reads sentAt.
+        skewed_track(timestamp="2024-03-01T08:00:00Z", sentAt="yesterday"),
+    ]
+    project = segment_project(tmp_path)
+    (tmp_path / "exports" / "skew.jsonl").write_text(
+        "".join(json.dumps(call) + "\n" for call in calls)
+    )
+
+    report = {r.source: r for r in load(project).report(datetime(2024, 4, 1))}["usage"]
+
+    assert report.excluded == {
+        "unmapped_account:account_id": 2,
+        "unparseable_value:sentAt": 1,
+        "unparseable_value:receivedAt": 1,
+    }
+    skew_examples = sorted(
+        str(example).replace(str(tmp_path / "exports") + "/", "")
+        for example in report.examples
+        if example.file.endswith("skew.jsonl")
+    )
+    assert skew_examples == [
+        "skew.jsonl, row 1, column sentAt: value cannot be read as the column's type",
+        "skew.jsonl, row 2, column receivedAt: value cannot be read as the column's "
+        "type",
+    ]
+
+
 # Stripe -----------------------------------------------------------------------------
 
 

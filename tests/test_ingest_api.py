@@ -281,6 +281,130 @@ def test_time_out_of_range_rejected(client, project, state):
     assert stored_rows(project, "usage") == 0
 
 
+def utc_naive_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat() + "Z"
+
+
+def test_track_corrects_client_clock_skew(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    # A client clock years behind: the call was sent 10 minutes after it happened.
+    call = track(
+        "a1",
+        originalTimestamp="2020-01-01T00:00:00Z",
+        sentAt="2020-01-01T00:10:00Z",
+    )
+    before = utc_naive_now()
+
+    response = client.post("/v1/track", json=call, headers=basic(key))
+
+    after = utc_naive_now()
+    assert response.status_code == 200, response.text
+    stamp = event_store(project).read_raw("usage").to_pylist()[0]["timestamp"]
+    # receivedAt - 10 min, with receivedAt cut to whole milliseconds.
+    earliest = before.replace(microsecond=before.microsecond // 1000 * 1000)
+    assert earliest - timedelta(minutes=10) <= stamp
+    assert stamp <= after - timedelta(minutes=10)
+
+
+def test_track_with_unreadable_sent_at_rejected(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    call = track("a1", originalTimestamp="2020-01-01T00:00:00Z", sentAt="soon")
+
+    response = client.post("/v1/track", json=call, headers=basic(key))
+
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.call.sentAt"]
+    assert stored_rows(project, "usage") == 0
+
+
+def test_future_call_rejected_with_batch(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    soon = iso(utc_naive_now() + timedelta(hours=1))
+    calls = [
+        track("a1", timestamp=soon),
+        track("a2", timestamp="2099-01-01T00:00:00Z"),
+        {
+            "type": "group",
+            "userId": "u5",
+            "groupId": "a3",
+            "originalTimestamp": "2099-01-01T00:00:00Z",
+        },
+        # A client clock set to 2099 that sends sentAt is corrected, not rejected.
+        track(
+            "a3",
+            originalTimestamp="2099-01-01T00:00:00Z",
+            sentAt="2099-01-01T00:00:05Z",
+        ),
+        {"type": "page", "userId": "u5", "timestamp": "2099-01-01T00:00:00Z"},
+    ]
+
+    response = client.post("/v1/batch", json={"batch": calls}, headers=basic(key))
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    locations = [d["location"] for d in error["details"]]
+    assert locations == ["body.batch[1].timestamp", "body.batch[2].originalTimestamp"]
+    message = error["details"][0]["message"]
+    assert message.startswith("dates the call at 2099-01-01T00:00:00+00:00")
+    assert "more than 86400 s after the service received it" in message
+    assert "service.future_tolerance_seconds" in message
+    assert error["message"].startswith("2 of 5 records are invalid")
+    # As for any invalid call, the valid calls of the batch are not stored.
+    assert stored_rows(project, "usage") == 0
+    assert event_store(project).read_memberships("usage") is None
+
+    accepted = [calls[0], calls[3], calls[4]]
+    response = client.post("/v1/batch", json={"batch": accepted}, headers=basic(key))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 2
+
+
+def future_client(
+    tmp_path: Path, tolerance: float | None
+) -> tuple[Project, StateStore, TestClient]:
+    config = ingest_config()
+    config["service"] = {"future_tolerance_seconds": tolerance}
+    project = write_project(tmp_path / "q", config, {"accounts.csv": ACCOUNTS})
+    store = StateStore.open(project.config.store.state, project.root)
+    return project, store, TestClient(create_app(project, state=store, rescore=False))
+
+
+@pytest.mark.parametrize("tolerance", [None, 0])
+def test_future_check_turned_off(tmp_path, tolerance):
+    project, store, test_client = future_client(tmp_path, tolerance)
+    key = create_write_key(store, project, "usage").key
+    call = track("a1", timestamp="2099-01-01T00:00:00Z")
+
+    with test_client:
+        response = test_client.post("/v1/track", json=call, headers=basic(key))
+    store.close()
+
+    assert response.status_code == 200, response.text
+    rows = event_store(project).read_raw("usage").to_pylist()
+    assert rows[0]["timestamp"] == datetime(2099, 1, 1)
+
+
+def test_future_tolerance_setting(tmp_path):
+    project, store, test_client = future_client(tmp_path, 60)
+    key = create_write_key(store, project, "usage").key
+    late = track("a1", timestamp=iso(utc_naive_now() + timedelta(minutes=10)))
+
+    with test_client:
+        response = test_client.post("/v1/track", json=late, headers=basic(key))
+    store.close()
+
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.call.timestamp"]
+    assert "more than 60 s after" in details[0]["message"]
+
+
 def test_track_route_rejects_other_type(client, project, state):
     key = create_write_key(state, project, "usage").key
     call = {"type": "group", "userId": "u1", "groupId": "a1"}

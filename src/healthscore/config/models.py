@@ -1064,7 +1064,8 @@ class ProjectConfig(StrictModel):
     )
     service: ServiceSettings = Field(
         default_factory=ServiceSettings,
-        description="Web service: address, request size limit and cross-origin access.",
+        description="Web service: address, request limits, cross-origin access "
+        "and the dates of ingested calls.",
     )
 
     @field_validator("timezone")

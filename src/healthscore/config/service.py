@@ -8,6 +8,8 @@ from healthscore.config.models import StrictModel
 
 #: Default maximum size of a request body: 1 MiB.
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+#: Default tolerance for ingested calls dated after their arrival: one day.
+DEFAULT_FUTURE_TOLERANCE_SECONDS = 24 * 60 * 60.0
 
 
 class ServiceSettings(StrictModel):
@@ -33,6 +35,14 @@ class ServiceSettings(StrictModel):
         ge=1,
         description="Largest accepted request body, in bytes; a larger one gets "
         "status 413.",
+    )
+    future_tolerance_seconds: float | None = Field(
+        default=DEFAULT_FUTURE_TOLERANCE_SECONDS,
+        ge=0,
+        description="How long after the service received it an ingested Segment "
+        "call may be dated, in seconds. A call dated later gets status 422. 0 or "
+        "null turns the check off. Segment files, read as a source or by "
+        "`healthscore ingest`, are not checked.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

@@ -13,6 +13,15 @@ The membership that applies is the latest one stamped at or before the event; an
 event older than all of the user's memberships takes the earliest one, because
 products usually send the group call just after the first events of a new user.
 
+The time of a call is `timestamp` when the caller set it. Otherwise it is
+`originalTimestamp` corrected for the skew of the client's clock, as Segment computes
+`timestamp` (Segment Spec, Common Fields, "Timestamps",
+https://segment.com/docs/connections/spec/common/#timestamps): `originalTimestamp`
+and `sentAt` come from the client's clock and `receivedAt` from the server's, so
+the time is `receivedAt - (sentAt - originalTimestamp)`. Without `sentAt` or
+`receivedAt` it is `originalTimestamp` as sent, and without both
+`originalTimestamp` and `timestamp` it is `receivedAt`.
+
 A read inside `use_scope(scope)` also takes the memberships stored by earlier reads
 (`MembershipScope.stored`), which count as declared before every call of the files,
 and records in the scope the memberships that the files declare and the messageId
@@ -29,8 +38,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -77,12 +87,95 @@ class Call:
 
     @property
     def time(self) -> Any:
-        # `timestamp` is when the event happened, corrected for client clock skew.
+        """Time field of the call as sent, before any clock skew correction."""
         return first_present(
             self.payload.get("timestamp"),
             self.payload.get("originalTimestamp"),
             self.payload.get("receivedAt"),
         )
+
+
+class UnreadableTime(InvalidValue):
+    """A time field of a call that cannot be read as a time."""
+
+    def __init__(self, field: str, value: Any) -> None:
+        super().__init__(f"{field} {value!r} cannot be read as a time")
+        self.field = field
+        self.value = value
+
+
+@dataclass(frozen=True)
+class CallTime:
+    """When a call happened, and the field of the call that dates it."""
+
+    moment: datetime | None
+    """Time in UTC, or None when the call has no time field."""
+    field: str
+    """`timestamp`, `originalTimestamp` (corrected or not) or `receivedAt`."""
+
+
+def call_time(
+    payload: dict[str, Any], zone: ZoneInfo, timestamp_format: str | None = None
+) -> CallTime:
+    """Read when a call happened, correcting client clock skew as Segment does.
+
+    Times without an offset are wall-clock times in `zone`. Raises UnreadableTime
+    naming the field that cannot be read.
+    """
+    explicit = payload.get("timestamp")
+    if not is_blank(explicit):
+        return CallTime(
+            _instant(explicit, "timestamp", zone, timestamp_format), "timestamp"
+        )
+    original = payload.get("originalTimestamp")
+    received = payload.get("receivedAt")
+    if is_blank(original):
+        if is_blank(received):
+            return CallTime(None, "timestamp")
+        return CallTime(
+            _instant(received, "receivedAt", zone, timestamp_format), "receivedAt"
+        )
+    moment = _instant(original, "originalTimestamp", zone, timestamp_format)
+    sent = payload.get("sentAt")
+    if is_blank(sent) or is_blank(received):
+        return CallTime(moment, "originalTimestamp")
+    skew = _instant(sent, "sentAt", zone, timestamp_format) - moment
+    arrival = _instant(received, "receivedAt", zone, timestamp_format)
+    try:
+        return CallTime(arrival - skew, "originalTimestamp")
+    except OverflowError:
+        # The corrected time is outside the range of datetime, which takes
+        # sentAt and originalTimestamp thousands of years apart.
+        raise UnreadableTime("timestamp", original) from None
+
+
+def _skew_corrected(payload: dict[str, Any]) -> bool:
+    """Tell whether the time of a call is `originalTimestamp` corrected for skew."""
+    return is_blank(payload.get("timestamp")) and not any(
+        is_blank(payload.get(name))
+        for name in ("originalTimestamp", "sentAt", "receivedAt")
+    )
+
+
+def _instant(
+    value: Any, field: str, zone: ZoneInfo, timestamp_format: str | None
+) -> datetime:
+    """Read a time field as an aware datetime in UTC; raises UnreadableTime."""
+    try:
+        if isinstance(value, str) and timestamp_format is None:
+            # Keep the offset sent, so that differences do not depend on `zone`.
+            parsed = datetime.fromisoformat(value.strip())
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(float(value), UTC)
+        # NOTE: a wall-clock time in the repeated hour of a change from summer time
+        # is read as its first occurrence.
+        moment = to_timestamp(value, zone, timestamp_format).replace(tzinfo=zone)
+        # In UTC, so that subtraction counts the hours of a change of offset.
+        return moment.astimezone(UTC)
+    except (InvalidValue, OverflowError, OSError, ValueError):
+        raise UnreadableTime(field, value) from None
 
 
 @dataclass(frozen=True)
@@ -173,7 +266,6 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
             scope.message_ids[(call.file, call.line)] = message_id
         values = {
             "account_id": account,
-            "timestamp": call.time,
             "user": call.user_id or call.anonymous_id,
             "event_type": call.payload.get("event"),
             "value": first_present(
@@ -189,6 +281,8 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
                 )
             )
         problem = None if account else "unmapped_account:account_id"
+        values["timestamp"], time_problem = _timestamp_value(context, call)
+        problem = problem or time_problem
         if _is_structured(explicit):
             # An object, list or boolean is not an id; str() would make one up.
             values["account_id"] = None
@@ -339,11 +433,33 @@ def _membership_key(entry: Membership) -> tuple[bool, datetime, int]:
     return (entry.time is not None, entry.time or datetime.min, entry.order)
 
 
+def _timestamp_value(context: ImportContext, call: Call) -> tuple[Any, str | None]:
+    """Return the value of a call's timestamp column and a `reason:field` problem.
+
+    A time that needs no correction is returned as sent, and the record table reads
+    it with the source's settings. An unreadable originalTimestamp is returned as
+    sent too, so the table reports it as the timestamp column, as it does for a
+    call without sentAt. An unreadable sentAt or receivedAt is reported by name.
+    """
+    if not _skew_corrected(call.payload):
+        return call.time, None
+    try:
+        corrected = call_time(
+            call.payload, context.zone, context.source.timestamp_format
+        )
+    except UnreadableTime as exc:
+        if exc.field == "originalTimestamp":
+            return call.payload.get("originalTimestamp"), None
+        return None, f"unparseable_value:{exc.field}"
+    return corrected.moment, None
+
+
 def _time_or_none(context: ImportContext, call: Call) -> datetime | None:
-    if is_blank(call.time):
+    value, problem = _timestamp_value(context, call)
+    if problem is not None or is_blank(value):
         return None
     try:
-        return to_timestamp(call.time, context.zone)
+        return to_timestamp(value, context.zone)
     except InvalidValue:
         return None
 

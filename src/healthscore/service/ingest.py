@@ -9,16 +9,17 @@
   project's own column names, with a bearer token of role admin or analyst or a
   write key of that source.
 
-Every call or row of a request is checked first. When one is invalid, the response
-is 422 with one detail per invalid call (its index and field) and nothing of the
-request is stored. Otherwise the memberships that identify and group calls declare
-are stored, and then the rows are appended to the event store, whose files are
-fsynced, before the response is sent. Track calls without an account of their own
-are mapped by the memberships of the request and by those stored before, so an
-identify or group call maps the track calls of later requests too. A track call
-whose messageId was stored before on the same days, or repeats one of its request,
-is left out, so a client's retry stores nothing twice. Requests that arrive while
-an append runs share the next append (group commit). With the rescore worker
+Every call or row of a request is checked first. A Segment call dated more than
+`service.future_tolerance_seconds` after it arrived is invalid. When one is invalid,
+the response is 422 with one detail per invalid call (its index and field) and
+nothing of the request is stored. Otherwise the memberships that identify and group
+calls declare are stored, and then the rows are appended to the event store, whose
+files are fsynced, before the response is sent. Track calls without an account of
+their own are mapped by the memberships of the request and by those stored before,
+so an identify or group call maps the track calls of later requests too. A track
+call whose messageId was stored before on the same days, or repeats one of its
+request, is left out, so a client's retry stores nothing twice. Requests that arrive
+while an append runs share the next append (group commit). With the rescore worker
 running, the daily rollups are computed by the worker, not by the request. The
 accounts of the appended rows are then handed to the rescore worker.
 """
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,7 +50,7 @@ from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.config.retention import numeric_columns
 from healthscore.engine import connect
 from healthscore.importers.records import dig
-from healthscore.importers.segment import MembershipScope
+from healthscore.importers.segment import MembershipScope, UnreadableTime, call_time
 from healthscore.service.context import ServiceContext, get_context
 from healthscore.service.errors import ERROR_RESPONSES, ApiError
 from healthscore.service.middleware import TOKEN_ID_KEY
@@ -71,6 +73,9 @@ logger = logging.getLogger(__name__)
 #: Call types that the `/v1/batch` route accepts. Page, screen and alias calls are
 #: accepted and skipped, as the Segment importer skips them in files.
 CALL_TYPES = ("track", "identify", "group", "page", "screen", "alias")
+#: Call types whose time the importer reads: track calls are events, and identify
+#: and group calls date memberships.
+DATED_CALL_TYPES = ("track", "identify", "group")
 #: Fields of each call type that name an account, checked to be a string or a
 #: number. The importer checks those of track calls and reports them per row.
 ACCOUNT_FIELDS = {
@@ -299,7 +304,9 @@ def _ingest_calls(
             f"sources.{source}.format to segment, or post rows to /api/events",
         )
     location = "batch" if route_type is None else "call"
-    received = datetime.now(UTC).isoformat(timespec="milliseconds")
+    now = datetime.now(UTC)
+    # Whole milliseconds, as written in receivedAt.
+    received = now.replace(microsecond=now.microsecond // 1000 * 1000)
     problems: list[Problem] = []
     prepared: list[dict[str, Any]] = []
     # Index in `calls` of each prepared call: the calls that passed the checks
@@ -307,13 +314,17 @@ def _ingest_calls(
     positions: list[int] = []
     for index, call in enumerate(calls):
         found = _check_call(index, call, route_type)
-        problems += found
         if not found:
             # Segment's API stamps each call with the time it was received. The
-            # importer uses that time only when the call has no timestamp.
-            prepared.append({**call, "type": call.get("type") or route_type})
-            prepared[-1]["receivedAt"] = received
-            positions.append(index)
+            # importer uses that time when the call has no timestamp, and with
+            # sentAt to correct the skew of the client's clock.
+            ready = {**call, "type": call.get("type") or route_type}
+            ready["receivedAt"] = received.isoformat(timespec="milliseconds")
+            found = _check_future(index, ready, received, context.project, settings)
+            if not found:
+                prepared.append(ready)
+                positions.append(index)
+        problems += found
     if not prepared:
         _raise_problems(problems, location, len(calls))
         return IngestResponse(success=True, stored=0)
@@ -361,6 +372,43 @@ def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
                 Problem(index, field, "must be a string or a number (an account id)")
             )
     return problems
+
+
+def _check_future(
+    index: int,
+    call: dict[str, Any],
+    received: datetime,
+    project: Project,
+    settings: SourceConfig,
+) -> list[Problem]:
+    """Reject a call dated too long after `received`, the time it arrived.
+
+    The limit is `service.future_tolerance_seconds`. Only track, identify and group
+    calls are checked, because the importer skips the other types. A time that
+    cannot be read is left to the importer, which reports it in a track call.
+    """
+    tolerance = project.config.service.future_tolerance_seconds
+    if not tolerance or call.get("type") not in DATED_CALL_TYPES:
+        return []
+    zone = ZoneInfo(project.config.timezone)
+    try:
+        dated = call_time(call, zone, settings.timestamp_format)
+    except UnreadableTime:
+        return []
+    if dated.moment is None:
+        return []
+    if (dated.moment - received).total_seconds() <= tolerance:
+        return []
+    return [
+        Problem(
+            index,
+            dated.field,
+            f"dates the call at {dated.moment.isoformat()}, more than "
+            f"{tolerance:g} s after the service received it at "
+            f"{received.isoformat()} (service.future_tolerance_seconds); send the "
+            "time the event happened, or correct the clock of the client",
+        )
+    ]
 
 
 def _present(value: Any) -> bool:
