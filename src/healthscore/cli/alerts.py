@@ -148,7 +148,8 @@ def resend(
 ) -> None:
     """Queue an alert's sent and dead deliveries again, releasing a held alert.
 
-    The deliveries keep their idempotency keys. Run `alerts deliver` to send them.
+    The deliveries keep their idempotency keys. A running service sends them, or run
+    `alerts deliver`.
     """
     project = open_project(project_dir)
     with _state_store(project) as store, _known_alert():

@@ -246,12 +246,20 @@ ChannelConfig = Annotated[
 
 
 class DeliverySettings(StrictModel):
-    """Retries of failed deliveries.
+    """Retries of failed deliveries, and how often the web service sends them.
 
     The n-th failed attempt schedules the next one after
     `min(max_backoff, backoff_base * 2**(n - 1))` seconds, scaled by a random factor
     from `1 - jitter` to `1 + jitter`.
     """
+
+    service_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds between the rounds in which `healthscore serve` sends "
+        "the deliveries that are due; 0 turns sending in the service off, so that "
+        "only `healthscore alerts deliver` sends them.",
+    )
 
     max_attempts: int = Field(
         default=8, ge=1, description="Attempts before a delivery is dead."
@@ -306,7 +314,8 @@ class AlertSettings(StrictModel):
         description="Delivery channels by name; by default one console channel.",
     )
     delivery: DeliverySettings = Field(
-        default_factory=DeliverySettings, description="Retries."
+        default_factory=DeliverySettings,
+        description="Retries, and how often the web service sends alerts.",
     )
     guard: GuardSettings = Field(
         default_factory=GuardSettings, description="Data-problem guard."

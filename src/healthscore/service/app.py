@@ -4,6 +4,8 @@ API routes live under `/api/v1`; `/health` and the OpenAPI docs (`/docs`,
 `/openapi.json`) need no token. The dashboard's pages
 (`healthscore.service.dashboard`) are mounted beside the API routers, and so
 are the ingest routes (`healthscore.service.ingest`), which take write keys.
+While the app runs, background threads rescore ingested events and send the alert
+deliveries that are due.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from healthscore.service.auth import authenticate
 from healthscore.service.context import ServiceContext
 from healthscore.service.dashboard.routes import install_dashboard
 from healthscore.service.data import ProjectData
+from healthscore.service.delivery import AlertDeliveryDuty
 from healthscore.service.errors import (
     ERROR_RESPONSES,
     ApiError,
@@ -63,6 +66,7 @@ def create_app(
     cors_origins: list[str] | None = None,
     secure_cookies: bool = False,
     rescore: bool = True,
+    deliver_alerts: bool = True,
 ) -> FastAPI:
     """Build the service of `project`.
 
@@ -84,6 +88,9 @@ def create_app(
     rescore : bool
         Whether to run the worker that rescores accounts after ingested events,
         when the project has store sources.
+    deliver_alerts : bool
+        Whether to send the alert deliveries that are due every
+        `alerts.delivery.service_interval` seconds while the app runs.
     """
     settings = project.config.service
     owns_state = state is None
@@ -109,9 +116,16 @@ def create_app(
         )
         if rescoring is not None:
             rescoring.start()
+        delivery = AlertDeliveryDuty(project, store) if deliver_alerts else None
+        _app.state.alert_delivery = delivery
         try:
+            if delivery is not None:
+                delivery.start()
             yield
         finally:
+            # The delivery thread uses the store, so it stops before the store closes.
+            if delivery is not None:
+                delivery.stop()
             if rescoring is not None:
                 rescoring.stop()
             if owns_state:
@@ -132,6 +146,7 @@ def create_app(
     )
     app.state.context = context
     app.state.rescore_worker = None
+    app.state.alert_delivery = None
     install_error_handlers(app)
     app.add_api_route(
         "/health", _health_route(context), methods=["GET"], tags=["health"]

@@ -1,0 +1,172 @@
+"""The service's alert delivery: a thread that sends the outbox's due deliveries.
+
+`healthscore alerts deliver` sends them once, and while `healthscore serve` runs,
+`AlertDeliveryDuty` does the same every `alerts.delivery.service_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from healthscore.config import Project
+from healthscore.monitoring.channels import build_channels
+from healthscore.monitoring.outbox import (
+    LEASE_SECONDS,
+    Channel,
+    Delivery,
+    DeliveryReport,
+    deliver_pending,
+)
+from healthscore.store.state import StateStore
+
+__all__ = ["AlertDeliveryDuty", "DeliveryStoppedError"]
+
+# The service's own log name, whose level `service_log_levels` sets.
+logger = logging.getLogger("healthscore.service")
+
+
+class DeliveryStoppedError(Exception):
+    """The service began to stop while a delivery round still had deliveries to send.
+
+    Raised by a channel instead of sending, so that `deliver_pending` stops without
+    recording an attempt. The delivery keeps its claim and is sent after the claim
+    expires (`LEASE_SECONDS`), by this service's next start or by another process.
+    """
+
+    def __init__(self, delivery: Delivery) -> None:
+        super().__init__(f"delivery {delivery.id} of alert {delivery.alert_id}")
+        self.delivery = delivery
+
+
+class _StoppableChannel:
+    """A channel that sends nothing once `stopping` is set."""
+
+    def __init__(self, channel: Channel, stopping: threading.Event) -> None:
+        self.channel = channel
+        self.stopping = stopping
+
+    def send(self, delivery: Delivery) -> None:
+        if self.stopping.is_set():
+            raise DeliveryStoppedError(delivery)
+        self.channel.send(delivery)
+
+
+class AlertDeliveryDuty:
+    """Send the outbox's due alert deliveries every `service_interval` seconds.
+
+    A thread runs one round, as `healthscore alerts deliver` does, one interval after
+    the start and then one interval after the previous round ended. Each request
+    process of `serve --workers N` runs its own thread. The outbox claims every
+    delivery with a conditional UPDATE before sending it, so only one process sends it.
+
+    `stop` returns at once between rounds. During a round it waits for the send in
+    progress, which the channel's timeout bounds, and the round sends nothing more.
+
+    The thread uses the app's StateStore: its SQLAlchemy engine hands each caller its
+    own pooled connection, as it does for the request threads.
+    """
+
+    def __init__(self, project: Project, state: StateStore) -> None:
+        self.project = project
+        self.state = state
+        self.interval = project.config.alerts.delivery.service_interval
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_error: str | None = None
+        self._failed_rounds = 0
+
+    def start(self) -> None:
+        if self.interval == 0:
+            logger.info(
+                "alert delivery in the service is off (alerts.delivery."
+                "service_interval is 0); send alerts with `healthscore alerts deliver`"
+            )
+            return
+        self._thread = threading.Thread(
+            target=self._run, name="healthscore-alert-delivery", daemon=True
+        )
+        self._thread.start()
+        logger.info("alert delivery started: every %g s", self.interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is None:
+            return
+        self._thread.join()
+        self._thread = None
+        logger.info("alert delivery stopped")
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            self.deliver_once()
+
+    def deliver_once(self) -> DeliveryReport | None:
+        """Send the deliveries due now; return None when the round failed or stopped.
+
+        A failure is logged and not raised, so the thread goes on with the next round.
+        """
+        settings = self.project.config.alerts
+        try:
+            channels = {
+                name: _StoppableChannel(channel, self._stopping)
+                for name, channel in build_channels(settings).items()
+            }
+            report = deliver_pending(
+                self.state, channels, datetime.now(UTC), settings.delivery
+            )
+        except DeliveryStoppedError as stopped:
+            logger.info(
+                "alert delivery stopped during a round; %s stays claimed and is sent "
+                "after %d s",
+                stopped,
+                LEASE_SECONDS,
+            )
+            return None
+        except Exception as exc:  # a failed round must not end the thread
+            self._log_failure(exc)
+            return None
+        if self._failed_rounds:
+            logger.info(
+                "alert delivery works again after %d failed round(s)",
+                self._failed_rounds,
+            )
+            self._failed_rounds = 0
+            self._last_error = None
+        _log_report(report)
+        return report
+
+    def _log_failure(self, exc: Exception) -> None:
+        """Log a failed round, each distinct error once until a round succeeds."""
+        self._failed_rounds += 1
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._last_error:
+            logger.error(
+                "alert delivery round failed (%s); trying again every %g s",
+                message,
+                self.interval,
+            )
+            self._last_error = message
+        # Error messages can quote stored data, so the traceback needs -vv.
+        logger.debug("alert delivery round failed", exc_info=exc)
+
+
+#: Maximum number of delivery ids that the log line of a delivery round lists.
+_LOGGED_IDS = 20
+
+
+def _log_report(report: DeliveryReport) -> None:
+    if not (report.sent or report.retrying or report.dead):
+        return
+    sent = ", ".join(str(number) for number in report.sent[:_LOGGED_IDS])
+    if len(report.sent) > _LOGGED_IDS:
+        sent += f" and {len(report.sent) - _LOGGED_IDS} more"
+    logger.info(
+        "alert delivery: %d sent%s, %d to retry, %d dead, %d taken by another process",
+        len(report.sent),
+        f" (delivery ids {sent})" if sent else "",
+        len(report.retrying),
+        len(report.dead),
+        len(report.skipped),
+    )
