@@ -327,3 +327,52 @@ def test_worker_skips_rollups_of_unknown_source(project, caplog):
 
     assert "'nosuch'" in caplog.text
     assert not (events_folder(project) / "nosuch").exists()
+
+
+# Imported by every interpreter whose PYTHONPATH has its folder. Only the request
+# processes, which Uvicorn spawns with --multiprocessing-fork, wait before starting.
+SLOW_START = """
+import sys, time
+if "--multiprocessing-fork" in sys.argv:
+    time.sleep({seconds})
+"""
+
+
+def test_slow_request_processes_are_not_killed(project, tmp_path):
+    # Uvicorn's default health check waits 5 s, so processes that take 8 s to
+    # import were killed and restarted without end.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_START.format(seconds=8))
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    port = _free_port()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "healthscore"),
+                "serve",
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+                "--project",
+                str(project.root),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=environment,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _responds(url), seconds=90), log_path.read_text()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+    text = log_path.read_text()
+    assert "died" not in text, text
+    assert text.count("]: serving project") == 2, text

@@ -142,6 +142,7 @@ def serve(
                 access_log=False,
                 log_config=None,
                 http=JsonErrorProtocol,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             )
         return
     app = create_app(project, secure_cookies=secure_cookies)
@@ -155,6 +156,13 @@ def serve(
             log_config=None,
             http=JsonErrorProtocol,
         )
+
+
+#: Seconds a request process may take to answer Uvicorn's health check. A new
+#: process imports healthscore with pandas, scikit-learn and DuckDB before it can
+#: answer. On a busy 2-CPU machine that took longer than Uvicorn's default of 5 s,
+#: so Uvicorn killed and restarted the processes without end.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 @contextmanager
