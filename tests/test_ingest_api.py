@@ -523,6 +523,38 @@ def test_api_events_invalid_rows(client, project, state):
     assert stored_rows(project, "errors") == 0
 
 
+def test_api_events_future_rows_rejected(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    soon = iso(utc_naive_now() + timedelta(hours=1))
+    events = [
+        {"account_id": "a1", "timestamp": soon},
+        {"account_id": "a2", "timestamp": "2099-01-01T00:00:00"},
+    ]
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.events[1].timestamp"]
+    message = details[0]["message"]
+    assert message.startswith("dates the event at 2099-01-01T00:00:00")
+    assert "service.future_tolerance_seconds" in message
+    assert stored_rows(project, "errors") == 0
+
+    accepted = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events[:1]},
+        headers=bearer(analyst),
+    )
+
+    assert accepted.status_code == 200, accepted.text
+    assert stored_rows(project, "errors") == 1
+
+
 # Rescoring
 
 

@@ -40,9 +40,9 @@ class ServiceSettings(StrictModel):
         default=DEFAULT_FUTURE_TOLERANCE_SECONDS,
         ge=0,
         description="How long after the service received it an ingested Segment "
-        "call may be dated, in seconds. A call dated later gets status 422. 0 or "
-        "null turns the check off. Segment files, read as a source or by "
-        "`healthscore ingest`, are not checked.",
+        "call or `/api/events` row may be dated, in seconds. A request with a call "
+        "or row dated later gets status 422. 0 or null turns the check off. Files, "
+        "read as a source or by `healthscore ingest`, are not checked.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

@@ -9,7 +9,7 @@
   project's own column names, with a bearer token of role admin or analyst or a
   write key of that source.
 
-Every call or row of a request is checked first. A Segment call dated more than
+Every call or row of a request is checked first. A call or row dated more than
 `service.future_tolerance_seconds` after it arrived is invalid. When one is invalid,
 the response is 422 with one detail per invalid call (its index and field) and
 nothing of the request is stored. Otherwise the memberships that identify and group
@@ -32,9 +32,9 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -279,7 +279,14 @@ def post_events(
     rows = [{name: event.get(name) for name in columns} for event in body.events]
     # Unknown columns are reported together with the rows' other problems.
     checked = _read_checked(
-        context.project, source, plain, rows, "events", None, earlier=problems
+        context.project,
+        source,
+        plain,
+        rows,
+        "events",
+        None,
+        earlier=problems,
+        received=datetime.now(UTC),
     )
     stored = _store(context, request, source, settings, checked)
     return IngestResponse(success=True, stored=stored)
@@ -411,6 +418,41 @@ def _check_future(
     ]
 
 
+def _future_rows(
+    con: Any,
+    project: Project,
+    columns: Iterable[str],
+    relation: str,
+    received: datetime | None,
+) -> list[tuple[int, str]]:
+    """Return (row, message) for usable rows dated too long after `received`.
+
+    The rows' timestamps are wall-clock times of the project's time zone, so the
+    limit is turned into one before the comparison.
+    """
+    tolerance = project.config.service.future_tolerance_seconds
+    if received is None or not tolerance or "timestamp" not in columns:
+        return []
+    zone = ZoneInfo(project.config.timezone)
+    latest = (received + timedelta(seconds=tolerance)).astimezone(zone)
+    rows = con.execute(
+        f"SELECT _row, timestamp FROM {relation} WHERE _problem IS NULL "
+        "AND timestamp > ? ORDER BY _row",
+        [latest.replace(tzinfo=None)],
+    ).fetchall()
+    return [
+        (
+            row,
+            f"dates the event at {moment.isoformat()} ({project.config.timezone}), "
+            f"more than {tolerance:g} s after the service received it at "
+            f"{received.astimezone(zone).isoformat()} "
+            "(service.future_tolerance_seconds); send the time the event happened, "
+            "or correct the clock of the client",
+        )
+        for row, moment in rows
+    ]
+
+
 def _present(value: Any) -> bool:
     return value is not None and str(value).strip() != ""
 
@@ -441,6 +483,7 @@ def _read_checked(
     earlier: list[Problem] | None = None,
     positions: list[int] | None = None,
     total: int | None = None,
+    received: datetime | None = None,
 ) -> CheckedRows:
     """Read `records` with the source's settings; 422 listing every invalid one.
 
@@ -449,7 +492,9 @@ def _read_checked(
     `scope`, Segment calls are mapped by its stored memberships too. The 422 also
     lists the `earlier` problems found before reading. `positions` gives the index
     in the request of each record (default its index in `records`), and `total`
-    the request's number of records.
+    the request's number of records. With `received`, the time the request
+    arrived, rows dated more than `service.future_tolerance_seconds` later are
+    invalid too.
     """
     with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
         path = Path(folder) / "records.jsonl"
@@ -471,6 +516,7 @@ def _read_checked(
             f"SELECT _row, _problem FROM {relation} WHERE _problem IS NOT NULL "
             "ORDER BY _row"
         ).fetchall()
+        future = _future_rows(con, project, loaded.columns, relation, received)
         checked = checked_rows(con, loaded, scope)
     problems = [
         _reader_problem(
@@ -478,6 +524,11 @@ def _read_checked(
         )
         for row, problem in found
     ]
+    problems += [
+        Problem(int(row) - 1 if positions is None else positions[int(row) - 1],
+                "timestamp", message)
+        for row, message in future
+    ]  # fmt: skip
     problems = sorted([*(earlier or []), *problems], key=lambda item: item.index)
     _raise_problems(problems, location, len(records) if total is None else total)
     return checked
