@@ -688,6 +688,22 @@ def test_access_log_has_no_personal_data(writer, caplog):
     assert "a3" not in "\n".join(lines)
 
 
+def test_access_log_names_schema_route(writer, caplog):
+    client, _token, _project = writer
+    caplog.set_level(logging.INFO, logger="healthscore.service")
+
+    client.get("/openapi.json")
+    client.get("/no/such/page")
+
+    lines = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "healthscore.service.access"
+    ]
+    assert lines[0].startswith("GET /openapi.json 200")
+    assert lines[1].startswith("GET (no route) 404")
+
+
 # Tokens
 
 

@@ -204,7 +204,13 @@ def _content_encoding(scope: Scope) -> str:
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return str(path) if path else "(no route)"
+    if path:
+        return str(path)
+    if "endpoint" in scope and not scope.get("path_params"):
+        # A plain Starlette route such as /openapi.json sets no `route`. Its path
+        # has no parameters, so it contains no account id.
+        return str(scope.get("path", "(no route)"))
+    return "(no route)"
 
 
 def _log_request(scope: Scope, status: int, started: float) -> None:
