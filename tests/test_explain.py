@@ -332,7 +332,7 @@ def test_top_drivers_rejects_zero() -> None:
 
 
 LONG_NAMES = {
-    "seats": "seats_used_per_licensed_seat",
+    "seats": "seats_used_per_licence_90d",
     "logins": "logins_per_active_user_28d",
     "tickets": "open_tickets_per_user_90d",
 }
@@ -352,9 +352,13 @@ def test_account_table_keeps_long_names_whole_at_80_columns() -> None:
     table = explain_account(measures, score)
     table["measure"] = table["measure"].map(LONG_NAMES)
 
-    lines = rendered(_account_table(table))
+    lines = rendered(_account_table(table, width=80))
 
     assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if line.split()[:1] == ["Measure"])
+    assert header.split() == [
+        "Measure", "Value", "Normalized", "Weight", "Points", "Lost"
+    ]  # fmt: skip
     for name in LONG_NAMES.values():
         assert any(name in line for line in lines), name
     configured = [line.strip() for line in lines if "(of " in line]
@@ -367,8 +371,10 @@ def test_change_table_keeps_long_names_whole_at_80_columns() -> None:
     parts = explain_change(*before, *after)
     parts["measure"] = parts["measure"].map(LONG_NAMES)
 
-    lines = rendered(_change_table(parts))
+    lines = rendered(_change_table(parts, width=80))
 
     assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if line.split()[:1] == ["Measure"])
+    assert header.split() == ["Measure", "Value", "Normalized", "Points", "Change"]
     for name in LONG_NAMES.values():
         assert any(name in line for line in lines), name

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from healthscore import pipeline
@@ -230,37 +233,83 @@ def _print_account(project: Project, scored: AccountScore, table: pd.DataFrame) 
         )
 
 
-#: Longer measure names are folded, so that the number columns fit 80 columns.
+#: Longer measure names are folded, so that the number columns keep their room.
 _MAX_NAME_WIDTH = 30
+#: Width that the Value column keeps at least; longer values wrap.
+_VALUE_WIDTH = 8
 
 
-def _account_table(table: pd.DataFrame) -> Table:
-    view = Table(
-        title="Measures, largest points lost first",
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-    )
-    view.add_column("Measure", min_width=_name_width(table), overflow="fold")
-    view.add_column("Value", max_width=16, overflow="fold", justify="right")
-    for column in ("Normalized", "Weight", "Points", "Lost"):
-        view.add_column(column, justify="right", no_wrap=True)
+def _account_table(table: pd.DataFrame, width: int | None = None) -> Table:
+    rows = []
     for row in table.itertuples():
         if row.kind == OVERRIDE:
-            view.add_row(
+            rows.append((
                 "score override", "-", _points(row.normalized), "-",
                 _signed(row.contribution), _points(row.points_lost),
-            )  # fmt: skip
+            ))  # fmt: skip
             continue
         marker = " (overridden)" if bool(row.overridden) else ""
-        view.add_row(
-            f"{row.measure}{marker}",
-            _value(row.value, row.value_text),
-            _points(row.normalized),
-            _weight(row.weight, row.effective_weight),
-            _points(row.contribution, 2),
-            _points(row.points_lost),
+        rows.append(
+            (
+                f"{row.measure}{marker}",
+                _value(row.value, row.value_text),
+                _points(row.normalized),
+                _weight(row.weight, row.effective_weight),
+                _points(row.contribution, 2),
+                _points(row.points_lost),
+            )
         )
+
+    def build(measure: int, value: int) -> Table:
+        view = Table(
+            title="Measures, largest points lost first",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )
+        view.add_column("Measure", min_width=measure, overflow="fold")
+        view.add_column("Value", max_width=value, overflow="fold", justify="right")
+        for column in ("Normalized", "Weight", "Points", "Lost"):
+            view.add_column(column, justify="right", no_wrap=True)
+        for cells in rows:
+            view.add_row(*cells)
+        return view
+
+    return _fitted(build, [row[0] for row in rows], 16, width)
+
+
+def _fitted(
+    build: Callable[[int, int], Table],
+    names: list[str],
+    value_width: int,
+    width: int | None,
+) -> Table:
+    """Return the widest layout of `build(measure_width, value_width)` that fits.
+
+    Rich folds a name without spaces at any letter once its column is too narrow,
+    and when a table is too wide it narrows the widest column first and may crop
+    the last one. So this renders the Measure column at the longest name's width
+    (16 to 30) and the Value column at `value_width`, then narrower ones, until
+    every column header shows whole within `width`.
+    """
+    if width is None:
+        width = stdout_console().width
+    longest = min(max([16, *(len(name) for name in names)]), _MAX_NAME_WIDTH)
+    view = build(16, _VALUE_WIDTH)
+    for measure in range(longest, 15, -1):
+        for value in range(value_width, _VALUE_WIDTH - 1, -1):
+            view = build(measure, value)
+            if _headers_fit(view, width):
+                return view
     return view
+
+
+def _headers_fit(view: Table, width: int) -> bool:
+    """Tell whether every column header of `view` shows whole at `width`."""
+    console = Console(width=width, file=io.StringIO(), record=True)
+    console.print(view)
+    lines = console.export_text().splitlines()
+    header = next((line for line in lines if line.split()[:1] == ["Measure"]), "")
+    return all(str(column.header) in header for column in view.columns)
 
 
 def _weight(configured: Any, effective: Any) -> str:
@@ -271,17 +320,6 @@ def _weight(configured: Any, effective: Any) -> str:
         return percent(used)
     # Two lines keep the column narrow, which leaves more width for the names.
     return f"{percent(used)}\n(of {percent(planned)})"
-
-
-def _name_width(table: pd.DataFrame) -> int:
-    """Return the Measure column's minimum width: the longest name, at most 30.
-
-    Rich folds a name without spaces at any letter once its column is too narrow.
-    With this minimum the Value column wraps first, and a table still fits 80
-    columns.
-    """
-    names = [len(str(name)) for name in table["measure"].dropna()]
-    return min(max([16, *names]), _MAX_NAME_WIDTH)
 
 
 def _account_json(scored: AccountScore, table: pd.DataFrame) -> dict[str, Any]:
@@ -318,33 +356,42 @@ def _print_change(
     say(f"Change of the score: {change:+.2f}")
 
 
-def _change_table(parts: pd.DataFrame) -> Table:
-    view = Table(
-        title="Change per measure, largest first",
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-    )
-    view.add_column("Measure", min_width=_name_width(parts), overflow="fold")
-    view.add_column("Value", max_width=20, overflow="fold", justify="right")
-    for column in ("Normalized", "Points", "Change"):
-        view.add_column(column, justify="right", no_wrap=True)
+def _change_table(parts: pd.DataFrame, width: int | None = None) -> Table:
+    rows = []
     for row in parts.itertuples():
         if row.kind == OVERRIDE:
-            view.add_row(
+            rows.append((
                 "score override", "-", "-",
                 _arrow(row.contribution_before, row.contribution_after, 2),
                 _signed(row.change),
-            )  # fmt: skip
+            ))  # fmt: skip
             continue
-        view.add_row(
-            str(row.measure),
-            f"{_value(row.value_before, row.value_text_before)} → "
-            f"{_value(row.value_after, row.value_text_after)}",
-            _arrow(row.normalized_before, row.normalized_after),
-            _arrow(row.contribution_before, row.contribution_after, 2),
-            _signed(row.change),
+        rows.append(
+            (
+                str(row.measure),
+                f"{_value(row.value_before, row.value_text_before)} → "
+                f"{_value(row.value_after, row.value_text_after)}",
+                _arrow(row.normalized_before, row.normalized_after),
+                _arrow(row.contribution_before, row.contribution_after, 2),
+                _signed(row.change),
+            )
         )
-    return view
+
+    def build(measure: int, value: int) -> Table:
+        view = Table(
+            title="Change per measure, largest first",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )
+        view.add_column("Measure", min_width=measure, overflow="fold")
+        view.add_column("Value", max_width=value, overflow="fold", justify="right")
+        for column in ("Normalized", "Points", "Change"):
+            view.add_column(column, justify="right", no_wrap=True)
+        for cells in rows:
+            view.add_row(*cells)
+        return view
+
+    return _fitted(build, [row[0] for row in rows], 20, width)
 
 
 def _change_json(
