@@ -420,6 +420,29 @@ def test_validate_spark_project_without_data(tmp_path):
     assert "healthscore.yml is valid: 3 sources" in result.stdout
 
 
+def test_source_table_keeps_names_whole_at_80_columns():
+    sources = [
+        SourceSummary(
+            source=name,
+            kind=kind,
+            files=[],
+            rows_read=1_372_619,
+            rows_used=1_345_750,
+            later=26_869,
+            problems={},
+            examples=[],
+        )
+        for name, kind in [("subscriptions", "subscriptions"), ("events", "events")]
+    ]
+    console = Console(width=80, record=True, file=io.StringIO())
+
+    console.print(source_table(sources, "2026-06-01"))
+
+    rendered = lines(console.export_text())
+    assert max(len(line) for line in rendered) <= 80
+    assert any(line.split()[:1] == ["subscriptions"] for line in rendered)
+
+
 def test_source_table_wraps_reasons_at_80_columns():
     reason = "value cannot be read as the column's type (timestamp)"
     sources = [
@@ -501,11 +524,15 @@ def test_score_band_rows(project):
 def test_score_riskiest_by_arr_within_band(project):
     result = succeeded(run("score", "--project", project, "--as-of", AS_OF))
 
-    rows = [line for line in lines(result.stdout) if re.match(r"\s+a\d ", line)]
-    assert [row.split()[0] for row in rows] == ["a2", "a3", "a1"]
-    assert rows[0].split()[2:5] == ["9,000", "21.2", "██"]
-    assert rows[0].endswith("events_28d (60.0), logins_28d (18.8)")
-    assert rows[2].endswith("events_28d (30.0), logins_28d (12.5)")
+    output = lines(result.stdout)
+    rows = [i for i, line in enumerate(output) if re.match(r"\s+a\d ", line)]
+    assert [output[i].split()[0] for i in rows] == ["a2", "a3", "a1"]
+    assert output[rows[0]].split()[2:5] == ["9,000", "21.2", "██"]
+    # One driver per line, under the account's row.
+    assert output[rows[0]].endswith("events_28d (60.0)")
+    assert output[rows[0] + 1].strip() == "logins_28d (18.8)"
+    assert output[rows[2]].endswith("events_28d (30.0)")
+    assert output[rows[2] + 1].strip() == "logins_28d (12.5)"
 
 
 def test_score_json(project):

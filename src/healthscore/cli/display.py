@@ -117,7 +117,9 @@ def riskiest_table(summary: ScoreSummary) -> Table:
         table.add_column(value, justify="right", no_wrap=True)
     table.add_column("Score", justify="right", no_wrap=True)
     table.add_column("Band", no_wrap=True)
-    table.add_column("Top drivers (points lost)", min_width=24, overflow="fold")
+    # No minimum width: when the columns' minimums exceed the terminal, Rich
+    # narrows the column below its minimum and crops a letter of each folded line.
+    table.add_column("Top drivers (points lost)", overflow="fold")
     for account in summary.riskiest:
         table.add_row(*_risky_row(account, value is not None))
     return table
@@ -130,7 +132,8 @@ def _risky_row(account: RiskyAccount, with_value: bool) -> list[Text | str]:
         cells.append("-" if account.value is None else f"{account.value:,.0f}")
     cells.append(f"{account.score:.1f}")
     cells.append(swatch(account.band_label, account.color))
-    cells.append(", ".join(_driver_text(driver) for driver in account.drivers) or "-")
+    # One driver per line, so that a name and its points stay together.
+    cells.append("\n".join(_driver_text(driver) for driver in account.drivers) or "-")
     return cells
 
 
@@ -172,7 +175,9 @@ def source_table(sources: Sequence[SourceSummary], as_of: str) -> Table:
     )
     # Source names and reasons fold, so a narrow terminal narrows these columns
     # instead of cropping the ends of their lines.
-    table.add_column("Source", overflow="fold")
+    # Source names stay whole up to 20 letters.
+    longest = max((len(source.source) for source in sources), default=6)
+    table.add_column("Source", min_width=min(longest, 20), overflow="fold")
     for column in ("Read", "Used", "Later than as-of", "Excluded"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("Why excluded", min_width=12, overflow="fold")
