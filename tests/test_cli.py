@@ -535,6 +535,18 @@ def test_score_riskiest_by_arr_within_band(project):
     assert output[rows[2] + 1].strip() == "logins_28d (12.5)"
 
 
+def test_score_after_subscriptions_warns(project):
+    result = succeeded(run("score", "--project", project, "--as-of", "2030-01-01"))
+
+    assert lines(result.stdout)[0] == "Scored 0 accounts of tiny as of 2030-01-01."
+    warning = " ".join(result.stderr.split())
+    assert warning.startswith(
+        "warning: no account has an active subscription (source subscriptions) on "
+        "2030-01-01, so none was scored"
+    )
+    assert "set scoring.population: all in healthscore.yml" in warning
+
+
 def test_score_json(project):
     result = succeeded(run("score", "--project", project, "--as-of", AS_OF, "--json"))
 

@@ -32,6 +32,7 @@ from healthscore.cli.display import (
     riskiest_table,
 )
 from healthscore.cli.output import parse_table_path, write_table
+from healthscore.config import Project
 from healthscore.metrics import MetricTable, compute_metrics
 from healthscore.monitoring.guard import GuardDecision
 from healthscore.pipeline import open_engine
@@ -131,6 +132,8 @@ def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
     project = scored.project.config.name
     accounts = counted(summary.accounts, "account")
     say(f"Scored {accounts} of {project} as of {scored.as_of}.")
+    if summary.accounts == 0:
+        note(empty_population_warning(scored.project, scored.as_of))
     console.print(band_table(summary.bands, "Accounts per band"))
     if summary.riskiest:
         console.print(riskiest_table(summary))
@@ -146,6 +149,26 @@ def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
             f"({ignored['target']}) was not applied: {ignored['reason']}"
         )
     print_sources(console, summary.sources, scored.as_of.isoformat())
+
+
+def empty_population_warning(project: Project, as_of: date) -> str:
+    """Explain why no account was scored as of `as_of`, and what to do."""
+    population = project.config.scoring.population
+    subscriptions = project.config.sources_of_kind("subscriptions")
+    if population is None:
+        population = "active" if subscriptions else "all"
+    if population == "active" and subscriptions:
+        return (
+            f"warning: no account has an active subscription (source "
+            f"{subscriptions[0]}) on {as_of.isoformat()}, so none was scored and the "
+            "snapshot is empty; score a date that the subscriptions cover, or set "
+            "scoring.population: all in healthscore.yml to score every account"
+        )
+    return (
+        "warning: the accounts source has no usable account, so none was scored and "
+        "the snapshot is empty; the source table below says why its rows were "
+        "excluded"
+    )
 
 
 def score_json(
