@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner, Result
 
+from healthscore.cli import app
+from healthscore.config import Project
 from healthscore.engine import connect
 from healthscore.sources import SourceError, load_sources
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
@@ -328,3 +331,219 @@ def test_rows_of_duplicated_account_named_as_such(tmp_path):
         (1, "duplicated_account"),
         (3, "unknown_account"),
     ]
+
+
+# Lookup files, and CSV rows whose field count differs from the header's.
+
+OWNERS_CSV = "owner_id,name\nalice,Alice Ng\nbob,Bob Li\n"
+
+
+def lookup_project(tmp_path: Path, owners: str) -> Project:
+    """A project whose accounts replace owner ids with names from owners.csv."""
+    config = minimal_config()
+    config["sources"]["accounts"]["lookups"] = {
+        "owner": {"path": "owners.csv", "key": "owner_id", "value": "name"}
+    }
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events.csv": "account_id,timestamp\na1,2024-03-01 10:00:00\n",
+        "owners.csv": owners,
+    }
+    return write_project(tmp_path, config, files)
+
+
+def run_cli(command: list[str], project: Project) -> Result:
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    args = [*command, "--project", str(project.root), "--as-of", "2024-04-01"]
+    return runner.invoke(app, args, prog_name="healthscore")
+
+
+def score(project: Project) -> Result:
+    return run_cli(["score"], project)
+
+
+def test_lookup_replaces_codes(tmp_path):
+    project = lookup_project(tmp_path, OWNERS_CSV)
+    accounts = load(project).accounts()
+    assert accounts["owner"].to_dict() == {
+        "a1": "Alice Ng",
+        "a2": "Bob Li",
+        "a3": "Bob Li",
+    }
+
+
+def test_lookup_row_with_extra_field_fails(tmp_path):
+    project = lookup_project(tmp_path, OWNERS_CSV + "a1,x,smb\n")
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'accounts': lookup file {tmp_path / 'owners.csv'}, line 4: the row "
+        "has 3 fields but the header has 2 (owner_id, name). Fix the row, or put "
+        "double quotes around a value that contains ','."
+    )
+
+
+def test_lookup_row_with_missing_field_fails(tmp_path):
+    project = lookup_project(tmp_path, "owner_id,name\nalice\nbob,Bob Li\n")
+    with pytest.raises(
+        SourceError, match=r"owners\.csv, line 2: the row has 1 field but"
+    ):
+        load(project)
+
+
+def test_lookup_key_with_two_values_fails(tmp_path):
+    project = lookup_project(tmp_path, OWNERS_CSV + "alice,Alice Other\n")
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'accounts': lookup file {tmp_path / 'owners.csv'}, line 4: key "
+        "'alice' has the value 'Alice Other' but line 2 gives it 'Alice Ng'. Keep "
+        "one row per key."
+    )
+
+
+def test_lookup_key_repeated_with_same_value_kept(tmp_path):
+    project = lookup_project(tmp_path, OWNERS_CSV + "bob,Bob Li\n")
+    sources = load(project)
+    report = sources.report(datetime(2024, 4, 1))[0]
+    assert report.rows_read == 3
+    assert report.rows_used == 3
+    assert report.excluded == {}
+    assert sources.accounts()["owner"].to_dict() == {
+        "a1": "Alice Ng",
+        "a2": "Bob Li",
+        "a3": "Bob Li",
+    }
+
+
+def test_lookup_separated_by_semicolons(tmp_path):
+    project = lookup_project(tmp_path, OWNERS_CSV.replace(",", ";"))
+    assert load(project).accounts()["owner"].to_dict() == {
+        "a1": "Alice Ng",
+        "a2": "Bob Li",
+        "a3": "Bob Li",
+    }
+
+
+def test_lookup_without_key_column_fails(tmp_path):
+    project = lookup_project(tmp_path, "owner,name\nalice,Alice Ng\n")
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'accounts': lookup file {tmp_path / 'owners.csv'} has no column "
+        "'owner_id'; its header has owner, name. Fix "
+        "sources.accounts.lookups.owner.key or the header."
+    )
+
+
+def test_score_stores_nothing_on_bad_lookup(tmp_path):
+    project = lookup_project(tmp_path, OWNERS_CSV + "alice,Alice Other\n")
+    result = score(project)
+    assert result.exit_code == 1
+    assert "line 4: key 'alice' has the value 'Alice Other'" in result.stderr
+    assert not (tmp_path / ".healthscore" / "snapshots").exists()
+
+
+def test_validate_data_reports_bad_lookup(tmp_path):
+    project = lookup_project(tmp_path, OWNERS_CSV + "a1,x,smb\n")
+    result = run_cli(["validate", "--data"], project)
+    assert result.exit_code == 1
+    assert "owners.csv, line 4: the row has 3 fields" in result.stderr
+    assert "is valid" not in result.stdout
+
+
+WIDE_ROW_EVENTS = """account_id,timestamp
+a1,2024-03-01 10:00:00
+a2,2024-03-02 10:00:00,x,y,z
+a1,2024-03-03 10:00:00
+"""
+
+
+def test_csv_row_with_extra_fields_names_line(tmp_path):
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": WIDE_ROW_EVENTS},
+    )
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'events': cannot read {tmp_path / 'events.csv'} as csv: line 3 has "
+        "5 fields but the header has 2. Fix the row, or put double quotes around "
+        "each value that contains ','."
+    )
+
+
+def test_csv_row_with_missing_fields_names_line(tmp_path):
+    accounts = ACCOUNTS_CSV + "a4,Umbrella,smb\n"
+    events = "account_id,timestamp\na1,2024-03-01 10:00:00\n"
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": accounts, "events.csv": events}
+    )
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'accounts': cannot read {tmp_path / 'accounts.csv'} as csv: line 5 "
+        "has 3 fields but the header has 5. Fix the row, or put double quotes around "
+        "each value that contains ','."
+    )
+
+
+def test_csv_bad_row_past_sniffer_sample_names_line(tmp_path):
+    # DuckDB's sniffer reads the first 20,480 rows, so the bad row is found by the
+    # scan itself. The quoted note spans two lines, so row 2 ends on line 3.
+    rows = ['a1,2024-03-01 10:00:00,"first line', 'second line"']
+    rows += ["a1,2024-03-01 10:00:00,plain"] * 30_000
+    rows += ["a2,2024-03-02 10:00:00,a,b,c,d"]
+    events = "account_id,timestamp,note\n" + "\n".join(rows) + "\n"
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.csv.gz"
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv.gz": events}
+    )
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'events': cannot read {tmp_path / 'events.csv.gz'} as csv: line "
+        "30004 has 6 fields but the header has 3. Fix the row, or put double quotes "
+        "around each value that contains ','."
+    )
+
+
+def test_semicolon_file_with_comma_value_gets_hint(tmp_path):
+    # A comma inside a value makes the row split into two fields by ','.
+    events = "account_id;timestamp;note\na1;2024-03-01;done, late\na1;2024-03-02;ok\n"
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'events': cannot read {tmp_path / 'events.csv'} as csv: line 2 has "
+        "2 fields but the header has 1. The header looks separated by ';': set "
+        "sources.events.delimiter."
+    )
+
+
+def test_score_stores_nothing_on_wide_row(tmp_path):
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": WIDE_ROW_EVENTS},
+    )
+    result = score(project)
+    assert result.exit_code == 1
+    assert "events.csv as csv: line 3 has 5 fields but the header has 2" in (
+        result.stderr
+    )
+    assert not (tmp_path / ".healthscore" / "snapshots").exists()
+
+
+def test_semicolon_file_read_with_delimiter_set(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["delimiter"] = ";"
+    events = "account_id;timestamp\na1;2024-03-01\na2;2024-03-02\n"
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    assert len(load(project).rows("events").execute()) == 2

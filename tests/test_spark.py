@@ -545,3 +545,14 @@ def test_row_numbers_span_partitions(spark, tmp_path):
     on_duckdb = Engine.open(project).sources.report(point)[1]
     assert [e.row for e in on_spark.examples] == [1500, 2999]
     assert on_spark.to_dict() == on_duckdb.to_dict()
+
+
+def test_lookup_key_with_two_values_fails(spark, project_with_bad_rows):
+    lookup = project_with_bad_rows.root / "event_types.csv"
+    lookup.write_text(EVENT_TYPES + "1,sign-in\n")
+    with pytest.raises(SourceError) as caught:
+        Engine.open(project_with_bad_rows, spark=spark)
+    assert str(caught.value) == (
+        f"source 'events': lookup file {lookup}, line 4: key '1' has the value "
+        "'sign-in' but line 2 gives it 'login'. Keep one row per key."
+    )

@@ -23,6 +23,7 @@ import duckdb
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
 from healthscore.privacy.pseudonymize import pseudonymize_select
+from healthscore.sources.csv_rows import fields_count, find_field_count_error
 
 _SQL_TYPES = {
     "string": "VARCHAR",
@@ -90,6 +91,7 @@ def read_source(
     """Create the relation `source_<name>` for one source."""
     # Imported here: the importers build on this module.
     from healthscore.importers import is_importer, read_with_importer
+    from healthscore.sources.lookups import lookup_joins
     from healthscore.sources.stored import is_store_source, read_store_source
     from healthscore.sources.tables import read_table_source
 
@@ -111,18 +113,7 @@ def read_source(
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
     except duckdb.Error as exc:
-        hint = ""
-        if isinstance(exc, duckdb.OutOfMemoryException):
-            hint = _MEMORY_HINT
-        elif file_format == "csv":
-            hint = (
-                f"; if its fields are separated by something else than "
-                f"{source.delimiter!r}, set sources.{name}.delimiter"
-            )
-        raise SourceError(
-            f"source {name!r}: cannot read {_describe_files(files)} as {file_format}: "
-            f"{_first_line(exc)}{hint}"
-        ) from None
+        raise _scan_error(name, source, files, file_format, exc) from None
     # filename and file_row_number are added by the scan, not columns of the file.
     file_types = {
         row[0]: row[1]
@@ -142,7 +133,7 @@ def read_source(
     row = "file_row_number + 1" if file_format == "parquet" else "row_number() OVER ()"
     query = (
         f"SELECT {select}, filename AS _file, {row} AS _row "
-        f"FROM {scan} AS raw {_lookup_joins(project, source)}"
+        f"FROM {scan} AS raw {lookup_joins(con, project, name, source)}"
     )
     # Person columns are hashed here, before any metric or stored output reads them.
     query = pseudonymize_select(con, project, columns, query)
@@ -150,6 +141,9 @@ def read_source(
     try:
         con.execute(sql)
     except duckdb.Error as exc:
+        field_count = _field_count_error(name, source, files, file_format, exc)
+        if field_count is not None:
+            raise field_count from None
         hint = _MEMORY_HINT if isinstance(exc, duckdb.OutOfMemoryException) else ""
         raise SourceError(
             f"source {name!r}: reading {_describe_files(files)} failed: "
@@ -169,6 +163,61 @@ def _scan_sql(file_format: str, files: list[str], source: SourceConfig) -> str:
     if file_format == "parquet":
         return f"read_parquet({names}, filename = true, file_row_number = true)"
     return f"read_json({names}, format = 'newline_delimited', filename = true)"
+
+
+def _scan_error(
+    name: str,
+    source: SourceConfig,
+    files: list[str],
+    file_format: str,
+    exc: duckdb.Error,
+) -> SourceError:
+    """Turn DuckDB's failure to scan a source's files into a SourceError."""
+    field_count = _field_count_error(name, source, files, file_format, exc)
+    if field_count is not None:
+        return field_count
+    hint = ""
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        hint = _MEMORY_HINT
+    elif file_format == "csv":
+        hint = (
+            f"; if its fields are separated by something else than "
+            f"{source.delimiter!r}, set sources.{name}.delimiter"
+        )
+    return SourceError(
+        f"source {name!r}: cannot read {_describe_files(files)} as {file_format}: "
+        f"{_first_line(exc)}{hint}"
+    )
+
+
+def _field_count_error(
+    name: str,
+    source: SourceConfig,
+    files: list[str],
+    file_format: str,
+    exc: duckdb.Error,
+) -> SourceError | None:
+    """Name the CSV row whose field count differs from the header's, if one does.
+
+    DuckDB's own message lacks the line when its sniffer meets such a row, so the
+    files are scanned again here, but only after DuckDB failed.
+    """
+    if file_format != "csv" or not isinstance(exc, duckdb.InvalidInputException):
+        return None
+    found = find_field_count_error(files, source.delimiter)
+    if found is None:
+        return None
+    message = (
+        f"source {name!r}: cannot read {found.file} as csv: line {found.line} has "
+        f"{fields_count(found.found)} but the header has {found.expected}."
+    )
+    hint = _delimiter_hint(name, dict.fromkeys(found.header, "VARCHAR"))
+    if hint:
+        return SourceError(message + hint)
+    return SourceError(
+        f"{message} Fix the row, or put double quotes around each value that "
+        f"contains {source.delimiter!r}."
+    )
 
 
 def _delimiter_hint(name: str, file_types: dict[str, str]) -> str:
@@ -298,21 +347,6 @@ def _range_checks(source: SourceConfig, typed: dict[str, str]) -> list[tuple[str
     if source.kind == "subscriptions" and "end" in typed:
         return [(f"{typed['end']} < {typed['start']}", "end_before_start:end")]
     return []
-
-
-def _lookup_joins(project: Project, source: SourceConfig) -> str:
-    joins = []
-    for column, lookup in source.lookups.items():
-        alias = quote("lookup_" + column)
-        path = literal(str(project.path(lookup.path)))
-        table = (
-            f"(SELECT CAST({quote(lookup.key)} AS VARCHAR) AS key, "
-            f"CAST({quote(lookup.value)} AS VARCHAR) AS value "
-            f"FROM read_csv({path}, all_varchar = true, header = true))"
-        )
-        raw = f"CAST(raw.{quote(source.file_column(column))} AS VARCHAR)"
-        joins.append(f"LEFT JOIN {table} AS {alias} ON {raw} = {alias}.key")
-    return " ".join(joins)
 
 
 def _describe_files(files: list[str]) -> str:

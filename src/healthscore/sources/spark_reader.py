@@ -24,6 +24,7 @@ from sqlglot import exp
 from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.sources import SourceSet, text
+from healthscore.sources.lookups import join_sql, read_lookup
 from healthscore.sources.reader import (
     LoadedSource,
     SourceError,
@@ -263,26 +264,26 @@ def _file_name(uri: Any, files: list[str]) -> Any:
 def _lookup_joins(
     session: SparkSession, project: Project, name: str, source: SourceConfig
 ) -> str:
-    """DuckDB SQL of the lookup joins, over temporary views of the lookup files."""
+    """DuckDB SQL of the lookup joins, over temporary views of the checked pairs.
+
+    The lookup files are read and checked on the driver, as on DuckDB, because
+    Spark's CSV reader would pass a row with the wrong field count.
+    """
     joins = []
     for column, lookup in source.lookups.items():
+        pairs = read_lookup(project, name, column, lookup)
         view = f"lookup_{name}_{column}"
-        path = str(project.path(lookup.path))
         try:
-            lookup_reader = session.read.options(header=True, inferSchema=False)
-            lookup_reader.csv(path).createOrReplaceTempView(view)
+            frame = session.createDataFrame(
+                list(pairs.items()), schema="key string, value string"
+            )
+            frame.createOrReplaceTempView(view)
         except _spark_errors() as exc:
             raise SourceError(
-                f"source {name!r}: cannot read the lookup file {path}: "
-                f"{_first_line(exc)}; check sources.{name}.lookups.{column}.path"
+                f"source {name!r}: cannot load the lookup file "
+                f"{project.path(lookup.path)} into Spark: {_first_line(exc)}"
             ) from None
-        alias = quote("lookup_" + column)
-        table = (
-            f"(SELECT CAST({quote(lookup.key)} AS VARCHAR) AS key, "
-            f"CAST({quote(lookup.value)} AS VARCHAR) AS value FROM {quote(view)})"
-        )
-        raw = f"CAST(raw.{quote(source.file_column(column))} AS VARCHAR)"
-        joins.append(f"LEFT JOIN {table} AS {alias} ON {raw} = {alias}.key")
+        joins.append(join_sql(source, column, quote(view)))
     return " ".join(joins)
 
 

@@ -31,12 +31,12 @@ from healthscore.config import Project
 from healthscore.config.databases import Database, parse_connection, table_parts
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.privacy.pseudonymize import pseudonymize_select
+from healthscore.sources.lookups import lookup_joins
 from healthscore.sources.reader import (
     LoadedSource,
     SourceError,
     _columns_present,
     _first_line,
-    _lookup_joins,
     _standard_select,
     literal,
     quote,
@@ -128,7 +128,7 @@ def _read_duckdb_table(
     materialize = is_view or bool(source.lookups) or source.kind == "accounts"
     query = (
         f"SELECT {select}, {literal(where)} AS _file, {row} AS _row "
-        f"FROM {scanned} AS raw {_lookup_joins(project, source)}"
+        f"FROM {scanned} AS raw {lookup_joins(con, project, name, source)}"
     )
     query = pseudonymize_select(con, project, columns, query)
     kind = "TEMP TABLE" if materialize else "TEMP VIEW"
@@ -356,7 +356,7 @@ def _load_batches(
     select = _standard_select(project, name, source, columns, file_types)
     query = (
         f"SELECT {select}, {literal(where)} AS _file, raw._row AS _row "
-        f"FROM {quote(incoming)} AS raw {_lookup_joins(project, source)}"
+        f"FROM {quote(incoming)} AS raw {lookup_joins(con, project, name, source)}"
     )
     query = pseudonymize_select(con, project, columns, query)
     relation = f"source_{name}"
