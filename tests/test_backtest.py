@@ -274,3 +274,49 @@ def test_method_table_fits_80_columns(capsys, monkeypatch):
     names = [line.split()[0] for line in lines if line.split()]
     for name in methods:
         assert name in names, name
+
+
+WEEKS = [
+    f"2026-0{month}-{day:02d}" for month, day in [(3, 2), (3, 9), (3, 16), (3, 23)]
+]
+
+
+def test_grouped_notes_merge_counts_and_dates():
+    from healthscore.models.backtest import grouped_notes
+
+    notes = [
+        f"{day}: skipped: found 0 churned and {9 * (i + 1)} retained, 10 needed"
+        for i, day in enumerate(WEEKS)
+    ]
+    notes += ["no churn dates, so no lead time", "no churn dates, so no lead time"]
+    assert grouped_notes(notes, WEEKS) == [
+        "2026-03-02 to 2026-03-23 (4 dates): skipped: found 0 churned and 9 to 36 "
+        "retained, 10 needed",
+        "no churn dates, so no lead time",
+    ]
+
+
+def test_grouped_notes_keep_decimals_and_gaps():
+    from healthscore.models.backtest import grouped_notes
+
+    notes = [
+        "2026-03-02: model weight 0.35",
+        "2026-03-16: model weight 0.35",
+        "2026-03-09: model weight 0.40",
+        "2026-03-23: horizon ends after 2026-04-20",
+    ]
+    assert grouped_notes(notes, WEEKS) == [
+        "2026-03-02, 2026-03-16 (2 dates): model weight 0.35",
+        "2026-03-09: model weight 0.40",
+        "2026-03-23: horizon ends after 2026-04-20",
+    ]
+
+
+def test_grouped_notes_name_folds():
+    from healthscore.models.backtest import grouped_notes
+
+    folds = [f"fold {number}" for number in range(1, 6)]
+    notes = [f"{fold}: too few rows" for fold in folds[:3]] + ["fold 5: too few rows"]
+    assert grouped_notes(notes, folds) == [
+        "fold 1 to fold 3, fold 5 (4 splits): too few rows"
+    ]

@@ -27,7 +27,9 @@ ACCOUNTS = 240
 MONTHS = pd.date_range("2024-01-01", "2024-08-01", freq="MS")
 
 
-def build_files(seed: int = 0) -> dict[str, str | pd.DataFrame | list[Any]]:
+def build_files(
+    seed: int = 0, churn: tuple[float, float] = (0.4, 0.02)
+) -> dict[str, str | pd.DataFrame | list[Any]]:
     generator = np.random.default_rng(seed)
     activity = generator.uniform(0, 1, ACCOUNTS)
     accounts = ["account_id,segment"] + [
@@ -42,7 +44,7 @@ def build_files(seed: int = 0) -> dict[str, str | pd.DataFrame | list[Any]]:
             count = generator.poisson(30 * activity[i] + 1)
             for stamp in generator.choice(days, size=count):
                 events.append(f"a{i},{pd.Timestamp(stamp).date()}T12:00:00,login")
-            if generator.uniform() < (0.4 if activity[i] < 0.3 else 0.02):
+            if generator.uniform() < (churn[0] if activity[i] < 0.3 else churn[1]):
                 break
     return {
         "accounts.csv": "\n".join(accounts) + "\n",
@@ -99,6 +101,15 @@ def project_dir(tmp_path_factory) -> Path:
     dates = [day.date() for day in MONTHS[1:-1]]
     backfill(project, dates)
     return root
+
+
+def unwrapped(text: str) -> str:
+    """Join the lines of wrapped output back into one line of words."""
+    return " ".join(text.split())
+
+
+def widest(text: str) -> int:
+    return max(len(line) for line in text.splitlines())
 
 
 def invoke(*args: str) -> str:
@@ -201,10 +212,59 @@ def test_backtest_missing_dates_names_backfill(project_dir):
     assert "healthscore backfill --from 2023-01-01" in result.output
 
 
+def test_backtest_names_label_source(project_dir):
+    result = CliRunner().invoke(app, ["backtest", "--project", str(project_dir)])
+    assert result.exit_code == 0, result.output
+    text = unwrapped(result.stdout)
+    assert "Labels come from the subscriptions source 'subscriptions'" in text
+    # 240 accounts on 6 dates; the counts line is on stderr.
+    assert "observations on 6 as-of dates" in unwrapped(result.stderr)
+    assert widest(result.stdout) <= 80
+    assert widest(result.stderr) <= 80
+    data = json.loads(invoke("backtest", "--project", str(project_dir), "--json"))
+    assert data["label_source"] == "subscriptions"
+
+
+@pytest.fixture(scope="module")
+def no_churn_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("no_churn")
+    project = write_project(root, config(), build_files(churn=(0.0, 0.0)))
+    backfill(project, [day.date() for day in MONTHS[1:4]])
+    return root
+
+
+@pytest.mark.parametrize("dates", [[], ["--from", "2024-02-01", "--to", "2024-02-01"]])
+def test_backtest_without_churn_says_so(no_churn_dir, dates):
+    result = CliRunner().invoke(
+        app, ["backtest", "--project", str(no_churn_dir), *dates]
+    )
+    assert result.exit_code == 0, result.output
+    text = unwrapped(result.stdout)
+    assert "No churned observations: none of the" in text
+    assert "Labels come from the subscriptions source 'subscriptions'" in text
+    assert "healthscore backfill" in text
+    assert "healthscore outcomes import" in text
+    assert "churn rate" not in text
+    assert "Churn per band" not in text
+    assert widest(result.stdout) <= 80
+
+
+def test_backtest_without_churn_json(no_churn_dir):
+    data = json.loads(invoke("backtest", "--project", str(no_churn_dir), "--json"))
+    assert data["churned"] == 0
+    assert data["retained"] > 0
+    assert data["methods"] == []
+    assert data["label_source"] == "subscriptions"
+    assert "No churned observations" in data["note"]
+
+
 def test_learn_writes_proposal_and_shadow_scores(project_dir):
     invoke("learn", "--project", str(project_dir))
     proposal = project_dir / "healthscore.proposed.yml"
     assert "scorecards:" in proposal.read_text()
+    # 2024-07-01 is censored: its 1mo horizon ends after observed_until 2024-07-01.
+    header = unwrapped(proposal.read_text().split("scorecards:")[0])
+    assert "as-of dates 2024-02-01 to 2024-06-01." in header
     # Score the proposal beside the live scorecards.
     from healthscore.config import load_project
 
@@ -395,9 +455,37 @@ def test_compare_with_few_churned_says_so(tmp_path):
         "compare", "--project", str(root), "--methods", "weighted,learned,ml", "--json"
     )
     rows = {row["method"]: row for row in json.loads(output)}
+    assert set(rows["ml"]) == {
+        "method",
+        "roc_auc",
+        "lift_top_decile",
+        "ece",
+        "lead_time_days",
+        "fit_seconds",
+        "explainable",
+        "note",
+    }
     assert rows["weighted"]["roc_auc"] is not None
     assert rows["weighted"]["ece"] is None
     assert "no churn probability" in rows["weighted"]["note"]
     assert "keeps its configured weights" in rows["learned"]["note"]
     assert rows["ml"]["roc_auc"] is None
     assert "too few" in rows["ml"]["note"]
+    # The ml note is the same reason on every test date, so it is written once.
+    assert rows["ml"]["note"].count("too few labelled rows") == 1
+
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(root), "--methods", "weighted,learned,ml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert widest(result.stdout) <= 80
+    assert widest(result.stderr) <= 80
+    ml_row = next(
+        line.split() for line in result.stdout.splitlines() if line.startswith(" ml ")
+    )
+    # Skipped on every split: no fit time and no explanation to claim.
+    assert ml_row[-2:] == ["-", "-"]
+    notes = unwrapped(result.stderr)
+    assert notes.count("ml: ") == notes.count("ml: 2026-") + 1
+    assert "ml: 2026-" in notes
+    assert "too few labelled rows" in notes

@@ -92,6 +92,18 @@ def test_horizon_longer_than_history_is_empty() -> None:
     assert "no snapshots far enough apart for 90d" in table["method"].iloc[0]
 
 
+def test_horizon_with_few_examples_names_them() -> None:
+    # 3 accounts on 6 weekly dates: 5 pairs a week apart, 15 examples for 7d, and
+    # one pair 35 days apart, 3 examples for 35d. Both are below the 30 needed.
+    history, _ = mean_reverting_history(3, 6)
+    table = forecast_scores(history, horizons=(7, 35, 90))
+    method = table["method"].iloc[0]
+    assert table["score_7d"].isna().all()
+    assert "too few examples for 7d (15), 35d (3)" in method
+    assert "no snapshots far enough apart for 90d" in method
+    assert "far enough apart for 7d" not in method
+
+
 def test_at_risk_threshold() -> None:
     assert (
         at_risk_threshold(
@@ -209,12 +221,40 @@ def test_forecast_unknown_account(project: Project) -> None:
     assert "account 'nobody' has no score as of 2024-07-01" in result.output
 
 
+def unwrapped(text: str) -> str:
+    """Join the lines of wrapped output back into one line of words."""
+    return " ".join(text.split())
+
+
 def test_forecast_table_lists_crossings(project: Project) -> None:
     result = invoke(project, "forecast", "--as-of", "2024-06-01")
     assert result.exit_code == 0, result.output
     assert "are expected to cross into at risk within 90 days of 2024-06-01" in (
-        result.stdout
+        unwrapped(result.stdout)
     )
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_forecast_without_history_says_why(project: Project) -> None:
+    # 2024-02-01 is the first stored snapshot, so no earlier date pairs with it.
+    result = invoke(project, "forecast", "--as-of", "2024-02-01")
+    assert result.exit_code == 0, result.output
+    text = unwrapped(result.stdout)
+    assert "No score forecast as of 2024-02-01" in text
+    assert "no snapshots far enough apart for 30d, 60d, 90d" in text
+    assert "healthscore backfill" in text
+    assert "expected to cross" not in text
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_forecast_names_horizons_left_out(project: Project) -> None:
+    # Monthly snapshots from 2024-02-01: on 2024-04-01 pairs reach back 30 and 60
+    # days, but none 90 days.
+    result = invoke(project, "forecast", "--as-of", "2024-04-01")
+    assert result.exit_code == 0, result.output
+    text = unwrapped(result.stdout)
+    assert "within 60 days of 2024-04-01" in text
+    assert "No forecast 90 days ahead: no snapshots far enough apart for 90d." in text
 
 
 def test_forecast_without_snapshots(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from healthscore.cli.common import (
     to_json,
 )
 from healthscore.cli.display import percent
+from healthscore.cli.validation import say_wrapped
 from healthscore.config import Project
 from healthscore.models.dataset import (
     MissingSnapshotsError,
@@ -463,25 +464,47 @@ def _print_renewals(table: pd.DataFrame, day: date, period: str) -> None:
 
 
 def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
+    from healthscore.models.forecast import MIN_EXAMPLES
+
     if table.empty:
         say("No account has a score to forecast.")
         return
-    horizons = [
+    requested = [
         int(column.removeprefix("score_").removesuffix("d"))
         for column in table.columns
         if column.startswith("score_")
     ]
+    horizons = [days for days in requested if table[f"score_{days}d"].notna().any()]
+    missing = [days for days in requested if days not in horizons]
+    # `method` is "learned from history", then "; " and the reasons for the
+    # horizons without a forecast.
+    method = str(table["method"].iloc[0])
+    reason = method.split(";", 1)[1].strip() if ";" in method else ""
+    day = table["as_of"].iloc[0]
+    if not horizons:
+        say_wrapped(
+            f"No score forecast as of {day} for {plural(len(table), 'account')}: "
+            f"{reason}."
+        )
+        say_wrapped(
+            f"A forecast {min(missing)} days ahead learns from accounts scored on two "
+            f"snapshots {min(missing)} days apart and needs {MIN_EXAMPLES} such "
+            "examples. Store more dates with `healthscore backfill --from DATE --to "
+            "DATE --every 7d`, then run `healthscore forecast` again."
+        )
+        return
 
     crossing = table[table["at_risk_date"].notna()].sort_values("at_risk_date")
     shown = table if single else crossing.head(limit)
-    day = table["as_of"].iloc[0]
     if not single:
-        say(
+        say_wrapped(
             f"{plural(len(crossing), 'account')} of {len(table):,} are expected to "
             f"cross into at risk within {max(horizons)} days of {day}."
         )
-        if shown.empty:
-            return
+    if missing:
+        say_wrapped(f"No forecast {_days(missing)} ahead: {reason}.")
+    if shown.empty:
+        return
 
     view = Table(
         title=f"Score forecast as of {day} (80 % interval)",
@@ -502,9 +525,13 @@ def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
         view.add_row(*cells)
     stdout_console().print(view)
 
-    method = str(table["method"].iloc[0])
-    if ";" in method:
-        note(f"Note: {method.split(';', 1)[1].strip()}.")
+
+def _days(horizons: list[int]) -> str:
+    """Join horizons as "30 days" or "60 and 90 days"."""
+    numbers = [str(days) for days in horizons]
+    if len(numbers) == 1:
+        return f"{numbers[0]} days"
+    return f"{', '.join(numbers[:-1])} and {numbers[-1]} days"
 
 
 # clusters

@@ -8,6 +8,7 @@ finds them.
 
 from __future__ import annotations
 
+import textwrap
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,6 +25,7 @@ from healthscore.cli.common import (
     note,
     open_project,
     parse_date,
+    plural,
     print_json,
     say,
     stderr_console,
@@ -38,6 +40,11 @@ from healthscore.models.dataset import (
     Observations,
     build_observations,
     snapshot_store_of,
+)
+from healthscore.models.labels import (
+    describe_label_source,
+    label_source,
+    no_label_class_advice,
 )
 
 # The command bodies import the model modules, because they load scikit-learn and
@@ -54,6 +61,27 @@ CALIBRATION_RULE = (
 
 #: File name of the proposed scorecards that `learn` writes beside healthscore.yml.
 PROPOSED_FILE = "healthscore.proposed.yml"
+
+#: Width that sentences of plain output are wrapped to, so they read well in an
+#: 80-column terminal and in logs of piped output.
+LINE_WIDTH = 80
+
+
+def wrap(text: str) -> str:
+    """Wrap `text` to LINE_WIDTH columns without breaking words, dates or options."""
+    return textwrap.fill(
+        text, width=LINE_WIDTH, break_long_words=False, break_on_hyphens=False
+    )
+
+
+def say_wrapped(text: str) -> None:
+    """Print a sentence of results on stdout, wrapped to LINE_WIDTH columns."""
+    say(wrap(text))
+
+
+def note_wrapped(text: str) -> None:
+    """Print a note on stderr, wrapped to LINE_WIDTH columns."""
+    note(wrap(text))
 
 
 def _parse_step(text: str) -> Duration:
@@ -138,21 +166,30 @@ def load_observations(
     end: date | None,
     every: Duration | None,
     backfill: bool,
+    *,
+    note_label_source: bool = True,
 ) -> Observations:
-    """Build the labelled observations of the selected dates."""
+    """Build the labelled observations of the selected dates and note their counts.
+
+    The note names the label source too, unless `note_label_source` is False for a
+    command that prints it with its results.
+    """
     dates = select_dates(project, start, end, every, backfill)
     try:
         observations = build_observations(project, dates)
     except MissingSnapshotsError as exc:
         raise ValueError(str(exc)) from None
     for line in observations.notes:
-        note(line)
+        note_wrapped(line)
     churned, retained = observations.labelled().label_counts
-    note(
-        f"{len(observations.frame)} observations on {len(observations.dates)} "
-        f"as-of dates: {churned} churned, {retained} retained, "
-        f"{len(observations.frame) - churned - retained} without a label"
+    unlabelled = len(observations.frame) - churned - retained
+    note_wrapped(
+        f"{plural(len(observations.frame), 'observation')} on "
+        f"{plural(len(observations.dates), 'as-of date')}: {churned:,} churned, "
+        f"{retained:,} retained, {unlabelled:,} without a label"
     )
+    if note_label_source:
+        note_wrapped(describe_label_source(project))
     return observations
 
 
@@ -181,7 +218,23 @@ def backtest(
     )
 
     project = open_project(project_dir)
-    observations = load_observations(project, start, end, every, backfill)
+    observations = load_observations(
+        project, start, end, every, backfill, note_label_source=json_output
+    )
+    missing_class = _missing_label_class(observations)
+    if missing_class is not None:
+        # With one class only, no measure is defined and a band table would only
+        # show equal churn rates, so nothing is measured.
+        statement = _one_class_statement(project, observations, missing_class)
+        payload = _payload([], "none", observations, project)
+        payload["note"] = " ".join(statement)
+        save_results(project, "backtest", payload)
+        if json_output:
+            print_json(payload)
+            return
+        for line in statement:
+            say_wrapped(line)
+        return
     store = snapshot_store_of(project)
     stored_shadow = read_shadow_scores(store, observations.dates)
     methods: list[Any] = [make_method("weighted")]
@@ -190,16 +243,59 @@ def backtest(
         for shadow in load_shadow_scorecards(project)
     ]
     results, splits = run_methods(project, observations, methods)
-    payload = _payload(results, splits, observations)
+    payload = _payload(results, splits, observations, project)
     save_results(project, "backtest", payload)
     if json_output:
         print_json(payload)
         return
-    say(f"Splits: {splits}.")
-    say(CALIBRATION_RULE)
+    say_wrapped(describe_label_source(project))
+    say_wrapped(f"Splits: {splits}.")
+    say_wrapped(CALIBRATION_RULE)
     _print_measures(results, "Backtest of the scorecards")
     for result in results:
         _print_detail(result)
+
+
+def _missing_label_class(observations: Observations) -> str | None:
+    """Return "churned" or "retained" when no labelled observation is of that class."""
+    churned, retained = observations.labelled().label_counts
+    if churned == 0:
+        return "churned"
+    if retained == 0:
+        return "retained"
+    return None
+
+
+def _one_class_statement(
+    project: Project, observations: Observations, missing: str
+) -> list[str]:
+    """Explain that the labels hold one class only, where they come from, what to do."""
+    churned, retained = observations.labelled().label_counts
+    labelled = churned + retained
+    counted = plural(labelled, "labelled observation")
+    horizon = project.config.outcomes.horizon
+    if labelled == 0:
+        first = (
+            "No labelled observations: no observation has a known churn outcome, "
+            "so there is nothing to backtest."
+        )
+    elif missing == "churned":
+        first = (
+            f"No churned observations: none of the {counted} "
+            f"churned within its {horizon} horizon, so there is nothing to measure "
+            "the scores against and no backtest was run."
+        )
+    else:
+        first = (
+            f"No retained observations: all {counted} "
+            f"churned within their {horizon} horizon, so there is nothing to measure "
+            "the scores against and no backtest was run."
+        )
+    return [
+        first,
+        describe_label_source(project),
+        no_label_class_advice(project, missing),
+    ]
 
 
 @handle_errors
@@ -253,16 +349,16 @@ def compare(
         if extra:
             more, _ = run_methods(project, observations, extra)
             results = results + more
-    payload = _payload(results, comparison.splits, observations)
+    payload = _payload(results, comparison.splits, observations, project)
     save_results(project, "compare", payload)
     if json_output:
         print_json([_compare_row(result) for result in results])
         return
-    say(f"Splits: {comparison.splits}.")
+    say_wrapped(f"Splits: {comparison.splits}.")
     _print_measures(results, "Comparison of scoring methods")
     for result in results:
-        if result.notes:
-            note(f"{result.method}: {'; '.join(result.grouped_notes())}")
+        for line in result.grouped_notes():
+            note_wrapped(f"{result.method}: {line}")
 
 
 @handle_errors
@@ -355,9 +451,9 @@ def learn(
         markup=False,
         highlight=False,
     )
-    say(f"Splits: {splits}.")
+    say_wrapped(f"Splits: {splits}.")
     _print_measures(results, "Backtest: current and learned weights")
-    say(f"Wrote the proposed scorecards to {path}.")
+    say_wrapped(f"Wrote the proposed scorecards to {path}.")
 
 
 @handle_errors
@@ -412,12 +508,17 @@ def drivers(
 
 
 def _payload(
-    results: list[MethodResult], splits: str, observations: Observations
+    results: list[MethodResult],
+    splits: str,
+    observations: Observations,
+    project: Project,
 ) -> dict[str, Any]:
     churned, retained = observations.labelled().label_counts
     return {
         "splits": splits,
         "dates": [day.isoformat() for day in observations.dates],
+        "label_source": label_source(project),
+        "labels": describe_label_source(project),
         "churned": churned,
         "retained": retained,
         "notes": observations.notes,
@@ -461,8 +562,9 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
             _fixed(result.lead_time_days, 1),
             _percent(result.precision_at_risk),
             _percent(result.recall_at_risk),
-            f"{result.fit_seconds:.2f}",
-            "yes" if result.explainable else "no",
+            # A method skipped on every split has no scores to time or explain.
+            f"{result.fit_seconds:.2f}" if result.rows else "-",
+            ("yes" if result.explainable else "no") if result.rows else "-",
         )
         for result in results
     ]
@@ -489,7 +591,7 @@ def _print_detail(result: MethodResult) -> None:
             table.add_column(header, justify="left" if header == "band" else "right")
         for rate in result.bands:
             table.add_row(
-                rate.band, str(rate.rows), str(rate.churned), _percent(rate.rate)
+                rate.band, f"{rate.rows:,}", f"{rate.churned:,}", _percent(rate.rate)
             )
         stdout_console().print(table)
         if result.band_falls is True:
@@ -510,13 +612,13 @@ def _print_detail(result: MethodResult) -> None:
         for row in result.reliability.itertuples():
             table.add_row(
                 f"{row.lower:.1f}-{row.upper:.1f}",
-                str(row.rows),
+                f"{row.rows:,}",
                 _percent(row.predicted),
                 _percent(row.observed),
             )
         stdout_console().print(table)
     for line in result.grouped_notes():
-        note(f"{result.method}: {line}")
+        note_wrapped(f"{result.method}: {line}")
 
 
 def _fixed(value: float, digits: int) -> str:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +50,8 @@ __all__ = [
     "MethodResult",
     "Prediction",
     "Split",
+    "compact_splits",
+    "grouped_notes",
     "load_results",
     "make_splits",
     "run_methods",
@@ -183,19 +187,92 @@ class MethodResult:
         }
 
 
+#: A count inside a note: digits, maybe with thousands separators, that are not part
+#: of a date (2020-03-01), a decimal (0.35) or a word (30d).
+_COUNT = re.compile(r"(?<![\w.\-])\d[\d,]*(?![\w\-]|\.\d)")
+
+#: Runs of at least this many consecutive splits are written as "first to last".
+_MIN_RUN = 3
+
+
 def grouped_notes(notes: list[str], split_names: Sequence[str]) -> list[str]:
-    """Merge notes that differ only in their split prefix ("2020-03-01: ...")."""
-    order: dict[str, list[str]] = {}
+    """Merge notes that differ only in their split prefix ("2020-03-01: ...").
+
+    Notes whose texts differ only in counts, such as "found 0 churned and 9
+    retained" and "found 1 churned and 18 retained", are merged too, and each count
+    that varies becomes a range ("found 0 to 1 churned and 9 to 18 retained"). The
+    splits of a merged note are listed compactly, as "2020-03-01 to 2020-05-01
+    (9 dates)".
+    """
+    groups: dict[str, list[tuple[str, list[str]]]] = {}
+    plain: dict[str, None] = {}
+    order: list[tuple[bool, str]] = []
     for line in notes:
         prefix, _, text = line.partition(": ")
         if text and prefix in split_names:
-            order.setdefault(text, []).append(prefix)
+            template = _COUNT.sub("\0", text)
+            if template not in groups:
+                groups[template] = []
+                order.append((True, template))
+            groups[template].append((prefix, _COUNT.findall(text)))
+        elif line not in plain:
+            plain[line] = None
+            order.append((False, line))
+    merged = []
+    for is_group, key in order:
+        if not is_group:
+            merged.append(key)
+            continue
+        members = groups[key]
+        pieces = key.split("\0")
+        text = pieces[0]
+        for position, piece in enumerate(pieces[1:]):
+            text += _count_range([numbers[position] for _, numbers in members]) + piece
+        where = compact_splits([name for name, _ in members], split_names)
+        merged.append(f"{where}: {text}")
+    return merged
+
+
+def _count_range(values: list[str]) -> str:
+    """Return the one value of `values`, or "lowest to highest" when they differ."""
+    ordered = sorted(set(values), key=lambda value: int(value.replace(",", "")))
+    if len(ordered) == 1:
+        return ordered[0]
+    return f"{ordered[0]} to {ordered[-1]}"
+
+
+def compact_splits(names: Sequence[str], split_names: Sequence[str]) -> str:
+    """List split names, writing runs of consecutive splits as "first to last".
+
+    More than one split gets its count, such as "(14 dates)", or "(10 splits)" when
+    the splits are folds rather than dates.
+    """
+    positions = sorted({split_names.index(name) for name in names})
+    runs: list[list[int]] = []
+    for position in positions:
+        if runs and position == runs[-1][-1] + 1:
+            runs[-1].append(position)
         else:
-            order.setdefault(line, [])
-    return [
-        f"{', '.join(prefixes)}: {text}" if prefixes else text
-        for text, prefixes in order.items()
-    ]
+            runs.append([position])
+    parts = []
+    for run in runs:
+        if len(run) >= _MIN_RUN:
+            parts.append(f"{split_names[run[0]]} to {split_names[run[-1]]}")
+        else:
+            parts.extend(split_names[position] for position in run)
+    listed = ", ".join(parts)
+    if len(positions) == 1:
+        return listed
+    noun = "dates" if all(_is_date(split_names[i]) for i in positions) else "splits"
+    return f"{listed} ({len(positions)} {noun})"
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def make_splits(

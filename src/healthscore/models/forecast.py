@@ -15,8 +15,9 @@ the first day that path falls below the at-risk band's upper edge (scores round 
 up, so 40.5 is the lowest score out of a 0-40 band). It is empty when the account is
 at risk already or the path stays above the edge up to the longest horizon.
 
-A horizon without a pair of snapshots that far apart gets no forecast: its columns
-are NaN and `method` names the horizons that need a longer history.
+A horizon gets no forecast when no pair of snapshots is that far apart, or when its
+pairs give fewer than MIN_EXAMPLES examples. Its columns are then NaN, and `method`
+names the horizon and the reason, so the caller can tell the user what to store.
 
 NOTE: the interval has the same width for every account, so it is too wide for
 accounts whose score barely moves and too narrow for volatile ones. Its coverage is
@@ -127,11 +128,15 @@ def forecast_scores(
     predictors = _predictors(
         result["score"].to_numpy(), result["change_30d"].to_numpy()
     )
-    short: list[str] = []
+    no_pairs: list[str] = []
+    few_examples: list[str] = []
     for days in horizons:
         fitted = _fit_horizon(scores, changes, days, tolerance, level)
-        if fitted is None:
-            short.append(f"{days}d")
+        if isinstance(fitted, int):
+            if fitted == 0:
+                no_pairs.append(f"{days}d")
+            else:
+                few_examples.append(f"{days}d ({fitted})")
             for prefix in ("score", "lower", "upper"):
                 result[f"{prefix}_{days}d"] = np.nan
             continue
@@ -140,14 +145,23 @@ def forecast_scores(
         result[f"score_{days}d"] = np.clip(predicted, 0.0, 100.0)
         result[f"lower_{days}d"] = np.clip(predicted + low, 0.0, 100.0)
         result[f"upper_{days}d"] = np.clip(predicted + high, 0.0, 100.0)
-    result["method"] = (
-        LEARNED
-        if not short
-        else f"{LEARNED}; no snapshots far enough apart for {', '.join(short)}"
-    )
+    result["method"] = _method(no_pairs, few_examples)
     threshold = at_risk_threshold(bands if bands is not None else default_bands())
     result["at_risk_date"] = _crossing_dates(result, horizons, threshold, end.date())
     return result[forecast_columns(horizons)].reset_index(drop=True)
+
+
+def _method(no_pairs: list[str], few_examples: list[str]) -> str:
+    """Describe the forecast method and why each horizon without a forecast has none."""
+    reasons = [LEARNED]
+    if no_pairs:
+        reasons.append(f"no snapshots far enough apart for {', '.join(no_pairs)}")
+    if few_examples:
+        reasons.append(
+            f"too few examples for {', '.join(few_examples)}: a horizon needs "
+            f"{MIN_EXAMPLES}, one per account scored on two snapshots that far apart"
+        )
+    return "; ".join(reasons)
 
 
 def _half_step(dates: pd.Index) -> pd.Timedelta:
@@ -194,8 +208,12 @@ def _fit_horizon(
     days: int,
     tolerance: pd.Timedelta,
     level: float,
-) -> tuple[np.ndarray, float, float] | None:
-    """Coefficients and residual quantiles of the `days`-ahead line, or None."""
+) -> tuple[np.ndarray, float, float] | int:
+    """Coefficients and residual quantiles of the `days`-ahead line.
+
+    Returns the number of examples found instead when it is below MIN_EXAMPLES. 0
+    means that no pair of snapshots `days` apart has an account scored on both.
+    """
     starts: list[np.ndarray] = []
     moves: list[np.ndarray] = []
     targets: list[np.ndarray] = []
@@ -209,8 +227,9 @@ def _fit_horizon(
         starts.append(base[both])
         moves.append(changes.iloc[position].to_numpy(dtype="float64")[both])
         targets.append(target[both])
-    if not starts or sum(len(part) for part in starts) < MIN_EXAMPLES:
-        return None
+    examples = sum(len(part) for part in starts)
+    if examples < MIN_EXAMPLES:
+        return examples
     design = _predictors(np.concatenate(starts), np.concatenate(moves))
     outcome = np.concatenate(targets)
     coefficients, *_ = np.linalg.lstsq(design, outcome, rcond=None)

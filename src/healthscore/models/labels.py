@@ -39,7 +39,9 @@ __all__ = [
     "LabelSet",
     "build_labels",
     "column_labels",
+    "describe_label_source",
     "label_source",
+    "no_label_class_advice",
     "outcome_labels",
     "subscription_labels",
 ]
@@ -74,6 +76,67 @@ def label_source(project: Project) -> str:
     if project.config.sources_of_kind("subscriptions"):
         return "subscriptions"
     return "outcomes"
+
+
+def describe_label_source(project: Project) -> str:
+    """Return a sentence that says where the project's churn labels come from."""
+    kind = label_source(project)
+    horizon = project.config.outcomes.horizon
+    if kind == "column":
+        setting = project.config.validation.label_column
+        if setting is None:
+            return (
+                "Labels come from an accounts column, but validation.label_column "
+                "is not set."
+            )
+        return (
+            f"Labels come from the accounts column {setting.column!r} "
+            f"({', '.join(sorted(setting.churned))} = churned), set by "
+            "validation.label_column."
+        )
+    if kind == "outcomes":
+        return (
+            "Labels come from the churn outcomes imported with `healthscore outcomes "
+            f"import`: an account churned when one falls within the {horizon} horizon "
+            "after the as-of date (validation.labels: outcomes)."
+        )
+    names = project.config.sources_of_kind("subscriptions")
+    source = f"the subscriptions source {names[0]!r}" if names else "subscriptions"
+    return (
+        f"Labels come from {source}: an account churned when it had no active "
+        f"subscription at the end of the {horizon} horizon after the as-of date "
+        "(validation.labels: subscriptions)."
+    )
+
+
+def no_label_class_advice(project: Project, missing: str) -> str:
+    """Return what to do when no labelled row is of the class `missing`.
+
+    `missing` is "churned" or "retained". The advice depends on the label source,
+    because each source gets labels of a missing class in a different way.
+    """
+    kind = label_source(project)
+    backfill = (
+        "store a longer history with `healthscore backfill --from DATE --to DATE "
+        "--every 1mo`"
+    )
+    if kind == "column":
+        setting = project.config.validation.label_column
+        column = repr(setting.column) if setting is not None else "the label column"
+        return (
+            f"Check that the values of {column} listed in validation.label_column."
+            f"churned match the data, so that some accounts are {missing}."
+        )
+    if kind == "outcomes":
+        return (
+            "Import the churn outcomes with `healthscore outcomes import FILE`, "
+            f"or {backfill} whose horizons take in outcomes already imported."
+        )
+    return (
+        f"Either {backfill}, so that more horizons end inside the subscription "
+        "data (outcomes.observed_until), or import churn outcomes with "
+        "`healthscore outcomes import FILE` and set validation.labels to outcomes."
+    )
 
 
 def build_labels(
@@ -177,7 +240,7 @@ def subscription_labels(
         frame.loc[rows.index, "churn_date"] = churn_dates
     if censored:
         notes.append(
-            f"{censored} observations are censored (no label): their "
+            f"{censored:,} observations are censored (no label): their "
             f"{project.config.outcomes.horizon} horizon ends after "
             f"{observed.isoformat() if observed else 'the data'}"
         )
@@ -233,7 +296,7 @@ def outcome_labels(
                 frame.loc[position, "label"] = 0.0
     if censored:
         notes.append(
-            f"{censored} observations are censored (no label): their "
+            f"{censored:,} observations are censored (no label): their "
             f"{project.config.outcomes.horizon} horizon ends after "
             f"{observed.isoformat()}"
         )
@@ -265,9 +328,8 @@ def column_labels(
     frame["churn_date"] = pd.NaT
     frame["churn_date"] = frame["churn_date"].astype("datetime64[ns]")
     notes = [
-        f"labels come from the accounts column {setting.column!r} "
-        f"({', '.join(sorted(churned))} = churned); it has no dates, so there is no "
-        "churn date and no lead time"
+        f"the label column {setting.column!r} has no dates, so there is no churn "
+        "date and no lead time"
     ]
     return LabelSet(frame[LABEL_COLUMNS], "column", None, notes)
 

@@ -126,6 +126,7 @@ class Proposal:
     weights: pd.DataFrame
     """scorecard, component, measure, current (share), proposed (share), change."""
     dates: list[date]
+    """As-of dates with a known churn outcome, which the weights were learned from."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -168,7 +169,8 @@ def propose(
     churned from retained accounts, keeps its current weights, and a note gives the
     reason.
     """
-    labelled = observations.labelled().frame
+    labelled_observations = observations.labelled()
+    labelled = labelled_observations.frame
     minimum = project.config.validation.min_churned
     cards = []
     rows = []
@@ -219,7 +221,7 @@ def propose(
         rows, columns=["scorecard", "component", "measure", "current", "proposed"]
     )
     weights["change"] = weights["proposed"] - weights["current"]
-    return Proposal(cards, weights, list(observations.dates), notes)
+    return Proposal(cards, weights, list(labelled_observations.dates), notes)
 
 
 def proposed_card(card: ScorecardConfig, weights: pd.Series) -> ScorecardConfig:
