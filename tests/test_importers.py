@@ -1169,8 +1169,8 @@ def test_outcomes_with_unknown_account_rejected(tmp_path):
     allowed = runner.invoke(app, [*command, "--allow-unknown", *folder])
 
     assert rejected.exit_code == 1
-    assert "outcomes.csv has 1 invalid values; nothing was stored" in rejected.output
-    assert "row 3, column account_id: 'zz9' is not an account" in rejected.output
+    assert "outcomes.csv has 1 invalid value; nothing was stored" in rejected.output
+    assert "row 2 (line 3), column account_id: 'zz9' is not an account" in rejected.output
     assert "--allow-unknown" in rejected.output
     assert stored_after_rejection == 0
     assert allowed.exit_code == 0, allowed.output
@@ -1205,10 +1205,10 @@ def test_unknown_intervention_account_rejected(tmp_path):
     allowed = runner.invoke(app, [*command, "--allow-unknown", *folder])
 
     assert rejected.exit_code == 1
-    assert "interventions.csv has 1 invalid values; nothing was stored" in (
+    assert "interventions.csv has 1 invalid value; nothing was stored" in (
         rejected.output
     )
-    assert "row 2, column account_id: 'zz9' is not an account" in rejected.output
+    assert "row 1 (line 2), column account_id: 'zz9' is not an account" in rejected.output
     assert stored_after_rejection == 0
     assert allowed.exit_code == 0, allowed.output
     assert "Stored 2 interventions" in allowed.output

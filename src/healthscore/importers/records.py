@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
+from healthscore.sources.lookups import read_lookup
 from healthscore.sources.reader import SourceError, quote
 
 _ARROW_TYPES = {
@@ -97,17 +98,14 @@ class ImportContext:
         )
 
     def _lookups(self) -> dict[str, dict[str, str]]:
+        """Code to name per looked-up column, from files checked row by row."""
         lookups: dict[str, dict[str, str]] = {}
         for column, lookup in self.source.lookups.items():
-            path = str(self.project.path(lookup.path))
-            header, rows = read_csv_file(self, path, delimiter=",")
-            for key in (lookup.key, lookup.value):
-                if key not in header:
-                    raise self.error(
-                        f"lookup file {lookup.path!r} has no column {key!r}; it has "
-                        f"{', '.join(header)}. Fix sources.{self.name}.lookups."
-                    )
-            lookups[column] = {row[lookup.key]: row[lookup.value] for row in rows}
+            pairs = read_lookup(self.project, self.name, column, lookup)
+            # A blank name stays blank text here, and the column's type reads it.
+            lookups[column] = {
+                code: "" if name is None else name for code, name in pairs.items()
+            }
         return lookups
 
     def option_files(self, option: str, pattern: str) -> list[str]:
