@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import math
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -170,6 +171,28 @@ def note(text: str) -> None:
 def say(text: str) -> None:
     """Print a line of results on stdout, as plain text."""
     stdout_console().print(text, markup=False, soft_wrap=True)
+
+
+#: Width that sentences of plain output are wrapped to, so they read well in an
+#: 80-column terminal and in logs of piped output.
+LINE_WIDTH = 80
+
+
+def wrap(text: str) -> str:
+    """Wrap `text` to LINE_WIDTH columns without breaking words, dates or options."""
+    return textwrap.fill(
+        text, width=LINE_WIDTH, break_long_words=False, break_on_hyphens=False
+    )
+
+
+def say_wrapped(text: str) -> None:
+    """Print a sentence of results on stdout, wrapped to LINE_WIDTH columns."""
+    say(wrap(text))
+
+
+def note_wrapped(text: str) -> None:
+    """Print a note on stderr, wrapped to LINE_WIDTH columns."""
+    note(wrap(text))
 
 
 def print_json(data: Any) -> None:

@@ -32,11 +32,11 @@ from healthscore.cli.common import (
     plural,
     print_json,
     say,
+    say_wrapped,
     stdout_console,
     to_json,
 )
 from healthscore.cli.display import percent
-from healthscore.cli.validation import say_wrapped
 from healthscore.config import Project
 from healthscore.models.dataset import (
     MissingSnapshotsError,

@@ -8,7 +8,6 @@ finds them.
 
 from __future__ import annotations
 
-import textwrap
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,11 +22,13 @@ from healthscore.cli.common import (
     VerboseOption,
     handle_errors,
     note,
+    note_wrapped,
     open_project,
     parse_date,
     plural,
     print_json,
     say,
+    say_wrapped,
     stderr_console,
     stdout_console,
     to_json,
@@ -61,27 +62,6 @@ CALIBRATION_RULE = (
 
 #: File name of the proposed scorecards that `learn` writes beside healthscore.yml.
 PROPOSED_FILE = "healthscore.proposed.yml"
-
-#: Width that sentences of plain output are wrapped to, so they read well in an
-#: 80-column terminal and in logs of piped output.
-LINE_WIDTH = 80
-
-
-def wrap(text: str) -> str:
-    """Wrap `text` to LINE_WIDTH columns without breaking words, dates or options."""
-    return textwrap.fill(
-        text, width=LINE_WIDTH, break_long_words=False, break_on_hyphens=False
-    )
-
-
-def say_wrapped(text: str) -> None:
-    """Print a sentence of results on stdout, wrapped to LINE_WIDTH columns."""
-    say(wrap(text))
-
-
-def note_wrapped(text: str) -> None:
-    """Print a note on stderr, wrapped to LINE_WIDTH columns."""
-    note(wrap(text))
 
 
 def _parse_step(text: str) -> Duration:
