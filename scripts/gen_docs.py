@@ -308,6 +308,14 @@ def default_yaml(value: Any) -> str:
     data: Any
     if isinstance(value, BaseModel):
         data = value.model_dump(mode="json", by_alias=True)
+    elif isinstance(value, dict):
+        # A mapping keeps its keys, such as the names of the default channels.
+        data = {
+            key: item.model_dump(mode="json", by_alias=True)
+            if isinstance(item, BaseModel)
+            else item
+            for key, item in value.items()
+        }
     else:
         data = [
             item.model_dump(mode="json", by_alias=True)

@@ -401,15 +401,28 @@ def test_rerun_same_date_raises_nothing_new(project, tmp_path):
 
 def test_cooldown_suppresses_then_expires(project, tmp_path):
     store = SnapshotStore(tmp_path / "snapshots")
-    days = [AS_OF, AS_OF + timedelta(days=3), AS_OF + timedelta(days=7)]
+    days = [AS_OF + timedelta(days=offset) for offset in (0, 3, 7, 8)]
     with StateStore.open("sqlite:///state.db", tmp_path) as state:
         outcomes = [evaluate(project, store, state, day, {"a": 50}) for day in days]
 
     assert len(outcomes[0].raised) == 1
     assert outcomes[1].raised == []
     assert [item.reason for item in outcomes[1].suppressed] == ["cooldown"]
-    # 7 days after the first alert the 7-day cool-down is over.
-    assert [alert.as_of for alert in outcomes[2].raised] == [days[2]]
+    # The 7-day cool-down includes its last day, 7 days after the first alert.
+    assert outcomes[2].raised == []
+    assert [item.reason for item in outcomes[2].suppressed] == ["cooldown"]
+    assert [alert.as_of for alert in outcomes[3].raised] == [days[3]]
+
+
+def test_weekly_runs_with_7d_cooldown(project, tmp_path):
+    store = SnapshotStore(tmp_path / "snapshots")
+    weeks = [AS_OF + timedelta(days=7 * week) for week in range(4)]
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        outcomes = [evaluate(project, store, state, day, {"a": 50}) for day in weeks]
+
+    raised = [[alert.as_of for alert in outcome.raised] for outcome in outcomes]
+    # A suppressed alert is not stored, so the cool-down runs from the raised one.
+    assert raised == [[weeks[0]], [], [weeks[2]], []]
 
 
 def test_backfill_in_order_matches_daily(tmp_path):

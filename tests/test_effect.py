@@ -32,6 +32,7 @@ from project_factory import minimal_config, write_project
 JAN = date(2026, 1, 1)
 APR = date(2026, 4, 1)  # JAN + 90 days
 HORIZON = 90
+ACCOUNTS = "account_id,segment\na1,smb\na2,smb\na3,smb\n"
 
 
 def history() -> pd.DataFrame:
@@ -316,3 +317,115 @@ def _effect_header_and_row(output: str) -> tuple[list[str], list[str]]:
     lines = output.splitlines()
     rule = next(i for i, line in enumerate(lines) if line.strip().startswith("─"))
     return lines[rule - 1].split(), lines[rule + 1].split()
+
+
+def _subscription_project(tmp_path):
+    """Three smb accounts: a1's subscription ends 2026-02-15 without renewal, a2's
+    never ends, and a3's ends 2026-02-10 and is renewed the same day."""
+    accounts = "account_id,segment\na1,smb\na2,smb\na3,smb\n"
+    subscriptions = (
+        "account_id,start,end\n"
+        "a1,2026-01-01,2026-02-15\n"
+        "a2,2026-01-01,\n"
+        "a3,2026-01-01,2026-02-10\n"
+        "a3,2026-02-10,\n"
+    )
+    sources = minimal_config()["sources"] | {
+        "subscriptions": {"kind": "subscriptions", "path": "subscriptions.csv"}
+    }
+    rule = {"name": "idle", "kind": "metric", "condition": "events_28d < 5"}
+    config = minimal_config(sources=sources, alerts={"rules": [rule]})
+    return write_project(
+        tmp_path,
+        config,
+        {
+            "accounts.csv": accounts,
+            "events.csv": "account_id,timestamp\n",
+            "subscriptions.csv": subscriptions,
+        },
+    )
+
+
+def test_effect_reads_churn_from_subscriptions(tmp_path):
+    project = _subscription_project(tmp_path)
+    for day in (date(2026, 2, 1), date(2026, 3, 1)):
+        score(project, day)
+    (tmp_path / "interventions.csv").write_text(
+        "account_id,kind,occurred_on,author\na1,ebr,2026-02-01,ana\n"
+    )
+    runner = CliRunner()
+    folder = ["--project", str(tmp_path)]
+    path = str(tmp_path / "interventions.csv")
+    assert runner.invoke(app, ["interventions", "import", path, *folder]).exit_code == 0
+
+    result = runner.invoke(app, ["effect", "--horizon", "28d", "--json", *folder])
+    report = json.loads(result.stdout)
+    ebr = report["playbooks"][0]
+    idle = report["alert_precision"][0]
+
+    assert result.exit_code == 0, result.output
+    assert report["churn_source"] == "subscriptions"
+    # a1 has no subscription on 2026-03-01, the last day of its 28-day horizon.
+    assert ebr["treated"]["units"] == 1
+    assert ebr["treated"]["churned"] == 1
+    assert ebr["control"]["units"] == 2
+    assert ebr["control"]["churned"] == 0
+    assert ebr["churn_difference"] == pytest.approx(1.0)
+    # The 2026-03-01 alerts are left out: their horizon ends after 2026-03-01.
+    assert idle["rule"] == "idle"
+    assert idle["alerted"] == 3
+    assert idle["churned"] == 1
+    assert idle["precision"] == pytest.approx(1 / 3)
+
+
+def test_effect_text_names_churn_source(tmp_path):
+    project = _subscription_project(tmp_path)
+    for day in (date(2026, 2, 1), date(2026, 3, 1)):
+        score(project, day)
+
+    result = CliRunner().invoke(
+        app,
+        ["effect", "--horizon", "28d", "--project", str(tmp_path)],
+        env={"COLUMNS": "200"},
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Churn from subscriptions: an account churned when it has no" in (
+        result.stdout
+    )
+    lines = result.stdout.splitlines()
+    idle = next(line.split() for line in lines if line.strip().startswith("idle"))
+    assert idle[:4] == ["idle", "3", "1", "33.3%"]
+
+
+def test_effect_without_churn_source_says_so(tmp_path):
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS, "events.csv": "account_id,timestamp\n"},
+    )
+    for day in (date(2026, 2, 1), date(2026, 3, 1)):
+        score(project, day)
+    (tmp_path / "interventions.csv").write_text(
+        "account_id,kind,occurred_on,author\na1,ebr,2026-02-01,ana\n"
+    )
+    runner = CliRunner(env={"COLUMNS": "200"})
+    folder = ["--project", str(tmp_path)]
+    path = str(tmp_path / "interventions.csv")
+    assert runner.invoke(app, ["interventions", "import", path, *folder]).exit_code == 0
+
+    text = runner.invoke(app, ["effect", "--horizon", "28d", *folder])
+    data = runner.invoke(app, ["effect", "--horizon", "28d", "--json", *folder])
+    report = json.loads(data.stdout)
+    ebr = report["playbooks"][0]
+
+    assert text.exit_code == 0, text.output
+    assert "Churn is not measured: the project has no subscriptions source" in (
+        text.stdout
+    )
+    assert "0.0%" not in text.stdout
+    assert report["churn_source"] is None
+    assert ebr["treated"]["units"] == 1
+    assert ebr["treated"]["churned"] is None
+    assert ebr["treated"]["churn_rate"] is None
+    assert ebr["churn_difference"] is None

@@ -194,3 +194,48 @@ def test_cli_score_prints_guard(history_project: Project) -> None:
     )
     share = changed / 3
     assert f"{changed:,} of 3 accounts ({share:.1%}) changed band since" in text.output
+
+
+def _trend(project: Project, as_of: str, *options: str) -> Any:
+    arguments = ["trend", "a1", "--as-of", as_of, "--project", str(project.root)]
+    return CliRunner().invoke(app, [*arguments, *options])
+
+
+def test_trend_between_snapshots_uses_earlier(history_project: Project) -> None:
+    result = _trend(history_project, "2024-03-10", "--json")
+    data = json.loads(result.stdout)
+
+    assert result.exit_code == 0, result.output
+    assert "showing the latest snapshot before it, 2024-03-08" in result.stderr
+    assert data["as_of"] == "2024-03-08"
+    assert data["requested_as_of"] == "2024-03-10"
+    assert [point["as_of"] for point in data["history"]] == [
+        "2024-03-01",
+        "2024-03-08",
+    ]
+
+
+def test_trend_after_last_snapshot(history_project: Project) -> None:
+    result = _trend(history_project, "2024-05-20")
+
+    assert result.exit_code == 0, result.output
+    assert "no snapshot for 2024-05-20" in result.stderr
+    assert "2024-03-15" in result.stdout
+    assert "Trend:" in result.stdout
+
+
+def test_trend_on_snapshot_date_has_no_note(history_project: Project) -> None:
+    result = _trend(history_project, "2024-03-08", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["as_of"] == "2024-03-08"
+
+
+def test_trend_before_first_snapshot_fails(history_project: Project) -> None:
+    result = _trend(history_project, "2024-02-20")
+    message = " ".join(result.output.split())
+
+    assert result.exit_code == 1
+    assert "no snapshot on or before 2024-02-20" in message
+    assert "the earliest is 2024-03-01" in message

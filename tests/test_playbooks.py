@@ -448,9 +448,11 @@ def test_import_outcomes_names_row_and_column(store, tmp_path):
     message = str(caught.value)
 
     assert f"{file} has 3 invalid values; nothing was stored" in message
-    assert "row 3, column kind: 'lost' is not one of churned" in message
-    assert "row 3, column occurred_on: '2026-02-30' is not a date" in message
-    assert "row 3, column arr_before: '-5' is not a number of at least 0" in message
+    assert "row 2 (line 3), column kind: 'lost' is not one of churned" in message
+    assert "row 2 (line 3), column occurred_on: '2026-02-30' is not a date" in message
+    assert "row 2 (line 3), column arr_before: '-5' is not a number of at least" in (
+        message
+    )
     assert outcomes_frame(store).empty
 
 
@@ -459,7 +461,7 @@ def test_import_rejects_missing_column(store, tmp_path):
 
     with pytest.raises(
         ImportValidationError,
-        match=r"row 1: missing column occurred_on; unknown column date",
+        match=r"line 1: missing column occurred_on; unknown column date",
     ):
         import_outcomes(store, file, now=NOW)
 
@@ -472,9 +474,79 @@ def test_import_rejects_repeated_row(store, tmp_path):
         "a1,ebr,2026-01-05,ana\n",
     )
 
-    with pytest.raises(ImportValidationError, match=r"row 3: repeats row 2"):
+    with pytest.raises(
+        ImportValidationError, match=r"row 2 \(line 3\): repeats row 1 \(line 2\)"
+    ):
         import_interventions(store, file, now=NOW)
     assert interventions_frame(store).empty
+
+
+def test_import_error_names_line_after_blank_line(store, tmp_path):
+    file = write(
+        tmp_path / "i.csv",
+        "account_id,kind,occurred_on,author\na1,ebr,2026-01-05,ana\n\n,,,\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_interventions(store, file, now=NOW)
+    message = str(caught.value)
+
+    assert f"{file} has 4 invalid values; nothing was stored" in message
+    assert "row 2 (line 4), column account_id: is empty" in message
+    assert "row 2 (line 4), column author: is empty" in message
+    assert "line 3" not in message
+    assert interventions_frame(store).empty
+
+
+def test_import_names_line_after_multiline_note(store, tmp_path):
+    file = write(
+        tmp_path / "i.csv",
+        "account_id,kind,occurred_on,author,note\n"
+        'a1,ebr,2026-01-05,ana,"first line\nsecond line"\n'
+        "a2,ebr,2026-01-05,,\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_interventions(store, file, now=NOW)
+
+    assert "row 2 (line 4), column author: is empty" in str(caught.value)
+
+
+def test_import_one_invalid_value_is_singular(store, tmp_path):
+    file = write(
+        tmp_path / "o.csv", "account_id,kind,occurred_on\na1,lost,2026-01-01\n"
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(store, file, now=NOW)
+
+    assert f"{file} has 1 invalid value; nothing was stored" in str(caught.value)
+
+
+@pytest.mark.parametrize("importer", [import_outcomes, import_interventions])
+def test_import_rejects_date_after_latest(store, tmp_path, importer):
+    # The second row is a day after the latest date; the first is on it.
+    header = (
+        "account_id,kind,occurred_on\n"
+        if importer is import_outcomes
+        else "account_id,kind,occurred_on,author\n"
+    )
+    extra = "" if importer is import_outcomes else ",ana"
+    file = write(
+        tmp_path / "future.csv",
+        f"{header}a1,churned,2026-03-01{extra}\na2,churned,2026-03-02{extra}\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        importer(store, file, now=NOW, latest_date=date(2026, 3, 1))
+    message = str(caught.value)
+
+    assert f"{file} has 1 invalid value; nothing was stored" in message
+    assert "row 2 (line 3), column occurred_on: 2026-03-02 is after today" in message
+    assert "--allow-future" in message
+    assert outcomes_frame(store).empty
+    assert interventions_frame(store).empty
+    assert importer(store, file, now=NOW).stored == 2
 
 
 def test_import_interventions(store, tmp_path):
@@ -528,7 +600,45 @@ def test_cli_outcomes_import_error(project, tmp_path):
     )
 
     assert result.exit_code == 1
-    assert "row 2, column account_id: is empty" in result.output
+    assert "row 1 (line 2), column account_id: is empty" in result.output
+
+
+def test_cli_import_rejects_future_rows(project, tmp_path):
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on\na1,churned,2026-01-01\na2,churned,2999-01-01\n",
+    )
+    runner = CliRunner()
+    folder = ["--project", str(project.root)]
+
+    rejected = runner.invoke(app, ["outcomes", "import", str(file), *folder])
+    with StateStore.open(project.config.store.state, project.root) as state:
+        after_reject = len(outcomes_frame(state))
+    allowed = runner.invoke(
+        app, ["outcomes", "import", str(file), "--allow-future", *folder]
+    )
+
+    assert rejected.exit_code == 1
+    assert "row 2 (line 3), column occurred_on: 2999-01-01 is after today" in (
+        " ".join(rejected.output.split())
+    )
+    assert after_reject == 0
+    assert allowed.exit_code == 0, allowed.output
+    assert "Stored 2 outcomes from" in allowed.output
+
+
+def test_cli_import_stored_count_is_singular(project, tmp_path):
+    file = write(
+        tmp_path / "i.csv",
+        "account_id,kind,occurred_on,author\na1,ebr,2026-01-01,ana\n",
+    )
+
+    result = CliRunner().invoke(
+        app, ["interventions", "import", str(file), "--project", str(project.root)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Stored 1 intervention from" in result.output
 
 
 def test_task_table_title_at_80_columns():

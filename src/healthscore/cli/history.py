@@ -38,6 +38,7 @@ from healthscore.monitoring.backfill import backfill_dates
 from healthscore.monitoring.history import score_history
 from healthscore.monitoring.trends import compute_trends
 from healthscore.pipeline import snapshot_store
+from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
 
 WEEKLY = parse_duration("7d")
 
@@ -133,19 +134,29 @@ def trend(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Print an account's score history up to a date, and its trend."""
+    """Print an account's score history up to a date, and its trend.
+
+    The trend is that of the latest snapshot on or before --as-of.
+    """
     project = open_project(project_dir)
     store = snapshot_store(project)
+    snapshot = _snapshot_on_or_before(store, as_of)
+    if snapshot != as_of:
+        note(
+            f"no snapshot for {as_of.isoformat()}; showing the latest snapshot "
+            f"before it, {snapshot.isoformat()}"
+        )
     history = score_history(store)
-    trends = compute_trends(store, as_of, project.config.history.trend, history)
+    trends = compute_trends(store, snapshot, project.config.history.trend, history)
     row = trends[trends["account_id"] == account]
     if row.empty:
         raise ValueError(
-            f"account {account!r} has no score as of {as_of}; check the id with "
-            f"`healthscore explain` or score that date"
+            f"account {account!r} has no score as of {snapshot.isoformat()}; check "
+            "the id with `healthscore explain` or score that date"
         )
-    own = history[(history["account_id"] == account) & (history["as_of"] <= as_of)]
-    data = _trend_json(account, as_of, own, row.iloc[0].to_dict())
+    own = history[(history["account_id"] == account) & (history["as_of"] <= snapshot)]
+    data = _trend_json(account, snapshot, own, row.iloc[0].to_dict())
+    data["requested_as_of"] = as_of
     if json_output:
         print_json(data)
         return
@@ -157,6 +168,29 @@ def trend(
         table.add_row(str(point["as_of"]), score, str(point["band"]))
     stdout_console().print(table)
     say(_trend_line(data["trend"]))
+
+
+def _snapshot_on_or_before(store: SnapshotStore, as_of: date) -> date:
+    """Return the latest stored as-of date on or before `as_of`.
+
+    Raises
+    ------
+    SnapshotNotFoundError
+        When no snapshot is on or before `as_of`.
+    """
+    found = store.latest(on_or_before=as_of)
+    if found is not None:
+        return found
+    dates = store.dates()
+    if not dates:
+        raise SnapshotNotFoundError(
+            f"no snapshot is stored in {store.folder}; run `healthscore score` first"
+        )
+    raise SnapshotNotFoundError(
+        f"no snapshot on or before {as_of.isoformat()} in {store.folder}; the "
+        f"earliest is {dates[0].isoformat()}, so pass --as-of "
+        f"{dates[0].isoformat()} or later"
+    )
 
 
 def _trend_json(

@@ -21,6 +21,7 @@ from healthscore.cli.common import (
     handle_errors,
     open_project,
     parse_date,
+    plural,
     print_json,
     say,
     stdout_console,
@@ -225,11 +226,21 @@ AllowUnknownOption = Annotated[
 ]
 
 
+AllowFutureOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-future",
+        help="Store rows whose occurred_on is after today in the project's time zone.",
+    ),
+]
+
+
 @outcomes_app.command("import")
 @handle_errors
 def import_outcomes_command(
     file: FileArgument,
     allow_unknown: AllowUnknownOption = False,
+    allow_future: AllowFutureOption = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -237,13 +248,15 @@ def import_outcomes_command(
     """Import outcomes: account_id, kind, occurred_on [, arr_before, arr_after, source].
 
     kind is churned, renewed, expanded or contracted. Nothing is stored when any
-    row is invalid or names an account missing from the accounts source.
+    row is invalid, names an account missing from the accounts source, or is dated
+    after today.
     """
     project = open_project(project_dir)
     known = None if allow_unknown else account_ids(project)
+    latest = None if allow_future else _local_now(project).date()
     with _state_store(project) as store:
-        result = import_outcomes(store, file, known_accounts=known)
-    _report_import(result, "outcomes", json_output)
+        result = import_outcomes(store, file, known_accounts=known, latest_date=latest)
+    _report_import(result, "outcome", json_output)
 
 
 @interventions_app.command("import")
@@ -251,6 +264,7 @@ def import_outcomes_command(
 def import_interventions_command(
     file: FileArgument,
     allow_unknown: AllowUnknownOption = False,
+    allow_future: AllowFutureOption = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -258,21 +272,25 @@ def import_interventions_command(
     """Import interventions: account_id, kind, occurred_on, author [, note].
 
     kind is the playbook name or another kind of action. Nothing is stored when any
-    row is invalid or names an account missing from the accounts source.
+    row is invalid, names an account missing from the accounts source, or is dated
+    after today.
     """
     project = open_project(project_dir)
     known = None if allow_unknown else account_ids(project)
+    latest = None if allow_future else _local_now(project).date()
     with _state_store(project) as store:
-        result = import_interventions(store, file, known_accounts=known)
-    _report_import(result, "interventions", json_output)
+        result = import_interventions(
+            store, file, known_accounts=known, latest_date=latest
+        )
+    _report_import(result, "intervention", json_output)
 
 
-def _report_import(result: ImportResult, what: str, json_output: bool) -> None:
+def _report_import(result: ImportResult, noun: str, json_output: bool) -> None:
     if json_output:
         print_json(result)
         return
-    skipped = f"; skipped {result.skipped} already stored" if result.skipped else ""
-    say(f"Stored {result.stored} {what} from {result.file}{skipped}.")
+    skipped = f"; skipped {result.skipped:,} already stored" if result.skipped else ""
+    say(f"Stored {plural(result.stored, noun)} from {result.file}{skipped}.")
 
 
 # effect
@@ -299,7 +317,9 @@ def effect(
     Per intervention kind: churn rate and mean score change over the horizon of
     treated accounts against untreated accounts of the same band and segment, with
     95% confidence intervals. Per alert rule: the share of alerted accounts that
-    churned within the horizon.
+    churned within the horizon. Churn comes from the source backtests use
+    (validation.labels): subscriptions that end without renewal, or imported churn
+    outcomes.
     """
     project = open_project(project_dir)
     with _state_store(project) as store:
@@ -316,6 +336,7 @@ def _print_effect(report: EffectReport) -> None:
         f"Horizon {report.horizon}; outcomes observed until "
         f"{report.observed_until.isoformat()}."
     )
+    say(f"{report.churn_note[:1].upper()}{report.churn_note[1:]}.")
     if report.playbooks:
         console.print(_effect_table(report))
     else:
@@ -359,7 +380,7 @@ def _precision_table(report: EffectReport) -> Table:
             table,
             item.rule,
             str(item.alerted),
-            str(item.churned),
+            "-" if item.churned is None else str(item.churned),
             _rate(item.precision, item.interval),
         )
     return table

@@ -8,8 +8,9 @@ outbox of the operational store, from which `deliver_pending` sends them.
 Each alert has a dedupe key: rule, account, the identity of the condition (such as
 the band entered) and the as-of date. Storing a key twice is a no-op, so evaluating
 a date again raises nothing new. A rule's cool-down suppresses an alert whose rule,
-account and condition identity match an alert of an earlier date within the
-cool-down. History is read strictly before the run's date, so a backfill gives the
+account and condition identity match a stored alert of an earlier date at most the
+cool-down before, so with 7d and weekly scoring an account is alerted every other
+week at most. History is read strictly before the run's date, so a backfill gives the
 same alerts as daily runs when the dates are evaluated in order.
 """
 

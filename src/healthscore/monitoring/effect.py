@@ -6,8 +6,13 @@ treated on date t are compared with comparable untreated accounts over the horiz
 
 - The baseline is the latest snapshot s on or before t in which the treated account
   has a row. Comparable accounts have the same band at s and the same segment, had
-  no intervention of any kind from s to t + horizon, and had not churned by t.
-- Churn is an imported `churned` outcome dated inside the horizon.
+  no intervention of any kind from s to t + horizon, and have a churn label at t.
+- Churn comes from the project's label source, the one backtests use
+  (`validation.labels`, see `healthscore.models.labels`): subscriptions that end
+  without renewal, or imported `churned` outcomes, inside the horizon. A unit
+  without a label (the account had already churned, had no active subscription, or
+  its horizon ends after the outcomes are complete) counts for neither group.
+  Without a dated label source, churn is not measured at all.
 - Score change is the score at the latest snapshot after t and on or before
   t + horizon, minus the score at s. Units without such a score are left out of
   the score comparison but still count for churn.
@@ -23,7 +28,7 @@ score-change difference a Welch t interval.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -36,11 +41,8 @@ from sqlalchemy import column, inspect, select, table
 from healthscore.config import Project
 from healthscore.config.models import Duration
 from healthscore.engine import Engine
-from healthscore.monitoring.interventions import (
-    churn_dates,
-    interventions_frame,
-    outcomes_frame,
-)
+from healthscore.models.labels import build_labels, label_source
+from healthscore.monitoring.interventions import interventions_frame, outcomes_frame
 from healthscore.pipeline import snapshot_store
 from healthscore.store import StateStore
 
@@ -55,7 +57,16 @@ CAVEAT = (
 SKIP_REASONS = {
     "unobserved": "horizon ends after the last observed date",
     "no_snapshot": "no snapshot of the account on or before the intervention",
-    "churned_before": "account churned on or before the intervention",
+    "churned_before": "account churned on or before the intervention, or had no "
+    "active subscription on its date",
+}
+
+#: How each label source decides churn, for the report.
+CHURN_SOURCES = {
+    "subscriptions": "subscriptions: an account churned when it has no active "
+    "subscription on the last day of the horizon",
+    "outcomes": "imported outcomes: an account churned when a churned outcome falls "
+    "inside the horizon",
 }
 
 
@@ -69,10 +80,13 @@ class Interval:
 
 @dataclass(frozen=True)
 class GroupOutcome:
-    """Churn and score change of one group of (account, date) units."""
+    """Churn and score change of one group of (account, date) units.
+
+    `churned` is None when churn is not measured (no label source).
+    """
 
     units: int
-    churned: int
+    churned: int | None
     churn_rate: float | None
     churn_interval: Interval
     score_changes: int
@@ -100,7 +114,7 @@ class RulePrecision:
 
     rule: str
     alerted: int
-    churned: int
+    churned: int | None
     precision: float | None
     interval: Interval
 
@@ -166,6 +180,76 @@ def welch_interval(
     return Interval(difference - half, difference + half), float(df)
 
 
+# Churn of (account, date) units
+
+
+class ChurnLabels:
+    """Churn of an account within the horizon after a date, from one source.
+
+    `label` returns 1.0 (churned), 0.0 (retained) or NaN (no label: the account had
+    already churned or had no active subscription, or the source lacks the pair).
+    When `measured` is False the project has no dated churn source: every label is
+    0.0 and the reports show churn as unknown.
+    """
+
+    def __init__(
+        self, labels: dict[tuple[str, date], float], *, measured: bool = True
+    ) -> None:
+        self._labels = labels
+        self.measured = measured
+        self._dates: dict[str, list[date]] | None = None
+        self._horizon = timedelta(0)
+
+    @classmethod
+    def from_dates(cls, churn: pd.DataFrame, horizon_days: int) -> ChurnLabels:
+        """Label from churn dates (account_id, occurred_on).
+
+        A unit on day t is churned when a churn falls in (t, t + horizon], and has no
+        label when the account churned on or before t.
+        """
+        labels = cls({})
+        labels._horizon = timedelta(days=horizon_days)
+        labels._dates = {}
+        pairs = zip(churn["account_id"], churn["occurred_on"], strict=True)
+        for account, day in pairs:
+            labels._dates.setdefault(str(account), []).append(day)
+        return labels
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> ChurnLabels:
+        """Label from a frame with account_id, as_of and label columns.
+
+        A pair missing from the frame has no label.
+        """
+        days = pd.to_datetime(frame["as_of"]).dt.date
+        pairs = zip(frame["account_id"].astype(str), days, frame["label"], strict=True)
+        return cls({(account, day): float(label) for account, day, label in pairs})
+
+    @classmethod
+    def unmeasured(cls) -> ChurnLabels:
+        """Return labels of a project without a dated churn source."""
+        return cls({}, measured=False)
+
+    def label(self, account_id: str, day: date) -> float:
+        """Return 1.0, 0.0 or NaN for the horizon after `day` (see the class)."""
+        if not self.measured:
+            return 0.0
+        if self._dates is None:
+            return self._labels.get((account_id, day), math.nan)
+        churns = self._dates.get(account_id, [])
+        if any(when <= day for when in churns):
+            return math.nan
+        if any(day < when <= day + self._horizon for when in churns):
+            return 1.0
+        return 0.0
+
+
+def _churn_labels(churn: pd.DataFrame | ChurnLabels, horizon_days: int) -> ChurnLabels:
+    if isinstance(churn, ChurnLabels):
+        return churn
+    return ChurnLabels.from_dates(churn, horizon_days)
+
+
 # Effect of interventions
 
 
@@ -182,7 +266,7 @@ class _Unit:
 def compute_effect(
     scores: pd.DataFrame,
     interventions: pd.DataFrame,
-    churn: pd.DataFrame,
+    churn: pd.DataFrame | ChurnLabels,
     *,
     horizon_days: int,
     observed_until: date,
@@ -198,8 +282,9 @@ def compute_effect(
         account and snapshot.
     interventions : DataFrame
         account_id, kind and occurred_on (date).
-    churn : DataFrame
-        account_id and occurred_on (date) of each churn.
+    churn : DataFrame or ChurnLabels
+        account_id and occurred_on (date) of each churn, or the labels of every
+        (account, intervention date) pair that may be a unit.
     horizon_days : int
         Length of the horizon after each intervention, in days.
     observed_until : date
@@ -214,7 +299,8 @@ def compute_effect(
     list of PlaybookEffect
         One per intervention kind, sorted by kind.
     """
-    history = _History(scores, churn, segments, interventions, horizon_days)
+    labels = _churn_labels(churn, horizon_days)
+    history = _History(scores, labels, segments, interventions, horizon_days)
     effects = []
     for kind in sorted(interventions["kind"].unique()):
         rows = interventions[interventions["kind"] == kind]
@@ -230,7 +316,7 @@ class _History:
     def __init__(
         self,
         scores: pd.DataFrame,
-        churn: pd.DataFrame,
+        churn: ChurnLabels,
         segments: pd.Series | None,
         interventions: pd.DataFrame,
         horizon_days: int,
@@ -243,9 +329,7 @@ class _History:
             account: rows.sort_values("as_of")
             for account, rows in self.scores.groupby("account_id")
         }
-        self.churn: dict[str, list[date]] = {}
-        for account, day in zip(churn["account_id"], churn["occurred_on"], strict=True):
-            self.churn.setdefault(str(account), []).append(day)
+        self.churn = churn
         self.segments = segments
         self.treatments: dict[str, list[date]] = {}
         accounts = interventions["account_id"]
@@ -258,11 +342,8 @@ class _History:
         value = self.segments.get(account_id)
         return None if value is None or pd.isna(value) else value
 
-    def churned_between(self, account_id: str, after: date, until: date) -> bool:
-        return any(after < day <= until for day in self.churn.get(account_id, []))
-
-    def churned_by(self, account_id: str, day: date) -> bool:
-        return any(churned <= day for churned in self.churn.get(account_id, []))
+    def unlabelled(self, account_id: str, day: date) -> bool:
+        return math.isnan(self.churn.label(account_id, day))
 
     def treated_between(self, account_id: str, start: date, end: date) -> bool:
         return any(start <= day <= end for day in self.treatments.get(account_id, []))
@@ -289,7 +370,7 @@ class _History:
             return "unobserved"
         if self._baseline_row(account_id, day) is None:
             return "no_snapshot"
-        if self.churned_by(account_id, day):
+        if self.unlabelled(account_id, day):
             return "churned_before"
         return None
 
@@ -323,7 +404,7 @@ class _History:
                     continue
                 if self.treated_between(account_id, unit.baseline, end):
                     continue
-                if self.churned_by(account_id, unit.on):
+                if self.unlabelled(account_id, unit.on):
                     continue
                 units[(account_id, unit.on)] = _Unit(
                     account_id,
@@ -338,7 +419,7 @@ class _History:
     def outcome(self, unit: _Unit) -> tuple[bool, float | None]:
         """Return whether the unit churned in its horizon, and its score change."""
         end = unit.on + self.horizon
-        churned = self.churned_between(unit.account_id, unit.on, end)
+        churned = self.churn.label(unit.account_id, unit.on) == 1.0
         rows = self.by_account.get(unit.account_id)
         change = None
         if rows is not None:
@@ -359,11 +440,17 @@ def _effect(
 ) -> PlaybookEffect:
     treated_outcomes = [history.outcome(unit) for unit in treated]
     control_outcomes = [history.outcome(unit) for unit in control]
-    first = _group(treated_outcomes, confidence)
-    second = _group(control_outcomes, confidence)
+    measured = history.churn.measured
+    first = _group(treated_outcomes, confidence, measured)
+    second = _group(control_outcomes, confidence, measured)
     churn_difference = None
+    difference_interval = Interval(None, None)
     if first.churn_rate is not None and second.churn_rate is not None:
         churn_difference = first.churn_rate - second.churn_rate
+    if first.churned is not None and second.churned is not None:
+        difference_interval = newcombe_interval(
+            first.churned, first.units, second.churned, second.units, confidence
+        )
     changes1 = [change for _, change in treated_outcomes if change is not None]
     changes2 = [change for _, change in control_outcomes if change is not None]
     change_difference = None
@@ -375,9 +462,7 @@ def _effect(
         treated=first,
         control=second,
         churn_difference=churn_difference,
-        churn_difference_interval=newcombe_interval(
-            first.churned, first.units, second.churned, second.units, confidence
-        ),
+        churn_difference_interval=difference_interval,
         score_change_difference=change_difference,
         score_change_interval=interval,
         welch_df=df,
@@ -386,11 +471,20 @@ def _effect(
 
 
 def _group(
-    outcomes: list[tuple[bool, float | None]], confidence: float
+    outcomes: list[tuple[bool, float | None]], confidence: float, measured: bool
 ) -> GroupOutcome:
     units = len(outcomes)
     churned = sum(1 for did_churn, _ in outcomes if did_churn)
     changes = [change for _, change in outcomes if change is not None]
+    if not measured:
+        return GroupOutcome(
+            units=units,
+            churned=None,
+            churn_rate=None,
+            churn_interval=Interval(None, None),
+            score_changes=len(changes),
+            mean_score_change=float(np.mean(changes)) if changes else None,
+        )
     return GroupOutcome(
         units=units,
         churned=churned,
@@ -406,7 +500,7 @@ def _group(
 
 def alert_precision(
     alerts: pd.DataFrame,
-    churn: pd.DataFrame,
+    churn: pd.DataFrame | ChurnLabels,
     *,
     horizon_days: int,
     observed_until: date,
@@ -415,20 +509,19 @@ def alert_precision(
     """Share of each rule's alerted accounts that churned within the horizon.
 
     An account counts once per rule, over its alerts whose horizon ends by
-    `observed_until`. It counts as churned when a churn falls in
-    (alert date, alert date + horizon] of any of those alerts.
+    `observed_until` and that have a churn label. It counts as churned when it
+    churned within the horizon of any of those alerts.
 
     Parameters
     ----------
     alerts : DataFrame
         rule, account_id and as_of (date) of each raised alert.
-    churn : DataFrame
-        account_id and occurred_on (date) of each churn.
+    churn : DataFrame or ChurnLabels
+        account_id and occurred_on (date) of each churn, or the labels of every
+        (account, alert date) pair.
     """
     horizon = timedelta(days=horizon_days)
-    churn_by_account: dict[str, list[date]] = {}
-    for account, day in zip(churn["account_id"], churn["occurred_on"], strict=True):
-        churn_by_account.setdefault(str(account), []).append(day)
+    labels = _churn_labels(churn, horizon_days)
 
     results = []
     for rule in sorted(alerts["rule"].unique()):
@@ -437,11 +530,17 @@ def alert_precision(
         for account, day in zip(rows["account_id"], rows["as_of"], strict=True):
             if day + horizon > observed_until:
                 continue
-            churns = churn_by_account.get(str(account), [])
-            churned = any(day < when <= day + horizon for when in churns)
-            outcome[str(account)] = outcome.get(str(account), False) or churned
+            label = labels.label(str(account), day)
+            if math.isnan(label):
+                continue
+            outcome[str(account)] = outcome.get(str(account), False) or label == 1.0
         alerted = len(outcome)
         churned_count = sum(outcome.values())
+        if not labels.measured:
+            results.append(
+                RulePrecision(rule, alerted, None, None, Interval(None, None))
+            )
+            continue
         results.append(
             RulePrecision(
                 rule=rule,
@@ -465,6 +564,10 @@ class EffectReport:
     observed_until: date
     playbooks: list[PlaybookEffect]
     alert_precision: list[RulePrecision]
+    churn_source: str | None = None
+    """`subscriptions` or `outcomes`; None when churn is not measured."""
+    churn_note: str = ""
+    """Sentence on the rule that decided churn, or the reason it is not measured."""
     caveat: str = CAVEAT
 
 
@@ -474,30 +577,91 @@ def measure_effect(
     """Build the effect report from the snapshots and the operational store.
 
     Outcomes are observed until `outcomes.observed_until` when it is set, else until
-    the newest snapshot date. Segments come from the accounts source as it is now.
+    the newest snapshot date. Churn comes from the label source of backtests
+    (`validation.labels`). Segments come from the accounts source as it is now.
 
     Raises
     ------
     SnapshotNotFoundError
         When no snapshot is stored.
+    ValueError
+        When `validation.labels` names a source the project does not have.
     """
     store = snapshot_store(project)
     scores = store.read_many("scores")
     observed_until = project.config.outcomes.observed_until or max(scores["as_of"])
-    churn = churn_dates(outcomes_frame(state))
+    interventions = interventions_frame(state)
+    alerts = _alerts(state)
     horizon_days = horizon.days
+    days = [*interventions["occurred_on"], *alerts["as_of"]]
+    source, note = _churn_source(project, state)
+    if source is None:
+        churn = ChurnLabels.unmeasured()
+    else:
+        churn = _label_units(
+            project, horizon_days, observed_until, scores["account_id"], days
+        )
     effects = compute_effect(
         scores,
-        interventions_frame(state),
+        interventions,
         churn,
         horizon_days=horizon_days,
         observed_until=observed_until,
         segments=_segments(project),
     )
     precision = alert_precision(
-        _alerts(state), churn, horizon_days=horizon_days, observed_until=observed_until
+        alerts, churn, horizon_days=horizon_days, observed_until=observed_until
     )
-    return EffectReport(str(horizon), observed_until, effects, precision)
+    return EffectReport(str(horizon), observed_until, effects, precision, source, note)
+
+
+def _churn_source(project: Project, state: StateStore) -> tuple[str | None, str]:
+    """Return the dated churn source of the project and a sentence about it."""
+    source = label_source(project)
+    if source == "column":
+        return None, (
+            "churn is not measured: validation.labels is column, and an accounts "
+            "column has no churn dates; add a subscriptions source or import churn "
+            "outcomes and set validation.labels"
+        )
+    if source == "outcomes" and outcomes_frame(state).empty:
+        return None, (
+            "churn is not measured: the project has no subscriptions source and no "
+            "outcomes are imported; import them with `healthscore outcomes import "
+            "FILE`"
+        )
+    return source, f"churn from {CHURN_SOURCES[source]}"
+
+
+def _label_units(
+    project: Project,
+    horizon_days: int,
+    observed_until: date,
+    accounts: Iterable[Any],
+    days: Iterable[date],
+) -> ChurnLabels:
+    """Label every scored account on every intervention and alert date.
+
+    The labels are those of backtests (`healthscore.models.labels`), made with the
+    effect's horizon and observation date in place of the `outcomes` settings.
+    """
+    ids = sorted({str(account) for account in accounts})
+    unique_days = sorted(set(days))
+    if not ids or not unique_days:
+        return ChurnLabels({})
+    outcomes = project.config.outcomes.model_copy(
+        update={
+            "horizon": Duration(amount=horizon_days, unit="days"),
+            "observed_until": observed_until,
+        }
+    )
+    config = project.config.model_copy(update={"outcomes": outcomes})
+    pairs = pd.DataFrame(
+        [(account, day) for day in unique_days for account in ids],
+        columns=["account_id", "as_of"],
+    )
+    label_set = build_labels(Project(root=project.root, config=config), pairs)
+    return ChurnLabels.from_frame(label_set.frame)
 
 
 def _segments(project: Project) -> pd.Series | None:

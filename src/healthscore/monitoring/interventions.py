@@ -1,8 +1,9 @@
 """Outcomes and interventions: what happened to accounts, and what was done for them.
 
 Both are imported from CSV files. An import checks every row first and stores nothing
-when any row is invalid; otherwise all rows go in one transaction. Rows are numbered
-as in a spreadsheet, so the header is row 1 and the first data row is row 2.
+when any row is invalid; otherwise all rows go in one transaction. A problem names the
+data row, counted from 1 without blank lines, and the file's line, counted from 1 with
+the header and blank lines, for example `row 2 (line 4)`.
 Completing a task stores an intervention too (see `healthscore.monitoring.playbooks`).
 """
 
@@ -63,6 +64,7 @@ def import_outcomes(
     *,
     now: datetime | None = None,
     known_accounts: Collection[str] | None = None,
+    latest_date: date | None = None,
 ) -> ImportResult:
     """Store the outcomes of a CSV file, all of them or none.
 
@@ -70,7 +72,8 @@ def import_outcomes(
     `occurred_on` (YYYY-MM-DD), and optionally `arr_before`, `arr_after` (numbers of
     at least 0) and `source` (default: the file name). A row with the account, kind
     and date of a stored outcome is skipped, so a grown file can be imported again.
-    With `known_accounts`, a row whose account is not in it is invalid.
+    With `known_accounts`, a row whose account is not in it is invalid. With
+    `latest_date` (usually today), a row dated after it is invalid.
 
     Raises
     ------
@@ -78,10 +81,13 @@ def import_outcomes(
         When a column is missing or unknown or a row is invalid; the message names
         the file, row and column of each problem.
     """
-    rows = _read_rows(path, OUTCOME_COLUMNS, OUTCOME_OPTIONAL, _outcome_row)
+    rows = _read_rows(
+        path, OUTCOME_COLUMNS, OUTCOME_OPTIONAL, _outcome_row, latest_date
+    )
     if known_accounts is not None:
         _check_known_accounts(path, rows, known_accounts)
     _check_unique(path, rows, ("account_id", "kind", "occurred_on"))
+    rows = _without_locations(rows)
     for row in rows:
         row["source"] = row["source"] or path.name
     stored, skipped = store_outcomes(state, rows, origin=path, now=now)
@@ -121,13 +127,15 @@ def import_interventions(
     *,
     now: datetime | None = None,
     known_accounts: Collection[str] | None = None,
+    latest_date: date | None = None,
 ) -> ImportResult:
     """Store the interventions of a CSV file, all of them or none.
 
     Columns: `account_id`, `kind` (the playbook name, or another kind of action),
     `occurred_on` (YYYY-MM-DD), `author`, and optionally `note`. A row equal in
     account, kind, date and author to an imported intervention is skipped. With
-    `known_accounts`, a row whose account is not in it is invalid.
+    `known_accounts`, a row whose account is not in it is invalid. With
+    `latest_date` (usually today), a row dated after it is invalid.
 
     Raises
     ------
@@ -136,11 +144,16 @@ def import_interventions(
         the file, row and column of each problem.
     """
     rows = _read_rows(
-        path, INTERVENTION_COLUMNS, INTERVENTION_OPTIONAL, _intervention_row
+        path,
+        INTERVENTION_COLUMNS,
+        INTERVENTION_OPTIONAL,
+        _intervention_row,
+        latest_date,
     )
     if known_accounts is not None:
         _check_known_accounts(path, rows, known_accounts)
     _check_unique(path, rows, INTERVENTION_KEY)
+    rows = _without_locations(rows)
     stored, skipped = store_interventions(state, rows, origin=path, now=now)
     logger.info("imported %d interventions from %s", stored, path)
     return ImportResult(path, stored, skipped)
@@ -209,35 +222,75 @@ def _stored_intervention_keys(
 RowParser = Callable[[dict[str, str], list[tuple[str, str]]], dict[str, Any]]
 
 
+#: Key of a parsed row that stores its place in the file, removed before storing.
+LOCATION = "_location"
+
+
 def _read_rows(
     path: Path,
     required: tuple[str, ...],
     optional: tuple[str, ...],
     parse: RowParser,
+    latest_date: date | None = None,
 ) -> list[dict[str, Any]]:
-    """Parse every row, collecting each problem as (column, message) per row."""
+    """Parse every row, collecting each problem as (column, message) per row.
+
+    Each parsed row gets its location (`row N (line L)`) under LOCATION.
+    """
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     if not Path(path).is_file():
         raise ValueError(f"{path}: file not found; check the path")
     with open(path, encoding="utf-8-sig", newline="", errors="strict") as handle:
-        reader = csv.DictReader(_utf8_lines(handle, path))
-        _check_header(path, reader.fieldnames, required, optional)
-        for number, raw in enumerate(reader, start=2):
+        reader = csv.reader(_utf8_lines(handle, path))
+        header = next(reader, None)
+        _check_header(path, header, required, optional)
+        assert header is not None
+        last_line = reader.line_num
+        for cells in reader:
+            # A record starts on the line after the previous one ended. A quoted
+            # field with line breaks makes one record span several lines.
+            first_line, last_line = last_line + 1, reader.line_num
+            if not cells:
+                continue
+            location = f"row {len(rows) + 1:,} (line {first_line:,})"
             errors: list[tuple[str, str]] = []
-            if None in raw:
+            if len(cells) > len(header):
                 errors.append(("", "has more cells than the header has columns"))
+            raw = dict(zip(header, cells, strict=False))
             row = parse(raw, errors)
+            _check_not_after(row, latest_date, errors)
             problems.extend(
-                f"row {number}{f', column {column}' if column else ''}: {message}"
+                f"{location}{f', column {column}' if column else ''}: {message}"
                 for column, message in errors
             )
-            rows.append(row)
+            rows.append({**row, LOCATION: location})
     if problems:
         raise ImportValidationError(_problem_message(path, problems))
     if not rows:
         raise ImportValidationError(f"{path} has a header but no rows; nothing stored")
     return rows
+
+
+def _check_not_after(
+    row: dict[str, Any], latest_date: date | None, errors: list[tuple[str, str]]
+) -> None:
+    day = row.get("occurred_on")
+    if latest_date is None or day is None or day <= latest_date:
+        return
+    errors.append(
+        (
+            "occurred_on",
+            f"{day.isoformat()} is after today ({latest_date.isoformat()} in the "
+            "project's time zone); fix the date, or pass --allow-future to store it",
+        )
+    )
+
+
+def _without_locations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {name: value for name, value in row.items() if name != LOCATION} for row in rows
+    ]
 
 
 def _utf8_lines(handle: Any, path: Any) -> Iterator[str]:
@@ -270,14 +323,16 @@ def _check_header(
         if unknown:
             parts.append(f"unknown column {', '.join(unknown)}")
         raise ImportValidationError(
-            f"{path}, row 1: {'; '.join(parts)}; the columns are "
+            f"{path}, line 1: {'; '.join(parts)}; the columns are "
             f"{', '.join(required)} and optionally {', '.join(optional)}"
         )
 
 
 def _problem_message(path: Path, problems: list[str]) -> str:
     listed = problems[:MAX_LISTED_ERRORS]
-    lines = [f"{path} has {len(problems)} invalid values; nothing was stored:"]
+    count = len(problems)
+    values = "invalid value" if count == 1 else "invalid values"
+    lines = [f"{path} has {count:,} {values}; nothing was stored:"]
     lines += [f"  {problem}" for problem in listed]
     if len(problems) > len(listed):
         lines.append(f"  and {len(problems) - len(listed)} more")
@@ -289,9 +344,9 @@ def _check_known_accounts(
 ) -> None:
     known_ids = set(known)
     problems = [
-        f"row {number}, column account_id: {row['account_id']!r} is not an account "
-        "of the accounts source"
-        for number, row in enumerate(rows, start=2)
+        f"{row[LOCATION]}, column account_id: {row['account_id']!r} is not an "
+        "account of the accounts source"
+        for row in rows
         if row["account_id"] not in known_ids
     ]
     if problems:
@@ -322,15 +377,15 @@ def account_ids(project: Project) -> set[str]:
 
 
 def _check_unique(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:
-    first_row: dict[tuple[Any, ...], int] = {}
-    for number, row in enumerate(rows, start=2):
+    first_row: dict[tuple[Any, ...], str] = {}
+    for row in rows:
         values = tuple(row[name] for name in key)
         if values in first_row:
             raise ImportValidationError(
-                f"{path}, row {number}: repeats row {first_row[values]} (same "
+                f"{path}, {row[LOCATION]}: repeats {first_row[values]} (same "
                 f"{', '.join(key)}); nothing was stored, remove one of the two rows"
             )
-        first_row[values] = number
+        first_row[values] = row[LOCATION]
 
 
 def _outcome_row(raw: dict[str, str], errors: list[tuple[str, str]]) -> dict[str, Any]:

@@ -165,7 +165,8 @@ def add_alerts(
 
     An alert whose dedupe key is stored already is skipped (`duplicate`), and so is
     one whose rule, account and condition identity match an alert of an earlier
-    as-of date less than `cooldown_days` before (`cooldown`). The insert skips a
+    as-of date at most `cooldown_days` before (`cooldown`). With 7 days, an alert
+    as of June 1 suppresses its repeats up to and including June 8. The insert skips a
     conflicting key in the database itself (ON CONFLICT DO NOTHING), so two
     processes storing the same alert store it once.
 
@@ -237,14 +238,14 @@ def _insert_or_skip(connection: Connection, values: dict[str, Any]) -> Any:
 
 
 def _cooling_down(connection: Connection, alert: RaisedAlert, days: int) -> bool:
-    """Tell whether an earlier alert with the same identity is within `days`."""
+    """Tell whether an earlier alert with the same identity is at most `days` old."""
     prefix = alert.dedupe_key.removesuffix(alert.as_of.isoformat())
     rows = connection.execute(
         select(alerts.c.dedupe_key).where(
             alerts.c.rule == alert.rule,
             alerts.c.account_id == alert.account_id,
             alerts.c.as_of < alert.as_of,
-            alerts.c.as_of > alert.as_of - timedelta(days=days),
+            alerts.c.as_of >= alert.as_of - timedelta(days=days),
         )
     ).scalars()
     # The rest of a key after the prefix must be exactly a date: an identity that
