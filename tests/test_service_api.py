@@ -460,6 +460,34 @@ def test_outcomes_repeat_in_request_422(writer):
     assert get(client, token["admin"], "/outcomes")["outcomes"] == []
 
 
+@pytest.mark.parametrize("field", ["outcomes", "interventions"])
+def test_future_dated_items_rejected_unless_allowed(writer, field):
+    client, token, _project = writer
+    item = {"account_id": "a2", "occurred_on": "2099-01-01"}
+    item |= (
+        {"kind": "renewed"}
+        if field == "outcomes"
+        else {"kind": "training", "author": "ann"}
+    )
+    today = {**item, "occurred_on": "2026-03-02"}
+    body = {field: [today, item]}
+
+    rejected = client.post(f"{API}/{field}", headers=bearer(token["admin"]), json=body)
+
+    assert rejected.status_code == 422, rejected.text
+    error = rejected.json()["error"]
+    assert error["message"].startswith(f"1 of 2 {field} are dated after today")
+    assert [d["location"] for d in error["details"]] == [f"body.{field}[1].occurred_on"]
+    assert get(client, token["admin"], f"/{field}")[field] == []
+
+    allowed = client.post(
+        f"{API}/{field}?allow_future=true", headers=bearer(token["admin"]), json=body
+    )
+
+    assert allowed.status_code == 201, allowed.text
+    assert allowed.json()["stored"] == 2
+
+
 def test_interventions_posted_by_csm(writer):
     client, token, _project = writer
     body = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, status
 from sqlalchemy import select
@@ -228,15 +229,30 @@ def get_interventions(access: AccessDependency) -> dict[str, Any]:
     return {"interventions": jsonable(_visible_rows(access, frame))}
 
 
+#: Query parameter that lets outcomes and interventions be dated after today.
+AllowFuture = Annotated[
+    bool,
+    Query(
+        alias="allow_future",
+        description="Accept items dated after today in the project's time zone.",
+    ),
+]
+
+
 @router.post("/outcomes", status_code=status.HTTP_201_CREATED)
-def create_outcomes(body: OutcomesCreate, access: AccessDependency) -> dict[str, Any]:
+def create_outcomes(
+    body: OutcomesCreate, access: AccessDependency, allow_future: AllowFuture = False
+) -> dict[str, Any]:
     """Store outcomes, all or none; a repeat of a stored outcome is skipped.
 
     Every account must be known and visible to the token (404 otherwise), and no two
-    outcomes of the request may share account, kind and day (422).
+    outcomes of the request may share account, kind and day (422). An outcome dated
+    after today is rejected (422) unless `allow_future` is true.
     """
     access.require_writer()
     rows = [item.model_dump() for item in body.outcomes]
+    if not allow_future:
+        _check_not_future(access, "outcomes", rows)
     _check_accounts(access, "outcomes", rows)
     _check_repeats("outcomes", rows, ("account_id", "kind", "occurred_on"))
     for row in rows:
@@ -253,15 +269,20 @@ def create_outcomes(body: OutcomesCreate, access: AccessDependency) -> dict[str,
 
 @router.post("/interventions", status_code=status.HTTP_201_CREATED)
 def create_interventions(
-    body: InterventionsCreate, access: AccessDependency
+    body: InterventionsCreate,
+    access: AccessDependency,
+    allow_future: AllowFuture = False,
 ) -> dict[str, Any]:
     """Store interventions, all or none; a repeat of a stored one is skipped.
 
     The author defaults to the token's owner or name. Every account must be known
-    and visible to the token (404 otherwise).
+    and visible to the token (404 otherwise). An intervention dated after today is
+    rejected (422) unless `allow_future` is true.
     """
     access.require_writer()
     rows = [item.model_dump() for item in body.interventions]
+    if not allow_future:
+        _check_not_future(access, "interventions", rows)
     for row in rows:
         row["author"] = row["author"] or access.token.actor
     _check_accounts(access, "interventions", rows)
@@ -274,6 +295,31 @@ def create_interventions(
             actor=access.token.actor,
         )
     return {"stored": stored, "skipped": skipped}
+
+
+def _check_not_future(access: Access, field: str, rows: list[dict[str, Any]]) -> None:
+    """Raise 422 naming every item dated after today in the project's time zone."""
+    zone = ZoneInfo(access.context.project.config.timezone)
+    today = datetime.now(zone).date()
+    late = [
+        (index, row["occurred_on"])
+        for index, row in enumerate(rows)
+        if row["occurred_on"] > today
+    ]
+    if late:
+        raise ApiError(
+            422,
+            f"{len(late)} of {len(rows)} {field} are dated after today "
+            f"({today.isoformat()} in the project's time zone); nothing was stored. "
+            "Fix the dates, or send allow_future=true to store them",
+            details=[
+                {
+                    "location": f"body.{field}[{index}].occurred_on",
+                    "message": f"{day.isoformat()} is after {today.isoformat()}",
+                }
+                for index, day in late
+            ],
+        )
 
 
 def _check_accounts(access: Access, field: str, rows: list[dict[str, Any]]) -> None:
