@@ -1170,7 +1170,8 @@ def test_outcomes_with_unknown_account_rejected(tmp_path):
 
     assert rejected.exit_code == 1
     assert "outcomes.csv has 1 invalid value; nothing was stored" in rejected.output
-    assert "row 2 (line 3), column account_id: 'zz9' is not an account" in rejected.output
+    expected = "row 2 (line 3), column account_id: 'zz9' is not an account"
+    assert expected in rejected.output
     assert "--allow-unknown" in rejected.output
     assert stored_after_rejection == 0
     assert allowed.exit_code == 0, allowed.output
@@ -1208,7 +1209,9 @@ def test_unknown_intervention_account_rejected(tmp_path):
     assert "interventions.csv has 1 invalid value; nothing was stored" in (
         rejected.output
     )
-    assert "row 1 (line 2), column account_id: 'zz9' is not an account" in rejected.output
+    assert (
+        "row 1 (line 2), column account_id: 'zz9' is not an account" in rejected.output
+    )
     assert stored_after_rejection == 0
     assert allowed.exit_code == 0, allowed.output
     assert "Stored 2 interventions" in allowed.output

@@ -15,7 +15,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from healthscore.cli.common import row_location
+from healthscore.cli.common import row_location, wrap
 from healthscore.report.outcomes import ChurnSummary
 from healthscore.report.summary import (
     BandCount,
@@ -214,8 +214,10 @@ def print_sources(
     if later:
         rows = "1 row is" if later == 1 else f"{later:,} rows are"
         console.print(
-            f"{rows} later than the as-of date: valid, left for later dates, not "
-            "errors.",
+            wrap(
+                f"{rows} later than the as-of date: valid, left for later dates, not "
+                "errors."
+            ),
             markup=False,
             soft_wrap=True,
         )

@@ -29,6 +29,7 @@ from healthscore.cli.common import (
     parse_date,
     print_json,
     say,
+    say_wrapped,
     stdout_console,
     to_json,
 )
@@ -204,30 +205,30 @@ def explain(
 def _print_account(project: Project, scored: AccountScore, table: pd.DataFrame) -> None:
     row = scored.score
     label = band_style(project.config.bands).get(str(row["band"]), (row["band"], ""))[0]
-    say(
+    say_wrapped(
         f"Account {scored.account_id} as of {scored.as_of.isoformat()}: score "
         f"{_points(row['score'])}, band {label} (scorecard {row['scorecard']}, "
         f"coverage {percent(_number(row['coverage']))})."
     )
     if _present(row.get("override_reason")):
         computed = _points(row["computed_score"])
-        say(
+        say_wrapped(
             f"The score is set by an override of {row['override_author']}: "
             f"{row['override_reason']} (computed score {computed})."
         )
     stdout_console().print(_account_table(table))
-    say(
+    say_wrapped(
         "Points: what the measure adds to the score (normalized score × weight). "
         "Lost: what it would add at 100, minus Points."
     )
     total = math.fsum(table["contribution"].fillna(0.0).to_numpy(dtype="float64"))
-    say(
+    say_wrapped(
         f"The contributions add up to {total:.2f}; the score is "
         f"{_points(row['score'], 2)}."
     )
     missing = table[(table["kind"] != OVERRIDE) & table["normalized"].isna()]
     if len(missing):
-        say(
+        say_wrapped(
             f"{len(missing)} measures have no value; their weight went to the "
             "measures of their component that have one."
         )
@@ -346,7 +347,7 @@ def _print_change(
     project: Project, before: AccountScore, after: AccountScore, parts: pd.DataFrame
 ) -> None:
     change = float(after.score["score"]) - float(before.score["score"])
-    say(
+    say_wrapped(
         f"Account {after.account_id}: score {_points(before.score['score'], 2)} as of "
         f"{before.as_of.isoformat()}, {_points(after.score['score'], 2)} as of "
         f"{after.as_of.isoformat()}."

@@ -18,10 +18,12 @@ from healthscore.cli.common import (
     VerboseOption,
     handle_errors,
     note,
+    note_wrapped,
     open_project,
     plural,
     print_json,
     say,
+    say_wrapped,
     stdout_console,
 )
 from healthscore.cli.display import (
@@ -80,11 +82,11 @@ def score(
     print_score_summary(scored, summary)
     if guard is not None:
         for line in guard_lines(guard):
-            say(line)
+            say_wrapped(line)
     if run.monitoring is not None:
         alerts, tasks = _monitoring_counts(run)
         held = " (held by the guard)" if guard is not None and guard.held else ""
-        say(
+        say_wrapped(
             f"Raised {plural(alerts, 'alert')}{held} and opened "
             f"{plural(tasks, 'task')}; see `healthscore alerts list` and "
             "`healthscore tasks list`."
@@ -133,12 +135,12 @@ def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
     accounts = counted(summary.accounts, "account")
     say(f"Scored {accounts} of {project} as of {scored.as_of}.")
     if summary.accounts == 0:
-        note(empty_population_warning(scored.project, scored.as_of))
+        note_wrapped(empty_population_warning(scored.project, scored.as_of))
     console.print(band_table(summary.bands, "Accounts per band"))
     if summary.riskiest:
         console.print(riskiest_table(summary))
     for line in coverage_lines(summary.coverage):
-        say(line)
+        say_wrapped(line)
     if scored.snapshot is not None:
         say(f"Stored the snapshot in {scored.snapshot}.")
     else:

@@ -300,11 +300,11 @@ def compare(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Compare scoring methods on the same splits: rules, weighted, learned, ML,
-    hybrid, survival and clusters.
+    """Compare rules, weighted, learned, ML, hybrid, survival and clusters scores.
 
-    With --json, prints a list with one object per method (method, roc_auc,
-    lift_top_decile, ece, lead_time_days, fit_seconds, explainable, note).
+    Every method is tested on the same time-ordered splits. With --json, prints a
+    list with one object per method (method, roc_auc, lift_top_decile, ece,
+    lead_time_days, fit_seconds, explainable, note).
     """
     from healthscore.models.backtest import run_methods, save_results
     from healthscore.models.compare import compare_methods
