@@ -398,6 +398,28 @@ def test_effect_text_names_churn_source(tmp_path):
     assert idle[:4] == ["idle", "3", "1", "33.3%"]
 
 
+def test_effect_table_keeps_words_whole_at_80_columns(tmp_path):
+    project = _subscription_project(tmp_path)
+    for day in (date(2026, 2, 1), date(2026, 3, 1)):
+        score(project, day)
+    (tmp_path / "interventions.csv").write_text(
+        "account_id,kind,occurred_on,author\na1,executive_review,2026-02-01,ana\n"
+    )
+    runner = CliRunner(env={"COLUMNS": "80"})
+    folder = ["--project", str(tmp_path)]
+    path = str(tmp_path / "interventions.csv")
+    assert runner.invoke(app, ["interventions", "import", path, *folder]).exit_code == 0
+
+    result = runner.invoke(app, ["effect", "--horizon", "28d", *folder])
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    words = set(" ".join(lines).split())
+    for header in ("treated", "control", "diff.", "change", "(95%", "CI)"):
+        assert header in words, header
+
+
 def test_effect_without_churn_source_says_so(tmp_path):
     project = write_project(
         tmp_path,

@@ -24,6 +24,7 @@ from healthscore.cli.common import (
     plural,
     print_json,
     say,
+    say_wrapped,
     stdout_console,
 )
 from healthscore.cli.overrides import check_account
@@ -336,17 +337,17 @@ def _print_effect(report: EffectReport) -> None:
         f"Horizon {report.horizon}; outcomes observed until "
         f"{report.observed_until.isoformat()}."
     )
-    say(f"{report.churn_note[:1].upper()}{report.churn_note[1:]}.")
+    say_wrapped(f"{report.churn_note[:1].upper()}{report.churn_note[1:]}.")
     if report.playbooks:
         console.print(_effect_table(report))
     else:
         say("No interventions stored; complete tasks or import interventions.")
     for item in report.playbooks:
         skipped = ", ".join(f"{count} {key}" for key, count in item.skipped.items())
-        say(f"{item.kind}: left out {skipped}.")
+        say_wrapped(f"{item.kind}: left out {skipped}.")
     if report.alert_precision:
         console.print(_precision_table(report))
-    say(report.caveat)
+    say_wrapped(report.caveat)
 
 
 def _effect_table(report: EffectReport) -> Table:
@@ -354,9 +355,15 @@ def _effect_table(report: EffectReport) -> Table:
     for column in ("Kind", "Treated", "Control"):
         table.add_column(column, no_wrap=True)
     # A rate with its interval wraps inside its cell, so the table fits 80 columns.
-    intervals = ("Churn treated", "Churn control", "Difference (95% CI)")
-    for column in (*intervals, "Score change difference"):
-        table.add_column(column, overflow="fold")
+    # Every word of the headers and cells fits 8 columns, so none is cut.
+    headers = (
+        "Churn treated",
+        "Churn control",
+        "Churn diff. (95% CI)",
+        "Score change diff. (95% CI)",
+    )
+    for column in headers:
+        table.add_column(column, min_width=8, overflow="fold")
     for item in report.playbooks:
         _plain_row(
             table,
