@@ -295,6 +295,41 @@ def test_build_channels_missing_secret():
         build_channels(settings, {})
 
 
+def test_slack_url_read_from_environment(receiver):
+    settings = AlertSettings.model_validate(
+        {"channels": {"team": {"type": "slack", "url": "${HS_SLACK_URL}"}}}
+    )
+
+    channels = build_channels(settings, {"HS_SLACK_URL": receiver.url})
+    channels["team"].send(sample_delivery())
+
+    assert len(receiver.requests) == 1
+    assert "blocks" in json.loads(receiver.requests[0]["body"])
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "channel 'team': url: environment variable HS_SLACK_URL is not set"),
+        (
+            {"HS_SLACK_URL": "ftp://example.invalid/x"},
+            "channel 'team': url '${HS_SLACK_URL}' does not give an http:// or "
+            "https:// URL",
+        ),
+    ],
+)
+def test_slack_url_from_environment_checked(environ, message):
+    settings = AlertSettings.model_validate(
+        {"channels": {"team": {"type": "slack", "url": "${HS_SLACK_URL}"}}}
+    )
+
+    with pytest.raises(ValueError) as caught:
+        build_channels(settings, environ)
+
+    assert str(caught.value).startswith(message)
+    assert "ftp://" not in str(caught.value)
+
+
 def test_unknown_channel_in_rule_rejected():
     with pytest.raises(ValueError, match="rule 'r' names unknown channel 'pager'"):
         AlertSettings.model_validate(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,12 @@ from healthscore.monitoring.guard import (
     population_stability_index,
     score_distribution,
 )
-from healthscore.monitoring.outbox import Delivery, deliver_pending, list_alerts
+from healthscore.monitoring.outbox import (
+    Delivery,
+    deliver_pending,
+    list_alerts,
+    release_held,
+)
 from healthscore.pipeline import ScoringRun, score, snapshot_store
 from healthscore.scoring import ScoreResult
 from healthscore.store import StateStore
@@ -230,6 +235,39 @@ def test_guard_holds_alerts_and_reports(tmp_path):
         + (0.6 - 1.0) * math.log(0.6 / 1.0)
     )
     assert "2 of 5 accounts (40%) changed band since 2026-06-23" in guard.message
+
+
+def test_release_sends_held_alerts_of_date(tmp_path):
+    config = minimal_config(
+        alerts={"rules": [{"name": "risk", "kind": "band_change", "to": "at_risk"}]}
+    )
+    project = Project(root=tmp_path, config=ProjectConfig.model_validate(config))
+    store = SnapshotStore(tmp_path / "snapshots")
+    before = {"a": 60, "b": 60, "c": 60, "d": 60, "e": 60}
+    store.write(PREVIOUS, {"scores": scores(before)}, {})
+    run = make_run(project, AS_OF, {"a": 30, "b": 30, "c": 60, "d": 60, "e": 60})
+    recorder = Recorder()
+    later = NOW + timedelta(minutes=5)
+
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        outcome = evaluate_alerts(project, run, store, state, now=NOW)
+        deliver_pending(state, {"console": recorder}, NOW)
+        released = release_held(state, AS_OF, now=later, actor="ana")
+        again = release_held(state, AS_OF, now=later, actor="ana")
+        other_day = release_held(state, PREVIOUS, now=later, actor="ana")
+        deliver_pending(state, {"console": recorder}, later)
+        stored = list_alerts(state)
+
+    held_ids = [record.id for record in stored if record.alert.rule == "risk"]
+    assert sorted(released) == sorted(held_ids)
+    assert again == []
+    assert other_day == []
+    assert not any(record.held for record in stored)
+    # The guard's own alert went out first, then the two released ones, once each.
+    sent = [(d.alert.rule, d.alert.account_id) for d in recorder.sent]
+    assert sent[0] == ("guard", "*")
+    assert sorted(sent[1:]) == [("risk", "a"), ("risk", "b")]
+    assert f"alerts release --as-of {AS_OF.isoformat()}" in outcome.raised[-1].message
 
 
 def test_stale_source_holds_real_run(tmp_path):

@@ -19,6 +19,8 @@ from healthscore.cli.common import (
     VerboseOption,
     handle_errors,
     open_project,
+    parse_date,
+    plural,
     print_json,
     say,
     stdout_console,
@@ -31,6 +33,7 @@ from healthscore.monitoring.outbox import (
     deliver_pending,
     get_alert,
     list_alerts,
+    release_held,
     resend_alert,
     set_alert_state,
 )
@@ -158,6 +161,36 @@ def resend(
             item.state == "pending" for item in get_alert(store, alert_id).deliveries
         )
     say(f"alert {alert_id}: {queued} delivery(ies) queued again, {pending} pending")
+
+
+@alerts_app.command("release")
+@handle_errors
+def release(
+    as_of: Annotated[
+        str,
+        typer.Option(
+            "--as-of",
+            metavar="YYYY-MM-DD",
+            help="As-of date whose held alerts are released.",
+        ),
+    ],
+    by: ByOption = None,
+    project_dir: ProjectOption = Path("."),
+    verbose: VerboseOption = 0,
+) -> None:
+    """Release every alert of a date that the data guard held.
+
+    Their deliveries become due; a running service sends them, or run `alerts
+    deliver`. Use `alerts resend ID` for one alert.
+    """
+    day = parse_date(as_of)
+    project = open_project(project_dir)
+    with _state_store(project) as store:
+        released = release_held(store, day, now=datetime.now(UTC), actor=_actor(by))
+    if not released:
+        say(f"No alert of {day.isoformat()} is held.")
+        return
+    say(f"Released {plural(len(released), 'held alert')} of {day.isoformat()}.")
 
 
 @alerts_app.command("deliver")

@@ -181,7 +181,10 @@ class WebhookChannel(StrictModel):
     """
 
     type: Literal["webhook"]
-    url: str = Field(description="http or https URL that receives the alerts.")
+    url: str = Field(
+        description="http or https URL that receives the alerts; write "
+        "`${NAME}` to read it from the environment variable NAME."
+    )
     secret_env: str | None = Field(
         default=None,
         description="Environment variable holding the signing secret; no signature "
@@ -201,7 +204,7 @@ class SlackChannel(StrictModel):
     type: Literal["slack"]
     url: str = Field(
         description="Incoming webhook URL; write `${SLACK_WEBHOOK_URL}` to read it "
-        "from the environment."
+        "from that environment variable when alerts are sent."
     )
     base_url: str | None = Field(
         default=None,
@@ -345,6 +348,9 @@ class AlertSettings(StrictModel):
 
 
 def _check_http_url(value: str) -> str:
+    # A URL from an environment variable is checked when the channel is built.
+    if value.startswith("${"):
+        return value
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"invalid URL {value!r}; use an http:// or https:// URL")
     return value

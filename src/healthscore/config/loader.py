@@ -11,7 +11,7 @@ import re
 import string
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,17 @@ PROJECT_FILE = "healthscore.yml"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_variables(text: str) -> str:
+def expand_variables(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Replace `${NAME}` and `${NAME:-default}` with environment variables.
 
-    Raises ValueError for an unset variable without a default.
+    The variables come from `environ`, by default the process environment. Raises
+    ValueError for an unset variable without a default.
     """
+    env = os.environ if environ is None else environ
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        value = os.environ.get(name) or default
+        value = env.get(name) or default
         if value is None:
             raise ValueError(
                 f"environment variable {name} is not set; set it or write "

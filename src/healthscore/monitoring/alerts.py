@@ -652,8 +652,8 @@ def guard_alert(guard: GuardDecision) -> RaisedAlert:
         message=(
             f"The alerts of {day} were stored but not sent, because "
             + "; ".join(reasons)
-            + ". Check the sources, then send them with `healthscore alerts resend "
-            "ID` or rescore the date."
+            + ". Check the sources, then send them with `healthscore alerts release "
+            f"--as-of {day}`. Scoring the date again does not release them."
         ),
         details=guard.to_dict(),
     )

@@ -29,6 +29,7 @@ from healthscore.config.alerts import (
     SlackChannel,
     WebhookChannel,
 )
+from healthscore.config.loader import expand_variables
 from healthscore.monitoring.outbox import Channel, Delivery, DeliveryError
 
 #: Header with the HMAC-SHA256 of the request body, as `sha256=<hex>`.
@@ -294,6 +295,20 @@ def post_json(
         raise DeliveryError(f"POST {_safe_url(url)} failed: {reason}") from exc
 
 
+def _url(env: Mapping[str, str], channel: str, url: str) -> str:
+    """Return `url` with its `${NAME}` variables replaced; it must be http(s)."""
+    try:
+        expanded = expand_variables(url, env)
+    except ValueError as exc:
+        raise ValueError(f"channel {channel!r}: url: {exc}") from None
+    if not expanded.startswith(("http://", "https://")):
+        raise ValueError(
+            f"channel {channel!r}: url {url!r} does not give an http:// or https:// "
+            "URL; set the variable to one"
+        )
+    return expanded
+
+
 def build_channels(
     settings: AlertSettings, environ: Mapping[str, str] | None = None
 ) -> dict[str, Channel]:
@@ -317,9 +332,9 @@ def _build_channel(name: str, config: ChannelConfig, env: Mapping[str, str]) -> 
     if isinstance(config, WebhookChannel):
         secret = _env(env, name, config.secret_env)
         key = None if secret is None else secret.encode("utf-8")
-        return WebhookSender(config.url, key, config.timeout)
+        return WebhookSender(_url(env, name, config.url), key, config.timeout)
     if isinstance(config, SlackChannel):
-        return SlackSender(config.url, config.base_url, config.timeout)
+        return SlackSender(_url(env, name, config.url), config.base_url, config.timeout)
     username = _env(env, name, config.username_env)
     password = _env(env, name, config.password_env)
     return EmailSender(config, username, password)

@@ -600,6 +600,47 @@ def resend_alert(
     return int(queued.rowcount)
 
 
+def release_held(
+    state: StateStore, as_of: date, *, now: datetime, actor: str = "unknown"
+) -> list[int]:
+    """Release every alert of `as_of` that the guard held; return their ids.
+
+    Their pending deliveries become due at once. Deliveries already sent or dead
+    stay as they are; `resend_alert` queues those again.
+    """
+    with write_engine(state.engine).begin() as connection:
+        ids = [
+            int(row.id)
+            for row in connection.execute(
+                select(alerts.c.id)
+                .where(alerts.c.as_of == as_of, alerts.c.held.is_(True))
+                .order_by(alerts.c.id)
+            )
+        ]
+        if not ids:
+            return []
+        connection.execute(
+            update(alerts)
+            .where(alerts.c.id.in_(ids))
+            .values(held=False, updated_at=now)
+        )
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.alert_id.in_(ids), deliveries.c.state == "pending")
+            .values(next_attempt_at=now)
+        )
+        record_audit(
+            connection,
+            now,
+            actor,
+            "release",
+            ALERT_SUBJECT,
+            {"as_of": as_of.isoformat(), "alerts": len(ids)},
+        )
+    logger.info("released %d held alert(s) of %s", len(ids), as_of)
+    return ids
+
+
 def count_deliveries(state: StateStore) -> dict[str, int]:
     """Count deliveries per state."""
     query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
