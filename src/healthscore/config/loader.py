@@ -465,6 +465,12 @@ def _value_at(config: ProjectConfig, path: tuple[str | int, ...]) -> Any:
 def _source_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
     for name, source in project.config.sources.items():
         if is_store_source(source):
+            if source.joins:
+                yield issue(
+                    ("sources", name, "joins"),
+                    "joins apply to sources read from files, not to the event store; "
+                    "remove joins from this source",
+                )
             continue  # read from the event store, not from files
         if source.table is not None:
             # The database is reached only when the data is read or validated.
@@ -489,6 +495,24 @@ def _source_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
                 f"no file matches {source.path!r} (relative to {project.root})",
             )
         yield from _lookup_issues(project, name, source, issue)
+        yield from _join_issues(project, name, source, issue)
+
+
+def _join_issues(
+    project: Project, name: str, source: SourceConfig, issue: Any
+) -> Iterator[ConfigIssue]:
+    for index, join in enumerate(source.joins):
+        path = ("sources", name, "joins", index, "path")
+        try:
+            pattern = str(project.path(join.path))
+        except ValueError as exc:
+            yield issue(path, str(exc))
+            continue
+        if not glob.glob(pattern):
+            yield issue(
+                path,
+                f"no file matches {join.path!r} (relative to {project.root})",
+            )
 
 
 def _lookup_issues(
@@ -519,7 +543,7 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                     config.sources,
                 )
                 continue
-            columns = set(STANDARD_COLUMNS[source.kind]) | set(source.attributes)
+            columns = set(STANDARD_COLUMNS[source.kind]) | set(source.attribute_types())
             where = getattr(metric, "where", None)
             if where:
                 for unknown in sorted(parse_expression(where).names - columns):
@@ -555,12 +579,12 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
             )
             column = metric.column  # type: ignore[union-attr]
             if accounts is not None and column not in (
-                set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes)
+                set(STANDARD_COLUMNS["accounts"]) | set(accounts.attribute_types())
             ):
                 yield issue(
                     ("metrics", name, "column"),
                     f"unknown column {column!r} of the accounts source",
-                    set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes),
+                    set(STANDARD_COLUMNS["accounts"]) | set(accounts.attribute_types()),
                 )
     cycle = _find_cycle(metrics)
     if cycle:
@@ -589,7 +613,7 @@ def _text_metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIss
         source = config.sources.get(metric.source) or _builtin_source(metric.source)
         if source is None:
             continue  # _metric_issues reports the unknown source
-        types = {**STANDARD_COLUMNS[source.kind], **source.attributes}
+        types = {**STANDARD_COLUMNS[source.kind], **source.attribute_types()}
         found = types.get(metric.column)
         if found is None or found == needed:
             continue  # _metric_issues reports an unknown column
@@ -615,7 +639,7 @@ def _account_and_metric_names(config: ProjectConfig) -> set[str]:
     names = set(config.metrics) | {"score", "band"}
     if config.sources_of_kind("accounts"):
         accounts = config.sources[config.accounts_source()]
-        names |= set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes)
+        names |= set(STANDARD_COLUMNS["accounts"]) | set(accounts.attribute_types())
     return names
 
 
@@ -686,7 +710,7 @@ def _scorecard_column_issues(
     if not config.sources_of_kind("accounts"):
         return
     accounts = config.sources[config.accounts_source()]
-    known = set(STANDARD_COLUMNS["accounts"]) | set(accounts.attributes)
+    known = set(STANDARD_COLUMNS["accounts"]) | set(accounts.attribute_types())
     known |= set(config.metrics)
     scorecard = config.scorecards[index]
     if scorecard.when:
@@ -708,7 +732,7 @@ def _scorecard_column_issues(
 
 def _type_mismatches(where: str, source: SourceConfig) -> list[str]:
     """Comparisons in `where` of a column with a literal of another type."""
-    types = {**STANDARD_COLUMNS[source.kind], **source.attributes}
+    types = {**STANDARD_COLUMNS[source.kind], **source.attribute_types()}
     messages = []
     for column, value in literal_comparisons(parse_expression(where)):
         kind = types.get(column)

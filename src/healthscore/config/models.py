@@ -167,6 +167,51 @@ class LookupConfig(StrictModel):
     value: str = Field(description="Column of the lookup file holding the name.")
 
 
+#: File name endings that a joined file may have.
+JOIN_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+
+
+class JoinConfig(StrictModel):
+    """A CSV file with more columns per account, joined to a source by account id."""
+
+    path: str = Field(
+        description="CSV file (gzip too) or glob of them, relative to the project "
+        "folder; environment variables are replaced as in the source's `path`. The "
+        "files of a glob are read as one table."
+    )
+    key: str = Field(
+        description="Column of the file holding the account id. Each id may appear "
+        "on one row only: a repeated id is an error that names the file and lines. "
+        "Rows with an empty id are skipped."
+    )
+    delimiter: str = Field(default=",", description="CSV field delimiter.")
+    attributes: dict[str, ColumnType] = Field(
+        min_length=1,
+        description="Columns of the file to add to the source's rows, with their "
+        "type, as under the source's `attributes`. They are read like the source's "
+        "own attributes: a value that cannot be read as its type excludes the row. A "
+        "row whose account id is not in the file gets empty (null) values, and that "
+        "is not an error.",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("key is empty; name the column that holds the account id")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _csv_path(cls, value: str) -> str:
+        if not value.lower().endswith(JOIN_SUFFIXES):
+            raise ValueError(
+                f"{value!r} is not a CSV file; a joined file must end in "
+                f"{', '.join(JOIN_SUFFIXES)}"
+            )
+        return value
+
+
 #: URL schemes of the databases that table sources and snapshot tables use.
 DATABASE_SCHEMES = ("postgresql://", "postgres://", "duckdb://")
 
@@ -252,6 +297,20 @@ class SourceConfig(StrictModel):
         "ISO 8601, for example `%d/%m/%Y %H:%M`.",
     )
     delimiter: str = Field(default=",", description="CSV field delimiter.")
+    joins: list[JoinConfig] = Field(
+        default_factory=list,
+        description="CSV files with more attributes per account, such as "
+        "firmographics or a subscription status kept beside the CRM accounts. Each "
+        "file's `key` column is matched with the source's `account_id` as written in "
+        "the source file, and its `attributes` become columns of every row of the "
+        "source (a left join), usable wherever the source's own attributes are: "
+        "attribute metrics, `where`, scorecard `when`, `validation.label_column`. "
+        "Joins work for sources of every kind read from files (CSV, Parquet, JSON "
+        "Lines) on the DuckDB engine; database tables, importers, the event store and "
+        "`engine: spark` reject them, and `privacy.pseudonymize` cannot list joined "
+        "columns. An attribute name may appear once across the source's standard "
+        "columns, its attributes and its joins.",
+    )
 
     @field_validator("columns")
     @classmethod
@@ -308,6 +367,46 @@ class SourceConfig(StrictModel):
                     f"use one of {', '.join(known)} or list it under attributes"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _joined_names_unique(self) -> SourceConfig:
+        if not self.joins:
+            return self
+        if self.table is not None:
+            raise ValueError(
+                "joins apply to sources read from files; remove joins from a table "
+                "source"
+            )
+        if self.format not in (None, "csv", "parquet", "jsonl"):
+            raise ValueError(
+                f"joins apply to csv, parquet and jsonl files, not to the "
+                f"{self.format} importer; remove joins from this source"
+            )
+        standard = STANDARD_COLUMNS[self.kind]
+        owners: dict[str, str] = dict.fromkeys(self.attributes, "attributes")
+        for index, join in enumerate(self.joins):
+            for attribute in join.attributes:
+                if attribute in standard:
+                    raise ValueError(
+                        f"joins[{index}].attributes: {attribute!r} is a standard "
+                        f"column of {self.kind} sources; a joined file adds "
+                        "attributes only, so read the column under another name or "
+                        "from the source file"
+                    )
+                if attribute in owners:
+                    raise ValueError(
+                        f"joins[{index}].attributes: {attribute!r} is already in "
+                        f"{owners[attribute]}; each column name may appear once"
+                    )
+                owners[attribute] = f"joins[{index}].attributes"
+        return self
+
+    def attribute_types(self) -> dict[str, ColumnType]:
+        """Return the attributes of the source's file and of its joins, with types."""
+        types = dict(self.attributes)
+        for join in self.joins:
+            types.update(join.attributes)
+        return types
 
     def file_column(self, standard: str) -> str:
         """Return the file column that contains standard column `standard`."""

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 REASONS = {
     "missing_value": "required value is missing",
     "unparseable_value": "value cannot be read as the column's type",
+    "unparseable_joined_value": "value of the joined file cannot be read as the "
+    "column's type",
     "unknown_code": "code not found in the lookup file",
     "end_before_start": "end date is before the start date",
     "duplicate_account_id": "account id appears on more than one row",

@@ -91,6 +91,7 @@ def read_source(
     """Create the relation `source_<name>` for one source."""
     # Imported here: the importers build on this module.
     from healthscore.importers import is_importer, read_with_importer
+    from healthscore.sources.joins import load_joins
     from healthscore.sources.lookups import lookup_joins
     from healthscore.sources.stored import is_store_source, read_store_source
     from healthscore.sources.tables import read_table_source
@@ -121,19 +122,28 @@ def read_source(
         if row[0] not in ("filename", "file_row_number")
     }
     columns = _columns_present(name, source, file_types)
-    select = _standard_select(project, name, source, columns, file_types)
+    joined = load_joins(con, project, name, source)
+    columns.update(joined.types)
+    select = _standard_select(project, name, source, columns, file_types, joined.values)
     relation = f"source_{name}"
     materialize = (
-        file_format != "parquet" or source.lookups or source.kind == "accounts"
+        file_format != "parquet"
+        or source.lookups
+        or source.joins
+        or source.kind == "accounts"
     )
     kind = "TEMP TABLE" if materialize else "TEMP VIEW"
     # `_row` numbers rows in scan order; SourceSet.report turns it into the row within
     # the file by subtracting the file's first number. DuckDB keeps file order when it
     # scans with preserve_insertion_order (the default).
     row = "file_row_number + 1" if file_format == "parquet" else "row_number() OVER ()"
+    if source.joins and file_format != "parquet":
+        # A join may change the order of the rows, so they are numbered before it.
+        scan = f"(SELECT *, {row} AS _scan_row FROM {scan})"
+        row = "raw._scan_row"
     query = (
-        f"SELECT {select}, filename AS _file, {row} AS _row "
-        f"FROM {scan} AS raw {lookup_joins(con, project, name, source)}"
+        f"SELECT {select}, raw.filename AS _file, {row} AS _row "
+        f"FROM {scan} AS raw {lookup_joins(con, project, name, source)} {joined.sql}"
     )
     # Person columns are hashed here, before any metric or stored output reads them.
     query = pseudonymize_select(con, project, columns, query)
@@ -265,15 +275,25 @@ def _standard_select(
     source: SourceConfig,
     columns: dict[str, str],
     file_types: dict[str, str],
+    joined: dict[str, str] | None = None,
 ) -> str:
+    """Return the select list of the typed columns and the `_problem` check.
+
+    `joined` maps the attributes of joined files to the SQL of their raw text value
+    (see `sources.joins`); the other columns are read from `raw`.
+    """
+    joined = joined or {}
     typed: dict[str, str] = {}
     checks: list[tuple[str, str]] = []
     required = set(REQUIRED_COLUMNS[source.kind])
     for column, kind in columns.items():
         is_standard = column in STANDARD_COLUMNS[source.kind]
-        file_column = source.file_column(column) if is_standard else column
-        raw = f"raw.{quote(file_column)}"
-        raw_type = file_types[file_column]
+        if column in joined:
+            raw, raw_type = joined[column], "VARCHAR"
+        else:
+            file_column = source.file_column(column) if is_standard else column
+            raw = f"raw.{quote(file_column)}"
+            raw_type = file_types[file_column]
         if column in source.lookups:
             value = f"{quote('lookup_' + column)}.value"
             checks.append(
@@ -285,10 +305,13 @@ def _standard_select(
         else:
             value = _typed(raw, kind, raw_type, source.timestamp_format)
             if "TRY_" in value:  # only a TRY_ conversion can fail and give NULL
+                reason = "unparseable_value"
+                if column in joined:
+                    reason = "unparseable_joined_value"
                 checks.append(
                     (
                         f"{_present(raw, raw_type)} AND {value} IS NULL",
-                        f"unparseable_value:{column}",
+                        f"{reason}:{column}",
                     )
                 )
         if column in required:

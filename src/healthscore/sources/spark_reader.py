@@ -128,6 +128,10 @@ def _unsupported_source(project: Project, name: str, source: SourceConfig) -> li
         problems.append(
             f"sources.{name}.format: the {source.format} importer runs in DuckDB"
         )
+    if source.joins:
+        problems.append(
+            f"sources.{name}.joins: joined files are read and checked by DuckDB"
+        )
     settings = project.config.privacy.pseudonymize
     if settings is not None:
         listed = set(settings.columns)
