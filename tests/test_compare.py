@@ -435,6 +435,39 @@ def test_telco_ml_auc_target(telco_comparison):
     assert telco_comparison["ml"].roc_auc >= 0.85
 
 
+TELCO_EXTENDED_FILE = "telco-churn-ibm-extended/Telco_customer_churn_services.csv"
+
+
+@pytest.fixture(scope="module")
+def telco_extended_comparison(tmp_path_factory):
+    from conftest import SHARED_DATA_VARIABLE, require_shared_file, shared_data_folder
+    from healthscore.config import load_project
+    from healthscore.models.compare import compare_methods
+    from healthscore.models.dataset import build_observations
+
+    require_shared_file(TELCO_EXTENDED_FILE)
+    example = Path(__file__).resolve().parents[1] / "examples" / "telco-extended"
+    root = tmp_path_factory.mktemp("telco-extended")
+    (root / "healthscore.yml").write_text((example / "healthscore.yml").read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SHARED_DATA_VARIABLE, str(shared_data_folder()))
+        project = load_project(root)
+        score(project, date(2024, 1, 1), monitor=False)
+        observations = build_observations(project)
+        comparison = compare_methods(project, observations, ["learned", "ml"])
+    return {result.method: result for result in comparison.results}
+
+
+def test_telco_extended_targets(telco_extended_comparison):
+    learned = telco_extended_comparison["learned"]
+    ml = telco_extended_comparison["ml"]
+    assert learned.rows == 7043
+    assert learned.roc_auc >= 0.84
+    assert ml.roc_auc >= 0.85
+    assert learned.ece <= 0.02
+    assert ml.ece <= 0.02
+
+
 def test_compare_with_few_churned_says_so(tmp_path):
     # The sample project of `healthscore init` has 13 churned observations in four
     # months, fewer than validation.min_churned (10) in any training part.
