@@ -205,7 +205,8 @@ def test_resolve_url_variants(tmp_path):
     [
         (
             "not a url",
-            "invalid state store URL 'not a url'; use sqlite:///path/to/state.db or "
+            "invalid state store URL 'not a url'; fix store.state in healthscore.yml, "
+            "for example sqlite:///path/to/state.db or "
             "postgresql\\+psycopg://user@host:5432/database",
         ),
         (
@@ -514,3 +515,18 @@ def wait_until_ready(root: Path, names, writers) -> None:
         if time.monotonic() > deadline:
             pytest.fail("writers not ready after 60 s")
         time.sleep(0.005)
+
+
+def test_bad_port_names_setting_and_masks_password(tmp_path):
+    url = "postgresql+psycopg://postgres:s3cr3tPW@127.0.0.1:bad/test"
+
+    with pytest.raises(ValueError) as caught:
+        StateStore.open(url, tmp_path)
+
+    message = str(caught.value)
+    masked = "postgresql+psycopg://postgres:***@127.0.0.1:bad/test"
+    assert message.startswith(
+        f"invalid state store URL '{masked}' (the port is not a number); fix "
+        "store.state in healthscore.yml"
+    )
+    assert "s3cr3tPW" not in message

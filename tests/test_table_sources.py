@@ -271,6 +271,22 @@ def pg_project(root: Path, schema: str, **overrides: Any) -> Project:
     return write_project(root, locations, **overrides)
 
 
+def test_invalid_port_message_masks_password(tmp_path: Path) -> None:
+    connection = "postgresql://reader:s3cr3tPW@127.0.0.1:notaport/test"
+    locations = {
+        name: {"table": f"crm.{name}", "connection": connection}
+        for name in ("accounts", "subscriptions", "events")
+    }
+    with pytest.raises((ConfigError, SourceError, ValueError)) as caught:
+        project = write_project(tmp_path, locations)
+        score(project, AS_OF, monitor=False)
+    message = str(caught.value)
+    assert "invalid port in 'postgresql://reader:***@127.0.0.1:notaport/test'" in (
+        message
+    )
+    assert "s3cr3tPW" not in message
+
+
 # DuckDB files
 
 

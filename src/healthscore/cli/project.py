@@ -35,6 +35,7 @@ from healthscore.scaffold import (
 from healthscore.sources import SourceError, as_of_point
 from healthscore.sources.spark_reader import check_supported
 from healthscore.sources.tables import check_table_sources
+from healthscore.store.database import parse_state_url
 
 
 @handle_errors
@@ -111,6 +112,8 @@ def validate(
     if config.engine.kind == "spark":
         # The file alone shows what Spark cannot run, so no session is started.
         check_supported(project)
+    # The state store's URL is parsed only; the database is not reached.
+    parse_state_url(config.store.state)
     if data:
         summaries = check_data(project, day, show_progress=not json_output)
     else:

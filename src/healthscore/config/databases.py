@@ -6,6 +6,7 @@ file. `Database.display` is the form to show: it has no password and no query.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -58,8 +59,8 @@ def parse_connection(project: Project, connection: str) -> Database:
         try:
             port = parts.port
         except ValueError:
-            # The message names the URL as written, so it shows no expanded secret.
-            raise ValueError(f"invalid port in {connection!r}") from None
+            # The URL as written, so no expanded secret, and its password masked.
+            raise ValueError(f"invalid port in {masked(connection)!r}") from None
         host = parts.hostname or ""
         if ":" in host:
             host = f"[{host}]"  # an IPv6 address
@@ -69,9 +70,18 @@ def parse_connection(project: Project, connection: str) -> Database:
         display = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         return Database("postgres", url, display, None, parts.password)
     raise ValueError(
-        f"invalid connection {connection!r}: unknown scheme; use postgresql://... "
-        "or duckdb://..."
+        f"invalid connection {masked(connection)!r}: unknown scheme; use "
+        "postgresql://... or duckdb://..."
     )
+
+
+#: The password of a URL's user information: `//user:password@`.
+_PASSWORD = re.compile(r"(//[^/@:]*:)[^/]*@")
+
+
+def masked(url: str) -> str:
+    """Return `url` with the password of its user information replaced by `***`."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def table_parts(table: str) -> tuple[str | None, str]:

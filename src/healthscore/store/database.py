@@ -15,6 +15,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
+from healthscore.config.databases import masked
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_FOLDER = Path(__file__).with_name("migrations")
@@ -49,24 +51,38 @@ def resolve_url(url: str, root: Path) -> URL:
     ValueError
         When the URL cannot be parsed or names another database.
     """
+    parsed = parse_state_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return _resolve_sqlite_path(parsed, root)
+    return parsed
+
+
+def parse_state_url(url: str) -> URL:
+    """Parse a store URL without touching any file or database.
+
+    Raises ValueError, with the password masked, when the URL cannot be parsed or
+    names a database other than SQLite and PostgreSQL.
+    """
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError) as exc:
+        # SQLAlchemy raises ValueError for a port that is not a number.
+        reason = "the port is not a number" if isinstance(exc, ValueError) else ""
         raise ValueError(
-            f"invalid state store URL {url!r}; use sqlite:///path/to/state.db or "
-            "postgresql+psycopg://user@host:5432/database"
+            f"invalid state store URL {masked(url)!r}"
+            + (f" ({reason})" if reason else "")
+            + "; fix store.state in healthscore.yml, for example "
+            "sqlite:///path/to/state.db or postgresql+psycopg://user@host:5432/database"
         ) from None
-
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_BACKENDS:
         raise ValueError(
             f"unsupported state store database {backend!r} in "
             f"{describe_url(parsed)}; use sqlite or postgresql"
         )
-    if backend == "postgresql" and parsed.drivername == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg")
-    if backend == "sqlite":
-        return _resolve_sqlite_path(parsed, root)
     return parsed
 
 
