@@ -426,9 +426,9 @@ def test_source_table_keeps_names_whole_at_80_columns():
             source=name,
             kind=kind,
             files=[],
-            rows_read=1_372_619,
-            rows_used=1_345_750,
-            later=26_869,
+            rows_read=8_836_719,
+            rows_used=5_691_579,
+            later=3_145_140,
             problems={},
             examples=[],
         )
@@ -441,6 +441,7 @@ def test_source_table_keeps_names_whole_at_80_columns():
     rendered = lines(console.export_text())
     assert max(len(line) for line in rendered) <= 80
     assert any(line.split()[:1] == ["subscriptions"] for line in rendered)
+    assert any(line.rstrip().endswith("Why excluded") for line in rendered)
 
 
 def test_source_table_wraps_reasons_at_80_columns():
@@ -1169,3 +1170,20 @@ def test_score_writes_no_progress_to_captured_stderr(project):
     result = succeeded(run("score", "--project", project, "--as-of", AS_OF))
 
     assert result.stderr == ""
+
+
+def test_nps_fits_80_columns(tmp_path):
+    root = tmp_path / "sample"
+    succeeded(run("init", str(root)))
+    runner = CliRunner(env={"COLUMNS": "80", "NO_COLOR": "1"})
+
+    nps = runner.invoke(
+        app, ["nps", "--project", str(root), "--as-of", "2026-06-01"], prog_name="hs"
+    )
+
+    assert nps.exit_code == 0, nps.output
+    output = lines(nps.stdout)
+    assert max(len(line) for line in output) <= 80
+    assert " ".join(output[:2]).startswith(
+        "NPS by segment as of 2026-06-01: metric nps_365d, responses from source"
+    )

@@ -178,7 +178,8 @@ def source_table(sources: Sequence[SourceSummary], as_of: str) -> Table:
     # Source names stay whole up to 20 letters.
     longest = max((len(source.source) for source in sources), default=6)
     table.add_column("Source", min_width=min(longest, 20), overflow="fold")
-    for column in ("Read", "Used", "Later than as-of", "Excluded"):
+    # The numbers never wrap, so the long header takes two lines instead.
+    for column in ("Read", "Used", "Later than\nas-of", "Excluded"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("Why excluded", min_width=12, overflow="fold")
     for source in sources:

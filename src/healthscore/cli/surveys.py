@@ -17,11 +17,11 @@ from healthscore.cli.common import (
     ProjectOption,
     VerboseOption,
     handle_errors,
-    note,
+    note_wrapped,
     open_project,
     plural,
     print_json,
-    say,
+    say_wrapped,
     stdout_console,
 )
 from healthscore.config import Project
@@ -71,14 +71,14 @@ def nps(
         print_json(_nps_json(as_of, name, by, frame))
         return
     window = f"the {metric.window.length} before" if metric.window else "before"
-    say(
+    say_wrapped(
         f"NPS by {by} as of {as_of}: metric {name}, responses from source "
         f"{metric.source} {window} the as-of point."
     )
     stdout_console().print(nps_table(frame, by))
     outside = int(frame["out_of_range"].iloc[-1])
     if outside:
-        note(
+        note_wrapped(
             f"warning: {plural(outside, 'row')} of {metric.source} in the window "
             f"{'has' if outside == 1 else 'have'} a {metric.column} outside 0-10 and "
             "did not count as responses; filter them out with the metric's `where`, "

@@ -460,7 +460,7 @@ def drivers(
         print_json({"drivers": to_json(frame.to_dict("records")), "notes": notes})
         return
     for line in notes:
-        note(line)
+        note_wrapped(line)
     table = Table(title="Measures that separate churned from retained accounts")
     for column in (
         "segment",
