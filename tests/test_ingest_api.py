@@ -842,3 +842,219 @@ def test_gzip_members_and_trailing_bytes(client, project, state):
     assert trailing.status_code == 400
     assert "not valid gzip" in trailing.json()["error"]["message"]
     assert stored_rows(project, "usage") == 1
+
+
+# Row types, time numbers, content types and error locations
+
+#: 1733000000 s after 1970-01-01 UTC is 2024-11-30 20:53:20 UTC (`date -u -d
+#: @1733000000`), which is 2024-12-01 02:23:20 in Asia/Kolkata (UTC+05:30).
+UNIX_TIME = 1733000000
+UNIX_TIME_KOLKATA = datetime(2024, 12, 1, 2, 23, 20)
+
+
+def test_api_events_judges_each_row(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    events = [
+        {"account_id": "a1", "timestamp": "2026-12-01T10:00:00", "value": 1},
+        {"account_id": "a1", "timestamp": "yesterday", "value": "2.5"},
+        {"account_id": 42, "timestamp": UNIX_TIME, "value": "2.5"},
+        {"account_id": "a2", "timestamp": "2026-12-01T11:00:00", "value": "many"},
+    ]
+
+    rejected = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+    accepted = client.post(
+        "/api/events",
+        json={"source": "errors", "events": [events[0], events[2]]},
+        headers=bearer(analyst),
+    )
+
+    # Text, numbers and ids of both JSON types in one column: each row is judged
+    # by its own value.
+    assert rejected.status_code == 422
+    error = rejected.json()["error"]
+    assert [d["location"] for d in error["details"]] == [
+        "body.events[1].timestamp",
+        "body.events[3].value",
+    ]
+    assert error["message"].startswith("2 of 4 records are invalid")
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["stored"] == 2
+    rows = event_store(project).read_raw("errors").to_pylist()
+    rows.sort(key=lambda row: row["timestamp"], reverse=True)
+    assert [row["account_id"] for row in rows] == ["a1", "42"]
+    assert [row["value"] for row in rows] == [1.0, 2.5]
+    assert rows[0]["timestamp"] == datetime(2026, 12, 1, 10, 0)
+    assert rows[1]["timestamp"] == datetime(2024, 11, 30, 20, 53, 20)
+
+
+def test_api_events_rejects_structured_account_id(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    events = [
+        {"account_id": {"id": "a1"}, "timestamp": "2026-12-01T10:00:00"},
+        {"account_id": ["a1"], "timestamp": "2026-12-01T10:00:00"},
+        {"account_id": True, "timestamp": "2026-12-01T10:00:00"},
+        {"account_id": "a1", "timestamp": "2026-12-01T10:00:00"},
+    ]
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == [
+        "body.events[0].account_id",
+        "body.events[1].account_id",
+        "body.events[2].account_id",
+    ]
+    assert "not a JSON object or list" in details[0]["message"]
+    assert "not a boolean" in details[2]["message"]
+    assert stored_rows(project, "errors") == 0
+
+
+@pytest.fixture
+def kolkata(tmp_path: Path) -> Iterator[tuple[Project, StateStore, TestClient]]:
+    """A project in Asia/Kolkata, so that UTC and wall-clock days differ."""
+    config = ingest_config()
+    config["timezone"] = "Asia/Kolkata"
+    project = write_project(tmp_path / "k", config, {"accounts.csv": ACCOUNTS})
+    store = StateStore.open(project.config.store.state, project.root)
+    with TestClient(create_app(project, state=store, rescore=False)) as test_client:
+        yield project, store, test_client
+    store.close()
+
+
+def test_numeric_timestamp_is_unix_seconds(kolkata):
+    project, store, test_client = kolkata
+    usage_key = create_write_key(store, project, "usage").key
+    errors_key = create_write_key(store, project, "errors").key
+    calls = [
+        track("a1", timestamp=UNIX_TIME),
+        track("a2", originalTimestamp=float(UNIX_TIME)),
+    ]
+
+    batch = test_client.post(
+        "/v1/batch", json={"batch": calls}, headers=basic(usage_key)
+    )
+    events = test_client.post(
+        "/api/events",
+        json={"events": [{"account_id": "a1", "timestamp": UNIX_TIME}]},
+        headers=basic(errors_key),
+    )
+
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["stored"] == 2
+    usage = event_store(project).read_raw("usage").to_pylist()
+    assert [row["timestamp"] for row in usage] == [UNIX_TIME_KOLKATA] * 2
+    assert events.status_code == 200, events.text
+    errors = event_store(project).read_raw("errors").to_pylist()
+    assert [row["timestamp"] for row in errors] == [UNIX_TIME_KOLKATA]
+
+
+def test_milliseconds_timestamp_rejected(client, project, state):
+    usage_key = create_write_key(state, project, "usage").key
+    analyst = create_token(state, role="analyst", name="a").token
+    milliseconds = UNIX_TIME * 1000
+
+    batch = client.post(
+        "/v1/batch",
+        json={"batch": [track("a1", timestamp=milliseconds)]},
+        headers=basic(usage_key),
+    )
+    events = client.post(
+        "/api/events",
+        json={
+            "source": "errors",
+            "events": [{"account_id": "a1", "timestamp": milliseconds}],
+        },
+        headers=bearer(analyst),
+    )
+
+    assert batch.status_code == 422
+    batch_details = batch.json()["error"]["details"]
+    assert [d["location"] for d in batch_details] == ["body.batch[0].timestamp"]
+    assert events.status_code == 422
+    details = events.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.events[0].timestamp"]
+    assert "out of range as a Unix time in seconds" in details[0]["message"]
+    assert "not milliseconds" in details[0]["message"]
+    assert stored_rows(project, "usage") == 0
+    assert stored_rows(project, "errors") == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain"],
+)
+def test_body_without_json_content_type(client, project, state, content_type):
+    key = create_write_key(state, project, "usage").key
+    headers = basic(key)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+
+    response = client.post(
+        "/v1/track", content=json.dumps(track("a1")).encode(), headers=headers
+    )
+
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in error["message"]
+    assert (content_type or "no Content-Type header") in error["message"]
+    assert stored_rows(project, "usage") == 0
+
+
+def test_events_without_json_content_type(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    row = {"account_id": "a1", "timestamp": "2026-12-01T10:00:00"}
+    headers = {**bearer(analyst), "Content-Type": "application/x-www-form-urlencoded"}
+
+    response = client.post(
+        "/api/events",
+        content=json.dumps({"source": "errors", "events": [row]}).encode(),
+        headers=headers,
+    )
+
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["error"]["message"]
+    assert stored_rows(project, "errors") == 0
+
+
+def test_validation_locations_use_brackets(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": [{"account_id": "a1"}, 7]},
+        headers=bearer(analyst),
+    )
+
+    assert response.status_code == 422
+    locations = [d["location"] for d in response.json()["error"]["details"]]
+    assert locations == ["body.events[1]"]
+
+
+def test_json_syntax_error_names_position(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    body = b'{"batch": [\n  {"type": "track",}\n]}'
+
+    response = client.post(
+        "/v1/batch",
+        content=body,
+        headers={**basic(key), "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body"]
+    # The `}` after the trailing comma: line 2, column 20.
+    assert details[0]["message"] == (
+        "the body is not valid JSON: Expecting property name enclosed in double "
+        "quotes at line 2, column 20"
+    )

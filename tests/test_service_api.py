@@ -444,6 +444,9 @@ def test_outcomes_rejected_store_nothing(writer, role, outcome, status):
     )
     assert response.status_code == status, response.text
     assert response.json()["error"]["status"] == status
+    if outcome["kind"] == "lost":
+        details = response.json()["error"]["details"]
+        assert [d["location"] for d in details] == ["body.outcomes[1].kind"]
     assert get(client, token["admin"], "/outcomes")["outcomes"] == []
 
 
@@ -607,8 +610,11 @@ def test_error_paths_share_one_shape(writer):
         (client.post(f"{API}/alerts/999/resolve", headers=admin), 404, "not_found"),
         (client.get(f"{API}/accounts", headers=admin, params={"limit": 0}), 422,
          "invalid_request"),
-        (client.post(f"{API}/accounts/a2/notes", headers=admin, content=b"{not json",
-                     ), 422, "invalid_request"),
+        (client.post(f"{API}/accounts/a2/notes", content=b"{not json",
+                     headers={**admin, "Content-Type": "application/json"}),
+         422, "invalid_request"),
+        (client.post(f"{API}/accounts/a2/notes", headers=admin, content=b"{not json"),
+         415, "unsupported_media_type"),
         (client.post(f"{API}/accounts/a2/notes", headers=admin,
                      json={"text": "x", "sentiment": 9}), 422, "invalid_request"),
         (client.post(f"{API}/accounts/a2/notes", headers=admin,
@@ -618,6 +624,9 @@ def test_error_paths_share_one_shape(writer):
     ]  # fmt: skip
     for response, status, code in cases:
         assert_error_shape(response, status, code)
+    syntax_error = cases[10][0].json()["error"]["details"]
+    assert [detail["location"] for detail in syntax_error] == ["body"]
+    assert "at line 1, column 2" in syntax_error[0]["message"]
     assert cases[0][0].headers["www-authenticate"] == "Bearer"
     crash_message = cases[-1][0].json()["error"]["message"]
     assert "secret detail" not in crash_message

@@ -181,7 +181,8 @@ class ProjectData:
         """Return the accounts table of `as_of` for every account, indexed by id.
 
         `healthscore.service.views.build_account_table` builds it, and it is kept
-        until a snapshot or the accounts source changes. Callers must not modify it.
+        until a snapshot or the accounts source changes (a database table: until
+        ACCOUNTS_TTL_SECONDS have passed). Callers must not modify it.
         """
         from healthscore.service.views import build_account_table
 

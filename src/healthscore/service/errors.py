@@ -12,7 +12,7 @@ and is empty otherwise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
@@ -177,16 +177,69 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [
-        {
-            "location": ".".join(str(part) for part in error.get("loc", ())),
-            "message": str(error.get("msg", "invalid value")),
-        }
-        for error in exc.errors()
-    ]
+    if isinstance(exc.body, bytes) and exc.body:
+        # FastAPI parses a body as JSON only when the Content-Type header names a
+        # JSON type (strict_content_type, the default since FastAPI 0.132). Here
+        # the body stayed bytes, so every body error comes from the header.
+        return _unsupported_media_type(request)
+    details = [_validation_detail(error, exc.body) for error in exc.errors()]
     count = len(details)
     message = (
         f"the request is invalid ({count} problem{'s' if count != 1 else ''}); "
         "see details for each field and /docs for the expected values"
     )
     return error_response(422, message, details=details)
+
+
+def _unsupported_media_type(request: Request) -> JSONResponse:
+    sent = request.headers.get("content-type")
+    described = f"Content-Type {sent}" if sent else "no Content-Type header"
+    return error_response(
+        415,
+        f"the request body was not read as JSON because the request has "
+        f"{described}; send the body as JSON with the header "
+        "Content-Type: application/json",
+    )
+
+
+def _validation_detail(error: Any, body: Any) -> dict[str, str]:
+    """Return the location and message of one FastAPI or pydantic validation error."""
+    parts = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        # FastAPI puts the character offset of a JSON syntax error in `loc`.
+        position = parts[1] if len(parts) > 1 else None
+        reason = str((error.get("ctx") or {}).get("error", "invalid JSON"))
+        return {
+            "location": "body",
+            "message": f"the body is not valid JSON: {reason}"
+            + _json_position(body, position),
+        }
+    return {
+        "location": location(parts),
+        "message": str(error.get("msg", "invalid value")),
+    }
+
+
+def location(parts: Sequence[Any]) -> str:
+    """Render a location such as `("body", "outcomes", 0, "kind")` as text.
+
+    List indexes are written in brackets and names after dots, as in
+    `body.outcomes[0].kind`, the style of the service's own error details.
+    """
+    text = ""
+    for part in parts:
+        if isinstance(part, int) and text:
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _json_position(document: Any, position: Any) -> str:
+    if not isinstance(position, int):
+        return ""
+    if not isinstance(document, str) or position > len(document):
+        return f" at character {position + 1}"
+    line = document.count("\n", 0, position) + 1
+    column = position - document.rfind("\n", 0, position)
+    return f" at line {line}, column {column}"

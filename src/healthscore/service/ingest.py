@@ -9,6 +9,13 @@
   project's own column names, with a bearer token of role admin or analyst or a
   write key of that source.
 
+Segment's spec makes every timestamp an ISO 8601 string (Segment Spec, Common
+Fields, Timestamps: https://segment.com/docs/connections/spec/common/#timestamps).
+Both routes also read a number in a time field (`timestamp`, `originalTimestamp`,
+`sentAt`, or a timestamp or date column of `/api/events`) as a Unix time in seconds
+(UTC), as the importers read numbers in files. So a call is dated the same whether
+it is posted or imported from a file.
+
 Every call or row of a request is checked first. A call or row dated more than
 `service.future_tolerance_seconds` after it arrived is invalid. When one is invalid,
 the response is 422 with one detail per invalid call (its index and field) and
@@ -30,6 +37,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -111,7 +119,8 @@ class EventsRequest(BaseModel):
     )
     events: list[dict[str, Any]] = Field(
         description="Rows with the source's standard and attribute columns, at least "
-        "account_id and timestamp (ISO 8601)."
+        "account_id and timestamp (ISO 8601 text, or a number of seconds since "
+        "1970-01-01 UTC)."
     )
 
 
@@ -276,7 +285,15 @@ def post_events(
             "timestamp_format": None,
         }
     )
-    rows = [{name: event.get(name) for name in columns} for event in body.events]
+    kinds = _event_kinds(settings)
+    rows = []
+    for index, event in enumerate(body.events):
+        row: dict[str, str | None] = {}
+        for name in columns:
+            row[name], problem = _column_text(name, kinds[name], event.get(name))
+            if problem is not None:
+                problems.append(Problem(index, name, problem))
+        rows.append(row)
     # Unknown columns are reported together with the rows' other problems.
     checked = _read_checked(
         context.project,
@@ -472,6 +489,53 @@ def _event_columns(settings: SourceConfig) -> list[str]:
     return [*STANDARD_COLUMNS[settings.kind], *settings.attributes]
 
 
+def _event_kinds(settings: SourceConfig) -> dict[str, str]:
+    """Return the type of each column of `/api/events` rows, such as `timestamp`."""
+    return {**STANDARD_COLUMNS[settings.kind], **settings.attributes}
+
+
+def _column_text(column: str, kind: str, value: Any) -> tuple[str | None, str | None]:
+    """Return a row value of `/api/events` as text, and a problem message or None.
+
+    The rows are read from JSON Lines, and DuckDB gives a column one type for all
+    rows. A column with text in one row and a number in another becomes type JSON,
+    whose text keeps the quotes, so every row of it would fail. As text, each value
+    is converted on its own to its column's declared type. A number in a
+    timestamp or date column is a Unix time in seconds (UTC), as in the importers
+    and the Segment-style routes, so it is written as ISO 8601 text.
+    """
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        if column == "account_id":
+            return None, "must be a string or a number, not a boolean"
+        return ("true" if value else "false"), None
+    if isinstance(value, int | float):
+        return _number_text(kind, value)
+    if isinstance(value, dict | list):
+        if column == "account_id":
+            # A JSON object or list is not an id, and its text would make one up.
+            return None, "must be a string or a number, not a JSON object or list"
+        return json.dumps(value, sort_keys=True), None
+    return str(value), None
+
+
+def _number_text(kind: str, value: float) -> tuple[str | None, str | None]:
+    if not math.isfinite(value):
+        return None, f"{value!r} is not a finite number"
+    if kind not in ("timestamp", "date"):
+        return repr(value), None
+    try:
+        moment = datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None, (
+            f"{value!r} is out of range as a Unix time in seconds; send seconds "
+            "since 1970-01-01 UTC (not milliseconds) or an ISO 8601 time such as "
+            "2026-03-01T10:00:00Z"
+        )
+    return moment.isoformat(), None
+
+
 def _read_checked(
     project: Project,
     source: str,
@@ -498,6 +562,9 @@ def _read_checked(
     """
     with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
         path = Path(folder) / "records.jsonl"
+        # NOTE: for rows of /api/events, DuckDB infers each column's type from the
+        # first 20,480 lines. A later line whose text does not fit that type, such
+        # as an invalid time after valid ones, fails the read of the whole request.
         with open(path, "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, default=str) + "\n")
@@ -529,6 +596,14 @@ def _read_checked(
                 "timestamp", message)
         for row, message in future
     ]  # fmt: skip
+    # A value found invalid before reading, such as a Unix time out of range, is
+    # written as null, so the reader's report of it as missing is left out.
+    found_before = {(problem.index, problem.field) for problem in earlier or []}
+    problems = [
+        problem
+        for problem in problems
+        if (problem.index, problem.field) not in found_before
+    ]
     problems = sorted([*(earlier or []), *problems], key=lambda item: item.index)
     _raise_problems(problems, location, len(records) if total is None else total)
     return checked
