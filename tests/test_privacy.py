@@ -29,7 +29,8 @@ from typer.testing import CliRunner
 
 from healthscore import pipeline
 from healthscore.cli import app
-from healthscore.config import ConfigError
+from healthscore.config import ConfigError, Project
+from healthscore.config.models import ProjectConfig
 from healthscore.engine import Engine
 from healthscore.privacy import (
     ERASED,
@@ -40,10 +41,14 @@ from healthscore.privacy import (
     forget,
     person_subject,
 )
+from healthscore.report import read_account_sources
+from healthscore.service.app import create_app
+from healthscore.service.tokens import create_token
 from healthscore.sources.ingest import event_store, ingest_files
 from healthscore.store import StateStore
 from healthscore.store.schema import metadata
 from project_factory import minimal_config, write_project
+from service_project import TestClient, bearer
 
 # Ids use letters outside 0-9a-f, so they cannot occur inside a hex hash by chance.
 ERASED_ACCOUNT = "acme-x1"
@@ -655,6 +660,158 @@ def test_cli_export_subject_writes_json(project, tmp_path):
     assert len(document["snapshots"]) == 2
 
 
+# Subject exports in the output folder
+
+
+def export_to(project, path: Path, *subject: str) -> dict[str, Any]:
+    """Run `export-subject` for `subject` (an option and its value) into `path`."""
+    result = run_cli(
+        "export-subject", *subject, "--output", path, "--project", project.root
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(path.read_text())
+
+
+def listed_rows(document: dict[str, Any]) -> int:
+    """Rows of an export's sections, counted from its documented layout."""
+    snapshots = sum(
+        len(rows)
+        for tables in document["snapshots"].values()
+        for rows in tables.values()
+    )
+    events = sum(
+        len(rows) for parts in document["events"].values() for rows in parts.values()
+    )
+    state = sum(len(rows) for rows in document["state"].values())
+    files = sum(len(rows) for rows in document["files"].values())
+    return snapshots + events + state + files + len(document["reports"])
+
+
+def test_forget_deletes_subject_export(project):
+    seed_state(project)
+    output = write_outputs(project)
+    document = export_to(project, output / "acme.json", "--account", ERASED_ACCOUNT)
+    other = export_to(project, output / "globex.json", "--account", KEPT_ACCOUNT)
+
+    dry = forget(
+        project,
+        account_subject(ERASED_ACCOUNT),
+        author="",
+        output_folders=[output],
+        dry_run=True,
+    )
+    assert (output / "acme.json").exists()
+    report = forget(
+        project, account_subject(ERASED_ACCOUNT), author="dpo", output_folders=[output]
+    )
+
+    path = str(output / "acme.json")
+    # The export lists the account's snapshot, state and file rows, and one report.
+    assert listed_rows(document) > 10
+    assert dry.deleted_exports == {path: listed_rows(document) + 1}
+    assert report.deleted_exports == {path: listed_rows(document) + 1}
+    assert not (output / "acme.json").exists()
+    assert report.skipped_files == {}
+    assert json.loads((output / "globex.json").read_text()) == other
+    assert str(output / "globex.json") not in report.file_rows
+    audit_rows = [
+        row for row in state_rows(project)["audit"] if row["action"] == "forget"
+    ]
+    assert audit_rows[-1]["detail"]["exports_deleted"] == 1
+
+
+def test_forget_rewrites_other_subject_export(project):
+    seed_person_rows(project)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        state.add_override(
+            ERASED_ACCOUNT,
+            score=40,
+            reason="asked for a discount",
+            author="olivia@example.com",
+            expires_on=date(2099, 1, 1),
+        )
+    output = project.root / "output"
+    output.mkdir()
+    before = export_to(
+        project, output / "olivia.json", "--person", "olivia@example.com"
+    )
+    rows = [row for tables in before["state"].values() for row in tables]
+    of_account = [
+        row for row in rows if f'"account_id": "{ERASED_ACCOUNT}"' in json.dumps(row)
+    ]
+    # The override on the account and its audit entry.
+    assert len(of_account) == 2
+
+    report = forget(
+        project, account_subject(ERASED_ACCOUNT), author="dpo", output_folders=[output]
+    )
+
+    after = json.loads((output / "olivia.json").read_text())
+    assert after["subject"] == before["subject"]
+    assert ERASED_ACCOUNT not in json.dumps(after)
+    assert listed_rows(after) == listed_rows(before) - len(of_account)
+    assert report.file_rows == {str(output / "olivia.json"): len(of_account)}
+    assert report.deleted_exports == {}
+
+
+def test_cli_forget_person_deletes_their_export(project):
+    output = project.root / "output"
+    output.mkdir()
+    export_to(project, output / "jane.json", "--person", "Jane@Example.com")
+
+    result = run_cli(
+        "forget",
+        "--person",
+        "jane@example.com",
+        "--author",
+        "dpo",
+        "--yes",
+        "--project",
+        project.root,
+    )
+
+    # The export is the only copy: its subject entry is the one row erased.
+    assert result.exit_code == 0, result.output
+    assert "Erased 1 row of the person." in result.output
+    assert not (output / "jane.json").exists()
+
+
+def test_cli_forget_warns_once_per_unreadable_file(project):
+    output = project.root / "output"
+    output.mkdir()
+    (output / "broken.json").write_text("{not json")
+
+    result = run_cli(
+        "forget",
+        "--account",
+        ERASED_ACCOUNT,
+        "--author",
+        "dpo",
+        "--yes",
+        "--project",
+        project.root,
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count("broken.json") == 1
+    assert "erase the subject from it yourself or delete it" in result.output
+    assert (output / "broken.json").read_text() == "{not json"
+
+
+def test_export_lists_earlier_export_of_subject(project):
+    output = project.root / "output"
+    output.mkdir()
+    first = export_to(project, output / "acme.json", "--account", ERASED_ACCOUNT)
+
+    again = export_subject(
+        project, account_subject(ERASED_ACCOUNT), output_folders=[output]
+    )
+
+    assert again["exports"] == [str(output / "acme.json")]
+    assert again["files"] == {}
+    assert again["snapshots"] == first["snapshots"]
+
+
 # Pseudonymization
 
 
@@ -863,6 +1020,105 @@ def test_account_id_cannot_be_pseudonymized(tmp_path):
             privacy_config(**privacy),
             {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
         )
+
+
+def test_pseudonymized_column_problems_listed_at_once(tmp_path):
+    columns = ["usr", "account_id", "value"]
+    privacy = {"pseudonymize": {"columns": columns, "key_env": KEY_VARIABLE}}
+
+    with pytest.raises(ConfigError) as raised:
+        write_project(
+            tmp_path / "p",
+            privacy_config(**privacy),
+            {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+        )
+
+    issues = {issue.key: issue for issue in raised.value.issues}
+    assert sorted(issues) == [f"privacy.pseudonymize.columns[{i}]" for i in range(3)]
+    misspelt, key, numeric = (
+        issues[f"privacy.pseudonymize.columns[{i}]"] for i in range(3)
+    )
+    assert "'usr' is a standard column or attribute of no source" in misspelt.message
+    assert misspelt.suggestion == "user"
+    assert "'account_id' cannot be pseudonymized" in key.message
+    assert "'value' is not a text column (number)" in numeric.message
+    assert all(issue.line is not None for issue in issues.values())
+
+
+def pseudonymized_user_project(root: Path) -> Project:
+    """A project that pseudonymizes `user`, a column of the event sources only."""
+    config = privacy_config(pseudonymize={"columns": ["user"], "key_env": KEY_VARIABLE})
+    config["sources"]["subscriptions"] = {
+        "kind": "subscriptions",
+        "path": "subscriptions.csv",
+    }
+    subscriptions = (
+        "account_id,start,end,mrr\n"
+        f"{ERASED_ACCOUNT},2026-01-01,2026-06-30,100\n"
+        f"{KEPT_ACCOUNT},2026-01-01,2026-12-31,200\n"
+    )
+    files = {
+        "accounts.csv": ACCOUNTS,
+        "events.csv": EVENTS,
+        "subscriptions.csv": subscriptions,
+    }
+    return write_project(root, config, files)
+
+
+def test_pseudonymized_project_reads_source_subsets(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = pseudonymized_user_project(tmp_path / "p")
+    for as_of in DATES:
+        pipeline.score(project, as_of)
+
+    # These commands read the accounts and subscriptions sources only.
+    commands = [
+        ("report", "--as-of", DATES[0]),
+        ("backtest",),
+        ("override", "add", KEPT_ACCOUNT, "--score", 70, "--reason", "renewal",
+         "--author", "dpo", "--expires", "2099-01-01"),
+    ]  # fmt: skip
+    for command in commands:
+        result = run_cli(*command, "--project", project.root)
+        assert result.exit_code == 0, (command, result.output)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        token = create_token(state, role="admin", name="ops").token
+        with TestClient(create_app(project, state=state)) as client:
+            response = client.get(
+                f"/api/v1/accounts/{ERASED_ACCOUNT}", headers=bearer(token)
+            )
+    assert response.status_code == 200, response.text
+    assert response.json()["owner"] == "olivia@example.com"
+
+    run = pipeline.score(project, DATES[1], store=False)
+    last_user = run.metrics.values["last_user"]
+    assert last_user[ERASED_ACCOUNT] == expected_pseudonym("zoe@example.com", KEY)
+    assert last_user[KEPT_ACCOUNT] == expected_pseudonym("wanda@example.com", KEY)
+
+
+def test_project_built_in_code_reads_accounts(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    loaded = pseudonymized_user_project(tmp_path / "p")
+    data = loaded.config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    project = Project(root=loaded.root, config=ProjectConfig.model_validate(data))
+
+    accounts = read_account_sources(project).accounts()
+
+    assert sorted(accounts.index) == sorted(
+        [ERASED_ACCOUNT, KEPT_ACCOUNT, "initech-x3"]
+    )
+
+
+def test_project_built_in_code_checks_columns(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    loaded = pseudonymized_user_project(tmp_path / "p")
+    data = loaded.config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    data["privacy"]["pseudonymize"]["columns"] = ["usr"]
+    project = Project(root=loaded.root, config=ProjectConfig.model_validate(data))
+
+    message = r"privacy.pseudonymize.columns\[0\]: 'usr' is a standard column"
+    with pytest.raises(PrivacyError, match=message):
+        Engine.open(project)
 
 
 @pytest.mark.parametrize(

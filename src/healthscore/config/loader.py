@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from healthscore.config.models import (
     TenureMetric,
 )
 from healthscore.config.playbooks import TASK_FIELDS
-from healthscore.config.privacy import pseudonymize_issues
+from healthscore.config.privacy import pseudonymize_issues, record_project_columns
 from healthscore.config.retention import (
     is_store_source,
     rollup_settings,
@@ -192,6 +193,7 @@ def load_project(directory: str | Path = ".") -> Project:
     issues = list(_reference_issues(project, lines))
     if issues:
         raise ConfigError(issues)
+    record_project_columns(config)
     return project
 
 
@@ -822,10 +824,9 @@ def _metric_closure(metrics: dict[str, MetricConfig], names: set[str]) -> set[st
 def _extension_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
     """Importer options, pseudonymized columns, the event store and retention."""
     config = project.config
-    found = [
-        *importer_issues(config, project.path),
-        *pseudonymize_issues(config),
-        *store_issues(config),
-    ]
-    for path, message in found:
+    for path, message in importer_issues(config, project.path):
+        yield issue(path, message)
+    for path, message, suggestion in pseudonymize_issues(config):
+        yield replace_fields(issue(path, message), suggestion=suggestion)
+    for path, message in store_issues(config):
         yield issue(path, message)

@@ -1,12 +1,12 @@
 """Erasure of an account or a person from every copy that healthscore holds.
 
-Copies are the score snapshots, the table exports and reports in the output folders,
-and the operational store. For an account, its rows are deleted. For a person, the
-identifier is replaced by ``[erased]`` wherever it appears, because the rows it
-appears in (an override's author, an alert's owner) belong to accounts and are still
-needed. The snapshots and files are rewritten first and the operational store last,
-in one transaction together with the audit entry. An interrupted erasure can
-therefore be run again to finish it.
+Copies are the score snapshots, the table exports, reports and subject exports in
+the output folders, and the operational store. For an account, its rows are deleted.
+For a person, the identifier is replaced by ``[erased]`` wherever it appears,
+because the rows it appears in (an override's author, an alert's owner) belong to
+accounts and are still needed. The snapshots and files are rewritten first and the
+operational store last, in one transaction together with the audit entry. An
+interrupted erasure can therefore be run again to finish it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from healthscore.config import Project
 from healthscore.privacy.locate import (
     REPORT_SUFFIXES,
+    export_rows,
+    exports_subject,
     frame_row_mask,
     json_rows,
     mention_cell_masks,
@@ -81,6 +83,10 @@ class ErasureReport:
         Rows per table export (path as text) in the output folders.
     deleted_reports : list of str
         HTML reports that mention the subject, deleted whole.
+    deleted_exports : dict
+        Exports of the subject itself (written by `export_subject`) in the output
+        folders, deleted whole, with the rows each listed plus one for its subject
+        entry.
     skipped_files : dict
         Files in the output folders that could not be read, with the reason.
     event_rows : dict
@@ -99,6 +105,7 @@ class ErasureReport:
     state_rows: dict[str, int] = field(default_factory=dict)
     file_rows: dict[str, int] = field(default_factory=dict)
     deleted_reports: list[str] = field(default_factory=list)
+    deleted_exports: dict[str, int] = field(default_factory=dict)
     skipped_files: dict[str, str] = field(default_factory=dict)
     event_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     snapshot_table_dates: list[str] = field(default_factory=list)
@@ -106,7 +113,7 @@ class ErasureReport:
 
     @property
     def total_rows(self) -> int:
-        """Rows erased across snapshots, files and the operational store."""
+        """Rows erased across snapshots, files, subject exports and the state store."""
         snapshots = sum(sum(tables.values()) for tables in self.snapshot_rows.values())
         events = sum(sum(parts.values()) for parts in self.event_rows.values())
         return (
@@ -114,6 +121,7 @@ class ErasureReport:
             + events
             + sum(self.state_rows.values())
             + sum(self.file_rows.values())
+            + sum(self.deleted_exports.values())
         )
 
     def audit_detail(self, hashed_subject: str) -> dict[str, Any]:
@@ -126,6 +134,7 @@ class ErasureReport:
             "files_rewritten": len(self.file_rows),
             "file_rows": sum(self.file_rows.values()),
             "reports_deleted": len(self.deleted_reports),
+            "exports_deleted": len(self.deleted_exports),
         }
 
 
@@ -336,16 +345,23 @@ def _rewritten_run_info(
 def _erase_output_files(
     folders: Sequence[Path], subject: Subject, report: ErasureReport
 ) -> None:
-    """Rewrite table exports and delete reports that contain the subject."""
+    """Rewrite table exports and delete reports and exports of the subject."""
     for path in output_files(folders):
         try:
             if path.suffix.lower() in REPORT_SUFFIXES:
                 _erase_report(path, subject, report)
+            elif path.suffix.lower() == ".json":
+                _erase_json_file(path, subject, report)
             else:
                 _erase_table_file(path, subject, report)
         except UNREADABLE_FILE_ERRORS as exc:
-            logger.warning("skipped %s during erasure: %s", path, exc)
-            report.skipped_files[str(path)] = str(exc).strip().splitlines()[0]
+            # The report returns the file to the caller, which warns once about it.
+            # A warning logged here too would repeat for a dry run and the erasure.
+            logger.info("skipped %s during erasure: %s", path, exc)
+            reason = str(exc).strip().splitlines()[0]
+            report.skipped_files[str(path)] = (
+                f"{reason}; erase the subject from it yourself or delete it"
+            )
 
 
 def _erase_report(path: Path, subject: Subject, report: ErasureReport) -> None:
@@ -356,21 +372,32 @@ def _erase_report(path: Path, subject: Subject, report: ErasureReport) -> None:
         path.unlink()
 
 
-def _erase_table_file(path: Path, subject: Subject, report: ErasureReport) -> None:
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        document = json.loads(path.read_text(encoding="utf-8"))
-        records, count = erase_records(document, subject, path)
-        writer: Callable[[Path], None] = partial(_write_json, records=records)
-    else:
-        frame = read_table_file(path)
-        cleaned, count = erase_frame(frame, subject)
-        writer = partial(_write_frame, frame=cleaned, suffix=suffix)
+def _erase_json_file(path: Path, subject: Subject, report: ErasureReport) -> None:
+    """Delete an export of the subject, or rewrite any other JSON without it."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if exports_subject(document, subject):
+        # Every row in it is about the subject, and its file name often is too.
+        report.deleted_exports[str(path)] = export_rows(document)
+        if not report.dry_run:
+            path.unlink()
+        return
+    erased, count = erase_json(document, subject)
     if not count:
         return
     report.file_rows[str(path)] = count
     if not report.dry_run:
-        _replace_file(path, writer)
+        _replace_file(path, partial(_write_json, document=erased))
+
+
+def _erase_table_file(path: Path, subject: Subject, report: ErasureReport) -> None:
+    suffix = path.suffix.lower()
+    frame = read_table_file(path)
+    cleaned, count = erase_frame(frame, subject)
+    if not count:
+        return
+    report.file_rows[str(path)] = count
+    if not report.dry_run:
+        _replace_file(path, partial(_write_frame, frame=cleaned, suffix=suffix))
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
@@ -380,33 +407,40 @@ def read_table_file(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def erase_records(document: Any, subject: Subject, path: Path) -> tuple[list[Any], int]:
-    """Return a JSON export (a list of records) without the subject, and the count.
+def erase_json(document: Any, subject: Subject) -> tuple[Any, int]:
+    """Return a JSON document without the subject, and the number of changes.
 
-    Raises
-    ------
-    ValueError
-        When the document is not a list, so it is not a table export.
+    Every list is taken as a list of records, at any depth under the keys of
+    objects (see `json_records`). An account's records are dropped, and each
+    mention of the subject in the other records is replaced by ERASED. A record
+    dropped or changed counts once. Outside lists, each value that mentions the
+    subject is redacted and counts once.
     """
-    if not isinstance(document, list):
-        raise ValueError(
-            f"{path} is not a list of records, so it is not a table export"
-        )
-    kept: list[Any] = []
-    count = 0
-    for record in document:
-        if subject.kind == "account" and document_mentions(record, subject):
-            count += 1
-            continue
-        redacted = redact_document(record, subject)
-        count += redacted != record
-        kept.append(redacted)
-    return kept, count
+    if isinstance(document, list):
+        kept: list[Any] = []
+        count = 0
+        for record in document:
+            if subject.kind == "account" and document_mentions(record, subject):
+                count += 1
+                continue
+            redacted = redact_document(record, subject)
+            count += redacted != record
+            kept.append(redacted)
+        return kept, count
+    if isinstance(document, dict):
+        erased: dict[str, Any] = {}
+        total = 0
+        for key, value in document.items():
+            erased[key], count = erase_json(value, subject)
+            total += count
+        return erased, total
+    redacted = redact_document(document, subject)
+    return redacted, int(redacted != document)
 
 
-def _write_json(path: Path, records: list[Any]) -> None:
+def _write_json(path: Path, document: Any) -> None:
     path.write_text(
-        json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
 
 

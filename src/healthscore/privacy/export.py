@@ -2,8 +2,8 @@
 
 The export answers an access request. It contains the subject's snapshot rows per
 as-of date, its rows in every operational table (overrides, alerts, tasks, notes and
-the others that exist), its rows in the table exports of the output folders, and the
-reports that mention it.
+the others that exist), its rows in the table exports of the output folders, the
+reports that mention it and the paths of earlier exports of it there.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from healthscore.config import Project
 from healthscore.privacy.erase import read_table_file
 from healthscore.privacy.locate import (
     REPORT_SUFFIXES,
+    exports_subject,
     frame_row_mask,
+    json_records,
     output_files,
     report_mentions,
     state_matches,
@@ -53,9 +55,9 @@ def export_subject(
     dict
         ``subject``, ``exported_at``, ``snapshots`` (as-of date to table to rows),
         ``events`` (store source to ``raw`` and ``daily`` rows),
-        ``state`` (table to rows), ``files`` (export path to rows) and ``reports``
-        (paths of reports that mention the subject). Dates are ISO text and missing
-        values null.
+        ``state`` (table to rows), ``files`` (export path to rows), ``reports``
+        (paths of reports that mention the subject) and ``exports`` (paths of earlier
+        exports of the subject). Dates are ISO text and missing values null.
     """
     # Imported here: the event store's reader imports this package.
     from healthscore.privacy.retention import export_event_store
@@ -63,7 +65,7 @@ def export_subject(
     store = SnapshotStore(project.path(project.config.store.snapshots))
     with StateStore.open(project.config.store.state, project.root) as state:
         state_rows = _state_rows(state, subject)
-    files, reports = _output_rows(output_folders, subject)
+    files, reports, exports = _output_rows(output_folders, subject)
     document = {
         "subject": {
             "kind": subject.kind,
@@ -76,6 +78,7 @@ def export_subject(
         "state": state_rows,
         "files": files,
         "reports": reports,
+        "exports": exports,
     }
     exported: dict[str, Any] = plain(document)
     return exported
@@ -118,29 +121,35 @@ def _snapshot_rows(
 
 def _output_rows(
     folders: Sequence[Path], subject: Subject
-) -> tuple[dict[str, list[Any]], list[str]]:
+) -> tuple[dict[str, list[Any]], list[str], list[str]]:
+    """Return the rows per table export, the reports and the earlier exports."""
     files: dict[str, list[Any]] = {}
     reports: list[str] = []
+    exports: list[str] = []
     for path in output_files(folders):
         suffix = path.suffix.lower()
         if suffix in REPORT_SUFFIXES:
             if report_mentions(path, subject):
                 reports.append(str(path))
             continue
-        rows = _file_rows(path, subject)
+        if suffix == ".json":
+            document = json.loads(path.read_text(encoding="utf-8"))
+            if exports_subject(document, subject):
+                # Listed by path only: its rows came from the same stores, and
+                # copying them in would repeat them.
+                exports.append(str(path))
+                continue
+            rows = [
+                record
+                for record in json_records(document)
+                if _record_mentions(record, subject)
+            ]
+        else:
+            frame = read_table_file(path)
+            rows = _records(frame.loc[frame_row_mask(frame, subject)])
         if rows:
             files[str(path)] = rows
-    return files, reports
-
-
-def _file_rows(path: Path, subject: Subject) -> list[Any]:
-    if path.suffix.lower() == ".json":
-        document = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(document, list):
-            return []
-        return [record for record in document if _record_mentions(record, subject)]
-    frame = read_table_file(path)
-    return _records(frame.loc[frame_row_mask(frame, subject)])
+    return files, reports, exports
 
 
 def _record_mentions(record: Any, subject: Subject) -> bool:

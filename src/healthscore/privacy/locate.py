@@ -48,6 +48,9 @@ TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 #: Reports, which are erased by deleting them because they can be generated again.
 REPORT_SUFFIXES = (".html", ".htm")
 
+#: Top-level keys of every document that `export_subject` writes.
+EXPORT_KEYS = frozenset({"subject", "exported_at"})
+
 
 # Snapshot and export frames
 
@@ -315,6 +318,52 @@ def output_files(folders: Sequence[Path]) -> list[Path]:
             if path.is_file() and suffix in TABLE_SUFFIXES + REPORT_SUFFIXES:
                 found.append(path)
     return found
+
+
+def json_records(document: Any) -> Iterator[Any]:
+    """Yield the records of a JSON document: the items of its outermost lists.
+
+    A table export is one list of records. In other documents, such as the files
+    that `export_subject` writes, the lists are found under their keys at any depth.
+    """
+    if isinstance(document, list):
+        yield from document
+    elif isinstance(document, dict):
+        for value in document.values():
+            yield from json_records(value)
+
+
+def is_subject_export(document: Any) -> bool:
+    """Return whether a JSON document is an export that `export_subject` wrote."""
+    if not isinstance(document, dict) or not document.keys() >= EXPORT_KEYS:
+        return False
+    exported = document["subject"]
+    return isinstance(exported, dict) and {"kind", "identifier"} <= exported.keys()
+
+
+def exports_subject(document: Any, subject: Subject) -> bool:
+    """Return whether a JSON document is the export of `subject` itself.
+
+    The export's subject must be of the same kind, and its identifier or one of its
+    pseudonyms must be the subject (emails in any letter case).
+    """
+    if not is_subject_export(document):
+        return False
+    exported = document["subject"]
+    if exported["kind"] != subject.kind:
+        return False
+    pseudonyms = exported.get("pseudonyms")
+    values = [
+        exported["identifier"],
+        *(pseudonyms if isinstance(pseudonyms, list) else []),
+    ]
+    return any(subject.matches(value) for value in values)
+
+
+def export_rows(document: dict[str, Any]) -> int:
+    """Return the rows that a subject export lists, plus one for its subject entry."""
+    sections = ("snapshots", "events", "state", "files", "reports")
+    return 1 + sum(len(list(json_records(document.get(name)))) for name in sections)
 
 
 def report_mentions(path: Path, subject: Subject) -> bool:

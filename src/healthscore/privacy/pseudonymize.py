@@ -88,13 +88,36 @@ def _key_from_file(path: str) -> bytes:
 
 
 def check_columns(project: Project) -> None:
-    """Reject listed columns that no source has, or that are not text.
+    """Reject listed columns that no source of the project has, or that are not text.
 
-    `load_project` reports the same problems with their line; this check guards
-    projects built in code.
+    `load_project` reports the same problems with their line, and records the column
+    types of all sources in the settings. The check judges those recorded types, so
+    reading a few sources through a copy of the config with only those sources
+    passes. A project built in code has no recorded types, and its config is judged
+    as it is.
     """
-    for _, message in pseudonymize_issues(project.config):
-        raise PrivacyError(f"privacy.pseudonymize.columns: {message}")
+    settings = project.config.privacy.pseudonymize
+    if settings is None:
+        return
+    issues = list(pseudonymize_issues(project.config, settings.project_columns))
+    if issues:
+        problems = "; ".join(
+            f"{_format_path(path)}: {message}" for path, message, _ in issues
+        )
+        raise PrivacyError(problems)
+
+
+def _format_path(path: tuple[str | int, ...]) -> str:
+    """Format a key path as in healthscore.yml: ``privacy.pseudonymize.columns[1]``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = part
+    return text
 
 
 def pseudonymize_select(

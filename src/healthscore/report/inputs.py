@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from healthscore.config import Project
+from healthscore.config.privacy import record_project_columns
 from healthscore.engine import Engine
 from healthscore.pipeline import ScoringRun, snapshot_store
 from healthscore.report.summary import ScoreSummary, summarize
@@ -94,6 +95,9 @@ def read_account_sources(project: Project) -> SourceSet:
     Raises SourceError when one of them cannot be read.
     """
     config = project.config
+    # Pseudonymized columns are then judged against every source, not the copy's.
+    # A loaded project has them recorded already, a project built in code not yet.
+    record_project_columns(config)
     names = [config.accounts_source(), *config.sources_of_kind("subscriptions")[:1]]
     subset = config.model_copy(
         update={"sources": {name: config.sources[name] for name in names}}
