@@ -773,6 +773,7 @@ def test_cli_forget_person_deletes_their_export(project):
     # The export is the only copy: its subject entry is the one row erased.
     assert result.exit_code == 0, result.output
     assert "Erased 1 row of the person." in result.output
+    assert f"{output / 'jane.json'}: export of this subject deleted" in result.output
     assert not (output / "jane.json").exists()
 
 
@@ -781,6 +782,18 @@ def test_cli_forget_warns_once_per_unreadable_file(project):
     output.mkdir()
     (output / "broken.json").write_text("{not json")
 
+    # Without --yes the plan is shown first, and the warning still comes once.
+    confirmed = run_cli(
+        "forget",
+        "--account",
+        ERASED_ACCOUNT,
+        "--author",
+        "dpo",
+        "--project",
+        project.root,
+        input="y\n",
+    )
+    # Run again, it finds nothing left to erase and still names the file.
     result = run_cli(
         "forget",
         "--account",
@@ -792,6 +805,8 @@ def test_cli_forget_warns_once_per_unreadable_file(project):
         project.root,
     )
 
+    assert confirmed.exit_code == 0, confirmed.output
+    assert confirmed.output.count("broken.json") == 1
     assert result.exit_code == 0, result.output
     assert result.output.count("broken.json") == 1
     assert "erase the subject from it yourself or delete it" in result.output

@@ -108,6 +108,7 @@ def forget_command(
                 f"Found no rows of the {plan.subject_kind}, so nothing was erased and "
                 "no audit entry was recorded. Your own source files may still hold it."
             )
+            _warn_skipped(plan)
         return
     if not yes:
         _print_report(plan, json_output=False, to_stderr=True)
@@ -149,10 +150,18 @@ def _print_report(
     deleting = "would delete" if report.dry_run else "deleted"
     for path in report.deleted_reports:
         write(f"  {path}: report {deleting}; run `healthscore report` to rebuild it")
-    for path, reason in report.skipped_files.items():
-        note(f"warning: {path} was not searched because it cannot be read: {reason}")
+    for path in report.deleted_exports:
+        write(f"  {path}: export of this subject {deleting}")
+    if not to_stderr:
+        # A plan printed to stderr is followed by the result, which warns once.
+        _warn_skipped(report)
     if report.audit_id is not None:
         write(f"Recorded audit entry {report.audit_id}.")
+
+
+def _warn_skipped(report: ErasureReport) -> None:
+    for path, reason in report.skipped_files.items():
+        note(f"warning: {path} was not searched because it cannot be read: {reason}")
 
 
 def _counts(tables: dict[str, int]) -> str:

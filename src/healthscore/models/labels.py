@@ -28,6 +28,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from healthscore.config import Project
+from healthscore.config.privacy import record_project_columns
 from healthscore.engine import connect
 from healthscore.outcomes import horizon_end
 from healthscore.sources import SourceSet, load_sources
@@ -186,6 +187,8 @@ def build_labels(
 def open_label_sources(project: Project) -> SourceSet:
     """Read only the accounts and subscriptions sources of `project`."""
     config = project.config
+    # The copy keeps the pseudonymize settings, judged against every source.
+    record_project_columns(config)
     keep = {config.accounts_source(), *config.sources_of_kind("subscriptions")}
     subset = config.model_copy(
         update={

@@ -40,6 +40,7 @@ from sqlalchemy import column, inspect, select, table
 
 from healthscore.config import Project
 from healthscore.config.models import Duration
+from healthscore.config.privacy import record_project_columns
 from healthscore.engine import Engine
 from healthscore.models.labels import build_labels, label_source
 from healthscore.monitoring.interventions import interventions_frame, outcomes_frame
@@ -669,6 +670,8 @@ def _segments(project: Project) -> pd.Series | None:
     # because snapshots do not store account columns.
     config = project.config
     name = config.accounts_source()
+    # The copy keeps the pseudonymize settings, judged against every source.
+    record_project_columns(config)
     subset = config.model_copy(update={"sources": {name: config.sources[name]}})
     accounts = Engine.open(Project(root=project.root, config=subset)).sources.accounts()
     if "segment" not in accounts.columns:
