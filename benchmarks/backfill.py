@@ -9,9 +9,11 @@ fresh child process that times, after its imports, either `pipeline.score` for t
 benchmark's as-of date or `monitoring.backfill.backfill` for the 52 weekly dates
 ending on it; both include reading the sources and storing the snapshots in a
 temporary folder. The target is a backfill of at most 3 times one date, in wall-clock
-time. Each run also reports the CPU seconds of its process (all threads, from
-getrusage), and `cpu_ratio` compares those, which moves less than the wall-clock
-ratio when other jobs share the CPUs.
+time. A second pair of runs times the metric tables alone: `compute_metrics` for
+the one date against `sweep_metrics` for the 52 (`metrics_ratio`), which leaves out
+scoring and storing 52 snapshots instead of one. Each run also reports the CPU
+seconds of its process (all threads, from getrusage), and `cpu_ratio` compares
+those, which moves less than the wall-clock ratio when other jobs share the CPUs.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ _CHILD = """
 import resource, sys, time
 from datetime import date, timedelta
 from healthscore.config import load_project
-from healthscore.monitoring.backfill import backfill
-from healthscore.pipeline import score
+from healthscore.metrics import compute_metrics
+from healthscore.monitoring.backfill import backfill, sweep_metrics
+from healthscore.pipeline import open_engine, score
 from healthscore.runtime import configure_process
 configure_process()  # as the healthscore command does
 def cpu():
@@ -48,10 +51,19 @@ project = load_project(sys.argv[1])
 as_of = date.fromisoformat(sys.argv[2])
 started = time.perf_counter()
 cpu_started = cpu()
-if sys.argv[3] == "one":
+mode, _, part = sys.argv[3].partition("-")
+count = 1 if mode == "one" else int(mode)
+dates = [as_of - timedelta(days=7 * i) for i in range(count)]
+if part == "metrics":
+    sources = open_engine(project).sources
+    if mode == "one":
+        compute_metrics(project, sources, as_of)
+    else:
+        for _ in sweep_metrics(project, sources, dates):
+            pass
+elif mode == "one":
     score(project, as_of)
 else:
-    dates = [as_of - timedelta(days=7 * i) for i in range(int(sys.argv[3]))]
     backfill(project, dates)
 print(cpu() - cpu_started)
 print(time.perf_counter() - started)
@@ -98,7 +110,7 @@ def main() -> int:
         "--repeat",
         type=int,
         default=3,
-        help="runs of each of the two programs; the medians are compared",
+        help="runs of each of the four programs; the medians are compared",
     )
     parser.add_argument(
         "--data-dir",
@@ -113,34 +125,45 @@ def main() -> int:
     )
     if read_manifest(data) is None:
         generate(data, arguments.events, arguments.accounts)
-    results: dict[str, list[float]] = {"one": [], str(DATES): []}
-    cpu: dict[str, list[float]] = {"one": [], str(DATES): []}
+    modes = ["one", str(DATES), "one-metrics", f"{DATES}-metrics"]
+    walls: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(arguments.repeat):
-            for mode in results:
+            for mode in modes:
                 project = _fresh_project(data, Path(scratch) / mode)
                 wall, seconds = _run_child(project, mode)
-                results[mode].append(wall)
+                walls[mode].append(wall)
                 cpu[mode].append(seconds)
-    one = statistics.median(results["one"])
-    many = statistics.median(results[str(DATES)])
-    one_cpu = statistics.median(cpu["one"])
-    many_cpu = statistics.median(cpu[str(DATES)])
+    wall_median = {mode: statistics.median(values) for mode, values in walls.items()}
+    cpu_median = {mode: statistics.median(values) for mode, values in cpu.items()}
+    many = str(DATES)
+    ratio = wall_median[many] / wall_median["one"]
     first = AS_OF - timedelta(days=7 * (DATES - 1))
     summary = {
         "events": arguments.events,
         "accounts": arguments.accounts,
         "dates": f"{DATES} weekly, {first} to {AS_OF}",
-        "one_date_seconds": results["one"],
-        "backfill_seconds": results[str(DATES)],
-        "median_one_date": round(one, 2),
-        "median_backfill": round(many, 2),
-        "ratio": round(many / one, 2),
-        "target_met": many / one <= TARGET_RATIO,
+        "one_date_seconds": walls["one"],
+        "backfill_seconds": walls[many],
+        "median_one_date": round(wall_median["one"], 2),
+        "median_backfill": round(wall_median[many], 2),
+        "ratio": round(ratio, 2),
+        "target_met": ratio <= TARGET_RATIO,
         # CPU seconds of all threads move less with other load on the machine.
         "one_date_cpu_seconds": [round(value, 2) for value in cpu["one"]],
-        "backfill_cpu_seconds": [round(value, 2) for value in cpu[str(DATES)]],
-        "cpu_ratio": round(many_cpu / one_cpu, 2),
+        "backfill_cpu_seconds": [round(value, 2) for value in cpu[many]],
+        "cpu_ratio": round(cpu_median[many] / cpu_median["one"], 2),
+        # The metric tables alone: compute_metrics for one date against
+        # sweep_metrics for all dates, without scoring or storing.
+        "metrics_one_date_seconds": walls["one-metrics"],
+        "metrics_all_dates_seconds": walls[f"{many}-metrics"],
+        "metrics_ratio": round(
+            wall_median[f"{many}-metrics"] / wall_median["one-metrics"], 2
+        ),
+        "metrics_cpu_ratio": round(
+            cpu_median[f"{many}-metrics"] / cpu_median["one-metrics"], 2
+        ),
     }
     print(json.dumps(summary, indent=2))
     return 0
