@@ -393,26 +393,31 @@ def test_drivers_favour_retained_accounts(project_dir):
 TELCO_FILE = "telco-churn-ibm/WA_Fn-UseC_-Telco-Customer-Churn.csv"
 
 
-@pytest.fixture(scope="module")
-def telco_comparison(tmp_path_factory):
+def example_comparison(tmp_path_factory, folder, data_file, methods):
+    """Score an example on its shared data file and compare `methods` on it."""
     from conftest import SHARED_DATA_VARIABLE, require_shared_file, shared_data_folder
     from healthscore.config import load_project
     from healthscore.models.compare import compare_methods
     from healthscore.models.dataset import build_observations
 
-    require_shared_file(TELCO_FILE)
-    example = Path(__file__).resolve().parents[1] / "examples" / "telco"
-    root = tmp_path_factory.mktemp("telco")
+    require_shared_file(data_file)
+    example = Path(__file__).resolve().parents[1] / "examples" / folder
+    root = tmp_path_factory.mktemp(folder)
     (root / "healthscore.yml").write_text((example / "healthscore.yml").read_text())
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(SHARED_DATA_VARIABLE, str(shared_data_folder()))
         project = load_project(root)
         score(project, date(2024, 1, 1), monitor=False)
         observations = build_observations(project)
-        comparison = compare_methods(
-            project, observations, ["weighted", "learned", "ml"]
-        )
+        comparison = compare_methods(project, observations, methods)
     return {result.method: result for result in comparison.results}
+
+
+@pytest.fixture(scope="module")
+def telco_comparison(tmp_path_factory):
+    return example_comparison(
+        tmp_path_factory, "telco", TELCO_FILE, ["weighted", "learned", "ml"]
+    )
 
 
 def test_telco_calibration_and_bands(telco_comparison):
@@ -440,22 +445,9 @@ TELCO_EXTENDED_FILE = "telco-churn-ibm-extended/Telco_customer_churn_services.cs
 
 @pytest.fixture(scope="module")
 def telco_extended_comparison(tmp_path_factory):
-    from conftest import SHARED_DATA_VARIABLE, require_shared_file, shared_data_folder
-    from healthscore.config import load_project
-    from healthscore.models.compare import compare_methods
-    from healthscore.models.dataset import build_observations
-
-    require_shared_file(TELCO_EXTENDED_FILE)
-    example = Path(__file__).resolve().parents[1] / "examples" / "telco-extended"
-    root = tmp_path_factory.mktemp("telco-extended")
-    (root / "healthscore.yml").write_text((example / "healthscore.yml").read_text())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SHARED_DATA_VARIABLE, str(shared_data_folder()))
-        project = load_project(root)
-        score(project, date(2024, 1, 1), monitor=False)
-        observations = build_observations(project)
-        comparison = compare_methods(project, observations, ["learned", "ml"])
-    return {result.method: result for result in comparison.results}
+    return example_comparison(
+        tmp_path_factory, "telco-extended", TELCO_EXTENDED_FILE, ["learned", "ml"]
+    )
 
 
 def test_telco_extended_targets(telco_extended_comparison):

@@ -183,11 +183,11 @@ def test_app_from_environment_needs_project(monkeypatch):
         app_module.app_from_environment()
 
 
-def test_two_request_processes_rescore_once(project: Project, state, tmp_path):
-    key = create_write_key(state, project, "usage").key
-    token = create_token(state, role="analyst", name="a").token
+def start_two_processes(
+    project: Project, log_path: Path, environment: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `healthscore serve --workers 2` logging to `log_path`; return its URL."""
     port = _free_port()
-    log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [
@@ -202,8 +202,16 @@ def test_two_request_processes_rescore_once(project: Project, state, tmp_path):
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            env=environment,
         )
-    url = f"http://127.0.0.1:{port}"
+    return server, f"http://127.0.0.1:{port}"
+
+
+def test_two_request_processes_rescore_once(project: Project, state, tmp_path):
+    key = create_write_key(state, project, "usage").key
+    token = create_token(state, role="analyst", name="a").token
+    log_path = tmp_path / "server.log"
+    server, url = start_two_processes(project, log_path)
     try:
         assert wait_for(lambda: _responds(url), seconds=60), log_path.read_text()
         # New connections go to either process; send enough to reach both.
@@ -348,25 +356,8 @@ def test_slow_request_processes_are_not_killed(project, tmp_path):
     environment["PYTHONPATH"] = os.pathsep.join(
         [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
-    port = _free_port()
     log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "healthscore"),
-                "serve",
-                "--workers",
-                "2",
-                "--port",
-                str(port),
-                "--project",
-                str(project.root),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env=environment,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_two_processes(project, log_path, environment)
     try:
         assert wait_for(lambda: _responds(url), seconds=90), log_path.read_text()
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -241,7 +240,7 @@ _VALUE_WIDTH = 8
 
 
 def _account_table(table: pd.DataFrame, width: int | None = None) -> Table:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for row in table.itertuples():
         if row.kind == OVERRIDE:
             rows.append((
@@ -260,43 +259,43 @@ def _account_table(table: pd.DataFrame, width: int | None = None) -> Table:
                 _points(row.points_lost),
             )
         )
+    numbers = ("Normalized", "Weight", "Points", "Lost")
+    title = "Measures, largest points lost first"
+    return _fitted(title, numbers, rows, 16, width)
+
+
+def _fitted(
+    title: str,
+    numbers: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    value_width: int,
+    width: int | None,
+) -> Table:
+    """Return the table of Measure, Value and the `numbers` columns that fits `width`.
+
+    Rich folds a name without spaces at any letter once its column is too narrow,
+    and when a table is too wide it narrows the widest column first and may crop
+    the last one. So this lays the table out with the Measure column at the
+    longest name's width (16 to 30) and the Value column at `value_width`, then
+    narrower ones, until every column header shows whole within `width`. The
+    number columns never wrap.
+    """
 
     def build(measure: int, value: int) -> Table:
-        view = Table(
-            title="Measures, largest points lost first",
-            box=box.SIMPLE_HEAD,
-            title_justify="left",
-        )
+        view = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
         view.add_column("Measure", min_width=measure, overflow="fold")
         view.add_column("Value", max_width=value, overflow="fold", justify="right")
-        for column in ("Normalized", "Weight", "Points", "Lost"):
+        for column in numbers:
             view.add_column(column, justify="right", no_wrap=True)
         for cells in rows:
             view.add_row(*cells)
         return view
 
-    return _fitted(build, [row[0] for row in rows], 16, width)
-
-
-def _fitted(
-    build: Callable[[int, int], Table],
-    names: list[str],
-    value_width: int,
-    width: int | None,
-) -> Table:
-    """Return the widest layout of `build(measure_width, value_width)` that fits.
-
-    Rich folds a name without spaces at any letter once its column is too narrow,
-    and when a table is too wide it narrows the widest column first and may crop
-    the last one. So this renders the Measure column at the longest name's width
-    (16 to 30) and the Value column at `value_width`, then narrower ones, until
-    every column header shows whole within `width`.
-    """
     if width is None:
         width = stdout_console().width
-    longest = min(max([16, *(len(name) for name in names)]), _MAX_NAME_WIDTH)
+    longest = max([16, *(len(row[0]) for row in rows)])
     view = build(16, _VALUE_WIDTH)
-    for measure in range(longest, 15, -1):
+    for measure in range(min(longest, _MAX_NAME_WIDTH), 15, -1):
         for value in range(value_width, _VALUE_WIDTH - 1, -1):
             view = build(measure, value)
             if _headers_fit(view, width):
@@ -358,7 +357,7 @@ def _print_change(
 
 
 def _change_table(parts: pd.DataFrame, width: int | None = None) -> Table:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for row in parts.itertuples():
         if row.kind == OVERRIDE:
             rows.append((
@@ -377,22 +376,8 @@ def _change_table(parts: pd.DataFrame, width: int | None = None) -> Table:
                 _signed(row.change),
             )
         )
-
-    def build(measure: int, value: int) -> Table:
-        view = Table(
-            title="Change per measure, largest first",
-            box=box.SIMPLE_HEAD,
-            title_justify="left",
-        )
-        view.add_column("Measure", min_width=measure, overflow="fold")
-        view.add_column("Value", max_width=value, overflow="fold", justify="right")
-        for column in ("Normalized", "Points", "Change"):
-            view.add_column(column, justify="right", no_wrap=True)
-        for cells in rows:
-            view.add_row(*cells)
-        return view
-
-    return _fitted(build, [row[0] for row in rows], 20, width)
+    numbers = ("Normalized", "Points", "Change")
+    return _fitted("Change per measure, largest first", numbers, rows, 20, width)
 
 
 def _change_json(

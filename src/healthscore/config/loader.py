@@ -274,7 +274,7 @@ def _pydantic_issues(
             ConfigIssue(
                 file=file,
                 line=_line_of(path, lines),
-                key=_format_key(path),
+                key=format_key(path),
                 message=message,
                 suggestion=suggestion,
             )
@@ -311,7 +311,8 @@ def _strip_union_tags(path: tuple[str | int, ...], error: Any) -> tuple[str | in
     return path
 
 
-def _format_key(path: tuple[str | int, ...]) -> str:
+def format_key(path: tuple[str | int, ...]) -> str:
+    """Format a key path as in healthscore.yml: ``privacy.pseudonymize.columns[1]``."""
     text = ""
     for part in path:
         if isinstance(part, int):
@@ -418,7 +419,7 @@ def _reference_issues(
         return ConfigIssue(
             file=file,
             line=_line_of(path, lines),
-            key=_format_key(path),
+            key=format_key(path),
             message=message,
             suggestion=close[0] if close else None,
         )

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthscore.config import Project
+from healthscore.config.loader import format_key
 from healthscore.config.privacy import PseudonymizeSettings, pseudonymize_issues
 
 #: Prefix of every pseudonym, so pseudonymized values are recognisable in outputs.
@@ -102,22 +103,9 @@ def check_columns(project: Project) -> None:
     issues = list(pseudonymize_issues(project.config, settings.project_columns))
     if issues:
         problems = "; ".join(
-            f"{_format_path(path)}: {message}" for path, message, _ in issues
+            f"{format_key(path)}: {message}" for path, message, _ in issues
         )
         raise PrivacyError(problems)
-
-
-def _format_path(path: tuple[str | int, ...]) -> str:
-    """Format a key path as in healthscore.yml: ``privacy.pseudonymize.columns[1]``."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif text:
-            text += f".{part}"
-        else:
-            text = part
-    return text
 
 
 def pseudonymize_select(
