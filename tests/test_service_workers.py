@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from healthscore.cli import app as cli_app
+from healthscore.cli.service import WORKER_HEALTHCHECK_SECONDS
 from healthscore.config import Project
 from healthscore.service import app as app_module
 from healthscore.service import create_app
@@ -159,6 +160,7 @@ def test_serve_workers_starts_processes_from_environment(project, monkeypatch):
             "access_log": False,
             "log_config": None,
             "http": JsonErrorProtocol,
+            "timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS,
         }
     ]
     assert os.environ[app_module.PROJECT_VARIABLE] == str(project.root)
