@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
@@ -26,8 +26,11 @@ from healthscore.monitoring.effect import (
     welch_interval,
     wilson_interval,
 )
+from healthscore.monitoring.outbox import NewAlert, add_alerts
 from healthscore.pipeline import score
+from healthscore.store import StateStore
 from project_factory import minimal_config, write_project
+from test_channels import sample_alert
 
 JAN = date(2026, 1, 1)
 APR = date(2026, 4, 1)  # JAN + 90 days
@@ -357,11 +360,19 @@ def test_effect_reads_churn_from_subscriptions(tmp_path):
     folder = ["--project", str(tmp_path)]
     path = str(tmp_path / "interventions.csv")
     assert runner.invoke(app, ["interventions", "import", path, *folder]).exit_code == 0
+    # A guard alert is about a run, not an account, so it has no precision row.
+    guard = sample_alert(
+        rule="guard", kind="guard", account_id="*", as_of=date(2026, 2, 1),
+        dedupe_key="guard/*/held/2026-02-01",
+    )  # fmt: skip
+    with StateStore.open(project.config.store.state, project.root) as state:
+        add_alerts(state, [NewAlert(guard, ())], now=datetime.now(UTC))
 
     result = runner.invoke(app, ["effect", "--horizon", "28d", "--json", *folder])
     report = json.loads(result.stdout)
     ebr = report["playbooks"][0]
     idle = report["alert_precision"][0]
+    assert [row["rule"] for row in report["alert_precision"]] == ["idle"]
 
     assert result.exit_code == 0, result.output
     assert report["churn_source"] == "subscriptions"

@@ -352,7 +352,9 @@ def _print_effect(report: EffectReport) -> None:
 
 def _effect_table(report: EffectReport) -> Table:
     table = Table(title="Effect", box=box.SIMPLE_HEAD, title_justify="left")
-    for column in ("Kind", "Treated", "Control"):
+    # A long kind folds, so that the rate columns keep their room.
+    table.add_column("Kind", overflow="fold")
+    for column in ("Treated", "Control"):
         table.add_column(column, no_wrap=True)
     # A rate with its interval wraps inside its cell, so the table fits 80 columns.
     # Every word of the headers and cells fits 8 columns, so none is cut.

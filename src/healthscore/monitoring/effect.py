@@ -39,6 +39,7 @@ from scipy import stats
 from sqlalchemy import column, inspect, select, table
 
 from healthscore.config import Project
+from healthscore.config.alerts import GUARD_RULE
 from healthscore.config.models import Duration
 from healthscore.config.privacy import record_project_columns
 from healthscore.engine import Engine
@@ -610,8 +611,10 @@ def measure_effect(
         observed_until=observed_until,
         segments=_segments(project),
     )
+    # The guard's alerts are about a run, not an account, so they have no precision.
+    rules = alerts[alerts["rule"] != GUARD_RULE] if len(alerts) else alerts
     precision = alert_precision(
-        alerts, churn, horizon_days=horizon_days, observed_until=observed_until
+        rules, churn, horizon_days=horizon_days, observed_until=observed_until
     )
     return EffectReport(str(horizon), observed_until, effects, precision, source, note)
 
