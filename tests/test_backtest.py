@@ -276,6 +276,29 @@ def test_method_table_fits_80_columns(capsys, monkeypatch):
         assert name in names, name
 
 
+def test_long_method_name_folds_not_numbers(capsys, monkeypatch):
+    from healthscore.cli.validation import _print_measures
+    from healthscore.models.backtest import MethodResult
+
+    monkeypatch.setenv("COLUMNS", "80")
+    name = "shadow:healthscore.proposed.yml"
+    results = [
+        MethodResult(
+            method=method, explainable=True, roc_auc=0.8427, lift_top_decile=2.82,
+            ece=0.0085, lead_time_days=float("nan"), precision_at_risk=0.59,
+            recall_at_risk=0.677, fit_seconds=0.04,
+        )
+        for method in ("weighted", name)
+    ]  # fmt: skip
+    _print_measures(results, "Backtest of the scorecards")
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    shadow = next(line for line in lines if line.startswith(" shadow:"))
+    assert shadow.split()[1:5] == ["0.843", "2.82", "0.0085", "-"]
+    folded = [line.split()[0] for line in lines[lines.index(shadow) :] if line.split()]
+    assert "".join(folded) == name
+
+
 WEEKS = [
     f"2026-0{month}-{day:02d}" for month, day in [(3, 2), (3, 9), (3, 16), (3, 23)]
 ]

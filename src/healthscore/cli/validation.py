@@ -553,15 +553,28 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
     table = Table(
         title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False
     )
+    widths = [
+        max(
+            [len(word) for word in header.split()]
+            + [len(row[position]) for row in rows]
+        )
+        for position, header in enumerate(headers)
+    ]
+    # A long method name, such as a shadow scorecard's, folds within the room the
+    # number columns leave; a column takes two more characters with its padding.
+    console = stdout_console()
+    room = console.width - sum(widths[1:]) - 2 * len(widths)
+    widths[0] = max(8, min(widths[0], room))
     for position, header in enumerate(headers):
-        words = [len(word) for word in header.split()]
-        width = max(words + [len(row[position]) for row in rows])
         table.add_column(
-            header, justify="left" if position == 0 else "right", width=width
+            header,
+            justify="left" if position == 0 else "right",
+            width=widths[position],
+            overflow="fold",
         )
     for row in rows:
         table.add_row(*row)
-    stdout_console().print(table)
+    console.print(table)
 
 
 def _print_detail(result: MethodResult) -> None:
