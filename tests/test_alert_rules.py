@@ -232,6 +232,7 @@ def test_trend_strictly_falling(tmp_path):
 
     assert flagged(alerts) == ["a", "b"]
     assert [point["score"] for point in alerts[0].details["scores"]] == [70, 65, 60]
+    assert alerts[0].title.endswith("fell 2 times in a row over the last 3 snapshots")
 
 
 def test_trend_needs_enough_snapshots(tmp_path):

@@ -120,14 +120,15 @@ class MetricRule(RuleBase):
 
 
 class TrendRule(RuleBase):
-    """Alert when the score fell at each of the last snapshots."""
+    """Alert when the score fell from each of the last snapshots to the next."""
 
     kind: Literal["trend"]
     snapshots: int = Field(
         default=3,
         ge=2,
-        description="Number of latest snapshots, the current one included, whose "
-        "scores must each be lower than the one before.",
+        description="Number of latest snapshots, the current one included, each "
+        "with a lower score than the snapshot before it: 3 means the score fell "
+        "twice in a row.",
     )
 
 

@@ -569,9 +569,10 @@ def _trend(rule: TrendRule, context: _Context) -> list[Match]:
     falling = np.all(values[:, 1:] < values[:, :-1], axis=1)
     matches = []
     for account, row in zip(frame.index[falling], values[falling], strict=True):
+        # N snapshots falling one after another is N - 1 falls.
         title = (
-            f"{context.name(str(account))} fell in each of the last "
-            f"{rule.snapshots} snapshots"
+            f"{context.name(str(account))} fell {rule.snapshots - 1} times in a row "
+            f"over the last {rule.snapshots} snapshots"
         )
         history = [
             {"as_of": day.isoformat(), "score": float(score)}
