@@ -85,7 +85,11 @@ def score(
             say_wrapped(line)
     if run.monitoring is not None:
         alerts, tasks = _monitoring_counts(run)
-        held = " (held by the guard)" if guard is not None and guard.held else ""
+        held = (
+            " (held by the guard)"
+            if guard is not None and guard.held and alerts
+            else ""
+        )
         say_wrapped(
             f"Raised {plural(alerts, 'alert')}{held} and opened "
             f"{plural(tasks, 'task')}; see `healthscore alerts list` and "
