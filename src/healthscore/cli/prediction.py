@@ -26,7 +26,7 @@ from healthscore.cli.common import (
     ProjectOption,
     VerboseOption,
     handle_errors,
-    note,
+    note_wrapped,
     open_project,
     parse_date,
     plural,
@@ -297,17 +297,17 @@ def _train_survival(
 
 def _print_training(result: dict[str, Any]) -> None:
     validation = result["validation"]
-    say(
+    say_wrapped(
         f"Trained a {result['kind']} churn model on {plural(result['rows'], 'row')} "
         f"({result['churned']:,} churned) from {len(result['training_dates'])} as-of "
         f"dates, {result['training_dates'][0]} to {result['training_dates'][-1]}."
     )
-    say(
+    say_wrapped(
         f"Calibration: {result['calibration'] or 'none'}; "
         f"{result['iterations']} iterations."
     )
     if "note" in validation:
-        note(f"Validation: {validation['note']}")
+        note_wrapped(f"Validation: {validation['note']}")
     else:
         table = Table(
             title=f"Validation ({validation['method']})",
@@ -326,13 +326,13 @@ def _print_training(result: dict[str, Any]) -> None:
         )
         stdout_console().print(table)
     for line in result["notes"]:
-        note(f"Note: {line}")
+        note_wrapped(f"Note: {line}")
     say(f"Stored in {result['stored_in']}.")
     survival = result["survival"]
     if "note" in survival:
-        note(f"Survival model {survival['note']}")
+        note_wrapped(f"Survival model {survival['note']}")
     else:
-        say(
+        say_wrapped(
             f"Survival model (Cox, {len(survival['features'])} measures): "
             f"concordance {survival['concordance']:.3f}; stored in "
             f"{survival['stored_in']}."
@@ -439,7 +439,7 @@ def _forecast_renewals(
         return
     _print_renewals(table, day, period)
     for line in notes:
-        note(f"Note: {line}")
+        note_wrapped(f"Note: {line}")
 
 
 def _print_renewals(table: pd.DataFrame, day: date, period: str) -> None:
@@ -467,7 +467,7 @@ def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
     from healthscore.models.forecast import MIN_EXAMPLES
 
     if table.empty:
-        say("No account has a score to forecast.")
+        say_wrapped("No account has a score to forecast.")
         return
     requested = [
         int(column.removeprefix("score_").removesuffix("d"))
@@ -596,7 +596,7 @@ def clusters(
             }
         )
         return
-    say(
+    say_wrapped(
         f"{model.n_clusters_} clusters of {len(rows):,} accounts as of "
         f"{day.date().isoformat()}, chosen by {criterion} among 2 to "
         f"{max(model.scores_)}."
@@ -614,7 +614,9 @@ def clusters(
         )
     stdout_console().print(view)
     if np.isnan(labels).all():
-        note("Churn rates are missing: the outcomes of this date are not known yet.")
+        note_wrapped(
+            "Churn rates are missing: the outcomes of this date are not known yet."
+        )
 
 
 def _forecast_cell(row: dict[str, Any], days: int) -> str:
@@ -689,7 +691,7 @@ def print_model_explanation(result: dict[str, Any], top: int = 10) -> None:
     trained = result["trained_on"]
     period = f"{trained[0]} to {trained[-1]}" if trained else "unknown dates"
     calibration = result["calibration"] or "none"
-    say(
+    say_wrapped(
         f"Account {result['account_id']} as of {result['as_of'].isoformat()}: churn "
         f"probability {percent(result['churn_probability'])} from the "
         f"{result['model']} model trained on {period} (calibration: {calibration})."
@@ -707,7 +709,7 @@ def print_model_explanation(result: dict[str, Any], top: int = 10) -> None:
             item["feature"], _value(item["value"]), f"{item['contribution']:+.3f}"
         )
     stdout_console().print(view)
-    say(
+    say_wrapped(
         f"Base log-odds {result['bias']:+.3f} plus the contributions of all "
         f"{len(result['contributions'])} features give {result['margin']:+.3f}; "
         "positive contributions raise the churn risk."
@@ -726,7 +728,7 @@ def _observations(project: Project, dates: list[date] | None = None) -> Observat
     except MissingSnapshotsError as exc:
         raise ValueError(str(exc)) from None
     for line in observations.notes:
-        note(line)
+        note_wrapped(line)
     return observations
 
 

@@ -403,7 +403,7 @@ def learn(
         )
         return
     for line in proposal.notes:
-        note(line)
+        note_wrapped(line)
     table = Table(title="Learned weights (share of the score)")
     for column in (
         "scorecard",
