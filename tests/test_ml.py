@@ -453,6 +453,9 @@ def test_train_table_output(trained) -> None:
     assert "Trained a logistic churn model" in result.stdout
     assert "ROC AUC" in result.stdout
     assert load_model(project, "churn").metadata["kind"] == "logistic"
+    # Sentences wrap at 80 columns; only the line naming the stored file may not.
+    long = [line for line in result.output.splitlines() if len(line) > 80]
+    assert all(line.startswith("Stored in ") for line in long), long
 
 
 def test_train_as_of_uses_known_outcomes_only(trained) -> None:
