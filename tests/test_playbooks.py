@@ -549,6 +549,31 @@ def test_import_rejects_date_after_latest(store, tmp_path, importer):
     assert importer(store, file, now=NOW).stored == 2
 
 
+def test_import_lists_unknown_account_with_other_problems(store, tmp_path):
+    file = write(
+        tmp_path / "bad.csv",
+        "account_id,kind,occurred_on\n"
+        "a1,churnd,2026-02-01\nzz9,churned,2026-02-01\na2,renewed,2026-03-02\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(
+            store,
+            file,
+            now=NOW,
+            known_accounts={"a1", "a2"},
+            latest_date=date(2026, 3, 1),
+        )
+    message = str(caught.value)
+
+    assert f"{file} has 3 invalid values; nothing was stored" in message
+    assert "row 1 (line 2), column kind: 'churnd'" in message
+    assert "row 2 (line 3), column account_id: 'zz9' is not an account" in message
+    assert "row 3 (line 4), column occurred_on: 2026-03-02 is after today" in message
+    assert "--allow-unknown" in message
+    assert outcomes_frame(store).empty
+
+
 def test_import_interventions(store, tmp_path):
     file = write(
         tmp_path / "i.csv",

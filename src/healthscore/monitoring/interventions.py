@@ -82,10 +82,13 @@ def import_outcomes(
         the file, row and column of each problem.
     """
     rows = _read_rows(
-        path, OUTCOME_COLUMNS, OUTCOME_OPTIONAL, _outcome_row, latest_date
+        path,
+        OUTCOME_COLUMNS,
+        OUTCOME_OPTIONAL,
+        _outcome_row,
+        latest_date,
+        known_accounts,
     )
-    if known_accounts is not None:
-        _check_known_accounts(path, rows, known_accounts)
     _check_unique(path, rows, ("account_id", "kind", "occurred_on"))
     rows = _without_locations(rows)
     for row in rows:
@@ -149,9 +152,8 @@ def import_interventions(
         INTERVENTION_OPTIONAL,
         _intervention_row,
         latest_date,
+        known_accounts,
     )
-    if known_accounts is not None:
-        _check_known_accounts(path, rows, known_accounts)
     _check_unique(path, rows, INTERVENTION_KEY)
     rows = _without_locations(rows)
     stored, skipped = store_interventions(state, rows, origin=path, now=now)
@@ -232,13 +234,18 @@ def _read_rows(
     optional: tuple[str, ...],
     parse: RowParser,
     latest_date: date | None = None,
+    known_accounts: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Parse every row, collecting each problem as (column, message) per row.
 
-    Each parsed row gets its location (`row N (line L)`) under LOCATION.
+    Each parsed row gets its location (`row N (line L)`) under LOCATION. With
+    `known_accounts`, an account missing from it is one more problem of its row,
+    so one error lists every invalid row.
     """
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
+    known = None if known_accounts is None else set(known_accounts)
+    unknown_found = False
     if not Path(path).is_file():
         raise ValueError(f"{path}: file not found; check the path")
     with open(path, encoding="utf-8-sig", newline="", errors="strict") as handle:
@@ -259,6 +266,15 @@ def _read_rows(
                 errors.append(("", "has more cells than the header has columns"))
             raw = dict(zip(header, cells, strict=False))
             row = parse(raw, errors)
+            account = row.get("account_id")
+            if known is not None and account and account not in known:
+                errors.append(
+                    (
+                        "account_id",
+                        f"{account!r} is not an account of the accounts source",
+                    )
+                )
+                unknown_found = True
             _check_not_after(row, latest_date, errors)
             problems.extend(
                 f"{location}{f', column {column}' if column else ''}: {message}"
@@ -266,7 +282,13 @@ def _read_rows(
             )
             rows.append({**row, LOCATION: location})
     if problems:
-        raise ImportValidationError(_problem_message(path, problems))
+        message = _problem_message(path, problems)
+        if unknown_found:
+            message += (
+                "\nFix the ids, add the accounts to the accounts source, or pass "
+                "--allow-unknown to store them anyway."
+            )
+        raise ImportValidationError(message)
     if not rows:
         raise ImportValidationError(f"{path} has a header but no rows; nothing stored")
     return rows
@@ -337,24 +359,6 @@ def _problem_message(path: Path, problems: list[str]) -> str:
     if len(problems) > len(listed):
         lines.append(f"  and {len(problems) - len(listed)} more")
     return "\n".join(lines)
-
-
-def _check_known_accounts(
-    path: Path, rows: list[dict[str, Any]], known: Collection[str]
-) -> None:
-    known_ids = set(known)
-    problems = [
-        f"{row[LOCATION]}, column account_id: {row['account_id']!r} is not an "
-        "account of the accounts source"
-        for row in rows
-        if row["account_id"] not in known_ids
-    ]
-    if problems:
-        message = _problem_message(path, problems)
-        raise ImportValidationError(
-            message + "\nFix the ids, add the accounts to the accounts source, or "
-            "pass --allow-unknown to store them anyway."
-        )
 
 
 def account_ids(project: Project) -> set[str]:
