@@ -996,7 +996,8 @@ class SnapshotTableConfig(StrictModel):
     )
     table: str = Field(
         description="Table name, as `name` or `schema.name`; created with the "
-        "columns of the snapshot's scores table and `as_of` when missing."
+        "columns of the snapshot's scores table and `as_of` when missing. A schema "
+        "is not created: it must exist."
     )
 
     @model_validator(mode="after")
