@@ -154,3 +154,26 @@ def test_clusters_command(tmp_path) -> None:
     bad = CliRunner().invoke(app, [*arguments, "--method", "dbscan"])
     assert bad.exit_code == 2
     assert "unknown method 'dbscan'" in bad.output
+
+
+def test_label_column_note_left_out_of_clusters(tmp_path):
+    from datetime import date
+    from pathlib import Path
+
+    from conftest import SHARED_DATA_VARIABLE, require_shared_file, shared_data_folder
+    from healthscore.config import load_project
+    from healthscore.pipeline import score
+
+    require_shared_file("telco-churn-ibm/WA_Fn-UseC_-Telco-Customer-Churn.csv")
+    example = Path(__file__).resolve().parents[1] / "examples" / "telco"
+    (tmp_path / "healthscore.yml").write_text((example / "healthscore.yml").read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SHARED_DATA_VARIABLE, str(shared_data_folder()))
+        score(load_project(tmp_path), date(2024, 1, 1), monitor=False)
+        result = CliRunner().invoke(app, ["clusters", "--project", str(tmp_path)])
+
+    # The telco labels come from a column without dates, and clusters report no
+    # lead time, so the note that there is none would only distract.
+    assert result.exit_code == 0, result.output
+    assert "lead time" not in " ".join(result.output.split())
+    assert "clusters of 7,043 accounts" in " ".join(result.output.split())

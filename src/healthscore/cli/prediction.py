@@ -728,7 +728,9 @@ def _observations(project: Project, dates: list[date] | None = None) -> Observat
     except MissingSnapshotsError as exc:
         raise ValueError(str(exc)) from None
     for line in observations.notes:
-        note_wrapped(line)
+        # These commands report no lead time, so a note about its absence is noise.
+        if not line.endswith("no lead time"):
+            note_wrapped(line)
     return observations
 
 
