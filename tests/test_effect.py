@@ -105,6 +105,14 @@ def test_wilson_matches_table():
     assert interval.high == pytest.approx(0.79234, abs=1e-5)
 
 
+def test_wilson_bounds_exact_at_none_and_all():
+    none, every = wilson_interval(0, 24), wilson_interval(24, 24)
+
+    assert none.low == 0.0
+    assert every.high == 1.0
+    assert none.high == pytest.approx(1 - every.low)
+
+
 def test_wilson_empty_group_has_no_interval():
     interval = wilson_interval(0, 0)
 
@@ -213,7 +221,8 @@ def test_alert_precision_by_hand():
 
 def test_caveat_says_observational():
     assert "observational comparison, not a controlled experiment" in CAVEAT
-    assert "not proof" in CAVEAT
+    assert "does not prove" in CAVEAT
+    assert "playbook or intervention" in CAVEAT
 
 
 def test_effect_command_end_to_end(tmp_path):

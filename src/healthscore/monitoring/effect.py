@@ -51,8 +51,8 @@ from healthscore.store import StateStore
 #: The sentence every effect report carries.
 CAVEAT = (
     "This is an observational comparison, not a controlled experiment: the accounts "
-    "were not assigned to the playbook at random, so a difference is not proof that "
-    "the playbook caused it."
+    "were not assigned to the playbook or intervention at random, so a difference "
+    "does not prove that the playbook or intervention caused it."
 )
 
 #: Reasons for leaving an intervention out, by key.
@@ -137,7 +137,10 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     denominator = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denominator
     half = z / denominator * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return Interval(max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n successes the bound is exactly 0 or 1; rounding would leave 1e-17.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(low, high)
 
 
 def newcombe_interval(
