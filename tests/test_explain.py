@@ -344,7 +344,7 @@ def rendered(view: Table) -> list[str]:
     return console.export_text().splitlines()
 
 
-def test_account_table_keeps_long_names_whole_at_80_columns() -> None:
+def test_account_table_long_names_whole() -> None:
     # Without tickets, seats and logins carry more than their configured shares
     # (0.5625 and 0.1875) and tickets none of its 0.25, so each Weight cell shows
     # the configured share under the effective one.
@@ -365,7 +365,7 @@ def test_account_table_keeps_long_names_whole_at_80_columns() -> None:
     assert sorted(configured) == ["(of 18.8%)", "(of 25.0%)", "(of 56.2%)"]
 
 
-def test_change_table_keeps_long_names_whole_at_80_columns() -> None:
+def test_change_table_long_names_whole() -> None:
     before = rows_of(run({"a": FULL}), "a")
     after = rows_of(run({"a": USAGE_ONLY}, as_of=AFTER), "a")
     parts = explain_change(*before, *after)

@@ -205,7 +205,8 @@ def _no_measures() -> pd.DataFrame:
     return pd.DataFrame({column: [] for column in columns})
 
 
-def test_guard_holds_alerts_and_reports(tmp_path):
+def held_run(tmp_path) -> tuple[Project, SnapshotStore, ScoringRun]:
+    """A run in which 2 of 5 accounts enter at risk, more than the guard allows."""
     config = minimal_config(
         alerts={"rules": [{"name": "risk", "kind": "band_change", "to": "at_risk"}]}
     )
@@ -214,6 +215,11 @@ def test_guard_holds_alerts_and_reports(tmp_path):
     before = {"a": 60, "b": 60, "c": 60, "d": 60, "e": 60}
     store.write(PREVIOUS, {"scores": scores(before)}, {})
     run = make_run(project, AS_OF, {"a": 30, "b": 30, "c": 60, "d": 60, "e": 60})
+    return project, store, run
+
+
+def test_guard_holds_alerts_and_reports(tmp_path):
+    project, store, run = held_run(tmp_path)
     recorder = Recorder()
 
     with StateStore.open("sqlite:///state.db", tmp_path) as state:
@@ -238,14 +244,7 @@ def test_guard_holds_alerts_and_reports(tmp_path):
 
 
 def test_release_sends_held_alerts_of_date(tmp_path):
-    config = minimal_config(
-        alerts={"rules": [{"name": "risk", "kind": "band_change", "to": "at_risk"}]}
-    )
-    project = Project(root=tmp_path, config=ProjectConfig.model_validate(config))
-    store = SnapshotStore(tmp_path / "snapshots")
-    before = {"a": 60, "b": 60, "c": 60, "d": 60, "e": 60}
-    store.write(PREVIOUS, {"scores": scores(before)}, {})
-    run = make_run(project, AS_OF, {"a": 30, "b": 30, "c": 60, "d": 60, "e": 60})
+    project, store, run = held_run(tmp_path)
     recorder = Recorder()
     later = NOW + timedelta(minutes=5)
 

@@ -85,13 +85,13 @@ def score(
             say_wrapped(line)
     if run.monitoring is not None:
         alerts, tasks = _monitoring_counts(run)
-        held = (
+        held_note = (
             " (held by the guard)"
             if guard is not None and guard.held and alerts
             else ""
         )
         say_wrapped(
-            f"Raised {plural(alerts, 'alert')}{held} and opened "
+            f"Raised {plural(alerts, 'alert')}{held_note} and opened "
             f"{plural(tasks, 'task')}; see `healthscore alerts list` and "
             "`healthscore tasks list`."
         )

@@ -158,9 +158,9 @@ def serve(
         )
 
 
-#: Seconds a request process may take to answer Uvicorn's health check. A new
+#: Seconds a request process may take to reply to Uvicorn's health check. A new
 #: process imports healthscore with pandas, scikit-learn and DuckDB before it can
-#: answer. On a busy 2-CPU machine that took longer than Uvicorn's default of 5 s,
+#: reply. On a busy 2-CPU machine that took longer than Uvicorn's default of 5 s,
 #: so Uvicorn killed and restarted the processes without end.
 WORKER_HEALTHCHECK_SECONDS = 60
 

@@ -521,6 +521,26 @@ def _compare_row(result: MethodResult) -> dict[str, Any]:
     return {key: data[key] for key in keys}
 
 
+def _measure_row(result: MethodResult) -> tuple[str, ...]:
+    """Return the cells of one method's row in the measures table."""
+    # A method skipped on every split has no scores to time or explain.
+    fit, explainable = "-", "-"
+    if result.rows:
+        fit = f"{result.fit_seconds:.2f}"
+        explainable = "yes" if result.explainable else "no"
+    return (
+        result.method,
+        _fixed(result.roc_auc, 3),
+        _fixed(result.lift_top_decile, 2),
+        _fixed(result.ece, 4),
+        _fixed(result.lead_time_days, 1),
+        _percent(result.precision_at_risk),
+        _percent(result.recall_at_risk),
+        fit,
+        explainable,
+    )
+
+
 def _print_measures(results: list[MethodResult], title: str) -> None:
     headers = (
         "method",
@@ -533,21 +553,7 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
         "fit (s)",
         "explainable",
     )
-    rows = [
-        (
-            result.method,
-            _fixed(result.roc_auc, 3),
-            _fixed(result.lift_top_decile, 2),
-            _fixed(result.ece, 4),
-            _fixed(result.lead_time_days, 1),
-            _percent(result.precision_at_risk),
-            _percent(result.recall_at_risk),
-            # A method skipped on every split has no scores to time or explain.
-            f"{result.fit_seconds:.2f}" if result.rows else "-",
-            ("yes" if result.explainable else "no") if result.rows else "-",
-        )
-        for result in results
-    ]
+    rows = [_measure_row(result) for result in results]
     # Each column is as wide as its longest value or header word, so the headers
     # wrap by word and the table fits 80 characters without cutting a method name.
     table = Table(
@@ -560,8 +566,8 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
         )
         for position, header in enumerate(headers)
     ]
-    # A long method name, such as a shadow scorecard's, folds within the room the
-    # number columns leave; a column takes two more characters with its padding.
+    # A long method name, such as a shadow scorecard's, folds within the room that
+    # the number columns leave. Each column takes two more characters of padding.
     console = stdout_console()
     room = console.width - sum(widths[1:]) - 2 * len(widths)
     widths[0] = max(8, min(widths[0], room))

@@ -198,7 +198,9 @@ class JoinConfig(StrictModel):
     @classmethod
     def _key_not_empty(cls, value: str) -> str:
         if not value:
-            raise ValueError("key is empty; name the column that holds the account id")
+            raise ValueError(
+                "key is missing; name the column that contains the account id"
+            )
         return value
 
     @field_validator("path")

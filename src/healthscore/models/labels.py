@@ -80,7 +80,7 @@ def label_source(project: Project) -> str:
 
 
 def describe_label_source(project: Project) -> str:
-    """Return a sentence that says where the project's churn labels come from."""
+    """Return a sentence that names where the project's churn labels come from."""
     kind = label_source(project)
     horizon = project.config.outcomes.horizon
     if kind == "column":
