@@ -523,6 +523,30 @@ def test_api_events_invalid_rows(client, project, state):
     assert stored_rows(project, "errors") == 0
 
 
+def test_api_events_bad_time_after_type_sample(tmp_path):
+    """DuckDB infers a JSON key's type from the first 20,480 lines only."""
+    config = ingest_config()
+    config["service"] = {"max_request_bytes": 4_000_000}
+    project = write_project(tmp_path / "q", config, {"accounts.csv": ACCOUNTS})
+    good = {"account_id": "a1", "timestamp": "2026-03-01T10:00:00"}
+    events = [good] * 20_600 + [{"account_id": "a2", "timestamp": "not a time"}]
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        analyst = create_token(state, role="analyst", name="a").token
+        app = create_app(project, state=state, rescore=False)
+        with TestClient(app) as client:
+            response = client.post(
+                "/api/events",
+                json={"source": "errors", "events": events},
+                headers=bearer(analyst),
+            )
+
+    assert response.status_code == 422, response.text
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.events[20600].timestamp"]
+    assert stored_rows(project, "errors") == 0
+
+
 def test_api_events_future_rows_rejected(client, project, state):
     analyst = create_token(state, role="analyst", name="a").token
     soon = iso(utc_naive_now() + timedelta(hours=1))

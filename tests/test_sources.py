@@ -547,3 +547,93 @@ def test_semicolon_file_read_with_delimiter_set(tmp_path):
         tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
     )
     assert len(load(project).rows("events").execute()) == 2
+
+
+def _parquet_events(path: Path, account_ids: list[object], **options: object) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamps = pd.date_range("2024-03-01 10:00", periods=len(account_ids), freq="h")
+    table = pa.table(
+        {
+            "account_id": pa.array(account_ids, type=pa.string()),
+            "timestamp": pa.array(stamps.to_pydatetime(), type=pa.timestamp("us")),
+        }
+    )
+    # Two row groups, so that the footer statistics of both must agree.
+    pq.write_table(table, path, row_group_size=2, **options)  # type: ignore[arg-type]
+
+
+def _parquet_project(tmp_path: Path, account_ids: list[object], **options: object):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.parquet"
+    _parquet_events(tmp_path / "events.parquet", account_ids, **options)
+    return write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+
+
+def _events_view(sources) -> str:
+    sql = sources.con.con.execute(
+        "SELECT sql FROM duckdb_views() WHERE view_name = 'source_events'"
+    ).fetchone()
+    return str(sql[0])
+
+
+@pytest.mark.parametrize(
+    ("account_ids", "missing"),
+    [
+        (["a1", "a2", "a3", "a1"], 0),
+        (["a1", None, "a3", "a1"], 1),
+        (["a1", "a2", " ", "a1"], 1),
+        (["a1", "", "a3", "a1"], 1),
+    ],
+)
+def test_parquet_footers_decide_the_missing_value_check(tmp_path, account_ids, missing):
+    sources = load(_parquet_project(tmp_path, account_ids))
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
+    assert report.rows_read == 4
+    assert report.excluded.get("missing_value:account_id", 0) == missing
+    # The timestamp column has no missing value in any file, so it is never checked.
+    assert "missing_value:timestamp" not in _events_view(sources)
+    checked = "missing_value:account_id" in _events_view(sources)
+    assert checked == (missing > 0)
+
+
+def test_parquet_without_statistics_keeps_the_checks(tmp_path):
+    sources = load(
+        _parquet_project(tmp_path, ["a1", "a2", "a3", "a1"], write_statistics=False)
+    )
+    view = _events_view(sources)
+    assert "missing_value:account_id" in view
+    assert "missing_value:timestamp" in view
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
+    assert report.rows_used == 4
+
+
+def test_jsonl_bad_value_after_type_sample_is_one_bad_row(tmp_path):
+    """DuckDB infers a JSON key's type from the first 20,480 lines only."""
+    good = {"account_id": "a1", "timestamp": "2024-03-01 10:00:00", "value": 2}
+    rows = [good] * 20_600 + [
+        {"account_id": "a2", "timestamp": "not a time", "value": 1},
+        {"account_id": "a2", "timestamp": "2024-03-02 10:00:00", "value": "many"},
+        {"account_id": "a2", "timestamp": "2024-03-02T10:00:00+02:00", "value": 1.5},
+    ]
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.jsonl"
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.jsonl": rows}
+    )
+    sources = load(project)
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
+    assert report.rows_read == 20_603
+    assert report.excluded == {
+        "unparseable_value:timestamp": 1,
+        "unparseable_value:value": 1,
+    }
+    assert {(e.row, e.column) for e in report.examples} == {
+        (20_601, "timestamp"),
+        (20_602, "value"),
+    }
+    usable = sources.rows("events").execute()
+    assert usable["value"].sum() == 20_600 * 2 + 1.5
+    # The offset is applied: 10:00 at +02:00 is 08:00 in the project zone (UTC).
+    assert usable["timestamp"].max() == pd.Timestamp("2024-03-02 08:00:00")

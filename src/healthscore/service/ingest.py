@@ -562,9 +562,6 @@ def _read_checked(
     """
     with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
         path = Path(folder) / "records.jsonl"
-        # NOTE: for rows of /api/events, DuckDB infers each column's type from the
-        # first 20,480 lines. A later line whose text does not fit that type, such
-        # as an invalid time after valid ones, fails the read of the whole request.
         with open(path, "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, default=str) + "\n")

@@ -10,6 +10,8 @@ Each source becomes one relation named `source_<name>` with:
 CSV and JSON Lines files are copied into a temporary table once per run, because
 scanning a gzip CSV again for every metric would cost more than the copy. Parquet
 files stay as a view so that DuckDB can skip row groups outside a metric's window.
+When their footers' statistics rule out a missing or blank value in a column, its
+check is left out of `_problem`, so no scan evaluates it per row.
 """
 
 from __future__ import annotations
@@ -121,17 +123,29 @@ def read_source(
         for row in described
         if row[0] not in ("filename", "file_row_number")
     }
+    if file_format == "jsonl":
+        # DuckDB infers each key's type from the first lines (read_json's
+        # sample_size, 20,480 by default). A later value that does not fit, such as
+        # an invalid time after valid ones, would fail the read of the whole file.
+        # Read as text, like CSV files, each value is checked on its own row.
+        # Numbers, booleans and nested values keep their JSON text ('1.5', 'true').
+        scan = _scan_sql(file_format, files, source, text_keys=list(file_types))
+        file_types = dict.fromkeys(file_types, "VARCHAR")
     columns = _columns_present(name, source, file_types)
     joined = load_joins(con, project, name, source)
     columns.update(joined.types)
-    select = _standard_select(project, name, source, columns, file_types, joined.values)
-    relation = f"source_{name}"
     materialize = (
         file_format != "parquet"
         or source.lookups
         or source.joins
         or source.kind == "accounts"
     )
+    # A materialized relation runs its checks once, so only a view gains from this.
+    complete = frozenset() if materialize else complete_columns(con, files, file_types)
+    select = _standard_select(
+        project, name, source, columns, file_types, joined.values, complete
+    )
+    relation = f"source_{name}"
     kind = "TEMP TABLE" if materialize else "TEMP VIEW"
     # `_row` numbers rows in scan order; SourceSet.report turns it into the row within
     # the file by subtracting the file's first number. DuckDB keeps file order when it
@@ -163,7 +177,13 @@ def read_source(
     return LoadedSource(name, source, relation, tuple(files), columns, running_rows)
 
 
-def _scan_sql(file_format: str, files: list[str], source: SourceConfig) -> str:
+def _scan_sql(
+    file_format: str,
+    files: list[str],
+    source: SourceConfig,
+    text_keys: list[str] | None = None,
+) -> str:
+    """Return the scan of a source's files; JSON Lines keys in `text_keys` as text."""
     names = "[" + ", ".join(literal(file) for file in files) + "]"
     if file_format == "csv":
         return (
@@ -172,7 +192,11 @@ def _scan_sql(file_format: str, files: list[str], source: SourceConfig) -> str:
         )
     if file_format == "parquet":
         return f"read_parquet({names}, filename = true, file_row_number = true)"
-    return f"read_json({names}, format = 'newline_delimited', filename = true)"
+    columns = ""
+    if text_keys is not None:
+        keys = ", ".join(f"{literal(key)}: 'VARCHAR'" for key in text_keys)
+        columns = f", columns = {{{keys}}}"
+    return f"read_json({names}, format = 'newline_delimited', filename = true{columns})"
 
 
 def _scan_error(
@@ -276,11 +300,14 @@ def _standard_select(
     columns: dict[str, str],
     file_types: dict[str, str],
     joined: dict[str, str] | None = None,
+    complete: frozenset[str] = frozenset(),
 ) -> str:
     """Return the select list of the typed columns and the `_problem` check.
 
     `joined` maps the attributes of joined files to the SQL of their raw text value
-    (see `sources.joins`); the other columns are read from `raw`.
+    (see `sources.joins`); the other columns are read from `raw`. A required column
+    of the file that is in `complete` (see `complete_columns`) gets no check for a
+    missing value.
     """
     joined = joined or {}
     typed: dict[str, str] = {}
@@ -288,12 +315,15 @@ def _standard_select(
     required = set(REQUIRED_COLUMNS[source.kind])
     for column, kind in columns.items():
         is_standard = column in STANDARD_COLUMNS[source.kind]
+        # Footer statistics describe the file's columns, not joined ones.
+        never_missing = False
         if column in joined:
             raw, raw_type = joined[column], "VARCHAR"
         else:
             file_column = source.file_column(column) if is_standard else column
             raw = f"raw.{quote(file_column)}"
             raw_type = file_types[file_column]
+            never_missing = file_column in complete
         if column in source.lookups:
             value = f"{quote('lookup_' + column)}.value"
             checks.append(
@@ -314,7 +344,7 @@ def _standard_select(
                         f"{reason}:{column}",
                     )
                 )
-        if column in required:
+        if column in required and not never_missing:
             checks.insert(
                 0, (f"NOT {_present(raw, raw_type)}", f"missing_value:{column}")
             )
@@ -328,6 +358,40 @@ def _standard_select(
         problem = f"CASE {cases} END"
     selected = [f"{value} AS {quote(column)}" for column, value in typed.items()]
     return ", ".join([*selected, f"{problem} AS _problem"])
+
+
+def complete_columns(
+    con: duckdb.DuckDBPyConnection, files: list[str], file_types: dict[str, str]
+) -> frozenset[str]:
+    """Columns of Parquet `files` whose footers rule out a missing or blank value.
+
+    `file_types` gives each column's DuckDB type. A column qualifies when every row
+    group of every file records a null count of 0 and, for text, a minimum whose
+    first character sorts after a space: a blank value ('' or one starting with a
+    space) would sort before it. A writer that leaves out statistics, or truncates
+    a minimum to '', keeps the checks. Reading the footers takes milliseconds;
+    evaluating the checks took about 0.15 s per scan of 20 million rows.
+    """
+    names = "[" + ", ".join(literal(file) for file in files) + "]"
+    try:
+        rows = con.execute(
+            "SELECT path_in_schema, bool_and(stats_null_count IS NOT NULL), "
+            "sum(stats_null_count), bool_and(stats_min_value IS NOT NULL), "
+            f"min(stats_min_value) FROM parquet_metadata({names}) "
+            "GROUP BY path_in_schema"
+        ).fetchall()
+    except duckdb.Error:
+        return frozenset()  # the scan reports an unreadable footer itself
+    complete = set()
+    for column, counted, nulls, has_minimum, minimum in rows:
+        if not counted or nulls != 0 or column not in file_types:
+            continue
+        if file_types[column] == "VARCHAR" and not (
+            has_minimum and minimum and minimum[0] > " "
+        ):
+            continue
+        complete.add(column)
+    return frozenset(complete)
 
 
 def _present(raw: str, file_type: str) -> str:
