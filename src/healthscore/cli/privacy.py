@@ -29,6 +29,7 @@ from healthscore.privacy import (
     person_subject,
     write_export,
 )
+from healthscore.privacy.erase import checkpoint_project_wal
 
 AccountOption = Annotated[
     str | None,
@@ -101,6 +102,9 @@ def forget_command(
         _print_report(plan, json_output)
         return
     if plan.total_rows == 0 and not plan.deleted_reports:
+        # A rerun after a checkpoint that a reader blocked finds nothing to erase,
+        # and its checkpoint truncates the log that may still hold the erased rows.
+        plan.uncheckpointed_wal = checkpoint_project_wal(project)
         if json_output:
             print_json(plan)
         else:
@@ -109,6 +113,7 @@ def forget_command(
                 "no audit entry was recorded. Your own source files may still hold it."
             )
             _warn_skipped(plan)
+            _warn_wal(plan)
         return
     if not yes:
         _print_report(plan, json_output=False, to_stderr=True)
@@ -155,6 +160,7 @@ def _print_report(
     if not to_stderr:
         # A plan printed to stderr is followed by the result, which warns once.
         _warn_skipped(report)
+        _warn_wal(report)
     if report.audit_id is not None:
         write(f"Recorded audit entry {report.audit_id}.")
 
@@ -162,6 +168,19 @@ def _print_report(
 def _warn_skipped(report: ErasureReport) -> None:
     for path, reason in report.skipped_files.items():
         note(f"warning: {path} was not searched because it cannot be read: {reason}")
+
+
+def _warn_wal(report: ErasureReport) -> None:
+    if report.uncheckpointed_wal is None:
+        return
+    note(
+        f"warning: {report.uncheckpointed_wal} may still hold the erased rows, "
+        "because another connection to the state store (such as `healthscore serve` "
+        "during a request) kept SQLite from truncating this write-ahead log. Run the "
+        "same `healthscore forget` command again when the store is idle, or stop "
+        "`healthscore serve`: SQLite moves the log into the database file and "
+        "deletes it when the last connection closes."
+    )
 
 
 def _counts(tables: dict[str, int]) -> str:

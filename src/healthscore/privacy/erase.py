@@ -7,6 +7,12 @@ because the rows it appears in (an override's author, an alert's owner) belong t
 accounts and are still needed. The snapshots and files are rewritten first and the
 operational store last, in one transaction together with the audit entry. An
 interrupted erasure can therefore be run again to finish it.
+
+On SQLite, the erasure's transaction zeroes the content it deletes or overwrites
+(`PRAGMA secure_delete`), and a checkpoint then moves the write-ahead log into the
+database file and truncates the log. Until then, the log can keep the erased rows'
+old page images. A reader, such as `healthscore serve` in the middle of a request,
+can keep the checkpoint from finishing, and the report then names the log file.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +57,12 @@ from healthscore.privacy.subjects import (
     subject_hash,
     text_mentions,
 )
-from healthscore.store.database import write_engine
+from healthscore.store.database import (
+    BUSY_TIMEOUT_MS,
+    is_memory_sqlite,
+    parse_state_url,
+    write_engine,
+)
 from healthscore.store.schema import audit
 from healthscore.store.snapshot_tables import SnapshotTableWriter
 from healthscore.store.snapshots import RESERVED_RUN_KEYS, SnapshotStore
@@ -63,6 +75,11 @@ FORGET_ACTION = "forget"
 
 #: Errors of a file in an output folder that is not a table export healthscore wrote.
 UNREADABLE_FILE_ERRORS = (ValueError, OSError, pa.ArrowException)
+
+#: How long the checkpoint after an erasure waits for readers of a SQLite store to
+#: leave the write-ahead log, in ms. It is the same wait as for another process's
+#: write lock.
+CHECKPOINT_TIMEOUT_MS = BUSY_TIMEOUT_MS
 
 
 @dataclass
@@ -97,6 +114,11 @@ class ErasureReport:
         the erased snapshot; for an account, its rows of every date are deleted too.
     audit_id : int or None
         Id of the audit entry; None for a dry run.
+    uncheckpointed_wal : str or None
+        Write-ahead log of a SQLite store (``state.db-wal``) that may still hold
+        erased rows, because a reader kept the checkpoint after the erasure from
+        truncating it. None when the log was truncated, for a dry run, and for
+        PostgreSQL.
     """
 
     subject_kind: str
@@ -110,6 +132,7 @@ class ErasureReport:
     event_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     snapshot_table_dates: list[str] = field(default_factory=list)
     audit_id: int | None = None
+    uncheckpointed_wal: str | None = None
 
     @property
     def total_rows(self) -> int:
@@ -168,7 +191,8 @@ def forget(
     Returns
     -------
     ErasureReport
-        Rows erased per place and the audit entry's id.
+        Rows erased per place, the audit entry's id, and on SQLite the write-ahead
+        log if a reader kept it from being truncated.
 
     Raises
     ------
@@ -204,9 +228,13 @@ def forget(
             state.engine.connect() if dry_run else write_engine(state.engine).begin()
         )
         with connection_scope as connection:
+            if not dry_run:
+                _zero_erased_content(connection)
             report.state_rows = erase_state(connection, subject, dry_run)
             if hashed is not None:
                 report.audit_id = _record(connection, report, hashed, author, at)
+        if not dry_run:
+            report.uncheckpointed_wal = checkpoint_wal(state)
 
     logger.info(
         "%s %d rows of the %s (audit entry %s)",
@@ -500,6 +528,92 @@ def erase_state(
         if not dry_run:
             _redact_mentions(connection, match.table, subject)
     return counts
+
+
+def _zero_erased_content(connection: Connection) -> None:
+    """Make SQLite overwrite deleted and replaced content with zeros.
+
+    Without it, a deleted row or the old text of an updated one stays in the free
+    space of its page, and the checkpoint copies that page into the database file.
+    The setting lasts for the connection, which belongs to the erasure's own engine.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("PRAGMA secure_delete = ON")
+
+
+def checkpoint_wal(state: StateStore) -> str | None:
+    """Move a SQLite store's write-ahead log into the database file and truncate it.
+
+    `PRAGMA wal_checkpoint(TRUNCATE)` waits up to `CHECKPOINT_TIMEOUT_MS` for
+    readers that still use the log. Returns the log's path when a reader kept the
+    checkpoint from finishing, so the log may still hold erased rows. Returns None
+    when it finished, and for PostgreSQL and in-memory SQLite, which have no log
+    file.
+    """
+    url = state.engine.url
+    if url.get_backend_name() != "sqlite" or is_memory_sqlite(url):
+        return None
+    connection = state.engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            database = _main_database_file(cursor)
+            if not database:
+                return None
+            busy = _run_checkpoint(cursor)
+        finally:
+            cursor.close()
+    finally:
+        connection.close()
+    if not busy:
+        return None
+    wal = f"{database}-wal"
+    # The report returns the log to the caller, which warns once about it.
+    logger.info(
+        "could not truncate %s after the erasure, because another connection was "
+        "reading from it, so it may still hold erased rows",
+        wal,
+    )
+    return wal
+
+
+def checkpoint_project_wal(project: Project) -> str | None:
+    """Checkpoint the project's store like `checkpoint_wal`, if it is on SQLite.
+
+    A rerun of an erasure that finds nothing more to erase calls it, so that its
+    checkpoint can finish where the first one was kept from it. PostgreSQL is not
+    opened.
+    """
+    url = project.config.store.state
+    if parse_state_url(url).get_backend_name() != "sqlite":
+        return None
+    with StateStore.open(url, project.root) as state:
+        return checkpoint_wal(state)
+
+
+def _main_database_file(cursor: Any) -> str:
+    """Return the path of the main database file, or "" for a temporary database."""
+    for _number, name, path in cursor.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(path or "")
+    return ""
+
+
+def _run_checkpoint(cursor: Any) -> bool:
+    """Run a TRUNCATE checkpoint and return whether readers kept it from finishing."""
+    cursor.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_TIMEOUT_MS)}")
+    try:
+        busy, _frames, _copied = cursor.execute(
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise
+        busy = 1
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return bool(busy)
 
 
 def _count(connection: Connection, table: Any, where: Any) -> int:
