@@ -14,11 +14,12 @@ the process holding it stops or dies, another one starts rescoring, and the new
 worker's restart scan (the rescore mark) finds the rows stored meanwhile. Two
 `healthscore serve` commands on the same project share the lease the same way.
 
-A notice is written after the rows it names are durably stored, and without an
-fsync. A request process can die between its append and its notice, or the
-machine can stop before the notice reaches the disk. Those accounts are then
-rescored at their next event or by the next scoring run, and their rollups by the
-worker's periodic update of lagging days.
+A notice is written after the rows it names are durably stored. Its file is
+fsynced before the rename and its folder after it, so after a crash a notice is
+either complete or missing, never empty. A request process can still die between
+its append and its notice, or the machine can stop before the folder's fsync.
+Those accounts are then rescored at their next event or by the next scoring run,
+and their rollups by the worker's periodic update of lagging days.
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ class Notice:
 
 
 def write_notice(folder: Path, notice: Notice) -> Path:
-    """Write `notice` under a temporary name and rename it into `folder`."""
+    """Write `notice` under a temporary name, fsync it and rename it into `folder`.
+
+    The folder is fsynced after the rename, so the new name survives a crash too.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     stamp = notice.queued_at.strftime("%Y%m%dT%H%M%S%f")
     name = f"{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
@@ -121,10 +125,30 @@ def write_notice(folder: Path, notice: Notice) -> Path:
         },
     }
     temporary = folder / f".{name}.tmp"
-    temporary.write_text(json.dumps(body), encoding="utf-8")
     target = folder / name
-    os.replace(temporary, target)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(body))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_folder(folder)
     return target
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries, such as a rename into it, to disk.
+
+    This module needs POSIX (it imports fcntl), where a folder can be opened
+    read-only and fsynced.
+    """
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def take_notices(folder: Path) -> list[Notice]:
