@@ -12,20 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from healthscore.config import ConfigError, Project, load_project
 from healthscore.config.alerts import DeliverySettings
 from healthscore.monitoring.outbox import (
     LEASE_SECONDS,
+    Delivery,
     DeliveryRecord,
     DeliveryReport,
     NewAlert,
     add_alerts,
+    deliver_pending,
     idempotency_key,
     list_alerts,
+    release_claim,
 )
+from healthscore.service import delivery as delivery_module
 from healthscore.service.app import create_app
-from healthscore.service.delivery import AlertDeliveryDuty
+from healthscore.service.delivery import AlertDeliveryDuty, DeliveryStoppedError
 from healthscore.store import StateStore
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 from service_project import TestClient
@@ -258,7 +263,7 @@ def test_stop_during_round_sends_no_more(tmp_path):
             arrived = wait_for(lambda: len(receiver.requests) >= 1, timeout=5)
             stopping = time.monotonic()
         stop_seconds = time.monotonic() - stopping
-        claimed_before = datetime.now(UTC)
+        stopped_at = datetime.now(UTC)
     finally:
         receiver.stop()
 
@@ -274,16 +279,179 @@ def test_stop_during_round_sends_no_more(tmp_path):
     }
     pending = [delivery for delivery in deliveries if delivery.state == "pending"]
     assert all(delivery.attempts == 0 for delivery in pending)
-    # The delivery claimed when the stop came keeps its claim for LEASE_SECONDS.
-    # The other three stay due.
-    leased = [
+    # The delivery claimed when the stop came is released, so all four are due.
+    due = [
         delivery
         for delivery in pending
         if delivery.next_attempt_at is not None
-        and delivery.next_attempt_at
-        > claimed_before + timedelta(seconds=LEASE_SECONDS - 60)
+        and delivery.next_attempt_at <= stopped_at
     ]
-    assert len(leased) == 1
+    assert len(due) == 4
+
+
+class RecordingChannel:
+    """A channel that records the ids of the deliveries it sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def send(self, delivery: Delivery) -> None:
+        self.sent.append(delivery.id)
+
+
+class InterruptingChannel:
+    """A channel that raises DeliveryStoppedError, as the service's do once it stops."""
+
+    def send(self, delivery: Delivery) -> None:
+        raise DeliveryStoppedError(delivery)
+
+
+def test_stopped_claim_due_for_other_process(tmp_path, store_url, caplog):
+    caplog.set_level(logging.INFO, logger="healthscore.service")
+    receiver = SlowReceiver(delay=0.5)
+    project = delivery_project(
+        tmp_path / "p", receiver.url, store=store_url, service_interval=0.05
+    )
+    queue_alerts(project, ["a1", "a2"])
+    try:
+        with StateStore.open(project.config.store.state, project.root) as state:
+            duty = AlertDeliveryDuty(project, state)
+            duty.start()
+            arrived = wait_for(lambda: len(receiver.requests) >= 1, timeout=5)
+            # The first send is in progress: the round claims the second delivery
+            # after it and stops there.
+            duty.stop()
+    finally:
+        receiver.stop()
+
+    assert arrived
+    assert len(receiver.requests) == 1
+    first, second = stored_deliveries(project)
+    assert first.state == "sent"
+    assert second.state == "pending"
+    assert second.attempts == 0
+    # Another process finds the second delivery due now and sends it.
+    channel = RecordingChannel()
+    with StateStore.open(project.config.store.state, project.root) as other:
+        report = deliver_pending(other, {"hook": channel}, datetime.now(UTC))
+    assert channel.sent == [second.id]
+    assert report.sent == [second.id]
+    assert report.skipped == []
+    assert (
+        f"alert delivery stopped during a round and released delivery {second.id} of "
+        "alert 2, which is due again"
+    ) in service_messages(caplog)
+
+
+def test_round_after_stop_releases_claim(tmp_path, receiver, caplog):
+    caplog.set_level(logging.INFO, logger="healthscore.service")
+    project = delivery_project(tmp_path / "p", receiver.url)
+    queue_alerts(project, ["acme"])
+    with StateStore.open(project.config.store.state, project.root) as state:
+        duty = AlertDeliveryDuty(project, state)
+        # Without a thread, stop only marks the duty as stopping, so the round
+        # below claims the delivery and then stops before sending it.
+        duty.stop()
+        round_began = datetime.now(UTC)
+        report = duty.deliver_once()
+        round_ended = datetime.now(UTC)
+
+    assert report is None
+    assert receiver.requests == []
+    (delivery,) = stored_deliveries(project)
+    assert delivery.state == "pending"
+    assert delivery.attempts == 0
+    assert delivery.next_attempt_at is not None
+    assert round_began <= delivery.next_attempt_at <= round_ended
+    assert (
+        f"alert delivery stopped during a round and released delivery {delivery.id} of "
+        "alert 1, which is due again"
+    ) in service_messages(caplog)
+
+
+def test_failed_release_logged(tmp_path, receiver, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="healthscore.service")
+    project = delivery_project(tmp_path / "p", receiver.url)
+    queue_alerts(project, ["acme"])
+
+    def failing_release(*args: Any) -> bool:
+        raise OperationalError("UPDATE deliveries", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(delivery_module, "release_claim", failing_release)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        duty = AlertDeliveryDuty(project, state)
+        duty.stop()
+        round_began = datetime.now(UTC)
+        report = duty.deliver_once()
+
+    assert report is None
+    (delivery,) = stored_deliveries(project)
+    assert delivery.next_attempt_at is not None
+    assert delivery.next_attempt_at >= round_began + timedelta(seconds=LEASE_SECONDS)
+    errors = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "healthscore.service" and record.levelno == logging.ERROR
+    ]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        f"alert delivery stopped during a round, and releasing the claim of "
+        f"delivery {delivery.id} of alert 1 failed (OperationalError: "
+    )
+    assert "disk I/O error" in errors[0]
+    assert errors[0].endswith(
+        f"when the claim expires, {LEASE_SECONDS} s after the round began"
+    )
+
+
+def test_release_claim_only_while_in_force(tmp_path, store_url):
+    project = delivery_project(
+        tmp_path / "p", "http://127.0.0.1:9/hook", store=store_url
+    )
+    queue_alerts(project, ["acme"])
+    claimed_at = datetime.now(UTC)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        with pytest.raises(DeliveryStoppedError) as stopped:
+            deliver_pending(state, {"hook": InterruptingChannel()}, claimed_at)
+        delivery = stopped.value.delivery
+        (claimed,) = stored_deliveries(project)
+        # A release with another claim time matches no claim, and changes nothing.
+        other_round = claimed_at - timedelta(seconds=1)
+        released_other = release_claim(state, delivery, other_round)
+        (after_other,) = stored_deliveries(project)
+        released = release_claim(state, delivery, claimed_at)
+        (after_release,) = stored_deliveries(project)
+        # The claim is gone, so releasing it again changes nothing either.
+        released_again = release_claim(state, delivery, claimed_at)
+
+    assert claimed.next_attempt_at == claimed_at + timedelta(seconds=LEASE_SECONDS)
+    assert released_other is False
+    assert after_other.next_attempt_at == claimed.next_attempt_at
+    assert released is True
+    assert after_release.next_attempt_at == claimed_at
+    assert after_release.attempts == 0
+    assert after_release.state == "pending"
+    assert released_again is False
+
+
+def test_release_skips_claim_taken_over(tmp_path, store_url):
+    project = delivery_project(
+        tmp_path / "p", "http://127.0.0.1:9/hook", store=store_url
+    )
+    queue_alerts(project, ["acme"])
+    first_claim = datetime.now(UTC)
+    # The first claim expires, and another process claims the delivery again.
+    second_claim = first_claim + timedelta(seconds=LEASE_SECONDS + 1)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        with pytest.raises(DeliveryStoppedError) as stopped:
+            deliver_pending(state, {"hook": InterruptingChannel()}, first_claim)
+        with pytest.raises(DeliveryStoppedError):
+            deliver_pending(state, {"hook": InterruptingChannel()}, second_claim)
+        released = release_claim(state, stopped.value.delivery, first_claim)
+
+    assert released is False
+    (delivery,) = stored_deliveries(project)
+    assert delivery.next_attempt_at == second_claim + timedelta(seconds=LEASE_SECONDS)
 
 
 def test_failed_round_logged_once_then_recovers(

@@ -9,6 +9,8 @@ Two processes may deliver at the same time: each claims a delivery with a
 conditional UPDATE before sending it, and only the process whose UPDATE changed the
 row sends. A claim is a lease: it moves the delivery's next attempt `LEASE_SECONDS`
 ahead, so a process that dies while sending leaves the delivery to be retried later.
+A process that stops before it sends a claimed delivery releases the claim with
+`release_claim`.
 Receivers see the same `Idempotency-Key` on every attempt of one delivery.
 """
 
@@ -355,6 +357,30 @@ def _claim(state: StateStore, row: Row[Any], now: datetime) -> bool:
             .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))
         )
         return claimed.rowcount == 1
+
+
+def release_claim(state: StateStore, delivery: Delivery, claimed_at: datetime) -> bool:
+    """Make a delivery that was claimed at `claimed_at` but not attempted due again.
+
+    Its next attempt moves back from the end of the claim to `claimed_at`, so any
+    process sends it at its next round instead of after `LEASE_SECONDS`. The UPDATE
+    changes the row only while the claim is in force (pending, same attempts, next
+    attempt at the claim's end). Returns False when the row changed since the claim,
+    for example because the claim expired and another process sent the delivery.
+    """
+    claimed_until = claimed_at + timedelta(seconds=LEASE_SECONDS)
+    with write_engine(state.engine).begin() as connection:
+        released = connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id == delivery.id,
+                deliveries.c.state == "pending",
+                deliveries.c.attempts == delivery.attempts,
+                deliveries.c.next_attempt_at == claimed_until,
+            )
+            .values(next_attempt_at=claimed_at)
+        )
+        return released.rowcount == 1
 
 
 def _attempt(

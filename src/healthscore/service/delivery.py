@@ -18,6 +18,7 @@ from healthscore.monitoring.outbox import (
     Delivery,
     DeliveryReport,
     deliver_pending,
+    release_claim,
 )
 from healthscore.store.state import StateStore
 
@@ -31,8 +32,9 @@ class DeliveryStoppedError(Exception):
     """The service began to stop while a delivery round still had deliveries to send.
 
     Raised by a channel instead of sending, so that `deliver_pending` stops without
-    recording an attempt. The delivery keeps its claim and is sent after the claim
-    expires (`LEASE_SECONDS`), by this service's next start or by another process.
+    recording an attempt. The round then releases the delivery's claim, so that
+    another process or the service's next start sends it without waiting for the
+    claim to expire.
     """
 
     def __init__(self, delivery: Delivery) -> None:
@@ -63,6 +65,8 @@ class AlertDeliveryDuty:
 
     `stop` returns at once between rounds. During a round it waits for the send in
     progress, which the channel's timeout bounds, and the round sends nothing more.
+    The round releases its claim of the delivery it would have sent next, which is
+    the only claim it holds then.
 
     The thread uses the app's StateStore: its SQLAlchemy engine hands each caller its
     own pooled connection, as it does for the request threads.
@@ -108,21 +112,15 @@ class AlertDeliveryDuty:
         A failure is logged and not raised, so the thread goes on with the next round.
         """
         settings = self.project.config.alerts
+        now = datetime.now(UTC)
         try:
             channels = {
                 name: _StoppableChannel(channel, self._stopping)
                 for name, channel in build_channels(settings).items()
             }
-            report = deliver_pending(
-                self.state, channels, datetime.now(UTC), settings.delivery
-            )
+            report = deliver_pending(self.state, channels, now, settings.delivery)
         except DeliveryStoppedError as stopped:
-            logger.info(
-                "alert delivery stopped during a round; %s stays claimed and is sent "
-                "after %d s",
-                stopped,
-                LEASE_SECONDS,
-            )
+            self._release(stopped.delivery, now)
             return None
         except Exception as exc:  # a failed round must not end the thread
             self._log_failure(exc)
@@ -136,6 +134,37 @@ class AlertDeliveryDuty:
             self._last_error = None
         _log_report(report)
         return report
+
+    def _release(self, delivery: Delivery, claimed_at: datetime) -> None:
+        """Release the claim of a delivery that the stopped round did not send."""
+        try:
+            released = release_claim(self.state, delivery, claimed_at)
+        except Exception as exc:  # the stop must go on even if the store fails
+            logger.error(
+                "alert delivery stopped during a round, and releasing the claim of "
+                "delivery %d of alert %d failed (%s: %s), so it is due again when the "
+                "claim expires, %d s after the round began",
+                delivery.id,
+                delivery.alert_id,
+                type(exc).__name__,
+                exc,
+                LEASE_SECONDS,
+            )
+            return
+        if released:
+            logger.info(
+                "alert delivery stopped during a round and released delivery %d of "
+                "alert %d, which is due again",
+                delivery.id,
+                delivery.alert_id,
+            )
+        else:
+            logger.info(
+                "alert delivery stopped during a round and left delivery %d of alert "
+                "%d as it is, because the delivery changed after the claim",
+                delivery.id,
+                delivery.alert_id,
+            )
 
     def _log_failure(self, exc: Exception) -> None:
         """Log a failed round, each distinct error once until a round succeeds."""
