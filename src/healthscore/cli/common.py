@@ -11,8 +11,9 @@ import functools
 import json
 import logging
 import math
+import re
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
 from healthscore.config import ConfigError, Project, load_project
 from healthscore.runtime import log_memory_pool
@@ -193,6 +196,117 @@ def say_wrapped(text: str) -> None:
 def note_wrapped(text: str) -> None:
     """Print a note on stderr, wrapped to LINE_WIDTH columns."""
     note(wrap(text))
+
+
+#: A piece of a name or sentence that a table cell may end a line after: text up to
+#: and including a run of spaces, underscores or hyphens.
+_CELL_PIECE = re.compile(r"[^\s_-]*[\s_-]*")
+
+
+def add_folded_rows(
+    table: Table, rows: Sequence[Sequence[str]], width: int | None = None
+) -> None:
+    """Add `rows` to `table`, breaking cells after spaces, underscores or hyphens.
+
+    Rich breaks a cell only at spaces and folds a longer word at any letter, as
+    `drop_r` and `eview`. Here each column without `no_wrap` gets its longest line
+    when the table fits `width` (default: the stdout console's), else its longest
+    piece between separators plus a share of the rest, and its cells are broken to
+    that width. Rich folds inside a word only when those pieces alone do not fit.
+    Cells are added as plain text, not markup.
+    """
+    columns = table.columns
+    texts = [
+        [str(column.header), *(row[position] for row in rows)]
+        for position, column in enumerate(columns)
+    ]
+    longest = [max(_line_width(text) for text in column) for column in texts]
+    foldable = [not column.no_wrap for column in columns]
+    fixed = sum(size for size, fold in zip(longest, foldable, strict=True) if not fold)
+    room = (width or stdout_console().width) - _chrome_width(table) - fixed
+    shares = _shared_widths(
+        [
+            (size, max(_piece_width(text) for text in column))
+            for size, column, fold in zip(longest, texts, foldable, strict=True)
+            if fold
+        ],
+        room,
+    )
+    widths = iter(shares)
+    limits = [next(widths) if fold else None for fold in foldable]
+    for row in rows:
+        table.add_row(
+            *(
+                Text(cell if limit is None else _fold_cell(cell, limit))
+                for cell, limit in zip(row, limits, strict=True)
+            )
+        )
+
+
+def _chrome_width(table: Table) -> int:
+    """Return the width that borders and padding add to a Rich table's cells.
+
+    It follows Rich's layout of `Table.padding`, `pad_edge`, `box` and `show_edge`,
+    but ignores `collapse_padding`.
+    """
+    count = len(table.columns)
+    _, right, _, left = table.padding
+    width = count * (left + right)
+    if not table.pad_edge:
+        width -= left + right
+    if table.box:
+        width += count - 1 + (2 if table.show_edge else 0)
+    return width
+
+
+def _shared_widths(columns: list[tuple[int, int]], room: int) -> list[int]:
+    """Share `room` among columns given as (longest line, longest piece) widths."""
+    longest = [size for size, _ in columns]
+    if sum(longest) <= room:
+        return longest
+    widths = [piece for _, piece in columns]
+    spare = room - sum(widths)
+    lacking = [size - piece for size, piece in columns]
+    if spare <= 0 or not sum(lacking):
+        return widths
+    shares = [spare * lack // sum(lacking) for lack in lacking]
+    widths = [width + share for width, share in zip(widths, shares, strict=True)]
+    # Rounding down leaves fewer characters than there are lacking columns. They go
+    # one each to the columns that still lack most.
+    leftover = spare - sum(shares)
+    order = sorted(range(len(widths)), key=lambda i: widths[i] - longest[i])
+    for position in order[:leftover]:
+        widths[position] += 1
+    return widths
+
+
+def _line_width(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _pieces(text: str) -> list[str]:
+    return [piece for piece in _CELL_PIECE.findall(text) if piece]
+
+
+def _piece_width(text: str) -> int:
+    return max((len(piece.rstrip()) for piece in _pieces(text)), default=0)
+
+
+def _fold_cell(text: str, width: int) -> str:
+    """Break each line of `text` after spaces, underscores or hyphens to fit `width`.
+
+    A piece wider than `width` gets a line of its own. Spaces at a break are dropped.
+    """
+    lines = []
+    for original in text.splitlines() or [""]:
+        line = ""
+        for piece in _pieces(original):
+            if line and len((line + piece).rstrip()) > width:
+                lines.append(line.rstrip())
+                line = ""
+            line += piece
+        lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 def print_json(data: Any) -> None:

@@ -45,6 +45,7 @@ from healthscore.models.dataset import (
     snapshot_store_of,
 )
 from healthscore.models.errors import InsufficientLabels
+from healthscore.models.labels import LeadTimeNote
 from healthscore.models.persist import ModelNotFoundError, load_model, save_model
 from healthscore.outcomes import horizon_end
 
@@ -729,7 +730,7 @@ def _observations(project: Project, dates: list[date] | None = None) -> Observat
         raise ValueError(str(exc)) from None
     for line in observations.notes:
         # These commands report no lead time, so a note about its absence is noise.
-        if not line.endswith("no lead time"):
+        if not isinstance(line, LeadTimeNote):
             note_wrapped(line)
     return observations
 

@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
@@ -20,6 +21,7 @@ from healthscore.cli.common import (
     JsonOption,
     ProjectOption,
     VerboseOption,
+    add_folded_rows,
     handle_errors,
     note,
     note_wrapped,
@@ -43,6 +45,7 @@ from healthscore.models.dataset import (
     snapshot_store_of,
 )
 from healthscore.models.labels import (
+    LeadTimeNote,
     describe_label_source,
     label_source,
     no_label_class_advice,
@@ -234,6 +237,7 @@ def backtest(
     _print_measures(results, "Backtest of the scorecards")
     for result in results:
         _print_detail(result)
+    _print_method_notes(results, observations)
 
 
 def _missing_label_class(observations: Observations) -> str | None:
@@ -303,8 +307,10 @@ def compare(
     """Compare rules, weighted, learned, ML, hybrid, survival and clusters scores.
 
     Every method is tested on the same time-ordered splits. With --json, prints a
-    list with one object per method (method, roc_auc, lift_top_decile, ece,
-    lead_time_days, fit_seconds, explainable, note).
+    list with one object per method (method, roc_auc, roc_auc_mean_split,
+    lift_top_decile, ece, lead_time_days, fit_seconds, explainable, note).
+    roc_auc is the ROC AUC of the pooled test rows, roc_auc_mean_split the mean of
+    each test date's (or fold's) own ROC AUC.
     """
     from healthscore.models.backtest import run_methods, save_results
     from healthscore.models.compare import compare_methods
@@ -336,9 +342,7 @@ def compare(
         return
     say_wrapped(f"Splits: {comparison.splits}.")
     _print_measures(results, "Comparison of scoring methods")
-    for result in results:
-        for line in result.grouped_notes():
-            note_wrapped(f"{result.method}: {line}")
+    _print_method_notes(results, observations)
 
 
 @handle_errors
@@ -404,28 +408,7 @@ def learn(
         return
     for line in proposal.notes:
         note_wrapped(line)
-    table = Table(title="Learned weights (share of the score)")
-    for column in (
-        "scorecard",
-        "component",
-        "measure",
-        "current",
-        "proposed",
-        "change",
-    ):
-        text = column in ("scorecard", "component", "measure")
-        # Fold long names onto a second line instead of cutting them off.
-        table.add_column(column, justify="left" if text else "right", overflow="fold")
-    for row in proposal.weights.itertuples():
-        table.add_row(
-            row.scorecard,
-            row.component,
-            row.measure,
-            f"{row.current:.1%}",
-            f"{row.proposed:.1%}",
-            f"{row.change:+.1%}",
-        )
-    stdout_console().print(table)
+    stdout_console().print(_weights_table(proposal.weights))
     stdout_console().print(
         diff or "The proposed scorecards equal the current ones.",
         markup=False,
@@ -434,6 +417,29 @@ def learn(
     say_wrapped(f"Splits: {splits}.")
     _print_measures(results, "Backtest: current and learned weights")
     say_wrapped(f"Wrote the proposed scorecards to {path}.")
+
+
+def _weights_table(weights: pd.DataFrame, width: int | None = None) -> Table:
+    """Tabulate the current and proposed weights to fit `width` columns."""
+    table = Table(title="Learned weights (share of the score)")
+    for column in ("scorecard", "component", "measure"):
+        # Long names break after underscores, hyphens and spaces, not inside words.
+        table.add_column(column, overflow="fold")
+    for column in ("current", "proposed", "change"):
+        table.add_column(column, justify="right", no_wrap=True)
+    rows = [
+        (
+            str(row.scorecard),
+            str(row.component),
+            str(row.measure),
+            f"{row.current:.1%}",
+            f"{row.proposed:.1%}",
+            f"{row.change:+.1%}",
+        )
+        for row in weights.itertuples()
+    ]
+    add_folded_rows(table, rows, width)
+    return table
 
 
 @handle_errors
@@ -511,6 +517,7 @@ def _compare_row(result: MethodResult) -> dict[str, Any]:
     keys = (
         "method",
         "roc_auc",
+        "roc_auc_mean_split",
         "lift_top_decile",
         "ece",
         "lead_time_days",
@@ -616,8 +623,29 @@ def _print_detail(result: MethodResult) -> None:
                 _percent(row.observed),
             )
         stdout_console().print(table)
-    for line in result.grouped_notes():
-        note_wrapped(f"{result.method}: {line}")
+
+
+def _print_method_notes(
+    results: list[MethodResult], observations: Observations
+) -> None:
+    """Print the notes of every method, with a note on missing lead time only once.
+
+    When the labels' own notes, printed with the observation counts, already explain
+    the missing lead time, the methods' lead-time notes are left out. Otherwise each
+    distinct lead-time note is printed once, after the names of its methods.
+    """
+    explained = any(isinstance(line, LeadTimeNote) for line in observations.notes)
+    lead_time: dict[str, list[str]] = {}
+    for result in results:
+        for line in result.grouped_notes():
+            if isinstance(line, LeadTimeNote):
+                lead_time.setdefault(line, []).append(result.method)
+            else:
+                note_wrapped(f"{result.method}: {line}")
+    if explained:
+        return
+    for line, methods in lead_time.items():
+        note_wrapped(f"{', '.join(methods)}: {line}")
 
 
 def _fixed(value: float, digits: int) -> str:

@@ -42,6 +42,7 @@ from healthscore.models.evaluation import (
     reliability_curve,
     roc_auc,
 )
+from healthscore.models.labels import LeadTimeNote
 from healthscore.outcomes import horizon_end
 
 __all__ = [
@@ -197,6 +198,9 @@ _MIN_RUN = 3
 
 def grouped_notes(notes: list[str], split_names: Sequence[str]) -> list[str]:
     """Merge notes that differ only in their split prefix ("2020-03-01: ...").
+
+    A note without a split prefix is kept once, as the object it was given, so a
+    `LeadTimeNote` keeps its type.
 
     Notes whose texts differ only in counts, such as "found 0 churned and 9
     retained" and "found 1 churned and 18 retained", are merged too, and each count
@@ -520,7 +524,7 @@ def _measure(
         result.flagged_churned_share = len(leads) / churned_accounts
         result.lead_time_days = float(leads.median()) if len(leads) else math.nan
     elif not churned_accounts:
-        result.notes.append("no churn dates, so no lead time")
+        result.notes.append(LeadTimeNote("no churn dates, so no lead time"))
 
 
 def _at_risk_band(bands: list[BandConfig]) -> str:

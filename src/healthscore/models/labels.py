@@ -38,6 +38,7 @@ from healthscore.store.tables_tasks import outcomes as outcomes_table
 __all__ = [
     "LABEL_COLUMNS",
     "LabelSet",
+    "LeadTimeNote",
     "build_labels",
     "column_labels",
     "describe_label_source",
@@ -51,6 +52,17 @@ logger = logging.getLogger(__name__)
 
 #: Columns of a label frame.
 LABEL_COLUMNS = ["account_id", "as_of", "label", "churn_date"]
+
+
+class LeadTimeNote(str):
+    """A note that explains why there is no lead time.
+
+    It is a `str`, so it prints, joins and serializes as its text. Commands that
+    report no lead time recognize it by its type and leave it out, and a backtest
+    prints it once.
+    """
+
+    __slots__ = ()
 
 
 @dataclass
@@ -330,9 +342,11 @@ def column_labels(
     frame["label"] = frame["account_id"].map(flags).astype("float64")
     frame["churn_date"] = pd.NaT
     frame["churn_date"] = frame["churn_date"].astype("datetime64[ns]")
-    notes = [
-        f"the label column {setting.column!r} has no dates, so there is no churn "
-        "date and no lead time"
+    notes: list[str] = [
+        LeadTimeNote(
+            f"the label column {setting.column!r} has no dates, so there is no "
+            "churn date and no lead time"
+        )
     ]
     return LabelSet(frame[LABEL_COLUMNS], "column", None, notes)
 

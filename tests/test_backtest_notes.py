@@ -1,0 +1,144 @@
+"""Notes of `healthscore backtest` and `compare` on labels from an accounts column.
+
+The project has 200 accounts scored on one as-of date. Its labels come from the
+accounts column `Churn`, which has no dates, so there is no lead time. Accounts below
+an activity of 0.3 log few events and churn 60 % of the time, the others 10 %.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from healthscore.cli import app
+from healthscore.models.backtest import MethodResult, grouped_notes
+from healthscore.models.labels import LeadTimeNote
+from healthscore.pipeline import score
+from project_factory import minimal_config, write_project
+
+AS_OF = date(2024, 3, 1)
+ACCOUNTS = 200
+
+SHADOW = """scorecards:
+- name: default
+  components:
+    usage:
+      weight: 1
+      measures:
+      - metric: events_28d
+        normalize: {method: bounds, min: 0, max: 40}
+"""
+
+
+def column_label_files() -> dict[str, str]:
+    generator = np.random.default_rng(0)
+    activity = generator.uniform(0, 1, ACCOUNTS)
+    accounts = ["account_id,segment,Churn"]
+    events = ["account_id,timestamp"]
+    for i in range(ACCOUNTS):
+        churned = generator.uniform() < (0.6 if activity[i] < 0.3 else 0.1)
+        accounts.append(f"a{i},smb,{'Yes' if churned else 'No'}")
+        for _ in range(generator.poisson(20 * activity[i] + 1)):
+            day = AS_OF - timedelta(days=int(generator.integers(1, 28)))
+            events.append(f"a{i},{day.isoformat()}T12:00:00")
+    return {
+        "accounts.csv": "\n".join(accounts) + "\n",
+        "events.csv": "\n".join(events) + "\n",
+        "shadow.yml": SHADOW,
+    }
+
+
+@pytest.fixture(scope="module")
+def column_project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("column_labels")
+    config = minimal_config(
+        sources={
+            "accounts": {
+                "kind": "accounts",
+                "path": "accounts.csv",
+                "attributes": {"Churn": "string"},
+            },
+            "events": {"kind": "events", "path": "events.csv"},
+        },
+        validation={
+            "label_column": {"column": "Churn", "churned": ["Yes"]},
+            "folds": 5,
+            "min_churned": 5,
+            "shadow": ["shadow.yml"],
+        },
+    )
+    project = write_project(root, config, column_label_files())
+    score(project, AS_OF, monitor=False)
+    return root
+
+
+def run(*args: str) -> tuple[str, str]:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    return result.stdout, result.stderr
+
+
+def unwrapped(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_backtest_says_no_lead_time_once(column_project):
+    stdout, stderr = run("backtest", "--project", str(column_project))
+
+    output = unwrapped(stdout + "\n" + stderr)
+    # Both the weighted and the shadow scorecards are backtested.
+    assert "shadow:shadow.yml" in output
+    assert output.count("no lead time") == 1
+    assert "the label column 'Churn' has no dates" in output
+
+
+def test_compare_says_no_lead_time_once(column_project):
+    stdout, stderr = run(
+        "compare", "--project", str(column_project), "--methods", "rules,weighted"
+    )
+
+    assert unwrapped(stdout + "\n" + stderr).count("no lead time") == 1
+
+
+def test_backtest_json_keeps_method_notes(column_project):
+    stdout, _ = run("backtest", "--project", str(column_project), "--json")
+
+    payload = json.loads(stdout)
+    assert [row["method"] for row in payload["methods"]] == [
+        "weighted",
+        "shadow:shadow.yml",
+    ]
+    for row in payload["methods"]:
+        assert row["note"] == "no churn dates, so no lead time"
+    assert any("no lead time" in line for line in payload["notes"])
+
+
+def test_grouped_notes_keep_lead_time_type():
+    notes = [
+        "fold 1: model weight 0.35",
+        LeadTimeNote("no churn dates, so no lead time"),
+        "fold 2: model weight 0.35",
+        LeadTimeNote("no churn dates, so no lead time"),
+    ]
+
+    merged = grouped_notes(notes, ["fold 1", "fold 2"])
+
+    assert merged == [
+        "fold 1, fold 2 (2 splits): model weight 0.35",
+        "no churn dates, so no lead time",
+    ]
+    assert isinstance(merged[1], LeadTimeNote)
+    assert not isinstance(merged[0], LeadTimeNote)
+
+
+def test_method_lead_time_note_is_marked():
+    result = MethodResult("weighted", True, split_names=["fold 1"])
+    result.notes.append(LeadTimeNote("no churn dates, so no lead time"))
+
+    assert isinstance(result.grouped_notes()[0], LeadTimeNote)
+    assert result.to_dict()["note"] == "no churn dates, so no lead time"
