@@ -141,6 +141,33 @@ def test_compare_json_lists_every_method(project_dir):
         assert row["lead_time_days"] is not None
 
 
+def test_compare_json_mean_of_date_auc(project_dir):
+    from sklearn.metrics import roc_auc_score
+
+    from healthscore.config import load_project
+    from healthscore.models.dataset import build_observations
+
+    output = invoke(
+        "compare", "--project", str(project_dir), "--methods", "weighted", "--json"
+    )
+    (row,) = json.loads(output)
+    # The weighted method's risk is 100 minus the stored score. Each labelled date
+    # after the first is a test date, because the 1mo horizon of the date before it
+    # has ended by then.
+    frame = build_observations(load_project(project_dir)).labelled().frame
+    days = sorted(frame["as_of"].unique())
+    per_date = [
+        roc_auc_score(part["label"], -part["score"])
+        for day, part in frame.groupby("as_of")
+        if day != days[0]
+    ]
+
+    assert len(per_date) == 4
+    assert row["roc_auc_mean_split"] == pytest.approx(np.mean(per_date))
+    # The pooled AUC ranks rows of all test dates together, so it differs.
+    assert row["roc_auc"] != pytest.approx(row["roc_auc_mean_split"])
+
+
 def test_compare_unknown_method_fails(project_dir):
     result = CliRunner().invoke(
         app, ["compare", "--project", str(project_dir), "--methods", "magic"]
@@ -483,6 +510,7 @@ def test_compare_with_few_churned_says_so(tmp_path):
     assert set(rows["ml"]) == {
         "method",
         "roc_auc",
+        "roc_auc_mean_split",
         "lift_top_decile",
         "ece",
         "lead_time_days",
