@@ -18,6 +18,7 @@ from healthscore.cli.common import (
     JsonOption,
     ProjectOption,
     VerboseOption,
+    add_folded_rows,
     handle_errors,
     open_project,
     parse_date,
@@ -134,17 +135,25 @@ def _plain_row(table: Table, *cells: str) -> None:
     table.add_row(*(Text(cell) for cell in cells))
 
 
-def _task_table(found: list[Task], state: str) -> Table:
-    table = Table(title=f"Tasks ({state})", box=box.SIMPLE_HEAD, title_justify="left")
-    # Short fixed-width values stay on one line. The others fold, so at 80 columns
-    # the title keeps room for whole words.
+def _task_table(found: list[Task], state: str, width: int | None = None) -> Table:
+    """Tabulate tasks to fit `width` columns (default: the stdout console's)."""
+    # Eight columns with Rich's default padding would spend 25 of 80 characters on
+    # gaps, so columns are set apart by two spaces instead of three.
+    table = Table(
+        title=f"Tasks ({state})",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
+    # Short fixed-width values stay on one line. The others break after spaces,
+    # underscores and hyphens, so at 80 columns names and titles keep whole words.
     for column in ("Id", "Due", "Priority", "Account", "Owner", "Playbook", "Rank"):
         fixed = column in ("Id", "Due", "Account", "Rank")
         table.add_column(column, no_wrap=fixed, overflow="fold")
     table.add_column("Title", overflow="fold")
-    for task in found:
-        _plain_row(
-            table,
+    rows = [
+        (
             str(task.id),
             task.due_on.isoformat(),
             task.priority,
@@ -154,6 +163,9 @@ def _task_table(found: list[Task], state: str) -> Table:
             str(task.rank),
             task.title,
         )
+        for task in found
+    ]
+    add_folded_rows(table, rows, width)
     return table
 
 
