@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from healthscore.config.models import Duration, StrictModel, parse_duration
+from healthscore.config.models import (
+    Duration,
+    StrictModel,
+    parse_duration,
+    references_deferred,
+)
 from healthscore.expressions import ExpressionError, parse_expression
 
 Severity = Literal["info", "warning", "critical"]
@@ -328,7 +333,7 @@ class AlertSettings(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _check_names(self) -> AlertSettings:
+    def _check_names(self, info: ValidationInfo) -> AlertSettings:
         seen: set[str] = set()
         for rule in self.rules:
             if rule.name == GUARD_RULE:
@@ -339,6 +344,8 @@ class AlertSettings(StrictModel):
             if rule.name in seen:
                 raise ValueError(f"rule name {rule.name!r} appears twice")
             seen.add(rule.name)
+            if references_deferred(info):
+                continue
             for channel in rule.channels or []:
                 if channel not in self.channels:
                     raise ValueError(

@@ -9,9 +9,8 @@ import json
 import os
 import re
 import string
-import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from healthscore.config.importer_options import importer_issues
 from healthscore.config.models import (
     BUILTIN_SOURCES,
+    DEFER_REFERENCES,
     STANDARD_COLUMNS,
     ChangeMetric,
     FormulaMetric,
@@ -36,9 +36,20 @@ from healthscore.config.models import (
     SourceConfig,
     TenureMetric,
 )
-from healthscore.config.playbooks import TASK_FIELDS
-from healthscore.config.privacy import pseudonymize_issues, record_project_columns
+from healthscore.config.partial import (
+    Unparsed,
+    parse_partially,
+    unwrap_annotation,
+    value_in,
+)
+from healthscore.config.playbooks import TASK_FIELDS, scorecard_targets
+from healthscore.config.privacy import (
+    pseudonymize_issues,
+    record_project_columns,
+    source_column_types,
+)
 from healthscore.config.retention import (
+    ROLLUP_SUFFIX,
     is_store_source,
     rollup_settings,
     store_issues,
@@ -186,11 +197,18 @@ def load_project(directory: str | Path = ".") -> Project:
         ) from None
     data, lines = _parse_yaml(text, str(file))
     try:
-        config = ProjectConfig.model_validate(data)
+        config = ProjectConfig.model_validate(data, context=DEFER_REFERENCES)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_issues(exc, str(file), lines, data)) from None
+        issues = _pydantic_issues(exc, str(file), lines, data)
+        # The parts that parsed are cross-checked too, so one run lists every
+        # problem. Names whose definitions failed count as defined.
+        partial = parse_partially(data)
+        if partial is not None:
+            partial_project = Project(root=root, config=partial[0])
+            issues += _reference_issues(partial_project, lines, partial[1])
+        raise ConfigError(issues) from None
     project = Project(root=root, config=config)
-    issues = list(_reference_issues(project, lines))
+    issues = list(_reference_issues(project, lines, Unparsed()))
     if issues:
         raise ConfigError(issues)
     record_project_columns(config)
@@ -350,7 +368,7 @@ def _model_at(path: tuple[str | int, ...], data: Any) -> type[BaseModel] | None:
         if current is ProjectConfig and path[index] == "metrics":
             if index + 1 >= len(path):
                 return None
-            metric = _value_in(data, ("metrics", path[index + 1]))
+            metric = value_in(data, ("metrics", path[index + 1]))
             kind = metric.get("type") if isinstance(metric, dict) else None
             found = _METRIC_CLASSES.get(str(kind))
             if found is None:
@@ -360,7 +378,7 @@ def _model_at(path: tuple[str | int, ...], data: Any) -> type[BaseModel] | None:
         field = current.model_fields.get(str(path[index]))
         if field is None:
             return None
-        annotation, container = _unwrap(field.annotation)
+        annotation, container = unwrap_annotation(field.annotation)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         current = annotation
@@ -368,37 +386,15 @@ def _model_at(path: tuple[str | int, ...], data: Any) -> type[BaseModel] | None:
     return current
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """Return the model inside an optional, list or dict type, and if it was in one."""
-    container = False
-    while True:
-        origin = typing.get_origin(annotation)
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if origin in (list, dict):
-            annotation, container = args[-1], True
-        elif args and origin is not None and not isinstance(origin, type):
-            annotation = args[0]  # Optional[X] or X | None
-        elif origin is types.UnionType and args:
-            annotation = args[0]
-        else:
-            return annotation, container
-
-
-def _value_in(data: Any, path: tuple[str | int, ...]) -> Any:
-    for part in path:
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return None
-    return data
-
-
 def _reference_issues(
-    project: Project, lines: dict[tuple[str | int, ...], int]
+    project: Project, lines: dict[tuple[str | int, ...], int], unparsed: Unparsed
 ) -> Iterator[ConfigIssue]:
-    """Cross-reference checks that a single model cannot make."""
+    """Cross-reference checks that a single model cannot make.
+
+    `unparsed` lists the parts of the file that failed validation and are missing
+    from `project.config`. A name that one of them may define is not reported as
+    unknown, and the key paths of the issues are those of the file.
+    """
     config = project.config
     file = str(project.file)
 
@@ -416,24 +412,30 @@ def _reference_issues(
         value = _value_at(config, path)
         target = word or (value if isinstance(value, str) else bad)
         close = difflib.get_close_matches(target, list(choices), n=1, cutoff=0.6)
+        in_file = unparsed.file_path(path)
         return ConfigIssue(
             file=file,
-            line=_line_of(path, lines),
-            key=format_key(path),
+            line=_line_of(in_file, lines),
+            key=format_key(in_file),
             message=message,
             suggestion=close[0] if close else None,
         )
 
-    if len(config.sources_of_kind("accounts")) != 1:
+    sources_left_out = unparsed.touches(("sources",))
+    accounts = len(config.sources_of_kind("accounts"))
+    # A source that failed validation may be the accounts source.
+    if accounts > 1 or (accounts == 0 and not sources_left_out):
         yield issue(("sources",), "exactly one source of kind accounts is required")
     yield from _source_issues(project, issue)
-    yield from _extension_issues(project, issue)
-    yield from _metric_issues(config, issue)
+    yield from _extension_issues(project, issue, unparsed)
+    yield from _metric_issues(config, issue, unparsed)
     yield from _text_metric_issues(config, issue)
     for index, scorecard in enumerate(config.scorecards):
         for component, settings in scorecard.components.items():
             for position, measure in enumerate(settings.measures):
-                if measure.metric not in config.metrics:
+                if measure.metric not in config.metrics and not unparsed.defines(
+                    ("metrics",), measure.metric
+                ):
                     path = ("scorecards", index, "components", component, "measures",
                             position, "metric")  # fmt: skip
                     yield issue(
@@ -441,11 +443,13 @@ def _reference_issues(
                         f"unknown metric {measure.metric!r}",
                         config.metrics,
                     )
-        yield from _scorecard_column_issues(config, index, issue)
-    yield from _alert_issues(config, issue)
-    yield from _playbook_issues(config, issue)
-    if config.scoring.population == "active" and not config.sources_of_kind(
-        "subscriptions"
+        yield from _scorecard_column_issues(config, index, issue, unparsed)
+    yield from _alert_issues(config, issue, unparsed)
+    yield from _playbook_issues(config, issue, unparsed)
+    if (
+        config.scoring.population == "active"
+        and not config.sources_of_kind("subscriptions")
+        and not sources_left_out
     ):
         yield issue(
             ("scoring", "population"),
@@ -529,7 +533,9 @@ def _lookup_issues(
             )
 
 
-def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
+def _metric_issues(
+    config: ProjectConfig, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
     metrics = config.metrics
     for name, metric in metrics.items():
         source_name = getattr(metric, "source", None)
@@ -539,6 +545,8 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                 or _builtin_source(source_name)
                 or rollup_settings(config, source_name)
             )
+            if source is None and _source_left_out(source_name, unparsed):
+                continue  # its columns are unknown too
             if source is None:
                 yield issue(
                     ("metrics", name, "source"),
@@ -570,7 +578,9 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                     ("metrics", name, "source"), "tenure needs a subscriptions source"
                 )
         for key, referenced in _metric_references(metric):
-            if referenced not in metrics:
+            if referenced not in metrics and not unparsed.defines(
+                ("metrics",), referenced
+            ):
                 yield issue(
                     ("metrics", name, key), f"unknown metric {referenced!r}", metrics
                 )
@@ -596,7 +606,9 @@ def _metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
     for name, metric in metrics.items():
         if isinstance(metric, RateMetric) and metric.exposure == "tenure":
             tenures = [n for n, m in metrics.items() if isinstance(m, TenureMetric)]
-            if metric.tenure_metric is None and len(tenures) != 1:
+            # A metric that failed validation may be the one tenure metric.
+            unclear = not tenures and unparsed.touches(("metrics",))
+            if metric.tenure_metric is None and len(tenures) != 1 and not unclear:
                 yield issue(
                     ("metrics", name, "exposure"),
                     "exposure tenure needs exactly one tenure metric, or tenure_metric",
@@ -646,25 +658,58 @@ def _account_and_metric_names(config: ProjectConfig) -> set[str]:
     return names
 
 
-def _alert_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
-    """Bands and names in alert rules that the project does not define."""
+def _unknown_names(
+    config: ProjectConfig, used: Set[str], known: Set[str], unparsed: Unparsed
+) -> list[str]:
+    """Return the account columns or metrics in `used` that the project lacks.
+
+    `known` contains the names that the parsed settings define. A name is left out
+    when a metric or source that failed validation may define it.
+    """
+    if not config.sources_of_kind("accounts") and unparsed.touches(("sources",)):
+        return []  # the accounts source failed, so its columns are unknown
+    return sorted(
+        name for name in used - known if not unparsed.defines(("metrics",), name)
+    )
+
+
+def _alert_issues(
+    config: ProjectConfig, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
+    """Bands, channels and names in alert rules that the project does not define."""
     bands = {band.name for band in config.bands}
     names = _account_and_metric_names(config)
+    channels = config.alerts.channels
     for index, rule in enumerate(config.alerts.rules):
         for attribute, key in (("to", "to"), ("from_band", "from"), ("band", "band")):
             value = getattr(rule, attribute, None)
-            if value is not None and value not in bands:
+            if (
+                value is not None
+                and value not in bands
+                and not unparsed.defines(("bands",), value)
+            ):
                 yield issue(
                     ("alerts", "rules", index, key),
                     f"unknown band {value!r}; the bands are {', '.join(sorted(bands))}",
                     bands,
                     word=value,
                 )
+        for position, channel in enumerate(rule.channels or []):
+            if channel not in channels and not unparsed.defines(
+                ("alerts", "channels"), channel
+            ):
+                yield issue(
+                    ("alerts", "rules", index, "channels", position),
+                    f"unknown channel {channel!r}; the channels are "
+                    f"{', '.join(channels) or 'none'}",
+                    channels,
+                )
         conditions = [("condition", getattr(rule, "condition", None))]
         if rule.escalation is not None:
             conditions.append(("escalation", rule.escalation.when))
         for key, text in conditions:
-            for name in sorted(parse_expression(text).names - names) if text else []:
+            used = parse_expression(text).names if text else set()
+            for name in _unknown_names(config, used, names, unparsed):
                 yield issue(
                     ("alerts", "rules", index, key),
                     f"unknown account column or metric {name!r}",
@@ -673,31 +718,51 @@ def _alert_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
                 )
 
 
-def _playbook_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
-    """Alert rules, names and template fields in playbooks that do not exist."""
+def _playbook_issues(
+    config: ProjectConfig, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
+    """Alert rules, names, addresses and template fields in playbooks that do not
+    exist."""
     rules = {rule.name for rule in config.alerts.rules}
     names = _account_and_metric_names(config)
     fields = names | set(TASK_FIELDS)
+    targets = scorecard_targets(config.scorecards)
     for index, playbook in enumerate(config.playbooks):
-        if playbook.on_alert is not None and playbook.on_alert not in rules:
+        on_alert = playbook.on_alert
+        if (
+            on_alert is not None
+            and on_alert not in rules
+            and not unparsed.defines(("alerts", "rules"), on_alert)
+        ):
             yield issue(
                 ("playbooks", index, "on_alert"),
-                f"unknown alert rule {playbook.on_alert!r}",
+                f"unknown alert rule {on_alert!r}",
                 rules,
-                word=playbook.on_alert,
+                word=on_alert,
             )
         if playbook.when:
-            for name in sorted(parse_expression(playbook.when).names - names):
+            used = parse_expression(playbook.when).names
+            for name in _unknown_names(config, used, names, unparsed):
                 yield issue(
                     ("playbooks", index, "when"),
                     f"unknown account column or metric {name!r}",
                     names,
                     word=name,
                 )
+        for position, target in enumerate(playbook.addresses):
+            # A scorecard that failed validation may hold the target.
+            if target not in targets and not unparsed.touches(("scorecards",)):
+                yield issue(
+                    ("playbooks", index, "addresses", position),
+                    f"{target!r} is not a measure or component of any scorecard; "
+                    f"use one of: {', '.join(sorted(targets))}",
+                    targets,
+                )
         for key in ("title", "description"):
             template = getattr(playbook.task, key)
-            used = {part[1] for part in string.Formatter().parse(template) if part[1]}
-            for name in sorted(used - fields):
+            parts = string.Formatter().parse(template)
+            placeholders = {part[1] for part in parts if part[1]}
+            for name in _unknown_names(config, placeholders, fields, unparsed):
                 yield issue(
                     ("playbooks", index, "task", key),
                     f"unknown template field {{{name}}}",
@@ -707,7 +772,7 @@ def _playbook_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]
 
 
 def _scorecard_column_issues(
-    config: ProjectConfig, index: int, issue: Any
+    config: ProjectConfig, index: int, issue: Any, unparsed: Unparsed
 ) -> Iterator[ConfigIssue]:
     """Names in a scorecard's `when` and `within` that match no column."""
     if not config.sources_of_kind("accounts"):
@@ -717,7 +782,8 @@ def _scorecard_column_issues(
     known |= set(config.metrics)
     scorecard = config.scorecards[index]
     if scorecard.when:
-        for name in sorted(parse_expression(scorecard.when).names - known):
+        used = parse_expression(scorecard.when).names
+        for name in _unknown_names(config, used, known, unparsed):
             yield issue(
                 ("scorecards", index, "when"),
                 f"unknown account column or metric {name!r}",
@@ -727,7 +793,7 @@ def _scorecard_column_issues(
     for component, settings in scorecard.components.items():
         for position, measure in enumerate(settings.measures):
             within = measure.normalize.within
-            if within is not None and within not in known:
+            if within is not None and _unknown_names(config, {within}, known, unparsed):
                 path = ("scorecards", index, "components", component, "measures",
                         position, "normalize", "within")  # fmt: skip
                 yield issue(path, f"unknown account column or metric {within!r}", known)
@@ -822,12 +888,30 @@ def _metric_closure(metrics: dict[str, MetricConfig], names: set[str]) -> set[st
     return result
 
 
-def _extension_issues(project: Project, issue: Any) -> Iterator[ConfigIssue]:
+def _source_left_out(name: str, unparsed: Unparsed) -> bool:
+    """Tell whether source `name`, or the store source it is the rollup of, failed."""
+    return unparsed.defines(("sources",), name) or (
+        name.endswith(ROLLUP_SUFFIX)
+        and unparsed.defines(("sources",), name.removesuffix(ROLLUP_SUFFIX))
+    )
+
+
+def _extension_issues(
+    project: Project, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
     """Importer options, pseudonymized columns, the event store and retention."""
     config = project.config
     for path, message in importer_issues(config, project.path):
         yield issue(path, message)
+    # A column that no parsed source has may be one of a source that failed.
+    columns = source_column_types(config)
+    listed = config.privacy.pseudonymize.columns if config.privacy.pseudonymize else []
     for path, message, suggestion in pseudonymize_issues(config):
+        if listed[int(path[-1])] not in columns and unparsed.touches(("sources",)):
+            continue
         yield replace_fields(issue(path, message), suggestion=suggestion)
     for path, message in store_issues(config):
+        retained = path[:2] == ("retention", "sources")
+        if retained and _source_left_out(str(path[2]), unparsed):
+            continue
         yield issue(path, message)

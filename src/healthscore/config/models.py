@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -150,6 +151,18 @@ def _check_expression(value: str | None) -> str | None:
         except ExpressionError as exc:
             raise ValueError(str(exc)) from None
     return value
+
+
+#: Validation context under which models skip their checks of names that other
+#: settings define: the channels of an alert rule and the addresses of a playbook.
+#: `load_project` validates with it and checks those names among the reference
+#: checks, where it can tell an unknown name from one whose definition failed.
+DEFER_REFERENCES: dict[str, bool] = {"defer_references": True}
+
+
+def references_deferred(info: ValidationInfo) -> bool:
+    """Tell whether the validation context is DEFER_REFERENCES."""
+    return bool(info.context and info.context.get("defer_references"))
 
 
 class StrictModel(BaseModel):

@@ -24,7 +24,12 @@ from pydantic import (
     model_validator,
 )
 
-from healthscore.config.models import Duration, _check_expression, parse_duration
+from healthscore.config.models import (
+    Duration,
+    _check_expression,
+    parse_duration,
+    references_deferred,
+)
 
 Priority = Literal["low", "medium", "high", "urgent"]
 
@@ -156,8 +161,9 @@ def check_playbooks(
 ) -> list[PlaybookConfig]:
     """Check that names are unique and `addresses` lists known measures or components.
 
-    The scorecards come from the fields validated before `playbooks`; when they
-    failed validation, only the names are checked.
+    The scorecards come from the fields validated before `playbooks`. Only the
+    names are checked when the scorecards failed validation, or under
+    DEFER_REFERENCES, where `load_project` checks the addresses itself.
     """
     seen: set[str] = set()
     for playbook in playbooks:
@@ -168,14 +174,15 @@ def check_playbooks(
             )
         seen.add(playbook.name)
     scorecards = info.data.get("scorecards")
-    if scorecards:
-        known = _scorecard_targets(scorecards)
+    if scorecards and not references_deferred(info):
+        known = scorecard_targets(scorecards)
         for playbook in playbooks:
             _check_addresses(playbook, known)
     return playbooks
 
 
-def _scorecard_targets(scorecards: list[Any]) -> set[str]:
+def scorecard_targets(scorecards: list[Any]) -> set[str]:
+    """Return the names of the components and measures that playbooks may address."""
     targets: set[str] = set()
     for card in scorecards:
         for component_name, component in card.components.items():
