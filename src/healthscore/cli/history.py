@@ -23,6 +23,7 @@ from healthscore.cli.common import (
     VerboseOption,
     handle_errors,
     note,
+    note_wrapped,
     open_project,
     parse_date,
     plural,
@@ -35,9 +36,10 @@ from healthscore.cli.common import (
 from healthscore.config.models import Duration, parse_duration
 from healthscore.monitoring.backfill import backfill as run_backfill
 from healthscore.monitoring.backfill import backfill_dates
+from healthscore.monitoring.coverage import PartialWindows, find_partial_windows
 from healthscore.monitoring.history import score_history
 from healthscore.monitoring.trends import compute_trends
-from healthscore.pipeline import snapshot_store
+from healthscore.pipeline import open_engine, snapshot_store
 from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
 
 WEEKLY = parse_duration("7d")
@@ -88,9 +90,19 @@ def backfill(
 
     A backfill checks no alert rules and opens no playbook tasks, so it sends no
     alerts about past dates. `healthscore score` checks them for the date it scores.
+    It warns about dates whose metric windows start before the first row of a
+    source, because their metrics cover only part of the window.
     """
     project = open_project(project_dir)
     dates = backfill_dates(start, end, every)
+    engine = None
+    # A replay scores each date under the configuration stored with it, whose
+    # windows may differ from the current ones, so only a plain backfill is checked.
+    if not replay:
+        engine = open_engine(project)
+        partial = find_partial_windows(project, engine.sources, dates)
+        if partial:
+            note_wrapped(partial_windows_warning(partial, len(dates)))
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -104,7 +116,9 @@ def backfill(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = run_backfill(project, dates, replay=replay, progress=advance)
+        result = run_backfill(
+            project, dates, engine=engine, replay=replay, progress=advance
+        )
     if json_output:
         print_json(
             {
@@ -124,6 +138,35 @@ def backfill(
         f"stored {plural(len(result.dates), 'snapshot')} from {result.dates[0]} to "
         f"{result.dates[-1]} in {result.seconds:.1f} s"
     )
+
+
+def partial_windows_warning(partial: list[PartialWindows], total: int) -> str:
+    """Name the dates scored on partial windows, the sources, and where to start."""
+    count = len({day for found in partial for day in found.dates})
+    first_complete = max(found.first_complete for found in partial).isoformat()
+    causes = "; ".join(
+        f"{_dates_text(found.dates)} for source {found.source}, whose first row is "
+        f"at {found.first_row.isoformat(' ', 'seconds')} (longest window "
+        f"{found.longest})"
+        for found in partial
+    )
+    return (
+        f"warning: {count} of the {total} as-of dates "
+        f"{'is' if count == 1 else 'are'} scored on partial windows, because the "
+        f"longest metric window starts before the first row of a source: {causes}. "
+        f"Start the backfill at {first_complete} or later (--from "
+        f"{first_complete}), the first date whose windows are complete."
+    )
+
+
+def _dates_text(dates: list[date]) -> str:
+    """List up to five dates, or the first three and the last of more."""
+    texts = [day.isoformat() for day in dates]
+    if len(texts) == 1:
+        return texts[0]
+    if len(texts) <= 5:
+        return f"{', '.join(texts[:-1])} and {texts[-1]}"
+    return f"{', '.join(texts[:3])} ... {texts[-1]} ({len(texts)} dates)"
 
 
 @handle_errors

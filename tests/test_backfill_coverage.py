@@ -1,0 +1,177 @@
+"""Backfill warning about as-of dates whose metric windows start before the data.
+
+The events below begin on 2024-01-10 at 15:00. The project scores a 28-day count as
+of 00:00 of each date (start_of_day), so the window of date D starts at D - 28 days,
+00:00. It starts before the first event when D - 28 days < 2024-01-10 15:00, that is
+for every D up to 2024-02-07. The first date whose window is complete is 2024-02-08.
+With --from 2024-01-15 --every 7d, the partial dates are 01-15, 01-22, 01-29 and
+02-05; 02-12 is the first complete one.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from healthscore.cli import app
+from healthscore.config import Project
+from healthscore.config.models import parse_duration
+from healthscore.engine import Engine
+from healthscore.monitoring.backfill import backfill_dates
+from healthscore.monitoring.coverage import Reach, find_partial_windows
+from healthscore.pipeline import snapshot_store
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+# The earliest event is not on the first line, and a row whose time stamp cannot be
+# read is excluded without hiding it.
+EVENTS_CSV = """account_id,timestamp,event_type
+a1,2024-02-20 09:00:00,login
+a2,not a date,login
+a2,2024-01-10 15:00:00,login
+a1,2024-01-11 10:00:00,view
+a3,2024-03-01 12:00:00,view
+"""
+
+FIRST_EVENT = datetime(2024, 1, 10, 15, 0)
+PARTIAL = [date(2024, 1, 15), date(2024, 1, 22), date(2024, 1, 29), date(2024, 2, 5)]
+
+
+def build(root: Path, **overrides: Any) -> Project:
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": EVENTS_CSV}
+    return write_project(root, minimal_config(**overrides), files)
+
+
+def run(*args: str | Path) -> Result:
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    return runner.invoke(app, [str(arg) for arg in args], prog_name="healthscore")
+
+
+def backfill_args(project: Project, start: str) -> list[str | Path]:
+    return ["backfill", "--from", start, "--to", "2024-03-04", "--every", "7d",
+            "--project", project.root]  # fmt: skip
+
+
+def test_cli_warns_of_partial_windows(tmp_path: Path) -> None:
+    project = build(tmp_path / "p")
+
+    result = run(*backfill_args(project, "2024-01-15"))
+
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert warning.startswith(
+        "warning: 4 of the 8 as-of dates are scored on partial windows"
+    )
+    assert (
+        "2024-01-15, 2024-01-22, 2024-01-29 and 2024-02-05 for source events, whose "
+        "first row is at 2024-01-10 15:00:00 (longest window 28d)"
+    ) in warning
+    assert "Start the backfill at 2024-02-08 or later (--from 2024-02-08)" in warning
+    assert "2024-02-12" not in warning
+    # A warning only: every date is scored and stored.
+    assert "stored 8 snapshots from 2024-01-15 to 2024-03-04" in result.stdout
+    assert len(snapshot_store(project).dates()) == 8
+
+
+def test_cli_no_warning_from_first_complete_date(tmp_path: Path) -> None:
+    project = build(tmp_path / "p")
+
+    result = run(*backfill_args(project, "2024-02-08"))
+
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    assert "stored 4 snapshots from 2024-02-08 to 2024-02-29" in result.stdout
+
+
+def partial_windows(project: Project, start: date, end: date, every: str) -> Any:
+    engine = Engine.open(project)
+    dates = backfill_dates(start, end, parse_duration(every))
+    return find_partial_windows(project, engine.sources, dates)
+
+
+def test_partial_dates_of_28d_window(tmp_path: Path) -> None:
+    project = build(tmp_path / "p")
+
+    [found] = partial_windows(project, date(2024, 1, 15), date(2024, 3, 4), "7d")
+
+    assert found.source == "events"
+    assert found.first_row == FIRST_EVENT
+    assert found.dates == PARTIAL
+    assert found.longest == Reach(parse_duration("28d"))
+    assert found.first_complete == date(2024, 2, 8)
+
+
+def test_end_of_day_point_moves_dates(tmp_path: Path) -> None:
+    # As of the end of day D the window starts at D + 1 day - 28 days, 00:00, which
+    # is before 2024-01-10 15:00 up to D = 2024-02-06.
+    project = build(tmp_path / "p", as_of_point="end_of_day")
+
+    [found] = partial_windows(project, date(2024, 2, 4), date(2024, 2, 9), "1d")
+
+    assert found.dates == [date(2024, 2, 4), date(2024, 2, 5), date(2024, 2, 6)]
+    assert found.first_complete == date(2024, 2, 7)
+
+
+def test_change_metric_reaches_two_windows(tmp_path: Path) -> None:
+    # The change compares the 28 days before D with the 28 days before those, so it
+    # reads from D - 56 days, 00:00, which is before the first event up to D =
+    # 2024-03-06. So 2024-03-07 is the first complete date.
+    metrics = {
+        "events_28d": {"type": "count", "source": "events", "window": "28d"},
+        "events_change": {"type": "change", "of": "events_28d"},
+    }
+    project = build(tmp_path / "p", metrics=metrics)
+
+    [found] = partial_windows(project, date(2024, 3, 4), date(2024, 3, 8), "1d")
+
+    assert found.dates == [date(2024, 3, 4), date(2024, 3, 5), date(2024, 3, 6)]
+    assert found.longest == Reach(parse_duration("28d"), periods=2)
+    assert found.first_complete == date(2024, 3, 7)
+
+
+@pytest.mark.parametrize("window", [None, "1d"])
+def test_complete_windows_give_nothing(tmp_path: Path, window: str | None) -> None:
+    # Without a window a metric reads every row, so no window can be partial. A
+    # 1-day window as of 2024-01-15 starts on 2024-01-14, after the first event.
+    metric: dict[str, Any] = {"type": "count", "source": "events"}
+    if window is not None:
+        metric["window"] = window
+    project = build(tmp_path / "p", metrics={"events_28d": metric})
+
+    assert partial_windows(project, date(2024, 1, 15), date(2024, 3, 4), "7d") == []
+
+
+def test_cli_names_each_source(tmp_path: Path) -> None:
+    # Tickets begin on 2024-01-20 00:00 and have a 14-day window, which starts before
+    # that up to D = 2024-02-02: of the weekly dates, 01-15, 01-22 and 01-29. The
+    # events' dates (see above) include these, so 4 dates are partial in all, and
+    # the events' first complete date, 2024-02-08, is the later one.
+    tickets = "account_id,timestamp\na1,2024-02-01 10:00:00\na2,2024-01-20 00:00:00\n"
+    config = minimal_config()
+    config["sources"]["tickets"] = {"kind": "tickets", "path": "tickets.csv"}
+    config["metrics"]["tickets_14d"] = {
+        "type": "count",
+        "source": "tickets",
+        "window": "14d",
+    }
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events.csv": EVENTS_CSV,
+        "tickets.csv": tickets,
+    }
+    project = write_project(tmp_path / "p", config, files)
+
+    result = run(*backfill_args(project, "2024-01-15"))
+
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert warning.startswith("warning: 4 of the 8 as-of dates are scored")
+    assert (
+        "2024-01-15, 2024-01-22 and 2024-01-29 for source tickets, whose first row is "
+        "at 2024-01-20 00:00:00 (longest window 14d)"
+    ) in warning
+    assert "(--from 2024-02-08)" in warning
+    assert warning.count("warning:") == 1
