@@ -463,3 +463,42 @@ def test_telco_extended_example_joins_files(tmp_path):
     churned = metrics.accounts["Churn Label"] == "Yes"
     assert int(churned.sum()) == 1869
     assert "Satisfaction Score" not in metrics.accounts.columns
+
+
+def test_joined_text_column_pseudonymized(tmp_path, monkeypatch):
+    import hashlib
+    import hmac
+
+    key = "a-long-random-joins-secret-0123456789"
+    monkeypatch.setenv("HEALTHSCORE_TEST_JOIN_KEY", key)
+    config = joined_config(
+        privacy={
+            "pseudonymize": {
+                "columns": ["industry"],
+                "key_env": "HEALTHSCORE_TEST_JOIN_KEY",
+            }
+        }
+    )
+    # The scorecard routes by the real industry, which is replaced by its pseudonym.
+    config["scorecards"][0]["when"] = "employees > 100"
+    files = {
+        "accounts.csv": ACCOUNTS,
+        "firmographics.csv": FIRMOGRAPHICS,
+        "status.csv": STATUS,
+    }
+    project = load_project(write(tmp_path, config, files))
+
+    run = score(project, date(2024, 1, 1), store=False, monitor=False)
+
+    values = run.metrics.values.sort_index()
+
+    def pseudonym(value: str) -> str:
+        digest = hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
+        return "p_" + digest
+
+    assert values.loc["a1", "industry"] == pseudonym("retail")
+    assert values.loc["a2", "industry"] == pseudonym("tele\ncom")
+    assert pd.isna(values.loc["a3", "industry"])
+    # The other joined columns keep their values.
+    assert values.loc["a1", "employees"] == 250.0
+    assert values.loc["a1", "plan"] == "pro"

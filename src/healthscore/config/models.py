@@ -322,7 +322,7 @@ class SourceConfig(StrictModel):
         "attribute metrics, `where`, scorecard `when`, `validation.label_column`. "
         "Joins work for sources of every kind read from files (CSV, Parquet, JSON "
         "Lines) on the DuckDB engine; database tables, importers, the event store and "
-        "`engine: spark` reject them, and `privacy.pseudonymize` cannot list joined "
+        "`engine: spark` reject them. `privacy.pseudonymize` may list joined text "
         "columns. An attribute name may appear once across the source's standard "
         "columns, its attributes and its joins.",
     )

@@ -80,12 +80,12 @@ class PrivacySettings(StrictModel):
 def source_column_types(config: ProjectConfig) -> dict[str, frozenset[str]]:
     """Return the types that each standard or attribute column has in the sources.
 
-    Joined attributes are left out: pseudonymization does not reach them, so
-    listing one is an error.
+    Attributes of joined files count too, because a source is pseudonymized after
+    its joins.
     """
     known: dict[str, set[str]] = {}
     for source in config.sources.values():
-        types = {**STANDARD_COLUMNS[source.kind], **source.attributes}
+        types = {**STANDARD_COLUMNS[source.kind], **source.attribute_types()}
         for column, kind in types.items():
             known.setdefault(column, set()).add(kind)
     return {column: frozenset(kinds) for column, kinds in known.items()}
