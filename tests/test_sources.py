@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -637,3 +637,60 @@ def test_jsonl_bad_value_after_type_sample_is_one_bad_row(tmp_path):
     assert usable["value"].sum() == 20_600 * 2 + 1.5
     # The offset is applied: 10:00 at +02:00 is 08:00 in the project zone (UTC).
     assert usable["timestamp"].max() == pd.Timestamp("2024-03-02 08:00:00")
+
+
+def test_parquet_metric_scan_builds_row_summary(tmp_path, monkeypatch):
+    """A Parquet source without row checks takes its summary from the metric scan."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from healthscore.pipeline import score
+    from healthscore.sources import SourceSet
+
+    built = []
+    original = SourceSet.add_scan_summary
+
+    def spy(self, name, point, lower, scanned):
+        built.append((name, lower, dict(scanned["rows"])))
+        original(self, name, point, lower, scanned)
+
+    monkeypatch.setattr(SourceSet, "add_scan_summary", spy)
+
+    rows = [
+        ("a1", "2024-01-05 10:00"),  # before the 28-day window of 2024-03-01
+        ("a1", "2024-02-20 09:00"),
+        ("a1", "2024-02-29 23:00"),
+        ("a2", "2024-01-20 08:00"),  # only older rows: days since from the summary
+        ("a3", "2024-03-01 00:00"),  # at the point: in the scan, not before it
+        ("zz", "2024-02-10 12:00"),  # unknown account
+        ("a3", "2024-03-05 10:00"),  # after the point
+    ]
+    table = pa.table(
+        {
+            "account_id": [account for account, _ in rows],
+            "timestamp": pa.array(pd.to_datetime([moment for _, moment in rows])),
+        }
+    )
+    pq.write_table(table, tmp_path / "events.parquet", row_group_size=3)
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.parquet"
+    config["metrics"]["days_since"] = {"type": "days_since", "source": "events"}
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+
+    run = score(project, date(2024, 3, 1), store=False, monitor=False)
+
+    values = run.metrics.values.sort_index()
+    assert list(values["events_28d"]) == [2.0, 0.0, 0.0]
+    # a1: the 29th is 1 day ago; a2: 41 days; a3 has no row before the point.
+    assert values.loc["a1", "days_since"] == 1.0
+    assert values.loc["a2", "days_since"] == 41.0
+    assert pd.isna(values.loc["a3", "days_since"])
+    # The scan read the 28 days up to the point; the summary read the rest.
+    assert built == [("events", datetime(2024, 2, 2), {"a1": 2, "a3": 1, "zz": 1})]
+    report = {r.source: r for r in run.source_reports}["events"]
+    assert report.rows_read == 7
+    assert report.rows_used == 5
+    assert report.excluded == {
+        "after_as_of:timestamp": 1,
+        "unknown_account:account_id": 1,
+    }

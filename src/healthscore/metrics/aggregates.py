@@ -118,12 +118,24 @@ def compute_source(
     # The days since the last row come from the source's row summary, which the
     # source report reads too, instead of from a scan of the older rows.
     summarized = [r for r in requests if _from_summary(r)]
+    scanned = [r for r in requests if not _from_summary(r)]
+    if scanned and sources.summary_from_scan(source_name, point):
+        # The metric scan counts its rows per account for the summary, which then
+        # reads only the rows outside the scan.
+        frame, lower = _compute_requests(
+            sources, source_name, scanned, point, as_of, count_rows=True
+        )
+        counted = frame[_SCAN_COLUMNS].set_axis(["rows", "newest"], axis=1)
+        sources.add_scan_summary(source_name, point, lower, counted)
+        frames.append(frame.drop(columns=_SCAN_COLUMNS))
+        requests = summarized
     newest = sources.newest_row_times(source_name, point) if summarized else None
     if newest is not None:
         requests = [r for r in requests if not _from_summary(r)]
         frames.append(_days_since_newest(newest, summarized, as_of))
     if requests:
-        frames.append(_compute_requests(sources, source_name, requests, point, as_of))
+        frame, _ = _compute_requests(sources, source_name, requests, point, as_of)
+        frames.append(frame)
     return frames
 
 
@@ -139,13 +151,25 @@ def _days_since_newest(
     return pd.DataFrame({request.column: days for request in requests})
 
 
+#: Columns that `_aggregate` adds with `count_rows`: the rows it scanned per
+#: account, and the newest of them before the point.
+_SCAN_COLUMNS = ["@scan_rows", "@scan_newest"]
+
+
 def _compute_requests(
     sources: SourceSet,
     source_name: str,
     requests: list[_Request],
     point: datetime,
     as_of: date,
-) -> pd.DataFrame:
+    count_rows: bool = False,
+) -> tuple[pd.DataFrame, datetime | None]:
+    """Aggregate `requests` per account; return the frame and the scan's first time.
+
+    The first scan reads the rows from that time (from the first row when None) up
+    to the point. With `count_rows`, the frame also has the `_SCAN_COLUMNS` of that
+    scan.
+    """
     table = sources.rows(source_name, point)
     if "timestamp" not in table.columns:
         table = table.mutate(timestamp=table.start.cast("timestamp"))
@@ -154,16 +178,19 @@ def _compute_requests(
     # Only a newest or first row can be picked from two scans; a count or sum
     # without a window needs all rows in one scan.
     if not starts or not all(isinstance(r.metric, _ROW_PICKERS) for r in history):
-        return _aggregate(table, requests, point, as_of)
+        return _aggregate(table, requests, point, as_of, count_rows=count_rows), None
     lower = min(starts)
     recent = table.filter(table.timestamp >= lower)
-    frame = _aggregate(recent, requests, point, as_of, seen=history)
+    frame = _aggregate(
+        recent, requests, point, as_of, seen=history, count_rows=count_rows
+    )
     if not history:
-        return frame
+        return frame, lower
     older = table.filter(table.timestamp < lower)
-    return _combine(
+    combined = _combine(
         frame, _aggregate(older, history, point, as_of, seen=history), history
     )
+    return combined, lower
 
 
 def _seen_column(request: _Request) -> str:
@@ -214,8 +241,13 @@ def _aggregate(
     point: datetime,
     as_of: date,
     seen: list[_Request] | None = None,
+    count_rows: bool = False,
 ) -> pd.DataFrame:
-    """Aggregate `requests` per account; for `seen`, also count the matching rows."""
+    """Aggregate `requests` per account; for `seen`, also count the matching rows.
+
+    With `count_rows`, also count all rows and take the newest before the point
+    (`_SCAN_COLUMNS`).
+    """
     namespace = {column: table[column] for column in table.columns}
     aggregations = {
         request.column: _reduction(table, request, namespace, point)
@@ -224,6 +256,10 @@ def _aggregate(
     for request in seen or []:
         condition = _condition(table, request, namespace, point)
         aggregations[_seen_column(request)] = table.count(where=condition)
+    if count_rows:
+        rows_column, newest_column = _SCAN_COLUMNS
+        aggregations[rows_column] = table.count()
+        aggregations[newest_column] = table.timestamp.max(where=table.timestamp < point)
     frame = table.group_by("account_id").aggregate(**aggregations).execute()
     frame = frame.set_index("account_id")
     for request in requests:

@@ -230,6 +230,68 @@ class SourceSet:
             self._summaries[name] = table
         return self._summaries[name]
 
+    def summary_from_scan(self, name: str, point: datetime) -> bool:
+        """Tell whether a metric scan of the source should also build its summary.
+
+        Inside `row_summaries(point)`, a source whose rows are all usable (no row
+        check, see `LoadedSource.unchecked`) and whose summary is not built yet can
+        take the per-account row counts and newest times of the rows that a metric
+        query scans anyway. `add_scan_summary` then reads only the other rows.
+        """
+        loaded = self.loaded[name]
+        return (
+            point == self._summary_point
+            and loaded.unchecked
+            and loaded.config.kind not in ("accounts", "subscriptions")
+            and "timestamp" in loaded.columns
+            and name not in self._summaries
+        )
+
+    def add_scan_summary(
+        self,
+        name: str,
+        point: datetime,
+        lower: datetime | None,
+        scanned: pd.DataFrame,
+    ) -> None:
+        """Build the summary of a source from a metric scan and the rows it skipped.
+
+        `scanned` has, per account id (its index), `rows`: the rows stamped from
+        `lower` (from the first row when None) up to and including `point`, and
+        `newest`: the newest of them before `point`. Only the rows outside that
+        range are scanned again. Call only when `summary_from_scan` is true.
+        """
+        moment = f"TIMESTAMP {literal(point.isoformat(' '))}"
+        outside = f"timestamp > {moment}"
+        if lower is not None:
+            outside += f" OR timestamp < TIMESTAMP {literal(lower.isoformat(' '))}"
+        # Accounts that only a second scan of older rows found have no count.
+        scanned = scanned[scanned["rows"].fillna(0) > 0]
+        frame = pd.DataFrame(
+            {
+                "account_id": scanned.index.to_numpy(dtype=object),
+                "n": scanned["rows"].to_numpy(dtype="int64"),
+                "newest": pd.to_datetime(scanned["newest"]).to_numpy(),
+            }
+        )
+        table = quote(f"_summary_{name}")
+        self.con.con.register("_scanned_summary", frame)
+        try:
+            self.con.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                "SELECT CAST(account_id AS VARCHAR) AS account_id, "
+                "CAST(NULL AS VARCHAR) AS _problem, false AS late, n, "
+                "CAST(newest AS TIMESTAMP) AS newest FROM _scanned_summary "
+                "UNION ALL SELECT account_id, _problem, "
+                f"coalesce(timestamp > {moment}, false) AS late, count(*) AS n, "
+                f"max(timestamp) FILTER (WHERE timestamp < {moment}) AS newest "
+                f"FROM {quote(self.loaded[name].relation)} "
+                f"WHERE {outside} OR timestamp IS NULL GROUP BY ALL"
+            )
+        finally:
+            self.con.con.unregister("_scanned_summary")
+        self._summaries[name] = table
+
     def newest_row_times(self, name: str, point: datetime) -> pd.Series | None:
         """Return the time of each account's newest usable row before `point`.
 

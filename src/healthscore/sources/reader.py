@@ -58,6 +58,8 @@ class LoadedSource:
     """Standard or attribute column name to its type (string, number, ...)."""
     running_rows: bool = False
     """Whether `_row` numbers rows across all files rather than within each file."""
+    unchecked: bool = False
+    """Whether every row is usable by itself: `_problem` is NULL in every row."""
 
 
 def quote(identifier: str) -> str:
@@ -174,7 +176,10 @@ def read_source(
             f"{_first_line(exc)}{hint}"
         ) from None
     running_rows = file_format in ("csv", "jsonl")
-    return LoadedSource(name, source, relation, tuple(files), columns, running_rows)
+    unchecked = select.endswith(f"{_NO_PROBLEM} AS _problem")
+    return LoadedSource(
+        name, source, relation, tuple(files), columns, running_rows, unchecked
+    )
 
 
 def _scan_sql(
@@ -350,7 +355,7 @@ def _standard_select(
             )
         typed[column] = value
     checks.extend(_range_checks(source, typed))
-    problem = "CAST(NULL AS VARCHAR)"
+    problem = _NO_PROBLEM
     if checks:
         cases = " ".join(
             f"WHEN {test} THEN {literal(reason)}" for test, reason in checks
@@ -392,6 +397,10 @@ def complete_columns(
             continue
         complete.add(column)
     return frozenset(complete)
+
+
+#: The `_problem` of a source without checks.
+_NO_PROBLEM = "CAST(NULL AS VARCHAR)"
 
 
 def _present(raw: str, file_type: str) -> str:
