@@ -694,3 +694,33 @@ def test_parquet_metric_scan_builds_row_summary(tmp_path, monkeypatch):
         "after_as_of:timestamp": 1,
         "unknown_account:account_id": 1,
     }
+
+
+def test_jsonl_key_first_seen_after_type_sample(tmp_path):
+    """DuckDB lists the keys of the first 20,480 lines only."""
+    early = {"account_id": "a1", "timestamp": "2024-03-01 10:00:00"}
+    late = {**early, "value": 3, "plan": "pro"}
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.jsonl"
+    config["sources"]["events"]["attributes"] = {"plan": "string"}
+    project = write_project(
+        tmp_path,
+        config,
+        {"accounts.csv": ACCOUNTS_CSV, "events.jsonl": [early] * 21_000 + [late] * 2},
+    )
+    usable = load(project).rows("events").execute()
+    assert len(usable) == 21_002
+    assert usable["value"].sum() == 6.0
+    assert list(usable["plan"].dropna()) == ["pro", "pro"]
+
+
+def test_jsonl_attribute_missing_everywhere_fails(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.jsonl"
+    config["sources"]["events"]["attributes"] = {"plan": "string"}
+    rows = [{"account_id": "a1", "timestamp": "2024-03-01 10:00:00"}] * 3
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.jsonl": rows}
+    )
+    with pytest.raises(SourceError, match="attribute column 'plan' not found"):
+        load(project)

@@ -131,8 +131,9 @@ def read_source(
         # an invalid time after valid ones, would fail the read of the whole file.
         # Read as text, like CSV files, each value is checked on its own row.
         # Numbers, booleans and nested values keep their JSON text ('1.5', 'true').
-        scan = _scan_sql(file_format, files, source, text_keys=list(file_types))
-        file_types = dict.fromkeys(file_types, "VARCHAR")
+        keys = [*file_types, *_late_json_keys(con, files, source, file_types)]
+        scan = _scan_sql(file_format, files, source, text_keys=keys)
+        file_types = dict.fromkeys(keys, "VARCHAR")
     columns = _columns_present(name, source, file_types)
     joined = load_joins(con, project, name, source)
     columns.update(joined.types)
@@ -202,6 +203,38 @@ def _scan_sql(
         keys = ", ".join(f"{literal(key)}: 'VARCHAR'" for key in text_keys)
         columns = f", columns = {{{keys}}}"
     return f"read_json({names}, format = 'newline_delimited', filename = true{columns})"
+
+
+def _late_json_keys(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    source: SourceConfig,
+    sampled: dict[str, str],
+) -> list[str]:
+    """Return the source's columns that JSON Lines `files` have only after the sample.
+
+    DuckDB lists the keys of the first lines only. When a standard column or an
+    attribute of the source is not among them, one more pass over the files looks
+    for a value of it anywhere, so a key that first appears late is still read. A
+    key whose every value is null counts as missing.
+    """
+    wanted = [source.file_column(column) for column in STANDARD_COLUMNS[source.kind]]
+    wanted += list(source.attributes)
+    missing = [column for column in dict.fromkeys(wanted) if column not in sampled]
+    if not missing:
+        return []
+    keys = ", ".join(f"{literal(key)}: 'VARCHAR'" for key in missing)
+    names = "[" + ", ".join(literal(file) for file in files) + "]"
+    counts = ", ".join(f"count({quote(key)})" for key in missing)
+    try:
+        found = con.execute(
+            f"SELECT {counts} FROM read_json({names}, "
+            f"format = 'newline_delimited', columns = {{{keys}}})"
+        ).fetchone()
+    except duckdb.Error:
+        return []  # the scan of the files reports the problem itself
+    assert found is not None
+    return [key for key, count in zip(missing, found, strict=True) if count]
 
 
 def _scan_error(
