@@ -173,10 +173,13 @@ def _warn_skipped(report: ErasureReport) -> None:
 def _warn_wal(report: ErasureReport) -> None:
     if report.uncheckpointed_wal is None:
         return
+    wal = report.uncheckpointed_wal
+    database = wal.removesuffix("-wal")
     note(
-        f"warning: {report.uncheckpointed_wal} may still hold the erased rows, "
-        "because another connection to the state store (such as `healthscore serve` "
-        "during a request) kept SQLite from truncating this write-ahead log. Run the "
+        f"warning: {database} and its write-ahead log {wal} may still hold the "
+        "erased rows, because another connection to the state store (such as "
+        "`healthscore serve` during a request) kept SQLite from moving the log into "
+        "the database file. Run the "
         "same `healthscore forget` command again when the store is idle, or stop "
         "`healthscore serve`: SQLite moves the log into the database file and "
         "deletes it when the last connection closes."

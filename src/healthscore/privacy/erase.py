@@ -77,9 +77,9 @@ FORGET_ACTION = "forget"
 UNREADABLE_FILE_ERRORS = (ValueError, OSError, pa.ArrowException)
 
 #: How long the checkpoint after an erasure waits for readers of a SQLite store to
-#: leave the write-ahead log, in ms. It is the same wait as for another process's
-#: write lock.
-CHECKPOINT_TIMEOUT_MS = BUSY_TIMEOUT_MS
+#: leave the write-ahead log, in ms. Other writers, such as the web service, wait
+#: while it does, so the wait is short; forget then warns and can be run again.
+CHECKPOINT_TIMEOUT_MS = 2_000
 
 
 @dataclass
