@@ -110,3 +110,29 @@ def test_tasks_list_breaks_names_between_words(tmp_path):
     for account, name in (("a1", "Acme"), ("a2", "Globex")):
         words = TITLE.format(name=name).split()
         assert " ".join(titles[account]).split() == words
+
+
+def test_folded_rows_measure_wide_characters():
+    import io
+    import re
+
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+
+    from healthscore.cli.common import add_folded_rows
+
+    name = "executive_business_review_for_at_risk_accounts"
+    # 20 CJK characters: 40 cells on screen, though 20 characters long.
+    title = "顧客との定期的な打ち合わせを予定して状況を確認する"
+    table = Table("Title", "Playbook", box=None)
+    add_folded_rows(table, [[title, name]], width=60)
+    console = Console(width=60, record=True, file=io.StringIO())
+    console.print(table)
+    lines = console.export_text().splitlines()
+
+    assert all(cell_len(line.rstrip()) <= 60 for line in lines)
+    # The first line holds the headers.
+    pieces = [p for line in lines[1:] for p in re.findall(r"[a-z_]+", line)]
+    assert "".join(pieces) == name
+    assert all(piece.endswith("_") for piece in pieces[:-1])

@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import typer
 from pydantic import BaseModel
+from rich.cells import cell_len
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -281,7 +282,8 @@ def _shared_widths(columns: list[tuple[int, int]], room: int) -> list[int]:
 
 
 def _line_width(text: str) -> int:
-    return max((len(line) for line in text.splitlines()), default=0)
+    # Display cells, not characters: a CJK character takes two.
+    return max((cell_len(line) for line in text.splitlines()), default=0)
 
 
 def _pieces(text: str) -> list[str]:
@@ -289,7 +291,7 @@ def _pieces(text: str) -> list[str]:
 
 
 def _piece_width(text: str) -> int:
-    return max((len(piece.rstrip()) for piece in _pieces(text)), default=0)
+    return max((cell_len(piece.rstrip()) for piece in _pieces(text)), default=0)
 
 
 def _fold_cell(text: str, width: int) -> str:
@@ -301,7 +303,7 @@ def _fold_cell(text: str, width: int) -> str:
     for original in text.splitlines() or [""]:
         line = ""
         for piece in _pieces(original):
-            if line and len((line + piece).rstrip()) > width:
+            if line and cell_len((line + piece).rstrip()) > width:
                 lines.append(line.rstrip())
                 line = ""
             line += piece
