@@ -724,3 +724,65 @@ def test_jsonl_attribute_missing_everywhere_fails(tmp_path):
     )
     with pytest.raises(SourceError, match="attribute column 'plan' not found"):
         load(project)
+
+
+def test_parquet_glob_with_differing_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    stamps = pd.to_datetime(["2024-03-01 10:00", "2024-03-02 10:00"])
+    first = pa.table(
+        {"account_id": ["a1", "a2"], "timestamp": stamps, "value": [1.0, 2.0]}
+    )
+    # Other column order, no value column, and one file without account ids.
+    second = pa.table({"timestamp": stamps, "account_id": ["a3", "a1"]})
+    third = pa.table({"timestamp": stamps[:1]})
+    pq.write_table(first, folder / "1.parquet")
+    pq.write_table(second, folder / "2.parquet")
+    pq.write_table(third, folder / "3.parquet")
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.parquet"
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+
+    sources = load(project)
+
+    usable = sources.rows("events").execute().sort_values(["account_id", "value"])
+    assert list(usable["account_id"]) == ["a1", "a1", "a2", "a3"]
+    assert usable["value"].isna().sum() == 2
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
+    assert report.excluded == {"missing_value:account_id": 1}
+    assert [(e.file.rsplit("/", 1)[-1], e.row) for e in report.examples] == [
+        ("3.parquet", 1)
+    ]
+
+
+@pytest.mark.parametrize("name", ["events.csv", "events.parquet", "events.jsonl"])
+def test_empty_text_attribute_is_missing_in_every_format(tmp_path, name):
+    frame = pd.DataFrame(
+        {
+            "account_id": ["a1", "a1", "a2"],
+            "timestamp": ["2024-03-01 10:00:00"] * 3,
+            "label": ["red", "", " "],
+        }
+    )
+    if name.endswith(".parquet"):
+        content: object = frame.assign(timestamp=pd.to_datetime(frame["timestamp"]))
+    elif name.endswith(".jsonl"):
+        content = frame.to_dict(orient="records")
+    else:
+        content = frame.to_csv(index=False)
+    config = minimal_config()
+    config["sources"]["events"]["path"] = name
+    config["sources"]["events"]["attributes"] = {"label": "string"}
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, name: content}
+    )
+    rows = load(project).rows("events").execute()
+    first = rows.loc[rows["account_id"] == "a1", "label"]
+    second = rows.loc[rows["account_id"] == "a2", "label"]
+    assert first.isna().sum() == 1
+    assert list(first.dropna()) == ["red"]
+    # Spaces are text: only the empty string counts as missing.
+    assert list(second) == [" "]

@@ -197,7 +197,10 @@ def _scan_sql(
             f"delim = {literal(source.delimiter)}, filename = true)"
         )
     if file_format == "parquet":
-        return f"read_parquet({names}, filename = true, file_row_number = true)"
+        # Files of one glob may differ in their columns, or in their order; a
+        # column that a file lacks reads as missing in its rows.
+        union = ", union_by_name = true" if len(files) > 1 else ""
+        return f"read_parquet({names}, filename = true, file_row_number = true{union})"
     columns = ""
     if text_keys is not None:
         keys = ", ".join(f"{literal(key)}: 'VARCHAR'" for key in text_keys)
@@ -382,6 +385,10 @@ def _standard_select(
                         f"{reason}:{column}",
                     )
                 )
+            if kind == "string" and raw_type == "VARCHAR" and not never_missing:
+                # An empty field of a CSV file reads as missing, so an empty text
+                # in JSON Lines or Parquet does too.
+                value = f"NULLIF({value}, '')"
         if column in required and not never_missing:
             checks.insert(
                 0, (f"NOT {_present(raw, raw_type)}", f"missing_value:{column}")
@@ -404,25 +411,28 @@ def complete_columns(
     """Columns of Parquet `files` whose footers rule out a missing or blank value.
 
     `file_types` gives each column's DuckDB type. A column qualifies when every row
-    group of every file records a null count of 0 and, for text, a minimum whose
-    first character sorts after a space: a blank value ('' or one starting with a
-    space) would sort before it. A writer that leaves out statistics, or truncates
-    a minimum to '', keeps the checks. Reading the footers takes milliseconds;
-    evaluating the checks took about 0.15 s per scan of 20 million rows.
+    group of every file has it with a null count of 0 and, for text, a minimum
+    whose first character sorts after a space: a blank value ('' or one starting
+    with a space) would sort before it. A writer that leaves out statistics, or
+    truncates a minimum to '', keeps the checks. Reading the footers takes
+    milliseconds, and evaluating the checks took about 0.15 s per scan of 20
+    million rows.
     """
     names = "[" + ", ".join(literal(file) for file in files) + "]"
     try:
         rows = con.execute(
-            "SELECT path_in_schema, bool_and(stats_null_count IS NOT NULL), "
-            "sum(stats_null_count), bool_and(stats_min_value IS NOT NULL), "
-            f"min(stats_min_value) FROM parquet_metadata({names}) "
-            "GROUP BY path_in_schema"
+            "WITH footers AS (SELECT * FROM parquet_metadata("
+            f"{names})) SELECT path_in_schema, bool_and(stats_null_count IS NOT "
+            "NULL), sum(stats_null_count), bool_and(stats_min_value IS NOT NULL), "
+            "min(stats_min_value), count(*) = (SELECT count(DISTINCT (file_name, "
+            "row_group_id)) FROM footers) FROM footers GROUP BY path_in_schema"
         ).fetchall()
     except duckdb.Error:
         return frozenset()  # the scan reports an unreadable footer itself
     complete = set()
-    for column, counted, nulls, has_minimum, minimum in rows:
-        if not counted or nulls != 0 or column not in file_types:
+    for column, counted, nulls, has_minimum, minimum, everywhere in rows:
+        # A file without the column gives missing values in its rows.
+        if not (counted and everywhere) or nulls != 0 or column not in file_types:
             continue
         if file_types[column] == "VARCHAR" and not (
             has_minimum and minimum and minimum[0] > " "
