@@ -133,9 +133,9 @@ def validate(
         print_sources(stdout_console(), summaries, day.isoformat())
         problems = sum(source.rows_with_problems for source in summaries)
         if problems:
+            verb = "fails a check and is" if problems == 1 else "fail a check and are"
             note(
-                f"{plural(problems, 'row')} fail a check and are excluded from "
-                "scores; fix "
+                f"{plural(problems, 'row')} {verb} excluded from scores; fix "
                 "them in the source files or the column settings."
             )
 
