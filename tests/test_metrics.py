@@ -17,7 +17,7 @@ from healthscore.metrics import compute_metrics
 from healthscore.metrics.aggregates import MetricError
 from healthscore.pipeline import open_engine
 from healthscore.sources import load_sources
-from project_factory import ACCOUNTS_CSV, write_project
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 
 AS_OF = date(2024, 4, 1)  # as-of point 2024-04-01 00:00
 
@@ -387,3 +387,30 @@ def test_csm_notes_metric_without_notes(tmp_path):
     values = compute_metrics(project, open_engine(project).sources, AS_OF).values
     assert values["csm_sentiment"].isna().all()
     assert values.loc["a1", "logins_28d"] == 2
+
+
+def test_metric_on_column_the_files_lack_fails_clearly(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    config = minimal_config()
+    config["metrics"]["value_sum"] = {
+        "type": "sum",
+        "source": "events",
+        "column": "value",
+        "window": "28d",
+    }
+    events = "account_id,timestamp\na1,2024-03-01\n"
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    expected = (
+        "metric 'value_sum' reads column 'value', which source 'events' does not "
+        "have (it has account_id, timestamp)"
+    )
+    for command in (["score", "--as-of", "2024-03-10"], ["validate", "--data"]):
+        result = CliRunner().invoke(app, [*command, "--project", str(project.root)])
+        assert result.exit_code == 1, result.output
+        assert expected in " ".join(result.output.split())
+        assert "Traceback" not in result.output

@@ -23,6 +23,7 @@ from healthscore.cli.common import (
 )
 from healthscore.cli.display import print_sources
 from healthscore.config import PROJECT_FILE, ConfigError, Project, load_project
+from healthscore.metrics.aggregates import check_columns
 from healthscore.pipeline import open_engine
 from healthscore.report import project_today
 from healthscore.report.summary import SourceSummary, source_summaries
@@ -157,6 +158,7 @@ def check_data(project: Project, day: date, show_progress: bool) -> list[SourceS
     with StepProgress(enabled=show_progress) as progress:
         progress("reading sources")
         engine = open_engine(project)
+        check_columns(engine.sources, project.config.metrics)
         progress("checking rows")
         reports = engine.sources.report(as_of_point(project, day))
     return source_summaries(report.to_dict() for report in reports)

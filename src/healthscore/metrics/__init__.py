@@ -86,6 +86,7 @@ def compute_metrics(
     accounts = population(project, sources, as_of)
     index = pd.Index(accounts.index, name="account_id")
     metrics = project.config.metrics
+    aggregates.check_columns(sources, metrics)
     values = pd.DataFrame(index=index)
 
     for source_name, names in aggregates.group_by_source(metrics).items():

@@ -323,6 +323,29 @@ class MetricError(ValueError):
     """A metric whose definition cannot be applied to the rows of its source."""
 
 
+def check_columns(sources: SourceSet, metrics: dict[str, MetricConfig]) -> None:
+    """Raise MetricError listing every row metric whose column its source lacks.
+
+    A standard column such as `value` is optional in a source's files, so a
+    project can name it in a metric while the files do not have it.
+    """
+    problems = []
+    for name, metric in metrics.items():
+        if not isinstance(metric, _ROW_METRICS) or metric.source not in sources.loaded:
+            continue
+        column = getattr(metric, "column", None)
+        have = sources.columns(metric.source)
+        if column is not None and column not in have:
+            problems.append(
+                f"metric {name!r} reads column {column!r}, which source "
+                f"{metric.source!r} does not have (it has {', '.join(have)}); add "
+                f"the column to the source's files, map it in sources."
+                f"{metric.source}.columns, or fix metrics.{name}.column"
+            )
+    if problems:
+        raise MetricError("; ".join(problems))
+
+
 def _where(request: _Request, where: str, namespace: dict[str, ibis.Value]) -> Any:
     name = request.column.split("@", 1)[0]
     try:
