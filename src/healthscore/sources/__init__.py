@@ -262,9 +262,23 @@ class SourceSet:
         range are scanned again. Call only when `summary_from_scan` is true.
         """
         moment = f"TIMESTAMP {literal(point.isoformat(' '))}"
-        outside = f"timestamp > {moment}"
+        relation = quote(self.loaded[name].relation)
+        # The rows need no check, so `_problem` is NULL and no timestamp is missing.
+        # Each part groups by account alone, and DuckDB skips the row groups of
+        # the other part by their statistics.
+        late = (
+            "SELECT account_id, CAST(NULL AS VARCHAR), true, count(*), "
+            f"CAST(NULL AS TIMESTAMP) FROM {relation} WHERE timestamp > {moment} "
+            "GROUP BY account_id"
+        )
+        older = ""
         if lower is not None:
-            outside += f" OR timestamp < TIMESTAMP {literal(lower.isoformat(' '))}"
+            start = f"TIMESTAMP {literal(lower.isoformat(' '))}"
+            older = (
+                "UNION ALL SELECT account_id, CAST(NULL AS VARCHAR), false, "
+                f"count(*), max(timestamp) FROM {relation} WHERE timestamp < {start} "
+                "GROUP BY account_id"
+            )
         # Accounts that only a second scan of older rows found have no count.
         scanned = scanned[scanned["rows"].fillna(0) > 0]
         frame = pd.DataFrame(
@@ -282,11 +296,7 @@ class SourceSet:
                 "SELECT CAST(account_id AS VARCHAR) AS account_id, "
                 "CAST(NULL AS VARCHAR) AS _problem, false AS late, n, "
                 "CAST(newest AS TIMESTAMP) AS newest FROM _scanned_summary "
-                "UNION ALL SELECT account_id, _problem, "
-                f"coalesce(timestamp > {moment}, false) AS late, count(*) AS n, "
-                f"max(timestamp) FILTER (WHERE timestamp < {moment}) AS newest "
-                f"FROM {quote(self.loaded[name].relation)} "
-                f"WHERE {outside} OR timestamp IS NULL GROUP BY ALL"
+                f"UNION ALL {late} {older}"
             )
         finally:
             self.con.con.unregister("_scanned_summary")
