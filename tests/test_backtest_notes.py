@@ -142,3 +142,31 @@ def test_method_lead_time_note_is_marked():
 
     assert isinstance(result.grouped_notes()[0], LeadTimeNote)
     assert result.to_dict()["note"] == "no churn dates, so no lead time"
+
+
+def test_long_shadow_name_folds_at_separators(column_project, tmp_path):
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "project"
+    shutil.copytree(column_project, root)
+    # Each piece fits the 10 characters that the number columns leave at 80.
+    name = "proposals/health.proposed_card.yml"
+    (root / "proposals").mkdir()
+    (root / name).write_text(SHADOW)
+    config = yaml.safe_load((root / "healthscore.yml").read_text())
+    config["validation"]["shadow"] = [name]
+    (root / "healthscore.yml").write_text(yaml.safe_dump(config))
+
+    stdout, _ = run("backtest", "--project", str(root))
+
+    method = f"shadow:{name}"
+    lines = [line.split()[0] for line in stdout.splitlines() if line.strip()]
+    pieces = [lines[lines.index("shadow:")]]
+    while len("".join(pieces)) < len(method):
+        pieces.append(lines[lines.index(pieces[0]) + len(pieces)])
+    assert "".join(pieces) == method
+    # Each line ends after a separator, except the last.
+    assert all(piece[-1] in ":/._-" for piece in pieces[:-1]), pieces
+    assert all(len(line) <= 80 for line in stdout.splitlines())

@@ -294,7 +294,22 @@ def _piece_width(text: str) -> int:
     return max((cell_len(piece.rstrip()) for piece in _pieces(text)), default=0)
 
 
-def _fold_cell(text: str, width: int) -> str:
+#: Pieces of a name such as a scorecard file's: each ends after `:`, `/`, `.`,
+#: `_`, `-` or spaces.
+_NAME_PIECE = re.compile(r"[^\s_\-.:/]*[\s_\-.:/]*")
+
+
+def fold_name(text: str, width: int) -> str:
+    """Break `text` into lines of at most `width` cells after name separators.
+
+    Names such as `shadow:healthscore.proposed.yml` break after `:`, `/` and `.` as
+    well as after spaces, underscores and hyphens. A piece wider than `width` keeps
+    a line of its own, which Rich then folds.
+    """
+    return _fold_cell(text, width, _NAME_PIECE)
+
+
+def _fold_cell(text: str, width: int, pieces: re.Pattern[str] = _CELL_PIECE) -> str:
     """Break each line of `text` after spaces, underscores or hyphens to fit `width`.
 
     A piece wider than `width` gets a line of its own. Spaces at a break are dropped.
@@ -302,7 +317,7 @@ def _fold_cell(text: str, width: int) -> str:
     lines = []
     for original in text.splitlines() or [""]:
         line = ""
-        for piece in _pieces(original):
+        for piece in (part for part in pieces.findall(original) if part):
             if line and cell_len((line + piece).rstrip()) > width:
                 lines.append(line.rstrip())
                 line = ""

@@ -22,6 +22,7 @@ from healthscore.cli.common import (
     ProjectOption,
     VerboseOption,
     add_folded_rows,
+    fold_name,
     handle_errors,
     note,
     note_wrapped,
@@ -586,7 +587,7 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
             overflow="fold",
         )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(fold_name(row[0], widths[0]), *row[1:])
     console.print(table)
 
 
