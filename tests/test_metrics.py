@@ -414,3 +414,52 @@ def test_metric_on_column_the_files_lack_fails_clearly(tmp_path):
         assert result.exit_code == 1, result.output
         assert expected in " ".join(result.output.split())
         assert "Traceback" not in result.output
+
+
+def test_parquet_scan_summary_matches_full_scans(tmp_path, monkeypatch):
+    """Parquet rows without checks take their summary from the metric scan."""
+    import io
+
+    from healthscore.sources import SourceSet
+
+    # A row of an account not in the accounts file and rows after the point; no
+    # row misses a value, so the Parquet view has no row checks.
+    rows = EVENTS + (
+        "a9,2024-03-31 12:00:00,login,u1,1\na2,2024-05-01 00:00:00,login,u1,1\n"
+    )
+    frame = pd.read_csv(io.StringIO(rows))
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], format="%Y-%m-%d %H:%M:%S")
+    project = project_with(tmp_path)
+    frame.to_parquet(tmp_path / "events.parquet", index=False)
+    settings = project.config.sources["events"]
+    project.config.sources["events"] = settings.model_copy(
+        update={"path": "events.parquet"}
+    )
+    built = []
+    original = SourceSet.add_scan_summary
+
+    def spy(self, name, point, lower, scanned):
+        built.append(name)
+        original(self, name, point, lower, scanned)
+
+    monkeypatch.setattr(SourceSet, "add_scan_summary", spy)
+    sources = load_sources(project, connect(project))
+    point = pd.Timestamp(AS_OF).to_pydatetime()
+    scanned = compute_metrics(project, sources, AS_OF).values
+    scanned_report = sources.report(point)
+    with sources.row_summaries(point):
+        summarized = compute_metrics(project, sources, AS_OF).values
+        summarized_report = sources.report(point)
+
+    assert built == ["events"]
+    pd.testing.assert_frame_equal(summarized, scanned)
+    assert summarized_report == scanned_report
+    for metric, expected in EXPECTED.items():
+        actual = summarized.loc[["a1", "a2", "a3"], metric].astype(float).to_numpy()
+        np.testing.assert_allclose(actual, expected, rtol=1e-12, equal_nan=True)
+    events = {report.source: report for report in summarized_report}["events"]
+    assert events.rows_read == 10
+    assert events.excluded == {
+        "after_as_of:timestamp": 2,
+        "unknown_account:account_id": 1,
+    }
