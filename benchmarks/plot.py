@@ -39,6 +39,17 @@ DRAWN = ("ok", "unchecked")
 Series = dict[str, dict[int, tuple[float, float, bool]]]
 
 
+def result_files(folder: Path) -> list[Path]:
+    """Return the run.py results in `folder`, leaving out backfill.py's.
+
+    backfill.py writes `backfill-*.json`, one object per run rather than run.py's
+    list of records, and the plot has no axis for it.
+    """
+    return sorted(
+        path for path in folder.glob("*.json") if not path.name.startswith("backfill-")
+    )
+
+
 def read_series(files: list[Path]) -> Series:
     """Map implementation -> events -> (median seconds, peak MB, checked)."""
     series: Series = {}
@@ -137,7 +148,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    files = arguments.results or sorted(DEFAULT_RESULTS.glob("*.json"))
+    files = arguments.results or result_files(DEFAULT_RESULTS)
     if not files:
         print(f"error: no JSON results in {DEFAULT_RESULTS}", file=sys.stderr)
         return 2

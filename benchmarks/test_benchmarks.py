@@ -442,6 +442,22 @@ def test_plot_skips_failed_records(tmp_path: Path) -> None:
     assert out.read_bytes().startswith(b"\x89PNG")
 
 
+def test_plot_reads_run_results_beside_backfill_results(tmp_path: Path) -> None:
+    import plot
+
+    record = {"implementation": "polars", "events": 10, "status": "ok"} | {
+        "median_seconds": 1.0,
+        "peak_rss_mb": 200.0,
+    }
+    (tmp_path / "2M.json").write_text(json.dumps([record]))
+    (tmp_path / "backfill-2M-20k.json").write_text(json.dumps({"ratio": 8.0}))
+
+    files = plot.result_files(tmp_path)
+
+    assert [path.name for path in files] == ["2M.json"]
+    assert plot.read_series(files) == {"polars": {10: (1.0, 200.0, True)}}
+
+
 def test_error_summary_keeps_exception_line() -> None:
     stderr = "\n".join(
         [
