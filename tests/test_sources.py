@@ -786,3 +786,14 @@ def test_empty_text_attribute_is_missing_in_every_format(tmp_path, name):
     assert list(first.dropna()) == ["red"]
     # Spaces are text: only the empty string counts as missing.
     assert list(second) == [" "]
+
+
+def test_format_read_from_path_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALTHSCORE_TEST_EVENTS", "events.jsonl")
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "${HEALTHSCORE_TEST_EVENTS}"
+    rows = [{"account_id": "a1", "timestamp": "2024-03-01 10:00:00"}]
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.jsonl": rows}
+    )
+    assert len(load(project).rows("events").execute()) == 1

@@ -428,9 +428,16 @@ class SourceConfig(StrictModel):
         return self.columns.get(standard, standard)
 
     def resolved_format(self) -> str:
+        # Imported here: the loader imports this module.
+        from healthscore.config.loader import expand_variables
+
         if self.format:
             return self.format
-        lowered = self.path.lower()
+        try:
+            # The extension may come from a variable, as in `path: ${EVENTS_FILE}`.
+            lowered = expand_variables(self.path).lower()
+        except ValueError:
+            lowered = self.path.lower()  # the unset variable is reported elsewhere
         for suffix, name in (
             (".csv.gz", "csv"),
             (".csv", "csv"),
