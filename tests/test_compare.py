@@ -542,3 +542,30 @@ def test_compare_with_few_churned_says_so(tmp_path):
     assert notes.count("ml: ") == notes.count("ml: 2026-") + 1
     assert "ml: 2026-" in notes
     assert "too few labelled rows" in notes
+
+
+def test_compare_prints_model_notes_once(tmp_path):
+    # On the sample project's fortnightly dates of late 2025 the classifier has
+    # too few churned rows to hold out on every test date.
+    root = tmp_path / "sample"
+    invoke("init", str(root))
+    invoke(
+        "backfill",
+        "--project",
+        str(root),
+        "--from",
+        "2025-09-28",
+        "--to",
+        "2026-03-22",
+        "--every",
+        "14d",
+    )
+
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(root), "--methods", "ml"]
+    )
+
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stderr.split())
+    assert text.count("too few churned or retained rows to hold out") == 1
+    assert "WARNING" not in result.stderr

@@ -198,6 +198,7 @@ def _validate(
     probability = model.predict_proba(test[features])[:, 1]
     return {
         "method": method,
+        "notes": list(model.notes_),
         "rows": len(test),
         "churned": int(labels.sum()),
         "roc_auc": roc_auc(labels, probability),
@@ -326,6 +327,8 @@ def _print_training(result: dict[str, Any]) -> None:
             _fixed(validation["brier"], 4),
         )
         stdout_console().print(table)
+        for line in validation["notes"]:
+            note_wrapped(f"Validation model: {line}")
     for line in result["notes"]:
         note_wrapped(f"Note: {line}")
     say(f"Stored in {result['stored_in']}.")

@@ -295,7 +295,7 @@ class Hybrid:
         test_probability = scorer.predict_proba(
             _feature_frame(test, context), test["score"]
         )[:, 1]
-        notes = []
+        notes = list(getattr(scorer.classifier_, "notes_", []))
         if hasattr(scorer, "weight_"):
             notes.append(f"model weight {scorer.weight_:.2f}")
         return Prediction(

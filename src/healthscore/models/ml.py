@@ -468,8 +468,10 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             )
 
     def _note(self, text: str) -> None:
+        # The callers print `notes_`, compare once per group of splits, so the log
+        # keeps it at info level rather than warning once per fit.
         self.notes_.append(text)
-        logger.warning("churn model (%s): %s", self.kind, text)
+        logger.info("churn model (%s): %s", self.kind, text)
 
     # Prediction
 
