@@ -26,11 +26,12 @@ from healthscore.monitoring.coverage import Reach, find_partial_windows
 from healthscore.pipeline import snapshot_store
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 
-# The earliest event is not on the first line, and a row whose time stamp cannot be
-# read is excluded without hiding it.
+# The earliest event is not on the first line. A row whose time stamp cannot be read
+# and an earlier row of an account missing from the accounts file are excluded.
 EVENTS_CSV = """account_id,timestamp,event_type
 a1,2024-02-20 09:00:00,login
 a2,not a date,login
+zz,2023-06-01 00:00:00,view
 a2,2024-01-10 15:00:00,login
 a1,2024-01-11 10:00:00,view
 a3,2024-03-01 12:00:00,view

@@ -110,7 +110,7 @@ def find_partial_windows(
 
 
 def first_row_time(project: Project, sources: SourceSet, name: str) -> datetime | None:
-    """Return the time of the earliest usable row of source `name`, or None.
+    """Return the time of the earliest usable row of a known account, or None.
 
     The time is wall-clock time in the project's time zone, as the as-of points are.
     """
@@ -120,6 +120,9 @@ def first_row_time(project: Project, sources: SourceSet, name: str) -> datetime 
     column = next((c for c in ("timestamp", "start") if c in table.columns), None)
     if column is None:
         return None
+    # Rows of accounts missing from the accounts source are excluded from metrics.
+    accounts = sources.rows(sources.accounts_name)
+    table = table.filter(table.account_id.isin(accounts.account_id))
     value = table[column].min().execute()
     if value is None or pd.isna(value):
         return None
