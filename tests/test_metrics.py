@@ -388,6 +388,14 @@ def test_csm_notes_metric_without_notes(tmp_path):
     assert values["csm_sentiment"].isna().all()
     assert values.loc["a1", "logins_28d"] == 2
 
+    # A backfill joins the rows' account ids with the accounts' in its sweep.
+    from healthscore.monitoring.backfill import backfill
+
+    dates = [date(2024, 3, 18), date(2024, 3, 25), AS_OF]
+    result = backfill(project, dates)
+    assert result.dates == dates
+    assert result.accounts == {day: 3 for day in dates}
+
 
 def test_metric_on_column_the_files_lack_fails_clearly(tmp_path):
     from typer.testing import CliRunner

@@ -23,6 +23,7 @@ from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.sources import text
 from healthscore.sources.reader import (
+    _SQL_TYPES,
     LoadedSource,
     SourceError,
     literal,
@@ -164,11 +165,20 @@ class SourceSet:
         relation = f"source_{name}"
         table = frame.assign(_problem=None, _file=origin, _row=range(1, len(frame) + 1))
         table = table.astype({"_problem": "string", "_file": "string"})
+        # Typed by the standard columns, because an empty frame's columns have no
+        # type DuckDB can infer, and a join on such an account_id fails.
+        kinds = STANDARD_COLUMNS[kind]
+        select = ", ".join(
+            f"CAST({quote(column)} AS {_SQL_TYPES[kinds[column]]}) AS {quote(column)}"
+            if column in kinds
+            else quote(column)
+            for column in table.columns
+        )
         self.con.con.register("_incoming_frame", table)
         try:
             self.con.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {quote(relation)} AS "
-                "SELECT * FROM _incoming_frame"
+                f"SELECT {select} FROM _incoming_frame"
             )
         finally:
             self.con.con.unregister("_incoming_frame")
