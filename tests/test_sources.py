@@ -46,6 +46,15 @@ def test_csv_with_column_mapping(tmp_path):
     assert rows["timestamp"].iloc[2] == pd.Timestamp("2024-03-03 09:30:00")
 
 
+def events_file_content(frame: pd.DataFrame, name: str) -> object:
+    """Return `frame` as write_project writes the file `name`: text, rows or a frame."""
+    if name.endswith(".parquet"):
+        return frame.assign(timestamp=pd.to_datetime(frame["timestamp"]))
+    if name.endswith(".jsonl"):
+        return frame.to_dict(orient="records")
+    return frame.to_csv(index=False)
+
+
 @pytest.mark.parametrize("name", ["events.csv.gz", "events.parquet", "events.jsonl"])
 def test_every_format_gives_same_rows(tmp_path, name):
     frame = pd.DataFrame(
@@ -55,12 +64,7 @@ def test_every_format_gives_same_rows(tmp_path, name):
             "value": [1.5, 2.0],
         }
     )
-    if name.endswith(".parquet"):
-        content: object = frame.assign(timestamp=pd.to_datetime(frame["timestamp"]))
-    elif name.endswith(".jsonl"):
-        content = frame.to_dict(orient="records")
-    else:
-        content = frame.to_csv(index=False)
+    content = events_file_content(frame, name)
     config = minimal_config()
     config["sources"]["events"]["path"] = name
     project = write_project(
@@ -767,12 +771,7 @@ def test_empty_text_attribute_is_missing_in_every_format(tmp_path, name):
             "label": ["red", "", " "],
         }
     )
-    if name.endswith(".parquet"):
-        content: object = frame.assign(timestamp=pd.to_datetime(frame["timestamp"]))
-    elif name.endswith(".jsonl"):
-        content = frame.to_dict(orient="records")
-    else:
-        content = frame.to_csv(index=False)
+    content = events_file_content(frame, name)
     config = minimal_config()
     config["sources"]["events"]["path"] = name
     config["sources"]["events"]["attributes"] = {"label": "string"}
