@@ -284,3 +284,253 @@ def test_missing_sources_hide_source_checks(tmp_path: Path) -> None:
         "alerts.rules[0].to",
     }
     assert issues["sources"].message == "Field required"
+
+
+# PROJECT with its three problems fixed; the tests below add one kind of problem.
+VALID = (
+    PROJECT.replace("type: pager", "type: slack")
+    .replace("to: at_rsk", "to: at_risk")
+    .replace("logins_7d < 1", "logins_28d < 1")
+)
+
+
+def with_metrics(text: str) -> str:
+    """Return VALID with `text` added to the metrics, from line 15 on."""
+    return VALID.replace("scorecards:\n", text + "scorecards:\n", 1)
+
+
+def test_valid_base_project_passes(tmp_path: Path) -> None:
+    project = load_project(write(tmp_path / "p", VALID))
+
+    assert list(project.config.metrics) == ["logins_28d"]
+
+
+def test_impossible_dates_listed_with_others(tmp_path: Path) -> None:
+    text = PROJECT + (
+        "outcomes:\n  observed_until: 2026-13-01\nextra:\n  x: 2025-02-29\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "outcomes.observed_until",
+        "extra",
+        "extra.x",
+        "alerts.channels.team",
+        "alerts.rules[0].to",
+        "alerts.rules[1].condition",
+    }
+    assert issues["outcomes.observed_until"].line == 37
+    assert issues["outcomes.observed_until"].message.startswith(
+        "'2026-13-01' is not a valid date"
+    )
+    assert issues["extra.x"].line == 39
+    assert issues["extra.x"].message.startswith("'2025-02-29' is not a valid date")
+    assert issues["extra"].message == "unknown key"
+
+
+def test_valid_date_still_read(tmp_path: Path) -> None:
+    text = VALID + "outcomes:\n  observed_until: 2024-02-29\n"
+    project = load_project(write(tmp_path / "p", text))
+
+    assert str(project.config.outcomes.observed_until) == "2024-02-29"
+
+
+def test_impossible_date_in_json_output(tmp_path: Path) -> None:
+    root = write(tmp_path / "p", VALID + "outcomes: {observed_until: 2026-13-01}\n")
+
+    result = run("validate", "--project", root, "--json")
+
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert [(issue["line"], issue["key"]) for issue in data["issues"]] == [
+        (36, "outcomes.observed_until")
+    ]
+    assert "not a valid date" in data["issues"][0]["message"]
+
+
+def test_duplicate_keys_each_reported(tmp_path: Path) -> None:
+    text = with_metrics(
+        "  logins_28d:\n    type: count\n    source: events\n    window: 7d\n"
+    )
+    text = text.replace("  events:\n", "  events:\n    kind: events\n", 1)
+    text += "name: again\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"metrics.logins_28d", "sources.events.kind", "name"}
+    assert issues["metrics.logins_28d"].line == 16
+    assert issues["metrics.logins_28d"].message.startswith(
+        "key 'logins_28d' appears twice, first at line 11"
+    )
+    assert issues["sources.events.kind"].line == 8
+    assert "first at line 7" in issues["sources.events.kind"].message
+    assert issues["name"].line == 41
+    assert "first at line 1" in issues["name"].message
+
+
+def test_duplicate_section_listed_with_others(tmp_path: Path) -> None:
+    text = PROJECT + "metrics:\n  other:\n    type: count\n    source: events\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert issues["metrics"].line == 36
+    assert "key 'metrics' appears twice, first at line 9" in issues["metrics"].message
+    assert "alerts.channels.team" in issues
+
+
+@pytest.mark.parametrize("kind", ["sum", "mean", "min", "max"])
+def test_aggregate_of_text_column(tmp_path: Path, kind: str) -> None:
+    text = with_metrics(
+        f"  kinds:\n    type: {kind}\n    source: events\n    column: event_type\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"metrics.kinds.column"}
+    assert issues["metrics.kinds.column"].line == 18
+    assert issues["metrics.kinds.column"].message == (
+        f"column 'event_type' of source 'events' contains text, but {kind} needs "
+        "a number column; use one of: value"
+    )
+
+
+def test_aggregate_of_text_attribute(tmp_path: Path) -> None:
+    text = with_metrics(
+        "  plans:\n    type: sum\n    source: events\n    column: plan\n"
+    )
+    text = text.replace(
+        "    path: events.csv\n",
+        "    path: events.csv\n    attributes: {plan: string}\n",
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"metrics.plans.column"}
+    assert "contains text, but sum needs a number column" in (
+        issues["metrics.plans.column"].message
+    )
+
+
+@pytest.mark.parametrize(
+    ("base", "what"),
+    [
+        ("    type: days_since\n    source: events\n", "is of type days_since"),
+        ("    type: count\n    source: events\n", "has no window"),
+        ("    type: change\n    of: logins_28d\n", "is of type change"),
+    ],
+)
+def test_change_of_unwindowed_metric(tmp_path: Path, base: str, what: str) -> None:
+    text = with_metrics(f"  base:\n{base}  trend:\n    type: change\n    of: base\n")
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"metrics.trend.of"}
+    assert issues["metrics.trend.of"].line == 20
+    assert issues["metrics.trend.of"].message.startswith(f"metric 'base' {what}, ")
+    assert "(logins_28d)" in issues["metrics.trend.of"].message
+
+
+def test_change_of_windowed_metric_passes(tmp_path: Path) -> None:
+    text = with_metrics("  trend:\n    type: change\n    of: logins_28d\n")
+
+    assert "trend" in load_project(write(tmp_path / "p", text)).config.metrics
+
+
+def test_milestone_start_column_checked(tmp_path: Path) -> None:
+    text = with_metrics(
+        "  to_login:\n"
+        "    type: days_to_milestone\n"
+        "    source: events\n"
+        "    start_column: contract_begin\n"
+        "  to_owner:\n"
+        "    type: days_to_milestone\n"
+        "    source: events\n"
+        "    start_column: owner\n"
+        "  to_renewal:\n"
+        "    type: days_to_milestone\n"
+        "    source: events\n"
+        "    start_column: contract_start\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "metrics.to_login.start_column",
+        "metrics.to_owner.start_column",
+    }
+    unknown = issues["metrics.to_login.start_column"]
+    assert unknown.line == 18
+    assert unknown.message.startswith("unknown column 'contract_begin' of the accounts")
+    assert unknown.suggestion == "contract_start"
+    text_column = issues["metrics.to_owner.start_column"]
+    assert text_column.line == 22
+    assert text_column.message.startswith(
+        "column 'owner' of the accounts source is of type string, but start_column "
+        "needs a date or timestamp column"
+    )
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "    type: count\n",
+        "    type: distinct_count\n    column: owner\n",
+        "    type: sum\n    column: arr\n",
+        "    type: latest\n    column: arr\n",
+        "    type: days_since\n",
+    ],
+)
+def test_row_metric_on_accounts_source(tmp_path: Path, metric: str) -> None:
+    text = with_metrics(f"  rows:\n    source: accounts\n{metric}")
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"metrics.rows.source"}
+    assert issues["metrics.rows.source"].line == 16
+    assert issues["metrics.rows.source"].message.startswith(
+        "source 'accounts' is the accounts source, which has one row per account"
+    )
+
+
+def test_guard_source_checked(tmp_path: Path) -> None:
+    text = VALID + "  guard:\n    max_age: {event: 2d, accounts: 1d, events: 2d}\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "alerts.guard.max_age.event",
+        "alerts.guard.max_age.accounts",
+    }
+    unknown = issues["alerts.guard.max_age.event"]
+    assert unknown.line == 37
+    assert unknown.message.startswith("unknown source 'event'")
+    assert unknown.suggestion == "events"
+    assert "have no date" in issues["alerts.guard.max_age.accounts"].message
+
+
+def test_validation_files_and_columns_checked(tmp_path: Path) -> None:
+    text = VALID + (
+        "validation:\n"
+        "  shadow: [proposed.yml, missing.yml]\n"
+        "  label_column: {column: churned}\n"
+    )
+    root = write(tmp_path / "p", text)
+    (root / "proposed.yml").write_text("scorecards: []\n", encoding="utf-8")
+    issues = keyed(issues_of(root))
+
+    assert set(issues) == {
+        "validation.shadow[1]",
+        "validation.label_column.column",
+    }
+    assert issues["validation.shadow[1]"].line == 37
+    assert issues["validation.shadow[1]"].message.startswith(
+        f"shadow scorecard file 'missing.yml' not found (relative to {root})"
+    )
+    assert issues["validation.label_column.column"].line == 38
+    assert issues["validation.label_column.column"].message.startswith(
+        "unknown column 'churned' of the accounts source"
+    )
+
+
+def test_label_column_attribute_passes(tmp_path: Path) -> None:
+    text = (
+        VALID.replace(
+            "    path: accounts.csv\n",
+            "    path: accounts.csv\n    attributes: {churned: string}\n",
+        )
+        + "validation:\n  label_column: {column: churned}\n"
+    )
+
+    load_project(write(tmp_path / "p", text))

@@ -24,9 +24,13 @@ from healthscore.config.models import (
     BUILTIN_SOURCES,
     DEFER_REFERENCES,
     STANDARD_COLUMNS,
+    AggregateMetric,
     ChangeMetric,
+    CountMetric,
+    DistinctCountMetric,
     FormulaMetric,
     MetricConfig,
+    MilestoneMetric,
     NpsMetric,
     ProjectConfig,
     RateMetric,
@@ -34,9 +38,11 @@ from healthscore.config.models import (
     ScorecardConfig,
     SentimentMetric,
     SourceConfig,
+    SourceMetric,
     TenureMetric,
 )
 from healthscore.config.partial import (
+    KeyPath,
     Unparsed,
     parse_partially,
     unwrap_annotation,
@@ -195,11 +201,13 @@ def load_project(directory: str | Path = ".") -> Project:
                 )
             ]
         ) from None
-    data, lines = _parse_yaml(text, str(file))
+    data, lines, node_issues = _parse_yaml(text, str(file))
     try:
         config = ProjectConfig.model_validate(data, context=DEFER_REFERENCES)
     except ValidationError as exc:
-        issues = _pydantic_issues(exc, str(file), lines, data)
+        issues = node_issues + _pydantic_issues(
+            exc, str(file), lines, data, {issue.key for issue in node_issues}
+        )
         # The parts that parsed are cross-checked too, so one run lists every
         # problem. Names whose definitions failed count as defined.
         partial = parse_partially(data)
@@ -208,17 +216,31 @@ def load_project(directory: str | Path = ".") -> Project:
             issues += _reference_issues(partial_project, lines, partial[1])
         raise ConfigError(issues) from None
     project = Project(root=root, config=config)
-    issues = list(_reference_issues(project, lines, Unparsed()))
+    issues = node_issues + list(_reference_issues(project, lines, Unparsed()))
     if issues:
         raise ConfigError(issues)
     record_project_columns(config)
     return project
 
 
-def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _parse_yaml(
+    text: str, file: str
+) -> tuple[Any, dict[KeyPath, int], list[ConfigIssue]]:
+    """Parse `text` into settings, the line of each key path, and node problems.
+
+    The node problems are impossible dates, which are kept as text, and keys that
+    appear twice in one mapping. They are listed with the model problems instead of
+    stopping the load, as PyYAML's own construction would.
+    """
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        issues = _node_issues(loader, node, file)
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -230,6 +252,8 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple[str | int, ...], 
                 )
             ]
         ) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(
             [
@@ -238,9 +262,78 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple[str | int, ...], 
                 )
             ]
         )
-    lines: dict[tuple[str | int, ...], int] = {}
+    lines: dict[KeyPath, int] = {}
     _index_lines(node, (), lines)
-    return data, lines
+    return data, lines, issues
+
+
+def _node_issues(
+    loader: yaml.SafeLoader, root: yaml.Node | None, file: str
+) -> list[ConfigIssue]:
+    """Find impossible dates and repeated keys in the composed YAML.
+
+    An impossible date such as 2026-13-01 gets the string tag, so it is constructed
+    as text and the model reports no second problem for it.
+    """
+    issues: list[ConfigIssue] = []
+    seen: set[int] = set()  # anchors let one node appear at several places
+
+    def visit(node: yaml.Node, path: KeyPath) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TIMESTAMP_TAG:
+            if not _is_valid_timestamp(loader, node):
+                node.tag = "tag:yaml.org,2002:str"
+                issues.append(
+                    ConfigIssue(
+                        file=file,
+                        line=line,
+                        key=format_key(path),
+                        message=f"{node.value!r} is not a valid date; write a real "
+                        "date as YYYY-MM-DD, or quote the value if it is text",
+                    )
+                )
+        elif isinstance(node, yaml.MappingNode):
+            first_lines: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                key_path = (*path, key)
+                key_line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                    if key in first_lines:
+                        issues.append(
+                            ConfigIssue(
+                                file=file,
+                                line=key_line,
+                                key=format_key(key_path),
+                                message=f"key {key!r} appears twice, first at line "
+                                f"{first_lines[key]}; only the later one would be "
+                                "read, so remove or rename one of them",
+                            )
+                        )
+                    else:
+                        first_lines[key] = key_line
+                visit(key_node, key_path)
+                visit(value_node, key_path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                visit(item, (*path, index))
+
+    if root is not None:
+        visit(root, ())
+    return issues
+
+
+def _is_valid_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    if loader.timestamp_regexp.match(node.value) is None:
+        return False  # an explicit !!timestamp tag on text of another form
+    try:
+        loader.construct_yaml_timestamp(node)
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 def _index_lines(
@@ -275,12 +368,22 @@ def _pydantic_issues(
     file: str,
     lines: dict[tuple[str | int, ...], int],
     data: Any,
+    invalid_dates: Set[str] = frozenset(),
 ) -> list[ConfigIssue]:
+    """Turn model errors into issues.
+
+    `invalid_dates` contains the keys whose impossible dates `_parse_yaml` reported,
+    so the model's failure to parse them as dates is left out.
+    """
     issues = []
     for error in exc.errors():
         # Discriminated unions add the tag (e.g. 'count') to the location.
         path = tuple(part for part in error["loc"] if isinstance(part, str | int))
         path = _strip_union_tags(path, error)
+        if format_key(path) in invalid_dates and error["type"].startswith(
+            ("date", "time")
+        ):
+            continue
         suggestion = None
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -429,6 +532,7 @@ def _reference_issues(
     yield from _source_issues(project, issue)
     yield from _extension_issues(project, issue, unparsed)
     yield from _metric_issues(config, issue, unparsed)
+    yield from _metric_kind_issues(config, issue, unparsed)
     yield from _text_metric_issues(config, issue)
     for index, scorecard in enumerate(config.scorecards):
         for component, settings in scorecard.components.items():
@@ -445,7 +549,9 @@ def _reference_issues(
                     )
         yield from _scorecard_column_issues(config, index, issue, unparsed)
     yield from _alert_issues(config, issue, unparsed)
+    yield from _guard_issues(config, issue, unparsed)
     yield from _playbook_issues(config, issue, unparsed)
+    yield from _validation_issues(project, issue, unparsed)
     if (
         config.scoring.population == "active"
         and not config.sources_of_kind("subscriptions")
@@ -613,6 +719,183 @@ def _metric_issues(
                     ("metrics", name, "exposure"),
                     "exposure tenure needs exactly one tenure metric, or tenure_metric",
                 )
+
+
+#: Metric types that `change` can compare with the window before, when they have
+#: a window: the metrics whose value over the previous window one scan computes.
+_CHANGE_BASES = (
+    CountMetric,
+    DistinctCountMetric,
+    AggregateMetric,
+    RateMetric,
+    SentimentMetric,
+    NpsMetric,
+)
+
+
+def _metric_kind_issues(
+    config: ProjectConfig, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
+    """Find metrics whose source, column or base metric is of a kind they cannot use.
+
+    These settings name things that exist, so `_metric_issues` passes them, but
+    scoring fails on them.
+    """
+    for name, metric in config.metrics.items():
+        yield from _source_kind_issues(config, name, metric, issue)
+        if isinstance(metric, ChangeMetric):
+            base = config.metrics.get(metric.of)
+            if base is None:
+                continue  # _metric_issues reports an unknown metric
+            windowed = isinstance(base, _CHANGE_BASES) and base.window is not None
+            if not windowed:
+                fitting = sorted(
+                    other
+                    for other, candidate in config.metrics.items()
+                    if isinstance(candidate, _CHANGE_BASES)
+                    and candidate.window is not None
+                )
+                problem = (
+                    "has no window"
+                    if isinstance(base, _CHANGE_BASES)
+                    else f"is of type {base.type}"
+                )
+                examples = ", ".join(fitting[:5]) + (", ..." if fitting[5:] else "")
+                yield issue(
+                    ("metrics", name, "of"),
+                    f"metric {metric.of!r} {problem}, but change compares a count, "
+                    "distinct_count, sum, mean, min, max, rate, sentiment or nps "
+                    "metric with a window against the window before; name such a "
+                    f"metric ({examples or 'the project has none'})",
+                )
+        if isinstance(metric, MilestoneMetric) and metric.start_column is not None:
+            yield from _start_column_issues(config, name, metric, issue, unparsed)
+
+
+def _source_kind_issues(
+    config: ProjectConfig, name: str, metric: MetricConfig, issue: Any
+) -> Iterator[ConfigIssue]:
+    """Find a row metric on the accounts source, or an aggregate of a text column."""
+    if not isinstance(metric, SourceMetric):
+        return
+    source = (
+        config.sources.get(metric.source)
+        or _builtin_source(metric.source)
+        or rollup_settings(config, metric.source)
+    )
+    if source is None:
+        return  # _metric_issues reports an unknown source
+    if source.kind == "accounts" and not isinstance(metric, TenureMetric):
+        yield issue(
+            ("metrics", name, "source"),
+            f"source {metric.source!r} is the accounts source, which has one row per "
+            f"account and no rows over time, so a {metric.type} metric cannot read "
+            "it; read a source of another kind, or use type attribute to take an "
+            "accounts column as it is",
+        )
+    if isinstance(metric, AggregateMetric):
+        types = {**STANDARD_COLUMNS[source.kind], **source.attribute_types()}
+        if types.get(metric.column) == "string":
+            numbers = sorted(c for c, kind in types.items() if kind == "number")
+            hint = (
+                f"use one of: {', '.join(numbers)}"
+                if numbers
+                else "declare a column of type number under attributes of the source"
+            )
+            yield issue(
+                ("metrics", name, "column"),
+                f"column {metric.column!r} of source {metric.source!r} contains "
+                f"text, but {metric.type} needs a number column; {hint}",
+            )
+
+
+def _start_column_issues(
+    config: ProjectConfig,
+    name: str,
+    metric: MilestoneMetric,
+    issue: Any,
+    unparsed: Unparsed,
+) -> Iterator[ConfigIssue]:
+    """Find a `start_column` that is no date or timestamp column of the accounts."""
+    if not config.sources_of_kind("accounts"):
+        return  # reported as a missing accounts source
+    accounts = config.sources[config.accounts_source()]
+    types = {**STANDARD_COLUMNS["accounts"], **accounts.attribute_types()}
+    dates = sorted(c for c, kind in types.items() if kind in ("date", "timestamp"))
+    column = metric.start_column
+    found = types.get(str(column))
+    path = ("metrics", name, "start_column")
+    if found is None and not unparsed.touches(("sources",)):
+        yield issue(
+            path,
+            f"unknown column {column!r} of the accounts source; start_column needs "
+            f"a date or timestamp column of it ({', '.join(dates)})",
+            dates,
+        )
+    elif found is not None and found not in ("date", "timestamp"):
+        yield issue(
+            path,
+            f"column {column!r} of the accounts source is of type {found}, but "
+            f"start_column needs a date or timestamp column; use one of: "
+            f"{', '.join(dates)}, or declare the column as date under attributes",
+        )
+
+
+def _guard_issues(
+    config: ProjectConfig, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
+    """Find sources in `alerts.guard.max_age` that are unknown or have no dates."""
+    for name in config.alerts.guard.max_age:
+        path = ("alerts", "guard", "max_age", name)
+        source = config.sources.get(name)
+        if source is None and not unparsed.defines(("sources",), name):
+            yield issue(
+                path,
+                f"unknown source {name!r}; max_age takes the sources "
+                f"{', '.join(config.sources)}",
+                config.sources,
+                word=name,
+            )
+        elif source is not None and source.kind == "accounts":
+            yield issue(
+                path,
+                f"source {name!r} is the accounts source, whose rows have no date; "
+                "list a source with timestamps or subscription starts",
+            )
+
+
+def _validation_issues(
+    project: Project, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
+    """Find missing shadow scorecard files and an unknown label column."""
+    settings = project.config.validation
+    for index, shadow in enumerate(settings.shadow):
+        try:
+            found = project.path(shadow).is_file()
+        except ValueError as exc:
+            yield issue(("validation", "shadow", index), str(exc))
+            continue
+        if not found:
+            yield issue(
+                ("validation", "shadow", index),
+                f"shadow scorecard file {shadow!r} not found (relative to "
+                f"{project.root}); write it with `healthscore learn` or fix the path",
+            )
+    label = settings.label_column
+    config = project.config
+    if label is None or not config.sources_of_kind("accounts"):
+        return
+    if unparsed.touches(("sources",)):
+        return  # a source that failed may have declared the column
+    accounts = config.sources[config.accounts_source()]
+    columns = set(STANDARD_COLUMNS["accounts"]) | set(accounts.attribute_types())
+    if label.column not in columns:
+        yield issue(
+            ("validation", "label_column", "column"),
+            f"unknown column {label.column!r} of the accounts source; name a "
+            "standard column or declare it under attributes of the accounts source",
+            columns,
+        )
 
 
 def _text_metric_issues(config: ProjectConfig, issue: Any) -> Iterator[ConfigIssue]:
