@@ -233,7 +233,13 @@ DATABASE_SCHEMES = ("postgresql://", "postgres://", "duckdb://")
 
 class SourceConfig(StrictModel):
     """One input table: a file or glob of CSV (gzip too), Parquet or JSON Lines, or
-    a table of a database (`table` and `connection` instead of `path`)."""
+    a table of a database (`table` and `connection` instead of `path`).
+
+    Values of CSV and JSON Lines files are read as text and converted to their
+    column's type row by row, so a value that does not convert excludes only its
+    row, with the reason `unparseable_value`. An empty text value is missing in
+    every format. The Parquet and JSON Lines files of one glob are matched by
+    column name, and a column that a file lacks is missing in that file's rows."""
 
     kind: SourceKind = Field(
         description="What the rows are; sets the standard columns, listed under "
