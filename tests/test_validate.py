@@ -534,3 +534,17 @@ def test_label_column_attribute_passes(tmp_path: Path) -> None:
     )
 
     load_project(write(tmp_path / "p", text))
+
+
+def test_empty_window_and_rate_period_rejected(tmp_path: Path) -> None:
+    text = with_metrics(
+        "  empty:\n    type: count\n    source: events\n    window: 0d\n"
+        "  rate:\n    type: rate\n    source: events\n    window: 28d\n    per: 0d\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"metrics.empty.window.length", "metrics.rate.per"}
+    assert (
+        "a window of 0d covers no day" in issues["metrics.empty.window.length"].message
+    )
+    assert "the rate's period of 0d covers no day" in issues["metrics.rate.per"].message

@@ -475,7 +475,16 @@ class WindowConfig(StrictModel):
     @field_validator("length", mode="before")
     @classmethod
     def _parse_length(cls, value: Any) -> Duration:
-        return parse_duration(value)
+        return _positive(parse_duration(value), "a window")
+
+
+def _positive(duration: Duration, what: str) -> Duration:
+    """Return `duration`, or raise ValueError when it is not at least 1 day."""
+    if duration.amount < 1:
+        raise ValueError(
+            f"{what} of {duration} covers no day; write at least 1d, 1w or 1mo"
+        )
+    return duration
 
 
 def _parse_window(value: Any) -> Any:
@@ -579,6 +588,11 @@ class RateMetric(WindowedMetric):
     @classmethod
     def _durations(cls, value: Any) -> Duration | None:
         return None if value is None else parse_duration(value)
+
+    @field_validator("per")
+    @classmethod
+    def _per_positive(cls, value: Duration) -> Duration:
+        return _positive(value, "the rate's period")
 
 
 class TenureMetric(SourceMetric):
