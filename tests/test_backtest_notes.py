@@ -170,3 +170,11 @@ def test_long_shadow_name_folds_at_separators(column_project, tmp_path):
     # Each line ends after a separator, except the last.
     assert all(piece[-1] in ":/._-" for piece in pieces[:-1]), pieces
     assert all(len(line) <= 80 for line in stdout.splitlines())
+
+
+def test_drivers_leave_out_lead_time_note(column_project):
+    stdout, stderr = run("drivers", "--project", str(column_project))
+
+    output = unwrapped(stdout + "\n" + stderr)
+    assert "no lead time" not in output
+    assert "observations on 1 as-of date" in output

@@ -152,11 +152,13 @@ def load_observations(
     backfill: bool,
     *,
     note_label_source: bool = True,
+    lead_time: bool = True,
 ) -> Observations:
     """Build the labelled observations of the selected dates and note their counts.
 
     The note names the label source too, unless `note_label_source` is False for a
-    command that prints it with its results.
+    command that prints it with its results. Without `lead_time`, for a command
+    that reports no lead time, a note about its absence is left out.
     """
     dates = select_dates(project, start, end, every, backfill)
     try:
@@ -164,7 +166,8 @@ def load_observations(
     except MissingSnapshotsError as exc:
         raise ValueError(str(exc)) from None
     for line in observations.notes:
-        note_wrapped(line)
+        if lead_time or not isinstance(line, LeadTimeNote):
+            note_wrapped(line)
     churned, retained = observations.labelled().label_counts
     unlabelled = len(observations.frame) - churned - retained
     note_wrapped(
@@ -461,7 +464,9 @@ def drivers(
     from healthscore.models.drivers import segment_drivers
 
     project = open_project(project_dir)
-    observations = load_observations(project, start, end, every, backfill)
+    observations = load_observations(
+        project, start, end, every, backfill, lead_time=False
+    )
     frame, notes = segment_drivers(observations, project.config.validation.min_churned)
     if json_output:
         print_json({"drivers": to_json(frame.to_dict("records")), "notes": notes})
