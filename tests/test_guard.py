@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healthscore.config import Project
+from healthscore.config import ConfigError, Project
 from healthscore.config.alerts import GuardSettings
 from healthscore.config.models import ProjectConfig
 from healthscore.metrics import MetricTable
@@ -290,17 +290,15 @@ def test_stale_source_holds_real_run(tmp_path):
 def test_max_age_of_undated_source_rejected(tmp_path):
     config = minimal_config(alerts={"guard": {"max_age": {"accounts": "2d"}}})
     files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
-    project = write_project(tmp_path, config, files)
-    run = make_run(project, AS_OF, {"a1": 50})
 
-    with (
-        StateStore.open("sqlite:///s.db", tmp_path) as state,
-        pytest.raises(
-            ValueError,
-            match="names source 'accounts' of kind accounts, whose rows have",
-        ),
-    ):
-        evaluate_alerts(project, run, SnapshotStore(tmp_path / "x"), state, now=NOW)
+    with pytest.raises(ConfigError) as caught:
+        write_project(tmp_path, config, files)
+
+    (issue,) = caught.value.issues
+    assert issue.key == "alerts.guard.max_age.accounts"
+    assert "source 'accounts' is the accounts source, whose rows have no date" in (
+        issue.message
+    )
 
 
 def test_newer_data_passes(tmp_path):
