@@ -443,7 +443,8 @@ class SourceConfig(StrictModel):
             # The extension may come from a variable, as in `path: ${EVENTS_FILE}`.
             lowered = expand_variables(self.path).lower()
         except ValueError:
-            lowered = self.path.lower()  # the unset variable is reported elsewhere
+            # The loader reports the unset variable itself.
+            lowered = self.path.lower()
         for suffix, name in (
             (".csv.gz", "csv"),
             (".csv", "csv"),
@@ -478,11 +479,14 @@ class WindowConfig(StrictModel):
         return _positive(parse_duration(value), "a window")
 
 
-def _positive(duration: Duration, what: str) -> Duration:
-    """Return `duration`, or raise ValueError when it is not at least 1 day."""
+def _positive(duration: Duration, setting: str) -> Duration:
+    """Return `duration`, or raise ValueError when it is not at least 1 day.
+
+    `setting` names the duration in the message, as "a window".
+    """
     if duration.amount < 1:
         raise ValueError(
-            f"{what} of {duration} covers no day; write at least 1d, 1w or 1mo"
+            f"{setting} of {duration} covers no day; write at least 1d, 1w or 1mo"
         )
     return duration
 
