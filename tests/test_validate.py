@@ -548,3 +548,18 @@ def test_empty_window_and_rate_period_rejected(tmp_path: Path) -> None:
         "a window of 0d covers no day" in issues["metrics.empty.window.length"].message
     )
     assert "the rate's period of 0d covers no day" in issues["metrics.rate.per"].message
+
+
+def test_problems_listed_in_file_order(tmp_path: Path) -> None:
+    # The unknown metric of the measure comes before the channel's model problem.
+    text = PROJECT.replace("- metric: logins_28d", "- metric: logins_29d")
+    issues = issues_of(write(tmp_path / "p", text))
+
+    assert [issue.key for issue in issues] == [
+        "scorecards[0].components.usage.measures[0].metric",
+        "alerts.channels.team",
+        "alerts.rules[0].to",
+        "alerts.rules[1].condition",
+    ]
+    lines = [issue.line for issue in issues]
+    assert lines == sorted(lines)

@@ -88,6 +88,14 @@ def expand_variables(text: str, environ: Mapping[str, str] | None = None) -> str
     return _VARIABLE.sub(replace, text)
 
 
+def _by_line(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """Order problems as they appear in the file; those without a line go first.
+
+    The sort is stable, so problems of one line keep the order they were found in.
+    """
+    return sorted(issues, key=lambda issue: issue.line or 0)
+
+
 @dataclass(frozen=True)
 class ConfigIssue:
     """One problem found in a project file."""
@@ -214,11 +222,11 @@ def load_project(directory: str | Path = ".") -> Project:
         if partial is not None:
             partial_project = Project(root=root, config=partial[0])
             issues += _reference_issues(partial_project, lines, partial[1])
-        raise ConfigError(issues) from None
+        raise ConfigError(_by_line(issues)) from None
     project = Project(root=root, config=config)
     issues = node_issues + list(_reference_issues(project, lines, Unparsed()))
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(_by_line(issues))
     record_project_columns(config)
     return project
 
