@@ -27,7 +27,7 @@ from healthscore.sources.csv_rows import (
     fields_count,
     find_field_count_error,
 )
-from healthscore.sources.reader import SourceError, literal, quote
+from healthscore.sources.reader import SourceError, file_list, literal, quote
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _read_join(
         )
     for file in files:
         _check_header(name, setting, file, join)
-    names = "[" + ", ".join(literal(file) for file in files) + "]"
+    names = file_list(files)
     scan = (
         f"read_csv({names}, all_varchar = true, header = true, "
         f"delim = {literal(join.delimiter)}, filename = true, union_by_name = true)"

@@ -72,6 +72,11 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def file_list(files: list[str]) -> str:
+    """Return `files` as a DuckDB list literal, for read_csv and its siblings."""
+    return "[" + ", ".join(literal(file) for file in files) + "]"
+
+
 def resolve_files(project: Project, name: str, source: SourceConfig) -> list[str]:
     """Expand the source's path or glob into sorted file names."""
     if source.table is not None:
@@ -190,7 +195,7 @@ def _scan_sql(
     text_keys: list[str] | None = None,
 ) -> str:
     """Return the scan of a source's files; JSON Lines keys in `text_keys` as text."""
-    names = "[" + ", ".join(literal(file) for file in files) + "]"
+    names = file_list(files)
     if file_format == "csv":
         return (
             f"read_csv({names}, all_varchar = true, header = true, "
@@ -221,19 +226,15 @@ def _late_json_keys(
     for a value of it anywhere, so a key that first appears late is still read. A
     key whose every value is null counts as missing.
     """
-    wanted = [source.file_column(column) for column in STANDARD_COLUMNS[source.kind]]
-    wanted += list(source.attributes)
-    missing = [column for column in dict.fromkeys(wanted) if column not in sampled]
+    expected = [source.file_column(column) for column in STANDARD_COLUMNS[source.kind]]
+    expected += list(source.attributes)
+    missing = [column for column in dict.fromkeys(expected) if column not in sampled]
     if not missing:
         return []
-    keys = ", ".join(f"{literal(key)}: 'VARCHAR'" for key in missing)
-    names = "[" + ", ".join(literal(file) for file in files) + "]"
     counts = ", ".join(f"count({quote(key)})" for key in missing)
+    scan = _scan_sql("jsonl", files, source, text_keys=missing)
     try:
-        found = con.execute(
-            f"SELECT {counts} FROM read_json({names}, "
-            f"format = 'newline_delimited', columns = {{{keys}}})"
-        ).fetchone()
+        found = con.execute(f"SELECT {counts} FROM {scan}").fetchone()
     except duckdb.Error:
         return []  # the scan of the files reports the problem itself
     assert found is not None
@@ -418,7 +419,7 @@ def complete_columns(
     milliseconds, and evaluating the checks took about 0.15 s per scan of 20
     million rows.
     """
-    names = "[" + ", ".join(literal(file) for file in files) + "]"
+    names = file_list(files)
     try:
         rows = con.execute(
             "WITH footers AS (SELECT * FROM parquet_metadata("

@@ -25,7 +25,7 @@ from healthscore.sources.reader import (
     _SQL_TYPES,
     LoadedSource,
     SourceError,
-    literal,
+    file_list,
     quote,
 )
 
@@ -100,7 +100,7 @@ def _create_view(
 ) -> None:
     """Create `relation` with typed `columns`, NULL where no stored file has one."""
     if files:
-        names = "[" + ", ".join(literal(file) for file in files) + "]"
+        names = file_list(files)
         scan = (
             f"read_parquet({names}, union_by_name = true, filename = true, "
             "file_row_number = true, hive_partitioning = false)"
