@@ -397,7 +397,7 @@ def test_csm_notes_metric_without_notes(tmp_path):
     assert result.accounts == {day: 3 for day in dates}
 
 
-def test_metric_on_column_the_files_lack_fails_clearly(tmp_path):
+def test_metric_on_missing_column_fails(tmp_path):
     from typer.testing import CliRunner
 
     from healthscore.cli import app
@@ -424,13 +424,13 @@ def test_metric_on_column_the_files_lack_fails_clearly(tmp_path):
         assert "Traceback" not in result.output
 
 
-def test_parquet_scan_summary_matches_full_scans(tmp_path, monkeypatch):
+def test_parquet_scan_summary_matches_scans(tmp_path, monkeypatch):
     """Parquet rows without checks take their summary from the metric scan."""
     import io
 
     from healthscore.sources import SourceSet
 
-    # A row of an account not in the accounts file and rows after the point; no
+    # A row of an account not in the accounts file, and rows after the point. No
     # row misses a value, so the Parquet view has no row checks.
     rows = EVENTS + (
         "a9,2024-03-31 12:00:00,login,u1,1\na2,2024-05-01 00:00:00,login,u1,1\n"

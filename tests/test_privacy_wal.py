@@ -1,4 +1,4 @@
-"""Erasure from a SQLite store that a service holds open in WAL mode.
+"""Erasure from a SQLite store that a service keeps open in WAL mode.
 
 The tests read the raw bytes of `state.db` and `state.db-wal`, because an erased
 row is only gone when no file on disk still contains its text.

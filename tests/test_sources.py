@@ -591,7 +591,7 @@ def _events_view(sources) -> str:
         (["a1", "", "a3", "a1"], 1),
     ],
 )
-def test_parquet_footers_decide_the_missing_value_check(tmp_path, account_ids, missing):
+def test_parquet_footers_decide_checks(tmp_path, account_ids, missing):
     sources = load(_parquet_project(tmp_path, account_ids))
     report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
     assert report.rows_read == 4
@@ -602,7 +602,7 @@ def test_parquet_footers_decide_the_missing_value_check(tmp_path, account_ids, m
     assert checked == (missing > 0)
 
 
-def test_parquet_without_statistics_keeps_the_checks(tmp_path):
+def test_parquet_without_statistics_keeps_checks(tmp_path):
     sources = load(
         _parquet_project(tmp_path, ["a1", "a2", "a3", "a1"], write_statistics=False)
     )
@@ -613,7 +613,7 @@ def test_parquet_without_statistics_keeps_the_checks(tmp_path):
     assert report.rows_used == 4
 
 
-def test_jsonl_bad_value_after_type_sample_is_one_bad_row(tmp_path):
+def test_jsonl_bad_value_after_sample(tmp_path):
     """DuckDB infers a JSON key's type from the first 20,480 lines only."""
     good = {"account_id": "a1", "timestamp": "2024-03-01 10:00:00", "value": 2}
     rows = [good] * 20_600 + [
@@ -700,7 +700,7 @@ def test_parquet_metric_scan_builds_row_summary(tmp_path, monkeypatch):
     }
 
 
-def test_jsonl_key_first_seen_after_type_sample(tmp_path):
+def test_jsonl_late_key_is_read(tmp_path):
     """DuckDB lists the keys of the first 20,480 lines only."""
     early = {"account_id": "a1", "timestamp": "2024-03-01 10:00:00"}
     late = {**early, "value": 3, "plan": "pro"}
@@ -763,7 +763,7 @@ def test_parquet_glob_with_differing_columns(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["events.csv", "events.parquet", "events.jsonl"])
-def test_empty_text_attribute_is_missing_in_every_format(tmp_path, name):
+def test_empty_text_missing_in_every_format(tmp_path, name):
     frame = pd.DataFrame(
         {
             "account_id": ["a1", "a1", "a2"],

@@ -132,7 +132,7 @@ def test_folded_rows_measure_wide_characters():
     lines = console.export_text().splitlines()
 
     assert all(cell_len(line.rstrip()) <= 60 for line in lines)
-    # The first line holds the headers.
+    # The first line contains the headers.
     pieces = [p for line in lines[1:] for p in re.findall(r"[a-z_]+", line)]
     assert "".join(pieces) == name
     assert all(piece.endswith("_") for piece in pieces[:-1])

@@ -35,7 +35,7 @@ KeyPath = tuple[str | int, ...]
 #: collection or section fails as a whole once an entry is gone, as the bands do
 #: when the remaining ones leave a gap, and each such round moves one level up. No
 #: collection of ProjectConfig lies more than three model levels deep (for example
-#: `privacy.pseudonymize.columns`), so 10 leaves room to spare.
+#: `privacy.pseudonymize.columns`), so 10 rounds is an estimate with room to spare.
 MAX_ROUNDS = 10
 
 

@@ -412,11 +412,11 @@ def complete_columns(
     """Columns of Parquet `files` whose footers rule out a missing or blank value.
 
     `file_types` gives each column's DuckDB type. A column qualifies when every row
-    group of every file has it with a null count of 0 and, for text, a minimum
-    whose first character sorts after a space: a blank value ('' or one starting
-    with a space) would sort before it. A writer that leaves out statistics, or
-    truncates a minimum to '', keeps the checks. Reading the footers takes
-    milliseconds, and evaluating the checks took about 0.15 s per scan of 20
+    group of every file has it with a null count of 0. A text column must also have
+    a minimum whose first character sorts after a space, because a blank value (''
+    or one starting with a space) would sort before it. A writer that leaves out
+    statistics, or truncates a minimum to '', keeps the checks. Reading the footers
+    takes milliseconds, and evaluating the checks took about 0.15 s per scan of 20
     million rows.
     """
     names = file_list(files)
