@@ -169,7 +169,7 @@ def test_cli_forget_warns_and_rerun_truncates(project, service, monkeypatch):
     service.rollback()
     rerun = run_cli(*forget_args, "--project", project.root)
 
-    assert blocked.exit_code == 0, blocked.output
+    assert blocked.exit_code == 2, blocked.output
     assert "Erased 1 row of the account." in blocked.output
     wal = str(wal_file(project))
     database = wal.removesuffix("-wal")
@@ -211,3 +211,19 @@ def test_forget_note_on_any_store(tmp_path, store_url):
     assert report.state_rows == {"notes": 1}
     assert report.uncheckpointed_wal is None
     assert remaining == []
+
+
+def test_cli_rerun_still_blocked_exits_2(project, service, monkeypatch):
+    monkeypatch.setattr(erase_module, "CHECKPOINT_TIMEOUT_MS", 50)
+    add_note(service, ACCOUNT, ACCOUNT_NOTE)
+    note_texts_in_transaction(service)
+    forget_args = ("forget", "--account", ACCOUNT, "--author", "dpo", "--yes")
+
+    first = run_cli(*forget_args, "--project", project.root)
+    # The reader's transaction is still open, so the rerun cannot truncate either.
+    rerun = run_cli(*forget_args, "--project", project.root, "--json")
+    service.rollback()
+
+    assert first.exit_code == 2, first.output
+    assert rerun.exit_code == 2, rerun.output
+    assert f'"uncheckpointed_wal": "{wal_file(project)}"' in rerun.output

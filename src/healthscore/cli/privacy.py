@@ -114,6 +114,7 @@ def forget_command(
             )
             _warn_skipped(plan)
             _warn_wal(plan)
+        _exit_if_log_kept(plan)
         return
     if not yes:
         _print_report(plan, json_output=False, to_stderr=True)
@@ -122,6 +123,18 @@ def forget_command(
             raise typer.Exit(code=1)
     done = forget(project, subject, author=author or "", output_folders=folders)
     _print_report(done, json_output)
+    _exit_if_log_kept(done)
+
+
+#: Exit status of `forget` when the erasure was committed but SQLite's write-ahead
+#: log could not be truncated, so erased rows may remain in a file until a rerun.
+LOG_KEPT_STATUS = 2
+
+
+def _exit_if_log_kept(report: ErasureReport) -> None:
+    """Exit with LOG_KEPT_STATUS when the report names a log that may hold rows."""
+    if report.uncheckpointed_wal is not None:
+        raise typer.Exit(code=LOG_KEPT_STATUS)
 
 
 def _print_report(
