@@ -343,3 +343,40 @@ def test_grouped_notes_name_folds():
     assert grouped_notes(notes, folds) == [
         "fold 1 to fold 3, fold 5 (4 splits): too few rows"
     ]
+
+
+class _LabelPeek:
+    """A method whose risk is the row number, the same for every split."""
+
+    key = "peek"
+    explainable = True
+
+    def fit_predict(self, train, test, context):
+        from healthscore.models.backtest import Prediction
+
+        risk = np.arange(len(test), dtype=float)
+        return Prediction(train_risk=np.arange(len(train), dtype=float), test_risk=risk)
+
+
+def test_mean_split_auc_skips_one_class():
+    from healthscore.models.backtest import run_methods
+
+    observations = make_observations(
+        ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"], 20, 5
+    )
+    frame = observations.frame
+    # Nobody churns after the last date, so its split has no ROC AUC of its own.
+    frame.loc[frame["as_of"] == pd.Timestamp("2024-04-01"), "label"] = 0.0
+    frame["churn_date"] = pd.NaT
+    frame["band"] = "stable"
+
+    (result,), _ = run_methods(monthly_project(), observations, [_LabelPeek()])
+
+    data = result.to_dict()
+    # Churned rows are the first five of each date, so the row number ranks them
+    # lowest: each scored split's ROC AUC is 0.
+    assert [item["roc_auc"] for item in result.splits] == [0.0, 0.0, None]
+    assert data["split_count"] == 3
+    assert data["roc_auc_mean_split_count"] == 2
+    assert data["roc_auc_mean_split"] == 0.0
+    assert "2024-04-01: no ROC AUC of its own" in data["note"]

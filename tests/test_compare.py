@@ -164,6 +164,7 @@ def test_compare_json_mean_of_date_auc(project_dir):
 
     assert len(per_date) == 4
     assert row["roc_auc_mean_split"] == pytest.approx(np.mean(per_date))
+    assert row["roc_auc_mean_split_count"] == row["split_count"] == 4
     # The pooled AUC ranks rows of all test dates together, so it differs.
     assert row["roc_auc"] != pytest.approx(row["roc_auc_mean_split"])
 
@@ -511,6 +512,8 @@ def test_compare_with_few_churned_says_so(tmp_path):
         "method",
         "roc_auc",
         "roc_auc_mean_split",
+        "roc_auc_mean_split_count",
+        "split_count",
         "lift_top_decile",
         "ece",
         "lead_time_days",
@@ -519,6 +522,10 @@ def test_compare_with_few_churned_says_so(tmp_path):
         "note",
     }
     assert rows["weighted"]["roc_auc"] is not None
+    # ml was skipped on every split, so its mean takes none of them.
+    assert rows["ml"]["split_count"] == rows["weighted"]["split_count"] > 0
+    assert rows["ml"]["roc_auc_mean_split_count"] == 0
+    assert rows["ml"]["roc_auc_mean_split"] is None
     assert rows["weighted"]["ece"] is None
     assert "no churn probability" in rows["weighted"]["note"]
     assert "keeps its configured weights" in rows["learned"]["note"]

@@ -312,9 +312,11 @@ def compare(
 
     Every method is tested on the same time-ordered splits. With --json, prints a
     list with one object per method (method, roc_auc, roc_auc_mean_split,
-    lift_top_decile, ece, lead_time_days, fit_seconds, explainable, note).
-    roc_auc is the ROC AUC of the pooled test rows, roc_auc_mean_split the mean of
-    each test date's (or fold's) own ROC AUC.
+    roc_auc_mean_split_count, split_count, lift_top_decile, ece, lead_time_days,
+    fit_seconds, explainable, note). roc_auc is the ROC AUC of the pooled test
+    rows, roc_auc_mean_split the mean of each test date's (or fold's) own ROC AUC,
+    over roc_auc_mean_split_count of the split_count splits: a split the method
+    was skipped on, or whose test rows are of one class, has none.
     """
     from healthscore.models.backtest import run_methods, save_results
     from healthscore.models.compare import compare_methods
@@ -524,6 +526,8 @@ def _compare_row(result: MethodResult) -> dict[str, Any]:
         "method",
         "roc_auc",
         "roc_auc_mean_split",
+        "roc_auc_mean_split_count",
+        "split_count",
         "lift_top_decile",
         "ece",
         "lead_time_days",

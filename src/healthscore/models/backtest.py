@@ -152,12 +152,19 @@ class MethodResult:
         ]
         return float(np.mean(values)) if values else math.nan
 
+    @property
+    def mean_split_count(self) -> int:
+        """Number of splits whose ROC AUC enters `mean_split_auc`."""
+        return sum(1 for item in self.splits if item["roc_auc"] is not None)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the measures as JSON types, with None in place of NaN."""
         return {
             "method": self.method,
             "roc_auc": _number(self.roc_auc),
             "roc_auc_mean_split": _number(self.mean_split_auc),
+            "roc_auc_mean_split_count": self.mean_split_count,
+            "split_count": len(self.split_names),
             "lift_top_decile": _number(self.lift_top_decile),
             "ece": _number(self.ece),
             "lead_time_days": _number(self.lead_time_days),
@@ -430,6 +437,14 @@ def _run_one(
         )
         piece["flagged"] = _flagged(prediction, train, at_risk)
         pieces.append(piece)
+        split_auc = _number(
+            roc_auc(piece["label"].to_numpy(), piece["risk"].to_numpy())
+        )
+        if split_auc is None:
+            result.notes.append(
+                f"{split.name}: no ROC AUC of its own, because its test rows are all "
+                "churned or all retained, so roc_auc_mean_split leaves it out"
+            )
         result.splits.append(
             {
                 "split": split.name,
@@ -437,9 +452,7 @@ def _run_one(
                 "train_churned": int(train["label"].sum()),
                 "test_rows": len(test),
                 "test_churned": int(test["label"].sum()),
-                "roc_auc": _number(
-                    roc_auc(piece["label"].to_numpy(), piece["risk"].to_numpy())
-                ),
+                "roc_auc": split_auc,
             }
         )
     if not pieces:
