@@ -692,8 +692,11 @@ def test_task_table_title_at_80_columns():
         note=None,
     )
     output = StringIO()
-    Console(file=output, width=80).print(_task_table([task], "open"))
+    table, fits = _task_table([task], "open", width=80)
+    Console(file=output, width=80).print(table)
     text = output.getvalue()
+
+    assert fits
 
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "Title" in text

@@ -136,3 +136,40 @@ def test_folded_rows_measure_wide_characters():
     pieces = [p for line in lines[1:] for p in re.findall(r"[a-z_]+", line)]
     assert "".join(pieces) == name
     assert all(piece.endswith("_") for piece in pieces[:-1])
+
+
+def test_tasks_list_narrow_prints_records(tmp_path):
+    config = minimal_config(
+        playbooks=[
+            {
+                "name": PLAYBOOK,
+                "when": "score < 101",
+                "task": {"title": TITLE, "owner": "owner", "priority": "high"},
+            }
+        ]
+    )
+    files = {"accounts.csv": ACCOUNTS, "events.csv": EVENTS}
+    project = write_project(tmp_path / "project", config, files)
+    run = score(project, AS_OF, store=False)
+    with StateStore.open(project.config.store.state, project.root) as store:
+        apply_playbooks(project, run, [], store, now=NOW)
+
+    result = CliRunner().invoke(
+        app,
+        ["tasks", "list", "--project", str(project.root)],
+        env={"COLUMNS": "30"},
+    )
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 30
+    # Every field of both tasks is there, whole once the folded lines are joined.
+    text = "".join(lines)
+    for name in ("Acme", "Globex"):
+        assert f"Title: {TITLE.format(name=name)}".replace(" ", "") in text.replace(
+            " ", ""
+        )
+    assert text.count(f"Playbook: {PLAYBOOK}") == 2
+    assert "Owner: Kwame Mensah" in text
+    assert "Owner: customer-success-team" in text
+    assert text.count("Priority: high") == 2

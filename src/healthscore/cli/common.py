@@ -206,7 +206,7 @@ _CELL_PIECE = re.compile(r"[^\s_-]*[\s_-]*")
 
 def add_folded_rows(
     table: Table, rows: Sequence[Sequence[str]], width: int | None = None
-) -> None:
+) -> bool:
     """Add `rows` to `table`, breaking cells after spaces, underscores or hyphens.
 
     Rich breaks a cell only at spaces and folds a longer word at any letter, as
@@ -214,7 +214,8 @@ def add_folded_rows(
     when the table fits `width` (default: the stdout console's), else its longest
     piece between separators plus a share of the rest, and its cells are broken to
     that width. Rich folds inside a word only when those pieces alone do not fit.
-    Cells are added as plain text, not markup.
+    Cells are added as plain text, not markup. Returns whether the table fits
+    `width` with every piece whole; when it does not, Rich cuts cells short.
     """
     columns = table.columns
     texts = [
@@ -225,14 +226,12 @@ def add_folded_rows(
     foldable = [not column.no_wrap for column in columns]
     fixed = sum(size for size, fold in zip(longest, foldable, strict=True) if not fold)
     room = (width or stdout_console().width) - _chrome_width(table) - fixed
-    shares = _shared_widths(
-        [
-            (size, max(_piece_width(text) for text in column))
-            for size, column, fold in zip(longest, texts, foldable, strict=True)
-            if fold
-        ],
-        room,
-    )
+    folded = [
+        (size, max(_piece_width(text) for text in column))
+        for size, column, fold in zip(longest, texts, foldable, strict=True)
+        if fold
+    ]
+    shares = _shared_widths(folded, room)
     widths = iter(shares)
     limits = [next(widths) if fold else None for fold in foldable]
     for row in rows:
@@ -242,6 +241,7 @@ def add_folded_rows(
                 for cell, limit in zip(row, limits, strict=True)
             )
         )
+    return room >= sum(piece for _, piece in folded)
 
 
 def _chrome_width(table: Table) -> int:

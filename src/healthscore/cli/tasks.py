@@ -127,7 +127,32 @@ def list_command(
     if not found:
         say(f"No {state} tasks{f' of {owner}' if owner else ''}.")
         return
-    stdout_console().print(_task_table(found, state))
+    table, fits = _task_table(found, state)
+    if not fits:
+        _print_task_records(found, state)
+        return
+    stdout_console().print(table)
+
+
+def _print_task_records(found: list[Task], state: str) -> None:
+    """Print each task as lines of `Field: value`, for terminals too narrow for
+    the table."""
+    console = stdout_console()
+    console.print(Text(f"Tasks ({state})"))
+    for task in found:
+        console.print()
+        fields = (
+            ("Id", str(task.id)),
+            ("Due", task.due_on.isoformat()),
+            ("Priority", task.priority),
+            ("Account", task.account_id),
+            ("Owner", task.owner or "-"),
+            ("Playbook", task.playbook),
+            ("Rank", str(task.rank)),
+            ("Title", task.title),
+        )
+        for name, value in fields:
+            console.print(Text(f"{name}: {value}"), overflow="fold")
 
 
 def _plain_row(table: Table, *cells: str) -> None:
@@ -135,8 +160,13 @@ def _plain_row(table: Table, *cells: str) -> None:
     table.add_row(*(Text(cell) for cell in cells))
 
 
-def _task_table(found: list[Task], state: str, width: int | None = None) -> Table:
-    """Tabulate tasks to fit `width` columns (default: the stdout console's)."""
+def _task_table(
+    found: list[Task], state: str, width: int | None = None
+) -> tuple[Table, bool]:
+    """Tabulate tasks to fit `width` columns (default: the stdout console's).
+
+    Returns the table and whether it fits with every word of its cells whole.
+    """
     # Eight columns with Rich's default padding would spend 25 of 80 characters on
     # gaps, so columns are set apart by two spaces instead of three.
     table = Table(
@@ -165,8 +195,8 @@ def _task_table(found: list[Task], state: str, width: int | None = None) -> Tabl
         )
         for task in found
     ]
-    add_folded_rows(table, rows, width)
-    return table
+    fits = add_folded_rows(table, rows, width)
+    return table, fits
 
 
 @tasks_app.command("complete")
