@@ -9,6 +9,7 @@ import sys
 from datetime import date, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
@@ -576,10 +577,11 @@ def _parquet_project(tmp_path: Path, account_ids: list[object], **options: objec
 
 
 def _events_view(sources) -> str:
-    sql = sources.con.con.execute(
+    # fetchall: DuckDB 2 rejects the next statement while a result is unread.
+    ((sql,),) = sources.con.con.execute(
         "SELECT sql FROM duckdb_views() WHERE view_name = 'source_events'"
-    ).fetchone()
-    return str(sql[0])
+    ).fetchall()
+    return str(sql)
 
 
 @pytest.mark.parametrize(
@@ -796,3 +798,362 @@ def test_format_read_from_path_variable(tmp_path, monkeypatch):
         tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.jsonl": rows}
     )
     assert len(load(project).rows("events").execute()) == 1
+
+
+# JSON Lines rows are named by their line in the file, blank lines included.
+
+JSONL_WITH_BLANK_LINES = (
+    '{"account_id": "a1", "timestamp": "2024-03-01 10:00:00"}\n'
+    "\n"
+    "   \n"
+    '{"account_id": "a1", "timestamp": "not a time"}\n'
+    '{"account_id": "a2", "timestamp": "2024-03-02 10:00:00", "value": "x"}\n'
+    "\r\n"
+    '{"account_id": "zz", "timestamp": "2024-03-02 10:00:00"}\n'
+)
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+def test_jsonl_bad_rows_named_by_line(tmp_path, name):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = name
+    project = write_project(
+        tmp_path,
+        config,
+        {"accounts.csv": ACCOUNTS_CSV, name: JSONL_WITH_BLANK_LINES},
+    )
+    report = load(project).report(datetime(2024, 4, 1))[1]
+    assert report.rows_read == 4
+    assert {(e.row, e.column, e.reason) for e in report.examples} == {
+        (4, "timestamp", "unparseable_value"),
+        (5, "value", "unparseable_value"),
+        (7, "account_id", "unknown_account"),
+    }
+
+
+def test_jsonl_glob_rows_named_by_line(tmp_path):
+    good = '{"account_id": "a1", "timestamp": "2024-03-01 10:00:00"}\n'
+    bad = '{"account_id": "a1", "timestamp": "bad"}\n'
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.jsonl"
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events/1.jsonl": good + good + bad,
+        "events/2.jsonl": "\n" + bad + good + "\n\n" + bad,
+        "events/3.jsonl": good + bad,
+    }
+    project = write_project(tmp_path, config, files)
+    report = load(project).report(datetime(2024, 4, 1))[1]
+    assert report.rows_read == 8
+    assert report.excluded == {"unparseable_value:timestamp": 4}
+    assert [(Path(e.file).name, e.row) for e in report.examples] == [
+        ("1.jsonl", 3),
+        ("2.jsonl", 2),
+        ("2.jsonl", 6),
+        ("3.jsonl", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "line"),
+    [
+        (["good", "", "", "good", "bad", "good"], 5),
+        (["good", "bad", "good"], 2),
+        (["", "bad", "good"], 2),
+        (["good", "", "bad"], 3),
+    ],
+)
+def test_jsonl_malformed_line_named(tmp_path, lines, line):
+    texts = {
+        "good": '{"account_id": "a1", "timestamp": "2024-03-01 10:00:00"}',
+        "bad": '{"account_id": "a1", "timestamp": }',
+        "": "",
+    }
+    content = "".join(texts[kind] + "\n" for kind in lines)
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.jsonl"
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.jsonl": content}
+    )
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'events': cannot read {tmp_path / 'events.jsonl'} as jsonl: line "
+        f"{line} is not a valid JSON object (unexpected character). Fix the line: "
+        "each line must contain one JSON object, or nothing but spaces."
+    )
+
+
+# Number columns reject NaN and infinite values.
+
+NON_FINITE_EVENTS = """account_id,timestamp,value,duration
+a1,2024-03-01 10:00:00,2.5,1
+a1,2024-03-01 11:00:00,1e400,1
+a1,2024-03-01 12:00:00,NaN,1
+a2,2024-03-01 13:00:00,inf,1
+a2,2024-03-01 14:00:00,-Infinity,1
+a2,2024-03-01 15:00:00,1,nan
+"""
+
+# DuckDB's JSON reader accepts the NaN and Infinity tokens that Python's json writes.
+NON_FINITE_JSONL = """\
+{"account_id": "a1", "timestamp": "2024-03-01 10:00", "value": 2.5, "duration": 1}
+{"account_id": "a1", "timestamp": "2024-03-01 11:00", "value": 1e400, "duration": 1}
+{"account_id": "a1", "timestamp": "2024-03-01 12:00", "value": NaN, "duration": 1}
+{"account_id": "a2", "timestamp": "2024-03-01 13:00", "value": "inf", "duration": 1}
+{"account_id": "a2", "timestamp": "2024-03-01 14:00", "value": -Infinity, "duration": 1}
+{"account_id": "a2", "timestamp": "2024-03-01 15:00", "value": 1, "duration": "nan"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("events.csv", NON_FINITE_EVENTS), ("events.jsonl", NON_FINITE_JSONL)],
+)
+def test_non_finite_numbers_rejected(tmp_path, name, content):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = name
+    config["sources"]["events"]["attributes"] = {"duration": "number"}
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, name: content}
+    )
+    sources = load(project)
+    report = sources.report(datetime(2024, 4, 1))[1]
+    assert report.rows_read == 6
+    assert report.excluded == {
+        "unparseable_value:value": 4,
+        "unparseable_value:duration": 1,
+    }
+    assert [(e.row, e.column) for e in report.examples] == [
+        (6, "duration"),
+        (2, "value"),
+        (3, "value"),
+        (4, "value"),
+        (5, "value"),
+    ]
+    assert str(report.examples[0]) == (
+        f"{tmp_path / name}, row 6, column duration: value cannot be read as the "
+        "column's type"
+    )
+    usable = sources.rows("events").execute()
+    assert list(usable["value"]) == [2.5]
+    assert list(usable["duration"]) == [1.0]
+
+
+def _write_float_parquet(path: Path, values: list[float | None], writer: str) -> None:
+    """Write events whose `value` column contains `values`, with pyarrow or DuckDB."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamps = pd.date_range("2024-03-01 10:00", periods=len(values), freq="h")
+    table = pa.table(
+        {
+            "account_id": pa.array(["a1"] * len(values), type=pa.string()),
+            "timestamp": pa.array(stamps.to_pydatetime(), type=pa.timestamp("us")),
+            "value": pa.array(values, type=pa.float64()),
+        }
+    )
+    if writer == "pyarrow":
+        pq.write_table(table, path)
+        return
+    con = duckdb.connect()
+    try:
+        con.register("events", table)
+        con.execute(f"COPY events TO '{path}' (FORMAT parquet)")
+    finally:
+        con.close()
+
+
+def _float_parquet_sources(tmp_path: Path, values: list[float | None], writer: str):
+    _write_float_parquet(tmp_path / "events.parquet", values, writer)
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.parquet"
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+    return load(project)
+
+
+NAN = float("nan")
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("writer", "values", "rejected", "used"),
+    [
+        ("pyarrow", [1.0, NAN, 3.0, None], 0, [1.0, 3.0]),
+        ("pyarrow", [5.0, NAN, 5.0], 0, [5.0, 5.0]),
+        ("pyarrow", [1.0, INF, -INF, 2.0], 2, [1.0, 2.0]),
+        ("pyarrow", [NAN, INF], 1, []),
+        ("duckdb", [1.0, NAN, 3.0, None], 0, [1.0, 3.0]),
+        ("duckdb", [1.0, 2.0, INF], 1, [1.0, 2.0]),
+        ("duckdb", [-INF, 2.0], 1, [2.0]),
+    ],
+)
+def test_parquet_float_nan_missing_inf_rejected(
+    tmp_path, writer, values, rejected, used
+):
+    sources = _float_parquet_sources(tmp_path, values, writer)
+    report = sources.report(datetime(2024, 4, 1))[1]
+    usable = sources.rows("events").execute()
+    assert report.rows_read == len(values)
+    assert report.excluded.get("unparseable_value:value", 0) == rejected
+    assert report.rows_used == len(values) - rejected
+    # NaN and None are missing values: the row is used, its value is not.
+    assert sorted(usable["value"].dropna()) == sorted(used)
+    assert usable["value"].isna().sum() == len(values) - rejected - len(used)
+
+
+def test_pyarrow_statistics_leave_out_nan(tmp_path):
+    """pyarrow's footers ignore NaN, so they cannot tell a NaN-free column."""
+    import pyarrow.parquet as pq
+
+    _write_float_parquet(tmp_path / "events.parquet", [1.0, NAN, 3.0], "pyarrow")
+    metadata = pq.ParquetFile(tmp_path / "events.parquet").metadata
+    statistics = metadata.row_group(0).column(2).statistics
+    assert (statistics.min, statistics.max, statistics.null_count) == (1.0, 3.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("writer", "values"),
+    [
+        ("pyarrow", [1.0, 2.5, NAN, -3.0]),
+        # DuckDB writes NaN as the maximum, which keeps the check.
+        ("duckdb", [1.0, 2.5, -3.0]),
+    ],
+)
+def test_parquet_finite_floats_unchecked(tmp_path, writer, values):
+    """Finite footer bounds rule out infinity, and NaN reads as missing: no check."""
+    sources = _float_parquet_sources(tmp_path, values, writer)
+    assert "unparseable_value:value" not in _events_view(sources)
+    assert sources.loaded["events"].unchecked
+    report = sources.report(datetime(2024, 4, 1))[1]
+    assert report.rows_used == len(values)
+    read = sources.rows("events").execute()["value"]
+    assert sorted(read.dropna()) == [-3.0, 1.0, 2.5]
+    assert read.isna().sum() == len(values) - 3
+
+
+def test_parquet_infinite_bound_checked(tmp_path):
+    sources = _float_parquet_sources(tmp_path, [1.0, INF], "pyarrow")
+    assert "unparseable_value:value" in _events_view(sources)
+    assert not sources.loaded["events"].unchecked
+
+
+@pytest.mark.parametrize(
+    "value_type", ["int64", "int32", "uint64", "decimal128(10, 2)"]
+)
+def test_parquet_exact_numbers_unchecked(tmp_path, value_type):
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {
+        "int64": pa.int64(),
+        "int32": pa.int32(),
+        "uint64": pa.uint64(),
+        "decimal128(10, 2)": pa.decimal128(10, 2),
+    }
+    values = [Decimal("1.25"), Decimal("2.00")] if "decimal" in value_type else [1, 2]
+    stamps = pd.to_datetime(["2024-03-01 10:00", "2024-03-02 10:00"])
+    table = pa.table(
+        {
+            "account_id": ["a1", "a2"],
+            "timestamp": stamps,
+            "value": pa.array(values, type=types[value_type]),
+        }
+    )
+    pq.write_table(table, tmp_path / "events.parquet")
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.parquet"
+    sources = load(write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV}))
+    assert "_problem" in _events_view(sources)
+    assert "unparseable_value" not in _events_view(sources)
+    assert sources.loaded["events"].unchecked
+    assert sorted(sources.rows("events").execute()["value"]) == [
+        float(value) for value in values
+    ]
+
+
+def test_duckdb_table_infinite_floats_rejected(tmp_path):
+    database = tmp_path / "crm.duckdb"
+    con = duckdb.connect(str(database))
+    try:
+        con.execute(
+            "CREATE TABLE events AS SELECT * FROM (VALUES "
+            "('a1', TIMESTAMP '2024-03-01 10:00', 2.5::DOUBLE), "
+            "('a1', TIMESTAMP '2024-03-01 11:00', 'nan'::DOUBLE), "
+            "('a2', TIMESTAMP '2024-03-01 12:00', '-inf'::DOUBLE)) "
+            "AS t(account_id, timestamp, value)"
+        )
+    finally:
+        con.close()
+    config = minimal_config()
+    config["sources"]["events"] = {
+        "kind": "events",
+        "table": "events",
+        "connection": f"duckdb://{database}",
+    }
+    sources = load(write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV}))
+    report = sources.report(datetime(2024, 4, 1))[1]
+    values = sources.rows("events").execute()["value"]
+    # NaN is a missing value, infinity a row problem.
+    assert report.excluded == {"unparseable_value:value": 1}
+    assert values.iloc[0] == 2.5
+    assert pd.isna(values.iloc[1])
+    assert len(values) == 2
+
+
+# A file of a Parquet glob must have the timestamp column.
+
+
+def test_parquet_glob_file_without_timestamp_fails(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    stamps = pd.to_datetime(["2024-03-01 10:00", "2024-03-02 10:00"])
+    pq.write_table(
+        pa.table({"account_id": ["a1", "a2"], "ts": stamps}), folder / "1.parquet"
+    )
+    pq.write_table(
+        pa.table({"account_id": ["a3"], "value": [1.0]}), folder / "2.parquet"
+    )
+    pq.write_table(
+        pa.table({"ts": stamps, "account_id": ["a1", "a3"]}), folder / "3.parquet"
+    )
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.parquet"
+    config["sources"]["events"]["columns"] = {"timestamp": "ts"}
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'events': column 'ts' for 'timestamp' not found in "
+        f"{folder / '2.parquet'}, although other files of 'events/*.parquet' have "
+        "it. Add the column to the file, move the file out of the folder, or narrow "
+        "sources.events.path."
+    )
+
+
+def test_parquet_glob_files_without_timestamp_counted(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    stamps = pd.to_datetime(["2024-03-01 10:00"])
+    pq.write_table(
+        pa.table({"account_id": ["a1"], "timestamp": stamps}), folder / "a.parquet"
+    )
+    for name in ("b", "c", "d"):
+        pq.write_table(pa.table({"account_id": ["a1"]}), folder / f"{name}.parquet")
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.parquet"
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+    with pytest.raises(
+        SourceError,
+        match=r"column 'timestamp' for 'timestamp' not found in .*b\.parquet \(and 2 "
+        r"more files\)",
+    ):
+        load(project)

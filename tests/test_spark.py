@@ -556,3 +556,37 @@ def test_lookup_key_with_two_values_fails(spark, project_with_bad_rows):
         f"source 'events': lookup file {lookup}, line 4: key '1' has the value "
         "'sign-in' but line 2 gives it 'login'. Keep one row per key."
     )
+
+
+def test_non_finite_numbers_equal_duckdb(spark, tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.csv"
+    config["sources"]["exports"] = {"kind": "events", "path": "exports.parquet"}
+    exports = pd.DataFrame(
+        {
+            "account_id": ["a1", "a1", "a2", "a2"],
+            "timestamp": pd.to_datetime(["2024-03-01", "2024-03-02"] * 2),
+            "value": [1.5, float("nan"), float("inf"), 2.0],
+        }
+    )
+    files = {
+        "accounts.csv": "account_id,name\na1,A\na2,B\n",
+        "events.csv": "account_id,timestamp,value\na1,2024-03-01,2.5\n"
+        "a1,2024-03-02,NaN\na2,2024-03-03,1e400\na2,2024-03-04,-inf\n",
+        "exports.parquet": exports,
+    }
+    project = write_project(tmp_path, config, files)
+    point = datetime(2024, 4, 1)
+
+    on_spark = Engine.open(project, spark=spark).sources
+    on_duckdb = Engine.open(project).sources
+    spark_reports = [r.to_dict() for r in on_spark.report(point)]
+
+    assert spark_reports == [r.to_dict() for r in on_duckdb.report(point)]
+    reports = {r.source: r for r in on_spark.report(point)}
+    assert reports["events"].excluded == {"unparseable_value:value": 3}
+    # In a Parquet float column NaN is a missing value and infinity a bad row.
+    assert reports["exports"].excluded == {"unparseable_value:value": 1}
+    exported = on_spark.rows("exports").execute().sort_values("timestamp")
+    assert exported["value"].isna().sum() == 1
+    assert sorted(exported["value"].dropna()) == [1.5, 2.0]

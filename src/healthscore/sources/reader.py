@@ -4,28 +4,42 @@ Each source becomes one relation named `source_<name>` with:
 
 - the standard columns of its kind that the file has, converted to their types;
 - its declared attributes;
-- `_file` and `_row` (a running row number; see SourceSet.report) for error reports;
+- `_file` and `_row` for error reports: the row's number within its file, or a
+  running number across the files (`LoadedSource.running_rows`). A row of a JSON
+  Lines file is numbered by its line in the file, blank lines included;
 - `_problem`: NULL for a usable row, else `reason:column` for the first check it fails.
+  A number written as text rejects NaN and infinite values (`NaN`, `inf`, `1e400`)
+  as unparseable. In a float column of a Parquet file or a database table, NaN is a
+  missing value, as pandas writes one, and an infinite value is unparseable.
 
 CSV and JSON Lines files are copied into a temporary table once per run, because
 scanning a gzip CSV again for every metric would cost more than the copy. Parquet
 files stay as a view so that DuckDB can skip row groups outside a metric's window.
-When their footers' statistics rule out a missing or blank value in a column, its
-check is left out of `_problem`, so no scan evaluates it per row.
+When their footers' statistics rule out a missing or blank value in a column, or an
+infinite value in a float column, its check is left out of `_problem`, so no scan
+evaluates it per row.
 """
 
 from __future__ import annotations
 
 import glob
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
 from healthscore.privacy.pseudonymize import pseudonymize_select
-from healthscore.sources.csv_rows import fields_count, find_field_count_error
+from healthscore.sources.csv_rows import (
+    fields_count,
+    find_field_count_error,
+    find_json_record_error,
+    json_line_shifts,
+)
 
 _SQL_TYPES = {
     "string": "VARCHAR",
@@ -36,10 +50,14 @@ _SQL_TYPES = {
 }
 
 
-_NUMERIC_TYPES = {
+#: DuckDB types whose every value converts to a finite DOUBLE; DECIMAL(p,s) too.
+_EXACT_NUMBER_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-    "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE",
+    "UINTEGER", "UBIGINT", "UHUGEINT",
 }  # fmt: skip
+
+#: DuckDB types that can contain NaN and infinite values.
+_FLOAT_TYPES = {"FLOAT", "DOUBLE"}
 
 
 class SourceError(Exception):
@@ -140,6 +158,8 @@ def read_source(
         scan = _scan_sql(file_format, files, source, text_keys=keys)
         file_types = dict.fromkeys(keys, "VARCHAR")
     columns = _columns_present(name, source, file_types)
+    if file_format == "parquet" and len(files) > 1:
+        _check_time_column_in_every_file(con, name, source, files)
     joined = load_joins(con, project, name, source)
     columns.update(joined.types)
     materialize = (
@@ -149,9 +169,16 @@ def read_source(
         or source.kind == "accounts"
     )
     # A materialized relation runs its checks once, so only a view gains from this.
-    complete = frozenset() if materialize else complete_columns(con, files, file_types)
+    footers = {} if materialize else read_footers(con, files)
     select = _standard_select(
-        project, name, source, columns, file_types, joined.values, complete
+        project,
+        name,
+        source,
+        columns,
+        file_types,
+        joined.values,
+        complete_columns(footers, file_types),
+        finite_columns(footers, file_types),
     )
     relation = f"source_{name}"
     kind = "TEMP TABLE" if materialize else "TEMP VIEW"
@@ -173,15 +200,17 @@ def read_source(
     try:
         con.execute(sql)
     except duckdb.Error as exc:
-        field_count = _field_count_error(name, source, files, file_format, exc)
-        if field_count is not None:
-            raise field_count from None
+        located = _line_error(name, source, files, file_format, exc)
+        if located is not None:
+            raise located from None
         hint = _MEMORY_HINT if isinstance(exc, duckdb.OutOfMemoryException) else ""
         raise SourceError(
             f"source {name!r}: reading {_describe_files(files)} failed: "
             f"{_first_line(exc)}{hint}"
         ) from None
-    running_rows = file_format in ("csv", "jsonl")
+    running_rows = file_format == "csv"
+    if file_format == "jsonl":
+        running_rows = not _number_json_lines(con, relation, files)
     unchecked = select.endswith(f"{_NO_PROBLEM} AS _problem")
     return LoadedSource(
         name, source, relation, tuple(files), columns, running_rows, unchecked
@@ -249,9 +278,9 @@ def _scan_error(
     exc: duckdb.Error,
 ) -> SourceError:
     """Turn DuckDB's failure to scan a source's files into a SourceError."""
-    field_count = _field_count_error(name, source, files, file_format, exc)
-    if field_count is not None:
-        return field_count
+    located = _line_error(name, source, files, file_format, exc)
+    if located is not None:
+        return located
     hint = ""
     if isinstance(exc, duckdb.OutOfMemoryException):
         hint = _MEMORY_HINT
@@ -266,20 +295,31 @@ def _scan_error(
     )
 
 
-def _field_count_error(
+def _line_error(
     name: str,
     source: SourceConfig,
     files: list[str],
     file_format: str,
     exc: duckdb.Error,
 ) -> SourceError | None:
+    """Name the file line that made DuckDB fail to read a source, if one did."""
+    if not isinstance(exc, duckdb.InvalidInputException):
+        return None
+    if file_format == "csv":
+        return _field_count_error(name, source, files)
+    if file_format == "jsonl":
+        return _malformed_json_error(name, exc)
+    return None
+
+
+def _field_count_error(
+    name: str, source: SourceConfig, files: list[str]
+) -> SourceError | None:
     """Name the CSV row whose field count differs from the header's, if one does.
 
     DuckDB's own message lacks the line when its sniffer meets such a row, so the
     files are scanned again here, but only after DuckDB failed.
     """
-    if file_format != "csv" or not isinstance(exc, duckdb.InvalidInputException):
-        return None
     found = find_field_count_error(files, source.delimiter)
     if found is None:
         return None
@@ -293,6 +333,35 @@ def _field_count_error(
     return SourceError(
         f"{message} Fix the row, or put double quotes around each value that "
         f"contains {source.delimiter!r}."
+    )
+
+
+#: DuckDB 2.0.1's message for a JSON Lines record it cannot parse.
+_MALFORMED_JSON = re.compile(
+    r'Malformed JSON in file "(?P<file>.+)", at byte \d+ in line (?P<line>\d+): '
+    r"(?P<detail>[^.]+)"
+)
+
+
+def _malformed_json_error(name: str, exc: duckdb.Error) -> SourceError | None:
+    """Name the file line of the JSON Lines record that DuckDB could not parse.
+
+    DuckDB 2.0.1 names the record after the bad one as its "line N", and counts no
+    blank line. The records N - 1 and N are checked with Python's json module, and
+    the first one it rejects is named by its line in the file. When it rejects
+    neither, DuckDB's own message is kept.
+    """
+    found = _MALFORMED_JSON.search(str(exc))
+    if found is None:
+        return None
+    file, reported = found["file"], int(found["line"])
+    bad = find_json_record_error(file, (reported - 1, reported))
+    if bad is None:
+        return None
+    return SourceError(
+        f"source {name!r}: cannot read {file} as jsonl: line {bad.line} is not a "
+        f"valid JSON object ({found['detail']}). Fix the line: each line must "
+        "contain one JSON object, or nothing but spaces."
     )
 
 
@@ -343,13 +412,15 @@ def _standard_select(
     file_types: dict[str, str],
     joined: dict[str, str] | None = None,
     complete: frozenset[str] = frozenset(),
+    finite: frozenset[str] = frozenset(),
 ) -> str:
     """Return the select list of the typed columns and the `_problem` check.
 
     `joined` maps the attributes of joined files to the SQL of their raw text value
     (see `sources.joins`); the other columns are read from `raw`. A required column
     of the file that is in `complete` (see `complete_columns`) gets no check for a
-    missing value.
+    missing value. A float column of the file that is in `finite` (see
+    `finite_columns`) gets no check for infinite values.
     """
     joined = joined or {}
     typed: dict[str, str] = {}
@@ -358,7 +429,7 @@ def _standard_select(
     for column, kind in columns.items():
         is_standard = column in STANDARD_COLUMNS[source.kind]
         # Footer statistics describe the file's columns, not joined ones.
-        never_missing = False
+        never_missing = never_infinite = False
         if column in joined:
             raw, raw_type = joined[column], "VARCHAR"
         else:
@@ -366,6 +437,7 @@ def _standard_select(
             raw = f"raw.{quote(file_column)}"
             raw_type = file_types[file_column]
             never_missing = file_column in complete
+            never_infinite = file_column in finite
         if column in source.lookups:
             value = f"{quote('lookup_' + column)}.value"
             checks.append(
@@ -386,6 +458,8 @@ def _standard_select(
                         f"{reason}:{column}",
                     )
                 )
+            if kind == "number" and raw_type in _FLOAT_TYPES and not never_infinite:
+                checks.append((f"isinf({raw})", f"unparseable_value:{column}"))
             if kind == "string" and raw_type == "VARCHAR" and not never_missing:
                 # An empty field of a CSV file reads as missing, so an empty text
                 # in JSON Lines or Parquet does too.
@@ -406,41 +480,100 @@ def _standard_select(
     return ", ".join([*selected, f"{problem} AS _problem"])
 
 
+@dataclass(frozen=True)
+class ColumnFooters:
+    """The statistics of one column over every row group of a source's Parquet files.
+
+    A flag is false, and a value None, when a row group lacks that statistic.
+    """
+
+    everywhere: bool
+    """Whether every row group of every file has the column."""
+    null_counts: bool
+    nulls: int | None
+    """Sum of the row groups' null counts."""
+    minimums: bool
+    text_minimum: str | None
+    """Smallest minimum, compared as text."""
+    maximums: bool
+    minimum: float | None
+    """Smallest minimum as a number; None unless every minimum is one."""
+    maximum: float | None
+    """Largest maximum as a number; None unless every maximum is one."""
+
+
+def read_footers(
+    con: duckdb.DuckDBPyConnection, files: list[str]
+) -> dict[str, ColumnFooters]:
+    """Read the footer statistics of Parquet `files`, by column.
+
+    Returns {} when a footer cannot be read, because the scan reports that itself.
+    Reading the footers takes milliseconds.
+    """
+    names = file_list(files)
+    try:
+        rows = con.execute(
+            f"WITH footers AS (SELECT * FROM parquet_metadata({names})) "
+            "SELECT path_in_schema, count(*) = (SELECT count(DISTINCT (file_name, "
+            "row_group_id)) FROM footers), bool_and(stats_null_count IS NOT NULL), "
+            "sum(stats_null_count), bool_and(stats_min_value IS NOT NULL), "
+            "min(stats_min_value), bool_and(stats_max_value IS NOT NULL), "
+            "min(TRY_CAST(stats_min_value AS DOUBLE)), "
+            "max(TRY_CAST(stats_max_value AS DOUBLE)) "
+            "FROM footers GROUP BY path_in_schema"
+        ).fetchall()
+    except duckdb.Error:
+        return {}
+    return {str(row[0]): ColumnFooters(*row[1:]) for row in rows}
+
+
 def complete_columns(
-    con: duckdb.DuckDBPyConnection, files: list[str], file_types: dict[str, str]
+    footers: dict[str, ColumnFooters], file_types: dict[str, str]
 ) -> frozenset[str]:
-    """Columns of Parquet `files` whose footers rule out a missing or blank value.
+    """Columns of Parquet files whose footers rule out a missing or blank value.
 
     `file_types` gives each column's DuckDB type. A column qualifies when every row
     group of every file has it with a null count of 0. A text column must also have
     a minimum whose first character sorts after a space, because a blank value (''
     or one starting with a space) would sort before it. A writer that leaves out
-    statistics, or truncates a minimum to '', keeps the checks. Reading the footers
-    takes milliseconds, and evaluating the checks took about 0.15 s per scan of 20
-    million rows.
+    statistics, or truncates a minimum to '', keeps the checks. Evaluating the
+    checks took about 0.15 s per scan of 20 million rows.
     """
-    names = file_list(files)
-    try:
-        rows = con.execute(
-            "WITH footers AS (SELECT * FROM parquet_metadata("
-            f"{names})) SELECT path_in_schema, bool_and(stats_null_count IS NOT "
-            "NULL), sum(stats_null_count), bool_and(stats_min_value IS NOT NULL), "
-            "min(stats_min_value), count(*) = (SELECT count(DISTINCT (file_name, "
-            "row_group_id)) FROM footers) FROM footers GROUP BY path_in_schema"
-        ).fetchall()
-    except duckdb.Error:
-        return frozenset()  # the scan reports an unreadable footer itself
     complete = set()
-    for column, counted, nulls, has_minimum, minimum, everywhere in rows:
+    for column, stats in footers.items():
         # A file without the column gives missing values in its rows.
-        if not (counted and everywhere) or nulls != 0 or column not in file_types:
+        if column not in file_types or not stats.everywhere:
+            continue
+        if not stats.null_counts or stats.nulls != 0:
             continue
         if file_types[column] == "VARCHAR" and not (
-            has_minimum and minimum and minimum[0] > " "
+            stats.minimums and stats.text_minimum and stats.text_minimum[0] > " "
         ):
             continue
         complete.add(column)
     return frozenset(complete)
+
+
+def finite_columns(
+    footers: dict[str, ColumnFooters], file_types: dict[str, str]
+) -> frozenset[str]:
+    """Float columns of Parquet files whose footers rule out infinite values.
+
+    A column qualifies when every row group of every file has it with a finite
+    minimum and maximum. NaN needs no footer: it reads as a missing value (see
+    `_typed`), and pyarrow 26 leaves it out of the minimum and maximum anyway.
+    """
+    finite = set()
+    for column, stats in footers.items():
+        if file_types.get(column) not in _FLOAT_TYPES or not stats.everywhere:
+            continue
+        if not (stats.minimums and stats.maximums):
+            continue
+        if stats.minimum is None or stats.maximum is None:
+            continue
+        if math.isfinite(stats.minimum) and math.isfinite(stats.maximum):
+            finite.add(column)
+    return frozenset(finite)
 
 
 #: The `_problem` of a source without checks.
@@ -458,13 +591,34 @@ def _present(raw: str, file_type: str) -> str:
     )
 
 
+def _finite(number: str) -> str:
+    """Return SQL that is true for a finite number, false for NaN or an infinity."""
+    # Not a comparison such as abs(x) <= 1.8e308, nor isnan(): DuckDB 2.0.1 folds
+    # those to constants when a Parquet footer gives a finite min and max, and
+    # pyarrow's footers leave NaN out of both. It evaluates isfinite() per row.
+    return f"isfinite({number})"
+
+
 def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) -> str:
     if kind == "string":
         return f"CAST({raw} AS VARCHAR)"
-    if kind == "number" and file_type in _NUMERIC_TYPES:
+    if kind == "number" and (
+        file_type in _EXACT_NUMBER_TYPES or file_type.startswith("DECIMAL")
+    ):
         return f"CAST({raw} AS DOUBLE)"  # a cast between number types cannot fail
-    if kind in ("number", "boolean"):
-        return f"TRY_CAST({raw} AS {_SQL_TYPES[kind]})"
+    if kind == "number" and file_type in _FLOAT_TYPES:
+        # NaN becomes missing, and an infinite value is kept for the caller's check.
+        # Not `NOT isnan()`: DuckDB 2.0.1 folds it to true when a footer's minimum
+        # and maximum are finite, which pyarrow writes for a column with NaN.
+        kept = f"{_finite(raw)} OR isinf({raw})"
+        return f"CASE WHEN {kept} THEN CAST({raw} AS DOUBLE) END"
+    if kind == "number":
+        # DuckDB reads 'NaN', 'inf' and '-Infinity' as such, and '1e400' as
+        # infinity, so a value that is not finite is unparseable too.
+        parsed = f"TRY_CAST({raw} AS DOUBLE)"
+        return f"CASE WHEN {_finite(parsed)} THEN {parsed} END"
+    if kind == "boolean":
+        return f"TRY_CAST({raw} AS BOOLEAN)"
     if file_type == "TIMESTAMP":
         # A naive timestamp is already wall-clock time in the project zone.
         local = raw
@@ -481,6 +635,91 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
         parsed = f"TRY_CAST(CAST({raw} AS VARCHAR) AS TIMESTAMPTZ)"
         local = f"CAST({parsed} AS TIMESTAMP)"
     return local if kind == "timestamp" else f"CAST({local} AS DATE)"
+
+
+def _check_time_column_in_every_file(
+    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, files: list[str]
+) -> None:
+    """Raise SourceError when a Parquet file of a glob lacks the timestamp column.
+
+    The scan of a glob reads a column that one file lacks as missing in that file's
+    rows, which suits an optional column. A file without the time of its rows is
+    more likely a file of some other kind that the glob matched.
+    """
+    if "timestamp" not in REQUIRED_COLUMNS[source.kind]:
+        return
+    column = source.file_column("timestamp")
+    try:
+        rows = con.execute(
+            f"SELECT file_name FROM parquet_schema({file_list(files)}) "
+            f"GROUP BY file_name HAVING NOT bool_or(name = {literal(column)}) "
+            "ORDER BY file_name"
+        ).fetchall()
+    except duckdb.Error:
+        return  # the scan reports an unreadable footer itself
+    if not rows:
+        return
+    lacking = [str(row[0]) for row in rows]
+    more = f" (and {len(lacking) - 1} more files)" if len(lacking) > 1 else ""
+    raise SourceError(
+        f"source {name!r}: column {column!r} for 'timestamp' not found in "
+        f"{lacking[0]}{more}, although other files of {source.path!r} have it. Add "
+        f"the column to the file, move the file out of the folder, or narrow "
+        f"sources.{name}.path."
+    )
+
+
+def _number_json_lines(
+    con: duckdb.DuckDBPyConnection, relation: str, files: list[str]
+) -> bool:
+    """Renumber the rows of a JSON Lines relation by their line in the file.
+
+    `_row` comes in as a running number across the files, which DuckDB's read_json
+    gives to records, not lines. When a file has a blank line before a record, the
+    relation is copied with `_row` set to the line within the file, and True is
+    returned. Returns False, and leaves `_row` running, when no record follows a
+    blank line, because the report then finds the line by subtracting the number of
+    the file's first row.
+    """
+    shifted_files: list[str] = []
+    records: list[int] = []
+    shifts: list[int] = []
+    for file in files:
+        try:
+            found = json_line_shifts(file)
+        except (OSError, EOFError):
+            # NOTE: a file that Python cannot read, such as a .zst file, keeps its
+            # record numbers, which name the wrong line after a blank line.
+            continue
+        for record, blanks in found:
+            shifted_files.append(file)
+            records.append(record)
+            shifts.append(blanks)
+    if not records:
+        return False
+    table = pa.table(
+        {
+            "file": pa.array(shifted_files, pa.string()),
+            "record": pa.array(records, pa.int64()),
+            "shift": pa.array(shifts, pa.int64()),
+        }
+    )
+    con.register("_json_line_shifts", table)
+    try:
+        # Records of a file are numbered consecutively in scan order, so a record's
+        # number within its file is its `_row` minus the file's first `_row`, plus 1.
+        # The ASOF join picks the last shift at or before each record.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {quote(relation)} AS "
+            "WITH numbered AS (SELECT *, _row - min(_row) OVER (PARTITION BY _file) "
+            f"+ 1 AS _record FROM {quote(relation)}) "
+            "SELECT n.* EXCLUDE (_record) REPLACE (n._record + coalesce(s.shift, 0) "
+            "AS _row) FROM numbered AS n ASOF LEFT JOIN _json_line_shifts AS s "
+            "ON n._file = s.file AND n._record >= s.record ORDER BY n._row"
+        )
+    finally:
+        con.unregister("_json_line_shifts")
+    return True
 
 
 def _range_checks(source: SourceConfig, typed: dict[str, str]) -> list[tuple[str, str]]:

@@ -72,10 +72,29 @@ def to_spark_sql(duckdb_sql: str) -> str:
 
     sqlglot 30 leaves DuckDB's TRY_STRPTIME as it is, so it becomes Spark's
     TRY_TO_TIMESTAMP with the strftime format translated to a Spark pattern.
+    Spark SQL has no isfinite or isinf, so they become comparisons with infinity.
     """
     tree = sqlglot.parse_one(duckdb_sql, read="duckdb")
     tree = tree.transform(_try_strptime_to_spark)
+    tree = tree.transform(_infinity_tests_to_spark)
     return tree.sql(dialect="spark")
+
+
+def _infinity_tests_to_spark(node: exp.Expression) -> exp.Expression:
+    """Rewrite isfinite(x) as abs(x) < inf and isinf(x) as abs(x) = inf.
+
+    Spark sorts NaN above every number, infinity included, so NaN fails both.
+    """
+    comparison: type[exp.Binary]
+    if isinstance(node, exp.IsInf):
+        value, comparison = node.this, exp.EQ
+    elif isinstance(node, exp.Anonymous) and node.name.upper() == "ISFINITE":
+        (value,) = node.expressions
+        comparison = exp.LT
+    else:
+        return node
+    infinity = exp.cast(exp.Literal.string("Infinity"), exp.DataType.Type.DOUBLE)
+    return exp.paren(comparison(this=exp.Abs(this=value.copy()), expression=infinity))
 
 
 def _try_strptime_to_spark(node: exp.Expression) -> exp.Expression:
