@@ -18,7 +18,6 @@ from healthscore.metrics import compute_metrics
 from healthscore.models.labels import column_labels
 from healthscore.pipeline import score
 from healthscore.sources import SourceError, load_sources
-from healthscore.sources.spark_reader import check_supported
 
 ACCOUNTS = """account_id,name,arr
 a1,Acme,120000
@@ -427,16 +426,6 @@ def test_table_source_rejects_joins(tmp_path):
     assert (
         "joins apply to sources read from files; remove joins from a table source"
     ) in config_error(tmp_path, config)
-
-
-def test_spark_engine_rejects_joins(tmp_path):
-    files = {"accounts.csv": ACCOUNTS, "firmographics.csv": FIRMOGRAPHICS}
-    project = load_project(write(tmp_path, firmographics_only(), files))
-    with pytest.raises(SourceError) as caught:
-        check_supported(project)
-    assert "sources.accounts.joins: joined files are read and checked by DuckDB" in str(
-        caught.value
-    )
 
 
 EXTENDED = Path(__file__).resolve().parents[1] / "examples" / "telco-extended"

@@ -590,3 +590,36 @@ def test_non_finite_numbers_equal_duckdb(spark, tmp_path):
     exported = on_spark.rows("exports").execute().sort_values("timestamp")
     assert exported["value"].isna().sum() == 1
     assert sorted(exported["value"].dropna()) == [1.5, 2.0]
+
+
+def test_joined_files_equal_duckdb(spark, tmp_path):
+    from test_source_joins import joined_project
+
+    project = joined_project(tmp_path)
+    as_of = date(2024, 1, 1)
+
+    on_spark = score(
+        project, as_of, engine=Engine.open(project, spark=spark), store=False,
+        monitor=False,
+    )  # fmt: skip
+    on_duckdb = score(project, as_of, store=False, monitor=False)
+
+    values = on_spark.metrics.values.sort_index()
+    pd.testing.assert_frame_equal(
+        values, on_duckdb.metrics.values.sort_index(), check_dtype=False
+    )
+    assert values.loc["a2", "industry"] == "tele\ncom"
+    assert values.loc["a1", "employees"] == 250.0
+    assert pd.isna(values.loc["a3", "employees"])
+    scores = on_spark.result.scores.set_index("account_id").sort_index()
+    assert list(scores["scorecard"]) == ["retail", "other", "other", "retail"]
+    assert list(scores["score"]) == pytest.approx([25.0, 30.0, 30.0, 100.0])
+
+
+def test_repeated_joined_key_fails_on_spark(spark, tmp_path):
+    from test_source_joins import FIRMOGRAPHICS, joined_project
+
+    repeated = FIRMOGRAPHICS + "a1,300,retail,1991\n"
+    project = joined_project(tmp_path, firmographics_csv=repeated)
+    with pytest.raises(SourceError, match=r"firmographics\.csv"):
+        Engine.open(project, spark=spark)

@@ -98,7 +98,7 @@ def _read_join(
         f"{quote(column)} AS {quote(f'a{position}')}"
         for position, column in enumerate(join.attributes)
     )
-    table = f"join_{name}_{index}"
+    table = join_table(name, index)
     # Keys are compared as written: the source's account id is not trimmed either.
     numbered = (
         f"SELECT CAST({quote(join.key)} AS VARCHAR) AS _key, {attributes}, "
@@ -119,6 +119,11 @@ def _read_join(
     if repeated is not None:
         raise _repeated_key_error(con, name, table, files, join, str(repeated[0]))
     return table
+
+
+def join_table(name: str, index: int) -> str:
+    """Return the name of the table of a source's joined file at `index`."""
+    return f"join_{name}_{index}"
 
 
 def _check_header(name: str, setting: str, file: str, join: JoinConfig) -> None:

@@ -24,6 +24,7 @@ from sqlglot import exp
 from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.sources import SourceSet, text
+from healthscore.sources.joins import JoinedColumns, join_table, load_joins
 from healthscore.sources.lookups import join_sql, read_lookup
 from healthscore.sources.reader import (
     LoadedSource,
@@ -147,10 +148,6 @@ def _unsupported_source(project: Project, name: str, source: SourceConfig) -> li
         problems.append(
             f"sources.{name}.format: the {source.format} importer runs in DuckDB"
         )
-    if source.joins:
-        problems.append(
-            f"sources.{name}.joins: joined files are read and checked by DuckDB"
-        )
     settings = project.config.privacy.pseudonymize
     if settings is not None:
         listed = set(settings.columns)
@@ -187,10 +184,12 @@ def read_spark_source(
     raw_view = f"raw_{name}"
     raw.createOrReplaceTempView(raw_view)
     joins = _lookup_joins(session, project, name, source)
-    select = _standard_select(project, name, source, columns, file_types)
+    joined = _joined_files(session, project, name, source)
+    columns.update(joined.types)
+    select = _standard_select(project, name, source, columns, file_types, joined.values)
     query = to_spark_sql(
         f"SELECT {select}, raw._file AS _file, raw._row AS _row "
-        f"FROM {quote(raw_view)} AS raw {joins}"
+        f"FROM {quote(raw_view)} AS raw {joins} {joined.sql}"
     )
 
     try:
@@ -308,6 +307,41 @@ def _lookup_joins(
             ) from None
         joins.append(join_sql(source, column, quote(view)))
     return " ".join(joins)
+
+
+def _joined_files(
+    session: SparkSession, project: Project, name: str, source: SourceConfig
+) -> JoinedColumns:
+    """Read a source's joined files and return how to join them, as on DuckDB.
+
+    DuckDB reads and checks the files on the driver (a missing column, a repeated
+    key), because joined files hold a row per account, not per event. Each checked
+    table then becomes a Spark view of the same name, which the join SQL reads.
+    """
+    if not source.joins:
+        return JoinedColumns()
+    import duckdb
+
+    with duckdb.connect() as con:
+        joined = load_joins(con, project, name, source)
+        for index, join in enumerate(source.joins):
+            table = join_table(name, index)
+            attributes = [f"a{position}" for position in range(len(join.attributes))]
+            listed = ", ".join(quote(column) for column in ["_key", *attributes])
+            frame = con.execute(f"SELECT {listed} FROM {quote(table)}").df()
+            schema = ", ".join(f"`{column}` string" for column in frame.columns)
+            rows = frame.astype(object).where(frame.notna(), None)
+            try:
+                view = session.createDataFrame(
+                    rows.itertuples(index=False, name=None), schema=schema
+                )
+                view.createOrReplaceTempView(table)
+            except _spark_errors() as exc:
+                raise SourceError(
+                    f"source {name!r}: cannot load the joined file "
+                    f"{project.path(join.path)} into Spark: {_first_line(exc)}"
+                ) from None
+    return joined
 
 
 def _mark_duplicate_accounts(
