@@ -64,7 +64,8 @@ def column_cells(
     return cells
 
 
-def test_tasks_list_breaks_names_between_words(tmp_path):
+def project_with_tasks(tmp_path):
+    """Write a project whose playbook opened a task for each of its two accounts."""
     config = minimal_config(
         playbooks=[
             {
@@ -79,6 +80,11 @@ def test_tasks_list_breaks_names_between_words(tmp_path):
     run = score(project, AS_OF, store=False)
     with StateStore.open(project.config.store.state, project.root) as store:
         apply_playbooks(project, run, [], store, now=NOW)
+    return project
+
+
+def test_tasks_list_breaks_names_between_words(tmp_path):
+    project = project_with_tasks(tmp_path)
 
     result = CliRunner().invoke(
         app,
@@ -139,20 +145,7 @@ def test_folded_rows_measure_wide_characters():
 
 
 def test_tasks_list_narrow_prints_records(tmp_path):
-    config = minimal_config(
-        playbooks=[
-            {
-                "name": PLAYBOOK,
-                "when": "score < 101",
-                "task": {"title": TITLE, "owner": "owner", "priority": "high"},
-            }
-        ]
-    )
-    files = {"accounts.csv": ACCOUNTS, "events.csv": EVENTS}
-    project = write_project(tmp_path / "project", config, files)
-    run = score(project, AS_OF, store=False)
-    with StateStore.open(project.config.store.state, project.root) as store:
-        apply_playbooks(project, run, [], store, now=NOW)
+    project = project_with_tasks(tmp_path)
 
     result = CliRunner().invoke(
         app,

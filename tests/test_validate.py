@@ -563,3 +563,325 @@ def test_problems_listed_in_file_order(tmp_path: Path) -> None:
     ]
     lines = [issue.line for issue in issues]
     assert lines == sorted(lines)
+
+
+# Rules appended to VALID start at line 36, after the rules fell_to_risk (line 29)
+# and quiet (line 33).
+REPEATED_RULE = (
+    "    - name: quiet\n"  # 36
+    "      kind: drop\n"
+    "      points: -3\n"  # 38
+    "      within: 30d\n"
+    "    - name: slipped\n"  # 40
+    "      kind: band_change\n"
+    "      severity: critcal\n"  # 42
+    "      to: at_rsk\n"  # 43
+)
+
+
+def test_repeated_rule_name_at_its_entry(tmp_path: Path) -> None:
+    issues = keyed(issues_of(write(tmp_path / "p", VALID + REPEATED_RULE)))
+
+    assert set(issues) == {
+        "alerts.rules[2].name",
+        "alerts.rules[2].points",
+        "alerts.rules[3].severity",
+        "alerts.rules[3].to",
+    }
+    repeated = issues["alerts.rules[2].name"]
+    assert repeated.line == 36
+    assert repeated.message == (
+        "rule name 'quiet' is already used by alerts.rules[1] at line 33; give each "
+        "rule its own name"
+    )
+    assert issues["alerts.rules[3].severity"].line == 42
+    assert issues["alerts.rules[3].severity"].suggestion == "critical"
+    assert issues["alerts.rules[3].to"].line == 43
+
+
+def test_repeated_rule_name_in_valid_rules(tmp_path: Path) -> None:
+    text = VALID + REPEATED_RULE.replace("points: -3", "points: 3").replace(
+        "severity: critcal", "severity: critical"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2].name", "alerts.rules[3].to"}
+    assert issues["alerts.rules[2].name"].line == 36
+
+
+def test_repeated_playbook_name_at_its_entry(tmp_path: Path) -> None:
+    text = VALID + (
+        "playbooks:\n"
+        "  - name: call\n"  # 37
+        "    on_alert: quiet\n"
+        "    task: {title: 'Call {account_id}'}\n"
+        "  - name: rescue\n"  # 40
+        "    on_alert: qiet\n"  # 41
+        "    task: {title: 'Rescue {account_id}'}\n"
+        "  - name: call\n"  # 43
+        "    on_alert: fell_to_risk\n"
+        "    task: {title: 'Call {acount_id}'}\n"  # 45
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "playbooks[1].on_alert",
+        "playbooks[2].name",
+        "playbooks[2].task.title",
+    }
+    repeated = issues["playbooks[2].name"]
+    assert repeated.line == 43
+    assert repeated.message == (
+        "playbook name 'call' is already used by playbooks[0] at line 37; give each "
+        "playbook its own name"
+    )
+    assert issues["playbooks[1].on_alert"].line == 41
+    assert issues["playbooks[1].on_alert"].message == (
+        "unknown alert rule 'qiet'; the rules are fell_to_risk, quiet"
+    )
+    assert issues["playbooks[1].on_alert"].suggestion == "quiet"
+    assert issues["playbooks[2].task.title"].suggestion == "account_id"
+
+
+def test_reserved_rule_name_at_its_key(tmp_path: Path) -> None:
+    text = VALID + "    - name: guard\n      kind: band_change\n      to: at_rsk\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2].name"}
+    assert issues["alerts.rules[2].name"].line == 36
+    assert "reserved for the guard's alerts" in issues["alerts.rules[2].name"].message
+
+
+def test_rule_with_bad_setting_still_checked(tmp_path: Path) -> None:
+    # The severity and the escalation fail their models, but the rule's band and
+    # channel are still checked in the same run.
+    text = VALID + (
+        "    - name: slipped\n"  # 36
+        "      kind: band_change\n"
+        "      severity: loud\n"  # 38
+        "      to: at_rsk\n"  # 39
+        "      channels: [teem]\n"  # 40
+        "      escalation: {when: 'arr >', escalate_to: boss}\n"  # 41
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "alerts.rules[2].severity",
+        "alerts.rules[2].to",
+        "alerts.rules[2].channels[0]",
+        "alerts.rules[2].escalation.when",
+    }
+    assert issues["alerts.rules[2].to"].line == 39
+    assert issues["alerts.rules[2].channels[0]"].line == 40
+    assert issues["alerts.rules[2].channels[0]"].suggestion == "team"
+    assert issues["alerts.rules[2].escalation.when"].line == 41
+
+
+def test_playbook_with_bad_priority_still_checked(tmp_path: Path) -> None:
+    text = VALID + (
+        "playbooks:\n"
+        "  - name: rescue\n"
+        "    on_alert: qiet\n"  # 38
+        "    when: logins_7d < 1\n"  # 39
+        "    task: {title: 'Rescue {acount_id}', priority: hihg}\n"  # 40
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "playbooks[0].on_alert",
+        "playbooks[0].when",
+        "playbooks[0].task.title",
+        "playbooks[0].task.priority",
+    }
+    assert issues["playbooks[0].task.priority"].suggestion == "high"
+    assert issues["playbooks[0].when"].suggestion == "logins_28d"
+    assert issues["playbooks[0].task.title"].line == 40
+
+
+def test_metric_with_bad_window_still_checked(tmp_path: Path) -> None:
+    # The window fails, so the metric is checked without one. The change metric
+    # that compares its windows must not be told that its base has no window.
+    text = VALID.replace("    source: events\n", "    source: evnts\n", 1).replace(
+        "    window: 28d\n",
+        "    window: 28x\n  trend:\n    type: change\n    of: logins_28d\n",
+        1,
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "metrics.logins_28d.source",
+        "metrics.logins_28d.window.length",
+    }
+    assert issues["metrics.logins_28d.source"].line == 12
+    assert issues["metrics.logins_28d.source"].suggestion == "events"
+
+
+def test_default_of_failed_setting_unchecked(tmp_path: Path) -> None:
+    # The band of the renewal rule fails, and its default at_risk is no band of
+    # this project; only the model problem is reported.
+    bands = (
+        "bands:\n"
+        "  - {name: low, label: Low, min: 0, max: 50, color: red}\n"
+        "  - {name: high, label: High, min: 51, max: 100, color: blue}\n"
+    )
+    text = VALID.replace("to: at_risk", "to: low") + (
+        "    - name: renewal\n"
+        "      kind: renewal_risk\n"
+        "      within: 90d\n"
+        "      band: [low]\n"  # 39
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text + bands)))
+
+    assert set(issues) == {"alerts.rules[2].band"}
+    assert issues["alerts.rules[2].band"].line == 39
+
+
+def test_paths_omit_rule_and_channel_type(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "  rules:\n",
+        "    mail:\n"  # 28
+        "      type: email\n"
+        "      host: smtp.example.com\n"
+        "      port: 99999\n"  # 31
+        "      from: alerts@example.com\n"
+        "      to: 5\n"  # 33
+        "  rules:\n",
+    ) + (
+        "    - name: fell\n"  # 42
+        "      kind: drop\n"
+        "      points: -3\n"  # 44
+        "      within: 30d\n"
+        "      cooldwn: 7d\n"  # 46
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {
+        "alerts.channels.mail.port",
+        "alerts.channels.mail.to",
+        "alerts.rules[2].points",
+        "alerts.rules[2].cooldwn",
+    }
+    assert issues["alerts.channels.mail.port"].line == 31
+    assert issues["alerts.channels.mail.to"].line == 33
+    assert issues["alerts.channels.mail.to"].message == (
+        "Input should be a valid list or 'owner'"
+    )
+    assert issues["alerts.rules[2].points"].line == 44
+    assert issues["alerts.rules[2].cooldwn"].line == 46
+    assert issues["alerts.rules[2].cooldwn"].suggestion == "cooldown"
+
+
+def test_union_member_errors_kept_inside(tmp_path: Path) -> None:
+    # A list in `to` has the shape of the list member, so only its bad entry is
+    # reported, not also that the value is not 'owner'.
+    text = VALID.replace(
+        "  rules:\n",
+        "    mail:\n"
+        "      type: email\n"
+        "      host: smtp.example.com\n"
+        "      from: alerts@example.com\n"
+        "      to: [ops@example.com, [x]]\n"  # 32
+        "  rules:\n",
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.channels.mail.to[1]"}
+    assert issues["alerts.channels.mail.to[1]"].line == 32
+    assert issues["alerts.channels.mail.to[1]"].message == (
+        "Input should be a valid string"
+    )
+
+
+def test_bad_spark_setting_one_problem(tmp_path: Path) -> None:
+    engine = (
+        "engine:\n"
+        "  kind: spark\n"
+        "  spark_conf:\n"
+        "    spark.executor.memory: 4g\n"
+        "    spark.executor.cores: [2]\n"  # 6
+        "    spark.sql.ansi.enabled: true\n"
+    )
+    text = VALID.replace("name: mixed\n", "name: mixed\n" + engine)
+    issues = issues_of(write(tmp_path / "p", text))
+
+    assert len(issues) == 1
+    assert issues[0].key == "engine.spark_conf.spark.executor.cores"
+    assert issues[0].line == 6
+    assert issues[0].message == (
+        "expected a single text, number or true/false value, got a list; write one "
+        "value, for example spark.executor.memory: 4g"
+    )
+
+
+def test_spark_settings_read_as_written(tmp_path: Path) -> None:
+    engine = (
+        "engine:\n"
+        "  kind: spark\n"
+        "  spark_conf: {spark.executor.memory: 4g, spark.executor.cores: 2, "
+        "spark.sql.ansi.enabled: true, spark.memory.fraction: 0.5}\n"
+    )
+    text = VALID.replace("name: mixed\n", "name: mixed\n" + engine)
+    project = load_project(write(tmp_path / "p", text))
+
+    assert project.config.engine.spark_settings() == {
+        "spark.executor.memory": "4g",
+        "spark.executor.cores": "2",
+        "spark.sql.ansi.enabled": "true",
+        "spark.memory.fraction": "0.5",
+    }
+
+
+def test_missing_accounts_source_says_fix(tmp_path: Path) -> None:
+    text = VALID.replace("    kind: accounts\n", "    kind: subscriptions\n")
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert issues["sources"].message == (
+        "exactly one source of kind accounts is required, but there is none; add a "
+        "source with kind: accounts"
+    )
+
+
+def test_tenure_on_events_names_subscriptions(tmp_path: Path) -> None:
+    text = with_metrics("  age:\n    type: tenure\n    source: events\n")
+    text = text.replace(
+        "  events:\n",
+        "  subscriptions:\n    kind: subscriptions\n    path: events.csv\n  events:\n",
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert issues["metrics.age.source"].message == (
+        "tenure needs a subscriptions source; use subscriptions"
+    )
+
+
+def test_rule_kind_under_other_key(tmp_path: Path) -> None:
+    text = VALID + "    - name: slip\n      type: drop\n      points: 5\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2]"}
+    assert issues["alerts.rules[2]"].line == 36
+    assert issues["alerts.rules[2]"].message == (
+        "missing key 'kind'; set it to one of band_change, drop, metric, trend, "
+        "renewal_risk (the entry has type: drop; rename the key)"
+    )
+
+
+def test_unknown_rule_lists_failed_rules(tmp_path: Path) -> None:
+    # The rule `slow` fails its own model, yet a playbook may still name it.
+    text = VALID + (
+        "    - name: slow\n"
+        "      kind: drop\n"
+        "      points: -5\n"
+        "      within: 30d\n"
+        "playbooks:\n"
+        "  - name: call\n"
+        "    on_alert: slw\n"
+        "    task: {title: 'Call {account_id}'}\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2].points", "playbooks[0].on_alert"}
+    assert issues["playbooks[0].on_alert"].message == (
+        "unknown alert rule 'slw'; the rules are fell_to_risk, quiet, slow"
+    )
+    assert issues["playbooks[0].on_alert"].suggestion == "slow"

@@ -74,6 +74,16 @@ class RuleBase(StrictModel):
         "every channel.",
     )
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == GUARD_RULE:
+            raise ValueError(
+                f"rule name {GUARD_RULE!r} is reserved for the guard's alerts; "
+                "choose another name"
+            )
+        return value
+
     @field_validator("cooldown", mode="before")
     @classmethod
     def _parse_cooldown(cls, value: Any) -> Duration | None:
@@ -334,18 +344,15 @@ class AlertSettings(StrictModel):
 
     @model_validator(mode="after")
     def _check_names(self, info: ValidationInfo) -> AlertSettings:
+        if references_deferred(info):
+            # load_project reports a repeated name at the rule that repeats it, and
+            # an unknown channel at the rule's channel.
+            return self
         seen: set[str] = set()
         for rule in self.rules:
-            if rule.name == GUARD_RULE:
-                raise ValueError(
-                    f"rule name {GUARD_RULE!r} is reserved for the guard's alerts; "
-                    "choose another name"
-                )
             if rule.name in seen:
                 raise ValueError(f"rule name {rule.name!r} appears twice")
             seen.add(rule.name)
-            if references_deferred(info):
-                continue
             for channel in rule.channels or []:
                 if channel not in self.channels:
                     raise ValueError(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -154,9 +155,11 @@ def _check_expression(value: str | None) -> str | None:
 
 
 #: Validation context under which models skip their checks of names that other
-#: settings define: the channels of an alert rule and the addresses of a playbook.
-#: `load_project` validates with it and checks those names among the reference
-#: checks, where it can tell an unknown name from one whose definition failed.
+#: settings define (the channels of an alert rule and the addresses of a playbook)
+#: and the check that no two alert rules or playbooks share a name. `load_project`
+#: validates with it and checks these itself, because it can tell an unknown name
+#: from one whose definition failed, and can report a repeated name at the entry
+#: that repeats it while still checking the other rules or playbooks.
 DEFER_REFERENCES: dict[str, bool] = {"defer_references": True}
 
 
@@ -237,9 +240,12 @@ class SourceConfig(StrictModel):
 
     Values of CSV and JSON Lines files are read as text and converted to their
     column's type row by row, so a value that does not convert excludes only its
-    row, with the reason `unparseable_value`. An empty text value is missing in
-    every format. The Parquet and JSON Lines files of one glob are matched by
-    column name, and a column that a file lacks is missing in that file's rows."""
+    row, with the reason `unparseable_value`, as does a number that is not finite
+    (`NaN`, `inf`, `1e400`). In a float column of a Parquet file or a database
+    table, NaN is a missing value and an infinite value is unparseable. An empty
+    text value is missing in every format. The Parquet and JSON Lines files of
+    one glob are matched by column name, and a column that a file lacks is missing
+    in that file's rows."""
 
     kind: SourceKind = Field(
         description="What the rows are; sets the standard columns, listed under "
@@ -327,8 +333,8 @@ class SourceConfig(StrictModel):
         "source (a left join), usable wherever the source's own attributes are: "
         "attribute metrics, `where`, scorecard `when`, `validation.label_column`. "
         "Joins work for sources of every kind read from files (CSV, Parquet, JSON "
-        "Lines) on the DuckDB engine; database tables, importers, the event store and "
-        "`engine: spark` reject them. `privacy.pseudonymize` may list joined text "
+        "Lines) on both engines; database tables, importers and the event store "
+        "reject them. `privacy.pseudonymize` may list joined text "
         "columns. An attribute name may appear once across the source's standard "
         "columns, its attributes and its joins.",
     )
@@ -727,6 +733,18 @@ class NpsMetric(WindowedMetric):
     )
 
 
+#: Metric types whose value over a window one scan of the rows computes, so that
+#: `change` can compare it with the window before.
+WINDOWED_METRICS = (
+    CountMetric,
+    DistinctCountMetric,
+    AggregateMetric,
+    RateMetric,
+    SentimentMetric,
+    NpsMetric,
+)
+
+
 MetricConfig = Annotated[
     CountMetric
     | DistinctCountMetric
@@ -947,6 +965,26 @@ _MEMORY_SIZE = re.compile(
 _SPARK_SETTINGS = ("master", "app_name", "spark_conf")
 
 
+def _spark_value(value: Any) -> Any:
+    """Reject a Spark setting that is not a single text, number or boolean value.
+
+    Checked before the union of those types, so a bad value gives one error
+    instead of one per type.
+    """
+    if isinstance(value, str | int | float | bool):
+        return value
+    kinds = {list: "a list", dict: "a mapping", type(None): "an empty value"}
+    found = kinds.get(type(value), f"{value} (a {type(value).__name__})")
+    raise ValueError(
+        f"expected a single text, number or true/false value, got {found}; write "
+        "one value, for example spark.executor.memory: 4g"
+    )
+
+
+#: A value of `spark_conf`.
+SparkValue = Annotated[str | int | float | bool, BeforeValidator(_spark_value)]
+
+
 class EngineConfig(StrictModel):
     """Engine settings for computing metrics.
 
@@ -984,7 +1022,7 @@ class EngineConfig(StrictModel):
         default=None,
         description="Spark application name; `healthscore` when not set.",
     )
-    spark_conf: dict[str, str | int | float | bool] | None = Field(
+    spark_conf: dict[str, SparkValue] | None = Field(
         default=None,
         description="Spark settings applied when healthscore starts the session, for "
         "example `spark.executor.memory: 4g`.",

@@ -162,9 +162,11 @@ def check_playbooks(
     """Check that names are unique and `addresses` lists known measures or components.
 
     The scorecards come from the fields validated before `playbooks`. Only the
-    names are checked when the scorecards failed validation, or under
-    DEFER_REFERENCES, where `load_project` checks the addresses itself.
+    names are checked when the scorecards failed validation. Nothing is checked
+    under DEFER_REFERENCES, where `load_project` checks both itself.
     """
+    if references_deferred(info):
+        return playbooks
     seen: set[str] = set()
     for playbook in playbooks:
         if playbook.name in seen:
@@ -174,7 +176,7 @@ def check_playbooks(
             )
         seen.add(playbook.name)
     scorecards = info.data.get("scorecards")
-    if scorecards and not references_deferred(info):
+    if scorecards:
         known = scorecard_targets(scorecards)
         for playbook in playbooks:
             _check_addresses(playbook, known)

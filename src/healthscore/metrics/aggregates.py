@@ -22,6 +22,7 @@ import pandas as pd
 from ibis.common.exceptions import IbisError
 
 from healthscore.config.models import (
+    WINDOWED_METRICS,
     AggregateMetric,
     ChangeMetric,
     CountMetric,
@@ -47,14 +48,6 @@ _ROW_METRICS = (
     DaysSinceMetric,
     RateMetric,
     MilestoneMetric,
-    SentimentMetric,
-    NpsMetric,
-)
-_WINDOWED = (
-    CountMetric,
-    DistinctCountMetric,
-    AggregateMetric,
-    RateMetric,
     SentimentMetric,
     NpsMetric,
 )
@@ -88,7 +81,7 @@ def group_by_source(metrics: dict[str, MetricConfig]) -> dict[str, list[str]]:
             groups.setdefault(metric.source, []).append(name)
         elif isinstance(metric, ChangeMetric):
             base = metrics[metric.of]
-            if isinstance(base, _WINDOWED) and base.window is not None:
+            if isinstance(base, WINDOWED_METRICS) and base.window is not None:
                 groups.setdefault(base.source, []).append(name)
     return groups
 
@@ -219,7 +212,7 @@ def _request(name: str, metrics: dict[str, MetricConfig], point: datetime) -> _R
     metric = metrics[name]
     if isinstance(metric, ChangeMetric):
         base = metrics[metric.of]
-        assert isinstance(base, _WINDOWED) and base.window is not None
+        assert isinstance(base, WINDOWED_METRICS) and base.window is not None
         return _Request(
             previous_column(name),
             as_row_metric(base),

@@ -1,0 +1,72 @@
+"""Problems found in a project file, each with its file, line and key path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem found in a project file."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = (
+            f"{where}: {self.key}: {self.message}"
+            if self.key
+            else f"{where}: {self.message}"
+        )
+        if self.suggestion:
+            text += f" (did you mean {self.suggestion!r}?)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "key": self.key,
+            "message": self.message,
+            "suggestion": self.suggestion,
+        }
+
+
+class ConfigError(Exception):
+    """A project whose files are missing or invalid; `issues` lists every problem."""
+
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = issues
+        count = len(issues)
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in the project:\n{lines}"
+        )
+
+
+def format_key(path: KeyPath) -> str:
+    """Format a key path as in healthscore.yml: ``privacy.pseudonymize.columns[1]``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = part
+    return text
+
+
+def line_of(path: KeyPath, lines: dict[KeyPath, int]) -> int | None:
+    """Return the line of `path`, or of the nearest setting around it that has one."""
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
