@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +24,7 @@ from healthscore.metrics import compute_metrics
 from healthscore.monitoring import backfill as backfill_module
 from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metrics
 from healthscore.monitoring.backfill_sweep import SourceSweep, sweep_source_reports
-from healthscore.monitoring.history import config_path, replay
+from healthscore.monitoring.history import config_key, config_path, replay
 from healthscore.pipeline import score, scorecard_versions, snapshot_store
 from healthscore.scaffold import create_project
 from healthscore.scoring import score_accounts
@@ -444,7 +445,7 @@ def test_replay_keeps_stored_scorecard(tmp_path: Path) -> None:
     original = score(project, as_of, store=False)
     backfill(project, [as_of])
     store = snapshot_store(project)
-    assert config_path(store, original.versions).is_file()
+    assert config_path(store, project.settings_key()).is_file()
 
     config = yaml.safe_load(project.file.read_text())
     config["scorecards"] = _scorecard(bounds_max=3)
@@ -461,16 +462,62 @@ def test_replay_keeps_stored_scorecard(tmp_path: Path) -> None:
 
 def test_scoring_keeps_project_file(tmp_path: Path) -> None:
     project = _project(tmp_path)
-    run = score(project, date(2024, 4, 1))
-    kept = config_path(snapshot_store(project), run.versions)
+    score(project, date(2024, 4, 1))
+    kept = config_path(snapshot_store(project), project.settings_key())
+    assert kept.read_text() == project.file.read_text()
+    assert snapshot_store(project).run_info(date(2024, 4, 1))["config_key"] == (
+        project.settings_key()
+    )
+
+
+def test_replay_keeps_other_settings(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    as_of = date(2024, 4, 1)
+    backfill(project, [as_of])
+    store = snapshot_store(project)
+    point = store.run_info(as_of)["as_of_point"]
+
+    # Not a scorecard setting: the scorecard versions stay the same.
+    config = yaml.safe_load(project.file.read_text())
+    config["as_of_point"] = "end_of_day"
+    project.file.write_text(yaml.safe_dump(config, sort_keys=False))
+    changed = load_project(project.root)
+    later = date(2024, 4, 8)
+    backfill(changed, [later])
+    # Each date is replayed under the settings it was scored with.
+    replay(changed, as_of)
+    replay(changed, later)
+
+    assert store.run_info(as_of)["as_of_point"] == point == "2024-04-01T00:00:00"
+    assert store.run_info(later)["as_of_point"] == "2024-04-09T00:00:00"
+    assert store.run_info(as_of)["config_key"] != store.run_info(later)["config_key"]
+
+
+def test_replay_reads_file_of_older_snapshot(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    as_of = date(2024, 4, 1)
+    run = score(project, as_of)
+    store = snapshot_store(project)
+    # A snapshot stored before run.json had config_key kept its project file
+    # under a hash of the scorecard versions.
+    info_file = store.folder / f"as_of={as_of.isoformat()}" / "run.json"
+    info = json.loads(info_file.read_text())
+    del info["config_key"]
+    info_file.write_text(json.dumps(info))
+    kept = config_path(store, project.settings_key())
+    kept.rename(config_path(store, config_key(run.versions)))
+
+    replayed = replay(project, as_of)
+
+    pd.testing.assert_frame_equal(replayed.result.scores, run.result.scores)
     assert kept.read_text() == project.file.read_text()
 
 
 def test_replay_without_kept_config(tmp_path: Path) -> None:
     project = _project(tmp_path)
-    run = score(project, date(2024, 4, 1))
+    score(project, date(2024, 4, 1))
     # A snapshot stored before project files were kept has no copy.
-    config_path(snapshot_store(project), run.versions).unlink()
+    config_path(snapshot_store(project), project.settings_key()).unlink()
     with pytest.raises(LookupError, match="no project file is kept for the snapshot"):
         replay(project, date(2024, 4, 1))
 

@@ -100,6 +100,7 @@ def run_info(
         "timezone": project.config.timezone,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "scorecard_versions": versions,
+        "config_key": project.settings_key(),
         "accounts": accounts,
         "sources": [report.to_dict() for report in source_reports],
         "seconds": {step: round(value, 3) for step, value in seconds.items()},

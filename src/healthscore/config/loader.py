@@ -62,10 +62,29 @@ class Project:
 
     root: Path
     config: ProjectConfig
+    text: str | None = None
+    """Text of the project file that `config` was read from, when it is not `file`,
+    as for a configuration kept with a past snapshot."""
     file: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.file = self.root / PROJECT_FILE
+
+    def file_text(self) -> str:
+        """Return the text of the project file that the settings were read from."""
+        if self.text is not None:
+            return self.text
+        return self.file.read_text(encoding="utf-8")
+
+    def settings_key(self) -> str:
+        """Content hash of every setting except `store`: 16 hex digits of a SHA-256.
+
+        Two runs share the key exactly when they were scored under the same
+        settings, so it names the project file kept for replaying them.
+        """
+        settings = self.config.model_dump(mode="json", by_alias=True, exclude={"store"})
+        text = json.dumps(settings, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the project file against the project folder.

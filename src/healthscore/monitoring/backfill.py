@@ -237,7 +237,7 @@ def _backfill_group(
     )
     store = snapshot_store(project)
     # Kept first, so that every stored date can be replayed even if a batch fails.
-    record_config(project, versions)
+    record_config(project)
     with (
         StateStore.open(project.config.store.state, project.root) as state,
         ThreadPoolExecutor(max_workers=1) as writer,

@@ -1,10 +1,12 @@
 """Score history: storing runs with their configuration, replaying past dates.
 
 Each snapshot's `run.json` records the content hash of every scorecard (see
-`Project.scorecard_version`). Beside the snapshots, `configs/<key>.yml` keeps the
-text of `healthscore.yml` as it was when a set of scorecard versions was first
-stored, where the key is a hash of those versions. `replay` rescores a past date under
-that stored text, so a later change to a scorecard does not change a replayed score.
+`Project.scorecard_version`) and `config_key`, a hash of all its settings but `store`
+(`Project.settings_key`). Beside the snapshots, `configs/<config_key>.yml` keeps the
+text of `healthscore.yml` that those settings were read from. `replay` rescores a past
+date under that text, so a later change of any setting, such as a scorecard, the
+as-of point or a source, does not change a replayed score. Snapshots stored before
+`config_key` was recorded name their file by a hash of the scorecard versions alone.
 """
 
 from __future__ import annotations
@@ -49,39 +51,52 @@ HISTORY_COLUMNS = ["as_of", "account_id", "score", "band", "scorecard"]
 
 
 def config_key(versions: Mapping[str, str]) -> str:
-    """Key of a set of scorecard versions: 16 hex digits of a SHA-256."""
+    """Key of a set of scorecard versions: 16 hex digits of a SHA-256.
+
+    Snapshots stored before `config_key` was recorded in run.json name their kept
+    project file by this key.
+    """
     text = json.dumps(dict(sorted(versions.items())), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def config_path(store: SnapshotStore, versions: Mapping[str, str]) -> Path:
-    """File that keeps the project text stored for `versions`."""
-    return store.folder / CONFIGS_DIR / f"{config_key(versions)}.yml"
+def config_path(store: SnapshotStore, key: str) -> Path:
+    """File that keeps the project text stored under `key`."""
+    return store.folder / CONFIGS_DIR / f"{key}.yml"
 
 
 def record_run_config(run: ScoringRun) -> Path:
-    """Keep a copy of the project file for the run's scorecard versions.
+    """Keep a copy of the project file of the run's settings.
 
-    The copy is written once per set of versions, so the first text stored for a
-    configuration stays, even if later edits leave the scorecards unchanged (such as
-    a new report setting). Call it after every stored scoring run.
+    Call it after every stored scoring run.
     """
-    return record_config(run.project, run.versions)
+    return record_config(run.project)
 
 
-def record_config(project: Project, versions: Mapping[str, str]) -> Path:
-    """Keep a copy of the project file for `versions`, unless one is kept already."""
+def record_config(project: Project) -> Path:
+    """Keep a copy of the project file under its settings key, unless one is kept.
+
+    Equal settings give equal keys, so a kept file is never replaced.
+    """
     store = snapshot_store(project)
-    path = config_path(store, versions)
+    path = config_path(store, project.settings_key())
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a reader never sees half a file.
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    staging.write_text(project.file.read_text(encoding="utf-8"), encoding="utf-8")
+    staging.write_text(project.file_text(), encoding="utf-8")
     os.replace(staging, path)
-    logger.info("stored the project file for scorecard versions %s", versions)
+    logger.info("stored the project file of settings %s", path.stem)
     return path
+
+
+def kept_config_path(project: Project, as_of: date) -> Path:
+    """Return the kept project file of the snapshot of `as_of` (it may be missing)."""
+    store = snapshot_store(project)
+    info = store.run_info(as_of)
+    key = info.get("config_key") or config_key(info.get("scorecard_versions", {}))
+    return config_path(store, str(key))
 
 
 def store_run(run: ScoringRun) -> Path:
@@ -107,9 +122,7 @@ def replay_project(project: Project, as_of: date) -> Project:
     ValueError
         When the kept project file is no longer valid.
     """
-    store = snapshot_store(project)
-    versions = store.run_info(as_of).get("scorecard_versions", {})
-    path = config_path(store, versions)
+    path = kept_config_path(project, as_of)
     if not path.is_file():
         raise SnapshotNotFoundError(
             f"no project file is kept for the snapshot of {as_of.isoformat()} "
@@ -117,8 +130,9 @@ def replay_project(project: Project, as_of: date) -> Project:
             f"run `healthscore backfill` or `healthscore score --as-of "
             f"{as_of.isoformat()}` to store it again"
         )
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
         config = ProjectConfig.model_validate(data)
     except (yaml.YAMLError, ValidationError) as exc:
         raise ValueError(
@@ -126,7 +140,7 @@ def replay_project(project: Project, as_of: date) -> Project:
             "and score the date again to keep the current configuration"
         ) from exc
     config = config.model_copy(update={"store": project.config.store})
-    return Project(root=project.root, config=config)
+    return Project(root=project.root, config=config, text=text)
 
 
 def replay(
