@@ -885,3 +885,29 @@ def test_unknown_rule_lists_failed_rules(tmp_path: Path) -> None:
         "unknown alert rule 'slw'; the rules are fell_to_risk, quiet, slow"
     )
     assert issues["playbooks[0].on_alert"].suggestion == "slow"
+
+
+def test_misspelt_band_in_conditions(tmp_path: Path) -> None:
+    text = VALID + (
+        "    - name: slipping\n"
+        "      kind: metric\n"
+        "      condition: band in ['at_risk', 'stabel']\n"  # 38
+        "playbooks:\n"
+        "  - name: call\n"
+        "    when: band != 'healty' and score < 50\n"  # 41
+        "    task: {title: 'Call {account_id}'}\n"
+        "  - name: check\n"
+        "    when: band == 'insufficient_data'\n"
+        "    task: {title: 'Check {account_id}'}\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2].condition", "playbooks[0].when"}
+    assert issues["alerts.rules[2].condition"].line == 38
+    assert issues["alerts.rules[2].condition"].suggestion == "stable"
+    assert issues["playbooks[0].when"].line == 41
+    assert issues["playbooks[0].when"].message == (
+        "compares band with 'healty', which is not a band; the bands are at_risk, "
+        "stable, healthy, insufficient_data"
+    )
+    assert issues["playbooks[0].when"].suggestion == "healthy"

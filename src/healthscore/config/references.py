@@ -556,6 +556,34 @@ def _unknown_names(
     )
 
 
+#: Band of an account with too few measures, besides the configured bands.
+_INSUFFICIENT_DATA = "insufficient_data"
+
+
+def _band_literal_issues(
+    config: ProjectConfig, text: str, path: KeyPath, issue: Any, unparsed: Unparsed
+) -> Iterator[ConfigIssue]:
+    """Report a condition that compares `band` with a name that is not a band.
+
+    `band != 'healty'` would hold for every account, so the misspelling is an error.
+    """
+    if "band" in config.metrics:
+        return  # a metric named band is compared with its own values
+    bands = [band.name for band in config.bands] + [_INSUFFICIENT_DATA]
+    for name, value in literal_comparisons(parse_expression(text)):
+        if name != "band" or not isinstance(value, str) or value in bands:
+            continue
+        if unparsed.defines(("bands",), value):
+            continue
+        yield issue(
+            path,
+            f"compares band with {value!r}, which is not a band; the bands are "
+            f"{', '.join(bands)}",
+            bands,
+            word=value,
+        )
+
+
 def _alert_issues(
     config: ProjectConfig, issue: Any, unparsed: Unparsed
 ) -> Iterator[ConfigIssue]:
@@ -599,6 +627,9 @@ def _alert_issues(
                     names,
                     word=name,
                 )
+            if text:
+                path = ("alerts", "rules", index, key)
+                yield from _band_literal_issues(config, text, path, issue, unparsed)
 
 
 def _playbook_issues(
@@ -635,6 +666,9 @@ def _playbook_issues(
                     names,
                     word=name,
                 )
+            yield from _band_literal_issues(
+                config, playbook.when, ("playbooks", index, "when"), issue, unparsed
+            )
         for position, target in enumerate(playbook.addresses):
             # A scorecard that failed validation may hold the target.
             if target not in targets and not unparsed.touches(("scorecards",)):
