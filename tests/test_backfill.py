@@ -911,3 +911,21 @@ def test_backfill_of_dates_without_accounts(tmp_path: Path) -> None:
             )
     assert len(got.read(empty[0], "scores")) == 0
     assert len(got.read(mixed[1], "scores")) > 0
+
+
+def test_cli_backfill_warns_of_empty_dates(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    # Both dates come before every subscription, the third after the first start.
+    arguments = ["backfill", "--from", "2023-12-18", "--to", "2024-01-01"]
+    arguments += ["--every", "1w", "--project", str(project.root)]
+    result = CliRunner().invoke(app, arguments)
+
+    assert result.exit_code == 0, result.output
+    assert "stored 3 snapshots" in result.stdout
+    # The warning of partial windows comes first; this one starts at its own mark.
+    stderr = " ".join(result.stderr.split())
+    empty = stderr[stderr.index("warning: 2 snapshots") :]
+    assert empty.startswith(
+        "warning: 2 snapshots (2023-12-18 and 2023-12-25) have no accounts"
+    )
+    assert "2024-01-01" not in empty

@@ -138,6 +138,15 @@ def backfill(
         f"stored {plural(len(result.dates), 'snapshot')} from {result.dates[0]} to "
         f"{result.dates[-1]} in {result.seconds:.1f} s"
     )
+    empty = sorted(day for day, count in result.accounts.items() if count == 0)
+    if empty:
+        note_wrapped(
+            f"warning: {plural(len(empty), 'snapshot')} ({_dates_text(empty)}) "
+            f"{'has' if len(empty) == 1 else 'have'} no accounts, because no "
+            "account was in the scored population on that date, as before the data "
+            "starts or after it ends. Check --from and --to against the dates of "
+            "your data."
+        )
 
 
 def partial_windows_warning(partial: list[PartialWindows], total: int) -> str:
