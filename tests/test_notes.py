@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
 import pytest
@@ -194,3 +195,45 @@ def test_note_for_unknown_account_rejected(tmp_path):
     result = runner.invoke(app, [*arguments, "--project", str(project.root)])
     assert result.exit_code == 1
     assert "account 'zz' not found in the accounts source 'accounts'" in result.stderr
+
+
+def test_stale_reads_notes_sources(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+    from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+    config = minimal_config()
+    config["sources"]["crm_notes"] = {"kind": "notes", "path": "notes.csv"}
+    # a1's latest note is in the file, a2's in the store, a3's in both places.
+    notes_csv = (
+        "account_id,timestamp,text\n"
+        "a1,2025-12-01 10:00:00,kick-off\n"
+        "a1,2026-03-20 10:00:00,renewal call\n"
+        "a2,2025-11-02 10:00:00,quarterly review\n"
+        "a3,2025-10-01 10:00:00,first call\n"
+        "a3,2026-04-01 10:00:00,written on the as-of date\n"
+    )
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events.csv": "account_id,timestamp\n",
+        "notes.csv": notes_csv,
+    }
+    project = write_project(tmp_path, config, files)
+    with StateStore.open(project.config.store.state, project.root) as opened:
+        note(opened, "a2", date(2025, 12, 20))
+        note(opened, "a3", date(2025, 12, 2))
+
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    arguments = ["note", "stale", "--as-of", "2026-04-01", "--json"]
+    result = runner.invoke(app, [*arguments, "--project", str(project.root)])
+
+    assert result.exit_code == 0, result.output
+    # Valid from 2026-01-01 on: a1 is fresh, a2 and a3 are stale; a3's note of
+    # the as-of date itself does not count yet.
+    rows = json.loads(result.stdout)
+    assert [(row["account_id"], row["last_noted_on"]) for row in rows] == [
+        ("a3", "2025-12-02"),
+        ("a2", "2025-12-20"),
+    ]
+    assert [row["age_days"] for row in rows] == [120, 102]

@@ -38,7 +38,12 @@ from healthscore.monitoring.interventions import (
     import_interventions,
     import_outcomes,
 )
-from healthscore.monitoring.notes import add_note, list_notes, stale_notes
+from healthscore.monitoring.notes import (
+    add_note,
+    latest_source_notes,
+    list_notes,
+    stale_notes,
+)
 from healthscore.monitoring.playbooks import (
     Task,
     TaskNotFoundError,
@@ -563,11 +568,25 @@ def note_stale(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """List accounts whose latest note is older than the validity."""
+    """List accounts whose latest note is older than the validity.
+
+    Notes added with `healthscore note add` count, and so do the rows of the
+    project's sources of kind notes.
+    """
     project = open_project(project_dir)
     day = as_of or _local_now(project).date()
+    file_notes = None
+    names = project.config.sources_of_kind("notes")
+    if names:
+        # Imported here: reading sources loads the engine, which most commands of
+        # this module do not need.
+        from healthscore.pipeline import open_engine
+        from healthscore.sources import as_of_point
+
+        sources = open_engine(project).sources
+        file_notes = latest_source_notes(sources, names, as_of_point(project, day))
     with _state_store(project) as store:
-        stale = stale_notes(store, day, validity)
+        stale = stale_notes(store, day, validity, file_notes)
     if json_output:
         print_json(stale.to_dict(orient="records"))
         return

@@ -20,6 +20,7 @@ from sqlalchemy import func, insert, select
 from healthscore.config.models import Duration
 from healthscore.metrics.windows import shift
 from healthscore.monitoring.interventions import record_audit, write_transaction
+from healthscore.sources import SourceSet
 from healthscore.store import StateStore
 from healthscore.store.tables_tasks import notes
 
@@ -158,13 +159,21 @@ def notes_frame(state: StateStore) -> pd.DataFrame:
     return frame[NOTE_COLUMNS]
 
 
-def stale_notes(state: StateStore, as_of: date, validity: Duration) -> pd.DataFrame:
+def stale_notes(
+    state: StateStore,
+    as_of: date,
+    validity: Duration,
+    file_notes: pd.Series | None = None,
+) -> pd.DataFrame:
     """List the accounts whose latest note before `as_of` is older than `validity`.
 
     A note of day N counts as of date D when N < D, and is valid while
     N >= D - validity (calendar months for `mo`), the same range as a metric window
     of that length that ends at the start of day D. Accounts with no note before D
     are not listed, because no note about them was ever stored.
+
+    `file_notes` gives the day of each account's latest note in the project's own
+    notes sources (see `latest_source_notes`); the latest of both places counts.
 
     Returns
     -------
@@ -174,22 +183,44 @@ def stale_notes(state: StateStore, as_of: date, validity: Duration) -> pd.DataFr
     """
     oldest_valid = shift(datetime(as_of.year, as_of.month, as_of.day), validity).date()
     latest = (
-        select(notes.c.account_id, func.max(notes.c.noted_on).label("last_noted_on"))
+        select(notes.c.account_id, func.max(notes.c.noted_on))
         .where(notes.c.noted_on < as_of)
         .group_by(notes.c.account_id)
-        .subquery()
-    )
-    query = (
-        select(latest.c.account_id, latest.c.last_noted_on)
-        .where(latest.c.last_noted_on < oldest_valid)
-        .order_by(latest.c.last_noted_on, latest.c.account_id)
     )
     with state.engine.connect() as connection:
-        rows = connection.execute(query).all()
+        stored = {account: day for account, day in connection.execute(latest).all()}
+    for account, day in (file_notes if file_notes is not None else {}).items():
+        if day < as_of and (account not in stored or stored[account] < day):
+            stored[account] = day
+    rows = sorted(
+        ((day, account) for account, day in stored.items() if day < oldest_valid),
+    )
     frame = pd.DataFrame(
-        [tuple(row) for row in rows], columns=["account_id", "last_noted_on"]
+        [(account, day) for day, account in rows],
+        columns=["account_id", "last_noted_on"],
     )
     frame["age_days"] = [
         (as_of - day) // timedelta(days=1) for day in frame["last_noted_on"]
     ]
     return frame.astype({"age_days": "int64"})
+
+
+def latest_source_notes(
+    sources: SourceSet, names: list[str], point: datetime
+) -> pd.Series:
+    """Return the day of each account's latest row before `point` in notes sources.
+
+    `names` are sources of kind notes; the series is indexed by account id.
+    """
+    days: dict[str, date] = {}
+    for name in names:
+        table = sources.rows(name, point)
+        if "timestamp" not in table.columns:
+            continue
+        table = table.filter(table.timestamp < point)
+        found = table.group_by("account_id").aggregate(last=table.timestamp.max())
+        for account, moment in found.execute().itertuples(index=False):
+            day = pd.Timestamp(moment).date()
+            if account not in days or days[account] < day:
+                days[str(account)] = day
+    return pd.Series(days, dtype=object)
