@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from churn_project import churn_project
+from churn_project import (
+    SNAPSHOT_DATES,
+    churn_config,
+    churn_files,
+    churn_project,
+)
 from healthscore.cli import app
 from healthscore.config import Project
 from healthscore.config.models import BandConfig
@@ -21,6 +26,9 @@ from healthscore.models.forecast import (
     forecast_columns,
     forecast_scores,
 )
+from healthscore.monitoring.backfill import backfill
+from healthscore.pipeline import snapshot_store
+from project_factory import write_project
 
 START = date(2024, 1, 1)
 
@@ -292,3 +300,37 @@ def test_unknown_renewal_period(project: Project) -> None:
     result = invoke(project, "forecast", "--renewals", "--period", "week")
     assert result.exit_code == 2
     assert "unknown period 'week'" in result.output
+
+
+def test_renewals_name_accounts_left_out(tmp_path: Path) -> None:
+    files = churn_files()
+    lines = files["accounts.csv"].splitlines()
+    # Of accounts active on the last date: a0 has no renewal date, a2 no ARR, and
+    # a3 renewed before that date.
+    lines[1] = "a0,enterprise,1000,"
+    lines[3] = "a2,enterprise,,2024-08-15"
+    lines[4] = "a3,smb,4000,2024-01-15"
+    files["accounts.csv"] = "\n".join(lines) + "\n"
+    project = write_project(tmp_path, churn_config(), files)
+    backfill(project, SNAPSHOT_DATES)
+
+    trained = invoke(project, "train", "--survival-model", "weibull", "--json")
+    result = invoke(project, "forecast", "--renewals", "--json")
+
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(trained.stdout)["survival"]["model"] == "weibull"
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["notes"][0] == (
+        "left out of the forecast: 1 account without a renewal date, 1 account "
+        f"renewing before {data['as_of']}, 1 account without ARR"
+    )
+    scored = snapshot_store(project).read(date.fromisoformat(data["as_of"]), "scores")
+    assert sum(row["accounts"] for row in data["renewals"]) == len(scored) - 3
+
+
+def test_unknown_survival_model(project: Project) -> None:
+    result = invoke(project, "train", "--survival-model", "aft")
+    assert result.exit_code == 2
+    words = unwrapped(result.output.replace("│", " "))
+    assert "unknown survival model 'aft'; use cox or weibull" in words

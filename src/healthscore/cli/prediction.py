@@ -93,6 +93,15 @@ def train(
             "(L2-regularized logistic regression).",
         ),
     ] = "lightgbm",
+    survival_model: Annotated[
+        str,
+        typer.Option(
+            "--survival-model",
+            help="Survival model kind: cox (proportional hazards) or weibull (Weibull "
+            "accelerated failure time, which extrapolates past the longest observed "
+            "duration, as renewal forecasts far ahead need).",
+        ),
+    ] = "cox",
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -102,10 +111,21 @@ def train(
         raise typer.BadParameter(
             f"unknown model {model!r}; use lightgbm or logistic", param_hint="--model"
         )
+    if survival_model not in ("cox", "weibull"):
+        raise typer.BadParameter(
+            f"unknown survival model {survival_model!r}; use cox or weibull",
+            param_hint="--survival-model",
+        )
     project = open_project(project_dir)
     observations = _observations(project)
     labelled = _training_rows(project, observations, as_of)
-    result = train_models(project, observations, labelled, model)  # type: ignore[arg-type]
+    result = train_models(
+        project,
+        observations,
+        labelled,
+        model,  # type: ignore[arg-type]
+        survival_model,  # type: ignore[arg-type]
+    )
     if json_output:
         print_json(result)
         return
@@ -117,6 +137,7 @@ def train_models(
     observations: Observations,
     labelled: pd.DataFrame,
     kind: Literal["lightgbm", "logistic"],
+    survival_kind: Literal["cox", "weibull"] = "cox",
 ) -> dict[str, Any]:
     """Validate, fit and store the churn model and the survival model.
 
@@ -156,7 +177,9 @@ def train_models(
     }
     folder = save_model(project, CHURN_MODEL, final, metadata)
     metadata["stored_in"] = str(folder)
-    metadata["survival"] = _train_survival(project, observations, labelled)
+    metadata["survival"] = _train_survival(
+        project, observations, labelled, survival_kind
+    )
     return metadata
 
 
@@ -263,8 +286,15 @@ def _validation_split(
     )
 
 
+#: Names of the survival model kinds in the command's output.
+_SURVIVAL_NAMES = {"cox": "Cox", "weibull": "Weibull"}
+
+
 def _train_survival(
-    project: Project, observations: Observations, labelled: pd.DataFrame
+    project: Project,
+    observations: Observations,
+    labelled: pd.DataFrame,
+    kind: Literal["cox", "weibull"] = "cox",
 ) -> dict[str, Any]:
     """Fit and store the survival model on the measures; a note when impossible."""
     from healthscore.models.labels import horizon_days
@@ -280,7 +310,7 @@ def _train_survival(
     retained = events == 0
     durations[retained] = days[rows][retained]
     try:
-        model = ChurnSurvival().fit(
+        model = ChurnSurvival(model=kind).fit(
             labelled.iloc[rows][columns].reset_index(drop=True), durations, events
         )
     except (InsufficientLabels, ValueError) as exc:
@@ -337,7 +367,8 @@ def _print_training(result: dict[str, Any]) -> None:
         note_wrapped(f"Survival model {survival['note']}")
     else:
         say_wrapped(
-            f"Survival model (Cox, {len(survival['features'])} measures): "
+            f"Survival model ({_SURVIVAL_NAMES[survival['model']]}, "
+            f"{len(survival['features'])} measures): "
             f"concordance {survival['concordance']:.3f}; stored in "
             f"{survival['stored_in']}."
         )
@@ -430,7 +461,7 @@ def _forecast_renewals(
         )
 
     table = model.renewal_forecast(frame, period=period)
-    notes = list(getattr(model, "notes_", []))
+    notes = [*_left_out_renewals(frame, day), *getattr(model, "notes_", [])]
     if json_output:
         print_json(
             {
@@ -444,6 +475,25 @@ def _forecast_renewals(
     _print_renewals(table, day, period)
     for line in notes:
         note_wrapped(f"Note: {line}")
+
+
+def _left_out_renewals(frame: pd.DataFrame, day: date) -> list[str]:
+    """Say which accounts the renewal forecast leaves out, and why."""
+    renewal = pd.to_datetime(frame["renewal_date"])
+    arr = pd.to_numeric(frame.get("arr"), errors="coerce")
+    reasons = [
+        (renewal.isna(), "without a renewal date"),
+        (renewal.notna() & (renewal < pd.Timestamp(day)), f"renewing before {day}"),
+        (renewal.notna() & (renewal >= pd.Timestamp(day)) & arr.isna(), "without ARR"),
+    ]
+    parts = [
+        f"{plural(int(mask.sum()), 'account')} {reason}"
+        for mask, reason in reasons
+        if mask.any()
+    ]
+    if not parts:
+        return []
+    return [f"left out of the forecast: {', '.join(parts)}"]
 
 
 def _print_renewals(table: pd.DataFrame, day: date, period: str) -> None:

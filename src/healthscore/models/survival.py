@@ -242,7 +242,8 @@ class ChurnSurvival(BaseEstimator):
                 f"asked for churn within {horizon.max():.0f} days, beyond the longest "
                 f"observed duration ({self.max_duration_:.0f} days); the Cox model "
                 "holds the survival curve flat there, so the probability is too low. "
-                "Use model='weibull' to extrapolate"
+                "A Weibull model extrapolates: ChurnSurvival(model='weibull'), or "
+                "`healthscore train --survival-model weibull`"
             )
             if note not in self.notes_:
                 self.notes_.append(note)
