@@ -165,6 +165,107 @@ def test_outcome_labels_within_horizon():
     assert np.isnan(labelled(frame, "c", "2024-04-15")["label"])
 
 
+def test_outcome_labels_after_won_back_account():
+    # w churned, came back and churned again. g churned and never came back.
+    stored = pd.DataFrame(
+        {
+            "account_id": ["w", "w", "g", "x"],
+            "kind": ["churned", "churned", "churned", "renewed"],
+            "occurred_on": [
+                date(2024, 1, 10),
+                date(2024, 6, 10),
+                date(2024, 1, 10),
+                date(2024, 9, 1),
+            ],
+        }
+    )
+    result = outcome_labels(
+        project(),
+        pairs(
+            ("w", "2024-01-01"),
+            ("w", "2024-03-01"),
+            ("w", "2024-05-20"),
+            ("g", "2024-03-01"),
+        ),
+        stored,
+    )
+
+    frame = result.frame
+    assert labelled(frame, "w", "2024-01-01")["label"] == 1.0
+    assert labelled(frame, "w", "2024-01-01")["churn_date"] == pd.Timestamp(
+        "2024-01-10"
+    )
+    # The next churn, 2024-06-10, falls after the horizon that ends on 2024-04-01.
+    assert labelled(frame, "w", "2024-03-01")["label"] == 0.0
+    assert labelled(frame, "w", "2024-05-20")["label"] == 1.0
+    assert labelled(frame, "w", "2024-05-20")["churn_date"] == pd.Timestamp(
+        "2024-06-10"
+    )
+
+    assert np.isnan(labelled(frame, "g", "2024-03-01")["label"])
+    assert (
+        "1 observation has no label because the account churned on or before the "
+        "as-of date and no later outcome shows that it came back"
+    ) in result.notes
+
+
+def test_outcome_labels_renewal_shows_return():
+    stored = pd.DataFrame(
+        {
+            "account_id": ["r", "r", "x"],
+            "kind": ["churned", "renewed", "renewed"],
+            "occurred_on": [date(2024, 1, 10), date(2024, 2, 15), date(2024, 9, 1)],
+        }
+    )
+    frame = outcome_labels(project(), pairs(("r", "2024-03-01")), stored).frame
+    assert labelled(frame, "r", "2024-03-01")["label"] == 0.0
+
+
+def test_outcome_labels_observed_until_after_outcomes():
+    stored = pd.DataFrame(
+        {
+            "account_id": ["a"],
+            "kind": ["churned"],
+            "occurred_on": [date(2024, 2, 20)],
+        }
+    )
+    result = outcome_labels(
+        project(observed_until="2024-06-01"), pairs(("a", "2024-01-01")), stored
+    )
+    assert (
+        "outcomes.observed_until (2024-06-01) is more than one 1mo horizon after "
+        "the latest imported outcome (2024-02-20)"
+    ) in result.notes[0]
+    close = outcome_labels(
+        project(observed_until="2024-03-20"), pairs(("a", "2024-01-01")), stored
+    )
+    assert close.notes == []
+
+
+def test_observed_until_after_subscriptions_raises():
+    closed = SUBSCRIPTIONS[SUBSCRIPTIONS["end"].notna()]
+    with pytest.raises(ValueError) as raised:
+        subscription_labels(
+            project(observed_until="2024-06-01"),
+            pairs(("leaves", "2024-02-01")),
+            closed,
+        )
+    assert str(raised.value).startswith(
+        "outcomes.observed_until (2024-06-01) is later than the last start or end "
+        "date in the subscriptions (2024-02-20)"
+    )
+
+
+def test_observed_until_with_open_subscriptions_passes():
+    # Open subscriptions stay active past the data, so a late date is accepted.
+    result = subscription_labels(
+        project(observed_until="2030-01-01"),
+        pairs(("stays", "2024-02-01")),
+        SUBSCRIPTIONS,
+    )
+    assert labelled(result.frame, "stays", "2024-02-01")["label"] == 0.0
+
+
 def test_outcome_labels_without_outcomes_raise():
     empty = pd.DataFrame(columns=["account_id", "kind", "occurred_on"])
     with pytest.raises(ValueError, match="no outcomes are imported"):

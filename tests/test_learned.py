@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from healthscore.config.models import ScorecardConfig
+from healthscore.config import Project
+from healthscore.config.models import ProjectConfig, ScorecardConfig
+from healthscore.models.dataset import Observations
 from healthscore.models.errors import InsufficientLabels
-from healthscore.models.learned import LearnedWeights, proposed_card, weigh_card
+from healthscore.models.labels import LabelSet
+from healthscore.models.learned import (
+    LearnedWeights,
+    proposal_header,
+    propose,
+    proposed_card,
+    scorecards_yaml,
+    weigh_card,
+)
 
 
 def synthetic(rows: int = 4000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -57,6 +70,7 @@ def test_no_negative_coefficient_raises():
 CARD = ScorecardConfig.model_validate(
     {
         "name": "default",
+        "version": "v3",
         "components": {
             "usage": {
                 "weight": 50,
@@ -102,3 +116,93 @@ def test_proposed_card_shares_equal_weights():
     scores = weigh_card(card, frame)
     # A missing measure passes its weight to the present one of its component.
     assert scores.tolist() == pytest.approx([0.7 * 80 + 0.3 * 20, 50.0])
+
+
+def test_proposed_card_keeps_version():
+    weights = pd.Series(
+        {"measure:strong": 0.7, "measure:weak": 0.3, "measure:wrong": 0.0}
+    )
+    card = proposed_card(CARD, weights)
+    assert card.version == "v3"
+    written = yaml.safe_load(scorecards_yaml([card]))
+    assert written["scorecards"][0]["version"] == "v3"
+
+
+def test_column_advice_names_label_column():
+    error = InsufficientLabels(5, 7038, 10, "validate", source="column")
+    assert "backfill" not in str(error)
+    assert (
+        "the label column (validation.label_column) has only 5 churned rows and has "
+        "no dates, so more as-of dates add no labels; use data with at least 10 "
+        "accounts of each class in that column"
+    ) in str(error)
+
+
+def test_dated_advice_suggests_backfill():
+    error = InsufficientLabels(5, 7038, 10, "validate", source="subscriptions")
+    assert "backfill more dates" in str(error)
+
+
+def learning_project() -> Project:
+    config = ProjectConfig.model_validate(
+        {
+            "name": "learn",
+            "sources": {"accounts": {"kind": "accounts", "path": "a.csv"}},
+            "scorecards": [CARD.model_dump(mode="json", exclude_defaults=True)],
+            "validation": {
+                "label_column": {"column": "Churn", "churned": ["Yes"]},
+                "min_churned": 10,
+            },
+        }
+    )
+    return Project(root=Path("."), config=config)
+
+
+def observations(frame: pd.DataFrame, labels: np.ndarray) -> Observations:
+    day = pd.Timestamp("2024-01-01")
+    rows = frame.copy()
+    rows.insert(0, "account_id", [f"a{index}" for index in range(len(rows))])
+    rows.insert(1, "as_of", day)
+    rows["scorecard"] = "default"
+    rows["label"] = labels
+    columns = ["measure:strong", "measure:weak", "measure:wrong"]
+    label_frame = rows[["account_id", "as_of", "label"]].assign(churn_date=pd.NaT)
+    label_set = LabelSet(label_frame, "column", None)
+    return Observations(rows, columns, [], label_set, [day.date()])
+
+
+def test_propose_without_enough_churn_keeps_weights():
+    frame, labels = synthetic(200)
+    labels[:] = 0
+    labels[:4] = 1
+
+    proposal = propose(learning_project(), observations(frame, labels))
+
+    assert proposal.learned == []
+    assert proposal.scorecards == [CARD]
+    assert proposal.headline == (
+        "No weights were learned, so every scorecard keeps its configured weights "
+        "(as-of dates 2024-01-01 to 2024-01-01)."
+    )
+    header = proposal_header(learning_project(), proposal)
+    text = " ".join(" ".join(header).split())
+    assert "Weights learned" not in text
+    assert "No weights were learned" in text
+    assert "scorecard default keeps its weights: too few labelled rows" in text
+    assert "the label column (validation.label_column) has only 4 churned" in text
+
+
+def test_propose_with_churn_learns_weights():
+    frame, labels = synthetic()
+
+    proposal = propose(learning_project(), observations(frame, labels))
+
+    assert proposal.learned == ["default"]
+    assert proposal.scorecards[0].version == "v3"
+    assert proposal.headline == (
+        "Weights learned for default from the churn outcomes of the as-of dates "
+        "2024-01-01 to 2024-01-01."
+    )
+    header = proposal_header(learning_project(), proposal)
+    assert header[0] == "Scorecards proposed by `healthscore learn` for project learn."
+    assert any(line.startswith("Review the diff.") for line in header)

@@ -289,27 +289,102 @@ def test_churn_unavailable_before_horizon_is_observed(engine):
     assert churn.falls is None
     assert churn.unavailable == (
         "the 1mo horizon after 2024-04-01 ends on 2024-05-01, after "
-        "outcomes.observed_until (2024-04-15), so the outcomes are not known yet"
+        "outcomes.observed_until (2024-04-15), so 1 scored account is "
+        "censored (no outcome is known)"
     )
 
 
-def test_churn_unobserved_horizon_without_observed_until(engine):
+# Subscriptions of the tiny project's accounts in monthly periods. Their latest start,
+# 2024-05-01, ends the observed data when outcomes.observed_until is not set. a2 has
+# no period active on 2024-05-01, so it churned within the 1mo horizon of 2024-04-01.
+MONTHLY_SUBSCRIPTIONS = """account_id,start,end
+a1,2024-03-01,2024-04-01
+a1,2024-04-01,2024-05-01
+a1,2024-05-01,2024-06-01
+a2,2024-03-01,2024-04-01
+a2,2024-04-01,2024-04-20
+a3,2024-03-01,2024-04-01
+a3,2024-04-01,2024-05-01
+a3,2024-05-01,2024-06-01
+"""
+
+
+@pytest.fixture(scope="module")
+def monthly(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """The tiny project without outcomes.observed_until, on monthly subscriptions."""
+    root = build_project(tmp_path_factory.mktemp("report") / "monthly")
+    (root / "subscriptions.csv").write_text(MONTHLY_SUBSCRIPTIONS, encoding="utf-8")
+    engine = Engine.open(load_project(root))
+    engine.project.config.outcomes = OutcomesConfig(horizon=parse_duration("1mo"))
+    return engine
+
+
+def test_churn_censored_after_latest_subscription_start(monthly):
+    scores = pd.DataFrame(
+        {"account_id": ["a1", "a2", "a3"], "band": ["stable", "stable", "stable"]}
+    )
+
+    # The horizon after 2024-04-15 ends on 2024-05-15, after the latest start. Today
+    # is long after it, so only the data can censor it.
+    churn = churn_summary(
+        monthly.project, monthly.sources, scores, date(2024, 4, 15), date(2025, 1, 1)
+    )
+
+    assert churn.bands == []
+    assert churn.unavailable == (
+        "the 1mo horizon after 2024-04-15 ends on 2024-05-15, after the latest "
+        "subscription start (2024-05-01) that marks the end of the observed data, so "
+        "3 scored accounts are censored (no outcome is known); set "
+        "outcomes.observed_until to the last date with complete subscriptions"
+    )
+
+
+def test_churn_observed_up_to_latest_subscription_start(monthly):
+    scores = pd.DataFrame(
+        {"account_id": ["a1", "a2", "a3"], "band": ["stable", "stable", "stable"]}
+    )
+
+    churn = churn_summary(
+        monthly.project, monthly.sources, scores, AS_OF, date(2025, 1, 1)
+    )
+
+    assert churn.unavailable is None
+    stable = [band for band in churn.bands if band.name == "stable"]
+    assert [(band.accounts, band.churned) for band in stable] == [(3, 1)]
+
+
+def test_churn_unobserved_horizon_ending_today(monthly):
+    scores = pd.DataFrame({"account_id": ["a1"], "band": ["stable"]})
+
+    churn = churn_summary(
+        monthly.project, monthly.sources, scores, AS_OF, date(2024, 5, 1)
+    )
+
+    assert churn.unavailable == (
+        "the 1mo horizon after 2024-04-01 ends on 2024-05-01, which is not in the "
+        "past, so 1 scored account is censored (no outcome is known); set "
+        "outcomes.observed_until to the last date with complete subscriptions"
+    )
+
+
+def test_churn_observed_until_after_subscriptions(engine):
     project = Project(
         root=engine.project.root, config=engine.project.config.model_copy()
     )
-    project.config.outcomes = OutcomesConfig(horizon=parse_duration("1mo"))
+    # The tiny project's subscriptions end on 2024-07-01 at the latest.
+    project.config.outcomes = OutcomesConfig(
+        horizon=parse_duration("1mo"), observed_until=date(2024, 9, 30)
+    )
     scores = pd.DataFrame({"account_id": ["a1"], "band": ["stable"]})
 
-    pending = churn_summary(project, engine.sources, scores, AS_OF, date(2024, 5, 1))
-    known = churn_summary(project, engine.sources, scores, AS_OF, date(2024, 5, 2))
+    churn = churn_summary(project, engine.sources, scores, AS_OF, date(2024, 12, 1))
 
-    assert pending.unavailable == (
-        "the 1mo horizon after 2024-04-01 ends on 2024-05-01, which is not in the "
-        "past; set outcomes.observed_until to the last date with complete "
-        "subscriptions"
+    assert churn.bands == []
+    assert churn.unavailable is not None
+    assert churn.unavailable.startswith(
+        "outcomes.observed_until (2024-09-30) is later than the last start or end "
+        "date in the subscriptions (2024-07-01)"
     )
-    assert known.unavailable is None
-    assert [(band.name, band.accounts) for band in known.bands][1] == ("stable", 1)
 
 
 def test_churn_without_subscriptions_source(engine):
@@ -342,8 +417,8 @@ def test_report_says_why_churn_is_missing(engine):
 
     assert (
         "<p>No churn rates for 2024-04-01: the 1mo horizon after 2024-04-01 ends on "
-        "2024-05-01, after outcomes.observed_until (2024-04-15), so the outcomes are "
-        "not known yet.</p>"
+        "2024-05-01, after outcomes.observed_until (2024-04-15), so 3 scored "
+        "accounts are censored (no outcome is known).</p>"
     ) in section(page, "churn")
 
 
@@ -619,3 +694,45 @@ def test_models_section_without_calibration(tmp_path):
     assert "models-bands-missing" not in models
     # No comparison was stored, so the page has no comparison part at all.
     assert "models-compare" not in models
+
+
+def test_band_rows_add_insufficient_data():
+    from healthscore.report.models import _band_chart, band_rows
+
+    stored = {
+        "rows": 3543,
+        "churned": 57,
+        "bands": [
+            {"band": "at_risk", "rows": 122, "churned": 34, "rate": 34 / 122},
+            {"band": "stable", "rows": 1748, "churned": 23, "rate": 23 / 1748},
+            {"band": "healthy", "rows": 1666, "churned": 0, "rate": 0.0},
+        ],
+    }
+
+    rows = band_rows(stored)
+
+    assert [row["band"] for row in rows] == [
+        "at_risk",
+        "stable",
+        "healthy",
+        "insufficient_data",
+    ]
+    # 3543 - 122 - 1748 - 1666 = 7 test rows, none of them churned.
+    assert rows[-1] == {
+        "band": "insufficient_data",
+        "rows": 7,
+        "churned": 0,
+        "rate": 0.0,
+    }
+    assert "insufficient_data" in _band_chart(stored)
+
+
+def test_band_rows_without_other_rows():
+    from healthscore.report.models import band_rows
+
+    stored = {
+        "rows": 10,
+        "churned": 2,
+        "bands": [{"band": "at_risk", "rows": 10, "churned": 2, "rate": 0.2}],
+    }
+    assert [row["band"] for row in band_rows(stored)] == ["at_risk"]

@@ -338,7 +338,10 @@ def run_monitoring(
         # A rerun of a date finds its alerts stored already. Playbooks still get
         # them, because an earlier run may have stopped before opening their tasks.
         stored = [] if outcome.held else _stored_earlier(outcome.suppressed)
-        tasks = apply_playbooks(project, run, alerts, state, stored_alerts=stored)
+        # A held run's data is suspect, so it opens no tasks either.
+        tasks = apply_playbooks(
+            project, run, alerts, state, stored_alerts=stored, held=outcome.held
+        )
     logger.info(
         "monitoring as of %s: %d alerts raised%s, %d tasks opened",
         run.as_of,

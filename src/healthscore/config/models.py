@@ -1155,7 +1155,10 @@ class OutcomesConfig(StrictModel):
     observed_until: date | None = Field(
         default=None,
         description="Last date for which subscriptions are complete; the demo scores "
-        "the latest as-of date whose horizon ends by then.",
+        "the latest as-of date whose horizon ends by then. Churn labels end there "
+        "too: a horizon that passes it is censored, not retained. A date after every "
+        "start and end date of the subscriptions is rejected when no subscription is "
+        "open, because every account would then look churned.",
     )
 
     @field_validator("horizon", mode="before")

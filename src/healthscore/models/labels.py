@@ -19,6 +19,7 @@ Labels come from one of three places (`validation.labels`):
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -45,7 +46,9 @@ __all__ = [
     "label_source",
     "no_label_class_advice",
     "outcome_labels",
+    "subscription_frame",
     "subscription_labels",
+    "subscriptions_observed_until",
 ]
 
 logger = logging.getLogger(__name__)
@@ -193,7 +196,7 @@ def build_labels(
             "to outcomes, or set validation.label_column"
         )
     table = sources.rows(names[0]).execute()
-    return subscription_labels(project, pairs, _subscription_frame(table))
+    return subscription_labels(project, pairs, subscription_frame(table))
 
 
 def open_label_sources(project: Project) -> SourceSet:
@@ -221,7 +224,7 @@ def subscription_labels(
     An account is active on day d when start <= d < end (no end: open). Pairs whose
     account is not active on the as-of date get NaN, because they cannot churn.
     """
-    observed, note = _subscriptions_observed_until(project, subscriptions)
+    observed, note = subscriptions_observed_until(project, subscriptions)
     frame = pairs.copy()
     frame["label"] = np.nan
     frame["churn_date"] = pd.NaT
@@ -268,8 +271,12 @@ def outcome_labels(
     """Label `pairs` from imported outcomes (account_id, kind, occurred_on).
 
     Outcomes are complete up to `outcomes.observed_until`, or else up to the latest
-    imported outcome of any kind. An account with a churn outcome on or before the
-    as-of date already left, so its pair gets NaN.
+    imported outcome of any kind. Each pair takes the first churn outcome after its
+    as-of date: churned when it falls within the horizon, else retained once the
+    horizon is observed. An account can churn, come back and churn again, so every
+    churn outcome counts, not only the first. A pair gets NaN when its horizon is
+    censored, or when its account churned on or before the as-of date and no later
+    outcome of any kind shows that it came back.
     """
     churns = stored[stored["kind"] == "churned"]
     observed = project.config.outcomes.observed_until
@@ -286,27 +293,35 @@ def outcome_labels(
             "outcomes.observed_until is not set, so outcomes are taken as complete "
             f"up to the latest imported outcome, {observed.isoformat()}"
         )
-    first_churn = churns.groupby("account_id")["occurred_on"].min()
+    elif not stored.empty:
+        note = _late_observed_note(project, observed, max(stored["occurred_on"]))
+        if note is not None:
+            notes.append(note)
+    churn_days = _dates_by_account(churns)
+    last_outcome = stored.groupby("account_id")["occurred_on"].max()
     frame = pairs.copy()
     frame["label"] = np.nan
     frame["churn_date"] = pd.NaT
     frame["churn_date"] = frame["churn_date"].astype("datetime64[ns]")
     censored = 0
+    gone = 0
     for as_of, rows in frame.groupby("as_of", sort=True):
         day = as_of.date()
         end = horizon_end(project, day)
         if end > observed:
             censored += len(rows)
             continue
-        churned_on = rows["account_id"].map(first_churn)
-        for position, when in zip(rows.index, churned_on, strict=True):
-            if pd.isna(when):
-                frame.loc[position, "label"] = 0.0
-            elif when <= day:
-                continue
-            elif when <= end:
+        for position, account in zip(rows.index, rows["account_id"], strict=True):
+            days = churn_days.get(account, [])
+            following = bisect.bisect_right(days, day)
+            if following < len(days) and days[following] <= end:
                 frame.loc[position, "label"] = 1.0
-                frame.loc[position, "churn_date"] = pd.Timestamp(when)
+                frame.loc[position, "churn_date"] = pd.Timestamp(days[following])
+            # NOTE: a later outcome shows that the account came back but not when,
+            # so rows between a churn and the return count as retained.
+            elif following > 0 and last_outcome[account] <= days[following - 1]:
+                # Churned before the as-of date, and no later outcome shows a return.
+                gone += 1
             else:
                 frame.loc[position, "label"] = 0.0
     if censored:
@@ -314,6 +329,12 @@ def outcome_labels(
             f"{censored:,} observations are censored (no label): their "
             f"{project.config.outcomes.horizon} horizon ends after "
             f"{observed.isoformat()}"
+        )
+    if gone:
+        notes.append(
+            f"{gone:,} {'observation has' if gone == 1 else 'observations have'} no "
+            "label because the account churned on or before the as-of date and no "
+            "later outcome shows that it came back"
         )
     return LabelSet(frame[LABEL_COLUMNS], "outcomes", observed, notes)
 
@@ -365,7 +386,37 @@ def _stored_outcomes(state: StateStore) -> pd.DataFrame:
     )
 
 
-def _subscription_frame(table: pd.DataFrame) -> pd.DataFrame:
+def _late_observed_note(project: Project, observed: date, latest: date) -> str | None:
+    """Return a note when a whole horizon before `observed` has no outcome.
+
+    Outcomes are sparse, so a few days between the latest outcome and
+    `outcomes.observed_until` are normal. A whole horizon without any outcome more
+    likely means the outcomes after `latest` were never imported, and its accounts
+    would count as retained.
+    """
+    if horizon_end(project, latest) >= observed:
+        return None
+    message = (
+        f"outcomes.observed_until ({observed.isoformat()}) is more than one "
+        f"{project.config.outcomes.horizon} horizon after the latest imported "
+        f"outcome ({latest.isoformat()}), so accounts count as retained over "
+        "horizons without any imported outcome; import the outcomes up to "
+        "outcomes.observed_until, or set it to the last date whose outcomes are "
+        "imported"
+    )
+    return message
+
+
+def _dates_by_account(outcomes: pd.DataFrame) -> dict[str, list[date]]:
+    """Sorted outcome dates per account, for a binary search by as-of date."""
+    return {
+        str(account): sorted(rows["occurred_on"])
+        for account, rows in outcomes.groupby("account_id", sort=False)
+    }
+
+
+def subscription_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """Return subscription rows as account_id (str), start and end (datetime64)."""
     frame = pd.DataFrame({"account_id": table["account_id"].astype(str)})
     frame["start"] = pd.to_datetime(table["start"]).astype("datetime64[ns]")
     if "end" in table.columns:
@@ -375,11 +426,27 @@ def _subscription_frame(table: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["account_id", "start"], kind="stable")
 
 
-def _subscriptions_observed_until(
+def subscriptions_observed_until(
     project: Project, subscriptions: pd.DataFrame
 ) -> tuple[date | None, str | None]:
+    """Return the last date the subscriptions are complete, and a note on its source.
+
+    `subscriptions` has the columns of `subscription_frame`. The date is
+    `outcomes.observed_until` when it is set, else the latest subscription start.
+    The note is None when the setting gives the date. Returns (None, None) without
+    subscriptions and the setting.
+
+    Raises
+    ------
+    ValueError
+        When `outcomes.observed_until` is later than every start and end date of the
+        subscriptions, because a horizon that ends after the data would count its
+        accounts as churned. Subscriptions with an open end stay active past the
+        data, so a date after them cannot be wrong in this way and is not checked.
+    """
     observed = project.config.outcomes.observed_until
     if observed is not None:
+        _check_observed_until(observed, subscriptions)
         return observed, None
     if subscriptions.empty:
         return None, None
@@ -390,6 +457,21 @@ def _subscriptions_observed_until(
         "last date with complete subscriptions"
     )
     return latest, note
+
+
+def _check_observed_until(observed: date, subscriptions: pd.DataFrame) -> None:
+    if subscriptions.empty or subscriptions["end"].isna().any():
+        return
+    dates = pd.concat([subscriptions["start"], subscriptions["end"]])
+    last = pd.Timestamp(dates.max()).date()
+    if observed > last:
+        raise ValueError(
+            f"outcomes.observed_until ({observed.isoformat()}) is later than the last "
+            f"start or end date in the subscriptions ({last.isoformat()}), so "
+            "accounts would count as churned when the data simply ends; set "
+            "outcomes.observed_until to the last date with complete subscriptions, "
+            f"at most {last.isoformat()}"
+        )
 
 
 def _active(spans: tuple[np.ndarray, np.ndarray], day: np.datetime64) -> bool:

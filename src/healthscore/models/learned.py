@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import textwrap
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "LearnedWeights",
     "Proposal",
     "card_measure_columns",
+    "proposal_header",
     "propose",
     "scorecard_diff",
     "scorecards_yaml",
@@ -128,6 +130,28 @@ class Proposal:
     dates: list[date]
     """As-of dates with a known churn outcome, which the weights were learned from."""
     notes: list[str] = field(default_factory=list)
+    learned: list[str] = field(default_factory=list)
+    """Names of the scorecards whose weights were learned. The others keep their
+    configured weights, and `notes` gives the reason."""
+
+    @property
+    def headline(self) -> str:
+        """Sentence that names the scorecards with learned weights."""
+        days = f"{self.dates[0]} to {self.dates[-1]}" if self.dates else "-"
+        kept = [card.name for card in self.scorecards if card.name not in self.learned]
+        if not self.learned:
+            return (
+                "No weights were learned, so every scorecard keeps its configured "
+                f"weights (as-of dates {days})."
+            )
+        text = (
+            f"Weights learned for {', '.join(self.learned)} from the churn outcomes "
+            f"of the as-of dates {days}."
+        )
+        if kept:
+            verb = "keeps its" if len(kept) == 1 else "keep their"
+            text += f" {', '.join(kept)} {verb} configured weights."
+        return text
 
 
 def card_measure_columns(card: ScorecardConfig) -> list[str]:
@@ -175,6 +199,7 @@ def propose(
     cards = []
     rows = []
     notes = []
+    learned: list[str] = []
     for card in project.config.scorecards:
         routed = labelled[labelled["scorecard"] == card.name]
         columns = card_measure_columns(card)
@@ -183,13 +208,19 @@ def propose(
             model = LearnedWeights(C=C, min_churned=minimum).fit(
                 routed.reindex(columns=columns), routed["label"]
             )
-        except (InsufficientLabels, ValueError) as exc:
+        except InsufficientLabels as exc:
+            reason = exc.with_source(observations.labels.source)
+            notes.append(f"scorecard {card.name} keeps its weights: {reason}")
+            cards.append(card)
+            proposed = current
+        except ValueError as exc:
             notes.append(f"scorecard {card.name} keeps its weights: {exc}")
             cards.append(card)
             proposed = current
         else:
             new_card = proposed_card(card, model.weights_)
             cards.append(new_card)
+            learned.append(card.name)
             proposed = pd.Series(0.0, index=columns)
             shares = Layout.of(new_card)
             proposed[card_measure_columns(new_card)] = shares.measure_shares
@@ -221,7 +252,7 @@ def propose(
         rows, columns=["scorecard", "component", "measure", "current", "proposed"]
     )
     weights["change"] = weights["proposed"] - weights["current"]
-    return Proposal(cards, weights, list(labelled_observations.dates), notes)
+    return Proposal(cards, weights, list(labelled_observations.dates), notes, learned)
 
 
 def proposed_card(card: ScorecardConfig, weights: pd.Series) -> ScorecardConfig:
@@ -229,6 +260,8 @@ def proposed_card(card: ScorecardConfig, weights: pd.Series) -> ScorecardConfig:
 
     Weights are written in percent with WEIGHT_DECIMALS decimals. Measures whose
     rounded weight is 0 are removed, and so are components left without measures.
+    The card keeps its name, condition and `version` label. The content hash stored
+    with each score still tells the new weights apart from the old ones.
     """
     components = {}
     for name, component in card.components.items():
@@ -241,7 +274,7 @@ def proposed_card(card: ScorecardConfig, weights: pd.Series) -> ScorecardConfig:
         if measures:
             total = round(sum(measure.weight for measure in measures), WEIGHT_DECIMALS)
             components[name] = ComponentConfig(weight=total, measures=measures)
-    return card.model_copy(update={"components": components, "version": None})
+    return card.model_copy(update={"components": components})
 
 
 def scorecards_yaml(cards: list[ScorecardConfig]) -> str:
@@ -263,6 +296,31 @@ def scorecard_diff(
     return "".join(
         difflib.unified_diff(before, after, "current scorecards", "proposed scorecards")
     )
+
+
+def proposal_header(project: Project, proposal: Proposal) -> list[str]:
+    """Return the comment lines that head the proposal file of `project`.
+
+    They state whether any weight was learned, with the reason each scorecard kept
+    its configured weights, and how to use the file.
+    """
+    lines = [
+        "Scorecards proposed by `healthscore learn` for project "
+        f"{project.config.name}.",
+        *textwrap.wrap(proposal.headline, width=86),
+    ]
+    for note in proposal.notes:
+        lines.extend(
+            textwrap.wrap(note, width=86, initial_indent="- ", subsequent_indent="  ")
+        )
+    if proposal.learned:
+        lines += [
+            "Review the diff. List this file under validation.shadow to score it "
+            "beside",
+            "the live scorecards, or copy its scorecards into healthscore.yml to "
+            "adopt it.",
+        ]
+    return lines
 
 
 def write_proposal(proposal: Proposal, path: Path, header: list[str]) -> Path:

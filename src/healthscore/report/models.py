@@ -2,8 +2,9 @@
 
 `healthscore backtest` and `healthscore compare` store their measures as JSON (see
 `healthscore.models.backtest.save_results`). This module reads them and draws the
-charts: the reliability curve and churn per band of the configured scorecards, and
-ROC AUC and lift per method. Without stored results the section is left out, and a
+charts: the reliability curve and churn per band of the configured scorecards, with
+the test rows banded insufficient data as a band of their own, and ROC AUC and lift
+per method. Without stored results the section is left out, and a
 chart that the stored results cannot draw is replaced by a note saying why.
 """
 
@@ -18,8 +19,9 @@ from markupsafe import Markup
 
 from healthscore.config import Project
 from healthscore.report.charts import CHART_CONFIG
+from healthscore.scoring import INSUFFICIENT_DATA
 
-__all__ = ["ModelsSection", "models_section"]
+__all__ = ["ModelsSection", "band_rows", "models_section"]
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,32 @@ def _reliability_chart(method: dict[str, Any]) -> Markup:
     return _html(figure, "models-reliability")
 
 
+def band_rows(method: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the stored churn per band of `method`, with its other test rows.
+
+    A stored backtest counts only the configured bands. The labelled test rows
+    (`rows`, `churned`) outside them get their own `insufficient_data` row, because
+    every other account is in one of the configured bands.
+    """
+    bands = [dict(row) for row in method.get("bands") or []]
+    rows = int(method.get("rows") or 0) - sum(int(row["rows"]) for row in bands)
+    churned = int(method.get("churned") or 0) - sum(
+        int(row["churned"]) for row in bands
+    )
+    if rows > 0:
+        bands.append(
+            {
+                "band": INSUFFICIENT_DATA,
+                "rows": rows,
+                "churned": churned,
+                "rate": churned / rows,
+            }
+        )
+    return bands
+
+
 def _band_chart(method: dict[str, Any]) -> Markup:
-    bands = [row for row in method["bands"] if row["rows"]]
+    bands = [row for row in band_rows(method) if row["rows"]]
     figure = go.Figure(
         go.Bar(
             x=[row["band"] for row in bands],

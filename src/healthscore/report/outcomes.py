@@ -2,7 +2,8 @@
 
 The outcome of an account comes from `healthscore.outcomes.churn_labels`: it churned
 when it had a subscription active on the as-of date and none on the day the horizon
-ends. Outcomes exist only once the whole horizon has been observed.
+ends. Outcomes exist only once the whole horizon has been observed, which is judged
+as `healthscore backtest` judges it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from healthscore.config import Project
 from healthscore.config.models import BandConfig
+from healthscore.models.labels import subscription_frame, subscriptions_observed_until
 from healthscore.outcomes import churn_labels, horizon_end
 from healthscore.report.summary import band_style
 from healthscore.scoring import INSUFFICIENT_DATA
@@ -76,6 +78,10 @@ def churn_summary(
 ) -> ChurnSummary:
     """Count churned accounts per band over the horizon after `as_of`.
 
+    The horizon is censored as `healthscore backtest` censors it: outcomes are
+    complete up to `outcomes.observed_until`, or else up to the latest subscription
+    start (`healthscore.models.labels.subscriptions_observed_until`).
+
     Parameters
     ----------
     project
@@ -90,52 +96,79 @@ def churn_summary(
         The scored date.
     today
         Today in the project's time zone. Without `outcomes.observed_until`, a
-        horizon that ends today or later is not yet observed.
+        horizon that ends today or later is censored too, even when the
+        subscriptions hold later start dates.
 
     Returns
     -------
     ChurnSummary
         One row per configured band (lowest first), then insufficient data when it
         has accounts. Scored accounts without an outcome (no subscription active on
-        `as_of`) are left out of the counts.
+        `as_of`) are left out of the counts. When the horizon is censored, `bands`
+        is empty and `unavailable` says how many scored accounts it censored.
     """
     outcomes = project.config.outcomes
     horizon = str(outcomes.horizon)
     end = horizon_end(project, as_of)
-    reason = _unavailable_reason(project, sources, as_of, end, today)
-    if reason is not None or sources is None:
+    names = project.config.sources_of_kind("subscriptions")
+    if sources is None or not names:
+        missing = (
+            "the project has no source of kind subscriptions, so churn cannot be "
+            "observed"
+        )
+        return ChurnSummary(as_of, horizon, end, [], missing)
+    reason = _censored_reason(project, sources, names[0], scores, as_of, today)
+    if reason is not None:
         return ChurnSummary(as_of, horizon, end, [], reason)
     labels = churn_labels(project, sources, as_of)
     bands = _band_rows(scores, labels, project.config.bands)
     return ChurnSummary(as_of, horizon, end, bands)
 
 
-def _unavailable_reason(
+def _censored_reason(
     project: Project,
-    sources: SourceSet | None,
+    sources: SourceSet,
+    name: str,
+    scores: pd.DataFrame,
     as_of: date,
-    end: date,
     today: date,
 ) -> str | None:
+    """Return why the horizon after `as_of` is not observed, or None when it is."""
     outcomes = project.config.outcomes
-    if sources is None or not project.config.sources_of_kind("subscriptions"):
+    end = horizon_end(project, as_of)
+    subscriptions = subscription_frame(sources.rows(name).execute())
+    try:
+        observed, _ = subscriptions_observed_until(project, subscriptions)
+    except ValueError as exc:
+        return str(exc)
+    accounts = len(scores)
+    censored = (
+        f"{accounts:,} scored {'account is' if accounts == 1 else 'accounts are'} "
+        "censored (no outcome is known)"
+    )
+    horizon = (
+        f"the {outcomes.horizon} horizon after {as_of.isoformat()} ends on "
+        f"{end.isoformat()}"
+    )
+    if outcomes.observed_until is not None:
+        # Taken from the setting again, so that mypy sees a date and not None.
+        observed = outcomes.observed_until
+        if end <= observed:
+            return None
         return (
-            "the project has no source of kind subscriptions, so churn cannot be "
-            "observed"
+            f"{horizon}, after outcomes.observed_until ({observed.isoformat()}), so "
+            f"{censored}"
         )
-    observed = outcomes.observed_until
-    if observed is not None and end > observed:
+    advice = "set outcomes.observed_until to the last date with complete subscriptions"
+    if observed is None:
+        return f"the subscriptions source {name!r} has no rows, so {censored}"
+    if end > observed:
         return (
-            f"the {outcomes.horizon} horizon after {as_of.isoformat()} ends on "
-            f"{end.isoformat()}, after outcomes.observed_until "
-            f"({observed.isoformat()}), so the outcomes are not known yet"
+            f"{horizon}, after the latest subscription start ({observed.isoformat()}) "
+            f"that marks the end of the observed data, so {censored}; {advice}"
         )
-    if observed is None and end >= today:
-        return (
-            f"the {outcomes.horizon} horizon after {as_of.isoformat()} ends on "
-            f"{end.isoformat()}, which is not in the past; set "
-            "outcomes.observed_until to the last date with complete subscriptions"
-        )
+    if end >= today:
+        return f"{horizon}, which is not in the past, so {censored}; {advice}"
     return None
 
 
