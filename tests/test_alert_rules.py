@@ -20,7 +20,12 @@ from healthscore.monitoring.alerts import (
     evaluate_alerts,
     find_alerts,
 )
-from healthscore.monitoring.outbox import list_alerts
+from healthscore.monitoring.outbox import (
+    NewAlert,
+    add_alerts,
+    list_alerts,
+    release_held,
+)
 from healthscore.pipeline import ScoringRun
 from healthscore.scoring import ScoreResult
 from healthscore.store import StateStore
@@ -280,9 +285,8 @@ def test_renewal_risk(tmp_path):
     assert by_account["risky"].details["days_to_renewal"] == 30
     assert by_account["falling"].details["days_to_renewal"] == 90
     assert by_account["falling"].title == "falling renews in 90 days and fell 15 points"
-    assert by_account["risky"].dedupe_key == (
-        "renewal/risky/renewal:2026-07-30/2026-06-30"
-    )
+    # The renewal date is data, so it stays out of the key; see the rerun test.
+    assert by_account["risky"].dedupe_key == "renewal/risky/renewal/2026-06-30"
 
 
 def test_renewal_risk_without_column(tmp_path):
@@ -441,3 +445,149 @@ def test_backfill_in_order_matches_daily(tmp_path):
 
     raised = [[alert.as_of for alert in outcome.raised] for outcome in outcomes]
     assert raised == [[], [date(2026, 7, 1)], [], [date(2026, 7, 3)]]
+
+
+# Keys that survive data corrections, and a cool-down that counts released alerts
+
+
+RULES_OF_EVERY_KIND: list[dict[str, Any]] = [
+    {"name": "entered", "kind": "band_change", "to": "at_risk"},
+    {"name": "fell", "kind": "drop", "points": 10, "within": "30d"},
+    {"name": "idle", "kind": "metric", "condition": "logins < 5"},
+    {"name": "falling", "kind": "trend", "snapshots": 3},
+    {
+        "name": "renewal",
+        "kind": "renewal_risk",
+        "within": "90d",
+        "drop_points": 10,
+        "drop_within": "30d",
+    },
+]
+
+
+def renewal_run(project: Project, renewal: date, logins: float) -> ScoringRun:
+    """A run of one account `a` at 30 points that renews on `renewal`."""
+    index = pd.Index(["a"], name="account_id")
+    metric_values = pd.DataFrame({"logins": [logins]}, index=index)
+    accounts = pd.DataFrame({"owner": ["ana"], "renewal_date": [renewal]}, index=index)
+    table = MetricTable(AS_OF, datetime(2026, 1, 1), metric_values, accounts)
+    result = ScoreResult(scores({"a": 30}), pd.DataFrame(), measures(["a"]), [])
+    return ScoringRun(project, AS_OF, table, result, [], {})
+
+
+def test_rerun_after_data_fix_raises_nothing(tmp_path):
+    # Only a's account data changes between the runs of AS_OF: the renewal date
+    # moves by a day and the metric value behind the condition moves too.
+    settings = config(RULES_OF_EVERY_KIND, guard={"max_band_change_share": 1.0})
+    project = Project(root=tmp_path, config=settings)
+    store = history_store(
+        tmp_path,
+        {
+            AS_OF - timedelta(days=14): {"a": 70},
+            AS_OF - timedelta(days=7): {"a": 50},
+        },
+    )
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        first = evaluate_alerts(
+            project, renewal_run(project, date(2026, 7, 26), 1), store, state, now=NOW
+        )
+        again = evaluate_alerts(
+            project, renewal_run(project, date(2026, 7, 27), 2), store, state, now=NOW
+        )
+        stored = list_alerts(state)
+
+    assert sorted(alert.rule for alert in first.raised) == [
+        "entered",
+        "falling",
+        "fell",
+        "idle",
+        "renewal",
+    ]
+    assert again.raised == []
+    assert sorted((item.alert.rule, item.reason) for item in again.suppressed) == [
+        ("entered", "duplicate"),
+        ("falling", "duplicate"),
+        ("fell", "duplicate"),
+        ("idle", "duplicate"),
+        ("renewal", "duplicate"),
+    ]
+    assert len(stored) == 5
+
+
+def test_rerun_finds_alert_under_older_key(project, tmp_path):
+    # An alert of the same rule, account and date stored under another key, as an
+    # older release wrote renewal keys, is the same alert.
+    run = make_run(project, AS_OF, {"a": 50})
+    (alert,) = find_alerts(
+        project.config, AS_OF, run.result.scores, run.result.measures,
+        run.metrics.values, run.metrics.accounts, History.load(
+            SnapshotStore(tmp_path / "snapshots"), AS_OF, 0, 1
+        ),
+    )  # fmt: skip
+    older = RaisedAlert(**{**vars(alert), "dedupe_key": "idle/a/older/2026-06-30"})
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        add_alerts(state, [NewAlert(older, ())], now=NOW)
+        outcome = evaluate_alerts(
+            project, run, SnapshotStore(tmp_path / "snapshots"), state, now=NOW
+        )
+
+    assert outcome.raised == []
+    (duplicate,) = outcome.suppressed
+    assert duplicate.reason == "duplicate"
+    assert duplicate.alert.dedupe_key == "idle/a/older/2026-06-30"
+
+
+def held_cooldown_project(tmp_path: Path) -> tuple[Project, SnapshotStore]:
+    """The idle rule (7d cool-down) and a guard that holds when a band changes."""
+    rules = [
+        {"name": "idle", "kind": "metric", "condition": "logins < 5", "cooldown": "7d"}
+    ]
+    settings = config(rules, guard={"max_band_change_share": 0.5})
+    store = history_store(tmp_path, {AS_OF - timedelta(days=7): {"a": 80, "b": 80}})
+    return Project(root=tmp_path, config=settings), store
+
+
+def test_held_alert_starts_no_cooldown(tmp_path):
+    project, store = held_cooldown_project(tmp_path)
+    week_later = AS_OF + timedelta(days=7)
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        # Both accounts fall from healthy to at risk, so the guard holds the run.
+        held = evaluate(project, store, state, AS_OF, {"a": 30, "b": 30})
+        later = evaluate(project, store, state, week_later, {"a": 30, "b": 30})
+
+    assert held.held
+    assert not later.held
+    assert [(alert.account_id, alert.as_of) for alert in later.raised] == [
+        ("a", week_later),
+        ("b", week_later),
+    ]
+    assert later.suppressed == []
+
+
+def test_released_alert_starts_cooldown(tmp_path):
+    project, store = held_cooldown_project(tmp_path)
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        held = evaluate(project, store, state, AS_OF, {"a": 30, "b": 30})
+        release_held(state, AS_OF, now=NOW, actor="ana")
+        later = evaluate(
+            project, store, state, AS_OF + timedelta(days=7), {"a": 30, "b": 30}
+        )
+
+    assert held.held
+    assert later.raised == []
+    assert [item.reason for item in later.suppressed] == ["cooldown", "cooldown"]
+
+
+def test_cooldown_covers_earlier_date_scored_later(project, tmp_path):
+    store = SnapshotStore(tmp_path / "snapshots")
+    later = AS_OF + timedelta(days=7)
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        first = evaluate(project, store, state, later, {"a": 50})
+        missed = evaluate(project, store, state, AS_OF, {"a": 50})
+        # 8 days before the stored alert: outside the 7-day cool-down.
+        older = evaluate(project, store, state, AS_OF - timedelta(days=1), {"a": 50})
+
+    assert [alert.as_of for alert in first.raised] == [later]
+    assert missed.raised == []
+    assert [item.reason for item in missed.suppressed] == ["cooldown"]
+    assert [alert.as_of for alert in older.raised] == [AS_OF - timedelta(days=1)]

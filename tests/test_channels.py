@@ -8,9 +8,10 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,6 +23,7 @@ from healthscore.monitoring.channels import (
     EmailSender,
     LogChannel,
     SlackSender,
+    UnavailableChannel,
     WebhookSender,
     account_link,
     build_channels,
@@ -35,14 +37,18 @@ SECRET = b"test-signing-secret"
 class Receiver:
     """An HTTP server on 127.0.0.1 that records POSTs and checks their signature.
 
-    `status` is the HTTP status of its responses. `stop` closes the port and `start`
-    opens the same port again, to simulate an outage.
+    `status` is the HTTP status of its responses, and `location`, when set, their
+    Location header. GET requests get the same response and are recorded in
+    `get_paths`. `stop` closes the port and `start` opens the same port again, to
+    simulate an outage.
     """
 
     def __init__(self, secret: bytes | None = SECRET) -> None:
         self.secret = secret
         self.status = 200
+        self.location: str | None = None
         self.requests: list[dict[str, Any]] = []
+        self.get_paths: list[str] = []
         self.lock = threading.Lock()
         self.port = 0
         self.server: ThreadingHTTPServer | None = None
@@ -60,7 +66,17 @@ class Receiver:
                 length = int(self.headers["Content-Length"])
                 body = self.rfile.read(length)
                 receiver.record(self.path, dict(self.headers), body)
+                self.respond()
+
+            def do_GET(self) -> None:
+                with receiver.lock:
+                    receiver.get_paths.append(self.path)
+                self.respond()
+
+            def respond(self) -> None:
                 self.send_response(receiver.status)
+                if receiver.location is not None:
+                    self.send_header("Location", receiver.location)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -217,6 +233,39 @@ def test_webhook_unreachable(receiver):
         WebhookSender(url, SECRET, timeout=5).send(sample_delivery())
 
 
+@pytest.fixture
+def redirect_target() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_webhook_redirect_not_followed(receiver, redirect_target, status):
+    receiver.status = status
+    receiver.location = redirect_target.url
+
+    with pytest.raises(DeliveryError) as caught:
+        WebhookSender(receiver.url, SECRET, timeout=5).send(sample_delivery())
+
+    message = str(caught.value)
+    assert message.startswith(f"POST http://127.0.0.1:{receiver.port} failed with ")
+    assert f"failed with HTTP {status} " in message
+    assert f"(Location: {redirect_target.url})" in message
+    assert "set the channel's url" in message
+    assert caught.value.permanent is False
+    assert len(receiver.requests) == 1
+    assert redirect_target.requests == []
+    assert redirect_target.get_paths == []
+
+
+def test_webhook_redirect_without_location(receiver):
+    receiver.status = 302
+
+    with pytest.raises(DeliveryError, match=r"HTTP 302 Found \(no Location\)"):
+        WebhookSender(receiver.url, SECRET, timeout=5).send(sample_delivery())
+
+
 # Slack
 
 
@@ -253,6 +302,88 @@ def test_account_link_quotes_id():
         account_link("https://x.test", "a b/c") == "https://x.test/accounts/a%20b%2Fc"
     )
     assert account_link("https://x.test", "*") is None
+
+
+def test_slack_redirect_not_followed(receiver, redirect_target):
+    receiver.status = 302
+    receiver.location = redirect_target.url
+
+    with pytest.raises(DeliveryError) as caught:
+        SlackSender(receiver.url, None, timeout=5).send(sample_delivery())
+
+    assert "failed with HTTP 302 Found" in str(caught.value)
+    assert f"(Location: {redirect_target.url})" in str(caught.value)
+    assert caught.value.permanent is False
+    assert redirect_target.get_paths == []
+
+
+#: An account name that would mention the channel and show a disguised link.
+HOSTILE_NAME = "Nimbus <!channel> <https://example.org/login|Reset password> & Co"
+ESCAPED_NAME = (
+    "Nimbus &lt;!channel&gt; &lt;https://example.org/login|Reset password&gt; &amp; Co"
+)
+
+
+def hostile_delivery() -> Delivery:
+    details = sample_alert().details | {
+        "band": "<!here>",
+        "top_drivers": [{"measure": "<@U024BE7LH>", "points_lost": 5.0}],
+    }
+    return sample_delivery(
+        account_id="acme<1>&",
+        title=f"{HOSTILE_NAME} moved into At risk",
+        message=f"{HOSTILE_NAME} moved into At risk. Score 35.",
+        owner="<!subteam^S123>",
+        escalate_to="vp & co",
+        details=details,
+    )
+
+
+def mrkdwn_texts(message: dict[str, Any]) -> list[str]:
+    texts = [message["text"]]
+    for block in message["blocks"]:
+        parts = [
+            block.get("text"),
+            *block.get("fields", []),
+            *block.get("elements", []),
+        ]
+        texts += [part["text"] for part in parts if part and part["type"] == "mrkdwn"]
+    return texts
+
+
+def test_slack_escapes_alert_text(receiver):
+    SlackSender(receiver.url, "https://cs.example.com", timeout=5).send(
+        hostile_delivery()
+    )
+
+    message = receiver.requests[0]["json"]
+    assert message["text"] == (
+        f"{ESCAPED_NAME} moved into At risk: {ESCAPED_NAME} moved into At risk. "
+        "Score 35."
+    )
+    section = message["blocks"][1]
+    assert section["text"]["text"] == f"{ESCAPED_NAME} moved into At risk. Score 35."
+    fields = [field["text"] for field in section["fields"]]
+    assert "*Band*\n&lt;!here&gt;" in fields
+    assert "*Owner*\n&lt;!subteam^S123&gt;" in fields
+    assert "*Escalate to*\nvp &amp; co" in fields
+    drivers = message["blocks"][2]["text"]["text"]
+    assert drivers == "*Top drivers*\n• &lt;@U024BE7LH&gt;: -5 points"
+    # A plain_text header parses no mentions or links, so it keeps the title.
+    assert message["blocks"][0]["text"]["text"] == f"{HOSTILE_NAME} moved into At risk"
+
+
+def test_slack_keeps_account_link_working():
+    message = slack_message(hostile_delivery(), "https://cs.example.com")
+
+    footer = message["blocks"][-1]["elements"][0]["text"]
+    link = "<https://cs.example.com/accounts/acme%3C1%3E%26|Open account>"
+    assert footer == f"risk · acme&lt;1&gt;&amp; · as of 2026-06-30 · {link}"
+    # The link is the only markup left: no other text contains < or >.
+    for text in mrkdwn_texts(message):
+        rest = text.replace(link, "")
+        assert "<" not in rest, text
+        assert ">" not in rest, text
 
 
 # Console and settings
@@ -328,6 +459,77 @@ def test_slack_url_from_environment_checked(environ, message):
 
     assert str(caught.value).startswith(message)
     assert "ftp://" not in str(caught.value)
+
+
+def lenient_settings(receiver: Receiver) -> AlertSettings:
+    return AlertSettings.model_validate(
+        {
+            "channels": {
+                "console": {"type": "console"},
+                "team": {"type": "slack", "url": "${HS_SLACK_URL}"},
+                "hook": {"type": "webhook", "url": receiver.url,
+                         "secret_env": "HS_HOOK_SECRET"},
+            }
+        }
+    )  # fmt: skip
+
+
+def test_build_channels_lenient_unset_variable(receiver, caplog):
+    settings = lenient_settings(receiver)
+    environ = {"HS_HOOK_SECRET": SECRET.decode()}
+
+    with caplog.at_level(logging.WARNING, logger="healthscore.monitoring.channels"):
+        channels = build_channels(settings, environ, strict=False)
+    channels["hook"].send(sample_delivery())
+    with pytest.raises(DeliveryError) as caught:
+        channels["team"].send(sample_delivery())
+
+    assert sorted(channels) == ["console", "hook", "team"]
+    assert isinstance(channels["team"], UnavailableChannel)
+    assert receiver.requests[0]["signature_valid"] is True
+    message = str(caught.value)
+    assert message.startswith(
+        "channel 'team': url: environment variable HS_SLACK_URL is not set; set it "
+    )
+    assert "${HS_SLACK_URL:-default}" in message
+    assert caught.value.permanent is False
+    (warning,) = caplog.records
+    assert warning.getMessage().startswith("alert channel team is unavailable")
+    assert "HS_SLACK_URL" in warning.getMessage()
+
+
+def test_build_channels_lenient_missing_secret(receiver):
+    settings = lenient_settings(receiver)
+    environ = {"HS_SLACK_URL": receiver.url}
+
+    channels = build_channels(settings, environ, strict=False)
+    channels["team"].send(sample_delivery())
+    with pytest.raises(DeliveryError) as caught:
+        channels["hook"].send(sample_delivery())
+
+    assert len(receiver.requests) == 1
+    assert str(caught.value).startswith(
+        "environment variable HS_HOOK_SECRET of alert channel 'hook' is not set"
+    )
+
+
+def test_built_channel_wraps_unexpected_error(receiver):
+    settings = AlertSettings.model_validate(
+        {"channels": {"team": {"type": "slack", "url": receiver.url}}}
+    )
+    details = sample_alert().details | {"score": "n/a"}
+
+    channels = build_channels(settings, {})
+    with pytest.raises(DeliveryError) as caught:
+        channels["team"].send(sample_delivery(details=details))
+
+    assert str(caught.value) == (
+        "unexpected ValueError while building or sending the alert to channel "
+        "'team': could not convert string to float: 'n/a'"
+    )
+    assert caught.value.permanent is False
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert receiver.requests == []
 
 
 def test_unknown_channel_in_rule_rejected():
@@ -430,6 +632,47 @@ def test_email_server_down(smtp_server):
 
     with pytest.raises(DeliveryError, match=r"sending email through 127\.0\.0\.1:"):
         EmailSender(settings, None, None).send(sample_delivery())
+
+
+def test_email_header_line_breaks_become_spaces(smtp_server):
+    port, sink = smtp_server
+    title = "Copper\nBcc: x@example.com\r\nX-Extra: 1\rend"
+
+    EmailSender(email_settings(port, ["cs@example.com"]), None, None).send(
+        sample_delivery(title=title)
+    )
+
+    ((_, recipients, message),) = sink.messages
+    assert recipients == ["cs@example.com"]
+    assert message["Subject"] == "[warning] Copper Bcc: x@example.com X-Extra: 1 end"
+    assert message["Bcc"] is None
+    assert message["X-Extra"] is None
+
+
+def test_email_owner_with_line_break_is_permanent(smtp_server):
+    port, sink = smtp_server
+    sender = EmailSender(email_settings(port, "owner"), None, None)
+
+    with pytest.raises(DeliveryError, match="contains a line break") as caught:
+        sender.send(sample_delivery(owner="ana@example.com\nBcc: x@example.com"))
+
+    assert caught.value.permanent is True
+    assert sink.messages == []
+
+
+def test_email_date_and_message_id(smtp_server):
+    port, sink = smtp_server
+    # The Date header has whole seconds.
+    before = datetime.now(UTC).replace(microsecond=0)
+
+    EmailSender(email_settings(port, "owner"), None, None).send(sample_delivery())
+
+    after = datetime.now(UTC)
+    ((_, _, message),) = sink.messages
+    sent = parsedate_to_datetime(message["Date"])
+    assert sent.utcoffset() == timedelta(0)
+    assert before <= sent <= after
+    assert message["Message-ID"] == "<6f1c7c0e-0000-5000-8000-000000000001@healthscore>"
 
 
 def _closed_port() -> int:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
-from healthscore.config.alerts import DeliverySettings
+from healthscore.cli import app
+from healthscore.config import Project
+from healthscore.config.alerts import AlertSettings, DeliverySettings
 from healthscore.monitoring import outbox
-from healthscore.monitoring.channels import WebhookSender
+from healthscore.monitoring.channels import WebhookSender, build_channels
 from healthscore.monitoring.outbox import (
     ALERT_SUBJECT,
     LEASE_SECONDS,
@@ -27,10 +33,21 @@ from healthscore.monitoring.outbox import (
     idempotency_key,
     list_alerts,
     resend_alert,
+    resend_dead,
     set_alert_state,
 )
 from healthscore.store import StateStore
-from test_channels import SECRET, Receiver, sample_alert
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+from test_channels import (
+    SECRET,
+    Receiver,
+    redirect_target,
+    sample_alert,
+    smtp_server,
+)
+
+# Fixtures of test_channels, used here by name.
+__all__ = ["redirect_target", "smtp_server"]
 
 NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
 SETTINGS = DeliverySettings(max_attempts=3, backoff_base=30, max_backoff=600, jitter=0)
@@ -168,12 +185,16 @@ def test_resend_dead_and_sent_keeps_key(state, receiver):
     receiver.status = 200
     queued = resend_alert(state, result.id, now=NOW + timedelta(minutes=1))
     report = deliver_pending(state, hook(receiver), NOW + timedelta(minutes=1))
-    resent_sent = resend_alert(state, result.id, now=NOW + timedelta(minutes=2))
+    resent_default = resend_alert(state, result.id, now=NOW + timedelta(minutes=2))
+    resent_all = resend_alert(
+        state, result.id, now=NOW + timedelta(minutes=2), include_sent=True
+    )
     deliver_pending(state, hook(receiver), NOW + timedelta(minutes=2))
 
     assert queued == 1
     assert len(report.sent) == 1
-    assert resent_sent == 1
+    assert resent_default == 0
+    assert resent_all == 1
     keys = [request["headers"]["Idempotency-Key"] for request in receiver.requests]
     assert len(keys) == 3
     assert len(set(keys)) == 1
@@ -220,6 +241,133 @@ def test_claim_wins_once_and_leases(state, receiver):
     assert len(after_lease.sent) == 1
 
 
+# Failures that must not stop a delivery run
+
+
+def test_redirect_retried_then_dead(state, receiver, redirect_target):
+    add_alerts(state, alerts_for(["a"]), now=NOW)
+    receiver.status = 302
+    receiver.location = redirect_target.url
+    moment = NOW
+    reports = []
+    for _ in range(SETTINGS.max_attempts):
+        reports.append(deliver_pending(state, hook(receiver), moment, SETTINGS))
+        record = list_alerts(state)[0].deliveries[0]
+        if record.next_attempt_at is not None:
+            moment = record.next_attempt_at
+
+    assert [len(report.retrying) for report in reports] == [1, 1, 0]
+    assert [len(report.dead) for report in reports] == [0, 0, 1]
+    assert all(report.sent == [] for report in reports)
+    assert record.state == "dead"
+    assert record.attempts == 3
+    assert "failed with HTTP 302 Found" in record.last_error
+    assert f"(Location: {redirect_target.url})" in record.last_error
+    assert len(receiver.requests) == 3
+    assert redirect_target.requests == []
+    assert redirect_target.get_paths == []
+
+
+def slack_channels(receiver: Receiver) -> dict[str, Any]:
+    settings = AlertSettings.model_validate(
+        {"channels": {"hook": {"type": "slack", "url": receiver.url}}}
+    )
+    return build_channels(settings, {})
+
+
+def test_unexpected_error_fails_one_delivery(state, receiver, caplog):
+    bad, good = alerts_for(["bad", "good"])
+    details = bad.alert.details | {"score": "n/a"}
+    bad = NewAlert(sample_alert(**{**vars(bad.alert), "details": details}), ("hook",))
+    bad_result, good_result = add_alerts(state, [bad, good], now=NOW)
+    bad_id = get_alert(state, bad_result.id).deliveries[0].id
+    good_id = get_alert(state, good_result.id).deliveries[0].id
+    channels = slack_channels(receiver)
+
+    with caplog.at_level(logging.WARNING, logger="healthscore.monitoring.outbox"):
+        first = deliver_pending(state, channels, NOW, SETTINGS)
+    moment = NOW
+    for _ in range(SETTINGS.max_attempts - 1):
+        moment = get_alert(state, bad_result.id).deliveries[0].next_attempt_at
+        last = deliver_pending(state, channels, moment, SETTINGS)
+
+    assert first.sent == [good_id]
+    assert first.retrying == [bad_id]
+    assert last.dead == [bad_id]
+    dead = get_alert(state, bad_result.id).deliveries[0]
+    assert dead.state == "dead"
+    assert dead.attempts == SETTINGS.max_attempts
+    assert dead.last_error.startswith(
+        "unexpected ValueError while building or sending the alert to channel 'hook'"
+    )
+    assert len(receiver.requests) == 1
+    assert receiver.requests[0]["json"]["blocks"][-1]["elements"][0]["text"].startswith(
+        "risk · good · "
+    )
+    warning = caplog.records[0].getMessage()
+    assert warning.startswith(
+        f"delivery {bad_id} of alert {bad_result.id} to channel hook failed "
+        "(attempt 1 of 3)"
+    )
+
+
+def test_email_line_break_does_not_block_queue(state, smtp_server):
+    port, sink = smtp_server
+    settings = AlertSettings.model_validate(
+        {"channels": {"mail": {"type": "email", "host": "127.0.0.1", "port": port,
+                               "starttls": False, "from": "hs@example.com",
+                               "to": ["cs@example.com"]}}}
+    )  # fmt: skip
+    first, second = (
+        NewAlert(
+            sample_alert(account_id=account, dedupe_key=f"risk/{account}", title=title),
+            ("mail",),
+        )
+        for account, title in [
+            ("copper", "Copper Freight\nBcc: x@example.com moved into At risk"),
+            ("acme", "Acme moved into At risk"),
+        ]
+    )
+    add_alerts(state, [first, second], now=NOW)
+
+    report = deliver_pending(state, build_channels(settings, {}), NOW, SETTINGS)
+
+    assert len(report.sent) == 2
+    subjects = [message["Subject"] for _, _, message in sink.messages]
+    assert subjects == [
+        "[warning] Copper Freight Bcc: x@example.com moved into At risk",
+        "[warning] Acme moved into At risk",
+    ]
+    assert [recipients for _, recipients, _ in sink.messages] == [
+        ["cs@example.com"],
+        ["cs@example.com"],
+    ]
+
+
+def test_unavailable_channel_fails_alone(state, caplog):
+    settings = AlertSettings.model_validate(
+        {"channels": {"console": {"type": "console"},
+                      "slack": {"type": "slack", "url": "${HS_UNSET_SLACK_URL}"}}}
+    )  # fmt: skip
+    new = NewAlert(sample_alert(dedupe_key="risk/acme"), ("console", "slack"))
+    (result,) = add_alerts(state, [new], now=NOW)
+    channels = build_channels(settings, {}, strict=False)
+
+    with caplog.at_level(logging.INFO, logger="healthscore.alerts"):
+        report = deliver_pending(state, channels, NOW, SETTINGS)
+
+    console, slack = get_alert(state, result.id).deliveries
+    assert report.sent == [console.id]
+    assert report.retrying == [slack.id]
+    assert console.state == "sent"
+    assert slack.state == "pending"
+    assert slack.last_error.startswith(
+        "channel 'slack': url: environment variable HS_UNSET_SLACK_URL is not set"
+    )
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("[risk] Acme moved into") for message in logged)
+
+
 # Operator actions
 
 
@@ -252,6 +400,21 @@ def test_state_changes_are_audited(state):
     assert entries[0].detail == {"alert_id": result.id, "from": "open"}
     assert entries[1].detail == {"alert_id": result.id, "deliveries": queued}
     assert entries[0].at == NOW
+
+
+def test_resend_options_are_audited(state):
+    (result,) = add_alerts(state, alerts_for(["a"]), now=NOW)
+
+    resend_alert(state, result.id, now=NOW, actor="ops", channels=["hook", "hook"])
+    resend_alert(state, result.id, now=NOW, actor="ops", include_sent=True)
+    resend_dead(state, now=NOW, actor="bob", channels=["hook"])
+
+    details = [entry.detail for entry in state.audit_entries(ALERT_SUBJECT)]
+    assert details == [
+        {"alert_id": result.id, "deliveries": 0, "channels": ["hook"]},
+        {"alert_id": result.id, "deliveries": 0, "all": True},
+        {"state": "dead", "deliveries": 0, "channels": ["hook"]},
+    ]
 
 
 def test_invalid_transition_rejected(state):
@@ -308,3 +471,240 @@ def test_two_processes_never_double_send(store_url, tmp_path, receiver):
     seen = Counter(receiver.accepted_keys())
     assert len(seen) == 30
     assert max(seen.values()) == 1
+
+
+# Resending
+
+
+def two_channel_alert(state: StateStore, account: str = "a") -> int:
+    """Store an alert whose `hook` delivery is dead and whose `slack` one is sent."""
+    new = NewAlert(
+        sample_alert(account_id=account, dedupe_key=f"risk/{account}"),
+        ("hook", "slack"),
+    )
+    (result,) = add_alerts(state, [new], now=NOW)
+    hook_delivery, slack_delivery = get_alert(state, result.id).deliveries
+    outbox._update(state, hook_delivery.id, state="dead", attempts=3,
+                   next_attempt_at=None, last_error="HTTP 503")  # fmt: skip
+    outbox._update(state, slack_delivery.id, state="sent", attempts=1,
+                   next_attempt_at=None, sent_at=NOW)  # fmt: skip
+    return result.id
+
+
+def states(state: StateStore, alert_id: int) -> dict[str, tuple[str, int]]:
+    return {
+        item.channel: (item.state, item.attempts)
+        for item in get_alert(state, alert_id).deliveries
+    }
+
+
+def test_resend_default_skips_sent(state):
+    alert_id = two_channel_alert(state)
+    later = NOW + timedelta(hours=1)
+
+    queued = resend_alert(state, alert_id, now=later)
+
+    assert queued == 1
+    assert states(state, alert_id) == {"hook": ("pending", 0), "slack": ("sent", 1)}
+    hook_delivery = get_alert(state, alert_id).deliveries[0]
+    assert hook_delivery.next_attempt_at == later
+    assert hook_delivery.last_error is None
+
+
+def test_resend_default_requeues_failed(state, receiver):
+    (result,) = add_alerts(state, alerts_for(["a"]), now=NOW)
+    receiver.status = 503
+    deliver_pending(state, hook(receiver), NOW, SETTINGS)
+    failed = get_alert(state, result.id).deliveries[0]
+    later = NOW + timedelta(seconds=5)
+
+    queued = resend_alert(state, result.id, now=later)
+
+    record = get_alert(state, result.id).deliveries[0]
+    assert failed.next_attempt_at == NOW + timedelta(seconds=30)
+    assert queued == 1
+    assert record.state == "pending"
+    assert record.attempts == 0
+    assert record.next_attempt_at == later
+
+
+def test_resend_never_attempted_left_alone(state):
+    (result,) = add_alerts(state, alerts_for(["a"]), now=NOW)
+
+    queued = resend_alert(state, result.id, now=NOW + timedelta(hours=1))
+    named = resend_alert(state, result.id, now=NOW + timedelta(hours=1),
+                         channels=["hook"])  # fmt: skip
+
+    assert queued == 0
+    assert named == 0
+    assert get_alert(state, result.id).deliveries[0].next_attempt_at == NOW
+
+
+def test_resend_channel_limits_and_includes_sent(state):
+    alert_id = two_channel_alert(state)
+
+    queued = resend_alert(state, alert_id, now=NOW, channels=["slack"])
+
+    assert queued == 1
+    assert states(state, alert_id) == {"hook": ("dead", 3), "slack": ("pending", 0)}
+
+
+def test_resend_all_includes_sent(state):
+    alert_id = two_channel_alert(state)
+
+    queued = resend_alert(state, alert_id, now=NOW, include_sent=True)
+
+    assert queued == 2
+    assert states(state, alert_id) == {"hook": ("pending", 0), "slack": ("pending", 0)}
+
+
+def test_resend_unknown_channel_rejected(state):
+    alert_id = two_channel_alert(state)
+
+    with pytest.raises(ValueError) as caught:
+        resend_alert(state, alert_id, now=NOW, channels=["slack", "pager"])
+
+    assert str(caught.value) == (
+        f"alert {alert_id} has no delivery to channel(s) pager; its channels: "
+        "hook, slack"
+    )
+    assert states(state, alert_id) == {"hook": ("dead", 3), "slack": ("sent", 1)}
+
+
+def test_resend_dead_bulk(state):
+    first = two_channel_alert(state, "a")
+    second = two_channel_alert(state, "b")
+    (third,) = add_alerts(state, alerts_for(["c"]), now=NOW)
+    third_delivery = get_alert(state, third.id).deliveries[0]
+    outbox._update(state, third_delivery.id, state="dead", attempts=1,
+                   next_attempt_at=None)  # fmt: skip
+
+    only_slack = resend_dead(state, now=NOW, channels=["slack"])
+    queued = resend_dead(state, now=NOW, actor="ops")
+
+    assert only_slack == 0
+    assert queued == 3
+    for alert_id in (first, second):
+        assert states(state, alert_id) == {
+            "hook": ("pending", 0),
+            "slack": ("sent", 1),
+        }
+    assert states(state, third.id) == {"hook": ("pending", 0)}
+    assert count_deliveries(state) == {"pending": 3, "sent": 2}
+
+
+def test_resend_dead_bulk_channel_filter(state):
+    alert_id = two_channel_alert(state)
+    new = NewAlert(sample_alert(dedupe_key="risk/mail"), ("mail",))
+    (mail,) = add_alerts(state, [new], now=NOW)
+    mail_delivery = get_alert(state, mail.id).deliveries[0]
+    outbox._update(state, mail_delivery.id, state="dead", attempts=3,
+                   next_attempt_at=None)  # fmt: skip
+
+    queued = resend_dead(state, now=NOW, channels=["hook"])
+
+    assert queued == 1
+    assert states(state, alert_id)["hook"] == ("pending", 0)
+    assert states(state, mail.id) == {"mail": ("dead", 3)}
+
+
+# Command line
+
+
+def cli_project(root: Path, channels: dict[str, Any]) -> Project:
+    config = minimal_config(alerts={"channels": channels})
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    return write_project(root, config, files)
+
+
+def run_cli(*args: str | Path) -> Result:
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    return runner.invoke(app, [str(arg) for arg in args], prog_name="healthscore")
+
+
+def project_state(project: Project) -> StateStore:
+    return StateStore.open(project.config.store.state, project.root)
+
+
+def test_cli_deliver_unset_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("HS_TEST_UNSET_URL", raising=False)
+    project = cli_project(
+        tmp_path / "p",
+        {"console": {"type": "console"},
+         "slack": {"type": "slack", "url": "${HS_TEST_UNSET_URL}"}},
+    )  # fmt: skip
+    new = NewAlert(sample_alert(dedupe_key="risk/acme"), ("console", "slack"))
+    with project_state(project) as state:
+        (result,) = add_alerts(state, [new], now=datetime.now(UTC))
+
+    delivered = run_cli("alerts", "deliver", "--project", tmp_path / "p")
+
+    assert delivered.exit_code == 0, delivered.output
+    assert delivered.stdout.strip() == (
+        "1 sent, 1 to retry, 0 dead, 0 taken by another process"
+    )
+    assert "alert channel slack is unavailable" in delivered.stderr
+    assert "HS_TEST_UNSET_URL" in delivered.stderr
+    with project_state(project) as state:
+        console, slack = get_alert(state, result.id).deliveries
+    assert console.state == "sent"
+    assert slack.state == "pending"
+    assert slack.attempts == 1
+    assert "environment variable HS_TEST_UNSET_URL is not set" in slack.last_error
+
+
+def test_cli_resend_channel_and_dead(tmp_path):
+    channels = {"hook": {"type": "console"}, "slack": {"type": "console"}}
+    project = cli_project(tmp_path / "p", channels)
+    with project_state(project) as state:
+        first = two_channel_alert(state, "a")
+        second = two_channel_alert(state, "b")
+    root = tmp_path / "p"
+
+    default = run_cli("alerts", "resend", str(first), "--project", root)
+    again = run_cli("alerts", "resend", str(first), "--project", root)
+    named = run_cli("alerts", "resend", str(first), "--channel", "slack",
+                    "--by", "ops", "--project", root)  # fmt: skip
+    bulk = run_cli("alerts", "resend", "--dead", "--channel", "hook",
+                   "--project", root)  # fmt: skip
+
+    assert default.exit_code == 0, default.output
+    assert default.stdout.strip() == (
+        f"alert {first}: 1 delivery queued again, 1 pending"
+    )
+    assert (
+        again.stdout.strip() == f"alert {first}: 0 deliveries queued again, 1 pending"
+    )
+    assert "use --channel NAME or --all" in again.stderr
+    assert named.stdout.strip() == f"alert {first}: 1 delivery queued again, 2 pending"
+    assert bulk.exit_code == 0, bulk.output
+    assert bulk.stdout.strip() == "Queued 1 dead delivery again."
+    with project_state(project) as state:
+        assert states(state, first) == {"hook": ("pending", 0), "slack": ("pending", 0)}
+        assert states(state, second) == {"hook": ("pending", 0), "slack": ("sent", 1)}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["resend"], "missing alert ID"),
+        (["resend", "1", "--dead"], "--dead queues the dead deliveries of every"),
+        (["resend", "--dead", "--all"], "--dead queues the dead deliveries of every"),
+        (["resend", "--dead", "--channel", "pager"], "unknown channel(s) pager; the "
+         "configured channels are hook, slack"),
+        (["resend", "1", "--channel", "pager"], "alert 1 has no delivery to "
+         "channel(s) pager"),
+    ],
+)  # fmt: skip
+def test_cli_resend_invalid(tmp_path, args, message):
+    channels = {"hook": {"type": "console"}, "slack": {"type": "console"}}
+    project = cli_project(tmp_path / "p", channels)
+    with project_state(project) as state:
+        two_channel_alert(state)
+
+    result = run_cli("alerts", *args, "--project", tmp_path / "p")
+
+    assert result.exit_code == 1
+    assert message in " ".join(result.stderr.split())
+    with project_state(project) as state:
+        assert states(state, 1) == {"hook": ("dead", 3), "slack": ("sent", 1)}

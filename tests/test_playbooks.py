@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from healthscore.cli import app
 from healthscore.config import ConfigError
-from healthscore.config.models import ProjectConfig
+from healthscore.config.models import Duration, ProjectConfig
+from healthscore.config.playbooks import PlaybookConfig
 from healthscore.monitoring import playbooks
 from healthscore.monitoring.interventions import (
     ImportValidationError,
@@ -25,6 +26,7 @@ from healthscore.monitoring.interventions import (
     interventions_frame,
     outcomes_frame,
 )
+from healthscore.monitoring.outbox import release_held
 from healthscore.monitoring.playbooks import (
     TaskNotFoundError,
     apply_playbooks,
@@ -192,6 +194,17 @@ def test_playbook_names_unique():
         ProjectConfig.model_validate(config([item, item]))
 
 
+def test_reopen_after_default_and_parsed():
+    task = {"title": "t"}
+    default = PlaybookConfig.model_validate({"name": "x", "when": "1", "task": task})
+    weeks = PlaybookConfig.model_validate(
+        {"name": "x", "when": "1", "task": task, "reopen_after": "2w"}
+    )
+
+    assert default.reopen_after == Duration(amount=30, unit="days")
+    assert weeks.reopen_after.days == 14
+
+
 def test_template_rejects_positional_field():
     bad = config([{"name": "x", "when": "score < 50", "task": {"title": "a {0}"}}])
 
@@ -264,14 +277,117 @@ def test_apply_twice_opens_nothing_new(project, run, store):
     assert len(list_tasks(store)) == 4
 
 
-def test_closed_cause_opens_again(project, run, store):
+def close(store: StateStore, task_id: int, action: str, at: datetime) -> None:
+    if action == "complete":
+        complete_task(store, task_id, "bob", note="ran the session", now=at)
+    else:
+        dismiss_task(store, task_id, "bob", reason="trained last month", now=at)
+
+
+@pytest.mark.parametrize("action", ["complete", "dismiss"])
+def test_closed_cause_waits_reopen_after(project, run, store, action):
     first = apply_playbooks(project, run, [], store, now=NOW)
     done = next(task for task in first if task.account_id == "a2")
-    complete_task(store, done.id, "bob", note="ran the session", now=NOW)
+    close(store, done.id, action, NOW)
 
-    again = apply_playbooks(project, run, [], store, now=NOW)
+    # The default reopen_after is 30 days from the close.
+    week = apply_playbooks(project, run, [], store, now=NOW + timedelta(days=7))
+    almost = apply_playbooks(
+        project, run, [], store, now=NOW + timedelta(days=30, seconds=-1)
+    )
+    month = apply_playbooks(project, run, [], store, now=NOW + timedelta(days=30))
+
+    assert week == []
+    assert almost == []
+    assert [(task.account_id, task.playbook) for task in month] == [("a2", "training")]
+
+
+def test_closed_cause_opens_again_with_0d(tmp_path):
+    training = {**PLAYBOOKS[0], "reopen_after": "0d"}
+    project = write_project(
+        tmp_path / "project",
+        config([training]),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+    run = score(project, AS_OF, store=False)
+    with StateStore.open(project.config.store.state, project.root) as store:
+        first = apply_playbooks(project, run, [], store, now=NOW)
+        done = next(task for task in first if task.account_id == "a2")
+        dismiss_task(store, done.id, "bob", reason="not needed", now=NOW)
+        again = apply_playbooks(project, run, [], store, now=NOW)
 
     assert [(task.account_id, task.playbook) for task in again] == [("a2", "training")]
+
+
+def test_held_run_opens_no_tasks(project, run, store):
+    alerts = [Alert("score_drop", "a3", "team-lead", "Score fell 30 points")]
+
+    opened = apply_playbooks(project, run, alerts, store, now=NOW, held=True)
+
+    assert opened == []
+    assert list_tasks(store) == []
+
+
+# coach addresses adoption, on which a1 loses 25 points; rescue addresses usage, on
+# which a1 loses 40.
+RANKED_PLAYBOOKS: list[dict[str, Any]] = [
+    {
+        "name": "coach",
+        "when": "score < 101",
+        "addresses": ["adoption"],
+        "task": {"title": "Coach {account_id}"},
+    },
+    {
+        "name": "rescue",
+        "on_alert": "score_drop",
+        "addresses": ["usage"],
+        "task": {"title": "Rescue {account_id}"},
+    },
+]
+
+
+def ranks(store: StateStore, account_id: str) -> dict[str, int]:
+    found = list_tasks(store, task_state="open", account_id=account_id)
+    return {task.playbook: task.rank for task in found}
+
+
+def test_ranks_span_account_open_tasks(tmp_path):
+    project = write_project(
+        tmp_path / "project",
+        config(RANKED_PLAYBOOKS),
+        {"accounts.csv": ACCOUNTS, "events.csv": EVENTS},
+    )
+    run = score(project, AS_OF, store=False)
+    drop = [Alert("score_drop", "a1", None, "Score fell 30 points")]
+    with StateStore.open(project.config.store.state, project.root) as store:
+        first = apply_playbooks(project, run, [], store, now=NOW)
+        after_first = ranks(store, "a1")
+        second = apply_playbooks(project, run, drop, store, now=NOW)
+        after_second = ranks(store, "a1")
+        complete_task(store, second[0].id, "alice", note="called", now=NOW)
+        after_close = ranks(store, "a1")
+
+    assert [(task.account_id, task.rank) for task in first] == [
+        ("a1", 1),
+        ("a2", 1),
+        ("a3", 1),
+    ]
+    assert after_first == {"coach": 1}
+    # The new task addresses more points than the open one, so it goes first.
+    assert [(task.playbook, task.rank) for task in second] == [("rescue", 1)]
+    assert after_second == {"rescue": 1, "coach": 2}
+    assert after_close == {"coach": 1}
+
+
+def test_closing_moves_later_tasks_up(project, run, store):
+    apply_playbooks(project, run, [], store, now=NOW)
+    before = ranks(store, "a1")
+    ebr = next(task for task in list_tasks(store) if task.playbook == "ebr")
+
+    dismiss_task(store, ebr.id, "alice", reason="renewed", now=NOW)
+
+    assert before == {"ebr": 1, "training": 2}
+    assert ranks(store, "a1") == {"training": 1}
 
 
 def test_open_cause_unique_in_database(project, run, store):
@@ -350,6 +466,40 @@ def test_rerun_keeps_closed_task_closed(tmp_path):
     assert rerun.monitoring is not None
     assert rerun.monitoring.tasks == []
     assert states == ["completed", "open"]
+
+
+def test_release_opens_alert_tasks_once(tmp_path):
+    # The default guard holds DROP_DAY: a2 changes band, one account in three.
+    settings = config([PLAYBOOKS[0], PLAYBOOKS[2]])
+    project = write_project(
+        tmp_path / "project", settings, {"accounts.csv": ACCOUNTS, "events.csv": EVENTS}
+    )
+    score(project, AS_OF)
+    held = score(project, DROP_DAY)
+    assert held.monitoring is not None
+    assert held.monitoring.alerts.held
+    held_ids = held.monitoring.alerts.alert_ids
+
+    with StateStore.open(project.config.store.state, project.root) as store:
+        while_held = playbooks.open_released_tasks(project, store, held_ids)
+        released = release_held(store, DROP_DAY, now=datetime.now(UTC), actor="ana")
+        opened = playbooks.open_released_tasks(project, store, released)
+        again = playbooks.open_released_tasks(project, store, released)
+        rerun = score(project, DROP_DAY)
+        rescues = list_tasks(store, task_state="open")
+
+    assert while_held == []
+    assert len(released) == 2
+    # Only the on_alert playbook opens tasks; training has a `when` trigger only.
+    assert [(task.account_id, task.cause_key) for task in opened] == [
+        ("a1", "rescue|a1|alert:score_drop"),
+        ("a2", "rescue|a2|alert:score_drop"),
+    ]
+    assert opened[0].title.startswith("Rescue a1: Acme fell 35 points since ")
+    assert again == []
+    assert rerun.monitoring is not None
+    assert rerun.monitoring.alerts.held
+    assert [task.playbook for task in rescues].count("rescue") == 2
 
 
 def test_unknown_template_field(tmp_path):
@@ -702,3 +852,32 @@ def test_task_table_title_at_80_columns():
     assert "Title" in text
     for word in ("Rescue", "call", "with", "A0081", "(score", "39)"):
         assert word in text.split()
+
+
+def test_cli_release_opens_alert_tasks(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    settings = config([PLAYBOOKS[0], PLAYBOOKS[2]])
+    project = write_project(
+        tmp_path / "project", settings, {"accounts.csv": ACCOUNTS, "events.csv": EVENTS}
+    )
+    score(project, AS_OF)
+    held = score(project, DROP_DAY)
+    arguments = ["alerts", "release", "--as-of", DROP_DAY.isoformat()]
+
+    result = CliRunner().invoke(app, [*arguments, "--project", str(project.root)])
+
+    assert held.monitoring is not None
+    assert held.monitoring.tasks == []
+    assert result.exit_code == 0, result.output
+    assert f"Released 2 held alerts of {DROP_DAY.isoformat()}." in result.stdout
+    assert "Opened 2 tasks; see `healthscore tasks list`." in result.stdout
+    with StateStore.open(project.config.store.state, project.root) as store:
+        opened = list_tasks(store, task_state="open")
+    # The training tasks come from the first run, which the guard did not hold.
+    assert sorted(task.cause_key for task in opened if task.playbook == "rescue") == [
+        "rescue|a1|alert:score_drop",
+        "rescue|a2|alert:score_drop",
+    ]

@@ -18,6 +18,7 @@ from healthscore.cli.common import (
     ProjectOption,
     VerboseOption,
     handle_errors,
+    note,
     open_project,
     parse_date,
     plural,
@@ -35,8 +36,10 @@ from healthscore.monitoring.outbox import (
     list_alerts,
     release_held,
     resend_alert,
+    resend_dead,
     set_alert_state,
 )
+from healthscore.monitoring.playbooks import open_released_tasks
 from healthscore.store import StateStore
 
 alerts_app = typer.Typer(
@@ -144,23 +147,99 @@ def _move(project_dir: Path, alert_id: int, new_state: str, actor: str) -> None:
 @alerts_app.command("resend")
 @handle_errors
 def resend(
-    alert_id: AlertIdArgument,
+    alert_id: Annotated[
+        int | None,
+        typer.Argument(
+            metavar="ID",
+            help="Alert id, as `alerts list` shows it; leave out with --dead.",
+        ),
+    ] = None,
+    channels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--channel",
+            metavar="NAME",
+            help="Only the deliveries to this channel, sent ones included; repeat "
+            "for several channels.",
+        ),
+    ] = None,
+    include_sent: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Queue the alert's sent deliveries too, on every channel."
+        ),
+    ] = False,
+    dead: Annotated[
+        bool,
+        typer.Option(
+            "--dead",
+            help="Queue every dead delivery of every alert instead of one alert's.",
+        ),
+    ] = False,
     by: ByOption = None,
     project_dir: ProjectOption = Path("."),
     verbose: VerboseOption = 0,
 ) -> None:
-    """Queue an alert's sent and dead deliveries again, releasing a held alert.
+    """Queue an alert's dead and failed deliveries again, releasing a held alert.
 
-    The deliveries keep their idempotency keys. A running service sends them, or run
-    `alerts deliver`.
+    A failed delivery is one waiting for a retry. `--channel` limits the resend to
+    those channels and queues their sent deliveries too; `--all` queues every sent
+    delivery of the alert. `--dead`, without an ID, queues every dead delivery, or
+    those to the `--channel` channels. The deliveries keep their idempotency keys. A
+    running service sends them, or run `alerts deliver`.
     """
+    names = list(dict.fromkeys(channels or []))
+    if dead:
+        if alert_id is not None or include_sent:
+            raise ValueError(
+                "--dead queues the dead deliveries of every alert, so it takes no "
+                "alert ID and no --all; run `alerts resend ID` for one alert"
+            )
+        _resend_dead(project_dir, names, _actor(by))
+        return
+    if alert_id is None:
+        raise ValueError(
+            "missing alert ID; give one, as `alerts list` shows it, or --dead to "
+            "queue every dead delivery again"
+        )
     project = open_project(project_dir)
     with _state_store(project) as store, _known_alert():
-        queued = resend_alert(store, alert_id, now=datetime.now(UTC), actor=_actor(by))
-        pending = sum(
-            item.state == "pending" for item in get_alert(store, alert_id).deliveries
+        queued = resend_alert(
+            store,
+            alert_id,
+            now=datetime.now(UTC),
+            actor=_actor(by),
+            channels=names or None,
+            include_sent=include_sent,
         )
-    say(f"alert {alert_id}: {queued} delivery(ies) queued again, {pending} pending")
+        record = get_alert(store, alert_id)
+    pending = sum(item.state == "pending" for item in record.deliveries)
+    say(
+        f"alert {alert_id}: {plural(queued, 'delivery', 'deliveries')} queued again, "
+        f"{pending} pending"
+    )
+    sent = sum(item.state == "sent" for item in record.deliveries)
+    if queued == 0 and sent and not (names or include_sent):
+        note(
+            f"alert {alert_id} has no dead or failed delivery; use --channel NAME or "
+            "--all to send its sent deliveries again"
+        )
+
+
+def _resend_dead(project_dir: Path, channels: list[str], actor: str) -> None:
+    project = open_project(project_dir)
+    configured = project.config.alerts.channels
+    unknown = [name for name in channels if name not in configured]
+    if unknown:
+        raise ValueError(
+            f"unknown channel(s) {', '.join(unknown)}; the configured channels are "
+            f"{', '.join(configured) or 'none'}"
+        )
+    with _state_store(project) as store:
+        queued = resend_dead(
+            store, now=datetime.now(UTC), actor=actor, channels=channels or None
+        )
+    say(f"Queued {plural(queued, 'dead delivery', 'dead deliveries')} again.")
 
 
 @alerts_app.command("release")
@@ -187,10 +266,14 @@ def release(
     project = open_project(project_dir)
     with _state_store(project) as store:
         released = release_held(store, day, now=datetime.now(UTC), actor=_actor(by))
-    if not released:
-        say(f"No alert of {day.isoformat()} is held.")
-        return
+        if not released:
+            say(f"No alert of {day.isoformat()} is held.")
+            return
+        # The held run opened no task, so the released alerts open theirs now.
+        opened = open_released_tasks(project, store, released)
     say(f"Released {plural(len(released), 'held alert')} of {day.isoformat()}.")
+    if opened:
+        say(f"Opened {plural(len(opened), 'task')}; see `healthscore tasks list`.")
 
 
 @alerts_app.command("deliver")
@@ -200,10 +283,14 @@ def deliver(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Send the deliveries that are due once, retrying failures later."""
+    """Send the deliveries that are due once, retrying failures later.
+
+    A channel that cannot be built, such as one whose URL names an unset variable,
+    fails only its own deliveries. A warning names the channel and the variable.
+    """
     project = open_project(project_dir)
     settings = project.config.alerts
-    channels = build_channels(settings)
+    channels = build_channels(settings, strict=False)
     with _state_store(project) as store:
         report = deliver_pending(store, channels, datetime.now(UTC), settings.delivery)
     counts = {

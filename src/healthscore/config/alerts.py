@@ -63,10 +63,12 @@ class RuleBase(StrictModel):
     cooldown: Duration = Field(
         default_factory=lambda: Duration(amount=7, unit="days"),
         description="After an alert, the same rule does not alert about the same "
-        "account and condition again until this long has passed, counted in as-of "
-        "days with the last day included: with 7d, an alert as of June 1 is not "
-        "repeated up to June 8, and weekly scoring alerts every other week at "
-        "most. 0d turns it off.",
+        "account again within this long, counted in as-of days with the last day "
+        "included, before or after the alert's date: with 7d, an alert as of June 1 "
+        "is not repeated from May 25 up to June 8, so scoring a missed earlier date "
+        "later raises nothing new either, and weekly scoring alerts every other "
+        "week at most. Alerts that the data guard holds count only once released. "
+        "0d turns it off.",
     )
     channels: list[str] | None = Field(
         default=None,

@@ -3,7 +3,7 @@
 A playbook fires for an account when its trigger holds: an alert of the rule named in
 `on_alert` was raised for the account, the `when` condition is true for it, or both
 when both are given. It then opens one task from its template, unless a task for the
-same playbook, account and trigger is still open.
+same playbook, account and trigger is still open or was closed within `reopen_after`.
 
 `models.py` imports this module just before `ProjectConfig`, after `Duration` and the
 expression check are defined, so importing them from there is not circular.
@@ -110,6 +110,18 @@ class PlaybookConfig(_Strict):
         "comes first.",
     )
     task: TaskTemplate = Field(description="The task to open.")
+    reopen_after: Duration = Field(
+        default_factory=lambda: Duration(amount=30, unit="days"),
+        description="Time after a task of the playbook is completed or dismissed "
+        "during which no new task is opened for the same account and trigger, "
+        "counted from when the task was closed, for example 30d. With 0d the next "
+        "run whose trigger holds opens a new task.",
+    )
+
+    @field_validator("reopen_after", mode="before")
+    @classmethod
+    def _parse_reopen_after(cls, value: Any) -> Duration:
+        return parse_duration(value)
 
     @field_validator("when")
     @classmethod

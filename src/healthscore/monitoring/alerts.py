@@ -6,25 +6,33 @@ the guard whether the run looks like a data problem, and stores the alerts in th
 outbox of the operational store, from which `deliver_pending` sends them.
 
 Each alert has a dedupe key: rule, account, the identity of the condition (such as
-the band entered) and the as-of date. Storing a key twice is a no-op, so evaluating
-a date again raises nothing new. A rule's cool-down suppresses an alert whose rule,
-account and condition identity match a stored alert of an earlier date at most the
-cool-down before, so with 7d and weekly scoring an account is alerted every other
-week at most. History is read strictly before the run's date, so a backfill gives the
-same alerts as daily runs when the dates are evaluated in order.
+the band entered) and the as-of date. The identity comes from the rule's settings
+only, never from account data such as a renewal date that a CRM fix can change.
+A rule raises at most one alert per account and date, so an alert whose rule,
+account and as-of date are stored already is a duplicate, whatever its key: evaluating
+a date again raises nothing new.
+
+A rule's cool-down suppresses an alert when a stored alert of the same rule and
+account is dated at most the cool-down before or after it. Only alerts that are not
+held count, so held alerts that were never released suppress nothing, and a
+released alert counts from its own as-of date. With 7d and weekly
+scoring an account is alerted every other week at most, also when a missed week is
+scored after a later one. History is read strictly before the run's date, so a
+backfill gives the same alerts as daily runs when the dates are evaluated in order.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import select
 
 from healthscore.config import Project
 from healthscore.config.alerts import (
@@ -50,6 +58,7 @@ from healthscore.scoring.routing import AccountColumns
 from healthscore.sources import as_of_point
 from healthscore.store.snapshots import SnapshotStore
 from healthscore.store.state import StateStore
+from healthscore.store.tables_alerts import alerts as alerts_table
 
 if TYPE_CHECKING:
     from healthscore.engine import Engine
@@ -91,8 +100,10 @@ class SuppressedAlert:
     """An alert that was not stored, because it was stored already or cooling down."""
 
     alert: RaisedAlert
+    """The alert found, or for a duplicate the stored one, whose key may differ."""
     reason: str
-    """`duplicate` (same dedupe key stored) or `cooldown`."""
+    """`duplicate` (an alert of the same rule, account and date is stored) or
+    `cooldown`."""
 
 
 @dataclass
@@ -119,7 +130,8 @@ class Match:
 
     account_id: str
     identity: str
-    """Identity of the condition, such as `band:at_risk`; equal for repeats."""
+    """Identity of the condition, such as `band:at_risk`, made of rule settings only
+    so that it is equal for repeats and for reruns after a data correction."""
     title: str
     details: dict[str, Any]
 
@@ -245,14 +257,15 @@ def evaluate_alerts(
 
     rules = {rule.name: rule for rule in settings.rules}
     every_channel = tuple(settings.channels)
+    screened, suppressed = screen_alerts(state, alerts, rules, run.as_of)
+    # The cool-down was applied above, so the outbox checks only the dedupe key.
     new = [
         NewAlert(
             alert=alert,
             channels=tuple(rules[alert.rule].channels or every_channel),
             held=guard.held,
-            cooldown_days=rules[alert.rule].cooldown.days,
         )
-        for alert in alerts
+        for alert in screened
     ]
     if guard.held:
         new.append(NewAlert(guard_alert(guard), every_channel))
@@ -263,7 +276,7 @@ def evaluate_alerts(
             "; ".join(guard.reasons()),
         )
     results = add_alerts(state, new, now=now or datetime.now(UTC))
-    outcome = AlertOutcome(run.as_of, [], [], guard)
+    outcome = AlertOutcome(run.as_of, [], suppressed, guard)
     for result in results:
         if result.id is None:
             outcome.suppressed.append(SuppressedAlert(result.alert, result.outcome))
@@ -278,6 +291,72 @@ def evaluate_alerts(
         " (held)" if guard.held else "",
     )
     return outcome
+
+
+def screen_alerts(
+    state: StateStore,
+    found: Sequence[RaisedAlert],
+    rules: Mapping[str, RuleConfig],
+    as_of: date,
+) -> tuple[list[RaisedAlert], list[SuppressedAlert]]:
+    """Split one date's alerts into those to store and those stored or cooling down.
+
+    An alert is a `duplicate` when an alert of its rule, account and as-of date is
+    stored, whatever the stored dedupe key. The stored alert is returned then, so
+    that playbooks look it up by its own key. An alert is `cooldown` when an alert
+    of its rule and account that is not held is dated at most the rule's cool-down
+    before or after `as_of`.
+
+    NOTE: the store is read before `add_alerts` writes, in another transaction, so
+    two processes that evaluate dates within one cool-down of each other at the
+    same time can both store their alert. The unique dedupe key still stops two
+    evaluations of the same date from storing one alert twice.
+    """
+    if not found:
+        return [], []
+    names = sorted({alert.rule for alert in found})
+    reach = max(rules[name].cooldown.days for name in names)
+    with state.engine.connect() as connection:
+        stored = {
+            (row.rule, row.account_id): _stored_alert(row)
+            for row in connection.execute(
+                select(alerts_table).where(
+                    alerts_table.c.rule.in_(names), alerts_table.c.as_of == as_of
+                )
+            )
+        }
+        counted: dict[tuple[str, str], list[date]] = {}
+        if reach > 0:
+            nearby = connection.execute(
+                select(
+                    alerts_table.c.rule, alerts_table.c.account_id, alerts_table.c.as_of
+                ).where(
+                    alerts_table.c.rule.in_(names),
+                    alerts_table.c.as_of >= as_of - timedelta(days=reach),
+                    alerts_table.c.as_of <= as_of + timedelta(days=reach),
+                    alerts_table.c.as_of != as_of,
+                    alerts_table.c.held.is_(False),
+                )
+            )
+            for row in nearby:
+                counted.setdefault((row.rule, row.account_id), []).append(row.as_of)
+    kept, suppressed = [], []
+    for alert in found:
+        key = (alert.rule, alert.account_id)
+        days = rules[alert.rule].cooldown.days
+        if key in stored:
+            suppressed.append(SuppressedAlert(stored[key], "duplicate"))
+        elif any(abs((day - as_of).days) <= days for day in counted.get(key, ())):
+            suppressed.append(SuppressedAlert(alert, "cooldown"))
+        else:
+            kept.append(alert)
+    return kept, suppressed
+
+
+def _stored_alert(row: Any) -> RaisedAlert:
+    return RaisedAlert(
+        **{name: getattr(row, name) for name in RaisedAlert.__dataclass_fields__}
+    )
 
 
 def _history_needs(rules: Sequence[RuleConfig]) -> tuple[int, int]:
@@ -608,8 +687,9 @@ def _renewal_risk(rule: RenewalRiskRule, context: _Context) -> list[Match]:
             "days_to_renewal": days,
             "fall": _number(falls[account]),
         }
-        identity = f"renewal:{renews_on.isoformat()}"
-        matches.append(Match(str(account), identity, title, details))
+        # The renewal date stays out of the identity: correcting it in the CRM and
+        # scoring the date again must find the alert stored already.
+        matches.append(Match(str(account), "renewal", title, details))
     return matches
 
 

@@ -17,7 +17,9 @@ import smtplib
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +43,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
 
 alert_logger = logging.getLogger("healthscore.alerts")
+
+logger = logging.getLogger(__name__)
 
 
 def alert_payload(delivery: Delivery) -> dict[str, Any]:
@@ -124,7 +128,8 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
 
     The layout follows Slack's Block Kit reference (api.slack.com/block-kit):
     a `header` block, a `section` with `fields`, and a `context` block. `text` is
-    the fallback shown in notifications.
+    the fallback shown in notifications. Every text from the alert passes through
+    `slack_escape`, so names cannot mention a channel or disguise a link.
     """
     alert = delivery.alert
     details = alert.details
@@ -138,25 +143,47 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
         fields.append(_field("Owner", alert.owner))
     if alert.escalate_to:
         fields.append(_field("Escalate to", alert.escalate_to))
+    # Slack parses no mentions or links in a plain_text object, so the header
+    # shows the title as written.
+    header = {"type": "plain_text", "text": alert.title[:150]}
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": alert.title[:150]}},
-        {"type": "section", "text": _markdown(alert.message), "fields": fields},
+        {"type": "header", "text": header},
+        {
+            "type": "section",
+            "text": _markdown(slack_escape(alert.message)),
+            "fields": fields,
+        },
     ]
     drivers = details.get("top_drivers") or []
     if drivers:
         lines = [
-            f"• {driver['measure']}: -{_number_text(driver['points_lost'])} points"
+            f"• {slack_escape(str(driver['measure']))}: "
+            f"-{_number_text(driver['points_lost'])} points"
             for driver in drivers
         ]
         blocks.append(
             {"type": "section", "text": _markdown("*Top drivers*\n" + "\n".join(lines))}
         )
     link = account_link(base_url, alert.account_id)
-    footer = f"{alert.rule} · {alert.account_id} · as of {alert.as_of.isoformat()}"
+    footer = slack_escape(
+        f"{alert.rule} · {alert.account_id} · as of {alert.as_of.isoformat()}"
+    )
     if link:
-        footer += f" · <{link}|Open account>"
+        footer += f" · <{slack_escape(link)}|Open account>"
     blocks.append({"type": "context", "elements": [_markdown(footer)]})
-    return {"text": f"{alert.title}: {alert.message}", "blocks": blocks}
+    fallback = slack_escape(f"{alert.title}: {alert.message}")
+    return {"text": fallback, "blocks": blocks}
+
+
+def slack_escape(text: str) -> str:
+    """Escape `&`, `<` and `>` as Slack's message formatting reference requires.
+
+    Slack reads `<...>` as a link or a mention such as `<!channel>`, and `&` starts
+    an entity (api.slack.com/reference/surfaces/formatting#escaping).
+    NOTE: Slack has no escape for the emphasis characters `*`, `_`, `~` and the
+    backtick, so a name containing them may render bold or italic in mrkdwn.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def account_link(base_url: str | None, account_id: str) -> str | None:
@@ -203,12 +230,17 @@ class EmailSender:
             ) from exc
 
     def message(self, delivery: Delivery) -> EmailMessage:
-        """Build the email of one delivery."""
+        """Build the email of one delivery.
+
+        Line breaks in header values, as in an account name within the subject,
+        become spaces, because the email package rejects them in a header value.
+        """
         alert = delivery.alert
         message = EmailMessage()
-        message["Subject"] = f"[{alert.severity}] {alert.title}"
-        message["From"] = self.settings.sender
-        message["To"] = ", ".join(self._recipients(delivery))
+        message["Subject"] = header_text(f"[{alert.severity}] {alert.title}")
+        message["From"] = header_text(self.settings.sender)
+        message["To"] = header_text(", ".join(self._recipients(delivery)))
+        message["Date"] = format_datetime(datetime.now(UTC))
         # A stable Message-ID lets mail clients and archives drop a repeated attempt.
         message["Message-ID"] = f"<{delivery.idempotency_key}@healthscore>"
         message["X-Healthscore-Delivery"] = delivery.idempotency_key
@@ -227,7 +259,23 @@ class EmailSender:
                 "recipients under `to`",
                 permanent=True,
             )
+        if header_text(owner) != owner:
+            # Joined into one line, the lines would read as other recipients.
+            raise DeliveryError(
+                f"the owner of alert {delivery.alert_id}, {owner!r}, contains a line "
+                "break; set the owner column to email addresses separated by commas",
+                permanent=True,
+            )
         return [owner]
+
+
+def header_text(value: str) -> str:
+    """Return `value` on one line: each line break, CR, LF or CRLF, becomes a space.
+
+    The line breaks are those of `str.splitlines`, which the standard library's
+    email policy rejects in a header value.
+    """
+    return " ".join(value.splitlines())
 
 
 def _email_text(delivery: Delivery) -> str:
@@ -270,29 +318,62 @@ def _email_html(delivery: Delivery) -> str:
     )
 
 
+class _NoRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect, so that urllib raises HTTPError for every 3xx response.
+
+    On a 301, 302 or 303 response urllib would repeat the POST as a GET without the
+    body but with the signature and idempotency headers, and report its response.
+    """
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirectHandler)
+
+#: Maximum number of characters of a Location header quoted in an error.
+_MAX_LOCATION = 300
+
+
 def post_json(
     url: str, body: bytes, headers: Mapping[str, str], timeout: float
 ) -> None:
-    """POST a JSON body; raise DeliveryError unless the response is 2xx."""
+    """POST a JSON body; raise DeliveryError unless the response is 2xx.
+
+    A redirect is not followed: a 3xx response is a failure to retry, and the
+    error names the Location, so the channel's URL can be corrected.
+    """
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("Content-Type", "application/json")
     for name, value in headers.items():
         request.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             response.read()
     except urllib.error.HTTPError as exc:
         # The error holds the open response; close it so the socket is released.
         exc.close()
-        # 4xx other than 408 and 429 means the request itself is wrong.
-        permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
-        raise DeliveryError(
-            f"POST {_safe_url(url)} failed with HTTP {exc.code} {exc.reason}",
-            permanent=permanent,
-        ) from exc
+        raise _http_error(url, exc) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"POST {_safe_url(url)} failed: {reason}") from exc
+
+
+def _http_error(url: str, exc: urllib.error.HTTPError) -> DeliveryError:
+    message = f"POST {_safe_url(url)} failed with HTTP {exc.code} {exc.reason}"
+    if 300 <= exc.code < 400:
+        # NOTE: the Location is quoted whole, path included, because the user needs
+        # it to correct the URL. A redirect to a URL with a secret path therefore
+        # stores that path in the delivery's error.
+        location = (exc.headers.get("Location") or "").strip()
+        detail = f"Location: {location[:_MAX_LOCATION]}" if location else "no Location"
+        return DeliveryError(
+            f"{message} ({detail}); redirects are not followed, so set the "
+            "channel's url to the address that accepts the POST"
+        )
+    # 4xx other than 408 and 429 means the request itself is wrong.
+    permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
+    return DeliveryError(message, permanent=permanent)
 
 
 def _url(env: Mapping[str, str], channel: str, url: str) -> str:
@@ -310,20 +391,102 @@ def _url(env: Mapping[str, str], channel: str, url: str) -> str:
 
 
 def build_channels(
-    settings: AlertSettings, environ: Mapping[str, str] | None = None
+    settings: AlertSettings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    strict: bool = True,
 ) -> dict[str, Channel]:
     """Create the configured channels, reading their secrets from the environment.
+
+    Each channel's `send` raises only DeliveryError: any other exception while
+    building or sending a delivery becomes a DeliveryError that names it, so the
+    outbox records a failed attempt and goes on with the other deliveries.
+
+    Parameters
+    ----------
+    settings
+        The alert settings with the channels.
+    environ
+        Environment variables, by default those of the process.
+    strict
+        True to raise for a channel that cannot be built. False to build it as an
+        `UnavailableChannel`, whose deliveries fail with the reason, so the other
+        channels still deliver; a warning is logged for each such channel.
 
     Raises
     ------
     ValueError
-        When a secret's environment variable is named but not set.
+        With `strict`, when a variable that a channel's settings name is not set,
+        or its URL is not http(s).
     """
     env = os.environ if environ is None else environ
-    return {
-        name: _build_channel(name, config, env)
-        for name, config in settings.channels.items()
-    }
+    channels: dict[str, Channel] = {}
+    for name, config in settings.channels.items():
+        try:
+            channel = _build_channel(name, config, env)
+        except ValueError as exc:
+            if strict:
+                raise
+            logger.warning(
+                "alert channel %s is unavailable, so its deliveries fail until it "
+                "is fixed: %s",
+                name,
+                exc,
+            )
+            channels[name] = UnavailableChannel(name, str(exc))
+            continue
+        channels[name] = CheckedChannel(name, channel)
+    return channels
+
+
+class UnavailableChannel:
+    """A channel whose settings could not be resolved, such as an unset variable.
+
+    Every delivery fails with `reason` and is retried like any failure, so setting
+    the variable before a later attempt delivers it.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def send(self, delivery: Delivery) -> None:
+        """Raise DeliveryError with the reason the channel is unavailable."""
+        raise DeliveryError(self.reason)
+
+
+class CheckedChannel:
+    """Wrap a channel so that any exception of its `send` is a DeliveryError.
+
+    An exception other than DeliveryError is a defect or unexpected data, such as
+    an alert whose details have the wrong type. It fails that one delivery, which
+    is retried and ends dead after `max_attempts` like any other failure.
+    """
+
+    def __init__(self, name: str, channel: Channel) -> None:
+        self.name = name
+        self.channel = channel
+
+    def send(self, delivery: Delivery) -> None:
+        """Send through the wrapped channel; raise only DeliveryError."""
+        try:
+            self.channel.send(delivery)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            # The message can quote stored data, so the traceback needs -vv.
+            logger.debug(
+                "unexpected error building or sending delivery %d of alert %d to "
+                "channel %s",
+                delivery.id,
+                delivery.alert_id,
+                self.name,
+                exc_info=exc,
+            )
+            raise DeliveryError(
+                f"unexpected {type(exc).__name__} while building or sending the "
+                f"alert to channel {self.name!r}: {exc}"
+            ) from exc
 
 
 def _build_channel(name: str, config: ChannelConfig, env: Mapping[str, str]) -> Channel:
@@ -363,7 +526,7 @@ def _safe_url(url: str) -> str:
 
 
 def _field(name: str, value: str) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": f"*{name}*\n{value}"}
+    return {"type": "mrkdwn", "text": f"*{name}*\n{slack_escape(value)}"}
 
 
 def _markdown(text: str) -> dict[str, str]:

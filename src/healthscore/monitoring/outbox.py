@@ -85,7 +85,13 @@ class Delivery:
 
 
 class Channel(Protocol):
-    """Something that sends alerts: `send` returns on success, raises on failure."""
+    """Something that sends alerts: `send` returns on success, raises on failure.
+
+    `deliver_pending` records a DeliveryError as a failed attempt. Any other
+    exception stops it and leaves the claimed delivery to be retried when the claim
+    expires. The web service stops a round that way. The channels of
+    `build_channels` turn every other exception into a DeliveryError.
+    """
 
     def send(self, delivery: Delivery) -> None:
         """Send one delivery; raise DeliveryError when it fails."""
@@ -100,7 +106,6 @@ class NewAlert:
     channels: tuple[str, ...]
     held: bool = False
     """Store it without delivering it, because the guard held the run."""
-    cooldown_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,12 +170,10 @@ def add_alerts(
 ) -> list[AddResult]:
     """Store alerts and their deliveries in one transaction, skipping known ones.
 
-    An alert whose dedupe key is stored already is skipped (`duplicate`), and so is
-    one whose rule, account and condition identity match an alert of an earlier
-    as-of date at most `cooldown_days` before (`cooldown`). With 7 days, an alert
-    as of June 1 suppresses its repeats up to and including June 8. The insert skips a
-    conflicting key in the database itself (ON CONFLICT DO NOTHING), so two
-    processes storing the same alert store it once.
+    An alert whose dedupe key is stored already is skipped (`duplicate`). The
+    insert skips a conflicting key in the database itself (ON CONFLICT DO
+    NOTHING), so two processes storing the same alert store it once. The rules'
+    cool-down is applied before, by `monitoring.alerts`.
 
     Parameters
     ----------
@@ -192,8 +195,6 @@ def add_alerts(
 
 def _add_one(connection: Connection, new: NewAlert, now: datetime) -> AddResult:
     alert = new.alert
-    if new.cooldown_days > 0 and _cooling_down(connection, alert, new.cooldown_days):
-        return AddResult(alert, None, "cooldown")
     values = {
         "rule": alert.rule,
         "kind": alert.kind,
@@ -237,31 +238,6 @@ def _insert_or_skip(connection: Connection, values: dict[str, Any]) -> Any:
         raise ValueError(f"unsupported database {dialect!r}; use sqlite or postgresql")
     statement = module.insert(alerts).values(**values)
     return statement.on_conflict_do_nothing(index_elements=[alerts.c.dedupe_key])
-
-
-def _cooling_down(connection: Connection, alert: RaisedAlert, days: int) -> bool:
-    """Tell whether an earlier alert with the same identity is at most `days` old."""
-    prefix = alert.dedupe_key.removesuffix(alert.as_of.isoformat())
-    rows = connection.execute(
-        select(alerts.c.dedupe_key).where(
-            alerts.c.rule == alert.rule,
-            alerts.c.account_id == alert.account_id,
-            alerts.c.as_of < alert.as_of,
-            alerts.c.as_of >= alert.as_of - timedelta(days=days),
-        )
-    ).scalars()
-    # The rest of a key after the prefix must be exactly a date: an identity that
-    # merely starts with this one's belongs to another condition.
-    return any(
-        _is_iso_date(key.removeprefix(prefix)) for key in rows if key.startswith(prefix)
-    )
-
-
-def _is_iso_date(text: str) -> bool:
-    try:
-        return len(text) == 10 and date.fromisoformat(text).isoformat() == text
-    except ValueError:
-        return False
 
 
 # Delivering
@@ -408,7 +384,8 @@ def _attempt(
             next_attempt_at=None, last_error=None, sent_at=now)  # fmt: skip
     report.sent.append(delivery.id)
     logger.info(
-        "sent alert %d (%s, %s) to channel %s",
+        "sent delivery %d of alert %d (%s, %s) to channel %s",
+        delivery.id,
         delivery.alert_id,
         delivery.alert.rule,
         delivery.alert.account_id,
@@ -432,7 +409,8 @@ def _record_failure(
                 next_attempt_at=None, last_error=message)  # fmt: skip
         report.dead.append(delivery.id)
         logger.error(
-            "gave up delivering alert %d to channel %s after %d attempt(s): %s",
+            "gave up delivery %d of alert %d to channel %s after %d attempt(s): %s",
+            delivery.id,
             delivery.alert_id,
             delivery.channel,
             attempts,
@@ -445,8 +423,9 @@ def _record_failure(
             last_error=message)  # fmt: skip
     report.retrying.append(delivery.id)
     logger.warning(
-        "delivering alert %d to channel %s failed (attempt %d of %d), retrying at "
-        "%s: %s",
+        "delivery %d of alert %d to channel %s failed (attempt %d of %d), retrying "
+        "at %s: %s",
+        delivery.id,
         delivery.alert_id,
         delivery.channel,
         attempts,
@@ -578,19 +557,35 @@ def set_alert_state(
 
 
 def resend_alert(
-    state: StateStore, alert_id: int, *, now: datetime, actor: str = "unknown"
+    state: StateStore,
+    alert_id: int,
+    *,
+    now: datetime,
+    actor: str = "unknown",
+    channels: Sequence[str] | None = None,
+    include_sent: bool = False,
 ) -> int:
-    """Queue an alert's sent and dead deliveries again, and release a held alert.
+    """Queue an alert's deliveries again, and release the alert if it is held.
 
-    The audit log records `actor` and the number of deliveries queued again.
+    By default the dead and the failed deliveries are queued: those given up, and
+    those waiting for a retry after a failed attempt. `include_sent` queues the sent
+    ones too. `channels` limits the resend to the deliveries to those channels, and
+    queues them when sent, dead or failed. A delivery not yet attempted is left as
+    it is, because it is queued already.
 
     The deliveries keep their idempotency keys, start again from 0 attempts and are
-    due at `now`. Returns the number of deliveries queued again.
+    due at `now`. The audit log records `actor`, the number of deliveries queued
+    again, and the channels and `include_sent` when given. Returns that number.
+
+    Releasing a held alert makes its pending deliveries due on every channel,
+    including channels that `channels` leaves out.
 
     Raises
     ------
     AlertNotFoundError
         When no alert has that id.
+    ValueError
+        When a name in `channels` is not a channel of the alert's deliveries.
     """
     with write_engine(state.engine).begin() as connection:
         found = connection.execute(
@@ -600,29 +595,86 @@ def resend_alert(
         )
         if found.rowcount != 1:
             raise _not_found(state, alert_id)
-        queued = connection.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.alert_id == alert_id,
-                deliveries.c.state.in_(("sent", "dead")),
-            )
-            .values(
-                state="pending",
-                attempts=0,
-                next_attempt_at=now,
-                last_error=None,
-                sent_at=None,
-            )
+        selected = deliveries.c.alert_id == alert_id
+        if channels:
+            _check_alert_channels(connection, alert_id, channels)
+            selected &= deliveries.c.channel.in_(channels)
+        selected &= _resendable(include_sent or bool(channels))
+        queued = _queue_again(connection, selected, now)
+        detail: dict[str, Any] = {"alert_id": alert_id, "deliveries": queued}
+        if channels:
+            detail["channels"] = sorted(set(channels))
+        if include_sent:
+            detail["all"] = True
+        record_audit(connection, now, actor, "resend", ALERT_SUBJECT, detail)
+    logger.info("queued %d delivery(ies) of alert %d again", queued, alert_id)
+    return queued
+
+
+def resend_dead(
+    state: StateStore,
+    *,
+    now: datetime,
+    actor: str = "unknown",
+    channels: Sequence[str] | None = None,
+) -> int:
+    """Queue every dead delivery again, or those to `channels`; return how many.
+
+    The deliveries keep their idempotency keys, start again from 0 attempts and are
+    due at `now`. One audit entry records `actor`, the number and the channels.
+    """
+    with write_engine(state.engine).begin() as connection:
+        selected = deliveries.c.state == "dead"
+        if channels:
+            selected &= deliveries.c.channel.in_(channels)
+        queued = _queue_again(connection, selected, now)
+        detail: dict[str, Any] = {"state": "dead", "deliveries": queued}
+        if channels:
+            detail["channels"] = sorted(set(channels))
+        record_audit(connection, now, actor, "resend", ALERT_SUBJECT, detail)
+    logger.info("queued %d dead delivery(ies) again", queued)
+    return queued
+
+
+def _resendable(include_sent: bool) -> Any:
+    """Select the dead and failed deliveries, and the sent ones with `include_sent`."""
+    states = ("dead", "sent") if include_sent else ("dead",)
+    # A failed delivery is pending after at least one attempt.
+    # NOTE: a retry that another process is sending at this moment is queued again
+    # too, so the receiver can get it twice, with the same idempotency key.
+    failed = (deliveries.c.state == "pending") & (deliveries.c.attempts > 0)
+    return deliveries.c.state.in_(states) | failed
+
+
+def _check_alert_channels(
+    connection: Connection, alert_id: int, channels: Sequence[str]
+) -> None:
+    known = set(
+        connection.execute(
+            select(deliveries.c.channel).where(deliveries.c.alert_id == alert_id)
+        ).scalars()
+    )
+    unknown = sorted(set(channels) - known)
+    if unknown:
+        raise ValueError(
+            f"alert {alert_id} has no delivery to channel(s) {', '.join(unknown)}; "
+            f"its channels: {', '.join(sorted(known)) or 'none'}"
         )
-        record_audit(
-            connection,
-            now,
-            actor,
-            "resend",
-            ALERT_SUBJECT,
-            {"alert_id": alert_id, "deliveries": int(queued.rowcount)},
+
+
+def _queue_again(connection: Connection, selected: Any, now: datetime) -> int:
+    """Make the selected deliveries pending and due at `now`; return how many."""
+    queued = connection.execute(
+        update(deliveries)
+        .where(selected)
+        .values(
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            last_error=None,
+            sent_at=None,
         )
-    logger.info("queued %d delivery(ies) of alert %d again", queued.rowcount, alert_id)
+    )
     return int(queued.rowcount)
 
 

@@ -1,20 +1,29 @@
 """Playbooks open tasks for accounts; tasks are completed or dismissed by people.
 
 After a scoring run and its alerts, `apply_playbooks` finds the playbooks whose
-trigger holds for each account and opens one task per playbook and account. A task
-is never opened twice for the same cause (playbook, account and trigger) while one
-is open. The insert checks for an open task in the same transaction, and a partial
-unique index on open tasks rejects a second one that a concurrent run inserts.
+trigger holds for each account and opens one task per playbook and account. A run
+whose alerts the guard held opens no task, because its data may be wrong. When the
+alerts are released, `open_released_tasks` opens the tasks of their `on_alert`
+playbooks.
+
+A task is never opened twice for the same cause (playbook, account and trigger)
+while one is open. The insert checks for an open task in the same transaction, and
+a partial unique index on open tasks rejects a second one that a concurrent run
+inserts. A cause whose task was completed or dismissed less than the playbook's
+`reopen_after` ago gets no new task either, so a dismissal holds for that long.
 
 A rerun of a date passes the alerts that an earlier run of the date stored. Such an
 alert opens its task only if its cause got no task since the alert was stored, so a
 rerun completes the tasks of a run whose playbook step failed and reopens nothing
 that was closed since.
 
-Among the playbooks that fit one account, rank 1 goes to the one whose addressed
-measures lose the most points, so the task most likely to lift the score comes
-first. Points lost are `effective_weight * (100 - normalized)`, as in
-`healthscore.scoring.top_drivers`, and a component addresses all its measures.
+Ranks order the open tasks of each account 1..n. Rank 1 goes to the task whose
+playbook addresses the measures that lose the most points, so the task most likely
+to lift the score comes first. Points lost are `effective_weight * (100 -
+normalized)` of the latest run, as in `healthscore.scoring.top_drivers`, and a
+component addresses all its measures. Every run whose alerts are not held ranks
+the open tasks of its accounts again, and closing a task moves the account's later
+tasks up by one.
 """
 
 from __future__ import annotations
@@ -22,10 +31,10 @@ from __future__ import annotations
 import logging
 import math
 import string
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import Connection, Row, func, insert, select, update
@@ -35,11 +44,14 @@ from healthscore.config import Project
 from healthscore.config.playbooks import PRIORITIES, PlaybookConfig
 from healthscore.metrics.windows import shift
 from healthscore.monitoring.interventions import record_audit, write_transaction
-from healthscore.pipeline import ScoringRun
+from healthscore.pipeline import ScoringRun, score
 from healthscore.scoring.routing import AccountColumns
 from healthscore.store import StateStore
 from healthscore.store.tables_alerts import alerts
 from healthscore.store.tables_tasks import TASK_STATES, interventions, tasks
+
+if TYPE_CHECKING:
+    from healthscore.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +95,7 @@ def apply_playbooks(
     *,
     now: datetime | None = None,
     stored_alerts: Sequence[Any] = (),
+    held: bool = False,
 ) -> list[Task]:
     """Open the tasks of every playbook whose trigger holds, and return the new ones.
 
@@ -103,12 +116,15 @@ def apply_playbooks(
         rerun); `dedupe_key` is read too. Each triggers like a raised alert, unless
         its cause has a task created at or after the alert was stored, or the
         alert was stored held.
+    held : bool
+        Whether the guard held the run's alerts. No task is opened then, not even
+        by `when` conditions, because the run's data may be wrong.
 
     Returns
     -------
     list of Task
         The tasks opened now, by account and rank. Causes that already have an
-        open task are skipped.
+        open task, or whose task was closed within `reopen_after`, are skipped.
 
     Raises
     ------
@@ -116,20 +132,146 @@ def apply_playbooks(
         When a `when` condition cannot be evaluated or a template names an unknown
         field.
     """
-    playbooks = project.config.playbooks
+    if held:
+        logger.info(
+            "the guard held the alerts of %s, so its playbooks open no task",
+            run.as_of,
+        )
+        return []
+    return _open_tasks(
+        project,
+        project.config.playbooks,
+        run,
+        raised_alerts,
+        stored_alerts,
+        state,
+        now,
+    )
+
+
+def open_released_tasks(
+    project: Project,
+    state: StateStore,
+    alert_ids: Iterable[int],
+    *,
+    now: datetime | None = None,
+    engine: Engine | None = None,
+) -> list[Task]:
+    """Open the tasks of the `on_alert` playbooks of alerts released from a hold.
+
+    A run whose alerts the guard held opens no task, so releasing its alerts, as
+    `healthscore alerts release` does, opens the tasks they would have opened.
+    Each as-of date of the alerts is scored again from the sources, without
+    storing anything, for the `when` conditions, ranks and task fields. Like the
+    stored alerts of a rerun, an alert opens no task when its cause got a task
+    since the alert was stored, so calling this twice, or scoring the date again
+    after it, opens nothing twice. Alerts that are still held are skipped.
+
+    Parameters
+    ----------
+    project : Project
+        Project whose `playbooks` apply.
+    state : StateStore
+        Store that keeps the alerts and the tasks.
+    alert_ids : iterable of int
+        Ids of the released alerts.
+    now : datetime, optional
+        Timezone-aware creation time, by default the current time.
+    engine : Engine, optional
+        Engine with the project's sources; by default they are read again.
+
+    Returns
+    -------
+    list of Task
+        The tasks opened now, by date, account and rank.
+
+    Raises
+    ------
+    SourceError, ConfigError, ScoringInputError
+        When a date cannot be scored, as `healthscore.pipeline.score` raises them.
+        The alerts stay released, and a rerun of the date that the guard does not
+        hold opens their tasks.
+    """
+    playbooks = [item for item in project.config.playbooks if item.on_alert]
+    rules = sorted({str(item.on_alert) for item in playbooks})
+    ids = sorted(set(alert_ids))
+    if not rules or not ids:
+        return []
+    by_date: dict[date, list[Any]] = {}
+    with state.engine.connect() as connection:
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            rows = connection.execute(
+                select(alerts).where(
+                    alerts.c.id.in_(chunk),
+                    alerts.c.rule.in_(rules),
+                    alerts.c.held.is_(False),
+                )
+            )
+            for row in rows:
+                by_date.setdefault(row.as_of, []).append(_released_alert(row))
+    opened = []
+    for as_of in sorted(by_date):
+        logger.info(
+            "scoring %s again to open the tasks of %d released alert(s)",
+            as_of,
+            len(by_date[as_of]),
+        )
+        run = score(project, as_of, engine=engine, store=False, monitor=False)
+        opened += _open_tasks(project, playbooks, run, (), by_date[as_of], state, now)
+    return opened
+
+
+#: Ids per `IN (...)` list, below 999, the default maximum of bound parameters of
+#: SQLite before version 3.32.
+_IDS_PER_QUERY = 500
+
+
+@dataclass(frozen=True)
+class _ReleasedAlert:
+    """The fields of a stored alert that playbooks read."""
+
+    rule: str
+    account_id: str
+    owner: str | None
+    title: str
+    dedupe_key: str
+
+
+def _released_alert(row: Row[Any]) -> _ReleasedAlert:
+    return _ReleasedAlert(
+        row.rule, row.account_id, row.owner, row.title, row.dedupe_key
+    )
+
+
+def _open_tasks(
+    project: Project,
+    playbooks: Sequence[PlaybookConfig],
+    run: ScoringRun,
+    raised_alerts: Sequence[Any],
+    stored_alerts: Sequence[Any],
+    state: StateStore,
+    now: datetime | None,
+) -> list[Task]:
+    """Open the tasks of `playbooks` for one run, then rank the run's open tasks."""
     if not playbooks or run.result.scores.empty:
         return []
     context = _RunContext(run, [*raised_alerts, *stored_alerts])
     candidates = []
     for playbook in playbooks:
         candidates += _fitting(playbook, context)
-    ranked = _rank(candidates, playbooks)
     if stored_alerts:
-        handled = _handled_alerts(state, ranked, stored_alerts)
-        ranked = [item for item in ranked if id(item.alert) not in handled]
+        handled = _handled_alerts(state, candidates, stored_alerts)
+        candidates = [item for item in candidates if id(item.alert) not in handled]
+    ranking = _Ranking(context, project.config.playbooks)
+    # Inserted by account and likely rank, so task ids read in that order too.
+    candidates.sort(key=ranking.candidate_key)
     created_at = _aware_now(now)
-    rows = [_task_row(item, context, created_at) for item in ranked]
-    return _insert_tasks(state, rows, created_at)
+    rows = [_task_row(item, context, created_at) for item in candidates]
+    reopen_after = {
+        _cause_key(item): item.playbook.reopen_after.days for item in candidates
+    }
+    return _insert_tasks(state, rows, created_at, reopen_after, ranking)
 
 
 def _handled_alerts(
@@ -180,9 +322,7 @@ class _Candidate:
     playbook: PlaybookConfig
     account_id: str
     trigger: str
-    points: float
     alert: Any
-    rank: int = 0
 
 
 class _RunContext:
@@ -196,6 +336,7 @@ class _RunContext:
         values = values.assign(score=scores["score"], band=scores["band"])
         self.columns = AccountColumns(run.project.config, values, run.metrics.accounts)
         self.points = _points_lost(run.result.measures)
+        self._addressed: dict[frozenset[str], pd.Series] = {}
         self.alerts: dict[tuple[str, str], Any] = {}
         for alert in raised_alerts:
             self.alerts.setdefault((alert.rule, alert.account_id), alert)
@@ -218,6 +359,24 @@ class _RunContext:
         values.update(self.columns.metrics.loc[account_id].to_dict())
         return values
 
+    def addressed_points(
+        self, playbook: PlaybookConfig | None, account_id: str
+    ) -> float:
+        """Points the account loses on the measures the playbook addresses.
+
+        A playbook that is not in the settings any more (None) addresses nothing.
+        """
+        if playbook is None or not playbook.addresses:
+            return 0.0
+        targets = frozenset(playbook.addresses)
+        by_account = self._addressed.get(targets)
+        if by_account is None:
+            rows = self.points
+            addressed = rows["measure"].isin(targets) | rows["component"].isin(targets)
+            by_account = rows.loc[addressed].groupby("account_id")["points_lost"].sum()
+            self._addressed[targets] = by_account
+        return float(by_account.get(account_id, 0.0))
+
 
 def _points_lost(measures: pd.DataFrame) -> pd.DataFrame:
     lost = measures["effective_weight"] * (100.0 - measures["normalized"])
@@ -235,8 +394,7 @@ def _fitting(playbook: PlaybookConfig, context: _RunContext) -> list[_Candidate]
             alert = context.alerts.get((playbook.on_alert, account_id))
             if alert is None:
                 continue
-        points = _addressed_points(playbook, context.points, account_id)
-        found.append(_Candidate(playbook, str(account_id), trigger, points, alert))
+        found.append(_Candidate(playbook, str(account_id), trigger, alert))
     return found
 
 
@@ -249,43 +407,40 @@ def _trigger(playbook: PlaybookConfig) -> str:
     return "+".join(parts)
 
 
-def _addressed_points(
-    playbook: PlaybookConfig, points: pd.DataFrame, account_id: str
-) -> float:
-    if not playbook.addresses:
-        return 0.0
-    rows = points[points["account_id"] == account_id]
-    targets = set(playbook.addresses)
-    addressed = rows["measure"].isin(targets) | rows["component"].isin(targets)
-    return float(rows.loc[addressed, "points_lost"].sum())
+class _Ranking:
+    """Orders an account's open tasks by the points their playbooks address."""
 
+    def __init__(
+        self, context: _RunContext, playbooks: Sequence[PlaybookConfig]
+    ) -> None:
+        self.context = context
+        self.playbooks = {playbook.name: playbook for playbook in playbooks}
+        self.position = {
+            playbook.name: index for index, playbook in enumerate(playbooks)
+        }
 
-def _rank(
-    candidates: list[_Candidate], playbooks: Sequence[PlaybookConfig]
-) -> list[_Candidate]:
-    """Number each account's candidates: most points addressed first, then order."""
-    position = {playbook.name: index for index, playbook in enumerate(playbooks)}
-    by_account: dict[str, list[_Candidate]] = {}
-    for candidate in candidates:
-        by_account.setdefault(candidate.account_id, []).append(candidate)
-    ranked = []
-    for account_id in sorted(by_account):
-        ordered = sorted(
-            by_account[account_id],
-            key=lambda item: (-item.points, position[item.playbook.name]),
-        )
-        for rank, item in enumerate(ordered, start=1):
-            ranked.append(
-                _Candidate(
-                    item.playbook,
-                    item.account_id,
-                    item.trigger,
-                    item.points,
-                    item.alert,
-                    rank,
-                )
+    def accounts(self) -> set[str]:
+        """Return the accounts of the run, whose open tasks are ranked."""
+        return {str(account) for account in self.context.scores.index}
+
+    def candidate_key(self, candidate: _Candidate) -> tuple[str, float, int]:
+        """Sort key of a candidate: account, then most points addressed, then order."""
+        points = self.context.addressed_points(candidate.playbook, candidate.account_id)
+        return (candidate.account_id, -points, self.position[candidate.playbook.name])
+
+    def order(self, account_id: str, open_tasks: list[Any]) -> list[Any]:
+        """Sort open tasks: most points addressed, then settings order, then id."""
+
+        def key(row: Any) -> tuple[float, int, int]:
+            playbook = self.playbooks.get(row.playbook)
+            points = self.context.addressed_points(playbook, account_id)
+            return (
+                -points,
+                self.position.get(row.playbook, len(self.position)),
+                row.id,
             )
-    return ranked
+
+        return sorted(open_tasks, key=key)
 
 
 def _task_row(
@@ -315,7 +470,8 @@ def _task_row(
         "due_on": due_on,
         "priority": template.priority,
         "state": "open",
-        "rank": candidate.rank,
+        # A placeholder: `_rank_open_tasks` sets the rank in the same transaction.
+        "rank": 0,
         "created_at": created_at,
     }
 
@@ -370,22 +526,96 @@ def render(template: str, fields: Mapping[str, Any], playbook: str) -> str:
 
 
 def _insert_tasks(
-    state: StateStore, rows: list[dict[str, Any]], created_at: datetime
+    state: StateStore,
+    rows: list[dict[str, Any]],
+    created_at: datetime,
+    reopen_after: Mapping[str, int],
+    ranking: _Ranking,
 ) -> list[Task]:
+    """Insert the tasks whose cause is neither open nor recently closed, then rank.
+
+    `reopen_after` gives the days of each cause key's `reopen_after`.
+    """
     opened = []
     with write_transaction(state) as connection:
+        recent = _recently_closed(connection, reopen_after, created_at)
         for row in rows:
+            if row["cause_key"] in recent:
+                continue
             task = _insert_unless_open(connection, row)
             if task is not None:
                 opened.append(task)
+        ranks = _rank_open_tasks(connection, ranking)
+        opened = [replace(task, rank=ranks[task.id]) for task in opened]
         if opened:
             detail = {"task_ids": [task.id for task in opened]}
             record_audit(
                 connection, created_at, "open", "task", len(opened), detail, "playbooks"
             )
     skipped = len(rows) - len(opened)
-    logger.info("opened %d tasks; %d causes had an open task", len(opened), skipped)
-    return opened
+    logger.info(
+        "opened %d tasks; %d causes had an open task or one closed within reopen_after",
+        len(opened),
+        skipped,
+    )
+    return sorted(opened, key=lambda task: (task.account_id, task.rank))
+
+
+def _recently_closed(
+    connection: Connection, reopen_after: Mapping[str, int], now: datetime
+) -> set[str]:
+    """Return the cause keys with a task closed less than their reopen_after ago."""
+    longest = max(reopen_after.values(), default=0)
+    if longest == 0:
+        return set()
+    rows = connection.execute(
+        select(tasks.c.cause_key, func.max(tasks.c.closed_at))
+        .where(
+            tasks.c.state != "open",
+            tasks.c.closed_at > now - timedelta(days=longest),
+        )
+        .group_by(tasks.c.cause_key)
+    )
+    recent = set()
+    for cause, closed_at in rows:
+        days = reopen_after.get(cause, 0)
+        if days > 0 and closed_at > now - timedelta(days=days):
+            recent.add(cause)
+    return recent
+
+
+def _rank_open_tasks(connection: Connection, ranking: _Ranking) -> dict[int, int]:
+    """Number the open tasks of each account of the run 1..n; return rank by task id.
+
+    Only the rows whose rank changes are updated.
+    """
+    accounts = ranking.accounts()
+    rows = connection.execute(
+        select(tasks.c.id, tasks.c.account_id, tasks.c.playbook, tasks.c.rank).where(
+            tasks.c.state == "open"
+        )
+    )
+    by_account: dict[str, list[Any]] = {}
+    for row in rows:
+        if row.account_id in accounts:
+            by_account.setdefault(row.account_id, []).append(row)
+    ranks = {}
+    for account_id, open_tasks in by_account.items():
+        ordered = ranking.order(account_id, open_tasks)
+        ranks.update(_renumber(connection, ordered))
+    return ranks
+
+
+def _renumber(connection: Connection, ordered: Sequence[Any]) -> dict[int, int]:
+    """Give tasks the ranks 1..n in their order; return rank by task id."""
+    ranks = {}
+    for rank, row in enumerate(ordered, start=1):
+        ranks[row.id] = rank
+        if row.rank != rank:
+            connection.execute(
+                update(tasks).where(tasks.c.id == row.id).values(rank=rank)
+            )
+    return ranks
 
 
 def _insert_unless_open(connection: Connection, row: dict[str, Any]) -> Task | None:
@@ -538,11 +768,19 @@ def _close(
     by: str,
     note: str | None,
 ) -> None:
-    connection.execute(
+    """Close a task and move the account's open tasks ranked after it up by one."""
+    account_id = connection.execute(
         update(tasks)
         .where(tasks.c.id == task_id)
         .values(state=new_state, closed_at=closed_at, closed_by=by, note=note)
-    )
+        .returning(tasks.c.account_id)
+    ).scalar_one()
+    remaining = connection.execute(
+        select(tasks.c.id, tasks.c.rank)
+        .where(tasks.c.account_id == account_id, tasks.c.state == "open")
+        .order_by(tasks.c.rank, tasks.c.id)
+    ).all()
+    _renumber(connection, remaining)
 
 
 def _fetch(connection: Connection, task_id: int) -> Row[Any]:

@@ -50,7 +50,8 @@ tasks = Table(
     Column("due_on", Date, nullable=False),
     Column("priority", String, nullable=False),
     Column("state", String, nullable=False),
-    # 1 for the playbook that addresses the account's largest points lost.
+    # Position among the account's open tasks, 1..n; 1 addresses the largest
+    # points lost.
     Column("rank", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("closed_at", UTCDateTime, nullable=True),
