@@ -225,6 +225,29 @@ def test_metric_condition(tmp_path):
     assert alerts[0].title == "a: days_since_login >= 14"
 
 
+def test_metric_condition_reads_score_and_band(tmp_path):
+    rules = [
+        {
+            "name": "low_and_idle",
+            "kind": "metric",
+            "condition": "score < 40 and band == 'at_risk' and days_since_login >= 14",
+        }
+    ]
+    ids = ["a", "b", "c"]
+    metrics = pd.DataFrame(
+        {"days_since_login": [20.0, 20.0, 3.0]},
+        index=pd.Index(ids, name="account_id"),
+    )
+
+    # a scores 30 (at risk), b 60, c 30 but logged in recently.
+    alerts = run_rules(
+        rules, {"a": 30, "b": 60, "c": 30}, {}, tmp_path, metrics=metrics
+    )
+
+    assert flagged(alerts) == ["a"]
+    assert alerts[0].details["values"]["score"] == 30
+
+
 def test_trend_strictly_falling(tmp_path):
     rules = [{"name": "slide", "kind": "trend", "snapshots": 3}]
     snapshots = {

@@ -464,7 +464,11 @@ class _Context:
         self.scores = scores.set_index("account_id")
         self.measures = measures
         self.history = history
-        self.columns = AccountColumns(config, metrics, accounts)
+        # Conditions read the run's score and band beside the metrics, as
+        # playbook conditions do.
+        scored = self.scores.reindex(metrics.index)
+        values = metrics.assign(score=scored["score"], band=scored["band"])
+        self.columns = AccountColumns(config, values, accounts)
         self.accounts = self.columns.accounts
         self.previous_as_of = history.previous_date()
         self.previous = (
