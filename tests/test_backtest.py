@@ -93,7 +93,14 @@ def test_churn_by_band_falls():
         ]
     )
     rates, falls = churn_by_band(labels, bands, ["at_risk", "stable", "healthy"])
-    assert [(rate.rows, rate.churned) for rate in rates] == [(3, 2), (2, 1), (2, 0)]
+    assert [(rate.rows, rate.churned) for rate in rates] == [
+        (3, 2),
+        (2, 1),
+        (2, 0),
+        (1, 0),
+    ]
+    # Rows of too few measures get their own rate, outside the band order.
+    assert rates[-1].band == "insufficient_data"
     assert falls is True
 
 
@@ -380,3 +387,253 @@ def test_mean_split_auc_skips_one_class():
     assert data["roc_auc_mean_split_count"] == 2
     assert data["roc_auc_mean_split"] == 0.0
     assert "2024-04-01: no ROC AUC of its own" in data["note"]
+
+
+def scorable(observations: Observations) -> Observations:
+    """Add the columns that `run_methods` reads besides the label."""
+    frame = observations.frame
+    frame["churn_date"] = pd.NaT
+    frame["band"] = "stable"
+    return observations
+
+
+def varied_observations(churned_per_day: list[int], rows: int = 40) -> Observations:
+    """Monthly observations from 2024-01-01 with the given churned rows per date."""
+    days = [f"2024-{month:02d}-01" for month in range(1, len(churned_per_day) + 1)]
+    parts = [
+        make_observations([day], rows, churned)
+        for day, churned in zip(days, churned_per_day, strict=True)
+    ]
+    frame = pd.concat([part.frame for part in parts], ignore_index=True)
+    label_set = LabelSet(frame[["account_id", "as_of", "label"]], "subscriptions", None)
+    dates = [date.fromisoformat(day) for day in days]
+    return scorable(Observations(frame, [], [], label_set, dates))
+
+
+class _ConstantRisk:
+    """A method that gives every row the same risk."""
+
+    key = "constant"
+    explainable = True
+
+    def fit_predict(self, train, test, context):
+        from healthscore.models.backtest import Prediction
+
+        return Prediction(
+            train_risk=np.zeros(len(train)), test_risk=np.zeros(len(test))
+        )
+
+
+def test_constant_probability_is_noted():
+    from healthscore.models.backtest import run_methods
+
+    # Each split calibrates on its latest training date, where 10 of 40 rows
+    # churned, so a constant risk maps every test row to 10 / 40 = 25.0 %.
+    observations = varied_observations([10, 10, 10, 10])
+
+    (result,), _ = run_methods(monthly_project(), observations, [_ConstantRisk()])
+
+    probability = result.predictions["probability"].to_numpy()
+    assert probability == pytest.approx(np.full(len(probability), 0.25), abs=1e-3)
+    assert result.ece == pytest.approx(0.0, abs=1e-3)
+    note = result.to_dict()["note"]
+    assert "calibrated churn probabilities are constant" in note
+    assert "every test row gets 25.0%" in note
+
+
+def test_constant_probability_per_split_is_noted():
+    from healthscore.models.backtest import run_methods
+
+    # The calibration dates have 10, 12 and 14 churned rows of 40, so each split's
+    # probability is constant but the pooled ones are not.
+    observations = varied_observations([10, 12, 14, 10])
+
+    (result,), _ = run_methods(monthly_project(), observations, [_ConstantRisk()])
+
+    assert result.predictions["probability"].nunique() == 3
+    note = result.to_dict()["note"]
+    assert "every test row gets" not in note
+    assert (
+        "2024-02-01 to 2024-04-01 (3 dates): the calibrated churn probabilities "
+        "are constant" in note
+    )
+
+
+class _NoisyLabel:
+    """A method whose risk is the label plus noise, so it ranks churn first."""
+
+    key = "noisy"
+    explainable = True
+
+    def fit_predict(self, train, test, context):
+        from healthscore.models.backtest import Prediction
+
+        generator = np.random.default_rng(0)
+        risks = [
+            frame["label"].to_numpy() + generator.uniform(0, 1.5, len(frame))
+            for frame in (train, test)
+        ]
+        return Prediction(train_risk=risks[0], test_risk=risks[1])
+
+
+class _InvertedLabel:
+    """A method whose risk ranks every churned row below every retained one."""
+
+    key = "inverted"
+    explainable = True
+
+    def fit_predict(self, train, test, context):
+        from healthscore.models.backtest import Prediction
+
+        generator = np.random.default_rng(0)
+        risks = [
+            -frame["label"].to_numpy() + generator.uniform(0, 0.5, len(frame))
+            for frame in (train, test)
+        ]
+        return Prediction(train_risk=risks[0], test_risk=risks[1])
+
+
+def test_inverted_risk_calibration_is_noted():
+    from healthscore.models.backtest import run_methods
+
+    # With 500 churned rows per date the calibration is isotonic. An increasing
+    # map of a risk that ranks churn the wrong way round is flat at the churn rate
+    # of the calibration date, 500 / 2000 = 25.0 %.
+    observations = varied_observations([500, 500, 500, 500], rows=2000)
+
+    (result,), _ = run_methods(monthly_project(), observations, [_InvertedLabel()])
+
+    assert result.roc_auc == 0.0
+    assert result.calibration == "isotonic"
+    assert result.ece == pytest.approx(0.0, abs=1e-9)
+    assert "every test row gets 25.0%" in result.to_dict()["note"]
+
+
+def test_varied_probability_has_no_constant_note():
+    from healthscore.models.backtest import run_methods
+
+    observations = varied_observations([10, 10, 10, 10])
+
+    (result,), _ = run_methods(monthly_project(), observations, [_NoisyLabel()])
+
+    assert result.predictions["probability"].nunique() > 1
+    assert "constant" not in result.to_dict()["note"]
+
+
+@pytest.mark.parametrize(
+    ("churned_per_day", "expected"),
+    [
+        ([1, 1, 1, 1], "only 3 churned test rows, fewer than"),
+        ([1, 1, 0, 0], "only 1 churned test row, fewer than"),
+        ([1, 0, 0, 0], "no churned test row, fewer than"),
+        ([4, 4, 4, 4], None),
+    ],
+)
+def test_few_churned_test_rows_are_noted(churned_per_day, expected):
+    from healthscore.models.backtest import SharedNote, run_methods
+
+    # validation.min_churned is 10 by default, and the first date is never tested.
+    observations = varied_observations(churned_per_day)
+
+    (result,), _ = run_methods(monthly_project(), observations, [_LabelPeek()])
+
+    assert result.churned == sum(churned_per_day[1:])
+    shared = [line for line in result.notes if isinstance(line, SharedNote)]
+    if expected is None:
+        assert shared == []
+    else:
+        (line,) = shared
+        assert line.startswith(expected)
+        assert "validation.min_churned (10)" in line
+        assert "unreliable" in line
+
+
+def test_unequal_rows_are_noted():
+    from healthscore.models.backtest import MethodResult, SharedNote, note_unequal_rows
+
+    full = MethodResult("weighted", True, rows=3543, churned=66)
+    fewer = MethodResult("ml", True, rows=2976, churned=57)
+    skipped = MethodResult("hybrid", True)
+
+    note_unequal_rows([full, fewer, skipped])
+
+    assert full.notes == []
+    assert skipped.notes == []
+    (line,) = fewer.notes
+    assert isinstance(line, SharedNote)
+    assert line.startswith("tested on 2,976 of the 3,543 test rows")
+    assert "not directly comparable" in line
+
+
+def test_skipped_method_json_nulls():
+    from healthscore.models.backtest import MethodResult
+
+    skipped = MethodResult("hybrid", True, fit_seconds=1.5).to_dict()
+    scored = MethodResult("ml", False, fit_seconds=1.5, rows=10, churned=2).to_dict()
+
+    assert skipped["explainable"] is None
+    assert skipped["fit_seconds"] is None
+    assert scored["explainable"] is False
+    assert scored["fit_seconds"] == 1.5
+    assert (scored["rows"], scored["churned"]) == (10, 2)
+
+
+def test_method_table_shows_unequal_test_rows(capsys, monkeypatch):
+    from healthscore.cli.validation import _print_measures
+    from healthscore.models.backtest import MethodResult
+
+    monkeypatch.setenv("COLUMNS", "80")
+    counts = {"rules": 3543, "weighted": 3543, "ml": 2976, "hybrid": 0}
+    results = [
+        MethodResult(
+            method=name, explainable=True, roc_auc=0.9431, lift_top_decile=8.14,
+            ece=0.0049, lead_time_days=104.0, precision_at_risk=0.241,
+            recall_at_risk=0.561, fit_seconds=33.52, rows=rows,
+        )
+        for name, rows in counts.items()
+    ]  # fmt: skip
+
+    _print_measures(results, "Comparison of scoring methods")
+
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    cells = {line.split()[0]: line.split() for line in lines if line.strip()}
+    assert cells["rules"][1] == "3,543"
+    assert cells["ml"][1] == "2,976"
+    assert cells["hybrid"][1] == "-"
+    assert cells["ml"][2] == "0.943"
+    assert cells["ml"][-1] == "yes"
+
+
+def test_method_table_leaves_out_equal_test_rows(capsys, monkeypatch):
+    from healthscore.cli.validation import _print_measures
+    from healthscore.models.backtest import MethodResult
+
+    monkeypatch.setenv("COLUMNS", "80")
+    results = [
+        MethodResult(method=name, explainable=True, roc_auc=0.9431, rows=3543)
+        for name in ("rules", "weighted")
+    ]
+
+    _print_measures(results, "Comparison of scoring methods")
+
+    output = capsys.readouterr().out
+    assert "test" not in output
+    assert "3,543" not in output
+
+
+def test_dates_within_one_horizon_say_so():
+    from healthscore.models.backtest import run_methods
+
+    observations = make_observations(["2024-01-01", "2024-01-08", "2024-01-15"], 40, 10)
+    observations.frame["churn_date"] = pd.NaT
+    observations.frame["band"] = "stable"
+
+    with pytest.raises(ValueError) as caught:
+        run_methods(monthly_project(), observations, [_LabelPeek()])
+
+    message = str(caught.value)
+    assert not isinstance(caught.value, InsufficientLabels)
+    assert "no labelled date has an earlier labelled date whose outcome" in message
+    assert "the 3 dates run from 2024-01-01 to 2024-01-15" in message
+    assert "the first horizon ends on 2024-02-01" in message

@@ -292,7 +292,7 @@ def test_learn_writes_proposal_and_shadow_scores(project_dir):
     assert "scorecards:" in proposal.read_text()
     # 2024-07-01 is censored: its 1mo horizon ends after observed_until 2024-07-01.
     header = unwrapped(proposal.read_text().split("scorecards:")[0])
-    assert "as-of dates 2024-02-01 to 2024-06-01." in header
+    assert "as-of dates 2024-02-01 to 2024-06-01, for default." in header
     # Score the proposal beside the live scorecards.
     from healthscore.config import load_project
 
@@ -517,11 +517,21 @@ def test_compare_with_few_churned_says_so(tmp_path):
         "lift_top_decile",
         "ece",
         "lead_time_days",
+        "precision_at_risk",
+        "recall_at_risk",
+        "rows",
+        "churned",
         "fit_seconds",
         "explainable",
         "note",
     }
     assert rows["weighted"]["roc_auc"] is not None
+    assert rows["weighted"]["rows"] > 0
+    assert rows["weighted"]["explainable"] is True
+    # Skipped on every split, like "-" in the table.
+    assert rows["ml"]["rows"] == rows["ml"]["churned"] == 0
+    assert rows["ml"]["explainable"] is None
+    assert rows["ml"]["fit_seconds"] is None
     # ml was skipped on every split, so its mean takes none of them.
     assert rows["ml"]["split_count"] == rows["weighted"]["split_count"] > 0
     assert rows["ml"]["roc_auc_mean_split_count"] == 0
@@ -576,3 +586,224 @@ def test_compare_prints_model_notes_once(tmp_path):
     text = " ".join(result.stderr.split())
     assert text.count("too few churned or retained rows to hold out") == 1
     assert "WARNING" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def monthly_dir(tmp_path_factory) -> Path:
+    """The project of `project_dir` on its monthly dates, which no test changes."""
+    root = tmp_path_factory.mktemp("monthly")
+    project = write_project(root, config(), build_files())
+    backfill(project, [day.date() for day in MONTHS[1:-1]])
+    return root
+
+
+def shadow_copy(project_dir: Path, root: Path, shadow_text: str) -> Path:
+    """Copy the project with `shadow.yml` as its only shadow scorecard file."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(project_dir, root)
+    (root / "shadow.yml").write_text(shadow_text)
+    settings = yaml.safe_load((root / "healthscore.yml").read_text())
+    settings["validation"]["shadow"] = ["shadow.yml"]
+    (root / "healthscore.yml").write_text(yaml.safe_dump(settings))
+    return root
+
+
+def learned_shadow(first: str, last: str) -> str:
+    """The live scorecard under the header that `healthscore learn` writes."""
+    import yaml
+
+    header = (
+        "# Scorecards proposed by `healthscore learn` for project compare.\n"
+        f"# Weights learned from the churn outcomes of the as-of dates {first} to "
+        f"{last}.\n"
+    )
+    return header + yaml.safe_dump({"scorecards": config()["scorecards"]})
+
+
+def test_shadow_learned_on_test_dates_is_optimistic(monthly_dir, tmp_path):
+    # The labelled dates are 2024-02-01 to 2024-06-01, and each later one is a test
+    # date. The shadow's weights saw the outcomes of all of them.
+    root = shadow_copy(
+        monthly_dir, tmp_path / "p", learned_shadow("2024-02-01", "2024-06-01")
+    )
+
+    data = json.loads(invoke("backtest", "--project", str(root), "--json"))
+
+    live, shadow = data["methods"]
+    assert shadow["method"] == "shadow:shadow.yml"
+    assert shadow["rows"] == live["rows"]
+    assert shadow["note"].startswith(
+        "its weights were learned from the churn outcomes of the as-of dates "
+        "2024-02-01 to 2024-06-01, which include the outcomes of the test dates "
+        "2024-03-01 to 2024-06-01 (4 dates), so its measures are optimistic"
+    )
+    assert "optimistic" not in live["note"]
+
+    result = CliRunner().invoke(app, ["backtest", "--project", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "shadow:shadow.yml: its weights were learned" in unwrapped(result.stderr)
+    assert widest(result.stderr) <= 80
+
+
+def test_shadow_tested_after_learned_dates(monthly_dir, tmp_path):
+    from healthscore.config import load_project
+    from healthscore.models.dataset import build_observations
+
+    # The outcomes of 2024-02-01 and 2024-03-01 run to 2024-04-01, so they include
+    # those of the test date 2024-03-01 and of no later one.
+    root = shadow_copy(
+        monthly_dir, tmp_path / "p", learned_shadow("2024-02-01", "2024-03-01")
+    )
+
+    data = json.loads(invoke("backtest", "--project", str(root), "--json"))
+
+    live, shadow = data["methods"]
+    assert [item["split"] for item in shadow["splits"]] == [
+        "2024-04-01",
+        "2024-05-01",
+        "2024-06-01",
+    ]
+    frame = build_observations(load_project(root)).labelled().frame
+    later = frame[frame["as_of"] >= pd.Timestamp("2024-04-01")]
+    assert shadow["rows"] == len(later)
+    assert shadow["churned"] == int(later["label"].sum())
+    assert live["rows"] > shadow["rows"]
+    assert (
+        "which include the outcomes of the test dates 2024-03-01. It is tested only "
+        "on the other test dates, 2024-04-01 to 2024-06-01 (3 dates)."
+    ) in shadow["note"]
+    assert (
+        f"tested on {len(later):,} of the {live['rows']:,} test rows, so its "
+        "measures are not directly comparable"
+    ) in shadow["note"]
+
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(root), "--methods", "weighted", "--shadow"]
+    )
+    assert result.exit_code == 0, result.output
+    assert widest(result.stdout) <= 80
+    cells = {
+        line.split()[0]: line.split()
+        for line in result.stdout.splitlines()
+        if line.strip()
+    }
+    # The header "test rows" wraps by word.
+    assert any("test" in line.split() for line in result.stdout.splitlines())
+    assert cells["weighted"][1] == f"{live['rows']:,}"
+    assert cells["shadow:"][1] == f"{len(later):,}"
+    notes = unwrapped(result.stderr)
+    assert f"shadow:shadow.yml: tested on {len(later):,} of the" in notes
+
+
+def test_shadow_without_learned_dates_has_no_note(monthly_dir, tmp_path):
+    import yaml
+
+    root = shadow_copy(
+        monthly_dir,
+        tmp_path / "p",
+        yaml.safe_dump({"scorecards": config()["scorecards"]}),
+    )
+
+    data = json.loads(invoke("backtest", "--project", str(root), "--json"))
+
+    live, shadow = data["methods"]
+    assert shadow["rows"] == live["rows"]
+    assert shadow["roc_auc"] == live["roc_auc"]
+    assert "learned" not in shadow["note"]
+    assert "recomputed" not in shadow["note"]
+
+
+def test_shadow_with_new_normalization_is_noted(monthly_dir, tmp_path):
+    import yaml
+
+    cards = config()["scorecards"]
+    measures = cards[0]["components"]["usage"]["measures"]
+    measures[0]["normalize"] = {"method": "bounds", "min": 0, "max": 10}
+    measures[2]["direction"] = "higher"
+    root = shadow_copy(
+        monthly_dir, tmp_path / "p", yaml.safe_dump({"scorecards": cards})
+    )
+
+    data = json.loads(invoke("backtest", "--project", str(root), "--json"))
+
+    live, shadow = data["methods"]
+    # No date stores shadow scores, so the shadow is the live scorecard again.
+    assert shadow["roc_auc"] == live["roc_auc"]
+    assert (
+        "2024-03-01 to 2024-06-01 (4 dates): no stored shadow scores, so its scores "
+        "were recomputed from the live measure scores, which leave out its changes "
+        "to scorecard default measures logins (normalization), days_since_login "
+        "(direction). These figures are not its own."
+    ) in shadow["note"]
+    assert "recomputed" not in live["note"]
+
+
+def test_compare_json_counts_rows_per_method(monthly_dir):
+    from healthscore.config import load_project
+    from healthscore.models.dataset import build_observations
+
+    output = invoke(
+        "compare", "--project", str(monthly_dir), "--methods", "weighted", "--json"
+    )
+
+    (row,) = json.loads(output)
+    frame = build_observations(load_project(monthly_dir)).labelled().frame
+    tested = frame[frame["as_of"] > frame["as_of"].min()]
+    assert row["rows"] == len(tested)
+    assert row["churned"] == int(tested["label"].sum())
+    flagged = tested["band"] == "at_risk"
+    churned = tested["label"] == 1
+    assert row["precision_at_risk"] == pytest.approx(
+        (flagged & churned).sum() / flagged.sum()
+    )
+    assert row["recall_at_risk"] == pytest.approx(
+        (flagged & churned).sum() / churned.sum()
+    )
+
+
+def test_compare_without_churn_says_so(no_churn_dir):
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(no_churn_dir), "--methods", "rules,weighted"]
+    )
+
+    assert result.exit_code == 0, result.output
+    text = unwrapped(result.stdout)
+    assert "No churned observations: none of the" in text
+    assert "%" not in text
+    assert "precision" not in text
+    data = json.loads(
+        invoke(
+            "compare", "--project", str(no_churn_dir), "--methods", "rules", "--json"
+        )
+    )
+    assert data == []
+
+
+def test_compare_with_few_churned_test_rows_says_so(tmp_path):
+    from healthscore.config import load_project
+    from healthscore.models.dataset import build_observations
+
+    root = tmp_path / "few"
+    project = write_project(root, config(), build_files(churn=(0.01, 0.0)))
+    backfill(project, [day.date() for day in MONTHS[1:-1]])
+    frame = build_observations(load_project(root)).labelled().frame
+    tested = frame[frame["as_of"] > frame["as_of"].min()]
+    churned = int(tested["label"].sum())
+    # validation.min_churned is 5.
+    assert 0 < churned < 5
+
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(root), "--methods", "rules,weighted"]
+    )
+
+    assert result.exit_code == 0, result.output
+    notes = unwrapped(result.stderr)
+    counted = f"{churned} churned test row" + ("" if churned == 1 else "s")
+    line = (
+        f"rules, weighted: only {counted}, fewer than validation.min_churned (5), "
+        "so its measures are unreliable"
+    )
+    assert notes.count(line) == 1

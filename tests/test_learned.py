@@ -200,9 +200,34 @@ def test_propose_with_churn_learns_weights():
     assert proposal.learned == ["default"]
     assert proposal.scorecards[0].version == "v3"
     assert proposal.headline == (
-        "Weights learned for default from the churn outcomes of the as-of dates "
-        "2024-01-01 to 2024-01-01."
+        "Weights learned from the churn outcomes of the as-of dates 2024-01-01 to "
+        "2024-01-01, for default."
     )
     header = proposal_header(learning_project(), proposal)
     assert header[0] == "Scorecards proposed by `healthscore learn` for project learn."
+    # Shadow scoring reads the dates back from this line.
+    assert header[1] == proposal.headline
     assert any(line.startswith("Review the diff.") for line in header)
+
+
+def test_learn_failure_writes_no_proposal(tmp_path):
+    from datetime import date
+
+    from typer.testing import CliRunner
+
+    from churn_project import churn_config, churn_files
+    from healthscore.cli import app
+    from healthscore.monitoring.backfill import backfill
+    from project_factory import write_project
+
+    project = write_project(tmp_path / "project", churn_config(), churn_files())
+    # Weekly dates within one outcome horizon leave no date to train on.
+    backfill(project, [date(2024, 3, 1), date(2024, 3, 8), date(2024, 3, 15)])
+
+    result = CliRunner().invoke(app, ["learn", "--project", str(project.root)])
+
+    assert result.exit_code == 1
+    assert "no labelled date has an earlier labelled date" in " ".join(
+        result.output.split()
+    )
+    assert not (project.root / "healthscore.proposed.yml").exists()

@@ -736,3 +736,14 @@ def test_band_rows_without_other_rows():
         "bands": [{"band": "at_risk", "rows": 10, "churned": 2, "rate": 0.2}],
     }
     assert [row["band"] for row in band_rows(stored)] == ["at_risk"]
+
+
+def test_skipped_method_shows_no_claim():
+    from healthscore.report.models import _display
+
+    skipped = {"method": "ml", "explainable": None, "fit_seconds": None}
+    shown = _display(skipped)
+
+    assert shown["explainable"] == "-"
+    assert shown["fit_seconds"] == "-"
+    assert _display({"method": "rules", "explainable": False})["explainable"] == "no"

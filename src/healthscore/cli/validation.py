@@ -196,7 +196,11 @@ def backtest(
     splits: each as-of date is predicted from the earlier dates whose outcomes were
     known by then.
     """
-    from healthscore.models.backtest import run_methods, save_results
+    from healthscore.models.backtest import (
+        note_unequal_rows,
+        run_methods,
+        save_results,
+    )
     from healthscore.models.compare import make_method
     from healthscore.models.shadow import (
         ShadowMethod,
@@ -230,6 +234,7 @@ def backtest(
         for shadow in load_shadow_scorecards(project)
     ]
     results, splits = run_methods(project, observations, methods)
+    note_unequal_rows(results)
     payload = _payload(results, splits, observations, project)
     save_results(project, "backtest", payload)
     if json_output:
@@ -313,12 +318,19 @@ def compare(
     Every method is tested on the same time-ordered splits. With --json, prints a
     list with one object per method (method, roc_auc, roc_auc_mean_split,
     roc_auc_mean_split_count, split_count, lift_top_decile, ece, lead_time_days,
-    fit_seconds, explainable, note). roc_auc is the ROC AUC of the pooled test
-    rows, roc_auc_mean_split the mean of each test date's (or fold's) own ROC AUC,
-    over roc_auc_mean_split_count of the split_count splits: a split the method
-    was skipped on, or whose test rows are of one class, has none.
+    precision_at_risk, recall_at_risk, rows, churned, fit_seconds, explainable,
+    note). roc_auc is the ROC AUC of the pooled test rows, roc_auc_mean_split the
+    mean of each test date's (or fold's) own ROC AUC, over roc_auc_mean_split_count
+    of the split_count splits: a split the method was skipped on, or whose test
+    rows are of one class, has none. rows and churned count the method's test rows,
+    which are fewer for a method skipped on some splits. fit_seconds and
+    explainable are null for a method skipped on every split.
     """
-    from healthscore.models.backtest import run_methods, save_results
+    from healthscore.models.backtest import (
+        note_unequal_rows,
+        run_methods,
+        save_results,
+    )
     from healthscore.models.compare import compare_methods
     from healthscore.models.shadow import (
         ShadowMethod,
@@ -329,6 +341,21 @@ def compare(
     project = open_project(project_dir)
     keys = [key.strip() for key in methods.split(",") if key.strip()]
     observations = load_observations(project, start, end, every, backfill)
+    missing_class = _missing_label_class(observations)
+    if missing_class is not None:
+        # As in `backtest`: with one class only, no measure is defined.
+        statement = _one_class_statement(project, observations, missing_class)
+        payload = _payload([], "none", observations, project)
+        payload["note"] = " ".join(statement)
+        save_results(project, "compare", payload)
+        if json_output:
+            for line in statement:
+                note_wrapped(line)
+            print_json([])
+            return
+        for line in statement:
+            say_wrapped(line)
+        return
     console = stderr_console()
     with console.status("comparing", spinner="dots") as status:
         comparison = compare_methods(
@@ -341,6 +368,7 @@ def compare(
         if extra:
             more, _ = run_methods(project, observations, extra)
             results = results + more
+    note_unequal_rows(results)
     payload = _payload(results, comparison.splits, observations, project)
     save_results(project, "compare", payload)
     if json_output:
@@ -381,29 +409,29 @@ def learn(
     """
     from healthscore.models.backtest import run_methods
     from healthscore.models.compare import make_method
-    from healthscore.models.learned import propose, scorecard_diff, write_proposal
+    from healthscore.models.learned import (
+        proposal_header,
+        propose,
+        scorecard_diff,
+        write_proposal,
+    )
 
     project = open_project(project_dir)
     observations = load_observations(project, start, end, every, backfill)
     proposal = propose(project, observations)
     path = output or project.root / PROPOSED_FILE
-    days = f"{proposal.dates[0]} to {proposal.dates[-1]}" if proposal.dates else "-"
-    header = [
-        "Scorecards proposed by `healthscore learn` for project "
-        f"{project.config.name}.",
-        f"Weights learned from the churn outcomes of the as-of dates {days}.",
-        "Review the diff. List this file under validation.shadow to score it beside",
-        "the live scorecards, or copy its scorecards into healthscore.yml to adopt it.",
-    ]
-    write_proposal(proposal, path, header)
+    # The backtest runs first, so a failure leaves no proposal file behind.
     results, splits = run_methods(
         project, observations, [make_method("weighted"), make_method("learned")]
     )
+    write_proposal(proposal, path, proposal_header(project, proposal))
     diff = scorecard_diff(project.config.scorecards, proposal.scorecards)
     if json_output:
         print_json(
             {
                 "proposal": str(path),
+                "learned": proposal.learned,
+                "headline": proposal.headline,
                 "weights": to_json(proposal.weights.to_dict("records")),
                 "notes": proposal.notes,
                 "diff": diff,
@@ -412,9 +440,12 @@ def learn(
             }
         )
         return
+    say_wrapped(proposal.headline)
     for line in proposal.notes:
         note_wrapped(line)
-    stdout_console().print(_weights_table(proposal.weights))
+    stdout_console().print(
+        _weights_table(proposal.weights, learned=bool(proposal.learned))
+    )
     stdout_console().print(
         diff or "The proposed scorecards equal the current ones.",
         markup=False,
@@ -425,9 +456,12 @@ def learn(
     say_wrapped(f"Wrote the proposed scorecards to {path}.")
 
 
-def _weights_table(weights: pd.DataFrame, width: int | None = None) -> Table:
+def _weights_table(
+    weights: pd.DataFrame, width: int | None = None, learned: bool = True
+) -> Table:
     """Tabulate the current and proposed weights to fit `width` columns."""
-    table = Table(title="Learned weights (share of the score)")
+    title = "Learned weights" if learned else "Configured weights, kept"
+    table = Table(title=f"{title} (share of the score)")
     for column in ("scorecard", "component", "measure"):
         # Long names break after underscores, hyphens and spaces, not inside words.
         table.add_column(column, overflow="fold")
@@ -531,6 +565,10 @@ def _compare_row(result: MethodResult) -> dict[str, Any]:
         "lift_top_decile",
         "ece",
         "lead_time_days",
+        "precision_at_risk",
+        "recall_at_risk",
+        "rows",
+        "churned",
         "fit_seconds",
         "explainable",
         "note",
@@ -538,15 +576,20 @@ def _compare_row(result: MethodResult) -> dict[str, Any]:
     return {key: data[key] for key in keys}
 
 
-def _measure_row(result: MethodResult) -> tuple[str, ...]:
-    """Return the cells of one method's row in the measures table."""
+def _measure_row(result: MethodResult, test_rows: bool = False) -> tuple[str, ...]:
+    """Return the cells of one method's row in the measures table.
+
+    With `test_rows`, the second cell is the number of the method's test rows.
+    """
     # A method skipped on every split has no scores to time or explain.
     fit, explainable = "-", "-"
     if result.rows:
         fit = f"{result.fit_seconds:.2f}"
         explainable = "yes" if result.explainable else "no"
+    counted = (f"{result.rows:,}" if result.rows else "-",) if test_rows else ()
     return (
         result.method,
+        *counted,
         _fixed(result.roc_auc, 3),
         _fixed(result.lift_top_decile, 2),
         _fixed(result.ece, 4),
@@ -559,8 +602,11 @@ def _measure_row(result: MethodResult) -> tuple[str, ...]:
 
 
 def _print_measures(results: list[MethodResult], title: str) -> None:
+    """Print the measures table, with a column of test rows when they differ."""
+    test_rows = len({result.rows for result in results if result.rows}) > 1
     headers = (
         "method",
+        *(("test rows",) if test_rows else ()),
         "ROC AUC",
         "lift top 10%",
         "ECE",
@@ -570,11 +616,15 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
         "fit (s)",
         "explainable",
     )
-    rows = [_measure_row(result) for result in results]
+    rows = [_measure_row(result, test_rows) for result in results]
     # Each column is as wide as its longest value or header word, so the headers
     # wrap by word and the table fits 80 characters without cutting a method name.
+    # The column of test rows takes the room of one padding space per column.
     table = Table(
-        title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False
+        title=title,
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0 if test_rows else 1, 0, 0),
+        pad_edge=False,
     )
     widths = [
         max(
@@ -584,9 +634,12 @@ def _print_measures(results: list[MethodResult], title: str) -> None:
         for position, header in enumerate(headers)
     ]
     # A long method name, such as a shadow scorecard's, folds within the room that
-    # the number columns leave. Each column takes two more characters of padding.
+    # the number columns leave. The separators take one character per column and
+    # one more at the edge. Without the column of test rows, every column but the
+    # last also takes one character of padding.
     console = stdout_console()
-    room = console.width - sum(widths[1:]) - 2 * len(widths)
+    spacing = len(widths) + 1 if test_rows else 2 * len(widths)
+    room = console.width - sum(widths[1:]) - spacing
     widths[0] = max(8, min(widths[0], room))
     for position, header in enumerate(headers):
         table.add_column(
@@ -638,20 +691,30 @@ def _print_detail(result: MethodResult) -> None:
 def _print_method_notes(
     results: list[MethodResult], observations: Observations
 ) -> None:
-    """Print the notes of every method, with a note on missing lead time only once.
+    """Print the notes of every method, with each shared note only once.
+
+    A `SharedNote`, such as one about the test rows, is printed once after the
+    names of the methods that have it.
 
     When the labels' own notes, printed with the observation counts, already explain
     the missing lead time, the methods' lead-time notes are left out. Otherwise each
     distinct lead-time note is printed once, after the names of its methods.
     """
+    from healthscore.models.backtest import SharedNote
+
     explained = any(isinstance(line, LeadTimeNote) for line in observations.notes)
     lead_time: dict[str, list[str]] = {}
+    shared: dict[str, list[str]] = {}
     for result in results:
         for line in result.grouped_notes():
             if isinstance(line, LeadTimeNote):
                 lead_time.setdefault(line, []).append(result.method)
+            elif isinstance(line, SharedNote):
+                shared.setdefault(line, []).append(result.method)
             else:
                 note_wrapped(f"{result.method}: {line}")
+    for line, methods in shared.items():
+        note_wrapped(f"{', '.join(methods)}: {line}")
     if explained:
         return
     for line, methods in lead_time.items():

@@ -50,11 +50,13 @@ __all__ = [
     "Method",
     "MethodResult",
     "Prediction",
+    "SharedNote",
     "Split",
     "compact_splits",
     "grouped_notes",
     "load_results",
     "make_splits",
+    "note_unequal_rows",
     "run_methods",
     "save_results",
 ]
@@ -63,6 +65,11 @@ logger = logging.getLogger(__name__)
 
 #: Share of rows in the riskiest part that lift is measured on.
 TOP_FRACTION = 0.1
+
+
+class SharedNote(str):
+    """A method note that several methods may share, such as one about their test
+    rows. The CLI prints each distinct one once, after the names of its methods."""
 
 
 @dataclass
@@ -113,6 +120,17 @@ class Method(Protocol):
     def fit_predict(
         self, train: pd.DataFrame, test: pd.DataFrame, context: FitContext
     ) -> Prediction: ...
+
+
+class SplitSelector(Protocol):
+    """A method that tests on only some of the splits, such as a shadow scorecard
+    whose weights were learned from the outcomes of some test dates."""
+
+    def select_splits(
+        self, project: Project, labelled: Observations, splits: list[Split]
+    ) -> tuple[list[Split], list[str]]:
+        """Return the splits to test on and notes that name them and the reason."""
+        ...
 
 
 @dataclass
@@ -171,8 +189,9 @@ class MethodResult:
             "flagged_churned_share": _number(self.flagged_churned_share),
             "precision_at_risk": _number(self.precision_at_risk),
             "recall_at_risk": _number(self.recall_at_risk),
-            "fit_seconds": round(self.fit_seconds, 3),
-            "explainable": self.explainable,
+            # A method skipped on every split has no scores to time or explain.
+            "fit_seconds": round(self.fit_seconds, 3) if self.rows else None,
+            "explainable": self.explainable if self.rows else None,
             "rows": self.rows,
             "churned": self.churned,
             "calibration": self.calibration,
@@ -340,7 +359,11 @@ def _fold_splits(
     negatives = len(labels) - positives
     if min(positives, negatives) < max(folds, min_churned):
         raise InsufficientLabels(
-            positives, negatives, max(folds, min_churned), "validate"
+            positives,
+            negatives,
+            max(folds, min_churned),
+            "validate",
+            source=labelled.labels.source,
         )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     splits = [
@@ -374,8 +397,24 @@ def run_methods(
     splits, description = make_splits(
         project, labelled, settings.min_churned, settings.folds
     )
+    dates = sorted({stamp.date() for stamp in labelled.frame["as_of"]})
+    if not splits and len(dates) > 1:
+        first_end = horizon_end(project, dates[0])
+        raise ValueError(
+            f"no labelled date has an earlier labelled date whose outcome horizon "
+            f"({project.config.outcomes.horizon}) ended by it, so there is nothing to "
+            f"train on before a test date: the {len(dates)} dates run from "
+            f"{dates[0]} to {dates[-1]}, and the first horizon ends on {first_end}. "
+            "Store dates that span more than the horizon (healthscore backfill "
+            "--from, --to), or set a shorter outcomes.horizon"
+        )
     if not splits:
-        raise InsufficientLabels(*labelled.label_counts, settings.min_churned, "split")
+        raise InsufficientLabels(
+            *labelled.label_counts,
+            settings.min_churned,
+            "split",
+            source=labelled.labels.source,
+        )
     at_risk = _at_risk_band(project.config.bands)
     band_order = [band.name for band in project.config.bands]
     results = []
@@ -397,14 +436,18 @@ def _run_one(
     frame = labelled.frame
     result = MethodResult(method.key, method.explainable)
     result.split_names = [split.name for split in splits]
+    min_churned = project.config.validation.min_churned
+    tested = splits
+    if hasattr(method, "select_splits"):
+        selector: SplitSelector = method  # type: ignore[assignment]
+        tested, selection_notes = selector.select_splits(project, labelled, splits)
+        result.notes.extend(selection_notes)
     pieces = []
     calibrations = set()
-    for split in splits:
+    for split in tested:
         train = frame.iloc[split.train]
         test = frame.iloc[split.test]
-        context = FitContext(
-            project, labelled, project.config.validation.min_churned, split
-        )
+        context = FitContext(project, labelled, min_churned, split)
         started = time.perf_counter()
         try:
             prediction = method.fit_predict(train, test, context)
@@ -461,6 +504,7 @@ def _run_one(
     predictions = pd.concat(pieces, ignore_index=True)
     result.predictions = predictions
     _measure(result, predictions, at_risk, band_order)
+    _note_test_rows(result, predictions, min_churned)
     result.calibration = " and ".join(sorted(calibrations))
     return result
 
@@ -538,6 +582,69 @@ def _measure(
         result.lead_time_days = float(leads.median()) if len(leads) else math.nan
     elif not churned_accounts:
         result.notes.append(LeadTimeNote("no churn dates, so no lead time"))
+
+
+def _note_test_rows(
+    result: MethodResult, predictions: pd.DataFrame, min_churned: int
+) -> None:
+    """Note measures that the pooled test rows cannot support."""
+    if result.churned < min_churned:
+        if result.churned == 0:
+            counted = "no churned test row"
+        elif result.churned == 1:
+            counted = "only 1 churned test row"
+        else:
+            counted = f"only {result.churned:,} churned test rows"
+        result.notes.append(
+            SharedNote(
+                f"{counted}, fewer than validation.min_churned ({min_churned}), so "
+                "its measures are unreliable"
+            )
+        )
+    # Isotonic calibration of a risk that ranks churn the wrong way round is flat,
+    # and then the ECE of the one probability is near 0 whatever the ranking.
+    pooled = _constant_probability(predictions["probability"])
+    if pooled is not None:
+        result.notes.append(
+            f"the calibrated churn probabilities are constant: every test row gets "
+            f"{pooled:.1%}, so the ECE says nothing about how the method ranks "
+            "accounts"
+        )
+        return
+    for split, part in predictions.groupby("split", sort=False):
+        if _constant_probability(part["probability"]) is not None:
+            result.notes.append(
+                f"{split}: the calibrated churn probabilities are constant, one "
+                "value for every test row, so the ECE says nothing about how the "
+                "method ranks accounts"
+            )
+
+
+def _constant_probability(probability: pd.Series) -> float | None:
+    """Return the one finite value of `probability` when there are several rows."""
+    values = probability.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size > 1 and np.ptp(finite) < 1e-12:
+        return float(finite[0])
+    return None
+
+
+def note_unequal_rows(results: Sequence[MethodResult]) -> None:
+    """Note, on each method tested on fewer rows than another, that its measures
+    are not directly comparable with those of the methods tested on more."""
+    scored = [result for result in results if result.rows]
+    if not scored:
+        return
+    most = max(result.rows for result in scored)
+    for result in scored:
+        if result.rows < most:
+            result.notes.append(
+                SharedNote(
+                    f"tested on {result.rows:,} of the {most:,} test rows, so its "
+                    "measures are not directly comparable with those of methods "
+                    "tested on more rows"
+                )
+            )
 
 
 def _at_risk_band(bands: list[BandConfig]) -> str:

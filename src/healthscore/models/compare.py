@@ -378,7 +378,11 @@ class Clusters:
         churned = int(labels.sum())
         if min(churned, len(labels) - churned) < context.min_churned:
             raise InsufficientLabels(
-                churned, len(labels) - churned, context.min_churned, "train"
+                churned,
+                len(labels) - churned,
+                context.min_churned,
+                "train",
+                source=context.observations.labels.source,
             )
         columns = context.observations.measure_columns
         model = BehaviorClusters(random_state=context.random_state)

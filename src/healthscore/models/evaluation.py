@@ -157,8 +157,9 @@ def churn_by_band(
 ) -> tuple[list[BandRate], bool | None]:
     """Churn per band in `order` (worst first), and whether it falls band by band.
 
-    Rows of bands outside `order` (such as insufficient data) are left out. The
-    second value is None when fewer than two bands have rows.
+    Rows of other bands, such as `insufficient_data`, get a rate each after those
+    of `order`, and are left out of whether the churn falls. The second value is
+    None when fewer than two bands of `order` have rows.
     """
     labels = np.asarray(labels, dtype=float)
     bands = np.asarray(bands, dtype=object)
@@ -168,10 +169,17 @@ def churn_by_band(
         inside = known & (bands == name)
         rates.append(BandRate(name, int(inside.sum()), int(labels[inside].sum())))
     present = [rate.rate for rate in rates if rate.rows]
+    others = sorted(
+        {band for band in bands[known] if isinstance(band, str)} - set(order)
+    )
+    extra = []
+    for name in others:
+        inside = known & (bands == name)
+        extra.append(BandRate(name, int(inside.sum()), int(labels[inside].sum())))
     if len(present) < 2:
-        return rates, None
+        return rates + extra, None
     falls = all(earlier > later for earlier, later in itertools.pairwise(present))
-    return rates, falls
+    return rates + extra, falls
 
 
 def lead_times(observations: pd.DataFrame) -> pd.Series:

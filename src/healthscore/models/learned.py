@@ -145,8 +145,8 @@ class Proposal:
                 f"weights (as-of dates {days})."
             )
         text = (
-            f"Weights learned for {', '.join(self.learned)} from the churn outcomes "
-            f"of the as-of dates {days}."
+            f"Weights learned from the churn outcomes of the as-of dates {days}, for "
+            f"{', '.join(self.learned)}."
         )
         if kept:
             verb = "keeps its" if len(kept) == 1 else "keep their"
@@ -307,7 +307,8 @@ def proposal_header(project: Project, proposal: Proposal) -> list[str]:
     lines = [
         "Scorecards proposed by `healthscore learn` for project "
         f"{project.config.name}.",
-        *textwrap.wrap(proposal.headline, width=86),
+        # One line, because shadow scoring reads the dates back from it.
+        proposal.headline,
     ]
     for note in proposal.notes:
         lines.extend(

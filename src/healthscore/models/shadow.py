@@ -10,6 +10,7 @@ Overrides are not applied to shadow scores, so they show the scorecard alone.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,8 +22,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from healthscore.config import Project
 from healthscore.config.models import ScorecardConfig
-from healthscore.models.backtest import FitContext, Prediction
+from healthscore.models.backtest import FitContext, Prediction, Split
+from healthscore.models.dataset import Observations
 from healthscore.models.learned import weigh_card
+from healthscore.outcomes import horizon_end
 from healthscore.scoring import score_accounts
 from healthscore.scoring.bands import assign_bands
 from healthscore.store.snapshots import SnapshotStore
@@ -54,6 +57,17 @@ class ShadowScorecards:
     """The file's path as written in `validation.shadow`."""
     path: Path
     scorecards: list[ScorecardConfig]
+    learned_from: tuple[date, date] | None = None
+    """First and last as-of date whose churn outcomes the weights were learned
+    from, as the header of a `healthscore learn` proposal names them."""
+
+
+#: The header line of a `healthscore learn` proposal that names its as-of dates.
+_LEARNED_DATES = re.compile(
+    r"^#.*learned from the churn outcomes of the as-of dates "
+    r"(\d{4}-\d{2}-\d{2}) to (\d{4}-\d{2}-\d{2})",
+    re.MULTILINE,
+)
 
 
 def load_shadow_scorecards(project: Project) -> list[ShadowScorecards]:
@@ -68,8 +82,17 @@ def load_shadow_scorecards(project: Project) -> list[ShadowScorecards]:
     loaded = []
     for name in project.config.validation.shadow:
         path = project.path(name)
-        loaded.append(ShadowScorecards(name, path, _read_scorecards(project, path)))
+        cards = _read_scorecards(project, path)
+        loaded.append(ShadowScorecards(name, path, cards, _learned_dates(path)))
     return loaded
+
+
+def _learned_dates(path: Path) -> tuple[date, date] | None:
+    """Read the as-of dates named in a `healthscore learn` header, if any."""
+    found = _LEARNED_DATES.search(path.read_text(encoding="utf-8"))
+    if found is None:
+        return None
+    return date.fromisoformat(found[1]), date.fromisoformat(found[2])
 
 
 def _read_scorecards(project: Project, path: Path) -> list[ScorecardConfig]:
@@ -151,7 +174,13 @@ class ShadowMethod:
 
     Scores come from the stored `shadow_scores` where a date has them, else from the
     stored measure scores weighed with the file's scorecards, which gives the same
-    score when the file changes only weights (as `healthscore learn` proposes).
+    score only when the file changes weights alone (as `healthscore learn` proposes).
+    A note names the changes that such recomputed scores leave out.
+
+    When the file names the as-of dates its weights were learned from, the method
+    is tested only on the splits whose outcomes those dates' outcomes do not
+    include, if those splits have churned and retained rows. Otherwise a note states
+    that its measures are optimistic.
     """
 
     explainable = True
@@ -161,28 +190,141 @@ class ShadowMethod:
         self.key = f"shadow:{shadow.name}"
         self.stored = stored[stored["shadow"] == shadow.name] if len(stored) else stored
 
+    def select_splits(
+        self, project: Project, labelled: Observations, splits: list[Split]
+    ) -> tuple[list[Split], list[str]]:
+        """Return the splits to test on, leaving out those the weights saw."""
+        if self.shadow.learned_from is None:
+            return splits, []
+        first, last = self.shadow.learned_from
+        learned_end = horizon_end(project, last)
+        as_of = labelled.frame["as_of"].dt.date.to_numpy()
+        labels = labelled.frame["label"].to_numpy(dtype=float)
+
+        # The outcome window of a test date runs from it to its horizon's end, so
+        # it shares churn events with the learned dates' windows when they overlap.
+        def seen(split: Split) -> bool:
+            return any(
+                day < learned_end and horizon_end(project, day) > first
+                for day in set(as_of[split.test])
+            )
+
+        overlapping = [split for split in splits if seen(split)]
+        if not overlapping:
+            return splits, []
+        learned = (
+            "its weights were learned from the churn outcomes of the as-of dates "
+            f"{first} to {last}"
+        )
+        seen_dates = _date_range(
+            sorted({day for split in overlapping for day in as_of[split.test]})
+        )
+        unseen = [split for split in splits if not seen(split)]
+        unseen_rows = [split.test for split in unseen]
+        unseen_labels = labels[np.concatenate(unseen_rows)] if unseen else labels[:0]
+        if 0 < np.nansum(unseen_labels) < len(unseen_labels):
+            tested_dates = _date_range(
+                sorted({day for split in unseen for day in as_of[split.test]})
+            )
+            return unseen, [
+                f"{learned}, which include the outcomes of the test dates "
+                f"{seen_dates}. It is tested only on the other test dates, "
+                f"{tested_dates}."
+            ]
+        return splits, [
+            f"{learned}, which include the outcomes of the test dates {seen_dates}, "
+            "so its measures are optimistic. No other test date has both churned "
+            "and retained rows to test it on instead."
+        ]
+
     def fit_predict(
         self, train: pd.DataFrame, test: pd.DataFrame, context: FitContext
     ) -> Prediction:
         train_score, _ = self._scores(train, context)
-        test_score, notes = self._scores(test, context)
+        test_score, recomputed = self._scores(test, context)
         bands = assign_bands(test_score, context.project.config.bands)
+        notes = []
+        changes = _score_changes(
+            self.shadow.scorecards, context.project.config.scorecards
+        )
+        if recomputed and changes:
+            listed = " and ".join(changes)
+            notes.append(
+                "no stored shadow scores, so its scores were recomputed from the live "
+                f"measure scores, which leave out its changes to {listed}. These "
+                "figures are not its own."
+            )
         return Prediction(
             100 - train_score, 100 - test_score, test_band=bands, notes=notes
         )
 
     def _scores(
         self, frame: pd.DataFrame, context: FitContext
-    ) -> tuple[np.ndarray, list[str]]:
+    ) -> tuple[np.ndarray, bool]:
+        """Return the scores of `frame` and whether any was recomputed."""
         weighed = np.full(len(frame), np.nan)
         for card in self.shadow.scorecards:
             routed = (frame["scorecard"] == card.name).to_numpy()
             if routed.any():
                 weighed[routed] = weigh_card(card, frame[routed])
         if self.stored.empty:
-            return weighed, []
+            return weighed, len(frame) > 0
         keyed = self.stored.set_index(["as_of", "account_id"])["score"]
         index = pd.MultiIndex.from_frame(frame[["as_of", "account_id"]])
         stored = keyed.reindex(index).to_numpy(dtype=float)
         has_date = frame["as_of"].isin(self.stored["as_of"].unique()).to_numpy()
-        return np.where(has_date, stored, weighed), []
+        return np.where(has_date, stored, weighed), not has_date.all()
+
+
+def _date_range(days: list[date]) -> str:
+    """Write sorted dates as one date, two dates or "first to last (n dates)"."""
+    if len(days) == 1:
+        return days[0].isoformat()
+    if len(days) == 2:
+        return f"{days[0]} and {days[1]}"
+    return f"{days[0]} to {days[-1]} ({len(days)} dates)"
+
+
+def _score_changes(
+    shadow: list[ScorecardConfig], live: list[ScorecardConfig]
+) -> list[str]:
+    """Describe what the shadow scorecards change besides weights.
+
+    Recomputing a shadow score from stored measure scores keeps the live routing and
+    the live measure scores, so it is right only without these changes.
+    """
+    live_cards = {card.name: card for card in live}
+    changes = []
+    for card in shadow:
+        current = live_cards.get(card.name)
+        if current is None:
+            changes.append(f"scorecard {card.name} (not a live scorecard)")
+            continue
+        if card.when != current.when:
+            changes.append(f"the accounts of scorecard {card.name} (its `when`)")
+        live_measures = {
+            measure.measure_name: measure
+            for component in current.components.values()
+            for measure in component.measures
+        }
+        changed = []
+        for component in card.components.values():
+            for measure in component.measures:
+                before = live_measures.get(measure.measure_name)
+                if before is None:
+                    changed.append(f"{measure.measure_name} (new)")
+                    continue
+                parts = [
+                    label
+                    for label, differs in (
+                        ("metric", measure.metric != before.metric),
+                        ("direction", measure.direction != before.direction),
+                        ("normalization", measure.normalize != before.normalize),
+                    )
+                    if differs
+                ]
+                if parts:
+                    changed.append(f"{measure.measure_name} ({', '.join(parts)})")
+        if changed:
+            changes.append(f"scorecard {card.name} measures {', '.join(changed)}")
+    return changes

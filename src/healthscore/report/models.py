@@ -66,8 +66,15 @@ def _display(method: dict[str, Any]) -> dict[str, str]:
         "precision": percent("precision_at_risk"),
         "recall": percent("recall_at_risk"),
         "fit_seconds": fixed("fit_seconds", 1),
-        "explainable": "yes" if method.get("explainable") else "no",
+        "explainable": _yes_no(method.get("explainable")),
     }
+
+
+def _yes_no(value: Any) -> str:
+    """Show a flag as yes or no, and "-" for a method skipped on every split."""
+    if value is None:
+        return "-"
+    return "yes" if value else "no"
 
 
 def models_section(project: Project) -> ModelsSection | None:
