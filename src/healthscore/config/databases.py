@@ -43,9 +43,12 @@ def parse_connection(project: Project, connection: str) -> Database:
     `duckdb:///abs/file.duckdb` is an absolute path and `duckdb://rel/file.duckdb`
     a path relative to the project folder, as Ibis reads DuckDB URLs.
 
+    A variable in the user information (`//user:${PASSWORD}@host`) is
+    percent-encoded, so a password with `@`, `/`, `:` or `#` stays one password.
+
     Raises ValueError for an unset variable or an unknown scheme.
     """
-    url = expand_variables(connection)
+    url = _expand_connection(connection)
     parts = urlsplit(url)
     if parts.scheme == "duckdb":
         relative = parts.netloc + parts.path
@@ -73,6 +76,19 @@ def parse_connection(project: Project, connection: str) -> Database:
         f"invalid connection {masked(connection)!r}: unknown scheme; use "
         "postgresql://... or duckdb://..."
     )
+
+
+def _expand_connection(connection: str) -> str:
+    """Replace the variables of a URL, percent-encoding those of its user part."""
+    head, separator, rest = connection.partition("://")
+    if not separator:
+        return expand_variables(connection)
+    authority = rest.split("/", 1)[0]
+    at = authority.rfind("@")
+    if at < 0:
+        return expand_variables(connection)
+    user = expand_variables(rest[:at], quoted=True)
+    return expand_variables(head) + separator + user + expand_variables(rest[at:])
 
 
 #: The password of a URL's user information: `//user:password@`.

@@ -276,7 +276,8 @@ class SourceConfig(StrictModel):
         "`duckdb://relative/path.duckdb` (a DuckDB file, relative to the project "
         "folder, attached read-only). Environment variables are replaced as in "
         "`path`, so a password can stay out of the file: "
-        "`postgresql://reader:${PGPASSWORD}@db:5432/warehouse`.",
+        "`postgresql://reader:${PGPASSWORD}@db:5432/warehouse`. A variable before "
+        "the `@` is percent-encoded, so the password may contain `@`, `/` or `:`.",
     )
     format: (
         Literal[

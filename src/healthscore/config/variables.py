@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from urllib.parse import quote
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_variables(text: str, environ: Mapping[str, str] | None = None) -> str:
+def expand_variables(
+    text: str, environ: Mapping[str, str] | None = None, *, quoted: bool = False
+) -> str:
     """Replace `${NAME}` and `${NAME:-default}` with environment variables.
 
-    The variables come from `environ`, by default the process environment. Raises
+    The variables come from `environ`, by default the process environment. With
+    `quoted`, each value is percent-encoded, as the user part of a URL needs. Raises
     ValueError for an unset variable without a default.
     """
     env = os.environ if environ is None else environ
@@ -25,6 +29,6 @@ def expand_variables(text: str, environ: Mapping[str, str] | None = None) -> str
                 f"environment variable {name} is not set; set it or write "
                 f"${{{name}:-default}}"
             )
-        return value
+        return quote(value, safe="") if quoted else value
 
     return _VARIABLE.sub(replace, text)
