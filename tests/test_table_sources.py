@@ -1006,3 +1006,42 @@ def test_snapshot_writer_rejects_repeated_date(tmp_path: Path) -> None:
         pytest.raises(ValueError, match="is listed twice"),
     ):
         writer.write([(AS_OF, run.result.scores), (AS_OF, run.result.scores)])
+
+
+def test_postgres_infinite_times_read_missing(
+    tmp_path: Path, pg_schema: str, postgres_server: str
+) -> None:
+    import psycopg
+
+    # Typed copies of two tables, with PostgreSQL's infinite dates and times.
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(
+            f'CREATE TABLE "{pg_schema}".typed_subscriptions AS SELECT account_id, '
+            'start::date AS start, "end"::date AS "end", mrr '
+            f'FROM "{pg_schema}".subscriptions'
+        )
+        connection.execute(
+            f'UPDATE "{pg_schema}".typed_subscriptions SET "end" = \'infinity\' '
+            "WHERE account_id = 'a1'"
+        )
+        connection.execute(
+            f'INSERT INTO "{pg_schema}".events VALUES '
+            "('a2', 'infinity', 'login', 1, 'u3'), "
+            "('a2', '-infinity', 'login', 1, 'u3')"
+        )
+    locations = {
+        name: {"table": f"{pg_schema}.{name}", "connection": PG_SOURCE}
+        for name in ("accounts", "events")
+    }
+    locations["subscriptions"] = {
+        "table": f"{pg_schema}.typed_subscriptions",
+        "connection": PG_SOURCE,
+    }
+    project = write_project(tmp_path, locations)
+
+    run = score(project, AS_OF, monitor=False)
+
+    reports = {report.source: report for report in run.source_reports}
+    # Both infinite event times are missing values; a1's infinite end is open.
+    assert reports["events"].excluded["missing_value:timestamp"] == 2
+    assert "a1" in set(run.result.scores["account_id"])

@@ -306,7 +306,8 @@ def _fetched_columns(
     """Return the table columns to fetch, cast in the database where Arrow needs it.
 
     Text, numbers, booleans, dates and timestamps arrive as they are and are
-    converted and checked in the engine, as for a file. A decimal becomes a double
+    converted and checked in the engine, as for a file, except that infinite dates
+    and times arrive missing (see `_finite_time`). A decimal becomes a double
     (or text for a text column) and any other type text, because PostgreSQL types
     such as uuid, json or arrays have no plain Arrow equivalent.
     """
@@ -320,6 +321,8 @@ def _fetched_columns(
         dtype = value.type()
         if dtype.is_decimal():
             value = value.cast("float64" if kind == "number" else "string")
+        elif dtype.is_date() or dtype.is_timestamp():
+            value = _finite_time(value)
         elif not (
             dtype.is_string()
             or dtype.is_integer()
@@ -331,6 +334,19 @@ def _fetched_columns(
             value = value.cast("string")
         fetched[file_column] = value
     return fetched
+
+
+def _finite_time(value: Any) -> Any:
+    """Read PostgreSQL's `infinity` and `-infinity` dates and times as missing.
+
+    No Python date holds them, so the driver would fail the whole read. A missing
+    end of a subscription means it is still running, which is what `infinity`
+    usually says there.
+    """
+    import ibis
+
+    infinite = value.cast("string").isin(["infinity", "-infinity"])
+    return ibis.ifelse(infinite, ibis.null(value.type()), value)
 
 
 def _load_batches(
