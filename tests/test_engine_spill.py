@@ -144,3 +144,27 @@ def test_spill_failure_names_the_setting(tmp_path, capsys):
     assert 'Failed to create directory "/proc/healthscore-spill"' in message
     assert "set engine.temp_directory in healthscore.yml" in message
     assert "Traceback" not in message
+
+
+def test_query_out_of_memory_names_settings(tmp_path, capsys):
+    # Loading the project's small sources fits; the query does not, and with
+    # spilling off DuckDB cannot move its data to disk.
+    project = project_with_engine(tmp_path, memory_limit="16MB", threads=1)
+    con = connect(project)
+    con.con.execute("SET temp_directory = ''")
+
+    @handle_errors
+    def run_query(verbose: int = 0) -> None:
+        con.con.execute(
+            "SELECT count(DISTINCT i::VARCHAR) FROM range(3000000) AS t(i)"
+        ).fetchone()
+
+    with pytest.raises(typer.Exit) as caught:
+        run_query()
+
+    assert caught.value.exit_code == 1
+    message = " ".join(capsys.readouterr().err.split())
+    assert message.startswith("error: DuckDB ran out of memory while running a query")
+    assert "Raise engine.memory_limit in healthscore.yml" in message
+    assert "set engine.temp_directory" in message
+    assert "Traceback" not in message

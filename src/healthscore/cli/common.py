@@ -379,8 +379,24 @@ def handle_errors(function: Callable[P, R]) -> Callable[P, R]:
                 _fail(exc, str(exc))
             except duckdb.IOException as exc:
                 _fail(exc, _duckdb_io_message(exc))
+            except duckdb.OutOfMemoryException as exc:
+                _fail(exc, _duckdb_memory_message(exc))
 
     return wrapper
+
+
+def _duckdb_memory_message(exc: duckdb.OutOfMemoryException) -> str:
+    """Return the message of a query that ran out of DuckDB's memory limit."""
+    return (
+        f"DuckDB ran out of memory while running a query: {_first_line(exc)}. Raise "
+        "engine.memory_limit in healthscore.yml, or set engine.temp_directory to a "
+        "folder with free space so that DuckDB can spill to disk."
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _duckdb_io_message(exc: duckdb.IOException) -> str:
