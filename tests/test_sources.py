@@ -1157,3 +1157,24 @@ def test_parquet_glob_files_without_timestamp_counted(tmp_path):
         r"more files\)",
     ):
         load(project)
+
+
+def test_digit_separators_rejected(tmp_path):
+    # Spark rejects 1_000, so DuckDB must too, or the engines' scores differ.
+    config = minimal_config()
+    events = (
+        "account_id,timestamp,value\n"
+        "a1,2024-03-01 10:00:00,1_000\n"
+        "a1,2024-03-01 11:00:00,1000\n"
+        "a2,2024-03-01 12:00:00,1e3\n"
+    )
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    sources = load(project)
+
+    report = sources.report(datetime(2024, 4, 1))[1]
+
+    assert report.excluded == {"unparseable_value:value": 1}
+    assert [(e.row, e.column) for e in report.examples] == [(1, "value")]
+    assert sorted(sources.rows("events").execute()["value"]) == [1000.0, 1000.0]

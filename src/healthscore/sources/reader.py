@@ -614,9 +614,11 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
         return f"CASE WHEN {kept} THEN CAST({raw} AS DOUBLE) END"
     if kind == "number":
         # DuckDB reads 'NaN', 'inf' and '-Infinity' as such, and '1e400' as
-        # infinity, so a value that is not finite is unparseable too.
+        # infinity, so a value that is not finite is unparseable too. It also
+        # reads '1_000' as 1000, which Spark rejects: the engines must agree.
         parsed = f"TRY_CAST({raw} AS DOUBLE)"
-        return f"CASE WHEN {_finite(parsed)} THEN {parsed} END"
+        plain = f"instr(CAST({raw} AS VARCHAR), '_') = 0"
+        return f"CASE WHEN {_finite(parsed)} AND {plain} THEN {parsed} END"
     if kind == "boolean":
         return f"TRY_CAST({raw} AS BOOLEAN)"
     if file_type == "TIMESTAMP":
