@@ -348,6 +348,10 @@ def test_engine_shorthand_and_mapping(tmp_path):
         ),
         ({"master": "local[2]"}, "master applies only to engine kind spark"),
         ("duckdb2", "engine.kind"),
+        (
+            {"kind": "spark", "master": "local[two]"},
+            "invalid Spark master 'local[two]'; use local[*], local[N]",
+        ),
     ],
 )
 def test_settings_of_other_engine_rejected(tmp_path, engine, message):
@@ -623,3 +627,32 @@ def test_repeated_joined_key_fails_on_spark(spark, tmp_path):
     project = joined_project(tmp_path, firmographics_csv=repeated)
     with pytest.raises(SourceError, match=r"firmographics\.csv"):
         Engine.open(project, spark=spark)
+
+
+def test_spark_start_failure_names_settings(tmp_path):
+    import subprocess
+    import sys
+
+    project = write_project(
+        tmp_path,
+        minimal_config(engine={"kind": "spark", "master": "local[1]"}),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    # A JAVA_HOME without Java: the gateway exits before Spark starts.
+    environment = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}
+    program = Path(sys.executable).with_name("healthscore")
+    command = [str(program), "score", "--as-of", "2026-03-01"]
+
+    result = subprocess.run(
+        [*command, "--project", str(project.root)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "error: Spark could not start with engine.master 'local[1]'" in message
+    assert "Java 17 is installed (JAVA_HOME)" in message
+    assert "Traceback" not in message

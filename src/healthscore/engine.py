@@ -104,7 +104,17 @@ def start_spark_session(project: Project) -> SparkSession:
         conf[SHUFFLE_PARTITIONS] = str(2 * (os.cpu_count() or 1))
     for key, value in conf.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # Py4J, PySpark and JVM errors alike
+        lines = str(exc).strip().splitlines()
+        reason = (lines[0] if lines else type(exc).__name__).rstrip(".")
+        logger.debug("starting Spark failed", exc_info=exc)
+        raise SourceError(
+            f"Spark could not start with engine.master {master!r}: {reason}. Check "
+            "engine.master (local[*], local[N], spark://host:port, yarn), that the "
+            "master is reachable, and that Java 17 is installed (JAVA_HOME)."
+        ) from None
 
 
 def connect_spark(

@@ -965,6 +965,12 @@ _MEMORY_SIZE = re.compile(
 )
 _SPARK_SETTINGS = ("master", "app_name", "spark_conf")
 
+#: Master URLs that Spark accepts, as its documentation of `--master` lists them.
+_SPARK_MASTER = re.compile(
+    r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]"
+    r"|spark://\S+|yarn|k8s://\S+|mesos://\S+"
+)
+
 
 def _spark_value(value: Any) -> Any:
     """Reject a Spark setting that is not a single text, number or boolean value.
@@ -1023,6 +1029,17 @@ class EngineConfig(StrictModel):
         default=None,
         description="Spark application name; `healthscore` when not set.",
     )
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str | None) -> str | None:
+        if value is None or _SPARK_MASTER.fullmatch(value.strip()):
+            return value
+        raise ValueError(
+            f"invalid Spark master {value!r}; use local[*], local[N], "
+            "spark://host:port, yarn or k8s://https://host:port"
+        )
+
     spark_conf: dict[str, SparkValue] | None = Field(
         default=None,
         description="Spark settings applied when healthscore starts the session, for "
