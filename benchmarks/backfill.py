@@ -77,14 +77,31 @@ def _time_child(project: Path, mode: str) -> float:
 
 def _run_child(project: Path, mode: str) -> tuple[float, float]:
     """Wall and CPU seconds (all threads) of one run in a fresh process."""
-    output = subprocess.run(
+    finished = subprocess.run(
         [sys.executable, "-c", _CHILD, str(project), AS_OF.isoformat(), mode],
-        check=True,
         capture_output=True,
         text=True,
-    ).stdout
-    *_, cpu, wall = output.strip().splitlines()
+    )
+    if finished.returncode != 0:
+        lines = finished.stderr.strip().splitlines()
+        raise ChildRunError(
+            f"the {mode} run on {project} failed with exit status "
+            f"{finished.returncode}: {lines[-1] if lines else 'no error output'}"
+        )
+    *_, cpu, wall = finished.stdout.strip().splitlines()
     return float(wall), float(cpu)
+
+
+class ChildRunError(RuntimeError):
+    """A timed run in a child process that did not finish."""
+
+
+def positive_int(text: str) -> int:
+    """Parse a command-line count that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _fresh_project(data: Path, workspace: Path) -> Path:
@@ -101,14 +118,14 @@ def _fresh_project(data: Path, workspace: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--events", type=int, default=2_000_000, help="number of events"
+        "--events", type=positive_int, default=2_000_000, help="number of events"
     )
     parser.add_argument(
-        "--accounts", type=int, default=20_000, help="number of accounts"
+        "--accounts", type=positive_int, default=20_000, help="number of accounts"
     )
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=positive_int,
         default=3,
         help="runs of each of the four programs; the medians are compared",
     )
@@ -132,7 +149,11 @@ def main() -> int:
         for _ in range(arguments.repeat):
             for mode in modes:
                 project = _fresh_project(data, Path(scratch) / mode)
-                wall, seconds = _run_child(project, mode)
+                try:
+                    wall, seconds = _run_child(project, mode)
+                except ChildRunError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
                 walls[mode].append(wall)
                 cpu[mode].append(seconds)
     wall_median = {mode: statistics.median(values) for mode, values in walls.items()}

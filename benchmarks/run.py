@@ -643,12 +643,22 @@ def machine_description() -> str:
     )
 
 
+def positive_int(text: str) -> int:
+    """Parse a command-line count that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, required=True, help="number of events")
+    parser.add_argument(
+        "--events", type=positive_int, required=True, help="number of events"
+    )
     parser.add_argument(
         "--accounts",
-        type=int,
+        type=positive_int,
         help=f"number of accounts (default: events / {EVENTS_PER_ACCOUNT})",
     )
     parser.add_argument(
@@ -680,6 +690,21 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="cache folder of generated data sets (default benchmarks/data)",
     )
     return parser.parse_args(argv)
+
+
+def _check_writable(path: Path) -> None:
+    """Raise ValueError before the runs when the results file cannot be written.
+
+    Opening it to append creates it when missing and keeps what it contains.
+    """
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"--json {path}: cannot write the results there ({exc.strerror}); "
+            "choose another file"
+        ) from None
 
 
 def selected_implementations(only: str | None) -> list[str]:
@@ -727,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         runs_of = parse_runs_of(arguments.runs_of)
         if arguments.repeat < 1:
             raise ValueError(f"--repeat must be at least 1, got {arguments.repeat}")
+        if arguments.json is not None:
+            _check_writable(arguments.json)
         data = ensure_data(
             arguments.data_dir, arguments.events, accounts, arguments.seed
         )

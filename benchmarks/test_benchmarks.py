@@ -483,3 +483,24 @@ def test_backfill_timing_reads_both_formats() -> None:
         "cpu_seconds": 2.5,
     }
     assert run.backfill_timing(["3.25"]) == {"seconds": 3.25, "cpu_seconds": None}
+
+
+def test_run_rejects_zero_events(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        run.main(["--events", "0"])
+
+    assert caught.value.code == 2
+    assert "argument --events: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_run_checks_results_file_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-folder" / "results.json"
+    status = run.main(["--events", "10", "--accounts", "2", "--json", str(missing)])
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert f"error: --json {missing}: cannot write the results there" in error
+    # Nothing was generated or run before the check.
+    assert not (tmp_path / "no-such-folder").exists()
