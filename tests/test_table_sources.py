@@ -641,6 +641,23 @@ def test_duckdb_missing_table_and_file(tmp_path: Path) -> None:
     ) in message
 
 
+def test_csv_named_as_duckdb_file(tmp_path: Path) -> None:
+    database = duckdb_file(tmp_path / "warehouse.duckdb", tmp_path)
+    project = duckdb_project(tmp_path / "p", database)
+    not_duckdb = tmp_path / "accounts.csv"
+    not_duckdb.write_text(ACCOUNTS_CSV)
+    project.config.sources["accounts"].connection = f"duckdb://{not_duckdb}"
+
+    with pytest.raises(SourceError) as caught:
+        open_engine(project)
+
+    message = str(caught.value)
+    assert f"source 'accounts': {not_duckdb} is not a DuckDB database file" in message
+    assert "read a CSV, Parquet or JSON Lines file with sources.accounts.path" in (
+        message
+    )
+
+
 def test_validate_reports_missing_table(tmp_path: Path) -> None:
     database = duckdb_file(tmp_path / "warehouse.duckdb", tmp_path)
     project = duckdb_project(tmp_path / "p", database)

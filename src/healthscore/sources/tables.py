@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -176,6 +177,13 @@ def _attached_table(
                 f"source {name!r}: DuckDB file {path} not found; check "
                 f"sources.{name}.connection"
             )
+        if not _is_duckdb_file(database.path):
+            raise SourceError(
+                f"source {name!r}: {path} is not a DuckDB database file. Name a "
+                f"file written by DuckDB in sources.{name}.connection, or read a "
+                f"CSV, Parquet or JSON Lines file with sources.{name}.path instead "
+                "of table and connection"
+            )
         try:
             con.execute(f"ATTACH {literal(path)} AS {quote(alias)} (READ_ONLY)")
         except duckdb.Error as exc:
@@ -186,6 +194,13 @@ def _attached_table(
             ) from None
     schema, table = table_parts(source.table)
     return _Qualified(alias, schema or "main", table)
+
+
+def _is_duckdb_file(path: Path) -> bool:
+    """Tell whether a file starts like a DuckDB database: `DUCK` at byte 8."""
+    with path.open("rb") as file:
+        head = file.read(12)
+    return head[8:12] == b"DUCK"
 
 
 def _describe(
