@@ -372,7 +372,7 @@ def test_mean_split_auc_skips_one_class():
         ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"], 20, 5
     )
     frame = observations.frame
-    # Nobody churns after the last date, so its split has no ROC AUC of its own.
+    # No account churns after the last date, so its split has no ROC AUC of its own.
     frame.loc[frame["as_of"] == pd.Timestamp("2024-04-01"), "label"] = 0.0
     frame["churn_date"] = pd.NaT
     frame["band"] = "stable"

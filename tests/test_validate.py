@@ -700,7 +700,7 @@ def test_playbook_with_bad_priority_still_checked(tmp_path: Path) -> None:
 
 def test_metric_with_bad_window_still_checked(tmp_path: Path) -> None:
     # The window fails, so the metric is checked without one. The change metric
-    # that compares its windows must not be told that its base has no window.
+    # that compares its windows must not be reported for a base without a window.
     text = VALID.replace("    source: events\n", "    source: evnts\n", 1).replace(
         "    window: 28d\n",
         "    window: 28x\n  trend:\n    type: change\n    of: logins_28d\n",

@@ -18,6 +18,7 @@ from ibis.backends.duckdb import Backend as DuckDBBackend
 
 from healthscore.config import Project
 from healthscore.sources import SourceError, SourceSet, load_sources
+from healthscore.sources.reader import _first_line as first_line
 
 if TYPE_CHECKING:
     from ibis.backends.pyspark import Backend as PySparkBackend
@@ -107,8 +108,7 @@ def start_spark_session(project: Project) -> SparkSession:
     try:
         return builder.getOrCreate()
     except Exception as exc:  # Py4J, PySpark and JVM errors alike
-        lines = str(exc).strip().splitlines()
-        reason = (lines[0] if lines else type(exc).__name__).rstrip(".")
+        reason = first_line(exc).rstrip(".")
         logger.debug("starting Spark failed", exc_info=exc)
         raise SourceError(
             f"Spark could not start with engine.master {master!r}: {reason}. Check "

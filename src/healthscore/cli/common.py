@@ -36,6 +36,7 @@ from healthscore.runtime import log_memory_pool
 from healthscore.scaffold import ProjectExistsError
 from healthscore.scoring import ScoringInputError
 from healthscore.sources import SourceError
+from healthscore.sources.reader import _first_line as first_line
 from healthscore.store import (
     OverrideNotFoundError,
     SnapshotNotFoundError,
@@ -388,15 +389,10 @@ def handle_errors(function: Callable[P, R]) -> Callable[P, R]:
 def _duckdb_memory_message(exc: duckdb.OutOfMemoryException) -> str:
     """Return the message of a query that ran out of DuckDB's memory limit."""
     return (
-        f"DuckDB ran out of memory while running a query: {_first_line(exc)}. Raise "
+        f"DuckDB ran out of memory while running a query: {first_line(exc)}. Raise "
         "engine.memory_limit in healthscore.yml, or set engine.temp_directory to a "
         "folder with free space so that DuckDB can spill to disk."
     )
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _duckdb_io_message(exc: duckdb.IOException) -> str:

@@ -117,7 +117,7 @@ def _guard_decision(run: pipeline.ScoringRun) -> GuardDecision | None:
 def guard_lines(guard: GuardDecision) -> list[str]:
     """Describe the PSI, the band changes and why alerts were held, one line each."""
     if guard.previous_as_of is None:
-        # A stale source holds alerts on the first run too.
+        # A stale source makes the guard hold alerts on the first run too.
         return [
             "No earlier snapshot to compare with, so no PSI or band changes.",
             *(f"Alerts held: {reason}." for reason in guard.reasons()),

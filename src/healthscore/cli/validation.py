@@ -319,12 +319,13 @@ def compare(
     list with one object per method (method, roc_auc, roc_auc_mean_split,
     roc_auc_mean_split_count, split_count, lift_top_decile, ece, lead_time_days,
     precision_at_risk, recall_at_risk, rows, churned, fit_seconds, explainable,
-    note). roc_auc is the ROC AUC of the pooled test rows, roc_auc_mean_split the
-    mean of each test date's (or fold's) own ROC AUC, over roc_auc_mean_split_count
-    of the split_count splits: a split the method was skipped on, or whose test
-    rows are of one class, has none. rows and churned count the method's test rows,
-    which are fewer for a method skipped on some splits. fit_seconds and
-    explainable are null for a method skipped on every split.
+    note). roc_auc is the ROC AUC of the pooled test rows. roc_auc_mean_split is
+    the mean of each test date's (or fold's) own ROC AUC, over
+    roc_auc_mean_split_count of the split_count splits. A split the method was
+    skipped on, or whose test rows are of one class, has none. rows and churned
+    count the method's test rows, which are fewer for a method skipped on some
+    splits. fit_seconds and explainable are null for a method skipped on every
+    split.
     """
     from healthscore.models.backtest import (
         note_unequal_rows,

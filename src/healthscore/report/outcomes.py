@@ -151,7 +151,7 @@ def _censored_reason(
         f"{end.isoformat()}"
     )
     if outcomes.observed_until is not None:
-        # Taken from the setting again, so that mypy sees a date and not None.
+        # Read from the setting again, so that mypy infers a date and not None.
         observed = outcomes.observed_until
         if end <= observed:
             return None

@@ -743,4 +743,6 @@ _MEMORY_HINT = (
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]
+    """Return the first line of an error's message, or its type without one."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -354,9 +354,9 @@ def _fetched_columns(
 def _finite_time(value: Any) -> Any:
     """Read PostgreSQL's `infinity` and `-infinity` dates and times as missing.
 
-    No Python date holds them, so the driver would fail the whole read. A missing
-    end of a subscription means it is still running, which is what `infinity`
-    usually says there.
+    Python's date types have no infinite value, so the driver would fail the whole
+    read. A missing end of a subscription means it is still running, which is what
+    `infinity` usually means there.
     """
     import ibis
 
