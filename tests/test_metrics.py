@@ -275,6 +275,59 @@ def test_end_of_day_point_sees_the_as_of_day(tmp_path):
     assert values.loc["a1", "days_since_login"] == 0
 
 
+DISTINCT_METRICS = {
+    "users_28d": METRICS["users_28d"],
+    "login_users_28d": {
+        "type": "distinct_count",
+        "source": "events",
+        "column": "user",
+        "where": LOGIN,
+        "window": "28d",
+    },
+    "users_14d_right": {
+        "type": "distinct_count",
+        "source": "events",
+        "column": "user",
+        "window": {"length": "14d", "closed": "right"},
+    },
+    "types_28d": {
+        "type": "distinct_count",
+        "source": "events",
+        "column": "event_type",
+        "window": "28d",
+    },
+    "logins_28d": METRICS["logins_28d"],
+}
+
+
+@pytest.mark.parametrize("with_history", [False, True])
+def test_distinct_counts_per_window_and_filter(tmp_path, with_history):
+    metrics = dict(DISTINCT_METRICS)
+    if with_history:
+        # A distinct count without a window makes the source one scan of all rows.
+        metrics["types_ever"] = {
+            "type": "distinct_count",
+            "source": "events",
+            "column": "event_type",
+        }
+    values = metrics_of(project_with(tmp_path, metrics=metrics)).values
+    expected = {
+        # [03-04, 04-01): a1 u1 (login, report) and u2 (login); a2 u9 (login).
+        "users_28d": [2, 1, 0],
+        "login_users_28d": [2, 1, 0],
+        # (03-18, 04-01]: a1 u1 at 03-20, u2 at 03-31, u3 at 04-01 00:00; a2's only
+        # row (03-10) lies in the scan but not in this window, so 0, not missing.
+        "users_14d_right": [3, 0, 0],
+        "types_28d": [2, 1, 0],
+        "logins_28d": [2, 1, 0],
+    }
+    if with_history:
+        # Rows before the point: a1 integration, login, report; a2 login.
+        expected["types_ever"] = [3, 1, 0]
+    actual = values.loc[["a1", "a2", "a3"], list(expected)]
+    assert actual.to_dict("list") == expected
+
+
 FUTURE_TIMES = st.datetimes(
     min_value=pd.Timestamp("2024-04-01 00:00:01").to_pydatetime(),
     max_value=pd.Timestamp("2025-12-31").to_pydatetime(),

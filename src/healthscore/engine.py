@@ -45,7 +45,9 @@ def connect(project: Project) -> DuckDBBackend:
     the host zone, and naive timestamps and date boundaries would move with it.
     """
     settings = project.config.engine
-    con = ibis.duckdb.connect()
+    # The same as `ibis.duckdb.connect()`, without the lookup of Ibis's backend
+    # entry points in every installed package's metadata, which took 0.08 s.
+    con = DuckDBBackend().connect()
     raw = con.con
     raw.execute("SET enable_progress_bar = false")
     raw.execute("SET TimeZone = ?", [project.config.timezone])

@@ -19,6 +19,7 @@ from typing import Any
 
 import ibis
 import pandas as pd
+from ibis.backends.duckdb import Backend as DuckDBBackend
 from ibis.common.exceptions import IbisError
 
 from healthscore.config.models import (
@@ -164,6 +165,8 @@ def _compute_requests(
     scan.
     """
     table = sources.rows(source_name, point)
+    # Spark would read the rows again for each filtered query.
+    split = isinstance(sources.con, DuckDBBackend)
     if "timestamp" not in table.columns:
         table = table.mutate(timestamp=table.start.cast("timestamp"))
     starts = [r.span.start for r in requests if r.span is not None]
@@ -171,11 +174,20 @@ def _compute_requests(
     # Only a newest or first row can be picked from two scans; a count or sum
     # without a window needs all rows in one scan.
     if not starts or not all(isinstance(r.metric, _ROW_PICKERS) for r in history):
-        return _aggregate(table, requests, point, as_of, count_rows=count_rows), None
+        frame = _aggregate(
+            table, requests, point, as_of, count_rows=count_rows, split_distinct=split
+        )
+        return frame, None
     lower = min(starts)
     recent = table.filter(table.timestamp >= lower)
     frame = _aggregate(
-        recent, requests, point, as_of, seen=history, count_rows=count_rows
+        recent,
+        requests,
+        point,
+        as_of,
+        seen=history,
+        count_rows=count_rows,
+        split_distinct=split,
     )
     if not history:
         return frame, lower
@@ -235,16 +247,24 @@ def _aggregate(
     as_of: date,
     seen: list[_Request] | None = None,
     count_rows: bool = False,
+    split_distinct: bool = False,
 ) -> pd.DataFrame:
     """Aggregate `requests` per account; for `seen`, also count the matching rows.
 
     With `count_rows`, also count all rows and take the newest before the point
-    (`_SCAN_COLUMNS`).
+    (`_SCAN_COLUMNS`). With `split_distinct`, distinct counts are left out of the
+    main aggregation and computed by `_distinct_counts`.
     """
     namespace = {column: table[column] for column in table.columns}
+    distinct = [
+        r
+        for r in requests
+        if split_distinct and isinstance(r.metric, DistinctCountMetric)
+    ]
     aggregations = {
         request.column: _reduction(table, request, namespace, point)
         for request in requests
+        if request not in distinct
     }
     for request in seen or []:
         condition = _condition(table, request, namespace, point)
@@ -255,10 +275,55 @@ def _aggregate(
         aggregations[newest_column] = table.timestamp.max(where=table.timestamp < point)
     frame = table.group_by("account_id").aggregate(**aggregations).execute()
     frame = frame.set_index("account_id")
+    if distinct:
+        frame = frame.join(_distinct_counts(table, distinct, namespace, point))
+        columns = [request.column for request in distinct]
+        frame[columns] = frame[columns].fillna(0)
     for request in requests:
         if isinstance(request.metric, DaysSinceMetric):
             frame[request.column] = _calendar_days(as_of, frame[request.column])
     return frame.astype({r.column: "float64" for r in requests if _numeric(r)})
+
+
+def _distinct_counts(
+    table: ibis.Table,
+    requests: list[_Request],
+    namespace: dict[str, ibis.Value],
+    point: datetime,
+) -> pd.DataFrame:
+    """Count distinct values per account, one filtered query per distinct condition.
+
+    DuckDB counts the distinct values of the rows that a `WHERE` keeps faster than
+    those picked by a `CASE` inside a wider scan: at 20 million events, the two
+    distinct counts of a 28-day window took about 1.2 CPU seconds as their own
+    filtered query, and the 56-day scan took about 1.0 CPU second less without them.
+    Requests with the same window and filter share a query. Accounts without a
+    matching row are left out; the caller fills them with 0.
+    """
+    groups: list[tuple[ibis.BooleanValue | None, list[_Request]]] = []
+    for request in requests:
+        condition = _condition(table, request, namespace, point)
+        for known, members in groups:
+            same = (
+                known is None
+                if condition is None
+                else (known is not None and condition.equals(known))
+            )
+            if same:
+                members.append(request)
+                break
+        else:
+            groups.append((condition, [request]))
+    frames = []
+    for condition, members in groups:
+        rows = table if condition is None else table.filter(condition)
+        counts = {}
+        for request in members:
+            assert isinstance(request.metric, DistinctCountMetric)
+            counts[request.column] = rows[request.metric.column].nunique()
+        frame = rows.group_by("account_id").aggregate(**counts).execute()
+        frames.append(frame.set_index("account_id"))
+    return pd.concat(frames, axis=1) if len(frames) > 1 else frames[0]
 
 
 def _reduction(
