@@ -196,9 +196,12 @@ def duckdb_pruned(folder: Path, as_of: date) -> pd.DataFrame:
     """Compute the metric set in DuckDB, reading each row group for one purpose only.
 
     The windowed counts read only rows of the last 56 days, so DuckDB skips the older
-    row groups of the time-ordered file by their min/max statistics. An account with
-    rows in that window has its last event there. The other accounts need the older
-    rows, but only their account_id and timestamp columns.
+    row groups of the time-ordered file by their min/max statistics. The distinct
+    counts read only the rows of the last 28 days, in their own aggregation: DuckDB
+    counts distinct values of the rows a `WHERE` keeps faster than a
+    `COUNT(DISTINCT CASE ...)` over the 56 days. An account with rows in the 56 days
+    has its last event there. The other accounts need the older rows, but only their
+    account_id and timestamp columns.
     """
     point, start_28, start_56 = (_sql_timestamp(t) for t in window_bounds(as_of))
     events = _sql_path(folder / "events.parquet")
@@ -206,15 +209,18 @@ def duckdb_pruned(folder: Path, as_of: date) -> pd.DataFrame:
         WITH windowed AS (
             SELECT account_id,
                    count(CASE WHEN timestamp >= {start_28} THEN 1 END) AS events_28d,
-                   count(DISTINCT CASE WHEN timestamp >= {start_28} THEN user_id END)
-                       AS users_28d,
-                   count(DISTINCT CASE WHEN timestamp >= {start_28} THEN event_type END)
-                       AS event_types_28d,
                    count(CASE WHEN timestamp < {start_28} THEN 1 END)
                        AS events_prev_28d,
                    max(timestamp) AS last_event
             FROM read_parquet({events})
             WHERE timestamp >= {start_56} AND timestamp < {point}
+            GROUP BY account_id
+        ),
+        distinct_28 AS (
+            SELECT account_id, count(DISTINCT user_id) AS users_28d,
+                   count(DISTINCT event_type) AS event_types_28d
+            FROM read_parquet({events})
+            WHERE timestamp >= {start_28} AND timestamp < {point}
             GROUP BY account_id
         ),
         older AS (
@@ -223,9 +229,10 @@ def duckdb_pruned(folder: Path, as_of: date) -> pd.DataFrame:
             WHERE timestamp < {start_56}
             GROUP BY account_id
         )
-        SELECT account_id, w.events_28d, w.users_28d, w.event_types_28d,
+        SELECT account_id, w.events_28d, d.users_28d, d.event_types_28d,
                w.events_prev_28d, coalesce(w.last_event, o.last_event) AS last_event
-        FROM windowed AS w FULL OUTER JOIN older AS o USING (account_id)
+        FROM windowed AS w LEFT JOIN distinct_28 AS d USING (account_id)
+        FULL OUTER JOIN older AS o USING (account_id)
     """
     with _duckdb_connect() as connection:
         query = _final_select(per_account, folder / "accounts.parquet", as_of)

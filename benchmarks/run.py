@@ -256,6 +256,18 @@ class RunSetting:
     memory_limit: str | None = None
 
 
+def child_environment() -> dict[str, str]:
+    """Environment of a measured child: this one, with Python's bytecode cache on.
+
+    With PYTHONDONTWRITEBYTECODE set, every module that a run imports after its
+    timer starts is compiled from source again in each run (0.04 s of a healthscore
+    run at 2 M events), which an installed package never does.
+    """
+    environment = dict(os.environ)
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    return environment
+
+
 def run_child(name: str, setting: RunSetting, index: int) -> RunOutcome:
     """Run one implementation or backfill run in a fresh process and measure it.
 
@@ -264,7 +276,7 @@ def run_child(name: str, setting: RunSetting, index: int) -> RunOutcome:
     """
     logs = setting.scratch
     spill = setting.scratch / f"spill-{name}-{index}" if setting.memory_limit else None
-    environment = dict(os.environ)
+    environment = child_environment()
     if setting.memory_limit and spill is not None:
         environment[MEMORY_LIMIT_VARIABLE] = setting.memory_limit
         environment[TEMP_DIRECTORY_VARIABLE] = str(spill)
