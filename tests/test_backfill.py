@@ -825,10 +825,10 @@ def test_backfill_writes_snapshot_table(
     # A second backfill replaces the rows of its dates and keeps the other dates.
     table = settings["table"]
     outside = date(2023, 1, 2)
-    _execute(project, f"INSERT INTO {table} (account_id, as_of) VALUES ('old', ?)",
-             TABLE_DATES[2])  # fmt: skip
-    _execute(project, f"INSERT INTO {table} (account_id, as_of) VALUES ('kept', ?)",
-             outside)  # fmt: skip
+    key = project.config.name
+    insert = f"INSERT INTO {table} (account_id, as_of, project) VALUES (?, ?, ?)"
+    _execute(project, insert, "old", TABLE_DATES[2], key)
+    _execute(project, insert, "kept", outside, key)
     backfill(project, TABLE_DATES)
     for as_of in TABLE_DATES:
         assert _table_rows(project, as_of) == expected_scores(project, as_of), as_of
@@ -851,9 +851,9 @@ def test_backfill_table_failure_keeps_date(
     assert "a2" in set(store.read(dates[0], "scores")["account_id"])
     # Rows of earlier runs of the later dates, and a rule that a2's new row of the
     # failing date breaks after the date's old rows were deleted.
+    insert = f"INSERT INTO {table} (account_id, as_of, project) VALUES ('old', ?, ?)"
     for as_of in dates[1:]:
-        _execute(project, f"INSERT INTO {table} (account_id, as_of) VALUES ('old', ?)",
-                 as_of)  # fmt: skip
+        _execute(project, insert, as_of, project.config.name)
     _execute(
         project,
         f"ALTER TABLE {table} ADD CONSTRAINT no_a2 CHECK "

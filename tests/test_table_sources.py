@@ -9,6 +9,7 @@ server at 127.0.0.1:5432 and skip where it is not reachable.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import socket
@@ -368,9 +369,13 @@ def assert_expected_reports(run_reports: list[Any], prefix: str, suffix: str) ->
 
 
 def expected_scores(project: Project, as_of: date) -> list[dict[str, Any]]:
-    """Scores of the Parquet snapshot as plain rows, with NaN as None."""
+    """Rows of the snapshot table: the Parquet snapshot's scores as plain rows, with
+    NaN as None, and the project's key."""
     frame = snapshot_store(project).read(as_of, "scores").sort_values("account_id")
-    return [plain(row) for row in frame.to_dict("records")]
+    settings = project.config.store.snapshot_table
+    assert settings is not None
+    key = settings.project or project.config.name
+    return [plain(row) | {"project": key} for row in frame.to_dict("records")]
 
 
 def plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -717,7 +722,7 @@ def test_table_settings_are_checked(
 
 
 def test_snapshot_table_schema_matches_scores() -> None:
-    assert SNAPSHOT_TABLE_SCHEMA.names == list(SCORE_COLUMNS)
+    assert SNAPSHOT_TABLE_SCHEMA.names == [*SCORE_COLUMNS, "project"]
     assert SNAPSHOT_TABLE_SCHEMA.field("as_of").type == pa.date32()
 
 
@@ -929,14 +934,14 @@ def test_postgres_snapshot_writers_take_turns(tmp_path: Path, pg_schema: str) ->
     before = pg_rows(pg_schema, "health_scores")
     scores = snapshot_store(project).read(AS_OF, "scores")
 
-    # Another writer of the same date has inserted a row and not committed yet.
-    # The run's write must wait for that commit, then replace that row too;
-    # without waiting, its delete would miss the row and leave it in the table.
+    # Another writer of the same project and date has inserted a row and not
+    # committed yet. The run's write must wait for that commit, then replace that
+    # row too; without waiting, its delete would miss the row and leave it there.
     with psycopg.connect(PG_ADMIN) as other:
         other.execute(
-            f'INSERT INTO "{pg_schema}".health_scores (account_id, as_of) '
-            "VALUES ('other', %s)",
-            [AS_OF],
+            f'INSERT INTO "{pg_schema}".health_scores (account_id, as_of, project) '
+            "VALUES ('other', %s, %s)",
+            [AS_OF, project.config.name],
         )
         failures: list[BaseException] = []
 
@@ -1023,6 +1028,196 @@ def test_snapshot_writer_rejects_repeated_date(tmp_path: Path) -> None:
         pytest.raises(ValueError, match="is listed twice"),
     ):
         writer.write([(AS_OF, run.result.scores), (AS_OF, run.result.scores)])
+
+
+# Projects that share one snapshot table
+
+
+def shared_table_project(
+    root: Path, database: Path, name: str, **table: str
+) -> Project:
+    """A project named `name` that writes table `s` of the DuckDB file `database`."""
+    settings = {"connection": f"duckdb://{database}", "table": "s", **table}
+    return csv_project(root, name=name, store={"snapshot_table": settings})
+
+
+def duckdb_table_rows(path: Path, table: str) -> list[tuple[Any, ...]]:
+    """(project, as_of, account_id, score) of every row, sorted."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(
+            f"SELECT project, as_of, account_id, score FROM {table} "
+            "ORDER BY project, as_of, account_id"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_shared_table_keeps_other_project_rows(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    north = shared_table_project(tmp_path / "north", database, "north")
+    south = shared_table_project(tmp_path / "south", database, "south")
+
+    score(north, AS_OF, monitor=False)
+    score(south, AS_OF, monitor=False)
+    both = duckdb_table_rows(database, "s")
+    score(north, AS_OF, monitor=False)
+
+    assert [row[0] for row in both] == ["north"] * 3 + ["south"] * 3
+    assert duckdb_table_rows(database, "s") == both
+    for project in (north, south):
+        rows = duckdb_rows(database, "s", AS_OF)
+        own = [row for row in rows if row["project"] == project.config.name]
+        assert own == expected_scores(project, AS_OF)
+
+
+def test_shared_table_forget_erases_own_rows(tmp_path: Path) -> None:
+    from healthscore.privacy import account_subject, forget
+
+    database = tmp_path / "scores.duckdb"
+    north = shared_table_project(tmp_path / "north", database, "north")
+    south = shared_table_project(tmp_path / "south", database, "south")
+    earlier = date(2026, 5, 1)
+    for project in (north, south):
+        score(project, earlier, monitor=False)
+        score(project, AS_OF, monitor=False)
+    # Without north's snapshot of AS_OF, only the delete of the account's rows
+    # reaches that date.
+    shutil.rmtree(snapshot_store(north).partition_path(AS_OF))
+
+    forget(north, account_subject("a2"), author="dpo")
+
+    rows = duckdb_table_rows(database, "s")
+    north_ids = {(day, account) for name, day, account, _ in rows if name == "north"}
+    south_ids = {(day, account) for name, day, account, _ in rows if name == "south"}
+    assert north_ids == {
+        (day, account) for day in (earlier, AS_OF) for account in ("a1", "a4")
+    }
+    assert south_ids == {
+        (day, account) for day in (earlier, AS_OF) for account in ("a1", "a2", "a4")
+    }
+
+
+def test_snapshot_table_project_setting(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    first = shared_table_project(tmp_path / "a", database, "tables", project="crm-eu")
+    second = shared_table_project(tmp_path / "b", database, "tables")
+
+    score(first, AS_OF, monitor=False)
+    score(second, AS_OF, monitor=False)
+
+    projects = [row[0] for row in duckdb_table_rows(database, "s")]
+    assert projects == ["crm-eu"] * 3 + ["tables"] * 3
+
+
+def test_snapshot_table_project_blank_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        shared_table_project(tmp_path / "p", tmp_path / "s.duckdb", "x", project=" ")
+    message = str(caught.value)
+    assert "store.snapshot_table.project" in message
+    assert "invalid project ' ': it is blank" in message
+
+
+def legacy_table(database: Path, account: str, as_of: date) -> None:
+    """Create table `s` with the columns it had before the project column, and one
+    row of `account`."""
+    con = duckdb.connect(str(database))
+    try:
+        columns = ", ".join(
+            f"{field.name} {'DATE' if field.name == 'as_of' else 'VARCHAR'}"
+            if pa.types.is_string(field.type) or field.name == "as_of"
+            else f"{field.name} DOUBLE"
+            for field in SNAPSHOT_TABLE_SCHEMA
+            if field.name != "project"
+        )
+        con.execute(f"CREATE TABLE s ({columns})")
+        con.execute(
+            "INSERT INTO s (account_id, as_of, score) VALUES (?, ?, 50)",
+            [account, as_of],
+        )
+    finally:
+        con.close()
+
+
+def test_legacy_table_gets_project_column(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = tmp_path / "scores.duckdb"
+    earlier = date(2026, 5, 1)
+    legacy_table(database, "old", earlier)
+    north = shared_table_project(tmp_path / "north", database, "north")
+    south = shared_table_project(tmp_path / "south", database, "south")
+
+    with caplog.at_level(logging.WARNING, logger="healthscore.store.snapshot_tables"):
+        score(north, AS_OF, monitor=False)
+    score(south, AS_OF, monitor=False)
+    score(south, earlier, monitor=False)
+
+    rows = duckdb_table_rows(database, "s")
+    assert [(name, day, account) for name, day, account, _ in rows] == [
+        ("north", earlier, "old"),
+        ("north", AS_OF, "a1"),
+        ("north", AS_OF, "a2"),
+        ("north", AS_OF, "a4"),
+        ("south", earlier, "a1"),
+        ("south", earlier, "a2"),
+        ("south", earlier, "a4"),
+        ("south", AS_OF, "a1"),
+        ("south", AS_OF, "a2"),
+        ("south", AS_OF, "a4"),
+    ]
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert "added column project to table 's'" in warning
+    assert "assigned its 1 earlier row(s) to project 'north'" in warning
+
+
+def test_legacy_view_without_project_column(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    legacy_table(database, "old", AS_OF)
+    con = duckdb.connect(str(database))
+    try:
+        con.execute("CREATE VIEW v AS SELECT * FROM s")
+    finally:
+        con.close()
+    settings = {"connection": f"duckdb://{database}", "table": "v"}
+    project = csv_project(tmp_path / "p", store={"snapshot_table": settings})
+
+    with pytest.raises(SnapshotTableError) as caught:
+        score(project, AS_OF, monitor=False)
+
+    message = str(caught.value)
+    assert message.startswith(f"table 'v' in duckdb://{database} has no column project")
+    assert "ALTER TABLE v ADD COLUMN project" in message
+    assert "UPDATE v SET project = 'tables'" in message
+
+
+def test_postgres_shared_table_keeps_other_project_rows(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    settings = {"connection": PG_SOURCE, "table": f"{pg_schema}.health_scores"}
+    north = csv_project(
+        tmp_path / "north", name="north", store={"snapshot_table": settings}
+    )
+    south = csv_project(
+        tmp_path / "south", name="south", store={"snapshot_table": settings}
+    )
+
+    score(north, AS_OF, monitor=False)
+    score(south, AS_OF, monitor=False)
+    both = pg_rows(pg_schema, "health_scores")
+    score(north, AS_OF, monitor=False)
+    after = pg_rows(pg_schema, "health_scores")
+
+    def own(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+        return sorted(
+            (row for row in rows if row["project"] == name),
+            key=lambda row: row["account_id"],
+        )
+
+    assert len(both) == 6
+    assert own(after, "south") == own(both, "south")
+    assert own(after, "north") == expected_scores(north, AS_OF)
+    assert own(after, "south") == expected_scores(south, AS_OF)
 
 
 def test_postgres_infinite_times_read_missing(

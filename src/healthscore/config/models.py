@@ -1098,9 +1098,30 @@ class SnapshotTableConfig(StrictModel):
     )
     table: str = Field(
         description="Table name, as `name` or `schema.name`; created with the "
-        "columns of the snapshot's scores table and `as_of` when missing. A schema "
-        "is not created: it must exist."
+        "columns of the snapshot's scores table, `as_of` and `project` when missing. "
+        "A schema is not created: it must exist."
     )
+    project: str | None = Field(
+        default=None,
+        description="Key stored in the `project` column of every row this project "
+        "writes, so that projects can share one table: a run replaces the rows of "
+        "its as-of date and project only, and `healthscore forget` deletes an "
+        "account's rows of this project only. Default: the project's `name`; set it "
+        "to keep the rows when the name changes. A table without the `project` "
+        "column gets it on the first write, and its earlier rows are assigned to "
+        "the writing project (a warning names their count). If another project "
+        "wrote some of them, set their `project` with an UPDATE.",
+    )
+
+    @field_validator("project")
+    @classmethod
+    def _project_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                f"invalid project {value!r}: it is blank; write a key such as the "
+                "project's name, or remove the setting to use `name`"
+            )
+        return value
 
     @model_validator(mode="after")
     def _valid_target(self) -> SnapshotTableConfig:
@@ -1147,9 +1168,9 @@ class StoreConfig(StrictModel):
     snapshot_table: SnapshotTableConfig | None = Field(
         default=None,
         description="Also write each scoring run's scores table (one row per "
-        "account) into this database table, replacing the rows of its as-of date in "
-        "one transaction. The Parquet snapshot is written first and stays the "
-        "record that history and reports read.",
+        "account) into this database table, replacing the rows of its as-of date "
+        "and project in one transaction. The Parquet snapshot is written first and "
+        "stays the record that history and reports read.",
     )
 
 

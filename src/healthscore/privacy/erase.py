@@ -111,7 +111,8 @@ class ErasureReport:
         rollup (``daily``).
     snapshot_table_dates : list of str
         As-of dates whose rows of `store.snapshot_table` were written again from
-        the erased snapshot; for an account, its rows of every date are deleted too.
+        the erased snapshot; for an account, its rows of every date are deleted
+        too. Only the rows of this project (`store.snapshot_table.project`) change.
     audit_id : int or None
         Id of the audit entry; None for a dry run.
     uncheckpointed_wal : str or None
@@ -288,12 +289,14 @@ def erase_snapshot_table(
     *,
     dry_run: bool,
 ) -> list[str]:
-    """Write the rows of `store.snapshot_table` of erased dates again.
+    """Write the project's rows of `store.snapshot_table` of erased dates again.
 
     `dates` are the as-of dates (ISO) whose snapshots `erase_snapshots` changed.
-    Their rows are replaced by the erased scores, in one transaction. An
-    account's rows of other dates, such as dates whose snapshot is gone, are then
-    deleted. Returns the dates written, or those that would be in a dry run.
+    The project's rows of those dates are replaced by the erased scores, in one
+    transaction. The project's rows of an erased account of other dates, such as
+    dates whose snapshot is gone, are then deleted. Rows that other projects
+    wrote into a shared table stay as they are. Returns the dates written, or
+    those that would be in a dry run.
 
     Raises SnapshotTableError when the table cannot be written; the snapshots are
     erased by then, so running `forget` again finishes the erasure.

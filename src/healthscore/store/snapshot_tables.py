@@ -1,9 +1,11 @@
 """Scores of each run written into a database table (`store.snapshot_table`).
 
 The table has the columns of the snapshot's scores table, with `as_of` as a DATE,
-so it contains one row per account and as-of date. Writing deletes the rows of the
-written dates and inserts the new ones in one transaction, so a re-run replaces a
-date and a failed write leaves the earlier rows of its dates as they were.
+and `project`, the key of the project that wrote the row (`project_key`). So it
+contains one row per project, account and as-of date, and several projects can
+share it. Writing deletes the project's rows of the written dates and inserts the
+new ones in one transaction, so a re-run replaces a date and a failed write leaves
+the earlier rows of its dates as they were. Rows of other projects are not touched.
 `write_snapshot_table` writes one date; `SnapshotTableWriter` writes batches of dates
 over one connection, as a backfill does. The table is written through Ibis, on
 PostgreSQL or a DuckDB file, and created when missing.
@@ -37,8 +39,13 @@ class SnapshotTableError(Exception):
     """The scores of a run could not be written into the snapshot table."""
 
 
+#: Column with the key of the project that wrote each row.
+PROJECT_COLUMN = "project"
+
 #: Columns of the snapshot table: those of the snapshot's scores table
-#: (`scoring.tables.SCORE_COLUMNS`), with `as_of` as a date.
+#: (`scoring.tables.SCORE_COLUMNS`), with `as_of` as a date, then the project key.
+#: The project column comes last because tables written before it existed get it
+#: appended by ALTER TABLE.
 SNAPSHOT_TABLE_SCHEMA = pa.schema(
     [
         ("account_id", pa.string()),
@@ -52,14 +59,25 @@ SNAPSHOT_TABLE_SCHEMA = pa.schema(
         ("override_reason", pa.string()),
         ("override_author", pa.string()),
         ("computed_score", pa.float64()),
+        (PROJECT_COLUMN, pa.string()),
     ]
 )
+
+
+def project_key(project: Project, settings: SnapshotTableConfig) -> str:
+    """Return the key of the project's rows: `settings.project`, else the name.
+
+    NOTE: `healthscore backfill --replay` on Spark writes each date under the
+    configuration kept with its snapshot, whose `name` may be older, so without
+    `project` set, a project renamed since writes those dates under its old name.
+    """
+    return settings.project if settings.project is not None else project.config.name
 
 
 def write_snapshot_table(
     project: Project, settings: SnapshotTableConfig, as_of: date, scores: pd.DataFrame
 ) -> int:
-    """Replace the rows of `as_of` in the snapshot table with `scores`.
+    """Replace the project's rows of `as_of` in the snapshot table with `scores`.
 
     Returns the number of rows written. Raises SnapshotTableError when the database
     cannot be reached or written; the rows of the date stay as they were then.
@@ -71,10 +89,11 @@ def write_snapshot_table(
 class SnapshotTableWriter:
     """A connection that writes the scores of many as-of dates into the snapshot table.
 
-    Each `write` replaces the rows of its dates in one transaction, so a failed write
-    leaves every one of its dates with the rows it had before. The connection opens
-    on the first `write`, is closed after a failed one (the next `write` opens a new
-    one), and closes with `close` or at the end of a `with` block.
+    Each `write` replaces the project's rows of its dates in one transaction, so a
+    failed write leaves every one of its dates with the rows it had before. The
+    connection opens on the first `write`, is closed after a failed one (the next
+    `write` opens a new one), and closes with `close` or at the end of a `with`
+    block.
 
     Raises SnapshotTableError on creation when the connection URL cannot be resolved,
     for example when it names an unset variable.
@@ -82,6 +101,7 @@ class SnapshotTableWriter:
 
     def __init__(self, project: Project, settings: SnapshotTableConfig) -> None:
         self.settings = settings
+        self.project_key = project_key(project, settings)
         self.database = _database(project, settings)
         self._schema, self._name = table_parts(settings.table)
         self._backend: Any = None
@@ -99,7 +119,8 @@ class SnapshotTableWriter:
             backend.disconnect()
 
     def write(self, scores: Sequence[tuple[date, pd.DataFrame | pa.Table]]) -> int:
-        """Replace the rows of each listed date with its scores, in one transaction.
+        """Replace the project's rows of each listed date with its scores, in one
+        transaction.
 
         `scores` lists (as-of date, scores table) pairs, each date once. A table is
         a snapshot's scores table as a DataFrame or an Arrow table. Returns the
@@ -111,7 +132,9 @@ class SnapshotTableWriter:
             raise ValueError(f"a date is listed twice in {dates}; list each date once")
         if not dates:
             return 0
-        rows = pa.concat_tables([_as_arrow(as_of, frame) for as_of, frame in scores])
+        rows = pa.concat_tables(
+            [_as_arrow(as_of, frame, self.project_key) for as_of, frame in scores]
+        )
         started = time.perf_counter()
         backend = self._open()
         with self._database_errors(
@@ -131,14 +154,17 @@ class SnapshotTableWriter:
         return rows.num_rows
 
     def delete_account(self, account_id: str) -> None:
-        """Delete every row of one account, of every date, in one transaction.
+        """Delete the project's rows of one account, of every date, in one transaction.
 
         Raises SnapshotTableError when the database cannot be reached or written;
         the table keeps its rows then.
         """
         backend = self._open()
         table = _table_sql(backend, self._schema, self._name)
-        literal = account_id.replace("'", "''")
+        rows = (
+            f"{PROJECT_COLUMN} = {_text_sql(self.project_key)} "
+            f"AND account_id = {_text_sql(account_id)}"
+        )
         with (
             self._database_errors(
                 f"deleting an account's rows from table {self.settings.table!r} of "
@@ -149,7 +175,7 @@ class SnapshotTableWriter:
             _execute(
                 backend,
                 self.database,
-                f"DELETE FROM {table} WHERE account_id = '{literal}'",
+                f"DELETE FROM {table} WHERE {rows}",
             )
 
     @contextmanager
@@ -176,7 +202,12 @@ class SnapshotTableWriter:
         backend = _open_backend(self.database, self.settings)
         try:
             _ensure_table(
-                backend, self.database, self.settings, self._schema, self._name
+                backend,
+                self.database,
+                self.settings,
+                self._schema,
+                self._name,
+                self.project_key,
             )
         except BaseException:
             backend.disconnect()
@@ -191,7 +222,8 @@ class SnapshotTableWriter:
                 # Two runs of one date would otherwise both delete before either
                 # inserts, and leave the rows twice. Readers are not blocked.
                 _execute(backend, database, _lock_sql(backend, schema, name))
-            _execute(backend, database, _delete_sql(backend, schema, name, dates))
+            delete = _delete_sql(backend, schema, name, dates, self.project_key)
+            _execute(backend, database, delete)
             if rows.num_rows and database.kind == "postgres":
                 _copy_rows(backend, schema, name, rows)
             elif rows.num_rows:
@@ -216,14 +248,17 @@ def _database(project: Project, settings: SnapshotTableConfig) -> Database:
         ) from None
 
 
-def _as_arrow(as_of: date, scores: pd.DataFrame | pa.Table) -> pa.Table:
-    """Return the rows to write, typed as the table; `as_of` is set on every row."""
+def _as_arrow(as_of: date, scores: pd.DataFrame | pa.Table, key: str) -> pa.Table:
+    """Return the rows to write, typed as the table; `as_of` and the project `key`
+    are set on every row."""
     count = len(scores)
     names = set(scores.column_names if isinstance(scores, pa.Table) else scores.columns)
     columns: list[pa.Array | pa.ChunkedArray] = []
     for field in SNAPSHOT_TABLE_SCHEMA:
         if field.name == "as_of":
             columns.append(pa.array([as_of] * count, type=pa.date32()))
+        elif field.name == PROJECT_COLUMN:
+            columns.append(pa.array([key] * count, type=pa.string()))
         elif field.name not in names:
             columns.append(pa.nulls(count, type=field.type))
         elif isinstance(scores, pa.Table):
@@ -300,8 +335,13 @@ def _ensure_table(
     settings: SnapshotTableConfig,
     schema: str | None,
     name: str,
+    key: str,
 ) -> None:
-    """Create the table when missing, or check that it has every needed column."""
+    """Create the table when missing, or check that it has every needed column.
+
+    A table that lacks only the project column, as tables written before it
+    existed do, gets it, with its rows assigned to the project `key`.
+    """
     import ibis
     import ibis.common.exceptions as ibis_errors
 
@@ -326,12 +366,63 @@ def _ensure_table(
             "the schema exists and the user may create tables in it"
         ) from None
     missing = [column for column in expected.names if column not in present]
-    if missing:
+    if missing == [PROJECT_COLUMN]:
+        _add_project_column(backend, database, settings, schema, name, key)
+    elif missing:
         raise SnapshotTableError(
             f"table {settings.table!r} in {database.display} has no column "
             f"{', '.join(missing)}; point store.snapshot_table.table to a new table, "
             "or add the columns"
         )
+
+
+def _add_project_column(
+    backend: Any,
+    database: Database,
+    settings: SnapshotTableConfig,
+    schema: str | None,
+    name: str,
+    key: str,
+) -> None:
+    """Add the project column to a table written before it existed, in one
+    transaction, and assign the table's rows to the project `key`.
+
+    IF NOT EXISTS and `WHERE project IS NULL` let a concurrent writer that added
+    the column first win: this call then changes nothing.
+    """
+    table = _table_sql(backend, schema, name)
+    text_type = "TEXT" if database.kind == "postgres" else "VARCHAR"
+    add = f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {PROJECT_COLUMN} {text_type}"
+    assign = (
+        f"UPDATE {table} SET {PROJECT_COLUMN} = {_text_sql(key)} "
+        f"WHERE {PROJECT_COLUMN} IS NULL"
+    )
+    try:
+        with _transaction(backend, database):
+            _execute(backend, database, add)
+            assigned = _execute_count(backend, database, assign)
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        raise SnapshotTableError(
+            f"table {settings.table!r} in {database.display} has no column "
+            f"{PROJECT_COLUMN}, and adding it failed: "
+            f"{database.redact(_first_line(exc))}. Add it and assign the rows to "
+            f"the projects that wrote them, for example: ALTER TABLE {settings.table} "
+            f"ADD COLUMN {PROJECT_COLUMN} {text_type}; UPDATE {settings.table} SET "
+            f"{PROJECT_COLUMN} = {_text_sql(key)}"
+        ) from None
+    logger.warning(
+        "added column %s to table %r of %s and assigned its %d earlier row(s) to "
+        "project %r; if another project wrote some of them, set their %s column "
+        "to that project's key",
+        PROJECT_COLUMN,
+        settings.table,
+        database.display,
+        assigned,
+        key,
+        PROJECT_COLUMN,
+    )
 
 
 def _table_sql(backend: Any, schema: str | None, name: str) -> str:
@@ -340,10 +431,24 @@ def _table_sql(backend: Any, schema: str | None, name: str) -> str:
     return str(sg.table(name, db=schema, quoted=True).sql(backend.dialect))
 
 
-def _delete_sql(backend: Any, schema: str | None, name: str, dates: list[date]) -> str:
+def _delete_sql(
+    backend: Any, schema: str | None, name: str, dates: list[date], key: str
+) -> str:
     table = _table_sql(backend, schema, name)
     days = ", ".join(f"DATE '{as_of.isoformat()}'" for as_of in dates)
-    return f"DELETE FROM {table} WHERE as_of IN ({days})"
+    return (
+        f"DELETE FROM {table} WHERE {PROJECT_COLUMN} = {_text_sql(key)} "
+        f"AND as_of IN ({days})"
+    )
+
+
+def _text_sql(value: str) -> str:
+    """Return `value` as an SQL string literal.
+
+    Doubling the quote is enough on DuckDB and on PostgreSQL with
+    standard_conforming_strings on, its default since 9.1.
+    """
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _lock_sql(backend: Any, schema: str | None, name: str) -> str:
@@ -379,6 +484,17 @@ def _execute(backend: Any, database: Database, sql: str) -> None:
             cursor.execute(sql)
     else:
         backend.con.execute(sql).fetchall()
+
+
+def _execute_count(backend: Any, database: Database, sql: str) -> int:
+    """Run one UPDATE or DELETE like `_execute`; return the number of rows changed."""
+    if database.kind == "postgres":
+        with backend.con.cursor() as cursor:
+            cursor.execute(sql)
+            return int(cursor.rowcount)
+    # DuckDB returns the count as the statement's one row.
+    ((count,),) = backend.con.execute(sql).fetchall()
+    return int(count)
 
 
 def _is_database_error(exc: Exception) -> bool:
