@@ -19,10 +19,13 @@ from healthscore.monitoring.alerts import (
     dedupe_key,
     evaluate_alerts,
     find_alerts,
+    rule_cooldowns,
 )
 from healthscore.monitoring.outbox import (
+    CoolingAlert,
     NewAlert,
     add_alerts,
+    cooling_alerts,
     list_alerts,
     release_held,
 )
@@ -599,6 +602,47 @@ def test_released_alert_starts_cooldown(tmp_path):
     assert held.held
     assert later.raised == []
     assert [item.reason for item in later.suppressed] == ["cooldown", "cooldown"]
+
+
+def test_release_keeps_alert_within_cooldown(tmp_path):
+    project, store = held_cooldown_project(tmp_path)
+    cooldowns = rule_cooldowns(project.config)
+    week_later = AS_OF + timedelta(days=7)
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        held = evaluate(project, store, state, AS_OF, {"a": 30, "b": 30})
+        # At the edge of the 7-day cool-down, and only a is scored.
+        later = evaluate(project, store, state, week_later, {"a": 30})
+        cooling = cooling_alerts(state, AS_OF, cooldowns)
+        released = release_held(state, AS_OF, now=NOW, actor="ana", cooldowns=cooldowns)
+        again = release_held(state, AS_OF, now=NOW, actor="ana", cooldowns=cooldowns)
+        stored = list_alerts(state)
+
+    ids = {(item.alert.account_id, item.alert.as_of): item.id for item in stored}
+    held_of_date = {
+        item.alert.account_id: item.held for item in stored if item.alert.as_of == AS_OF
+    }
+    assert held.held
+    assert [alert.account_id for alert in later.raised] == ["a"]
+    assert cooling == [CoolingAlert(ids[("a", AS_OF)], "idle", "a", week_later)]
+    assert released == [ids[("b", AS_OF)]]
+    assert again == []
+    assert held_of_date == {"a": True, "b": False, "*": False}
+
+
+def test_release_cooldown_reach_per_rule(tmp_path):
+    project, store = held_cooldown_project(tmp_path)
+    with StateStore.open("sqlite:///state.db", tmp_path) as state:
+        evaluate(project, store, state, AS_OF, {"a": 30, "b": 30})
+        evaluate(project, store, state, AS_OF + timedelta(days=7), {"a": 30})
+        # 6 days do not reach the alert 7 days later.
+        short = cooling_alerts(state, AS_OF, {"idle": 6})
+        # A rule missing from the settings has no cool-down.
+        other = cooling_alerts(state, AS_OF, {"other": 30})
+        released = release_held(state, AS_OF, now=NOW, cooldowns={"idle": 6})
+
+    assert short == []
+    assert other == []
+    assert len(released) == 2
 
 
 def test_cooldown_covers_earlier_date_scored_later(project, tmp_path):

@@ -269,6 +269,96 @@ def test_release_sends_held_alerts_of_date(tmp_path):
     assert f"alerts release --as-of {AS_OF.isoformat()}" in outcome.raised[-1].message
 
 
+def idle_project(tmp_path) -> tuple[Project, SnapshotStore]:
+    """A project on disk whose rule `idle` (7d cool-down) alerts about every
+    account, with a console channel and a snapshot of five stable accounts."""
+    config = minimal_config(
+        alerts={
+            "rules": [
+                {"name": "idle", "kind": "metric", "condition": "events_28d < 5"}
+            ],
+            "channels": {"console": {"type": "console"}},
+        }
+    )
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    project = write_project(tmp_path / "p", config, files)
+    store = snapshot_store(project)
+    stable = {account: 60.0 for account in ("a", "b", "c", "d", "e")}
+    store.write(PREVIOUS, {"scores": scores(stable).assign(as_of=PREVIOUS)}, {})
+    return project, store
+
+
+def evaluate_idle(project, store, state, as_of, values):
+    """Evaluate the rules for a run of `values`, then store its snapshot."""
+    index = pd.Index(list(values), name="account_id")
+    metrics = pd.DataFrame({"events_28d": 1.0}, index=index)
+    accounts = pd.DataFrame({"owner": "ana"}, index=index)
+    table = MetricTable(as_of, datetime(2026, 1, 1), metrics, accounts)
+    frame = scores(values).assign(as_of=as_of)
+    result = ScoreResult(frame, pd.DataFrame(), _no_measures(), [])
+    run = ScoringRun(project, as_of, table, result, [], {})
+    outcome = evaluate_alerts(project, run, store, state, now=NOW)
+    store.write(as_of, {"scores": frame}, {})
+    return outcome
+
+
+def test_cli_release_keeps_alerts_in_cooldown(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    project, store = idle_project(tmp_path)
+    later = AS_OF + timedelta(days=3)
+    recorder = Recorder()
+    with StateStore.open(project.config.store.state, project.root) as state:
+        # Two of five accounts change band, so the guard holds the date.
+        held = evaluate_idle(
+            project, store, state, AS_OF, {"a": 30, "b": 30, "c": 60, "d": 60, "e": 60}
+        )
+        # The held alerts start no cool-down, so a, b and c alert again 3 days later.
+        sent = evaluate_idle(project, store, state, later, {"a": 30, "b": 30, "c": 60})
+        deliver_pending(state, {"console": recorder}, NOW)
+
+    arguments = ["alerts", "release", "--as-of", AS_OF.isoformat()]
+    result = CliRunner().invoke(app, [*arguments, "--project", str(project.root)])
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        # The command releases at the current time, later than NOW.
+        deliver_pending(state, {"console": recorder}, datetime.now(UTC))
+        stored = list_alerts(state)
+    assert held.held
+    assert not sent.held
+    assert [alert.account_id for alert in sent.raised] == ["a", "b", "c"]
+    assert result.exit_code == 0, result.output
+    assert f"Released 2 held alerts of {AS_OF.isoformat()}." in result.stdout
+    assert (
+        "3 held alerts stay held, because their rule's cool-down counts an alert "
+        "of the same account on another date:" in result.stdout
+    )
+    ids = {
+        (record.alert.account_id, record.alert.as_of): record.id for record in stored
+    }
+    assert (
+        f"alert {ids[('a', AS_OF)]} (rule idle, account a): alert of "
+        f"{later.isoformat()}" in result.stdout
+    )
+    assert "`healthscore alerts resend ID`" in result.stdout
+    sent_to = sorted(
+        (delivery.alert.account_id, delivery.alert.as_of)
+        for delivery in recorder.sent
+        if delivery.alert.rule == "idle"
+    )
+    assert sent_to == [
+        ("a", later),
+        ("b", later),
+        ("c", later),
+        ("d", AS_OF),
+        ("e", AS_OF),
+    ]
+    still_held = sorted(record.alert.account_id for record in stored if record.held)
+    assert still_held == ["a", "b", "c"]
+
+
 def test_stale_source_holds_real_run(tmp_path):
     events = "account_id,timestamp,event_type\na1,2026-06-20 10:00:00,login\n"
     config = minimal_config(alerts={"guard": {"max_age": {"events": "2d"}}})

@@ -368,6 +368,24 @@ def test_unavailable_channel_fails_alone(state, caplog):
     assert any(message.startswith("[risk] Acme moved into") for message in logged)
 
 
+def test_paused_channel_left_due(state):
+    settings = AlertSettings.model_validate(
+        {"channels": {"console": {"type": "console"}}}
+    )
+    new = NewAlert(sample_alert(dedupe_key="risk/acme"), ("console", "slack"))
+    (result,) = add_alerts(state, [new], now=NOW)
+    channels = build_channels(settings, {})
+
+    report = deliver_pending(state, channels, NOW, SETTINGS, paused={"slack"})
+
+    console, slack = get_alert(state, result.id).deliveries
+    assert report.sent == [console.id]
+    assert (report.retrying, report.dead, report.skipped) == ([], [], [])
+    # Not claimed and not attempted: the delivery is due as it was stored.
+    assert (slack.state, slack.attempts, slack.last_error) == ("pending", 0, None)
+    assert slack.next_attempt_at == NOW
+
+
 # Operator actions
 
 

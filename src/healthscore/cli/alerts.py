@@ -27,10 +27,13 @@ from healthscore.cli.common import (
     stdout_console,
 )
 from healthscore.config import Project
+from healthscore.monitoring.alerts import rule_cooldowns
 from healthscore.monitoring.channels import build_channels
 from healthscore.monitoring.outbox import (
     AlertNotFoundError,
     AlertRecord,
+    CoolingAlert,
+    cooling_alerts,
     deliver_pending,
     get_alert,
     list_alerts,
@@ -257,23 +260,44 @@ def release(
     project_dir: ProjectOption = Path("."),
     verbose: VerboseOption = 0,
 ) -> None:
-    """Release every alert of a date that the data guard held.
+    """Release the alerts of a date that the data guard held.
 
     Their deliveries become due; a running service sends them, or run `alerts
-    deliver`. Use `alerts resend ID` for one alert.
+    deliver`. An alert stays held when its rule's cool-down counts an alert of the
+    same account on another date, because sending it would repeat that alert.
+    Use `alerts resend ID` to send one alert anyway.
     """
     day = parse_date(as_of)
     project = open_project(project_dir)
+    cooldowns = rule_cooldowns(project.config)
     with _state_store(project) as store:
-        released = release_held(store, day, now=datetime.now(UTC), actor=_actor(by))
-        if not released:
+        released = release_held(
+            store, day, now=datetime.now(UTC), actor=_actor(by), cooldowns=cooldowns
+        )
+        cooling = cooling_alerts(store, day, cooldowns)
+        if not released and not cooling:
             say(f"No alert of {day.isoformat()} is held.")
             return
         # The held run opened no task, so the released alerts open theirs now.
-        opened = open_released_tasks(project, store, released)
+        opened = open_released_tasks(project, store, released) if released else []
     say(f"Released {plural(len(released), 'held alert')} of {day.isoformat()}.")
+    if cooling:
+        _say_cooling(cooling)
     if opened:
         say(f"Opened {plural(len(opened), 'task')}; see `healthscore tasks list`.")
+
+
+def _say_cooling(cooling: list[CoolingAlert]) -> None:
+    say(
+        f"{plural(len(cooling), 'held alert')} stay held, because their rule's "
+        "cool-down counts an alert of the same account on another date:"
+    )
+    for alert in cooling:
+        say(
+            f"  alert {alert.id} (rule {alert.rule}, account {alert.account_id}): "
+            f"alert of {alert.counted_as_of.isoformat()}"
+        )
+    say("Send one anyway with `healthscore alerts resend ID`.")
 
 
 @alerts_app.command("deliver")

@@ -67,8 +67,9 @@ class RuleBase(StrictModel):
         "included, before or after the alert's date: with 7d, an alert as of June 1 "
         "is not repeated from May 25 up to June 8, so scoring a missed earlier date "
         "later raises nothing new either, and weekly scoring alerts every other "
-        "week at most. Alerts that the data guard holds count only once released. "
-        "0d turns it off.",
+        "week at most. Alerts that the data guard holds count only once released, "
+        "and `alerts release` keeps a held alert held when this cool-down counts "
+        "an alert of the same account on another date. 0d turns it off.",
     )
     channels: list[str] | None = Field(
         default=None,

@@ -15,7 +15,9 @@ a date again raises nothing new.
 A rule's cool-down suppresses an alert when a stored alert of the same rule and
 account is dated at most the cool-down before or after it. Only alerts that are not
 held count, so held alerts that were never released suppress nothing, and a
-released alert counts from its own as-of date. With 7d and weekly
+released alert counts from its own as-of date. Releasing a held date applies the
+same rule: a held alert whose cool-down counts an alert of another date stays held
+(`outbox.release_held`). With 7d and weekly
 scoring an account is alerted every other week at most, also when a missed week is
 scored after a later one. History is read strictly before the run's date, so a
 backfill gives the same alerts as daily runs when the dates are evaluated in order.
@@ -351,6 +353,11 @@ def screen_alerts(
         else:
             kept.append(alert)
     return kept, suppressed
+
+
+def rule_cooldowns(config: ProjectConfig) -> dict[str, int]:
+    """Return the cool-down of each alert rule in days, by rule name."""
+    return {rule.name: rule.cooldown.days for rule in config.alerts.rules}
 
 
 def _stored_alert(row: Any) -> RaisedAlert:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -146,6 +146,18 @@ class AlertRecord:
     deliveries: list[DeliveryRecord] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CoolingAlert:
+    """A held alert that a release keeps held, because its rule's cool-down counts
+    an alert of the same account on another date."""
+
+    id: int
+    rule: str
+    account_id: str
+    counted_as_of: date
+    """As-of date of the nearest alert that the cool-down counts."""
+
+
 @dataclass
 class DeliveryReport:
     """Delivery ids by what one `deliver_pending` call did with them."""
@@ -250,6 +262,7 @@ def deliver_pending(
     settings: DeliverySettings | None = None,
     *,
     rng: random.Random | None = None,
+    paused: Collection[str] = (),
 ) -> DeliveryReport:
     """Send every delivery that is due at `now`, once.
 
@@ -271,11 +284,14 @@ def deliver_pending(
         Retry settings; by default those of `DeliverySettings()`.
     rng
         Source of the jitter; a seeded one makes the schedule reproducible.
+    paused
+        Names of channels whose deliveries this call neither claims nor attempts,
+        so they spend no attempts and stay due.
     """
     settings = settings or DeliverySettings()
     rng = rng or random.Random()
     report = DeliveryReport()
-    for row in _due(state, now):
+    for row in _due(state, now, paused):
         if not _claim(state, row, now):
             report.skipped.append(row.id)
             continue
@@ -291,7 +307,9 @@ def deliver_pending(
     return report
 
 
-def _due(state: StateStore, now: datetime) -> list[Row[Any]]:
+def _due(
+    state: StateStore, now: datetime, paused: Collection[str] = ()
+) -> list[Row[Any]]:
     query = (
         select(deliveries, *_alert_columns())
         .join(alerts, alerts.c.id == deliveries.c.alert_id)
@@ -302,6 +320,8 @@ def _due(state: StateStore, now: datetime) -> list[Row[Any]]:
         )
         .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
     )
+    if paused:
+        query = query.where(deliveries.c.channel.not_in(sorted(paused)))
     with state.engine.connect() as connection:
         return list(connection.execute(query).all())
 
@@ -679,14 +699,26 @@ def _queue_again(connection: Connection, selected: Any, now: datetime) -> int:
 
 
 def release_held(
-    state: StateStore, as_of: date, *, now: datetime, actor: str = "unknown"
+    state: StateStore,
+    as_of: date,
+    *,
+    now: datetime,
+    actor: str = "unknown",
+    cooldowns: Mapping[str, int] | None = None,
 ) -> list[int]:
-    """Release every alert of `as_of` that the guard held; return their ids.
+    """Release the alerts of `as_of` that the guard held, and return their ids.
 
     Their pending deliveries become due at once. Deliveries already sent or dead
     stay as they are; `resend_alert` queues those again.
+
+    `cooldowns` gives the cool-down in days by rule name, as `rule_cooldowns`
+    returns it. A held alert stays held when its rule's cool-down counts an alert
+    of the same rule and account on another date, as `cooling_alerts` finds them,
+    because delivering it would repeat that alert. Without `cooldowns`, or for a
+    rule missing from it, every held alert is released.
     """
     with write_engine(state.engine).begin() as connection:
+        cooling = {alert.id for alert in _cooling(connection, as_of, cooldowns or {})}
         ids = [
             int(row.id)
             for row in connection.execute(
@@ -694,7 +726,15 @@ def release_held(
                 .where(alerts.c.as_of == as_of, alerts.c.held.is_(True))
                 .order_by(alerts.c.id)
             )
+            if int(row.id) not in cooling
         ]
+        if cooling:
+            logger.info(
+                "keeping %d held alert(s) of %s held, because an alert of their "
+                "rule and account on another date is within the rule's cool-down",
+                len(cooling),
+                as_of,
+            )
         if not ids:
             return []
         connection.execute(
@@ -707,16 +747,70 @@ def release_held(
             .where(deliveries.c.alert_id.in_(ids), deliveries.c.state == "pending")
             .values(next_attempt_at=now)
         )
-        record_audit(
-            connection,
-            now,
-            actor,
-            "release",
-            ALERT_SUBJECT,
-            {"as_of": as_of.isoformat(), "alerts": len(ids)},
-        )
+        detail: dict[str, Any] = {"as_of": as_of.isoformat(), "alerts": len(ids)}
+        if cooling:
+            detail["kept_held"] = len(cooling)
+        record_audit(connection, now, actor, "release", ALERT_SUBJECT, detail)
     logger.info("released %d held alert(s) of %s", len(ids), as_of)
     return ids
+
+
+def cooling_alerts(
+    state: StateStore, as_of: date, cooldowns: Mapping[str, int]
+) -> list[CoolingAlert]:
+    """Find the held alerts of `as_of` that `release_held` keeps held.
+
+    Such an alert's rule has a cool-down of `cooldowns[rule]` days, and an alert
+    of the same rule and account that is not held is dated at most that many days
+    before or after `as_of`. The counted alert may be sent, pending or dead, as
+    the rules' cool-down counts it when a date is evaluated. Ordered by id.
+    """
+    with state.engine.connect() as connection:
+        return _cooling(connection, as_of, cooldowns)
+
+
+def _cooling(
+    connection: Connection, as_of: date, cooldowns: Mapping[str, int]
+) -> list[CoolingAlert]:
+    names = sorted(name for name, days in cooldowns.items() if days > 0)
+    if not names:
+        return []
+    reach = max(cooldowns[name] for name in names)
+    held = connection.execute(
+        select(alerts.c.id, alerts.c.rule, alerts.c.account_id)
+        .where(
+            alerts.c.as_of == as_of,
+            alerts.c.held.is_(True),
+            alerts.c.rule.in_(names),
+        )
+        .order_by(alerts.c.id)
+    ).all()
+    if not held:
+        return []
+    counted: dict[tuple[str, str], list[date]] = {}
+    nearby = connection.execute(
+        select(alerts.c.rule, alerts.c.account_id, alerts.c.as_of).where(
+            alerts.c.rule.in_(names),
+            alerts.c.as_of >= as_of - timedelta(days=reach),
+            alerts.c.as_of <= as_of + timedelta(days=reach),
+            alerts.c.as_of != as_of,
+            alerts.c.held.is_(False),
+        )
+    )
+    for row in nearby:
+        counted.setdefault((row.rule, row.account_id), []).append(row.as_of)
+    found = []
+    for row in held:
+        days = cooldowns[row.rule]
+        within = [
+            day
+            for day in counted.get((row.rule, row.account_id), [])
+            if abs((day - as_of).days) <= days
+        ]
+        if within:
+            nearest = min(within, key=lambda day: (abs((day - as_of).days), day))
+            found.append(CoolingAlert(int(row.id), row.rule, row.account_id, nearest))
+    return found
 
 
 def count_deliveries(state: StateStore) -> dict[str, int]:
