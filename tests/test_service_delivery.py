@@ -458,31 +458,90 @@ def test_failed_round_logged_once_then_recovers(
     tmp_path, receiver, caplog, monkeypatch
 ):
     caplog.set_level(logging.INFO, logger="healthscore.service")
-    monkeypatch.delenv(SECRET_VARIABLE)
-    project = delivery_project(tmp_path / "p", receiver.url, service_interval=0.05)
+    project = delivery_project(tmp_path / "p", receiver.url)
+    (key,) = queue_alerts(project, ["acme"])
+    real_deliver = delivery_module.deliver_pending
+    failures = 3
 
-    with TestClient(create_app(project)):
-        (key,) = queue_alerts(project, ["acme"])
-        # About ten rounds fail, because the channel's secret is missing.
-        time.sleep(0.5)
-        monkeypatch.setenv(SECRET_VARIABLE, SECRET.decode())
-        delivered = wait_for(lambda: len(receiver.requests) >= 1, timeout=5)
+    def failing_deliver(*args: Any, **kwargs: Any) -> DeliveryReport:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise OperationalError("SELECT deliveries", {}, Exception("disk I/O error"))
+        return real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(delivery_module, "deliver_pending", failing_deliver)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        duty = AlertDeliveryDuty(project, state)
+        failed = [duty.deliver_once() for _ in range(3)]
+        report = duty.deliver_once()
 
     errors = [
-        record
+        record.getMessage()
         for record in caplog.records
         if record.name == "healthscore.service" and record.levelno == logging.ERROR
     ]
+    assert failed == [None, None, None]
     assert len(errors) == 1
-    assert errors[0].getMessage().startswith("alert delivery round failed (ValueError")
-    assert SECRET_VARIABLE in errors[0].getMessage()
-    assert delivered
+    assert errors[0].startswith("alert delivery round failed (OperationalError")
+    assert "disk I/O error" in errors[0]
+    assert report is not None
+    assert len(report.sent) == 1
     assert receiver.accepted_keys() == [key]
-    assert receiver.requests[0]["signature_valid"] is True
-    assert any(
-        message.startswith("alert delivery works again after ")
-        for message in service_messages(caplog)
+    assert "alert delivery works again after 3 failed round(s)" in service_messages(
+        caplog
     )
+
+
+def test_unset_variable_stops_only_its_channel(tmp_path, receiver, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="healthscore.service")
+    monkeypatch.delenv(SECRET_VARIABLE)
+    config = minimal_config(
+        alerts={
+            "channels": {
+                "console": {"type": "console"},
+                "hook": {
+                    "type": "webhook",
+                    "url": receiver.url,
+                    "secret_env": SECRET_VARIABLE,
+                },
+            }
+        },
+    )
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    project = write_project(tmp_path / "p", config, files)
+    alert = sample_alert(dedupe_key="risk/acme/2026-06-30")
+    with StateStore.open(project.config.store.state, project.root) as state:
+        add_alerts(state, [NewAlert(alert, ("console", "hook"))], now=datetime.now(UTC))
+        duty = AlertDeliveryDuty(project, state)
+        reports = [duty.deliver_once() for _ in range(3)]
+        console, waiting = stored_deliveries(project)
+        monkeypatch.setenv(SECRET_VARIABLE, SECRET.decode())
+        fixed = duty.deliver_once()
+
+    assert reports[0] is not None
+    assert reports[0].sent == [console.id]
+    assert reports[0].retrying == []
+    assert console.state == "sent"
+    # The hook's delivery waits for the variable without spending attempts.
+    assert (waiting.channel, waiting.state, waiting.attempts) == ("hook", "pending", 0)
+    assert waiting.last_error is None
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "healthscore.service" and record.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "alert channel hook is unavailable, so its deliveries wait without spending "
+        f"attempts until it is fixed: environment variable {SECRET_VARIABLE} "
+    )
+    assert fixed is not None
+    assert fixed.sent == [waiting.id]
+    assert receiver.requests[0]["signature_valid"] is True
+    (_, delivered) = stored_deliveries(project)
+    assert (delivered.state, delivered.attempts) == ("sent", 1)
+    assert "alert channel hook is available again" in service_messages(caplog)
 
 
 def test_two_services_send_each_alert_once(tmp_path, store_url, monkeypatch):

@@ -2,6 +2,11 @@
 
 `healthscore alerts deliver` sends them once, and while `healthscore serve` runs,
 `AlertDeliveryDuty` does the same every `alerts.delivery.service_interval` seconds.
+In both, a channel that cannot be built, such as one whose settings name an unset
+environment variable, stops only its own deliveries. `alerts deliver` records a
+failed attempt for each of them. The service leaves them due without an attempt,
+because its rounds repeat every `service_interval` seconds and would use up the
+attempts of a channel that stays unset until someone fixes it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import threading
 from datetime import UTC, datetime
 
 from healthscore.config import Project
-from healthscore.monitoring.channels import build_channels
+from healthscore.monitoring.channels import UnavailableChannel, build_channels
 from healthscore.monitoring.outbox import (
     LEASE_SECONDS,
     Channel,
@@ -80,6 +85,8 @@ class AlertDeliveryDuty:
         self._thread: threading.Thread | None = None
         self._last_error: str | None = None
         self._failed_rounds = 0
+        # Reason by name of each channel that the last round could not build.
+        self._unavailable: dict[str, str] = {}
 
     def start(self) -> None:
         if self.interval == 0:
@@ -110,15 +117,27 @@ class AlertDeliveryDuty:
         """Send the deliveries due now; return None when the round failed or stopped.
 
         A failure is logged and not raised, so the thread goes on with the next round.
+        The deliveries to a channel that cannot be built stay due, without an
+        attempt, and the other channels deliver theirs.
         """
         settings = self.project.config.alerts
         now = datetime.now(UTC)
         try:
+            built = build_channels(settings, strict=False, warn=False)
+            unavailable = {
+                name: channel.reason
+                for name, channel in built.items()
+                if isinstance(channel, UnavailableChannel)
+            }
+            self._log_unavailable(unavailable)
             channels = {
                 name: _StoppableChannel(channel, self._stopping)
-                for name, channel in build_channels(settings).items()
+                for name, channel in built.items()
+                if name not in unavailable
             }
-            report = deliver_pending(self.state, channels, now, settings.delivery)
+            report = deliver_pending(
+                self.state, channels, now, settings.delivery, paused=unavailable
+            )
         except DeliveryStoppedError as stopped:
             self._release(stopped.delivery, now)
             return None
@@ -134,6 +153,20 @@ class AlertDeliveryDuty:
             self._last_error = None
         _log_report(report)
         return report
+
+    def _log_unavailable(self, unavailable: dict[str, str]) -> None:
+        """Log each channel that became unavailable or available again."""
+        for name, reason in unavailable.items():
+            if self._unavailable.get(name) != reason:
+                logger.warning(
+                    "alert channel %s is unavailable, so its deliveries wait without "
+                    "spending attempts until it is fixed: %s",
+                    name,
+                    reason,
+                )
+        for name in self._unavailable.keys() - unavailable.keys():
+            logger.info("alert channel %s is available again", name)
+        self._unavailable = unavailable
 
     def _release(self, delivery: Delivery, claimed_at: datetime) -> None:
         """Release the claim of a delivery that the stopped round did not send."""
