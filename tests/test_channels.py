@@ -282,12 +282,16 @@ def test_slack_block_kit_shape(receiver):
         "text": "Acme moved into At risk from Stable",
     }
     fields = [field["text"] for field in message["blocks"][1]["fields"]]
-    assert fields[:3] == ["*Score*\n35", "*Band*\nat_risk", "*Change*\n-25.0"]
+    assert fields[:3] == ["Score\n35", "Band\nat_risk", "Change\n-25.0"]
     assert message["blocks"][2]["text"]["text"] == (
-        "*Top drivers*\n• logins: -40 points\n• tickets: -12.5 points"
+        "Top drivers\n• logins: -40 points\n• tickets: -12.5 points"
     )
-    footer = message["blocks"][3]["elements"][0]["text"]
-    assert "<https://cs.example.com/accounts/acme%2Feu|Open account>" in footer
+    footer, link = message["blocks"][3]["elements"]
+    assert footer["text"] == "risk · acme/eu · as of 2026-06-30"
+    assert link == {
+        "type": "mrkdwn",
+        "text": "<https://cs.example.com/accounts/acme%2Feu|Open account>",
+    }
     assert message["text"].startswith("Acme moved into At risk from Stable: ")
 
 
@@ -361,29 +365,94 @@ def test_slack_escapes_alert_text(receiver):
         f"{ESCAPED_NAME} moved into At risk: {ESCAPED_NAME} moved into At risk. "
         "Score 35."
     )
+    # plain_text objects parse no mentions or links, so they keep the text.
     section = message["blocks"][1]
-    assert section["text"]["text"] == f"{ESCAPED_NAME} moved into At risk. Score 35."
+    assert section["text"] == {
+        "type": "plain_text",
+        "text": f"{HOSTILE_NAME} moved into At risk. Score 35.",
+    }
     fields = [field["text"] for field in section["fields"]]
-    assert "*Band*\n&lt;!here&gt;" in fields
-    assert "*Owner*\n&lt;!subteam^S123&gt;" in fields
-    assert "*Escalate to*\nvp &amp; co" in fields
-    drivers = message["blocks"][2]["text"]["text"]
-    assert drivers == "*Top drivers*\n• &lt;@U024BE7LH&gt;: -5 points"
-    # A plain_text header parses no mentions or links, so it keeps the title.
+    assert "Band\n<!here>" in fields
+    assert "Owner\n<!subteam^S123>" in fields
+    assert "Escalate to\nvp & co" in fields
+    assert {field["type"] for field in section["fields"]} == {"plain_text"}
+    drivers = message["blocks"][2]["text"]
+    assert drivers == {
+        "type": "plain_text",
+        "text": "Top drivers\n• <@U024BE7LH>: -5 points",
+    }
     assert message["blocks"][0]["text"]["text"] == f"{HOSTILE_NAME} moved into At risk"
 
 
 def test_slack_keeps_account_link_working():
     message = slack_message(hostile_delivery(), "https://cs.example.com")
 
-    footer = message["blocks"][-1]["elements"][0]["text"]
+    footer, link_text = message["blocks"][-1]["elements"]
     link = "<https://cs.example.com/accounts/acme%3C1%3E%26|Open account>"
-    assert footer == f"risk · acme&lt;1&gt;&amp; · as of 2026-06-30 · {link}"
-    # The link is the only markup left: no other text contains < or >.
+    assert footer == {
+        "type": "plain_text",
+        "text": "risk · acme<1>& · as of 2026-06-30",
+    }
+    assert link_text == {"type": "mrkdwn", "text": link}
+    # The link is the only markup: no other mrkdwn text contains < or >.
     for text in mrkdwn_texts(message):
         rest = text.replace(link, "")
         assert "<" not in rest, text
         assert ">" not in rest, text
+
+
+#: An account name with the mrkdwn markers of bold, italic, strike and code.
+MARKED_NAME = "*ACME* _north_ ~old~ `beta`"
+
+
+def marked_delivery() -> Delivery:
+    details = sample_alert().details | {
+        "band": "*at_risk*",
+        "top_drivers": [{"measure": "_logins_", "points_lost": 5.0}],
+    }
+    return sample_delivery(
+        account_id="*acme*",
+        title=f"{MARKED_NAME} moved into At risk",
+        message=f"{MARKED_NAME} moved into At risk. Score 35.",
+        owner="_ana_",
+        escalate_to="~vp~",
+        details=details,
+    )
+
+
+def test_slack_shows_markers_as_written():
+    message = slack_message(marked_delivery(), "https://cs.example.com")
+
+    # Slack has no escape for these markers in mrkdwn, so no mrkdwn text object
+    # and no formatted top-level text carries alert text.
+    for text in mrkdwn_texts(message)[1:]:
+        for marker in "*_~`":
+            assert marker not in text, text
+    assert message["mrkdwn"] is False
+    assert message["text"] == (
+        f"{MARKED_NAME} moved into At risk: {MARKED_NAME} moved into At risk. Score 35."
+    )
+    header, section, drivers, footer = message["blocks"]
+    assert header["text"] == {
+        "type": "plain_text",
+        "text": f"{MARKED_NAME} moved into At risk",
+    }
+    assert section["text"] == {
+        "type": "plain_text",
+        "text": f"{MARKED_NAME} moved into At risk. Score 35.",
+    }
+    fields = {field["text"]: field["type"] for field in section["fields"]}
+    assert fields["Band\n*at_risk*"] == "plain_text"
+    assert fields["Owner\n_ana_"] == "plain_text"
+    assert fields["Escalate to\n~vp~"] == "plain_text"
+    assert drivers["text"] == {
+        "type": "plain_text",
+        "text": "Top drivers\n• _logins_: -5 points",
+    }
+    assert footer["elements"][0] == {
+        "type": "plain_text",
+        "text": "risk · *acme* · as of 2026-06-30",
+    }
 
 
 # Console and settings

@@ -128,8 +128,17 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
 
     The layout follows Slack's Block Kit reference (api.slack.com/block-kit):
     a `header` block, a `section` with `fields`, and a `context` block. `text` is
-    the fallback shown in notifications. Every text from the alert passes through
-    `slack_escape`, so names cannot mention a channel or disguise a link.
+    the fallback shown in notifications.
+
+    Text from the alert, such as an account name, goes into `plain_text` objects.
+    In `mrkdwn`, Slack's formatting reference (api.slack.com/reference/surfaces/
+    formatting) escapes only `&`, `<` and `>`. It has no escape for the markers
+    `*`, `_`, `~` and the backtick, so a name like `*ACME*` would show in bold.
+    The same reference names `plain_text` as the unformatted kind of text
+    object. The only `mrkdwn` object is the account link. The top-level text
+    passes through `slack_escape`, and `"mrkdwn": false` turns off its formatting,
+    as the `mrkdwn` argument of chat.postMessage does (docs.slack.dev).
+    NOTE: that incoming webhooks honour `mrkdwn` too is assumed, not tested.
     """
     alert = delivery.alert
     details = alert.details
@@ -143,45 +152,36 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
         fields.append(_field("Owner", alert.owner))
     if alert.escalate_to:
         fields.append(_field("Escalate to", alert.escalate_to))
-    # Slack parses no mentions or links in a plain_text object, so the header
-    # shows the title as written.
-    header = {"type": "plain_text", "text": alert.title[:150]}
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": header},
-        {
-            "type": "section",
-            "text": _markdown(slack_escape(alert.message)),
-            "fields": fields,
-        },
+        {"type": "header", "text": _plain(alert.title[:150])},
+        {"type": "section", "text": _plain(alert.message), "fields": fields},
     ]
     drivers = details.get("top_drivers") or []
     if drivers:
         lines = [
-            f"• {slack_escape(str(driver['measure']))}: "
-            f"-{_number_text(driver['points_lost'])} points"
+            f"• {driver['measure']}: -{_number_text(driver['points_lost'])} points"
             for driver in drivers
         ]
         blocks.append(
-            {"type": "section", "text": _markdown("*Top drivers*\n" + "\n".join(lines))}
+            {"type": "section", "text": _plain("Top drivers\n" + "\n".join(lines))}
         )
+    footer = [
+        _plain(f"{alert.rule} · {alert.account_id} · as of {alert.as_of.isoformat()}")
+    ]
     link = account_link(base_url, alert.account_id)
-    footer = slack_escape(
-        f"{alert.rule} · {alert.account_id} · as of {alert.as_of.isoformat()}"
-    )
     if link:
-        footer += f" · <{slack_escape(link)}|Open account>"
-    blocks.append({"type": "context", "elements": [_markdown(footer)]})
+        footer.append(_markdown(f"<{slack_escape(link)}|Open account>"))
+    blocks.append({"type": "context", "elements": footer})
     fallback = slack_escape(f"{alert.title}: {alert.message}")
-    return {"text": fallback, "blocks": blocks}
+    return {"text": fallback, "mrkdwn": False, "blocks": blocks}
 
 
 def slack_escape(text: str) -> str:
     """Escape `&`, `<` and `>` as Slack's message formatting reference requires.
 
     Slack reads `<...>` as a link or a mention such as `<!channel>`, and `&` starts
-    an entity (api.slack.com/reference/surfaces/formatting#escaping).
-    NOTE: Slack has no escape for the emphasis characters `*`, `_`, `~` and the
-    backtick, so a name containing them may render bold or italic in mrkdwn.
+    an entity (api.slack.com/reference/surfaces/formatting#escaping). Slack has
+    no escape for the emphasis markers, see `slack_message`.
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -395,6 +395,7 @@ def build_channels(
     environ: Mapping[str, str] | None = None,
     *,
     strict: bool = True,
+    warn: bool = True,
 ) -> dict[str, Channel]:
     """Create the configured channels, reading their secrets from the environment.
 
@@ -411,7 +412,11 @@ def build_channels(
     strict
         True to raise for a channel that cannot be built. False to build it as an
         `UnavailableChannel`, whose deliveries fail with the reason, so the other
-        channels still deliver; a warning is logged for each such channel.
+        channels still deliver.
+    warn
+        With `strict` False, log a warning for each unavailable channel. A caller
+        that builds the channels every few seconds, as the web service does, turns
+        this off and logs the changes itself.
 
     Raises
     ------
@@ -427,13 +432,14 @@ def build_channels(
         except ValueError as exc:
             if strict:
                 raise
-            logger.warning(
-                "alert channel %s is unavailable, so its deliveries fail until it "
-                "is fixed: %s",
-                name,
-                exc,
-            )
             channels[name] = UnavailableChannel(name, str(exc))
+            if warn:
+                logger.warning(
+                    "alert channel %s is unavailable, so its deliveries fail until "
+                    "it is fixed: %s",
+                    name,
+                    exc,
+                )
             continue
         channels[name] = CheckedChannel(name, channel)
     return channels
@@ -526,7 +532,11 @@ def _safe_url(url: str) -> str:
 
 
 def _field(name: str, value: str) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": f"*{name}*\n{slack_escape(value)}"}
+    return _plain(f"{name}\n{value}")
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
 
 
 def _markdown(text: str) -> dict[str, str]:
