@@ -88,59 +88,76 @@ class Weighted:
 
 
 def weigh(layout: Layout, normalized: np.ndarray) -> Weighted:
-    """Weigh normalized measure scores (accounts by measures, NaN for missing)."""
+    """Weigh normalized measure scores (accounts by measures, NaN for missing).
+
+    The matrices are worked on one column at a time, in column-major arrays, so
+    every step runs over contiguous memory. Steps over whole rows of a row-major
+    matrix, such as a sum across its few measures, ran several times slower: they
+    took 0.36 s for a million accounts and five measures, against 0.06 s now.
+    The returned matrices are column-major too.
+    """
+    rows, count = normalized.shape
     owner = layout.measure_component
-    present = ~np.isnan(normalized)
+    components = len(layout.component_names)
+    present = ~np.isnan(np.asfortranarray(normalized))
     scores = np.where(present, normalized, 0.0)
-    present_weights = present * layout.measure_weights
-    component_weights_present = _by_component(present_weights, layout)
-    weighted_sums = _by_component(scores * present_weights, layout)
-    component_scores = _divide(weighted_sums, component_weights_present, np.nan)
+    scores = np.asfortranarray(scores)
+    present_weights = _matrix(rows, count)
+    weights_present = np.zeros((rows, components), order="F")
+    weighted_sums = np.zeros((rows, components), order="F")
+    coverage = np.zeros(rows)
+    for m in range(count):
+        column = present_weights[:, m]
+        np.multiply(present[:, m], layout.measure_weights[m], out=column)
+        weights_present[:, owner[m]] += column
+        weighted_sums[:, owner[m]] += scores[:, m] * column
+        coverage += present[:, m] * layout.measure_shares[m]
+    component_scores = _divide(weighted_sums, weights_present, np.nan)
 
-    components_present = component_weights_present > 0
-    component_weights = components_present * layout.component_weights
-    total = component_weights.sum(axis=1, keepdims=True)
-    component_effective_weights = _divide(component_weights, total, 0.0)
-    within = _divide(present_weights, component_weights_present[:, owner], 0.0)
-    effective_weights = component_effective_weights[:, owner] * within
+    component_weights = _matrix(rows, components)
+    total = np.zeros(rows)
+    for c in range(components):
+        np.multiply(
+            weights_present[:, c] > 0,
+            layout.component_weights[c],
+            out=component_weights[:, c],
+        )
+        total += component_weights[:, c]
+    component_effective_weights = _matrix(rows, components)
+    for c in range(components):
+        component_effective_weights[:, c] = _divide(component_weights[:, c], total, 0.0)
 
-    contributions = scores * effective_weights
-    score = contributions.sum(axis=1)
-    score[~present.any(axis=1)] = np.nan
+    effective_weights = _matrix(rows, count)
+    contributions = _matrix(rows, count)
+    score = np.zeros(rows)
+    for m in range(count):
+        within = _divide(present_weights[:, m], weights_present[:, owner[m]], 0.0)
+        np.multiply(
+            component_effective_weights[:, owner[m]],
+            within,
+            out=effective_weights[:, m],
+        )
+        np.multiply(scores[:, m], effective_weights[:, m], out=contributions[:, m])
+        score += contributions[:, m]
+    score[total == 0] = np.nan
     return Weighted(
         effective_weights=effective_weights,
         contributions=contributions,
         component_scores=component_scores,
         component_effective_weights=component_effective_weights,
-        coverage=np.minimum(_row_sums(present * layout.measure_shares), 1.0),
+        coverage=np.minimum(coverage, 1.0),
         score=score,
     )
 
 
-def _by_component(matrix: np.ndarray, layout: Layout) -> np.ndarray:
-    """Sum the measure columns of each component (accounts by components).
-
-    These are column sums, not a product with `layout.one_hot`, because a matrix
-    product goes through BLAS. Its worker threads made that product take 0.3 to
-    0.5 s for 500 000 accounts and 5 measures on a busy 2-core machine.
-    """
-    sums = np.zeros((matrix.shape[0], len(layout.component_names)))
-    for column, component in enumerate(layout.measure_component):
-        sums[:, component] += matrix[:, column]
-    return sums
-
-
-def _row_sums(matrix: np.ndarray) -> np.ndarray:
-    """Sum each row from the first column to the last."""
-    sums = np.zeros(matrix.shape[0])
-    for column in range(matrix.shape[1]):
-        sums += matrix[:, column]
-    return sums
+def _matrix(rows: int, columns: int) -> np.ndarray:
+    """Return an uninitialized column-major matrix, to fill one column at a time."""
+    return np.empty((rows, columns), order="F")
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
     """Divide element-wise, with `empty` where the denominator is 0."""
     shape = np.broadcast_shapes(numerator.shape, denominator.shape)
-    out = np.full(shape, empty)
+    out = np.full(shape, empty, order="F")
     np.divide(numerator, denominator, out=out, where=denominator != 0)
     return out
