@@ -392,6 +392,26 @@ def test_validate_json_lists_issues_on_failure(tmp_path):
     }
 
 
+def test_validate_checks_snapshot_table_connection(tmp_path, monkeypatch):
+    monkeypatch.delenv("HS_SCORES_DB", raising=False)
+    text = PROJECT_YML.replace(
+        "name: tiny\n",
+        "name: tiny\nstore:\n  snapshot_table:\n"
+        "    connection: duckdb:///${HS_SCORES_DB}\n    table: scores\n",
+    )
+    root = build_project(tmp_path / "p", text)
+
+    result = run("validate", "--project", root)
+
+    assert result.exit_code == 1
+    assert "store.snapshot_table.connection" in result.stderr
+    assert "environment variable HS_SCORES_DB is not set" in result.stderr
+    monkeypatch.setenv("HS_SCORES_DB", str(tmp_path / "scores.duckdb"))
+    succeeded(run("validate", "--project", root))
+    # Validation reaches no database, so it creates no file either.
+    assert not (tmp_path / "scores.duckdb").exists()
+
+
 def test_validate_spark_rejects_sentiment_metric(tmp_path):
     text = PROJECT_YML.replace("name: tiny\n", "name: tiny\nengine: spark\n").replace(
         "metrics:\n",

@@ -37,6 +37,7 @@ from healthscore.sources import SourceError, as_of_point
 from healthscore.sources.spark_reader import check_supported
 from healthscore.sources.tables import check_table_sources
 from healthscore.store.database import parse_state_url
+from healthscore.store.snapshot_tables import check_snapshot_table
 
 
 @handle_errors
@@ -113,8 +114,11 @@ def validate(
     if config.engine.kind == "spark":
         # The file alone shows what Spark cannot run, so no session is started.
         check_supported(project)
-    # The state store's URL is parsed only; the database is not reached.
+    # The URLs of the state store and the snapshot table are parsed only; the
+    # databases are not reached.
     parse_state_url(config.store.state)
+    if config.store.snapshot_table is not None:
+        check_snapshot_table(project, config.store.snapshot_table)
     if data:
         summaries = check_data(project, day, show_progress=not json_output)
     else:
