@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -1098,6 +1098,104 @@ def test_shared_table_forget_erases_own_rows(tmp_path: Path) -> None:
     }
 
 
+def test_forget_rerun_deletes_rows_the_table_kept(tmp_path: Path) -> None:
+    from healthscore.privacy import account_subject
+    from healthscore.privacy.erase import erase_snapshots
+
+    database = tmp_path / "scores.duckdb"
+    north = shared_table_project(tmp_path / "north", database, "north")
+    earlier = date(2026, 5, 1)
+    score(north, earlier, monitor=False)
+    score(north, AS_OF, monitor=False)
+    # A forget whose table write failed: the snapshots are erased already.
+    erase_snapshots(
+        snapshot_store(north),
+        account_subject("a2"),
+        dry_run=False,
+        at=datetime.now(UTC),
+    )
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    command = ["forget", "--project", str(north.root), "--account", "a2"]
+
+    planned = runner.invoke(app, [*command, "--dry-run"])
+    result = runner.invoke(app, [*command, "--author", "dpo", "--yes"])
+
+    assert planned.exit_code == 0, planned.output
+    assert "Would erase 2 rows of the account." in planned.stdout
+    assert "store.snapshot_table: would delete the account's 2 rows" in planned.stdout
+    assert result.exit_code == 0, result.output
+    assert "store.snapshot_table: deleted the account's 2 rows" in result.stdout
+    accounts = {row[2] for row in duckdb_table_rows(database, "s")}
+    assert accounts == {"a1", "a4"}
+
+
+def test_forget_warns_of_rows_under_other_keys(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    before = shared_table_project(tmp_path / "north", database, "north-2025")
+    score(before, date(2026, 5, 1), monitor=False)
+    # The same folder renamed, without store.snapshot_table.project.
+    north = shared_table_project(tmp_path / "north", database, "north")
+    score(north, AS_OF, monitor=False)
+    south = shared_table_project(tmp_path / "south", database, "south")
+    score(south, AS_OF, monitor=False)
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+    command = ["forget", "--project", str(north.root), "--account", "a2"]
+    result = runner.invoke(app, [*command, "--author", "dpo", "--yes"])
+
+    assert result.exit_code == 0, result.output
+    assert "store.snapshot_table: wrote again the rows of 2 dates, and deleted " in (
+        result.stdout
+    )
+    assert (
+        "store.snapshot_table also holds rows of the account under other project "
+        "keys, which were left as they are: 'north-2025' (1 row), 'south' (1 row)"
+    ) in " ".join(result.stderr.split())
+    left = {(row[0], row[2]) for row in duckdb_table_rows(database, "s")}
+    assert ("north", "a2") not in left
+    assert {("north-2025", "a2"), ("south", "a2")} <= left
+
+
+def test_snapshot_table_that_is_a_view_is_named(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    north = shared_table_project(tmp_path / "north", database, "north")
+    score(north, AS_OF, monitor=False)
+    con = duckdb.connect(str(database))
+    con.execute("CREATE VIEW v AS SELECT * FROM s")
+    con.close()
+    viewed = shared_table_project(tmp_path / "viewed", database, "viewed", table="v")
+
+    with pytest.raises(SnapshotTableError) as caught:
+        score(viewed, AS_OF, monitor=False)
+
+    assert "'v' in " in str(caught.value)
+    assert "is a view" in str(caught.value)
+    assert "point store.snapshot_table.table to a table" in str(caught.value)
+    assert len(duckdb_table_rows(database, "s")) == 3
+
+
+def test_postgres_snapshot_table_view_is_named(tmp_path: Path, pg_schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f"CREATE TABLE {pg_schema}.base (account_id text)")
+        connection.execute(
+            f"CREATE VIEW {pg_schema}.scores_view AS SELECT * FROM {pg_schema}.base"
+        )
+    project = csv_project(
+        tmp_path,
+        store={
+            "snapshot_table": {
+                "connection": PG_SOURCE,
+                "table": f"{pg_schema}.scores_view",
+            }
+        },
+    )
+
+    with pytest.raises(SnapshotTableError, match="is a view"):
+        score(project, AS_OF, monitor=False)
+
+
 def test_snapshot_table_project_setting(tmp_path: Path) -> None:
     database = tmp_path / "scores.duckdb"
     first = shared_table_project(tmp_path / "a", database, "tables", project="crm-eu")
@@ -1185,10 +1283,9 @@ def test_legacy_view_without_project_column(tmp_path: Path) -> None:
     with pytest.raises(SnapshotTableError) as caught:
         score(project, AS_OF, monitor=False)
 
+    # A view gets no column, so the message names the view instead.
     message = str(caught.value)
-    assert message.startswith(f"table 'v' in duckdb://{database} has no column project")
-    assert "ALTER TABLE v ADD COLUMN project" in message
-    assert "UPDATE v SET project = 'tables'" in message
+    assert message.startswith(f"'v' in duckdb://{database} is a view")
 
 
 def test_postgres_shared_table_keeps_other_project_rows(

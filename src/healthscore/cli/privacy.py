@@ -113,6 +113,7 @@ def forget_command(
                 "no audit entry was recorded. Your own source files may still hold it."
             )
             _warn_skipped(plan)
+            _warn_other_keys(plan)
             _warn_wal(plan)
         _exit_if_log_kept(plan)
         return
@@ -146,26 +147,25 @@ def _print_report(
     write = note if to_stderr else say
     verb = "Would erase" if report.dry_run else "Erased"
     write(f"{verb} {plural(report.total_rows, 'row')} of the {report.subject_kind}.")
+    deleting = "would delete" if report.dry_run else "deleted"
     for as_of, tables in report.snapshot_rows.items():
         write(f"  snapshot {as_of}: {_counts(tables)}")
+    table_parts = []
     if report.snapshot_table_dates:
         rewrite = "would write again" if report.dry_run else "wrote again"
-        write(
-            f"  store.snapshot_table: {rewrite} the rows of "
-            f"{plural(len(report.snapshot_table_dates), 'date')}"
-            + (
-                ", and deleted the account's rows"
-                if report.subject_kind == "account" and not report.dry_run
-                else ""
-            )
-        )
+        dates = plural(len(report.snapshot_table_dates), "date")
+        table_parts.append(f"{rewrite} the rows of {dates}")
+    if report.snapshot_table_rows:
+        rows = plural(report.snapshot_table_rows, "row")
+        table_parts.append(f"{deleting} the account's {rows}")
+    if table_parts:
+        write(f"  store.snapshot_table: {', and '.join(table_parts)}")
     for name, parts in report.event_rows.items():
         write(f"  event store {name}: {_counts(parts)}")
     if report.state_rows:
         write(f"  state store: {_counts(report.state_rows)}")
     for path, count in report.file_rows.items():
         write(f"  {path}: {plural(count, 'row')}")
-    deleting = "would delete" if report.dry_run else "deleted"
     for path in report.deleted_reports:
         write(f"  {path}: report {deleting}; run `healthscore report` to rebuild it")
     for path in report.deleted_exports:
@@ -173,6 +173,7 @@ def _print_report(
     if not to_stderr:
         # A plan printed to stderr is followed by the result, which warns once.
         _warn_skipped(report)
+        _warn_other_keys(report)
         _warn_wal(report)
     if report.audit_id is not None:
         write(f"Recorded audit entry {report.audit_id}.")
@@ -181,6 +182,22 @@ def _print_report(
 def _warn_skipped(report: ErasureReport) -> None:
     for path, reason in report.skipped_files.items():
         note(f"warning: {path} was not searched because it cannot be read: {reason}")
+
+
+def _warn_other_keys(report: ErasureReport) -> None:
+    others = report.snapshot_table_other_rows
+    if not others:
+        return
+    keys = ", ".join(
+        f"{key!r} ({plural(count, 'row')})" for key, count in others.items()
+    )
+    note(
+        "warning: store.snapshot_table also holds rows of the account under other "
+        f"project keys, which were left as they are: {keys}. They are other "
+        "projects' rows, or this project's written before a change of its name or "
+        "of store.snapshot_table.project; delete those of this project in the "
+        "database, or run forget in the project that wrote them."
+    )
 
 
 def _warn_wal(report: ErasureReport) -> None:

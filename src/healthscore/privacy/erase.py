@@ -113,6 +113,12 @@ class ErasureReport:
         As-of dates whose rows of `store.snapshot_table` were written again from
         the erased snapshot; for an account, its rows of every date are deleted
         too. Only the rows of this project (`store.snapshot_table.project`) change.
+    snapshot_table_rows : int
+        Rows of the account that `store.snapshot_table` held under this project's
+        key before the erasure, all deleted. 0 for a person.
+    snapshot_table_other_rows : dict
+        Rows of the account in `store.snapshot_table` under other project keys,
+        which stay: other projects' rows, or this project's under an earlier name.
     audit_id : int or None
         Id of the audit entry; None for a dry run.
     uncheckpointed_wal : str or None
@@ -132,16 +138,20 @@ class ErasureReport:
     skipped_files: dict[str, str] = field(default_factory=dict)
     event_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     snapshot_table_dates: list[str] = field(default_factory=list)
+    snapshot_table_rows: int = 0
+    snapshot_table_other_rows: dict[str, int] = field(default_factory=dict)
     audit_id: int | None = None
     uncheckpointed_wal: str | None = None
 
     @property
     def total_rows(self) -> int:
-        """Rows erased across snapshots, files, subject exports and the state store."""
+        """Rows erased across snapshots, the snapshot table, the event store, files,
+        subject exports and the state store."""
         snapshots = sum(sum(tables.values()) for tables in self.snapshot_rows.values())
         events = sum(sum(parts.values()) for parts in self.event_rows.values())
         return (
             snapshots
+            + self.snapshot_table_rows
             + events
             + sum(self.state_rows.values())
             + sum(self.file_rows.values())
@@ -154,6 +164,7 @@ class ErasureReport:
             "subject_hash": hashed_subject,
             "state_rows": dict(self.state_rows),
             "snapshot_rows": {day: dict(t) for day, t in self.snapshot_rows.items()},
+            "snapshot_table_rows": self.snapshot_table_rows,
             "event_rows": {name: dict(p) for name, p in self.event_rows.items()},
             "files_rewritten": len(self.file_rows),
             "file_rows": sum(self.file_rows.values()),
@@ -218,6 +229,9 @@ def forget(
 
     report = ErasureReport(subject.kind, dry_run)
     store = SnapshotStore(project.path(project.config.store.snapshots))
+    # Counted before anything changes, so that a rerun after a failed table write
+    # still finds the rows the table kept.
+    _count_snapshot_table_rows(project, subject, report)
     report.snapshot_rows = erase_snapshots(store, subject, dry_run=dry_run, at=at)
     report.snapshot_table_dates = erase_snapshot_table(
         project, store, subject, sorted(report.snapshot_rows), dry_run=dry_run
@@ -279,6 +293,19 @@ def erase_snapshots(
             run_info = _rewritten_run_info(info, cleaned, subject, counts, at)
             store.write(as_of, cleaned, run_info)
     return erased
+
+
+def _count_snapshot_table_rows(
+    project: Project, subject: Subject, report: ErasureReport
+) -> None:
+    """Fill the report's counts of the account's rows in `store.snapshot_table`."""
+    settings = project.config.store.snapshot_table
+    if settings is None or subject.kind != "account":
+        return
+    writer = SnapshotTableWriter(project, settings)
+    counts = writer.account_rows(subject.identifier)
+    report.snapshot_table_rows = counts.pop(writer.project_key, 0)
+    report.snapshot_table_other_rows = counts
 
 
 def erase_snapshot_table(

@@ -153,6 +153,41 @@ class SnapshotTableWriter:
         )
         return rows.num_rows
 
+    def account_rows(self, account_id: str) -> dict[str, int]:
+        """Count the rows of one account per project key, changing nothing.
+
+        A missing table holds no rows. The rows of a table without the project
+        column count under this project's key, which its first write gives them.
+        Raises SnapshotTableError when the database cannot be reached or read.
+        """
+        import ibis.common.exceptions as ibis_errors
+
+        backend = _open_backend(self.database, self.settings)
+        try:
+            with self._database_errors(
+                f"counting an account's rows in table {self.settings.table!r} of "
+                f"{self.database.display} failed"
+            ):
+                try:
+                    schema = backend.get_schema(self._name, database=self._schema)
+                except ibis_errors.TableNotFound:
+                    return {}
+                key = (
+                    PROJECT_COLUMN
+                    if PROJECT_COLUMN in schema.names
+                    else _text_sql(self.project_key)
+                )
+                table = _table_sql(backend, self._schema, self._name)
+                rows = _fetch(
+                    backend,
+                    self.database,
+                    f"SELECT {key}, count(*) FROM {table} "
+                    f"WHERE account_id = {_text_sql(account_id)} GROUP BY 1",
+                )
+        finally:
+            backend.disconnect()
+        return {str(owner): int(count) for owner, count in rows}
+
     def delete_account(self, account_id: str) -> None:
         """Delete the project's rows of one account, of every date, in one transaction.
 
@@ -365,6 +400,18 @@ def _ensure_table(
             f"{database.display}: {database.redact(_first_line(exc))}. Check that "
             "the schema exists and the user may create tables in it"
         ) from None
+    try:
+        view = _is_view(backend, database, schema, name)
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        view = False  # the write then fails with the database's own message
+    if view:
+        raise SnapshotTableError(
+            f"{settings.table!r} in {database.display} is a view, and rows cannot be "
+            "deleted from or inserted into a view; point store.snapshot_table.table "
+            "to a table, or to a name that does not exist yet to have it created"
+        )
     missing = [column for column in expected.names if column not in present]
     if missing == [PROJECT_COLUMN]:
         _add_project_column(backend, database, settings, schema, name, key)
@@ -423,6 +470,18 @@ def _add_project_column(
         key,
         PROJECT_COLUMN,
     )
+
+
+def _is_view(backend: Any, database: Database, schema: str | None, name: str) -> bool:
+    """Tell whether the relation `schema.name` is a view, from information_schema."""
+    default = "current_schema()"
+    sql = (
+        "SELECT table_type FROM information_schema.tables WHERE table_name = "
+        f"{_text_sql(name)} AND table_schema = "
+        f"{_text_sql(schema) if schema is not None else default}"
+    )
+    rows = _fetch(backend, database, sql)
+    return any(str(kind).upper() == "VIEW" for (kind,) in rows)
 
 
 def _table_sql(backend: Any, schema: str | None, name: str) -> str:
@@ -484,6 +543,15 @@ def _execute(backend: Any, database: Database, sql: str) -> None:
             cursor.execute(sql)
     else:
         backend.con.execute(sql).fetchall()
+
+
+def _fetch(backend: Any, database: Database, sql: str) -> list[tuple[Any, ...]]:
+    """Run one query on the backend's own connection and return its rows."""
+    if database.kind == "postgres":
+        with backend.con.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+    return backend.con.execute(sql).fetchall()
 
 
 def _execute_count(backend: Any, database: Database, sql: str) -> int:
