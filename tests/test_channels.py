@@ -28,6 +28,7 @@ from healthscore.monitoring.channels import (
     account_link,
     build_channels,
     slack_message,
+    summary_text,
 )
 from healthscore.monitoring.outbox import Delivery, DeliveryError
 
@@ -176,6 +177,19 @@ def sample_delivery(**changes: Any) -> Delivery:
     )
 
 
+def test_summary_text_leads_with_missing_title():
+    held = sample_alert(
+        title="Alerts of 2026-06-30 held: the data may be wrong",
+        message="The alerts of 2026-06-30 were stored but not sent.",
+    )
+
+    assert summary_text(sample_alert()) == sample_alert().message
+    assert summary_text(held) == (
+        "Alerts of 2026-06-30 held: the data may be wrong: The alerts of 2026-06-30 "
+        "were stored but not sent."
+    )
+
+
 # Webhook
 
 
@@ -292,7 +306,10 @@ def test_slack_block_kit_shape(receiver):
         "type": "mrkdwn",
         "text": "<https://cs.example.com/accounts/acme%2Feu|Open account>",
     }
-    assert message["text"].startswith("Acme moved into At risk from Stable: ")
+    assert (
+        message["text"]
+        == "Acme moved into At risk from Stable. Score 35, band At risk."
+    )
 
 
 def test_slack_without_base_url_has_no_link():
@@ -361,10 +378,8 @@ def test_slack_escapes_alert_text(receiver):
     )
 
     message = receiver.requests[0]["json"]
-    assert message["text"] == (
-        f"{ESCAPED_NAME} moved into At risk: {ESCAPED_NAME} moved into At risk. "
-        "Score 35."
-    )
+    # The message starts with the title, so the fallback does not repeat it.
+    assert message["text"] == f"{ESCAPED_NAME} moved into At risk. Score 35."
     # plain_text objects parse no mentions or links, so they keep the text.
     section = message["blocks"][1]
     assert section["text"] == {
@@ -429,9 +444,7 @@ def test_slack_shows_markers_as_written():
         for marker in "*_~`":
             assert marker not in text, text
     assert message["mrkdwn"] is False
-    assert message["text"] == (
-        f"{MARKED_NAME} moved into At risk: {MARKED_NAME} moved into At risk. Score 35."
-    )
+    assert message["text"] == f"{MARKED_NAME} moved into At risk. Score 35."
     header, section, drivers, footer = message["blocks"]
     assert header["text"] == {
         "type": "plain_text",

@@ -32,6 +32,7 @@ from healthscore.config.alerts import (
     WebhookChannel,
 )
 from healthscore.config.loader import expand_variables
+from healthscore.monitoring.alerts import RaisedAlert
 from healthscore.monitoring.outbox import Channel, Delivery, DeliveryError
 
 #: Header with the HMAC-SHA256 of the request body, as `sha256=<hex>`.
@@ -79,7 +80,7 @@ class LogChannel:
         """Log the alert's title and message."""
         alert = delivery.alert
         level = _LOG_LEVELS.get(alert.severity, logging.ERROR)
-        alert_logger.log(level, "[%s] %s: %s", alert.rule, alert.title, alert.message)
+        alert_logger.log(level, "[%s] %s", alert.rule, summary_text(alert))
 
 
 class WebhookSender:
@@ -172,8 +173,19 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
     if link:
         footer.append(_markdown(f"<{slack_escape(link)}|Open account>"))
     blocks.append({"type": "context", "elements": footer})
-    fallback = slack_escape(f"{alert.title}: {alert.message}")
+    fallback = slack_escape(summary_text(alert))
     return {"text": fallback, "mrkdwn": False, "blocks": blocks}
+
+
+def summary_text(alert: RaisedAlert) -> str:
+    """Return the alert's message, led by its title unless the message starts with it.
+
+    A rule's message repeats its title as the first sentence, while the guard's
+    message about held alerts does not.
+    """
+    if alert.message.startswith(alert.title):
+        return alert.message
+    return f"{alert.title}: {alert.message}"
 
 
 def slack_escape(text: str) -> str:
