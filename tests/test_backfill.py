@@ -22,6 +22,7 @@ from healthscore.config.models import parse_duration
 from healthscore.engine import Engine
 from healthscore.metrics import compute_metrics
 from healthscore.monitoring import backfill as backfill_module
+from healthscore.monitoring import backfill_sweep
 from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metrics
 from healthscore.monitoring.backfill_sweep import SourceSweep, sweep_source_reports
 from healthscore.monitoring.history import config_key, config_path, replay
@@ -310,6 +311,101 @@ def test_sweep_distinct_counts_across_mask_words(tmp_path: Path) -> None:
         expected = compute_metrics(project, engine.sources, table.as_of)
         _assert_same_metrics(table.values, expected.values, table.as_of)
     assert max(table.values["users_left"].max() for table in swept) > 1
+
+
+def test_sweep_of_two_distinct_columns(tmp_path: Path) -> None:
+    # Weekly dates keep every segment in one mask word, and the two columns (one
+    # with a filter) are grouped by separate queries over the same rows.
+    metrics = {
+        "users_left": METRICS["users_left"],
+        "users_ever": METRICS["users_ever"],
+        "types_right": _windowed(
+            "distinct_count", RIGHT_14, column="event_type", where="value > 5"
+        ),
+        "types_month": _windowed("distinct_count", "1mo", column="event_type"),
+        "events_month": METRICS["events_month"],
+    }
+    bounds = {"method": "bounds", "min": 0, "max": 10}
+    card = {"name": "one", "components": {"all": {"weight": 1, "measures": [
+        {"metric": "types_right", "normalize": bounds},
+    ]}}}  # fmt: skip
+    project = _project(tmp_path, metrics=metrics, scorecards=[card])
+    engine = Engine.open(project)
+
+    dates = backfill_dates(date(2024, 1, 8), date(2024, 6, 3), parse_duration("1w"))
+    points = [as_of_point(project, day) for day in dates]
+    accounts = pd.Index(engine.sources.accounts().index, name="account_id")
+    names = list(metrics)
+    sweep = SourceSweep(
+        engine.sources, "events", names, project.config.metrics, points, accounts
+    )
+    assert max(int(part.high.max()) for part in sweep.sweeps) < 63
+
+    swept = list(sweep_metrics(project, engine.sources, dates))
+    for table in swept:
+        expected = compute_metrics(project, engine.sources, table.as_of)
+        _assert_same_metrics(table.values, expected.values, table.as_of)
+    assert max(table.values["types_right"].max() for table in swept) == 3
+    assert max(table.values["users_left"].max() for table in swept) > 1
+
+
+def test_sweep_without_lookup_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With too many (account, segment) cells for a table, lookups binary-search.
+    monkeypatch.setattr(backfill_sweep, "_MAX_LOOKUP_CELLS", 0)
+    row_names = [*LEFT_ONLY, "logins_right", "value_sum", "value_min"]
+    metrics = {name: METRICS[name] for name in row_names}
+    bounds = {"method": "bounds", "min": 0, "max": 10}
+    card = {"name": "one", "components": {"all": {"weight": 1, "measures": [
+        {"metric": "logins_left", "normalize": bounds},
+    ]}}}  # fmt: skip
+    project = _project(tmp_path, metrics=metrics, scorecards=[card])
+    engine = Engine.open(project)
+    dates = backfill_dates(date(2024, 1, 1), date(2024, 6, 3), parse_duration("6d"))
+    points = [as_of_point(project, day) for day in dates]
+    accounts = pd.Index(engine.sources.accounts().index, name="account_id")
+    sweep = SourceSweep(
+        engine.sources, "events", row_names, project.config.metrics, points, accounts
+    )
+    lookups = [partials.lookup for partials in sweep._partials.values()]
+    assert lookups
+    assert all(lookup is not None and lookup.table is None for lookup in lookups)
+    for table in sweep_metrics(project, engine.sources, dates):
+        expected = compute_metrics(project, engine.sources, table.as_of)
+        _assert_same_metrics(table.values, expected.values, table.as_of)
+
+
+def test_key_lookup_counts_smaller_keys() -> None:
+    # The position of the first key at or after a pair is the number of keys
+    # before it, here counted one pair at a time.
+    generator = np.random.default_rng(5)
+    accounts, segments = 7, 9
+    pairs = {
+        (int(account), int(segment))
+        for account, segment in zip(
+            generator.integers(0, accounts, 30),
+            generator.integers(0, segments, 30),
+            strict=True,
+        )
+    }
+    # Account 3 has no keys.
+    pairs = {pair for pair in pairs if pair[0] != 3}
+    keys = np.array(sorted((account << 32) | segment for account, segment in pairs))
+    lookup = backfill_sweep._KeyLookup(keys, accounts, segments)
+    assert lookup.table is not None
+    rows = [
+        (account, segment)
+        for account in range(accounts)
+        for segment in range(segments + 1)
+    ]
+    positions = np.array([account for account, _ in rows])
+    queried = np.array([segment for _, segment in rows])
+    expected = [
+        sum(1 for pair in pairs if pair < (account, segment))
+        for account, segment in rows
+    ]
+    assert lookup.find(positions, queried).tolist() == expected
 
 
 def test_sweep_sees_every_metric_type(sweep_project: Project) -> None:
@@ -635,6 +731,36 @@ def test_swept_reports_equal_report(tmp_path: Path, point_rule: str) -> None:
     for point, reports in zip(points, swept, strict=True):
         expected = [_canonical(report) for report in sources.report(point)]
         assert reports == expected, point
+
+
+def test_swept_reports_of_known_accounts(tmp_path: Path) -> None:
+    # Every row without a problem has a known account here, so the late rows are
+    # counted without looking up their accounts. Rows without an account id have
+    # a problem and are never late.
+    events = _events()
+    events["account_id"] = events["account_id"].astype(object)
+    events.loc[events.index[::50], "account_id"] = None
+    files = {
+        "accounts.csv": ACCOUNTS,
+        "subscriptions.csv": SUBSCRIPTIONS,
+        "events.parquet": events,
+    }
+    project = write_project(tmp_path, _config(), files)
+    sources = Engine.open(project).sources
+    dates = backfill_dates(date(2023, 12, 25), date(2024, 6, 10), parse_duration("9d"))
+    points = [as_of_point(project, day) for day in dates]
+    swept = sweep_source_reports(sources, points)
+    for point, reports in zip(points, swept, strict=True):
+        expected = [_canonical(report) for report in sources.report(point)]
+        assert reports == expected, point
+        for report in reports:
+            assert "unknown_account:account_id" not in report.excluded
+            assert "duplicated_account:account_id" not in report.excluded
+    first = next(report for report in swept[0] if report.source == "events")
+    assert first.excluded["after_as_of:timestamp"] == 1500 - 30
+    assert first.excluded["missing_value:account_id"] == 30
+    late = [example for example in first.examples if example.reason == "after_as_of"]
+    assert len(late) == 5
 
 
 def test_swept_reports_cover_every_reason(tmp_path: Path) -> None:

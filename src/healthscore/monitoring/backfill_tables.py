@@ -197,19 +197,23 @@ def _metric_tables(metrics: DatedMetrics) -> list[pa.Table]:
     ]
 
 
-def _date_and_id_order(codes: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """Positions of the rows sorted by date code, then by account id rank."""
+def _date_and_id_order(codes: np.ndarray, ranks: np.ndarray) -> np.ndarray | slice:
+    """Positions of the rows sorted by date code, then by account id rank.
+
+    Rows already in that order give `slice(None)`, so indexing with it takes a view
+    instead of copying every row.
+    """
     if len(codes) < 2:
-        return np.arange(len(codes))
+        return slice(None)
     rising = (np.diff(ranks) > 0) | (np.diff(codes) > 0)
     if bool(rising.all()) and bool((np.diff(codes) >= 0).all()):
         # MetricSweep gives each date's rows in the order of their ids already.
-        return np.arange(len(codes))
+        return slice(None)
     return np.lexsort((ranks, codes))
 
 
 def _text_values(
-    labels: list[str | None], text_codes: np.ndarray, order: np.ndarray
+    labels: list[str | None], text_codes: np.ndarray, order: np.ndarray | slice
 ) -> pa.Array:
     """Build the value_text column: each row's label, rows in `order`, row-major."""
     if len(labels) == 1:
