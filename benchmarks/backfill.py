@@ -30,6 +30,7 @@ from pathlib import Path
 
 from generate import generate, read_manifest
 from metric_set import AS_OF
+from process import child_environment, positive_int
 
 BENCHMARKS = Path(__file__).resolve().parent
 DATES = 52
@@ -81,6 +82,7 @@ def _run_child(project: Path, mode: str) -> tuple[float, float]:
         [sys.executable, "-c", _CHILD, str(project), AS_OF.isoformat(), mode],
         capture_output=True,
         text=True,
+        env=child_environment(),
     )
     if finished.returncode != 0:
         lines = finished.stderr.strip().splitlines()
@@ -94,14 +96,6 @@ def _run_child(project: Path, mode: str) -> tuple[float, float]:
 
 class ChildRunError(RuntimeError):
     """A timed run in a child process that did not finish."""
-
-
-def positive_int(text: str) -> int:
-    """Parse a command-line count that must be at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _fresh_project(data: Path, workspace: Path) -> Path:

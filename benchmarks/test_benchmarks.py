@@ -6,6 +6,7 @@ only). pytest puts this folder on sys.path, so the scripts import as modules.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 import generate
 import implementations
+import process
 import run
 from metric_set import AS_OF, METRICS, SPAN_DAYS, compare, standardize
 
@@ -504,3 +506,19 @@ def test_run_checks_results_file_first(
     assert f"error: --json {missing}: cannot write the results there" in error
     # Nothing was generated or run before the check.
     assert not (tmp_path / "no-such-folder").exists()
+
+
+def test_child_environment_caches_bytecode(monkeypatch):
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("HEALTHSCORE_BENCH_MARKER", "kept")
+
+    environment = process.child_environment()
+
+    assert "PYTHONDONTWRITEBYTECODE" not in environment
+    assert environment["HEALTHSCORE_BENCH_MARKER"] == "kept"
+
+
+@pytest.mark.parametrize("text", ["0", "-3"])
+def test_positive_int_rejects_counts_below_one(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="must be at least 1"):
+        process.positive_int(text)
