@@ -164,6 +164,8 @@ def test_band_change_into_band(tmp_path):
     assert first.details["previous_score"] == 60.0
     assert first.details["change"] == -25.0
     assert first.details["band_left"] == "stable"
+    assert first.details["band"] == "at_risk"
+    assert first.details["band_label"] == "At risk"
 
 
 def test_band_change_from_band(tmp_path):

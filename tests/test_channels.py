@@ -177,6 +177,31 @@ def sample_delivery(**changes: Any) -> Delivery:
     )
 
 
+def test_slack_band_field_shows_label():
+    details = {**sample_alert().details, "band_label": "At risk"}
+    labelled = slack_message(sample_delivery(details=details), None)
+    stored_before = slack_message(sample_delivery(), None)
+
+    def band(message):
+        fields = message["blocks"][1]["fields"]
+        return next(f["text"] for f in fields if f["text"].startswith("Band"))
+
+    assert band(labelled) == "Band\nAt risk"
+    # Alerts stored before labels were kept show the band's key.
+    assert band(stored_before) == "Band\nat_risk"
+
+
+def test_slack_header_cut_with_ellipsis():
+    long_title = "N" * 149 + "ame that goes on"
+    message = slack_message(sample_delivery(title=long_title), None)
+
+    header = message["blocks"][0]["text"]["text"]
+    assert len(header) == 150
+    assert header == "N" * 149 + "\u2026"
+    short = slack_message(sample_delivery(title="N" * 150), None)
+    assert short["blocks"][0]["text"]["text"] == "N" * 150
+
+
 def test_summary_text_leads_with_missing_title():
     held = sample_alert(
         title="Alerts of 2026-06-30 held: the data may be wrong",

@@ -542,6 +542,7 @@ class _Context:
         return {
             "score": score,
             "band": band,
+            "band_label": self.label(band) if band is not None else None,
             "previous_as_of": _iso(self.previous_as_of),
             "previous_score": previous_score,
             "previous_band": previous_band,

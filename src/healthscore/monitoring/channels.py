@@ -145,7 +145,7 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
     details = alert.details
     fields = [
         _field("Score", _number_text(details.get("score"))),
-        _field("Band", str(details.get("band") or "-")),
+        _field("Band", band_text(details)),
         _field("Change", _change_text(details.get("change"))),
         _field("Severity", alert.severity),
     ]
@@ -154,7 +154,7 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
     if alert.escalate_to:
         fields.append(_field("Escalate to", alert.escalate_to))
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(alert.title[:150])},
+        {"type": "header", "text": _plain(_header_text(alert.title))},
         {"type": "section", "text": _plain(alert.message), "fields": fields},
     ]
     drivers = details.get("top_drivers") or []
@@ -175,6 +175,23 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
     blocks.append({"type": "context", "elements": footer})
     fallback = slack_escape(summary_text(alert))
     return {"text": fallback, "mrkdwn": False, "blocks": blocks}
+
+
+#: Slack's limit on the text of a header block, in characters
+#: (docs.slack.dev/reference/block-kit/blocks/header-block).
+SLACK_HEADER_LIMIT = 150
+
+
+def _header_text(title: str) -> str:
+    """Return the title, cut to Slack's header limit with an ellipsis when longer."""
+    if len(title) <= SLACK_HEADER_LIMIT:
+        return title
+    return title[: SLACK_HEADER_LIMIT - 1] + "\u2026"
+
+
+def band_text(details: Mapping[str, Any]) -> str:
+    """Return the band's display label, or its key for alerts stored without one."""
+    return str(details.get("band_label") or details.get("band") or "-")
 
 
 def summary_text(alert: RaisedAlert) -> str:
@@ -313,7 +330,7 @@ def _email_html(delivery: Delivery) -> str:
         ("Account", alert.account_id),
         ("As of", alert.as_of.isoformat()),
         ("Score", _number_text(alert.details.get("score"))),
-        ("Band", str(alert.details.get("band") or "-")),
+        ("Band", band_text(alert.details)),
         ("Change", _change_text(alert.details.get("change"))),
         ("Rule", f"{alert.rule} ({alert.severity})"),
     ]
