@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from healthscore.config import Project
 from healthscore.config.alerts import (
@@ -327,21 +327,9 @@ def screen_alerts(
                 )
             )
         }
-        counted: dict[tuple[str, str], list[date]] = {}
-        if reach > 0:
-            nearby = connection.execute(
-                select(
-                    alerts_table.c.rule, alerts_table.c.account_id, alerts_table.c.as_of
-                ).where(
-                    alerts_table.c.rule.in_(names),
-                    alerts_table.c.as_of >= as_of - timedelta(days=reach),
-                    alerts_table.c.as_of <= as_of + timedelta(days=reach),
-                    alerts_table.c.as_of != as_of,
-                    alerts_table.c.held.is_(False),
-                )
-            )
-            for row in nearby:
-                counted.setdefault((row.rule, row.account_id), []).append(row.as_of)
+        counted = (
+            released_alert_dates(connection, names, as_of, reach) if reach > 0 else {}
+        )
     kept, suppressed = [], []
     for alert in found:
         key = (alert.rule, alert.account_id)
@@ -358,6 +346,31 @@ def screen_alerts(
 def rule_cooldowns(config: ProjectConfig) -> dict[str, int]:
     """Return the cool-down of each alert rule in days, by rule name."""
     return {rule.name: rule.cooldown.days for rule in config.alerts.rules}
+
+
+def released_alert_dates(
+    connection: Connection, rules: Sequence[str], as_of: date, reach: int
+) -> dict[tuple[str, str], list[date]]:
+    """Return the dates of alerts that are not held, per (rule, account).
+
+    Only alerts of `rules` dated at most `reach` days before or after `as_of`, and
+    not on it, are listed: those that a cool-down around `as_of` counts.
+    """
+    counted: dict[tuple[str, str], list[date]] = {}
+    nearby = connection.execute(
+        select(
+            alerts_table.c.rule, alerts_table.c.account_id, alerts_table.c.as_of
+        ).where(
+            alerts_table.c.rule.in_(rules),
+            alerts_table.c.as_of >= as_of - timedelta(days=reach),
+            alerts_table.c.as_of <= as_of + timedelta(days=reach),
+            alerts_table.c.as_of != as_of,
+            alerts_table.c.held.is_(False),
+        )
+    )
+    for row in nearby:
+        counted.setdefault((row.rule, row.account_id), []).append(row.as_of)
+    return counted
 
 
 def _stored_alert(row: Any) -> RaisedAlert:

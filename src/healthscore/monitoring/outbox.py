@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from healthscore.config.alerts import DeliverySettings
-from healthscore.monitoring.alerts import RaisedAlert
+from healthscore.monitoring.alerts import RaisedAlert, released_alert_dates
 from healthscore.store.database import describe_url, write_engine
 from healthscore.store.state import StateStore, record_audit
 from healthscore.store.tables_alerts import ALERT_STATES, alerts, deliveries
@@ -787,18 +787,7 @@ def _cooling(
     ).all()
     if not held:
         return []
-    counted: dict[tuple[str, str], list[date]] = {}
-    nearby = connection.execute(
-        select(alerts.c.rule, alerts.c.account_id, alerts.c.as_of).where(
-            alerts.c.rule.in_(names),
-            alerts.c.as_of >= as_of - timedelta(days=reach),
-            alerts.c.as_of <= as_of + timedelta(days=reach),
-            alerts.c.as_of != as_of,
-            alerts.c.held.is_(False),
-        )
-    )
-    for row in nearby:
-        counted.setdefault((row.rule, row.account_id), []).append(row.as_of)
+    counted = released_alert_dates(connection, names, as_of, reach)
     found = []
     for row in held:
         days = cooldowns[row.rule]
