@@ -17,6 +17,7 @@ from typing import Any
 
 import ibis
 import pandas as pd
+import pyarrow as pa
 from ibis.backends.duckdb import Backend as DuckDBBackend
 
 from healthscore.config import Project
@@ -291,11 +292,13 @@ class SourceSet:
             )
         # Accounts that only a second scan of older rows found have no count.
         scanned = scanned[scanned["rows"].fillna(0) > 0]
-        frame = pd.DataFrame(
+        # An Arrow table hands DuckDB the ids without making a Python string of
+        # each, which took about 0.1 s for 200 000 accounts.
+        frame = pa.table(
             {
-                "account_id": scanned.index.to_numpy(dtype=object),
-                "n": scanned["rows"].to_numpy(dtype="int64"),
-                "newest": pd.to_datetime(scanned["newest"]).to_numpy(),
+                "account_id": pa.array(scanned.index.array).cast(pa.string()),
+                "n": pa.array(scanned["rows"].to_numpy(dtype="int64")),
+                "newest": pa.array(pd.to_datetime(scanned["newest"]).to_numpy()),
             }
         )
         table = quote(f"_summary_{name}")
