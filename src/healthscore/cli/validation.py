@@ -216,10 +216,9 @@ def backtest(
     if missing_class is not None:
         # With one class only, no measure is defined and a band table would only
         # show equal churn rates, so nothing is measured.
-        statement = _one_class_statement(project, observations, missing_class)
-        payload = _payload([], "none", observations, project)
-        payload["note"] = " ".join(statement)
-        save_results(project, "backtest", payload)
+        payload, statement = _save_unmeasured(
+            project, observations, missing_class, "backtest"
+        )
         if json_output:
             print_json(payload)
             return
@@ -257,6 +256,22 @@ def _missing_label_class(observations: Observations) -> str | None:
     if retained == 0:
         return "retained"
     return None
+
+
+def _save_unmeasured(
+    project: Project, observations: Observations, missing: str, command: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Store the results of a `command` that measured nothing, with the reason.
+
+    Returns the stored payload and the statement of why, one sentence a line.
+    """
+    from healthscore.models.backtest import save_results
+
+    statement = _one_class_statement(project, observations, missing)
+    payload = _payload([], "none", observations, project)
+    payload["note"] = " ".join(statement)
+    save_results(project, command, payload)
+    return payload, statement
 
 
 def _one_class_statement(
@@ -345,10 +360,7 @@ def compare(
     missing_class = _missing_label_class(observations)
     if missing_class is not None:
         # As in `backtest`: with one class only, no measure is defined.
-        statement = _one_class_statement(project, observations, missing_class)
-        payload = _payload([], "none", observations, project)
-        payload["note"] = " ".join(statement)
-        save_results(project, "compare", payload)
+        _, statement = _save_unmeasured(project, observations, missing_class, "compare")
         if json_output:
             for line in statement:
                 note_wrapped(line)

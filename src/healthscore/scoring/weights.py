@@ -99,9 +99,9 @@ def weigh(layout: Layout, normalized: np.ndarray) -> Weighted:
     rows, count = normalized.shape
     owner = layout.measure_component
     components = len(layout.component_names)
-    present = ~np.isnan(np.asfortranarray(normalized))
-    scores = np.where(present, normalized, 0.0)
-    scores = np.asfortranarray(scores)
+    matrix = np.asfortranarray(normalized)
+    present = ~np.isnan(matrix)
+    scores = np.where(present, matrix, 0.0)
     present_weights = _matrix(rows, count)
     weights_present = np.zeros((rows, components), order="F")
     weighted_sums = np.zeros((rows, components), order="F")
