@@ -156,7 +156,7 @@ class SnapshotTableWriter:
     def account_rows(self, account_id: str) -> dict[str, int]:
         """Count the rows of one account per project key, changing nothing.
 
-        A missing table holds no rows. The rows of a table without the project
+        A missing table contains no rows. The rows of a table without the project
         column count under this project's key, which its first write gives them.
         Raises SnapshotTableError when the database cannot be reached or read.
         """
