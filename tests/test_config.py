@@ -203,7 +203,9 @@ def test_unknown_time_zone(tmp_path):
 def test_bounds_need_max_above_min(tmp_path):
     issue = one_issue(tmp_path, VALID.replace("min: 0, max: 10", "min: 10, max: 10"))
     assert issue.key == "scorecards[0].components.usage.measures[0].normalize"
-    assert issue.message == "bounds needs max > min, got 10.0..10.0"
+    assert issue.message == (
+        "bounds needs max > min, got 10.0..10.0 (the entry sets min: 10, max: 10)"
+    )
 
 
 def test_standard_column_typo_in_mapping(tmp_path):

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from healthscore.cli import app as cli_app
 from healthscore.config import Project, load_project
-from healthscore.models.backtest import save_results
+from healthscore.models.persist import save_results
 from healthscore.service import create_app
 from healthscore.service import tokens as tokens_module
 from healthscore.service.csv_export import csv_response
@@ -221,7 +221,9 @@ def test_scorecard_and_backtest(reader, scored):
     assert [band["name"] for band in card["bands"]] == ["at_risk", "stable", "healthy"]
     assert missing.status_code == 404
     assert "healthscore backtest" in missing.json()["error"]["message"]
-    assert stored == {"methods": [{"name": "rules", "auc": 0.71}]}
+    assert stored["methods"] == [{"name": "rules", "auc": 0.71}]
+    assert stored["run"]["command"] == "backtest"
+    assert stored["run"]["scorecard_versions"] == card["versions"]
 
 
 # Exports

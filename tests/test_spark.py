@@ -656,3 +656,152 @@ def test_spark_start_failure_names_settings(tmp_path):
     assert "error: Spark could not start with engine.master 'local[1]'" in message
     assert "Java 17 is installed (JAVA_HOME)" in message
     assert "Traceback" not in message
+
+
+def closed_port() -> int:
+    """Return a port of 127.0.0.1 that nothing listens on: bound, then closed."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def spark_master_project(root: Path, master: str) -> Any:
+    engine = {
+        "kind": "spark",
+        "master": master,
+        "spark_conf": {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false",
+        },
+    }
+    return write_project(
+        root,
+        minimal_config(engine=engine),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+
+
+def test_unreachable_master_fails_fast(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    if shutil.which("java") is None or importlib.util.find_spec("pyspark") is None:
+        pytest.skip(SPARK_MISSING)
+    master = f"spark://127.0.0.1:{closed_port()}"
+    project = spark_master_project(tmp_path, master)
+    program = Path(sys.executable).with_name("healthscore")
+    command = [str(program), "score", "--as-of", "2026-03-01"]
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [*command, "--project", str(project.root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 1
+    # Starting Python and importing the CLI and PySpark take a few seconds of this.
+    # Spark's own registration with a master that does not respond gives up after
+    # 60 s.
+    assert elapsed < 15, elapsed
+    message = " ".join(result.stderr.split())
+    assert f"error: Spark master {master!r} is not reachable" in message
+    assert "Connection refused" in message
+    assert "Check that the Spark master is running" in message
+    assert "engine.master" in message
+    assert "Traceback" not in message
+
+
+def test_unreachable_masters_all_named(tmp_path):
+    from healthscore.engine import start_spark_session
+
+    first, second = closed_port(), closed_port()
+    master = f"spark://127.0.0.1:{first},127.0.0.1:{second}"
+    project = spark_master_project(tmp_path, master)
+
+    with pytest.raises(SourceError) as error:
+        start_spark_session(project)
+
+    message = str(error.value)
+    assert message.startswith(f"Spark master {master!r} is not reachable")
+    assert f"127.0.0.1:{first}" in message
+    assert f"127.0.0.1:{second}" in message
+
+
+class RecordingBuilder:
+    """SparkSession.builder stand-in that records the master it is given."""
+
+    def __init__(self) -> None:
+        self.masters: list[str] = []
+
+    def master(self, value: str) -> RecordingBuilder:
+        self.masters.append(value)
+        return self
+
+    def appName(self, _: str) -> RecordingBuilder:
+        return self
+
+    def config(self, _key: str, _value: str) -> RecordingBuilder:
+        return self
+
+    def getOrCreate(self) -> str:
+        return "session"
+
+
+@pytest.mark.parametrize(
+    "master", ["local[1]", "yarn", "k8s://https://127.0.0.1:{port}"]
+)
+def test_other_masters_not_checked(tmp_path, monkeypatch, master):
+    import socket
+
+    import healthscore.engine as engine_module
+
+    master = master.format(port=closed_port())
+    project = spark_master_project(tmp_path, master)
+    builder = RecordingBuilder()
+    monkeypatch.setattr(
+        engine_module,
+        "_import_spark",
+        lambda: type("SparkSession", (), {"builder": builder}),
+    )
+    connected: list[object] = []
+
+    def refuse(address: object, *_: object, **__: object) -> None:
+        connected.append(address)
+        raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+    assert engine_module.start_spark_session(project) == "session"
+    assert builder.masters == [master]
+    assert connected == []
+
+
+def test_listening_master_passes_check(tmp_path, monkeypatch):
+    import socket
+
+    import healthscore.engine as engine_module
+
+    builder = RecordingBuilder()
+    monkeypatch.setattr(
+        engine_module,
+        "_import_spark",
+        lambda: type("SparkSession", (), {"builder": builder}),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        # The first address refuses, so the check goes on to the second.
+        master = f"spark://127.0.0.1:{closed_port()},127.0.0.1:{port}"
+        project = spark_master_project(tmp_path, master)
+
+        assert engine_module.start_spark_session(project) == "session"
+
+    assert builder.masters == [master]

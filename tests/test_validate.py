@@ -911,3 +911,188 @@ def test_misspelt_band_in_conditions(tmp_path: Path) -> None:
         "stable, healthy, insufficient_data"
     )
     assert issues["playbooks[0].when"].suggestion == "healthy"
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "message"),
+    [
+        (
+            "  weekly: [count, events]\n",
+            "metrics.weekly",
+            "expected a mapping of settings, got a list: [count, events]",
+        ),
+        (
+            "  weekly: count\n",
+            "metrics.weekly",
+            "expected a mapping of settings, got the text 'count'",
+        ),
+        (
+            "  weekly:\n",
+            "metrics.weekly",
+            "expected a mapping of settings, got an empty value",
+        ),
+    ],
+)
+def test_metric_of_wrong_shape_shows_value(
+    tmp_path: Path, entry: str, key: str, message: str
+) -> None:
+    issues = keyed(issues_of(write(tmp_path / "p", with_metrics(entry))))
+
+    assert set(issues) == {key}
+    assert issues[key].line == 15
+    assert issues[key].message == message
+
+
+def test_rule_of_wrong_shape_shows_value(tmp_path: Path) -> None:
+    text = VALID + "    - [drop, 10]\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2]"}
+    assert issues["alerts.rules[2]"].line == 36
+    assert issues["alerts.rules[2]"].message == (
+        "expected a mapping of settings, got a list: [drop, 10]"
+    )
+
+
+def test_rules_as_mapping_shows_value(tmp_path: Path) -> None:
+    text = VALID.split("  rules:\n")[0] + (
+        "  rules:\n    fell:\n      kind: drop\n      points: 5\n      within: 30d\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules"}
+    assert issues["alerts.rules"].message == (
+        "expected a list, got a mapping: {fell: {kind: drop, points: 5, within: 30d}}"
+    )
+
+
+def test_long_value_shortened(tmp_path: Path) -> None:
+    words = ", ".join(f"word{index}" for index in range(40))
+    issues = keyed(
+        issues_of(write(tmp_path / "p", with_metrics(f"  long: [{words}]\n")))
+    )
+
+    message = issues["metrics.long"].message
+    assert message.startswith("expected a mapping of settings, got a list: [word0, ")
+    assert message.endswith("...")
+    assert len(message) < 160
+
+
+def test_missing_kind_lists_entry_settings(tmp_path: Path) -> None:
+    text = VALID + "    - name: slip\n      points: 5\n      within: 30d\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2]"}
+    assert issues["alerts.rules[2]"].message == (
+        "missing key 'kind'; set it to one of band_change, drop, metric, trend, "
+        "renewal_risk (the entry sets name: slip, points: 5, within: 30d)"
+    )
+
+
+def test_settings_nested_under_kind(tmp_path: Path) -> None:
+    text = VALID + "    - name: slip\n      drop: {points: 5, within: 30d}\n"
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"alerts.rules[2]"}
+    assert issues["alerts.rules[2]"].message == (
+        "missing key 'kind'; set it to one of band_change, drop, metric, trend, "
+        "renewal_risk (the entry nests points, within under drop; write kind: drop "
+        "and move them up one level)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("normalize", "message"),
+    [
+        (
+            "{method: bounds, min: 10, max: 0}",
+            "bounds needs max > min, got 10.0..0.0 (the entry sets min: 10, max: 0)",
+        ),
+        (
+            "{method: bounds, min: 10}",
+            "bounds needs min and max (the entry sets min: 10)",
+        ),
+        (
+            "{method: bounds}",
+            "bounds needs min and max (the entry sets no min or max)",
+        ),
+        (
+            "{method: steps}",
+            "steps needs at least one step (the entry sets no steps)",
+        ),
+    ],
+)
+def test_entry_check_names_settings(
+    tmp_path: Path, normalize: str, message: str
+) -> None:
+    text = VALID.replace("{method: bounds, min: 0, max: 10}", normalize)
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    key = "scorecards[0].components.usage.measures[0].normalize"
+    assert set(issues) == {key}
+    assert issues[key].line == 22
+    assert issues[key].message == message
+
+
+def test_source_check_names_settings(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    path: events.csv\n",
+        "    path: events.csv\n    table: events\n    connection: duckdb:///e.db\n",
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"sources.events"}
+    assert issues["sources.events"].message == (
+        "set either path or table, not both (the entry sets path: events.csv, "
+        "table: events)"
+    )
+
+
+def test_source_check_shows_quoted_setting(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "    path: events.csv\n", "    path: events.csv\n    columns: {timestmp: ts}\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"sources.events"}
+    assert issues["sources.events"].message.endswith(
+        "or list it under attributes (the entry sets columns: {timestmp: ts})"
+    )
+
+
+def test_playbook_check_names_unset_keys(tmp_path: Path) -> None:
+    text = VALID + (
+        "playbooks:\n  - name: call\n    task: {title: 'Call {account_id}'}\n"
+    )
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"playbooks[0]"}
+    assert issues["playbooks[0]"].message == (
+        "playbook 'call' has no trigger; set on_alert to an alert rule name, when to "
+        "a condition, or both (the entry sets no on_alert or when)"
+    )
+
+
+def test_engine_check_names_settings(tmp_path: Path) -> None:
+    engine = "engine:\n  kind: duckdb\n  master: local[2]\n  threads: 2\n"
+    text = VALID.replace("name: mixed\n", "name: mixed\n" + engine)
+    issues = keyed(issues_of(write(tmp_path / "p", text)))
+
+    assert set(issues) == {"engine"}
+    assert issues["engine"].message == (
+        "master applies only to engine kind spark, not duckdb; remove it or set "
+        "kind: spark (the entry sets kind: duckdb, master: local[2])"
+    )
+
+
+def test_validate_prints_entry_settings(tmp_path: Path) -> None:
+    root = write(tmp_path / "p", with_metrics("  weekly: [count, events]\n"))
+
+    result = run("validate", "--project", root)
+
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert (
+        f"{root / 'healthscore.yml'}:15: metrics.weekly: expected a mapping of "
+        "settings, got a list: [count, events]"
+    ) in output

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import ibis
 from ibis.backends import BaseBackend
@@ -93,11 +95,15 @@ def start_spark_session(project: Project) -> SparkSession:
     """Start the SparkSession of `engine.master`, `engine.app_name` and `spark_conf`.
 
     When the process already has an active session, Spark returns it and applies
-    only the settings that can change at run time.
+    only the settings that can change at run time. With a `spark://` master, a TCP
+    connection to the master is tried first, and SourceError names the URL when no
+    master of it accepts one.
     """
     settings = project.config.engine
     SparkSession = _import_spark()
-    master = settings.master or DEFAULT_SPARK_MASTER
+    master = (settings.master or DEFAULT_SPARK_MASTER).strip()
+    if master.startswith("spark://"):
+        check_master_reachable(master)
     builder = SparkSession.builder.master(master)
     builder = builder.appName(settings.app_name or DEFAULT_SPARK_APP_NAME)
     # Spark's progress bars would interleave with the command's own output.
@@ -117,6 +123,48 @@ def start_spark_session(project: Project) -> SparkSession:
             "engine.master (local[*], local[N], spark://host:port, yarn), that the "
             "master is reachable, and that Java 17 is installed (JAVA_HOME)."
         ) from None
+
+
+#: Seconds to wait for a TCP connection to a standalone Spark master. An estimate of
+#: a slow but working link, not a measured figure.
+MASTER_CONNECT_TIMEOUT = 5
+
+
+def check_master_reachable(master: str) -> None:
+    """Raise SourceError unless some master of a `spark://` URL accepts a connection.
+
+    When no standalone master responds, Spark retries registering for 60 s before
+    it fails: 3 attempts of 20 s, constants of StandaloneAppClient in spark-core
+    4.0.5 with no setting to change them. A TCP connection to each master of the
+    URL is tried first instead, and one that accepts is enough. A URL without a
+    host or a port is left for Spark to report.
+    """
+    addresses: list[tuple[str | None, int | None]] = []
+    for address in master.removeprefix("spark://").split(","):
+        try:
+            parts = urlsplit(f"spark://{address}")
+            addresses.append((parts.hostname, parts.port))
+        except ValueError:  # a port that is not a number
+            addresses.append((None, None))
+    if not all(host and port for host, port in addresses):
+        return
+    failures = []
+    for host, port in addresses:
+        endpoint = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        try:
+            with socket.create_connection((host, port), timeout=MASTER_CONNECT_TIMEOUT):
+                return
+        except TimeoutError:
+            failures.append(f"{endpoint} (timed out after {MASTER_CONNECT_TIMEOUT} s)")
+        except OSError as exc:
+            failures.append(f"{endpoint} ({exc.strerror or exc})")
+    raise SourceError(
+        f"Spark master {master!r} is not reachable: connecting to "
+        f"{', '.join(failures)} failed. Check that the Spark master is running and "
+        "listens on that host and port (its web UI, on port 8080 by default, shows "
+        "its spark:// URL), that engine.master in healthscore.yml names it, and "
+        "that no firewall blocks the port."
+    )
 
 
 def connect_spark(

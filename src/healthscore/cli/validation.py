@@ -8,6 +8,7 @@ finds them.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -51,11 +52,14 @@ from healthscore.models.labels import (
     label_source,
     no_label_class_advice,
 )
+from healthscore.models.persist import list_runs, save_results
 
 # The command bodies import the model modules, because they load scikit-learn and
 # every other CLI command would pay for that at start.
 if TYPE_CHECKING:
     from healthscore.models.backtest import MethodResult
+
+logger = logging.getLogger(__name__)
 
 #: Calibration rule of score probabilities, printed with every backtest.
 CALIBRATION_RULE = (
@@ -108,6 +112,14 @@ BackfillOption = Annotated[
     typer.Option(
         "--backfill",
         help="Score and store the dates of --from/--to/--every that have no snapshot.",
+    ),
+]
+HistoryOption = Annotated[
+    bool,
+    typer.Option(
+        "--history",
+        help="List the stored runs, oldest first, with the time, scorecard versions "
+        "and config key of each and its measures, instead of running.",
     ),
 ]
 
@@ -186,6 +198,7 @@ def backtest(
     end: ToOption = None,
     every: EveryOption = None,
     backfill: BackfillOption = False,
+    history: HistoryOption = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -194,13 +207,15 @@ def backtest(
 
     The configured scorecards and every shadow scorecard are scored on time-ordered
     splits: each as-of date is predicted from the earlier dates whose outcomes were
-    known by then.
+    known by then. Each run is stored, and --history lists the stored runs.
     """
-    from healthscore.models.backtest import (
-        note_unequal_rows,
-        run_methods,
-        save_results,
-    )
+    if history:
+        _reject_with_history(
+            {"--from": start, "--to": end, "--every": every, "--backfill": backfill}
+        )
+        _print_history(open_project(project_dir), "backtest", json_output)
+        return
+    from healthscore.models.backtest import note_unequal_rows, run_methods
     from healthscore.models.compare import make_method
     from healthscore.models.shadow import (
         ShadowMethod,
@@ -235,7 +250,7 @@ def backtest(
     results, splits = run_methods(project, observations, methods)
     note_unequal_rows(results)
     payload = _payload(results, splits, observations, project)
-    save_results(project, "backtest", payload)
+    _store(project, "backtest", payload, observations)
     if json_output:
         print_json(payload)
         return
@@ -265,12 +280,10 @@ def _save_unmeasured(
 
     Returns the stored payload and the statement of why, one sentence a line.
     """
-    from healthscore.models.backtest import save_results
-
     statement = _one_class_statement(project, observations, missing)
     payload = _payload([], "none", observations, project)
     payload["note"] = " ".join(statement)
-    save_results(project, command, payload)
+    _store(project, command, payload, observations)
     return payload, statement
 
 
@@ -324,6 +337,7 @@ def compare(
     end: ToOption = None,
     every: EveryOption = None,
     backfill: BackfillOption = False,
+    history: HistoryOption = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
@@ -340,13 +354,22 @@ def compare(
     skipped on, or whose test rows are of one class, has none. rows and churned
     count the method's test rows, which are fewer for a method skipped on some
     splits. fit_seconds and explainable are null for a method skipped on every
-    split.
+    split. Each run is stored, and --history lists the stored runs.
     """
-    from healthscore.models.backtest import (
-        note_unequal_rows,
-        run_methods,
-        save_results,
-    )
+    if history:
+        _reject_with_history(
+            {
+                "--methods": methods != ",".join(METHOD_KEYS),
+                "--shadow": shadow,
+                "--from": start,
+                "--to": end,
+                "--every": every,
+                "--backfill": backfill,
+            }
+        )
+        _print_history(open_project(project_dir), "compare", json_output)
+        return
+    from healthscore.models.backtest import note_unequal_rows, run_methods
     from healthscore.models.compare import compare_methods
     from healthscore.models.shadow import (
         ShadowMethod,
@@ -383,7 +406,7 @@ def compare(
             results = results + more
     note_unequal_rows(results)
     payload = _payload(results, comparison.splits, observations, project)
-    save_results(project, "compare", payload)
+    _store(project, "compare", payload, observations)
     if json_output:
         print_json([_compare_row(result) for result in results])
         return
@@ -543,6 +566,157 @@ def drivers(
             f"{row.auc:.3f}",
         )
     stdout_console().print(table)
+
+
+# Stored runs
+
+
+def _reject_with_history(options: dict[str, object]) -> None:
+    """Raise a usage error naming the options given with --history."""
+    given_options = ", ".join(name for name, value in options.items() if value)
+    if given_options:
+        raise typer.BadParameter(
+            f"--history lists the stored runs and takes no {given_options}; run the "
+            "command without --history to measure again"
+        )
+
+
+def _store(
+    project: Project,
+    command: str,
+    payload: dict[str, Any],
+    observations: Observations,
+) -> None:
+    """Store the results of `command` as a new run, with the versions it measured."""
+    store = snapshot_store_of(project)
+    found: dict[str, set[str]] = {}
+    for day in observations.dates:
+        try:
+            versions = store.run_info(day).get("scorecard_versions") or {}
+        except (OSError, ValueError) as exc:
+            # The versions are a record only, so a missing run.json stores none.
+            logger.warning("no scorecard versions for %s: %s", day, exc)
+            continue
+        for name, version in versions.items():
+            found.setdefault(name, set()).add(version)
+    versions_by_card = {name: sorted(found[name]) for name in sorted(found)}
+    save_results(project, command, payload, snapshot_versions=versions_by_card)
+
+
+def _print_history(project: Project, command: str, json_output: bool) -> None:
+    """Print the stored runs of `command`, oldest first, with their measures."""
+    summaries = [_run_summary(stored) for stored in list_runs(project, command)]
+    if json_output:
+        print_json(summaries)
+        return
+    if not summaries:
+        say(f"No {command} runs are stored; run `healthscore {command}` to store one.")
+        return
+
+    # One row per measured method. The first row of a run describes the run on
+    # several lines, so the table fits 80 characters.
+    table = Table(title=f"Stored {command} runs, oldest first", box=box.SIMPLE_HEAD)
+    table.add_column("run", overflow="fold")
+    table.add_column("method", overflow="fold")
+    for header in ("ROC AUC", "lift top 10%", "ECE"):
+        table.add_column(header, justify="right")
+    for summary in summaries:
+        methods = summary["methods"] or [{"method": "none measured"}]
+        for position, method in enumerate(methods):
+            table.add_row(
+                _run_cell(summary) if position == 0 else "",
+                str(method["method"]),
+                _stored_number(method.get("roc_auc"), 3),
+                _stored_number(method.get("lift_top_decile"), 2),
+                _stored_number(method.get("ece"), 4),
+                end_section=position == len(methods) - 1,
+            )
+    stdout_console().print(table)
+
+    for summary in summaries:
+        older = _older_snapshot_versions(summary)
+        if older:
+            note_wrapped(
+                f"The run of {_run_time(summary)} measured scores stored under "
+                f"other scorecard versions ({older}); rescore those dates with "
+                "`healthscore backfill` to measure the configured scorecards."
+            )
+    if any(summary["unrecorded"] for summary in summaries):
+        note_wrapped(
+            "Runs with unknown scorecard versions and config key were stored before "
+            "each run was kept; their time is the time their file was last written."
+        )
+
+
+def _run_summary(stored: dict[str, Any]) -> dict[str, Any]:
+    """Return the run information and headline measures of one stored run."""
+    run = stored["run"]
+    dates = stored.get("dates") or []
+    return {
+        "id": run["id"],
+        "created_at": run["created_at"],
+        "scorecard_versions": run["scorecard_versions"],
+        "config_key": run["config_key"],
+        "healthscore_version": run["healthscore_version"],
+        "snapshot_scorecard_versions": run.get("snapshot_scorecard_versions"),
+        "unrecorded": run["config_key"] is None,
+        "first_date": dates[0] if dates else None,
+        "last_date": dates[-1] if dates else None,
+        "date_count": len(dates),
+        "churned": stored.get("churned"),
+        "retained": stored.get("retained"),
+        "splits": stored.get("splits"),
+        "methods": [
+            {
+                key: method.get(key)
+                for key in ("method", "roc_auc", "lift_top_decile", "ece", "rows")
+            }
+            for method in stored.get("methods") or []
+        ],
+        "note": stored.get("note"),
+    }
+
+
+def _run_time(summary: dict[str, Any]) -> str:
+    """Return the UTC time of a run to the second, as `2026-06-01 12:00:00 UTC`."""
+    return summary["created_at"][:19].replace("T", " ") + " UTC"
+
+
+def _run_cell(summary: dict[str, Any]) -> str:
+    """Describe a run on lines: time, config key, scorecard versions, as-of dates."""
+    versions = summary["scorecard_versions"]
+    lines = [_run_time(summary), f"config key {summary['config_key'] or 'unknown'}"]
+    if versions is None:
+        lines.append("scorecard versions unknown")
+    else:
+        lines += [f"{name} {version}" for name, version in versions.items()]
+    if summary["date_count"]:
+        lines.append(
+            f"{summary['first_date']} to {summary['last_date']} "
+            f"({plural(summary['date_count'], 'date')})"
+        )
+    return "\n".join(lines)
+
+
+def _older_snapshot_versions(summary: dict[str, Any]) -> str:
+    """Name the versions of a run's snapshots that differ from its configured ones.
+
+    Returns "" when every snapshot the run measured was scored under the scorecard
+    versions configured at the run, or when the run did not record them.
+    """
+    configured = summary["scorecard_versions"] or {}
+    stored = summary["snapshot_scorecard_versions"] or {}
+    other = [
+        f"{name} {version}"
+        for name, versions in stored.items()
+        for version in versions
+        if version != configured.get(name)
+    ]
+    return ", ".join(other)
+
+
+def _stored_number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 # Output

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 KeyPath = tuple[str | int, ...]
+
+#: Maximum length of a value shown in a message. A longer value is cut and ends
+#: in "...".
+VALUE_LIMIT = 80
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,39 @@ def format_key(path: KeyPath) -> str:
         else:
             text = part
     return text
+
+
+def format_value(value: Any, limit: int = VALUE_LIMIT) -> str:
+    """Format a value as YAML on one line, as the user would write it in the file.
+
+    Mappings and lists use flow style (``{kind: drop, points: 5}``), and text longer
+    than `limit` characters is cut and ends in "...".
+    """
+    text = yaml.safe_dump(
+        value, default_flow_style=True, sort_keys=False, allow_unicode=True, width=2**31
+    ).strip()
+    text = text.removesuffix("\n...").strip()
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text
+
+
+def describe_value(value: Any) -> str:
+    """Describe what a setting was given, for "expected X, got ..." messages."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, str):
+        cut = len(value) > VALUE_LIMIT
+        return f"the text {value[: VALUE_LIMIT - 3] + '...' if cut else value!r}"
+    if isinstance(value, bool):
+        return f"the value {format_value(value)}"
+    if isinstance(value, int | float):
+        return f"the number {format_value(value)}"
+    if isinstance(value, list):
+        return f"a list: {format_value(value)}"
+    if isinstance(value, dict):
+        return f"a mapping: {format_value(value)}"
+    return f"the value {format_value(value)}"
 
 
 def line_of(path: KeyPath, lines: dict[KeyPath, int]) -> int | None:

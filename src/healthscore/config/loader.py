@@ -18,10 +18,18 @@ from healthscore.config.errors import (
     ConfigError,
     ConfigIssue,
     KeyPath,
+    describe_value,
     format_key,
+    format_value,
     line_of,
 )
-from healthscore.config.keypaths import error_path, model_at, union_tags, value_in
+from healthscore.config.keypaths import (
+    error_path,
+    field_of,
+    model_at,
+    union_tags,
+    value_in,
+)
 from healthscore.config.models import DEFER_REFERENCES, ProjectConfig, ScorecardConfig
 from healthscore.config.partial import Unparsed, parse_partially
 from healthscore.config.privacy import record_project_columns
@@ -366,6 +374,13 @@ def _pydantic_issues(
             message = _missing_tag_message(path, data, message)
             suggestion = None
         else:
+            if len(errors) == 1 and error["type"] in _SHAPE_MESSAGES:
+                message = (
+                    f"{_SHAPE_MESSAGES[error['type']]}, got "
+                    f"{describe_value(value_in(data, path))}"
+                )
+            elif error["type"] == "value_error":
+                message += _named_settings(path, data, message)
             choices = (_suggest_choice(each) for each in errors)
             suggestion = next((choice for choice in choices if choice), None)
         issues.append(
@@ -378,6 +393,71 @@ def _pydantic_issues(
             )
         )
     return issues
+
+
+#: Messages of the model errors for a value of the wrong shape, by error type. The
+#: value that the file gives is added to them, because pydantic's own message
+#: leaves it out.
+_SHAPE_MESSAGES = {
+    "model_type": "expected a mapping of settings",
+    "model_attributes_type": "expected a mapping of settings",
+    "dict_type": "expected a mapping",
+    "list_type": "expected a list",
+}
+
+
+def _named_settings(path: KeyPath, data: Any, message: str) -> str:
+    """Show the settings of the entry at `path` that a check's `message` is about.
+
+    A check of a whole entry, such as "bounds needs min and max", is reported at the
+    entry. So the settings that the message names, or whose value or keys it
+    quotes, are added with their values. When none of them is set, the keys that the
+    message names are listed as not set. `name` is left out, because the key path
+    already identifies the entry. Returns "" when the message concerns no setting.
+    """
+    if not path:  # a check of the whole file, which is no entry
+        return ""
+    model = model_at(path, data)
+    entry = value_in(data, path)
+    if model is None or not isinstance(entry, dict):
+        return ""
+    words = {word.strip(".:") for word in re.split(r"[\s,;()'\"]+", message)}
+    quoted = set(re.findall(r"'([^']*)'", message))
+    named = [
+        key
+        for key in entry
+        if key != "name"
+        and field_of(model, key) is not None
+        and (key in words or _quotes_value(quoted, entry[key]))
+    ]
+    if named:
+        settings = ", ".join(f"{key}: {format_value(entry[key])}" for key in named)
+        return f" (the entry sets {settings})"
+    written = [info.alias or name for name, info in model.model_fields.items()]
+    unset = [
+        key for key in written if key in words and key != "name" and key not in entry
+    ]
+    return f" (the entry sets no {_joined(unset)})" if unset else ""
+
+
+def _quotes_value(quoted: set[str], value: Any) -> bool:
+    """Return whether `value`, or a key or item of it one level down, is in `quoted`."""
+    if isinstance(value, dict):
+        items = [*value, *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        items = [value]
+    return any(
+        isinstance(item, str | int | float) and str(item) in quoted for item in items
+    )
+
+
+def _joined(words: list[str]) -> str:
+    """Join words as "a", "a or b" or "a, b or c"."""
+    if len(words) == 1:
+        return words[0]
+    return f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _union_errors_merged(errors: Sequence[Any]) -> list[tuple[KeyPath, list[Any]]]:
@@ -435,10 +515,27 @@ def _missing_tag_message(path: KeyPath, data: Any, message: str) -> str:
             for name, value in entry.items()
             if name != "name" and isinstance(value, str) and value in tags
         ]
+        # Settings nested under the kind's name, as in `drop: {points: 5}`.
+        nested = [
+            name
+            for name, value in entry.items()
+            if name in tags and isinstance(value, dict) and value
+        ]
         if written:
             text += (
                 f" (the entry has {written[0]}: {entry[written[0]]}; rename the key)"
             )
+        elif nested:
+            inner = ", ".join(str(name) for name in entry[nested[0]])
+            text += (
+                f" (the entry nests {inner} under {nested[0]}; write {key}: "
+                f"{nested[0]} and move them up one level)"
+            )
+        elif entry:
+            settings = ", ".join(
+                f"{name}: {format_value(value)}" for name, value in entry.items()
+            )
+            text += f" (the entry sets {settings})"
     return text
 
 

@@ -12,7 +12,6 @@ and measures the pooled test predictions (`MethodResult`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -54,11 +52,9 @@ __all__ = [
     "Split",
     "compact_splits",
     "grouped_notes",
-    "load_results",
     "make_splits",
     "note_unequal_rows",
     "run_methods",
-    "save_results",
 ]
 
 logger = logging.getLogger(__name__)
@@ -660,31 +656,3 @@ def _number(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def results_folder(project: Project) -> Path:
-    """Folder of stored validation results: `models/` beside the snapshot folder."""
-    return project.path(project.config.store.snapshots).parent / "models"
-
-
-def save_results(project: Project, name: str, payload: dict[str, Any]) -> Path:
-    """Store `payload` as `<results folder>/<name>.json`, replacing it whole."""
-    folder = results_folder(project)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    temporary = folder / f".{name}.json.tmp"
-    temporary.write_text(
-        json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n",
-        encoding="utf-8",
-    )
-    temporary.replace(path)
-    return path
-
-
-def load_results(project: Project, name: str) -> dict[str, Any] | None:
-    """Read stored results `name`, or None when there are none."""
-    path = results_folder(project) / f"{name}.json"
-    if not path.is_file():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data

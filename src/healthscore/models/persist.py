@@ -1,14 +1,20 @@
-"""Trained models on disk: `<project>/.healthscore/models/<name>/`.
+"""Trained models and validation results on disk, under `.healthscore/models/`.
 
-Each model folder contains ``model.joblib`` (the fitted estimator, serialized by
-joblib) and ``metadata.json`` (training dates, features, metrics, library versions
-and the file's SHA-256). A save writes a fresh folder and renames it into place, so
-a reader sees the old model or the new one, never a mix.
+Each model folder `<name>/` contains ``model.joblib`` (the fitted estimator,
+serialized by joblib) and ``metadata.json`` (training dates, features, metrics,
+library versions and the file's SHA-256). A save writes a fresh folder and renames
+it into place, so a reader sees the old model or the new one, never a mix.
 
 Loading a joblib file runs pickle, which can execute code stored in the file. So
 `load_model` opens only files inside the project's own models folder, reached
 without symbolic links, and only when their SHA-256 matches the metadata written
 beside them.
+
+`healthscore backtest` and `healthscore compare` store their results as JSON in
+`models/` beside the snapshot folder, which is this folder unless `store.snapshots`
+moves it (see `save_results`). Every run is kept in `<command>.runs/<run id>.json`,
+and the latest run again in `<command>.json`, where the report and the web service
+read it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import platform
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
@@ -33,12 +40,17 @@ from healthscore.config import Project
 
 __all__ = [
     "MODELS_DIR",
+    "RESULT_NAMES",
     "ModelNotFoundError",
     "StoredModel",
     "library_versions",
+    "list_runs",
     "load_model",
+    "load_results",
     "models_folder",
+    "results_folder",
     "save_model",
+    "save_results",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,6 +59,12 @@ logger = logging.getLogger(__name__)
 MODELS_DIR = ".healthscore/models"
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+
+#: Commands whose results `save_results` stores.
+RESULT_NAMES = ("backtest", "compare")
+#: Suffix of the folder that keeps every run of a command, as in `backtest.runs/`.
+#: It contains a dot, which model names cannot, so no model folder has its name.
+RUNS_SUFFIX = ".runs"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _LIBRARIES = ("healthscore", "scikit-learn", "lightgbm", "lifelines", "pandas", "numpy")
@@ -177,6 +195,156 @@ def load_model(project: Project, name: str) -> StoredModel:
             ", ".join(changed),
         )
     return StoredModel(estimator, info, folder)
+
+
+def results_folder(project: Project) -> Path:
+    """Folder of stored validation results: `models/` beside the snapshot folder."""
+    return project.path(project.config.store.snapshots).parent / "models"
+
+
+def save_results(
+    project: Project,
+    name: str,
+    payload: dict[str, Any],
+    snapshot_versions: Mapping[str, list[str]] | None = None,
+) -> Path:
+    """Store `payload` as a new run of the command `name` and as its latest results.
+
+    The run is written to `<results folder>/<name>.runs/<run id>.json`, and then
+    replaces `<name>.json`. Both contain `payload` and a `run` key. It records the
+    run id, the command, `created_at` (UTC), the versions of the configured
+    scorecards, the config key (see `Project.settings_key`) and the healthscore
+    version. Its `snapshot_scorecard_versions` is `snapshot_versions`: the versions
+    of each scorecard that scored the snapshots the run measured.
+
+    Latest results stored before runs were kept are first copied into the runs
+    folder, so no run is lost. Returns the path of the run file.
+    """
+    # Imported here, because the pipeline loads the engines, which the CLI's other
+    # commands that import this module do not need.
+    from healthscore import __version__
+    from healthscore.pipeline import scorecard_versions
+
+    _check_result_name(name)
+    folder = results_folder(project)
+    runs = folder / f"{name}{RUNS_SUFFIX}"
+    runs.mkdir(parents=True, exist_ok=True)
+    latest = folder / f"{name}.json"
+    _keep_unrecorded_latest(latest, runs, name)
+    now = datetime.now(UTC)
+    run_id = f"{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+    stored = dict(payload)
+    stored["run"] = {
+        "id": run_id,
+        "command": name,
+        "created_at": now.isoformat(timespec="microseconds"),
+        "scorecard_versions": scorecard_versions(project),
+        "config_key": project.settings_key(),
+        "healthscore_version": __version__,
+        "snapshot_scorecard_versions": (
+            None if snapshot_versions is None else dict(snapshot_versions)
+        ),
+    }
+    path = runs / f"{run_id}.json"
+    _write_json(path, stored)
+    _write_json(latest, stored)
+    logger.info("stored %s run %s in %s", name, run_id, path)
+    return path
+
+
+def load_results(project: Project, name: str) -> dict[str, Any] | None:
+    """Read the latest stored results of the command `name`, or None when none are.
+
+    Raises ValueError when the file is not valid JSON.
+    """
+    _check_result_name(name)
+    path = results_folder(project) / f"{name}.json"
+    if not path.is_file():
+        return None
+    return _read_json(path, name)
+
+
+def list_runs(project: Project, name: str) -> list[dict[str, Any]]:
+    """Read every stored run of the command `name`, oldest first.
+
+    Latest results stored before runs were kept, and not yet copied into the runs
+    folder by a later run, are listed too, with the `run` key that such a copy
+    would get (see `save_results`).
+
+    Raises ValueError when a run file is not valid JSON.
+    """
+    _check_result_name(name)
+    folder = results_folder(project)
+    runs = folder / f"{name}{RUNS_SUFFIX}"
+    stored = [_read_json(path, name) for path in runs.glob("*.json")]
+    latest = folder / f"{name}.json"
+    if latest.is_file():
+        data = _read_json(latest, name)
+        if "run" not in data:
+            data["run"] = _unrecorded_run(latest, name)
+            stored.append(data)
+    return sorted(
+        stored, key=lambda data: (data["run"]["created_at"], data["run"]["id"])
+    )
+
+
+def _keep_unrecorded_latest(latest: Path, runs: Path, name: str) -> None:
+    """Copy latest results stored before runs were kept into the runs folder."""
+    if not latest.is_file():
+        return
+    data = _read_json(latest, name)
+    if "run" in data:
+        return
+    data["run"] = _unrecorded_run(latest, name)
+    _write_json(runs / f"{data['run']['id']}.json", data)
+
+
+def _unrecorded_run(path: Path, name: str) -> dict[str, Any]:
+    """Return the `run` key of results stored without one, from the file's time."""
+    modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    return {
+        "id": f"{modified:%Y%m%dT%H%M%S%fZ}-unrecorded",
+        "command": name,
+        "created_at": modified.isoformat(timespec="microseconds"),
+        "scorecard_versions": None,
+        "config_key": None,
+        "healthscore_version": None,
+        "snapshot_scorecard_versions": None,
+        "note": "stored before each run was kept, so the scorecard versions and the "
+        "config key are unknown and created_at is the file's modification time",
+    }
+
+
+def _read_json(path: Path, name: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); delete it, and run `healthscore "
+            f"{name}` to store the results again"
+        ) from None
+    return data
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` through a temporary file, so readers never see half."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(
+            json.dumps(data, indent=2, allow_nan=False, default=str) + "\n",
+            encoding="utf-8",
+        )
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _check_result_name(name: str) -> None:
+    if name not in RESULT_NAMES:
+        raise ValueError(
+            f"unknown results {name!r}; stored results are {', '.join(RESULT_NAMES)}"
+        )
 
 
 def _check_name(name: str) -> None:

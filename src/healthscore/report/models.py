@@ -1,10 +1,10 @@
 """The report's models section: the stored backtest and comparison of scoring methods.
 
 `healthscore backtest` and `healthscore compare` store their measures as JSON (see
-`healthscore.models.backtest.save_results`). This module reads them and draws the
-charts: the reliability curve and churn per band of the configured scorecards, with
-the test rows banded insufficient data as a band of their own, and ROC AUC and lift
-per method. Without stored results the section is left out, and a
+`healthscore.models.persist.save_results`). This module reads the latest run of each
+and draws the charts: the reliability curve and churn per band of the configured
+scorecards, with the test rows banded insufficient data as a band of their own, and
+ROC AUC and lift per method. Without stored results the section is left out, and a
 chart that the stored results cannot draw is replaced by a note saying why.
 """
 
@@ -18,6 +18,7 @@ import plotly.io
 from markupsafe import Markup
 
 from healthscore.config import Project
+from healthscore.models.persist import load_results
 from healthscore.report.charts import CHART_CONFIG
 from healthscore.scoring import INSUFFICIENT_DATA
 
@@ -79,10 +80,6 @@ def _yes_no(value: Any) -> str:
 
 def models_section(project: Project) -> ModelsSection | None:
     """Return the section from the stored results, or None when there are none."""
-    # Imported here because the backtest module loads scikit-learn, which every CLI
-    # command would otherwise pay for at start.
-    from healthscore.models.backtest import load_results
-
     backtest = load_results(project, "backtest")
     compare = load_results(project, "compare")
     if backtest is None and compare is None:

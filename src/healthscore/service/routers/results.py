@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from healthscore.models.backtest import load_results
+from healthscore.models.persist import load_results
 from healthscore.pipeline import scorecard_versions
 from healthscore.service.auth import AccessDependency
 from healthscore.service.context import API_PREFIX
