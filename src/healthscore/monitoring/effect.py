@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sqlalchemy import column, inspect, select, table
 
 from healthscore.config import Project
@@ -125,6 +124,10 @@ class RulePrecision:
 
 
 def _z(confidence: float) -> float:
+    # scipy.stats is imported where it is used: importing it took about 0.5 s, and
+    # every command of the CLI imports this module.
+    from scipy import stats
+
     return float(stats.norm.ppf(0.5 + confidence / 2))
 
 
@@ -181,6 +184,8 @@ def welch_interval(
         share1**2 / (len(first) - 1) + share2**2 / (len(second) - 1)
     )
     difference = float(first.mean() - second.mean())
+    from scipy import stats  # see _z
+
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * standard_error
     return Interval(difference - half, difference + half), float(df)
 
