@@ -23,7 +23,12 @@ from healthscore.engine import Engine
 from healthscore.metrics import compute_metrics
 from healthscore.monitoring import backfill as backfill_module
 from healthscore.monitoring import backfill_sweep
-from healthscore.monitoring.backfill import backfill, backfill_dates, sweep_metrics
+from healthscore.monitoring.backfill import (
+    BackfillTableError,
+    backfill,
+    backfill_dates,
+    sweep_metrics,
+)
 from healthscore.monitoring.backfill_sweep import SourceSweep, sweep_source_reports
 from healthscore.monitoring.history import config_key, config_path, replay
 from healthscore.pipeline import score, scorecard_versions, snapshot_store
@@ -998,6 +1003,10 @@ def test_backfill_table_failure_keeps_date(
     # The Parquet snapshot of the failing date is stored, the later date is not.
     assert store.exists(failing)
     assert not store.exists(dates[2])
+    assert isinstance(caught.value, BackfillTableError)
+    assert caught.value.stored == dates[:1]
+    assert caught.value.files_only == [failing]
+    assert caught.value.unwritten == dates[1:]
 
 
 def test_backfill_unreachable_table_server(tmp_path: Path) -> None:
@@ -1010,8 +1019,9 @@ def test_backfill_unreachable_table_server(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "cannot connect to postgresql://postgres@127.0.0.1:" in message
     assert "hunter22" not in message
-    # One batch contains every date, and its snapshots are stored before the table.
-    assert snapshot_store(project).dates() == dates
+    # The backfill connects before scoring, so the files and the table agree.
+    assert message.endswith("The backfill stored nothing")
+    assert snapshot_store(project).dates() == []
 
 
 def test_backfill_of_dates_without_accounts(tmp_path: Path) -> None:

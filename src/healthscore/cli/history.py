@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,8 +35,8 @@ from healthscore.cli.common import (
     stdout_console,
 )
 from healthscore.config.models import Duration, parse_duration
+from healthscore.monitoring.backfill import BackfillTableError, backfill_dates
 from healthscore.monitoring.backfill import backfill as run_backfill
-from healthscore.monitoring.backfill import backfill_dates
 from healthscore.monitoring.coverage import PartialWindows, find_partial_windows
 from healthscore.monitoring.history import score_history
 from healthscore.monitoring.trends import compute_trends
@@ -116,9 +117,20 @@ def backfill(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = run_backfill(
-            project, dates, engine=engine, replay=replay, progress=advance
-        )
+        try:
+            result = run_backfill(
+                project, dates, engine=engine, replay=replay, progress=advance
+            )
+        except BackfillTableError as exc:
+            command = rerun_command(
+                project_dir, exc.unwritten, (start, end, every), replay
+            )
+            raise BackfillTableError(
+                f"{exc} To do so, run: {command}",
+                stored=exc.stored,
+                unwritten=exc.unwritten,
+                files_only=exc.files_only,
+            ) from None
     if json_output:
         print_json(
             {
@@ -147,6 +159,36 @@ def backfill(
             "starts or after it ends. Check --from and --to against the dates of "
             "your data."
         )
+
+
+def rerun_command(
+    project_dir: Path,
+    unwritten: list[date],
+    span: tuple[date, date, Duration],
+    replay: bool,
+) -> str:
+    """Return the `healthscore backfill` command that scores `unwritten` again.
+
+    `span` is the --from, --to and --every of the failed run. The command starts
+    at the first unwritten date when its dates include every unwritten one.
+    Otherwise it keeps the run's own --from, because a step in months can give
+    other days from a later start. For example, monthly from 31 January gives
+    29 February and 31 March, but from 29 February it gives 29 March.
+    """
+    start, end, every = span
+    first = min(unwritten)
+    if not set(unwritten) <= set(backfill_dates(first, end, every)):
+        first = start
+    words = [
+        "healthscore backfill",
+        f"--project {shlex.quote(str(project_dir))}",
+        f"--from {first.isoformat()}",
+        f"--to {end.isoformat()}",
+        f"--every {every}",
+    ]
+    if replay:
+        words.append("--replay")
+    return " ".join(words)
 
 
 def partial_windows_warning(partial: list[PartialWindows], total: int) -> str:

@@ -8,19 +8,26 @@ with `SnapshotStore.write_many`. Every stored date equals what `pipeline.score`
 stores for it alone: the snapshot with its `shadow_scores` table, and the date's
 rows of `store.snapshot_table`. A backfill checks no alert rules and opens no
 playbook tasks, so it sends no alerts about past dates. On Spark, which cannot run
-the sweep's SQL, each date is scored with `pipeline.score` instead.
+the sweep's SQL, each date is scored with `pipeline.score` instead, and stored as a
+batch of one date.
+
+The table's rows always go under the project key in force now
+(`snapshot_tables.project_key` of the current project), replays included. When the
+table write of a batch fails, the backfill stops with a BackfillTableError that
+names the dates whose rows the table lacks.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 
 from healthscore.config import Project
@@ -43,17 +50,29 @@ from healthscore.pipeline import (
     snapshot_store,
 )
 from healthscore.scoring.scorecard import score_dates
-from healthscore.sources import SourceSet
-from healthscore.store.snapshot_tables import SnapshotTableWriter
+from healthscore.sources import SourceReport, SourceSet
+from healthscore.store.snapshot_tables import SnapshotTableError, SnapshotTableWriter
 from healthscore.store.snapshots import SnapshotStore
 from healthscore.store.state import StateStore
 
-__all__ = ["BackfillResult", "backfill", "backfill_dates", "sweep_metrics"]
+__all__ = [
+    "BackfillResult",
+    "BackfillTableError",
+    "backfill",
+    "backfill_dates",
+    "sweep_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Called after each stored date with (dates done, dates in all).
 DateProgress = Callable[[int, int], None]
+
+#: One date's snapshot to store: (as-of date, tables by name, run.json content).
+_Snapshot = tuple[date, Mapping[str, pa.Table | pd.DataFrame], dict[str, Any]]
+
+#: A batch handed to the writer thread: its (date, accounts) counts and its write.
+_Pending = tuple[list[tuple[date, int]], Future[None]]
 
 #: Accounts times dates scored together. Each batch keeps its score, measure and
 #: metric tables in memory (an estimate: about 1 KB per account and date with 5
@@ -129,6 +148,44 @@ class BackfillResult:
     seconds: float = 0.0
 
 
+class BackfillTableError(SnapshotTableError):
+    """A backfill stopped because the rows of a batch of dates could not be written
+    into `store.snapshot_table`.
+
+    The batch's rows are written in one transaction, so the table keeps its earlier
+    rows of every date of the batch. The attributes list the dates of the backfill,
+    oldest first, by what was stored.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stored: list[date],
+        unwritten: list[date],
+        files_only: list[date],
+    ) -> None:
+        super().__init__(message)
+        self.stored = stored
+        """Dates whose Parquet snapshot and table rows are both written."""
+        self.unwritten = unwritten
+        """Dates whose new rows are not in the table: the failed batch and every
+        date not scored yet."""
+        self.files_only = files_only
+        """Dates of `unwritten` whose new Parquet snapshot is stored: the failed
+        batch. The other dates of `unwritten` were not scored."""
+
+
+class _UnwrittenBatch(Exception):
+    """The table write of a batch whose Parquet snapshots are stored failed."""
+
+    def __init__(self, dates: list[date], error: SnapshotTableError) -> None:
+        super().__init__(str(error))
+        self.dates = dates
+        self.error = error
+        self.later_error: Exception | None = None
+
+
 def backfill(
     project: Project,
     dates: list[date],
@@ -159,9 +216,13 @@ def backfill(
     SourceError, ConfigError, ScoringInputError
         As `pipeline.score`; the dates stored before the error stay stored.
     SnapshotTableError
-        When `store.snapshot_table` cannot be written. The Parquet snapshots of the
-        batch being written are stored then, and the table keeps its earlier rows
-        of that batch's dates. Later dates are not scored.
+        When `store.snapshot_table` cannot be reached before scoring; nothing is
+        stored then.
+    BackfillTableError
+        When the table write of a batch fails, for example on a constraint or a
+        lost connection. The Parquet snapshots of that batch are stored, the
+        table keeps its earlier rows of the batch's dates, and later dates are
+        not scored. The error names those dates; backfill them again.
     """
     spark = (
         engine.con.name == "pyspark"
@@ -182,24 +243,21 @@ def backfill(
         if progress:
             progress(len(result.dates), total)
 
-    settings = project.config.store.snapshot_table
-    # Created before scoring, so that an unresolved connection URL stops the
-    # backfill before anything is stored. Replayed projects keep this store. On
-    # Spark, `pipeline.score` checks and writes the table for each date itself.
-    table_writer = (
-        SnapshotTableWriter(project, settings)
-        if settings is not None and not spark
-        else None
-    )
+    table_writer = _open_table_writer(project)
     try:
         for group_project, group_dates in groups:
             group_engine = engine if group_project is project else None
             if spark:
-                _score_each_date(group_project, group_dates, group_engine, stored)
+                _score_each_date(
+                    group_project, group_dates, group_engine, stored, table_writer
+                )
                 continue
             _backfill_group(
                 group_project, group_dates, group_engine, stored, table_writer
             )
+    except _UnwrittenBatch as failure:
+        scheduled = [as_of for _, group in groups for as_of in group]
+        raise _table_error(failure, result.dates, scheduled) from None
     finally:
         if table_writer is not None:
             table_writer.close()
@@ -207,6 +265,80 @@ def backfill(
     result.seconds = time.perf_counter() - started
     logger.info("backfilled %d dates in %.2f s", len(result.dates), result.seconds)
     return result
+
+
+def _open_table_writer(project: Project) -> SnapshotTableWriter | None:
+    """Connect to `store.snapshot_table` and check the table, or return None.
+
+    Called before scoring, so that an unresolved URL, an unreachable server or a
+    table that cannot be created stops the backfill before anything is stored.
+    The writer takes the key of the current project, so replayed dates, whose
+    kept configuration may carry an older `name`, are written under it too.
+    """
+    settings = project.config.store.snapshot_table
+    if settings is None:
+        return None
+    writer = SnapshotTableWriter(project, settings)
+    try:
+        writer.connect()
+    except SnapshotTableError as exc:
+        raise SnapshotTableError(f"{exc}. The backfill stored nothing") from None
+    return writer
+
+
+def _table_error(
+    failure: _UnwrittenBatch, stored: list[date], scheduled: list[date]
+) -> BackfillTableError:
+    """Describe what a backfill stopped by a failed batch left in each store.
+
+    `stored` are the dates written to both stores, `scheduled` every date the
+    backfill was to score.
+    """
+    done = set(stored)
+    unwritten = sorted(as_of for as_of in scheduled if as_of not in done)
+    files_only = sorted(failure.dates)
+    not_scored = [as_of for as_of in unwritten if as_of not in set(files_only)]
+    files = f"The Parquet {_snapshots_text(files_only)} stored"
+    if not_scored:
+        verb = "was" if len(not_scored) == 1 else "were"
+        files += f", and {_dates_text(not_scored)} {verb} not scored"
+    parts = [
+        f"{failure.error}.",
+        "The backfill stopped, so the table lacks the new rows of "
+        f"{_dates_text(unwritten)}.",
+        f"{files}.",
+    ]
+    if stored:
+        parts.append(
+            f"Both the files and the table have {_dates_text(sorted(stored))}."
+        )
+    if failure.later_error is not None:
+        parts.append(
+            "Scoring the next batch failed too: "
+            f"{type(failure.later_error).__name__}: {failure.later_error}."
+        )
+    parts.append(
+        f"Backfill {_dates_text(unwritten)} again once the table can be written."
+    )
+    return BackfillTableError(
+        " ".join(parts),
+        stored=sorted(stored),
+        unwritten=unwritten,
+        files_only=files_only,
+    )
+
+
+def _dates_text(dates: list[date]) -> str:
+    """Name sorted dates in a message: one date, or the count and range."""
+    if len(dates) == 1:
+        return dates[0].isoformat()
+    return f"{len(dates)} dates from {dates[0]} to {dates[-1]}"
+
+
+def _snapshots_text(dates: list[date]) -> str:
+    if len(dates) == 1:
+        return f"snapshot of {dates[0]} is"
+    return f"snapshots of {_dates_text(dates)} are"
 
 
 def _backfill_group(
@@ -220,7 +352,9 @@ def _backfill_group(
 
     One writer thread stores a batch while the next one is scored, because most of
     a write is Parquet encoding and file I/O. At most one batch is pending, and its
-    error is raised before the next batch is handed over.
+    error is raised before the next batch is handed over. When scoring fails, the
+    pending batch is still waited for, so its dates are reported as stored, or its
+    write error is raised in place of the scoring error.
     """
     if not dates:
         return
@@ -242,46 +376,73 @@ def _backfill_group(
         StateStore.open(project.config.store.state, project.root) as state,
         ThreadPoolExecutor(max_workers=1) as writer,
     ):
-        pending: tuple[list[tuple[date, int]], Future[None]] | None = None
-        for first, stop in _batches(sweep):
-            mark = time.perf_counter()
-            dated = sweep.rows(first, stop)
-            overrides = [state.active_overrides(as_of) for as_of in dated.dates]
-            scored = score_dates(
-                project.config,
-                dated.values.set_axis(dated.account_ids),
-                dated.accounts,
-                dated.codes,
-                dated.dates,
-                overrides,
-                versions,
-            )
-            tables = snapshot_tables(dated, scored)
-            _add_shadow_scores(project, dated, tables)
-            # Shared by the batch's dates, so each run.json gets the batch's time.
-            seconds = {"backfill_batch": time.perf_counter() - mark}
-            snapshots = []
-            counts = []
-            for index, as_of in enumerate(dated.dates):
-                accounts = int(dated.offsets[index + 1] - dated.offsets[index])
-                info = run_info(
-                    project,
-                    dated.points[index],
-                    versions,
-                    accounts,
-                    reports[first + index],
-                    seconds,
+        pending: _Pending | None = None
+        try:
+            for first, stop in _batches(sweep):
+                snapshots, counts = _score_batch(
+                    project, sweep, reports, versions, state, first, stop
                 )
-                snapshots.append((as_of, tables[index], info))
-                counts.append((as_of, accounts))
+                if pending is not None:
+                    done, pending = pending, None
+                    _finish(done, stored)
+                pending = (
+                    counts,
+                    writer.submit(_store_batch, store, snapshots, table_writer),
+                )
+        except Exception as error:
+            # The batch being written still decides which dates are stored, and
+            # its write error, if any, is the earlier failure.
             if pending is not None:
-                _finish(pending, stored)
-            pending = (
-                counts,
-                writer.submit(_store_batch, store, snapshots, table_writer),
-            )
+                _finish(pending, stored, later_error=error)
+            raise
         if pending is not None:
             _finish(pending, stored)
+
+
+def _score_batch(
+    project: Project,
+    sweep: MetricSweep,
+    reports: list[list[SourceReport]],
+    versions: dict[str, str],
+    state: StateStore,
+    first: int,
+    stop: int,
+) -> tuple[list[_Snapshot], list[tuple[date, int]]]:
+    """Score the dates sweep.dates[first:stop]; return their snapshots and
+    (date, accounts) counts."""
+    mark = time.perf_counter()
+    dated = sweep.rows(first, stop)
+
+    overrides = [state.active_overrides(as_of) for as_of in dated.dates]
+    scored = score_dates(
+        project.config,
+        dated.values.set_axis(dated.account_ids),
+        dated.accounts,
+        dated.codes,
+        dated.dates,
+        overrides,
+        versions,
+    )
+    tables = snapshot_tables(dated, scored)
+    _add_shadow_scores(project, dated, tables)
+
+    # Shared by the batch's dates, so each run.json gets the batch's time.
+    seconds = {"backfill_batch": time.perf_counter() - mark}
+    snapshots: list[_Snapshot] = []
+    counts = []
+    for index, as_of in enumerate(dated.dates):
+        accounts = int(dated.offsets[index + 1] - dated.offsets[index])
+        info = run_info(
+            project,
+            dated.points[index],
+            versions,
+            accounts,
+            reports[first + index],
+            seconds,
+        )
+        snapshots.append((as_of, tables[index], info))
+        counts.append((as_of, accounts))
+    return snapshots, counts
 
 
 def _score_each_date(
@@ -289,18 +450,24 @@ def _score_each_date(
     dates: list[date],
     engine: Engine | None,
     stored: Callable[[date, int], None],
+    table_writer: SnapshotTableWriter | None,
 ) -> None:
-    """Score and store each date with `pipeline.score`, without alert rules.
+    """Score each date with `pipeline.score`, without alert rules, and store it as
+    a batch of one date.
 
     The sweep reads every date in one pass of DuckDB SQL, which Spark does not run.
-    On Spark each date therefore costs about one scoring run.
+    On Spark each date therefore costs about one scoring run. The snapshot and the
+    table rows are stored as on DuckDB, with the backfill's table writer.
     """
     if not dates:
         return
     if engine is None:
         engine = open_engine(project)
+    store = snapshot_store(project)
+    record_config(project)
     for as_of in dates:
-        run = score(project, as_of, engine=engine, monitor=False)
+        run = score(project, as_of, engine=engine, store=False)
+        _store_batch(store, [(as_of, run.tables(), run.run_info())], table_writer)
         stored(as_of, len(run.result.scores))
 
 
@@ -319,28 +486,43 @@ def _add_shadow_scores(
 
 def _store_batch(
     store: SnapshotStore,
-    snapshots: list[tuple[date, dict[str, pa.Table], dict[str, Any]]],
+    snapshots: list[_Snapshot],
     table_writer: SnapshotTableWriter | None,
 ) -> None:
     """Store the batch's snapshots, then replace its dates' rows of the table.
 
     The rows of all the batch's dates go in one transaction. A date is then never
     half written, and a backfill commits once per batch instead of once per date.
-    The batch size (ROWS_PER_BATCH) bounds the rows of one transaction.
+    The batch size (ROWS_PER_BATCH) bounds the rows of one transaction. Raises
+    _UnwrittenBatch when the table write fails; the snapshots are stored then.
     """
     store.write_many(snapshots)
-    if table_writer is not None:
+    if table_writer is None:
+        return
+    try:
         table_writer.write(
             [(as_of, tables["scores"]) for as_of, tables, _ in snapshots]
         )
+    except SnapshotTableError as exc:
+        raise _UnwrittenBatch([as_of for as_of, _, _ in snapshots], exc) from None
 
 
 def _finish(
-    pending: tuple[list[tuple[date, int]], Future[None]],
+    pending: _Pending,
     stored: Callable[[date, int], None],
+    later_error: Exception | None = None,
 ) -> None:
+    """Wait for a batch's write and report its dates as stored.
+
+    `later_error` is an error of a later batch, raised while this one was being
+    written. A write error of this batch carries it, so the message names both.
+    """
     counts, future = pending
-    future.result()
+    try:
+        future.result()
+    except _UnwrittenBatch as failure:
+        failure.later_error = later_error
+        raise
     for as_of, accounts in counts:
         stored(as_of, accounts)
 

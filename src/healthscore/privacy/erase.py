@@ -110,9 +110,11 @@ class ErasureReport:
         Per store source, the rows of the event store (``raw``) and of its daily
         rollup (``daily``).
     snapshot_table_dates : list of str
-        As-of dates whose rows of `store.snapshot_table` were written again from
-        the erased snapshot; for an account, its rows of every date are deleted
-        too. Only the rows of this project (`store.snapshot_table.project`) change.
+        Erased snapshot dates whose rows of `store.snapshot_table` under this
+        project's key were written again from the erased snapshot. A date without
+        rows under that key, such as one written under an earlier name, is not
+        written. For an account, its rows of every date under the key are deleted
+        too. Rows under other keys do not change.
     snapshot_table_rows : int
         Rows of the account that `store.snapshot_table` held under this project's
         key before the erasure, all deleted. 0 for a person.
@@ -319,11 +321,13 @@ def erase_snapshot_table(
     """Write the project's rows of `store.snapshot_table` of erased dates again.
 
     `dates` are the as-of dates (ISO) whose snapshots `erase_snapshots` changed.
-    The project's rows of those dates are replaced by the erased scores, in one
-    transaction. The project's rows of an erased account of other dates, such as
-    dates whose snapshot is gone, are then deleted. Rows that other projects
-    wrote into a shared table stay as they are. Returns the dates written, or
-    those that would be in a dry run.
+    Of those, the dates that have rows under the project's key (`project_key`)
+    get them replaced by the erased scores, in one transaction. The other dates
+    are not written, because any rows they have are under another key, such as
+    another project's or this project's before a change of its name. Then the
+    project's rows of an erased account are deleted on every date, such as dates
+    whose snapshot is gone. Rows under other keys stay as they are. Returns the
+    dates written, or those that would be in a dry run.
 
     Raises SnapshotTableError when the table cannot be written; the snapshots are
     erased by then, so running `forget` again finishes the erasure.
@@ -331,14 +335,16 @@ def erase_snapshot_table(
     settings = project.config.store.snapshot_table
     if settings is None:
         return []
-    if dry_run:
-        return dates
-    stored = [date.fromisoformat(day) for day in dates]
     with SnapshotTableWriter(project, settings) as writer:
+        keyed = set(writer.key_dates())
+        own = [day for day in dates if date.fromisoformat(day) in keyed]
+        if dry_run:
+            return own
+        stored = [date.fromisoformat(day) for day in own]
         writer.write([(as_of, store.read(as_of, "scores")) for as_of in stored])
         if subject.kind == "account":
             writer.delete_account(subject.identifier)
-    return dates
+    return own
 
 
 def _erase_tables(

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,9 +67,9 @@ SNAPSHOT_TABLE_SCHEMA = pa.schema(
 def project_key(project: Project, settings: SnapshotTableConfig) -> str:
     """Return the key of the project's rows: `settings.project`, else the name.
 
-    NOTE: `healthscore backfill --replay` on Spark writes each date under the
-    configuration kept with its snapshot, whose `name` may be older, so without
-    `project` set, a project renamed since writes those dates under its old name.
+    Pass the current project. A project replayed from a kept configuration
+    (`monitoring.history.replay_project`) carries the `name` of that time, so a
+    project renamed since would get its old key.
     """
     return settings.project if settings.project is not None else project.config.name
 
@@ -111,6 +111,14 @@ class SnapshotTableWriter:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def connect(self) -> None:
+        """Open the connection and create or check the table, unless it is open.
+
+        Raises SnapshotTableError when the database cannot be reached, or the table
+        cannot be created or is not a table with the needed columns.
+        """
+        self._open()
 
     def close(self) -> None:
         """Close the connection, if one is open."""
@@ -187,6 +195,41 @@ class SnapshotTableWriter:
         finally:
             backend.disconnect()
         return {str(owner): int(count) for owner, count in rows}
+
+    def key_dates(self) -> list[date]:
+        """Return the as-of dates that have rows of this project's key, oldest first.
+
+        Changes nothing. A missing table has no dates. The rows of a table without
+        the project column count under this project's key, which its first write
+        gives them. Raises SnapshotTableError when the database cannot be reached
+        or read.
+        """
+        import ibis.common.exceptions as ibis_errors
+
+        backend = _open_backend(self.database, self.settings)
+        try:
+            with self._database_errors(
+                f"listing the dates of project {self.project_key!r} in table "
+                f"{self.settings.table!r} of {self.database.display} failed"
+            ):
+                try:
+                    schema = backend.get_schema(self._name, database=self._schema)
+                except ibis_errors.TableNotFound:
+                    return []
+                table = _table_sql(backend, self._schema, self._name)
+                where = (
+                    f" WHERE {PROJECT_COLUMN} = {_text_sql(self.project_key)}"
+                    if PROJECT_COLUMN in schema.names
+                    else ""
+                )
+                rows = _fetch(
+                    backend,
+                    self.database,
+                    f"SELECT DISTINCT as_of FROM {table}{where}",
+                )
+        finally:
+            backend.disconnect()
+        return sorted(_as_date(as_of) for (as_of,) in rows if as_of is not None)
 
     def delete_account(self, account_id: str) -> None:
         """Delete the project's rows of one account, of every date, in one transaction.
@@ -303,6 +346,16 @@ def _as_arrow(as_of: date, scores: pd.DataFrame | pa.Table, key: str) -> pa.Tabl
             values = scores[field.name]
             columns.append(pa.array(values, type=field.type, from_pandas=True))
     return pa.Table.from_arrays(columns, schema=SNAPSHOT_TABLE_SCHEMA)
+
+
+def _as_date(value: Any) -> date:
+    """Return a DATE value as DuckDB or psycopg returns it, as a `date`."""
+    # datetime is a subclass of date, so it is checked first.
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
 
 
 def _describe(dates: list[date]) -> str:
