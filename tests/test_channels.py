@@ -695,6 +695,48 @@ def email_settings(port: int, to: Any) -> Any:
     return settings.channels["mail"]
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "invalid"),
+    [
+        ("to", ["cs-team@example.com", "cs-team"], "'cs-team'"),
+        ("to", ["cs team@example.com"], "'cs team@example.com'"),
+        ("to", ["@example.com"], "'@example.com'"),
+        ("from", "healthscore", "'healthscore'"),
+    ],
+)
+def test_email_address_without_domain_rejected(key, value, invalid):
+    channel = {
+        "type": "email",
+        "host": "127.0.0.1",
+        "from": "healthscore@example.com",
+        "to": ["cs-team@example.com"],
+        key: value,
+    }
+
+    with pytest.raises(ValueError) as raised:
+        AlertSettings.model_validate({"channels": {"mail": channel}})
+
+    assert f"invalid email address {invalid}; write it as name@example.com" in str(
+        raised.value
+    )
+
+
+def test_email_address_forms_accepted():
+    channel = {
+        "type": "email",
+        "host": "127.0.0.1",
+        "from": "Healthscore <healthscore@example.com>",
+        "to": ["CS Team <cs-team@example.com>", "vp.cs+alerts@example.co.uk"],
+    }
+
+    settings = AlertSettings.model_validate({"channels": {"mail": channel}})
+
+    assert settings.channels["mail"].to == [  # type: ignore[union-attr]
+        "CS Team <cs-team@example.com>",
+        "vp.cs+alerts@example.co.uk",
+    ]
+
+
 def test_email_plain_and_html(smtp_server):
     port, sink = smtp_server
 
@@ -739,6 +781,22 @@ def test_email_server_down(smtp_server):
 
     with pytest.raises(DeliveryError, match=r"sending email through 127\.0\.0\.1:"):
         EmailSender(settings, None, None).send(sample_delivery())
+
+
+def test_email_starttls_not_offered_names_setting(smtp_server):
+    port, sink = smtp_server
+    settings = email_settings(port, ["cs@example.com"])
+    settings = settings.model_copy(update={"starttls": True})
+
+    with pytest.raises(DeliveryError) as caught:
+        EmailSender(settings, None, None).send(sample_delivery())
+
+    assert str(caught.value) == (
+        f"sending email through 127.0.0.1:{port} failed: the server does not offer "
+        "STARTTLS; set starttls: false for a server that takes plain connections, "
+        "or use the port where the server offers STARTTLS"
+    )
+    assert sink.messages == []
 
 
 def test_email_header_line_breaks_become_spaces(smtp_server):

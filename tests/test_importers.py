@@ -917,6 +917,44 @@ def test_crm_missing_chosen_column_fails(tmp_path):
         load(project)
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "found"),
+    [
+        # An unterminated quote runs to the end of the file as one value.
+        ('Record ID,Company name,Type\n101,Acme,Customer\n102,"Globex,Customer\n',
+         3, "2 fields"),
+        ("Record ID,Company name,Type\n101,Acme,Customer,Gold,1\n", 2, "5 fields"),
+        # A quoted line break keeps the record on its first line, 2.
+        ('Record ID,Company name,Type\n101,"Acme\nInc",Customer\n\n102,Globex\n',
+         5, "2 fields"),
+    ],
+)  # fmt: skip
+def test_crm_row_with_wrong_field_count_fails(tmp_path, text, line, found):
+    project = make_project(
+        tmp_path,
+        {
+            "accounts": {
+                "kind": "accounts",
+                "format": "hubspot",
+                "path": "companies.csv",
+            }
+        },
+        {},
+        {"companies.csv": text},
+    )
+
+    with pytest.raises(SourceError) as raised:
+        load(project)
+
+    message = str(raised.value)
+    assert f"companies.csv as CSV: line {line} has {found} but the header has 3" in (
+        message
+    )
+    assert "Fix the row, or put double quotes around each value that contains ','" in (
+        message
+    )
+
+
 def test_importer_rejects_wrong_kind(tmp_path):
     with pytest.raises(ConfigError) as raised:
         make_project(

@@ -488,6 +488,72 @@ def test_api_events_roles(client, project, state):
     assert stored_rows(project, "errors") == 2
 
 
+def test_api_events_unknown_source_422(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    row = {"account_id": "a1", "timestamp": "2026-03-01T10:00:00"}
+
+    unknown = client.post(
+        "/api/events",
+        json={"source": "eror", "events": [row]},
+        headers=bearer(analyst),
+    )
+    plain = client.post(
+        "/api/events",
+        json={"source": "accounts", "events": [row]},
+        headers=bearer(analyst),
+    )
+
+    assert unknown.status_code == 422
+    message = "unknown source 'eror'; the store sources are usage, errors"
+    assert unknown.json()["error"]["details"] == [
+        {"location": "body.source", "message": message}
+    ]
+    assert plain.status_code == 409
+    assert plain.json()["error"]["message"] == (
+        "source 'accounts' is not a store source of the project; set "
+        "sources.accounts.path to store, or use one of the store sources: "
+        "usage, errors"
+    )
+    assert stored_rows(project, "errors") == 0
+
+
+def test_unreadable_values_name_format(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    key = create_write_key(state, project, "usage").key
+    events = [
+        {"account_id": "a1", "timestamp": "yesterday"},
+        {"account_id": "a1", "timestamp": "2026-03-01T10:00:00", "value": "many"},
+    ]
+
+    rows = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+    call = client.post(
+        "/v1/track", json=track("a1", timestamp="01/03/2026"), headers=basic(key)
+    )
+
+    time_hint = (
+        "value cannot be read as the column's type; send a time as ISO 8601 text "
+        "such as 2026-03-01T10:00:00Z, or a Unix time in seconds"
+    )
+    assert rows.status_code == 422
+    assert rows.json()["error"]["details"] == [
+        {"location": "body.events[0].timestamp", "message": time_hint},
+        {
+            "location": "body.events[1].value",
+            "message": "value cannot be read as the column's type; send a number",
+        },
+    ]
+    assert call.status_code == 422
+    assert call.json()["error"]["details"] == [
+        {"location": "body.call.timestamp", "message": time_hint}
+    ]
+    assert stored_rows(project, "errors") == 0
+    assert stored_rows(project, "usage") == 0
+
+
 def test_api_events_invalid_rows(client, project, state):
     analyst = create_token(state, role="analyst", name="a").token
     events = [

@@ -10,6 +10,7 @@ import pytest
 
 from healthscore.config import Project
 from healthscore.config.models import ProjectConfig
+from healthscore.config.validation import ValidationConfig
 from healthscore.models.labels import (
     column_labels,
     outcome_labels,
@@ -293,3 +294,23 @@ def test_column_labels_unknown_column():
     )
     with pytest.raises(ValueError, match="not a column of the accounts source"):
         column_labels(project(), pairs(("a", "2024-01-01")), accounts)
+
+
+def test_column_labels_without_label_column_rejected():
+    with pytest.raises(ValueError) as raised:
+        ValidationConfig.model_validate({"labels": "column"})
+
+    assert (
+        "labels is column but label_column is not set; name the accounts column that "
+        "records churn under label_column, or set labels to subscriptions or outcomes"
+    ) in str(raised.value)
+
+
+def test_label_sources_without_column_accepted():
+    for labels in ("subscriptions", "outcomes", None):
+        assert ValidationConfig.model_validate({"labels": labels}).labels == labels
+    with_column = ValidationConfig.model_validate(
+        {"labels": "column", "label_column": {"column": "Churn"}}
+    )
+    assert with_column.label_column is not None
+    assert with_column.label_column.column == "Churn"

@@ -616,6 +616,22 @@ def test_import_rejects_missing_column(store, tmp_path):
         import_outcomes(store, file, now=NOW)
 
 
+def test_import_names_other_separator(store, tmp_path):
+    file = write(
+        tmp_path / "o.csv", "account_id;kind;occurred_on\na1;churned;2026-01-01\n"
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(store, file, now=NOW)
+    message = str(caught.value)
+
+    assert "line 1: missing columns account_id, kind, occurred_on; unknown column " in (
+        message
+    )
+    assert "The header is one column that contains ';'" in message
+    assert "save the file with commas between the columns" in message
+
+
 def test_import_rejects_repeated_row(store, tmp_path):
     file = write(
         tmp_path / "i.csv",
@@ -660,6 +676,22 @@ def test_import_names_line_after_multiline_note(store, tmp_path):
         import_interventions(store, file, now=NOW)
 
     assert "row 2 (line 4), column author: is empty" in str(caught.value)
+
+
+def test_import_names_row_with_missing_cell(store, tmp_path):
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on,source\n"
+        "a1,churned,2026-01-01,crm\n"
+        "a2,2026-01-02,crm\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(store, file, now=NOW)
+    message = str(caught.value)
+
+    assert "row 2 (line 3): has fewer cells than the header has columns" in message
+    assert outcomes_frame(store).empty
 
 
 def test_import_one_invalid_value_is_singular(store, tmp_path):

@@ -8,6 +8,8 @@ data problem rather than a change in the accounts.
 
 from __future__ import annotations
 
+import re
+from email.utils import getaddresses
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -261,6 +263,37 @@ class EmailChannel(StrictModel):
         "then must be an email address."
     )
     timeout: float = Field(default=10.0, gt=0, description="SMTP timeout, seconds.")
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_address(cls, value: str) -> str:
+        return _check_email_address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _recipient_addresses(
+        cls, value: list[str] | Literal["owner"]
+    ) -> list[str] | Literal["owner"]:
+        if isinstance(value, list):
+            for address in value:
+                _check_email_address(address)
+        return value
+
+
+#: The address part of an email address: a local part, @ and a domain, without
+#: spaces or the characters that separate or enclose addresses.
+_EMAIL_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+
+
+def _check_email_address(value: str) -> str:
+    """Accept one address, bare (`a@example.com`) or with a name (`A <a@...>`)."""
+    found = getaddresses([value])
+    if len(found) != 1 or not _EMAIL_ADDRESS.fullmatch(found[0][1]):
+        raise ValueError(
+            f"invalid email address {value!r}; write it as name@example.com or "
+            "Name <name@example.com>, one address per list item"
+        )
+    return value
 
 
 ChannelConfig = Annotated[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from healthscore.config.models import StrictModel
 
@@ -62,3 +62,13 @@ class ValidationConfig(StrictModel):
         "scoring run also scores the accounts with them and stores the result as the "
         "snapshot table `shadow_scores`, which alert rules never read.",
     )
+
+    @model_validator(mode="after")
+    def _column_labels_need_column(self) -> ValidationConfig:
+        if self.labels == "column" and self.label_column is None:
+            raise ValueError(
+                "labels is column but label_column is not set; name the accounts "
+                "column that records churn under label_column, or set labels to "
+                "subscriptions or outcomes"
+            )
+        return self

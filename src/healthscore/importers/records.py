@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
+from healthscore.sources.csv_rows import fields_count
 from healthscore.sources.lookups import read_lookup
 from healthscore.sources.reader import SourceError, quote
 
@@ -327,14 +328,28 @@ def read_csv_file(
 
     The delimiter is the source's `delimiter` unless given.
     """
+    separator = delimiter or context.source.delimiter
     try:
         # utf-8-sig drops the byte order mark that CRM exports often start with.
         with open(file, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(
-                handle, delimiter=delimiter or context.source.delimiter
-            )
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
+            reader = csv.reader(handle, delimiter=separator)
+            header = next(reader, [])
+            rows: list[dict[str, str]] = []
+            # A quoted value can span lines, so a record starts on the line after
+            # the end of the one before.
+            first_line = reader.line_num + 1
+            for fields in reader:
+                line, first_line = first_line, reader.line_num + 1
+                if not fields:
+                    continue  # a blank line is no record
+                if len(fields) != len(header):
+                    raise context.error(
+                        f"cannot read {file} as CSV: line {line} has "
+                        f"{fields_count(len(fields))} but the header has "
+                        f"{len(header)}. Fix the row, or put double quotes around "
+                        f"each value that contains {separator!r}."
+                    )
+                rows.append(dict(zip(header, fields, strict=True)))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise context.error(f"cannot read {file} as CSV: {exc}") from None
     if not header:

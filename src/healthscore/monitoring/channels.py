@@ -222,6 +222,18 @@ def account_link(base_url: str | None, account_id: str) -> str | None:
     return f"{base_url.rstrip('/')}/accounts/{quote(account_id, safe='')}"
 
 
+def _start_tls(smtp: smtplib.SMTP) -> None:
+    """Upgrade the connection; raises SMTPException naming the setting to change."""
+    try:
+        smtp.starttls()
+    except smtplib.SMTPNotSupportedError:
+        raise smtplib.SMTPException(
+            "the server does not offer STARTTLS; set starttls: false for a server "
+            "that takes plain connections, or use the port where the server offers "
+            "STARTTLS"
+        ) from None
+
+
 class EmailSender:
     """Send alerts by SMTP as a plain-text and an HTML part.
 
@@ -249,7 +261,7 @@ class EmailSender:
                 settings.host, settings.port, timeout=settings.timeout
             ) as smtp:
                 if settings.starttls:
-                    smtp.starttls()
+                    _start_tls(smtp)
                 if self.username is not None:
                     smtp.login(self.username, self.password or "")
                 smtp.send_message(message)

@@ -264,6 +264,15 @@ def _read_rows(
             errors: list[tuple[str, str]] = []
             if len(cells) > len(header):
                 errors.append(("", "has more cells than the header has columns"))
+            elif len(cells) < len(header):
+                # A missing cell shifts the later values into the wrong columns.
+                errors.append(
+                    (
+                        "",
+                        "has fewer cells than the header has columns; write every "
+                        "cell, an empty one as nothing between two commas",
+                    )
+                )
             raw = dict(zip(header, cells, strict=False))
             row = parse(raw, errors)
             account = row.get("account_id")
@@ -341,13 +350,29 @@ def _check_header(
     if missing or unknown:
         parts = []
         if missing:
-            parts.append(f"missing column {', '.join(missing)}")
+            noun = "column" if len(missing) == 1 else "columns"
+            parts.append(f"missing {noun} {', '.join(missing)}")
         if unknown:
-            parts.append(f"unknown column {', '.join(unknown)}")
-        raise ImportValidationError(
+            noun = "column" if len(unknown) == 1 else "columns"
+            parts.append(f"unknown {noun} {', '.join(unknown)}")
+        message = (
             f"{path}, line 1: {'; '.join(parts)}; the columns are "
             f"{', '.join(required)} and optionally {', '.join(optional)}"
         )
+        separator = _other_separator(header)
+        if separator:
+            message += (
+                f". The header is one column that contains {separator!r}, so save "
+                "the file with commas between the columns"
+            )
+        raise ImportValidationError(message)
+
+
+def _other_separator(header: Sequence[str]) -> str | None:
+    """Return the separator of a header that csv read as one column, if it has one."""
+    if len(header) != 1:
+        return None
+    return next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
 
 
 def _problem_message(path: Path, problems: list[str]) -> str:

@@ -214,10 +214,32 @@ def _validation_detail(error: Any, body: Any) -> dict[str, str]:
             "message": f"the body is not valid JSON: {reason}"
             + _json_position(body, position),
         }
+    if error.get("type") in _DATE_ERRORS:
+        return {"location": location(parts), "message": _date_message(error)}
     return {
         "location": location(parts),
         "message": str(error.get("msg", "invalid value")),
     }
+
+
+#: Pydantic error types of a value that is not a valid date.
+_DATE_ERRORS = {
+    "date_parsing",
+    "date_from_datetime_parsing",
+    "date_from_datetime_inexact",
+}
+
+
+def _date_message(error: Any) -> str:
+    """Name the invalid date, why pydantic rejected it, and the format to use."""
+    if error.get("type") == "date_from_datetime_inexact":
+        reason = "it has a time of day"
+    else:
+        reason = str((error.get("ctx") or {}).get("error", "not a date"))
+    return (
+        f"invalid date {error.get('input')!r} ({reason}); "
+        "write the date as YYYY-MM-DD, for example 2026-06-01"
+    )
 
 
 def location(parts: Sequence[Any]) -> str:

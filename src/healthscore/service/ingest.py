@@ -55,7 +55,7 @@ from pydantic import BaseModel, Field
 
 from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
-from healthscore.config.retention import numeric_columns
+from healthscore.config.retention import numeric_columns, store_sources
 from healthscore.engine import connect
 from healthscore.importers.records import dig
 from healthscore.importers.segment import MembershipScope, UnreadableTime, call_time
@@ -261,6 +261,14 @@ def post_events(
 ) -> IngestResponse:
     """Store rows in the project's own columns."""
     source = _events_source(request, context, body.source)
+    if source not in context.project.config.sources:
+        message = (
+            f"unknown source {source!r}; the store sources are "
+            f"{_store_source_names(context.project)}"
+        )
+        raise ApiError(
+            422, message, details=[{"location": "body.source", "message": message}]
+        )
     settings = _store_source(context.project, source)
     columns = _event_columns(settings)
     problems: list[Problem] = []
@@ -480,9 +488,15 @@ def _store_source(project: Project, source: str) -> SourceConfig:
         raise ApiError(
             409,
             f"source {source!r} is not a store source of the project; set "
-            f"sources.{source}.path to store, or use a key of another source",
+            f"sources.{source}.path to store, or use one of the store sources: "
+            f"{_store_source_names(project)}",
         )
     return settings
+
+
+def _store_source_names(project: Project) -> str:
+    names = store_sources(project.config)
+    return ", ".join(names) if names else "none, so add a source with `path: store`"
 
 
 def _event_columns(settings: SourceConfig) -> list[str]:
@@ -582,9 +596,12 @@ def _read_checked(
         ).fetchall()
         future = _future_rows(con, project, loaded.columns, relation, received)
         checked = checked_rows(con, loaded, scope)
+    kinds = _event_kinds(settings)
     problems = [
         _reader_problem(
-            int(row) - 1 if positions is None else positions[int(row) - 1], problem
+            int(row) - 1 if positions is None else positions[int(row) - 1],
+            problem,
+            kinds,
         )
         for row, problem in found
     ]
@@ -630,13 +647,32 @@ def _connection(project: Project) -> DuckDBBackend:
     return backend
 
 
-def _reader_problem(index: int, problem: str) -> Problem:
+#: Format hint per column type, added to the detail of a value that could not be read.
+_FORMAT_HINTS = {
+    "timestamp": "send a time as ISO 8601 text such as 2026-03-01T10:00:00Z, or a "
+    "Unix time in seconds",
+    "date": "send a date as YYYY-MM-DD, such as 2026-03-01",
+    "number": "send a number",
+    "boolean": "send true or false",
+}
+
+
+def _reader_problem(index: int, problem: str, kinds: dict[str, str]) -> Problem:
+    """Build the detail of a reader problem such as `unparseable_value:timestamp`.
+
+    `kinds` maps each column to its type, which names the format to send when a
+    value could not be read.
+    """
     # Imported here: the reasons live with the source reports, which import the
     # reader's package.
     from healthscore.sources import REASONS
 
     reason, _, column = problem.partition(":")
-    return Problem(index, column, REASONS.get(reason, reason))
+    message = REASONS.get(reason, reason)
+    hint = _FORMAT_HINTS.get(kinds.get(column, ""))
+    if reason == "unparseable_value" and hint:
+        message += f"; {hint}"
+    return Problem(index, column, message)
 
 
 def _raise_problems(problems: list[Problem], location: str, total: int) -> None:

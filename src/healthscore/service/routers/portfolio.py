@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from healthscore.service.auth import AccessDependency
 from healthscore.service.context import API_PREFIX
+from healthscore.service.errors import ApiError
 from healthscore.service.serialize import jsonable
 from healthscore.service.views import PortfolioGroup, portfolio_table
 
@@ -35,5 +36,13 @@ def get_portfolio(
     by their current segment and owner, because the accounts source keeps no earlier
     values.
     """
+    if start is not None and end is not None and end < start:
+        message = (
+            f"the range ends ({end}) before it starts ({start}); "
+            "give `to` on or after `from`"
+        )
+        raise ApiError(
+            422, message, details=[{"location": "query.to", "message": message}]
+        )
     table = portfolio_table(access, by, start, end)
     return {"by": by, "rows": jsonable(table)}

@@ -341,10 +341,17 @@ def _check_repeats(
     for index, row in enumerate(rows):
         values = tuple(row[name] for name in key)
         if values in first:
+            same = f"(same {', '.join(key)})"
             raise ApiError(
                 422,
-                f"{field}[{index}] repeats {field}[{first[values]}] (same "
-                f"{', '.join(key)}); nothing was stored, remove one of them",
+                f"{field}[{index}] repeats {field}[{first[values]}] {same}; nothing "
+                "was stored, remove one of them",
+                details=[
+                    {
+                        "location": f"body.{field}[{index}]",
+                        "message": f"repeats body.{field}[{first[values]}] {same}",
+                    }
+                ],
             )
         first[values] = index
 
