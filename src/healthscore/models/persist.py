@@ -220,10 +220,7 @@ def save_results(
     Latest results stored before runs were kept are first copied into the runs
     folder, so no run is lost. Returns the path of the run file.
     """
-    # Imported here, because the pipeline loads the engines, which the CLI's other
-    # commands that import this module do not need.
     from healthscore import __version__
-    from healthscore.pipeline import scorecard_versions
 
     _check_result_name(name)
     folder = results_folder(project)
@@ -238,7 +235,10 @@ def save_results(
         "id": run_id,
         "command": name,
         "created_at": now.isoformat(timespec="microseconds"),
-        "scorecard_versions": scorecard_versions(project),
+        "scorecard_versions": {
+            card.name: project.scorecard_version(card)
+            for card in project.config.scorecards
+        },
         "config_key": project.settings_key(),
         "healthscore_version": __version__,
         "snapshot_scorecard_versions": (
