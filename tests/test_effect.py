@@ -292,7 +292,7 @@ def test_effect_rejects_zero_horizon(tmp_path):
         app, ["effect", "--horizon", "0d", "--project", str(tmp_path)]
     )
     assert result.exit_code == 2
-    assert "invalid horizon '0d': it must be at least 1d" in " ".join(
+    assert "'--horizon': invalid duration '0d': it must be at least 1d" in " ".join(
         result.stderr.split()
     )
 

@@ -237,3 +237,23 @@ def test_stale_reads_notes_sources(tmp_path):
         ("a2", "2025-12-20"),
     ]
     assert [row["age_days"] for row in rows] == [120, 102]
+
+
+def test_stale_zero_validity_names_duration(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+    from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"},
+    )
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    arguments = ["note", "stale", "--as-of", "2026-04-01", "--validity", "0d"]
+    result = runner.invoke(app, [*arguments, "--project", str(project.root)])
+
+    assert result.exit_code == 2
+    assert "invalid duration '0d': it must be at least 1d" in result.stderr
+    assert "horizon" not in result.stderr

@@ -210,6 +210,21 @@ def test_portfolio_by_band_over_time(reader):
     assert counts[("2026-03-01", "healthy")] == 1
 
 
+def test_portfolio_range_reversed_422(reader):
+    client, token = reader
+    response = client.get(
+        f"{API}/portfolio",
+        headers=bearer(token["viewer"]),
+        params={"from": "2026-03-01", "to": "2026-01-01"},
+    )
+    error = assert_error_shape(response, 422, "invalid_request")
+    message = (
+        "the range ends (2026-01-01) before it starts (2026-03-01); "
+        "give `to` on or after `from`"
+    )
+    assert error["details"] == [{"location": "query.to", "message": message}]
+
+
 def test_scorecard_and_backtest(reader, scored):
     client, token = reader
     card = get(client, token["viewer"], "/scorecard")
@@ -462,6 +477,12 @@ def test_outcomes_repeat_in_request_422(writer):
     )
     assert response.status_code == 422
     assert "outcomes[1] repeats outcomes[0]" in response.json()["error"]["message"]
+    assert response.json()["error"]["details"] == [
+        {
+            "location": "body.outcomes[1]",
+            "message": "repeats body.outcomes[0] (same account_id, kind, occurred_on)",
+        }
+    ]
     assert get(client, token["admin"], "/outcomes")["outcomes"] == []
 
 
@@ -859,6 +880,30 @@ def test_token_commands(tmp_path):
     assert after is None
 
 
+def test_csm_token_for_unknown_owner_warns(tmp_path):
+    project = service_project(
+        tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
+    )
+    runner = CliRunner()
+    folder = ["--project", str(project.root)]
+
+    known = runner.invoke(
+        cli_app, ["token", "create", "--role", "csm", "--owner", "bob", *folder]
+    )
+    unknown = runner.invoke(
+        cli_app, ["token", "create", "--role", "csm", "--owner", "Bob", *folder]
+    )
+
+    assert known.exit_code == 0, known.output
+    assert "warning" not in known.stderr
+    assert unknown.exit_code == 0, unknown.output
+    assert unknown.stdout.startswith("hs_")
+    assert (
+        "warning: no account has the owner 'Bob', so this token sees no account "
+        "until one has; the owners are alice, bob" in unknown.stderr
+    )
+
+
 def test_serve_uses_configured_address(tmp_path, monkeypatch):
     project = service_project(
         tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
@@ -1011,6 +1056,44 @@ def test_accounts_unknown_band_422(reader):
     allowed = "at_risk, stable, healthy, insufficient_data, unscored"
     assert error["message"] == f"invalid band 'nope'; the allowed values are: {allowed}"
     assert error["details"] == [{"location": "query.band", "message": error["message"]}]
+
+
+def test_date_in_wrong_format_422(reader):
+    client, token = reader
+    cases = [
+        ("01/06/2026", "invalid character in year"),
+        ("2026-13-01", "month value is outside expected range of 1-12"),
+        ("2026-06-01T10:00:00", "it has a time of day"),
+    ]
+    for value, reason in cases:
+        response = client.get(
+            f"{API}/accounts", headers=bearer(token["admin"]), params={"as_of": value}
+        )
+        error = assert_error_shape(response, 422, "invalid_request")
+        assert error["details"] == [
+            {
+                "location": "query.as_of",
+                "message": f"invalid date {value!r} ({reason}); "
+                "write the date as YYYY-MM-DD, for example 2026-06-01",
+            }
+        ]
+
+
+def test_outcome_date_in_wrong_format_422(writer):
+    client, token, _project = writer
+    outcome = {"account_id": "a1", "kind": "churned", "occurred_on": "20/06/2026"}
+    response = client.post(
+        f"{API}/outcomes", headers=bearer(token["admin"]), json={"outcomes": [outcome]}
+    )
+    error = assert_error_shape(response, 422, "invalid_request")
+    assert error["details"] == [
+        {
+            "location": "body.outcomes[0].occurred_on",
+            "message": "invalid date '20/06/2026' (invalid character in year); "
+            "write the date as YYYY-MM-DD, for example 2026-06-01",
+        }
+    ]
+    assert get(client, token["admin"], "/outcomes") == {"outcomes": []}
 
 
 def test_accounts_unknown_trend_422(reader):

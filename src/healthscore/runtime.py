@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 
-import pyarrow as pa
+# pyarrow is imported inside the functions, so that importing this module (as the
+# command line does for its help output) does not load it.
 
 __all__ = ["POOL_VARIABLE", "configure_process", "log_memory_pool"]
 
@@ -31,6 +32,8 @@ def configure_process() -> None:
     """
     if os.environ.get(POOL_VARIABLE):
         return
+    import pyarrow as pa
+
     if "jemalloc" not in pa.supported_memory_backends():
         return
     pa.set_memory_pool(pa.jemalloc_memory_pool())
@@ -42,6 +45,8 @@ def log_memory_pool() -> None:
     The pool is set before logging starts, so the command line calls this once its
     log handler is in place.
     """
+    import pyarrow as pa
+
     pool = pa.default_memory_pool().backend_name
     chosen = os.environ.get(POOL_VARIABLE)
     if not chosen:

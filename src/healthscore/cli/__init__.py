@@ -24,7 +24,6 @@ from healthscore.cli.service import register as register_service
 from healthscore.cli.surveys import nps
 from healthscore.cli.tasks import register as register_tasks
 from healthscore.cli.validation import backtest, compare, drivers, learn
-from healthscore.runtime import configure_process
 
 __all__ = ["app", "main"]
 
@@ -64,6 +63,8 @@ register_service(app)
 
 
 def main() -> None:
-    """Run the command line (the `healthscore` console script)."""
-    configure_process()
+    """Run the command line (the `healthscore` console script).
+
+    Each command sets Arrow's memory pool when it starts (see `handle_errors`).
+    """
     app(prog_name="healthscore")

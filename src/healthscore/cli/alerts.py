@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -27,23 +27,12 @@ from healthscore.cli.common import (
     stdout_console,
 )
 from healthscore.config import Project
-from healthscore.monitoring.alerts import rule_cooldowns
-from healthscore.monitoring.channels import build_channels
-from healthscore.monitoring.outbox import (
-    AlertNotFoundError,
-    AlertRecord,
-    CoolingAlert,
-    cooling_alerts,
-    deliver_pending,
-    get_alert,
-    list_alerts,
-    release_held,
-    resend_alert,
-    resend_dead,
-    set_alert_state,
-)
-from healthscore.monitoring.playbooks import open_released_tasks
-from healthscore.store import StateStore
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.monitoring.outbox import AlertRecord, CoolingAlert
+    from healthscore.store import StateStore
 
 alerts_app = typer.Typer(
     help="List, acknowledge, resolve and resend alerts, and deliver pending ones.",
@@ -56,12 +45,16 @@ AlertIdArgument = Annotated[
 
 
 def _state_store(project: Project) -> StateStore:
+    from healthscore.store import StateStore
+
     return StateStore.open(project.config.store.state, project.root)
 
 
 @contextmanager
 def _known_alert() -> Iterator[None]:
     """Report an unknown alert id like the other invalid values (exit code 1)."""
+    from healthscore.monitoring.outbox import AlertNotFoundError
+
     try:
         yield
     except AlertNotFoundError as exc:
@@ -85,6 +78,8 @@ def list_command(
     verbose: VerboseOption = 0,
 ) -> None:
     """List stored alerts, newest first, with the state of their deliveries."""
+    from healthscore.monitoring.outbox import list_alerts
+
     project = open_project(project_dir)
     with _state_store(project) as store:
         records = list_alerts(store, state, limit)
@@ -141,6 +136,8 @@ def resolve(
 
 
 def _move(project_dir: Path, alert_id: int, new_state: str, actor: str) -> None:
+    from healthscore.monitoring.outbox import set_alert_state
+
     project = open_project(project_dir)
     with _state_store(project) as store, _known_alert():
         set_alert_state(store, alert_id, new_state, now=datetime.now(UTC), actor=actor)
@@ -191,6 +188,8 @@ def resend(
     those to the `--channel` channels. The deliveries keep their idempotency keys. A
     running service sends them, or run `alerts deliver`.
     """
+    from healthscore.monitoring.outbox import get_alert, resend_alert
+
     names = list(dict.fromkeys(channels or []))
     if dead:
         if alert_id is not None or include_sent:
@@ -230,6 +229,8 @@ def resend(
 
 
 def _resend_dead(project_dir: Path, channels: list[str], actor: str) -> None:
+    from healthscore.monitoring.outbox import resend_dead
+
     project = open_project(project_dir)
     configured = project.config.alerts.channels
     unknown = [name for name in channels if name not in configured]
@@ -267,6 +268,10 @@ def release(
     same account on another date, because sending it would repeat that alert.
     Use `alerts resend ID` to send one alert anyway.
     """
+    from healthscore.monitoring.alerts import rule_cooldowns
+    from healthscore.monitoring.outbox import cooling_alerts, release_held
+    from healthscore.monitoring.playbooks import open_released_tasks
+
     day = parse_date(as_of)
     project = open_project(project_dir)
     cooldowns = rule_cooldowns(project.config)
@@ -312,6 +317,9 @@ def deliver(
     A channel that cannot be built, such as one whose URL names an unset variable,
     fails only its own deliveries. A warning names the channel and the variable.
     """
+    from healthscore.monitoring.channels import build_channels
+    from healthscore.monitoring.outbox import deliver_pending
+
     project = open_project(project_dir)
     settings = project.config.alerts
     channels = build_channels(settings, strict=False)

@@ -18,10 +18,8 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
-import duckdb
-import numpy as np
 import typer
 from pydantic import BaseModel
 from rich.cells import cell_len
@@ -32,17 +30,23 @@ from rich.table import Table
 from rich.text import Text
 
 from healthscore.config import ConfigError, Project, load_project
-from healthscore.runtime import log_memory_pool
-from healthscore.scaffold import ProjectExistsError
-from healthscore.scoring import ScoringInputError
-from healthscore.sources import SourceError
-from healthscore.sources.reader import _first_line as first_line
-from healthscore.store import (
+from healthscore.errors import (
     OverrideNotFoundError,
+    ProjectExistsError,
+    ScoringInputError,
     SnapshotNotFoundError,
+    SnapshotTableError,
+    SourceError,
     StateStoreError,
 )
-from healthscore.store.snapshot_tables import SnapshotTableError
+from healthscore.runtime import configure_process, log_memory_pool
+
+if TYPE_CHECKING:
+    import duckdb
+
+# This module and the command modules import numpy, pandas, DuckDB, SQLAlchemy and
+# the healthscore modules built on them inside the functions that use them, so that
+# `healthscore --help` does not load them. tests/test_cli_startup.py checks that.
 
 logger = logging.getLogger("healthscore.cli")
 
@@ -334,6 +338,8 @@ def print_json(data: Any) -> None:
 
 def to_json(value: Any) -> Any:
     """Convert `value` to JSON types: NaN becomes null, dates ISO strings."""
+    import numpy as np
+
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             field.name: to_json(getattr(value, field.name))
@@ -372,22 +378,39 @@ def handle_errors(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # Arrow's memory pool is chosen here, before the command's first Arrow
+        # allocation, and not at start-up, so that help output does not load pyarrow.
+        configure_process()
         verbosity = kwargs.get("verbose", 0)
         with log_to_stderr(verbosity if isinstance(verbosity, int) else 0):
             try:
                 return function(*args, **kwargs)
             except HANDLED_ERRORS as exc:
                 _fail(exc, str(exc))
-            except duckdb.IOException as exc:
-                _fail(exc, _duckdb_io_message(exc))
-            except duckdb.OutOfMemoryException as exc:
-                _fail(exc, _duckdb_memory_message(exc))
+            except Exception as exc:
+                message = _duckdb_message(exc)
+                if message is None:
+                    raise
+                _fail(exc, message)
 
     return wrapper
 
 
+def _duckdb_message(exc: Exception) -> str | None:
+    """Return the message of a DuckDB file or memory error, else None."""
+    import duckdb
+
+    if isinstance(exc, duckdb.IOException):
+        return _duckdb_io_message(exc)
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return _duckdb_memory_message(exc)
+    return None
+
+
 def _duckdb_memory_message(exc: duckdb.OutOfMemoryException) -> str:
     """Return the message of a query that ran out of DuckDB's memory limit."""
+    from healthscore.sources.reader import _first_line as first_line
+
     return (
         f"DuckDB ran out of memory while running a query: {first_line(exc)}. Raise "
         "engine.memory_limit in healthscore.yml, or set engine.temp_directory to a "

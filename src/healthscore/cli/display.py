@@ -7,6 +7,7 @@ colours apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -16,15 +17,18 @@ from rich.table import Table
 from rich.text import Text
 
 from healthscore.cli.common import row_location, wrap
-from healthscore.report.outcomes import ChurnSummary
-from healthscore.report.summary import (
-    BandCount,
-    Coverage,
-    Driver,
-    RiskyAccount,
-    ScoreSummary,
-    SourceSummary,
-)
+
+# Imported for type checking only, so that `healthscore --help` does not load pandas.
+if TYPE_CHECKING:
+    from healthscore.report.outcomes import ChurnSummary
+    from healthscore.report.summary import (
+        BandCount,
+        Coverage,
+        Driver,
+        RiskyAccount,
+        ScoreSummary,
+        SourceSummary,
+    )
 
 
 def swatch(label: str, color: str) -> Text:

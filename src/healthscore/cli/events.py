@@ -24,9 +24,9 @@ from healthscore.cli.common import (
     print_json,
     say,
 )
-from healthscore.privacy.retention import retain
-from healthscore.report import project_today
-from healthscore.sources.ingest import compact_store, ingest_files
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
 
 
 @handle_errors
@@ -55,6 +55,8 @@ def ingest(
     lookups, pseudonymization). Nothing is stored when a row of any file fails a
     check. A file whose content was ingested before is skipped.
     """
+    from healthscore.sources.ingest import ingest_files
+
     project = open_project(project_dir)
     results = ingest_files(project, source, files)
     if json_output:
@@ -115,6 +117,9 @@ def retain_command(
     A day is purged only when its daily rollup exists and counts the same rows, so
     metrics on the rollup sources keep their values.
     """
+    from healthscore.privacy.retention import retain
+    from healthscore.report import project_today
+
     project = open_project(project_dir)
     day = today or project_today(project)
     results = retain(project, day, dry_run=dry_run, rebuild_rollups=rebuild_rollups)
@@ -178,6 +183,8 @@ def compact_command(
     events one request at a time has many small files. Merging keeps every row
     once. It takes the source's lock, so it can run while the service appends.
     """
+    from healthscore.sources.ingest import compact_store
+
     project = open_project(project_dir)
     results = compact_store(project, source, max_parts=max_parts, before=before)
     if json_output:

@@ -7,15 +7,13 @@ import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from healthscore import pipeline
 from healthscore.cli.common import (
     AsOfOption,
     JsonOption,
@@ -34,17 +32,14 @@ from healthscore.cli.common import (
 )
 from healthscore.cli.display import percent
 from healthscore.config import Project
-from healthscore.engine import Engine
-from healthscore.pipeline import open_engine
-from healthscore.report.summary import band_style
-from healthscore.scoring import (
-    OVERRIDE,
-    UNSCORED,
-    change_total,
-    explain_account,
-    explain_change,
-)
-from healthscore.store.snapshots import SnapshotStore
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from healthscore.engine import Engine
+    from healthscore.store.snapshots import SnapshotStore
 
 
 class AccountNotScoredError(ValueError):
@@ -64,6 +59,8 @@ class AccountScore:
 
 def warn_if_outdated(project: Project, store: SnapshotStore, as_of: date) -> None:
     """Say so when a snapshot was scored with scorecards that have changed since."""
+    from healthscore import pipeline
+
     stored = store.run_info(as_of).get("scorecard_versions", {})
     current = pipeline.scorecard_versions(project)
     if stored != current:
@@ -83,6 +80,8 @@ class ScoreReader:
     """
 
     def __init__(self, project: Project, show_progress: bool) -> None:
+        from healthscore import pipeline
+
         self.project = project
         self.show_progress = show_progress
         self.store = pipeline.snapshot_store(project)
@@ -97,6 +96,8 @@ class ScoreReader:
             When the account is not in the scores of that date, or matches no
             scorecard.
         """
+        from healthscore.scoring import UNSCORED
+
         scores, measures, stored = self._tables(as_of)
         rows = scores[scores["account_id"] == account_id]
         if rows.empty:
@@ -115,6 +116,9 @@ class ScoreReader:
         return AccountScore(account_id, as_of, row, own, stored)
 
     def _tables(self, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+        from healthscore import pipeline
+        from healthscore.pipeline import open_engine
+
         if self.store.exists(as_of):
             warn_if_outdated(self.project, self.store, as_of)
             scores = self.store.read(as_of, "scores")
@@ -166,6 +170,8 @@ def explain(
     verbose: VerboseOption = 0,
 ) -> None:
     """Show each measure's value, normalized score, weight and contribution."""
+    from healthscore.scoring import explain_account, explain_change
+
     project = open_project(project_dir)
     if model:
         from healthscore.cli.prediction import explain_model, print_model_explanation
@@ -202,6 +208,9 @@ def explain(
 
 
 def _print_account(project: Project, scored: AccountScore, table: pd.DataFrame) -> None:
+    from healthscore.report.summary import band_style
+    from healthscore.scoring import OVERRIDE
+
     row = scored.score
     label = band_style(project.config.bands).get(str(row["band"]), (row["band"], ""))[0]
     say_wrapped(
@@ -240,6 +249,8 @@ _VALUE_WIDTH = 8
 
 
 def _account_table(table: pd.DataFrame, width: int | None = None) -> Table:
+    from healthscore.scoring import OVERRIDE
+
     rows: list[tuple[str, ...]] = []
     for row in table.itertuples():
         if row.kind == OVERRIDE:
@@ -345,6 +356,8 @@ def _account_json(scored: AccountScore, table: pd.DataFrame) -> dict[str, Any]:
 def _print_change(
     project: Project, before: AccountScore, after: AccountScore, parts: pd.DataFrame
 ) -> None:
+    from healthscore.scoring import change_total
+
     change = float(after.score["score"]) - float(before.score["score"])
     say_wrapped(
         f"Account {after.account_id}: score {_points(before.score['score'], 2)} as of "
@@ -357,6 +370,8 @@ def _print_change(
 
 
 def _change_table(parts: pd.DataFrame, width: int | None = None) -> Table:
+    from healthscore.scoring import OVERRIDE
+
     rows: list[tuple[str, ...]] = []
     for row in parts.itertuples():
         if row.kind == OVERRIDE:
@@ -383,6 +398,8 @@ def _change_table(parts: pd.DataFrame, width: int | None = None) -> Table:
 def _change_json(
     before: AccountScore, after: AccountScore, parts: pd.DataFrame
 ) -> dict[str, Any]:
+    from healthscore.scoring import change_total
+
     return {
         "account_id": after.account_id,
         "as_of": after.as_of,
@@ -403,6 +420,8 @@ def _number(value: Any) -> float | None:
 
 
 def _present(value: Any) -> bool:
+    import pandas as pd
+
     return value is not None and not (pd.api.types.is_scalar(value) and pd.isna(value))
 
 

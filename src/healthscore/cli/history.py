@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -35,13 +35,12 @@ from healthscore.cli.common import (
     stdout_console,
 )
 from healthscore.config.models import Duration, parse_duration
-from healthscore.monitoring.backfill import BackfillTableError, backfill_dates
-from healthscore.monitoring.backfill import backfill as run_backfill
-from healthscore.monitoring.coverage import PartialWindows, find_partial_windows
-from healthscore.monitoring.history import score_history
-from healthscore.monitoring.trends import compute_trends
-from healthscore.pipeline import open_engine, snapshot_store
-from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.monitoring.coverage import PartialWindows
+    from healthscore.store.snapshots import SnapshotStore
 
 WEEKLY = parse_duration("7d")
 
@@ -94,6 +93,11 @@ def backfill(
     It warns about dates whose metric windows start before the first row of a
     source, because their metrics cover only part of the window.
     """
+    from healthscore.monitoring.backfill import BackfillTableError, backfill_dates
+    from healthscore.monitoring.backfill import backfill as run_backfill
+    from healthscore.monitoring.coverage import find_partial_windows
+    from healthscore.pipeline import open_engine
+
     project = open_project(project_dir)
     dates = backfill_dates(start, end, every)
     engine = None
@@ -175,6 +179,8 @@ def rerun_command(
     other days from a later start. For example, monthly from 31 January gives
     29 February and 31 March, but from 29 February it gives 29 March.
     """
+    from healthscore.monitoring.backfill import backfill_dates
+
     start, end, every = span
     first = min(unwritten)
     if not set(unwritten) <= set(backfill_dates(first, end, every)):
@@ -232,6 +238,10 @@ def trend(
 
     The trend is that of the latest snapshot on or before --as-of.
     """
+    from healthscore.monitoring.history import score_history
+    from healthscore.monitoring.trends import compute_trends
+    from healthscore.pipeline import snapshot_store
+
     project = open_project(project_dir)
     store = snapshot_store(project)
     snapshot = _snapshot_on_or_before(store, as_of)
@@ -272,6 +282,8 @@ def _snapshot_on_or_before(store: SnapshotStore, as_of: date) -> date:
     SnapshotNotFoundError
         When no snapshot is on or before `as_of`.
     """
+    from healthscore.store.snapshots import SnapshotNotFoundError
+
     found = store.latest(on_or_before=as_of)
     if found is not None:
         return found

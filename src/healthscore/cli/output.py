@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
+
+# Imported for type checking only, so that `healthscore --help` does not load pandas.
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: File extension of each table format.
 TABLE_FORMATS = {".csv": "CSV", ".json": "JSON", ".parquet": "Parquet"}

@@ -6,13 +6,12 @@ import difflib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
 from rich import box
 from rich.table import Table
-from sqlalchemy import select
 
 from healthscore.cli.common import (
     JsonOption,
@@ -28,10 +27,11 @@ from healthscore.cli.common import (
 )
 from healthscore.config import Project
 from healthscore.config.overrides import Override
-from healthscore.report import project_today, read_account_sources
-from healthscore.store import StateStore
-from healthscore.store.schema import overrides as overrides_table
-from healthscore.store.state import OVERRIDE_SUBJECT
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.store import StateStore
 
 override_app = typer.Typer(
     help="Add, list and remove manual overrides of scores.",
@@ -41,6 +41,8 @@ override_app = typer.Typer(
 
 def state_store(project: Project) -> StateStore:
     """Open the project's operational store (store.state in healthscore.yml)."""
+    from healthscore.store import StateStore
+
     return StateStore.open(project.config.store.state, project.root)
 
 
@@ -134,6 +136,8 @@ def _check_measure(project: Project, measure: str) -> None:
 
 def check_account(project: Project, account: str) -> None:
     """Raise ValueError when `account` is not an id of the accounts source."""
+    from healthscore.report import read_account_sources
+
     accounts = read_account_sources(project).accounts()
     if account not in accounts.index:
         source = project.config.accounts_source()
@@ -159,6 +163,8 @@ def list_overrides(
     verbose: VerboseOption = 0,
 ) -> None:
     """List the overrides in force today or later; --all adds expired and removed."""
+    from healthscore.report import project_today
+
     project = open_project(project_dir)
     today = project_today(project)
     with state_store(project) as store:
@@ -203,6 +209,11 @@ def removed_overrides(store: StateStore) -> list[ListedOverride]:
     The person who removed one is the actor of its `remove` entry in the audit log,
     or None when that entry is missing.
     """
+    from sqlalchemy import select
+
+    from healthscore.store.schema import overrides as overrides_table
+    from healthscore.store.state import OVERRIDE_SUBJECT
+
     query = select(overrides_table).where(overrides_table.c.removed_at.is_not(None))
     with store.engine.connect() as connection:
         rows = connection.execute(query).all()

@@ -15,8 +15,6 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
-import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
@@ -38,18 +36,15 @@ from healthscore.cli.common import (
 )
 from healthscore.cli.display import percent
 from healthscore.config import Project
-from healthscore.models.dataset import (
-    MissingSnapshotsError,
-    Observations,
-    build_observations,
-    snapshot_store_of,
-)
 from healthscore.models.errors import InsufficientLabels
-from healthscore.models.labels import LeadTimeNote
-from healthscore.models.persist import ModelNotFoundError, load_model, save_model
-from healthscore.outcomes import horizon_end
 
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from healthscore.models.dataset import Observations
     from healthscore.models.ml import ChurnClassifier
 
 #: Names of the stored models.
@@ -145,6 +140,7 @@ def train_models(
     """
     from healthscore.models.compare import model_features
     from healthscore.models.ml import ChurnClassifier
+    from healthscore.models.persist import save_model
 
     # The same features as the ml method of `compare`, so that its measurement
     # describes the stored model.
@@ -187,6 +183,10 @@ def _training_rows(
     project: Project, observations: Observations, as_of: date | None
 ) -> pd.DataFrame:
     """Labelled rows; with `as_of`, those whose horizon ended by then."""
+    import numpy as np
+
+    from healthscore.outcomes import horizon_end
+
     frame = observations.frame[observations.frame["label"].notna()]
     if as_of is not None:
         ends = [horizon_end(project, stamp.date()) for stamp in frame["as_of"]]
@@ -206,6 +206,8 @@ def _validate(
     project: Project, labelled: pd.DataFrame, features: list[str], kind: str
 ) -> dict[str, Any]:
     """Fit on the earlier rows, measure on the latest ones; a note when impossible."""
+    import numpy as np
+
     from healthscore.models.evaluation import expected_calibration_error, lift, roc_auc
     from healthscore.models.ml import ChurnClassifier
 
@@ -242,6 +244,11 @@ def _validation_split(
     the rows are validated on, and the model is fitted on the dates whose outcome
     was known by the first of them, as it would have been in use.
     """
+    import numpy as np
+    import pandas as pd
+
+    from healthscore.outcomes import horizon_end
+
     rows = np.arange(len(labelled))
     stamps = labelled["as_of"]
     distinct = np.sort(stamps.unique())
@@ -297,7 +304,10 @@ def _train_survival(
     kind: Literal["cox", "weibull"] = "cox",
 ) -> dict[str, Any]:
     """Fit and store the survival model on the measures; a note when impossible."""
+    import numpy as np
+
     from healthscore.models.labels import horizon_days
+    from healthscore.models.persist import save_model
     from healthscore.models.survival import ChurnSurvival, survival_data
 
     columns = observations.measure_columns
@@ -409,6 +419,8 @@ def forecast(
     verbose: VerboseOption = 0,
 ) -> None:
     """Forecast scores 30, 60 and 90 days ahead, or renewals with --renewals."""
+    from healthscore.models.dataset import snapshot_store_of
+
     if period not in ("month", "quarter", "year"):
         raise typer.BadParameter(
             f"unknown period {period!r}; use month, quarter or year",
@@ -447,6 +459,8 @@ def forecast(
 def _forecast_renewals(
     project: Project, as_of: date | None, period: str, json_output: bool
 ) -> None:
+    from healthscore.models.dataset import snapshot_store_of
+
     stored = _load(project, SURVIVAL_MODEL)
     model = stored.estimator
     store = snapshot_store_of(project)
@@ -479,6 +493,8 @@ def _forecast_renewals(
 
 def _left_out_renewals(frame: pd.DataFrame, day: date) -> list[str]:
     """Say which accounts the renewal forecast leaves out, and why."""
+    import pandas as pd
+
     renewal = pd.to_datetime(frame["renewal_date"])
     arr = pd.to_numeric(frame.get("arr"), errors="coerce")
     reasons = [
@@ -614,6 +630,9 @@ def clusters(
     By default the clusters are of the latest snapshot whose churn outcomes are
     known, so each cluster's churn rate can be shown.
     """
+    import numpy as np
+    import pandas as pd
+
     if method not in ("kmeans", "gmm"):
         raise typer.BadParameter(
             f"unknown method {method!r}; use kmeans or gmm", param_hint="--method"
@@ -683,6 +702,8 @@ def _forecast_cell(row: dict[str, Any], days: int) -> str:
 
 
 def _latest_labelled(frame: pd.DataFrame) -> pd.Timestamp:
+    import pandas as pd
+
     known = frame[frame["label"].notna()]
     if known.empty:
         return pd.Timestamp(frame["as_of"].max())
@@ -774,6 +795,13 @@ def print_model_explanation(result: dict[str, Any], top: int = 10) -> None:
 
 
 def _observations(project: Project, dates: list[date] | None = None) -> Observations:
+    from healthscore.models.dataset import (
+        MissingSnapshotsError,
+        build_observations,
+        snapshot_store_of,
+    )
+    from healthscore.models.labels import LeadTimeNote
+
     store = snapshot_store_of(project)
     if not store.dates():
         raise ValueError(_no_snapshots(store.folder))
@@ -789,6 +817,8 @@ def _observations(project: Project, dates: list[date] | None = None) -> Observat
 
 
 def _load(project: Project, name: str) -> Any:
+    from healthscore.models.persist import ModelNotFoundError, load_model
+
     try:
         return load_model(project, name)
     except ModelNotFoundError as exc:
@@ -809,6 +839,8 @@ def _fixed(value: Any, digits: int) -> str:
 
 
 def _value(value: Any) -> str:
+    import numpy as np
+
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "missing"
     if isinstance(value, int | float | np.number):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,16 +20,11 @@ from healthscore.cli.common import (
 )
 from healthscore.cli.reports import REPORT_FOLDER
 from healthscore.config import Project
-from healthscore.privacy import (
-    ErasureReport,
-    Subject,
-    account_subject,
-    export_subject,
-    forget,
-    person_subject,
-    write_export,
-)
-from healthscore.privacy.erase import checkpoint_project_wal
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.privacy import ErasureReport, Subject
 
 AccountOption = Annotated[
     str | None,
@@ -50,6 +45,8 @@ def choose_subject(
     project: Project, account: str | None, person: str | None
 ) -> Subject:
     """Build the subject from exactly one of --account and --person."""
+    from healthscore.privacy import account_subject, person_subject
+
     if (account is None) == (person is None):
         raise typer.BadParameter("give exactly one of --account and --person")
     if account is not None:
@@ -90,6 +87,9 @@ def forget_command(
     The audit log records who erased how many rows, with a keyed hash in place of the
     subject. The source files are not changed: erase the subject there yourself.
     """
+    from healthscore.privacy import forget
+    from healthscore.privacy.erase import checkpoint_project_wal
+
     project = open_project(project_dir)
     subject = choose_subject(project, account, person)
     if not dry_run and not (author or "").strip():
@@ -241,6 +241,8 @@ def export_subject_command(
     and others), its rows in the exports of the output folder and the reports that
     mention it.
     """
+    from healthscore.privacy import export_subject, write_export
+
     if output.suffix.lower() != ".json":
         raise typer.BadParameter(
             f"unsupported extension {output.suffix or '(none)'!r} of {output}; the "

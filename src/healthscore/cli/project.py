@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from healthscore.choices import MAX_ACCOUNTS, MIN_ACCOUNTS
 from healthscore.cli.common import (
     JsonOption,
     ProjectOption,
@@ -23,21 +24,11 @@ from healthscore.cli.common import (
 )
 from healthscore.cli.display import print_sources
 from healthscore.config import PROJECT_FILE, ConfigError, Project, load_project
-from healthscore.metrics.aggregates import check_columns
-from healthscore.pipeline import open_engine
-from healthscore.report import project_today
-from healthscore.report.summary import SourceSummary, source_summaries
-from healthscore.scaffold import (
-    MAX_ACCOUNTS,
-    MIN_ACCOUNTS,
-    SAMPLE_AS_OF_DATE,
-    create_project,
-)
-from healthscore.sources import SourceError, as_of_point
-from healthscore.sources.spark_reader import check_supported
-from healthscore.sources.tables import check_table_sources
-from healthscore.store.database import parse_state_url
-from healthscore.store.snapshot_tables import check_snapshot_table
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.report.summary import SourceSummary
 
 
 @handle_errors
@@ -65,6 +56,8 @@ def init(
     verbose: VerboseOption = 0,
 ) -> None:
     """Create a project with a commented healthscore.yml and generated sample data."""
+    from healthscore.scaffold import SAMPLE_AS_OF_DATE, create_project
+
     root = create_project(directory, seed=seed, accounts=accounts, force=force)
     day = SAMPLE_AS_OF_DATE.isoformat()
     project = str(root)
@@ -102,6 +95,13 @@ def validate(
     verbose: VerboseOption = 0,
 ) -> None:
     """Check healthscore.yml, listing every problem, and optionally the data."""
+    from healthscore.report import project_today
+    from healthscore.sources import SourceError
+    from healthscore.sources.spark_reader import check_supported
+    from healthscore.sources.tables import check_table_sources
+    from healthscore.store.database import parse_state_url
+    from healthscore.store.snapshot_tables import check_snapshot_table
+
     project = _load_for_validation(project_dir, json_output)
     config = project.config
     counts = {
@@ -159,6 +159,11 @@ def _load_for_validation(directory: Path, json_output: bool) -> Project:
 
 def check_data(project: Project, day: date, show_progress: bool) -> list[SourceSummary]:
     """Read every source and summarise its rows as of `day`."""
+    from healthscore.metrics.aggregates import check_columns
+    from healthscore.pipeline import open_engine
+    from healthscore.report.summary import source_summaries
+    from healthscore.sources import as_of_point
+
     with StepProgress(enabled=show_progress) as progress:
         progress("reading sources")
         engine = open_engine(project)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 import healthscore
-from healthscore import pipeline
 from healthscore.cli.common import (
     AsOfOption,
     JsonOption,
@@ -34,19 +33,11 @@ from healthscore.cli.explain import warn_if_outdated
 from healthscore.cli.output import parse_html_path
 from healthscore.config import PROJECT_FILE, Project
 from healthscore.config.models import StoreConfig
-from healthscore.outcomes import last_complete_as_of
-from healthscore.pipeline import open_engine
-from healthscore.report import (
-    ChurnSummary,
-    ScoredDate,
-    churn_summary,
-    from_run,
-    from_snapshot,
-    project_today,
-    read_account_sources,
-    render_report,
-    write_report,
-)
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.report import ChurnSummary, ScoredDate
 
 #: Folder of the example project, relative to the repository root.
 EXAMPLE_FOLDER = Path("examples") / "socialnet"
@@ -86,6 +77,9 @@ def report(
     The report reads the stored snapshot of the date. Without one it scores the
     date first, and stores nothing.
     """
+    from healthscore import pipeline
+    from healthscore.report import render_report, write_report
+
     project = open_project(project_dir)
     store = pipeline.snapshot_store(project)
     stored = store.exists(as_of)
@@ -111,6 +105,16 @@ def report(
 def _scores_and_churn(
     project: Project, as_of: date, stored: bool, progress: StepProgress
 ) -> tuple[ScoredDate, ChurnSummary]:
+    from healthscore import pipeline
+    from healthscore.pipeline import open_engine
+    from healthscore.report import (
+        churn_summary,
+        from_run,
+        from_snapshot,
+        project_today,
+        read_account_sources,
+    )
+
     today = project_today(project)
     if stored:
         progress("reading accounts and subscriptions")
@@ -200,6 +204,17 @@ def demo(
     By default the as-of date is the latest one whose following churn horizon is
     fully observed (outcomes.observed_until), so each band's churn rate is known.
     """
+    from healthscore import pipeline
+    from healthscore.outcomes import last_complete_as_of
+    from healthscore.pipeline import open_engine
+    from healthscore.report import (
+        churn_summary,
+        from_run,
+        project_today,
+        render_report,
+        write_report,
+    )
+
     project = open_project(project_dir or find_example())
     if store_dir is not None:
         use_store_folder(project, store_dir)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 
-from healthscore import pipeline
 from healthscore.cli.common import (
     AsOfOption,
     JsonOption,
@@ -35,10 +33,16 @@ from healthscore.cli.display import (
 )
 from healthscore.cli.output import parse_table_path, write_table
 from healthscore.config import Project
-from healthscore.metrics import MetricTable, compute_metrics
-from healthscore.monitoring.guard import GuardDecision
-from healthscore.pipeline import open_engine
-from healthscore.report import ScoredDate, ScoreSummary, from_run
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from healthscore import pipeline
+    from healthscore.metrics import MetricTable
+    from healthscore.monitoring.guard import GuardDecision
+    from healthscore.report import ScoredDate, ScoreSummary
 
 TableOutput = Annotated[
     Path | None,
@@ -65,6 +69,9 @@ def score(
     verbose: VerboseOption = 0,
 ) -> None:
     """Score every account as of a date, store the snapshot and print a summary."""
+    from healthscore import pipeline
+    from healthscore.report import from_run
+
     project = open_project(project_dir)
     with StepProgress(enabled=not json_output) as progress:
         run = pipeline.score(project, as_of, store=not no_store, progress=progress)
@@ -108,6 +115,8 @@ def _monitoring_counts(run: pipeline.ScoringRun) -> tuple[int, int]:
 
 def _guard_decision(run: pipeline.ScoringRun) -> GuardDecision | None:
     """Return the guard's decision of a stored run, or None without monitoring."""
+    from healthscore.monitoring.guard import GuardDecision
+
     if run.monitoring is None:
         return None
     decision = getattr(run.monitoring.alerts, "guard", None)
@@ -218,6 +227,9 @@ def metrics(
     verbose: VerboseOption = 0,
 ) -> None:
     """Compute every metric as of a date and write the values in long form."""
+    from healthscore.metrics import compute_metrics
+    from healthscore.pipeline import open_engine
+
     project = open_project(project_dir)
     with StepProgress(enabled=not json_output) as progress:
         progress("reading sources")
@@ -242,6 +254,8 @@ def metric_values(table: MetricTable) -> pd.DataFrame:
     are any, a `value_text` column contains them, so that every format can store
     the table with one type per column.
     """
+    import pandas as pd
+
     long = table.long()
     numbers = pd.to_numeric(long["value"], errors="coerce")
     text = long["value"].notna() & numbers.isna()

@@ -9,13 +9,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.logging import RichHandler
 from rich.table import Table
 
+from healthscore.choices import TOKEN_ROLES
 from healthscore.cli.common import (
     JsonOption,
     ProjectOption,
@@ -28,14 +29,11 @@ from healthscore.cli.common import (
     stdout_console,
 )
 from healthscore.config import Project
-from healthscore.service.tokens import (
-    TokenNotFoundError,
-    create_token,
-    list_tokens,
-    revoke_token,
-)
-from healthscore.store import StateStore
-from healthscore.store.tables_tokens import TOKEN_ROLES
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.store import StateStore
 
 token_app = typer.Typer(
     help="Create, list and revoke the API tokens of the web service.",
@@ -57,6 +55,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _state_store(project: Project) -> StateStore:
+    from healthscore.store import StateStore
+
     return StateStore.open(project.config.store.state, project.root)
 
 
@@ -235,18 +235,62 @@ def token_create(
     verbose: VerboseOption = 0,
 ) -> None:
     """Create an API token and print it once; only its hash is stored."""
+    from healthscore.service.tokens import create_token
+
     project = open_project(project_dir)
     label = name or owner or role
     with _state_store(project) as store:
         created = create_token(store, role=role, name=label, owner=owner)
     if json_output:
         print_json({"token": created.token, **_info_json(created.info)})
+    else:
+        say(created.token)
+        note(
+            f"Created token {created.info.id} ({created.info.role}"
+            f"{f', owner {owner}' if owner else ''}). Store it now: it cannot be "
+            "shown again. Send it as `Authorization: Bearer <token>`."
+        )
+    if created.info.role == "csm" and owner:
+        _warn_unknown_owner(project, owner)
+
+
+#: Owners named in the warning about an unknown owner; the rest are counted.
+LISTED_OWNERS = 10
+
+
+def _warn_unknown_owner(project: Project, owner: str) -> None:
+    """Warn when no account of the accounts source has `owner`.
+
+    A csm token can read only the accounts whose owner equals its owner as exact
+    text, so a misspelt owner gives a token that reads no account. The token is
+    still valid, because the owner's accounts can be assigned later.
+    """
+    # Imported here: reading the accounts source starts the engine.
+    from healthscore.report.inputs import read_account_sources
+    from healthscore.sources import SourceError
+
+    try:
+        accounts = read_account_sources(project).accounts()
+    except SourceError as exc:
+        note(f"warning: could not check the owner {owner!r}: {exc}")
         return
-    say(created.token)
+    if "owner" in accounts.columns:
+        owners = sorted({str(value) for value in accounts["owner"].dropna()})
+    else:
+        owners = []
+    if owner in owners:
+        return
+    if owners:
+        listed = ", ".join(owners[:LISTED_OWNERS])
+        if len(owners) > LISTED_OWNERS:
+            listed += f" and {len(owners) - LISTED_OWNERS} more"
+        known = f"the owners are {listed}"
+    else:
+        known = "the accounts source has no owner values"
     note(
-        f"Created token {created.info.id} ({created.info.role}"
-        f"{f', owner {owner}' if owner else ''}). Store it now: it cannot be shown "
-        "again. Send it as `Authorization: Bearer <token>`."
+        f"warning: no account has the owner {owner!r}, so this token sees no "
+        f"account until one has; {known}. Check the spelling, or revoke the token "
+        "and create one for the right owner."
     )
 
 
@@ -261,6 +305,8 @@ def token_list(
     verbose: VerboseOption = 0,
 ) -> None:
     """List the API tokens, without their secrets."""
+    from healthscore.service.tokens import list_tokens
+
     project = open_project(project_dir)
     with _state_store(project) as store:
         found = list_tokens(store, include_revoked=include_revoked)
@@ -296,6 +342,8 @@ def token_revoke(
     verbose: VerboseOption = 0,
 ) -> None:
     """Revoke an API token; requests with it get 401 from then on."""
+    from healthscore.service.tokens import TokenNotFoundError, revoke_token
+
     project = open_project(project_dir)
     with _state_store(project) as store:
         try:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
@@ -26,10 +25,11 @@ from healthscore.cli.common import (
 )
 from healthscore.config import Project
 from healthscore.config.models import NpsMetric
-from healthscore.metrics import population
-from healthscore.metrics.sentiment import nps_by_group
-from healthscore.pipeline import open_engine
-from healthscore.sources import as_of_point
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @handle_errors
@@ -61,6 +61,11 @@ def nps(
     The accounts are those scored as of the date. Every response in the metric's
     window counts once, so a group's NPS is not the mean of its accounts' NPS.
     """
+    from healthscore.metrics import population
+    from healthscore.metrics.sentiment import nps_by_group
+    from healthscore.pipeline import open_engine
+    from healthscore.sources import as_of_point
+
     project = open_project(project_dir)
     name, metric = choose_nps_metric(project, metric_name)
     engine = open_engine(project)
@@ -120,6 +125,8 @@ def choose_nps_metric(project: Project, name: str | None) -> tuple[str, NpsMetri
 
 def nps_table(frame: pd.DataFrame, by: str) -> Table:
     """Groups with their accounts, responses by category and NPS."""
+    import pandas as pd
+
     # Without edge padding, the seven columns fit 80 characters with a negative NPS.
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column(by.capitalize(), no_wrap=True)

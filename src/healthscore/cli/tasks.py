@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -31,27 +31,14 @@ from healthscore.cli.common import (
 from healthscore.cli.overrides import check_account
 from healthscore.config import Project
 from healthscore.config.models import Duration, parse_duration
-from healthscore.monitoring.effect import EffectReport, Interval, measure_effect
-from healthscore.monitoring.interventions import (
-    ImportResult,
-    account_ids,
-    import_interventions,
-    import_outcomes,
-)
-from healthscore.monitoring.notes import (
-    add_note,
-    latest_source_notes,
-    list_notes,
-    stale_notes,
-)
-from healthscore.monitoring.playbooks import (
-    Task,
-    TaskNotFoundError,
-    complete_task,
-    dismiss_task,
-    list_tasks,
-)
-from healthscore.store import StateStore
+
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
+if TYPE_CHECKING:
+    from healthscore.monitoring.effect import EffectReport, Interval
+    from healthscore.monitoring.interventions import ImportResult
+    from healthscore.monitoring.playbooks import Task
+    from healthscore.store import StateStore
 
 tasks_app = typer.Typer(
     help="List, complete and dismiss the tasks that playbooks open.",
@@ -86,6 +73,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _state_store(project: Project) -> StateStore:
+    from healthscore.store import StateStore
+
     return StateStore.open(project.config.store.state, project.root)
 
 
@@ -99,7 +88,7 @@ def _parse_duration_option(text: str) -> Duration:
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if duration.amount == 0:
-        raise typer.BadParameter(f"invalid horizon {text!r}: it must be at least 1d")
+        raise typer.BadParameter(f"invalid duration {text!r}: it must be at least 1d")
     return duration
 
 
@@ -123,6 +112,8 @@ def list_command(
     verbose: VerboseOption = 0,
 ) -> None:
     """List tasks by due date; by default the open ones."""
+    from healthscore.monitoring.playbooks import list_tasks
+
     project = open_project(project_dir)
     with _state_store(project) as store:
         found = list_tasks(store, owner=owner, task_state=state)
@@ -217,6 +208,8 @@ def complete_command(
     verbose: VerboseOption = 0,
 ) -> None:
     """Mark a task completed; it then counts as an intervention dated today."""
+    from healthscore.monitoring.playbooks import complete_task
+
     project = open_project(project_dir)
     with _state_store(project) as store, _not_found_as_error():
         task = complete_task(store, task_id, by, note=note, now=_local_now(project))
@@ -237,6 +230,8 @@ def dismiss_command(
     verbose: VerboseOption = 0,
 ) -> None:
     """Dismiss a task that is not needed, with a reason."""
+    from healthscore.monitoring.playbooks import dismiss_task
+
     project = open_project(project_dir)
     with _state_store(project) as store, _not_found_as_error():
         task = dismiss_task(store, task_id, by, reason=reason, now=_local_now(project))
@@ -249,6 +244,8 @@ def dismiss_command(
 @contextmanager
 def _not_found_as_error() -> Iterator[None]:
     """Report TaskNotFoundError as a ValueError, which the commands print."""
+    from healthscore.monitoring.playbooks import TaskNotFoundError
+
     try:
         yield
     except TaskNotFoundError as exc:
@@ -299,6 +296,8 @@ def import_outcomes_command(
     row is invalid, names an account missing from the accounts source, or is dated
     after today.
     """
+    from healthscore.monitoring.interventions import account_ids, import_outcomes
+
     project = open_project(project_dir)
     known = None if allow_unknown else account_ids(project)
     latest = None if allow_future else _local_now(project).date()
@@ -323,6 +322,8 @@ def import_interventions_command(
     row is invalid, names an account missing from the accounts source, or is dated
     after today.
     """
+    from healthscore.monitoring.interventions import account_ids, import_interventions
+
     project = open_project(project_dir)
     known = None if allow_unknown else account_ids(project)
     latest = None if allow_future else _local_now(project).date()
@@ -369,6 +370,8 @@ def effect(
     (validation.labels): subscriptions that end without renewal, or imported churn
     outcomes.
     """
+    from healthscore.monitoring.effect import measure_effect
+
     project = open_project(project_dir)
     with _state_store(project) as store:
         report = measure_effect(project, store, horizon)
@@ -490,6 +493,8 @@ def note_add(
     verbose: VerboseOption = 0,
 ) -> None:
     """Add a note about an account."""
+    from healthscore.monitoring.notes import add_note
+
     project = open_project(project_dir)
     check_account(project, account)
     with _state_store(project) as store:
@@ -517,6 +522,8 @@ def note_list(
     verbose: VerboseOption = 0,
 ) -> None:
     """List the notes of an account, newest first."""
+    from healthscore.monitoring.notes import list_notes
+
     project = open_project(project_dir)
     with _state_store(project) as store:
         found = list_notes(store, account)
@@ -573,6 +580,8 @@ def note_stale(
     Notes added with `healthscore note add` count, and so do the rows of the
     project's sources of kind notes.
     """
+    from healthscore.monitoring.notes import latest_source_notes, stale_notes
+
     project = open_project(project_dir)
     day = as_of or _local_now(project).date()
     file_notes = None

@@ -13,7 +13,6 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
@@ -40,24 +39,16 @@ from healthscore.cli.common import (
 from healthscore.config import Project
 from healthscore.config.models import Duration, parse_duration
 from healthscore.models import METHOD_KEYS
-from healthscore.models.dataset import (
-    MissingSnapshotsError,
-    Observations,
-    build_observations,
-    snapshot_store_of,
-)
-from healthscore.models.labels import (
-    LeadTimeNote,
-    describe_label_source,
-    label_source,
-    no_label_class_advice,
-)
-from healthscore.models.persist import list_runs, save_results
 
 # The command bodies import the model modules, because they load scikit-learn and
 # every other CLI command would pay for that at start.
+# Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
+# that use them, so that `healthscore --help` does not load them.
 if TYPE_CHECKING:
+    import pandas as pd
+
     from healthscore.models.backtest import MethodResult
+    from healthscore.models.dataset import Observations
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +123,7 @@ def select_dates(
     backfill: bool,
 ) -> list[date]:
     """Return the as-of dates of the options, backfilling missing ones on request."""
+    from healthscore.models.dataset import snapshot_store_of
     from healthscore.monitoring.backfill import backfill as run_backfill
     from healthscore.monitoring.backfill import backfill_dates
 
@@ -172,6 +164,9 @@ def load_observations(
     command that prints it with its results. Without `lead_time`, for a command
     that reports no lead time, a note about its absence is left out.
     """
+    from healthscore.models.dataset import MissingSnapshotsError, build_observations
+    from healthscore.models.labels import LeadTimeNote, describe_label_source
+
     dates = select_dates(project, start, end, every, backfill)
     try:
         observations = build_observations(project, dates)
@@ -209,6 +204,9 @@ def backtest(
     splits: each as-of date is predicted from the earlier dates whose outcomes were
     known by then. Each run is stored, and --history lists the stored runs.
     """
+    from healthscore.models.dataset import snapshot_store_of
+    from healthscore.models.labels import describe_label_source
+
     if history:
         _reject_with_history(
             {"--from": start, "--to": end, "--every": every, "--backfill": backfill}
@@ -291,6 +289,8 @@ def _one_class_statement(
     project: Project, observations: Observations, missing: str
 ) -> list[str]:
     """Explain that the labels hold one class only, where they come from, what to do."""
+    from healthscore.models.labels import describe_label_source, no_label_class_advice
+
     churned, retained = observations.labelled().label_counts
     labelled = churned + retained
     counted = plural(labelled, "labelled observation")
@@ -356,6 +356,8 @@ def compare(
     splits. fit_seconds and explainable are null for a method skipped on every
     split. Each run is stored, and --history lists the stored runs.
     """
+    from healthscore.models.dataset import snapshot_store_of
+
     if history:
         _reject_with_history(
             {
@@ -588,6 +590,9 @@ def _store(
     observations: Observations,
 ) -> None:
     """Store the results of `command` as a new run, with the versions it measured."""
+    from healthscore.models.dataset import snapshot_store_of
+    from healthscore.models.persist import save_results
+
     store = snapshot_store_of(project)
     found: dict[str, set[str]] = {}
     for day in observations.dates:
@@ -605,6 +610,8 @@ def _store(
 
 def _print_history(project: Project, command: str, json_output: bool) -> None:
     """Print the stored runs of `command`, oldest first, with their measures."""
+    from healthscore.models.persist import list_runs
+
     summaries = [_run_summary(stored) for stored in list_runs(project, command)]
     if json_output:
         print_json(summaries)
@@ -728,6 +735,8 @@ def _payload(
     observations: Observations,
     project: Project,
 ) -> dict[str, Any]:
+    from healthscore.models.labels import describe_label_source, label_source
+
     churned, retained = observations.labelled().label_counts
     return {
         "splits": splits,
@@ -888,6 +897,7 @@ def _print_method_notes(
     distinct lead-time note is printed once, after the names of its methods.
     """
     from healthscore.models.backtest import SharedNote
+    from healthscore.models.labels import LeadTimeNote
 
     explained = any(isinstance(line, LeadTimeNote) for line in observations.notes)
     lead_time: dict[str, list[str]] = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 from string import Template
 
 from healthscore.config.loader import PROJECT_FILE
+from healthscore.errors import ProjectExistsError
 from healthscore.scaffold.common import DATA_END, DATA_START, SAMPLE_AS_OF, iso_date
 from healthscore.scaffold.files import SAMPLE_FILES, write_sample
 from healthscore.scaffold.generator import (
@@ -41,10 +42,6 @@ SAMPLE_DATA_END: date = DATA_END.astype(date)
 
 DATA_FOLDER = "data"
 README_FILE = "README.md"
-
-
-class ProjectExistsError(FileExistsError):
-    """The folder already contains files that `create_project` would overwrite."""
 
 
 def create_project(

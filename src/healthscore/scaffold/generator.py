@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from healthscore.choices import MAX_ACCOUNTS, MIN_ACCOUNTS
 from healthscore.scaffold import texts
 from healthscore.scaffold.accounts import (
     accounts_table,
@@ -24,11 +25,6 @@ from healthscore.scaffold.billing import invoices_table
 from healthscore.scaffold.feedback import notes_table, surveys_table
 from healthscore.scaffold.support import tickets_table
 from healthscore.scaffold.usage import events_table
-
-MIN_ACCOUNTS = 10
-"""Minimum number of accounts that gives every profile and segment one account."""
-MAX_ACCOUNTS = 5000
-"""Maximum number of accounts, because account ids have four digits."""
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,11 @@ import numpy as np
 import pandas as pd
 
 from healthscore.config.models import AttributeMetric, ProjectConfig, ScorecardConfig
+from healthscore.errors import ScoringInputError
 from healthscore.expressions import Expression, parse_expression
 
 #: Route of an account that matches no scorecard.
 NO_SCORECARD = -1
-
-
-class ScoringInputError(ValueError):
-    """Scoring inputs or settings that do not fit together."""
 
 
 class AccountColumns:

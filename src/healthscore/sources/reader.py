@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
+from healthscore.errors import SourceError
 from healthscore.privacy.pseudonymize import pseudonymize_select
 from healthscore.sources.csv_rows import (
     fields_count,
@@ -58,10 +59,6 @@ _EXACT_NUMBER_TYPES = {
 
 #: DuckDB types that can contain NaN and infinite values.
 _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
-
-
-class SourceError(Exception):
-    """A source that cannot be read at all; nothing is computed or stored."""
 
 
 @dataclass(frozen=True)

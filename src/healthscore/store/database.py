@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from healthscore.config.databases import masked
+from healthscore.errors import StateStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"health", "big")
 SQLITE_BEGIN_OPTION = "healthscore_sqlite_begin"
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
-
-
-class StateStoreError(RuntimeError):
-    """The operational store cannot be opened or used."""
 
 
 def resolve_url(url: str, root: Path) -> URL:

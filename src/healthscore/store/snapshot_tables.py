@@ -28,15 +28,12 @@ import pyarrow.compute as pc
 from healthscore.config import Project
 from healthscore.config.databases import Database, parse_connection, table_parts
 from healthscore.config.models import SnapshotTableConfig
+from healthscore.errors import SnapshotTableError
 
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a PostgreSQL connection unless the URL sets connect_timeout.
 CONNECT_TIMEOUT_SECONDS = 10
-
-
-class SnapshotTableError(Exception):
-    """The scores of a run could not be written into the snapshot table."""
 
 
 #: Column with the key of the project that wrote each row.

@@ -36,6 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from healthscore.errors import SnapshotNotFoundError
+
 try:
     import fcntl
 except ImportError:  # Windows has no fcntl
@@ -58,10 +60,6 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 #: A table to store: a DataFrame, or an Arrow table (stored as it is).
 Table: TypeAlias = pd.DataFrame | pa.Table
-
-
-class SnapshotNotFoundError(LookupError):
-    """A snapshot date, or a table inside a snapshot, that is not stored."""
 
 
 class SnapshotStore:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, Row, Select, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from healthscore.config.overrides import Override
+from healthscore.errors import OverrideNotFoundError
 from healthscore.store.database import (
     StateStoreError,
     create_state_engine,
@@ -36,10 +37,6 @@ from healthscore.store.schema import audit, overrides
 logger = logging.getLogger(__name__)
 
 OVERRIDE_SUBJECT = "override"
-
-
-class OverrideNotFoundError(LookupError):
-    """An override id that is not in the store."""
 
 
 @dataclass(frozen=True)

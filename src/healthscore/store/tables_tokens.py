@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy import CheckConstraint, Column, Integer, String, Table, UniqueConstraint
 
+from healthscore.choices import TOKEN_ROLES
 from healthscore.store.schema import UTCDateTime, metadata
-
-#: Roles a token can have, from the most to the least access.
-TOKEN_ROLES = ("admin", "analyst", "csm", "viewer")
 
 
 def _quoted(values: tuple[str, ...]) -> str:
