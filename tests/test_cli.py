@@ -182,7 +182,8 @@ def test_unknown_key_suggests_the_known_one(tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (
         "error: 2 problems in the project:\n"
-        f"  {yml_file(root)}:3: sources.accounts.path: Field required\n"
+        f"  {yml_file(root)}:3: sources.accounts.path: missing required setting "
+        "'path'\n"
         f"  {yml_file(root)}:5: sources.accounts.pth: unknown key (did you mean "
         "'path'?)\n"
     )
@@ -343,7 +344,8 @@ def test_validate_data_reports_excluded_rows(project):
     events_file = project / "events.csv"
     assert (
         f"  events: {events_file}, row 11 (line 12), column timestamp: value cannot be "
-        "read as the column's type"
+        "read as the column's type: 'not a date'; expected a time as YYYY-MM-DD "
+        "HH:MM:SS, optionally with a UTC offset"
     ) in output
     assert (
         f"  events: {events_file}, row 12 (line 13), column account_id: account id not "

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from healthscore.config import ConfigError, load_project
+from healthscore.config.models import parse_duration
 from project_factory import ACCOUNTS_CSV
 
 VALID = """\
@@ -96,7 +97,8 @@ def test_unknown_nested_key_in_list_suggests(tmp_path):
     keys = {issue.key: issue for issue in issues}
     assert "scorecards[0].components.usage.wieght" in keys
     assert keys["scorecards[0].components.usage.wieght"].suggestion == "weight"
-    assert keys["scorecards[0].components.usage.weight"].message == "Field required"
+    weight = keys["scorecards[0].components.usage.weight"]
+    assert weight.message == "missing required setting 'weight'"
 
 
 def test_bad_duration(tmp_path):
@@ -104,8 +106,16 @@ def test_bad_duration(tmp_path):
     assert issue.key == "metrics.logins.window.length"
     assert issue.message == (
         "invalid duration '28 days'; write a whole number with d, w or mo, "
-        "for example 28d, 4w or 1mo"
+        "for example 28d, 4w or 1mo, or a whole number of days such as 28"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "days"), [("28", 28), (" 7 ", 7), ("28d", 28), ("2w", 14)]
+)
+def test_duration_text_without_unit_is_days(text, days):
+    duration = parse_duration(text)
+    assert duration.amount * {"days": 1, "weeks": 7}[duration.unit] == days
 
 
 def test_bad_expression(tmp_path):
@@ -365,3 +375,51 @@ def test_memory_limit_sizes_applied(tmp_path, size, shown):
     connection = connect(load_project(tmp_path))
     setting = connection.con.execute("SELECT current_setting('memory_limit')")
     assert setting.fetchone() == (shown,)
+
+
+WRONG_TYPES = [
+    (
+        VALID.replace("        weight: 1", "        weight: thirty"),
+        "scorecards[0].components.usage.weight",
+        "expected a number, got the text 'thirty'",
+    ),
+    (
+        VALID + "outcomes:\n  observed_until: 30/06/2026\n",
+        "outcomes.observed_until",
+        "expected a date as YYYY-MM-DD, got the text '30/06/2026'",
+    ),
+    (
+        VALID + "report:\n  riskiest: 2.5\n",
+        "report.riskiest",
+        "expected a whole number, got the number 2.5",
+    ),
+    (
+        VALID.replace("    components:", "    min_coverage: 1.5\n    components:"),
+        "scorecards[0].min_coverage",
+        "expected a number of at most 1, got the number 1.5",
+    ),
+    (
+        VALID + "as_of_point: noon\n",
+        "as_of_point",
+        "expected 'start_of_day' or 'end_of_day', got the text 'noon'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "message"), WRONG_TYPES)
+def test_wrong_type_says_expected(tmp_path, text, key, message):
+    issue = one_issue(tmp_path, text)
+    assert issue.key == key
+    assert issue.message == message
+
+
+def test_band_without_label_names_setting(tmp_path):
+    bands = (
+        "bands:\n"
+        "  - {name: low, label: Low, min: 0, max: 50, color: '#D55E00'}\n"
+        "  - {name: high, min: 51, max: 100, color: '#0072B2'}\n"
+    )
+    issue = one_issue(tmp_path, VALID + bands)
+    assert issue.key == "bands[1].label"
+    assert issue.line == 25
+    assert issue.message == "missing required setting 'label'"

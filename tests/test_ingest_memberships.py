@@ -246,7 +246,7 @@ def test_cli_bad_file_stores_no_memberships(project, tmp_path):
         ],
     )
 
-    with pytest.raises(IngestError, match="invalid rows"):
+    with pytest.raises(IngestError, match="1 invalid row;"):
         ingest_files(project, "usage", [mixed])
 
     assert event_store(project).read_memberships("usage") is None

@@ -933,7 +933,7 @@ def test_non_finite_numbers_rejected(tmp_path, name, content):
     ]
     assert str(report.examples[0]) == (
         f"{tmp_path / name}, row 6, column duration: value cannot be read as the "
-        "column's type"
+        "column's type: 'nan'; expected a number such as 1250 or -0.5"
     )
     usable = sources.rows("events").execute()
     assert list(usable["value"]) == [2.5]

@@ -283,7 +283,7 @@ def test_missing_sources_hide_source_checks(tmp_path: Path) -> None:
         "alerts.channels.team",
         "alerts.rules[0].to",
     }
-    assert issues["sources"].message == "Field required"
+    assert issues["sources"].message == "missing required setting 'sources'"
 
 
 # PROJECT with its three problems fixed; the tests below add one kind of problem.
@@ -788,7 +788,7 @@ def test_union_member_errors_kept_inside(tmp_path: Path) -> None:
     assert set(issues) == {"alerts.channels.mail.to[1]"}
     assert issues["alerts.channels.mail.to[1]"].line == 32
     assert issues["alerts.channels.mail.to[1]"].message == (
-        "Input should be a valid string"
+        "expected text, got a list: [x]"
     )
 
 

@@ -103,6 +103,65 @@ def describe_value(value: Any) -> str:
     return f"the value {format_value(value)}"
 
 
+#: What a setting expects, by the type of pydantic's error for a value of the wrong
+#: type. Pydantic's own messages ("Input should be a valid number, unable to parse
+#: string as a number") leave out the value and the fix.
+_EXPECTED = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "date_parsing": "a date as YYYY-MM-DD",
+    "date_type": "a date as YYYY-MM-DD",
+    "date_from_datetime_parsing": "a date as YYYY-MM-DD",
+    "date_from_datetime_inexact": "a date as YYYY-MM-DD, without a time of day",
+    "datetime_parsing": "a date and time as YYYY-MM-DD HH:MM:SS",
+    "datetime_type": "a date and time as YYYY-MM-DD HH:MM:SS",
+    "datetime_from_date_parsing": "a date and time as YYYY-MM-DD HH:MM:SS",
+}
+
+#: Bound checks of numbers, with the words for their limit.
+_BOUNDS = {
+    "greater_than": ("gt", "greater than {}"),
+    "greater_than_equal": ("ge", "of at least {}"),
+    "less_than": ("lt", "less than {}"),
+    "less_than_equal": ("le", "of at most {}"),
+}
+
+
+def plain_message(error: dict[str, Any], key: str, value: Any) -> str | None:
+    """Return the message for one pydantic error in the words of the project file.
+
+    `error` is one item of `ValidationError.errors()`, `key` the setting's key and
+    `value` what the file gives for it. Returns None for error types without such a
+    message, whose pydantic text is kept.
+    """
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing required setting {key!r}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {describe_value(value)}"
+    if kind in _BOUNDS:
+        name, words = _BOUNDS[kind]
+        limit = (error.get("ctx") or {}).get(name)
+        if limit is None:
+            return None
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        return f"expected a number {words.format(limit)}, got {describe_value(value)}"
+    if kind == "literal_error":
+        expected = (error.get("ctx") or {}).get("expected")
+        if expected is None:
+            return None
+        return f"expected {expected}, got {describe_value(value)}"
+    return None
+
+
 def line_of(path: KeyPath, lines: dict[KeyPath, int]) -> int | None:
     """Return the line of `path`, or of the nearest setting around it that has one."""
     for end in range(len(path), -1, -1):

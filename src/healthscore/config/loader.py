@@ -22,6 +22,7 @@ from healthscore.config.errors import (
     format_key,
     format_value,
     line_of,
+    plain_message,
 )
 from healthscore.config.keypaths import (
     error_path,
@@ -374,11 +375,16 @@ def _pydantic_issues(
             message = _missing_tag_message(path, data, message)
             suggestion = None
         else:
+            plain = None
+            if len(errors) == 1 and path:
+                plain = plain_message(error, str(path[-1]), value_in(data, path))
             if len(errors) == 1 and error["type"] in _SHAPE_MESSAGES:
                 message = (
                     f"{_SHAPE_MESSAGES[error['type']]}, got "
                     f"{describe_value(value_in(data, path))}"
                 )
+            elif plain is not None:
+                message = plain
             elif error["type"] == "value_error":
                 message += _named_settings(path, data, message)
             choices = (_suggest_choice(each) for each in errors)

@@ -105,7 +105,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 
 ColumnType = Literal["string", "number", "date", "timestamp", "boolean"]
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(d|w|mo)?\s*$")
 _DURATION_UNITS = {"d": "days", "w": "weeks", "mo": "months"}
 
 
@@ -129,7 +129,11 @@ class Duration(BaseModel):
 
 
 def parse_duration(value: Any) -> Duration:
-    """Parse `28d`, `4w` or `1mo` (an int means days)."""
+    """Parse `28d`, `4w` or `1mo`; a whole number without a unit, as `28`, is days.
+
+    So `--horizon 28` on the command line means what `horizon: 28` means in the
+    project file.
+    """
     if isinstance(value, Duration):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -140,9 +144,10 @@ def parse_duration(value: Any) -> Duration:
     if not match:
         raise ValueError(
             f"invalid duration {value!r}; write a whole number with d, w or mo, "
-            "for example 28d, 4w or 1mo"
+            "for example 28d, 4w or 1mo, or a whole number of days such as 28"
         )
-    return Duration(amount=int(match.group(1)), unit=_DURATION_UNITS[match.group(2)])
+    unit = _DURATION_UNITS[match.group(2) or "d"]
+    return Duration(amount=int(match.group(1)), unit=unit)
 
 
 def _check_expression(value: str | None) -> str | None:

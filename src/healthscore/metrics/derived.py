@@ -19,7 +19,12 @@ from healthscore.config.models import (
     TenureMetric,
 )
 from healthscore.expressions import parse_expression
-from healthscore.metrics.aggregates import count_column, first_column, previous_column
+from healthscore.metrics.aggregates import (
+    MetricError,
+    count_column,
+    first_column,
+    previous_column,
+)
 from healthscore.metrics.windows import current_span
 from healthscore.sources import SourceSet
 
@@ -192,6 +197,21 @@ def rate(
     return result
 
 
+def attribute(
+    accounts: pd.DataFrame, metric: AttributeMetric, name: str, sources: SourceSet
+) -> pd.Series:
+    """Return the accounts column that an attribute metric reads."""
+    if metric.column not in accounts.columns:
+        source = sources.accounts_name
+        files = ", ".join(sources.loaded[source].files)
+        raise MetricError(
+            f"metric {name!r} needs column {metric.column!r} of source {source!r}, "
+            f"which {files} does not have; add the column to the file, map a column "
+            f"of the file to it in sources.{source}.columns, or remove metric {name!r}"
+        )
+    return accounts[metric.column]
+
+
 def add_derived(
     values: pd.DataFrame,
     metrics: dict[str, MetricConfig],
@@ -209,7 +229,7 @@ def add_derived(
         elif isinstance(metric, MilestoneMetric):
             values[name] = milestone(values, sources, metric, name, point, accounts)
         elif isinstance(metric, AttributeMetric):
-            values[name] = accounts[metric.column]
+            values[name] = attribute(accounts, metric, name, sources)
         elif isinstance(metric, RatioMetric):
             values[name] = ratio(values, metric)
         elif isinstance(metric, FormulaMetric):

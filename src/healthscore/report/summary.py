@@ -19,7 +19,7 @@ import pandas as pd
 
 from healthscore.config.models import BandConfig, ProjectConfig
 from healthscore.scoring import INSUFFICIENT_DATA, UNSCORED, top_drivers
-from healthscore.sources import REASONS
+from healthscore.sources import REASONS, describe_problem
 
 #: Label and colour of the two bands that are not score ranges.
 SPECIAL_BANDS = {
@@ -321,7 +321,9 @@ def _source_summary(report: Mapping[str, Any]) -> SourceSummary:
             file=str(example["file"]),
             row=int(example["row"]),
             column=str(example["column"]),
-            reason=REASONS.get(example["reason"], str(example["reason"])),
+            reason=describe_problem(
+                str(example["reason"]), example.get("value"), example.get("expected")
+            ),
         )
         for example in report.get("examples", [])
         if example["reason"] != LATER_REASON

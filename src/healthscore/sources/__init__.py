@@ -23,8 +23,10 @@ from ibis.backends.duckdb import Backend as DuckDBBackend
 from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.sources import text
+from healthscore.sources.columns import missing_columns
 from healthscore.sources.reader import (
     _SQL_TYPES,
+    VALUE_CHARS,
     LoadedSource,
     SourceError,
     literal,
@@ -35,11 +37,15 @@ from healthscore.sources.stored import read_rollup_source, rollups_used
 
 __all__ = [
     "REASONS",
+    "VALUE_REASONS",
     "ExcludedRow",
     "SourceError",
     "SourceReport",
     "SourceSet",
     "as_of_point",
+    "cut_value",
+    "describe_problem",
+    "expected_format",
     "load_sources",
 ]
 
@@ -67,6 +73,39 @@ REASONS = {
 
 _EXAMPLES_PER_REASON = 5
 
+#: Reasons whose example rows show the value that could not be read.
+VALUE_REASONS = frozenset({"unparseable_value"})
+
+
+def expected_format(kind: str, timestamp_format: str | None = None) -> str | None:
+    """Describe the text that a column of type `kind` accepts, None for any text."""
+    if kind == "number":
+        return "a number such as 1250 or -0.5"
+    if kind == "boolean":
+        return "true or false"
+    if kind == "date":
+        if timestamp_format:
+            return f"a date in the format {timestamp_format!r} of timestamp_format"
+        return "a date as YYYY-MM-DD"
+    if kind == "timestamp":
+        if timestamp_format:
+            return f"a time in the format {timestamp_format!r} of timestamp_format"
+        return "a time as YYYY-MM-DD HH:MM:SS, optionally with a UTC offset"
+    return None
+
+
+def describe_problem(
+    reason: str, value: str | None = None, expected: str | None = None
+) -> str:
+    """Return the reason's wording, with the value and the expected format if known."""
+    wording = REASONS.get(reason, reason)
+    if value is None:
+        return wording
+    wording = f"{wording}: {value!r}"
+    if expected is not None:
+        wording += f"; expected {expected}"
+    return wording
+
 
 @dataclass(frozen=True)
 class ExcludedRow:
@@ -76,11 +115,28 @@ class ExcludedRow:
     row: int
     column: str
     reason: str
+    value: str | None = None
+    """Text that could not be read, for reasons in VALUE_REASONS. A text longer than
+    `VALUE_CHARS` characters is cut there and ends with "..."."""
+    expected: str | None = None
+    """Format that the column accepts, for example "a date as YYYY-MM-DD"."""
 
     def __str__(self) -> str:
-        return (
-            f"{self.file}, row {self.row}, column {self.column}: {REASONS[self.reason]}"
-        )
+        problem = describe_problem(self.reason, self.value, self.expected)
+        return f"{self.file}, row {self.row}, column {self.column}: {problem}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the example as stored in `run.json`; value keys only when known."""
+        found: dict[str, Any] = {
+            "file": self.file,
+            "row": self.row,
+            "column": self.column,
+            "reason": self.reason,
+        }
+        if self.value is not None:
+            found["value"] = self.value
+            found["expected"] = self.expected
+        return found
 
 
 @dataclass
@@ -109,10 +165,7 @@ class SourceReport:
             "rows_used": self.rows_used,
             "rows_excluded": self.rows_excluded,
             "excluded": dict(self.excluded),
-            "examples": [
-                {"file": e.file, "row": e.row, "column": e.column, "reason": e.reason}
-                for e in self.examples
-            ],
+            "examples": [example.to_dict() for example in self.examples],
         }
 
 
@@ -398,7 +451,7 @@ class SourceSet:
         """Turn the running `_row` of the `picked` rows into rows of their file."""
         return (
             f"WITH picked AS ({picked}) "
-            "SELECT p._file, p._row - f.first_row + 1 FROM picked AS p JOIN "
+            "SELECT p._file, p._row - f.first_row + 1, p._value FROM picked AS p JOIN "
             f"(SELECT _file, min(_row) AS first_row FROM {relation} "
             "WHERE _file IN (SELECT _file FROM picked) GROUP BY _file) AS f "
             "USING (_file) ORDER BY p._file, p._row"
@@ -418,7 +471,8 @@ class SourceSet:
         self, name: str, point: datetime, excluded: dict[str, int]
     ) -> list[ExcludedRow]:
         """Up to a few example rows for each reason that occurred."""
-        relation = quote(self.loaded[name].relation)
+        loaded = self.loaded[name]
+        relation = quote(loaded.relation)
         late, late_reason = (
             ("false", "")
             if self.loaded[name].config.kind == ("accounts")
@@ -448,19 +502,38 @@ class SourceSet:
                 )
             else:
                 condition = f"_problem = {literal(problem)}"
+            reason, column = problem.split(":", 1)
+            # Only the few example rows read `_value`, so no file is read again.
+            shows_value = loaded.kept_values and reason in VALUE_REASONS
+            value = "_value" if shows_value else "CAST(NULL AS VARCHAR)"
             picked = (
-                f"SELECT _file, _row FROM {relation} WHERE {condition} "
-                f"ORDER BY _file, _row LIMIT {_EXAMPLES_PER_REASON}"
+                f"SELECT _file, _row, {value} AS _value FROM {relation} "
+                f"WHERE {condition} ORDER BY _file, _row LIMIT {_EXAMPLES_PER_REASON}"
             )
             if self._running_row_numbers(name):
                 picked = self._file_rows_sql(picked, relation)
             rows = self._fetch(picked)
-            reason, column = problem.split(":", 1)
+            expected = None
+            if shows_value:
+                kind = loaded.columns.get(column, "string")
+                expected = expected_format(kind, loaded.config.timestamp_format)
             examples.extend(
-                ExcludedRow(file=str(file), row=int(row), column=column, reason=reason)
-                for file, row in rows
+                ExcludedRow(
+                    file=str(file),
+                    row=int(row),
+                    column=column,
+                    reason=reason,
+                    value=None if raw is None else cut_value(str(raw)),
+                    expected=None if raw is None else expected,
+                )
+                for file, row, raw in rows
             )
         return examples
+
+
+def cut_value(value: str) -> str:
+    """Cut a value longer than VALUE_CHARS characters there and end it with "..."."""
+    return value if len(value) <= VALUE_CHARS else value[:VALUE_CHARS] + "..."
 
 
 def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
@@ -488,6 +561,7 @@ def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
     # Rollups of the event store that metrics read, such as `usage_daily`.
     for name in rollups_used(project):
         loaded[name] = read_rollup_source(raw, project, name)
+    failures.extend(missing_columns(project, loaded))
     if failures:
         raise SourceError("\n".join(failures))
     accounts = project.config.accounts_source()
@@ -495,20 +569,29 @@ def load_sources(project: Project, con: DuckDBBackend) -> SourceSet:
     scorer = text.register_functions(raw)
     for name, item in loaded.items():
         scores = text.score_columns(project.config, name)
-        _create_valid_view(raw, name, item.relation, scores)
+        _create_valid_view(raw, name, item.relation, scores, item.kept_values)
     return SourceSet(project, con, loaded, scorer)
 
 
 def _create_valid_view(
-    raw: Any, name: str, relation: str, scores: dict[str, str] | None = None
+    raw: Any,
+    name: str,
+    relation: str,
+    scores: dict[str, str] | None = None,
+    kept_values: bool = False,
 ) -> None:
-    """Create the view of usable rows, with the `scores` columns of `text` added."""
+    """Create the view of usable rows, with the `scores` columns of `text` added.
+
+    `kept_values` tells whether the relation has the `_value` column, which the
+    view leaves out like the other check columns.
+    """
     added = "".join(
         f", {sql} AS {quote(column)}" for column, sql in (scores or {}).items()
     )
+    hidden = "_problem, _file, _row, _value" if kept_values else "_problem, _file, _row"
     raw.execute(
         f"CREATE OR REPLACE TEMP VIEW {quote('valid_' + name)} AS "
-        f"SELECT * EXCLUDE (_problem, _file, _row){added} FROM {quote(relation)} "
+        f"SELECT * EXCLUDE ({hidden}){added} FROM {quote(relation)} "
         "WHERE _problem IS NULL"
     )
 

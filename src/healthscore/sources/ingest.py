@@ -283,6 +283,7 @@ def ingest_files(project: Project, name: str, files: list[Path]) -> list[Ingeste
         if scope is not None:
             scope.remember(scope.declared)
 
+    known = _known_accounts(project)
     numeric = numeric_columns(source)
     results = []
     for file, rows in checked:
@@ -308,7 +309,66 @@ def ingest_files(project: Project, name: str, files: list[Path]) -> list[Ingeste
                 memberships=added,
             )
         )
+        if known is not None and not stored.skipped:
+            _warn_unknown_accounts(project, file, rows.table, known)
     return results
+
+
+#: Unknown account ids that the warning of `ingest_files` lists.
+_LISTED_ACCOUNTS = 5
+
+
+def _known_accounts(project: Project) -> set[str] | None:
+    """Return the usable account ids of the accounts source.
+
+    Returns None when the project has no accounts source or it cannot be read, in
+    which case ingest checks no account id, because a scoring run reports that
+    source's problem itself.
+    """
+    config = project.config
+    if not config.sources_of_kind("accounts"):
+        return None
+    name = config.accounts_source()
+    backend = connect(project)
+    try:
+        loaded = read_source(backend.con, project, name, config.sources[name])
+        found = backend.con.execute(
+            f"SELECT DISTINCT account_id FROM {quote(loaded.relation)} "
+            "WHERE _problem IS NULL"
+        ).fetchall()
+    except SourceError as exc:
+        logger.warning("account ids were not checked: %s", exc)
+        return None
+    finally:
+        backend.disconnect()
+    return {str(account) for (account,) in found}
+
+
+def _warn_unknown_accounts(
+    project: Project, file: Path, table: pa.Table, known: set[str]
+) -> None:
+    """Log a warning when stored rows name accounts that the accounts source lacks."""
+    accounts = table["account_id"].to_pylist()
+    unknown = [account for account in accounts if str(account) not in known]
+    if not unknown:
+        return
+    ids = sorted(set(map(str, unknown)))
+    listed = ", ".join(ids[:_LISTED_ACCOUNTS])
+    if len(ids) > _LISTED_ACCOUNTS:
+        listed += f" and {len(ids) - _LISTED_ACCOUNTS} more"
+    rows = "row names an account" if len(unknown) == 1 else "rows name accounts"
+    accounts_name = project.config.accounts_source()
+    logger.warning(
+        "%s: %d stored %s not in source %r (%s): %s. Scoring leaves these rows "
+        "out, and source reports count them as 'account id not found in the "
+        "accounts source', until that source lists their account.",
+        file,
+        len(unknown),
+        rows,
+        accounts_name,
+        project.config.sources[accounts_name].path or accounts_name,
+        listed,
+    )
 
 
 def read_checked(project: Project, name: str, file: Path) -> pa.Table:
@@ -336,12 +396,13 @@ def read_file_rows(
         except SourceError as exc:
             raise IngestError(f"{file}: {exc}") from None
         relation = quote(loaded.relation)
+        value = "_value" if loaded.kept_values else "CAST(NULL AS VARCHAR)"
         problems = con.execute(
-            f"SELECT _row, _problem FROM {relation} WHERE _problem IS NOT NULL "
-            "ORDER BY _row"
+            f"SELECT _row, _problem, {value} FROM {relation} "
+            "WHERE _problem IS NOT NULL ORDER BY _row"
         ).fetchall()
         if problems:
-            raise IngestError(_problem_message(file, problems))
+            raise IngestError(_problem_message(file, loaded, problems))
         rows = checked_rows(con, loaded, scope)
     finally:
         backend.disconnect()
@@ -431,15 +492,41 @@ def checked_rows(
     return CheckedRows(table, message_ids, memberships)
 
 
-def _problem_message(file: Path, problems: list[tuple[int, str]]) -> str:
+def _problem_message(
+    file: Path, loaded: LoadedSource, problems: list[tuple[int, str, str | None]]
+) -> str:
+    """List the first invalid rows of `file`, with the line of each in a CSV file."""
     # Imported here: the reasons live with the source reports, which import this
     # module's package.
-    from healthscore.sources import REASONS
+    from healthscore.sources import (
+        VALUE_REASONS,
+        cut_value,
+        describe_problem,
+        expected_format,
+    )
 
-    lines = [f"{file} has {len(problems)} invalid rows; nothing was stored:"]
-    for row, problem in problems[:MAX_LISTED_ROWS]:
+    csv = loaded.config.resolved_format() == "csv"
+    rows = "row" if len(problems) == 1 else "rows"
+    lines = [f"{file} has {len(problems)} invalid {rows}; nothing was stored:"]
+    for row, problem, raw in problems[:MAX_LISTED_ROWS]:
         reason, column = problem.split(":", 1)
-        lines.append(f"  row {row}, column {column}: {REASONS.get(reason, reason)}")
+        value = expected = None
+        if raw is not None and reason in VALUE_REASONS:
+            value = cut_value(raw)
+            kind = loaded.columns.get(column, "string")
+            expected = expected_format(kind, loaded.config.timestamp_format)
+        location = f"row {row:,}"
+        if csv:
+            # NOTE: a quoted field that spans lines moves every later row further
+            # down, so the line is exact up to the first such field only.
+            location += f" (line {row + 1:,})"
+        detail = describe_problem(reason, value, expected)
+        lines.append(f"  {location}, column {column}: {detail}")
+        if csv and raw is not None and '"' in raw:
+            lines.append(
+                '    the value contains a quote ("), so a quoted field may not be '
+                "closed on its line; close the quote or remove it"
+            )
     if len(problems) > MAX_LISTED_ROWS:
         lines.append(f"  and {len(problems) - MAX_LISTED_ROWS} more")
     return "\n".join(lines)

@@ -75,6 +75,8 @@ class LoadedSource:
     """Whether `_row` numbers rows across all files rather than within each file."""
     unchecked: bool = False
     """Whether every row is usable by itself: `_problem` is NULL in every row."""
+    kept_values: bool = False
+    """Whether the relation has `_value`, the text of values that cannot be read."""
 
 
 def quote(identifier: str) -> str:
@@ -176,6 +178,7 @@ def read_source(
         joined.values,
         complete_columns(footers, file_types),
         finite_columns(footers, file_types),
+        keep_values=True,
     )
     relation = f"source_{name}"
     kind = "TEMP TABLE" if materialize else "TEMP VIEW"
@@ -209,8 +212,16 @@ def read_source(
     if file_format == "jsonl":
         running_rows = not _number_json_lines(con, relation, files)
     unchecked = select.endswith(f"{_NO_PROBLEM} AS _problem")
+    kept_values = select.endswith(" AS _value")
     return LoadedSource(
-        name, source, relation, tuple(files), columns, running_rows, unchecked
+        name,
+        source,
+        relation,
+        tuple(files),
+        columns,
+        running_rows,
+        unchecked,
+        kept_values,
     )
 
 
@@ -410,6 +421,7 @@ def _standard_select(
     joined: dict[str, str] | None = None,
     complete: frozenset[str] = frozenset(),
     finite: frozenset[str] = frozenset(),
+    keep_values: bool = False,
 ) -> str:
     """Return the select list of the typed columns and the `_problem` check.
 
@@ -417,11 +429,14 @@ def _standard_select(
     (see `sources.joins`); the other columns are read from `raw`. A required column
     of the file that is in `complete` (see `complete_columns`) gets no check for a
     missing value. A float column of the file that is in `finite` (see
-    `finite_columns`) gets no check for infinite values.
+    `finite_columns`) gets no check for infinite values. With `keep_values`, the
+    list ends with `_value`: the start of the text of a value of the source's own
+    columns that cannot be read (see `VALUE_CHARS`), NULL in the other rows.
     """
     joined = joined or {}
     typed: dict[str, str] = {}
     checks: list[tuple[str, str]] = []
+    raw_values: dict[str, str] = {}
     required = set(REQUIRED_COLUMNS[source.kind])
     for column, kind in columns.items():
         is_standard = column in STANDARD_COLUMNS[source.kind]
@@ -449,6 +464,8 @@ def _standard_select(
                 reason = "unparseable_value"
                 if column in joined:
                     reason = "unparseable_joined_value"
+                else:
+                    raw_values[f"{reason}:{column}"] = raw
                 checks.append(
                     (
                         f"{_present(raw, raw_type)} AND {value} IS NULL",
@@ -457,6 +474,9 @@ def _standard_select(
                 )
             if kind == "number" and raw_type in _FLOAT_TYPES and not never_infinite:
                 checks.append((f"isinf({raw})", f"unparseable_value:{column}"))
+                # Spelled here, because DuckDB and Spark write infinity differently.
+                infinity = f"CASE WHEN {raw} > 0 THEN 'inf' ELSE '-inf' END"
+                raw_values[f"unparseable_value:{column}"] = infinity
             if kind == "string" and raw_type == "VARCHAR" and not never_missing:
                 # An empty field of a CSV file reads as missing, so an empty text
                 # in JSON Lines or Parquet does too.
@@ -474,7 +494,17 @@ def _standard_select(
         )
         problem = f"CASE {cases} END"
     selected = [f"{value} AS {quote(column)}" for column, value in typed.items()]
-    return ", ".join([*selected, f"{problem} AS _problem"])
+    selected.append(f"{problem} AS _problem")
+    if keep_values and raw_values:
+        # `_problem` is the alias above. DuckDB and Spark let a later item of a
+        # select list read an alias, so the checks run once per row.
+        shown = " ".join(
+            f"WHEN {literal(reason)} THEN left(CAST({raw} AS VARCHAR), "
+            f"{VALUE_CHARS + 1})"
+            for reason, raw in raw_values.items()
+        )
+        selected.append(f"CASE _problem {shown} END AS _value")
+    return ", ".join(selected)
 
 
 @dataclass(frozen=True)
@@ -572,6 +602,10 @@ def finite_columns(
             finite.add(column)
     return frozenset(finite)
 
+
+#: Characters of an unreadable value that a source report shows. The relation
+#: keeps one more, so the report can tell that a longer value was cut.
+VALUE_CHARS = 40
 
 #: The `_problem` of a source without checks.
 _NO_PROBLEM = "CAST(NULL AS VARCHAR)"

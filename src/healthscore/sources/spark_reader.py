@@ -24,6 +24,7 @@ from sqlglot import exp
 from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.sources import SourceSet, text
+from healthscore.sources.columns import missing_columns
 from healthscore.sources.joins import JoinedColumns, join_table, load_joins
 from healthscore.sources.lookups import join_sql, read_lookup
 from healthscore.sources.reader import (
@@ -186,7 +187,9 @@ def read_spark_source(
     joins = _lookup_joins(session, project, name, source)
     joined = _joined_files(session, project, name, source)
     columns.update(joined.types)
-    select = _standard_select(project, name, source, columns, file_types, joined.values)
+    select = _standard_select(
+        project, name, source, columns, file_types, joined.values, keep_values=True
+    )
     query = to_spark_sql(
         f"SELECT {select}, raw._file AS _file, raw._row AS _row "
         f"FROM {quote(raw_view)} AS raw {joins} {joined.sql}"
@@ -209,7 +212,13 @@ def read_spark_source(
             f"{_first_line(exc)}"
         ) from None
     return LoadedSource(
-        name, source, f"source_{name}", tuple(files), columns, running_rows=True
+        name,
+        source,
+        f"source_{name}",
+        tuple(files),
+        columns,
+        running_rows=True,
+        kept_values=select.endswith(" AS _value"),
     )
 
 
@@ -367,7 +376,8 @@ def _create_valid_view(
 ) -> None:
     """Create `valid_<name>`: the usable rows, with the `scores` columns of `text`."""
     frame = session.table(relation).filter("_problem IS NULL")
-    frame = frame.drop("_problem", "_file", "_row")
+    # `drop` skips a name that the frame lacks, such as `_value` of most sources.
+    frame = frame.drop("_problem", "_file", "_row", "_value")
     added = [f"{to_spark_sql(sql)} AS `{c}`" for c, sql in scores.items()]
     if added:
         frame = frame.selectExpr("*", *added)
@@ -409,8 +419,9 @@ class SparkSourceSet(SourceSet):
             f"GROUP BY _file, {part}), "
             "offsets AS (SELECT _file, part, first_row, "
             "sum(n) OVER (PARTITION BY _file ORDER BY part) - n AS before FROM parts) "
-            "SELECT p._file, o.before + p._row - o.first_row + 1 FROM picked AS p "
-            f"JOIN offsets AS o ON p._file = o._file AND {picked_part} = o.part "
+            "SELECT p._file, o.before + p._row - o.first_row + 1, p._value "
+            "FROM picked AS p JOIN offsets AS o "
+            f"ON p._file = o._file AND {picked_part} = o.part "
             "ORDER BY p._file, p._row"
         )
 
@@ -457,6 +468,7 @@ def load_spark_sources(project: Project, con: PySparkBackend) -> SparkSourceSet:
             loaded[name] = read_spark_source(session, project, name, source)
         except SourceError as exc:
             failures.append(str(exc))  # report every unreadable source at once
+    failures.extend(missing_columns(project, loaded))
     if failures:
         raise SourceError("\n".join(failures))
     for name, item in loaded.items():

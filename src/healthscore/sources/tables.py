@@ -116,7 +116,9 @@ def _read_duckdb_table(
     file_types = _describe(con, name, source, database)
     where = _where(database, source)
     columns = _columns_present(name, source, file_types, f"table {where}")
-    select = _standard_select(project, name, source, columns, file_types)
+    select = _standard_select(
+        project, name, source, columns, file_types, keep_values=True
+    )
     qualified = _attached_table(con, name, source, database)
     is_view = _is_view(con, qualified)
     # rowid numbers a table's rows in scan order. A view has no rowid, so its rows
@@ -140,7 +142,16 @@ def _read_duckdb_table(
         raise SourceError(
             f"source {name!r}: reading {where} failed: {_first_line(exc)}"
         ) from None
-    return LoadedSource(name, source, relation, (where,), columns)
+    kept_values = _has_value_column(con, relation)
+    return LoadedSource(
+        name, source, relation, (where,), columns, kept_values=kept_values
+    )
+
+
+def _has_value_column(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
+    """Tell whether a relation keeps unreadable values (see `_standard_select`)."""
+    described = con.execute(f"DESCRIBE {quote(relation)}").fetchall()
+    return any(row[0] == "_value" for row in described)
 
 
 @dataclass(frozen=True)
@@ -271,7 +282,10 @@ def _read_postgres_table(
         ) from None
     finally:
         backend.disconnect()
-    return LoadedSource(name, source, relation, (where,), columns)
+    kept_values = _has_value_column(con, relation)
+    return LoadedSource(
+        name, source, relation, (where,), columns, kept_values=kept_values
+    )
 
 
 def _connect_postgres(name: str, source: SourceConfig, database: Database) -> Any:
@@ -384,7 +398,9 @@ def _load_batches(
     finally:
         con.unregister(incoming)
     file_types = {str(row[0]): str(row[1]) for row in described}
-    select = _standard_select(project, name, source, columns, file_types)
+    select = _standard_select(
+        project, name, source, columns, file_types, keep_values=True
+    )
     query = (
         f"SELECT {select}, {literal(where)} AS _file, raw._row AS _row "
         f"FROM {quote(incoming)} AS raw {lookup_joins(con, project, name, source)}"

@@ -1,0 +1,188 @@
+"""Unreadable values in source reports and in `healthscore ingest`.
+
+An excluded row's example shows the text that could not be read, cut to 40
+characters, and the format the column accepts. `ingest` gives the file line of a
+CSV row, and warns when stored rows name accounts that the accounts source lacks.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from healthscore.cli import app
+from healthscore.config import Project
+from healthscore.engine import connect
+from healthscore.sources import ExcludedRow, SourceReport, load_sources
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+LONG = "x" * 45
+BAD_EVENTS = f"""account_id,timestamp,value
+a1,2024-03-01 10:00:00,1
+a2,30/03/2024 10:00,1
+a2,2024-03-02 10:00:00,twelve
+a3,2024-03-02 10:00:00,{LONG}
+"""
+
+
+def events_report(project: Project) -> SourceReport:
+    sources = load_sources(project, connect(project))
+    reports = {r.source: r for r in sources.report(datetime(2024, 4, 1))}
+    return reports["events"]
+
+
+def by_row(report: SourceReport) -> dict[int, ExcludedRow]:
+    return {example.row: example for example in report.examples}
+
+
+def test_example_shows_unreadable_value(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": BAD_EVENTS},
+    )
+    examples = by_row(events_report(project))
+
+    assert sorted(examples) == [2, 3, 4]
+    assert examples[2].value == "30/03/2024 10:00"
+    assert examples[2].expected is not None
+    assert "YYYY-MM-DD HH:MM:SS" in examples[2].expected
+    assert examples[3].value == "twelve"
+    assert examples[3].expected == "a number such as 1250 or -0.5"
+    assert examples[4].value == "x" * 40 + "..."
+    shown = str(examples[3])
+    assert shown.endswith(
+        "row 3, column value: value cannot be read as the column's type: 'twelve'; "
+        "expected a number such as 1250 or -0.5"
+    )
+
+
+def test_example_value_in_report_dict(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": BAD_EVENTS},
+    )
+    stored = json.loads(json.dumps(events_report(project).to_dict()))
+    example = next(e for e in stored["examples"] if e["row"] == 3)
+
+    assert example["value"] == "twelve"
+    assert example["expected"] == "a number such as 1250 or -0.5"
+
+
+def test_timestamp_format_named_in_expected(tmp_path: Path) -> None:
+    config = minimal_config()
+    config["sources"]["events"]["timestamp_format"] = "%d/%m/%Y %H:%M"
+    events = "account_id,timestamp\na1,01/03/2024 10:00\na2,2024-03-01\n"
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    examples = by_row(events_report(project))
+
+    assert sorted(examples) == [2]
+    assert examples[2].value == "2024-03-01"
+    assert examples[2].expected == (
+        "a time in the format '%d/%m/%Y %H:%M' of timestamp_format"
+    )
+
+
+def test_valid_view_has_no_value_column(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": BAD_EVENTS},
+    )
+    sources = load_sources(project, connect(project))
+
+    assert "_value" not in sources.rows("events").columns
+    assert sources.rows("events").count().execute() == 1
+
+
+# healthscore ingest
+
+
+STORE_CONFIG = minimal_config(
+    sources={
+        "accounts": {"kind": "accounts", "path": "accounts.csv"},
+        "events": {"kind": "events", "path": "store"},
+    }
+)
+
+
+def ingest(root: Path, file: Path) -> Result:
+    runner = CliRunner()
+    args = ["ingest", "--source", "events", str(file), "--project", str(root)]
+    return runner.invoke(app, args, prog_name="healthscore")
+
+
+def test_ingest_unclosed_quote_gives_line(tmp_path: Path) -> None:
+    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
+    file = tmp_path / "f.csv"
+    file.write_text(
+        "account_id,timestamp,value\n"
+        "a1,2024-03-01T10:00:00,4\n"
+        'a2,"2024-03-02T10:00:00,5\n'
+        "a1,2024-03-03T10:00:00,1\n"
+    )
+    result = ingest(project.root, file)
+    output = " ".join(result.output.split())
+
+    assert result.exit_code == 1, output
+    assert "f.csv has 1 invalid row; nothing was stored" in output
+    assert "row 2 (line 3), column timestamp" in output
+    assert "'\"2024-03-02T10:00:00'" in output
+    assert "a quoted field may not be closed on its line" in output
+
+
+def test_ingest_counts_invalid_rows_in_plural(tmp_path: Path) -> None:
+    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
+    file = tmp_path / "f.csv"
+    file.write_text(
+        "account_id,timestamp,value\na1,soon,4\na2,2024-03-02T10:00:00,five\n"
+    )
+    result = ingest(project.root, file)
+    output = " ".join(result.output.split())
+
+    assert result.exit_code == 1, output
+    assert "f.csv has 2 invalid rows; nothing was stored" in output
+    assert "row 1 (line 2), column timestamp" in output
+    assert "row 2 (line 3), column value" in output
+    assert "'five'; expected a number" in output
+
+
+def test_ingest_warns_of_unknown_accounts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
+    file = tmp_path / "f.csv"
+    rows = ["a1", "999", "999", "b1", "b2", "b3", "b4", "b5"]
+    file.write_text(
+        "account_id,timestamp\n"
+        + "".join(f"{account},2024-03-01T10:00:00\n" for account in rows)
+    )
+    result = ingest(project.root, file)
+
+    assert result.exit_code == 0, result.output
+    assert "Stored 8 rows" in result.output
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    warning = warnings[0]
+    assert "7 stored rows name accounts not in source 'accounts'" in warning
+    assert "(accounts.csv): 999, b1, b2, b3, b4 and 1 more." in warning
+    assert "Scoring leaves these rows out" in warning
+
+
+def test_ingest_known_accounts_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
+    file = tmp_path / "f.csv"
+    file.write_text("account_id,timestamp\na1,2024-03-01T10:00:00\n")
+    result = ingest(project.root, file)
+
+    assert result.exit_code == 0, result.output
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
