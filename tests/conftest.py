@@ -134,18 +134,24 @@ def postgres_server() -> str:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """URL of a new, empty schema on the test server, dropped afterwards."""
+def postgres_schema(postgres_server: str) -> Iterator[str]:
+    """Name of a new, empty schema on the test server, dropped afterwards."""
     schema = f"healthscore_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_server)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield f"{postgres_server}?options=-csearch_path%3D{schema}"
+        yield schema
     finally:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, postgres_schema: str) -> str:
+    """URL of a new, empty schema on the test server, dropped afterwards."""
+    return f"{postgres_server}?options=-csearch_path%3D{postgres_schema}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

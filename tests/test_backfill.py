@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -869,26 +867,11 @@ def test_backfill_without_shadow_stores_no_shadow_table(tmp_path: Path) -> None:
         assert "shadow_scores" not in snapshot_store(project).tables(as_of)
 
 
-@pytest.fixture
-def scores_schema(postgres_server: str) -> Iterator[str]:
-    """A new, empty PostgreSQL schema for a snapshot table, dropped afterwards."""
-    import psycopg
-
-    schema = f"healthscore_backfill_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield schema
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 def _table_settings(kind: str, tmp_path: Path, request: Any) -> dict[str, str]:
     if kind == "duckdb":
         database = tmp_path / "out" / "scores.duckdb"
         return {"connection": f"duckdb://{database}", "table": "health_scores"}
-    schema = request.getfixturevalue("scores_schema")
+    schema = request.getfixturevalue("postgres_schema")
     return {"connection": PG_ADMIN, "table": f"{schema}.health_scores"}
 
 
@@ -967,11 +950,11 @@ def test_backfill_writes_snapshot_table(
 
 
 def test_backfill_table_failure_keeps_date(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scores_schema: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_schema: str
 ) -> None:
     # One date per batch, so the dates before the failing one are committed.
     monkeypatch.setattr(backfill_module, "ROWS_PER_BATCH", 1)
-    table = f"{scores_schema}.health_scores"
+    table = f"{postgres_schema}.health_scores"
     settings = {"connection": PG_ADMIN, "table": table}
     project = _project(tmp_path, store={"snapshot_table": settings})
     dates = backfill_dates(date(2024, 2, 5), date(2024, 3, 4), parse_duration("2w"))

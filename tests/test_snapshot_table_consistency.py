@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -225,25 +224,10 @@ def test_forget_without_own_rows_writes_nothing(tmp_path: Path) -> None:
     assert rows_by_key(database) == old_rows
 
 
-@pytest.fixture
-def table_schema(postgres_server: str) -> Iterator[str]:
-    """A new, empty PostgreSQL schema for table `s`, dropped afterwards."""
+def test_forget_after_rename_on_postgres(tmp_path: Path, postgres_schema: str) -> None:
     import psycopg
 
-    schema = f"healthscore_keys_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield schema
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def test_forget_after_rename_on_postgres(tmp_path: Path, table_schema: str) -> None:
-    import psycopg
-
-    table = f"{table_schema}.s"
+    table = f"{postgres_schema}.s"
     before = table_project(tmp_path / "p", PG_ADMIN, "north-2025", table=table)
     backfill(before, DATES[:2])
     renamed = rename(before, "north")
