@@ -95,7 +95,8 @@ def test_bad_file_stores_nothing(project):
 
     message = str(raised.value)
     assert "bad.csv" in message
-    assert "row 2, column timestamp" in message
+    assert "row 2 (line 3), column timestamp" in message
+    assert "'yesterday'; expected a time as YYYY-MM-DD HH:MM:SS" in message
     assert "nothing was stored" in message
     assert event_store(project).raw_days("usage") == []
     assert event_store(project).rollup_days("usage") == []

@@ -588,7 +588,7 @@ def test_negative_service_interval_rejected(tmp_path):
 
     (issue,) = caught.value.issues
     assert issue.key == "alerts.delivery.service_interval"
-    assert "greater than or equal to 0" in issue.message
+    assert issue.message == "expected a number of at least 0, got the number -1"
 
 
 def test_service_interval_default():
