@@ -355,6 +355,21 @@ def test_note_created_by_csm(writer):
     ]
 
 
+def test_note_dated_after_today_rejected_at_its_field(writer):
+    client, token, _project = writer
+    response = client.post(
+        f"{API}/accounts/a2/notes",
+        headers=bearer(token["admin"]),
+        json={"text": "Kick-off", "noted_on": "2999-01-01"},
+    )
+    error = assert_error_shape(response, 422, "invalid_request")
+    assert error["message"].startswith("note date 2999-01-01 is after today")
+    assert error["details"] == [
+        {"location": "body.noted_on", "message": error["message"]}
+    ]
+    assert get(client, token["admin"], "/accounts/a2/notes")["notes"] == []
+
+
 def test_note_other_owner_rejected(writer):
     client, token, _project = writer
     response = client.post(

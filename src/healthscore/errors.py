@@ -9,6 +9,7 @@ existing imports keep working.
 from __future__ import annotations
 
 __all__ = [
+    "FieldError",
     "OverrideNotFoundError",
     "ProjectExistsError",
     "ScoringInputError",
@@ -45,3 +46,14 @@ class OverrideNotFoundError(LookupError):
 
 class ProjectExistsError(FileExistsError):
     """The folder already contains files that `create_project` would overwrite."""
+
+
+class FieldError(ValueError):
+    """A value of one named field of a request or a record, rejected by its layer.
+
+    The service reports it at that field of the request body.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

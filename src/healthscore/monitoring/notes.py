@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import func, insert, select
 
 from healthscore.config.models import Duration
+from healthscore.errors import FieldError
 from healthscore.metrics.windows import shift
 from healthscore.monitoring.interventions import record_audit, write_transaction
 from healthscore.sources import SourceSet
@@ -107,17 +108,19 @@ def _check_note(
         if not value or not value.strip():
             raise ValueError(f"{name} must not be empty; give the {name}")
     if not text or not text.strip():
-        raise ValueError("text is missing; write the content of the note")
+        raise FieldError("text", "text is missing; write the content of the note")
     valid = isinstance(sentiment, int) and not isinstance(sentiment, bool)
     if sentiment is not None and not (valid and 1 <= sentiment <= 5):
-        raise ValueError(
+        raise FieldError(
+            "sentiment",
             f"sentiment must be a whole number from 1 (very negative) to 5 (very "
-            f"positive), got {sentiment!r}"
+            f"positive), got {sentiment!r}",
         )
     if day > today:
-        raise ValueError(
+        raise FieldError(
+            "noted_on",
             f"note date {day.isoformat()} is after today ({today.isoformat()}); "
-            "date the note on or before today"
+            "date the note on or before today",
         )
 
 

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from healthscore.errors import FieldError
 from healthscore.store import SnapshotNotFoundError, StateStoreError
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ def layer_errors(*, conflict: bool = False) -> Iterator[None]:
     """Turn the errors of the layers below into API errors.
 
     LookupError (an unknown alert, task, snapshot or override) becomes 404, and
-    ValueError becomes 422, or 409 with `conflict` for a state change that the
+    FieldError becomes 422 with a detail at the request body's field, another
+    ValueError 422, or 409 with `conflict` for a state change that the
     current state does not allow, such as completing a completed task.
     StateStoreError becomes 503.
     """
@@ -130,6 +132,11 @@ def layer_errors(*, conflict: bool = False) -> Iterator[None]:
         yield
     except (LookupError, SnapshotNotFoundError) as exc:
         raise ApiError(404, _text(exc)) from exc
+    except FieldError as exc:
+        message = _text(exc)
+        location = f"body.{exc.field}"
+        details = [{"location": location, "message": message}]
+        raise ApiError(422, message, details=details) from exc
     except ValueError as exc:
         raise ApiError(409 if conflict else 422, _text(exc)) from exc
     except StateStoreError as exc:
