@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import shutil
+import socket
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -953,6 +954,24 @@ def test_serve_uses_configured_address(tmp_path, monkeypatch):
     }
     # Plain text lines while serving, no Rich layout.
     assert calls[0]["handlers"] == ["StreamHandler"]
+
+
+def test_serve_on_a_port_in_use_says_what_to_do(tmp_path):
+    project = service_project(
+        tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
+    )
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli_app,
+            ["serve", "--port", str(port), "--project", str(project.root)],
+        )
+    assert result.exit_code == 1, result.output
+    assert (
+        f"error: the service did not start on 127.0.0.1:{port}; the ERROR line above "
+        "gives the cause. When the address is in use" in result.stderr
+    )
+    assert "pass --port with a free port" in result.stderr
 
 
 def test_serve_secure_cookies_option(tmp_path, monkeypatch):

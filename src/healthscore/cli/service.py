@@ -26,6 +26,7 @@ from healthscore.cli.common import (
     open_project,
     print_json,
     say,
+    stderr_console,
     stdout_console,
 )
 from healthscore.config import Project
@@ -132,7 +133,7 @@ def serve(
         os.environ[SECURE_COOKIES_VARIABLE] = "1" if secure_cookies else ""
         os.environ[VERBOSE_VARIABLE] = str(verbose)
         # The service's access log replaces Uvicorn's, which prints query strings.
-        with _plain_log_lines():
+        with _plain_log_lines(), _explain_failed_start(bind_host, bind_port):
             uvicorn.run(
                 f"{app_from_environment.__module__}:{app_from_environment.__name__}",
                 factory=True,
@@ -147,7 +148,7 @@ def serve(
         return
     app = create_app(project, secure_cookies=secure_cookies)
     service_log_levels(verbose)
-    with _plain_log_lines():
+    with _plain_log_lines(), _explain_failed_start(bind_host, bind_port):
         uvicorn.run(
             app,
             host=bind_host,
@@ -163,6 +164,31 @@ def serve(
 #: reply. On a busy 2-CPU machine that took longer than Uvicorn's default of 5 s,
 #: so Uvicorn killed and restarted the processes without end.
 WORKER_HEALTHCHECK_SECONDS = 60
+
+
+@contextmanager
+def _explain_failed_start(host: str, port: int) -> Iterator[None]:
+    """Turn Uvicorn's exit on a failed start into an error that says what to check.
+
+    Uvicorn logs the cause, such as an address in use, and exits with status 3.
+    """
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code != STARTUP_FAILURE:
+            raise
+        stderr_console().print(
+            f"error: the service did not start on {host}:{port}; the ERROR line above "
+            "gives the cause. When the address is in use, another process listens "
+            "on that port: stop it, or pass --port with a free port (or set "
+            "service.port). When the address cannot be assigned, --host is not an "
+            "address of this machine.",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1) from None
 
 
 @contextmanager
