@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -398,6 +399,10 @@ def handle_errors(function: Callable[P, R]) -> Callable[P, R]:
 
 def _duckdb_message(exc: Exception) -> str | None:
     """Return the message of a DuckDB file or memory error, else None."""
+    # A DuckDB error exists only once DuckDB is loaded, and importing it to check
+    # would slow down every other unhandled error.
+    if "duckdb" not in sys.modules:
+        return None
     import duckdb
 
     if isinstance(exc, duckdb.IOException):
