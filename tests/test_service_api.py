@@ -956,7 +956,7 @@ def test_serve_uses_configured_address(tmp_path, monkeypatch):
     assert calls[0]["handlers"] == ["StreamHandler"]
 
 
-def test_serve_on_a_port_in_use_says_what_to_do(tmp_path):
+def test_serve_port_in_use(tmp_path):
     project = service_project(
         tmp_path / "p", "sqlite:///.healthscore/state.db", scored=False
     )

@@ -168,7 +168,7 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 @contextmanager
 def _explain_failed_start(host: str, port: int) -> Iterator[None]:
-    """Turn Uvicorn's exit on a failed start into an error that says what to check.
+    """Turn Uvicorn's exit on a failed start into an error that names what to check.
 
     Uvicorn logs the cause, such as an address in use, and exits with status 3.
     """

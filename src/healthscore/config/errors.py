@@ -103,8 +103,8 @@ def describe_value(value: Any) -> str:
     return f"the value {format_value(value)}"
 
 
-#: What a setting expects, by the type of pydantic's error for a value of the wrong
-#: type. Pydantic's own messages ("Input should be a valid number, unable to parse
+#: Expected value of a setting, by the type of pydantic's error for a value of the
+#: wrong type. Pydantic's own messages ("Input should be a valid number, unable to parse
 #: string as a number") leave out the value and the fix.
 _EXPECTED = {
     "float_parsing": "a number",

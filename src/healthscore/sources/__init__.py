@@ -582,8 +582,8 @@ def _create_valid_view(
 ) -> None:
     """Create the view of usable rows, with the `scores` columns of `text` added.
 
-    `kept_values` tells whether the relation has the `_value` column, which the
-    view leaves out like the other check columns.
+    With `kept_values`, the relation has the `_value` column, which the view
+    leaves out like the other check columns.
     """
     added = "".join(
         f", {sql} AS {quote(column)}" for column, sql in (scores or {}).items()
