@@ -27,6 +27,9 @@ from healthscore.monitoring.backfill import BackfillTableError, backfill
 from healthscore.pipeline import snapshot_store
 from healthscore.privacy import account_subject, forget
 from healthscore.store.snapshot_tables import SNAPSHOT_TABLE_SCHEMA
+
+# `pytestmark` gives these tests the warning filters of the other Spark tests.
+from test_spark import SPARK_MISSING, pytestmark  # noqa: F401
 from test_table_sources import (
     PG_ADMIN,
     csv_project,
@@ -35,7 +38,6 @@ from test_table_sources import (
     run_cli,
 )
 
-SPARK_MISSING = "requires: Java 17 and pyspark (pip install -e '.[spark]')"
 # Spark binds its driver to the loopback address and starts no UI.
 SPARK_CONF = {
     "spark.driver.host": "127.0.0.1",
@@ -48,19 +50,6 @@ SPARK_ENGINE = {"kind": "spark", "master": "local[2]", "spark_conf": SPARK_CONF}
 # Every date scores a1, a2 and a4 (see the files of test_table_sources).
 DATES = [date(2026, 5, 1), date(2026, 5, 15), date(2026, 6, 1)]
 ACCOUNTS = ["a1", "a2", "a4"]
-
-pytestmark = [
-    # py4j leaves its sockets to the garbage collector, and PySpark 4.0 passes
-    # pandas 3 the deprecated copy keyword when it converts results.
-    pytest.mark.filterwarnings(
-        "ignore:The copy keyword is deprecated:pandas.errors.Pandas4Warning:pyspark"
-    ),
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <socket.socket"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
 
 
 @pytest.fixture(scope="module")
