@@ -105,6 +105,10 @@ def client(project: Project, state: StateStore) -> Iterator[TestClient]:
         yield test_client
 
 
+#: `unknown_accounts` of a response whose stored rows all name known accounts.
+NONE = {"rows": 0, "accounts": 0, "ids": []}
+
+
 def basic(key: str) -> dict[str, str]:
     """Return the basic-auth header of a write key with an empty password."""
     encoded = base64.b64encode(f"{key}:".encode()).decode()
@@ -147,7 +151,7 @@ def test_track_stores_row(client, project, state):
     )
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"success": True, "stored": 1}
+    assert response.json() == {"success": True, "stored": 1, "unknown_accounts": NONE}
     rows = event_store(project).read_raw("usage").to_pylist()
     assert len(rows) == 1
     assert rows[0]["account_id"] == "a1"
@@ -853,9 +857,9 @@ def test_empty_batches_store_nothing(client, project, state):
     events = client.post("/api/events", json={"events": []}, headers=basic(key))
 
     assert batch.status_code == 200, batch.text
-    assert batch.json() == {"success": True, "stored": 0}
+    assert batch.json() == {"success": True, "stored": 0, "unknown_accounts": NONE}
     assert events.status_code == 200, events.text
-    assert events.json() == {"success": True, "stored": 0}
+    assert events.json() == {"success": True, "stored": 0, "unknown_accounts": NONE}
     assert stored_rows(project, "usage") == 0
     assert stored_rows(project, "errors") == 0
 
@@ -932,6 +936,68 @@ def test_gzip_members_and_trailing_bytes(client, project, state):
     assert trailing.status_code == 400
     assert "not valid gzip" in trailing.json()["error"]["message"]
     assert stored_rows(project, "usage") == 1
+
+
+# Rows of accounts missing from the accounts source
+
+
+def test_batch_counts_unknown_accounts(client, project, state):
+    key = create_write_key(state, project, "usage").key
+    calls = [
+        track("a1"),
+        track("zz9"),
+        track("zz9"),
+        {"type": "group", "userId": "u5", "groupId": "yy1"},
+        {"type": "track", "userId": "u5", "event": "Report Run"},
+    ]
+
+    response = client.post("/v1/batch", json={"batch": calls}, headers=basic(key))
+
+    # The group call maps u5's track call to yy1, which is unknown too.
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "success": True,
+        "stored": 4,
+        "unknown_accounts": {"rows": 3, "accounts": 2, "ids": ["yy1", "zz9"]},
+    }
+    assert stored_rows(project, "usage") == 4
+
+
+def test_api_events_lists_first_unknown_ids(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    accounts = ["a2", "u6", "u1", "u5", "u2", "u4", "u3", "u1"]
+    events = [
+        {"account_id": account, "timestamp": "2026-03-01T10:00:00"}
+        for account in accounts
+    ]
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+
+    # Seven rows of six unknown accounts; the first five ids in sorted order.
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 8
+    assert response.json()["unknown_accounts"] == {
+        "rows": 7,
+        "accounts": 6,
+        "ids": ["u1", "u2", "u3", "u4", "u5"],
+    }
+
+
+def test_unreadable_accounts_leave_rows_unchecked(client, project, state):
+    key = create_write_key(state, project, "errors").key
+    (project.root / "accounts.csv").unlink()
+    row = {"account_id": "zz9", "timestamp": "2026-03-01T10:00:00"}
+
+    response = client.post("/api/events", json={"events": [row]}, headers=basic(key))
+
+    # The row is stored before the accounts are read, so the request succeeds.
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True, "stored": 1, "unknown_accounts": None}
+    assert stored_rows(project, "errors") == 1
 
 
 # Row types, time numbers, content types and error locations

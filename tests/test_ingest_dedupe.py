@@ -17,12 +17,12 @@ from healthscore.pipeline import score
 from healthscore.service import create_app
 from healthscore.service.rescore import live_project, today
 from healthscore.service.writekeys import create_write_key
-from healthscore.sources.ingest import event_store, ingest_files
+from healthscore.sources.ingest import UnknownAccounts, event_store, ingest_files
 from healthscore.store import StateStore
 from healthscore.store.events import MESSAGE_ID_COLUMN, EventStoreError
 from project_factory import write_project
 from service_project import TestClient
-from test_ingest_api import ACCOUNTS, basic, ingest_config
+from test_ingest_api import ACCOUNTS, NONE, basic, ingest_config
 
 
 @pytest.fixture
@@ -149,8 +149,8 @@ def test_retry_of_single_track_route(client, project, key):
     ]
 
     assert answers == [
-        {"success": True, "stored": 1},
-        {"success": True, "stored": 0},
+        {"success": True, "stored": 1, "unknown_accounts": NONE},
+        {"success": True, "stored": 0, "unknown_accounts": NONE},
     ]
 
 
@@ -206,6 +206,40 @@ def test_cli_file_skips_messages_stored_by_service(client, project, key, tmp_pat
     assert results[0].rows == 1
     assert results[0].duplicates == 2
     assert stored_messages(project) == ["m1", "m2"]
+
+
+def test_unknown_accounts_count_stored_rows_only(client, project, key, tmp_path):
+    first = client.post(
+        "/v1/batch",
+        json={"batch": [call("r1", "zz2", "2026-03-01T09:00:00Z")]},
+        headers=basic(key),
+    )
+    retry = client.post(
+        "/v1/batch",
+        json={"batch": [call("r1", "zz2", "2026-03-01T09:00:00Z")]},
+        headers=basic(key),
+    )
+    export = tmp_path / "export.jsonl"
+    lines = [
+        call("r1", "zz2", "2026-03-01T09:00:00Z"),
+        call("m1", "zz1", "2026-03-01T10:00:00Z"),
+        call("m1", "zz1", "2026-03-01T10:00:00Z"),
+        call("m2", "a1", "2026-03-01T11:00:00Z"),
+    ]
+    export.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    results = ingest_files(project, "usage", [export])
+
+    one = {"rows": 1, "accounts": 1, "ids": ["zz2"]}
+    assert first.json() == {"success": True, "stored": 1, "unknown_accounts": one}
+    assert retry.json() == {"success": True, "stored": 0, "unknown_accounts": NONE}
+    # r1 was stored by the service and m1 repeats in the file: of the unknown
+    # accounts' rows, only the first m1 is stored.
+    assert results[0].rows == 2
+    assert results[0].duplicates == 2
+    assert results[0].unknown_accounts == UnknownAccounts(
+        rows=1, accounts=1, ids=["zz1"]
+    )
 
 
 def test_append_rejects_wrong_number_of_ids(project):

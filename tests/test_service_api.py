@@ -530,6 +530,93 @@ def test_future_dated_items_rejected_unless_allowed(writer, field):
     assert allowed.json()["stored"] == 2
 
 
+def unknown_items(field: str) -> list[dict[str, Any]]:
+    """A known account's item between two of accounts missing from accounts.csv."""
+    if field == "outcomes":
+        extra = {"kind": "churned"}
+    else:
+        extra = {"kind": "training", "author": "ann"}
+    return [
+        {"account_id": "gone1", "occurred_on": "2026-03-02", **extra},
+        {"account_id": "a2", "occurred_on": "2026-03-02", **extra},
+        {"account_id": "gone2", "occurred_on": "2026-03-03", **extra},
+    ]
+
+
+@pytest.mark.parametrize("field", ["outcomes", "interventions"])
+def test_unknown_accounts_stored_when_allowed(writer, field):
+    client, token, _project = writer
+    body = {field: unknown_items(field)}
+
+    rejected = client.post(f"{API}/{field}", headers=bearer(token["admin"]), json=body)
+
+    assert rejected.status_code == 404, rejected.text
+    error = rejected.json()["error"]
+    assert error["message"] == (
+        f"{field}[0]: account 'gone1' is not in the accounts source (and 1 more); "
+        "nothing was stored. Fix the account ids, add the accounts to the accounts "
+        "source, or send allow_unknown=true to store them anyway"
+    )
+    assert error["details"] == [
+        {
+            "location": f"body.{field}[0].account_id",
+            "message": "account 'gone1' not found",
+        },
+        {
+            "location": f"body.{field}[2].account_id",
+            "message": "account 'gone2' not found",
+        },
+    ]
+    assert get(client, token["admin"], f"/{field}")[field] == []
+
+    allowed = client.post(
+        f"{API}/{field}?allow_unknown=true",
+        headers=bearer(token["analyst"]),
+        json=body,
+    )
+
+    assert allowed.status_code == 201, allowed.text
+    assert allowed.json() == {"stored": 3, "skipped": 0}
+    listed = get(client, token["admin"], f"/{field}")[field]
+    assert sorted(row["account_id"] for row in listed) == ["a2", "gone1", "gone2"]
+
+
+@pytest.mark.parametrize("field", ["outcomes", "interventions"])
+def test_csm_cannot_allow_unknown(writer, field):
+    client, token, _project = writer
+    own = unknown_items(field)[1]
+    url = f"{API}/{field}"
+
+    allowed = client.post(
+        f"{url}?allow_unknown=true", headers=bearer(token["csm"]), json={field: [own]}
+    )
+    unknown = client.post(
+        url, headers=bearer(token["csm"]), json={field: [{**own, "account_id": "zz"}]}
+    )
+    # a1 exists but belongs to alice, so bob's csm token does not see it.
+    other = client.post(
+        url, headers=bearer(token["csm"]), json={field: [{**own, "account_id": "a1"}]}
+    )
+
+    assert allowed.status_code == 403, allowed.text
+    assert allowed.json()["error"]["message"] == (
+        "role csm cannot send allow_unknown=true, because it changes only the "
+        "accounts of its owner; leave it out, or use a token with role admin or "
+        "analyst"
+    )
+    # The same message whether the account is unknown or another owner's.
+    assert unknown.status_code == 404
+    assert other.status_code == 404
+    assert unknown.json()["error"]["message"] == (
+        f"{field}[0]: account 'zz' not found; nothing was stored. List the accounts "
+        "at /api/v1/accounts"
+    )
+    assert other.json()["error"]["message"] == (
+        unknown.json()["error"]["message"].replace("'zz'", "'a1'")
+    )
+    assert get(client, token["admin"], f"/{field}")[field] == []
+
+
 def test_interventions_posted_by_csm(writer):
     client, token, _project = writer
     body = {

@@ -2,7 +2,7 @@
 
 An excluded row's example shows the text that could not be read, cut to 40
 characters, and the format the column accepts. `ingest` gives the file line of a
-CSV row, and warns when stored rows name accounts that the accounts source lacks.
+CSV row, and notes the stored rows that name accounts the accounts source lacks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from healthscore.cli import app
 from healthscore.config import Project
 from healthscore.engine import connect
 from healthscore.sources import ExcludedRow, SourceReport, load_sources
+from healthscore.sources.ingest import UnknownAccounts, ingest_files
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 
 LONG = "x" * 45
@@ -154,35 +155,115 @@ def test_ingest_counts_invalid_rows_in_plural(tmp_path: Path) -> None:
     assert "'five'; expected a number" in output
 
 
-def test_ingest_warns_of_unknown_accounts(
+UNKNOWN_ROWS = ["a1", "999", "999", "b1", "b2", "b3", "b4", "b5"]
+
+
+def write_events(path: Path, accounts: list[str]) -> Path:
+    path.write_text(
+        "account_id,timestamp\n"
+        + "".join(f"{account},2024-03-01T10:00:00\n" for account in accounts)
+    )
+    return path
+
+
+def test_ingest_notes_unknown_accounts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
-    file = tmp_path / "f.csv"
-    rows = ["a1", "999", "999", "b1", "b2", "b3", "b4", "b5"]
-    file.write_text(
-        "account_id,timestamp\n"
-        + "".join(f"{account},2024-03-01T10:00:00\n" for account in rows)
-    )
+    file = write_events(tmp_path / "f.csv", UNKNOWN_ROWS)
+
     result = ingest(project.root, file)
+    stderr = " ".join(result.stderr.split())
 
     assert result.exit_code == 0, result.output
-    assert "Stored 8 rows" in result.output
+    assert f"Stored 8 rows of {file} in 1 day." in result.stdout
+    # 999 twice and b1 to b5 once: 7 rows of 6 accounts, 5 of them listed.
+    assert (
+        f"warning: 7 stored rows of {file} name accounts not in source 'accounts' "
+        "(accounts.csv): 999, b1, b2, b3, b4 and 1 more." in stderr
+    )
+    assert "Scoring leaves these rows out" in stderr
+    assert (
+        "Add the accounts to it, or, when the file uses other ids, map them to "
+        "account ids with sources.events.lookups.account_id." in stderr
+    )
+    assert stderr.count("not in source 'accounts'") == 1
+    # The printed note replaces the log line, so the warning is shown once.
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_ingest_note_for_one_row(tmp_path: Path) -> None:
+    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
+    file = write_events(tmp_path / "f.csv", ["a1", "zz"])
+
+    result = ingest(project.root, file)
+    stderr = " ".join(result.stderr.split())
+
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: 1 stored row of {file} names an account not in source "
+        "'accounts' (accounts.csv): zz." in stderr
+    )
+
+
+def test_ingest_json_counts_unknown_accounts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
+    file = write_events(tmp_path / "f.csv", UNKNOWN_ROWS)
+    args = ["ingest", "--source", "events", str(file), "--project", str(project.root)]
+
+    first = CliRunner().invoke(app, [*args, "--json"], prog_name="healthscore")
+    again = CliRunner().invoke(app, [*args, "--json"], prog_name="healthscore")
+
+    assert first.exit_code == 0, first.output
+    stored = json.loads(first.stdout)[0]
+    assert stored["rows"] == 8
+    assert stored["unknown_accounts"] == {
+        "rows": 7,
+        "accounts": 6,
+        "ids": ["999", "b1", "b2", "b3", "b4"],
+    }
+    assert "not in source" not in first.stderr
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # The same file again is skipped, so it stores no row of an unknown account.
+    assert again.exit_code == 0, again.output
+    skipped = json.loads(again.stdout)[0]
+    assert skipped["skipped"] is True
+    assert skipped["unknown_accounts"] == {"rows": 0, "accounts": 0, "ids": []}
+
+
+def test_ingest_known_accounts_no_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
+    file = write_events(tmp_path / "f.csv", ["a1", "a3", "a1"])
+
+    result = ingest(project.root, file)
+    results = ingest_files(
+        project, "events", [write_events(tmp_path / "g.csv", ["a2"])]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "not in source" not in result.stderr
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert results[0].rows == 1
+    assert results[0].unknown_accounts == UnknownAccounts(rows=0, accounts=0, ids=[])
+
+
+def test_ingest_unreadable_accounts_not_checked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The accounts file lacks its account_id column, so no id can be checked.
+    project = write_project(
+        tmp_path, STORE_CONFIG, {"accounts.csv": "id,name\na1,Acme\n"}
+    )
+    file = write_events(tmp_path / "f.csv", ["a1", "zz"])
+
+    results = ingest_files(project, "events", [file])
+
+    assert results[0].rows == 2
+    assert results[0].unknown_accounts is None
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1
-    warning = warnings[0]
-    assert "7 stored rows name accounts not in source 'accounts'" in warning
-    assert "(accounts.csv): 999, b1, b2, b3, b4 and 1 more." in warning
-    assert "Scoring leaves these rows out" in warning
-
-
-def test_ingest_known_accounts_no_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    project = write_project(tmp_path, STORE_CONFIG, {"accounts.csv": ACCOUNTS_CSV})
-    file = tmp_path / "f.csv"
-    file.write_text("account_id,timestamp\na1,2024-03-01T10:00:00\n")
-    result = ingest(project.root, file)
-
-    assert result.exit_code == 0, result.output
-    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings[0].startswith("account ids were not checked: ")

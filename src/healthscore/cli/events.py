@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,10 @@ from healthscore.cli.common import (
     print_json,
     say,
 )
+
+if TYPE_CHECKING:
+    from healthscore.config import Project
+    from healthscore.sources.ingest import IngestedFile
 
 # Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
 # that use them, so that `healthscore --help` does not load them.
@@ -83,6 +87,31 @@ def ingest(
                 "had been purged already; their rows were added to the daily "
                 "rollup only."
             )
+        if result.unknown_accounts is not None and result.unknown_accounts.rows:
+            note(_unknown_accounts_note(project, source, result))
+
+
+def _unknown_accounts_note(project: Project, source: str, result: IngestedFile) -> str:
+    """Describe the stored rows of `result` whose account the accounts source lacks."""
+    unknown = result.unknown_accounts
+    assert unknown is not None
+    listed = ", ".join(unknown.ids)
+    if unknown.accounts > len(unknown.ids):
+        listed += f" and {unknown.accounts - len(unknown.ids)} more"
+    accounts = project.config.accounts_source()
+    where = project.config.sources[accounts].path or accounts
+    rows = (
+        f"1 stored row of {result.file} names an account"
+        if unknown.rows == 1
+        else f"{unknown.rows:,} stored rows of {result.file} name accounts"
+    )
+    return (
+        f"warning: {rows} not in source {accounts!r} ({where}): {listed}. "
+        "Scoring leaves these rows out, and source reports count them as 'account "
+        "id not found in the accounts source', until that source lists their "
+        "account. Add the accounts to it, or, when the file uses other ids, map "
+        f"them to account ids with sources.{source}.lookups.account_id."
+    )
 
 
 @handle_errors

@@ -28,7 +28,9 @@ call whose messageId was stored before on the same days, or repeats one of its
 request, is left out, so a client's retry stores nothing twice. Requests that arrive
 while an append runs share the next append (group commit). With the rescore worker
 running, the daily rollups are computed by the worker, not by the request. The
-accounts of the appended rows are then handed to the rescore worker.
+accounts of the appended rows are then handed to the rescore worker. The response
+counts the stored rows, and among them those whose account is not in the accounts
+source, which scoring leaves out until that source lists them.
 """
 
 from __future__ import annotations
@@ -65,11 +67,13 @@ from healthscore.service.middleware import TOKEN_ID_KEY
 from healthscore.service.tokens import verify_token
 from healthscore.service.writekeys import WriteKeyInfo, verify_write_key
 from healthscore.sources.ingest import (
+    MAX_LISTED_ACCOUNTS,
     SEGMENT_FORMATS,
     CheckedRows,
     RollupUpdates,
     checked_rows,
     event_store,
+    find_unknown_accounts,
     membership_scope,
     read_source_in_scope,
 )
@@ -100,6 +104,22 @@ _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="healthscore ingest"'}
 router = APIRouter(tags=["ingest"], responses=ERROR_RESPONSES)
 
 
+class UnknownAccountsResult(BaseModel):
+    """Stored rows whose account id is not in the accounts source.
+
+    Scoring leaves such rows out until the accounts source lists their account.
+    """
+
+    rows: int = Field(default=0, description="Rows stored with such an account id.")
+    accounts: int = Field(
+        default=0, description="Distinct account ids among those rows."
+    )
+    ids: list[str] = Field(
+        default_factory=list,
+        description=f"The first {MAX_LISTED_ACCOUNTS} of those ids, in sorted order.",
+    )
+
+
 class IngestResponse(BaseModel):
     """Result of an accepted ingest request."""
 
@@ -107,6 +127,11 @@ class IngestResponse(BaseModel):
     stored: int = Field(
         description="Event rows appended to the event store; rows whose messageId "
         "was stored before are not counted."
+    )
+    unknown_accounts: UnknownAccountsResult | None = Field(
+        default_factory=UnknownAccountsResult,
+        description="Stored rows whose account is not in the accounts source. Null "
+        "when the accounts source could not be read, so no account id was checked.",
     )
 
 
@@ -313,8 +338,7 @@ def post_events(
         earlier=problems,
         received=datetime.now(UTC),
     )
-    stored = _store(context, request, source, settings, checked)
-    return IngestResponse(success=True, stored=stored)
+    return _store(context, request, source, settings, checked)
 
 
 # Steps
@@ -372,8 +396,7 @@ def _ingest_calls(
         positions=positions,
         total=len(calls),
     )
-    stored = _store(context, request, source, settings, checked)
-    return IngestResponse(success=True, stored=stored)
+    return _store(context, request, source, settings, checked)
 
 
 def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
@@ -704,10 +727,11 @@ def _store(
     source: str,
     settings: SourceConfig,
     checked: CheckedRows,
-) -> int:
+) -> IngestResponse:
     """Store the memberships, append the new rows durably, and queue their accounts.
 
-    Returns the rows appended, without those left out as already stored.
+    The response counts the rows appended, without those left out as already
+    stored, and those of them whose account the accounts source lacks.
     """
     committer = _committer(request)
     try:
@@ -715,7 +739,7 @@ def _store(
             committer.store.add_memberships(source, checked.memberships)
         table = checked.table
         if table.num_rows == 0:
-            return 0
+            return IngestResponse(success=True, stored=0)
         kept = committer.append(
             source, table, numeric_columns(settings), checked.message_ids
         )
@@ -731,13 +755,41 @@ def _store(
     worker = getattr(request.app.state, "rescore_worker", None)
     if worker is not None and accounts:
         worker.notify(str(account) for account in accounts)
+    unknown = _unknown_accounts(context, source, table)
     logger.debug(
-        "stored %d rows of %s (%d already stored)",
+        "stored %d rows of %s (%d already stored, %s with an unknown account)",
         table.num_rows,
         source,
         checked.table.num_rows - table.num_rows,
+        "unchecked" if unknown is None else unknown.rows,
     )
-    return table.num_rows
+    return IngestResponse(success=True, stored=table.num_rows, unknown_accounts=unknown)
+
+
+def _unknown_accounts(
+    context: ServiceContext, source: str, table: pa.Table
+) -> UnknownAccountsResult | None:
+    """Count the stored rows of `table` whose account the accounts source lacks.
+
+    Returns None when the accounts source cannot be read. The rows are stored by
+    then, so the request still succeeds, and the error is logged.
+    """
+    if table.num_rows == 0:
+        return UnknownAccountsResult()
+    try:
+        known = context.data.accounts().index
+    except ApiError as exc:
+        logger.warning(
+            "account ids of %d rows stored in %s were not checked: %s",
+            table.num_rows,
+            source,
+            exc.message,
+        )
+        return None
+    found = find_unknown_accounts(table, known)
+    return UnknownAccountsResult(
+        rows=found.rows, accounts=found.accounts, ids=found.ids
+    )
 
 
 # Stored memberships

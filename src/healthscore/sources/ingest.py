@@ -4,7 +4,8 @@
 the settings of `NAME` would read it (format or importer, columns, lookups, attribute
 types and pseudonymization), checks every row, and appends the rows to the event
 store. Every file is read and checked before anything is stored, so a bad file
-stores nothing and the error names its file, row and column.
+stores nothing and the error names its file, row and column. Each file's result
+counts the stored rows whose account is not in the accounts source.
 
 For Segment and RudderStack files, the memberships that identify and group calls
 declare are stored with the rows, and track calls without an account of their own
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from healthscore.config import Project
 from healthscore.config.models import SourceConfig
@@ -43,10 +45,28 @@ logger = logging.getLogger(__name__)
 MAX_LISTED_ROWS = 10
 #: Formats whose importer reads Segment-style calls with memberships and messageIds.
 SEGMENT_FORMATS = ("segment", "rudderstack")
+#: Unknown account ids listed in an ingest result; the rest are counted.
+MAX_LISTED_ACCOUNTS = 5
 
 
 class IngestError(ValueError):
     """Files that cannot be stored; nothing of them was stored."""
+
+
+@dataclass
+class UnknownAccounts:
+    """Stored rows whose account id is not in the accounts source.
+
+    Scoring leaves such rows out, and source reports count them as excluded, until
+    the accounts source lists their account.
+    """
+
+    rows: int = 0
+    """Rows stored with such an account id."""
+    accounts: int = 0
+    """Distinct account ids among those rows."""
+    ids: list[str] = field(default_factory=list)
+    """The first MAX_LISTED_ACCOUNTS of those ids, in sorted order."""
 
 
 @dataclass
@@ -64,6 +84,9 @@ class IngestedFile:
     """Rows left out because their messageId was stored before or repeated."""
     memberships: int = 0
     """User-to-account memberships stored from the file's identify and group calls."""
+    unknown_accounts: UnknownAccounts | None = None
+    """Stored rows whose account is not in the accounts source. None when that
+    source could not be read, so no account id was checked."""
 
 
 @dataclass
@@ -254,6 +277,9 @@ def compact_store(
 def ingest_files(project: Project, name: str, files: list[Path]) -> list[IngestedFile]:
     """Read, check and append `files` to store source `name`, all of them or none.
 
+    Returns one result per file. Each counts the stored rows whose account is not
+    in the accounts source, which scoring leaves out until that source lists them.
+
     Raises
     ------
     IngestError
@@ -298,6 +324,14 @@ def ingest_files(project: Project, name: str, files: list[Path]) -> list[Ingeste
             origin=str(file),
             message_ids=rows.message_ids,
         )
+        unknown = None
+        if known is not None:
+            # Only the rows stored: none of a skipped file, and no row left out
+            # as a repeated messageId.
+            table = rows.table.slice(0, 0) if stored.skipped else rows.table
+            if stored.kept is not None:
+                table = table.filter(pa.array(stored.kept, pa.bool_()))
+            unknown = find_unknown_accounts(table, known)
         results.append(
             IngestedFile(
                 file=str(file),
@@ -307,15 +341,29 @@ def ingest_files(project: Project, name: str, files: list[Path]) -> list[Ingeste
                 skipped=stored.skipped,
                 duplicates=stored.duplicates,
                 memberships=added,
+                unknown_accounts=unknown,
             )
         )
-        if known is not None and not stored.skipped:
-            _warn_unknown_accounts(project, file, rows.table, known)
     return results
 
 
-#: Unknown account ids that the warning of `ingest_files` lists.
-_LISTED_ACCOUNTS = 5
+def find_unknown_accounts(table: pa.Table, known: Container[str]) -> UnknownAccounts:
+    """Count the rows of `table` whose `account_id` is not in `known`.
+
+    The distinct ids are looked up in `known` one by one, so `known` may be any
+    container with fast membership, such as a set or a pandas Index.
+    """
+    if table.num_rows == 0:
+        return UnknownAccounts()
+    accounts = pc.cast(table["account_id"], pa.string())
+    distinct = pc.unique(accounts).drop_null().to_pylist()
+    ids = sorted(account for account in distinct if account not in known)
+    if not ids:
+        return UnknownAccounts()
+    rows = pc.sum(pc.is_in(accounts, value_set=pa.array(ids, pa.string()))).as_py()
+    return UnknownAccounts(
+        rows=int(rows or 0), accounts=len(ids), ids=ids[:MAX_LISTED_ACCOUNTS]
+    )
 
 
 def _known_accounts(project: Project) -> set[str] | None:
@@ -342,33 +390,6 @@ def _known_accounts(project: Project) -> set[str] | None:
     finally:
         backend.disconnect()
     return {str(account) for (account,) in found}
-
-
-def _warn_unknown_accounts(
-    project: Project, file: Path, table: pa.Table, known: set[str]
-) -> None:
-    """Log a warning when stored rows name accounts that the accounts source lacks."""
-    accounts = table["account_id"].to_pylist()
-    unknown = [account for account in accounts if str(account) not in known]
-    if not unknown:
-        return
-    ids = sorted(set(map(str, unknown)))
-    listed = ", ".join(ids[:_LISTED_ACCOUNTS])
-    if len(ids) > _LISTED_ACCOUNTS:
-        listed += f" and {len(ids) - _LISTED_ACCOUNTS} more"
-    rows = "row names an account" if len(unknown) == 1 else "rows name accounts"
-    accounts_name = project.config.accounts_source()
-    logger.warning(
-        "%s: %d stored %s not in source %r (%s): %s. Scoring leaves these rows "
-        "out, and source reports count them as 'account id not found in the "
-        "accounts source', until that source lists their account.",
-        file,
-        len(unknown),
-        rows,
-        accounts_name,
-        project.config.sources[accounts_name].path or accounts_name,
-        listed,
-    )
 
 
 def read_checked(project: Project, name: str, file: Path) -> pa.Table:

@@ -239,21 +239,36 @@ AllowFuture = Annotated[
 ]
 
 
+#: Query parameter that lets outcomes and interventions name unknown accounts.
+AllowUnknown = Annotated[
+    bool,
+    Query(
+        alias="allow_unknown",
+        description="Accept items whose account is not in the accounts source. "
+        "Needs a token of role admin or analyst.",
+    ),
+]
+
+
 @router.post("/outcomes", status_code=status.HTTP_201_CREATED)
 def create_outcomes(
-    body: OutcomesCreate, access: AccessDependency, allow_future: AllowFuture = False
+    body: OutcomesCreate,
+    access: AccessDependency,
+    allow_future: AllowFuture = False,
+    allow_unknown: AllowUnknown = False,
 ) -> dict[str, Any]:
     """Store outcomes, all or none; a repeat of a stored outcome is skipped.
 
-    Every account must be known and visible to the token (404 otherwise), and no two
-    outcomes of the request may share account, kind and day (422). An outcome dated
-    after today is rejected (422) unless `allow_future` is true.
+    Every account must be known and visible to the token (404 otherwise), unless
+    `allow_unknown` is true, which accepts accounts missing from the accounts
+    source. No two outcomes of the request may share account, kind and day (422).
+    An outcome dated after today is rejected (422) unless `allow_future` is true.
     """
     access.require_writer()
     rows = [item.model_dump() for item in body.outcomes]
     if not allow_future:
         _check_not_future(access, "outcomes", rows)
-    _check_accounts(access, "outcomes", rows)
+    _check_accounts(access, "outcomes", rows, allow_unknown)
     _check_repeats("outcomes", rows, ("account_id", "kind", "occurred_on"))
     for row in rows:
         row["source"] = row["source"] or "api"
@@ -272,12 +287,14 @@ def create_interventions(
     body: InterventionsCreate,
     access: AccessDependency,
     allow_future: AllowFuture = False,
+    allow_unknown: AllowUnknown = False,
 ) -> dict[str, Any]:
     """Store interventions, all or none; a repeat of a stored one is skipped.
 
     The author defaults to the token's owner or name. Every account must be known
-    and visible to the token (404 otherwise). An intervention dated after today is
-    rejected (422) unless `allow_future` is true.
+    and visible to the token (404 otherwise), unless `allow_unknown` is true, which
+    accepts accounts missing from the accounts source. An intervention dated after
+    today is rejected (422) unless `allow_future` is true.
     """
     access.require_writer()
     rows = [item.model_dump() for item in body.interventions]
@@ -285,7 +302,7 @@ def create_interventions(
         _check_not_future(access, "interventions", rows)
     for row in rows:
         row["author"] = row["author"] or access.token.actor
-    _check_accounts(access, "interventions", rows)
+    _check_accounts(access, "interventions", rows, allow_unknown)
     _check_repeats("interventions", rows, INTERVENTION_KEY)
     with layer_errors():
         stored, skipped = store_interventions(
@@ -322,15 +339,58 @@ def _check_not_future(access: Access, field: str, rows: list[dict[str, Any]]) ->
         )
 
 
-def _check_accounts(access: Access, field: str, rows: list[dict[str, Any]]) -> None:
-    """Raise 404 naming the first item whose account is unknown or not visible."""
-    for index, row in enumerate(rows):
-        account_id = row["account_id"]
-        if not access.is_usable(account_id):
-            raise not_found(
-                f"{field}[{index}]: account {account_id!r} not found; nothing was "
-                "stored. List the accounts at /api/v1/accounts"
-            )
+def _check_accounts(
+    access: Access, field: str, rows: list[dict[str, Any]], allow_unknown: bool
+) -> None:
+    """Raise 404 naming every item whose account is unknown or not visible.
+
+    With `allow_unknown`, accounts missing from the accounts source are accepted,
+    but only from a token that may see every account (403 otherwise). A `csm` token
+    changes only the accounts of its owner, and an unknown account has no owner.
+    """
+    if allow_unknown and access.limited:
+        raise ApiError(
+            403,
+            f"role {access.token.role} cannot send allow_unknown=true, because it "
+            "changes only the accounts of its owner; leave it out, or use a token "
+            "with role admin or analyst",
+        )
+    if allow_unknown:
+        return
+    missing = [
+        (index, row["account_id"])
+        for index, row in enumerate(rows)
+        if not access.is_usable(row["account_id"])
+    ]
+    if not missing:
+        return
+    index, account_id = missing[0]
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    if access.limited:
+        # The same words for an unknown account and one of another owner, so that
+        # the token cannot tell which ids exist.
+        message = (
+            f"{field}[{index}]: account {account_id!r} not found{more}; nothing was "
+            "stored. List the accounts at /api/v1/accounts"
+        )
+    else:
+        message = (
+            f"{field}[{index}]: account {account_id!r} is not in the accounts "
+            f"source{more}; nothing was stored. Fix the account ids, add the "
+            "accounts to the accounts source, or send allow_unknown=true to store "
+            "them anyway"
+        )
+    raise ApiError(
+        404,
+        message,
+        details=[
+            {
+                "location": f"body.{field}[{index}].account_id",
+                "message": f"account {account_id!r} not found",
+            }
+            for index, account_id in missing
+        ],
+    )
 
 
 def _check_repeats(
