@@ -1,9 +1,24 @@
 """Check that the columns the settings read are in the files of their sources.
 
 A standard column such as `seats` or `segment` is optional in a source's files, so
-the project file can be valid while a metric or a scorecard reads a column that the
-files lack. `missing_columns` finds those settings once the sources are read, so
-that `validate --data` reports them and scoring stops before it computes anything.
+the project file can be valid while a metric, a scorecard, an alert rule or a
+playbook reads a column that the files lack. `missing_columns` finds those settings
+once the sources are read, so that `validate --data` reports them and scoring stops
+before it computes anything or stores a snapshot.
+
+Alert rules and playbooks read these account columns:
+
+- A metric rule's `condition`, an `escalation.when` and a playbook's `when`, whose
+  evaluation fails on a column that the accounts lack.
+- The fields of a playbook's task `title` and `description`, which fail the same way.
+- `renewal_date`, which a `renewal_risk` rule reads.
+- An `owner_column` other than `owner`, which fails the rule, and a task `owner`
+  other than `owner`, which would leave every task without an owner of its own.
+- The default owner column `owner` when an email channel sends a rule's alerts
+  `to: owner`, because every one of those emails would fail without an owner.
+
+Otherwise the default owner column `owner` is optional. Without it, alerts have no
+owner and tasks take the owner of their alert, as the settings document.
 """
 
 from __future__ import annotations
@@ -12,13 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healthscore.config import Project
+from healthscore.config.alerts import EmailChannel, RenewalRiskRule
 from healthscore.config.models import (
     STANDARD_COLUMNS,
     AttributeMetric,
     MilestoneMetric,
+    ProjectConfig,
 )
+from healthscore.config.playbooks import TASK_FIELDS, template_fields
 from healthscore.expressions import parse_expression
 from healthscore.sources.reader import LoadedSource
+
+#: Account column of alert and task owners when the settings name none.
+DEFAULT_OWNER_COLUMN = "owner"
 
 
 @dataclass(frozen=True)
@@ -26,30 +47,44 @@ class _Reader:
     """A setting that reads a column of a source."""
 
     subject: str
-    """Metric or scorecard that reads the column, such as "metric 'seats'"."""
+    """Setting that reads the column, such as "metric 'seats'"."""
     key: str
     """Key path of the setting in the project file."""
     fix: str
     """The change of that setting which stops it reading the column."""
+    any_column: bool = False
+    """Whether the setting may name a column that the source does not declare,
+    because loading the project file does not check the names of this setting."""
 
 
 def missing_columns(project: Project, loaded: dict[str, LoadedSource]) -> list[str]:
     """Return one message per source column that settings read but the files lack.
 
-    Only standard columns are checked: an attribute column that a file lacks
-    already fails the read of its source. Sources that are not in `loaded` are
-    skipped.
+    Standard columns are checked for every setting, because an attribute column
+    that a file lacks already fails the read of its source. Owner columns, whose
+    names loading the project file does not check, are also reported when they
+    are neither a standard column nor an attribute of the accounts source.
+    Sources that are not in `loaded` are skipped.
     """
-    readers: dict[tuple[str, str], list[_Reader]] = {}
+    missing: dict[tuple[str, str], list[_Reader]] = {}
+    undeclared: dict[tuple[str, str], list[_Reader]] = {}
     for source, column, reader in _column_readers(project, loaded):
         item = loaded[source]
-        standard = STANDARD_COLUMNS[item.config.kind]
-        if column in standard and column not in item.columns:
-            readers.setdefault((source, column), []).append(reader)
-    return [
+        if column in item.columns:
+            continue
+        if column in STANDARD_COLUMNS[item.config.kind]:
+            missing.setdefault((source, column), []).append(reader)
+        elif reader.any_column:
+            undeclared.setdefault((source, column), []).append(reader)
+    messages = [
         _message(project, loaded[source], column, found)
-        for (source, column), found in readers.items()
+        for (source, column), found in missing.items()
     ]
+    messages += [
+        _undeclared_message(loaded[source], column, found)
+        for (source, column), found in undeclared.items()
+    ]
+    return messages
 
 
 def _column_readers(
@@ -57,8 +92,24 @@ def _column_readers(
 ) -> list[tuple[str, str, _Reader]]:
     """List (source, column, reader) for every column that a setting reads."""
     config = project.config
-    found: list[tuple[str, str, _Reader]] = []
     accounts = config.accounts_source() if config.sources_of_kind("accounts") else None
+    found = _metric_readers(config, loaded, accounts)
+    if accounts not in loaded:
+        return found
+    account_readers = [
+        *_scorecard_readers(config),
+        *_alert_readers(config),
+        *_playbook_readers(config),
+    ]
+    found += [(accounts, column, reader) for column, reader in account_readers]
+    return found
+
+
+def _metric_readers(
+    config: ProjectConfig, loaded: dict[str, LoadedSource], accounts: str | None
+) -> list[tuple[str, str, _Reader]]:
+    """List (source, column, reader) for the columns that metrics read."""
+    found: list[tuple[str, str, _Reader]] = []
     for name, metric in config.metrics.items():
         subject = f"metric {name!r}"
         if isinstance(metric, AttributeMetric):
@@ -81,15 +132,17 @@ def _column_readers(
             key = f"metrics.{name}.where"
             for used in sorted(parse_expression(where).names):
                 found.append((source, used, _Reader(subject, key, f"change {key}")))
-    if accounts not in loaded:
-        return found
+    return found
+
+
+def _scorecard_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
+    """List (column, reader) for the account columns that scorecards read."""
+    found: list[tuple[str, _Reader]] = []
     for index, scorecard in enumerate(config.scorecards):
         subject = f"scorecard {scorecard.name!r}"
         if scorecard.when:
             key = f"scorecards[{index}].when"
-            names = parse_expression(scorecard.when).names
-            for used in sorted(names - set(config.metrics)):
-                found.append((accounts, used, _Reader(subject, key, f"change {key}")))
+            found += _condition_readers(config, subject, key, scorecard.when)
         for component, settings in scorecard.components.items():
             for position, measure in enumerate(settings.measures):
                 within = measure.normalize.within
@@ -99,8 +152,94 @@ def _column_readers(
                     f"scorecards[{index}].components.{component}.measures"
                     f"[{position}].normalize.within"
                 )
-                found.append((accounts, within, _Reader(subject, key, f"change {key}")))
+                found.append((within, _Reader(subject, key, f"change {key}")))
     return found
+
+
+def _alert_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
+    """List (column, reader) for the account columns that alert rules read."""
+    # Imported here because the monitoring package imports healthscore.sources.
+    from healthscore.monitoring.alerts import RENEWAL_COLUMN
+
+    found: list[tuple[str, _Reader]] = []
+    for index, rule in enumerate(config.alerts.rules):
+        subject = f"alert rule {rule.name!r}"
+        condition = getattr(rule, "condition", None)
+        if condition:
+            key = f"alerts.rules[{index}].condition"
+            found += _condition_readers(config, subject, key, condition)
+        if rule.escalation is not None:
+            key = f"alerts.rules[{index}].escalation.when"
+            found += _condition_readers(config, subject, key, rule.escalation.when)
+        if isinstance(rule, RenewalRiskRule):
+            reader = _Reader(subject, f"alerts.rules[{index}]", f"remove {subject}")
+            found.append((RENEWAL_COLUMN, reader))
+        # Without the default column the rule's alerts have no owner, but a
+        # column that the settings name fails the rule.
+        if rule.owner_column != DEFAULT_OWNER_COLUMN:
+            key = f"alerts.rules[{index}].owner_column"
+            reader = _Reader(subject, key, f"change {key}", any_column=True)
+            found.append((rule.owner_column, reader))
+    found += _owner_email_readers(config)
+    return found
+
+
+def _owner_email_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
+    """List each email channel `to: owner` that a rule with the default owner uses.
+
+    Such an email fails for an alert without an owner, and every alert of a rule
+    with the default owner column has none when the accounts lack that column.
+    """
+    rules = config.alerts.rules
+    found: list[tuple[str, _Reader]] = []
+    for name, channel in config.alerts.channels.items():
+        if not isinstance(channel, EmailChannel) or channel.to != "owner":
+            continue
+        sends_owned = any(
+            rule.owner_column == DEFAULT_OWNER_COLUMN
+            and (rule.channels is None or name in rule.channels)
+            for rule in rules
+        )
+        if sends_owned:
+            key = f"alerts.channels.{name}.to"
+            reader = _Reader(
+                f"email channel {name!r}", key, f"list recipients in {key}"
+            )
+            found.append((DEFAULT_OWNER_COLUMN, reader))
+    return found
+
+
+def _playbook_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
+    """List (column, reader) for the account columns that playbooks read."""
+    found: list[tuple[str, _Reader]] = []
+    for index, playbook in enumerate(config.playbooks):
+        subject = f"playbook {playbook.name!r}"
+        if playbook.when:
+            key = f"playbooks[{index}].when"
+            found += _condition_readers(config, subject, key, playbook.when)
+        task = playbook.task
+        for field in ("title", "description"):
+            key = f"playbooks[{index}].task.{field}"
+            names = set(template_fields(getattr(task, field)))
+            for used in sorted(names - set(TASK_FIELDS) - set(config.metrics)):
+                found.append((used, _Reader(subject, key, f"change {key}")))
+        # Without the default column a task takes the owner of its alert. A
+        # column that the settings name and the accounts lack would do the same
+        # for every task, silently. Tasks also read metrics, score and band.
+        readable = {DEFAULT_OWNER_COLUMN, "score", "band", *config.metrics}
+        if task.owner not in readable:
+            key = f"playbooks[{index}].task.owner"
+            reader = _Reader(subject, key, f"change {key}", any_column=True)
+            found.append((task.owner, reader))
+    return found
+
+
+def _condition_readers(
+    config: ProjectConfig, subject: str, key: str, condition: str
+) -> list[tuple[str, _Reader]]:
+    """List (column, reader) for the names of a condition that are not metrics."""
+    names = parse_expression(condition).names - set(config.metrics)
+    return [(used, _Reader(subject, key, f"change {key}")) for used in sorted(names)]
 
 
 def _message(
@@ -122,6 +261,26 @@ def _message(
     return (
         f"column {column!r} of source {source.name!r} is not in {named}, but "
         f"{len(readers)} settings read it: {keys}; {fix}, or change those settings"
+    )
+
+
+def _undeclared_message(
+    source: LoadedSource, column: str, readers: list[_Reader]
+) -> str:
+    problem = (
+        f"which is neither a standard column nor an attribute of source {source.name!r}"
+    )
+    fix = f"declare it under sources.{source.name}.attributes"
+    if len(readers) == 1:
+        reader = readers[0]
+        return (
+            f"{reader.subject} ({reader.key}) reads column {column!r}, {problem}; "
+            f"{fix}, or {reader.fix}"
+        )
+    keys = ", ".join(dict.fromkeys(reader.key for reader in readers))
+    return (
+        f"{len(readers)} settings read column {column!r}, {problem}: {keys}; {fix}, "
+        "or change those settings"
     )
 
 
