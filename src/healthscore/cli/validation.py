@@ -110,7 +110,8 @@ HistoryOption = Annotated[
     typer.Option(
         "--history",
         help="List the stored runs, oldest first, with the time, scorecard versions "
-        "and config key of each and its measures, instead of running.",
+        "and config key of each and its measures, instead of running. Only the "
+        "newest validation.keep_runs runs are kept.",
     ),
 ]
 
@@ -653,6 +654,27 @@ def _print_history(project: Project, command: str, json_output: bool) -> None:
             "Runs with unknown scorecard versions and config key were stored before "
             "each run was kept; their time is the time their file was last written."
         )
+    note_wrapped(_kept_runs_statement(project, command, len(summaries)))
+
+
+def _kept_runs_statement(project: Project, command: str, listed: int) -> str:
+    """Return a note on how many runs of `command` are kept, and the setting."""
+    keep = project.config.validation.keep_runs
+    kept_phrase = (
+        f"Only the newest {command} run is kept"
+        if keep == 1
+        else f"The newest {keep:,} {command} runs are kept"
+    )
+    statement = (
+        f"{kept_phrase}, and older ones are deleted after each run. Set "
+        "validation.keep_runs in healthscore.yml to keep more or fewer."
+    )
+    if listed > keep:
+        statement += (
+            f" {plural(listed, 'run')} are stored now, more than {keep}, so the next "
+            "run deletes the oldest of them."
+        )
+    return statement
 
 
 def _run_summary(stored: dict[str, Any]) -> dict[str, Any]:

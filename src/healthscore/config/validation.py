@@ -62,6 +62,15 @@ class ValidationConfig(StrictModel):
         "scoring run also scores the accounts with them and stores the result as the "
         "snapshot table `shadow_scores`, which alert rules never read.",
     )
+    keep_runs: int = Field(
+        default=50,
+        ge=1,
+        description="Stored runs of `healthscore backtest` and of `healthscore "
+        "compare` to keep, each. After every run the oldest run files beyond this "
+        "number are deleted from `models/<command>.runs/`, and `--history` lists the "
+        "ones left. The latest run, which the report and `GET /backtest` read, is "
+        "always kept.",
+    )
 
     @model_validator(mode="after")
     def _column_labels_need_column(self) -> ValidationConfig:

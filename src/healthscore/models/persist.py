@@ -12,9 +12,10 @@ beside them.
 
 `healthscore backtest` and `healthscore compare` store their results as JSON in
 `models/` beside the snapshot folder, which is this folder unless `store.snapshots`
-moves it (see `save_results`). Every run is kept in `<command>.runs/<run id>.json`,
-and the latest run again in `<command>.json`, where the report and the web service
-read it.
+moves it (see `save_results`). Each run is stored in
+`<command>.runs/<run id>.json`, and the latest run again in `<command>.json`, where
+the report and the web service read it. After each run, the oldest run files beyond
+`validation.keep_runs` are deleted (see `prune_runs`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "load_model",
     "load_results",
     "models_folder",
+    "prune_runs",
     "results_folder",
     "save_model",
     "save_results",
@@ -65,6 +67,10 @@ RESULT_NAMES = ("backtest", "compare")
 #: Suffix of the folder that keeps every run of a command, as in `backtest.runs/`.
 #: It contains a dot, which model names cannot, so no model folder has its name.
 RUNS_SUFFIX = ".runs"
+#: Name of a run file that `save_results` writes: the run id and `.json`. The id is
+#: the UTC time to the microsecond and six random hex digits, or `unrecorded` for
+#: results stored before runs were kept, so ids sort in the order runs were stored.
+_RUN_FILE = re.compile(r"^(?P<id>\d{8}T\d{12}Z-(?:[0-9a-f]{6}|unrecorded))\.json$")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _LIBRARIES = ("healthscore", "scikit-learn", "lightgbm", "lifelines", "pandas", "numpy")
@@ -218,7 +224,9 @@ def save_results(
     of each scorecard that scored the snapshots the run measured.
 
     Latest results stored before runs were kept are first copied into the runs
-    folder, so no run is lost. Returns the path of the run file.
+    folder, so they count as a run. Then the oldest runs beyond
+    `validation.keep_runs` are deleted (see `prune_runs`), never the new one.
+    Returns the path of the run file.
     """
     from healthscore import __version__
 
@@ -249,6 +257,7 @@ def save_results(
     _write_json(path, stored)
     _write_json(latest, stored)
     logger.info("stored %s run %s in %s", name, run_id, path)
+    prune_runs(project, name, keep_current=run_id)
     return path
 
 
@@ -267,16 +276,18 @@ def load_results(project: Project, name: str) -> dict[str, Any] | None:
 def list_runs(project: Project, name: str) -> list[dict[str, Any]]:
     """Read every stored run of the command `name`, oldest first.
 
+    Only files of the runs folder named like a run id are read, so other files
+    there are left out.
+
     Latest results stored before runs were kept, and not yet copied into the runs
     folder by a later run, are listed too, with the `run` key that such a copy
     would get (see `save_results`).
 
-    Raises ValueError when a run file is not valid JSON.
+    Raises ValueError when a run file is not valid JSON or has no `run` key.
     """
     _check_result_name(name)
     folder = results_folder(project)
-    runs = folder / f"{name}{RUNS_SUFFIX}"
-    stored = [_read_json(path, name) for path in runs.glob("*.json")]
+    stored = [_read_run(path, name) for path in _run_files(folder, name)]
     latest = folder / f"{name}.json"
     if latest.is_file():
         data = _read_json(latest, name)
@@ -286,6 +297,113 @@ def list_runs(project: Project, name: str) -> list[dict[str, Any]]:
     return sorted(
         stored, key=lambda data: (data["run"]["created_at"], data["run"]["id"])
     )
+
+
+def prune_runs(project: Project, name: str, keep_current: str | None = None) -> int:
+    """Delete the oldest runs of the command `name` until `validation.keep_runs` remain.
+
+    Only files named like a run id, whose JSON records that run id and `name` as
+    its command, count as runs and may be deleted. Other files in the runs folder
+    stay. A run file that cannot be read is skipped with a warning: it is neither
+    counted nor deleted. The run `keep_current` is kept and counts as one of the
+    runs that remain, even when its id is not the newest, as after the clock was
+    set back. `<name>.json`, the latest results, lies outside the runs folder and
+    is never deleted.
+
+    Each run is one file, and the runs are deleted one `unlink` at a time, oldest
+    first. So an interrupted prune leaves whole runs, only more of them than the
+    setting, and the next run deletes the rest. Returns the number of runs deleted.
+    """
+    _check_result_name(name)
+    keep = project.config.validation.keep_runs
+    runs = [
+        path
+        for path in _run_files(results_folder(project), name)
+        if path.stem != keep_current and _is_stored_run(path, name)
+    ]
+    if keep_current is not None:
+        keep -= 1
+    deleted = 0
+    for path in runs[: max(len(runs) - keep, 0)]:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning(
+                "failed to delete the old %s run %s (%s); delete it by hand, or "
+                "leave it for the next run to delete",
+                name,
+                path,
+                exc,
+            )
+            continue
+        deleted += 1
+    if deleted:
+        logger.info(
+            "deleted %d old %s runs to keep the newest %d (validation.keep_runs)",
+            deleted,
+            name,
+            project.config.validation.keep_runs,
+        )
+    return deleted
+
+
+def _run_files(folder: Path, name: str) -> list[Path]:
+    """Return the files of `<name>.runs/` named like a run id, oldest id first."""
+    runs = folder / f"{name}{RUNS_SUFFIX}"
+    if not runs.is_dir():
+        return []
+    return sorted(
+        (path for path in runs.iterdir() if _RUN_FILE.match(path.name)),
+        key=lambda path: path.name,
+    )
+
+
+def _is_stored_run(path: Path, name: str) -> bool:
+    """Tell whether `path` is a run of `name` that `save_results` wrote, warning if not.
+
+    Returns False without a warning when another process deleted the file meanwhile.
+    """
+    if path.is_symlink() or not path.is_file():
+        if path.exists() or path.is_symlink():
+            logger.warning(
+                "skipped %s while deleting old %s runs: it is not a regular file, "
+                "so healthscore did not write it; move it out of %s",
+                path,
+                name,
+                path.parent,
+            )
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning(
+            "skipped %s while deleting old %s runs: it cannot be read as JSON (%s), "
+            "so it may be half written; delete it if its run is not needed",
+            path,
+            name,
+            exc,
+        )
+        return False
+    run = data.get("run") if isinstance(data, dict) else None
+    if (
+        not isinstance(run, dict)
+        or run.get("id") != path.stem
+        or run.get("command") != name
+    ):
+        logger.warning(
+            "skipped %s while deleting old %s runs: its `run` key does not record "
+            "run id %s of %s, so healthscore did not write it there; move it out "
+            "of %s",
+            path,
+            name,
+            path.stem,
+            name,
+            path.parent,
+        )
+        return False
+    return True
 
 
 def _keep_unrecorded_latest(latest: Path, runs: Path, name: str) -> None:
@@ -313,6 +431,18 @@ def _unrecorded_run(path: Path, name: str) -> dict[str, Any]:
         "note": "stored before each run was kept, so the scorecard versions and the "
         "config key are unknown and created_at is the file's modification time",
     }
+
+
+def _read_run(path: Path, name: str) -> dict[str, Any]:
+    """Read a run file, raising ValueError unless it has the `run` key of a run."""
+    data = _read_json(path, name)
+    run = data.get("run") if isinstance(data, dict) else None
+    if not isinstance(run, dict) or not {"id", "created_at"} <= run.keys():
+        raise ValueError(
+            f"{path} has no `run` key with an id and created_at, so it is not a "
+            f"stored {name} run; move it out of {path.parent}"
+        )
+    return data
 
 
 def _read_json(path: Path, name: str) -> dict[str, Any]:
