@@ -10,8 +10,10 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from conftest import SHARED_DATA_VARIABLE, require_shared_file, shared_data_folder
+from healthscore.cli import app
 from healthscore.config import ConfigError, Project, load_project
 from healthscore.engine import connect
 from healthscore.metrics import compute_metrics
@@ -225,6 +227,9 @@ def test_joined_rows_matched_by_mapped_account_id(tmp_path):
     assert employees["a4"] == 1200.0
 
 
+NUMBER = "a number such as 1250 or -0.5"
+
+
 def test_unreadable_joined_value_excludes_row(tmp_path):
     firmographics = FIRMOGRAPHICS.replace("a4,1200,", "a4,many,")
     project = joined_project(tmp_path, firmographics_csv=firmographics)
@@ -232,12 +237,192 @@ def test_unreadable_joined_value_excludes_row(tmp_path):
     assert sorted(sources.accounts().index) == ["a1", "a2", "a3"]
     (report,) = sources.report(datetime(2024, 1, 1))
     assert report.excluded == {"unparseable_joined_value:employees": 1}
+    assert report.rows_read == 4
+    assert report.rows_used == 3
     (example,) = report.examples
-    assert example.file.endswith("accounts.csv")
-    assert example.row == 4  # a4 is the fourth row of accounts.csv
-    assert str(example).endswith(
-        "column employees: value of the joined file cannot be read as the column's type"
+    # a4 is the third data row of firmographics.csv; a2's field spans two lines.
+    path = tmp_path / "firmographics.csv"
+    assert example.file == str(path)
+    assert example.row == 3
+    assert example.value == "many"
+    assert example.expected == NUMBER
+    assert str(example) == (
+        f"{path}, row 3, column employees: value of the joined file cannot be read "
+        f"as the column's type: 'many'; expected {NUMBER}"
     )
+    assert example.to_dict() == {
+        "file": str(path),
+        "row": 3,
+        "column": "employees",
+        "reason": "unparseable_joined_value",
+        "value": "many",
+        "expected": NUMBER,
+    }
+
+
+def test_own_and_joined_value_in_one_row(tmp_path):
+    config = firmographics_only()
+    config["sources"]["accounts"]["attributes"] = {"arr": "number"}
+    accounts = ACCOUNTS.replace("a4,Umbrella,30000", "a4,Umbrella,lots")
+    firmographics = FIRMOGRAPHICS.replace("a2,40,", "a2,forty,")
+    firmographics = firmographics.replace("a4,1200,", "a4,many,")
+    files = {"accounts.csv": accounts, "firmographics.csv": firmographics}
+    project = load_project(write(tmp_path, config, files))
+    sources = load_sources(project, connect(project))
+    assert sorted(sources.accounts().index) == ["a1", "a3"]
+    (report,) = sources.report(datetime(2024, 1, 1))
+    # a4 fails both checks and counts once, for the first: its own column.
+    assert report.excluded == {
+        "unparseable_joined_value:employees": 1,
+        "unparseable_value:arr": 1,
+    }
+    assert report.rows_read == 4
+    assert report.rows_used == 2
+    assert report.rows_excluded == 2
+    assert [str(example) for example in report.examples] == [
+        f"{tmp_path / 'firmographics.csv'}, row 2, column employees: value of the "
+        f"joined file cannot be read as the column's type: 'forty'; expected {NUMBER}",
+        f"{tmp_path / 'accounts.csv'}, row 4, column arr: value cannot be read as the "
+        f"column's type: 'lots'; expected {NUMBER}",
+    ]
+
+
+def test_joined_example_once_for_many_events(tmp_path):
+    config = joined_config(validation={})
+    config["sources"] = {
+        "accounts": {"kind": "accounts", "path": "accounts.csv"},
+        "events": {
+            "kind": "events",
+            "path": "events.csv",
+            "joins": [
+                {
+                    "path": "firmographics/*.csv",
+                    "key": "company",
+                    "attributes": {"employees": "number"},
+                }
+            ],
+        },
+    }
+    config["metrics"] = {"events": {"type": "count", "source": "events"}}
+    card = config["scorecards"][0]
+    del card["when"]
+    card["components"]["size"]["measures"][0]["metric"] = "events"
+    config["scorecards"] = [card]
+
+    events = (
+        "account_id,timestamp\n"
+        "a3,2023-12-01 10:00:00\na1,2023-12-02 10:00:00\n"
+        "a3,2023-12-03 10:00:00\na2,2023-12-04 10:00:00\n"
+        "a3,2023-12-05 10:00:00\n"
+    )
+    files = {
+        "accounts.csv": ACCOUNTS,
+        "events.csv": events,
+        "firmographics/1.csv": "company,employees\na1,250\na2,40\n",
+        # The first row has no key and is skipped, but it is still row 1. a4 has
+        # no events, so its unreadable value excludes no row.
+        "firmographics/2.csv": "company,employees\n,7\na3,12 people\na4,abc\n",
+    }
+    project = load_project(write(tmp_path, config, files))
+
+    sources = load_sources(project, connect(project))
+    reports = {r.source: r for r in sources.report(datetime(2024, 1, 1))}
+    assert reports["accounts"].excluded == {}
+    events_report = reports["events"]
+    assert events_report.excluded == {"unparseable_joined_value:employees": 3}
+    assert events_report.rows_read == 5
+    assert events_report.rows_used == 2
+    assert [str(example) for example in events_report.examples] == [
+        f"{tmp_path / 'firmographics' / '2.csv'}, row 2, column employees: value of "
+        "the joined file cannot be read as the column's type: '12 people'; expected "
+        f"{NUMBER}"
+    ]
+
+
+def test_joined_date_example_names_format(tmp_path):
+    config = firmographics_only()
+    join = config["sources"]["accounts"]["joins"][0]
+    join["attributes"] = {"founded": "date", "industry": "string"}
+    config["sources"]["accounts"]["timestamp_format"] = "%d/%m/%Y"
+    config["metrics"] = {"industry": {"type": "attribute", "column": "industry"}}
+    config["scorecards"][0]["components"]["size"]["measures"][0] = {
+        "metric": "industry",
+        "normalize": {"method": "categories", "scores": {"retail": 80}},
+    }
+
+    firmographics = (
+        "company,industry,founded\n"
+        "a1,retail,01/02/1990\n"
+        "a2,retail,1990-02-01\n"
+        f"a3,retail,{'9' * 45}\n"
+    )
+    files = {"accounts.csv": ACCOUNTS, "firmographics.csv": firmographics}
+    project = load_project(write(tmp_path, config, files))
+
+    sources = load_sources(project, connect(project))
+    assert sources.accounts()["founded"]["a1"] == pd.Timestamp(1990, 2, 1)
+    (report,) = sources.report(datetime(2024, 1, 1))
+    assert report.excluded == {"unparseable_joined_value:founded": 2}
+    assert report.rows_used == 2
+    path = tmp_path / "firmographics.csv"
+    expected = "a date in the format '%d/%m/%Y' of timestamp_format"
+    assert [str(example) for example in report.examples] == [
+        f"{path}, row 2, column founded: value of the joined file cannot be read as "
+        f"the column's type: '1990-02-01'; expected {expected}",
+        f"{path}, row 3, column founded: value of the joined file cannot be read as "
+        f"the column's type: '{'9' * 40}...'; expected {expected}",
+    ]
+
+
+def test_account_id_lookup_example_names_source_row(tmp_path):
+    # The joins match the ids as written, before the lookup swaps a1 and a4. The
+    # joined row of the looked-up id a1 is valid, so the example must name the
+    # excluded source row instead.
+    config = firmographics_only()
+    config["sources"]["accounts"]["lookups"] = {
+        "account_id": {"path": "ids.csv", "key": "code", "value": "id"}
+    }
+    ids = "code,id\na1,a4\na2,a2\na3,a3\na4,a1\n"
+    firmographics = FIRMOGRAPHICS.replace("a4,1200,", "a4,many,")
+    files = {
+        "accounts.csv": ACCOUNTS,
+        "firmographics.csv": firmographics,
+        "ids.csv": ids,
+    }
+    project = load_project(write(tmp_path, config, files))
+    sources = load_sources(project, connect(project))
+    assert sorted(sources.accounts().index) == ["a2", "a3", "a4"]
+    (report,) = sources.report(datetime(2024, 1, 1))
+    assert report.excluded == {"unparseable_joined_value:employees": 1}
+    assert [str(example) for example in report.examples] == [
+        f"{tmp_path / 'accounts.csv'}, row 4, column employees: value of the joined "
+        f"file cannot be read as the column's type: 'many'; expected {NUMBER}"
+    ]
+
+
+@pytest.mark.parametrize("command", ["validate", "score"])
+def test_cli_shows_unreadable_joined_value(tmp_path, command):
+    # No field spans lines here, so data row 3 is on line 4.
+    firmographics = (
+        "company,employees,industry,founded\n"
+        "a1,250,retail,1990\n"
+        "a2,40,telecom,2004\n"
+        "a4,abc,retail,1975\n"
+    )
+    joined_project(tmp_path, firmographics_csv=firmographics)
+    options = ["--data"] if command == "validate" else ["--no-store"]
+    args = [command, *options, "--project", str(tmp_path), "--as-of", "2024-01-01"]
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    result = runner.invoke(app, args, prog_name="healthscore")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert (
+        f"  accounts: {tmp_path / 'firmographics.csv'}, row 3 (line 4), column "
+        "employees: value of the joined file cannot be read as the column's type: "
+        f"'abc'; expected {NUMBER}"
+    ) in lines
+    if command == "validate":
+        assert "1 row fails a check and is excluded from scores" in result.stderr
 
 
 def test_repeated_key_fails_with_both_lines(tmp_path):

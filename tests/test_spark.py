@@ -620,6 +620,24 @@ def test_joined_files_equal_duckdb(spark, tmp_path):
     assert list(scores["score"]) == pytest.approx([25.0, 30.0, 30.0, 100.0])
 
 
+def test_unreadable_joined_value_on_spark(spark, tmp_path):
+    from test_source_joins import FIRMOGRAPHICS, joined_project
+
+    firmographics = FIRMOGRAPHICS.replace("a4,1200,", "a4,many,")
+    project = joined_project(tmp_path, firmographics_csv=firmographics)
+    point = as_of_point(project, date(2024, 1, 1))
+    (report,) = Engine.open(project, spark=spark).sources.report(point)
+    assert report.excluded == {"unparseable_joined_value:employees": 1}
+    assert report.rows_used == 3
+    # Spark keeps no row numbers of joined files, so the example names the
+    # excluded row of accounts.csv, with the joined value.
+    assert [str(example) for example in report.examples] == [
+        f"{tmp_path / 'accounts.csv'}, row 4, column employees: value of the joined "
+        "file cannot be read as the column's type: 'many'; expected a number such "
+        "as 1250 or -0.5"
+    ]
+
+
 def test_repeated_joined_key_fails_on_spark(spark, tmp_path):
     from test_source_joins import FIRMOGRAPHICS, joined_project
 

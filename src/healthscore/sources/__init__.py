@@ -24,6 +24,7 @@ from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.sources import text
 from healthscore.sources.columns import missing_columns
+from healthscore.sources.joins import joined_values_sql
 from healthscore.sources.reader import (
     _SQL_TYPES,
     VALUE_CHARS,
@@ -74,7 +75,7 @@ REASONS = {
 _EXAMPLES_PER_REASON = 5
 
 #: Reasons whose example rows show the value that could not be read.
-VALUE_REASONS = frozenset({"unparseable_value"})
+VALUE_REASONS = frozenset({"unparseable_value", "unparseable_joined_value"})
 
 
 def expected_format(kind: str, timestamp_format: str | None = None) -> str | None:
@@ -109,7 +110,11 @@ def describe_problem(
 
 @dataclass(frozen=True)
 class ExcludedRow:
-    """One example of an excluded row."""
+    """One example of an excluded row.
+
+    For a value of a joined file that cannot be read, `file` and `row` name the
+    row of the joined file, because that row is the one to fix.
+    """
 
     file: str
     row: int
@@ -485,6 +490,10 @@ class SourceSet:
         )
         examples: list[ExcludedRow] = []
         for problem in sorted(excluded):
+            joined = self._joined_examples(name, problem)
+            if joined:
+                examples.extend(joined)
+                continue
             if problem == late_reason:
                 condition = f"_problem IS NULL AND {late} AND account_id IN " + (
                     f"(SELECT account_id FROM valid_{self.accounts_name})"
@@ -529,6 +538,46 @@ class SourceSet:
                 for file, row, raw in rows
             )
         return examples
+
+    def _joined_examples(self, name: str, problem: str) -> list[ExcludedRow]:
+        """Return examples that name the joined rows whose values caused `problem`.
+
+        The row to fix is in the joined file, so each example names that file, the
+        row within it and the value. A joined row appears once, however many source
+        rows with its key it excluded. Returns [] for other problems and where the
+        joined rows cannot be found, so the caller lists the excluded source rows,
+        with the joined value, instead.
+        """
+        reason, column = problem.split(":", 1)
+        if reason != "unparseable_joined_value":
+            return []
+        # NOTE: the Spark engine keeps no joined file names or row numbers, so its
+        # examples name the excluded source rows.
+        if not isinstance(self.con, DuckDBBackend):
+            return []
+        loaded = self.loaded[name]
+        # A lookup replaces the account ids of the relation, which then no longer
+        # equal the keys of the joined file.
+        if "account_id" in loaded.config.lookups:
+            return []
+        keys = (
+            f"SELECT account_id FROM {quote(loaded.relation)} "
+            f"WHERE _problem = {literal(problem)}"
+        )
+        sql = joined_values_sql(name, loaded.config, column, keys, _EXAMPLES_PER_REASON)
+        kind = loaded.columns.get(column, "string")
+        expected = expected_format(kind, loaded.config.timestamp_format)
+        return [
+            ExcludedRow(
+                file=str(file),
+                row=int(row),
+                column=column,
+                reason=reason,
+                value=None if raw is None else cut_value(str(raw)),
+                expected=None if raw is None else expected,
+            )
+            for file, row, raw in self._fetch(sql)
+        ]
 
 
 def cut_value(value: str) -> str:

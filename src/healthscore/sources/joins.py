@@ -1,11 +1,14 @@
 """Joined files: CSV files whose columns are added to a source's rows by account id.
 
 Each joined file becomes the temporary table `join_<source>_<index>` with the key
-(`_key`), one column per attribute (`a0`, `a1`, ... as raw text), the file name and a
-running row number. The source's query then joins it with a LEFT JOIN after
+(`_key`), one column per attribute (`a0`, `a1`, ... as raw text), the file name
+(`_file`), a running row number (`_row`) and the row's number within its file
+(`_file_row`). The source's query then joins it with a LEFT JOIN after
 `FROM ... AS raw`, so a source row without a joined row gets NULL attributes, and
 `reader._standard_select` converts the values to their types like the source's own
-attributes.
+attributes. A source row whose joined value cannot be read is excluded, and the
+source report's example for it names the joined file, row and value
+(`joined_values_sql`).
 
 A key repeated in a joined file would multiply the source's rows, so it raises
 SourceError naming the file and both lines. The lines are found with Python's csv
@@ -104,10 +107,16 @@ def _read_join(
         f"SELECT CAST({quote(join.key)} AS VARCHAR) AS _key, {attributes}, "
         f"filename AS _file, row_number() OVER () AS _row FROM {scan}"
     )
+    # Rows are numbered within their file before the rows without a key are
+    # dropped, so `_file_row` counts every data row of the file.
+    in_file = (
+        f"SELECT *, _row - min(_row) OVER (PARTITION BY _file) + 1 AS _file_row "
+        f"FROM ({numbered})"
+    )
     try:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS SELECT * FROM "
-            f"({numbered}) WHERE _key IS NOT NULL AND trim(_key) <> ''"
+            f"({in_file}) WHERE _key IS NOT NULL AND trim(_key) <> ''"
         )
     except duckdb.Error as exc:
         raise _scan_error(name, setting, files, join, exc) from None
@@ -124,6 +133,29 @@ def _read_join(
 def join_table(name: str, index: int) -> str:
     """Return the name of the table of a source's joined file at `index`."""
     return f"join_{name}_{index}"
+
+
+def joined_values_sql(
+    name: str, source: SourceConfig, attribute: str, keys: str, limit: int
+) -> str:
+    """Return DuckDB SQL that lists the joined rows of `attribute` for some keys.
+
+    `keys` is a query of account ids. Each result row has the joined file, the
+    row's number within it (data rows counted from 1, as a source row is) and the
+    raw text of the attribute, in file order, at most `limit` rows. Raises
+    ValueError when no join of the source has the attribute.
+    """
+    for index, join in enumerate(source.joins):
+        if attribute in join.attributes:
+            position = list(join.attributes).index(attribute)
+            table = join_table(name, index)
+            break
+    else:
+        raise ValueError(f"source {name!r} joins no attribute {attribute!r}")
+    return (
+        f"SELECT _file, _file_row, {quote(f'a{position}')} FROM {quote(table)} "
+        f"WHERE _key IN ({keys}) ORDER BY _file, _file_row LIMIT {limit}"
+    )
 
 
 def _check_header(name: str, setting: str, file: str, join: JoinConfig) -> None:
@@ -209,8 +241,7 @@ def _repeated_key_error(
     if len(places) < 2:
         # The csv module split the file differently from DuckDB: give DuckDB's rows.
         rows = con.execute(
-            f"SELECT _file, _row - (SELECT min(_row) FROM {quote(table)} AS t "
-            f"WHERE t._file = j._file) + 1 FROM {quote(table)} AS j "
+            f"SELECT _file, _file_row FROM {quote(table)} "
             f"WHERE _key = {literal(key)} ORDER BY _row LIMIT 2"
         ).fetchall()
         places = [(str(file), f"data row {row}") for file, row in rows]

@@ -430,8 +430,9 @@ def _standard_select(
     of the file that is in `complete` (see `complete_columns`) gets no check for a
     missing value. A float column of the file that is in `finite` (see
     `finite_columns`) gets no check for infinite values. With `keep_values`, the
-    list ends with `_value`: the start of the text of a value of the source's own
-    columns that cannot be read (see `VALUE_CHARS`), NULL in the other rows.
+    list ends with `_value`: the start of the text of the value that cannot be
+    read, of the source's own file or of a joined file (see `VALUE_CHARS`), NULL in
+    the other rows.
     """
     joined = joined or {}
     typed: dict[str, str] = {}
@@ -464,8 +465,7 @@ def _standard_select(
                 reason = "unparseable_value"
                 if column in joined:
                     reason = "unparseable_joined_value"
-                else:
-                    raw_values[f"{reason}:{column}"] = raw
+                raw_values[f"{reason}:{column}"] = raw
                 checks.append(
                     (
                         f"{_present(raw, raw_type)} AND {value} IS NULL",
