@@ -25,6 +25,7 @@ from healthscore.monitoring.interventions import (
     import_outcomes,
     interventions_frame,
     outcomes_frame,
+    store_outcomes,
 )
 from healthscore.monitoring.outbox import release_held
 from healthscore.monitoring.playbooks import (
@@ -756,6 +757,132 @@ def test_import_lists_unknown_account_with_other_problems(store, tmp_path):
     assert outcomes_frame(store).empty
 
 
+# Outcomes that conflict, as backtest labels read them
+
+
+def test_same_day_churn_and_renewal_rejected(store, tmp_path):
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on\n"
+        "a1,churned,2026-02-01\n"
+        "a2,renewed,2026-02-01\n"
+        "a1,renewed,2026-02-01\n"
+        "a1,expanded,2026-02-01\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(store, file, now=NOW)
+
+    assert str(caught.value) == (
+        f"{file} has 1 conflict between outcomes; nothing was stored:\n"
+        "  a1 on 2026-02-01: row 1 (line 2) records churned but row 3 (line 4) "
+        "records renewed and row 4 (line 5) records expanded\n"
+        "An account that churns cannot renew, expand or contract on the same day: "
+        "remove the row that is wrong, or correct its date."
+    )
+    assert outcomes_frame(store).empty
+
+
+def test_churns_two_days_apart_rejected(store, tmp_path):
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on\n"
+        "a2,churned,2026-01-03\n"
+        "a1,churned,2025-06-01\n"
+        "a2,churned,2026-01-01\n"
+        "a1,renewed,2025-09-01\n"
+        "a1,churned,2026-01-01\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(store, file, now=NOW)
+
+    # a1 churned twice too, but its renewal between the churns shows its return.
+    assert str(caught.value) == (
+        f"{file} has 1 conflict between outcomes; nothing was stored:\n"
+        "  a2: row 1 (line 2) records churned on 2026-01-03, 2 days after row 3 "
+        "(line 4) records churned on 2026-01-01, with no outcome between them\n"
+        "Two churns of an account need an outcome between them that shows when it "
+        "came back. If the two rows record one churn, remove the later row; if the "
+        "account came back between them, add an outcome dated then, such as renewed."
+    )
+    assert outcomes_frame(store).empty
+
+
+def test_import_checked_against_stored_outcomes(store, tmp_path):
+    first = write(
+        tmp_path / "first.csv", "account_id,kind,occurred_on\na1,churned,2026-02-01\n"
+    )
+    later = write(
+        tmp_path / "later.csv",
+        "account_id,kind,occurred_on\na1,renewed,2026-02-01\na1,churned,2026-02-05\n",
+    )
+
+    assert import_outcomes(store, first, now=NOW).stored == 1
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(store, later, now=NOW)
+    lines = str(caught.value).splitlines()
+
+    assert lines[0] == f"{later} has 2 conflicts between outcomes; nothing was stored:"
+    assert lines[1] == (
+        "  a1 on 2026-02-01: the stored outcome from first.csv records churned but "
+        "row 1 (line 2) records renewed"
+    )
+    # The renewal is on the day of the first churn, so it does not show a return.
+    assert lines[2] == (
+        "  a1: row 2 (line 3) records churned on 2026-02-05, 4 days after the stored "
+        "outcome from first.csv records churned on 2026-02-01, with no outcome "
+        "between them"
+    )
+    assert len(outcomes_frame(store)) == 1
+
+
+def test_import_leaves_stored_conflicts_alone(store, tmp_path):
+    # Outcomes stored by the API are not checked against each other, so an import
+    # of the same rows skips them without an error.
+    rows = [
+        {"account_id": "a1", "kind": kind, "occurred_on": date(2026, 2, 1),
+         "arr_before": None, "arr_after": None, "source": "api"}
+        for kind in ("churned", "renewed")
+    ]  # fmt: skip
+    store_outcomes(store, rows, origin={"request": "test"}, now=NOW)
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on\na1,churned,2026-02-01\na1,renewed,2026-02-01\n",
+    )
+
+    result = import_outcomes(store, file, now=NOW)
+
+    assert (result.stored, result.skipped, result.warnings) == (0, 2, ())
+
+
+def test_churn_before_first_score_warned(store, tmp_path):
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on\n"
+        "a1,churned,2026-01-15\n"
+        "a2,renewed,2026-01-20\n"
+        "a2,churned,2026-02-01\n"
+        "a3,churned,2026-02-02\n",
+    )
+
+    result = import_outcomes(store, file, now=NOW, first_scored=date(2026, 2, 1))
+    again = import_outcomes(store, file, now=NOW, first_scored=date(2026, 2, 1))
+
+    assert result.stored == 4
+    assert result.warnings == (
+        f"{file}: 2 churns are dated on or before 2026-02-01, the date of the first "
+        "stored snapshot: row 1 (line 2) (a1 on 2026-01-15), row 3 (line 4) (a2 on "
+        "2026-02-01). They were stored, but no stored score precedes them, so "
+        "backtests get no label from them, and later scores of their accounts get "
+        "none until a later outcome shows that the account came back. If a date is "
+        "right, store snapshots from before it with `healthscore backfill --from DATE "
+        "--to DATE --every 1mo`.",
+    )
+    # Rows already stored were warned about when they were stored.
+    assert (again.skipped, again.warnings) == (4, ())
+
+
 def test_import_interventions(store, tmp_path):
     file = write(
         tmp_path / "i.csv",
@@ -832,6 +959,52 @@ def test_cli_import_rejects_future_rows(project, tmp_path):
     assert after_reject == 0
     assert allowed.exit_code == 0, allowed.output
     assert "Stored 2 outcomes from" in allowed.output
+
+
+def test_cli_import_warns_of_early_churn(project, tmp_path):
+    score(project, AS_OF)
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on\na1,churned,2026-02-15\na2,renewed,2026-02-20\n",
+    )
+    command = ["outcomes", "import", str(file), "--project", str(project.root)]
+
+    result = CliRunner().invoke(app, [*command, "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stored"] == 2
+    assert json.loads(result.stdout)["warnings"] == [
+        f"{file}: 1 churn is dated on or before 2026-03-01, the date of the first "
+        "stored snapshot: row 1 (line 2) (a1 on 2026-02-15). They were stored, but no "
+        "stored score precedes them, so backtests get no label from them, and later "
+        "scores of their accounts get none until a later outcome shows that the "
+        "account came back. If a date is right, store snapshots from before it with "
+        "`healthscore backfill --from DATE --to DATE --every 1mo`."
+    ]
+    assert "warning: " in result.stderr
+    assert "1 churn is dated on or before 2026-03-01" in " ".join(result.stderr.split())
+
+
+def test_cli_import_rejects_repeated_churn(project, tmp_path):
+    file = write(
+        tmp_path / "o.csv",
+        "account_id,kind,occurred_on\na1,churned,2026-02-01\na1,churned,2026-02-03\n",
+    )
+
+    result = CliRunner().invoke(
+        app, ["outcomes", "import", str(file), "--project", str(project.root)]
+    )
+    with StateStore.open(project.config.store.state, project.root) as state:
+        stored = outcomes_frame(state)
+
+    assert result.exit_code == 1
+    assert "has 1 conflict between outcomes; nothing was stored" in " ".join(
+        result.output.split()
+    )
+    assert "2 days after row 1 (line 2) records churned on 2026-02-01" in " ".join(
+        result.output.split()
+    )
+    assert stored.empty
 
 
 def test_cli_import_stored_count_is_singular(project, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -541,6 +542,133 @@ def test_score_stores_nothing_on_wide_row(tmp_path):
     assert "events.csv as csv: line 3 has 5 fields but the header has 2" in (
         result.stderr
     )
+    assert not (tmp_path / ".healthscore" / "snapshots").exists()
+
+
+# Line endings. DuckDB rejects a CSV file whose lines end in both CRLF and LF.
+
+
+def crlf_events(rows: int, last: bytes = b"a2,2024-03-02 10:00:00\n") -> bytes:
+    """Return events whose header and first `rows` rows end in CRLF, then `last`."""
+    lines = [b"account_id,timestamp\r\n"]
+    lines += [f"a1,2024-03-01 10:{i // 60 % 60:02d}:{i % 60:02d}\r\n".encode()
+              for i in range(rows)]  # fmt: skip
+    return b"".join(lines) + last
+
+
+def events_project(tmp_path: Path, events: bytes, name: str = "events.csv") -> Project:
+    config = minimal_config()
+    config["sources"]["events"]["path"] = name
+    # Loading the project needs the file, so its bytes are written first.
+    (tmp_path / name).write_bytes(
+        gzip.compress(events) if name.endswith(".gz") else events
+    )
+    return write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+
+
+# 3 rows fail DuckDB's dialect detection; 30,000 rows take the LF row past the
+# sniffer's sample, where the scan fails with "state machine reached an invalid state".
+@pytest.mark.parametrize("rows", [3, 30_000])
+def test_csv_mixed_line_endings_names_line(tmp_path, rows):
+    events = crlf_events(rows)
+    project = events_project(tmp_path, events)
+    file = tmp_path / "events.csv"
+
+    with pytest.raises(SourceError) as caught:
+        load(project)
+
+    assert str(caught.value) == (
+        f"source 'events': cannot read {file} as csv: line {rows + 2} ends in LF but "
+        "line 1 ends in CRLF, and a CSV file is read only when all its lines end "
+        "alike. Convert the file to one line ending, for example with "
+        f"`dos2unix {file}`."
+    )
+    # What dos2unix does: every CRLF becomes LF.
+    file.write_bytes(events.replace(b"\r\n", b"\n"))
+    assert len(load(project).rows("events").execute()) == rows + 1
+
+
+def test_csv_lf_file_with_crlf_line_named(tmp_path):
+    events = b"account_id,timestamp\na1,2024-03-01\na2,2024-03-02\r\na1,2024-03-03\n"
+    project = events_project(tmp_path, events)
+
+    with pytest.raises(SourceError) as caught:
+        load(project)
+
+    assert "events.csv as csv: line 3 ends in CRLF but line 1 ends in LF," in str(
+        caught.value
+    )
+
+
+def test_gzip_csv_mixed_line_endings_advice(tmp_path):
+    project = events_project(tmp_path, crlf_events(3), name="events.csv.gz")
+    file = tmp_path / "events.csv.gz"
+
+    with pytest.raises(SourceError) as caught:
+        load(project)
+
+    assert str(caught.value) == (
+        f"source 'events': cannot read {file} as csv: line 5 ends in LF but line 1 "
+        "ends in CRLF, and a CSV file is read only when all its lines end alike. "
+        "Convert the file to one line ending, for example with "
+        f"`gunzip -c {file} | dos2unix | gzip > {tmp_path / 'events.csv.lf.gz'}`."
+    )
+
+
+def test_csv_lone_carriage_return_named(tmp_path):
+    # Line 3 ends in a CR that no LF follows, which DuckDB reads as a line ending.
+    events = b"account_id,timestamp\na1,2024-03-01\na2,2024-03-02\ra1,2024-03-03\n"
+    project = events_project(tmp_path, events)
+    file = tmp_path / "events.csv"
+
+    with pytest.raises(SourceError) as caught:
+        load(project)
+
+    assert str(caught.value) == (
+        f"source 'events': cannot read {file} as csv: line 3 ends in CR but line 1 "
+        "ends in LF, and a CSV file is read only when all its lines end alike. "
+        "Convert the file to one line ending, for example with "
+        f"`dos2unix {file}` followed by `mac2unix {file}`."
+    )
+
+
+def test_csv_quoted_line_break_not_compared(tmp_path):
+    # The LF inside the quoted note of line 2 belongs to the value; the first line
+    # that ends in LF is line 5.
+    events = (
+        b"account_id,timestamp,note\r\n"
+        b'a1,2024-03-01,"first\nsecond"\r\n'
+        b'a1,2024-03-02,"say ""hi"""\r\n'
+        b"a2,2024-03-03,x\n"
+    )
+    project = events_project(tmp_path, events)
+
+    with pytest.raises(SourceError) as caught:
+        load(project)
+
+    assert "events.csv as csv: line 5 ends in LF but line 1 ends in CRLF," in str(
+        caught.value
+    )
+
+
+def test_cli_commands_name_mixed_line_ending(tmp_path):
+    project = events_project(tmp_path, crlf_events(30_000))
+    expected = (
+        f"cannot read {tmp_path / 'events.csv'} as csv: line 30002 ends in LF but "
+        "line 1 ends in CRLF"
+    )
+    backfill = ["backfill", "--from", "2024-03-04", "--to", "2024-03-18"]
+    backfill += ["--every", "1w", "--project", str(project.root)]
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+    validated = run_cli(["validate", "--data"], project)
+    backfilled = runner.invoke(app, backfill, prog_name="healthscore")
+
+    assert validated.exit_code == 1
+    assert expected in " ".join(validated.stderr.split())
+    assert "state machine" not in validated.stderr
+    assert backfilled.exit_code == 1
+    assert expected in " ".join(backfilled.stderr.split())
     assert not (tmp_path / ".healthscore" / "snapshots").exists()
 
 

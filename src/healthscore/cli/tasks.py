@@ -20,6 +20,7 @@ from healthscore.cli.common import (
     VerboseOption,
     add_folded_rows,
     handle_errors,
+    note_wrapped,
     open_project,
     parse_date,
     plural,
@@ -294,15 +295,26 @@ def import_outcomes_command(
 
     kind is churned, renewed, expanded or contracted. Nothing is stored when any
     row is invalid, names an account missing from the accounts source, or is dated
-    after today.
+    after today. Nothing is stored either when a churn and another outcome of one
+    account share a day, or when a churn follows an earlier churn of the account
+    with no other outcome between them. A churn dated on or before the first stored
+    snapshot gets a warning.
     """
     from healthscore.monitoring.interventions import account_ids, import_outcomes
+    from healthscore.store.snapshots import SnapshotStore
 
     project = open_project(project_dir)
     known = None if allow_unknown else account_ids(project)
     latest = None if allow_future else _local_now(project).date()
+    scored = SnapshotStore(project.path(project.config.store.snapshots)).dates()
     with _state_store(project) as store:
-        result = import_outcomes(store, file, known_accounts=known, latest_date=latest)
+        result = import_outcomes(
+            store,
+            file,
+            known_accounts=known,
+            latest_date=latest,
+            first_scored=scored[0] if scored else None,
+        )
     _report_import(result, "outcome", json_output)
 
 
@@ -335,6 +347,8 @@ def import_interventions_command(
 
 
 def _report_import(result: ImportResult, noun: str, json_output: bool) -> None:
+    for warning in result.warnings:
+        note_wrapped(f"warning: {warning}")
     if json_output:
         print_json(result)
         return

@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,8 @@ class ImportResult:
     file: Path
     stored: int
     skipped: int
+    warnings: tuple[str, ...] = ()
+    """Problems with stored rows that did not stop the import, one message each."""
 
 
 # Imports
@@ -65,6 +69,7 @@ def import_outcomes(
     now: datetime | None = None,
     known_accounts: Collection[str] | None = None,
     latest_date: date | None = None,
+    first_scored: date | None = None,
 ) -> ImportResult:
     """Store the outcomes of a CSV file, all of them or none.
 
@@ -75,13 +80,17 @@ def import_outcomes(
     With `known_accounts`, a row whose account is not in it is invalid. With
     `latest_date` (usually today), a row dated after it is invalid.
 
+    The rows are also checked against each other and the stored outcomes of their
+    accounts (see `check_outcome_conflicts`). With `first_scored`, the as-of date of
+    the first stored snapshot, a churn on or before it gets a warning in the result.
+
     Raises
     ------
     ImportValidationError
-        When a column is missing or unknown or a row is invalid; the message names
-        the file, row and column of each problem.
+        When a column is missing or unknown, a row is invalid, or two outcomes
+        conflict. The message names the file, row and column of each problem.
     """
-    rows = _read_rows(
+    located = _read_rows(
         path,
         OUTCOME_COLUMNS,
         OUTCOME_OPTIONAL,
@@ -89,13 +98,21 @@ def import_outcomes(
         latest_date,
         known_accounts,
     )
-    _check_unique(path, rows, ("account_id", "kind", "occurred_on"))
-    rows = _without_locations(rows)
+    _check_unique(path, located, ("account_id", "kind", "occurred_on"))
+    rows = _without_locations(located)
     for row in rows:
         row["source"] = row["source"] or path.name
-    stored, skipped = store_outcomes(state, rows, origin=path, now=now)
+    warnings: list[str] = []
+
+    def check(connection: Connection) -> None:
+        stored = _stored_outcomes_of(connection, {row["account_id"] for row in rows})
+        check_outcome_conflicts(path, located, stored)
+        warnings.extend(early_churn_warnings(path, located, stored, first_scored))
+
+    stored, skipped = store_outcomes(state, rows, origin=path, now=now, check=check)
     logger.info("imported %d outcomes from %s", stored, path)
-    return ImportResult(path, stored, skipped)
+    # The caller shows the warnings, so they are not logged as well.
+    return ImportResult(path, stored, skipped, tuple(warnings))
 
 
 def store_outcomes(
@@ -105,15 +122,20 @@ def store_outcomes(
     origin: Path | dict[str, Any],
     actor: str = "import",
     now: datetime | None = None,
+    check: Callable[[Connection], None] | None = None,
 ) -> tuple[int, int]:
     """Store checked outcome rows in one transaction; return (stored, skipped).
 
     A row with the account, kind and date of a stored outcome is skipped. `origin`
     (the file, or a description of the request) goes into the audit entry.
+    `check` runs in the transaction before any row is written, so an exception it
+    raises stores nothing.
     """
     imported_at = _aware_now(now)
     rows = [{**row, "imported_at": imported_at} for row in rows]
     with write_transaction(state) as connection:
+        if check is not None:
+            check(connection)
         stored = _stored_outcome_keys(connection, rows)
         new = [row for row in rows if _outcome_key(row) not in stored]
         if new:
@@ -415,6 +437,198 @@ def _check_unique(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) 
                 f"{', '.join(key)}); nothing was stored, remove one of the two rows"
             )
         first_row[values] = row[LOCATION]
+
+
+# Checking outcomes against each other
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """An outcome of the imported file or of the store, and how to name it."""
+
+    account_id: str
+    kind: str
+    day: date
+    place: str
+    """`row N (line L)` for a row of the file, else the stored outcome's source."""
+    new: bool
+    """Whether the import stores it: a row of the file that is not stored yet."""
+
+
+def _stored_outcomes_of(
+    connection: Connection, accounts: Collection[str]
+) -> list[dict[str, Any]]:
+    columns = outcomes.c
+    query = select(
+        columns.account_id, columns.kind, columns.occurred_on, columns.source
+    ).where(columns.account_id.in_(accounts))
+    return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def check_outcome_conflicts(
+    path: Path, rows: list[dict[str, Any]], stored: list[dict[str, Any]]
+) -> None:
+    """Raise ImportValidationError when outcomes contradict each other.
+
+    `rows` are the parsed rows of `path` with their LOCATION, and `stored` the
+    stored outcomes of their accounts. Backtest labels (see
+    `healthscore.models.labels.outcome_labels`) take a churn as the end of an
+    account until a later outcome of another kind shows that it came back. So two
+    conflicts are rejected when one of their outcomes is a new row of the file:
+
+    - a churn and an outcome of another kind of one account on the same day,
+      because the account cannot both leave and stay;
+    - a churn after an earlier churn of the account with no outcome of another kind
+      between them. Labels would read the later churn as the sign that the account
+      came back, and label its scores between the two churns, when more likely
+      one churn was recorded twice.
+
+    Conflicts among stored outcomes alone are left alone: they were stored before.
+    """
+    problems: list[str] = []
+    same_day = repeated = False
+    for account, entries in _outcomes_by_account(rows, stored).items():
+        found = _same_day_conflicts(account, entries)
+        same_day = same_day or bool(found)
+        problems += found
+        found = _repeated_churns(account, entries)
+        repeated = repeated or bool(found)
+        problems += found
+    if not problems:
+        return
+    noun = "conflict" if len(problems) == 1 else "conflicts"
+    lines = [
+        f"{path} has {len(problems):,} {noun} between outcomes; nothing was stored:"
+    ]
+    lines += [f"  {problem}" for problem in problems[:MAX_LISTED_ERRORS]]
+    if len(problems) > MAX_LISTED_ERRORS:
+        lines.append(f"  and {len(problems) - MAX_LISTED_ERRORS:,} more")
+    if same_day:
+        lines.append(
+            "An account that churns cannot renew, expand or contract on the same "
+            "day: remove the row that is wrong, or correct its date."
+        )
+    if repeated:
+        lines.append(
+            "Two churns of an account need an outcome between them that shows when "
+            "it came back. If the two rows record one churn, remove the later row; "
+            "if the account came back between them, add an outcome dated then, such "
+            "as renewed."
+        )
+    raise ImportValidationError("\n".join(lines))
+
+
+def _outcomes_by_account(
+    rows: list[dict[str, Any]], stored: list[dict[str, Any]]
+) -> dict[str, list[_Outcome]]:
+    """Merge the file's rows and the stored outcomes by account, oldest first."""
+    stored_keys = {_outcome_key(row) for row in stored}
+    file_keys = {_outcome_key(row) for row in rows}
+    merged = [
+        _located_outcome(row, row[LOCATION], _outcome_key(row) not in stored_keys)
+        for row in rows
+    ]
+    merged += [
+        _located_outcome(
+            row, f"the stored outcome from {row['source'] or 'an earlier import'}"
+        )
+        for row in stored
+        # A stored row that the file repeats is named by its row of the file.
+        if _outcome_key(row) not in file_keys
+    ]
+    by_account: dict[str, list[_Outcome]] = {}
+    for outcome in merged:
+        by_account.setdefault(outcome.account_id, []).append(outcome)
+    for entries in by_account.values():
+        entries.sort(key=lambda outcome: outcome.day)
+    return by_account
+
+
+def _located_outcome(row: dict[str, Any], place: str, new: bool = False) -> _Outcome:
+    return _Outcome(row["account_id"], row["kind"], row["occurred_on"], place, new)
+
+
+def _same_day_conflicts(account: str, entries: list[_Outcome]) -> list[str]:
+    problems = []
+    # `entries` is sorted by day, so groupby gathers each day's outcomes.
+    for day, outcomes_of_day in groupby(entries, key=attrgetter("day")):
+        group = list(outcomes_of_day)
+        churns = [outcome for outcome in group if outcome.kind == "churned"]
+        others = [outcome for outcome in group if outcome.kind != "churned"]
+        if not (churns and others and any(outcome.new for outcome in group)):
+            continue
+        stays = " and ".join(f"{other.place} records {other.kind}" for other in others)
+        problems.append(
+            f"{account} on {day.isoformat()}: {churns[0].place} records churned "
+            f"but {stays}"
+        )
+    return problems
+
+
+def _repeated_churns(account: str, entries: list[_Outcome]) -> list[str]:
+    problems = []
+    last_churn: _Outcome | None = None
+    came_back = False
+    for outcome in entries:
+        if outcome.kind != "churned":
+            # An outcome on the day of the churn does not show a return, as in
+            # the labels, which compare the latest outcome with the churn's day.
+            if last_churn is not None and outcome.day > last_churn.day:
+                came_back = True
+            continue
+        if last_churn is not None and not came_back and (outcome.new or last_churn.new):
+            days = (outcome.day - last_churn.day).days
+            problems.append(
+                f"{account}: {outcome.place} records churned on "
+                f"{outcome.day.isoformat()}, {days:,} {'day' if days == 1 else 'days'} "
+                f"after {last_churn.place} records churned on "
+                f"{last_churn.day.isoformat()}, with no outcome between them"
+            )
+        last_churn = outcome
+        came_back = False
+    return problems
+
+
+def early_churn_warnings(
+    path: Path,
+    rows: list[dict[str, Any]],
+    stored: list[dict[str, Any]],
+    first_scored: date | None,
+) -> list[str]:
+    """Warn about new churn rows dated on or before `first_scored`.
+
+    A churn labels only the scores of its account dated before it, so a churn on
+    or before the as-of date of the first stored snapshot labels none of them. A
+    history imported at once has many such rows, so they are stored, and one
+    warning lists them. Returns [] when `first_scored` is None: no score is stored.
+    """
+    if first_scored is None:
+        return []
+    stored_keys = {_outcome_key(row) for row in stored}
+    early = [
+        row
+        for row in rows
+        if row["kind"] == "churned"
+        and row["occurred_on"] <= first_scored
+        and _outcome_key(row) not in stored_keys
+    ]
+    if not early:
+        return []
+    listed = ", ".join(
+        f"{row[LOCATION]} ({row['account_id']} on {row['occurred_on'].isoformat()})"
+        for row in early[:MAX_LISTED_ERRORS]
+    )
+    if len(early) > MAX_LISTED_ERRORS:
+        listed += f" and {len(early) - MAX_LISTED_ERRORS:,} more"
+    counted = "1 churn is" if len(early) == 1 else f"{len(early):,} churns are"
+    return [
+        f"{path}: {counted} dated on or before {first_scored.isoformat()}, the date "
+        f"of the first stored snapshot: {listed}. They were stored, but no stored "
+        "score precedes them, so backtests get no label from them, and later scores "
+        "of their accounts get none until a later outcome shows that the account "
+        "came back. If a date is right, store snapshots from before it with "
+        "`healthscore backfill --from DATE --to DATE --every 1mo`."
+    ]
 
 
 def _outcome_row(raw: dict[str, str], errors: list[tuple[str, str]]) -> dict[str, Any]:

@@ -8,6 +8,10 @@ it, to name the line and both counts.
 Lookup files are read with it as well, because they are small code tables whose
 every row is checked.
 
+DuckDB 2.0.1 also rejects a CSV file whose lines end in both CRLF and LF (in its
+`strict_mode`, on by default) without naming a line. `find_line_ending_change`
+finds the first line whose ending differs.
+
 DuckDB's JSON Lines reader skips blank lines without counting them, so its record
 numbers drift from the file's lines after the first blank line. `json_line_shifts`
 finds the blank lines, so that rows and malformed records are named by their line.
@@ -100,6 +104,140 @@ def find_field_count_error(files: list[str], delimiter: str) -> FieldCountError 
     except (OSError, EOFError, UnicodeDecodeError, csv.Error):
         return None
     return None
+
+
+@dataclass(frozen=True)
+class LineEndingChange:
+    """A line of a CSV file that ends differently from the file's first line."""
+
+    file: str
+    line: int
+    ending: str
+    """`CRLF`, `LF` or `CR`: how `line` ends."""
+    first_line: int
+    """The line whose ending the file starts with: 1 unless a quoted value spans it."""
+    first_ending: str
+
+    def describe(self) -> str:
+        """Return what differs and how to convert the file to one line ending."""
+        if "CR" in (self.ending, self.first_ending):
+            # dos2unix turns CRLF into LF, and mac2unix then turns a lone CR into LF.
+            command = f"`dos2unix {self.file}` followed by `mac2unix {self.file}`"
+        elif self.file.endswith(".gz"):
+            fixed = self.file.removesuffix(".gz") + ".lf.gz"
+            command = f"`gunzip -c {self.file} | dos2unix | gzip > {fixed}`"
+        else:
+            command = f"`dos2unix {self.file}`"
+        return (
+            f"line {self.line} ends in {self.ending} but line {self.first_line} "
+            f"ends in {self.first_ending}, and a CSV file is read only when all its "
+            f"lines end alike. Convert the file to one line ending, for example with "
+            f"{command}."
+        )
+
+
+def find_line_ending_change(files: list[str]) -> LineEndingChange | None:
+    """Return the first line of `files` that ends differently from its file's first.
+
+    Lines are numbered as `csv_records` numbers them: a CR not followed by LF ends a
+    line too. A line break inside a double-quoted value belongs to the value, so it
+    is counted but not compared. Returns None when each file uses one line ending,
+    or a file cannot be read, so that the caller keeps the error DuckDB gave.
+    """
+    for file in files:
+        try:
+            found = _line_ending_change(file)
+        except (OSError, EOFError):
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+#: Bytes read from a CSV file at a time when its line endings are compared.
+_ENDING_BLOCK = 1 << 20
+
+
+def _line_ending_change(path: str) -> LineEndingChange | None:
+    """Find the first line of one file that ends differently from its first line."""
+    scan = _EndingScan(path)
+    rest = b""
+    with open_binary(path) as handle:
+        while block := handle.read(_ENDING_BLOCK):
+            data = rest + block
+            # Cut after the last LF, or after a later CR unless it is the last byte,
+            # because an LF may follow it. So no CRLF is split between two blocks.
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1
+            found = scan.feed(data[:cut])
+            if found is not None:
+                return found
+            rest = data[cut:]
+    return scan.feed(rest)
+
+
+class _EndingScan:
+    """Compare the line endings of one CSV file, block by block.
+
+    A value counts as quoted while an odd number of double quotes precede it,
+    because RFC 4180 doubles a quote inside a quoted value.
+    """
+
+    # NOTE: a stray quote in an unquoted value, such as 5" screen, flips the count,
+    # so the line breaks after it are taken as quoted and their endings are missed.
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.line = 0
+        self.quoted = False
+        self.first: tuple[int, str] | None = None
+
+    def feed(self, block: bytes) -> LineEndingChange | None:
+        """Count the lines of `block`, and return the first whose ending differs."""
+        if self._all_alike(block):
+            self.line += block.count(b"\n")
+            return None
+        # bytes.splitlines() splits at CRLF, LF and CR, as csv_records counts lines.
+        for text in block.splitlines(keepends=True):
+            if text.count(b'"') % 2:
+                self.quoted = not self.quoted
+            ending = _ending_name(text)
+            if not ending:
+                continue  # the last line of the file, without an ending
+            self.line += 1
+            if self.quoted:
+                continue
+            if self.first is None:
+                self.first = (self.line, ending)
+            elif ending != self.first[1]:
+                return LineEndingChange(self.path, self.line, ending, *self.first)
+        return None
+
+    def _all_alike(self, block: bytes) -> bool:
+        """Return whether every line of `block` ends like the first, with no quote.
+
+        Counting bytes spares splitting the block into lines when nothing differs.
+        """
+        if self.first is None or self.quoted or b'"' in block:
+            return False
+        ending = self.first[1]
+        carriage_returns = block.count(b"\r")
+        if ending == "LF":
+            return carriage_returns == 0
+        if ending == "CRLF":
+            pairs = block.count(b"\r\n")
+            return pairs == carriage_returns == block.count(b"\n")
+        return False
+
+
+def _ending_name(text: bytes) -> str:
+    """Return how a line ends: CRLF, LF, CR, or "" without an ending."""
+    if text.endswith(b"\r\n"):
+        return "CRLF"
+    if text.endswith(b"\n"):
+        return "LF"
+    if text.endswith(b"\r"):
+        return "CR"
+    return ""
 
 
 def json_line_shifts(path: str) -> list[tuple[int, int]]:

@@ -39,6 +39,7 @@ from healthscore.sources.csv_rows import (
     fields_count,
     find_field_count_error,
     find_json_record_error,
+    find_line_ending_change,
     json_line_shifts,
 )
 
@@ -314,10 +315,29 @@ def _line_error(
     if not isinstance(exc, duckdb.InvalidInputException):
         return None
     if file_format == "csv":
-        return _field_count_error(name, source, files)
+        return _line_ending_error(name, files) or _field_count_error(
+            name, source, files
+        )
     if file_format == "jsonl":
         return _malformed_json_error(name, exc)
     return None
+
+
+def _line_ending_error(name: str, files: list[str]) -> SourceError | None:
+    """Name the CSV line whose ending differs from the first line's, if one does.
+
+    DuckDB 2.0.1 rejects such a file in strict mode, its default, as "CSV Parser
+    state machine reached an invalid state" or as a failure to detect the dialect.
+    Reading with strict_mode = false would accept the file, but it would also drop
+    the extra fields of a row that has more than the header, so the file is
+    rejected with the line and the fix instead.
+    """
+    found = find_line_ending_change(files)
+    if found is None:
+        return None
+    return SourceError(
+        f"source {name!r}: cannot read {found.file} as csv: {found.describe()}"
+    )
 
 
 def _field_count_error(
