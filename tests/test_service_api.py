@@ -483,6 +483,41 @@ def test_outcomes_rejected_store_nothing(writer, role, outcome, status):
     assert get(client, token["admin"], "/outcomes")["outcomes"] == []
 
 
+def test_outcomes_conflicting_with_stored_422(writer):
+    client, token, _project = writer
+    churn = {"account_id": "a2", "kind": "churned", "occurred_on": "2026-03-02"}
+    first = client.post(
+        f"{API}/outcomes", headers=bearer(token["admin"]), json={"outcomes": [churn]}
+    )
+    assert first.status_code == 201, first.text
+
+    renewal = {"account_id": "a2", "kind": "renewed", "occurred_on": "2026-03-02"}
+    again = {"account_id": "a2", "kind": "churned", "occurred_on": "2026-03-04"}
+    response = client.post(
+        f"{API}/outcomes",
+        headers=bearer(token["admin"]),
+        json={"outcomes": [renewal, again]},
+    )
+
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith(
+        "the request has 2 conflicts between outcomes; nothing was stored:"
+    )
+    assert (
+        "a2 on 2026-03-02: the stored outcome from api records churned but "
+        "outcomes[0] records renewed"
+    ) in message
+    assert (
+        "a2: outcomes[1] records churned on 2026-03-04, 2 days after the stored "
+        "outcome from api records churned on 2026-03-02, with no outcome between them"
+    ) in message
+    listed = get(client, token["admin"], "/outcomes")["outcomes"]
+    assert [(row["kind"], row["occurred_on"]) for row in listed] == [
+        ("churned", "2026-03-02")
+    ]
+
+
 def test_outcomes_repeat_in_request_422(writer):
     client, token, _project = writer
     item = {"account_id": "a2", "kind": "renewed", "occurred_on": "2026-03-02"}

@@ -465,8 +465,24 @@ def _stored_outcomes_of(
     return [dict(row._mapping) for row in connection.execute(query)]
 
 
+def conflict_check(
+    origin: Path | str, rows: list[dict[str, Any]]
+) -> Callable[[Connection], None]:
+    """Return a `store_outcomes` check that rejects `rows` conflicting with outcomes.
+
+    `rows` carry their LOCATION, such as `outcomes[2]` for an item of a request,
+    and `origin` names where they come from in the message.
+    """
+
+    def check(connection: Connection) -> None:
+        accounts = {row["account_id"] for row in rows}
+        check_outcome_conflicts(origin, rows, _stored_outcomes_of(connection, accounts))
+
+    return check
+
+
 def check_outcome_conflicts(
-    path: Path, rows: list[dict[str, Any]], stored: list[dict[str, Any]]
+    path: Path | str, rows: list[dict[str, Any]], stored: list[dict[str, Any]]
 ) -> None:
     """Raise ImportValidationError when outcomes contradict each other.
 

@@ -12,6 +12,8 @@ from sqlalchemy import select
 
 from healthscore.monitoring.interventions import (
     INTERVENTION_KEY,
+    LOCATION,
+    conflict_check,
     interventions_frame,
     outcomes_frame,
     store_interventions,
@@ -261,7 +263,10 @@ def create_outcomes(
 
     Every account must be known and visible to the token (404 otherwise), unless
     `allow_unknown` is true, which accepts accounts missing from the accounts
-    source. No two outcomes of the request may share account, kind and day (422).
+    source. No two outcomes of the request may share account, kind and day (422),
+    and none may conflict with another or with a stored outcome of its account, as
+    in `healthscore outcomes import` (422): a churn and another kind on one day, or
+    two churns with no other outcome between them.
     An outcome dated after today is rejected (422) unless `allow_future` is true.
     """
     access.require_writer()
@@ -272,12 +277,16 @@ def create_outcomes(
     _check_repeats("outcomes", rows, ("account_id", "kind", "occurred_on"))
     for row in rows:
         row["source"] = row["source"] or "api"
+    located = [
+        {**row, LOCATION: f"outcomes[{index}]"} for index, row in enumerate(rows)
+    ]
     with layer_errors():
         stored, skipped = store_outcomes(
             access.context.state,
             rows,
             origin={"request": "POST /api/v1/outcomes"},
             actor=access.token.actor,
+            check=conflict_check("the request", located),
         )
     return {"stored": stored, "skipped": skipped}
 
