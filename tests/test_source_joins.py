@@ -436,6 +436,20 @@ def test_repeated_key_fails_with_both_lines(tmp_path):
     )
 
 
+def test_joined_file_mixed_line_endings_named(tmp_path):
+    # A CRLF file with a row appended by a tool that writes LF.
+    rows = ["company,employees,industry,founded", "a1,250,retail,1990"]
+    firmographics = "\r\n".join(rows) + "\r\n" + "a4,1200,retail,1975\n"
+    project = joined_project(tmp_path, firmographics_csv=firmographics)
+    path = tmp_path / "firmographics.csv"
+    assert read_error(project) == (
+        f"source 'accounts': cannot read joined file {path} as csv: line 3 ends in "
+        "LF but line 1 ends in CRLF, and a CSV file is read only when all its lines "
+        "end alike. Convert the file to one line ending, for example with "
+        f"`dos2unix {path}`."
+    )
+
+
 def test_repeated_key_across_glob_files(tmp_path):
     config = firmographics_only(path="firmographics/*.csv")
     files = {

@@ -29,6 +29,7 @@ from healthscore.sources.csv_rows import (
     csv_records,
     fields_count,
     find_field_count_error,
+    find_line_ending_change,
 )
 from healthscore.sources.reader import SourceError, file_list, literal, quote
 
@@ -220,6 +221,12 @@ def _scan_error(
             f"{found.line} has {fields_count(found.found)} but the header has "
             f"{found.expected}. Fix the row, or put double quotes around each value "
             f"that contains {join.delimiter!r}."
+        )
+    ending = find_line_ending_change(files)
+    if ending is not None:
+        return SourceError(
+            f"source {name!r}: cannot read joined file {ending.file} as csv: "
+            f"{ending.describe()}"
         )
     message = str(exc).strip().splitlines()[0]
     return SourceError(
