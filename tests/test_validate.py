@@ -1096,3 +1096,127 @@ def test_validate_prints_entry_settings(tmp_path: Path) -> None:
         f"{root / 'healthscore.yml'}:15: metrics.weekly: expected a mapping of "
         "settings, got a list: [count, events]"
     ) in output
+
+
+# Shadow scorecard files
+
+SHADOW_UNKNOWN_METRIC = """\
+scorecards:
+- name: default
+  components:
+    usage:
+      weight: 1
+      measures:
+      - metric: logins_29d
+        normalize: {method: bounds, min: 0, max: 10}
+"""
+
+
+def with_shadow(root: Path, files: dict[str, str]) -> Path:
+    """Write VALID listing `files` under validation.shadow, and the files."""
+    names = ", ".join(files)
+    write(root, VALID + f"validation:\n  shadow: [{names}]\n")
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_validate_checks_shadow_files(tmp_path: Path) -> None:
+    root = with_shadow(
+        tmp_path / "p",
+        {"unknown.yml": SHADOW_UNKNOWN_METRIC, "broken.yml": "scorecards: [\n"},
+    )
+
+    result = run("validate", "--project", root)
+
+    assert result.exit_code == 1
+    assert "is valid" not in result.stdout
+    assert result.stderr.splitlines() == [
+        "error: 2 problems in the project:",
+        f"  {root / 'unknown.yml'}:7: scorecards[0].components.usage.measures[0]"
+        ".metric: unknown metric 'logins_29d' (did you mean 'logins_28d'?)",
+        f"  {root / 'broken.yml'}:2: invalid YAML: expected the node content, but "
+        "found '<stream end>'",
+    ]
+
+
+def test_validate_json_lists_shadow_issues(tmp_path: Path) -> None:
+    shadow = SHADOW_UNKNOWN_METRIC.replace("min: 0, max: 10", "min: 10, max: 0")
+    root = with_shadow(tmp_path / "p", {"proposed.yml": shadow})
+
+    result = run("validate", "--project", root, "--json")
+
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["valid"] is False
+    # The model problem hides the reference check of the measure's metric, as it
+    # does in healthscore.yml.
+    assert data["issues"] == [
+        {
+            "file": str(root / "proposed.yml"),
+            "line": 8,
+            "key": "scorecards[0].components.usage.measures[0].normalize",
+            "message": "bounds needs max > min, got 10.0..0.0 (the entry sets min: "
+            "10, max: 0)",
+            "suggestion": None,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "message"),
+    [
+        (
+            "name: proposal\n",
+            1,
+            "",
+            "no `scorecards:` list; a shadow file lists scorecards as healthscore.yml "
+            "does, such as the file `healthscore learn` writes",
+        ),
+        (
+            "scorecards: []\n",
+            1,
+            "scorecards",
+            "the list is empty; add at least one scorecard",
+        ),
+        (
+            "# proposal\nscorecards: {default: 1}\n",
+            2,
+            "scorecards",
+            "expected a list of scorecards, got a mapping: {default: 1}",
+        ),
+        (
+            SHADOW_UNKNOWN_METRIC.replace("logins_29d", "logins_28d").replace(
+                "- name: default", "- name: default\n  when: tier == 'gold'"
+            ),
+            3,
+            "scorecards[0].when",
+            "unknown account column or metric 'tier'",
+        ),
+    ],
+)
+def test_shadow_file_shapes_checked(
+    tmp_path: Path, text: str, line: int, key: str, message: str
+) -> None:
+    root = with_shadow(tmp_path / "p", {"proposed.yml": text})
+
+    result = run("validate", "--project", root, "--json")
+
+    assert result.exit_code == 1
+    issues = json.loads(result.stdout)["issues"]
+    assert [(issue["line"], issue["key"]) for issue in issues] == [(line, key)]
+    assert issues[0]["message"] == message
+    assert issues[0]["file"] == str(root / "proposed.yml")
+
+
+def test_validate_counts_valid_shadow_files(tmp_path: Path) -> None:
+    shadow = SHADOW_UNKNOWN_METRIC.replace("logins_29d", "logins_28d")
+    root = with_shadow(tmp_path / "p", {"a.yml": shadow, "b.yml": shadow})
+
+    result = run("validate", "--project", root)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "healthscore.yml is valid: 2 sources, 1 metric, 1 scorecard, 2 shadow "
+        "scorecard files\n"
+    )

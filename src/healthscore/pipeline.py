@@ -59,6 +59,9 @@ class ScoringRun:
     shadow: pd.DataFrame | None = None
     """Scores of the shadow scorecards (`validation.shadow`), stored as the
     `shadow_scores` table; alert rules never read them."""
+    shadow_skipped: list[str] = field(default_factory=list)
+    """One message per shadow file left out of `shadow` because it is invalid or
+    failed to score, naming the file and the problem."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables stored in the snapshot."""
@@ -261,7 +264,7 @@ def score(
 
         reports = engine.sources.report(point)
     run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
-    run.shadow = shadow_scores(project, metrics, as_of)
+    run.shadow, run.shadow_skipped = _score_shadow_files(project, metrics, as_of)
     if store:
         _step(progress, "storing the snapshot")
         mark = time.perf_counter()
@@ -360,16 +363,25 @@ def _stored_earlier(suppressed: list[Any]) -> list[Any]:
 def shadow_scores(
     project: Project, metrics: MetricTable, as_of: date
 ) -> pd.DataFrame | None:
-    """Score the shadow scorecards of `validation.shadow`; None when there are none.
+    """Score the shadow scorecards of `validation.shadow`; None when none is scored.
 
     Backfill and the service's rescoring call this too, so that every path that
-    stores a snapshot stores the same `shadow_scores` table.
+    stores a snapshot stores the same `shadow_scores` table. An invalid shadow file
+    is left out with a logged warning and never stops the live scores.
     """
+    return _score_shadow_files(project, metrics, as_of)[0]
+
+
+def _score_shadow_files(
+    project: Project, metrics: MetricTable, as_of: date
+) -> tuple[pd.DataFrame | None, list[str]]:
+    """Return the shadow scores and a message per shadow file left out."""
     if not project.config.validation.shadow:
-        return None
+        return None, []
     from healthscore.models.shadow import score_shadow
 
-    return score_shadow(project, metrics.values, metrics.accounts, as_of)
+    scored = score_shadow(project, metrics.values, metrics.accounts, as_of)
+    return scored.table, scored.skipped
 
 
 def purge_raw_days(project: Project) -> None:

@@ -94,7 +94,10 @@ def validate(
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Check healthscore.yml, listing every problem, and optionally the data."""
+    """Check healthscore.yml and its shadow scorecard files, and optionally the data.
+
+    Every problem found is listed with its file, line and key path.
+    """
     from healthscore.report import project_today
     from healthscore.sources import SourceError
     from healthscore.sources.spark_reader import check_supported
@@ -108,6 +111,7 @@ def validate(
         "sources": len(config.sources),
         "metrics": len(config.metrics),
         "scorecards": len(config.scorecards),
+        "shadow_files": len(config.validation.shadow),
     }
     summaries: list[SourceSummary] | None = None
     day = as_of or project_today(project)
@@ -129,10 +133,15 @@ def validate(
     if json_output:
         print_json(_validation_json(project, counts, day if data else None, summaries))
         return
+    shadow_files = (
+        f", {_plural(counts['shadow_files'], 'shadow scorecard file')}"
+        if counts["shadow_files"]
+        else ""
+    )
     say(
         f"{PROJECT_FILE} is valid: {_plural(counts['sources'], 'source')}, "
         f"{_plural(counts['metrics'], 'metric')}, "
-        f"{_plural(counts['scorecards'], 'scorecard')}"
+        f"{_plural(counts['scorecards'], 'scorecard')}{shadow_files}"
     )
     if summaries is not None:
         print_sources(stdout_console(), summaries, day.isoformat())
@@ -146,15 +155,25 @@ def validate(
 
 
 def _load_for_validation(directory: Path, json_output: bool) -> Project:
-    """Load the project; with --json also print the issues as JSON before failing."""
+    """Load the project and check its shadow scorecard files.
+
+    Raises ConfigError listing every problem. With --json the problems are printed
+    as JSON first.
+    """
+    from healthscore.models.shadow import check_shadow_files
+
     try:
-        return load_project(directory)
+        project = load_project(directory)
+        shadow_issues = check_shadow_files(project)
+        if shadow_issues:
+            raise ConfigError(shadow_issues)
     except ConfigError as exc:
         if json_output:
             print_json(
                 {"valid": False, "issues": [issue.to_dict() for issue in exc.issues]}
             )
         raise
+    return project
 
 
 def check_data(project: Project, day: date, show_progress: bool) -> list[SourceSummary]:

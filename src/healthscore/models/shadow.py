@@ -5,23 +5,31 @@
 file's scorecards and stores the result in the snapshot table `shadow_scores`. Alert
 rules and playbooks read only the live scores, so a shadow scorecard raises nothing.
 Overrides are not applied to shadow scores, so they show the scorecard alone.
+`healthscore validate` checks every file. A scoring run leaves out a file that has
+become invalid since, with a warning, and still stores the live scores.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from healthscore.config import Project
+from healthscore.config import ConfigError, ConfigIssue, Project
+from healthscore.config.errors import KeyPath, describe_value, format_key, line_of
+
+# The loader's YAML parser and model error messages, so that a shadow file's
+# problems read like those of healthscore.yml.
+from healthscore.config.loader import _parse_yaml, _pydantic_issues
 from healthscore.config.models import ScorecardConfig
+from healthscore.config.partial import Unparsed
+from healthscore.config.references import reference_issues
 from healthscore.models.backtest import FitContext, Prediction, Split
 from healthscore.models.dataset import Observations
 from healthscore.models.learned import weigh_card
@@ -35,6 +43,9 @@ __all__ = [
     "SHADOW_TABLE",
     "ShadowMethod",
     "ShadowScorecards",
+    "ShadowScores",
+    "check_shadow_files",
+    "load_shadow_file",
     "load_shadow_scorecards",
     "read_shadow_scores",
     "score_shadow",
@@ -75,59 +86,148 @@ def load_shadow_scorecards(project: Project) -> list[ShadowScorecards]:
 
     Raises
     ------
-    ValueError
-        When a file is missing, is not YAML, has no `scorecards` list, or its
-        scorecards are invalid or use metrics the project does not define.
+    ConfigError
+        Listing every problem of every file, each with the file, line and key path.
     """
     loaded = []
+    issues: list[ConfigIssue] = []
     for name in project.config.validation.shadow:
-        path = project.path(name)
-        cards = _read_scorecards(project, path)
-        loaded.append(ShadowScorecards(name, path, cards, _learned_dates(path)))
+        try:
+            loaded.append(load_shadow_file(project, name))
+        except ConfigError as exc:
+            issues += exc.issues
+    if issues:
+        raise ConfigError(issues)
     return loaded
 
 
-def _learned_dates(path: Path) -> tuple[date, date] | None:
+def check_shadow_files(project: Project) -> list[ConfigIssue]:
+    """Return the problems of every file of `validation.shadow`, [] when none."""
+    try:
+        load_shadow_scorecards(project)
+    except ConfigError as exc:
+        return exc.issues
+    return []
+
+
+def load_shadow_file(project: Project, name: str) -> ShadowScorecards:
+    """Read and check the shadow file `name`, as listed in `validation.shadow`.
+
+    The file's scorecards get the checks of the scorecards in healthscore.yml, and
+    every name they use must be one that healthscore.yml defines.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found: a missing or unreadable file, invalid YAML,
+        no `scorecards` list, invalid scorecards or unknown names.
+    """
+    path = project.path(name)
+    file = str(path)
+    text = _read_shadow_text(path)
+    data, lines, node_issues = _parse_yaml(text, file)
+    shape = _scorecards_shape_problem(data)
+    if shape is not None:
+        where = ("scorecards",) if "scorecards" in data else ()
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file=file,
+                    line=line_of(where, lines) or 1,
+                    key=format_key(where),
+                    message=shape,
+                )
+            ]
+        )
+    try:
+        parsed = _ShadowFile.model_validate(data)
+    except ValidationError as exc:
+        invalid_dates = {issue.key for issue in node_issues}
+        issues = node_issues + _pydantic_issues(exc, file, lines, data, invalid_dates)
+        raise ConfigError(sorted(issues, key=lambda issue: issue.line or 0)) from None
+    issues = node_issues + _reference_issues(project, parsed.scorecards, lines, file)
+    if issues:
+        raise ConfigError(sorted(issues, key=lambda issue: issue.line or 0))
+    return ShadowScorecards(name, path, parsed.scorecards, _learned_dates(text))
+
+
+class _ShadowFile(BaseModel):
+    """The part of a shadow file that scoring reads; other keys are ignored, so a
+    copy of healthscore.yml is a valid shadow file too."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scorecards: list[ScorecardConfig]
+
+
+def _scorecards_shape_problem(data: dict[str, object]) -> str | None:
+    """Describe why `data` has no list of scorecards, or return None."""
+    if "scorecards" not in data:
+        return (
+            "no `scorecards:` list; a shadow file lists scorecards as healthscore.yml "
+            "does, such as the file `healthscore learn` writes"
+        )
+    cards = data["scorecards"]
+    if not isinstance(cards, list):
+        return f"expected a list of scorecards, got {describe_value(cards)}"
+    if not cards:
+        return "the list is empty; add at least one scorecard"
+    return None
+
+
+def _read_shadow_text(path: Path) -> str:
+    """Read a shadow file, raising ConfigError when it is missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        message = (
+            "shadow scorecard file not found; fix validation.shadow in "
+            "healthscore.yml or write the file with `healthscore learn`"
+        )
+    except UnicodeDecodeError as exc:
+        message = f"the file is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+    except OSError as exc:
+        message = f"cannot read the file: {exc.strerror or exc}"
+    raise ConfigError([ConfigIssue(file=str(path), line=None, key="", message=message)])
+
+
+def _reference_issues(
+    project: Project,
+    scorecards: list[ScorecardConfig],
+    lines: dict[KeyPath, int],
+    file: str,
+) -> list[ConfigIssue]:
+    """Check the names that `scorecards` use, with the checks of healthscore.yml.
+
+    The checks run on the project with these scorecards in place of its own, and
+    only the problems inside `scorecards` are kept, at the shadow file's lines.
+    """
+    config = project.config.model_copy(update={"scorecards": scorecards})
+    candidate = Project(root=project.root, config=config)
+    return [
+        replace(issue, file=file)
+        for issue in reference_issues(candidate, lines, Unparsed())
+        if issue.key.startswith("scorecards[")
+    ]
+
+
+def _learned_dates(text: str) -> tuple[date, date] | None:
     """Read the as-of dates named in a `healthscore learn` header, if any."""
-    found = _LEARNED_DATES.search(path.read_text(encoding="utf-8"))
+    found = _LEARNED_DATES.search(text)
     if found is None:
         return None
     return date.fromisoformat(found[1]), date.fromisoformat(found[2])
 
 
-def _read_scorecards(project: Project, path: Path) -> list[ScorecardConfig]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(
-            f"shadow scorecard file {path} not found; fix validation.shadow in "
-            "healthscore.yml or write the file with `healthscore learn`"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ValueError(
-            f"shadow scorecard file {path} is not valid YAML: {exc}"
-        ) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("scorecards"), list):
-        raise ValueError(
-            f"shadow scorecard file {path} must contain a `scorecards:` list, as "
-            "healthscore.yml does"
-        )
-    try:
-        cards = TypeAdapter(list[ScorecardConfig]).validate_python(data["scorecards"])
-    except ValidationError as exc:
-        raise ValueError(f"invalid scorecards in {path}: {exc}") from exc
-    if not cards:
-        raise ValueError(f"shadow scorecard file {path} lists no scorecard")
-    known = set(project.config.metrics)
-    for card in cards:
-        for component in card.components.values():
-            for measure in component.measures:
-                if measure.metric not in known:
-                    raise ValueError(
-                        f"scorecard {card.name!r} in {path} uses metric "
-                        f"{measure.metric!r}, which healthscore.yml does not define"
-                    )
-    return cards
+@dataclass
+class ShadowScores:
+    """The result of scoring the shadow files of one as-of date."""
+
+    table: pd.DataFrame | None
+    """SHADOW_COLUMNS, one row per scored shadow file and account; None when no
+    file was scored."""
+    skipped: list[str]
+    """One message per file left out, naming the file and its problems."""
 
 
 def score_shadow(
@@ -135,25 +235,45 @@ def score_shadow(
     metrics: pd.DataFrame,
     accounts: pd.DataFrame,
     as_of: date,
-) -> pd.DataFrame | None:
-    """Score the accounts of `metrics` with every shadow file (None without any).
+) -> ShadowScores:
+    """Score the accounts of `metrics` with every valid shadow file.
 
-    Returns a frame with SHADOW_COLUMNS, one row per shadow file and account.
+    A file that is invalid, or whose scorecards fail on this date's metrics, is
+    left out with a logged warning, so a shadow file never stops the live scores.
     """
-    shadows = load_shadow_scorecards(project)
-    if not shadows:
-        return None
     frames = []
-    for shadow in shadows:
-        config = project.config.model_copy(update={"scorecards": shadow.scorecards})
-        versions = {card.name: "shadow" for card in shadow.scorecards}
-        result = score_accounts(config, metrics, accounts, [], as_of, versions)
+    skipped = []
+    for name in project.config.validation.shadow:
+        try:
+            shadow = load_shadow_file(project, name)
+            config = project.config.model_copy(update={"scorecards": shadow.scorecards})
+            versions = {card.name: "shadow" for card in shadow.scorecards}
+            result = score_accounts(config, metrics, accounts, [], as_of, versions)
+        except ConfigError as exc:
+            problems = "; ".join(str(issue) for issue in exc.issues)
+            skipped.append(_skipped_message(name, as_of, problems))
+            continue
+        except ValueError as exc:  # ScoringInputError included
+            skipped.append(_skipped_message(name, as_of, str(exc)))
+            continue
         scores = result.scores[["account_id", "scorecard", "score", "band", "coverage"]]
         frames.append(scores.assign(shadow=shadow.name)[SHADOW_COLUMNS])
+    for message in skipped:
+        logger.warning("%s", message)
+    if not frames:
+        return ShadowScores(None, skipped)
     table = pd.concat(frames, ignore_index=True)
     table["shadow"] = table["shadow"].astype(str)
-    logger.info("scored %d shadow file(s) as of %s", len(shadows), as_of)
-    return table
+    logger.info("scored %d shadow file(s) as of %s", len(frames), as_of)
+    return ShadowScores(table, skipped)
+
+
+def _skipped_message(name: str, as_of: date, problems: str) -> str:
+    return (
+        f"shadow scorecard file {name} was not scored as of {as_of}: {problems}. "
+        "The live scores are not affected; fix the file or remove it from "
+        "validation.shadow, and check it with `healthscore validate`"
+    )
 
 
 def read_shadow_scores(store: SnapshotStore, dates: list[date]) -> pd.DataFrame:
