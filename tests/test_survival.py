@@ -259,3 +259,140 @@ def test_lifelines_reference_model_agrees(fitted) -> None:
         np.corrcoef(np.argsort(np.argsort(ours)), np.argsort(np.argsort(theirs)))[0, 1]
         > 0.99
     )
+
+
+# Features that do not vary, and fits that do not converge
+
+
+@pytest.mark.parametrize("kind", ["cox", "weibull"])
+def test_constant_and_missing_features_left_out(kind) -> None:
+    frame, durations, events, _ = exponential_times(2000, seed=6)
+    padded = frame.assign(**{"measure:flat": 50.0, "measure:empty": np.nan})
+
+    model = ChurnSurvival(model=kind).fit(padded, durations, events)
+
+    assert model.left_out_ == ["measure:flat", "measure:empty"]
+    assert model.notes_ == [
+        "left out measure:flat (50.0 on every training row) and measure:empty "
+        "(missing on every training row), because a feature that does not vary on "
+        "the training rows cannot be fitted"
+    ]
+    # The same fit as on the varying features alone.
+    alone = ChurnSurvival(model=kind).fit(frame, durations, events)
+    np.testing.assert_allclose(
+        model.churn_probability(padded[:50], 20),
+        alone.churn_probability(frame[:50], 20),
+        rtol=1e-9,
+    )
+
+
+def test_feature_constant_with_gaps_kept() -> None:
+    """A feature of one value and gaps still shows which rows have a value."""
+    frame, durations, events, _ = exponential_times(1000, seed=7)
+    frame["measure:sparse"] = np.where(np.arange(1000) % 3 == 0, np.nan, 50.0)
+
+    model = ChurnSurvival().fit(frame, durations, events)
+
+    assert model.left_out_ == []
+    assert model.notes_ == []
+    assert "measure:sparse missing" in [
+        model.encoder_.names_[position] for position in model.kept_
+    ]
+
+
+def test_no_varying_feature_raises() -> None:
+    frame = pd.DataFrame({"measure:region": np.full(60, 50.0)})
+    events = np.tile([0, 1], 30)
+
+    with pytest.raises(ValueError) as caught:
+        ChurnSurvival().fit(frame, np.full(60, 30.0), events)
+
+    assert str(caught.value) == (
+        "no feature varies on the training rows, so the survival model has nothing "
+        "to fit: measure:region (50.0 on every training row); add measures that "
+        "differ between accounts to the scorecards"
+    )
+
+
+def test_no_convergence_names_columns_and_option() -> None:
+    frame, durations, events, _ = exponential_times(300, seed=8)
+    # Two equal columns leave an unpenalized Cox fit with a singular Hessian.
+    twins = frame.assign(**{"measure:copy": frame["measure:risk"]})
+
+    with pytest.raises(ValueError) as caught:
+        ChurnSurvival(penalizer=0.0).fit(twins, durations, events)
+
+    message = str(caught.value)
+    assert message.startswith(
+        "the cox survival model did not converge on 300 observations of "
+        "measure:risk, measure:noise and measure:copy (lifelines: "
+    )
+    assert message.endswith(
+        "). Fit a Weibull model instead with `healthscore train --survival-model "
+        "weibull`"
+    )
+    assert "model='cox'" not in message
+    weibull = ChurnSurvival(model="weibull", penalizer=0.0).fit(
+        twins, durations, events
+    )
+    assert np.isfinite(weibull.churn_probability(twins[:5], 20)).all()
+
+
+def test_no_convergence_names_flagged_columns() -> None:
+    frame, durations, events, _ = exponential_times(300, seed=8)
+    generator = np.random.default_rng(9)
+    # 0 on every churned row: lifelines warns that the column separates them.
+    separating = np.where(events == 1, 0.0, generator.uniform(1, 100, len(events)))
+    flagged = frame.assign(
+        **{"measure:copy": frame["measure:risk"], "measure:gap": separating}
+    )
+
+    with pytest.raises(ValueError) as caught:
+        ChurnSurvival(penalizer=0.0).fit(flagged, durations, events)
+
+    message = str(caught.value)
+    assert (
+        "; lifelines warned about measure:gap (nearly constant among churned or "
+        "retained rows). Fit a Weibull model instead with `healthscore train "
+        "--survival-model weibull`, or leave the measures it warned about out of "
+        "the scorecards"
+    ) in message
+
+
+def test_baseline_survival_outside_float_bracket() -> None:
+    """Extreme partial hazards put the conditional survival beyond 1 - 1e-15 or
+    below 1e-300, where the root is kept at the nearer end."""
+    from healthscore.models.survival import _kalbfleisch_prentice
+
+    durations = np.array([1.0, 2.0])
+    events = np.array([1, 0])
+    # One churn of partial hazard p among p + 1 at risk: a ** p = 1 / (p + 1), so
+    # a = 1 - 4.6e-19 for p = 1e20.
+    days, survival = _kalbfleisch_prentice(durations, events, np.array([1e20, 1.0]))
+    assert days.tolist() == [1.0]
+    assert survival.tolist() == [1.0 - 1e-15]
+    # p = 1e-10 among p + 1e-20 at risk: a ** p = 1e-10, so a = 10 ** -1e11.
+    _, survival = _kalbfleisch_prentice(durations, events, np.array([1e-10, 1e-20]))
+    assert survival.tolist() == [1e-300]
+
+
+def test_leaking_feature_still_fits() -> None:
+    """A feature equal to the days to churn or censoring gives extreme partial
+    hazards, whose baseline survival still has a value on every churn day."""
+    generator = np.random.default_rng(0)
+    durations = generator.uniform(1, 30, 300)
+    events = (generator.uniform(size=300) < 0.3).astype(int)
+    frame = pd.DataFrame(
+        {"measure:noise": generator.uniform(0, 100, 300), "measure:days": durations}
+    )
+
+    model = ChurnSurvival().fit(frame, durations, events)
+
+    churn = model.churn_probability(frame, 10)
+    assert np.isfinite(churn).all()
+    assert model.concordance_ > 0.95
+    # Rows that churned before day 5 are, by their leaked days, almost certain to
+    # churn within 10 days.
+    early = (events == 1) & (durations < 5)
+    assert early.sum() == 12
+    assert (churn[early] > 0.99).all()

@@ -1,7 +1,8 @@
 """Time to churn: a survival model and the renewal forecast built on it.
 
 `ChurnSurvival` fits a lifelines Cox proportional hazards model (or a Weibull
-accelerated failure time model) on standardized features. Each observation is one
+accelerated failure time model) on standardized features, leaving out with a note
+those that do not vary on the training rows. Each observation is one
 account as of one date. Its duration is the days from the as-of date to the churn,
 or to the last day its outcome is known, when it is censored. The probability of
 churning within `d` days is ``1 - S(d | x)``.
@@ -25,6 +26,7 @@ duration.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from datetime import date
 from typing import Any, Literal
@@ -94,7 +96,16 @@ def _kalbfleisch_prentice(
             expected = churned / -np.expm1(churned * np.log(survival))
             return float(np.sum(expected)) - at_risk
 
-        conditional[position] = optimize.brentq(balance, 1e-300, 1.0 - 1e-15)
+        # The balance rises with the survival. With extreme partial hazards, as
+        # when a feature almost determines the days to churn, the root can lie
+        # outside the bracket that floats resolve, and its nearer end is kept.
+        low, high = 1e-300, 1.0 - 1e-15
+        if balance(high) <= 0:
+            conditional[position] = high
+        elif balance(low) >= 0:
+            conditional[position] = low
+        else:
+            conditional[position] = optimize.brentq(balance, low, high)
     return days, np.cumprod(conditional)
 
 
@@ -190,7 +201,9 @@ class ChurnSurvival(BaseEstimator):
                 churned, censored, MIN_EVENTS, "fit the survival model of"
             )
 
+        self.notes_: list[str] = []
         self.encoder_ = FeatureEncoder().fit(X)
+        self._keep_varying_columns(X)
         data = self._design(X)
         data["duration"] = times
         data["event"] = observed.astype(int)
@@ -199,18 +212,16 @@ class ChurnSurvival(BaseEstimator):
             fitter = CoxPHFitter(penalizer=self.penalizer)
         else:
             fitter = WeibullAFTFitter(penalizer=self.penalizer)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             # lifelines warns about near-collinear columns, which the penalty
             # handles, and lifelines 0.30 triggers pandas 3 deprecation warnings.
-            warnings.simplefilter("ignore")
+            # They are recorded, not shown, and name the columns when the fit fails.
+            warnings.simplefilter("always")
             try:
                 fitter.fit(data, duration_col="duration", event_col="event")
             except ConvergenceError as exc:
-                raise ValueError(
-                    f"the {self.model} survival model did not converge on "
-                    f"{len(data)} observations; try model='cox' or a larger "
-                    f"penalizer than {self.penalizer}"
-                ) from exc
+                message = self._convergence_message(len(data), exc, caught)
+                raise ValueError(message) from exc
         self.fitter_ = fitter
         if self.model == "cox":
             partial = fitter.predict_partial_hazard(data).to_numpy(dtype="float64")
@@ -221,8 +232,82 @@ class ChurnSurvival(BaseEstimator):
         self.n_features_in_ = len(X.columns)
         self.max_duration_ = float(times.max())
         self.concordance_ = float(fitter.concordance_index_)
-        self.notes_: list[str] = []
         return self
+
+    def _keep_varying_columns(self, X: pd.DataFrame) -> None:
+        """Keep the encoded columns that vary on the training rows, in `kept_`.
+
+        A column with one value on every row, such as the encoding of a measure
+        that is constant or missing throughout, has no coefficient to estimate,
+        and lifelines' Cox fit does not converge with one. A feature none of whose
+        columns vary is left out, and `left_out_` and a note name it.
+
+        Raises ValueError when no feature varies.
+        """
+        encoded = self.encoder_.transform(X)
+        varying = np.ptp(encoded, axis=0) > 0
+        self.kept_ = np.flatnonzero(varying)
+        used = {self.encoder_.sources_[position] for position in self.kept_}
+        self.left_out_ = [str(column) for column in X.columns if column not in used]
+        if not self.left_out_:
+            return
+        described = [
+            f"{column} ({_constancy(X[column])})"
+            for column in X.columns
+            if str(column) in self.left_out_
+        ]
+        if len(self.kept_) == 0:
+            raise ValueError(
+                "no feature varies on the training rows, so the survival model has "
+                f"nothing to fit: {_join_words(described)}; add measures that differ "
+                "between accounts to the scorecards"
+            )
+        self.notes_.append(
+            f"left out {_join_words(described)}, because a feature that does not vary "
+            "on the training rows cannot be fitted"
+        )
+        logger.info("survival model: %s", self.notes_[-1])
+
+    def _convergence_message(
+        self,
+        observations: int,
+        error: Exception,
+        caught: list[warnings.WarningMessage],
+    ) -> str:
+        """Explain a fit that did not converge: lifelines' reason, the columns it
+        fitted and those it warned about, and the other model kind to try."""
+        names = [self.encoder_.names_[position] for position in self.kept_]
+
+        # lifelines names design columns x0, x1, ... in the warnings it recorded.
+        flagged: dict[str, str] = {}
+        for warning in caught:
+            text = str(warning.message)
+            reason = next(
+                (meaning for clue, meaning in _LIFELINES_CLUES if clue in text), None
+            )
+            if reason is None:
+                continue
+            for number in re.findall(r"\bx(\d+)\b", text):
+                if int(number) < len(names):
+                    flagged.setdefault(names[int(number)], reason)
+
+        cause = str(error).split("Please see", 1)[0].strip().rstrip(".")
+        message = (
+            f"the {self.model} survival model did not converge on {observations:,} "
+            f"observations of {_join_words(names, limit=8)} (lifelines: {cause})"
+        )
+        if flagged:
+            listed = [f"{name} ({reason})" for name, reason in flagged.items()]
+            message += f"; lifelines warned about {_join_words(listed, limit=8)}"
+
+        other = "weibull" if self.model == "cox" else "cox"
+        message += (
+            f". Fit a {_KIND_NAMES[other]} model instead with `healthscore train "
+            f"--survival-model {other}`"
+        )
+        if flagged:
+            message += ", or leave the measures it warned about out of the scorecards"
+        return message
 
     def churn_probability(self, X: pd.DataFrame, days: Any) -> np.ndarray:
         """Probability that each row's account churns within `days` days.
@@ -356,5 +441,39 @@ class ChurnSurvival(BaseEstimator):
 
     def _design(self, X: pd.DataFrame) -> pd.DataFrame:
         encoded = self.encoder_.transform(X)
+        # Models stored before constant columns were left out keep every column.
+        kept = getattr(self, "kept_", None)
+        if kept is not None:
+            encoded = encoded[:, kept]
         names = [f"x{i}" for i in range(encoded.shape[1])]
         return pd.DataFrame(encoded, columns=names)
+
+
+#: Names of the survival model kinds in messages.
+_KIND_NAMES = {"cox": "Cox", "weibull": "Weibull"}
+
+#: Parts of lifelines' convergence warnings (lifelines 0.30, `utils.check_low_var`
+#: and `utils.check_complete_separation_*`) and what they mean for the column named.
+_LIFELINES_CLUES = (
+    ("conditioned on death event", "nearly constant among churned or retained rows"),
+    ("very low variance", "nearly constant"),
+    ("high sample correlation with the duration", "almost determines the days"),
+)
+
+
+def _constancy(values: pd.Series) -> str:
+    """Describe a feature that does not vary: missing on every row, or one value."""
+    present = values.dropna()
+    if present.empty:
+        return "missing on every training row"
+    return f"{present.iloc[0]} on every training row"
+
+
+def _join_words(items: list[str], limit: int | None = None) -> str:
+    """Join items as "a", "a and b" or "a, b and c"; past `limit` items, the rest
+    are counted as "and 3 more"."""
+    if limit is not None and len(items) > limit:
+        return f"{', '.join(items[:limit])} and {len(items) - limit} more"
+    if len(items) <= 2:
+        return " and ".join(items)
+    return f"{', '.join(items[:-1])} and {items[-1]}"
