@@ -102,6 +102,63 @@ def test_unknown_labels_are_left_out_of_rates() -> None:
     assert rates == pytest.approx([0.02, 60 / 150, 0.10])
 
 
+def test_rates_on_few_churned_are_noted() -> None:
+    from scipy.stats import binomtest
+
+    frame, _, labels = three_groups()
+    model = BehaviorClusters(max_clusters=4).fit(frame, labels)
+    name = model.names_[0]
+    # Cluster 0 has 6 churned of 300; clusters 1 and 2 have 60 and 10, not fewer
+    # than 10.
+    interval = binomtest(6, 300).proportion_ci(confidence_level=0.95, method="exact")
+    assert f"{interval.low:.1%} to {interval.high:.1%}" == "0.7% to 4.3%"
+    assert model.notes_ == [
+        f"cluster 0 ({name}): churn rate 2.0% from 6 churned of 300 accounts with a "
+        "known outcome. With fewer than 10 churned accounts the rate is imprecise: "
+        "its exact 95% interval is 0.7% to 4.3%."
+    ]
+
+
+def test_rate_note_threshold_is_a_setting() -> None:
+    frame, _, labels = three_groups()
+    strict = BehaviorClusters(max_clusters=4, min_churned=61).fit(frame, labels)
+    loose = BehaviorClusters(max_clusters=4, min_churned=6).fit(frame, labels)
+    unlabelled = BehaviorClusters(max_clusters=4).fit(frame)
+
+    assert [note.split(":")[0] for note in strict.notes_] == [
+        f"cluster {cluster} ({strict.names_[cluster]})" for cluster in (0, 1, 2)
+    ]
+    assert "from 60 churned of 200 accounts" in strict.notes_[1]
+    assert "its exact 95% interval is 23.7% to 36.9%." in strict.notes_[1]
+    assert loose.notes_ == []
+    assert unlabelled.notes_ == []
+
+
+def test_rate_of_one_churned_in_twelve() -> None:
+    """A cluster of 12 accounts with 1 churned: the exact interval of 1/12."""
+    generator = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        np.vstack(
+            [
+                generator.normal((80, 80), 2.0, size=(100, 2)),
+                generator.normal((20, 20), 2.0, size=(12, 2)),
+            ]
+        ),
+        columns=["measure:usage", "measure:support"],
+    )
+    labels = np.zeros(112)
+    labels[:20] = 1  # 20 of the large cluster churned
+    labels[100] = 1  # 1 of the small one
+    model = BehaviorClusters(max_clusters=2).fit(frame, labels)
+
+    assert model.summary()["size"].tolist() == [100, 12]
+    assert model.notes_ == [
+        f"cluster 1 ({model.names_[1]}): churn rate 8.3% from 1 churned of 12 "
+        "accounts with a known outcome. With fewer than 10 churned accounts the "
+        "rate is imprecise: its exact 95% interval is 0.2% to 38.5%."
+    ]
+
+
 def test_missing_values_are_imputed() -> None:
     frame, _, labels = three_groups()
     frame.loc[::10, "measure:adoption"] = np.nan

@@ -9,6 +9,9 @@ criterion (BIC). Each cluster is named after its most distinctive measures: the
 standard deviations, such as "strong post_per_month, weak unfriend_per_newfriend".
 Measures read as strong or weak because 100 is the healthiest score whatever the
 metric's direction. Raw metrics read as high or low.
+
+A cluster's churn rate that rests on fewer than `min_churned` churned accounts
+(default MIN_RATE_CHURNED) gets a note in `notes_` with its exact 95% interval.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
@@ -26,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from healthscore.models.ml import FeatureEncoder, binary_labels
 
-__all__ = ["SUMMARY_COLUMNS", "BehaviorClusters", "feature_label"]
+__all__ = ["MIN_RATE_CHURNED", "SUMMARY_COLUMNS", "BehaviorClusters", "feature_label"]
 
 #: Columns of the table `BehaviorClusters.summary` returns.
 SUMMARY_COLUMNS = ["cluster", "name", "size", "share", "churned", "churn_rate"]
@@ -34,6 +38,12 @@ SUMMARY_COLUMNS = ["cluster", "name", "size", "share", "churned", "churn_rate"]
 #: Distance from the overall mean, in standard deviations, below which a cluster
 #: mean is called typical rather than high or low.
 TYPICAL = 0.25
+
+#: Churned accounts below which a cluster's churn rate gets a note. With k churned
+#: accounts the relative standard error of a rate is about 1 / sqrt(k) (a Poisson
+#: count), so below 10 it is a third or more. 10 is also the default of
+#: `validation.min_churned`, the churned rows a method needs to be fitted.
+MIN_RATE_CHURNED = 10
 
 
 def feature_label(column: str) -> str:
@@ -57,6 +67,9 @@ class BehaviorClusters(ClusterMixin, BaseEstimator):
         O(rows squared).
     name_measures : int
         Distinctive measures in each cluster's name.
+    min_churned : int
+        Churned accounts below which a cluster's churn rate gets a note in
+        `notes_`, with its exact (Clopper-Pearson) 95% interval.
     """
 
     def __init__(
@@ -66,12 +79,14 @@ class BehaviorClusters(ClusterMixin, BaseEstimator):
         random_state: int = 0,
         silhouette_rows: int = 5000,
         name_measures: int = 2,
+        min_churned: int = MIN_RATE_CHURNED,
     ) -> None:
         self.method = method
         self.max_clusters = max_clusters
         self.random_state = random_state
         self.silhouette_rows = silhouette_rows
         self.name_measures = name_measures
+        self.min_churned = min_churned
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> BehaviorClusters:
         """Choose k, fit the clusters and name them; with `y`, learn churn rates.
@@ -132,6 +147,7 @@ class BehaviorClusters(ClusterMixin, BaseEstimator):
         self.names_ = self._names()
         self.churn_rates_: dict[int, float] | None = None
         self.churned_: dict[int, float] = {}
+        self.notes_: list[str] = []
         if y is not None:
             self.summary(y)
         return self
@@ -209,8 +225,9 @@ class BehaviorClusters(ClusterMixin, BaseEstimator):
         """Summarize the clusters of the fitted rows: name, size, share, churn rate.
 
         With `y` (labels of the fitted rows, NaN for unknown) the churn rates are
-        computed from it and kept for `predict_risk`. Without it the table shows the
-        rates of the last labelled fit or summary, or NaN.
+        computed from it and kept for `predict_risk`, and `notes_` names the rates
+        that rest on fewer than `min_churned` churned accounts. Without it the table
+        shows the rates of the last labelled fit or summary, or NaN.
         """
         check_is_fitted(self, "model_")
         clusters = np.arange(self.n_clusters_)
@@ -234,6 +251,7 @@ class BehaviorClusters(ClusterMixin, BaseEstimator):
                 rates = np.where(counts > 0, positives / counts, np.nan)
             self.churn_rates_ = {int(k): float(rates[k]) for k in clusters}
             self.churned_ = {int(k): float(churned[k]) for k in clusters}
+            self.notes_ = self._rate_notes(counts, positives)
         elif self.churn_rates_ is not None:
             rates = np.array([self.churn_rates_[int(k)] for k in clusters])
             churned = np.array([self.churned_[int(k)] for k in clusters])
@@ -248,6 +266,23 @@ class BehaviorClusters(ClusterMixin, BaseEstimator):
             }
         )
         return table[SUMMARY_COLUMNS]
+
+    def _rate_notes(self, counts: np.ndarray, churned: np.ndarray) -> list[str]:
+        """Name each churn rate that rests on fewer than `min_churned` churned
+        accounts, with its exact 95% interval."""
+        notes = []
+        for cluster, (count, positives) in enumerate(zip(counts, churned, strict=True)):
+            if count == 0 or positives >= self.min_churned:
+                continue
+            low, high = _exact_interval(int(positives), int(count))
+            notes.append(
+                f"cluster {cluster} ({self.names_[cluster]}): churn rate "
+                f"{positives / count:.1%} from {int(positives):,} churned of "
+                f"{int(count):,} accounts with a known outcome. With fewer than "
+                f"{self.min_churned:,} churned accounts the rate is imprecise: its "
+                f"exact 95% interval is {low:.1%} to {high:.1%}."
+            )
+        return notes
 
     def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
         """Churn rate, learned on the training labels, of each row's cluster.
@@ -269,6 +304,15 @@ class BehaviorClusters(ClusterMixin, BaseEstimator):
         overall = float(np.nanmean(rates))
         risk = rates[self.predict(X)]
         return np.where(np.isnan(risk), overall, risk)
+
+
+def _exact_interval(churned: int, count: int) -> tuple[float, float]:
+    """Clopper-Pearson 95% interval of the rate `churned / count`."""
+    low = stats.beta.ppf(0.025, churned, count - churned + 1) if churned else 0.0
+    high = (
+        stats.beta.ppf(0.975, churned + 1, count - churned) if churned < count else 1.0
+    )
+    return float(low), float(high)
 
 
 def _level_word(column: str, value: float) -> str:
