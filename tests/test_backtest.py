@@ -225,7 +225,9 @@ def test_time_splits_train_only_on_finished_horizons():
     observations = make_observations(
         ["2024-01-01", "2024-01-15", "2024-02-01", "2024-03-01"], 20, 5
     )
-    splits, description = make_splits(monthly_project(), observations, min_churned=3)
+    splits, description, notes = make_splits(
+        monthly_project(), observations, min_churned=3
+    )
     as_of = observations.frame["as_of"].dt.date.to_numpy()
     trained = {split.name: sorted(set(as_of[split.train])) for split in splits}
     # 2024-01-15 has no date whose month ended by then, so it is not a test date.
@@ -237,28 +239,75 @@ def test_time_splits_train_only_on_finished_horizons():
         date(2024, 2, 1),
     ]
     assert "time-ordered" in description
+    assert notes == []
 
 
 def test_time_split_calibrates_on_latest_training_date():
     observations = make_observations(["2024-01-01", "2024-02-01", "2024-03-01"], 20, 5)
-    splits, _ = make_splits(monthly_project(), observations, min_churned=3)
+    splits, _, _ = make_splits(monthly_project(), observations, min_churned=3)
     as_of = observations.frame["as_of"].dt.date.to_numpy()
     assert set(as_of[splits[-1].calibrate]) == {date(2024, 2, 1)}
 
 
 def test_one_date_uses_stratified_folds():
     observations = make_observations(["2024-01-01"], 100, 20)
-    splits, description = make_splits(monthly_project(), observations, 3, folds=5)
+    splits, description, notes = make_splits(
+        monthly_project(), observations, 3, folds=5
+    )
     assert len(splits) == 5
     labels = observations.frame["label"].to_numpy()
     assert all(labels[split.test].sum() == 4 for split in splits)
     assert "5-fold" in description
+    assert notes == []
 
 
-def test_one_date_with_too_few_churned_raises():
-    observations = make_observations(["2024-01-01"], 100, 3)
-    with pytest.raises(InsufficientLabels, match="found 3 churned"):
-        make_splits(monthly_project(), observations, 3, folds=10)
+@pytest.mark.parametrize(
+    ("churned", "rarer_label", "rarer"),
+    [
+        (3, 1.0, "3 labelled rows are churned"),
+        (97, 0.0, "3 labelled rows are retained"),
+    ],
+)
+def test_one_date_few_rows_fewer_folds(churned, rarer_label, rarer):
+    observations = make_observations(["2024-01-01"], 100, churned)
+
+    splits, description, notes = make_splits(
+        monthly_project(), observations, 10, folds=10
+    )
+
+    assert [split.name for split in splits] == ["fold 1", "fold 2", "fold 3"]
+    labels = observations.frame["label"].to_numpy()
+    # Each fold tests one row of the rarer class and trains on the other two.
+    for split in splits:
+        assert (labels[split.test] == rarer_label).sum() == 1
+        assert len(split.test) in (33, 34)
+        assert split.held_out
+    assert description == (
+        "3-fold stratified cross-validation on the one labelled date, 2024-01-01"
+    )
+    assert notes == [
+        "cross-validated with 3 folds, not validation.folds (10), because only "
+        f"{rarer} and each fold needs one among its test rows"
+    ]
+
+
+def test_one_date_one_churned_no_folds():
+    observations = make_observations(["2024-01-01"], 100, 1)
+
+    splits, description, notes = make_splits(
+        monthly_project(), observations, 10, folds=10
+    )
+
+    (split,) = splits
+    assert split.name == "all rows"
+    assert not split.held_out
+    assert list(split.test) == list(range(100))
+    assert list(split.train) == list(range(100))
+    assert description.startswith(
+        "none, because on the one labelled date, 2024-01-01, only 1 labelled row is "
+        "churned, too few for 2 folds."
+    )
+    assert notes == []
 
 
 def test_method_table_fits_80_columns(capsys, monkeypatch):
@@ -637,3 +686,62 @@ def test_dates_within_one_horizon_say_so():
     assert "no labelled date has an earlier labelled date whose outcome" in message
     assert "the 3 dates run from 2024-01-01 to 2024-01-15" in message
     assert "the first horizon ends on 2024-02-01" in message
+
+
+class _ColumnRisk:
+    """A method whose test risk is the column `r`, and whose training risk is 100
+    higher, as when a model's probability level falls between dates."""
+
+    key = "column-risk"
+    explainable = True
+
+    def fit_predict(self, train, test, context):
+        from healthscore.models.backtest import Prediction
+
+        return Prediction(
+            train_risk=train["r"].to_numpy(dtype=float) + 100,
+            test_risk=test["r"].to_numpy(dtype=float),
+        )
+
+
+def test_flagged_share_per_test_date_by_hand():
+    from healthscore.models.backtest import run_methods
+
+    days = {"2024-01-01": 20, "2024-02-01": 20, "2024-03-01": 10}
+    frame = pd.concat(
+        [make_observations([day], rows, 3).frame for day, rows in days.items()],
+        ignore_index=True,
+    )
+    number = frame["account_id"].str[1:].astype(int)
+    as_of = frame["as_of"].dt.strftime("%Y-%m-%d")
+    # The live scorecard bands 4 of 20 rows at risk on 2024-01-01 and 10 of 20 on
+    # 2024-02-01. The bands of the last date, only ever a test date, do not count.
+    frame["band"] = "stable"
+    frame.loc[(as_of == "2024-01-01") & (number < 4), "band"] = "at_risk"
+    frame.loc[(as_of == "2024-02-01") & (number < 10), "band"] = "at_risk"
+    frame["churn_date"] = pd.NaT
+    frame["r"] = number.astype(float)
+    march = {0: 9.0, 1: 8.0, 2: 7.0, 3: 7.0, 4: 7.0, 5: np.nan, 6: 5.0}
+    for account, risk in march.items():
+        frame.loc[(as_of == "2024-03-01") & (number == account), "r"] = risk
+    frame.loc[(as_of == "2024-03-01") & (number > 6), "r"] = 0.0
+    label_set = LabelSet(frame[["account_id", "as_of", "label"]], "subscriptions", None)
+    observations = Observations(
+        frame, [], [], label_set, [date.fromisoformat(day) for day in days]
+    )
+
+    (result,), _ = run_methods(monthly_project(), observations, [_ColumnRisk()])
+
+    predictions = result.predictions
+    flagged = {
+        day.date().isoformat(): sorted(part.loc[part["flagged"], "account_id"])
+        for day, part in predictions.groupby("as_of")
+    }
+    # 2024-02-01 trains on 2024-01-01, where 4 / 20 = 20 % of rows were banded at
+    # risk: 4 of its 20 rows, the highest r.
+    assert flagged["2024-02-01"] == ["a16", "a17", "a18", "a19"]
+    # 2024-03-01 trains on both earlier dates, 14 / 40 = 35 % at risk: 3.5 of its 10
+    # rows, rounded half up to 4. a0 and a1 rank first. a2, a3 and a4 tie at 7.0,
+    # and the CRC-32 of their ids (4125628825, 2196711695 and 478919852) puts a4
+    # and a3 first. a5 has no risk.
+    assert flagged["2024-03-01"] == ["a0", "a1", "a3", "a4"]

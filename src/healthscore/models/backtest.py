@@ -4,7 +4,9 @@
 a test date, and the training dates are the earlier ones whose outcome horizon has
 ended by the test date, so no training label comes from the test date's future. With
 one labelled date (a data set that is a single snapshot), the rows are split into
-stratified folds instead.
+stratified folds instead: `validation.folds` of them, or as many as the rarer class
+has rows when it has fewer. With fewer than 2 rows of either class there are no
+folds, and only the methods whose risk uses no label are measured, on all rows.
 
 `run_methods` fits each method on every split's training rows, scores the test rows,
 and measures the pooled test predictions (`MethodResult`).
@@ -16,6 +18,7 @@ import logging
 import math
 import re
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -62,6 +65,14 @@ logger = logging.getLogger(__name__)
 #: Share of rows in the riskiest part that lift is measured on.
 TOP_FRACTION = 0.1
 
+#: Minimum folds of a cross-validation: one part to fit on and one to test on.
+MIN_FOLDS = 2
+
+#: Keys of the methods whose risk uses no churn label: the red-flag checklist and
+#: the configured scorecards. Shadow scorecards (keys "shadow:<file>") use none
+#: either. Only these are measured when the labels are too few for any fold.
+LABEL_FREE_METHODS = frozenset({"rules", "weighted"})
+
 
 class SharedNote(str):
     """A method note that several methods may share, such as one about their test
@@ -78,6 +89,9 @@ class Split:
     calibrate: np.ndarray
     """Training rows that calibrate probabilities: the latest training date when it
     has enough churned and retained rows, else all training rows."""
+    held_out: bool = True
+    """False when the test rows are the training rows. No method may then fit on
+    them, so only label-free methods are measured, and without a calibration."""
 
 
 @dataclass
@@ -97,8 +111,7 @@ class Prediction:
 
     train_risk: np.ndarray
     """Risk of each training row, higher for more likely churn. It calibrates the
-    probabilities and sets the at-risk share when the method gives no probability or
-    no band."""
+    probabilities when the method gives none."""
     test_risk: np.ndarray
     test_probability: np.ndarray | None = None
     """Churn probability of the test rows, when the method makes its own."""
@@ -307,16 +320,16 @@ def make_splits(
     min_churned: int,
     folds: int = 10,
     random_state: int = 0,
-) -> tuple[list[Split], str]:
+) -> tuple[list[Split], str, list[str]]:
     """Build the splits of the labelled observations and name the scheme.
 
-    Returns the splits and a sentence that describes them. Raises InsufficientLabels
-    when the single-date data has too few churned rows to fill every fold.
+    Returns the splits, a sentence that describes them, and notes for every method's
+    results, such as why one-date data has fewer folds than `folds`.
     """
     frame = labelled.frame
     dates = sorted({stamp.date() for stamp in frame["as_of"]})
     if len(dates) == 1:
-        return _fold_splits(labelled, min_churned, folds, random_state)
+        return _fold_splits(labelled, folds, random_state)
     as_of = frame["as_of"].dt.date.to_numpy()
     splits = []
     for test_day in dates[1:]:
@@ -344,35 +357,57 @@ def make_splits(
         f"time-ordered: {len(splits)} test dates from {first} to {last}, each trained "
         "on the earlier dates whose outcome horizon had ended by the test date"
     )
-    return splits, description
+    return splits, description, []
 
 
 def _fold_splits(
-    labelled: Observations, min_churned: int, folds: int, random_state: int
-) -> tuple[list[Split], str]:
+    labelled: Observations, folds: int, random_state: int
+) -> tuple[list[Split], str, list[str]]:
+    """Split the rows of one date into stratified folds.
+
+    Every fold's test rows need a row of each class, so the rarer class caps the
+    number of folds. Below MIN_FOLDS rows of either class there is one split whose
+    test rows are its training rows, which only label-free methods are scored on.
+    """
     labels = labelled.frame["label"].to_numpy(dtype=int)
-    positives = int(labels.sum())
-    negatives = len(labels) - positives
-    if min(positives, negatives) < max(folds, min_churned):
-        raise InsufficientLabels(
-            positives,
-            negatives,
-            max(folds, min_churned),
-            "validate",
-            source=labelled.labels.source,
+    churned = int(labels.sum())
+    retained = len(labels) - churned
+    rarer, rarer_name = (
+        (churned, "churned") if churned <= retained else (retained, "retained")
+    )
+    verb = "row is" if rarer == 1 else "rows are"
+    counted = f"{rarer:,} labelled {verb} {rarer_name}"
+    day = labelled.dates[0].isoformat()
+    if rarer < MIN_FOLDS:
+        everything = np.arange(len(labels))
+        description = (
+            f"none, because on the one labelled date, {day}, only {counted}, too few "
+            f"for {MIN_FOLDS} folds. The methods whose risk uses no label are "
+            f"measured on all {len(labels):,} labelled rows, and the fitted methods "
+            "are skipped"
         )
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+        unsplit = Split("all rows", everything, everything, everything, False)
+        return [unsplit], description, []
+    used = min(folds, rarer)
+    splitter = StratifiedKFold(n_splits=used, shuffle=True, random_state=random_state)
     splits = [
         Split(f"fold {index + 1}", train, test, train)
         for index, (train, test) in enumerate(
             splitter.split(np.zeros(len(labels)), labels)
         )
     ]
-    day = labelled.dates[0].isoformat()
     description = (
-        f"{folds}-fold stratified cross-validation on the one labelled date, {day}"
+        f"{used}-fold stratified cross-validation on the one labelled date, {day}"
     )
-    return splits, description
+    notes: list[str] = []
+    if used < folds:
+        notes.append(
+            SharedNote(
+                f"cross-validated with {used} folds, not validation.folds ({folds}), "
+                f"because only {counted} and each fold needs one among its test rows"
+            )
+        )
+    return splits, description, notes
 
 
 def run_methods(
@@ -386,11 +421,12 @@ def run_methods(
 
     Returns one result per method, in the order given, and the split description.
     A method that fails on a split for too few labels is skipped on that split, and
-    its notes record that. Such a failure never stops the other methods.
+    its notes record that. Such a failure never stops the other methods. Every
+    result also gets the notes of `make_splits`.
     """
     labelled = observations.labelled()
     settings = project.config.validation
-    splits, description = make_splits(
+    splits, description, split_notes = make_splits(
         project, labelled, settings.min_churned, settings.folds
     )
     dates = sorted({stamp.date() for stamp in labelled.frame["as_of"]})
@@ -417,7 +453,9 @@ def run_methods(
     for method in methods:
         if progress:
             progress(f"backtesting {method.key}")
-        results.append(_run_one(project, labelled, method, splits, at_risk, band_order))
+        result = _run_one(project, labelled, method, splits, at_risk, band_order)
+        result.notes[:0] = split_notes
+        results.append(result)
     return results, description
 
 
@@ -443,6 +481,10 @@ def _run_one(
     for split in tested:
         train = frame.iloc[split.train]
         test = frame.iloc[split.test]
+        if not split.held_out:
+            result.notes.append(_unsplit_note(method, labelled))
+            if _uses_labels(method):
+                continue
         context = FitContext(project, labelled, min_churned, split)
         started = time.perf_counter()
         try:
@@ -462,19 +504,19 @@ def _run_one(
         piece["split"] = split.name
         piece["risk"] = prediction.test_risk
         probability, calibration = _probability(prediction, train, split, context)
-        if calibration is None:
+        if calibration is not None:
+            calibrations.add(calibration)
+        elif split.held_out:
             result.notes.append(
                 f"{split.name}: no churn probability, because the training rows have "
                 f"fewer than {context.min_churned} churned or retained rows to "
                 "calibrate on"
             )
-        else:
-            calibrations.add(calibration)
         piece["probability"] = probability
         piece["method_band"] = (
             prediction.test_band if prediction.test_band is not None else None
         )
-        piece["flagged"] = _flagged(prediction, train, at_risk)
+        piece["flagged"] = _flagged(prediction, train, test, at_risk)
         pieces.append(piece)
         split_auc = _number(
             roc_auc(piece["label"].to_numpy(), piece["risk"].to_numpy())
@@ -505,6 +547,27 @@ def _run_one(
     return result
 
 
+def _uses_labels(method: Method) -> bool:
+    """Return whether the method's risk comes from a fit to churn labels."""
+    return method.key not in LABEL_FREE_METHODS and not method.key.startswith("shadow:")
+
+
+def _unsplit_note(method: Method, labelled: Observations) -> str:
+    """Explain what was done with `method` when the labels are too few for folds."""
+    churned, retained = labelled.label_counts
+    found = (
+        f"found {churned:,} churned and {retained:,} retained labelled rows, and "
+        f"{MIN_FOLDS}-fold cross-validation needs at least {MIN_FOLDS} of each"
+    )
+    if _uses_labels(method):
+        return f"skipped, because it is fitted on churn labels: {found}"
+    return SharedNote(
+        f"measured on all {churned + retained:,} labelled rows without folds, "
+        f"because its risk uses no label: {found}. It has no churn probability or "
+        "ECE, because a calibration would be fitted on the rows it is measured on"
+    )
+
+
 def _probability(
     prediction: Prediction,
     train: pd.DataFrame,
@@ -513,10 +576,13 @@ def _probability(
 ) -> tuple[np.ndarray, str | None]:
     """Return the test rows' churn probabilities and the calibration's name.
 
-    The name is None when too few labels leave the risk uncalibrated (all NaN).
+    The name is None when too few labels leave the risk uncalibrated, or when the
+    split holds out no rows to calibrate on (all NaN).
     """
     if prediction.test_probability is not None:
         return np.asarray(prediction.test_probability, dtype=float), "the method's own"
+    if not split.held_out:
+        return np.full(len(prediction.test_risk), np.nan), None
     # Rows of the calibration part, as positions inside the training part.
     calibrate = np.isin(split.train, split.calibrate)
     risk = np.asarray(prediction.train_risk, dtype=float)
@@ -534,17 +600,36 @@ def _probability(
     return calibrator.predict(prediction.test_risk), name
 
 
-def _flagged(prediction: Prediction, train: pd.DataFrame, at_risk: str) -> np.ndarray:
+def _flagged(
+    prediction: Prediction, train: pd.DataFrame, test: pd.DataFrame, at_risk: str
+) -> np.ndarray:
+    """Flag the test rows that a method counts as at risk.
+
+    A method with bands flags the rows in the at-risk band. Without bands, each test
+    date flags its riskiest rows. Their number is the share of the training rows that
+    the live scorecard banded at risk, times the date's rows, rounded half up. So
+    precision, recall and lead time compare with those of the bands, and no test
+    label is used. Rows without a finite risk are never flagged. Ties at the cut are
+    broken by the CRC-32 of the account id, then by the id, which is deterministic
+    and unrelated to the order in which accounts were created.
+    """
     if prediction.test_band is not None:
         return np.asarray(prediction.test_band, dtype=object) == at_risk
-    # Flag as many test rows as the live scorecard banded at risk in training.
-    share = float((train["band"] == at_risk).mean())
-    risk = np.asarray(prediction.train_risk, dtype=float)
-    finite = risk[np.isfinite(risk)]
-    if share <= 0 or finite.size == 0:
-        return np.zeros(len(prediction.test_risk), dtype=bool)
-    threshold = np.quantile(finite, 1 - share)
-    return np.asarray(prediction.test_risk, dtype=float) >= threshold
+    banded = int((train["band"] == at_risk).sum())
+    risk = np.asarray(prediction.test_risk, dtype=float)
+    ids = test["account_id"].astype(str).to_numpy()
+    as_of = test["as_of"].to_numpy()
+    flagged = np.zeros(len(risk), dtype=bool)
+    for day in np.unique(as_of):
+        rows = np.flatnonzero((as_of == day) & np.isfinite(risk))
+        # banded / len(train) * day_rows, rounded half up in integers.
+        day_rows = int((as_of == day).sum())
+        count = (2 * banded * day_rows + len(train)) // (2 * len(train))
+        hashes = np.array([zlib.crc32(ids[row].encode()) for row in rows])
+        # np.lexsort sorts by its last key first: highest risk, then the hash.
+        order = np.lexsort((ids[rows], hashes, -risk[rows]))
+        flagged[rows[order[:count]]] = True
+    return flagged
 
 
 def _measure(
