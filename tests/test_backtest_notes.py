@@ -178,3 +178,47 @@ def test_drivers_leave_out_lead_time_note(column_project):
     output = unwrapped(stdout + "\n" + stderr)
     assert "no lead time" not in output
     assert "observations on 1 as-of date" in output
+
+
+def test_train_few_column_labels_names_column(tmp_path):
+    # 200 accounts on one date, 8 of them churned by the column Churn: fewer than
+    # the 10 of each class that a churn model needs.
+    accounts = ["account_id,segment,Churn"]
+    events = ["account_id,timestamp"]
+    for i in range(ACCOUNTS):
+        accounts.append(f"a{i},smb,{'Yes' if i < 8 else 'No'}")
+        day = AS_OF - timedelta(days=1 + i % 20)
+        events.append(f"a{i},{day.isoformat()}T12:00:00")
+    config = minimal_config(
+        sources={
+            "accounts": {
+                "kind": "accounts",
+                "path": "accounts.csv",
+                "attributes": {"Churn": "string"},
+            },
+            "events": {"kind": "events", "path": "events.csv"},
+        },
+        validation={"label_column": {"column": "Churn", "churned": ["Yes"]}},
+    )
+    project = write_project(
+        tmp_path,
+        config,
+        {
+            "accounts.csv": "\n".join(accounts) + "\n",
+            "events.csv": "\n".join(events) + "\n",
+        },
+    )
+    score(project, AS_OF, monitor=False)
+
+    result = CliRunner().invoke(app, ["train", "--project", str(tmp_path)])
+
+    assert result.exit_code == 1, result.output
+    assert unwrapped(result.stderr).endswith(
+        "error: too few labelled rows to train a churn model: found 8 churned and "
+        "192 retained, and each needs at least 10; the label column "
+        "(validation.label_column) has only 8 churned rows and has no dates, so "
+        "more as-of dates add no labels; use data with at least 10 accounts of "
+        "each class in that column"
+    )
+    assert "backfill" not in result.output
+    assert "horizon" not in result.output

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from healthscore.cli import app
 from healthscore.monitoring.backfill import backfill
 from healthscore.pipeline import score, snapshot_store
-from project_factory import write_project
+from project_factory import minimal_config, write_project
 
 ACCOUNTS = 240
 MONTHS = pd.date_range("2024-01-01", "2024-08-01", freq="MS")
@@ -741,6 +741,69 @@ def test_shadow_with_new_normalization_is_noted(monthly_dir, tmp_path):
     assert "recomputed" not in live["note"]
 
 
+def invalid_shadow_copy(project_dir: Path, root: Path) -> Path:
+    """Copy the project with a valid `shadow.yml` and an invalid `bad.yml`.
+
+    `bad.yml` uses a metric that healthscore.yml does not define, as a file does
+    that was valid until the metric was renamed.
+    """
+    import yaml
+
+    shadow_copy(project_dir, root, SHADOW_ALL_AT_RISK)
+    (root / "bad.yml").write_text(SHADOW_ALL_AT_RISK.replace("logins", "logins_30d"))
+    settings = yaml.safe_load((root / "healthscore.yml").read_text())
+    settings["validation"]["shadow"] = ["shadow.yml", "bad.yml"]
+    (root / "healthscore.yml").write_text(yaml.safe_dump(settings))
+    return root
+
+
+def test_invalid_shadow_file_does_not_stop_score(monthly_dir, tmp_path):
+    from healthscore.config import load_project
+
+    root = invalid_shadow_copy(monthly_dir, tmp_path / "p")
+    problem = (
+        f"{root / 'bad.yml'}:7: scorecards[0].components.usage.measures[0].metric: "
+        "unknown metric 'logins_30d' (did you mean 'logins_7d'?)"
+    )
+    expected = (
+        f"shadow scorecard file bad.yml was not scored as of 2024-07-15: {problem}. "
+        "The live scores are not affected; fix the file or remove it from "
+        "validation.shadow, and check it with `healthscore validate`"
+    )
+
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        app, ["score", "--project", str(root), "--as-of", "2024-07-15"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert expected in unwrapped(result.stderr)
+    store = snapshot_store(load_project(root))
+    assert store.exists(date(2024, 7, 15))
+    scores = store.read(date(2024, 7, 15), "scores")
+    shadow = store.read(date(2024, 7, 15), "shadow_scores")
+    assert len(scores) > 0
+    assert set(shadow["shadow"]) == {"shadow.yml"}
+    assert len(shadow) == len(scores)
+    run = score(load_project(root), date(2024, 7, 15), monitor=False)
+    assert run.shadow_skipped == [expected]
+
+
+def test_backtest_lists_invalid_shadow_once(monthly_dir, tmp_path):
+    root = invalid_shadow_copy(monthly_dir, tmp_path / "p")
+
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        app, ["backtest", "--project", str(root)]
+    )
+
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if "bad.yml" in line]
+    assert errors == [
+        f"  {root / 'bad.yml'}:7: scorecards[0].components.usage.measures[0].metric: "
+        "unknown metric 'logins_30d' (did you mean 'logins_7d'?)"
+    ]
+    assert "error: 1 problem in the project:" in result.stderr
+
+
 def test_compare_json_counts_rows_per_method(monthly_dir):
     from healthscore.config import load_project
     from healthscore.models.dataset import build_observations
@@ -807,3 +870,370 @@ def test_compare_with_few_churned_test_rows_says_so(tmp_path):
         "so its measures are unreliable"
     )
     assert notes.count(line) == 1
+
+
+ONE_DATE = date(2024, 3, 1)
+
+
+def one_date_project(root: Path, churned: int, accounts: int = 300) -> Path:
+    """Write and score a project with one as-of date and labels from the accounts
+    column Churn. Account a<i> logs i // 10 events in the 28 days before the date,
+    and the `churned` least active accounts churned."""
+    rows = ["account_id,segment,Churn"]
+    events = ["account_id,timestamp"]
+    for number in range(accounts):
+        rows.append(f"a{number},smb,{'Yes' if number < churned else 'No'}")
+        for count in range(number // 10):
+            stamp = ONE_DATE - pd.Timedelta(days=1 + count % 27)
+            events.append(f"a{number},{stamp.isoformat()}T12:00:00")
+    settings = minimal_config(
+        sources={
+            "accounts": {
+                "kind": "accounts",
+                "path": "accounts.csv",
+                "attributes": {"Churn": "string"},
+            },
+            "events": {"kind": "events", "path": "events.csv"},
+        },
+        validation={"label_column": {"column": "Churn", "churned": ["Yes"]}},
+    )
+    files = {
+        "accounts.csv": "\n".join(rows) + "\n",
+        "events.csv": "\n".join(events) + "\n",
+    }
+    score(write_project(root, settings, files), ONE_DATE, monitor=False)
+    return root
+
+
+def test_one_date_few_churned_uses_fewer_folds(tmp_path):
+    # validation.folds is 10 by default, and only 9 of 300 accounts churned.
+    root = one_date_project(tmp_path / "nine", churned=9)
+    fewer_folds = (
+        "cross-validated with 9 folds, not validation.folds (10), because only 9 "
+        "labelled rows are churned and each fold needs one among its test rows"
+    )
+
+    data = json.loads(invoke("backtest", "--project", str(root), "--json"))
+
+    assert data["splits"] == (
+        "9-fold stratified cross-validation on the one labelled date, 2024-03-01"
+    )
+    (weighted,) = data["methods"]
+    assert weighted["method"] == "weighted"
+    assert (weighted["rows"], weighted["churned"]) == (300, 9)
+    assert weighted["split_count"] == 9
+    assert [item["test_churned"] for item in weighted["splits"]] == [1] * 9
+    assert weighted["roc_auc"] is not None
+    assert fewer_folds in weighted["note"]
+
+    rows = json.loads(
+        invoke("compare", "--project", str(root), "--methods", "rules,ml", "--json")
+    )
+    rules, ml = rows
+    assert (rules["rows"], rules["split_count"]) == (300, 9)
+    assert fewer_folds in rules["note"]
+    # Each fold trains on 8 churned rows, fewer than validation.min_churned (10).
+    assert ml["rows"] == 0
+    assert fewer_folds in ml["note"]
+    assert "skipped, too few labelled rows to train a churn model" in ml["note"]
+
+    learned = json.loads(invoke("learn", "--project", str(root), "--json"))
+    assert learned["splits"] == data["splits"]
+    assert [result["rows"] for result in learned["backtest"]] == [300, 300]
+
+
+def test_one_date_one_churned_skips_fitted(tmp_path):
+    root = one_date_project(tmp_path / "one", churned=1)
+    found = (
+        "found 1 churned and 299 retained labelled rows, and 2-fold "
+        "cross-validation needs at least 2 of each"
+    )
+
+    rows = {
+        row["method"]: row
+        for row in json.loads(invoke("compare", "--project", str(root), "--json"))
+    }
+
+    for method in ("rules", "weighted"):
+        assert (rows[method]["rows"], rows[method]["churned"]) == (300, 1), method
+        assert rows[method]["roc_auc"] is not None, method
+        assert rows[method]["ece"] is None, method
+        assert (
+            "measured on all 300 labelled rows without folds, because its risk uses "
+            f"no label: {found}. It has no churn probability or ECE"
+        ) in rows[method]["note"], method
+    # a0, the one churned account, logs no event, so its score is the lowest.
+    assert rows["weighted"]["roc_auc"] > 0.9
+    for method in ("learned", "ml", "hybrid", "survival", "clusters"):
+        assert rows[method]["rows"] == 0, method
+        assert rows[method]["roc_auc"] is None, method
+        assert rows[method]["note"].startswith(
+            f"skipped, because it is fitted on churn labels: {found}"
+        ), method
+
+    data = json.loads(invoke("backtest", "--project", str(root), "--json"))
+    assert data["splits"].startswith(
+        "none, because on the one labelled date, 2024-03-01, only 1 labelled row is "
+        "churned, too few for 2 folds."
+    )
+    assert data["methods"][0]["rows"] == 300
+
+    result = CliRunner().invoke(app, ["learn", "--project", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "learned" in result.stdout
+
+
+def test_compare_flags_training_share_per_date(monthly_dir):
+    from healthscore.config import load_project
+    from healthscore.models.backtest import make_splits
+    from healthscore.models.compare import compare_methods
+    from healthscore.models.dataset import build_observations
+
+    project = load_project(monthly_dir)
+    observations = build_observations(project)
+    frame = observations.labelled().frame
+    splits, _, _ = make_splits(project, observations.labelled(), 5)
+
+    comparison = compare_methods(project, observations, ["rules", "ml"])
+
+    for result in comparison.results:
+        predictions = result.predictions
+        for split in splits:
+            share = (frame.iloc[split.train]["band"] == "at_risk").mean()
+            tested = predictions[predictions["split"] == split.name]
+            expected = int(np.floor(share * len(tested) + 0.5))
+            assert tested["flagged"].sum() == expected, (result.method, split.name)
+
+
+# Ranges of as-of dates
+
+
+@pytest.mark.parametrize("command", ["backtest", "compare", "learn"])
+def test_range_after_last_snapshot_names_stored(monthly_dir, command):
+    result = CliRunner().invoke(
+        app, [command, "--project", str(monthly_dir), "--from", "2026-01-01"]
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert unwrapped(result.stderr) == (
+        "error: no snapshot is stored on or after 2026-01-01. The 6 stored snapshots "
+        "run from 2024-02-01 to 2024-07-01. Choose a range within the stored dates, "
+        "or store this one with `healthscore backfill --from 2026-01-01 --to DATE "
+        "--every STEP`, or pass --to, --every and --backfill to store it first."
+    )
+
+
+def test_range_between_snapshots_names_stored(monthly_dir):
+    result = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            "--project",
+            str(monthly_dir),
+            "--from",
+            "2024-02-10",
+            "--to",
+            "2024-02-20",
+        ],
+    )
+
+    assert result.exit_code == 1, result.output
+    assert unwrapped(result.stderr) == (
+        "error: no snapshot is stored from 2024-02-10 to 2024-02-20. The 6 stored "
+        "snapshots run from 2024-02-01 to 2024-07-01. Choose a range within the "
+        "stored dates, or store this one with `healthscore backfill --from "
+        "2024-02-10 --to 2024-02-20 --every STEP`, or pass --every and --backfill "
+        "to store it first."
+    )
+
+
+@pytest.mark.parametrize("command", ["backtest", "compare", "learn"])
+@pytest.mark.parametrize("every", [[], ["--every", "1mo"]])
+def test_from_after_to_is_usage_error(monthly_dir, command, every):
+    result = CliRunner().invoke(
+        app,
+        [
+            command,
+            "--project",
+            str(monthly_dir),
+            "--from",
+            "2024-05-01",
+            "--to",
+            "2024-03-01",
+            *every,
+        ],
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "--from 2024-05-01 is after --to 2024-03-01" in unwrapped(result.output)
+
+
+def test_missing_dates_listed_with_backfill(monthly_dir):
+    result = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            "--project",
+            str(monthly_dir),
+            "--from",
+            "2023-01-01",
+            "--to",
+            "2023-03-01",
+            "--every",
+            "1mo",
+        ],
+    )
+
+    assert result.exit_code == 1, result.output
+    assert unwrapped(result.stderr) == (
+        "error: no snapshot is stored for 2023-01-01, 2023-02-01 and 2023-03-01. "
+        "The 6 stored snapshots run from 2024-02-01 to 2024-07-01. Store them with "
+        "`healthscore backfill --from 2023-01-01 --to 2023-03-01 --every 1mo`, or "
+        "pass --backfill to store them first."
+    )
+
+
+def test_backtest_counts_empty_snapshots_apart(tmp_path):
+    from healthscore.config import load_project
+
+    root = tmp_path / "empty"
+    project = write_project(root, config(), build_files())
+    # Every subscription starts on 2024-01-01, so the snapshots of 2023 hold no
+    # accounts.
+    dates = [date(2023, 11, 1), date(2023, 12, 1)]
+    dates += [day.date() for day in MONTHS[1:4]]
+    backfill(project, dates)
+    store = snapshot_store(load_project(root))
+    sizes = [len(store.read(day, "scores")) for day in dates]
+    assert sizes[:2] == [0, 0]
+    assert min(sizes[2:]) > 0
+
+    result = CliRunner().invoke(app, ["backtest", "--project", str(root)])
+
+    assert result.exit_code == 0, result.output
+    notes = unwrapped(result.stderr)
+    assert f"{sum(sizes):,} observations on 3 as-of dates:" in notes
+    assert (
+        "2 stored snapshots in the range contain no accounts and are left out: "
+        "2023-11-01, 2023-12-01." in notes
+    )
+    data = json.loads(invoke("backtest", "--project", str(root), "--json"))
+    assert data["dates"] == ["2024-02-01", "2024-03-01", "2024-04-01"]
+    assert data["empty_dates"] == ["2023-11-01", "2023-12-01"]
+
+
+# Options of compare and learn
+
+
+def latest_run(root: Path, command: str) -> str | None:
+    path = root / ".healthscore" / "models" / f"{command}.json"
+    return path.read_text() if path.exists() else None
+
+
+@pytest.mark.parametrize("methods", ["", " , "])
+def test_compare_rejects_empty_methods(monthly_dir, methods):
+    before = latest_run(monthly_dir, "compare")
+
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(monthly_dir), "--methods", methods]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert f"the list {methods!r} names no method" in unwrapped(result.output)
+    assert latest_run(monthly_dir, "compare") == before
+
+
+def test_compare_drops_duplicate_methods(monthly_dir):
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--project",
+            str(monthly_dir),
+            "--methods",
+            "weighted,rules,weighted",
+            "--json",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [row["method"] for row in rows] == ["weighted", "rules"]
+    stored = json.loads(latest_run(monthly_dir, "compare") or "{}")
+    assert [row["method"] for row in stored["methods"]] == ["weighted", "rules"]
+    assert unwrapped(result.stderr).count("Labels come from the subscriptions") == 1
+
+
+@pytest.mark.parametrize("json_option", [[], ["--json"]])
+def test_compare_without_churn_names_labels_once(no_churn_dir, json_option):
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--project",
+            str(no_churn_dir),
+            "--methods",
+            "weighted",
+            *json_option,
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    output = unwrapped(result.stdout + "\n" + result.stderr)
+    assert output.count("Labels come from") == 1
+    assert output.count("No churned observations") == 1
+
+
+def test_learn_output_folder_rejected(monthly_dir, tmp_path):
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        app, ["learn", "--project", str(monthly_dir), "--output", str(tmp_path)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{tmp_path} is a folder; give a file name, such as "
+        f"{tmp_path / 'healthscore.proposed.yml'}"
+    ) in unwrapped(result.output)
+    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path.parent / f".{tmp_path.name}.tmp").exists()
+
+
+def test_learn_output_missing_folder_rejected(monthly_dir, tmp_path):
+    target = tmp_path / "missing" / "proposal.yml"
+
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        app, ["learn", "--project", str(monthly_dir), "--output", str(target)]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{target.parent}, the folder of {target}, does not exist; create it first "
+        "or give a file in an existing folder"
+    ) in unwrapped(result.output)
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(
+    ("dates", "labelled"),
+    [([], 720), (["--from", "2024-02-01", "--to", "2024-02-01"], 240)],
+)
+def test_learn_without_churn_rejected(no_churn_dir, dates, labelled):
+    # 240 accounts, each subscribed from January to August, on the as-of dates
+    # 2024-02-01 to 2024-04-01, whose 1mo horizons all end by observed_until.
+    result = CliRunner().invoke(app, ["learn", "--project", str(no_churn_dir), *dates])
+
+    assert result.exit_code == 1, result.output
+    assert unwrapped(result.stderr).endswith(
+        f"error: No churned observations: none of the {labelled} labelled "
+        "observations churned within their 1mo horizon, so no scorecard weights can "
+        "be learned, and no proposal was written. Labels come from the "
+        "subscriptions source 'subscriptions': an account churned when it had no "
+        "active subscription at the end of the 1mo horizon after the as-of date "
+        "(validation.labels: subscriptions). Either store a longer history with "
+        "`healthscore backfill --from DATE --to DATE --every 1mo`, so that more "
+        "horizons end inside the subscription data (outcomes.observed_until), or "
+        "import churn outcomes with `healthscore outcomes import FILE` and set "
+        "validation.labels to outcomes."
+    )
+    assert not (no_churn_dir / "healthscore.proposed.yml").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from healthscore.models.learned import (
     proposed_card,
     scorecards_yaml,
     weigh_card,
+    write_proposal,
 )
 
 
@@ -231,3 +233,65 @@ def test_learn_failure_writes_no_proposal(tmp_path):
         result.output.split()
     )
     assert not (project.root / "healthscore.proposed.yml").exists()
+
+
+@pytest.mark.parametrize(
+    ("churned", "retained", "advice"),
+    [
+        (
+            3,
+            500,
+            "add as-of dates with known outcomes (backfill more dates) or use a "
+            "longer outcome horizon (outcomes.horizon)",
+        ),
+        (
+            100,
+            0,
+            "add as-of dates with known outcomes (backfill more dates) or use a "
+            "shorter outcome horizon (outcomes.horizon), within which fewer accounts "
+            "churn",
+        ),
+        (3, 4, "add as-of dates with known outcomes (backfill more dates)"),
+    ],
+)
+def test_dated_advice_follows_short_class(churned, retained, advice):
+    error = InsufficientLabels(churned, retained, 10, "train", source="subscriptions")
+
+    assert str(error).endswith(f"each needs at least 10; {advice}")
+
+
+def test_error_with_action_names_it():
+    error = InsufficientLabels(0, 0, 10, "split", source="outcomes")
+
+    renamed = error.with_action("backtest the current and the learned weights")
+
+    assert str(renamed).startswith(
+        "too few labelled rows to backtest the current and the learned weights: "
+        "found 0 churned and 0 retained"
+    )
+    assert "churn model" not in str(renamed)
+    assert renamed.with_source("column").action == renamed.action
+    assert str(pickle.loads(pickle.dumps(renamed))) == str(renamed)
+
+
+def test_write_proposal_to_folder_leaves_no_file(tmp_path):
+    frame, labels = synthetic(200)
+    proposal = propose(learning_project(), observations(frame, labels))
+    folder = tmp_path / "proposals"
+    folder.mkdir()
+
+    with pytest.raises(IsADirectoryError):
+        write_proposal(proposal, folder, ["header"])
+
+    assert list(folder.iterdir()) == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["proposals"]
+
+
+def test_write_proposal_keeps_missing_folder_missing(tmp_path):
+    frame, labels = synthetic(200)
+    proposal = propose(learning_project(), observations(frame, labels))
+
+    with pytest.raises(FileNotFoundError):
+        write_proposal(proposal, tmp_path / "missing" / "p.yml", ["header"])
+
+    assert list(tmp_path.iterdir()) == []

@@ -18,9 +18,15 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from churn_project import churn_project, known_signal
+from churn_project import (
+    SNAPSHOT_DATES,
+    churn_config,
+    churn_files,
+    churn_project,
+    known_signal,
+)
 from healthscore.cli import app
 from healthscore.config import Project
 from healthscore.models.errors import InsufficientLabels
@@ -32,7 +38,9 @@ from healthscore.models.persist import (
     models_folder,
     save_model,
 )
+from healthscore.monitoring.backfill import backfill
 from healthscore.pipeline import snapshot_store
+from project_factory import write_project
 
 KINDS = ["lightgbm", "logistic"]
 
@@ -505,6 +513,106 @@ def test_explain_model_rejects_compare_to(trained) -> None:
     assert "--model explains one date" in result.output
 
 
+def profiled_files() -> dict[str, str]:
+    """The churn project's files with four text columns on the accounts.
+
+    `tier` is "gold" for every account. `plan21` has 21 values, `plan20` 20 and
+    `color` 25, each account taking value i modulo their count.
+    """
+    files = churn_files()
+    lines = files["accounts.csv"].splitlines()
+    rows = [lines[0] + ",tier,plan21,plan20,color"]
+    for i, line in enumerate(lines[1:]):
+        rows.append(f"{line},gold,p{i % 21},q{i % 20},c{i % 25}")
+    files["accounts.csv"] = "\n".join(rows) + "\n"
+    return files
+
+
+def profiled_config() -> dict:
+    """The churn project with text metrics, and a profile component that scores
+    `tier` (so the same 50 for every account) and `color`."""
+    config = churn_config()
+    config["sources"]["accounts"]["attributes"] = dict.fromkeys(
+        ["tier", "plan21", "plan20", "color"], "string"
+    )
+    for name in ("tier", "plan21", "plan20", "color"):
+        config["metrics"][name] = {"type": "attribute", "column": name}
+    config["scorecards"][0]["components"]["profile"] = {
+        "weight": 1,
+        "measures": [
+            {
+                "metric": "tier",
+                "normalize": {"method": "categories", "scores": {"gold": 50}},
+            },
+            {
+                "metric": "color",
+                "normalize": {
+                    "method": "categories",
+                    "scores": {"c0": 90},
+                    "default": 50,
+                },
+            },
+        ],
+    }
+    return config
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    """`train` and `compare` on the project of `profiled_config`."""
+    root = tmp_path_factory.mktemp("profiled")
+    project = write_project(root, profiled_config(), profiled_files())
+    backfill(project, SNAPSHOT_DATES)
+    runner = CliRunner(env={"COLUMNS": "400"})
+    results = {
+        "train": runner.invoke(app, ["train", "--project", str(root), "--json"]),
+        "compare": runner.invoke(
+            app,
+            ["compare", "--project", str(root), "--methods", "survival,ml", "--json"],
+        ),
+    }
+    for result in results.values():
+        assert result.exit_code == 0, result.output
+    return results
+
+
+def test_text_metric_with_many_values_noted(profiled) -> None:
+    note = (
+        "Text metric plan21 has 21 distinct values, more than 20, so the churn "
+        "models (`healthscore train`, and the ml and hybrid methods of `healthscore "
+        "compare`) leave it out rather than add a 0/1 column per value. To use it, "
+        "group its values into at most 20 in the source, or add a scorecard measure "
+        "of it with `normalize: {method: categories}`, whose score the models use."
+    )
+    train, compare = profiled["train"], profiled["compare"]
+    features = json.loads(train.stdout)["features"]
+
+    for result in (train, compare):
+        notes = " ".join(result.stderr.split())
+        assert notes.count(note) == 1
+        # 20 values become 20 columns, and color's measure replaces its values.
+        assert "Text metric plan20" not in notes
+        assert "Text metric color" not in notes
+    assert not [column for column in features if column.startswith("metric:plan21")]
+    assert len([f for f in features if f.startswith("metric:plan20=")]) == 20
+    assert "measure:color" in features
+
+
+def test_constant_measure_left_out_of_survival(profiled) -> None:
+    train = json.loads(profiled["train"].stdout)
+    (survival,) = json.loads(profiled["compare"].stdout)[:1]
+
+    assert survival["method"] == "survival"
+    assert survival["roc_auc"] is not None
+    assert (
+        "left out measure:tier (50.0 on every training row), because a feature that "
+        "does not vary on the training rows cannot be fitted"
+    ) in survival["note"]
+    assert "did not converge" not in survival["note"]
+    assert train["survival"]["model"] == "cox"
+    assert train["survival"]["concordance"] > 0.5
+
+
 def test_train_without_snapshots_says_backfill(tmp_path: Path) -> None:
     project = churn_project(tmp_path, snapshots=False)
     result = CliRunner().invoke(app, ["train", "--project", str(project.root)])
@@ -544,3 +652,145 @@ def test_telco_cross_validated_auc(require_shared) -> None:
     churn = model.predict_proba(features[test])[:, 1]
     assert roc_auc_score(labels[test], churn) > 0.83
     assert calibration_error(labels[test], churn) < 0.04
+
+
+def test_explain_model_missing_date_names_stored(trained) -> None:
+    project, _ = trained
+    arguments = ["explain", "a0", "--as-of", "2023-01-01", "--model"]
+    result = CliRunner().invoke(app, [*arguments, "--project", str(project.root)])
+
+    assert result.exit_code == 1, result.output
+    # explain has no --backfill option, so the message offers none.
+    assert " ".join(result.stderr.split()) == (
+        "error: no snapshot is stored for 2023-01-01. The 6 stored snapshots run "
+        "from 2024-02-01 to 2024-07-01. Store it with `healthscore score --as-of "
+        "2023-01-01`."
+    )
+
+
+def hold_out_counts(notes: list[str]) -> tuple[list[int], list[int]]:
+    """Churned and retained counts of the notes about uncalibrated hold-out parts."""
+    import re
+
+    found = [
+        re.search(r"has (\d+) churned and (\d+) retained rows", line) for line in notes
+    ]
+    matches = [match for match in found if match is not None]
+    return (
+        sorted({int(match.group(1)) for match in matches}),
+        sorted({int(match.group(2)) for match in matches}),
+    )
+
+
+def counted(values: list[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]} to {values[-1]}"
+
+
+def test_train_prints_each_note_once(tmp_path: Path) -> None:
+    from healthscore.monitoring.backfill import backfill
+    from project_factory import write_project
+    from test_compare import MONTHS, build_files
+    from test_compare import config as compare_config
+
+    # About 35 churned rows before the held-out dates: each of the validation
+    # model's 5 hold-out folds has 5 to 9 churned rows, too few to calibrate.
+    project = write_project(tmp_path, compare_config(), build_files(churn=(0.15, 0.01)))
+    backfill(project, [day.date() for day in MONTHS[1:-1]])
+    data = json.loads(
+        CliRunner().invoke(app, ["train", "--project", str(tmp_path), "--json"]).stdout
+    )
+    validation_notes = data["validation"]["notes"]
+    assert len(validation_notes) == 5
+    assert len(set(validation_notes)) < 5
+
+    result = CliRunner().invoke(app, ["train", "--project", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    notes = " ".join(result.stderr.split())
+    churned, retained = hold_out_counts(validation_notes)
+    line = (
+        f"Validation model (5 fits): a hold-out part has {counted(churned)} churned "
+        f"and {counted(retained)} retained rows, fewer than 10 of each, so its "
+        "probabilities are not calibrated"
+    )
+    assert notes.count(line) == 1
+    assert notes.count("Validation model") == 1
+    final_notes = data["notes"]
+    churned, retained = hold_out_counts(final_notes)
+    line = (
+        f"Note ({len(final_notes)} fits): a hold-out part has {counted(churned)} "
+        f"churned and {counted(retained)} retained rows"
+    )
+    assert notes.count(line) == 1
+    assert notes.count("Note") == 1
+
+
+def all_churned_project(root: Path) -> Project:
+    """20 accounts whose subscriptions end on 2024-03-15, scored on 2024-03-01.
+
+    One more account subscribes from 2024-03-20, after the as-of date, so it has
+    no label, and the subscriptions are complete until 2024-06-01.
+    """
+    from healthscore.pipeline import score
+    from project_factory import minimal_config, write_project
+
+    accounts = ["account_id,segment"]
+    subscriptions = ["account_id,start,end"]
+    events = ["account_id,timestamp"]
+    for i in range(20):
+        accounts.append(f"a{i},smb")
+        subscriptions.append(f"a{i},2024-01-01,2024-03-15")
+        events.append(f"a{i},2024-02-{1 + i:02d}T12:00:00")
+    accounts.append("late,smb")
+    subscriptions.append("late,2024-03-20,2024-06-01")
+    config = minimal_config(
+        sources={
+            "accounts": {"kind": "accounts", "path": "accounts.csv"},
+            "subscriptions": {"kind": "subscriptions", "path": "subscriptions.csv"},
+            "events": {"kind": "events", "path": "events.csv"},
+        },
+        outcomes={"horizon": "1mo", "observed_until": "2024-06-01"},
+    )
+    files = {
+        "accounts.csv": "\n".join(accounts) + "\n",
+        "subscriptions.csv": "\n".join(subscriptions) + "\n",
+        "events.csv": "\n".join(events) + "\n",
+    }
+    project = write_project(root, config, files)
+    score(project, date(2024, 3, 1), monitor=False)
+    return project
+
+
+def test_train_all_churned_advises_shorter_horizon(tmp_path: Path) -> None:
+    all_churned_project(tmp_path)
+
+    result = CliRunner().invoke(app, ["train", "--project", str(tmp_path)])
+
+    assert result.exit_code == 1, result.output
+    assert " ".join(result.stderr.split()).endswith(
+        "error: too few labelled rows to train a churn model: found 20 churned and "
+        "0 retained, and each needs at least 10; add as-of dates with known "
+        "outcomes (backfill more dates) or use a shorter outcome horizon "
+        "(outcomes.horizon), within which fewer accounts churn"
+    )
+    assert "longer" not in result.output
+
+
+def test_learn_all_churned_rejected(tmp_path: Path) -> None:
+    all_churned_project(tmp_path)
+
+    result = CliRunner().invoke(app, ["learn", "--project", str(tmp_path)])
+
+    assert result.exit_code == 1, result.output
+    assert " ".join(result.stderr.split()).endswith(
+        "error: No retained observations: all 20 labelled observations churned "
+        "within their 1mo horizon, so no scorecard weights can be learned, and no "
+        "proposal was written. Labels come from the subscriptions source "
+        "'subscriptions': an account churned when it had no active subscription at "
+        "the end of the 1mo horizon after the as-of date (validation.labels: "
+        "subscriptions). Either store a longer history with `healthscore backfill "
+        "--from DATE --to DATE --every 1mo`, so that more horizons end inside the "
+        "subscription data (outcomes.observed_until), or import churn outcomes with "
+        "`healthscore outcomes import FILE` and set validation.labels to outcomes."
+    )
+    assert not (tmp_path / "healthscore.proposed.yml").exists()

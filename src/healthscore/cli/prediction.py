@@ -10,6 +10,7 @@ their measures.
 from __future__ import annotations
 
 import math
+import re
 import time
 from datetime import date
 from pathlib import Path
@@ -137,6 +138,12 @@ def train_models(
     """Validate, fit and store the churn model and the survival model.
 
     Returns the training summary that `train` prints and stores as metadata.
+
+    Raises
+    ------
+    InsufficientLabels
+        When the labelled rows have too few churned or retained rows, with the
+        advice for the project's label source.
     """
     from healthscore.models.compare import model_features
     from healthscore.models.ml import ChurnClassifier
@@ -151,11 +158,15 @@ def train_models(
             "scorecards in healthscore.yml"
         )
     started = time.perf_counter()
-    validation = _validate(project, labelled, features, kind)
+    source = observations.labels.source
+    validation = _validate(project, labelled, features, kind, source)
     final = ChurnClassifier(kind=kind)
     # Stratified folds over every date, as `compare` fits the ml method, so the
     # latest date trains trees too instead of serving only as a hold-out.
-    final.fit(labelled[features], labelled["label"].to_numpy())
+    try:
+        final.fit(labelled[features], labelled["label"].to_numpy())
+    except InsufficientLabels as exc:
+        raise exc.with_source(source) from None
     dates = sorted({stamp.date() for stamp in labelled["as_of"]})
     churned = int(labelled["label"].sum())
     metadata: dict[str, Any] = {
@@ -203,9 +214,16 @@ def _training_rows(
 
 
 def _validate(
-    project: Project, labelled: pd.DataFrame, features: list[str], kind: str
+    project: Project,
+    labelled: pd.DataFrame,
+    features: list[str],
+    kind: str,
+    source: str,
 ) -> dict[str, Any]:
-    """Fit on the earlier rows, measure on the latest ones; a note when impossible."""
+    """Fit on the earlier rows, measure on the latest ones; a note when impossible.
+
+    `source` is where the labels come from, which selects the advice of the note.
+    """
     import numpy as np
 
     from healthscore.models.evaluation import expected_calibration_error, lift, roc_auc
@@ -217,7 +235,7 @@ def _validate(
         part = labelled.iloc[fit_rows]
         model.fit(part[features], part["label"].to_numpy())
     except InsufficientLabels as exc:
-        return {"method": method, "note": f"not validated: {exc}"}
+        return {"method": method, "note": f"not validated: {exc.with_source(source)}"}
     test = labelled.iloc[test_rows]
     labels = test["label"].to_numpy(dtype=int)
     probability = model.predict_proba(test[features])[:, 1]
@@ -323,7 +341,10 @@ def _train_survival(
         model = ChurnSurvival(model=kind).fit(
             labelled.iloc[rows][columns].reset_index(drop=True), durations, events
         )
-    except (InsufficientLabels, ValueError) as exc:
+    except InsufficientLabels as exc:
+        reason = exc.with_source(observations.labels.source)
+        return {"note": f"not trained: {reason}"}
+    except ValueError as exc:
         return {"note": f"not trained: {exc}"}
     info: dict[str, Any] = {
         "model": model.model,
@@ -367,10 +388,10 @@ def _print_training(result: dict[str, Any]) -> None:
             _fixed(validation["brier"], 4),
         )
         stdout_console().print(table)
-        for line in validation["notes"]:
-            note_wrapped(f"Validation model: {line}")
-    for line in result["notes"]:
-        note_wrapped(f"Note: {line}")
+        for line in _counted_notes("Validation model", validation["notes"]):
+            note_wrapped(line)
+    for line in _counted_notes("Note", result["notes"]):
+        note_wrapped(line)
     say(f"Stored in {result['stored_in']}.")
     survival = result["survival"]
     if "note" in survival:
@@ -382,6 +403,43 @@ def _print_training(result: dict[str, Any]) -> None:
             f"concordance {survival['concordance']:.3f}; stored in "
             f"{survival['stored_in']}."
         )
+
+
+#: A count inside a model note, such as the 7 of "7 churned": digits, maybe with
+#: thousands separators, that are not part of a date, a decimal or a word.
+_NOTE_COUNT = re.compile(r"(?<![\w.\-])\d[\d,]*(?![\w\-]|\.\d)")
+
+
+def _counted_notes(label: str, lines: list[str]) -> list[str]:
+    """Return each distinct note once after `label`, in order of first appearance.
+
+    A model fits one part per hold-out fold, and each fit may add a note. Notes
+    that differ only in their counts are merged, as `compare` merges them, and each
+    count that varies becomes a range ("5 to 7 churned"). The label of a note that
+    several fits gave names their number, as in "Validation model (4 fits): ...".
+    """
+    groups: dict[str, list[list[str]]] = {}
+    for line in lines:
+        template = _NOTE_COUNT.sub("\0", line)
+        groups.setdefault(template, []).append(_NOTE_COUNT.findall(line))
+    merged = []
+    for template, members in groups.items():
+        pieces = template.split("\0")
+        text = pieces[0]
+        for position, piece in enumerate(pieces[1:]):
+            values = {numbers[position] for numbers in members}
+            text += _count_range(values) + piece
+        where = label if len(members) == 1 else f"{label} ({len(members)} fits)"
+        merged.append(f"{where}: {text}")
+    return merged
+
+
+def _count_range(values: set[str]) -> str:
+    """Return the one count of `values`, or "lowest to highest" when they differ."""
+    ordered = sorted(values, key=lambda value: int(value.replace(",", "")))
+    if len(ordered) == 1:
+        return ordered[0]
+    return f"{ordered[0]} to {ordered[-1]}"
 
 
 # forecast

@@ -123,22 +123,37 @@ def select_dates(
     every: Duration | None,
     backfill: bool,
 ) -> list[date]:
-    """Return the as-of dates of the options, backfilling missing ones on request."""
-    from healthscore.models.dataset import snapshot_store_of
+    """Return the as-of dates of the options, backfilling missing ones on request.
+
+    Raises
+    ------
+    typer.BadParameter
+        When --from is after --to, or --every lacks one of them.
+    ValueError
+        When no stored snapshot falls in the range and --every is not given.
+    """
+    from healthscore.models.dataset import MissingSnapshotsError, snapshot_store_of
     from healthscore.monitoring.backfill import backfill as run_backfill
     from healthscore.monitoring.backfill import backfill_dates
 
+    if start is not None and end is not None and start > end:
+        raise typer.BadParameter(
+            f"--from {start.isoformat()} is after --to {end.isoformat()}; give a "
+            "--from on or before --to"
+        )
     stored = snapshot_store_of(project).dates()
     if every is None:
-        if not stored:
-            raise ValueError(
-                "no snapshots are stored; store a range with `healthscore backfill "
-                "--from DATE --to DATE --every 1mo`, or pass --from, --to, --every "
-                "and --backfill"
-            )
-        first = start or stored[0]
-        last = end or stored[-1]
-        return [day for day in stored if first <= day <= last]
+        first = start or (stored[0] if stored else None)
+        last = end or (stored[-1] if stored else None)
+        selected = [
+            day
+            for day in stored
+            if (first is None or first <= day) and (last is None or day <= last)
+        ]
+        if not selected:
+            error = MissingSnapshotsError([], stored, start, end)
+            raise ValueError(error.describe(backfill_option=True))
+        return selected
     if start is None or end is None:
         raise typer.BadParameter("--every needs --from and --to")
     dates = backfill_dates(start, end, every)
@@ -172,7 +187,8 @@ def load_observations(
     try:
         observations = build_observations(project, dates)
     except MissingSnapshotsError as exc:
-        raise ValueError(str(exc)) from None
+        step = str(every) if every is not None else None
+        raise ValueError(exc.describe(backfill_option=True, every=step)) from None
     for line in observations.notes:
         if lead_time or not isinstance(line, LeadTimeNote):
             note_wrapped(line)
@@ -180,12 +196,37 @@ def load_observations(
     unlabelled = len(observations.frame) - churned - retained
     note_wrapped(
         f"{plural(len(observations.frame), 'observation')} on "
-        f"{plural(len(observations.dates), 'as-of date')}: {churned:,} churned, "
-        f"{retained:,} retained, {unlabelled:,} without a label"
+        f"{plural(len(_dates_with_accounts(observations)), 'as-of date')}: "
+        f"{churned:,} churned, {retained:,} retained, {unlabelled:,} without a label"
     )
+    empty = _empty_dates(observations)
+    if empty:
+        note_wrapped(
+            f"{plural(len(empty), 'stored snapshot')} in the range "
+            f"{'contains' if len(empty) == 1 else 'contain'} no accounts and "
+            f"{'is' if len(empty) == 1 else 'are'} left out: {_dates_text(empty)}."
+        )
     if note_label_source:
         note_wrapped(describe_label_source(project))
     return observations
+
+
+def _dates_with_accounts(observations: Observations) -> list[date]:
+    """Return the as-of dates that have at least one observation."""
+    return sorted({stamp.date() for stamp in observations.frame["as_of"]})
+
+
+def _empty_dates(observations: Observations) -> list[date]:
+    """Return the selected as-of dates whose stored snapshot contains no accounts."""
+    present = set(_dates_with_accounts(observations))
+    return [day for day in observations.dates if day not in present]
+
+
+def _dates_text(days: list[date]) -> str:
+    """List dates, or the first and last of more than three with their count."""
+    if len(days) <= 3:
+        return ", ".join(day.isoformat() for day in days)
+    return f"{days[0].isoformat()} to {days[-1].isoformat()} ({len(days):,} dates)"
 
 
 @handle_errors
@@ -286,32 +327,53 @@ def _save_unmeasured(
     return payload, statement
 
 
+#: Endings of the statement of `backtest` and `compare` when the labels have one
+#: class only: without any labelled observation, and with labelled observations of
+#: one class.
+_NOT_MEASURED = (
+    "there is nothing to backtest",
+    "there is nothing to measure the scores against and no backtest was run",
+)
+
+#: Endings of the statement of `learn` when the labels have one class only, as
+#: above.
+_NOT_LEARNED = (
+    "there is nothing to learn scorecard weights from, and no proposal was written",
+    "no scorecard weights can be learned, and no proposal was written",
+)
+
+
 def _one_class_statement(
-    project: Project, observations: Observations, missing: str
+    project: Project,
+    observations: Observations,
+    missing: str,
+    not_done: tuple[str, str] = _NOT_MEASURED,
 ) -> list[str]:
-    """Explain that the labels hold one class only, where they come from, what to do."""
+    """Explain that the labels hold one class only, where they come from, what to do.
+
+    `not_done` gives what the command could not do, as in `_NOT_MEASURED`.
+    """
     from healthscore.models.labels import describe_label_source, no_label_class_advice
 
     churned, retained = observations.labelled().label_counts
     labelled = churned + retained
     counted = plural(labelled, "labelled observation")
     horizon = project.config.outcomes.horizon
+    without_labels, with_one_class = not_done
     if labelled == 0:
         first = (
             "No labelled observations: no observation has a known churn outcome, "
-            "so there is nothing to backtest."
+            f"so {without_labels}."
         )
     elif missing == "churned":
         first = (
             f"No churned observations: none of the {counted} "
-            f"churned within its {horizon} horizon, so there is nothing to measure "
-            "the scores against and no backtest was run."
+            f"churned within their {horizon} horizon, so {with_one_class}."
         )
     else:
         first = (
             f"No retained observations: all {counted} "
-            f"churned within their {horizon} horizon, so there is nothing to measure "
-            "the scores against and no backtest was run."
+            f"churned within their {horizon} horizon, so {with_one_class}."
         )
     return [
         first,
@@ -358,6 +420,7 @@ def compare(
     split. Each run is stored, and --history lists the stored runs.
     """
     from healthscore.models.dataset import snapshot_store_of
+    from healthscore.models.labels import describe_label_source
 
     if history:
         _reject_with_history(
@@ -380,12 +443,15 @@ def compare(
         read_shadow_scores,
     )
 
+    keys = _method_keys(methods)
     project = open_project(project_dir)
-    keys = [key.strip() for key in methods.split(",") if key.strip()]
-    observations = load_observations(project, start, end, every, backfill)
+    observations = load_observations(
+        project, start, end, every, backfill, note_label_source=False
+    )
     missing_class = _missing_label_class(observations)
     if missing_class is not None:
-        # As in `backtest`: with one class only, no measure is defined.
+        # As in `backtest`: with one class only, no measure is defined. The
+        # statement names the label source.
         _, statement = _save_unmeasured(project, observations, missing_class, "compare")
         if json_output:
             for line in statement:
@@ -395,6 +461,7 @@ def compare(
         for line in statement:
             say_wrapped(line)
         return
+    note_wrapped(describe_label_source(project))
     console = stderr_console()
     with console.status("comparing", spinner="dots") as status:
         comparison = compare_methods(
@@ -418,6 +485,21 @@ def compare(
     _print_method_notes(results, observations)
 
 
+def _method_keys(methods: str) -> list[str]:
+    """Return the method keys of --methods, each once, in the order given.
+
+    Raises typer.BadParameter, a usage error, when the list names no method.
+    """
+    keys = [key.strip() for key in methods.split(",") if key.strip()]
+    if not keys:
+        raise typer.BadParameter(
+            f"the list {methods!r} names no method; give one or more of "
+            f"{', '.join(METHOD_KEYS)}, separated by commas",
+            param_hint="--methods",
+        )
+    return list(dict.fromkeys(keys))
+
+
 @handle_errors
 def learn(
     output: Annotated[
@@ -425,7 +507,7 @@ def learn(
         typer.Option(
             "--output",
             metavar="FILE",
-            help="File for the proposed scorecards.",
+            help="File for the proposed scorecards, in an existing folder.",
             show_default=f"<project>/{PROPOSED_FILE}",
         ),
     ] = None,
@@ -448,6 +530,8 @@ def learn(
     """
     from healthscore.models.backtest import run_methods
     from healthscore.models.compare import make_method
+    from healthscore.models.errors import InsufficientLabels
+    from healthscore.models.labels import describe_label_source
     from healthscore.models.learned import (
         proposal_header,
         propose,
@@ -456,13 +540,29 @@ def learn(
     )
 
     project = open_project(project_dir)
-    observations = load_observations(project, start, end, every, backfill)
-    proposal = propose(project, observations)
     path = output or project.root / PROPOSED_FILE
-    # The backtest runs first, so a failure leaves no proposal file behind.
-    results, splits = run_methods(
-        project, observations, [make_method("weighted"), make_method("learned")]
+    # Checked before --backfill stores any snapshot.
+    _check_output_file(path)
+    observations = load_observations(
+        project, start, end, every, backfill, note_label_source=False
     )
+    missing_class = _missing_label_class(observations)
+    if missing_class is not None:
+        statement = _one_class_statement(
+            project, observations, missing_class, _NOT_LEARNED
+        )
+        raise ValueError(" ".join(statement))
+    note_wrapped(describe_label_source(project))
+    proposal = propose(project, observations)
+    # The backtest runs first, so a failure leaves no proposal file behind.
+    try:
+        results, splits = run_methods(
+            project, observations, [make_method("weighted"), make_method("learned")]
+        )
+    except InsufficientLabels as exc:
+        raise exc.with_action(
+            "backtest the current and the learned scorecard weights"
+        ) from None
     write_proposal(proposal, path, proposal_header(project, proposal))
     diff = scorecard_diff(project.config.scorecards, proposal.scorecards)
     if json_output:
@@ -493,6 +593,27 @@ def learn(
     say_wrapped(f"Splits: {splits}.")
     _print_measures(results, "Backtest: current and learned weights")
     say_wrapped(f"Wrote the proposed scorecards to {path}.")
+
+
+def _check_output_file(path: Path) -> None:
+    """Raise a usage error unless `path` names a file in an existing folder."""
+    if path.is_dir():
+        raise typer.BadParameter(
+            f"{path} is a folder; give a file name, such as {path / PROPOSED_FILE}",
+            param_hint="--output",
+        )
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise typer.BadParameter(
+            f"{folder}, the folder of {path}, is not a folder; give a file in a folder",
+            param_hint="--output",
+        )
+    if not folder.exists():
+        raise typer.BadParameter(
+            f"{folder}, the folder of {path}, does not exist; create it first or "
+            "give a file in an existing folder",
+            param_hint="--output",
+        )
 
 
 def _weights_table(
@@ -757,12 +878,18 @@ def _payload(
     observations: Observations,
     project: Project,
 ) -> dict[str, Any]:
+    """Return the results to store and print as JSON.
+
+    `dates` lists the as-of dates with accounts, and `empty_dates` the selected
+    dates whose stored snapshot contains none.
+    """
     from healthscore.models.labels import describe_label_source, label_source
 
     churned, retained = observations.labelled().label_counts
     return {
         "splits": splits,
-        "dates": [day.isoformat() for day in observations.dates],
+        "dates": [day.isoformat() for day in _dates_with_accounts(observations)],
+        "empty_dates": [day.isoformat() for day in _empty_dates(observations)],
         "label_source": label_source(project),
         "labels": describe_label_source(project),
         "churned": churned,

@@ -217,7 +217,8 @@ def _feature_frame(frame: pd.DataFrame, context: FitContext) -> pd.DataFrame:
 
 def model_features(project: Project, observations: Observations) -> list[str]:
     """Feature columns of the ML and hybrid methods: every metric column, and the
-    measures whose metric has no column (a text metric with too many values).
+    measures whose metric has no column (a text metric with too many values). Such
+    a metric that no measure scores is left out, and the observations' notes name it.
 
     A measure is a per-date transform of its metric, such as a percentile, so trees
     that see both can split on either. On the socialnet example an inner validation

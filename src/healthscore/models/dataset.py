@@ -40,18 +40,113 @@ FeatureKind = Literal["measures", "metrics", "all"]
 
 
 class MissingSnapshotsError(LookupError):
-    """Requested as-of dates that have no stored snapshot."""
+    """Requested as-of dates, or a range of them, without a stored snapshot.
 
-    def __init__(self, missing: Sequence[date], stored: Sequence[date]) -> None:
-        self.missing = list(missing)
-        self.stored = list(stored)
-        listed = ", ".join(day.isoformat() for day in self.missing[:10])
-        more = f" and {len(self.missing) - 10} more" if len(self.missing) > 10 else ""
-        super().__init__(
-            f"no snapshot is stored for {listed}{more}; store them with `healthscore "
-            f"backfill --from {self.missing[0].isoformat()} --to "
-            f"{self.missing[-1].isoformat()} --every STEP`, or pass --backfill"
-        )
+    `missing` lists the requested dates that have no snapshot. It is empty when the
+    range from `start` to `end` (None: open on that side) contains no stored date.
+    The message names the stored dates and how to store the missing ones, and
+    `describe` gives it with the options of a calling command.
+    """
+
+    def __init__(
+        self,
+        missing: Sequence[date],
+        stored: Sequence[date],
+        start: date | None = None,
+        end: date | None = None,
+    ) -> None:
+        self.missing = sorted(missing)
+        self.stored = sorted(stored)
+        self.start = start
+        self.end = end
+        super().__init__(self.describe())
+
+    def __reduce__(
+        self,
+    ) -> tuple[
+        type[MissingSnapshotsError],
+        tuple[list[date], list[date], date | None, date | None],
+    ]:
+        return (type(self), (self.missing, self.stored, self.start, self.end))
+
+    def describe(self, backfill_option: bool = False, every: str | None = None) -> str:
+        """Return the message, with advice for a command that has these options.
+
+        With `backfill_option`, the advice names --backfill, which scores and stores
+        missing dates. `every` is the step between the requested dates, such as
+        "1mo", for the `healthscore backfill` command that the advice gives.
+        """
+        if self.missing:
+            problem = f"no snapshot is stored for {_listed_dates(self.missing)}"
+        elif self.stored:
+            problem = f"no snapshot is stored {self._range_text()}"
+        else:
+            problem = "no snapshots are stored"
+        sentences = [problem]
+        if self.stored:
+            sentences.append(self._stored_text())
+        sentences.append(self._advice(backfill_option, every))
+        return ". ".join(sentences) + "."
+
+    def _range_text(self) -> str:
+        if self.start is not None and self.end is not None:
+            return f"from {self.start.isoformat()} to {self.end.isoformat()}"
+        if self.start is not None:
+            return f"on or after {self.start.isoformat()}"
+        if self.end is not None:
+            return f"on or before {self.end.isoformat()}"
+        return "for the requested as-of dates"
+
+    def _stored_text(self) -> str:
+        first, last = self.stored[0].isoformat(), self.stored[-1].isoformat()
+        if len(self.stored) == 1:
+            return f"The only stored snapshot is of {first}"
+        return f"The {len(self.stored):,} stored snapshots run from {first} to {last}"
+
+    def _advice(self, backfill_option: bool, every: str | None) -> str:
+        step = every or "STEP"
+        if self.missing:
+            first, last = self.missing[0].isoformat(), self.missing[-1].isoformat()
+            if len(self.missing) == 1:
+                text = f"Store it with `healthscore score --as-of {first}`"
+            else:
+                command = f"healthscore backfill --from {first} --to {last}"
+                text = f"Store them with `{command} --every {step}`"
+            if backfill_option:
+                pronoun = "it" if len(self.missing) == 1 else "them"
+                text += f", or pass --backfill to store {pronoun} first"
+            return text
+        first = self.start.isoformat() if self.start is not None else "DATE"
+        last = self.end.isoformat() if self.end is not None else "DATE"
+        command = f"healthscore backfill --from {first} --to {last} --every {step}"
+        if self.stored:
+            text = (
+                "Choose a range within the stored dates, or store this one with "
+                f"`{command}`"
+            )
+        else:
+            text = f"Store a range with `{command}`"
+        if backfill_option:
+            # Without --every, --backfill has no dates to store.
+            options = [
+                name
+                for name, value in (("--from", self.start), ("--to", self.end))
+                if value is None
+            ]
+            options += ["--every", "--backfill"]
+            listed = f"{', '.join(options[:-1])} and {options[-1]}"
+            text += f", or pass {listed} to store it first"
+        return text
+
+
+def _listed_dates(days: Sequence[date], limit: int = 10) -> str:
+    """Join up to `limit` dates, as "2024-01-01, 2024-02-01 and 3 more"."""
+    listed = [day.isoformat() for day in days[:limit]]
+    if len(days) > limit:
+        return f"{', '.join(listed)} and {len(days) - limit:,} more"
+    if len(listed) == 1:
+        return listed[0]
+    return f"{', '.join(listed[:-1])} and {listed[-1]}"
 
 
 @dataclass
@@ -134,13 +229,13 @@ def build_observations(
     selected = sorted(set(dates)) if dates is not None else stored
     missing = [day for day in selected if day not in set(stored)]
     if missing or not selected:
-        raise MissingSnapshotsError(missing or list(selected), stored)
+        raise MissingSnapshotsError(missing, stored)
     _check_label_column_unused(project)
 
     scores = _read(store, "scores", selected)
     frame = scores[["account_id", "as_of", "scorecard", "score", "band"]].copy()
     measures, measure_columns = _measure_features(store, selected)
-    metrics, metric_columns = _metric_features(store, selected)
+    metrics, metric_columns, metric_notes = _metric_features(store, selected, project)
     frame = frame.merge(measures, on=["as_of", "account_id"], how="left")
     frame = frame.merge(metrics, on=["as_of", "account_id"], how="left")
 
@@ -166,7 +261,7 @@ def build_observations(
     frame = frame[leading + measure_columns + metric_columns]
     frame = frame.sort_values(["as_of", "account_id"], kind="stable")
     frame = frame.reset_index(drop=True)
-    notes = list(labels.notes)
+    notes = list(labels.notes) + metric_notes
     logger.info(
         "built %d observations over %d dates (%d churned, %d retained)",
         len(frame),
@@ -202,8 +297,10 @@ def _measure_features(
 
 
 def _metric_features(
-    store: SnapshotStore, dates: list[date]
-) -> tuple[pd.DataFrame, list[str]]:
+    store: SnapshotStore, dates: list[date], project: Project
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Return the metric feature columns, their names, and notes on text metrics
+    left out because they have more than MAX_CATEGORIES values."""
     metrics = _read(store, "metrics", dates)
     numeric = metrics[metrics["value"].notna() | metrics["value_text"].isna()]
     text_names = set(metrics.loc[metrics["value_text"].notna(), "metric"])
@@ -219,12 +316,22 @@ def _metric_features(
     wide = wide.reset_index()
     columns = [column for column in wide.columns if column.startswith("metric:")]
     text = metrics[metrics["metric"].isin(text_names) & metrics["value_text"].notna()]
+    scored = {
+        measure.metric
+        for card in project.config.scorecards
+        for component in card.components.values()
+        for measure in component.measures
+    }
+    notes = []
     for name, rows in text.groupby("metric", sort=True):
         values = sorted(rows["value_text"].astype(str).unique())
         if len(values) > MAX_CATEGORIES:
             logger.info(
                 "left out text metric %s: %d distinct values", name, len(values)
             )
+            # The churn models use the measure of a scored metric in its place.
+            if name not in scored:
+                notes.append(_left_out_text_note(str(name), len(values)))
             continue
         keys = rows[["as_of", "account_id"]]
         for value in values:
@@ -232,7 +339,18 @@ def _metric_features(
             flags = keys.assign(**{column: (rows["value_text"] == value).astype(float)})
             wide = wide.merge(flags, on=["as_of", "account_id"], how="outer")
             columns.append(column)
-    return wide, columns
+    return wide, columns, notes
+
+
+def _left_out_text_note(name: str, count: int) -> str:
+    return (
+        f"Text metric {name} has {count:,} distinct values, more than "
+        f"{MAX_CATEGORIES}, so the churn models (`healthscore train`, and the ml "
+        "and hybrid methods of `healthscore compare`) leave it out rather than add "
+        "a 0/1 column per value. To use it, group its values into at most "
+        f"{MAX_CATEGORIES} in the source, or add a scorecard measure of it with "
+        "`normalize: {method: categories}`, whose score the models use."
+    )
 
 
 def _add_account_columns(frame: pd.DataFrame, accounts: pd.DataFrame) -> None:

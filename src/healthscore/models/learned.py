@@ -325,13 +325,26 @@ def proposal_header(project: Project, proposal: Proposal) -> list[str]:
 
 
 def write_proposal(proposal: Proposal, path: Path, header: list[str]) -> Path:
-    """Write the proposed scorecards to `path`, with `header` lines as comments."""
-    comments = "".join(f"# {line}\n" for line in header)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the proposed scorecards to `path`, with `header` lines as comments.
+
+    The text is written to a temporary file beside `path`, which then replaces
+    `path`, so no reader sees half a file. The folder of `path` must exist, and it
+    is not created.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written, such as when `path` is a folder. The
+        temporary file is removed first, as on any other failure.
+    """
+    text = "".join(f"# {line}\n" for line in header)
+    text += scorecards_yaml(proposal.scorecards)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(
-        comments + scorecards_yaml(proposal.scorecards), encoding="utf-8"
-    )
-    temporary.replace(path)
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     logger.info("wrote proposed scorecards to %s", path)
     return path
