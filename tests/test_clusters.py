@@ -204,10 +204,19 @@ def test_clusters_command(tmp_path) -> None:
     assert sizes == sorted(sizes, reverse=True)
     assert sum(sizes) == 213
     assert churned == 8
+    # 8 churned in all, so every cluster with a churned account rests on fewer
+    # than 10 and gets a note.
+    noted = [row["cluster"] for row in data["clusters"] if row["churned"] > 0]
+    assert noted
+    assert [note.split(" (")[0] for note in data["notes"]] == [
+        f"cluster {cluster}" for cluster in noted
+    ]
     table = CliRunner().invoke(app, arguments)
     assert table.exit_code == 0, table.output
     assert "chosen by silhouette among 2 to 4" in table.stdout
     assert "Churn rate" in table.stdout
+    shown = " ".join(table.stderr.split())
+    assert shown.count("With fewer than 10 churned accounts the rate is") == len(noted)
     bad = CliRunner().invoke(app, [*arguments, "--method", "dbscan"])
     assert bad.exit_code == 2
     assert "unknown method 'dbscan'" in bad.output

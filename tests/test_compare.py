@@ -786,6 +786,11 @@ def test_invalid_shadow_file_does_not_stop_score(monthly_dir, tmp_path):
     assert len(shadow) == len(scores)
     run = score(load_project(root), date(2024, 7, 15), monitor=False)
     assert run.shadow_skipped == [expected]
+    listed = CliRunner().invoke(
+        app, ["score", "--project", str(root), "--as-of", "2024-07-15", "--json"]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["shadow_skipped"] == [expected]
 
 
 def test_backtest_lists_invalid_shadow_once(monthly_dir, tmp_path):

@@ -190,7 +190,10 @@ def test_propose_without_enough_churn_keeps_weights():
     text = " ".join(" ".join(header).split())
     assert "Weights learned" not in text
     assert "No weights were learned" in text
-    assert "scorecard default keeps its weights: too few labelled rows" in text
+    assert (
+        "scorecard default keeps its weights: too few labelled rows to learn "
+        "scorecard weights"
+    ) in text
     assert "the label column (validation.label_column) has only 4 churned" in text
 
 

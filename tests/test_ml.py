@@ -452,6 +452,33 @@ def test_train_stores_survival_model(trained) -> None:
     assert load_model(project, "survival").metadata["features"] == survival["features"]
 
 
+def test_train_prints_survival_notes(tmp_path: Path) -> None:
+    from healthscore.monitoring.backfill import backfill
+    from project_factory import write_project
+
+    config = churn_config()
+    # A metric of 5 for every account gives the measure 50 on every row.
+    config["metrics"]["flat"] = {"type": "formula", "expression": "logins * 0 + 5"}
+    config["scorecards"][0]["components"]["usage"]["measures"].append(
+        {"metric": "flat", "normalize": {"method": "bounds", "min": 0, "max": 10}}
+    )
+    project = write_project(tmp_path, config, churn_files())
+    backfill(project, SNAPSHOT_DATES)
+    note = (
+        "left out measure:flat (50.0 on every training row), because a feature "
+        "that does not vary on the training rows cannot be fitted"
+    )
+
+    listed = CliRunner().invoke(app, ["train", "--project", str(tmp_path), "--json"])
+    shown = CliRunner().invoke(app, ["train", "--project", str(tmp_path)])
+
+    assert listed.exit_code == 0, listed.output
+    survival = json.loads(listed.stdout)["survival"]
+    assert survival["notes"] == [note]
+    assert shown.exit_code == 0, shown.output
+    assert f"Survival model: {note}" in " ".join(shown.stderr.split())
+
+
 def test_train_table_output(trained) -> None:
     project, _ = trained
     result = CliRunner().invoke(

@@ -353,6 +353,7 @@ def _train_survival(
         "churned": int(events.sum()),
         "concordance": model.concordance_,
         "longest_duration_days": model.max_duration_,
+        "notes": list(model.notes_),
     }
     info["stored_in"] = str(save_model(project, SURVIVAL_MODEL, model, info))
     return info
@@ -403,6 +404,8 @@ def _print_training(result: dict[str, Any]) -> None:
             f"concordance {survival['concordance']:.3f}; stored in "
             f"{survival['stored_in']}."
         )
+        for line in survival["notes"]:
+            note_wrapped(f"Survival model: {line}")
 
 
 #: A count inside a model note, such as the 7 of "7 churned": digits, maybe with
@@ -724,6 +727,7 @@ def clusters(
                 "criterion": criterion,
                 "scores": {str(k): v for k, v in model.scores_.items()},
                 "clusters": to_json(summary.to_dict(orient="records")),
+                "notes": list(model.notes_),
             }
         )
         return
@@ -748,6 +752,8 @@ def clusters(
         note_wrapped(
             "Churn rates are missing: the outcomes of this date are not known yet."
         )
+    for line in model.notes_:
+        note_wrapped(line)
 
 
 def _forecast_cell(row: dict[str, Any], days: int) -> str:

@@ -84,6 +84,7 @@ def score(
         result = score_json(scored, summary, output)
         result["guard"] = None if guard is None else guard.to_dict()
         result["alerts_raised"], result["tasks_opened"] = _monitoring_counts(run)
+        result["shadow_skipped"] = list(run.shadow_skipped)
         print_json(result)
         return
     print_score_summary(scored, summary)

@@ -46,7 +46,8 @@ class ValidationConfig(StrictModel):
         ge=2,
         le=50,
         description="Folds of the stratified cross-validation used when the labelled "
-        "observations all share one as-of date.",
+        "observations all share one as-of date. With fewer churned or retained rows "
+        "than folds, as many folds as the rarer class has rows are used, with a note.",
     )
     min_churned: int = Field(
         default=10,

@@ -4,7 +4,8 @@ Methods (keys as in `healthscore compare --json`):
 
 - `rules`: a checklist of red flags. Each measure scoring in the at-risk band's
   range is a red flag. The risk is the share of an account's present measures that
-  are red, and an account is flagged when at least half of them are.
+  are red. Having no bands, it flags each test date's riskiest rows, as the other
+  methods without bands do (see `healthscore.models.backtest`).
 - `weighted`: the configured scorecards, as stored in the snapshots.
 - `learned`: scorecards with weights learned on the training rows
   (`healthscore.models.learned`).

@@ -209,7 +209,9 @@ def propose(
                 routed.reindex(columns=columns), routed["label"]
             )
         except InsufficientLabels as exc:
-            reason = exc.with_source(observations.labels.source)
+            reason = exc.with_action("learn scorecard weights").with_source(
+                observations.labels.source
+            )
             notes.append(f"scorecard {card.name} keeps its weights: {reason}")
             cards.append(card)
             proposed = current
