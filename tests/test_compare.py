@@ -173,8 +173,8 @@ def test_compare_unknown_method_fails(project_dir):
     result = CliRunner().invoke(
         app, ["compare", "--project", str(project_dir), "--methods", "magic"]
     )
-    assert result.exit_code == 1
-    assert "unknown method magic" in result.output
+    assert result.exit_code == 2
+    assert "unknown method 'magic'" in result.output
 
 
 def test_model_features_are_metrics(project_dir):
@@ -1072,6 +1072,28 @@ def test_from_after_to_is_usage_error(monthly_dir, command, every):
 
     assert result.exit_code == 2, result.output
     assert "--from 2024-05-01 is after --to 2024-03-01" in unwrapped(result.output)
+
+
+@pytest.mark.parametrize("command", ["backtest", "compare", "learn"])
+def test_backfill_without_every_is_usage_error(monthly_dir, command):
+    arguments = [command, "--project", str(monthly_dir), "--backfill"]
+    result = CliRunner().invoke(app, arguments)
+
+    assert result.exit_code == 2, result.output
+    assert "--backfill scores the dates of --from, --to and --every" in unwrapped(
+        result.output
+    )
+
+
+def test_unknown_method_is_usage_error(tmp_path):
+    # The folder holds no project: the option is checked before anything is read.
+    result = CliRunner().invoke(
+        app, ["compare", "--project", str(tmp_path), "--methods", "weighted,xgb"]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "unknown method 'xgb'" in result.output
+    assert "healthscore.yml" not in result.output
 
 
 def test_missing_dates_listed_with_backfill(monthly_dir):

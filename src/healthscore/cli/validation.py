@@ -128,7 +128,8 @@ def select_dates(
     Raises
     ------
     typer.BadParameter
-        When --from is after --to, or --every lacks one of them.
+        When --from is after --to, --every lacks one of them, or --backfill comes
+        without --every.
     ValueError
         When no stored snapshot falls in the range and --every is not given.
     """
@@ -140,6 +141,12 @@ def select_dates(
         raise typer.BadParameter(
             f"--from {start.isoformat()} is after --to {end.isoformat()}; give a "
             "--from on or before --to"
+        )
+    if backfill and every is None:
+        raise typer.BadParameter(
+            "--backfill scores the dates of --from, --to and --every that have no "
+            "snapshot, so it needs --every; without --every the stored dates are read "
+            "and there is nothing to backfill"
         )
     stored = snapshot_store_of(project).dates()
     if every is None:
@@ -488,12 +495,20 @@ def compare(
 def _method_keys(methods: str) -> list[str]:
     """Return the method keys of --methods, each once, in the order given.
 
-    Raises typer.BadParameter, a usage error, when the list names no method.
+    Raises typer.BadParameter, a usage error, when the list names no method or an
+    unknown one, before the project's snapshots are read.
     """
     keys = [key.strip() for key in methods.split(",") if key.strip()]
     if not keys:
         raise typer.BadParameter(
             f"the list {methods!r} names no method; give one or more of "
+            f"{', '.join(METHOD_KEYS)}, separated by commas",
+            param_hint="--methods",
+        )
+    unknown = [key for key in dict.fromkeys(keys) if key not in METHOD_KEYS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown method {', '.join(map(repr, unknown))}; give one or more of "
             f"{', '.join(METHOD_KEYS)}, separated by commas",
             param_hint="--methods",
         )
