@@ -255,7 +255,12 @@ def constraint_text(field: FieldInfo) -> str:
         if name in bounds:
             parts.append(f"{symbol} {bounds[name]}")
     if "min_length" in bounds:
-        parts.append(f"at least {bounds['min_length']} entry")
+        count = bounds["min_length"]
+        # A string's length counts characters, a list's its entries.
+        unit = "character" if field.annotation is str else "entry"
+        if count != 1:
+            unit = "characters" if unit == "character" else "entries"
+        parts.append(f"at least {count} {unit}")
     return ", ".join(parts)
 
 

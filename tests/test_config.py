@@ -323,6 +323,13 @@ MONITORED = VALID + textwrap.dedent(
       rules:
         - {name: into_risk, kind: band_change, to: at_rsk}
         - {name: quiet, kind: metric, condition: "logns >= 14"}
+        - name: drops
+          kind: drop
+          points: 10
+          within: 30d
+          escalation:
+            when: "arrr >= 50000"
+            escalate_to: vp@example.com
     playbooks:
       - name: rescue
         on_alert: into_rsk
@@ -341,6 +348,12 @@ def test_alert_rule_and_playbook_names_checked(tmp_path):
     quiet = issues["alerts.rules[1].condition"]
     assert quiet.message == "unknown account column or metric 'logns'"
     assert quiet.suggestion == "logins"
+    escalation = issues["alerts.rules[2].escalation.when"]
+    assert escalation.message == "unknown account column or metric 'arrr'"
+    assert (
+        escalation.line
+        == MONITORED.splitlines().index('        when: "arrr >= 50000"') + 1
+    )
     assert issues["playbooks[0].on_alert"].suggestion == "into_risk"
     assert issues["playbooks[0].when"].suggestion == "band"
     title = issues["playbooks[0].task.title"]

@@ -264,7 +264,7 @@ def test_owner_columns_undeclared(tmp_path: Path, command: str) -> None:
     assert not snapshots(root).exists()
     expected = (
         "2 settings read column 'csm', which is neither a standard column nor an "
-        "attribute of source 'accounts': alerts.rules[0].owner_column, "
+        "attribute of source 'accounts' (accounts.csv): alerts.rules[0].owner_column, "
         "playbooks[0].task.owner; declare it under sources.accounts.attributes, or "
         "change those settings"
     )
@@ -284,8 +284,9 @@ def test_task_owner_undeclared(tmp_path: Path, command: str) -> None:
     assert not snapshots(root).exists()
     expected = (
         "playbook 'call' (playbooks[0].task.owner) reads column 'csm', which is "
-        "neither a standard column nor an attribute of source 'accounts'; declare "
-        "it under sources.accounts.attributes, or change playbooks[0].task.owner"
+        "neither a standard column nor an attribute of source 'accounts' "
+        "(accounts.csv); declare it under sources.accounts.attributes, or change "
+        "playbooks[0].task.owner"
     )
     assert expected in output
 

@@ -615,20 +615,22 @@ def _alert_issues(
                     f"{', '.join(channels) or 'none'}",
                     channels,
                 )
-        conditions = [("condition", getattr(rule, "condition", None))]
+        conditions: list[tuple[tuple[str, ...], str | None]] = [
+            (("condition",), getattr(rule, "condition", None))
+        ]
         if rule.escalation is not None:
-            conditions.append(("escalation", rule.escalation.when))
-        for key, text in conditions:
+            conditions.append((("escalation", "when"), rule.escalation.when))
+        for keys, text in conditions:
+            path = ("alerts", "rules", index, *keys)
             used = parse_expression(text).names if text else set()
             for name in _unknown_names(config, used, names, unparsed):
                 yield issue(
-                    ("alerts", "rules", index, key),
+                    path,
                     f"unknown account column or metric {name!r}",
                     names,
                     word=name,
                 )
             if text:
-                path = ("alerts", "rules", index, key)
                 yield from _band_literal_issues(config, text, path, issue, unparsed)
 
 

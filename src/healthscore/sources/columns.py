@@ -81,7 +81,7 @@ def missing_columns(project: Project, loaded: dict[str, LoadedSource]) -> list[s
         for (source, column), found in missing.items()
     ]
     messages += [
-        _undeclared_message(loaded[source], column, found)
+        _undeclared_message(project, loaded[source], column, found)
         for (source, column), found in undeclared.items()
     ]
     return messages
@@ -265,10 +265,11 @@ def _message(
 
 
 def _undeclared_message(
-    source: LoadedSource, column: str, readers: list[_Reader]
+    project: Project, source: LoadedSource, column: str, readers: list[_Reader]
 ) -> str:
     problem = (
-        f"which is neither a standard column nor an attribute of source {source.name!r}"
+        "which is neither a standard column nor an attribute of source "
+        f"{source.name!r} ({_describe(project, source.files)})"
     )
     fix = f"declare it under sources.{source.name}.attributes"
     if len(readers) == 1:
