@@ -621,7 +621,7 @@ def _alert_issues(
         if rule.escalation is not None:
             conditions.append((("escalation", "when"), rule.escalation.when))
         for keys, text in conditions:
-            path = ("alerts", "rules", index, *keys)
+            path: tuple[str | int, ...] = ("alerts", "rules", index, *keys)
             used = parse_expression(text).names if text else set()
             for name in _unknown_names(config, used, names, unparsed):
                 yield issue(
