@@ -291,6 +291,28 @@ def test_task_owner_undeclared(tmp_path: Path, command: str) -> None:
     assert expected in output
 
 
+def test_email_to_owner_names_not_addresses(tmp_path: Path) -> None:
+    # al and bo are names, not addresses, so every email to them would fail.
+    channels = {"mail": MAIL_TO_OWNER}
+    root = monitored_project(
+        tmp_path, ACCOUNTS_WITHOUT_ARR, [DROP_RULE], channels=channels
+    )
+    result, output = check(root, "validate")
+    assert result.exit_code == 0, output
+    assert (
+        "2 accounts have an owner in column 'owner' that is not an email address "
+        "('al', 'bo'), but alerts.channels.mail.to sends alerts to the owner, so "
+        "those emails will fail."
+    ) in output
+
+    addressed = monitored_project(
+        tmp_path / "addressed", ACCOUNTS_FULL, [DROP_RULE], channels=channels
+    )
+    result, output = check(addressed, "validate")
+    assert result.exit_code == 0, output
+    assert "not an email address" not in output
+
+
 @pytest.mark.parametrize("command", ["validate", "score"])
 def test_email_to_owner_missing_owner(tmp_path: Path, command: str) -> None:
     channels = {"mail": MAIL_TO_OWNER}

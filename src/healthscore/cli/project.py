@@ -16,6 +16,7 @@ from healthscore.cli.common import (
     VerboseOption,
     handle_errors,
     note,
+    note_wrapped,
     parse_date,
     plural,
     print_json,
@@ -28,6 +29,8 @@ from healthscore.config import PROJECT_FILE, ConfigError, Project, load_project
 # Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
 # that use them, so that `healthscore --help` does not load them.
 if TYPE_CHECKING:
+    import pandas as pd
+
     from healthscore.report.summary import SourceSummary
 
 
@@ -189,7 +192,56 @@ def check_data(project: Project, day: date, show_progress: bool) -> list[SourceS
         check_columns(engine.sources, project.config.metrics)
         progress("checking rows")
         reports = engine.sources.report(as_of_point(project, day))
+        accounts = engine.sources.accounts() if project.config.alerts.rules else None
+    if accounts is not None:
+        for line in owner_address_warnings(project, accounts):
+            note_wrapped(line)
     return source_summaries(report.to_dict() for report in reports)
+
+
+#: Owners that an owner-address warning names as examples.
+_OWNER_EXAMPLES = 3
+
+
+def owner_address_warnings(project: Project, accounts: pd.DataFrame) -> list[str]:
+    """Warn about owners that an email channel sending `to: owner` cannot reach.
+
+    Such a channel writes to each alert's owner, the value of the rule's
+    `owner_column`, so a value without `@`, such as a name, fails every email to
+    that owner. `accounts` are the usable accounts, with their columns.
+    """
+    from healthscore.config.alerts import EmailChannel
+
+    settings = project.config.alerts
+    by_column: dict[str, list[str]] = {}
+    for name, channel in settings.channels.items():
+        if not isinstance(channel, EmailChannel) or channel.to != "owner":
+            continue
+        for rule in settings.rules:
+            if rule.channels is None or name in rule.channels:
+                listed = by_column.setdefault(rule.owner_column, [])
+                if name not in listed:
+                    listed.append(name)
+    warnings = []
+    for column, channels in by_column.items():
+        if column not in accounts.columns:
+            continue  # a missing column is an error of its own
+        owners = accounts[column].dropna().astype(str)
+        owners = owners[owners.str.strip() != ""]
+        unreachable = sorted(set(owners[~owners.str.contains("@", regex=False)]))
+        if not unreachable:
+            continue
+        count = int((~owners.str.contains("@", regex=False)).sum())
+        examples = ", ".join(repr(owner) for owner in unreachable[:_OWNER_EXAMPLES])
+        keys = ", ".join(f"alerts.channels.{name}.to" for name in channels)
+        verb = "has" if count == 1 else "have"
+        warnings.append(
+            f"{plural(count, 'account')} {verb} an owner in column {column!r} that is "
+            f"not an email address ({examples}), but {keys} sends alerts to the "
+            "owner, so those emails will fail. Put email addresses in the column, or "
+            "list the recipients under `to`."
+        )
+    return warnings
 
 
 def _validation_json(
