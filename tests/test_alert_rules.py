@@ -181,6 +181,20 @@ def test_band_change_from_band(tmp_path):
     assert flagged(alerts) == ["c"]
 
 
+def test_message_scores_one_decimal(tmp_path):
+    rules = [{"name": "risk", "kind": "band_change", "to": "at_risk"}]
+    previous_as_of = AS_OF - timedelta(days=7)
+
+    (alert,) = run_rules(rules, {"a": 39.04}, {previous_as_of: {"a": 41}}, tmp_path)
+
+    # 39.04 - 41 = -1.96 shows as -2.0. Whole and fractional scores keep a decimal.
+    assert alert.message == (
+        "a moved into At risk from Stable. Score 39.0, band At risk "
+        "(-2.0 since 2026-06-23, was 41.0 Stable). "
+        "Top drivers: logins (-70.0 points)."
+    )
+
+
 def test_band_change_without_history(tmp_path):
     rules = [{"name": "risk", "kind": "band_change", "to": "at_risk"}]
 
@@ -365,8 +379,8 @@ def test_owner_escalation_and_drivers(tmp_path):
         {"measure": "logins", "value": 3.0, "normalized": 30.0, "points_lost": 70.0}
     ]
     assert big.message == (
-        "Big Co: score_input < 5. Score 30, band At risk. "
-        "Top drivers: logins (-70 points)."
+        "Big Co: score_input < 5. Score 30.0, band At risk. "
+        "Top drivers: logins (-70.0 points)."
     )
 
 

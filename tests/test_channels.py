@@ -6,7 +6,9 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
@@ -321,9 +323,9 @@ def test_slack_block_kit_shape(receiver):
         "text": "Acme moved into At risk from Stable",
     }
     fields = [field["text"] for field in message["blocks"][1]["fields"]]
-    assert fields[:3] == ["Score\n35", "Band\nat_risk", "Change\n-25.0"]
+    assert fields[:3] == ["Score\n35.0", "Band\nat_risk", "Change\n-25.0"]
     assert message["blocks"][2]["text"]["text"] == (
-        "Top drivers\n• logins: -40 points\n• tickets: -12.5 points"
+        "Top drivers\n• logins: -40.0 points\n• tickets: -12.5 points"
     )
     footer, link = message["blocks"][3]["elements"]
     assert footer["text"] == "risk · acme/eu · as of 2026-06-30"
@@ -419,7 +421,7 @@ def test_slack_escapes_alert_text(receiver):
     drivers = message["blocks"][2]["text"]
     assert drivers == {
         "type": "plain_text",
-        "text": "Top drivers\n• <@U024BE7LH>: -5 points",
+        "text": "Top drivers\n• <@U024BE7LH>: -5.0 points",
     }
     assert message["blocks"][0]["text"]["text"] == f"{HOSTILE_NAME} moved into At risk"
 
@@ -485,7 +487,7 @@ def test_slack_shows_markers_as_written():
     assert fields["Escalate to\n~vp~"] == "plain_text"
     assert drivers["text"] == {
         "type": "plain_text",
-        "text": "Top drivers\n• _logins_: -5 points",
+        "text": "Top drivers\n• _logins_: -5.0 points",
     }
     assert footer["elements"][0] == {
         "type": "plain_text",
@@ -751,7 +753,7 @@ def test_email_plain_and_html(smtp_server):
     plain = parts["text/plain"].get_payload(decode=True).decode()
     markup = parts["text/html"].get_payload(decode=True).decode()
     assert "Escalate to: vp@example.com" in plain
-    assert "<li>logins: -40 points</li>" in markup
+    assert "<li>logins: -40.0 points</li>" in markup
 
 
 def test_email_fixed_recipients(smtp_server):
@@ -840,9 +842,51 @@ def test_email_date_and_message_id(smtp_server):
     assert message["Message-ID"] == "<6f1c7c0e-0000-5000-8000-000000000001@healthscore>"
 
 
-def _closed_port() -> int:
-    import socket
+@pytest.fixture
+def silent_server() -> Iterator[socket.socket]:
+    """A TCP port on 127.0.0.1 whose connections complete but never get a byte."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server
 
+
+def test_email_silent_server_times_out(silent_server):
+    port = silent_server.getsockname()[1]
+    settings = email_settings(port, ["cs@example.com"])
+    settings = settings.model_copy(update={"timeout": 1.0})
+    sender = EmailSender(settings, None, None)
+    expected = (
+        f"sending email through 127.0.0.1:{port} timed out: no reply within 1 s "
+        "(the channel's timeout setting); check that host and port name "
+        "an SMTP server, or raise timeout for a slow one"
+    )
+
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as first:
+        sender.send(sample_delivery())
+    first_seconds = time.monotonic() - started
+
+    assert str(first.value) == expected
+    assert first.value.permanent is False
+    assert first.value.channel_down is True
+    assert 0.9 <= first_seconds < 5
+
+
+def _pending_connections(server: socket.socket) -> int:
+    """Accept and close the connections waiting on `server`, and count them."""
+    server.setblocking(False)
+    count = 0
+    while True:
+        try:
+            connection, _ = server.accept()
+        except BlockingIOError:
+            return count
+        connection.close()
+        count += 1
+
+
+def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

@@ -41,13 +41,15 @@ from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 from test_channels import (
     SECRET,
     Receiver,
+    _pending_connections,
     redirect_target,
     sample_alert,
+    silent_server,
     smtp_server,
 )
 
 # Fixtures of test_channels, used here by name.
-__all__ = ["redirect_target", "smtp_server"]
+__all__ = ["redirect_target", "silent_server", "smtp_server"]
 
 NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
 SETTINGS = DeliverySettings(max_attempts=3, backoff_base=30, max_backoff=600, jitter=0)
@@ -384,6 +386,45 @@ def test_paused_channel_left_due(state):
     # Not claimed and not attempted: the delivery is due as it was stored.
     assert (slack.state, slack.attempts, slack.last_error) == ("pending", 0, None)
     assert slack.next_attempt_at == NOW
+
+
+def test_timed_out_channel_paused_for_the_run(state, silent_server):
+    port = silent_server.getsockname()[1]
+    settings = AlertSettings.model_validate(
+        {
+            "channels": {
+                "console": {"type": "console"},
+                "mail": {
+                    "type": "email",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "starttls": False,
+                    "timeout": 1,
+                    "from": "healthscore@example.com",
+                    "to": ["cs@example.com"],
+                },
+            }
+        }
+    )
+    new = [
+        NewAlert(sample_alert(account_id=account, dedupe_key=f"risk/{account}"), kinds)
+        for account, kinds in [("a", ("mail",)), ("b", ("mail", "console"))]
+    ]
+    first, second = add_alerts(state, new, now=NOW)
+    channels = build_channels(settings, {})
+
+    report = deliver_pending(state, channels, NOW, SETTINGS)
+
+    (tried,) = get_alert(state, first.id).deliveries
+    waiting, console = get_alert(state, second.id).deliveries
+    assert report.retrying == [tried.id]
+    assert report.sent == [console.id]
+    assert tried.attempts == 1
+    assert "timed out: no reply within 1 s" in tried.last_error
+    # The second email waits for the next run without spending an attempt.
+    assert (waiting.state, waiting.attempts, waiting.last_error) == ("pending", 0, None)
+    assert waiting.next_attempt_at == NOW
+    assert _pending_connections(silent_server) == 1
 
 
 # Operator actions

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from healthscore.cli.common import (
     JsonOption,
@@ -31,7 +32,11 @@ from healthscore.config import Project
 # Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
 # that use them, so that `healthscore --help` does not load them.
 if TYPE_CHECKING:
-    from healthscore.monitoring.outbox import AlertRecord, CoolingAlert
+    from healthscore.monitoring.outbox import (
+        AlertRecord,
+        CoolingAlert,
+        DeliveryRecord,
+    )
     from healthscore.store import StateStore
 
 alerts_app = typer.Typer(
@@ -89,7 +94,8 @@ def list_command(
     if not records:
         say("no alerts")
         return
-    stdout_console().print(_table(records))
+    stdout_console().print(_table(records, datetime.now(UTC)))
+    _say_errors(records)
 
 
 ByOption = Annotated[
@@ -355,19 +361,74 @@ def _record_json(record: AlertRecord) -> dict[str, Any]:
     }
 
 
-def _table(records: list[AlertRecord]) -> Table:
+def _table(records: list[AlertRecord], now: datetime) -> Table:
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("id", "as of", "severity", "state", "title", "deliveries"):
         table.add_column(column, justify="right" if column == "id" else "left")
     for record in records:
         state = record.state + (" (held)" if record.held else "")
-        sent = ", ".join(f"{item.channel} {item.state}" for item in record.deliveries)
+        sent = ", ".join(_delivery_text(item, now) for item in record.deliveries)
+        # Text cells, because a title such as "[ACME] fell" is not Rich markup.
         table.add_row(
             str(record.id),
             record.alert.as_of.isoformat(),
             record.alert.severity,
             state,
-            record.alert.title,
-            sent or "-",
+            Text(record.alert.title),
+            Text(sent or "-"),
         )
     return table
+
+
+def _delivery_text(delivery: DeliveryRecord, now: datetime) -> str:
+    """Describe a delivery as `hook sent`, or as `hook retry 2 at 23:15 UTC` if failed.
+
+    A pending delivery with attempts is waiting for its retry, and the retry's
+    number is the number of failed attempts so far.
+    """
+    if delivery.state != "pending" or delivery.attempts == 0:
+        return f"{delivery.channel} {delivery.state}"
+    text = f"{delivery.channel} retry {delivery.attempts}"
+    if delivery.next_attempt_at is not None:
+        text += f" at {_time_text(delivery.next_attempt_at, now)}"
+    return text
+
+
+def _time_text(moment: datetime, now: datetime) -> str:
+    """Format a time in UTC, without the date when it falls on the day of `now`."""
+    moment = moment.astimezone(UTC)
+    if moment.date() == now.astimezone(UTC).date():
+        return moment.strftime("%H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+#: Maximum number of characters of a delivery error in the text view of `alerts
+#: list`. The `--json` view has the whole error.
+MAX_ERROR_TEXT = 200
+
+
+def short_error(error: str) -> str:
+    """Shorten a delivery error for the text view: its cause, on one line.
+
+    The cause is the text before the first "; ", which the channels' errors put
+    between what failed and the advice. The cause is cut to MAX_ERROR_TEXT
+    characters, ending with an ellipsis when cut.
+    """
+    cause = " ".join(error.split()).split("; ", 1)[0]
+    if len(cause) <= MAX_ERROR_TEXT:
+        return cause
+    return cause[: MAX_ERROR_TEXT - 1] + "\u2026"
+
+
+def _say_errors(records: list[AlertRecord]) -> None:
+    """Print the last error of each delivery that has one, under the table."""
+    lines = [
+        f"  alert {record.id} {item.channel}: {short_error(item.last_error)}"
+        for record in records
+        for item in record.deliveries
+        if item.last_error
+    ]
+    if lines:
+        say("Last delivery errors, shortened (--json shows them whole):")
+        for line in lines:
+            say(line)

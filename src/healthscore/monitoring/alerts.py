@@ -772,18 +772,18 @@ def _message(title: str, details: dict[str, Any], context: _Context) -> str:
     parts = [f"{title}."]
     score = details["score"]
     if score is not None:
-        sentence = f"Score {_points(score)}, band {context.label(details['band'])}"
+        sentence = f"Score {_decimal(score)}, band {context.label(details['band'])}"
         if details["change"] is not None:
             sentence += (
                 f" ({details['change']:+.1f} since {details['previous_as_of']}, was "
-                f"{_points(details['previous_score'])} "
+                f"{_decimal(details['previous_score'])} "
                 f"{context.label(details['previous_band'])})"
             )
         parts.append(sentence + ".")
     drivers = details["top_drivers"]
     if drivers:
         listed = ", ".join(
-            f"{driver['measure']} (-{_points(driver['points_lost'])} points)"
+            f"{driver['measure']} (-{_decimal(driver['points_lost'])} points)"
             for driver in drivers
         )
         parts.append(f"Top drivers: {listed}.")
@@ -791,7 +791,13 @@ def _message(title: str, details: dict[str, Any], context: _Context) -> str:
 
 
 def _points(value: Any) -> str:
+    """Format a number of points in a title: one decimal, none when it is whole."""
     return f"{float(value):.1f}".removesuffix(".0")
+
+
+def _decimal(value: Any) -> str:
+    """Format a score or points value in a message with one decimal, as 39.0."""
+    return f"{float(value):.1f}"
 
 
 def _condition_names(text: str) -> frozenset[str]:

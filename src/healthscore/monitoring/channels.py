@@ -253,7 +253,17 @@ class EmailSender:
         self.password = password
 
     def send(self, delivery: Delivery) -> None:
-        """Send the alert's email; SMTP and network errors are failures."""
+        """Send the alert's email; SMTP and network errors are retryable failures.
+
+        The channel's `timeout` applies to the connection, to the wait for the
+        greeting and to each socket read and write of a command, so a server that
+        accepts the connection but never sends a reply fails after `timeout` seconds.
+        A timeout marks the channel down (`DeliveryError.channel_down`), so the
+        outbox holds its other deliveries until its next run.
+
+        NOTE: the timeout bounds each socket operation, not a whole reply. A
+        server that sends a byte every few seconds can hold one command longer.
+        """
         message = self.message(delivery)
         settings = self.settings
         try:
@@ -266,9 +276,20 @@ class EmailSender:
                     smtp.login(self.username, self.password or "")
                 smtp.send_message(message)
         except (smtplib.SMTPException, OSError) as exc:
+            if _is_timeout(exc):
+                raise DeliveryError(self._timeout_message(), channel_down=True) from exc
             raise DeliveryError(
                 f"sending email through {settings.host}:{settings.port} failed: {exc}"
             ) from exc
+
+    def _timeout_message(self) -> str:
+        settings = self.settings
+        return (
+            f"sending email through {settings.host}:{settings.port} timed out: no "
+            f"reply within {settings.timeout:g} s (the channel's timeout "
+            "setting); check that host and port name an SMTP server, or raise "
+            "timeout for a slow one"
+        )
 
     def message(self, delivery: Delivery) -> EmailMessage:
         """Build the email of one delivery.
@@ -308,6 +329,15 @@ class EmailSender:
                 permanent=True,
             )
         return [owner]
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """Tell whether an SMTP or socket error comes from a socket timeout.
+
+    `smtplib` reports a timeout while reading a reply as SMTPServerDisconnected
+    raised during the handling of the TimeoutError, so the context is checked too.
+    """
+    return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
 
 
 def header_text(value: str) -> str:
@@ -587,7 +617,7 @@ def _markdown(text: str) -> dict[str, str]:
 def _number_text(value: Any) -> str:
     if value is None:
         return "-"
-    return f"{float(value):.1f}".removesuffix(".0")
+    return f"{float(value):.1f}"
 
 
 def _change_text(value: Any) -> str:

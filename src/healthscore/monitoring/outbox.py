@@ -64,11 +64,17 @@ class DeliveryError(Exception):
     permanent : bool
         True when retrying cannot help, such as an alert without a recipient; the
         delivery is then dead at once.
+    channel_down : bool
+        True when the channel itself did not answer, such as a server that timed
+        out; the other deliveries to the channel then wait for the next run.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, channel_down: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.channel_down = channel_down
 
 
 @dataclass(frozen=True)
@@ -287,11 +293,19 @@ def deliver_pending(
     paused
         Names of channels whose deliveries this call neither claims nor attempts,
         so they spend no attempts and stay due.
+
+    A failure that says the channel itself is down (`DeliveryError.channel_down`,
+    such as an SMTP server that timed out) pauses that channel for the rest of the
+    call as well, so the deliveries queued behind it neither wait out the same
+    timeout nor spend an attempt.
     """
     settings = settings or DeliverySettings()
     rng = rng or random.Random()
     report = DeliveryReport()
+    down: set[str] = set()
     for row in _due(state, now, paused):
+        if row.channel in down:
+            continue
         if not _claim(state, row, now):
             report.skipped.append(row.id)
             continue
@@ -303,7 +317,8 @@ def deliver_pending(
             idempotency_key=row.idempotency_key,
             alert=_alert_from_row(row),
         )
-        _attempt(state, delivery, channels, now, settings, rng, report)
+        if not _attempt(state, delivery, channels, now, settings, rng, report):
+            down.add(row.channel)
     return report
 
 
@@ -387,7 +402,8 @@ def _attempt(
     settings: DeliverySettings,
     rng: random.Random,
     report: DeliveryReport,
-) -> None:
+) -> bool:
+    """Send one delivery and record the result. Return False when the channel is down."""
     channel = channels.get(delivery.channel)
     try:
         if channel is None:
@@ -399,7 +415,7 @@ def _attempt(
         channel.send(delivery)
     except DeliveryError as exc:
         _record_failure(state, delivery, exc, now, settings, rng, report)
-        return
+        return not exc.channel_down
     _update(state, delivery.id, state="sent", attempts=delivery.attempts + 1,
             next_attempt_at=None, last_error=None, sent_at=now)  # fmt: skip
     report.sent.append(delivery.id)
@@ -411,6 +427,7 @@ def _attempt(
         delivery.alert.account_id,
         delivery.channel,
     )
+    return True
 
 
 def _record_failure(
