@@ -403,7 +403,7 @@ def _attempt(
     rng: random.Random,
     report: DeliveryReport,
 ) -> bool:
-    """Send one delivery and record the result. Return False when the channel is down."""
+    """Send one delivery and record the result. Return False if the channel is down."""
     channel = channels.get(delivery.channel)
     try:
         if channel is None:
