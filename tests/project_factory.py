@@ -51,6 +51,27 @@ def minimal_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
+def label_column_config(**validation: Any) -> dict[str, Any]:
+    """`minimal_config` whose accounts carry a `Churn` column of Yes/No labels.
+
+    `validation` adds settings beside `label_column`, such as `folds`.
+    """
+    return minimal_config(
+        sources={
+            "accounts": {
+                "kind": "accounts",
+                "path": "accounts.csv",
+                "attributes": {"Churn": "string"},
+            },
+            "events": {"kind": "events", "path": "events.csv"},
+        },
+        validation={
+            "label_column": {"column": "Churn", "churned": ["Yes"]},
+            **validation,
+        },
+    )
+
+
 def write_project(
     root: Path, config: dict[str, Any], files: dict[str, str | pd.DataFrame | list[Any]]
 ) -> Project:

@@ -19,7 +19,7 @@ from healthscore.cli import app
 from healthscore.models.backtest import MethodResult, grouped_notes
 from healthscore.models.labels import LeadTimeNote
 from healthscore.pipeline import score
-from project_factory import minimal_config, write_project
+from project_factory import label_column_config, write_project
 
 AS_OF = date(2024, 3, 1)
 ACCOUNTS = 200
@@ -56,22 +56,7 @@ def column_label_files() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def column_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("column_labels")
-    config = minimal_config(
-        sources={
-            "accounts": {
-                "kind": "accounts",
-                "path": "accounts.csv",
-                "attributes": {"Churn": "string"},
-            },
-            "events": {"kind": "events", "path": "events.csv"},
-        },
-        validation={
-            "label_column": {"column": "Churn", "churned": ["Yes"]},
-            "folds": 5,
-            "min_churned": 5,
-            "shadow": ["shadow.yml"],
-        },
-    )
+    config = label_column_config(folds=5, min_churned=5, shadow=["shadow.yml"])
     project = write_project(root, config, column_label_files())
     score(project, AS_OF, monitor=False)
     return root
@@ -189,17 +174,7 @@ def test_train_few_column_labels_names_column(tmp_path):
         accounts.append(f"a{i},smb,{'Yes' if i < 8 else 'No'}")
         day = AS_OF - timedelta(days=1 + i % 20)
         events.append(f"a{i},{day.isoformat()}T12:00:00")
-    config = minimal_config(
-        sources={
-            "accounts": {
-                "kind": "accounts",
-                "path": "accounts.csv",
-                "attributes": {"Churn": "string"},
-            },
-            "events": {"kind": "events", "path": "events.csv"},
-        },
-        validation={"label_column": {"column": "Churn", "churned": ["Yes"]}},
-    )
+    config = label_column_config()
     project = write_project(
         tmp_path,
         config,

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from healthscore.cli import app
 from healthscore.monitoring.backfill import backfill
 from healthscore.pipeline import score, snapshot_store
-from project_factory import minimal_config, write_project
+from project_factory import label_column_config, write_project
 
 ACCOUNTS = 240
 MONTHS = pd.date_range("2024-01-01", "2024-08-01", freq="MS")
@@ -891,17 +891,7 @@ def one_date_project(root: Path, churned: int, accounts: int = 300) -> Path:
         for count in range(number // 10):
             stamp = ONE_DATE - pd.Timedelta(days=1 + count % 27)
             events.append(f"a{number},{stamp.isoformat()}T12:00:00")
-    settings = minimal_config(
-        sources={
-            "accounts": {
-                "kind": "accounts",
-                "path": "accounts.csv",
-                "attributes": {"Churn": "string"},
-            },
-            "events": {"kind": "events", "path": "events.csv"},
-        },
-        validation={"label_column": {"column": "Churn", "churned": ["Yes"]}},
-    )
+    settings = label_column_config()
     files = {
         "accounts.csv": "\n".join(rows) + "\n",
         "events.csv": "\n".join(events) + "\n",
