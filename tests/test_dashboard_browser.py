@@ -118,7 +118,7 @@ def test_login_portfolio_account(page, server):
     page.wait_for_url("**/accounts/a1")
     assert page.get_by_role("heading", name="Score history").is_visible()
     page.wait_for_selector("#account-history .main-svg")
-    assert page.locator("text=-80.0 points").is_visible()
+    assert page.get_by_text("-80.0 points", exact=True).is_visible()
 
 
 def test_add_note_stored(page, server):
