@@ -1076,7 +1076,7 @@ def test_backfill_without_every_is_usage_error(monthly_dir, command):
 
 
 def test_unknown_method_is_usage_error(tmp_path):
-    # The folder holds no project: the option is checked before anything is read.
+    # The folder contains no project: the option is checked before anything is read.
     result = CliRunner().invoke(
         app, ["compare", "--project", str(tmp_path), "--methods", "weighted,xgb"]
     )

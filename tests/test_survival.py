@@ -296,7 +296,7 @@ def test_feature_constant_with_gaps_kept() -> None:
     assert model.left_out_ == []
     assert model.notes_ == []
     assert "measure:sparse missing" in [
-        model.encoder_.names_[position] for position in model.kept_
+        model.encoder_.names_[position] for position in model.varying_columns_
     ]
 
 

@@ -235,7 +235,7 @@ class ChurnSurvival(BaseEstimator):
         return self
 
     def _keep_varying_columns(self, X: pd.DataFrame) -> None:
-        """Keep the encoded columns that vary on the training rows, in `kept_`.
+        """Record in `varying_columns_` the encoded columns that vary on training rows.
 
         A column with one value on every row, such as the encoding of a measure
         that is constant or missing throughout, has no coefficient to estimate,
@@ -246,8 +246,8 @@ class ChurnSurvival(BaseEstimator):
         """
         encoded = self.encoder_.transform(X)
         varying = np.ptp(encoded, axis=0) > 0
-        self.kept_ = np.flatnonzero(varying)
-        used = {self.encoder_.sources_[position] for position in self.kept_}
+        self.varying_columns_ = np.flatnonzero(varying)
+        used = {self.encoder_.sources_[position] for position in self.varying_columns_}
         self.left_out_ = [str(column) for column in X.columns if column not in used]
         if not self.left_out_:
             return
@@ -256,7 +256,7 @@ class ChurnSurvival(BaseEstimator):
             for column in X.columns
             if str(column) in self.left_out_
         ]
-        if len(self.kept_) == 0:
+        if len(self.varying_columns_) == 0:
             raise ValueError(
                 "no feature varies on the training rows, so the survival model has "
                 f"nothing to fit: {_join_words(described)}; add measures that differ "
@@ -276,7 +276,7 @@ class ChurnSurvival(BaseEstimator):
     ) -> str:
         """Explain a fit that did not converge: lifelines' reason, the columns it
         fitted and those it warned about, and the other model kind to try."""
-        names = [self.encoder_.names_[position] for position in self.kept_]
+        names = [self.encoder_.names_[position] for position in self.varying_columns_]
 
         # lifelines names design columns x0, x1, ... in the warnings it recorded.
         flagged: dict[str, str] = {}
@@ -442,9 +442,9 @@ class ChurnSurvival(BaseEstimator):
     def _design(self, X: pd.DataFrame) -> pd.DataFrame:
         encoded = self.encoder_.transform(X)
         # Models stored before constant columns were left out keep every column.
-        kept = getattr(self, "kept_", None)
-        if kept is not None:
-            encoded = encoded[:, kept]
+        varying = getattr(self, "varying_columns_", None)
+        if varying is not None:
+            encoded = encoded[:, varying]
         names = [f"x{i}" for i in range(encoded.shape[1])]
         return pd.DataFrame(encoded, columns=names)
 

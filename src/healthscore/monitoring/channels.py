@@ -259,7 +259,7 @@ class EmailSender:
         greeting and to each socket read and write of a command, so a server that
         accepts the connection but never sends a reply fails after `timeout` seconds.
         A timeout marks the channel down (`DeliveryError.channel_down`), so the
-        outbox holds its other deliveries until its next run.
+        outbox keeps its other deliveries waiting until its next run.
 
         NOTE: the timeout bounds each socket operation, not a whole reply. A
         server that sends a byte every few seconds can hold one command longer.

@@ -65,8 +65,8 @@ class DeliveryError(Exception):
         True when retrying cannot help, such as an alert without a recipient; the
         delivery is then dead at once.
     channel_down : bool
-        True when the channel itself did not answer, such as a server that timed
-        out; the other deliveries to the channel then wait for the next run.
+        True when the channel itself did not respond, such as a server that timed
+        out. The other deliveries to the channel then wait for the next run.
     """
 
     def __init__(
