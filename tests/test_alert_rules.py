@@ -195,6 +195,25 @@ def test_message_scores_one_decimal(tmp_path):
     )
 
 
+def test_drop_title_and_message_same_fall(tmp_path):
+    rules = [{"name": "drop", "kind": "drop", "points": 15, "within": "30d"}]
+    previous_as_of = AS_OF - timedelta(days=7)
+    cases = [
+        # (previous score, score, fall and change as shown)
+        (80.0, 60.0, "20.0"),
+        # 80 - 59.96 = 20.04, and 59.96 shows as 60.0.
+        (80.0, 59.96, "20.0"),
+        (80.0, 59.44, "20.6"),
+    ]
+    for previous, current, displayed in cases:
+        (alert,) = run_rules(
+            rules, {"a": current}, {previous_as_of: {"a": previous}}, tmp_path
+        )
+
+        assert alert.title == f"a fell {displayed} points since 2026-06-23"
+        assert f"(-{displayed} since 2026-06-23, was 80.0 Healthy)" in alert.message
+
+
 def test_band_change_without_history(tmp_path):
     rules = [{"name": "risk", "kind": "band_change", "to": "at_risk"}]
 
@@ -326,7 +345,9 @@ def test_renewal_risk(tmp_path):
     by_account = {alert.account_id: alert for alert in alerts}
     assert by_account["risky"].details["days_to_renewal"] == 30
     assert by_account["falling"].details["days_to_renewal"] == 90
-    assert by_account["falling"].title == "falling renews in 90 days and fell 15 points"
+    assert by_account["falling"].title == (
+        "falling renews in 90 days and fell 15.0 points"
+    )
     # The renewal date is data, so it stays out of the key; see the rerun test.
     assert by_account["risky"].dedupe_key == "renewal/risky/renewal/2026-06-30"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from healthscore.monitoring.outbox import (
 )
 from healthscore.store import StateStore
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
-from test_channels import Receiver, sample_alert
+from test_channels import DROP_TEXTS, Receiver, drop_alerts, sample_alert
 
 NOW = datetime(2026, 6, 30, 22, 45, tzinfo=UTC)
 
@@ -158,3 +159,28 @@ def test_list_shows_retry_and_errors(tmp_path: Path, redirecting, missing):
     )
     assert gone_error in result.output
     assert "console:" not in result.output
+
+
+def test_list_titles_one_decimal(tmp_path: Path):
+    config = minimal_config(alerts={"channels": {"console": {"type": "console"}}})
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    project = write_project(tmp_path / "project", config, files)
+    alerts = drop_alerts(tmp_path)
+    with StateStore.open(project.config.store.state, project.root) as state:
+        new = [NewAlert(alerts[account], ("console",)) for account in ("a", "b")]
+        add_alerts(state, new, now=NOW)
+
+    listed = CliRunner().invoke(
+        app, ["alerts", "list", "--project", str(project.root)], env={"COLUMNS": "300"}
+    )
+    as_json = CliRunner().invoke(
+        app, ["alerts", "list", "--json", "--project", str(project.root)]
+    )
+
+    assert listed.exit_code == 0, listed.output
+    for title, *_ in DROP_TEXTS.values():
+        assert f" {title} " in listed.output
+    assert as_json.exit_code == 0, as_json.output
+    details = {row["account_id"]: row["details"] for row in json.loads(as_json.output)}
+    assert details["b"]["score"] == 59.44
+    assert details["b"]["fall"] == pytest.approx(20.56)

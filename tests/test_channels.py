@@ -890,3 +890,81 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+# The same numbers in every rendering
+
+
+def drop_alerts(tmp_path: Any) -> dict[str, RaisedAlert]:
+    """Drop alerts of a (80 to 60) and b (80 to 59.44), a week after the peak."""
+    from test_alert_rules import AS_OF, run_rules
+
+    rules = [{"name": "drop", "kind": "drop", "points": 15, "within": "30d"}]
+    peak = {AS_OF - timedelta(days=7): {"a": 80.0, "b": 80.0}}
+    alerts = run_rules(rules, {"a": 60.0, "b": 59.44}, peak, tmp_path)
+    return {alert.account_id: alert for alert in alerts}
+
+
+#: Per account of `drop_alerts`: title, score, change, points lost by the driver.
+DROP_TEXTS = {
+    "a": ("a fell 20.0 points since 2026-06-23", "60.0", "-20.0", "70.0"),
+    # The fall of 20.56 points shows as 20.6, and the score 59.44 as 59.4.
+    "b": ("b fell 20.6 points since 2026-06-23", "59.4", "-20.6", "70.0"),
+}
+
+
+def test_renderings_show_same_numbers(tmp_path, receiver, smtp_server):
+    port, sink = smtp_server
+    alerts = drop_alerts(tmp_path)
+    email = EmailSender(email_settings(port, ["cs@example.com"]), None, None)
+    webhook = WebhookSender(receiver.url, SECRET, timeout=5)
+
+    for number, (account, texts) in enumerate(DROP_TEXTS.items()):
+        title, score, change, lost = texts
+        delivery = sample_delivery(**vars(alerts[account]))
+        message = f"{title}. Score {score}, band Stable ({change} since 2026-06-23"
+        assert delivery.alert.title == title
+        assert delivery.alert.message.startswith(message)
+        assert f"logins (-{lost} points)" in delivery.alert.message
+
+        slack = slack_message(delivery, None)
+        assert slack["blocks"][0]["text"]["text"] == title
+        assert slack["blocks"][1]["text"]["text"] == delivery.alert.message
+        fields = [field["text"] for field in slack["blocks"][1]["fields"]]
+        assert fields[:3] == [f"Score\n{score}", "Band\nStable", f"Change\n{change}"]
+        assert (
+            slack["blocks"][2]["text"]["text"]
+            == f"Top drivers\n• logins: -{lost} points"
+        )
+        assert slack["text"] == delivery.alert.message
+
+        email.send(delivery)
+        sent = sink.messages[number][2]
+        assert sent["Subject"] == f"[warning] {title}"
+        parts = {part.get_content_type(): part for part in sent.walk()}
+        # SMTP sends CRLF line ends.
+        plain = parts["text/plain"].get_payload(decode=True).decode()
+        plain = plain.replace("\r\n", "\n")
+        markup = parts["text/html"].get_payload(decode=True).decode()
+        assert plain.startswith(f"{title}\n\n{delivery.alert.message}\n")
+        assert f"<h2>{title}</h2>" in markup
+        assert f"<th align='left'>Score</th><td>{score}</td>" in markup
+        assert f"<th align='left'>Change</th><td>{change}</td>" in markup
+        assert f"<li>logins: -{lost} points</li>" in markup
+
+        webhook.send(delivery)
+        body = receiver.requests[number]["json"]
+        assert body["title"] == title
+        assert body["message"] == delivery.alert.message
+
+
+def test_webhook_details_keep_precision(tmp_path, receiver):
+    alert = drop_alerts(tmp_path)["b"]
+
+    WebhookSender(receiver.url, SECRET, timeout=5).send(sample_delivery(**vars(alert)))
+
+    details = receiver.requests[0]["json"]["details"]
+    assert details["score"] == 59.44
+    assert details["previous_score"] == 80.0
+    assert details["change"] == pytest.approx(-20.56)
+    assert details["fall"] == pytest.approx(20.56)

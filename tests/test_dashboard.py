@@ -254,7 +254,7 @@ def test_account_page_sections(site):
         assert f">{heading}</h2>" in html
     # The change from 100 on 2026-02-01 to 20 on 2026-03-01.
     assert "<strong>-80.0 points</strong>" in html
-    assert "Acme fell 80 points since 2026-02-01" in html
+    assert "Acme fell 80.0 points since 2026-02-01" in html
     assert 'id="account-history"' in html
 
 
@@ -262,7 +262,7 @@ def test_alerts_tasks_model_pages(site):
     client, token, _project, state = site
     login(client, token["admin"])
     alerts = client.get("/alerts").text
-    assert "Acme fell 80 points" in alerts
+    assert "Acme fell 80.0 points" in alerts
     tasks = client.get("/tasks").text
     open_tasks = list_tasks(state, task_state="open")
     assert open_tasks

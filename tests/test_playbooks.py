@@ -496,7 +496,7 @@ def test_release_opens_alert_tasks_once(tmp_path):
         ("a1", "rescue|a1|alert:score_drop"),
         ("a2", "rescue|a2|alert:score_drop"),
     ]
-    assert opened[0].title.startswith("Rescue a1: Acme fell 35 points since ")
+    assert opened[0].title.startswith("Rescue a1: Acme fell 35.0 points since ")
     assert again == []
     assert rerun.monitoring is not None
     assert rerun.monitoring.alerts.held

@@ -630,7 +630,7 @@ def _drop(rule: DropRule, context: _Context) -> list[Match]:
     matches = []
     for account, row in frame.iterrows():
         title = (
-            f"{context.name(str(account))} fell {_points(row['fall'])} points "
+            f"{context.name(str(account))} fell {number_text(row['fall'])} points "
             f"since {row['peak_as_of'].isoformat()}"
         )
         details = {
@@ -705,7 +705,7 @@ def _renewal_risk(rule: RenewalRiskRule, context: _Context) -> list[Match]:
         if at_risk[account]:
             reason = f"is {context.label(rule.band)}"
         else:
-            reason = f"fell {_points(falls[account])} points"
+            reason = f"fell {number_text(falls[account])} points"
         title = f"{context.name(str(account))} renews in {days} days and {reason}"
         details = {
             "renewal_date": renews_on.isoformat(),
@@ -772,32 +772,37 @@ def _message(title: str, details: dict[str, Any], context: _Context) -> str:
     parts = [f"{title}."]
     score = details["score"]
     if score is not None:
-        sentence = f"Score {_decimal(score)}, band {context.label(details['band'])}"
+        sentence = f"Score {number_text(score)}, band {context.label(details['band'])}"
         if details["change"] is not None:
             sentence += (
-                f" ({details['change']:+.1f} since {details['previous_as_of']}, was "
-                f"{_decimal(details['previous_score'])} "
+                f" ({change_text(details['change'])} since "
+                f"{details['previous_as_of']}, was "
+                f"{number_text(details['previous_score'])} "
                 f"{context.label(details['previous_band'])})"
             )
         parts.append(sentence + ".")
     drivers = details["top_drivers"]
     if drivers:
         listed = ", ".join(
-            f"{driver['measure']} (-{_decimal(driver['points_lost'])} points)"
+            f"{driver['measure']} (-{number_text(driver['points_lost'])} points)"
             for driver in drivers
         )
         parts.append(f"Top drivers: {listed}.")
     return " ".join(parts)
 
 
-def _points(value: Any) -> str:
-    """Format a number of points in a title: one decimal, none when it is whole."""
-    return f"{float(value):.1f}".removesuffix(".0")
+def number_text(value: Any) -> str:
+    """Format a score or points value for display with one decimal, as 39.0.
 
-
-def _decimal(value: Any) -> str:
-    """Format a score or points value in a message with one decimal, as 39.0."""
+    Titles, messages and the channels all use this format, so that one value
+    reads the same in each of them. The alert's `details` keep full precision.
+    """
     return f"{float(value):.1f}"
+
+
+def change_text(value: Any) -> str:
+    """Format a score change for display with a sign and one decimal, as -2.0."""
+    return f"{float(value):+.1f}"
 
 
 def _condition_names(text: str) -> frozenset[str]:

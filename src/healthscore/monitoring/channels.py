@@ -32,7 +32,7 @@ from healthscore.config.alerts import (
     WebhookChannel,
 )
 from healthscore.config.loader import expand_variables
-from healthscore.monitoring.alerts import RaisedAlert
+from healthscore.monitoring.alerts import RaisedAlert, change_text, number_text
 from healthscore.monitoring.outbox import Channel, Delivery, DeliveryError
 
 #: Header with the HMAC-SHA256 of the request body, as `sha256=<hex>`.
@@ -615,12 +615,8 @@ def _markdown(text: str) -> dict[str, str]:
 
 
 def _number_text(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{float(value):.1f}"
+    return "-" if value is None else number_text(value)
 
 
 def _change_text(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{float(value):+.1f}"
+    return "-" if value is None else change_text(value)
