@@ -32,6 +32,8 @@ from healthscore.cli import app
 from healthscore.config import ConfigError, Project
 from healthscore.config.models import ProjectConfig
 from healthscore.engine import Engine
+from healthscore.monitoring.alerts import RaisedAlert
+from healthscore.monitoring.outbox import NewAlert, add_alerts
 from healthscore.privacy import (
     ERASED,
     PrivacyError,
@@ -530,6 +532,159 @@ def test_forget_person_in_event_store(project):
     # The 2026-05-01 rows are purged; 2026-06-01 keeps yann and zoe's row.
     assert sorted(raw["user"]) == [ERASED, "yann@example.com"]
     assert report.event_rows == {"stored": {"raw": 1, "daily": 0}}
+
+
+def seed_person_fields(project) -> Path:
+    """Mention olivia@example.com under many fields; return the output folder.
+
+    Spellings differ in letter case, which emails ignore. peter@example.com is
+    never erased.
+    """
+    with StateStore.open(project.config.store.state, project.root) as state:
+        state.add_override(
+            KEPT_ACCOUNT,
+            score=60,
+            reason="call went well",
+            author="Olivia@Example.com",
+            expires_on=date(2099, 1, 1),
+        )
+        state.add_override(
+            "initech-x3",
+            score=20,
+            reason="escalated by OLIVIA@example.com",
+            author="ops",
+            expires_on=date(2099, 1, 1),
+        )
+        alert = RaisedAlert(
+            rule="idle",
+            kind="metric",
+            account_id=KEPT_ACCOUNT,
+            as_of=DATES[1],
+            severity="warning",
+            owner="olivia@example.com",
+            escalate_to="peter@example.com",
+            dedupe_key="idle/globex-x2/condition/2026-06-17",
+            title="Globex: idle",
+            message="Globex: idle.",
+            details={"values": {"csm": "Olivia@Example.com", "seats": 5}},
+        )
+        add_alerts(state, [NewAlert(alert, ("console",))], now=datetime.now(UTC))
+    for author, text in (
+        ("Olivia@Example.com", "renewal call booked"),
+        ("ops", "olivia@example.com asked for a call"),
+    ):
+        added = run_cli(
+            "note", "add", KEPT_ACCOUNT, "--author", author, "--text", text,
+            "--project", project.root,
+        )  # fmt: skip
+        assert added.exit_code == 0, added.output
+    # Monitoring is off, because the guard would store an alert about the run.
+    pipeline.score(project, DATES[1], monitor=False)
+    events = pd.DataFrame(
+        {
+            "account_id": [KEPT_ACCOUNT, KEPT_ACCOUNT],
+            "timestamp": pd.to_datetime(["2026-06-01T10:00", "2026-06-02T10:00"]),
+            "user": ["olivia@example.com", "peter@example.com"],
+            "value": [1.0, 2.0],
+        }
+    )
+    event_store(project).append("stored", events, numeric=["value"])
+    output = project.root / "output"
+    output.mkdir()
+    people = {
+        "owner": "olivia@example.com",
+        "rows": [
+            {"by": "Olivia@Example.com", "cc": "olivia@example.com"},
+            {"by": "peter@example.com", "cc": ""},
+        ],
+    }
+    (output / "people.json").write_text(json.dumps(people))
+    (output / "owners.csv").write_text(
+        f"account_id,csm\n{KEPT_ACCOUNT},olivia@example.com\n"
+        "initech-x3,peter@example.com\n"
+    )
+    return output
+
+
+#: Where `seed_person_fields` put the person, per place and field.
+PERSON_STATE_FIELDS = {
+    "alerts": {"details.values.csm": 1, "owner": 1},
+    # The audit entries of the overrides and notes name their author as actor.
+    "audit": {"actor": 2, "detail.reason": 1},
+    "notes": {"author": 1, "text": 1},
+    "overrides": {"author": 1, "reason": 1},
+}
+PERSON_SNAPSHOT_FIELDS = {
+    DATES[1].isoformat(): {
+        "scores": {"override_author": 1, "override_reason": 1},
+    },
+}
+
+
+def test_forget_person_names_fields(project):
+    output = seed_person_fields(project)
+    root = project.root
+
+    planned = run_cli(
+        "forget", "--person", "olivia@example.com", "--dry-run", "--project", root
+    )
+    planned_json = run_cli(
+        "forget", "--person", "olivia@example.com", "--dry-run", "--json",
+        "--project", root,
+    )  # fmt: skip
+    done = run_cli(
+        "forget", "--person", "olivia@example.com", "--author", "dpo", "--yes",
+        "--json", "--project", root,
+    )  # fmt: skip
+
+    assert planned.exit_code == 0, planned.output
+    lines = planned.stdout.splitlines()
+    assert lines[0] == "Would erase 14 rows of the person."
+    assert (
+        lines[1] == "  In brackets: the fields that held the person, with their counts."
+    )
+    expected = [
+        "  snapshot 2026-06-17: scores 2 (override_author 1, override_reason 1)",
+        "  event store stored: raw 1, daily 0 (user 1)",
+        "  state store alerts: 1 row (details.values.csm 1, owner 1)",
+        "  state store audit: 3 rows (actor 2, detail.reason 1)",
+        "  state store notes: 2 rows (author 1, text 1)",
+        "  state store overrides: 2 rows (author 1, reason 1)",
+        f"  {output / 'owners.csv'}: 1 row (csm 1)",
+        f"  {output / 'people.json'}: 2 rows (owner 1, rows.by 1, rows.cc 1)",
+    ]
+    for line in expected:
+        assert line in lines
+    for result in (planned_json, done):
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["state_fields"] == PERSON_STATE_FIELDS
+        assert report["snapshot_fields"] == PERSON_SNAPSHOT_FIELDS
+        assert report["event_fields"] == {"stored": {"user": 1}}
+        assert report["file_fields"] == {
+            str(output / "owners.csv"): {"csm": 1},
+            str(output / "people.json"): {"owner": 1, "rows.by": 1, "rows.cc": 1},
+        }
+    rows = state_rows(project)
+    assert [row["owner"] for row in rows["alerts"]] == [ERASED]
+    assert rows["alerts"][0]["details"]["values"] == {"csm": ERASED, "seats": 5}
+    assert rows["alerts"][0]["escalate_to"] == "peter@example.com"
+
+
+def test_forget_account_names_fields(project):
+    seed_state(project)
+    seed_event_store(project)
+
+    report = forget(project, account_subject(ERASED_ACCOUNT), author="dpo")
+
+    # Every seeded JSON document is {"account_id": <account>, "step": <n>}.
+    assert report.state_fields["alerts"] == {"account_id": 1, "details.account_id": 1}
+    # The account's delivery goes with its alert, which it references.
+    assert report.state_fields["deliveries"] == {"alert_id": 1}
+    for day in DATES:
+        assert report.snapshot_fields[day.isoformat()]["scores"] == {"account_id": 1}
+    # seed_event_store keeps 1 raw row and 2 rollup rows of the account.
+    assert report.event_fields == {"stored": {"account_id": 3}}
 
 
 # Exporting an account

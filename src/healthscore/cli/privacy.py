@@ -147,9 +147,25 @@ def _print_report(
     write = note if to_stderr else say
     verb = "Would erase" if report.dry_run else "Erased"
     write(f"{verb} {plural(report.total_rows, 'row')} of the {report.subject_kind}.")
+    places = (
+        report.snapshot_fields,
+        report.state_fields,
+        report.event_fields,
+        report.file_fields,
+    )
+    if any(places):
+        write(
+            f"  In brackets: the fields that held the {report.subject_kind}, with "
+            "their counts."
+        )
     deleting = "would delete" if report.dry_run else "deleted"
     for as_of, tables in report.snapshot_rows.items():
-        write(f"  snapshot {as_of}: {_counts(tables)}")
+        by_table = report.snapshot_fields.get(as_of, {})
+        listed = ", ".join(
+            f"{name} {count:,}{_fields_text(by_table.get(name))}"
+            for name, count in tables.items()
+        )
+        write(f"  snapshot {as_of}: {listed}")
     table_parts = []
     if report.snapshot_table_dates:
         rewrite = "would write again" if report.dry_run else "wrote again"
@@ -161,11 +177,14 @@ def _print_report(
     if table_parts:
         write(f"  store.snapshot_table: {', and '.join(table_parts)}")
     for name, parts in report.event_rows.items():
-        write(f"  event store {name}: {_counts(parts)}")
-    if report.state_rows:
-        write(f"  state store: {_counts(report.state_rows)}")
+        fields = _fields_text(report.event_fields.get(name))
+        write(f"  event store {name}: {_counts(parts)}{fields}")
+    for table, count in report.state_rows.items():
+        fields = _fields_text(report.state_fields.get(table))
+        write(f"  state store {table}: {plural(count, 'row')}{fields}")
     for path, count in report.file_rows.items():
-        write(f"  {path}: {plural(count, 'row')}")
+        fields = _fields_text(report.file_fields.get(path))
+        write(f"  {path}: {plural(count, 'row')}{fields}")
     for path in report.deleted_reports:
         write(f"  {path}: report {deleting}; run `healthscore report` to rebuild it")
     for path in report.deleted_exports:
@@ -218,6 +237,13 @@ def _warn_wal(report: ErasureReport) -> None:
 
 def _counts(tables: dict[str, int]) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in tables.items())
+
+
+def _fields_text(fields: dict[str, int] | None) -> str:
+    """Return ` (owner 2, detail.reason 1)` for the fields of one place, or ""."""
+    if not fields:
+        return ""
+    return f" ({_counts(fields)})"
 
 
 @handle_errors

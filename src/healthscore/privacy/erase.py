@@ -22,7 +22,8 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import partial
@@ -37,6 +38,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from healthscore.config import Project
 from healthscore.privacy.locate import (
     REPORT_SUFFIXES,
+    StateMatch,
     export_rows,
     exports_subject,
     frame_row_mask,
@@ -53,6 +55,8 @@ from healthscore.privacy.locate import (
 from healthscore.privacy.subjects import (
     Subject,
     document_mentions,
+    is_json_column,
+    mention_paths,
     redact_document,
     subject_hash,
     text_mentions,
@@ -94,10 +98,17 @@ class ErasureReport:
         Whether nothing was changed.
     snapshot_rows : dict
         Rows per table per as-of date (ISO text) of the snapshots.
+    snapshot_fields : dict
+        Per as-of date and table of `snapshot_rows`, the fields where the subject
+        was found, with their counts (see below).
     state_rows : dict
         Rows per table of the operational store.
+    state_fields : dict
+        Per table of `state_rows`, the fields where the subject was found.
     file_rows : dict
         Rows per table export (path as text) in the output folders.
+    file_fields : dict
+        Per file of `file_rows`, the fields where the subject was found.
     deleted_reports : list of str
         HTML reports that mention the subject, deleted whole.
     deleted_exports : dict
@@ -109,6 +120,9 @@ class ErasureReport:
     event_rows : dict
         Per store source, the rows of the event store (``raw``) and of its daily
         rollup (``daily``).
+    event_fields : dict
+        Per store source of `event_rows`, the fields where the subject was found,
+        over its raw rows, rollups and memberships together.
     snapshot_table_dates : list of str
         Erased snapshot dates whose rows of `store.snapshot_table` under this
         project's key were written again from the erased snapshot. A date without
@@ -128,17 +142,30 @@ class ErasureReport:
         erased rows, because a reader kept the checkpoint after the erasure from
         truncating it. None when the log was truncated, for a dry run, and for
         PostgreSQL.
+
+    A field is a column, or in a JSON document a key path such as
+    ``detail.reason``. An account's deleted rows count under the fields that
+    name it: ``account_id``, a JSON key path such as ``details.account_id``, or a
+    column that references a deleted row, such as ``alert_id``. Other rows count
+    under each field whose value mentioned the subject and had the mention
+    replaced by ``[erased]``. A row counts once under each such field, or once
+    per item for a key path inside a JSON list, so the counts of a table's fields
+    can add up to more than its rows.
     """
 
     subject_kind: str
     dry_run: bool
     snapshot_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    snapshot_fields: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     state_rows: dict[str, int] = field(default_factory=dict)
+    state_fields: dict[str, dict[str, int]] = field(default_factory=dict)
     file_rows: dict[str, int] = field(default_factory=dict)
+    file_fields: dict[str, dict[str, int]] = field(default_factory=dict)
     deleted_reports: list[str] = field(default_factory=list)
     deleted_exports: dict[str, int] = field(default_factory=dict)
     skipped_files: dict[str, str] = field(default_factory=dict)
     event_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    event_fields: dict[str, dict[str, int]] = field(default_factory=dict)
     snapshot_table_dates: list[str] = field(default_factory=list)
     snapshot_table_rows: int = 0
     snapshot_table_other_rows: dict[str, int] = field(default_factory=dict)
@@ -234,11 +261,15 @@ def forget(
     # Counted before anything changes, so that a rerun after a failed table write
     # still finds the rows the table kept.
     _count_snapshot_table_rows(project, subject, report)
-    report.snapshot_rows = erase_snapshots(store, subject, dry_run=dry_run, at=at)
+    report.snapshot_rows, report.snapshot_fields = erase_snapshot_dates(
+        store, subject, dry_run=dry_run, at=at
+    )
     report.snapshot_table_dates = erase_snapshot_table(
         project, store, subject, sorted(report.snapshot_rows), dry_run=dry_run
     )
-    report.event_rows = erase_event_store(project, subject, dry_run=dry_run)
+    report.event_rows, report.event_fields = erase_event_store(
+        project, subject, dry_run=dry_run
+    )
     _erase_output_files(output_folders, subject, report)
     with StateStore.open(project.config.store.state, project.root) as state:
         connection_scope = (
@@ -247,7 +278,9 @@ def forget(
         with connection_scope as connection:
             if not dry_run:
                 _zero_erased_content(connection)
-            report.state_rows = erase_state(connection, subject, dry_run)
+            report.state_rows, report.state_fields = erase_state(
+                connection, subject, dry_run
+            )
             if hashed is not None:
                 report.audit_id = _record(connection, report, hashed, author, at)
         if not dry_run:
@@ -279,22 +312,40 @@ def erase_snapshots(
     dict
         Rows erased per table, per as-of date in ISO form.
     """
+    return erase_snapshot_dates(store, subject, dry_run=dry_run, at=at)[0]
+
+
+def erase_snapshot_dates(
+    store: SnapshotStore, subject: Subject, *, dry_run: bool, at: datetime
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, dict[str, int]]]]:
+    """Erase like `erase_snapshots`, and also return where the subject was found.
+
+    Returns
+    -------
+    tuple of dict
+        Rows erased per table per as-of date, and per as-of date and table the
+        fields that contained the subject with their counts (see `erase_frame_fields`).
+        The fields of ``run.json`` are its key paths.
+    """
     erased: dict[str, dict[str, int]] = {}
+    erased_fields: dict[str, dict[str, dict[str, int]]] = {}
     for as_of in store.dates():
         tables = {name: store.read(as_of, name) for name in store.tables(as_of)}
-        cleaned, counts = _erase_tables(tables, subject)
+        cleaned, counts, fields = _erase_tables(tables, subject)
         info = store.run_info(as_of)
         if document_mentions(info, subject) or text_mentions(info, subject):
             counts["run.json"] = 1
+            fields["run.json"] = _sorted_counts(mention_paths(info, subject))
         if not counts:
             continue
         erased[as_of.isoformat()] = counts
+        erased_fields[as_of.isoformat()] = fields
         if not dry_run:
             # NOTE: a scoring run of this same date that finishes between the read
             # above and this write is replaced by the older partition read above.
             run_info = _rewritten_run_info(info, cleaned, subject, counts, at)
             store.write(as_of, cleaned, run_info)
-    return erased
+    return erased, erased_fields
 
 
 def _count_snapshot_table_rows(
@@ -349,14 +400,16 @@ def erase_snapshot_table(
 
 def _erase_tables(
     tables: dict[str, pd.DataFrame], subject: Subject
-) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+) -> tuple[dict[str, pd.DataFrame], dict[str, int], dict[str, dict[str, int]]]:
     cleaned: dict[str, pd.DataFrame] = {}
     counts: dict[str, int] = {}
+    fields: dict[str, dict[str, int]] = {}
     for name, frame in tables.items():
-        cleaned[name], count = erase_frame(frame, subject)
+        cleaned[name], count, found = erase_frame_fields(frame, subject)
         if count:
             counts[name] = count
-    return cleaned, counts
+            fields[name] = found
+    return cleaned, counts, fields
 
 
 def erase_frame(frame: pd.DataFrame, subject: Subject) -> tuple[pd.DataFrame, int]:
@@ -366,20 +419,37 @@ def erase_frame(frame: pd.DataFrame, subject: Subject) -> tuple[pd.DataFrame, in
     mention of the subject is replaced by ERASED, so a cell equal to a person
     becomes ERASED.
     """
+    cleaned, count, _fields = erase_frame_fields(frame, subject)
+    return cleaned, count
+
+
+def erase_frame_fields(
+    frame: pd.DataFrame, subject: Subject
+) -> tuple[pd.DataFrame, int, dict[str, int]]:
+    """Erase like `erase_frame`, and also count the rows per column that changed.
+
+    The counts are by column name: ``account_id`` counts an account's rows that
+    were dropped, and each text column the cells that mentioned the subject. A
+    row counts once under each of its columns.
+    """
     dropped = 0
+    fields: dict[str, int] = {}
     if subject.kind == "account":
         mask = frame_row_mask(frame, subject)
         dropped = int(mask.sum())
+        if dropped:
+            fields["account_id"] = dropped
         frame = frame.loc[~mask].reset_index(drop=True)
     masks = mention_cell_masks(frame, subject)
     if not masks:
-        return frame, dropped
+        return frame, dropped, fields
     redacted = frame.copy()
     changed = np.zeros(len(frame), dtype=bool)
     for column, mask in masks.items():
         redacted.loc[mask, column] = frame.loc[mask, column].map(subject.redact_text)
         changed |= mask
-    return redacted, dropped + int(changed.sum())
+        fields[column] = int(mask.sum())
+    return redacted, dropped + int(changed.sum()), _sorted_counts(fields)
 
 
 def _rewritten_run_info(
@@ -449,6 +519,7 @@ def _erase_json_file(path: Path, subject: Subject, report: ErasureReport) -> Non
     if not count:
         return
     report.file_rows[str(path)] = count
+    report.file_fields[str(path)] = _sorted_counts(mention_paths(document, subject))
     if not report.dry_run:
         _replace_file(path, partial(_write_json, document=erased))
 
@@ -456,10 +527,11 @@ def _erase_json_file(path: Path, subject: Subject, report: ErasureReport) -> Non
 def _erase_table_file(path: Path, subject: Subject, report: ErasureReport) -> None:
     suffix = path.suffix.lower()
     frame = read_table_file(path)
-    cleaned, count = erase_frame(frame, subject)
+    cleaned, count, fields = erase_frame_fields(frame, subject)
     if not count:
         return
     report.file_rows[str(path)] = count
+    report.file_fields[str(path)] = fields
     if not report.dry_run:
         _replace_file(path, partial(_write_frame, frame=cleaned, suffix=suffix))
 
@@ -530,7 +602,7 @@ def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
 
 def erase_state(
     connection: Connection, subject: Subject, dry_run: bool
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """Delete an account's rows, or erase a person's identifier, in every state table.
 
     Tables are visited so that rows referencing an account's rows (such as the
@@ -540,10 +612,12 @@ def erase_state(
 
     Returns
     -------
-    dict
-        Rows per table that were (or, with `dry_run`, would be) changed.
+    tuple of dict
+        Rows per table that were (or, with `dry_run`, would be) changed, and per
+        table the fields where the subject was found (see `state_fields`).
     """
     counts: dict[str, int] = {}
+    fields: dict[str, Counter[str]] = {}
     deleted: dict[str, Any] = {}
     if subject.kind == "account":
         for match in state_matches(connection, subject):
@@ -552,6 +626,7 @@ def erase_state(
             if not count:
                 continue
             counts[match.table.name] = count
+            fields[match.table.name] = state_fields(connection, match, subject)
             if not dry_run:
                 connection.execute(delete(match.table).where(match.where))
     # Outside a dry run the rows to delete are gone already, so none is excluded.
@@ -561,9 +636,34 @@ def erase_state(
         if not count:
             continue
         counts[match.table.name] = counts.get(match.table.name, 0) + count
+        found = state_fields(connection, match, subject)
+        fields[match.table.name] = fields.get(match.table.name, Counter()) + found
         if not dry_run:
             _redact_mentions(connection, match.table, subject)
-    return counts
+    return counts, {table: _sorted_counts(found) for table, found in fields.items()}
+
+
+def state_fields(
+    connection: Connection, match: StateMatch, subject: Subject
+) -> Counter[str]:
+    """Count the rows of a match per field that ties them to the subject.
+
+    A JSON column is broken down by key path, as ``detail.reason``, and counts the
+    strings there that mention the subject (see `mention_paths`).
+    """
+    found: Counter[str] = Counter()
+    for name, clause in match.fields.items():
+        column = match.table.c[name]
+        if is_json_column(column):
+            for (document,) in connection.execute(select(column).where(clause)):
+                found += mention_paths(document, subject, name)
+        else:
+            found[name] += _count(connection, match.table, clause)
+    return +found
+
+
+def _sorted_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    return {name: counts[name] for name in sorted(counts) if counts[name]}
 
 
 def _zero_erased_content(connection: Connection) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import graphlib
 import html
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,9 @@ class StateMatch:
 
     table: Table
     where: ColumnElement[bool]
+    fields: dict[str, ColumnElement[bool]] = field(default_factory=dict)
+    """Per column that ties rows to the subject, the condition on that column alone.
+    The condition of a JSON column selects the rows whose document refers to it."""
 
 
 def state_matches(connection: Connection, subject: Subject) -> list[StateMatch]:
@@ -126,6 +129,7 @@ def state_matches(connection: Connection, subject: Subject) -> list[StateMatch]:
     references = {table.name: list(_references(table, tables)) for table in tables}
 
     filters: dict[str, ColumnElement[bool]] = {}
+    fields: dict[str, dict[str, ColumnElement[bool]]] = {}
     for table in _parents_first(tables, references):
         clauses = _direct_clauses(connection, table, subject)
         if subject.kind == "account":
@@ -133,13 +137,14 @@ def state_matches(connection: Connection, subject: Subject) -> list[StateMatch]:
                 parent_filter = filters.get(parent_column.table.name)
                 if parent_filter is not None:
                     parents = select(parent_column).where(parent_filter)
-                    clauses.append(column.in_(parents))
+                    clauses[column.name] = column.in_(parents)
         if clauses:
-            filters[table.name] = or_(*clauses)
+            filters[table.name] = or_(*clauses.values())
+            fields[table.name] = clauses
 
     ordered = reversed(_parents_first(tables, references))
     return [
-        StateMatch(table, filters[table.name])
+        StateMatch(table, filters[table.name], fields[table.name])
         for table in ordered
         if table.name in filters
     ]
@@ -201,39 +206,47 @@ def _direct_clauses(
     connection: Connection,
     table: Table,
     subject: Subject,
-) -> list[ColumnElement[bool]]:
+) -> dict[str, ColumnElement[bool]]:
     """Return the conditions on the table's own columns and JSON documents."""
     if subject.kind == "person":
         return mention_clauses(connection, table, subject)
-    clauses: list[ColumnElement[bool]] = []
+    clauses: dict[str, ColumnElement[bool]] = {}
     if "account_id" in table.columns:
-        clauses.append(table.c.account_id == subject.identifier)
-    keys = sorted({row_key for row_key, _, _ in json_rows(connection, table, subject)})
-    key = primary_key(table)
-    if keys and key is not None:
-        clauses.append(key.in_(keys))
+        clauses["account_id"] = table.c.account_id == subject.identifier
+    clauses.update(_json_clauses(table, json_rows(connection, table, subject)))
     return clauses
 
 
 def mention_clauses(
     connection: Connection, table: Table, subject: Subject
-) -> list[ColumnElement[bool]]:
-    """Return the conditions for rows whose text or JSON strings mention the subject.
+) -> dict[str, ColumnElement[bool]]:
+    """Return, per column, the condition for rows whose text in it mentions the subject.
 
-    The ``account_id`` column is left out: it is an account's key, never text about
-    another account.
+    A JSON column's condition selects the rows with a string in the document that
+    mentions the subject. The ``account_id`` column is left out: it is an
+    account's key, never text about another account.
     """
-    clauses: list[ColumnElement[bool]] = []
+    clauses: dict[str, ColumnElement[bool]] = {}
     for column in text_columns(table):
         values = mentioning_values(connection, column, subject)
         if values:
-            clauses.append(column.in_(values))
+            clauses[column.name] = column.in_(values)
     rows = json_rows(connection, table, subject, in_text=True)
-    keys = sorted({row_key for row_key, _, _ in rows})
-    key = primary_key(table)
-    if keys and key is not None:
-        clauses.append(key.in_(keys))
+    clauses.update(_json_clauses(table, rows))
     return clauses
+
+
+def _json_clauses(
+    table: Table, rows: Iterator[tuple[Any, Column[Any], Any]]
+) -> dict[str, ColumnElement[bool]]:
+    """Return, per JSON column of `rows`, the condition on the keys of those rows."""
+    keys: dict[str, set[Any]] = {}
+    for row_key, column, _document in rows:
+        keys.setdefault(column.name, set()).add(row_key)
+    key = primary_key(table)
+    if key is None:
+        return {}
+    return {name: key.in_(sorted(found)) for name, found in keys.items()}
 
 
 def mention_matches(
@@ -254,12 +267,14 @@ def mention_matches(
         clauses = mention_clauses(connection, table, subject)
         if not clauses:
             continue
-        where = or_(*clauses)
+        where = or_(*clauses.values())
         left_out = excluded.get(table.name)
         if left_out is not None:
             # A NULL from the excluded filter means "not excluded".
-            where = and_(where, not_(func.coalesce(left_out, false())))
-        matches.append(StateMatch(table, where))
+            included = not_(func.coalesce(left_out, false()))
+            where = and_(where, included)
+            clauses = {name: and_(clause, included) for name, clause in clauses.items()}
+        matches.append(StateMatch(table, where, clauses))
     return matches
 
 

@@ -9,7 +9,9 @@ before and after a purge.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -66,34 +68,44 @@ def retain(
 
 def erase_event_store(
     project: Project, subject: Subject, *, dry_run: bool
-) -> dict[str, dict[str, int]]:
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     """Delete an account's rows, or erase a person, in the raw rows and rollups.
 
     Returns
     -------
-    dict
+    tuple of dict
         Per store source with changes, the raw and rollup (``daily``) rows changed,
-        and the Segment ``memberships`` dropped when there were any.
+        and the Segment ``memberships`` dropped when there were any. Then per
+        such source, the columns where the subject was found with their counts,
+        over the raw rows, rollups and memberships together.
     """
-    # Imported here: erase builds on this module's package.
-    from healthscore.privacy.erase import erase_frame
-
     store = event_store(project)
     counts: dict[str, dict[str, int]] = {}
+    fields: dict[str, dict[str, int]] = {}
     for name in _stored_sources(project):
         source = project.config.sources.get(name)
         numeric = numeric_columns(source) if source is not None else []
-        raw, daily, memberships = store.rewrite(
-            name,
-            lambda frame: erase_frame(frame, subject),
-            numeric,
-            dry_run=dry_run,
-        )
+        found: Counter[str] = Counter()
+        edit = partial(_erase_and_count, subject=subject, found=found)
+        raw, daily, memberships = store.rewrite(name, edit, numeric, dry_run=dry_run)
         if raw or daily or memberships:
             counts[name] = {"raw": raw, "daily": daily}
             if memberships:
                 counts[name]["memberships"] = memberships
-    return counts
+            fields[name] = {column: found[column] for column in sorted(found)}
+    return counts, fields
+
+
+def _erase_and_count(
+    frame: pd.DataFrame, subject: Subject, found: Counter[str]
+) -> tuple[pd.DataFrame, int]:
+    """Erase the subject from a frame and add the columns it changed to `found`."""
+    # Imported here: erase builds on this module's package.
+    from healthscore.privacy.erase import erase_frame_fields
+
+    cleaned, count, columns = erase_frame_fields(frame, subject)
+    found.update(columns)
+    return cleaned, count
 
 
 def export_event_store(

@@ -15,6 +15,7 @@ import hmac
 import os
 import re
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -165,6 +166,26 @@ def text_mentions(document: Any, subject: Subject) -> bool:
     if isinstance(document, list):
         return any(text_mentions(item, subject) for item in document)
     return subject.mentioned_in(document)
+
+
+def mention_paths(document: Any, subject: Subject, path: str = "") -> Counter[str]:
+    """Count the strings of a JSON document that mention the subject, per key path.
+
+    A key path joins the object keys from the top with dots, as ``detail.reason``.
+    A list item has the path of its list, so the records of a table export give
+    their column names. `path` is the path of `document` itself.
+    """
+    found: Counter[str] = Counter()
+    if isinstance(document, dict):
+        for key, value in document.items():
+            key_path = f"{path}.{key}" if path else str(key)
+            found += mention_paths(value, subject, key_path)
+    elif isinstance(document, list):
+        for item in document:
+            found += mention_paths(item, subject, path)
+    elif subject.mentioned_in(document):
+        found[path] += 1
+    return found
 
 
 def redact_document(document: Any, subject: Subject) -> Any:
