@@ -16,6 +16,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from healthscore.cli import app
+from healthscore.config.models import ProjectConfig
+from healthscore.sources.columns import owner_email_channels
 from project_factory import minimal_config, write_project
 
 EVENTS = (
@@ -466,3 +468,47 @@ def test_task_owner_from_metric_passes(tmp_path: Path) -> None:
     listed = run("tasks", "list", "--project", tmp_path, "--json")
     owners = {task["account_id"]: task["owner"] for task in json.loads(listed.stdout)}
     assert owners == {"a1": "carol", "a2": "dan"}
+
+
+def test_owner_checks_share_routing(tmp_path: Path) -> None:
+    # to_console sends to the console, by_name to mail and by_owner to mail2, so
+    # mail writes to the values of column `name` and mail2 to those of `owner`.
+    rules = [
+        {**DROP_RULE, "name": "to_console", "channels": ["console"]},
+        {**DROP_RULE, "name": "by_name", "owner_column": "name", "channels": ["mail"]},
+        {**DROP_RULE, "name": "by_owner", "channels": ["mail2"]},
+    ]
+    channels = {
+        "console": {"type": "console"},
+        "mail": MAIL_TO_OWNER,
+        "mail2": MAIL_TO_OWNER,
+    }
+    config = ProjectConfig.model_validate(
+        minimal_config(alerts={"rules": rules, "channels": channels})
+    )
+    assert owner_email_channels(config) == {"name": ["mail"], "owner": ["mail2"]}
+
+    named = monitored_project(
+        tmp_path / "named", ACCOUNTS_WITHOUT_ARR, rules, channels=channels
+    )
+    result, output = check(named, "validate")
+    assert result.exit_code == 0, output
+    assert (
+        "2 accounts have an owner in column 'name' that is not an email address "
+        "('Acme', 'Bo'), but alerts.channels.mail.to sends alerts to the owner"
+    ) in output
+    assert (
+        "2 accounts have an owner in column 'owner' that is not an email address "
+        "('al', 'bo'), but alerts.channels.mail2.to sends alerts to the owner"
+    ) in output
+
+    unowned = monitored_project(
+        tmp_path / "unowned", "account_id,name\na1,Acme\na2,Bo\n", rules,
+        channels=channels,
+    )  # fmt: skip
+    result, output = check(unowned, "validate")
+    assert result.exit_code == 1, output
+    assert (
+        "email channel 'mail2' (alerts.channels.mail2.to) needs column 'owner'"
+    ) in output
+    assert "email channel 'mail' " not in output

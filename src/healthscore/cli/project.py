@@ -210,20 +210,10 @@ def owner_address_warnings(project: Project, accounts: pd.DataFrame) -> list[str
     `owner_column`, so a value without `@`, such as a name, fails every email to
     that owner. `accounts` are the usable accounts, with their columns.
     """
-    from healthscore.config.alerts import EmailChannel
+    from healthscore.sources.columns import owner_email_channels
 
-    settings = project.config.alerts
-    by_column: dict[str, list[str]] = {}
-    for name, channel in settings.channels.items():
-        if not isinstance(channel, EmailChannel) or channel.to != "owner":
-            continue
-        for rule in settings.rules:
-            if rule.channels is None or name in rule.channels:
-                listed = by_column.setdefault(rule.owner_column, [])
-                if name not in listed:
-                    listed.append(name)
     warnings = []
-    for column, channels in by_column.items():
+    for column, channels in owner_email_channels(project.config).items():
         if column not in accounts.columns:
             continue  # a missing column is an error of its own
         owners = accounts[column].dropna().astype(str)

@@ -184,28 +184,38 @@ def _alert_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
     return found
 
 
+def owner_email_channels(config: ProjectConfig) -> dict[str, list[str]]:
+    """Return, per owner column, the email channels that send alerts to its owners.
+
+    A channel counts for a column when it is an email channel with `to: owner`
+    and an alert rule with that `owner_column` sends to it: the rule lists the
+    channel, or lists no channels and so sends to all. Columns and channels are
+    in the order of the settings.
+    """
+    settings = config.alerts
+    by_column: dict[str, list[str]] = {}
+    for name, channel in settings.channels.items():
+        if not isinstance(channel, EmailChannel) or channel.to != "owner":
+            continue
+        for rule in settings.rules:
+            if rule.channels is None or name in rule.channels:
+                listed = by_column.setdefault(rule.owner_column, [])
+                if name not in listed:
+                    listed.append(name)
+    return by_column
+
+
 def _owner_email_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
     """List each email channel `to: owner` that a rule with the default owner uses.
 
     Such an email fails for an alert without an owner, and every alert of a rule
     with the default owner column has none when the accounts lack that column.
     """
-    rules = config.alerts.rules
     found: list[tuple[str, _Reader]] = []
-    for name, channel in config.alerts.channels.items():
-        if not isinstance(channel, EmailChannel) or channel.to != "owner":
-            continue
-        sends_owned = any(
-            rule.owner_column == DEFAULT_OWNER_COLUMN
-            and (rule.channels is None or name in rule.channels)
-            for rule in rules
-        )
-        if sends_owned:
-            key = f"alerts.channels.{name}.to"
-            reader = _Reader(
-                f"email channel {name!r}", key, f"list recipients in {key}"
-            )
-            found.append((DEFAULT_OWNER_COLUMN, reader))
+    for name in owner_email_channels(config).get(DEFAULT_OWNER_COLUMN, []):
+        key = f"alerts.channels.{name}.to"
+        reader = _Reader(f"email channel {name!r}", key, f"list recipients in {key}")
+        found.append((DEFAULT_OWNER_COLUMN, reader))
     return found
 
 
