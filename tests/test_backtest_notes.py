@@ -190,10 +190,10 @@ def test_train_few_column_labels_names_column(tmp_path):
     assert result.exit_code == 1, result.output
     assert unwrapped(result.stderr).endswith(
         "error: too few labelled rows to train a churn model: found 8 churned and "
-        "192 retained, and each needs at least 10; the label column "
-        "(validation.label_column) has only 8 churned rows and has no dates, so "
-        "more as-of dates add no labels; use data with at least 10 accounts of "
-        "each class in that column"
+        "192 retained, and each needs at least 10; the labels come from the label "
+        "column (validation.label_column), which has no dates, so more as-of dates "
+        "only repeat the same labels; add more churned accounts to the accounts "
+        "source"
     )
     assert "backfill" not in result.output
     assert "horizon" not in result.output

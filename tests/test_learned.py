@@ -133,11 +133,51 @@ def test_proposed_card_keeps_version():
 def test_column_advice_names_label_column():
     error = InsufficientLabels(5, 7038, 10, "validate", source="column")
     assert "backfill" not in str(error)
-    assert (
-        "the label column (validation.label_column) has only 5 churned rows and has "
-        "no dates, so more as-of dates add no labels; use data with at least 10 "
-        "accounts of each class in that column"
-    ) in str(error)
+    assert str(error).endswith(
+        "each needs at least 10; the labels come from the label column "
+        "(validation.label_column), which has no dates, so more as-of dates only "
+        "repeat the same labels; add more churned accounts to the accounts source"
+    )
+
+
+@pytest.mark.parametrize(
+    ("churned", "retained", "accounts"),
+    [(3, 4, "churned and retained"), (500, 2, "retained")],
+)
+def test_column_advice_names_short_classes(churned, retained, accounts):
+    error = InsufficientLabels(churned, retained, 10, "train", source="column")
+
+    assert str(error).endswith(f"add more {accounts} accounts to the accounts source")
+
+
+@pytest.mark.parametrize(
+    ("source", "advice"),
+    [
+        (
+            "column",
+            "the labels come from the label column (validation.label_column), which "
+            "has no dates, so more as-of dates only repeat the same labels; add more "
+            "churned accounts to the accounts source, or lower validation.min_churned",
+        ),
+        (
+            "subscriptions",
+            "add as-of dates with known outcomes (backfill more dates) or use a "
+            "longer outcome horizon (outcomes.horizon), or lower "
+            "validation.min_churned",
+        ),
+    ],
+)
+def test_error_with_setting_advises_lowering(source, advice):
+    error = InsufficientLabels(4, 300, 10, "train", source=source)
+
+    named = error.with_setting("validation.min_churned")
+
+    assert str(named).endswith(
+        f"each needs at least 10 (validation.min_churned); {advice}"
+    )
+    assert named.with_source(source).setting == "validation.min_churned"
+    assert named.with_action("learn scorecard weights").setting == named.setting
+    assert str(pickle.loads(pickle.dumps(named))) == str(named)
 
 
 def test_dated_advice_suggests_backfill():
@@ -194,7 +234,12 @@ def test_propose_without_enough_churn_keeps_weights():
         "scorecard default keeps its weights: too few labelled rows to learn "
         "scorecard weights"
     ) in text
-    assert "the label column (validation.label_column) has only 4 churned" in text
+    assert (
+        "found 4 churned and 196 retained, and each needs at least 10 "
+        "(validation.min_churned); the labels come from the label column"
+    ) in text
+    assert "add more churned accounts to the accounts source, or lower" in text
+    assert "backfill" not in text
 
 
 def test_propose_with_churn_learns_weights():

@@ -37,7 +37,7 @@ from healthscore.cli.common import (
 )
 from healthscore.cli.display import percent
 from healthscore.config import Project
-from healthscore.models.errors import InsufficientLabels
+from healthscore.models.errors import UNDATED_LABELS, InsufficientLabels
 
 # Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
 # that use them, so that `healthscore --help` does not load them.
@@ -198,19 +198,51 @@ def _training_rows(
 
     from healthscore.outcomes import horizon_end
 
-    frame = observations.frame[observations.frame["label"].notna()]
+    labelled = observations.frame[observations.frame["label"].notna()]
+    frame = labelled
     if as_of is not None:
         ends = [horizon_end(project, stamp.date()) for stamp in frame["as_of"]]
         frame = frame[np.array([end <= as_of for end in ends], dtype=bool)]
-    if frame.empty:
-        when = f" by {as_of.isoformat()}" if as_of is not None else ""
-        raise ValueError(
-            f"no stored snapshot has a known churn outcome{when}; store earlier "
-            "dates with `healthscore backfill --from DATE --to DATE --every 1mo` "
-            "(the outcome of a date is known once its horizon has passed "
-            "outcomes.observed_until)"
+    if not frame.empty:
+        return frame.reset_index(drop=True)
+    if observations.labels.source == "column":
+        raise ValueError(_no_column_labels(project, labelled, as_of))
+    when = f" by {as_of.isoformat()}" if as_of is not None else ""
+    raise ValueError(
+        f"no stored snapshot has a known churn outcome{when}; store earlier "
+        "dates with `healthscore backfill --from DATE --to DATE --every 1mo` "
+        "(the outcome of a date is known once its horizon has passed "
+        "outcomes.observed_until)"
+    )
+
+
+def _no_column_labels(
+    project: Project, labelled: pd.DataFrame, as_of: date | None
+) -> str:
+    """Return why no row can be trained on when labels come from a column.
+
+    `labelled` contains the rows with a label, before the `as_of` filter.
+    """
+    from healthscore.outcomes import horizon_end
+
+    setting = project.config.validation.label_column
+    column = repr(setting.column) if setting is not None else "the label column"
+    if labelled.empty or as_of is None:
+        return (
+            f"no account in the stored snapshots has a value in the label column "
+            f"{column} (validation.label_column); fill that column in the accounts "
+            "source for the accounts to train on"
         )
-    return frame.reset_index(drop=True)
+    first_end = min(horizon_end(project, stamp.date()) for stamp in labelled["as_of"])
+    horizon = project.config.outcomes.horizon
+    return (
+        f"no stored snapshot has a known churn outcome by {as_of.isoformat()}: the "
+        f"label column {column} (validation.label_column) has no dates, so --as-of "
+        "counts the outcome of a snapshot as known once its "
+        f"{horizon} horizon (outcomes.horizon) has ended, on "
+        f"{first_end.isoformat()} for the earliest snapshot; give --as-of "
+        f"{first_end.isoformat()} or later, or leave out --as-of"
+    )
 
 
 def _validate(
@@ -521,13 +553,14 @@ def _forecast_renewals(
     project: Project, as_of: date | None, period: str, json_output: bool
 ) -> None:
     from healthscore.models.dataset import snapshot_store_of
+    from healthscore.models.labels import label_source
 
     stored = _load(project, SURVIVAL_MODEL)
     model = stored.estimator
     store = snapshot_store_of(project)
     day = as_of or (store.dates()[-1] if store.dates() else None)
     if day is None:
-        raise ValueError(_no_snapshots(store.folder))
+        raise ValueError(_no_snapshots(store.folder, label_source(project)))
     frame = _observations(project, [day]).frame
     if frame["renewal_date"].isna().all():
         raise ValueError(
@@ -864,11 +897,11 @@ def _observations(project: Project, dates: list[date] | None = None) -> Observat
         build_observations,
         snapshot_store_of,
     )
-    from healthscore.models.labels import LeadTimeNote
+    from healthscore.models.labels import LeadTimeNote, label_source
 
     store = snapshot_store_of(project)
     if not store.dates():
-        raise ValueError(_no_snapshots(store.folder))
+        raise ValueError(_no_snapshots(store.folder, label_source(project)))
     try:
         observations = build_observations(project, dates)
     except MissingSnapshotsError as exc:
@@ -889,7 +922,17 @@ def _load(project: Project, name: str) -> Any:
         raise ValueError(str(exc)) from None
 
 
-def _no_snapshots(folder: Path) -> str:
+def _no_snapshots(folder: Path, source: str | None = None) -> str:
+    """Return the error that `folder` contains no snapshots, with how to store them.
+
+    `source` is where the project's labels come from. Labels from an accounts
+    column are the same on every date, so the advice for them is one scored date.
+    """
+    if source == "column":
+        return (
+            f"no snapshots are stored in {folder}, and {UNDATED_LABELS}; store one "
+            "date with `healthscore score --as-of DATE` first"
+        )
     return (
         f"no snapshots are stored in {folder}; run `healthscore backfill --from DATE "
         "--to DATE --every 1mo` first"

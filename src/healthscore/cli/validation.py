@@ -134,6 +134,8 @@ def select_dates(
         When no stored snapshot falls in the range and --every is not given.
     """
     from healthscore.models.dataset import MissingSnapshotsError, snapshot_store_of
+    from healthscore.models.errors import UNDATED_LABELS
+    from healthscore.models.labels import label_source
     from healthscore.monitoring.backfill import backfill as run_backfill
     from healthscore.monitoring.backfill import backfill_dates
 
@@ -157,6 +159,11 @@ def select_dates(
             for day in stored
             if (first is None or first <= day) and (last is None or day <= last)
         ]
+        if not stored and label_source(project) == "column":
+            raise ValueError(
+                f"no snapshots are stored, and {UNDATED_LABELS}. Store one date with "
+                "`healthscore score --as-of DATE`."
+            )
         if not selected:
             error = MissingSnapshotsError([], stored, start, end)
             raise ValueError(error.describe(backfill_option=True))
@@ -360,33 +367,49 @@ def _one_class_statement(
 
     `not_done` gives what the command could not do, as in `_NOT_MEASURED`.
     """
-    from healthscore.models.labels import describe_label_source, no_label_class_advice
+    from healthscore.models.labels import (
+        describe_label_source,
+        label_source,
+        no_label_class_advice,
+    )
 
     churned, retained = observations.labelled().label_counts
     labelled = churned + retained
     counted = plural(labelled, "labelled observation")
+    column = label_source(project) == "column"
     horizon = project.config.outcomes.horizon
+    # Labels from a column have no dates, so no horizon bounds them.
+    within = "" if column else f" within their {horizon} horizon"
     without_labels, with_one_class = not_done
+    advice = no_label_class_advice(project, missing)
     if labelled == 0:
         first = (
             "No labelled observations: no observation has a known churn outcome, "
             f"so {without_labels}."
         )
+        if column:
+            advice = _empty_label_column_advice(project)
     elif missing == "churned":
         first = (
             f"No churned observations: none of the {counted} "
-            f"churned within their {horizon} horizon, so {with_one_class}."
+            f"churned{within}, so {with_one_class}."
         )
     else:
         first = (
             f"No retained observations: all {counted} "
-            f"churned within their {horizon} horizon, so {with_one_class}."
+            f"churned{within}, so {with_one_class}."
         )
-    return [
-        first,
-        describe_label_source(project),
-        no_label_class_advice(project, missing),
-    ]
+    return [first, describe_label_source(project), advice]
+
+
+def _empty_label_column_advice(project: Project) -> str:
+    """Return what to do when no observation has a value in the label column."""
+    setting = project.config.validation.label_column
+    column = repr(setting.column) if setting is not None else "the label column"
+    return (
+        f"No account in the stored snapshots has a value in {column}: fill that "
+        "column of the accounts source with each account's churn outcome."
+    )
 
 
 @handle_errors
@@ -607,6 +630,7 @@ def learn(
     )
     say_wrapped(f"Splits: {splits}.")
     _print_measures(results, "Backtest: current and learned weights")
+    _print_method_notes(results, observations)
     say_wrapped(f"Wrote the proposed scorecards to {path}.")
 
 

@@ -490,7 +490,8 @@ def _run_one(
         try:
             prediction = method.fit_predict(train, test, context)
         except InsufficientLabels as exc:
-            result.notes.append(f"{split.name}: skipped, {exc}")
+            reason = exc.with_source(labelled.labels.source)
+            result.notes.append(f"{split.name}: skipped, {reason}")
             continue
         except ValueError as exc:
             result.notes.append(f"{split.name}: skipped, {exc}")

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+#: Why more as-of dates add no churn labels to a project whose labels come from an
+#: accounts column: every as-of date reads the same column.
+UNDATED_LABELS = (
+    "the labels come from the label column (validation.label_column), which has no "
+    "dates, so more as-of dates only repeat the same labels"
+)
+
 
 class InsufficientLabels(ValueError):
     """Too few churned or retained rows to train, calibrate or validate a model.
@@ -24,6 +31,9 @@ class InsufficientLabels(ValueError):
         The work that could not be done, as the words after "too few labelled rows
         to", for a command whose work is not ``"<step> a churn model"``, such as
         ``"learn scorecard weights"``.
+    setting : str or None
+        The setting that `minimum` comes from, such as ``"validation.min_churned"``,
+        which the message names and advises lowering. None for a fixed minimum.
     """
 
     def __init__(
@@ -34,6 +44,7 @@ class InsufficientLabels(ValueError):
         step: str = "train",
         source: str | None = None,
         action: str | None = None,
+        setting: str | None = None,
     ) -> None:
         self.positives = int(positives)
         self.negatives = int(negatives)
@@ -41,59 +52,86 @@ class InsufficientLabels(ValueError):
         self.step = step
         self.source = source
         self.action = action
+        self.setting = setting
+        needed = f"{self.minimum} ({setting})" if setting else f"{self.minimum}"
         super().__init__(
             f"too few labelled rows to {action or f'{step} a churn model'}: found "
             f"{self.positives} churned and {self.negatives} retained, and each needs "
-            f"at least {self.minimum}; {self.advice()}"
+            f"at least {needed}; {self.advice()}"
         )
 
     def advice(self) -> str:
         """Return what gives the step enough rows of each class."""
-        if self.source == "column":
-            short = [
-                f"{count} {name}"
-                for name, count in (
-                    ("churned", self.positives),
-                    ("retained", self.negatives),
-                )
-                if count < self.minimum
-            ]
-            counts = f" has only {' and '.join(short)} rows and" if short else ""
-            return (
-                f"the label column (validation.label_column){counts} has no dates, "
-                "so more as-of dates add no labels; use data with at least "
-                f"{self.minimum} accounts of each class in that column"
-            )
-        more_dates = "add as-of dates with known outcomes (backfill more dates)"
         few_churned = self.positives < self.minimum
         few_retained = self.negatives < self.minimum
+        lower = f", or lower {self.setting}" if self.setting else ""
+        if self.source == "column":
+            short = [
+                name
+                for name, few in (("churned", few_churned), ("retained", few_retained))
+                if few
+            ]
+            accounts = " and ".join(short) if short else "labelled"
+            return (
+                f"{UNDATED_LABELS}; add more {accounts} accounts to the accounts "
+                f"source{lower}"
+            )
+        more_dates = "add as-of dates with known outcomes (backfill more dates)"
         # A longer horizon lets more accounts churn within it, and a shorter one
         # leaves more of them retained, so each helps only one class.
         if few_churned and not few_retained:
-            return f"{more_dates} or use a longer outcome horizon (outcomes.horizon)"
+            return (
+                f"{more_dates} or use a longer outcome horizon (outcomes.horizon)"
+                f"{lower}"
+            )
         if few_retained and not few_churned:
             return (
                 f"{more_dates} or use a shorter outcome horizon (outcomes.horizon), "
-                "within which fewer accounts churn"
+                f"within which fewer accounts churn{lower}"
             )
-        return more_dates
+        return f"{more_dates}{lower}"
 
     def with_source(self, source: str) -> InsufficientLabels:
         """Return the same error with the advice for labels from `source`."""
         return type(self)(
-            self.positives, self.negatives, self.minimum, self.step, source, self.action
+            self.positives,
+            self.negatives,
+            self.minimum,
+            self.step,
+            source,
+            self.action,
+            self.setting,
         )
 
     def with_action(self, action: str) -> InsufficientLabels:
         """Return the same error, naming `action` as what could not be done."""
         return type(self)(
-            self.positives, self.negatives, self.minimum, self.step, self.source, action
+            self.positives,
+            self.negatives,
+            self.minimum,
+            self.step,
+            self.source,
+            action,
+            self.setting,
+        )
+
+    def with_setting(self, setting: str) -> InsufficientLabels:
+        """Return the same error, naming `setting` as where its minimum comes from."""
+        return type(self)(
+            self.positives,
+            self.negatives,
+            self.minimum,
+            self.step,
+            self.source,
+            self.action,
+            setting,
         )
 
     def __reduce__(
         self,
     ) -> tuple[
-        type[InsufficientLabels], tuple[int, int, int, str, str | None, str | None]
+        type[InsufficientLabels],
+        tuple[int, int, int, str, str | None, str | None, str | None],
     ]:
         return (
             type(self),
@@ -104,5 +142,6 @@ class InsufficientLabels(ValueError):
                 self.step,
                 self.source,
                 self.action,
+                self.setting,
             ),
         )

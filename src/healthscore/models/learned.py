@@ -209,8 +209,10 @@ def propose(
                 routed.reindex(columns=columns), routed["label"]
             )
         except InsufficientLabels as exc:
-            reason = exc.with_action("learn scorecard weights").with_source(
-                observations.labels.source
+            reason = (
+                exc.with_action("learn scorecard weights")
+                .with_source(observations.labels.source)
+                .with_setting("validation.min_churned")
             )
             notes.append(f"scorecard {card.name} keeps its weights: {reason}")
             cards.append(card)
