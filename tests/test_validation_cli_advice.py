@@ -240,3 +240,30 @@ def test_all_retained_column_names_no_horizon(tmp_path):
         "there is nothing to measure the scores against and no backtest was run."
     )
     assert "horizon" not in stdout
+
+
+def test_backtest_of_several_dates_folds_the_latest(tmp_path):
+    # Every fifth account is churned: 40 of 200 at each of three dates. The labels
+    # repeat at every date, so a split between dates would test the accounts of
+    # its training rows; only the 200 rows of the latest date are measured.
+    labels = ["Yes" if i % 5 == 0 else "No" for i in range(ACCOUNTS)]
+    project = write_project(tmp_path, label_column_config(), column_files(labels))
+    for day in (date(2024, 1, 1), date(2024, 2, 1), AS_OF):
+        score(project, day, monitor=False)
+
+    result = CliRunner().invoke(app, ["backtest", "--project", str(tmp_path), "--json"])
+
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["splits"] == (
+        "10-fold stratified cross-validation on the latest labelled date, 2024-03-01"
+    )
+    weighted = next(m for m in payload["methods"] if m["method"] == "weighted")
+    assert (weighted["rows"], weighted["churned"]) == (200, 40)
+    assert [s["test_rows"] for s in weighted["splits"]] == [20] * 10
+    assert [s["train_rows"] for s in weighted["splits"]] == [180] * 10
+    assert (
+        "only the latest date, 2024-03-01, is measured: the labels come from "
+        "validation.label_column, which has no dates, so the 2 earlier dates repeat "
+        "the same labels"
+    ) in weighted["note"]

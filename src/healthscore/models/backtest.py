@@ -7,6 +7,8 @@ one labelled date (a data set that is a single snapshot), the rows are split int
 stratified folds instead: `validation.folds` of them, or as many as the rarer class
 has rows when it has fewer. With fewer than 2 rows of either class there are no
 folds, and only the methods whose risk uses no label are measured, on all rows.
+Labels from an accounts column (`validation.label_column`) are the same at every
+date, so with several dates only the latest one is split into folds.
 
 `run_methods` fits each method on every split's training rows, scores the test rows,
 and measures the pooled test predictions (`MethodResult`).
@@ -330,6 +332,8 @@ def make_splits(
     dates = sorted({stamp.date() for stamp in frame["as_of"]})
     if len(dates) == 1:
         return _fold_splits(labelled, folds, random_state)
+    if labelled.labels.source == "column":
+        return _latest_date_folds(labelled, dates, folds, random_state)
     as_of = frame["as_of"].dt.date.to_numpy()
     splits = []
     for test_day in dates[1:]:
@@ -360,8 +364,43 @@ def make_splits(
     return splits, description, []
 
 
+def _latest_date_folds(
+    labelled: Observations, dates: list[date], folds: int, random_state: int
+) -> tuple[list[Split], str, list[str]]:
+    """Cross-validate the latest date of labels that come from an accounts column.
+
+    Such a label is the same at every as-of date, so a split that trains on an
+    earlier date and tests on a later one tests accounts whose label it was fitted
+    on. The folds therefore hold only the latest date's rows, as positions in the
+    whole labelled frame.
+    """
+    latest = dates[-1]
+    as_of = labelled.frame["as_of"].dt.date.to_numpy()
+    positions = np.flatnonzero(as_of == latest)
+    splits, description, notes = _fold_splits(
+        labelled.subset(positions), folds, random_state, which="latest"
+    )
+    moved = [
+        Split(
+            split.name,
+            positions[split.train],
+            positions[split.test],
+            positions[split.calibrate],
+            split.held_out,
+        )
+        for split in splits
+    ]
+    left_out = SharedNote(
+        f"only the latest date, {latest.isoformat()}, is measured: the labels come "
+        f"from validation.label_column, which has no dates, so the {len(dates) - 1} "
+        "earlier dates repeat the same labels, and a split between dates would "
+        "test accounts on the labels it was fitted on"
+    )
+    return moved, description, [left_out, *notes]
+
+
 def _fold_splits(
-    labelled: Observations, folds: int, random_state: int
+    labelled: Observations, folds: int, random_state: int, which: str = "one"
 ) -> tuple[list[Split], str, list[str]]:
     """Split the rows of one date into stratified folds.
 
@@ -381,7 +420,7 @@ def _fold_splits(
     if rarer < MIN_FOLDS:
         everything = np.arange(len(labels))
         description = (
-            f"none, because on the one labelled date, {day}, only {counted}, too few "
+            f"none, because on the {which} labelled date, {day}, only {counted}, too few "
             f"for {MIN_FOLDS} folds. The methods whose risk uses no label are "
             f"measured on all {len(labels):,} labelled rows, and the fitted methods "
             "are skipped"
@@ -397,7 +436,7 @@ def _fold_splits(
         )
     ]
     description = (
-        f"{used}-fold stratified cross-validation on the one labelled date, {day}"
+        f"{used}-fold stratified cross-validation on the {which} labelled date, {day}"
     )
     notes: list[str] = []
     if used < folds:
