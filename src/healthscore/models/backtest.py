@@ -420,8 +420,8 @@ def _fold_splits(
     if rarer < MIN_FOLDS:
         everything = np.arange(len(labels))
         description = (
-            f"none, because on the {which} labelled date, {day}, only {counted}, too few "
-            f"for {MIN_FOLDS} folds. The methods whose risk uses no label are "
+            f"none, because on the {which} labelled date, {day}, only {counted}, too "
+            f"few for {MIN_FOLDS} folds. The methods whose risk uses no label are "
             f"measured on all {len(labels):,} labelled rows, and the fitted methods "
             "are skipped"
         )
