@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -287,18 +287,30 @@ def import_outcomes_command(
     file: FileArgument,
     allow_unknown: AllowUnknownOption = False,
     allow_future: AllowFutureOption = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace each stored outcome that a row conflicts with, or repeats "
+            "with another arr_before or arr_after, by that row; the replaced "
+            "outcomes are listed.",
+        ),
+    ] = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
     """Import outcomes: account_id, kind, occurred_on [, arr_before, arr_after, source].
 
-    kind is churned, renewed, expanded or contracted. Nothing is stored when any
-    row is invalid, names an account missing from the accounts source, or is dated
-    after today. Nothing is stored either when a churn and another outcome of one
-    account share a day, or when a churn follows an earlier churn of the account
-    with no other outcome between them. A churn dated on or before the first stored
-    snapshot gets a warning.
+    kind is churned, renewed, expanded or contracted, and occurred_on a date as
+    YYYY-MM-DD. Nothing is stored when any row is invalid, names an account missing
+    from the accounts source, or is dated after today. Nothing is stored either
+    when a churn and another outcome of one account share a day, or when a churn
+    follows an earlier churn of the account with no other outcome between them.
+    One error lists every problem of the file. A row that repeats a stored outcome
+    (same account, kind and day) is skipped. With --replace, a row replaces the
+    stored outcomes that it conflicts with or repeats with another ARR. A churn
+    dated on or before the first stored snapshot gets a warning.
     """
     from healthscore.monitoring.interventions import account_ids, import_outcomes
     from healthscore.store.snapshots import SnapshotStore
@@ -314,6 +326,7 @@ def import_outcomes_command(
             known_accounts=known,
             latest_date=latest,
             first_scored=scored[0] if scored else None,
+            replace=replace,
         )
     _report_import(result, "outcome", json_output)
 
@@ -324,15 +337,26 @@ def import_interventions_command(
     file: FileArgument,
     allow_unknown: AllowUnknownOption = False,
     allow_future: AllowFutureOption = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace each stored intervention that a row repeats with another "
+            "note by that row; the replaced interventions are listed.",
+        ),
+    ] = False,
     project_dir: ProjectOption = Path("."),
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
     """Import interventions: account_id, kind, occurred_on, author [, note].
 
-    kind is the playbook name or another kind of action. Nothing is stored when any
-    row is invalid, names an account missing from the accounts source, or is dated
-    after today.
+    kind is a playbook name or another kind of action, and occurred_on a date as
+    YYYY-MM-DD. Nothing is stored when any row is invalid, names an account missing
+    from the accounts source, or is dated after today. A row that repeats a stored
+    intervention (same account, kind, day and author) is skipped. With --replace,
+    it replaces the stored one when its note differs. Completed tasks are never
+    replaced.
     """
     from healthscore.monitoring.interventions import account_ids, import_interventions
 
@@ -341,7 +365,7 @@ def import_interventions_command(
     latest = None if allow_future else _local_now(project).date()
     with _state_store(project) as store:
         result = import_interventions(
-            store, file, known_accounts=known, latest_date=latest
+            store, file, known_accounts=known, latest_date=latest, replace=replace
         )
     _report_import(result, "intervention", json_output)
 
@@ -353,7 +377,24 @@ def _report_import(result: ImportResult, noun: str, json_output: bool) -> None:
         print_json(result)
         return
     skipped = f"; skipped {result.skipped:,} already stored" if result.skipped else ""
-    say(f"Stored {plural(result.stored, noun)} from {result.file}{skipped}.")
+    end = "."
+    if result.replaced:
+        end = f"; replaced {plural(len(result.replaced), f'stored {noun}')}:"
+    say(f"Stored {plural(result.stored, noun)} from {result.file}{skipped}{end}")
+    for row in result.replaced:
+        say(f"  {_replaced_row(row)}")
+
+
+def _replaced_row(row: dict[str, Any]) -> str:
+    """Describe a replaced outcome or intervention on one line."""
+    text = f"{row['account_id']} {row['kind']} on {row['occurred_on'].isoformat()}"
+    if row.get("author"):
+        text += f" by {row['author']}"
+    elif row.get("source"):
+        text += f" from {row['source']}"
+    if row.get("replaced_by"):
+        text += f", replaced by {row['replaced_by']}"
+    return text
 
 
 # effect

@@ -3,7 +3,10 @@
 Both are imported from CSV files. An import checks every row first and stores nothing
 when any row is invalid; otherwise all rows go in one transaction. A problem names the
 data row, counted from 1 without blank lines, and the file's line, counted from 1 with
-the header and blank lines, for example `row 2 (line 4)`.
+the header and blank lines, for example `row 2 (line 4)`. One error lists every
+problem of a file: invalid values, repeated rows and, for outcomes, conflicts.
+With `replace`, a row of the file replaces the stored rows that it repeats with other
+values or, for outcomes, conflicts with, in the same transaction.
 Completing a task stores an intervention too (see `healthscore.monitoring.playbooks`).
 """
 
@@ -12,9 +15,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import groupby
 from operator import attrgetter
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, insert, select, tuple_
+from sqlalchemy import Connection, Table, delete, insert, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
 from healthscore.config import Project
@@ -33,15 +37,42 @@ from healthscore.store.tables_tasks import OUTCOME_KINDS, interventions, outcome
 
 logger = logging.getLogger(__name__)
 
-#: Invalid rows listed in one error message; the rest are counted.
+#: Problems of one kind listed in one error message; the rest are counted.
 MAX_LISTED_ERRORS = 20
 
 OUTCOME_COLUMNS = ("account_id", "kind", "occurred_on")
 OUTCOME_OPTIONAL = ("arr_before", "arr_after", "source")
+#: Columns that identify an outcome, as the store's unique constraint does.
+OUTCOME_KEY = ("account_id", "kind", "occurred_on")
+#: Columns whose difference lets a row that repeats a stored outcome replace it with
+#: `replace`. The source only records where a row comes from, so it does not count,
+#: but the replacing row's source is stored.
+OUTCOME_VALUES = ("arr_before", "arr_after")
 INTERVENTION_COLUMNS = ("account_id", "kind", "occurred_on", "author")
 INTERVENTION_OPTIONAL = ("note",)
 #: Columns that identify an imported intervention: a repeat of them is skipped.
 INTERVENTION_KEY = ("account_id", "kind", "occurred_on", "author")
+#: Columns that a row repeating a stored intervention can change with `replace`.
+INTERVENTION_VALUES = ("note",)
+
+#: Range of dates an import accepts, as on the command line and in request bodies,
+#: because later code moves dates by windows and horizons, and Python dates end at
+#: years 1 and 9999.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+#: A date as YYYY-MM-DD. Since Python 3.11, `date.fromisoformat` also accepts other
+#: ISO 8601 forms, such as 20260407 and 2026-W15-2, so the text is matched first.
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+#: Last line of a conflict error when a stored outcome takes part in a conflict.
+REPLACE_HINT = (
+    "If a stored outcome named above is wrong, pass --replace to replace it with the "
+    "row that conflicts with it."
+)
+UNKNOWN_ACCOUNT_HINT = (
+    "Fix the ids, add the accounts to the accounts source, or pass --allow-unknown "
+    "to store them anyway."
+)
 
 
 class ImportValidationError(ValueError):
@@ -50,13 +81,81 @@ class ImportValidationError(ValueError):
 
 @dataclass(frozen=True)
 class ImportResult:
-    """Rows stored by an import, and rows skipped because they were already stored."""
+    """Rows stored by an import, rows skipped because they were already stored, and
+    stored rows that the import replaced."""
 
     file: Path
     stored: int
     skipped: int
     warnings: tuple[str, ...] = ()
     """Problems with stored rows that did not stop the import, one message each."""
+    replaced: tuple[dict[str, Any], ...] = ()
+    """Stored rows that the import deleted because rows of the file replace them.
+
+    Each has the columns of its table and `replaced_by`, the row of the file that
+    replaces it, such as `row 2 (line 3)`.
+    """
+
+
+@dataclass(frozen=True)
+class RowChanges:
+    """Changes that storing rows makes, decided before anything is written."""
+
+    new: list[dict[str, Any]]
+    """Rows to insert."""
+    replaced: list[dict[str, Any]]
+    """Stored rows to delete, with their `id` and `replaced_by`."""
+    skipped: int
+    """Rows not inserted because they repeat a stored row."""
+    differing: list[str] = field(default_factory=list)
+    """Locations of skipped rows whose other values differ from the stored row."""
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """Rows that a write stored and skipped, and the stored rows it replaced."""
+
+    stored: int
+    skipped: int
+    replaced: list[dict[str, Any]]
+    """Deleted rows with the columns of their table and `replaced_by`."""
+    differing: list[str]
+    """Locations of skipped rows whose other values differ from the stored row."""
+
+
+@dataclass
+class ImportProblems:
+    """Problems of rows to store, by kind, raised together in one error."""
+
+    invalid: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    """Sentences after the problems that explain how to fix them."""
+
+    def raise_if_any(self, origin: Path | str) -> None:
+        """Raise ImportValidationError listing every problem, if there is one."""
+        sections = (
+            (self.invalid, "invalid value", "invalid values"),
+            (self.repeated, "repeated row", "repeated rows"),
+            (self.conflicts, "conflict between outcomes", "conflicts between outcomes"),
+        )
+        counts = [
+            f"{len(found):,} {singular if len(found) == 1 else plural}"
+            for found, singular, plural in sections
+            if found
+        ]
+        if not counts:
+            return
+        summary = counts[0]
+        if len(counts) > 1:
+            summary = f"{', '.join(counts[:-1])} and {counts[-1]}"
+        lines = [f"{origin} has {summary}; nothing was stored:"]
+        for found, _singular, _plural in sections:
+            lines += [f"  {problem}" for problem in found[:MAX_LISTED_ERRORS]]
+            if len(found) > MAX_LISTED_ERRORS:
+                lines.append(f"  and {len(found) - MAX_LISTED_ERRORS:,} more")
+        raise ImportValidationError("\n".join(lines + self.hints))
 
 
 # Imports
@@ -70,6 +169,7 @@ def import_outcomes(
     known_accounts: Collection[str] | None = None,
     latest_date: date | None = None,
     first_scored: date | None = None,
+    replace: bool = False,
 ) -> ImportResult:
     """Store the outcomes of a CSV file, all of them or none.
 
@@ -81,16 +181,18 @@ def import_outcomes(
     `latest_date` (usually today), a row dated after it is invalid.
 
     The rows are also checked against each other and the stored outcomes of their
-    accounts (see `check_outcome_conflicts`). With `first_scored`, the as-of date of
-    the first stored snapshot, a churn on or before it gets a warning in the result.
+    accounts (see `plan_outcomes`), which `replace` lets rows replace. With
+    `first_scored`, the as-of date of the first stored snapshot, a churn on or
+    before it gets a warning in the result.
 
     Raises
     ------
     ImportValidationError
-        When a column is missing or unknown, a row is invalid, or two outcomes
-        conflict. The message names the file, row and column of each problem.
+        When a column is missing or unknown, a row is invalid or repeated, or two
+        outcomes conflict. The message names the file, row and column of each
+        problem, and lists the problems of every kind.
     """
-    located = _read_rows(
+    parsed = _read_rows(
         path,
         OUTCOME_COLUMNS,
         OUTCOME_OPTIONAL,
@@ -98,21 +200,32 @@ def import_outcomes(
         latest_date,
         known_accounts,
     )
-    _check_unique(path, located, ("account_id", "kind", "occurred_on"))
-    rows = _without_locations(located)
-    for row in rows:
+    for row in parsed.rows:
         row["source"] = row["source"] or path.name
+    problems = parsed.problems(OUTCOME_KEY)
     warnings: list[str] = []
 
-    def check(connection: Connection) -> None:
-        stored = _stored_outcomes_of(connection, {row["account_id"] for row in rows})
-        check_outcome_conflicts(path, located, stored)
-        warnings.extend(early_churn_warnings(path, located, stored, first_scored))
+    def plan(stored: list[dict[str, Any]]) -> RowChanges:
+        changes = plan_outcomes(
+            path, parsed.rows, stored, replace=replace, problems=problems
+        )
+        warnings.extend(early_churn_warnings(path, parsed.rows, stored, first_scored))
+        return changes
 
-    stored, skipped = store_outcomes(state, rows, origin=path, now=now, check=check)
-    logger.info("imported %d outcomes from %s", stored, path)
+    written = store_outcomes(state, parsed.rows, origin=path, now=now, plan=plan)
+    if written.differing:
+        warnings.append(
+            _differing_warning(
+                path, written.differing, "outcome", OUTCOME_KEY, OUTCOME_VALUES
+            )
+        )
+    logger.info("imported %d outcomes from %s", written.stored, path)
+    if written.replaced:
+        logger.info("replaced %d stored outcomes", len(written.replaced))
     # The caller shows the warnings, so they are not logged as well.
-    return ImportResult(path, stored, skipped, tuple(warnings))
+    return ImportResult(
+        path, written.stored, written.skipped, tuple(warnings), tuple(written.replaced)
+    )
 
 
 def store_outcomes(
@@ -122,28 +235,36 @@ def store_outcomes(
     origin: Path | dict[str, Any],
     actor: str = "import",
     now: datetime | None = None,
-    check: Callable[[Connection], None] | None = None,
-) -> tuple[int, int]:
-    """Store checked outcome rows in one transaction; return (stored, skipped).
+    plan: Callable[[list[dict[str, Any]]], RowChanges] | None = None,
+) -> StoredRows:
+    """Store checked outcome rows in one transaction, all of them or none.
 
-    A row with the account, kind and date of a stored outcome is skipped. `origin`
-    (the file, or a description of the request) goes into the audit entry.
-    `check` runs in the transaction before any row is written, so an exception it
-    raises stores nothing.
+    `plan` gets the stored outcomes of the rows' accounts and returns the changes,
+    usually with `plan_outcomes`. It runs in the transaction before any row is
+    written, so an exception it raises stores nothing. Without it, a row with the
+    account, kind and date of a stored outcome is skipped, and nothing is checked.
+    `origin` (the file, or a description of the request) goes into the audit
+    entries.
     """
     imported_at = _aware_now(now)
-    rows = [{**row, "imported_at": imported_at} for row in rows]
     with write_transaction(state) as connection:
-        if check is not None:
-            check(connection)
-        stored = _stored_outcome_keys(connection, rows)
-        new = [row for row in rows if _outcome_key(row) not in stored]
-        if new:
-            connection.execute(insert(outcomes), new)
-        record_audit(
-            connection, imported_at, "import", "outcome", len(new), origin, actor
+        stored = _stored_outcomes_of(
+            connection, {row["account_id"] for row in rows if row["account_id"]}
         )
-    return len(new), len(rows) - len(new)
+        if plan is None:
+            changes = _plan_repeats(rows, stored, OUTCOME_KEY, OUTCOME_VALUES)
+        else:
+            changes = plan(stored)
+        return _write_changes(
+            connection,
+            outcomes,
+            changes,
+            {"imported_at": imported_at},
+            at=imported_at,
+            subject="outcome",
+            origin=origin,
+            actor=actor,
+        )
 
 
 def import_interventions(
@@ -153,22 +274,25 @@ def import_interventions(
     now: datetime | None = None,
     known_accounts: Collection[str] | None = None,
     latest_date: date | None = None,
+    replace: bool = False,
 ) -> ImportResult:
     """Store the interventions of a CSV file, all of them or none.
 
     Columns: `account_id`, `kind` (the playbook name, or another kind of action),
     `occurred_on` (YYYY-MM-DD), `author`, and optionally `note`. A row equal in
-    account, kind, date and author to an imported intervention is skipped. With
+    account, kind, date and author to an imported intervention is skipped, unless
+    `replace` is true and its note differs, in which case it replaces the stored
+    one. With
     `known_accounts`, a row whose account is not in it is invalid. With
     `latest_date` (usually today), a row dated after it is invalid.
 
     Raises
     ------
     ImportValidationError
-        When a column is missing or unknown or a row is invalid; the message names
-        the file, row and column of each problem.
+        When a column is missing or unknown or a row is invalid or repeated. The
+        message names the file, row and column of each problem.
     """
-    rows = _read_rows(
+    parsed = _read_rows(
         path,
         INTERVENTION_COLUMNS,
         INTERVENTION_OPTIONAL,
@@ -176,11 +300,27 @@ def import_interventions(
         latest_date,
         known_accounts,
     )
-    _check_unique(path, rows, INTERVENTION_KEY)
-    rows = _without_locations(rows)
-    stored, skipped = store_interventions(state, rows, origin=path, now=now)
-    logger.info("imported %d interventions from %s", stored, path)
-    return ImportResult(path, stored, skipped)
+    parsed.problems(INTERVENTION_KEY).raise_if_any(path)
+    written = store_interventions(
+        state, parsed.rows, origin=path, now=now, replace=replace
+    )
+    warnings: tuple[str, ...] = ()
+    if written.differing:
+        warnings = (
+            _differing_warning(
+                path,
+                written.differing,
+                "intervention",
+                INTERVENTION_KEY,
+                INTERVENTION_VALUES,
+            ),
+        )
+    logger.info("imported %d interventions from %s", written.stored, path)
+    if written.replaced:
+        logger.info("replaced %d stored interventions", len(written.replaced))
+    return ImportResult(
+        path, written.stored, written.skipped, warnings, tuple(written.replaced)
+    )
 
 
 def store_interventions(
@@ -190,55 +330,149 @@ def store_interventions(
     origin: Path | dict[str, Any],
     actor: str = "import",
     now: datetime | None = None,
-) -> tuple[int, int]:
-    """Store checked intervention rows in one transaction; return (stored, skipped).
+    replace: bool = False,
+) -> StoredRows:
+    """Store checked intervention rows in one transaction, all of them or none.
 
     A row equal in account, kind, date and author to a stored intervention that is
-    not a completed task is skipped.
+    not a completed task is skipped. With `replace`, such a row whose note differs
+    replaces the stored intervention instead.
     """
     created_at = _aware_now(now)
-    rows = [{**row, "created_at": created_at, "task_id": None} for row in rows]
     with write_transaction(state) as connection:
-        stored = _stored_intervention_keys(connection, rows)
-        new = [
-            row
-            for row in rows
-            if tuple(row[name] for name in INTERVENTION_KEY) not in stored
-        ]
-        if new:
-            connection.execute(insert(interventions), new)
-        record_audit(
-            connection, created_at, "import", "intervention", len(new), origin, actor
+        stored = _stored_interventions_of(connection, rows)
+        changes = _plan_repeats(
+            rows, stored, INTERVENTION_KEY, INTERVENTION_VALUES, replace
         )
-    return len(new), len(rows) - len(new)
+        return _write_changes(
+            connection,
+            interventions,
+            changes,
+            {"created_at": created_at, "task_id": None},
+            at=created_at,
+            subject="intervention",
+            origin=origin,
+            actor=actor,
+        )
 
 
-def _stored_outcome_keys(
-    connection: Connection, rows: list[dict[str, Any]]
-) -> set[tuple[Any, ...]]:
-    accounts = {row["account_id"] for row in rows}
-    query = select(outcomes.c.account_id, outcomes.c.kind, outcomes.c.occurred_on)
-    query = query.where(outcomes.c.account_id.in_(accounts))
-    return {tuple(found) for found in connection.execute(query)}
+def _plan_repeats(
+    rows: list[dict[str, Any]],
+    stored: list[dict[str, Any]],
+    key: tuple[str, ...],
+    values: tuple[str, ...],
+    replace: bool = False,
+) -> RowChanges:
+    """Decide which rows repeat a stored row (same `key`) and which are new.
+
+    A repeat is skipped, unless `replace` is true and one of its `values` differs,
+    in which case it replaces the stored row.
+    """
+    stored_by_key = {tuple(row[name] for name in key): row for row in stored}
+    new: list[dict[str, Any]] = []
+    replaced: list[dict[str, Any]] = []
+    differing: list[str] = []
+    skipped = 0
+    for row in rows:
+        old = stored_by_key.get(tuple(row[name] for name in key))
+        if old is None:
+            new.append(row)
+        elif all(row[name] == old[name] for name in values):
+            skipped += 1
+        elif replace:
+            new.append(row)
+            replaced.append({**old, "replaced_by": row.get(LOCATION)})
+        else:
+            skipped += 1
+            differing.append(row.get(LOCATION) or "a row")
+    return RowChanges(new, replaced, skipped, differing)
+
+
+def _write_changes(
+    connection: Connection,
+    table: Table,
+    changes: RowChanges,
+    defaults: dict[str, Any],
+    *,
+    at: datetime,
+    subject: str,
+    origin: Path | dict[str, Any],
+    actor: str,
+) -> StoredRows:
+    """Delete the replaced rows, insert the new ones with `defaults`, and record
+    both in the audit log with `subject` as the kind of row."""
+    if changes.replaced:
+        replaced_ids = [row["id"] for row in changes.replaced]
+        connection.execute(delete(table).where(table.c.id.in_(replaced_ids)))
+    new = [{**_without_location(row), **defaults} for row in changes.new]
+    if new:
+        connection.execute(insert(table), new)
+    record_audit(connection, at, "import", subject, len(new), origin, actor)
+    replaced = [
+        {name: value for name, value in row.items() if name != "id"}
+        for row in changes.replaced
+    ]
+    if replaced:
+        detail: dict[str, Any] = (
+            {"file": str(origin)} if isinstance(origin, Path) else dict(origin)
+        )
+        detail["replaced"] = [
+            {
+                name: value.isoformat() if isinstance(value, date) else value
+                for name, value in row.items()
+            }
+            for row in replaced
+        ]
+        record_audit(connection, at, "replace", subject, len(replaced), detail, actor)
+    return StoredRows(len(new), changes.skipped, replaced, changes.differing)
+
+
+def _differing_warning(
+    path: Path,
+    locations: list[str],
+    noun: str,
+    key: tuple[str, ...],
+    values: tuple[str, ...],
+) -> str:
+    """Warn that rows at `locations` repeat stored rows with other `values`."""
+    listed = ", ".join(locations[:MAX_LISTED_ERRORS])
+    if len(locations) > MAX_LISTED_ERRORS:
+        listed += f" and {len(locations) - MAX_LISTED_ERRORS:,} more"
+    if len(values) == 1:
+        other = f"another {values[0]}"
+    else:
+        other = f"other values of {', '.join(values[:-1])} or {values[-1]}"
+    if len(locations) == 1:
+        counted, pronoun = f"1 row repeats a stored {noun}", "It was"
+    else:
+        counted, pronoun = f"{len(locations):,} rows repeat stored {noun}s", "They were"
+    return (
+        f"{path}: {counted} (same {', '.join(key[:-1])} and {key[-1]}) with {other}: "
+        f"{listed}. {pronoun} skipped; pass --replace to store the values of the file."
+    )
 
 
 def _outcome_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["account_id"], row["kind"], row["occurred_on"])
+    return tuple(row[name] for name in OUTCOME_KEY)
 
 
-def _stored_intervention_keys(
+def _stored_interventions_of(
     connection: Connection, rows: list[dict[str, Any]]
-) -> set[tuple[Any, ...]]:
+) -> list[dict[str, Any]]:
+    """Return the stored interventions that are not completed tasks and share the
+    account and kind of a row, with their id and note."""
     columns = interventions.c
     keys = {(row["account_id"], row["kind"]) for row in rows}
     query = select(
-        columns.account_id, columns.kind, columns.occurred_on, columns.author
+        *(columns[name] for name in (*INTERVENTION_KEY, *INTERVENTION_VALUES, "id"))
     )
     query = query.where(
         columns.task_id.is_(None),
         tuple_(columns.account_id, columns.kind).in_(list(keys)),
     )
-    return {tuple(found) for found in connection.execute(query)}
+    return [
+        dict(found._mapping) for found in connection.execute(query.order_by(columns.id))
+    ]
 
 
 # Reading and checking CSV rows
@@ -250,6 +484,26 @@ RowParser = Callable[[dict[str, str], list[tuple[str, str]]], dict[str, Any]]
 LOCATION = "_location"
 
 
+@dataclass(frozen=True)
+class _ParsedFile:
+    """The rows of a CSV file and the problems of their values."""
+
+    rows: list[dict[str, Any]]
+    """Parsed rows with their LOCATION; a value that is not valid is None."""
+    invalid: list[str]
+    """Invalid values, as `row N (line L), column C: message`."""
+    unknown_found: bool
+    """Whether a row names an account missing from the known accounts."""
+
+    def problems(self, key: tuple[str, ...]) -> ImportProblems:
+        """Collect the invalid values, and the rows that repeat another's `key`."""
+        return ImportProblems(
+            invalid=list(self.invalid),
+            repeated=_repeats(self.rows, key),
+            hints=[UNKNOWN_ACCOUNT_HINT] if self.unknown_found else [],
+        )
+
+
 def _read_rows(
     path: Path,
     required: tuple[str, ...],
@@ -257,12 +511,17 @@ def _read_rows(
     parse: RowParser,
     latest_date: date | None = None,
     known_accounts: Collection[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> _ParsedFile:
     """Parse every row, collecting each problem as (column, message) per row.
 
     Each parsed row gets its location (`row N (line L)`) under LOCATION. With
     `known_accounts`, an account missing from it is one more problem of its row,
     so one error lists every invalid row.
+
+    Raises
+    ------
+    ImportValidationError
+        When the header is missing or wrong, or the file has no rows.
     """
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -312,17 +571,12 @@ def _read_rows(
                 for column, message in errors
             )
             rows.append({**row, LOCATION: location})
-    if problems:
-        message = _problem_message(path, problems)
-        if unknown_found:
-            message += (
-                "\nFix the ids, add the accounts to the accounts source, or pass "
-                "--allow-unknown to store them anyway."
-            )
-        raise ImportValidationError(message)
     if not rows:
-        raise ImportValidationError(f"{path} has a header but no rows; nothing stored")
-    return rows
+        raise ImportValidationError(
+            f"{path} has a header but no rows; nothing was stored. Add a row per "
+            "outcome or intervention below the header"
+        )
+    return _ParsedFile(rows, problems, unknown_found)
 
 
 def _check_not_after(
@@ -340,10 +594,8 @@ def _check_not_after(
     )
 
 
-def _without_locations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {name: value for name, value in row.items() if name != LOCATION} for row in rows
-    ]
+def _without_location(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in row.items() if name != LOCATION}
 
 
 def _utf8_lines(handle: Any, path: Any) -> Iterator[str]:
@@ -397,17 +649,6 @@ def _other_separator(header: Sequence[str]) -> str | None:
     return next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
 
 
-def _problem_message(path: Path, problems: list[str]) -> str:
-    listed = problems[:MAX_LISTED_ERRORS]
-    count = len(problems)
-    values = "invalid value" if count == 1 else "invalid values"
-    lines = [f"{path} has {count:,} {values}; nothing was stored:"]
-    lines += [f"  {problem}" for problem in listed]
-    if len(problems) > len(listed):
-        lines.append(f"  and {len(problems) - len(listed)} more")
-    return "\n".join(lines)
-
-
 def account_ids(project: Project) -> set[str]:
     """Read the account ids of the project's accounts source (its valid rows)."""
     # Imported here: the engine reads every source, which this module needs rarely.
@@ -427,16 +668,22 @@ def account_ids(project: Project) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
-def _check_unique(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:
+def _repeats(rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[str]:
+    """Name each row whose `key` repeats an earlier row's; invalid keys are left out."""
     first_row: dict[tuple[Any, ...], str] = {}
+    problems = []
     for row in rows:
         values = tuple(row[name] for name in key)
+        if None in values:
+            continue
         if values in first_row:
-            raise ImportValidationError(
-                f"{path}, {row[LOCATION]}: repeats {first_row[values]} (same "
-                f"{', '.join(key)}); nothing was stored, remove one of the two rows"
+            problems.append(
+                f"{row[LOCATION]}: repeats {first_row[values]} (same "
+                f"{', '.join(key)}); remove one of the two rows"
             )
-        first_row[values] = row[LOCATION]
+        else:
+            first_row[values] = row[LOCATION]
+    return problems
 
 
 # Checking outcomes against each other
@@ -453,44 +700,127 @@ class _Outcome:
     """`row N (line L)` for a row of the file, else the stored outcome's source."""
     new: bool
     """Whether the import stores it: a row of the file that is not stored yet."""
+    stored_id: int | None
+    """Id of a stored outcome that no row of the file repeats, else None."""
+
+
+@dataclass(frozen=True)
+class _Conflict:
+    """Two or more outcomes that contradict each other, at least one of them new."""
+
+    message: str
+    same_day: bool
+    """Whether a churn and another kind share a day. If false, two churns follow
+    each other with no return between them."""
+    replaceable: tuple[tuple[int, str], ...]
+    """(id, place) of each stored outcome in the conflict, and of the new row that
+    contradicts it, which replaces it with `replace`."""
 
 
 def _stored_outcomes_of(
     connection: Connection, accounts: Collection[str]
 ) -> list[dict[str, Any]]:
     columns = outcomes.c
-    query = select(
-        columns.account_id, columns.kind, columns.occurred_on, columns.source
-    ).where(columns.account_id.in_(accounts))
+    names = (*OUTCOME_KEY, *OUTCOME_VALUES, "source", "id")
+    query = select(*(columns[name] for name in names))
+    query = query.where(columns.account_id.in_(accounts)).order_by(columns.id)
     return [dict(row._mapping) for row in connection.execute(query)]
 
 
-def conflict_check(
-    origin: Path | str, rows: list[dict[str, Any]]
-) -> Callable[[Connection], None]:
-    """Return a `store_outcomes` check that rejects `rows` conflicting with outcomes.
+def plan_outcomes(
+    origin: Path | str,
+    rows: list[dict[str, Any]],
+    stored: list[dict[str, Any]],
+    *,
+    replace: bool = False,
+    problems: ImportProblems | None = None,
+    replace_hint: str = REPLACE_HINT,
+) -> RowChanges:
+    """Decide which outcome rows to store, skip and replace, or raise every problem.
 
-    `rows` carry their LOCATION, such as `outcomes[2]` for an item of a request,
-    and `origin` names where they come from in the message.
+    `rows` carry their LOCATION, such as `row 2 (line 3)` or `outcomes[2]` for an
+    item of a request, and `origin` names where they come from in the message.
+    `stored` are the stored outcomes of their accounts, with their ids. The rows
+    are checked against each other and `stored` (see `_find_conflicts`).
+    `problems` found before, such as invalid values, are raised together with the
+    conflicts. A row whose account, kind or date is invalid takes no part in the
+    checks.
+
+    A row with the account, kind and date of a stored outcome is skipped. With
+    `replace`, a stored outcome is replaced by the row of `rows` that repeats it
+    with other ARR, or that conflicts with it. Conflicts that remain after the
+    replacements, such as two rows of `rows` that conflict, are raised.
+    `replace_hint` ends the message when a stored outcome takes part in a conflict
+    and `replace` is false.
+
+    Raises
+    ------
+    ImportValidationError
+        When `problems` has a problem or two outcomes conflict.
     """
+    if problems is None:
+        problems = ImportProblems()
+    checked = _checkable_outcomes(rows)
+    changes = _plan_repeats(checked, stored, OUTCOME_KEY, OUTCOME_VALUES, replace)
+    conflicts = _find_conflicts(checked, stored)
+    replaced = changes.replaced
+    if replace and conflicts:
+        replacing = {
+            stored_id: place
+            for conflict in conflicts
+            for stored_id, place in conflict.replaceable
+        }
+        replaced += [
+            {**row, "replaced_by": replacing[row["id"]]}
+            for row in stored
+            if row["id"] in replacing
+        ]
+        remaining = [row for row in stored if row["id"] not in replacing]
+        conflicts = _find_conflicts(checked, remaining)
+    problems.conflicts += [conflict.message for conflict in conflicts]
+    if any(conflict.same_day for conflict in conflicts):
+        problems.hints.append(
+            "An account that churns cannot renew, expand or contract on the same "
+            "day: remove the row that is wrong, or correct its date."
+        )
+    if any(not conflict.same_day for conflict in conflicts):
+        problems.hints.append(
+            "Two churns of an account need an outcome between them that shows when "
+            "it came back. If the two rows record one churn, remove the later row; "
+            "if the account came back between them, add an outcome dated then, such "
+            "as renewed."
+        )
+    if not replace and any(conflict.replaceable for conflict in conflicts):
+        problems.hints.append(replace_hint)
+    problems.raise_if_any(origin)
+    order = {row["id"]: index for index, row in enumerate(stored)}
+    replaced.sort(key=lambda row: order[row["id"]])
+    return RowChanges(changes.new, replaced, changes.skipped, changes.differing)
 
-    def check(connection: Connection) -> None:
-        accounts = {row["account_id"] for row in rows}
-        check_outcome_conflicts(origin, rows, _stored_outcomes_of(connection, accounts))
 
-    return check
+def _checkable_outcomes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the rows with a valid account, kind and date, each key once."""
+    seen: set[tuple[Any, ...]] = set()
+    checkable = []
+    for row in rows:
+        key = _outcome_key(row)
+        if None in key or row["kind"] not in OUTCOME_KINDS or key in seen:
+            continue
+        seen.add(key)
+        checkable.append(row)
+    return checkable
 
 
-def check_outcome_conflicts(
-    path: Path | str, rows: list[dict[str, Any]], stored: list[dict[str, Any]]
-) -> None:
-    """Raise ImportValidationError when outcomes contradict each other.
+def _find_conflicts(
+    rows: list[dict[str, Any]], stored: list[dict[str, Any]]
+) -> list[_Conflict]:
+    """Find the outcomes that contradict each other, at least one of them new.
 
-    `rows` are the parsed rows of `path` with their LOCATION, and `stored` the
-    stored outcomes of their accounts. Backtest labels (see
+    `rows` are rows to store with their LOCATION, and `stored` the stored outcomes
+    of their accounts. Backtest labels (see
     `healthscore.models.labels.outcome_labels`) take a churn as the end of an
     account until a later outcome of another kind shows that it came back. So two
-    conflicts are rejected when one of their outcomes is a new row of the file:
+    conflicts are rejected when one of their outcomes is a new row:
 
     - a churn and an outcome of another kind of one account on the same day,
       because the account cannot both leave and stay;
@@ -501,43 +831,17 @@ def check_outcome_conflicts(
 
     Conflicts among stored outcomes alone are left alone: they were stored before.
     """
-    problems: list[str] = []
-    same_day = repeated = False
+    conflicts: list[_Conflict] = []
     for account, entries in _outcomes_by_account(rows, stored).items():
-        found = _same_day_conflicts(account, entries)
-        same_day = same_day or bool(found)
-        problems += found
-        found = _repeated_churns(account, entries)
-        repeated = repeated or bool(found)
-        problems += found
-    if not problems:
-        return
-    noun = "conflict" if len(problems) == 1 else "conflicts"
-    lines = [
-        f"{path} has {len(problems):,} {noun} between outcomes; nothing was stored:"
-    ]
-    lines += [f"  {problem}" for problem in problems[:MAX_LISTED_ERRORS]]
-    if len(problems) > MAX_LISTED_ERRORS:
-        lines.append(f"  and {len(problems) - MAX_LISTED_ERRORS:,} more")
-    if same_day:
-        lines.append(
-            "An account that churns cannot renew, expand or contract on the same "
-            "day: remove the row that is wrong, or correct its date."
-        )
-    if repeated:
-        lines.append(
-            "Two churns of an account need an outcome between them that shows when "
-            "it came back. If the two rows record one churn, remove the later row; "
-            "if the account came back between them, add an outcome dated then, such "
-            "as renewed."
-        )
-    raise ImportValidationError("\n".join(lines))
+        conflicts += _same_day_conflicts(account, entries)
+        conflicts += _repeated_churns(account, entries)
+    return conflicts
 
 
 def _outcomes_by_account(
     rows: list[dict[str, Any]], stored: list[dict[str, Any]]
 ) -> dict[str, list[_Outcome]]:
-    """Merge the file's rows and the stored outcomes by account, oldest first."""
+    """Merge the rows and the stored outcomes by account, oldest first."""
     stored_keys = {_outcome_key(row) for row in stored}
     file_keys = {_outcome_key(row) for row in rows}
     merged = [
@@ -546,7 +850,9 @@ def _outcomes_by_account(
     ]
     merged += [
         _located_outcome(
-            row, f"the stored outcome from {row['source'] or 'an earlier import'}"
+            row,
+            f"the stored outcome from {row['source'] or 'an earlier import'}",
+            stored_id=row["id"],
         )
         for row in stored
         # A stored row that the file repeats is named by its row of the file.
@@ -560,12 +866,16 @@ def _outcomes_by_account(
     return by_account
 
 
-def _located_outcome(row: dict[str, Any], place: str, new: bool = False) -> _Outcome:
-    return _Outcome(row["account_id"], row["kind"], row["occurred_on"], place, new)
+def _located_outcome(
+    row: dict[str, Any], place: str, new: bool = False, stored_id: int | None = None
+) -> _Outcome:
+    return _Outcome(
+        row["account_id"], row["kind"], row["occurred_on"], place, new, stored_id
+    )
 
 
-def _same_day_conflicts(account: str, entries: list[_Outcome]) -> list[str]:
-    problems = []
+def _same_day_conflicts(account: str, entries: list[_Outcome]) -> list[_Conflict]:
+    conflicts = []
     # `entries` is sorted by day, so groupby gathers each day's outcomes.
     for day, outcomes_of_day in groupby(entries, key=attrgetter("day")):
         group = list(outcomes_of_day)
@@ -574,15 +884,23 @@ def _same_day_conflicts(account: str, entries: list[_Outcome]) -> list[str]:
         if not (churns and others and any(outcome.new for outcome in group)):
             continue
         stays = " and ".join(f"{other.place} records {other.kind}" for other in others)
-        problems.append(
+        # A stored outcome is replaceable by a new row of the other side.
+        replaceable = []
+        for outcome in group:
+            opposite = others if outcome.kind == "churned" else churns
+            by = next((row.place for row in opposite if row.new), None)
+            if outcome.stored_id is not None and by is not None:
+                replaceable.append((outcome.stored_id, by))
+        message = (
             f"{account} on {day.isoformat()}: {churns[0].place} records churned "
             f"but {stays}"
         )
-    return problems
+        conflicts.append(_Conflict(message, True, tuple(replaceable)))
+    return conflicts
 
 
-def _repeated_churns(account: str, entries: list[_Outcome]) -> list[str]:
-    problems = []
+def _repeated_churns(account: str, entries: list[_Outcome]) -> list[_Conflict]:
+    conflicts = []
     last_churn: _Outcome | None = None
     came_back = False
     for outcome in entries:
@@ -594,15 +912,21 @@ def _repeated_churns(account: str, entries: list[_Outcome]) -> list[str]:
             continue
         if last_churn is not None and not came_back and (outcome.new or last_churn.new):
             days = (outcome.day - last_churn.day).days
-            problems.append(
+            message = (
                 f"{account}: {outcome.place} records churned on "
                 f"{outcome.day.isoformat()}, {days:,} {'day' if days == 1 else 'days'} "
                 f"after {last_churn.place} records churned on "
                 f"{last_churn.day.isoformat()}, with no outcome between them"
             )
+            replaceable = [
+                (older.stored_id, newer.place)
+                for older, newer in ((last_churn, outcome), (outcome, last_churn))
+                if older.stored_id is not None and newer.new
+            ]
+            conflicts.append(_Conflict(message, False, tuple(replaceable)))
         last_churn = outcome
         came_back = False
-    return problems
+    return conflicts
 
 
 def early_churn_warnings(
@@ -683,11 +1007,33 @@ def _text(raw: dict[str, str], column: str, errors: list[tuple[str, str]]) -> An
 
 def _date(raw: dict[str, str], column: str, errors: list[tuple[str, str]]) -> Any:
     value = (raw.get(column) or "").strip()
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        errors.append((column, f"{value!r} is not a date in the form YYYY-MM-DD"))
+    if not value:
+        errors.append((column, "is empty; every row needs a value"))
         return None
+    try:
+        day = date.fromisoformat(value) if ISO_DATE.fullmatch(value) else None
+    except ValueError:
+        day = None
+    if day is None:
+        errors.append(
+            (
+                column,
+                f"{value!r} is not a date in the form YYYY-MM-DD, for example "
+                "2026-03-01",
+            )
+        )
+        return None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        errors.append(
+            (
+                column,
+                f"{value!r} is outside the supported range "
+                f"{EARLIEST_DATE.isoformat()} to {LATEST_DATE.isoformat()}; give a "
+                "date in that range",
+            )
+        )
+        return None
+    return day
 
 
 def _amount(raw: dict[str, str], column: str, errors: list[tuple[str, str]]) -> Any:

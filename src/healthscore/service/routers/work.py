@@ -13,9 +13,12 @@ from sqlalchemy import select
 from healthscore.monitoring.interventions import (
     INTERVENTION_KEY,
     LOCATION,
-    conflict_check,
+    OUTCOME_KEY,
+    RowChanges,
+    StoredRows,
     interventions_frame,
     outcomes_frame,
+    plan_outcomes,
     store_interventions,
     store_outcomes,
 )
@@ -252,12 +255,31 @@ AllowUnknown = Annotated[
 ]
 
 
+#: Query parameter that lets posted items replace stored ones.
+Replace = Annotated[
+    bool,
+    Query(
+        alias="replace",
+        description="Replace each stored item that a posted item repeats with other "
+        "values or, for outcomes, conflicts with; the response lists the replaced "
+        "items.",
+    ),
+]
+
+#: Last line of a conflict error when a stored outcome takes part in a conflict.
+REPLACE_HINT = (
+    "If a stored outcome named above is wrong, send replace=true to replace it with "
+    "the item that conflicts with it."
+)
+
+
 @router.post("/outcomes", status_code=status.HTTP_201_CREATED)
 def create_outcomes(
     body: OutcomesCreate,
     access: AccessDependency,
     allow_future: AllowFuture = False,
     allow_unknown: AllowUnknown = False,
+    replace: Replace = False,
 ) -> dict[str, Any]:
     """Store outcomes, all or none; a repeat of a stored outcome is skipped.
 
@@ -266,7 +288,9 @@ def create_outcomes(
     source. No two outcomes of the request may share account, kind and day (422),
     and none may conflict with another or with a stored outcome of its account, as
     in `healthscore outcomes import` (422): a churn and another kind on one day, or
-    two churns with no other outcome between them.
+    two churns with no other outcome between them. With `replace`, an outcome
+    replaces the stored outcomes it conflicts with or repeats with other ARR, and
+    the response lists them under `replaced`.
     An outcome dated after today is rejected (422) unless `allow_future` is true.
     """
     access.require_writer()
@@ -274,21 +298,29 @@ def create_outcomes(
     if not allow_future:
         _check_not_future(access, "outcomes", rows)
     _check_accounts(access, "outcomes", rows, allow_unknown)
-    _check_repeats("outcomes", rows, ("account_id", "kind", "occurred_on"))
+    _check_repeats("outcomes", rows, OUTCOME_KEY)
     for row in rows:
         row["source"] = row["source"] or "api"
-    located = [
-        {**row, LOCATION: f"outcomes[{index}]"} for index, row in enumerate(rows)
-    ]
+    located = _located("outcomes", rows)
+
+    def plan(stored: list[dict[str, Any]]) -> RowChanges:
+        return plan_outcomes(
+            "the request",
+            located,
+            stored,
+            replace=replace,
+            replace_hint=REPLACE_HINT,
+        )
+
     with layer_errors():
-        stored, skipped = store_outcomes(
+        written = store_outcomes(
             access.context.state,
-            rows,
+            located,
             origin={"request": "POST /api/v1/outcomes"},
             actor=access.token.actor,
-            check=conflict_check("the request", located),
+            plan=plan,
         )
-    return {"stored": stored, "skipped": skipped}
+    return _written_json(written, replace)
 
 
 @router.post("/interventions", status_code=status.HTTP_201_CREATED)
@@ -297,13 +329,16 @@ def create_interventions(
     access: AccessDependency,
     allow_future: AllowFuture = False,
     allow_unknown: AllowUnknown = False,
+    replace: Replace = False,
 ) -> dict[str, Any]:
     """Store interventions, all or none; a repeat of a stored one is skipped.
 
     The author defaults to the token's owner or name. Every account must be known
     and visible to the token (404 otherwise), unless `allow_unknown` is true, which
     accepts accounts missing from the accounts source. An intervention dated after
-    today is rejected (422) unless `allow_future` is true.
+    today is rejected (422) unless `allow_future` is true. With `replace`, an
+    intervention that repeats a stored one (same account, kind, day and author)
+    with another note replaces it, and the response lists it under `replaced`.
     """
     access.require_writer()
     rows = [item.model_dump() for item in body.interventions]
@@ -314,13 +349,27 @@ def create_interventions(
     _check_accounts(access, "interventions", rows, allow_unknown)
     _check_repeats("interventions", rows, INTERVENTION_KEY)
     with layer_errors():
-        stored, skipped = store_interventions(
+        written = store_interventions(
             access.context.state,
-            rows,
+            _located("interventions", rows),
             origin={"request": "POST /api/v1/interventions"},
             actor=access.token.actor,
+            replace=replace,
         )
-    return {"stored": stored, "skipped": skipped}
+    return _written_json(written, replace)
+
+
+def _located(field: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add to each item its LOCATION in the request, such as `outcomes[2]`."""
+    return [{**row, LOCATION: f"{field}[{index}]"} for index, row in enumerate(rows)]
+
+
+def _written_json(written: StoredRows, replace: bool) -> dict[str, Any]:
+    """Return the counts of a write, and the replaced items when `replace` is set."""
+    result: dict[str, Any] = {"stored": written.stored, "skipped": written.skipped}
+    if replace:
+        result["replaced"] = jsonable(written.replaced)
+    return result
 
 
 def _check_not_future(access: Access, field: str, rows: list[dict[str, Any]]) -> None:
