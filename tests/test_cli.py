@@ -216,7 +216,9 @@ def test_missing_project_file(tmp_path):
     )
 
 
-@pytest.mark.parametrize("text", ["2024-02-30", "01/04/2024", "yesterday"])
+@pytest.mark.parametrize(
+    "text", ["2024-02-30", "01/04/2024", "yesterday", "20240401", "2024-W14-1"]
+)
 def test_bad_date_is_usage_error(project, text):
     result = run("score", "--project", project, "--as-of", text)
 

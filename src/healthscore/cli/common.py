@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from healthscore.config import ConfigError, Project, load_project
+from healthscore.dates import EARLIEST_DATE, LATEST_DATE, iso_date
 from healthscore.errors import (
     OverrideNotFoundError,
     ProjectExistsError,
@@ -71,25 +72,16 @@ HANDLED_ERRORS: tuple[type[Exception], ...] = (
 # Options
 
 
-#: Range of dates the commands accept. Windows and horizons move a date back or
-#: forward, and Python dates stop at years 1 and 9999, so a date near those ends
-#: fails with OverflowError deep inside a computation. The range leaves centuries of
-#: room on both sides.
-EARLIEST_DATE = date(1900, 1, 1)
-LATEST_DATE = date(2999, 12, 31)
-
-
 def parse_date(text: str) -> date:
     """Parse an ISO date from EARLIEST_DATE to LATEST_DATE.
 
     Raises typer.BadParameter, a usage error with exit code 2, for any other text.
     """
-    try:
-        day = date.fromisoformat(text.strip())
-    except ValueError:
+    day = iso_date(text.strip())
+    if day is None:
         raise typer.BadParameter(
             f"{text!r} is not a date in the form YYYY-MM-DD, for example 2020-05-01"
-        ) from None
+        )
     if not EARLIEST_DATE <= day <= LATEST_DATE:
         raise typer.BadParameter(
             f"{day.isoformat()} is outside the supported range "

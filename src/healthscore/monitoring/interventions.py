@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from sqlalchemy import Connection, Table, delete, insert, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
 from healthscore.config import Project
+from healthscore.dates import EARLIEST_DATE, LATEST_DATE, iso_date
 from healthscore.store import StateStore, StateStoreError
 from healthscore.store.database import describe_url, write_engine
 from healthscore.store.schema import audit
@@ -55,14 +55,6 @@ INTERVENTION_KEY = ("account_id", "kind", "occurred_on", "author")
 #: Columns that a row repeating a stored intervention can change with `replace`.
 INTERVENTION_VALUES = ("note",)
 
-#: Range of dates an import accepts, as on the command line and in request bodies,
-#: because later code moves dates by windows and horizons, and Python dates end at
-#: years 1 and 9999.
-EARLIEST_DATE = date(1900, 1, 1)
-LATEST_DATE = date(2999, 12, 31)
-#: A date as YYYY-MM-DD. Since Python 3.11, `date.fromisoformat` also accepts other
-#: ISO 8601 forms, such as 20260407 and 2026-W15-2, so the text is matched first.
-ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 #: Last line of a conflict error when a stored outcome takes part in a conflict.
 REPLACE_HINT = (
@@ -1010,10 +1002,7 @@ def _date(raw: dict[str, str], column: str, errors: list[tuple[str, str]]) -> An
     if not value:
         errors.append((column, "is empty; every row needs a value"))
         return None
-    try:
-        day = date.fromisoformat(value) if ISO_DATE.fullmatch(value) else None
-    except ValueError:
-        day = None
+    day = iso_date(value)
     if day is None:
         errors.append(
             (
