@@ -872,7 +872,7 @@ def test_compare_with_few_churned_test_rows_says_so(tmp_path):
     counted = f"{churned} churned test row" + ("" if churned == 1 else "s")
     line = (
         f"rules, weighted: only {counted}, fewer than validation.min_churned (5), "
-        "so its measures are unreliable"
+        "so the measures of the test rows are unreliable"
     )
     assert notes.count(line) == 1
 

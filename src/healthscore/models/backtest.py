@@ -719,7 +719,7 @@ def _note_test_rows(
         result.notes.append(
             SharedNote(
                 f"{counted}, fewer than validation.min_churned ({min_churned}), so "
-                "its measures are unreliable"
+                "the measures of the test rows are unreliable"
             )
         )
     # Isotonic calibration of a risk that ranks churn the wrong way round is flat,
