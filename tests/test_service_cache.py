@@ -1,4 +1,4 @@
-"""Rebuilding the service's cached tables once while requests keep reading."""
+"""Rebuilding the service's cached tables once, for every request that needs them."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_waiting_readers_share_one_build(data):
     assert len(builds) == 1
 
 
-def test_stale_value_returned_while_rebuilding(data):
+def test_reader_during_rebuild_gets_previous(data):
     assert data._current("k", 1, lambda: "old") == "old"
     started = threading.Event()
     release = threading.Event()
@@ -61,14 +61,20 @@ def test_stale_value_returned_while_rebuilding(data):
         release.wait(10)
         return "new"
 
-    first = data._current("k", 2, compute)
+    results: list[str] = []
+    first = threading.Thread(
+        target=lambda: results.append(data._current("k", 2, compute))
+    )
+    first.start()
     assert started.wait(10)
+    # A read while another rebuilds gets the value from before the change.
     during = data._current("k", 2, compute)
     release.set()
+    first.join(10)
 
-    assert first == "old"
     assert during == "old"
-    assert wait_for(lambda: data._current("k", 2, compute) == "new")
+    assert results == ["new"]
+    assert data._current("k", 2, compute) == "new"
     assert builds == [1]
 
 
@@ -80,8 +86,16 @@ def test_failed_rebuild_keeps_value_and_retries(data, caplog):
 
     with caplog.at_level(logging.ERROR, "healthscore.service.data"):
         assert data._current("k", 2, broken) == "old"
-        assert wait_for(lambda: "disk went away" in caplog.text)
-    assert wait_for(lambda: data._current("k", 2, lambda: "new") == "new")
+    assert "disk went away" in caplog.text
+    assert data._current("k", 2, lambda: "new") == "new"
+
+
+def test_failed_first_build_raises(data):
+    def broken() -> str:
+        raise OSError("disk went away")
+
+    with pytest.raises(OSError, match="disk went away"):
+        data._current("k", 1, broken)
 
 
 def test_rebuild_reads_nested_values_fresh(data):
@@ -91,8 +105,26 @@ def test_rebuild_reads_nested_values_fresh(data):
     def outer() -> str:
         return "outer from " + data._current("inner", 2, lambda: "inner new")
 
-    assert data._current("outer", 2, outer) == "outer old"
-    assert wait_for(lambda: data._current("outer", 2, outer) == "outer from inner new")
+    assert data._current("outer", 2, outer) == "outer from inner new"
+
+
+def test_nested_failure_not_built_from_old(data, caplog):
+    assert data._current("inner", 1, lambda: "inner old") == "inner old"
+    assert data._current("outer", 1, lambda: "outer old") == "outer old"
+
+    def broken() -> str:
+        raise OSError("disk went away")
+
+    def outer() -> str:
+        return "outer from " + data._current("inner", 2, broken)
+
+    with caplog.at_level(logging.ERROR, "healthscore.service.data"):
+        assert data._current("outer", 2, outer) == "outer old"
+    # The failed build cached nothing, so the next read builds both anew.
+    rebuilt = data._current(
+        "outer", 2, lambda: "outer from " + data._current("inner", 2, lambda: "new")
+    )
+    assert rebuilt == "outer from new"
 
 
 def test_new_snapshot_rebuilds_account_table(data):
@@ -102,10 +134,10 @@ def test_new_snapshot_rebuilds_account_table(data):
 
     score(data.project, latest)
 
-    # The first read after the change starts the rebuild and gets the old table.
-    assert data.account_frame(latest) is before
-    assert wait_for(lambda: data.account_frame(latest) is not before)
+    # The first read after the change gets the rebuilt table.
     after = data.account_frame(latest)
+    assert after is not before
+    assert data.account_frame(latest) is after
     assert after["score"].tolist() == before["score"].tolist()
 
 
