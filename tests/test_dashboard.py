@@ -281,6 +281,37 @@ def test_unknown_account_404_page(site):
     assert "account &#39;nope&#39; not found" in response.text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("get", "/accounts?sort=bogus", "query.sort"),
+        ("get", "/alerts?state=bogus", "query.state"),
+        ("get", "/tasks?state=bogus", "query.state"),
+        ("post", "/tasks/abc/complete", "path.task_id"),
+        ("post", "/alerts/0/resolve", "path.alert_id"),
+    ],
+)
+def test_invalid_parameter_422_page(site, method, path, field):
+    client, token, _project, _state = site
+    csrf = login(client, token["admin"])
+    if method == "get":
+        response = client.get(path)
+    else:
+        response = client.post(path, data={"csrf_token": csrf}, follow_redirects=False)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<h1>Error 422</h1>" in response.text
+    assert field in response.text
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_invalid_parameter_logged_out_redirects(site):
+    client, _token, _project, _state = site
+    response = client.get("/accounts?sort=bogus", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/login?next=")
+
+
 def test_no_cdn_in_pages(site):
     client, token, _project, _state = site
     login(client, token["admin"])
@@ -405,6 +436,32 @@ def test_override_form_stores_override(site):
     assert stored[0].measure is None
     assert stored[0].expires_on == date(2030, 6, 30)
     assert stored[0].author == "ops"
+
+
+def test_overrides_marked_in_use(site):
+    client, token, _project, _state = site
+    csrf = login(client, token["admin"])
+    for score, reason in (("65", "Signed a renewal"), ("40", "Lost the champion")):
+        response = client.post(
+            "/accounts/a1/overrides",
+            data={
+                "csrf_token": csrf,
+                "score": score,
+                "reason": reason,
+                "expires_on": "2999-06-30",
+                "measure": "",
+            },
+            follow_redirects=False,
+        )
+        assert response.status_code == 303
+    html = client.get("/accounts/a1").text
+    section = html[html.index('id="overrides"') :]
+    rows = re.findall(r"<tr><td>whole score</td>.*?</tr>", section)
+    assert len(rows) == 2
+    assert "Signed a renewal" in rows[0]
+    assert "no, a newer override of the same score applies" in rows[0]
+    assert "Lost the champion" in rows[1]
+    assert rows[1].endswith("<td>yes</td></tr>")
 
 
 def test_complete_task_form(site):

@@ -249,16 +249,26 @@ def test_bad_batch_stores_nothing(client, project, state):
         (
             "/v1/identify",
             {"userId": "u1", "traits": {"company_id": {"x": 1}}},
-            "body.call.traits.company_id",
+            "body.traits.company_id",
         ),
         (
             "/v1/identify",
             {"userId": "u1", "traits": {"company": {"id": ["a1"]}}},
-            "body.call.traits.company.id",
+            "body.traits.company.id",
         ),
-        ("/v1/group", {"userId": "u1", "groupId": {"id": "a1"}}, "body.call.groupId"),
-        ("/v1/group", {"userId": "u1", "groupId": True}, "body.call.groupId"),
-        ("/v1/track", track(["a1"]), "body.call.account_id"),
+        ("/v1/group", {"userId": "u1", "groupId": {"id": "a1"}}, "body.groupId"),
+        ("/v1/group", {"userId": "u1", "groupId": True}, "body.groupId"),
+        ("/v1/track", track(["a1"]), "body.context.groupId"),
+        (
+            "/v1/track",
+            {**track("a1"), "context": {"traits": {"company_id": {"id": "a1"}}}},
+            "body.context.traits.company_id",
+        ),
+        (
+            "/v1/batch",
+            {"batch": [track("a1"), track({"id": "a1"})]},
+            "body.batch[1].context.groupId",
+        ),
     ],
 )
 def test_structured_account_id_rejected(client, project, state, route, call, location):
@@ -281,7 +291,7 @@ def test_time_out_of_range_rejected(client, project, state):
 
     assert response.status_code == 422
     locations = {d["location"] for d in response.json()["error"]["details"]}
-    assert locations == {"body.call.timestamp"}
+    assert locations == {"body.timestamp"}
     assert stored_rows(project, "usage") == 0
 
 
@@ -322,8 +332,79 @@ def test_track_with_unreadable_sent_at_rejected(client, project, state):
 
     assert response.status_code == 422
     details = response.json()["error"]["details"]
-    assert [d["location"] for d in details] == ["body.call.sentAt"]
+    assert [d["location"] for d in details] == ["body.sentAt"]
+    assert "send a time as ISO 8601 text" in details[0]["message"]
     assert stored_rows(project, "usage") == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "location"),
+    [
+        ("/v1/track", track("a1", timestamp="1900-01-01T00:00:00Z"), "body.timestamp"),
+        ("/v1/track", track("a1", timestamp=-1), "body.timestamp"),
+        (
+            "/v1/batch",
+            {"batch": [track("a1"), track("a2", originalTimestamp="1969-12-31")]},
+            "body.batch[1].originalTimestamp",
+        ),
+        (
+            "/v1/group",
+            {"userId": "u1", "groupId": "a1", "timestamp": "1950-06-01T00:00:00Z"},
+            "body.timestamp",
+        ),
+    ],
+)
+def test_call_before_1970_rejected(client, project, state, route, body, location):
+    key = create_write_key(state, project, "usage").key
+
+    response = client.post(route, json=body, headers=basic(key))
+
+    assert response.status_code == 422, response.text
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == [location]
+    assert "before 1970-01-01T00:00:00+00:00" in details[0]["message"]
+    assert stored_rows(project, "usage") == 0
+    assert event_store(project).read_memberships("usage") is None
+
+
+@pytest.mark.parametrize(
+    "timestamp", [-1, "1900-01-01T00:00:00", "0001-01-01", "1969-12-31T23:59:59Z"]
+)
+def test_api_events_before_1970_rejected(client, project, state, timestamp):
+    analyst = create_token(state, role="analyst", name="a").token
+    events = [
+        {"account_id": "a1", "timestamp": "2026-03-01T10:00:00"},
+        {"account_id": "a2", "timestamp": timestamp},
+    ]
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+
+    assert response.status_code == 422, response.text
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.events[1].timestamp"]
+    assert "before 1970-01-01T00:00:00+00:00" in details[0]["message"]
+    assert stored_rows(project, "errors") == 0
+    store_folder = event_store(project).events_folder
+    assert not list(store_folder.rglob("day=19*")), "a day folder was created"
+    assert not list(store_folder.rglob("day=00*")), "a day folder was created"
+
+
+def test_api_events_from_1970_accepted(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    events = [{"account_id": "a1", "timestamp": 0}]
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+
+    assert response.status_code == 200, response.text
+    assert stored_rows(project, "errors") == 1
 
 
 def test_future_call_rejected_with_batch(client, project, state):
@@ -405,7 +486,7 @@ def test_future_tolerance_setting(tmp_path):
 
     assert response.status_code == 422
     details = response.json()["error"]["details"]
-    assert [d["location"] for d in details] == ["body.call.timestamp"]
+    assert [d["location"] for d in details] == ["body.timestamp"]
     assert "more than 60 s after" in details[0]["message"]
 
 
@@ -417,7 +498,7 @@ def test_track_route_rejects_other_type(client, project, state):
 
     assert response.status_code == 422
     details = response.json()["error"]["details"]
-    assert details[0]["location"] == "body.call.type"
+    assert details[0]["location"] == "body.type"
 
 
 def test_request_size_limit(project, state):
@@ -492,6 +573,33 @@ def test_api_events_roles(client, project, state):
     assert stored_rows(project, "errors") == 2
 
 
+def test_write_key_for_unknown_source_422(client, project, state):
+    key = create_write_key(state, project, "errors").key
+    row = {"account_id": "a1", "timestamp": "2026-03-01T10:00:00"}
+
+    unknown = client.post(
+        "/api/events", json={"source": "nope", "events": [row]}, headers=basic(key)
+    )
+    plain = client.post(
+        "/api/events",
+        json={"source": "accounts", "events": [row]},
+        headers=basic(key),
+    )
+    other = client.post(
+        "/api/events", json={"source": "usage", "events": [row]}, headers=basic(key)
+    )
+
+    assert unknown.status_code == 422
+    message = "unknown source 'nope'; the store sources are usage, errors"
+    assert unknown.json()["error"]["details"] == [
+        {"location": "body.source", "message": message}
+    ]
+    assert plain.status_code == 409
+    assert other.status_code == 403
+    assert "use a key of 'usage'" in other.json()["error"]["message"]
+    assert stored_rows(project, "errors") == 0
+
+
 def test_api_events_unknown_source_422(client, project, state):
     analyst = create_token(state, role="analyst", name="a").token
     row = {"account_id": "a1", "timestamp": "2026-03-01T10:00:00"}
@@ -552,7 +660,7 @@ def test_unreadable_values_name_format(client, project, state):
     ]
     assert call.status_code == 422
     assert call.json()["error"]["details"] == [
-        {"location": "body.call.timestamp", "message": time_hint}
+        {"location": "body.timestamp", "message": time_hint}
     ]
     assert stored_rows(project, "errors") == 0
     assert stored_rows(project, "usage") == 0

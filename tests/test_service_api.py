@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from healthscore.cli import app as cli_app
 from healthscore.config import Project, load_project
 from healthscore.models.persist import save_results
+from healthscore.pipeline import score
 from healthscore.service import create_app
 from healthscore.service import tokens as tokens_module
 from healthscore.service.csv_export import csv_response
@@ -321,6 +322,20 @@ def test_csm_other_account_routes_404(reader, path):
     assert response.status_code == 404
 
 
+def test_unscored_account_routes_404(writer):
+    client, token, project = writer
+    accounts = project.root / "accounts.csv"
+    accounts.write_text(accounts.read_text() + "a5,Hooli,smb,bob,7000\n")
+    admin = bearer(token["admin"])
+    for path in ("", "/components", "/explanation", "/forecast"):
+        response = client.get(f"{API}/accounts/a5{path}", headers=admin)
+        error = assert_error_shape(response, 404, "not_found")
+        assert "a5" in error["message"], path
+    # The account is known, so its empty history is not an error.
+    history = get(client, token["admin"], "/accounts/a5/history")
+    assert history["history"] == []
+
+
 def test_viewer_cannot_write(writer):
     client, token, _project = writer
     note = client.post(
@@ -401,6 +416,33 @@ def test_task_complete_then_conflict(writer):
     assert [(row["account_id"], row["task_id"]) for row in interventions] == [
         ("a2", task_id)
     ]
+
+
+def test_task_complete_without_body(writer):
+    client, token, _project = writer
+    own = get(client, token["csm"], "/accounts/a2/tasks")["tasks"]
+
+    done = client.post(
+        f"{API}/tasks/{own[0]['id']}/complete", headers=bearer(token["csm"])
+    )
+
+    assert done.status_code == 200, done.text
+    assert done.json()["state"] == "completed"
+    assert done.json()["note"] is None
+
+
+def test_alerts_pages_with_offset(reader):
+    client, token = reader
+    every = get(client, token["admin"], "/alerts")["alerts"]
+
+    pages = [
+        get(client, token["admin"], "/alerts", limit=1, offset=offset)["alerts"]
+        for offset in range(len(every) + 1)
+    ]
+
+    assert every
+    assert [page[0]["id"] for page in pages[:-1]] == [row["id"] for row in every]
+    assert pages[-1] == []
 
 
 def test_task_dismiss_of_other_owner_404(writer):
@@ -730,6 +772,43 @@ def test_override_created_with_author(writer):
     assert "events_28d" in bad_measure.json()["error"]["message"]
     assert past.status_code == 422
     assert "in the past" in past.json()["error"]["message"]
+
+
+def test_overrides_mark_the_one_applied(writer):
+    client, token, project = writer
+    analyst = bearer(token["analyst"])
+    bodies = [
+        {"score": 90, "reason": "first", "expires_on": "2999-01-01"},
+        {"score": 70, "reason": "second", "expires_on": "2999-01-01"},
+        {"score": 10, "reason": "measure", "expires_on": "2999-01-01",
+         "measure": "events_28d"},
+    ]  # fmt: skip
+    created = [
+        client.post(f"{API}/accounts/a2/overrides", headers=analyst, json=body)
+        for body in bodies
+    ]
+    with StateStore.open(project.config.store.state, project.root) as state:
+        # Set in 2000 and expired since 2001.
+        state.add_override(
+            "a2",
+            score=5,
+            reason="expired",
+            author="ops",
+            expires_on=date(2001, 1, 1),
+            now=datetime(2000, 1, 1, tzinfo=UTC),
+        )
+    listed = get(
+        client, token["viewer"], "/accounts/a2/overrides", include_expired="true"
+    )["overrides"]
+
+    assert [response.status_code for response in created] == [201, 201, 201]
+    assert [response.json()["applies"] for response in created] == [True, True, True]
+    applies = {item["reason"]: item["applies"] for item in listed}
+    assert applies == {"expired": False, "first": False, "second": True,
+                       "measure": True}  # fmt: skip
+    # Scoring uses the override marked: the whole score of a2 becomes 70.
+    score(project, LATEST)
+    assert get(client, token["viewer"], "/accounts/a2")["score"] == 70.0
 
 
 # Errors
@@ -1220,6 +1299,8 @@ def test_date_in_wrong_format_422(reader):
         ("01/06/2026", "invalid character in year"),
         ("2026-13-01", "month value is outside expected range of 1-12"),
         ("2026-06-01T10:00:00", "it has a time of day"),
+        ("2026-03-01T00:00:00", "it has a time of day"),
+        ("1772323200", "a number is not a date"),
     ]
     for value, reason in cases:
         response = client.get(

@@ -169,6 +169,9 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
+    unreadable = _unreadable_json(exc.__cause__) if status == 400 else None
+    if unreadable is not None:
+        return unreadable
     if status == 404:
         message = f"no route matches {request.url.path}; see /docs for the API's routes"
     elif status == 405:
@@ -198,6 +201,34 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, message, details=details)
 
 
+def _unreadable_json(cause: BaseException | None) -> JSONResponse | None:
+    """Return the 422 of a JSON body that FastAPI could not parse, or None.
+
+    FastAPI reports a JSON syntax error as a validation error, but a body that is
+    not valid UTF-8, or that nests deeper than Python's JSON parser allows, as a 400
+    "There was an error parsing the body" raised from the parser's exception.
+    """
+    if isinstance(cause, UnicodeDecodeError):
+        position = _json_position(cause.object, cause.start)
+        byte = cause.object[cause.start : cause.start + 1].hex()
+        message = (
+            f"the body is not valid JSON: byte 0x{byte}{position} is not valid "
+            f"{cause.encoding.upper()} ({cause.reason}); send the body as UTF-8 text"
+        )
+    elif isinstance(cause, RecursionError):
+        message = (
+            "the body is not valid JSON for this service: its arrays or objects are "
+            "nested too deeply for the JSON parser; send a body with fewer levels"
+        )
+    else:
+        return None
+    return error_response(
+        422,
+        f"the request is invalid (1 problem): {message}",
+        details=[{"location": "body", "message": message}],
+    )
+
+
 def _unsupported_media_type(request: Request) -> JSONResponse:
     sent = request.headers.get("content-type")
     described = f"Content-Type {sent}" if sent else "no Content-Type header"
@@ -223,6 +254,9 @@ def _validation_detail(error: Any, body: Any) -> dict[str, str]:
         }
     if error.get("type") in _DATE_ERRORS:
         return {"location": location(parts), "message": _date_message(error)}
+    if error.get("type") == "value_error" and (error.get("ctx") or {}).get("error"):
+        # The text of the validator's ValueError, without pydantic's "Value error, ".
+        return {"location": location(parts), "message": str(error["ctx"]["error"])}
     return {
         "location": location(parts),
         "message": str(error.get("msg", "invalid value")),
@@ -265,8 +299,15 @@ def location(parts: Sequence[Any]) -> str:
 
 
 def _json_position(document: Any, position: Any) -> str:
+    """Return " at line L, column C" of offset `position` of a str or bytes body.
+
+    A bytes body is decoded as Latin-1, one character per byte, so its column
+    counts bytes.
+    """
     if not isinstance(position, int):
         return ""
+    if isinstance(document, bytes):
+        document = document.decode("latin-1")
     if not isinstance(document, str) or position > len(document):
         return f" at character {position + 1}"
     line = document.count("\n", 0, position) + 1

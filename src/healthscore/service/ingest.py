@@ -17,7 +17,8 @@ Both routes also read a number in a time field (`timestamp`, `originalTimestamp`
 it is posted or imported from a file.
 
 Every call or row of a request is checked first. A call or row dated more than
-`service.future_tolerance_seconds` after it arrived is invalid. When one is invalid,
+`service.future_tolerance_seconds` after it arrived, or before EARLIEST_EVENT_TIME
+(1970-01-01 00:00 UTC), is invalid. When one is invalid,
 the response is 422 with one detail per invalid call (its index and field) and
 nothing of the request is stored. Otherwise the memberships that identify and group
 calls declare are stored, and then the rows are appended to the event store, whose
@@ -59,7 +60,7 @@ from healthscore.config import Project
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.config.retention import numeric_columns, store_sources
 from healthscore.engine import connect
-from healthscore.importers.records import dig
+from healthscore.importers.records import dig, is_blank
 from healthscore.importers.segment import MembershipScope, UnreadableTime, call_time
 from healthscore.service.context import ServiceContext, get_context
 from healthscore.service.errors import ERROR_RESPONSES, ApiError
@@ -89,15 +90,29 @@ CALL_TYPES = ("track", "identify", "group", "page", "screen", "alias")
 #: and group calls date memberships.
 DATED_CALL_TYPES = ("track", "identify", "group")
 #: Fields of each call type that name an account, checked to be a string or a
-#: number. The importer checks those of track calls and reports them per row.
+#: number.
 ACCOUNT_FIELDS = {
     "group": ("groupId",),
     "identify": ("traits.company_id", "traits.company.id"),
 }
+#: Fields that name the account of a track call, in the importer's order. Only the
+#: first one present is checked, because the importer reads only that one. The
+#: importer checks the fields of the `account_trait` option itself and reports
+#: them at `account_id`.
+TRACK_ACCOUNT_FIELDS = (
+    "context.groupId",
+    "properties.groupId",
+    "context.traits.company_id",
+)
 #: Roles whose bearer tokens may post to `/api/events`.
 EVENT_WRITER_ROLES = ("admin", "analyst")
 #: Invalid calls or rows listed in one error response; the rest are counted.
 MAX_LISTED_PROBLEMS = 100
+#: Earliest time of a call or row that the ingest routes accept: the Unix epoch.
+#: Earlier times, such as 0001-01-01 or -1, are placeholders for a missing time.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+#: Fields of a Segment call that hold a time; their values are read as timestamps.
+SEGMENT_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="healthscore ingest"'}
 
@@ -210,6 +225,7 @@ def _events_source(
     if basic_user(request):
         key = require_write_key(request, context)
         if requested is not None and requested != key.source:
+            _check_events_source(context.project, requested)
             raise ApiError(
                 403,
                 f"the write key is for source {key.source!r}, not {requested!r}; use "
@@ -286,15 +302,7 @@ def post_events(
 ) -> IngestResponse:
     """Store rows in the project's own columns."""
     source = _events_source(request, context, body.source)
-    if source not in context.project.config.sources:
-        message = (
-            f"unknown source {source!r}; the store sources are "
-            f"{_store_source_names(context.project)}"
-        )
-        raise ApiError(
-            422, message, details=[{"location": "body.source", "message": message}]
-        )
-    settings = _store_source(context.project, source)
+    settings = _check_events_source(context.project, source)
     columns = _event_columns(settings)
     problems: list[Problem] = []
     for index, event in enumerate(body.events):
@@ -376,7 +384,7 @@ def _ingest_calls(
             # sentAt to correct the skew of the client's clock.
             ready = {**call, "type": call.get("type") or route_type}
             ready["receivedAt"] = received.isoformat(timespec="milliseconds")
-            found = _check_future(index, ready, received, context.project, settings)
+            found = _check_time(index, ready, received, context.project, settings)
             if not found:
                 prepared.append(ready)
                 positions.append(index)
@@ -421,7 +429,13 @@ def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
         problems.append(Problem(index, "event", "must be a non-empty string"))
     if kind == "group" and not _present(call.get("groupId")):
         problems.append(Problem(index, "groupId", "is required in a group call"))
-    for field in ACCOUNT_FIELDS.get(str(kind), ()):
+    fields = list(ACCOUNT_FIELDS.get(str(kind), ()))
+    if kind == "track":
+        present = [
+            name for name in TRACK_ACCOUNT_FIELDS if not is_blank(dig(call, name))
+        ]
+        fields = present[:1]
+    for field in fields:
         if isinstance(dig(call, field), dict | list | bool):
             problems.append(
                 Problem(index, field, "must be a string or a number (an account id)")
@@ -429,21 +443,21 @@ def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
     return problems
 
 
-def _check_future(
+def _check_time(
     index: int,
     call: dict[str, Any],
     received: datetime,
     project: Project,
     settings: SourceConfig,
 ) -> list[Problem]:
-    """Reject a call dated too long after `received`, the time it arrived.
+    """Reject a call dated before EARLIEST_EVENT_TIME or too long after `received`.
 
-    The limit is `service.future_tolerance_seconds`. Only track, identify and group
-    calls are checked, because the importer skips the other types. A time that
-    cannot be read is left to the importer, which reports it in a track call.
+    `received` is the time the call arrived, and the limit after it is
+    `service.future_tolerance_seconds`. Only track, identify and group calls are
+    checked, because the importer skips the other types. A time that cannot be
+    read is left to the importer, which reports it in a track call.
     """
-    tolerance = project.config.service.future_tolerance_seconds
-    if not tolerance or call.get("type") not in DATED_CALL_TYPES:
+    if call.get("type") not in DATED_CALL_TYPES:
         return []
     zone = ZoneInfo(project.config.timezone)
     try:
@@ -452,7 +466,10 @@ def _check_future(
         return []
     if dated.moment is None:
         return []
-    if (dated.moment - received).total_seconds() <= tolerance:
+    if dated.moment < EARLIEST_EVENT_TIME:
+        return [Problem(index, dated.field, _too_early(dated.moment.isoformat()))]
+    tolerance = project.config.service.future_tolerance_seconds
+    if not tolerance or (dated.moment - received).total_seconds() <= tolerance:
         return []
     return [
         Problem(
@@ -463,6 +480,33 @@ def _check_future(
             f"{received.isoformat()} (service.future_tolerance_seconds); send the "
             "time the event happened, or correct the clock of the client",
         )
+    ]
+
+
+def _too_early(moment: str) -> str:
+    return (
+        f"dates the event at {moment}, before {EARLIEST_EVENT_TIME.isoformat()}, "
+        "the earliest time the service accepts; send the time the event happened "
+        "(a Unix time in seconds counts from 1970-01-01 UTC)"
+    )
+
+
+def _early_rows(
+    con: Any, project: Project, columns: Iterable[str], relation: str
+) -> list[tuple[int, str]]:
+    """Return (row, message) for usable rows dated before EARLIEST_EVENT_TIME."""
+    if "timestamp" not in columns:
+        return []
+    zone = ZoneInfo(project.config.timezone)
+    earliest = EARLIEST_EVENT_TIME.astimezone(zone).replace(tzinfo=None)
+    rows = con.execute(
+        f"SELECT _row, timestamp FROM {relation} WHERE _problem IS NULL "
+        "AND timestamp < ? ORDER BY _row",
+        [earliest],
+    ).fetchall()
+    return [
+        (row, _too_early(f"{moment.isoformat()} ({project.config.timezone})"))
+        for row, moment in rows
     ]
 
 
@@ -515,6 +559,23 @@ def _store_source(project: Project, source: str) -> SourceConfig:
             f"{_store_source_names(project)}",
         )
     return settings
+
+
+def _check_events_source(project: Project, source: str) -> SourceConfig:
+    """Return the settings of `source` of `/api/events`.
+
+    Raises 422 at `body.source` for a source the project lacks, and 409 for one
+    that is not a store source.
+    """
+    if source not in project.config.sources:
+        message = (
+            f"unknown source {source!r}; the store sources are "
+            f"{_store_source_names(project)}"
+        )
+        raise ApiError(
+            422, message, details=[{"location": "body.source", "message": message}]
+        )
+    return _store_source(project, source)
 
 
 def _store_source_names(project: Project) -> str:
@@ -594,8 +655,8 @@ def _read_checked(
     lists the `earlier` problems found before reading. `positions` gives the index
     in the request of each record (default its index in `records`), and `total`
     the request's number of records. With `received`, the time the request
-    arrived, rows dated more than `service.future_tolerance_seconds` later are
-    invalid too.
+    arrived, rows dated more than `service.future_tolerance_seconds` later, or
+    before EARLIEST_EVENT_TIME, are invalid too.
     """
     with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
         path = Path(folder) / "records.jsonl"
@@ -610,14 +671,16 @@ def _read_checked(
             raise ApiError(
                 422,
                 f"the {location} cannot be read: {exc}",
-                details=[{"location": f"body.{location}", "message": str(exc)}],
+                details=[{"location": _location(location), "message": str(exc)}],
             ) from exc
         relation = quote(loaded.relation)
         found = con.execute(
             f"SELECT _row, _problem FROM {relation} WHERE _problem IS NOT NULL "
             "ORDER BY _row"
         ).fetchall()
-        future = _future_rows(con, project, loaded.columns, relation, received)
+        out_of_range = _future_rows(con, project, loaded.columns, relation, received)
+        if received is not None:
+            out_of_range += _early_rows(con, project, loaded.columns, relation)
         checked = checked_rows(con, loaded, scope)
     kinds = _event_kinds(settings)
     problems = [
@@ -631,7 +694,7 @@ def _read_checked(
     problems += [
         Problem(int(row) - 1 if positions is None else positions[int(row) - 1],
                 "timestamp", message)
-        for row, message in future
+        for row, message in out_of_range
     ]  # fmt: skip
     # A value found invalid before reading, such as a Unix time out of range, is
     # written as null, so the reader's report of it as missing is left out.
@@ -684,7 +747,8 @@ def _reader_problem(index: int, problem: str, kinds: dict[str, str]) -> Problem:
     """Build the detail of a reader problem such as `unparseable_value:timestamp`.
 
     `kinds` maps each column to its type, which names the format to send when a
-    value could not be read.
+    value could not be read. The time fields of Segment calls take the format of
+    a timestamp.
     """
     # Imported here: the reasons live with the source reports, which import the
     # reader's package.
@@ -692,10 +756,23 @@ def _reader_problem(index: int, problem: str, kinds: dict[str, str]) -> Problem:
 
     reason, _, column = problem.partition(":")
     message = REASONS.get(reason, reason)
-    hint = _FORMAT_HINTS.get(kinds.get(column, ""))
+    kind = kinds.get(column) or ("timestamp" if column in SEGMENT_TIME_FIELDS else "")
+    hint = _FORMAT_HINTS.get(kind)
     if reason == "unparseable_value" and hint:
         message += f"; {hint}"
     return Problem(index, column, message)
+
+
+def _location(records: str, index: int | None = None, field: str = "") -> str:
+    """Return the location of a field of a request's records: `body.batch[3].event`.
+
+    `records` is `batch` or `events`, the list of the body, or `call` for a route
+    whose whole body is one call, so its fields are at `body.<field>`.
+    """
+    text = "body" if records == "call" else f"body.{records}"
+    if records != "call" and index is not None:
+        text += f"[{index}]"
+    return f"{text}.{field}" if field else text
 
 
 def _raise_problems(problems: list[Problem], location: str, total: int) -> None:
@@ -704,9 +781,7 @@ def _raise_problems(problems: list[Problem], location: str, total: int) -> None:
     invalid = len({problem.index for problem in problems})
     details = [
         {
-            "location": f"body.{location}"
-            + ("" if location == "call" else f"[{problem.index}]")
-            + (f".{problem.field}" if problem.field else ""),
+            "location": _location(location, problem.index, problem.field),
             "message": problem.message,
         }
         for problem in problems[:MAX_LISTED_PROBLEMS]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-#: Range of dates accepted in request bodies, as on the command line: later code
-#: moves dates by windows and horizons, and Python dates end at years 1 and 9999.
-EARLIEST_DATE = date(1900, 1, 1)
-LATEST_DATE = date(2999, 12, 31)
+from healthscore.dates import EARLIEST_DATE, ISO_DATE, LATEST_DATE
+
+_NUMBER_PATTERN = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
 
 #: Longest accepted text field, in characters.
 MAX_TEXT_CHARS = 10_000
@@ -31,13 +31,49 @@ Name = Annotated[
         strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*$"
     ),
 ]
-Day = Annotated[date, Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
+
+
+def _date_text(value: Any) -> Any:
+    """Reject a number, or text with a time of day, given for a date.
+
+    In lax mode pydantic reads a number or a string of digits as a Unix time, and
+    accepts a date-time at midnight, but the service's dates are calendar days
+    written as YYYY-MM-DD. Other text is left to pydantic, whose errors name the
+    reason.
+    """
+    reason = None
+    if isinstance(value, bool | int | float):
+        reason = "a number is not a date"
+    elif isinstance(value, str) and not ISO_DATE.fullmatch(value):
+        if _NUMBER_PATTERN.fullmatch(value.strip()):
+            reason = "a number is not a date"
+        elif "T" in value or ":" in value:
+            reason = "it has a time of day"
+    if reason is None:
+        return value
+    raise ValueError(
+        f"invalid date {value!r} ({reason}); write the date as YYYY-MM-DD, for "
+        "example 2026-06-01"
+    )
+
+
+#: A date written as YYYY-MM-DD, in a request body or query.
+DateText = Annotated[date, BeforeValidator(_date_text)]
+#: A date of a request body, within the range the command line accepts.
+Day = Annotated[DateText, Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
 
 #: Largest row id: ids are 32-bit integers in PostgreSQL.
 MAX_ID = 2**31 - 1
 
 
 class _Body(BaseModel):
+    """A JSON request body; unknown fields are rejected.
+
+    Number fields are strict, so a JSON boolean or text is not read as a number.
+    The dashboard validates its forms, whose values are all text, with
+    `model_validate(values, strict=False)`.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -46,7 +82,11 @@ class NoteCreate(_Body):
 
     text: Text = Field(description="Text of the note.")
     sentiment: int | None = Field(
-        default=None, ge=1, le=5, description="1 (very negative) to 5 (very positive)."
+        default=None,
+        ge=1,
+        le=5,
+        strict=True,
+        description="1 (very negative) to 5 (very positive).",
     )
     noted_on: Day | None = Field(
         default=None,
@@ -58,7 +98,7 @@ class NoteCreate(_Body):
 class OverrideCreate(_Body):
     """A manual score for an account or one of its measures."""
 
-    score: float = Field(ge=0, le=100, description="Score from 0 to 100.")
+    score: float = Field(ge=0, le=100, strict=True, description="Score from 0 to 100.")
     reason: Text = Field(description="Why the computed score is wrong.")
     expires_on: Day = Field(description="Last as-of date the override applies to.")
     measure: Name | None = Field(
@@ -82,7 +122,7 @@ class TaskDismiss(_Body):
 #: Most outcomes or interventions one request stores.
 MAX_RECORDS = 1000
 
-Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 
 
 class OutcomeCreate(_Body):

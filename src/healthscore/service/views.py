@@ -6,14 +6,18 @@ source) and apply a token's account visibility; they compute nothing new.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from healthscore.config.overrides import Override
+from healthscore.scoring.overriding import _age_key as override_age
 from healthscore.service.auth import Access
 from healthscore.service.data import ProjectData
+from healthscore.service.serialize import jsonable
 
 #: Columns of the accounts table, in order.
 ACCOUNT_TABLE_COLUMNS = [
@@ -120,6 +124,32 @@ def sort_accounts(frame: pd.DataFrame, sort: SortKey) -> pd.DataFrame:
     )
 
 
+def applying_overrides(overrides: Iterable[Override], as_of: date) -> set[int]:
+    """Return the ids of the overrides that scoring as of `as_of` uses.
+
+    Of the active overrides of one account and measure (or whole score), scoring
+    uses the newest by `created_at`, then the highest id, as `plan_overrides` of
+    `healthscore.scoring.overriding` decides. Whether the account is scored on
+    that date, and whether its scorecard has the measure, is not checked here.
+    """
+    newest: dict[tuple[str, str | None], Override] = {}
+    active = [item for item in overrides if item.is_active(as_of)]
+    for item in sorted(active, key=override_age):
+        newest[(item.account_id, item.measure)] = item
+    return {item.id for item in newest.values() if item.id is not None}
+
+
+def override_rows(overrides: list[Override], as_of: date) -> list[dict[str, Any]]:
+    """Return the overrides as JSON rows with `applies`, per `applying_overrides`."""
+    applying = applying_overrides(overrides, as_of)
+    rows: list[dict[str, Any]] = []
+    for item in overrides:
+        row: dict[str, Any] = jsonable(item)
+        row["applies"] = item.id in applying
+        rows.append(row)
+    return rows
+
+
 def portfolio_table(
     access: Access,
     by: PortfolioGroup,
@@ -131,6 +161,9 @@ def portfolio_table(
     Columns: `as_of`, `group`, `accounts`, `mean_score`, `arr`, `at_risk_arr` and
     one `band_<name>` count per configured band. Accounts are grouped by their
     current segment and owner, because the accounts source keeps no earlier values.
+    `arr` sums the known ARR of the group and `at_risk_arr` that of its at-risk
+    accounts. Each is missing when no account it sums has a known ARR, except that
+    `at_risk_arr` is 0 for a group with a known `arr` and no account at risk.
     """
     data = access.context.data
     history = data.history()
@@ -157,7 +190,7 @@ def portfolio_table(
     # The band named at_risk, else the lowest band, as the forecast module decides.
     lowest = min(configured, key=lambda band: band.min).name
     at_risk = "at_risk" if "at_risk" in bands else lowest
-    frame["at_risk_arr"] = frame["arr"].where(frame["band"] == at_risk, 0.0)
+    frame["at_risk_arr"] = frame["arr"].where(frame["band"] == at_risk)
     grouped = frame.groupby(["as_of", "group"], sort=True)
     summary = grouped.agg(
         accounts=("account_id", "size"),
@@ -173,4 +206,6 @@ def portfolio_table(
     ).fillna({f"band_{name}": 0 for name in bands})
     for name in bands:
         summary[f"band_{name}"] = summary[f"band_{name}"].astype("int64")
+    none_at_risk = summary[f"band_{at_risk}"] == 0
+    summary.loc[none_at_risk & summary["arr"].notna(), "at_risk_arr"] = 0.0
     return summary

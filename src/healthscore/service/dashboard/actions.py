@@ -80,9 +80,12 @@ def local_path(value: Any, default: str) -> str:
 
 
 def parse_body(model: type[ModelT], values: dict[str, Any]) -> ModelT:
-    """Validate form values with the API's request model; 422 naming the fields."""
+    """Validate form values with the API's request model; 422 naming the fields.
+
+    Form values are text, so the model's strict number fields are read in lax mode.
+    """
     try:
-        return model.model_validate(values)
+        return model.model_validate(values, strict=False)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
@@ -155,7 +158,7 @@ def post_complete_task(
 ) -> Response:
     """Mark an open task completed, with an optional note of what was done."""
     body = parse_body(TaskComplete, {"note": _text(form, "note")})
-    task = work_routes.complete(task_id, body, access)
+    task = work_routes.complete(task_id, access, body)
     return _task_response(request, access, form, task)
 
 

@@ -26,7 +26,11 @@ from healthscore.service.errors import ApiError
 from healthscore.service.routers import accounts as account_routes
 from healthscore.service.routers import results as result_routes
 from healthscore.service.serialize import alert_json, jsonable
-from healthscore.service.views import account_table, sort_accounts
+from healthscore.service.views import (
+    account_table,
+    applying_overrides,
+    sort_accounts,
+)
 
 #: Rows of the at-risk list on the portfolio page.
 AT_RISK_ROWS = 25
@@ -91,8 +95,8 @@ def portfolio_view(access: Access) -> dict[str, Any]:
     if not history.empty:
         band_chart = Markup(band_history_chart(history, bands, "band-history"))
 
-    risky = table[table["band"] == at_risk_band(bands)]
-    risky = sort_accounts(risky, "-arr").head(AT_RISK_ROWS)
+    risky = riskiest_first(table[table["band"] == at_risk_band(bands)])
+    risky = risky.head(AT_RISK_ROWS)
     return {
         "as_of": day,
         "total": len(table),
@@ -104,6 +108,22 @@ def portfolio_view(access: Access) -> dict[str, Any]:
         "at_risk_label": tones[at_risk_band(bands)]["label"],
         "dates": len(history["as_of"].unique()),
     }
+
+
+def riskiest_first(accounts: pd.DataFrame) -> pd.DataFrame:
+    """Sort accounts by ARR (highest first, missing last), then score (lowest first).
+
+    The report's list of the riskiest accounts orders each band the same way, so
+    without any ARR the accounts with the lowest scores come first.
+    """
+    ordered = accounts.assign(_arr=pd.to_numeric(accounts["arr"], errors="coerce"))
+    ordered = ordered.sort_values(
+        ["_arr", "score", "account_id"],
+        ascending=[False, True, True],
+        na_position="last",
+        kind="stable",
+    )
+    return ordered.drop(columns="_arr")
 
 
 def accounts_view(access: Access, sort: account_routes.SortKey) -> dict[str, Any]:
@@ -143,6 +163,8 @@ def account_view(access: Access, account_id: str) -> dict[str, Any]:
     chart = account_history_chart(own, [account_id], alert_frame, "account-history")
 
     components = account_routes.get_components(account_id, access)["components"]
+    today = context.local_now().date()
+    overrides = context.state.list_overrides(False, as_of=today, account_id=account_id)
     return {
         "account": account,
         "as_of": day,
@@ -156,11 +178,10 @@ def account_view(access: Access, account_id: str) -> dict[str, Any]:
         "alerts": [alert_json(record) for record in alerts],
         "tasks": jsonable(list_tasks(context.state, account_id=account_id)),
         "notes": list_notes(context.state, account_id),
-        "overrides": context.state.list_overrides(
-            False, as_of=context.local_now().date(), account_id=account_id
-        ),
+        "overrides": overrides,
+        "applying_overrides": applying_overrides(overrides, today),
         "measures": measure_names(access),
-        "today": context.local_now().date(),
+        "today": today,
     }
 
 

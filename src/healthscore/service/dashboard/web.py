@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -26,7 +27,7 @@ from healthscore.service.dashboard.sessions import (
     session_token,
     set_session_cookie,
 )
-from healthscore.service.errors import ApiError
+from healthscore.service.errors import ApiError, location
 from healthscore.service.middleware import TOKEN_ID_KEY
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parents[2] / "templates" / "dashboard"
@@ -205,8 +206,17 @@ def error_page(request: Request, error: ApiError) -> HTMLResponse:
     return response
 
 
+def invalid_request(error: RequestValidationError) -> ApiError:
+    """Return a 422 that names each invalid parameter of a dashboard request."""
+    problems = "; ".join(
+        f"{location(item.get('loc', ()))}: {item.get('msg', 'invalid value')}"
+        for item in error.errors()
+    )
+    return ApiError(422, f"the request is invalid: {problems}")
+
+
 class DashboardRoute(APIRoute):
-    """A route whose ApiError becomes an HTML error page instead of JSON.
+    """A route whose ApiError or invalid parameter gets an HTML error page, not JSON.
 
     Every response of the route, error pages and redirects included, gets
     FRAME_HEADERS.
@@ -222,6 +232,8 @@ class DashboardRoute(APIRoute):
                 response = login_redirect(request)
             except ApiError as error:
                 response = error_page(request, error)
+            except RequestValidationError as error:
+                response = error_page(request, invalid_request(error))
             response.headers.update(FRAME_HEADERS)
             return response
 

@@ -23,20 +23,21 @@ from healthscore.scoring import (
 from healthscore.service.auth import AccessDependency
 from healthscore.service.context import API_PREFIX
 from healthscore.service.errors import ApiError, layer_errors, not_found
-from healthscore.service.schemas import NoteCreate, OverrideCreate
+from healthscore.service.schemas import DateText, NoteCreate, OverrideCreate
 from healthscore.service.serialize import alert_json, jsonable
 from healthscore.service.views import (
     SortKey,
     account_row,
     account_table,
     filter_accounts,
+    override_rows,
     sort_accounts,
 )
 
 router = APIRouter(prefix=f"{API_PREFIX}/accounts", tags=["accounts"])
 
 AsOf = Annotated[
-    date | None,
+    DateText | None,
     Query(description="As-of date of a stored snapshot; default the latest one."),
 ]
 
@@ -105,12 +106,16 @@ def get_account(
     day = access.context.data.resolve_as_of(as_of)
     row = account_row(access, day, account_id)
     if row is None:
-        raise not_found(
-            f"account {account_id!r} has no score as of {day.isoformat()}: it is not "
-            "in that date's population"
-        )
+        raise _not_in_population(account_id, day)
     result: dict[str, Any] = jsonable(row.to_dict())
     return result
+
+
+def _not_in_population(account_id: str, day: date) -> ApiError:
+    return not_found(
+        f"account {account_id!r} has no score as of {day.isoformat()}: it is not "
+        "in that date's population"
+    )
 
 
 @router.get("/{account_id}/history")
@@ -129,10 +134,16 @@ def get_history(account_id: str, access: AccessDependency) -> dict[str, Any]:
 def get_components(
     account_id: str, access: AccessDependency, as_of: AsOf = None
 ) -> dict[str, Any]:
-    """Return the account's component scores and weights as of a date."""
+    """Return the account's component scores and weights as of a date.
+
+    The list is empty for an account that matches no scorecard, and the route
+    returns 404 for one outside the date's population, as `GET /accounts/{id}` does.
+    """
     access.check_account(account_id)
     data = access.context.data
     day = data.resolve_as_of(as_of)
+    if account_row(access, day, account_id) is None:
+        raise _not_in_population(account_id, day)
     components = data.table(day, "components")
     own = components[components["account_id"].astype(str) == account_id]
     return {
@@ -148,7 +159,7 @@ def get_explanation(
     access: AccessDependency,
     as_of: AsOf = None,
     compare_to: Annotated[
-        date | None,
+        DateText | None,
         Query(
             description="Earlier stored date: split the change of the score since "
             "then into one part per measure."
@@ -270,14 +281,17 @@ def get_overrides(
         bool, Query(description="Also list overrides whose expiry date has passed.")
     ] = False,
 ) -> dict[str, Any]:
-    """List the account's overrides that were not removed, oldest first."""
+    """List the account's overrides that were not removed, oldest first.
+
+    `applies` marks the override of each score that scoring as of today uses: the
+    newest active one of the whole score or of a measure.
+    """
     access.check_account(account_id)
+    today = access.context.local_now().date()
     found = access.context.state.list_overrides(
-        include_expired,
-        as_of=access.context.local_now().date(),
-        account_id=account_id,
+        include_expired, as_of=today, account_id=account_id
     )
-    return {"account_id": account_id, "overrides": jsonable(found)}
+    return {"account_id": account_id, "overrides": override_rows(found, today)}
 
 
 @router.post("/{account_id}/overrides", status_code=status.HTTP_201_CREATED)
@@ -300,12 +314,10 @@ def create_override(
             measure=body.measure,
             now=access.context.local_now(),
         )
-    created = [
-        item
-        for item in state.list_overrides(True, account_id=account_id)
-        if item.id == override_id
-    ]
-    return jsonable(created[0]) if created else {"id": override_id}
+    today = access.context.local_now().date()
+    listed = state.list_overrides(True, account_id=account_id)
+    created = [row for row in override_rows(listed, today) if row["id"] == override_id]
+    return created[0] if created else {"id": override_id}
 
 
 def _check_measure(access: AccessDependency, measure: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from datetime import date
 from typing import Annotated, Any
 
 import pandas as pd
@@ -16,6 +15,7 @@ from healthscore.monitoring.playbooks import Task, list_tasks
 from healthscore.service.auth import AccessDependency
 from healthscore.service.context import API_PREFIX
 from healthscore.service.csv_export import csv_response
+from healthscore.service.schemas import DateText
 from healthscore.service.serialize import alert_json, jsonable
 from healthscore.service.views import (
     SortKey,
@@ -34,7 +34,7 @@ _CSV: dict[int | str, dict[str, Any]] = {
 @router.get("/accounts.csv", response_class=Response, responses=_CSV)
 def export_accounts(
     access: AccessDependency,
-    as_of: Annotated[date | None, Query(description="Stored as-of date.")] = None,
+    as_of: Annotated[DateText | None, Query(description="Stored as-of date.")] = None,
     band: Annotated[str | None, Query(description="Only this band.")] = None,
     segment: Annotated[str | None, Query(description="Only this segment.")] = None,
     owner: Annotated[str | None, Query(description="Only this owner.")] = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,6 +9,7 @@ from fastapi import APIRouter, Query
 from healthscore.service.auth import AccessDependency
 from healthscore.service.context import API_PREFIX
 from healthscore.service.errors import ApiError
+from healthscore.service.schemas import DateText
 from healthscore.service.serialize import jsonable
 from healthscore.service.views import PortfolioGroup, portfolio_table
 
@@ -24,10 +24,11 @@ def get_portfolio(
         Query(description="Group accounts by band, segment or owner (CSM book)."),
     ] = "band",
     start: Annotated[
-        date | None, Query(alias="from", description="First as-of date included.")
+        DateText | None,
+        Query(alias="from", description="First as-of date included."),
     ] = None,
     end: Annotated[
-        date | None, Query(alias="to", description="Last as-of date included.")
+        DateText | None, Query(alias="to", description="Last as-of date included.")
     ] = None,
 ) -> dict[str, Any]:
     """Summarize each stored date per group: accounts, mean score, ARR, band counts.

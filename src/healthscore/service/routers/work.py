@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, status
 from sqlalchemy import select
 
 from healthscore.monitoring.interventions import (
@@ -70,6 +70,7 @@ def get_alerts(
     limit: Annotated[
         int, Query(ge=1, le=MAX_ALERTS, description="Most alerts listed.")
     ] = 100,
+    offset: Annotated[int, Query(ge=0, description="Alerts skipped.")] = 0,
 ) -> dict[str, Any]:
     """List stored alerts, newest first, with their deliveries.
 
@@ -78,11 +79,11 @@ def get_alerts(
     """
     visible = access.visible_ids()
     records = list_alerts(
-        access.context.state, state, limit if visible is None else None
+        access.context.state, state, offset + limit if visible is None else None
     )
     if visible is not None:
         records = [item for item in records if item.alert.account_id in visible]
-        records = records[:limit]
+    records = records[offset : offset + limit]
     return {"alerts": [alert_json(item) for item in records]}
 
 
@@ -164,7 +165,9 @@ def get_tasks(
 
 @router.post("/tasks/{task_id}/complete")
 def complete(
-    task_id: TaskId, body: TaskComplete, access: AccessDependency
+    task_id: TaskId,
+    access: AccessDependency,
+    body: Annotated[TaskComplete, Body(default_factory=TaskComplete)],
 ) -> dict[str, Any]:
     """Mark an open task completed; it then counts as an intervention dated today."""
     return _close_task(access, task_id, complete_task, note=body.note)
