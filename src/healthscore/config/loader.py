@@ -309,7 +309,11 @@ def _index_lines(
 
 
 #: Lists whose entries are identified by their `name`, with the noun for an entry.
+#: Snapshots store the scorecard and band of each score, and alert rules name bands,
+#: so two entries with one name could not be told apart there.
 _NAMED_LISTS: dict[KeyPath, str] = {
+    ("scorecards",): "scorecard",
+    ("bands",): "band",
     ("alerts", "rules"): "rule",
     ("playbooks",): "playbook",
 }
@@ -318,7 +322,7 @@ _NAMED_LISTS: dict[KeyPath, str] = {
 def _repeated_name_issues(
     data: Any, file: str, lines: dict[KeyPath, int]
 ) -> Iterator[ConfigIssue]:
-    """Find alert rules and playbooks whose name an earlier entry already has.
+    """Find entries of `_NAMED_LISTS` whose name an earlier entry already has.
 
     The file's settings are read as written, so a repeated name is found even when
     one of the two entries fails its model. Each later entry is reported at its
