@@ -11,10 +11,11 @@ from __future__ import annotations
 import difflib
 import glob
 import string
-from collections.abc import Iterator, Set
+from collections.abc import Callable, Iterator, Set
 from dataclasses import replace as replace_fields
 from typing import TYPE_CHECKING, Any
 
+from healthscore.config.condition_types import VALUE_WORDS, condition_problems
 from healthscore.config.errors import ConfigIssue, KeyPath, format_key, line_of
 from healthscore.config.importer_options import importer_issues
 from healthscore.config.models import (
@@ -22,8 +23,10 @@ from healthscore.config.models import (
     STANDARD_COLUMNS,
     WINDOWED_METRICS,
     AggregateMetric,
+    AttributeMetric,
     ChangeMetric,
     FormulaMetric,
+    LatestMetric,
     MetricConfig,
     MilestoneMetric,
     NpsMetric,
@@ -140,6 +143,7 @@ def _checked_references(
                         config.metrics,
                     )
         yield from _scorecard_column_issues(config, index, issue, unparsed)
+        yield from _measure_type_issues(config, index, issue)
     yield from _alert_issues(config, issue, unparsed)
     yield from _guard_issues(config, issue, unparsed)
     yield from _playbook_issues(config, issue, unparsed)
@@ -264,7 +268,8 @@ def _metric_issues(
                         columns,
                         word=unknown,
                     )
-                for message in _type_mismatches(where, source):
+                types = {**STANDARD_COLUMNS[source.kind], **source.attribute_types()}
+                for message in condition_problems(where, types, _column_words):
                     yield issue(("metrics", name, "where"), message)
             column = getattr(metric, "column", None)
             if column is not None and column not in columns:
@@ -590,6 +595,7 @@ def _alert_issues(
     """Bands, channels and names in alert rules that the project does not define."""
     bands = {band.name for band in config.bands}
     names = _account_and_metric_names(config)
+    types, describe = _condition_types(config, run_columns=True)
     channels = config.alerts.channels
     for index, rule in enumerate(config.alerts.rules):
         for attribute, key in (("to", "to"), ("from_band", "from"), ("band", "band")):
@@ -632,6 +638,8 @@ def _alert_issues(
                 )
             if text:
                 yield from _band_literal_issues(config, text, path, issue, unparsed)
+                for message in condition_problems(text, types, describe):
+                    yield issue(path, message)
 
 
 def _playbook_issues(
@@ -643,6 +651,7 @@ def _playbook_issues(
     rules = [rule.name for rule in config.alerts.rules]
     rules += sorted(unparsed.names.get(("alerts", "rules"), ()))
     names = _account_and_metric_names(config)
+    types, describe = _condition_types(config, run_columns=True)
     fields = names | set(TASK_FIELDS)
     targets = scorecard_targets(config.scorecards)
     for index, playbook in enumerate(config.playbooks):
@@ -671,6 +680,8 @@ def _playbook_issues(
             yield from _band_literal_issues(
                 config, playbook.when, ("playbooks", index, "when"), issue, unparsed
             )
+            for message in condition_problems(playbook.when, types, describe):
+                yield issue(("playbooks", index, "when"), message)
         for position, target in enumerate(playbook.addresses):
             # A scorecard that failed validation may hold the target.
             if target not in targets and not unparsed.touches(("scorecards",)):
@@ -712,6 +723,9 @@ def _scorecard_column_issues(
                 known,
                 word=name,
             )
+        types, describe = _condition_types(config, run_columns=False)
+        for message in condition_problems(scorecard.when, types, describe):
+            yield issue(("scorecards", index, "when"), message)
     for component, settings in scorecard.components.items():
         for position, measure in enumerate(settings.measures):
             within = measure.normalize.within
@@ -721,26 +735,110 @@ def _scorecard_column_issues(
                 yield issue(path, f"unknown account column or metric {within!r}", known)
 
 
-def _type_mismatches(where: str, source: SourceConfig) -> list[str]:
-    """Comparisons in `where` of a column with a literal of another type."""
-    types = {**STANDARD_COLUMNS[source.kind], **source.attribute_types()}
-    messages = []
-    for column, value in literal_comparisons(parse_expression(where)):
-        kind = types.get(column)
-        if value is None or kind is None:
-            continue
-        is_text = isinstance(value, str)
-        if kind in ("number", "boolean") and is_text:
-            messages.append(
-                f"column {column!r} holds numbers but is compared with the text "
-                f"{value!r}; compare it with a number"
+#: Normalization methods that compute with the values, so they need numbers.
+_NUMERIC_METHODS = ("bounds", "percentile", "zscore", "target", "steps")
+
+
+def _measure_type_issues(
+    config: ProjectConfig, index: int, issue: Any
+) -> Iterator[ConfigIssue]:
+    """Find measures that normalize text or dates with a method that needs numbers."""
+    scorecard = config.scorecards[index]
+    for component, settings in scorecard.components.items():
+        for position, measure in enumerate(settings.measures):
+            method = measure.normalize.method
+            if method not in _NUMERIC_METHODS:
+                continue
+            metric = config.metrics.get(measure.metric)
+            if metric is None:
+                continue  # reported as an unknown metric
+            found = _metric_value_type(config, metric)
+            if found is None or found[0] in ("number", "boolean"):
+                continue
+            kind, origin = found
+            hint = (
+                "use method categories with a score for each value, or declare the "
+                "column as number if it holds numbers"
+                if kind == "string"
+                else "score a number of days instead, such as a days_since metric"
             )
-        elif kind == "string" and not is_text:
-            messages.append(
-                f"column {column!r} holds text but is compared with the number "
-                f"{value!r}; quote the value, as in {column} == '{value}'"
+            path = ("scorecards", index, "components", component, "measures",
+                    position, "normalize", "method")  # fmt: skip
+            yield issue(
+                path,
+                f"metric {measure.metric!r} contains {VALUE_WORDS[kind]} ({origin}), "
+                f"but method {method} needs numbers; {hint}",
             )
-    return messages
+
+
+def _metric_value_type(
+    config: ProjectConfig, metric: MetricConfig
+) -> tuple[str, str] | None:
+    """Return the column type of a metric's values and, for a copied column, its origin.
+
+    Attribute and latest metrics give the values of the column they read, and the
+    origin names that column and its type. An aggregate of a date column is not
+    known. Every other metric gives numbers, with an empty origin. Returns None when
+    the type is not known.
+    """
+    if isinstance(metric, AttributeMetric):
+        if not config.sources_of_kind("accounts"):
+            return None
+        source_name = config.accounts_source()
+        source: SourceConfig | None = config.sources[source_name]
+    elif isinstance(metric, LatestMetric | AggregateMetric):
+        source_name = metric.source
+        source = (
+            config.sources.get(source_name)
+            or _builtin_source(source_name)
+            or rollup_settings(config, source_name)
+        )
+    else:
+        return "number", ""
+    if source is None:
+        return None
+    kind = {**STANDARD_COLUMNS[source.kind], **source.attribute_types()}.get(
+        metric.column
+    )
+    if kind is None:
+        return None
+    if isinstance(metric, AggregateMetric):
+        return ("number", "") if kind in ("number", "boolean") else None
+    origin = f"column {metric.column!r} of source {source_name!r} is of type {kind}"
+    return kind, origin
+
+
+def _condition_types(
+    config: ProjectConfig, run_columns: bool
+) -> tuple[dict[str, str], Callable[[str], str]]:
+    """Return the column types of the names that account conditions read.
+
+    The function returned with them names one of them in a message. A metric's
+    type wins over an account column of the same name, as when the condition is
+    evaluated. With `run_columns`, the run's `score` and `band` are included, which
+    alert rules and playbooks read but scorecards cannot.
+    """
+    types: dict[str, str] = {}
+    words: dict[str, str] = {}
+    if config.sources_of_kind("accounts"):
+        accounts = config.sources[config.accounts_source()]
+        columns = {**STANDARD_COLUMNS["accounts"], **accounts.attribute_types()}
+        types.update(columns)
+        words.update(dict.fromkeys(columns, "account column"))
+    for name, metric in config.metrics.items():
+        found = _metric_value_type(config, metric)
+        types.pop(name, None)
+        if found is not None:
+            types[name] = found[0]
+        words[name] = "metric"
+    if run_columns:
+        types.update(score="number", band="string")
+        words.update(score="column", band="column")
+    return types, lambda name: f"{words.get(name, 'column')} {name!r}"
+
+
+def _column_words(name: str) -> str:
+    return f"column {name!r}"
 
 
 def _builtin_source(name: str) -> SourceConfig | None:
