@@ -87,6 +87,44 @@ def test_cli_no_warning_from_first_complete_date(tmp_path: Path) -> None:
     assert "stored 4 snapshots from 2024-02-08 to 2024-02-29" in result.stdout
 
 
+def test_cli_range_ending_before_complete_windows(tmp_path: Path) -> None:
+    # Every date up to 2024-02-07 has a partial window, so a range that ends on
+    # 2024-02-05 has no complete date, and --from 2024-02-08 alone would make the
+    # range empty. The warning asks for a --to on or after that date too.
+    project = build(tmp_path / "p")
+
+    result = run("backfill", "--from", "2024-01-15", "--to", "2024-02-05", "--every",
+                 "7d", "--project", project.root)  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert warning.startswith(
+        "warning: 4 of the 4 as-of dates are scored on partial windows"
+    )
+    assert "Start the backfill at" not in warning
+    assert (
+        "No date from --from to --to has complete windows, because the first date "
+        "that has them, 2024-02-08, is after --to (2024-02-05). Backfill from "
+        "2024-02-08 on (--from 2024-02-08 and a --to on or after it) for complete "
+        "windows."
+    ) in warning
+    assert "stored 4 snapshots from 2024-01-15 to 2024-02-05" in result.stdout
+
+
+def test_cli_range_ending_on_first_complete_date(tmp_path: Path) -> None:
+    # The range ends on 2024-02-08 but the weekly dates skip it, so --from
+    # 2024-02-08 is the advice: it scores that date alone.
+    project = build(tmp_path / "p")
+
+    result = run("backfill", "--from", "2024-01-15", "--to", "2024-02-08", "--every",
+                 "7d", "--project", project.root)  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert "Start the backfill at 2024-02-08 or later (--from 2024-02-08)" in warning
+    assert "No date from --from to --to" not in warning
+
+
 def partial_windows(project: Project, start: date, end: date, every: str) -> Any:
     engine = Engine.open(project)
     dates = backfill_dates(start, end, parse_duration(every))

@@ -107,7 +107,7 @@ def backfill(
         engine = open_engine(project)
         partial = find_partial_windows(project, engine.sources, dates)
         if partial:
-            note_wrapped(partial_windows_warning(partial, len(dates)))
+            note_wrapped(partial_windows_warning(partial, len(dates), end))
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -197,22 +197,41 @@ def rerun_command(
     return " ".join(words)
 
 
-def partial_windows_warning(partial: list[PartialWindows], total: int) -> str:
-    """Name the dates scored on partial windows, the sources, and where to start."""
+def partial_windows_warning(
+    partial: list[PartialWindows], total: int, end: date
+) -> str:
+    """Name the dates scored on partial windows, the sources, and where to start.
+
+    `end` is the backfill's --to. When the first date with complete windows comes
+    after it, no --from within the range helps, and the warning asks for a later
+    --to as well.
+    """
     count = len({day for found in partial for day in found.dates})
-    first_complete = max(found.first_complete for found in partial).isoformat()
+    first = max(found.first_complete for found in partial)
+    first_complete = first.isoformat()
     causes = "; ".join(
         f"{_dates_text(found.dates)} for source {found.source}, whose first row is "
         f"at {found.first_row.isoformat(' ', 'seconds')} (longest window "
         f"{found.longest})"
         for found in partial
     )
+    if first > end:
+        advice = (
+            "No date from --from to --to has complete windows, because the first "
+            f"date that has them, {first_complete}, is after --to "
+            f"({end.isoformat()}). Backfill from {first_complete} on (--from "
+            f"{first_complete} and a --to on or after it) for complete windows."
+        )
+    else:
+        advice = (
+            f"Start the backfill at {first_complete} or later (--from "
+            f"{first_complete}), the first date whose windows are complete."
+        )
     return (
         f"warning: {count} of the {total} as-of dates "
         f"{'is' if count == 1 else 'are'} scored on partial windows, because the "
         f"longest metric window starts before the first row of a source: {causes}. "
-        f"Start the backfill at {first_complete} or later (--from "
-        f"{first_complete}), the first date whose windows are complete."
+        f"{advice}"
     )
 
 

@@ -73,6 +73,7 @@ def score(
     from healthscore.report import from_run
 
     project = open_project(project_dir)
+    warn_future_as_of(project, as_of, stored=not no_store)
     with StepProgress(enabled=not json_output) as progress:
         run = pipeline.score(project, as_of, store=not no_store, progress=progress)
     scored = from_run(run)
@@ -105,6 +106,31 @@ def score(
         )
     if output is not None:
         say(f"Wrote the scores of {len(run.result.scores):,} accounts to {output}.")
+
+
+def warn_future_as_of(project: Project, as_of: date, *, stored: bool) -> None:
+    """Warn on stderr when `as_of` is after today in the project's time zone.
+
+    The date is still scored: a test or a what-if run may mean it.
+    """
+    from healthscore.report import project_today
+
+    today = project_today(project)
+    if as_of <= today:
+        return
+    zone = project.config.timezone
+    text = (
+        f"warning: the as-of date {as_of.isoformat()} is after today "
+        f"({today.isoformat()} in the project time zone {zone}). No row after today "
+        "exists yet, so windows that reach past today are partly empty and their "
+        "metrics count less than they will once the data is in."
+    )
+    if stored:
+        text += (
+            " The snapshot is stored under that date, so it becomes the latest "
+            "stored snapshot, which the web service shows by default."
+        )
+    note_wrapped(text)
 
 
 def _monitoring_counts(run: pipeline.ScoringRun) -> tuple[int, int]:
@@ -232,6 +258,7 @@ def metrics(
     from healthscore.pipeline import open_engine
 
     project = open_project(project_dir)
+    warn_future_as_of(project, as_of, stored=False)
     with StepProgress(enabled=not json_output) as progress:
         progress("reading sources")
         engine = open_engine(project)
