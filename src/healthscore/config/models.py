@@ -585,14 +585,20 @@ class RateMetric(WindowedMetric):
     """
 
     type: Literal["rate"]
-    per: Duration = Field(description="Period the rate is expressed in, e.g. 28d.")
+    per: Duration = Field(
+        description="Period the rate is expressed in, e.g. 28d. A month counts as 30 "
+        "days here, while a window of 1mo is a calendar month of 28 to 31 days: with "
+        "`window: 1mo` and `per: 1mo` the rate is the count times 30 / the days of "
+        "the month."
+    )
     exposure: Literal["window", "tenure"] = Field(
         default="window",
         description="Divide by the window length or by min(window, tenure).",
     )
     min_tenure: Duration | None = Field(
         default=None,
-        description="With exposure tenure: accounts younger than this get no value.",
+        description="With exposure tenure: accounts younger than this get no value. "
+        "A month counts as 30 days.",
     )
     tenure_metric: str | None = Field(
         default=None,
@@ -804,8 +810,10 @@ class NormalizeConfig(StrictModel):
     within: str | None = Field(
         default=None,
         description="percentile and zscore: account column to group by, for example "
-        "`segment`; none compares with all scored accounts. Accounts without a "
-        "value in the column form one group.",
+        "`segment`. An account is compared only with the accounts that the same "
+        "scorecard scores on the same as-of date: with `within`, those of them "
+        "that share its value in the column, and without it, all of them. Accounts "
+        "without a value in the column form one group.",
     )
     steps: list[Step] = Field(
         default_factory=list,
