@@ -7,7 +7,9 @@ three kinds of evidence in the export, each giving rows
 - `event` objects of type `customer.subscription.updated` whose
   `data.previous_attributes` contain `items`, `plan` or `quantity`: the MRR before is
   that of the subscription with the previous attributes, the MRR after that of
-  `data.object`. The time is the event's `created`.
+  `data.object`. Without `items`, `plan` and `quantity` apply to the subscription's
+  only item; with several items the MRR before is not known. The time is the
+  event's `created`.
 - consecutive invoices of one subscription whose recurring lines (price and quantity,
   proration lines left out) differ: the MRR before and after are the monthly
   amounts of those lines. The time is the period start of the later invoice's lines.
@@ -139,7 +141,7 @@ def _event_changes(
             continue
         if not {"items", "plan", "quantity"} & set(previous):
             continue
-        before = {**after, **previous}
+        before = _previous_subscription(after, previous)
         yield PlanChange(
             file=file,
             record=record,
@@ -147,10 +149,45 @@ def _event_changes(
             subscription_id=_text(after.get("id")),
             time=obj.get("created"),
             evidence="event",
-            mrr_before=subscription_mrr(before),
+            mrr_before=None if before is None else subscription_mrr(before),
             mrr_after=subscription_mrr(after),
             currency=after.get("currency"),
         )
+
+
+def _previous_subscription(
+    after: dict[str, Any], previous: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Return the subscription as it was before an update, or None if not known.
+
+    `items` in the previous attributes is the whole previous item list. Without it,
+    `quantity` and `plan` are the subscription-level copies of the quantity and price
+    of a subscription's only item, so they are applied to that item. Stripe's API
+    reference of the subscription object documents both as "only set if the
+    subscription contains a single plan", so with several items the state before
+    is not known.
+    """
+    before = {**after, **previous}
+    if "items" in previous:
+        return before
+    items = _subscription_items(after)
+    if len(items) != 1:
+        return None
+    item = dict(items[0])
+    if "quantity" in previous:
+        item["quantity"] = previous["quantity"]
+    if "plan" in previous:
+        # MRR reads an item's price before its plan, so the previous plan replaces
+        # both.
+        item.pop("price", None)
+        item["plan"] = previous["plan"]
+    before["items"] = {**(after.get("items") or {}), "data": [item]}
+    return before
+
+
+def _subscription_items(subscription: dict[str, Any]) -> list[dict[str, Any]]:
+    items = dig(subscription, "items.data")
+    return [item for item in items or [] if isinstance(item, dict)]
 
 
 def _proration_changes(
