@@ -91,10 +91,11 @@ def add(
     Remove it with `override remove` to stop it applying to any date.
     """
     project = open_project(project_dir)
+    now = datetime.now(ZoneInfo(project.config.timezone))
+    _check_expires(expires, now.date(), project.config.timezone)
     if measure is not None:
         _check_measure(project, measure)
     check_account(project, account)
-    now = datetime.now(ZoneInfo(project.config.timezone))
     with state_store(project) as store:
         override_id = store.add_override(
             account,
@@ -113,6 +114,19 @@ def add(
         f"Added override {override_id}: {target} of account {account} is {score:g} "
         f"up to {expires.isoformat()}."
     )
+
+
+def _check_expires(expires: date, today: date, zone: str) -> None:
+    """Raise ValueError naming --expires when `expires` is before `today`.
+
+    The store makes the same check, but its message names its own field.
+    """
+    if expires < today:
+        raise ValueError(
+            f"--expires {expires.isoformat()} is in the past (today is "
+            f"{today.isoformat()} in the project time zone {zone}); give today or a "
+            "later date"
+        )
 
 
 def _check_measure(project: Project, measure: str) -> None:

@@ -162,23 +162,33 @@ def importer_issues(
 def _option_issues(
     name: str, file_format: str, options: dict[str, object]
 ) -> Generator[Issue, None, ImporterOptions | None]:
-    """Yield the problems of the options; return the parsed options when valid."""
+    """Yield the problems of the options; return the options that are valid.
+
+    Unknown and invalid options are left out of the returned options, so that the
+    checks of the others still run. Returns None when the rest is not valid
+    either.
+    """
     model = OPTIONS[file_format]
     try:
-        parsed = model.model_validate(options)
+        return model.model_validate(options)
     except ValidationError as exc:
-        known = ", ".join(model.model_fields) or "none"
-        for error in exc.errors():
-            location = tuple(part for part in error["loc"] if isinstance(part, str))
-            if error["type"] == "extra_forbidden":
-                message = (
-                    f"unknown option of format {file_format}; its options are {known}"
-                )
-            else:
-                message = error["msg"]
-            yield (("sources", name, "options", *location), message)
+        errors = exc.errors()
+    known = ", ".join(model.model_fields) or "none"
+    failed = set()
+    for error in errors:
+        location = tuple(part for part in error["loc"] if isinstance(part, str))
+        if error["type"] == "extra_forbidden":
+            message = f"unknown option of format {file_format}; its options are {known}"
+        else:
+            message = error["msg"]
+        if location:
+            failed.add(location[0])
+        yield (("sources", name, "options", *location), message)
+    rest = {key: value for key, value in options.items() if key not in failed}
+    try:
+        return model.model_validate(rest)
+    except ValidationError:
         return None
-    return parsed
 
 
 def _file_option_issues(
