@@ -50,7 +50,7 @@ def plan_overrides(
     plan = OverridePlan()
     newest: dict[tuple[str, str | None], Override] = {}
     active = [item for item in overrides if item.is_active(as_of)]
-    for item in sorted(active, key=_age_key):
+    for item in sorted(active, key=override_age):
         key = (item.account_id, item.measure)
         if key in newest:
             reason = f"a newer override of the same {newest[key].target} applies"
@@ -69,7 +69,11 @@ def plan_overrides(
     return plan
 
 
-def _age_key(item: Override) -> tuple[datetime, int]:
+def override_age(item: Override) -> tuple[datetime, int]:
+    """Return the sort key of an override by age: creation time, then id.
+
+    Of several active overrides of one score, the last in this order applies.
+    """
     # Naive timestamps are read as UTC so they compare with aware ones.
     created = item.created_at
     if created.tzinfo is None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from healthscore.config.overrides import Override
-from healthscore.scoring.overriding import _age_key as override_age
+from healthscore.scoring.overriding import override_age
 from healthscore.service.auth import Access
 from healthscore.service.data import ProjectData
 from healthscore.service.serialize import jsonable
