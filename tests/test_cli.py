@@ -576,6 +576,17 @@ def test_score_after_subscriptions_warns(project):
     assert "set scoring.population: all in healthscore.yml" in warning
 
 
+def test_score_empty_accounts_warns(project):
+    header = ACCOUNTS.splitlines()[0]
+    (project / "accounts.csv").write_text(header + "\n", encoding="utf-8")
+
+    result = succeeded(run("score", "--project", project, "--as-of", AS_OF))
+
+    warning = " ".join(result.stderr.split())
+    assert "warning: the accounts source has no usable account" in warning
+    assert "scoring.population" not in warning
+
+
 def test_score_json(project):
     result = succeeded(run("score", "--project", project, "--as-of", AS_OF, "--json"))
 

@@ -179,7 +179,10 @@ def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
     accounts = counted(summary.accounts, "account")
     say(f"Scored {accounts} of {project} as of {scored.as_of}.")
     if summary.accounts == 0:
-        note_wrapped(empty_population_warning(scored.project, scored.as_of))
+        usable = sum(
+            source.rows_used for source in summary.sources if source.kind == "accounts"
+        )
+        note_wrapped(empty_population_warning(scored.project, scored.as_of, usable))
     console.print(band_table(summary.bands, "Accounts per band"))
     if summary.riskiest:
         console.print(riskiest_table(summary))
@@ -197,13 +200,18 @@ def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
     print_sources(console, summary.sources, scored.as_of.isoformat())
 
 
-def empty_population_warning(project: Project, as_of: date) -> str:
-    """Explain why no account was scored as of `as_of`, and what to do."""
+def empty_population_warning(
+    project: Project, as_of: date, usable_accounts: int
+) -> str:
+    """Explain why no account was scored as of `as_of`, and what to do.
+
+    `usable_accounts` counts the rows of the accounts source that passed its checks.
+    """
     population = project.config.scoring.population
     subscriptions = project.config.sources_of_kind("subscriptions")
     if population is None:
         population = "active" if subscriptions else "all"
-    if population == "active" and subscriptions:
+    if population == "active" and subscriptions and usable_accounts > 0:
         return (
             f"warning: no account has an active subscription (source "
             f"{subscriptions[0]}) on {as_of.isoformat()}, so none was scored and the "
