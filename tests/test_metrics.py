@@ -143,8 +143,8 @@ EXPECTED = {
     # [03-04, 04-01): a1 logins at 03-04 00:00 and 03-31 23:59; a2 at 03-10.
     "logins_28d": (2, 1, 0),
     "login_value_left": (2 + 3, 4, 0),
-    # (03-04, 04-01]: the row at 03-04 00:00 is out, the row at 04-01 00:00 is in.
-    "login_value_right": (3 + 100, 4, 0),
+    # (03-04, 04-01): the rows at 03-04 00:00 and at the point 04-01 00:00 are out.
+    "login_value_right": (3, 4, 0),
     "users_28d": (2, 1, 0),
     "mean_value": ((2 + 5 + 3) / 3, 4, math.nan),
     "min_value": (2, 4, math.nan),
@@ -154,8 +154,9 @@ EXPECTED = {
     "days_since_login": (1, 22, math.nan),
     "days_since_event": (1, 22, math.nan),
     "logins_per_week": (2 * 7 / 28, 1 * 7 / 28, 0),
-    # exposure min(28, tenure): a1 28 days, a2 17 days; a3 is not active.
-    "logins_per_tenure": (2 * 28 / 28, 1 * 28 / 17, math.nan),
+    # (03-04, 04-01): a1 1 login (03-31), a2 1. Exposure min(28, tenure): a1 28
+    # days, a2 17 days; a3 is not active.
+    "logins_per_tenure": (1 * 28 / 28, 1 * 28 / 17, math.nan),
     "tenure": (91, 17, math.nan),
     # a1: 19 days after its first start; a2 and a3: 91 days elapsed, none reached.
     "days_to_integration": (19, 91, 91),
@@ -315,9 +316,10 @@ def test_distinct_counts_per_window_and_filter(tmp_path, with_history):
         # [03-04, 04-01): a1 u1 (login, report) and u2 (login); a2 u9 (login).
         "users_28d": [2, 1, 0],
         "login_users_28d": [2, 1, 0],
-        # (03-18, 04-01]: a1 u1 at 03-20, u2 at 03-31, u3 at 04-01 00:00; a2's only
-        # row (03-10) lies in the scan but not in this window, so 0, not missing.
-        "users_14d_right": [3, 0, 0],
+        # (03-18, 04-01): a1 u1 at 03-20 and u2 at 03-31, but not u3 at the point
+        # 04-01 00:00; a2's only row (03-10) lies in the scan but not in this
+        # window, so 0, not missing.
+        "users_14d_right": [2, 0, 0],
         "types_28d": [2, 1, 0],
         "logins_28d": [2, 1, 0],
     }
@@ -328,9 +330,13 @@ def test_distinct_counts_per_window_and_filter(tmp_path, with_history):
     assert actual.to_dict("list") == expected
 
 
-FUTURE_TIMES = st.datetimes(
-    min_value=pd.Timestamp("2024-04-01 00:00:01").to_pydatetime(),
-    max_value=pd.Timestamp("2025-12-31").to_pydatetime(),
+# Rows at the point 2024-04-01 00:00 or later: no window reads them.
+FUTURE_TIMES = st.one_of(
+    st.just(pd.Timestamp("2024-04-01 00:00:00").to_pydatetime()),
+    st.datetimes(
+        min_value=pd.Timestamp("2024-04-01 00:00:00").to_pydatetime(),
+        max_value=pd.Timestamp("2025-12-31").to_pydatetime(),
+    ),
 )
 
 
@@ -424,6 +430,29 @@ def test_filter_the_engine_rejects_names_the_metric(tmp_path):
         metrics_of(project)
 
 
+@pytest.mark.parametrize(
+    ("where", "gives", "comparison"),
+    [
+        ("user", "text", "user == 'value'"),
+        ("value", "numbers", "value > 0"),
+        ("value + 1", "numbers", "value + 1 > 0"),
+        ("timestamp", "times", "timestamp is not None"),
+        ("2", "the constant 2", "2 > 0"),
+    ],
+)
+def test_non_boolean_filter_names_metric(tmp_path, where, gives, comparison):
+    project = project_with(tmp_path)
+    # The project file's checks reject these filters; the engine must too.
+    project.config.metrics["logins_28d"].where = where
+    with pytest.raises(MetricError) as caught:
+        metrics_of(project)
+    assert str(caught.value) == (
+        f"metric 'logins_28d': the filter {where!r} gives {gives} instead of true "
+        f"or false, so it cannot select rows; write a comparison, such as "
+        f"{comparison}, in metrics.logins_28d.where"
+    )
+
+
 def test_csm_notes_metric_without_notes(tmp_path):
     # The operational store has no note yet, so the source has no rows and its
     # account ids have no type of their own.
@@ -470,7 +499,12 @@ def test_metric_on_missing_column_fails(tmp_path):
         "metric 'value_sum' reads column 'value', which source 'events' does not "
         "have (it has account_id, timestamp)"
     )
-    for command in (["score", "--as-of", "2024-03-10"], ["validate", "--data"]):
+    commands = [
+        ["score", "--as-of", "2024-03-10"],
+        ["validate", "--data"],
+        ["backfill", "--from", "2024-03-03", "--to", "2024-03-10"],
+    ]
+    for command in commands:
         result = CliRunner().invoke(app, [*command, "--project", str(project.root)])
         assert result.exit_code == 1, result.output
         assert expected in " ".join(result.output.split())

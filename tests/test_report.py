@@ -609,7 +609,7 @@ def test_window_edges_right_closed_and_months():
     month = CountMetric(type="count", source="e", window=WindowConfig(length="1mo"))
 
     assert describe_metric("r", right, POINT, {}).window == (
-        "84d ending at the as-of point: 2024-01-08 00:00 < t ≤ 2024-04-01 00:00"
+        "84d ending at the as-of point: 2024-01-08 00:00 < t < 2024-04-01 00:00"
     )
     assert describe_metric("m", month, datetime(2024, 3, 31), {}).window == (
         "1mo ending at the as-of point: 2024-02-29 00:00 ≤ t < 2024-03-31 00:00"
@@ -629,6 +629,20 @@ def test_change_metric_shows_both_windows():
     assert doc.definition == (
         "base / its value over the window before - 1; missing when the earlier value "
         "is 0."
+    )
+
+
+def test_right_closed_change_keeps_earlier_end():
+    base = CountMetric(
+        type="count", source="e", window=WindowConfig(length="28d", closed="right")
+    )
+    change = ChangeMetric(type="change", of="base")
+
+    doc = describe_metric("c", change, POINT, {"base": base, "c": change})
+
+    assert doc.window == (
+        "28d ending at the as-of point: 2024-03-04 00:00 < t < 2024-04-01 00:00; "
+        "compared with 2024-02-05 00:00 < t ≤ 2024-03-04 00:00"
     )
 
 

@@ -183,8 +183,9 @@ def test_negative_share_counts_texts(values):
 
 
 def test_right_closed_window_moves_edges(values):
-    # (2024-02-11 00:00, 2024-03-10 00:00]: LOVE drops out, THANKS comes in.
-    expected = mean_compound(TERRIBLE, NEUTRAL, THANKS)
+    # (2024-02-11 00:00, 2024-03-10 00:00): LOVE drops out, and THANKS, stamped at
+    # the as-of point, stays out as in every window.
+    expected = mean_compound(TERRIBLE, NEUTRAL)
 
     assert values.loc["a1", "tone_right"] == pytest.approx(expected, abs=1e-12)
 
@@ -203,6 +204,8 @@ def test_no_window_reads_all_earlier_texts(values):
 
 def test_later_rows_change_nothing(tmp_path):
     later = [
+        # At the as-of point itself, which no window reads, right-closed or not.
+        {"account_id": "a2", "timestamp": "2024-03-10T00:00:00", "text": LOVE},
         {"account_id": "a1", "timestamp": "2024-03-10T00:00:01", "text": BROKEN},
         {"account_id": "a3", "timestamp": "2024-04-01T00:00:00", "text": LOVE},
     ]
@@ -587,6 +590,54 @@ def test_cli_nps_needs_choice_of_metric(tmp_path):
     assert "choose one with --metric" in ambiguous.stderr
     assert chosen.exit_code == 0, chosen.output
     assert json.loads(chosen.stdout)["metric"] == "second"
+
+
+TEXT_COMMANDS = [
+    ["score", "--as-of", "2024-03-10"],
+    ["metrics", "--as-of", "2024-03-10", "--output", "{root}/values.csv"],
+    ["validate", "--data"],
+    ["backfill", "--from", "2024-03-03", "--to", "2024-03-10"],
+    ["nps", "--as-of", "2024-03-10", "--metric", "nps_28d"],
+]
+
+
+@pytest.mark.parametrize("command", TEXT_COMMANDS, ids=lambda command: command[0])
+def test_text_metrics_on_absent_columns(tmp_path, command):
+    # Text and score columns are optional, so the project file is valid while the
+    # files lack them.
+    metrics = {
+        "tone": METRICS["tone_28d"],
+        "comment_tone": {"type": "sentiment", "source": "surveys",
+                         "column": "comment", "window": "28d"},
+        "satisfaction_nps": {"type": "nps", "source": "tickets",
+                             "column": "satisfaction", "window": "28d"},
+        "nps_28d": METRICS["nps_28d"],
+    }  # fmt: skip
+    project = _write(tmp_path, _config(metrics))
+    (tmp_path / "tickets.jsonl").write_text(
+        '{"account_id": "a1", "timestamp": "2024-03-01T10:00:00"}\n'
+    )
+    arguments = [part.format(root=tmp_path) for part in command]
+
+    result = CliRunner().invoke(app, [*arguments, "--project", str(project.root)])
+
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert "Traceback" not in output
+    assert "Binder Error" not in output
+    assert (
+        "metric 'tone' reads column 'text', which source 'tickets' does not have "
+        "(it has account_id, timestamp); add the column to the source's files, map "
+        "it in sources.tickets.columns, or fix metrics.tone.column"
+    ) in output
+    assert (
+        "metric 'comment_tone' reads column 'comment', which source 'surveys' does "
+        "not have (it has account_id, timestamp, score, survey_type)"
+    ) in output
+    assert (
+        "metric 'satisfaction_nps' reads column 'satisfaction', which source "
+        "'tickets' does not have"
+    ) in output
 
 
 # Report and scorer

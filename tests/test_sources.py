@@ -293,6 +293,89 @@ def test_empty_file_fails_clearly(tmp_path):
         load(project)
 
 
+EVENT_RECORDS = [
+    {"account_id": "a1", "timestamp": "2024-03-01 10:00:00", "event_type": "login"},
+    {"account_id": "a2", "timestamp": "2024-03-02 10:00:00", "event_type": "login"},
+]
+
+
+def test_jsonl_glob_with_empty_days(tmp_path):
+    # Daily exports: a day without events gives an empty file, or one blank line.
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.jsonl"
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events/2024-03-01.jsonl": EVENT_RECORDS[:1],
+        "events/2024-03-02.jsonl": "",
+        "events/2024-03-03.jsonl": "\n",
+        "events/2024-03-04.jsonl": EVENT_RECORDS[1:],
+    }
+    project = write_project(tmp_path, config, files)
+    sources = load(project)
+    rows = sources.rows("events").execute().sort_values("timestamp")
+    assert list(rows["account_id"]) == ["a1", "a2"]
+    report = sources.report(datetime(2024, 3, 10))[1]
+    assert (report.rows_read, report.rows_used) == (2, 2)
+
+
+@pytest.mark.parametrize("content", ["", "\n", " \n\r\n\n"])
+def test_jsonl_without_records_has_no_rows(tmp_path, content):
+    # Like a CSV file with only a header row, and with every column of the kind.
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events.jsonl"
+    config["metrics"]["value_sum"] = {
+        "type": "sum",
+        "source": "events",
+        "column": "value",
+        "window": "28d",
+    }
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.jsonl": content}
+    project = write_project(tmp_path, config, files)
+    sources = load(project)
+    assert len(sources.rows("events").execute()) == 0
+    assert list(sources.columns("events")) == [
+        "account_id", "timestamp", "user", "event_type", "value"
+    ]  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["score", "--as-of", "2024-03-10", "--project", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_csv_without_header_still_fails(tmp_path):
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": ACCOUNTS_CSV, "events.csv": "\n"}
+    )
+    with pytest.raises(SourceError, match=r"source 'events': "):
+        load(project)
+
+
+def test_csv_repeated_column_fails(tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.csv"
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events/1.csv": "account_id,timestamp\na1,2024-03-01\n",
+        "events/2.csv": "account_id,timestamp,note,account_id\na1,2024-03-01,x,a2\n",
+    }
+    project = write_project(tmp_path, config, files)
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'events': the header of {tmp_path / 'events' / '2.csv'} has column "
+        "'account_id' twice, as columns 1 and 4, so it is unclear which one to read. "
+        "Rename or remove one of them."
+    )
+
+
+def test_csv_repeated_unread_column_passes(tmp_path):
+    events = "account_id,timestamp,note,note\na1,2024-03-01,x,y\n"
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    project = write_project(tmp_path, minimal_config(), files)
+    rows = load(project).rows("events").execute()
+    assert list(rows["account_id"]) == ["a1"]
+
+
 def test_wrong_delimiter_gets_a_hint(tmp_path):
     events = "account_id;timestamp\na1;2024-03-01\n"
     project = write_project(
@@ -337,6 +420,86 @@ def test_rows_of_duplicated_account_named_as_such(tmp_path):
         (1, "duplicated_account"),
         (3, "unknown_account"),
     ]
+
+
+def test_account_examples_show_ids(tmp_path):
+    # a4's arr cannot be read, so its account row is excluded. ' a5 ' and '8' are
+    # accounts, but the events name them 'a5' and '8.0'.
+    accounts = (
+        ACCOUNTS_CSV
+        + 'a4,Hooli,smb,bob,"12.000,50"\n'
+        + " a5 ,Soylent,smb,bob,1\n"
+        + "8,Wayne,smb,bob,1\n"
+    )
+    events = (
+        "account_id,timestamp\n"
+        "a1,2024-03-01\n"
+        "a4,2024-03-01\n"
+        "a4,2024-03-02\n"
+        "a5,2024-03-01\n"
+        "8.0,2024-03-01\n"
+        "zz,2024-03-01\n"
+    )
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": accounts, "events.csv": events}
+    )
+
+    report = load(project).report(datetime(2024, 4, 1))[1]
+
+    assert report.excluded == {
+        "excluded_account:account_id": 2,
+        "unknown_account:account_id": 3,
+    }
+    examples = [(e.row, e.reason, e.value, e.detail) for e in report.examples]
+    accounts_file = tmp_path / "accounts.csv"
+    problem = (
+        f"{accounts_file}, row 4, column arr: value cannot be read as the column's "
+        "type: '12.000,50'; expected a number such as 1250 or -0.5"
+    )
+    # One example per account id.
+    assert examples == [
+        (2, "excluded_account", "a4", problem),
+        (4, "unknown_account", "a5", "the accounts source has ' a5 '"),
+        (5, "unknown_account", "8.0", "the accounts source has '8'"),
+        (6, "unknown_account", "zz", None),
+    ]
+
+    events_file = tmp_path / "events.csv"
+    assert str(report.examples[0]) == (
+        f"{events_file}, row 2, column account_id: account id's row in the accounts "
+        f"source is excluded: 'a4' ({problem})"
+    )
+    assert str(report.examples[2]) == (
+        f"{events_file}, row 5, column account_id: account id not found in the "
+        "accounts source: '8.0' (the accounts source has '8')"
+    )
+
+    assert report.examples[0].to_dict() == {
+        "file": str(events_file),
+        "row": 2,
+        "column": "account_id",
+        "reason": "excluded_account",
+        "value": "a4",
+        "expected": None,
+        "detail": problem,
+    }
+
+
+def test_swept_reports_of_excluded_accounts(tmp_path):
+    from healthscore.monitoring.backfill_sweep import sweep_source_reports
+
+    # No row names an unknown or duplicated account, only an excluded one.
+    accounts = ACCOUNTS_CSV.replace("a2,Globex,smb,bob,9000", "a2,Globex,smb,bob,x")
+    events = "account_id,timestamp\na1,2024-03-01\na2,2024-03-02\na2,2024-03-20\n"
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": accounts, "events.csv": events}
+    )
+    sources = load(project)
+    points = [datetime(2024, 3, 10), datetime(2024, 4, 1)]
+    swept = sweep_source_reports(sources, points)
+    for point, reports in zip(points, swept, strict=True):
+        assert reports == sources.report(point), point
+    assert swept[1][1].excluded == {"excluded_account:account_id": 2}
 
 
 # Lookup files, and CSV rows whose field count differs from the header's.
@@ -1285,6 +1448,41 @@ def test_parquet_glob_files_without_timestamp_counted(tmp_path):
         r"more files\)",
     ):
         load(project)
+
+
+def test_parquet_glob_time_as_number_fails(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    # 2024-03-01 00:00 UTC as milliseconds since 1970, then as Parquet timestamps.
+    millis = pa.array([1709251200000], pa.int64())
+    stamps = pa.array(pd.to_datetime(["2024-03-02 10:00"]), pa.timestamp("ms"))
+    pq.write_table(pa.table({"account_id": ["a1"], "ts": millis}), folder / "a.parquet")
+    for name in ("b", "c"):
+        pq.write_table(
+            pa.table({"account_id": ["a1"], "ts": stamps}), folder / f"{name}.parquet"
+        )
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.parquet"
+    config["sources"]["events"]["columns"] = {"timestamp": "ts"}
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+    expected = (
+        "source 'events': column 'ts' for 'timestamp' is BIGINT in "
+        f"{folder / 'a.parquet'} but TIMESTAMP in {folder / 'b.parquet'} (and 1 "
+        "more file), and a number cannot be read as a time. Write the column with "
+        "the same type in every file of 'events/*.parquet', such as a Parquet "
+        "timestamp, or narrow sources.events.path."
+    )
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == expected
+    for command in (["validate", "--data"], ["score", "--as-of", "2024-03-10"]):
+        result = CliRunner().invoke(app, [*command, "--project", str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert expected in " ".join(result.output.split())
 
 
 def test_digit_separators_rejected(tmp_path):

@@ -685,6 +685,42 @@ def test_validate_reports_missing_column(tmp_path: Path, pg_schema: str) -> None
     assert "column 'firm' for 'name' not found in table" in result.output
 
 
+def test_validate_reports_metric_column(tmp_path: Path, pg_schema: str) -> None:
+    import psycopg
+    import yaml
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(
+            f'CREATE TABLE "{pg_schema}".tickets (account_id text, created text)'
+        )
+    project = pg_project(tmp_path, pg_schema)
+    config_file = project.root / "healthscore.yml"
+    config = yaml.safe_load(config_file.read_text())
+    config["sources"]["tickets"] = {
+        "kind": "tickets",
+        "table": f"{pg_schema}.tickets",
+        "connection": PG_SOURCE,
+        "columns": {"timestamp": "created"},
+    }
+    config["metrics"]["tone"] = {
+        "type": "sentiment",
+        "source": "tickets",
+        "column": "text",
+        "window": "28d",
+    }
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    result = run_cli("validate", "--project", project.root)
+
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, output
+    assert (
+        "metric 'tone' reads column 'text', which source 'tickets' does not have "
+        "(it has account_id, timestamp)"
+    ) in output
+    assert "fix metrics.tone.column" in output
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

@@ -2,7 +2,8 @@
 
 `compute_metrics` returns one row per scored account and one column per metric. Every
 row it reads comes from `SourceSet.rows(source, point)`, which leaves out rows stamped
-after the as-of point, so a metric cannot see the future.
+after the as-of point, and every window leaves out a row stamped at the point, so a
+metric cannot see the future.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from healthscore.expressions import parse_expression
 from healthscore.metrics.sentiment import as_row_metric
 from healthscore.metrics.windows import Span, current_span, previous_span
 from healthscore.sources import SourceSet
+from healthscore.sources.columns import metric_column_problems
 
 _ROW_METRICS = (
     CountMetric,
@@ -56,7 +57,10 @@ _ROW_PICKERS = (LatestMetric, DaysSinceMetric, MilestoneMetric)
 
 
 def previous_column(name: str) -> str:
-    """Helper column: a change metric's base value over the previous window."""
+    """Helper column: a change metric's base value over the previous window.
+
+    For a rate it is the row count, which `derived.previous_window` scales.
+    """
     return f"{name}@previous"
 
 
@@ -389,24 +393,12 @@ class MetricError(ValueError):
 
 
 def check_columns(sources: SourceSet, metrics: dict[str, MetricConfig]) -> None:
-    """Raise MetricError listing every row metric whose column its source lacks.
+    """Raise MetricError listing every metric whose column its source lacks.
 
-    A standard column such as `value` is optional in a source's files, so a
-    project can name it in a metric while the files do not have it.
+    `load_sources` reports these already. This check also covers sources added to
+    `sources` later, such as the notes that CSMs stored.
     """
-    problems = []
-    for name, metric in metrics.items():
-        if not isinstance(metric, _ROW_METRICS) or metric.source not in sources.loaded:
-            continue
-        column = getattr(metric, "column", None)
-        have = sources.columns(metric.source)
-        if column is not None and column not in have:
-            problems.append(
-                f"metric {name!r} reads column {column!r}, which source "
-                f"{metric.source!r} does not have (it has {', '.join(have)}); add "
-                f"the column to the source's files, map it in sources."
-                f"{metric.source}.columns, or fix metrics.{name}.column"
-            )
+    problems = metric_column_problems(metrics, sources.loaded)
     if problems:
         raise MetricError("; ".join(problems))
 
@@ -414,13 +406,45 @@ def check_columns(sources: SourceSet, metrics: dict[str, MetricConfig]) -> None:
 def _where(request: _Request, where: str, namespace: dict[str, ibis.Value]) -> Any:
     name = request.column.split("@", 1)[0]
     try:
-        return parse_expression(where).evaluate(namespace)
+        condition = parse_expression(where).evaluate(namespace)
     except (IbisError, TypeError, ValueError) as exc:
         raise MetricError(
             f"metric {name!r}: the filter {where!r} cannot be applied to the "
             f"columns of source {request.metric.source!r}: {exc}; "  # type: ignore[union-attr]
             f"fix metrics.{name}.where"
         ) from None
+    if not isinstance(condition, bool | ibis.expr.types.BooleanValue):
+        raise MetricError(
+            f"metric {name!r}: the filter {where!r} gives {_not_boolean(condition)} "
+            "instead of true or false, so it cannot select rows; write a "
+            f"comparison, such as {_comparison(where, condition)}, in "
+            f"metrics.{name}.where"
+        )
+    return condition
+
+
+def _not_boolean(value: Any) -> str:
+    """Name the kind of values that a filter gives instead of true or false."""
+    if not isinstance(value, ibis.Value):
+        return f"the constant {value!r}"
+    dtype = value.type()
+    if dtype.is_string():
+        return "text"
+    if dtype.is_numeric():
+        return "numbers"
+    if dtype.is_temporal():
+        return "times"
+    return f"values of type {dtype}"
+
+
+def _comparison(where: str, value: Any) -> str:
+    """Return a comparison of the filter's values, for a message."""
+    text = where.strip()
+    if isinstance(value, ibis.Value) and value.type().is_string():
+        return f"{text} == 'value'"
+    if isinstance(value, ibis.Value) and value.type().is_temporal():
+        return f"{text} is not None"
+    return f"{text} > 0"
 
 
 def _calendar_days(as_of: date, last: pd.Series) -> pd.Series:

@@ -25,7 +25,7 @@ from healthscore.metrics.aggregates import (
     first_column,
     previous_column,
 )
-from healthscore.metrics.windows import current_span
+from healthscore.metrics.windows import current_span, previous_span
 from healthscore.sources import SourceSet
 
 # Stands for the end of an open subscription; far beyond any as-of date.
@@ -164,10 +164,11 @@ def formula(values: pd.DataFrame, metric: FormulaMetric, name: str) -> pd.Series
     return result.astype("float64").replace([np.inf, -np.inf], np.nan)
 
 
-def change(values: pd.DataFrame, metric: ChangeMetric, name: str) -> pd.Series:
-    """Current window against the previous one (see ChangeMetric)."""
+def change(
+    values: pd.DataFrame, metric: ChangeMetric, previous: pd.Series
+) -> pd.Series:
+    """Current window against the `previous` one (see ChangeMetric)."""
     current = values[metric.of].astype("float64")
-    previous = values[previous_column(name)].astype("float64")
     if metric.mode == "difference":
         return current - previous
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -186,10 +187,56 @@ def rate(
     count = values[count_column(name)].astype("float64")
     assert metric.window is not None
     window_days = current_span(metric.window, point).days
+    tenure_days = None
+    if metric.exposure == "tenure":
+        tenure_days = values[tenure_metric_name(metric, metrics)].astype("float64")
+    return _scaled_count(count, metric, window_days, tenure_days)
+
+
+def previous_window(
+    values: pd.DataFrame,
+    metric: ChangeMetric,
+    name: str,
+    metrics: dict[str, MetricConfig],
+    sources: SourceSet,
+    as_of: date,
+    point: datetime,
+) -> pd.Series:
+    """Return the compared metric's value over the window before the current one.
+
+    The scan aggregates that window's rows as the compared metric does, except for
+    a rate, whose scan gives the row count. That count is scaled here as `rate`
+    scales it on the date whose as-of point ends the earlier window: by that
+    window's length, and with `exposure: tenure` by the tenure on that date.
+    """
+    previous = values[previous_column(name)].astype("float64")
+    base = metrics[metric.of]
+    if not isinstance(base, RateMetric):
+        return previous
+    assert base.window is not None
+    span = previous_span(base.window, point)
+    tenure_days = None
+    if base.exposure == "tenure":
+        earlier = as_of - (point.date() - span.end.date())
+        tenure_metric = metrics[tenure_metric_name(base, metrics)]
+        assert isinstance(tenure_metric, TenureMetric)
+        tenure_days = tenure(sources, tenure_metric, earlier).reindex(values.index)
+    return _scaled_count(previous, base, span.days, tenure_days)
+
+
+def _scaled_count(
+    count: pd.Series,
+    metric: RateMetric,
+    window_days: float,
+    tenure_days: pd.Series | None,
+) -> pd.Series:
+    """Scale a rate's row count to `per`, over the window or the shorter tenure.
+
+    `tenure_days` is None for `exposure: window`.
+    """
     per_days = float(metric.per.days)
-    if metric.exposure == "window":
+    if tenure_days is None:
         return count * per_days / window_days
-    tenure_days = values[tenure_metric_name(metric, metrics)].astype("float64")
     exposure = tenure_days.clip(upper=window_days)
     result = count * per_days / exposure.where(exposure > 0)
     if metric.min_tenure is not None:
@@ -235,6 +282,9 @@ def add_derived(
         elif isinstance(metric, FormulaMetric):
             values[name] = formula(values, metric, name)
         elif isinstance(metric, ChangeMetric):
-            values[name] = change(values, metric, name)
+            previous = previous_window(
+                values, metric, name, metrics, sources, as_of, point
+            )
+            values[name] = change(values, metric, previous)
         elif isinstance(metric, RateMetric):
             values[name] = rate(values, metric, name, metrics, point)

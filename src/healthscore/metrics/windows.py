@@ -27,17 +27,26 @@ def _days_in_month(year: int, month: int) -> int:
 
 @dataclass(frozen=True)
 class Span:
-    """The time range one window covers, with explicit edges."""
+    """The time range one window covers, with explicit edges.
+
+    `left` is [start, end). `right` is (start, end] for a window that ends before
+    the as-of point, such as the earlier window of a change, and (start, end) for
+    the window that ends at the point, because no metric reads a row stamped at
+    the point or later. `end_closed` tells which of the two a right span is.
+    """
 
     start: datetime
     end: datetime
     closed: str
+    end_closed: bool = False
 
     def contains(self, column: ibis.Value) -> ibis.BooleanValue:
         """Ibis condition: `column` falls inside the span."""
         if self.closed == "left":
             return (column >= self.start) & (column < self.end)
-        return (column > self.start) & (column <= self.end)
+        if self.end_closed:
+            return (column > self.start) & (column <= self.end)
+        return (column > self.start) & (column < self.end)
 
     @property
     def days(self) -> float:
@@ -52,4 +61,5 @@ def current_span(window: WindowConfig, point: datetime) -> Span:
 def previous_span(window: WindowConfig, point: datetime) -> Span:
     """Return the window of the same length just before the current one."""
     end = shift(point, window.length)
-    return Span(shift(point, window.length, 2), end, window.closed)
+    start = shift(point, window.length, 2)
+    return Span(start, end, window.closed, end_closed=window.closed == "right")

@@ -21,6 +21,7 @@ from healthscore.config.models import (
     AttributeMetric,
     ChangeMetric,
     FormulaMetric,
+    MetricConfig,
     MilestoneMetric,
     RateMetric,
     RatioMetric,
@@ -194,8 +195,8 @@ def _add_derived(project: Project, sources: SourceSet, dated: DatedMetrics) -> N
     """Add the derived metrics in dependency order, as `compute_metrics` does.
 
     Metrics that read only other columns of the same row are computed for all rows
-    at once. Tenure, milestones and rates depend on the date, so they are computed
-    date by date.
+    at once. Tenure, milestones, rates and changes of rates depend on the date, so
+    they are computed date by date.
     """
     metrics = project.config.metrics
     values = dated.values
@@ -207,10 +208,18 @@ def _add_derived(project: Project, sources: SourceSet, dated: DatedMetrics) -> N
             values[name] = derived.ratio(values, metric)
         elif isinstance(metric, FormulaMetric):
             values[name] = derived.formula(values, metric, name)
-        elif isinstance(metric, ChangeMetric):
-            values[name] = derived.change(values, metric, name)
-        elif isinstance(metric, TenureMetric | MilestoneMetric | RateMetric):
+        elif isinstance(metric, ChangeMetric) and not _compares_rate(metric, metrics):
+            previous = values[aggregates.previous_column(name)].astype("float64")
+            values[name] = derived.change(values, metric, previous)
+        elif isinstance(
+            metric, TenureMetric | MilestoneMetric | RateMetric | ChangeMetric
+        ):
             values[name] = _derived_by_date(project, sources, dated, name)
+
+
+def _compares_rate(metric: ChangeMetric, metrics: dict[str, MetricConfig]) -> bool:
+    # The earlier window of a rate is scaled date by date (`previous_window`).
+    return isinstance(metrics[metric.of], RateMetric)
 
 
 def _derived_by_date(
@@ -228,8 +237,13 @@ def _derived_by_date(
         elif isinstance(metric, MilestoneMetric):
             accounts = dated.accounts.iloc[rows]
             column = derived.milestone(part, sources, metric, name, point, accounts)
-        else:
-            assert isinstance(metric, RateMetric)
+        elif isinstance(metric, RateMetric):
             column = derived.rate(part, metric, name, metrics, point)
+        else:
+            assert isinstance(metric, ChangeMetric)
+            previous = derived.previous_window(
+                part, metric, name, metrics, sources, as_of, point
+            )
+            column = derived.change(part, metric, previous)
         result[rows] = column.to_numpy(dtype="float64", na_value=np.nan)
     return result

@@ -1,9 +1,12 @@
 """Row metrics of one source for many as-of dates, from one scan of its rows.
 
 Every as-of point falls on a midnight of the project zone, and every window edge is a
-whole number of days or calendar months before it, so a window is a range of whole
-days. The edges of all windows of all dates cut the time line into segments, and
-each window is a run of whole segments. The scan therefore reduces the rows to
+whole number of days or calendar months before it. Each day is split into two slots,
+its midnight instant and the rest of the day, because a right-closed window (start,
+end) leaves out a row stamped exactly at its start while a left-closed one [start,
+end) keeps it. A window is therefore a range of whole slots. The edges of all
+windows of all dates cut the time line into segments, and each window is a run of
+whole segments. The scan therefore reduces the rows to
 per-account, per-segment partial aggregates once, and each date's value comes from
 those partials:
 
@@ -17,8 +20,6 @@ those partials:
 With weekly dates and windows of whole weeks, a segment is one week, so the scan
 keeps about one row per account and week instead of one per account and day.
 
-A right-closed window (start, end] keeps a row stamped exactly at midnight with the
-day before, so rows are bucketed by the day of `timestamp - 1 microsecond` for it.
 The cost grows with the rows and the account-segments, not with the dates times
 windows.
 
@@ -58,13 +59,13 @@ from healthscore.sources import (
 from healthscore.sources.reader import quote
 
 _EPOCH = datetime(1970, 1, 1)
-# Day numbers are shifted by this much so that they stay positive. A shifted day of 0
-# is the lower edge of a metric without a window.
-_DAY_OFFSET = 1 << 30
+# Slot numbers (two per day, see the module docstring) are shifted by this much so
+# that they stay positive. A shifted slot of 0 is the lower edge of a metric without
+# a window.
+_SLOT_OFFSET = 1 << 30
 _ACCOUNT_SHIFT = 32
-_LEFT_SEGMENT = "_left_segment"
 _CODE = "_code"
-_RIGHT_SEGMENT = "_right_segment"
+_SEGMENT = "_segment"
 # Segments per word of a distinct-count mask: 63 keeps every mask a positive BIGINT.
 _WORD_BITS = 63
 
@@ -76,6 +77,18 @@ def day_number(moment: datetime | date) -> int:
     return (moment - _EPOCH).days
 
 
+def _slot(midnight: datetime) -> int:
+    """Shifted slot of the instant `midnight`: the first slot of its day."""
+    return 2 * day_number(midnight) + _SLOT_OFFSET
+
+
+def _row_slot(timestamp: ibis.TimestampValue) -> ibis.IntegerValue:
+    """Slot of each row's time, unshifted: its day's midnight or the rest of it."""
+    day = timestamp.date()
+    after_midnight = (timestamp > day.cast("timestamp")).cast("int64")
+    return day.epoch_days().cast("int64") * 2 + after_midnight
+
+
 @dataclass(frozen=True)
 class _Sweep:
     """One requested column over all dates: its metric and each date's window."""
@@ -83,11 +96,10 @@ class _Sweep:
     column: str
     metric: MetricConfig
     kind: str
-    right_closed: bool
     starts: np.ndarray
-    """First day of each date's window, shifted by _DAY_OFFSET (0: no lower edge)."""
+    """First slot of each date's window, shifted by _SLOT_OFFSET (0: no lower edge)."""
     ends: np.ndarray
-    """Day after the last day of each date's window, shifted by _DAY_OFFSET."""
+    """Slot after the last slot of each date's window, shifted by _SLOT_OFFSET."""
     low: np.ndarray
     """First segment of each date's window (0 without a lower edge)."""
     high: np.ndarray
@@ -96,10 +108,6 @@ class _Sweep:
     @property
     def bounded(self) -> bool:
         return bool(self.starts.min() > 0)
-
-    @property
-    def segment_column(self) -> str:
-        return _RIGHT_SEGMENT if self.right_closed else _LEFT_SEGMENT
 
 
 def _sweep(
@@ -113,17 +121,18 @@ def _sweep(
         if span is None:
             # Without a window a metric reads the rows strictly before the point.
             starts.append(0)
-            ends.append(day_number(point) + _DAY_OFFSET)
+            ends.append(_slot(point))
         else:
-            starts.append(day_number(span.start) + _DAY_OFFSET)
-            ends.append(day_number(span.end) + _DAY_OFFSET)
-    right = first.span is not None and first.span.closed == "right"
+            # A right-closed window starts after the midnight slot of its first day,
+            # and an earlier window of a change keeps the midnight slot of its end.
+            right = 1 if span.closed == "right" else 0
+            starts.append(_slot(span.start) + right)
+            ends.append(_slot(span.end) + (1 if span.end_closed else 0))
     empty = np.zeros(0, dtype=np.int64)
     return _Sweep(
         column=first.column,
         metric=first.metric,
         kind=_metric_kind(first.metric),
-        right_closed=right,
         starts=np.asarray(starts, dtype=np.int64),
         ends=np.asarray(ends, dtype=np.int64),
         low=empty,
@@ -147,11 +156,11 @@ def _metric_kind(metric: MetricConfig) -> str:
 
 
 class _Segments:
-    """The segments that the window edges of every sweep cut the days into.
+    """The segments that the window edges of every sweep cut the slots into.
 
-    `edges` are the sorted distinct window edges (shifted days). Segment 0 contains
-    the days before the first edge, segment `k` the days from `edges[k - 1]` up to
-    `edges[k]`, and the last segment the days from the last edge on. A window
+    `edges` are the sorted distinct window edges (shifted slots). Segment 0 contains
+    the slots before the first edge, segment `k` the slots from `edges[k - 1]` up to
+    `edges[k]`, and the last segment the slots from the last edge on. A window
     [start, end) is then the segments from `segments_of(start)` up to
     `segments_of(end)`.
     """
@@ -163,24 +172,23 @@ class _Segments:
         self.count = len(self.edges) + 1
         """Number of segments."""
 
-    def segments_of(self, days: np.ndarray) -> np.ndarray:
-        """Segment of each shifted day."""
-        return np.searchsorted(self.edges, days, side="right").astype(np.int64)
+    def segments_of(self, slots: np.ndarray) -> np.ndarray:
+        """Segment of each shifted slot."""
+        return np.searchsorted(self.edges, slots, side="right").astype(np.int64)
 
     def place(self, sweep: _Sweep) -> _Sweep:
         """Return `sweep` with the segment range of each date's window."""
         low = np.where(sweep.starts > 0, self.segments_of(sweep.starts), 0)
         return replace(sweep, low=low, high=self.segments_of(sweep.ends))
 
-    def expression(self, day: ibis.DateValue) -> ibis.IntegerValue:
-        """Segment of each day, as a database expression."""
-        number = day.epoch_days()
-        first = int(self.edges[0]) - _DAY_OFFSET
-        last = int(self.edges[-1]) - _DAY_OFFSET
+    def expression(self, number: ibis.IntegerValue) -> ibis.IntegerValue:
+        """Segment of each unshifted slot `number`, as a database expression."""
+        first = int(self.edges[0]) - _SLOT_OFFSET
+        last = int(self.edges[-1]) - _SLOT_OFFSET
         inside: ibis.IntegerValue = ibis.literal(1, type="int32")
         if last > first:
-            # The segment of each day from the first edge up to the last one.
-            lookup = self.segments_of(np.arange(first, last) + _DAY_OFFSET).tolist()
+            # The segment of each slot from the first edge up to the last one.
+            lookup = self.segments_of(np.arange(first, last) + _SLOT_OFFSET).tolist()
             array = ibis.literal(lookup, type="array<int32>")
             inside = array[(number - first).cast("int32")]
         segment = ibis.cases(
@@ -224,18 +232,8 @@ class SourceSweep:
         table = sources.rows(source_name, points[-1])
         if "timestamp" not in table.columns:
             table = table.mutate(timestamp=table.start.cast("timestamp"))
-        bucketings = {sweep.segment_column for sweep in self.sweeps}
-        days = {
-            _LEFT_SEGMENT: lambda: table.timestamp.date(),
-            _RIGHT_SEGMENT: lambda: (
-                table.timestamp - ibis.interval(microseconds=1)
-            ).date(),
-        }
         table = table.mutate(
-            **{
-                column: segments.expression(days[column]())
-                for column in sorted(bucketings)
-            }
+            **{_SEGMENT: segments.expression(_row_slot(table.timestamp))}
         )
         self._partials: dict[str, _Partials] = {}
         self._distinct: dict[str, np.ndarray] = {}
@@ -321,31 +319,26 @@ def _scan_partials(
 ) -> pd.DataFrame:
     """Per account and segment, the partial aggregates of each sweep.
 
-    The rows are grouped by the segment of each bucketing that a sweep uses. The
-    account ids become their positions (column `code`, from the `positions`
-    table).
+    The rows are grouped by account and segment, and sorted by both. The account
+    ids become their positions (column `code`, from the `positions` table).
     """
     lower = min(int(s.starts.min()) for s in sweeps)
     if lower > 0:
         # Rows before every window can be skipped, as compute_source does. The
         # aggregations below must be built on the filtered table.
-        start = _EPOCH + pd.Timedelta(days=lower - _DAY_OFFSET - 1).to_pytimedelta()
+        first_day = (lower - _SLOT_OFFSET) // 2
+        start = _EPOCH + pd.Timedelta(days=first_day).to_pytimedelta()
         table = table.filter(table.timestamp >= start)
     namespace = {column: table[column] for column in table.columns}
     aggregations: dict[str, ibis.Value] = {}
     for index, sweep in enumerate(sweeps):
         aggregations.update(_partial_columns(table, index, sweep, namespace))
-    # Grouping by only the bucketing that the sweeps use gives one row per account
-    # and segment, which spares merging the rows of the two bucketings later.
-    segment_columns = sorted({sweep.segment_column for sweep in sweeps})
-    grouped = table.group_by(["account_id", *segment_columns]).aggregate(**aggregations)
+    grouped = table.group_by(["account_id", _SEGMENT]).aggregate(**aggregations)
     coded = grouped.join(positions, "account_id").drop("account_id")
-    if len(segment_columns) == 1:
-        # Sorted once here for every sweep (see _sorted_segments).
-        coded = coded.order_by([_CODE, segment_columns[0]])
+    # Sorted once here for every sweep (see _sorted_segments).
+    coded = coded.order_by([_CODE, _SEGMENT])
     frame = coded.to_pyarrow().to_pandas()
-    for column in segment_columns:
-        frame[column] = frame[column].to_numpy(np.int64)
+    frame[_SEGMENT] = frame[_SEGMENT].to_numpy(np.int64)
     frame["code"] = frame.pop(_CODE).to_numpy(np.int64)
     return frame
 
@@ -453,7 +446,7 @@ class _Partials:
 
     @classmethod
     def build(cls, frame: pd.DataFrame, index: int, sweep: _Sweep) -> _Partials:
-        merged = _merge_segments(frame, index, sweep)
+        merged = _sorted_segments(frame, index, sweep)
         keys = (merged["code"].to_numpy(np.int64) << _ACCOUNT_SHIFT) | merged[
             "segment"
         ].to_numpy(np.int64)
@@ -514,51 +507,11 @@ def _running(values: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.nan_to_num(values, nan=0.0))])
 
 
-def _merge_segments(frame: pd.DataFrame, index: int, sweep: _Sweep) -> pd.DataFrame:
-    """Partials of one sweep per (account code, segment) of its bucketing, sorted."""
+def _sorted_segments(frame: pd.DataFrame, index: int, sweep: _Sweep) -> pd.DataFrame:
+    """Partials of one sweep per (account code, segment), sorted by both."""
     part = pd.DataFrame(
-        {
-            "code": frame["code"].to_numpy(),
-            "segment": frame[sweep.segment_column].to_numpy(),
-        }
+        {"code": frame["code"].to_numpy(), "segment": frame[_SEGMENT].to_numpy()}
     )
-    if _LEFT_SEGMENT not in frame.columns or _RIGHT_SEGMENT not in frame.columns:
-        # Grouped by this bucketing alone: each (account, segment) has one row.
-        return _sorted_segments(part, frame, index, sweep)
-    kind = sweep.kind
-    keys = ["code", "segment"]
-    if kind == "count":
-        part["value"] = frame[f"c{index}"].to_numpy("float64")
-        part = part[part["value"] > 0]
-        merged = part.groupby(keys, sort=True).sum()
-    elif kind in ("sum", "mean"):
-        part["value"] = frame[f"s{index}"].to_numpy("float64")
-        part["count"] = frame[f"n{index}"].to_numpy("float64")
-        part = part[part["count"] > 0]
-        merged = part.groupby(keys, sort=True).sum()
-    elif kind in ("min", "max"):
-        part["value"] = frame[f"m{index}"].to_numpy("float64")
-        part = part[part["value"].notna()]
-        merged = part.groupby(keys, sort=True).agg(kind)
-    elif kind == "latest":
-        part["value"] = frame[f"v{index}"].to_numpy()
-        part["time"] = frame[f"t{index}"].to_numpy()
-        part = part[part["time"].notna()].sort_values([*keys, "time"])
-        # The newest row's value, kept even when it is missing (unlike `last()`).
-        merged = part.drop_duplicates(keys, keep="last")
-        merged = merged.set_index(keys)[["value"]]
-    else:
-        part["value"] = pd.to_datetime(frame[f"t{index}"]).to_numpy()
-        part = part[part["value"].notna()]
-        reduction = "max" if kind == "last" else "min"
-        merged = part.groupby(keys, sort=True).agg(reduction)
-    return merged.reset_index()
-
-
-def _sorted_segments(
-    part: pd.DataFrame, frame: pd.DataFrame, index: int, sweep: _Sweep
-) -> pd.DataFrame:
-    """Partials of one sweep from rows unique per (account, segment), sorted."""
     kind = sweep.kind
     if kind == "count":
         part["value"] = frame[f"c{index}"].to_numpy("float64")
@@ -603,7 +556,7 @@ def _distinct_counts(
     seen = table.filter(condition).select(
         account_id=table.account_id,
         value=value,
-        segment=table[sweep.segment_column],
+        segment=table[_SEGMENT],
     )
     words = (segments - 1) // _WORD_BITS + 1
     coded = _value_masks(seen, positions, words)
@@ -678,7 +631,11 @@ _USABLE_SQL = (
     "_problem IS NULL AND account_id IN (SELECT account_id FROM valid_{accounts})"
 )
 # Reasons that exclude a row without a problem of its own, for its account.
-_ACCOUNT_REASONS = ("unknown_account:account_id", "duplicated_account:account_id")
+_ACCOUNT_REASONS = (
+    "unknown_account:account_id",
+    "excluded_account:account_id",
+    "duplicated_account:account_id",
+)
 
 
 def sweep_source_reports(

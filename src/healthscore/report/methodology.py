@@ -259,7 +259,9 @@ def _span_text(window: WindowConfig, point: datetime) -> str:
 def _edges(span: Span) -> str:
     if span.closed == "left":
         return f"{_moment(span.start)} ≤ t < {_moment(span.end)}"
-    return f"{_moment(span.start)} < t ≤ {_moment(span.end)}"
+    if span.end_closed:
+        return f"{_moment(span.start)} < t ≤ {_moment(span.end)}"
+    return f"{_moment(span.start)} < t < {_moment(span.end)}"
 
 
 def _moment(value: datetime) -> str:

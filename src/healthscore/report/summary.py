@@ -322,7 +322,10 @@ def _source_summary(report: Mapping[str, Any]) -> SourceSummary:
             row=int(example["row"]),
             column=str(example["column"]),
             reason=describe_problem(
-                str(example["reason"]), example.get("value"), example.get("expected")
+                str(example["reason"]),
+                example.get("value"),
+                example.get("expected"),
+                example.get("detail"),
             ),
         )
         for example in report.get("examples", [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -62,6 +62,7 @@ REASONS = {
     "end_before_start": "end date is before the start date",
     "duplicate_account_id": "account id appears on more than one row",
     "unknown_account": "account id not found in the accounts source",
+    "excluded_account": "account id's row in the accounts source is excluded",
     "duplicated_account": "account id is on more than one row of the accounts source",
     "after_as_of": "timestamp is after the as-of point",
     "unmapped_account": "no account id in the record or in a mapping of its user "
@@ -76,6 +77,11 @@ _EXAMPLES_PER_REASON = 5
 
 #: Reasons whose example rows show the value that could not be read.
 VALUE_REASONS = frozenset({"unparseable_value", "unparseable_joined_value"})
+
+#: Reasons that exclude a row for its account, whose example rows show the id.
+ACCOUNT_REASONS = frozenset(
+    {"unknown_account", "excluded_account", "duplicated_account"}
+)
 
 
 def expected_format(kind: str, timestamp_format: str | None = None) -> str | None:
@@ -96,15 +102,20 @@ def expected_format(kind: str, timestamp_format: str | None = None) -> str | Non
 
 
 def describe_problem(
-    reason: str, value: str | None = None, expected: str | None = None
+    reason: str,
+    value: str | None = None,
+    expected: str | None = None,
+    detail: str | None = None,
 ) -> str:
-    """Return the reason's wording, with the value and the expected format if known."""
+    """Return the reason's wording with the value, expected format and detail."""
     wording = REASONS.get(reason, reason)
     if value is None:
         return wording
     wording = f"{wording}: {value!r}"
     if expected is not None:
         wording += f"; expected {expected}"
+    if detail is not None:
+        wording += f" ({detail})"
     return wording
 
 
@@ -121,13 +132,18 @@ class ExcludedRow:
     column: str
     reason: str
     value: str | None = None
-    """Text that could not be read, for reasons in VALUE_REASONS. A text longer than
-    `VALUE_CHARS` characters is cut there and ends with "..."."""
+    """Text that could not be read, for reasons in VALUE_REASONS, or the account id,
+    for reasons in ACCOUNT_REASONS. A text longer than `VALUE_CHARS` characters is
+    cut there and ends with "..."."""
     expected: str | None = None
     """Format that the column accepts, for example "a date as YYYY-MM-DD"."""
+    detail: str | None = None
+    """For `excluded_account`, the problem of the account's row in the accounts
+    source. For `unknown_account`, an account id of the accounts source that
+    differs only in spaces, case or a trailing ".0", if there is one."""
 
     def __str__(self) -> str:
-        problem = describe_problem(self.reason, self.value, self.expected)
+        problem = describe_problem(self.reason, self.value, self.expected, self.detail)
         return f"{self.file}, row {self.row}, column {self.column}: {problem}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +157,8 @@ class ExcludedRow:
         if self.value is not None:
             found["value"] = self.value
             found["expected"] = self.expected
+        if self.detail is not None:
+            found["detail"] = self.detail
         return found
 
 
@@ -201,8 +219,9 @@ class SourceSet:
         """Usable rows of a source, as seen at `point` (all rows when None).
 
         Rows stamped after the point are left out, so no metric built on this table
-        can see the future. A row stamped exactly at the point is kept; windows that
-        are open at their end leave it out themselves.
+        can see the future. A row stamped exactly at the point is kept, and counts
+        as used in the source report, but every metric leaves it out itself: all
+        windows are open at their end.
         """
         table = self.con.table(f"valid_{name}")
         if point is None:
@@ -429,18 +448,22 @@ class SourceSet:
             else f"SELECT account_id, _problem, {late} AS late, count(*) AS n "
             f"FROM {relation} GROUP BY ALL"
         )
+        accounts = quote(self.loaded[self.accounts_name].relation)
         query = (
             f"WITH grouped AS ({grouped}), "
             f"known AS (SELECT DISTINCT account_id FROM valid_{self.accounts_name}), "
             "duplicated AS (SELECT DISTINCT account_id FROM "
-            f"{quote(self.loaded[self.accounts_name].relation)} "
-            "WHERE _problem = 'duplicate_account_id:account_id') "
+            f"{accounts} WHERE _problem = 'duplicate_account_id:account_id'), "
+            f"excluded AS ({_EXCLUDED_ACCOUNTS_SQL.format(accounts=accounts)}) "
             "SELECT CASE WHEN g._problem IS NOT NULL THEN g._problem "
             "WHEN d.account_id IS NOT NULL THEN 'duplicated_account:account_id' "
+            "WHEN k.account_id IS NULL AND x.account_id IS NOT NULL "
+            "THEN 'excluded_account:account_id' "
             "WHEN k.account_id IS NULL THEN 'unknown_account:account_id' "
             f"WHEN g.late THEN '{late_reason}' ELSE '' END AS problem, sum(g.n) "
             "FROM grouped AS g LEFT JOIN known AS k ON g.account_id = k.account_id "
             "LEFT JOIN duplicated AS d ON g.account_id = d.account_id "
+            "LEFT JOIN excluded AS x ON g.account_id = x.account_id "
             "GROUP BY ALL"
         )
         return {str(p): int(n) for p, n in self._fetch(query)}
@@ -483,11 +506,13 @@ class SourceSet:
             if self.loaded[name].config.kind == ("accounts")
             else self._late_sql(name, point)
         )
+        accounts = quote(self.loaded[self.accounts_name].relation)
         duplicated = (
-            "(SELECT DISTINCT account_id FROM "
-            f"{quote(self.loaded[self.accounts_name].relation)} "
+            f"(SELECT DISTINCT account_id FROM {accounts} "
             "WHERE _problem = 'duplicate_account_id:account_id')"
         )
+        dropped = f"({_EXCLUDED_ACCOUNTS_SQL.format(accounts=accounts)})"
+        known = f"(SELECT account_id FROM valid_{self.accounts_name})"
         examples: list[ExcludedRow] = []
         for problem in sorted(excluded):
             joined = self._joined_examples(name, problem)
@@ -500,9 +525,14 @@ class SourceSet:
                 )
             elif problem == "unknown_account:account_id":
                 condition = (
-                    "_problem IS NULL AND account_id NOT IN "
-                    + (f"(SELECT account_id FROM valid_{self.accounts_name})")
-                    + f" AND account_id NOT IN (SELECT account_id FROM {duplicated})"
+                    f"_problem IS NULL AND account_id NOT IN {known} "
+                    f"AND account_id NOT IN {duplicated} "
+                    f"AND account_id NOT IN {dropped}"
+                )
+            elif problem == "excluded_account:account_id":
+                condition = (
+                    f"_problem IS NULL AND account_id NOT IN {known} "
+                    f"AND account_id NOT IN {duplicated} AND account_id IN {dropped}"
                 )
             elif problem == "duplicated_account:account_id":
                 condition = (
@@ -515,8 +545,19 @@ class SourceSet:
             # Only the few example rows read `_value`, so no file is read again.
             shows_value = loaded.kept_values and reason in VALUE_REASONS
             value = "_value" if shows_value else "CAST(NULL AS VARCHAR)"
+            if reason in ACCOUNT_REASONS:
+                value = "CAST(account_id AS VARCHAR)"
+            rows_of = relation
+            if reason in ACCOUNT_REASONS:
+                # The first row of each account, so the examples show several ids.
+                rows_of = (
+                    f"(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY "
+                    f"account_id ORDER BY _file, _row) AS _nth FROM {relation} "
+                    f"WHERE {condition}) WHERE _nth = 1)"
+                )
+                condition = "true"
             picked = (
-                f"SELECT _file, _row, {value} AS _value FROM {relation} "
+                f"SELECT _file, _row, {value} AS _value FROM {rows_of} "
                 f"WHERE {condition} ORDER BY _file, _row LIMIT {_EXAMPLES_PER_REASON}"
             )
             if self._running_row_numbers(name):
@@ -526,6 +567,7 @@ class SourceSet:
             if shows_value:
                 kind = loaded.columns.get(column, "string")
                 expected = expected_format(kind, loaded.config.timestamp_format)
+            details = self._account_details(reason, [raw for _, _, raw in rows])
             examples.extend(
                 ExcludedRow(
                     file=str(file),
@@ -534,10 +576,96 @@ class SourceSet:
                     reason=reason,
                     value=None if raw is None else cut_value(str(raw)),
                     expected=None if raw is None else expected,
+                    detail=details.get(raw),
                 )
                 for file, row, raw in rows
             )
         return examples
+
+    def _account_details(self, reason: str, ids: list[Any]) -> dict[Any, str]:
+        """Return the `ExcludedRow.detail` of each example account id of `reason`."""
+        if reason == "excluded_account":
+            found = self.account_row_problems(ids)
+            return {account: str(row) for account, row in found.items()}
+        if reason == "unknown_account":
+            return {
+                account: f"the accounts source has {similar!r}"
+                for account, similar in self._similar_account_ids(ids).items()
+            }
+        return {}
+
+    def account_row_problems(self, ids: Iterable[Any]) -> dict[Any, ExcludedRow]:
+        """Return, per id of `ids` without a usable row in the accounts source, the
+        first of its rows that the checks exclude.
+
+        An id with no row in the accounts source is left out.
+        """
+        listed = [account for account in dict.fromkeys(ids) if account is not None]
+        if not listed:
+            return {}
+        name = self.accounts_name
+        loaded = self.loaded[name]
+        relation = quote(loaded.relation)
+        values = ", ".join(literal(str(account)) for account in listed)
+        raw_value = "_value" if loaded.kept_values else "CAST(NULL AS VARCHAR)"
+        picked = (
+            f"SELECT _file, _row, {raw_value} AS _value, account_id, _problem "
+            f"FROM {relation} WHERE _problem IS NOT NULL AND account_id IN ({values}) "
+            f"AND account_id NOT IN (SELECT account_id FROM valid_{name})"
+        )
+        rows = self._fetch(f"SELECT * FROM ({picked}) ORDER BY _file, _row")
+        if self._running_row_numbers(name):
+            firsts = dict(
+                self._fetch(
+                    f"SELECT _file, min(_row) FROM {relation} "
+                    f"WHERE _file IN (SELECT _file FROM ({picked})) GROUP BY _file"
+                )
+            )
+            rows = [(f, r - firsts[f] + 1, v, a, p) for f, r, v, a, p in rows]
+        found: dict[Any, ExcludedRow] = {}
+        for file, row, raw, account, problem in rows:
+            if account in found:
+                continue
+            reason, column = str(problem).split(":", 1)
+            expected = None
+            if raw is not None and reason in VALUE_REASONS:
+                kind = loaded.columns.get(column, "string")
+                expected = expected_format(kind, loaded.config.timestamp_format)
+            found[account] = ExcludedRow(
+                file=str(file),
+                row=int(row),
+                column=column,
+                reason=reason,
+                value=None if raw is None else cut_value(str(raw)),
+                expected=expected,
+            )
+        return found
+
+    def _similar_account_ids(self, ids: list[Any]) -> dict[Any, str]:
+        """Return, per id of `ids`, a usable account id that differs from it only
+        in surrounding spaces, case or a trailing ".0", if there is one."""
+        variants = {
+            account: _id_variants(str(account))
+            for account in ids
+            if account is not None
+        }
+        if not variants:
+            return {}
+        forms = sorted({form for keys in variants.values() for form in keys})
+        values = ", ".join(literal(form) for form in forms)
+        rows = self._fetch(
+            f"SELECT account_id FROM valid_{self.accounts_name} "
+            f"WHERE lower(trim(account_id)) IN ({values}) "
+            f"ORDER BY account_id LIMIT {len(forms) * _EXAMPLES_PER_REASON}"
+        )
+        candidates = [str(account) for (account,) in rows]
+        similar = {}
+        for account, keys in variants.items():
+            for candidate in candidates:
+                if candidate != account and _id_variants(candidate) & keys:
+                    similar[account] = candidate
+                    break
+        return similar
 
     def _joined_examples(self, name: str, problem: str) -> list[ExcludedRow]:
         """Return examples that name the joined rows whose values caused `problem`.
@@ -578,6 +706,26 @@ class SourceSet:
             )
             for file, row, raw in self._fetch(sql)
         ]
+
+
+#: Account ids of the accounts source that are not usable: their rows fail a
+#: check other than the duplicate check. `{accounts}` is the quoted relation.
+_EXCLUDED_ACCOUNTS_SQL = (
+    "SELECT DISTINCT account_id FROM {accounts} WHERE _problem IS NOT NULL "
+    "AND _problem <> 'duplicate_account_id:account_id' AND account_id IS NOT NULL"
+)
+
+
+def _id_variants(account: str) -> set[str]:
+    """Return the forms of an account id that differ from it only in surrounding
+    spaces, case or a trailing ".0", trimmed and in lower case."""
+    base = account.strip().lower()
+    forms = {base}
+    if base.endswith(".0") and base[:-2].lstrip("-").isdigit():
+        forms.add(base[:-2])
+    elif base.lstrip("-").isdigit():
+        forms.add(f"{base}.0")
+    return forms
 
 
 def cut_value(value: str) -> str:

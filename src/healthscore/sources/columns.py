@@ -23,6 +23,7 @@ owner and tasks take the owner of their alert, as the settings document.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from healthscore.config.alerts import EmailChannel, RenewalRiskRule
 from healthscore.config.models import (
     STANDARD_COLUMNS,
     AttributeMetric,
+    MetricConfig,
     MilestoneMetric,
     ProjectConfig,
 )
@@ -61,7 +63,8 @@ def missing_columns(project: Project, loaded: dict[str, LoadedSource]) -> list[s
     """Return one message per source column that settings read but the files lack.
 
     Standard columns are checked for every setting, because an attribute column
-    that a file lacks already fails the read of its source. Owner columns, whose
+    that a file lacks already fails the read of its source. The messages end with
+    those of `metric_column_problems`. Owner columns, whose
     names loading the project file does not check, are also reported when they
     are neither a standard column nor an attribute of the accounts source.
     Sources that are not in `loaded` are skipped.
@@ -84,7 +87,33 @@ def missing_columns(project: Project, loaded: dict[str, LoadedSource]) -> list[s
         _undeclared_message(project, loaded[source], column, found)
         for (source, column), found in undeclared.items()
     ]
-    return messages
+    return messages + metric_column_problems(project.config.metrics, loaded)
+
+
+def metric_column_problems(
+    metrics: Mapping[str, MetricConfig], loaded: Mapping[str, LoadedSource]
+) -> list[str]:
+    """Return one message per metric whose `column` its source does not have.
+
+    This covers every metric that reads a column of its source's rows, such as
+    the text of a sentiment metric or the values of a sum. Sources that are not
+    in `loaded` are skipped.
+    """
+    problems = []
+    for name, metric in metrics.items():
+        source = getattr(metric, "source", None)
+        column = getattr(metric, "column", None)
+        if not isinstance(source, str) or source not in loaded or column is None:
+            continue
+        have = loaded[source].columns
+        if column not in have:
+            problems.append(
+                f"metric {name!r} reads column {column!r}, which source "
+                f"{source!r} does not have (it has {', '.join(have)}); add "
+                f"the column to the source's files, map it in sources."
+                f"{source}.columns, or fix metrics.{name}.column"
+            )
+    return problems
 
 
 def _column_readers(
@@ -125,8 +154,8 @@ def _metric_readers(
         source = getattr(metric, "source", None)
         if source not in loaded:
             continue
-        # `metrics.aggregates.check_columns` reports a missing `column` of a
-        # metric that reads rows.
+        # `metric_column_problems` reports a missing `column` of a metric that
+        # reads rows.
         where = getattr(metric, "where", None)
         if where:
             key = f"metrics.{name}.where"

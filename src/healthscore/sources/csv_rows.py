@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Generator
 from dataclasses import dataclass
 from typing import IO, TextIO
 
@@ -47,7 +47,9 @@ def open_binary(path: str) -> IO[bytes] | gzip.GzipFile:
     return open(path, "rb")
 
 
-def csv_records(path: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def csv_records(
+    path: str, delimiter: str
+) -> Generator[tuple[int, list[str]], None, None]:
     """Yield each record of a CSV file with the line it starts on (1 is the first).
 
     Fields follow RFC 4180: double quotes around a field, doubled inside it. Blank
@@ -63,6 +65,58 @@ def csv_records(path: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
             # A quoted field can span lines, so the next record starts after the
             # last line that this one used.
             line = reader.line_num + 1
+
+
+@dataclass(frozen=True)
+class RepeatedColumn:
+    """A column name that the header of a CSV file has more than once."""
+
+    file: str
+    column: str
+    positions: tuple[int, ...]
+    """Positions of the name in the header, from 1."""
+
+    def describe(self) -> str:
+        """Say where the header repeats the name and what to do."""
+        places = [str(position) for position in self.positions]
+        listed = f"{', '.join(places[:-1])} and {places[-1]}"
+        if len(places) == 2:
+            count, fix = "twice", "one of them"
+        else:
+            count, fix = f"{len(places)} times", "all but one of them"
+        return (
+            f"the header of {self.file} has column {self.column!r} {count}, as "
+            f"columns {listed}, so it is unclear which one to read. Rename or "
+            f"remove {fix}."
+        )
+
+
+def find_repeated_column(
+    files: list[str], delimiter: str, columns: Collection[str]
+) -> RepeatedColumn | None:
+    """Return the first name of `columns` that the header of a file repeats.
+
+    Reads the header line of each file. Returns None when no header repeats one
+    of `columns`, or when a file cannot be read as CSV text, because the scan of
+    the files reports that itself.
+    """
+    for file in files:
+        try:
+            records = csv_records(file, delimiter)
+            try:
+                first = next(records, None)
+            finally:
+                records.close()
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+            return None
+        if first is None:
+            continue
+        header = first[1]
+        for column in dict.fromkeys(header):
+            positions = [i for i, name in enumerate(header, 1) if name == column]
+            if column in columns and len(positions) > 1:
+                return RepeatedColumn(file, column, tuple(positions))
+    return None
 
 
 def fields_count(count: int) -> str:
@@ -238,6 +292,16 @@ def _ending_name(text: bytes) -> str:
     if text.endswith(b"\r"):
         return "CR"
     return ""
+
+
+def has_json_record(path: str) -> bool:
+    """Tell whether a JSON Lines file has a line with more than whitespace.
+
+    Reads up to that line only. Raises OSError or EOFError when the file cannot
+    be read.
+    """
+    with open_binary(path) as handle:
+        return any(not line.isspace() for line in handle)
 
 
 def json_line_shifts(path: str) -> list[tuple[int, int]]:

@@ -40,6 +40,8 @@ from healthscore.sources.csv_rows import (
     find_field_count_error,
     find_json_record_error,
     find_line_ending_change,
+    find_repeated_column,
+    has_json_record,
     json_line_shifts,
 )
 
@@ -132,11 +134,14 @@ def read_source(
     files = resolve_files(project, name, source)
     file_format = source.resolved_format()
     empty = [file for file in files if Path(file).stat().st_size == 0]
-    if empty:
+    # A JSON Lines file has no header, so an empty one is a file without records.
+    if empty and file_format != "jsonl":
         raise SourceError(
             f"source {name!r}: {_describe_files(empty)} is empty; a {file_format} "
             "file needs at least a header row"
         )
+    if file_format == "csv":
+        _check_repeated_columns(name, source, files)
     scan = _scan_sql(file_format, files, source)
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
@@ -148,7 +153,13 @@ def read_source(
         for row in described
         if row[0] not in ("filename", "file_row_number")
     }
-    if file_format == "jsonl":
+    if file_format == "jsonl" and _without_records(files, file_types):
+        # Like a CSV file with only a header row, the source has no rows, and it
+        # has every column of its kind, so its metrics are 0 or missing.
+        keys = [source.file_column(column) for column in STANDARD_COLUMNS[source.kind]]
+        file_types = dict.fromkeys([*keys, *source.attributes], "VARCHAR")
+        scan = _scan_sql(file_format, files, source, text_keys=list(file_types))
+    elif file_format == "jsonl":
         # DuckDB infers each key's type from the first lines (read_json's
         # sample_size, 20,480 by default). A later value that does not fit, such as
         # an invalid time after valid ones, would fail the read of the whole file.
@@ -160,6 +171,7 @@ def read_source(
     columns = _columns_present(name, source, file_types)
     if file_format == "parquet" and len(files) > 1:
         _check_time_column_in_every_file(con, name, source, files)
+        _check_time_types_agree(con, name, source, files, columns)
     joined = load_joins(con, project, name, source)
     columns.update(joined.types)
     materialize = (
@@ -249,6 +261,35 @@ def _scan_sql(
         keys = ", ".join(f"{literal(key)}: 'VARCHAR'" for key in text_keys)
         columns = f", columns = {{{keys}}}"
     return f"read_json({names}, format = 'newline_delimited', filename = true{columns})"
+
+
+def _check_repeated_columns(name: str, source: SourceConfig, files: list[str]) -> None:
+    """Raise SourceError when a CSV header repeats a column that the source reads.
+
+    DuckDB 2.0.1 reads a repeated name as `name`, `name_1` and so on, so the source
+    would silently read the first one.
+    """
+    read = [source.file_column(column) for column in STANDARD_COLUMNS[source.kind]]
+    found = find_repeated_column(files, source.delimiter, {*read, *source.attributes})
+    if found is not None:
+        raise SourceError(f"source {name!r}: {found.describe()}")
+
+
+def _without_records(files: list[str], file_types: dict[str, str]) -> bool:
+    """Tell whether JSON Lines `files` are all empty or contain only blank lines.
+
+    DuckDB 2.0.1 describes such files as one column `json` of type JSON, so the
+    files are read only when it does.
+    """
+    if file_types != {"json": "JSON"}:
+        return False
+    for file in files:
+        try:
+            if has_json_record(file):
+                return False
+        except (OSError, EOFError):
+            return False  # the scan of the files reports the problem itself
+    return True
 
 
 def _late_json_keys(
@@ -720,6 +761,74 @@ def _check_time_column_in_every_file(
         f"the column to the file, move the file out of the folder, or narrow "
         f"sources.{name}.path."
     )
+
+
+#: DuckDB types of Parquet columns that contain times.
+_TIME_TYPES = ("DATE", "TIME", "TIMESTAMP")
+
+
+def _check_time_types_agree(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source: SourceConfig,
+    files: list[str],
+    columns: dict[str, str],
+) -> None:
+    """Raise SourceError when files of a Parquet glob store a column as times in
+    some files and as numbers or booleans in others.
+
+    DuckDB 2.0.1 reads a glob's column with the type of one file and fails the
+    first query that reads another file, as "Unimplemented type for cast (BIGINT
+    -> TIMESTAMP)". Other mixes, such as integers and doubles, or text and times,
+    it converts, and the row checks then handle the values.
+    """
+    # File column name to the source column it is read as.
+    file_columns = {}
+    for column in columns:
+        is_standard = column in STANDARD_COLUMNS[source.kind]
+        file_columns[source.file_column(column) if is_standard else column] = column
+    names = ", ".join(literal(column) for column in file_columns)
+    try:
+        rows = con.execute(
+            "SELECT name, duckdb_type, list(file_name ORDER BY file_name) "
+            f"FROM parquet_schema({file_list(files)}) WHERE name IN ({names}) "
+            "GROUP BY name, duckdb_type ORDER BY name, min(file_name)"
+        ).fetchall()
+    except duckdb.Error:
+        return  # the scan reports an unreadable footer itself
+    by_column: dict[str, list[tuple[str, list[str]]]] = {}
+    for column, duckdb_type, in_files in rows:
+        by_column.setdefault(str(column), []).append((str(duckdb_type), in_files))
+    for column, types in by_column.items():
+        times = [kind for kind, _ in types if kind.startswith(_TIME_TYPES)]
+        others = [kind for kind, _ in types if not kind.startswith(_TIME_TYPES)]
+        if not times or not others or "VARCHAR" in others:
+            continue
+        described = [
+            f"{kind} in {in_files[0]}" + _more_files(len(in_files) - 1)
+            for kind, in_files in types
+        ]
+        standard = file_columns[column]
+        subject = (
+            f"column {column!r} for {standard!r}"
+            if standard in STANDARD_COLUMNS[source.kind]
+            else f"attribute column {column!r}"
+        )
+        value = "a number"
+        if "BOOLEAN" in others:
+            value = "a boolean" if set(others) == {"BOOLEAN"} else "a number or boolean"
+        raise SourceError(
+            f"source {name!r}: {subject} is {', '.join(described[:-1])} but "
+            f"{described[-1]}, and {value} cannot be read as a time. Write the "
+            f"column with the same type in every file of {source.path!r}, such as "
+            f"a Parquet timestamp, or narrow sources.{name}.path."
+        )
+
+
+def _more_files(count: int) -> str:
+    if count == 0:
+        return ""
+    return f" (and {count} more file{'s' if count > 1 else ''})"
 
 
 def _number_json_lines(

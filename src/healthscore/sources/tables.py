@@ -32,6 +32,7 @@ from healthscore.config import Project
 from healthscore.config.databases import Database, parse_connection, table_parts
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.privacy.pseudonymize import pseudonymize_select
+from healthscore.sources.columns import missing_columns
 from healthscore.sources.lookups import lookup_joins
 from healthscore.sources.reader import (
     LoadedSource,
@@ -65,24 +66,28 @@ def read_table_source(
 
 
 def check_table_sources(project: Project) -> list[str]:
-    """Check that every table source's table exists and has its mapped columns.
+    """Check that every table source's table exists and has the columns it needs.
 
-    Only the table's columns are read, no rows. Returns one message per source
-    that fails, each naming the source, the table and what to do.
+    The needed columns are the mapped ones and those that settings read, such as
+    the column of a metric or a name in its `where` (see `missing_columns`). Only
+    the tables' columns are read, no rows. Returns one message per problem, each
+    naming the source, the table and what to do.
     """
     problems = []
+    found: dict[str, LoadedSource] = {}
     for name, source in project.config.sources.items():
         if source.table is None:
             continue
         try:
             database = _database(project, name, source)
             column_types = table_columns(project, name, source, database)
-            _columns_present(
-                name, source, column_types, f"table {_where(database, source)}"
-            )
+            where = _where(database, source)
+            columns = _columns_present(name, source, column_types, f"table {where}")
         except SourceError as exc:
             problems.append(str(exc))
-    return problems
+            continue
+        found[name] = LoadedSource(name, source, f"source_{name}", (where,), columns)
+    return problems + missing_columns(project, found)
 
 
 def table_columns(
