@@ -353,7 +353,7 @@ def test_validate_data_reports_excluded_rows(project):
     ) in output
     assert (
         f"  events: {events_file}, row 12 (line 13), column account_id: account id not "
-        "found in the accounts source"
+        "found in the accounts source: 'a9'"
     ) in output
     assert (
         "1 row is later than the as-of date: valid, left for later dates, not errors."
@@ -755,6 +755,22 @@ def test_explain_unknown_account(project):
     assert result.stderr == (
         "error: account 'zz' was not scored as of 2024-04-01: not in the population "
         "or not an account id\n"
+    )
+
+
+def test_explain_account_with_excluded_row(project):
+    accounts = project / "accounts.csv"
+    accounts.write_text(ACCOUNTS.replace("bob,9000", "bob,lots"), encoding="utf-8")
+    succeeded(run("score", "--project", project, "--as-of", AS_OF))
+
+    result = run("explain", "a2", "--project", project, "--as-of", AS_OF)
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert message.startswith(
+        "error: account 'a2' was not scored as of 2024-04-01: its row in the "
+        f"accounts source is excluded ({accounts}, row 2, column arr: value cannot "
+        "be read as the column's type: 'lots'"
     )
 
 

@@ -101,9 +101,15 @@ class ScoreReader:
         scores, measures, stored = self._tables(as_of)
         rows = scores[scores["account_id"] == account_id]
         if rows.empty:
+            excluded = self._excluded_account_row(account_id)
+            reason = (
+                "not in the population or not an account id"
+                if excluded is None
+                else f"its row in the accounts source is excluded ({excluded})"
+            )
             raise AccountNotScoredError(
                 f"account {account_id!r} was not scored as of {as_of.isoformat()}: "
-                "not in the population or not an account id"
+                f"{reason}"
             )
         row = rows.iloc[0]
         if row["band"] == UNSCORED:
@@ -114,6 +120,24 @@ class ScoreReader:
             )
         own = measures[measures["account_id"] == account_id].reset_index(drop=True)
         return AccountScore(account_id, as_of, row, own, stored)
+
+    def _excluded_account_row(self, account_id: str) -> str | None:
+        """Return the problem of the account's excluded row in the accounts source.
+
+        None when the accounts source has no such row, or cannot be read now.
+        """
+        from healthscore.config import ConfigError
+        from healthscore.errors import SourceError
+        from healthscore.pipeline import open_engine
+
+        try:
+            if self._engine is None:
+                self._engine = open_engine(self.project)
+            found = self._engine.sources.account_row_problems([account_id])
+        except (SourceError, ConfigError):
+            return None
+        row = found.get(account_id)
+        return None if row is None else str(row)
 
     def _tables(self, as_of: date) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
         from healthscore import pipeline
