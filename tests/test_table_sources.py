@@ -592,8 +592,29 @@ def test_postgres_missing_table_is_source_error(tmp_path: Path, pg_schema: str) 
     message = str(caught.value)
     assert f"source 'events': table '{pg_schema}.event' not found" in message
     assert PG_SOURCE in message
-    assert "check sources.events.table" in message
+    assert "check sources.events.table, and that the user may read it" in message
     assert f"Similar tables: {pg_schema}.events" in message
+
+
+def test_postgres_load_over_memory_limit(tmp_path: Path, pg_schema: str) -> None:
+    import psycopg
+
+    # 400 000 rows with long user names need far more than 2 MB of DuckDB memory.
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(
+            f"INSERT INTO \"{pg_schema}\".events SELECT 'a1', "
+            "timestamptz '2026-05-01 00:00+00' + n * interval '1 second', 'login', "
+            "1, repeat(md5(n::text), 4) FROM generate_series(1, 400000) AS n"
+        )
+    project = pg_project(tmp_path, pg_schema, engine={"memory_limit": "2MB"})
+
+    with pytest.raises(SourceError) as caught:
+        open_engine(project)
+
+    message = str(caught.value)
+    assert message.startswith(f"source 'events': reading {PG_SOURCE}")
+    assert "raise engine.memory_limit in healthscore.yml" in message
+    assert "check that the server is reachable" not in message
 
 
 def test_postgres_missing_column_is_source_error(
@@ -639,7 +660,8 @@ def test_duckdb_missing_table_and_file(tmp_path: Path) -> None:
         open_engine(project)
     message = str(caught.value)
     assert "source 'events': table 'crm.evnts' not found" in message
-    assert "Similar tables: crm.events" in message
+    assert "check sources.events.table. Similar tables: crm.events" in message
+    assert "may read it" not in message
     assert (
         "source 'subscriptions': DuckDB file /nowhere/x.duckdb not found; check "
         "sources.subscriptions.connection"

@@ -35,6 +35,7 @@ from healthscore.privacy.pseudonymize import pseudonymize_select
 from healthscore.sources.columns import missing_columns
 from healthscore.sources.lookups import lookup_joins
 from healthscore.sources.reader import (
+    _MEMORY_HINT,
     LoadedSource,
     SourceError,
     _columns_present,
@@ -280,10 +281,16 @@ def _read_postgres_table(
         # The stream fails inside DuckDB's scan with the driver's error as text.
         if not _is_database_error(exc):
             raise
+        # Loading the rows into DuckDB can exceed engine.memory_limit, which is
+        # no fault of the server.
+        advice = (
+            _MEMORY_HINT
+            if isinstance(exc, duckdb.OutOfMemoryException)
+            else f"; check that the server is reachable and sources.{name}.table"
+        )
         raise SourceError(
             f"source {name!r}: reading {where} failed: "
-            f"{database.redact(_first_line(exc))}; check that the server is "
-            f"reachable and sources.{name}.table"
+            f"{database.redact(_first_line(exc))}{advice}"
         ) from None
     finally:
         backend.disconnect()
@@ -469,7 +476,9 @@ def _missing_table_message(
     assert source.table is not None
     close = difflib.get_close_matches(source.table, available, n=3, cutoff=0.6)
     hint = f" Similar tables: {', '.join(close)}." if close else ""
+    # A DuckDB file has no users, so only a server's permissions can hide a table.
+    access = ", and that the user may read it" if database.kind == "postgres" else ""
     return (
         f"source {name!r}: table {source.table!r} not found in {database.display}; "
-        f"check sources.{name}.table, and that the user may read it.{hint}"
+        f"check sources.{name}.table{access}.{hint}"
     )
