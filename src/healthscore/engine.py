@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import duckdb
 import ibis
 from ibis.backends import BaseBackend
 from ibis.backends.duckdb import Backend as DuckDBBackend
@@ -21,6 +23,7 @@ from ibis.backends.duckdb import Backend as DuckDBBackend
 from healthscore.config import Project
 from healthscore.sources import SourceError, SourceSet, load_sources
 from healthscore.sources.reader import _first_line as first_line
+from healthscore.store.duckdb_files import register_connection
 
 if TYPE_CHECKING:
     from ibis.backends.pyspark import Backend as PySparkBackend
@@ -38,6 +41,10 @@ DEFAULT_SPARK_APP_NAME = "healthscore"
 #: instead. Scoring 2 M events of benchmarks/generate.py as of one date took 49 s
 #: with 200 and 18 s with 4 partitions, run back to back in local[2] on 2 CPUs.
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+
+
+#: The DuckDB connection that `connect` opened last, for the advice of errors.
+_last_connection: weakref.ref[duckdb.DuckDBPyConnection] | None = None
 
 
 def connect(project: Project) -> DuckDBBackend:
@@ -74,12 +81,39 @@ def connect(project: Project) -> DuckDBBackend:
             "healthscore.yml to a folder that can be created"
         ) from None
     raw.execute("SET temp_directory = ?", [str(temp_directory)])
+    # A snapshot table in a DuckDB file that a table source attaches is written
+    # through this connection, because DuckDB lets no other one write the file.
+    register_connection(raw)
+    global _last_connection
+    _last_connection = weakref.ref(raw)
     logger.debug(
         "opened DuckDB (time zone %s, memory limit %s)",
         project.config.timezone,
         settings.memory_limit or "default",
     )
     return con
+
+
+def spill_folder() -> str | None:
+    """Return the spill folder of the DuckDB connection that `connect` opened last.
+
+    Returns None when that connection is closed or none was opened, and an empty
+    text when its spilling is off.
+    """
+    con = _last_connection() if _last_connection is not None else None
+    if con is None:
+        return None
+    try:
+        cursor = con.cursor()
+    except duckdb.ConnectionException:
+        return None  # the connection is closed
+    try:
+        ((folder,),) = cursor.execute(
+            "SELECT current_setting('temp_directory')"
+        ).fetchall()
+    finally:
+        cursor.close()
+    return str(folder)
 
 
 def default_temp_directory(project: Project) -> Path:
@@ -116,13 +150,54 @@ def start_spark_session(project: Project) -> SparkSession:
     try:
         return builder.getOrCreate()
     except Exception as exc:  # Py4J, PySpark and JVM errors alike
-        reason = first_line(exc).rstrip(".")
         logger.debug("starting Spark failed", exc_info=exc)
         raise SourceError(
-            f"Spark could not start with engine.master {master!r}: {reason}. Check "
-            "engine.master (local[*], local[N], spark://host:port, yarn), that the "
-            "master is reachable, and that Java 17 is installed (JAVA_HOME)."
+            f"Spark could not start with engine.master {master!r}: "
+            f"{_start_failure(exc, master)}. Check engine.master (local[*], "
+            "local[N], spark://host:port, yarn), that the master is reachable, and "
+            "that Java 17 is installed (JAVA_HOME)."
         ) from None
+
+
+def _start_failure(exc: Exception, master: str) -> str:
+    """Describe why starting Spark failed, in Java's words where Java failed.
+
+    Py4J's own message only names the Java call ("An error occurred while calling
+    None.org.apache.spark.api.java.JavaSparkContext"), so the Java exception's
+    message is shown instead.
+    """
+    java_exception = getattr(exc, "java_exception", None)
+    if java_exception is not None:
+        return _java_message(exc, java_exception).rstrip(".")
+    error_class = getattr(exc, "getCondition", getattr(exc, "getErrorClass", None))
+    if callable(error_class) and error_class() == "JAVA_GATEWAY_EXITED":
+        # The JVM wrote its error to this process's stderr, which is not captured.
+        reason = "Java exited before Spark started; its output above names the cause"
+        if master == "yarn" and not (
+            os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")
+        ):
+            reason = (
+                "Java exited before Spark started. With master yarn, Spark needs "
+                "HADOOP_CONF_DIR or YARN_CONF_DIR set to the folder of the "
+                "cluster's Hadoop configuration, and neither is set here"
+            )
+        return reason
+    return first_line(exc).rstrip(".")
+
+
+def _java_message(exc: Exception, java_exception: Any) -> str:
+    """Return the message of the Java exception of a Py4JJavaError."""
+    try:
+        message = java_exception.getMessage()
+    except Exception:  # the JVM is gone; its text is in Py4J's message
+        message = None
+    if message:
+        return str(message).strip().splitlines()[0]
+    # Py4J's message is "An error occurred while calling X.\n: class: message".
+    for line in str(exc).splitlines():
+        if line.startswith(": "):
+            return line.removeprefix(": ").strip()
+    return first_line(exc)
 
 
 #: Seconds to wait for a TCP connection to a standalone Spark master. An estimate of

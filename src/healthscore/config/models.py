@@ -480,9 +480,12 @@ class WindowConfig(StrictModel):
     length: Duration = Field(description="Window length, for example 28d.")
     closed: Literal["left", "right"] = Field(
         default="left",
-        description="`left`: [point - length, point), rows at the as-of point are "
-        "out. `right`: (point - length, point], a row stamped exactly at the point is "
-        "in (it is still never after it).",
+        description="`left`: [point - length, point), a row stamped exactly at the "
+        "window's start is in. `right`: (point - length, point), such a row is out. "
+        "No window reads a row stamped at the as-of point or later, so with rows "
+        "stamped at midnight, such as dates, a right-closed window covers one day "
+        "less than its length. The earlier window of a `change` keeps its end when "
+        "right-closed: (point - 2 length, point - length].",
     )
 
     @field_validator("length", mode="before")
@@ -978,10 +981,18 @@ _MEMORY_SIZE = re.compile(
 )
 _SPARK_SETTINGS = ("master", "app_name", "spark_conf")
 
+#: A host and port of a `spark://` master URL: a name, an IPv4 address or an IPv6
+#: address in brackets.
+_SPARK_ADDRESS = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}"
+
 #: Master URLs that Spark accepts, as its documentation of `--master` lists them.
+#: Spark 4.0 fails on `local[0]` ("Asked to run locally with 0 threads") and on a
+#: `spark://` address without a port ("Invalid master URL") only once the session
+#: starts, so both are rejected here.
 _SPARK_MASTER = re.compile(
-    r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]"
-    r"|spark://\S+|yarn|k8s://\S+|mesos://\S+"
+    r"local(\[(\*|0*[1-9]\d*)(,\d+)?\])?"
+    r"|local-cluster\[0*[1-9]\d*,0*[1-9]\d*,0*[1-9]\d*\]"
+    rf"|spark://{_SPARK_ADDRESS}(,{_SPARK_ADDRESS})*|yarn|k8s://\S+|mesos://\S+"
 )
 
 
@@ -1036,7 +1047,9 @@ class EngineConfig(StrictModel):
     master: str | None = Field(
         default=None,
         description="Spark master URL, for example `spark://host:7077` or `yarn`; "
-        "`local[*]` when not set. Ignored when a program passes its own SparkSession.",
+        "`local[*]` when not set. A `spark://` URL needs the port of each master, "
+        "and `local[N]` needs N of 1 or more. Ignored when a program passes its own "
+        "SparkSession.",
     )
     app_name: str | None = Field(
         default=None,
@@ -1048,9 +1061,28 @@ class EngineConfig(StrictModel):
     def _known_master(cls, value: str | None) -> str | None:
         if value is None or _SPARK_MASTER.fullmatch(value.strip()):
             return value
+        master = value.strip()
+        if re.fullmatch(r"local\[0+(,\d+)?\]", master):
+            raise ValueError(
+                f"invalid Spark master {value!r}: it runs no threads; use local[N] "
+                "with N of 1 or more, or local[*] for one thread per CPU core"
+            )
+        if master.startswith("spark://"):
+            addresses = master.removeprefix("spark://").split(",")
+            portless = [
+                address
+                for address in addresses
+                if re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+", address)
+            ]
+            if portless:
+                raise ValueError(
+                    f"invalid Spark master {value!r}: {', '.join(portless)} has no "
+                    "port; write spark://host:port with the port the master listens "
+                    "on, 7077 by default (its web UI shows its spark:// URL)"
+                )
         raise ValueError(
-            f"invalid Spark master {value!r}; use local[*], local[N], "
-            "spark://host:port, yarn or k8s://https://host:port"
+            f"invalid Spark master {value!r}; use local[*], local[N] with N of 1 or "
+            "more, spark://host:port, yarn or k8s://https://host:port"
         )
 
     spark_conf: dict[str, SparkValue] | None = Field(
@@ -1112,7 +1144,10 @@ class SnapshotTableConfig(StrictModel):
     table: str = Field(
         description="Table name, as `name` or `schema.name`; created with the "
         "columns of the snapshot's scores table, `as_of` and `project` when missing. "
-        "A schema is not created: it must exist."
+        "A schema is not created: it must exist. On PostgreSQL both names are "
+        "quoted, so their case is kept: a table written as `MyScores` must be "
+        'queried as `"MyScores"`, and a schema created without quotes must be '
+        "written here in lower case. Lower-case names need no quotes."
     )
     project: str | None = Field(
         default=None,
@@ -1252,7 +1287,9 @@ class ProjectConfig(StrictModel):
     as_of_point: Literal["start_of_day", "end_of_day"] = Field(
         default="start_of_day",
         description="Where the as-of point of date D falls: `start_of_day` is D 00:00, "
-        "so day D itself is not seen; `end_of_day` is D+1 00:00, so it is.",
+        "so day D itself is not seen; `end_of_day` is D+1 00:00, so it is. No metric "
+        "reads a row stamped at the point or later, whatever its window's `closed` "
+        "says.",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Storage.")

@@ -14,9 +14,11 @@ PostgreSQL or a DuckDB file, and created when missing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +63,31 @@ SNAPSHOT_TABLE_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True)
+class TableWrite:
+    """Rows that a command wrote into the snapshot table."""
+
+    table: str
+    """The table as `store.snapshot_table.table` names it."""
+    connection: str
+    """The connection URL without password or query."""
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the write as JSON-ready values."""
+        return {"table": self.table, "connection": self.connection, "rows": self.rows}
+
+
+def table_write(
+    project: Project, settings: SnapshotTableConfig, rows: int
+) -> TableWrite:
+    """Describe `rows` written into the snapshot table of `settings`.
+
+    Raises SnapshotTableError when the connection URL cannot be resolved.
+    """
+    return TableWrite(settings.table, _database(project, settings).display, rows)
+
+
 def project_key(project: Project, settings: SnapshotTableConfig) -> str:
     """Return the key of the project's rows: `settings.project`, else the name.
 
@@ -90,7 +117,10 @@ class SnapshotTableWriter:
     failed write leaves every one of its dates with the rows it had before. The
     connection opens on the first `write`, is closed after a failed one (the next
     `write` opens a new one), and closes with `close` or at the end of a `with`
-    block.
+    block. A DuckDB file that a table source of the project reads is the
+    exception: it is closed after each `connect`, `write` and `delete_account`,
+    so that the engine can attach it, and the writer then writes through the
+    engine's connection (see `healthscore.store.duckdb_files`).
 
     Raises SnapshotTableError on creation when the connection URL cannot be resolved,
     for example when it names an unset variable.
@@ -102,6 +132,7 @@ class SnapshotTableWriter:
         self.database = _database(project, settings)
         self._schema, self._name = table_parts(settings.table)
         self._backend: Any = None
+        self._source_file = _is_source_file(project, self.database)
 
     def __enter__(self) -> SnapshotTableWriter:
         return self
@@ -116,12 +147,35 @@ class SnapshotTableWriter:
         cannot be created or is not a table with the needed columns.
         """
         self._open()
+        self._close_if_shared()
 
     def close(self) -> None:
-        """Close the connection, if one is open."""
+        """Close the connection, if one is open.
+
+        Raises SnapshotTableError when the DuckDB file of the engine's sources
+        cannot be attached read-only again after a write through the engine.
+        """
         backend, self._backend = self._backend, None
-        if backend is not None:
+        if backend is None:
+            return
+        try:
             backend.disconnect()
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            raise SnapshotTableError(
+                f"attaching {self.database.display} read-only again for the "
+                f"sources after writing table {self.settings.table!r} failed: "
+                f"{_first_line(exc)}. Close programs that write to the file and "
+                "run the command again"
+            ) from None
+
+    def _close_if_shared(self) -> None:
+        """Close a connection to a DuckDB file that the engine reads sources from."""
+        from healthscore.store.duckdb_files import AttachedBackend
+
+        if self._source_file or isinstance(self._backend, AttachedBackend):
+            self.close()
 
     def write(self, scores: Sequence[tuple[date, pd.DataFrame | pa.Table]]) -> int:
         """Replace the project's rows of each listed date with its scores, in one
@@ -148,6 +202,7 @@ class SnapshotTableWriter:
             f"table keeps its earlier rows of {_those(dates)}"
         ):
             self._replace(backend, dates, rows)
+        self._close_if_shared()
         logger.info(
             "wrote %d scores of %s into %s#%s in %.2f s",
             rows.num_rows,
@@ -252,6 +307,7 @@ class SnapshotTableWriter:
                 self.database,
                 f"DELETE FROM {table} WHERE {rows}",
             )
+        self._close_if_shared()
 
     @contextmanager
     def _database_errors(self, failure: str) -> Iterator[None]:
@@ -323,6 +379,23 @@ def _database(project: Project, settings: SnapshotTableConfig) -> Database:
         ) from None
 
 
+def _is_source_file(project: Project, database: Database) -> bool:
+    """Tell whether `database` is a DuckDB file that a table source reads."""
+    if database.kind != "duckdb" or database.path is None:
+        return False
+    path = os.path.realpath(database.path)
+    for source in project.config.sources.values():
+        if source.connection is None:
+            continue
+        try:
+            read = parse_connection(project, source.connection)
+        except ValueError:
+            continue  # reading the source reports it
+        if read.path is not None and os.path.realpath(read.path) == path:
+            return True
+    return False
+
+
 def _as_arrow(as_of: date, scores: pd.DataFrame | pa.Table, key: str) -> pa.Table:
     """Return the rows to write, typed as the table; `as_of` and the project `key`
     are set on every row."""
@@ -370,13 +443,19 @@ def _open_backend(database: Database, settings: SnapshotTableConfig) -> Any:
     """Connect to the table's database. Raises SnapshotTableError when that fails."""
     import ibis
 
+    from healthscore.store.duckdb_files import open_attached_backend
+
     try:
         if database.kind == "duckdb":
             assert database.path is not None
-            database.path.parent.mkdir(parents=True, exist_ok=True)
-            backend = ibis.duckdb.connect(str(database.path))
+            # An engine of this process that reads sources from the file has it
+            # attached, and DuckDB lets no second database of the process write it.
+            backend = open_attached_backend(database.path)
+            if backend is None:
+                database.path.parent.mkdir(parents=True, exist_ok=True)
+                backend = ibis.duckdb.connect(str(database.path))
         else:
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = dict(database.credentials())
             if "connect_timeout" not in urlsplit(database.url).query:
                 options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
             backend = ibis.connect(database.url, **options)
@@ -441,6 +520,16 @@ def _ensure_table(
                 name, schema=ibis.Schema.from_pyarrow(expected), database=schema
             )
             logger.info("created table %s in %s", settings.table, database.display)
+            if database.kind == "postgres" and settings.table != settings.table.lower():
+                # PostgreSQL folds unquoted names to lower case, so an unquoted
+                # query of this name finds no table.
+                logger.warning(
+                    "created table %s in %s with its upper-case letters kept; "
+                    "query it as %s, with the quotes",
+                    settings.table,
+                    database.display,
+                    _table_sql(backend, schema, name),
+                )
             return
     except Exception as exc:
         if not _is_database_error(exc):
@@ -525,10 +614,13 @@ def _add_project_column(
 def _is_view(backend: Any, database: Database, schema: str | None, name: str) -> bool:
     """Tell whether the relation `schema.name` is a view, from information_schema."""
     default = "current_schema()"
+    # information_schema of DuckDB lists every attached database, so the engine's
+    # connection (see `_open_backend`) also lists its in-memory views.
     sql = (
         "SELECT table_type FROM information_schema.tables WHERE table_name = "
         f"{_text_sql(name)} AND table_schema = "
-        f"{_text_sql(schema) if schema is not None else default}"
+        f"{_text_sql(schema) if schema is not None else default} "
+        "AND table_catalog = current_database()"
     )
     rows = _fetch(backend, database, sql)
     return any(str(kind).upper() == "VIEW" for (kind,) in rows)
