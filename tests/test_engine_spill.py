@@ -168,3 +168,52 @@ def test_query_out_of_memory_names_settings(tmp_path, capsys):
     assert "Raise engine.memory_limit in healthscore.yml" in message
     assert "set engine.temp_directory" in message
     assert "Traceback" not in message
+
+
+def out_of_memory_message(con, sql: str, capsys) -> str:
+    """Run `sql` under handle_errors and return its error, on one line."""
+
+    @handle_errors
+    def run_query(verbose: int = 0) -> None:
+        con.con.execute(sql).fetchone()
+
+    with pytest.raises(typer.Exit) as caught:
+        run_query()
+
+    assert caught.value.exit_code == 1
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_memory_limit_too_small_despite_spilling(tmp_path, capsys):
+    # One list of 3 million numbers is one value of 24 MB, which DuckDB cannot
+    # spill in parts, so it fails although a spill folder is set.
+    project = project_with_engine(
+        tmp_path, memory_limit="16MB", threads=1, temp_directory="spill"
+    )
+    con = connect(project)
+
+    sql = "SELECT list(i) FROM range(3000000) AS t(i)"
+    message = out_of_memory_message(con, sql, capsys)
+
+    assert message.startswith("error: DuckDB ran out of memory while running a query")
+    # DuckDB reports 16 MB (10^6 bytes) as 15.2 MiB.
+    assert "DuckDB's memory limit of 15.2 MiB (engine.memory_limit)" in message
+    assert f"DuckDB could spill to {tmp_path / 'spill'}" in message
+    assert "raise engine.memory_limit in healthscore.yml" in message
+    assert "temp_directory" not in message
+    assert "Traceback" not in message
+
+
+def test_spill_size_limit_names_folder(tmp_path, capsys):
+    project = project_with_engine(tmp_path, memory_limit="64MB", threads=1)
+    con = connect(project)
+    con.con.execute("SET max_temp_directory_size = '1MB'")
+
+    message = out_of_memory_message(con, SPILLING_QUERY, capsys)
+
+    spill = tmp_path / ".healthscore" / "tmp"
+    assert message.startswith("error: DuckDB ran out of memory while running a query")
+    assert f"the spill folder {spill} reached its size limit" in message
+    assert "max_temp_directory_size" in message
+    assert "set engine.temp_directory to a folder on a disk with more free" in message
+    assert "Traceback" not in message

@@ -405,13 +405,46 @@ def _duckdb_message(exc: Exception) -> str | None:
 
 
 def _duckdb_memory_message(exc: duckdb.OutOfMemoryException) -> str:
-    """Return the message of a query that ran out of DuckDB's memory limit."""
+    """Return the message of a query that ran out of DuckDB's memory limit.
+
+    The advice depends on the limit that DuckDB names: its memory limit, the size
+    limit of the spill folder, or a memory limit with spilling off.
+    """
     from healthscore.sources.reader import _first_line as first_line
 
+    text = str(exc)
+    folder = None
+    if "healthscore.engine" in sys.modules:
+        from healthscore.engine import spill_folder
+
+        folder = spill_folder()
+    message = f"DuckDB ran out of memory while running a query: {first_line(exc)}."
+    # The phrases below are those of DuckDB 2.0's out-of-memory errors.
+    if "max_temp_directory_size" in text:
+        where = f" {folder}" if folder else ""
+        return (
+            f"{message} DuckDB spilled to disk, and the spill folder{where} reached "
+            "its size limit, DuckDB's max_temp_directory_size (by default 90% of "
+            "the free disk space there). Free disk space there, set "
+            "engine.temp_directory to a folder on a disk with more free space, or "
+            "raise engine.memory_limit in healthscore.yml so that less is spilled."
+        )
+    if "no temporary directory" in text or folder == "":
+        return (
+            f"{message} Spilling to disk was off, because DuckDB had no spill "
+            "folder. Raise engine.memory_limit in healthscore.yml, or set "
+            "engine.temp_directory to a folder with free space so that DuckDB can "
+            "spill to disk."
+        )
+    used = re.search(r"/([^/()]+) used\)", text)
+    limit = f" of {used.group(1)}" if used else ""
+    where = f" to {folder}" if folder else ""
     return (
-        f"DuckDB ran out of memory while running a query: {first_line(exc)}. Raise "
-        "engine.memory_limit in healthscore.yml, or set engine.temp_directory to a "
-        "folder with free space so that DuckDB can spill to disk."
+        f"{message} The query needed more than DuckDB's memory limit{limit} "
+        f"(engine.memory_limit). DuckDB could spill{where}, but spilling did not "
+        "free enough memory, so the limit is too small for this data: raise "
+        "engine.memory_limit in healthscore.yml, or lower engine.threads, which "
+        "lowers the memory that a query holds at once."
     )
 
 
