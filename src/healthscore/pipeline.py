@@ -30,7 +30,9 @@ from healthscore.scoring import ScoreResult, score_accounts
 from healthscore.sources import SourceReport, as_of_point
 from healthscore.store.snapshot_tables import (
     SnapshotTableError,
+    TableWrite,
     check_snapshot_table,
+    table_write,
     write_snapshot_table,
 )
 from healthscore.store.snapshots import SnapshotStore
@@ -62,6 +64,8 @@ class ScoringRun:
     shadow_skipped: list[str] = field(default_factory=list)
     """One message per shadow file left out of `shadow` because it is invalid or
     failed to score, naming the file and the problem."""
+    snapshot_table: TableWrite | None = None
+    """The rows written into `store.snapshot_table`; None when none were written."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables stored in the snapshot."""
@@ -276,7 +280,10 @@ def score(
             # NOTE: backfill and the service's rescoring write the table too, but
             # `monitoring.history.replay` stores the Parquet snapshot only.
             try:
-                write_snapshot_table(project, snapshot_table, as_of, result.scores)
+                rows = write_snapshot_table(
+                    project, snapshot_table, as_of, result.scores
+                )
+                run.snapshot_table = table_write(project, snapshot_table, rows)
             except SnapshotTableError as exc:
                 raise SnapshotTableError(
                     f"{exc}. The Parquet snapshot of {as_of.isoformat()} is stored "

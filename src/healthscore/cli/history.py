@@ -31,15 +31,19 @@ from healthscore.cli.common import (
     print_json,
     progress_allowed,
     say,
+    say_wrapped,
     stderr_console,
     stdout_console,
 )
+from healthscore.cli.scoring import table_write_line
+from healthscore.config import Project
 from healthscore.config.models import Duration, parse_duration
 
 # Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
 # that use them, so that `healthscore --help` does not load them.
 if TYPE_CHECKING:
     from healthscore.monitoring.coverage import PartialWindows
+    from healthscore.store.snapshot_tables import TableWrite
     from healthscore.store.snapshots import SnapshotStore
 
 WEEKLY = parse_duration("7d")
@@ -135,6 +139,7 @@ def backfill(
                 unwritten=exc.unwritten,
                 files_only=exc.files_only,
             ) from None
+    written = _table_write(project, result.dates, result.accounts)
     if json_output:
         print_json(
             {
@@ -142,6 +147,7 @@ def backfill(
                 "accounts": {day.isoformat(): n for day, n in result.accounts.items()},
                 "skipped": result.skipped,
                 "seconds": round(result.seconds, 3),
+                "snapshot_table": None if written is None else written.to_dict(),
             }
         )
         return
@@ -154,6 +160,8 @@ def backfill(
         f"stored {plural(len(result.dates), 'snapshot')} from {result.dates[0]} to "
         f"{result.dates[-1]} in {result.seconds:.1f} s"
     )
+    if written is not None:
+        say_wrapped(table_write_line(written, plural(len(result.dates), "date")))
     empty = sorted(day for day, count in result.accounts.items() if count == 0)
     if empty:
         note_wrapped(
@@ -163,6 +171,22 @@ def backfill(
             "starts or after it ends. Check --from and --to against the dates of "
             "your data."
         )
+
+
+def _table_write(
+    project: Project, dates: list[date], accounts: dict[date, int]
+) -> TableWrite | None:
+    """Describe the rows that a backfill wrote into `store.snapshot_table`.
+
+    A backfill writes one row per scored account of each stored date, and it
+    stores a date only once its rows are written.
+    """
+    from healthscore.store.snapshot_tables import table_write
+
+    settings = project.config.store.snapshot_table
+    if settings is None or not dates:
+        return None
+    return table_write(project, settings, sum(accounts[day] for day in dates))
 
 
 def rerun_command(

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from healthscore.metrics import MetricTable
     from healthscore.monitoring.guard import GuardDecision
     from healthscore.report import ScoredDate, ScoreSummary
+    from healthscore.store.snapshot_tables import TableWrite
 
 TableOutput = Annotated[
     Path | None,
@@ -86,9 +87,12 @@ def score(
         result["guard"] = None if guard is None else guard.to_dict()
         result["alerts_raised"], result["tasks_opened"] = _monitoring_counts(run)
         result["shadow_skipped"] = list(run.shadow_skipped)
+        result["snapshot_table"] = (
+            None if run.snapshot_table is None else run.snapshot_table.to_dict()
+        )
         print_json(result)
         return
-    print_score_summary(scored, summary)
+    print_score_summary(scored, summary, run.snapshot_table)
     if guard is not None:
         for line in guard_lines(guard):
             say_wrapped(line)
@@ -172,8 +176,13 @@ def guard_lines(guard: GuardDecision) -> list[str]:
     return lines
 
 
-def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
-    """Print bands, riskiest accounts, coverage, storage and the source summary."""
+def print_score_summary(
+    scored: ScoredDate, summary: ScoreSummary, written: TableWrite | None = None
+) -> None:
+    """Print bands, riskiest accounts, coverage, storage and the source summary.
+
+    `written` is the run's write into the snapshot table, if any.
+    """
     console = stdout_console()
     project = scored.project.config.name
     accounts = counted(summary.accounts, "account")
@@ -192,12 +201,22 @@ def print_score_summary(scored: ScoredDate, summary: ScoreSummary) -> None:
         say(f"Stored the snapshot in {scored.snapshot}.")
     else:
         say("The snapshot was not stored (--no-store).")
+    if written is not None:
+        say_wrapped(table_write_line(written, scored.as_of.isoformat()))
     for ignored in scored.ignored_overrides:
         note(
             f"warning: override {ignored['id']} of account {ignored['account_id']} "
             f"({ignored['target']}) was not applied: {ignored['reason']}"
         )
     print_sources(console, summary.sources, scored.as_of.isoformat())
+
+
+def table_write_line(written: TableWrite, dates: str) -> str:
+    """Return the line that reports the rows written into the snapshot table."""
+    return (
+        f"Wrote {plural(written.rows, 'row')} of {dates} into table "
+        f"{written.table} of {written.connection}."
+    )
 
 
 def empty_population_warning(
