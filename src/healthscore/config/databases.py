@@ -13,6 +13,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from healthscore.config.loader import Project, expand_variables
+from healthscore.config.variables import VARIABLE
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Database:
     path: Path | None = None
     """The file of a DuckDB database."""
     password: str | None = field(default=None, repr=False)
+    """The password of the user part, else of the `password` query parameter, as
+    written in the URL (percent-encoded)."""
 
     def redact(self, text: str) -> str:
         """Return `text` with the password, if any, replaced by `***`."""
@@ -36,6 +39,17 @@ class Database:
             text = text.replace(secret, "***")
         return text
 
+    def credentials(self) -> dict[str, str]:
+        """Return the user and password of the user part, percent-decoded.
+
+        Pass them to Ibis's PostgreSQL backend with the URL: Ibis 12 takes the
+        user name as written and decodes the password with `unquote_plus`, which
+        reads a `+` as a space.
+        """
+        parts = urlsplit(self.url)
+        found = {"user": parts.username, "password": parts.password}
+        return {key: unquote(value) for key, value in found.items() if value}
+
 
 def parse_connection(project: Project, connection: str) -> Database:
     """Expand `${NAME}` variables in `connection` and tell which database it names.
@@ -43,8 +57,9 @@ def parse_connection(project: Project, connection: str) -> Database:
     `duckdb:///abs/file.duckdb` is an absolute path and `duckdb://rel/file.duckdb`
     a path relative to the project folder, as Ibis reads DuckDB URLs.
 
-    A variable in the user information (`//user:${PASSWORD}@host`) is
-    percent-encoded, so a password with `@`, `/`, `:` or `#` stays one password.
+    A variable in the user information (`//user:${PASSWORD}@host`) or in a query
+    value (`?password=${PASSWORD}`) is percent-encoded, so a value with `@`, `/`,
+    `:`, `#`, `?`, `&` or `%` stays one value.
 
     Raises ValueError for an unset variable or an unknown scheme.
     """
@@ -71,7 +86,12 @@ def parse_connection(project: Project, connection: str) -> Database:
         if parts.username:
             netloc = f"{parts.username}@{netloc}"
         display = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-        return Database("postgres", url, display, None, parts.password)
+        password = parts.password
+        if password is None:
+            # Kept as written: `redact` masks this form and its decoded form.
+            written = re.search(r"(?:^|&)password=([^&]*)", parts.query)
+            password = written.group(1) if written else None
+        return Database("postgres", url, display, None, password)
     raise ValueError(
         f"invalid connection {masked(connection)!r}: unknown scheme; use "
         "postgresql://... or duckdb://..."
@@ -79,16 +99,54 @@ def parse_connection(project: Project, connection: str) -> Database:
 
 
 def _expand_connection(connection: str) -> str:
-    """Replace the variables of a URL, percent-encoding those of its user part."""
-    head, separator, rest = connection.partition("://")
+    """Replace the variables of a URL, percent-encoding those of the user part and
+    of query values.
+
+    The URL is split while its variables are still placeholders, so a `/`, `@`,
+    `#` or `?` in a value or a default never moves the split.
+    """
+    variables: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        variables.append(match.group(0))
+        return f"\0{len(variables) - 1}\0"
+
+    template = VARIABLE.sub(placeholder, connection)
+
+    def expand(part: str, *, quoted: bool = False) -> str:
+        restored = _PLACEHOLDER.sub(lambda match: variables[int(match.group(1))], part)
+        return expand_variables(restored, quoted=quoted)
+
+    head, separator, rest = template.partition("://")
     if not separator:
-        return expand_variables(connection)
-    authority = rest.split("/", 1)[0]
-    at = authority.rfind("@")
-    if at < 0:
-        return expand_variables(connection)
-    user = expand_variables(rest[:at], quoted=True)
-    return expand_variables(head) + separator + user + expand_variables(rest[at:])
+        return expand(template)
+    end = min(
+        (index for index in map(rest.find, "/?#") if index >= 0), default=len(rest)
+    )
+    authority, tail = rest[:end], rest[end:]
+    user, at, host = authority.rpartition("@")
+    path, question, query = tail.partition("?")
+    query, hash_mark, fragment = query.partition("#")
+    parameters = []
+    for parameter in query.split("&") if question else []:
+        key, equals, value = parameter.partition("=")
+        parameters.append(expand(key) + equals + expand(value, quoted=True))
+    return (
+        expand(head)
+        + separator
+        + expand(user, quoted=True)
+        + at
+        + expand(host)
+        + expand(path)
+        + question
+        + "&".join(parameters)
+        + hash_mark
+        + expand(fragment)
+    )
+
+
+#: The stand-in of a variable while `_expand_connection` splits a URL.
+_PLACEHOLDER = re.compile("\0([0-9]+)\0")
 
 
 #: The password of a URL's user information: `//user:password@`.

@@ -7,7 +7,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: A `${NAME}` or `${NAME:-default}` variable: the name, then the default if any.
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def expand_variables(
@@ -31,4 +32,4 @@ def expand_variables(
             )
         return quote(value, safe="") if quoted else value
 
-    return _VARIABLE.sub(replace, text)
+    return VARIABLE.sub(replace, text)

@@ -309,7 +309,9 @@ def _connect_postgres(name: str, source: SourceConfig, database: Database) -> An
             f"source {name!r}: reading PostgreSQL tables needs psycopg; install "
             "healthscore with the postgres extra: pip install 'healthscore[postgres]'"
         ) from None
-    options: dict[str, Any] = {}
+    # Ibis takes the user name from the URL still percent-encoded, so the decoded
+    # user and password are passed on their own.
+    options: dict[str, Any] = dict(database.credentials())
     if "connect_timeout" not in urlsplit(database.url).query:
         options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     try:
