@@ -93,38 +93,31 @@ class InsufficientLabels(ValueError):
 
     def with_source(self, source: str) -> InsufficientLabels:
         """Return the same error with the advice for labels from `source`."""
-        return type(self)(
-            self.positives,
-            self.negatives,
-            self.minimum,
-            self.step,
-            source,
-            self.action,
-            self.setting,
-        )
+        return self._changed(source=source)
 
     def with_action(self, action: str) -> InsufficientLabels:
         """Return the same error, naming `action` as what could not be done."""
-        return type(self)(
-            self.positives,
-            self.negatives,
-            self.minimum,
-            self.step,
-            self.source,
-            action,
-            self.setting,
-        )
+        return self._changed(action=action)
 
     def with_setting(self, setting: str) -> InsufficientLabels:
         """Return the same error, naming `setting` as where its minimum comes from."""
+        return self._changed(setting=setting)
+
+    def _changed(
+        self,
+        source: str | None = None,
+        action: str | None = None,
+        setting: str | None = None,
+    ) -> InsufficientLabels:
+        """Return the same error with the arguments given here in place of its own."""
         return type(self)(
             self.positives,
             self.negatives,
             self.minimum,
             self.step,
-            self.source,
-            self.action,
-            setting,
+            source or self.source,
+            action or self.action,
+            setting or self.setting,
         )
 
     def __reduce__(
