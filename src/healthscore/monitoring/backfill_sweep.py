@@ -232,9 +232,13 @@ class SourceSweep:
         table = sources.rows(source_name, points[-1])
         if "timestamp" not in table.columns:
             table = table.mutate(timestamp=table.start.cast("timestamp"))
-        table = table.mutate(
-            **{_SEGMENT: segments.expression(_row_slot(table.timestamp))}
-        )
+        if (segments.edges % 2 == 1).any():
+            slots = _row_slot(table.timestamp)
+        else:
+            # Every edge is a midnight, so a row's midnight slot and the rest of its
+            # day fall in one segment, and the cheaper day number gives the slot.
+            slots = table.timestamp.date().epoch_days().cast("int64") * 2
+        table = table.mutate(**{_SEGMENT: segments.expression(slots)})
         self._partials: dict[str, _Partials] = {}
         self._distinct: dict[str, np.ndarray] = {}
         # The database replaces account ids by their positions in `accounts`, and
