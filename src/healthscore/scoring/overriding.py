@@ -48,14 +48,8 @@ def plan_overrides(
     account's scorecard lacks, are listed in `ignored` with the reason.
     """
     plan = OverridePlan()
-    newest: dict[tuple[str, str | None], Override] = {}
-    active = [item for item in overrides if item.is_active(as_of)]
-    for item in sorted(active, key=override_age):
-        key = (item.account_id, item.measure)
-        if key in newest:
-            reason = f"a newer override of the same {newest[key].target} applies"
-            plan.ignored.append(IgnoredOverride(newest[key], reason))
-        newest[key] = item
+    newest, older = newest_overrides(overrides, as_of)
+    plan.ignored.extend(older)
     chosen = list(newest.values())
     positions = population.get_indexer([item.account_id for item in chosen])
     for item, position in zip(chosen, positions, strict=True):
@@ -67,6 +61,26 @@ def plan_overrides(
         else:
             plan.measures[(int(position), item.measure)] = item
     return plan
+
+
+def newest_overrides(
+    overrides: Iterable[Override], as_of: date
+) -> tuple[dict[tuple[str, str | None], Override], list[IgnoredOverride]]:
+    """Return the newest active override per account and target, and the older ones.
+
+    The newest is the last by `override_age`. Each older active override is
+    returned with the reason that it does not apply.
+    """
+    newest: dict[tuple[str, str | None], Override] = {}
+    older: list[IgnoredOverride] = []
+    active = [item for item in overrides if item.is_active(as_of)]
+    for item in sorted(active, key=override_age):
+        key = (item.account_id, item.measure)
+        if key in newest:
+            reason = f"a newer override of the same {newest[key].target} applies"
+            older.append(IgnoredOverride(newest[key], reason))
+        newest[key] = item
+    return newest, older
 
 
 def override_age(item: Override) -> tuple[datetime, int]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from healthscore.config.overrides import Override
-from healthscore.scoring.overriding import override_age
+from healthscore.scoring.overriding import newest_overrides
 from healthscore.service.auth import Access
 from healthscore.service.data import ProjectData
 from healthscore.service.serialize import jsonable
@@ -128,14 +128,10 @@ def applying_overrides(overrides: Iterable[Override], as_of: date) -> set[int]:
     """Return the ids of the overrides that scoring as of `as_of` uses.
 
     Of the active overrides of one account and measure (or whole score), scoring
-    uses the newest by `created_at`, then the highest id, as `plan_overrides` of
-    `healthscore.scoring.overriding` decides. Whether the account is scored on
-    that date, and whether its scorecard has the measure, is not checked here.
+    uses the newest (`newest_overrides`). Whether the account is scored on that
+    date, and whether its scorecard has the measure, is not checked here.
     """
-    newest: dict[tuple[str, str | None], Override] = {}
-    active = [item for item in overrides if item.is_active(as_of)]
-    for item in sorted(active, key=override_age):
-        newest[(item.account_id, item.measure)] = item
+    newest, _ = newest_overrides(overrides, as_of)
     return {item.id for item in newest.values() if item.id is not None}
 
 
