@@ -90,7 +90,7 @@ def test_cli_no_warning_from_first_complete_date(tmp_path: Path) -> None:
 def test_cli_range_ending_before_complete_windows(tmp_path: Path) -> None:
     # Every date up to 2024-02-07 has a partial window, so a range that ends on
     # 2024-02-05 has no complete date, and --from 2024-02-08 alone would make the
-    # range empty. The warning asks for a --to on or after that date too.
+    # range empty. The warning also requests a --to on or after that date.
     project = build(tmp_path / "p")
 
     result = run("backfill", "--from", "2024-01-15", "--to", "2024-02-05", "--every",

@@ -272,13 +272,13 @@ def test_replace_corrects_churn_date(any_state, tmp_path):
 
     with pytest.raises(ImportValidationError) as caught:
         import_outcomes(any_state, fixed, now=NOW)
-    refused = str(caught.value)
+    rejected = str(caught.value)
     result = import_outcomes(any_state, fixed, now=NOW, replace=True)
 
     assert "a1: row 1 (line 2) records churned on 2026-02-10, 9 days after the " in (
-        refused
+        rejected
     )
-    assert refused.endswith(
+    assert rejected.endswith(
         "If a stored outcome named above is wrong, pass --replace to replace it "
         "with the row that conflicts with it."
     )
@@ -542,12 +542,12 @@ def test_cli_replace_reports_replaced(project, tmp_path):
     fixed = write(tmp_path / "fixed.csv", OUTCOME_HEADER + "a1,churned,2026-02-10\n")
 
     stored = invoke(project, "outcomes", "import", str(first))
-    refused = invoke(project, "outcomes", "import", str(fixed))
+    rejected = invoke(project, "outcomes", "import", str(fixed))
     replaced = invoke(project, "outcomes", "import", str(fixed), "--replace")
 
     assert stored.exit_code == 0, stored.output
-    assert refused.exit_code == 1
-    assert "pass --replace to replace it" in flat(refused.output)
+    assert rejected.exit_code == 1
+    assert "pass --replace to replace it" in flat(rejected.output)
     assert replaced.exit_code == 0, replaced.output
     assert flat(replaced.output) == flat(
         f"Stored 1 outcome from {fixed}; replaced 1 stored outcome:\n"
@@ -611,15 +611,15 @@ def test_api_replace_outcome(client):
     right = {"account_id": "a2", "kind": "churned", "occurred_on": "2026-02-01"}
 
     first = post(test_client, token["csm"], "/outcomes", {"outcomes": [wrong]})
-    refused = post(test_client, token["csm"], "/outcomes", {"outcomes": [right]})
+    rejected = post(test_client, token["csm"], "/outcomes", {"outcomes": [right]})
     replaced = post(
         test_client, token["csm"], "/outcomes?replace=true", {"outcomes": [right]}
     )
     listed = test_client.get(f"{API}/outcomes", headers=bearer(token["admin"]))
 
     assert first.status_code == 201, first.text
-    assert refused.status_code == 422, refused.text
-    assert "send replace=true to replace it" in refused.json()["error"]["message"]
+    assert rejected.status_code == 422, rejected.text
+    assert "send replace=true to replace it" in rejected.json()["error"]["message"]
     assert replaced.status_code == 201, replaced.text
     assert replaced.json() == {
         "stored": 1,

@@ -1,4 +1,4 @@
-"""A running service answers like the command line after snapshots change."""
+"""A running service returns what the command line shows after snapshots change."""
 
 from __future__ import annotations
 

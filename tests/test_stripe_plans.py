@@ -2,7 +2,7 @@
 
 Such a `customer.subscription.updated` event gives only the legacy single-item
 fields `quantity` or `plan` in `data.previous_attributes`. Stripe keeps them on a
-subscription with one item as copies of that item's quantity and price, so the
+subscription with one item as copies of that item's quantity and price. So the
 event describes a change of the one item, and the MRR before the change is that of
 the item with the previous quantity or price.
 """

@@ -245,7 +245,7 @@ def test_all_retained_column_names_no_horizon(tmp_path):
 def test_backtest_of_several_dates_folds_the_latest(tmp_path):
     # Every fifth account is churned: 40 of 200 at each of three dates. The labels
     # repeat at every date, so a split between dates would test the accounts of
-    # its training rows; only the 200 rows of the latest date are measured.
+    # its training rows. Only the 200 rows of the latest date are measured.
     labels = ["Yes" if i % 5 == 0 else "No" for i in range(ACCOUNTS)]
     project = write_project(tmp_path, label_column_config(), column_files(labels))
     for day in (date(2024, 1, 1), date(2024, 2, 1), AS_OF):

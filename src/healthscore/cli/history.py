@@ -227,8 +227,8 @@ def partial_windows_warning(
     """Name the dates scored on partial windows, the sources, and where to start.
 
     `end` is the backfill's --to. When the first date with complete windows comes
-    after it, no --from within the range helps, and the warning asks for a later
-    --to as well.
+    after it, no --from within the range helps, so the warning also requests a
+    later --to.
     """
     count = len({day for found in partial for day in found.dates})
     first = max(found.first_complete for found in partial)

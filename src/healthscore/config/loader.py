@@ -310,7 +310,7 @@ def _index_lines(
 
 #: Lists whose entries are identified by their `name`, with the noun for an entry.
 #: Snapshots store the scorecard and band of each score, and alert rules name bands,
-#: so two entries with one name could not be told apart there.
+#: so two entries with one name could not be distinguished there.
 _NAMED_LISTS: dict[KeyPath, str] = {
     ("scorecards",): "scorecard",
     ("bands",): "band",

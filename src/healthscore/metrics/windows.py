@@ -30,9 +30,9 @@ class Span:
     """The time range one window covers, with explicit edges.
 
     `left` is [start, end). `right` is (start, end] for a window that ends before
-    the as-of point, such as the earlier window of a change, and (start, end) for
-    the window that ends at the point, because no metric reads a row stamped at
-    the point or later. `end_closed` tells which of the two a right span is.
+    the as-of point, such as the earlier window of a change. It is (start, end)
+    for the window that ends at the point, because no metric reads a row stamped
+    at the point or later. `end_closed` tells which of the two a right span is.
     """
 
     start: datetime
