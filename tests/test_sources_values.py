@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -267,3 +268,38 @@ def test_ingest_unreadable_accounts_not_checked(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1
     assert warnings[0].startswith("account ids were not checked: ")
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [([1, 0, 2, -1], "int64"), ([1.0, 0.0, 2.0, 0.5], "float64")],
+)
+def test_number_column_read_as_boolean_takes_only_0_and_1(
+    tmp_path: Path, values: list[float], dtype: str
+) -> None:
+    config = minimal_config()
+    config["sources"]["events"] = {
+        "kind": "events",
+        "path": "events.parquet",
+        "attributes": {"trial": "boolean"},
+    }
+    events = pd.DataFrame(
+        {
+            "account_id": ["a1", "a1", "a2", "a3"],
+            "timestamp": pd.to_datetime(["2024-03-01 10:00"] * 4),
+            "trial": pd.Series(values, dtype=dtype),
+        }
+    )
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.parquet": events}
+    )
+    report = events_report(project)
+    examples = by_row(report)
+
+    assert report.excluded == {"unparseable_value:trial": 2}
+    assert sorted(examples) == [3, 4]
+    assert examples[3].value in ("2", "2.0")
+    assert examples[3].expected == "true or false, or 1 or 0"
+    sources = load_sources(project, connect(project))
+    kept = sources.rows("events").to_pandas().sort_values("trial")
+    assert kept["trial"].tolist() == [False, True]

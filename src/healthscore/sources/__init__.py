@@ -89,7 +89,7 @@ def expected_format(kind: str, timestamp_format: str | None = None) -> str | Non
     if kind == "number":
         return "a number such as 1250 or -0.5"
     if kind == "boolean":
-        return "true or false"
+        return "true or false, or 1 or 0"
     if kind == "date":
         if timestamp_format:
             return f"a date in the format {timestamp_format!r} of timestamp_format"

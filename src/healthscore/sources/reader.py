@@ -711,6 +711,14 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
         parsed = f"TRY_CAST({raw} AS DOUBLE)"
         plain = f"instr(CAST({raw} AS VARCHAR), '_') = 0"
         return f"CASE WHEN {_finite(parsed)} AND {plain} THEN {parsed} END"
+    if kind == "boolean" and (
+        file_type in _EXACT_NUMBER_TYPES
+        or file_type in _FLOAT_TYPES
+        or file_type.startswith("DECIMAL")
+    ):
+        # A cast reads every number other than 0 as true, so 2 or 0.5 would pass
+        # as a flag. Only 0 and 1 are read; any other number cannot be read.
+        return f"TRY_CAST(CASE WHEN {raw} IN (0, 1) THEN {raw} END AS BOOLEAN)"
     if kind == "boolean":
         return f"TRY_CAST({raw} AS BOOLEAN)"
     if file_type == "TIMESTAMP":
