@@ -303,3 +303,24 @@ def test_number_column_read_as_boolean_takes_only_0_and_1(
     sources = load_sources(project, connect(project))
     kept = sources.rows("events").to_pandas().sort_values("trial")
     assert kept["trial"].tolist() == [False, True]
+
+
+def test_single_precision_numbers_read_as_written(tmp_path: Path) -> None:
+    config = minimal_config()
+    config["sources"]["events"] = {"kind": "events", "path": "events.parquet"}
+    events = pd.DataFrame(
+        {
+            "account_id": ["a1", "a1", "a2"],
+            "timestamp": pd.to_datetime(["2024-03-01 10:00"] * 3),
+            "value": pd.Series([0.1, 123456.789, float("inf")], dtype="float32"),
+        }
+    )
+    project = write_project(
+        tmp_path, config, {"accounts.csv": ACCOUNTS_CSV, "events.parquet": events}
+    )
+    sources = load_sources(project, connect(project))
+    kept = sources.rows("events").to_pandas().sort_values("value")
+
+    # float32 holds 0.1 as 0.100000001490116 and 123456.789 as 123456.7890625.
+    assert kept["value"].tolist() == [0.1, 123456.79]
+    assert events_report(project).excluded == {"unparseable_value:value": 1}

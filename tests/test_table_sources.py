@@ -456,6 +456,22 @@ def test_postgres_scores_match_hand_count(tmp_path: Path, pg_schema: str) -> Non
     assert sorted(run.result.scores["account_id"]) == ["a1", "a2", "a4"]
 
 
+def test_postgres_real_column_reads_as_written(tmp_path: Path, pg_schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        table = f'"{pg_schema}".events'
+        connection.execute(f"ALTER TABLE {table} ALTER COLUMN amount TYPE real")
+        connection.execute(
+            f"UPDATE {table} SET amount = 0.1 WHERE customer = 'a4' AND kind = 'login'"
+        )
+    run = score(pg_project(tmp_path, pg_schema), AS_OF, monitor=False)
+
+    # As a double, PostgreSQL's real 0.1 is 0.10000000149011612.
+    assert run.metrics.values.loc["a4", "amount_28d"] == 0.1
+    assert run.metrics.values.loc["a1", "amount_28d"] == 3.5
+
+
 def test_postgres_source_pseudonymizes_users(tmp_path: Path, pg_schema: str) -> None:
     engine = open_engine(pg_project(tmp_path / "tables", pg_schema))
     file_engine = open_engine(csv_project(tmp_path / "files"))

@@ -703,7 +703,12 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
         # Not `NOT isnan()`: DuckDB 2.0.1 folds it to true when a footer's minimum
         # and maximum are finite, which pyarrow writes for a column with NaN.
         kept = f"{_finite(raw)} OR isinf({raw})"
-        return f"CASE WHEN {kept} THEN CAST({raw} AS DOUBLE) END"
+        number = f"CAST({raw} AS DOUBLE)"
+        if file_type == "FLOAT":
+            # A single-precision 0.1 widens to 0.10000000149011612. Its shortest
+            # decimal text is the number that was stored, so it goes through that.
+            number = f"CAST(CAST({raw} AS VARCHAR) AS DOUBLE)"
+        return f"CASE WHEN {kept} THEN {number} END"
     if kind == "number":
         # DuckDB reads 'NaN', 'inf' and '-Infinity' as such, and '1e400' as
         # infinity, so a value that is not finite is unparseable too. It also
