@@ -250,6 +250,59 @@ def test_intervention_problems_reported_together(state, tmp_path):
     assert interventions_frame(state).empty
 
 
+# ARR change and kind
+
+
+def test_import_rejects_arr_change_against_kind(state, tmp_path):
+    file = write(
+        tmp_path / "arr.csv",
+        "account_id,kind,occurred_on,arr_before,arr_after\n"
+        "a1,expanded,2026-02-01,100,90\n"
+        "a2,contracted,2026-02-01,100,120\n"
+        "a3,expanded,2026-02-01,100.5,100.5\n"
+        "a4,contracted,2026-02-01,100,100\n"
+        "a5,renewed,2026-02-01,100,80\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(state, file, now=NOW)
+
+    assert str(caught.value).splitlines() == [
+        f"{file} has 4 invalid values; nothing was stored:",
+        "  row 1 (line 2), column arr_after: 90 is not above arr_before 100, but an "
+        "expansion raises ARR; correct arr_before or arr_after, or set kind to "
+        "contracted if ARR went down, or to renewed if it stayed the same",
+        "  row 2 (line 3), column arr_after: 120 is not below arr_before 100, but a "
+        "contraction lowers ARR; correct arr_before or arr_after, or set kind to "
+        "expanded if ARR went up, or to renewed if it stayed the same",
+        "  row 3 (line 4), column arr_after: 100.5 is not above arr_before 100.5, "
+        "but an expansion raises ARR; correct arr_before or arr_after, or set kind "
+        "to contracted if ARR went down, or to renewed if it stayed the same",
+        "  row 4 (line 5), column arr_after: 100 is not below arr_before 100, but a "
+        "contraction lowers ARR; correct arr_before or arr_after, or set kind to "
+        "expanded if ARR went up, or to renewed if it stayed the same",
+    ]
+    assert outcomes_frame(state).empty
+
+
+def test_import_accepts_arr_change_of_kind(state, tmp_path):
+    file = write(
+        tmp_path / "arr.csv",
+        "account_id,kind,occurred_on,arr_before,arr_after\n"
+        "a1,expanded,2026-02-01,100,120\n"
+        "a2,contracted,2026-02-01,100,80\n"
+        "a3,renewed,2026-02-01,100,80\n"
+        "a3,renewed,2026-03-01,80,80\n"
+        "a4,churned,2026-02-01,100,0\n"
+        "a5,expanded,2026-02-01,,150\n"
+        "a6,contracted,2026-02-01,90,\n",
+    )
+
+    result = import_outcomes(state, file, now=NOW)
+
+    assert (result.stored, result.skipped) == (7, 0)
+
+
 # Replacing stored outcomes
 
 

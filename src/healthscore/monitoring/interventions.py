@@ -90,6 +90,16 @@ class ImportResult:
 
 
 @dataclass(frozen=True)
+class Difference:
+    """A row that repeats a stored row with other values, so it was skipped."""
+
+    location: str
+    """The row's place, such as `row 2 (line 3)` or `outcomes[2]`."""
+    changed: dict[str, tuple[Any, Any]]
+    """Each column whose value differs, with the stored value and the row's value."""
+
+
+@dataclass(frozen=True)
 class RowChanges:
     """Changes that storing rows makes, decided before anything is written."""
 
@@ -99,8 +109,8 @@ class RowChanges:
     """Stored rows to delete, with their `id` and `replaced_by`."""
     skipped: int
     """Rows not inserted because they repeat a stored row."""
-    differing: list[str] = field(default_factory=list)
-    """Locations of skipped rows whose other values differ from the stored row."""
+    differing: list[Difference] = field(default_factory=list)
+    """Skipped rows whose other values differ from the stored row."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +121,8 @@ class StoredRows:
     skipped: int
     replaced: list[dict[str, Any]]
     """Deleted rows with the columns of their table and `replaced_by`."""
-    differing: list[str]
-    """Locations of skipped rows whose other values differ from the stored row."""
+    differing: list[Difference]
+    """Skipped rows whose other values differ from the stored row."""
 
 
 @dataclass
@@ -167,8 +177,10 @@ def import_outcomes(
 
     Columns: `account_id`, `kind` (churned, renewed, expanded or contracted),
     `occurred_on` (YYYY-MM-DD), and optionally `arr_before`, `arr_after` (numbers of
-    at least 0) and `source` (default: the file name). A row with the account, kind
-    and date of a stored outcome is skipped, so a grown file can be imported again.
+    at least 0) and `source` (default: the file name). With both ARR values, an
+    expanded row needs `arr_after` above `arr_before`, and a contracted row below
+    (see `arr_change_problem`). A row with the account, kind and date of a stored
+    outcome is skipped, so a grown file can be imported again.
     With `known_accounts`, a row whose account is not in it is invalid. With
     `latest_date` (usually today), a row dated after it is invalid.
 
@@ -208,7 +220,11 @@ def import_outcomes(
     if written.differing:
         warnings.append(
             _differing_warning(
-                path, written.differing, "outcome", OUTCOME_KEY, OUTCOME_VALUES
+                path,
+                [difference.location for difference in written.differing],
+                "outcome",
+                OUTCOME_KEY,
+                OUTCOME_VALUES,
             )
         )
     logger.info("imported %d outcomes from %s", written.stored, path)
@@ -301,7 +317,7 @@ def import_interventions(
         warnings = (
             _differing_warning(
                 path,
-                written.differing,
+                [difference.location for difference in written.differing],
                 "intervention",
                 INTERVENTION_KEY,
                 INTERVENTION_VALUES,
@@ -363,7 +379,7 @@ def _plan_repeats(
     stored_by_key = {tuple(row[name] for name in key): row for row in stored}
     new: list[dict[str, Any]] = []
     replaced: list[dict[str, Any]] = []
-    differing: list[str] = []
+    differing: list[Difference] = []
     skipped = 0
     for row in rows:
         old = stored_by_key.get(tuple(row[name] for name in key))
@@ -376,7 +392,12 @@ def _plan_repeats(
             replaced.append({**old, "replaced_by": row.get(LOCATION)})
         else:
             skipped += 1
-            differing.append(row.get(LOCATION) or "a row")
+            changed = {
+                name: (old[name], row[name])
+                for name in values
+                if row[name] != old[name]
+            }
+            differing.append(Difference(row.get(LOCATION) or "a row", changed))
     return RowChanges(new, replaced, skipped, differing)
 
 
@@ -697,7 +718,7 @@ class _Outcome:
 
 
 @dataclass(frozen=True)
-class _Conflict:
+class OutcomeConflict:
     """Two or more outcomes that contradict each other, at least one of them new."""
 
     message: str
@@ -707,6 +728,8 @@ class _Conflict:
     replaceable: tuple[tuple[int, str], ...]
     """(id, place) of each stored outcome in the conflict, and of the new row that
     contradicts it, which replaces it with `replace`."""
+    items: tuple[str, ...] = ()
+    """LOCATION of each row to store that takes part in the conflict."""
 
 
 def _stored_outcomes_of(
@@ -730,20 +753,10 @@ def plan_outcomes(
 ) -> RowChanges:
     """Decide which outcome rows to store, skip and replace, or raise every problem.
 
-    `rows` carry their LOCATION, such as `row 2 (line 3)` or `outcomes[2]` for an
-    item of a request, and `origin` names where they come from in the message.
-    `stored` are the stored outcomes of their accounts, with their ids. The rows
-    are checked against each other and `stored` (see `_find_conflicts`).
-    `problems` found before, such as invalid values, are raised together with the
-    conflicts. A row whose account, kind or date is invalid takes no part in the
-    checks.
-
-    A row with the account, kind and date of a stored outcome is skipped. With
-    `replace`, a stored outcome is replaced by the row of `rows` that repeats it
-    with other ARR, or that conflicts with it. Conflicts that remain after the
-    replacements, such as two rows of `rows` that conflict, are raised.
-    `replace_hint` ends the message when a stored outcome takes part in a conflict
-    and `replace` is false.
+    `origin` names where the rows come from in the message, and `rows`, `stored`
+    and `replace` are as in `check_outcomes`. `problems` found before, such as
+    invalid values, are raised together with the conflicts. `replace_hint` ends the
+    message when a stored outcome takes part in a conflict and `replace` is false.
 
     Raises
     ------
@@ -752,6 +765,35 @@ def plan_outcomes(
     """
     if problems is None:
         problems = ImportProblems()
+    changes, conflicts = check_outcomes(rows, stored, replace=replace)
+    problems.conflicts += [conflict.message for conflict in conflicts]
+    problems.hints += conflict_hints(
+        conflicts, replace=replace, replace_hint=replace_hint
+    )
+    problems.raise_if_any(origin)
+    return changes
+
+
+def check_outcomes(
+    rows: list[dict[str, Any]],
+    stored: list[dict[str, Any]],
+    *,
+    replace: bool = False,
+) -> tuple[RowChanges, list[OutcomeConflict]]:
+    """Decide which outcome rows to store, skip and replace, and find the conflicts.
+
+    `rows` carry their LOCATION, such as `row 2 (line 3)` or `outcomes[2]` for an
+    item of a request. `stored` are the stored outcomes of their accounts, with
+    their ids. The rows are checked against each other and `stored` (see
+    `_find_conflicts`). A row whose account, kind or date is invalid takes no part
+    in the checks.
+
+    A row with the account, kind and date of a stored outcome is skipped. With
+    `replace`, a stored outcome is replaced by the row of `rows` that repeats it
+    with other ARR, or that conflicts with it. The conflicts returned are those
+    that remain after the replacements, such as two rows of `rows` that conflict.
+    The changes must not be written while a conflict remains.
+    """
     checked = _checkable_outcomes(rows)
     changes = _plan_repeats(checked, stored, OUTCOME_KEY, OUTCOME_VALUES, replace)
     conflicts = _find_conflicts(checked, stored)
@@ -769,25 +811,36 @@ def plan_outcomes(
         ]
         remaining = [row for row in stored if row["id"] not in replacing]
         conflicts = _find_conflicts(checked, remaining)
-    problems.conflicts += [conflict.message for conflict in conflicts]
+    order = {row["id"]: index for index, row in enumerate(stored)}
+    replaced.sort(key=lambda row: order[row["id"]])
+    changes = RowChanges(changes.new, replaced, changes.skipped, changes.differing)
+    return changes, conflicts
+
+
+def conflict_hints(
+    conflicts: list[OutcomeConflict], *, replace: bool, replace_hint: str
+) -> list[str]:
+    """Return the sentences that explain how to fix `conflicts`, one per kind.
+
+    `replace_hint` is added when a stored outcome takes part in a conflict and
+    `replace` is false.
+    """
+    hints = []
     if any(conflict.same_day for conflict in conflicts):
-        problems.hints.append(
+        hints.append(
             "An account that churns cannot renew, expand or contract on the same "
             "day: remove the row that is wrong, or correct its date."
         )
     if any(not conflict.same_day for conflict in conflicts):
-        problems.hints.append(
+        hints.append(
             "Two churns of an account need an outcome between them that shows when "
             "it came back. If the two rows record one churn, remove the later row; "
             "if the account came back between them, add an outcome dated then, such "
             "as renewed."
         )
     if not replace and any(conflict.replaceable for conflict in conflicts):
-        problems.hints.append(replace_hint)
-    problems.raise_if_any(origin)
-    order = {row["id"]: index for index, row in enumerate(stored)}
-    replaced.sort(key=lambda row: order[row["id"]])
-    return RowChanges(changes.new, replaced, changes.skipped, changes.differing)
+        hints.append(replace_hint)
+    return hints
 
 
 def _checkable_outcomes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -805,7 +858,7 @@ def _checkable_outcomes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _find_conflicts(
     rows: list[dict[str, Any]], stored: list[dict[str, Any]]
-) -> list[_Conflict]:
+) -> list[OutcomeConflict]:
     """Find the outcomes that contradict each other, at least one of them new.
 
     `rows` are rows to store with their LOCATION, and `stored` the stored outcomes
@@ -823,7 +876,7 @@ def _find_conflicts(
 
     Conflicts among stored outcomes alone are left alone: they were stored before.
     """
-    conflicts: list[_Conflict] = []
+    conflicts: list[OutcomeConflict] = []
     for account, entries in _outcomes_by_account(rows, stored).items():
         conflicts += _same_day_conflicts(account, entries)
         conflicts += _repeated_churns(account, entries)
@@ -866,7 +919,7 @@ def _located_outcome(
     )
 
 
-def _same_day_conflicts(account: str, entries: list[_Outcome]) -> list[_Conflict]:
+def _same_day_conflicts(account: str, entries: list[_Outcome]) -> list[OutcomeConflict]:
     conflicts = []
     # `entries` is sorted by day, so groupby gathers each day's outcomes.
     for day, outcomes_of_day in groupby(entries, key=attrgetter("day")):
@@ -887,11 +940,12 @@ def _same_day_conflicts(account: str, entries: list[_Outcome]) -> list[_Conflict
             f"{account} on {day.isoformat()}: {churns[0].place} records churned "
             f"but {stays}"
         )
-        conflicts.append(_Conflict(message, True, tuple(replaceable)))
+        items = tuple(outcome.place for outcome in group if outcome.stored_id is None)
+        conflicts.append(OutcomeConflict(message, True, tuple(replaceable), items))
     return conflicts
 
 
-def _repeated_churns(account: str, entries: list[_Outcome]) -> list[_Conflict]:
+def _repeated_churns(account: str, entries: list[_Outcome]) -> list[OutcomeConflict]:
     conflicts = []
     last_churn: _Outcome | None = None
     came_back = False
@@ -915,7 +969,12 @@ def _repeated_churns(account: str, entries: list[_Outcome]) -> list[_Conflict]:
                 for older, newer in ((last_churn, outcome), (outcome, last_churn))
                 if older.stored_id is not None and newer.new
             ]
-            conflicts.append(_Conflict(message, False, tuple(replaceable)))
+            items = tuple(
+                churn.place
+                for churn in (last_churn, outcome)
+                if churn.stored_id is None
+            )
+            conflicts.append(OutcomeConflict(message, False, tuple(replaceable), items))
         last_churn = outcome
         came_back = False
     return conflicts
@@ -967,14 +1026,57 @@ def _outcome_row(raw: dict[str, str], errors: list[tuple[str, str]]) -> dict[str
     kind = _text(raw, "kind", errors)
     if kind is not None and kind not in OUTCOME_KINDS:
         errors.append(("kind", f"{kind!r} is not one of {', '.join(OUTCOME_KINDS)}"))
+    account_id = _text(raw, "account_id", errors)
+    occurred_on = _date(raw, "occurred_on", errors)
+    arr_before = _amount(raw, "arr_before", errors)
+    arr_after = _amount(raw, "arr_after", errors)
+    arr_problem = arr_change_problem(kind, arr_before, arr_after)
+    if arr_problem is not None:
+        errors.append(("arr_after", arr_problem))
     return {
-        "account_id": _text(raw, "account_id", errors),
+        "account_id": account_id,
         "kind": kind,
-        "occurred_on": _date(raw, "occurred_on", errors),
-        "arr_before": _amount(raw, "arr_before", errors),
-        "arr_after": _amount(raw, "arr_after", errors),
+        "occurred_on": occurred_on,
+        "arr_before": arr_before,
+        "arr_after": arr_after,
         "source": (raw.get("source") or "").strip() or None,
     }
+
+
+def arr_change_problem(
+    kind: str | None, arr_before: float | None, arr_after: float | None
+) -> str | None:
+    """Describe why `arr_after` contradicts the outcome's kind, or return None.
+
+    An expansion raises ARR and a contraction lowers it, so an expanded outcome
+    needs `arr_after` above `arr_before` and a contracted one below. A renewal may
+    keep, raise or lower ARR, so it is not checked. Without both values, nothing is
+    checked.
+
+    NOTE: a churn is not checked either, although its `arr_after` is usually 0,
+    because a source may record another amount there, such as the ARR lost.
+    """
+    if arr_before is None or arr_after is None:
+        return None
+    after, before = _amount_text(arr_after), _amount_text(arr_before)
+    if kind == "expanded" and arr_after <= arr_before:
+        return (
+            f"{after} is not above arr_before {before}, but an expansion raises ARR; "
+            "correct arr_before or arr_after, or set kind to contracted if ARR went "
+            "down, or to renewed if it stayed the same"
+        )
+    if kind == "contracted" and arr_after >= arr_before:
+        return (
+            f"{after} is not below arr_before {before}, but a contraction lowers "
+            "ARR; correct arr_before or arr_after, or set kind to expanded if ARR "
+            "went up, or to renewed if it stayed the same"
+        )
+    return None
+
+
+def _amount_text(value: float) -> str:
+    """Write an amount as `1200` or `1200.5`, without a `.0` for whole numbers."""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _intervention_row(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -13,12 +15,17 @@ from sqlalchemy import select
 from healthscore.monitoring.interventions import (
     INTERVENTION_KEY,
     LOCATION,
+    MAX_LISTED_ERRORS,
     OUTCOME_KEY,
+    Difference,
+    OutcomeConflict,
     RowChanges,
     StoredRows,
+    arr_change_problem,
+    check_outcomes,
+    conflict_hints,
     interventions_frame,
     outcomes_frame,
-    plan_outcomes,
     store_interventions,
     store_outcomes,
 )
@@ -286,44 +293,56 @@ def create_outcomes(
 ) -> dict[str, Any]:
     """Store outcomes, all or none; a repeat of a stored outcome is skipped.
 
-    Every account must be known and visible to the token (404 otherwise), unless
-    `allow_unknown` is true, which accepts accounts missing from the accounts
-    source. No two outcomes of the request may share account, kind and day (422),
-    and none may conflict with another or with a stored outcome of its account, as
-    in `healthscore outcomes import` (422): a churn and another kind on one day, or
-    two churns with no other outcome between them. With `replace`, an outcome
-    replaces the stored outcomes it conflicts with or repeats with other ARR, and
-    the response lists them under `replaced`.
-    An outcome dated after today is rejected (422) unless `allow_future` is true.
+    Every account must be known and visible to the token, unless `allow_unknown`
+    is true, which accepts accounts missing from the accounts source. No two
+    outcomes of the request may share account, kind and day, an expanded outcome
+    needs `arr_after` above `arr_before` and a contracted one below (when both are
+    given), and none may conflict with another or with a stored outcome of its
+    account, as in `healthscore outcomes import`: a churn and another kind on one
+    day, or two churns with no other outcome between them. An outcome dated after
+    today is rejected unless `allow_future` is true.
+
+    One error lists every problem of the request, with a `details` entry per item
+    and problem. Its status is 404 when every problem is an account not found,
+    and 422 otherwise. With `replace`, an outcome replaces the stored outcomes it
+    conflicts with or repeats with other ARR, and the response lists them under
+    `replaced`. Without it, the response has `warnings`, one per skipped outcome
+    whose ARR differs from the stored one.
     """
     access.require_writer()
+    _check_allow_unknown(access, allow_unknown)
     rows = [item.model_dump() for item in body.outcomes]
-    if not allow_future:
-        _check_not_future(access, "outcomes", rows)
-    _check_accounts(access, "outcomes", rows, allow_unknown)
-    _check_repeats("outcomes", rows, OUTCOME_KEY)
     for row in rows:
         row["source"] = row["source"] or "api"
     located = _located("outcomes", rows)
+    usable = _usable_accounts(access, located)
+    problems = _item_problems(
+        access, "outcomes", located, OUTCOME_KEY, usable, allow_future, allow_unknown
+    )
+    problems += _arr_problems(located)
+    # A limited token learns nothing of the stored outcomes of accounts it does
+    # not see, so their items take no part in the conflict checks.
+    checked = [
+        row for row, ok in zip(located, usable, strict=True) if ok or not access.limited
+    ]
 
     def plan(stored: list[dict[str, Any]]) -> RowChanges:
-        return plan_outcomes(
-            "the request",
-            located,
-            stored,
-            replace=replace,
-            replace_hint=REPLACE_HINT,
-        )
+        changes, conflicts = check_outcomes(checked, stored, replace=replace)
+        found = problems + _conflict_problems(conflicts, replace)
+        if found:
+            # Raised inside the transaction, so nothing is written.
+            raise _request_error(found)
+        return changes
 
     with layer_errors():
         written = store_outcomes(
             access.context.state,
-            located,
+            checked,
             origin={"request": "POST /api/v1/outcomes"},
             actor=access.token.actor,
             plan=plan,
         )
-    return _written_json(written, replace)
+    return _written_json(written, replace, "outcome", OUTCOME_KEY)
 
 
 @router.post("/interventions", status_code=status.HTTP_201_CREATED)
@@ -336,30 +355,47 @@ def create_interventions(
 ) -> dict[str, Any]:
     """Store interventions, all or none; a repeat of a stored one is skipped.
 
-    The author defaults to the token's owner or name. Every account must be known
-    and visible to the token (404 otherwise), unless `allow_unknown` is true, which
-    accepts accounts missing from the accounts source. An intervention dated after
-    today is rejected (422) unless `allow_future` is true. With `replace`, an
-    intervention that repeats a stored one (same account, kind, day and author)
-    with another note replaces it, and the response lists it under `replaced`.
+    The author defaults to the token's owner or name, and a `csm` token may name
+    no other author (403). Every account must be known and visible to the token,
+    unless `allow_unknown` is true, which accepts accounts missing from the
+    accounts source. No two interventions of the request may share account, kind,
+    day and author, and one dated after today is rejected unless `allow_future` is
+    true. One error lists every problem of the request, with a `details` entry per
+    item and problem. Its status is the one that every problem shares (404 for
+    accounts not found, 403 for other authors), and 422 for a mix. With
+    `replace`, an intervention that repeats a stored one (same account, kind, day
+    and author) with another note replaces it, and the response lists it under
+    `replaced`. Without it, the response has `warnings`, one per skipped
+    intervention whose note differs.
     """
     access.require_writer()
+    _check_allow_unknown(access, allow_unknown)
     rows = [item.model_dump() for item in body.interventions]
-    if not allow_future:
-        _check_not_future(access, "interventions", rows)
     for row in rows:
         row["author"] = row["author"] or access.token.actor
-    _check_accounts(access, "interventions", rows, allow_unknown)
-    _check_repeats("interventions", rows, INTERVENTION_KEY)
+    located = _located("interventions", rows)
+    usable = _usable_accounts(access, located)
+    problems = _item_problems(
+        access,
+        "interventions",
+        located,
+        INTERVENTION_KEY,
+        usable,
+        allow_future,
+        allow_unknown,
+    )
+    problems += _author_problems(access, located, usable)
+    if problems:
+        raise _request_error(problems)
     with layer_errors():
         written = store_interventions(
             access.context.state,
-            _located("interventions", rows),
+            located,
             origin={"request": "POST /api/v1/interventions"},
             actor=access.token.actor,
             replace=replace,
         )
-    return _written_json(written, replace)
+    return _written_json(written, replace, "intervention", INTERVENTION_KEY)
 
 
 def _located(field: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -367,16 +403,113 @@ def _located(field: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, LOCATION: f"{field}[{index}]"} for index, row in enumerate(rows)]
 
 
-def _written_json(written: StoredRows, replace: bool) -> dict[str, Any]:
-    """Return the counts of a write, and the replaced items when `replace` is set."""
+def _written_json(
+    written: StoredRows, replace: bool, noun: str, key: tuple[str, ...]
+) -> dict[str, Any]:
+    """Return the counts of a write, the replaced items when `replace` is set, and
+    a warning per skipped item whose other values differ from the stored row."""
     result: dict[str, Any] = {"stored": written.stored, "skipped": written.skipped}
     if replace:
         result["replaced"] = jsonable(written.replaced)
+    if written.differing:
+        result["warnings"] = [
+            _difference_warning(difference, noun, key)
+            for difference in written.differing
+        ]
     return result
 
 
-def _check_not_future(access: Access, field: str, rows: list[dict[str, Any]]) -> None:
-    """Raise 422 naming every item dated after today in the project's time zone."""
+def _difference_warning(
+    difference: Difference, noun: str, key: tuple[str, ...]
+) -> dict[str, str]:
+    changed = ", ".join(
+        f"{name} {_json_value(sent)} (stored: {_json_value(kept)})"
+        for name, (kept, sent) in difference.changed.items()
+    )
+    same = f"{', '.join(key[:-1])} and {key[-1]}"
+    return {
+        "location": f"body.{difference.location}",
+        "message": f"repeats a stored {noun} (same {same}) with other values: "
+        f"{changed}; it was skipped. Send replace=true to store the values of the "
+        "request",
+    }
+
+
+def _json_value(value: Any) -> str:
+    return json.dumps(jsonable(value), ensure_ascii=False)
+
+
+# Checking the items of a request
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """Items of a request that share one kind of problem, and how to fix them."""
+
+    status: int
+    counted: str
+    """Count and kind of problem, such as `2 items dated after today`."""
+    lines: list[str]
+    """One line per problem, listed under the summary of the error message."""
+    hints: list[str]
+    """Sentences after the lines that explain how to fix the problems."""
+    details: list[dict[str, str]]
+    """Location and message of each item and problem."""
+    message: str | None = None
+    """Message of an error with only this kind of problem, or None to list lines."""
+
+
+def _request_error(problems: list[_Problem]) -> ApiError:
+    """Return one error that lists every problem of the request.
+
+    The status is the one that every problem shares, such as 404 when every
+    problem is an account not found, and 422 for a mix.
+    """
+    statuses = {problem.status for problem in problems}
+    status = statuses.pop() if len(statuses) == 1 else 422
+    details = [detail for problem in problems for detail in problem.details]
+    if len(problems) == 1 and problems[0].message is not None:
+        return ApiError(status, problems[0].message, details=details)
+    counts = [problem.counted for problem in problems]
+    summary = counts[0]
+    if len(counts) > 1:
+        summary = f"{', '.join(counts[:-1])} and {counts[-1]}"
+    lines = [f"the request has {summary}; nothing was stored:"]
+    for problem in problems:
+        lines += [f"  {line}" for line in problem.lines[:MAX_LISTED_ERRORS]]
+        if len(problem.lines) > MAX_LISTED_ERRORS:
+            lines.append(f"  and {len(problem.lines) - MAX_LISTED_ERRORS:,} more")
+    lines += [hint for problem in problems for hint in problem.hints]
+    return ApiError(status, "\n".join(lines), details=details)
+
+
+def _counted(count: int, singular: str, plural: str) -> str:
+    return f"{count:,} {singular if count == 1 else plural}"
+
+
+def _item_problems(
+    access: Access,
+    field: str,
+    rows: list[dict[str, Any]],
+    key: tuple[str, ...],
+    usable: list[bool],
+    allow_future: bool,
+    allow_unknown: bool,
+) -> list[_Problem]:
+    """Find the items dated after today, with an account not found, or repeated."""
+    found = []
+    if not allow_future:
+        found.append(_future_problem(access, field, rows))
+    if not allow_unknown:
+        found.append(_account_problem(access, field, rows, usable))
+    found.append(_repeat_problem(field, rows, key))
+    return [problem for problem in found if problem is not None]
+
+
+def _future_problem(
+    access: Access, field: str, rows: list[dict[str, Any]]
+) -> _Problem | None:
+    """Name every item dated after today in the project's time zone."""
     zone = ZoneInfo(access.context.project.config.timezone)
     today = datetime.now(zone).date()
     late = [
@@ -384,30 +517,38 @@ def _check_not_future(access: Access, field: str, rows: list[dict[str, Any]]) ->
         for index, row in enumerate(rows)
         if row["occurred_on"] > today
     ]
-    if late:
-        raise ApiError(
-            422,
+    if not late:
+        return None
+    details = [
+        {
+            "location": f"body.{field}[{index}].occurred_on",
+            "message": f"{day.isoformat()} is after {today.isoformat()}",
+        }
+        for index, day in late
+    ]
+    return _Problem(
+        422,
+        _counted(len(late), "item dated after today", "items dated after today"),
+        [
+            f"{field}[{index}].occurred_on: {day.isoformat()} is after today "
+            f"({today.isoformat()} in the project's time zone)"
+            for index, day in late
+        ],
+        ["Fix the dates after today, or send allow_future=true to store them."],
+        details,
+        message=(
             f"{len(late)} of {len(rows)} {field} are dated after today "
             f"({today.isoformat()} in the project's time zone); nothing was stored. "
-            "Fix the dates, or send allow_future=true to store them",
-            details=[
-                {
-                    "location": f"body.{field}[{index}].occurred_on",
-                    "message": f"{day.isoformat()} is after {today.isoformat()}",
-                }
-                for index, day in late
-            ],
-        )
+            "Fix the dates, or send allow_future=true to store them"
+        ),
+    )
 
 
-def _check_accounts(
-    access: Access, field: str, rows: list[dict[str, Any]], allow_unknown: bool
-) -> None:
-    """Raise 404 naming every item whose account is unknown or not visible.
+def _check_allow_unknown(access: Access, allow_unknown: bool) -> None:
+    """Raise 403 when a token limited to its owner's accounts sends allow_unknown.
 
-    With `allow_unknown`, accounts missing from the accounts source are accepted,
-    but only from a token that may see every account (403 otherwise). A `csm` token
-    changes only the accounts of its owner, and an unknown account has no owner.
+    A `csm` token changes only the accounts of its owner, and an unknown account
+    has no owner.
     """
     if allow_unknown and access.limited:
         raise ApiError(
@@ -416,65 +557,213 @@ def _check_accounts(
             "changes only the accounts of its owner; leave it out, or use a token "
             "with role admin or analyst",
         )
-    if allow_unknown:
-        return
+
+
+def _usable_accounts(access: Access, rows: list[dict[str, Any]]) -> list[bool]:
+    """Return per item whether its account is known and visible to the token."""
+    visible = access.visible_ids()
+    return [
+        access.context.data.is_known(row["account_id"])
+        and (visible is None or row["account_id"] in visible)
+        for row in rows
+    ]
+
+
+def _account_problem(
+    access: Access, field: str, rows: list[dict[str, Any]], usable: list[bool]
+) -> _Problem | None:
+    """Name every item whose account is unknown or not visible to the token."""
     missing = [
         (index, row["account_id"])
         for index, row in enumerate(rows)
-        if not access.is_usable(row["account_id"])
+        if not usable[index]
     ]
     if not missing:
-        return
+        return None
     index, account_id = missing[0]
     more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
     if access.limited:
         # The same words for an unknown account and one of another owner, so that
         # the token cannot tell which ids exist.
-        message = (
-            f"{field}[{index}]: account {account_id!r} not found{more}; nothing was "
-            "stored. List the accounts at /api/v1/accounts"
-        )
+        fix = "List the accounts at /api/v1/accounts"
+        message = f"{field}[{index}]: account {account_id!r} not found{more}"
     else:
+        fix = (
+            "Fix the account ids, add the accounts to the accounts source, or send "
+            "allow_unknown=true to store them anyway"
+        )
         message = (
             f"{field}[{index}]: account {account_id!r} is not in the accounts "
-            f"source{more}; nothing was stored. Fix the account ids, add the "
-            "accounts to the accounts source, or send allow_unknown=true to store "
-            "them anyway"
+            f"source{more}"
         )
-    raise ApiError(
+    return _Problem(
         404,
-        message,
-        details=[
+        _counted(
+            len(missing),
+            "item with an account not found",
+            "items with an account not found",
+        ),
+        [
+            f"{field}[{index}].account_id: account {account_id!r} not found"
+            for index, account_id in missing
+        ],
+        [f"{fix}."],
+        [
             {
                 "location": f"body.{field}[{index}].account_id",
                 "message": f"account {account_id!r} not found",
             }
             for index, account_id in missing
         ],
+        message=f"{message}; nothing was stored. {fix}",
     )
 
 
-def _check_repeats(
+def _repeat_problem(
     field: str, rows: list[dict[str, Any]], key: tuple[str, ...]
-) -> None:
-    """Raise 422 when two items of the request share `key`."""
+) -> _Problem | None:
+    """Name every item that shares `key` with an earlier item of the request."""
     first: dict[tuple[Any, ...], int] = {}
+    repeats: list[tuple[int, int]] = []
     for index, row in enumerate(rows):
         values = tuple(row[name] for name in key)
         if values in first:
-            same = f"(same {', '.join(key)})"
-            raise ApiError(
-                422,
-                f"{field}[{index}] repeats {field}[{first[values]}] {same}; nothing "
-                "was stored, remove one of them",
-                details=[
-                    {
-                        "location": f"body.{field}[{index}]",
-                        "message": f"repeats body.{field}[{first[values]}] {same}",
-                    }
-                ],
-            )
-        first[values] = index
+            repeats.append((index, first[values]))
+        else:
+            first[values] = index
+    if not repeats:
+        return None
+    same = f"(same {', '.join(key)})"
+    index, earlier = repeats[0]
+    more = f" (and {len(repeats) - 1} more)" if len(repeats) > 1 else ""
+    return _Problem(
+        422,
+        _counted(len(repeats), "repeated item", "repeated items"),
+        [
+            f"{field}[{index}]: repeats {field}[{earlier}] {same}"
+            for index, earlier in repeats
+        ],
+        ["Remove each item that repeats an earlier one, or correct its values."],
+        [
+            {
+                "location": f"body.{field}[{index}]",
+                "message": f"repeats body.{field}[{earlier}] {same}",
+            }
+            for index, earlier in repeats
+        ],
+        message=(
+            f"{field}[{index}] repeats {field}[{earlier}] {same}{more}; nothing was "
+            "stored. Remove each item that repeats an earlier one, or correct its "
+            "values"
+        ),
+    )
+
+
+def _arr_problems(rows: list[dict[str, Any]]) -> list[_Problem]:
+    """Name every outcome whose ARR change contradicts its kind."""
+    found = []
+    for row in rows:
+        problem = arr_change_problem(row["kind"], row["arr_before"], row["arr_after"])
+        if problem is not None:
+            found.append((row[LOCATION], problem))
+    if not found:
+        return []
+    return [
+        _Problem(
+            422,
+            _counted(
+                len(found),
+                "ARR change that contradicts its kind",
+                "ARR changes that contradict their kinds",
+            ),
+            [f"{place}.arr_after: {problem}" for place, problem in found],
+            [],
+            [
+                {"location": f"body.{place}.arr_after", "message": problem}
+                for place, problem in found
+            ],
+        )
+    ]
+
+
+def _conflict_problems(
+    conflicts: list[OutcomeConflict], replace: bool
+) -> list[_Problem]:
+    """Describe the conflicts between outcomes, with a detail per item in each."""
+    if not conflicts:
+        return []
+    return [
+        _Problem(
+            422,
+            _counted(
+                len(conflicts),
+                "conflict between outcomes",
+                "conflicts between outcomes",
+            ),
+            [conflict.message for conflict in conflicts],
+            conflict_hints(conflicts, replace=replace, replace_hint=REPLACE_HINT),
+            [
+                {"location": f"body.{place}", "message": conflict.message}
+                for conflict in conflicts
+                for place in conflict.items
+            ],
+        )
+    ]
+
+
+def _author_problems(
+    access: Access, rows: list[dict[str, Any]], usable: list[bool]
+) -> list[_Problem]:
+    """Name every item of a limited token whose author is not the token's actor.
+
+    A `csm` token records interventions as its owner only, so that the author of
+    an intervention is who acted. Tokens of other roles may name any author. An
+    item whose account is not found gets only that problem, because the token
+    cannot change that account with any author.
+    """
+    if not access.limited:
+        return []
+    actor = access.token.actor
+    others = [
+        (index, row["author"])
+        for index, row in enumerate(rows)
+        if row["author"] != actor and usable[index]
+    ]
+    if not others:
+        return []
+    index, author = others[0]
+    more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+    fix = (
+        f"Leave author out to record {actor!r}, or use a token with role admin or "
+        "analyst to record another author"
+    )
+    return [
+        _Problem(
+            403,
+            _counted(
+                len(others), "item with another author", "items with another author"
+            ),
+            [
+                f"interventions[{index}].author: {author!r} is not {actor!r}"
+                for index, author in others
+            ],
+            [f"Role {access.token.role} records interventions as {actor!r}. {fix}."],
+            [
+                {
+                    "location": f"body.interventions[{index}].author",
+                    "message": f"{author!r} is not {actor!r}, the author of this "
+                    f"token; leave author out, or use a token with role admin or "
+                    "analyst",
+                }
+                for index, author in others
+            ],
+            message=(
+                f"role {access.token.role} records interventions only as {actor!r}, "
+                f"but interventions[{index}].author is {author!r}{more}; nothing was "
+                f"stored. {fix}"
+            ),
+        )
+    ]
 
 
 def _visible_rows(access: Access, frame: Any) -> Any:
