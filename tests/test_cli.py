@@ -927,9 +927,56 @@ def test_override_unknown_measure_suggests(project):
 
     assert result.exit_code == 1
     assert result.stderr == (
-        "error: unknown measure 'event_28d' (did you mean 'events_28d'?); the "
-        "scorecards' measures are: events_28d, logins_28d\n"
+        "error: --measure: unknown measure 'event_28d' (did you mean 'events_28d'?); "
+        "the scorecards' measures are: events_28d, logins_28d\n"
     )
+
+
+ROUTED_SCORECARDS = """scorecards:
+  - name: enterprise
+    when: "segment == 'enterprise'"
+    components:
+      usage:
+        weight: 1
+        measures:
+          - metric: events_28d
+            normalize: {method: bounds, min: 0, max: 10}
+  - name: smb
+    components:
+      usage:
+        weight: 1
+        measures:
+          - metric: logins_28d
+            normalize: {method: bounds, min: 0, max: 4}
+"""
+
+
+def test_override_measure_of_other_scorecard_rejected(tmp_path):
+    head = PROJECT_YML.split("scorecards:")[0]
+    tail = "outcomes:" + PROJECT_YML.split("outcomes:")[1]
+    project = build_project(tmp_path / "routed", head + ROUTED_SCORECARDS + tail)
+    override = (
+        "override", "add", "a2", "--project", project, "--score", "100",
+        "--measure", "events_28d", "--reason", "r", "--author", "ana",
+        "--expires", "2099-01-01",
+    )  # fmt: skip
+    # Before any score is stored, a measure of any scorecard is accepted.
+    succeeded(run(*override))
+    succeeded(run("score", "--project", project, "--as-of", AS_OF))
+
+    result = run(*override)
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: --measure: measure 'events_28d' is not in scorecard 'smb', which "
+        "scored account 'a2' as of 2024-04-01; its measures are: logins_28d. Give "
+        "one of them, or leave out the measure to override the whole score\n"
+    )
+    succeeded(run(*override[:8], "logins_28d", *override[9:]))
+    listed = json.loads(
+        succeeded(run("override", "list", "--project", project, "--json")).stdout
+    )
+    assert sorted(item["measure"] for item in listed) == ["events_28d", "logins_28d"]
 
 
 def test_override_unknown_account(project):

@@ -940,6 +940,20 @@ def test_cors_off_by_default(reader, scored):
     assert opened.headers["access-control-allow-origin"] == "https://crm.example.com"
 
 
+def test_cors_allows_removing_an_override(reader, scored):
+    state = StateStore.open(scored.config.store.state, scored.root)
+    app = create_app(scored, state=state, cors_origins=["https://crm.example.com"])
+    preflight = {
+        "Origin": "https://crm.example.com",
+        "Access-Control-Request-Method": "DELETE",
+    }
+    with TestClient(app) as client:
+        response = client.options(f"{API}/accounts/a1/overrides/1", headers=preflight)
+    state.close()
+    assert response.status_code == 200
+    assert "DELETE" in response.headers["access-control-allow-methods"]
+
+
 def test_access_log_has_no_personal_data(writer, caplog):
     client, token, _project = writer
     caplog.set_level(logging.INFO, logger="healthscore.service")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -93,9 +92,9 @@ def add(
     project = open_project(project_dir)
     now = datetime.now(ZoneInfo(project.config.timezone))
     _check_expires(expires, now.date(), project.config.timezone)
-    if measure is not None:
-        _check_measure(project, measure)
     check_account(project, account)
+    if measure is not None:
+        _check_measure(project, account, measure)
     with state_store(project) as store:
         override_id = store.add_override(
             account,
@@ -129,23 +128,27 @@ def _check_expires(expires: date, today: date, zone: str) -> None:
         )
 
 
-def _check_measure(project: Project, measure: str) -> None:
-    names = sorted(
-        {
-            item.measure_name
-            for card in project.config.scorecards
-            for component in card.components.values()
-            for item in component.measures
-        }
-    )
-    if measure in names:
-        return
-    close = difflib.get_close_matches(measure, names, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(
-        f"unknown measure {measure!r}{hint}; the scorecards' measures are: "
-        f"{', '.join(names)}"
-    )
+def _check_measure(project: Project, account: str, measure: str) -> None:
+    """Raise ValueError unless the account's scorecard has `measure`.
+
+    The account's scorecard is the one that scored it on the latest stored date;
+    without a stored score the measure is checked against every scorecard.
+    """
+    from healthscore import pipeline
+    from healthscore.scoring.overriding import override_measure_problem, scored_with
+
+    scorecards = project.config.scorecards
+    store = pipeline.snapshot_store(project)
+    latest = store.latest()
+    scored = None
+    if latest is not None:
+        scores = store.read(latest, "scores")
+        rows = scores[scores["account_id"].astype(str) == account]
+        row = None if rows.empty else rows.iloc[0]
+        scored = scored_with(scorecards, latest, row)
+    problem = override_measure_problem(measure, scorecards, account, scored)
+    if problem is not None:
+        raise ValueError(f"--measure: {problem}")
 
 
 def check_account(project: Project, account: str) -> None:

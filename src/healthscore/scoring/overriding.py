@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -11,6 +12,7 @@ import pandas as pd
 
 from healthscore.config.models import ScorecardConfig
 from healthscore.config.overrides import Override
+from healthscore.scoring.bands import UNSCORED
 from healthscore.scoring.routing import NO_SCORECARD
 
 
@@ -108,14 +110,81 @@ def _reason_to_ignore(
     if route == NO_SCORECARD:
         return f"account {item.account_id!r} matches no scorecard"
     scorecard = scorecards[route]
-    measures = {
-        measure.measure_name
-        for component in scorecard.components.values()
-        for measure in component.measures
-    }
-    if item.measure is not None and item.measure not in measures:
+    if item.measure is not None and item.measure not in measure_names([scorecard]):
         return (
             f"scorecard {scorecard.name!r} of account {item.account_id!r} has no "
             f"measure {item.measure!r}"
         )
     return None
+
+
+def measure_names(scorecards: Iterable[ScorecardConfig]) -> list[str]:
+    """Return the sorted names of the measures of `scorecards`."""
+    names = {
+        measure.measure_name
+        for scorecard in scorecards
+        for component in scorecard.components.values()
+        for measure in component.measures
+    }
+    return sorted(names)
+
+
+def override_measure_problem(
+    measure: str,
+    scorecards: Sequence[ScorecardConfig],
+    account_id: str,
+    scored: tuple[date, ScorecardConfig | None] | None,
+) -> str | None:
+    """Say why an override of `measure` for the account would never apply.
+
+    `scored` is the latest stored date with the scorecard that scored the account
+    then (None when it matched none), or None when no score of it is stored; then
+    the measure is only checked against every scorecard. Returns None when the
+    override can apply.
+    """
+    names = measure_names(scorecards)
+    if measure not in names:
+        close = difflib.get_close_matches(measure, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (
+            f"unknown measure {measure!r}{hint}; the scorecards' measures are: "
+            f"{', '.join(names)}"
+        )
+    if scored is None:
+        return None
+    day, scorecard = scored
+    if scorecard is None:
+        return (
+            f"account {account_id!r} matched no scorecard as of {day.isoformat()}, "
+            f"so it has no measure {measure!r} to override; check the `when` "
+            "conditions of the scorecards"
+        )
+    own = measure_names([scorecard])
+    if measure in own:
+        return None
+    return (
+        f"measure {measure!r} is not in scorecard {scorecard.name!r}, which scored "
+        f"account {account_id!r} as of {day.isoformat()}; its measures are: "
+        f"{', '.join(own)}. Give one of them, or leave out the measure to override "
+        "the whole score"
+    )
+
+
+def scored_with(
+    scorecards: Sequence[ScorecardConfig],
+    as_of: date,
+    row: pd.Series | None,
+) -> tuple[date, ScorecardConfig | None] | None:
+    """Return `as_of` and the scorecard of an account's stored score row.
+
+    `row` is the account's row of the `scores` table of `as_of` (None when the
+    account has none). The scorecard is None when the account matched none; the
+    result is None without a row or when its scorecard is no longer configured.
+    """
+    if row is None:
+        return None
+    if row["band"] == UNSCORED:
+        return as_of, None
+    cards = {card.name: card for card in scorecards}
+    card = cards.get(str(row["scorecard"]))
+    return None if card is None else (as_of, card)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
+from healthscore.config.models import ScorecardConfig
 from healthscore.monitoring.notes import add_note, list_notes
 from healthscore.monitoring.outbox import list_alerts
 from healthscore.monitoring.playbooks import list_tasks
@@ -20,10 +21,11 @@ from healthscore.scoring import (
     explain_account,
     explain_change,
 )
-from healthscore.service.auth import AccessDependency
+from healthscore.scoring.overriding import override_measure_problem, scored_with
+from healthscore.service.auth import Access, AccessDependency
 from healthscore.service.context import API_PREFIX
 from healthscore.service.errors import ApiError, layer_errors, not_found
-from healthscore.service.schemas import DateText, NoteCreate, OverrideCreate
+from healthscore.service.schemas import MAX_ID, DateText, NoteCreate, OverrideCreate
 from healthscore.service.serialize import alert_json, jsonable
 from healthscore.service.views import (
     SortKey,
@@ -302,7 +304,7 @@ def create_override(
     access.check_account(account_id)
     access.require_writer()
     if body.measure is not None:
-        _check_measure(access, body.measure)
+        _check_measure(access, account_id, body.measure)
     state = access.context.state
     with layer_errors():
         override_id = state.add_override(
@@ -320,19 +322,74 @@ def create_override(
     return created[0] if created else {"id": override_id}
 
 
-def _check_measure(access: AccessDependency, measure: str) -> None:
-    names = {
-        item.measure_name
-        for card in access.context.project.config.scorecards
-        for component in card.components.values()
-        for item in component.measures
-    }
-    if measure not in names:
+def _check_measure(access: AccessDependency, account_id: str, measure: str) -> None:
+    """Raise 422 at `body.measure` unless the account's scorecard has `measure`.
+
+    Scoring ignores an override of a measure that the account's scorecard lacks, so
+    it is rejected here. The account's scorecard is the one that scored it on the
+    latest stored date. Without that, the measure is checked against every
+    scorecard.
+    """
+    scorecards = access.context.project.config.scorecards
+    problem = override_measure_problem(
+        measure, scorecards, account_id, account_scorecard(access, account_id)
+    )
+    if problem is not None:
         raise ApiError(
-            422,
-            f"unknown measure {measure!r}; the scorecards' measures are: "
-            f"{', '.join(sorted(names))}",
+            422, problem, details=[{"location": "body.measure", "message": problem}]
         )
+
+
+def account_scorecard(
+    access: Access, account_id: str
+) -> tuple[date, ScorecardConfig | None] | None:
+    """Return the latest stored date and the scorecard that scored the account then.
+
+    The scorecard is None when the account matched no scorecard. The result is None
+    when no scores are stored, the account is not in the latest date's population,
+    or its scorecard is no longer configured.
+    """
+    # NOTE: the next scoring run routes the account again, so a change of its
+    # attributes or metrics since the latest stored date can change its scorecard.
+    data = access.context.data
+    if data.snapshots.latest() is None:
+        return None
+    day = data.resolve_as_of(None)
+    scorecards = access.context.project.config.scorecards
+    return scored_with(scorecards, day, account_row(access, day, account_id))
+
+
+@router.delete("/{account_id}/overrides/{override_id}")
+def remove_override(
+    account_id: str,
+    override_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    access: AccessDependency,
+) -> dict[str, Any]:
+    """Remove one of the account's overrides, so that it no longer applies.
+
+    The store keeps the override with its removal time, and the audit log records
+    the token's owner or name as who removed it, as `healthscore override remove`
+    records its `--author`.
+    """
+    access.check_account(account_id)
+    access.require_writer()
+    state = access.context.state
+    listed = state.list_overrides(True, account_id=account_id)
+    found = [item for item in listed if item.id == override_id]
+    if not found:
+        raise not_found(
+            f"override {override_id} of account {account_id!r} not found, or "
+            "already removed; list the account's overrides at "
+            f"{API_PREFIX}/accounts/{account_id}/overrides?include_expired=true"
+        )
+    removed_at = access.context.local_now()
+    with layer_errors(conflict=True):
+        state.remove_override(override_id, access.token.actor, now=removed_at)
+    result: dict[str, Any] = jsonable(found[0])
+    # Written like `created_at`, which pydantic renders in UTC with a `Z`.
+    result["removed_at"] = removed_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    result["removed_by"] = access.token.actor
+    return result
 
 
 @router.get("/{account_id}/forecast")
