@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from healthscore import pipeline
 from healthscore.config import Project, load_project
 from healthscore.monitoring.notes import list_notes
 from healthscore.monitoring.outbox import get_alert
@@ -25,7 +27,16 @@ from healthscore.service.dashboard.sessions import (
 )
 from healthscore.service.tokens import revoke_token
 from healthscore.store import StateStore
-from service_project import TestClient, service_project, tokens
+from project_factory import write_project
+from service_project import (
+    ACCOUNTS,
+    DATES,
+    TestClient,
+    service_config,
+    service_project,
+    tokens,
+)
+from service_project import _events as service_events
 
 CSRF_PATTERN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -244,6 +255,57 @@ def test_portfolio_page(site):
     assert "120,000" in at_risk
     assert 'id="band-history"' in html
     assert 'id="score-distribution"' in html
+
+
+def value_project(root: Path, report: dict[str, Any], accounts: str) -> Project:
+    """The service project with its own `report` settings and accounts, scored."""
+    config = {**service_config("sqlite:///.healthscore/state.db"), "report": report}
+    files = {"accounts.csv": accounts, "events.csv": service_events()}
+    project = write_project(root, config, files)
+    for day in DATES:
+        pipeline.score(project, day)
+    return project
+
+
+def at_risk_order(project: Project) -> tuple[list[str], str]:
+    """Return the account ids of the at-risk list in order, and its section."""
+    state = StateStore.open(project.config.store.state, project.root)
+    with TestClient(create_app(project, state=state)) as client:
+        login(client, tokens(state)["admin"])
+        html = client.get("/").text
+    state.close()
+    section = html[html.index('id="at-risk"') : html.index("All accounts")]
+    return re.findall(r'<a href="/accounts/([^"]+)">', section), section
+
+
+def test_at_risk_without_value_column_by_score(tmp_path):
+    # report.value_column names MRR, which the accounts lack: a3 (score 0) comes
+    # before a1 (score 20), although a1 has the larger ARR.
+    project = value_project(tmp_path / "p", {"value_column": "mrr"}, ACCOUNTS)
+
+    order, _section = at_risk_order(project)
+
+    assert order == ["a3", "a1"]
+
+
+def test_at_risk_ordered_by_mrr(tmp_path):
+    # At risk: a1 (score 20), a3 and a6 (score 0). By ARR the order is a1, a3, a6;
+    # by score a3, a6, a1; by MRR a6, a1, a3.
+    accounts = """account_id,name,segment,owner,arr,mrr
+a1,Acme,enterprise,alice,120000,5000
+a2,Globex,smb,bob,9000,750
+a3,Initech,smb,bob,4000,300
+a4,Umbrella,smb,,2500,200
+a6,Soylent,smb,bob,1000,9000
+"""
+    project = value_project(tmp_path / "p", {"value_column": "mrr"}, accounts)
+
+    order, section = at_risk_order(project)
+
+    assert order == ["a6", "a1", "a3"]
+    assert "accounts by MRR, then lowest score" in section
+    assert '<th scope="col" class="num">MRR</th>' in section
+    assert "9,000" in section
 
 
 def test_account_page_sections(site):

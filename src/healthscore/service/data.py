@@ -47,7 +47,7 @@ READ_ATTEMPTS = 5
 RETRY_PAUSE_SECONDS = 0.05
 
 #: Account columns the service shows beside the scores, when the source has them.
-ACCOUNT_COLUMNS = ("name", "segment", "owner", "arr")
+ACCOUNT_COLUMNS = ("name", "segment", "owner", "arr", "mrr")
 
 #: Seconds an accounts table read from a source without plain files is kept.
 ACCOUNTS_TTL_SECONDS = 60.0

@@ -7,6 +7,7 @@ account visibility), and charts from the report's chart builders.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -20,7 +21,8 @@ from healthscore.monitoring.playbooks import Task, list_tasks
 from healthscore.report.charts import score_histogram
 from healthscore.report.history import account_history_chart, band_history_chart
 from healthscore.report.models import models_section
-from healthscore.report.summary import band_style
+from healthscore.report.summary import band_style, choose_value_column
+from healthscore.scoring import overriding
 from healthscore.service.auth import Access
 from healthscore.service.errors import ApiError
 from healthscore.service.routers import accounts as account_routes
@@ -31,6 +33,10 @@ from healthscore.service.views import (
     applying_overrides,
     sort_accounts,
 )
+
+logger = logging.getLogger(__name__)
+# Messages of value column errors logged already, so each is logged once.
+_logged_value_errors: set[str] = set()
 
 #: Rows of the at-risk list on the portfolio page.
 AT_RISK_ROWS = 25
@@ -95,7 +101,9 @@ def portfolio_view(access: Access) -> dict[str, Any]:
     if not history.empty:
         band_chart = Markup(band_history_chart(history, bands, "band-history"))
 
-    risky = riskiest_first(table[table["band"] == at_risk_band(bands)])
+    value_column = at_risk_value_column(access)
+    risky = table[table["band"] == at_risk_band(bands)]
+    risky = riskiest_first(with_values(risky, access, value_column))
     risky = risky.head(AT_RISK_ROWS)
     return {
         "as_of": day,
@@ -106,24 +114,53 @@ def portfolio_view(access: Access) -> dict[str, Any]:
         "histogram": Markup(score_histogram(table, bands, "score-distribution")),
         "at_risk": risky.to_dict(orient="records"),
         "at_risk_label": tones[at_risk_band(bands)]["label"],
+        "at_risk_value": None if value_column is None else value_column.upper(),
         "dates": len(history["as_of"].unique()),
     }
 
 
+def at_risk_value_column(access: Access) -> str | None:
+    """Return the account column that orders the at-risk list: arr, mrr or None.
+
+    The choice is the HTML report's (`report.value_column`, else ARR, else MRR). A
+    configured column that the accounts source lacks gives None, so the list is
+    ordered by score alone, where the report fails instead.
+    """
+    config = access.context.project.config
+    columns = access.context.data.accounts().columns
+    try:
+        return choose_value_column(config, columns)
+    except ValueError as error:
+        message = str(error)
+        if message not in _logged_value_errors:
+            _logged_value_errors.add(message)
+            logger.warning("the at-risk list is ordered by score only: %s", message)
+        return None
+
+
+def with_values(
+    accounts: pd.DataFrame, access: Access, value_column: str | None
+) -> pd.DataFrame:
+    """Add the column `value`: each account's `value_column`, missing without one."""
+    if value_column is None:
+        return accounts.assign(value=float("nan"))
+    values = access.context.data.accounts()[value_column]
+    mapped = accounts["account_id"].map(values)
+    return accounts.assign(value=pd.to_numeric(mapped, errors="coerce"))
+
+
 def riskiest_first(accounts: pd.DataFrame) -> pd.DataFrame:
-    """Sort accounts by ARR (highest first, missing last), then score (lowest first).
+    """Sort accounts by `value` (highest first, missing last), then lowest score.
 
     The report's list of the riskiest accounts orders each band the same way, so
-    without any ARR the accounts with the lowest scores come first.
+    without any value the accounts with the lowest scores come first.
     """
-    ordered = accounts.assign(_arr=pd.to_numeric(accounts["arr"], errors="coerce"))
-    ordered = ordered.sort_values(
-        ["_arr", "score", "account_id"],
+    return accounts.sort_values(
+        ["value", "score", "account_id"],
         ascending=[False, True, True],
         na_position="last",
         kind="stable",
     )
-    return ordered.drop(columns="_arr")
 
 
 def accounts_view(access: Access, sort: account_routes.SortKey) -> dict[str, Any]:
@@ -180,7 +217,7 @@ def account_view(access: Access, account_id: str) -> dict[str, Any]:
         "notes": list_notes(context.state, account_id),
         "overrides": overrides,
         "applying_overrides": applying_overrides(overrides, today),
-        "measures": measure_names(access),
+        "measures": measure_names(access, account_id),
         "today": today,
     }
 
@@ -213,16 +250,18 @@ def account_alerts(access: Access, account_id: str) -> list[AlertRecord]:
     return [record for record in records if record.alert.account_id == account_id]
 
 
-def measure_names(access: Access) -> list[str]:
-    """Return the scorecards' measure names, for the override form."""
-    config = access.context.project.config
-    names = {
-        item.measure_name
-        for card in config.scorecards
-        for component in card.components.values()
-        for item in component.measures
-    }
-    return sorted(names)
+def measure_names(access: Access, account_id: str) -> list[str]:
+    """Return the measures that the override form offers for the account.
+
+    These are the measures of the scorecard that scored the account on the latest
+    stored date, none when it matched no scorecard, and those of every scorecard
+    when its scorecard is not known.
+    """
+    found = account_routes.account_scorecard(access, account_id)
+    if found is None:
+        return overriding.measure_names(access.context.project.config.scorecards)
+    _day, scorecard = found
+    return [] if scorecard is None else overriding.measure_names([scorecard])
 
 
 def alerts_view(access: Access, state: str | None) -> dict[str, Any]:
