@@ -306,3 +306,70 @@ def test_alert_and_playbook_conditions_checked(tmp_path: Path) -> None:
         "the condition gives text instead of true or false; write a comparison, "
         "such as region == 'value'"
     )
+
+
+def with_derived(settings: str) -> str:
+    """PROJECT with a metric `derived` of `settings` added at line 16."""
+    return PROJECT.replace("  last_seen:", f"  derived: {settings}\n  last_seen:")
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        (
+            "region * 2",
+            "metric 'region' contains text (column 'region' of source 'accounts' is "
+            "of type string), but a formula computes with numbers; declare the "
+            "column as number if it holds numbers, or score the text in a scorecard "
+            "with method categories",
+        ),
+        (
+            "logins_28d + last_plan",
+            "metric 'last_plan' contains text (column 'plan' of source 'events' is "
+            "of type string), but a formula computes with numbers; declare the "
+            "column as number if it holds numbers, or score the text in a scorecard "
+            "with method categories",
+        ),
+        (
+            "logins_28d - started",
+            "metric 'started' contains dates (column 'contract_start' of source "
+            "'accounts' is of type date), but a formula computes with numbers; "
+            "compute a number of days instead, such as a days_since metric",
+        ),
+    ],
+)
+def test_formula_of_text_rejected(
+    tmp_path: Path, expression: str, message: str
+) -> None:
+    text = with_derived(f'{{type: formula, expression: "{expression}"}}')
+
+    issues = issues_of(tmp_path, text)
+
+    assert set(issues) == {"metrics.derived.expression"}
+    issue = issues["metrics.derived.expression"]
+    assert issue.line == 16
+    assert issue.message == message
+    assert issue.file == str(tmp_path / "healthscore.yml")
+
+
+def test_ratio_of_text_rejected(tmp_path: Path) -> None:
+    text = with_derived("{type: ratio, numerator: logins_28d, denominator: region}")
+
+    issues = issues_of(tmp_path, text)
+
+    assert set(issues) == {"metrics.derived.denominator"}
+    assert issues["metrics.derived.denominator"].line == 16
+    assert issues["metrics.derived.denominator"].message.startswith(
+        "metric 'region' contains text (column 'region' of source 'accounts' is of "
+        "type string), but a ratio divides numbers;"
+    )
+
+
+def test_formula_of_numbers_scores(tmp_path: Path) -> None:
+    text = with_derived('{type: formula, expression: "logins_28d * 2 + 1"}')
+    project = load_project(write(tmp_path, text))
+
+    run = score(project, date(2026, 3, 10), store=False)
+
+    values = run.metrics.values["derived"]
+    assert values.to_dict() == {"a1": 3.0, "a2": 3.0, "a3": 1.0}

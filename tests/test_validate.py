@@ -1209,6 +1209,75 @@ def test_shadow_file_shapes_checked(
     assert issues[0]["file"] == str(root / "proposed.yml")
 
 
+SHADOW_REPEATED_NAME = SHADOW_UNKNOWN_METRIC.replace("logins_29d", "logins_28d") + (
+    """\
+- name: default
+  when: arr > 1000
+  components:
+    usage:
+      weight: 1
+      measures:
+      - metric: logins_28d
+        normalize: {method: percentile}
+"""
+)
+
+
+def test_shadow_repeated_scorecard_name(tmp_path: Path) -> None:
+    root = with_shadow(tmp_path / "p", {"proposed.yml": SHADOW_REPEATED_NAME})
+
+    result = run("validate", "--project", root)
+
+    assert result.exit_code == 1
+    assert "is valid" not in result.stdout
+    assert result.stderr.splitlines() == [
+        "error: 1 problem in the project:",
+        f"  {root / 'proposed.yml'}:9: scorecards[1].name: scorecard name 'default' "
+        "is already used by scorecards[0] at line 2; give each scorecard its own "
+        "name",
+    ]
+
+
+def test_shadow_repeated_name_with_model_problem(tmp_path: Path) -> None:
+    text = SHADOW_REPEATED_NAME.replace("method: percentile", "method: percentil")
+    root = with_shadow(tmp_path / "p", {"proposed.yml": text})
+
+    result = run("validate", "--project", root, "--json")
+
+    assert result.exit_code == 1
+    issues = json.loads(result.stdout)["issues"]
+    assert [(issue["line"], issue["key"]) for issue in issues] == [
+        (9, "scorecards[1].name"),
+        (16, "scorecards[1].components.usage.measures[0].normalize.method"),
+    ]
+    assert {issue["file"] for issue in issues} == {str(root / "proposed.yml")}
+
+
+def test_shadow_repeated_band_name(tmp_path: Path) -> None:
+    bands = (
+        "bands:\n"
+        "- {name: low, label: Low, min: 0, max: 40, color: red}\n"
+        "- {name: low, label: High, min: 41, max: 100, color: blue}\n"
+    )
+    shadow = SHADOW_UNKNOWN_METRIC.replace("logins_29d", "logins_28d") + bands
+    root = with_shadow(tmp_path / "p", {"proposed.yml": shadow})
+
+    result = run("validate", "--project", root, "--json")
+
+    assert result.exit_code == 1
+    issues = json.loads(result.stdout)["issues"]
+    assert issues == [
+        {
+            "file": str(root / "proposed.yml"),
+            "line": 11,
+            "key": "bands[1].name",
+            "message": "band name 'low' is already used by bands[0] at line 10; give "
+            "each band its own name",
+            "suggestion": None,
+        }
+    ]
+
+
 def test_validate_counts_valid_shadow_files(tmp_path: Path) -> None:
     shadow = SHADOW_UNKNOWN_METRIC.replace("logins_29d", "logins_28d")
     root = with_shadow(tmp_path / "p", {"a.yml": shadow, "b.yml": shadow})

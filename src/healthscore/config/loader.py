@@ -154,13 +154,12 @@ def load_project(directory: str | Path = ".") -> Project:
                 )
             ]
         ) from None
-    data, lines, node_issues = _parse_yaml(text, str(file))
-    file_issues = node_issues + list(_repeated_name_issues(data, str(file), lines))
+    data, lines, file_issues = _parse_yaml(text, str(file))
     try:
         config = ProjectConfig.model_validate(data, context=DEFER_REFERENCES)
     except ValidationError as exc:
         issues = file_issues + _pydantic_issues(
-            exc, str(file), lines, data, {issue.key for issue in node_issues}
+            exc, str(file), lines, data, {issue.key for issue in file_issues}
         )
         # The parts that parsed are cross-checked too, so one run lists every
         # problem. Names whose definitions failed count as defined.
@@ -184,11 +183,13 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 def _parse_yaml(
     text: str, file: str
 ) -> tuple[Any, dict[KeyPath, int], list[ConfigIssue]]:
-    """Parse `text` into settings, the line of each key path, and node problems.
+    """Parse `text` into settings, the line of each key path, and file problems.
 
-    The node problems are impossible dates, which are kept as text, and keys that
-    appear twice in one mapping. They are listed with the model problems instead of
-    stopping the load, as PyYAML's own construction would.
+    The file problems are impossible dates, which are kept as text, keys that
+    appear twice in one mapping, and entries of `_NAMED_LISTS` that repeat a name.
+    They are listed with the model problems instead of stopping the load, as
+    PyYAML's own construction would. Shadow scorecard files are parsed here too, so
+    they get the same checks.
     """
     loader = yaml.SafeLoader(text)
     try:
@@ -218,6 +219,7 @@ def _parse_yaml(
         )
     lines: dict[KeyPath, int] = {}
     _index_lines(node, (), lines)
+    issues += _repeated_name_issues(data, file, lines)
     return data, lines, issues
 
 

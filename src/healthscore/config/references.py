@@ -375,6 +375,10 @@ def _metric_kind_issues(
                 )
         if isinstance(metric, MilestoneMetric) and metric.start_column is not None:
             yield from _start_column_issues(config, name, metric, issue, unparsed)
+        if isinstance(
+            metric, FormulaMetric | RatioMetric
+        ) and not _reads_incomplete_metric(config, name, unparsed):
+            yield from _derived_input_issues(config, name, metric, issue)
 
 
 def _source_kind_issues(
@@ -412,6 +416,43 @@ def _source_kind_issues(
                 f"column {metric.column!r} of source {metric.source!r} contains "
                 f"text, but {metric.type} needs a number column; {hint}",
             )
+
+
+def _derived_input_issues(
+    config: ProjectConfig,
+    name: str,
+    metric: FormulaMetric | RatioMetric,
+    issue: Any,
+) -> Iterator[ConfigIssue]:
+    """Find metrics of a formula or ratio that give text or dates.
+
+    Scoring converts every input of a formula or ratio to a number, so such an
+    input fails every run, whichever operator the formula applies to it.
+    """
+    rule = (
+        "a formula computes with numbers"
+        if isinstance(metric, FormulaMetric)
+        else "a ratio divides numbers"
+    )
+    for key, referenced in _metric_references(metric):
+        base = config.metrics.get(referenced)
+        if base is None:
+            continue  # _metric_issues reports an unknown metric
+        found = _metric_value_type(config, base)
+        if found is None or found[0] in ("number", "boolean"):
+            continue
+        kind, origin = found
+        hint = (
+            "declare the column as number if it holds numbers, or score the text "
+            "in a scorecard with method categories"
+            if kind == "string"
+            else "compute a number of days instead, such as a days_since metric"
+        )
+        yield issue(
+            ("metrics", name, key),
+            f"metric {referenced!r} contains {VALUE_WORDS[kind]} ({origin}), but "
+            f"{rule}; {hint}",
+        )
 
 
 def _start_column_issues(
