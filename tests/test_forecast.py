@@ -334,3 +334,75 @@ def test_unknown_survival_model(project: Project) -> None:
     assert result.exit_code == 2
     words = unwrapped(result.output.replace("│", " "))
     assert "unknown survival model 'aft'; use cox or weibull" in words
+
+
+def attribute_project(root: Path) -> Project:
+    """40 accounts scored on their `seats` column, with labels in `Churn`.
+
+    The accounts source is the only source, so the scores are the same on every
+    as-of date.
+    """
+    rows = ["account_id,seats,Churn"]
+    rows += [f"a{i},{i % 20},{'Yes' if i % 4 == 0 else 'No'}" for i in range(40)]
+    measure = {
+        "metric": "seats",
+        "normalize": {"method": "bounds", "min": 0, "max": 19},
+    }
+    config = {
+        "name": "attributes",
+        "sources": {
+            "accounts": {
+                "kind": "accounts",
+                "path": "accounts.csv",
+                "attributes": {"seats": "number", "Churn": "string"},
+            }
+        },
+        "metrics": {"seats": {"type": "attribute", "column": "seats"}},
+        "scorecards": [
+            {
+                "name": "default",
+                "components": {"size": {"weight": 1, "measures": [measure]}},
+            }
+        ],
+        "validation": {"label_column": {"column": "Churn", "churned": ["Yes"]}},
+    }
+    return write_project(root, config, {"accounts.csv": "\n".join(rows) + "\n"})
+
+
+def test_forecast_of_undated_scores_explains(tmp_path: Path) -> None:
+    project = attribute_project(tmp_path)
+    backfill(project, [START])
+
+    result = invoke(project, "forecast")
+
+    assert result.exit_code == 0, result.output
+    text = unwrapped(result.stdout)
+    assert text.startswith(
+        "No score forecast as of 2024-01-01 for 40 accounts: no snapshots far "
+        "enough apart for 30d, 60d, 90d."
+    )
+    assert (
+        "The scorecards read only columns of the accounts source, which have no "
+        "dates, so every as-of date gives the same scores. Snapshots of more dates "
+        "would only repeat them and give a flat forecast."
+    ) in text
+    assert "at least 30 days apart" in text
+    assert "backfill" not in text
+
+
+def test_forecast_of_undated_scores_notes_flat(tmp_path: Path) -> None:
+    project = attribute_project(tmp_path)
+    backfill(project, [START + timedelta(weeks=week) for week in range(6)])
+
+    result = invoke(project, "forecast", "--json")
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert all(row["score_30d"] == pytest.approx(row["score"]) for row in rows)
+    printed = invoke(project, "forecast")
+    assert printed.exit_code == 0, printed.output
+    assert (
+        "Note: The scorecards read only columns of the accounts source, which have "
+        "no dates, so every as-of date gives the same scores. The forecast repeats "
+        "the scores of 2024-02-05."
+    ) in unwrapped(printed.stderr)

@@ -35,7 +35,7 @@ from healthscore.cli.common import (
     stderr_console,
     stdout_console,
 )
-from healthscore.cli.scoring import table_write_line
+from healthscore.cli.scoring import table_write_line, warn_future_as_of
 from healthscore.config import Project
 from healthscore.config.models import Duration, parse_duration
 
@@ -95,7 +95,8 @@ def backfill(
     A backfill checks no alert rules and opens no playbook tasks, so it sends no
     alerts about past dates. `healthscore score` checks them for the date it scores.
     It warns about dates whose metric windows start before the first row of a
-    source, because their metrics cover only part of the window.
+    source, because their metrics cover only part of the window, and about dates
+    after today, whose windows reach past the data.
     """
     from healthscore.monitoring.backfill import BackfillTableError, backfill_dates
     from healthscore.monitoring.backfill import backfill as run_backfill
@@ -104,6 +105,7 @@ def backfill(
 
     project = open_project(project_dir)
     dates = backfill_dates(start, end, every)
+    _warn_future_dates(project, dates)
     engine = None
     # A replay scores each date under the configuration stored with it, whose
     # windows may differ from the current ones, so only a plain backfill is checked.
@@ -170,6 +172,25 @@ def backfill(
             "account was in the scored population on that date, as before the data "
             "starts or after it ends. Check --from and --to against the dates of "
             "your data."
+        )
+
+
+def _warn_future_dates(project: Project, dates: list[date]) -> None:
+    """Warn on stderr when the last of `dates` is after today, as `score` does.
+
+    The dates are still scored and stored. More than one date after today is
+    counted, because the warning names the last one only.
+    """
+    from healthscore.report import project_today
+
+    if not dates:
+        return
+    warn_future_as_of(project, dates[-1], stored=True)
+    future = [day for day in dates if day > project_today(project)]
+    if len(future) > 1:
+        note_wrapped(
+            f"{len(future)} dates of the backfill, from {future[0].isoformat()} to "
+            f"{future[-1].isoformat()}, are after today."
         )
 
 

@@ -546,7 +546,7 @@ def forecast(
     if json_output:
         print_json(to_json(table.to_dict(orient="records")))
         return
-    _print_forecast(table, limit, account is not None)
+    _print_forecast(table, limit, account is not None, _reads_dated_rows(project))
 
 
 def _forecast_renewals(
@@ -627,7 +627,12 @@ def _print_renewals(table: pd.DataFrame, day: date, period: str) -> None:
     stdout_console().print(view)
 
 
-def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
+def _print_forecast(table: pd.DataFrame, limit: int, single: bool, dated: bool) -> None:
+    """Print the forecast table, or why a horizon has no forecast.
+
+    `dated` is true when the scores read rows with dates, so that they can change
+    from one as-of date to the next (see `_reads_dated_rows`).
+    """
     from healthscore.models.forecast import MIN_EXAMPLES
 
     if table.empty:
@@ -650,6 +655,15 @@ def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
             f"No score forecast as of {day} for {plural(len(table), 'account')}: "
             f"{reason}."
         )
+        if not dated:
+            say_wrapped(
+                f"{UNDATED_SCORES} Snapshots of more dates would only repeat them "
+                "and give a flat forecast. A forecast needs scores that change over "
+                "time. Measure metrics of a source with dated rows, such as events "
+                f"or subscriptions, and store snapshots at least {min(missing)} "
+                "days apart as that data grows."
+            )
+            return
         say_wrapped(
             f"A forecast {min(missing)} days ahead learns from accounts scored on two "
             f"snapshots {min(missing)} days apart and needs {MIN_EXAMPLES} such "
@@ -657,6 +671,10 @@ def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
             "DATE --every 7d`, then run `healthscore forecast` again."
         )
         return
+    if not dated:
+        note_wrapped(
+            f"Note: {UNDATED_SCORES} The forecast repeats the scores of {day}."
+        )
 
     crossing = table[table["at_risk_date"].notna()].sort_values("at_risk_date")
     shown = table if single else crossing.head(limit)
@@ -688,6 +706,38 @@ def _print_forecast(table: pd.DataFrame, limit: int, single: bool) -> None:
         cells.append(crossing_date.isoformat() if crossing_date else "-")
         view.add_row(*cells)
     stdout_console().print(view)
+
+
+#: Reason that a project whose scorecards read no dated rows gets the same scores
+#: on every as-of date.
+UNDATED_SCORES = (
+    "The scorecards read only columns of the accounts source, which have no dates, "
+    "so every as-of date gives the same scores."
+)
+
+
+def _reads_dated_rows(project: Project) -> bool:
+    """Tell whether a scorecard reads a metric of rows with dates.
+
+    Only metrics of a source, such as event counts or subscription tenure, change
+    with the as-of date. Attribute metrics, and ratios and formulas of them, read
+    columns of the accounts source, which have no dates.
+    """
+    from healthscore.config.models import SourceMetric
+    from healthscore.config.references import metric_closure
+    from healthscore.expressions import parse_expression
+
+    metrics = project.config.metrics
+    used: set[str] = set()
+    for scorecard in project.config.scorecards:
+        for component in scorecard.components.values():
+            used |= {measure.metric for measure in component.measures}
+        if scorecard.when:
+            used |= parse_expression(scorecard.when).names & set(metrics)
+    return any(
+        isinstance(metrics.get(name), SourceMetric)
+        for name in metric_closure(metrics, used)
+    )
 
 
 def _days(horizons: list[int]) -> str:

@@ -101,6 +101,7 @@ def validate(
 
     Every problem found is listed with its file, line and key path.
     """
+    from healthscore.config.databases import snapshot_table_warnings
     from healthscore.report import project_today
     from healthscore.sources import SourceError
     from healthscore.sources.spark_reader import check_supported
@@ -126,6 +127,8 @@ def validate(
     parse_state_url(config.store.state)
     if config.store.snapshot_table is not None:
         check_snapshot_table(project, config.store.snapshot_table)
+        for issue in snapshot_table_warnings(project):
+            note_wrapped(f"warning: {issue}")
     if data:
         summaries = check_data(project, day, show_progress=not json_output)
     else:

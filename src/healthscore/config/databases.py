@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from healthscore.config.loader import Project, expand_variables
+from healthscore.config.errors import ConfigIssue, format_key, line_of
+from healthscore.config.loader import Project, _parse_yaml, expand_variables
 from healthscore.config.variables import VARIABLE
 
 
@@ -162,3 +163,35 @@ def table_parts(table: str) -> tuple[str | None, str]:
     """Split `schema.name` or `name` into schema (None for the default) and name."""
     schema, _, name = table.rpartition(".")
     return (schema or None), name
+
+
+def snapshot_table_warnings(project: Project) -> list[ConfigIssue]:
+    """Return a warning when the PostgreSQL snapshot table name has upper case.
+
+    healthscore quotes the name when it creates and writes the table, so PostgreSQL
+    keeps its case. PostgreSQL folds an unquoted name in a query to lower case, so
+    such a query of the name as written finds no table. Returns [] for DuckDB,
+    which matches names regardless of case (checked with DuckDB 2.0), and for
+    lower-case names.
+    """
+    settings = project.config.store.snapshot_table
+    if settings is None or settings.table == settings.table.lower():
+        return []
+    if not settings.connection.startswith(("postgresql://", "postgres://")):
+        return []
+    table = settings.table
+    quoted = ".".join(f'"{part}"' for part in table.split("."))
+    path = ("store", "snapshot_table", "table")
+    _, lines, _ = _parse_yaml(project.file_text(), str(project.file))
+    return [
+        ConfigIssue(
+            file=str(project.file),
+            line=line_of(path, lines),
+            key=format_key(path),
+            message=f"table {table!r} has upper-case letters, which PostgreSQL "
+            "keeps because healthscore quotes the name. PostgreSQL folds an "
+            f"unquoted name to lower case, so SELECT * FROM {table} finds no "
+            f"table. Write table: {table.lower()}, or query the table as {quoted}, "
+            "with the quotes",
+        )
+    ]

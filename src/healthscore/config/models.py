@@ -1147,7 +1147,8 @@ class SnapshotTableConfig(StrictModel):
         "A schema is not created: it must exist. On PostgreSQL both names are "
         "quoted, so their case is kept: a table written as `MyScores` must be "
         'queried as `"MyScores"`, and a schema created without quotes must be '
-        "written here in lower case. Lower-case names need no quotes."
+        "written here in lower case. Lower-case names need no quotes, and "
+        "`healthscore validate` warns about upper-case ones."
     )
     project: str | None = Field(
         default=None,
