@@ -1288,3 +1288,41 @@ def test_nps_fits_80_columns(tmp_path):
     assert " ".join(output[:2]).startswith(
         "NPS by segment as of 2026-06-01: metric nps_365d, responses from source"
     )
+
+
+NPS_PROJECT = """name: nps
+sources:
+  accounts: {kind: accounts, path: accounts.csv, attributes: {region: string}}
+  surveys: {kind: surveys, path: surveys.csv}
+metrics:
+  nps: {type: nps, source: surveys, column: score}
+scorecards:
+  - name: default
+    components:
+      voice:
+        weight: 1
+        measures:
+          - {metric: nps, normalize: {method: bounds, min: -100, max: 100}}
+"""
+
+
+def test_nps_without_segment_column_names_by(tmp_path):
+    root = tmp_path / "nps"
+    root.mkdir()
+    (root / "healthscore.yml").write_text(NPS_PROJECT)
+    (root / "accounts.csv").write_text("account_id,region\na1,EU\na2,US\n")
+    (root / "surveys.csv").write_text(
+        "account_id,timestamp,score\na1,2024-03-01 10:00:00,9\n"
+        "a2,2024-03-02 10:00:00,3\n"
+    )
+
+    result = run("nps", "--project", root, "--as-of", AS_OF)
+    by_region = run("nps", "--project", root, "--as-of", AS_OF, "--by", "region")
+
+    assert result.exit_code == 1
+    assert " ".join(result.stderr.split()) == (
+        "error: --by: the accounts have no column 'segment' (the default of --by); "
+        "give --by with one of: region"
+    )
+    succeeded(by_region)
+    assert "NPS by region" in by_region.stdout

@@ -71,6 +71,12 @@ def nps(
     engine = open_engine(project)
     accounts = population(project, engine.sources, as_of)
     point = as_of_point(project, as_of)
+    if by not in accounts.columns:
+        default = " (the default of --by)" if by == "segment" else ""
+        raise ValueError(
+            f"--by: the accounts have no column {by!r}{default}; give --by with one "
+            f"of: {', '.join(accounts.columns)}"
+        )
     frame = nps_by_group(engine.sources, metric, accounts, point, by=by)
     if json_output:
         print_json(_nps_json(as_of, name, by, frame))
