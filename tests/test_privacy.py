@@ -48,6 +48,8 @@ from healthscore.service.app import create_app
 from healthscore.service.tokens import create_token
 from healthscore.sources.ingest import event_store, ingest_files
 from healthscore.store import StateStore
+from healthscore.store import events as events_module
+from healthscore.store.events import MANIFEST_FILE, file_digest
 from healthscore.store.schema import metadata
 from project_factory import minimal_config, write_project
 from service_project import TestClient, bearer
@@ -532,6 +534,146 @@ def test_forget_person_in_event_store(project):
     # The 2026-05-01 rows are purged; 2026-06-01 keeps yann and zoe's row.
     assert sorted(raw["user"]) == [ERASED, "yann@example.com"]
     assert report.event_rows == {"stored": {"raw": 1, "daily": 0}}
+
+
+def ingest_named(project, name: str) -> tuple[Path, str]:
+    """Ingest EVENTS from a file called `name` and return it with its SHA-256."""
+    path = project.root / "exports" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(EVENTS, encoding="utf-8")
+    result = run_cli("ingest", "--source", "stored", path, "--project", project.root)
+    assert result.exit_code == 0, result.output
+    return path, file_digest(path)
+
+
+def ingested_manifest(project) -> dict[str, Any]:
+    store = event_store(project)
+    path = store.events_folder / "stored" / MANIFEST_FILE
+    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return manifest
+
+
+def test_forget_erases_ingested_file_names(project, tmp_path):
+    name = f"{ERASED_ACCOUNT} zoe@example.com.csv"
+    path, digest = ingest_named(project, name)
+    exported = {
+        "account": export_to(
+            project, tmp_path / "account.json", "--account", ERASED_ACCOUNT
+        ),
+        "person": export_to(
+            project, tmp_path / "person.json", "--person", "ZOE@example.com"
+        ),
+    }
+
+    summary = run_cli(
+        "export-subject", "--person", "zoe@example.com", "--output",
+        tmp_path / "summary.json", "--json", "--project", project.root,
+    )  # fmt: skip
+
+    assert summary.exit_code == 0, summary.output
+    assert json.loads(summary.stdout)["ingested_files"] == 1
+    for kind, document in exported.items():
+        origins = document["events"]["stored"]["origins"]
+        assert [entry["origin"] for entry in origins] == [name], kind
+        assert [entry["batch_id"] for entry in origins] == [digest], kind
+        assert origins[0]["rows"] == 6, kind
+    account = run_cli(
+        "forget", "--account", ERASED_ACCOUNT, "--author", "dpo", "--yes",
+        "--json", "--project", project.root,
+    )  # fmt: skip
+    person = run_cli(
+        "forget", "--person", "zoe@example.com", "--author", "dpo", "--yes",
+        "--json", "--project", project.root,
+    )  # fmt: skip
+
+    for result in (account, person):
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["event_rows"]["stored"]["origins"] == 1
+        assert report["event_fields"]["stored"]["origin"] == 1
+    manifest = ingested_manifest(project)
+    assert list(manifest) == [digest]
+    assert manifest[digest]["origin"] == f"{ERASED} {ERASED}.csv"
+    assert manifest[digest]["rows"] == 6
+    text = (event_store(project).events_folder / "stored" / MANIFEST_FILE).read_text()
+    assert ERASED_ACCOUNT not in text
+    assert "zoe@example.com" not in text
+    leftovers = [
+        entry.name
+        for entry in (event_store(project).events_folder / "stored").iterdir()
+        if entry.name.endswith(".tmp")
+    ]
+    assert leftovers == []
+    again = ingest_files(project, "stored", [path])
+    assert again[0].skipped
+    assert event_store_rows(project, ERASED_ACCOUNT) == (0, 0)
+    for kind, subject in (
+        ("account", ["--account", ERASED_ACCOUNT]),
+        ("person", ["--person", "zoe@example.com"]),
+    ):
+        document = export_to(project, tmp_path / f"after-{kind}.json", *subject)
+        assert "origins" not in document["events"].get("stored", {}), kind
+
+
+def test_forget_person_only_in_file_name(project):
+    ingest_named(project, "from quinn@example.com.csv")
+
+    planned = run_cli(
+        "forget", "--person", "quinn@example.com", "--dry-run", "--project",
+        project.root,
+    )  # fmt: skip
+    unchanged = ingested_manifest(project)
+    done = run_cli(
+        "forget", "--person", "quinn@example.com", "--author", "dpo", "--yes",
+        "--project", project.root,
+    )  # fmt: skip
+
+    assert planned.exit_code == 0, planned.output
+    lines = planned.stdout.splitlines()
+    assert lines[0] == "Would erase 1 row of the person."
+    assert "  event store stored: raw 0, daily 0, origins 1 (origin 1)" in lines
+    assert [entry["origin"] for entry in unchanged.values()] == [
+        "from quinn@example.com.csv"
+    ]
+    assert done.exit_code == 0, done.output
+    assert "Erased 1 row of the person." in done.stdout
+    origins = [entry["origin"] for entry in ingested_manifest(project).values()]
+    assert origins == [f"from {ERASED}.csv"]
+
+
+@pytest.mark.parametrize("text", ["{not json", '["a.csv"]'])
+def test_forget_names_invalid_ingested_json(project, text):
+    ingest_named(project, "from quinn@example.com.csv")
+    path = event_store(project).events_folder / "stored" / MANIFEST_FILE
+    path.write_text(text, encoding="utf-8")
+
+    result = run_cli(
+        "forget", "--person", "quinn@example.com", "--author", "dpo", "--yes",
+        "--project", project.root,
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    assert str(path) in result.stderr
+    assert "restore it from a backup, or delete it" in result.stderr
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_forget_keeps_file_names_when_write_fails(project, monkeypatch):
+    ingest_named(project, "from quinn@example.com.csv")
+    before = ingested_manifest(project)
+    folder = event_store(project).events_folder / "stored"
+
+    def fail_replace(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(events_module.os, "replace", fail_replace)
+    with pytest.raises(OSError, match="No space left on device"):
+        event_store(project).rewrite_origins(
+            "stored", person_subject(project, "quinn@example.com").redact_text
+        )
+
+    assert ingested_manifest(project) == before
+    assert [entry.name for entry in folder.iterdir() if entry.suffix == ".tmp"] == []
 
 
 def seed_person_fields(project) -> Path:

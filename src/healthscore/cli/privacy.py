@@ -263,7 +263,8 @@ def export_subject_command(
     """Write everything stored about an account or a person to a JSON file.
 
     The file has the subject's snapshot rows per date, its raw and rollup rows in
-    the event store, its rows in every state table (overrides, alerts, tasks, notes
+    the event store and the ingested file names that mention it, its rows in every
+    state table (overrides, alerts, tasks, notes
     and others), its rows in the exports of the output folder and the reports that
     mention it.
     """
@@ -284,9 +285,12 @@ def export_subject_command(
         "snapshot_dates": len(document["snapshots"]),
         "state_rows": {name: len(rows) for name, rows in document["state"].items()},
         "event_rows": {
-            name: {part: len(rows) for part, rows in parts.items()}
+            name: {part: len(rows) for part, rows in parts.items() if part != "origins"}
             for name, parts in document["events"].items()
         },
+        "ingested_files": sum(
+            len(parts.get("origins", [])) for parts in document["events"].values()
+        ),
         "files": len(document["files"]),
         "reports": len(document["reports"]),
     }
@@ -298,5 +302,6 @@ def export_subject_command(
     say(
         f"Wrote the {subject.kind}'s data to {output}: {summary['snapshot_dates']} "
         f"snapshot dates, {rows} state rows, {events} event store rows, "
+        f"{plural(summary['ingested_files'], 'ingested file name')}, "
         f"{summary['files']} export files and {summary['reports']} reports."
     )

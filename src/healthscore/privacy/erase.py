@@ -119,10 +119,13 @@ class ErasureReport:
         Files in the output folders that could not be read, with the reason.
     event_rows : dict
         Per store source, the rows of the event store (``raw``) and of its daily
-        rollup (``daily``).
+        rollup (``daily``), and when there were any, the Segment memberships
+        dropped (``memberships``) and the names of ingested files in
+        `ingested.json` that mentioned the subject (``origins``).
     event_fields : dict
         Per store source of `event_rows`, the fields where the subject was found,
-        over its raw rows, rollups and memberships together.
+        over its raw rows, rollups and memberships together, and ``origin`` for
+        the names of ingested files.
     snapshot_table_dates : list of str
         Erased snapshot dates whose rows of `store.snapshot_table` under this
         project's key were written again from the erased snapshot. A date without

@@ -54,7 +54,8 @@ def export_subject(
     -------
     dict
         ``subject``, ``exported_at``, ``snapshots`` (as-of date to table to rows),
-        ``events`` (store source to ``raw`` and ``daily`` rows),
+        ``events`` (store source to ``raw`` and ``daily`` rows, and ``origins``,
+        the entries of ingested files whose name mentions the subject),
         ``state`` (table to rows), ``files`` (export path to rows), ``reports``
         (paths of reports that mention the subject) and ``exports`` (paths of earlier
         exports of the subject). Dates are ISO text and missing values null.

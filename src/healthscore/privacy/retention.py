@@ -27,6 +27,9 @@ from healthscore.store.events import PurgeResult
 
 logger = logging.getLogger(__name__)
 
+#: Field of an `ingested.json` entry with the name of the ingested file.
+ORIGIN_FIELD = "origin"
+
 
 def cutoff_day(today: date, age: Duration) -> date:
     """Return the first day kept: raw days before it are older than `age`."""
@@ -71,13 +74,19 @@ def erase_event_store(
 ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     """Delete an account's rows, or erase a person, in the raw rows and rollups.
 
+    Mentions of the subject in the names of ingested files (``origin`` in
+    `ingested.json`) are replaced by ERASED. Their content hashes stay, so a file
+    ingested again is still recognized and skipped.
+
     Returns
     -------
     tuple of dict
         Per store source with changes, the raw and rollup (``daily``) rows changed,
-        and the Segment ``memberships`` dropped when there were any. Then per
+        the Segment ``memberships`` dropped and the ingested file names
+        (``origins``) changed, the last two only when there were any. Then per
         such source, the columns where the subject was found with their counts,
-        over the raw rows, rollups and memberships together.
+        over the raw rows, rollups and memberships together, and ``origin`` for
+        the file names.
     """
     store = event_store(project)
     counts: dict[str, dict[str, int]] = {}
@@ -88,10 +97,15 @@ def erase_event_store(
         found: Counter[str] = Counter()
         edit = partial(_erase_and_count, subject=subject, found=found)
         raw, daily, memberships = store.rewrite(name, edit, numeric, dry_run=dry_run)
-        if raw or daily or memberships:
+        origins = store.rewrite_origins(name, subject.redact_text, dry_run=dry_run)
+        if origins:
+            found[ORIGIN_FIELD] += origins
+        if raw or daily or memberships or origins:
             counts[name] = {"raw": raw, "daily": daily}
             if memberships:
                 counts[name]["memberships"] = memberships
+            if origins:
+                counts[name]["origins"] = origins
             fields[name] = {column: found[column] for column in sorted(found)}
     return counts, fields
 
@@ -111,7 +125,11 @@ def _erase_and_count(
 def export_event_store(
     project: Project, subject: Subject
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Collect the subject's raw rows and rollup rows per store source."""
+    """Collect the subject's raw rows and rollup rows per store source.
+
+    ``origins`` lists the entries of `ingested.json` whose file name mentions the
+    subject, each with its ``batch_id`` (the file's SHA-256).
+    """
     store = event_store(project)
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name in _stored_sources(project):
@@ -126,9 +144,23 @@ def export_event_store(
             selected = frame.loc[frame_row_mask(frame, subject)]
             if len(selected):
                 rows[part] = _records(selected)
+        origins = _mentioning_origins(store.ingested_batches(name), subject)
+        if origins:
+            rows["origins"] = origins
         if rows:
             found[name] = rows
     return found
+
+
+def _mentioning_origins(
+    batches: dict[str, dict[str, Any]], subject: Subject
+) -> list[dict[str, Any]]:
+    """Return the ingested batches whose origin mentions the subject, as records."""
+    return [
+        {"batch_id": batch_id, **entry}
+        for batch_id, entry in sorted(batches.items())
+        if subject.mentioned_in(entry.get(ORIGIN_FIELD))
+    ]
 
 
 def _stored_sources(project: Project) -> list[str]:

@@ -303,6 +303,16 @@ class EventStore:
         """Tell whether a batch with this id (a content hash) was stored before."""
         return batch_id in self._manifest(source)
 
+    def ingested_batches(self, source: str) -> dict[str, dict[str, Any]]:
+        """Return the entries of `ingested.json` by batch id: origin, rows, stored_at.
+
+        Raises
+        ------
+        EventStoreError
+            When `ingested.json` is not valid JSON or not an object of entries.
+        """
+        return self._manifest(source)
+
     # Writing
 
     def append(
@@ -880,6 +890,34 @@ class EventStore:
             memberships = self._rewrite_memberships(source, edit, dry_run=dry_run)
         return raw_changed, rollup_changed, memberships
 
+    def rewrite_origins(
+        self, source: str, edit: Callable[[str], str], *, dry_run: bool = False
+    ) -> int:
+        """Apply `edit` to the origin (file name) of every ingested batch of `source`.
+
+        The batch ids stay, so a file whose content was stored before is still
+        skipped. `ingested.json` is written whole under a temporary name and renamed
+        into place, so a failed write leaves the old file. Returns the origins
+        changed, or with `dry_run` the origins that would change.
+        """
+        if not (self.events_folder / source / MANIFEST_FILE).is_file():
+            return 0
+        with self._lock(source):
+            manifest = self._manifest(source)
+            changed = 0
+            for entry in manifest.values():
+                origin = entry.get("origin")
+                if not isinstance(origin, str):
+                    continue
+                edited = edit(origin)
+                if edited != origin:
+                    entry["origin"] = edited
+                    changed += 1
+            if changed and not dry_run:
+                path = self.events_folder / source / MANIFEST_FILE
+                _write_text_atomic(path, json.dumps(manifest, indent=1, sort_keys=True))
+        return changed
+
     def _rewrite_memberships(
         self, source: str, edit: FrameEdit, *, dry_run: bool
     ) -> int:
@@ -969,7 +1007,21 @@ class EventStore:
         path = self.events_folder / source / MANIFEST_FILE
         if not path.is_file():
             return {}
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise EventStoreError(
+                f"{path} is not valid JSON ({exc}); restore it from a backup, or "
+                "delete it, but then a file ingested again has its rows stored twice"
+            ) from None
+        if not isinstance(manifest, dict) or not all(
+            isinstance(entry, dict) for entry in manifest.values()
+        ):
+            raise EventStoreError(
+                f"{path} must be a JSON object of batch entries; restore it from a "
+                "backup, or delete it, but then a file ingested again has its rows "
+                "stored twice"
+            )
         return manifest
 
     def _record_batch(self, source: str, batch_id: str, origin: str, rows: int) -> None:
