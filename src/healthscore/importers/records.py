@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
@@ -41,6 +42,14 @@ _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+logger = logging.getLogger(__name__)
+
+#: Reason of a record left out because a newer record has the same id.
+SUPERSEDED = "superseded_copy"
+
+# Superseded records listed by name in the log message of one source read.
+_LISTED_COPIES = 5
 
 
 class InvalidValue(ValueError):
@@ -307,15 +316,142 @@ def _parse_time_text(text: str, timestamp_format: str | None) -> datetime:
         raise InvalidValue(text) from None
 
 
+@dataclass(frozen=True)
+class ExportRecord:
+    """One record of an export: its file, its number there (from 1) and its data."""
+
+    file: str
+    number: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordCopy:
+    """A record to add as a row, and the newer record that replaces it, if any."""
+
+    record: ExportRecord
+    newer: ExportRecord | None = None
+
+
+def newest_copies(
+    context: ImportContext,
+    records: Iterable[ExportRecord],
+    key: Callable[[dict[str, Any]], Hashable | None],
+    updated: Callable[[dict[str, Any]], Iterable[Any]],
+    field_name: str,
+) -> list[RecordCopy]:
+    """Keep one record per id when overlapping exports hold the same object twice.
+
+    Records whose `key` is equal (and not None) are copies of one object. The newest
+    copy is kept: the one whose latest readable time in `updated` is later, then
+    the one in the later file of `context.files`, then the later record of its file.
+    A copy equal to the kept one is dropped. A copy that differs from it is
+    returned with `newer` set, so that its row can be reported as superseded.
+    Records come back in their input order. `field_name` names the id field in
+    the log message.
+    """
+    listed = list(records)
+    order = {file: index for index, file in enumerate(context.files)}
+    groups: dict[Hashable, list[int]] = {}
+    for index, record in enumerate(listed):
+        identity = key(record.data)
+        if identity is not None:
+            groups.setdefault(identity, []).append(index)
+    kept_of: dict[int, ExportRecord] = {}
+    for indexes in groups.values():
+        if len(indexes) == 1:
+            continue
+        kept = max(
+            (listed[index] for index in indexes),
+            key=lambda copy: (
+                _latest_time(context, updated(copy.data)),
+                order.get(copy.file, -1),
+                copy.number,
+            ),
+        )
+        kept_of.update(dict.fromkeys(indexes, kept))
+    found: list[RecordCopy] = []
+    dropped = 0
+    for index, record in enumerate(listed):
+        newest = kept_of.get(index)
+        if newest is None or newest is record:
+            found.append(RecordCopy(record))
+        elif newest.data == record.data:
+            dropped += 1
+        else:
+            found.append(RecordCopy(record, newest))
+    _log_copies(context, found, dropped, key, field_name)
+    return found
+
+
+def _latest_time(
+    context: ImportContext, values: Iterable[Any]
+) -> tuple[bool, datetime]:
+    """Return (whether any value is a time, the latest one) for sorting copies."""
+    times = []
+    for value in values:
+        if is_blank(value):
+            continue
+        try:
+            times.append(to_timestamp(value, context.zone))
+        except InvalidValue:
+            continue
+    return (bool(times), max(times, default=datetime.min))
+
+
+def _log_copies(
+    context: ImportContext,
+    found: list[RecordCopy],
+    dropped: int,
+    key: Callable[[dict[str, Any]], Hashable | None],
+    field_name: str,
+) -> None:
+    if dropped:
+        logger.info(
+            "source %r: skipped %d %s equal to a record with the same %s",
+            context.name,
+            dropped,
+            "record" if dropped == 1 else "records",
+            field_name,
+        )
+    superseded = [copy for copy in found if copy.newer is not None]
+    if not superseded:
+        return
+    examples = "; ".join(
+        f"{copy.record.file} record {copy.record.number} ({field_name} "
+        f"{key(copy.record.data)}, newer in {copy.newer.file} record "
+        f"{copy.newer.number})"
+        for copy in superseded[:_LISTED_COPIES]
+        if copy.newer is not None
+    )
+    more = len(superseded) - _LISTED_COPIES
+    logger.info(
+        "source %r: left out %d %s because a newer record has the same %s: %s%s",
+        context.name,
+        len(superseded),
+        "record" if len(superseded) == 1 else "records",
+        field_name,
+        examples,
+        f"; and {more} more" if more > 0 else "",
+    )
+
+
 def read_json_file(context: ImportContext, file: str) -> Any:
-    """Parse a JSON document; raises SourceError with the position of a syntax error."""
+    """Parse a JSON document; raises SourceError with the position of a syntax error.
+
+    A byte order mark at the start of the file is ignored.
+    """
     try:
-        with open(file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8-sig") as handle:
             return json.load(handle)
     except json.JSONDecodeError as exc:
         raise context.error(
             f"{file} is not valid JSON: {exc.msg} at line {exc.lineno}, "
             f"column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise context.error(
+            f"{file} is not UTF-8 text ({exc.reason}); save or export it again as UTF-8"
         ) from None
     except OSError as exc:
         raise context.error(f"cannot read {file}: {exc.strerror}") from None

@@ -46,12 +46,15 @@ import duckdb
 
 from healthscore.config.importer_options import SegmentOptions
 from healthscore.importers.records import (
+    SUPERSEDED,
+    ExportRecord,
     ImportContext,
     InvalidValue,
     RecordTable,
     dig,
     first_present,
     is_blank,
+    newest_copies,
     to_timestamp,
 )
 
@@ -252,16 +255,16 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
         scope.declared = _declared(scope, memberships)
         scope.message_ids = {}
     table = context.table(COLUMNS)
+    copies = _track_copies(context, calls, scope)
     for call in calls:
-        if call.type != "track":
+        superseded = copies.get((call.file, call.line))
+        if superseded is None:
             continue
         explicit = _explicit_account(call.payload, options)
         account = _account_text(explicit) or _member_account(
             context, call, memberships, scope
         )
-        message_id = _text(
-            first_present(call.payload.get("messageId"), call.payload.get("message_id"))
-        )
+        message_id = _message_id(call.payload)
         if scope is not None and message_id is not None:
             scope.message_ids[(call.file, call.line)] = message_id
         values = {
@@ -287,30 +290,80 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
             # An object, list or boolean is not an id; str() would make one up.
             values["account_id"] = None
             problem = "unparseable_value:account_id"
+        if superseded:
+            problem = f"{SUPERSEDED}:messageId"
         table.add(call.file, call.line, values, problem)
     return table
 
 
+def _track_copies(
+    context: ImportContext, calls: list[Call], scope: MembershipScope | None
+) -> dict[tuple[str, int], bool]:
+    """Return, per (file, line) of each track call to add as a row, whether a
+    newer call with the same messageId replaces it.
+
+    A call equal to the newer one is left out. Inside a scope every track call is
+    added, because the event store leaves out repeated messageIds itself and
+    counts them.
+    """
+    tracks = [
+        ExportRecord(call.file, call.line, call.payload)
+        for call in calls
+        if call.type == "track"
+    ]
+    if scope is not None:
+        return {(track.file, track.number): False for track in tracks}
+    copies = newest_copies(context, tracks, _message_id, _received_times, "messageId")
+    return {
+        (copy.record.file, copy.record.number): copy.newer is not None
+        for copy in copies
+    }
+
+
+def _message_id(payload: dict[str, Any]) -> str | None:
+    return _text(first_present(payload.get("messageId"), payload.get("message_id")))
+
+
+def _received_times(payload: dict[str, Any]) -> list[Any]:
+    # The server stamps receivedAt, so a later one marks the newer delivery.
+    return [payload.get("receivedAt")]
+
+
 def _calls(context: ImportContext, file: str) -> Iterator[Call]:
     opener = gzip.open if file.endswith(".gz") else open
-    with opener(file, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                parsed = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise context.error(
-                    f"{file}, line {number} is not valid JSON ({exc.msg}); fix or "
-                    "remove the line, which must hold one call as a JSON object"
-                ) from None
-            payload = _payload(parsed)
-            if payload is None:
-                raise context.error(
-                    f"{file}, line {number} is not a JSON object with a call; "
-                    "each line must hold one track, identify or group call"
-                )
-            yield Call(file, number, payload)
+    # utf-8-sig drops a byte order mark at the start of the (uncompressed) file.
+    try:
+        with opener(file, "rt", encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                yield Call(file, number, _line_payload(context, file, number, line))
+    except UnicodeDecodeError as exc:
+        raise context.error(
+            f"{file} is not UTF-8 text ({exc.reason}); save or export it again as UTF-8"
+        ) from None
+    except (OSError, EOFError) as exc:
+        # gzip raises BadGzipFile (an OSError) or EOFError for a damaged file.
+        raise context.error(f"cannot read {file}: {exc}") from None
+
+
+def _line_payload(
+    context: ImportContext, file: str, number: int, line: str
+) -> dict[str, Any]:
+    try:
+        parsed = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise context.error(
+            f"{file}, line {number} is not valid JSON ({exc.msg}); fix or "
+            "remove the line, which must hold one call as a JSON object"
+        ) from None
+    payload = _payload(parsed)
+    if payload is None:
+        raise context.error(
+            f"{file}, line {number} is not a JSON object with a call; "
+            "each line must hold one track, identify or group call"
+        )
+    return payload
 
 
 def _payload(parsed: Any) -> dict[str, Any] | None:

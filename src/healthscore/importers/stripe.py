@@ -5,6 +5,12 @@ objects, one object, or the fixtures shape `{"resources": {<type>: <object>}}` o
 Stripe's OpenAPI repository. Objects of other types in the same file are skipped, so
 one export may hold customers, subscriptions and invoices together.
 
+Objects with the same `id` are copies of one object, as overlapping exports contain
+them. The newest copy is used: the one whose latest time field (`_updated_times`)
+is later, else the one in the later file in sorted order, else the later one in its
+file. A copy equal to it is skipped. A copy that differs is a row marked
+`superseded_copy:id`, so the source report lists it.
+
 Amounts are in the currency's minor unit and become major units here: divided by 100,
 by 1 for zero-decimal currencies and by 1000 for three-decimal currencies (lists from
 Stripe's documentation, "Supported currencies", https://docs.stripe.com/currencies).
@@ -21,12 +27,16 @@ import duckdb
 
 from healthscore.config.importer_options import StripeOptions
 from healthscore.importers.records import (
+    SUPERSEDED,
+    ExportRecord,
     ImportContext,
+    RecordCopy,
     RecordTable,
     check_attributes,
     dig,
     first_present,
     is_blank,
+    newest_copies,
     read_json_file,
 )
 from healthscore.importers.stripe_plans import read_plan_changes
@@ -77,10 +87,12 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
     if context.source.kind == "subscriptions":
         return _read_subscriptions(context)
     if context.source.kind == "events":
+        # Plan changes are derived from several objects, so an older copy of an
+        # object is no row of its own and is left out without a report.
         objects = [
-            (file, record, obj)
-            for file in context.files
-            for record, obj in _objects(context, file)
+            (copy.record.file, copy.record.number, copy.record.data)
+            for copy in _newest_objects(context, _is_any)
+            if copy.newer is None
         ]
         return read_plan_changes(context, objects)
     return _read_invoices(context)
@@ -89,28 +101,84 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
 def _read_subscriptions(context: ImportContext) -> RecordTable:
     check_attributes(context, dict.fromkeys(SUBSCRIPTION_ATTRIBUTES, ""))
     table = context.table(SUBSCRIPTION_COLUMNS)
-    for file in context.files:
-        for record, obj in _objects(context, file):
-            if obj.get("object") != "subscription":
-                continue
-            values = subscription_values(obj)
-            values.update(_attributes(context, obj, SUBSCRIPTION_ATTRIBUTES))
-            table.add(file, record, values, _subscription_problem(obj))
+    for copy in _newest_objects(context, _is_subscription):
+        record, obj = copy.record, copy.record.data
+        values = subscription_values(obj)
+        values.update(_attributes(context, obj, SUBSCRIPTION_ATTRIBUTES))
+        problem = _superseded(copy) or _subscription_problem(obj)
+        table.add(record.file, record.number, values, problem)
     return table
 
 
 def _read_invoices(context: ImportContext) -> RecordTable:
     check_attributes(context, dict.fromkeys(INVOICE_ATTRIBUTES, ""))
     table = context.table(INVOICE_COLUMNS)
-    for file in context.files:
-        for record, obj in _objects(context, file):
-            values = invoice_values(obj)
-            if values is None:
-                continue
-            values.update(_attributes(context, obj, INVOICE_ATTRIBUTES))
-            problem = None if values["account_id"] else "missing_customer:account_id"
-            table.add(file, record, values, problem)
+    for copy in _newest_objects(context, _is_billed):
+        record, obj = copy.record, copy.record.data
+        values = invoice_values(obj)
+        if values is None:
+            continue
+        values.update(_attributes(context, obj, INVOICE_ATTRIBUTES))
+        problem = _superseded(copy) or (
+            None if values["account_id"] else "missing_customer:account_id"
+        )
+        table.add(record.file, record.number, values, problem)
     return table
+
+
+def _newest_objects(
+    context: ImportContext, wanted: Callable[[dict[str, Any]], bool]
+) -> list[RecordCopy]:
+    """Read the `wanted` objects of every file, with one newest copy per id."""
+    records = [
+        ExportRecord(file, number, obj)
+        for file in context.files
+        for number, obj in _objects(context, file)
+        if wanted(obj)
+    ]
+    return newest_copies(context, records, _object_id, _updated_times, "id")
+
+
+def _is_any(obj: dict[str, Any]) -> bool:
+    return True
+
+
+def _is_subscription(obj: dict[str, Any]) -> bool:
+    return obj.get("object") == "subscription"
+
+
+def _is_billed(obj: dict[str, Any]) -> bool:
+    return invoice_values(obj) is not None
+
+
+def _object_id(obj: dict[str, Any]) -> str | None:
+    identity = obj.get("id")
+    return None if is_blank(identity) else str(identity)
+
+
+def _updated_times(obj: dict[str, Any]) -> list[Any]:
+    """Return the times that only grow as Stripe updates an object.
+
+    A subscription's period start moves at each renewal (on its items from API
+    version 2025-03-31), and `canceled_at` and `ended_at` are set when it is
+    canceled. An invoice's `status_transitions` are set as it is finalized, paid,
+    voided or marked uncollectible.
+    """
+    times = [
+        obj.get("created"),
+        obj.get("current_period_start"),
+        obj.get("canceled_at"),
+        obj.get("ended_at"),
+    ]
+    times += [dig(item, "current_period_start") for item in _items(obj)]
+    transitions = obj.get("status_transitions")
+    if isinstance(transitions, dict):
+        times += list(transitions.values())
+    return times
+
+
+def _superseded(copy: RecordCopy) -> str | None:
+    return None if copy.newer is None else f"{SUPERSEDED}:id"
 
 
 def _attributes(

@@ -4,6 +4,11 @@ The source's path holds ticket responses of the Zendesk API, `{"tickets": [...]}
 (list and incremental export endpoints) or `{"ticket": {...}}`. The options
 `ticket_metrics` and `satisfaction_ratings` name further files, `{"ticket_metrics":
 [...]}` and `{"satisfaction_ratings": [...]}`, joined to the tickets by ticket id.
+
+Incremental exports repeat a ticket each time it changes. Of the tickets with the
+same `id`, the one with the latest `updated_at` is used (on a tie, the one in the
+later file in sorted order, then the later one in its file). A copy equal to it is
+skipped, and one that differs is a row marked `superseded_copy:id`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import duckdb
 
 from healthscore.config.importer_options import ZendeskOptions
 from healthscore.importers.records import (
+    SUPERSEDED,
+    ExportRecord,
     ImportContext,
     RecordTable,
     check_attributes,
     dig,
     first_present,
     is_blank,
+    newest_copies,
     read_json_file,
 )
 
@@ -70,14 +78,29 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
         _by_ticket(context, "satisfaction_ratings", options.satisfaction_ratings, True)
     )
     table = context.table(COLUMNS)
-    for file in context.files:
-        for record, ticket in _entries(context, file, "tickets", "ticket"):
-            ticket_metrics = metrics.get(_key(ticket.get("id")), {})
-            values = ticket_values(ticket, ticket_metrics, ratings)
-            for attribute in context.source.attributes:
-                values[attribute] = ATTRIBUTES[attribute](ticket, ticket_metrics)
-            table.add(file, record, values)
+    tickets = [
+        ExportRecord(file, record, ticket)
+        for file in context.files
+        for record, ticket in _entries(context, file, "tickets", "ticket")
+    ]
+    for copy in newest_copies(context, tickets, _ticket_id, _updated_at, "id"):
+        ticket = copy.record.data
+        ticket_metrics = metrics.get(_key(ticket.get("id")), {})
+        values = ticket_values(ticket, ticket_metrics, ratings)
+        for attribute in context.source.attributes:
+            values[attribute] = ATTRIBUTES[attribute](ticket, ticket_metrics)
+        problem = None if copy.newer is None else f"{SUPERSEDED}:id"
+        table.add(copy.record.file, copy.record.number, values, problem)
     return table
+
+
+def _ticket_id(ticket: dict[str, Any]) -> str | None:
+    identity = ticket.get("id")
+    return None if is_blank(identity) else str(identity)
+
+
+def _updated_at(ticket: dict[str, Any]) -> list[Any]:
+    return [ticket.get("updated_at")]
 
 
 def ticket_values(

@@ -71,6 +71,8 @@ REASONS = {
     "not_started": "Stripe subscription never started (its first payment did not "
     "complete)",
     "out_of_range": "value is outside the range of its scale",
+    "superseded_copy": "a newer record of the source has the same id, so this "
+    "copy is not used",
 }
 
 _EXAMPLES_PER_REASON = 5
