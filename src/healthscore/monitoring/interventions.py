@@ -26,12 +26,13 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, Table, delete, insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from healthscore.config import Project
 from healthscore.dates import EARLIEST_DATE, LATEST_DATE, iso_date
 from healthscore.store import StateStore, StateStoreError
-from healthscore.store.database import describe_url, write_engine
+from healthscore.store.database import describe_url, lock_for_write, write_engine
 from healthscore.store.schema import audit
 from healthscore.store.tables_tasks import OUTCOME_KINDS, interventions, outcomes
 
@@ -252,10 +253,13 @@ def store_outcomes(
     written, so an exception it raises stores nothing. Without it, a row with the
     account, kind and date of a stored outcome is skipped, and nothing is checked.
     `origin` (the file, or a description of the request) goes into the audit
-    entries.
+    entries. Concurrent calls run one after the other, so each one checks the rows
+    that the others stored. A row whose account, kind and date another writer
+    stored after this one read the stored outcomes is skipped too.
     """
     imported_at = _aware_now(now)
     with write_transaction(state) as connection:
+        lock_for_write(connection, "outcomes")
         stored = _stored_outcomes_of(
             connection, {row["account_id"] for row in rows if row["account_id"]}
         )
@@ -272,6 +276,7 @@ def store_outcomes(
             subject="outcome",
             origin=origin,
             actor=actor,
+            unique_key=OUTCOME_KEY,
         )
 
 
@@ -344,10 +349,12 @@ def store_interventions(
 
     A row equal in account, kind, date and author to a stored intervention that is
     not a completed task is skipped. With `replace`, such a row whose note differs
-    replaces the stored intervention instead.
+    replaces the stored intervention instead. Concurrent calls run one after the
+    other, so a repeat of a row that another call stores is skipped as well.
     """
     created_at = _aware_now(now)
     with write_transaction(state) as connection:
+        lock_for_write(connection, "interventions")
         stored = _stored_interventions_of(connection, rows)
         changes = _plan_repeats(
             rows, stored, INTERVENTION_KEY, INTERVENTION_VALUES, replace
@@ -411,16 +418,25 @@ def _write_changes(
     subject: str,
     origin: Path | dict[str, Any],
     actor: str,
+    unique_key: tuple[str, ...] | None = None,
 ) -> StoredRows:
     """Delete the replaced rows, insert the new ones with `defaults`, and record
-    both in the audit log with `subject` as the kind of row."""
+    both in the audit log with `subject` as the kind of row.
+
+    With `unique_key`, the columns of a unique constraint of `table`, a new row
+    that repeats a row stored since the plan was made is skipped, not an error.
+    """
     if changes.replaced:
         replaced_ids = [row["id"] for row in changes.replaced]
         connection.execute(delete(table).where(table.c.id.in_(replaced_ids)))
     new = [{**_without_location(row), **defaults} for row in changes.new]
-    if new:
+    inserted = len(new)
+    if new and unique_key is not None:
+        inserted = _insert_skipping_repeats(connection, table, new, unique_key)
+    elif new:
         connection.execute(insert(table), new)
-    record_audit(connection, at, "import", subject, len(new), origin, actor)
+    skipped = changes.skipped + len(new) - inserted
+    record_audit(connection, at, "import", subject, inserted, origin, actor)
     replaced = [
         {name: value for name, value in row.items() if name != "id"}
         for row in changes.replaced
@@ -437,7 +453,25 @@ def _write_changes(
             for row in replaced
         ]
         record_audit(connection, at, "replace", subject, len(replaced), detail, actor)
-    return StoredRows(len(new), changes.skipped, replaced, changes.differing)
+    return StoredRows(inserted, skipped, replaced, changes.differing)
+
+
+def _insert_skipping_repeats(
+    connection: Connection,
+    table: Table,
+    rows: list[dict[str, Any]],
+    unique_key: tuple[str, ...],
+) -> int:
+    """Insert the rows whose `unique_key` is not stored yet; return how many."""
+    statement: postgresql.Insert | sqlite.Insert
+    if connection.dialect.name == "postgresql":
+        statement = postgresql.insert(table)
+    else:
+        statement = sqlite.insert(table)
+    skipping = statement.on_conflict_do_nothing(index_elements=list(unique_key))
+    # A row skipped by ON CONFLICT DO NOTHING returns no id.
+    inserted = connection.execute(skipping.returning(table.c.id), rows)
+    return len(inserted.all())
 
 
 def _differing_warning(

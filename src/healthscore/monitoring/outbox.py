@@ -568,8 +568,10 @@ def set_alert_state(
             f"invalid target state {new_state!r}; use {', '.join(_TRANSITIONS)}"
         )
     with write_engine(state.engine).begin() as connection:
+        # FOR UPDATE waits for a concurrent change of the alert on PostgreSQL and
+        # then reads its committed state, so only one of two changes succeeds.
         current = connection.execute(
-            select(alerts.c.state).where(alerts.c.id == alert_id)
+            select(alerts.c.state).where(alerts.c.id == alert_id).with_for_update()
         ).scalar_one_or_none()
         if current is None:
             raise _not_found(state, alert_id)

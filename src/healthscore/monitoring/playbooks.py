@@ -47,6 +47,7 @@ from healthscore.monitoring.interventions import record_audit, write_transaction
 from healthscore.pipeline import ScoringRun, score
 from healthscore.scoring.routing import AccountColumns
 from healthscore.store import StateStore
+from healthscore.store.database import lock_for_write
 from healthscore.store.tables_alerts import alerts
 from healthscore.store.tables_tasks import TASK_STATES, interventions, tasks
 
@@ -538,6 +539,7 @@ def _insert_tasks(
     """
     opened = []
     with write_transaction(state) as connection:
+        lock_for_write(connection, "tasks")
         recent = _recently_closed(connection, reopen_after, created_at)
         for row in rows:
             if row["cause_key"] in recent:
@@ -694,6 +696,7 @@ def complete_task(
     closed_at = _aware_now(now)
     _check_text("by", by, "give the name of the person who completed it")
     with write_transaction(state) as connection:
+        lock_for_write(connection, "tasks")
         row = _open_task(connection, state, task_id, "completed")
         _close(connection, task_id, "completed", closed_at, by, note)
         connection.execute(
@@ -735,6 +738,7 @@ def dismiss_task(
     _check_text("by", by, "give the name of the person who dismissed it")
     _check_text("reason", reason, "say why the task is not needed")
     with write_transaction(state) as connection:
+        lock_for_write(connection, "tasks")
         row = _open_task(connection, state, task_id, "dismissed")
         _close(connection, task_id, "dismissed", closed_at, by, reason)
         detail = {"task_id": task_id, "account_id": row.account_id, "reason": reason}
@@ -747,6 +751,11 @@ def dismiss_task(
 def _open_task(
     connection: Connection, state: StateStore, task_id: int, action: str
 ) -> Row[Any]:
+    """Return the task's row, or raise unless the task is open.
+
+    Call it after `lock_for_write(connection, "tasks")`, so that of two concurrent
+    changes of one task, the second reads the state that the first committed.
+    """
     row = connection.execute(select(tasks).where(tasks.c.id == task_id)).first()
     if row is None:
         raise TaskNotFoundError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import time
@@ -140,6 +141,28 @@ def write_engine(engine: Engine) -> Engine:
     the busy timeout. `BEGIN IMMEDIATE` takes the write lock first, so it waits.
     """
     return engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+
+def lock_for_write(connection: Connection, subject: str) -> None:
+    """Serialise this write transaction with the others that lock `subject`.
+
+    Call it first in a transaction that reads stored rows of `subject`, such as
+    ``"outcomes"``, and then writes according to them. On PostgreSQL it takes a
+    transaction-level advisory lock, held until commit or rollback, because READ
+    COMMITTED lets two such transactions read before either commits. SQLite needs
+    none, because a transaction of `write_engine` holds the write lock from BEGIN.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": write_lock_key(subject)},
+        )
+
+
+def write_lock_key(subject: str) -> int:
+    """Return the signed 64-bit PostgreSQL advisory lock key of `subject`."""
+    digest = hashlib.blake2b(f"healthscore:{subject}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -205,8 +205,10 @@ class StateStore:
         _check_text("actor", actor, "give the name of the person removing it")
 
         with self._write() as connection:
+            # FOR UPDATE makes a concurrent removal on PostgreSQL wait, then read
+            # the removed_at that the first removal committed.
             row = connection.execute(
-                select(overrides).where(overrides.c.id == override_id)
+                select(overrides).where(overrides.c.id == override_id).with_for_update()
             ).first()
             row = self._check_removable(override_id, row)
             connection.execute(
