@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from healthscore import pipeline
 from healthscore.config import Project, load_project
@@ -343,6 +344,64 @@ def test_unknown_account_404_page(site):
     assert "account &#39;nope&#39; not found" in response.text
 
 
+def test_account_page_as_of(site):
+    client, token, _project, _state = site
+    login(client, token["admin"])
+    earlier = client.get("/accounts/a1?as_of=2026-02-01")
+    latest = client.get("/accounts/a1")
+    assert earlier.status_code == 200
+    assert 'Score as of 2026-02-01</dt><dd class="big">100.0' in earlier.text
+    assert "This page shows the account as of <strong>2026-02-01</strong>" in (
+        earlier.text
+    )
+    assert 'href="/accounts/a1">show the account as of 2026-03-01' in earlier.text
+    assert latest.status_code == 200
+    assert 'Score as of 2026-03-01</dt><dd class="big">20.0' in latest.text
+    assert 'id="as-of-note"' not in latest.text
+    missing = client.get("/accounts/a1?as_of=2025-12-01")
+    assert missing.status_code == 404
+    assert "no scores are stored for 2025-12-01" in missing.text
+    invalid = client.get("/accounts/a1?as_of=yesterday")
+    assert invalid.status_code == 422
+    assert "query.as_of" in invalid.text
+
+
+def test_churned_account_page_latest_scored(site):
+    client, token, project, _state = site
+    # a4's subscription ends on 2026-03-15, so the snapshot of 2026-04-01, which
+    # scores the active accounts, leaves it out.
+    subscriptions = "account_id,start,end\na1,2025-01-01,\na2,2025-01-01,\n"
+    subscriptions += "a3,2025-01-01,\na4,2025-01-01,2026-03-15\n"
+    (project.root / "subscriptions.csv").write_text(subscriptions)
+    config_file = project.root / "healthscore.yml"
+    config = yaml.safe_load(config_file.read_text())
+    config["sources"]["subscriptions"] = {
+        "kind": "subscriptions",
+        "path": "subscriptions.csv",
+    }
+    config_file.write_text(yaml.safe_dump(config))
+    pipeline.score(load_project(project.root), date(2026, 4, 1))
+    login(client, token["admin"])
+
+    page = client.get("/accounts/a4")
+    first = client.get("/accounts/a4?as_of=2026-01-01")
+    unscored = client.get("/accounts/a4?as_of=2026-04-01")
+
+    assert page.status_code == 200, page.text
+    assert 'Score as of 2026-03-01</dt><dd class="big">80.0' in page.text
+    assert (
+        "The latest stored date is 2026-04-01, on which the account has no score."
+        in page.text
+    )
+    assert first.status_code == 200
+    assert 'Score as of 2026-01-01</dt><dd class="big">0.0' in first.text
+    assert unscored.status_code == 404
+    assert "has no score as of 2026-04-01" in unscored.text
+    alerts = client.get("/alerts").text
+    for linked in set(re.findall(r'href="(/accounts/[^"]+)"', alerts)):
+        assert client.get(linked).status_code == 200, linked
+
+
 @pytest.mark.parametrize(
     ("method", "path", "field"),
     [
@@ -498,6 +557,53 @@ def test_override_form_stores_override(site):
     assert stored[0].measure is None
     assert stored[0].expires_on == date(2030, 6, 30)
     assert stored[0].author == "ops"
+
+
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [
+        ("nan", "score: enter a number from 0 to 100"),
+        ("inf", "score: enter a number from 0 to 100"),
+        ("150", "score: enter a number from 0 to 100"),
+        ("", "score: enter a number from 0 to 100"),
+    ],
+)
+def test_override_form_score_message(site, score, expected):
+    client, token, _project, state = site
+    csrf = login(client, token["admin"])
+    response = client.post(
+        "/accounts/a1/overrides",
+        data={
+            "csrf_token": csrf,
+            "score": score,
+            "reason": "",
+            "expires_on": "2030-06-30",
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 422
+    message = re.search(r'<p class="error" role="alert">(.*?)</p>', response.text)
+    assert message is not None
+    assert message.group(1) == (
+        f"the form is invalid: {expected}; reason: a reason is required"
+    )
+    assert state.list_overrides(True, account_id="a1") == []
+
+
+def test_dismiss_without_reason_message(site):
+    client, token, _project, state = site
+    csrf = login(client, token["admin"])
+    task = list_tasks(state, task_state="open")[0]
+    response = client.post(
+        f"/tasks/{task.id}/dismiss",
+        data={"csrf_token": csrf, "reason": "  ", "next": "/tasks"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 422
+    assert "the form is invalid: reason: a reason is required" in response.text
+    assert "valid string" not in response.text
+    still = next(item for item in list_tasks(state) if item.id == task.id)
+    assert still.state == "open"
 
 
 def test_overrides_marked_in_use(site):
@@ -759,3 +865,49 @@ def test_pages_forbid_framing(site):
     for page in anonymous + pages:
         assert page.headers["x-frame-options"] == "DENY", page.url
         assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+# Portfolio summary of the API
+
+
+def test_portfolio_band_counts_add_up(tmp_path):
+    config = service_config("sqlite:///.healthscore/state.db")
+    config["metrics"]["days_since_event"] = {"type": "days_since", "source": "events"}
+    usage = config["scorecards"][0]["components"]["usage"]
+    usage["measures"].append(
+        {
+            "metric": "days_since_event",
+            "weight": 3,
+            "normalize": {"method": "bounds", "min": 0, "max": 60},
+        }
+    )
+    files = {"accounts.csv": ACCOUNTS, "events.csv": service_events()}
+    project = write_project(tmp_path / "p", config, files)
+    pipeline.score(project, DATES[-1])
+    state = StateStore.open(project.config.store.state, project.root)
+    with TestClient(create_app(project, state=state)) as client:
+        token = tokens(state)["viewer"]
+        response = client.get(
+            "/api/v1/portfolio",
+            params={"by": "owner"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        accounts = client.get(
+            "/api/v1/accounts",
+            params={"owner": "bob"},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()["items"]
+    state.close()
+
+    assert response.status_code == 200, response.text
+    bob = {row["group"]: row for row in response.json()["rows"]}["bob"]
+    bands = {row["account_id"]: (row["band"], row["score"]) for row in accounts}
+    # a3 has no event, so only a quarter of the scorecard's weight has data.
+    assert bands["a3"] == ("insufficient_data", 0.0)
+    assert bands["a2"][0] != "insufficient_data"
+    assert bob["accounts"] == 2
+    assert bob["band_insufficient_data"] == 1
+    assert bob["band_unscored"] == 0
+    band_total = sum(value for key, value in bob.items() if key.startswith("band_"))
+    assert band_total == 2
+    assert bob["mean_score"] == bands["a2"][1]

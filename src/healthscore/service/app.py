@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from sqlalchemy import text
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 import healthscore
@@ -38,6 +38,7 @@ from healthscore.service.errors import (
     ERROR_RESPONSES,
     ApiError,
     install_error_handlers,
+    store_unavailable,
 )
 from healthscore.service.handoff import LEASE_RETRY_SECONDS, RescoreLease, RescoreRelay
 from healthscore.service.ingest import router as ingest_router
@@ -46,6 +47,7 @@ from healthscore.service.middleware import ServiceMiddleware
 from healthscore.service.rescore import RescoreWorker
 from healthscore.service.routers import ROUTERS
 from healthscore.store import StateStore
+from healthscore.store.tables_tokens import api_tokens
 
 logger = logging.getLogger("healthscore.service")
 
@@ -331,14 +333,25 @@ def _install_docs_page(app: FastAPI) -> None:
 
 def _health_route(context: ServiceContext) -> Any:
     def health() -> dict[str, str]:
-        """Report whether the service can reach its operational store."""
+        """Report whether the service can read its operational store.
+
+        The check reads a row of the API tokens table, which every API request
+        reads, so a store whose tables are missing fails it as well as one that
+        cannot be reached.
+        """
         try:
             with context.state.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+                connection.execute(select(api_tokens.c.id).limit(1)).all()
         except DBAPIError as exc:
-            raise ApiError(
-                503, "the operational store cannot be reached; check store.state"
-            ) from exc
+            error = store_unavailable(exc)
+            if error is None:
+                error = ApiError(
+                    503,
+                    "the operational store cannot be read "
+                    f"({type(exc).__name__}); check store.state in healthscore.yml",
+                )
+            logger.error("health check failed: %s", error.message)
+            raise error from exc
         return {"status": "ok"}
 
     return health

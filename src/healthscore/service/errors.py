@@ -21,6 +21,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from healthscore.errors import FieldError
@@ -143,6 +149,35 @@ def layer_errors(*, conflict: bool = False) -> Iterator[None]:
         raise ApiError(503, _text(exc)) from exc
 
 
+#: PostgreSQL SQLSTATE codes of a store whose tables cannot be read: an undefined
+#: table (such as a schema left out of the search path or renamed), an undefined
+#: schema, and missing privileges.
+_UNREADABLE_STATES = frozenset({"42P01", "3F000", "42501"})
+
+
+def store_unavailable(exc: DBAPIError) -> ApiError | None:
+    """Return the 503 of a database error that means the store cannot be read.
+
+    That is an error of the connection (OperationalError, InterfaceError, which is
+    also how SQLite reports a missing table), or a PostgreSQL error of a missing
+    table or schema or of missing privileges. Other database errors, such as a
+    constraint violation, are failures of the service, and the result is None.
+    """
+    unreadable = isinstance(exc, OperationalError | InterfaceError)
+    if isinstance(exc, ProgrammingError):
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        unreadable = state in _UNREADABLE_STATES
+    if not unreadable:
+        return None
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    return ApiError(
+        503,
+        f"the operational store cannot be read ({reason}); check store.state in "
+        "healthscore.yml, that the database is reachable and, for PostgreSQL, "
+        "that the schema in its search path has the service's tables",
+    )
+
+
 def _text(exc: BaseException) -> str:
     # KeyError's str() adds quotes around its message.
     return str(exc.args[0]) if exc.args else type(exc).__name__
@@ -153,6 +188,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, _store_error)
+
+
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    error = store_unavailable(exc)
+    if error is None:
+        # Left to the service middleware, which logs it and answers 500.
+        raise exc
+    logger.error("%s %s: %s", request.method, request.url.path, error.message)
+    return error_response(error.status, error.message, code=error.code)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

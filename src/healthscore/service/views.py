@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from healthscore.config.overrides import Override
+from healthscore.scoring import INSUFFICIENT_DATA, UNSCORED
 from healthscore.scoring.overriding import newest_overrides
 from healthscore.service.auth import Access
 from healthscore.service.data import ProjectData
@@ -154,9 +155,15 @@ def portfolio_table(
 ) -> pd.DataFrame:
     """Summarize the stored scores per date and group: accounts, mean score, ARR, bands.
 
-    Columns: `as_of`, `group`, `accounts`, `mean_score`, `arr`, `at_risk_arr` and
-    one `band_<name>` count per configured band. Accounts are grouped by their
-    current segment and owner, because the accounts source keeps no earlier values.
+    Columns: `as_of`, `group`, `accounts`, `mean_score`, `arr`, `at_risk_arr`,
+    one `band_<name>` count per configured band, then `band_insufficient_data` and
+    `band_unscored`, so the band counts of a row add up to `accounts`, as in the
+    HTML report's table of accounts per band. `mean_score` averages the accounts in
+    configured bands only, because the score of an account with insufficient data
+    does not rest on enough data (the report leaves such accounts out of its
+    riskiest list for that reason); it is missing when the group has none. Accounts
+    are grouped by their current segment and owner, because the accounts source
+    keeps no earlier values.
     `arr` sums the known ARR of the group and `at_risk_arr` that of its at-risk
     accounts. Each is missing when no account it sums has a known ARR, except that
     `at_risk_arr` is 0 for a group with a known `arr` and no account at risk.
@@ -177,7 +184,7 @@ def portfolio_table(
         else:
             frame[column] = np.nan
     configured = access.context.project.config.bands
-    bands = [band.name for band in configured]
+    bands = [band.name for band in configured] + [INSUFFICIENT_DATA, UNSCORED]
     columns = ["as_of", "group", "accounts", "mean_score", "arr", "at_risk_arr"]
     if frame.empty:
         return pd.DataFrame(columns=[*columns, *(f"band_{name}" for name in bands)])
@@ -187,10 +194,12 @@ def portfolio_table(
     lowest = min(configured, key=lambda band: band.min).name
     at_risk = "at_risk" if "at_risk" in bands else lowest
     frame["at_risk_arr"] = frame["arr"].where(frame["band"] == at_risk)
+    in_bands = frame["band"].isin([band.name for band in configured])
+    frame["banded_score"] = frame["score"].where(in_bands)
     grouped = frame.groupby(["as_of", "group"], sort=True)
     summary = grouped.agg(
         accounts=("account_id", "size"),
-        mean_score=("score", "mean"),
+        mean_score=("banded_score", "mean"),
         arr=("arr", lambda values: values.sum(min_count=1)),
         at_risk_arr=("at_risk_arr", lambda values: values.sum(min_count=1)),
     ).reset_index()

@@ -79,6 +79,23 @@ def local_path(value: Any, default: str) -> str:
     return default
 
 
+#: Messages of the form fields whose validation errors read poorly in a form, such
+#: as "Input should be a valid string" for a reason left empty. An empty field is
+#: sent to the model as None.
+FIELD_MESSAGES = {
+    "score": "enter a number from 0 to 100",
+    "sentiment": "choose a sentiment from 1 to 5, or leave it empty",
+}
+#: Messages of the text fields that are required, used when they are left empty.
+REQUIRED_MESSAGES = {
+    "text": "the text of the note is required",
+    "reason": "a reason is required",
+    "expires_on": "enter the last day the override applies (YYYY-MM-DD)",
+}
+#: Pydantic error types of a field that was left empty.
+_EMPTY_ERRORS = {"missing", "string_type", "string_too_short", "date_type"}
+
+
 def parse_body(model: type[ModelT], values: dict[str, Any]) -> ModelT:
     """Validate form values with the API's request model; 422 naming the fields.
 
@@ -88,10 +105,23 @@ def parse_body(model: type[ModelT], values: dict[str, Any]) -> ModelT:
         return model.model_validate(values, strict=False)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            f"{'.'.join(str(part) for part in error['loc'])}: {_form_message(error)}"
             for error in exc.errors()
         )
         raise ApiError(422, f"the form is invalid: {problems}") from None
+
+
+def _form_message(error: Any) -> str:
+    """Return the message of one validation error of a form field."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field in FIELD_MESSAGES:
+        return FIELD_MESSAGES[field]
+    if field in REQUIRED_MESSAGES and error["type"] in _EMPTY_ERRORS:
+        return REQUIRED_MESSAGES[field]
+    if error["type"] == "value_error" and (error.get("ctx") or {}).get("error"):
+        # The text of the validator's ValueError, without pydantic's "Value error, ".
+        return str(error["ctx"]["error"])
+    return str(error["msg"])
 
 
 def _text(form: FormData, name: str) -> str | None:

@@ -17,6 +17,7 @@ from healthscore.service.dashboard.views import (
     tasks_view,
 )
 from healthscore.service.dashboard.web import DashboardRoute, render, require_access
+from healthscore.service.schemas import DateText
 from healthscore.service.views import SortKey
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
@@ -43,9 +44,17 @@ def accounts_page(
 
 
 @router.get("/accounts/{account_id}", response_class=HTMLResponse)
-def account_page(request: Request, account_id: str, access: PageAccess) -> HTMLResponse:
-    """Render one account: history, components, last change, forecast, work, notes."""
-    values = account_view(access, account_id)
+def account_page(
+    request: Request,
+    account_id: str,
+    access: PageAccess,
+    as_of: Annotated[DateText | None, Query()] = None,
+) -> HTMLResponse:
+    """Render one account: history, components, last change, forecast, work, notes.
+
+    Without `as_of`, the page shows the latest date on which the account was scored.
+    """
+    values = account_view(access, account_id, as_of)
     return render(request, "account.html", values, access=access)
 
 

@@ -17,7 +17,9 @@ from healthscore.service.dashboard import actions, pages
 from healthscore.service.dashboard.actions import checked_form, local_path
 from healthscore.service.dashboard.sessions import (
     ENDED_SESSIONS_FILE,
+    SESSION_KEY_FILE,
     EndedSessions,
+    SessionKeyFile,
     SessionSigner,
     clear_session_cookie,
     load_session_key,
@@ -53,8 +55,10 @@ def install_dashboard(
     Session cookies are marked Secure on https requests, and on every request when
     `secure_cookies` is set (for a proxy that ends TLS without forwarding the scheme).
     """
+    # Read once here, so that an unusable key file stops the start with its reason.
+    load_session_key(project)
     app.state.session_signer = SessionSigner(
-        load_session_key(project),
+        SessionKeyFile(project.path(SESSION_KEY_FILE)),
         ended=EndedSessions(project.path(ENDED_SESSIONS_FILE)),
     )
     app.state.secure_cookies = secure_cookies

@@ -2,11 +2,12 @@
 
 A session cookie contains the id of the API token that logged in (never the token's
 secret), a random session id and the time of login, signed with HMAC-SHA256 under the
-project's session key. Each request looks the token up again, so revoking the token
-ends its sessions. Logout records the session id in a file beside the key until the
-session would have expired anyway, so every process that serves the project rejects
-the old cookie. The CSRF token of a session is an HMAC of its session id, so it
-changes at every login and needs no server-side storage.
+project's session key. Every process reads the key file again when it changes, so
+deleting the file ends every session. Each request looks the token up again, so
+revoking the token ends its sessions. Logout records the session id in a file beside
+the key until the session would have expired anyway, so every process that serves
+the project rejects the old cookie. The CSRF token of a session is an HMAC of its
+session id, so it changes at every login and needs no server-side storage.
 
 A visitor who is not logged in gets an anonymous session (no token id), so the login
 form carries a CSRF token too.
@@ -75,22 +76,89 @@ def load_session_key(project: Project) -> bytes:
     SessionKeyError
         When the file exists but cannot be read or is empty.
     """
-    path = project.path(SESSION_KEY_FILE)
-    if not path.exists():
-        _create_key_file(path)
-    try:
-        key = path.read_bytes().strip()
-    except OSError as exc:
-        raise SessionKeyError(
-            f"the session key file {path} cannot be read: {exc.strerror}; fix its "
-            "permissions"
-        ) from None
-    if not key:
-        raise SessionKeyError(
-            f"the session key file {path} is empty; delete it so that a new key is "
-            "created"
-        )
+    key, _stamp = _read_key_file(project.path(SESSION_KEY_FILE))
     return key
+
+
+def _read_key_file(path: Path) -> tuple[bytes, tuple[int, int, int]]:
+    """Return the key in `path` and the stamp of the file it was read from."""
+    for attempt in range(2):
+        if not path.exists():
+            _create_key_file(path)
+        try:
+            with open(path, "rb") as handle:
+                stamp = _file_stamp(os.fstat(handle.fileno()))
+                key = handle.read().strip()
+        except FileNotFoundError:
+            # Deleted again between its creation and the read: create it once more.
+            if attempt == 0:
+                continue
+            raise SessionKeyError(
+                f"the session key file {path} was deleted while it was read; "
+                "retry the request"
+            ) from None
+        except OSError as exc:
+            raise SessionKeyError(
+                f"the session key file {path} cannot be read: {exc.strerror}; fix its "
+                "permissions"
+            ) from None
+        if not key:
+            raise SessionKeyError(
+                f"the session key file {path} is empty; delete it so that a new key "
+                "is created"
+            )
+        return key, stamp
+    raise AssertionError("unreachable")
+
+
+class SessionKeyFile:
+    """The session key of a project, read again whenever its file changes.
+
+    Each use stats the file, and reads it again when its inode, size or
+    modification time changed. So a key that is replaced or deleted on disk takes
+    effect in every process of the service at its next request, and cookies signed
+    with the previous key no longer decode. A missing file is created once
+    (`_create_key_file` links it into place only if no other process did), and
+    every process then reads the key that was written.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._guard = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._key = b""
+
+    def current(self) -> bytes:
+        """Return the key in the file now, creating the file when it is missing.
+
+        Raises
+        ------
+        ApiError
+            503 when the file exists but cannot be read or is empty.
+        """
+        with self._guard:
+            try:
+                stamp: tuple[int, int, int] | None = _file_stamp(os.stat(self.path))
+            except FileNotFoundError:
+                stamp = None
+            if stamp is None or stamp != self._stamp:
+                try:
+                    key, self._stamp = _read_key_file(self.path)
+                except SessionKeyError as exc:
+                    logger.error("dashboard sessions cannot be checked: %s", exc)
+                    raise ApiError(503, str(exc)) from exc
+                if self._key and key != self._key:
+                    logger.warning(
+                        "the session key in %s changed, so every dashboard session "
+                        "signed with the previous key has ended",
+                        self.path,
+                    )
+                self._key = key
+            return self._key
+
+
+def _file_stamp(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _create_key_file(path: Path) -> None:
@@ -202,12 +270,14 @@ def _ended_line(session_id: str, expires_at: float) -> str:
 class SessionSigner:
     """Encode, sign, verify and decode session cookies with one key.
 
-    With `ended`, a cookie of a session ended by logout no longer decodes.
+    With a SessionKeyFile as `key`, the signer uses the key in the file at each
+    call, so a cookie signed with an earlier key no longer decodes. With `ended`, a
+    cookie of a session ended by logout no longer decodes.
     """
 
     def __init__(
         self,
-        key: bytes,
+        key: bytes | SessionKeyFile,
         *,
         max_age: float = SESSION_MAX_AGE_SECONDS,
         ended: EndedSessions | None = None,
@@ -217,7 +287,8 @@ class SessionSigner:
         self.ended = ended
 
     def _mac(self, purpose: bytes, payload: bytes) -> str:
-        digest = hmac.new(self._key, purpose + b"\x00" + payload, hashlib.sha256)
+        key = self._key if isinstance(self._key, bytes) else self._key.current()
+        digest = hmac.new(key, purpose + b"\x00" + payload, hashlib.sha256)
         return _b64(digest.digest())
 
     def encode(self, session: Session) -> str:

@@ -175,14 +175,25 @@ def accounts_view(access: Access, sort: account_routes.SortKey) -> dict[str, Any
     }
 
 
-def account_view(access: Access, account_id: str) -> dict[str, Any]:
-    """Everything the account page shows; 404 (ApiError) when not visible."""
+def account_view(
+    access: Access, account_id: str, as_of: date | None = None
+) -> dict[str, Any]:
+    """Everything the account page shows as of `as_of`; 404 (ApiError) when not visible.
+
+    Without `as_of`, the page shows the latest stored date on which the account was
+    scored, so an account missing from the latest snapshot (a churned account, or
+    any account after an empty snapshot) still has a page.
+    """
     context = access.context
-    account = account_routes.get_account(account_id, access)
-    day = date.fromisoformat(account["as_of"])
+    access.check_account(account_id)
+    latest = context.data.resolve_as_of(None)
     history = context.data.history()
-    own = history[history["account_id"].astype(str) == account_id]
-    own = own[own["as_of"] <= day].sort_values("as_of")
+    all_own = history[history["account_id"].astype(str) == account_id]
+    if as_of is None and not all_own.empty:
+        as_of = max(all_own["as_of"])
+    account = account_routes.get_account(account_id, access, as_of=as_of)
+    day = date.fromisoformat(account["as_of"])
+    own = all_own[all_own["as_of"] <= day].sort_values("as_of")
 
     alerts = account_alerts(access, account_id)
     alert_frame = pd.DataFrame(
@@ -199,18 +210,20 @@ def account_view(access: Access, account_id: str) -> dict[str, Any]:
     )
     chart = account_history_chart(own, [account_id], alert_frame, "account-history")
 
-    components = account_routes.get_components(account_id, access)["components"]
+    components = account_routes.get_components(account_id, access, as_of=day)
     today = context.local_now().date()
     overrides = context.state.list_overrides(False, as_of=today, account_id=account_id)
     return {
         "account": account,
         "as_of": day,
+        "latest": latest,
+        "scored_latest": bool((all_own["as_of"] == latest).any()),
         "tones": band_tones(context.project.config.bands),
         "history_chart": Markup(chart),
         "history": own.to_dict(orient="records"),
-        "components": components,
+        "components": components["components"],
         "change": _last_change(access, account_id, own, day),
-        "forecast": _forecast(access, account_id),
+        "forecast": _forecast(access, account_id, day),
         "horizons": FORECAST_HORIZONS,
         "alerts": [alert_json(record) for record in alerts],
         "tasks": jsonable(list_tasks(context.state, account_id=account_id)),
@@ -237,9 +250,9 @@ def _last_change(
         return {"message": error.message}
 
 
-def _forecast(access: Access, account_id: str) -> dict[str, Any]:
+def _forecast(access: Access, account_id: str, day: date) -> dict[str, Any]:
     try:
-        return account_routes.get_forecast(account_id, access)
+        return account_routes.get_forecast(account_id, access, as_of=day)
     except ApiError as error:
         return {"message": error.message}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Coroutine
 from datetime import date, datetime
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.exc import DBAPIError
 
 from healthscore.service.auth import Access
 from healthscore.service.context import ServiceContext
@@ -27,8 +29,10 @@ from healthscore.service.dashboard.sessions import (
     session_token,
     set_session_cookie,
 )
-from healthscore.service.errors import ApiError, location
+from healthscore.service.errors import ApiError, location, store_unavailable
 from healthscore.service.middleware import TOKEN_ID_KEY
+
+logger = logging.getLogger(__name__)
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parents[2] / "templates" / "dashboard"
 
@@ -189,7 +193,8 @@ def error_page(request: Request, error: ApiError) -> HTMLResponse:
     access = None
     try:
         access = require_access(request)
-    except LoginRequired:
+    except (LoginRequired, DBAPIError):
+        # Without a readable store, the page is shown as to a visitor.
         access = None
     template = "fragments/error.html" if is_htmx(request) else "error.html"
     response = render(
@@ -218,6 +223,8 @@ def invalid_request(error: RequestValidationError) -> ApiError:
 class DashboardRoute(APIRoute):
     """A route whose ApiError or invalid parameter gets an HTML error page, not JSON.
 
+    So does a database error that means the operational store cannot be read (503).
+
     Every response of the route, error pages and redirects included, gets
     FRAME_HEADERS.
     """
@@ -234,6 +241,17 @@ class DashboardRoute(APIRoute):
                 response = error_page(request, error)
             except RequestValidationError as error:
                 response = error_page(request, invalid_request(error))
+            except DBAPIError as error:
+                unavailable = store_unavailable(error)
+                if unavailable is None:
+                    raise
+                logger.error(
+                    "%s %s: %s",
+                    request.method,
+                    request.url.path,
+                    unavailable.message,
+                )
+                response = error_page(request, unavailable)
             response.headers.update(FRAME_HEADERS)
             return response
 
