@@ -16,10 +16,12 @@ from healthscore.metrics import MetricTable
 from healthscore.monitoring.alerts import (
     History,
     RaisedAlert,
+    ShownScore,
     dedupe_key,
     evaluate_alerts,
     find_alerts,
     rule_cooldowns,
+    score_text,
 )
 from healthscore.monitoring.outbox import (
     CoolingAlert,
@@ -30,7 +32,7 @@ from healthscore.monitoring.outbox import (
     release_held,
 )
 from healthscore.pipeline import ScoringRun
-from healthscore.scoring import ScoreResult
+from healthscore.scoring import ScoreResult, round_half_up
 from healthscore.store import StateStore
 from healthscore.store.snapshots import SnapshotStore
 
@@ -69,14 +71,17 @@ def config(rules: list[dict[str, Any]], **alerts: Any) -> ProjectConfig:
 
 
 def scores(values: dict[str, float | None], as_of: date = AS_OF) -> pd.DataFrame:
-    """Scores table with bands from the default bands (0-40, 41-70, 71-100)."""
+    """Scores table with bands from the default bands (0-40, 41-70, 71-100).
+
+    A score's band is that of the score rounded half up, as in `assign_bands`.
+    """
     rows = []
     for account, score in values.items():
         if score is None:
             band = "insufficient_data"
-        elif score <= 40:
+        elif round_half_up(np.float64(score)) <= 40:
             band = "at_risk"
-        elif score <= 70:
+        elif round_half_up(np.float64(score)) <= 70:
             band = "stable"
         else:
             band = "healthy"
@@ -193,6 +198,63 @@ def test_message_scores_one_decimal(tmp_path):
         "(-2.0 since 2026-06-23, was 41.0 Stable). "
         "Top drivers: logins (-70.0 points)."
     )
+
+
+def test_message_score_below_band_edge(tmp_path):
+    rules = [{"name": "drop", "kind": "drop", "points": 15, "within": "30d"}]
+    previous_as_of = AS_OF - timedelta(days=7)
+
+    (alert,) = run_rules(rules, {"a": 40.46}, {previous_as_of: {"a": 60}}, tmp_path)
+
+    # 40.46 is at risk (it rounds to 40), so it shows as 40.4, not 40.5.
+    assert alert.details["band"] == "at_risk"
+    assert alert.message.startswith(
+        "a fell 19.5 points since 2026-06-23. Score 40.4, band At risk "
+        "(-19.5 since 2026-06-23, was 60.0 Stable)."
+    )
+
+
+def test_message_previous_score_below_band_edge(tmp_path):
+    rules = [{"name": "up", "kind": "band_change", "to": "stable"}]
+    previous_as_of = AS_OF - timedelta(days=7)
+
+    (alert,) = run_rules(rules, {"a": 50}, {previous_as_of: {"a": 40.46}}, tmp_path)
+
+    assert alert.message.startswith(
+        "a moved into Stable from At risk. Score 50.0, band Stable "
+        "(+9.5 since 2026-06-23, was 40.4 At risk)."
+    )
+
+
+def test_score_text_keeps_band():
+    cases = [
+        # (score, one decimal, whole points)
+        (40.46, "40.4", "40"),
+        (40.45, "40.4", "40"),
+        (40.4999, "40.4", "40"),
+        (40.5, "40.5", "41"),
+        (40.54, "40.5", "41"),
+        (40.56, "40.6", "41"),
+        (39.96, "40.0", "40"),
+        (70.46, "70.4", "70"),
+        (0.0, "0.0", "0"),
+        (100.0, "100.0", "100"),
+    ]
+    for score, decimal, whole in cases:
+        assert score_text(score) == decimal, score
+        assert f"{ShownScore(score):.0f}" == whole, score
+        assert round_half_up(np.float64(float(decimal))) == round_half_up(score)
+
+
+def test_shown_score_other_specs():
+    score = ShownScore(40.46)
+
+    assert f"(score {score:.0f})" == "(score 40)"
+    assert f"{score:>6.1f}|" == "  40.4|"
+    assert f"{score:_.1f}" == "40.4"
+    assert f"{score}" == "40.46"
+    assert f"{ShownScore(float('nan')):.1f}" == "nan"
+    assert score + 1 == pytest.approx(41.46)
 
 
 def test_drop_title_and_message_same_fall(tmp_path):

@@ -968,3 +968,30 @@ def test_webhook_details_keep_precision(tmp_path, receiver):
     assert details["previous_score"] == 80.0
     assert details["change"] == pytest.approx(-20.56)
     assert details["fall"] == pytest.approx(20.56)
+
+
+def test_renderings_keep_score_in_band(tmp_path, receiver, smtp_server):
+    from test_alert_rules import AS_OF, run_rules
+
+    port, sink = smtp_server
+    rules = [{"name": "drop", "kind": "drop", "points": 15, "within": "30d"}]
+    peak = {AS_OF - timedelta(days=7): {"a": 60.0}}
+    (alert,) = run_rules(rules, {"a": 40.46}, peak, tmp_path)
+    delivery = sample_delivery(**vars(alert))
+    email = EmailSender(email_settings(port, ["cs@example.com"]), None, None)
+    webhook = WebhookSender(receiver.url, SECRET, timeout=5)
+
+    slack = slack_message(delivery, None)
+    email.send(delivery)
+    webhook.send(delivery)
+
+    # 40.46 rounds to 40, in At risk (0-40), so no rendering shows 40.5.
+    assert "Score 40.4, band At risk" in alert.message
+    fields = [field["text"] for field in slack["blocks"][1]["fields"]]
+    assert fields[:2] == ["Score\n40.4", "Band\nAt risk"]
+    parts = {part.get_content_type(): part for part in sink.messages[0][2].walk()}
+    markup = parts["text/html"].get_payload(decode=True).decode()
+    assert "<th align='left'>Score</th><td>40.4</td>" in markup
+    body = receiver.requests[0]["json"]
+    assert body["message"] == alert.message
+    assert body["details"]["score"] == 40.46

@@ -285,6 +285,96 @@ def test_new_day_forces_full_run(project, scorer):
     assert result.as_of == today(project)
 
 
+# An empty population
+
+
+def ended_project(tmp_path: Path) -> Project:
+    """The live project scoring active accounts, whose subscriptions all ended."""
+    config = live_config()
+    config["sources"]["subscriptions"] = {
+        "kind": "subscriptions",
+        "path": "subscriptions.csv",
+    }
+    config["scoring"] = {"population": "active"}
+    subscriptions = "account_id,start,end\n" + "".join(
+        f"{account},2024-01-01,2024-06-30\n" for account in ("a1", "a2", "a3", "a4")
+    )
+    files = {"accounts.csv": ACCOUNTS, "subscriptions.csv": subscriptions}
+    return write_project(tmp_path / "p", config, files)
+
+
+def test_empty_population_logs_warning_once(tmp_path, caplog):
+    project = ended_project(tmp_path)
+    add_events(project, {"a1": 1})
+    scorer = LiveScorer(project)
+    day = today(project).isoformat()
+    try:
+        with caplog.at_level(logging.DEBUG, "healthscore.service.live"):
+            first = scorer.rescore(["a1", "a2"])
+            second = scorer.rescore(["a1"])
+    finally:
+        scorer.close()
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert first.full
+    assert first.accounts == []
+    assert first.population == 0
+    assert not second.full
+    assert second.accounts == []
+    assert warnings == [
+        f"no account has an active subscription (source subscriptions) on {day}, "
+        "so none was scored and the snapshot is empty; score a date that the "
+        "subscriptions cover, or set scoring.population: all in healthscore.yml "
+        "to score every account"
+    ]
+    assert snapshot_store(project).read(today(project), "scores").empty
+
+
+def test_worker_log_counts_scored_accounts(tmp_path, caplog):
+    project = ended_project(tmp_path)
+    add_events(project, {"a1": 1, "a2": 1})
+    worker = RescoreWorker(project, interval=0.05)
+    caplog.set_level(logging.INFO, logger="healthscore.service.rescore")
+    worker.start()
+    try:
+        worker.notify(["a1", "a2"])
+        deadline = time.monotonic() + 60
+        while worker.batches == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls; no assertion depends on the time
+    finally:
+        worker.stop()
+
+    messages = [record.getMessage() for record in caplog.records]
+    logged = [text for text in messages if text.startswith("rescored ")]
+    assert worker.batches == 1
+    assert len(logged) == 1, messages
+    assert logged[0].startswith("rescored 0 accounts in ")
+    assert logged[0].endswith(
+        " s (full run); 2 queued accounts are not in the population as of "
+        f"{today(project).isoformat()}"
+    )
+
+
+def test_worker_log_without_outside_accounts(project, caplog):
+    add_events(project, {"a1": 1})
+    worker = RescoreWorker(project, interval=0.05)
+    caplog.set_level(logging.INFO, logger="healthscore.service.rescore")
+    worker.start()
+    try:
+        worker.notify(["a1"])
+        deadline = time.monotonic() + 60
+        while worker.batches == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls; no assertion depends on the time
+    finally:
+        worker.stop()
+
+    messages = [record.getMessage() for record in caplog.records]
+    logged = [text for text in messages if text.startswith("rescored ")]
+    assert len(logged) == 1, messages
+    assert logged[0].startswith("rescored 1 accounts in ")
+    assert logged[0].endswith(" s (full run)")
+
+
 # Scoring in a child process
 
 

@@ -1086,3 +1086,30 @@ def test_cli_release_opens_alert_tasks(tmp_path):
         "rescue|a1|alert:score_drop",
         "rescue|a2|alert:score_drop",
     ]
+
+
+def test_task_title_score_stays_in_band(tmp_path):
+    settings = config()
+    # a1: usage 20 with weight 19, adoption 50 with weight 41, so its score is
+    # 40.5, which is stable, while Python's `{:.0f}` shows it as 40.
+    settings["scorecards"][0]["components"]["usage"]["weight"] = 19
+    settings["scorecards"][0]["components"]["adoption"]["weight"] = 41
+    settings["playbooks"] = [
+        {
+            "name": "check",
+            "when": "account_id == 'a1'",
+            "task": {"title": "Check {account_id}: score {score:.0f}, band {band}"},
+        }
+    ]
+    project = write_project(
+        tmp_path / "project", settings, {"accounts.csv": ACCOUNTS, "events.csv": EVENTS}
+    )
+    run = score(project, AS_OF, store=False)
+    scores = run.result.scores.set_index("account_id")
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        opened = apply_playbooks(project, run, [], state, now=NOW)
+
+    assert scores.loc["a1", "score"] == pytest.approx(40.5)
+    assert scores.loc["a1", "band"] == "stable"
+    assert [task.title for task in opened] == ["Check a1: score 41, band stable"]

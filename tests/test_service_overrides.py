@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -173,6 +175,34 @@ def test_measure_of_unrouted_account_rejected(site):
         "'events_7d' to override; check the `when` conditions of the scorecards"
     )
     assert state.list_overrides(True) == []
+
+
+def test_past_expiry_rejected_at_field(site):
+    _client, _token, project, state = site
+    today = datetime.now(ZoneInfo(project.config.timezone)).date()
+    yesterday = (today - timedelta(days=1)).isoformat()
+
+    response = post_override(site, "a2", expires_on=yesterday)
+
+    error = error_of(response)
+    assert error["message"] == (
+        f"expires_on {yesterday} is in the past (today is {today.isoformat()}); "
+        "choose today or a later date"
+    )
+    assert error["details"] == [
+        {"location": "body.expires_on", "message": error["message"]}
+    ]
+    assert state.list_overrides(True) == []
+
+
+def test_expiry_today_accepted(site):
+    _client, _token, project, _state = site
+    today = datetime.now(ZoneInfo(project.config.timezone)).date()
+
+    response = post_override(site, "a2", expires_on=today.isoformat())
+
+    assert response.status_code == 201, response.text
+    assert response.json()["expires_on"] == today.isoformat()
 
 
 def test_whole_score_override_needs_no_measure(site):

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,7 +57,7 @@ from healthscore.monitoring.guard import (
     find_stale_sources,
     newest_rows,
 )
-from healthscore.scoring import INSUFFICIENT_DATA, UNSCORED, top_drivers
+from healthscore.scoring import INSUFFICIENT_DATA, UNSCORED, round_half_up, top_drivers
 from healthscore.scoring.routing import AccountColumns
 from healthscore.sources import as_of_point
 from healthscore.store.snapshots import SnapshotStore
@@ -772,12 +774,12 @@ def _message(title: str, details: dict[str, Any], context: _Context) -> str:
     parts = [f"{title}."]
     score = details["score"]
     if score is not None:
-        sentence = f"Score {number_text(score)}, band {context.label(details['band'])}"
+        sentence = f"Score {score_text(score)}, band {context.label(details['band'])}"
         if details["change"] is not None:
             sentence += (
                 f" ({change_text(details['change'])} since "
                 f"{details['previous_as_of']}, was "
-                f"{number_text(details['previous_score'])} "
+                f"{score_text(details['previous_score'])} "
                 f"{context.label(details['previous_band'])})"
             )
         parts.append(sentence + ".")
@@ -792,12 +794,69 @@ def _message(title: str, details: dict[str, Any], context: _Context) -> str:
 
 
 def number_text(value: Any) -> str:
-    """Format a score or points value for display with one decimal, as 39.0.
+    """Format a points value, such as a fall, for display with one decimal, as 39.0.
 
     Titles, messages and the channels all use this format, so that one value
     reads the same in each of them. The alert's `details` keep full precision.
+    Scores go through `score_text` instead.
     """
     return f"{float(value):.1f}"
+
+
+def score_text(value: Any) -> str:
+    """Format a score for display with one decimal, in the score's band, as 40.4.
+
+    Messages and the channels use this format, as `number_text` for points.
+    """
+    return f"{ShownScore(value):.1f}"
+
+
+#: A fixed-point format spec, such as `.0f` or `>6.1f`.
+_FIXED_POINT_SPEC = re.compile(r"[^.]*\.(?P<precision>\d+)[fF]")
+#: Maximum decimals that `ShownScore` rounds itself. Specs with more use float's format.
+_MAX_SHOWN_DECIMALS = 12
+
+
+class ShownScore(float):
+    """A score whose fixed-point format (`{score:.0f}`) never shows another band.
+
+    A band contains the scores that round half up into its whole-number edges, so
+    40.46 is at risk with the default bands (0-40 at risk, 41-70 stable) and 40.5
+    is stable. Plain rounding would show 40.46 as 40.5, and Python's `.0f` rounds
+    40.5 to even (40). This type rounds half up, but rounds toward the score's
+    band where that would cross the band's edge: 40.46 shows as 40.4, 40.5 as
+    40.5 and, with `.0f`, as 41. Other format specs format the float as usual, so
+    `.3g` still shows 40.46 as 40.5.
+    """
+
+    def __format__(self, spec: str) -> str:
+        found = _FIXED_POINT_SPEC.fullmatch(spec)
+        value = float(self)
+        if found is None or not math.isfinite(value):
+            return super().__format__(spec)
+        decimals = int(found["precision"])
+        if decimals > _MAX_SHOWN_DECIMALS:
+            return super().__format__(spec)
+        try:
+            return format(_shown_score(value, decimals), spec)
+        except ValueError:
+            # Decimal rejects a few options that float accepts, such as `_` and `#`.
+            return format(float(_shown_score(value, decimals)), spec)
+
+
+def _shown_score(value: float, decimals: int) -> Decimal:
+    """Round `value` half up to `decimals`, toward its band at a band's edge."""
+    exact = Decimal(value)
+    step = Decimal(1).scaleb(-decimals)
+    rounded = exact.quantize(step, rounding=ROUND_HALF_UP)
+    # The whole number that picks the band, computed as `assign_bands` computes it.
+    band_points = Decimal(int(round_half_up(np.array([value]))[0]))
+    rounded_points = (rounded + Decimal("0.5")).to_integral_value(rounding=ROUND_FLOOR)
+    if rounded_points > band_points:
+        rounded = exact.quantize(step, rounding=ROUND_FLOOR)
+    elif rounded_points < band_points:
+        rounded = exact.quantize(step, rounding=ROUND_CEILING)
+    return rounded
 
 
 def change_text(value: Any) -> str:

@@ -32,7 +32,12 @@ from healthscore.config.alerts import (
     WebhookChannel,
 )
 from healthscore.config.loader import expand_variables
-from healthscore.monitoring.alerts import RaisedAlert, change_text, number_text
+from healthscore.monitoring.alerts import (
+    RaisedAlert,
+    change_text,
+    number_text,
+    score_text,
+)
 from healthscore.monitoring.outbox import Channel, Delivery, DeliveryError
 
 #: Header with the HMAC-SHA256 of the request body, as `sha256=<hex>`.
@@ -144,7 +149,7 @@ def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
     alert = delivery.alert
     details = alert.details
     fields = [
-        _field("Score", _number_text(details.get("score"))),
+        _field("Score", _score_text(details.get("score"))),
         _field("Band", band_text(details)),
         _field("Change", _change_text(details.get("change"))),
         _field("Severity", alert.severity),
@@ -371,7 +376,7 @@ def _email_html(delivery: Delivery) -> str:
     rows = [
         ("Account", alert.account_id),
         ("As of", alert.as_of.isoformat()),
-        ("Score", _number_text(alert.details.get("score"))),
+        ("Score", _score_text(alert.details.get("score"))),
         ("Band", band_text(alert.details)),
         ("Change", _change_text(alert.details.get("change"))),
         ("Rule", f"{alert.rule} ({alert.severity})"),
@@ -616,6 +621,10 @@ def _markdown(text: str) -> dict[str, str]:
 
 def _number_text(value: Any) -> str:
     return "-" if value is None else number_text(value)
+
+
+def _score_text(value: Any) -> str:
+    return "-" if value is None else score_text(value)
 
 
 def _change_text(value: Any) -> str:

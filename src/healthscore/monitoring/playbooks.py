@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from healthscore.config import Project
 from healthscore.config.playbooks import PRIORITIES, PlaybookConfig
 from healthscore.metrics.windows import shift
+from healthscore.monitoring.alerts import ShownScore
 from healthscore.monitoring.interventions import record_audit, write_transaction
 from healthscore.pipeline import ScoringRun, score
 from healthscore.scoring.routing import AccountColumns
@@ -454,6 +455,8 @@ def _task_row(
     as_of = context.run.as_of
     due_on = _due_on(as_of, template.due_in)
     fields.update(
+        # Formatted like alert texts, so "(score 40)" never names another band.
+        score=ShownScore(fields["score"]),
         account_id=candidate.account_id,
         owner=owner,
         playbook=playbook.name,

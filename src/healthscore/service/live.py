@@ -194,6 +194,8 @@ class LiveScorer:
         self._state: StateStore | None = None
         # time.monotonic() until which writes to the snapshot table pause.
         self._table_paused_until = 0.0
+        # The day whose empty population was logged as a warning.
+        self._empty_warned_on: date | None = None
 
     def close(self) -> None:
         """Close the engine and the operational store; the next batch is a full run."""
@@ -245,6 +247,8 @@ class LiveScorer:
             day,
             versions,
         )
+        if result.scores.empty:
+            self._warn_empty_population(day, population.reports)
         run = ScoringRun(
             self.project, day, metrics, result, population.reports, versions
         )
@@ -289,6 +293,25 @@ class LiveScorer:
             full=reason is not None,
             snapshot_table_error=table_error,
         )
+
+    def _warn_empty_population(self, day: date, reports: list[SourceReport]) -> None:
+        """Log why no account was scored as `healthscore score` prints it, once a day.
+
+        The snapshot is stored empty all the same, as `healthscore score` stores it.
+        """
+        if self._empty_warned_on == day:
+            logger.debug("no account in the population as of %s", day)
+            return
+        self._empty_warned_on = day
+        # Imported here, so that the service loads the command line's modules only
+        # for this message.
+        from healthscore.cli.scoring import empty_population_warning
+
+        usable = sum(
+            report.rows_used for report in reports if report.kind == "accounts"
+        )
+        text = empty_population_warning(self.project, day, usable)
+        logger.warning("%s", text.removeprefix("warning: "))
 
     def _write_snapshot_table(self, day: date, scores: pd.DataFrame) -> str | None:
         """Replace the day's rows of `store.snapshot_table`; return the error if any.

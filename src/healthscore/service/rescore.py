@@ -371,12 +371,23 @@ class RescoreWorker:
             self.batches += 1
             self._advance_mark(started)
             self._report_table_error(self.last_result)
-            logger.info(
-                "rescored %d accounts in %.2f s%s",
-                len(batch),
-                self.last_result.seconds,
-                " (full run)" if self.last_result.full else "",
+            self._log_batch(self.last_result, len(batch))
+
+    def _log_batch(self, result: RescoreResult, queued: int) -> None:
+        """Log the accounts scored, and those queued but not in the population."""
+        suffix = " (full run)" if result.full else ""
+        outside = queued - len(result.accounts)
+        if outside:
+            suffix += (
+                f"; {outside} queued accounts are not in the population as of "
+                f"{result.as_of}"
             )
+        logger.info(
+            "rescored %d accounts in %.2f s%s",
+            len(result.accounts),
+            result.seconds,
+            suffix,
+        )
 
     def _report_table_error(self, result: RescoreResult) -> None:
         if result.snapshot_table_error is None:

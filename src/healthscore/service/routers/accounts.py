@@ -305,6 +305,8 @@ def create_override(
     access.require_writer()
     if body.measure is not None:
         _check_measure(access, account_id, body.measure)
+    now = access.context.local_now()
+    _check_expiry(body.expires_on, now.date())
     state = access.context.state
     with layer_errors():
         override_id = state.add_override(
@@ -314,12 +316,28 @@ def create_override(
             author=access.token.actor,
             expires_on=body.expires_on,
             measure=body.measure,
-            now=access.context.local_now(),
+            now=now,
         )
-    today = access.context.local_now().date()
+    today = now.date()
     listed = state.list_overrides(True, account_id=account_id)
     created = [row for row in override_rows(listed, today) if row["id"] == override_id]
     return created[0] if created else {"id": override_id}
+
+
+def _check_expiry(expires_on: date, today: date) -> None:
+    """Raise 422 at `body.expires_on` when it is before `today` (project time zone).
+
+    The operational store rejects such an override too, with a ValueError that has
+    no field, so the route checks it first to report the field.
+    """
+    if expires_on < today:
+        message = (
+            f"expires_on {expires_on.isoformat()} is in the past (today is "
+            f"{today.isoformat()}); choose today or a later date"
+        )
+        raise ApiError(
+            422, message, details=[{"location": "body.expires_on", "message": message}]
+        )
 
 
 def _check_measure(access: AccessDependency, account_id: str, measure: str) -> None:
