@@ -500,6 +500,15 @@ def standard_columns_section() -> list[str]:
         "whose `account_id` is not in the accounts source. Further columns are kept",
         "only when they are listed under `attributes`.",
         "",
+        "Without `timestamp_format`, a date or timestamp column reads `YYYY-MM-DD`,",
+        "optionally followed by `T` or one space and `HH:MM`, or `HH:MM:SS` with up",
+        "to 9 decimals, and an optional offset (`Z`, `+HH`, `+HHMM` or `+HH:MM`). A",
+        "boolean column reads `true`, `false`, `t`, `f`, `yes`, `no`, `y`, `n`, `1`",
+        "and `0` in any letter case, and a number column of the file only 0 and 1.",
+        "DuckDB and Spark read the same forms. A date or time before 1900-01-01 or",
+        "after 2261-12-31, infinite ones included, excludes its row. Leave the `end`",
+        "of a running subscription empty: `infinity` cannot be read.",
+        "",
     ]
     for kind, columns in STANDARD_COLUMNS.items():
         required = REQUIRED_COLUMNS[kind]

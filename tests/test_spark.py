@@ -823,3 +823,24 @@ def test_listening_master_passes_check(tmp_path, monkeypatch):
         assert engine_module.start_spark_session(project) == "session"
 
     assert builder.masters == [master]
+
+
+def test_time_and_boolean_texts_equal_duckdb(spark, tmp_path):
+    from test_source_dates import BOOLEAN_TEXTS, TIMESTAMP_TEXTS, odd_texts_project
+
+    project = odd_texts_project(tmp_path)
+    point = datetime(2026, 3, 9)
+
+    on_spark = Engine.open(project, spark=spark).sources
+    on_duckdb = Engine.open(project).sources
+    spark_reports = [r.to_dict() for r in on_spark.report(point)]
+
+    assert spark_reports == [r.to_dict() for r in on_duckdb.report(point)]
+    reports = {r.source: r for r in on_spark.report(point)}
+    unread = sum(not read for read in TIMESTAMP_TEXTS.values())
+    assert reports["events"].excluded["unparseable_value:timestamp"] == unread
+    unread_flags = sum(not read for read in BOOLEAN_TEXTS.values())
+    assert reports["accounts"].excluded == {"unparseable_value:vip": unread_flags}
+    rows = on_spark.rows("events").execute().sort_values("timestamp")
+    expected = on_duckdb.rows("events").execute().sort_values("timestamp")
+    assert list(rows["timestamp"]) == list(expected["timestamp"])

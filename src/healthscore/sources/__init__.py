@@ -60,6 +60,8 @@ REASONS = {
     "column's type",
     "unknown_code": "code not found in the lookup file",
     "end_before_start": "end date is before the start date",
+    "time_out_of_range": "date or time is outside the supported range, 1900-01-01 "
+    "to 2261-12-31",
     "duplicate_account_id": "account id appears on more than one row",
     "unknown_account": "account id not found in the accounts source",
     "excluded_account": "account id's row in the accounts source is excluded",
@@ -78,7 +80,9 @@ REASONS = {
 _EXAMPLES_PER_REASON = 5
 
 #: Reasons whose example rows show the value that could not be read.
-VALUE_REASONS = frozenset({"unparseable_value", "unparseable_joined_value"})
+VALUE_REASONS = frozenset(
+    {"unparseable_value", "unparseable_joined_value", "time_out_of_range"}
+)
 
 #: Reasons that exclude a row for its account, whose example rows show the id.
 ACCOUNT_REASONS = frozenset(

@@ -26,6 +26,7 @@ import glob
 import math
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -33,6 +34,7 @@ import pyarrow as pa
 
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
+from healthscore.dates import EARLIEST_DATE
 from healthscore.errors import SourceError
 from healthscore.privacy.pseudonymize import pseudonymize_select
 from healthscore.sources.csv_rows import (
@@ -62,6 +64,27 @@ _EXACT_NUMBER_TYPES = {
 
 #: DuckDB types that can contain NaN and infinite values.
 _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+
+#: First and last day of the dates and timestamps that a source row may contain.
+#: A row with a time outside them, infinite ones included, is excluded. The last
+#: day stays below 2262-04-11, where pandas' nanosecond timestamps end, because
+#: query results reach Python as pandas frames.
+EARLIEST_SOURCE_DATE = EARLIEST_DATE
+LATEST_SOURCE_DATE = date(2261, 12, 31)
+
+#: Text that a date or timestamp column reads without `timestamp_format`:
+#: YYYY-MM-DD, optionally followed by `T` or one space and HH:MM, or HH:MM:SS with
+#: up to 9 decimals and an optional offset (Z, +HH, +HHMM or +HH:MM). Any other
+#: text is unparseable, because DuckDB and Spark accept different extra forms.
+#: `\z` ends the match, because Java's `$` also matches before a final newline.
+TIMESTAMP_TEXT = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r"(:[0-5][0-9]([.][0-9]{1,9})?(Z|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)?)?)?\z"
+)
+
+#: Text that a boolean column reads, in any letter case and without spaces. DuckDB
+#: and Spark both read these, and Spark would also read them with spaces around.
+BOOLEAN_TEXTS = ("true", "false", "t", "f", "yes", "no", "y", "n", "1", "0")
 
 
 @dataclass(frozen=True)
@@ -190,7 +213,7 @@ def read_source(
         file_types,
         joined.values,
         complete_columns(footers, file_types),
-        finite_columns(footers, file_types),
+        finite_columns(footers, file_types) | dated_columns(footers, file_types),
         keep_values=True,
     )
     relation = f"source_{name}"
@@ -490,7 +513,8 @@ def _standard_select(
     (see `sources.joins`); the other columns are read from `raw`. A required column
     of the file that is in `complete` (see `complete_columns`) gets no check for a
     missing value. A float column of the file that is in `finite` (see
-    `finite_columns`) gets no check for infinite values. With `keep_values`, the
+    `finite_columns`) gets no check for infinite values, nor does a time column in
+    it (see `dated_columns`) get one for times out of range. With `keep_values`, the
     list ends with `_value`: the start of the text of the value that cannot be
     read, of the source's own file or of a joined file (see `VALUE_CHARS`), NULL in
     the other rows.
@@ -522,6 +546,13 @@ def _standard_select(
             )
         else:
             value = _typed(raw, kind, raw_type, source.timestamp_format)
+            if kind in ("date", "timestamp") and not never_infinite:
+                # Checked before the conversion's own check, because a time out of
+                # range reads as missing.
+                inside = _inside_supported_dates(value)
+                reason = f"time_out_of_range:{column}"
+                checks.append((f"NOT {inside}", reason))
+                raw_values[reason] = raw
             if "TRY_" in value:  # only a TRY_ conversion can fail and give NULL
                 reason = "unparseable_value"
                 if column in joined:
@@ -542,6 +573,8 @@ def _standard_select(
                 # An empty field of a CSV file reads as missing, so an empty text
                 # in JSON Lines or Parquet does too.
                 value = f"NULLIF({value}, '')"
+            if kind in ("date", "timestamp") and not never_infinite:
+                value = f"CASE WHEN {_inside_supported_dates(value)} THEN {value} END"
         if column in required and not never_missing:
             checks.insert(
                 0, (f"NOT {_present(raw, raw_type)}", f"missing_value:{column}")
@@ -588,6 +621,10 @@ class ColumnFooters:
     """Smallest minimum as a number; None unless every minimum is one."""
     maximum: float | None
     """Largest maximum as a number; None unless every maximum is one."""
+    earliest: date | None = None
+    """Day of the smallest minimum as a time; None unless every minimum is one."""
+    latest: date | None = None
+    """Day of the largest maximum as a time; None unless every maximum is one."""
 
 
 def read_footers(
@@ -607,7 +644,9 @@ def read_footers(
             "sum(stats_null_count), bool_and(stats_min_value IS NOT NULL), "
             "min(stats_min_value), bool_and(stats_max_value IS NOT NULL), "
             "min(TRY_CAST(stats_min_value AS DOUBLE)), "
-            "max(TRY_CAST(stats_max_value AS DOUBLE)) "
+            "max(TRY_CAST(stats_max_value AS DOUBLE)), "
+            "CAST(min(TRY_CAST(stats_min_value AS TIMESTAMP)) AS DATE), "
+            "CAST(max(TRY_CAST(stats_max_value AS TIMESTAMP)) AS DATE) "
             "FROM footers GROUP BY path_in_schema"
         ).fetchall()
     except duckdb.Error:
@@ -664,6 +703,30 @@ def finite_columns(
     return frozenset(finite)
 
 
+def dated_columns(
+    footers: dict[str, ColumnFooters], file_types: dict[str, str]
+) -> frozenset[str]:
+    """Time columns of Parquet files whose footers rule out a time out of range.
+
+    A column qualifies when every row group of every file has it with a minimum
+    and maximum within `EARLIEST_SOURCE_DATE` and `LATEST_SOURCE_DATE`.
+    """
+    dated = set()
+    for column, stats in footers.items():
+        if not file_types.get(column, "").startswith(("DATE", "TIMESTAMP")):
+            continue
+        if not (stats.everywhere and stats.minimums and stats.maximums):
+            continue
+        if stats.earliest is None or stats.latest is None:
+            continue
+        if (
+            stats.earliest >= EARLIEST_SOURCE_DATE
+            and stats.latest <= LATEST_SOURCE_DATE
+        ):
+            dated.add(column)
+    return frozenset(dated)
+
+
 #: Characters of an unreadable value that a source report shows. The relation
 #: keeps one more, so the report can tell that a longer value was cut.
 VALUE_CHARS = 40
@@ -689,6 +752,17 @@ def _finite(number: str) -> str:
     # those to constants when a Parquet footer gives a finite min and max, and
     # pyarrow's footers leave NaN out of both. It evaluates isfinite() per row.
     return f"isfinite({number})"
+
+
+def _inside_supported_dates(value: str) -> str:
+    """Return SQL that is true for a date or timestamp within the supported range.
+
+    It is NULL for a missing value, and false for an infinite one.
+    """
+    first = literal(EARLIEST_SOURCE_DATE.isoformat())
+    last = literal(LATEST_SOURCE_DATE.isoformat())
+    day = f"CAST({value} AS DATE)"
+    return f"({day} BETWEEN CAST({first} AS DATE) AND CAST({last} AS DATE))"
 
 
 def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) -> str:
@@ -724,8 +798,13 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
         # A cast reads every number other than 0 as true, so 2 or 0.5 would pass
         # as a flag. Only 0 and 1 are read; any other number cannot be read.
         return f"TRY_CAST(CASE WHEN {raw} IN (0, 1) THEN {raw} END AS BOOLEAN)"
+    if kind == "boolean" and file_type == "BOOLEAN":
+        return raw
     if kind == "boolean":
-        return f"TRY_CAST({raw} AS BOOLEAN)"
+        text = f"CAST({raw} AS VARCHAR)"
+        listed = ", ".join(literal(word) for word in BOOLEAN_TEXTS)
+        known = f"CASE WHEN lower({text}) IN ({listed}) THEN {text} END"
+        return f"TRY_CAST({known} AS BOOLEAN)"
     if file_type == "TIMESTAMP":
         # A naive timestamp is already wall-clock time in the project zone.
         local = raw
@@ -739,7 +818,9 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
     else:
         # Text without an offset is read in the session zone; with an offset it is
         # converted to it.
-        parsed = f"TRY_CAST(CAST({raw} AS VARCHAR) AS TIMESTAMPTZ)"
+        text = f"CAST({raw} AS VARCHAR)"
+        matched = f"regexp_matches({text}, {literal(TIMESTAMP_TEXT)})"
+        parsed = f"TRY_CAST(CASE WHEN {matched} THEN {text} END AS TIMESTAMPTZ)"
         local = f"CAST({parsed} AS TIMESTAMP)"
     return local if kind == "timestamp" else f"CAST({local} AS DATE)"
 
