@@ -1392,7 +1392,7 @@ def test_postgres_shared_table_keeps_other_project_rows(
     assert own(after, "south") == expected_scores(south, AS_OF)
 
 
-def test_postgres_infinite_times_read_missing(
+def test_postgres_infinite_times_are_reported(
     tmp_path: Path, pg_schema: str, postgres_server: str
 ) -> None:
     import psycopg
@@ -1407,6 +1407,11 @@ def test_postgres_infinite_times_read_missing(
         connection.execute(
             f'UPDATE "{pg_schema}".typed_subscriptions SET "end" = \'infinity\' '
             "WHERE account_id = 'a1'"
+        )
+        connection.execute(
+            f'INSERT INTO "{pg_schema}".typed_subscriptions VALUES '
+            "('a2', '-infinity', '2026-12-31', 10), "
+            "('a2', '2026-01-01', '-infinity', 10)"
         )
         connection.execute(
             f'INSERT INTO "{pg_schema}".events VALUES '
@@ -1426,6 +1431,25 @@ def test_postgres_infinite_times_read_missing(
     run = score(project, AS_OF, monitor=False)
 
     reports = {report.source: report for report in run.source_reports}
-    # Both infinite event times are missing values; a1's infinite end is open.
-    assert reports["events"].excluded["missing_value:timestamp"] == 2
+    events = reports["events"]
+    assert events.excluded["unparseable_value:timestamp"] == 2
+    assert "missing_value:timestamp" not in events.excluded
+    event_values = sorted(
+        example.value
+        for example in events.examples
+        if example.reason == "unparseable_value" and example.column == "timestamp"
+    )
+    assert event_values == ["-infinity", "infinity"]
+    subscriptions = reports["subscriptions"]
+    assert subscriptions.excluded["unparseable_value:start"] == 1
+    assert subscriptions.excluded["unparseable_value:end"] == 1
+    assert "missing_value:start" not in subscriptions.excluded
+    values_by_column = {
+        example.column: example.value
+        for example in subscriptions.examples
+        if example.reason == "unparseable_value"
+    }
+    assert values_by_column == {"start": "-infinity", "end": "-infinity"}
+    # a1's subscription ends at `infinity`, so it is still running.
+    assert subscriptions.rows_used == subscriptions.rows_read - 3
     assert "a1" in set(run.result.scores["account_id"])

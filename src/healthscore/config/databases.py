@@ -165,6 +165,41 @@ def table_parts(table: str) -> tuple[str | None, str]:
     return (schema or None), name
 
 
+def quoted_table_problem(table: str) -> str | None:
+    """Describe why a table name with quotes is rejected, or return None.
+
+    healthscore quotes each part of `schema.name` itself when it creates, writes
+    or reads a table, so a quote written in the setting would become part of the
+    name, and `schema."q"` would create a table named `"q"` with the quotes.
+    """
+    if '"' not in table and "`" not in table:
+        return None
+    bare = table.replace('"', "").replace("`", "")
+    return (
+        f"table {table!r} contains quotes, which would become part of the name; "
+        f"write it without quotes, as {bare}. healthscore quotes the schema and "
+        "the name itself, so their case is kept"
+    )
+
+
+def snapshot_table_error(project: Project) -> ConfigIssue | None:
+    """Return an error when `store.snapshot_table.table` contains quotes."""
+    settings = project.config.store.snapshot_table
+    if settings is None:
+        return None
+    problem = quoted_table_problem(settings.table)
+    if problem is None:
+        return None
+    path = ("store", "snapshot_table", "table")
+    _, lines, _ = _parse_yaml(project.file_text(), str(project.file))
+    return ConfigIssue(
+        file=str(project.file),
+        line=line_of(path, lines),
+        key=format_key(path),
+        message=problem,
+    )
+
+
 def snapshot_table_warnings(project: Project) -> list[ConfigIssue]:
     """Return a warning when the PostgreSQL snapshot table name has upper case.
 

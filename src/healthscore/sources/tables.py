@@ -19,6 +19,8 @@ import difflib
 import hashlib
 import logging
 import os
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,12 @@ import duckdb
 import pyarrow as pa
 
 from healthscore.config import Project
-from healthscore.config.databases import Database, parse_connection, table_parts
+from healthscore.config.databases import (
+    Database,
+    parse_connection,
+    quoted_table_problem,
+    table_parts,
+)
 from healthscore.config.models import STANDARD_COLUMNS, SourceConfig
 from healthscore.privacy.pseudonymize import pseudonymize_select
 from healthscore.sources.columns import missing_columns
@@ -53,7 +60,24 @@ FETCH_ROWS = 100_000
 #: Seconds to wait for a PostgreSQL connection unless the URL sets connect_timeout.
 CONNECT_TIMEOUT_SECONDS = 10
 
+#: Seconds after a connection timeout during which other sources with the same
+#: URL fail at once instead of waiting for the same server again.
+RETRY_AFTER_SECONDS = 60
+
+#: Connection URL of each server that timed out: (time.monotonic(), source name).
+_timed_out: dict[str, tuple[float, str]] = {}
+
 _ROW_COLUMN = "_row"
+
+#: Prefix of the fetched text of an infinite date or time, before its column name.
+_INFINITE = "_infinite:"
+
+#: Columns in which PostgreSQL's `infinity` reads as missing, by source kind,
+#: because a missing end means the subscription or contract has not ended.
+OPEN_ENDS: dict[str, frozenset[str]] = {
+    "subscriptions": frozenset({"end"}),
+    "accounts": frozenset({"renewal_date"}),
+}
 
 
 def read_table_source(
@@ -101,7 +125,7 @@ def table_columns(
             return _describe(con, name, source, database)
         finally:
             con.close()
-    backend = _connect_postgres(name, source, database)
+    backend = _connect_postgres(project, name, source, database)
     try:
         table = _postgres_table(backend, name, source, database)
         return {column: str(dtype) for column, dtype in table.schema().items()}
@@ -264,7 +288,7 @@ def _read_postgres_table(
     database: Database,
 ) -> LoadedSource:
     where = _where(database, source)
-    backend = _connect_postgres(name, source, database)
+    backend = _connect_postgres(project, name, source, database)
     try:
         table = _postgres_table(backend, name, source, database)
         schema = {column: str(dtype) for column, dtype in table.schema().items()}
@@ -281,16 +305,9 @@ def _read_postgres_table(
         # The stream fails inside DuckDB's scan with the driver's error as text.
         if not _is_database_error(exc):
             raise
-        # Loading the rows into DuckDB can exceed engine.memory_limit, which is
-        # no fault of the server.
-        advice = (
-            _MEMORY_HINT
-            if isinstance(exc, duckdb.OutOfMemoryException)
-            else f"; check that the server is reachable and sources.{name}.table"
-        )
         raise SourceError(
             f"source {name!r}: reading {where} failed: "
-            f"{database.redact(_first_line(exc))}{advice}"
+            f"{_read_failure(name, database, exc)}"
         ) from None
     finally:
         backend.disconnect()
@@ -300,7 +317,9 @@ def _read_postgres_table(
     )
 
 
-def _connect_postgres(name: str, source: SourceConfig, database: Database) -> Any:
+def _connect_postgres(
+    project: Project, name: str, source: SourceConfig, database: Database
+) -> Any:
     try:
         import ibis
         import psycopg
@@ -314,14 +333,52 @@ def _connect_postgres(name: str, source: SourceConfig, database: Database) -> An
     options: dict[str, Any] = dict(database.credentials())
     if "connect_timeout" not in urlsplit(database.url).query:
         options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    earlier = _timed_out.get(database.url)
+    if earlier is not None and time.monotonic() - earlier[0] < RETRY_AFTER_SECONDS:
+        raise SourceError(
+            f"source {name!r}: not read, because {database.display} did not respond "
+            f"in time when source {earlier[1]!r} connected to it. Check that the "
+            f"server is running and reachable, or sources.{name}.connection"
+        )
     try:
-        return ibis.connect(database.url, **options)
+        backend = ibis.connect(database.url, **options)
+    except psycopg.errors.ConnectionTimeout as exc:
+        _timed_out[database.url] = (time.monotonic(), name)
+        same = _sources_of(project, database, other_than=name)
+        also = (
+            f" Sources {', '.join(same)} use the same connection and are not tried."
+            if same
+            else ""
+        )
+        raise SourceError(
+            f"source {name!r}: cannot connect to {database.display} to read table "
+            f"{source.table!r}: {database.redact(_first_line(exc))} (the server "
+            "accepted no connection or did not respond). Check that the server is "
+            f"running and reachable, and sources.{name}.connection.{also}"
+        ) from None
     except psycopg.Error as exc:
         raise SourceError(
             f"source {name!r}: cannot connect to {database.display} to read table "
             f"{source.table!r}: {database.redact(_first_line(exc))}. Check that the "
             f"server is running and accepts the user, and sources.{name}.connection"
         ) from None
+    _timed_out.pop(database.url, None)
+    return backend
+
+
+def _sources_of(project: Project, database: Database, other_than: str) -> list[str]:
+    """Name the table sources other than `other_than` that use `database`'s URL."""
+    names = []
+    for name, source in project.config.sources.items():
+        if name == other_than or source.connection is None:
+            continue
+        try:
+            url = parse_connection(project, source.connection).url
+        except ValueError:
+            continue  # reading the source reports it
+        if url == database.url:
+            names.append(name)
+    return names
 
 
 def _postgres_table(
@@ -349,10 +406,12 @@ def _fetched_columns(
     """Return the table columns to fetch, cast in the database where Arrow needs it.
 
     Text, numbers, booleans, dates and timestamps arrive as they are and are
-    converted and checked in the engine, as for a file, except that infinite dates
-    and times arrive missing (see `_finite_time`). A decimal becomes a double
-    (or text for a text column) and any other type text, because PostgreSQL types
-    such as uuid, json or arrays have no plain Arrow equivalent.
+    converted and checked in the engine, as for a file. An infinite date or time
+    arrives missing, with its text in an extra column (see `_finite_time`). A
+    decimal becomes a double (or text for a text column), through `numeric`
+    because PostgreSQL casts `money` to no other number type. Any other type
+    becomes text, because PostgreSQL types such as uuid, json or arrays have no
+    plain Arrow equivalent.
     """
     fetched: dict[str, Any] = {}
     for column, kind in columns.items():
@@ -362,34 +421,91 @@ def _fetched_columns(
             continue
         value = table[file_column]
         dtype = value.type()
-        if dtype.is_decimal():
-            value = value.cast("float64" if kind == "number" else "string")
+        if dtype.is_decimal() and kind == "number":
+            value = value.cast("decimal").cast("float64")
+        elif dtype.is_decimal():
+            value = value.cast("string")
         elif dtype.is_date() or dtype.is_timestamp():
-            value = _finite_time(value)
+            value, fetched[_INFINITE + file_column] = _finite_time(value)
         elif not (
             dtype.is_string()
             or dtype.is_integer()
             or dtype.is_floating()
             or dtype.is_boolean()
-            or dtype.is_date()
-            or dtype.is_timestamp()
         ):
             value = value.cast("string")
         fetched[file_column] = value
     return fetched
 
 
-def _finite_time(value: Any) -> Any:
-    """Read PostgreSQL's `infinity` and `-infinity` dates and times as missing.
+def _finite_time(value: Any) -> tuple[Any, Any]:
+    """Split a PostgreSQL date or time column into finite values and infinite text.
 
-    Python's date types have no infinite value, so the driver would fail the whole
-    read. A missing end of a subscription means it is still running, which is what
-    `infinity` usually means there.
+    Returns the column with `infinity` and `-infinity` as missing, because Python's
+    date types have no infinite value and the driver would fail the whole read,
+    and a text column that holds those two words and is missing in other rows.
+    `_infinite_checks` turns the words into row problems.
     """
     import ibis
 
-    infinite = value.cast("string").isin(["infinity", "-infinity"])
-    return ibis.ifelse(infinite, ibis.null(value.type()), value)
+    text = value.cast("string")
+    infinite = text.isin(["infinity", "-infinity"])
+    return (
+        ibis.ifelse(infinite, ibis.null(value.type()), value),
+        ibis.ifelse(infinite, text, ibis.null("string")),
+    )
+
+
+def _infinite_checks(
+    source: SourceConfig, columns: dict[str, str], fetched: list[str]
+) -> list[tuple[str, str, str]]:
+    """Return (SQL test, column, SQL text) of each infinite date or time to reject.
+
+    A row whose column was infinite gets the problem `unparseable_value:<column>`
+    and the word as its value, as a file value that cannot be read does. The
+    exception is `infinity` in a column of `OPEN_ENDS`, which reads as missing:
+    a subscription or contract that has not ended.
+    """
+    checks = []
+    for column in columns:
+        is_standard = column in STANDARD_COLUMNS[source.kind]
+        file_column = source.file_column(column) if is_standard else column
+        if _INFINITE + file_column not in fetched:
+            continue
+        text = f"raw.{quote(_INFINITE + file_column)}"
+        if column in OPEN_ENDS.get(source.kind, ()) and is_standard:
+            checks.append((f"{text} = '-infinity'", column, text))
+        else:
+            checks.append((f"{text} IS NOT NULL", column, text))
+    return checks
+
+
+def _reject_infinite(
+    query: str, select: str, checks: list[tuple[str, str, str]]
+) -> str:
+    """Wrap `query`, which selects the fetched infinite texts, so that `_problem`
+    and `_value` report the `checks` and the texts are left out.
+
+    An infinite value takes the place of a missing value of the same column,
+    which is what it was read as, and of no other problem.
+    """
+    problem_cases = []
+    value_cases = []
+    for test, column, text in checks:
+        free = f"(_problem IS NULL OR _problem = {literal('missing_value:' + column)})"
+        problem_cases.append(
+            f"WHEN {free} AND {test} THEN {literal('unparseable_value:' + column)}"
+        )
+        value_cases.append(f"WHEN {free} AND {test} THEN {text}")
+    texts = ", ".join(text.removeprefix("raw.") for _, _, text in checks)
+    problem = f"CASE {' '.join(problem_cases)} ELSE _problem END AS _problem"
+    if select.endswith(" AS _value"):
+        value = f"CASE {' '.join(value_cases)} ELSE _value END AS _value"
+        listed = f"* EXCLUDE ({texts}) REPLACE ({problem}, {value})"
+    else:
+        value = f"CASE {' '.join(value_cases)} END AS _value"
+        listed = f"* EXCLUDE ({texts}) REPLACE ({problem}), {value}"
+    return f"SELECT {listed} FROM ({query}) AS raw"
 
 
 def _load_batches(
@@ -415,10 +531,14 @@ def _load_batches(
     select = _standard_select(
         project, name, source, columns, file_types, keep_values=True
     )
+    checks = _infinite_checks(source, columns, list(file_types))
+    texts = "".join(f", {text}" for _, _, text in checks)
     query = (
-        f"SELECT {select}, {literal(where)} AS _file, raw._row AS _row "
+        f"SELECT {select}, {literal(where)} AS _file, raw._row AS _row{texts} "
         f"FROM {quote(incoming)} AS raw {lookup_joins(con, project, name, source)}"
     )
+    if checks:
+        query = _reject_infinite(query, select, checks)
     query = pseudonymize_select(con, project, columns, query)
     relation = f"source_{name}"
     reader = pa.RecordBatchReader.from_batches(
@@ -445,6 +565,36 @@ def _numbered(
         yield pa.RecordBatch.from_arrays([*batch.columns, numbers], schema=schema)
 
 
+def _read_failure(name: str, database: Database, exc: Exception) -> str:
+    """Return the cause of a failed PostgreSQL read and what to do about it."""
+    import psycopg
+
+    # Loading the rows into DuckDB can exceed engine.memory_limit, which is no
+    # fault of the server.
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return database.redact(_first_line(exc)) + _MEMORY_HINT
+    kind: type[BaseException] = type(exc)
+    cause = _first_line(exc)
+    # An error while streaming reaches DuckDB as a Python traceback in the text,
+    # whose last `psycopg.errors.<Name>: message` line is the driver's error.
+    raised = _DRIVER_ERROR.findall(str(exc))
+    if raised:
+        class_name, cause = raised[-1]
+        kind = getattr(psycopg.errors, class_name, kind)
+    cause = database.redact(cause)
+    if issubclass(kind, psycopg.OperationalError):
+        return f"{cause}; check that the server is reachable and sources.{name}.table"
+    return (
+        f"{cause}; check the types of the table's columns that sources.{name}."
+        f"columns and sources.{name}.attributes map, and map a column that cannot "
+        "be read as its kind to a text attribute or leave it out"
+    )
+
+
+#: A driver error in a traceback: `psycopg.errors.<Name>: <message>`.
+_DRIVER_ERROR = re.compile(r"^psycopg\.(?:errors\.)?(\w+): (.*)$", re.MULTILINE)
+
+
 def _is_database_error(exc: Exception) -> bool:
     """Tell whether `exc` comes from the database or from the stream in DuckDB."""
     try:
@@ -458,7 +608,10 @@ def _is_database_error(exc: Exception) -> bool:
 
 
 def _database(project: Project, name: str, source: SourceConfig) -> Database:
-    assert source.connection is not None
+    assert source.connection is not None and source.table is not None
+    problem = quoted_table_problem(source.table)
+    if problem is not None:
+        raise SourceError(f"source {name!r}: {problem}. Fix sources.{name}.table")
     try:
         return parse_connection(project, source.connection)
     except ValueError as exc:

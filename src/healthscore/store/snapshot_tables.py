@@ -14,7 +14,7 @@ PostgreSQL or a DuckDB file, and created when missing.
 from __future__ import annotations
 
 import logging
-import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthscore.config import Project
-from healthscore.config.databases import Database, parse_connection, table_parts
+from healthscore.config.databases import (
+    Database,
+    parse_connection,
+    quoted_table_problem,
+    snapshot_table_error,
+    table_parts,
+)
 from healthscore.config.models import SnapshotTableConfig
 from healthscore.errors import SnapshotTableError
 
@@ -36,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a PostgreSQL connection unless the URL sets connect_timeout.
 CONNECT_TIMEOUT_SECONDS = 10
+
+#: Seconds to wait for a DuckDB file that another process has open, such as a
+#: backfill writing the same file, which keeps it open only while it writes a batch.
+LOCK_WAIT_SECONDS = 30
 
 
 #: Column with the key of the project that wrote each row.
@@ -117,10 +127,12 @@ class SnapshotTableWriter:
     failed write leaves every one of its dates with the rows it had before. The
     connection opens on the first `write`, is closed after a failed one (the next
     `write` opens a new one), and closes with `close` or at the end of a `with`
-    block. A DuckDB file that a table source of the project reads is the
-    exception: it is closed after each `connect`, `write` and `delete_account`,
-    so that the engine can attach it, and the writer then writes through the
-    engine's connection (see `healthscore.store.duckdb_files`).
+    block. A DuckDB file is the exception: it is closed after each `connect`,
+    `write` and `delete_account`, because DuckDB lets only one process open a
+    file for writing, so that another run can write between two batches. When a
+    table source of the project reads the file, the engine can attach it then,
+    and the writer writes through the engine's connection (see
+    `healthscore.store.duckdb_files`).
 
     Raises SnapshotTableError on creation when the connection URL cannot be resolved,
     for example when it names an unset variable.
@@ -130,9 +142,11 @@ class SnapshotTableWriter:
         self.settings = settings
         self.project_key = project_key(project, settings)
         self.database = _database(project, settings)
+        problem = quoted_table_problem(settings.table)
+        if problem is not None:
+            raise SnapshotTableError(f"store.snapshot_table.table: {problem}")
         self._schema, self._name = table_parts(settings.table)
         self._backend: Any = None
-        self._source_file = _is_source_file(project, self.database)
 
     def __enter__(self) -> SnapshotTableWriter:
         return self
@@ -147,7 +161,7 @@ class SnapshotTableWriter:
         cannot be created or is not a table with the needed columns.
         """
         self._open()
-        self._close_if_shared()
+        self._close_duckdb_file()
 
     def close(self) -> None:
         """Close the connection, if one is open.
@@ -170,11 +184,10 @@ class SnapshotTableWriter:
                 "run the command again"
             ) from None
 
-    def _close_if_shared(self) -> None:
-        """Close a connection to a DuckDB file that the engine reads sources from."""
-        from healthscore.store.duckdb_files import AttachedBackend
-
-        if self._source_file or isinstance(self._backend, AttachedBackend):
+    def _close_duckdb_file(self) -> None:
+        """Close a connection to a DuckDB file, which other runs and the engine's
+        sources may need."""
+        if self.database.kind == "duckdb":
             self.close()
 
     def write(self, scores: Sequence[tuple[date, pd.DataFrame | pa.Table]]) -> int:
@@ -202,7 +215,7 @@ class SnapshotTableWriter:
             f"table keeps its earlier rows of {_those(dates)}"
         ):
             self._replace(backend, dates, rows)
-        self._close_if_shared()
+        self._close_duckdb_file()
         logger.info(
             "wrote %d scores of %s into %s#%s in %.2f s",
             rows.num_rows,
@@ -307,7 +320,7 @@ class SnapshotTableWriter:
                 self.database,
                 f"DELETE FROM {table} WHERE {rows}",
             )
-        self._close_if_shared()
+        self._close_duckdb_file()
 
     @contextmanager
     def _database_errors(self, failure: str) -> Iterator[None]:
@@ -362,12 +375,18 @@ class SnapshotTableWriter:
 
 
 def check_snapshot_table(project: Project, settings: SnapshotTableConfig) -> None:
-    """Resolve the table's connection URL; raises SnapshotTableError when it fails.
+    """Resolve the table's connection URL and check the table name.
 
-    A run calls this before scoring, so an unset variable stops it before anything
-    is stored.
+    Raises SnapshotTableError when the URL cannot be resolved or the name contains
+    quotes. A run calls this before scoring, so an unset variable stops it before
+    anything is stored.
     """
     _database(project, settings)
+    problem = quoted_table_problem(settings.table)
+    if problem is not None:
+        error = snapshot_table_error(project)
+        where = str(error) if error is not None else ""
+        raise SnapshotTableError(where or f"store.snapshot_table.table: {problem}")
 
 
 def _database(project: Project, settings: SnapshotTableConfig) -> Database:
@@ -377,23 +396,6 @@ def _database(project: Project, settings: SnapshotTableConfig) -> Database:
         raise SnapshotTableError(
             f"store.snapshot_table.connection: {exc}; fix the setting"
         ) from None
-
-
-def _is_source_file(project: Project, database: Database) -> bool:
-    """Tell whether `database` is a DuckDB file that a table source reads."""
-    if database.kind != "duckdb" or database.path is None:
-        return False
-    path = os.path.realpath(database.path)
-    for source in project.config.sources.values():
-        if source.connection is None:
-            continue
-        try:
-            read = parse_connection(project, source.connection)
-        except ValueError:
-            continue  # reading the source reports it
-        if read.path is not None and os.path.realpath(read.path) == path:
-            return True
-    return False
 
 
 def _as_arrow(as_of: date, scores: pd.DataFrame | pa.Table, key: str) -> pa.Table:
@@ -453,7 +455,7 @@ def _open_backend(database: Database, settings: SnapshotTableConfig) -> Any:
             backend = open_attached_backend(database.path)
             if backend is None:
                 database.path.parent.mkdir(parents=True, exist_ok=True)
-                backend = ibis.duckdb.connect(str(database.path))
+                backend = _connect_duckdb_file(database, settings)
         else:
             options: dict[str, Any] = dict(database.credentials())
             if "connect_timeout" not in urlsplit(database.url).query:
@@ -474,6 +476,40 @@ def _open_backend(database: Database, settings: SnapshotTableConfig) -> Any:
             "server or file and store.snapshot_table.connection"
         ) from None
     return backend
+
+
+def _connect_duckdb_file(database: Database, settings: SnapshotTableConfig) -> Any:
+    """Open the DuckDB file of the table, waiting up to `LOCK_WAIT_SECONDS` while
+    another process holds its lock.
+
+    Raises SnapshotTableError when the lock is still held then.
+    """
+    import duckdb
+    import ibis
+
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return ibis.duckdb.connect(str(database.path))
+        except duckdb.IOException as exc:
+            holder = _LOCK_HOLDER.search(str(exc))
+            if holder is None:
+                raise
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise SnapshotTableError(
+                f"cannot write the scores into table {settings.table!r} of "
+                f"{database.display}: another process (PID {holder.group(1)}) has "
+                f"the file open, for example another healthscore run that writes "
+                f"the same table; it was still open after {LOCK_WAIT_SECONDS} s. "
+                "Wait until that run ends, or run the commands one after another, "
+                "then run this command again"
+            ) from None
+
+
+#: DuckDB's message when another process has the file open for writing.
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in .* \(PID (\d+)\)")
 
 
 @contextmanager
