@@ -6,21 +6,17 @@ Skipped with a `requires:` reason when Debian's `chromium` is not installed.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from healthscore.monitoring.notes import list_notes
 from healthscore.monitoring.playbooks import list_tasks
 from healthscore.service import create_app
 from healthscore.store import StateStore
-from service_project import service_project, tokens
+from service_project import served, service_project, tokens
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -40,42 +36,19 @@ if not Path(CHROMIUM).exists():
     )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("browser") / "project"
     project = service_project(root, "sqlite:///.healthscore/state.db")
     state = StateStore.open(project.config.store.state, project.root)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(project, state=state),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-    )
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uvicorn_server.started:
-        assert thread.is_alive(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start within 20 s"
-        time.sleep(0.05)
     try:
-        yield {
-            "url": f"http://127.0.0.1:{port}",
-            "tokens": tokens(state),
-            "state": state,
-        }
+        with served(create_app(project, state=state)) as url:
+            yield {
+                "url": url,
+                "tokens": tokens(state),
+                "state": state,
+            }
     finally:
-        uvicorn_server.should_exit = True
-        thread.join(timeout=20)
         state.close()
 
 

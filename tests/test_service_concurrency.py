@@ -10,25 +10,22 @@ the project's data, and every write must be stored exactly once.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from healthscore.monitoring.interventions import interventions_frame
 from healthscore.monitoring.notes import list_notes
 from healthscore.monitoring.playbooks import list_tasks
 from healthscore.service import create_app
 from healthscore.store import StateStore
-from service_project import LATEST, bearer, service_project, tokens
+from service_project import LATEST, bearer, served, service_project, tokens
 
 #: Scores of the latest date that every read must return (see service_project).
 EXPECTED_SCORES = {"a1": 20.0, "a2": 50.0, "a3": 0.0, "a4": 80.0}
@@ -37,42 +34,19 @@ EXPECTED_SCORES = {"a1": 20.0, "a2": 50.0, "a3": 0.0, "a4": 80.0}
 SCORING_RUNS = 3
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path, store_url: str) -> Iterator[dict[str, Any]]:
     project = service_project(tmp_path / "project", store_url)
     state = StateStore.open(project.config.store.state, project.root)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(project, state=state),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-    )
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uvicorn_server.started:
-        assert thread.is_alive(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start within 20 s"
-        time.sleep(0.05)
     try:
-        yield {
-            "url": f"http://127.0.0.1:{port}",
-            "tokens": tokens(state),
-            "project": project,
-            "state": state,
-        }
+        with served(create_app(project, state=state)) as url:
+            yield {
+                "url": url,
+                "tokens": tokens(state),
+                "project": project,
+                "state": state,
+            }
     finally:
-        uvicorn_server.should_exit = True
-        thread.join(timeout=20)
         state.close()
 
 

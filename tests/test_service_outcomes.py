@@ -8,29 +8,19 @@ SQLite or on PostgreSQL.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from healthscore.service import create_app
 from healthscore.store import StateStore
-from service_project import bearer, service_project, tokens
+from service_project import bearer, served, service_project, tokens
 
 API = "/api/v1"
 FUTURE = "2999-01-01"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Server:
@@ -59,28 +49,13 @@ def server(tmp_path: Path, store_url: str) -> Iterator[Server]:
     """The service project's app served by Uvicorn; accounts a2 and a3 are bob's."""
     project = service_project(tmp_path / "project", store_url, scored=False)
     state = StateStore.open(project.config.store.state, project.root)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(project, state=state),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-    )
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uvicorn_server.started:
-        assert thread.is_alive(), "the server stopped while starting"
-        assert time.monotonic() < deadline, "the server did not start within 20 s"
-        time.sleep(0.05)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with (
+            served(create_app(project, state=state)) as url,
+            httpx.Client(base_url=url, timeout=30) as client,
+        ):
             yield Server(client, tokens(state))
     finally:
-        uvicorn_server.should_exit = True
-        thread.join(timeout=20)
         state.close()
 
 
