@@ -2,7 +2,7 @@
 
 A server that accepts connections and never responds, a PostgreSQL `money` column,
 a DuckDB file locked by another process and a quoted table name each get a message
-that names the source or setting and says what to do.
+that names the source or setting and what to do.
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ def test_ingest_unreadable_accounts_not_checked(
     ("values", "dtype"),
     [([1, 0, 2, -1], "int64"), ([1.0, 0.0, 2.0, 0.5], "float64")],
 )
-def test_number_column_read_as_boolean_takes_only_0_and_1(
+def test_boolean_number_column_reads_0_and_1(
     tmp_path: Path, values: list[float], dtype: str
 ) -> None:
     config = minimal_config()
@@ -321,6 +321,6 @@ def test_single_precision_numbers_read_as_written(tmp_path: Path) -> None:
     sources = load_sources(project, connect(project))
     kept = sources.rows("events").to_pandas().sort_values("value")
 
-    # float32 holds 0.1 as 0.100000001490116 and 123456.789 as 123456.7890625.
+    # float32 stores 0.1 as 0.100000001490116 and 123456.789 as 123456.7890625.
     assert kept["value"].tolist() == [0.1, 123456.79]
     assert events_report(project).excluded == {"unparseable_value:value": 1}

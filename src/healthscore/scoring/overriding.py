@@ -138,9 +138,9 @@ def override_measure_problem(
     """Say why an override of `measure` for the account would never apply.
 
     `scored` is the latest stored date with the scorecard that scored the account
-    then (None when it matched none), or None when no score of it is stored; then
-    the measure is only checked against every scorecard. Returns None when the
-    override can apply.
+    then (None when it matched none). When no score of the account is stored,
+    `scored` is None and the measure is only checked against every scorecard.
+    Returns None when the override can apply.
     """
     names = measure_names(scorecards)
     if measure not in names:

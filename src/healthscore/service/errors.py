@@ -195,7 +195,7 @@ async def _store_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     error = store_unavailable(exc)
     if error is None:
-        # Left to the service middleware, which logs it and answers 500.
+        # The service middleware logs it and returns 500.
         raise exc
     logger.error("%s %s: %s", request.method, request.url.path, error.message)
     return error_response(error.status, error.message, code=error.code)
