@@ -402,6 +402,41 @@ def test_churned_account_page_latest_scored(site):
         assert client.get(linked).status_code == 200, linked
 
 
+def test_removed_account_page_latest_scored(site):
+    client, token, project, _state = site
+    accounts = project.root / "accounts.csv"
+    acme = "a1,Acme,enterprise,alice,120000\n"
+    accounts.write_text(accounts.read_text().replace(acme, ""))
+    # The run of 2026-04-01 scores the accounts of accounts.csv, so it leaves a1 out.
+    pipeline.score(load_project(project.root), date(2026, 4, 1))
+    login(client, token["admin"])
+
+    page = client.get("/accounts/a1")
+    first = client.get("/accounts/a1?as_of=2026-01-01")
+    unscored = client.get("/accounts/a1?as_of=2026-04-01")
+    known = client.get("/accounts/a3")
+
+    assert page.status_code == 200, page.text
+    assert 'Score as of 2026-03-01</dt><dd class="big">20.0' in page.text
+    assert "This account is no longer in the accounts source." in page.text
+    assert (
+        "The latest stored date is 2026-04-01, on which the account has no score."
+        in page.text
+    )
+    # The drop from 100 on 2026-02-01 to 20 on 2026-03-01.
+    assert "<strong>-80.0 points</strong>" in page.text
+    assert 'action="/accounts/a1/notes"' not in page.text
+    assert 'action="/accounts/a1/overrides"' not in page.text
+    assert first.status_code == 200
+    assert 'Score as of 2026-01-01</dt><dd class="big">100.0' in first.text
+    assert unscored.status_code == 404
+    assert "has no score as of 2026-04-01" in unscored.text
+    assert known.status_code == 200
+    assert 'id="removed-note"' not in known.text
+    assert 'action="/accounts/a3/notes"' in known.text
+    assert client.get("/accounts/nope").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path", "field"),
     [

@@ -336,6 +336,84 @@ def test_unscored_account_routes_404(writer):
     assert history["history"] == []
 
 
+def remove_globex(project: Project) -> None:
+    """Remove a2 (Globex, owner bob, 50 points on each stored date) from the source."""
+    accounts = project.root / "accounts.csv"
+    accounts.write_text(accounts.read_text().replace("a2,Globex,smb,bob,9000\n", ""))
+
+
+def test_removed_account_keeps_stored_scores(writer):
+    client, token, project = writer
+    remove_globex(project)
+    admin = token["admin"]
+
+    row = get(client, admin, "/accounts/a2")
+    history = get(client, admin, "/accounts/a2/history")
+    components = get(client, admin, "/accounts/a2/components", as_of="2026-02-01")
+    explanation = get(client, admin, "/accounts/a2/explanation")
+
+    assert row["as_of"] == "2026-03-01"
+    assert row["score"] == 50.0
+    assert row["band"] == "stable"
+    assert row["in_accounts_source"] is False
+    assert row["name"] is None
+    assert row["owner"] is None
+    assert [point["score"] for point in history["history"]] == [50.0, 50.0, 50.0]
+    assert history["in_accounts_source"] is False
+    assert components["components"][0]["component"] == "usage"
+    assert components["components"][0]["score"] == 50.0
+    assert components["in_accounts_source"] is False
+    assert explanation["score"] == 50.0
+    assert explanation["measures"][0]["value"] == 5.0
+    for path in ("/alerts", "/tasks", "/notes", "/overrides", "/forecast"):
+        assert get(client, admin, f"/accounts/a2{path}")["account_id"] == "a2", path
+    assert get(client, admin, "/accounts/a1")["in_accounts_source"] is True
+
+
+def test_removed_account_rejects_changes(writer):
+    client, token, project = writer
+    remove_globex(project)
+
+    note = client.post(
+        f"{API}/accounts/a2/notes",
+        headers=bearer(token["admin"]),
+        json={"text": "Moved to a competitor"},
+    )
+    # The csm token of bob reads only the accounts that bob owns in the accounts source.
+    by_csm = client.get(f"{API}/accounts/a2", headers=bearer(token["csm"]))
+    never_scored = client.get(f"{API}/accounts/a9", headers=bearer(token["admin"]))
+
+    error = assert_error_shape(note, 404, "not_found")
+    assert "'a2' is no longer in the accounts source" in error["message"]
+    assert by_csm.status_code == 404
+    assert "account 'a2' not found" in by_csm.json()["error"]["message"]
+    assert never_scored.status_code == 404
+    assert "account 'a9' not found" in never_scored.json()["error"]["message"]
+
+
+def test_removed_account_after_later_run(writer):
+    client, token, project = writer
+    remove_globex(project)
+    # The run of 2026-04-01 scores the accounts of accounts.csv, so it leaves a2 out.
+    score(load_project(project.root), date(2026, 4, 1))
+    admin = bearer(token["admin"])
+
+    latest = client.get(f"{API}/accounts/a2", headers=admin)
+    earlier = get(client, token["admin"], "/accounts/a2", as_of="2026-03-01")
+    history = get(client, token["admin"], "/accounts/a2/history")
+
+    error = assert_error_shape(latest, 404, "not_found")
+    assert "has no score as of 2026-04-01" in error["message"]
+    assert "its latest stored score is as of 2026-03-01" in error["message"]
+    assert earlier["score"] == 50.0
+    assert earlier["in_accounts_source"] is False
+    assert [point["as_of"] for point in history["history"]] == [
+        "2026-01-01",
+        "2026-02-01",
+        "2026-03-01",
+    ]
+
+
 def test_viewer_cannot_write(writer):
     client, token, _project = writer
     note = client.post(

@@ -44,10 +44,9 @@ class Server:
         return items
 
 
-@pytest.fixture
-def server(tmp_path: Path, store_url: str) -> Iterator[Server]:
-    """The service project's app served by Uvicorn; accounts a2 and a3 are bob's."""
-    project = service_project(tmp_path / "project", store_url, scored=False)
+def serve(root: Path, store_url: str, *, scored: bool) -> Iterator[Server]:
+    """Serve the service project's app with Uvicorn. Accounts a2 and a3 are bob's."""
+    project = service_project(root, store_url, scored=scored)
     state = StateStore.open(project.config.store.state, project.root)
     try:
         with (
@@ -57,6 +56,18 @@ def server(tmp_path: Path, store_url: str) -> Iterator[Server]:
             yield Server(client, tokens(state))
     finally:
         state.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, store_url: str) -> Iterator[Server]:
+    """The served app of the service project without stored snapshots."""
+    yield from serve(tmp_path / "project", store_url, scored=False)
+
+
+@pytest.fixture
+def scored_server(tmp_path: Path, store_url: str) -> Iterator[Server]:
+    """The served app with the snapshots of 2026-01-01, 2026-02-01 and 2026-03-01."""
+    yield from serve(tmp_path / "project", store_url, scored=True)
 
 
 def outcome(account_id: str, kind: str, day: str, **arr: float) -> dict[str, Any]:
@@ -253,6 +264,54 @@ def test_outcome_repeat_with_other_arr_warns(server):
     assert "warnings" not in replaced.json()
     listed = {row["account_id"]: row["arr_after"] for row in server.listed("outcomes")}
     assert listed["a4"] == 200.0
+
+
+def test_churn_before_first_snapshot_warns(scored_server):
+    body = {
+        "outcomes": [
+            outcome("a1", "churned", "2025-12-20"),
+            outcome("a2", "renewed", "2025-12-31"),
+            outcome("a3", "churned", "2026-01-01"),
+            outcome("a4", "churned", "2026-01-02"),
+        ]
+    }
+
+    first = scored_server.post("/outcomes", body)
+    again = scored_server.post("/outcomes", body)
+
+    assert first.status_code == 201, first.text
+    # The text of `healthscore outcomes import`, naming the request body and the
+    # items in place of the file and its rows. The churn after 2026-01-01 and the
+    # renewal are not listed.
+    assert first.json() == {
+        "stored": 4,
+        "skipped": 0,
+        "warnings": [
+            {
+                "location": "body.outcomes",
+                "message": "request body: 2 churns are dated on or before "
+                "2026-01-01, the date of the first stored snapshot: outcomes[0] "
+                "(a1 on 2025-12-20), outcomes[2] (a3 on 2026-01-01). They were "
+                "stored, but no stored score precedes them, so backtests get no "
+                "label from them, and later scores of their accounts get none "
+                "until a later outcome shows that the account came back. If a date "
+                "is right, store snapshots from before it with `healthscore "
+                "backfill --from DATE --to DATE --every 1mo`.",
+            }
+        ],
+    }
+    # Repeats of stored churns are skipped, and they were warned about already.
+    assert again.status_code == 201, again.text
+    assert again.json() == {"stored": 0, "skipped": 4}
+
+
+def test_churn_without_snapshots_no_warning(server):
+    response = server.post(
+        "/outcomes", {"outcomes": [outcome("a1", "churned", "2025-12-20")]}
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json() == {"stored": 1, "skipped": 0}
 
 
 def test_intervention_repeat_with_other_note_warns(server):

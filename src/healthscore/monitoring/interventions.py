@@ -1015,7 +1015,7 @@ def _repeated_churns(account: str, entries: list[_Outcome]) -> list[OutcomeConfl
 
 
 def early_churn_warnings(
-    path: Path,
+    path: Path | str,
     rows: list[dict[str, Any]],
     stored: list[dict[str, Any]],
     first_scored: date | None,
@@ -1025,7 +1025,8 @@ def early_churn_warnings(
     A churn labels only the scores of its account dated before it, so a churn on
     or before the as-of date of the first stored snapshot labels none of them. A
     history imported at once has many such rows, so they are stored, and one
-    warning lists them. Returns [] when `first_scored` is None: no score is stored.
+    warning, starting with `path` (the file, or the request body), lists them.
+    Returns [] when `first_scored` is None: no score is stored.
     """
     if first_scored is None:
         return []

@@ -112,9 +112,40 @@ class Access:
         return self.context.data.is_known(account_id) and self.can_see(account_id)
 
     def check_account(self, account_id: str) -> None:
-        """Raise 404 when the account is unknown or not visible to the token."""
-        if not self.is_usable(account_id):
+        """Raise 404 when the account is unknown or not visible to the token.
+
+        Routes that change an account call this, so an account removed from the
+        accounts source gets 404. When the token may read its stored scores, the
+        message names that reason.
+        """
+        if self.is_usable(account_id):
+            return
+        if self.can_see(account_id) and self.is_removed(account_id):
+            raise not_found(
+                f"account {account_id!r} is no longer in the accounts source, so it "
+                "cannot be changed; its stored scores stay readable at "
+                f"/api/v1/accounts/{account_id}"
+            )
+        raise account_not_found(account_id)
+
+    def check_readable(self, account_id: str) -> None:
+        """Raise 404 unless the token may read the account's stored results.
+
+        Unlike `check_account`, this accepts an account removed from the accounts
+        source that a stored snapshot scored. Tokens limited to an owner never see
+        such an account, because its owner is read from the accounts source.
+        """
+        data = self.context.data
+        found = data.is_known(account_id) or data.latest_scored(account_id) is not None
+        if not (found and self.can_see(account_id)):
             raise account_not_found(account_id)
+
+    def is_removed(self, account_id: str) -> bool:
+        """Return whether the account was scored but left the accounts source since."""
+        data = self.context.data
+        if data.is_known(account_id):
+            return False
+        return data.latest_scored(account_id) is not None
 
     def filter_ids(self, account_ids: Iterable[str]) -> np.ndarray:
         """Return a boolean mask: per id, whether the token may see it.

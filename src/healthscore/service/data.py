@@ -152,6 +152,21 @@ class ProjectData:
             drop=True
         )
 
+    def latest_scored(self, account_id: str) -> date | None:
+        """Return the latest stored date that scored the account, or None.
+
+        It also finds accounts removed from the accounts source since. The dates
+        are cached until a snapshot changes.
+        """
+
+        def compute() -> dict[str, date]:
+            history = self.history()
+            ids = history["account_id"].astype(str)
+            latest = history["as_of"].groupby(ids).max()
+            return {str(key): value for key, value in latest.items()}
+
+        return self._cached("latest scored", compute).get(account_id)
+
     def _dated_scores(self, day: date) -> pd.DataFrame | None:
         """Return the HISTORY_COLUMNS of one date's scores; None once it is gone."""
         key = f"scores {day.isoformat()}"

@@ -149,7 +149,8 @@ def post_note(
     account_routes.create_note(account_id, body, access)
     if is_htmx(request):
         values = {
-            "account": {"account_id": account_id},
+            # create_note accepts only accounts of the accounts source.
+            "account": {"account_id": account_id, "in_accounts_source": True},
             "notes": list_notes(access.context.state, account_id),
             "message": "Note added.",
         }

@@ -182,10 +182,11 @@ def account_view(
 
     Without `as_of`, the page shows the latest stored date on which the account was
     scored, so an account missing from the latest snapshot (a churned account, or
-    any account after an empty snapshot) still has a page.
+    any account after an empty snapshot) still has a page. So does an account
+    removed from the accounts source that a stored snapshot scored.
     """
     context = access.context
-    access.check_account(account_id)
+    access.check_readable(account_id)
     latest = context.data.resolve_as_of(None)
     history = context.data.history()
     all_own = history[history["account_id"].astype(str) == account_id]

@@ -103,31 +103,45 @@ def _check_band(access: AccessDependency, band: str) -> None:
 def get_account(
     account_id: str, access: AccessDependency, as_of: AsOf = None
 ) -> dict[str, Any]:
-    """Return one account's score, band, trend and attributes."""
-    access.check_account(account_id)
+    """Return one account's score, band, trend and attributes.
+
+    `in_accounts_source` is false for an account removed from the accounts source
+    since a stored snapshot scored it. Its stored rows are returned without the
+    attributes, which only the accounts source has.
+    """
+    access.check_readable(account_id)
     day = access.context.data.resolve_as_of(as_of)
     row = account_row(access, day, account_id)
     if row is None:
-        raise _not_in_population(account_id, day)
+        raise _not_in_population(access, account_id, day)
     result: dict[str, Any] = jsonable(row.to_dict())
+    result["in_accounts_source"] = access.context.data.is_known(account_id)
     return result
 
 
-def _not_in_population(account_id: str, day: date) -> ApiError:
-    return not_found(
+def _not_in_population(access: Access, account_id: str, day: date) -> ApiError:
+    message = (
         f"account {account_id!r} has no score as of {day.isoformat()}: it is not "
         "in that date's population"
     )
+    latest = access.context.data.latest_scored(account_id)
+    if latest is not None and latest != day:
+        message += (
+            f"; its latest stored score is as of {latest.isoformat()}, so send "
+            f"as_of={latest.isoformat()}"
+        )
+    return not_found(message)
 
 
 @router.get("/{account_id}/history")
 def get_history(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """Return the account's score and band on every stored date, oldest first."""
-    access.check_account(account_id)
+    access.check_readable(account_id)
     history = access.context.data.history()
     own = history[history["account_id"].astype(str) == account_id]
     return {
         "account_id": account_id,
+        "in_accounts_source": access.context.data.is_known(account_id),
         "history": jsonable(own[["as_of", "score", "band"]]),
     }
 
@@ -141,15 +155,16 @@ def get_components(
     The list is empty for an account that matches no scorecard, and the route
     returns 404 for one outside the date's population, as `GET /accounts/{id}` does.
     """
-    access.check_account(account_id)
+    access.check_readable(account_id)
     data = access.context.data
     day = data.resolve_as_of(as_of)
     if account_row(access, day, account_id) is None:
-        raise _not_in_population(account_id, day)
+        raise _not_in_population(access, account_id, day)
     components = data.table(day, "components")
     own = components[components["account_id"].astype(str) == account_id]
     return {
         "account_id": account_id,
+        "in_accounts_source": data.is_known(account_id),
         "as_of": day.isoformat(),
         "components": jsonable(own.drop(columns=["account_id"])),
     }
@@ -172,7 +187,7 @@ def get_explanation(
 
     The same computation as `healthscore explain` on stored snapshots.
     """
-    access.check_account(account_id)
+    access.check_readable(account_id)
     day = access.context.data.resolve_as_of(as_of)
     after_score, after_measures = _scored(access, account_id, day)
     if compare_to is None:
@@ -230,7 +245,7 @@ def _scored(
 @router.get("/{account_id}/alerts")
 def get_account_alerts(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """List the account's alerts, newest first."""
-    access.check_account(account_id)
+    access.check_readable(account_id)
     records = list_alerts(access.context.state)
     own = [record for record in records if record.alert.account_id == account_id]
     return {"account_id": account_id, "alerts": [alert_json(item) for item in own]}
@@ -239,7 +254,7 @@ def get_account_alerts(account_id: str, access: AccessDependency) -> dict[str, A
 @router.get("/{account_id}/tasks")
 def get_account_tasks(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """List the account's tasks in every state, by due date."""
-    access.check_account(account_id)
+    access.check_readable(account_id)
     found = list_tasks(access.context.state, account_id=account_id)
     return {"account_id": account_id, "tasks": jsonable(found)}
 
@@ -247,7 +262,7 @@ def get_account_tasks(account_id: str, access: AccessDependency) -> dict[str, An
 @router.get("/{account_id}/notes")
 def get_notes(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """List the account's notes, newest first."""
-    access.check_account(account_id)
+    access.check_readable(account_id)
     return {
         "account_id": account_id,
         "notes": jsonable(list_notes(access.context.state, account_id)),
@@ -288,7 +303,7 @@ def get_overrides(
     `applies` marks the override of each score that scoring as of today uses: the
     newest active one of the whole score or of a measure.
     """
-    access.check_account(account_id)
+    access.check_readable(account_id)
     today = access.context.local_now().date()
     found = access.context.state.list_overrides(
         include_expired, as_of=today, account_id=account_id
@@ -418,7 +433,7 @@ def get_forecast(
 
     The same computation as `healthscore forecast --account`.
     """
-    access.check_account(account_id)
+    access.check_readable(account_id)
     forecast_scores = _forecast_function()
     if forecast_scores is None:
         raise not_found(

@@ -24,6 +24,7 @@ from healthscore.monitoring.interventions import (
     arr_change_problem,
     check_outcomes,
     conflict_hints,
+    early_churn_warnings,
     interventions_frame,
     outcomes_frame,
     store_interventions,
@@ -307,7 +308,9 @@ def create_outcomes(
     and 422 otherwise. With `replace`, an outcome replaces the stored outcomes it
     conflicts with or repeats with other ARR, and the response lists them under
     `replaced`. Without it, the response has `warnings`, one per skipped outcome
-    whose ARR differs from the stored one.
+    whose ARR differs from the stored one. New churns dated on or before the first
+    stored snapshot get one warning at `body.outcomes`, with the text of
+    `healthscore outcomes import`.
     """
     access.require_writer()
     _check_allow_unknown(access, allow_unknown)
@@ -325,6 +328,9 @@ def create_outcomes(
     checked = [
         row for row, ok in zip(located, usable, strict=True) if ok or not access.limited
     ]
+    scored = access.context.data.snapshots.dates()
+    first_scored = scored[0] if scored else None
+    early_churns: list[str] = []
 
     def plan(stored: list[dict[str, Any]]) -> RowChanges:
         changes, conflicts = check_outcomes(checked, stored, replace=replace)
@@ -332,6 +338,9 @@ def create_outcomes(
         if found:
             # Raised inside the transaction, so nothing is written.
             raise _request_error(found)
+        early_churns.extend(
+            early_churn_warnings("request body", checked, stored, first_scored)
+        )
         return changes
 
     with layer_errors():
@@ -342,7 +351,14 @@ def create_outcomes(
             actor=access.token.actor,
             plan=plan,
         )
-    return _written_json(written, replace, "outcome", OUTCOME_KEY)
+    result = _written_json(written, replace, "outcome", OUTCOME_KEY)
+    if early_churns:
+        warnings = [
+            {"location": "body.outcomes", "message": message}
+            for message in early_churns
+        ]
+        result["warnings"] = warnings + result.get("warnings", [])
+    return result
 
 
 @router.post("/interventions", status_code=status.HTTP_201_CREATED)
