@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from healthscore.config import Project
 from healthscore.config.models import ProjectConfig
@@ -35,6 +37,8 @@ from healthscore.pipeline import ScoringRun
 from healthscore.scoring import ScoreResult, round_half_up
 from healthscore.store import StateStore
 from healthscore.store.snapshots import SnapshotStore
+from healthscore.store.tables_alerts import alerts as alerts_table
+from healthscore.store.tables_alerts import deliveries
 
 AS_OF = date(2026, 6, 30)
 NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
@@ -757,3 +761,38 @@ def test_cooldown_covers_earlier_date_scored_later(project, tmp_path):
     assert missed.raised == []
     assert [item.reason for item in missed.suppressed] == ["cooldown"]
     assert [alert.as_of for alert in older.raised] == [AS_OF - timedelta(days=1)]
+
+
+def test_delivery_keys_name_the_project(tmp_path):
+    """Two projects alerting on equal ids send different idempotency keys."""
+    rules = [
+        {"name": "idle", "kind": "metric", "condition": "logins < 5", "cooldown": "0d"}
+    ]
+    # The namespace of healthscore's delivery keys (monitoring/outbox.py).
+    namespace = uuid.UUID("5b7e2f0c-3a43-4c1e-9a57-0d8c2a6f1e10")
+    keys = {}
+    for name in ("north", "south"):
+        folder = tmp_path / name
+        folder.mkdir()
+        settings = config(rules).model_copy(update={"name": name})
+        project = Project(root=folder, config=settings)
+        store = SnapshotStore(folder / "snapshots")
+        with StateStore.open("sqlite:///state.db", folder) as state:
+            evaluate(project, store, state, AS_OF, {"a": 50})
+            with state.engine.connect() as connection:
+                rows = connection.execute(
+                    select(
+                        alerts_table.c.dedupe_key,
+                        deliveries.c.channel,
+                        deliveries.c.idempotency_key,
+                    ).join(alerts_table, alerts_table.c.id == deliveries.c.alert_id)
+                ).all()
+        keys[name] = {
+            str(uuid.uuid5(namespace, f"{name}\n{dedupe}\n{channel}")): key
+            for dedupe, channel, key in rows
+        }
+
+    for name in ("north", "south"):
+        assert len(keys[name]) == 1
+        assert all(expected == key for expected, key in keys[name].items())
+    assert set(keys["north"].values()) != set(keys["south"].values())

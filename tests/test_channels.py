@@ -652,10 +652,29 @@ def test_unknown_channel_in_rule_rejected():
 
 
 class SmtpSink:
-    """Handler of aiosmtpd that keeps every message it receives."""
+    """Handler of aiosmtpd that keeps every message it receives.
+
+    `refused` maps a recipient address to the reply that refuses it at RCPT TO,
+    such as `550 5.1.1 No such user`.
+    """
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], Message]] = []
+        self.refused: dict[str, str] = {}
+
+    async def handle_RCPT(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        reply = self.refused.get(address)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = message_from_bytes(envelope.content)
@@ -756,6 +775,25 @@ def test_email_plain_and_html(smtp_server):
     assert "<li>logins: -40.0 points</li>" in markup
 
 
+def test_email_html_shows_escalation(smtp_server):
+    port, sink = smtp_server
+    sender = EmailSender(email_settings(port, "owner"), None, None)
+
+    sender.send(sample_delivery())
+    sender.send(sample_delivery(escalate_to=None))
+
+    markups = [
+        part.get_payload(decode=True).decode()
+        for _, _, message in sink.messages
+        for part in message.walk()
+        if part.get_content_type() == "text/html"
+    ]
+    row = "<tr><th align='left'>Escalate to</th><td>vp@example.com</td></tr>"
+    assert len(markups) == 2
+    assert row in markups[0]
+    assert "Escalate to" not in markups[1]
+
+
 def test_email_fixed_recipients(smtp_server):
     port, sink = smtp_server
     to = ["cs@example.com", "ops@example.com"]
@@ -824,6 +862,92 @@ def test_email_owner_with_line_break_is_permanent(smtp_server):
         sender.send(sample_delivery(owner="ana@example.com\nBcc: x@example.com"))
 
     assert caught.value.permanent is True
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("separator", ["\r", "\r\n", "\x0b", "\x85", "\u2028"])
+def test_email_owner_with_other_line_break(smtp_server, separator):
+    port, sink = smtp_server
+    sender = EmailSender(email_settings(port, "owner"), None, None)
+    owner = f"ana@example.com{separator}Bcc: x@example.com"
+
+    with pytest.raises(DeliveryError, match="contains a line break") as caught:
+        sender.send(sample_delivery(owner=owner))
+
+    assert caught.value.permanent is True
+    assert sink.messages == []
+
+
+TWO_RECIPIENTS = ["cs@example.com", "gone@example.com"]
+
+
+def test_email_one_recipient_refused_for_good(smtp_server):
+    port, sink = smtp_server
+    sink.refused["gone@example.com"] = "550 5.1.1 No such user"
+    sender = EmailSender(email_settings(port, TWO_RECIPIENTS), None, None)
+
+    warning = sender.send(sample_delivery())
+
+    ((_, recipients, _),) = sink.messages
+    assert recipients == ["cs@example.com"]
+    assert warning == (
+        "the server accepted the email for some recipients but refused "
+        "gone@example.com (550 5.1.1 No such user); a retry would mail the accepted "
+        "recipients again, so the refused ones are not retried. Check their "
+        "addresses, then `healthscore alerts resend 3 --channel hook` mails every "
+        "recipient again"
+    )
+
+
+def test_email_one_recipient_refused_for_now(smtp_server):
+    port, sink = smtp_server
+    sink.refused["gone@example.com"] = "451 4.3.0 Mailbox busy"
+    sender = EmailSender(email_settings(port, TWO_RECIPIENTS), None, None)
+
+    warning = sender.send(sample_delivery())
+
+    ((_, recipients, _),) = sink.messages
+    assert recipients == ["cs@example.com"]
+    assert warning is not None
+    assert "refused gone@example.com (451 4.3.0 Mailbox busy);" in warning
+
+
+def test_email_every_recipient_refused_is_permanent(smtp_server):
+    port, sink = smtp_server
+    sink.refused["cs@example.com"] = "550 5.1.1 No such user"
+    sink.refused["gone@example.com"] = "553 5.1.3 Bad address"
+    sender = EmailSender(email_settings(port, TWO_RECIPIENTS), None, None)
+
+    with pytest.raises(DeliveryError) as caught:
+        sender.send(sample_delivery())
+
+    assert str(caught.value) == (
+        f"sending email through 127.0.0.1:{port} failed: no recipient got the "
+        "email, because the server refused cs@example.com (550 5.1.1 No such "
+        "user), gone@example.com (553 5.1.3 Bad address); correct the addresses in "
+        "the owner column or under `to`, then resend the alert"
+    )
+    assert caught.value.permanent is True
+    assert sink.messages == []
+
+
+def test_email_temporary_refusal_is_retryable(smtp_server):
+    port, sink = smtp_server
+    sink.refused["cs@example.com"] = "550 5.1.1 No such user"
+    sink.refused["gone@example.com"] = "451 4.3.0 Mailbox busy"
+    sender = EmailSender(email_settings(port, TWO_RECIPIENTS), None, None)
+
+    with pytest.raises(DeliveryError) as caught:
+        sender.send(sample_delivery())
+
+    assert str(caught.value) == (
+        f"sending email through 127.0.0.1:{port} failed: no recipient got the "
+        "email, because the server refused cs@example.com (550 5.1.1 No such "
+        "user), gone@example.com (451 4.3.0 Mailbox busy); a 4xx reply is a "
+        "temporary refusal, so the delivery is retried"
+    )
+    assert caught.value.permanent is False
+    assert caught.value.channel_down is False
     assert sink.messages == []
 
 
@@ -995,3 +1119,29 @@ def test_renderings_keep_score_in_band(tmp_path, receiver, smtp_server):
     body = receiver.requests[0]["json"]
     assert body["message"] == alert.message
     assert body["details"]["score"] == 40.46
+
+
+# Owners that validation warns about
+
+
+def test_validate_warns_owner_with_line_break(tmp_path):
+    from test_source_columns import DROP_RULE, MAIL_TO_OWNER, check, monitored_project
+
+    accounts = (
+        "account_id,name,segment,owner\n"
+        "a1,Acme,smb,ana@example.com\n"
+        'a2,Bo,smb,"kwame@example.com\nBcc: evil@example.com"\n'
+    )
+    root = monitored_project(
+        tmp_path, accounts, [DROP_RULE], channels={"mail": MAIL_TO_OWNER}
+    )
+
+    result, output = check(root, "validate")
+
+    assert result.exit_code == 0, output
+    assert (
+        "1 account has an owner in column 'owner' that is not an email address "
+        "('kwame@example.com\\nBcc: evil@example.com'), but alerts.channels.mail.to "
+        "sends alerts to the owner, so those emails will fail. Put email addresses "
+        "in the column, or list the recipients under `to`. Accounts: a2."
+    ) in output

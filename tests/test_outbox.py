@@ -7,6 +7,9 @@ import logging
 import random
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from healthscore.cli import app
@@ -24,8 +28,10 @@ from healthscore.monitoring.channels import WebhookSender, build_channels
 from healthscore.monitoring.outbox import (
     ALERT_SUBJECT,
     LEASE_SECONDS,
+    Delivery,
     NewAlert,
     add_alerts,
+    alert_project_key,
     backoff_seconds,
     count_deliveries,
     deliver_pending,
@@ -35,8 +41,10 @@ from healthscore.monitoring.outbox import (
     resend_alert,
     resend_dead,
     set_alert_state,
+    utc_now,
 )
 from healthscore.store import StateStore
+from healthscore.store.tables_alerts import deliveries
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 from test_channels import (
     SECRET,
@@ -243,6 +251,174 @@ def test_claim_wins_once_and_leases(state, receiver):
     assert len(after_lease.sent) == 1
 
 
+# Rounds that last many sends
+
+
+class SlowReceiver(Receiver):
+    """A receiver that answers each request `delay` seconds after it arrives.
+
+    `arrived` keeps each request's arrival time by its idempotency key.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.arrived: dict[str, datetime] = {}
+        super().__init__()
+
+    def record(self, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.arrived[headers["Idempotency-Key"]] = utc_now()
+        super().record(path, headers, body)
+        time.sleep(self.delay)
+
+
+@pytest.fixture
+def slow_receiver() -> Iterator[SlowReceiver]:
+    server = SlowReceiver(delay=1.0)
+    yield server
+    if server.server is not None:
+        server.stop()
+
+
+def stored_deliveries(state: StateStore) -> list[Any]:
+    records = list_alerts(state)
+    found = [delivery for record in records for delivery in record.deliveries]
+    return sorted(found, key=lambda delivery: delivery.id)
+
+
+def test_retry_waits_from_own_failure(state, slow_receiver):
+    slow_receiver.status = 500
+    add_alerts(state, alerts_for(["a", "b", "c"]), now=utc_now())
+
+    report = deliver_pending(
+        state, hook(slow_receiver), utc_now(), SETTINGS, clock=utc_now
+    )
+    ended = utc_now()
+
+    assert len(report.retrying) == 3
+    records = stored_deliveries(state)
+    arrivals = [slow_receiver.arrived[record.idempotency_key] for record in records]
+    next_sends = [*arrivals[1:], ended]
+    backoff = timedelta(seconds=SETTINGS.backoff_base)
+    for record, arrived, next_send in zip(records, arrivals, next_sends, strict=True):
+        # Each attempt fails once its answer comes, 1 s after the request arrived,
+        # and before the next request starts.
+        assert record.next_attempt_at >= arrived + timedelta(seconds=1) + backoff
+        assert record.next_attempt_at <= next_send + backoff
+
+
+class ClaimReader:
+    """A channel that reads its delivery's claim from the store, then sends it."""
+
+    def __init__(self, state: StateStore, channel: WebhookSender) -> None:
+        self.state = state
+        self.channel = channel
+        self.claims: list[tuple[datetime, datetime]] = []
+        """Time of each send and the end of its claim."""
+
+    def send(self, delivery: Delivery) -> str | None:
+        started = utc_now()
+        query = select(deliveries.c.next_attempt_at).where(
+            deliveries.c.id == delivery.id
+        )
+        with self.state.engine.connect() as connection:
+            claimed_until = connection.execute(query).scalar_one()
+        self.claims.append((started, claimed_until))
+        return self.channel.send(delivery)
+
+
+def test_claim_lease_starts_at_claim(state, slow_receiver):
+    add_alerts(state, alerts_for(["a", "b", "c"]), now=utc_now())
+    channel = ClaimReader(state, hook(slow_receiver)["hook"])
+
+    report = deliver_pending(
+        state, {"hook": channel}, utc_now(), SETTINGS, clock=utc_now
+    )
+
+    assert len(report.sent) == 3
+    assert len(channel.claims) == 3
+    lease = timedelta(seconds=LEASE_SECONDS)
+    for started, claimed_until in channel.claims:
+        # Each claim is taken just before its send.
+        assert claimed_until <= started + lease
+        assert claimed_until >= started + lease - timedelta(seconds=0.5)
+
+
+def test_long_round_keeps_its_claims(state, slow_receiver, monkeypatch):
+    # A round of three 1 s sends outlasts a 2 s lease.
+    monkeypatch.setattr(outbox, "LEASE_SECONDS", 2)
+    add_alerts(state, alerts_for(["a", "b", "c"]), now=utc_now())
+    reports: list[outbox.DeliveryReport] = []
+
+    def first_round() -> None:
+        reports.append(
+            deliver_pending(
+                state, hook(slow_receiver), utc_now(), SETTINGS, clock=utc_now
+            )
+        )
+
+    first = threading.Thread(target=first_round)
+    first.start()
+    # The second round starts while the first sends its third delivery, which it
+    # claimed about 2 s after it began.
+    time.sleep(2.5)
+    second = deliver_pending(
+        state, hook(slow_receiver), utc_now(), SETTINGS, clock=utc_now
+    )
+    first.join(timeout=10)
+
+    assert len(reports[0].sent) == 3
+    assert second.sent == []
+    sends = Counter(slow_receiver.accepted_keys())
+    assert len(sends) == 3
+    assert max(sends.values()) == 1
+
+
+# Idempotency keys of projects
+
+
+KEY_NAMESPACE = uuid.UUID("5b7e2f0c-3a43-4c1e-9a57-0d8c2a6f1e10")
+
+
+def test_keys_differ_between_projects(tmp_path, receiver):
+    for project in ("alpha", "beta"):
+        (tmp_path / project).mkdir()
+        with StateStore.open("sqlite:///state.db", tmp_path / project) as state:
+            add_alerts(state, alerts_for(["a"]), now=NOW, project=project)
+            deliver_pending(state, hook(receiver), NOW, SETTINGS)
+
+    expected = [
+        str(uuid.uuid5(KEY_NAMESPACE, f"{project}\nrisk/a/b/2026-06-30\nhook"))
+        for project in ("alpha", "beta")
+    ]
+    headers = [request["headers"]["Idempotency-Key"] for request in receiver.requests]
+    payload_ids = [request["json"]["delivery_id"] for request in receiver.requests]
+    assert headers == expected
+    assert payload_ids == expected
+    assert receiver.accepted_keys() == expected
+
+
+def test_project_key_prefers_table_setting(tmp_path):
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    table = {"connection": "duckdb:///scores.duckdb", "table": "scores"}
+    named = write_project(tmp_path / "named", minimal_config(name="north"), files)
+    table_named = write_project(
+        tmp_path / "table",
+        minimal_config(name="north", store={"snapshot_table": table}),
+        files,
+    )
+    keyed = write_project(
+        tmp_path / "keyed",
+        minimal_config(
+            name="north", store={"snapshot_table": {**table, "project": "emea"}}
+        ),
+        files,
+    )
+
+    assert alert_project_key(named) == "north"
+    assert alert_project_key(table_named) == "north"
+    assert alert_project_key(keyed) == "emea"
+
+
 # Failures that must not stop a delivery run
 
 
@@ -344,6 +520,81 @@ def test_email_line_break_does_not_block_queue(state, smtp_server):
         ["cs@example.com"],
         ["cs@example.com"],
     ]
+
+
+def mail_channels(port: int, to: list[str]) -> dict[str, Any]:
+    settings = AlertSettings.model_validate(
+        {"channels": {"mail": {"type": "email", "host": "127.0.0.1", "port": port,
+                               "starttls": False, "from": "hs@example.com",
+                               "to": to}}}
+    )  # fmt: skip
+    return build_channels(settings, {})
+
+
+def test_email_partly_refused_is_sent_with_warning(state, smtp_server, caplog):
+    port, sink = smtp_server
+    sink.refused["gone@example.com"] = "550 5.1.1 No such user"
+    new = NewAlert(sample_alert(dedupe_key="risk/acme"), ("mail",))
+    (result,) = add_alerts(state, [new], now=NOW)
+    channels = mail_channels(port, ["cs@example.com", "gone@example.com"])
+
+    with caplog.at_level(logging.WARNING, logger="healthscore.monitoring.outbox"):
+        report = deliver_pending(state, channels, NOW, SETTINGS)
+
+    (delivery,) = get_alert(state, result.id).deliveries
+    assert report.sent == [delivery.id]
+    assert delivery.state == "sent"
+    assert delivery.attempts == 1
+    assert delivery.last_error.startswith(
+        "the server accepted the email for some recipients but refused "
+        "gone@example.com (550 5.1.1 No such user); "
+    )
+    assert [recipients for _, recipients, _ in sink.messages] == [["cs@example.com"]]
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert warning == (
+        f"delivery {delivery.id} of alert {result.id} to channel mail: "
+        f"{delivery.last_error}"
+    )
+
+
+def test_email_refused_for_good_is_dead(state, smtp_server):
+    port, sink = smtp_server
+    sink.refused["gone@example.com"] = "550 5.1.1 No such user"
+    new = NewAlert(sample_alert(dedupe_key="risk/acme"), ("mail",))
+    (result,) = add_alerts(state, [new], now=NOW)
+
+    report = deliver_pending(
+        state, mail_channels(port, ["gone@example.com"]), NOW, SETTINGS
+    )
+
+    (delivery,) = get_alert(state, result.id).deliveries
+    assert report.dead == [delivery.id]
+    assert delivery.attempts == 1
+    assert "gone@example.com (550 5.1.1 No such user)" in delivery.last_error
+    assert sink.messages == []
+
+
+def test_email_refused_for_now_is_retried(state, smtp_server):
+    port, sink = smtp_server
+    sink.refused["busy@example.com"] = "451 4.3.0 Mailbox busy"
+    new = NewAlert(sample_alert(dedupe_key="risk/acme"), ("mail",))
+    (result,) = add_alerts(state, [new], now=NOW)
+    channels = mail_channels(port, ["busy@example.com"])
+
+    first = deliver_pending(state, channels, NOW, SETTINGS)
+    (waiting,) = get_alert(state, result.id).deliveries
+    sink.refused.clear()
+    retry_at = NOW + timedelta(seconds=SETTINGS.backoff_base)
+    second = deliver_pending(state, channels, retry_at, SETTINGS)
+    (sent,) = get_alert(state, result.id).deliveries
+
+    assert first.retrying == [waiting.id]
+    assert waiting.next_attempt_at == retry_at
+    assert "busy@example.com (451 4.3.0 Mailbox busy)" in waiting.last_error
+    assert second.sent == [sent.id]
+    assert sent.attempts == 2
+    assert sent.last_error is None
+    assert [recipients for _, recipients, _ in sink.messages] == [["busy@example.com"]]
 
 
 def test_unavailable_channel_fails_alone(state, caplog):
@@ -710,6 +961,36 @@ def test_cli_deliver_unset_variable(tmp_path, monkeypatch):
     assert slack.state == "pending"
     assert slack.attempts == 1
     assert "environment variable HS_TEST_UNSET_URL is not set" in slack.last_error
+
+
+def test_cli_deliver_retries_from_each_failure(tmp_path, slow_receiver):
+    slow_receiver.status = 503
+    config = minimal_config(
+        alerts={
+            "channels": {"hook": {"type": "webhook", "url": slow_receiver.url}},
+            "delivery": {"backoff_base": 30, "jitter": 0, "max_attempts": 3},
+        }
+    )
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    project = write_project(tmp_path / "p", config, files)
+    with project_state(project) as state:
+        add_alerts(state, alerts_for(["a", "b", "c"]), now=utc_now())
+
+    delivered = run_cli("alerts", "deliver", "--project", tmp_path / "p")
+    ended = utc_now()
+
+    assert delivered.exit_code == 0, delivered.output
+    assert delivered.stdout.strip() == (
+        "0 sent, 3 to retry, 0 dead, 0 taken by another process"
+    )
+    with project_state(project) as state:
+        records = stored_deliveries(state)
+    arrivals = [slow_receiver.arrived[record.idempotency_key] for record in records]
+    next_sends = [*arrivals[1:], ended]
+    backoff = timedelta(seconds=30)
+    for record, arrived, next_send in zip(records, arrivals, next_sends, strict=True):
+        assert record.next_attempt_at >= arrived + timedelta(seconds=1) + backoff
+        assert record.next_attempt_at <= next_send + backoff
 
 
 def test_cli_resend_channel_and_dead(tmp_path):

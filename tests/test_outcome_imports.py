@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from healthscore.cli import app
@@ -23,9 +23,11 @@ from healthscore.monitoring.interventions import (
     interventions_frame,
     outcomes_frame,
 )
+from healthscore.monitoring.playbooks import complete_task
 from healthscore.service import create_app
 from healthscore.store import StateStore
 from healthscore.store.schema import audit
+from healthscore.store.tables_tasks import tasks
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 from service_project import TestClient, bearer, service_project, tokens
 
@@ -247,6 +249,51 @@ def test_intervention_problems_reported_together(state, tmp_path):
         "  row 2 (line 3): repeats row 1 (line 2) (same account_id, kind, "
         "occurred_on, author); remove one of the two rows"
     )
+    assert interventions_frame(state).empty
+
+
+OUTCOME_COLUMNS = "account_id, kind, occurred_on and optionally arr_before, "
+OUTCOME_COLUMNS += "arr_after, source"
+INTERVENTION_COLUMNS = "account_id, kind, occurred_on, author and optionally note"
+
+
+@pytest.mark.parametrize(
+    ("importer", "text", "repeated", "columns"),
+    [
+        (
+            import_outcomes,
+            "account_id,kind,occurred_on,kind\na1,churned,2026-02-01,renewed\n",
+            "column kind",
+            OUTCOME_COLUMNS,
+        ),
+        (
+            import_outcomes,
+            "account_id,occurred_on,kind,arr_before,occurred_on,arr_before\n"
+            "a1,2026-02-01,renewed,100,2026-02-02,90\n",
+            "columns occurred_on, arr_before",
+            OUTCOME_COLUMNS,
+        ),
+        (
+            import_interventions,
+            "account_id,kind,occurred_on,author,note,author\n"
+            "a1,ebr,2026-02-01,ana,,bo\n",
+            "column author",
+            INTERVENTION_COLUMNS,
+        ),
+    ],
+)
+def test_import_rejects_repeated_column(
+    state, tmp_path, importer, text, repeated, columns
+):
+    file = write(tmp_path / "repeated.csv", text)
+
+    with pytest.raises(ImportValidationError) as caught:
+        importer(state, file, now=NOW)
+
+    assert str(caught.value) == (
+        f"{file}, line 1: repeated {repeated}; the columns are {columns}"
+    )
+    assert outcomes_frame(state).empty
     assert interventions_frame(state).empty
 
 
@@ -550,6 +597,56 @@ def test_replace_updates_intervention_note(any_state, tmp_path):
     assert notes.isna()["a2"]
     [entry] = audit_entries(any_state, "replace")
     assert (entry["subject_kind"], entry["count"]) == ("intervention", 1)
+
+
+def completed_task(state: StateStore, account: str, playbook: str, by: str) -> int:
+    """Store an open task, complete it on 2026-01-05, and return its id."""
+    row = {
+        "playbook": playbook,
+        "account_id": account,
+        "cause_key": f"{playbook}|{account}|manual",
+        "title": f"Call {account}",
+        "description": "",
+        "owner": by,
+        "due_on": date(2026, 1, 12),
+        "priority": "high",
+        "state": "open",
+        "rank": 1,
+        "created_at": NOW,
+    }
+    with state.engine.begin() as connection:
+        task_id = connection.execute(insert(tasks).returning(tasks.c.id), [row])
+        task_id = task_id.scalar_one()
+    at = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+    complete_task(state, task_id, by, note="called the sponsor", now=at)
+    return int(task_id)
+
+
+def test_import_skips_repeat_of_completed_task(any_state, tmp_path):
+    task_id = completed_task(any_state, "a1", "rescue", "ana")
+    file = write(
+        tmp_path / "i.csv",
+        INTERVENTION_HEADER
+        + "a1,rescue,2026-01-05,ana,called the sponsor\n"
+        + "a1,rescue,2026-01-05,bo,joined the call\n",
+    )
+    other_note = write(
+        tmp_path / "other.csv",
+        INTERVENTION_HEADER + "a1,rescue,2026-01-05,ana,another note\n",
+    )
+
+    result = import_interventions(any_state, file, now=NOW)
+    replacing = import_interventions(any_state, other_note, now=NOW, replace=True)
+
+    assert (result.stored, result.skipped) == (1, 1)
+    assert result.warnings == ()
+    assert (replacing.stored, replacing.skipped) == (0, 1)
+    assert replacing.replaced == ()
+    stored = interventions_frame(any_state).sort_values("id")
+    assert list(stored["author"]) == ["ana", "bo"]
+    assert list(stored["task_id"].isna()) == [False, True]
+    assert stored["task_id"].iloc[0] == task_id
+    assert list(stored["note"]) == ["called the sponsor", "joined the call"]
 
 
 # Commands

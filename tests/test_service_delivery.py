@@ -41,13 +41,18 @@ THREAD_NAME = "healthscore-alert-delivery"
 
 
 class SlowReceiver(Receiver):
-    """A receiver that takes `delay` seconds to respond to each request."""
+    """A receiver that takes `delay` seconds to respond to each request.
+
+    `arrived` keeps each request's arrival time by its idempotency key.
+    """
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
+        self.arrived: dict[str, datetime] = {}
         super().__init__()
 
     def record(self, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.arrived[headers["Idempotency-Key"]] = datetime.now(UTC)
         super().record(path, headers, body)
         time.sleep(self.delay)
 
@@ -203,6 +208,35 @@ def test_receiver_down_retried_with_backoff(tmp_path, receiver):
     (delivery,) = stored_deliveries(project)
     assert delivery.state == "sent"
     assert delivery.attempts == 4
+
+
+def test_round_retries_from_each_failure(tmp_path):
+    receiver = SlowReceiver(delay=1.0)
+    receiver.status = 503
+    project = delivery_project(
+        tmp_path / "p", receiver.url, backoff_base=30, jitter=0, max_attempts=3
+    )
+    queue_alerts(project, ["a1", "a2", "a3"])
+    try:
+        with StateStore.open(project.config.store.state, project.root) as state:
+            report = AlertDeliveryDuty(project, state).deliver_once()
+            ended = datetime.now(UTC)
+    finally:
+        receiver.stop()
+
+    assert report is not None
+    assert len(report.retrying) == 3
+    deliveries = stored_deliveries(project)
+    arrivals = [receiver.arrived[delivery.idempotency_key] for delivery in deliveries]
+    next_sends = [*arrivals[1:], ended]
+    backoff = timedelta(seconds=30)
+    for delivery, arrived, next_send in zip(
+        deliveries, arrivals, next_sends, strict=True
+    ):
+        # Each attempt fails 1 s after its request arrived, before the next one.
+        assert delivery.next_attempt_at is not None
+        assert delivery.next_attempt_at >= arrived + timedelta(seconds=1) + backoff
+        assert delivery.next_attempt_at <= next_send + backoff
 
 
 def test_interval_zero_sends_nothing(tmp_path, receiver, caplog):
@@ -400,7 +434,7 @@ def test_failed_release_logged(tmp_path, receiver, caplog, monkeypatch):
     )
     assert "disk I/O error" in errors[0]
     assert errors[0].endswith(
-        f"when the claim expires, {LEASE_SECONDS} s after the round began"
+        f"when the claim expires, {LEASE_SECONDS} s after it was claimed"
     )
 
 

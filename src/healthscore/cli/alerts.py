@@ -324,13 +324,15 @@ def deliver(
     fails only its own deliveries. A warning names the channel and the variable.
     """
     from healthscore.monitoring.channels import build_channels
-    from healthscore.monitoring.outbox import deliver_pending
+    from healthscore.monitoring.outbox import deliver_pending, utc_now
 
     project = open_project(project_dir)
     settings = project.config.alerts
     channels = build_channels(settings, strict=False)
     with _state_store(project) as store:
-        report = deliver_pending(store, channels, datetime.now(UTC), settings.delivery)
+        report = deliver_pending(
+            store, channels, utc_now(), settings.delivery, clock=utc_now
+        )
     counts = {
         "sent": len(report.sent),
         "retrying": len(report.retrying),

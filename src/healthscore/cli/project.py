@@ -211,8 +211,11 @@ def owner_address_warnings(project: Project, accounts: pd.DataFrame) -> list[str
 
     Such a channel writes to each alert's owner, the value of the rule's
     `owner_column`, so a value without `@`, such as a name, fails every email to
-    that owner. `accounts` are the usable accounts, with their columns.
+    that owner. So does a value with a line break, which the channel never puts
+    into a header. `accounts` are the usable accounts by account id, with their
+    columns.
     """
+    from healthscore.monitoring.channels import header_text
     from healthscore.sources.columns import owner_email_channels
 
     warnings = []
@@ -221,18 +224,24 @@ def owner_address_warnings(project: Project, accounts: pd.DataFrame) -> list[str
             continue  # a missing column is an error of its own
         owners = accounts[column].dropna().astype(str)
         owners = owners[owners.str.strip() != ""]
-        unreachable = sorted(set(owners[~owners.str.contains("@", regex=False)]))
-        if not unreachable:
+        with_line_break = owners.map(lambda owner: header_text(owner) != owner)
+        unreachable = owners[~owners.str.contains("@", regex=False) | with_line_break]
+        if unreachable.empty:
             continue
-        count = int((~owners.str.contains("@", regex=False)).sum())
-        examples = ", ".join(repr(owner) for owner in unreachable[:_OWNER_EXAMPLES])
+        count = len(unreachable)
+        values = sorted(set(unreachable))
+        examples = ", ".join(repr(owner) for owner in values[:_OWNER_EXAMPLES])
+        ids = sorted(str(account) for account in unreachable.index)
+        named = ", ".join(ids[:_OWNER_EXAMPLES])
+        if len(ids) > _OWNER_EXAMPLES:
+            named += f" and {len(ids) - _OWNER_EXAMPLES} more"
         keys = ", ".join(f"alerts.channels.{name}.to" for name in channels)
         verb = "has" if count == 1 else "have"
         warnings.append(
             f"{plural(count, 'account')} {verb} an owner in column {column!r} that is "
             f"not an email address ({examples}), but {keys} sends alerts to the "
             "owner, so those emails will fail. Put email addresses in the column, or "
-            "list the recipients under `to`."
+            f"list the recipients under `to`. Accounts: {named}."
         )
     return warnings
 

@@ -236,7 +236,7 @@ def evaluate_alerts(
     ValueError
         When a rule names an unknown band or reads a column that does not exist.
     """
-    from healthscore.monitoring.outbox import NewAlert, add_alerts
+    from healthscore.monitoring.outbox import NewAlert, add_alerts, alert_project_key
 
     config = project.config
     settings = config.alerts
@@ -279,7 +279,12 @@ def evaluate_alerts(
             run.as_of,
             "; ".join(guard.reasons()),
         )
-    results = add_alerts(state, new, now=now or datetime.now(UTC))
+    results = add_alerts(
+        state,
+        new,
+        now=now or datetime.now(UTC),
+        project=alert_project_key(project),
+    )
     outcome = AlertOutcome(run.as_of, [], suppressed, guard)
     for result in results:
         if result.id is None:

@@ -257,7 +257,7 @@ class EmailSender:
         self.username = username
         self.password = password
 
-    def send(self, delivery: Delivery) -> None:
+    def send(self, delivery: Delivery) -> str | None:
         """Send the alert's email; SMTP and network errors are retryable failures.
 
         The channel's `timeout` applies to the connection, to the wait for the
@@ -265,6 +265,15 @@ class EmailSender:
         accepts the connection but never sends a reply fails after `timeout` seconds.
         A timeout marks the channel down (`DeliveryError.channel_down`), so the
         outbox keeps its other deliveries waiting until its next run.
+
+        A server can refuse recipients one by one (RCPT TO). When it refuses every
+        recipient, nothing is sent: the failure is permanent when every refusal has
+        a 5xx code, and is retried when one has a 4xx code, which is temporary.
+        When it accepts some recipients, the email goes to them and the delivery
+        counts as sent. The returned warning then names each refused address with
+        the server's reply. Those addresses are not retried, even after a 4xx
+        code, because the outbox retries a delivery as a whole and would mail the
+        accepted recipients again.
 
         NOTE: the timeout bounds each socket operation, not a whole reply. A
         server that sends a byte every few seconds can hold one command longer.
@@ -279,13 +288,48 @@ class EmailSender:
                     _start_tls(smtp)
                 if self.username is not None:
                     smtp.login(self.username, self.password or "")
-                smtp.send_message(message)
+                refused = smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise self._refused_error(exc.recipients) from exc
         except (smtplib.SMTPException, OSError) as exc:
             if _is_timeout(exc):
                 raise DeliveryError(self._timeout_message(), channel_down=True) from exc
             raise DeliveryError(
                 f"sending email through {settings.host}:{settings.port} failed: {exc}"
             ) from exc
+        if not refused:
+            return None
+        return (
+            f"the server accepted the email for some recipients but refused "
+            f"{_refusals_text(refused)}; a retry would mail the accepted recipients "
+            "again, so the refused ones are not retried. Check their addresses, then "
+            f"`healthscore alerts resend {delivery.alert_id} --channel "
+            f"{delivery.channel}` mails every recipient again"
+        )
+
+    def _refused_error(self, refused: Mapping[str, tuple[int, bytes]]) -> DeliveryError:
+        """Build the error of a send that reached no recipient, permanent when every
+        reply is 5xx.
+
+        `refused` maps each refused address to the reply code and text. smtplib
+        stops at a 421 reply (the server closes the connection) before sending,
+        so `refused` then lacks the recipients after it.
+        """
+        settings = self.settings
+        permanent = all(500 <= code < 600 for code, _ in refused.values())
+        cause = (
+            f"sending email through {settings.host}:{settings.port} failed: no "
+            f"recipient got the email, because the server refused "
+            f"{_refusals_text(refused)}"
+        )
+        if permanent:
+            advice = (
+                "correct the addresses in the owner column or under `to`, then "
+                "resend the alert"
+            )
+        else:
+            advice = "a 4xx reply is a temporary refusal, so the delivery is retried"
+        return DeliveryError(f"{cause}; {advice}", permanent=permanent)
 
     def _timeout_message(self) -> str:
         settings = self.settings
@@ -336,6 +380,15 @@ class EmailSender:
         return [owner]
 
 
+def _refusals_text(refused: Mapping[str, tuple[int, bytes]]) -> str:
+    """Join refused addresses with their replies: `a@example.com (550 No such user)`."""
+    parts = []
+    for address, (code, reply) in refused.items():
+        text = " ".join(reply.decode("utf-8", errors="replace").split())
+        parts.append(f"{address} ({code} {text})" if text else f"{address} ({code})")
+    return ", ".join(parts)
+
+
 def _is_timeout(exc: BaseException) -> bool:
     """Tell whether an SMTP or socket error comes from a socket timeout.
 
@@ -381,6 +434,8 @@ def _email_html(delivery: Delivery) -> str:
         ("Change", _change_text(alert.details.get("change"))),
         ("Rule", f"{alert.rule} ({alert.severity})"),
     ]
+    if alert.escalate_to:
+        rows.append(("Escalate to", alert.escalate_to))
     table = "".join(
         f"<tr><th align='left'>{html.escape(name)}</th>"
         f"<td>{html.escape(value)}</td></tr>"
@@ -549,10 +604,10 @@ class CheckedChannel:
         self.name = name
         self.channel = channel
 
-    def send(self, delivery: Delivery) -> None:
+    def send(self, delivery: Delivery) -> str | None:
         """Send through the wrapped channel; raise only DeliveryError."""
         try:
-            self.channel.send(delivery)
+            return self.channel.send(delivery)
         except DeliveryError:
             raise
         except Exception as exc:

@@ -347,17 +347,28 @@ def store_interventions(
 ) -> StoredRows:
     """Store checked intervention rows in one transaction, all of them or none.
 
-    A row equal in account, kind, date and author to a stored intervention that is
-    not a completed task is skipped. With `replace`, such a row whose note differs
-    replaces the stored intervention instead. Concurrent calls run one after the
-    other, so a repeat of a row that another call stores is skipped as well.
+    A row equal in account, kind, date and author to a stored intervention is
+    skipped. With `replace`, such a row whose note differs replaces the stored
+    intervention instead, unless that one is a completed task. Completed tasks are
+    never replaced, so a row that repeats only a completed task is skipped whatever
+    its note. Concurrent calls run one after the other, so a repeat of a row that
+    another call stores is skipped as well.
     """
     created_at = _aware_now(now)
     with write_transaction(state) as connection:
         lock_for_write(connection, "interventions")
-        stored = _stored_interventions_of(connection, rows)
+        imported, task_keys = _stored_interventions_of(connection, rows)
+        task_keys -= {_intervention_key(row) for row in imported}
+        planned = [row for row in rows if _intervention_key(row) not in task_keys]
         changes = _plan_repeats(
-            rows, stored, INTERVENTION_KEY, INTERVENTION_VALUES, replace
+            planned, imported, INTERVENTION_KEY, INTERVENTION_VALUES, replace
+        )
+        repeats_of_tasks = len(rows) - len(planned)
+        changes = RowChanges(
+            changes.new,
+            changes.replaced,
+            changes.skipped + repeats_of_tasks,
+            changes.differing,
         )
         return _write_changes(
             connection,
@@ -503,23 +514,32 @@ def _outcome_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row[name] for name in OUTCOME_KEY)
 
 
+def _intervention_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[name] for name in INTERVENTION_KEY)
+
+
 def _stored_interventions_of(
     connection: Connection, rows: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Return the stored interventions that are not completed tasks and share the
-    account and kind of a row, with their id and note."""
+) -> tuple[list[dict[str, Any]], set[tuple[Any, ...]]]:
+    """Find the stored interventions that share the account and kind of a row.
+
+    Returns the imported ones, with their id and note, and the INTERVENTION_KEY
+    values of the completed tasks.
+    """
     columns = interventions.c
     keys = {(row["account_id"], row["kind"]) for row in rows}
-    query = select(
-        *(columns[name] for name in (*INTERVENTION_KEY, *INTERVENTION_VALUES, "id"))
-    )
-    query = query.where(
-        columns.task_id.is_(None),
-        tuple_(columns.account_id, columns.kind).in_(list(keys)),
-    )
-    return [
-        dict(found._mapping) for found in connection.execute(query.order_by(columns.id))
-    ]
+    names = (*INTERVENTION_KEY, *INTERVENTION_VALUES, "id")
+    query = select(*(columns[name] for name in names), columns.task_id)
+    query = query.where(tuple_(columns.account_id, columns.kind).in_(list(keys)))
+    imported: list[dict[str, Any]] = []
+    task_keys: set[tuple[Any, ...]] = set()
+    for found in connection.execute(query.order_by(columns.id)):
+        values = {name: found._mapping[name] for name in names}
+        if found.task_id is None:
+            imported.append(values)
+        else:
+            task_keys.add(_intervention_key(values))
+    return imported, task_keys
 
 
 # Reading and checking CSV rows
@@ -668,7 +688,9 @@ def _check_header(
         )
     missing = [name for name in required if name not in header]
     unknown = [name for name in header if name not in required + optional]
-    if missing or unknown:
+    # A row's dict would keep only the last cell of a repeated name.
+    repeated = [name for name in dict.fromkeys(header) if header.count(name) > 1]
+    if missing or unknown or repeated:
         parts = []
         if missing:
             noun = "column" if len(missing) == 1 else "columns"
@@ -676,6 +698,9 @@ def _check_header(
         if unknown:
             noun = "column" if len(unknown) == 1 else "columns"
             parts.append(f"unknown {noun} {', '.join(unknown)}")
+        if repeated:
+            noun = "column" if len(repeated) == 1 else "columns"
+            parts.append(f"repeated {noun} {', '.join(repeated)}")
         message = (
             f"{path}, line 1: {'; '.join(parts)}; the columns are "
             f"{', '.join(required)} and optionally {', '.join(optional)}"

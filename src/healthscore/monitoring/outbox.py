@@ -19,14 +19,15 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from healthscore.config import Project
 from healthscore.config.alerts import DeliverySettings
 from healthscore.monitoring.alerts import RaisedAlert, released_alert_dates
 from healthscore.store.database import describe_url, write_engine
@@ -88,6 +89,8 @@ class Delivery:
     """Attempts made before this one."""
     idempotency_key: str
     alert: RaisedAlert
+    claimed_at: datetime | None = None
+    """When `deliver_pending` claimed it; the claim lasts `LEASE_SECONDS` from then."""
 
 
 class Channel(Protocol):
@@ -99,8 +102,13 @@ class Channel(Protocol):
     `build_channels` turn every other exception into a DeliveryError.
     """
 
-    def send(self, delivery: Delivery) -> None:
-        """Send one delivery; raise DeliveryError when it fails."""
+    def send(self, delivery: Delivery) -> str | None:
+        """Send one delivery; raise DeliveryError when it fails.
+
+        Returns None, or a warning about a partial success, such as an email that
+        the server accepted for some recipients only. The delivery is sent either
+        way, and the warning is stored as its `last_error`.
+        """
         ...
 
 
@@ -175,16 +183,43 @@ class DeliveryReport:
     """Due deliveries that another process claimed first."""
 
 
-def idempotency_key(dedupe_key: str, channel: str) -> str:
-    """Return the delivery id of an alert on a channel; the same on every attempt."""
-    return str(uuid.uuid5(_KEY_NAMESPACE, f"{dedupe_key}\n{channel}"))
+def idempotency_key(dedupe_key: str, channel: str, project: str | None = None) -> str:
+    """Return the delivery id of an alert on a channel; the same on every attempt.
+
+    `project` is the key of the project that raised the alert, as
+    `alert_project_key` returns it. Two projects whose rules and accounts have
+    equal names then get different ids, so a receiver that both post to drops
+    neither project's alerts. Without it, the id depends on the dedupe key and the
+    channel only.
+    """
+    name = f"{dedupe_key}\n{channel}"
+    if project is not None:
+        name = f"{project}\n{name}"
+    return str(uuid.uuid5(_KEY_NAMESPACE, name))
+
+
+def alert_project_key(project: Project) -> str:
+    """Return the key of the project in its deliveries' idempotency keys.
+
+    It is the project's key in the snapshot table: the `project` setting of
+    `store.snapshot_table` when set, which stays when the project is renamed, else
+    the project's `name`.
+    """
+    from healthscore.store.snapshot_tables import project_key
+
+    table = project.config.store.snapshot_table
+    return project.config.name if table is None else project_key(project, table)
 
 
 # Storing
 
 
 def add_alerts(
-    state: StateStore, new_alerts: Sequence[NewAlert], *, now: datetime
+    state: StateStore,
+    new_alerts: Sequence[NewAlert],
+    *,
+    now: datetime,
+    project: str | None = None,
 ) -> list[AddResult]:
     """Store alerts and their deliveries in one transaction, skipping known ones.
 
@@ -201,17 +236,22 @@ def add_alerts(
         Alerts with their channels, in the order to store them.
     now
         Timezone-aware creation time; deliveries are due from then.
+    project
+        Key of the project that raised the alerts, as `alert_project_key` returns
+        it, which goes into the idempotency keys of their deliveries.
     """
     results = []
     with write_engine(state.engine).begin() as connection:
         for new in new_alerts:
-            results.append(_add_one(connection, new, now))
+            results.append(_add_one(connection, new, now, project))
     stored = sum(result.id is not None for result in results)
     logger.debug("stored %d of %d alert(s)", stored, len(results))
     return results
 
 
-def _add_one(connection: Connection, new: NewAlert, now: datetime) -> AddResult:
+def _add_one(
+    connection: Connection, new: NewAlert, now: datetime, project: str | None
+) -> AddResult:
     alert = new.alert
     values = {
         "rule": alert.rule,
@@ -242,7 +282,7 @@ def _add_one(connection: Connection, new: NewAlert, now: datetime) -> AddResult:
                 state="pending",
                 attempts=0,
                 next_attempt_at=now,
-                idempotency_key=idempotency_key(alert.dedupe_key, channel),
+                idempotency_key=idempotency_key(alert.dedupe_key, channel, project),
             )
         )
     return AddResult(alert, alert_id, "stored")
@@ -269,13 +309,15 @@ def deliver_pending(
     *,
     rng: random.Random | None = None,
     paused: Collection[str] = (),
+    clock: Callable[[], datetime] | None = None,
 ) -> DeliveryReport:
     """Send every delivery that is due at `now`, once.
 
     Deliveries of held alerts wait until the alert is resent. A success marks the
     delivery sent. The n-th failure schedules the next attempt at
-    `now + min(max_backoff, backoff_base * 2**(n - 1)) * (1 + jitter * U(-1, 1))`
-    seconds, and the `max_attempts`-th failure, or a permanent one, marks it dead.
+    `min(max_backoff, backoff_base * 2**(n - 1)) * (1 + jitter * U(-1, 1))`
+    seconds after the failure, and the `max_attempts`-th failure, or a permanent
+    one, marks it dead.
 
     Parameters
     ----------
@@ -285,7 +327,7 @@ def deliver_pending(
         Channel by name, as `build_channels` returns; a delivery to a name that is
         missing fails permanently.
     now
-        Timezone-aware current time.
+        Timezone-aware time that selects the due deliveries.
     settings
         Retry settings; by default those of `DeliverySettings()`.
     rng
@@ -293,6 +335,12 @@ def deliver_pending(
     paused
         Names of channels whose deliveries this call neither claims nor attempts,
         so they spend no attempts and stay due.
+    clock
+        Returns the current time, timezone-aware, and is read at each claim,
+        failure and success, because one call can last many sends. A claim then
+        lasts `LEASE_SECONDS` from when it is taken, and a retry waits its backoff
+        from its own failure. By default the time stays at `now`, as in a test or
+        a replay; a caller that sends for real passes `utc_now`.
 
     A failure that says the channel itself is down (`DeliveryError.channel_down`,
     such as an SMTP server that timed out) pauses that channel for the rest of the
@@ -301,12 +349,14 @@ def deliver_pending(
     """
     settings = settings or DeliverySettings()
     rng = rng or random.Random()
+    read_clock = clock or (lambda: now)
     report = DeliveryReport()
     down: set[str] = set()
     for row in _due(state, now, paused):
         if row.channel in down:
             continue
-        if not _claim(state, row, now):
+        claimed_at = read_clock()
+        if not _claim(state, row, claimed_at):
             report.skipped.append(row.id)
             continue
         delivery = Delivery(
@@ -316,10 +366,16 @@ def deliver_pending(
             attempts=row.attempts,
             idempotency_key=row.idempotency_key,
             alert=_alert_from_row(row),
+            claimed_at=claimed_at,
         )
-        if not _attempt(state, delivery, channels, now, settings, rng, report):
+        if not _attempt(state, delivery, channels, read_clock, settings, rng, report):
             down.add(row.channel)
     return report
+
+
+def utc_now() -> datetime:
+    """Return the current time in UTC; the clock of `deliver_pending` for real sends."""
+    return datetime.now(UTC)
 
 
 def _due(
@@ -355,7 +411,8 @@ def _alert_from_row(row: Row[Any]) -> RaisedAlert:
 
 
 def _claim(state: StateStore, row: Row[Any], now: datetime) -> bool:
-    """Reserve a due delivery; False when another process changed it first."""
+    """Reserve a due delivery from `now` on; False when another process changed it
+    first."""
     with write_engine(state.engine).begin() as connection:
         claimed = connection.execute(
             update(deliveries)
@@ -370,15 +427,28 @@ def _claim(state: StateStore, row: Row[Any], now: datetime) -> bool:
         return claimed.rowcount == 1
 
 
-def release_claim(state: StateStore, delivery: Delivery, claimed_at: datetime) -> bool:
+def release_claim(
+    state: StateStore, delivery: Delivery, claimed_at: datetime | None = None
+) -> bool:
     """Make a delivery that was claimed at `claimed_at` but not attempted due again.
 
-    Its next attempt moves back from the end of the claim to `claimed_at`, so any
-    process sends it at its next round instead of after `LEASE_SECONDS`. The UPDATE
-    changes the row only while the claim is in force (pending, same attempts, next
-    attempt at the claim's end). Returns False when the row changed since the claim,
-    for example because the claim expired and another process sent the delivery.
+    `claimed_at` defaults to `delivery.claimed_at`. The delivery's next attempt
+    moves back from the end of the claim to `claimed_at`, so any process sends it
+    at its next round instead of after `LEASE_SECONDS`. The UPDATE changes the row
+    only while the claim is in force (pending, same attempts, next attempt at the
+    claim's end). Returns False when the row changed since the claim, for example
+    because the claim expired and another process sent the delivery.
+
+    Raises
+    ------
+    ValueError
+        When neither `claimed_at` nor `delivery.claimed_at` is given.
     """
+    claimed_at = claimed_at or delivery.claimed_at
+    if claimed_at is None:
+        raise ValueError(
+            f"delivery {delivery.id} has no claim time; pass the time it was claimed"
+        )
     claimed_until = claimed_at + timedelta(seconds=LEASE_SECONDS)
     with write_engine(state.engine).begin() as connection:
         released = connection.execute(
@@ -398,7 +468,7 @@ def _attempt(
     state: StateStore,
     delivery: Delivery,
     channels: Mapping[str, Channel],
-    now: datetime,
+    clock: Callable[[], datetime],
     settings: DeliverySettings,
     rng: random.Random,
     report: DeliveryReport,
@@ -412,12 +482,12 @@ def _attempt(
                 "alerts.channels or resend the alert after fixing the settings",
                 permanent=True,
             )
-        channel.send(delivery)
+        warning = channel.send(delivery)
     except DeliveryError as exc:
-        _record_failure(state, delivery, exc, now, settings, rng, report)
+        _record_failure(state, delivery, exc, clock(), settings, rng, report)
         return not exc.channel_down
     _update(state, delivery.id, state="sent", attempts=delivery.attempts + 1,
-            next_attempt_at=None, last_error=None, sent_at=now)  # fmt: skip
+            next_attempt_at=None, last_error=warning, sent_at=clock())  # fmt: skip
     report.sent.append(delivery.id)
     logger.info(
         "sent delivery %d of alert %d (%s, %s) to channel %s",
@@ -427,6 +497,14 @@ def _attempt(
         delivery.alert.account_id,
         delivery.channel,
     )
+    if warning:
+        logger.warning(
+            "delivery %d of alert %d to channel %s: %s",
+            delivery.id,
+            delivery.alert_id,
+            delivery.channel,
+            warning,
+        )
     return True
 
 
@@ -434,7 +512,7 @@ def _record_failure(
     state: StateStore,
     delivery: Delivery,
     error: DeliveryError,
-    now: datetime,
+    failed_at: datetime,
     settings: DeliverySettings,
     rng: random.Random,
     report: DeliveryReport,
@@ -455,7 +533,7 @@ def _record_failure(
         )
         return
     wait = backoff_seconds(attempts, settings, rng)
-    retry_at = now + timedelta(seconds=wait)
+    retry_at = failed_at + timedelta(seconds=wait)
     _update(state, delivery.id, attempts=attempts, next_attempt_at=retry_at,
             last_error=message)  # fmt: skip
     report.retrying.append(delivery.id)

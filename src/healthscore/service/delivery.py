@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 
 from healthscore.config import Project
 from healthscore.monitoring.channels import UnavailableChannel, build_channels
@@ -24,6 +23,7 @@ from healthscore.monitoring.outbox import (
     DeliveryReport,
     deliver_pending,
     release_claim,
+    utc_now,
 )
 from healthscore.store.state import StateStore
 
@@ -54,10 +54,10 @@ class _StoppableChannel:
         self.channel = channel
         self.stopping = stopping
 
-    def send(self, delivery: Delivery) -> None:
+    def send(self, delivery: Delivery) -> str | None:
         if self.stopping.is_set():
             raise DeliveryStoppedError(delivery)
-        self.channel.send(delivery)
+        return self.channel.send(delivery)
 
 
 class AlertDeliveryDuty:
@@ -121,7 +121,7 @@ class AlertDeliveryDuty:
         attempt, and the other channels deliver theirs.
         """
         settings = self.project.config.alerts
-        now = datetime.now(UTC)
+        now = utc_now()
         try:
             built = build_channels(settings, strict=False, warn=False)
             unavailable = {
@@ -136,10 +136,15 @@ class AlertDeliveryDuty:
                 if name not in unavailable
             }
             report = deliver_pending(
-                self.state, channels, now, settings.delivery, paused=unavailable
+                self.state,
+                channels,
+                now,
+                settings.delivery,
+                paused=unavailable,
+                clock=utc_now,
             )
         except DeliveryStoppedError as stopped:
-            self._release(stopped.delivery, now)
+            self._release(stopped.delivery)
             return None
         except Exception as exc:  # a failed round must not end the thread
             self._log_failure(exc)
@@ -168,15 +173,15 @@ class AlertDeliveryDuty:
             logger.info("alert channel %s is available again", name)
         self._unavailable = unavailable
 
-    def _release(self, delivery: Delivery, claimed_at: datetime) -> None:
+    def _release(self, delivery: Delivery) -> None:
         """Release the claim of a delivery that the stopped round did not send."""
         try:
-            released = release_claim(self.state, delivery, claimed_at)
+            released = release_claim(self.state, delivery)
         except Exception as exc:  # the stop must go on even if the store fails
             logger.error(
                 "alert delivery stopped during a round, and releasing the claim of "
                 "delivery %d of alert %d failed (%s: %s), so it is due again when the "
-                "claim expires, %d s after the round began",
+                "claim expires, %d s after it was claimed",
                 delivery.id,
                 delivery.alert_id,
                 type(exc).__name__,
