@@ -32,6 +32,8 @@ from test_table_sources import (  # noqa: F401
 AS_OF = date(2026, 6, 1)
 #: Dates of `backfill --from 2026-05-18 --to 2026-06-01 --every 7d`.
 BACKFILL_DATES = [date(2026, 5, 18), date(2026, 5, 25), AS_OF]
+#: `pending_dates` of a run that found no date left pending by an earlier run.
+NO_PENDING_DATES = {"written": [], "rows": 0, "unwritten": [], "error": None}
 
 
 def table_project(root: Path) -> tuple[Project, Path]:
@@ -78,6 +80,7 @@ def test_score_json_has_table_rows(tmp_path: Path) -> None:
         "table": "health_scores",
         "connection": f"duckdb://{database}",
         "rows": 3,
+        "pending_dates": NO_PENDING_DATES,
     }
 
 
@@ -124,6 +127,7 @@ def test_backfill_prints_table_rows(tmp_path: Path) -> None:
         "table": "health_scores",
         "connection": f"duckdb://{database}",
         "rows": rows,
+        "pending_dates": NO_PENDING_DATES,
     }
     assert sum(report["accounts"].values()) == rows
 

@@ -32,8 +32,7 @@ from healthscore.store.snapshot_tables import (
     SnapshotTableError,
     TableWrite,
     check_snapshot_table,
-    table_write,
-    write_snapshot_table,
+    write_run,
 )
 from healthscore.store.snapshots import SnapshotStore
 
@@ -272,18 +271,20 @@ def score(
     if store:
         _step(progress, "storing the snapshot")
         mark = time.perf_counter()
-        run.snapshot = snapshot_store(project).write(
-            as_of, run.tables(), run.run_info()
-        )
+        snapshots = snapshot_store(project)
+        if snapshot_table is not None:
+            # The mark is cleared once the table has the date's rows, so a run
+            # stopped in between leaves the date for the next run to write.
+            snapshots.mark_table_pending([as_of])
+        run.snapshot = snapshots.write(as_of, run.tables(), run.run_info())
         _record_config(run)
         if snapshot_table is not None:
             # NOTE: backfill and the service's rescoring write the table too, but
             # `monitoring.history.replay` stores the Parquet snapshot only.
             try:
-                rows = write_snapshot_table(
-                    project, snapshot_table, as_of, result.scores
+                run.snapshot_table = write_run(
+                    project, snapshot_table, snapshots, as_of, result.scores
                 )
-                run.snapshot_table = table_write(project, snapshot_table, rows)
             except SnapshotTableError as exc:
                 raise SnapshotTableError(
                     f"{exc}. The Parquet snapshot of {as_of.isoformat()} is stored "

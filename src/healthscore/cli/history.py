@@ -42,6 +42,7 @@ from healthscore.config.models import Duration, parse_duration
 # Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
 # that use them, so that `healthscore --help` does not load them.
 if TYPE_CHECKING:
+    from healthscore.monitoring.backfill import BackfillResult
     from healthscore.monitoring.coverage import PartialWindows
     from healthscore.store.snapshot_tables import TableWrite
     from healthscore.store.snapshots import SnapshotStore
@@ -141,7 +142,7 @@ def backfill(
                 unwritten=exc.unwritten,
                 files_only=exc.files_only,
             ) from None
-    written = _table_write(project, result.dates, result.accounts)
+    written = _table_write(project, result)
     if json_output:
         print_json(
             {
@@ -194,9 +195,7 @@ def _warn_future_dates(project: Project, dates: list[date]) -> None:
         )
 
 
-def _table_write(
-    project: Project, dates: list[date], accounts: dict[date, int]
-) -> TableWrite | None:
+def _table_write(project: Project, result: BackfillResult) -> TableWrite | None:
     """Describe the rows that a backfill wrote into `store.snapshot_table`.
 
     A backfill writes one row per scored account of each stored date, and it
@@ -205,9 +204,10 @@ def _table_write(
     from healthscore.store.snapshot_tables import table_write
 
     settings = project.config.store.snapshot_table
-    if settings is None or not dates:
+    if settings is None or not result.dates:
         return None
-    return table_write(project, settings, sum(accounts[day] for day in dates))
+    rows = sum(result.accounts[day] for day in result.dates)
+    return table_write(project, settings, rows, result.pending)
 
 
 def rerun_command(

@@ -15,6 +15,11 @@ The table's rows always go under the project key in force now
 (`snapshot_tables.project_key` of the current project), replays included. When the
 table write of a batch fails, the backfill stops with a BackfillTableError that
 names the dates whose rows the table lacks.
+
+Each batch's dates are marked in the snapshot store before its snapshots are stored,
+and the marks are cleared once the table has their rows. A backfill first writes the
+rows of dates that an earlier run left marked, because it was killed or its table
+write failed, from their stored snapshots (`SnapshotTableWriter.write_pending`).
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ from healthscore.pipeline import (
 )
 from healthscore.scoring.scorecard import score_dates
 from healthscore.sources import SourceReport, SourceSet
-from healthscore.store.snapshot_tables import SnapshotTableError, SnapshotTableWriter
+from healthscore.store.snapshot_tables import (
+    PendingWrite,
+    SnapshotTableError,
+    SnapshotTableWriter,
+)
 from healthscore.store.snapshots import SnapshotStore
 from healthscore.store.state import StateStore
 
@@ -146,6 +155,10 @@ class BackfillResult:
     skipped: list[date] = field(default_factory=list)
     """Dates left out: with `replay`, the dates of the range without a snapshot."""
     seconds: float = 0.0
+    pending: PendingWrite | None = None
+    """Rows written, before scoring, for dates outside this backfill that an
+    earlier run stored without writing their rows into `store.snapshot_table`.
+    None without that table."""
 
 
 class BackfillTableError(SnapshotTableError):
@@ -222,7 +235,9 @@ def backfill(
         When the table write of a batch fails, for example on a constraint or a
         lost connection. The Parquet snapshots of that batch are stored, the
         table keeps its earlier rows of the batch's dates, and later dates are
-        not scored. The error names those dates; backfill them again.
+        not scored. The error names those dates; backfill them again. The
+        batch's dates stay marked, so the next backfill writes their rows from
+        the stored snapshots even when its range leaves them out.
     """
     spark = (
         engine.con.name == "pyspark"
@@ -243,8 +258,14 @@ def backfill(
         if progress:
             progress(len(result.dates), total)
 
+    scheduled = [as_of for _, group in groups for as_of in group]
     table_writer = _open_table_writer(project)
     try:
+        if table_writer is not None:
+            # The dates of this backfill are written with their new scores.
+            result.pending = table_writer.write_pending(
+                snapshot_store(project), skip=set(scheduled)
+            )
         for group_project, group_dates in groups:
             group_engine = engine if group_project is project else None
             if spark:
@@ -256,7 +277,6 @@ def backfill(
                 group_project, group_dates, group_engine, stored, table_writer
             )
     except _UnwrittenBatch as failure:
-        scheduled = [as_of for _, group in groups for as_of in group]
         raise _table_error(failure, result.dates, scheduled) from None
     finally:
         if table_writer is not None:
@@ -493,18 +513,24 @@ def _store_batch(
 
     The rows of all the batch's dates go in one transaction. A date is then never
     half written, and a backfill commits once per batch instead of once per date.
-    The batch size (ROWS_PER_BATCH) bounds the rows of one transaction. Raises
-    _UnwrittenBatch when the table write fails; the snapshots are stored then.
+    The batch size (ROWS_PER_BATCH) bounds the rows of one transaction. The dates
+    are marked pending in `store` until the table has their rows, so a run killed
+    in between leaves them for the next run. Raises _UnwrittenBatch when the table
+    write fails; the snapshots are stored and stay marked then.
     """
-    store.write_many(snapshots)
     if table_writer is None:
+        store.write_many(snapshots)
         return
+    dates = [as_of for as_of, _, _ in snapshots]
+    store.mark_table_pending(dates)
+    store.write_many(snapshots)
     try:
         table_writer.write(
             [(as_of, tables["scores"]) for as_of, tables, _ in snapshots]
         )
     except SnapshotTableError as exc:
-        raise _UnwrittenBatch([as_of for as_of, _, _ in snapshots], exc) from None
+        raise _UnwrittenBatch(dates, exc) from None
+    store.clear_table_pending(dates)
 
 
 def _finish(

@@ -9,6 +9,17 @@ the earlier rows of its dates as they were. Rows of other projects are not touch
 `write_snapshot_table` writes one date; `SnapshotTableWriter` writes batches of dates
 over one connection, as a backfill does. The table is written through Ibis, on
 PostgreSQL or a DuckDB file, and created when missing.
+
+The Parquet snapshot of a date is stored before its rows are written, so a run
+stopped in between leaves a snapshot whose rows the table lacks. `pipeline.score`
+and a backfill therefore mark their dates in the snapshot store first
+(`SnapshotStore.mark_table_pending`) and clear the marks once the table has the
+rows. `SnapshotTableWriter.write_pending` writes the rows of the dates still marked
+from their stored snapshots. The marks decide which dates to write, not a
+comparison of the table's dates with the stored ones. Such a comparison would also
+find snapshots stored before the table was configured, dates written under an
+earlier project key and snapshots without accounts, none of which has rows under
+the current key.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -36,7 +47,8 @@ from healthscore.config.databases import (
     table_parts,
 )
 from healthscore.config.models import SnapshotTableConfig
-from healthscore.errors import SnapshotTableError
+from healthscore.errors import SnapshotNotFoundError, SnapshotTableError
+from healthscore.store.snapshots import SnapshotStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +59,11 @@ CONNECT_TIMEOUT_SECONDS = 10
 #: backfill writing the same file, which keeps it open only while it writes a batch.
 LOCK_WAIT_SECONDS = 30
 
+
+#: Rows of pending dates after which `write_pending` commits a transaction, so a
+#: transaction holds at most this many rows plus those of one date. It is the
+#: bound of a backfill batch (`monitoring.backfill.ROWS_PER_BATCH`).
+PENDING_ROWS_PER_WRITE = 500_000
 
 #: Column with the key of the project that wrote each row.
 PROJECT_COLUMN = "project"
@@ -74,6 +91,30 @@ SNAPSHOT_TABLE_SCHEMA = pa.schema(
 
 
 @dataclass(frozen=True)
+class PendingWrite:
+    """Rows written for the dates that earlier runs left pending in the table (see
+    `SnapshotTableWriter.write_pending`)."""
+
+    written: tuple[date, ...] = ()
+    """Dates whose rows were written from their Parquet snapshots, oldest first."""
+    rows: int = 0
+    """Rows written for the dates of `written`."""
+    unwritten: tuple[date, ...] = ()
+    """Dates still pending because a write failed, oldest first. They stay marked."""
+    error: str | None = None
+    """The error of the failed write, or None."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the write as JSON-ready values, with dates as ISO text."""
+        return {
+            "written": [as_of.isoformat() for as_of in self.written],
+            "rows": self.rows,
+            "unwritten": [as_of.isoformat() for as_of in self.unwritten],
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
 class TableWrite:
     """Rows that a command wrote into the snapshot table."""
 
@@ -82,20 +123,33 @@ class TableWrite:
     connection: str
     """The connection URL without password or query."""
     rows: int
+    pending: PendingWrite | None = None
+    """The rows written for dates that earlier runs left pending, or None when the
+    command did not look for such dates."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the write as JSON-ready values."""
-        return {"table": self.table, "connection": self.connection, "rows": self.rows}
+        return {
+            "table": self.table,
+            "connection": self.connection,
+            "rows": self.rows,
+            "pending_dates": None if self.pending is None else self.pending.to_dict(),
+        }
 
 
 def table_write(
-    project: Project, settings: SnapshotTableConfig, rows: int
+    project: Project,
+    settings: SnapshotTableConfig,
+    rows: int,
+    pending: PendingWrite | None = None,
 ) -> TableWrite:
-    """Describe `rows` written into the snapshot table of `settings`.
+    """Describe `rows` written into the snapshot table of `settings`, and the rows
+    written for `pending` dates.
 
     Raises SnapshotTableError when the connection URL cannot be resolved.
     """
-    return TableWrite(settings.table, _database(project, settings).display, rows)
+    display = _database(project, settings).display
+    return TableWrite(settings.table, display, rows, pending)
 
 
 def project_key(project: Project, settings: SnapshotTableConfig) -> str:
@@ -118,6 +172,28 @@ def write_snapshot_table(
     """
     with SnapshotTableWriter(project, settings) as writer:
         return writer.write([(as_of, scores)])
+
+
+def write_run(
+    project: Project,
+    settings: SnapshotTableConfig,
+    store: SnapshotStore,
+    as_of: date,
+    scores: pd.DataFrame,
+) -> TableWrite:
+    """Replace the project's rows of `as_of` with `scores`, then write the dates
+    that earlier runs left pending in `store`.
+
+    The mark of `as_of` is cleared once its rows are written. Raises
+    SnapshotTableError when the rows of `as_of` cannot be written; the table keeps
+    its earlier rows of the date, and every mark stays. A failed write of the
+    pending dates raises nothing (see `SnapshotTableWriter.write_pending`).
+    """
+    with SnapshotTableWriter(project, settings) as writer:
+        rows = writer.write([(as_of, scores)])
+        store.clear_table_pending([as_of])
+        pending = writer.write_pending(store)
+    return TableWrite(settings.table, writer.database.display, rows, pending)
 
 
 class SnapshotTableWriter:
@@ -225,6 +301,96 @@ class SnapshotTableWriter:
             time.perf_counter() - started,
         )
         return rows.num_rows
+
+    def write_pending(
+        self, store: SnapshotStore, skip: Collection[date] = ()
+    ) -> PendingWrite:
+        """Write the rows of the dates marked in `store` from their Parquet
+        snapshots, and clear the marks.
+
+        `score` and a backfill mark their dates before they store the snapshots and
+        clear the marks once the table has the rows (see
+        `SnapshotStore.mark_table_pending`), so the marked dates are those of runs
+        that stopped in between. Dates in `skip` keep their marks, for a caller
+        that writes them itself. A marked date without a stored snapshot or scores
+        table has nothing to write, so only its mark is cleared. The dates are
+        written oldest first, in transactions of up to about PENDING_ROWS_PER_WRITE
+        rows.
+
+        Raises nothing when a snapshot cannot be read or the table cannot be
+        written. The result then lists the dates left unwritten with the error,
+        and they stay marked. Logs a warning that names the dates written or left.
+        """
+        marked = [as_of for as_of in store.table_pending() if as_of not in skip]
+        if not marked:
+            return PendingWrite()
+        written: list[date] = []
+        rows = 0
+        batch: list[tuple[date, pd.DataFrame]] = []
+        size = 0
+        try:
+            for as_of in marked:
+                scores = _stored_scores(store, as_of)
+                if scores is None:
+                    store.clear_table_pending([as_of])
+                    continue
+                batch.append((as_of, scores))
+                size += len(scores)
+                if size >= PENDING_ROWS_PER_WRITE:
+                    rows += self._write_marked(store, batch, written)
+                    batch, size = [], 0
+            rows += self._write_marked(store, batch, written)
+        except (SnapshotTableError, OSError, pa.ArrowException) as exc:
+            done = set(written)
+            left = tuple(
+                as_of
+                for as_of in store.table_pending()
+                if as_of not in done and as_of not in skip
+            )
+            result = PendingWrite(tuple(written), rows, left, _first_line(exc))
+        else:
+            result = PendingWrite(tuple(written), rows)
+        self._log_pending(result)
+        return result
+
+    def _write_marked(
+        self,
+        store: SnapshotStore,
+        batch: list[tuple[date, pd.DataFrame]],
+        written: list[date],
+    ) -> int:
+        """Write one transaction of marked dates, clear their marks and add the
+        dates to `written`. Returns the rows written."""
+        if not batch:
+            return 0
+        rows = self.write(batch)
+        dates = [as_of for as_of, _ in batch]
+        store.clear_table_pending(dates)
+        written.extend(dates)
+        return rows
+
+    def _log_pending(self, result: PendingWrite) -> None:
+        table = f"table {self.settings.table!r} of {self.database.display}"
+        if result.written:
+            logger.warning(
+                "a run stored the Parquet snapshots of %s and stopped before it "
+                "wrote their rows into %s, or its write failed; wrote the %d rows "
+                "of those snapshots now",
+                _list_dates(result.written),
+                table,
+                result.rows,
+            )
+        if result.unwritten:
+            logger.warning(
+                "a run stored the Parquet snapshots of %s and stopped before it "
+                "wrote their rows into %s, or its write failed, and writing them "
+                "now failed too: %s. The dates stay marked in the snapshot folder, "
+                "so the next `healthscore score` or `healthscore backfill` of this "
+                "project writes them, once the table can be written",
+                _list_dates(result.unwritten),
+                table,
+                result.error,
+            )
 
     def account_rows(self, account_id: str) -> dict[str, int]:
         """Count the rows of one account per project key, changing nothing.
@@ -420,6 +586,15 @@ def _as_arrow(as_of: date, scores: pd.DataFrame | pa.Table, key: str) -> pa.Tabl
     return pa.Table.from_arrays(columns, schema=SNAPSHOT_TABLE_SCHEMA)
 
 
+def _stored_scores(store: SnapshotStore, as_of: date) -> pd.DataFrame | None:
+    """Read the scores table of the snapshot of `as_of`, or None when the snapshot
+    or its scores table is not stored."""
+    try:
+        return store.read(as_of, "scores")
+    except SnapshotNotFoundError:
+        return None
+
+
 def _as_date(value: Any) -> date:
     """Return a DATE value as DuckDB or psycopg returns it, as a `date`."""
     # datetime is a subclass of date, so it is checked first.
@@ -435,6 +610,17 @@ def _describe(dates: list[date]) -> str:
     if len(dates) == 1:
         return dates[0].isoformat()
     return f"{len(dates)} dates from {min(dates)} to {max(dates)}"
+
+
+def _list_dates(dates: Sequence[date]) -> str:
+    """Name sorted dates in a message: up to six, else the count, the first three
+    and the last."""
+    texts = [as_of.isoformat() for as_of in dates]
+    if len(texts) == 1:
+        return texts[0]
+    if len(texts) <= 6:
+        return f"{', '.join(texts[:-1])} and {texts[-1]}"
+    return f"{len(texts)} dates ({', '.join(texts[:3])}, ..., {texts[-1]})"
 
 
 def _those(dates: list[date]) -> str:

@@ -8,6 +8,8 @@ Layout of a snapshot folder::
     <folder>/.staging/   partitions being written
     <folder>/.trash/     partitions being replaced
     <folder>/.lock       serialises writers across processes
+    <folder>/.table_pending/2026-06-30
+                         a date whose rows `store.snapshot_table` may lack
 
 The `as_of=YYYY-MM-DD` folder names follow the Hive partitioning convention, so DuckDB
 reads every date of a table with
@@ -50,6 +52,7 @@ RUN_FILE = "run.json"
 STAGING_DIR = ".staging"
 TRASH_DIR = ".trash"
 LOCK_FILE = ".lock"
+TABLE_PENDING_DIR = ".table_pending"
 
 #: Keys of run.json that the store fills in itself.
 RESERVED_RUN_KEYS = ("as_of", "row_counts")
@@ -279,6 +282,53 @@ class SnapshotStore:
         except OSError:
             # recover() restores it on the next open or write.
             logger.exception("could not restore %s from %s", target, trash)
+
+    # Dates pending in the snapshot table
+
+    def mark_table_pending(self, dates: Sequence[date]) -> None:
+        """Record that the table rows of `dates` are about to be replaced.
+
+        A caller that writes `store.snapshot_table` marks its dates before it stores
+        their snapshots and clears them with `clear_table_pending` once the table
+        has their rows. A run stopped in between, by a kill or a failed table write,
+        leaves the marks, so a later run finds the dates with `table_pending`. Each
+        mark is an empty file, made durable before this returns.
+        """
+        if not dates:
+            return
+        for as_of in dates:
+            _check_as_of(as_of)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        pending = self.folder / TABLE_PENDING_DIR
+        if not pending.is_dir():
+            pending.mkdir(exist_ok=True)
+            _fsync_directory(self.folder)
+        for as_of in dates:
+            _write_bytes(pending / as_of.isoformat(), b"")
+        _fsync_directory(pending)
+
+    def table_pending(self) -> list[date]:
+        """Return the marked dates of `mark_table_pending`, oldest first."""
+        found = []
+        try:
+            with os.scandir(self.folder / TABLE_PENDING_DIR) as entries:
+                for entry in entries:
+                    as_of = _date_from_name(entry.name)
+                    if as_of is not None:
+                        found.append(as_of)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(found)
+
+    def clear_table_pending(self, dates: Sequence[date]) -> None:
+        """Remove the marks of `dates`. A date without a mark is skipped.
+
+        NOTE: two runs that write the same date at once share its mark, so the
+        first to finish clears the mark of the other as well.
+        """
+        pending = self.folder / TABLE_PENDING_DIR
+        for as_of in dates:
+            (pending / as_of.isoformat()).unlink(missing_ok=True)
 
     # Recovery
 
