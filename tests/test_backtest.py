@@ -490,6 +490,53 @@ def test_constant_probability_is_noted():
     assert "every test row gets 25.0%" in note
 
 
+def test_calibrator_falling_sigmoid_gives_churn_rate():
+    risk, labels = noisy_risk(1000)
+
+    # Risk 100 - r ranks churn the wrong way round, so a fitted logistic curve
+    # falls as the risk rises.
+    calibrator = ScoreCalibrator("sigmoid").fit(100.0 - risk, labels)
+
+    churn_rate = labels.mean()
+    assert calibrator.constant_ == pytest.approx(churn_rate)
+    predicted = calibrator.predict(np.array([10.0, 50.0, np.nan]))
+    assert predicted[:2] == pytest.approx([churn_rate, churn_rate])
+    assert np.isnan(predicted[2])
+
+
+class _BackwardRisk:
+    """A method whose risk is highest for the retained rows."""
+
+    key = "backward"
+    explainable = True
+
+    def fit_predict(self, train, test, context):
+        from healthscore.models.backtest import Prediction
+
+        return Prediction(
+            train_risk=1.0 - train["label"].to_numpy(),
+            test_risk=1.0 - test["label"].to_numpy(),
+        )
+
+
+def test_backward_risk_probability_is_noted():
+    from healthscore.models.backtest import run_methods
+
+    # Each split calibrates on its latest training date, where 10 of 40 rows
+    # churned. Platt scaling would fit a falling curve there, so every test row
+    # gets that date's churn rate, 25.0 %.
+    observations = varied_observations([10, 10, 10, 10])
+
+    (result,), _ = run_methods(monthly_project(), observations, [_BackwardRisk()])
+
+    assert result.roc_auc == 0.0
+    assert result.calibration == "Platt (sigmoid)"
+    probability = result.predictions["probability"].to_numpy()
+    assert probability == pytest.approx(np.full(len(probability), 0.25))
+    note = result.to_dict()["note"]
+    assert "every test row gets 25.0%" in note
+
+
 def test_constant_probability_per_split_is_noted():
     from healthscore.models.backtest import run_methods
 
@@ -745,3 +792,34 @@ def test_flagged_share_per_test_date_by_hand():
     # and the CRC-32 of their ids (4125628825, 2196711695 and 478919852) puts a4
     # and a3 first. a5 has no risk.
     assert flagged["2024-03-01"] == ["a0", "a1", "a3", "a4"]
+
+
+def test_one_test_date_measures_lead_time():
+    from healthscore.models.backtest import MethodResult, _measure
+
+    # One test date, 2024-03-01. Of the churned accounts a, b and c, a and b are
+    # flagged: they churn 10 and 20 days later, so the median lead time is 15 days.
+    predictions = pd.DataFrame(
+        {
+            "account_id": ["a", "b", "c", "d"],
+            "as_of": pd.Timestamp("2024-03-01"),
+            "label": [1.0, 1.0, 1.0, 0.0],
+            "churn_date": pd.to_datetime(
+                ["2024-03-11", "2024-03-21", "2024-03-15", None]
+            ),
+            "risk": [0.9, 0.8, 0.1, 0.2],
+            "probability": np.nan,
+            "flagged": [True, True, False, False],
+            "method_band": None,
+        }
+    )
+    result = MethodResult("weighted", True)
+
+    _measure(result, predictions, "at_risk", ["at_risk", "stable"])
+
+    assert result.lead_time_days == 15.0
+    assert result.flagged_churned_share == pytest.approx(2 / 3)
+    assert result.notes == [
+        "the lead time counts from the one test date, 2024-03-01, because no "
+        "earlier test date shows when the accounts were first flagged"
+    ]

@@ -243,3 +243,41 @@ def test_label_column_note_left_out_of_clusters(tmp_path):
     assert result.exit_code == 0, result.output
     assert "lead time" not in " ".join(result.output.split())
     assert "clusters of 7,043 accounts" in " ".join(result.output.split())
+
+
+def test_clusters_without_outcomes(tmp_path) -> None:
+    from datetime import date, timedelta
+
+    from healthscore.pipeline import score
+    from project_factory import minimal_config, write_project
+
+    # No subscriptions source and no imported outcome, so no churn label can be
+    # made. Accounts a0 to a19 log 0 to 2 events and a20 to a39 log 8 to 10.
+    as_of = date(2024, 3, 1)
+    accounts = ["account_id,segment"]
+    events = ["account_id,timestamp"]
+    for number in range(40):
+        accounts.append(f"a{number},smb")
+        for count in range(number % 3 + (8 if number >= 20 else 0)):
+            stamp = as_of - timedelta(days=1 + count)
+            events.append(f"a{number},{stamp.isoformat()}T12:00:00")
+    files = {
+        "accounts.csv": "\n".join(accounts) + "\n",
+        "events.csv": "\n".join(events) + "\n",
+    }
+    project = write_project(tmp_path, minimal_config(), files)
+    score(project, as_of, monitor=False)
+    arguments = ["clusters", "--max-clusters", "2", "--project", str(tmp_path)]
+
+    listed = CliRunner().invoke(app, [*arguments, "--json"])
+    shown = CliRunner().invoke(app, arguments)
+
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert data["as_of"] == "2024-03-01"
+    assert [row["size"] for row in data["clusters"]] == [20, 20]
+    assert [row["churn_rate"] for row in data["clusters"]] == [None, None]
+    assert shown.exit_code == 0, shown.output
+    notes = " ".join(shown.stderr.split())
+    assert "no account has a churn label: no outcomes are imported" in notes
+    assert "Churn rates are missing: no stored snapshot has a known churn" in notes

@@ -406,3 +406,18 @@ def test_forecast_of_undated_scores_notes_flat(tmp_path: Path) -> None:
         "no dates, so every as-of date gives the same scores. The forecast repeats "
         "the scores of 2024-02-05."
     ) in unwrapped(printed.stderr)
+
+
+def test_renewals_print_horizon_note_once(project: Project) -> None:
+    trained = invoke(project, "train", "--model", "logistic", "--json")
+    assert trained.exit_code == 0, trained.output
+
+    result = invoke(project, "forecast", "--renewals")
+
+    assert result.exit_code == 0, result.output
+    # The outcome horizon is 1mo, so the Cox model has seen durations up to about
+    # 31 days, and renewals in 2024-10 are more than 90 days after 2024-07-01.
+    notes = unwrapped(result.stderr)
+    assert notes.count("beyond the longest observed duration") == 1
+    assert "healthscore train --survival-model weibull" in notes
+    assert "ChurnSurvival(" not in notes

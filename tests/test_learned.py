@@ -343,3 +343,36 @@ def test_write_proposal_keeps_missing_folder_missing(tmp_path):
         write_proposal(proposal, tmp_path / "missing" / "p.yml", ["header"])
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_zero_weight_notes_name_the_reason():
+    frame, labels = synthetic()
+    # weak gets one score on every row that has one, and wrong none at all.
+    frame["measure:weak"] = frame["measure:weak"].where(
+        frame["measure:weak"].isna(), 60.0
+    )
+    frame["measure:wrong"] = np.nan
+
+    model = LearnedWeights().fit(frame, labels)
+    proposal = propose(learning_project(), observations(frame, labels))
+
+    assert model.missing_ == ["measure:wrong"]
+    assert model.constant_ == ["measure:weak"]
+    assert proposal.learned == ["default"]
+    assert proposal.notes == [
+        "scorecard default: weight 0 for wrong, whose scores are missing on every "
+        "labelled row",
+        "scorecard default: weight 0 for weak, whose scores do not vary across the "
+        "labelled rows",
+    ]
+
+
+def test_zero_weight_note_for_rising_scores():
+    frame, labels = synthetic()
+
+    proposal = propose(learning_project(), observations(frame, labels))
+
+    assert proposal.notes == [
+        "scorecard default: weight 0 for wrong, whose scores do not fall with churn "
+        "once the other measures are accounted for"
+    ]

@@ -475,8 +475,14 @@ def test_train_prints_survival_notes(tmp_path: Path) -> None:
     assert listed.exit_code == 0, listed.output
     survival = json.loads(listed.stdout)["survival"]
     assert survival["notes"] == [note]
+    # The measures of the churn project's scorecard, without the flat one.
+    fitted = [f"measure:{name}" for name in ("logins", "logins_7d", "days_since_login")]
+    assert sorted(survival["features"]) == sorted(fitted)
+    stored = load_model(project, "survival").metadata["features"]
+    assert stored == survival["features"]
     assert shown.exit_code == 0, shown.output
     assert f"Survival model: {note}" in " ".join(shown.stderr.split())
+    assert "Survival model (Cox, 3 measures)" in " ".join(shown.stdout.split())
 
 
 def test_train_table_output(trained) -> None:
@@ -821,3 +827,51 @@ def test_learn_all_churned_rejected(tmp_path: Path) -> None:
         "`healthscore outcomes import FILE` and set validation.labels to outcomes."
     )
     assert not (tmp_path / "healthscore.proposed.yml").exists()
+
+
+def column_label_project(root: Path, dates: list[date]) -> Path:
+    """Write and score a project whose labels come from the accounts column Churn.
+
+    Account a<i> logs i // 10 events in the 28 days before each date, so every date
+    gives the same scores, and the 60 least active of the 300 accounts churned.
+    """
+    from healthscore.pipeline import score
+    from project_factory import label_column_config
+
+    rows = ["account_id,segment,Churn"]
+    events = ["account_id,timestamp"]
+    for number in range(300):
+        rows.append(f"a{number},smb,{'Yes' if number < 60 else 'No'}")
+        for day in dates:
+            for count in range(number // 10):
+                stamp = day - pd.Timedelta(days=1 + count % 27)
+                events.append(f"a{number},{stamp.isoformat()}T12:00:00")
+    files = {
+        "accounts.csv": "\n".join(rows) + "\n",
+        "events.csv": "\n".join(events) + "\n",
+    }
+    project = write_project(root, label_column_config(), files)
+    for day in dates:
+        score(project, day, monitor=False)
+    return root
+
+
+def test_train_column_labels_hold_out_latest(tmp_path: Path) -> None:
+    first, latest = date(2024, 2, 1), date(2024, 3, 1)
+    one = column_label_project(tmp_path / "one", [latest])
+    two = column_label_project(tmp_path / "two", [first, latest])
+
+    results = []
+    for root in (one, two):
+        result = CliRunner().invoke(app, ["train", "--project", str(root), "--json"])
+        assert result.exit_code == 0, result.output
+        results.append(json.loads(result.stdout)["validation"])
+    single, repeated = results
+
+    # A column label repeats on every date, so the earlier date adds no account:
+    # the hold-out is 20 % of the latest date's 300 accounts, 12 of the 60 churned.
+    assert repeated["method"].startswith("latest as-of date, 2024-03-01")
+    assert (repeated["rows"], repeated["churned"]) == (60, 12)
+    assert (single["rows"], single["churned"]) == (60, 12)
+    for measure in ("roc_auc", "lift_top_decile", "ece", "brier"):
+        assert repeated[measure] == pytest.approx(single[measure]), measure

@@ -761,3 +761,55 @@ def test_skipped_method_shows_no_claim():
     assert shown["explainable"] == "-"
     assert shown["fit_seconds"] == "-"
     assert _display({"method": "rules", "explainable": False})["explainable"] == "no"
+
+
+def test_compare_table_shows_test_rows_and_notes(tmp_path):
+    from healthscore.models.persist import save_results
+
+    project = load_project(build_project(tmp_path / "tiny"))
+    tested_on = (
+        "tested on 120 of the 300 test rows, so its measures are not directly "
+        "comparable with those of methods tested on more rows"
+    )
+    skipped = "2024-03-01: skipped, too few labelled rows to train a churn model"
+    measured = {"roc_auc": 0.7, "lift_top_decile": 2.0, "ece": 0.05}
+    unmeasured = dict.fromkeys(measured)
+    save_results(
+        project,
+        "compare",
+        {
+            "splits": "time-ordered: 2 test dates",
+            "methods": [
+                {"method": "weighted", "rows": 300, "note": "", **measured},
+                {"method": "survival", "rows": 120, "note": tested_on, **measured},
+                {"method": "ml", "rows": 0, "note": skipped, **unmeasured},
+            ],
+        },
+    )
+    run = score(project, AS_OF, store=False)
+    churn = churn_summary(project, None, run.result.scores, AS_OF, date(2024, 12, 1))
+
+    models = section(render_report(from_run(run), churn), "models")
+
+    table = re.search(r"Scoring methods fitted.*?</table>", models, re.DOTALL)
+    assert table is not None
+    assert '<th scope="col">Test rows</th>' in table.group(0)
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(0).split("<tbody>")[1], re.DOTALL)
+    assert [cells(row)[:2] for row in rows] == [
+        ["weighted", "300"],
+        ["survival", "120"],
+        ["ml", "-"],
+    ]
+    notes = re.search(
+        r'<ul class="note" id="models-compare-notes">(.*?)</ul>', models, re.DOTALL
+    )
+    assert notes is not None
+    items = [
+        " ".join(unescape(item).split())
+        for item in re.findall(r"<li>(.*?)</li>", notes.group(1), re.DOTALL)
+    ]
+    assert items == [f"survival: {tested_on}", f"ml: {skipped}"]
+    # The chart labels each method with its test rows. Plotly writes "<br>" into
+    # its JSON as "\u003cbr\u003e".
+    assert r"survival\u003cbr\u003e120 test rows" in models
+    assert r"ml\u003cbr\u003enot measured" in models

@@ -261,7 +261,7 @@ def _validate(
     from healthscore.models.evaluation import expected_calibration_error, lift, roc_auc
     from healthscore.models.ml import ChurnClassifier
 
-    fit_rows, test_rows, method = _validation_split(project, labelled)
+    fit_rows, test_rows, method = _validation_split(project, labelled, source)
     try:
         model = ChurnClassifier(kind=kind)  # type: ignore[arg-type]
         part = labelled.iloc[fit_rows]
@@ -286,13 +286,16 @@ def _validate(
 
 
 def _validation_split(
-    project: Project, labelled: pd.DataFrame
+    project: Project, labelled: pd.DataFrame, source: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Rows to fit and rows to validate on, and how they were chosen.
 
     With several as-of dates the latest dates holding about VALIDATION_FRACTION of
     the rows are validated on, and the model is fitted on the dates whose outcome
-    was known by the first of them, as it would have been in use.
+    was known by the first of them, as it would have been in use. Labels from an
+    accounts column (`source` "column") have no dates and repeat on every date, so
+    a split between dates would test accounts on the labels it was fitted on. With
+    them, only the latest date's rows are split, into a stratified hold-out.
     """
     import numpy as np
     import pandas as pd
@@ -302,6 +305,16 @@ def _validation_split(
     rows = np.arange(len(labelled))
     stamps = labelled["as_of"]
     distinct = np.sort(stamps.unique())
+    if source == "column" and len(distinct) > 1:
+        latest = rows[(stamps == distinct[-1]).to_numpy()]
+        fit_rows, test_rows = _stratified_hold_out(labelled.iloc[latest])
+        day = pd.Timestamp(distinct[-1]).date().isoformat()
+        return (
+            latest[fit_rows],
+            latest[test_rows],
+            f"latest as-of date, {day}: stratified random 20 % hold-out, because "
+            "labels from validation.label_column repeat on every date",
+        )
     if len(distinct) > 1:
         counts = stamps.value_counts()
         chosen: list[Any] = []
@@ -325,8 +338,20 @@ def _validation_split(
             rows[test],
             f"time-ordered: fit on outcomes known by {first.isoformat()}, test from it",
         )
+    fit_rows, test_rows = _stratified_hold_out(labelled)
+    return fit_rows, test_rows, "one as-of date: stratified random 20 % hold-out"
+
+
+def _stratified_hold_out(labelled: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Split row positions into VALIDATION_FRACTION to test on and the rest to fit.
+
+    The split keeps the churn rate in both parts, unless a class has too few rows
+    to stratify, and then it is plain random.
+    """
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
+    rows = np.arange(len(labelled))
     labels = labelled["label"].to_numpy(dtype=int)
     try:
         fit_rows, test_rows = train_test_split(
@@ -336,11 +361,7 @@ def _validation_split(
         fit_rows, test_rows = train_test_split(
             rows, test_size=VALIDATION_FRACTION, random_state=0
         )
-    return (
-        np.sort(fit_rows),
-        np.sort(test_rows),
-        "one as-of date: stratified random 20 % hold-out",
-    )
+    return np.sort(fit_rows), np.sort(test_rows)
 
 
 #: Names of the survival model kinds in the command's output.
@@ -380,7 +401,9 @@ def _train_survival(
         return {"note": f"not trained: {exc}"}
     info: dict[str, Any] = {
         "model": model.model,
-        "features": columns,
+        # The measures the model was fitted on: a measure that does not vary on
+        # the training rows is left out, and a note names it.
+        "features": [column for column in columns if column not in model.left_out_],
         "rows": len(rows),
         "churned": int(events.sum()),
         "concordance": model.concordance_,
@@ -753,7 +776,16 @@ def _days(horizons: list[int]) -> str:
 
 @handle_errors
 def clusters(
-    as_of: OptionalDateOption = None,
+    as_of: Annotated[
+        date | None,
+        typer.Option(
+            "--as-of",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            help="As-of date; by default the latest stored snapshot whose churn "
+            "outcomes are known, or the latest stored snapshot when none are known.",
+        ),
+    ] = None,
     method: Annotated[
         str,
         typer.Option(
@@ -772,7 +804,9 @@ def clusters(
     """Group accounts by their measures; show each group's name, size and churn rate.
 
     By default the clusters are of the latest snapshot whose churn outcomes are
-    known, so each cluster's churn rate can be shown.
+    known, so each cluster's churn rate can be shown. Clustering uses no label, so
+    without known outcomes the clusters are of the latest snapshot, without churn
+    rates.
     """
     import numpy as np
     import pandas as pd
@@ -784,7 +818,7 @@ def clusters(
     from healthscore.models.clusters import BehaviorClusters
 
     project = open_project(project_dir)
-    observations = _observations(project)
+    observations = _observations(project, require_labels=False)
     frame = observations.frame
     day = pd.Timestamp(as_of) if as_of is not None else _latest_labelled(frame)
     rows = frame[frame["as_of"] == day]
@@ -831,7 +865,11 @@ def clusters(
             "-" if math.isnan(row.churn_rate) else percent(row.churn_rate),
         )
     stdout_console().print(view)
-    if np.isnan(labels).all():
+    if frame["label"].isna().all():
+        note_wrapped(
+            "Churn rates are missing: no stored snapshot has a known churn outcome."
+        )
+    elif np.isnan(labels).all():
         note_wrapped(
             "Churn rates are missing: the outcomes of this date are not known yet."
         )
@@ -941,7 +979,9 @@ def print_model_explanation(result: dict[str, Any], top: int = 10) -> None:
 # Helpers
 
 
-def _observations(project: Project, dates: list[date] | None = None) -> Observations:
+def _observations(
+    project: Project, dates: list[date] | None = None, require_labels: bool = True
+) -> Observations:
     from healthscore.models.dataset import (
         MissingSnapshotsError,
         build_observations,
@@ -953,7 +993,7 @@ def _observations(project: Project, dates: list[date] | None = None) -> Observat
     if not store.dates():
         raise ValueError(_no_snapshots(store.folder, label_source(project)))
     try:
-        observations = build_observations(project, dates)
+        observations = build_observations(project, dates, require_labels=require_labels)
     except MissingSnapshotsError as exc:
         raise ValueError(str(exc)) from None
     for line in observations.notes:

@@ -698,11 +698,19 @@ def _measure(
     churned_accounts = predictions.loc[
         predictions["churn_date"].notna(), "account_id"
     ].nunique()
-    if churned_accounts and predictions["as_of"].nunique() > 1:
-        result.flagged_churned_share = len(leads) / churned_accounts
-        result.lead_time_days = float(leads.median()) if len(leads) else math.nan
-    elif not churned_accounts:
+    if not churned_accounts:
         result.notes.append(LeadTimeNote("no churn dates, so no lead time"))
+        return
+    result.flagged_churned_share = len(leads) / churned_accounts
+    result.lead_time_days = float(leads.median()) if len(leads) else math.nan
+    if len(leads) and predictions["as_of"].nunique() == 1:
+        day = pd.Timestamp(predictions["as_of"].iloc[0]).date().isoformat()
+        result.notes.append(
+            SharedNote(
+                f"the lead time counts from the one test date, {day}, because no "
+                "earlier test date shows when the accounts were first flagged"
+            )
+        )
 
 
 def _note_test_rows(
@@ -722,8 +730,9 @@ def _note_test_rows(
                 "the measures of the test rows are unreliable"
             )
         )
-    # Isotonic calibration of a risk that ranks churn the wrong way round is flat,
-    # and then the ECE of the one probability is near 0 whatever the ranking.
+    # The calibration of a risk that ranks churn the wrong way round is flat (see
+    # ScoreCalibrator), and then the ECE of the one probability is near 0 whatever
+    # the ranking.
     pooled = _constant_probability(predictions["probability"])
     if pooled is not None:
         result.notes.append(

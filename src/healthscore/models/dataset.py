@@ -18,7 +18,13 @@ import pandas as pd
 
 from healthscore.config import Project
 from healthscore.config.models import AttributeMetric
-from healthscore.models.labels import LabelSet, build_labels, open_label_sources
+from healthscore.models.labels import (
+    LABEL_COLUMNS,
+    LabelSet,
+    build_labels,
+    label_source,
+    open_label_sources,
+)
 from healthscore.sources import SourceSet
 from healthscore.store.snapshots import SnapshotStore
 
@@ -214,15 +220,20 @@ def build_observations(
     *,
     sources: SourceSet | None = None,
     store: SnapshotStore | None = None,
+    require_labels: bool = True,
 ) -> Observations:
     """Read the snapshots of `dates` (default: every stored date) and label them.
+
+    With `require_labels` false, labels that cannot be made, such as when no
+    outcome is imported, leave every row without a label, and a note gives the reason.
 
     Raises
     ------
     MissingSnapshotsError
         When a requested date has no stored snapshot, or none is stored at all.
     ValueError
-        When the labels cannot be made, or a metric reads the label column.
+        When the labels cannot be made and `require_labels` is true, or a metric
+        reads the label column.
     """
     store = store or snapshot_store_of(project)
     stored = store.dates()
@@ -241,7 +252,12 @@ def build_observations(
 
     if sources is None:
         sources = open_label_sources(project)
-    labels = build_labels(project, frame[["account_id", "as_of"]], sources)
+    try:
+        labels = build_labels(project, frame[["account_id", "as_of"]], sources)
+    except ValueError as exc:
+        if require_labels:
+            raise
+        labels = _no_labels(project, frame[["account_id", "as_of"]], str(exc))
     frame = frame.merge(
         labels.frame, on=["account_id", "as_of"], how="left", validate="one_to_one"
     )
@@ -272,6 +288,15 @@ def build_observations(
     return Observations(
         frame, measure_columns, metric_columns, labels, list(selected), notes
     )
+
+
+def _no_labels(project: Project, pairs: pd.DataFrame, reason: str) -> LabelSet:
+    """Return a label set in which every pair of `pairs` has no label."""
+    frame = pairs.copy()
+    frame["label"] = np.nan
+    frame["churn_date"] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    note = f"no account has a churn label: {reason}"
+    return LabelSet(frame[LABEL_COLUMNS], label_source(project), None, [note])
 
 
 def _read(store: SnapshotStore, table: str, dates: list[date]) -> pd.DataFrame:

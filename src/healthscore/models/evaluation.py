@@ -220,7 +220,10 @@ class ScoreCalibrator:
 
     `method` is `isotonic`, `sigmoid` (Platt scaling: a logistic regression on the
     score) or `auto`: isotonic with at least ISOTONIC_MIN_POSITIVES churned rows,
-    else sigmoid. `method_` records which one was fitted.
+    else sigmoid. `method_` records which one was fitted. Both give a probability
+    that never falls as the risk rises. When the fitted sigmoid falls (the risk
+    ranks churn the wrong way round), every row gets the training churn rate
+    instead, as a flat isotonic fit would give, and `constant_` stores that rate.
     """
 
     def __init__(self, method: str = "auto", min_churned: int = 10) -> None:
@@ -247,17 +250,21 @@ class ScoreCalibrator:
         if method == "auto":
             method = "isotonic" if positives >= ISOTONIC_MIN_POSITIVES else "sigmoid"
         self.method_ = method
+        self.isotonic_: IsotonicRegression | None = None
+        self.logistic_: LogisticRegression | None = None
+        self.constant_: float | None = None
         if method == "isotonic":
             model = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
             model.fit(risk, labels)
-            self.isotonic_: IsotonicRegression | None = model
-            self.logistic_: LogisticRegression | None = None
+            self.isotonic_ = model
+            return self
+        self.scale_ = float(np.std(risk)) or 1.0
+        logistic = LogisticRegression(C=1e6, max_iter=1000)
+        logistic.fit((risk / self.scale_).reshape(-1, 1), labels)
+        if logistic.coef_[0, 0] < 0:
+            self.constant_ = float(labels.mean())
         else:
-            self.scale_ = float(np.std(risk)) or 1.0
-            logistic = LogisticRegression(C=1e6, max_iter=1000)
-            logistic.fit((risk / self.scale_).reshape(-1, 1), labels)
             self.logistic_ = logistic
-            self.isotonic_ = None
         return self
 
     def predict(self, risk: np.ndarray) -> np.ndarray:
@@ -269,6 +276,8 @@ class ScoreCalibrator:
             return out
         if self.isotonic_ is not None:
             out[finite] = self.isotonic_.predict(risk[finite])
+        elif self.constant_ is not None:
+            out[finite] = self.constant_
         else:
             assert self.logistic_ is not None
             scaled = (risk[finite] / self.scale_).reshape(-1, 1)

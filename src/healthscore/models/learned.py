@@ -93,6 +93,15 @@ class LearnedWeights(BaseEstimator):
         filled = X.fillna(self.fill_values_)
         spread = filled.std(ddof=0)
         active = [column for column in X.columns if spread[column] > 0]
+        # Measures without a score on any row, and measures with one score on every
+        # row that has one, cannot be fitted. The rest of `removed_` have scores
+        # that do not fall with churn.
+        self.missing_ = [column for column in X.columns if X[column].isna().all()]
+        self.constant_ = [
+            column
+            for column in X.columns
+            if column not in active and column not in self.missing_
+        ]
         self.removed_ = [column for column in X.columns if column not in active]
         coefficients = pd.Series(dtype=float)
         while active:
@@ -228,14 +237,7 @@ def propose(
             proposed = pd.Series(0.0, index=columns)
             shares = Layout.of(new_card)
             proposed[card_measure_columns(new_card)] = shares.measure_shares
-            if model.removed_:
-                removed = ", ".join(
-                    name.removeprefix("measure:") for name in model.removed_
-                )
-                notes.append(
-                    f"scorecard {card.name}: weight 0 for {removed}, whose scores do "
-                    "not fall with churn once the other measures are accounted for"
-                )
+            notes.extend(_zero_weight_notes(card.name, model))
         layout = Layout.of(card)
         for measure, component, column in zip(
             layout.measure_names,
@@ -257,6 +259,24 @@ def propose(
     )
     weights["change"] = weights["proposed"] - weights["current"]
     return Proposal(cards, weights, list(labelled_observations.dates), notes, learned)
+
+
+def _zero_weight_notes(card: str, model: LearnedWeights) -> list[str]:
+    """Return why each measure that `model` removed gets the weight 0."""
+    unfitted = set(model.missing_) | set(model.constant_)
+    falling = [name for name in model.removed_ if name not in unfitted]
+    reasons = [
+        (model.missing_, "whose scores are missing on every labelled row"),
+        (model.constant_, "whose scores do not vary across the labelled rows"),
+        (falling, "whose scores do not fall with churn once the other measures are "
+         "accounted for"),
+    ]  # fmt: skip
+    notes = []
+    for names, reason in reasons:
+        if names:
+            listed = ", ".join(name.removeprefix("measure:") for name in names)
+            notes.append(f"scorecard {card}: weight 0 for {listed}, {reason}")
+    return notes
 
 
 def proposed_card(card: ScorecardConfig, weights: pd.Series) -> ScorecardConfig:

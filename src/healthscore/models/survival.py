@@ -327,12 +327,14 @@ class ChurnSurvival(BaseEstimator):
                 f"asked for churn within {horizon.max():.0f} days, beyond the longest "
                 f"observed duration ({self.max_duration_:.0f} days); the Cox model "
                 "holds the survival curve flat there, so the probability is too low. "
-                "A Weibull model extrapolates: ChurnSurvival(model='weibull'), or "
-                "`healthscore train --survival-model weibull`"
+                "A Weibull model extrapolates: train one with `healthscore train "
+                "--survival-model weibull`"
             )
+            # The note is the report, so the log repeats it only at INFO level, as
+            # the notes of a fit.
             if note not in self.notes_:
                 self.notes_.append(note)
-                logger.warning("survival model: %s", note)
+                logger.info("survival model: %s", note)
         cumulative = self._cumulative_hazard(self._design(X), np.maximum(horizon, 0.0))
         probability = 1.0 - np.exp(-cumulative)
         return np.where(horizon <= 0, 0.0, np.clip(probability, 0.0, 1.0))

@@ -44,9 +44,21 @@ class ModelsSection:
 
     @property
     def compare_rows(self) -> list[dict[str, str]]:
-        """Rows of the comparison table, formatted for display."""
+        """Rows of the comparison table, formatted for display.
+
+        Each row also has `test_rows`, the number of the method's test rows ("-"
+        for a method skipped on every split). Its `note` contains the method's stored
+        notes, such as why it was skipped or that it was tested on fewer rows.
+        """
         methods = self.compare["methods"] if self.compare else []
-        return [_display(method) for method in methods]
+        return [
+            {
+                **_display(method),
+                "test_rows": _test_rows(method),
+                "note": str(method.get("note") or ""),
+            }
+            for method in methods
+        ]
 
 
 def _display(method: dict[str, Any]) -> dict[str, str]:
@@ -69,6 +81,12 @@ def _display(method: dict[str, Any]) -> dict[str, str]:
         "fit_seconds": fixed("fit_seconds", 1),
         "explainable": _yes_no(method.get("explainable")),
     }
+
+
+def _test_rows(method: dict[str, Any]) -> str:
+    """Show the number of a method's test rows, "-" for a method never measured."""
+    rows = int(method.get("rows") or 0)
+    return f"{rows:,}" if rows else "-"
 
 
 def _yes_no(value: Any) -> str:
@@ -205,7 +223,14 @@ def _band_chart(method: dict[str, Any]) -> Markup:
 
 
 def _compare_chart(methods: list[dict[str, Any]]) -> Markup:
-    names = [method["method"] for method in methods]
+    # Each method's label carries its test rows, because methods skipped on some
+    # splits are measured on fewer rows, and a method skipped on every split has no
+    # bars at all.
+    names = []
+    for method in methods:
+        rows = _test_rows(method)
+        counted = "not measured" if rows == "-" else f"{rows} test rows"
+        names.append(f"{method['method']}<br>{counted}")
     figure = go.Figure()
     figure.add_trace(
         go.Bar(
