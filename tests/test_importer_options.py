@@ -6,11 +6,15 @@ file option that matches no file or an `email_attribute` that the accounts lack.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
 
 from healthscore.config import ConfigError, ConfigIssue, load_project
+from healthscore.config.models import SourceConfig
+from healthscore.importers import IMPORTERS
+from healthscore.sources.reader import _FILE_FORMATS
 
 ACCOUNTS = "account_id,email_domain\na1,example.com\n"
 
@@ -118,3 +122,13 @@ def test_valid_options_after_fixes_load(tmp_path: Path) -> None:
     project = load_project(tmp_path)
 
     assert project.config.sources["nps"].options["email_attribute"] == "email_domain"
+
+
+def test_every_source_format_is_a_file_format_or_an_importer() -> None:
+    """The reader loads the importers only for formats that are not plain files."""
+    declared = set(typing.get_args(SourceConfig.model_fields["format"].annotation))
+    formats = {arg for member in declared for arg in typing.get_args(member)} | (
+        {None} if type(None) in declared else set()
+    )
+    assert formats == set(IMPORTERS) | set(_FILE_FORMATS)
+    assert not set(IMPORTERS) & set(_FILE_FORMATS)

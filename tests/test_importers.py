@@ -408,6 +408,59 @@ def test_segment_unreadable_sent_at_reported(tmp_path):
     ]
 
 
+def trait_track(user: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "userId": user,
+        "event": "E",
+        "timestamp": "2024-03-02T00:00:00Z",
+        **fields,
+    }
+
+
+def test_segment_trait_problems_name_trait(tmp_path):
+    calls = [
+        trait_track("u8", context={"traits": {"org": {"id": "acme"}}}),
+        trait_track("u8", properties={"org": ["acme"]}),
+        trait_track("u8", context={"traits": {"org": " "}}),
+        trait_track("u8", properties={"org": None}),
+        # u6 belongs to globex by a group call, so a blank trait is no problem.
+        trait_track("u6", context={"traits": {"org": ""}}),
+        # Without the trait, an unmapped call stays unmapped at account_id.
+        trait_track("u8"),
+    ]
+    project = segment_project(tmp_path, account_trait="org")
+    (tmp_path / "exports" / "trait.jsonl").write_text(
+        "".join(json.dumps(call) + "\n" for call in calls)
+    )
+
+    sources = load(project)
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["usage"]
+
+    by_line = {
+        row["_row"]: row
+        for row in rows(sources, "usage")
+        if row["_file"] == "trait.jsonl"
+    }
+    assert by_line[5]["account_id"] == "globex"
+    assert by_line[5]["_problem"] is None
+    trait_examples = sorted(
+        str(example).replace(str(tmp_path / "exports") + "/", "")
+        for example in report.examples
+        if example.file.endswith("trait.jsonl")
+    )
+    assert trait_examples == [
+        "trait.jsonl, row 1, column context.traits.org: value cannot be read as the "
+        "column's type",
+        "trait.jsonl, row 2, column properties.org: value cannot be read as the "
+        "column's type",
+        "trait.jsonl, row 3, column context.traits.org: required value is missing",
+        "trait.jsonl, row 4, column properties.org: required value is missing",
+        "trait.jsonl, row 6, column account_id: no account id in the record or in a "
+        "mapping of its user or email",
+    ]
+
+
 # Stripe -----------------------------------------------------------------------------
 
 

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner, Result
 
 from healthscore.cli import app
 from healthscore.config import Project
 from healthscore.engine import connect
-from healthscore.sources import ExcludedRow, SourceReport, load_sources
+from healthscore.sources import ExcludedRow, SourceError, SourceReport, load_sources
 from healthscore.sources.ingest import UnknownAccounts, ingest_files
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+# A local Spark session for the one test that compares the engines.
 
 LONG = "x" * 45
 BAD_EVENTS = f"""account_id,timestamp,value
@@ -324,3 +329,78 @@ def test_single_precision_numbers_read_as_written(tmp_path: Path) -> None:
     # float32 stores 0.1 as 0.100000001490116 and 123456.789 as 123456.7890625.
     assert kept["value"].tolist() == [0.1, 123456.79]
     assert events_report(project).excluded == {"unparseable_value:value": 1}
+
+
+NUMBER_IDS_EVENTS = """account_id,timestamp
+1001,2024-03-01 10:00:00
+1002,2024-03-02 10:00:00
+1002,2024-03-03 10:00:00
+"""
+
+
+def number_ids_project(root: Path, ids: pa.Array) -> Project:
+    """Accounts in Parquet with account ids `ids`, events and a joined file by id."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = pa.array([f"Account {n}" for n in range(len(ids))])
+    pq.write_table(
+        pa.table({"account_id": ids, "name": names}), root / "accounts.parquet"
+    )
+    config = minimal_config()
+    config["sources"]["accounts"] = {
+        "kind": "accounts",
+        "path": "accounts.parquet",
+        "joins": [{"path": "plans.csv", "key": "id", "attributes": {"plan": "string"}}],
+    }
+    files = {
+        "events.csv": NUMBER_IDS_EVENTS,
+        "plans.csv": "id,plan\n1001,gold\n1002,silver\n",
+    }
+    return write_project(root, config, files)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pa.array(
+            [Decimal("1001.000"), Decimal("1002.000"), None], pa.decimal128(12, 3)
+        ),
+        pa.array([1001.0, 1002.0, None], pa.float64()),
+        # pandas writes a missing value of a float column as NaN in some paths.
+        pa.array([1001.0, 1002.0, float("nan")], pa.float64()),
+        pa.array([1001.0, 1002.0, None], pa.float32()),
+        pa.array([1001, 1002, None], pa.int64()),
+    ],
+    ids=["decimal", "double", "double_nan", "float", "bigint"],
+)
+def test_parquet_number_ids_match_text_ids(tmp_path: Path, ids: pa.Array) -> None:
+    project = number_ids_project(tmp_path, ids)
+
+    sources = load_sources(project, connect(project))
+
+    relation = sources.loaded["accounts"].relation
+    found = sources.con.con.execute(
+        f'SELECT account_id, plan, _problem FROM "{relation}" ORDER BY _row'
+    ).fetchall()
+    assert found == [
+        ("1001", "gold", None),
+        ("1002", "silver", None),
+        (None, None, "missing_value:account_id"),
+    ]
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
+    assert report.rows_used == 3
+    assert report.excluded == {}
+
+
+def test_parquet_fractional_id_is_error(tmp_path: Path) -> None:
+    ids = pa.array([Decimal("1001.00"), None, Decimal("1002.25")], pa.decimal128(9, 2))
+    project = number_ids_project(tmp_path, ids)
+
+    with pytest.raises(SourceError) as caught:
+        load_sources(project, connect(project))
+
+    assert str(caught.value) == (
+        f"source 'accounts': column 'account_id' of {tmp_path / 'accounts.parquet'} "
+        "has the account id '1002.25' in row 3, which is not a whole number, so it "
+        "cannot match the ids of other sources. Fix the value, or map a column of "
+        "whole-number or text ids to account_id in sources.accounts.columns"
+    )

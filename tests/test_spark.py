@@ -10,10 +10,12 @@ import importlib.util
 import os
 import shutil
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -23,6 +25,7 @@ from healthscore.pipeline import score
 from healthscore.sources import SourceError, SourceReport, as_of_point
 from healthscore.store.snapshots import SnapshotStore
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+from test_sources_values import number_ids_project
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "socialnet"
 SPARK_MISSING = "requires: Java 17 and pyspark (pip install -e '.[spark]')"
@@ -844,3 +847,31 @@ def test_time_and_boolean_texts_equal_duckdb(spark, tmp_path):
     rows = on_spark.rows("events").execute().sort_values("timestamp")
     expected = on_duckdb.rows("events").execute().sort_values("timestamp")
     assert list(rows["timestamp"]) == list(expected["timestamp"])
+
+
+def test_parquet_number_ids_alike_on_spark(
+    tmp_path: Path,
+    spark: Any,
+) -> None:
+    ids = pa.array(
+        [Decimal("1001.000"), Decimal("1002.000"), None], pa.decimal128(12, 3)
+    )
+    project = number_ids_project(tmp_path / "decimal", ids)
+
+    on_spark = Engine.open(project, spark=spark).sources
+
+    found = on_spark.session.sql(
+        "SELECT account_id, plan, _problem FROM source_accounts ORDER BY _row"
+    ).collect()
+    assert [tuple(row) for row in found] == [
+        ("1001", "gold", None),
+        ("1002", "silver", None),
+        (None, None, "missing_value:account_id"),
+    ]
+    ids = pa.array([1001.0, float("nan"), 1002.5], pa.float64())
+    project = number_ids_project(tmp_path / "fraction", ids)
+    with pytest.raises(SourceError) as caught:
+        Engine.open(project, spark=spark)
+    assert ("has the account id '1002.5' in row 3, which is not a whole number") in str(
+        caught.value
+    )

@@ -260,7 +260,7 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
         superseded = copies.get((call.file, call.line))
         if superseded is None:
             continue
-        explicit = _explicit_account(call.payload, options)
+        path, explicit = _explicit_account(call.payload, options)
         account = _account_text(explicit) or _member_account(
             context, call, memberships, scope
         )
@@ -283,13 +283,13 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
                     dig(call.payload, f"context.traits.{attribute}"),
                 )
             )
-        problem = None if account else "unmapped_account:account_id"
+        problem = None if account else _unmapped_problem(call.payload, options)
         values["timestamp"], time_problem = _timestamp_value(context, call)
         problem = problem or time_problem
         if _is_structured(explicit):
             # An object, list or boolean is not an id; str() would make one up.
             values["account_id"] = None
-            problem = "unparseable_value:account_id"
+            problem = f"unparseable_value:{_reported_field(path, options)}"
         if superseded:
             problem = f"{SUPERSEDED}:messageId"
         table.add(call.file, call.line, values, problem)
@@ -375,17 +375,59 @@ def _payload(parsed: Any) -> dict[str, Any] | None:
     return parsed
 
 
-def _explicit_account(payload: dict[str, Any], options: SegmentOptions) -> Any:
-    """Return the first account field of a track call that is present, as sent."""
-    candidates = [
-        dig(payload, "context.groupId"),
-        dig(payload, "properties.groupId"),
-        dig(payload, "context.traits.company_id"),
-    ]
-    if options.account_trait:
-        candidates.append(dig(payload, f"context.traits.{options.account_trait}"))
-        candidates.append(dig(payload, f"properties.{options.account_trait}"))
-    return first_present(*candidates)
+#: Fields that name the account of a track call, before the `account_trait` ones.
+_TRACK_ACCOUNT_FIELDS = (
+    "context.groupId",
+    "properties.groupId",
+    "context.traits.company_id",
+)
+
+
+def _trait_fields(options: SegmentOptions) -> tuple[str, ...]:
+    """Return the fields of a track call that hold the `account_trait`, in order."""
+    trait = options.account_trait
+    if not trait:
+        return ()
+    return (f"context.traits.{trait}", f"properties.{trait}")
+
+
+def _explicit_account(
+    payload: dict[str, Any], options: SegmentOptions
+) -> tuple[str | None, Any]:
+    """Return the path and value, as sent, of the first account field of a track
+    call that is present. Returns (None, None) when none is present."""
+    for path in (*_TRACK_ACCOUNT_FIELDS, *_trait_fields(options)):
+        value = dig(payload, path)
+        if not is_blank(value):
+            return path, value
+    return None, None
+
+
+def _reported_field(path: str | None, options: SegmentOptions) -> str:
+    """Return the column at which a problem of an account field is reported.
+
+    A field of the `account_trait` option is reported by its path, so the report
+    names the trait that the settings chose. The standard fields are reported at
+    `account_id`.
+    """
+    if path is not None and path in _trait_fields(options):
+        return path
+    return "account_id"
+
+
+def _unmapped_problem(payload: dict[str, Any], options: SegmentOptions) -> str:
+    """Return the problem of a track call that no field or membership maps.
+
+    A call that contains the `account_trait` field with a blank value (null or
+    blank text) is reported as a missing value of that field. Any other call is
+    `unmapped_account`.
+    """
+    for path in _trait_fields(options):
+        parent, _, key = path.rpartition(".")
+        container = dig(payload, parent)
+        if isinstance(container, dict) and key in container:
+            return f"missing_value:{path}"
+    return "unmapped_account:account_id"
 
 
 def _is_structured(value: Any) -> bool:

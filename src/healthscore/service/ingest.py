@@ -98,7 +98,7 @@ ACCOUNT_FIELDS = {
 #: Fields that name the account of a track call, in the importer's order. Only the
 #: first one present is checked, because the importer reads only that one. The
 #: importer checks the fields of the `account_trait` option itself and reports
-#: them at `account_id`.
+#: them at that trait's path.
 TRACK_ACCOUNT_FIELDS = (
     "context.groupId",
     "properties.groupId",

@@ -187,10 +187,12 @@ def _scorecard_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
 
 def _alert_readers(config: ProjectConfig) -> list[tuple[str, _Reader]]:
     """List (column, reader) for the account columns that alert rules read."""
+    found: list[tuple[str, _Reader]] = []
+    if not config.alerts.rules:
+        return found  # and a run without rules need not load the monitoring package
     # Imported here because the monitoring package imports healthscore.sources.
     from healthscore.monitoring.alerts import RENEWAL_COLUMN
 
-    found: list[tuple[str, _Reader]] = []
     for index, rule in enumerate(config.alerts.rules):
         subject = f"alert rule {rule.name!r}"
         condition = getattr(rule, "condition", None)

@@ -31,7 +31,13 @@ from healthscore.sources.csv_rows import (
     find_field_count_error,
     find_line_ending_change,
 )
-from healthscore.sources.reader import SourceError, file_list, literal, quote
+from healthscore.sources.reader import (
+    SourceError,
+    account_id_sql,
+    file_list,
+    literal,
+    quote,
+)
 
 
 @dataclass(frozen=True)
@@ -47,16 +53,24 @@ class JoinedColumns:
 
 
 def load_joins(
-    con: duckdb.DuckDBPyConnection, project: Project, name: str, source: SourceConfig
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    name: str,
+    source: SourceConfig,
+    file_types: dict[str, str] | None = None,
 ) -> JoinedColumns:
     """Read every joined file of a source into DuckDB and return how to join them.
 
-    Raises SourceError when a file is missing, unreadable, lacks the key or an
-    attribute column, or repeats a key.
+    `file_types` gives the types of the source file's columns, so that an account
+    id of a number column joins by the text that the source reads for it. Raises
+    SourceError when a file is missing, unreadable, lacks the key or an attribute
+    column, or repeats a key.
     """
     if not source.joins:
         return JoinedColumns()
-    account_id = f"CAST(raw.{quote(source.file_column('account_id'))} AS VARCHAR)"
+    file_column = source.file_column("account_id")
+    raw_type = (file_types or {}).get(file_column, "VARCHAR")
+    account_id = account_id_sql(source, f"raw.{quote(file_column)}", raw_type)
     clauses: list[str] = []
     values: dict[str, str] = {}
     types: dict[str, str] = {}

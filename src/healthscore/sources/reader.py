@@ -65,6 +65,24 @@ _EXACT_NUMBER_TYPES = {
 #: DuckDB types that can contain NaN and infinite values.
 _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
 
+#: Type name, in place of a DuckDB type, of a text column that contains the exact
+#: text of decimal numbers, such as `-12.500`, `NaN` or `Infinity`. PostgreSQL
+#: numeric values are fetched as such text, because Arrow's decimals are limited
+#: to 38 digits.
+NUMERIC_TEXT = "NUMERIC_TEXT"
+
+#: Limit up to which each float type stores every whole number exactly: 2**24 for
+#: FLOAT and 2**53 for DOUBLE (IEEE 754 single and double precision).
+EXACT_FLOAT_LIMITS = {"FLOAT": 2**24, "DOUBLE": 2**53}
+
+#: `_problem` of a row whose account id, read from a number column, is not a whole
+#: number or is past `EXACT_FLOAT_LIMITS`. `check_whole_account_ids` raises
+#: SourceError for such a row, so no report shows this reason.
+FRACTIONAL_ID = "unparseable_value:account_id"
+
+#: Source formats read as plain files; every other format names an importer.
+_FILE_FORMATS = (None, "csv", "parquet", "jsonl")
+
 #: First and last day of the dates and timestamps that a source row may contain.
 #: A row with a time outside them, infinite ones included, is excluded. The last
 #: day stays below 2262-04-11, where pandas' nanosecond timestamps end, because
@@ -141,8 +159,6 @@ def read_source(
     con: duckdb.DuckDBPyConnection, project: Project, name: str, source: SourceConfig
 ) -> LoadedSource:
     """Create the relation `source_<name>` for one source."""
-    # Imported here: the importers build on this module.
-    from healthscore.importers import is_importer, read_with_importer
     from healthscore.sources.joins import load_joins
     from healthscore.sources.lookups import lookup_joins
     from healthscore.sources.stored import is_store_source, read_store_source
@@ -152,7 +168,11 @@ def read_source(
         return read_table_source(con, project, name, source)
     if is_store_source(source):
         return read_store_source(con, project, name, source)
-    if is_importer(source.format):
+    if source.format not in _FILE_FORMATS:
+        # Imported here: the importers build on this module, and a run that reads
+        # plain files need not load them.
+        from healthscore.importers import read_with_importer
+
         return read_with_importer(con, project, name, source)
     files = resolve_files(project, name, source)
     file_format = source.resolved_format()
@@ -195,7 +215,7 @@ def read_source(
     if file_format == "parquet" and len(files) > 1:
         _check_time_column_in_every_file(con, name, source, files)
         _check_time_types_agree(con, name, source, files, columns)
-    joined = load_joins(con, project, name, source)
+    joined = load_joins(con, project, name, source, file_types)
     columns.update(joined.types)
     materialize = (
         file_format != "parquet"
@@ -244,6 +264,7 @@ def read_source(
             f"source {name!r}: reading {_describe_files(files)} failed: "
             f"{_first_line(exc)}{hint}"
         ) from None
+    check_whole_account_ids(con, name, source, relation, file_types)
     running_rows = file_format == "csv"
     if file_format == "jsonl":
         running_rows = not _number_json_lines(con, relation, files)
@@ -522,6 +543,7 @@ def _standard_select(
     joined = joined or {}
     typed: dict[str, str] = {}
     checks: list[tuple[str, str]] = []
+    id_checks: list[tuple[str, str]] = []
     raw_values: dict[str, str] = {}
     required = set(REQUIRED_COLUMNS[source.kind])
     for column, kind in columns.items():
@@ -536,7 +558,17 @@ def _standard_select(
             raw_type = file_types[file_column]
             never_missing = file_column in complete
             never_infinite = file_column in finite
-        if column in source.lookups:
+        if raw_type == "JSON":
+            # A JSON null, which a footer does not count as missing, reads as NULL.
+            raw, raw_type, never_missing = _json_text(raw), "VARCHAR", False
+        if is_number_account_id(source, column, raw_type):
+            raw, value, fraction = _account_id_parts(raw, raw_type)
+            # Checked first, so that `check_whole_account_ids` finds every such row.
+            id_checks = [(fraction, FRACTIONAL_ID)]
+            raw_values[FRACTIONAL_ID] = raw
+            # A NaN reads as missing, and a footer does not count it as missing.
+            never_missing = False
+        elif column in source.lookups:
             value = f"{quote('lookup_' + column)}.value"
             checks.append(
                 (
@@ -580,7 +612,7 @@ def _standard_select(
                 0, (f"NOT {_present(raw, raw_type)}", f"missing_value:{column}")
             )
         typed[column] = value
-    checks.extend(_range_checks(source, typed))
+    checks = id_checks + checks + _range_checks(source, typed)
     problem = _NO_PROBLEM
     if checks:
         cases = " ".join(
@@ -823,6 +855,124 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
         parsed = f"TRY_CAST(CASE WHEN {matched} THEN {text} END AS TIMESTAMPTZ)"
         local = f"CAST({parsed} AS TIMESTAMP)"
     return local if kind == "timestamp" else f"CAST({local} AS DATE)"
+
+
+def _json_text(raw: str) -> str:
+    """Return SQL of the text of a JSON value, NULL for a JSON null."""
+    text = f"CAST({raw} AS VARCHAR)"
+    # A JSON column keeps the text as written, so a null may have spaces around.
+    return f"CASE WHEN NOT regexp_full_match({text}, '\\s*null\\s*') THEN {text} END"
+
+
+def is_number_account_id(source: SourceConfig, column: str, raw_type: str) -> bool:
+    """Tell whether `column` is the account id, read from numbers that may have a
+    fractional part: DECIMAL with a scale above 0, FLOAT, DOUBLE or NUMERIC_TEXT.
+
+    Such an id is read by `_account_id_parts`. An id that a lookup replaces is not.
+    """
+    if column != "account_id" or column in source.lookups:
+        return False
+    if raw_type == NUMERIC_TEXT or raw_type in _FLOAT_TYPES:
+        return True
+    decimal = re.fullmatch(r"DECIMAL\(\d+, ?(\d+)\)", raw_type)
+    return decimal is not None and int(decimal[1]) > 0
+
+
+def _account_id_parts(raw: str, raw_type: str) -> tuple[str, str, str]:
+    """Return SQL of an account id read from a number column of type `raw_type`.
+
+    Returns the raw value with NaN as NULL, the id's text, and a test that is
+    true where the number is not a whole id. A whole number reads as the digits
+    that an integer column gives (1001.000 and 1001.0 read as 1001), so it
+    matches the ids of other sources. A number with a fractional part, an
+    infinite one, and one past `EXACT_FLOAT_LIMITS` read as NULL and fail the
+    test.
+    """
+    if raw_type == NUMERIC_TEXT:
+        whole = f"regexp_full_match({raw}, '-?[0-9]+([.]0*)?')"
+        text = f"regexp_replace({raw}, '[.]0*$', '')"
+        return raw, f"CASE WHEN {whole} THEN {text} END", f"NOT {whole}"
+    whole = f"{raw} = floor({raw})"
+    if raw_type in _FLOAT_TYPES:
+        # NaN is a missing value in a float column, as elsewhere (see `_typed`).
+        raw = f"(CASE WHEN {_finite(raw)} OR isinf({raw}) THEN {raw} END)"
+        limit = EXACT_FLOAT_LIMITS[raw_type]
+        whole = f"{_finite(raw)} AND abs({raw}) <= {limit} AND {raw} = floor({raw})"
+    # 38 digits hold the whole part of every DECIMAL and of every float below
+    # its limit.
+    text = f"CAST(CAST({raw} AS DECIMAL(38, 0)) AS VARCHAR)"
+    return raw, f"CASE WHEN {whole} THEN {text} END", f"NOT ({whole})"
+
+
+def account_id_sql(source: SourceConfig, raw: str, raw_type: str) -> str:
+    """Return SQL of the text of account id `raw`, as `_standard_select` reads it."""
+    if is_number_account_id(source, "account_id", raw_type):
+        return _account_id_parts(raw, raw_type)[1]
+    if raw_type == "JSON":
+        return _json_text(raw)
+    return f"CAST({raw} AS VARCHAR)"
+
+
+def check_whole_account_ids(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source: SourceConfig,
+    relation: str,
+    file_types: dict[str, str],
+) -> None:
+    """Raise SourceError when a number account id of `relation` is not a whole id.
+
+    An id with a fractional part matches no id of an integer or text column, so
+    every row of its account would be left out silently. Only a source whose
+    account id column is a number type (see `is_number_account_id`) is scanned.
+    """
+    raw_type = file_types.get(source.file_column("account_id"), "VARCHAR")
+    if not is_number_account_id(source, "account_id", raw_type):
+        return
+    found = con.execute(
+        f"SELECT _file, _row, _value FROM {quote(relation)} "
+        f"WHERE _problem = {literal(FRACTIONAL_ID)} ORDER BY _file, _row LIMIT 1"
+    ).fetchall()
+    if found:
+        file, row, value = found[0]
+        raise fractional_id_error(name, source, raw_type, str(file), int(row), value)
+
+
+def fractional_id_error(
+    name: str, source: SourceConfig, raw_type: str, file: str, row: int, value: str
+) -> SourceError:
+    """Build the error of a number account id that is not a whole id."""
+    column = source.file_column("account_id")
+    subject = f"column {column!r}"
+    if column != "account_id":
+        subject += " for 'account_id'"
+    found = (
+        f"source {name!r}: {subject} of {file} has the account id {value!r} in "
+        f"row {row}"
+    )
+    fix = (
+        f"map a column of whole-number or text ids to account_id in "
+        f"sources.{name}.columns"
+    )
+    limit = EXACT_FLOAT_LIMITS.get(raw_type)
+    if limit is not None and _is_whole_text(value):
+        return SourceError(
+            f"{found}, which is above {limit:,}, the limit up to which a {raw_type} "
+            "column stores every whole number exactly, so the stored id may differ "
+            f"from the one written. Store the ids as integers or text, or {fix}"
+        )
+    return SourceError(
+        f"{found}, which is not a whole number, so it cannot match the ids of other "
+        f"sources. Fix the value, or {fix}"
+    )
+
+
+def _is_whole_text(value: str) -> bool:
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return math.isfinite(number) and number.is_integer()
 
 
 def _check_time_column_in_every_file(

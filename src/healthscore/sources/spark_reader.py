@@ -28,12 +28,16 @@ from healthscore.sources.columns import missing_columns
 from healthscore.sources.joins import JoinedColumns, join_table, load_joins
 from healthscore.sources.lookups import join_sql, read_lookup
 from healthscore.sources.reader import (
+    FRACTIONAL_ID,
     LoadedSource,
     SourceError,
     _columns_present,
     _describe_files,
     _first_line,
     _standard_select,
+    fractional_id_error,
+    is_number_account_id,
+    literal,
     quote,
     resolve_files,
 )
@@ -96,7 +100,10 @@ def _infinity_tests_to_spark(node: exp.Expression) -> exp.Expression:
     else:
         return node
     infinity = exp.cast(exp.Literal.string("Infinity"), exp.DataType.Type.DOUBLE)
-    return exp.paren(comparison(this=exp.Abs(this=value.copy()), expression=infinity))
+    # transform() does not visit the children of a node it replaced, so a test
+    # nested in `value` is rewritten here.
+    value = value.copy().transform(_infinity_tests_to_spark)
+    return exp.paren(comparison(this=exp.Abs(this=value), expression=infinity))
 
 
 def _try_strptime_to_spark(node: exp.Expression) -> exp.Expression:
@@ -185,7 +192,7 @@ def read_spark_source(
     raw_view = f"raw_{name}"
     raw.createOrReplaceTempView(raw_view)
     joins = _lookup_joins(session, project, name, source)
-    joined = _joined_files(session, project, name, source)
+    joined = _joined_files(session, project, name, source, file_types)
     columns.update(joined.types)
     select = _standard_select(
         project, name, source, columns, file_types, joined.values, keep_values=True
@@ -206,6 +213,7 @@ def read_spark_source(
         if file_format != "parquet" or source.lookups or source.kind == "accounts":
             frame = frame.cache()
         frame.createOrReplaceTempView(f"source_{name}")
+        _check_whole_account_ids(session, name, source, file_types)
     except _spark_errors() as exc:
         raise SourceError(
             f"source {name!r}: reading {_describe_files(files)} failed: "
@@ -231,9 +239,28 @@ def _spark_errors() -> tuple[type[Exception], ...]:
 
 
 def _duckdb_type(spark_type: str) -> str:
-    if spark_type.startswith("decimal"):
-        return "DOUBLE"
+    # A decimal keeps its precision and scale: decimal(12,3) becomes DECIMAL(12,3),
+    # as DuckDB names the type.
     return _DUCKDB_TYPES.get(spark_type, spark_type.upper())
+
+
+def _check_whole_account_ids(
+    session: SparkSession, name: str, source: SourceConfig, file_types: dict[str, str]
+) -> None:
+    """Raise SourceError for a number account id that is not a whole id, as the
+    DuckDB reader does (see `reader.check_whole_account_ids`)."""
+    raw_type = file_types.get(source.file_column("account_id"), "VARCHAR")
+    if not is_number_account_id(source, "account_id", raw_type):
+        return
+    relation = f"source_{name}"
+    picked = (
+        f"SELECT _file, _row, _value FROM {quote(relation)} "
+        f"WHERE _problem = {literal(FRACTIONAL_ID)} ORDER BY _file, _row LIMIT 1"
+    )
+    found = session.sql(to_spark_sql(spark_file_rows_sql(picked, relation))).collect()
+    if found:
+        file, row, value = found[0]
+        raise fractional_id_error(name, source, raw_type, str(file), int(row), value)
 
 
 def _scan(
@@ -319,7 +346,11 @@ def _lookup_joins(
 
 
 def _joined_files(
-    session: SparkSession, project: Project, name: str, source: SourceConfig
+    session: SparkSession,
+    project: Project,
+    name: str,
+    source: SourceConfig,
+    file_types: dict[str, str],
 ) -> JoinedColumns:
     """Read a source's joined files and return how to join them, as on DuckDB.
 
@@ -332,7 +363,7 @@ def _joined_files(
     import duckdb
 
     with duckdb.connect() as con:
-        joined = load_joins(con, project, name, source)
+        joined = load_joins(con, project, name, source, file_types)
         for index, join in enumerate(source.joins):
             table = join_table(name, index)
             attributes = [f"a{position}" for position in range(len(join.attributes))]
@@ -400,30 +431,8 @@ class SparkSourceSet(SourceSet):
         return [tuple(row) for row in self.session.sql(to_spark_sql(sql)).collect()]
 
     def _file_rows_sql(self, picked: str, relation: str) -> str:
-        """Turn the `monotonically_increasing_id()` of picked rows into file rows.
-
-        The id is the partition index times 2**33 plus the row's place in the
-        partition. A row's place in its file is then the rows of the file in earlier
-        partitions plus its place among the file's rows in its own partition.
-        NOTE: this assumes that Spark puts the splits of one file into partitions in
-        file order. Spark 4.0 sorts splits by size, stably, so equal splits keep
-        their order and the shorter last split comes after them. The tests check it
-        on local CSV files of several splits, not on other file systems.
-        """
-        part = "shiftright(_row, 33)"
-        picked_part = "shiftright(p._row, 33)"
-        return (
-            f"WITH picked AS ({picked}), "
-            f"parts AS (SELECT _file, {part} AS part, min(_row) AS first_row, "
-            f"count(*) AS n FROM {relation} WHERE _file IN (SELECT _file FROM picked) "
-            f"GROUP BY _file, {part}), "
-            "offsets AS (SELECT _file, part, first_row, "
-            "sum(n) OVER (PARTITION BY _file ORDER BY part) - n AS before FROM parts) "
-            "SELECT p._file, o.before + p._row - o.first_row + 1, p._value "
-            "FROM picked AS p JOIN offsets AS o "
-            f"ON p._file = o._file AND {picked_part} = o.part "
-            "ORDER BY p._file, p._row"
-        )
+        """Turn the `monotonically_increasing_id()` of picked rows into file rows."""
+        return spark_file_rows_sql(picked, relation)
 
     def add_frame(self, name: str, kind: str, frame: pd.DataFrame, origin: str) -> None:
         """Register rows held by the product itself (not a file) as a source."""
@@ -446,6 +455,34 @@ class SparkSourceSet(SourceSet):
         _create_valid_view(self.session, name, relation, scores)
         config = SourceConfig.model_validate({"kind": kind, "path": origin})
         self.loaded[name] = LoadedSource(name, config, relation, (origin,), columns)
+
+
+def spark_file_rows_sql(picked: str, relation: str) -> str:
+    """Turn the `monotonically_increasing_id()` of picked rows into file rows.
+
+    `picked` selects `_file`, `_row` and `_value` of rows of `relation`. The id is
+    the partition index times 2**33 plus the row's place in the partition. A row's
+    place in its file is then the rows of the file in earlier partitions plus its
+    place among the file's rows in its own partition.
+    NOTE: this assumes that Spark puts the splits of one file into partitions in
+    file order. Spark 4.0 sorts splits by size, stably, so equal splits keep
+    their order and the shorter last split comes after them. The tests check it
+    on local CSV files of several splits, not on other file systems.
+    """
+    part = "shiftright(_row, 33)"
+    picked_part = "shiftright(p._row, 33)"
+    return (
+        f"WITH picked AS ({picked}), "
+        f"parts AS (SELECT _file, {part} AS part, min(_row) AS first_row, "
+        f"count(*) AS n FROM {relation} WHERE _file IN (SELECT _file FROM picked) "
+        f"GROUP BY _file, {part}), "
+        "offsets AS (SELECT _file, part, first_row, "
+        "sum(n) OVER (PARTITION BY _file ORDER BY part) - n AS before FROM parts) "
+        "SELECT p._file, o.before + p._row - o.first_row + 1, p._value "
+        "FROM picked AS p JOIN offsets AS o "
+        f"ON p._file = o._file AND {picked_part} = o.part "
+        "ORDER BY p._file, p._row"
+    )
 
 
 def _python_value(value: Any) -> Any:

@@ -43,11 +43,13 @@ from healthscore.sources.columns import missing_columns
 from healthscore.sources.lookups import lookup_joins
 from healthscore.sources.reader import (
     _MEMORY_HINT,
+    NUMERIC_TEXT,
     LoadedSource,
     SourceError,
     _columns_present,
     _first_line,
     _standard_select,
+    check_whole_account_ids,
     literal,
     quote,
 )
@@ -172,6 +174,7 @@ def _read_duckdb_table(
         raise SourceError(
             f"source {name!r}: reading {where} failed: {_first_line(exc)}"
         ) from None
+    check_whole_account_ids(con, name, source, relation, file_types)
     kept_values = _has_value_column(con, relation)
     return LoadedSource(
         name, source, relation, (where,), columns, kept_values=kept_values
@@ -298,7 +301,10 @@ def _read_postgres_table(
         # have to cover the longest window of every metric and the source report,
         # which counts rows of all times.
         batches = selected.to_pyarrow_batches(chunk_size=FETCH_ROWS)
-        relation = _load_batches(con, project, name, source, columns, batches, where)
+        decimal_ids = _decimal_id_columns(table, source)
+        relation = _load_batches(
+            con, project, name, source, columns, batches, where, decimal_ids
+        )
     except SourceError:
         raise
     except Exception as exc:
@@ -409,9 +415,10 @@ def _fetched_columns(
     converted and checked in the engine, as for a file. An infinite date or time
     arrives missing, with its text in an extra column (see `_finite_time`). A
     decimal becomes a double (or text for a text column), through `numeric`
-    because PostgreSQL casts `money` to no other number type. Any other type
-    becomes text, because PostgreSQL types such as uuid, json or arrays have no
-    plain Arrow equivalent.
+    because PostgreSQL casts `money` to no other number type. A json or jsonb
+    value becomes its text, and a JSON null a missing value. Any other type
+    becomes text, because PostgreSQL types such as uuid or arrays have no plain
+    Arrow equivalent.
     """
     fetched: dict[str, Any] = {}
     for column, kind in columns.items():
@@ -427,6 +434,8 @@ def _fetched_columns(
             value = value.cast("string")
         elif dtype.is_date() or dtype.is_timestamp():
             value, fetched[_INFINITE + file_column] = _finite_time(value)
+        elif dtype.is_json():
+            value = _json_text(value)
         elif not (
             dtype.is_string()
             or dtype.is_integer()
@@ -436,6 +445,36 @@ def _fetched_columns(
             value = value.cast("string")
         fetched[file_column] = value
     return fetched
+
+
+def _json_text(value: Any) -> Any:
+    """Return the text of a json or jsonb column, with a JSON null as missing.
+
+    A jsonb null has the text `null`. A json value keeps the text as written, so
+    its null may have spaces around it.
+    """
+    import ibis
+
+    text = value.cast("string")
+    return ibis.ifelse(text.strip() == "null", ibis.null("string"), text)
+
+
+def _decimal_id_columns(table: Any, source: SourceConfig) -> frozenset[str]:
+    """Return the account id column when it is a numeric with a fractional scale.
+
+    `_fetched_columns` fetches it as text, which keeps every digit, and
+    `_load_batches` marks its type NUMERIC_TEXT, so the engine reads 1001.000 as
+    the id 1001. A numeric without a scale counts, because each of its values
+    keeps the scale it was written with. A numeric of scale 0 reads as integer
+    text already.
+    """
+    column = source.file_column("account_id")
+    if column not in table.columns or "account_id" in source.lookups:
+        return frozenset()
+    dtype = table[column].type()
+    if dtype.is_decimal() and dtype.scale != 0:
+        return frozenset({column})
+    return frozenset()
 
 
 def _finite_time(value: Any) -> tuple[Any, Any]:
@@ -516,8 +555,13 @@ def _load_batches(
     columns: dict[str, str],
     batches: pa.RecordBatchReader,
     where: str,
+    decimal_texts: frozenset[str] = frozenset(),
 ) -> str:
-    """Stream the fetched batches into the temporary table `source_<name>`."""
+    """Stream the fetched batches into the temporary table `source_<name>`.
+
+    `decimal_texts` are fetched columns whose text is that of decimal numbers (see
+    `_decimal_id_columns`).
+    """
     numbered_schema = batches.schema.append(pa.field(_ROW_COLUMN, pa.int64()))
     incoming = f"_incoming_{name}"
     # The column types come from an empty table of the same schema, because
@@ -528,6 +572,7 @@ def _load_batches(
     finally:
         con.unregister(incoming)
     file_types = {str(row[0]): str(row[1]) for row in described}
+    file_types.update(dict.fromkeys(decimal_texts, NUMERIC_TEXT))
     select = _standard_select(
         project, name, source, columns, file_types, keep_values=True
     )
@@ -551,6 +596,7 @@ def _load_batches(
         con.unregister(incoming)
     ((count,),) = con.execute(f"SELECT count(*) FROM {quote(relation)}").fetchall()
     logger.info("fetched %d rows of %s", count, where)
+    check_whole_account_ids(con, name, source, relation, file_types)
     return relation
 
 
