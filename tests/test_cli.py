@@ -173,6 +173,30 @@ def test_invalid_yaml_lists_file_and_line(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            "name: tiny\nsources: {}\nowner: ana\x07\n",
+            3,
+            "the control character U+0007 is not allowed in YAML; remove it",
+        ),
+        ("name: tiny\nsources: *accounts\n", 2, "found undefined alias 'accounts'"),
+        ("name: 'tiny\nsources: {}\n", 3, "found unexpected end of stream"),
+    ],
+)
+def test_invalid_yaml_names_the_fault(tmp_path, text, line, message):
+    root = build_project(tmp_path / "p", text)
+
+    result = run("validate", "--project", root)
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: 1 problem in the project:\n"
+        f"  {yml_file(root)}:{line}: invalid YAML: {message}\n"
+    )
+
+
 def test_unknown_key_suggests_the_known_one(tmp_path):
     text = PROJECT_YML.replace("    path: accounts.csv", "    pth: accounts.csv")
     root = build_project(tmp_path / "p", text)

@@ -194,24 +194,21 @@ def _parse_yaml(
     PyYAML's own construction would. Shadow scorecard files are parsed here too, so
     they get the same checks.
     """
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        issues = _node_issues(loader, node, file)
-        data = None if node is None else loader.construct_document(node)
+        node, issues, data = _compose(_Loader, text, file)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    file=file, line=line, key="", message=f"invalid YAML: {problem}"
-                )
-            ]
-        ) from None
-    finally:
-        loader.dispose()
+        error: yaml.YAMLError | None = exc
+        if _Loader is not yaml.SafeLoader:
+            # libyaml's messages leave out what PyYAML's name, such as the
+            # character or alias at fault, so PyYAML parses a rejected file again
+            # and its result or message counts.
+            try:
+                node, issues, data = _compose(yaml.SafeLoader, text, file)
+                error = None
+            except yaml.YAMLError as again:
+                error = again
+        if error is not None:
+            raise _yaml_error(error, text, file) from None
     if not isinstance(data, dict):
         raise ConfigError(
             [
@@ -224,6 +221,36 @@ def _parse_yaml(
     _index_lines(node, (), lines)
     issues += _repeated_name_issues(data, file, lines)
     return data, lines, issues
+
+
+def _compose(
+    loader_class: type[yaml.SafeLoader], text: str, file: str
+) -> tuple[yaml.Node | None, list[ConfigIssue], Any]:
+    """Compose and construct `text` with `loader_class`; raise yaml.YAMLError."""
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        issues = _node_issues(loader, node, file)
+        data = None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+    return node, issues, data
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, file: str) -> ConfigError:
+    """Return the ConfigError of a parse error, at its line where it has one."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A character that YAML does not allow, found before parsing starts.
+        line = text.count("\n", 0, exc.position) + 1
+        character = exc.character
+        code = f"U+{character:04X}" if isinstance(character, int) else repr(character)
+        problem = f"the control character {code} is not allowed in YAML; remove it"
+    return ConfigError(
+        [ConfigIssue(file=file, line=line, key="", message=f"invalid YAML: {problem}")]
+    )
 
 
 def _node_issues(
