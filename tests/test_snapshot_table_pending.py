@@ -334,6 +334,45 @@ def test_marked_date_without_snapshot_cleared(tmp_path: Path) -> None:
     assert table_dates(database) == [LATER]
 
 
+def test_mark_of_running_process_left_alone(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    project = table_project(tmp_path / "p", database, "north")
+    store = snapshot_store(project)
+    # Another run on this host marked a date and is still storing its snapshot.
+    running = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from datetime import date\n"
+            "from healthscore.store.snapshots import SnapshotStore\n"
+            "SnapshotStore(sys.argv[1]).mark_table_pending([date.fromisoformat(sys.argv[2])])\n"
+            "print('marked', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(store.folder),
+            DATES[0].isoformat(),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert running.stdout is not None
+        assert running.stdout.readline() == "marked\n"
+
+        first = backfill(project, [LATER])
+
+        assert first.pending == PendingWrite()
+        assert store.table_pending() == [DATES[0]]
+    finally:
+        running.communicate("")
+    # Once that run has ended, its mark is one left behind.
+    backfill(project, [DATES[1]])
+
+    assert store.table_pending() == []
+    assert table_dates(database) == [DATES[1], LATER]
+
+
 def test_marked_empty_snapshot_cleared(tmp_path: Path) -> None:
     database = tmp_path / "scores.duckdb"
     project = table_project(tmp_path / "p", database, "north")

@@ -321,7 +321,9 @@ class SnapshotTableWriter:
         written. The result then lists the dates left unwritten with the error,
         and they stay marked. Logs a warning that names the dates written or left.
         """
-        marked = [as_of for as_of in store.table_pending() if as_of not in skip]
+        marked = [
+            as_of for as_of in store.table_pending(running=False) if as_of not in skip
+        ]
         if not marked:
             return PendingWrite()
         written: list[date] = []
@@ -344,7 +346,7 @@ class SnapshotTableWriter:
             done = set(written)
             left = tuple(
                 as_of
-                for as_of in store.table_pending()
+                for as_of in store.table_pending(running=False)
                 if as_of not in done and as_of not in skip
             )
             result = PendingWrite(tuple(written), rows, left, _first_line(exc))

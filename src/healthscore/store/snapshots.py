@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -292,7 +293,8 @@ class SnapshotStore:
         their snapshots and clears them with `clear_table_pending` once the table
         has their rows. A run stopped in between, by a kill or a failed table write,
         leaves the marks, so a later run finds the dates with `table_pending`. Each
-        mark is an empty file, made durable before this returns.
+        mark is a file naming this process and host, made durable before this
+        returns.
         """
         if not dates:
             return
@@ -303,18 +305,29 @@ class SnapshotStore:
         if not pending.is_dir():
             pending.mkdir(exist_ok=True)
             _fsync_directory(self.folder)
+        owner = f"{os.getpid()}\n{socket.gethostname()}\n".encode()
         for as_of in dates:
-            _write_bytes(pending / as_of.isoformat(), b"")
+            _write_bytes(pending / as_of.isoformat(), owner)
         _fsync_directory(pending)
 
-    def table_pending(self) -> list[date]:
-        """Return the marked dates of `mark_table_pending`, oldest first."""
+    def table_pending(self, *, running: bool = True) -> list[date]:
+        """Return the marked dates of `mark_table_pending`, oldest first.
+
+        With `running=False`, marks of another process on this host that is still
+        running are left out: that run is between its Parquet and table writes of
+        the date, and writes the table rows itself.
+
+        NOTE: a mark made on another host counts as left behind, so two hosts that
+        share a snapshot folder can still write one date's rows twice.
+        """
         found = []
         try:
             with os.scandir(self.folder / TABLE_PENDING_DIR) as entries:
                 for entry in entries:
                     as_of = _date_from_name(entry.name)
-                    if as_of is not None:
+                    if as_of is None:
+                        continue
+                    if running or not _marked_by_running_process(Path(entry.path)):
                         found.append(as_of)
         except (FileNotFoundError, NotADirectoryError):
             return []
@@ -662,6 +675,24 @@ def _is_text(column_type: pa.DataType) -> bool:
     return bool(
         pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
     )
+
+
+def _marked_by_running_process(mark: Path) -> bool:
+    """Tell whether `mark` names another process of this host that still runs."""
+    try:
+        pid_text, host = mark.read_text(encoding="utf-8").split("\n")[:2]
+        pid = int(pid_text)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # an unreadable or empty mark is one left behind
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user
+    return True
 
 
 def _write_bytes(path: Path, content: bytes) -> None:
