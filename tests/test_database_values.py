@@ -140,7 +140,6 @@ def test_postgres_long_numeric_id_is_exact(
     ("id_type", "value", "shown"),
     [
         ("numeric(12,2)", "1002.5", "1002.50"),
-        ("numeric", "'NaN'", "NaN"),
         ("double precision", "1002.5", "1002.5"),
     ],
 )
@@ -246,6 +245,31 @@ def test_duckdb_number_ids_match_bigint(tmp_path: Path, id_type: str) -> None:
     assert report.excluded == {}
 
 
+def test_postgres_numeric_nan_id_is_missing(
+    tmp_path: Path, postgres_schema: str
+) -> None:
+    pg_execute(
+        f'CREATE TABLE "{postgres_schema}".accounts (account_id numeric, name text)',
+        f'INSERT INTO "{postgres_schema}".accounts VALUES '
+        "(1001, 'Acme'), ('NaN', 'Globex')",
+        pg_events(postgres_schema),
+    )
+    project = table_project(
+        tmp_path,
+        PG_URL,
+        f"{postgres_schema}.accounts",
+        f"{postgres_schema}.events",
+    )
+
+    sources = load_sources(project, connect(project))
+
+    relation = sources.loaded["accounts"].relation
+    found = sources.con.con.execute(
+        f'SELECT account_id, _problem FROM "{relation}" ORDER BY _row'
+    ).fetchall()
+    assert found == [("1001", None), (None, "missing_value:account_id")]
+
+
 def test_duckdb_nan_id_is_missing(tmp_path: Path) -> None:
     connection = duckdb_tables(
         tmp_path / "crm.duckdb",
@@ -273,8 +297,11 @@ NOT_WHOLE = "which is not a whole number"
         ("DOUBLE", "1002.5", "1002.5", NOT_WHOLE),
         ("DOUBLE", "'Infinity'", "inf", NOT_WHOLE),
         # 2**53 + 2 is whole, but a DOUBLE cannot hold every whole number past 2**53.
-        ("DOUBLE", "9007199254740994", "9007199254740994.0", "which is above 9,007,"),
-        ("FLOAT", "16777218", "16777218.0", "which is above 16,777,216, the limit"),
+        ("DOUBLE", "9007199254740994", "9007199254740994.0", "which is not below 9,"),
+        ("FLOAT", "16777218", "16777218.0", "which is not below 16,777,216, the"),
+        # 2**53 + 1 is stored as 2**53, so the limit itself is not an exact id.
+        ("DOUBLE", "9007199254740993", "9007199254740992.0", "which is not below 9,"),
+        ("FLOAT", "16777217", "16777216.0", "which is not below 16,777,216, the"),
     ],
 )
 def test_duckdb_fractional_id_is_error(

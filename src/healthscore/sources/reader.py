@@ -71,8 +71,9 @@ _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
 #: to 38 digits.
 NUMERIC_TEXT = "NUMERIC_TEXT"
 
-#: Limit up to which each float type stores every whole number exactly: 2**24 for
-#: FLOAT and 2**53 for DOUBLE (IEEE 754 single and double precision).
+#: Limit below which each float type stores every whole number exactly: 2**24 for
+#: FLOAT and 2**53 for DOUBLE (IEEE 754 single and double precision). The limit
+#: itself is excluded, because 2**53 + 1 rounds to 2**53 as a DOUBLE.
 EXACT_FLOAT_LIMITS = {"FLOAT": 2**24, "DOUBLE": 2**53}
 
 #: `_problem` of a row whose account id, read from a number column, is not a whole
@@ -889,6 +890,8 @@ def _account_id_parts(raw: str, raw_type: str) -> tuple[str, str, str]:
     test.
     """
     if raw_type == NUMERIC_TEXT:
+        # NaN is missing here too, as in a float column.
+        raw = f"(CASE WHEN {raw} <> 'NaN' THEN {raw} END)"
         whole = f"regexp_full_match({raw}, '-?[0-9]+([.]0*)?')"
         text = f"regexp_replace({raw}, '[.]0*$', '')"
         return raw, f"CASE WHEN {whole} THEN {text} END", f"NOT {whole}"
@@ -897,7 +900,7 @@ def _account_id_parts(raw: str, raw_type: str) -> tuple[str, str, str]:
         # NaN is a missing value in a float column, as elsewhere (see `_typed`).
         raw = f"(CASE WHEN {_finite(raw)} OR isinf({raw}) THEN {raw} END)"
         limit = EXACT_FLOAT_LIMITS[raw_type]
-        whole = f"{_finite(raw)} AND abs({raw}) <= {limit} AND {raw} = floor({raw})"
+        whole = f"{_finite(raw)} AND abs({raw}) < {limit} AND {raw} = floor({raw})"
     # 38 digits hold the whole part of every DECIMAL and of every float below
     # its limit.
     text = f"CAST(CAST({raw} AS DECIMAL(38, 0)) AS VARCHAR)"
@@ -957,8 +960,9 @@ def fractional_id_error(
     limit = EXACT_FLOAT_LIMITS.get(raw_type)
     if limit is not None and _is_whole_text(value):
         return SourceError(
-            f"{found}, which is above {limit:,}, the limit up to which a {raw_type} "
-            "column stores every whole number exactly, so the stored id may differ "
+            f"{found}, which is not below {limit:,}, the limit below which a "
+            f"{raw_type} column stores every whole number exactly, so the stored id "
+            "may differ "
             f"from the one written. Store the ids as integers or text, or {fix}"
         )
     return SourceError(
