@@ -862,11 +862,18 @@ def test_train_column_labels_hold_out_latest(tmp_path: Path) -> None:
     two = column_label_project(tmp_path / "two", [first, latest])
 
     results = []
+    trained = []
     for root in (one, two):
         result = CliRunner().invoke(app, ["train", "--project", str(root), "--json"])
         assert result.exit_code == 0, result.output
         results.append(json.loads(result.stdout)["validation"])
+        trained.append(json.loads(result.stdout))
     single, repeated = results
+
+    # The final model, too, is fitted on the latest date's 300 accounts only.
+    for summary in trained:
+        assert summary["training_dates"] == ["2024-03-01"]
+        assert (summary["rows"], summary["churned"]) == (300, 60)
 
     # A column label repeats on every date, so the earlier date adds no account:
     # the hold-out is 20 % of the latest date's 300 accounts, 12 of the 60 churned.

@@ -160,6 +160,13 @@ def train_models(
     started = time.perf_counter()
     source = observations.labels.source
     validation = _validate(project, labelled, features, kind, source)
+    if source == "column":
+        # A column label repeats on every date, so the rows of earlier dates are
+        # copies of the latest date's accounts with the same labels. In the folds
+        # of the fit, a copy would stop the trees and calibrate them on its own
+        # account, so only the latest date is fitted on, as `compare` does.
+        labelled = labelled[labelled["as_of"] == labelled["as_of"].max()]
+        labelled = labelled.reset_index(drop=True)
     final = ChurnClassifier(kind=kind)
     # Stratified folds over every date, as `compare` fits the ml method, so the
     # latest date trains trees too instead of serving only as a hold-out.
