@@ -25,6 +25,7 @@ from healthscore.models.evaluation import (
     reliability_curve,
     roc_auc,
 )
+from healthscore.models.hybrid import RuleProbability
 from healthscore.models.labels import LabelSet
 
 
@@ -823,3 +824,19 @@ def test_one_test_date_measures_lead_time():
         "the lead time counts from the one test date, 2024-03-01, because no "
         "earlier test date shows when the accounts were first flagged"
     ]
+
+
+def test_hybrid_rule_curve_rising_gives_churn_rate():
+    risk, labels = noisy_risk(1000)
+    # As a health score, the risk itself ranks churn the wrong way round: churn
+    # rises with it.
+    backward = RuleProbability().fit(risk, labels)
+    forward = RuleProbability().fit(100.0 - risk, labels)
+
+    churn_rate = labels.mean()
+    assert backward.constant_ == pytest.approx(churn_rate)
+    predicted = backward.predict(np.array([10.0, 90.0, np.nan]))
+    assert predicted == pytest.approx([churn_rate] * 3)
+    assert forward.constant_ is None
+    high, low = forward.predict(np.array([10.0, 90.0]))
+    assert high > churn_rate > low

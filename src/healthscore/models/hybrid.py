@@ -33,7 +33,10 @@ DEFAULT_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * step, 1) for step in rang
 class RuleProbability:
     """Churn probability from a rule score by Platt scaling (a 1-feature logistic fit).
 
-    Rows without a score get the training churn rate.
+    Rows without a score get the training churn rate. A fit in which churn rises
+    with the health score would turn the score upside down, so every row then
+    gets the training churn rate of the scored rows (`constant_`), as
+    `ScoreCalibrator` does for a falling risk.
     """
 
     def fit(self, score: Any, labels: np.ndarray) -> RuleProbability:
@@ -52,13 +55,18 @@ class RuleProbability:
         self.model_ = LogisticRegression(C=1e6, max_iter=1000)
         self.model_.fit(values[present].reshape(-1, 1) / 100.0, known)
         self.base_rate_ = float(labels.mean())
+        self.constant_: float | None = None
+        if float(self.model_.coef_[0, 0]) > 0:
+            self.constant_ = float(known.mean())
         return self
 
     def predict(self, score: Any) -> np.ndarray:
         values = np.asarray(score, dtype="float64")
         present = ~np.isnan(values)
         churn = np.full(len(values), self.base_rate_)
-        if present.any():
+        if self.constant_ is not None:
+            churn[present] = self.constant_
+        elif present.any():
             scaled = values[present].reshape(-1, 1) / 100.0
             churn[present] = self.model_.predict_proba(scaled)[:, 1]
         return churn
