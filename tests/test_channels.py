@@ -944,7 +944,8 @@ def test_email_temporary_refusal_is_retryable(smtp_server):
         f"sending email through 127.0.0.1:{port} failed: no recipient got the "
         "email, because the server refused cs@example.com (550 5.1.1 No such "
         "user), gone@example.com (451 4.3.0 Mailbox busy); a 4xx reply is a "
-        "temporary refusal, so the delivery is retried"
+        "temporary refusal, so the delivery is retried until it has made "
+        "alerts.delivery.max_attempts attempts"
     )
     assert caught.value.permanent is False
     assert caught.value.channel_down is False

@@ -297,6 +297,22 @@ def test_import_rejects_repeated_column(
     assert interventions_frame(state).empty
 
 
+def test_import_rejects_unnamed_columns(state, tmp_path):
+    file = write(
+        tmp_path / "export.csv",
+        "account_id,kind,occurred_on,,\na1,renewed,2026-02-01,,\n",
+    )
+
+    with pytest.raises(ImportValidationError) as caught:
+        import_outcomes(state, file, now=NOW)
+
+    assert str(caught.value) == (
+        f"{file}, line 1: columns 4, 5 (counting from 1) without a name, which must "
+        f"be deleted; the columns are {OUTCOME_COLUMNS}"
+    )
+    assert outcomes_frame(state).empty
+
+
 # ARR change and kind
 
 

@@ -328,7 +328,10 @@ class EmailSender:
                 "resend the alert"
             )
         else:
-            advice = "a 4xx reply is a temporary refusal, so the delivery is retried"
+            advice = (
+                "a 4xx reply is a temporary refusal, so the delivery is retried "
+                "until it has made alerts.delivery.max_attempts attempts"
+            )
         return DeliveryError(f"{cause}; {advice}", permanent=permanent)
 
     def _timeout_message(self) -> str:

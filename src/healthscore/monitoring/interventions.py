@@ -687,11 +687,20 @@ def _check_header(
             f"{', '.join(required)}"
         )
     missing = [name for name in required if name not in header]
-    unknown = [name for name in header if name not in required + optional]
+    # Spreadsheet exports often end the header with empty cells.
+    unnamed = [str(index) for index, name in enumerate(header, 1) if not name.strip()]
+    named = [name for name in header if name.strip()]
+    unknown = [name for name in named if name not in required + optional]
     # A row's dict would keep only the last cell of a repeated name.
-    repeated = [name for name in dict.fromkeys(header) if header.count(name) > 1]
-    if missing or unknown or repeated:
+    repeated = [name for name in dict.fromkeys(named) if named.count(name) > 1]
+    if missing or unknown or repeated or unnamed:
         parts = []
+        if unnamed:
+            noun = "column" if len(unnamed) == 1 else "columns"
+            parts.append(
+                f"{noun} {', '.join(unnamed)} (counting from 1) without a name, "
+                "which must be deleted"
+            )
         if missing:
             noun = "column" if len(missing) == 1 else "columns"
             parts.append(f"missing {noun} {', '.join(missing)}")
