@@ -124,7 +124,7 @@ def test_valid_options_after_fixes_load(tmp_path: Path) -> None:
     assert project.config.sources["nps"].options["email_attribute"] == "email_domain"
 
 
-def test_every_source_format_is_a_file_format_or_an_importer() -> None:
+def test_source_formats_files_or_importers() -> None:
     """The reader loads the importers only for formats that are not plain files."""
     declared = set(typing.get_args(SourceConfig.model_fields["format"].annotation))
     formats = {arg for member in declared for arg in typing.get_args(member)} | (

@@ -255,9 +255,9 @@ def test_claim_wins_once_and_leases(state, receiver):
 
 
 class SlowReceiver(Receiver):
-    """A receiver that answers each request `delay` seconds after it arrives.
+    """A receiver that responds to each request `delay` seconds after it arrives.
 
-    `arrived` keeps each request's arrival time by its idempotency key.
+    `arrived` records each request's arrival time by its idempotency key.
     """
 
     def __init__(self, delay: float) -> None:
@@ -300,8 +300,8 @@ def test_retry_waits_from_own_failure(state, slow_receiver):
     next_sends = [*arrivals[1:], ended]
     backoff = timedelta(seconds=SETTINGS.backoff_base)
     for record, arrived, next_send in zip(records, arrivals, next_sends, strict=True):
-        # Each attempt fails once its answer comes, 1 s after the request arrived,
-        # and before the next request starts.
+        # Each attempt fails when its response arrives, 1 s after the request, and
+        # before the next request starts.
         assert record.next_attempt_at >= arrived + timedelta(seconds=1) + backoff
         assert record.next_attempt_at <= next_send + backoff
 

@@ -61,8 +61,8 @@ LOCK_WAIT_SECONDS = 30
 
 
 #: Rows of pending dates after which `write_pending` commits a transaction, so a
-#: transaction holds at most this many rows plus those of one date. It is the
-#: bound of a backfill batch (`monitoring.backfill.ROWS_PER_BATCH`).
+#: transaction contains at most this many rows plus those of one date. It equals
+#: the bound of a backfill batch (`monitoring.backfill.ROWS_PER_BATCH`).
 PENDING_ROWS_PER_WRITE = 500_000
 
 #: Column with the key of the project that wrote each row.
