@@ -571,6 +571,56 @@ def test_rescore_table_recovers_after_failure(
     assert "has no column as_of" in failed.snapshot_table_error
     assert recovered.snapshot_table_error is None
     assert duckdb_table(database) == expected_scores(project, today(project))
+    assert snapshot_store(project).table_pending() == []
+
+
+def test_rescore_table_failure_leaves_day_marked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_module, "SNAPSHOT_TABLE_RETRY_SECONDS", 60.0)
+    connection = f"postgresql://127.0.0.1:{closed_port()}/test"
+    project = table_project(tmp_path, {"connection": connection, "table": "scores"})
+    scorer = LiveScorer(project)
+    try:
+        failed = scorer.rescore(["a1"])
+        add_events(project, {"a1": 1})
+        paused = scorer.rescore(["a1"])
+    finally:
+        scorer.close()
+
+    assert failed.snapshot_table_error is not None
+    assert paused.snapshot_table_error is None  # skipped during the pause
+    # Both batches stored the Parquet snapshot; the table still lacks the day, so
+    # the day stays marked for the next writer.
+    assert snapshot_store(project).table_pending() == [today(project)]
+
+
+def test_rescore_writes_dates_left_pending(tmp_path: Path) -> None:
+    database = tmp_path / "scores.duckdb"
+    settings = {"connection": f"duckdb://{database}", "table": "health_scores"}
+    project = table_project(tmp_path, settings)
+    add_events(project, {"a1": 2, "a2": 1})
+    earlier = today(project) - timedelta(days=3)
+    score(live_project(project), earlier, monitor=False)
+    # A run stopped between the Parquet snapshot and the table write leaves the
+    # date marked and its rows missing from the table.
+    con = duckdb.connect(str(database))
+    con.execute("DELETE FROM health_scores WHERE as_of = ?", [earlier])
+    con.close()
+    snapshot_store(project).mark_table_pending([earlier])
+    scorer = LiveScorer(project)
+    try:
+        result = scorer.rescore(["a1"])
+    finally:
+        scorer.close()
+
+    assert result.snapshot_table_error is None
+    rows = duckdb_table(database)
+    assert sorted({row["as_of"] for row in rows}) == [earlier, today(project)]
+    assert [row for row in rows if row["as_of"] == earlier] == expected_scores(
+        project, earlier
+    )
+    assert snapshot_store(project).table_pending() == []
 
 
 def test_worker_logs_table_failure(

@@ -73,8 +73,8 @@ from healthscore.sources.stored import (
     rollups_used,
 )
 from healthscore.store import StateStore
-from healthscore.store.snapshot_tables import SnapshotTableError, write_snapshot_table
-from healthscore.store.snapshots import RUN_FILE
+from healthscore.store.snapshot_tables import SnapshotTableError, write_run
+from healthscore.store.snapshots import RUN_FILE, SnapshotStore
 
 logger = logging.getLogger(__name__)
 
@@ -258,9 +258,14 @@ class LiveScorer:
         info["rescored_accounts"] = len(wanted)
         info["full_run"] = reason is not None
         info["full_run_at"] = population.full_run_at.isoformat(timespec="seconds")
-        run.snapshot = snapshot_store(self.project).write(day, run.tables(), info)
+        store = snapshot_store(self.project)
+        if self.project.config.store.snapshot_table is not None:
+            # As in `pipeline.score`: a batch stopped before the table has the
+            # day's rows leaves the mark, and the next writer writes the day.
+            store.mark_table_pending([day])
+        run.snapshot = store.write(day, run.tables(), info)
         population.snapshot_stamp = _run_stamp(run.snapshot)
-        table_error = self._write_snapshot_table(day, result.scores)
+        table_error = self._write_snapshot_table(store, day, result.scores)
         subset = dataclasses.replace(
             result,
             scores=_rows_of(result.scores, wanted),
@@ -313,15 +318,20 @@ class LiveScorer:
         text = empty_population_warning(self.project, day, usable)
         logger.warning("%s", text.removeprefix("warning: "))
 
-    def _write_snapshot_table(self, day: date, scores: pd.DataFrame) -> str | None:
+    def _write_snapshot_table(
+        self, store: SnapshotStore, day: date, scores: pd.DataFrame
+    ) -> str | None:
         """Replace the day's rows of `store.snapshot_table`; return the error if any.
 
-        After a failure, writes pause for SNAPSHOT_TABLE_RETRY_SECONDS. Every batch
-        writes the scores of the whole population, so the first batch after the
-        pause brings the day's rows up to date.
+        The day's mark in `store` is cleared once the rows are written, and the
+        dates that earlier runs left marked are written next. After a failure,
+        writes pause for SNAPSHOT_TABLE_RETRY_SECONDS and the day stays marked.
+        Every batch writes the scores of the whole population, so the first batch
+        after the pause brings the day's rows up to date. A day that no batch
+        writes again stays marked, and the next `healthscore score` or
+        `healthscore backfill` writes it from its snapshot once this process has
+        stopped (a later batch of this process writes it too).
         """
-        # NOTE: when no batch follows the pause, the table keeps stale rows of the
-        # day until the next batch or `healthscore score` of that date.
         settings = self.project.config.store.snapshot_table
         if settings is None:
             return None
@@ -331,7 +341,7 @@ class LiveScorer:
             )
             return None
         try:
-            write_snapshot_table(self.project, settings, day, scores)
+            write_run(self.project, settings, store, day, scores)
         except SnapshotTableError as exc:
             self._table_paused_until = time.monotonic() + SNAPSHOT_TABLE_RETRY_SECONDS
             return str(exc)
