@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -412,6 +413,103 @@ def test_removed_account_after_later_run(writer):
         "2026-02-01",
         "2026-03-01",
     ]
+
+
+def test_removed_account_marked_in_list(writer):
+    client, token, project = writer
+    remove_globex(project)
+
+    listed = get(client, token["admin"], "/accounts", sort="account_id")
+    exported = client.get(
+        f"{API}/exports/accounts.csv",
+        headers=bearer(token["admin"]),
+        params={"sort": "account_id"},
+    )
+    rows = read_csv(exported.text)
+
+    items = {item["account_id"]: item for item in listed["items"]}
+    assert ids(listed["items"]) == ["a1", "a2", "a3", "a4"]
+    assert items["a2"]["in_accounts_source"] is False
+    assert items["a2"]["name"] is None
+    assert items["a2"]["owner"] is None
+    assert items["a2"]["score"] == 50.0
+    assert items["a1"]["in_accounts_source"] is True
+    assert items["a1"]["name"] == "Acme"
+    assert exported.status_code == 200
+    assert [row["account_id"] for row in rows] == ["a1", "a2", "a3", "a4"]
+    assert [row["in_accounts_source"] for row in rows] == [
+        "True",
+        "False",
+        "True",
+        "True",
+    ]
+    assert rows[1]["name"] == ""
+    assert rows[1]["owner"] == ""
+
+
+def test_removed_account_keeps_stored_attributes(tmp_path):
+    root = tmp_path / "project"
+    service_project(root, "sqlite:///.healthscore/state.db", scored=False)
+    config = yaml.safe_load((root / "healthscore.yml").read_text())
+    # Attribute metrics store each account's name and owner in the snapshot.
+    config["metrics"]["account_name"] = {"type": "attribute", "column": "name"}
+    config["metrics"]["account_owner"] = {"type": "attribute", "column": "owner"}
+    config["metrics"]["account_arr"] = {"type": "attribute", "column": "arr"}
+    (root / "healthscore.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    project = load_project(root)
+    score(project, LATEST)
+    remove_globex(project)
+    state = StateStore.open(project.config.store.state, project.root)
+    with TestClient(create_app(project, state=state)) as client:
+        token = tokens(state)
+        listed = get(client, token["admin"], "/accounts", owner="bob")
+        row = get(client, token["admin"], "/accounts/a2")
+        exported = client.get(
+            f"{API}/exports/accounts.csv",
+            headers=bearer(token["admin"]),
+            params={"owner": "bob", "sort": "account_id"},
+        )
+        by_csm = client.get(f"{API}/accounts/a2", headers=bearer(token["csm"]))
+        listed_by_csm = get(client, token["csm"], "/accounts")
+    state.close()
+    rows = read_csv(exported.text)
+
+    assert ids(listed["items"]) == ["a3", "a2"]
+    assert row["name"] == "Globex"
+    assert row["owner"] == "bob"
+    assert row["arr"] == 9000.0
+    assert row["segment"] is None
+    assert row["in_accounts_source"] is False
+    assert [row["account_id"] for row in rows] == ["a2", "a3"]
+    assert rows[0]["name"] == "Globex"
+    assert rows[0]["in_accounts_source"] == "False"
+    # A csm token reads an account's owner from the accounts source only.
+    assert by_csm.status_code == 404
+    assert ids(listed_by_csm["items"]) == ["a3"]
+
+
+def test_removed_account_scoped_routes_marked(writer):
+    client, token, project = writer
+    remove_globex(project)
+    admin = token["admin"]
+    paths = [
+        "/explanation",
+        "/forecast",
+        "/alerts",
+        "/tasks",
+        "/notes",
+        "/overrides",
+    ]
+
+    for path in paths:
+        removed = get(client, admin, f"/accounts/a2{path}")
+        kept = get(client, admin, f"/accounts/a1{path}")
+        assert removed["account_id"] == "a2", path
+        assert removed["in_accounts_source"] is False, path
+        assert kept["in_accounts_source"] is True, path
+    compared = get(client, admin, "/accounts/a2/explanation", compare_to="2026-01-01")
+    assert compared["in_accounts_source"] is False
+    assert compared["change"] == 0.0
 
 
 def test_viewer_cannot_write(writer):

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from healthscore.config import Project
+from healthscore.config.models import AttributeMetric
 from healthscore.monitoring.history import HISTORY_COLUMNS
 from healthscore.monitoring.trends import compute_trends
 from healthscore.pipeline import snapshot_store
@@ -48,6 +49,10 @@ RETRY_PAUSE_SECONDS = 0.05
 
 #: Account columns the service shows beside the scores, when the source has them.
 ACCOUNT_COLUMNS = ("name", "segment", "owner", "arr", "mrr")
+
+#: Columns of the accounts table that an attribute metric can store in a snapshot.
+#: An account removed from the accounts source keeps the stored values.
+STORED_ATTRIBUTE_COLUMNS = ("name", "segment", "owner", "arr")
 
 #: Seconds an accounts table read from a source without plain files is kept.
 ACCOUNTS_TTL_SECONDS = 60.0
@@ -202,14 +207,15 @@ class ProjectData:
     def account_frame(self, as_of: date) -> pd.DataFrame:
         """Return the accounts table of `as_of` for every account, indexed by id.
 
-        `healthscore.service.views.build_account_table` builds it, and it is kept
-        until a snapshot or the accounts source changes (a database table: until
+        `healthscore.service.views.build_account_table` builds it, and
+        `_mark_removed_accounts` adds `in_accounts_source`. It is kept until a
+        snapshot or the accounts source changes (a database table: until
         ACCOUNTS_TTL_SECONDS have passed). Callers must not modify it.
         """
         from healthscore.service.views import build_account_table
 
         def build() -> pd.DataFrame:
-            frame = build_account_table(self, as_of)
+            frame = self._mark_removed_accounts(build_account_table(self, as_of), as_of)
             indexed = frame.set_index(frame["account_id"], drop=False)
             indexed.index.name = None
             return indexed
@@ -217,6 +223,65 @@ class ProjectData:
         key = f"accounts table {as_of.isoformat()}"
         version = (self._snapshot_version(), self._accounts_version())
         return self._current(key, version, build)
+
+    def _mark_removed_accounts(self, frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+        """Insert `in_accounts_source` after `arr`, false for removed accounts.
+
+        A removed account is one that the accounts source no longer lists, although
+        the snapshot of `as_of` scored it. Its row takes its attributes from that
+        snapshot's attribute metrics where it stores them, and they stay missing
+        otherwise.
+        """
+        ids = frame["account_id"].astype(str)
+        known = ids.isin(self.accounts().index)
+        frame.insert(frame.columns.get_loc("arr") + 1, "in_accounts_source", known)
+        if known.all():
+            return frame
+        stored = self._stored_attributes(as_of, set(ids[~known]))
+        for column, values in stored.items():
+            frame[column] = frame[column].where(known, ids.map(values))
+        return frame
+
+    def _stored_attributes(
+        self, as_of: date, account_ids: set[str]
+    ) -> dict[str, pd.Series]:
+        """Return STORED_ATTRIBUTE_COLUMNS of the accounts as the snapshot stores them.
+
+        A column's values, indexed by account id, come from the metrics table of the
+        snapshot of `as_of`: per account, from the first attribute metric in
+        healthscore.yml that reads the column and has a value. Columns that no
+        attribute metric reads are left out.
+        """
+        # NOTE: the metrics are matched by the names that healthscore.yml gives them
+        # now, so a metric renamed or pointed at another column since the snapshot
+        # was stored is missed or read as the column it reads now.
+        readers = {
+            name: metric.column
+            for name, metric in self.project.config.metrics.items()
+            if isinstance(metric, AttributeMetric)
+            and metric.column in STORED_ATTRIBUTE_COLUMNS
+        }
+        if not readers:
+            return {}
+        metrics = self.table(as_of, "metrics")
+        metrics = metrics[
+            metrics["metric"].isin(readers)
+            & metrics["account_id"].astype(str).isin(account_ids)
+        ]
+        stored: dict[str, pd.Series] = {}
+        for name, column in readers.items():
+            rows = metrics[metrics["metric"] == name]
+            ids = rows["account_id"].astype(str).to_numpy()
+            # Text columns are stored in value_text, number columns such as arr in
+            # value, so each column keeps the dtype of its kind.
+            text = pd.Series(rows["value_text"].to_numpy(), index=ids).dropna()
+            numbers = pd.Series(rows["value"].to_numpy(), index=ids).dropna()
+            found = numbers if text.empty else text
+            previous = stored.get(column)
+            if previous is not None:
+                found = previous.combine_first(found)
+            stored[column] = found
+        return stored
 
     def trends(self, as_of: date) -> pd.DataFrame:
         """Return `compute_trends` as of `as_of`, cached until a snapshot changes."""

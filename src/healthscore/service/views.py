@@ -50,8 +50,9 @@ PortfolioGroup = Literal["band", "segment", "owner"]
 def account_table(access: Access, as_of: date) -> pd.DataFrame:
     """Return every account scored as of `as_of` that the token can read.
 
-    One row per account with ACCOUNT_TABLE_COLUMNS; attributes that the accounts
-    source lacks are empty.
+    One row per account with ACCOUNT_TABLE_COLUMNS and `in_accounts_source` (see
+    `ProjectData.account_frame`). Attributes that the accounts source lacks are
+    empty, except those that a removed account's snapshot stores.
     """
     frame = access.context.data.account_frame(as_of)
     visible = frame[access.filter_ids(frame["account_id"])]

@@ -103,11 +103,11 @@ def _check_band(access: AccessDependency, band: str) -> None:
 def get_account(
     account_id: str, access: AccessDependency, as_of: AsOf = None
 ) -> dict[str, Any]:
-    """Return one account's score, band, trend and attributes.
+    """Return one account's row of the accounts list: score, band, trend, attributes.
 
-    `in_accounts_source` is false for an account removed from the accounts source
-    since a stored snapshot scored it. Its stored rows are returned without the
-    attributes, which only the accounts source has.
+    The row's `in_accounts_source` is false for an account removed from the
+    accounts source since a stored snapshot scored it. Such a row has the
+    attributes that attribute metrics stored in the snapshot, and no others.
     """
     access.check_readable(account_id)
     day = access.context.data.resolve_as_of(as_of)
@@ -115,8 +115,19 @@ def get_account(
     if row is None:
         raise _not_in_population(access, account_id, day)
     result: dict[str, Any] = jsonable(row.to_dict())
-    result["in_accounts_source"] = access.context.data.is_known(account_id)
     return result
+
+
+def account_fields(access: Access, account_id: str) -> dict[str, Any]:
+    """Return `account_id` and `in_accounts_source`, the fields of every account route.
+
+    `in_accounts_source` is false for an account removed from the accounts source
+    since a stored snapshot scored it, as in the accounts list.
+    """
+    return {
+        "account_id": account_id,
+        "in_accounts_source": access.context.data.is_known(account_id),
+    }
 
 
 def _not_in_population(access: Access, account_id: str, day: date) -> ApiError:
@@ -140,8 +151,7 @@ def get_history(account_id: str, access: AccessDependency) -> dict[str, Any]:
     history = access.context.data.history()
     own = history[history["account_id"].astype(str) == account_id]
     return {
-        "account_id": account_id,
-        "in_accounts_source": access.context.data.is_known(account_id),
+        **account_fields(access, account_id),
         "history": jsonable(own[["as_of", "score", "band"]]),
     }
 
@@ -163,8 +173,7 @@ def get_components(
     components = data.table(day, "components")
     own = components[components["account_id"].astype(str) == account_id]
     return {
-        "account_id": account_id,
-        "in_accounts_source": data.is_known(account_id),
+        **account_fields(access, account_id),
         "as_of": day.isoformat(),
         "components": jsonable(own.drop(columns=["account_id"])),
     }
@@ -194,7 +203,7 @@ def get_explanation(
         with layer_errors():
             table = explain_account(after_measures, after_score)
         return {
-            "account_id": account_id,
+            **account_fields(access, account_id),
             "as_of": day.isoformat(),
             "score": jsonable(after_score["score"]),
             "band": after_score["band"],
@@ -209,7 +218,7 @@ def get_explanation(
         )
     change = float(after_score["score"]) - float(before_score["score"])
     return {
-        "account_id": account_id,
+        **account_fields(access, account_id),
         "as_of": day.isoformat(),
         "compare_to": before_day.isoformat(),
         "score": jsonable(after_score["score"]),
@@ -248,7 +257,10 @@ def get_account_alerts(account_id: str, access: AccessDependency) -> dict[str, A
     access.check_readable(account_id)
     records = list_alerts(access.context.state)
     own = [record for record in records if record.alert.account_id == account_id]
-    return {"account_id": account_id, "alerts": [alert_json(item) for item in own]}
+    return {
+        **account_fields(access, account_id),
+        "alerts": [alert_json(item) for item in own],
+    }
 
 
 @router.get("/{account_id}/tasks")
@@ -256,7 +268,7 @@ def get_account_tasks(account_id: str, access: AccessDependency) -> dict[str, An
     """List the account's tasks in every state, by due date."""
     access.check_readable(account_id)
     found = list_tasks(access.context.state, account_id=account_id)
-    return {"account_id": account_id, "tasks": jsonable(found)}
+    return {**account_fields(access, account_id), "tasks": jsonable(found)}
 
 
 @router.get("/{account_id}/notes")
@@ -264,7 +276,7 @@ def get_notes(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """List the account's notes, newest first."""
     access.check_readable(account_id)
     return {
-        "account_id": account_id,
+        **account_fields(access, account_id),
         "notes": jsonable(list_notes(access.context.state, account_id)),
     }
 
@@ -308,7 +320,10 @@ def get_overrides(
     found = access.context.state.list_overrides(
         include_expired, as_of=today, account_id=account_id
     )
-    return {"account_id": account_id, "overrides": override_rows(found, today)}
+    return {
+        **account_fields(access, account_id),
+        "overrides": override_rows(found, today),
+    }
 
 
 @router.post("/{account_id}/overrides", status_code=status.HTTP_201_CREATED)
@@ -451,8 +466,8 @@ def get_forecast(
             f"no forecast is available for account {account_id!r}: it has no score "
             f"as of {day.isoformat()}"
         )
-    result: dict[str, Any] = jsonable(row.iloc[0].to_dict())
-    return result
+    forecast: dict[str, Any] = jsonable(row.iloc[0].to_dict())
+    return {**account_fields(access, account_id), **forecast}
 
 
 def _forecast_function() -> Callable[..., pd.DataFrame] | None:
