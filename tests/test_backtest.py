@@ -531,11 +531,60 @@ def test_backward_risk_probability_is_noted():
     (result,), _ = run_methods(monthly_project(), observations, [_BackwardRisk()])
 
     assert result.roc_auc == 0.0
-    assert result.calibration == "Platt (sigmoid)"
+    assert result.calibration == "constant churn rate"
     probability = result.predictions["probability"].to_numpy()
     assert probability == pytest.approx(np.full(len(probability), 0.25))
     note = result.to_dict()["note"]
     assert "every test row gets 25.0%" in note
+
+
+class _BackwardOnFebruary:
+    """A method that ranks churn first, but the wrong way round on 2024-02-01."""
+
+    key = "february"
+    explainable = True
+
+    def fit_predict(self, train, test, context):
+        from healthscore.models.backtest import Prediction
+
+        risks = []
+        for frame in (train, test):
+            labels = frame["label"].to_numpy()
+            backward = (frame["as_of"] == pd.Timestamp("2024-02-01")).to_numpy()
+            risks.append(np.where(backward, 1.0 - labels, labels))
+        return Prediction(train_risk=risks[0], test_risk=risks[1])
+
+
+def test_calibration_names_constant_and_platt():
+    from healthscore.models.backtest import run_methods
+
+    # The splits 2024-02-01, 2024-03-01 and 2024-04-01 calibrate on the date before
+    # them, where 10 of 40 rows churned. Only the split 2024-03-01 calibrates on the
+    # backward ranking of 2024-02-01, so only its test rows get the churn rate.
+    observations = varied_observations([10, 10, 10, 10])
+
+    (result,), _ = run_methods(monthly_project(), observations, [_BackwardOnFebruary()])
+
+    assert result.calibration == "Platt (sigmoid) and constant churn rate"
+    predictions = result.predictions
+    march = predictions[predictions["split"] == "2024-03-01"]["probability"]
+    assert march.to_numpy() == pytest.approx(np.full(len(march), 0.25))
+    others = predictions[predictions["split"] != "2024-03-01"]["probability"]
+    assert others.nunique() > 1
+
+
+def test_reliability_title_names_constant_calibration(capsys):
+    from healthscore.cli.validation import _print_detail
+    from healthscore.models.backtest import run_methods
+
+    observations = varied_observations([10, 10, 10, 10])
+    (result,), _ = run_methods(monthly_project(), observations, [_BackwardRisk()])
+
+    _print_detail(result)
+
+    output = capsys.readouterr().out
+    assert "Reliability of backward (constant churn rate)" in output
+    assert "Platt" not in output
 
 
 def test_constant_probability_per_split_is_noted():

@@ -245,28 +245,55 @@ def test_label_column_note_left_out_of_clusters(tmp_path):
     assert "clusters of 7,043 accounts" in " ".join(result.output.split())
 
 
-def test_clusters_without_outcomes(tmp_path) -> None:
-    from datetime import date, timedelta
+def no_outcome_project(tmp_path, days, **outcomes):
+    """Store the snapshots of `days` of a project whose labels come from outcomes,
+    with no outcome imported.
+
+    The project has no subscriptions source, so its labels come from imported
+    outcomes. Accounts a0 to a19 log 0 to 2 events before each date and a20 to a39
+    log 8 to 10, so the clusters hold 20 accounts each.
+    """
+    from datetime import timedelta
 
     from healthscore.pipeline import score
     from project_factory import minimal_config, write_project
 
-    # No subscriptions source and no imported outcome, so no churn label can be
-    # made. Accounts a0 to a19 log 0 to 2 events and a20 to a39 log 8 to 10.
-    as_of = date(2024, 3, 1)
     accounts = ["account_id,segment"]
     events = ["account_id,timestamp"]
     for number in range(40):
         accounts.append(f"a{number},smb")
-        for count in range(number % 3 + (8 if number >= 20 else 0)):
-            stamp = as_of - timedelta(days=1 + count)
-            events.append(f"a{number},{stamp.isoformat()}T12:00:00")
+        for as_of in days:
+            for count in range(number % 3 + (8 if number >= 20 else 0)):
+                stamp = as_of - timedelta(days=1 + count)
+                events.append(f"a{number},{stamp.isoformat()}T12:00:00")
     files = {
         "accounts.csv": "\n".join(accounts) + "\n",
         "events.csv": "\n".join(events) + "\n",
     }
-    project = write_project(tmp_path, minimal_config(), files)
-    score(project, as_of, monitor=False)
+    config = minimal_config(outcomes=outcomes) if outcomes else minimal_config()
+    project = write_project(tmp_path, config, files)
+    for as_of in days:
+        score(project, as_of, monitor=False)
+
+
+#: Note of `clusters` when the labels come from outcomes and none is imported.
+NO_OUTCOME_NOTE = (
+    "Churn rates are not measured because no outcome is imported. Import the churn "
+    "outcomes with `healthscore outcomes import FILE`."
+)
+
+
+@pytest.mark.parametrize(
+    "outcomes",
+    [{}, {"observed_until": "2024-05-01"}],
+    ids=["observed_until unset", "observed_until set"],
+)
+def test_clusters_without_outcomes(tmp_path, outcomes) -> None:
+    from datetime import date
+
+    # With observed_until set, the horizon of 2024-03-01 ends by then and that of
+    # 2024-06-01 does not, but no outcome records whether any account churned.
+    no_outcome_project(tmp_path, [date(2024, 3, 1), date(2024, 6, 1)], **outcomes)
     arguments = ["clusters", "--max-clusters", "2", "--project", str(tmp_path)]
 
     listed = CliRunner().invoke(app, [*arguments, "--json"])
@@ -274,10 +301,56 @@ def test_clusters_without_outcomes(tmp_path) -> None:
 
     assert listed.exit_code == 0, listed.output
     data = json.loads(listed.stdout)
-    assert data["as_of"] == "2024-03-01"
+    # No outcome is known, so the default is the latest snapshot.
+    assert data["as_of"] == "2024-06-01"
     assert [row["size"] for row in data["clusters"]] == [20, 20]
     assert [row["churn_rate"] for row in data["clusters"]] == [None, None]
+    assert [row["churned"] for row in data["clusters"]] == [None, None]
+    assert data["notes"] == [NO_OUTCOME_NOTE]
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split() for line in shown.stdout.splitlines() if "events_28d" in line]
+    assert [row[-1] for row in rows] == ["-", "-"]
+    notes = " ".join(shown.stderr.split())
+    assert NO_OUTCOME_NOTE in notes
+    assert "churn rate 0.0%" not in notes
+
+
+def test_clusters_with_imported_outcomes(tmp_path) -> None:
+    from datetime import date
+
+    # a0 to a4, in the cluster of low activity, churn within the 1mo horizon of
+    # 2024-03-01, which ends by observed_until.
+    no_outcome_project(tmp_path, [date(2024, 3, 1)], observed_until="2024-05-01")
+    rows = [f"a{number},churned,2024-03-15" for number in range(5)]
+    (tmp_path / "outcomes.csv").write_text(
+        "account_id,kind,occurred_on\n" + "\n".join(rows) + "\n"
+    )
+    folder = ["--project", str(tmp_path)]
+    imported = CliRunner().invoke(
+        app, ["outcomes", "import", str(tmp_path / "outcomes.csv"), *folder]
+    )
+
+    listed = CliRunner().invoke(
+        app, ["clusters", "--max-clusters", "2", *folder, "--json"]
+    )
+
+    assert imported.exit_code == 0, imported.output
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    rates = {row["name"]: row["churn_rate"] for row in data["clusters"]}
+    assert rates == {"weak events_28d": 0.25, "strong events_28d": 0.0}
+    assert NO_OUTCOME_NOTE not in data["notes"]
+
+
+def test_clusters_without_outcomes_explains_labels(tmp_path) -> None:
+    from datetime import date
+
+    no_outcome_project(tmp_path, [date(2024, 3, 1)])
+
+    shown = CliRunner().invoke(
+        app, ["clusters", "--max-clusters", "2", "--project", str(tmp_path)]
+    )
+
     assert shown.exit_code == 0, shown.output
     notes = " ".join(shown.stderr.split())
     assert "no account has a churn label: no outcomes are imported" in notes
-    assert "Churn rates are missing: no stored snapshot has a known churn" in notes

@@ -266,7 +266,8 @@ def test_backtest_without_churn_says_so(no_churn_dir, dates):
     result = CliRunner().invoke(
         app, ["backtest", "--project", str(no_churn_dir), *dates]
     )
-    assert result.exit_code == 0, result.output
+    # Nothing was measured, so the exit status marks the run as failed.
+    assert result.exit_code == 1, result.output
     text = unwrapped(result.stdout)
     assert "No churned observations: none of the" in text
     assert "Labels come from the subscriptions source 'subscriptions'" in text
@@ -277,13 +278,31 @@ def test_backtest_without_churn_says_so(no_churn_dir, dates):
     assert widest(result.stdout) <= 80
 
 
+def stored_runs(root: Path, command: str) -> list[dict[str, Any]]:
+    """Return the stored runs of `command`, oldest first, as `--history --json`."""
+    listing = invoke(command, "--history", "--project", str(root), "--json")
+    runs: list[dict[str, Any]] = json.loads(listing)
+    return runs
+
+
 def test_backtest_without_churn_json(no_churn_dir):
-    data = json.loads(invoke("backtest", "--project", str(no_churn_dir), "--json"))
+    before = stored_runs(no_churn_dir, "backtest")
+
+    result = CliRunner().invoke(
+        app, ["backtest", "--project", str(no_churn_dir), "--json"]
+    )
+
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
     assert data["churned"] == 0
     assert data["retained"] > 0
     assert data["methods"] == []
     assert data["label_source"] == "subscriptions"
     assert "No churned observations" in data["note"]
+    after = stored_runs(no_churn_dir, "backtest")
+    assert len(after) == len(before) + 1
+    assert after[-1]["note"] == data["note"]
+    assert after[-1]["methods"] == []
 
 
 def test_learn_writes_proposal_and_shadow_scores(project_dir):
@@ -833,21 +852,28 @@ def test_compare_json_counts_rows_per_method(monthly_dir):
 
 
 def test_compare_without_churn_says_so(no_churn_dir):
+    before = stored_runs(no_churn_dir, "compare")
+
     result = CliRunner().invoke(
         app, ["compare", "--project", str(no_churn_dir), "--methods", "rules,weighted"]
     )
+    listed = CliRunner().invoke(
+        app,
+        ["compare", "--project", str(no_churn_dir), "--methods", "rules", "--json"],
+    )
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     text = unwrapped(result.stdout)
     assert "No churned observations: none of the" in text
     assert "%" not in text
     assert "precision" not in text
-    data = json.loads(
-        invoke(
-            "compare", "--project", str(no_churn_dir), "--methods", "rules", "--json"
-        )
-    )
-    assert data == []
+    assert listed.exit_code == 1, listed.output
+    assert json.loads(listed.stdout) == []
+    assert "No churned observations: none of the" in unwrapped(listed.stderr)
+    after = stored_runs(no_churn_dir, "compare")
+    assert len(after) == len(before) + 2
+    assert "No churned observations: none of the" in after[-1]["note"]
+    assert after[-1]["methods"] == []
 
 
 def test_compare_with_few_churned_test_rows_says_so(tmp_path):
@@ -1196,7 +1222,7 @@ def test_compare_without_churn_names_labels_once(no_churn_dir, json_option):
         ],
     )
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     output = unwrapped(result.stdout + "\n" + result.stderr)
     assert output.count("Labels come from") == 1
     assert output.count("No churned observations") == 1

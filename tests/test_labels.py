@@ -243,6 +243,30 @@ def test_outcome_labels_observed_until_after_outcomes():
     assert close.notes == []
 
 
+def test_outcome_labels_none_imported_notes():
+    stored = pd.DataFrame(
+        {
+            "account_id": pd.Series([], dtype=object),
+            "kind": pd.Series([], dtype=object),
+            "occurred_on": pd.Series([], dtype=object),
+        }
+    )
+    result = outcome_labels(
+        project(observed_until="2024-03-15"),
+        pairs(("a", "2024-02-01"), ("a", "2024-03-01")),
+        stored,
+    )
+    frame = result.frame
+    # The 1mo horizon of 2024-02-01 ends by 2024-03-15, but that of 2024-03-01 not.
+    assert labelled(frame, "a", "2024-02-01")["label"] == 0.0
+    assert np.isnan(labelled(frame, "a", "2024-03-01")["label"])
+    assert any(
+        note.startswith("no outcome is imported, so every observation")
+        and "(2024-03-15)" in note
+        for note in result.notes
+    ), result.notes
+
+
 def test_observed_until_after_subscriptions_raises():
     closed = SUBSCRIPTIONS[SUBSCRIPTIONS["end"].notna()]
     with pytest.raises(ValueError) as raised:

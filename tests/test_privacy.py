@@ -1383,16 +1383,19 @@ def test_pseudonymized_project_reads_source_subsets(tmp_path, monkeypatch):
     for as_of in DATES:
         pipeline.score(project, as_of)
 
-    # These commands read the accounts and subscriptions sources only.
+    # These commands read the accounts and subscriptions sources only. No outcome
+    # horizon has ended, so the backtest measures nothing and exits with status 1.
     commands = [
-        ("report", "--as-of", DATES[0]),
-        ("backtest",),
-        ("override", "add", KEPT_ACCOUNT, "--score", 70, "--reason", "renewal",
-         "--author", "dpo", "--expires", "2099-01-01"),
+        (("report", "--as-of", DATES[0]), 0),
+        (("backtest",), 1),
+        (("override", "add", KEPT_ACCOUNT, "--score", 70, "--reason", "renewal",
+          "--author", "dpo", "--expires", "2099-01-01"), 0),
     ]  # fmt: skip
-    for command in commands:
+    for command, status in commands:
         result = run_cli(*command, "--project", project.root)
-        assert result.exit_code == 0, (command, result.output)
+        assert result.exit_code == status, (command, result.output)
+        if command == ("backtest",):
+            assert "No labelled observations" in result.stdout
     with StateStore.open(project.config.store.state, project.root) as state:
         token = create_token(state, role="admin", name="ops").token
         with TestClient(create_app(project, state=state)) as client:

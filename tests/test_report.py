@@ -692,6 +692,7 @@ def test_models_section_without_calibration(tmp_path):
         (root / ".healthscore" / "models" / "backtest.json").read_text("utf-8")
     )
     assert stored["methods"][0]["reliability"] == []
+    assert stored["methods"][0]["calibration"] == ""
 
     succeeded(run("report", "--project", root, "--as-of", "2026-06-01"))
     page = (root / "output" / "report-2026-06-01.html").read_text("utf-8")
@@ -708,6 +709,7 @@ def test_models_section_without_calibration(tmp_path):
     assert "models-bands-missing" not in models
     # No comparison was stored, so the page has no comparison part at all.
     assert "models-compare" not in models
+    assert "Calibration of the churn probabilities of a score: none," in models
 
 
 def test_band_rows_add_insufficient_data():

@@ -207,7 +207,7 @@ def test_models_without_snapshots_advise_score(tmp_path, command):
 def test_empty_label_column_backtest_advice(tmp_path):
     root = column_project(tmp_path, [""] * ACCOUNTS)
 
-    stdout, _ = run("backtest", "--project", str(root))
+    stdout, _ = run("backtest", "--project", str(root), code=1)
 
     assert stdout == (
         "No labelled observations: no observation has a known churn outcome, so "
@@ -233,7 +233,7 @@ def test_empty_label_column_train_advice(tmp_path):
 def test_all_retained_column_names_no_horizon(tmp_path):
     root = column_project(tmp_path, ["No"] * ACCOUNTS)
 
-    stdout, _ = run("backtest", "--project", str(root))
+    stdout, _ = run("backtest", "--project", str(root), code=1)
 
     assert stdout.startswith(
         "No churned observations: none of the 200 labelled observations churned, so "

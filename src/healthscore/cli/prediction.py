@@ -827,6 +827,11 @@ def clusters(
     project = open_project(project_dir)
     observations = _observations(project, require_labels=False)
     frame = observations.frame
+    no_outcome = _no_outcome_imported(project)
+    if no_outcome:
+        # With outcomes.observed_until set, the labels count every account whose
+        # horizon ended by then as retained, although no imported outcome records it.
+        frame = frame.assign(label=np.nan)
     day = pd.Timestamp(as_of) if as_of is not None else _latest_labelled(frame)
     rows = frame[frame["as_of"] == day]
     if rows.empty:
@@ -843,6 +848,9 @@ def clusters(
     ).fit(rows[columns], labels if (~np.isnan(labels)).any() else None)
     summary = model.summary()
     criterion = "silhouette" if method == "kmeans" else "BIC"
+    unmeasured = _unmeasured_rates_note(frame, labels, no_outcome)
+    notes = [unmeasured] if unmeasured else []
+    notes += model.notes_
     if json_output:
         print_json(
             {
@@ -851,7 +859,7 @@ def clusters(
                 "criterion": criterion,
                 "scores": {str(k): v for k, v in model.scores_.items()},
                 "clusters": to_json(summary.to_dict(orient="records")),
-                "notes": list(model.notes_),
+                "notes": notes,
             }
         )
         return
@@ -872,16 +880,54 @@ def clusters(
             "-" if math.isnan(row.churn_rate) else percent(row.churn_rate),
         )
     stdout_console().print(view)
-    if frame["label"].isna().all():
-        note_wrapped(
-            "Churn rates are missing: no stored snapshot has a known churn outcome."
-        )
-    elif np.isnan(labels).all():
-        note_wrapped(
-            "Churn rates are missing: the outcomes of this date are not known yet."
-        )
-    for line in model.notes_:
+    for line in notes:
         note_wrapped(line)
+
+
+#: Note of `clusters` when the labels come from imported outcomes and none is
+#: imported.
+NO_OUTCOME_RATES = (
+    "Churn rates are not measured because no outcome is imported. Import the churn "
+    "outcomes with `healthscore outcomes import FILE`."
+)
+
+
+def _unmeasured_rates_note(
+    frame: pd.DataFrame, labels: np.ndarray, no_outcome: bool
+) -> str | None:
+    """Return why the clusters have no churn rates, or None when they have them.
+
+    `frame` contains the observations of every stored date, `labels` the labels of
+    the clustered date, and `no_outcome` is true when no outcome is imported.
+    """
+    import numpy as np
+
+    if no_outcome:
+        return NO_OUTCOME_RATES
+    if frame["label"].isna().all():
+        return "Churn rates are missing: no stored snapshot has a known churn outcome."
+    if np.isnan(labels).all():
+        return "Churn rates are missing: the outcomes of this date are not known yet."
+    return None
+
+
+def _no_outcome_imported(project: Project) -> bool:
+    """Check whether the labels come from imported outcomes and none is imported."""
+    from sqlalchemy import func, select
+
+    from healthscore.models.labels import label_source
+    from healthscore.store.state import StateStore
+    from healthscore.store.tables_tasks import outcomes
+
+    if label_source(project) != "outcomes":
+        return False
+    query = select(func.count()).select_from(outcomes)
+    with (
+        StateStore.open(project.config.store.state, project.root) as state,
+        state.engine.connect() as connection,
+    ):
+        count = connection.execute(query).scalar_one()
+    return count == 0
 
 
 def _forecast_cell(row: dict[str, Any], days: int) -> str:

@@ -62,6 +62,11 @@ CALIBRATION_RULE = (
 #: File name of the proposed scorecards that `learn` writes beside healthscore.yml.
 PROPOSED_FILE = "healthscore.proposed.yml"
 
+#: Exit status of `backtest` and `compare` when the labels have one class only, so
+#: nothing was measured. `learn` and `train` fail with the same status then, and a
+#: scheduler can tell such a run from a measured one.
+NOT_MEASURED_STATUS = 1
+
 
 def _parse_step(text: str) -> Duration:
     try:
@@ -258,7 +263,9 @@ def backtest(
 
     The configured scorecards and every shadow scorecard are scored on time-ordered
     splits: each as-of date is predicted from the earlier dates whose outcomes were
-    known by then. Each run is stored, and --history lists the stored runs.
+    known by then. Each run is stored, and --history lists the stored runs. When no
+    labelled observation churned, or none was retained, nothing is measured: the run
+    is stored with the reason, which is printed, and the exit status is 1.
     """
     from healthscore.models.dataset import snapshot_store_of
     from healthscore.models.labels import describe_label_source
@@ -290,10 +297,10 @@ def backtest(
         )
         if json_output:
             print_json(payload)
-            return
-        for line in statement:
-            say_wrapped(line)
-        return
+        else:
+            for line in statement:
+                say_wrapped(line)
+        raise typer.Exit(code=NOT_MEASURED_STATUS)
     store = snapshot_store_of(project)
     stored_shadow = read_shadow_scores(store, observations.dates)
     methods: list[Any] = [make_method("weighted")]
@@ -447,7 +454,10 @@ def compare(
     skipped on, or whose test rows are of one class, has none. rows and churned
     count the method's test rows, which are fewer for a method skipped on some
     splits. fit_seconds and explainable are null for a method skipped on every
-    split. Each run is stored, and --history lists the stored runs.
+    split. Each run is stored, and --history lists the stored runs. When no
+    labelled observation churned, or none was retained, nothing is measured: the run
+    is stored with the reason, which is printed, --json prints an empty list, and
+    the exit status is 1.
     """
     from healthscore.models.dataset import snapshot_store_of
     from healthscore.models.labels import describe_label_source
@@ -487,10 +497,10 @@ def compare(
             for line in statement:
                 note_wrapped(line)
             print_json([])
-            return
-        for line in statement:
-            say_wrapped(line)
-        return
+        else:
+            for line in statement:
+                say_wrapped(line)
+        raise typer.Exit(code=NOT_MEASURED_STATUS)
     note_wrapped(describe_label_source(project))
     console = stderr_console()
     with console.status("comparing", spinner="dots") as status:

@@ -70,6 +70,10 @@ TOP_FRACTION = 0.1
 #: Minimum folds of a cross-validation: one part to fit on and one to test on.
 MIN_FOLDS = 2
 
+#: Calibration name of a split whose Platt curve fell as the risk rose, so that
+#: ScoreCalibrator gave every test row the churn rate of the calibration rows.
+CONSTANT_CALIBRATION = "constant churn rate"
+
 #: Keys of the methods whose risk uses no churn label: the red-flag checklist and
 #: the configured scorecards. Shadow scorecards (keys "shadow:<file>") use none
 #: either. Only these are measured when the labels are too few for any fold.
@@ -617,7 +621,9 @@ def _probability(
     """Return the test rows' churn probabilities and the calibration's name.
 
     The name is None when too few labels leave the risk uncalibrated, or when the
-    split holds out no rows to calibrate on (all NaN).
+    split holds out no rows to calibrate on (all NaN). It is CONSTANT_CALIBRATION
+    when the Platt curve fell, so every test row gets the churn rate of the
+    calibration rows.
     """
     if prediction.test_probability is not None:
         return np.asarray(prediction.test_probability, dtype=float), "the method's own"
@@ -636,7 +642,12 @@ def _probability(
         except InsufficientLabels:
             nan = np.full(len(prediction.test_risk), np.nan)
             return nan, None
-    name = "isotonic" if calibrator.method_ == "isotonic" else "Platt (sigmoid)"
+    if calibrator.method_ == "isotonic":
+        name = "isotonic"
+    elif calibrator.constant_ is not None:
+        name = CONSTANT_CALIBRATION
+    else:
+        name = "Platt (sigmoid)"
     return calibrator.predict(prediction.test_risk), name
 
 

@@ -293,7 +293,13 @@ def outcome_labels(
             "outcomes.observed_until is not set, so outcomes are taken as complete "
             f"up to the latest imported outcome, {observed.isoformat()}"
         )
-    elif not stored.empty:
+    elif stored.empty:
+        notes.append(
+            "no outcome is imported, so every observation whose horizon ends by "
+            f"outcomes.observed_until ({observed.isoformat()}) counts as retained; "
+            "import the outcomes with `healthscore outcomes import FILE`"
+        )
+    else:
         note = _late_observed_note(project, observed, max(stored["occurred_on"]))
         if note is not None:
             notes.append(note)
