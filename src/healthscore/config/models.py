@@ -178,7 +178,16 @@ class StrictModel(BaseModel):
 
 
 class LookupConfig(StrictModel):
-    """A two-column file that replaces codes in a source column with names."""
+    """A two-column file that replaces codes in a source column with names.
+
+    A code written as a whole number with a decimal point and only zeros after it,
+    such as `1001.000`, matches `1001`, in the file and in the source alike. Other
+    codes are compared as written. When the source column contains numbers (integer,
+    decimal or float values of a Parquet file or a database table), the column and
+    the file's keys are compared as whole numbers. A blank or NaN key is then
+    skipped, NaN in the column is a missing value, and a value with a fractional
+    part is an unknown code. A key that is not a whole number, or that a float
+    column cannot store exactly, stops the run with the file and the line."""
 
     path: str = Field(
         description="CSV file, relative to the project folder; environment variables "
@@ -250,7 +259,14 @@ class SourceConfig(StrictModel):
     table, NaN is a missing value and an infinite value is unparseable. An empty
     text value is missing in every format. The Parquet and JSON Lines files of
     one glob are matched by column name, and a column that a file lacks is missing
-    in that file's rows."""
+    in that file's rows.
+
+    An account id that a JSON Lines file writes as a number reads as the digits of
+    its whole number, as a number id of a Parquet file or a database table does:
+    1001.0 reads as `1001`, while the string "1001.0" keeps its text. NaN is a
+    missing id. An id with a fractional part, an infinite one, and one of 2^53 or
+    more written with a decimal point or an exponent stop the run with the file,
+    the column and the row."""
 
     kind: SourceKind = Field(
         description="What the rows are; sets the standard columns, listed under "

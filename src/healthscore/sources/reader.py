@@ -71,6 +71,11 @@ _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
 #: to 38 digits.
 NUMERIC_TEXT = "NUMERIC_TEXT"
 
+#: Type name, in place of a DuckDB type, of the account id column of JSON Lines
+#: files. It is read as JSON, so that a number id is distinguished from a string
+#: id (see `_account_id_parts`).
+JSON_ID = "JSON_ID"
+
 #: Limit below which each float type stores every whole number exactly: 2**24 for
 #: FLOAT and 2**53 for DOUBLE (IEEE 754 single and double precision). The limit
 #: itself is excluded, because 2**53 + 1 rounds to 2**53 as a DOUBLE.
@@ -209,9 +214,12 @@ def read_source(
         # an invalid time after valid ones, would fail the read of the whole file.
         # Read as text, like CSV files, each value is checked on its own row.
         # Numbers, booleans and nested values keep their JSON text ('1.5', 'true').
+        # The account id is read as JSON instead, so that a number id reads as the
+        # digits of its whole number (see `_json_id_parts`).
         keys = [*file_types, *_late_json_keys(con, files, source, file_types)]
-        scan = _scan_sql(file_format, files, source, text_keys=keys)
-        file_types = dict.fromkeys(keys, "VARCHAR")
+        ids = [key for key in keys if is_json_id(source, key)]
+        scan = _scan_sql(file_format, files, source, text_keys=keys, json_keys=ids)
+        file_types = dict.fromkeys(keys, "VARCHAR") | dict.fromkeys(ids, JSON_ID)
     columns = _columns_present(name, source, file_types)
     if file_format == "parquet" and len(files) > 1:
         _check_time_column_in_every_file(con, name, source, files)
@@ -249,7 +257,8 @@ def read_source(
         row = "raw._scan_row"
     query = (
         f"SELECT {select}, raw.filename AS _file, {row} AS _row "
-        f"FROM {scan} AS raw {lookup_joins(con, project, name, source)} {joined.sql}"
+        f"FROM {scan} AS raw {lookup_joins(con, project, name, source, file_types)} "
+        f"{joined.sql}"
     )
     # Person columns are hashed here, before any metric or stored output reads them.
     query = pseudonymize_select(con, project, columns, query)
@@ -265,10 +274,10 @@ def read_source(
             f"source {name!r}: reading {_describe_files(files)} failed: "
             f"{_first_line(exc)}{hint}"
         ) from None
-    check_whole_account_ids(con, name, source, relation, file_types)
     running_rows = file_format == "csv"
     if file_format == "jsonl":
         running_rows = not _number_json_lines(con, relation, files)
+    check_whole_account_ids(con, name, source, relation, file_types, running_rows)
     unchecked = select.endswith(f"{_NO_PROBLEM} AS _problem")
     kept_values = select.endswith(" AS _value")
     return LoadedSource(
@@ -288,8 +297,13 @@ def _scan_sql(
     files: list[str],
     source: SourceConfig,
     text_keys: list[str] | None = None,
+    json_keys: list[str] | None = None,
 ) -> str:
-    """Return the scan of a source's files; JSON Lines keys in `text_keys` as text."""
+    """Return the scan of a source's files.
+
+    JSON Lines keys in `text_keys` are read as text, or as JSON when they are in
+    `json_keys` too.
+    """
     names = file_list(files)
     if file_format == "csv":
         return (
@@ -303,7 +317,12 @@ def _scan_sql(
         return f"read_parquet({names}, filename = true, file_row_number = true{union})"
     columns = ""
     if text_keys is not None:
-        keys = ", ".join(f"{literal(key)}: 'VARCHAR'" for key in text_keys)
+        types = {
+            key: "JSON" if key in (json_keys or ()) else "VARCHAR" for key in text_keys
+        }
+        keys = ", ".join(
+            f"{literal(key)}: {literal(kind)}" for key, kind in types.items()
+        )
         columns = f", columns = {{{keys}}}"
     return f"read_json({names}, format = 'newline_delimited', filename = true{columns})"
 
@@ -358,10 +377,11 @@ def _late_json_keys(
     counts = ", ".join(f"count({quote(key)})" for key in missing)
     scan = _scan_sql("jsonl", files, source, text_keys=missing)
     try:
-        found = con.execute(f"SELECT {counts} FROM {scan}").fetchone()
+        # fetchall(), because a result left open makes DuckDB reject a later
+        # register() on the connection, such as that of a lookup file.
+        (found,) = con.execute(f"SELECT {counts} FROM {scan}").fetchall()
     except duckdb.Error:
         return []  # the scan of the files reports the problem itself
-    assert found is not None
     return [key for key, count in zip(missing, found, strict=True) if count]
 
 
@@ -570,6 +590,9 @@ def _standard_select(
             # A NaN reads as missing, and a footer does not count it as missing.
             never_missing = False
         elif column in source.lookups:
+            if raw_type in _FLOAT_TYPES or raw_type == NUMERIC_TEXT:
+                # NaN is a missing code, as it is a missing value of other columns.
+                raw = _account_id_parts(raw, raw_type)[0]
             value = f"{quote('lookup_' + column)}.value"
             checks.append(
                 (
@@ -769,7 +792,7 @@ _NO_PROBLEM = "CAST(NULL AS VARCHAR)"
 
 
 def _present(raw: str, file_type: str) -> str:
-    if file_type != "VARCHAR":
+    if file_type not in ("VARCHAR", JSON_ID):
         return f"({raw} IS NOT NULL)"  # only text can be blank
     # Trimming every value is slow; only a value that starts with a space can be
     # blank without being empty.
@@ -867,16 +890,25 @@ def _json_text(raw: str) -> str:
 
 def is_number_account_id(source: SourceConfig, column: str, raw_type: str) -> bool:
     """Tell whether `column` is the account id, read from numbers that may have a
-    fractional part: DECIMAL with a scale above 0, FLOAT, DOUBLE or NUMERIC_TEXT.
+    fractional part: DECIMAL with a scale above 0, FLOAT, DOUBLE, NUMERIC_TEXT or
+    JSON_ID.
 
     Such an id is read by `_account_id_parts`. An id that a lookup replaces is not.
     """
     if column != "account_id" or column in source.lookups:
         return False
-    if raw_type == NUMERIC_TEXT or raw_type in _FLOAT_TYPES:
+    if raw_type in (NUMERIC_TEXT, JSON_ID) or raw_type in _FLOAT_TYPES:
         return True
     decimal = re.fullmatch(r"DECIMAL\(\d+, ?(\d+)\)", raw_type)
     return decimal is not None and int(decimal[1]) > 0
+
+
+def is_json_id(source: SourceConfig, key: str) -> bool:
+    """Tell whether JSON Lines key `key` is read as JSON_ID: the account id that no
+    lookup replaces."""
+    return (
+        key == source.file_column("account_id") and "account_id" not in source.lookups
+    )
 
 
 def _account_id_parts(raw: str, raw_type: str) -> tuple[str, str, str]:
@@ -887,8 +919,10 @@ def _account_id_parts(raw: str, raw_type: str) -> tuple[str, str, str]:
     that an integer column gives (1001.000 and 1001.0 read as 1001), so it
     matches the ids of other sources. A number with a fractional part, an
     infinite one, and one past `EXACT_FLOAT_LIMITS` read as NULL and fail the
-    test.
+    test. A JSON_ID string reads as its text, and the raw value is then that text.
     """
+    if raw_type == JSON_ID:
+        return _json_id_parts(raw)
     if raw_type == NUMERIC_TEXT:
         # NaN is missing here too, as in a float column.
         raw = f"(CASE WHEN {raw} <> 'NaN' THEN {raw} END)"
@@ -907,6 +941,23 @@ def _account_id_parts(raw: str, raw_type: str) -> tuple[str, str, str]:
     return raw, f"CASE WHEN {whole} THEN {text} END", f"NOT ({whole})"
 
 
+def _json_id_parts(raw: str) -> tuple[str, str, str]:
+    """Return the parts of `_account_id_parts` for a JSON_ID value.
+
+    DuckDB's JSON reader keeps the digits of an integer, and reads a number with a
+    decimal point or an exponent as a DOUBLE (1001.000 and 1.001e3 as 1001.0), so
+    such a number is read as a DOUBLE id. Booleans, objects and arrays read as
+    their JSON text, as a JSON Lines value read as text does.
+    """
+    kind = f"json_type({raw})"
+    text = f"CASE WHEN {kind} = 'VARCHAR' THEN NULLIF({raw} ->> '$', '') "
+    text += f"ELSE CAST({raw} AS VARCHAR) END"
+    number, digits, fraction = _account_id_parts(f"TRY_CAST({raw} AS DOUBLE)", "DOUBLE")
+    present = f"(CASE WHEN {kind} <> 'DOUBLE' OR {number} IS NOT NULL THEN {text} END)"
+    value = f"CASE WHEN {kind} = 'DOUBLE' THEN {digits} ELSE {text} END"
+    return present, value, f"coalesce({kind} = 'DOUBLE' AND {fraction}, false)"
+
+
 def account_id_sql(source: SourceConfig, raw: str, raw_type: str) -> str:
     """Return SQL of the text of account id `raw`, as `_standard_select` reads it."""
     if is_number_account_id(source, "account_id", raw_type):
@@ -922,12 +973,14 @@ def check_whole_account_ids(
     source: SourceConfig,
     relation: str,
     file_types: dict[str, str],
+    running_rows: bool = False,
 ) -> None:
     """Raise SourceError when a number account id of `relation` is not a whole id.
 
     An id with a fractional part matches no id of an integer or text column, so
     every row of its account would be left out silently. Only a source whose
     account id column is a number type (see `is_number_account_id`) is scanned.
+    `running_rows` tells whether `_row` numbers the rows across the files.
     """
     raw_type = file_types.get(source.file_column("account_id"), "VARCHAR")
     if not is_number_account_id(source, "account_id", raw_type):
@@ -938,6 +991,11 @@ def check_whole_account_ids(
     ).fetchall()
     if found:
         file, row, value = found[0]
+        if running_rows:
+            first = con.execute(
+                f"SELECT min(_row) FROM {quote(relation)} WHERE _file = ?", [file]
+            ).fetchall()[0][0]
+            row = row - first + 1
         raise fractional_id_error(name, source, raw_type, str(file), int(row), value)
 
 
@@ -957,13 +1015,16 @@ def fractional_id_error(
         f"map a column of whole-number or text ids to account_id in "
         f"sources.{name}.columns"
     )
+    stored_as, store = f"a {raw_type} column", "Store the ids as integers or text"
+    if raw_type == JSON_ID:
+        raw_type, stored_as = "DOUBLE", "a DOUBLE (DuckDB reads this number as one)"
+        store = "Write the ids as JSON integers or strings"
     limit = EXACT_FLOAT_LIMITS.get(raw_type)
     if limit is not None and _is_whole_text(value):
         return SourceError(
-            f"{found}, which is not below {limit:,}, the limit below which a "
-            f"{raw_type} column stores every whole number exactly, so the stored id "
-            "may differ "
-            f"from the one written. Store the ids as integers or text, or {fix}"
+            f"{found}, which is not below {limit:,}, the limit below which "
+            f"{stored_as} stores every whole number exactly, so the stored id may "
+            f"differ from the one written. {store}, or {fix}"
         )
     return SourceError(
         f"{found}, which is not a whole number, so it cannot match the ids of other "

@@ -191,7 +191,7 @@ def read_spark_source(
 
     raw_view = f"raw_{name}"
     raw.createOrReplaceTempView(raw_view)
-    joins = _lookup_joins(session, project, name, source)
+    joins = _lookup_joins(session, project, name, source, file_types)
     joined = _joined_files(session, project, name, source, file_types)
     columns.update(joined.types)
     select = _standard_select(
@@ -320,7 +320,11 @@ def _file_name(uri: Any, files: list[str]) -> Any:
 
 
 def _lookup_joins(
-    session: SparkSession, project: Project, name: str, source: SourceConfig
+    session: SparkSession,
+    project: Project,
+    name: str,
+    source: SourceConfig,
+    file_types: dict[str, str],
 ) -> str:
     """DuckDB SQL of the lookup joins, over temporary views of the checked pairs.
 
@@ -329,7 +333,8 @@ def _lookup_joins(
     """
     joins = []
     for column, lookup in source.lookups.items():
-        pairs = read_lookup(project, name, column, lookup)
+        column_type = file_types.get(source.file_column(column), "VARCHAR")
+        pairs = read_lookup(project, name, column, lookup, column_type)
         view = f"lookup_{name}_{column}"
         try:
             frame = session.createDataFrame(
@@ -341,7 +346,7 @@ def _lookup_joins(
                 f"source {name!r}: cannot load the lookup file "
                 f"{project.path(lookup.path)} into Spark: {_first_line(exc)}"
             ) from None
-        joins.append(join_sql(source, column, quote(view)))
+        joins.append(join_sql(source, column, quote(view), column_type))
     return " ".join(joins)
 
 

@@ -163,7 +163,8 @@ def _read_duckdb_table(
     materialize = is_view or bool(source.lookups) or source.kind == "accounts"
     query = (
         f"SELECT {select}, {literal(where)} AS _file, {row} AS _row "
-        f"FROM {scanned} AS raw {lookup_joins(con, project, name, source)}"
+        f"FROM {scanned} AS raw "
+        f"{lookup_joins(con, project, name, source, file_types)}"
     )
     query = pseudonymize_select(con, project, columns, query)
     kind = "TEMP TABLE" if materialize else "TEMP VIEW"
@@ -580,7 +581,8 @@ def _load_batches(
     texts = "".join(f", {text}" for _, _, text in checks)
     query = (
         f"SELECT {select}, {literal(where)} AS _file, raw._row AS _row{texts} "
-        f"FROM {quote(incoming)} AS raw {lookup_joins(con, project, name, source)}"
+        f"FROM {quote(incoming)} AS raw "
+        f"{lookup_joins(con, project, name, source, file_types)}"
     )
     if checks:
         query = _reject_infinite(query, select, checks)
