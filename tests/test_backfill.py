@@ -18,6 +18,7 @@ from healthscore.cli import app
 from healthscore.config import Project, load_project
 from healthscore.config.models import parse_duration
 from healthscore.engine import Engine
+from healthscore.errors import SourceError
 from healthscore.metrics import compute_metrics
 from healthscore.monitoring import backfill as backfill_module
 from healthscore.monitoring import backfill_sweep
@@ -640,6 +641,62 @@ def test_cli_backfill_and_replay(tmp_path: Path) -> None:
                                    "--project", str(project.root)])  # fmt: skip
     assert replayed.exit_code == 0, replayed.output
     assert "stored 4 snapshots" in replayed.output
+
+
+def test_cli_replay_after_source_renamed(tmp_path: Path) -> None:
+    # The events file is renamed after two dates were scored, and healthscore.yml
+    # follows it, but the configuration kept for those dates names the old file.
+    project = _project(tmp_path)
+    dates = [date(2024, 3, 4), date(2024, 3, 11)]
+    backfill(project, dates)
+    store = snapshot_store(project)
+    kept_file = config_path(store, project.settings_key())
+    stored = {day: store.read(day, "scores") for day in dates}
+    (project.root / "events.parquet").rename(project.root / "usage.parquet")
+    config = yaml.safe_load(project.file.read_text())
+    config["sources"]["events"]["path"] = "usage.parquet"
+    project.file.write_text(yaml.safe_dump(config, sort_keys=False))
+    arguments = ["backfill", "--from", "2024-03-04", "--to", "2024-03-11"]
+    arguments += ["--every", "7d", "--project", str(project.root)]
+
+    result = CliRunner().invoke(app, [*arguments, "--replay"])
+    message = " ".join(result.stderr.split())
+
+    assert result.exit_code == 1
+    assert message.startswith(
+        "error: cannot replay 2024-03-04: the configuration kept for it in "
+        f"{kept_file}, which was in force when 2024-03-04 was scored, has a problem "
+        "now: "
+        "sources.events.path: no file matches 'events.parquet'"
+    )
+    assert "A replay reads that file, not healthscore.yml" in message
+    assert "`healthscore score --as-of 2024-03-04`" in message
+    for day in dates:
+        pd.testing.assert_frame_equal(store.read(day, "scores"), stored[day])
+    # Scoring the dates under the current configuration works.
+    rescored = CliRunner().invoke(app, arguments)
+    assert rescored.exit_code == 0, rescored.output
+    assert "stored 2 snapshots" in rescored.output
+
+
+def test_replay_names_kept_file_on_read_error(tmp_path: Path) -> None:
+    # The kept configuration reads attribute channel, which the events file lost.
+    project = _project(tmp_path)
+    as_of = date(2024, 3, 4)
+    score(project, as_of)
+    kept_file = config_path(snapshot_store(project), project.settings_key())
+    events = pd.read_parquet(project.root / "events.parquet")
+    events.drop(columns=["channel"]).to_parquet(project.root / "events.parquet")
+
+    with pytest.raises(SourceError) as caught:
+        replay(project, as_of)
+
+    message = str(caught.value)
+    assert message.startswith(
+        f"cannot replay 2024-03-04 under the configuration kept for it in {kept_file}: "
+        "source 'events': attribute column 'channel' not found in the file"
+    )
+    assert "score the date with `healthscore score --as-of 2024-03-04`" in message
 
 
 def test_cli_backfill_invalid_step(tmp_path: Path) -> None:

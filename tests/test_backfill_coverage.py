@@ -10,7 +10,7 @@ With --from 2024-01-15 --every 7d, the partial dates are 01-15, 01-22, 01-29 and
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from healthscore.cli import app
+from healthscore.cli.history import partial_windows_warning
 from healthscore.config import Project
 from healthscore.config.models import parse_duration
 from healthscore.engine import Engine
@@ -185,7 +186,8 @@ def test_complete_windows_give_nothing(tmp_path: Path, window: str | None) -> No
 
 def test_cli_names_each_source(tmp_path: Path) -> None:
     # Tickets begin on 2024-01-20 00:00 and have a 14-day window, which starts before
-    # that up to D = 2024-02-02: of the weekly dates, 01-15, 01-22 and 01-29. The
+    # that up to D = 2024-02-02: of the weekly dates, 01-22 and 01-29 are partial,
+    # while 01-15 comes before the first ticket, so it reads no ticket at all. The
     # events' dates (see above) include these, so 4 dates are partial in all, and
     # the events' first complete date, 2024-02-08, is the later one.
     tickets = "account_id,timestamp\na1,2024-02-01 10:00:00\na2,2024-01-20 00:00:00\n"
@@ -209,8 +211,128 @@ def test_cli_names_each_source(tmp_path: Path) -> None:
     warning = " ".join(result.stderr.split())
     assert warning.startswith("warning: 4 of the 8 as-of dates are scored")
     assert (
-        "2024-01-15, 2024-01-22 and 2024-01-29 for source tickets, whose first row is "
-        "at 2024-01-20 00:00:00 (longest window 14d)"
+        "2024-01-22 and 2024-01-29 for source tickets, whose first row is at "
+        "2024-01-20 00:00:00 (longest window 14d)."
+    ) in warning
+    assert (
+        "1 of the 8 as-of dates is before the first row of a source, so its windowed "
+        "metrics read no rows of it there: 2024-01-15 for source tickets, whose "
+        "first row is at 2024-01-20 00:00:00."
     ) in warning
     assert "(--from 2024-02-08)" in warning
     assert warning.count("warning:") == 1
+
+
+def utc_today() -> date:
+    """Today in UTC, the time zone of `minimal_config` projects."""
+    return datetime.now(UTC).date()
+
+
+def notes_project(root: Path, notes: list[tuple[str, date]]) -> Project:
+    """A project whose scorecard also reads the latest CSM note sentiment (30d)."""
+    config = minimal_config()
+    config["metrics"]["sentiment"] = {
+        "type": "latest",
+        "source": "csm_notes",
+        "column": "sentiment",
+        "window": "30d",
+    }
+    measure = {
+        "metric": "sentiment",
+        "normalize": {"method": "bounds", "min": 1, "max": 5},
+    }
+    config["scorecards"][0]["components"]["voice"] = {
+        "weight": 1,
+        "measures": [measure],
+    }
+    project = build(root, **config)
+    for account, day in notes:
+        added = run("note", "add", account, "--author", "ann", "--text", "call",
+                    "--sentiment", "4", "--date", day.isoformat(),
+                    "--project", project.root)  # fmt: skip
+        assert added.exit_code == 0, added.output
+    return project
+
+
+def test_cli_notes_added_today_no_warning(tmp_path: Path) -> None:
+    # The only note is from today, after every date, and the events' windows are
+    # complete from 2024-02-08: nothing to warn about.
+    project = notes_project(tmp_path / "p", [("a1", utc_today())])
+
+    result = run(*backfill_args(project, "2024-02-08"))
+
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    assert "stored 4 snapshots" in result.stdout
+
+
+def test_cli_notes_never_advise_later_date(tmp_path: Path) -> None:
+    # A note from today would put the first complete date 30 days after today; the
+    # warning covers the events alone.
+    project = notes_project(tmp_path / "p", [("a1", utc_today())])
+
+    result = run(*backfill_args(project, "2024-01-15"))
+
+    warning = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.output
+    assert warning.startswith(
+        "warning: 4 of the 8 as-of dates are scored on partial windows"
+    )
+    assert "csm_notes" not in warning
+    assert "Start the backfill at 2024-02-08 or later (--from 2024-02-08)" in warning
+
+
+def test_cli_source_after_range(tmp_path: Path) -> None:
+    # Tickets begin on 2024-03-20, after --to (2024-03-04): every date comes before
+    # them, which is no partial window, and no advice names a date after --to.
+    tickets = "account_id,timestamp\na1,2024-03-20 09:00:00\n"
+    config = minimal_config()
+    config["sources"]["tickets"] = {"kind": "tickets", "path": "tickets.csv"}
+    config["metrics"]["tickets_14d"] = {
+        "type": "count",
+        "source": "tickets",
+        "window": "14d",
+    }
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events.csv": EVENTS_CSV,
+        "tickets.csv": tickets,
+    }
+    project = write_project(tmp_path / "p", config, files)
+
+    result = run(*backfill_args(project, "2024-02-08"))
+
+    warning = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.output
+    assert warning == (
+        "warning: 4 of the 4 as-of dates are before the first row of a source, so its "
+        "windowed metrics read no rows of it there: 2024-02-08, 2024-02-15, "
+        "2024-02-22 and 2024-02-29 for source tickets, whose first row is at "
+        "2024-03-20 09:00:00. Source tickets has no row up to --to (2024-03-04); "
+        "check --from and --to against the dates of your data."
+    )
+
+
+def test_warning_names_no_date_after_today(tmp_path: Path) -> None:
+    # Events that begin 10 days before today, with a 28-day window: the first
+    # complete date is 18 days after today, so no date is named.
+    today = utc_today()
+    start = today - timedelta(days=10)
+    events = f"account_id,timestamp,event_type\na1,{start.isoformat()} 12:00:00,login\n"
+    project = write_project(
+        tmp_path / "p",
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": events},
+    )
+    dates = [today - timedelta(days=2), today]
+    found = partial_windows(project, dates[0], dates[1], "2d")
+    assert found[0].first_complete == start + timedelta(days=29)
+
+    warning = partial_windows_warning(project, found, 2, today)
+
+    assert warning is not None
+    assert (
+        "No date up to today has complete windows yet, because the data of these "
+        "sources starts less than their longest window before today."
+    ) in warning
+    assert (start + timedelta(days=29)).isoformat() not in warning

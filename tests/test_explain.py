@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from datetime import date, datetime
 from pathlib import Path
@@ -14,8 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from rich.table import Table
+from typer.testing import CliRunner
 
-from healthscore.cli.explain import _account_table, _change_table
+from healthscore import pipeline
+from healthscore.cli import app
+from healthscore.cli.explain import (
+    _account_table,
+    _change_table,
+    _missing_sentences,
+)
 from healthscore.config import Project, ProjectConfig
 from healthscore.config.overrides import Override
 from healthscore.scoring import (
@@ -26,6 +34,7 @@ from healthscore.scoring import (
     score_accounts,
     top_drivers,
 )
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 
 NAN = float("nan")
 BEFORE = date(2024, 3, 1)
@@ -207,6 +216,50 @@ def test_change_across_scorecards() -> None:
     assert change_total(parts) == pytest.approx(74.375 - 52.5, abs=1e-9)
 
 
+def test_change_measure_moved_component() -> None:
+    # "moved" keeps logins (bounds 0..10) in component engagement, tickets in
+    # support, and adds seats in adoption: shares 0.25, 0.25 and 0.5.
+    components = {
+        "engagement": {"weight": 1, "measures": [measure("logins", 10)]},
+        "support": {
+            "weight": 1,
+            "measures": [measure("tickets", 10, direction="lower")],
+        },
+        "adoption": {"weight": 2, "measures": [measure("seats", 100)]},
+    }
+    settings = CONFIG.model_dump(
+        mode="json", by_alias=True, include={"name", "sources", "metrics"}
+    )
+    moved = ProjectConfig.model_validate(
+        {**settings, "scorecards": [{"name": "moved", "components": components}]}
+    )
+    versions = {
+        "moved": Project(root=Path("."), config=moved).scorecard_version(
+            moved.scorecards[0]
+        )
+    }
+    metrics = pd.DataFrame.from_dict({"a": FULL}, orient="index")
+    accounts = pd.DataFrame({"segment": ["mid"]}, index=metrics.index)
+    after = rows_of(score_accounts(moved, metrics, accounts, [], AFTER, versions), "a")
+    before = rows_of(run({"a": FULL}, segments={"a": "smb"}), "a")
+    assert before[1]["scorecard"] == "small"
+
+    parts = explain_change(*before, *after).set_index("measure")
+
+    # small: logins 0.5 * 25 = 12.5, tickets 0.5 * 80 = 40. moved: logins
+    # 0.25 * 50 = 12.5, tickets 0.25 * 80 = 20, seats 0.5 * 80 = 40.
+    assert sorted(parts.index) == ["logins", "seats", "tickets"]
+    assert parts.loc["logins", "change"] == pytest.approx(0.0)
+    assert parts.loc["logins", "component_before"] == "usage"
+    assert parts.loc["logins", "component_after"] == "engagement"
+    assert parts.loc["logins", "component"] == "engagement"
+    assert parts.loc["tickets", "change"] == pytest.approx(-20.0)
+    assert parts.loc["seats", "change"] == pytest.approx(40.0)
+    assert pd.isna(parts.loc["seats", "component_before"])
+    assert parts.loc["seats", "component_after"] == "adoption"
+    assert change_total(parts) == pytest.approx(72.5 - 52.5, abs=1e-9)
+
+
 def test_change_with_override_after() -> None:
     before = rows_of(run({"a": FULL}), "a")
     overrides = [score_override("a", 90, "expansion signed")]
@@ -378,3 +431,222 @@ def test_change_table_long_names_whole() -> None:
     assert header.split() == ["Measure", "Value", "Normalized", "Points", "Change"]
     for name in LONG_NAMES.values():
         assert any(name in line for line in lines), name
+
+
+def test_change_table_marks_moved_and_absent() -> None:
+    before = rows_of(run({"a": FULL}, segments={"a": "smb"}), "a")
+    after = rows_of(run({"a": USAGE_ONLY}, as_of=AFTER), "a")
+    parts = explain_change(*before, *after)
+    parts.loc[parts["measure"] == "logins", "component_after"] = "engagement"
+
+    lines = rendered(_change_table(parts, width=80))
+    seats = next(line for line in lines if line.split()[:1] == ["seats"])
+    logins = next(line for line in lines if line.split()[:1] == ["logins"])
+    moved = " ".join(" ".join(lines[lines.index(logins) + 1 :]).split())
+
+    # seats is not in scorecard small, so its earlier side is n/a.
+    assert seats.split()[1:4] == ["n/a", "→", "40"]
+    assert "n/a → 40.0" in seats
+    assert "n/a → 30.00" in seats
+    assert moved == "(component usage → engagement)"
+
+
+# Sentences about measures without a value
+
+
+def missing_sentences(values: dict[str, float]) -> list[str]:
+    measures, score = rows_of(run({"a": values}), "a")
+    table = explain_account(measures, score)
+    return _missing_sentences(table[table["kind"] == "measure"])
+
+
+def test_missing_measure_weight_stays_in_component() -> None:
+    sentences = missing_sentences({"logins": NAN, "seats": 40.0, "tickets": 2.0})
+
+    assert sentences == [
+        "Measure logins has no value, so its weight went to the other measures of "
+        "component usage."
+    ]
+
+
+def test_missing_component_weight_to_other_components() -> None:
+    assert missing_sentences(USAGE_ONLY) == [
+        "Component support has no measure with a value, so its weight went to the "
+        "other components."
+    ]
+
+
+def test_missing_measure_and_component() -> None:
+    sentences = missing_sentences({"logins": NAN, "seats": 40.0, "tickets": NAN})
+
+    assert sentences == [
+        "Measure logins has no value, so its weight went to the other measures of "
+        "component usage.",
+        "Component support has no measure with a value, so its weight went to the "
+        "other components.",
+    ]
+
+
+def test_no_missing_measure_no_sentence() -> None:
+    assert missing_sentences(FULL) == []
+
+
+def test_missing_sentences_plural() -> None:
+    # usage keeps one of three measures; support and voice keep none.
+    measures = pd.DataFrame(
+        [
+            ("usage", "logins", NAN),
+            ("usage", "seats", 40.0),
+            ("usage", "exports", NAN),
+            ("support", "tickets", NAN),
+            ("voice", "nps", NAN),
+        ],
+        columns=["component", "measure", "normalized"],
+    )
+
+    assert _missing_sentences(measures) == [
+        "Measures logins and exports have no value, so their weight went to the "
+        "other measures of component usage.",
+        "Components support and voice have no measure with a value, so their weight "
+        "went to the other components.",
+    ]
+
+
+def test_missing_sentences_all_missing() -> None:
+    measures = pd.DataFrame(
+        [("usage", "logins", NAN), ("support", "tickets", NAN)],
+        columns=["component", "measure", "normalized"],
+    )
+
+    assert _missing_sentences(measures) == [
+        "No measure has a value, so the scorecard computes no score."
+    ]
+
+
+# The explain command across a change of scorecard
+
+D1 = date(2024, 3, 1)
+D2 = date(2024, 3, 15)
+
+# All logins at noon. As of D1 (00:00) the 28-day window contains 5 events and the
+# 7-day window 3; as of D2 they contain 7 and 4. No account ever exports.
+EXPLAIN_EVENTS = "account_id,timestamp,event_type\n" + "".join(
+    f"{account},{day} 12:00:00,login\n"
+    for account in ("a1", "a2")
+    for day in ["2024-02-10"] * 2 + ["2024-02-27"] * 3 + ["2024-03-12"] * 4
+)
+
+
+def explain_config(changed: bool) -> dict[str, Any]:
+    """Scorecard main, and after the change: main with wider bounds, and big."""
+    config = minimal_config()
+    config["metrics"] = {
+        "events_28d": {"type": "count", "source": "events", "window": "28d"},
+        "logins_7d": {"type": "count", "source": "events", "window": "7d"},
+        "since_export": {
+            "type": "days_since",
+            "source": "events",
+            "where": "event_type == 'export'",
+        },
+    }
+    usage = {"weight": 2, "measures": [measure("events_28d", 20 if changed else 10)]}
+    activity = {"weight": 1, "measures": [measure("logins_7d", 5)]}
+    main = {"name": "main", "components": {"usage": usage, "activity": activity}}
+    config["scorecards"] = [main]
+    if changed:
+        big = {
+            "name": "big",
+            "when": "segment == 'enterprise'",
+            "components": {
+                "engagement": {"weight": 1, "measures": [measure("events_28d", 20)]},
+                "activity": activity,
+                "exports": {
+                    "weight": 1,
+                    "measures": [measure("since_export", 30, direction="lower")],
+                },
+            },
+        }
+        config["scorecards"] = [big, main]
+    return config
+
+
+@pytest.fixture(scope="module")
+def changed_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    root = tmp_path_factory.mktemp("explain")
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": EXPLAIN_EVENTS}
+    before = write_project(root, explain_config(changed=False), files)
+    pipeline.score(before, D1)
+    after = write_project(root, explain_config(changed=True), files)
+    pipeline.score(after, D2)
+    return after
+
+
+def explain_cli(project: Project, account: str, *options: str) -> Any:
+    arguments = ["explain", account, "--as-of", D2.isoformat(), "--compare-to"]
+    arguments += [D1.isoformat(), "--project", str(project.root), *options]
+    runner = CliRunner(env={"COLUMNS": "100", "NO_COLOR": "1"})
+    return runner.invoke(app, arguments)
+
+
+def test_cli_explain_new_scorecard(changed_project: Project) -> None:
+    result = explain_cli(changed_project, "a1")
+    text = " ".join(result.stdout.split())
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "The scorecard changed: main scored the account as of 2024-03-01 and big "
+        "as of 2024-03-15, so part of the change comes from the change of "
+        "scorecard, not from the account."
+    ) in text
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines if "→" in line and "(" not in line] == [
+        "logins_7d",
+        "events_28d",
+        "since_export",
+    ]
+    # main as of D1: events 5/10 -> 50 * 2/3, logins 3/5 -> 60 * 1/3 = 53.33. big as
+    # of D2 without exports: events 7/20 -> 35 / 2, logins 4/5 -> 80 / 2 = 57.5.
+    assert "events_28d 5 → 7 50.0 → 35.0 33.33 → 17.50 -15.83" in text
+    assert "(component usage → engagement)" in text
+    assert "logins_7d 3 → 4 60.0 → 80.0 20.00 → 40.00 +20.00" in text
+    assert "since_export n/a → - n/a → - n/a → 0.00 +0.00" in text
+    assert "n/a: the measure is not in the account's scorecard on that date." in text
+    assert f"Change of the score: {57.5 - 160 / 3:+.2f}" in text
+
+
+def test_cli_explain_changed_version(changed_project: Project) -> None:
+    config = ProjectConfig.model_validate(explain_config(changed=False))
+    before = Project(root=changed_project.root, config=config)
+    old_version = before.scorecard_version(config.scorecards[0])
+    main = changed_project.config.scorecards[1]
+    new_version = changed_project.scorecard_version(main)
+
+    result = explain_cli(changed_project, "a2")
+    text = " ".join(result.stdout.split())
+
+    assert result.exit_code == 0, result.output
+    assert (
+        f"Scorecard main changed between the dates (version {old_version} as of "
+        f"2024-03-01, {new_version} as of 2024-03-15), so part of the change comes "
+        "from its new settings, not from the account."
+    ) in text
+    assert "n/a" not in text
+    data = json.loads(explain_cli(changed_project, "a2", "--json").stdout)
+    assert data["compare_scorecard_version"] == old_version
+    assert data["scorecard_version"] == new_version
+    assert data["scorecard_changed"] is True
+
+
+def test_cli_explain_missing_component(changed_project: Project) -> None:
+    arguments = ["explain", "a1", "--as-of", D2.isoformat()]
+    arguments += ["--project", str(changed_project.root)]
+
+    result = CliRunner(env={"COLUMNS": "100"}).invoke(app, arguments)
+    text = " ".join(result.stdout.split())
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "Component exports has no measure with a value, so its weight went to the "
+        "other components."
+    ) in text
+    assert "measures have no value" not in text

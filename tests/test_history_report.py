@@ -14,11 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from healthscore.cli import app
+from healthscore.cli.history import _trend_line
 from healthscore.config import Project
 from healthscore.monitoring.alerts import RaisedAlert
 from healthscore.monitoring.outbox import NewAlert, add_alerts
 from healthscore.pipeline import score, snapshot_store
 from healthscore.report import from_snapshot, render_report
+from healthscore.report.history import account_history_chart
 from healthscore.report.outcomes import churn_summary
 from healthscore.store.state import StateStore
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
@@ -144,6 +146,43 @@ def test_account_history_marks_alerts(tmp_path: Path) -> None:
     assert "a2 alerts" not in traces
 
 
+def _plot_layout(html: str, div_id: str) -> dict[str, Any]:
+    """The layout that the page's script passes to Plotly.newPlot for `div_id`."""
+    start = html.index(f'"{div_id}",', html.index("Plotly.newPlot"))
+    start = html.index("[", start)
+    decoder = json.JSONDecoder()
+    _, end = decoder.raw_decode(html, start)
+    layout, _ = decoder.raw_decode(html, html.index("{", end))
+    return layout  # type: ignore[no-any-return]
+
+
+def test_account_history_dates_in_order() -> None:
+    # a1 is drawn first but starts a week after a2, and a3 skips 2024-03-08, so
+    # Plotly's own order of first appearance would put 2024-03-01 after the others.
+    rows = [
+        ("a1", DATES[1], 40.0),
+        ("a1", DATES[2], 45.0),
+        ("a2", DATES[0], 70.0),
+        ("a2", DATES[1], 65.0),
+        ("a2", DATES[2], 60.0),
+        ("a3", DATES[2], 50.0),
+        ("a3", DATES[0], 55.0),
+    ]
+    history = pd.DataFrame(rows, columns=["account_id", "as_of", "score"])
+    alerts = pd.DataFrame(columns=["account_id", "as_of", "title", "severity"])
+
+    html = account_history_chart(history, ["a1", "a3", "a2"], alerts, "chart")
+
+    xaxis = _plot_layout(html, "chart")["xaxis"]
+    assert xaxis["type"] == "category"
+    assert xaxis["categoryorder"] == "array"
+    assert xaxis["categoryarray"] == ["2024-03-01", "2024-03-08", "2024-03-15"]
+    traces = {trace["name"]: trace for trace in _plot_data(html, "chart")}
+    assert traces["a1"]["x"] == ["2024-03-08", "2024-03-15"]
+    assert traces["a3"]["x"] == ["2024-03-01", "2024-03-15"]
+    assert traces["a3"]["y"] == [55.0, 50.0]
+
+
 def _psi_by_hand(before: np.ndarray, after: np.ndarray) -> float:
     """PSI over 10-point bins, written out independently of the guard module."""
     edges = np.linspace(0, 100, 11)
@@ -239,3 +278,120 @@ def test_trend_before_first_snapshot_fails(history_project: Project) -> None:
     assert result.exit_code == 1
     assert "no snapshot on or before 2024-02-20" in message
     assert "the earliest is 2024-03-01" in message
+
+
+def test_trend_names_scorecard_change(tmp_path: Path) -> None:
+    # 2024-03-01 and 2024-03-08 are scored with bounds 0 to 10, then the bounds
+    # become 0 to 20 and 2024-03-15 is scored. The trend as of 2024-03-15 reads all
+    # three dates: the 7-day change and the slope.
+    project = _project(tmp_path / "p")
+    score(project, DATES[0])
+    score(project, DATES[1])
+    config = minimal_config()
+    config["metrics"]["events_28d"]["window"] = "7d"
+    measure = config["scorecards"][0]["components"]["usage"]["measures"][0]
+    measure["normalize"]["max"] = 20
+    changed = write_project(project.root, config, {})
+    score(changed, DATES[2])
+    old = project.scorecard_version(project.config.scorecards[0])
+    new = changed.scorecard_version(changed.config.scorecards[0])
+    assert old != new
+
+    result = _trend(changed, "2024-03-15", "--json")
+
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert warning.startswith(
+        "warning: the trend of a1 compares scores from different scorecard "
+        f"settings, scored 2024-03-01 and 2024-03-08 by scorecard default version "
+        f"{old}; 2024-03-15 by scorecard default version {new}."
+    )
+    assert "score these dates again under one configuration" in warning
+    data = json.loads(result.stdout)
+    assert data["scored_under"] == [
+        {
+            "scorecard": "default",
+            "version": old,
+            "dates": ["2024-03-01", "2024-03-08"],
+        },
+        {"scorecard": "default", "version": new, "dates": ["2024-03-15"]},
+    ]
+    # The stored values stay as they are: a1 had 4 events, then 9 (see DAILY).
+    assert data["trend"]["change_7d"] == pytest.approx(9 / 20 * 100 - 4 / 10 * 100)
+
+
+def test_trend_of_account_left_out(tmp_path: Path) -> None:
+    # a3 is scored on the first two dates, then dropped from the accounts.
+    project = _project(tmp_path / "p")
+    score(project, DATES[0])
+    score(project, DATES[1])
+    accounts = "".join(
+        line for line in ACCOUNTS_CSV.splitlines(keepends=True) if "a3" not in line
+    )
+    (project.root / "accounts.csv").write_text(accounts)
+    score(project, DATES[2])
+    arguments = ["trend", "a3", "--as-of", "2024-03-15", "--project", str(project.root)]
+
+    result = CliRunner().invoke(app, arguments)
+    message = " ".join(result.output.split())
+
+    assert result.exit_code == 1
+    assert (
+        "account 'a3' is not in the snapshot of 2024-03-15; its last score is as of "
+        "2024-03-08, so pass --as-of 2024-03-08 for its trend up to that date"
+    ) in message
+    assert "score that date" not in message
+
+
+@pytest.mark.parametrize(
+    ("change", "shown"),
+    [
+        (4.95, "+4.95"),
+        (-4.95, "-4.95"),
+        (4.9999, "+4.9999"),
+        (4.99999, "+4.9999"),
+        (5.0, "+5.0"),
+        (5.04, "+5.0"),
+        (12.345, "+12.3"),
+        (0.0, "0.0"),
+    ],
+)
+def test_trend_line_keeps_threshold_side(change: float, shown: str) -> None:
+    trend = {
+        "arrow": "flat",
+        "change_7d": None,
+        "change_30d": change,
+        "change_90d": None,
+        "slope_30d": 1.0,
+    }
+
+    line = _trend_line(trend, 5.0)
+
+    assert f"30d {shown}," in line
+
+
+@pytest.mark.parametrize(
+    ("change", "threshold", "shown"),
+    [
+        # 5.04 reaches 5.04, but its 1-decimal form 5.0 would not.
+        (5.04, 5.04, "+5.04"),
+        (5.04, 5.0, "+5.0"),
+        # No form with up to 4 decimals reaches 5.000005, so the last digit is
+        # rounded up; below it, down.
+        (5.00001, 5.000005, "+5.0001"),
+        (-5.00001, 5.000005, "-5.0001"),
+        (5.000001, 5.000005, "+5.0"),
+    ],
+)
+def test_trend_line_fractional_threshold(
+    change: float, threshold: float, shown: str
+) -> None:
+    trend = {
+        "arrow": "flat",
+        "change_7d": 1.0,
+        "change_30d": change,
+        "change_90d": None,
+        "slope_30d": 2.0,
+    }
+
+    assert f"30d {shown}," in _trend_line(trend, threshold)

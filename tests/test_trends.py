@@ -10,16 +10,33 @@ import pandas as pd
 import pytest
 
 from healthscore.config.history import TrendConfig
-from healthscore.monitoring.trends import compute_trends, trend_arrow
+from healthscore.monitoring.history import score_history
+from healthscore.monitoring.trends import (
+    ScoredUnder,
+    compared_dates,
+    compute_trends,
+    scorecards_compared,
+    trend_arrow,
+)
 from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
 
 START = date(2024, 1, 1)
+NAN = float("nan")
 
 
 def _store(
-    folder: Path, series: dict[str, list[float]], step: int = 7
+    folder: Path,
+    series: dict[str, list[float]],
+    step: int = 7,
+    versions: list[dict[str, str]] | None = None,
+    scorecards: dict[str, list[str]] | None = None,
 ) -> SnapshotStore:
-    """A store with one snapshot every `step` days; series[i] is the i-th score."""
+    """A store with one snapshot every `step` days; series[i] is the i-th score.
+
+    `versions[i]` is the i-th run.json's `scorecard_versions`, and
+    `scorecards[account][i]` the scorecard of the account's i-th score
+    ("default" when not given).
+    """
     store = SnapshotStore(folder)
     length = len(next(iter(series.values())))
     for index in range(length):
@@ -30,10 +47,14 @@ def _store(
                 "as_of": [as_of] * len(series),
                 "score": [values[index] for values in series.values()],
                 "band": ["stable"] * len(series),
-                "scorecard": ["default"] * len(series),
+                "scorecard": [
+                    (scorecards or {}).get(account, ["default"] * length)[index]
+                    for account in series
+                ],
             }
         )
-        store.write(as_of, {"scores": scores}, {})
+        info = {} if versions is None else {"scorecard_versions": versions[index]}
+        store.write(as_of, {"scores": scores}, info)
     return store
 
 
@@ -137,3 +158,96 @@ def test_trends_need_snapshot_of_date(tmp_path: Path) -> None:
     store = _store(tmp_path, {"a": [50, 52]})
     with pytest.raises(SnapshotNotFoundError, match="no snapshot for 2024-01-03"):
         compute_trends(store, date(2024, 1, 3), TrendConfig())
+
+
+def _day(days: int) -> date:
+    return START + timedelta(days=days)
+
+
+def test_compared_dates_of_weekly_snapshots() -> None:
+    # 14 weekly dates, as of day 91: 7 days back is day 84; 30 days back is day 61,
+    # nearest day 63; 90 days back is day 1, nearest day 0. The slope reads the
+    # last 4 dates.
+    dates = [_day(7 * index) for index in range(14)]
+
+    compared = compared_dates(dates, _day(91), TrendConfig())
+
+    assert compared.bases == {7: _day(84), 30: _day(63), 90: _day(0)}
+    assert compared.slope == [_day(70), _day(77), _day(84), _day(91)]
+    assert compared.all() == [_day(0), _day(63), _day(70), _day(77), _day(84), _day(91)]
+
+
+def test_compared_dates_ignore_later_dates() -> None:
+    dates = [_day(7 * index) for index in range(6)]
+
+    compared = compared_dates(dates, _day(14), TrendConfig())
+
+    assert compared.bases == {7: _day(7), 30: None, 90: None}
+    assert compared.slope == [_day(0), _day(7), _day(14)]
+
+
+def _groups(store: SnapshotStore, account: str, as_of: date) -> list[ScoredUnder]:
+    history = score_history(store)
+    return scorecards_compared(store, history, account, as_of, TrendConfig())
+
+
+def test_scorecards_compared_one_version(tmp_path: Path) -> None:
+    versions = [{"default": "v1"}] * 6
+    store = _store(tmp_path, {"a": [50, 52, 54, 56, 58, 60]}, versions=versions)
+
+    groups = _groups(store, "a", _day(35))
+
+    # As of day 35: day 28 (7d), day 7 (30d: day 5 wanted) and days 14 to 35.
+    assert groups == [
+        ScoredUnder("default", "v1", [_day(7), _day(14), _day(21), _day(28), _day(35)])
+    ]
+
+
+def test_scorecards_compared_version_change(tmp_path: Path) -> None:
+    versions = [{"default": "v1"}] * 4 + [{"default": "v2"}] * 2
+    store = _store(tmp_path, {"a": [50, 52, 54, 56, 30, 32]}, versions=versions)
+
+    groups = _groups(store, "a", _day(35))
+
+    assert groups == [
+        ScoredUnder("default", "v1", [_day(7), _day(14), _day(21)]),
+        ScoredUnder("default", "v2", [_day(28), _day(35)]),
+    ]
+
+
+def test_scorecards_compared_scorecard_change(tmp_path: Path) -> None:
+    # Account a moves from scorecard small to default on day 21; b stays on default,
+    # whose version does not change.
+    versions = [{"default": "d1", "small": "s1"}] * 4
+    scorecards = {"a": ["small", "small", "small", "default"]}
+    series = {"a": [40, 42, 44, 70], "b": [60, 60, 60, 60]}
+    store = _store(tmp_path, series, versions=versions, scorecards=scorecards)
+
+    assert _groups(store, "a", _day(21)) == [
+        ScoredUnder("small", "s1", [_day(0), _day(7), _day(14)]),
+        ScoredUnder("default", "d1", [_day(21)]),
+    ]
+    assert _groups(store, "b", _day(21)) == [
+        ScoredUnder("default", "d1", [_day(0), _day(7), _day(14), _day(21)])
+    ]
+
+
+def test_scorecards_compared_without_versions(tmp_path: Path) -> None:
+    # Snapshots stored without scorecard_versions join the one known version.
+    versions = [{}, {}, {"default": "v1"}, {"default": "v1"}]
+    store = _store(tmp_path, {"a": [50, 52, 54, 56]}, versions=versions)
+
+    assert _groups(store, "a", _day(21)) == [
+        ScoredUnder("default", "v1", [_day(0), _day(7), _day(14), _day(21)])
+    ]
+
+
+def test_scorecards_compared_skip_unscored_dates(tmp_path: Path) -> None:
+    # Account a has no score on day 7, so that date's version does not count.
+    versions = [{"default": "v1"}, {"default": "v2"}, {"default": "v3"}]
+    store = _store(tmp_path, {"a": [50, NAN, 54], "b": [1, 2, 3]}, versions=versions)
+
+    assert _groups(store, "a", _day(14)) == [
+        ScoredUnder("default", "v1", [_day(0)]),
+        ScoredUnder("default", "v3", [_day(14)]),
+    ]

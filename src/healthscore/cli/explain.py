@@ -55,6 +55,9 @@ class AccountScore:
     score: pd.Series
     measures: pd.DataFrame
     stored: bool
+    version: str | None = None
+    """Version of the scorecard that scored the account (see
+    `Project.scorecard_version`); None when the snapshot does not record it."""
 
 
 def warn_if_outdated(project: Project, store: SnapshotStore, as_of: date) -> None:
@@ -119,7 +122,17 @@ class ScoreReader:
                 "conditions"
             )
         own = measures[measures["account_id"] == account_id].reset_index(drop=True)
-        return AccountScore(account_id, as_of, row, own, stored)
+        version = self._versions(as_of, stored).get(str(row["scorecard"]))
+        return AccountScore(account_id, as_of, row, own, stored, version)
+
+    def _versions(self, as_of: date, stored: bool) -> dict[str, str]:
+        """Return the scorecard versions that scored `as_of`: stored, or current."""
+        from healthscore import pipeline
+
+        if stored:
+            versions = self.store.run_info(as_of).get("scorecard_versions", {})
+            return {str(name): str(value) for name, value in versions.items()}
+        return pipeline.scorecard_versions(self.project)
 
     def _excluded_account_row(self, account_id: str) -> str | None:
         """Return the problem of the account's excluded row in the accounts source.
@@ -258,12 +271,56 @@ def _print_account(project: Project, scored: AccountScore, table: pd.DataFrame) 
         f"The contributions add up to {total:.2f}; the score is "
         f"{_points(row['score'], 2)}."
     )
-    missing = table[(table["kind"] != OVERRIDE) & table["normalized"].isna()]
-    if len(missing):
-        say_wrapped(
-            f"{len(missing)} measures have no value; their weight went to the "
-            "measures of their component that have one."
+    for sentence in _missing_sentences(table[table["kind"] != OVERRIDE]):
+        say_wrapped(sentence)
+
+
+def _missing_sentences(measures: pd.DataFrame) -> list[str]:
+    """Describe where the weight of the measures without a value went.
+
+    A measure's weight goes to the measures of its component that have a value,
+    and the weight of a component with none goes to the other components.
+    """
+    missing = measures[measures["normalized"].isna()]
+    with_value = set(measures.loc[measures["normalized"].notna(), "component"])
+    if len(missing) and not with_value:
+        return ["No measure has a value, so the scorecard computes no score."]
+    sentences = []
+    partly = missing[missing["component"].isin(with_value)]
+    for component, rows in partly.groupby("component", sort=False):
+        names = _joined(rows["measure"])
+        if len(rows) == 1:
+            sentences.append(
+                f"Measure {names} has no value, so its weight went to the other "
+                f"measures of component {component}."
+            )
+        else:
+            sentences.append(
+                f"Measures {names} have no value, so their weight went to the other "
+                f"measures of component {component}."
+            )
+    empty = list(
+        dict.fromkeys(missing.loc[~missing["component"].isin(with_value), "component"])
+    )
+    if len(empty) == 1:
+        sentences.append(
+            f"Component {empty[0]} has no measure with a value, so its weight went "
+            "to the other components."
         )
+    elif empty:
+        sentences.append(
+            f"Components {_joined(empty)} have no measure with a value, so their "
+            "weight went to the other components."
+        )
+    return sentences
+
+
+def _joined(names: Any) -> str:
+    """Join names as `a`, `a and b` or `a, b and c`."""
+    texts = [str(name) for name in names]
+    if len(texts) == 1:
+        return texts[0]
+    return f"{', '.join(texts[:-1])} and {texts[-1]}"
 
 
 #: Longer measure names are folded, so that the number columns keep their room.
@@ -328,7 +385,7 @@ def _fitted(
 
     if width is None:
         width = stdout_console().width
-    longest = max([16, *(len(row[0]) for row in rows)])
+    longest = max([16, *(len(line) for row in rows for line in row[0].splitlines())])
     view = build(16, _VALUE_WIDTH)
     for measure in range(min(longest, _MAX_NAME_WIDTH), 15, -1):
         for value in range(value_width, _VALUE_WIDTH - 1, -1):
@@ -388,9 +445,53 @@ def _print_change(
         f"{before.as_of.isoformat()}, {_points(after.score['score'], 2)} as of "
         f"{after.as_of.isoformat()}."
     )
+    changed = _scorecard_change(before, after)
+    if changed is not None:
+        say_wrapped(changed)
     stdout_console().print(_change_table(parts))
+    if _has_absent_measure(parts):
+        say_wrapped(
+            "n/a: the measure is not in the account's scorecard on that date. -: the "
+            "measure has no value."
+        )
     say(f"Sum of the parts: {change_total(parts):+.2f}")
     say(f"Change of the score: {change:+.2f}")
+
+
+def _scorecard_change(before: AccountScore, after: AccountScore) -> str | None:
+    """Describe how the account's scorecard differs between the dates, or return None.
+
+    A scorecard of the same name differs when its version does, that is when its
+    measures, weights, metrics or the bands changed.
+    """
+    old = str(before.score["scorecard"])
+    new = str(after.score["scorecard"])
+    first = before.as_of.isoformat()
+    second = after.as_of.isoformat()
+    if old != new:
+        return (
+            f"The scorecard changed: {old} scored the account as of {first} and {new} "
+            f"as of {second}, so part of the change comes from the change of "
+            "scorecard, not from the account."
+        )
+    if before.version is None or after.version is None:
+        return None
+    if before.version != after.version:
+        return (
+            f"Scorecard {new} changed between the dates (version {before.version} as "
+            f"of {first}, {after.version} as of {second}), so part of the change comes "
+            "from its new settings, not from the account."
+        )
+    return None
+
+
+def _has_absent_measure(parts: pd.DataFrame) -> bool:
+    """Tell whether a measure part is missing from the scorecard of either date."""
+    from healthscore.scoring import MEASURE
+
+    measures = parts[parts["kind"] == MEASURE]
+    absent = measures["component_before"].isna() | measures["component_after"].isna()
+    return bool(absent.any())
 
 
 def _change_table(parts: pd.DataFrame, width: int | None = None) -> Table:
@@ -405,18 +506,41 @@ def _change_table(parts: pd.DataFrame, width: int | None = None) -> Table:
                 _signed(row.change),
             ))  # fmt: skip
             continue
+        in_before = _present(row.component_before)
+        in_after = _present(row.component_after)
         rows.append(
             (
-                str(row.measure),
-                f"{_value(row.value_before, row.value_text_before)} → "
-                f"{_value(row.value_after, row.value_text_after)}",
-                _arrow(row.normalized_before, row.normalized_after),
-                _arrow(row.contribution_before, row.contribution_after, 2),
+                _part_name(row),
+                f"{_side(_value(row.value_before, row.value_text_before), in_before)}"
+                f" → {_side(_value(row.value_after, row.value_text_after), in_after)}",
+                f"{_side(_points(row.normalized_before), in_before)} → "
+                f"{_side(_points(row.normalized_after), in_after)}",
+                f"{_side(_points(row.contribution_before, 2), in_before)} → "
+                f"{_side(_points(row.contribution_after, 2), in_after)}",
                 _signed(row.change),
             )
         )
     numbers = ("Normalized", "Points", "Change")
     return _fitted("Change per measure, largest first", numbers, rows, 20, width)
+
+
+def _part_name(row: Any) -> str:
+    """Name a measure part, with its component or metric on a second line when
+    they differ between the dates."""
+    name = str(row.measure)
+    if not (_present(row.component_before) and _present(row.component_after)):
+        return name
+    moves = []
+    if row.component_before != row.component_after:
+        moves.append(f"(component {row.component_before} → {row.component_after})")
+    if row.metric_before != row.metric_after:
+        moves.append(f"(metric {row.metric_before} → {row.metric_after})")
+    return "\n".join([name, *moves])
+
+
+def _side(text: str, in_scorecard: bool) -> str:
+    """Return `text`, or n/a for a measure that is not in the scorecard."""
+    return text if in_scorecard else "n/a"
 
 
 def _change_json(
@@ -428,6 +552,11 @@ def _change_json(
         "account_id": after.account_id,
         "as_of": after.as_of,
         "compare_to": before.as_of,
+        "scorecard": after.score["scorecard"],
+        "compare_scorecard": before.score["scorecard"],
+        "scorecard_version": after.version,
+        "compare_scorecard_version": before.version,
+        "scorecard_changed": _scorecard_change(before, after) is not None,
         "score": after.score["score"],
         "compare_score": before.score["score"],
         "change": float(after.score["score"]) - float(before.score["score"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from datetime import date
 from pathlib import Path
@@ -44,6 +45,7 @@ from healthscore.config.models import Duration, parse_duration
 if TYPE_CHECKING:
     from healthscore.monitoring.backfill import BackfillResult
     from healthscore.monitoring.coverage import PartialWindows
+    from healthscore.monitoring.trends import ScoredUnder
     from healthscore.store.snapshot_tables import TableWrite
     from healthscore.store.snapshots import SnapshotStore
 
@@ -113,8 +115,9 @@ def backfill(
     if not replay:
         engine = open_engine(project)
         partial = find_partial_windows(project, engine.sources, dates)
-        if partial:
-            note_wrapped(partial_windows_warning(partial, len(dates), end))
+        warning = partial_windows_warning(project, partial, len(dates), end)
+        if warning is not None:
+            note_wrapped(warning)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -243,40 +246,117 @@ def rerun_command(
 
 
 def partial_windows_warning(
-    partial: list[PartialWindows], total: int, end: date
-) -> str:
-    """Name the dates scored on partial windows, the sources, and where to start.
+    project: Project, partial: list[PartialWindows], total: int, end: date
+) -> str | None:
+    """Name the dates scored on partial windows or before a source's data, and advise.
 
-    `end` is the backfill's --to. When the first date with complete windows comes
-    after it, no --from within the range helps, so the warning also requests a
-    later --to.
+    A date whose as-of point is at or before a source's first row comes before
+    that source's data: its windows contain no row of it at all, which is reported
+    apart from a partial window. Sources of kind `notes` are left out, because a
+    CSM writes a note only when there is something to report, so the first note
+    marks no start of the data. Returns None when nothing is left to report.
+
+    `end` is the backfill's --to. The advice names a date only when it is on or
+    before today. When the first date with complete windows comes after --to, the
+    advice requests a later --to, unless the source has no row up to --to.
     """
-    count = len({day for found in partial for day in found.dates})
-    first = max(found.first_complete for found in partial)
+    from healthscore.report import project_today
+
+    partial_causes: list[str] = []
+    empty_causes: list[str] = []
+    partial_dates: set[date] = set()
+    empty_dates: set[date] = set()
+    started: list[PartialWindows] = []
+    late: list[str] = []
+    for found in partial:
+        if _source_kind(project, found.source) == "notes":
+            continue
+        within, empty = _split_before_data(project, found)
+        first_row = found.first_row.isoformat(" ", "seconds")
+        cause = f"for source {found.source}, whose first row is at {first_row}"
+        if within:
+            partial_causes.append(
+                f"{_dates_text(within)} {cause} (longest window {found.longest})"
+            )
+            partial_dates.update(within)
+            started.append(found)
+        else:
+            late.append(found.source)
+        if empty:
+            empty_causes.append(f"{_dates_text(empty)} {cause}")
+            empty_dates.update(empty)
+    sentences = []
+    if partial_dates:
+        sentences.append(
+            f"{_count_of(len(partial_dates), total)} scored on partial windows, "
+            "because the longest metric window starts before the first row of a "
+            f"source: {'; '.join(partial_causes)}."
+        )
+    if empty_dates:
+        sentences.append(
+            f"{_count_of(len(empty_dates), total)} before the first row of a source, "
+            "so its windowed metrics read no rows of it there: "
+            f"{'; '.join(empty_causes)}."
+        )
+    if not sentences:
+        return None
+    if started:
+        sentences.append(_complete_windows_advice(started, end, project_today(project)))
+    if late:
+        sentences.append(
+            f"{'Sources' if len(late) > 1 else 'Source'} {', '.join(late)} "
+            f"{'have' if len(late) > 1 else 'has'} no row up to --to "
+            f"({end.isoformat()}); check --from and --to against the dates of your "
+            "data."
+        )
+    return "warning: " + " ".join(sentences)
+
+
+def _source_kind(project: Project, name: str) -> str | None:
+    """Return the kind of a configured or built-in source."""
+    from healthscore.config.models import BUILTIN_SOURCES
+
+    source = project.config.sources.get(name)
+    return source.kind if source is not None else BUILTIN_SOURCES.get(name)
+
+
+def _split_before_data(
+    project: Project, found: PartialWindows
+) -> tuple[list[date], list[date]]:
+    """Split the dates into partial ones and those before the first row."""
+    from healthscore.sources import as_of_point
+
+    empty = [day for day in found.dates if as_of_point(project, day) <= found.first_row]
+    within = [day for day in found.dates if day not in empty]
+    return within, empty
+
+
+def _count_of(count: int, total: int) -> str:
+    """Return `3 of the 8 as-of dates are` (or `is` for one)."""
+    return f"{count} of the {total} as-of dates {'is' if count == 1 else 'are'}"
+
+
+def _complete_windows_advice(
+    started: list[PartialWindows], end: date, today: date
+) -> str:
+    """Advise where to start for complete windows, naming no date after today."""
+    first = max(found.first_complete for found in started)
     first_complete = first.isoformat()
-    causes = "; ".join(
-        f"{_dates_text(found.dates)} for source {found.source}, whose first row is "
-        f"at {found.first_row.isoformat(' ', 'seconds')} (longest window "
-        f"{found.longest})"
-        for found in partial
-    )
-    if first > end:
-        advice = (
+    if first <= min(end, today):
+        return (
+            f"Start the backfill at {first_complete} or later (--from "
+            f"{first_complete}), the first date whose windows are complete."
+        )
+    if first <= today:
+        return (
             "No date from --from to --to has complete windows, because the first "
             f"date that has them, {first_complete}, is after --to "
             f"({end.isoformat()}). Backfill from {first_complete} on (--from "
             f"{first_complete} and a --to on or after it) for complete windows."
         )
-    else:
-        advice = (
-            f"Start the backfill at {first_complete} or later (--from "
-            f"{first_complete}), the first date whose windows are complete."
-        )
     return (
-        f"warning: {count} of the {total} as-of dates "
-        f"{'is' if count == 1 else 'are'} scored on partial windows, because the "
-        f"longest metric window starts before the first row of a source: {causes}. "
-        f"{advice}"
+        "No date up to today has complete windows yet, because the data of these "
+        "sources starts less than their longest window before today."
     )
 
 
@@ -303,7 +383,7 @@ def trend(
     The trend is that of the latest snapshot on or before --as-of.
     """
     from healthscore.monitoring.history import score_history
-    from healthscore.monitoring.trends import compute_trends
+    from healthscore.monitoring.trends import compute_trends, scorecards_compared
     from healthscore.pipeline import snapshot_store
 
     project = open_project(project_dir)
@@ -315,16 +395,21 @@ def trend(
             f"before it, {snapshot.isoformat()}"
         )
     history = score_history(store)
-    trends = compute_trends(store, snapshot, project.config.history.trend, history)
+    settings = project.config.history.trend
+    trends = compute_trends(store, snapshot, settings, history)
     row = trends[trends["account_id"] == account]
     if row.empty:
-        raise ValueError(
-            f"account {account!r} has no score as of {snapshot.isoformat()}; check "
-            "the id with `healthscore explain` or score that date"
-        )
+        raise ValueError(_no_score_message(account, snapshot, history))
     own = history[(history["account_id"] == account) & (history["as_of"] <= snapshot)]
     data = _trend_json(account, snapshot, own, row.iloc[0].to_dict())
     data["requested_as_of"] = as_of
+    groups = scorecards_compared(store, history, account, snapshot, settings)
+    data["scored_under"] = [
+        {"scorecard": group.scorecard, "version": group.version, "dates": group.dates}
+        for group in groups
+    ]
+    if len(groups) > 1:
+        note_wrapped(_mixed_scorecards_warning(account, groups))
     if json_output:
         print_json(data)
         return
@@ -335,7 +420,54 @@ def trend(
         score = "" if point["score"] is None else f"{point['score']:.0f}"
         table.add_row(str(point["as_of"]), score, str(point["band"]))
     stdout_console().print(table)
-    say(_trend_line(data["trend"]))
+    say(_trend_line(data["trend"], settings.threshold))
+
+
+def _no_score_message(account: str, as_of: date, history: Any) -> str:
+    """Explain why `account` has no trend as of `as_of`, naming a date it was scored."""
+    day = as_of.isoformat()
+    rows = history[history["account_id"] == account]
+    scored = sorted(rows.loc[rows["score"].notna(), "as_of"])
+    unscored = rows[(rows["as_of"] == as_of) & rows["score"].isna()]
+    if unscored.empty:
+        reason = f"account {account!r} is not in the snapshot of {day}"
+    else:
+        band = unscored["band"].iloc[0]
+        reason = f"account {account!r} has no score as of {day} (band {band})"
+    earlier = [scored_day for scored_day in scored if scored_day < as_of]
+    if earlier:
+        last = earlier[-1].isoformat()
+        return (
+            f"{reason}; its last score is as of {last}, so pass --as-of {last} for "
+            "its trend up to that date"
+        )
+    if scored:
+        first = scored[0].isoformat()
+        return (
+            f"{reason}; its first score is as of {first}, so pass --as-of {first} "
+            "or later"
+        )
+    return (
+        f"{reason}, nor has it a score in any stored snapshot; check the id, which "
+        "is matched exactly, against the accounts source"
+    )
+
+
+def _mixed_scorecards_warning(account: str, groups: list[ScoredUnder]) -> str:
+    """Warn that the trend compares scores of different scorecard versions."""
+    parts = []
+    for group in groups:
+        version = "" if group.version is None else f" version {group.version}"
+        parts.append(
+            f"{_dates_text(group.dates)} by scorecard {group.scorecard}{version}"
+        )
+    return (
+        f"warning: the trend of {account} compares scores from different scorecard "
+        f"settings, scored {'; '.join(parts)}. Part of the change comes from the "
+        "change of settings, not from the account. To compare like with like, "
+        "score these dates again under one configuration, for example with "
+        "`healthscore backfill` under the current healthscore.yml."
+    )
 
 
 def _snapshot_on_or_before(store: SnapshotStore, as_of: date) -> date:
@@ -384,13 +516,41 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _trend_line(trend: dict[str, Any]) -> str:
+def _trend_line(trend: dict[str, Any], threshold: float) -> str:
+    """Describe the arrow, the changes and the slope on one line.
+
+    The 30-day change decides the arrow against `threshold`, so it is shown with
+    as many digits as it takes to stay on the same side of the threshold.
+    """
+
     def shown(key: str) -> str:
         value = trend[key]
-        return "n/a" if value is None else f"{value:+.1f}"
+        if value is None:
+            return "n/a"
+        return "0.0" if value == 0 else f"{value:+.1f}"
 
+    change_30d = trend["change_30d"]
+    change_text = "n/a" if change_30d is None else _beside(change_30d, threshold)
     return (
         f"Trend: {trend['arrow']} (change 7d {shown('change_7d')}, 30d "
-        f"{shown('change_30d')}, 90d {shown('change_90d')}; slope "
+        f"{change_text}, 90d {shown('change_90d')}; slope "
         f"{shown('slope_30d')} points per 30 days)"
     )
+
+
+def _beside(value: float, threshold: float) -> str:
+    """Format `value` with a sign and 1 to 4 decimals, on its side of ±`threshold`.
+
+    For example 4.95 with threshold 5 gives +4.95, not +5.0. When 4 decimals do
+    not suffice, the last one is rounded toward the side of `value`.
+    """
+    if value == 0:
+        return "0.0"
+    reached = abs(value) >= threshold
+    for digits in range(1, 5):
+        text = f"{value:+.{digits}f}"
+        if (abs(float(text)) >= threshold) == reached:
+            return text
+    scaled = abs(value) * 10**4
+    magnitude = (math.ceil(scaled) if reached else math.floor(scaled)) / 10**4
+    return f"{math.copysign(magnitude, value):+.4f}"

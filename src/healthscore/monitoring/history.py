@@ -26,12 +26,16 @@ from pydantic import ValidationError
 
 from healthscore.config import Project
 from healthscore.config.models import ProjectConfig
+from healthscore.config.partial import Unparsed
+from healthscore.config.references import reference_issues
 from healthscore.engine import Engine
+from healthscore.errors import SourceError
 from healthscore.pipeline import ScoringRun, score, snapshot_store
 from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
 
 __all__ = [
     "CONFIGS_DIR",
+    "KeptConfigError",
     "config_key",
     "record_config",
     "record_run_config",
@@ -108,19 +112,26 @@ def store_run(run: ScoringRun) -> Path:
     return run.snapshot
 
 
+class KeptConfigError(ValueError):
+    """A kept project file that is invalid now, or names a file that is missing now."""
+
+
 def replay_project(project: Project, as_of: date) -> Project:
     """The project as configured for the stored snapshot of `as_of`.
 
     The stored settings replace the current ones except `store`, so that a replayed
-    run reads and writes the current snapshot and state stores.
+    run reads and writes the current snapshot and state stores. The references of
+    the kept settings are checked as `load_project` checks them, so a source file
+    renamed since the date was scored is reported here, before any date is scored.
 
     Raises
     ------
     SnapshotNotFoundError
         When no snapshot of `as_of` is stored, or no project file is kept for its
         scorecard versions.
-    ValueError
-        When the kept project file is no longer valid.
+    KeptConfigError
+        When the kept project file is no longer valid, or names a file that is
+        missing now.
     """
     path = kept_config_path(project, as_of)
     if not path.is_file():
@@ -135,12 +146,30 @@ def replay_project(project: Project, as_of: date) -> Project:
         data = yaml.safe_load(text)
         config = ProjectConfig.model_validate(data)
     except (yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(
+        raise KeptConfigError(
             f"the project file kept in {path} is no longer valid: {exc}; delete it "
             "and score the date again to keep the current configuration"
         ) from exc
     config = config.model_copy(update={"store": project.config.store})
-    return Project(root=project.root, config=config, text=text)
+    replayed = Project(root=project.root, config=config, text=text)
+    problems = [
+        f"{issue.key}: {issue.message}" if issue.key else issue.message
+        for issue in reference_issues(replayed, {}, Unparsed())
+    ]
+    if problems:
+        day = as_of.isoformat()
+        raise KeptConfigError(
+            f"cannot replay {day}: the configuration kept for it in {path}, which "
+            f"was in force when {day} was scored, has "
+            f"{'a problem' if len(problems) == 1 else f'{len(problems)} problems'} "
+            f"now: {'; '.join(problems)}. A replay reads that file, not "
+            "healthscore.yml, so a fix in healthscore.yml does not reach it. Restore "
+            "what it names, such as a renamed file under its old name, or score the "
+            "date under the current configuration with "
+            f"`healthscore score --as-of {day}` (or `healthscore backfill` without "
+            "--replay)."
+        )
+    return replayed
 
 
 def replay(
@@ -167,9 +196,24 @@ def replay(
     ------
     SnapshotNotFoundError
         When the date or its project file is not stored.
+    KeptConfigError
+        When the kept project file is no longer valid or names a missing file.
+    SourceError
+        When a source of the kept configuration cannot be read; the message names
+        the date and the kept file.
     """
     replayed = replay_project(project, as_of)
-    run = score(replayed, as_of, engine=engine, store=False)
+    try:
+        run = score(replayed, as_of, engine=engine, store=False)
+    except SourceError as exc:
+        day = as_of.isoformat()
+        reason = str(exc).rstrip(".")
+        raise SourceError(
+            f"cannot replay {day} under the configuration kept for it in "
+            f"{kept_config_path(project, as_of)}: {reason}. The settings named are "
+            "those of that file, not of healthscore.yml. To use the current ones, "
+            f"score the date with `healthscore score --as-of {day}`."
+        ) from exc
     if store:
         store_run(run)
     return run

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
@@ -25,7 +26,16 @@ from healthscore.config.history import TrendConfig
 from healthscore.monitoring.history import score_history
 from healthscore.store.snapshots import SnapshotNotFoundError, SnapshotStore
 
-__all__ = ["CHANGE_DAYS", "TREND_COLUMNS", "compute_trends", "trend_arrow"]
+__all__ = [
+    "CHANGE_DAYS",
+    "TREND_COLUMNS",
+    "ComparedDates",
+    "ScoredUnder",
+    "compared_dates",
+    "compute_trends",
+    "scorecards_compared",
+    "trend_arrow",
+]
 
 #: Horizons of the score changes, in days.
 CHANGE_DAYS = (7, 30, 90)
@@ -40,6 +50,31 @@ TREND_COLUMNS = [
     "slope_30d",
     "arrow",
 ]
+
+
+@dataclass(frozen=True)
+class ComparedDates:
+    """The stored dates whose scores a trend as of one date reads."""
+
+    bases: dict[int, date | None]
+    """Date of the earlier score of each change, by horizon in days; None when no
+    snapshot is close enough."""
+    slope: list[date]
+    """Dates of the slope, oldest first; the last one is the trend's date."""
+
+    def all(self) -> list[date]:
+        """Return every date read, oldest first."""
+        bases = {day for day in self.bases.values() if day is not None}
+        return sorted(bases | set(self.slope))
+
+
+@dataclass(frozen=True)
+class ScoredUnder:
+    """Dates on which one scorecard version scored an account."""
+
+    scorecard: str
+    version: str | None
+    dates: list[date]
 
 
 def compute_trends(
@@ -89,22 +124,85 @@ def compute_trends(
     accounts = current.index
     frame = pd.DataFrame({"account_id": accounts, "score": current.to_numpy()})
 
-    tolerance = _half_step(list(scores.index))
-    for days in CHANGE_DAYS:
-        earlier_dates = [day for day in scores.index if day < as_of]
-        base = _base_date(earlier_dates, as_of - timedelta(days=days), tolerance)
+    compared = compared_dates(list(scores.index), as_of, settings)
+    for days, base in compared.bases.items():
         if base is None:
             frame[f"change_{days}d"] = np.nan
         else:
             earlier = scores.loc[base].reindex(accounts).to_numpy()
             frame[f"change_{days}d"] = current.to_numpy() - earlier
-    recent = scores.iloc[-settings.slope_snapshots :].reindex(columns=accounts)
+    recent = scores.loc[compared.slope].reindex(columns=accounts)
     frame["slope_30d"] = _slopes(recent) * 30.0
     frame["arrow"] = [
         trend_arrow(change, slope, settings.threshold)
         for change, slope in zip(frame["change_30d"], frame["slope_30d"], strict=True)
     ]
     return frame[TREND_COLUMNS].sort_values("account_id").reset_index(drop=True)
+
+
+def compared_dates(
+    dates: list[date], as_of: date, settings: TrendConfig
+) -> ComparedDates:
+    """Pick the dates that the trend as of `as_of` compares, as `compute_trends` does.
+
+    `dates` are the stored dates; those after `as_of` are ignored.
+    """
+    known = sorted(day for day in dates if day <= as_of)
+    tolerance = _half_step(known)
+    earlier_dates = [day for day in known if day < as_of]
+    bases = {
+        days: _base_date(earlier_dates, as_of - timedelta(days=days), tolerance)
+        for days in CHANGE_DAYS
+    }
+    return ComparedDates(bases=bases, slope=known[-settings.slope_snapshots :])
+
+
+def scorecards_compared(
+    store: SnapshotStore,
+    history: pd.DataFrame,
+    account: str,
+    as_of: date,
+    settings: TrendConfig,
+) -> list[ScoredUnder]:
+    """Group the dates that the account's trend compares by the scorecard behind them.
+
+    The scorecard of a date is the one that scored the account, with its version
+    from the date's run.json (see `healthscore.pipeline.scorecard_versions`), which
+    changes with the scorecard, the metrics it reads and the bands. More than one
+    group means that part of the trend comes from a change of those settings.
+    A date whose run.json records no version, as in snapshots stored before
+    versions were recorded, joins the one known version of its scorecard, or
+    forms a group of its own when there are several.
+
+    Parameters
+    ----------
+    store : SnapshotStore
+        Snapshots that `history` was read from.
+    history : DataFrame
+        `score_history(store)`.
+    account : str
+        Account id.
+    as_of : date
+        The trend's date.
+    settings : TrendConfig
+        Number of snapshots of the slope.
+    """
+    stored = history[history["as_of"] <= as_of]
+    own = stored[(stored["account_id"] == account) & stored["score"].notna()]
+    scorecards = dict(zip(own["as_of"], own["scorecard"], strict=True))
+    compared = compared_dates(sorted(set(stored["as_of"])), as_of, settings)
+    groups: dict[tuple[str, str | None], list[date]] = {}
+    for day in compared.all():
+        if day in scorecards:
+            name = str(scorecards[day])
+            version = store.run_info(day).get("scorecard_versions", {}).get(name)
+            groups.setdefault((name, version), []).append(day)
+    for name, version in list(groups):
+        known = [key for key in groups if key[0] == name and key[1] is not None]
+        if version is None and len(known) == 1:
+            groups[known[0]] = sorted(groups[known[0]] + groups.pop((name, None)))
+    ordered = sorted(groups.items(), key=lambda item: item[1][0])
+    return [ScoredUnder(name, version, days) for (name, version), days in ordered]
 
 
 def trend_arrow(change_30d: float, slope_30d: float, threshold: float) -> str:

@@ -134,7 +134,12 @@ def band_history_chart(
 def account_history_chart(
     history: pd.DataFrame, account_ids: list[str], alerts: pd.DataFrame, div_id: str
 ) -> str:
-    """Render each account's score over time, with a marker on each alert's date."""
+    """Render each account's score over time, with a marker on each alert's date.
+
+    The x axis is a category axis in date order over every date of `history`.
+    Without the order, Plotly lays categories out as the traces first name them,
+    so an account whose history starts later would put its dates first.
+    """
     figure = go.Figure()
     for account in account_ids:
         rows = history[history["account_id"] == account].sort_values("as_of")
@@ -169,8 +174,14 @@ def account_history_chart(
                     hovertemplate="alert %{customdata} as of %{x}<extra></extra>",
                 )
             )
+    dates = sorted({day.isoformat() for day in history["as_of"]})
     figure.update_layout(
-        xaxis={"title": {"text": "As-of date"}, "type": "category"},
+        xaxis={
+            "title": {"text": "As-of date"},
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": dates,
+        },
         yaxis={"title": {"text": "Score"}, "range": [0, 100]},
         legend={"title": {"text": "Account"}},
         **_LAYOUT,

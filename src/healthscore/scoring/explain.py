@@ -23,8 +23,6 @@ MEASURE = "measure"
 #: `kind` of the part that a score override adds.
 OVERRIDE = "override"
 
-_KEY = ["component", "measure"]
-
 
 def explain_account(
     measures_rows: pd.DataFrame, score_row: Mapping[str, Any] | pd.Series
@@ -78,10 +76,12 @@ def explain_change(
 
     Each measure of either date's rows is a part equal to its contribution after
     minus its contribution before, and a measure absent on a date contributes 0.
-    Measures are matched by component and measure name, so a measure kept through
-    a change of scorecard is one part. A score override on either date adds a part
-    of kind `override`. The parts add up to the later score minus the earlier one,
-    to within float rounding (`change_total` sums them with `math.fsum`).
+    Measures are matched by measure name, which is unique within a scorecard, so a
+    measure kept through a change of scorecard is one part even when it moved to
+    another component or reads another metric. A score override on either date
+    adds a part of kind `override`. The parts add up to the later score minus the
+    earlier one, to within float rounding (`change_total` sums them with
+    `math.fsum`).
 
     Parameters
     ----------
@@ -94,9 +94,14 @@ def explain_change(
     -------
     pd.DataFrame
         One row per part with `kind`, `component`, `measure`, `metric`,
+        `component_before`, `component_after`, `metric_before`, `metric_after`,
         `value_before`, `value_after`, `value_text_before`, `value_text_after`,
         `normalized_before`, `normalized_after`, `contribution_before`,
         `contribution_after` and `change`, the largest absolute change first.
+        `component` and `metric` are those of the later date, or of the earlier
+        one for a measure absent later. `component_before` is missing for a
+        measure absent on the earlier date, and `component_after` for one absent
+        on the later date.
 
     Raises
     ------
@@ -110,7 +115,9 @@ def explain_change(
         _check_has_score(row, label)
     before = _measure_table(before_measures)
     after = _measure_table(after_measures)
-    parts = before.merge(after, on=_KEY, how="outer", suffixes=("_before", "_after"))
+    parts = before.merge(
+        after, on="measure", how="outer", suffixes=("_before", "_after")
+    )
     parts = _combine_parts(parts)
     override = _override_change(before_score, after_score)
     if override is not None:
@@ -216,9 +223,13 @@ def _combine_parts(parts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "kind": MEASURE,
-            "component": parts["component"],
+            "component": parts["component_after"].fillna(parts["component_before"]),
             "measure": parts["measure"],
             "metric": parts["metric_after"].fillna(parts["metric_before"]),
+            "component_before": parts["component_before"],
+            "component_after": parts["component_after"],
+            "metric_before": parts["metric_before"],
+            "metric_after": parts["metric_after"],
             "value_before": parts["value_before"],
             "value_after": parts["value_after"],
             "value_text_before": parts["value_text_before"],
