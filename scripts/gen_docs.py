@@ -541,7 +541,8 @@ BUILTIN_NOTES = {
     "csm_notes": "the notes that CSMs add with `healthscore note add`: `account_id`, "
     "`timestamp` (the start of the note's day), `author`, `sentiment` (1-5, empty "
     "when none was given) and `text`. A `latest` metric over `sentiment` with a "
-    "window gives the latest sentiment, missing once the window holds no note.",
+    "window gives the latest sentiment, missing once the window holds no note. Of "
+    "the notes of one day, the one entered last counts.",
 }
 
 

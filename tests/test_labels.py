@@ -257,7 +257,7 @@ def test_outcome_labels_none_imported_notes():
         stored,
     )
     frame = result.frame
-    # The 1mo horizon of 2024-02-01 ends by 2024-03-15, but that of 2024-03-01 not.
+    # The 1mo horizon of 2024-02-01 ends by 2024-03-15, but that of 2024-03-01 does not.
     assert labelled(frame, "a", "2024-02-01")["label"] == 0.0
     assert np.isnan(labelled(frame, "a", "2024-03-01")["label"])
     assert any(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -27,7 +27,7 @@ def store(tmp_path):
         yield opened
 
 
-def note(store, account, day, sentiment=None):
+def note(store, account, day, sentiment=None, now=NOW):
     return add_note(
         store,
         account,
@@ -35,7 +35,7 @@ def note(store, account, day, sentiment=None):
         text=f"call on {day}",
         sentiment=sentiment,
         noted_on=day,
-        now=NOW,
+        now=now,
     )
 
 
@@ -145,6 +145,109 @@ def test_stale_uses_calendar_months(store):
     assert stale["account_id"].tolist() == ["a2"]
 
 
+THIRTY_DAYS = Duration(amount=30, unit="days")
+# A creation time after every note date of the tests below.
+LATER = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("as_of", "point", "expected"),
+    [
+        # start_of_day: the point is the start of D, the window [D - 30d, D).
+        (date(2026, 3, 31), datetime(2026, 3, 31), []),
+        (date(2026, 4, 1), datetime(2026, 4, 1), [("a1", date(2026, 3, 1), 31)]),
+        # end_of_day: the point is the start of D + 1, the window [D - 29d, D + 1).
+        (date(2026, 3, 30), datetime(2026, 3, 31), []),
+        (date(2026, 3, 31), datetime(2026, 4, 1), [("a1", date(2026, 3, 1), 30)]),
+    ],
+)
+def test_stale_at_window_start(store, as_of, point, expected):
+    note(store, "a1", date(2026, 3, 1))
+
+    stale = stale_notes(store, as_of, THIRTY_DAYS, point=point)
+
+    assert list(stale.itertuples(index=False, name=None)) == expected
+
+
+@pytest.mark.parametrize(
+    ("as_of", "point", "expected"),
+    [
+        # start_of_day: the note of 04-10 is seen from 04-11 on, and on 04-10 the
+        # note of 03-01 is the latest, before the window [03-11, 04-10).
+        (date(2026, 4, 10), datetime(2026, 4, 10), [("a1", date(2026, 3, 1), 40)]),
+        (date(2026, 4, 11), datetime(2026, 4, 11), []),
+        # end_of_day: the note of 04-10 is seen on 04-10 itself.
+        (date(2026, 4, 9), datetime(2026, 4, 10), [("a1", date(2026, 3, 1), 39)]),
+        (date(2026, 4, 10), datetime(2026, 4, 11), []),
+    ],
+)
+def test_stale_sees_notes_before_point(store, as_of, point, expected):
+    note(store, "a1", date(2026, 3, 1), now=LATER)
+    note(store, "a1", date(2026, 4, 10), now=LATER)
+
+    stale = stale_notes(store, as_of, THIRTY_DAYS, point=point)
+
+    assert list(stale.itertuples(index=False, name=None)) == expected
+
+
+# Accounts that `note stale --validity 30d` lists, per as-of date, with a1's notes
+# of 03-01 and 04-10 and a2's of 03-15.
+STALE_BY_POINT_RULE = {
+    "start_of_day": {
+        date(2026, 3, 31): [],
+        date(2026, 4, 1): ["a1"],
+        date(2026, 4, 10): ["a1"],
+        date(2026, 4, 11): [],
+        date(2026, 4, 14): [],
+        date(2026, 4, 15): ["a2"],
+    },
+    "end_of_day": {
+        date(2026, 3, 30): [],
+        date(2026, 3, 31): ["a1"],
+        date(2026, 4, 9): ["a1"],
+        date(2026, 4, 10): [],
+        date(2026, 4, 13): [],
+        date(2026, 4, 14): ["a2"],
+    },
+}
+
+
+@pytest.mark.parametrize("point_rule", sorted(STALE_BY_POINT_RULE))
+def test_stale_matches_missing_metric(tmp_path, point_rule):
+    from healthscore.metrics import compute_metrics
+    from healthscore.pipeline import open_engine
+    from healthscore.sources import as_of_point
+    from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+    config = minimal_config(as_of_point=point_rule)
+    config["metrics"]["note_sentiment_30d"] = {
+        "type": "latest",
+        "source": "csm_notes",
+        "column": "sentiment",
+        "window": "30d",
+    }
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    project = write_project(tmp_path, config, files)
+    with StateStore.open(project.config.store.state, project.root) as opened:
+        for account, day in [
+            ("a1", date(2026, 3, 1)),
+            ("a1", date(2026, 4, 10)),
+            ("a2", date(2026, 3, 15)),
+        ]:
+            note(opened, account, day, sentiment=4, now=LATER)
+    sources = open_engine(project).sources
+
+    for as_of, expected in STALE_BY_POINT_RULE[point_rule].items():
+        point = as_of_point(project, as_of)
+        with StateStore.open(project.config.store.state, project.root) as opened:
+            stale = stale_notes(opened, as_of, THIRTY_DAYS, point=point)
+        values = compute_metrics(project, sources, as_of).values
+        missing = values.loc[["a1", "a2"], "note_sentiment_30d"].isna()
+
+        assert stale["account_id"].tolist() == expected, as_of
+        assert missing[missing].index.tolist() == expected, as_of
+
+
 def test_note_list_shows_brackets_as_typed(tmp_path):
     from typer.testing import CliRunner
 
@@ -237,6 +340,36 @@ def test_stale_reads_notes_sources(tmp_path):
         ("a2", "2025-12-20"),
     ]
     assert [row["age_days"] for row in rows] == [120, 102]
+
+
+def test_stale_command_end_of_day(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+    from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+
+    config = minimal_config()
+    config["as_of_point"] = "end_of_day"
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": "account_id,timestamp\n"}
+    project = write_project(tmp_path, config, files)
+    with StateStore.open(project.config.store.state, project.root) as opened:
+        note(opened, "a1", date(2026, 3, 1))
+        note(opened, "a2", date(2026, 2, 1))
+        note(opened, "a2", date(2026, 4, 10), now=NOW + timedelta(days=10))
+
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    arguments = ["note", "stale", "--as-of", "2026-04-10", "--validity", "30d"]
+    result = runner.invoke(app, [*arguments, "--json", "--project", str(project.root)])
+
+    assert result.exit_code == 0, result.output
+    # The as-of point is 2026-04-11 00:00, so the 30-day window starts on
+    # 2026-03-12: a1's note of 2026-03-01 is stale, and a2's note of the as-of
+    # date itself counts.
+    rows = json.loads(result.stdout)
+    assert [(row["account_id"], row["last_noted_on"]) for row in rows] == [
+        ("a1", "2026-03-01")
+    ]
+    assert rows[0]["age_days"] == 40
 
 
 def test_stale_zero_validity_names_duration(tmp_path):

@@ -636,21 +636,22 @@ def note_stale(
     project's sources of kind notes.
     """
     from healthscore.monitoring.notes import latest_source_notes, stale_notes
+    from healthscore.sources import as_of_point
 
     project = open_project(project_dir)
     day = as_of or _local_now(project).date()
+    point = as_of_point(project, day)
     file_notes = None
     names = project.config.sources_of_kind("notes")
     if names:
         # Imported here: reading sources loads the engine, which most commands of
         # this module do not need.
         from healthscore.pipeline import open_engine
-        from healthscore.sources import as_of_point
 
         sources = open_engine(project).sources
-        file_notes = latest_source_notes(sources, names, as_of_point(project, day))
+        file_notes = latest_source_notes(sources, names, point)
     with _state_store(project) as store:
-        stale = stale_notes(store, day, validity, file_notes)
+        stale = stale_notes(store, day, validity, file_notes, point=point)
     if json_output:
         print_json(stale.to_dict(orient="records"))
         return

@@ -580,7 +580,12 @@ class AggregateMetric(WindowedMetric):
 
 
 class LatestMetric(WindowedMetric):
-    """Value of a column on the newest row before the as-of point."""
+    """Value of a column on the newest row before the as-of point.
+
+    Of rows with the same time, the row later in file order counts, with the files
+    taken in the sorted order of their names. Of the notes of one day added with
+    `healthscore note add`, the note entered last counts.
+    """
 
     type: Literal["latest"]
     column: str = Field(description="Standard column or attribute.")

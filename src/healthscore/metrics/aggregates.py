@@ -6,7 +6,8 @@ groups of time-ordered files. Metrics without a window that pick one row (latest
 value ever, days since, first milestone) also need the older rows. A second scan reads
 only those rows, for those metrics alone. The newest matching row of the two scans
 wins, or the first one for a milestone. Any other metric without a window makes the
-whole source one scan of all rows. Inside `SourceSet.row_summaries`, the days since
+whole source one scan of all rows. Of rows with the same time, `latest` takes the one
+later in file order (`latest_key`). Inside `SourceSet.row_summaries`, the days since
 the last row (without a filter) come from the source's row summary instead, which
 the source report reads as well.
 """
@@ -168,18 +169,27 @@ def _compute_requests(
     to the point. With `count_rows`, the frame also has the `_SCAN_COLUMNS` of that
     scan.
     """
-    table = sources.rows(source_name, point)
+    # Only a latest value needs the rows' place in the files (see `row_order`).
+    ordered = any(isinstance(r.metric, LatestMetric) for r in requests)
+    table = sources.rows(source_name, point, ordered=ordered)
     # Spark would read the rows again for each filtered query.
     split = isinstance(sources.con, DuckDBBackend)
     if "timestamp" not in table.columns:
         table = table.mutate(timestamp=table.start.cast("timestamp"))
+    order = row_order(sources, source_name, table)
     starts = [r.span.start for r in requests if r.span is not None]
     history = [r for r in requests if r.span is None]
     # Only a newest or first row can be picked from two scans; a count or sum
     # without a window needs all rows in one scan.
     if not starts or not all(isinstance(r.metric, _ROW_PICKERS) for r in history):
         frame = _aggregate(
-            table, requests, point, as_of, count_rows=count_rows, split_distinct=split
+            table,
+            requests,
+            point,
+            as_of,
+            order,
+            count_rows=count_rows,
+            split_distinct=split,
         )
         return frame, None
     lower = min(starts)
@@ -189,6 +199,7 @@ def _compute_requests(
         requests,
         point,
         as_of,
+        order,
         seen=history,
         count_rows=count_rows,
         split_distinct=split,
@@ -196,9 +207,8 @@ def _compute_requests(
     if not history:
         return frame, lower
     older = table.filter(table.timestamp < lower)
-    combined = _combine(
-        frame, _aggregate(older, history, point, as_of, seen=history), history
-    )
+    older_frame = _aggregate(older, history, point, as_of, order, seen=history)
+    combined = _combine(frame, older_frame, history)
     return combined, lower
 
 
@@ -249,11 +259,14 @@ def _aggregate(
     requests: list[_Request],
     point: datetime,
     as_of: date,
+    order: list[str],
     seen: list[_Request] | None = None,
     count_rows: bool = False,
     split_distinct: bool = False,
 ) -> pd.DataFrame:
     """Aggregate `requests` per account; for `seen`, also count the matching rows.
+
+    `order` lists the columns that order rows of equal time (`row_order`).
 
     With `count_rows`, also count all rows and take the newest before the point
     (`_SCAN_COLUMNS`). With `split_distinct`, distinct counts are left out of the
@@ -266,7 +279,7 @@ def _aggregate(
         if split_distinct and isinstance(r.metric, DistinctCountMetric)
     ]
     aggregations = {
-        request.column: _reduction(table, request, namespace, point)
+        request.column: _reduction(table, request, namespace, point, order)
         for request in requests
         if request not in distinct
     }
@@ -342,6 +355,7 @@ def _reduction(
     request: _Request,
     namespace: dict[str, ibis.Value],
     point: datetime,
+    order: list[str],
 ) -> ibis.Value:
     metric = request.metric
     condition = _condition(table, request, namespace, point)
@@ -357,11 +371,41 @@ def _reduction(
         column = table[metric.column]
         return getattr(column, metric.type)(where=condition)
     if isinstance(metric, LatestMetric):
-        return table[metric.column].argmax(table.timestamp, where=condition)
+        # Ibis computes argmax as the value on the newest row, even when missing.
+        return table[metric.column].argmax(latest_key(table, order), where=condition)
     if isinstance(metric, DaysSinceMetric):
         return table.timestamp.max(where=condition)
     assert isinstance(metric, MilestoneMetric)
     return table.timestamp.min(where=condition)
+
+
+def row_order(sources: SourceSet, source_name: str, table: ibis.Table) -> list[str]:
+    """Return the columns of `table` that order a source's rows in file order.
+
+    `_row` numbers the rows within each file or across all files, and the files
+    are read in the sorted order of their names. So `_row` alone orders the rows of
+    a source with one file, and `_file` comes first for a source with more. The
+    list is empty when `table` has no `_row` column (`SourceSet.rows` without
+    `ordered`).
+    """
+    if "_row" not in table.columns:
+        return []
+    if len(sources.loaded[source_name].files) > 1:
+        return ["_file", "_row"]
+    return ["_row"]
+
+
+def latest_key(table: ibis.Table, order: list[str]) -> ibis.Value:
+    """Return the sort key of the `latest` reduction: the time, then `order`.
+
+    Of rows with the same time, the one later in file order has the greater key, so
+    a `latest` metric takes it on every engine, whatever order the engine scans the
+    rows in. For the notes of `healthscore note add`, that is the note entered last.
+    """
+    if not order:
+        return table.timestamp
+    fields = {"timestamp": table.timestamp} | {name: table[name] for name in order}
+    return ibis.struct(fields)
 
 
 def _condition(

@@ -13,7 +13,8 @@ those partials:
 - counts and sums: the difference of two running totals per account;
 - minimum and maximum: a reduction over the segments of the window;
 - latest value, days since, first milestone: the last or first segment before the
-  end;
+  end. Rows of the same time fall in one segment, where the latest value is that of
+  the row later in file order, as on one date (`aggregates.latest_key`);
 - distinct counts: one bit mask per (account, value) of the segments it was seen
   in, so a value counts at a date when its mask meets the date's window.
 
@@ -49,7 +50,7 @@ from healthscore.config.models import (
     RateMetric,
 )
 from healthscore.expressions import parse_expression
-from healthscore.metrics.aggregates import _request
+from healthscore.metrics.aggregates import _request, latest_key, row_order
 from healthscore.sources import (
     _EXAMPLES_PER_REASON,
     ExcludedRow,
@@ -229,9 +230,12 @@ class SourceSweep:
         sweeps = [_sweep(name, metrics, points) for name in names]
         segments = _Segments(sweeps)
         self.sweeps = [segments.place(sweep) for sweep in sweeps]
-        table = sources.rows(source_name, points[-1])
+        # Only a latest value needs the rows' place in the files.
+        ordered = any(sweep.kind == "latest" for sweep in self.sweeps)
+        table = sources.rows(source_name, points[-1], ordered=ordered)
         if "timestamp" not in table.columns:
             table = table.mutate(timestamp=table.start.cast("timestamp"))
+        order = row_order(sources, source_name, table)
         if (segments.edges % 2 == 1).any():
             slots = _row_slot(table.timestamp)
         else:
@@ -255,7 +259,7 @@ class SourceSweep:
         )
         row_sweeps = [s for s in self.sweeps if s.kind != "distinct"]
         if row_sweeps:
-            frame = _scan_partials(table, row_sweeps, positions)
+            frame = _scan_partials(table, row_sweeps, positions, order)
             lookups: list[_KeyLookup] = []
             for index, sweep in enumerate(row_sweeps):
                 partials = _Partials.build(frame, index, sweep)
@@ -319,12 +323,13 @@ def _days_before(days: np.ndarray, moments: np.ndarray) -> np.ndarray:
 
 
 def _scan_partials(
-    table: ibis.Table, sweeps: list[_Sweep], positions: ibis.Table
+    table: ibis.Table, sweeps: list[_Sweep], positions: ibis.Table, order: list[str]
 ) -> pd.DataFrame:
     """Per account and segment, the partial aggregates of each sweep.
 
     The rows are grouped by account and segment, and sorted by both. The account
-    ids become their positions (column `code`, from the `positions` table).
+    ids become their positions (column `code`, from the `positions` table). `order`
+    lists the columns that order rows of equal time (`aggregates.row_order`).
     """
     lower = min(int(s.starts.min()) for s in sweeps)
     if lower > 0:
@@ -336,7 +341,8 @@ def _scan_partials(
     namespace = {column: table[column] for column in table.columns}
     aggregations: dict[str, ibis.Value] = {}
     for index, sweep in enumerate(sweeps):
-        aggregations.update(_partial_columns(table, index, sweep, namespace))
+        columns = _partial_columns(table, index, sweep, namespace, order)
+        aggregations.update(columns)
     grouped = table.group_by(["account_id", _SEGMENT]).aggregate(**aggregations)
     coded = grouped.join(positions, "account_id").drop("account_id")
     # Sorted once here for every sweep (see _sorted_segments).
@@ -353,7 +359,11 @@ def _date_numbers(days: pa.ChunkedArray) -> np.ndarray:
 
 
 def _partial_columns(
-    table: ibis.Table, index: int, sweep: _Sweep, namespace: dict[str, ibis.Value]
+    table: ibis.Table,
+    index: int,
+    sweep: _Sweep,
+    namespace: dict[str, ibis.Value],
+    order: list[str],
 ) -> dict[str, ibis.Value]:
     where = getattr(sweep.metric, "where", None)
     condition = parse_expression(where).evaluate(namespace) if where else None
@@ -374,7 +384,7 @@ def _partial_columns(
         # Ibis computes argmax as the value on the newest row, even when missing.
         column = table[metric.column]  # type: ignore[union-attr]
         return {
-            f"v{index}": column.argmax(timestamp, where=condition),
+            f"v{index}": column.argmax(latest_key(table, order), where=condition),
             f"t{index}": timestamp.max(where=condition),
         }
     if sweep.kind == "last":

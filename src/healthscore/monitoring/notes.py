@@ -4,7 +4,8 @@ A note counts as a measure through `notes_frame`, which returns the notes in the
 standard columns of a `notes` source. Registered as a source named `csm_notes`, a
 metric `{type: latest, source: csm_notes, column: sentiment, window: 90d}` gives
 each account's latest sentiment and is missing once the latest note is more than
-90 days old. `stale_notes` lists those accounts with the same rule.
+90 days old. Of notes of the same day, the one entered last counts. `stale_notes`
+lists the accounts whose latest note is too old, with the window of such a metric.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import func, insert, select
 
-from healthscore.config.models import Duration
+from healthscore.config.models import Duration, WindowConfig
 from healthscore.errors import FieldError
-from healthscore.metrics.windows import shift
+from healthscore.metrics.windows import current_span
 from healthscore.monitoring.interventions import record_audit, write_transaction
 from healthscore.sources import SourceSet
 from healthscore.store import StateStore
@@ -142,6 +143,10 @@ def notes_frame(state: StateStore) -> pd.DataFrame:
     reads it in the project's time zone like other naive timestamps. With the
     default `start_of_day` as-of point, a note is therefore seen from the next
     day's scores on. `sentiment` is a float with NaN where none was given.
+
+    The rows are sorted by day, then in the order the notes were entered. A source
+    numbers its rows in this order, and a `latest` metric takes the later row of
+    two with the same time, so the note entered last wins among notes of one day.
     """
     query = select(
         notes.c.account_id,
@@ -167,16 +172,31 @@ def stale_notes(
     as_of: date,
     validity: Duration,
     file_notes: pd.Series | None = None,
+    point: datetime | None = None,
 ) -> pd.DataFrame:
-    """List the accounts whose latest note before `as_of` is older than `validity`.
+    """List the accounts whose latest note before the as-of point is too old.
 
-    A note of day N counts as of date D when N < D, and is valid while
-    N >= D - validity (calendar months for `mo`), the same range as a metric window
-    of that length that ends at the start of day D. Accounts with no note before D
-    are not listed, because no note about them was ever stored.
+    A note is stamped at the start of its day, as in `notes_frame`. It counts when
+    that time is before `point`, and it is valid while it lies inside the window of
+    length `validity` (left-closed, calendar months for `mo`) that ends at `point`.
+    This is the window of a `latest` metric with `window: <validity>`, so an account
+    is listed exactly when such a metric over its notes is missing. Accounts with no
+    note before the point are not listed, because no note about them was ever
+    stored.
 
-    `file_notes` gives the day of each account's latest note in the project's own
-    notes sources (see `latest_source_notes`); the latest of both places counts.
+    Parameters
+    ----------
+    as_of : date
+        The date checked; `age_days` counts from it.
+    validity : Duration
+        How long a note stays valid.
+    file_notes : Series, optional
+        The day of each account's latest note in the project's own notes sources
+        (see `latest_source_notes`); the latest of both places counts.
+    point : datetime, optional
+        The as-of point of `as_of` (`sources.as_of_point`). By default it is the
+        start of `as_of`, the point of `as_of_point: start_of_day`. With
+        `end_of_day` it is the start of the next day, so notes of `as_of` count.
 
     Returns
     -------
@@ -184,20 +204,24 @@ def stale_notes(
         account_id, last_noted_on and age_days (days from that note to `as_of`),
         the oldest note first.
     """
-    oldest_valid = shift(datetime(as_of.year, as_of.month, as_of.day), validity).date()
+    if point is None:
+        point = datetime(as_of.year, as_of.month, as_of.day)
+    window = current_span(WindowConfig(length=validity), point)
+    # The last day whose start is before the point.
+    last_day = (point - timedelta(microseconds=1)).date()
     latest = (
         select(notes.c.account_id, func.max(notes.c.noted_on))
-        .where(notes.c.noted_on < as_of)
+        .where(notes.c.noted_on <= last_day)
         .group_by(notes.c.account_id)
     )
     with state.engine.connect() as connection:
         stored = {account: day for account, day in connection.execute(latest).all()}
     for account, day in (file_notes if file_notes is not None else {}).items():
-        if day < as_of and (account not in stored or stored[account] < day):
+        if day <= last_day and (account not in stored or stored[account] < day):
             stored[account] = day
-    rows = sorted(
-        ((day, account) for account, day in stored.items() if day < oldest_valid),
-    )
+    days = pd.Series(stored, dtype=object)
+    valid = window.contains(pd.to_datetime(days))
+    rows = sorted((day, account) for account, day in days[~valid].items())
     frame = pd.DataFrame(
         [(account, day) for day, account in rows],
         columns=["account_id", "last_noted_on"],

@@ -140,9 +140,11 @@ class AccountSubset(SourceSet):
         )
         self._subset = self.con.table(_SUBSET_TABLE)
 
-    def rows(self, name: str, point: datetime | None = None) -> ibis.Table:
+    def rows(
+        self, name: str, point: datetime | None = None, *, ordered: bool = False
+    ) -> ibis.Table:
         """Usable rows of the source as seen at `point`, of the listed accounts only."""
-        table = super().rows(name, point)
+        table = super().rows(name, point, ordered=ordered)
         if "account_id" not in table.columns:
             return table
         return table.filter(table.account_id.isin(self._subset.account_id))

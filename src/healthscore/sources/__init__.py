@@ -221,15 +221,18 @@ class SourceSet:
         """Standard and attribute columns of a source, with their types."""
         return dict(self.loaded[name].columns)
 
-    def rows(self, name: str, point: datetime | None = None) -> ibis.Table:
+    def rows(
+        self, name: str, point: datetime | None = None, *, ordered: bool = False
+    ) -> ibis.Table:
         """Usable rows of a source, as seen at `point` (all rows when None).
 
         Rows stamped after the point are left out, so no metric built on this table
         can see the future. A row stamped exactly at the point is kept, and counts
         as used in the source report, but every metric leaves it out itself: all
-        windows are open at their end.
+        windows are open at their end. With `ordered`, the table also has `_file`
+        and `_row`, which give the rows' order in the source's files.
         """
-        table = self.con.table(f"valid_{name}")
+        table = self.con.table(f"{'ordered' if ordered else 'valid'}_{name}")
         if point is None:
             return table
         kind = self.loaded[name].config.kind
@@ -783,20 +786,23 @@ def _create_valid_view(
     scores: dict[str, str] | None = None,
     kept_values: bool = False,
 ) -> None:
-    """Create the view of usable rows, with the `scores` columns of `text` added.
+    """Create the views of usable rows, with the `scores` columns of `text` added.
 
-    With `kept_values`, the relation has the `_value` column, which the view
-    leaves out like the other check columns.
+    `valid_<name>` leaves out the check columns. `ordered_<name>` keeps `_file` and
+    `_row` of them, for metrics that order rows of equal time by their place in the
+    files. With `kept_values`, the relation has the `_value` column, which both
+    views leave out.
     """
     added = "".join(
         f", {sql} AS {quote(column)}" for column, sql in (scores or {}).items()
     )
-    hidden = "_problem, _file, _row, _value" if kept_values else "_problem, _file, _row"
-    raw.execute(
-        f"CREATE OR REPLACE TEMP VIEW {quote('valid_' + name)} AS "
-        f"SELECT * EXCLUDE ({hidden}){added} FROM {quote(relation)} "
-        "WHERE _problem IS NULL"
-    )
+    checks = "_problem, _value" if kept_values else "_problem"
+    for view, hidden in (("valid_", f"{checks}, _file, _row"), ("ordered_", checks)):
+        raw.execute(
+            f"CREATE OR REPLACE TEMP VIEW {quote(view + name)} AS "
+            f"SELECT * EXCLUDE ({hidden}){added} FROM {quote(relation)} "
+            "WHERE _problem IS NULL"
+        )
 
 
 def _mark_duplicate_accounts(raw: Any, relation: str) -> None:

@@ -410,14 +410,19 @@ def _mark_duplicate_accounts(
 def _create_valid_view(
     session: SparkSession, name: str, relation: str, scores: dict[str, str]
 ) -> None:
-    """Create `valid_<name>`: the usable rows, with the `scores` columns of `text`."""
+    """Create `valid_<name>`: the usable rows, with the `scores` columns of `text`.
+
+    `ordered_<name>` has the same rows with `_file` and `_row` too (see
+    `SourceSet.rows`).
+    """
     frame = session.table(relation).filter("_problem IS NULL")
     # `drop` skips a name that the frame lacks, such as `_value` of most sources.
-    frame = frame.drop("_problem", "_file", "_row", "_value")
+    frame = frame.drop("_problem", "_value")
     added = [f"{to_spark_sql(sql)} AS `{c}`" for c, sql in scores.items()]
     if added:
         frame = frame.selectExpr("*", *added)
-    frame.createOrReplaceTempView(f"valid_{name}")
+    frame.createOrReplaceTempView(f"ordered_{name}")
+    frame.drop("_file", "_row").createOrReplaceTempView(f"valid_{name}")
 
 
 class SparkSourceSet(SourceSet):
