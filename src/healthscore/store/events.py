@@ -6,13 +6,21 @@ Layout, per store source::
     <events>/<source>/ingested.json                   content hashes of ingested batches
     <events>/<source>/memberships.parquet             user-to-account memberships
     <events>/<source>/.lock                           serialises writers
+    <events>/<source>/.append-<id>.json               files of an unfinished append
     <daily>/<source>/day=YYYY-MM-DD/rollup.parquet    rollup of the day, per account
     <daily>/<source>/day=YYYY-MM-DD/purged.json       present once the raw day is purged
 
 Every file is written under a temporary name, synced and renamed into place, so a
-reader finds a part or a rollup whole or not at all. The rollup of a day is computed
-again from all of the day's raw parts whenever the day changes, so a rollup left
-stale by a crash is repaired by the next append or erasure. An append with
+reader finds a part or a rollup whole or not at all. An append names its parts after
+its id and lists them, with the rollups it replaces, in a journal before the first
+rename. Until the append is complete (see `EventStore._commit_append`) the next
+writer of the source rolls it back, so a retry after a crash stores every row once.
+NOTE: readers take no lock, so one that lists the files during the renames, or after
+a crash and before the next writer, sees some days of the append.
+
+The rollup of a day is computed again from all of the day's raw parts whenever the
+day changes, so a rollup left stale by a crash is repaired by the next append or
+erasure. An append with
 `rollup=False` leaves that to a later `rebuild_rollups`, as the web service does to
 keep the work off its requests. A day is purged only when its rollup counts exactly
 the rows of its raw parts.
@@ -62,6 +70,8 @@ PURGED_FILE = "purged.json"
 MANIFEST_FILE = "ingested.json"
 MEMBERSHIPS_FILE = "memberships.parquet"
 LOCK_FILE = ".lock"
+#: Name start of the journal that an append writes before it renames its files.
+JOURNAL_PREFIX = ".append-"
 #: Column of the raw parts that keeps the message id of each row, when it has one.
 MESSAGE_ID_COLUMN = "_message_id"
 #: Columns of the memberships table: a user key, its account, the time of the call
@@ -382,34 +392,40 @@ class EventStore:
                 return result
             purged = set(self.purged_days(source))
             days = pc.cast(table["timestamp"], pa.date32())
+            append_id = uuid.uuid4().hex[:12]
             # Every file is written under a temporary name first, so rows that cannot
             # be stored (such as a column whose type changed) store nothing at all.
             staged: list[tuple[Path, Path]] = []
+            backups: list[Path] = []
             try:
                 for day in sorted(set(days.to_pylist())):
                     part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
                     if day in purged:
                         staged += self._stage_rollup_merge(source, day, part, numeric)
+                        backups += self._back_up_rollup(source, day, append_id)
                         result.rollup_only_days.append(day)
                     else:
                         staged += self._stage_day(
-                            source, day, part, numeric, rollup=rollup
+                            source, day, part, numeric, rollup=rollup, name=append_id
                         )
                         result.raw_days.append(day)
             except BaseException:
                 for temporary, _ in staged:
                     temporary.unlink(missing_ok=True)
+                for backup in backups:
+                    backup.unlink(missing_ok=True)
                 self._remove_empty_folders(source, set(days.to_pylist()))
                 raise
-            # NOTE: a crash between these renames leaves some days appended; their
-            # rollups are computed again from the raw rows by the next append.
-            for temporary, target in staged:
-                os.replace(temporary, target)
-                _fsync_directory(target.parent)
+            self._commit_append(
+                source,
+                append_id,
+                staged,
+                backups,
+                numeric,
+                batch=None if batch_id is None else (batch_id, origin, table.num_rows),
+            )
             if ids is not None:
                 self._cache_new_parts(source, table, [target for _, target in staged])
-            if batch_id is not None:
-                self._record_batch(source, batch_id, origin, table.num_rows)
         logger.info(
             "stored %d rows of %s from %s in %d days (%d duplicates left out)",
             table.num_rows,
@@ -517,11 +533,15 @@ class EventStore:
         numeric: list[str],
         *,
         rollup: bool = True,
+        name: str = "",
     ) -> list[tuple[Path, Path]]:
-        """Write a new raw part, and with `rollup` the day's new rollup, staged."""
+        """Write a new raw part, and with `rollup` the day's new rollup, staged.
+
+        `name` is the append id that the part's name ends with.
+        """
         folder = self._day_dir(source, day)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / _part_name()
+        target = folder / _part_name(name)
         if not rollup:
             self._check_fits_last_part(source, day, part)
             return [(_write_temporary(target, part), target)]
@@ -570,6 +590,127 @@ class EventStore:
         added = rollup_table(part, numeric)
         merged = added if current is None else merge_rollups([current, added])
         return [self._stage_rollup(source, day, merged)]
+
+    def _back_up_rollup(self, source: str, day: date, append_id: str) -> list[Path]:
+        """Hard-link the rollup of a day under a name of the append; [] if none."""
+        path = self._rollup_path(source, day)
+        if not path.is_file():
+            return []
+        backup = path.with_name(_backup_name(append_id))
+        backup.unlink(missing_ok=True)
+        os.link(path, backup)
+        _fsync_directory(path.parent)
+        return [backup]
+
+    def _commit_append(
+        self,
+        source: str,
+        append_id: str,
+        staged: list[tuple[Path, Path]],
+        backups: list[Path],
+        numeric: list[str],
+        *,
+        batch: tuple[str, str, int] | None,
+    ) -> None:
+        """Rename the staged files of an append into place, all or none of them.
+
+        A journal listing the files goes first. The append is complete once its
+        batch is recorded in `ingested.json` or, without a batch id, once the
+        journal is removed. Until then `_recover` rolls the append back: it deletes
+        the new raw parts, computes the rollups of raw days again from the parts
+        that remain and restores the rollups of purged days from their backups.
+        """
+        journal = self.events_folder / source / f"{JOURNAL_PREFIX}{append_id}.json"
+        entry: dict[str, Any] = {
+            "batch_id": None if batch is None else batch[0],
+            "numeric": numeric,
+            "parts": [],
+            "rollups": [],
+            "backups": [p.parent.name.removeprefix(DAY_PREFIX) for p in backups],
+        }
+        for _, target in staged:
+            day = target.parent.name.removeprefix(DAY_PREFIX)
+            key = "parts" if target.name.startswith("part-") else "rollups"
+            entry[key].append(day if key == "rollups" else f"{day}/{target.name}")
+        try:
+            _write_text_atomic(journal, json.dumps(entry, indent=1))
+            for temporary, target in staged:
+                os.replace(temporary, target)
+                _fsync_directory(target.parent)
+            if batch is not None:
+                self._record_batch(source, *batch)
+        except BaseException:
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
+            if journal.is_file():
+                self._roll_back_append(source, journal)
+            else:
+                for backup in backups:
+                    backup.unlink(missing_ok=True)
+                self._remove_empty_folders(
+                    source, {_folder_day(target) for _, target in staged}
+                )
+            raise
+        journal.unlink()
+        _fsync_directory(journal.parent)
+        for backup in backups:
+            backup.unlink(missing_ok=True)
+
+    def _finish_appends(self, source: str) -> None:
+        """Roll back each append whose journal remains and that is not complete."""
+        manifest: dict[str, Any] | None = None
+        for journal in sorted((self.events_folder / source).glob(JOURNAL_PREFIX + "*")):
+            try:
+                entry = json.loads(journal.read_text(encoding="utf-8"))
+            except ValueError:
+                # The store renames a journal into place whole, so one that cannot
+                # be read was not written by this store.
+                raise EventStoreError(
+                    f"{journal} is not a valid append journal; move it out of the "
+                    "store folder, then check the raw days for parts named after "
+                    f"its id {journal.stem.removeprefix(JOURNAL_PREFIX)}"
+                ) from None
+            if manifest is None:
+                manifest = self._manifest(source)
+            if entry.get("batch_id") is None or entry["batch_id"] not in manifest:
+                self._roll_back_append(source, journal)
+            else:
+                journal.unlink()
+                _fsync_directory(journal.parent)
+
+    def _roll_back_append(self, source: str, journal: Path) -> None:
+        """Undo the renames of the append that `journal` lists, then remove it."""
+        entry = json.loads(journal.read_text(encoding="utf-8"))
+        append_id = journal.stem.removeprefix(JOURNAL_PREFIX)
+        for name in entry["parts"]:
+            part = self.events_folder / source / (DAY_PREFIX + name)
+            part.unlink(missing_ok=True)
+        for text in entry["rollups"]:
+            day = date.fromisoformat(text)
+            path = self._rollup_path(source, day)
+            backup = path.with_name(_backup_name(append_id))
+            if text in entry["backups"]:
+                # A backup already moved back by an interrupted rollback is gone.
+                if backup.is_file():
+                    os.replace(backup, path)
+                    _fsync_directory(path.parent)
+                continue
+            raw = self.read_raw(source, day)
+            if raw is not None:
+                self._write_rollup(source, day, rollup_table(raw, entry["numeric"]))
+            else:
+                path.unlink(missing_ok=True)
+        days = {date.fromisoformat(n.split("/", 1)[0]) for n in entry["parts"]}
+        days |= {date.fromisoformat(text) for text in entry["rollups"]}
+        self._remove_empty_folders(source, days)
+        journal.unlink()
+        _fsync_directory(journal.parent)
+        logger.warning(
+            "rolled back an unfinished append of %d raw parts of %s (append %s)",
+            len(entry["parts"]),
+            source,
+            append_id,
+        )
 
     def _stage_rollup(
         self, source: str, day: date, rollup: pa.Table
@@ -975,7 +1116,11 @@ class EventStore:
     # Housekeeping
 
     def _recover(self, source: str) -> None:
-        """Finish purges and day swaps that an interrupted process left behind."""
+        """Finish purges, day swaps and appends that an interrupted process left.
+
+        Also deletes the temporary files of writes that never completed, in the raw
+        and in the rollup day folders.
+        """
         folder = self.events_folder / source
         if not folder.is_dir():
             return
@@ -1002,6 +1147,18 @@ class EventStore:
             elif entry.is_dir() and name.startswith(DAY_PREFIX):
                 for leftover in entry.glob(".*.tmp"):
                     leftover.unlink()
+        # Temporaries of ingested.json, memberships.parquet and append journals.
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink()
+        self._finish_appends(source)
+        daily = self.daily_folder / source
+        if daily.is_dir():
+            for entry in daily.iterdir():
+                if entry.is_dir() and entry.name.startswith(DAY_PREFIX):
+                    for leftover in entry.glob(".*.tmp"):
+                        leftover.unlink()
+                    for leftover in entry.glob(f".{ROLLUP_FILE}.*.bak"):
+                        leftover.unlink()  # the backup of a completed append
 
     def _manifest(self, source: str) -> dict[str, Any]:
         path = self.events_folder / source / MANIFEST_FILE
@@ -1025,8 +1182,6 @@ class EventStore:
         return manifest
 
     def _record_batch(self, source: str, batch_id: str, origin: str, rows: int) -> None:
-        # NOTE: a crash after the rows are stored and before this write lets the same
-        # batch be stored a second time.
         manifest = self._manifest(source)
         manifest[batch_id] = {
             "origin": Path(origin).name if origin else "",
@@ -1084,9 +1239,20 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _part_name() -> str:
-    # The time first, so a day's parts sort in the order they were stored.
-    return f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+def _part_name(append_id: str = "") -> str:
+    # The time first, so a day's parts sort in the order they were stored, then the
+    # id of the append that stored the part.
+    suffix = append_id or uuid.uuid4().hex[:8]
+    return f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{suffix}.parquet"
+
+
+def _folder_day(path: Path) -> date:
+    return date.fromisoformat(path.parent.name.removeprefix(DAY_PREFIX))
+
+
+def _backup_name(append_id: str) -> str:
+    """Name the copy of a rollup that the append `append_id` replaces."""
+    return f".{ROLLUP_FILE}.{append_id}.bak"
 
 
 def _merged_part_name(newest: str) -> str:
