@@ -313,6 +313,34 @@ def test_cli_source_after_range(tmp_path: Path) -> None:
     )
 
 
+def test_cli_later_dates_complete_no_advice(tmp_path: Path) -> None:
+    # Events from 2024-01-15 on: 2024-01-01 comes before them, and the 28-day
+    # window of 2024-03-01 starts after them, so that date is complete.
+    events = (
+        "account_id,timestamp,event_type\n"
+        "a1,2024-01-15 09:00:00,login\n"
+        "a1,2024-02-27 09:00:00,login\n"
+    )
+    project = write_project(
+        tmp_path / "p",
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": events},
+    )
+
+    result = run(
+        "backfill", "--project", project.root, "--from", "2024-01-01",
+        "--to", "2024-03-01", "--every", "2mo",
+    )  # fmt: skip
+
+    warning = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.output
+    assert warning == (
+        "warning: 1 of the 2 as-of dates is before the first row of a source, so its "
+        "windowed metrics read no rows of it there: 2024-01-01 for source events, "
+        "whose first row is at 2024-01-15 09:00:00."
+    )
+
+
 def test_warning_names_no_date_after_today(tmp_path: Path) -> None:
     # Events that begin 10 days before today, with a 28-day window: the first
     # complete date is 18 days after today, so no date is named.

@@ -879,6 +879,22 @@ def test_zendesk_lookup_maps_organizations(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("key", ["900", "900.000"])
+def test_zendesk_lookup_whole_number_keys(tmp_path, key):
+    project = zendesk_project(
+        tmp_path,
+        files={"orgs.csv": f"organization_id,id\n{key},acme\n"},
+        lookups={
+            "account_id": {"path": "orgs.csv", "key": "organization_id", "value": "id"}
+        },
+    )
+
+    found = rows(load(project), "support")
+
+    # The export's organization_id is the JSON number 900.
+    assert [row["account_id"] for row in found] == ["acme", None, None]
+
+
 # CRM accounts -----------------------------------------------------------------------
 
 

@@ -261,6 +261,7 @@ def partial_windows_warning(
     advice requests a later --to, unless the source has no row up to --to.
     """
     from healthscore.report import project_today
+    from healthscore.sources import as_of_point
 
     partial_causes: list[str] = []
     empty_causes: list[str] = []
@@ -280,7 +281,7 @@ def partial_windows_warning(
             )
             partial_dates.update(within)
             started.append(found)
-        else:
+        elif as_of_point(project, end) <= found.first_row:
             late.append(found.source)
         if empty:
             empty_causes.append(f"{_dates_text(empty)} {cause}")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from healthscore.config import Project
 from healthscore.config.models import REQUIRED_COLUMNS, STANDARD_COLUMNS, SourceConfig
 from healthscore.sources.csv_rows import fields_count
-from healthscore.sources.lookups import read_lookup
+from healthscore.sources.lookups import lookup_key, read_lookup
 from healthscore.sources.reader import SourceError, quote
 
 _ARROW_TYPES = {
@@ -111,7 +111,9 @@ class ImportContext:
         """Code to name per looked-up column, from files checked row by row."""
         lookups: dict[str, dict[str, str]] = {}
         for column, lookup in self.source.lookups.items():
-            pairs = read_lookup(self.project, self.name, column, lookup)
+            # Importer values are JSON or CSV text, so keys follow the text rule:
+            # `900.000` matches the code 900.
+            pairs = read_lookup(self.project, self.name, column, lookup, "VARCHAR")
             # A blank name stays blank text here, and the column's type reads it.
             lookups[column] = {
                 code: "" if name is None else name for code, name in pairs.items()
@@ -188,7 +190,7 @@ class RecordTable:
 
     def _typed(self, column: str, kind: str, raw: Any) -> tuple[Any, str | None]:
         if column in self.lookups and not is_blank(raw):
-            name = self.lookups[column].get(str(raw))
+            name = self.lookups[column].get(_lookup_code(raw))
             if name is None:
                 return None, f"unknown_code:{column}"
             raw = name
@@ -526,3 +528,15 @@ def check_attributes(
                 f"{context.source.format}; it offers {choices}. "
                 f"Fix sources.{context.name}.attributes."
             )
+
+
+def _lookup_code(raw: Any) -> str:
+    """Return the code that a lookup matches for the importer value `raw`.
+
+    A whole JSON number such as 900.0 and a text such as `900.000` give the code
+    900, as lookups of file sources read them.
+    """
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    text = str(raw)
+    return lookup_key(text, "VARCHAR") or text

@@ -180,9 +180,10 @@ def stale_notes(
     that time is before `point`, and it is valid while it lies inside the window of
     length `validity` (left-closed, calendar months for `mo`) that ends at `point`.
     This is the window of a `latest` metric with `window: <validity>`, so an account
-    is listed exactly when such a metric over its notes is missing. Accounts with no
-    note before the point are not listed, because no note about them was ever
-    stored.
+    is listed exactly when that window holds none of its notes. A `latest`
+    sentiment metric is also missing when the newest note has no sentiment, but
+    such an account is not listed. Accounts with no note before the point are not
+    listed, because no note about them was ever stored.
 
     Parameters
     ----------
