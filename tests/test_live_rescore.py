@@ -17,6 +17,7 @@ import yaml
 
 from healthscore.config import Project
 from healthscore.engine import Engine
+from healthscore.errors import ScoringInputError
 from healthscore.metrics import compute_metrics
 from healthscore.pipeline import score, snapshot_store
 from healthscore.service import live as live_module
@@ -436,6 +437,26 @@ def test_failed_batch_logs_error_type_only(project, caplog, monkeypatch):
     assert "rescoring 1 accounts failed (KeyError)" in errors[0]
     assert all("a1" not in message for message in errors)
     assert any("KeyError: 'a1'" in message for message in debug)
+
+
+def test_rescore_empty_accounts_keep_scores(project: Project) -> None:
+    scorer = LiveScorer(project)
+    try:
+        first = scorer.rescore(["a1"])
+        # A reload of the accounts file leaves only its header for a moment.
+        (project.root / "accounts.csv").write_text(
+            ACCOUNTS.splitlines()[0] + "\n", encoding="utf-8"
+        )
+        with pytest.raises(ScoringInputError) as raised:
+            scorer.rescore(["a1"])
+    finally:
+        scorer.close()
+
+    assert first.population == 4
+    assert "The stored snapshot of" in str(raised.value)
+    assert "has the scores of 4 accounts, so it was kept" in str(raised.value)
+    stored = snapshot_store(project).read(today(project), "scores")
+    assert sorted(stored["account_id"]) == ["a1", "a2", "a3", "a4"]
 
 
 # Shadow scores and the snapshot table

@@ -20,7 +20,9 @@ import ibis
 from ibis.backends import BaseBackend
 from ibis.backends.duckdb import Backend as DuckDBBackend
 
-from healthscore.config import Project
+from healthscore.config import ConfigError, Project
+from healthscore.config.errors import ConfigIssue, format_key, line_of
+from healthscore.config.loader import _parse_yaml
 from healthscore.sources import SourceError, SourceSet, load_sources
 from healthscore.sources.reader import _first_line as first_line
 from healthscore.store.duckdb_files import register_connection
@@ -61,9 +63,13 @@ def connect(project: Project) -> DuckDBBackend:
     raw.execute("SET enable_progress_bar = false")
     raw.execute("SET TimeZone = ?", [project.config.timezone])
     if settings.memory_limit:
-        raw.execute("SET memory_limit = ?", [settings.memory_limit])
+        _set_engine_setting(
+            project, raw, "memory_limit", "SET memory_limit = ?", settings.memory_limit
+        )
     if settings.threads:
-        raw.execute(f"SET threads = {int(settings.threads)}")
+        _set_engine_setting(
+            project, raw, "threads", f"SET threads = {int(settings.threads)}"
+        )
     # DuckDB spills to temp_directory when a query needs more than memory_limit.
     # For an in-memory database its default is `.tmp` in the working directory, so
     # the default here is a folder of the project instead. DuckDB 2.0 creates the
@@ -92,6 +98,34 @@ def connect(project: Project) -> DuckDBBackend:
         settings.memory_limit or "default",
     )
     return con
+
+
+def _set_engine_setting(
+    project: Project,
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    statement: str,
+    value: str | None = None,
+) -> None:
+    """Run the SET `statement` of `engine.<name>`, with `value` as its parameter.
+
+    Raises ConfigError naming the setting, its line and DuckDB's reason when DuckDB
+    rejects the value.
+    """
+    try:
+        con.execute(statement, [] if value is None else [value])
+    except duckdb.Error as exc:
+        path = ("engine", name)
+        _, lines, _ = _parse_yaml(project.file_text(), str(project.file))
+        rejected = getattr(project.config.engine, name)
+        issue = ConfigIssue(
+            file=str(project.file),
+            line=line_of(path, lines),
+            key=format_key(path),
+            message=f"DuckDB rejected {rejected!r}: {first_line(exc)}; change or "
+            f"remove engine.{name}",
+        )
+        raise ConfigError([issue]) from None
 
 
 def spill_folder() -> str | None:

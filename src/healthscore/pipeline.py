@@ -25,6 +25,7 @@ from healthscore import __version__
 from healthscore.config import Project
 from healthscore.config.overrides import Override
 from healthscore.engine import Engine
+from healthscore.errors import ScoringInputError
 from healthscore.metrics import MetricTable, compute_metrics
 from healthscore.scoring import ScoreResult, score_accounts
 from healthscore.sources import SourceReport, as_of_point
@@ -37,6 +38,7 @@ from healthscore.store.snapshot_tables import (
 from healthscore.store.snapshots import SnapshotStore
 
 if TYPE_CHECKING:
+    from healthscore.store.events import PurgeResult
     from healthscore.store.state import StateStore
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ class ScoringRun:
     failed to score, naming the file and the problem."""
     snapshot_table: TableWrite | None = None
     """The rows written into `store.snapshot_table`; None when none were written."""
+    purged: list[PurgeResult] | None = None
+    """Raw days purged by `retention.after_score`, one result per store source with
+    a retention age; None when the run purged nothing because the setting is off or
+    nothing was stored."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables stored in the snapshot."""
@@ -229,6 +235,7 @@ def score(
     engine: Engine | None = None,
     store: bool = True,
     monitor: bool = True,
+    allow_empty: bool = False,
     progress: Progress | None = None,
 ) -> ScoringRun:
     """Score every account of `project` as of `as_of`, and store the snapshot.
@@ -236,14 +243,17 @@ def score(
     With `store` and `monitor` (the default), alert rules and playbooks run on the
     stored snapshot next. Raises SourceError when a source cannot be read and
     ConfigError or ScoringInputError on invalid settings or data; nothing is stored
-    then. Raises SnapshotTableError when `store.snapshot_table` cannot be written;
-    the Parquet snapshot of the date is stored then, and alert rules do not run.
+    then. Raises ScoringInputError too when no account is scored because a source
+    of the population has no usable row, and the stored snapshot of `as_of` has
+    scores, unless `allow_empty` lets the empty snapshot replace it. Raises
+    SnapshotTableError when `store.snapshot_table` cannot be written; the Parquet
+    snapshot of the date is stored then, and alert rules do not run.
     """
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     snapshot_table = project.config.store.snapshot_table
     if store and snapshot_table is not None:
-        check_snapshot_table(project, snapshot_table)
+        check_snapshot_table(project, snapshot_table, check_schema=True)
     if engine is None:
         _step(progress, "reading sources")
         engine = open_engine(project)
@@ -266,6 +276,8 @@ def score(
         seconds["scoring"] = time.perf_counter() - mark
 
         reports = engine.sources.report(point)
+    if store and not allow_empty and result.scores.empty:
+        check_empty_replacement(project, as_of, reports)
     run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
     run.shadow, run.shadow_skipped = _score_shadow_files(project, metrics, as_of)
     if store:
@@ -300,7 +312,7 @@ def score(
         if project.config.retention.after_score:
             _step(progress, "purging raw days past retention")
             mark = time.perf_counter()
-            purge_raw_days(project)
+            run.purged = purge_raw_days(project)
             seconds["retention"] = time.perf_counter() - mark
     logger.info(
         "scored %d accounts as of %s in %.2f s",
@@ -309,6 +321,77 @@ def score(
         time.perf_counter() - started,
     )
     return run
+
+
+def empty_sources(project: Project, reports: list[SourceReport]) -> list[SourceReport]:
+    """Return the reports of the population's sources that have no usable row.
+
+    The population's sources are the accounts source, and the subscriptions
+    sources when `scoring.population` is `active`, its default with a
+    subscriptions source. Without a usable row in any of them, no account is scored.
+    """
+    subscriptions = project.config.sources_of_kind("subscriptions")
+    population = project.config.scoring.population
+    if population is None:
+        population = "active" if subscriptions else "all"
+    kinds = {"accounts", "subscriptions"} if population == "active" else {"accounts"}
+    return [
+        report for report in reports if report.kind in kinds and report.rows_used == 0
+    ]
+
+
+def check_empty_replacement(
+    project: Project, as_of: date, reports: list[SourceReport]
+) -> None:
+    """Raise ScoringInputError when an empty snapshot would replace stored scores.
+
+    A run that scores no account stores an empty snapshot. When a source of the
+    population has no usable row, for example because a warehouse table is being
+    reloaded, that snapshot would wipe the stored scores of `as_of`, so this raises
+    then instead. A date with no stored scores is left to store its empty snapshot.
+    """
+    empty = empty_sources(project, reports)
+    if not empty:
+        return
+    stored = stored_score_count(snapshot_store(project), as_of)
+    if stored == 0:
+        return
+    day = as_of.isoformat()
+    described = "; ".join(_describe_empty(report) for report in empty)
+    raise ScoringInputError(
+        f"no account was scored as of {day} because {described}. The stored "
+        f"snapshot of {day} has the scores of {stored:,} accounts, so it was kept "
+        "and nothing was stored. If the source is being reloaded, score the date "
+        "again once it has its rows; `healthscore validate --data` shows why rows "
+        "are excluded. To replace the stored scores with an empty snapshot all the "
+        "same, run `healthscore score` with --allow-empty"
+    )
+
+
+def _describe_empty(report: SourceReport) -> str:
+    """Describe a source without usable rows: empty, or every row excluded."""
+    source = f"the {report.kind} source {report.source!r}"
+    if report.rows_read == 0:
+        return f"{source} has no rows"
+    if report.rows_read == 1:
+        return f"{source} has no usable row: its only row was excluded"
+    return (
+        f"{source} has no usable row: all {report.rows_read:,} of its rows were "
+        "excluded"
+    )
+
+
+def stored_score_count(snapshots: SnapshotStore, as_of: date) -> int:
+    """Return the rows of the stored scores table of `as_of`; 0 when none is stored.
+
+    Only the Parquet footer is read.
+    """
+    import pyarrow.parquet as pq
+
+    path = snapshots.partition_path(as_of) / "scores.parquet"
+    if not path.is_file():
+        return 0
+    return int(pq.read_metadata(path).num_rows)
 
 
 def run_monitoring(
@@ -392,13 +475,16 @@ def _score_shadow_files(
     return scored.table, scored.skipped
 
 
-def purge_raw_days(project: Project) -> None:
-    """Purge raw days of the event store older than the retention age, as of today."""
+def purge_raw_days(project: Project) -> list[PurgeResult]:
+    """Purge raw days of the event store older than the retention age, as of today.
+
+    Returns one result per store source with a retention age.
+    """
     # Imported here because the privacy modules build on this module's layer.
     from healthscore.privacy.retention import retain
 
     today = datetime.now(ZoneInfo(project.config.timezone)).date()
-    retain(project, today)
+    return retain(project, today)
 
 
 def _record_config(run: ScoringRun) -> None:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from healthscore.metrics import MetricTable
     from healthscore.monitoring.guard import GuardDecision
     from healthscore.report import ScoredDate, ScoreSummary
+    from healthscore.store.events import PurgeResult
     from healthscore.store.snapshot_tables import TableWrite
 
 TableOutput = Annotated[
@@ -66,6 +67,16 @@ def score(
         bool,
         typer.Option("--no-store", help="Compute and print, but store no snapshot."),
     ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Store an empty snapshot even when it replaces the stored scores "
+            "of the date. Without it, a run that scores no account because the "
+            "accounts or subscriptions source has no usable row exits with an "
+            "error and keeps those scores.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
     verbose: VerboseOption = 0,
 ) -> None:
@@ -76,7 +87,16 @@ def score(
     project = open_project(project_dir)
     warn_future_as_of(project, as_of, stored=not no_store)
     with StepProgress(enabled=not json_output) as progress:
-        run = pipeline.score(project, as_of, store=not no_store, progress=progress)
+        run = pipeline.score(
+            project,
+            as_of,
+            store=not no_store,
+            allow_empty=allow_empty,
+            progress=progress,
+        )
+    if run.purged is not None:
+        for line in purge_lines(run.purged):
+            note_wrapped(line)
     scored = from_run(run)
     summary = scored.summary()
     if output is not None:
@@ -90,6 +110,7 @@ def score(
         result["snapshot_table"] = (
             None if run.snapshot_table is None else run.snapshot_table.to_dict()
         )
+        result["purged"] = run.purged
         print_json(result)
         return
     print_score_summary(scored, summary, run.snapshot_table)
@@ -110,6 +131,27 @@ def score(
         )
     if output is not None:
         say(f"Wrote the scores of {len(run.result.scores):,} accounts to {output}.")
+
+
+def purge_lines(results: list[PurgeResult]) -> list[str]:
+    """Describe the raw days that `retention.after_score` purged, per store source."""
+    lines = []
+    for result in results:
+        rows = sum(result.purged.values())
+        lines.append(
+            f"Purged {plural(len(result.purged), 'raw day')} "
+            f"({plural(rows, 'row')}) of {result.source} before "
+            f"{result.cutoff.isoformat()} (retention.after_score)."
+        )
+        if result.kept:
+            # `retain` logs a warning with the reason of each kept day.
+            lines.append(
+                f"Kept {plural(len(result.kept), 'older raw day')} of "
+                f"{result.source}, because its rollup is missing or counts other "
+                "rows; run `healthscore retain --rebuild-rollups` to compute the "
+                "rollups again."
+            )
+    return lines
 
 
 def warn_future_as_of(project: Project, as_of: date, *, stored: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from datetime import date
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -998,8 +999,33 @@ _DUCKDB_SETTINGS = ("memory_limit", "threads", "temp_directory")
 #: Sizes that DuckDB's memory_limit takes: a positive number with a unit of bytes,
 #: or a percentage of the machine's memory.
 _MEMORY_SIZE = re.compile(
-    r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:[KMGT]i?B|B|bytes|%)\s*", re.IGNORECASE
+    r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([KMGT]i?B|B|bytes|%)\s*", re.IGNORECASE
 )
+
+#: Bytes per unit of `_MEMORY_SIZE`, by the lower-case unit. As in DuckDB, KB to TB
+#: are powers of 1000 and KiB to TiB powers of 1024.
+_MEMORY_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    **{f"{prefix}b": 1000**power for power, prefix in enumerate("kmgt", start=1)},
+    **{f"{prefix}ib": 1024**power for power, prefix in enumerate("kmgt", start=1)},
+}
+
+#: DuckDB 2.0 rejects a memory_limit of 2**64 bytes (16 EiB) or more ("Memory value
+#: out of range") and a percentage above 100.
+_MAX_MEMORY_BYTES = 2**64
+
+#: Maximum of `engine.threads`: a fixed bound against typing errors such as 100000,
+#: which DuckDB accepts. It is not sized by any machine, so a value between the
+#: machine's cores and 1024 is accepted.
+MAX_THREADS = 1024
+
+#: Largest TCP port, the highest port of a `spark://` master URL.
+_MAX_PORT = 65535
+
+#: Keys of `spark_conf` that would override an engine setting, with the name of
+#: that setting.
+_SPARK_CONF_OWNED = {"spark.master": "master", "spark.app.name": "app_name"}
 _SPARK_SETTINGS = ("master", "app_name", "spark_conf")
 
 #: A host and port of a `spark://` master URL: a name, an IPv4 address or an IPv6
@@ -1037,6 +1063,24 @@ def _spark_value(value: Any) -> Any:
 SparkValue = Annotated[str | int | float | bool, BeforeValidator(_spark_value)]
 
 
+def _check_master_ports(value: str) -> None:
+    """Reject a `spark://` master URL with a port of 0 or above 65535.
+
+    Spark accepts such a URL and then waits 60 s for a master that cannot exist.
+    """
+    master = value.strip()
+    if not master.startswith("spark://"):
+        return
+    for address in master.removeprefix("spark://").split(","):
+        port = re.fullmatch(r".*:(\d+)", address)
+        if port is not None and not 1 <= int(port.group(1)) <= _MAX_PORT:
+            raise ValueError(
+                f"invalid Spark master {value!r}: port {port.group(1)} of {address} "
+                f"is not between 1 and {_MAX_PORT}; write the port the master "
+                "listens on, 7077 by default (its web UI shows its spark:// URL)"
+            )
+
+
 class EngineConfig(StrictModel):
     """Engine settings for computing metrics.
 
@@ -1050,13 +1094,19 @@ class EngineConfig(StrictModel):
     )
     memory_limit: str | None = Field(
         default=None,
-        description="DuckDB memory limit, for example `4GB`. Queries that need more "
-        "spill to `temp_directory`. When not set, DuckDB takes 80 % of the machine's "
-        "memory, or of the container's cgroup memory limit when it has one. The "
-        "limit covers DuckDB's buffers only: the process also holds the metric "
-        "values and scores of every account, so leave room for them.",
+        description="DuckDB memory limit, for example `4GB` or `50%`: a size below "
+        "16 EiB, or a percentage of at most 100 % of the machine's memory. Queries "
+        "that need more spill to `temp_directory`. When not set, DuckDB takes 80 % "
+        "of the machine's memory, or of the container's cgroup memory limit when it "
+        "has one. The limit covers DuckDB's buffers only: the process also holds "
+        "the metric values and scores of every account, so leave room for them.",
     )
-    threads: int | None = Field(default=None, ge=1, description="DuckDB threads.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="DuckDB threads, from 1 to 1024; when not set, DuckDB uses one "
+        "per CPU core.",
+    )
     temp_directory: str | None = Field(
         default=None,
         description="Folder that DuckDB spills to when a query exceeds "
@@ -1069,8 +1119,8 @@ class EngineConfig(StrictModel):
         default=None,
         description="Spark master URL, for example `spark://host:7077` or `yarn`; "
         "`local[*]` when not set. A `spark://` URL needs the port of each master, "
-        "and `local[N]` needs N of 1 or more. Ignored when a program passes its own "
-        "SparkSession.",
+        "from 1 to 65535, and `local[N]` needs N of 1 or more. Ignored when a "
+        "program passes its own SparkSession.",
     )
     app_name: str | None = Field(
         default=None,
@@ -1080,9 +1130,12 @@ class EngineConfig(StrictModel):
     @field_validator("master")
     @classmethod
     def _known_master(cls, value: str | None) -> str | None:
-        if value is None or _SPARK_MASTER.fullmatch(value.strip()):
+        if value is None:
             return value
         master = value.strip()
+        _check_master_ports(value)
+        if _SPARK_MASTER.fullmatch(master):
+            return value
         if re.fullmatch(r"local\[0+(,\d+)?\]", master):
             raise ValueError(
                 f"invalid Spark master {value!r}: it runs no threads; use local[N] "
@@ -1109,8 +1162,35 @@ class EngineConfig(StrictModel):
     spark_conf: dict[str, SparkValue] | None = Field(
         default=None,
         description="Spark settings applied when healthscore starts the session, for "
-        "example `spark.executor.memory: 4g`.",
+        "example `spark.executor.memory: 4g`. `spark.master` and `spark.app.name` "
+        "are rejected here: set `master` and `app_name` instead.",
     )
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _no_owned_settings(
+        cls, value: dict[str, SparkValue] | None
+    ) -> dict[str, SparkValue] | None:
+        for key in value or {}:
+            setting = _SPARK_CONF_OWNED.get(key.strip())
+            if setting is not None:
+                raise ValueError(
+                    f"{key} cannot be set in spark_conf, because it would override "
+                    f"engine.{setting}; remove it from spark_conf and set "
+                    f"engine.{setting} instead"
+                )
+        return value
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_bound(cls, value: int | None) -> int | None:
+        if value is not None and value > MAX_THREADS:
+            raise ValueError(
+                f"{value} threads is more than the maximum of {MAX_THREADS}; set "
+                "threads to at most the number of CPU cores, or remove it to use "
+                "one thread per core"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -1122,11 +1202,26 @@ class EngineConfig(StrictModel):
     @field_validator("memory_limit")
     @classmethod
     def _memory_size(cls, value: str | None) -> str | None:
-        match = None if value is None else _MEMORY_SIZE.fullmatch(value)
-        if value is not None and (match is None or float(match.group(1)) <= 0):
+        if value is None:
+            return value
+        match = _MEMORY_SIZE.fullmatch(value)
+        if match is None or float(match.group(1)) <= 0:
             raise ValueError(
                 f"{value!r} is not a memory size; write a number and a unit, such as "
                 "4GB, 1500MB, 2GiB or 80% (of the machine's memory)"
+            )
+        # Decimal, because DuckDB reads a whole number of bytes exactly, and a
+        # float would round 18446744073709551000 up to 2**64.
+        number, unit = Decimal(match.group(1)), match.group(2).lower()
+        if unit == "%" and number > 100:
+            raise ValueError(
+                f"{value!r} is more than all of the machine's memory; write a "
+                "percentage of at most 100%, or a size such as 4GB"
+            )
+        if unit != "%" and number * _MEMORY_UNITS[unit] >= _MAX_MEMORY_BYTES:
+            raise ValueError(
+                f"{value!r} is larger than DuckDB accepts, which is less than 16 EiB "
+                "(2^64 bytes); write a size such as 4GB or a percentage such as 80%"
             )
         return value
 

@@ -56,6 +56,7 @@ from healthscore.pipeline import (
     Monitoring,
     ScoringRun,
     active_overrides,
+    check_empty_replacement,
     open_engine,
     run_monitoring,
     scorecard_versions,
@@ -251,6 +252,9 @@ class LiveScorer:
         )
         if result.scores.empty:
             self._warn_empty_population(day, population.reports)
+            # Raises ScoringInputError, storing nothing, when a population source
+            # has no usable row and the day's stored snapshot has scores.
+            check_empty_replacement(self.project, day, population.reports)
         run = ScoringRun(
             self.project, day, metrics, result, population.reports, versions
         )

@@ -542,19 +542,87 @@ class SnapshotTableWriter:
                 backend.insert(name, rows, database=schema)
 
 
-def check_snapshot_table(project: Project, settings: SnapshotTableConfig) -> None:
+def check_snapshot_table(
+    project: Project, settings: SnapshotTableConfig, *, check_schema: bool = False
+) -> None:
     """Resolve the table's connection URL and check the table name.
 
-    Raises SnapshotTableError when the URL cannot be resolved or the name contains
-    quotes. A run calls this before scoring, so an unset variable stops it before
+    With `check_schema`, the database is reached to check that the schema of a
+    `schema.name` table exists. Raises SnapshotTableError when the URL cannot be
+    resolved, the name contains quotes or the schema is missing. A run calls this
+    before scoring, so an unset variable or a misspelt schema stops it before
     anything is stored.
     """
-    _database(project, settings)
+    database = _database(project, settings)
     problem = quoted_table_problem(settings.table)
     if problem is not None:
         error = snapshot_table_error(project)
         where = str(error) if error is not None else ""
         raise SnapshotTableError(where or f"store.snapshot_table.table: {problem}")
+    schema, _ = table_parts(settings.table)
+    if check_schema and schema is not None and not _schema_exists(database, schema):
+        raise SnapshotTableError(
+            f"store.snapshot_table.table: schema {schema!r} of table "
+            f"{settings.table!r} does not exist in {database.display}, and "
+            "healthscore does not create schemas. Create it (CREATE SCHEMA "
+            f"{_quoted_name(schema)}) or correct the schema name; nothing was stored"
+        )
+
+
+def _schema_exists(database: Database, schema: str) -> bool:
+    """Tell whether `schema` exists in the database; True when that is unknown.
+
+    A database that cannot be reached or read counts as unknown, so the write
+    after scoring reports that error, as it does for a table without a schema.
+    """
+    import duckdb
+
+    if database.kind == "duckdb":
+        assert database.path is not None
+        if not database.path.exists():
+            return False  # the write would create the file without the schema
+        try:
+            # Read-only, so the check takes no write lock from another run. DuckDB
+            # 2.0 rejects the connection while this process has the file open in
+            # another mode, and the check is then skipped.
+            with duckdb.connect(str(database.path), read_only=True) as con:
+                rows = con.execute(
+                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = ? "
+                    "AND catalog_name = current_database()",
+                    [schema],
+                ).fetchall()
+        except duckdb.Error as exc:
+            logger.debug(
+                "cannot check schema %s in %s: %s", schema, database.display, exc
+            )
+            return True
+        return bool(rows)
+    try:
+        import psycopg
+    except ImportError:
+        return True  # the write reports the missing driver
+    options: dict[str, Any] = dict(database.credentials())
+    if "connect_timeout" not in urlsplit(database.url).query:
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    try:
+        with psycopg.connect(database.url, **options) as con:
+            rows = con.execute(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]
+            ).fetchall()
+    except psycopg.Error as exc:
+        logger.debug(
+            "cannot check schema %s in %s: %s",
+            schema,
+            database.display,
+            database.redact(_first_line(exc)),
+        )
+        return True
+    return bool(rows)
+
+
+def _quoted_name(name: str) -> str:
+    """Return `name` as a quoted SQL identifier, as healthscore writes it."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _database(project: Project, settings: SnapshotTableConfig) -> Database:
