@@ -411,6 +411,51 @@ def test_api_events_from_1970_accepted(client, project, state):
     assert stored_rows(project, "errors") == 1
 
 
+def test_api_events_number_ids(client, project, state):
+    analyst = create_token(state, role="analyst", name="a").token
+    events = [
+        {"account_id": 1001.0, "timestamp": "2026-03-01T10:00:00"},
+        {"account_id": 1002, "timestamp": "2026-03-01T10:00:00"},
+    ]
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+
+    assert response.status_code == 200, response.text
+    table = event_store(project).read_raw("errors")
+    assert table is not None
+    assert sorted(table.column("account_id").to_pylist()) == ["1001", "1002"]
+
+
+@pytest.mark.parametrize(
+    ("account_id", "message"),
+    [
+        (1001.5, "1001.5 is not a whole number; send the id as a string"),
+        (2.0**53, "is not below 9,007,199,254,740,992"),
+    ],
+)
+def test_api_events_inexact_number_id_rejected(
+    client, project, state, account_id, message
+):
+    analyst = create_token(state, role="analyst", name="a").token
+    events = [{"account_id": account_id, "timestamp": "2026-03-01T10:00:00"}]
+
+    response = client.post(
+        "/api/events",
+        json={"source": "errors", "events": events},
+        headers=bearer(analyst),
+    )
+
+    assert response.status_code == 422, response.text
+    details = response.json()["error"]["details"]
+    assert [d["location"] for d in details] == ["body.events[0].account_id"]
+    assert message in details[0]["message"]
+    assert stored_rows(project, "errors") == 0
+
+
 def test_future_call_rejected_with_batch(client, project, state):
     key = create_write_key(state, project, "usage").key
     soon = iso(utc_naive_now() + timedelta(hours=1))

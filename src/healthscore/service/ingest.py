@@ -78,7 +78,7 @@ from healthscore.sources.ingest import (
     membership_scope,
     read_source_in_scope,
 )
-from healthscore.sources.reader import SourceError, quote
+from healthscore.sources.reader import EXACT_FLOAT_LIMITS, SourceError, quote
 from healthscore.store.events import MEMBERSHIPS_FILE, EventStore, EventStoreError
 
 logger = logging.getLogger(__name__)
@@ -608,6 +608,8 @@ def _column_text(column: str, kind: str, value: Any) -> tuple[str | None, str | 
         if column == "account_id":
             return None, "must be a string or a number, not a boolean"
         return ("true" if value else "false"), None
+    if isinstance(value, float) and column == "account_id":
+        return _float_id_text(value)
     if isinstance(value, int | float):
         return _number_text(kind, value)
     if isinstance(value, dict | list):
@@ -616,6 +618,25 @@ def _column_text(column: str, kind: str, value: Any) -> tuple[str | None, str | 
             return None, "must be a string or a number, not a JSON object or list"
         return json.dumps(value, sort_keys=True), None
     return str(value), None
+
+
+def _float_id_text(value: float) -> tuple[str | None, str | None]:
+    """Return a JSON number with a decimal point or exponent as an account id.
+
+    A whole number reads as its digits (1001.0 as `1001`), as the account ids of
+    JSON Lines files and number columns do. Other numbers are rejected.
+    """
+    if not math.isfinite(value):
+        return None, f"{value!r} is not a finite number"
+    if not value.is_integer():
+        return None, f"{value!r} is not a whole number; send the id as a string"
+    if abs(value) >= EXACT_FLOAT_LIMITS["DOUBLE"]:
+        return None, (
+            f"{value!r} is not below {EXACT_FLOAT_LIMITS['DOUBLE']:,}, the limit "
+            "below which a JSON number with a decimal point keeps every whole "
+            "number exactly; send the id as a JSON integer or string"
+        )
+    return str(int(value)), None
 
 
 def _number_text(kind: str, value: float) -> tuple[str | None, str | None]:
