@@ -694,6 +694,66 @@ def test_semicolon_file_with_comma_value_gets_hint(tmp_path):
     )
 
 
+def test_csv_last_row_with_extra_field_names_line(tmp_path):
+    # With the wide row last, DuckDB 2.0.1 would skip lines 1 and 2 and read line 3
+    # as the header, unless the scan sets skip = 0.
+    events = (
+        "account_id,timestamp,value\n"
+        "A0001,2026-05-25 10:00:00,1\n"
+        "A0003,2026-05-25 10:00:00,2,9\n"
+    )
+    project = write_project(
+        tmp_path, minimal_config(), {"accounts.csv": ACCOUNTS_CSV, "events.csv": events}
+    )
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'events': cannot read {tmp_path / 'events.csv'} as csv: line 3 has "
+        "4 fields but the header has 3. Fix the row, or put double quotes around "
+        "each value that contains ','."
+    )
+
+
+# 0xe9 is "é" in Latin-1. In UTF-8 it starts a 3-byte sequence, which the line end
+# breaks. DuckDB names the encoding in the first case, and fails to detect the
+# dialect in the second, because line 3 also has an extra field.
+@pytest.mark.parametrize("row", [b"a2,Caf\xe9", b"a2,Caf\xe9,x"])
+def test_csv_latin1_byte_names_line(tmp_path, row):
+    accounts = b"account_id,name\na1,Acme\n" + row + b"\na3,Initech\n"
+    (tmp_path / "accounts.csv").write_bytes(accounts)
+    project = write_project(
+        tmp_path, minimal_config(), {"events.csv": "account_id,timestamp\n"}
+    )
+    file = tmp_path / "accounts.csv"
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    assert str(caught.value) == (
+        f"source 'accounts': cannot read {file} as csv: line 3 is not valid UTF-8 "
+        "(byte 7 of the line is 0xe9). CSV files are read as UTF-8, so save the "
+        "file as UTF-8. A Latin-1 file, for example, converts with `iconv -f LATIN1 "
+        f"-t UTF-8 {file} > {tmp_path / 'accounts.utf8.csv'}`."
+    )
+
+
+def test_gzip_csv_latin1_byte_past_sample_named(tmp_path):
+    # Past DuckDB's 20,480-row sample, the scan itself meets the byte.
+    rows = b"a1,2024-03-01 10:00:00\n" * 30_000
+    events = b"account_id,timestamp\n" + rows + b"a2,2024-03-02 10:00:00 \xfc\n"
+    project = events_project(tmp_path, events, "events.csv.gz")
+    file = tmp_path / "events.csv.gz"
+    with pytest.raises(SourceError) as caught:
+        load(project)
+    message = str(caught.value)
+    assert message.startswith(
+        f"source 'events': cannot read {file} as csv: line 30002 is not valid UTF-8 "
+        "(byte 24 of the line is 0xfc)."
+    )
+    assert message.endswith(
+        f"`gunzip -c {file} | iconv -f LATIN1 -t UTF-8 | gzip > "
+        f"{tmp_path / 'events.csv.utf8.gz'}`."
+    )
+
+
 def test_score_stores_nothing_on_wide_row(tmp_path):
     project = write_project(
         tmp_path,

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -874,4 +875,120 @@ def test_parquet_number_ids_alike_on_spark(
         Engine.open(project, spark=spark)
     assert ("has the account id '1002.5' in row 3, which is not a whole number") in str(
         caught.value
+    )
+
+
+def nanosecond_table(times: list[str], tz: str | None = None) -> pa.Array:
+    """Parquet TIMESTAMP(NANOS) values, as pandas and pyarrow write them by default."""
+    return pa.array([pd.Timestamp(t).value for t in times], pa.timestamp("ns", tz=tz))
+
+
+def test_nanosecond_parquet_equals_duckdb(spark, tmp_path):
+    from healthscore.metrics import compute_metrics
+
+    # As of 2024-04-01 in Berlin, a 28-day window spans 2024-03-04 00:00 to
+    # 2024-03-31 24:00, wall-clock time. Nanoseconds past those bounds must not
+    # move a row across them.
+    events = pa.table(
+        {
+            "account_id": ["a1", "a1", "a1", "a2", "a2"],
+            "timestamp": nanosecond_table(
+                [
+                    "2024-03-03 23:59:59.999999999",  # before the window
+                    "2024-03-04 00:00:00.000000001",
+                    "2024-03-31 23:59:59.999999999",
+                    "2024-03-15 10:00:00.123456789",
+                    "2024-04-01 00:00:00.000000001",  # after the as-of date
+                ]
+            ),
+            # Read by no source, and adjusted to UTC.
+            "exported_at": nanosecond_table(["2024-04-02"] * 5, tz="UTC"),
+        }
+    )
+    # Instants: 21:59:59.999999999 UTC is 23:59:59.999999 in Berlin on 31 March,
+    # and 22:00 UTC is midnight of the as-of date.
+    exports = pa.table(
+        {
+            "account_id": ["a1", "a1", "a3"],
+            "timestamp": nanosecond_table(
+                [
+                    "2024-03-31 21:59:59.999999999",
+                    "2024-03-31 22:00:00",
+                    "2024-03-10 08:00:00.000000500",
+                ],
+                tz="UTC",
+            ),
+        }
+    )
+    config = minimal_config(timezone="Europe/Berlin")
+    config["sources"]["events"]["path"] = "events.parquet"
+    config["sources"]["exports"] = {"kind": "events", "path": "exports.parquet"}
+    config["metrics"]["exports_28d"] = {
+        "type": "count",
+        "source": "exports",
+        "window": "28d",
+    }
+    pq.write_table(events, tmp_path / "events.parquet")
+    pq.write_table(exports, tmp_path / "exports.parquet")
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+    as_of = date(2024, 4, 1)
+
+    on_spark = Engine.open(project, spark=spark).sources
+    on_duckdb = Engine.open(project).sources
+    spark_values = compute_metrics(project, on_spark, as_of).values.sort_index()
+    duckdb_values = compute_metrics(project, on_duckdb, as_of).values.sort_index()
+
+    assert spark_values.loc["a1", "events_28d"] == 2
+    assert spark_values.loc["a2", "events_28d"] == 1
+    assert spark_values.loc["a1", "exports_28d"] == 1
+    assert spark_values.loc["a3", "exports_28d"] == 1
+    pd.testing.assert_frame_equal(spark_values, duckdb_values)
+    rows = on_spark.rows("exports").execute().sort_values("timestamp")
+    assert list(rows["timestamp"]) == [
+        pd.Timestamp("2024-03-10 09:00:00"),
+        pd.Timestamp("2024-03-31 23:59:59.999999"),
+        pd.Timestamp("2024-04-01 00:00:00"),
+    ]
+    rows = on_spark.rows("events").execute().sort_values("timestamp")
+    expected = on_duckdb.rows("events").execute().sort_values("timestamp")
+    assert pd.Timestamp("2024-03-15 10:00:00.123456") in list(rows["timestamp"])
+    assert list(rows["timestamp"]) == list(expected["timestamp"])
+    assert spark.conf.get("spark.sql.legacy.parquet.nanosAsLong", None) is None
+
+
+def test_nanosecond_parquet_mixed_units_named(spark, tmp_path):
+    config = minimal_config()
+    config["sources"]["events"]["path"] = "events/*.parquet"
+    folder = tmp_path / "events"
+    folder.mkdir()
+    times = nanosecond_table(["2024-03-01 10:00:00"])
+    nanoseconds = pa.table({"account_id": ["a1"], "timestamp": times, "seen": times})
+    micros = nanoseconds.cast(
+        pa.schema(
+            [
+                ("account_id", pa.string()),
+                ("timestamp", pa.timestamp("us")),
+                ("seen", pa.timestamp("us")),
+            ]
+        )
+    )
+    pq.write_table(nanoseconds, folder / "1.parquet")
+    pq.write_table(micros.drop_columns(["timestamp"]), folder / "2.parquet")
+    project = write_project(tmp_path, config, {"accounts.csv": ACCOUNTS_CSV})
+    # `seen` mixes units but no source reads it, and the second file lacks
+    # `timestamp`, which then reads as missing in its row.
+    sources = Engine.open(project, spark=spark).sources
+    rows = sources.rows("events").execute()
+    assert list(rows["timestamp"]) == [pd.Timestamp("2024-03-01 10:00:00")]
+
+    pq.write_table(micros, folder / "2.parquet")
+    with pytest.raises(SourceError) as caught:
+        Engine.open(project, spark=spark)
+    assert str(caught.value) == (
+        f"source 'events': column 'timestamp' is INT64 (TIMESTAMP(NANOS,false)) in "
+        f"{folder / '1.parquet'} but INT64 (TIMESTAMP(MICROS,false)) in "
+        f"{folder / '2.parquet'}, and Spark reads a column of a glob with one type. "
+        "Write the column with the same type in every file, such as microsecond "
+        'timestamps (pyarrow: coerce_timestamps="us"), or narrow '
+        "sources.events.path."
     )

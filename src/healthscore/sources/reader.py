@@ -45,6 +45,7 @@ from healthscore.sources.csv_rows import (
     find_repeated_column,
     has_json_record,
     json_line_shifts,
+    open_binary,
 )
 
 _SQL_TYPES = {
@@ -306,8 +307,10 @@ def _scan_sql(
     """
     names = file_list(files)
     if file_format == "csv":
+        # skip = 0 keeps the header on line 1. DuckDB 2.0.1 otherwise may skip the
+        # lines before a row with an extra field and read that row as the header.
         return (
-            f"read_csv({names}, all_varchar = true, header = true, "
+            f"read_csv({names}, all_varchar = true, header = true, skip = 0, "
             f"delim = {literal(source.delimiter)}, filename = true)"
         )
     if file_format == "parquet":
@@ -421,11 +424,65 @@ def _line_error(
     if not isinstance(exc, duckdb.InvalidInputException):
         return None
     if file_format == "csv":
-        return _line_ending_error(name, files) or _field_count_error(
-            name, source, files
+        if _INVALID_UNICODE in str(exc):
+            found = _encoding_error(name, files)
+            if found is not None:
+                return found
+        # The field count scan stops at a line that is not UTF-8, so such a line
+        # is looked for last, also when DuckDB failed to detect the dialect.
+        return (
+            _line_ending_error(name, files)
+            or _field_count_error(name, source, files)
+            or _encoding_error(name, files)
         )
     if file_format == "jsonl":
         return _malformed_json_error(name, exc)
+    return None
+
+
+#: Start of DuckDB 2.0.1's reason for a CSV line that is not valid UTF-8. Its
+#: message starts with "CSV Error on Line: N" and gives the reason on a later line.
+_INVALID_UNICODE = "Invalid unicode"
+
+
+def _encoding_error(name: str, files: list[str]) -> SourceError | None:
+    """Name the first CSV line of `files` that is not valid UTF-8, if one is."""
+    for file in files:
+        try:
+            found = _invalid_utf8_line(file)
+        except (OSError, EOFError):
+            continue  # such as a .zst file, so DuckDB's message is kept
+        if found is None:
+            continue
+        line, position, byte = found
+        if file.endswith(".gz"):
+            fixed = file.removesuffix(".gz") + ".utf8.gz"
+            command = f"`gunzip -c {file} | iconv -f LATIN1 -t UTF-8 | gzip > {fixed}`"
+        else:
+            fixed = str(Path(file).with_suffix("")) + ".utf8" + Path(file).suffix
+            command = f"`iconv -f LATIN1 -t UTF-8 {file} > {fixed}`"
+        return SourceError(
+            f"source {name!r}: cannot read {file} as csv: line {line} is not valid "
+            f"UTF-8 (byte {position} of the line is 0x{byte:02x}). CSV files "
+            f"are read as UTF-8, so save the file as UTF-8. A Latin-1 file, for "
+            f"example, converts with {command}."
+        )
+    return None
+
+
+def _invalid_utf8_line(path: str) -> tuple[int, int, int] | None:
+    """Return the line, the byte position within it (from 1) and the value of the
+    first byte of a file that is not valid UTF-8, or None when every line is.
+
+    Lines end at LF, which no multi-byte UTF-8 sequence contains, so each line
+    decodes on its own.
+    """
+    with open_binary(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, exc.start + 1, line[exc.start]
     return None
 
 

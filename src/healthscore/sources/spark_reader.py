@@ -279,7 +279,7 @@ def _scan(
             )
             frame = reader.csv(files)
         elif file_format == "parquet":
-            frame = session.read.parquet(*files)
+            frame = _read_parquet(session, name, files, source)
         else:
             frame = session.read.json(files)
         frame = frame.select(
@@ -300,6 +300,148 @@ def _scan(
             f"{_first_line(exc)}{hint}"
         ) from None
     return frame.withColumn("_file", _file_name(F.col("_file"), files))
+
+
+#: Spark 4.0 SQL setting under which its Parquet reader reads a TIMESTAMP(NANOS)
+#: column as the BIGINT of its nanoseconds since the epoch. Without it, Spark fails
+#: to read such a column ("Illegal Parquet type"), even one that no query reads.
+_NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+
+
+def _read_parquet(
+    session: SparkSession, name: str, files: list[str], source: SourceConfig
+) -> DataFrame:
+    """Read Parquet files, with each nanosecond timestamp column as a timestamp.
+
+    pandas and pyarrow write nanoseconds by default. Such a column is read as the
+    BIGINT of its nanoseconds, because Spark's timestamps hold microseconds, and
+    then cut to microseconds. DuckDB cuts them too, so both engines read the same
+    times. The schema is inferred under `_NANOS_AS_LONG` and then given to the
+    read, so the setting stays off in the caller's session.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StructType
+
+    nanosecond = _nanosecond_columns(name, files, source)
+    if not nanosecond:
+        return session.read.parquet(*files)
+    before = session.conf.get(_NANOS_AS_LONG, None)
+    session.conf.set(_NANOS_AS_LONG, "true")
+    try:
+        schema = session.read.parquet(*files).schema
+    finally:
+        if before is None:
+            session.conf.unset(_NANOS_AS_LONG)
+        else:
+            session.conf.set(_NANOS_AS_LONG, before)
+    # A column that is not a nanosecond timestamp in every file, and that the
+    # source does not read, is left out (see `_nanosecond_columns`).
+    fields = [f for f in schema.fields if nanosecond.get(f.name, True) is not None]
+    # NOTE: Spark 4.0.5 reads a TIMESTAMP(NANOS) column requested as BIGINT without
+    # the setting, with both of its Parquet readers. Other versions are untested.
+    frame = session.read.schema(StructType(fields)).parquet(*files)
+    converted = {}
+    for column, adjusted_to_utc in nanosecond.items():
+        if adjusted_to_utc is None or column not in frame.columns:
+            continue
+        nanoseconds = F.col(f"`{column}`").cast("decimal(19,0)")
+        # A DECIMAL divides exactly, unlike a DOUBLE. Rounding down matches DuckDB,
+        # which cuts the extra digits of the time's text, also before 1970.
+        micros = F.floor(nanoseconds / 1000).cast("bigint")
+        if adjusted_to_utc:
+            converted[column] = F.timestamp_micros(micros)
+        else:
+            epoch = F.lit("1970-01-01 00:00:00").cast("timestamp_ntz")
+            converted[column] = F.timestamp_add("MICROSECOND", micros, epoch)
+    return frame.withColumns(converted)
+
+
+def _nanosecond_columns(
+    name: str, files: list[str], source: SourceConfig
+) -> dict[str, bool | None]:
+    """Map the top-level TIMESTAMP(NANOS) columns of Parquet `files` to whether
+    they are adjusted to UTC, or to None for a column to leave out.
+
+    The footers are read on the driver, which can read the files because it
+    expands their glob (see `resolve_files`).
+    A column that is a nanosecond timestamp in some files but of another type in
+    others maps to None, unless the source reads it, when SourceError names the
+    files: read as BIGINT, a microsecond timestamp would give wrong times.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types: dict[str, dict[str, str]] = {}
+    for file in files:
+        try:
+            parquet = pq.ParquetFile(file)
+        except (OSError, pa.ArrowException):
+            continue  # the scan reports an unreadable file itself
+        with parquet:
+            for column, described in _top_level_types(parquet).items():
+                types.setdefault(column, {})[file] = described
+    read = {source.file_column(column) for column in STANDARD_COLUMNS[source.kind]}
+    read |= set(source.attributes)
+    found: dict[str, bool | None] = {}
+    for column, by_file in types.items():
+        kinds = set(by_file.values())
+        if not kinds & _NANOS_TYPES.keys():
+            continue
+        if len(kinds) == 1:
+            found[column] = _NANOS_TYPES[kinds.pop()]
+            continue
+        if column not in read:
+            found[column] = None
+            continue
+        (first, first_kind), *others = by_file.items()
+        other, other_kind = next((f, k) for f, k in others if k != first_kind)
+        raise SourceError(
+            f"source {name!r}: column {column!r} is {first_kind} in {first} but "
+            f"{other_kind} in {other}, and Spark reads a column of a glob with one "
+            f"type. Write the column with the same type in every file, such as "
+            f'microsecond timestamps (pyarrow: coerce_timestamps="us"), or '
+            f"narrow sources.{name}.path."
+        )
+    return found
+
+
+#: Nanosecond timestamp types as `_top_level_types` gives them, the way Spark's
+#: error names them, to whether they are adjusted to UTC.
+_NANOS_TYPES = {
+    "INT64 (TIMESTAMP(NANOS,true))": True,
+    "INT64 (TIMESTAMP(NANOS,false))": False,
+}
+
+
+#: Parquet's names of the time units that pyarrow 26 spells out.
+_TIME_UNITS = {
+    "milliseconds": "MILLIS",
+    "microseconds": "MICROS",
+    "nanoseconds": "NANOS",
+}
+
+
+def _top_level_types(parquet: Any) -> dict[str, str]:
+    """Describe the Parquet type of each top-level column that is not nested."""
+    import json
+
+    arrow = parquet.schema_arrow
+    top_level = {field.name for field in arrow if not field.type.num_fields}
+    described = {}
+    for index in range(len(parquet.schema)):
+        column = parquet.schema.column(index)
+        if column.path not in top_level:
+            continue
+        logical = json.loads(column.logical_type.to_json())
+        kind = column.physical_type
+        if logical.get("Type") == "Timestamp":
+            unit = _TIME_UNITS.get(logical["timeUnit"], logical["timeUnit"])
+            utc = str(logical["isAdjustedToUTC"]).lower()
+            kind += f" (TIMESTAMP({unit},{utc}))"
+        elif logical.get("Type") not in (None, "None"):
+            kind += f" ({str(logical['Type']).upper()})"
+        described[column.path] = kind
+    return described
 
 
 def _file_name(uri: Any, files: list[str]) -> Any:
