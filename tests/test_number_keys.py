@@ -452,6 +452,33 @@ def test_json_lines_number_ids_read_as_digits(tmp_path: Path) -> None:
     assert report.excluded == {"missing_value:account_id": 2}
 
 
+def test_json_lines_huge_integer_ids_kept(tmp_path: Path) -> None:
+    # Past 2^64 DuckDB gives these integers the JSON type DOUBLE, and they still
+    # read as their digits.
+    ids = ["123456789012345678901234567890", "-18446744073709551616", "1e30"]
+    project = json_ids_project(tmp_path, {"1.jsonl": "".join(map(json_event, ids))})
+
+    with pytest.raises(SourceError) as raised:
+        load_sources(project, connect(project))
+    # 1e30 is written with an exponent, so it is a double past 2^53: the first
+    # two ids pass, and the error names the third row.
+    assert "row 3" in str(raised.value) or "line 3" in str(raised.value)
+
+    ids = ids[:2]
+    project = json_ids_project(
+        tmp_path / "ok", {"1.jsonl": "".join(map(json_event, ids))}
+    )
+    sources = load_sources(project, connect(project))
+    relation = sources.loaded["events"].relation
+    found = sources.con.con.execute(
+        f'SELECT account_id, _problem FROM "{relation}" ORDER BY _row'
+    ).fetchall()
+    assert found == [
+        ("123456789012345678901234567890", None),
+        ("-18446744073709551616", None),
+    ]
+
+
 def test_json_lines_text_ids_kept(tmp_path: Path) -> None:
     ids = ['"1001.0"', '"a 1"', '""', "true"]
     project = json_ids_project(tmp_path, {"1.jsonl": "".join(map(json_event, ids))})

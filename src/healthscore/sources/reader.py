@@ -1003,16 +1003,20 @@ def _json_id_parts(raw: str) -> tuple[str, str, str]:
 
     DuckDB's JSON reader keeps the digits of an integer, and reads a number with a
     decimal point or an exponent as a DOUBLE (1001.000 and 1.001e3 as 1001.0), so
-    such a number is read as a DOUBLE id. Booleans, objects and arrays read as
-    their JSON text, as a JSON Lines value read as text does.
+    such a number is read as a DOUBLE id. An integer too large for a UBIGINT also
+    has the JSON type DOUBLE, but keeps its digits as an integer does. Booleans,
+    objects and arrays read as their JSON text, as a JSON Lines value read as text
+    does.
     """
     kind = f"json_type({raw})"
+    written = f"CAST({raw} AS VARCHAR)"
+    floated = f"({kind} = 'DOUBLE' AND NOT regexp_full_match({written}, '-?[0-9]+'))"
     text = f"CASE WHEN {kind} = 'VARCHAR' THEN NULLIF({raw} ->> '$', '') "
-    text += f"ELSE CAST({raw} AS VARCHAR) END"
+    text += f"ELSE {written} END"
     number, digits, fraction = _account_id_parts(f"TRY_CAST({raw} AS DOUBLE)", "DOUBLE")
-    present = f"(CASE WHEN {kind} <> 'DOUBLE' OR {number} IS NOT NULL THEN {text} END)"
-    value = f"CASE WHEN {kind} = 'DOUBLE' THEN {digits} ELSE {text} END"
-    return present, value, f"coalesce({kind} = 'DOUBLE' AND {fraction}, false)"
+    present = f"(CASE WHEN NOT {floated} OR {number} IS NOT NULL THEN {text} END)"
+    value = f"CASE WHEN {floated} THEN {digits} ELSE {text} END"
+    return present, value, f"coalesce({floated} AND {fraction}, false)"
 
 
 def account_id_sql(source: SourceConfig, raw: str, raw_type: str) -> str:
