@@ -12,7 +12,12 @@ import pytest
 
 from healthscore.config import Project
 from healthscore.pipeline import score
-from healthscore.privacy import account_subject, forget, person_subject
+from healthscore.privacy import (
+    account_subject,
+    export_subject,
+    forget,
+    person_subject,
+)
 from healthscore.privacy.pseudonymize import pseudonym
 from healthscore.service import create_app
 from healthscore.service.rescore import today
@@ -285,6 +290,48 @@ def test_pseudonymized_user_keys_memberships(tmp_path, monkeypatch):
     assert [(r["user"], r["account_id"]) for r in rows] == [(expected, "a2")]
 
 
+def test_membership_of_earlier_pseudonym_maps_calls(tmp_path, monkeypatch):
+    from healthscore.privacy import pseudonymize
+
+    config = ingest_config()
+    config["privacy"] = {
+        "pseudonymize": {"columns": ["user"], "key_env": "HEALTHSCORE_TEST_KEY"}
+    }
+    monkeypatch.setenv("HEALTHSCORE_TEST_KEY", "secret-key-for-tests")
+    project = write_project(tmp_path / "p", config, {"accounts.csv": ACCOUNTS})
+    groups = write_calls(
+        tmp_path / "groups.jsonl",
+        [{"type": "group", "userId": "Jane@Example.com", "groupId": "a2"}],
+    )
+    tracks = write_calls(
+        tmp_path / "tracks.jsonl",
+        [
+            {
+                "type": "track",
+                "userId": "Jane@Example.com",
+                "event": "Open",
+                "timestamp": "2026-02-03",
+            }
+        ],
+    )
+    # The membership is stored as before emails were case-folded: under the hash
+    # of the address as written.
+    with monkeypatch.context() as earlier:
+        earlier.setattr(pseudonymize, "pseudonym", pseudonymize.exact_pseudonym)
+        ingest_files(project, "usage", [groups])
+
+    ingest_files(project, "usage", [tracks])
+
+    key = b"secret-key-for-tests"
+    memberships = event_store(project).read_memberships("usage").to_pylist()
+    rows = event_store(project).read_raw("usage").to_pylist()
+    old = pseudonymize.exact_pseudonym("Jane@Example.com", key)
+    assert [m["user"] for m in memberships] == [old]
+    assert [(r["user"], r["account_id"]) for r in rows] == [
+        (pseudonym("jane@example.com", key), "a2")
+    ]
+
+
 # Forgetting
 
 
@@ -323,3 +370,26 @@ def test_forget_dry_run_keeps_memberships(client, project, key):
     forget(project, person_subject(project, "u9"), author="dpo", dry_run=True)
 
     assert stored_memberships(project) == [("u9", "a2"), ("u7", "a3")]
+
+
+def exported_memberships(project: Project, subject) -> list[tuple[str, str]]:
+    events = export_subject(project, subject)["events"]
+    return [(row["user"], row["account_id"]) for row in events["usage"]["memberships"]]
+
+
+def test_export_person_lists_membership(client, project, key):
+    store_two_memberships(client, key)
+
+    exported = exported_memberships(project, person_subject(project, "u9"))
+    report = forget(project, person_subject(project, "u9"), author="dpo")
+
+    assert exported == [("u9", "a2")]
+    assert len(exported) == report.event_rows["usage"]["memberships"]
+
+
+def test_export_account_lists_membership(client, project, key):
+    store_two_memberships(client, key)
+
+    exported = exported_memberships(project, account_subject("a3"))
+
+    assert exported == [("u7", "a3")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -1110,6 +1111,100 @@ def test_cli_forget_warns_once_per_unreadable_file(project):
     assert (output / "broken.json").read_text() == "{not json"
 
 
+def write_other_formats(project) -> Path:
+    """Write the scores as JSON Lines and gzip CSV, JSON and JSON Lines, and a
+    spreadsheet that healthscore does not read."""
+    output = project.root / "output"
+    output.mkdir()
+    scores = pipeline.snapshot_store(project).read(DATES[0], "scores")
+    table = scores[["account_id", "score"]]
+    table.to_json(output / "scores.jsonl", orient="records", lines=True)
+    table.to_csv(output / "scores.csv.gz", index=False, compression="gzip")
+    with gzip.open(output / "scores.json.gz", "wt", encoding="utf-8") as handle:
+        json.dump(table.to_dict(orient="records"), handle)
+    table.to_json(output / "scores.ndjson.gz", orient="records", lines=True)
+    (output / "scores.xlsx").write_bytes(b"PK\x03\x04 not read")
+    return output
+
+
+def jsonl_accounts(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line)["account_id"] for line in handle if line.strip()]
+
+
+def test_forget_rewrites_jsonl_and_gzip_exports(project):
+    output = write_other_formats(project)
+    kept = [KEPT_ACCOUNT, "initech-x3"]
+
+    report = forget(
+        project, account_subject(ERASED_ACCOUNT), author="dpo", output_folders=[output]
+    )
+
+    assert jsonl_accounts(output / "scores.jsonl") == kept
+    assert jsonl_accounts(output / "scores.ndjson.gz") == kept
+    csv = pd.read_csv(output / "scores.csv.gz", compression="gzip")
+    assert list(csv["account_id"]) == kept
+    with gzip.open(output / "scores.json.gz", "rt", encoding="utf-8") as handle:
+        assert [record["account_id"] for record in json.load(handle)] == kept
+    files = ("scores.csv.gz", "scores.json.gz", "scores.jsonl", "scores.ndjson.gz")
+    assert report.file_rows == {str(output / name): 1 for name in files}
+    (reason,) = report.skipped_files.values()
+    assert list(report.skipped_files) == [str(output / "scores.xlsx")]
+    assert reason.startswith("healthscore searches only CSV, JSON, JSON Lines")
+    assert reason.endswith("erase the subject from it yourself or delete it")
+    assert (output / "scores.xlsx").read_bytes() == b"PK\x03\x04 not read"
+
+
+def test_forget_skips_invalid_jsonl_line(project):
+    output = project.root / "output"
+    output.mkdir()
+    text = f'{{"account_id": "{ERASED_ACCOUNT}"}}\n{{not json\n'
+    (output / "broken.jsonl").write_text(text)
+
+    report = forget(
+        project, account_subject(ERASED_ACCOUNT), author="dpo", output_folders=[output]
+    )
+
+    reason = report.skipped_files[str(output / "broken.jsonl")]
+    assert reason.startswith("line 2 is not valid JSON")
+    assert (output / "broken.jsonl").read_text() == text
+
+
+def test_export_reads_jsonl_and_gzip_exports(project):
+    output = write_other_formats(project)
+    (output / "broken.json").write_text("{not json")
+
+    document = export_subject(
+        project, account_subject(ERASED_ACCOUNT), output_folders=[output]
+    )
+
+    files = ("scores.csv.gz", "scores.json.gz", "scores.jsonl", "scores.ndjson.gz")
+    assert sorted(document["files"]) == [str(output / name) for name in files]
+    for rows in document["files"].values():
+        assert [row["account_id"] for row in rows] == [ERASED_ACCOUNT]
+    skipped = document["skipped_files"]
+    assert sorted(skipped) == [str(output / "broken.json"), str(output / "scores.xlsx")]
+    assert skipped[str(output / "scores.xlsx")].startswith("healthscore searches only")
+
+
+def test_cli_export_subject_warns_of_unsearched_file(project, tmp_path):
+    write_other_formats(project)
+
+    result = run_cli(
+        "export-subject",
+        "--account",
+        ERASED_ACCOUNT,
+        "--output",
+        tmp_path / "acme.json",
+        "--project",
+        project.root,
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "scores.xlsx was not searched for the export" in result.output
+
+
 def test_export_lists_earlier_export_of_subject(project):
     output = project.root / "output"
     output.mkdir()
@@ -1224,6 +1319,101 @@ def test_forget_person_matches_pseudonym(tmp_path, monkeypatch):
         values = set(store.read(DATES[0], table)["value_text"].dropna())
         assert pseudonym not in values, table
         assert ERASED in values, table
+
+
+#: One person's email address in three spellings.
+JANE_SPELLINGS = (
+    "Jane.Doe@Example.com",
+    "JANE.DOE@EXAMPLE.COM",
+    "jane.doe@example.com",
+)
+#: Rows of the three spellings, and of a user id that is not an email in two cases.
+SPELLING_EVENTS = f"""account_id,timestamp,user
+{KEPT_ACCOUNT},2026-06-01T10:00:00,Jane.Doe@Example.com
+{KEPT_ACCOUNT},2026-06-02T10:00:00,JANE.DOE@EXAMPLE.COM
+{KEPT_ACCOUNT},2026-06-03T10:00:00,jane.doe@example.com
+{ERASED_ACCOUNT},2026-06-03T11:00:00,Ops-Bot
+{ERASED_ACCOUNT},2026-06-04T11:00:00,ops-bot
+"""
+
+
+def spelling_project(root: Path):
+    privacy = {"pseudonymize": {"columns": ["user"], "key_env": KEY_VARIABLE}}
+    return write_project(
+        root,
+        privacy_config(**privacy),
+        {"accounts.csv": ACCOUNTS, "events.csv": SPELLING_EVENTS},
+    )
+
+
+def test_email_spellings_share_pseudonym(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = spelling_project(tmp_path / "p")
+
+    users = engine_users(project)
+    run = pipeline.score(project, DATES[0], store=False)
+
+    jane = expected_pseudonym("jane.doe@example.com", KEY)
+    # User ids that are not emails keep their letter case.
+    bots = [expected_pseudonym("Ops-Bot", KEY), expected_pseudonym("ops-bot", KEY)]
+    assert users == sorted([jane, *bots])
+    assert run.metrics.values.loc[KEPT_ACCOUNT, "users_28d"] == 1
+    assert run.metrics.values.loc[ERASED_ACCOUNT, "users_28d"] == 2
+
+
+def store_user_rows(project, users: list[str]) -> None:
+    """Append one raw row per user to the store source, on 2026-06-01."""
+    rows = pd.DataFrame(
+        {
+            "account_id": [KEPT_ACCOUNT] * len(users),
+            "timestamp": pd.to_datetime(["2026-06-01T10:00"] * len(users)).as_unit(
+                "us"
+            ),
+            "user": users,
+        }
+    )
+    event_store(project).append("stored", rows, numeric=[])
+
+
+def stored_users(project) -> list[str]:
+    return sorted(event_store(project).read_raw("stored").to_pandas()["user"])
+
+
+def test_forget_person_erases_every_spelling(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    project = spelling_project(tmp_path / "p")
+    spellings = tmp_path / "spellings.csv"
+    spellings.write_text(SPELLING_EVENTS)
+    ingest_files(project, "stored", [spellings])
+    # Pseudonyms stored before emails were case-folded: one per spelling.
+    old = {spelling: expected_pseudonym(spelling, KEY) for spelling in JANE_SPELLINGS}
+    store_user_rows(project, list(old.values()))
+    pipeline.score(project, DATES[0])
+    jane = expected_pseudonym("jane.doe@example.com", KEY)
+    bots = [expected_pseudonym("Ops-Bot", KEY), expected_pseudonym("ops-bot", KEY)]
+    assert stored_users(project).count(jane) == 4  # three ingested and one old
+
+    subject = person_subject(project, "jane.doe@example.com")
+    exported = export_subject(project, subject)
+    report = forget(project, subject, author="dpo")
+
+    # The mixed-case old pseudonym is not among the spellings tried.
+    assert stored_users(project) == sorted(
+        [ERASED] * 5 + [old["Jane.Doe@Example.com"], *bots]
+    )
+    assert report.event_rows["stored"]["raw"] == 5
+    assert len(exported["events"]["stored"]["raw"]) == 5
+    assert exported["subject"]["pseudonyms"] == [jane, old["JANE.DOE@EXAMPLE.COM"]]
+    measures = pipeline.snapshot_store(project).read(DATES[0], "measures")
+    last_users = measures.loc[measures["metric"] == "last_user", "value_text"]
+    assert jane not in set(last_users)
+    assert ERASED in set(last_users)
+
+    mixed = person_subject(project, "Jane.Doe@Example.com")
+    again = forget(project, mixed, author="dpo")
+
+    assert stored_users(project) == sorted([ERASED] * 6 + bots)
+    assert again.event_rows["stored"]["raw"] == 1
 
 
 def test_missing_key_variable_is_named(tmp_path, monkeypatch):

@@ -200,7 +200,7 @@ def _print_report(
 
 def _warn_skipped(report: ErasureReport) -> None:
     for path, reason in report.skipped_files.items():
-        note(f"warning: {path} was not searched because it cannot be read: {reason}")
+        note(f"warning: {path} was not searched: {reason}")
 
 
 def _warn_other_keys(report: ErasureReport) -> None:

@@ -21,7 +21,8 @@ class PseudonymizeSettings(StrictModel):
     """Source columns whose values are replaced by keyed pseudonyms as they are read.
 
     Each value becomes ``p_`` followed by the hex HMAC-SHA256 of the value under the
-    key, so equal values keep equal pseudonyms and distinct counts do not change.
+    key, so equal values keep equal pseudonyms. An email address is case-folded
+    first, so its spellings share one pseudonym and count once in distinct counts.
     Give the key in exactly one of `key_env` and `key_file`. The key is read when the
     sources are read and is never logged or stored.
     """

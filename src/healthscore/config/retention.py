@@ -16,10 +16,16 @@ from pydantic import Field, field_validator
 
 from healthscore.config.models import (
     STANDARD_COLUMNS,
+    AggregateMetric,
     ChangeMetric,
+    CountMetric,
+    DaysSinceMetric,
     Duration,
+    MilestoneMetric,
     SourceConfig,
     StrictModel,
+    WindowConfig,
+    WindowedMetric,
     parse_duration,
 )
 from healthscore.expressions import parse_expression
@@ -225,12 +231,142 @@ def _metric_reach_issues(
             text = f"reads {reach} back from the as-of point"
         else:
             continue
+        advice = "; or ".join(_reach_advice(config, metric, based_on, age, reach))
         yield (
             ("metrics", name),
             f"metric {name!r} {text}, but raw rows of store source {based_on!r} "
-            f"are purged after {age}; give it a window of at most {age}, or compute "
-            f"it on the daily rollup source {based_on + ROLLUP_SUFFIX!r}",
+            f"are purged after {age}; {advice}",
         )
+
+
+def _reach_advice(
+    config: ProjectConfig,
+    metric: Any,
+    source_name: str,
+    age: Duration,
+    reach: _Reach | None,
+) -> list[str]:
+    """Return the changes that let a metric read only rows that retention keeps.
+
+    A `change` reads two windows of the metric it compares, so the advice is about
+    that metric. Only keys the metric's type has are advised: `days_since` and
+    `days_to_milestone` take no window.
+    """
+    windowed = metric
+    subject, where_of = "it", "its where"
+    windows = 1
+    if isinstance(metric, ChangeMetric):
+        windowed = config.metrics[metric.of]
+        subject, where_of = repr(metric.of), f"the where of {metric.of!r}"
+        windows = 2
+    advice = []
+    where = getattr(windowed, "where", None)
+    # The rollup has no columns to filter by, but a store source of only the rows
+    # that `where` selects has a rollup of only those rows.
+    rollup_of = "<source>" if where else source_name
+    rollup = _rollup_metric(config, windowed, source_name, rollup_of)
+    if rollup is not None and not where:
+        advice.append(f"compute {subject} on the daily rollup as {rollup}")
+    elif rollup is not None and where:
+        dropped = _where_columns_not_in_rollup(config, where, source_name)
+        advice.append(
+            f"keep the rows that {where_of} selects in a store source of their "
+            f"own, and compute {subject} on that source's daily rollup as "
+            f"{rollup}, because {source_name + ROLLUP_SUFFIX!r} keeps no {dropped}"
+        )
+    if isinstance(windowed, WindowedMetric):
+        longest = _longest_window(age, windows)
+        if longest is not None:
+            advice.append(f"give {subject} a window of at most {longest}")
+    if reach is not None:
+        needed = Duration(
+            amount=reach.length.amount * reach.count, unit=reach.length.unit
+        )
+        advice.append(
+            f"keep the raw rows of {source_name!r} for {needed} or longer "
+            f"(retention.sources.{source_name}: {needed})"
+        )
+    if not advice:
+        advice.append(
+            f"keep the rows {subject} reads in a store source that has no retention age"
+        )
+    return advice
+
+
+def _rollup_metric(
+    config: ProjectConfig, metric: Any, source_name: str, rollup_of: str
+) -> str | None:
+    """Return the metric on a daily rollup that gives `metric`'s values, as YAML.
+
+    `metric` reads store source `source_name`, and the metric returned reads the
+    rollup of store source `rollup_of`. None for the types the rollup cannot
+    give: it keeps per account and day only the row count, the first and last
+    timestamp, and sums, minimums and maximums.
+    """
+    rollup = rollup_of + ROLLUP_SUFFIX
+    columns = rollup_columns(config.sources[source_name])
+    window = getattr(metric, "window", None)
+    if isinstance(metric, CountMetric):
+        keys = {"type": "sum", "source": rollup, "column": "rows"}
+    elif isinstance(metric, AggregateMetric) and metric.type != "mean":
+        column = f"{metric.column}_{metric.type}"
+        if column not in columns:
+            return None
+        keys = {"type": metric.type, "source": rollup, "column": column}
+    elif isinstance(metric, DaysSinceMetric):
+        keys = {"type": "days_since", "source": rollup}
+    elif isinstance(metric, MilestoneMetric) and _starts_at_midnight(config, metric):
+        keys = {"type": "days_to_milestone", "source": rollup}
+        if metric.start_column is not None:
+            keys["start_column"] = metric.start_column
+        if metric.if_not_reached != "elapsed":
+            keys["if_not_reached"] = metric.if_not_reached
+    else:
+        return None
+    # NOTE: with `closed: right`, a day with rows stamped exactly at the window's
+    # start and later rows counts whole on the rollup, while the raw window leaves
+    # out the rows at the start. Left-closed windows give the same values.
+    fields = [f"{key}: {value}" for key, value in keys.items()]
+    if window is not None:
+        fields.append(f"window: {_window_text(window)}")
+    return "{" + ", ".join(fields) + "}"
+
+
+def _starts_at_midnight(config: ProjectConfig, metric: MilestoneMetric) -> bool:
+    """Tell whether a milestone's start is a date, so that the rollup gives its days.
+
+    The rollup's timestamp of a day is the day's last row, and whole days counted
+    from a midnight start are the same for every row of the day.
+    """
+    if metric.start_column is None:
+        return True  # the first subscription start, a date
+    accounts = config.sources[config.accounts_source()]
+    types = {**STANDARD_COLUMNS["accounts"], **accounts.attributes}
+    return types.get(metric.start_column) == "date"
+
+
+def _where_columns_not_in_rollup(
+    config: ProjectConfig, where: str, source_name: str
+) -> str:
+    """Return the columns that `where` reads and the daily rollup lacks, as text."""
+    known = rollup_column_names(config, source_name + ROLLUP_SUFFIX) or set()
+    missing = sorted(set(parse_expression(where).names) - known)
+    return ", ".join(missing) if missing else "single rows to filter"
+
+
+def _window_text(window: WindowConfig) -> str:
+    if window.closed == "left":
+        return str(window.length)
+    return f"{{length: {window.length}, closed: {window.closed}}}"
+
+
+def _longest_window(age: Duration, count: int) -> Duration | None:
+    """Return the longest window whose `count` windows stay within `age`, if any."""
+    if count == 1:
+        return age
+    shortest = {"days": 1, "weeks": 7, "months": 28}[age.unit]
+    days = age.amount * shortest // count
+    return Duration(amount=days, unit="days") if days >= 1 else None
 
 
 def _metric_reach(

@@ -203,6 +203,10 @@ class MembershipScope:
     """
 
     user_key: Callable[[str], str] = _identity
+    earlier_user_key: Callable[[str], str] | None = None
+    """The key that memberships stored by an earlier healthscore have, when it
+    differs: pseudonyms of email addresses spelt in capitals before emails were
+    case-folded. `stored_for` tries it when `user_key` finds nothing."""
     stored: dict[str, list[Membership]] = field(default_factory=dict)
     """Stored memberships per user key, in the order they were stored."""
     declared: list[tuple[str, str, datetime | None]] = field(default_factory=list)
@@ -227,7 +231,10 @@ class MembershipScope:
         """Return the stored memberships of a userId or anonymousId."""
         if not self.stored:
             return []
-        return self.stored.get(self.user_key(user), [])
+        found = self.stored.get(self.user_key(user))
+        if found is None and self.earlier_user_key is not None:
+            found = self.stored.get(self.earlier_user_key(user))
+        return found or []
 
 
 _SCOPE: ContextVar[MembershipScope | None] = ContextVar(

@@ -17,7 +17,6 @@ can keep the checkpoint from finishing, and the report then names the log file.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -32,12 +31,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from healthscore.config import Project
 from healthscore.privacy.locate import (
-    REPORT_SUFFIXES,
     StateMatch,
     export_rows,
     exports_subject,
@@ -46,11 +43,22 @@ from healthscore.privacy.locate import (
     mention_cell_masks,
     mention_matches,
     mentioning_values,
-    output_files,
     primary_key,
     report_mentions,
     state_matches,
     text_columns,
+)
+from healthscore.privacy.outputs import (
+    UNREADABLE_FILE_ERRORS,
+    UNSEARCHED_REASON,
+    OutputFormat,
+    output_files,
+    output_format,
+    read_json_file,
+    read_table_file,
+    unsearched_files,
+    write_json_file,
+    write_table_file,
 )
 from healthscore.privacy.subjects import (
     Subject,
@@ -76,9 +84,6 @@ logger = logging.getLogger(__name__)
 
 #: Audit action of an erasure.
 FORGET_ACTION = "forget"
-
-#: Errors of a file in an output folder that is not a table export healthscore wrote.
-UNREADABLE_FILE_ERRORS = (ValueError, OSError, pa.ArrowException)
 
 #: How long the checkpoint after an erasure waits for readers of a SQLite store to
 #: leave the write-ahead log, in ms. Other writers, such as the web service, wait
@@ -116,7 +121,9 @@ class ErasureReport:
         folders, deleted whole, with the rows each listed plus one for its subject
         entry.
     skipped_files : dict
-        Files in the output folders that could not be read, with the reason.
+        Files in the output folders that were not searched, with the reason: files
+        that could not be read, and files of other kinds than those
+        `healthscore.privacy.outputs` reads.
     event_rows : dict
         Per store source, the rows of the event store (``raw``) and of its daily
         rollup (``daily``), and when there were any, the Segment memberships
@@ -482,23 +489,32 @@ def _rewritten_run_info(
 def _erase_output_files(
     folders: Sequence[Path], subject: Subject, report: ErasureReport
 ) -> None:
-    """Rewrite table exports and delete reports and exports of the subject."""
+    """Rewrite table exports and delete reports and exports of the subject.
+
+    Files that cannot be read and files of other kinds go into the report's
+    `skipped_files`, and the caller warns once about each.
+    """
     for path in output_files(folders):
+        found = output_format(path)
+        assert found is not None
         try:
-            if path.suffix.lower() in REPORT_SUFFIXES:
+            if found.kind == "report":
                 _erase_report(path, subject, report)
-            elif path.suffix.lower() == ".json":
-                _erase_json_file(path, subject, report)
+            elif found.kind in ("json", "jsonl"):
+                _erase_json_file(path, found, subject, report)
             else:
-                _erase_table_file(path, subject, report)
+                _erase_table_file(path, found, subject, report)
         except UNREADABLE_FILE_ERRORS as exc:
-            # The report returns the file to the caller, which warns once about it.
             # A warning logged here too would repeat for a dry run and the erasure.
             logger.info("skipped %s during erasure: %s", path, exc)
             reason = str(exc).strip().splitlines()[0]
             report.skipped_files[str(path)] = (
                 f"{reason}; erase the subject from it yourself or delete it"
             )
+    for path in unsearched_files(folders):
+        report.skipped_files[str(path)] = (
+            f"{UNSEARCHED_REASON}; erase the subject from it yourself or delete it"
+        )
 
 
 def _erase_report(path: Path, subject: Subject, report: ErasureReport) -> None:
@@ -509,9 +525,14 @@ def _erase_report(path: Path, subject: Subject, report: ErasureReport) -> None:
         path.unlink()
 
 
-def _erase_json_file(path: Path, subject: Subject, report: ErasureReport) -> None:
-    """Delete an export of the subject, or rewrite any other JSON without it."""
-    document = json.loads(path.read_text(encoding="utf-8"))
+def _erase_json_file(
+    path: Path, found: OutputFormat, subject: Subject, report: ErasureReport
+) -> None:
+    """Delete an export of the subject, or rewrite any other JSON without it.
+
+    The records of a JSON Lines file are taken as one list.
+    """
+    document = read_json_file(path)
     if exports_subject(document, subject):
         # Every row in it is about the subject, and its file name often is too.
         report.deleted_exports[str(path)] = export_rows(document)
@@ -524,11 +545,12 @@ def _erase_json_file(path: Path, subject: Subject, report: ErasureReport) -> Non
     report.file_rows[str(path)] = count
     report.file_fields[str(path)] = _sorted_counts(mention_paths(document, subject))
     if not report.dry_run:
-        _replace_file(path, partial(_write_json, document=erased))
+        _replace_file(path, partial(write_json_file, document=erased, like=found))
 
 
-def _erase_table_file(path: Path, subject: Subject, report: ErasureReport) -> None:
-    suffix = path.suffix.lower()
+def _erase_table_file(
+    path: Path, found: OutputFormat, subject: Subject, report: ErasureReport
+) -> None:
     frame = read_table_file(path)
     cleaned, count, fields = erase_frame_fields(frame, subject)
     if not count:
@@ -536,14 +558,7 @@ def _erase_table_file(path: Path, subject: Subject, report: ErasureReport) -> No
     report.file_rows[str(path)] = count
     report.file_fields[str(path)] = fields
     if not report.dry_run:
-        _replace_file(path, partial(_write_frame, frame=cleaned, suffix=suffix))
-
-
-def read_table_file(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet export; CSV cells are read as text, exactly as written."""
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+        _replace_file(path, partial(write_table_file, frame=cleaned, like=found))
 
 
 def erase_json(document: Any, subject: Subject) -> tuple[Any, int]:
@@ -575,19 +590,6 @@ def erase_json(document: Any, subject: Subject) -> tuple[Any, int]:
         return erased, total
     redacted = redact_document(document, subject)
     return redacted, int(redacted != document)
-
-
-def _write_json(path: Path, document: Any) -> None:
-    path.write_text(
-        json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-
-
-def _write_frame(path: Path, frame: pd.DataFrame, suffix: str) -> None:
-    if suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
 
 
 def _replace_file(path: Path, write: Callable[[Path], None]) -> None:

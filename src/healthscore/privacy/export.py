@@ -1,14 +1,17 @@
 """Export of everything healthscore holds about an account or a person.
 
 The export answers an access request. It contains the subject's snapshot rows per
-as-of date, its rows in every operational table (overrides, alerts, tasks, notes and
-the others that exist), its rows in the table exports of the output folders, the
-reports that mention it and the paths of earlier exports of it there.
+as-of date, its rows in the event store, its rows in every operational table
+(overrides, alerts, tasks, notes and the others that exist), its rows in the table
+exports of the output folders, the reports that mention it and the paths of earlier
+exports of it there. Files in the output folders that could not be searched are
+listed with the reason and logged as warnings.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -20,19 +23,27 @@ import pandas as pd
 from sqlalchemy import select
 
 from healthscore.config import Project
-from healthscore.privacy.erase import read_table_file
 from healthscore.privacy.locate import (
-    REPORT_SUFFIXES,
     exports_subject,
     frame_row_mask,
     json_records,
-    output_files,
     report_mentions,
     state_matches,
+)
+from healthscore.privacy.outputs import (
+    UNREADABLE_FILE_ERRORS,
+    UNSEARCHED_REASON,
+    output_files,
+    output_format,
+    read_json_file,
+    read_table_file,
+    unsearched_files,
 )
 from healthscore.privacy.subjects import Subject, document_mentions, redact_document
 from healthscore.store.snapshots import SnapshotStore
 from healthscore.store.state import StateStore
+
+logger = logging.getLogger(__name__)
 
 
 def export_subject(
@@ -54,11 +65,13 @@ def export_subject(
     -------
     dict
         ``subject``, ``exported_at``, ``snapshots`` (as-of date to table to rows),
-        ``events`` (store source to ``raw`` and ``daily`` rows, and ``origins``,
-        the entries of ingested files whose name mentions the subject),
-        ``state`` (table to rows), ``files`` (export path to rows), ``reports``
-        (paths of reports that mention the subject) and ``exports`` (paths of earlier
-        exports of the subject). Dates are ISO text and missing values null.
+        ``events`` (store source to ``raw`` and ``daily`` rows, Segment
+        ``memberships``, and ``origins``, the entries of ingested files whose name
+        mentions the subject), ``state`` (table to rows), ``files`` (export path
+        to rows), ``reports`` (paths of reports that mention the subject),
+        ``exports`` (paths of earlier exports of the subject) and
+        ``skipped_files`` (path to the reason it was not searched). Dates are ISO
+        text and missing values null.
     """
     # Imported here: the event store's reader imports this package.
     from healthscore.privacy.retention import export_event_store
@@ -66,7 +79,7 @@ def export_subject(
     store = SnapshotStore(project.path(project.config.store.snapshots))
     with StateStore.open(project.config.store.state, project.root) as state:
         state_rows = _state_rows(state, subject)
-    files, reports, exports = _output_rows(output_folders, subject)
+    files, reports, exports, skipped = _output_rows(output_folders, subject)
     document = {
         "subject": {
             "kind": subject.kind,
@@ -80,6 +93,7 @@ def export_subject(
         "files": files,
         "reports": reports,
         "exports": exports,
+        "skipped_files": skipped,
     }
     exported: dict[str, Any] = plain(document)
     return exported
@@ -122,35 +136,53 @@ def _snapshot_rows(
 
 def _output_rows(
     folders: Sequence[Path], subject: Subject
-) -> tuple[dict[str, list[Any]], list[str], list[str]]:
-    """Return the rows per table export, the reports and the earlier exports."""
+) -> tuple[dict[str, list[Any]], list[str], list[str], dict[str, str]]:
+    """Return the rows per export file, the reports, the earlier exports and the
+    files not searched with the reason of each, which are logged as warnings."""
     files: dict[str, list[Any]] = {}
     reports: list[str] = []
     exports: list[str] = []
+    skipped: dict[str, str] = {}
     for path in output_files(folders):
-        suffix = path.suffix.lower()
-        if suffix in REPORT_SUFFIXES:
-            if report_mentions(path, subject):
-                reports.append(str(path))
+        try:
+            rows = _file_rows(path, subject, reports, exports)
+        except UNREADABLE_FILE_ERRORS as exc:
+            reason = str(exc).strip().splitlines()[0]
+            skipped[str(path)] = f"{reason}; look for the subject in it yourself"
             continue
-        if suffix == ".json":
-            document = json.loads(path.read_text(encoding="utf-8"))
-            if exports_subject(document, subject):
-                # Listed by path only: its rows came from the same stores, and
-                # copying them in would repeat them.
-                exports.append(str(path))
-                continue
-            rows = [
-                record
-                for record in json_records(document)
-                if _record_mentions(record, subject)
-            ]
-        else:
-            frame = read_table_file(path)
-            rows = _records(frame.loc[frame_row_mask(frame, subject)])
         if rows:
             files[str(path)] = rows
-    return files, reports, exports
+    for path in unsearched_files(folders):
+        skipped[str(path)] = f"{UNSEARCHED_REASON}; look for the subject in it yourself"
+    for path_text, reason in skipped.items():
+        logger.warning("%s was not searched for the export: %s", path_text, reason)
+    return files, reports, exports, skipped
+
+
+def _file_rows(
+    path: Path, subject: Subject, reports: list[str], exports: list[str]
+) -> list[Any]:
+    """Return the subject's rows in one output file, adding reports and exports."""
+    found = output_format(path)
+    assert found is not None
+    if found.kind == "report":
+        if report_mentions(path, subject):
+            reports.append(str(path))
+        return []
+    if found.kind in ("json", "jsonl"):
+        document = read_json_file(path)
+        if exports_subject(document, subject):
+            # Listed by path only: its rows came from the same stores, and copying
+            # them in would repeat them.
+            exports.append(str(path))
+            return []
+        return [
+            record
+            for record in json_records(document)
+            if _record_mentions(record, subject)
+        ]
+    frame = read_table_file(path)
+    return _records(frame.loc[frame_row_mask(frame, subject)])
 
 
 def _record_mentions(record: Any, subject: Subject) -> bool:

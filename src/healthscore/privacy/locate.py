@@ -42,12 +42,6 @@ from healthscore.privacy.subjects import (
 )
 from healthscore.store.schema import metadata
 
-#: Table exports that the commands write (see `healthscore.cli.output`).
-TABLE_SUFFIXES = (".csv", ".json", ".parquet")
-
-#: Reports, which are erased by deleting them because they can be generated again.
-REPORT_SUFFIXES = (".html", ".htm")
-
 #: Top-level keys of every document that `export_subject` writes.
 EXPORT_KEYS = frozenset({"subject", "exported_at"})
 
@@ -320,19 +314,6 @@ def _parents_first(
 
 
 # Output files
-
-
-def output_files(folders: Sequence[Path]) -> list[Path]:
-    """Return the table exports and reports under `folders`, sorted."""
-    found: list[Path] = []
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            suffix = path.suffix.lower()
-            if path.is_file() and suffix in TABLE_SUFFIXES + REPORT_SUFFIXES:
-                found.append(path)
-    return found
 
 
 def json_records(document: Any) -> Iterator[Any]:

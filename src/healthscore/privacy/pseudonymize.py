@@ -1,10 +1,13 @@
 """Pseudonymization at ingest: person columns replaced by keyed hashes in DuckDB.
 
 A pseudonym is ``p_`` followed by the hex HMAC-SHA256 (RFC 2104) of the UTF-8 value
-under the project's key. Equal values get equal pseudonyms and, barring a SHA-256
-collision, distinct values get distinct ones, so counts and distinct counts are as
-before. Without the key a pseudonym cannot be computed from a guessed value, which is
-what keeps short identifiers such as user names from being recovered by trying them.
+under the project's key. An email address is case-folded first, because healthscore
+matches emails in any letter case: ``Jane@Example.com`` and ``jane@example.com`` get
+one pseudonym. Other equal values get equal pseudonyms and, barring a SHA-256
+collision, distinct values get distinct ones, so counts are as before and distinct
+counts differ only where one email address was spelt in several letter cases. Without
+the key a pseudonym cannot be computed from a guessed value, which is what keeps short
+identifiers such as user names from being recovered by trying them.
 
 The hash runs as a DuckDB Python function inside the query that reads each source, so
 the raw values exist only in the scan of the file and never reach a metric, a
@@ -18,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Callable, Iterable
 
 import duckdb
@@ -39,9 +43,32 @@ class PrivacyError(ValueError):
     """Invalid privacy settings, or a pseudonymization key that cannot be read."""
 
 
+#: A value that is hashed as an email address: text without spaces on both sides of
+#: a single ``@``.
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")
+
+
 def pseudonym(value: str, key: bytes) -> str:
-    """Return the pseudonym of `value` under `key`: ``p_`` and a 64-digit hex HMAC."""
-    digest = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+    """Return the pseudonym of `value` under `key`: ``p_`` and a 64-digit hex HMAC.
+
+    An email address (see `EMAIL_PATTERN`) is case-folded before it is hashed, so
+    every spelling of it gets the same pseudonym.
+    """
+    return exact_pseudonym(hashed_text(value), key)
+
+
+def hashed_text(value: str) -> str:
+    """Return the text whose HMAC is the pseudonym of `value`."""
+    return value.casefold() if EMAIL_PATTERN.fullmatch(value) else value
+
+
+def exact_pseudonym(text: str, key: bytes) -> str:
+    """Return ``p_`` and the hex HMAC of `text` exactly as given, without case folding.
+
+    Pseudonyms that healthscore stored before it case-folded email addresses are of
+    this form for every value, so an address spelt in capitals has one of its own.
+    """
+    digest = hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
     return PSEUDONYM_PREFIX + digest
 
 

@@ -125,10 +125,12 @@ def _erase_and_count(
 def export_event_store(
     project: Project, subject: Subject
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Collect the subject's raw rows and rollup rows per store source.
+    """Collect the subject's raw rows, rollup rows and memberships per store source.
 
-    ``origins`` lists the entries of `ingested.json` whose file name mentions the
-    subject, each with its ``batch_id`` (the file's SHA-256).
+    ``memberships`` lists the Segment user-to-account memberships of the account,
+    or of the person's user id, which `forget` drops. ``origins`` lists the
+    entries of `ingested.json` whose file name mentions the subject, each with its
+    ``batch_id`` (the file's SHA-256).
     """
     store = event_store(project)
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -137,6 +139,7 @@ def export_event_store(
         for part, table in (
             ("raw", store.read_raw(name)),
             ("daily", store.read_rollup(name)),
+            ("memberships", store.read_memberships(name)),
         ):
             if table is None:
                 continue

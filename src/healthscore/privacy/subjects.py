@@ -24,7 +24,12 @@ from typing import Any, Literal
 from sqlalchemy import JSON, Column
 
 from healthscore.config import Project
-from healthscore.privacy.pseudonymize import PrivacyError, pseudonym, read_key
+from healthscore.privacy.pseudonymize import (
+    PrivacyError,
+    exact_pseudonym,
+    pseudonym,
+    read_key,
+)
 
 SubjectKind = Literal["account", "person"]
 
@@ -114,8 +119,12 @@ def account_subject(account_id: str) -> Subject:
 def person_subject(project: Project, identifier: str) -> Subject:
     """Return the subject for a person, with pseudonyms when the project uses them.
 
-    An email's pseudonyms are computed for the text as given and in lower case,
-    because sources spell the same address in either form.
+    An email's first pseudonym is that of its case-folded form, which every spelling
+    of the address gets. Pseudonyms stored before emails were case-folded are
+    hashes of the address as it was spelt, so the address as given, in lower case
+    and in upper case is hashed as well. Other old spellings, such as
+    ``Jane.Doe@Example.com`` for ``jane.doe@example.com``, are found only when
+    that spelling is given.
 
     Raises
     ------
@@ -126,10 +135,11 @@ def person_subject(project: Project, identifier: str) -> Subject:
     if settings is None:
         return Subject("person", identifier)
     key = read_key(project, settings)
-    spellings = dict.fromkeys(
-        [identifier, identifier.lower()] if "@" in identifier else [identifier]
-    )
-    return Subject("person", identifier, tuple(pseudonym(s, key) for s in spellings))
+    pseudonyms = [pseudonym(identifier, key)]
+    if "@" in identifier:
+        spellings = (identifier, identifier.lower(), identifier.upper())
+        pseudonyms += [exact_pseudonym(spelling, key) for spelling in spellings]
+    return Subject("person", identifier, tuple(dict.fromkeys(pseudonyms)))
 
 
 # Columns and documents

@@ -441,7 +441,10 @@ def is_segment(settings: SourceConfig) -> bool:
 
 def membership_scope(project: Project, name: str, store: EventStore) -> MembershipScope:
     """Return a scope holding the memberships stored for source `name`."""
-    scope = MembershipScope(user_key=user_key_function(project))
+    scope = MembershipScope(
+        user_key=user_key_function(project),
+        earlier_user_key=earlier_user_key_function(project),
+    )
     stored = store.read_memberships(name)
     if stored is not None:
         scope.remember(
@@ -469,6 +472,22 @@ def user_key_function(project: Project) -> Callable[[str], str]:
 
     key = read_key(project, settings)
     return lambda user: pseudonym(user, key)
+
+
+def earlier_user_key_function(project: Project) -> Callable[[str], str] | None:
+    """Return the membership key of a user id as healthscore stored it before it
+    case-folded email addresses, or None when user ids are not pseudonymized.
+
+    Memberships stored then keep mapping the later calls of a user whose address
+    has capitals, until a new identify or group call stores the current key.
+    """
+    settings = project.config.privacy.pseudonymize
+    if settings is None or "user" not in settings.columns:
+        return None
+    from healthscore.privacy.pseudonymize import exact_pseudonym, read_key
+
+    key = read_key(project, settings)
+    return lambda user: exact_pseudonym(user, key)
 
 
 def read_source_in_scope(
