@@ -267,7 +267,8 @@ class SourceConfig(StrictModel):
     1001.0 reads as `1001`, while the string "1001.0" keeps its text. NaN is a
     missing id. An id with a fractional part, an infinite one, and one of 2^53 or
     more written with a decimal point or an exponent stop the run with the file,
-    the column and the row."""
+    the column and the row. On Spark, a file whose ids mix JSON numbers and
+    strings has a text id column, so there 1001.0 keeps its text."""
 
     kind: SourceKind = Field(
         description="What the rows are; sets the standard columns, listed under "
