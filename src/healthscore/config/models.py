@@ -263,8 +263,8 @@ class SourceConfig(StrictModel):
     in that file's rows.
 
     An account id that a JSON Lines file writes as a number reads as the digits of
-    its whole number, as a number id of a Parquet file or a database table does:
-    1001.0 reads as `1001`, while the string "1001.0" keeps its text. NaN is a
+    its whole number, as a number id of a Parquet file or a database table does.
+    So 1001.0 reads as `1001`, while the string "1001.0" keeps its text. NaN is a
     missing id. An id with a fractional part, an infinite one, and one of 2^53 or
     more written with a decimal point or an exponent stop the run with the file,
     the column and the row. On Spark, a file whose ids mix JSON numbers and

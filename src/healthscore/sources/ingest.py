@@ -464,13 +464,12 @@ def user_key_function(project: Project) -> Callable[[str], str]:
     When the `user` column is pseudonymized, memberships are stored under the
     user's pseudonym, so the event store keeps no raw user id there either.
     """
-    settings = project.config.privacy.pseudonymize
-    if settings is None or "user" not in settings.columns:
+    key = _user_pseudonym_key(project)
+    if key is None:
         return str
     # Imported here: the privacy package imports this module.
-    from healthscore.privacy.pseudonymize import pseudonym, read_key
+    from healthscore.privacy.pseudonymize import pseudonym
 
-    key = read_key(project, settings)
     return lambda user: pseudonym(user, key)
 
 
@@ -481,13 +480,22 @@ def earlier_user_key_function(project: Project) -> Callable[[str], str] | None:
     Memberships stored then keep mapping the later calls of a user whose address
     has capitals, until a new identify or group call stores the current key.
     """
+    key = _user_pseudonym_key(project)
+    if key is None:
+        return None
+    from healthscore.privacy.pseudonymize import exact_pseudonym
+
+    return lambda user: exact_pseudonym(user, key)
+
+
+def _user_pseudonym_key(project: Project) -> bytes | None:
+    """Return the pseudonymization key when the `user` column is pseudonymized."""
     settings = project.config.privacy.pseudonymize
     if settings is None or "user" not in settings.columns:
         return None
-    from healthscore.privacy.pseudonymize import exact_pseudonym, read_key
+    from healthscore.privacy.pseudonymize import read_key
 
-    key = read_key(project, settings)
-    return lambda user: exact_pseudonym(user, key)
+    return read_key(project, settings)
 
 
 def read_source_in_scope(

@@ -239,7 +239,7 @@ def lookup_key(text: str, column_type: str) -> str | None:
 
     `column_type` is the type of the source column that the lookup reads. Raises
     ValueError when the column contains numbers and `text` is not a whole number
-    that the column can store exactly. The message says what the key is, for
+    that the column can store exactly. The message describes the key, for
     example `is not a whole number`.
     """
     if not is_number_type(column_type):

@@ -16,7 +16,7 @@ its id and lists them, with the rollups it replaces, in a journal before the fir
 rename. Until the append is complete (see `EventStore._commit_append`) the next
 writer of the source rolls it back, so a retry after a crash stores every row once.
 NOTE: readers take no lock, so one that lists the files during the renames, or after
-a crash and before the next writer, sees some days of the append.
+a crash and before the next writer, reads some days of the append.
 
 The rollup of a day is computed again from all of the day's raw parts whenever the
 day changes, so a rollup left stale by a crash is repaired by the next append or
