@@ -44,7 +44,7 @@ from healthscore.config.models import Duration, parse_duration
 # that use them, so that `healthscore --help` does not load them.
 if TYPE_CHECKING:
     from healthscore.monitoring.backfill import BackfillResult
-    from healthscore.monitoring.coverage import PartialWindows
+    from healthscore.monitoring.coverage import PartialWindows, PurgedWindows
     from healthscore.monitoring.trends import ScoredUnder
     from healthscore.store.snapshot_tables import TableWrite
     from healthscore.store.snapshots import SnapshotStore
@@ -98,8 +98,9 @@ def backfill(
     A backfill checks no alert rules and opens no playbook tasks, so it sends no
     alerts about past dates. `healthscore score` checks them for the date it scores.
     It warns about dates whose metric windows start before the first row of a
-    source, because their metrics cover only part of the window, and about dates
-    after today, whose windows reach past the data.
+    source, or reach raw days of the event store that retention purged, because
+    their metrics cover only part of the window, and about dates after today,
+    whose windows reach past the data.
     """
     from healthscore.monitoring.backfill import BackfillTableError, backfill_dates
     from healthscore.monitoring.backfill import backfill as run_backfill
@@ -110,6 +111,7 @@ def backfill(
     dates = backfill_dates(start, end, every)
     _warn_future_dates(project, dates)
     engine = None
+    purged: list[dict[str, Any]] | None = None
     # A replay scores each date under the configuration stored with it, whose
     # windows may differ from the current ones, so only a plain backfill is checked.
     if not replay:
@@ -118,6 +120,7 @@ def backfill(
         warning = partial_windows_warning(project, partial, len(dates), end)
         if warning is not None:
             note_wrapped(warning)
+        purged = report_purged_windows(project, dates)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -154,6 +157,7 @@ def backfill(
                 "skipped": result.skipped,
                 "seconds": round(result.seconds, 3),
                 "snapshot_table": None if written is None else written.to_dict(),
+                "purged_windows": purged,
             }
         )
         return
@@ -311,6 +315,120 @@ def partial_windows_warning(
             "data."
         )
     return "warning: " + " ".join(sentences)
+
+
+def report_purged_windows(project: Project, dates: list[date]) -> list[dict[str, Any]]:
+    """Warn on stderr of purged raw days that the metric windows of `dates` reach.
+
+    Returns one entry per store source for the `purged_windows` list of the JSON
+    output, with the text of its warning under `message`.
+    """
+    from healthscore.monitoring.coverage import find_purged_windows
+
+    entries = []
+    for found in find_purged_windows(project, dates):
+        message = purged_windows_warning(project, found, len(dates))
+        note_wrapped(message)
+        setting, age = _retention_setting(project, found.source)
+        entries.append(
+            {
+                "source": found.source,
+                "setting": setting,
+                "age": None if age is None else str(age),
+                "first_day": found.days[0],
+                "last_day": found.days[-1],
+                "days": len(found.days),
+                "metrics": found.metrics,
+                "derived_metrics": found.derived_metrics,
+                "dates": found.dates,
+                "message": message,
+            }
+        )
+    return entries
+
+
+def purged_windows_warning(project: Project, found: PurgedWindows, total: int) -> str:
+    """Name the purged raw days that metric windows reach, the metrics, and the setting.
+
+    `total` is the number of as-of dates scored. The metrics that read raw rows
+    are computed from the raw rows that are left, because a metric on a store
+    source reads only its raw day folders and never the rollups of purged days.
+    """
+    from healthscore.config.retention import ROLLUP_SUFFIX
+
+    source = found.source
+    if total == 1:
+        subject = f"the metric windows of {found.dates[0].isoformat()}"
+    else:
+        subject = (
+            f"the metric windows of {len(found.dates)} of the {total} as-of dates "
+            f"({_dates_text(found.dates)})"
+        )
+    setting, age = _retention_setting(project, source)
+    if setting is None:
+        purged_by = (
+            f"purged by `healthscore retain`; no retention age is set for {source} now"
+        )
+    else:
+        purged_by = f"purged by retention ({setting}: {age})"
+    single = len(found.metrics) == 1
+    sentences = [
+        f"warning: {subject} reach {_purged_days_text(source, found.days)}, whose "
+        f"raw rows were {purged_by}.",
+        f"Only the daily rollups of those days are kept. "
+        f"{'Metric' if single else 'Metrics'} {_names_text(found.metrics)} "
+        f"{'reads' if single else 'read'} raw rows, so "
+        f"{'it is' if single else 'they are'} computed from the rows that are "
+        "left, as if those days had no rows, and "
+        f"{'its value is' if single else 'their values are'} partial.",
+    ]
+    if found.derived_metrics:
+        derived = found.derived_metrics
+        single_derived = len(derived) == 1
+        sentences.append(
+            f"{'Metric' if single_derived else 'Metrics'} {_names_text(derived)} "
+            f"{'is' if single_derived else 'are'} computed from them."
+        )
+    rollup = source + ROLLUP_SUFFIX
+    sentences.append(
+        f"Metrics on {rollup} read the rollups and do not change when raw days "
+        "are purged. For complete values, score dates whose windows stay within "
+        f"the retention age, or compute these metrics on {rollup} where their "
+        "type allows it."
+    )
+    return " ".join(sentences)
+
+
+def _retention_setting(
+    project: Project, source: str
+) -> tuple[str | None, Duration | None]:
+    """Return the key of the retention age of a store source and the age, if set."""
+    retention = project.config.retention
+    if source in retention.sources:
+        return f"retention.sources.{source}", retention.sources[source]
+    if retention.raw_events is not None:
+        return "retention.raw_events", retention.raw_events
+    return None, None
+
+
+def _purged_days_text(source: str, days: list[date]) -> str:
+    """Describe purged days: one day, a run of days, or days with kept days between."""
+    first, last = days[0].isoformat(), days[-1].isoformat()
+    if len(days) == 1:
+        return f"the raw day {first} of store source {source}"
+    if (days[-1] - days[0]).days + 1 == len(days):
+        return (
+            f"the raw days of store source {source} from {first} to {last} "
+            f"({len(days)} days)"
+        )
+    return f"{len(days)} raw days of store source {source} between {first} and {last}"
+
+
+def _names_text(names: list[str]) -> str:
+    """Join names as `a`, `a and b` or `a, b and c`."""
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _source_kind(project: Project, name: str) -> str | None:

@@ -82,10 +82,14 @@ def score(
 ) -> None:
     """Score every account as of a date, store the snapshot and print a summary."""
     from healthscore import pipeline
+    from healthscore.cli.history import report_purged_windows
     from healthscore.report import from_run
 
     project = open_project(project_dir)
     warn_future_as_of(project, as_of, stored=not no_store)
+    # Checked before the run, whose `retention.after_score` may purge more days
+    # once the metrics are computed.
+    purged_windows = report_purged_windows(project, [as_of])
     with StepProgress(enabled=not json_output) as progress:
         run = pipeline.score(
             project,
@@ -111,6 +115,7 @@ def score(
             None if run.snapshot_table is None else run.snapshot_table.to_dict()
         )
         result["purged"] = run.purged
+        result["purged_windows"] = purged_windows
         print_json(result)
         return
     print_score_summary(scored, summary, run.snapshot_table)
