@@ -7,6 +7,7 @@ Layout, per store source::
     <events>/<source>/memberships.parquet             user-to-account memberships
     <events>/<source>/.lock                           serialises writers
     <events>/<source>/.append-<id>.json               files of an unfinished append
+    <events>/<source>/.last-append.json               journal of the latest ended append
     <daily>/<source>/day=YYYY-MM-DD/rollup.parquet    rollup of the day, per account
     <daily>/<source>/day=YYYY-MM-DD/purged.json       present once the raw day is purged
 
@@ -15,8 +16,11 @@ reader finds a part or a rollup whole or not at all. An append names its parts a
 its id and lists them, with the rollups it replaces, in a journal before the first
 rename. Until the append is complete (see `EventStore._commit_append`) the next
 writer of the source rolls it back, so a retry after a crash stores every row once.
-NOTE: readers take no lock, so one that lists the files during the renames, or after
-a crash and before the next writer, reads some days of the append.
+Readers take no lock. They leave out the parts of an append whose journal remains
+and is not complete, and read each rollup that it replaced as the rollback restores
+it (see `EventStore.rollup_snapshot`). So `read_raw`, `read_rollup`, `raw_files` and
+the sources of `healthscore.sources.stored` see the store as of its last complete
+append, also after a crash and before the next writer.
 
 The rollup of a day is computed again from all of the day's raw parts whenever the
 day changes, so a rollup left stale by a crash is repaired by the next append or
@@ -50,7 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -72,6 +76,12 @@ MEMBERSHIPS_FILE = "memberships.parquet"
 LOCK_FILE = ".lock"
 #: Name start of the journal that an append writes before it renames its files.
 JOURNAL_PREFIX = ".append-"
+#: The journal of the last append that was completed or rolled back, renamed so.
+#: Readers compare it before and after they list the files (see `_read_complete`).
+LAST_APPEND_FILE = ".last-append.json"
+#: Times a reader lists the files of a source before it gives up waiting for a
+#: moment in which no append ends.
+READ_ATTEMPTS = 5
 #: Column of the raw parts that keeps the message id of each row, when it has one.
 MESSAGE_ID_COLUMN = "_message_id"
 #: Columns of the memberships table: a user key, its account, the time of the call
@@ -93,6 +103,10 @@ _OLD = ".old-"
 _NEW = ".new-"
 
 FrameEdit = Callable[[pd.DataFrame], tuple[pd.DataFrame, int]]
+#: Journal entries of the appends that are not complete, by append id. An entry is
+#: None when its journal was removed before the reader could read it.
+Unfinished = dict[str, dict[str, Any] | None]
+_Read = TypeVar("_Read")
 
 
 class EventStoreError(ValueError):
@@ -114,6 +128,18 @@ class AppendResult:
     """Rows left out because their message id was stored before or repeated."""
     kept: list[bool] | None = None
     """Per given row, whether it was stored; None when no message ids were given."""
+
+
+@dataclass
+class RollupSnapshot:
+    """The rollups of a source as of its last complete append."""
+
+    files: list[str] = field(default_factory=list)
+    """Rollup files to read, by day. Each is the day's rollup file or, for a purged
+    day whose rollup an unfinished append replaced, the backup of the earlier one."""
+    computed: dict[date, pa.Table] = field(default_factory=dict)
+    """Rollups computed from the raw parts of complete appends, for the days without
+    a purge whose rollup an unfinished append replaced."""
 
 
 @dataclass
@@ -282,32 +308,202 @@ class EventStore:
         ]
 
     def raw_files(self, source: str) -> list[str]:
-        """Return the raw part files of a source, by day and name."""
-        files: list[str] = []
-        for day in self.raw_days(source):
-            files += [str(p) for p in self._parts(source, day)]
-        return files
+        """Return the raw part files of the complete appends of a source.
+
+        The files are sorted by day and name. Parts of an unfinished append are left
+        out, as `read_raw` leaves them out.
+        """
+        parts = self._read_complete(
+            source, lambda unfinished: self._complete_parts(source, unfinished)
+        )
+        return [str(part) for part in parts]
+
+    def rollup_snapshot(self, source: str) -> RollupSnapshot:
+        """Return the rollup files of a source, and rollups computed in their place.
+
+        A rollup that an unfinished append replaced is read as the rollback of the
+        append restores it. For a purged day that is the backup of the earlier
+        rollup. For another day it is computed from the day's raw parts without the
+        append's, in `RollupSnapshot.computed`. When no append is unfinished, only
+        the rollup files are listed.
+        """
+        return self._read_complete(
+            source, lambda unfinished: self._snapshot_rollups(source, unfinished)
+        )
 
     def rollup_files(self, source: str) -> list[str]:
-        """Return the rollup files of a source, by day."""
-        return [str(self._rollup_path(source, d)) for d in self.rollup_days(source)]
+        """Return the rollup files of a source as of its last complete append, by day.
+
+        Days whose rollup is computed from raw parts (see `rollup_snapshot`) have no
+        file here, and `read_rollup` includes them.
+        """
+        return self.rollup_snapshot(source).files
 
     def read_raw(self, source: str, day: date | None = None) -> pa.Table | None:
-        """Read the raw rows of one day, or of every day; None when there are none."""
-        days = [day] if day is not None else self.raw_days(source)
-        tables = [pq.read_table(p) for d in days for p in self._parts(source, d)]
+        """Read the raw rows of one day, or of every day; None when there are none.
+
+        Rows of an unfinished append are left out.
+        """
+        days = None if day is None else [day]
+
+        def read(unfinished: Unfinished) -> list[pa.Table]:
+            parts = self._complete_parts(source, unfinished, days)
+            return [pq.read_table(part) for part in parts]
+
+        tables = self._read_complete(source, read)
         if not tables:
             return None
         return pa.concat_tables(tables, promote_options="default")
 
     def read_rollup(self, source: str, day: date | None = None) -> pa.Table | None:
-        """Read the rollup of one day, or of every day; None when there is none."""
-        days = [day] if day is not None else self.rollup_days(source)
-        paths = [self._rollup_path(source, d) for d in days]
-        tables = [pq.read_table(p) for p in paths if p.is_file()]
+        """Read the rollup of one day, or of every day; None when there is none.
+
+        Each rollup is read as of the last complete append (see `rollup_snapshot`).
+        """
+        days = None if day is None else [day]
+
+        def read(unfinished: Unfinished) -> list[pa.Table]:
+            snapshot = self._snapshot_rollups(source, unfinished, days)
+            by_day = [(_folder_day(Path(f)), pq.read_table(f)) for f in snapshot.files]
+            by_day += list(snapshot.computed.items())
+            return [table for _, table in sorted(by_day, key=lambda item: item[0])]
+
+        tables = self._read_complete(source, read)
         if not tables:
             return None
         return pa.concat_tables(tables, promote_options="default")
+
+    def _read_complete(self, source: str, read: Callable[[Unfinished], _Read]) -> _Read:
+        """Call `read` with the unfinished appends of `source`, again if one ended.
+
+        Every append that ends, completed or rolled back, renames its journal to
+        LAST_APPEND_FILE. So when that file is the same after `read` as before, and
+        no journal appeared, no append renamed or deleted a file that `read` listed.
+        A file deleted while `read` runs (by a rollback, a compaction or an erasure)
+        also makes it read again.
+        """
+        marker = self.events_folder / source / LAST_APPEND_FILE
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            last = _read_marker(marker)
+            journals = self._journal_ids(source)
+            unfinished = self._unfinished_appends(source, journals) if journals else {}
+            try:
+                result = read(unfinished)
+            except FileNotFoundError:
+                if attempt == READ_ATTEMPTS:
+                    raise
+                continue
+            if _read_marker(marker) == last and self._journal_ids(source) <= journals:
+                return result
+        # NOTE: under a steady stream of appends this result can include some days
+        # of an append that ended while the files were listed.
+        logger.warning(
+            "appends to %s ended while its files were read %d times; using the last "
+            "read",
+            source,
+            READ_ATTEMPTS,
+        )
+        return result
+
+    def _journal_ids(self, source: str) -> set[str]:
+        """Return the ids of the appends whose journal is in the source folder."""
+        try:
+            names = os.listdir(self.events_folder / source)
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+        return {
+            name.removeprefix(JOURNAL_PREFIX).removesuffix(".json")
+            for name in names
+            if name.startswith(JOURNAL_PREFIX) and name.endswith(".json")
+        }
+
+    def _unfinished_appends(self, source: str, journals: set[str]) -> Unfinished:
+        """Read the journals of `journals` and return those of unfinished appends.
+
+        An append with a batch id is complete once the batch is in `ingested.json`,
+        even while its journal remains.
+        """
+        manifest = self._manifest(source)
+        unfinished: Unfinished = {}
+        for append_id in sorted(journals):
+            journal = self.events_folder / source / f"{JOURNAL_PREFIX}{append_id}.json"
+            try:
+                entry = _read_journal(journal)
+            except FileNotFoundError:
+                unfinished[append_id] = None  # it ended, so _read_complete reads again
+                continue
+            batch_id = entry.get("batch_id")
+            if batch_id is None or batch_id not in manifest:
+                unfinished[append_id] = entry
+        return unfinished
+
+    def _complete_parts(
+        self, source: str, unfinished: Unfinished, days: list[date] | None = None
+    ) -> list[Path]:
+        """List the raw parts of `days` (default every raw day) not in `unfinished`.
+
+        The name of each part of an append ends with the append's id.
+        """
+        endings = tuple(f"-{append_id}.parquet" for append_id in unfinished)
+        parts: list[Path] = []
+        for day in self.raw_days(source) if days is None else days:
+            parts += [
+                p for p in self._parts(source, day) if not p.name.endswith(endings)
+            ]
+        return parts
+
+    def _snapshot_rollups(
+        self, source: str, unfinished: Unfinished, days: list[date] | None = None
+    ) -> RollupSnapshot:
+        """Build the RollupSnapshot of `days` (default every day with a rollup)."""
+        restored: dict[date, Path] = {}
+        numeric_of: dict[date, list[str]] = {}
+        for append_id, entry in unfinished.items():
+            if entry is None:
+                continue
+            for text in entry["rollups"]:
+                day = date.fromisoformat(text)
+                if day in restored or day in numeric_of:
+                    continue
+                if text not in entry["backups"]:
+                    numeric_of[day] = entry["numeric"]
+                    continue
+                backup = self._rollup_dir(source, day) / _backup_name(append_id)
+                # A rollback that stopped part way has moved some backups back.
+                restored[day] = (
+                    backup if backup.is_file() else self._rollup_path(source, day)
+                )
+        if days is None:
+            selected = set(self.rollup_days(source)) | set(restored) | set(numeric_of)
+        else:
+            selected = set(days)
+        snapshot = RollupSnapshot()
+        for day in sorted(selected):
+            if day in numeric_of:
+                parts = self._complete_parts(source, unfinished, [day])
+                if parts:
+                    raw = pa.concat_tables(
+                        [pq.read_table(part) for part in parts],
+                        promote_options="default",
+                    )
+                    snapshot.computed[day] = rollup_table(raw, numeric_of[day])
+                continue
+            path = restored.get(day, self._rollup_path(source, day))
+            if path.is_file():
+                snapshot.files.append(str(path))
+        return snapshot
+
+    def _stored_raw(self, source: str, day: date) -> pa.Table | None:
+        """Read every raw part of a day; for writers, which hold the lock."""
+        tables = [pq.read_table(part) for part in self._parts(source, day)]
+        if not tables:
+            return None
+        return pa.concat_tables(tables, promote_options="default")
+
+    def _stored_rollup(self, source: str, day: date) -> pa.Table | None:
+        """Read the rollup file of a day; for writers, which hold the lock."""
+        path = self._rollup_path(source, day)
+        return pq.read_table(path) if path.is_file() else None
 
     def batch_stored(self, source: str, batch_id: str) -> bool:
         """Tell whether a batch with this id (a content hash) was stored before."""
@@ -586,7 +782,7 @@ class EventStore:
         self, source: str, day: date, part: pa.Table, numeric: list[str]
     ) -> list[tuple[Path, Path]]:
         """Stage the rollup of a purged day with the new rows added to it."""
-        current = self.read_rollup(source, day)
+        current = self._stored_rollup(source, day)
         added = rollup_table(part, numeric)
         merged = added if current is None else merge_rollups([current, added])
         return [self._stage_rollup(source, day, merged)]
@@ -622,6 +818,7 @@ class EventStore:
         """
         journal = self.events_folder / source / f"{JOURNAL_PREFIX}{append_id}.json"
         entry: dict[str, Any] = {
+            "id": append_id,
             "batch_id": None if batch is None else batch[0],
             "numeric": numeric,
             "parts": [],
@@ -651,8 +848,7 @@ class EventStore:
                     source, {_folder_day(target) for _, target in staged}
                 )
             raise
-        journal.unlink()
-        _fsync_directory(journal.parent)
+        _end_journal(journal)
         for backup in backups:
             backup.unlink(missing_ok=True)
 
@@ -660,23 +856,13 @@ class EventStore:
         """Roll back each append whose journal remains and that is not complete."""
         manifest: dict[str, Any] | None = None
         for journal in sorted((self.events_folder / source).glob(JOURNAL_PREFIX + "*")):
-            try:
-                entry = json.loads(journal.read_text(encoding="utf-8"))
-            except ValueError:
-                # The store renames a journal into place whole, so one that cannot
-                # be read was not written by this store.
-                raise EventStoreError(
-                    f"{journal} is not a valid append journal; move it out of the "
-                    "store folder, then check the raw days for parts named after "
-                    f"its id {journal.stem.removeprefix(JOURNAL_PREFIX)}"
-                ) from None
+            entry = _read_journal(journal)
             if manifest is None:
                 manifest = self._manifest(source)
             if entry.get("batch_id") is None or entry["batch_id"] not in manifest:
                 self._roll_back_append(source, journal)
             else:
-                journal.unlink()
-                _fsync_directory(journal.parent)
+                _end_journal(journal)
 
     def _roll_back_append(self, source: str, journal: Path) -> None:
         """Undo the renames of the append that `journal` lists, then remove it."""
@@ -703,8 +889,7 @@ class EventStore:
         days = {date.fromisoformat(n.split("/", 1)[0]) for n in entry["parts"]}
         days |= {date.fromisoformat(text) for text in entry["rollups"]}
         self._remove_empty_folders(source, days)
-        journal.unlink()
-        _fsync_directory(journal.parent)
+        _end_journal(journal)
         logger.warning(
             "rolled back an unfinished append of %d raw parts of %s (append %s)",
             len(entry["parts"]),
@@ -745,11 +930,11 @@ class EventStore:
                     continue
                 if day in self.purged_days(source):
                     continue
-                raw = self.read_raw(source, day)
+                raw = self._stored_raw(source, day)
                 if raw is None:
                     continue
                 fresh = rollup_table(raw, numeric)
-                current = self.read_rollup(source, day)
+                current = self._stored_rollup(source, day)
                 if current is None or not current.equals(fresh):
                     self._write_rollup(source, day, fresh)
                     changed.append(day)
@@ -943,7 +1128,7 @@ class EventStore:
                     pq.ParquetFile(p).metadata.num_rows
                     for p in self._parts(source, day)
                 )
-                rollup = self.read_rollup(source, day)
+                rollup = self._stored_rollup(source, day)
                 if rollup is None:
                     result.kept[day] = "no rollup"
                     continue
@@ -1003,7 +1188,7 @@ class EventStore:
             raw_days = set(self.raw_days(source))
             # Rollups first, so the counts are of the rollup rows before the edit.
             for day in self.rollup_days(source):
-                rollup = self.read_rollup(source, day)
+                rollup = self._stored_rollup(source, day)
                 if rollup is None:
                     continue
                 frame, count = edit(rollup.to_pandas())
@@ -1015,7 +1200,7 @@ class EventStore:
                 )
                 self._write_rollup(source, day, edited)
             for day in sorted(raw_days):
-                raw = self.read_raw(source, day)
+                raw = self._stored_raw(source, day)
                 if raw is None:
                     continue
                 frame, count = edit(raw.to_pandas())
@@ -1248,6 +1433,36 @@ def _part_name(append_id: str = "") -> str:
 
 def _folder_day(path: Path) -> date:
     return date.fromisoformat(path.parent.name.removeprefix(DAY_PREFIX))
+
+
+def _read_journal(journal: Path) -> dict[str, Any]:
+    """Read an append journal; raise FileNotFoundError when it is gone."""
+    try:
+        entry = json.loads(journal.read_text(encoding="utf-8"))
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict):
+        # The store renames a journal into place whole, so one that cannot be read
+        # was not written by this store.
+        raise EventStoreError(
+            f"{journal} is not a valid append journal; move it out of the store "
+            "folder, then check the raw days for parts named after its id "
+            f"{journal.stem.removeprefix(JOURNAL_PREFIX)}"
+        )
+    return entry
+
+
+def _end_journal(journal: Path) -> None:
+    """Rename the journal of an append that ended to LAST_APPEND_FILE, durably."""
+    os.replace(journal, journal.with_name(LAST_APPEND_FILE))
+    _fsync_directory(journal.parent)
+
+
+def _read_marker(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _backup_name(append_id: str) -> str:
