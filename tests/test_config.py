@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from healthscore.config import ConfigError, load_project
-from healthscore.config.models import parse_duration
+from healthscore.config.models import EngineConfig, parse_duration
 from project_factory import ACCOUNTS_CSV
 
 VALID = """\
@@ -436,3 +436,39 @@ def test_band_without_label_names_setting(tmp_path):
     assert issue.key == "bands[1].label"
     assert issue.line == 25
     assert issue.message == "missing required setting 'label'"
+
+
+@pytest.mark.parametrize("size", ["4B", "1KB", "383KiB", "0.3MB"])
+def test_memory_limit_below_minimum(tmp_path, size):
+    issue = one_issue(tmp_path, VALID + f"engine: {{memory_limit: '{size}'}}\n")
+    assert issue.key == "engine.memory_limit"
+    assert f"{size!r} is below the minimum of 384KiB" in issue.message
+    assert "write a size such as 1GB" in issue.message
+
+
+@pytest.mark.parametrize("size", ["384KiB", "393216 bytes", "1MB", "0.5%"])
+def test_memory_limit_minimum_accepted(size):
+    assert EngineConfig(memory_limit=size).memory_limit == size
+
+
+def test_memory_limit_minimum_reads_csv(tmp_path):
+    """DuckDB reads a small CSV file with the minimum limit, and fails with one
+    block of 256 KiB less."""
+    import duckdb
+
+    path = tmp_path / "rows.csv"
+    path.write_text("a,b\n1,x\n2,y\n")
+    rows = {}
+    for size in ("384KiB", "128KiB"):
+        con = duckdb.connect()
+        try:
+            con.execute("SET memory_limit = ?", [size])
+            rows[size] = con.execute(
+                "SELECT * FROM read_csv(?)", [str(path)]
+            ).fetchall()
+        except duckdb.OutOfMemoryException:
+            rows[size] = None
+        finally:
+            con.close()
+    assert rows["384KiB"] == [(1, "x"), (2, "y")]
+    assert rows["128KiB"] is None

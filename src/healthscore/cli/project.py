@@ -122,12 +122,16 @@ def validate(
     if config.engine.kind == "spark":
         # The file alone shows what Spark cannot run, so no session is started.
         check_supported(project)
-    # The URLs of the state store and the snapshot table are parsed only; the
-    # databases are not reached.
+    # The URL of the state store is parsed only. The snapshot table's database is
+    # reached read-only to check the columns of an existing table.
+    # TODO: `score` also rejects a missing schema of a `schema.name` table
+    # (check_schema=True), which validate does not check yet.
     parse_state_url(config.store.state)
     if config.store.snapshot_table is not None:
-        check_snapshot_table(project, config.store.snapshot_table)
-        for issue in snapshot_table_warnings(project):
+        unchecked = check_snapshot_table(
+            project, config.store.snapshot_table, check_columns=True
+        )
+        for issue in [*unchecked, *snapshot_table_warnings(project)]:
             note_wrapped(f"warning: {issue}")
     if data:
         summaries = check_data(project, day, show_progress=not json_output)

@@ -1016,6 +1016,13 @@ _MEMORY_UNITS = {
 #: out of range") and a percentage above 100.
 _MAX_MEMORY_BYTES = 2**64
 
+#: Smallest memory_limit in bytes (384 KiB): with less, DuckDB 2.0.1 cannot read
+#: even a CSV file of three rows (measured with one and two threads). Scoring needs
+#: more: grouping that file needed 2.75 MiB, and a project of three small CSV files
+#: 5 MiB with one thread. A run that needs more fails with DuckDB's out-of-memory
+#: error, which names engine.memory_limit.
+_MIN_MEMORY_BYTES = 384 * 1024
+
 #: Maximum of `engine.threads`: a fixed bound against typing errors such as 100000,
 #: which DuckDB accepts. It is not sized by any machine, so a value between the
 #: machine's cores and 1024 is accepted.
@@ -1095,9 +1102,10 @@ class EngineConfig(StrictModel):
     )
     memory_limit: str | None = Field(
         default=None,
-        description="DuckDB memory limit, for example `4GB` or `50%`: a size below "
-        "16 EiB, or a percentage of at most 100 % of the machine's memory. Queries "
-        "that need more spill to `temp_directory`. When not set, DuckDB takes 80 % "
+        description="DuckDB memory limit, for example `4GB` or `50%`: a size from "
+        "384 KiB to below 16 EiB, or a percentage of at most 100 % of the machine's "
+        "memory. Queries that need more spill to `temp_directory`. Scoring needs "
+        "a few MiB even for small projects. When not set, DuckDB takes 80 % "
         "of the machine's memory, or of the container's cgroup memory limit when it "
         "has one. The limit covers DuckDB's buffers only: the process also holds "
         "the metric values and scores of every account, so leave room for them.",
@@ -1223,6 +1231,12 @@ class EngineConfig(StrictModel):
             raise ValueError(
                 f"{value!r} is larger than DuckDB accepts, which is less than 16 EiB "
                 "(2^64 bytes); write a size such as 4GB or a percentage such as 80%"
+            )
+        if unit != "%" and number * _MEMORY_UNITS[unit] < _MIN_MEMORY_BYTES:
+            raise ValueError(
+                f"{value!r} is below the minimum of 384KiB, the least memory with "
+                "which DuckDB reads even a small CSV file, and scoring needs several "
+                "MiB more; write a size such as 1GB or a percentage such as 80%"
             )
         return value
 

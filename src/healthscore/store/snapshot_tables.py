@@ -543,15 +543,24 @@ class SnapshotTableWriter:
 
 
 def check_snapshot_table(
-    project: Project, settings: SnapshotTableConfig, *, check_schema: bool = False
-) -> None:
+    project: Project,
+    settings: SnapshotTableConfig,
+    *,
+    check_schema: bool = False,
+    check_columns: bool = False,
+) -> list[str]:
     """Resolve the table's connection URL and check the table name.
 
     With `check_schema`, the database is reached to check that the schema of a
-    `schema.name` table exists. Raises SnapshotTableError when the URL cannot be
-    resolved, the name contains quotes or the schema is missing. A run calls this
-    before scoring, so an unset variable or a misspelt schema stops it before
-    anything is stored.
+    `schema.name` table exists, and the columns are checked too. With
+    `check_columns`, the database is reached, read-only, to check that an existing
+    table has the columns and types of `SNAPSHOT_TABLE_SCHEMA`. Raises
+    SnapshotTableError when the URL cannot be resolved, the name contains quotes,
+    the schema is missing or the table cannot be written, with the message that a
+    write would raise. A run calls this before scoring, so such a problem stops it
+    before anything is stored. Returns warnings about column checks that could not
+    run, for example because the database could not be reached; the write reports
+    such an error itself.
     """
     database = _database(project, settings)
     problem = quoted_table_problem(settings.table)
@@ -567,6 +576,72 @@ def check_snapshot_table(
             "healthscore does not create schemas. Create it (CREATE SCHEMA "
             f"{_quoted_name(schema)}) or correct the schema name; nothing was stored"
         )
+    if not (check_schema or check_columns):
+        return []
+    return _check_existing_table(database, settings)
+
+
+def _check_existing_table(
+    database: Database, settings: SnapshotTableConfig
+) -> list[str]:
+    """Check the columns of the table, when it exists, without writing anything.
+
+    Raises SnapshotTableError as `_check_columns` does. Returns a warning when the
+    database cannot be reached or read.
+    """
+    import ibis
+    import ibis.common.exceptions as ibis_errors
+
+    schema, name = table_parts(settings.table)
+    try:
+        if database.kind == "duckdb":
+            assert database.path is not None
+            if not database.path.exists():
+                return []  # the first write creates the file and the table
+            # Read-only, so the check takes no write lock from another run. DuckDB
+            # 2.0 rejects the connection while this process has the file open in
+            # another mode, and the check is then skipped.
+            backend = ibis.duckdb.connect(str(database.path), read_only=True)
+        else:
+            options: dict[str, Any] = dict(database.credentials())
+            if "connect_timeout" not in urlsplit(database.url).query:
+                options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+            backend = ibis.connect(database.url, **options)
+    except ImportError:
+        return []  # the write reports the missing driver
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        return [_unchecked(database, settings, exc)]
+    try:
+        try:
+            present = backend.get_schema(name, database=schema)
+        except ibis_errors.TableNotFound:
+            return []  # the first write creates it
+        _check_columns(backend, database, settings, schema, name, present)
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        return [_unchecked(database, settings, exc)]
+    finally:
+        backend.disconnect()
+    return []
+
+
+def _unchecked(
+    database: Database, settings: SnapshotTableConfig, exc: Exception
+) -> str:
+    logger.debug(
+        "cannot check table %s in %s: %s",
+        settings.table,
+        database.display,
+        database.redact(_first_line(exc)),
+    )
+    return (
+        f"the columns of table {settings.table!r} in {database.display} were not "
+        f"checked, because reading them failed: {database.redact(_first_line(exc))}. "
+        "Check the server or file and store.snapshot_table.connection"
+    )
 
 
 def _schema_exists(database: Database, schema: str) -> bool:
@@ -806,7 +881,7 @@ def _ensure_table(
         # get_schema, not list_tables: Ibis 12 lists DuckDB tables with a method
         # that DuckDB 2 no longer has.
         try:
-            present = set(backend.get_schema(name, database=schema).names)
+            present = backend.get_schema(name, database=schema)
         except ibis_errors.TableNotFound:
             backend.create_table(
                 name, schema=ibis.Schema.from_pyarrow(expected), database=schema
@@ -831,6 +906,25 @@ def _ensure_table(
             f"{database.display}: {database.redact(_first_line(exc))}. Check that "
             "the schema exists and the user may create tables in it"
         ) from None
+    _check_columns(backend, database, settings, schema, name, present)
+    if PROJECT_COLUMN not in present:
+        _add_project_column(backend, database, settings, schema, name, key)
+
+
+def _check_columns(
+    backend: Any,
+    database: Database,
+    settings: SnapshotTableConfig,
+    schema: str | None,
+    name: str,
+    present: Any,
+) -> None:
+    """Check an existing table before anything changes it.
+
+    `present` is its Ibis schema. Raises SnapshotTableError when the relation is a
+    view, lacks a column other than the project column, or has a column of the
+    wrong type. The message names every such column.
+    """
     try:
         view = _is_view(backend, database, schema, name)
     except Exception as exc:
@@ -843,15 +937,81 @@ def _ensure_table(
             "deleted from or inserted into a view; point store.snapshot_table.table "
             "to a table, or to a name that does not exist yet to have it created"
         )
-    missing = [column for column in expected.names if column not in present]
+    missing = [
+        column for column in SNAPSHOT_TABLE_SCHEMA.names if column not in present
+    ]
     if missing == [PROJECT_COLUMN]:
-        _add_project_column(backend, database, settings, schema, name, key)
-    elif missing:
-        raise SnapshotTableError(
-            f"table {settings.table!r} in {database.display} has no column "
-            f"{', '.join(missing)}; point store.snapshot_table.table to a new table, "
-            "or add the columns"
-        )
+        missing = []  # `_add_project_column` adds it
+    wrong = [
+        (field, present[field.name])
+        for field in SNAPSHOT_TABLE_SCHEMA
+        if field.name in present and not _fits(present[field.name], field.type)
+    ]
+    if not wrong:
+        if missing:
+            raise SnapshotTableError(
+                f"table {settings.table!r} in {database.display} has no column "
+                f"{', '.join(missing)}; point store.snapshot_table.table to a new "
+                "table, or add the columns"
+            )
+        return
+    kind = database.kind
+    columns = "; ".join(
+        f"{field.name} is {_found_type(found, kind)} but must be "
+        f"{_COLUMN_TYPES[kind][field.type]}"
+        for field, found in wrong
+    )
+    absent = f". It has no column {', '.join(missing)}" if missing else ""
+    add = " and add the missing columns" if missing else ""
+    field = wrong[0][0]
+    expected = _COLUMN_TYPES[kind][field.type]
+    convert = f" USING {field.name}::{expected}" if kind == "postgres" else ""
+    raise SnapshotTableError(
+        f"table {settings.table!r} in {database.display} has columns of the wrong "
+        f"type: {columns}{absent}. The table was not changed. Point "
+        "store.snapshot_table.table to a new table, which healthscore creates, or "
+        f"change each column to its type{add}, for example: ALTER TABLE "
+        f"{settings.table} ALTER COLUMN {field.name} TYPE {expected}{convert}"
+    )
+
+
+#: SQL type of each column type of `SNAPSHOT_TABLE_SCHEMA`, by database kind, as
+#: messages name the expected types.
+_COLUMN_TYPES = {
+    "duckdb": {pa.string(): "VARCHAR", pa.date32(): "DATE", pa.float64(): "DOUBLE"},
+    "postgres": {
+        pa.string(): "TEXT",
+        pa.date32(): "DATE",
+        pa.float64(): "DOUBLE PRECISION",
+    },
+}
+
+
+def _fits(found: Any, expected: pa.DataType) -> bool:
+    """Tell whether a column of Ibis type `found` stores values of `expected` as
+    they are.
+
+    Text columns of any length fit, although PostgreSQL rejects a value longer
+    than a VARCHAR(n) column. Numbers must be double precision, because REAL,
+    DECIMAL and integer columns round scores.
+    """
+    if pa.types.is_string(expected):
+        return bool(found.is_string())
+    if pa.types.is_date32(expected):
+        return bool(found.is_date())
+    return bool(found.is_float64())
+
+
+def _found_type(found: Any, kind: str) -> str:
+    """Name the SQL type of a column of Ibis type `found`, as messages show it."""
+    from ibis.backends.sql.datatypes import DuckDBType, PostgresType
+
+    if found.is_string() and kind == "duckdb":
+        return "VARCHAR"
+    if found.is_string() and found.length is None:
+        return "TEXT"
+    mapper = DuckDBType if kind == "duckdb" else PostgresType
+    return str(mapper.to_string(found.copy(nullable=True)))
 
 
 def _add_project_column(
