@@ -129,14 +129,24 @@ AsOfOption = Annotated[
 # Consoles and messages
 
 
+def plain_console(**options: Any) -> Console:
+    """Build a Console that prints strings exactly as given.
+
+    Account names, ids and file locations reach the output as strings, so Rich must
+    not read `[tag]` as markup or `:name:` as an emoji code, nor highlight numbers.
+    `options` are further Console arguments, such as `stderr` or `width`.
+    """
+    return Console(markup=False, emoji=False, highlight=False, **options)
+
+
 def stdout_console() -> Console:
     """Console for results on stdout; built per use, so it follows a replaced stdout."""
-    return Console(highlight=False)
+    return plain_console()
 
 
 def stderr_console() -> Console:
     """Console for notes, warnings and progress on stderr."""
-    return Console(stderr=True, highlight=False)
+    return plain_console(stderr=True)
 
 
 def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
@@ -521,7 +531,8 @@ class StepProgress:
         console = stderr_console()
         self._progress = Progress(
             SpinnerColumn(finished_text="done"),
-            TextColumn("{task.description}"),
+            # Step descriptions contain source names, which are not markup.
+            TextColumn("{task.description}", markup=False),
             TimeElapsedColumn(),
             console=console,
             disable=not (enabled and progress_allowed(console)),

@@ -50,6 +50,22 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value * 100:.{digits}f}%"
 
 
+#: Smallest magnitude that `format_whole` prints with 4 significant digits. A float
+#: can have up to 309 digits, which would fill many lines of a table column.
+COMPACT_FROM = 1e15
+
+
+def format_whole(value: float) -> str:
+    """Format `value` rounded to a whole number with thousands separators: 1,234.
+
+    Magnitudes from COMPACT_FROM, inf and NaN print with 4 significant digits
+    instead, such as -1e+300.
+    """
+    if abs(value) < COMPACT_FROM:
+        return f"{value:,.0f}"
+    return f"{value:,.4g}"
+
+
 def band_table(bands: Sequence[BandCount], title: str) -> Table:
     """Accounts per band with their share of all accounts."""
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
@@ -133,7 +149,7 @@ def _risky_row(account: RiskyAccount, with_value: bool) -> list[Text | str]:
     name = f" {account.name}" if account.name else ""
     cells: list[Text | str] = [f"{account.account_id}{name}"]
     if with_value:
-        cells.append("-" if account.value is None else f"{account.value:,.0f}")
+        cells.append("-" if account.value is None else format_whole(account.value))
     cells.append(f"{account.score:.1f}")
     cells.append(swatch(account.band_label, account.color))
     # One driver per line, so that a name and its points stay together.

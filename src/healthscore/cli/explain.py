@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from healthscore.cli.common import (
@@ -24,13 +23,14 @@ from healthscore.cli.common import (
     note,
     open_project,
     parse_date,
+    plain_console,
     print_json,
     say,
     say_wrapped,
     stdout_console,
     to_json,
 )
-from healthscore.cli.display import percent
+from healthscore.cli.display import format_whole, percent
 from healthscore.config import Project
 
 # Modules that load pandas, DuckDB or SQLAlchemy are imported inside the functions
@@ -397,7 +397,7 @@ def _fitted(
 
 def _headers_fit(view: Table, width: int) -> bool:
     """Tell whether every column header of `view` shows whole at `width`."""
-    console = Console(width=width, file=io.StringIO(), record=True)
+    console = plain_console(width=width, file=io.StringIO(), record=True)
     console.print(view)
     lines = console.export_text().splitlines()
     header = next((line for line in lines if line.split()[:1] == ["Measure"]), "")
@@ -602,4 +602,4 @@ def _value(number: Any, text: Any) -> str:
     value = _number(number)
     if value is None:
         return "-"
-    return f"{value:,.0f}" if value.is_integer() else f"{value:,.4g}"
+    return format_whole(value) if value.is_integer() else f"{value:,.4g}"
