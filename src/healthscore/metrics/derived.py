@@ -141,23 +141,32 @@ def milestone(
 
 
 def ratio(values: pd.DataFrame, metric: RatioMetric) -> pd.Series:
-    """Numerator / denominator, missing inputs as 0, `zero_denominator` when it is 0."""
+    """Numerator / denominator, missing inputs as 0, `zero_denominator` when it is 0.
+
+    A quotient that is not a finite number, because an input is infinite or the
+    quotient is beyond the float64 range, is missing, as in `formula`.
+    """
     numerator = values[metric.numerator].astype("float64").fillna(0.0)
     denominator = values[metric.denominator].astype("float64").fillna(0.0)
     fallback = np.nan if metric.zero_denominator is None else metric.zero_denominator
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         result = numerator / denominator.where(denominator != 0)
+    result = result.where(np.isfinite(result))
     return result.where(denominator != 0, fallback)
 
 
 def formula(values: pd.DataFrame, metric: FormulaMetric, name: str) -> pd.Series:
-    """Evaluate the formula over metric columns; a division by zero gives missing."""
+    """Evaluate the formula over metric columns.
+
+    A result that is not a finite number is missing: a division by zero, an infinite
+    input, or a result beyond the float64 range.
+    """
     expression = parse_expression(metric.expression)
     namespace = {}
     for column in expression.names:
         series = values[column].astype("float64")
         namespace[column] = series.fillna(0.0) if metric.missing_as_zero else series
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         result = expression.evaluate(namespace)
     if not isinstance(result, pd.Series):
         result = pd.Series(float(result), index=values.index)

@@ -2,7 +2,9 @@
 
 `normalize` turns one metric column into scores with the method named in a
 `NormalizeConfig`. A missing value (None, NaN or an infinite number) stays missing: it
-gets no score, and percentile and zscore leave it out of the population.
+gets no score, and percentile and zscore leave it out of the population. An infinite
+value is also logged as a warning, because it means that a metric overflowed the
+float64 range (about 1.8e308).
 
 Direction `lower` (a lower value is better) is applied as `100 - score` for bounds,
 percentile and zscore. Steps and categories list explicit scores, so they ignore the
@@ -17,6 +19,7 @@ the transformed values, so they are in log(1 + value) units.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
@@ -25,6 +28,11 @@ import pandas as pd
 from healthscore.config.models import NormalizeConfig
 
 Direction = Literal["higher", "lower"]
+
+logger = logging.getLogger(__name__)
+
+#: Number of account ids that the warning about infinite values lists.
+_EXAMPLE_IDS = 5
 
 
 class NormalizationError(ValueError):
@@ -128,8 +136,33 @@ def _as_numbers(values: pd.Series, method: str) -> np.ndarray:
                 f"{sample!r}; use method categories to score text values"
             ) from None
     numbers = numbers.copy()
-    numbers[~np.isfinite(numbers)] = np.nan
+    infinite = np.isinf(numbers)
+    if infinite.any():
+        _warn_infinite(values, infinite, method)
+    numbers[infinite] = np.nan
     return numbers
+
+
+def _warn_infinite(values: pd.Series, infinite: np.ndarray, method: str) -> None:
+    """Log a warning naming the metric and the accounts whose value is infinite.
+
+    The index of `values` holds account ids. It holds an id once per as-of date
+    when several dates are scored at once, so the ids are counted once each.
+    """
+    ids = pd.unique(values.index[infinite].astype(str))
+    examples = ", ".join(ids[:_EXAMPLE_IDS])
+    if len(ids) > _EXAMPLE_IDS:
+        examples += ", ..."
+    accounts = "1 account" if len(ids) == 1 else f"{len(ids)} accounts"
+    logger.warning(
+        "metric %r is infinite for %s (%s): the value is beyond the float64 range "
+        "of about 1.8e308, so method %s gives no score for it; check the source "
+        "values that the metric reads",
+        values.name,
+        accounts,
+        examples,
+        method,
+    )
 
 
 def _first_text(values: pd.Series) -> object:
@@ -161,7 +194,10 @@ def _bounds(numbers: np.ndarray, config: NormalizeConfig) -> np.ndarray:
             f"bounds {config.min}..{config.max} are equal after log(1 + value) "
             "because negative values clip to 0; set max above 0 or remove log"
         )
-    return np.clip((numbers - low) / (high - low) * 100.0, 0.0, 100.0)
+    # Halving first keeps the differences inside the float64 range for any value
+    # and bounds. Halving is exact, so other values get the same scores.
+    share = (numbers / 2.0 - low / 2.0) / (high / 2.0 - low / 2.0)
+    return np.clip(share, 0.0, 1.0) * 100.0
 
 
 def _steps(numbers: np.ndarray, config: NormalizeConfig) -> np.ndarray:
@@ -235,29 +271,50 @@ def _zscore(
     config fixes them. The standard deviation is taken around the group's own mean
     even when `mean` is fixed. A group with zero spread scores 50.
     """
-    frame = pd.DataFrame({"key": keys, "value": numbers})
+    # Each group's values are divided by a power of two near their largest
+    # magnitude, so that squared deviations can neither overflow nor vanish for
+    # tiny values. Dividing by a power of two is exact, so z does not change where
+    # the unscaled values would not overflow.
+    scales = _group_scales(numbers, keys)
+    scaled = numbers / scales
+    frame = pd.DataFrame({"key": keys, "value": scaled})
     by_group = frame.groupby("key", sort=False)["value"]
     group_means = by_group.transform("mean").to_numpy()
-    if config.mean is not None:
-        means = np.full(len(numbers), config.mean)
-    else:
-        means = group_means
-    if config.std is not None:
-        stds = np.full(len(numbers), config.std)
-    else:
+    with np.errstate(over="ignore"):
+        # A fixed mean or std far beyond the values' scale becomes infinite.
+        means = config.mean / scales if config.mean is not None else group_means
+        if config.std is not None:
+            stds = config.std / scales
+    if config.std is None:
         # Two passes (mean, then mean squared deviation) keep the variance accurate
         # for values far from 0, unlike mean(x**2) - mean(x)**2.
-        deviations = pd.Series((numbers - group_means) ** 2)
+        deviations = pd.Series((scaled - group_means) ** 2)
         variances = deviations.groupby(keys, sort=False).transform("mean").to_numpy()
         stds = np.sqrt(variances)
         # Rounding in the mean of identical values leaves a spread near 1e-17 times
-        # the mean. A spread this small relative to the mean counts as none.
-        stds[stds <= 1e-12 * np.maximum(np.abs(group_means), 1.0)] = 0.0
+        # the mean. A spread this small relative to the mean, or to 1 in the units
+        # of the values, counts as none.
+        stds[stds <= 1e-12 * np.maximum(np.abs(group_means), 1.0 / scales)] = 0.0
     spread = stds > 0
-    z = np.divide(numbers - means, stds, out=np.zeros(len(numbers)), where=spread)
+    with np.errstate(over="ignore"):
+        z = np.divide(scaled - means, stds, out=np.zeros(len(numbers)), where=spread)
     # tanh form of the logistic function: it does not overflow for large |z|.
     scores = 50.0 * (1.0 + np.tanh(z / 2.0))
     return np.where(np.isnan(numbers), np.nan, scores)
+
+
+def _group_scales(numbers: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Return, per value, the largest power of two up to its group's maximum |value|.
+
+    A group without a nonzero value gets 1.
+    """
+    magnitudes = pd.Series(np.abs(numbers)).groupby(keys, sort=False)
+    largest = magnitudes.transform("max").to_numpy()
+    largest = np.where(np.isfinite(largest) & (largest > 0), largest, 1.0)
+    # frexp gives largest = m * 2**e with 0.5 <= m < 1. 2**e can be 2**1024, which
+    # is infinite in float64, so the scale is 2**(e - 1).
+    _, exponents = np.frexp(largest)
+    return np.ldexp(1.0, exponents - 1)
 
 
 def _categories(values: pd.Series, config: NormalizeConfig) -> np.ndarray:
