@@ -777,8 +777,8 @@ def test_explain_unknown_account(project):
 
     assert result.exit_code == 1
     assert result.stderr == (
-        "error: account 'zz' was not scored as of 2024-04-01: not in the population "
-        "or not an account id\n"
+        "error: account 'zz' was not scored as of 2024-04-01: 'zz' is not an account "
+        "id of the accounts source 'accounts'\n"
     )
 
 
@@ -807,9 +807,11 @@ def test_explain_account_outside_population(project):
         "No snapshot of 2024-05-01; computing the scores without storing them (run "
         "`healthscore score --as-of 2024-05-01` to store them).\n"
     )
-    assert result.stderr.endswith(
-        "error: account 'a2' was not scored as of 2024-05-01: not in the population "
-        "or not an account id\n"
+    assert " ".join(result.stderr.split()).endswith(
+        "error: account 'a2' was not scored as of 2024-05-01: it is an account of the "
+        "accounts source, but not in the population of active accounts of that date, "
+        "because its subscription in the subscriptions source 'subscriptions' ended "
+        "on 2024-04-15"
     )
 
 

@@ -195,8 +195,9 @@ def test_bands_must_cover_range(tmp_path):
     issue = one_issue(tmp_path, text)
     assert issue.key == "bands"
     assert issue.message == (
-        "bands must cover 0-100 without gaps or overlaps; band 'high' starts at 50, "
-        "expected 41"
+        "bands, listed in any order, must cover 0-100 without gaps or overlaps; no "
+        "band covers the scores 41-49 between band 'low' (bands[0], 0-40) and band "
+        "'high' (bands[1], 50-100)"
     )
 
 

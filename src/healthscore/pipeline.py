@@ -369,16 +369,44 @@ def check_empty_replacement(
 
 
 def _describe_empty(report: SourceReport) -> str:
-    """Describe a source without usable rows: empty, or every row excluded."""
+    """Describe a source without usable rows: empty, or its rows later than the
+    as-of date or excluded, with the counts of each reason as `validate --data`
+    prints them."""
+    # Imported here, because the report modules build on this module's run type.
+    from healthscore.report.summary import source_summaries
+
     source = f"the {report.kind} source {report.source!r}"
-    if report.rows_read == 0:
+    read = report.rows_read
+    if read == 0:
         return f"{source} has no rows"
-    if report.rows_read == 1:
-        return f"{source} has no usable row: its only row was excluded"
-    return (
-        f"{source} has no usable row: all {report.rows_read:,} of its rows were "
-        "excluded"
-    )
+    summary = source_summaries([report.to_dict()])[0]
+    later, excluded = summary.later, summary.rows_with_problems
+    parts = []
+    if later:
+        if later == read:
+            counted = (
+                "its only row is" if read == 1 else f"all {read:,} of its rows are"
+            )
+        else:
+            verb = "is" if later == 1 else "are"
+            counted = f"{later:,} of its {read:,} rows {verb}"
+        parts.append(f"{counted} later than the as-of date")
+    if excluded:
+        if excluded == read:
+            counted = (
+                "its only row was" if read == 1 else f"all {read:,} of its rows were"
+            )
+        else:
+            counted = f"{excluded:,} {'was' if excluded == 1 else 'were'}"
+        problems = summary.problems
+        reasons = "; ".join(
+            label if excluded == 1 else f"{count:,} {label}"
+            for label, count in problems.items()
+        )
+        parts.append(f"{counted} excluded ({reasons})")
+    if not parts:
+        parts.append(f"none of its {read:,} rows is usable")
+    return f"{source} has no usable row: " + ", and ".join(parts)
 
 
 def stored_score_count(snapshots: SnapshotStore, as_of: date) -> int:

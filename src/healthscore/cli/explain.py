@@ -99,6 +99,7 @@ class ScoreReader:
             When the account is not in the scores of that date, or matches no
             scorecard.
         """
+        from healthscore.metrics.membership import describe_outside_population
         from healthscore.scoring import UNSCORED
 
         scores, measures, stored = self._tables(as_of)
@@ -106,7 +107,9 @@ class ScoreReader:
         if rows.empty:
             excluded = self._excluded_account_row(account_id)
             reason = (
-                "not in the population or not an account id"
+                describe_outside_population(
+                    self.project, self._engine, account_id, as_of, stored=stored
+                )
                 if excluded is None
                 else f"its row in the accounts source is excluded ({excluded})"
             )

@@ -575,7 +575,10 @@ class DistinctCountMetric(WindowedMetric):
 
 
 class AggregateMetric(WindowedMetric):
-    """Sum, mean, minimum or maximum of a numeric column in the window."""
+    """Sum, mean, minimum or maximum of a numeric column in the window. Rows without
+    a value in the column are skipped. When the window has no row with a value,
+    `sum` is 0, while `mean`, `min` and `max` are missing, so a measure of them
+    gets no score."""
 
     type: Literal["sum", "mean", "min", "max"]
     column: str = Field(description="Numeric standard column or attribute.")
@@ -809,8 +812,20 @@ class Step(StrictModel):
     score: float = Field(ge=0, le=100, description="Score of values in the step.")
 
 
+#: Keys of `normalize` that each method uses, besides `method`.
+NORMALIZE_KEYS = {
+    "bounds": ("min", "max", "log"),
+    "percentile": ("within", "log"),
+    "zscore": ("within", "mean", "std", "log"),
+    "target": ("target", "log"),
+    "steps": ("steps", "log"),
+    "categories": ("scores", "default"),
+}
+
+
 class NormalizeConfig(StrictModel):
-    """Normalization of a metric value to a 0-100 measure score."""
+    """Normalization of a metric value to a 0-100 measure score. A key that the
+    method does not use is rejected, unless it has its default value."""
 
     method: Literal[
         "bounds", "percentile", "steps", "target", "zscore", "categories"
@@ -903,7 +918,41 @@ class NormalizeConfig(StrictModel):
             raise ValueError("categories needs scores")
         if self.log and self.method == "categories":
             raise ValueError("log applies to numbers, not to categories")
+        self._check_unused_keys()
         return self
+
+    def _check_unused_keys(self) -> None:
+        """Raise ValueError naming the keys set that the method does not use."""
+        used = NORMALIZE_KEYS[self.method]
+        unused = [
+            name
+            for name, field in type(self).model_fields.items()
+            if name != "method"
+            and name not in used
+            and getattr(self, name) != field.get_default(call_default_factory=True)
+        ]
+        if not unused:
+            return
+        pronoun = "it" if len(unused) == 1 else "them"
+        users = "; ".join(
+            f"{name}: "
+            + ", ".join(
+                method for method, keys in NORMALIZE_KEYS.items() if name in keys
+            )
+            for name in unused
+        )
+        raise ValueError(
+            f"{_and_list(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
+            f"method {self.method}, whose keys are {_and_list(list(used))}; remove "
+            f"{pronoun}, or choose a method that uses {pronoun} ({users})"
+        )
+
+
+def _and_list(words: list[str]) -> str:
+    """Join words as `a`, `a and b` or `a, b and c`."""
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " and " + words[-1]
 
 
 class MeasureConfig(StrictModel):
@@ -985,6 +1034,14 @@ class BandConfig(StrictModel):
     min: int = Field(ge=0, le=100, description="Lowest score of the band.")
     max: int = Field(ge=0, le=100, description="Highest score of the band.")
     color: str = Field(description="CSS colour.")
+
+
+def _band_text(band: BandConfig, position: int) -> str:
+    return f"band {band.name!r} (bands[{position}], {band.min}-{band.max})"
+
+
+def _scores_text(low: int, high: int) -> str:
+    return f"score {low}" if low == high else f"scores {low}-{high}"
 
 
 def default_bands() -> list[BandConfig]:
@@ -1435,7 +1492,8 @@ class ProjectConfig(StrictModel):
     )
     bands: list[BandConfig] = Field(
         default_factory=default_bands,
-        description="Score bands, together covering 0-100 without gaps. A score "
+        description="Score bands, in any order, that together cover every whole "
+        "score 0-100 exactly once, without gaps or overlaps. A score "
         "falls in the band of its value rounded half up to a whole point: with the "
         "default bands 40.49 is at risk and 40.5 is stable.",
     )
@@ -1491,18 +1549,38 @@ class ProjectConfig(StrictModel):
     @field_validator("bands")
     @classmethod
     def _bands_cover_range(cls, bands: list[BandConfig]) -> list[BandConfig]:
-        ordered = sorted(bands, key=lambda band: band.min)
-        expected = 0
-        for band in ordered:
-            if band.min != expected or band.max < band.min:
+        """Sort the bands by `min` and check that they cover 0-100 exactly once.
+
+        Messages name each band with its position in the file, because the bands
+        are compared in the order of their `min`, not in the order listed.
+        """
+        for position, band in enumerate(bands):
+            if band.max < band.min:
                 raise ValueError(
-                    f"bands must cover 0-100 without gaps or overlaps; band "
-                    f"{band.name!r} starts at {band.min}, expected {expected}"
+                    f"band {band.name!r} (bands[{position}]) ends at {band.max}, "
+                    f"below its start at {band.min}; its max must be at least its min"
                 )
-            expected = band.max + 1
+        ordered = sorted(enumerate(bands), key=lambda item: item[1].min)
+        rule = "bands, listed in any order, must cover 0-100 without gaps or overlaps"
+        expected, below = 0, None
+        for position, band in ordered:
+            this = _band_text(band, position)
+            if band.min > expected:
+                where = (
+                    f"below {this}" if below is None else f"between {below} and {this}"
+                )
+                missing = _scores_text(expected, band.min - 1)
+                raise ValueError(f"{rule}; no band covers the {missing} {where}")
+            if band.min < expected:
+                raise ValueError(
+                    f"{rule}; {this} overlaps {below}: both cover the "
+                    f"{_scores_text(band.min, min(band.max, expected - 1))}"
+                )
+            expected, below = band.max + 1, this
         if expected != 101:
-            raise ValueError(f"bands must end at 100, the last ends at {expected - 1}")
-        return ordered
+            missing = _scores_text(expected, 100)
+            raise ValueError(f"{rule}; no band covers the {missing} above {below}")
+        return [band for _, band in ordered]
 
     def sources_of_kind(self, kind: str) -> list[str]:
         return [name for name, source in self.sources.items() if source.kind == kind]

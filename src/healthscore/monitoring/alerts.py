@@ -227,9 +227,10 @@ def evaluate_alerts(
     Returns
     -------
     AlertOutcome
-        Stored and suppressed alerts and the guard's decision. When the guard holds
-        the run, its alerts are stored held (not delivered) and one alert of rule
-        `guard` about account `*` gives the reasons.
+        Stored and suppressed alerts and the guard's decision. When the guard flags
+        the run, the alerts it stores are held (not delivered). If it stores at
+        least one, it also stores one alert of rule `guard` about account `*` that
+        gives the reasons, once per date.
 
     Raises
     ------
@@ -271,14 +272,12 @@ def evaluate_alerts(
         )
         for alert in screened
     ]
-    if guard.held:
+    held_count = len(new) if guard.held else 0
+    # The guard's alert gives the reasons the date's alerts are held and how to
+    # release them, so a run that stores no alert has nothing for it to report.
+    # The outbox stores it once per date, because its dedupe key is the date's.
+    if held_count:
         new.append(NewAlert(guard_alert(guard), every_channel))
-        logger.warning(
-            "holding %d alert(s) of %s: %s",
-            len(alerts),
-            run.as_of,
-            "; ".join(guard.reasons()),
-        )
     results = add_alerts(
         state,
         new,
@@ -292,6 +291,9 @@ def evaluate_alerts(
         else:
             outcome.raised.append(result.alert)
             outcome.alert_ids.append(result.id)
+    if guard.held:
+        guard_stored = held_count > 0 and results[-1].id is not None
+        _log_flagged_run(project, guard, held_count, guard_stored)
     logger.info(
         "alerts for %s: %d stored, %d suppressed%s",
         run.as_of,
@@ -300,6 +302,47 @@ def evaluate_alerts(
         " (held)" if guard.held else "",
     )
     return outcome
+
+
+#: Last as-of date whose flagged run was logged as a warning, per project folder.
+#: The service evaluates the alerts of every rescoring batch, so without it each
+#: batch of a flagged day would repeat the same warning.
+_flag_warned_on: dict[str, date] = {}
+
+
+def _log_flagged_run(
+    project: Project, guard: GuardDecision, held_count: int, guard_stored: bool
+) -> None:
+    """Log a run that the guard flagged: as a warning once per date and process.
+
+    A run that stores the guard's alert, with the date's first held alerts, always
+    logs a warning. Later runs of the date log the alerts they hold at INFO level.
+    """
+    reasons = "; ".join(guard.reasons())
+    folder = str(project.root)
+    first = _flag_warned_on.get(folder) != guard.as_of
+    _flag_warned_on[folder] = guard.as_of
+    if guard_stored:
+        logger.warning(
+            "holding %d alert(s) of %s: %s", held_count, guard.as_of, reasons
+        )
+    elif held_count:
+        logger.info(
+            "holding %d more alert(s) of %s, which the guard flagged before: %s",
+            held_count,
+            guard.as_of,
+            reasons,
+        )
+    elif first:
+        logger.warning(
+            "the guard flagged the run of %s as a possible data problem, but the "
+            "run stored no new alert, so none was held and no guard alert was "
+            "raised: %s",
+            guard.as_of,
+            reasons,
+        )
+    else:
+        logger.debug("the guard flagged the run of %s again: %s", guard.as_of, reasons)
 
 
 def screen_alerts(
