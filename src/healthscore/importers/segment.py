@@ -76,13 +76,13 @@ class Call:
 
     @property
     def user_id(self) -> str | None:
-        return _text(
+        return _id_text(
             first_present(self.payload.get("userId"), self.payload.get("user_id"))
         )
 
     @property
     def anonymous_id(self) -> str | None:
-        return _text(
+        return _id_text(
             first_present(
                 self.payload.get("anonymousId"), self.payload.get("anonymous_id")
             )
@@ -297,6 +297,9 @@ def read(con: duckdb.DuckDBPyConnection, context: ImportContext) -> RecordTable:
             # An object, list or boolean is not an id; str() would make one up.
             values["account_id"] = None
             problem = f"unparseable_value:{_reported_field(path, options)}"
+        user_field = _structured_user_field(call.payload)
+        if user_field is not None:
+            problem = problem or f"unparseable_value:{user_field}"
         if superseded:
             problem = f"{SUPERSEDED}:messageId"
         table.add(call.file, call.line, values, problem)
@@ -439,6 +442,19 @@ def _unmapped_problem(payload: dict[str, Any], options: SegmentOptions) -> str:
 
 def _is_structured(value: Any) -> bool:
     return isinstance(value, dict | list | bool)
+
+
+def _structured_user_field(payload: dict[str, Any]) -> str | None:
+    """Return the first user field of a call that is an object, list or boolean."""
+    for name in ("userId", "user_id", "anonymousId", "anonymous_id"):
+        if _is_structured(payload.get(name)):
+            return name
+    return None
+
+
+def _id_text(value: Any) -> str | None:
+    """Return a user id as text; None when it is missing or not a scalar."""
+    return None if _is_structured(value) else _text(value)
 
 
 def _account_text(value: Any) -> str | None:

@@ -24,6 +24,7 @@ from healthscore.service.context import ServiceContext, get_context
 from healthscore.service.dashboard.sessions import api_session_token
 from healthscore.service.errors import ApiError, not_found
 from healthscore.service.middleware import TOKEN_ID_KEY
+from healthscore.service.paths import encode_segment
 from healthscore.service.tokens import TokenInfo, verify_token
 
 #: Roles that may change state through the API.
@@ -124,7 +125,7 @@ class Access:
             raise not_found(
                 f"account {account_id!r} is no longer in the accounts source, so it "
                 "cannot be changed; its stored scores stay readable at "
-                f"/api/v1/accounts/{account_id}"
+                f"/api/v1/accounts/{encode_segment(account_id)}"
             )
         raise account_not_found(account_id)
 

@@ -12,6 +12,7 @@ and is empty otherwise.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -238,7 +239,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         # JSON type (strict_content_type, the default since FastAPI 0.132). Here
         # the body stayed bytes, so every body error comes from the header.
         return _unsupported_media_type(request)
-    details = [_validation_detail(error, exc.body) for error in exc.errors()]
+    details = [validation_detail(error, exc.body) for error in exc.errors()]
     count = len(details)
     message = (
         f"the request is invalid ({count} problem{'s' if count != 1 else ''}); "
@@ -251,8 +252,9 @@ def _unreadable_json(cause: BaseException | None) -> JSONResponse | None:
     """Return the 422 of a JSON body that FastAPI could not parse, or None.
 
     FastAPI reports a JSON syntax error as a validation error, but a body that is
-    not valid UTF-8, or that nests deeper than Python's JSON parser allows, as a 400
-    "There was an error parsing the body" raised from the parser's exception.
+    not valid UTF-8, that nests deeper than Python's JSON parser allows, or that has
+    an integer with more digits than `int()` reads (Python's int digit limit), as a
+    400 "There was an error parsing the body" raised from the parser's exception.
     """
     if isinstance(cause, UnicodeDecodeError):
         position = _json_position(cause.object, cause.start)
@@ -265,6 +267,14 @@ def _unreadable_json(cause: BaseException | None) -> JSONResponse | None:
         message = (
             "the body is not valid JSON for this service: its arrays or objects are "
             "nested too deeply for the JSON parser; send a body with fewer levels"
+        )
+    elif isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        # Since Python 3.11, json.loads raises a plain ValueError for an integer
+        # longer than sys.get_int_max_str_digits(), 4,300 digits by default.
+        message = (
+            "the body is not valid JSON for this service: a number has more than "
+            f"{sys.get_int_max_str_digits():,} digits, the most the JSON parser "
+            "reads; send such a value as a string"
         )
     else:
         return None
@@ -286,7 +296,7 @@ def _unsupported_media_type(request: Request) -> JSONResponse:
     )
 
 
-def _validation_detail(error: Any, body: Any) -> dict[str, str]:
+def validation_detail(error: Any, body: Any) -> dict[str, str]:
     """Return the location and message of one FastAPI or pydantic validation error."""
     parts = tuple(error.get("loc", ()))
     if error.get("type") == "json_invalid":

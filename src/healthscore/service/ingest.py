@@ -43,7 +43,7 @@ import logging
 import math
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -403,8 +403,13 @@ def _ingest_calls(
         earlier=problems,
         positions=positions,
         total=len(calls),
+        field_of=lambda row, column: _segment_field(prepared[row], column),
     )
     return _store(context, request, source, settings, checked)
+
+
+#: Fields of a Segment call that name the user, as the importer reads them.
+USER_FIELDS = ("userId", "user_id", "anonymousId", "anonymous_id")
 
 
 def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
@@ -423,6 +428,12 @@ def _check_call(index: int, call: Any, route_type: str | None) -> list[Problem]:
     kind = kind or route_type
     if not _present(call.get("userId")) and not _present(call.get("anonymousId")):
         problems.append(Problem(index, "userId", "give userId or anonymousId"))
+    for field in USER_FIELDS:
+        if isinstance(call.get(field), dict | list | bool):
+            # The importer would store the text of the object as the user.
+            problems.append(
+                Problem(index, field, "must be a string or a number (a user id)")
+            )
     if kind == "track" and not (
         isinstance(call.get("event"), str) and call["event"].strip()
     ):
@@ -667,6 +678,7 @@ def _read_checked(
     positions: list[int] | None = None,
     total: int | None = None,
     received: datetime | None = None,
+    field_of: Callable[[int, str], str] | None = None,
 ) -> CheckedRows:
     """Read `records` with the source's settings; 422 listing every invalid one.
 
@@ -677,7 +689,9 @@ def _read_checked(
     in the request of each record (default its index in `records`), and `total`
     the request's number of records. With `received`, the time the request
     arrived, rows dated more than `service.future_tolerance_seconds` later, or
-    before EARLIEST_EVENT_TIME, are invalid too.
+    before EARLIEST_EVENT_TIME, are invalid too. `field_of` maps the index in
+    `records` and the column of a reader problem to the field the problem is
+    reported at (default the column).
     """
     with tempfile.TemporaryDirectory(prefix="healthscore-ingest-") as folder:
         path = Path(folder) / "records.jsonl"
@@ -704,14 +718,17 @@ def _read_checked(
             out_of_range += _early_rows(con, project, loaded.columns, relation)
         checked = checked_rows(con, loaded, scope)
     kinds = _event_kinds(settings)
-    problems = [
-        _reader_problem(
-            int(row) - 1 if positions is None else positions[int(row) - 1],
-            problem,
-            kinds,
+    problems = []
+    for row, problem in found:
+        index = int(row) - 1
+        located = _reader_problem(
+            index if positions is None else positions[index], problem, kinds
         )
-        for row, problem in found
-    ]
+        if field_of is not None:
+            located = Problem(
+                located.index, field_of(index, located.field), located.message
+            )
+        problems.append(located)
     problems += [
         Problem(int(row) - 1 if positions is None else positions[int(row) - 1],
                 "timestamp", message)
@@ -782,6 +799,32 @@ def _reader_problem(index: int, problem: str, kinds: dict[str, str]) -> Problem:
     if reason == "unparseable_value" and hint:
         message += f"; {hint}"
     return Problem(index, column, message)
+
+
+def _segment_field(call: dict[str, Any], column: str) -> str:
+    """Return the field of a Segment call that a problem of `column` is about.
+
+    The importer reads `value` from properties.value, else properties.revenue, and
+    an attribute from properties, else context.traits, so a problem of such a
+    column is reported at the field that was sent.
+    """
+    if column == "event_type":
+        return "event"
+    if column == "value":
+        candidates = ["properties.value", "properties.revenue"]
+    elif column == "user":
+        candidates = list(USER_FIELDS)
+    elif column in STANDARD_COLUMNS["events"] or column in SEGMENT_TIME_FIELDS:
+        return column
+    elif "." in column:
+        # Already a field of the call, such as context.traits.company_id.
+        return column
+    else:
+        candidates = [f"properties.{column}", f"context.traits.{column}"]
+    for path in candidates:
+        if not is_blank(dig(call, path)):
+            return path
+    return candidates[0]
 
 
 def _location(records: str, index: int | None = None, field: str = "") -> str:

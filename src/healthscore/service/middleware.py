@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthscore.service.errors import error_response
+from healthscore.service.paths import keep_account_segments
 
 logger = logging.getLogger("healthscore.service.access")
 error_logger = logging.getLogger("healthscore.service")
@@ -43,6 +44,7 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        keep_account_segments(scope)
         started = time.perf_counter()
         response: dict[str, Any] = {"status": 0, "started": False}
 
@@ -203,7 +205,9 @@ def _content_encoding(scope: Scope) -> str:
 
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    # path_format is the path without convertor names: {account_id}, not
+    # {account_id:account}.
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
     if path:
         return str(path)
     if "endpoint" in scope and not scope.get("path_params"):

@@ -6,7 +6,14 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from healthscore.dates import EARLIEST_DATE, ISO_DATE, LATEST_DATE
 
@@ -98,7 +105,13 @@ class NoteCreate(_Body):
 class OverrideCreate(_Body):
     """A manual score for an account or one of its measures."""
 
-    score: float = Field(ge=0, le=100, strict=True, description="Score from 0 to 100.")
+    score: float = Field(
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        strict=True,
+        description="Score from 0 to 100.",
+    )
     reason: Text = Field(description="Why the computed score is wrong.")
     expires_on: Day = Field(description="Last as-of date the override applies to.")
     measure: Name | None = Field(
@@ -140,10 +153,15 @@ class OutcomeCreate(_Body):
     )
 
 
+#: An item of `OutcomesCreate`, documented as an OutcomeCreate. The route validates
+#: each item itself, so one error lists the invalid items with the other problems.
+OutcomeItem = Annotated[Any, WithJsonSchema(OutcomeCreate.model_json_schema())]
+
+
 class OutcomesCreate(_Body):
     """Outcomes stored together: all of them or none."""
 
-    outcomes: list[OutcomeCreate] = Field(min_length=1, max_length=MAX_RECORDS)
+    outcomes: list[OutcomeItem] = Field(min_length=1, max_length=MAX_RECORDS)
 
 
 class InterventionCreate(_Body):
@@ -160,9 +178,13 @@ class InterventionCreate(_Body):
     note: Text | None = Field(default=None, description="What was done.")
 
 
+#: An item of `InterventionsCreate`, documented and validated as OutcomeItem is.
+InterventionItem = Annotated[
+    Any, WithJsonSchema(InterventionCreate.model_json_schema())
+]
+
+
 class InterventionsCreate(_Body):
     """Interventions stored together: all of them or none."""
 
-    interventions: list[InterventionCreate] = Field(
-        min_length=1, max_length=MAX_RECORDS
-    )
+    interventions: list[InterventionItem] = Field(min_length=1, max_length=MAX_RECORDS)

@@ -30,6 +30,7 @@ from healthscore.service.dashboard.web import (
     signer_of,
 )
 from healthscore.service.errors import ApiError
+from healthscore.service.paths import encode_segment
 from healthscore.service.routers import accounts as account_routes
 from healthscore.service.routers import work as work_routes
 from healthscore.service.schemas import (
@@ -138,7 +139,7 @@ def _redirect(location: str) -> Response:
 # Notes and overrides
 
 
-@router.post("/accounts/{account_id}/notes")
+@router.post("/accounts/{account_id:account}/notes")
 def post_note(
     request: Request, account_id: str, access: PageAccess, form: CheckedForm
 ) -> Response:
@@ -155,10 +156,10 @@ def post_note(
             "message": "Note added.",
         }
         return render(request, "fragments/notes.html", values, access=access)
-    return _redirect(f"/accounts/{account_id}#notes")
+    return _redirect(f"/accounts/{encode_segment(account_id)}#notes")
 
 
-@router.post("/accounts/{account_id}/overrides")
+@router.post("/accounts/{account_id:account}/overrides")
 def post_override(
     request: Request, account_id: str, access: PageAccess, form: CheckedForm
 ) -> Response:
@@ -177,7 +178,7 @@ def post_override(
         values = account_view(access, account_id)
         values["message"] = "Override saved."
         return render(request, "fragments/overrides.html", values, access=access)
-    return _redirect(f"/accounts/{account_id}#overrides")
+    return _redirect(f"/accounts/{encode_segment(account_id)}#overrides")
 
 
 # Tasks

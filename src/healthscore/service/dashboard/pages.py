@@ -35,15 +35,23 @@ def portfolio_page(request: Request, access: PageAccess) -> HTMLResponse:
 
 @router.get("/accounts", response_class=HTMLResponse)
 def accounts_page(
-    request: Request, access: PageAccess, sort: Annotated[SortKey, Query()] = "score"
+    request: Request,
+    access: PageAccess,
+    sort: Annotated[SortKey, Query()] = "score",
+    as_of: Annotated[DateText | None, Query()] = None,
+    band: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
-    """Render every visible account in one sortable table."""
-    values = accounts_view(access, sort)
+    """Render the visible accounts as of a stored date in one sortable table.
+
+    Without `as_of`, the table is the latest stored date's. `band` keeps the
+    accounts of one band, validated as `GET /api/v1/accounts` validates it.
+    """
+    values = accounts_view(access, sort, as_of=as_of, band=band)
     values["sort_keys"] = get_args(SortKey)
     return render(request, "accounts.html", values, access=access)
 
 
-@router.get("/accounts/{account_id}", response_class=HTMLResponse)
+@router.get("/accounts/{account_id:account}", response_class=HTMLResponse)
 def account_page(
     request: Request,
     account_id: str,

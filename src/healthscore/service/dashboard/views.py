@@ -31,6 +31,7 @@ from healthscore.service.serialize import alert_json, jsonable
 from healthscore.service.views import (
     account_table,
     applying_overrides,
+    filter_accounts,
     sort_accounts,
 )
 
@@ -163,14 +164,31 @@ def riskiest_first(accounts: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def accounts_view(access: Access, sort: account_routes.SortKey) -> dict[str, Any]:
-    """Return every visible account with score, band, trend and owner."""
-    day = access.context.data.resolve_as_of(None)
-    table = sort_accounts(account_table(access, day), sort)
+def accounts_view(
+    access: Access,
+    sort: account_routes.SortKey,
+    *,
+    as_of: date | None = None,
+    band: str | None = None,
+) -> dict[str, Any]:
+    """Return the visible accounts as of `as_of` (default the latest stored date).
+
+    Each row has score, band, trend and owner. With `band`, only that band's
+    accounts are listed. An unknown band gives 422 and a date without stored
+    scores 404 (ApiError), as in the API.
+    """
+    if band is not None:
+        account_routes.check_band(access, band)
+    day = access.context.data.resolve_as_of(as_of)
+    table = filter_accounts(account_table(access, day), band=band)
+    table = sort_accounts(table, sort)
     return {
         "as_of": day,
         "accounts": table.to_dict(orient="records"),
         "sort": sort,
+        "band": band,
+        # The date of the query, kept by the sort form; None means the latest.
+        "requested_as_of": as_of,
         "tones": band_tones(access.context.project.config.bands),
     }
 

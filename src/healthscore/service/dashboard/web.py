@@ -29,8 +29,9 @@ from healthscore.service.dashboard.sessions import (
     session_token,
     set_session_cookie,
 )
-from healthscore.service.errors import ApiError, location, store_unavailable
+from healthscore.service.errors import ApiError, store_unavailable, validation_detail
 from healthscore.service.middleware import TOKEN_ID_KEY
+from healthscore.service.paths import encode_segment
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def _environment() -> Environment:
     environment.filters["money"] = format_money
     environment.filters["day"] = format_day
     environment.filters["text"] = format_text
+    # An account id in a link or form action: `/` and `?` would end the segment.
+    environment.filters["segment"] = encode_segment
     return environment
 
 
@@ -213,9 +216,9 @@ def error_page(request: Request, error: ApiError) -> HTMLResponse:
 
 def invalid_request(error: RequestValidationError) -> ApiError:
     """Return a 422 that names each invalid parameter of a dashboard request."""
+    details = [validation_detail(item, None) for item in error.errors()]
     problems = "; ".join(
-        f"{location(item.get('loc', ()))}: {item.get('msg', 'invalid value')}"
-        for item in error.errors()
+        f"{detail['location']}: {detail['message']}" for detail in details
     )
     return ApiError(422, f"the request is invalid: {problems}")
 

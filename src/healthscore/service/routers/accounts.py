@@ -25,6 +25,7 @@ from healthscore.scoring.overriding import override_measure_problem, scored_with
 from healthscore.service.auth import Access, AccessDependency
 from healthscore.service.context import API_PREFIX
 from healthscore.service.errors import ApiError, layer_errors, not_found
+from healthscore.service.paths import encode_segment
 from healthscore.service.schemas import MAX_ID, DateText, NoteCreate, OverrideCreate
 from healthscore.service.serialize import alert_json, jsonable
 from healthscore.service.views import (
@@ -74,7 +75,7 @@ def list_accounts(
 ) -> dict[str, Any]:
     """List the accounts with current score, band and trend, filtered and sorted."""
     if band is not None:
-        _check_band(access, band)
+        check_band(access, band)
     day = access.context.data.resolve_as_of(as_of)
     table = account_table(access, day)
     table = filter_accounts(table, band=band, segment=segment, owner=owner, trend=trend)
@@ -89,7 +90,8 @@ def list_accounts(
     }
 
 
-def _check_band(access: AccessDependency, band: str) -> None:
+def check_band(access: Access, band: str) -> None:
+    """Raise 422 at `query.band` unless `band` is a configured or special band."""
     names = [item.name for item in access.context.project.config.bands]
     names += [INSUFFICIENT_DATA, UNSCORED]
     if band not in names:
@@ -99,7 +101,7 @@ def _check_band(access: AccessDependency, band: str) -> None:
         )
 
 
-@router.get("/{account_id}")
+@router.get("/{account_id:account}")
 def get_account(
     account_id: str, access: AccessDependency, as_of: AsOf = None
 ) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def _not_in_population(access: Access, account_id: str, day: date) -> ApiError:
     return not_found(message)
 
 
-@router.get("/{account_id}/history")
+@router.get("/{account_id:account}/history")
 def get_history(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """Return the account's score and band on every stored date, oldest first."""
     access.check_readable(account_id)
@@ -156,7 +158,7 @@ def get_history(account_id: str, access: AccessDependency) -> dict[str, Any]:
     }
 
 
-@router.get("/{account_id}/components")
+@router.get("/{account_id:account}/components")
 def get_components(
     account_id: str, access: AccessDependency, as_of: AsOf = None
 ) -> dict[str, Any]:
@@ -179,7 +181,7 @@ def get_components(
     }
 
 
-@router.get("/{account_id}/explanation")
+@router.get("/{account_id:account}/explanation")
 def get_explanation(
     account_id: str,
     access: AccessDependency,
@@ -251,7 +253,7 @@ def _scored(
     return row, own.reset_index(drop=True)
 
 
-@router.get("/{account_id}/alerts")
+@router.get("/{account_id:account}/alerts")
 def get_account_alerts(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """List the account's alerts, newest first."""
     access.check_readable(account_id)
@@ -263,7 +265,7 @@ def get_account_alerts(account_id: str, access: AccessDependency) -> dict[str, A
     }
 
 
-@router.get("/{account_id}/tasks")
+@router.get("/{account_id:account}/tasks")
 def get_account_tasks(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """List the account's tasks in every state, by due date."""
     access.check_readable(account_id)
@@ -271,7 +273,7 @@ def get_account_tasks(account_id: str, access: AccessDependency) -> dict[str, An
     return {**account_fields(access, account_id), "tasks": jsonable(found)}
 
 
-@router.get("/{account_id}/notes")
+@router.get("/{account_id:account}/notes")
 def get_notes(account_id: str, access: AccessDependency) -> dict[str, Any]:
     """List the account's notes, newest first."""
     access.check_readable(account_id)
@@ -281,7 +283,7 @@ def get_notes(account_id: str, access: AccessDependency) -> dict[str, Any]:
     }
 
 
-@router.post("/{account_id}/notes", status_code=status.HTTP_201_CREATED)
+@router.post("/{account_id:account}/notes", status_code=status.HTTP_201_CREATED)
 def create_note(
     account_id: str, body: NoteCreate, access: AccessDependency
 ) -> dict[str, Any]:
@@ -302,7 +304,7 @@ def create_note(
     return result
 
 
-@router.get("/{account_id}/overrides")
+@router.get("/{account_id:account}/overrides")
 def get_overrides(
     account_id: str,
     access: AccessDependency,
@@ -326,7 +328,7 @@ def get_overrides(
     }
 
 
-@router.post("/{account_id}/overrides", status_code=status.HTTP_201_CREATED)
+@router.post("/{account_id:account}/overrides", status_code=status.HTTP_201_CREATED)
 def create_override(
     account_id: str, body: OverrideCreate, access: AccessDependency
 ) -> dict[str, Any]:
@@ -407,7 +409,7 @@ def account_scorecard(
     return scored_with(scorecards, day, account_row(access, day, account_id))
 
 
-@router.delete("/{account_id}/overrides/{override_id}")
+@router.delete("/{account_id:account}/overrides/{override_id}")
 def remove_override(
     account_id: str,
     override_id: Annotated[int, Path(ge=1, le=MAX_ID)],
@@ -428,7 +430,8 @@ def remove_override(
         raise not_found(
             f"override {override_id} of account {account_id!r} not found, or "
             "already removed; list the account's overrides at "
-            f"{API_PREFIX}/accounts/{account_id}/overrides?include_expired=true"
+            f"{API_PREFIX}/accounts/{encode_segment(account_id)}/overrides"
+            "?include_expired=true"
         )
     removed_at = access.context.local_now()
     with layer_errors(conflict=True):
@@ -440,7 +443,7 @@ def remove_override(
     return result
 
 
-@router.get("/{account_id}/forecast")
+@router.get("/{account_id:account}/forecast")
 def get_forecast(
     account_id: str, access: AccessDependency, as_of: AsOf = None
 ) -> dict[str, Any]:

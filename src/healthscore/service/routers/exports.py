@@ -15,6 +15,7 @@ from healthscore.monitoring.playbooks import Task, list_tasks
 from healthscore.service.auth import AccessDependency
 from healthscore.service.context import API_PREFIX
 from healthscore.service.csv_export import csv_response
+from healthscore.service.routers.accounts import check_band
 from healthscore.service.schemas import DateText
 from healthscore.service.serialize import alert_json, jsonable
 from healthscore.service.views import (
@@ -40,7 +41,12 @@ def export_accounts(
     owner: Annotated[str | None, Query(description="Only this owner.")] = None,
     sort: Annotated[SortKey, Query(description="Sort column.")] = "score",
 ) -> Response:
-    """Export the accounts list (every row, no pages) as CSV."""
+    """Export the accounts list (every row, no pages) as CSV.
+
+    An unknown band gives 422, as in `GET /api/v1/accounts`.
+    """
+    if band is not None:
+        check_band(access, band)
     day = access.context.data.resolve_as_of(as_of)
     table = filter_accounts(
         account_table(access, day), band=band, segment=segment, owner=owner

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Path, Query, status
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
 from healthscore.monitoring.interventions import (
@@ -45,10 +46,18 @@ from healthscore.monitoring.playbooks import (
 )
 from healthscore.service.auth import Access, AccessDependency
 from healthscore.service.context import API_PREFIX
-from healthscore.service.errors import ApiError, layer_errors, not_found
+from healthscore.service.errors import (
+    ApiError,
+    layer_errors,
+    location,
+    not_found,
+    validation_detail,
+)
 from healthscore.service.schemas import (
     MAX_ID,
+    InterventionCreate,
     InterventionsCreate,
+    OutcomeCreate,
     OutcomesCreate,
     TaskComplete,
     TaskDismiss,
@@ -314,12 +323,11 @@ def create_outcomes(
     """
     access.require_writer()
     _check_allow_unknown(access, allow_unknown)
-    rows = [item.model_dump() for item in body.outcomes]
-    for row in rows:
+    located, invalid = _validated_items("outcomes", body.outcomes, OutcomeCreate)
+    for row in located:
         row["source"] = row["source"] or "api"
-    located = _located("outcomes", rows)
     usable = _usable_accounts(access, located)
-    problems = _item_problems(
+    problems = invalid + _item_problems(
         access, "outcomes", located, OUTCOME_KEY, usable, allow_future, allow_unknown
     )
     problems += _arr_problems(located)
@@ -386,12 +394,13 @@ def create_interventions(
     """
     access.require_writer()
     _check_allow_unknown(access, allow_unknown)
-    rows = [item.model_dump() for item in body.interventions]
-    for row in rows:
+    located, invalid = _validated_items(
+        "interventions", body.interventions, InterventionCreate
+    )
+    for row in located:
         row["author"] = row["author"] or access.token.actor
-    located = _located("interventions", rows)
     usable = _usable_accounts(access, located)
-    problems = _item_problems(
+    problems = invalid + _item_problems(
         access,
         "interventions",
         located,
@@ -414,9 +423,41 @@ def create_interventions(
     return _written_json(written, replace, "intervention", INTERVENTION_KEY)
 
 
-def _located(field: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add to each item its LOCATION in the request, such as `outcomes[2]`."""
-    return [{**row, LOCATION: f"{field}[{index}]"} for index, row in enumerate(rows)]
+def _validated_items(
+    field: str, items: list[Any], model: type[BaseModel]
+) -> tuple[list[dict[str, Any]], list[_Problem]]:
+    """Validate each item of a request with `model`.
+
+    Returns the valid items, each with its LOCATION in the request such as
+    `outcomes[2]`, and one problem that lists every invalid value of the others.
+    The route checks the valid items further, so one error lists every problem.
+    """
+    rows = []
+    details = []
+    invalid = 0
+    for index, item in enumerate(items):
+        try:
+            valid = model.model_validate(item)
+        except ValidationError as exc:
+            invalid += 1
+            for error in exc.errors():
+                detail = validation_detail(error, None)
+                detail["location"] = location(("body", field, index, *error["loc"]))
+                details.append(detail)
+            continue
+        rows.append({**valid.model_dump(), LOCATION: f"{field}[{index}]"})
+    if not details:
+        return rows, []
+    problem = _Problem(
+        status=422,
+        counted=_counted(
+            invalid, "item with invalid values", "items with invalid values"
+        ),
+        lines=[f"{detail['location']}: {detail['message']}" for detail in details],
+        hints=[f"See /docs for the fields of each item of {field}."],
+        details=details,
+    )
+    return rows, [problem]
 
 
 def _written_json(
@@ -517,8 +558,8 @@ def _item_problems(
     if not allow_future:
         found.append(_future_problem(access, field, rows))
     if not allow_unknown:
-        found.append(_account_problem(access, field, rows, usable))
-    found.append(_repeat_problem(field, rows, key))
+        found.append(_account_problem(access, rows, usable))
+    found.append(_repeat_problem(rows, key))
     return [problem for problem in found if problem is not None]
 
 
@@ -529,26 +570,26 @@ def _future_problem(
     zone = ZoneInfo(access.context.project.config.timezone)
     today = datetime.now(zone).date()
     late = [
-        (index, row["occurred_on"])
-        for index, row in enumerate(rows)
+        (row[LOCATION], row["occurred_on"])
+        for row in rows
         if row["occurred_on"] > today
     ]
     if not late:
         return None
     details = [
         {
-            "location": f"body.{field}[{index}].occurred_on",
+            "location": f"body.{where}.occurred_on",
             "message": f"{day.isoformat()} is after {today.isoformat()}",
         }
-        for index, day in late
+        for where, day in late
     ]
     return _Problem(
         422,
         _counted(len(late), "item dated after today", "items dated after today"),
         [
-            f"{field}[{index}].occurred_on: {day.isoformat()} is after today "
+            f"{where}.occurred_on: {day.isoformat()} is after today "
             f"({today.isoformat()} in the project's time zone)"
-            for index, day in late
+            for where, day in late
         ],
         ["Fix the dates after today, or send allow_future=true to store them."],
         details,
@@ -586,32 +627,29 @@ def _usable_accounts(access: Access, rows: list[dict[str, Any]]) -> list[bool]:
 
 
 def _account_problem(
-    access: Access, field: str, rows: list[dict[str, Any]], usable: list[bool]
+    access: Access, rows: list[dict[str, Any]], usable: list[bool]
 ) -> _Problem | None:
     """Name every item whose account is unknown or not visible to the token."""
     missing = [
-        (index, row["account_id"])
-        for index, row in enumerate(rows)
-        if not usable[index]
+        (row[LOCATION], row["account_id"])
+        for row, ok in zip(rows, usable, strict=True)
+        if not ok
     ]
     if not missing:
         return None
-    index, account_id = missing[0]
+    where, account_id = missing[0]
     more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
     if access.limited:
         # The same words for an unknown account and one of another owner, so that
         # the token cannot tell which ids exist.
         fix = "List the accounts at /api/v1/accounts"
-        message = f"{field}[{index}]: account {account_id!r} not found{more}"
+        message = f"{where}: account {account_id!r} not found{more}"
     else:
         fix = (
             "Fix the account ids, add the accounts to the accounts source, or send "
             "allow_unknown=true to store them anyway"
         )
-        message = (
-            f"{field}[{index}]: account {account_id!r} is not in the accounts "
-            f"source{more}"
-        )
+        message = f"{where}: account {account_id!r} is not in the accounts source{more}"
     return _Problem(
         404,
         _counted(
@@ -620,55 +658,52 @@ def _account_problem(
             "items with an account not found",
         ),
         [
-            f"{field}[{index}].account_id: account {account_id!r} not found"
-            for index, account_id in missing
+            f"{where}.account_id: account {account_id!r} not found"
+            for where, account_id in missing
         ],
         [f"{fix}."],
         [
             {
-                "location": f"body.{field}[{index}].account_id",
+                "location": f"body.{where}.account_id",
                 "message": f"account {account_id!r} not found",
             }
-            for index, account_id in missing
+            for where, account_id in missing
         ],
         message=f"{message}; nothing was stored. {fix}",
     )
 
 
 def _repeat_problem(
-    field: str, rows: list[dict[str, Any]], key: tuple[str, ...]
+    rows: list[dict[str, Any]], key: tuple[str, ...]
 ) -> _Problem | None:
     """Name every item that shares `key` with an earlier item of the request."""
-    first: dict[tuple[Any, ...], int] = {}
-    repeats: list[tuple[int, int]] = []
-    for index, row in enumerate(rows):
+    first: dict[tuple[Any, ...], str] = {}
+    repeats: list[tuple[str, str]] = []
+    for row in rows:
         values = tuple(row[name] for name in key)
         if values in first:
-            repeats.append((index, first[values]))
+            repeats.append((row[LOCATION], first[values]))
         else:
-            first[values] = index
+            first[values] = row[LOCATION]
     if not repeats:
         return None
     same = f"(same {', '.join(key)})"
-    index, earlier = repeats[0]
+    where, earlier = repeats[0]
     more = f" (and {len(repeats) - 1} more)" if len(repeats) > 1 else ""
     return _Problem(
         422,
         _counted(len(repeats), "repeated item", "repeated items"),
-        [
-            f"{field}[{index}]: repeats {field}[{earlier}] {same}"
-            for index, earlier in repeats
-        ],
+        [f"{where}: repeats {earlier} {same}" for where, earlier in repeats],
         ["Remove each item that repeats an earlier one, or correct its values."],
         [
             {
-                "location": f"body.{field}[{index}]",
-                "message": f"repeats body.{field}[{earlier}] {same}",
+                "location": f"body.{where}",
+                "message": f"repeats body.{earlier} {same}",
             }
-            for index, earlier in repeats
+            for where, earlier in repeats
         ],
         message=(
-            f"{field}[{index}] repeats {field}[{earlier}] {same}{more}; nothing was "
+            f"{where} repeats {earlier} {same}{more}; nothing was "
             "stored. Remove each item that repeats an earlier one, or correct its "
             "values"
         ),
