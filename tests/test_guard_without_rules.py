@@ -290,3 +290,29 @@ def test_batches_with_rules_store_guard_alert_once(tmp_path, caplog):
     assert warnings[0].startswith("holding 1 alert(s) of ")
     infos = alert_messages(caplog, logging.INFO)
     assert any(message.startswith("holding 1 more alert(s) of ") for message in infos)
+
+
+def test_cli_text_of_flagged_run_without_rules(tmp_path):
+    project = flagged_project(tmp_path)
+
+    result = run_cli("score", "--project", project.root, "--as-of", SECOND)
+
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "Run flagged, with no alert to hold: " in text
+    assert "Alerts held" not in text
+    assert "Raised 0 alerts and opened 0 tasks" in text
+
+
+def test_cli_text_of_flagged_run_with_alerts(tmp_path):
+    rules = [{"name": "quiet", "kind": "metric", "condition": "events_28d == 0"}]
+    project = flagged_project(tmp_path, alerts={"rules": rules})
+    run_cli("score", "--project", project.root, "--as-of", FIRST)
+
+    result = run_cli("score", "--project", project.root, "--as-of", SECOND)
+
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "Alerts held: " in text
+    assert "Run flagged" not in text
+    assert "(held by the guard)" in text

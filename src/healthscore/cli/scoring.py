@@ -119,11 +119,11 @@ def score(
         print_json(result)
         return
     print_score_summary(scored, summary, run.snapshot_table)
+    alerts, tasks = _monitoring_counts(run)
     if guard is not None:
-        for line in guard_lines(guard):
+        for line in guard_lines(guard, alerts_stored=alerts > 0):
             say_wrapped(line)
     if run.monitoring is not None:
-        alerts, tasks = _monitoring_counts(run)
         held_note = (
             " (held by the guard)"
             if guard is not None and guard.held and alerts
@@ -201,13 +201,19 @@ def _guard_decision(run: pipeline.ScoringRun) -> GuardDecision | None:
     return decision if isinstance(decision, GuardDecision) else None
 
 
-def guard_lines(guard: GuardDecision) -> list[str]:
-    """Describe the PSI, the band changes and why alerts were held, one line each."""
+def guard_lines(guard: GuardDecision, *, alerts_stored: bool = True) -> list[str]:
+    """Describe the PSI, the band changes and why alerts were held, one line each.
+
+    Without `alerts_stored`, the run raised no alert for the guard to hold, so the
+    reasons are given as why the run was flagged.
+    """
+    held = "Alerts held" if alerts_stored else "Run flagged, with no alert to hold"
+    reasons = [f"{held}: {reason}." for reason in guard.reasons()]
     if guard.previous_as_of is None:
         # A stale source makes the guard hold alerts on the first run too.
         return [
             "No earlier snapshot to compare with, so no PSI or band changes.",
-            *(f"Alerts held: {reason}." for reason in guard.reasons()),
+            *reasons,
         ]
     since = guard.previous_as_of.isoformat()
     psi = "-" if guard.psi is None else f"{guard.psi:.4f}"
@@ -219,7 +225,7 @@ def guard_lines(guard: GuardDecision) -> list[str]:
             f"{guard.accounts_changed_band:,} of {guard.accounts_compared:,} accounts "
             f"({guard.band_change_share:.1%}) changed band since {since}."
         )
-    lines.extend(f"Alerts held: {reason}." for reason in guard.reasons())
+    lines.extend(reasons)
     return lines
 
 
