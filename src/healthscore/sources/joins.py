@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import glob
 from dataclasses import dataclass, field
+from itertools import islice
 
 import duckdb
 
@@ -108,8 +109,10 @@ def _read_join(
     for file in files:
         _check_header(name, setting, file, join)
     names = file_list(files)
+    # skip = 0 keeps the header on line 1. DuckDB 2.0.1 otherwise may skip the
+    # lines before a row with an extra field and read that row as the header.
     scan = (
-        f"read_csv({names}, all_varchar = true, header = true, "
+        f"read_csv({names}, all_varchar = true, header = true, skip = 0, "
         f"delim = {literal(join.delimiter)}, filename = true, union_by_name = true)"
     )
     attributes = ", ".join(
@@ -174,7 +177,11 @@ def joined_values_sql(
 
 
 def _check_header(name: str, setting: str, file: str, join: JoinConfig) -> None:
-    """Raise SourceError when the file lacks the key or an attribute column."""
+    """Raise SourceError when the header is not line 1 or lacks a needed column.
+
+    DuckDB reads the header from line 1 (see `skip = 0` in `_read_join`), so a
+    file with blank lines or a title above its header is rejected.
+    """
     try:
         first = next(csv_records(file, join.delimiter), None)
     except (OSError, EOFError) as exc:
@@ -196,7 +203,25 @@ def _check_header(name: str, setting: str, file: str, join: JoinConfig) -> None:
             f"source {name!r}: joined file {file} is empty; it needs a header row "
             f"with {join.key!r} and the attribute columns"
         )
-    header = first[1]
+    line, header = first
+    if line > 1:
+        blank = "blank line" if line == 2 else "blank lines"
+        count = "1 blank line" if line == 2 else f"{line - 1} blank lines"
+        raise SourceError(
+            f"source {name!r}: joined file {file} starts with {count}, so its "
+            f"header is on line {line}. Remove the {blank}, so that the header is "
+            "line 1."
+        )
+    missing = [c for c in [join.key, *join.attributes] if c not in header]
+    below = _header_line_below(file, join) if missing else None
+    if below is not None:
+        above = "the line" if below == 2 else f"the {below - 1} lines"
+        raise SourceError(
+            f"source {name!r}: joined file {file} has no "
+            f"{'key ' if missing[0] == join.key else ''}column {missing[0]!r} on "
+            f"line 1, but line {below} has the key and attribute columns. Remove "
+            f"{above} above line {below}, so that the header is line 1."
+        )
     if join.key not in header:
         raise SourceError(
             f"source {name!r}: joined file {file} has no key column {join.key!r}; "
@@ -210,6 +235,28 @@ def _check_header(name: str, setting: str, file: str, join: JoinConfig) -> None:
                 f"header has {', '.join(header)}. Fix {setting}.attributes or the "
                 "header." + _delimiter_hint(setting, header)
             )
+
+
+#: Records after line 1 in which a header is looked for. Titles and comments
+#: above a header are a few lines, and the search only adds a hint to an error.
+_HEADER_SEARCH_RECORDS = 20
+
+
+def _header_line_below(file: str, join: JoinConfig) -> int | None:
+    """Return the line of the first record after line 1 that has every column of
+    `join`, when one of the next `_HEADER_SEARCH_RECORDS` records does."""
+    needed = {join.key, *join.attributes}
+    records = csv_records(file, join.delimiter)
+    try:
+        next(records, None)
+        for line, fields in islice(records, _HEADER_SEARCH_RECORDS):
+            if needed <= set(fields):
+                return line
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+        return None
+    finally:
+        records.close()
+    return None
 
 
 def _delimiter_hint(setting: str, header: list[str]) -> str:

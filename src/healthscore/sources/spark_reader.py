@@ -8,7 +8,8 @@ Each source becomes the temporary view `source_<name>` with the columns that the
 DuckDB reader gives it. `_file` is the file's path and `_row` a running number in
 scan order, made by `monotonically_increasing_id()`, which `SparkSourceSet` turns into
 the row within the file for the report's examples. `valid_<name>` is the view of the
-usable rows, as on DuckDB.
+usable rows, as on DuckDB. A CSV file that DuckDB rejects for a row's field count
+or a byte that is not UTF-8 is rejected with the same message (see `spark_csv`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ from healthscore.sources.reader import (
     literal,
     quote,
     resolve_files,
+)
+from healthscore.sources.spark_csv import (
+    REPLACED_BYTES_COLUMN,
+    check_header_encoding,
+    csv_options,
+    is_malformed_record,
+    malformed_row_error,
+    replaced_bytes,
+    replaced_bytes_error,
 )
 
 if TYPE_CHECKING:
@@ -181,11 +191,13 @@ def read_spark_source(
             "file needs at least a header row"
         )
 
+    if file_format == "csv":
+        check_header_encoding(name, files)
     raw = _scan(session, name, file_format, files, source)
     file_types = {
         field.name: _duckdb_type(field.dataType.simpleString())
         for field in raw.schema.fields
-        if field.name not in ("_file", "_row")
+        if field.name not in ("_file", "_row", REPLACED_BYTES_COLUMN)
     }
     columns = _columns_present(name, source, file_types)
 
@@ -197,8 +209,11 @@ def read_spark_source(
     select = _standard_select(
         project, name, source, columns, file_types, joined.values, keep_values=True
     )
+    replaced = ""
+    if file_format == "csv":
+        replaced = f", raw.{REPLACED_BYTES_COLUMN} AS {REPLACED_BYTES_COLUMN}"
     query = to_spark_sql(
-        f"SELECT {select}, raw._file AS _file, raw._row AS _row "
+        f"SELECT {select}, raw._file AS _file, raw._row AS _row{replaced} "
         f"FROM {quote(raw_view)} AS raw {joins} {joined.sql}"
     )
 
@@ -212,6 +227,9 @@ def read_spark_source(
         # same way each time.
         if file_format != "parquet" or source.lookups or source.kind == "accounts":
             frame = frame.cache()
+        if file_format == "csv":
+            _check_csv_rows(name, source, files, frame)
+            frame = frame.drop(REPLACED_BYTES_COLUMN)
         frame.createOrReplaceTempView(f"source_{name}")
         _check_whole_account_ids(session, name, source, file_types)
     except _spark_errors() as exc:
@@ -236,6 +254,32 @@ def _spark_errors() -> tuple[type[Exception], ...]:
     from pyspark.errors import PySparkException
 
     return (PySparkException, Py4JJavaError)
+
+
+def _check_csv_rows(
+    name: str, source: SourceConfig, files: list[str], frame: DataFrame
+) -> None:
+    """Raise SourceError for a row with the wrong field count or a byte that is
+    not UTF-8, naming the file and line as the DuckDB reader does.
+
+    The query reads every row of the cached `frame`, which Spark would do at the
+    first query of the source anyway, so a good file is not read twice.
+    """
+    from pyspark.sql import functions as F
+
+    failure: SourceError | None = None
+    try:
+        flagged = frame.where(F.col(REPLACED_BYTES_COLUMN)).select("_file").distinct()
+        files_flagged = {str(row[0]) for row in flagged.collect()}
+        if files_flagged:
+            failure = replaced_bytes_error(name, files, files_flagged)
+    except _spark_errors() as exc:
+        if not is_malformed_record(exc):
+            raise
+        failure = malformed_row_error(name, source, files, exc)
+    if failure is not None:
+        frame.unpersist()
+        raise failure
 
 
 def _duckdb_type(spark_type: str) -> str:
@@ -274,10 +318,11 @@ def _scan(
 
     try:
         if file_format == "csv":
-            reader = session.read.options(
-                header=True, sep=source.delimiter, inferSchema=False
+            frame = session.read.options(**csv_options(source)).csv(files)
+            # Reading every column makes Spark check every row's field count.
+            frame = frame.withColumn(
+                REPLACED_BYTES_COLUMN, replaced_bytes(frame.columns)
             )
-            frame = reader.csv(files)
         elif file_format == "parquet":
             frame = _read_parquet(session, name, files, source)
         else:
