@@ -137,6 +137,10 @@ METRICS: dict[str, dict[str, object]] = {
     },
     "logins_change": {"type": "change", "of": "logins_left", "mode": "percent"},
     "users_change": {"type": "change", "of": "users_right", "mode": "difference"},
+    # The minimum of a 30-day window is often negative, so this change often has a
+    # negative earlier value (see test_sweep_sees_every_metric_type).
+    "value_min_change": {"type": "change", "of": "value_min"},
+    "value_min_rise": {"type": "change", "of": "value_min", "mode": "difference"},
     "login_share": {
         "type": "ratio",
         "numerator": "logins_left",
@@ -420,6 +424,9 @@ def test_sweep_sees_every_metric_type(sweep_project: Project) -> None:
     filled = table.values.notna().sum()
     assert (filled > 0).all(), filled[filled == 0]
     assert table.values["users_right"].max() > 1
+    earlier_min = table.values["value_min"] - table.values["value_min_rise"]
+    assert (earlier_min < 0).any(), earlier_min
+    assert table.values.loc[earlier_min < 0, "value_min_change"].notna().all()
 
 
 def test_backfill_scores_equal_pipeline(sweep_project: Project) -> None:

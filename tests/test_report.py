@@ -627,8 +627,8 @@ def test_change_metric_shows_both_windows():
         "compared with 2024-02-05 00:00 ≤ t < 2024-03-04 00:00"
     )
     assert doc.definition == (
-        "base / its value over the window before - 1; missing when the earlier value "
-        "is 0."
+        "(base - its value over the window before) / the absolute earlier value; "
+        "missing when the earlier value is 0."
     )
 
 

@@ -358,9 +358,11 @@ def metrics(
 def metric_values(table: MetricTable) -> pd.DataFrame:
     """Metric values in long form: account_id, metric, value (a number).
 
-    Text values, such as those of an attribute metric, have no number. When there
-    are any, a `value_text` column contains them, so that every format can store
-    the table with one type per column.
+    Text values, such as those of an attribute metric, have no number. The
+    `value_text` column contains them, so that every format can store the table
+    with one type per column. It is there even when no value is text, as in the
+    snapshot's metrics table, so that files of different dates have the same
+    columns.
     """
     import pandas as pd
 
@@ -374,8 +376,7 @@ def metric_values(table: MetricTable) -> pd.DataFrame:
             "value": numbers.astype("float64"),
         }
     )
-    if text.any():
-        frame["value_text"] = long["value"].where(text).astype("string")
+    frame["value_text"] = long["value"].where(text).astype("string")
     return frame
 
 

@@ -539,7 +539,9 @@ class SourceMetric(MetricBase):
     where: str | None = Field(
         default=None,
         description="Row filter over the source's columns, for example "
-        "`event_type == 'login'`.",
+        "`event_type == 'login'`. Missing values follow SQL rules: a row whose value "
+        "in a comparison is missing does not match it, not even with `!=` or "
+        "`not (...)`. Add `or event_type is None` to keep such rows.",
     )
 
     @field_validator("where")
@@ -589,7 +591,11 @@ class LatestMetric(WindowedMetric):
 
     Of rows with the same time, the row later in file order counts, with the files
     taken in the sorted order of their names. Of the notes of one day added with
-    `healthscore note add`, the note entered last counts.
+    `healthscore note add`, the note entered last counts. Times are compared as
+    wall-clock times in the project's time zone, so in the hour repeated when
+    clocks go back two rows such as `2024-11-03T01:30:00-04:00` and
+    `2024-11-03T01:30:00-05:00` (America/New_York) have the same time, and the row
+    later in file order counts even when it is the earlier instant.
     """
 
     type: Literal["latest"]
@@ -611,6 +617,9 @@ class RateMetric(WindowedMetric):
 
     With `exposure: tenure` the divisor is the shorter of the window and the account's
     tenure, so young accounts are not penalised for the days before they existed.
+    The tenure counts days to the as-of point, as the tenure metric does: with
+    `as_of_point: end_of_day` an account whose subscription starts on the as-of
+    date has 1 day of exposure; with `start_of_day` it has none, and no rate.
     """
 
     type: Literal["rate"]
@@ -647,10 +656,13 @@ class RateMetric(WindowedMetric):
 
 
 class TenureMetric(SourceMetric):
-    """Days since the start of the account's current run of subscriptions.
+    """Days of the account's current run of subscriptions up to the as-of point.
 
     Subscriptions separated by a gap of at most `max_gap` count as one run. Accounts
-    with no subscription active at the as-of point get no value.
+    with no subscription active on the as-of date get no value. The days are counted
+    to the as-of point, as `days_to_milestone` counts them: a subscription that
+    starts on the as-of date has 0 days with `as_of_point: start_of_day` and 1 day
+    with `end_of_day`.
     """
 
     type: Literal["tenure"]
@@ -707,8 +719,12 @@ class ChangeMetric(MetricBase):
     )
     mode: Literal["percent", "difference"] = Field(
         default="percent",
-        description="`percent`: current / previous - 1 (missing when previous is 0); "
-        "`difference`: current - previous.",
+        description="`percent`: (current - previous) / |previous|, which is current "
+        "/ previous - 1 when previous is positive, and positive for a rise when "
+        "previous is negative (previous -0.5, current 0: 1.0). It is missing when "
+        "previous is 0. `difference`: current - previous. In both modes a result "
+        "that is not a finite number, such as one beyond the float64 range, is "
+        "missing.",
     )
 
 
@@ -764,8 +780,10 @@ class NpsMetric(WindowedMetric):
     """Net Promoter Score of the survey responses in the window.
 
     Promoters (score 9-10) minus detractors (0-6) as a percentage of the responses,
-    from -100 to 100; passives (7-8) count only in the total. A score outside 0-10
-    is not a response. Missing when the window has no response.
+    from -100 to 100; passives (7-8) count only in the total. A fractional score is
+    classed by the same bounds: 9 to 10 is a promoter, above 6 and below 9 (such as
+    6.5 or 8.5) a passive, and 0 to 6 (such as 5.5) a detractor. A score outside
+    0-10 is not a response. Missing when the window has no response.
     """
 
     type: Literal["nps"]

@@ -401,6 +401,11 @@ def latest_key(table: ibis.Table, order: list[str]) -> ibis.Value:
     Of rows with the same time, the one later in file order has the greater key, so
     a `latest` metric takes it on every engine, whatever order the engine scans the
     rows in. For the notes of `healthscore note add`, that is the note entered last.
+
+    NOTE: the time is wall-clock time in the project zone (see `reader._typed`), so
+    in the hour repeated when clocks go back, rows stamped 01:30-04:00 and
+    01:30-05:00 tie, and file order picks one even if it is the earlier instant.
+    Ordering by the instant would need the reader to keep it in an extra column.
     """
     if not order:
         return table.timestamp

@@ -89,11 +89,15 @@ def active_accounts(sources: SourceSet, name: str, as_of: date) -> set[str]:
     return set(frame.loc[active, "account_id"])
 
 
-def tenure(sources: SourceSet, metric: TenureMetric, as_of: date) -> pd.Series:
-    """Days since the start of the current run of subscriptions, for active accounts.
+def tenure(
+    sources: SourceSet, metric: TenureMetric, as_of: date, point: datetime
+) -> pd.Series:
+    """Days from the start of the current run of subscriptions to the as-of point.
 
-    A run continues across a gap between one subscription's end and the next one's
-    start of at most `max_gap`.
+    Only accounts active on `as_of` have a value. A run continues across a gap
+    between one subscription's end and the next one's start of at most `max_gap`.
+    The days are counted to `point`, as `milestone` counts them, so with
+    `as_of_point: end_of_day` a subscription that starts on the as-of date has 1.
     """
     frame = _subscriptions(sources, metric.source, as_of)
     frame = frame.sort_values(["account_id", "start"], kind="stable")
@@ -110,7 +114,7 @@ def tenure(sources: SourceSet, metric: TenureMetric, as_of: date) -> pd.Series:
     )
     runs = runs.reset_index()
     current = runs[(runs["run_start"] <= day) & (runs["run_end"] > day)]
-    days = (day - current["run_start"]).dt.days.astype("float64")
+    days = (pd.Timestamp(point) - current["run_start"]).dt.days.astype("float64")
     return pd.Series(days.to_numpy(), index=current["account_id"].to_numpy())
 
 
@@ -176,13 +180,25 @@ def formula(values: pd.DataFrame, metric: FormulaMetric, name: str) -> pd.Series
 def change(
     values: pd.DataFrame, metric: ChangeMetric, previous: pd.Series
 ) -> pd.Series:
-    """Current window against the `previous` one (see ChangeMetric)."""
+    """Compare the current window with the `previous` one (see ChangeMetric).
+
+    In percent the change is (current - previous) / |previous|, so a rise is
+    positive whatever the sign of the earlier value. For a positive earlier value
+    that equals current / previous - 1. It is missing when the earlier value is 0.
+    In either mode a result that is not a finite number is missing, as in
+    `formula`: an infinite input, or a result beyond the float64 range.
+    """
     current = values[metric.of].astype("float64")
-    if metric.mode == "difference":
-        return current - previous
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result = current / previous - 1.0
-    return result.where(previous > 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if metric.mode == "difference":
+            result = current - previous
+        else:
+            # current / |previous| - sign(previous) is the same quotient, but it
+            # never computes current - previous, which can overflow near the
+            # float64 limit. For previous > 0 it is exactly current / previous - 1.
+            base = previous.where(previous != 0)
+            result = current / base.abs() - np.sign(base)
+    return result.where(np.isfinite(result))
 
 
 def rate(
@@ -229,7 +245,8 @@ def previous_window(
         earlier = as_of - (point.date() - span.end.date())
         tenure_metric = metrics[tenure_metric_name(base, metrics)]
         assert isinstance(tenure_metric, TenureMetric)
-        tenure_days = tenure(sources, tenure_metric, earlier).reindex(values.index)
+        tenure_days = tenure(sources, tenure_metric, earlier, span.end)
+        tenure_days = tenure_days.reindex(values.index)
     return _scaled_count(previous, base, span.days, tenure_days)
 
 
@@ -281,7 +298,7 @@ def add_derived(
     for name in evaluation_order(metrics):
         metric = metrics[name]
         if isinstance(metric, TenureMetric):
-            values[name] = tenure(sources, metric, as_of).reindex(index)
+            values[name] = tenure(sources, metric, as_of, point).reindex(index)
         elif isinstance(metric, MilestoneMetric):
             values[name] = milestone(values, sources, metric, name, point, accounts)
         elif isinstance(metric, AttributeMetric):

@@ -233,7 +233,7 @@ def _derived_by_date(
         ids = dated.account_ids[rows]
         part = dated.values.iloc[rows].set_axis(ids)
         if isinstance(metric, TenureMetric):
-            column = derived.tenure(sources, metric, as_of).reindex(ids)
+            column = derived.tenure(sources, metric, as_of, point).reindex(ids)
         elif isinstance(metric, MilestoneMetric):
             accounts = dated.accounts.iloc[rows]
             column = derived.milestone(part, sources, metric, name, point, accounts)

@@ -320,8 +320,8 @@ def _derived_definition(metric: MetricConfig) -> str:
         if metric.mode == "difference":
             return f"{metric.of} minus its value over the window before."
         return (
-            f"{metric.of} / its value over the window before - 1; missing when the "
-            "earlier value is 0."
+            f"({metric.of} - its value over the window before) / the absolute "
+            "earlier value; missing when the earlier value is 0."
         )
     if isinstance(metric, FormulaMetric):
         missing = (

@@ -931,6 +931,8 @@ def _typed(raw: str, kind: str, file_type: str, timestamp_format: str | None) ->
     else:
         # Text without an offset is read in the session zone; with an offset it is
         # converted to it.
+        # NOTE: the offset is lost here, so two instants of the hour repeated when
+        # clocks go back read as the same wall-clock time (see `latest_key`).
         text = f"CAST({raw} AS VARCHAR)"
         matched = f"regexp_matches({text}, {literal(TIMESTAMP_TEXT)})"
         parsed = f"TRY_CAST(CASE WHEN {matched} THEN {text} END AS TIMESTAMPTZ)"
