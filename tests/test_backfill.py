@@ -621,6 +621,32 @@ def test_replay_reads_file_of_older_snapshot(tmp_path: Path) -> None:
     assert kept.read_text() == project.file.read_text()
 
 
+def test_replay_kept_config_with_unused_key(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    as_of = date(2024, 4, 1)
+    run = score(project, as_of)
+    # A file kept before unused normalize keys were rejected may still set one.
+    kept = config_path(snapshot_store(project), project.settings_key())
+    data = yaml.safe_load(kept.read_text())
+    measures = [
+        measure
+        for scorecard in data["scorecards"]
+        for component in scorecard["components"].values()
+        for measure in component["measures"]
+    ]
+    bounded = [m for m in measures if m["normalize"]["method"] == "bounds"]
+    bounded[0]["normalize"]["target"] = 5
+    kept.write_text(yaml.safe_dump(data))
+
+    replayed = replay(project, as_of)
+
+    # The version hashes the changed scorecard, and the unused key changes nothing else.
+    columns = ["account_id", "score", "band", "coverage"]
+    pd.testing.assert_frame_equal(
+        replayed.result.scores[columns], run.result.scores[columns]
+    )
+
+
 def test_replay_without_kept_config(tmp_path: Path) -> None:
     project = _project(tmp_path)
     score(project, date(2024, 4, 1))

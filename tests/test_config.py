@@ -201,6 +201,15 @@ def test_bands_must_cover_range(tmp_path):
     )
 
 
+def test_empty_bands_named(tmp_path):
+    issue = one_issue(tmp_path, VALID + "bands: []\n")
+    assert issue.key == "bands"
+    assert issue.message == (
+        "no band is listed; list bands that cover the scores 0-100, or remove "
+        "bands to use the default at_risk, stable and healthy"
+    )
+
+
 def test_unknown_time_zone(tmp_path):
     issue = one_issue(
         tmp_path, VALID.replace("name: test", "name: test\ntimezone: Mars/Base")

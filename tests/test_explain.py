@@ -469,6 +469,19 @@ def test_missing_measure_weight_stays_in_component() -> None:
     ]
 
 
+def test_infinite_measure_named() -> None:
+    sentences = missing_sentences(
+        {"logins": float("inf"), "seats": 40.0, "tickets": 2.0}
+    )
+
+    assert sentences == [
+        "The value of logins is infinite, beyond the float64 range, so scoring "
+        "leaves it out as missing.",
+        "Measure logins has no value, so its weight went to the other measures of "
+        "component usage.",
+    ]
+
+
 def test_missing_component_weight_to_other_components() -> None:
     assert missing_sentences(USAGE_ONLY) == [
         "Component support has no measure with a value, so its weight went to the "

@@ -324,6 +324,11 @@ def test_outcome_schema_and_other_problems_listed(reader):
         "invalid date '2026-13-01'"
     )
     assert "churned" in messages["body.outcomes[0].kind"]
+    # The message names every item the same way, as the request's field.
+    text = response.json()["error"]["message"]
+    assert "outcomes[0].kind: " in text
+    assert "outcomes[1].account_id: " in text
+    assert "body." not in text
 
     listed = client.get(f"{API}/outcomes", headers=bearer(keys["admin"]))
     assert listed.json()["outcomes"] == []

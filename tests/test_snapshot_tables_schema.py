@@ -325,3 +325,46 @@ def test_postgres_compatible_types_written(
             "tables",
         )
     ]
+
+
+def test_postgres_unbounded_numeric_written(
+    tmp_path: Path, postgres_schema: str
+) -> None:
+    # NUMERIC without precision keeps every digit of a double, so it fits.
+    columns = (
+        LEGACY_WRONG_COLUMNS.replace("VARCHAR", "TEXT")
+        .replace("DOUBLE", "NUMERIC")
+        .replace("as_of INTEGER", "as_of DATE")
+        .replace("score TEXT", "score NUMERIC")
+    )
+    pg_execute(f'CREATE TABLE "{postgres_schema}".s ({columns})')
+    project = pg_project(tmp_path / "p", postgres_schema)
+
+    result = run_cli("validate", "--project", project.root)
+    rows = write_snapshot_table(project, settings_of(project), AS_OF, scores_frame())
+
+    assert result.exit_code == 0, result.output
+    assert rows == 1
+    _, stored = pg_state(postgres_schema)
+    assert float(stored[0][5]) == 71.5
+    assert float(stored[0][7]) == 1.0
+
+
+def test_postgres_bounded_numeric_rejected(
+    tmp_path: Path, postgres_schema: str
+) -> None:
+    columns = (
+        LEGACY_WRONG_COLUMNS.replace("VARCHAR", "TEXT")
+        .replace("DOUBLE", "DOUBLE PRECISION")
+        .replace("as_of INTEGER", "as_of DATE")
+        .replace("score TEXT", "score NUMERIC(5, 2)")
+    )
+    pg_execute(f'CREATE TABLE "{postgres_schema}".s ({columns})')
+    before = pg_state(postgres_schema)
+    project = pg_project(tmp_path / "p", postgres_schema)
+
+    with pytest.raises(SnapshotTableError) as caught:
+        write_snapshot_table(project, settings_of(project), AS_OF, scores_frame())
+
+    assert "score is DECIMAL(5, 2) but must be DOUBLE PRECISION" in str(caught.value)
+    assert pg_state(postgres_schema) == before

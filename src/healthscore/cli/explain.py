@@ -284,11 +284,31 @@ def _missing_sentences(measures: pd.DataFrame) -> list[str]:
     A measure's weight goes to the measures of its component that have a value,
     and the weight of a component with none goes to the other components.
     """
+    import numpy as np
+    import pandas as pd
+
     missing = measures[measures["normalized"].isna()]
     with_value = set(measures.loc[measures["normalized"].notna(), "component"])
-    if len(missing) and not with_value:
-        return ["No measure has a value, so the scorecard computes no score."]
     sentences = []
+    infinite: list[str] = []
+    if "value" in missing:
+        numbers = pd.to_numeric(missing["value"], errors="coerce").to_numpy("float64")
+        infinite = list(missing.loc[np.isinf(numbers), "measure"])
+    if infinite:
+        # Scoring leaves out values beyond the float64 range, as missing ones.
+        one = len(infinite) == 1
+        subject, verb, pronoun = (
+            ("value", "is", "it") if one else ("values", "are", "them")
+        )
+        sentences.append(
+            f"The {subject} of {_joined(infinite)} {verb} infinite, beyond the "
+            f"float64 range, so scoring leaves {pronoun} out as missing."
+        )
+    if len(missing) and not with_value:
+        return [
+            *sentences,
+            "No measure has a value, so the scorecard computes no score.",
+        ]
     partly = missing[missing["component"].isin(with_value)]
     for component, rows in partly.groupby("component", sort=False):
         names = _joined(rows["measure"])

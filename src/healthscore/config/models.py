@@ -174,6 +174,12 @@ def references_deferred(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("defer_references"))
 
 
+#: Validation context of a project file kept with a stored snapshot. It skips the
+#: checks that only reject settings without effect (such as a normalize key that
+#: the method does not use), so a date scored before such a check existed replays.
+KEPT_CONFIG: dict[str, bool] = {"kept_config": True}
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -916,7 +922,7 @@ class NormalizeConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _method_settings(self) -> NormalizeConfig:
+    def _method_settings(self, info: ValidationInfo) -> NormalizeConfig:
         if self.method == "bounds":
             if self.min is None or self.max is None:
                 raise ValueError("bounds needs min and max")
@@ -936,7 +942,8 @@ class NormalizeConfig(StrictModel):
             raise ValueError("categories needs scores")
         if self.log and self.method == "categories":
             raise ValueError("log applies to numbers, not to categories")
-        self._check_unused_keys()
+        if not (info.context and info.context.get("kept_config")):
+            self._check_unused_keys()
         return self
 
     def _check_unused_keys(self) -> None:
@@ -1572,6 +1579,11 @@ class ProjectConfig(StrictModel):
         Messages name each band with its position in the file, because the bands
         are compared in the order of their `min`, not in the order listed.
         """
+        if not bands:
+            raise ValueError(
+                "no band is listed; list bands that cover the scores 0-100, or remove "
+                "bands to use the default at_risk, stable and healthy"
+            )
         for position, band in enumerate(bands):
             if band.max < band.min:
                 raise ValueError(

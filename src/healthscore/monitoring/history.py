@@ -25,7 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from healthscore.config import Project
-from healthscore.config.models import ProjectConfig
+from healthscore.config.models import KEPT_CONFIG, ProjectConfig
 from healthscore.config.partial import Unparsed
 from healthscore.config.references import reference_issues
 from healthscore.engine import Engine
@@ -144,7 +144,7 @@ def replay_project(project: Project, as_of: date) -> Project:
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
-        config = ProjectConfig.model_validate(data)
+        config = ProjectConfig.model_validate(data, context=KEPT_CONFIG)
     except (yaml.YAMLError, ValidationError) as exc:
         raise KeptConfigError(
             f"the project file kept in {path} is no longer valid: {exc}; delete it "

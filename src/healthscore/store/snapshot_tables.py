@@ -992,13 +992,16 @@ def _fits(found: Any, expected: pa.DataType) -> bool:
     they are.
 
     Text columns of any length fit, although PostgreSQL rejects a value longer
-    than a VARCHAR(n) column. Numbers must be double precision, because REAL,
-    DECIMAL and integer columns round scores.
+    than a VARCHAR(n) column. Numbers must be double precision or PostgreSQL's
+    NUMERIC without precision, which keeps every digit of a double. REAL, integer
+    and DECIMAL(p, s) columns round scores.
     """
     if pa.types.is_string(expected):
         return bool(found.is_string())
     if pa.types.is_date32(expected):
         return bool(found.is_date())
+    if found.is_decimal():
+        return found.precision is None and found.scale is None
     return bool(found.is_float64())
 
 

@@ -434,6 +434,7 @@ def _validated_items(
     """
     rows = []
     details = []
+    lines: list[str] = []
     invalid = 0
     for index, item in enumerate(items):
         try:
@@ -443,6 +444,9 @@ def _validated_items(
             for error in exc.errors():
                 detail = validation_detail(error, None)
                 detail["location"] = location(("body", field, index, *error["loc"]))
+                # Message lines name items as the other problems do, without `body.`.
+                line = location((field, index, *error["loc"]))
+                lines.append(f"{line}: {detail['message']}")
                 details.append(detail)
             continue
         rows.append({**valid.model_dump(), LOCATION: f"{field}[{index}]"})
@@ -453,7 +457,7 @@ def _validated_items(
         counted=_counted(
             invalid, "item with invalid values", "items with invalid values"
         ),
-        lines=[f"{detail['location']}: {detail['message']}" for detail in details],
+        lines=lines,
         hints=[f"See /docs for the fields of each item of {field}."],
         details=details,
     )
