@@ -255,6 +255,16 @@ class JoinConfig(StrictModel):
 DATABASE_SCHEMES = ("postgresql://", "postgres://", "duckdb://")
 
 
+#: Format specifiers that DuckDB 2.0.1's strptime accepts, each after a `%`: those
+#: listed at https://duckdb.org/docs/sql/functions/dateformat, and `%h` and `%T`,
+#: which it accepts too. `-` before d, j, m, y, H, I, M or S allows no leading zero.
+STRPTIME_SPECIFIERS = (
+    "a", "A", "b", "B", "c", "d", "f", "g", "G", "h", "H", "I", "j", "m", "M", "n",
+    "p", "S", "T", "u", "U", "V", "w", "W", "x", "X", "y", "Y", "z", "Z", "%",
+    "-d", "-j", "-m", "-y", "-H", "-I", "-M", "-S",
+)  # fmt: skip
+
+
 class SourceConfig(StrictModel):
     """One input table: a file or glob of CSV (gzip too), Parquet or JSON Lines, or
     a table of a database (`table` and `connection` instead of `path`).
@@ -266,7 +276,14 @@ class SourceConfig(StrictModel):
     table, NaN is a missing value and an infinite value is unparseable. An empty
     text value is missing in every format. The Parquet and JSON Lines files of
     one glob are matched by column name, and a column that a file lacks is missing
-    in that file's rows.
+    in that file's rows, with a warning that names the file and the columns that
+    only it has, such as the new name of a renamed column. On DuckDB, each file of
+    a CSV glob must have every column of the glob's first file.
+
+    A column of a JSON Lines file is a top-level key: a dotted name such as
+    `context.user.id` does not reach into nested objects, and a nested value reads
+    as its JSON text. Copy such a value to a top-level key first, for example with
+    `jq -c '. + {user_id: .context.user.id}' in.jsonl > out.jsonl`, and map that key.
 
     An account id that a JSON Lines file writes as a number reads as the digits of
     its whole number, as a number id of a Parquet file or a database table does.
@@ -351,7 +368,8 @@ class SourceConfig(StrictModel):
     timestamp_format: str | None = Field(
         default=None,
         description="strftime format of timestamp and date columns when they are not "
-        "ISO 8601, for example `%d/%m/%Y %H:%M`.",
+        "ISO 8601, for example `%d/%m/%Y %H:%M`. Only the specifiers of DuckDB's "
+        "strptime are accepted; `%s` (Unix seconds) is not.",
     )
     delimiter: str = Field(default=",", description="CSV field delimiter.")
     joins: list[JoinConfig] = Field(
@@ -368,6 +386,38 @@ class SourceConfig(StrictModel):
         "columns. An attribute name may appear once across the source's standard "
         "columns, its attributes and its joins.",
     )
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _supported_timestamp_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        position = 0
+        while (position := value.find("%", position)) >= 0:
+            if position == len(value) - 1:
+                raise ValueError(
+                    f"{value!r} ends with a lone '%'; write '%%' for a percent sign"
+                )
+            length = 3 if value[position + 1] == "-" else 2
+            specifier = value[position + 1 : position + length]
+            if specifier == "s":
+                raise ValueError(
+                    f"{value!r} has the specifier '%s' (seconds since the Unix "
+                    "epoch), which is not read from files: a time column of a CSV, "
+                    "JSON Lines or Parquet file must contain text or a Parquet date "
+                    "or timestamp. Convert the column to text such as 2026-03-04 "
+                    "10:00:00 and remove timestamp_format. The importers of "
+                    "docs/importers.md read a number as Unix seconds without it"
+                )
+            if specifier not in STRPTIME_SPECIFIERS:
+                listed = " ".join("%" + known for known in STRPTIME_SPECIFIERS)
+                raise ValueError(
+                    f"{value!r} has the specifier {'%' + specifier!r}, which "
+                    f"DuckDB's strptime does not support. Use the specifiers "
+                    f"{listed}, for example '%d/%m/%Y %H:%M'"
+                )
+            position += length
+        return value
 
     @field_validator("columns")
     @classmethod

@@ -47,6 +47,34 @@ def open_binary(path: str) -> IO[bytes] | gzip.GzipFile:
     return open(path, "rb")
 
 
+#: First bytes of a file that is not UTF-8 text, with the encoding or compression
+#: they show. UTF-32 comes before UTF-16, because both of their little-endian byte
+#: order marks start with FF FE.
+_SIGNATURES = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def file_signature(path: str) -> tuple[str, bytes] | None:
+    """Return the encoding or compression that a file's first bytes show, with them.
+
+    Returns ("gzip", b"\x1f\x8b") for gzip data in a file whose name does not end in
+    .gz, ("UTF-16", mark) or ("UTF-32", mark) for a byte order mark, and None for
+    anything else, UTF-8 included. A .gz file is decompressed first. Raises OSError
+    or EOFError when the file cannot be read.
+    """
+    with open_binary(path) as handle:
+        start = handle.read(4)
+    for mark, kind in _SIGNATURES:
+        if start.startswith(mark) and not (kind == "gzip" and path.endswith(".gz")):
+            return kind, mark
+    return None
+
+
 def csv_records(
     path: str, delimiter: str
 ) -> Generator[tuple[int, list[str]], None, None]:
@@ -65,6 +93,20 @@ def csv_records(
             # A quoted field can span lines, so the next record starts after the
             # last line that this one used.
             line = reader.line_num + 1
+
+
+def csv_header(path: str, delimiter: str) -> list[str] | None:
+    """Return the fields of the first record of a CSV file, None for an empty file.
+
+    Raises OSError, EOFError, UnicodeDecodeError or csv.Error when the file cannot
+    be read.
+    """
+    records = csv_records(path, delimiter)
+    try:
+        first = next(records, None)
+    finally:
+        records.close()
+    return None if first is None else first[1]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ evaluates it per row.
 
 from __future__ import annotations
 
+import csv
 import glob
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -38,7 +40,9 @@ from healthscore.dates import EARLIEST_DATE
 from healthscore.errors import SourceError
 from healthscore.privacy.pseudonymize import pseudonymize_select
 from healthscore.sources.csv_rows import (
+    csv_header,
     fields_count,
+    file_signature,
     find_field_count_error,
     find_json_record_error,
     find_line_ending_change,
@@ -47,6 +51,8 @@ from healthscore.sources.csv_rows import (
     json_line_shifts,
     open_binary,
 )
+
+logger = logging.getLogger(__name__)
 
 _SQL_TYPES = {
     "string": "VARCHAR",
@@ -279,6 +285,10 @@ def read_source(
     if file_format == "jsonl":
         running_rows = not _number_json_lines(con, relation, files)
     check_whole_account_ids(con, name, source, relation, file_types, running_rows)
+    if file_format in ("parquet", "jsonl") and len(files) > 1:
+        _warn_column_lacking_in_files(
+            con, name, source, files, file_format, relation, file_types, columns
+        )
     unchecked = select.endswith(f"{_NO_PROBLEM} AS _problem")
     kept_values = select.endswith(" AS _value")
     return LoadedSource(
@@ -424,6 +434,14 @@ def _line_error(
     if not isinstance(exc, duckdb.InvalidInputException):
         return None
     if file_format == "csv":
+        # Checked first, because such a file fails every check by lines.
+        signed = _signature_error(name, files)
+        if signed is not None:
+            return signed
+        if _GLOB_MISMATCH in str(exc):
+            found = _glob_columns_error(name, source, files)
+            if found is not None:
+                return found
         if _INVALID_UNICODE in str(exc):
             found = _encoding_error(name, files)
             if found is not None:
@@ -438,6 +456,109 @@ def _line_error(
     if file_format == "jsonl":
         return _malformed_json_error(name, exc)
     return None
+
+
+def _signature_error(name: str, files: list[str]) -> SourceError | None:
+    """Name the first CSV file whose first bytes show gzip data or UTF-16 or UTF-32
+    text, if one does."""
+    for file in files:
+        try:
+            found = file_signature(file)
+        except (OSError, EOFError):
+            continue  # such as a .zst file, so DuckDB's message is kept
+        if found is None:
+            continue
+        kind, mark = found
+        shown = " ".join(f"{byte:02X}" for byte in mark)
+        failed = f"source {name!r}: cannot read {file} as csv: "
+        if kind == "gzip":
+            return SourceError(
+                f"{failed}the file is gzip-compressed (it starts with the bytes "
+                f"{shown}), but its name does not end in .gz, so it is read as plain "
+                f"text. Decompress it with `mv {file} {file}.gz && gunzip {file}.gz`, "
+                f"or rename it to end in .gz and change sources.{name}.path to match."
+            )
+        if file.endswith(".gz"):
+            fixed = file.removesuffix(".gz") + ".utf8.gz"
+            command = f"`gunzip -c {file} | iconv -f {kind} -t UTF-8 | gzip > {fixed}`"
+        else:
+            fixed = str(Path(file).with_suffix("")) + ".utf8" + Path(file).suffix
+            command = f"`iconv -f {kind} -t UTF-8 {file} > {fixed}`"
+        return SourceError(
+            f"{failed}the file is {kind} text (it starts with the byte order mark "
+            f"{shown}), but CSV files are read as UTF-8. Save it as UTF-8 (in Excel: "
+            f"CSV UTF-8), or convert it with {command}."
+        )
+    return None
+
+
+#: Part of DuckDB 2.0.1's message for a file of a CSV glob that lacks a column of
+#: the first file.
+_GLOB_MISMATCH = "schema mismatch in glob"
+
+#: Delimiters that a CSV header read as one column may turn out to use.
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _glob_columns_error(
+    name: str, source: SourceConfig, files: list[str]
+) -> SourceError | None:
+    """Name the files of a CSV glob whose header lacks a column of the first file.
+
+    DuckDB 2.0.1 reads the columns of a glob from its first file, and rejects a
+    later file that lacks one of them. A file whose header reads as one column
+    containing another delimiter is named first, because every column then seems
+    renamed. Returns None when the headers show no such file.
+    """
+    headers: dict[str, list[str]] = {}
+    for file in files:
+        try:
+            header = csv_header(file, source.delimiter)
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+            return None  # the caller keeps DuckDB's message
+        # DuckDB trims the spaces around a header name.
+        headers[file] = [column.strip() for column in (header or [])]
+    found = f"source {name!r}: cannot read the files of {source.path!r} "
+    found += "as one table: "
+    leave = f"move {{}} out of the folder or narrow sources.{name}.path."
+    for file, header in headers.items():
+        marks = [mark for mark in _DELIMITERS if len(header) == 1 and mark in header[0]]
+        if marks and marks[0] != source.delimiter:
+            return SourceError(
+                f"{found}the header of {file} looks separated by {marks[0]!r}, but "
+                f"every file of the glob is read with sources.{name}.delimiter, "
+                f"{source.delimiter!r}. Save the file with {source.delimiter!r} "
+                f"between its fields, or {leave.format('it')}"
+            )
+    first, *others = files
+    expected = headers[first]
+    differing = [file for file in others if set(expected) - set(headers[file])]
+    if not differing:
+        return None
+    file = differing[0]
+    lacked = [column for column in expected if column not in headers[file]]
+    extra = [column for column in headers[file] if column not in expected]
+    listed = _quoted_names(lacked)
+    message = (
+        f"{found}{file}{_more_files(len(differing) - 1)} has no column"
+        f"{'s' if len(lacked) > 1 else ''} {listed}, which the first file, {first}, "
+        f"has."
+    )
+    if extra:
+        message += f" It has {_quoted_names(extra)} instead."
+    return SourceError(
+        f"{message} Each file of a CSV glob must have every column of the first "
+        f"file, and sources.{name}.columns maps one name for every file, so rename "
+        f"the column in the file, or {leave.format('the file')}"
+    )
+
+
+def _quoted_names(names: list[str]) -> str:
+    """Return `names` quoted and joined with commas and a final "and"."""
+    quoted = [repr(name) for name in names]
+    if len(quoted) == 1:
+        return quoted[0]
+    return f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 #: Start of DuckDB 2.0.1's reason for a CSV line that is not valid UTF-8. Its
@@ -455,18 +576,59 @@ def _encoding_error(name: str, files: list[str]) -> SourceError | None:
         if found is None:
             continue
         line, position, byte = found
+        try:
+            windows = _windows_1252_byte(file)
+        except (OSError, EOFError):
+            windows = None
+        encoding = "LATIN1" if windows is None else "CP1252"
         if file.endswith(".gz"):
             fixed = file.removesuffix(".gz") + ".utf8.gz"
-            command = f"`gunzip -c {file} | iconv -f LATIN1 -t UTF-8 | gzip > {fixed}`"
+            command = (
+                f"`gunzip -c {file} | iconv -f {encoding} -t UTF-8 | gzip > {fixed}`"
+            )
         else:
             fixed = str(Path(file).with_suffix("")) + ".utf8" + Path(file).suffix
-            command = f"`iconv -f LATIN1 -t UTF-8 {file} > {fixed}`"
+            command = f"`iconv -f {encoding} -t UTF-8 {file} > {fixed}`"
+        advice = f"A Latin-1 file, for example, converts with {command}."
+        if windows is not None:
+            windows_line, windows_byte = windows
+            character = bytes([windows_byte]).decode("cp1252")
+            advice = (
+                f"Line {windows_line} has the byte 0x{windows_byte:02x}, which is "
+                f"{character!r} in Windows-1252 but a control character in Latin-1, "
+                f"so the file is likely Windows-1252 and converts with {command}."
+            )
         return SourceError(
             f"source {name!r}: cannot read {file} as csv: line {line} is not valid "
             f"UTF-8 (byte {position} of the line is 0x{byte:02x}). CSV files "
-            f"are read as UTF-8, so save the file as UTF-8. A Latin-1 file, for "
-            f"example, converts with {command}."
+            f"are read as UTF-8, so save the file as UTF-8. {advice}"
         )
+    return None
+
+
+#: Bytes that Windows-1252 maps to printable characters, such as 0x80 to the euro
+#: sign, and Latin-1 to C1 control characters. 0x81, 0x8d, 0x8f, 0x90 and 0x9d are
+#: left out, because Windows-1252 does not define them.
+_WINDOWS_1252_BYTES = re.compile(rb"[\x80\x82-\x8c\x8e\x91-\x9c\x9e\x9f]")
+
+
+def _windows_1252_byte(path: str) -> tuple[int, int] | None:
+    """Return the line and value of the first byte in a line that is not valid
+    UTF-8 and that only Windows-1252 reads as a printable character, or None.
+
+    Reads the whole file when it has no such byte. Raises OSError or EOFError when
+    the file cannot be read.
+    """
+    with open_binary(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.isascii():
+                continue
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                found = _WINDOWS_1252_BYTES.search(line)
+                if found is not None:
+                    return number, line[found.start()]
     return None
 
 
@@ -1133,6 +1295,207 @@ def _check_time_column_in_every_file(
         f"the column to the file, move the file out of the folder, or narrow "
         f"sources.{name}.path."
     )
+
+
+def _warn_column_lacking_in_files(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source: SourceConfig,
+    files: list[str],
+    file_format: str,
+    relation: str,
+    file_types: dict[str, str],
+    columns: dict[str, str],
+) -> None:
+    """Log a warning for each optional column that some files of a Parquet or JSON
+    Lines glob have and other files with rows lack.
+
+    The scan reads such a column as missing in the rows of the files that lack it,
+    so a column renamed in one monthly export would go unnoticed. The warning names
+    the columns that only the lacking files have, which may be the new name.
+    Required columns are not checked here: a row without one is excluded and listed
+    in the source report.
+    """
+    required = REQUIRED_COLUMNS[source.kind]
+    # File column name to the source column it is read as.
+    read: dict[str, str] = {}
+    for column in columns:
+        is_standard = column in STANDARD_COLUMNS[source.kind]
+        file_column = source.file_column(column) if is_standard else column
+        if column not in required and file_column in file_types:
+            read[file_column] = column
+    if not read:
+        return
+    try:
+        if file_format == "parquet":
+            lacking = _parquet_lacking_columns(con, files, read)
+        else:
+            lacking = _json_lacking_keys(con, files, relation, read)
+    except duckdb.Error as exc:
+        # The scan read these files, so this is unexpected; the check is skipped.
+        logger.debug("columns of the files of source %s not compared: %s", name, exc)
+        return
+    for file_column, (lacking_files, rows, extra) in lacking.items():
+        logger.warning(
+            "%s",
+            _lacking_column_message(
+                name, source, file_column, read[file_column], lacking_files, rows, extra
+            ),
+        )
+
+
+#: Per file column: the files with rows that lack it, their number of rows, and the
+#: columns that only those files have.
+_LackingColumns = dict[str, tuple[list[str], int, list[str]]]
+
+
+def _parquet_lacking_columns(
+    con: duckdb.DuckDBPyConnection, files: list[str], read: dict[str, str]
+) -> _LackingColumns:
+    """Find the columns of `read` that some Parquet files with rows lack.
+
+    Only the footers are read.
+    """
+    names = file_list(files)
+    schema = con.execute(
+        "SELECT file_name, name, coalesce(num_children, 0) "
+        f"FROM parquet_schema({names})"
+    ).fetchall()
+    elements: dict[str, list[tuple[str, int]]] = {}
+    for file, column, children in schema:
+        elements.setdefault(str(file), []).append((str(column), int(children)))
+    keys = {file: _top_level_names(found) for file, found in elements.items()}
+    rows = dict(
+        con.execute(
+            f"SELECT file_name, num_rows FROM parquet_file_metadata({names})"
+        ).fetchall()
+    )
+    lacking: _LackingColumns = {}
+    for column in read:
+        without = [f for f in files if rows.get(f, 0) and column not in keys[f]]
+        having = [f for f in files if column in keys[f]]
+        if not without or not having:
+            continue
+        extra = set().union(*(keys[f] for f in without))
+        extra -= set().union(*(keys[f] for f in having))
+        count = sum(rows[f] for f in without)
+        lacking[column] = (without, count, sorted(extra))
+    return lacking
+
+
+def _top_level_names(elements: list[tuple[str, int]]) -> set[str]:
+    """Return the top-level column names of one file's Parquet schema.
+
+    `elements` lists (name, number of children) in schema order, depth first,
+    starting with the root.
+    """
+    names: set[str] = set()
+    position = 1
+
+    def skip(start: int) -> int:
+        end = start + 1
+        for _ in range(elements[start][1]):
+            end = skip(end)
+        return end
+
+    for _ in range(elements[0][1] if elements else 0):
+        names.add(elements[position][0])
+        position = skip(position)
+    return names
+
+
+def _json_lacking_keys(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    relation: str,
+    read: dict[str, str],
+) -> _LackingColumns:
+    """Find the keys of `read` that some JSON Lines files with records lack.
+
+    The relation, already in memory, gives the files where a column has no value.
+    Only those files are scanned again for their keys. The files that have the key
+    are scanned too, but only when a file lacks it and has keys of its own. A key
+    written with null in every record of a file counts as present.
+    """
+    counts = ", ".join(f"count({quote(column)})" for column in read.values())
+    found = con.execute(
+        f"SELECT _file, count(*), {counts} FROM {quote(relation)} GROUP BY _file"
+    ).fetchall()
+    rows = {str(row[0]): int(row[1]) for row in found}
+    valued = {
+        column: {str(row[0]) for row in found if row[2 + index]}
+        for index, column in enumerate(read)
+    }
+    candidates = {
+        column: [f for f in files if rows.get(f, 0) and f not in valued[column]]
+        for column in read
+    }
+    checked = sorted({f for listed in candidates.values() for f in listed})
+    if not checked:
+        return {}
+    keys = _json_keys(con, checked)
+    lacking: _LackingColumns = {}
+    for column in read:
+        without = [f for f in candidates[column] if column not in keys.get(f, set())]
+        having = sorted(valued[column])
+        if not without or not having:
+            continue
+        extra = set().union(*(keys.get(f, set()) for f in without))
+        if extra:
+            extra -= set().union(*_json_keys(con, having).values())
+        lacking[column] = (without, sum(rows[f] for f in without), sorted(extra))
+    return lacking
+
+
+def _json_keys(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict[str, set[str]]:
+    """Return the top-level keys of the records of each JSON Lines file."""
+    found = con.execute(
+        "SELECT filename, list(DISTINCT key) FROM (SELECT filename, "
+        "unnest(json_keys(json)) AS key FROM read_json_objects("
+        f"{file_list(files)}, format = 'newline_delimited', filename = true)) "
+        "GROUP BY filename"
+    ).fetchall()
+    return {str(file): set(keys) for file, keys in found}
+
+
+def _lacking_column_message(
+    name: str,
+    source: SourceConfig,
+    file_column: str,
+    column: str,
+    files: list[str],
+    rows: int,
+    extra: list[str],
+) -> str:
+    """Describe a column that `files` of a glob lack, and what to do."""
+    subject = f"column {file_column!r}"
+    if file_column != column:
+        subject += f" for {column!r}"
+    one = len(files) == 1
+    owner = "the file's" if one else "the files'"
+    found = (
+        f"source {name!r}: {subject} not found in {files[0]}"
+        f"{_more_files(len(files) - 1)}, although other files of {source.path!r} "
+        f"have it, so {column!r} is missing in {owner} {rows} "
+        f"row{'' if rows == 1 else 's'}."
+    )
+    file = "file" if one else "files"
+    separate = f"read the {file} as a separate source with its own path."
+    if not extra:
+        return f"{found} Add the column to the {file}, or {separate}"
+    shown = ", ".join(repr(key) for key in extra[:_EXTRA_SHOWN])
+    if len(extra) > _EXTRA_SHOWN:
+        shown += f" and {len(extra) - _EXTRA_SHOWN} more"
+    return (
+        f"{found} The {file} {'has' if one else 'have'} {shown}, which no other "
+        f"file has. If that is the column renamed, rename it back in the {file}, "
+        f"because sources.{name}.columns maps one name for every file; otherwise "
+        f"{separate}"
+    )
+
+
+#: Columns that only the lacking files have, named in the warning at most.
+_EXTRA_SHOWN = 5
 
 
 #: DuckDB types of Parquet columns that contain times.
