@@ -384,6 +384,9 @@ def test_validate_data_reports_excluded_rows(project):
         in output
     )
     assert "2 rows fail a check and are excluded from scores" in result.stderr
+    advice = " ".join(result.stderr.split())
+    assert "correct the source's columns or timestamp_format" in advice
+    assert "decimal commas or thousands separators must be converted" in advice
 
 
 def test_validate_json(project):

@@ -124,8 +124,8 @@ def validate(
         check_supported(project)
     # The URL of the state store is parsed only. The snapshot table's database is
     # reached read-only to check the columns of an existing table.
-    # TODO: `score` also rejects a missing schema of a `schema.name` table
-    # (check_schema=True), which validate does not check yet.
+    # NOTE: validate does not check that the schema of a `schema.name` table
+    # exists, which `score` checks before it stores anything.
     parse_state_url(config.store.state)
     if config.store.snapshot_table is not None:
         unchecked = check_snapshot_table(
@@ -159,8 +159,11 @@ def validate(
         if problems:
             verb = "fails a check and is" if problems == 1 else "fail a check and are"
             note(
-                f"{plural(problems, 'row')} {verb} excluded from scores; fix "
-                "them in the source files or the column settings."
+                f"{plural(problems, 'row')} {verb} excluded from scores. Fix them "
+                "in the source files, or correct the source's columns or "
+                "timestamp_format where a column is mapped or parsed wrongly. "
+                "Numbers written with decimal commas or thousands separators "
+                "must be converted in the files."
             )
 
 
