@@ -603,10 +603,7 @@ def _check_existing_table(
             # another mode, and the check is then skipped.
             backend = ibis.duckdb.connect(str(database.path), read_only=True)
         else:
-            options: dict[str, Any] = dict(database.credentials())
-            if "connect_timeout" not in urlsplit(database.url).query:
-                options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-            backend = ibis.connect(database.url, **options)
+            backend = _connect_server(database)
     except ImportError:
         return []  # the write reports the missing driver
     except Exception as exc:
@@ -774,8 +771,6 @@ def _those(dates: list[date]) -> str:
 
 def _open_backend(database: Database, settings: SnapshotTableConfig) -> Any:
     """Connect to the table's database. Raises SnapshotTableError when that fails."""
-    import ibis
-
     from healthscore.store.duckdb_files import open_attached_backend
 
     try:
@@ -788,10 +783,7 @@ def _open_backend(database: Database, settings: SnapshotTableConfig) -> Any:
                 database.path.parent.mkdir(parents=True, exist_ok=True)
                 backend = _connect_duckdb_file(database, settings)
         else:
-            options: dict[str, Any] = dict(database.credentials())
-            if "connect_timeout" not in urlsplit(database.url).query:
-                options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-            backend = ibis.connect(database.url, **options)
+            backend = _connect_server(database)
     except ImportError:
         raise SnapshotTableError(
             "writing scores into PostgreSQL needs psycopg; install healthscore with "
@@ -985,6 +977,16 @@ _COLUMN_TYPES = {
         pa.float64(): "DOUBLE PRECISION",
     },
 }
+
+
+def _connect_server(database: Database) -> Any:
+    """Connect to a database server, with a timeout unless the URL sets one."""
+    import ibis
+
+    options: dict[str, Any] = dict(database.credentials())
+    if "connect_timeout" not in urlsplit(database.url).query:
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return ibis.connect(database.url, **options)
 
 
 def _fits(found: Any, expected: pa.DataType) -> bool:
