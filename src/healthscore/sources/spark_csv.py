@@ -14,6 +14,9 @@ ways that would let bad files through:
   flags the rows with U+FFFD, and Python then looks for the byte in their files.
   Spark takes its column names from one file and skips the header line of the
   others, so Python checks the first line of every file before the scan.
+- It matches the fields of every file to the column names of that one file by
+  position. `header_groups` therefore groups the files by header, and the scan
+  reads each group on its own and unions the groups by column name.
 - It reads each line as a row, so a quoted value with a line break splits its row,
   which then has too few fields.
 
@@ -28,7 +31,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from healthscore.config.models import SourceConfig
-from healthscore.sources.csv_rows import open_binary, open_csv_text
+from healthscore.sources.csv_rows import csv_records, open_binary, open_csv_text
 from healthscore.sources.reader import (
     SourceError,
     _describe_files,
@@ -93,6 +96,31 @@ def check_header_encoding(name: str, files: list[str]) -> None:
             found = _encoding_error(name, [file])
             if found is not None:
                 raise found from None
+
+
+def header_groups(files: list[str], delimiter: str) -> list[list[str]]:
+    """Group `files` by the column names of their header, in the order of `files`.
+
+    The header is parsed with Python's csv module as RFC 4180 text, so headers that
+    differ only in their quotes are in one group. A file whose header cannot be
+    parsed is a group of its own, so that Spark reads it with its own header and
+    reports what it cannot read.
+    """
+    groups: dict[tuple[str, ...] | int, list[str]] = {}
+    for position, file in enumerate(files):
+        key: tuple[str, ...] | int = position
+        try:
+            records = csv_records(file, delimiter)
+            try:
+                first = next(records, None)
+            finally:
+                records.close()
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+            first = None
+        if first is not None:
+            key = tuple(first[1])
+        groups.setdefault(key, []).append(file)
+    return list(groups.values())
 
 
 def replaced_bytes_error(

@@ -32,9 +32,11 @@ from healthscore.sources.reader import (
     FRACTIONAL_ID,
     LoadedSource,
     SourceError,
+    _check_repeated_columns,
     _columns_present,
     _describe_files,
     _first_line,
+    _glob_columns_error,
     _standard_select,
     fractional_id_error,
     is_number_account_id,
@@ -46,6 +48,7 @@ from healthscore.sources.spark_csv import (
     REPLACED_BYTES_COLUMN,
     check_header_encoding,
     csv_options,
+    header_groups,
     is_malformed_record,
     malformed_row_error,
     replaced_bytes,
@@ -192,6 +195,9 @@ def read_spark_source(
         )
 
     if file_format == "csv":
+        # Spark 4.0 renames a repeated column after its positions (`id0`, `id2`),
+        # so the header is rejected with the DuckDB reader's message instead.
+        _check_repeated_columns(name, source, files)
         check_header_encoding(name, files)
     raw = _scan(session, name, file_format, files, source)
     file_types = {
@@ -318,20 +324,16 @@ def _scan(
 
     try:
         if file_format == "csv":
-            frame = session.read.options(**csv_options(source)).csv(files)
-            # Reading every column makes Spark check every row's field count.
-            frame = frame.withColumn(
-                REPLACED_BYTES_COLUMN, replaced_bytes(frame.columns)
-            )
-        elif file_format == "parquet":
-            frame = _read_parquet(session, name, files, source)
+            frame = _read_csv(session, name, files, source)
         else:
-            frame = session.read.json(files)
-        frame = frame.select(
-            "*",
-            F.col("_metadata.file_path").alias("_file"),
-            F.monotonically_increasing_id().alias("_row"),
-        )
+            if file_format == "parquet":
+                frame = _read_parquet(session, name, files, source)
+            else:
+                frame = session.read.json(files)
+            frame = frame.select("*", F.col("_metadata.file_path").alias("_file"))
+        # The id is taken after the union of CSV groups, whose partitions Spark
+        # numbers one after the other, so ids stay unique and in scan order.
+        frame = frame.select("*", F.monotonically_increasing_id().alias("_row"))
         frame.schema  # noqa: B018 (resolves the schema, so errors surface here)
     except _spark_errors() as exc:
         hint = ""
@@ -345,6 +347,52 @@ def _scan(
             f"{_first_line(exc)}{hint}"
         ) from None
     return frame.withColumn("_file", _file_name(F.col("_file"), files))
+
+
+def _read_csv(
+    session: SparkSession, name: str, files: list[str], source: SourceConfig
+) -> DataFrame:
+    """Read CSV files with their columns matched by the names in each header.
+
+    One Spark read matches the fields of all its files by position to the header
+    of one of them. Files with another header are therefore read separately, and
+    the reads are unioned by name. Files with one header, the usual case, make one
+    read. As on DuckDB, a later file that lacks a column of the first file, or
+    whose header is written with another delimiter, stops the run with its name.
+    """
+    from pyspark.sql import functions as F
+
+    groups = header_groups(files, source.delimiter)
+    if len(groups) > 1:
+        mismatch = _glob_columns_error(name, source, files)
+        if mismatch is not None:
+            raise mismatch
+    frames = []
+    for group in groups:
+        frame = session.read.options(**csv_options(source)).csv(group)
+        # Reading every column makes Spark check every row's field count.
+        frames.append(
+            frame.select(
+                "*",
+                replaced_bytes(frame.columns).alias(REPLACED_BYTES_COLUMN),
+                F.col("_metadata.file_path").alias("_file"),
+            )
+        )
+    combined = frames[0]
+    for frame in frames[1:]:
+        combined = combined.unionByName(frame, allowMissingColumns=True)
+    if len(frames) == 1:
+        return combined
+    # unionByName appends the columns that only later groups have, so the scan's
+    # own columns are moved back to the end.
+    own = (REPLACED_BYTES_COLUMN, "_file")
+    # Backticks keep a name with a dot one column name, not a field of a struct.
+    columns = [
+        F.col("`" + column.replace("`", "``") + "`")
+        for column in combined.columns
+        if column not in own
+    ]
+    return combined.select(*columns, *own)
 
 
 #: Spark 4.0 SQL setting under which its Parquet reader reads a TIMESTAMP(NANOS)
