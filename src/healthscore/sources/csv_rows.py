@@ -144,16 +144,11 @@ def find_repeated_column(
     """
     for file in files:
         try:
-            records = csv_records(file, delimiter)
-            try:
-                first = next(records, None)
-            finally:
-                records.close()
+            header = csv_header(file, delimiter)
         except (OSError, EOFError, UnicodeDecodeError, csv.Error):
             return None
-        if first is None:
+        if header is None:
             continue
-        header = first[1]
         for column in dict.fromkeys(header):
             positions = [i for i, name in enumerate(header, 1) if name == column]
             if column in columns and len(positions) > 1:

@@ -31,7 +31,11 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from healthscore.config.models import SourceConfig
-from healthscore.sources.csv_rows import csv_records, open_binary, open_csv_text
+from healthscore.sources.csv_rows import (
+    csv_header,
+    open_binary,
+    open_csv_text,
+)
 from healthscore.sources.reader import (
     SourceError,
     _describe_files,
@@ -110,15 +114,11 @@ def header_groups(files: list[str], delimiter: str) -> list[list[str]]:
     for position, file in enumerate(files):
         key: tuple[str, ...] | int = position
         try:
-            records = csv_records(file, delimiter)
-            try:
-                first = next(records, None)
-            finally:
-                records.close()
+            header = csv_header(file, delimiter)
         except (OSError, EOFError, UnicodeDecodeError, csv.Error):
-            first = None
-        if first is not None:
-            key = tuple(first[1])
+            header = None
+        if header is not None:
+            key = tuple(header)
         groups.setdefault(key, []).append(file)
     return list(groups.values())
 
