@@ -177,6 +177,22 @@ def test_parquet_glob_alike_files_do_not_warn(tmp_path, caplog):
     assert reader_warnings(caplog) == []
 
 
+def test_parquet_glob_letter_case_does_not_warn(tmp_path, caplog):
+    project = glob_project(
+        tmp_path,
+        "events/*.parquet",
+        {
+            "events/1.parquet": events_frame("a1", "2026-01-04 10:00", value=1.0),
+            "events/2.parquet": events_frame("a1", "2026-02-04 10:00", Value=2.0),
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger=READER_LOGGER):
+        rows = load(project).rows("events").execute().sort_values("timestamp")
+    assert reader_warnings(caplog) == []
+    # DuckDB reads Value as value, so both rows have their value.
+    assert list(rows["value"]) == [1.0, 2.0]
+
+
 def test_validate_prints_glob_column_warning(tmp_path):
     project = renamed_parquet_project(tmp_path)
     result = CliRunner().invoke(

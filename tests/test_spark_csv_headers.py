@@ -235,3 +235,20 @@ def test_rows_of_both_files_kept(spark, tmp_path):  # noqa: F811
     assert list(by_time["timestamp"]) == [
         pd.Timestamp(datetime(2024, 3, day, 10)) for day in (1, 2, 3, 4)
     ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["account_id, timestamp ,value", "Account_Id,Timestamp,VALUE"],
+    ids=["spaces", "letter-case"],
+)
+def test_header_spelling_matched_as_on_duckdb(spark, tmp_path, header):  # noqa: F811
+    second = f"{header}\na2,2024-03-05 10:00:00,4\n"
+    project = events_project(tmp_path, {"1.csv": FIRST_EVENTS, "2.csv": second})
+
+    on_spark = spark_metrics(spark, project)
+
+    # a2: 2 from the first file and 4 from the second, in two events.
+    assert on_spark.loc["a2", "value_28d"] == 6
+    assert on_spark.loc["a2", "events_28d"] == 2
+    pd.testing.assert_frame_equal(on_spark, duckdb_metrics(project))

@@ -277,8 +277,9 @@ class SourceConfig(StrictModel):
     text value is missing in every format. The Parquet and JSON Lines files of
     one glob are matched by column name, and a column that a file lacks is missing
     in that file's rows, with a warning that names the file and the columns that
-    only it has, such as the new name of a renamed column. On DuckDB, each file of
-    a CSV glob must have every column of the glob's first file.
+    only it has, such as the new name of a renamed column. The files of a CSV glob
+    are matched by column name too, ignoring letter case and spaces around names,
+    and each must have every column of the glob's first file.
 
     A column of a JSON Lines file is a top-level key: a dotted name such as
     `context.user.id` does not reach into nested objects, and a nested value reads

@@ -532,12 +532,15 @@ def _glob_columns_error(
             )
     first, *others = files
     expected = headers[first]
-    differing = [file for file in others if set(expected) - set(headers[file])]
+    # DuckDB matches the columns of the files by name, whatever their letter case.
+    wanted = _folded(set(expected))
+    differing = [file for file in others if wanted - _folded(set(headers[file]))]
     if not differing:
         return None
     file = differing[0]
-    lacked = [column for column in expected if column not in headers[file]]
-    extra = [column for column in headers[file] if column not in expected]
+    present = _folded(set(headers[file]))
+    lacked = [column for column in expected if column.casefold() not in present]
+    extra = [column for column in headers[file] if column.casefold() not in wanted]
     listed = _quoted_names(lacked)
     message = (
         f"{found}{file}{_more_files(len(differing) - 1)} has no column"
@@ -1370,17 +1373,30 @@ def _parquet_lacking_columns(
             f"SELECT file_name, num_rows FROM parquet_file_metadata({names})"
         ).fetchall()
     )
+    # DuckDB matches the columns of the files by name, whatever their letter case.
+    folded = {file: _folded(found) for file, found in keys.items()}
     lacking: _LackingColumns = {}
     for column in read:
-        without = [f for f in files if rows.get(f, 0) and column not in keys[f]]
-        having = [f for f in files if column in keys[f]]
+        key = column.casefold()
+        without = [f for f in files if rows.get(f, 0) and key not in folded[f]]
+        having = [f for f in files if key in folded[f]]
         if not without or not having:
             continue
-        extra = set().union(*(keys[f] for f in without))
-        extra -= set().union(*(keys[f] for f in having))
+        having_names = set().union(*(folded[f] for f in having))
+        extra = {
+            name
+            for f in without
+            for name in keys[f]
+            if name.casefold() not in having_names
+        }
         count = sum(rows[f] for f in without)
         lacking[column] = (without, count, sorted(extra))
     return lacking
+
+
+def _folded(names: set[str]) -> set[str]:
+    """Return the names case-folded, as DuckDB compares column names."""
+    return {name.casefold() for name in names}
 
 
 def _top_level_names(elements: list[tuple[str, int]]) -> set[str]:
@@ -1436,13 +1452,17 @@ def _json_lacking_keys(
     keys = _json_keys(con, checked)
     lacking: _LackingColumns = {}
     for column in read:
-        without = [f for f in candidates[column] if column not in keys.get(f, set())]
+        key = column.casefold()
+        without = [
+            f for f in candidates[column] if key not in _folded(keys.get(f, set()))
+        ]
         having = sorted(valued[column])
         if not without or not having:
             continue
         extra = set().union(*(keys.get(f, set()) for f in without))
         if extra:
-            extra -= set().union(*_json_keys(con, having).values())
+            having_names = _folded(set().union(*_json_keys(con, having).values()))
+            extra = {name for name in extra if name.casefold() not in having_names}
         lacking[column] = (without, sum(rows[f] for f in without), sorted(extra))
     return lacking
 

@@ -102,6 +102,15 @@ def check_header_encoding(name: str, files: list[str]) -> None:
                 raise found from None
 
 
+def header_key(column: str) -> str:
+    """Return the form of a header name that columns are matched by across files.
+
+    DuckDB trims the spaces around a header name and matches names whatever their
+    letter case, so files whose headers differ only in that way read as one table.
+    """
+    return column.strip().casefold()
+
+
 def header_groups(files: list[str], delimiter: str) -> list[list[str]]:
     """Group `files` by the column names of their header, in the order of `files`.
 
@@ -118,7 +127,7 @@ def header_groups(files: list[str], delimiter: str) -> list[list[str]]:
         except (OSError, EOFError, UnicodeDecodeError, csv.Error):
             header = None
         if header is not None:
-            key = tuple(header)
+            key = tuple(header_key(column) for column in header)
         groups.setdefault(key, []).append(file)
     return list(groups.values())
 

@@ -49,6 +49,7 @@ from healthscore.sources.spark_csv import (
     check_header_encoding,
     csv_options,
     header_groups,
+    header_key,
     is_malformed_record,
     malformed_row_error,
     replaced_bytes,
@@ -368,16 +369,24 @@ def _read_csv(
         if mismatch is not None:
             raise mismatch
     frames = []
+    names: dict[str, str] = {}
     for group in groups:
         frame = session.read.options(**csv_options(source)).csv(group)
+        header = frame.columns
         # Reading every column makes Spark check every row's field count.
-        frames.append(
-            frame.select(
-                "*",
-                replaced_bytes(frame.columns).alias(REPLACED_BYTES_COLUMN),
-                F.col("_metadata.file_path").alias("_file"),
-            )
+        frame = frame.select(
+            "*",
+            replaced_bytes(header).alias(REPLACED_BYTES_COLUMN),
+            F.col("_metadata.file_path").alias("_file"),
         )
+        if not names:
+            names = {header_key(column): column for column in header}
+        else:
+            # The first group's spelling, so a header with other spaces or letter
+            # case matches its columns in the union.
+            spelled = [names.get(header_key(column), column) for column in header]
+            frame = frame.toDF(*spelled, REPLACED_BYTES_COLUMN, "_file")
+        frames.append(frame)
     combined = frames[0]
     for frame in frames[1:]:
         combined = combined.unionByName(frame, allowMissingColumns=True)
