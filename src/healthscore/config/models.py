@@ -649,10 +649,10 @@ class LatestMetric(WindowedMetric):
     Of rows with the same time, the row later in file order counts, with the files
     taken in the sorted order of their names. Of the notes of one day added with
     `healthscore note add`, the note entered last counts. Times are compared as
-    wall-clock times in the project's time zone, so in the hour repeated when
-    clocks go back two rows such as `2024-11-03T01:30:00-04:00` and
-    `2024-11-03T01:30:00-05:00` (America/New_York) have the same time, and the row
-    later in file order counts even when it is the earlier instant.
+    wall-clock times in the project's time zone. So in the hour repeated when
+    clocks go back, rows such as `2024-11-03T01:30:00-04:00` and
+    `2024-11-03T01:30:00-05:00` (America/New_York) have the same time. The row
+    later in file order then counts, even when it is the earlier instant.
     """
 
     type: Literal["latest"]

@@ -146,8 +146,8 @@ def _as_numbers(values: pd.Series, method: str) -> np.ndarray:
 def _warn_infinite(values: pd.Series, infinite: np.ndarray, method: str) -> None:
     """Log a warning naming the metric and the accounts whose value is infinite.
 
-    The index of `values` holds account ids. It holds an id once per as-of date
-    when several dates are scored at once, so the ids are counted once each.
+    The index of `values` contains account ids, once per as-of date when several
+    dates are scored at once, so each id is counted once.
     """
     ids = pd.unique(values.index[infinite].astype(str))
     examples = ", ".join(ids[:_EXAMPLE_IDS])

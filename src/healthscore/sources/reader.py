@@ -533,14 +533,18 @@ def _glob_columns_error(
     first, *others = files
     expected = headers[first]
     # DuckDB matches the columns of the files by name, whatever their letter case.
-    wanted = _folded(set(expected))
-    differing = [file for file in others if wanted - _folded(set(headers[file]))]
+    expected_folded = _folded(set(expected))
+    differing = [
+        file for file in others if expected_folded - _folded(set(headers[file]))
+    ]
     if not differing:
         return None
     file = differing[0]
     present = _folded(set(headers[file]))
     lacked = [column for column in expected if column.casefold() not in present]
-    extra = [column for column in headers[file] if column.casefold() not in wanted]
+    extra = [
+        column for column in headers[file] if column.casefold() not in expected_folded
+    ]
     listed = _quoted_names(lacked)
     message = (
         f"{found}{file}{_more_files(len(differing) - 1)} has no column"
