@@ -131,6 +131,63 @@ def test_where_missing_column(tmp_path: Path, command: str) -> None:
     assert "sources.events.columns, or change metrics.events_28d.where" in output
 
 
+def glob_project(root: Path, metrics: dict[str, Any]) -> Path:
+    """Events in two CSV files, of which only the later one has `value`."""
+    config = minimal_config(metrics=metrics)
+    config["sources"]["events"]["path"] = "events/*.csv"
+    files = {
+        "accounts.csv": ACCOUNTS_WITHOUT_SEATS,
+        "events/1.csv": "account_id,timestamp\na1,2024-03-01 09:00:00\n",
+        "events/2.csv": "account_id,timestamp,Value\na2,2024-03-02 09:00:00,4\n",
+    }
+    write_project(root, config, files)
+    return root
+
+
+def test_glob_where_column_later_file(tmp_path: Path) -> None:
+    metrics = {
+        "events_28d": {
+            "type": "count",
+            "source": "events",
+            "window": "28d",
+            "where": "value > 1",
+        },
+    }
+    root = glob_project(tmp_path, metrics)
+    result = run("score", "--project", root, "--as-of", "2024-04-01")
+    output = flat(result)
+    assert result.exit_code == 1, output
+    expected = (
+        "needs column 'value' of source 'events', which the source lacks: "
+        "events/2.csv has it, but a CSV glob takes its columns from its first "
+        "file, events/1.csv, which lacks it; add the column to the files"
+    )
+    assert expected in output
+
+
+def test_glob_metric_column_later_file(tmp_path: Path) -> None:
+    metrics = {
+        "events_28d": {"type": "count", "source": "events", "window": "28d"},
+        "value_28d": {
+            "type": "sum",
+            "source": "events",
+            "column": "value",
+            "window": "28d",
+        },
+    }
+    root = glob_project(tmp_path, metrics)
+    result = run("score", "--project", root, "--as-of", "2024-04-01")
+    output = flat(result)
+    assert result.exit_code == 1, output
+    expected = (
+        "metric 'value_28d' reads column 'value', which source 'events' does not "
+        "have (it has account_id, timestamp): "
+    )
+    assert expected in output
+    assert "events/2.csv has it, but a CSV glob takes its columns" in output
+    assert "events/1.csv, which lacks it; add the column" in output
+
+
 def test_present_columns_pass(tmp_path: Path) -> None:
     accounts = "account_id,name,segment,seats,arr\na1,Acme,smb,5,100\n"
     metrics = {

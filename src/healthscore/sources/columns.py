@@ -23,6 +23,7 @@ owner and tasks take the owner of their alert, as the settings document.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from healthscore.config.models import (
 )
 from healthscore.config.playbooks import TASK_FIELDS, template_fields
 from healthscore.expressions import parse_expression
+from healthscore.sources.csv_rows import csv_header
 from healthscore.sources.reader import LoadedSource
 
 #: Account column of alert and task owners when the settings name none.
@@ -109,11 +111,53 @@ def metric_column_problems(
         if column not in have:
             problems.append(
                 f"metric {name!r} reads column {column!r}, which source "
-                f"{source!r} does not have (it has {', '.join(have)}); add "
+                f"{source!r} does not have (it has {', '.join(have)})"
+                f"{_glob_clause(loaded[source], column)}; add "
                 f"the column to the source's files, map it in sources."
                 f"{source}.columns, or fix metrics.{name}.column"
             )
     return problems
+
+
+def _glob_clause(source: LoadedSource, column: str) -> str:
+    """Return `_glob_note` as a clause to add after a list of columns, or ""."""
+    note = _glob_note(source, column)
+    return f": {note}" if note else ""
+
+
+def _glob_note(
+    source: LoadedSource, column: str, project: Project | None = None
+) -> str:
+    """Name the later files of a CSV glob whose header has a column the first lacks.
+
+    A CSV glob takes its columns from its first file, so the values of such a
+    column in the later files cannot be read until the first file has it too.
+    Returns an empty text for other sources, or when no later header has it.
+    """
+    config = source.config
+    if len(source.files) < 2 or config.resolved_format() != "csv":
+        return ""
+    expected = config.file_column(column).strip().casefold()
+    first, *others = source.files
+    having = []
+    for file in others:
+        try:
+            header = csv_header(file, config.delimiter) or []
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+            continue
+        if expected in {name.strip().casefold() for name in header}:
+            having.append(file)
+    if not having:
+        return ""
+    if project is not None:
+        having = [_describe(project, (file,)) for file in having]
+        first = _describe(project, (first,))
+    named = having[0] if len(having) == 1 else f"{having[0]} and {len(having) - 1} more"
+    verb = "has" if len(having) == 1 else "have"
+    return (
+        f"{named} {verb} it, but a CSV glob takes its columns from its first "
+        f"file, {first}, which lacks it"
+    )
 
 
 def _column_readers(
@@ -292,15 +336,19 @@ def _message(
         f"add the column to {files}, map a column of {files} to it in "
         f"sources.{source.name}.columns"
     )
+    note = _glob_note(source, column, project)
     if len(readers) == 1:
         reader = readers[0]
+        lacks = "does not have" if len(source.files) == 1 else "do not have"
+        lacking = f"the source lacks: {note}" if note else f"{named} {lacks}"
         return (
             f"{reader.subject} ({reader.key}) needs column {column!r} of source "
-            f"{source.name!r}, which {named} does not have; {fix}, or {reader.fix}"
+            f"{source.name!r}, which {lacking}; {fix}, or {reader.fix}"
         )
     keys = ", ".join(dict.fromkeys(reader.key for reader in readers))
+    where = f"the source ({note})" if note else named
     return (
-        f"column {column!r} of source {source.name!r} is not in {named}, but "
+        f"column {column!r} of source {source.name!r} is not in {where}, but "
         f"{len(readers)} settings read it: {keys}; {fix}, or change those settings"
     )
 
