@@ -169,9 +169,11 @@ def test_validate_prints_table_name_warning(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(app, ["validate", "--project", str(root)])
 
-    assert result.exit_code == 0, result.output
+    # The schema "Reports" does not exist, and the warning comes before that error.
+    assert result.exit_code == 1, result.output
     warning = " ".join(result.stderr.split())
     assert warning.startswith(f"warning: {root / 'healthscore.yml'}:"), warning
+    assert "error: store.snapshot_table.table: schema 'Reports'" in warning
     assert (
         "store.snapshot_table.table: table 'Reports.MyScores' has upper-case letters"
         in warning

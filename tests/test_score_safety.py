@@ -217,6 +217,41 @@ def test_cli_missing_schema_exit_1(tmp_path, postgres_schema):
     assert snapshot_store(project).dates() == []
 
 
+def test_validate_missing_postgres_schema(tmp_path, postgres_schema):
+    missing = f"{postgres_schema}_missing"
+    table = {"connection": PG_URL, "table": f"{missing}.scores"}
+    project = make_project(tmp_path, store={"snapshot_table": table})
+
+    result = run("validate", "--project", project.root)
+
+    assert result.exit_code == 1
+    assert f"schema '{missing}' of table '{missing}.scores' does not exist" in flat(
+        result.stderr
+    )
+    assert f'CREATE SCHEMA "{missing}"' in flat(result.stderr)
+
+
+def test_validate_existing_duckdb_schema(tmp_path):
+    database = tmp_path / "scores.duckdb"
+    table = {"connection": f"duckdb://{database}", "table": "reports.scores"}
+    project = make_project(tmp_path / "p", store={"snapshot_table": table})
+    duckdb.connect(str(database)).close()
+
+    missing = run("validate", "--project", project.root)
+
+    assert missing.exit_code == 1
+    assert "schema 'reports' of table 'reports.scores' does not exist" in flat(
+        missing.stderr
+    )
+
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE SCHEMA reports")
+    present = run("validate", "--project", project.root)
+
+    assert present.exit_code == 0, present.output
+    assert "healthscore.yml is valid" in present.stdout
+
+
 def test_unreachable_schema_check_keeps_parquet(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

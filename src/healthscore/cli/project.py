@@ -123,15 +123,17 @@ def validate(
         # The file alone shows what Spark cannot run, so no session is started.
         check_supported(project)
     # The URL of the state store is parsed only. The snapshot table's database is
-    # reached read-only to check the columns of an existing table.
-    # NOTE: validate does not check that the schema of a `schema.name` table
-    # exists, which `score` checks before it stores anything.
+    # reached read-only, to check the schema of a `schema.name` table as `score`
+    # does and the columns of an existing table.
     parse_state_url(config.store.state)
     if config.store.snapshot_table is not None:
+        # Printed first, because an upper-case name may be why the schema is missing.
+        for issue in snapshot_table_warnings(project):
+            note_wrapped(f"warning: {issue}")
         unchecked = check_snapshot_table(
-            project, config.store.snapshot_table, check_columns=True
+            project, config.store.snapshot_table, check_schema=True
         )
-        for issue in [*unchecked, *snapshot_table_warnings(project)]:
+        for issue in unchecked:
             note_wrapped(f"warning: {issue}")
     if data:
         summaries = check_data(project, day, show_progress=not json_output)

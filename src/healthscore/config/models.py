@@ -1408,7 +1408,8 @@ class SnapshotTableConfig(StrictModel):
     table: str = Field(
         description="Table name, as `name` or `schema.name`; created with the "
         "columns of the snapshot's scores table, `as_of` and `project` when missing. "
-        "A schema is not created: it must exist. On PostgreSQL both names are "
+        "A schema is not created: it must exist, and `healthscore validate` checks "
+        "that it does. On PostgreSQL both names are "
         "quoted, so their case is kept: a table written as `MyScores` must be "
         'queried as `"MyScores"`, and a schema created without quotes must be '
         "written here in lower case. Lower-case names need no quotes, and "
