@@ -133,6 +133,30 @@ def test_bad_rows_reported_by_file_row_column_reason(tmp_path):
     assert all(e.file.endswith("events.csv") for e in report.examples)
 
 
+def test_empty_row_reported_by_account_id(tmp_path):
+    events = (
+        "account_id,timestamp,value\n"
+        "a1,2024-03-01 10:00:00,1\n"
+        ",,\n"
+        "a2,,2\n"
+        ",2024-03-02 10:00:00,3\n"
+    )
+    project = write_project(
+        tmp_path,
+        minimal_config(),
+        {"accounts.csv": ACCOUNTS_CSV, "events.csv": events},
+    )
+    sources = load(project)
+    report = {r.source: r for r in sources.report(datetime(2024, 4, 1))}["events"]
+
+    assert report.excluded == {
+        "missing_value:account_id": 2,
+        "missing_value:timestamp": 1,
+    }
+    examples = {(e.row, e.column) for e in report.examples}
+    assert examples == {(2, "account_id"), (3, "timestamp"), (4, "account_id")}
+
+
 def test_empty_optional_value_is_kept_as_missing(tmp_path):
     project = write_project(
         tmp_path,

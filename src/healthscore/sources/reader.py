@@ -790,6 +790,7 @@ def _standard_select(
     joined = joined or {}
     typed: dict[str, str] = {}
     checks: list[tuple[str, str]] = []
+    missing: list[tuple[str, str]] = []
     id_checks: list[tuple[str, str]] = []
     raw_values: dict[str, str] = {}
     required = set(REQUIRED_COLUMNS[source.kind])
@@ -858,11 +859,14 @@ def _standard_select(
             if kind in ("date", "timestamp") and not never_infinite:
                 value = f"CASE WHEN {_inside_supported_dates(value)} THEN {value} END"
         if column in required and not never_missing:
-            checks.insert(
-                0, (f"NOT {_present(raw, raw_type)}", f"missing_value:{column}")
+            missing.append(
+                (f"NOT {_present(raw, raw_type)}", f"missing_value:{column}")
             )
         typed[column] = value
-    checks = id_checks + checks + _range_checks(source, typed)
+    # The missing required values come first, in the order of the columns, so a
+    # row without any value, such as an empty line of a CSV export, is reported
+    # by its account id.
+    checks = id_checks + missing + checks + _range_checks(source, typed)
     problem = _NO_PROBLEM
     if checks:
         cases = " ".join(
