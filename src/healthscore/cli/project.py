@@ -133,8 +133,8 @@ def validate(
         unchecked = check_snapshot_table(
             project, config.store.snapshot_table, check_schema=True
         )
-        for issue in unchecked:
-            note_wrapped(f"warning: {issue}")
+        for problem in unchecked:
+            note_wrapped(f"warning: {problem}")
     if data:
         summaries = check_data(project, day, show_progress=not json_output)
     else:
