@@ -219,12 +219,20 @@ def scorecard_versions(project: Project) -> dict[str, str]:
 def active_overrides(
     project: Project, as_of: date, state: StateStore | None = None
 ) -> list[Override]:
-    """Overrides in the operational store (`state`, or opened now) on `as_of`."""
+    """Overrides in the operational store (`state`, or opened now) on `as_of`.
+
+    A SQLite store whose file does not exist contains no override, so it is neither
+    created nor migrated here.
+    """
+    from healthscore.store.database import may_hold_rows
     from healthscore.store.state import StateStore
 
     if state is not None:
         return state.active_overrides(as_of)
-    with StateStore.open(project.config.store.state, project.root) as opened:
+    url = project.config.store.state
+    if not may_hold_rows(url, project.root):
+        return []
+    with StateStore.open(url, project.root) as opened:
         return opened.active_overrides(as_of)
 
 
