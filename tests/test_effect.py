@@ -471,3 +471,44 @@ def test_effect_without_churn_source_says_so(tmp_path):
     assert ebr["treated"]["churned"] is None
     assert ebr["treated"]["churn_rate"] is None
     assert ebr["churn_difference"] is None
+
+
+def test_alert_precision_counts_left_out_alerts():
+    alerts = pd.DataFrame(
+        [
+            ("drop", "t1", JAN),  # retained: t1 churns 2026-02-15, after 01-31
+            ("drop", "t1", date(2026, 2, 20)),  # t1 churned before the alert
+            ("drop", "c1", date(2026, 2, 10)),  # c1 churns 2026-03-01, within
+            ("drop", "c2", date(2026, 3, 15)),  # horizon ends 04-14, after APR
+            ("gap", "c3", date(2026, 3, 2)),  # horizon ends on APR: observed
+            ("gap", "c3", date(2026, 3, 20)),  # horizon ends 04-19, after APR
+        ],
+        columns=["rule", "account_id", "as_of"],
+    )
+
+    found = alert_precision(alerts, CHURN, horizon_days=30, observed_until=APR)
+    by_rule = {item.rule: item for item in found}
+
+    assert by_rule["drop"].alerted == 2
+    assert by_rule["drop"].churned == 1
+    assert by_rule["drop"].skipped == {"unobserved": 1, "churned_before": 1}
+    assert by_rule["gap"].alerted == 1
+    assert by_rule["gap"].churned == 0
+    assert by_rule["gap"].skipped == {"unobserved": 1, "churned_before": 0}
+
+
+def test_effect_json_counts_unobserved_alerts(tmp_path):
+    project = _subscription_project(tmp_path)
+    for day in (date(2026, 2, 1), date(2026, 3, 1)):
+        score(project, day)
+
+    result = CliRunner().invoke(
+        app, ["effect", "--horizon", "28d", "--json", "--project", str(tmp_path)]
+    )
+
+    assert result.exit_code == 0, result.output
+    idle = json.loads(result.stdout)["alert_precision"][0]
+    # a2 and a3 are alerted on 2026-03-01, whose 28-day horizon ends after the
+    # last snapshot. a1 has no active subscription then, so it is not scored.
+    assert idle["alerted"] == 3
+    assert idle["skipped"] == {"unobserved": 2, "churned_before": 0}

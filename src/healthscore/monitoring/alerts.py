@@ -21,6 +21,12 @@ same rule: a held alert whose cool-down counts an alert of another date stays he
 scoring an account is alerted every other week at most, also when a missed week is
 scored after a later one. History is read strictly before the run's date, so a
 backfill gives the same alerts as daily runs when the dates are evaluated in order.
+
+Rules that compare a score with earlier snapshots (drop, trend, band_change and the
+fall of renewal_risk) read only the earlier scores of the account's current
+scorecard version (`History.same_version`). An edit of the scorecard, its metrics
+or the bands changes the version, so the edit alone raises none of those alerts,
+and the rules start again from the first snapshot of the new version.
 """
 
 from __future__ import annotations
@@ -50,12 +56,14 @@ from healthscore.config.alerts import (
 )
 from healthscore.config.models import ProjectConfig
 from healthscore.monitoring.guard import (
+    VERSION_COLUMNS,
     GuardDecision,
     StaleSource,
     check_guard,
     check_max_age_sources,
     find_stale_sources,
     newest_rows,
+    same_scorecard_version,
 )
 from healthscore.scoring import INSUFFICIENT_DATA, UNSCORED, round_half_up, top_drivers
 from healthscore.scoring.routing import AccountColumns
@@ -110,6 +118,20 @@ class SuppressedAlert:
     `cooldown`."""
 
 
+@dataclass(frozen=True)
+class VersionChange:
+    """Accounts whose earlier snapshots scored them under another scorecard version."""
+
+    scorecard: str
+    """The scorecard that scores the accounts now."""
+    version: str
+    """Its version now (`Project.scorecard_version`)."""
+    since: date
+    """First date scored under this version after the last date under another
+    one. It is the run's date when the version changed with this run."""
+    accounts: int
+
+
 @dataclass
 class AlertOutcome:
     """Result of `evaluate_alerts` for one as-of date."""
@@ -121,6 +143,9 @@ class AlertOutcome:
     guard: GuardDecision
     alert_ids: list[int] = field(default_factory=list)
     """Store ids of `raised`, in the same order."""
+    version_changes: list[VersionChange] = field(default_factory=list)
+    """Accounts whose history the rules read only in part, because an earlier
+    snapshot in it scored them under another scorecard version."""
 
     @property
     def held(self) -> bool:
@@ -142,10 +167,17 @@ class Match:
 
 @dataclass
 class History:
-    """Scores (`as_of`, `account_id`, `score`, `band`) of snapshots before a date."""
+    """Scores of snapshots before a date.
+
+    The columns are `as_of`, `account_id`, `score`, `band`, `scorecard` and
+    `scorecard_version`; the last two are missing values in snapshots without them.
+    """
 
     as_of: date
     scores: pd.DataFrame
+    snapshot_dates: list[date] | None = None
+    """Dates read, oldest first, including those whose rows `same_version`
+    dropped. None takes the dates of `scores`."""
 
     @classmethod
     def load(cls, store: SnapshotStore, as_of: date, days: int, count: int) -> History:
@@ -157,12 +189,78 @@ class History:
             | {day for day in earlier if day >= oldest}
         )
         if not selected:
-            return cls(as_of, _empty_scores())
+            return cls(as_of, _empty_scores(), [])
         scores = store.read_many("scores", selected)
-        return cls(as_of, scores[["as_of", "account_id", "score", "band"]])
+        for name in VERSION_COLUMNS:
+            if name not in scores.columns:
+                scores[name] = None
+        columns = ["as_of", "account_id", "score", "band", *VERSION_COLUMNS]
+        return cls(as_of, scores[columns], selected)
+
+    def same_version(self, current: pd.DataFrame) -> History:
+        """Keep each account's scores of the scorecard version that scores it now.
+
+        `current` is the run's scores table. Its `scorecard` and
+        `scorecard_version` columns are compared with each row's, where a missing
+        value matches any (see `guard.same_scorecard_version`). The dates stay
+        those read, so the previous date is still the previous snapshot's, even
+        when none of its rows is kept.
+        """
+        alike = self._alike(current)
+        return History(self.as_of, self.scores[alike], self.dates())
+
+    def version_changes(self, current: pd.DataFrame) -> list[VersionChange]:
+        """Group the accounts of `current` that have scores of another version.
+
+        Only accounts with a score in `current` count. Each group is one scorecard,
+        version and `since` date, the first date of that version after the
+        account's last score under another one.
+        """
+        alike = self._alike(current)
+        scored = set(current.loc[current["score"].notna(), "account_id"])
+        rows = self.scores.assign(alike=alike)
+        rows = rows[rows["account_id"].isin(scored)]
+        last_other = rows[~rows["alike"]].groupby("account_id")["as_of"].max()
+        if last_other.empty:
+            return []
+        later = rows[rows["alike"] & rows["account_id"].isin(last_other.index)]
+        later = later.join(last_other.rename("other"), on="account_id")
+        later = later[later["as_of"] > later["other"]]
+        first_alike = later.groupby("account_id")["as_of"].min()
+        since = first_alike.reindex(last_other.index).fillna(self.as_of)
+        now = current.set_index("account_id").reindex(
+            index=last_other.index, columns=list(VERSION_COLUMNS)
+        )
+        groups: dict[tuple[str, str, date], int] = {}
+        for account, day in since.items():
+            key = (
+                str(now.at[account, "scorecard"]),
+                str(now.at[account, "scorecard_version"]),
+                day,
+            )
+            groups[key] = groups.get(key, 0) + 1
+        return [
+            VersionChange(scorecard, version, day, count)
+            for (scorecard, version, day), count in sorted(groups.items())
+        ]
+
+    def _alike(self, current: pd.DataFrame) -> np.ndarray:
+        """Return which rows were scored under the account's version in `current`."""
+        names = [name for name in VERSION_COLUMNS if name in current.columns]
+        if not names or self.scores.empty:
+            return np.ones(len(self.scores), dtype=bool)
+        merged = self.scores[["account_id", *names]].merge(
+            current[["account_id", *names]],
+            on="account_id",
+            how="left",
+            suffixes=("", "_current"),
+        )
+        return same_scorecard_version(merged, "_current")
 
     def dates(self) -> list[date]:
         """Return the snapshot dates read, oldest first."""
+        if self.snapshot_dates is not None:
+            return list(self.snapshot_dates)
         return sorted(set(self.scores["as_of"]))
 
     def previous_date(self) -> date | None:
@@ -249,12 +347,17 @@ def evaluate_alerts(
         run.metrics.values, accounts, history,
     )  # fmt: skip
     stale = _stale_sources(project, run, engine)
+    current = run.result.scores if population is None else population
+    changes = history.version_changes(current)
+    _log_version_changes(project, run.as_of, changes)
     previous_as_of = history.previous_date()
+    # The guard reads every account of the previous snapshot and leaves out
+    # those scored under another scorecard version itself.
     previous = None if previous_as_of is None else history.on(previous_as_of)
     guard = check_guard(
         settings.guard,
         run.as_of,
-        run.result.scores if population is None else population,
+        current,
         None if previous is None else previous.reset_index(),
         previous_as_of,
         stale,
@@ -284,7 +387,7 @@ def evaluate_alerts(
         now=now or datetime.now(UTC),
         project=alert_project_key(project),
     )
-    outcome = AlertOutcome(run.as_of, [], suppressed, guard)
+    outcome = AlertOutcome(run.as_of, [], suppressed, guard, version_changes=changes)
     for result in results:
         if result.id is None:
             outcome.suppressed.append(SuppressedAlert(result.alert, result.outcome))
@@ -308,6 +411,58 @@ def evaluate_alerts(
 #: The service evaluates the alerts of every rescoring batch, so without it each
 #: batch of a flagged day would repeat the same warning.
 _flag_warned_on: dict[str, date] = {}
+
+
+#: Last as-of date whose scorecard version changes were logged, per project folder,
+#: so that the service's rescoring batches of one day log them once.
+_versions_noted_on: dict[str, date] = {}
+
+
+def _log_version_changes(
+    project: Project, as_of: date, changes: Sequence[VersionChange]
+) -> None:
+    """Log the accounts compared within a new scorecard version, once per date.
+
+    A change with this run is a warning, because the run compares those accounts
+    with no earlier snapshot. Later runs log at INFO level.
+    """
+    folder = str(project.root)
+    if not changes or _versions_noted_on.get(folder) == as_of:
+        return
+    _versions_noted_on[folder] = as_of
+    level = logging.INFO
+    if any(change.since == as_of for change in changes):
+        level = logging.WARNING
+    logger.log(level, "%s", version_change_note(changes, as_of))
+
+
+def version_change_note(changes: Sequence[VersionChange], as_of: date) -> str:
+    """Describe the accounts whose earlier scores of another version were left out."""
+    sentences = []
+    for change in changes:
+        accounts = (
+            "1 account was"
+            if change.accounts == 1
+            else f"{change.accounts} accounts were"
+        )
+        day = change.since.isoformat()
+        compared = (
+            "compared with no earlier snapshot"
+            if change.since == as_of
+            else f"compared only with the snapshots from {day} on"
+        )
+        sentences.append(
+            f"{accounts} {compared}, because scorecard {change.scorecard} changed "
+            f"to version {change.version} on {day}."
+        )
+    rules = (
+        "The drop, trend, band_change and renewal_risk rules compare scores only "
+        "within one scorecard version, so they start again from that snapshot"
+    )
+    if any(change.since == as_of for change in changes):
+        rules += ", and the guard leaves those accounts out of its band-change share"
+    sentences.append(rules + ".")
+    return " ".join(sentences)
 
 
 def _log_flagged_run(
@@ -504,8 +659,10 @@ def find_alerts(
     accounts
         Account columns, indexed by account_id.
     history
-        Scores of the snapshots before `as_of`.
+        Scores of the snapshots before `as_of`. The rules read only each account's
+        scores of the scorecard version in `scores` (see `History.same_version`).
     """
+    history = history.same_version(scores)
     context = _Context(config, as_of, scores, measures, metrics, accounts, history)
     matched = [
         (rule, match)
@@ -955,5 +1112,7 @@ def _empty_scores() -> pd.DataFrame:
             "account_id": pd.Series(dtype=str),
             "score": pd.Series(dtype=float),
             "band": pd.Series(dtype=str),
+            "scorecard": pd.Series(dtype=str),
+            "scorecard_version": pd.Series(dtype=str),
         }
     )

@@ -62,6 +62,10 @@ SKIP_REASONS = {
     "active subscription on its date",
 }
 
+#: Reasons for leaving an alert out of its rule's precision, as in SKIP_REASONS. An
+#: alert is raised on a stored snapshot, so `no_snapshot` never applies.
+ALERT_SKIP_REASONS = ("unobserved", "churned_before")
+
 #: How each label source decides churn, for the report.
 CHURN_SOURCES = {
     "subscriptions": "subscriptions: an account churned when it has no active "
@@ -118,6 +122,8 @@ class RulePrecision:
     churned: int | None
     precision: float | None
     interval: Interval
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Alerts left out, by reason (ALERT_SKIP_REASONS, described in SKIP_REASONS)."""
 
 
 # Confidence intervals
@@ -520,7 +526,9 @@ def alert_precision(
 
     An account counts once per rule, over its alerts whose horizon ends by
     `observed_until` and that have a churn label. It counts as churned when it
-    churned within the horizon of any of those alerts.
+    churned within the horizon of any of those alerts. The other alerts are
+    counted in `skipped`: `unobserved` when the horizon ends after
+    `observed_until`, `churned_before` when the alert has no churn label.
 
     Parameters
     ----------
@@ -537,18 +545,21 @@ def alert_precision(
     for rule in sorted(alerts["rule"].unique()):
         rows = alerts[alerts["rule"] == rule]
         outcome: dict[str, bool] = {}
+        skipped = dict.fromkeys(ALERT_SKIP_REASONS, 0)
         for account, day in zip(rows["account_id"], rows["as_of"], strict=True):
             if day + horizon > observed_until:
+                skipped["unobserved"] += 1
                 continue
             label = labels.label(str(account), day)
             if math.isnan(label):
+                skipped["churned_before"] += 1
                 continue
             outcome[str(account)] = outcome.get(str(account), False) or label == 1.0
         alerted = len(outcome)
         churned_count = sum(outcome.values())
         if not labels.measured:
             results.append(
-                RulePrecision(rule, alerted, None, None, Interval(None, None))
+                RulePrecision(rule, alerted, None, None, Interval(None, None), skipped)
             )
             continue
         results.append(
@@ -558,6 +569,7 @@ def alert_precision(
                 churned=churned_count,
                 precision=churned_count / alerted if alerted else None,
                 interval=wilson_interval(churned_count, alerted, confidence),
+                skipped=skipped,
             )
         )
     return results

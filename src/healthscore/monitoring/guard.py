@@ -4,6 +4,10 @@ A broken import looks like a crisis: every account changes band at once, or a so
 stops growing and usage metrics collapse. The guard compares a run with the previous
 snapshot and with the age of each source's newest row. When the run looks like a
 data problem, its alerts are stored as held instead of being delivered.
+
+An account scored under another scorecard version on the previous date, because the
+scorecard, its metrics or the bands were edited, is left out of the band-change
+share. Its band change comes from the edit, not from the data.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ PSI_EPSILON = 1e-4
 
 #: Source kinds whose rows carry a `timestamp` column.
 _STAMPED_KINDS = ("events", "tickets", "invoices", "surveys", "notes")
+
+#: Columns of a scores table that name the scorecard behind a score and its version,
+#: the content hash of `Project.scorecard_version` that run.json records too.
+VERSION_COLUMNS = ("scorecard", "scorecard_version")
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,12 @@ class GuardDecision:
     as_of, previous_as_of
         The run's date and the previous snapshot's date (None for the first run).
     accounts_compared
-        Accounts with a score on both dates.
+        Accounts with a score on both dates under the same scorecard version.
     accounts_changed_band
         Those among them whose band differs between the two dates.
+    accounts_changed_version
+        Accounts with a score on both dates under different scorecard versions
+        (or scorecards). They are left out of `accounts_compared`.
     band_change_share
         `accounts_changed_band / accounts_compared`, or None with nothing compared.
     max_band_change_share
@@ -82,6 +93,7 @@ class GuardDecision:
     stale_sources: list[StaleSource] = field(default_factory=list)
     distribution: list[dict[str, Any]] = field(default_factory=list)
     psi: float | None = None
+    accounts_changed_version: int = 0
 
     @property
     def too_many_band_changes(self) -> bool:
@@ -119,6 +131,7 @@ class GuardDecision:
             "previous_as_of": _iso(self.previous_as_of),
             "accounts_compared": self.accounts_compared,
             "accounts_changed_band": self.accounts_changed_band,
+            "accounts_changed_version": self.accounts_changed_version,
             "band_change_share": self.band_change_share,
             "max_band_change_share": self.max_band_change_share,
             "stale_sources": [
@@ -154,14 +167,16 @@ def check_guard(
     as_of
         The run's as-of date.
     current, previous
-        Scores tables (`account_id`, `score`, `band`) of the run and of the previous
-        snapshot; `previous` is None for the first run.
+        Scores tables (`account_id`, `score`, `band`, and `scorecard` and
+        `scorecard_version` when known) of the run and of the previous snapshot;
+        `previous` is None for the first run. Accounts whose scorecard version
+        differs between the two count in `accounts_changed_version` only.
     previous_as_of
         Date of the previous snapshot.
     stale_sources
         Result of `find_stale_sources`.
     """
-    compared, changed = _band_changes(current, previous)
+    compared, changed, changed_version = _band_changes(current, previous)
     share = changed / compared if compared else None
     counts = bin_counts(current["score"])
     psi = None
@@ -177,22 +192,49 @@ def check_guard(
         stale_sources=list(stale_sources),
         distribution=score_distribution(current["score"]),
         psi=psi,
+        accounts_changed_version=changed_version,
     )
 
 
 def _band_changes(
     current: pd.DataFrame, previous: pd.DataFrame | None
-) -> tuple[int, int]:
-    """Count accounts scored on both dates, and those whose band changed."""
+) -> tuple[int, int, int]:
+    """Count accounts scored on both dates under one scorecard version, those among
+    them whose band changed, and the accounts scored under two versions."""
     if previous is None:
-        return 0, 0
+        return 0, 0, 0
     columns = ["account_id", "score", "band"]
+    columns += [
+        name
+        for name in VERSION_COLUMNS
+        if name in current.columns and name in previous.columns
+    ]
     both = current[columns].merge(
         previous[columns], on="account_id", suffixes=("", "_previous")
     )
     both = both[both["score"].notna() & both["score_previous"].notna()]
+    alike = same_scorecard_version(both, "_previous")
+    both = both[alike]
     changed = int((both["band"] != both["band_previous"]).sum())
-    return len(both), changed
+    return len(both), changed, int((~alike).sum())
+
+
+def same_scorecard_version(frame: pd.DataFrame, suffix: str) -> np.ndarray:
+    """Return which rows of a merged scores frame compare one scorecard version.
+
+    `frame` has the `VERSION_COLUMNS` of one date and the same columns with
+    `suffix` of another. A row matches when the scorecard and the version are
+    equal on both dates. A missing value matches any value, as in snapshots that
+    lack the columns or in accounts that no scorecard scored.
+    """
+    alike = np.ones(len(frame), dtype=bool)
+    for name in VERSION_COLUMNS:
+        other = f"{name}{suffix}"
+        if name not in frame.columns or other not in frame.columns:
+            continue
+        left, right = frame[name], frame[other]
+        alike &= (left.isna() | right.isna() | (left == right)).to_numpy(dtype=bool)
+    return alike
 
 
 def bin_counts(scores: pd.Series) -> np.ndarray:
