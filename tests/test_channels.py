@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
@@ -264,6 +265,49 @@ def test_webhook_client_error_is_permanent(receiver):
         WebhookSender(receiver.url, SECRET, timeout=5).send(sample_delivery())
 
     assert caught.value.permanent is True
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_webhook_missing_path_names_channel_url(receiver, status):
+    receiver.status = status
+    delivery = sample_delivery()
+    secret_url = receiver.url + "/T0123/B0456/s3cr3t"
+
+    with pytest.raises(DeliveryError) as caught:
+        WebhookSender(secret_url, SECRET, timeout=5).send(delivery)
+
+    message = str(caught.value)
+    assert caught.value.permanent is True
+    assert message.startswith(
+        f"POST http://127.0.0.1:{receiver.port} failed with HTTP {status} "
+    )
+    assert "alerts.channels.hook.url" in message
+    assert "channel 'hook'" in message
+    assert "s3cr3t" not in message
+    assert "/hook" not in message
+
+
+def test_slack_missing_path_names_channel_url(receiver):
+    receiver.status = 404
+    delivery = replace(sample_delivery(), channel="team-slack")
+
+    with pytest.raises(DeliveryError) as caught:
+        SlackSender(receiver.url, None, timeout=5).send(delivery)
+
+    assert "alerts.channels.team-slack.url" in str(caught.value)
+    assert caught.value.permanent is True
+
+
+def test_webhook_server_error_gives_no_url_advice(receiver):
+    receiver.status = 503
+
+    with pytest.raises(DeliveryError) as caught:
+        WebhookSender(receiver.url, SECRET, timeout=5).send(sample_delivery())
+
+    assert str(caught.value) == (
+        f"POST http://127.0.0.1:{receiver.port} failed with HTTP 503 "
+        "Service Unavailable"
+    )
 
 
 def test_webhook_unreachable(receiver):

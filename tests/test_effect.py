@@ -512,3 +512,16 @@ def test_effect_json_counts_unobserved_alerts(tmp_path):
     # last snapshot. a1 has no active subscription then, so it is not scored.
     assert idle["alerted"] == 3
     assert idle["skipped"] == {"unobserved": 2, "churned_before": 0}
+
+
+def test_effect_text_counts_unobserved_alerts(tmp_path):
+    project = _subscription_project(tmp_path)
+    for day in (date(2026, 2, 1), date(2026, 3, 1)):
+        score(project, day)
+
+    result = CliRunner().invoke(
+        app, ["effect", "--horizon", "28d", "--project", str(tmp_path)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "idle: left out 2 unobserved alerts." in " ".join(result.stdout.split())

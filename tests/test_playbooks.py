@@ -1113,3 +1113,51 @@ def test_task_title_score_stays_in_band(tmp_path):
     assert scores.loc["a1", "score"] == pytest.approx(40.5)
     assert scores.loc["a1", "band"] == "stable"
     assert [task.title for task in opened] == ["Check a1: score 41, band stable"]
+
+
+def template_project(root: Path, title: str, description: str = "") -> Any:
+    task = {"title": title, "description": description}
+    settings = config([{"name": "check", "when": "account_id == 'a1'", "task": task}])
+    return write_project(
+        root, settings, {"accounts.csv": ACCOUNTS, "events.csv": EVENTS}
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "template", "error"),
+    [
+        ("title", "Low use at {name}: {score:.0q}", "Unknown format code 'q'"),
+        ("title", "{arr:%Y}", "Invalid format specifier '%Y'"),
+        ("description", "Owner {owner:.0f}", "Unknown format code 'f'"),
+        ("description", "Band {band!r:d}", "Unknown format code 'd'"),
+    ],
+)
+def test_template_format_spec_checked_at_load(tmp_path, key, template, error):
+    # Caught when the project loads, before anything is scored or stored.
+    texts = {"title": "Check {name}", "description": ""}
+    texts[key] = template
+
+    with pytest.raises(ConfigError) as raised:
+        template_project(tmp_path, texts["title"], texts["description"])
+
+    (issue,) = raised.value.issues
+    lines = (tmp_path / "healthscore.yml").read_text().splitlines()
+    assert issue.file == str(tmp_path / "healthscore.yml")
+    assert issue.key == f"playbooks[0].task.{key}"
+    assert issue.line is not None
+    assert lines[issue.line - 1].lstrip().startswith(f"{key}:")
+    assert error in issue.message
+    assert "format spec" in issue.message
+
+
+def test_template_valid_format_specs_render(tmp_path):
+    title = "{name:>6}|{arr:,.0f}|{score:05.1f}|{as_of:%d %b %Y}|{due_on!s}"
+    project = template_project(tmp_path, title, "[{segment:^12}]|{owner:_<7}")
+    run = score(project, AS_OF, store=False)
+
+    with StateStore.open(project.config.store.state, project.root) as state:
+        (task,) = apply_playbooks(project, run, [], state, now=NOW)
+
+    # a1 has 2 of 10 events (usage 20) and 2 of 4 users (adoption 50), so score 35.
+    assert task.title == "  Acme|120,000|035.0|01 Mar 2026|2026-03-15"
+    assert task.description == "[ enterprise ]|alice__"

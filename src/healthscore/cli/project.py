@@ -135,6 +135,8 @@ def validate(
         )
         for problem in unchecked:
             note_wrapped(f"warning: {problem}")
+    for warning in guard_recipient_warnings(project):
+        note_wrapped(f"warning: {warning}")
     if data:
         summaries = check_data(project, day, show_progress=not json_output)
     else:
@@ -253,6 +255,35 @@ def owner_address_warnings(project: Project, accounts: pd.DataFrame) -> list[str
             f"list the recipients under `to`. Accounts: {named}."
         )
     return warnings
+
+
+def guard_recipient_warnings(project: Project) -> list[str]:
+    """List warnings about email channels whose `to` is `owner` alone.
+
+    The guard's alert about a held run has no owner. It is raised only when a
+    held run stores alerts, so a project without alert rules gets no warning.
+    """
+    settings = project.config.alerts
+    if not settings.rules:
+        return []
+    others = list(settings.ownerless_alert_channels())
+    if others:
+        names = others[0]
+        if len(others) > 1:
+            names = ", ".join(others[:-1]) + f" and {others[-1]}"
+        reach = f"Guard alerts go only to {names}"
+    else:
+        reach = (
+            "No channel delivers guard alerts, so only the output of `healthscore "
+            "score` and `healthscore alerts list` show a held run"
+        )
+    return [
+        f"alerts.channels.{name}.to is `owner`, so channel {name!r} gets no guard "
+        "alert, which reports a held run and has no owner. To mail guard alerts, "
+        f"list addresses next to owner, as in `to: [owner, ops@example.com]`. "
+        f"{reach}."
+        for name in settings.owner_only_channels()
+    ]
 
 
 def _validation_json(

@@ -218,12 +218,18 @@ def guard_lines(guard: GuardDecision, *, alerts_stored: bool = True) -> list[str
     since = guard.previous_as_of.isoformat()
     psi = "-" if guard.psi is None else f"{guard.psi:.4f}"
     lines = [f"PSI of the scores against the snapshot of {since}: {psi}."]
-    if guard.band_change_share is None:
-        lines.append(f"No account has a score both now and on {since}.")
-    else:
+    if guard.band_change_share is not None:
         lines.append(
             f"{guard.accounts_changed_band:,} of {guard.accounts_compared:,} accounts "
             f"({guard.band_change_share:.1%}) changed band since {since}."
+        )
+    elif not guard.accounts_changed_version:
+        lines.append(f"No account has a score both now and on {since}.")
+    if guard.accounts_changed_version:
+        verb = "is" if guard.accounts_changed_version == 1 else "are"
+        lines.append(
+            f"{counted(guard.accounts_changed_version, 'account')} scored on {since} "
+            f"under another scorecard version {verb} left out of the band changes."
         )
     lines.extend(reasons)
     return lines

@@ -452,6 +452,11 @@ def _print_effect(report: EffectReport) -> None:
         say_wrapped(f"{item.kind}: left out {skipped}.")
     if report.alert_precision:
         console.print(_precision_table(report))
+    for rule in report.alert_precision:
+        left_out = {key: count for key, count in rule.skipped.items() if count}
+        if left_out:
+            counts = ", ".join(f"{count} {key}" for key, count in left_out.items())
+            say_wrapped(f"{rule.rule}: left out {counts} alerts.")
     say_wrapped(report.caveat)
 
 

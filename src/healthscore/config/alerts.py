@@ -260,7 +260,11 @@ class EmailChannel(StrictModel):
     sender: str = Field(alias="from", description="From address.")
     to: list[str] | Literal["owner"] = Field(
         description="Recipient addresses, or `owner` for the alert's owner, which "
-        "then must be an email address."
+        "then must be an email address. A list may contain `owner` among "
+        "addresses: `[owner, ops@example.com]` mails each alert to its owner and "
+        "to ops@example.com, and an alert without an owner address, such as the "
+        "guard's alert about a held run, to ops@example.com only. With `owner` "
+        "alone, the channel gets no guard alert."
     )
     timeout: float = Field(default=10.0, gt=0, description="SMTP timeout, seconds.")
 
@@ -276,8 +280,25 @@ class EmailChannel(StrictModel):
     ) -> list[str] | Literal["owner"]:
         if isinstance(value, list):
             for address in value:
-                _check_email_address(address)
+                if address != OWNER_RECIPIENT:
+                    _check_email_address(address)
         return value
+
+    @property
+    def mails_owner(self) -> bool:
+        """Whether `to` is `owner` or a list that contains `owner`."""
+        return self.to == OWNER_RECIPIENT or OWNER_RECIPIENT in self.to
+
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses of `to` besides `owner`, without repeats."""
+        if self.to == OWNER_RECIPIENT:
+            return []
+        return list(dict.fromkeys(item for item in self.to if item != OWNER_RECIPIENT))
+
+
+#: The `to` of an email channel that names the alert's owner.
+OWNER_RECIPIENT = "owner"
 
 
 #: The address part of an email address: a local part, @ and a domain, without
@@ -340,7 +361,9 @@ class GuardSettings(StrictModel):
         ge=0,
         le=1,
         description="Hold the alerts when more than this share of the accounts "
-        "scored on both dates changed band since the previous snapshot.",
+        "scored on both dates changed band since the previous snapshot. Accounts "
+        "scored under another scorecard version on the previous date are left out, "
+        "because an edit of the scorecard moved them.",
     )
     max_age: dict[str, Duration] = Field(
         default_factory=dict,
@@ -377,6 +400,26 @@ class AlertSettings(StrictModel):
     guard: GuardSettings = Field(
         default_factory=GuardSettings, description="Data-problem guard."
     )
+
+    def owner_only_channels(self) -> list[str]:
+        """Return the email channels whose `to` names the owner and no address.
+
+        They have no recipient for an alert without an owner, such as the guard's
+        alert about a held run.
+        """
+        return [
+            name
+            for name, channel in self.channels.items()
+            if isinstance(channel, EmailChannel)
+            and channel.mails_owner
+            and not channel.addresses
+        ]
+
+    def ownerless_alert_channels(self) -> tuple[str, ...]:
+        """Return the channels that deliver an alert without an owner, such as the
+        guard's: every channel but those of `owner_only_channels`."""
+        skipped = set(self.owner_only_channels())
+        return tuple(name for name in self.channels if name not in skipped)
 
     @model_validator(mode="after")
     def _check_names(self, info: ValidationInfo) -> AlertSettings:

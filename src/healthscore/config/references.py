@@ -13,6 +13,7 @@ import glob
 import string
 from collections.abc import Callable, Iterator, Set
 from dataclasses import replace as replace_fields
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from healthscore.config.condition_types import VALUE_WORDS, condition_problems
@@ -743,6 +744,99 @@ def _playbook_issues(
                     fields,
                     word=name,
                 )
+            problem = template_format_problem(template, _template_samples(types))
+            if problem:
+                yield issue(("playbooks", index, "task", key), problem)
+
+
+#: A value of each column type as a run gives it to a task template. Numbers are
+#: floats because the readers cast them to DOUBLE, and dates are pandas Timestamps,
+#: which format like `datetime`.
+_TYPE_SAMPLES: dict[str, Any] = {
+    "string": "text",
+    "number": 1234.5,
+    "boolean": True,
+    "date": datetime(2026, 1, 31),
+    "timestamp": datetime(2026, 1, 31, 12, 30),
+}
+
+#: Values of the fields that every task has, of the types that a run gives them.
+_TASK_FIELD_SAMPLES: dict[str, Any] = {
+    "account_id": "A1",
+    "score": 55.5,
+    "band": "stable",
+    "owner": "ana@example.com",
+    "playbook": "playbook",
+    "as_of": date(2026, 1, 31),
+    "due_on": date(2026, 2, 14),
+    "alert_title": "Alert title",
+}
+
+
+class _AnyValue:
+    """A template value of unknown type: it takes every format spec, attribute and
+    item, so the check reports no problem that the real value may not have."""
+
+    def __format__(self, spec: str) -> str:
+        return ""
+
+    def __getattr__(self, name: str) -> _AnyValue:
+        return self
+
+    def __getitem__(self, key: Any) -> _AnyValue:
+        return self
+
+
+def _template_samples(types: dict[str, str]) -> dict[str, Any]:
+    """Return a value of the right type for each template field whose type is known.
+
+    `types` maps account columns and metrics to their column types, a metric's
+    winning over a column of the same name, as in a run. The task fields win
+    over both, as in `monitoring.playbooks`.
+    """
+    samples = {
+        name: _TYPE_SAMPLES[kind]
+        for name, kind in types.items()
+        if kind in _TYPE_SAMPLES
+    }
+    samples.update(_TASK_FIELD_SAMPLES)
+    return samples
+
+
+class _SampleFormatter(string.Formatter):
+    def __init__(self, samples: dict[str, Any]) -> None:
+        self.samples = samples
+
+    def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
+        return self.samples.get(str(key), _AnyValue())
+
+
+def template_format_problem(template: str, samples: dict[str, Any]) -> str | None:
+    """Fill each field of a task template with a sample value; describe the first
+    that fails, else return None.
+
+    A format spec that does not fit the field's type, such as `{score:.0q}` or
+    `{name:.0f}`, fails for every account whose value is not missing, so it is
+    found here instead of in the scoring run. Fields not in `samples` take any
+    spec. A value that is missing in a run shows as `n/a` whatever the spec.
+    """
+    formatter = _SampleFormatter(samples)
+    for _text, field, spec, conversion in formatter.parse(template):
+        # NOTE: a spec with a nested field, as in `{score:.{digits}f}`, is not
+        # checked, because the nested field's value is not known here.
+        if field is None or "{" in (spec or ""):
+            continue
+        written = "{" + field + (f"!{conversion}" if conversion else "")
+        written += (f":{spec}" if spec else "") + "}"
+        try:
+            formatter.format(written)
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            return (
+                f"invalid format spec in {written}: {exc}; correct the spec, for "
+                "example {score:.0f} for a number, "
+                "{name:>20} for text or {as_of:%Y-%m-%d} for a date"
+            )
+    return None
 
 
 def _scorecard_column_issues(

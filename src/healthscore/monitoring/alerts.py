@@ -380,7 +380,8 @@ def evaluate_alerts(
     # release them, so a run that stores no alert has nothing for it to report.
     # The outbox stores it once per date, because its dedupe key is the date's.
     if held_count:
-        new.append(NewAlert(guard_alert(guard), every_channel))
+        # An email channel that sends only to owners cannot mail it, as it has none.
+        new.append(NewAlert(guard_alert(guard), settings.ownerless_alert_channels()))
     results = add_alerts(
         state,
         new,

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from healthscore.config.alerts import (
+    GUARD_RULE,
     AlertSettings,
     ChannelConfig,
     ConsoleChannel,
@@ -112,7 +113,7 @@ class WebhookSender:
         headers = {IDEMPOTENCY_HEADER: delivery.idempotency_key}
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = sign(self.secret, body)
-        post_json(self.url, body, headers, self.timeout)
+        post_json(self.url, body, headers, self.timeout, delivery.channel)
 
 
 class SlackSender:
@@ -126,7 +127,7 @@ class SlackSender:
     def send(self, delivery: Delivery) -> None:
         """Post the alert's Block Kit message."""
         body = _json_bytes(slack_message(delivery, self.base_url))
-        post_json(self.url, body, {}, self.timeout)
+        post_json(self.url, body, {}, self.timeout, delivery.channel)
 
 
 def slack_message(delivery: Delivery, base_url: str | None) -> dict[str, Any]:
@@ -273,12 +274,15 @@ class EmailSender:
         counts as sent. The returned warning then names each refused address with
         the server's reply. Those addresses are not retried, even after a 4xx
         code, because the outbox retries a delivery as a whole and would mail the
-        accepted recipients again.
+        accepted recipients again. With `to` naming the owner and addresses, an
+        owner that is not an address gets no email, and the returned warning
+        names it.
 
         NOTE: the timeout bounds each socket operation, not a whole reply. A
         server that sends a byte every few seconds can hold one command longer.
         """
         message = self.message(delivery)
+        _, owner_warning = self._recipients(delivery)
         settings = self.settings
         try:
             with smtplib.SMTP(
@@ -298,14 +302,15 @@ class EmailSender:
                 f"sending email through {settings.host}:{settings.port} failed: {exc}"
             ) from exc
         if not refused:
-            return None
-        return (
+            return owner_warning
+        refusal = (
             f"the server accepted the email for some recipients but refused "
             f"{_refusals_text(refused)}; a retry would mail the accepted recipients "
             "again, so the refused ones are not retried. Check their addresses, then "
             f"`healthscore alerts resend {delivery.alert_id} --channel "
             f"{delivery.channel}` mails every recipient again"
         )
+        return refusal if owner_warning is None else f"{owner_warning}. {refusal}"
 
     def _refused_error(self, refused: Mapping[str, tuple[int, bytes]]) -> DeliveryError:
         """Build the error of a send that reached no recipient, permanent when every
@@ -353,7 +358,8 @@ class EmailSender:
         message = EmailMessage()
         message["Subject"] = header_text(f"[{alert.severity}] {alert.title}")
         message["From"] = header_text(self.settings.sender)
-        message["To"] = header_text(", ".join(self._recipients(delivery)))
+        recipients, _ = self._recipients(delivery)
+        message["To"] = header_text(", ".join(recipients))
         message["Date"] = format_datetime(datetime.now(UTC))
         # A stable Message-ID lets mail clients and archives drop a repeated attempt.
         message["Message-ID"] = f"<{delivery.idempotency_key}@healthscore>"
@@ -362,25 +368,59 @@ class EmailSender:
         message.add_alternative(_email_html(delivery), subtype="html")
         return message
 
-    def _recipients(self, delivery: Delivery) -> list[str]:
-        if self.settings.to != "owner":
-            return list(self.settings.to)
+    def _recipients(self, delivery: Delivery) -> tuple[list[str], str | None]:
+        """Return the recipients of a delivery, and a warning about an owner left out.
+
+        With `to` naming the owner and addresses, an alert whose owner is not a
+        usable address goes to the addresses. The warning then names the owner,
+        unless the alert has no owner at all, as the guard's alert about a held
+        run. With `owner` alone such an alert fails permanently.
+        """
+        settings = self.settings
+        if not settings.mails_owner:
+            return settings.addresses, None
         owner = delivery.alert.owner
+        problem = self._owner_problem(delivery)
+        if problem is None:
+            # `_owner_problem` returns None only for an owner that is an address.
+            extra = [address for address in settings.addresses if address != owner]
+            return [str(owner), *extra], None
+        cause, advice = problem
+        if not settings.addresses:
+            raise DeliveryError(f"{cause}; {advice}", permanent=True)
+        if owner is None:
+            return settings.addresses, None
+        warning = (
+            f"{cause}, so the email went only to the other addresses under `to`; "
+            "set the owner column to email addresses separated by commas"
+        )
+        return settings.addresses, warning
+
+    def _owner_problem(self, delivery: Delivery) -> tuple[str, str] | None:
+        """Return why the alert's owner cannot be a recipient, and what to do, or
+        None when the owner is an address."""
+        alert_id = delivery.alert_id
+        owner = delivery.alert.owner
+        if owner is None and delivery.alert.rule == GUARD_RULE:
+            return (
+                f"alert {alert_id} is the guard's alert about a held run, which has "
+                f"no owner, and channel {delivery.channel!r} sends only to owners "
+                "(`to: owner`)",
+                "to mail guard alerts, list addresses next to owner, as in "
+                "`to: [owner, ops@example.com]`",
+            )
         if not owner or "@" not in owner:
-            raise DeliveryError(
-                f"alert {delivery.alert_id} has no owner email address (owner "
-                f"{owner!r}); set the owner column to email addresses or list "
-                "recipients under `to`",
-                permanent=True,
+            return (
+                f"alert {alert_id} has no owner email address (owner {owner!r})",
+                "set the owner column to email addresses or list recipients under `to`",
             )
         if header_text(owner) != owner:
             # Joined into one line, the lines would read as other recipients.
-            raise DeliveryError(
-                f"the owner of alert {delivery.alert_id}, {owner!r}, contains a line "
-                "break; set the owner column to email addresses separated by commas",
-                permanent=True,
+            return (
+                f"the owner of alert {alert_id}, {owner!r}, contains a line break",
+                "set the owner column to email addresses separated by commas",
             )
-        return [owner]
+        return None
 
 
 def _refusals_text(refused: Mapping[str, tuple[int, bytes]]) -> str:
@@ -470,12 +510,18 @@ _MAX_LOCATION = 300
 
 
 def post_json(
-    url: str, body: bytes, headers: Mapping[str, str], timeout: float
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    channel: str | None = None,
 ) -> None:
     """POST a JSON body; raise DeliveryError unless the response is 2xx.
 
     A redirect is not followed: a 3xx response is a failure to retry, and the
-    error names the Location, so the channel's URL can be corrected.
+    error names the Location, so the channel's URL can be corrected. `channel`,
+    the channel's name in the settings, goes into the advice of a permanent
+    failure.
     """
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("Content-Type", "application/json")
@@ -487,13 +533,15 @@ def post_json(
     except urllib.error.HTTPError as exc:
         # The error holds the open response; close it so the socket is released.
         exc.close()
-        raise _http_error(url, exc) from exc
+        raise _http_error(url, exc, channel) from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"POST {_safe_url(url)} failed: {reason}") from exc
 
 
-def _http_error(url: str, exc: urllib.error.HTTPError) -> DeliveryError:
+def _http_error(
+    url: str, exc: urllib.error.HTTPError, channel: str | None
+) -> DeliveryError:
     message = f"POST {_safe_url(url)} failed with HTTP {exc.code} {exc.reason}"
     if 300 <= exc.code < 400:
         # NOTE: the Location is quoted whole, path included, because the user needs
@@ -507,7 +555,20 @@ def _http_error(url: str, exc: urllib.error.HTTPError) -> DeliveryError:
         )
     # 4xx other than 408 and 429 means the request itself is wrong.
     permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
-    return DeliveryError(message, permanent=permanent)
+    if not permanent:
+        return DeliveryError(message, permanent=False)
+    setting = (
+        f"the url of channel {channel!r} (alerts.channels.{channel}.url)"
+        if channel
+        else "the channel's url"
+    )
+    # The path is left out, because a Slack incoming webhook's path is its secret.
+    return DeliveryError(
+        f"{message}; a 4xx reply means the receiver rejected the request, so it "
+        f"is not retried. Check {setting}, whose path this message leaves out "
+        "because it can contain a secret, then resend the alert",
+        permanent=True,
+    )
 
 
 def _url(env: Mapping[str, str], channel: str, url: str) -> str:
