@@ -338,3 +338,89 @@ def test_label_sources_without_column_accepted():
     )
     assert with_column.label_column is not None
     assert with_column.label_column.column == "Churn"
+
+
+# The problem of outcomes.observed_until, found without scoring
+
+
+def tiny_project(tmp_path, observed_until: str | None, extra: str = ""):
+    from test_cli import PROJECT_YML, build_project
+
+    setting = f"  observed_until: {observed_until}\n" if observed_until else ""
+    text = PROJECT_YML.replace("  observed_until: 2024-06-30\n", setting) + extra
+    return build_project(tmp_path / "tiny", text)
+
+
+def test_observed_until_problem_is_backtest_error(tmp_path):
+    from healthscore.config import load_project
+    from healthscore.models.labels import observed_until_problem
+    from test_cli import run, succeeded
+
+    # The tiny project's last subscription date is the end 2024-07-01.
+    root = tiny_project(tmp_path, "2024-07-02")
+
+    problem = observed_until_problem(load_project(root))
+
+    assert problem is not None
+    assert problem.startswith(
+        "outcomes.observed_until (2024-07-02) is later than the last start or end "
+        "date in the subscriptions (2024-07-01)"
+    )
+    assert not (root / ".healthscore" / "snapshots").exists()
+    succeeded(run("score", "--project", root, "--as-of", "2024-04-01"))
+    backtest = run("backtest", "--project", root)
+    assert backtest.exit_code == 1
+    assert problem in " ".join(backtest.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("observed_until", "extra"),
+    [
+        # The last subscription date itself fits.
+        ("2024-07-01", ""),
+        (None, ""),
+        # Labels from a column do not read the subscriptions.
+        (
+            "2024-07-02",
+            "validation:\n  label_column: {column: segment, churned: [smb]}\n",
+        ),
+    ],
+)
+def test_observed_until_problem_none(tmp_path, observed_until, extra):
+    from healthscore.config import load_project
+    from healthscore.models.labels import observed_until_problem
+
+    root = tiny_project(tmp_path, observed_until, extra)
+
+    assert observed_until_problem(load_project(root)) is None
+
+
+def test_validate_data_warns_observed_until(tmp_path):
+    from test_cli import run
+
+    root = tiny_project(tmp_path, "2024-07-02")
+
+    result = run("validate", "--project", root, "--data", "--as-of", "2024-04-01")
+
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert warning.startswith(
+        "warning: backtest, learn, compare, train and drivers will stop: "
+        "outcomes.observed_until (2024-07-02) is later than the last start or end "
+        "date in the subscriptions (2024-07-01)"
+    )
+
+
+def test_clusters_stops_on_observed_until(tmp_path):
+    from test_cli import run, succeeded
+
+    root = tiny_project(tmp_path, "2024-07-02")
+    succeeded(run("score", "--project", root, "--as-of", "2024-04-01"))
+
+    result = run("clusters", "--project", root)
+
+    assert result.exit_code == 1
+    assert (
+        "outcomes.observed_until (2024-07-02) is later than the last start or end "
+        "date in the subscriptions (2024-07-01)"
+    ) in " ".join(result.stderr.split())

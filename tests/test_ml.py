@@ -127,10 +127,11 @@ def test_logistic_contribution_is_coefficient_times_value() -> None:
         (3000, 10000, 134),  # 30 %: ceil(133.3)
         (6000, 10000, 100),  # retained rows are the rarer class: 40 / 0.4
         (400, 1000, 100),  # 40 %: 40 / 0.4
-        (10, 1000, 250),  # 1 % would need 4,000 rows: capped at a quarter
-        (900, 1000, 250),  # 10 % retained would need 400: capped at 250
-        (0, 1000, 50),  # one class only: the smallest size
-        (300, 400, 100),  # 25 % retained: 160, capped at a quarter of 400
+        (10, 1000, 5),  # fewer than 160 churned rows: half of them
+        (900, 1000, 50),  # 100 retained rows are the rarer class: half of them
+        (0, 1000, 50),  # one class only
+        (200, 250, 25),  # 50 retained rows: half of them
+        (160, 641, 160),  # 40 / (160 / 641) = 160.25, capped at a quarter of 641
     ],
 )
 def test_leaf_rows_rule(churned: int, rows: int, expected: int) -> None:
@@ -139,12 +140,12 @@ def test_leaf_rows_rule(churned: int, rows: int, expected: int) -> None:
     assert leaf_rows(labels) == expected
 
 
-def test_leaf_rows_never_below_minimum() -> None:
+def test_leaf_rows_balanced_classes() -> None:
     labels = np.array([0, 1] * 500)
-    # 50 % churned needs 80 rows per leaf, more than the minimum of 50.
+    # 500 churned rows at 50 %: 40 / 0.5 rows per leaf.
     assert leaf_rows(labels) == 80
     labels = np.array([0, 1] * 100)
-    # 200 rows allow at most 50 per leaf, which is the minimum anyway.
+    # 100 churned rows, fewer than 160: half of them.
     assert leaf_rows(labels) == 50
 
 
@@ -741,10 +742,12 @@ def test_train_prints_each_note_once(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     notes = " ".join(result.stderr.split())
     churned, retained = hold_out_counts(validation_notes)
+    assert max(churned) < 10
+    assert min(retained) >= 10
     line = (
         f"Validation model (5 fits): a hold-out part has {counted(churned)} churned "
-        f"and {counted(retained)} retained rows, fewer than 10 of each, so its "
-        "probabilities are not calibrated"
+        f"and {counted(retained)} retained rows, fewer than 10 churned rows, so "
+        "its probabilities are not calibrated"
     )
     assert notes.count(line) == 1
     assert notes.count("Validation model") == 1

@@ -214,12 +214,25 @@ def _training_rows(
         return frame.reset_index(drop=True)
     if observations.labels.source == "column":
         raise ValueError(_no_column_labels(project, labelled, as_of))
-    when = f" by {as_of.isoformat()}" if as_of is not None else ""
+    horizon = project.config.outcomes.horizon
+    backfill = "`healthscore backfill --from DATE --to DATE --every 1mo`"
+    if labelled.empty or as_of is None:
+        observed = observations.labels.observed_until
+        until = f" ({observed.isoformat()})" if observed is not None else ""
+        raise ValueError(
+            "no stored snapshot has a known churn outcome: the outcome of a "
+            f"snapshot is known once its {horizon} horizon (outcomes.horizon) ends "
+            f"by the last date the outcomes are complete{until}; store earlier "
+            f"dates with {backfill}"
+        )
+    first_end = min(horizon_end(project, stamp.date()) for stamp in labelled["as_of"])
     raise ValueError(
-        f"no stored snapshot has a known churn outcome{when}; store earlier "
-        "dates with `healthscore backfill --from DATE --to DATE --every 1mo` "
-        "(the outcome of a date is known once its horizon has passed "
-        "outcomes.observed_until)"
+        f"no stored snapshot has a known churn outcome by {as_of.isoformat()}: "
+        "--as-of trains only on snapshots whose "
+        f"{horizon} horizon (outcomes.horizon) has ended by that date, and the "
+        f"earliest labelled snapshot's ends on {first_end.isoformat()}; give "
+        f"--as-of {first_end.isoformat()} or later, leave out --as-of, or store "
+        f"earlier dates with {backfill}"
     )
 
 
@@ -278,18 +291,27 @@ def _validate(
     test = labelled.iloc[test_rows]
     labels = test["label"].to_numpy(dtype=int)
     probability = model.predict_proba(test[features])[:, 1]
-    return {
+    auc = roc_auc(labels, probability)
+    validation: dict[str, Any] = {
         "method": method,
         "notes": list(model.notes_),
         "rows": len(test),
         "churned": int(labels.sum()),
-        "roc_auc": roc_auc(labels, probability),
+        "roc_auc": auc,
         "lift_top_decile": lift(labels, probability),
         "ece": expected_calibration_error(labels, probability),
         "brier": float(np.mean((probability - labels) ** 2)),
         "mean_probability": float(probability.mean()),
         "churn_rate": float(labels.mean()),
     }
+    if auc < 0.5:
+        validation["warning"] = (
+            f"the validation ROC AUC is {auc:.3f}, below 0.5: the model ranks "
+            "retained accounts above churned ones more often than a random order "
+            "would, so do not rely on its churn probabilities. Check the features and "
+            "the labels, or store more labelled dates with `healthscore backfill`"
+        )
+    return validation
 
 
 def _validation_split(
@@ -451,6 +473,8 @@ def _print_training(result: dict[str, Any]) -> None:
             _fixed(validation["brier"], 4),
         )
         stdout_console().print(table)
+        if "warning" in validation:
+            note_wrapped(f"Warning: {validation['warning']}")
         for line in _counted_notes("Validation model", validation["notes"]):
             note_wrapped(line)
     for line in _counted_notes("Note", result["notes"]):
@@ -823,8 +847,14 @@ def clusters(
             f"unknown method {method!r}; use kmeans or gmm", param_hint="--method"
         )
     from healthscore.models.clusters import BehaviorClusters
+    from healthscore.models.labels import observed_until_problem
 
     project = open_project(project_dir)
+    # Clusters need no labels, but with this setting wrong their churn rates would
+    # be too, so it stops clusters as it stops backtest.
+    problem = observed_until_problem(project)
+    if problem is not None:
+        raise ValueError(problem)
     observations = _observations(project, require_labels=False)
     frame = observations.frame
     no_outcome = _no_outcome_imported(project)

@@ -196,6 +196,7 @@ def _load_for_validation(directory: Path, json_output: bool) -> Project:
 def check_data(project: Project, day: date, show_progress: bool) -> list[SourceSummary]:
     """Read every source and summarise its rows as of `day`."""
     from healthscore.metrics.aggregates import check_columns
+    from healthscore.models.labels import observed_until_problem
     from healthscore.pipeline import open_engine
     from healthscore.report.summary import source_summaries
     from healthscore.sources import as_of_point
@@ -207,6 +208,12 @@ def check_data(project: Project, day: date, show_progress: bool) -> list[SourceS
         progress("checking rows")
         reports = engine.sources.report(as_of_point(project, day))
         accounts = engine.sources.accounts() if project.config.alerts.rules else None
+        # Scoring does not need the labels, so their problem is a warning here.
+        labels = observed_until_problem(project, engine.sources)
+    if labels is not None:
+        note_wrapped(
+            f"warning: backtest, learn, compare, train and drivers will stop: {labels}"
+        )
     if accounts is not None:
         for line in owner_address_warnings(project, accounts):
             note_wrapped(line)

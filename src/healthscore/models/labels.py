@@ -45,6 +45,7 @@ __all__ = [
     "describe_label_source",
     "label_source",
     "no_label_class_advice",
+    "observed_until_problem",
     "outcome_labels",
     "subscription_frame",
     "subscription_labels",
@@ -463,6 +464,31 @@ def subscriptions_observed_until(
         "last date with complete subscriptions"
     )
     return latest, note
+
+
+def observed_until_problem(
+    project: Project, sources: SourceSet | None = None
+) -> str | None:
+    """Return why `outcomes.observed_until` cannot label the subscriptions, or None.
+
+    The message is the error that every command that labels observations raises,
+    such as `backtest`. Only the subscriptions are read, from `sources` or else from
+    the accounts and subscriptions sources alone, and nothing is scored. None when
+    the labels do not come from subscriptions, the setting is not set, or the date
+    fits the subscriptions.
+    """
+    observed = project.config.outcomes.observed_until
+    names = project.config.sources_of_kind("subscriptions")
+    if observed is None or not names or label_source(project) != "subscriptions":
+        return None
+    if sources is None:
+        sources = open_label_sources(project)
+    table = sources.rows(names[0]).execute()
+    try:
+        _check_observed_until(observed, subscription_frame(table))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check_observed_until(observed: date, subscriptions: pd.DataFrame) -> None:

@@ -26,12 +26,14 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
 from healthscore.models.errors import InsufficientLabels
 
 __all__ = [
+    "FEW_CHURNED",
     "LEAF_CHURNED",
     "MIN_CALIBRATION_ROWS",
     "MIN_HOLDOUT_ROWS",
@@ -71,8 +73,11 @@ ROUNDS_WITHOUT_HOLDOUT = 200
 #: leaf out of 25 to 3,200. At the churn rates of those fits, 4.3 and 6.1 %, that is
 #: 34 to 49 churned rows (docs/validation.md).
 LEAF_CHURNED = 40
-#: Minimum leaf size of that rule.
+#: Leaf size of that rule when the labels have a single class.
 MIN_LEAF_ROWS = 50
+#: Churned rows below which leaves are sized by the churned count, because with
+#: fewer, no tree can have four leaves of LEAF_CHURNED churned rows each.
+FEW_CHURNED = 4 * LEAF_CHURNED
 
 
 class FeatureEncoder:
@@ -167,6 +172,7 @@ class _Member:
     encoder: FeatureEncoder | None
     calibrator: Any
     iterations: int
+    holdout_auc: float | None = None
 
 
 class ChurnClassifier(ClassifierMixin, BaseEstimator):
@@ -200,9 +206,9 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         on a few thousand accounts.
     min_child_samples : int or None
         Minimum number of rows in a LightGBM leaf. None sizes leaves to contain
-        about LEAF_CHURNED churned rows at the training churn rate, at least
-        MIN_LEAF_ROWS and at most a quarter of the rows (see `leaf_rows`). With a
-        few percent churning, a leaf of 50 rows contains one or two churned rows,
+        about LEAF_CHURNED churned rows at the training churn rate, or, with fewer
+        than FEW_CHURNED churned rows, to half of them (see `leaf_rows`). With
+        a few percent churning, a leaf of 50 rows contains one or two churned rows,
         so its value is mostly noise.
     early_stopping_rounds : int
         Rounds without a better hold-out log loss after which LightGBM stops.
@@ -324,6 +330,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
                 self._fit_member(frame, labels, fit_rows, holdout_rows)
             )
         self.holdout_size_ = sum(len(rows) for _, rows in splits)
+        self._check_holdout_auc()
         self.n_iterations_ = round(
             float(np.mean([member.iterations for member in self.members_]))
         )
@@ -373,6 +380,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         if holdout_rows is not None:
             margin = self._member_margin(member, frame.iloc[holdout_rows])
             member.calibrator = self._calibrate(margin, labels[holdout_rows])
+            member.holdout_auc = float(roc_auc_score(labels[holdout_rows], margin))
         return member
 
     def _fit_lightgbm(
@@ -439,9 +447,15 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             elif min(positives, negatives) >= MIN_CALIBRATION_ROWS:
                 method = "sigmoid"
             else:
+                if max(positives, negatives) < MIN_CALIBRATION_ROWS:
+                    lacking = "of each"
+                elif positives < MIN_CALIBRATION_ROWS:
+                    lacking = "churned rows"
+                else:
+                    lacking = "retained rows"
                 self._note(
                     f"a hold-out part has {positives} churned and {negatives} "
-                    f"retained rows, fewer than {MIN_CALIBRATION_ROWS} of each, so "
+                    f"retained rows, fewer than {MIN_CALIBRATION_ROWS} {lacking}, so "
                     "its probabilities are not calibrated"
                 )
                 return None
@@ -458,6 +472,21 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             return isotonic.fit(margin, labels)
         platt = LogisticRegression(C=1e6, max_iter=1000)
         return platt.fit(margin.reshape(-1, 1), labels)
+
+    def _check_holdout_auc(self) -> None:
+        """Note the hold-out parts on which the model ranks worse than chance."""
+        scores = [m.holdout_auc for m in self.members_ if m.holdout_auc is not None]
+        below = [score for score in scores if score < 0.5]
+        if not below:
+            return
+        values = ", ".join(f"{score:.3f}" for score in below)
+        self._note(
+            f"warning: the model ranks churn worse than chance on {len(below)} of "
+            f"{len(scores)} hold-out parts (ROC AUC {values}, below 0.5), so it "
+            "puts retained accounts above churned ones more often than a random "
+            "order would; with few churned rows this can be chance, else check the "
+            "features and the labels"
+        )
 
     def _check_not_constant(self, frame: pd.DataFrame) -> None:
         margin = self.decision_function(frame)
@@ -594,19 +623,29 @@ def _calibrated(calibrator: Any, margin: np.ndarray) -> np.ndarray:
 
 
 def leaf_rows(labels: np.ndarray) -> int:
-    """Return the leaf size that contains about LEAF_CHURNED churned rows of `labels`.
+    """Return the minimum leaf size (LightGBM's `min_child_samples`) for `labels`.
 
-    The size is ``ceil(LEAF_CHURNED / rate)``, where the rate is the share of the
-    rarer class (churned, unless most rows churned). It is at least MIN_LEAF_ROWS
-    and at most a quarter of the rows, so that a tree can still split.
+    The rarer class (churned, unless most rows churned) sets the size. With at
+    least FEW_CHURNED rarer rows, a leaf is sized to contain about LEAF_CHURNED of
+    them: ``ceil(LEAF_CHURNED / rate)`` rows, which is then at most a quarter of
+    the rows. With fewer, a leaf is half the rarer rows (at least one row), so a
+    leaf of churned rows alone remains possible in each tree's 80 % row sample.
+    Larger leaves allow no split on a metric that separates the churned rows from
+    the others, and the model can then rank worse than chance. Returns
+    MIN_LEAF_ROWS when the labels have a single class.
     """
     rows = len(labels)
     churned = int(np.sum(labels))
-    rate = min(churned, rows - churned) / rows if rows else 0.0
-    if rate <= 0:
+    rarer = min(churned, rows - churned)
+    if rarer <= 0:
         return MIN_LEAF_ROWS
-    size = math.ceil(LEAF_CHURNED / rate)
-    return max(MIN_LEAF_ROWS, min(size, rows // 4))
+    if rarer < FEW_CHURNED:
+        # NOTE: the size jumps at FEW_CHURNED, from 79 rows to ceil(40 / rate),
+        # which is 800 rows at a 5 % rate. Leaves of 40 churned rows were measured
+        # on parts with 195 or more churned rows, and this rule on 11 to 33, so no
+        # size was measured in between.
+        return max(1, rarer // 2)
+    return min(math.ceil(LEAF_CHURNED / (rarer / rows)), rows // 4)
 
 
 def binary_labels(y: Any, rows: int) -> np.ndarray:
