@@ -340,8 +340,8 @@ def _column_values(sql: str, column: str, values: list[Any], kind: str) -> list[
     # The compound score of a text is the number it spells, so edges can be tested.
     con.create_function(
         COMPOUND_FUNCTION,
-        lambda text: float(text),
-        [VARCHAR],
+        lambda text, source, column: float(text),
+        [VARCHAR, VARCHAR, VARCHAR],
         DOUBLE,
     )
     con.execute(f"CREATE TABLE rows ({column} {kind})")
@@ -700,7 +700,7 @@ def _engine_compound(texts: pd.Series) -> np.ndarray:
     con = duckdb.connect()
     register_functions(con)
     con.register("texts", pd.DataFrame({"text": texts}))
-    query = f"SELECT {COMPOUND_FUNCTION}(text) FROM texts"
+    query = f"SELECT {COMPOUND_FUNCTION}(text, 'texts', 'text') FROM texts"
     return con.execute(query).df().iloc[:, 0].to_numpy("float64")
 
 

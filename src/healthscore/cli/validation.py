@@ -364,6 +364,14 @@ _NOT_LEARNED = (
 )
 
 
+#: Endings of the statement of `drivers` when the labels have one class only, as
+#: above.
+_NOT_COMPARED = (
+    "there are no churned and retained accounts to compare",
+    "no measure can be compared between churned and retained accounts",
+)
+
+
 def _one_class_statement(
     project: Project,
     observations: Observations,
@@ -704,15 +712,31 @@ def drivers(
     """Show which measures separate churned from retained accounts in each segment.
 
     AUC is the chance that a retained account scored higher on the measure than a
-    churned one: 0.5 means no separation.
+    churned one: 0.5 means no separation. A segment with fewer than
+    validation.min_churned churned or retained observations is left out. When no
+    labelled observation churned, or none was retained, or every segment is left
+    out, the reason and what to do are printed, and the exit status is 1.
     """
-    from healthscore.models.drivers import segment_drivers
+    from healthscore.models.drivers import NoSegmentCompared, segment_drivers
 
     project = open_project(project_dir)
     observations = load_observations(
         project, start, end, every, backfill, lead_time=False
     )
-    frame, notes = segment_drivers(observations, project.config.validation.min_churned)
+    missing_class = _missing_label_class(observations)
+    if missing_class is not None:
+        statement = _one_class_statement(
+            project, observations, missing_class, _NOT_COMPARED
+        )
+        raise ValueError(" ".join(statement))
+    try:
+        frame, notes = segment_drivers(
+            observations, project.config.validation.min_churned
+        )
+    except NoSegmentCompared as exc:
+        for line in exc.notes:
+            note_wrapped(line)
+        raise
     if json_output:
         print_json({"drivers": to_json(frame.to_dict("records")), "notes": notes})
         return
@@ -930,7 +954,9 @@ def _payload(
     """Return the results to store and print as JSON.
 
     `dates` lists the as-of dates with accounts, and `empty_dates` the selected
-    dates whose stored snapshot contains none.
+    dates whose stored snapshot contains none. `notes` are the notes of the labels
+    and `method_notes` those of the methods, as the command prints them, so the
+    report and the dashboard show the same notes.
     """
     from healthscore.models.labels import describe_label_source, label_source
 
@@ -944,6 +970,7 @@ def _payload(
         "churned": churned,
         "retained": retained,
         "notes": observations.notes,
+        "method_notes": method_note_lines(results, observations),
         "methods": [result.to_dict() for result in results],
     }
 
@@ -1085,19 +1112,28 @@ def _print_detail(result: MethodResult) -> None:
 def _print_method_notes(
     results: list[MethodResult], observations: Observations
 ) -> None:
-    """Print the notes of every method, with each shared note only once.
+    """Print the notes of every method, as `method_note_lines` returns them."""
+    for line in method_note_lines(results, observations):
+        note_wrapped(line)
 
-    A `SharedNote`, such as one about the test rows, is printed once after the
-    names of the methods that have it.
+
+def method_note_lines(
+    results: list[MethodResult], observations: Observations
+) -> list[str]:
+    """Return the notes of every method, each after the names of its methods.
+
+    A `SharedNote`, such as one about the test rows, comes once after the names of
+    the methods that have it.
 
     When the labels' own notes, printed with the observation counts, already explain
     the missing lead time, the methods' lead-time notes are left out. Otherwise each
-    distinct lead-time note is printed once, after the names of its methods.
+    distinct lead-time note comes once, after the names of its methods.
     """
     from healthscore.models.backtest import SharedNote
     from healthscore.models.labels import LeadTimeNote
 
     explained = any(isinstance(line, LeadTimeNote) for line in observations.notes)
+    lines: list[str] = []
     lead_time: dict[str, list[str]] = {}
     shared: dict[str, list[str]] = {}
     for result in results:
@@ -1107,13 +1143,14 @@ def _print_method_notes(
             elif isinstance(line, SharedNote):
                 shared.setdefault(line, []).append(result.method)
             else:
-                note_wrapped(f"{result.method}: {line}")
+                lines.append(f"{result.method}: {line}")
     for line, methods in shared.items():
-        note_wrapped(f"{', '.join(methods)}: {line}")
+        lines.append(f"{', '.join(methods)}: {line}")
     if explained:
-        return
+        return lines
     for line, methods in lead_time.items():
-        note_wrapped(f"{', '.join(methods)}: {line}")
+        lines.append(f"{', '.join(methods)}: {line}")
+    return lines
 
 
 def _fixed(value: float, digits: int) -> str:

@@ -822,7 +822,12 @@ class SentimentMetric(WindowedMetric):
     type: Literal["sentiment"]
     column: str = Field(
         description="Text column to score, for example `text` of tickets and notes "
-        "or `comment` of surveys."
+        "or `comment` of surveys. VADER's lexicon is English. A text with no word of "
+        "it, as are many German, French or Japanese texts, gets the neutral score "
+        "0.0 and does not count as negative, and a word that is also English, such "
+        "as German `die`, is scored by its English meaning. A run logs a warning "
+        "when at least 80% of the first non-empty texts that it reads from the "
+        "column, 20 or more, contain no word of the lexicon."
     )
     statistic: Literal["compound_mean", "negative_share"] = Field(
         default="compound_mean",
@@ -1511,7 +1516,11 @@ class OutcomesConfig(StrictModel):
         "the latest as-of date whose horizon ends by then. Churn labels end there "
         "too: a horizon that passes it is censored, not retained. A date after every "
         "start and end date of the subscriptions is rejected when no subscription is "
-        "open, because every account would then look churned.",
+        "open, because every account would then look churned. When it is not set, "
+        "labels from subscriptions are complete only up to the latest subscription "
+        "start: a horizon that ends after that start is censored, so end dates after "
+        "it label no observation. Set it to the date the subscriptions were exported "
+        "to count those later ends.",
     )
 
     @field_validator("horizon", mode="before")

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from healthscore.models.dataset import Observations
+from healthscore.models.errors import UNDATED_LABELS
 from healthscore.models.evaluation import roc_auc
 
-__all__ = ["DRIVER_COLUMNS", "segment_drivers"]
+__all__ = ["DRIVER_COLUMNS", "NoSegmentCompared", "segment_drivers"]
 
 DRIVER_COLUMNS = [
     "segment",
@@ -31,6 +32,17 @@ DRIVER_COLUMNS = [
 ]
 
 
+class NoSegmentCompared(ValueError):
+    """Every segment has too few churned or retained observations to compare.
+
+    `notes` name each segment that was left out, with its counts.
+    """
+
+    def __init__(self, message: str, notes: list[str]) -> None:
+        super().__init__(message)
+        self.notes = notes
+
+
 def segment_drivers(
     observations: Observations, min_churned: int = 10
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -39,11 +51,17 @@ def segment_drivers(
     Rows are sorted by segment, then by the distance of the AUC from 0.5, largest
     first. A segment with fewer than `min_churned` churned or retained observations
     is left out, and a note records it.
+
+    Raises
+    ------
+    NoSegmentCompared
+        When there are labelled observations but every segment is left out.
     """
     labelled = observations.labelled().frame
     rows = []
     notes = []
-    for segment, group in labelled.groupby("segment", sort=True, dropna=False):
+    segments = labelled.groupby("segment", sort=True, dropna=False)
+    for segment, group in segments:
         labels = group["label"].to_numpy(dtype=float)
         churned = int(labels.sum())
         retained = len(labels) - churned
@@ -74,6 +92,10 @@ def segment_drivers(
                     "retained": int(retained_values.size),
                 }
             )
+    if segments.ngroups and len(notes) == segments.ngroups:
+        raise NoSegmentCompared(
+            _no_segment_message(segments.ngroups, min_churned, observations), notes
+        )
     frame = pd.DataFrame(rows, columns=DRIVER_COLUMNS)
     if frame.empty:
         return frame, notes
@@ -82,6 +104,29 @@ def segment_drivers(
         ["segment", "separation"], ascending=[True, False], kind="stable"
     )
     return frame.drop(columns="separation").reset_index(drop=True), notes
+
+
+def _no_segment_message(
+    segments: int, min_churned: int, observations: Observations
+) -> str:
+    """Return the error that no segment was compared, with how to get more rows."""
+    counted = (
+        "the one segment does not have"
+        if segments == 1
+        else f"none of the {segments:,} segments has"
+    )
+    problem = (
+        f"no measure was compared, because {counted} at least {min_churned} churned "
+        f"and {min_churned} retained observations (validation.min_churned)"
+    )
+    if observations.labels.source == "column":
+        more = f"add accounts to the accounts source, because {UNDATED_LABELS}"
+    else:
+        more = (
+            "score more as-of dates with `healthscore backfill --from DATE --to DATE "
+            "--every 1mo`, so that each segment has more labelled observations"
+        )
+    return f"{problem}; lower validation.min_churned in healthscore.yml, or {more}"
 
 
 def _mean(values: np.ndarray) -> float:

@@ -5,7 +5,8 @@
 and draws the charts: the reliability curve and churn per band of the configured
 scorecards, with the test rows banded insufficient data as a band of their own, and
 ROC AUC and lift per method. Without stored results the section is left out, and a
-chart that the stored results cannot draw is replaced by a note saying why.
+chart that the stored results cannot draw is replaced by a note saying why. The
+notes that each command printed are stored with its run and shown with its table.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from healthscore.models.persist import load_results
 from healthscore.report.charts import CHART_CONFIG
 from healthscore.scoring import INSUFFICIENT_DATA
 
-__all__ = ["ModelsSection", "band_rows", "models_section"]
+__all__ = ["ModelsSection", "band_rows", "models_section", "stored_notes"]
 
 
 @dataclass(frozen=True)
@@ -44,24 +45,50 @@ class ModelsSection:
 
     @property
     def compare_rows(self) -> list[dict[str, str]]:
-        """Rows of the comparison table, formatted for display.
-
-        Each row also has `test_rows`, the number of the method's test rows ("-"
-        for a method skipped on every split). Its `note` contains the method's stored
-        notes, such as why it was skipped or that it was tested on fewer rows.
-        """
+        """Rows of the comparison table, formatted for display."""
         methods = self.compare["methods"] if self.compare else []
-        return [
-            {
-                **_display(method),
-                "test_rows": _test_rows(method),
-                "note": str(method.get("note") or ""),
-            }
-            for method in methods
-        ]
+        return [_display(method) for method in methods]
+
+    @property
+    def backtest_notes(self) -> list[str]:
+        """Notes that `healthscore backtest` printed with the stored run."""
+        return stored_notes(self.backtest)
+
+    @property
+    def compare_notes(self) -> list[str]:
+        """Notes that `healthscore compare` printed with the stored run."""
+        return stored_notes(self.compare)
+
+
+def stored_notes(stored: dict[str, Any] | None) -> list[str]:
+    """Return the notes of a stored backtest or comparison, as the command printed.
+
+    These are the notes of the labels, the reason why nothing was measured, and the
+    notes of the methods, such as unreliable measures, constant probabilities or
+    fewer test rows. Runs stored without `method_notes` give each method's stored
+    `note` after its name.
+    """
+    if stored is None:
+        return []
+    lines = [str(line) for line in stored.get("notes") or []]
+    if stored.get("note"):
+        lines.append(str(stored["note"]))
+    if "method_notes" in stored:
+        lines += [str(line) for line in stored["method_notes"]]
+        return lines
+    for method in stored.get("methods") or []:
+        if method.get("note"):
+            lines.append(f"{method['method']}: {method['note']}")
+    return lines
 
 
 def _display(method: dict[str, Any]) -> dict[str, str]:
+    """Format a stored method's measures for display.
+
+    `test_rows` is the number of the method's test rows, "-" for a method skipped
+    on every split.
+    """
+
     def fixed(key: str, digits: int) -> str:
         value = method.get(key)
         return "-" if value is None else f"{value:.{digits}f}"
@@ -72,6 +99,7 @@ def _display(method: dict[str, Any]) -> dict[str, str]:
 
     return {
         "method": str(method["method"]),
+        "test_rows": _test_rows(method),
         "roc_auc": fixed("roc_auc", 3),
         "lift": fixed("lift_top_decile", 2),
         "ece": fixed("ece", 4),

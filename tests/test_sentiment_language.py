@@ -1,0 +1,198 @@
+"""The warning about texts that VADER's English lexicon does not score.
+
+The German texts below contain no word of VADER's lexicon, so VADER gives each the
+compound score 0.0, which the tests check with vaderSentiment itself. A run warns
+once per source column when most of its first texts are such texts, and keeps the
+scores as VADER gives them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date, timedelta
+
+import duckdb
+import pandas as pd
+import pytest
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from healthscore.engine import Engine
+from healthscore.metrics import compute_metrics
+from healthscore.sources.text import (
+    COMPOUND_FUNCTION,
+    LEXICON_SAMPLE_ROWS,
+    register_functions,
+)
+from project_factory import ACCOUNTS_CSV, minimal_config, write_project
+from test_cli import run, succeeded
+
+ANALYZER = SentimentIntensityAnalyzer()
+AS_OF = date(2024, 3, 10)
+
+GERMAN = [
+    "Das Produkt ist schrecklich und funktioniert nicht, wir kündigen",
+    "Kündigung zum Monatsende bitte bestätigen",
+    "Der Export bricht ständig ab",
+    "Wir warten seit zwei Wochen auf eine Antwort",
+]
+ENGLISH = [
+    "I love this product, great support!",
+    "Terrible outage, very angry.",
+    "Thanks, the fix works.",
+    "The export is broken and awful.",
+]
+
+WARNING = re.compile(
+    r"sentiment of source '(\w+)', column '(\w+)': (\d+) of the first (\d+) "
+    r"non-empty texts contain no word of VADER's lexicon"
+)
+
+
+def vader_scored(text: str) -> bool:
+    """Whether VADER finds a word of its lexicon in `text`."""
+    scores = ANALYZER.polarity_scores(text)
+    return scores["pos"] > 0 or scores["neg"] > 0
+
+
+def test_example_texts_as_vader_scores_them():
+    for text in GERMAN:
+        assert ANALYZER.polarity_scores(text)["compound"] == 0.0
+        assert not vader_scored(text)
+    for text in ENGLISH:
+        assert vader_scored(text)
+
+
+def lexicon_warnings(caplog: pytest.LogCaptureFixture) -> list[re.Match[str]]:
+    found = [WARNING.search(record.getMessage()) for record in caplog.records]
+    return [match for match in found if match is not None]
+
+
+def scored_batch(texts: list[str | None]) -> list[float | None]:
+    """Score `texts` through the DuckDB function in one query."""
+    con = duckdb.connect()
+    register_functions(con)
+    con.register("texts", pd.DataFrame({"text": pd.Series(texts, dtype=object)}))
+    query = f"SELECT {COMPOUND_FUNCTION}(text, 'tickets', 'text') FROM texts"
+    return [row[0] for row in con.execute(query).fetchall()]
+
+
+@pytest.mark.parametrize(("german", "warned"), [(16, True), (15, False)])
+def test_warning_share_edge(caplog, german, warned):
+    # 20 non-empty texts: 16 without a scored word are 80 %, 15 are 75 %.
+    english = LEXICON_SAMPLE_ROWS - german
+    texts: list[str | None] = [GERMAN[i % 4] for i in range(german)]
+    texts += [ENGLISH[i % 4] for i in range(english)]
+    # Missing and blank texts are not counted.
+    texts += [None, "  "]
+
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        scores = scored_batch(texts)
+
+    assert scores[:german] == [0.0] * german
+    assert scores[-2:] == [None, None]
+    matches = lexicon_warnings(caplog)
+    if warned:
+        assert len(matches) == 1
+        assert matches[0].groups() == ("tickets", "text", str(german), "20")
+    else:
+        assert matches == []
+
+
+def test_few_texts_give_no_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        scored_batch(GERMAN * 4)
+
+    # 16 texts are fewer than LEXICON_SAMPLE_ROWS, so nothing is judged.
+    assert lexicon_warnings(caplog) == []
+
+
+def german_tickets(accounts: int, per_account: int) -> list[dict[str, str]]:
+    rows = []
+    for account in range(1, accounts + 1):
+        for i in range(per_account):
+            stamp = AS_OF - timedelta(days=2 + i)
+            rows.append(
+                {
+                    "account_id": f"a{account}",
+                    "timestamp": f"{stamp.isoformat()}T10:00:00",
+                    "text": GERMAN[(account + i) % len(GERMAN)],
+                }
+            )
+    return rows
+
+
+def ticket_project(root, tickets):
+    config = minimal_config()
+    config["sources"]["tickets"] = {"kind": "tickets", "path": "tickets.jsonl"}
+    config["metrics"]["tone_28d"] = {
+        "type": "sentiment",
+        "source": "tickets",
+        "column": "text",
+        "window": "28d",
+    }
+    config["metrics"]["negative_28d"] = {
+        "type": "sentiment",
+        "source": "tickets",
+        "column": "text",
+        "statistic": "negative_share",
+        "window": "28d",
+    }
+    files = {
+        "accounts.csv": ACCOUNTS_CSV,
+        "events.csv": "account_id,timestamp\n",
+        "tickets.jsonl": tickets,
+    }
+    return write_project(root, config, files)
+
+
+def test_german_tickets_warn_and_keep_scores(tmp_path, caplog):
+    # 3 accounts with 8 German tickets each in the 28-day window.
+    project = ticket_project(tmp_path, german_tickets(3, 8))
+
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        values = compute_metrics(project, Engine.open(project).sources, AS_OF).values
+
+    matches = lexicon_warnings(caplog)
+    assert len(matches) == 1
+    source, column, unscored, texts = matches[0].groups()
+    assert (source, column) == ("tickets", "text")
+    assert unscored == texts
+    assert int(texts) >= LEXICON_SAMPLE_ROWS
+    assert "The lexicon is English" in caplog.text
+    for account in ("a1", "a2", "a3"):
+        assert values.loc[account, "tone_28d"] == 0.0
+        assert values.loc[account, "negative_28d"] == 0.0
+
+
+def test_english_tickets_do_not_warn(tmp_path, caplog):
+    tickets = german_tickets(3, 8)
+    for number, row in enumerate(tickets):
+        row["text"] = ENGLISH[number % len(ENGLISH)]
+    project = ticket_project(tmp_path, tickets)
+
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        compute_metrics(project, Engine.open(project).sources, AS_OF)
+
+    assert lexicon_warnings(caplog) == []
+
+
+def test_backfill_warns_once(tmp_path):
+    project = ticket_project(tmp_path, german_tickets(3, 8))
+
+    result = succeeded(
+        run(
+            "backfill",
+            "--project",
+            project.root,
+            "--from",
+            "2024-03-08",
+            "--to",
+            "2024-03-10",
+            "--every",
+            "1d",
+        )
+    )
+
+    text = " ".join(result.stderr.split())
+    assert text.count("contain no word of VADER's lexicon") == 1
