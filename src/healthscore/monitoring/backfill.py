@@ -131,17 +131,45 @@ def sweep_metrics(
 
 
 def _batches(sweep: MetricSweep) -> Iterator[tuple[int, int]]:
-    """Runs of dates of about ROWS_PER_BATCH accounts times dates, at least one."""
+    """Runs of dates of at most ROWS_PER_BATCH accounts times dates, or one date."""
+    sizes = [sweep.accounts_at(index) for index in range(len(sweep.dates))]
+    yield from _even_runs(sizes, ROWS_PER_BATCH)
+
+
+def _even_runs(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """Split dates with `sizes` rows into runs of at most `limit` rows, or one date.
+
+    The runs are as few as when each is filled up to the limit, but as even as
+    possible. Filling each run could leave a last run of one or two dates after a
+    full one, and the write of that full run would then overlap no scoring.
+    Returns the (first, stop) positions of each run.
+    """
+    count = len(_runs(sizes, limit))
+    # Bisection finds the smallest limit that needs no more runs, because the
+    # number of runs can only fall as the limit rises.
+    low, high = -(-sum(sizes) // max(count, 1)), limit
+    while low < high:
+        middle = (low + high) // 2
+        if len(_runs(sizes, middle)) <= count:
+            high = middle
+        else:
+            low = middle + 1
+    return _runs(sizes, min(low, limit))
+
+
+def _runs(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """Fill runs of dates in order up to `limit` rows. A date alone may exceed it."""
+    runs = []
     first = 0
     rows = 0
-    for index in range(len(sweep.dates)):
-        size = sweep.accounts_at(index)
-        if index > first and rows + size > ROWS_PER_BATCH:
-            yield first, index
+    for index, size in enumerate(sizes):
+        if index > first and rows + size > limit:
+            runs.append((first, index))
             first, rows = index, 0
         rows += size
-    if first < len(sweep.dates):
-        yield first, len(sweep.dates)
+    if first < len(sizes):
+        runs.append((first, len(sizes)))
+    return runs
 
 
 @dataclass

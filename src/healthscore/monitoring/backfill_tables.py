@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from healthscore.monitoring.backfill_rows import DatedMetrics
 from healthscore.pipeline import metric_rows
 from healthscore.scoring.scorecard import TABLE_COLUMNS, DatedScores
-from healthscore.scoring.tables import Coded, assemble
+from healthscore.scoring.tables import Coded, assemble, text_array
 
 _PANDAS_KEY = b"pandas"
 #: Dictionaries up to this many labels are written whole into every date's file.
@@ -144,9 +144,77 @@ def _metric_tables(metrics: DatedMetrics) -> list[pa.Table]:
     values = metrics.values
     names = sorted(values.columns)
     width = len(names)
+    numbers, text_codes, labels = _metric_values(values, names)
+
+    # Within each date, accounts in the order of their ids, as sort_values gives.
+    ranks = metrics.id_ranks
+    order = _date_and_id_order(metrics.codes, ranks)
+    ids, positions = _distinct_ids(metrics, ranks[order])
+    value = numbers[order].ravel()
+    value_text = _text_values(labels, text_codes, order)
+
+    # Every date's metric column repeats the same names, and an all-missing
+    # value_text column is the same too, so each date takes a slice of one array
+    # long enough for the largest date.
+    sizes = np.diff(metrics.offsets)
+    longest = int(sizes.max()) * width if len(sizes) else 0
+    repeats = longest // width if width else 0
+    metric = pa.array(names, type=pa.large_string()).take(
+        pa.array(np.tile(np.arange(width), repeats))
+    )
+    shared_text = (
+        value_text if value_text is not None else pa.nulls(longest, pa.large_string())
+    )
+
+    template = _metric_template(metrics)
+    metadata = _pandas_metadata(template)
+    account_columns = _account_columns(ids, positions, metrics.offsets, width)
+    tables = []
+    for index, accounts in enumerate(account_columns):
+        start, stop = int(metrics.offsets[index]), int(metrics.offsets[index + 1])
+        length = (stop - start) * width
+        text_start = start * width if value_text is not None else 0
+        table = pa.table(
+            {
+                "account_id": accounts,
+                "metric": metric.slice(0, length),
+                "value": value[start * width : stop * width],
+                "value_text": shared_text.slice(text_start, length),
+            }
+        )
+        tables.append(_with_length(table.cast(template.schema), metadata))
+    return tables
+
+
+def _account_columns(
+    ids: pa.Array, positions: np.ndarray, offsets: np.ndarray, width: int
+) -> list[pa.Array]:
+    """Build each date's account_id column: each row's id in `ids`, `width` times.
+
+    Consecutive dates often score the same accounts, and then share one column.
+    """
+    columns: list[pa.Array] = []
+    previous: np.ndarray | None = None
+    for index in range(len(offsets) - 1):
+        date_positions = positions[int(offsets[index]) : int(offsets[index + 1])]
+        if previous is None or not np.array_equal(date_positions, previous):
+            column = ids.take(pa.array(np.repeat(date_positions, width)))
+            previous = date_positions
+        columns.append(column)
+    return columns
+
+
+def _metric_values(
+    values: pd.DataFrame, names: list[str]
+) -> tuple[np.ndarray, np.ndarray | None, list[str | None]]:
+    """Split the metric columns `names` into numbers and text codes into labels.
+
+    The text codes are None when no value is text.
+    """
     count = len(values)
-    numbers = np.full((count, width), np.nan)
-    text_codes = np.zeros((count, width), dtype=np.int64)
+    width = len(names)
+    numbers = np.empty((count, width))
+    text_codes: np.ndarray | None = None
     labels: list[str | None] = [None]
     for column, name in enumerate(names):
         series = values[name]
@@ -158,43 +226,32 @@ def _metric_tables(metrics: DatedMetrics) -> list[pa.Table]:
         numbers[:, column] = parsed.to_numpy()
         text = objects.where(parsed.isna() & objects.notna())
         codes, uniques = pd.factorize(text.map(str, na_action="ignore"))
+        if text_codes is None:
+            text_codes = np.zeros((count, width), dtype=np.int64)
         text_codes[:, column] = np.where(codes >= 0, codes + len(labels), 0)
         labels.extend(str(unique) for unique in uniques)
+    return numbers, text_codes, labels
 
-    # Within each date, accounts in the order of their ids, as sort_values gives.
-    ranks = metrics.id_ranks
-    order = _date_and_id_order(metrics.codes, ranks)
 
-    # The ids are taken from the batch's distinct ids, a small array.
-    present, first_rows = np.unique(ranks, return_index=True)
-    ids = pa.array(
-        np.asarray(metrics.account_ids[first_rows], dtype=object),
-        type=pa.large_string(),
+def _distinct_ids(
+    metrics: DatedMetrics, ranks: np.ndarray
+) -> tuple[pa.Array, np.ndarray]:
+    """Return the distinct account ids of the rows in id order, and each row's
+    position in them.
+
+    `ranks` are the rows' ranks among all account ids (`DatedMetrics.id_ranks`),
+    so a table over the ranks replaces sorting and searching the rows.
+    """
+    size = int(ranks.max()) + 1 if len(ranks) else 0
+    seen = np.zeros(size, dtype=bool)
+    seen[ranks] = True
+    row_of_rank = np.zeros(size, dtype=np.int64)
+    row_of_rank[metrics.id_ranks] = np.arange(len(metrics.id_ranks))
+    ids = text_array(metrics.account_ids).take(
+        pa.array(row_of_rank[np.flatnonzero(seen)])
     )
-    repeated = np.repeat(np.searchsorted(present, ranks[order]), width)
-    long_table = pa.table(
-        {
-            "account_id": ids.take(pa.array(repeated)),
-            "metric": pa.array(names, type=pa.large_string()).take(
-                pa.array(np.tile(np.arange(width), count))
-            ),
-            "value": numbers[order].ravel(),
-            "value_text": _text_values(labels, text_codes, order),
-        }
-    )
-    template = _metric_template(metrics)
-    long_table = long_table.cast(template.schema)
-    metadata = _pandas_metadata(template)
-    return [
-        _with_length(
-            long_table.slice(
-                int(metrics.offsets[index]) * width,
-                int(metrics.offsets[index + 1] - metrics.offsets[index]) * width,
-            ),
-            metadata,
-        )
-        for index in range(len(metrics.dates))
-    ]
+    positions = np.cumsum(seen, dtype=np.int64) - 1
+    return ids, positions[ranks]
 
 
 def _date_and_id_order(codes: np.ndarray, ranks: np.ndarray) -> np.ndarray | slice:
@@ -213,12 +270,14 @@ def _date_and_id_order(codes: np.ndarray, ranks: np.ndarray) -> np.ndarray | sli
 
 
 def _text_values(
-    labels: list[str | None], text_codes: np.ndarray, order: np.ndarray | slice
-) -> pa.Array:
-    """Build the value_text column: each row's label, rows in `order`, row-major."""
-    if len(labels) == 1:
-        # Every value is a number or missing, so there is no text at all.
-        return pa.nulls(text_codes.size, type=pa.large_string())
+    labels: list[str | None], text_codes: np.ndarray | None, order: np.ndarray | slice
+) -> pa.Array | None:
+    """Build the value_text column: each row's label, rows in `order`, row-major.
+
+    Returns None when every value is a number or missing, so there is no text.
+    """
+    if text_codes is None or len(labels) == 1:
+        return None
     return pa.array(labels, type=pa.large_string()).take(
         pa.array(text_codes[order].ravel())
     )

@@ -41,6 +41,7 @@ from healthscore.scoring.tables import (
     Coded,
     arrow_columns,
     assemble,
+    text_array,
 )
 from healthscore.scoring.weights import Layout, Weighted, weigh
 
@@ -264,7 +265,7 @@ def score_dates(
     positional = pd.RangeIndex(len(metrics))
     account_columns = accounts.set_axis(positional)
     if "account_id" not in account_columns.columns:
-        account_columns = account_columns.assign(account_id=population.to_numpy())
+        account_columns = account_columns.assign(account_id=population.array)
     columns = AccountColumns(
         project_config, metrics.set_axis(positional), account_columns
     )
@@ -305,12 +306,13 @@ def _score_rows(
     plan = _plan_by_date(overrides, dates, population, routes, scorecards, bounds)
     # One date needs no partition, which keeps that path as simple as it was.
     partition = codes if len(dates) > 1 else None
-    ids = pa.array(population.to_numpy(dtype=object), type=pa.large_string())
+    ids = text_array(population)
     scores = _ScoreColumns(len(population), project_config.bands)
     components: list[dict[str, Chunk]] = []
     measures: list[dict[str, Chunk]] = []
-    component_dates: list[np.ndarray] = []
-    measure_dates: list[np.ndarray] = []
+    # Rows per date of each scorecard's chunks of the components and measures tables.
+    component_counts: list[np.ndarray] = []
+    measure_counts: list[np.ndarray] = []
     for position, scorecard in enumerate(scorecards):
         rows = np.flatnonzero(routes == position)
         if len(rows) == 0:
@@ -319,11 +321,12 @@ def _score_rows(
         scores.fill(card, plan)
         components.append(card.component_chunks(ids))
         measures.append(card.measure_chunks(ids))
-        component_dates.append(np.repeat(codes[rows], len(card.layout.component_names)))
-        measure_dates.append(np.repeat(codes[rows], len(card.layout.measures)))
+        accounts = np.bincount(codes[rows], minlength=len(dates))
+        component_counts.append(accounts * len(card.layout.component_names))
+        measure_counts.append(accounts * len(card.layout.measures))
     as_of = np.array(list(dates), dtype=object)[codes]
-    component_order, component_offsets = _date_order(component_dates, len(dates))
-    measure_order, measure_offsets = _date_order(measure_dates, len(dates))
+    component_order, component_offsets = _date_order(component_counts, len(dates))
+    measure_order, measure_offsets = _date_order(measure_counts, len(dates))
     return DatedScores(
         dates=list(dates),
         score_offsets=bounds,
@@ -344,18 +347,34 @@ def _score_rows(
 
 
 def _date_order(
-    row_dates: list[np.ndarray], count: int
+    counts: list[np.ndarray], count: int
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Row order that sorts the scorecards' chunks by date, keeping their order
-    within a date (None when they are sorted), and the offsets of each date."""
-    if not row_dates:
+    """Row order that sorts the scorecards' chunks by date, and each date's offsets.
+
+    `counts[k]` gives the rows of each date in the `k`-th chunk, whose rows are in
+    date order. The order keeps the chunks' order within a date, as a stable sort
+    by date would, and is None when the chunks are in date order already. It is
+    built from the runs of rows that each chunk has for each date, so no row is
+    sorted.
+    """
+    if not counts:
         return None, np.zeros(count + 1, dtype=np.int64)
-    dates = np.concatenate(row_dates)
-    order = None
-    if len(row_dates) > 1 and np.any(np.diff(dates) < 0):
-        order = np.argsort(dates, kind="stable")
-        dates = dates[order]
-    return order, np.searchsorted(dates, np.arange(count + 1))
+    # lengths[d, k]: rows of date d in chunk k.
+    lengths = np.stack(counts, axis=1).astype(np.int64)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(lengths.sum(axis=1), out=offsets[1:])
+    # Where each run starts in the concatenated chunks, and in the sorted rows.
+    chunk_starts = np.cumsum(lengths.sum(axis=0)) - lengths.sum(axis=0)
+    within_chunk = np.cumsum(lengths, axis=0) - lengths
+    sources = (chunk_starts[None, :] + within_chunk).ravel()
+    runs = lengths.ravel()
+    targets = np.cumsum(runs) - runs
+    used = runs > 0
+    if np.array_equal(sources[used], targets[used]):
+        return None, offsets
+    order = np.repeat(sources[used] - targets[used], runs[used])
+    order += np.arange(len(order), dtype=np.int64)
+    return order, offsets
 
 
 def _plan_by_date(

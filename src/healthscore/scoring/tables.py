@@ -134,11 +134,31 @@ def arrow_columns(
         if dtype == TEXT:
             columns[name] = _dictionary_column([_as_coded(chunk) for chunk in chunks])
         elif chunks:
-            arrays = [_as_array(chunk) for chunk in chunks]
-            columns[name] = np.concatenate(arrays).astype(dtype, copy=False)
+            columns[name] = _joined([_as_array(chunk) for chunk in chunks], dtype)
         else:
             columns[name] = np.zeros(0, dtype=dtype)
     return columns
+
+
+def _joined(arrays: Sequence[np.ndarray], dtype: str) -> np.ndarray:
+    """Concatenate the arrays, without copying a single array of the right dtype."""
+    joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    return joined.astype(dtype, copy=False)
+
+
+def text_array(values: pd.Index) -> pa.Array:
+    """Convert text values to a large_string Arrow array.
+
+    Values that pandas keeps in Arrow are taken as they are, without a Python
+    string per value.
+    """
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        array = pa.array(values.array)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        return array.cast(pa.large_string())
+    return pa.array(values.to_numpy(dtype=object), type=pa.large_string())
 
 
 def _reordered(
@@ -167,21 +187,38 @@ def _merged_coded(chunks: Sequence[Coded]) -> Coded:
     )
     starts = np.cumsum([0] + [len(chunk.labels) for chunk in chunks[:-1]])
     codes = np.concatenate(
-        [chunk.codes + start for chunk, start in zip(chunks, starts, strict=True)]
+        [
+            chunk.codes + CODE_DTYPE(start)
+            for chunk, start in zip(chunks, starts, strict=True)
+        ]
     )
     return Coded(labels, codes)
 
 
 def _dictionary_column(chunks: Sequence[Coded]) -> pa.DictionaryArray:
+    """Build a dictionary array whose indices share the memory of the codes.
+
+    No row is copied. A missing label becomes a null index through a validity
+    bitmap packed from the codes, and the codes themselves are the indices.
+    """
     merged = _merged_coded(chunks)
     labels = merged.labels.cast(pa.large_string())
+    codes = np.ascontiguousarray(merged.codes, dtype=CODE_DTYPE)
     if len(labels) == 0:
         labels = pa.array([""], type=pa.large_string())
     if labels.null_count == 0:
-        indices = pa.array(merged.codes, type=pa.int64())
+        indices = pa.array(codes)
     else:
-        missing = labels.is_null().to_numpy(zero_copy_only=False)
-        indices = pa.array(merged.codes, mask=missing[merged.codes], type=pa.int64())
+        if labels.null_count == len(labels):
+            validity = np.zeros((len(codes) + 7) // 8, dtype=np.uint8)
+        else:
+            missing = labels.is_null().to_numpy(zero_copy_only=False)
+            validity = np.packbits(~missing[codes], bitorder="little")
+        indices = pa.Array.from_buffers(
+            pa.from_numpy_dtype(CODE_DTYPE),
+            len(codes),
+            [pa.py_buffer(validity), pa.py_buffer(codes)],
+        )
         labels = labels.fill_null("")
     return pa.DictionaryArray.from_arrays(indices, labels)
 
