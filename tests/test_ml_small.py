@@ -83,6 +83,24 @@ def test_leaf_rows_few_churned(churned: int, rows: int, expected: int) -> None:
     assert leaf_rows(labels) == expected
 
 
+def test_leaf_rule_chosen_on_whole_set() -> None:
+    # 180 churned rows in all, so each fit on four fifths holds about 144: below
+    # 160, but every member keeps the rule of 40 churned rows per leaf.
+    frame, labels = capped_activity(3600, 180, seed=3)
+
+    model = ChurnClassifier().fit(frame, labels)
+
+    _, holdout = model._splits(labels, None)[-1]
+    fit_labels = np.delete(labels, holdout)
+    assert int(fit_labels.sum()) < 160
+    assert model.min_child_samples_ == leaf_rows(fit_labels, few=False)
+    churned, rows = int(fit_labels.sum()), len(fit_labels)
+    # 40 churned rows per leaf, at most a quarter of the rows, not half of 144.
+    assert model.min_child_samples_ == min(-(-40 * rows // churned), rows // 4)
+    sizes = {m.model.get_params()["min_child_samples"] for m in model.members_}
+    assert min(sizes) > 500
+
+
 def flipped_signal(
     dates: int, rows_per_date: int, seed: int
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

@@ -397,7 +397,7 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
             else min(self.n_estimators, ROUNDS_WITHOUT_HOLDOUT),
             learning_rate=self.learning_rate,
             num_leaves=self.num_leaves,
-            min_child_samples=self._leaf_rows(labels[fit_rows]),
+            min_child_samples=self._leaf_rows(labels[fit_rows], labels),
             subsample=0.8,
             subsample_freq=1,
             colsample_bytree=0.8,
@@ -419,10 +419,16 @@ class ChurnClassifier(ClassifierMixin, BaseEstimator):
         iterations = int(best) if best else int(model.n_estimators)
         return _Member(model, None, None, iterations)
 
-    def _leaf_rows(self, labels: np.ndarray) -> int:
+    def _leaf_rows(self, fit_labels: np.ndarray, labels: np.ndarray) -> int:
+        """Leaf size of a fit on `fit_labels`, a part of the training `labels`.
+
+        Whether the rule for few churned rows applies is decided on all the
+        training labels, so that the members of one model use the same rule.
+        """
         if self.min_child_samples is not None:
             return self.min_child_samples
-        self.min_child_samples_ = leaf_rows(labels)
+        few = _rarer_rows(labels) < FEW_CHURNED
+        self.min_child_samples_ = leaf_rows(fit_labels, few=few)
         return self.min_child_samples_
 
     def _fit_logistic(
@@ -622,7 +628,7 @@ def _calibrated(calibrator: Any, margin: np.ndarray) -> np.ndarray:
     return np.asarray(calibrator.predict_proba(margin.reshape(-1, 1))[:, 1])
 
 
-def leaf_rows(labels: np.ndarray) -> int:
+def leaf_rows(labels: np.ndarray, few: bool | None = None) -> int:
     """Return the minimum leaf size (LightGBM's `min_child_samples`) for `labels`.
 
     The rarer class (churned, unless most rows churned) sets the size. With at
@@ -631,21 +637,27 @@ def leaf_rows(labels: np.ndarray) -> int:
     the rows. With fewer, a leaf is half the rarer rows (at least one row), so a
     leaf of churned rows alone remains possible in each tree's 80 % row sample.
     Larger leaves allow no split on a metric that separates the churned rows from
-    the others, and the model can then rank worse than chance. Returns
+    the others, and the model can then rank worse than chance. `few` overrides
+    whether the second rule applies, for a part of a larger set of labels. Returns
     MIN_LEAF_ROWS when the labels have a single class.
     """
     rows = len(labels)
-    churned = int(np.sum(labels))
-    rarer = min(churned, rows - churned)
+    rarer = _rarer_rows(labels)
     if rarer <= 0:
         return MIN_LEAF_ROWS
-    if rarer < FEW_CHURNED:
+    if rarer < FEW_CHURNED if few is None else few:
         # NOTE: the size jumps at FEW_CHURNED, from 79 rows to ceil(40 / rate),
         # which is 800 rows at a 5 % rate. Leaves of 40 churned rows were measured
-        # on parts with 195 or more churned rows, and this rule on 11 to 33, so no
+        # on parts with 243 or more churned rows, and this rule on 11 to 33, so no
         # size was measured in between.
         return max(1, rarer // 2)
     return min(math.ceil(LEAF_CHURNED / (rarer / rows)), rows // 4)
+
+
+def _rarer_rows(labels: np.ndarray) -> int:
+    """Rows of the rarer class of 0/1 `labels`."""
+    churned = int(np.sum(labels))
+    return min(churned, len(labels) - churned)
 
 
 def binary_labels(y: Any, rows: int) -> np.ndarray:
