@@ -234,3 +234,26 @@ def test_history_same_version_keeps_unknown(tmp_path):
     # A row without a recorded version is taken as the current version.
     assert sorted(kept.on(D1).index) == ["b", "c"]
     assert kept.dates() == [D1]
+
+
+def test_description_edit_keeps_version(project):
+    for day in (D1, D2, D3):
+        monitored(project, day)
+    config = project_config(10)
+    config["metrics"]["events_28d"]["description"] = "Events in the last 28 days."
+    config["bands"] = [
+        {**band.model_dump(mode="json"), "label": band.label.upper(), "color": "#000"}
+        for band in project.config.bands
+    ]
+    (project.root / "healthscore.yml").write_text(yaml.safe_dump(config))
+    described = load_project(project.root)
+
+    card = described.config.scorecards[0]
+    assert described.scorecard_version(card) == project.scorecard_version(
+        project.config.scorecards[0]
+    )
+    # With max 10 throughout, a3 falls from 60 on D3 to 20 on D4.
+    outcome = monitored(described, D4)
+    assert ("fell", "a3") in alerts_of(outcome)
+    assert ("entered", "a3") in alerts_of(outcome)
+    assert outcome.version_changes == []

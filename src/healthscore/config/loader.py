@@ -105,15 +105,25 @@ class Project:
         return candidate if candidate.is_absolute() else self.root / candidate
 
     def scorecard_version(self, scorecard: ScorecardConfig) -> str:
-        """Content hash of a scorecard and the metrics it uses."""
+        """Content hash of a scorecard, the metrics it uses and the bands.
+
+        Settings that only describe or display, a metric's `description` and a
+        band's `label` and `color`, are left out: editing them changes no score, so
+        the alert rules and trends keep comparing across such an edit.
+        """
         used = {m.metric for c in scorecard.components.values() for m in c.measures}
         payload = {
             "scorecard": scorecard.model_dump(mode="json", by_alias=True),
             "metrics": {
-                name: self.config.metrics[name].model_dump(mode="json")
+                name: self.config.metrics[name].model_dump(
+                    mode="json", exclude={"description"}
+                )
                 for name in sorted(metric_closure(self.config.metrics, used))
             },
-            "bands": [band.model_dump(mode="json") for band in self.config.bands],
+            "bands": [
+                band.model_dump(mode="json", exclude={"label", "color"})
+                for band in self.config.bands
+            ],
         }
         digest = hashlib.sha256(
             json.dumps(payload, sort_keys=True).encode()
