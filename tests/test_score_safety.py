@@ -343,3 +343,29 @@ def test_score_without_purge_reports_none(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["purged"] is None
     assert "Purged" not in result.stderr
+
+
+def test_duckdb_main_schema_in_new_file(tmp_path):
+    database = tmp_path / "scores.duckdb"
+    table = {"connection": f"duckdb://{database}", "table": "main.scores"}
+    project = make_project(tmp_path / "p", store={"snapshot_table": table})
+
+    assert run("validate", "--project", project.root).exit_code == 0
+    assert score(project, AS_OF, monitor=False).snapshot_table.rows == 3
+    with duckdb.connect(str(database)) as con:
+        assert con.execute("SELECT count(*) FROM main.scores").fetchone() == (3,)
+
+
+def test_duckdb_schema_case_ignored(tmp_path):
+    database = tmp_path / "scores.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE SCHEMA reports")
+    table = {"connection": f"duckdb://{database}", "table": "Reports.Scores"}
+    project = make_project(tmp_path / "p", store={"snapshot_table": table})
+
+    validated = run("validate", "--project", project.root)
+
+    assert validated.exit_code == 0, validated.output
+    assert score(project, AS_OF, monitor=False).snapshot_table.rows == 3
+    with duckdb.connect(str(database)) as con:
+        assert con.execute("SELECT count(*) FROM reports.scores").fetchone() == (3,)

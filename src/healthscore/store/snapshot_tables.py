@@ -641,6 +641,10 @@ def _unchecked(
     )
 
 
+#: Schema that every DuckDB database file has from its creation.
+DUCKDB_DEFAULT_SCHEMA = "main"
+
+
 def _schema_exists(database: Database, schema: str) -> bool:
     """Tell whether `schema` exists in the database; True when that is unknown.
 
@@ -652,14 +656,17 @@ def _schema_exists(database: Database, schema: str) -> bool:
     if database.kind == "duckdb":
         assert database.path is not None
         if not database.path.exists():
-            return False  # the write would create the file without the schema
+            # The write creates the file, which has only DuckDB's schema `main`.
+            return schema.lower() == DUCKDB_DEFAULT_SCHEMA
         try:
             # Read-only, so the check takes no write lock from another run. DuckDB
             # 2.0 rejects the connection while this process has the file open in
-            # another mode, and the check is then skipped.
+            # another mode, and the check is then skipped. DuckDB matches names
+            # whatever their case, so the comparison does too.
             with duckdb.connect(str(database.path), read_only=True) as con:
                 rows = con.execute(
-                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = ? "
+                    "SELECT 1 FROM information_schema.schemata "
+                    "WHERE lower(schema_name) = lower(?) "
                     "AND catalog_name = current_database()",
                     [schema],
                 ).fetchall()
