@@ -667,6 +667,16 @@ def test_unreachable_server_is_source_error(tmp_path: Path) -> None:
     assert "hunter22" not in message
 
 
+def test_duckdb_table_case_hint(tmp_path: Path) -> None:
+    database = duckdb_file(tmp_path / "warehouse.duckdb", tmp_path)
+    project = duckdb_project(tmp_path / "p", database)
+    project.config.sources["events"].table = "CRM.Evnts"
+    with pytest.raises(SourceError) as caught:
+        open_engine(project)
+
+    assert "Similar tables: crm.events" in str(caught.value)
+
+
 def test_duckdb_missing_table_and_file(tmp_path: Path) -> None:
     database = duckdb_file(tmp_path / "warehouse.duckdb", tmp_path)
     project = duckdb_project(tmp_path / "p", database)

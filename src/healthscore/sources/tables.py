@@ -677,8 +677,14 @@ def _missing_table_message(
     name: str, source: SourceConfig, database: Database, available: list[str]
 ) -> str:
     assert source.table is not None
-    close = difflib.get_close_matches(source.table, available, n=3, cutoff=0.6)
-    hint = f" Similar tables: {', '.join(close)}." if close else ""
+    # Compared in lower case, because a name written in another case, such as
+    # BILLING.Events for billing.events, is the likeliest slip.
+    by_lower = {table.lower(): table for table in available}
+    close = difflib.get_close_matches(
+        source.table.lower(), list(by_lower), n=3, cutoff=0.6
+    )
+    shown = [by_lower[table] for table in close]
+    hint = f" Similar tables: {', '.join(shown)}." if shown else ""
     # A DuckDB file has no users, so only a server's permissions can hide a table.
     access = ", and that the user may read it" if database.kind == "postgres" else ""
     return (
