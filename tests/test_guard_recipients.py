@@ -152,6 +152,47 @@ def test_owner_and_addresses_both_mailed(smtp_server):
     assert message["To"] == "ana@example.com, ops@example.com"
 
 
+@pytest.mark.parametrize(
+    "repeat", ["ana@example.com", "ANA@Example.com", "Ana <ana@example.com>"]
+)
+def test_owner_list_repeat_mailed_once(smtp_server, repeat):
+    port, sink = smtp_server
+    channel = email_channel(port, ["owner", repeat, "ops@example.com"])
+    owners = "ana@example.com, bo@example.com"
+
+    warning = EmailSender(channel, None, None).send(sample_delivery(owner=owners))
+
+    assert warning is None
+    ((_, recipients, message),) = sink.messages
+    assert recipients == ["ana@example.com", "bo@example.com", "ops@example.com"]
+    assert message["To"] == "ana@example.com, bo@example.com, ops@example.com"
+
+
+def test_owner_cell_repeat_mailed_once(smtp_server):
+    port, sink = smtp_server
+    channel = email_channel(port, "owner")
+    owners = '"Berg, Hannah" <hannah@example.com>, Hannah@Example.com; bo@example.com'
+
+    EmailSender(channel, None, None).send(sample_delivery(owner=owners))
+
+    ((_, recipients, message),) = sink.messages
+    # The first spelling of an address is kept. The empty address that the
+    # semicolon leaves is dropped.
+    assert recipients == ["hannah@example.com", "bo@example.com"]
+    assert message["To"] == '"Berg, Hannah" <hannah@example.com>, bo@example.com'
+
+
+def test_to_addresses_mailed_once_without_case(smtp_server):
+    port, sink = smtp_server
+    channel = email_channel(port, ["ops@example.com", "OPS@example.com"])
+
+    EmailSender(channel, None, None).send(sample_delivery())
+
+    ((_, recipients, message),) = sink.messages
+    assert recipients == ["ops@example.com"]
+    assert message["To"] == "ops@example.com"
+
+
 def test_guard_alert_mailed_to_addresses(smtp_server):
     port, sink = smtp_server
     channel = email_channel(port, ["owner", "ops@example.com"])
@@ -265,20 +306,23 @@ def test_held_run_guard_alert_reaches_addresses(tmp_path, smtp_server, receiver)
 # Validation
 
 
-def test_validate_warns_owner_only_channel(tmp_path):
+@pytest.mark.parametrize("to", ["owner", ["owner"]])
+def test_validate_warns_owner_only_channel(tmp_path, to):
     hook = {"type": "webhook", "url": "http://127.0.0.1:9/alerts"}
-    channels = {"console": {"type": "console"}, "mail": MAIL_TO_OWNER, "hook": hook}
+    mail_channel = {**MAIL_TO_OWNER, "to": to}
+    channels = {"console": {"type": "console"}, "mail": mail_channel, "hook": hook}
     root = monitored_project(tmp_path, ACCOUNTS_FULL, [DROP_RULE], channels=channels)
 
     result, output = check(root, "validate")
 
     assert result.exit_code == 0, output
     assert (
-        "warning: alerts.channels.mail.to is `owner`, so channel 'mail' gets no "
-        "guard alert, which reports a held run and has no owner. To mail guard "
-        "alerts, list addresses next to owner, as in `to: [owner, "
-        "ops@example.com]`. Guard alerts go only to console and hook."
-    ) in output
+        "warning: channel 'mail' sends only to owners (alerts.channels.mail.to "
+        "names no address besides `owner`), so it gets no guard alert, which "
+        "reports a held run and has no owner. To mail guard alerts, list addresses "
+        "next to owner, as in `to: [owner, ops@example.com]`. Guard alerts go only "
+        "to console and hook."
+    ) in " ".join(output.split())
 
 
 def test_validate_warns_no_guard_channel(tmp_path):
@@ -288,7 +332,7 @@ def test_validate_warns_no_guard_channel(tmp_path):
     result, output = check(root, "validate")
 
     assert result.exit_code == 0, output
-    assert "channel 'mail' gets no guard alert" in output
+    assert "channel 'mail' sends only to owners" in output
     assert (
         "No channel delivers guard alerts, so only the output of `healthscore "
         "score` and `healthscore alerts list` show a held run."

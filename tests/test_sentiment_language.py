@@ -1,9 +1,11 @@
 """The warning about texts that VADER's English lexicon does not score.
 
-The German texts below contain no word of VADER's lexicon, so VADER gives each the
-compound score 0.0, which the tests check with vaderSentiment itself. A run warns
-once per source column when most of its first texts are such texts, and keeps the
-scores as VADER gives them.
+The German and Japanese texts below contain no word of VADER's lexicon, so VADER
+gives each the compound score 0.0, which the tests check with vaderSentiment itself.
+A run warns once per source column when most of its first texts of 4 or more words
+contain no such word and no English function word, and keeps the scores as VADER
+gives them. Neutral English texts also contain no word of the lexicon, but short
+ones are not judged and longer ones contain function words.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from healthscore.metrics import compute_metrics
 from healthscore.sources.text import (
     COMPOUND_FUNCTION,
     LEXICON_SAMPLE_ROWS,
+    VaderScorer,
     register_functions,
 )
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
@@ -42,10 +45,59 @@ ENGLISH = [
     "Thanks, the fix works.",
     "The export is broken and awful.",
 ]
+# Texts without spaces of 10 or more characters, which count as one word that is
+# not English.
+JAPANESE = [
+    "ダッシュボードの読み込みが非常に遅いです",
+    "CSVへのエクスポートがタイムアウトします",
+    "請求書のライセンス数が実際より多くなっています",
+    "二週間前から返事を待っています。至急対応してください",
+    "新しいユーザーを招待できません。",
+    "CRM連携が昨日から同期されていません",
+]
+# Japanese texts that are not judged: shorter than 10 characters, or with a space.
+SHORT_JAPANESE = ["解約を検討中", "SSO ログインでエラー"]
+# Neutral English ticket subjects, most shorter than 4 words.
+NEUTRAL_SUBJECTS = [
+    "Password reset", "Invoice question", "Add two seats", "API rate limit",
+    "SSO setup", "Export to CSV", "Change billing email", "Dashboard filters",
+    "Webhook retries", "Remove a user", "Data retention period", "Report schedule",
+    "Custom fields", "Plan upgrade", "Billing address on invoice",
+    "New admin account", "Time zone setting", "Import from Salesforce",
+    "Two-factor login", "Audit log export", "Question about our contract",
+    "Move the workspace to EU", "Seat count for next year", "Rename the project",
+]  # fmt: skip
+NEUTRAL_SENTENCES = [
+    "The invoice lists three seats for our team.",
+    "Can you add two seats to the current plan?",
+    "How do we reset the password for a new user?",
+    "Our admin changed the billing email this morning.",
+    "Could you send the invoice as a PDF file?",
+    "The export to CSV finished at noon.",
+    "We moved the workspace to the EU region.",
+    "Which time zone does the weekly report use?",
+    "The API rate limit is listed in the docs.",
+    "The project should get the name Finance Reports.",
+    "Our billing address changed after the merger.",
+    "When does the contract renew next year?",
+    "The webhook sends each event with a signature.",
+    "Can you remove the old user from our account?",
+    "We need the report every Monday at nine.",
+    "The dashboard shows the last thirty days.",
+    "Can you move the call to Thursday afternoon?",
+    "Our team uses the import from Salesforce.",
+    "The new admin account has the same email.",
+    "What is the data retention period for events?",
+    "The custom fields appear in the account view.",
+    "They asked about the seat count for next year.",
+    "The address on the invoice is from last year.",
+    "The audit log export runs every night.",
+]
 
 WARNING = re.compile(
     r"sentiment of source '(\w+)', column '(\w+)': (\d+) of the first (\d+) "
-    r"non-empty texts contain no word of VADER's lexicon"
+    r"non-empty texts of 4 or more words \(or of 10 or more characters without a "
+    r"space\) contain no word of VADER's lexicon and no common English word"
 )
 
 
@@ -56,9 +108,11 @@ def vader_scored(text: str) -> bool:
 
 
 def test_example_texts_as_vader_scores_them():
-    for text in GERMAN:
+    for text in GERMAN + JAPANESE + SHORT_JAPANESE:
         assert ANALYZER.polarity_scores(text)["compound"] == 0.0
         assert not vader_scored(text)
+    for text in NEUTRAL_SUBJECTS + NEUTRAL_SENTENCES:
+        assert not vader_scored(text), text
     for text in ENGLISH:
         assert vader_scored(text)
 
@@ -70,11 +124,18 @@ def lexicon_warnings(caplog: pytest.LogCaptureFixture) -> list[re.Match[str]]:
 
 def scored_batch(texts: list[str | None]) -> list[float | None]:
     """Score `texts` through the DuckDB function in one query."""
+    return scored_with_scorer(texts)[0]
+
+
+def scored_with_scorer(
+    texts: list[str | None],
+) -> tuple[list[float | None], VaderScorer]:
+    """Score `texts` in one query, and return the scores and the scorer."""
     con = duckdb.connect()
-    register_functions(con)
+    scorer = register_functions(con)
     con.register("texts", pd.DataFrame({"text": pd.Series(texts, dtype=object)}))
     query = f"SELECT {COMPOUND_FUNCTION}(text, 'tickets', 'text') FROM texts"
-    return [row[0] for row in con.execute(query).fetchall()]
+    return [row[0] for row in con.execute(query).fetchall()], scorer
 
 
 @pytest.mark.parametrize(("german", "warned"), [(16, True), (15, False)])
@@ -105,6 +166,59 @@ def test_few_texts_give_no_warning(caplog):
 
     # 16 texts are fewer than LEXICON_SAMPLE_ROWS, so nothing is judged.
     assert lexicon_warnings(caplog) == []
+
+
+def test_neutral_english_subjects_do_not_warn(caplog):
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        scores, scorer = scored_with_scorer(list(NEUTRAL_SUBJECTS))
+
+    assert scores == [0.0] * len(NEUTRAL_SUBJECTS)
+    assert lexicon_warnings(caplog) == []
+    # 4 subjects have 4 or more words. Of those, "Billing address on invoice" and
+    # "Seat count for next year" contain no word of ENGLISH_FUNCTION_WORDS.
+    check = scorer.lexicon_checks[("tickets", "text")]
+    assert check.texts == 4
+    assert check.not_english == 2
+    assert check.done is False
+
+
+def test_neutral_english_sentences_do_not_warn(caplog):
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        scores, scorer = scored_with_scorer(list(NEUTRAL_SENTENCES))
+
+    assert scores == [0.0] * len(NEUTRAL_SENTENCES)
+    assert lexicon_warnings(caplog) == []
+    check = scorer.lexicon_checks[("tickets", "text")]
+    assert check.done is True
+    assert check.texts == len(NEUTRAL_SENTENCES)
+    assert check.not_english == 0
+
+
+def test_japanese_texts_warn(caplog):
+    # 24 long texts and 4 short ones, which are not counted.
+    texts: list[str | None] = JAPANESE * 4 + SHORT_JAPANESE * 2
+
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        scores = scored_batch(texts)
+
+    assert scores == [0.0] * len(texts)
+    matches = lexicon_warnings(caplog)
+    assert len(matches) == 1
+    assert matches[0].groups() == ("tickets", "text", "24", "24")
+
+
+def test_ascii_word_without_spaces_not_judged(caplog):
+    # 20 ASCII words of 10 or more characters, which a run does not judge, then
+    # 20 German texts.
+    texts: list[str | None] = ["Cancellation", "https://example.com/export"] * 10
+    texts += [GERMAN[i % 4] for i in range(LEXICON_SAMPLE_ROWS)]
+
+    with caplog.at_level(logging.WARNING, logger="healthscore"):
+        scored_batch(texts)
+
+    matches = lexicon_warnings(caplog)
+    assert len(matches) == 1
+    assert matches[0].groups() == ("tickets", "text", "20", "20")
 
 
 def german_tickets(accounts: int, per_account: int) -> list[dict[str, str]]:

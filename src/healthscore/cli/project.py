@@ -164,10 +164,10 @@ def validate(
             verb = "fails a check and is" if problems == 1 else "fail a check and are"
             note(
                 f"{plural(problems, 'row')} {verb} excluded from scores. Fix them "
-                "in the source files, or correct the source's columns or "
+                "in the source files or tables, or correct the source's columns or "
                 "timestamp_format where a column is mapped or parsed wrongly. "
                 "Numbers written with decimal commas or thousands separators "
-                "must be converted in the files."
+                "must be converted in the sources."
             )
 
 
@@ -265,7 +265,8 @@ def owner_address_warnings(project: Project, accounts: pd.DataFrame) -> list[str
 
 
 def guard_recipient_warnings(project: Project) -> list[str]:
-    """List warnings about email channels whose `to` is `owner` alone.
+    """List warnings about email channels that send only to owners, whose `to` is
+    `owner` or `[owner]`.
 
     The guard's alert about a held run has no owner. It is raised only when a
     held run stores alerts, so a project without alert rules gets no warning.
@@ -285,10 +286,10 @@ def guard_recipient_warnings(project: Project) -> list[str]:
             "score` and `healthscore alerts list` show a held run"
         )
     return [
-        f"alerts.channels.{name}.to is `owner`, so channel {name!r} gets no guard "
-        "alert, which reports a held run and has no owner. To mail guard alerts, "
-        f"list addresses next to owner, as in `to: [owner, ops@example.com]`. "
-        f"{reach}."
+        f"channel {name!r} sends only to owners (alerts.channels.{name}.to names no "
+        "address besides `owner`), so it gets no guard alert, which reports a held "
+        "run and has no owner. To mail guard alerts, list addresses next to owner, "
+        f"as in `to: [owner, ops@example.com]`. {reach}."
         for name in settings.owner_only_channels()
     ]
 

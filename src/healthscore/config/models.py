@@ -826,8 +826,9 @@ class SentimentMetric(WindowedMetric):
         "it, as are many German, French or Japanese texts, gets the neutral score "
         "0.0 and does not count as negative, and a word that is also English, such "
         "as German `die`, is scored by its English meaning. A run logs a warning "
-        "when at least 80% of the first non-empty texts that it reads from the "
-        "column, 20 or more, contain no word of the lexicon."
+        "when at least 80% of the first 20 or more texts of 4 or more words (or of "
+        "10 or more characters without a space) that it reads from the column "
+        "contain no word of the lexicon and no common English word such as `the`."
     )
     statistic: Literal["compound_mean", "negative_share"] = Field(
         default="compound_mean",

@@ -13,13 +13,14 @@ import html
 import json
 import logging
 import os
+import re
 import smtplib
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, getaddresses
 from typing import Any
 from urllib.parse import quote
 
@@ -377,24 +378,24 @@ class EmailSender:
         run. With `owner` alone such an alert fails permanently.
         """
         settings = self.settings
+        addresses = unique_addresses(settings.addresses)
         if not settings.mails_owner:
-            return settings.addresses, None
+            return addresses, None
         owner = delivery.alert.owner
         problem = self._owner_problem(delivery)
         if problem is None:
             # `_owner_problem` returns None only for an owner that is an address.
-            extra = [address for address in settings.addresses if address != owner]
-            return [str(owner), *extra], None
+            return unique_addresses([str(owner), *settings.addresses]), None
         cause, advice = problem
-        if not settings.addresses:
+        if not addresses:
             raise DeliveryError(f"{cause}; {advice}", permanent=True)
         if owner is None:
-            return settings.addresses, None
+            return addresses, None
         warning = (
             f"{cause}, so the email went only to the other addresses under `to`; "
             "set the owner column to email addresses separated by commas"
         )
-        return settings.addresses, warning
+        return addresses, warning
 
     def _owner_problem(self, delivery: Delivery) -> tuple[str, str] | None:
         """Return why the alert's owner cannot be a recipient, and what to do, or
@@ -439,6 +440,44 @@ def _is_timeout(exc: BaseException) -> bool:
     raised during the handling of the TimeoutError, so the context is checked too.
     """
     return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
+
+
+def unique_addresses(entries: list[str]) -> list[str]:
+    """Split `entries` into single addresses and drop repeats and empty addresses.
+
+    An entry may list addresses separated by commas, as an owner cell does.
+    Addresses are compared without case, so `Ana@Example.com` after
+    `ana@example.com` is dropped, and the first spelling and its name are kept.
+    smtplib sends one RCPT TO per address of the To header, repeats included.
+    """
+    unique: list[str] = []
+    seen: set[str] = set()
+    for name, address in getaddresses(entries):
+        key = address.lower()
+        if not address or key in seen:
+            continue
+        seen.add(key)
+        unique.append(_format_address(name, address))
+    return unique
+
+
+def _format_address(name: str, address: str) -> str:
+    """Join a name and an address as `Name <address>`, quoting a name that needs it.
+
+    Unlike `email.utils.formataddr`, this keeps a name outside ASCII as text. The
+    email policy encodes it when it writes the To header.
+    """
+    if not name:
+        return address
+    if _ADDRESS_SPECIALS.search(name):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        name = f'"{escaped}"'
+    return f"{name} <{address}>"
+
+
+#: Characters of RFC 5322 `specials` (and the backslash) that require a name in an
+#: address to be quoted.
+_ADDRESS_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 
 
 def header_text(value: str) -> str:
