@@ -7,6 +7,7 @@ letters cannot be queried without quotes. Both still run, with a warning.
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -128,7 +129,8 @@ def test_upper_case_table_warns(tmp_path: Path) -> None:
         "because healthscore quotes the name. PostgreSQL folds an unquoted name to "
         "lower case, so SELECT * FROM Reports.MyScores finds no table. Write table: "
         'reports.myscores, or query the table as "Reports"."MyScores", with the '
-        "quotes"
+        "quotes. If schema 'Reports' was created with quotes in that case, lower "
+        "the table name only: table: Reports.myscores"
     )
 
 
@@ -179,3 +181,27 @@ def test_validate_prints_table_name_warning(tmp_path: Path) -> None:
         in warning
     )
     assert "Write table: reports.myscores," in warning
+
+
+def test_quoted_schema_suggestion_written(tmp_path: Path) -> None:
+    schema = f"HsMixed{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        root = table_project(tmp_path, PG_URL, f"{schema}.MyScores")
+        suggested = snapshot_table_warnings(load_project(root))[0].message
+        assert suggested.endswith(f"table: {schema}.myscores")
+        config = yaml.safe_load((root / "healthscore.yml").read_text(encoding="utf-8"))
+        config["store"]["snapshot_table"]["table"] = f"{schema}.myscores"
+        (root / "healthscore.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+        score(load_project(root), date(2024, 3, 10), monitor=False)
+
+        with psycopg.connect(PG_URL) as connection:
+            rows = connection.execute(
+                f'SELECT count(*) FROM "{schema}".myscores'
+            ).fetchone()
+        assert rows == (3,)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')

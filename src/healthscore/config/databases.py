@@ -218,15 +218,25 @@ def snapshot_table_warnings(project: Project) -> list[ConfigIssue]:
     quoted = ".".join(f'"{part}"' for part in table.split("."))
     path = ("store", "snapshot_table", "table")
     _, lines, _ = _parse_yaml(project.file_text(), str(project.file))
+    message = (
+        f"table {table!r} has upper-case letters, which PostgreSQL keeps because "
+        "healthscore quotes the name. PostgreSQL folds an unquoted name to lower "
+        f"case, so SELECT * FROM {table} finds no table. Write table: "
+        f"{table.lower()}, or query the table as {quoted}, with the quotes"
+    )
+    schema, _, name = table.rpartition(".")
+    if schema != schema.lower():
+        # A schema created with quotes keeps its case, and its lower-case name
+        # then names no schema.
+        message += (
+            f". If schema {schema!r} was created with quotes in that case, lower "
+            f"the table name only: table: {schema}.{name.lower()}"
+        )
     return [
         ConfigIssue(
             file=str(project.file),
             line=line_of(path, lines),
             key=format_key(path),
-            message=f"table {table!r} has upper-case letters, which PostgreSQL "
-            "keeps because healthscore quotes the name. PostgreSQL folds an "
-            f"unquoted name to lower case, so SELECT * FROM {table} finds no "
-            f"table. Write table: {table.lower()}, or query the table as {quoted}, "
-            "with the quotes",
+            message=message,
         )
     ]
