@@ -369,3 +369,43 @@ def test_duckdb_schema_case_ignored(tmp_path):
     assert score(project, AS_OF, monitor=False).snapshot_table.rows == 3
     with duckdb.connect(str(database)) as con:
         assert con.execute("SELECT count(*) FROM reports.scores").fetchone() == (3,)
+
+
+def test_unusable_events_store_nothing(tmp_path):
+    project = make_project(tmp_path)
+    assert score(project, AS_OF, monitor=False).snapshot is not None
+    before = stored_ids(project)
+    # Every event row's timestamp is unreadable, so no event can count.
+    (tmp_path / "events.csv").write_text(
+        "account_id,timestamp\na1,yesterday\na2,someday\n"
+    )
+
+    with pytest.raises(ScoringInputError) as raised:
+        score(project, AS_OF, monitor=False)
+
+    message = flat(str(raised.value))
+    assert message.startswith(
+        "the events source 'events' has no usable row: all 2 of its rows were "
+        "excluded (2 "
+    )
+    assert "nothing was stored for 2026-06-01" in message
+    assert "--allow-empty" in message
+    assert stored_ids(project) == before
+    allowed = score(project, AS_OF, monitor=False, allow_empty=True)
+    assert allowed.snapshot is not None
+
+
+def test_events_after_as_of_still_score(tmp_path):
+    project = make_project(tmp_path)
+    (tmp_path / "events.csv").write_text(
+        "account_id,timestamp\na1,2026-07-01 10:00:00\na2,bad\n"
+    )
+
+    # One row is later than the as-of date and one fails, so none is usable.
+    with pytest.raises(ScoringInputError):
+        score(project, AS_OF, monitor=False)
+
+    (tmp_path / "events.csv").write_text(
+        "account_id,timestamp\na1,2026-07-01 10:00:00\n"
+    )
+    assert score(project, AS_OF, monitor=False).snapshot is not None

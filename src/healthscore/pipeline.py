@@ -253,7 +253,8 @@ def score(
     ConfigError or ScoringInputError on invalid settings or data; nothing is stored
     then. Raises ScoringInputError too when no account is scored because a source
     of the population has no usable row, and the stored snapshot of `as_of` has
-    scores, unless `allow_empty` lets the empty snapshot replace it. Raises
+    scores, or when every row of another source up to `as_of` fails a check,
+    unless `allow_empty` lets the run store its snapshot all the same. Raises
     SnapshotTableError when `store.snapshot_table` cannot be written; the Parquet
     snapshot of the date is stored then, and alert rules do not run.
     """
@@ -284,8 +285,11 @@ def score(
         seconds["scoring"] = time.perf_counter() - mark
 
         reports = engine.sources.report(point)
-    if store and not allow_empty and result.scores.empty:
-        check_empty_replacement(project, as_of, reports)
+    if store and not allow_empty:
+        if result.scores.empty:
+            check_empty_replacement(project, as_of, reports)
+        if not empty_sources(project, reports):
+            check_unusable_sources(project, as_of, reports)
     run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
     run.shadow, run.shadow_skipped = _score_shadow_files(project, metrics, as_of)
     if store:
@@ -373,6 +377,41 @@ def check_empty_replacement(
         "again once it has its rows; `healthscore validate --data` shows why rows "
         "are excluded. To replace the stored scores with an empty snapshot all the "
         "same, run `healthscore score` with --allow-empty"
+    )
+
+
+def check_unusable_sources(
+    project: Project, as_of: date, reports: list[SourceReport]
+) -> None:
+    """Raise ScoringInputError when every row of a source up to `as_of` is excluded.
+
+    A source whose rows all fail a check, such as a wrongly mapped column or
+    account ids of another type, would score every account as if it had no such
+    rows. Rows later than the as-of date do not count, so a date before a source's
+    first row passes. The population's sources are left to `check_empty_replacement`.
+    """
+    # Imported here, because the report modules build on this module's run type.
+    from healthscore.report.summary import source_summaries
+
+    population = {report.source for report in empty_sources(project, reports)}
+    unusable = []
+    for report in reports:
+        if report.rows_used or not report.rows_read or report.source in population:
+            continue
+        summary = source_summaries([report.to_dict()])[0]
+        if summary.rows_with_problems and (
+            summary.rows_with_problems + summary.later == report.rows_read
+        ):
+            unusable.append(report)
+    if not unusable:
+        return
+    day = as_of.isoformat()
+    described = "; ".join(_describe_empty(report) for report in unusable)
+    raise ScoringInputError(
+        f"{described}, so every account would be scored as if that source were "
+        f"empty; nothing was stored for {day}. Fix the rows or the source's columns "
+        "(`healthscore validate --data` shows example rows), or run `healthscore "
+        "score` with --allow-empty to store the scores all the same"
     )
 
 

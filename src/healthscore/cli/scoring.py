@@ -72,9 +72,9 @@ def score(
         typer.Option(
             "--allow-empty",
             help="Store an empty snapshot even when it replaces the stored scores "
-            "of the date. Without it, a run that scores no account because the "
-            "accounts or subscriptions source has no usable row exits with an "
-            "error and keeps those scores.",
+            "of the date, and store scores when every row of another source up to "
+            "the date fails a check. Without it, such a run exits with an error, "
+            "stores nothing and keeps the stored scores.",
         ),
     ] = False,
     json_output: JsonOption = False,
