@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import yaml
 from typer.testing import CliRunner
 
@@ -9,11 +11,16 @@ from healthscore.cli import app
 from project_factory import ACCOUNTS_CSV, minimal_config, write_project
 
 EVENTS = "account_id,timestamp\na1,2024-03-20 10:00:00\n"
-OUTDATED = (
-    "The snapshot of 2024-04-01 was scored with other scorecards than healthscore.yml "
-    "now holds, so it shows the scores as they were; run `healthscore score --as-of "
-    "2024-04-01` to rescore it."
-)
+
+
+def outdated(root: str) -> str:
+    """The warning about the snapshot of 2024-04-01, with its rescoring command."""
+    return (
+        "The snapshot of 2024-04-01 was scored with other scorecards than "
+        "healthscore.yml now holds, so it shows the scores as they were; run "
+        f"`healthscore backfill --project {shlex.quote(root)} --from 2024-04-01 "
+        "--to 2024-04-01` to rescore it without checking alert rules."
+    )
 
 
 def run(*arguments: str):
@@ -38,6 +45,6 @@ def test_explain_warns_after_scorecard_change(tmp_path):
     ] = 5
     project.file.write_text(yaml.safe_dump(config, sort_keys=False))
     changed = run("explain", "a1", "--as-of", "2024-04-01", "--project", root)
-    assert OUTDATED in " ".join(changed.stderr.split())
+    assert outdated(root) in " ".join(changed.stderr.split())
     report = run("report", "--as-of", "2024-04-01", "--project", root)
-    assert OUTDATED in " ".join(report.stderr.split())
+    assert outdated(root) in " ".join(report.stderr.split())

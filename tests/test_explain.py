@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shlex
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -663,3 +664,49 @@ def test_cli_explain_missing_component(changed_project: Project) -> None:
         "other components."
     ) in text
     assert "measures have no value" not in text
+
+
+def outdated_project(root: Path) -> Project:
+    """Scorecard main scored as of D1, then changed, with D1 not rescored."""
+    files = {"accounts.csv": ACCOUNTS_CSV, "events.csv": EXPLAIN_EVENTS}
+    before = write_project(root, explain_config(changed=False), files)
+    pipeline.score(before, D1)
+    return write_project(root, explain_config(changed=True), files)
+
+
+def test_cli_explain_outdated_advice(tmp_path: Path) -> None:
+    project = outdated_project(tmp_path / "p")
+    root = str(project.root)
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    arguments = ["explain", "a2", "--as-of", D1.isoformat(), "--project", root]
+    command = (
+        f"healthscore backfill --project {shlex.quote(root)} --from 2024-03-01 "
+        "--to 2024-03-01"
+    )
+
+    outdated = runner.invoke(app, arguments)
+    advice = " ".join(outdated.stderr.split())
+    rescored = runner.invoke(app, shlex.split(command)[1:])
+    current = runner.invoke(app, arguments)
+
+    assert outdated.exit_code == 0, outdated.output
+    assert f"run `{command}` to rescore it without checking alert rules." in advice
+    assert rescored.exit_code == 0, rescored.output
+    assert current.exit_code == 0, current.output
+    assert "was scored with other scorecards" not in current.stderr
+
+
+def test_cli_explain_outdated_advice_in_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = outdated_project(tmp_path / "p")
+    monkeypatch.chdir(project.root)
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+    result = runner.invoke(app, ["explain", "a2", "--as-of", D1.isoformat()])
+    advice = " ".join(result.stderr.split())
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "run `healthscore backfill --from 2024-03-01 --to 2024-03-01` to rescore it"
+    ) in advice

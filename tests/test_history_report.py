@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from healthscore.cli import app
-from healthscore.cli.history import _trend_line
+from healthscore.cli.history import _limited_dates, _trend_line, rescore_command
 from healthscore.config import Project
 from healthscore.monitoring.alerts import RaisedAlert
 from healthscore.monitoring.outbox import NewAlert, add_alerts
@@ -306,7 +307,15 @@ def test_trend_names_scorecard_change(tmp_path: Path) -> None:
         f"settings, scored 2024-03-01 and 2024-03-08 by scorecard default version "
         f"{old}; 2024-03-15 by scorecard default version {new}."
     )
-    assert "score these dates again under one configuration" in warning
+    command = (
+        f"healthscore backfill --project {shlex.quote(str(changed.root))} "
+        "--from 2024-03-01 --to 2024-03-08 --every 7d"
+    )
+    assert (
+        "To compare like with like, rescore the dates scored under settings that "
+        f"healthscore.yml no longer contains (2024-03-01 and 2024-03-08) with "
+        f"`{command}`. A backfill checks no alert rules"
+    ) in warning
     data = json.loads(result.stdout)
     assert data["scored_under"] == [
         {
@@ -318,6 +327,39 @@ def test_trend_names_scorecard_change(tmp_path: Path) -> None:
     ]
     # The stored values stay as they are: a1 had 4 events, then 9 (see DAILY).
     assert data["trend"]["change_7d"] == pytest.approx(9 / 20 * 100 - 4 / 10 * 100)
+
+
+def test_trend_names_off_grid_outdated_date(tmp_path: Path) -> None:
+    # A weekly backfill under new bounds rescores DATES but not 2024-03-11, which
+    # stays under the old version, so the warning names that date alone.
+    project = _project(tmp_path / "p")
+    for day in [*DATES, date(2024, 3, 11)]:
+        score(project, day)
+    config = minimal_config()
+    config["metrics"]["events_28d"]["window"] = "7d"
+    measure = config["scorecards"][0]["components"]["usage"]["measures"][0]
+    measure["normalize"]["max"] = 20
+    changed = write_project(project.root, config, {})
+    root = shlex.quote(str(changed.root))
+    weekly = ["backfill", "--project", str(changed.root)]
+    weekly += ["--from", "2024-03-01", "--to", "2024-03-15", "--every", "7d"]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    assert runner.invoke(app, weekly).exit_code == 0
+
+    mixed = _trend(changed, "2024-03-15", "--json")
+    warning = " ".join(mixed.stderr.split())
+    command = f"healthscore backfill --project {root} --from 2024-03-11 --to 2024-03-11"
+    rescored = runner.invoke(app, shlex.split(command)[1:])
+    after = _trend(changed, "2024-03-15", "--json")
+
+    assert mixed.exit_code == 0, mixed.output
+    assert (
+        "rescore the dates scored under settings that healthscore.yml no longer "
+        f"contains (2024-03-11) with `{command}`."
+    ) in warning
+    assert rescored.exit_code == 0, rescored.output
+    assert after.exit_code == 0, after.output
+    assert "compares scores from different scorecard settings" not in after.stderr
 
 
 def test_trend_of_account_left_out(tmp_path: Path) -> None:
@@ -395,3 +437,25 @@ def test_trend_line_fractional_threshold(
     }
 
     assert f"30d {shown}," in _trend_line(trend, threshold)
+
+
+def test_rescore_command_uneven_dates(history_project: Project) -> None:
+    days = [date(2024, 3, 1), date(2024, 3, 8), date(2024, 3, 11)]
+    root = shlex.quote(str(history_project.root))
+
+    command = rescore_command(history_project, days)
+
+    assert command == (
+        "for day in 2024-03-01 2024-03-08 2024-03-11; do healthscore backfill "
+        f'--project {root} --from "$day" --to "$day"; done'
+    )
+
+
+def test_limited_dates_counts_the_rest() -> None:
+    days = [date(2024, 3, day) for day in range(1, 8)]
+
+    assert _limited_dates(days[:1]) == "2024-03-01"
+    assert _limited_dates(days[:2]) == "2024-03-01 and 2024-03-02"
+    assert _limited_dates(days) == (
+        "2024-03-01, 2024-03-02, 2024-03-03, 2024-03-04, 2024-03-05 and 2 more"
+    )

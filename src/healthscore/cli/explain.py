@@ -61,18 +61,32 @@ class AccountScore:
 
 
 def warn_if_outdated(project: Project, store: SnapshotStore, as_of: date) -> None:
-    """Say so when a snapshot was scored with scorecards that have changed since."""
+    """Say so when a snapshot was scored with scorecards that have changed since.
+
+    The advice is a one-date backfill, because `healthscore score` would also check
+    the alert rules and run the playbooks for that past date.
+    """
     from healthscore import pipeline
+    from healthscore.cli.history import rescore_command
 
     stored = store.run_info(as_of).get("scorecard_versions", {})
     current = pipeline.scorecard_versions(project)
     if stored != current:
-        day = as_of.isoformat()
         note(
-            f"The snapshot of {day} was scored with other scorecards than "
-            "healthscore.yml now holds, so it shows the scores as they were; run "
-            f"`healthscore score --as-of {day}` to rescore it."
+            f"The snapshot of {as_of.isoformat()} was scored with other scorecards "
+            "than healthscore.yml now holds, so it shows the scores as they were; "
+            f"run `{rescore_command(project, [as_of])}` to rescore it without "
+            "checking alert rules."
         )
+
+
+def stored_scorecard_versions(run_info: dict[str, Any]) -> dict[str, str]:
+    """Return the scorecard versions by name from a snapshot's `run.json` contents.
+
+    The result is empty for a snapshot that records no versions.
+    """
+    versions = run_info.get("scorecard_versions", {})
+    return {str(name): str(value) for name, value in versions.items()}
 
 
 class ScoreReader:
@@ -133,8 +147,7 @@ class ScoreReader:
         from healthscore import pipeline
 
         if stored:
-            versions = self.store.run_info(as_of).get("scorecard_versions", {})
-            return {str(name): str(value) for name, value in versions.items()}
+            return stored_scorecard_versions(self.store.run_info(as_of))
         return pipeline.scorecard_versions(self.project)
 
     def _excluded_account_row(self, account_id: str) -> str | None:
@@ -508,6 +521,23 @@ def _scorecard_change(before: AccountScore, after: AccountScore) -> str | None:
     return None
 
 
+def scorecard_change_fields(
+    before: AccountScore, after: AccountScore
+) -> dict[str, Any]:
+    """Return the scorecards of both dates, their versions and `scorecard_changed`.
+
+    `scorecard_changed` is true when the text output describes a change of scorecard
+    (see `_scorecard_change`). The API's explanation returns the same fields.
+    """
+    return {
+        "scorecard": str(after.score["scorecard"]),
+        "compare_scorecard": str(before.score["scorecard"]),
+        "scorecard_version": after.version,
+        "compare_scorecard_version": before.version,
+        "scorecard_changed": _scorecard_change(before, after) is not None,
+    }
+
+
 def _has_absent_measure(parts: pd.DataFrame) -> bool:
     """Tell whether a measure part is missing from the scorecard of either date."""
     from healthscore.scoring import MEASURE
@@ -575,11 +605,7 @@ def _change_json(
         "account_id": after.account_id,
         "as_of": after.as_of,
         "compare_to": before.as_of,
-        "scorecard": after.score["scorecard"],
-        "compare_scorecard": before.score["scorecard"],
-        "scorecard_version": after.version,
-        "compare_scorecard_version": before.version,
-        "scorecard_changed": _scorecard_change(before, after) is not None,
+        **scorecard_change_fields(before, after),
         "score": after.score["score"],
         "compare_score": before.score["score"],
         "change": float(after.score["score"]) - float(before.score["score"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shlex
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -528,7 +529,7 @@ def trend(
         for group in groups
     ]
     if len(groups) > 1:
-        note_wrapped(_mixed_scorecards_warning(account, groups))
+        note_wrapped(_mixed_scorecards_warning(project, account, groups))
     if json_output:
         print_json(data)
         return
@@ -572,21 +573,80 @@ def _no_score_message(account: str, as_of: date, history: Any) -> str:
     )
 
 
-def _mixed_scorecards_warning(account: str, groups: list[ScoredUnder]) -> str:
-    """Warn that the trend compares scores of different scorecard versions."""
+def _mixed_scorecards_warning(
+    project: Project, account: str, groups: list[ScoredUnder]
+) -> str:
+    """Warn that the trend compares scores of different scorecard versions.
+
+    The advice names the dates whose scorecard version differs from the one in
+    healthscore.yml now, and the backfill command that rescores exactly those.
+    """
+    from healthscore.pipeline import scorecard_versions
+
     parts = []
     for group in groups:
         version = "" if group.version is None else f" version {group.version}"
         parts.append(
             f"{_dates_text(group.dates)} by scorecard {group.scorecard}{version}"
         )
-    return (
+    warning = (
         f"warning: the trend of {account} compares scores from different scorecard "
         f"settings, scored {'; '.join(parts)}. Part of the change comes from the "
-        "change of settings, not from the account. To compare like with like, "
-        "score these dates again under one configuration, for example with "
-        "`healthscore backfill` under the current healthscore.yml."
+        "change of settings, not from the account."
     )
+    current = scorecard_versions(project)
+    outdated = sorted(
+        day
+        for group in groups
+        if group.version is None or current.get(group.scorecard) != group.version
+        for day in group.dates
+    )
+    if not outdated:
+        return (
+            f"{warning} Every one of these dates is scored under the scorecards of "
+            "the current healthscore.yml, so rescoring them changes nothing."
+        )
+    listed = _limited_dates(outdated)
+    return (
+        f"{warning} To compare like with like, rescore the dates scored under "
+        f"settings that healthscore.yml no longer contains ({listed}) with "
+        f"`{rescore_command(project, outdated)}`. A backfill checks no alert rules, "
+        "so it sends no alerts about past dates."
+    )
+
+
+def _limited_dates(dates: list[date], limit: int = 5) -> str:
+    """List up to `limit` dates, then the number of the others: `a, b and 3 more`."""
+    texts = [day.isoformat() for day in dates]
+    if len(texts) > limit:
+        return f"{', '.join(texts[:limit])} and {len(texts) - limit} more"
+    if len(texts) == 1:
+        return texts[0]
+    return f"{', '.join(texts[:-1])} and {texts[-1]}"
+
+
+def rescore_command(project: Project, dates: list[date]) -> str:
+    """Return the `healthscore backfill` command that rescores exactly `dates`.
+
+    It rescores under the current healthscore.yml and, unlike `healthscore score`,
+    checks no alert rules and opens no playbook tasks. Evenly spaced dates take one
+    command with `--every` in days. Other dates take one command each, in a POSIX
+    shell loop, because a backfill with a shorter step would store new dates too.
+    `--project` is left out when the project is the current folder.
+    """
+    days = sorted(set(dates))
+    words = ["healthscore backfill"]
+    if project.root.resolve() != Path.cwd().resolve():
+        words.append(f"--project {shlex.quote(str(project.root))}")
+    steps = {(later - earlier).days for earlier, later in pairwise(days)}
+    if len(steps) <= 1:
+        words += [f"--from {days[0].isoformat()}", f"--to {days[-1].isoformat()}"]
+        if steps:
+            words.append(f"--every {steps.pop()}d")
+        return " ".join(words)
+    loop = " ".join(day.isoformat() for day in days)
+    command = " ".join([*words, '--from "$day" --to "$day"'])
+    return f"for day in {loop}; do {command}; done"
 
 
 def _snapshot_on_or_before(store: SnapshotStore, as_of: date) -> date:

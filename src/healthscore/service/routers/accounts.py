@@ -10,6 +10,11 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from fastapi import APIRouter, Path, Query, status
 
+from healthscore.cli.explain import (
+    AccountScore,
+    scorecard_change_fields,
+    stored_scorecard_versions,
+)
 from healthscore.config.models import ScorecardConfig
 from healthscore.monitoring.notes import add_note, list_notes
 from healthscore.monitoring.outbox import list_alerts
@@ -24,6 +29,7 @@ from healthscore.scoring import (
 from healthscore.scoring.overriding import override_measure_problem, scored_with
 from healthscore.service.auth import Access, AccessDependency
 from healthscore.service.context import API_PREFIX
+from healthscore.service.data import _retry as retry_snapshot_read
 from healthscore.service.errors import ApiError, layer_errors, not_found
 from healthscore.service.paths import encode_segment
 from healthscore.service.schemas import MAX_ID, DateText, NoteCreate, OverrideCreate
@@ -219,10 +225,15 @@ def get_explanation(
             before_measures, before_score, after_measures, after_score
         )
     change = float(after_score["score"]) - float(before_score["score"])
+    before = _account_score(
+        access, account_id, before_day, (before_score, before_measures)
+    )
+    after = _account_score(access, account_id, day, (after_score, after_measures))
     return {
         **account_fields(access, account_id),
         "as_of": day.isoformat(),
         "compare_to": before_day.isoformat(),
+        **scorecard_change_fields(before, after),
         "score": jsonable(after_score["score"]),
         "compare_score": jsonable(before_score["score"]),
         "change": jsonable(change),
@@ -251,6 +262,22 @@ def _scored(
     measures = data.table(day, "measures")
     own = measures[measures["account_id"].astype(str) == account_id]
     return row, own.reset_index(drop=True)
+
+
+def _account_score(
+    access: AccessDependency,
+    account_id: str,
+    day: date,
+    scored: tuple[pd.Series, pd.DataFrame],
+) -> AccountScore:
+    """Return the stored score of `day` with its scorecard's version, as `explain`
+    reads it."""
+    snapshots = access.context.data.snapshots
+    with layer_errors():
+        run_info = retry_snapshot_read(lambda: snapshots.run_info(day))
+    row, measures = scored
+    version = stored_scorecard_versions(run_info).get(str(row["scorecard"]))
+    return AccountScore(account_id, day, row, measures, True, version)
 
 
 @router.get("/{account_id:account}/alerts")
