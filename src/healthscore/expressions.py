@@ -10,7 +10,9 @@ Series because both overload the operators used here.
 from __future__ import annotations
 
 import ast
+import io
 import operator
+import tokenize
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,10 +62,28 @@ def parse_expression(text: str) -> Expression:
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
-        raise ExpressionError(f"invalid expression {text!r}: {exc.msg}") from None
+        message = f"invalid expression {text!r}: {exc.msg}"
+        if _has_assignment(text):
+            # Python's own hint for `(a = 1)` also offers `:=`, which is not allowed.
+            message = (
+                f"invalid expression {text!r}: invalid syntax. Use == to compare, not ="
+            )
+        raise ExpressionError(message) from None
     names: set[str] = set()
     _check(tree, text, names)
     return Expression(text=text, tree=tree, names=frozenset(names))
+
+
+def _has_assignment(text: str) -> bool:
+    """Return whether `text` has a single `=` outside string literals."""
+    tokens = tokenize.generate_tokens(io.StringIO(text.strip()).readline)
+    try:
+        return any(
+            token.type == tokenize.OP and token.string == "=" for token in tokens
+        )
+    except (tokenize.TokenError, SyntaxError):
+        # An unclosed bracket or string ends the token stream early.
+        return False
 
 
 def _check(node: ast.AST, text: str, names: set[str]) -> None:

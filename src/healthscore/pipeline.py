@@ -38,6 +38,7 @@ from healthscore.store.snapshot_tables import (
 from healthscore.store.snapshots import SnapshotStore
 
 if TYPE_CHECKING:
+    from healthscore.sources import SourceSet
     from healthscore.store.events import PurgeResult
     from healthscore.store.state import StateStore
 
@@ -71,6 +72,8 @@ class ScoringRun:
     """Raw days purged by `retention.after_score`, one result per store source with
     a retention age; None when the run purged nothing because the setting is off or
     nothing was stored."""
+    sources: SourceSet | None = field(default=None, repr=False)
+    """The sources the run read, for queries about their rows after the run."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the tables stored in the snapshot."""
@@ -291,6 +294,7 @@ def score(
         if not empty_sources(project, reports):
             check_unusable_sources(project, as_of, reports)
     run = ScoringRun(project, as_of, metrics, result, reports, versions, seconds)
+    run.sources = engine.sources
     run.shadow, run.shadow_skipped = _score_shadow_files(project, metrics, as_of)
     if store:
         _step(progress, "storing the snapshot")

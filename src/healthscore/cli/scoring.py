@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from healthscore.metrics import MetricTable
     from healthscore.monitoring.guard import GuardDecision
     from healthscore.report import ScoredDate, ScoreSummary
+    from healthscore.sources import SourceSet
     from healthscore.store.events import PurgeResult
     from healthscore.store.snapshot_tables import TableWrite
 
@@ -98,6 +100,8 @@ def score(
             allow_empty=allow_empty,
             progress=progress,
         )
+    assert run.sources is not None
+    excluded = excluded_accounts(run.sources)
     if run.purged is not None:
         for line in purge_lines(run.purged):
             note_wrapped(line)
@@ -116,9 +120,10 @@ def score(
         )
         result["purged"] = run.purged
         result["purged_windows"] = purged_windows
+        result["excluded_accounts"] = excluded.to_dict()
         print_json(result)
         return
-    print_score_summary(scored, summary, run.snapshot_table)
+    print_score_summary(scored, summary, run.snapshot_table, excluded)
     alerts, tasks = _monitoring_counts(run)
     if guard is not None:
         for line in guard_lines(guard, alerts_stored=alerts > 0):
@@ -235,12 +240,77 @@ def guard_lines(guard: GuardDecision, *, alerts_stored: bool = True) -> list[str
     return lines
 
 
+#: Account ids that the run summary lists before "and N more".
+LISTED_ACCOUNT_IDS = 5
+
+
+@dataclass(frozen=True)
+class ExcludedAccounts:
+    """Accounts of the accounts source whose every row fails a check, so that no
+    score exists for them."""
+
+    source: str
+    count: int
+    first_ids: list[str]
+    """The first LISTED_ACCOUNT_IDS ids in sort order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "count": self.count, "first_ids": self.first_ids}
+
+
+def excluded_accounts(sources: SourceSet) -> ExcludedAccounts:
+    """Find the account ids that have rows in the accounts source but no usable row.
+
+    Rows without an account id are left out, because they name no account.
+    """
+    # NOTE: tested on DuckDB only. The query is plain Ibis, but no test runs it on
+    # the Spark engine.
+    name = sources.accounts_name
+    rows = sources.con.table(sources.loaded[name].relation)
+    usable = sources.rows(name).account_id
+    ids = (
+        rows.filter(
+            rows._problem.notnull(),
+            rows.account_id.notnull(),
+            ~rows.account_id.isin(usable),
+        )
+        .select("account_id")
+        .distinct()
+    )
+    count = int(ids.count().execute())
+    first = ids.order_by("account_id").limit(LISTED_ACCOUNT_IDS).execute()
+    return ExcludedAccounts(name, count, [str(value) for value in first["account_id"]])
+
+
+def excluded_accounts_line(excluded: ExcludedAccounts) -> str | None:
+    """Return the summary line that names the excluded accounts, or None without
+    any."""
+    if excluded.count == 0:
+        return None
+    listed = ", ".join(excluded.first_ids)
+    more = excluded.count - len(excluded.first_ids)
+    if more > 0:
+        listed += f" and {more:,} more"
+    verb, rows = (
+        ("is", "its row fails") if excluded.count == 1 else ("are", "their rows fail")
+    )
+    return (
+        f"{counted(excluded.count, 'account')} of source {excluded.source} {verb} "
+        f"not scored because {rows} a check: {listed}. The source table below "
+        "shows the reasons and example rows."
+    )
+
+
 def print_score_summary(
-    scored: ScoredDate, summary: ScoreSummary, written: TableWrite | None = None
+    scored: ScoredDate,
+    summary: ScoreSummary,
+    written: TableWrite | None = None,
+    excluded: ExcludedAccounts | None = None,
 ) -> None:
     """Print bands, riskiest accounts, coverage, storage and the source summary.
 
-    `written` is the run's write into the snapshot table, if any.
+    `written` is the run's write into the snapshot table, if any. `excluded` names
+    the accounts whose rows in the accounts source all fail a check.
     """
     console = stdout_console()
     project = scored.project.config.name
@@ -267,6 +337,9 @@ def print_score_summary(
             f"warning: override {ignored['id']} of account {ignored['account_id']} "
             f"({ignored['target']}) was not applied: {ignored['reason']}"
         )
+    excluded_line = None if excluded is None else excluded_accounts_line(excluded)
+    if excluded_line is not None:
+        say_wrapped(excluded_line)
     print_sources(console, summary.sources, scored.as_of.isoformat())
 
 
