@@ -241,10 +241,6 @@ def test_description_edit_keeps_version(project):
         monitored(project, day)
     config = project_config(10)
     config["metrics"]["events_28d"]["description"] = "Events in the last 28 days."
-    config["bands"] = [
-        {**band.model_dump(mode="json"), "label": band.label.upper(), "color": "#000"}
-        for band in project.config.bands
-    ]
     (project.root / "healthscore.yml").write_text(yaml.safe_dump(config))
     described = load_project(project.root)
 

@@ -107,23 +107,22 @@ class Project:
     def scorecard_version(self, scorecard: ScorecardConfig) -> str:
         """Content hash of a scorecard, the metrics it uses and the bands.
 
-        Settings that only describe or display, a metric's `description` and a
-        band's `label` and `color`, are left out: editing them changes no score, so
-        the alert rules and trends keep comparing across such an edit.
+        A metric's `description` is hashed as if it were empty: editing it changes
+        no score, so the alert rules and trends keep comparing across such an edit,
+        and a project without descriptions keeps the hash it had before they were
+        left out.
         """
         used = {m.metric for c in scorecard.components.values() for m in c.measures}
+        metrics = {}
+        for name in sorted(metric_closure(self.config.metrics, used)):
+            dumped = self.config.metrics[name].model_dump(mode="json")
+            if "description" in dumped:
+                dumped["description"] = ""
+            metrics[name] = dumped
         payload = {
             "scorecard": scorecard.model_dump(mode="json", by_alias=True),
-            "metrics": {
-                name: self.config.metrics[name].model_dump(
-                    mode="json", exclude={"description"}
-                )
-                for name in sorted(metric_closure(self.config.metrics, used))
-            },
-            "bands": [
-                band.model_dump(mode="json", exclude={"label", "color"})
-                for band in self.config.bands
-            ],
+            "metrics": metrics,
+            "bands": [band.model_dump(mode="json") for band in self.config.bands],
         }
         digest = hashlib.sha256(
             json.dumps(payload, sort_keys=True).encode()
