@@ -4,6 +4,7 @@ schema checked before anything is stored, and raw days purged after scoring."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -395,17 +396,22 @@ def test_unusable_events_store_nothing(tmp_path):
     assert allowed.snapshot is not None
 
 
-def test_events_after_as_of_still_score(tmp_path):
+def test_late_or_unknown_rows_still_score(tmp_path, caplog):
     project = make_project(tmp_path)
+    # One row is later than the as-of date and one fails, so none is usable, but
+    # the source may only start after the date.
     (tmp_path / "events.csv").write_text(
         "account_id,timestamp\na1,2026-07-01 10:00:00\na2,bad\n"
     )
-
-    # One row is later than the as-of date and one fails, so none is usable.
-    with pytest.raises(ScoringInputError):
-        score(project, AS_OF, monitor=False)
-
-    (tmp_path / "events.csv").write_text(
-        "account_id,timestamp\na1,2026-07-01 10:00:00\n"
-    )
     assert score(project, AS_OF, monitor=False).snapshot is not None
+
+    # Rows of accounts that the accounts source lacks may be new accounts.
+    (tmp_path / "events.csv").write_text(
+        "account_id,timestamp\nnew1,2026-05-20 10:00:00\nnew2,2026-05-21 10:00:00\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="healthscore.pipeline"):
+        assert score(project, AS_OF, monitor=False).snapshot is not None
+    assert (
+        "every one of the 2 rows of source 'events' names an account that the "
+        "accounts source lacks"
+    ) in caplog.text

@@ -387,26 +387,39 @@ def check_empty_replacement(
 def check_unusable_sources(
     project: Project, as_of: date, reports: list[SourceReport]
 ) -> None:
-    """Raise ScoringInputError when every row of a source up to `as_of` is excluded.
+    """Raise ScoringInputError when every row of a source fails a check of its own.
 
-    A source whose rows all fail a check, such as a wrongly mapped column or
-    account ids of another type, would score every account as if it had no such
-    rows. Rows later than the as-of date do not count, so a date before a source's
-    first row passes. The population's sources are left to `check_empty_replacement`.
+    A source whose rows all fail, such as one with a wrongly mapped time column,
+    would score every account as if it had no such rows. Only the checks of a
+    row's own values count: rows of accounts that the accounts source lacks may be
+    new accounts, as in a store source. A source with any row later than the as-of
+    date passes, so dates before a source's first row are scored. The population's
+    sources are left to `check_empty_replacement`.
     """
-    # Imported here, because the report modules build on this module's run type.
-    from healthscore.report.summary import source_summaries
+    from healthscore.sources import ACCOUNT_REASONS
 
+    # A late row is excluded by the date alone, so the source may well be sound.
+    late = "after_as_of"
     population = {report.source for report in empty_sources(project, reports)}
     unusable = []
     for report in reports:
         if report.rows_used or not report.rows_read or report.source in population:
             continue
-        summary = source_summaries([report.to_dict()])[0]
-        if summary.rows_with_problems and (
-            summary.rows_with_problems + summary.later == report.rows_read
-        ):
+        own = sum(
+            count
+            for reason, count in report.excluded.items()
+            if reason.partition(":")[0] not in {*ACCOUNT_REASONS, late}
+        )
+        if own == report.rows_read:
             unusable.append(report)
+        elif report.excluded.get("unknown_account:account_id") == report.rows_read:
+            logger.warning(
+                "every one of the %s rows of source %r names an account that the "
+                "accounts source lacks; check that its account ids are written as "
+                "in the accounts source",
+                f"{report.rows_read:,}",
+                report.source,
+            )
     if not unusable:
         return
     day = as_of.isoformat()

@@ -57,6 +57,8 @@ from healthscore.pipeline import (
     ScoringRun,
     active_overrides,
     check_empty_replacement,
+    check_unusable_sources,
+    empty_sources,
     open_engine,
     run_monitoring,
     scorecard_versions,
@@ -255,6 +257,9 @@ class LiveScorer:
             # Raises ScoringInputError, storing nothing, when a population source
             # has no usable row and the day's stored snapshot has scores.
             check_empty_replacement(self.project, day, population.reports)
+        if not empty_sources(self.project, population.reports):
+            # As `healthscore score`, store nothing when a source's rows all fail.
+            check_unusable_sources(self.project, day, population.reports)
         run = ScoringRun(
             self.project, day, metrics, result, population.reports, versions
         )
