@@ -205,3 +205,9 @@ def test_quoted_schema_suggestion_written(tmp_path: Path) -> None:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_upper_case_schema_alone_does_not_warn(tmp_path: Path) -> None:
+    root = table_project(tmp_path, PG_URL, "Reports.scores")
+
+    assert snapshot_table_warnings(load_project(root)) == []

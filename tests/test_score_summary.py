@@ -69,7 +69,7 @@ def test_summary_lists_first_five_ids(tmp_path: Path) -> None:
     output = flat(result.output)
     assert "Scored 2 accounts" in output
     assert (
-        "8 accounts of source accounts are not scored because their rows fail a "
+        "8 accounts of source accounts have no score, and their rows fail a "
         "check: b1, b2, b3, b4, b5 and 3 more." in output
     )
 
@@ -91,15 +91,16 @@ def test_summary_one_excluded_account(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     output = flat(result.output)
     assert (
-        "1 account of source accounts is not scored because its row fails a "
-        "check: b1." in output
+        "1 account of source accounts has no score, and its row fails a check: "
+        "b1." in output
     )
 
 
 def test_summary_without_excluded_accounts(tmp_path: Path) -> None:
     result = score_project(tmp_path, CLEAN_ACCOUNTS)
     assert result.exit_code == 0, result.output
-    assert "not scored because" not in flat(result.output)
+    assert "of source accounts has no score" not in flat(result.output)
+    assert "of source accounts have no score" not in flat(result.output)
     payload = json.loads(score_project(tmp_path, CLEAN_ACCOUNTS, "--json").stdout)
     assert payload["excluded_accounts"] == {
         "source": "accounts",

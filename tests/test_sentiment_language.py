@@ -310,3 +310,21 @@ def test_backfill_warns_once(tmp_path):
 
     text = " ".join(result.stderr.split())
     assert text.count("contain no word of VADER's lexicon") == 1
+
+
+def test_short_texts_stop_the_check() -> None:
+    import pyarrow as pa
+
+    from healthscore.sources.text import LEXICON_READ_LIMIT, VaderScorer
+
+    scorer = VaderScorer()
+    subjects = pa.array(["Password reset", "API limit"] * (LEXICON_READ_LIMIT // 2))
+    names = pa.array(["tickets"] * len(subjects))
+    columns = pa.array(["subject"] * len(subjects))
+
+    scorer.compound_array(subjects, names, columns)
+
+    check = scorer.lexicon_checks[("tickets", "subject")]
+    assert check.done
+    assert check.texts == 0
+    assert check.read == LEXICON_READ_LIMIT

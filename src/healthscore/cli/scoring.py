@@ -291,13 +291,15 @@ def excluded_accounts_line(excluded: ExcludedAccounts) -> str | None:
     more = excluded.count - len(excluded.first_ids)
     if more > 0:
         listed += f" and {more:,} more"
+    # Not "because": with the active population, an account without an active
+    # subscription would have no score either.
     verb, rows = (
-        ("is", "its row fails") if excluded.count == 1 else ("are", "their rows fail")
+        ("has", "its row fails") if excluded.count == 1 else ("have", "their rows fail")
     )
     return (
         f"{counted(excluded.count, 'account')} of source {excluded.source} {verb} "
-        f"not scored because {rows} a check: {listed}. The source table below "
-        "shows the reasons and example rows."
+        f"no score, and {rows} a check: {listed}. The source table below shows the "
+        "reasons and example rows."
     )
 
 

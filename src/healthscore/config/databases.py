@@ -206,11 +206,16 @@ def snapshot_table_warnings(project: Project) -> list[ConfigIssue]:
     healthscore quotes the name when it creates and writes the table, so PostgreSQL
     keeps its case. PostgreSQL folds an unquoted name in a query to lower case, so
     such a query of the name as written finds no table. Returns [] for DuckDB,
-    which matches names regardless of case (checked with DuckDB 2.0), and for
-    lower-case names.
+    which matches names regardless of case (checked with DuckDB 2.0), and when the
+    table's own name is lower case. An upper-case schema then needs no warning: a
+    schema created with quotes keeps its case, and one created without is
+    reported missing before anything is written.
     """
     settings = project.config.store.snapshot_table
-    if settings is None or settings.table == settings.table.lower():
+    if settings is None:
+        return []
+    own_name = settings.table.rpartition(".")[2]
+    if own_name == own_name.lower():
         return []
     if not settings.connection.startswith(("postgresql://", "postgres://")):
         return []

@@ -648,7 +648,7 @@ def leaf_rows(labels: np.ndarray, few: bool | None = None) -> int:
     if rarer < FEW_CHURNED if few is None else few:
         # NOTE: the size jumps at FEW_CHURNED, from 79 rows to ceil(40 / rate),
         # which is 800 rows at a 5 % rate. Leaves of 40 churned rows were measured
-        # on parts with 243 or more churned rows, and this rule on 11 to 33, so no
+        # on parts with 195 or more churned rows, and this rule on 11 to 33, so no
         # size was measured in between.
         return max(1, rarer // 2)
     return min(math.ceil(LEAF_CHURNED / (rarer / rows)), rows // 4)

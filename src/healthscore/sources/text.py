@@ -59,6 +59,10 @@ SCORE_CACHE_SIZE = 1_000_000
 #: the first batch of texts that reaches this count.
 LEXICON_SAMPLE_ROWS = 20
 
+#: Non-empty texts of a column read before the check gives up when fewer than
+#: LEXICON_SAMPLE_ROWS of them are long enough to judge.
+LEXICON_READ_LIMIT = 1000
+
 #: Words (separated by whitespace) from which a text is judged. Shorter English
 #: texts, such as the ticket subjects "Password reset" or "API rate limit", often
 #: contain no word of VADER's lexicon and no function word.
@@ -144,6 +148,8 @@ def has_english_function_word(text: str) -> bool:
 class LexiconCheck:
     """Counts of the first judged texts of one source column, for the warning."""
 
+    read: int = 0
+    """Non-empty texts counted so far, judged or not."""
     texts: int = 0
     """Non-empty texts that `is_judged_text` accepts."""
     not_english: int = 0
@@ -229,10 +235,18 @@ class VaderScorer:
         if check.done:
             return
         for text, (score, scored) in zip(texts.to_pylist(), results, strict=True):
-            if score is None or text is None or not is_judged_text(text):
+            if score is None or text is None:
+                continue
+            check.read += 1
+            if not is_judged_text(text):
                 continue
             check.texts += 1
             check.not_english += not scored and not has_english_function_word(text)
+        if check.read >= LEXICON_READ_LIMIT and check.texts < LEXICON_SAMPLE_ROWS:
+            # A column of short texts, such as subjects, is not judged, and its
+            # later rows are not counted either.
+            check.done = True
+            return
         if check.texts < LEXICON_SAMPLE_ROWS:
             return
         check.done = True
