@@ -396,6 +396,26 @@ def test_unusable_events_store_nothing(tmp_path):
     assert allowed.snapshot is not None
 
 
+def test_backfill_unusable_events_store_nothing(tmp_path):
+    from healthscore.monitoring.backfill import backfill
+
+    project = make_project(tmp_path)
+    (tmp_path / "events.csv").write_text(
+        "account_id,timestamp\na1,yesterday\na2,someday\n"
+    )
+    dates = [date(2026, 5, 18), date(2026, 5, 25), AS_OF]
+
+    with pytest.raises(ScoringInputError) as raised:
+        backfill(project, dates)
+
+    message = flat(str(raised.value))
+    assert message.startswith(
+        "the events source 'events' has no usable row: all 2 of its rows were excluded"
+    )
+    assert message.endswith("(`healthscore validate --data` shows example rows)")
+    assert snapshot_store(project).dates() == []
+
+
 def test_late_or_unknown_rows_still_score(tmp_path, caplog):
     project = make_project(tmp_path)
     # One row is later than the as-of date and one fails, so none is usable, but

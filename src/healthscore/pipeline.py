@@ -385,7 +385,11 @@ def check_empty_replacement(
 
 
 def check_unusable_sources(
-    project: Project, as_of: date, reports: list[SourceReport]
+    project: Project,
+    as_of: date,
+    reports: list[SourceReport],
+    override: str | None = "run `healthscore score` with --allow-empty to store the "
+    "scores all the same",
 ) -> None:
     """Raise ScoringInputError when every row of a source fails a check of its own.
 
@@ -394,7 +398,8 @@ def check_unusable_sources(
     row's own values count: rows of accounts that the accounts source lacks may be
     new accounts, as in a store source. A source with any row later than the as-of
     date passes, so dates before a source's first row are scored. The population's
-    sources are left to `check_empty_replacement`.
+    sources are left to `check_empty_replacement`. `override` ends the message with
+    the way to store the scores all the same, if the command has one.
     """
     from healthscore.sources import ACCOUNT_REASONS
 
@@ -424,11 +429,12 @@ def check_unusable_sources(
         return
     day = as_of.isoformat()
     described = "; ".join(_describe_empty(report) for report in unusable)
+    fix = "Fix the rows or the source's columns (`healthscore validate --data` shows "
+    fix += "example rows)"
     raise ScoringInputError(
         f"{described}, so every account would be scored as if that source were "
-        f"empty; nothing was stored for {day}. Fix the rows or the source's columns "
-        "(`healthscore validate --data` shows example rows), or run `healthscore "
-        "score` with --allow-empty to store the scores all the same"
+        f"empty; nothing was stored for {day}. {fix}"
+        + (f", or {override}" if override else "")
     )
 
 

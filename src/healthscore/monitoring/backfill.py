@@ -47,6 +47,8 @@ from healthscore.monitoring.backfill_sweep import sweep_source_reports
 from healthscore.monitoring.backfill_tables import snapshot_tables
 from healthscore.monitoring.history import record_config, replay_project
 from healthscore.pipeline import (
+    check_unusable_sources,
+    empty_sources,
     open_engine,
     run_info,
     score,
@@ -412,6 +414,10 @@ def _backfill_group(
     started = time.perf_counter()
     sweep = MetricSweep(project, engine.sources, dates)
     reports = sweep_source_reports(engine.sources, sweep.points)
+    # As `healthscore score`, nothing is stored when every row of a source fails a
+    # check of its own. Later rows pass it, so the latest date's reports decide.
+    if not empty_sources(project, reports[-1]):
+        check_unusable_sources(project, sweep.dates[-1], reports[-1], override=None)
     logger.info(
         "swept metrics and source reports of %d dates in %.2f s",
         len(sweep.dates),
