@@ -84,8 +84,8 @@ def test_leaf_rows_few_churned(churned: int, rows: int, expected: int) -> None:
 
 
 def test_leaf_rule_chosen_on_whole_set() -> None:
-    # 180 churned rows in all, so each fit on four fifths holds about 144: below
-    # 160, but every member keeps the rule of 40 churned rows per leaf.
+    # 180 churned rows in all, so each fit on four fifths has about 144, below 160.
+    # Every member still keeps the rule of 40 churned rows per leaf.
     frame, labels = capped_activity(3600, 180, seed=3)
 
     model = ChurnClassifier().fit(frame, labels)

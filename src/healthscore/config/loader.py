@@ -107,10 +107,9 @@ class Project:
     def scorecard_version(self, scorecard: ScorecardConfig) -> str:
         """Content hash of a scorecard, the metrics it uses and the bands.
 
-        A metric's `description` is hashed as if it were empty: editing it changes
-        no score, so the alert rules and trends keep comparing across such an edit,
-        and a project without descriptions keeps the hash it had before they were
-        left out.
+        A metric's `description` is hashed as if it were empty, because editing it
+        changes no score. So the alert rules and trends keep comparing across such
+        an edit, and a project without descriptions keeps its earlier hash.
         """
         used = {m.metric for c in scorecard.components.values() for m in c.measures}
         metrics = {}

@@ -1122,8 +1122,8 @@ def _among(ids: pd.Series, values: Any) -> np.ndarray:
     import pyarrow.compute as pc
 
     column = pa.array(ids, from_pandas=True)
-    wanted = pa.array(np.asarray(values, dtype=object), type=pa.string())
-    found = pc.is_in(column, value_set=wanted.cast(column.type))
+    value_set = pa.array(np.asarray(values, dtype=object), type=pa.string())
+    found = pc.is_in(column, value_set=value_set.cast(column.type))
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 

@@ -90,14 +90,14 @@ ENGLISH_FUNCTION_WORDS = frozenset({
 })  # fmt: skip
 
 #: Share of the judged texts that contain neither a word of VADER's lexicon nor an
-#: English function word, from which a run warns. Shares of judged texts measured
-#: with vaderSentiment 3.3.2 on English texts: 1.0 % of the tweets, 1.7 % of the
-#: Amazon review snippets, 1.3 % of the movie review snippets and 1.5 % of the NYT
-#: editorial snippets that Hutto and Gilbert (ICWSM 2014) rated. The ticket texts
-#: of the sample that `healthscore init` generates have 0 %, and its ticket
-#: subjects 14 % (1 of 7). Of 6 to 12 hand-written ticket texts per language, 100 %
-#: of the French, Dutch, Italian, Portuguese, Polish, Danish and Japanese ones
-#: count, 92 % of the German and 62 % of the Spanish ones.
+#: English function word, from which a run warns. Measured with vaderSentiment
+#: 3.3.2 on the English texts that Hutto and Gilbert (ICWSM 2014) rated, such texts
+#: were 1.0 % of the tweets and 1.7 % of the Amazon review snippets. They were
+#: 1.3 % of the movie review snippets and 1.5 % of the NYT editorial snippets.
+#: The ticket texts of the sample that `healthscore init` generates have 0 %, and
+#: its ticket subjects 14 % (1 of 7). Of 6 to 12 hand-written ticket texts per
+#: language, 100 % of the French, Dutch, Italian, Portuguese, Polish, Danish and
+#: Japanese ones count, 92 % of the German and 62 % of the Spanish ones.
 #: NOTE: VADER scores some words of other languages by their English meaning, such
 #: as Spanish "no" and German "die", so a column in such a language may stay below
 #: this share and get no warning.
